@@ -1,0 +1,48 @@
+# The commands the README shows. `make demo` and `make test` set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PLUGINS := $(wildcard plugins/medi2i-*)
+# Real volumes for tests and benchmarks, when the shared data folder sits beside the clone.
+MEDI2I_DATA_DIR ?= $(abspath ../shared/data)
+export MEDI2I_DATA_DIR
+
+# On machines without an NVIDIA GPU, install the CPU build of torch first: the package's own
+# range would otherwise pull a multi-GB CUDA build.
+TORCH_CPU_PIN ?= torch==2.13.0
+
+.PHONY: setup demo test test-slow lint typecheck bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/python -m pip install --quiet "$(TORCH_CPU_PIN)"; fi
+	$(BIN)/python -m pip install --quiet -e ".[dev]" $(foreach p,$(PLUGINS),-e $(p))
+	touch $@
+
+demo: setup
+	$(BIN)/medi2i demo
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -m "slow" -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+typecheck: setup
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/p1_engine_overhead.py
+	$(BIN)/python benchmarks/p5_startup.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,102 @@
+"""medi2i: translate 3D medical volumes from one kind of image to another.
+
+This module is the public API for users and plugin authors; everything else may
+change. Attributes are imported on first use so that ``import medi2i`` (and so
+``medi2i --help``) stays fast and does not import torch or MONAI.
+
+Example:
+    >>> import medi2i
+    >>> medi2i.predict("mr.nii.gz", "sct.nii.gz", method="intensity-inversion")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from medi2i.errors import (
+    DeviceError,
+    GeometryError,
+    InputError,
+    Medi2iError,
+    ModelFormatError,
+    OptionsError,
+    PluginError,
+    UnknownMethodError,
+)
+from medi2i.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "DataKind": "medi2i.method",
+    "Grid": "medi2i.method",
+    "Method": "medi2i.method",
+    "NoCondition": "medi2i.method",
+    "Options": "medi2i.method",
+    "PatchNetworkMethod": "medi2i.method",
+    "PredictContext": "medi2i.method",
+    "SpatialPlan": "medi2i.method",
+    "Task": "medi2i.method",
+    "VolumeSpec": "medi2i.method",
+    "InferenceSettings": "medi2i.settings",
+    "SlidingWindowEngine": "medi2i.engine",
+    "VolumeReader": "medi2i.io.base",
+    "VolumeWriter": "medi2i.io.base",
+    "read_volume": "medi2i.io",
+    "write_volume": "medi2i.io",
+    "Metric": "medi2i.metrics",
+    "predict": "medi2i.predict",
+    "predict_tensor": "medi2i.predict",
+    "load_model": "medi2i.model_folder",
+    "save_model": "medi2i.model_folder",
+    "Registry": "medi2i.registry",
+    "load_plugins": "medi2i.plugins",
+}
+
+__all__ = [
+    "DeviceError",
+    "GeometryError",
+    "InputError",
+    "Medi2iError",
+    "ModelFormatError",
+    "OptionsError",
+    "PluginError",
+    "UnknownMethodError",
+    "__version__",
+    "hookimpl",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name: str) -> object:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'medi2i' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from medi2i.engine import SlidingWindowEngine
+    from medi2i.io import read_volume, write_volume
+    from medi2i.io.base import VolumeReader, VolumeWriter
+    from medi2i.method import (
+        DataKind,
+        Grid,
+        Method,
+        NoCondition,
+        Options,
+        PatchNetworkMethod,
+        PredictContext,
+        SpatialPlan,
+        Task,
+        VolumeSpec,
+    )
+    from medi2i.metrics import Metric
+    from medi2i.model_folder import load_model, save_model
+    from medi2i.plugins import load_plugins
+    from medi2i.predict import predict, predict_tensor
+    from medi2i.registry import Registry
+    from medi2i.settings import InferenceSettings

@@ -1,0 +1,36 @@
+"""medi2i's own contributions, registered through the same hooks as any plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from medi2i.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from medi2i.io.base import VolumeReader, VolumeWriter
+    from medi2i.metrics import Metric
+
+
+@hookimpl
+def register_readers(register: Callable[[VolumeReader], None]) -> None:
+    from medi2i.io import builtin_readers
+
+    for reader in builtin_readers():
+        register(reader)
+
+
+@hookimpl
+def register_writers(register: Callable[[VolumeWriter], None]) -> None:
+    from medi2i.io import builtin_writers
+
+    for writer in builtin_writers():
+        register(writer)
+
+
+@hookimpl
+def register_metrics(register: Callable[[Metric], None]) -> None:
+    from medi2i.metrics import builtin_metrics
+
+    for metric in builtin_metrics():
+        register(metric)

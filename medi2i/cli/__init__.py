@@ -1,0 +1,1 @@
+"""The ``medi2i`` command line (click). Subcommands import heavy modules lazily."""

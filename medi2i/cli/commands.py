@@ -1,0 +1,244 @@
+"""The built-in subcommands: ``plugins``, ``methods``, ``predict`` and ``demo``.
+
+Heavy modules (torch, MONAI) are imported inside the commands that need them, so
+``medi2i --help`` and ``medi2i plugins`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+import yaml
+
+from medi2i.errors import OptionsError
+from medi2i.plugins import PluginSet
+
+if TYPE_CHECKING:
+    from medi2i.registry import Registry
+    from medi2i.settings import InferenceSettings
+
+
+def add_to(group: click.Group) -> None:
+    """Add the built-in commands to ``group``."""
+    for command in (plugins_command, methods_command, predict_command, demo_command):
+        group.add_command(command)
+
+
+def _registry(ctx: click.Context) -> Registry:
+    from medi2i.registry import Registry
+
+    plugins: PluginSet = ctx.find_root().obj
+    return Registry(plugins)
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
+    """List the loaded plugins (name, version, hooks) and those that failed."""
+    plugins: PluginSet = ctx.find_root().obj
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "plugins": [info.__dict__ for info in plugins.infos],
+                    "failures": [failure.__dict__ for failure in plugins.failures],
+                },
+                indent=2,
+                default=list,
+            )
+        )
+        return
+    rows = [
+        (info.name, info.version or ("built-in" if info.builtin else "?"), ", ".join(info.hooks))
+        for info in plugins.infos
+    ]
+    _print_table(("plugin", "version", "hooks"), rows)
+    for failure in plugins.failures:
+        click.secho(f"failed: {failure.name} ({failure.stage}): {failure.error}", fg="yellow")
+
+
+@click.command("methods")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with option schemas).")
+@click.pass_context
+def methods_command(ctx: click.Context, as_json: bool) -> None:
+    """List the registered methods: id, tasks, training data, plugin."""
+    registry = _registry(ctx)
+    methods = registry.methods
+    if as_json:
+        described = [
+            {**cls.describe().model_dump(mode="json"), "plugin": registry.method_owner(mid)}
+            for mid, cls in sorted(methods.items())
+        ]
+        click.echo(json.dumps(described, indent=2))
+        return
+    rows = [
+        (
+            mid,
+            ", ".join(t.value for t in cls.tasks),
+            cls.data.value,
+            registry.method_owner(mid),
+            cls.summary(),
+        )
+        for mid, cls in sorted(methods.items())
+    ]
+    _print_table(("method", "tasks", "training data", "plugin", "summary"), rows)
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, object]:
+    """``("a=1", "b=[1,2]")`` → ``{"a": 1, "b": [1, 2]}`` (values parsed as YAML)."""
+    parsed: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OptionsError(f"{what} {pair!r} must look like key=value")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise OptionsError(f"{what} {pair!r}: the value is not valid YAML: {exc}") from None
+    return parsed
+
+
+def _roi(value: str | None) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    parts = value.replace("x", ",").split(",")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise OptionsError(f"--roi-size {value!r} must be one or three integers") from None
+    if len(sizes) == 1:
+        sizes *= 3
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise OptionsError(f"--roi-size {value!r} must be one or three positive integers")
+    return (sizes[0], sizes[1], sizes[2])
+
+
+def _settings(
+    roi_size: str | None,
+    sw_batch_size: int,
+    overlap: float,
+    blend: str,
+    device: str,
+    amp: bool,
+    progress: bool,
+) -> InferenceSettings:
+    from pydantic import ValidationError
+
+    from medi2i.settings import InferenceSettings
+
+    try:
+        return InferenceSettings(
+            roi_size=_roi(roi_size),
+            sw_batch_size=sw_batch_size,
+            overlap=overlap,
+            blend=blend,  # type: ignore[arg-type]
+            device=device,
+            amp=amp,
+            progress=progress,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise OptionsError(f"invalid inference settings: {problems}") from None
+
+
+def inference_options(command: click.Command) -> click.Command:
+    """Add the sliding-window and device options to a command."""
+    options = [
+        click.option(
+            "--roi-size",
+            help="Window size in voxels, e.g. 96 or 96,96,64 (default: the method's).",
+        ),
+        click.option("--sw-batch-size", default=4, show_default=True, help="Windows per batch."),
+        click.option(
+            "--overlap", default=0.25, show_default=True, help="Window overlap fraction [0, 1)."
+        ),
+        click.option(
+            "--blend",
+            type=click.Choice(["gaussian", "constant"]),
+            default="gaussian",
+            show_default=True,
+            help="How overlapping windows are blended.",
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto (CUDA when present), cpu, cuda or cuda:N.",
+        ),
+        click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command("predict")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.option("--method", "method_id", help="Id of a method that needs no training.")
+@click.option(
+    "--model", type=click.Path(path_type=Path), help="Trained-model folder or zip (instead of --method)."
+)
+@click.option("--option", "-o", "option_pairs", multiple=True, help="Method option key=value (repeat).")
+@click.option("--condition", "-c", "condition_pairs", multiple=True, help="Predict-time key=value.")
+@inference_options
+@click.pass_context
+def predict_command(
+    ctx: click.Context,
+    input_path: Path,
+    output_path: Path,
+    method_id: str | None,
+    model: Path | None,
+    option_pairs: tuple[str, ...],
+    condition_pairs: tuple[str, ...],
+    **inference: object,
+) -> None:
+    """Translate INPUT (NIfTI, NRRD, MHA) with a method or trained model into OUTPUT.
+
+    The output keeps the input's grid (affine, spacing, orientation) unless the method
+    changes resolution; a provenance sidecar is written next to it.
+    """
+    from medi2i.predict import predict
+
+    settings = _settings(**inference)  # type: ignore[arg-type]
+    written = predict(
+        input_path,
+        output_path,
+        method=method_id,
+        model=model,
+        options=_key_values(option_pairs, "--option") or None,
+        settings=settings,
+        condition=_key_values(condition_pairs, "--condition") or None,
+        registry=_registry(ctx),
+    )
+    click.echo(f"wrote {written}")
+
+
+@click.command("demo")
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Folder for the demo's input, output and provenance.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@click.pass_context
+def demo_command(ctx: click.Context, output_dir: Path, progress: bool) -> None:
+    """Run medi2i on its built-in demo volume (no data to bring)."""
+    from medi2i.demo import run_demo
+
+    for line in run_demo(output_dir, registry=_registry(ctx), progress=progress):
+        click.echo(line)

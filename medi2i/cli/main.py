@@ -1,0 +1,107 @@
+"""Entry point of the ``medi2i`` command: the group, error handling and plugin loading.
+
+User errors (:class:`medi2i.errors.Medi2iError`) print one line and exit non-zero;
+``--debug`` (or ``MEDI2I_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any
+
+import click
+
+from medi2i import __version__
+from medi2i.errors import Medi2iError, PluginError
+from medi2i.plugins import PluginSet, PluginWarning, load_plugins
+
+
+class Medi2iGroup(click.Group):
+    """A click group that turns medi2i errors into one clear message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Medi2iError as exc:
+            if _debug(ctx):
+                raise
+            click.secho(f"Error: {exc}", err=True, fg="red")
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no partial output was kept.", err=True)
+            ctx.exit(130)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.params.get("debug")) or os.environ.get("MEDI2I_DEBUG", "") == "1"
+
+
+def _show_plugin_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    if issubclass(category, PluginWarning):
+        click.secho(f"Warning: {message}", err=True, fg="yellow")
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+@click.group(cls=Medi2iGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="medi2i")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option(
+    "--strict-plugins",
+    is_flag=True,
+    help="Fail if any plugin fails to load or register (also MEDI2I_STRICT_PLUGINS=1).",
+)
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
+    """medi2i: translate 3D medical volumes (MR to synthetic CT, cross-scanner
+    harmonization, super-resolution).
+
+    Plugins are loaded from the "medi2i" entry-point group; see "medi2i plugins".
+    """
+    plugins: PluginSet = ctx.obj
+    if strict_plugins and plugins.failures:
+        names = ", ".join(f.name for f in plugins.failures)
+        raise PluginError(f"plugins failed to load: {names} (--strict-plugins is set)")
+
+
+def build_cli(plugins: PluginSet) -> click.Group:
+    """The ``medi2i`` group with the built-in and the plugins' commands added.
+
+    Invoke it with ``obj=plugins``, e.g. ``CliRunner().invoke(cli, args, obj=plugins)``.
+    """
+    from medi2i.cli import commands
+
+    commands.add_to(cli)
+    for impl in plugins.manager.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # a broken plugin command must not break the CLI
+            plugins.fail(impl.plugin_name, "register_commands", exc)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line (``argv`` defaults to ``sys.argv[1:]``)."""
+    warnings.showwarning = _show_plugin_warning
+    try:
+        plugins = load_plugins()
+    except Medi2iError as exc:
+        click.secho(f"Error: {exc}", err=True, fg="red")
+        sys.exit(exc.exit_code)
+    build_cli(plugins).main(args=argv, prog_name="medi2i", obj=plugins)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,88 @@
+"""The hooks a medi2i plugin may implement.
+
+A plugin is a module with functions marked ``@medi2i.hookimpl`` whose names are the
+hooks below. Every hook is a *register* hook: medi2i calls it with a ``register``
+callable and the plugin hands over what it provides. Built-in readers, writers and
+metrics are registered through the same hooks, so a plugin is on equal footing with
+the core.
+
+Keep the module that holds the hook implementations cheap to import (no ``torch`` or
+``monai`` at its top level): medi2i imports it on every command, ``medi2i --help``
+included. Import heavy modules inside the hook, as the reference plugin does.
+
+Example::
+
+    import medi2i
+
+    @medi2i.hookimpl
+    def register_methods(register):
+        from .method import MyMethod
+
+        register(MyMethod)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from medi2i.io.base import VolumeReader, VolumeWriter
+    from medi2i.method import Method
+    from medi2i.metrics import Metric
+
+PROJECT = "medi2i"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_methods(register: Callable[[type[Method]], None]) -> None:
+    """Register translation, harmonization or super-resolution methods.
+
+    Args:
+        register: Call it once per :class:`medi2i.Method` subclass (the class, not an
+            instance). Its ``id`` must be unique across all plugins.
+    """
+
+
+@hookspec
+def register_readers(register: Callable[[VolumeReader], None]) -> None:
+    """Register volume readers (file formats, DICOM folders, ...).
+
+    Args:
+        register: Call it with a :class:`medi2i.VolumeReader` instance. Readers are
+            asked in registration order (built-ins first) whether they can read a path.
+    """
+
+
+@hookspec
+def register_writers(register: Callable[[VolumeWriter], None]) -> None:
+    """Register volume writers.
+
+    Args:
+        register: Call it with a :class:`medi2i.VolumeWriter` instance.
+    """
+
+
+@hookspec
+def register_metrics(register: Callable[[Metric], None]) -> None:
+    """Register image-quality metrics used by evaluation and benchmarks.
+
+    Args:
+        register: Call it with a :class:`medi2i.Metric` instance. Its ``name`` must
+            be unique.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``medi2i`` command line.
+
+    Args:
+        cli: The top-level click group; add commands with ``@cli.command()``.
+    """

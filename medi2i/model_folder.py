@@ -1,0 +1,242 @@
+"""The trained-model folder: one self-describing folder (or a zip of it).
+
+Layout::
+
+    model/
+      medi2i-model.json   method id and version, options, fitted values, specs, hashes
+      weights.safetensors tensors (network weights, histograms), if the method has any
+      README.md           the model card
+      metrics.json        evaluation metrics, if given
+
+Loading never unpickles: tensors come from safetensors, everything else from JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from medi2i.errors import InputError, ModelFormatError
+from medi2i.method import Method, SpatialPlan, StateValue, VolumeSpec
+
+if TYPE_CHECKING:
+    from medi2i.registry import Registry
+
+FORMAT = "medi2i-model/1"
+MANIFEST = "medi2i-model.json"
+WEIGHTS = "weights.safetensors"
+CARD = "README.md"
+METRICS = "metrics.json"
+
+
+class WeightsRecord(BaseModel):
+    """Where the tensors are and their SHA-256, checked on load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str
+    sha256: str
+
+
+class MethodRecord(BaseModel):
+    """Which method (and which implementation version) made the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    version: str
+
+
+class ModelManifest(BaseModel):
+    """The contents of ``medi2i-model.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str
+    method: MethodRecord
+    options: dict[str, object]
+    state: dict[str, StateValue]
+    input: VolumeSpec
+    output: VolumeSpec
+    spatial_plan: SpatialPlan
+    weights: WeightsRecord | None
+    data_cards: list[str]
+    medi2i_version: str
+    created: str
+
+
+def save_model(
+    method: Method,
+    folder: str | Path,
+    *,
+    card: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    data_cards: Sequence[str] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write ``method`` (options, fitted state, weights) as a trained-model folder.
+
+    The folder appears complete or not at all: it is written under a temporary name
+    next to ``folder`` and renamed at the end.
+
+    Args:
+        method: The trained or fitted method.
+        folder: Destination folder; it must not exist unless ``overwrite``.
+        card: Model card text (Markdown); a minimal one is written if ``None``.
+        metrics: Evaluation metrics to store in ``metrics.json``.
+        data_cards: Names of the data cards the model was trained on.
+        overwrite: Replace an existing folder.
+
+    Returns:
+        The folder path.
+    """
+    from medi2i import __version__
+
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise InputError(f"model folder {folder} already exists; choose another path or overwrite")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        weights = _write_weights(method, staging)
+        manifest = ModelManifest(
+            format=FORMAT,
+            method=MethodRecord(id=method.id, version=method.version),
+            options=method.options.model_dump(mode="json"),
+            state=method.state_values(),
+            input=method.input_spec,
+            output=method.output_spec,
+            spatial_plan=method.spatial_plan(),
+            weights=weights,
+            data_cards=list(data_cards),
+            medi2i_version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+        (staging / CARD).write_text(card if card is not None else _default_card(method))
+        if metrics is not None:
+            (staging / METRICS).write_text(json.dumps(dict(metrics), indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _write_weights(method: Method, staging: Path) -> WeightsRecord | None:
+    tensors = method.state_tensors()
+    if not tensors:
+        return None
+    from safetensors.torch import save_file
+
+    path = staging / WEIGHTS
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    return WeightsRecord(file=WEIGHTS, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _default_card(method: Method) -> str:
+    return (
+        f"# {method.id} model\n\nMethod `{method.id}` {method.version}: {method.summary()}\n\n"
+        "No card was written for this model: its training data, metrics, intended use and "
+        "limits are not documented.\n"
+    )
+
+
+def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
+    """Load a trained-model folder (or a ``.zip`` of one) as a ready method.
+
+    Args:
+        path: The folder or zip.
+        registry: Where to find the method class; the installed plugins by default.
+
+    Raises:
+        ModelFormatError: Files are missing, the manifest is invalid, the weights'
+            hash does not match or the weights do not fit the method.
+        UnknownMethodError: The method's plugin is not installed.
+    """
+    from medi2i.registry import Registry
+
+    path = Path(path)
+    files = _ModelFiles(path)
+    manifest = _read_manifest(files)
+    registry = registry if registry is not None else Registry()
+    method = registry.method(manifest.method.id)(manifest.options)
+    method.load_state_values(manifest.state)
+    if manifest.weights is not None:
+        data = files.read(manifest.weights.file)
+        if hashlib.sha256(data).hexdigest() != manifest.weights.sha256:
+            raise ModelFormatError(
+                f"{path}: {manifest.weights.file} does not match the SHA-256 in {MANIFEST}; "
+                "the weights were changed or damaged, copy the model folder again"
+            )
+        from safetensors import SafetensorError
+        from safetensors.torch import load as load_safetensors
+
+        try:
+            tensors = load_safetensors(data)
+        except SafetensorError as exc:
+            raise ModelFormatError(f"{path}: {manifest.weights.file} is not readable: {exc}") from None
+        method.load_state_tensors(tensors)
+    return method
+
+
+def read_manifest(path: str | Path) -> ModelManifest:
+    """The manifest of a model folder or zip, without loading the method."""
+    return _read_manifest(_ModelFiles(Path(path)))
+
+
+def _read_manifest(files: _ModelFiles) -> ModelManifest:
+    try:
+        raw = json.loads(files.read(MANIFEST))
+        manifest = ModelManifest.model_validate(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{files.path}: {MANIFEST} is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        raise ModelFormatError(f"{files.path}: {MANIFEST} is invalid: {exc}") from None
+    if manifest.format != FORMAT:
+        raise ModelFormatError(
+            f"{files.path}: model format {manifest.format!r} is not supported (expected {FORMAT!r});"
+            " upgrade medi2i"
+        )
+    return manifest
+
+
+class _ModelFiles:
+    """Reads member files of a model folder or of a zip holding one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.exists():
+            raise InputError(f"model {path} does not exist")
+        self.zip_prefix: str | None = None
+        if path.is_file():
+            if not zipfile.is_zipfile(path):
+                raise ModelFormatError(f"model {path} is neither a folder nor a zip of one")
+            with zipfile.ZipFile(path) as archive:
+                manifests = [n for n in archive.namelist() if n.split("/")[-1] == MANIFEST]
+            if not manifests:
+                raise ModelFormatError(f"model zip {path} holds no {MANIFEST}")
+            self.zip_prefix = manifests[0][: -len(MANIFEST)]
+
+    def read(self, name: str) -> bytes:
+        if self.zip_prefix is None:
+            member = self.path / name
+            if not member.is_file():
+                raise ModelFormatError(f"model folder {self.path} has no {name}")
+            return member.read_bytes()
+        with zipfile.ZipFile(self.path) as archive:
+            try:
+                return archive.read(self.zip_prefix + name)
+            except KeyError:
+                raise ModelFormatError(f"model zip {self.path} has no {name}") from None

@@ -1,0 +1,218 @@
+"""The predict path: read → spatial plan → preprocess → predict → postprocess →
+back onto the input (or target) grid → write, with a provenance sidecar.
+
+Example:
+    >>> import medi2i
+    >>> medi2i.predict("t1.nii.gz", "inverted.nii.gz", method="intensity-inversion")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from medi2i.errors import OptionsError
+from medi2i.method import DataKind, Grid, Method, PatchNetworkMethod, PredictContext
+from medi2i.settings import InferenceSettings
+
+if TYPE_CHECKING:
+    import torch
+    from monai.data import MetaTensor
+
+    from medi2i.registry import Registry
+
+Condition = Mapping[str, object] | BaseModel | None
+
+
+def predict_tensor(
+    method: Method,
+    image: MetaTensor,
+    *,
+    settings: InferenceSettings | None = None,
+    condition: Condition = None,
+) -> MetaTensor:
+    """Translate one channel-first volume in memory.
+
+    Args:
+        method: A ready method (fitted or loaded from a model folder).
+        image: Channel-first ``MetaTensor`` with its affine (RAS, mm).
+        settings: Sliding-window and device settings; defaults otherwise.
+        condition: Predict-time condition (e.g. ``{"target_domain": "B"}``).
+
+    Returns:
+        The output as a ``MetaTensor`` on ``method.output_grid`` of the input grid
+        (the input grid itself unless the method changes resolution), carrying the
+        input's metadata.
+    """
+    from medi2i.engine import SlidingWindowEngine
+    from medi2i.resample import apply_spatial_plan, resample_to_grid
+
+    engine = SlidingWindowEngine(settings=settings or InferenceSettings())
+    context = PredictContext(
+        engine=engine, condition=method.parse_condition(condition), device=engine.device
+    )
+    input_grid = Grid.of(image)
+    working = apply_spatial_plan(image, method.spatial_plan())
+    prepared = method.preprocess(working)
+    output = _with_grid(method, method.predict(prepared, context), prepared)
+    output = method.postprocess(output, prepared)
+    result = resample_to_grid(output, method.output_grid(input_grid), mode="linear")
+    result.meta = {**dict(image.meta), **_grid_meta(result)}
+    return result
+
+
+def _with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> MetaTensor:
+    """Attach the affine of the grid a method's raw output lies on."""
+    from monai.data import MetaTensor
+
+    if isinstance(output, MetaTensor):
+        return output
+    grid = Grid.of(prepared)
+    if isinstance(method, PatchNetworkMethod) and method.output_scale != (1.0, 1.0, 1.0):
+        grid = grid.scaled(method.output_scale)
+    if tuple(output.shape[-3:]) != grid.shape:
+        raise OptionsError(
+            f"method {method.id!r} returned a volume of shape {tuple(output.shape)} on an "
+            f"unknown grid (expected spatial shape {grid.shape}); a method that changes the grid "
+            "must return a MetaTensor with its affine"
+        )
+    return MetaTensor(output, affine=grid.affine)
+
+
+def _grid_meta(volume: MetaTensor) -> dict[str, object]:
+    return {"spatial_shape": tuple(int(s) for s in volume.shape[1:]), "affine": volume.affine}
+
+
+def load_method(
+    *,
+    method: str | None,
+    model: str | Path | None,
+    options: Mapping[str, object] | None,
+    registry: Registry,
+) -> Method:
+    """The method named by ``method`` (untrained, with ``options``) or loaded from ``model``."""
+    from medi2i.model_folder import load_model
+
+    if (method is None) == (model is None):
+        raise OptionsError("give either a method id or a trained-model folder, not both or neither")
+    if model is not None:
+        if options:
+            raise OptionsError(
+                f"options are fixed by the trained model {model}; do not pass options with it"
+            )
+        return load_model(model, registry=registry)
+    assert method is not None
+    method_cls = registry.method(method)
+    if method_cls.data is not DataKind.NONE:
+        raise OptionsError(
+            f"method {method!r} must be trained before it can predict "
+            f"(it learns from {method_cls.data.value} data); pass a trained-model folder instead"
+        )
+    return method_cls(options)
+
+
+def predict(
+    source: str | Path,
+    output: str | Path,
+    *,
+    method: str | None = None,
+    model: str | Path | None = None,
+    options: Mapping[str, object] | None = None,
+    settings: InferenceSettings | None = None,
+    condition: Condition = None,
+    registry: Registry | None = None,
+) -> Path:
+    """Translate the volume at ``source`` and write it to ``output``.
+
+    Args:
+        source: Input volume file (NIfTI, NRRD, MHA, or anything a reader plugin reads).
+        output: Output path; its suffix picks the format. Written atomically.
+        method: Id of a method that needs no training (see ``medi2i methods``).
+        model: A trained-model folder or zip (instead of ``method``).
+        options: Options of ``method``.
+        settings: Sliding-window and device settings.
+        condition: Predict-time condition for conditioned methods.
+        registry: Plugins to use; the installed ones by default.
+
+    Returns:
+        The written output path. A provenance sidecar ``<output stem>.provenance.json``
+        is written next to it.
+    """
+    from medi2i.io import read_volume, write_volume
+    from medi2i.registry import Registry
+
+    registry = registry if registry is not None else Registry()
+    ready = load_method(method=method, model=model, options=options, registry=registry)
+    settings = settings or InferenceSettings()
+    image = read_volume(source, readers=list(registry.readers.values()))
+    result = predict_tensor(ready, image, settings=settings, condition=condition)
+    written = write_volume(result, output, writers=list(registry.writers.values()))
+    record = provenance(ready, source=Path(source), model=model, settings=settings, registry=registry)
+    _write_sidecar(written, record)
+    return written
+
+
+def provenance(
+    method: Method,
+    *,
+    source: Path,
+    model: str | Path | None,
+    settings: InferenceSettings,
+    registry: Registry,
+) -> dict[str, object]:
+    """What produced an output: method, plugin, options, weights and input hashes."""
+    from medi2i import __version__
+    from medi2i.model_folder import read_manifest
+
+    owner = registry.method_owner(method.id)
+    plugin = next((i for i in registry.plugins.infos if i.name == owner), None)
+    weights = None
+    if model is not None:
+        manifest = read_manifest(model)
+        weights = manifest.weights.sha256 if manifest.weights else None
+    return {
+        "medi2i_version": __version__,
+        "method": {"id": method.id, "version": method.version},
+        "plugin": {"name": owner, "version": plugin.version if plugin else None},
+        "options": method.options.model_dump(mode="json"),
+        "model": str(model) if model is not None else None,
+        "weights_sha256": weights,
+        "input": {"path": str(source), "sha256": _sha256(source)},
+        "settings": settings.model_dump(mode="json"),
+        "python": platform.python_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def sidecar_path(output: Path) -> Path:
+    """``out.nii.gz`` → ``out.provenance.json``."""
+    name = output.name
+    for suffix in (".nii.gz", *output.suffixes[-1:]):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output.with_name(name + ".provenance.json")
+
+
+def _write_sidecar(output: Path, record: Mapping[str, object]) -> None:
+    from medi2i.io.atomic import atomic_path
+
+    with atomic_path(sidecar_path(output)) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None  # a folder (e.g. DICOM series); its files are hashed by its reader
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

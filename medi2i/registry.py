@@ -1,0 +1,141 @@
+"""One registry of what the plugins provide: methods, readers, writers and metrics.
+
+The registry calls each plugin's register hook separately, so a plugin whose hook
+raises is reported and skipped while the others still register. Two plugins that
+register the same name are an error that names both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+from medi2i.errors import PluginError, UnknownMethodError
+from medi2i.plugins import PluginSet, load_plugins
+
+if TYPE_CHECKING:
+    from medi2i.io.base import VolumeReader, VolumeWriter
+    from medi2i.method import Method
+    from medi2i.metrics import Metric
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T")
+
+
+class _Table(Generic[T]):
+    """Items registered under unique names, remembering which plugin gave each."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.items: dict[str, T] = {}
+        self.owners: dict[str, str] = {}
+
+    def add(self, name: str, item: T, owner: str) -> None:
+        if name in self.items:
+            raise PluginError(
+                f"{self.kind} {name!r} is registered by both plugin {self.owners[name]!r} "
+                f"and plugin {owner!r}; uninstall or disable one of them "
+                "(MEDI2I_LOAD_PLUGINS selects which plugins load)"
+            )
+        self.items[name] = item
+        self.owners[name] = owner
+
+
+class Registry:
+    """Methods, readers, writers and metrics contributed by the loaded plugins.
+
+    Example:
+        >>> registry = Registry()
+        >>> method_cls = registry.method("intensity-inversion")  # doctest: +SKIP
+    """
+
+    def __init__(self, plugins: PluginSet | None = None) -> None:
+        self.plugins = plugins if plugins is not None else load_plugins()
+        self._methods: _Table[type[Method]] | None = None
+        self._readers: _Table[VolumeReader] | None = None
+        self._writers: _Table[VolumeWriter] | None = None
+        self._metrics: _Table[Metric] | None = None
+
+    def _collect(self, hook_name: str, kind: str, key: Callable[[T], str]) -> _Table[T]:
+        table: _Table[T] = _Table(kind)
+        hook = getattr(self.plugins.manager.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            owner = impl.plugin_name
+            collected: list[T] = []
+            try:
+                impl.function(register=collected.append)
+                names = [key(item) for item in collected]
+            except Exception as exc:  # isolate a broken plugin, as at import
+                self.plugins.fail(owner, hook_name, exc)
+                continue
+            for name, item in zip(names, collected, strict=True):
+                table.add(name, item, owner)
+        return table
+
+    @property
+    def methods(self) -> dict[str, type[Method]]:
+        """Registered method classes by id."""
+        if self._methods is None:
+            self._methods = self._collect("register_methods", "method", _method_id)
+        return self._methods.items
+
+    @property
+    def readers(self) -> dict[str, VolumeReader]:
+        """Registered volume readers by name, in registration order."""
+        if self._readers is None:
+            self._readers = self._collect("register_readers", "reader", _name)
+        return self._readers.items
+
+    @property
+    def writers(self) -> dict[str, VolumeWriter]:
+        """Registered volume writers by name, in registration order."""
+        if self._writers is None:
+            self._writers = self._collect("register_writers", "writer", _name)
+        return self._writers.items
+
+    @property
+    def metrics(self) -> dict[str, Metric]:
+        """Registered metrics by name."""
+        if self._metrics is None:
+            self._metrics = self._collect("register_metrics", "metric", _name)
+        return self._metrics.items
+
+    def method_owner(self, method_id: str) -> str:
+        """Name of the plugin that registered ``method_id``."""
+        self.method(method_id)
+        assert self._methods is not None
+        return self._methods.owners[method_id]
+
+    def method(self, method_id: str) -> type[Method]:
+        """The method class registered under ``method_id``.
+
+        Raises:
+            UnknownMethodError: No plugin registers that id; the message lists those
+                that exist.
+        """
+        try:
+            return self.methods[method_id]
+        except KeyError:
+            known = ", ".join(sorted(self.methods)) or "none"
+            raise UnknownMethodError(
+                f"no method {method_id!r} is registered (known: {known}); "
+                "`medi2i methods` lists them, `medi2i plugins` shows the installed plugins"
+            ) from None
+
+
+def _method_id(method_cls: type[Method]) -> str:
+    from medi2i.method import Method
+
+    if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
+        raise TypeError(f"register_methods expects Method subclasses, got {method_cls!r}")
+    method_cls.validate_class()
+    return method_cls.id
+
+
+def _name(item: _Named) -> str:
+    return item.name
