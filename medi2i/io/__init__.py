@@ -1,0 +1,112 @@
+"""Reading and writing volumes: NIfTI, NRRD and MetaImage files, and plugin formats.
+
+Every reader returns the same kind of volume, a MONAI ``MetaTensor`` of shape
+``(1, X, Y, Z)``, float32, with a voxel-to-RAS affine in mm (see
+:mod:`medi2i.io.base`). Every writer writes atomically.
+
+Example:
+    >>> volume = read_volume("t1.nii.gz")  # doctest: +SKIP
+    >>> write_volume(volume, "t1.nrrd")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medi2i.errors import InputError
+from medi2i.io.atomic import atomic_path
+from medi2i.io.base import VolumeReader, VolumeWriter, require_existing
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+__all__ = [
+    "VolumeReader",
+    "VolumeWriter",
+    "atomic_path",
+    "builtin_readers",
+    "builtin_writers",
+    "read_volume",
+    "write_volume",
+]
+
+
+def builtin_readers() -> list[VolumeReader]:
+    """medi2i's own readers: NIfTI (nibabel), NRRD and MetaImage (SimpleITK)."""
+    from medi2i.io.itk_formats import metaimage_reader, nrrd_reader
+    from medi2i.io.nifti import NiftiReader
+
+    return [NiftiReader(), nrrd_reader(), metaimage_reader()]
+
+
+def builtin_writers() -> list[VolumeWriter]:
+    """medi2i's own writers: NIfTI (nibabel), NRRD and MetaImage (SimpleITK)."""
+    from medi2i.io.itk_formats import metaimage_writer, nrrd_writer
+    from medi2i.io.nifti import NiftiWriter
+
+    return [NiftiWriter(), nrrd_writer(), metaimage_writer()]
+
+
+def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = None) -> MetaTensor:
+    """Read a volume with the first reader that accepts ``path``.
+
+    Args:
+        path: A file (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``)
+            or whatever a plugin reader accepts, e.g. a DICOM folder.
+        readers: Readers to ask, in order; the built-in ones when ``None``.
+
+    Returns:
+        A ``(1, X, Y, Z)`` float32 ``MetaTensor``; ``.affine`` maps voxel indices to
+        RAS+ positions in mm. The array is as stored in the file, not reoriented.
+
+    Raises:
+        InputError: The path does not exist, no reader accepts it, or it is corrupt.
+        GeometryError: It is not one 3D volume.
+    """
+    path = Path(path)
+    require_existing(path)
+    readers = builtin_readers() if readers is None else readers
+    for reader in readers:
+        if reader.can_read(path):
+            return reader.read(path)
+    raise InputError(f"no reader for {path}: {_supported(readers)}")
+
+
+def write_volume(
+    volume: MetaTensor, path: str | Path, *, writers: Sequence[VolumeWriter] | None = None
+) -> Path:
+    """Write a volume atomically with the first writer that accepts ``path``.
+
+    The voxel type is ``volume.meta["medi2i.dtype"]`` when set (readers set it to the
+    type in the file), float32 otherwise. Parent folders are created.
+
+    Args:
+        volume: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` with a RAS affine in mm.
+        path: The output file; its suffix picks the format.
+        writers: Writers to ask, in order; the built-in ones when ``None``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InputError: No writer accepts the suffix, or the file cannot be written.
+        GeometryError: The volume has several channels or an unusable affine.
+    """
+    path = Path(path)
+    writers = builtin_writers() if writers is None else writers
+    for writer in writers:
+        if writer.can_write(path):
+            writer.write(volume, path)
+            return path
+    raise InputError(f"no writer for {path}: {_supported(writers)}")
+
+
+def _supported(handlers: Sequence[VolumeReader] | Sequence[VolumeWriter]) -> str:
+    suffixes = [suffix for handler in handlers for suffix in handler.suffixes]
+    others = [f"{h.name} ({h.description})" for h in handlers if not h.suffixes]
+    listed = f"supported suffixes are {', '.join(suffixes) or 'none'}"
+    if others:
+        listed += f"; also {'; '.join(others)}"
+    return listed + "; rename the file or convert it to one of these formats"

@@ -1,0 +1,289 @@
+"""The reader and writer contract, and the volume every reader returns.
+
+A volume in medi2i is a MONAI ``MetaTensor`` of shape ``(1, X, Y, Z)`` (one channel
+first), float32 voxel values, and ``.affine``: the float64 4x4 matrix that maps a voxel
+index ``(i, j, k, 1)`` to a world position in RAS+ millimetres (MONAI's convention).
+The voxel array is kept as stored in the file; nothing is reoriented on read, so a
+left-posterior-superior or oblique volume keeps its array and an affine describing it.
+
+Its ``meta`` holds at least:
+
+``filename_or_obj``
+    The path read, as a string.
+``spatial_shape``
+    ``(X, Y, Z)`` as an integer array.
+``original_affine``
+    A copy of the affine as read.
+``space``
+    ``"RAS"``.
+``medi2i.dtype``
+    The voxel type stored in the file (``"int16"``, ``"float32"``, ...). Writers write
+    this type back (rounding and clipping for integer types); without it they write
+    float32. Set it to ``None`` (or another type) on a volume whose values no longer
+    fit the source type, e.g. a synthetic CT computed from an int16 MR.
+
+Plugins add readers and writers through the ``register_readers`` and
+``register_writers`` hooks. A reader is asked :meth:`VolumeReader.can_read` for a path
+(a file or a folder: a DICOM reader answers for directories) and builds its result
+with :func:`volume_from_array` so that every reader returns the same kind of volume.
+
+This module stays importable without torch or MONAI: plugins import it on start-up.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medi2i.errors import GeometryError, InputError, OptionsError
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+DTYPE_KEY = "medi2i.dtype"
+"""Meta key of the voxel type to write a volume as (a numpy dtype name)."""
+
+_WRITABLE_DTYPES = (
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+)
+
+
+class VolumeReader(abc.ABC):
+    """Reads one kind of input (a file format, a DICOM folder) into a volume.
+
+    Subclass it, set :attr:`name`, :attr:`description` and either :attr:`suffixes` or
+    your own :meth:`can_read`, implement :meth:`read`, and hand an instance to
+    ``register`` in your plugin's ``register_readers`` hook.
+
+    Example:
+        >>> class MyFormatReader(VolumeReader):
+        ...     name = "myformat"
+        ...     description = "MyFormat files (.myf)"
+        ...     suffixes = (".myf",)
+        ...
+        ...     def read(self, path):
+        ...         array, affine = load_myformat(path)  # your code
+        ...         return volume_from_array(array, affine, path=path)
+    """
+
+    name: str
+    """Unique name of the reader, e.g. ``"nifti"``."""
+    description: str
+    """One line for ``medi2i plugins``: what it reads, through which library."""
+    suffixes: tuple[str, ...] = ()
+    """Lower-case file name endings it reads (``".nii.gz"``); empty for folders."""
+
+    def can_read(self, path: Path) -> bool:
+        """Whether this reader handles ``path``; must be cheap (do not parse the file).
+
+        The default answers by :attr:`suffixes`; a folder reader overrides it.
+        """
+        return _has_suffix(path, self.suffixes)
+
+    @abc.abstractmethod
+    def read(self, path: Path) -> MetaTensor:
+        """Read ``path`` into a ``(1, X, Y, Z)`` float32 volume with its RAS affine (mm).
+
+        Raises:
+            InputError: The path is missing, unreadable or corrupt (message names it).
+            GeometryError: The image is not one 3D volume.
+        """
+
+
+class VolumeWriter(abc.ABC):
+    """Writes a volume to one kind of output (a file format, a DICOM series).
+
+    Subclass it like :class:`VolumeReader`; register it in ``register_writers``.
+    Write the voxel array and affine as given (do not reorient), in the type from
+    :func:`output_dtype`, and atomically (see :func:`medi2i.io.atomic.atomic_path`).
+    """
+
+    name: str
+    """Unique name of the writer, e.g. ``"nifti"``."""
+    description: str
+    """One line for ``medi2i plugins``: what it writes, through which library."""
+    suffixes: tuple[str, ...] = ()
+    """Lower-case file name endings it writes; empty for folders."""
+
+    def can_write(self, path: Path) -> bool:
+        """Whether this writer handles ``path``; the default answers by :attr:`suffixes`."""
+        return _has_suffix(path, self.suffixes)
+
+    @abc.abstractmethod
+    def write(self, volume: MetaTensor, path: Path) -> None:
+        """Write ``volume`` (``(1, X, Y, Z)`` or ``(X, Y, Z)``, RAS affine in mm) to ``path``.
+
+        Raises:
+            GeometryError: The volume has more than one channel or an unusable affine.
+            InputError: ``path`` cannot be written (message names it).
+        """
+
+
+def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(suffix) for suffix in suffixes)
+
+
+def require_existing(path: Path) -> None:
+    """Raise :class:`InputError` when ``path`` does not exist."""
+    if not path.exists():
+        raise InputError(f"{path} does not exist; check the path and its spelling")
+
+
+def spatial_shape(shape: tuple[int, ...], path: Path, *, components: int = 1) -> tuple[int, ...]:
+    """Check that an image is one 3D volume and return its ``(X, Y, Z)`` shape.
+
+    Args:
+        shape: The image dimensions in file order, x first; a 4th axis of size 1 is
+            accepted and dropped.
+        path: The file, for the message.
+        components: Values per voxel (3 for RGB or displacement-vector images).
+
+    Raises:
+        GeometryError: 2D, 4D with several volumes, 5D or more, or several components.
+    """
+    if components != 1:
+        raise GeometryError(
+            f"{path}: found {components} components per voxel (vector or colour pixels) "
+            f"in an image of shape {shape}; medi2i expects one scalar 3D volume (X, Y, Z); "
+            "save each component as its own file"
+        )
+    if len(shape) == 3 or (len(shape) == 4 and shape[3] == 1):
+        return tuple(int(size) for size in shape[:3])
+    found = f"a {len(shape)}D image of shape {tuple(shape)}"
+    if len(shape) == 4:
+        found += f" ({shape[3]} volumes)"
+    raise GeometryError(
+        f"{path}: found {found}; medi2i expects one 3D volume (X, Y, Z) or a 4D file "
+        "holding a single volume (X, Y, Z, 1); split series into 3D files first"
+    )
+
+
+def volume_from_array(
+    array: np.ndarray,
+    affine: np.ndarray,
+    *,
+    path: Path,
+    source_dtype: str | None = None,
+    meta: Mapping[str, object] | None = None,
+) -> MetaTensor:
+    """Build the volume every reader returns from a voxel array and its affine.
+
+    Args:
+        array: Voxel values indexed ``[i, j, k]`` (x first), 3D.
+        affine: 4x4 voxel-to-world matrix in RAS+ mm.
+        path: The file read; stored as ``filename_or_obj`` and named in errors.
+        source_dtype: The voxel type stored in the file; defaults to ``array.dtype``.
+        meta: Further metadata (format header fields, DICOM UIDs, ...).
+
+    Returns:
+        A ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32, with a float64 affine.
+
+    Raises:
+        GeometryError: The array is not 3D, or the affine is not a finite invertible
+            4x4 matrix (e.g. a spacing of 0 mm).
+    """
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+    shape = spatial_shape(array.shape, path)
+    affine = _checked_affine(affine, path)
+    values = np.ascontiguousarray(array.reshape(shape), dtype=np.float32)
+    full_meta: dict[str, object] = dict(meta or {})
+    full_meta.update(
+        {
+            "filename_or_obj": str(path),
+            "spatial_shape": np.asarray(shape, dtype=np.int64),
+            "original_affine": affine.copy(),
+            "space": "RAS",
+            "original_channel_dim": "no_channel",
+            DTYPE_KEY: source_dtype or np.dtype(array.dtype).name,
+        }
+    )
+    return MetaTensor(
+        torch.from_numpy(values[None]), affine=torch.from_numpy(affine), meta=full_meta
+    )
+
+
+def _checked_affine(affine: np.ndarray, path: Path) -> np.ndarray:
+    matrix = np.asarray(affine, dtype=np.float64)
+    problem = None
+    if matrix.shape != (4, 4):
+        problem = f"has shape {matrix.shape}, not 4x4"
+    elif not np.all(np.isfinite(matrix)):
+        problem = "has non-finite entries"
+    elif abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        problem = "is singular (a voxel spacing of 0 mm?)"
+    if problem is not None:
+        raise GeometryError(
+            f"{path}: the voxel-to-world affine {problem}; the file's geometry cannot be "
+            f"used, fix its header (spacing, direction) with the tool that made it:\n{matrix}"
+        )
+    return matrix
+
+
+def volume_to_array(volume: MetaTensor, *, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel array to write, in :func:`output_dtype`, and the RAS affine (mm).
+
+    Args:
+        volume: ``(1, X, Y, Z)`` or ``(X, Y, Z)``, on any device.
+        path: The destination, named in errors.
+
+    Returns:
+        ``(array, affine)``: an ``(X, Y, Z)`` array indexed x first, and a float64 4x4.
+
+    Raises:
+        GeometryError: More than one channel, not 3D, or an unusable affine.
+    """
+    values = volume.as_tensor().detach().cpu().numpy()
+    if values.ndim == 4 and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim != 3:
+        raise GeometryError(
+            f"cannot write {path}: the volume has shape {tuple(values.shape)}; writers take "
+            "one channel, (1, X, Y, Z) or (X, Y, Z); write each channel to its own file"
+        )
+    affine = _checked_affine(volume.affine.detach().cpu().numpy(), path)
+    return cast_for_writing(values, output_dtype(volume.meta)), affine
+
+
+def output_dtype(meta: Mapping[str, object]) -> np.dtype:
+    """The voxel type to write: ``meta["medi2i.dtype"]``, float32 when unset.
+
+    Raises:
+        OptionsError: The meta names a type no format here can store.
+    """
+    name = meta.get(DTYPE_KEY)
+    if name is None:
+        return np.dtype(np.float32)
+    if str(name) not in _WRITABLE_DTYPES:
+        raise OptionsError(
+            f"the volume's meta[{DTYPE_KEY!r}] is {name!r}, which cannot be written; "
+            f"use one of {', '.join(_WRITABLE_DTYPES)} or remove the key to write float32"
+        )
+    return np.dtype(str(name))
+
+
+def cast_for_writing(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Convert voxel values to ``dtype``; integer types are rounded and clipped to range.
+
+    NaN becomes 0 in integer types, which have no NaN.
+    """
+    if not np.issubdtype(dtype, np.integer):
+        return np.ascontiguousarray(values, dtype=dtype)
+    limits = np.iinfo(dtype)
+    rounded = np.rint(np.nan_to_num(values.astype(np.float64), nan=0.0))
+    return np.clip(rounded, limits.min, limits.max).astype(dtype)

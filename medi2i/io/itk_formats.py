@@ -1,0 +1,242 @@
+"""NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``) files through SimpleITK.
+
+ITK describes a grid by origin, spacing and a direction matrix in LPS+ millimetres:
+``world_lps = origin + direction @ diag(spacing) @ index``. medi2i's affine is the
+same map in RAS+, so the two differ by the sign of their first two rows. Array axes
+are kept as stored (no reorientation); SimpleITK's numpy arrays are ``[z, y, x]`` and
+are transposed to medi2i's ``[x, y, z]``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medi2i.errors import GeometryError, InputError
+from medi2i.io.atomic import atomic_file_group, atomic_path
+from medi2i.io.base import (
+    VolumeReader,
+    VolumeWriter,
+    require_existing,
+    spatial_shape,
+    volume_from_array,
+    volume_to_array,
+)
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""Flips x and y; its own inverse, so it also maps RAS to LPS."""
+
+_DETACHED = (".nhdr", ".mhd")  # a header plus a separate data file
+
+
+def affine_from_itk(
+    origin: tuple[float, ...], spacing: tuple[float, ...], direction: tuple[float, ...]
+) -> np.ndarray:
+    """The RAS voxel-to-world affine (mm) of an ITK grid; extra dimensions are dropped.
+
+    Args:
+        origin: World LPS position of voxel 0, in mm (ITK's ``GetOrigin()``).
+        spacing: Voxel size along each index axis, in mm.
+        direction: Row-major direction matrix (ITK's ``GetDirection()``).
+    """
+    dimension = len(origin)
+    rotation = np.reshape(np.asarray(direction, dtype=np.float64), (dimension, dimension))
+    lps = np.eye(4)
+    lps[:3, :3] = rotation[:3, :3] * np.asarray(spacing[:3], dtype=np.float64)
+    lps[:3, 3] = origin[:3]
+    return LPS_TO_RAS @ lps
+
+
+def itk_grid_from_affine(
+    affine: np.ndarray,
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """``(origin, spacing, direction)`` for ITK from a RAS affine (mm); inverse of the above."""
+    lps = LPS_TO_RAS @ affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    direction = lps[:3, :3] / spacing
+    return tuple(lps[:3, 3].tolist()), tuple(spacing.tolist()), tuple(direction.ravel().tolist())
+
+
+class ItkImageReader(VolumeReader):
+    """Reads the files of one ITK image IO (``NrrdImageIO``, ``MetaImageIO``)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        description: str,
+        suffixes: tuple[str, ...],
+        image_io: str,
+        format_name: str,
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.suffixes = suffixes
+        self.image_io = image_io
+        self.format_name = format_name
+
+    def read(self, path: Path) -> MetaTensor:
+        """Read the file; see :meth:`VolumeReader.read`."""
+        require_existing(path)
+        reader = self._header(path)
+        shape = tuple(reader.GetSize())
+        spatial_shape(shape, path, components=reader.GetNumberOfComponents())
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:  # header fine, data missing or truncated
+            raise _unreadable(path, self.format_name, exc) from exc
+        affine = affine_from_itk(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+        stored = _voxels_zyx(image, path)
+        values = stored.reshape(stored.shape[-3:]).transpose(2, 1, 0)
+        return volume_from_array(values, affine, path=path, source_dtype=stored.dtype.name)
+
+    def _header(self, path: Path) -> Any:
+        sitk = _simpleitk()
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO(self.image_io)
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise _unreadable(path, self.format_name, exc) from exc
+        return reader
+
+
+def _voxels_zyx(image: Any, path: Path) -> np.ndarray:
+    sitk = _simpleitk()
+    values: np.ndarray = sitk.GetArrayFromImage(image)
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise InputError(
+            f"{path} stores voxels as {image.GetPixelIDTypeAsString()}; medi2i reads "
+            "scalar integer or floating-point volumes only"
+        )
+    return values
+
+
+def _unreadable(path: Path, format_name: str, exc: Exception) -> InputError:
+    return InputError(
+        f"cannot read {path} as {format_name} ({itk_reason(exc)}); the file is corrupt, "
+        "truncated or not in that format; check it opens in a viewer or re-export it"
+    )
+
+
+_ITK_NOISE = re.compile(r"^(Exception thrown in SimpleITK .*|Reason: .*)$")
+_ITK_PREFIX = re.compile(r"^(ITK ERROR|itk::ERROR): \w+\(0x[0-9a-f]+\): ")
+
+
+def itk_reason(exc: Exception) -> str:
+    """The useful part of a SimpleITK error, without source paths and object addresses.
+
+    ITK's "Reason:" line is the C errno, often unrelated ("Success"), so it is dropped.
+    """
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [_ITK_PREFIX.sub("", line) for line in lines if line and not _ITK_NOISE.match(line)]
+    return " / ".join(kept) or type(exc).__name__
+
+
+class ItkImageWriter(VolumeWriter):
+    """Writes the files of one ITK image IO, gzip-compressed.
+
+    ``.nhdr`` and ``.mhd`` write a header and a data file next to it, both atomically.
+    """
+
+    def __init__(
+        self, *, name: str, description: str, suffixes: tuple[str, ...], image_io: str
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.suffixes = suffixes
+        self.image_io = image_io
+
+    def write(self, volume: MetaTensor, path: Path) -> None:
+        """Write the file atomically; see :meth:`VolumeWriter.write`."""
+        values, affine = volume_to_array(volume, path=path)
+        image = _itk_image(values, affine, path)
+        detached = path.name.lower().endswith(_DETACHED)
+        with (atomic_file_group if detached else atomic_path)(path) as temporary:
+            self._write(image, temporary, path)
+
+    def _write(self, image: Any, temporary: Path, path: Path) -> None:
+        sitk = _simpleitk()
+        writer = sitk.ImageFileWriter()
+        writer.SetImageIO(self.image_io)
+        writer.SetFileName(str(temporary))
+        writer.SetUseCompression(True)
+        try:
+            writer.Execute(image)
+        except RuntimeError as exc:
+            raise InputError(
+                f"cannot write {path} ({itk_reason(exc)}); check the folder is writable "
+                "and has space"
+            ) from exc
+
+
+def _itk_image(values: np.ndarray, affine: np.ndarray, path: Path) -> Any:
+    sitk = _simpleitk()
+    origin, spacing, direction = itk_grid_from_affine(affine)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    try:
+        image.SetDirection(direction)
+    except RuntimeError as exc:
+        raise GeometryError(
+            f"cannot write {path}: ITK refuses the direction matrix {direction} "
+            f"({itk_reason(exc)}); write NIfTI (.nii.gz) instead"
+        ) from exc
+    return image
+
+
+def nrrd_reader() -> ItkImageReader:
+    """The built-in NRRD reader."""
+    return ItkImageReader(
+        name="nrrd",
+        description="NRRD volumes (.nrrd, .nhdr) via SimpleITK",
+        suffixes=(".nrrd", ".nhdr"),
+        image_io="NrrdImageIO",
+        format_name="NRRD",
+    )
+
+
+def metaimage_reader() -> ItkImageReader:
+    """The built-in MetaImage reader."""
+    return ItkImageReader(
+        name="metaimage",
+        description="MetaImage volumes (.mha, .mhd) via SimpleITK",
+        suffixes=(".mha", ".mhd"),
+        image_io="MetaImageIO",
+        format_name="MetaImage",
+    )
+
+
+def nrrd_writer() -> ItkImageWriter:
+    """The built-in NRRD writer."""
+    return ItkImageWriter(
+        name="nrrd",
+        description="NRRD volumes (.nrrd, .nhdr) via SimpleITK",
+        suffixes=(".nrrd", ".nhdr"),
+        image_io="NrrdImageIO",
+    )
+
+
+def metaimage_writer() -> ItkImageWriter:
+    """The built-in MetaImage writer."""
+    return ItkImageWriter(
+        name="metaimage",
+        description="MetaImage volumes (.mha, .mhd) via SimpleITK",
+        suffixes=(".mha", ".mhd"),
+        image_io="MetaImageIO",
+    )
+
+
+def _simpleitk() -> Any:
+    """SimpleITK, imported on first use: it is slow to import and untyped."""
+    import SimpleITK
+
+    return SimpleITK

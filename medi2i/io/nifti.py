@@ -1,0 +1,162 @@
+"""NIfTI-1 and NIfTI-2 files (``.nii``, ``.nii.gz``) through nibabel.
+
+The affine is the one nibabel's ``img.affine`` gives: the sform when its code is set,
+else the qform, else the pixdim-only fallback. NIfTI's RAS+ world is MONAI's, so it is
+used as is, only converted to mm when the header's spatial unit is metres or microns.
+
+NIfTI stores the affine in float32, so positions are kept to about 1e-7 of their size
+(about 1e-5 mm at 100 mm from the origin); integer voxel types and the sform/qform
+codes and units survive a read and a write unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medi2i.errors import InputError
+from medi2i.io.atomic import atomic_path
+from medi2i.io.base import (
+    VolumeReader,
+    VolumeWriter,
+    require_existing,
+    spatial_shape,
+    volume_from_array,
+    volume_to_array,
+)
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+QFORM_CODE_KEY = "medi2i.nifti.qform_code"
+SFORM_CODE_KEY = "medi2i.nifti.sform_code"
+SPATIAL_UNIT_KEY = "medi2i.nifti.spatial_unit"
+TIME_UNIT_KEY = "medi2i.nifti.time_unit"
+
+SUFFIXES = (".nii", ".nii.gz")
+_SCANNER = 1  # NIFTI_XFORM_SCANNER_ANAT: what ITK writes, read by every tool
+_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
+class NiftiReader(VolumeReader):
+    """Reads ``.nii`` and ``.nii.gz`` files with nibabel.
+
+    Scaled data (``scl_slope``/``scl_inter``) is read scaled, and recorded as float32
+    since the stored integers are no longer the values.
+    """
+
+    name = "nifti"
+    description = "NIfTI-1/NIfTI-2 volumes (.nii, .nii.gz) via nibabel"
+    suffixes = SUFFIXES
+
+    def read(self, path: Path) -> MetaTensor:
+        """Read a NIfTI file; see :meth:`VolumeReader.read`."""
+        require_existing(path)
+        image = _load(path)
+        header = image.header
+        spatial_shape(tuple(image.shape), path)  # refuse 4D series before loading data
+        spatial_unit, time_unit = header.get_xyzt_units()
+        affine = np.array(image.affine, dtype=np.float64)
+        affine[:3, :] *= _MM_PER_UNIT.get(spatial_unit, 1.0)
+        values, stored = _voxels(image, path)
+        meta = {
+            QFORM_CODE_KEY: int(header["qform_code"]),
+            SFORM_CODE_KEY: int(header["sform_code"]),
+            SPATIAL_UNIT_KEY: spatial_unit,
+            TIME_UNIT_KEY: time_unit,
+        }
+        return volume_from_array(values, affine, path=path, source_dtype=stored, meta=meta)
+
+
+def _load(path: Path) -> Any:
+    nib = _nibabel()
+    try:
+        image = nib.load(path)
+    except Exception as exc:  # nibabel raises many kinds; the user needs one message
+        raise _unreadable(path, exc) from exc
+    if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
+        raise InputError(
+            f"{path} is a {type(image).__name__}, not a NIfTI image; "
+            "convert it to NIfTI (.nii.gz) first"
+        )
+    return image
+
+
+def _voxels(image: Any, path: Path) -> tuple[np.ndarray, str]:
+    """The voxel values (scaled) and the name of the type to write them back as."""
+    stored = np.dtype(image.get_data_dtype())
+    if stored.fields is not None or not (
+        np.issubdtype(stored, np.integer) or np.issubdtype(stored, np.floating)
+    ):
+        raise InputError(
+            f"{path} stores voxels as {stored} (RGB or complex); medi2i reads scalar "
+            "integer or floating-point volumes only"
+        )
+    try:
+        values = np.asanyarray(image.dataobj)
+    except Exception as exc:  # truncated or corrupt data block
+        raise _unreadable(path, exc) from exc
+    # nibabel moves scl_slope/scl_inter from the header to the proxy on load
+    slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
+    scaled = slope != 1.0 or inter != 0.0
+    return values, "float32" if scaled else stored.newbyteorder("=").name
+
+
+def _unreadable(path: Path, exc: Exception) -> InputError:
+    return InputError(
+        f"cannot read {path} as NIfTI ({type(exc).__name__}: {exc}); the file is "
+        "corrupt, truncated or not NIfTI; check it opens in a viewer or re-export it"
+    )
+
+
+class NiftiWriter(VolumeWriter):
+    """Writes ``.nii`` and ``.nii.gz`` files with nibabel.
+
+    The qform and the sform both hold the affine. Their codes and the units come from
+    the volume's meta when it was read from NIfTI, otherwise both codes are
+    "scanner" (1) and units mm and seconds, as ITK writes them.
+    """
+
+    name = "nifti"
+    description = "NIfTI-1 volumes (.nii, .nii.gz) via nibabel"
+    suffixes = SUFFIXES
+
+    def write(self, volume: MetaTensor, path: Path) -> None:
+        """Write a NIfTI file atomically; see :meth:`VolumeWriter.write`."""
+        values, affine = volume_to_array(volume, path=path)
+        image = _nifti_image(values, affine, volume.meta)
+        with atomic_path(path) as temporary:
+            try:
+                image.to_filename(temporary)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot write {path}: {exc}; check the folder is writable and has space"
+                ) from exc
+
+
+def _nifti_image(values: np.ndarray, affine: np.ndarray, meta: Any) -> Any:
+    nib = _nibabel()
+    spatial_unit = str(meta.get(SPATIAL_UNIT_KEY, "mm"))
+    time_unit = str(meta.get(TIME_UNIT_KEY, "sec"))
+    stored_affine = affine.copy()
+    stored_affine[:3, :] /= _MM_PER_UNIT.get(spatial_unit, 1.0)
+    image = nib.Nifti1Image(values, stored_affine, dtype=values.dtype)
+    qform_code = int(meta.get(QFORM_CODE_KEY, _SCANNER))
+    sform_code = int(meta.get(SFORM_CODE_KEY, _SCANNER))
+    image.set_qform(stored_affine, code=qform_code)
+    image.set_sform(stored_affine, code=sform_code)
+    if not np.allclose(image.header.get_best_affine(), stored_affine, rtol=1e-6, atol=1e-4):
+        # the codes from the source cannot hold this affine (a sheared one with only a
+        # qform, or neither form): make the sform carry it
+        image.set_sform(stored_affine, code=qform_code or _SCANNER)
+    image.header.set_xyzt_units(xyz=spatial_unit, t=time_unit)
+    return image
+
+
+def _nibabel() -> Any:
+    """nibabel, imported on first use: it is slow to import and untyped."""
+    import nibabel
+
+    return nibabel
