@@ -1,0 +1,258 @@
+"""The sliding-window engine: a patch network over a whole volume, on MONAI's inferer.
+
+The volume stays on the CPU; windows are copied to the device in batches, run through
+the network (float16 autocast on CUDA when asked), blended back on the CPU. When the
+device runs out of memory the batch of windows is halved and the volume run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.inferers.utils import sliding_window_inference
+
+from medi2i.errors import DeviceError, GeometryError, Medi2iError
+from medi2i.settings import InferenceSettings
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+"""Maps a batch of windows ``(N, C, x, y, z)`` to network outputs ``(N, C', x', y', z')``."""
+
+_logger = logging.getLogger(__name__)
+
+_LARGEST_ROI_DIVISOR = 32
+"""Largest power of two a network may need its input size to be divisible by (five
+stride-2 levels); clamped windows keep this much of the ROI's divisibility."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a device setting.
+
+    Args:
+        name: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Returns:
+        The device windows should run on.
+
+    Raises:
+        DeviceError: The name is not a device, or CUDA was asked for and is not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(
+            f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise DeviceError(
+            f"device {name!r} is not supported: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        )
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"device {name!r} was requested but torch sees no CUDA device "
+            f"(torch {torch.__version__}); use --device cpu, or install a CUDA build of torch"
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise DeviceError(
+            f"device {name!r} was requested but only {count} CUDA device(s) are visible "
+            f"(cuda:0 to cuda:{count - 1}); pick one of those"
+        )
+    return device
+
+
+def window_size(image_size: Sequence[int], roi_size: Sequence[int]) -> tuple[int, int, int]:
+    """The window actually used on an image: the ROI, shrunk along axes shorter than it.
+
+    A window longer than the image only adds padding to compute. Along such an axis the
+    window becomes the image length rounded up to a multiple of the ROI's largest
+    power-of-two divisor (at most 32), so a network that needs sizes divisible by 2**k
+    (a UNet with k stride-2 levels) still gets one, whatever the image length. The few
+    voxels of rounding are padded with zeros by MONAI and cropped from the output.
+
+    Args:
+        image_size: Spatial size of the image in voxels.
+        roi_size: Requested window size in voxels.
+
+    Returns:
+        The window size in voxels, never larger than ``roi_size``.
+    """
+    sizes = [_shrunk_axis(int(n), int(r)) for n, r in zip(image_size, roi_size, strict=True)]
+    return (sizes[0], sizes[1], sizes[2])
+
+
+def _shrunk_axis(length: int, roi: int) -> int:
+    if length >= roi:
+        return roi
+    step = min(roi & -roi, _LARGEST_ROI_DIVISOR)  # roi & -roi: largest power of two dividing roi
+    return -(-length // step) * step
+
+
+class SlidingWindowEngine:
+    """Runs a patch network over a whole volume window by window.
+
+    Args:
+        settings: Inference settings; the defaults when ``None``.
+
+    Attributes:
+        settings: The settings the engine was made with.
+        device: The device windows run on.
+        sw_batch_size: Windows per forward pass now; lowered for good after an
+            out-of-memory error, so later volumes do not hit it again.
+
+    Example:
+        >>> engine = SlidingWindowEngine(settings=InferenceSettings(device="cpu", progress=False))
+        >>> image = torch.rand(1, 20, 20, 20)
+        >>> engine.run(image, lambda w: 2 * w, default_roi_size=(16, 16, 16)).shape
+        torch.Size([1, 20, 20, 20])
+    """
+
+    def __init__(self, *, settings: InferenceSettings | None = None) -> None:
+        self.settings = settings if settings is not None else InferenceSettings()
+        self.device = resolve_device(self.settings.device)
+        self.sw_batch_size = self.settings.sw_batch_size
+
+    def run(
+        self,
+        image: torch.Tensor,
+        predictor: Predictor,
+        *,
+        modules: Sequence[torch.nn.Module] = (),
+        default_roi_size: tuple[int, int, int] = (96, 96, 96),
+        output_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    ) -> torch.Tensor:
+        """Predict a whole volume by sliding ``predictor`` over it.
+
+        Along axes shorter than the window, the window shrinks to fit (see
+        :func:`window_size`) rather than padding the volume to the full window.
+
+        Args:
+            image: Channel-first volume ``(C, X, Y, Z)`` on the CPU (``MetaTensor`` or
+                plain tensor); it is not modified.
+            predictor: Maps a batch of windows to the network's outputs.
+            modules: Networks used by ``predictor``; moved to the device and set to eval mode.
+            default_roi_size: Window size in voxels when the settings give none.
+            output_scale: Output voxels per input voxel along each axis (e.g. ``(1, 1, 4)``
+                for a network that upsamples the last axis four times).
+
+        Returns:
+            A float32 CPU tensor ``(C', X', Y', Z')`` with ``X' = round(X * scale_x)`` etc.
+
+        Raises:
+            GeometryError: ``image`` is not a channel-first 3D volume.
+            DeviceError: Even one window at a time does not fit in device memory.
+            Medi2iError: The network's output windows do not match ``output_scale``.
+        """
+        volume = _batch_of_one(image)
+        spatial = tuple(int(n) for n in volume.shape[2:])
+        roi = window_size(spatial, self.settings.roi_size or default_roi_size)
+        for module in modules:
+            module.to(self.device).eval()
+        windows = self._window_predictor(predictor, roi, output_scale)
+        output = self._infer_lowering_batch(volume, windows, roi)
+        _check_output_size(output, spatial, output_scale, roi)
+        return output[0]
+
+    def _window_predictor(
+        self, predictor: Predictor, roi: tuple[int, int, int], scale: tuple[float, float, float]
+    ) -> Predictor:
+        expected = tuple(round(r * s) for r, s in zip(roi, scale, strict=True))
+
+        def run_windows(windows: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), self._autocast():
+                out = predictor(windows)
+            if tuple(out.shape[2:]) != expected:
+                raise Medi2iError(
+                    f"the network turned windows of {roi} voxels into {tuple(out.shape[2:])}, "
+                    f"but the method's output_scale {scale} says {expected}; fix the method's "
+                    "output_scale or its network"
+                )
+            # MONAI blends in place, which inference tensors forbid outside inference mode;
+            # this copy is also the cast back from float16 under AMP.
+            return out.to(torch.float32, copy=True)
+
+        return run_windows
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.device.type == "cuda" and self.settings.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _infer_lowering_batch(
+        self, volume: torch.Tensor, windows: Predictor, roi: tuple[int, int, int]
+    ) -> torch.Tensor:
+        while True:
+            try:
+                return self._sliding_window(volume, windows, roi)
+            except torch.cuda.OutOfMemoryError as exc:
+                if self.sw_batch_size == 1:
+                    raise DeviceError(
+                        f"one window of {roi} voxels does not fit in the memory of "
+                        f"{self.device}; use a smaller --roi-size or --device cpu"
+                    ) from exc
+            # past the except block the failed batch's tensors are freed, so the cache can go
+            _release_cached_device_memory()
+            _logger.warning(
+                "out of memory on %s with %d windows per batch; retrying with %d",
+                self.device,
+                self.sw_batch_size,
+                self.sw_batch_size // 2,
+            )
+            self.sw_batch_size //= 2
+
+    def _sliding_window(
+        self, volume: torch.Tensor, windows: Predictor, roi: tuple[int, int, int]
+    ) -> torch.Tensor:
+        settings = self.settings
+        with torch.no_grad():
+            output = sliding_window_inference(
+                volume,
+                roi_size=roi,
+                sw_batch_size=self.sw_batch_size,
+                predictor=windows,
+                overlap=settings.overlap,
+                mode=settings.blend,
+                sigma_scale=settings.sigma_scale,
+                sw_device=self.device,
+                device=torch.device("cpu"),
+                progress=settings.progress,
+            )
+        assert isinstance(output, torch.Tensor)  # a tensor predictor gives a tensor
+        return output
+
+
+def _release_cached_device_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _batch_of_one(image: torch.Tensor) -> torch.Tensor:
+    if image.ndim != 4:
+        raise GeometryError(
+            f"the engine takes a channel-first 3D volume (C, X, Y, Z), got shape "
+            f"{tuple(image.shape)}; add a channel axis with image[None]"
+        )
+    plain = image.as_tensor() if hasattr(image, "as_tensor") else image
+    return plain.float()[None]
+
+
+def _check_output_size(
+    output: torch.Tensor,
+    spatial: tuple[int, ...],
+    scale: tuple[float, float, float],
+    roi: tuple[int, int, int],
+) -> None:
+    expected = tuple(round(n * s) for n, s in zip(spatial, scale, strict=True))
+    if tuple(output.shape[2:]) != expected:
+        raise Medi2iError(
+            f"sliding-window output has {tuple(output.shape[2:])} voxels, expected {expected} "
+            f"for an image of {spatial} scaled by {scale}; with a non-integer output_scale the "
+            f"image size, the window size (now {roi}) and the window step (set by --overlap) "
+            "times the scale must all be whole numbers"
+        )

@@ -1,0 +1,53 @@
+"""Inference settings: how the sliding window runs, independent of the method.
+
+This module imports no torch, so the command line can read the defaults for its
+options without paying for a torch import.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class InferenceSettings(BaseModel):
+    """How the sliding-window engine runs a patch network.
+
+    Attributes:
+        roi_size: Window size in voxels along each array axis, or ``None`` for the
+            method's own default (the size it was trained with).
+        sw_batch_size: Windows run per forward pass (>= 1). Halved automatically when the
+            device runs out of memory.
+        overlap: Fraction of a window shared with its neighbour along each axis, in [0, 1).
+        blend: How overlapping windows are averaged: ``"gaussian"`` weights window
+            centres more than edges, ``"constant"`` weights all voxels equally.
+        sigma_scale: Standard deviation of the Gaussian weights as a fraction of the
+            window size (used when ``blend="gaussian"``).
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
+        amp: Run the network in float16 autocast; only takes effect on CUDA.
+        progress: Show a progress bar over the windows.
+
+    Example:
+        >>> InferenceSettings(roi_size=(64, 64, 64), device="cpu").overlap
+        0.25
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    roi_size: tuple[int, int, int] | None = None
+    sw_batch_size: int = Field(default=4, ge=1)
+    overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    sigma_scale: float = Field(default=0.125, gt=0.0)
+    device: str = "auto"
+    amp: bool = True
+    progress: bool = True
+
+    @field_validator("roi_size")
+    @classmethod
+    def _positive_roi(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"every roi_size component must be >= 1 voxel, got {value}")
+        return value
