@@ -6,7 +6,7 @@ warm-up each, then ``--repeats`` runs alternating which goes first. The result i
 ratio of the median times, medi2i over MONAI (target: at most 1.05), and the largest
 difference between the two outputs.
 
-The medi2i side is ``medi2i.predict.predict_tensor`` when it exists, otherwise
+The medi2i side is ``medi2i.prediction.predict_tensor`` when it exists, otherwise
 ``PatchNetworkMethod.predict`` with a ``PredictContext`` around a ``SlidingWindowEngine``.
 
 Usage: python benchmarks/p1_engine_overhead.py [--repeats 5] [--device auto]
@@ -70,7 +70,7 @@ class BenchUNet(PatchNetworkMethod):
 def medi2i_runner(method: BenchUNet, settings: InferenceSettings) -> tuple[str, Runner]:
     """The medi2i predict path, and its name."""
     try:
-        predict_module = importlib.import_module("medi2i.predict")
+        predict_module = importlib.import_module("medi2i.prediction")
     except ImportError:
         return "PatchNetworkMethod.predict", method_predict(method, settings)
     if not hasattr(predict_module, "predict_tensor"):
@@ -80,7 +80,7 @@ def medi2i_runner(method: BenchUNet, settings: InferenceSettings) -> tuple[str, 
         output: torch.Tensor = predict_module.predict_tensor(method, image, settings=settings)
         return output
 
-    return "medi2i.predict.predict_tensor", run
+    return "medi2i.prediction.predict_tensor", run
 
 
 def method_predict(method: BenchUNet, settings: InferenceSettings) -> Runner:

@@ -30,7 +30,8 @@ COMMANDS = {
 PROBE = (
     "import sys\nfrom medi2i.cli.main import main\n"
     "try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
-    "print('HEAVY', sorted(m for m in ('torch', 'monai', 'numpy') if m in sys.modules), file=sys.stderr)"
+    "heavy = sorted(m for m in ('torch', 'monai', 'numpy') if m in sys.modules)\n"
+    "print('HEAVY', heavy, file=sys.stderr)"
 )
 
 
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for name, command in COMMANDS.items():
+    for command in COMMANDS.values():
         time_once(command)  # warm the file cache
     for _ in range(args.repeats):
         for name, command in COMMANDS.items():
@@ -93,7 +94,8 @@ def main() -> None:
         "",
         f"`python -c pass`: {base:.3f} s",
         "",
-        "| command | median (s) | over `python -c pass` (s) | target (s) | torch/MONAI imported | pass |",
+        "| command | median (s) | over `python -c pass` (s) | target (s) "
+        "| torch/MONAI imported | pass |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:

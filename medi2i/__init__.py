@@ -46,8 +46,8 @@ _LAZY = {
     "read_volume": "medi2i.io",
     "write_volume": "medi2i.io",
     "Metric": "medi2i.metrics",
-    "predict": "medi2i.predict",
-    "predict_tensor": "medi2i.predict",
+    "predict": "medi2i.prediction",
+    "predict_tensor": "medi2i.prediction",
     "load_model": "medi2i.model_folder",
     "save_model": "medi2i.model_folder",
     "Registry": "medi2i.registry",
@@ -55,17 +55,39 @@ _LAZY = {
 }
 
 __all__ = [
+    "DataKind",
     "DeviceError",
     "GeometryError",
+    "Grid",
+    "InferenceSettings",
     "InputError",
     "Medi2iError",
+    "Method",
+    "Metric",
     "ModelFormatError",
+    "NoCondition",
+    "Options",
     "OptionsError",
+    "PatchNetworkMethod",
     "PluginError",
+    "PredictContext",
+    "Registry",
+    "SlidingWindowEngine",
+    "SpatialPlan",
+    "Task",
     "UnknownMethodError",
+    "VolumeReader",
+    "VolumeSpec",
+    "VolumeWriter",
     "__version__",
     "hookimpl",
-    *sorted(_LAZY),
+    "load_model",
+    "load_plugins",
+    "predict",
+    "predict_tensor",
+    "read_volume",
+    "save_model",
+    "write_volume",
 ]
 
 
@@ -97,6 +119,6 @@ if TYPE_CHECKING:
     from medi2i.metrics import Metric
     from medi2i.model_folder import load_model, save_model
     from medi2i.plugins import load_plugins
-    from medi2i.predict import predict, predict_tensor
+    from medi2i.prediction import predict, predict_tensor
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings

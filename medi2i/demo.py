@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from monai.data import MetaTensor
+    from monai.data.meta_tensor import MetaTensor
 
     from medi2i.registry import Registry
 
@@ -45,7 +45,7 @@ def head_phantom(shape: tuple[int, int, int] = (72, 80, 56), *, seed: int = 0) -
 
 def demo_volume() -> MetaTensor:
     """The phantom as a ``MetaTensor`` with a rotated, anisotropic (1.1×1.0×1.5 mm) grid."""
-    from monai.data import MetaTensor
+    from monai.data.meta_tensor import MetaTensor
 
     angle = np.deg2rad(12.0)
     rotation = np.array(
@@ -54,14 +54,18 @@ def demo_volume() -> MetaTensor:
     affine = np.eye(4)
     affine[:3, :3] = rotation @ np.diag([1.1, 1.0, 1.5])
     affine[:3, 3] = (-40.0, -38.0, -42.0)
-    data = 1000.0 * head_phantom()[None]
-    return MetaTensor(data, affine=affine, meta={"filename_or_obj": "built-in head phantom"})
+    import torch
+
+    data = torch.from_numpy(1000.0 * head_phantom()[None])
+    return MetaTensor(
+        data, affine=torch.from_numpy(affine), meta={"filename_or_obj": "built-in head phantom"}
+    )
 
 
 def run_demo(output_dir: Path, *, registry: Registry, progress: bool = True) -> Iterator[str]:
     """Write the phantom, translate it, verify geometry; yield report lines."""
     from medi2i.io import read_volume, write_volume
-    from medi2i.predict import predict
+    from medi2i.prediction import predict
     from medi2i.settings import InferenceSettings
 
     output_dir.mkdir(parents=True, exist_ok=True)

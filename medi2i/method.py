@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -39,8 +39,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from medi2i.errors import Medi2iError, ModelFormatError, OptionsError
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     import torch
-    from monai.data import MetaTensor
+    from monai.data.meta_tensor import MetaTensor
 
     from medi2i.engine import SlidingWindowEngine
 
@@ -101,6 +103,11 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+OptionsModel = Options
+"""Alias of :class:`Options` for annotations inside :class:`Method`, whose ``Options``
+class attribute shadows the name."""
+
+
 class NoCondition(BaseModel):
     """The condition of methods that take none at predict time."""
 
@@ -153,7 +160,7 @@ class Grid:
         Voxel centres move so that the outer voxel edges stay where they were.
         """
         scale = np.asarray(factors, dtype=np.float64)
-        shape = tuple(int(round(n * f)) for n, f in zip(self.shape, factors, strict=True))
+        shape = tuple(round(n * f) for n, f in zip(self.shape, factors, strict=True))
         affine = self.affine.copy()
         affine[:3, :3] = self.affine[:3, :3] / scale
         # corner of voxel 0 is at -0.5 old voxels; the new first centre sits half a new voxel in
@@ -175,6 +182,43 @@ class PredictContext:
     engine: SlidingWindowEngine
     condition: BaseModel
     device: torch.device
+
+
+class TrainerAPI(Protocol):
+    """What the trainer offers a method inside :meth:`Method.training_step`.
+
+    Methods own their updates (a GAN alternates its generator and discriminator
+    steps); the trainer owns devices, mixed precision, gradient accumulation,
+    distribution (DDP) and checkpoints.
+
+    Attributes:
+        device: Where batches and modules live.
+        modules: The method's :meth:`Method.training_modules`, moved to ``device`` and
+            wrapped for distributed training when it is on: call these, not the
+            method's own attributes, in the training step.
+        step_index: Number of completed training steps (0 on the first).
+    """
+
+    device: torch.device
+    modules: Mapping[str, torch.nn.Module]
+    step_index: int
+
+    def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        """Register an optimizer (checkpointed and stepped by name)."""
+        ...
+
+    def autocast(self) -> AbstractContextManager[None]:
+        """Mixed-precision context for forward passes (a no-op off CUDA or without AMP)."""
+        ...
+
+    def backward(self, loss: torch.Tensor, optimizer: str) -> None:
+        """Backpropagate ``loss`` for the parameters of ``optimizer`` (scaled for AMP and
+        divided by the number of accumulation steps)."""
+        ...
+
+    def step(self, optimizer: str) -> None:
+        """Step and zero ``optimizer`` when an accumulation cycle is complete."""
+        ...
 
 
 class MethodDescription(BaseModel):
@@ -275,12 +319,13 @@ class Method(abc.ABC):
         )
 
     @classmethod
-    def parse_options(cls, options: BaseModel | Mapping[str, object] | None) -> Options:
+    def parse_options(cls, options: BaseModel | Mapping[str, object] | None) -> OptionsModel:
         """Validate ``options`` against the method's ``Options`` model."""
         if isinstance(options, cls.Options):
             return options
         raw = options.model_dump() if isinstance(options, BaseModel) else dict(options or {})
-        return _validated(cls.Options, raw, f"options of method {cls.id!r}")
+        parsed: OptionsModel = _validated(cls.Options, raw, f"options of method {cls.id!r}")
+        return parsed
 
     @classmethod
     def parse_condition(cls, condition: BaseModel | Mapping[str, object] | None) -> BaseModel:
@@ -288,7 +333,8 @@ class Method(abc.ABC):
         if isinstance(condition, cls.Condition):
             return condition
         raw = condition.model_dump() if isinstance(condition, BaseModel) else dict(condition or {})
-        return _validated(cls.Condition, raw, f"condition of method {cls.id!r}")
+        parsed: BaseModel = _validated(cls.Condition, raw, f"condition of method {cls.id!r}")
+        return parsed
 
     # -- prediction --------------------------------------------------------------------
 
@@ -339,7 +385,8 @@ class Method(abc.ABC):
         """Restore what :meth:`state_values` returned."""
         if values:
             raise ModelFormatError(
-                f"method {self.id!r} keeps no fitted values but the model folder has {sorted(values)}"
+                f"method {self.id!r} keeps no fitted values, "
+                f"but the model folder has {sorted(values)}"
             )
 
     # -- training ----------------------------------------------------------------------
@@ -347,7 +394,29 @@ class Method(abc.ABC):
     def fit(self, volumes: object) -> None:
         """Fit whole-volume state (classical methods). Trainable networks use the
         trainer's step API instead."""
-        raise Medi2iError(f"method {self.id!r} has nothing to fit (its data kind is {self.data.value})")
+        raise Medi2iError(
+            f"method {self.id!r} has nothing to fit (its data kind is {self.data.value})"
+        )
+
+    def training_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules the trainer moves to the device, puts in train mode, wraps for DDP
+        and checkpoints (e.g. ``{"generator": ..., "discriminator": ...}``)."""
+        return {}
+
+    def configure_training(self, trainer: TrainerAPI) -> None:
+        """Create optimizers with ``trainer.add_optimizer`` (called once before training)."""
+        raise Medi2iError(f"method {self.id!r} is not trained by gradient steps")
+
+    def training_step(
+        self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
+    ) -> dict[str, float]:
+        """One optimisation step on a batch; returns the losses to log.
+
+        Batches hold channel-first patches stacked along dimension 0: ``source`` and
+        ``target`` for paired data; ``a`` and ``b`` for unpaired data; ``image`` and
+        ``domain`` (integer labels) for multi-domain data.
+        """
+        raise Medi2iError(f"method {self.id!r} is not trained by gradient steps")
 
 
 class PatchNetworkMethod(Method):
@@ -378,12 +447,15 @@ class PatchNetworkMethod(Method):
 
     def forward(self, windows: torch.Tensor, condition: BaseModel) -> torch.Tensor:
         """Run the network on a batch of windows (override to use the condition)."""
-        return self.network(windows)
+        output: torch.Tensor = self.network(windows)
+        return output
 
     def roi_size(self) -> tuple[int, int, int]:
         """Window size the network was trained with (``options.roi_size`` if present)."""
         size = getattr(self.options, "roi_size", None)
-        return tuple(size) if size is not None else self.default_roi_size  # type: ignore[return-value]
+        if size is None:
+            return self.default_roi_size
+        return (int(size[0]), int(size[1]), int(size[2]))
 
     def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
         def predictor(windows: torch.Tensor) -> torch.Tensor:
@@ -401,6 +473,9 @@ class PatchNetworkMethod(Method):
         if self.output_scale == (1.0, 1.0, 1.0):
             return input_grid
         return input_grid.scaled(self.output_scale)
+
+    def training_modules(self) -> dict[str, torch.nn.Module]:
+        return {"network": self.network}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {f"network.{k}": v for k, v in self.network.state_dict().items()}
@@ -420,6 +495,7 @@ def _validated(model: type[BaseModel], raw: dict[str, object], what: str) -> Any
         return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise OptionsError(f"invalid {what}: {problems}") from None

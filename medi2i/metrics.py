@@ -35,16 +35,22 @@ class Metric(abc.ABC):
         self, prediction: FloatArray, reference: FloatArray, mask: FloatArray | None = None
     ) -> float:
         """The metric of ``prediction`` against ``reference`` (voxels with ``mask > 0``)."""
-        if prediction.shape != reference.shape or (mask is not None and mask.shape != reference.shape):
+        if prediction.shape != reference.shape or (
+            mask is not None and mask.shape != reference.shape
+        ):
             shapes = [a.shape for a in (prediction, reference, mask) if a is not None]
             raise GeometryError(f"metric {self.name!r} needs volumes of one shape, got {shapes}")
         inside = np.ones(reference.shape, bool) if mask is None else np.asarray(mask) > 0
         if not inside.any():
             raise GeometryError(f"metric {self.name!r}: the mask selects no voxel")
-        return self.compute(np.asarray(prediction, np.float64), np.asarray(reference, np.float64), inside)
+        return self.compute(
+            np.asarray(prediction, np.float64), np.asarray(reference, np.float64), inside
+        )
 
     @abc.abstractmethod
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]) -> float:
+    def compute(
+        self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]
+    ) -> float:
         """The metric on float64 arrays and a boolean mask of at least one voxel."""
 
 
@@ -56,7 +62,9 @@ class MeanAbsoluteError(Metric):
     higher_is_better: bool = False
     units: str = "image units"
 
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]) -> float:
+    def compute(
+        self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]
+    ) -> float:
         return float(np.abs(prediction[inside] - reference[inside]).mean())
 
 
@@ -68,7 +76,9 @@ class PeakSignalToNoiseRatio(Metric):
     higher_is_better: bool = True
     units: str = "dB"
 
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]) -> float:
+    def compute(
+        self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]
+    ) -> float:
         ref = reference[inside]
         mse = float(np.mean((prediction[inside] - ref) ** 2))
         data_range = float(ref.max() - ref.min()) or 1.0

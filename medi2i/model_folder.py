@@ -186,7 +186,9 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
         try:
             tensors = load_safetensors(data)
         except SafetensorError as exc:
-            raise ModelFormatError(f"{path}: {manifest.weights.file} is not readable: {exc}") from None
+            raise ModelFormatError(
+                f"{path}: {manifest.weights.file} is not readable: {exc}"
+            ) from None
         method.load_state_tensors(tensors)
     return method
 
@@ -206,8 +208,8 @@ def _read_manifest(files: _ModelFiles) -> ModelManifest:
         raise ModelFormatError(f"{files.path}: {MANIFEST} is invalid: {exc}") from None
     if manifest.format != FORMAT:
         raise ModelFormatError(
-            f"{files.path}: model format {manifest.format!r} is not supported (expected {FORMAT!r});"
-            " upgrade medi2i"
+            f"{files.path}: model format {manifest.format!r} is not supported "
+            f"(expected {FORMAT!r}); upgrade medi2i"
         )
     return manifest
 

@@ -7,8 +7,9 @@ Heavy modules (torch, MONAI) are imported inside the commands that need them, so
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 import yaml
@@ -88,10 +89,14 @@ def methods_command(ctx: click.Context, as_json: bool) -> None:
     _print_table(("method", "tasks", "training data", "plugin", "summary"), rows)
 
 
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
 
 
 def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, object]:
@@ -151,7 +156,10 @@ def _settings(
         raise OptionsError(f"invalid inference settings: {problems}") from None
 
 
-def inference_options(command: click.Command) -> click.Command:
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def inference_options(command: F) -> F:
     """Add the sliding-window and device options to a command."""
     options = [
         click.option(
@@ -175,8 +183,12 @@ def inference_options(command: click.Command) -> click.Command:
             show_default=True,
             help="auto (CUDA when present), cpu, cuda or cuda:N.",
         ),
-        click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."),
-        click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
+        click.option(
+            "--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."
+        ),
+        click.option(
+            "--progress/--no-progress", default=True, show_default=True, help="Progress bar."
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -188,14 +200,19 @@ def inference_options(command: click.Command) -> click.Command:
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
 @click.option("--method", "method_id", help="Id of a method that needs no training.")
 @click.option(
-    "--model", type=click.Path(path_type=Path), help="Trained-model folder or zip (instead of --method)."
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Trained-model folder or zip (instead of --method).",
 )
-@click.option("--option", "-o", "option_pairs", multiple=True, help="Method option key=value (repeat).")
+@click.option(
+    "--option", "-o", "option_pairs", multiple=True, help="Method option key=value (repeat)."
+)
 @click.option("--condition", "-c", "condition_pairs", multiple=True, help="Predict-time key=value.")
 @inference_options
 @click.pass_context
 def predict_command(
     ctx: click.Context,
+    /,
     input_path: Path,
     output_path: Path,
     method_id: str | None,
@@ -209,7 +226,7 @@ def predict_command(
     The output keeps the input's grid (affine, spacing, orientation) unless the method
     changes resolution; a provenance sidecar is written next to it.
     """
-    from medi2i.predict import predict
+    from medi2i.prediction import predict
 
     settings = _settings(**inference)  # type: ignore[arg-type]
     written = predict(

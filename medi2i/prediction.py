@@ -3,7 +3,7 @@ back onto the input (or target) grid → write, with a provenance sidecar.
 
 Example:
     >>> import medi2i
-    >>> medi2i.predict("t1.nii.gz", "inverted.nii.gz", method="intensity-inversion")  # doctest: +SKIP
+    >>> medi2i.predict("t1.nii.gz", "out.nii.gz", method="intensity-inversion")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:
     import torch
-    from monai.data import MetaTensor
+    from monai.data.meta_tensor import MetaTensor
 
     from medi2i.registry import Registry
 
@@ -64,13 +64,21 @@ def predict_tensor(
     output = _with_grid(method, method.predict(prepared, context), prepared)
     output = method.postprocess(output, prepared)
     result = resample_to_grid(output, method.output_grid(input_grid), mode="linear")
-    result.meta = {**dict(image.meta), **_grid_meta(result)}
+    result.meta = {
+        **dict(image.meta),
+        **_grid_meta(result),
+        "medi2i.method.id": method.id,
+        "medi2i.method.version": method.version,
+        "medi2i.output.modality": method.output_spec.modality,
+        "medi2i.output.units": method.output_spec.units,
+    }
     return result
 
 
 def _with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> MetaTensor:
     """Attach the affine of the grid a method's raw output lies on."""
-    from monai.data import MetaTensor
+    import torch
+    from monai.data.meta_tensor import MetaTensor
 
     if isinstance(output, MetaTensor):
         return output
@@ -83,11 +91,16 @@ def _with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> Me
             f"unknown grid (expected spatial shape {grid.shape}); a method that changes the grid "
             "must return a MetaTensor with its affine"
         )
-    return MetaTensor(output, affine=grid.affine)
+    return MetaTensor(output, affine=torch.from_numpy(grid.affine))
 
 
 def _grid_meta(volume: MetaTensor) -> dict[str, object]:
-    return {"spatial_shape": tuple(int(s) for s in volume.shape[1:]), "affine": volume.affine}
+    # outputs are continuous: never inherit an integer on-disk type from the input
+    return {
+        "spatial_shape": tuple(int(s) for s in volume.shape[1:]),
+        "affine": volume.affine,
+        "medi2i.dtype": "float32",
+    }
 
 
 def load_method(
@@ -154,7 +167,9 @@ def predict(
     image = read_volume(source, readers=list(registry.readers.values()))
     result = predict_tensor(ready, image, settings=settings, condition=condition)
     written = write_volume(result, output, writers=list(registry.writers.values()))
-    record = provenance(ready, source=Path(source), model=model, settings=settings, registry=registry)
+    record = provenance(
+        ready, source=Path(source), model=model, settings=settings, registry=registry
+    )
     _write_sidecar(written, record)
     return written
 

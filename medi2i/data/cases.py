@@ -1,0 +1,50 @@
+"""Cases: what a dataset is made of, whatever layout it came from.
+
+A case is one subject's volumes by role. Paired data uses the roles ``source``,
+``target`` and optionally ``mask``; unpaired and multi-domain data use ``image`` (and
+optionally ``mask``) with the case's ``domain``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medi2i.method import DataKind
+
+SOURCE, TARGET, MASK, IMAGE = "source", "target", "mask", "image"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One subject's volumes.
+
+    Attributes:
+        id: Case identifier (e.g. the SynthRAD case folder name).
+        images: Volume file per role (``source``, ``target``, ``mask``, ``image``).
+        domain: Domain label for unpaired (``"a"``/``"b"``) or multi-domain data.
+    """
+
+    id: str
+    images: Mapping[str, Path]
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    """The cases of one split, and the kind of data they form.
+
+    Attributes:
+        kind: Paired, unpaired or multi-domain (or single-domain).
+        cases: The cases, in a stable order.
+        domains: Domain labels in label order (index = integer label in batches).
+    """
+
+    kind: DataKind
+    cases: tuple[Case, ...]
+    domains: tuple[str, ...] = field(default=())
+
+    def domain_index(self, domain: str) -> int:
+        """Integer label of ``domain`` in multi-domain batches."""
+        return self.domains.index(domain)

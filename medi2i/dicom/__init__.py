@@ -1,0 +1,1 @@
+"""DICOM folders: scanning, series selection, volumes in and derived series out."""

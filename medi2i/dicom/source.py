@@ -1,0 +1,44 @@
+"""What a DICOM-read volume remembers about its source series.
+
+The DICOM reader stores a :class:`DicomSource` in the volume's metadata under
+:data:`META_KEY`; the derived-series writer uses it for the patient and study modules,
+the Frame of Reference and the references to the source images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+META_KEY = "medi2i.dicom"
+
+
+@dataclass(frozen=True)
+class DicomSource:
+    """The source series of a volume read from DICOM.
+
+    Attributes:
+        folder: The folder the series was read from.
+        study_instance_uid: Study Instance UID, kept by derived series.
+        series_instance_uid: Series Instance UID of the source.
+        frame_of_reference_uid: Frame of Reference UID, kept by derived series.
+        modality: Source modality (``"MR"``, ``"CT"``).
+        sop_class_uid: SOP Class UID of the source images.
+        sop_instance_uids: SOP Instance UIDs in the volume's slice order (one for a
+            multi-frame file).
+        header: The first image's header without pixel data (patient, study and
+            equipment modules to copy).
+    """
+
+    folder: Path
+    study_instance_uid: str
+    series_instance_uid: str
+    frame_of_reference_uid: str | None
+    modality: str
+    sop_class_uid: str
+    sop_instance_uids: tuple[str, ...]
+    header: Dataset

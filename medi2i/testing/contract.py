@@ -1,0 +1,239 @@
+"""The contract check every method plugin runs on its own method classes.
+
+Example (in a plugin's tests)::
+
+    from medi2i.testing import check_method_contract
+    from medi2i_mine.method import MyMethod
+
+    def test_contract() -> None:
+        check_method_contract(MyMethod, options={"roi_size": (16, 16, 16)})
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from medi2i.errors import Medi2iError
+from medi2i.hookspecs import hookimpl
+from medi2i.method import Grid, Method
+from medi2i.settings import InferenceSettings
+from medi2i.testing.volumes import make_volume
+
+if TYPE_CHECKING:
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.registry import Registry
+
+GRID_ATOL_MM = 1e-4
+"""How far (mm) an output affine may be from the expected one: float32 round-off."""
+
+CONTRACT_SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
+"""Inference settings of the check: CPU, full precision, no progress bar."""
+
+
+def check_method_contract(
+    method_cls: type[Method],
+    *,
+    options: Mapping[str, object] | None = None,
+    shape: tuple[int, int, int] = (20, 18, 16),
+    condition: Mapping[str, object] | None = None,
+    settings: InferenceSettings | None = None,
+    prepare: Callable[[Method], None] | None = None,
+) -> None:
+    """Check that ``method_cls`` keeps the :class:`medi2i.Method` contract.
+
+    Properties checked, each failing with its own message: the class attributes are
+    valid; the options (defaults, or ``options``) construct; ``describe()`` serializes
+    to JSON; predicting a :func:`make_volume` input returns a finite ``MetaTensor``
+    with the output spec's channels on ``method.output_grid(input grid)``, leaving the
+    input unchanged; and a save/load round trip through a model folder gives the same
+    output.
+
+    Args:
+        method_cls: The method class to check.
+        options: Options to construct it with (e.g. a small ``roi_size``); its defaults
+            when ``None``.
+        shape: Spatial shape of the test volume, in voxels.
+        condition: Predict-time condition for conditioned methods.
+        settings: Inference settings; CPU, no AMP, no progress bar by default.
+        prepare: Called on the new instance before predicting, e.g. to fit a method
+            that must be fitted first.
+
+    Raises:
+        AssertionError: A property does not hold; the message says which.
+    """
+    _check_class(method_cls)
+    method = _construct(method_cls, options)
+    if prepare is not None:
+        prepare(method)
+    image = make_volume(shape)
+    output = _predict(method, image, condition=condition, settings=settings)
+    _check_output(method, image, output)
+    _check_round_trip(method, image, output, condition=condition, settings=settings)
+
+
+def _check_class(method_cls: type[Method]) -> None:
+    if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
+        raise AssertionError(f"{method_cls!r} is not a subclass of medi2i.Method")
+    try:
+        method_cls.validate_class()
+    except TypeError as exc:
+        raise AssertionError(f"method class {method_cls.__qualname__} is invalid: {exc}") from exc
+    try:
+        json.loads(method_cls.describe().model_dump_json())
+    except Exception as exc:
+        raise AssertionError(
+            f"{method_cls.id}.describe() does not serialize to JSON "
+            f"(check its Options and Condition models): {exc}"
+        ) from exc
+
+
+def _construct(method_cls: type[Method], options: Mapping[str, object] | None) -> Method:
+    what = "the given options" if options is not None else "its default options"
+    try:
+        return method_cls(options)
+    except Medi2iError as exc:
+        raise AssertionError(f"{method_cls.id} does not construct with {what}: {exc}") from exc
+
+
+def _predict(
+    method: Method,
+    image: MetaTensor,
+    *,
+    condition: Mapping[str, object] | None,
+    settings: InferenceSettings | None,
+) -> MetaTensor:
+    from medi2i.prediction import predict_tensor
+
+    before = image.as_tensor().clone()
+    output = predict_tensor(
+        method, image, settings=settings or CONTRACT_SETTINGS, condition=condition
+    )
+    if not _same_values(image.as_tensor(), before):
+        raise AssertionError(f"{method.id} modified its input volume in place")
+    return output
+
+
+def _check_output(method: Method, image: MetaTensor, output: torch.Tensor) -> None:
+    from monai.data.meta_tensor import MetaTensor
+
+    name = method.id
+    if not isinstance(output, MetaTensor):
+        raise AssertionError(
+            f"{name}: predict_tensor returned {type(output).__name__}, not a MetaTensor"
+        )
+    if output.ndim != 4:
+        raise AssertionError(
+            f"{name}: output has shape {tuple(output.shape)}, not channel-first 3D"
+        )
+    channels = method.output_spec.channels
+    if output.shape[0] != channels:
+        raise AssertionError(
+            f"{name}: output has {output.shape[0]} channels, its output_spec declares {channels}"
+        )
+    if not bool(output.isfinite().all()):
+        raise AssertionError(f"{name}: output has NaN or infinite values")
+    expected = method.output_grid(Grid.of(image))
+    actual = Grid.of(output)
+    if not actual.same_as(expected, atol=GRID_ATOL_MM):
+        raise AssertionError(
+            f"{name}: output grid (shape {actual.shape}, affine\n{actual.affine}) is not "
+            f"method.output_grid(input grid) (shape {expected.shape}, affine\n{expected.affine})"
+        )
+
+
+def _check_round_trip(
+    method: Method,
+    image: MetaTensor,
+    output: MetaTensor,
+    *,
+    condition: Mapping[str, object] | None,
+    settings: InferenceSettings | None,
+) -> None:
+    from medi2i.model_folder import load_model, save_model
+
+    with tempfile.TemporaryDirectory(prefix="medi2i-contract-") as tmp:
+        folder = save_model(method, Path(tmp) / "model")
+        loaded = load_model(folder, registry=_registry_of(type(method)))
+    if type(loaded) is not type(method):
+        raise AssertionError(f"{method.id}: loading the model folder gave {type(loaded).__name__}")
+    saved, restored = _options_of(method), _options_of(loaded)
+    if restored != saved:
+        raise AssertionError(
+            f"{method.id}: options changed in the model folder: {saved!r} became {restored!r}"
+        )
+    again = _predict(loaded, image, condition=condition, settings=settings)
+    if again.shape != output.shape or not _close(again, output):
+        raise AssertionError(
+            f"{method.id}: the method loaded from its model folder predicts differently; "
+            "state_values/state_tensors do not hold all of its state"
+        )
+
+
+def isolated_registry(*plugins: object, strict: bool = False) -> Registry:
+    """A registry of only ``plugins``: no built-ins, no installed entry points.
+
+    Use it to test a plugin's hooks without installing it.
+
+    Args:
+        *plugins: Modules or objects holding ``@medi2i.hookimpl`` functions; each is
+            named by its ``__name__`` (``plugin-<n>`` without one).
+        strict: Make a plugin whose hook fails an error instead of a skipped failure.
+
+    Example:
+        >>> import types, medi2i
+        >>> mine = types.ModuleType("mine")
+        >>> isolated_registry(mine).methods
+        {}
+    """
+    import pluggy
+
+    from medi2i import hookspecs
+    from medi2i.plugins import PluginSet
+    from medi2i.registry import Registry
+
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for number, plugin in enumerate(plugins):
+        manager.register(plugin, name=getattr(plugin, "__name__", None) or f"plugin-{number}")
+    return Registry(PluginSet(manager, strict=strict))
+
+
+def _registry_of(method_cls: type[Method]) -> Registry:
+    """A registry holding only ``method_cls``, so an uninstalled class can be loaded."""
+    return isolated_registry(_SingleMethodPlugin(method_cls), strict=True)
+
+
+class _SingleMethodPlugin:
+    def __init__(self, method_cls: type[Method]) -> None:
+        self.method_cls = method_cls
+        self.__name__ = f"contract-check:{method_cls.id}"
+
+    @hookimpl
+    def register_methods(self, register: Callable[[type[Method]], None]) -> None:
+        register(self.method_cls)
+
+
+def _options_of(method: Method) -> BaseModel:
+    options: BaseModel = method.options
+    return options
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def _close(a: MetaTensor, b: MetaTensor) -> bool:
+    """Equal up to float round-off (the same computation may use other CPU kernels)."""
+    import torch
+
+    expected = b.as_tensor()
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    return bool(torch.allclose(a.as_tensor(), expected, rtol=1e-5, atol=1e-6 * max(scale, 1.0)))

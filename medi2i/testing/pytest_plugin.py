@@ -1,0 +1,45 @@
+"""pytest fixtures for method and plugin authors.
+
+Opt in from a ``conftest.py``::
+
+    pytest_plugins = ["medi2i.testing.pytest_plugin"]
+
+Fixtures:
+    medi2i_volume: A small single-channel ``MetaTensor`` on an oblique grid.
+    medi2i_volume_file: Path of that volume written as NIfTI in ``tmp_path``.
+    medi2i_registry: A fresh :class:`medi2i.Registry` of the installed plugins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from medi2i.testing.volumes import make_volume, write_volume_file
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.registry import Registry
+
+
+@pytest.fixture
+def medi2i_volume() -> MetaTensor:
+    """A (1, 24, 20, 16) float32 volume of blobs on an oblique, anisotropic grid."""
+    return make_volume()
+
+
+@pytest.fixture
+def medi2i_volume_file(tmp_path: Path) -> Path:
+    """Path of ``input.nii.gz`` in ``tmp_path``, holding the ``medi2i_volume`` image."""
+    return write_volume_file(tmp_path)
+
+
+@pytest.fixture
+def medi2i_registry() -> Registry:
+    """A fresh registry: plugins are discovered again, honouring the environment switches."""
+    from medi2i.registry import Registry
+
+    return Registry()

@@ -1,0 +1,26 @@
+"""medi2i-invert: a reference medi2i plugin that inverts intensities.
+
+This module holds the plugin's hook implementations. medi2i imports it on every command
+(``medi2i --help`` included), so it imports nothing heavy at its top level: the method
+module, which needs torch and MONAI, is imported inside the hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import medi2i
+
+if TYPE_CHECKING:
+    from medi2i import Method
+
+__all__ = ["register_methods"]
+
+
+@medi2i.hookimpl
+def register_methods(register: Callable[[type[Method]], None]) -> None:
+    """Register :class:`medi2i_invert.method.IntensityInversion`."""
+    from medi2i_invert.method import IntensityInversion
+
+    register(IntensityInversion)

@@ -1,0 +1,135 @@
+"""The command line, in process (click's runner) and, for start-up, as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from medi2i.cli.main import build_cli
+from medi2i.plugins import load_plugins
+from medi2i.testing import example_methods
+
+
+def run(*args: str, examples: bool = True) -> Result:
+    plugins = load_plugins()
+    if examples:
+        plugins.manager.register(example_methods, name="examples")
+    return CliRunner().invoke(build_cli(plugins), list(args), obj=plugins)
+
+
+def test_plugins_json_lists_builtins_with_their_hooks() -> None:
+    result = run("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    listed = {p["name"]: p for p in json.loads(result.output)["plugins"]}
+    assert listed["medi2i.builtins"]["builtin"] is True
+    assert "register_readers" in listed["medi2i.builtins"]["hooks"]
+
+
+def test_methods_lists_registered_methods_with_their_plugin() -> None:
+    result = run("methods", "--json")
+    assert result.exit_code == 0, result.output
+    methods = {m["id"]: m for m in json.loads(result.output)}
+    assert methods["example-domain-offset"]["plugin"] == "examples"
+    assert methods["example-domain-offset"]["data"] == "multi-domain"
+    table = run("methods")
+    assert "example-self-rescaling" in table.output
+
+
+def test_predict_writes_the_output(tmp_path: Path) -> None:
+    from medi2i.io import read_volume
+    from medi2i.model_folder import save_model
+    from medi2i.testing import write_volume_file
+    from medi2i.testing.example_methods import DomainOffset
+
+    source = write_volume_file(tmp_path)
+    model = save_model(DomainOffset(), tmp_path / "model")
+    out = tmp_path / "out.nrrd"
+    result = run(
+        "predict",
+        str(source),
+        str(out),
+        "--model",
+        str(model),
+        "-c",
+        "target_domain=B",
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, result.output
+    image, written = read_volume(source), read_volume(out)
+    np.testing.assert_allclose(written.numpy(), image.numpy() + 100.0, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(written.affine), np.asarray(image.affine), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["predict", "missing.nii.gz", "out.nii.gz", "--method", "example-self-rescaling"],
+            "missing.nii.gz",
+        ),
+        (["predict", "in.nii.gz", "out.nii.gz", "--method", "no-such-method"], "no-such-method"),
+        (["predict", "in.nii.gz", "out.nii.gz"], "either a method id or a trained-model folder"),
+        (
+            [
+                "predict",
+                "in.nii.gz",
+                "out.nii.gz",
+                "--method",
+                "example-self-rescaling",
+                "--overlap",
+                "1.5",
+            ],
+            "overlap",
+        ),
+        (
+            [
+                "predict",
+                "in.nii.gz",
+                "out.nii.gz",
+                "--method",
+                "example-self-rescaling",
+                "-o",
+                "novalue",
+            ],
+            "key=value",
+        ),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    from medi2i.testing import write_volume_file
+
+    write_volume_file(tmp_path, name="in.nii.gz")
+    result = run(*args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_debug_shows_the_exception() -> None:
+    result = run("--debug", "predict", "missing.nii.gz", "out.nii.gz", "--method", "x")
+    assert result.exit_code != 0
+    assert result.exception is not None
+    assert type(result.exception).__name__ != "SystemExit"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plugins"]])
+def test_fast_paths_do_not_import_torch_or_monai(args: list[str]) -> None:
+    probe = (
+        "import sys\nfrom medi2i.cli.main import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'monai') if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[]"

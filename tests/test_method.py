@@ -1,0 +1,74 @@
+"""The Method contract: class validation, options, conditions, grids."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medi2i.errors import OptionsError
+from medi2i.method import Grid, Method, Task, VolumeSpec
+from medi2i.testing.example_methods import EXAMPLE_METHODS, DomainOffset, PointwiseNet
+
+
+@pytest.mark.parametrize("method_cls", EXAMPLE_METHODS, ids=lambda m: m.id)
+def test_every_example_describes_itself_as_json(method_cls: type[Method]) -> None:
+    method_cls.validate_class()
+    described = json.loads(method_cls.describe().model_dump_json())
+    assert described["id"] == method_cls.id
+    assert described["tasks"]
+    assert described["summary"].startswith("Shape")
+
+
+def test_options_reject_unknown_keys_and_wrong_types() -> None:
+    with pytest.raises(OptionsError, match="hiden"):
+        PointwiseNet({"hiden": 3})
+    with pytest.raises(OptionsError, match="hidden"):
+        PointwiseNet({"hidden": "many"})
+    assert PointwiseNet({"hidden": 2}).options.hidden == 2  # type: ignore[attr-defined]
+
+
+def test_condition_is_validated_against_the_method_model() -> None:
+    assert DomainOffset.parse_condition({"target_domain": "C"}).target_domain == "C"  # type: ignore[attr-defined]
+    with pytest.raises(OptionsError, match="condition of method"):
+        DomainOffset.parse_condition({"domain": "C"})
+
+
+@pytest.mark.parametrize("bad_id", ["Upper", "9lives", "with space", ""])
+def test_method_ids_are_checked(bad_id: str) -> None:
+    class Bad(Method):
+        id = bad_id
+        tasks = (Task.TRANSLATION,)
+        input_spec = output_spec = VolumeSpec()
+
+        def predict(self, image, context):  # type: ignore[no-untyped-def]
+            return image
+
+    with pytest.raises(TypeError, match="method id"):
+        Bad.validate_class()
+
+
+def test_a_method_without_required_attributes_is_refused() -> None:
+    class Incomplete(Method):
+        id = "incomplete"
+
+        def predict(self, image, context):  # type: ignore[no-untyped-def]
+            return image
+
+    with pytest.raises(TypeError, match="tasks"):
+        Incomplete.validate_class()
+
+
+def test_scaled_grid_keeps_the_field_of_view() -> None:
+    affine = np.array(
+        [[0.0, -1.0, 0.0, 5.0], [2.0, 0.0, 0.0, -3.0], [0, 0, 4.0, 1.0], [0, 0, 0, 1]]
+    )
+    grid = Grid((10, 12, 8), affine)
+    fine = grid.scaled((2.0, 1.0, 4.0))
+    assert fine.shape == (20, 12, 32)
+    assert np.allclose(fine.spacing, (1.0, 1.0, 1.0))
+    for corner in ((-0.5, -0.5, -0.5), (9.5, 11.5, 7.5)):
+        old = affine @ np.array([*corner, 1.0])
+        index = np.array(corner) * (2.0, 1.0, 4.0) + (np.array((2.0, 1.0, 4.0)) - 1) / 2
+        assert np.allclose(fine.affine @ np.array([*index, 1.0]), old)

@@ -1,0 +1,154 @@
+"""The predict path: grids, inversion to the input grid, conditions, model folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from medi2i.errors import OptionsError, UnknownMethodError
+from medi2i.method import Grid
+from medi2i.model_folder import load_model, save_model
+from medi2i.plugins import load_plugins
+from medi2i.prediction import predict, predict_tensor, sidecar_path
+from medi2i.registry import Registry
+from medi2i.settings import InferenceSettings
+from medi2i.testing import example_methods
+from medi2i.testing.example_methods import (
+    DomainOffset,
+    FittedStandardization,
+    PointwiseNet,
+    SelfRescaling,
+    ThroughPlaneUpsampler,
+)
+
+QUIET = InferenceSettings(progress=False, device="cpu")
+
+
+def volume(affine: np.ndarray, shape: tuple[int, int, int] = (20, 18, 12)) -> MetaTensor:
+    rng = np.random.default_rng(1)
+    data = rng.normal(100.0, 20.0, (1, *shape)).astype(np.float32)
+    return MetaTensor(torch.from_numpy(data), affine=torch.from_numpy(affine))
+
+
+def oblique_affine() -> np.ndarray:
+    angle = np.deg2rad(20.0)
+    rotation = np.array(
+        [[np.cos(angle), 0.0, np.sin(angle)], [0.0, 1.0, 0.0], [-np.sin(angle), 0.0, np.cos(angle)]]
+    )
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.8, 1.2, 2.5])
+    affine[:3, 3] = (12.0, -30.0, 7.5)
+    return affine
+
+
+@pytest.fixture
+def registry() -> Registry:
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    return Registry(plugins)
+
+
+def test_patch_network_output_keeps_the_input_grid() -> None:
+    image = volume(oblique_affine())
+    method = PointwiseNet()
+    result = predict_tensor(method, image, settings=QUIET)
+    assert Grid.of(result).same_as(Grid.of(image), atol=0)
+    with torch.no_grad():
+        expected = method.network(image.as_tensor()[None])[0]
+    torch.testing.assert_close(result.as_tensor(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_super_resolution_output_is_on_the_finer_grid_covering_the_same_extent() -> None:
+    image = volume(oblique_affine(), shape=(16, 16, 8))
+    result = predict_tensor(ThroughPlaneUpsampler(), image, settings=QUIET)
+    assert tuple(result.shape) == (1, 16, 16, 16)
+    source, target = Grid.of(image), Grid.of(result)
+    assert np.allclose(target.spacing, (0.8, 1.2, 1.25))
+
+    def first_edge(grid: Grid) -> np.ndarray:
+        return (grid.affine @ np.array([-0.5, -0.5, -0.5, 1.0]))[:3]
+
+    assert np.allclose(first_edge(source), first_edge(target))
+    # nearest ×2 along the third axis: each input slice appears twice
+    torch.testing.assert_close(result.as_tensor()[..., 0::2], image.as_tensor())
+    torch.testing.assert_close(result.as_tensor()[..., 1::2], image.as_tensor())
+
+
+def test_reorientation_is_inverted_exactly_onto_a_non_ras_input_grid() -> None:
+    lps_permuted = np.array(
+        [[0.0, -1.5, 0.0, 40.0], [-0.9, 0.0, 0.0, 20.0], [0.0, 0.0, 2.0, -10.0], [0, 0, 0, 1]]
+    )
+    image = volume(lps_permuted)
+    result = predict_tensor(SelfRescaling(), image, settings=QUIET)
+    assert Grid.of(result).same_as(Grid.of(image), atol=0)
+    low, high = np.percentile(image.numpy(), [1.0, 99.0])
+    # the map is global, so undoing the reorientation must give it voxel by voxel
+    expected = (image.numpy() - low) / (high - low)
+    np.testing.assert_allclose(result.numpy(), expected, atol=1e-6)
+
+
+def test_condition_selects_the_target_domain_and_is_validated() -> None:
+    image = volume(np.eye(4))
+    b = predict_tensor(DomainOffset(), image, settings=QUIET, condition={"target_domain": "B"})
+    torch.testing.assert_close(b.as_tensor(), image.as_tensor() + 100.0)
+    with pytest.raises(OptionsError, match="target_domain"):
+        predict_tensor(DomainOffset(), image, settings=QUIET, condition={"target_domain": "Z"})
+
+
+def test_fitted_state_round_trips_through_a_model_folder(
+    tmp_path: Path, registry: Registry
+) -> None:
+    method = FittedStandardization()
+    method.fit([np.full((4, 4, 4), 3.0), np.full((4, 4, 4), 5.0)])
+    folder = save_model(method, tmp_path / "model")
+    loaded = load_model(folder, registry=registry)
+    assert isinstance(loaded, FittedStandardization)
+    assert (loaded.mean, loaded.std) == (4.0, 1.0)
+    image = volume(oblique_affine())
+    torch.testing.assert_close(
+        predict_tensor(loaded, image, settings=QUIET), predict_tensor(method, image, settings=QUIET)
+    )
+
+
+def test_predict_writes_output_with_identical_geometry_and_provenance(
+    tmp_path: Path, registry: Registry
+) -> None:
+    from medi2i.io import read_volume, write_volume
+
+    method = PointwiseNet()
+    folder = save_model(method, tmp_path / "model")
+    source = write_volume(volume(oblique_affine()), tmp_path / "in.nii.gz")
+    written = predict(
+        source, tmp_path / "out" / "sct.nii.gz", model=folder, settings=QUIET, registry=registry
+    )
+    image, result = read_volume(source), read_volume(written)
+    assert tuple(result.shape) == tuple(image.shape)
+    np.testing.assert_array_equal(np.asarray(result.affine), np.asarray(image.affine))
+    record = json.loads(sidecar_path(written).read_text())
+    assert record["method"]["id"] == PointwiseNet.id
+    assert record["plugin"]["name"] == "examples"
+    assert len(record["input"]["sha256"]) == 64
+    assert (
+        record["weights_sha256"]
+        == json.loads((folder / "medi2i-model.json").read_text())["weights"]["sha256"]
+    )
+
+
+def test_a_trainable_method_without_a_model_is_refused(tmp_path: Path, registry: Registry) -> None:
+    with pytest.raises(OptionsError, match="must be trained"):
+        predict(
+            tmp_path / "in.nii.gz",
+            tmp_path / "out.nii.gz",
+            method=PointwiseNet.id,
+            registry=registry,
+        )
+
+
+def test_unknown_method_lists_the_known_ones(tmp_path: Path, registry: Registry) -> None:
+    with pytest.raises(UnknownMethodError, match="example-domain-offset"):
+        predict(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", method="nope", registry=registry)

@@ -1,0 +1,182 @@
+"""Tests of the registry: lookups, name clashes and isolation of bad registrations."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from medi2i import Method, Task, VolumeSpec, hookimpl
+from medi2i.errors import PluginError, UnknownMethodError
+from medi2i.plugins import PluginWarning
+from medi2i.testing import isolated_registry
+
+
+class Alpha(Method):
+    """Alpha: returns its input."""
+
+    id = "alpha"
+    tasks = (Task.TRANSLATION,)
+    input_spec = output_spec = VolumeSpec()
+
+    def predict(self, image: Any, context: Any) -> torch.Tensor:
+        return image  # type: ignore[no-any-return]
+
+
+class Beta(Alpha):
+    """Beta: returns its input."""
+
+    id = "beta"
+
+
+class NoId(Method):
+    """A method that forgot its id."""
+
+    tasks = (Task.TRANSLATION,)
+    input_spec = output_spec = VolumeSpec()
+
+    def predict(self, image: Any, context: Any) -> torch.Tensor:
+        return image  # type: ignore[no-any-return]
+
+
+class BadId(Alpha):
+    """A method whose id breaks the naming rule."""
+
+    id = "Bad_Id"
+
+
+def plugin(name: str, **hooks: Callable[..., None]) -> types.ModuleType:
+    """A plugin module named ``name`` implementing ``hooks`` (hook name → function)."""
+    module = types.ModuleType(name)
+    for hook_name, function in hooks.items():
+        setattr(module, hook_name, hookimpl(function))
+    return module
+
+
+def methods_plugin(name: str, *registered: object) -> types.ModuleType:
+    def register_methods(register: Callable[[object], None]) -> None:
+        for item in registered:
+            register(item)
+
+    return plugin(name, register_methods=register_methods)
+
+
+def test_a_method_is_found_by_id_with_its_owner() -> None:
+    registry = isolated_registry(methods_plugin("first", Alpha), methods_plugin("second", Beta))
+
+    assert registry.methods == {"alpha": Alpha, "beta": Beta}
+    assert registry.method("beta") is Beta
+    assert registry.method_owner("alpha") == "first"
+
+
+def test_an_unknown_method_error_lists_the_known_ids() -> None:
+    registry = isolated_registry(methods_plugin("first", Beta, Alpha))
+
+    with pytest.raises(UnknownMethodError, match=r"'gamma'.*known: alpha, beta"):
+        registry.method("gamma")
+
+
+def test_an_unknown_method_error_says_when_none_is_registered() -> None:
+    with pytest.raises(UnknownMethodError, match="known: none"):
+        isolated_registry().method("alpha")
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("alpha", "expects Method subclasses"),
+        (torch.nn.Identity, "expects Method subclasses"),
+        (NoId, "does not set 'id'"),
+        (BadId, "must be lowercase"),
+    ],
+)
+def test_a_bad_registration_is_isolated_as_a_failure(bad: object, problem: str) -> None:
+    registry = isolated_registry(methods_plugin("good", Alpha), methods_plugin("bad", bad))
+
+    with pytest.warns(PluginWarning, match="'bad' failed during register_methods"):
+        methods = registry.methods
+
+    assert methods == {"alpha": Alpha}
+    [failure] = registry.plugins.failures
+    assert (failure.name, failure.stage) == ("bad", "register_methods")
+    assert problem in failure.error
+
+
+def test_a_failing_plugin_registers_nothing_even_what_came_before_the_failure() -> None:
+    def register_methods(register: Callable[[type[Method]], None]) -> None:
+        register(Beta)
+        raise RuntimeError("model zoo unreachable")
+
+    registry = isolated_registry(
+        methods_plugin("good", Alpha), plugin("flaky", register_methods=register_methods)
+    )
+
+    with pytest.warns(PluginWarning, match="model zoo unreachable"):
+        assert registry.methods == {"alpha": Alpha}
+
+
+def test_a_bad_registration_is_an_error_in_strict_mode() -> None:
+    registry = isolated_registry(methods_plugin("bad", NoId), strict=True)
+
+    with pytest.raises(PluginError, match="'bad' failed during register_methods"):
+        _ = registry.methods
+
+
+def test_one_method_id_from_two_plugins_is_an_error_naming_both() -> None:
+    class AlphaAgain(Alpha):
+        """Another alpha."""
+
+    registry = isolated_registry(
+        methods_plugin("first", Alpha), methods_plugin("second", AlphaAgain)
+    )
+
+    with pytest.raises(PluginError, match=r"'alpha'.*'first'.*'second'"):
+        _ = registry.methods
+
+
+def test_readers_writers_and_metrics_are_tables_by_name() -> None:
+    def item(name: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(name=name)
+
+    registry = isolated_registry(
+        plugin(
+            "formats",
+            register_readers=lambda register: [register(item("nifti")), register(item("nrrd"))],
+            register_writers=lambda register: register(item("nifti")),
+            register_metrics=lambda register: register(item("mae")),
+        )
+    )
+
+    assert list(registry.readers) == ["nifti", "nrrd"]
+    assert list(registry.writers) == ["nifti"]
+    assert list(registry.metrics) == ["mae"]
+
+
+def test_one_metric_name_from_two_plugins_is_an_error() -> None:
+    def register_metrics(register: Callable[[object], None]) -> None:
+        register(types.SimpleNamespace(name="mae"))
+
+    registry = isolated_registry(
+        plugin("first", register_metrics=register_metrics),
+        plugin("second", register_metrics=register_metrics),
+    )
+
+    with pytest.raises(PluginError, match=r"metric 'mae'.*'first'.*'second'"):
+        _ = registry.metrics
+
+
+def test_hooks_are_called_once_per_registry() -> None:
+    calls: list[str] = []
+
+    def register_methods(register: Callable[[type[Method]], None]) -> None:
+        calls.append("methods")
+        register(Alpha)
+
+    registry = isolated_registry(plugin("counted", register_methods=register_methods))
+
+    assert registry.method("alpha") is Alpha
+    assert registry.methods == {"alpha": Alpha}
+    assert calls == ["methods"]
