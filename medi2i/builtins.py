@@ -30,7 +30,8 @@ def register_writers(register: Callable[[VolumeWriter], None]) -> None:
 
 @hookimpl
 def register_metrics(register: Callable[[Metric], None]) -> None:
+    from medi2i.evaluation.metric_objects import evaluation_metrics
     from medi2i.metrics import builtin_metrics
 
-    for metric in builtin_metrics():
+    for metric in [*builtin_metrics(), *evaluation_metrics()]:
         register(metric)

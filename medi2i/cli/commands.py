@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 
 def add_to(group: click.Group) -> None:
     """Add the built-in commands to ``group``."""
+    from medi2i.cli import evaluate_commands
+
     for command in (plugins_command, methods_command, predict_command, demo_command):
         group.add_command(command)
+    evaluate_commands.add_to(group)
 
 
 def _registry(ctx: click.Context) -> Registry:

@@ -1,0 +1,201 @@
+"""The ``evaluate`` command: metrics of a prediction file against its reference file.
+
+The command takes files through options only, so that a positional argument (a
+workflow whose test cases to evaluate) can be added later without changing how file
+evaluation is called. :func:`evaluate_files` holds the logic for reuse.
+
+NumPy, SciPy and MONAI are imported inside the functions, so ``medi2i --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from medi2i.errors import GeometryError
+from medi2i.plugins import PluginSet
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from medi2i.io.base import VolumeReader
+    from medi2i.metrics import Metric
+
+AFFINE_TOLERANCE_MM = 1e-3
+"""Largest difference between two affines' entries (mm) that still counts as one grid."""
+
+
+def add_to(group: click.Group) -> None:
+    """Add the ``evaluate`` command to ``group``."""
+    group.add_command(evaluate_command)
+
+
+@click.command("evaluate")
+@click.option(
+    "--prediction",
+    "-p",
+    "prediction_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The image to evaluate (e.g. a synthetic CT).",
+)
+@click.option(
+    "--reference",
+    "-r",
+    "reference_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The ground truth on the same grid (e.g. the real CT).",
+)
+@click.option(
+    "--mask",
+    "-m",
+    "mask_path",
+    type=click.Path(path_type=Path),
+    help="Evaluate the voxels where the mask is > 0 (default: all voxels).",
+)
+@click.option(
+    "--metrics",
+    "metrics_spec",
+    default="synthrad",
+    show_default=True,
+    help="Presets (synthrad: CT in HU; mr: mae,psnr,ssim,histogram_distance) and/or "
+    "registered metric names, comma-separated.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def evaluate_command(
+    ctx: click.Context,
+    prediction_path: Path,
+    reference_path: Path,
+    mask_path: Path | None,
+    metrics_spec: str,
+    as_json: bool,
+) -> None:
+    """Compare a prediction with its reference, inside a mask.
+
+    The files must share one grid (shape, and affine within 1e-3 mm). The synthrad
+    preset computes MAE, PSNR and MS-SSIM as the SynthRAD2025 challenge does.
+    """
+    from medi2i.evaluation.metric_objects import select_metrics
+    from medi2i.registry import Registry
+
+    plugins: PluginSet = ctx.find_root().obj
+    registry = Registry(plugins)
+    metrics = select_metrics(metrics_spec, registry.metrics)
+    readers = list(registry.readers.values())
+    values = evaluate_files(prediction_path, reference_path, mask_path, metrics, readers=readers)
+    if as_json:
+        _echo_json(prediction_path, reference_path, mask_path, metrics, values)
+    else:
+        _echo_table(metrics, values)
+
+
+@dataclass(frozen=True)
+class LoadedVolume:
+    """A volume read for evaluation: its file, ``(X, Y, Z)`` float64 values and RAS affine."""
+
+    path: Path
+    values: np.ndarray
+    affine: np.ndarray
+
+
+def evaluate_files(
+    prediction_path: Path,
+    reference_path: Path,
+    mask_path: Path | None,
+    metrics: Sequence[Metric],
+    *,
+    readers: Sequence[VolumeReader] | None = None,
+) -> dict[str, float]:
+    """Read a prediction, its reference and an optional mask, and compute ``metrics``.
+
+    Args:
+        prediction_path: The image to evaluate.
+        reference_path: The ground truth.
+        mask_path: Voxels where it is > 0 are evaluated; all voxels when ``None``.
+        metrics: The metrics to compute.
+        readers: Volume readers to use; the built-in ones when ``None``.
+
+    Returns:
+        Metric values by metric name.
+
+    Raises:
+        InputError: A file is missing or unreadable.
+        GeometryError: The prediction or the mask is not on the reference's grid.
+    """
+    from medi2i.evaluation.metric_objects import evaluate_case
+
+    reference = read_for_evaluation(reference_path, readers)
+    prediction = read_for_evaluation(prediction_path, readers)
+    require_same_grid(prediction, reference)
+    mask = None if mask_path is None else read_for_evaluation(mask_path, readers)
+    if mask is not None:
+        require_same_grid(mask, reference)
+    return evaluate_case(
+        prediction.values, reference.values, None if mask is None else mask.values, metrics
+    )
+
+
+def read_for_evaluation(path: Path, readers: Sequence[VolumeReader] | None = None) -> LoadedVolume:
+    """Read a volume with :func:`medi2i.io.read_volume` as float64 values and its affine."""
+    import numpy as np
+
+    from medi2i.io import read_volume
+
+    volume = read_volume(path, readers=readers)
+    values = np.asarray(volume.as_tensor().detach().cpu().numpy()[0], dtype=np.float64)
+    affine = np.asarray(volume.affine.detach().cpu().numpy(), dtype=np.float64)
+    return LoadedVolume(path, values, affine)
+
+
+def require_same_grid(volume: LoadedVolume, reference: LoadedVolume) -> None:
+    """Raise unless ``volume`` lies on the reference's grid (shape; affine within 1e-3 mm).
+
+    Raises:
+        GeometryError: The shapes or the affines differ; the message names both files.
+    """
+    import numpy as np
+
+    if volume.values.shape != reference.values.shape:
+        problem = f"shape {volume.values.shape} differs from {reference.values.shape}"
+    elif not np.allclose(volume.affine, reference.affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
+        gap = float(np.max(np.abs(volume.affine - reference.affine)))
+        problem = f"voxel-to-world affines differ by up to {gap:.4g} mm"
+    else:
+        return
+    raise GeometryError(
+        f"{volume.path} is not on the grid of {reference.path}: {problem}; resample it onto "
+        "the reference grid first (metrics compare voxel by voxel)"
+    )
+
+
+def _echo_table(metrics: Sequence[Metric], values: dict[str, float]) -> None:
+    rows = [(m.name, f"{values[m.name]:.6g}", m.units) for m in metrics]
+    widths = [max(len(row[i]) for row in [("metric", "value", "units"), *rows]) for i in range(3)]
+    for row in [("metric", "value", "units"), *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _echo_json(
+    prediction_path: Path,
+    reference_path: Path,
+    mask_path: Path | None,
+    metrics: Sequence[Metric],
+    values: dict[str, float],
+) -> None:
+    from medi2i.evaluation.tables import json_value
+
+    document = {
+        "prediction": str(prediction_path),
+        "reference": str(reference_path),
+        "mask": None if mask_path is None else str(mask_path),
+        "metrics": {name: json_value(value) for name, value in values.items()},
+        "units": {metric.name: metric.units for metric in metrics},
+    }
+    click.echo(json.dumps(document, indent=2))

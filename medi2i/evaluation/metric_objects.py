@@ -1,0 +1,162 @@
+"""The evaluation metrics as :class:`medi2i.Metric` objects, and named sets of them.
+
+:func:`evaluation_metrics` is what the ``register_metrics`` hook hands over; commands
+then pick metrics by name or by preset (:data:`METRIC_PRESETS`) from the registry, so
+plugin metrics can be asked for the same way.
+
+Example:
+    >>> import numpy as np
+    >>> metric = SynthradMeanAbsoluteError()
+    >>> metric(np.full((4, 4, 4), 10.0), np.zeros((4, 4, 4)))
+    10.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from medi2i.errors import OptionsError
+from medi2i.evaluation import image_metrics, synthrad
+from medi2i.metrics import FloatArray, Metric
+
+BoolArray = npt.NDArray[np.bool_]
+
+METRIC_PRESETS: Mapping[str, tuple[str, ...]] = {
+    "synthrad": ("synthrad_mae", "synthrad_psnr", "synthrad_ms_ssim"),
+    "mr": ("mae", "psnr", "ssim", "histogram_distance"),
+}
+"""Metric names behind each preset: ``synthrad`` for synthetic CT (HU), ``mr`` for MR."""
+
+
+@dataclass(frozen=True)
+class SynthradMeanAbsoluteError(Metric):
+    """SynthRAD2025 MAE: mean ``|reference - prediction|`` in the mask, raw HU."""
+
+    name: str = "synthrad_mae"
+    higher_is_better: bool = False
+    units: str = "HU"
+
+    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+        return synthrad.mae(reference, prediction, inside)
+
+
+@dataclass(frozen=True)
+class SynthradPeakSignalToNoiseRatio(Metric):
+    """SynthRAD2025 PSNR: both clipped to [-1024, 3071] HU, peak 4095 HU."""
+
+    name: str = "synthrad_psnr"
+    higher_is_better: bool = True
+    units: str = "dB"
+
+    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+        return synthrad.psnr(reference, prediction, inside)
+
+
+@dataclass(frozen=True)
+class SynthradMultiScaleSsim(Metric):
+    """SynthRAD2025 masked MS-SSIM (see :func:`medi2i.evaluation.synthrad.ms_ssim`).
+
+    The challenge binarises the mask as ``mask > 0`` before anything else, so the
+    boolean mask :class:`Metric` passes on loses nothing.
+    """
+
+    name: str = "synthrad_ms_ssim"
+    higher_is_better: bool = True
+    units: str = ""
+
+    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+        return synthrad.ms_ssim(reference, prediction, inside)
+
+
+@dataclass(frozen=True)
+class MaskedStructuralSimilarity(Metric):
+    """Mean 3D SSIM map in the mask (see :func:`medi2i.evaluation.image_metrics.masked_ssim`)."""
+
+    name: str = "ssim"
+    higher_is_better: bool = True
+    units: str = ""
+
+    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+        return image_metrics.masked_ssim(reference, prediction, inside)
+
+
+@dataclass(frozen=True)
+class HistogramDistance(Metric):
+    """Wasserstein-1 distance of the intensity distributions in the mask.
+
+    In units of the reference's 1st-99th percentile range; see
+    :func:`medi2i.evaluation.image_metrics.histogram_distance`.
+    """
+
+    name: str = "histogram_distance"
+    higher_is_better: bool = False
+    units: str = "reference range"
+
+    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+        return image_metrics.histogram_distance(reference, prediction, inside)
+
+
+def evaluation_metrics() -> list[Metric]:
+    """The metrics of this package, for the ``register_metrics`` hook."""
+    return [
+        SynthradMeanAbsoluteError(),
+        SynthradPeakSignalToNoiseRatio(),
+        SynthradMultiScaleSsim(),
+        MaskedStructuralSimilarity(),
+        HistogramDistance(),
+    ]
+
+
+def select_metrics(spec: str, available: Mapping[str, Metric]) -> list[Metric]:
+    """The metrics a comma-separated list of names and presets asks for, in order.
+
+    Args:
+        spec: E.g. ``"synthrad"``, ``"mr"`` or ``"mae,ssim"``; presets and names mix.
+        available: Registered metrics by name (``Registry(...).metrics``).
+
+    Returns:
+        The metrics, each once, in the order asked.
+
+    Raises:
+        OptionsError: A name is neither a preset nor a registered metric, or none is given.
+    """
+    names: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        for name in METRIC_PRESETS.get(item, (item,) if item else ()):
+            if name not in names:
+                names.append(name)
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        problem = f"unknown metrics: {', '.join(unknown)}" if unknown else "no metric given"
+        raise OptionsError(
+            f"{problem}; use a preset ({', '.join(METRIC_PRESETS)}) or registered metric "
+            f"names ({', '.join(sorted(available)) or 'none'}), separated by commas"
+        )
+    return [available[name] for name in names]
+
+
+def evaluate_case(
+    prediction: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    mask: npt.ArrayLike | None,
+    metrics: Sequence[Metric],
+) -> dict[str, float]:
+    """Every metric of one prediction against its reference.
+
+    Args:
+        prediction: Image to evaluate, 3D.
+        reference: Reference image on the same grid.
+        mask: Voxels with ``mask > 0`` are evaluated; all voxels when ``None``.
+        metrics: The metrics to compute.
+
+    Returns:
+        Metric values by metric name, in the order of ``metrics``.
+    """
+    pred = np.asarray(prediction, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    inside = None if mask is None else np.asarray(mask, dtype=np.float64)
+    return {metric.name: metric(pred, ref, inside) for metric in metrics}
