@@ -11,7 +11,7 @@ export MEDI2I_DATA_DIR
 # range would otherwise pull a multi-GB CUDA build.
 TORCH_CPU_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test test-slow lint typecheck bench clean
+.PHONY: setup demo test test-slow lint typecheck bench bench-quality clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ typecheck: setup
 bench: setup
 	$(BIN)/python benchmarks/p1_engine_overhead.py
 	$(BIN)/python benchmarks/p5_startup.py
+
+# Q1-Q3 quality benchmarks (baselines and any methods) on the shared real volumes.
+bench-quality: setup
+	$(BIN)/medi2i bench run --task all --output benchmarks/quality/results
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""The quality benchmarks Q1-Q3 of BENCHMARKS.md: data, baselines, harness and montages.
+
+- :mod:`medi2i.bench.datasets`: build Q1 (MR→CT), Q2 (super-resolution) and Q3
+  (harmonization) from ``MEDI2I_DATA_DIR``, cached on disk;
+- :mod:`medi2i.bench.baselines`: bulk water and a monotone MR→HU mapping (Q1), linear
+  and cubic B-spline interpolation (Q2), no harmonization and z-score (Q3);
+- :mod:`medi2i.bench.harness`: evaluate baselines, methods and trained models, write
+  JSON and Markdown;
+- :mod:`medi2i.bench.montage`: orthogonal-slice montages (PNG).
+
+Command line: ``medi2i bench run --task all --output DIR``.
+
+Example:
+    >>> from medi2i.bench import run_benchmarks
+    >>> results = run_benchmarks(tasks=["q1"], output_dir="bench-results")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from medi2i.bench.baselines import (
+    Contender,
+    MonotoneMapping,
+    ZScoreHarmonizer,
+    baselines_for,
+    bulk_water,
+    interpolate_onto,
+    isotonic_regression,
+)
+from medi2i.bench.datasets import (
+    TASKS,
+    BenchCase,
+    BenchDataset,
+    DomainVolume,
+    Volume,
+    body_mask,
+    build_dataset,
+    head_mask,
+)
+from medi2i.bench.harness import BenchResult, evaluate, metrics_for, run_benchmarks
+from medi2i.bench.montage import MontageRow, Panel, save_montage
+
+__all__ = [
+    "TASKS",
+    "BenchCase",
+    "BenchDataset",
+    "BenchResult",
+    "Contender",
+    "DomainVolume",
+    "MonotoneMapping",
+    "MontageRow",
+    "Panel",
+    "Volume",
+    "ZScoreHarmonizer",
+    "baselines_for",
+    "body_mask",
+    "build_dataset",
+    "bulk_water",
+    "evaluate",
+    "head_mask",
+    "interpolate_onto",
+    "isotonic_regression",
+    "metrics_for",
+    "run_benchmarks",
+    "save_montage",
+]

@@ -1,0 +1,428 @@
+"""Run the quality benchmarks: baselines, registered methods and trained models, side by side.
+
+For each benchmark (Q1-Q3 of BENCHMARKS.md) the harness builds the data
+(:mod:`medi2i.bench.datasets`), evaluates every contender on the test cases with the
+benchmark's metrics, and writes ``<task>_<label>.json`` (all values and the
+environment), ``<task>_<label>.md`` (the table) and one montage PNG per test case.
+``label`` is ``baselines`` when only the baselines ran, else ``comparison``.
+
+Methods run through :func:`medi2i.predict_tensor`, exactly as ``medi2i predict`` would
+run them; their output is resampled onto the reference grid when it lies on another
+one. A method that learns nothing from a training set (data kind ``none`` or
+``single-domain``) but defines ``fit`` is fitted on the benchmark's target-domain
+training images (Q1: CT, Q2: 1 mm volumes, Q3: scanner A), so that e.g. an intensity
+standardization lands in the target scanner's units; other such methods run as they
+are. Methods that learn from paired, unpaired or multi-domain data must be trained
+first and given as a trained-model folder (``--model``), which is never refitted.
+
+Example:
+    >>> from medi2i.bench.harness import run_benchmarks
+    >>> run_benchmarks(tasks=["q2"], output_dir="results")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from medi2i.bench.baselines import Contender, ContenderKind, FloatArray, baselines_for
+from medi2i.bench.datasets import TASKS, BenchCase, BenchDataset, TaskName, build_dataset
+from medi2i.bench.montage import write_result_montages
+from medi2i.errors import OptionsError
+
+if TYPE_CHECKING:
+    from medi2i.method import Method
+    from medi2i.registry import Registry
+    from medi2i.settings import InferenceSettings
+
+Scorer = Callable[[FloatArray, FloatArray, FloatArray], float]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A benchmark metric: name, units, direction and how to compute it
+    (``score(reference, prediction, mask)``)."""
+
+    name: str
+    units: str
+    higher_is_better: bool
+    score: Scorer
+
+
+TITLES: dict[TaskName, str] = {
+    "q1": "Q1 — MR→CT on the real head CT (pseudo-T1w MR simulated from it)",
+    "q2": "Q2 — through-plane super-resolution of real T1w MR (Colin27)",
+    "q3": "Q3 — cross-scanner harmonization of real T1w MR (Colin27, scanner B → A)",
+}
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One benchmark's outcome.
+
+    Attributes:
+        task: ``"q1"``, ``"q2"`` or ``"q3"``.
+        contenders: What was evaluated, in table order.
+        metrics: ``(name, units, higher_is_better)`` per metric, in column order.
+        scores: Metric values by metric name, by case, by contender name.
+        seconds: Wall time of each contender over all test cases (prediction only).
+        predictions: Each contender's prediction per ``(contender, case)``.
+        dataset_fingerprint: Fingerprint of the data (sources, simulators, seeds).
+        cases: Test case names.
+        environment: Machine, versions and date.
+    """
+
+    task: TaskName
+    contenders: tuple[Contender, ...]
+    metrics: tuple[tuple[str, str, bool], ...]
+    scores: dict[str, dict[str, dict[str, float]]]
+    seconds: dict[str, float]
+    predictions: dict[tuple[str, str], FloatArray]
+    dataset_fingerprint: str
+    cases: tuple[str, ...]
+    environment: dict[str, str]
+
+    def to_json(self) -> str:
+        """Everything but the predictions, as JSON (NaN and infinities as ``null``)."""
+        record = {
+            "benchmark": self.task,
+            "title": TITLES[self.task],
+            "protocol": "BENCHMARKS.md, " + self.task.upper(),
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "test_cases": list(self.cases),
+            "metrics": [{"name": n, "units": u, "higher_is_better": h} for n, u, h in self.metrics],
+            "results": [
+                {
+                    "name": c.name,
+                    "kind": c.kind,
+                    "description": c.description,
+                    "seconds": round(self.seconds[c.name], 3),
+                    "cases": {k: _finite(v) for k, v in self.scores[c.name].items()},
+                }
+                for c in self.contenders
+            ],
+            "environment": self.environment,
+        }
+        return json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+
+    def to_markdown(self) -> str:
+        """The results table, a legend of the contenders and the environment."""
+        header = ["contender", "kind", "case"] + [_column(n, u, h) for n, u, h in self.metrics]
+        lines = [
+            f"# {TITLES[self.task]}",
+            "",
+            _table_row(header),
+            _table_row(["---"] * len(header)),
+        ]
+        for contender in self.contenders:
+            for case in self.cases:
+                values = self.scores[contender.name][case]
+                cells = [_number(values[n], u) for n, u, _ in self.metrics]
+                lines.append(_table_row([contender.name, contender.kind, case, *cells]))
+        lines += ["", "↑ higher is better, ↓ lower is better.", ""]
+        lines += [f"- `{c.name}`: {c.description}" for c in self.contenders]
+        env = self.environment
+        versions = ", ".join(
+            f"{k} {env[k]}" for k in ("python", "numpy", "scipy", "scikit-image", "torch", "monai")
+        )
+        lines += [
+            "",
+            f"Protocol: BENCHMARKS.md {self.task.upper()}; data fingerprint "
+            f"`{self.dataset_fingerprint[:12]}`.",
+            f"Run {env['date']} on {env['machine']}; medi2i {env['medi2i']}, {versions}.",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def write_tables(result: BenchResult, folder: Path, *, label: str) -> list[Path]:
+    """Write ``<task>_<label>.json`` and ``.md`` into ``folder`` (atomically)."""
+    from medi2i.io import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, text in ((".json", result.to_json()), (".md", result.to_markdown())):
+        path = folder / f"{result.task}_{label}{suffix}"
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def _finite(values: dict[str, float]) -> dict[str, float | None]:
+    return {k: (v if np.isfinite(v) else None) for k, v in values.items()}
+
+
+def _column(name: str, units: str, higher_is_better: bool) -> str:
+    acronym = name in ("mae", "psnr", "ssim", "ms_ssim")
+    label = name.replace("_", "-").upper() if acronym else name.replace("_", " ")
+    unit = f" ({units})" if units else ""
+    return f"{label}{unit} {'↑' if higher_is_better else '↓'}"
+
+
+def _number(value: float, units: str) -> str:
+    if not np.isfinite(value):
+        return str(value)
+    return f"{value:.2f}" if units else f"{value:.4f}"
+
+
+def _table_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def metrics_for(task: TaskName) -> tuple[MetricSpec, ...]:
+    """Q1: SynthRAD2025 MAE, PSNR, MS-SSIM. Q2: masked PSNR, SSIM. Q3: MAE, PSNR, SSIM and
+    histogram distance, all inside the benchmark's mask."""
+    from medi2i.evaluation import image_metrics, synthrad
+
+    if task == "q1":
+        return (
+            MetricSpec("mae", "HU", False, synthrad.mae),
+            MetricSpec("psnr", "dB", True, synthrad.psnr),
+            MetricSpec("ms_ssim", "", True, synthrad.ms_ssim),
+        )
+    psnr = MetricSpec("psnr", "dB", True, image_metrics.masked_psnr)
+    ssim = MetricSpec("ssim", "", True, image_metrics.masked_ssim)
+    if task == "q2":
+        return (psnr, ssim)
+    return (
+        MetricSpec("mae", "target units", False, image_metrics.masked_mae),
+        psnr,
+        ssim,
+        MetricSpec("histogram_distance", "", False, image_metrics.histogram_distance),
+    )
+
+
+def run_benchmarks(
+    *,
+    tasks: Sequence[TaskName] = TASKS,
+    methods: Sequence[str] = (),
+    models: Sequence[str | Path] = (),
+    output_dir: str | Path,
+    work_dir: str | Path | None = None,
+    settings: InferenceSettings | None = None,
+    registry: Registry | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> list[BenchResult]:
+    """Run baselines plus the named methods and trained models on the chosen benchmarks.
+
+    Args:
+        tasks: Benchmarks to run, among ``"q1"``, ``"q2"``, ``"q3"``.
+        methods: Ids of registered methods (each runs on the benchmarks of its tasks).
+        models: Trained-model folders or zips.
+        output_dir: Where the JSON, Markdown and PNG files go.
+        work_dir: Cache of the built datasets; the user cache folder when ``None``.
+        settings: Inference settings for methods (no progress bar by default).
+        registry: Installed plugins; loaded when ``None`` and needed.
+        log: Called with one line per step, for progress output.
+
+    Returns:
+        One result per benchmark, in ``tasks`` order.
+
+    Raises:
+        OptionsError: A method or model serves none of the chosen benchmarks, or must
+            be trained first.
+        InputError: The shared data is missing (``MEDI2I_DATA_DIR``).
+    """
+    from medi2i.settings import InferenceSettings
+
+    settings = settings or InferenceSettings(progress=False)
+    loaded = _load_contenders(methods, models, registry)
+    _check_served(loaded, tasks)
+    results = []
+    for task in tasks:
+        log(f"{task}: building the data")
+        dataset = build_dataset(task, work_dir=work_dir)
+        contenders = baselines_for(dataset)
+        contenders += [
+            _method_contender(name, kind, method, dataset, settings)
+            for name, kind, method in loaded
+            if _serves(method, task)
+        ]
+        result = evaluate(dataset, contenders, log=log)
+        label = "comparison" if any(c.kind != "baseline" for c in contenders) else "baselines"
+        write_tables(result, Path(output_dir), label=label)
+        write_result_montages(result, dataset, Path(output_dir), label=label)
+        results.append(result)
+    return results
+
+
+def evaluate(
+    dataset: BenchDataset,
+    contenders: Sequence[Contender],
+    *,
+    log: Callable[[str], None] = lambda line: None,
+) -> BenchResult:
+    """Score every contender on every test case of ``dataset``; keep the predictions.
+
+    Raises:
+        OptionsError: Two contenders share a name (e.g. two model folders of one name).
+    """
+    names = [c.name for c in contenders]
+    if len(set(names)) != len(names):
+        raise OptionsError(f"contender names must be unique, got {names}; rename a model folder")
+    specs = metrics_for(dataset.task)
+    scores: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names}
+    seconds = dict.fromkeys(names, 0.0)
+    predictions: dict[tuple[str, str], FloatArray] = {}
+    for contender in contenders:
+        for case in dataset.test:
+            log(f"{dataset.task}: {contender.name} on {case.name}")
+            started = time.perf_counter()
+            prediction = _checked(contender.predict(case), case, contender.name)
+            seconds[contender.name] += time.perf_counter() - started
+            predictions[(contender.name, case.name)] = prediction
+            scores[contender.name][case.name] = _scores(specs, case, prediction)
+    return BenchResult(
+        task=dataset.task,
+        contenders=tuple(contenders),
+        metrics=tuple((s.name, s.units, s.higher_is_better) for s in specs),
+        scores=scores,
+        seconds=seconds,
+        predictions=predictions,
+        dataset_fingerprint=dataset.fingerprint,
+        cases=tuple(case.name for case in dataset.test),
+        environment=environment(),
+    )
+
+
+def _scores(
+    specs: Sequence[MetricSpec], case: BenchCase, prediction: FloatArray
+) -> dict[str, float]:
+    reference, mask = case.target.array, case.mask.array
+    return {spec.name: float(spec.score(reference, prediction, mask)) for spec in specs}
+
+
+def _checked(prediction: npt.ArrayLike, case: BenchCase, name: str) -> FloatArray:
+    array = np.asarray(prediction, np.float32)
+    if array.shape != case.target.array.shape:
+        raise OptionsError(
+            f"{name} returned shape {array.shape} for {case.name}, expected the reference's "
+            f"{case.target.array.shape}"
+        )
+    return array
+
+
+def environment() -> dict[str, str]:
+    """Machine, library versions and date, recorded with every result."""
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    record = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "python": platform.python_version(),
+    }
+    for package in ("medi2i", "numpy", "scipy", "scikit-image", "torch", "monai"):
+        try:
+            record[package] = version(package)
+        except PackageNotFoundError:
+            record[package] = "not installed"
+    return record
+
+
+# -- methods and models -----------------------------------------------------------------
+
+_FITTED_HERE = frozenset({"none", "single-domain"})
+"""Data kinds of methods the harness fits itself (when they define ``fit``)."""
+_TASK_OF = {"q1": "translation", "q2": "super-resolution", "q3": "harmonization"}
+LoadedContender = tuple[str, ContenderKind, "Method"]
+
+
+def _load_contenders(
+    methods: Sequence[str], models: Sequence[str | Path], registry: Registry | None
+) -> list[LoadedContender]:
+    if not methods and not models:
+        return []
+    from medi2i.model_folder import load_model
+    from medi2i.registry import Registry
+
+    registry = registry if registry is not None else Registry()
+    loaded: list[LoadedContender] = []
+    for method_id in methods:
+        loaded.append((method_id, "method", registry.method(method_id)()))
+    for model in models:
+        loaded.append((Path(model).name, "model", load_model(model, registry=registry)))
+    return loaded
+
+
+def _serves(method: Method, task: TaskName) -> bool:
+    return any(t.value == _TASK_OF[task] for t in method.tasks)
+
+
+def _check_served(loaded: Sequence[LoadedContender], tasks: Sequence[TaskName]) -> None:
+    for name, _, method in loaded:
+        if not any(_serves(method, task) for task in tasks):
+            served = ", ".join(t.value for t in method.tasks)
+            wanted = ", ".join(f"{t} ({_TASK_OF[t]})" for t in tasks)
+            raise OptionsError(
+                f"{name} serves {served}, none of the chosen benchmarks {wanted}; "
+                "choose another --task"
+            )
+
+
+def _method_contender(
+    name: str,
+    kind: ContenderKind,
+    method: Method,
+    dataset: BenchDataset,
+    settings: InferenceSettings,
+) -> Contender:
+    from medi2i.method import DataKind, Method
+
+    fittable = type(method).fit is not Method.fit
+    if kind == "method" and method.data.value in _FITTED_HERE and fittable:
+        method.fit(_target_domain_images(dataset))
+    elif kind == "method" and method.data is not DataKind.NONE:
+        raise OptionsError(
+            f"method {name!r} learns from {method.data.value} data: train it first on the "
+            f"benchmark's training set (in {dataset.folder}) and pass the model folder with --model"
+        )
+    condition = _target_condition(method, dataset)
+
+    def predict(case: BenchCase) -> FloatArray:
+        from medi2i import predict_tensor
+        from medi2i.method import Grid
+        from medi2i.resample import resample_to_grid
+
+        output = predict_tensor(
+            method, case.source.metatensor(), settings=settings, condition=condition
+        )
+        target = Grid(_shape3(case.target.array.shape), case.target.affine)
+        if not Grid.of(output).same_as(target, atol=1e-4):
+            output = resample_to_grid(output, target, mode="linear")
+        return np.asarray(output[0].detach().cpu().numpy(), np.float32)
+
+    return Contender(name, kind, predict, f"{kind} {method.id} {method.version}")
+
+
+def _target_domain_images(dataset: BenchDataset) -> list[object]:
+    from medi2i.bench.datasets import Q3_TARGET
+
+    if dataset.task == "q3":
+        return [v.image.metatensor() for v in dataset.train_domains if v.domain == Q3_TARGET]
+    return [case.target.metatensor() for case in dataset.train_pairs]
+
+
+def _target_condition(method: Method, dataset: BenchDataset) -> dict[str, object] | None:
+    from medi2i.bench.datasets import Q3_SOURCE, Q3_TARGET
+
+    fields = method.Condition.model_fields
+    if dataset.task != "q3" or "target_domain" not in fields:
+        return None
+    condition: dict[str, object] = {"target_domain": Q3_TARGET}
+    if "source_domain" in fields:
+        condition["source_domain"] = Q3_SOURCE
+    return condition
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (int(shape[0]), int(shape[1]), int(shape[2]))

@@ -1,0 +1,347 @@
+"""Data cards and model cards: what a dataset or a trained model is, and where it came from.
+
+A card is a YAML file a person writes. Every dataset used to train or evaluate anything
+has a :class:`DataCard` in ``data_cards/``; every trained model has a :class:`ModelCard`
+naming the data cards it was trained on and the run that made it. ``medi2i cards check``
+validates a folder of cards and the references between them.
+
+Example:
+    >>> card = DataCard.model_validate({
+    ...     "card": "data", "name": "my-ct", "title": "Head CT", "kind": "real",
+    ...     "modality": "CT", "licence": "CC-BY-4.0",
+    ...     "source": {"description": "scanned at our site"},
+    ...     "subjects": {"count": 1, "description": "one adult head"},
+    ...     "intended_use": {"primary": "benchmarks", "out_of_scope": "clinical use"},
+    ... })
+    >>> card.name
+    'my-ct'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from medi2i.errors import InputError
+
+CARD_SUFFIXES = (".yaml", ".yml")
+_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where the data came from.
+
+    Attributes:
+        description: Who made it and how it was obtained.
+        package: Registry package it was taken from, e.g. ``"Debian invesalius-examples"``.
+        version: Version of that package.
+        file: File name as used by medi2i (in ``MEDI2I_DATA_DIR`` for real data).
+        original_path: Path of the file inside the package.
+        sha256: SHA-256 of ``file``, checked by ``cards check --data-dir``.
+        citation: How to cite it.
+    """
+
+    description: str
+    package: str | None = None
+    version: str | None = None
+    file: str | None = None
+    original_path: str | None = None
+    sha256: str | None = None
+    citation: str | None = None
+
+
+class Acquisition(_Strict):
+    """Scanner and protocol, as far as known.
+
+    Attributes:
+        scanner: Scanner make and model, or the simulated scanner's name.
+        protocol: Sequence or reconstruction, e.g. ``"T1w 3D, averaged over 27 scans"``.
+        shape: Array shape in voxels.
+        spacing_mm: Voxel size in mm.
+        units: Intensity units (``"HU"``, ``"arbitrary"``).
+        value_range: Smallest and largest stored value.
+    """
+
+    scanner: str = "unknown"
+    protocol: str = "unknown"
+    shape: tuple[int, int, int] | None = None
+    spacing_mm: tuple[float, float, float] | None = None
+    units: str = "arbitrary"
+    value_range: tuple[float, float] | None = None
+
+
+class Subjects(_Strict):
+    """Who is imaged: ``count`` subjects (or templates), described."""
+
+    count: int = Field(ge=0)
+    description: str
+
+
+class IntendedUse(_Strict):
+    """What the data or model is for, and what it must not be used for."""
+
+    primary: str
+    out_of_scope: str
+
+
+class Simulation(_Strict):
+    """How a simulated set was made (``kind: simulated``).
+
+    Attributes:
+        simulator: The medi2i function, e.g. ``"medi2i.synth.ct_to_pseudo_t1"``.
+        parameters: Its parameters as written in the code (seed included).
+        command: The command that rebuilds the set.
+    """
+
+    simulator: str
+    parameters: dict[str, str | float | int | bool | list[float] | list[int] | None]
+    command: str
+
+
+class DataCard(_Strict):
+    """A dataset: source, licence, modality, acquisition, subjects, processing, use, biases.
+
+    Attributes:
+        card: Always ``"data"``.
+        name: Unique name, equal to the card's file name without suffix.
+        title: One line.
+        kind: ``"real"`` (acquired) or ``"simulated"`` (made by :mod:`medi2i.synth`).
+        modality: ``"CT"``, ``"MR"``, ``"MR+CT"`` or ``"labels"``.
+        licence: Licence of the data (SPDX id or a sentence).
+        source: Provenance.
+        acquisition: Scanner and protocol.
+        subjects: Who is in it.
+        preprocessing: What was done to it before use, in order.
+        derived_from: Names of the data cards this set was made from.
+        simulation: How it was simulated (simulated sets only).
+        used_by: Benchmarks, tests or workflows that use it.
+        intended_use: What it is for and not for.
+        known_biases: Limits and biases a user must know.
+    """
+
+    card: Literal["data"]
+    name: str = Field(pattern=_NAME)
+    title: str
+    kind: Literal["real", "simulated"]
+    modality: Literal["CT", "MR", "MR+CT", "labels"]
+    licence: str
+    source: Source
+    acquisition: Acquisition = Acquisition()
+    subjects: Subjects
+    preprocessing: list[str] = []
+    derived_from: list[str] = []
+    simulation: Simulation | None = None
+    used_by: list[str] = []
+    intended_use: IntendedUse
+    known_biases: list[str] = []
+
+
+class RunProvenance(_Strict):
+    """The run that trained a model.
+
+    Attributes:
+        medi2i_version: medi2i version used.
+        created: ISO 8601 date and time.
+        command: The command or workflow file that ran.
+        seed: Random seed, if any.
+        code_revision: Revision of the code, if known.
+        hardware: Device(s) used, e.g. ``"1x NVIDIA H100"``.
+    """
+
+    medi2i_version: str
+    created: str
+    command: str
+    seed: int | None = None
+    code_revision: str | None = None
+    hardware: str | None = None
+
+
+class MethodReference(_Strict):
+    """The method a model is an instance of."""
+
+    id: str
+    version: str
+
+
+class ModelCard(_Strict):
+    """A trained model: method, training data cards, provenance, metrics, use and limits.
+
+    Attributes:
+        card: Always ``"model"``.
+        name: Unique name, equal to the card's file name without suffix.
+        method: Method id and version.
+        summary: One paragraph.
+        training_data: Names of the data cards it was trained on.
+        evaluation_data: Names of the data cards it was evaluated on.
+        provenance: The training run.
+        metrics: Evaluation results by metric name (units in the name, e.g. ``mae_hu``).
+        intended_use: What it is for and not for.
+        limits: Known failure modes and limits.
+    """
+
+    card: Literal["model"]
+    name: str = Field(pattern=_NAME)
+    method: MethodReference
+    summary: str
+    training_data: list[str]
+    evaluation_data: list[str] = []
+    provenance: RunProvenance
+    metrics: dict[str, float] = {}
+    intended_use: IntendedUse
+    limits: list[str] = []
+
+
+Card = Annotated[DataCard | ModelCard, Field(discriminator="card")]
+_CARD_ADAPTER: TypeAdapter[DataCard | ModelCard] = TypeAdapter(Card)
+
+
+@dataclass(frozen=True)
+class CardProblem:
+    """One problem found in a folder of cards: the file and what is wrong."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def load_card(path: str | Path) -> DataCard | ModelCard:
+    """Read and validate one card.
+
+    Args:
+        path: A ``.yaml`` file whose ``card`` field is ``data`` or ``model``.
+
+    Raises:
+        InputError: The file is missing, not YAML, or not a valid card (the message
+            lists each invalid field).
+
+    Example:
+        >>> load_card("data_cards/mr_t1_colin27_1mm.yaml").modality  # doctest: +SKIP
+        'MR'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"card {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"card {path} is not valid YAML: {exc}") from None
+    try:
+        return _CARD_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InputError(
+            f"card {path} is invalid: {problems}; see medi2i.cards for the fields"
+        ) from None
+
+
+def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> list[CardProblem]:
+    """Validate every card in a folder and the references between them.
+
+    Checks: each file is a valid card; its name equals its file name; names are unique;
+    ``derived_from``, ``training_data`` and ``evaluation_data`` name cards in the folder;
+    SHA-256 values are well formed; with ``data_dir``, each real card's file exists there
+    and has that SHA-256.
+
+    Args:
+        folder: The folder of ``.yaml`` cards (e.g. ``data_cards/``).
+        data_dir: Folder holding the real data files (``MEDI2I_DATA_DIR``), or ``None``
+            to skip the file checks.
+
+    Returns:
+        The problems found; an empty list means the folder is clean.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [CardProblem(folder, "is not a folder of cards")]
+    paths = sorted(p for p in folder.iterdir() if p.suffix in CARD_SUFFIXES)
+    if not paths:
+        return [CardProblem(folder, "holds no .yaml card")]
+    problems: list[CardProblem] = []
+    cards: dict[str, tuple[Path, DataCard | ModelCard]] = {}
+    for path in paths:
+        try:
+            card = load_card(path)
+        except InputError as exc:
+            problems.append(CardProblem(path, str(exc).removeprefix(f"card {path} ")))
+            continue
+        problems += _name_problems(path, card, cards)
+        cards.setdefault(card.name, (path, card))
+    for path, card in cards.values():
+        problems += _reference_problems(path, card, set(cards))
+        if isinstance(card, DataCard):
+            problems += _source_problems(path, card, None if data_dir is None else Path(data_dir))
+    return problems
+
+
+def _name_problems(
+    path: Path, card: DataCard | ModelCard, seen: dict[str, tuple[Path, DataCard | ModelCard]]
+) -> list[CardProblem]:
+    problems = []
+    stem = path.name.removesuffix(path.suffix)
+    if card.name != stem:
+        problems.append(
+            CardProblem(path, f"name {card.name!r} differs from the file name {stem!r}")
+        )
+    if card.name in seen:
+        problems.append(
+            CardProblem(path, f"name {card.name!r} is also used by {seen[card.name][0]}")
+        )
+    return problems
+
+
+def _reference_problems(
+    path: Path, card: DataCard | ModelCard, names: set[str]
+) -> list[CardProblem]:
+    if isinstance(card, DataCard):
+        references = {"derived_from": card.derived_from}
+    else:
+        references = {"training_data": card.training_data, "evaluation_data": card.evaluation_data}
+    return [
+        CardProblem(path, f"{field} names {name!r}, which has no card in this folder")
+        for field, listed in references.items()
+        for name in listed
+        if name not in names
+    ]
+
+
+def _source_problems(path: Path, card: DataCard, data_dir: Path | None) -> list[CardProblem]:
+    problems = []
+    if card.kind == "simulated" and card.simulation is None:
+        problems.append(CardProblem(path, "a simulated set needs a 'simulation' section"))
+    digest = card.source.sha256
+    if digest is not None and not _SHA256.match(digest):
+        problems.append(CardProblem(path, f"source.sha256 {digest!r} is not 64 hex digits"))
+    if data_dir is None or card.kind != "real" or card.source.file is None:
+        return problems
+    data_file = data_dir / card.source.file
+    if not data_file.is_file():
+        problems.append(
+            CardProblem(path, f"{card.source.file} is not in the data folder {data_dir}")
+        )
+    elif digest is not None and _sha256(data_file) != digest:
+        problems.append(CardProblem(path, f"{data_file} does not have the SHA-256 the card gives"))
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

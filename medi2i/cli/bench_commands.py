@@ -1,0 +1,167 @@
+"""Commands ``medi2i bench run|prepare`` (quality benchmarks) and ``medi2i cards check``.
+
+Heavy modules are imported inside the commands, so adding these to the CLI costs
+``medi2i --help`` nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from medi2i.errors import InputError
+
+if TYPE_CHECKING:
+    from medi2i.bench.datasets import TaskName
+    from medi2i.registry import Registry
+
+TASK_CHOICES = ("q1", "q2", "q3", "all")
+
+
+def add_to(group: click.Group) -> None:
+    """Add the ``bench`` and ``cards`` command groups to ``group``."""
+    group.add_command(bench_group)
+    group.add_command(cards_group)
+
+
+def _tasks(choice: str) -> list[TaskName]:
+    from medi2i.bench.datasets import TASKS
+
+    return list(TASKS) if choice == "all" else [choice]  # type: ignore[list-item]
+
+
+def _registry(ctx: click.Context) -> Registry:
+    from medi2i.plugins import PluginSet
+    from medi2i.registry import Registry
+
+    plugins = ctx.find_root().obj
+    return Registry(plugins if isinstance(plugins, PluginSet) else None)
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Quality benchmarks Q1-Q3 (see benchmarks/quality/README.md). They read the real
+    volumes from MEDI2I_DATA_DIR."""
+
+
+@bench_group.command("run")
+@click.option(
+    "--task",
+    type=click.Choice(TASK_CHOICES),
+    default="all",
+    show_default=True,
+    help="Benchmark to run: q1 (MR→CT), q2 (super-resolution), q3 (harmonization).",
+)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    metavar="ID",
+    help="A registered method to evaluate besides the baselines (repeat).",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(exists=True, path_type=Path),
+    help="A trained-model folder or zip to evaluate (repeat).",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Folder for the JSON, Markdown and PNG results.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cache of the built benchmark data [default: the user cache folder].",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Device methods run on: auto, cpu, cuda or cuda:N.",
+)
+@click.pass_context
+def bench_run_command(
+    ctx: click.Context,
+    task: str,
+    methods: tuple[str, ...],
+    models: tuple[Path, ...],
+    output: Path,
+    work_dir: Path | None,
+    device: str,
+) -> None:
+    """Run the baselines, and any --method or --model, on the quality benchmarks.
+
+    Writes <task>_baselines.{json,md} (or <task>_comparison.* when methods or models
+    ran) and one montage PNG per test case into --output.
+    """
+    from medi2i.bench.harness import run_benchmarks
+    from medi2i.settings import InferenceSettings
+
+    registry = _registry(ctx) if methods or models else None
+    results = run_benchmarks(
+        tasks=_tasks(task),
+        methods=methods,
+        models=models,
+        output_dir=output,
+        work_dir=work_dir,
+        settings=InferenceSettings(device=device, progress=False),
+        registry=registry,
+        log=lambda line: click.echo(line, err=True),
+    )
+    for result in results:
+        click.echo(result.to_markdown())
+    click.echo(f"results written to {output}")
+
+
+@bench_group.command("prepare")
+@click.option("--task", type=click.Choice(TASK_CHOICES), default="all", show_default=True)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to build the data [default: the user cache folder].",
+)
+def bench_prepare_command(task: str, work_dir: Path | None) -> None:
+    """Build the benchmark data (train and test NIfTI files) and print where it is,
+    e.g. to train a method on it."""
+    from medi2i.bench.datasets import build_dataset
+
+    for name in _tasks(task):
+        dataset = build_dataset(name, work_dir=work_dir)
+        click.echo(f"{name}: {dataset.folder}")
+
+
+@click.group("cards")
+def cards_group() -> None:
+    """Data cards and model cards."""
+
+
+@cards_group.command("check")
+@click.argument("folder", type=click.Path(path_type=Path), default=Path("data_cards"))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MEDI2I_DATA_DIR",
+    default=None,
+    help="Also check real data files' SHA-256 here [default: $MEDI2I_DATA_DIR].",
+)
+def cards_check_command(folder: Path, data_dir: Path | None) -> None:
+    """Validate every card in FOLDER (default: data_cards) and their references."""
+    from medi2i.cards import check_cards
+
+    problems = check_cards(folder, data_dir=data_dir)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise InputError(f"{len(problems)} problem(s) in the cards of {folder}; fix them and rerun")
+    checked = "with data files" if data_dir else "without data files"
+    click.echo(f"cards in {folder} are valid ({checked})")

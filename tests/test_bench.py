@@ -1,0 +1,312 @@
+"""Tests of medi2i.bench: data building per protocol, baselines, harness, montages, CLI.
+
+Most tests run on small stand-ins for the shared files (phantoms written under the
+real file names); the full benchmark on the real data is a slow test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from monai.data.meta_tensor import MetaTensor
+
+from medi2i.bench import (
+    BenchResult,
+    MonotoneMapping,
+    Volume,
+    ZScoreHarmonizer,
+    body_mask,
+    build_dataset,
+    bulk_water,
+    head_mask,
+    interpolate_onto,
+    isotonic_regression,
+    run_benchmarks,
+)
+from medi2i.bench.datasets import COLIN27_FILE, CT_FILE, MNI152_FILE
+from medi2i.cli.bench_commands import bench_group
+from medi2i.errors import InputError, OptionsError
+from medi2i.io import write_volume
+from medi2i.synth import Tissue, head_phantom
+from medi2i.testing import example_methods, isolated_registry
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+COMMITTED = REPOSITORY / "benchmarks" / "quality" / "results"
+MAX_PNG_BYTES = 300_000
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    image = MetaTensor(
+        torch.from_numpy(np.asarray(array, np.float32))[None], affine=torch.as_tensor(affine)
+    )
+    write_volume(image, path)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small phantoms under the shared files' names: a CT wide enough for Q1's split,
+    a whole-head T1 (Colin27's role) and a brain-only T1 (MNI152's role), on 1 mm grids."""
+    folder = tmp_path_factory.mktemp("sources")
+    ct_phantom = head_phantom(shape=(160, 24, 16), spacing_mm=(1.0, 8.0, 10.0), seed=0)
+    _save(ct_phantom.ct, np.diag([1.0, 1.0, 1.5, 1.0]), folder / CT_FILE)
+    head = head_phantom(shape=(24, 28, 25), spacing_mm=(7.0, 7.0, 7.0), seed=1)
+    _save(head.clean_t1() * 200.0, np.eye(4), folder / COLIN27_FILE)
+    brain = head_phantom(shape=(26, 30, 25), spacing_mm=(6.0, 6.0, 7.0), seed=2)
+    inside = np.isin(brain.labels, [Tissue.GREY_MATTER, Tissue.WHITE_MATTER, Tissue.VENTRICLE])
+    _save(brain.clean_t1() * 250.0 * inside, np.eye(4), folder / MNI152_FILE)
+    return folder
+
+
+# -- datasets ---------------------------------------------------------------------------
+
+
+def test_q1_follows_the_protocol_split_and_mask(sources: Path, tmp_path: Path) -> None:
+    dataset = build_dataset("q1", work_dir=tmp_path, source_dir=sources)
+    (train,), (test,) = dataset.train_pairs, dataset.test
+    assert train.target.array.shape == (124, 24, 16)
+    assert test.target.array.shape == (28, 24, 16)  # x >= 132 of 160
+    # the test half keeps its place in the world: its first voxel is source voxel x = 132
+    np.testing.assert_allclose(test.target.affine[:3, 3], [132.0, 0.0, 0.0], atol=1e-4)
+    assert test.source.array.shape == test.target.array.shape
+    ct = np.concatenate([train.target.array, np.zeros((8, 24, 16)), test.target.array])
+    expected = body_mask(ct)
+    np.testing.assert_array_equal(test.mask.array > 0, expected[132:])
+    # the MR is dark where the CT is air, bright where it is fat
+    air, fat = test.target.array < -900, np.abs(test.target.array + 100) < 20
+    assert test.source.array[fat].mean() > 4 * test.source.array[air].mean()
+
+
+def test_datasets_are_cached_and_keyed_by_their_sources(sources: Path, tmp_path: Path) -> None:
+    first = build_dataset("q2", work_dir=tmp_path, source_dir=sources)
+    index = first.folder / "dataset.json"
+    stamp = index.stat().st_mtime_ns
+    again = build_dataset("q2", work_dir=tmp_path, source_dir=sources)
+    assert again.folder == first.folder
+    assert index.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again.test[0].source.array, first.test[0].source.array)
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for name in (COLIN27_FILE, MNI152_FILE):
+        (changed / name).write_bytes((sources / name).read_bytes())
+    _save(np.ones((8, 8, 9)), np.eye(4), changed / COLIN27_FILE)
+    assert build_dataset("q2", work_dir=tmp_path, source_dir=changed).folder != first.folder
+
+
+def test_q2_keeps_every_fourth_and_second_slice(sources: Path, tmp_path: Path) -> None:
+    dataset = build_dataset("q2", work_dir=tmp_path, source_dir=sources)
+    assert [c.name for c in dataset.test] == ["colin27-x4", "colin27-x2"]
+    assert [c.name for c in dataset.train_pairs] == ["mni152-x4", "mni152-x2"]
+    x4, x2 = dataset.test
+    assert x4.source.array.shape == (24, 28, 7)
+    assert x2.source.array.shape == (24, 28, 13)
+    assert x4.source.spacing_mm == pytest.approx((1.0, 1.0, 4.0))
+    assert x4.target.array.shape == (24, 28, 25)
+
+
+def test_q3_has_three_training_scanners_and_a_b_to_a_test(sources: Path, tmp_path: Path) -> None:
+    dataset = build_dataset("q3", work_dir=tmp_path, source_dir=sources)
+    assert [v.domain for v in dataset.train_domains] == ["A", "B", "C"]
+    (case,) = dataset.test
+    assert case.name == "colin27-B-to-A"
+    # scanner B's units are about a third of A's
+    inside = case.mask.array > 0
+    ratio = np.median(case.source.array[inside]) / np.median(case.target.array[inside])
+    assert 0.2 < ratio < 0.6
+
+
+def test_missing_data_is_reported_with_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDI2I_DATA_DIR", raising=False)
+    with pytest.raises(InputError, match="MEDI2I_DATA_DIR is not set"):
+        build_dataset("q1")
+    with pytest.raises(OptionsError, match="q1, q2, q3"):
+        build_dataset("q4", source_dir=".")  # type: ignore[arg-type]
+
+
+def test_head_mask_matches_a_phantom_head() -> None:
+    phantom = head_phantom(shape=(32, 32, 32), spacing_mm=(6.0, 6.5, 6.0), seed=3)
+    mask, truth = head_mask(phantom.mr), phantom.head_mask
+    dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+    assert dice > 0.95
+
+
+# -- baselines --------------------------------------------------------------------------
+
+
+def test_isotonic_regression_pools_violators() -> None:
+    fitted = isotonic_regression([1.0, 3.0, 2.0, 4.0], [1.0, 1.0, 3.0, 1.0])
+    np.testing.assert_allclose(fitted, [1.0, 2.25, 2.25, 4.0])
+    down = isotonic_regression([3.0, 1.0, 2.0], [1.0, 1.0, 1.0], increasing=False)
+    np.testing.assert_allclose(down, [3.0, 1.5, 1.5])
+
+
+def test_monotone_mapping_finds_the_direction_of_the_data() -> None:
+    rng = np.random.default_rng(0)
+    mr = rng.uniform(0, 100, 5000)
+    ct = 1000.0 - 10.0 * mr + rng.normal(0, 5, mr.shape)
+    mapping = MonotoneMapping.fit(mr=mr, ct=ct, mask=np.ones_like(mr))
+    assert not mapping.increasing
+    assert np.abs(mapping(mr) - (1000.0 - 10.0 * mr)).mean() < 10.0
+    assert np.all(np.diff(mapping.hounsfield) <= 0)
+
+
+def test_bulk_water_is_zero_inside_and_air_outside() -> None:
+    mask = np.zeros((4, 4, 4))
+    mask[1:3, 1:3, 1:3] = 1
+    water = bulk_water(mask)
+    assert set(np.unique(water[mask > 0])) == {0.0}
+    assert set(np.unique(water[mask == 0])) == {-1000.0}
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_through_plane_interpolation_is_exact_on_kept_slices_and_ramps(order: int) -> None:
+    ramp = np.broadcast_to(np.arange(81, dtype=np.float32) * 2.0, (6, 5, 81)).copy()
+    thick = Volume(ramp[:, :, ::4], np.diag([1.0, 1.0, 4.0, 1.0]))
+    restored = interpolate_onto(thick, shape=ramp.shape, affine=np.eye(4), order=order)
+    np.testing.assert_allclose(restored[:, :, ::4], ramp[:, :, ::4], atol=1e-3)
+    # away from the ends, where the cubic spline's boundary condition no longer matters
+    np.testing.assert_allclose(restored[:, :, 24:57], ramp[:, :, 24:57], atol=0.01)
+
+
+def test_z_score_gives_the_target_statistics_on_tissue() -> None:
+    phantom = head_phantom(shape=(32, 32, 32), spacing_mm=(6.0, 6.0, 6.0), seed=0)
+    target = phantom.mr * 3.0 + 50.0
+    harmonizer = ZScoreHarmonizer.fit([target])
+    # Otsu's threshold moves with an affine change of intensities, so the same voxels
+    # count as tissue and the affine change is undone exactly
+    np.testing.assert_allclose(harmonizer(phantom.mr), target, rtol=1e-3, atol=0.5)
+
+
+# -- harness ----------------------------------------------------------------------------
+
+
+def test_run_benchmarks_writes_tables_and_small_montages(sources: Path, tmp_path: Path) -> None:
+    output = tmp_path / "results"
+    results = _run(sources, tmp_path, output_dir=output)
+    assert [r.task for r in results] == ["q1", "q2", "q3"]
+    for task, names in {
+        "q1": ["bulk-water", "monotone-mapping"],
+        "q2": ["linear", "cubic-bspline"],
+        "q3": ["no-harmonization", "z-score"],
+    }.items():
+        record = json.loads((output / f"{task}_baselines.json").read_text())
+        assert [r["name"] for r in record["results"]] == names
+        table = (output / f"{task}_baselines.md").read_text()
+        assert all(f"| {name} | baseline |" in table for name in names)
+        pngs = sorted(output.glob(f"{task}_baselines_*.png"))
+        assert pngs
+        assert all(p.stat().st_size < MAX_PNG_BYTES for p in pngs)
+    q1 = {r.task: r for r in results}["q1"].scores
+    assert (
+        q1["monotone-mapping"]["invesalius0051-test"]["mae"]
+        < q1["bulk-water"]["invesalius0051-test"]["mae"]
+    )
+
+
+def _run(sources: Path, work: Path, **kwargs: Any) -> list[BenchResult]:
+    """Run the harness with ``sources`` standing in for the shared data folder."""
+    with mock.patch.dict(os.environ, {"MEDI2I_DATA_DIR": str(sources)}):
+        return run_benchmarks(work_dir=work / "cache", **kwargs)
+
+
+def test_methods_and_models_run_beside_the_baselines(sources: Path, tmp_path: Path) -> None:
+    from medi2i.model_folder import save_model
+    from medi2i.testing.example_methods import FittedStandardization
+
+    registry = isolated_registry(example_methods)
+    fitted = FittedStandardization()
+    fitted.fit([np.full((4, 4, 4), 800.0), np.full((4, 4, 4), 1000.0)])
+    model = save_model(fitted, tmp_path / "standardizer")
+    methods = ["example-self-rescaling", "example-fitted-standardization"]
+    output = tmp_path / "results"
+    (result,) = _run(
+        sources,
+        tmp_path,
+        tasks=["q3"],
+        methods=methods,
+        models=[model],
+        output_dir=output,
+        registry=registry,
+    )
+    names = [c.name for c in result.contenders]
+    assert names == ["no-harmonization", "z-score", *methods, "standardizer"]
+    assert (output / "q3_comparison.md").is_file()
+    # fitted on scanner A's training image: it lands in A's units, unlike the raw input
+    scores = result.scores
+    case = "colin27-B-to-A"
+    assert (
+        scores["example-fitted-standardization"][case]["mae"]
+        < scores["no-harmonization"][case]["mae"]
+    )
+
+
+def test_methods_that_need_training_or_serve_another_task_are_refused(
+    sources: Path, tmp_path: Path
+) -> None:
+    registry = isolated_registry(example_methods)
+    with pytest.raises(OptionsError, match="--model"):
+        _run(
+            sources,
+            tmp_path,
+            tasks=["q2"],
+            methods=["example-through-plane-upsampler"],
+            output_dir=tmp_path,
+            registry=registry,
+        )
+    with pytest.raises(OptionsError, match="none of the chosen benchmarks"):
+        _run(
+            sources,
+            tmp_path,
+            tasks=["q1"],
+            methods=["example-self-rescaling"],
+            output_dir=tmp_path,
+            registry=registry,
+        )
+
+
+def test_bench_run_command(sources: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    arguments = [
+        "run",
+        "--task",
+        "q2",
+        "--output",
+        str(tmp_path / "out"),
+        "--work-dir",
+        str(tmp_path / "cache"),
+    ]
+    result = runner.invoke(bench_group, arguments, env={"MEDI2I_DATA_DIR": str(sources)})
+    assert result.exit_code == 0, result.output
+    assert "| cubic-bspline | baseline | colin27-x4 |" in result.output
+    assert (tmp_path / "out" / "q2_baselines.json").is_file()
+
+
+# -- the real benchmark -----------------------------------------------------------------
+
+
+def _real_data() -> Path:
+    folder = Path(os.environ.get("MEDI2I_DATA_DIR", ""))
+    if not os.environ.get("MEDI2I_DATA_DIR") or not (folder / CT_FILE).is_file():
+        pytest.skip("MEDI2I_DATA_DIR is unset or lacks the shared volumes")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["q1", "q2", "q3"])
+def test_committed_baselines_are_reproduced(task: str, tmp_path: Path) -> None:
+    _real_data()
+    committed = json.loads((COMMITTED / f"{task}_baselines.json").read_text())
+    # a fresh cache: the data is rebuilt from the shared files, as in a clean clone
+    (result,) = run_benchmarks(tasks=[task], output_dir=tmp_path, work_dir=tmp_path / "cache")  # type: ignore[list-item]
+    assert committed["dataset_fingerprint"] == result.dataset_fingerprint
+    for entry in committed["results"]:
+        for case, values in entry["cases"].items():
+            for metric, value in values.items():
+                assert result.scores[entry["name"]][case][metric] == pytest.approx(value, rel=1e-6)

@@ -1,0 +1,132 @@
+"""Tests of medi2i.cards and ``medi2i cards check``: schemas, references, the committed cards."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from medi2i.cards import DataCard, ModelCard, check_cards, load_card
+from medi2i.cli.bench_commands import cards_group
+from medi2i.errors import InputError
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+DATA_CARDS = REPOSITORY / "data_cards"
+
+DATA_CARD = {
+    "card": "data",
+    "name": "tiny-ct",
+    "title": "A tiny CT",
+    "kind": "real",
+    "modality": "CT",
+    "licence": "CC0-1.0",
+    "source": {"description": "made for a test", "file": "tiny.nii.gz"},
+    "subjects": {"count": 1, "description": "nobody"},
+    "intended_use": {"primary": "tests", "out_of_scope": "everything else"},
+}
+MODEL_CARD = {
+    "card": "model",
+    "name": "tiny-model",
+    "method": {"id": "pix2pix", "version": "0.1.0"},
+    "summary": "A model trained on a tiny CT.",
+    "training_data": ["tiny-ct"],
+    "provenance": {"medi2i_version": "0.1.0", "created": "2025-01-01T00:00:00Z", "command": "x"},
+    "metrics": {"mae_hu": 80.5},
+    "intended_use": {"primary": "tests", "out_of_scope": "clinical use"},
+}
+
+
+def _write(folder: Path, card: dict[str, object], name: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name or card['name']}.yaml"
+    path.write_text(yaml.safe_dump(card, allow_unicode=True))
+    return path
+
+
+def test_committed_data_cards_are_valid() -> None:
+    data_dir = os.environ.get("MEDI2I_DATA_DIR")
+    checked_files = data_dir if data_dir and Path(data_dir).is_dir() else None
+    assert check_cards(DATA_CARDS, data_dir=checked_files) == []
+
+
+def test_every_shared_data_file_and_benchmark_set_has_a_card() -> None:
+    cards = [load_card(p) for p in sorted(DATA_CARDS.glob("*.yaml"))]
+    files = {c.source.file for c in cards if isinstance(c, DataCard) and c.kind == "real"}
+    assert files >= {
+        "ct_head_invesalius0051.nii.gz",
+        "mr_t1_colin27_1mm.nii.gz",
+        "mni152_2009a_t1_1mm.nii.gz",
+        "mni152_2009a_gm_1mm.nii.gz",
+        "mni152_2009a_wm_1mm.nii.gz",
+    }
+    simulated = {c.name for c in cards if isinstance(c, DataCard) and c.kind == "simulated"}
+    assert len(simulated) >= 4  # Q1, Q2, Q3 and the phantoms
+
+
+def test_load_card_reads_both_kinds(tmp_path: Path) -> None:
+    assert isinstance(load_card(_write(tmp_path, DATA_CARD)), DataCard)
+    model = load_card(_write(tmp_path, MODEL_CARD))
+    assert isinstance(model, ModelCard)
+    assert model.training_data == ["tiny-ct"]
+
+
+def test_load_card_names_the_invalid_field(tmp_path: Path) -> None:
+    broken = {**DATA_CARD, "modality": "PET", "licence": None}
+    with pytest.raises(InputError, match=r"modality.*licence|licence.*modality"):
+        load_card(_write(tmp_path, broken))
+    unknown = {**DATA_CARD, "colour": "blue"}
+    with pytest.raises(InputError, match="colour"):
+        load_card(_write(tmp_path, unknown, name="other"))
+
+
+def test_load_card_rejects_missing_files_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        load_card(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("card: [data\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_card(bad)
+
+
+def test_check_cards_finds_names_references_and_simulation_problems(tmp_path: Path) -> None:
+    _write(tmp_path, DATA_CARD, name="wrong-file-name")
+    _write(tmp_path, {**MODEL_CARD, "training_data": ["tiny-ct", "missing-set"]})
+    _write(tmp_path, {**DATA_CARD, "name": "sim", "kind": "simulated"})
+    messages = [p.message for p in check_cards(tmp_path)]
+    assert any("differs from the file name" in m for m in messages)
+    assert any("'missing-set'" in m for m in messages)
+    assert any("simulation" in m for m in messages)
+    assert len(messages) == 3
+
+
+def test_check_cards_verifies_data_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tiny.nii.gz").write_bytes(b"not really a volume")
+    digest = hashlib.sha256(b"not really a volume").hexdigest()
+    source = {**DATA_CARD["source"], "sha256": digest}  # type: ignore[dict-item]
+    _write(tmp_path / "cards", {**DATA_CARD, "source": source})
+    assert check_cards(tmp_path / "cards", data_dir=data) == []
+    (data / "tiny.nii.gz").write_bytes(b"changed")
+    messages = [p.message for p in check_cards(tmp_path / "cards", data_dir=data)]
+    assert messages == [f"{data / 'tiny.nii.gz'} does not have the SHA-256 the card gives"]
+
+
+def test_cards_check_command_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    _write(tmp_path / "good", DATA_CARD)
+    result = runner.invoke(
+        cards_group, ["check", str(tmp_path / "good")], env={"MEDI2I_DATA_DIR": ""}
+    )
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    _write(tmp_path / "bad", DATA_CARD, name="mismatch")
+    result = runner.invoke(
+        cards_group, ["check", str(tmp_path / "bad")], env={"MEDI2I_DATA_DIR": ""}
+    )
+    assert result.exit_code != 0
+    assert "differs from the file name" in result.output
