@@ -1,8 +1,8 @@
 """The ``evaluate`` command: metrics of a prediction file against its reference file.
 
-The command takes files through options only, so that a positional argument (a
-workflow whose test cases to evaluate) can be added later without changing how file
-evaluation is called. :func:`evaluate_files` holds the logic for reuse.
+The command evaluates either files given as options, or, with a positional WORKFLOW,
+the test cases of that workflow's trained model (:func:`evaluate_workflow`).
+:func:`evaluate_files` holds the file logic for reuse.
 
 NumPy, SciPy and MONAI are imported inside the functions, so ``medi2i --help`` stays fast.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.errors import GeometryError
+from medi2i.errors import GeometryError, OptionsError
 from medi2i.plugins import PluginSet
 
 if TYPE_CHECKING:
@@ -36,11 +36,25 @@ def add_to(group: click.Group) -> None:
 
 
 @click.command("evaluate")
+@click.argument(
+    "workflow_path", metavar="[WORKFLOW]", required=False, type=click.Path(path_type=Path)
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With WORKFLOW: override a workflow value (repeat).",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With WORKFLOW: the run folder to evaluate (default: the workflow's newest run).",
+)
 @click.option(
     "--prediction",
     "-p",
     "prediction_path",
-    required=True,
     type=click.Path(path_type=Path),
     help="The image to evaluate (e.g. a synthetic CT).",
 )
@@ -48,7 +62,6 @@ def add_to(group: click.Group) -> None:
     "--reference",
     "-r",
     "reference_path",
-    required=True,
     type=click.Path(path_type=Path),
     help="The ground truth on the same grid (e.g. the real CT).",
 )
@@ -71,21 +84,36 @@ def add_to(group: click.Group) -> None:
 @click.pass_context
 def evaluate_command(
     ctx: click.Context,
-    prediction_path: Path,
-    reference_path: Path,
+    workflow_path: Path | None,
+    overrides: tuple[str, ...],
+    run_dir: Path | None,
+    prediction_path: Path | None,
+    reference_path: Path | None,
     mask_path: Path | None,
     metrics_spec: str,
     as_json: bool,
 ) -> None:
-    """Compare a prediction with its reference, inside a mask.
+    """Evaluate a workflow's test cases, or a prediction file against its reference.
 
-    The files must share one grid (shape, and affine within 1e-3 mm). The synthrad
-    preset computes MAE, PSNR and MS-SSIM as the SynthRAD2025 challenge does.
+    With WORKFLOW, the workflow's trained model predicts its evaluation cases and the
+    run's metrics and report are rewritten. Otherwise --prediction and --reference are
+    compared inside --mask: the files must share one grid (shape, and affine within
+    1e-3 mm). The synthrad preset computes MAE, PSNR and MS-SSIM as the SynthRAD2025
+    challenge does.
     """
     from medi2i.evaluation.metric_objects import select_metrics
     from medi2i.registry import Registry
 
     plugins: PluginSet = ctx.find_root().obj
+    if workflow_path is not None:
+        if prediction_path or reference_path or mask_path:
+            raise OptionsError("give either a WORKFLOW or --prediction/--reference, not both")
+        from medi2i.cli.workflow_commands import evaluate_workflow
+
+        evaluate_workflow(workflow_path, plugins=plugins, overrides=overrides, run_dir=run_dir)
+        return
+    if prediction_path is None or reference_path is None:
+        raise OptionsError("give a WORKFLOW, or both --prediction and --reference files")
     registry = Registry(plugins)
     metrics = select_metrics(metrics_spec, registry.metrics)
     readers = list(registry.readers.values())

@@ -1,0 +1,202 @@
+"""Workflow commands: ``validate``, ``train``, ``run`` and ``schema``, and the function
+behind ``evaluate WORKFLOW`` (:func:`evaluate_workflow`).
+
+Every command takes ``--set section.key=value`` (repeatable; the value is parsed as YAML
+and applied before validation; relative paths are read against the workflow's folder,
+as in the file). ``train``, ``run`` and ``evaluate`` take ``--run-dir`` to continue a run
+folder instead of starting a new one.
+
+torch and MONAI are imported only once a command runs, so ``medi2i --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from medi2i.plugins import PluginSet
+
+if TYPE_CHECKING:
+    from medi2i.registry import Registry
+    from medi2i.workflow.runner import RunResult, Stage
+    from medi2i.workflow.schema import Workflow
+
+Command = Callable[..., None]
+
+
+def add_to(group: click.Group) -> None:
+    """Add ``validate``, ``train``, ``run`` and ``schema`` to ``group``.
+
+    ``evaluate WORKFLOW`` shares its name with file evaluation
+    (:mod:`medi2i.cli.evaluate_commands`), which calls :func:`evaluate_workflow`.
+    """
+    for command in (validate_command, train_command, run_command, schema_command):
+        group.add_command(command)
+
+
+def workflow_argument(command: Command) -> Command:
+    """The ``WORKFLOW`` argument and ``--set`` option of every workflow command."""
+    command = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a workflow value, e.g. --set training.steps=50 (repeat).",
+    )(command)
+    return click.argument("workflow_path", metavar="WORKFLOW", type=click.Path(path_type=Path))(
+        command
+    )
+
+
+def run_dir_option(command: Command) -> Command:
+    """The ``--run-dir`` option of the commands that run stages."""
+    return click.option(
+        "--run-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Run folder to create or continue (default: a new one under output.root).",
+    )(command)
+
+
+def _registry(ctx: click.Context) -> Registry:
+    from medi2i.registry import Registry
+
+    plugins: PluginSet = ctx.find_root().obj
+    return Registry(plugins)
+
+
+def _load(path: Path, overrides: Sequence[str], registry: Registry) -> Workflow:
+    from medi2i.workflow.loader import load_workflow
+
+    return load_workflow(path, overrides=overrides, registry=registry)
+
+
+@click.command("validate")
+@workflow_argument
+@click.option("--check-data", is_flag=True, help="Also find the cases and show the split.")
+@click.pass_context
+def validate_command(
+    ctx: click.Context, workflow_path: Path, overrides: tuple[str, ...], check_data: bool
+) -> None:
+    """Check WORKFLOW against the schema and the installed method (no training).
+
+    Problems are listed with their line in the file and their key path.
+    """
+    workflow = _load(workflow_path, overrides, _registry(ctx))
+    method = workflow.method
+    what = f"method {method.id}" if method.id is not None else f"trained model {method.model}"
+    data = workflow.data
+    click.echo(f"{workflow_path}: valid ({what}; {data.kind} data, {data.layout.type} layout)")
+    if check_data:
+        from medi2i.workflow.discovery import discover_splits
+
+        splits = discover_splits(data)
+        counts = {name: len(splits.get(name).cases) for name in ("train", "validation", "test")}
+        click.echo("cases: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+
+
+@click.command("train")
+@workflow_argument
+@run_dir_option
+@click.pass_context
+def train_command(
+    ctx: click.Context, workflow_path: Path, overrides: tuple[str, ...], run_dir: Path | None
+) -> None:
+    """Train the method of WORKFLOW into a run folder (resumes with --run-dir)."""
+    _run_stages(ctx, workflow_path, overrides, run_dir, ("train",))
+
+
+@click.command("run")
+@workflow_argument
+@run_dir_option
+@click.pass_context
+def run_command(
+    ctx: click.Context, workflow_path: Path, overrides: tuple[str, ...], run_dir: Path | None
+) -> None:
+    """Run every stage of WORKFLOW: train, evaluate and report."""
+    _run_stages(ctx, workflow_path, overrides, run_dir, ("train", "evaluate", "report"))
+
+
+def _run_stages(
+    ctx: click.Context,
+    workflow_path: Path,
+    overrides: Sequence[str],
+    run_dir: Path | None,
+    stages: Sequence[Stage],
+) -> RunResult:
+    from medi2i.workflow.runner import run_workflow
+
+    registry = _registry(ctx)
+    workflow = _load(workflow_path, overrides, registry)
+    return run_workflow(
+        workflow, registry=registry, stages=stages, run_dir=run_dir, echo=click.echo
+    )
+
+
+def evaluate_workflow(
+    workflow_path: str | Path,
+    *,
+    plugins: PluginSet,
+    overrides: Sequence[str] = (),
+    run_dir: str | Path | None = None,
+    echo: Callable[[str], None] | None = click.echo,
+) -> RunResult:
+    """Evaluate a workflow's trained model and rewrite its report (``evaluate WORKFLOW``).
+
+    Args:
+        workflow_path: The workflow file.
+        plugins: The loaded plugins (the CLI's ``ctx.find_root().obj``).
+        overrides: ``--set`` values.
+        run_dir: The run folder holding the model; by default the workflow's newest run
+            folder, or a new one when the workflow gives a trained ``method.model``.
+        echo: Receives progress lines.
+
+    Returns:
+        The run folder, metrics and report paths.
+
+    Raises:
+        WorkflowError: No run folder with a trained model was found.
+    """
+    from medi2i.registry import Registry
+    from medi2i.workflow.loader import WorkflowError
+    from medi2i.workflow.runner import latest_run_folder, run_workflow
+
+    registry = Registry(plugins)
+    workflow = _load(Path(workflow_path), overrides, registry)
+    stages: tuple[Stage, ...] = ("evaluate", "report")
+    if run_dir is None and workflow.method.model is None:
+        latest = latest_run_folder(workflow)
+        if latest is None:
+            raise WorkflowError(
+                f"no run of {workflow_path} under {workflow.output.root} to evaluate; train it "
+                "first (`medi2i train WORKFLOW`) or give --run-dir"
+            )
+        run_dir = latest.root
+    if workflow.method.model is not None:
+        stages = ("train", *stages)  # records the given model in the run folder
+    return run_workflow(workflow, registry=registry, stages=stages, run_dir=run_dir, echo=echo)
+
+
+@click.command("schema")
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the JSON Schema to this file instead of printing it.",
+)
+def schema_command(output_path: Path | None) -> None:
+    """Print (or write) the JSON Schema of workflow files, for editor completion.
+
+    With the YAML language server, start a workflow file with
+    "# yaml-language-server: $schema=<path to the schema>".
+    """
+    import json
+
+    from medi2i.workflow.loader import export_json_schema, workflow_json_schema
+
+    if output_path is None:
+        click.echo(json.dumps(workflow_json_schema(), indent=2))
+        return
+    click.echo(f"wrote {export_json_schema(output_path)}")

@@ -1,0 +1,291 @@
+"""Checkpoints: everything needed to continue a run exactly where it stopped.
+
+Layout of ``<run>/checkpoints/``::
+
+    last.json                     the commit record: step, files, hashes, settings, RNG
+    step-00000600.safetensors     module weights (every training module, e.g. G and D)
+    step-00000600.optim.pt        optimizer and gradient-scaler states, torch RNG states
+
+The tensor and state files carry their step in their name and are written first, each
+under a temporary name and then renamed; ``last.json`` is replaced last, which commits
+the checkpoint. A run killed at any moment therefore leaves the previous checkpoint
+intact and usable. Files of older checkpoints are deleted after the commit.
+
+Loading never unpickles arbitrary objects: weights come from safetensors, optimizer
+states through ``torch.load(weights_only=True)``, the rest from JSON. NumPy's and
+Python's RNG states are stored as JSON for that reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+
+from medi2i.errors import Medi2iError
+from medi2i.io.atomic import atomic_path
+from medi2i.method import Method, StateValue
+
+FORMAT = "medi2i-checkpoint/1"
+POINTER = "last.json"
+
+
+class CheckpointError(Medi2iError):
+    """A checkpoint is damaged, or does not belong to the run being resumed."""
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """The trainer's state: weights per module, optimizer and gradient-scaler states.
+
+    Attributes:
+        modules: State dict of each training module, by module name.
+        optimizers: State dict of each optimizer, by optimizer name.
+        scalers: State dict of each optimizer's gradient scaler (empty without AMP).
+    """
+
+    modules: Mapping[str, Mapping[str, torch.Tensor]]
+    optimizers: Mapping[str, dict[str, Any]]
+    scalers: Mapping[str, dict[str, Any]]
+
+
+class _FileRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str
+    sha256: str
+
+
+class CheckpointRecord(BaseModel):
+    """The contents of ``last.json``.
+
+    Attributes:
+        format: ``"medi2i-checkpoint/1"``.
+        step: Completed training steps.
+        method: Method id and version.
+        fingerprint: Settings a resumed run must share (see
+            :data:`medi2i.training.config.RESUME_INVARIANTS`).
+        tensors: The weights file and its SHA-256.
+        optimizer_state: The optimizer-state file and its SHA-256.
+        state_values: The method's fitted JSON values.
+        numpy_rng: NumPy's global RNG state.
+        python_rng: Python's ``random`` state.
+        created: UTC time of writing.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str
+    step: int
+    method: dict[str, str]
+    fingerprint: dict[str, JsonValue]
+    tensors: _FileRecord
+    optimizer_state: _FileRecord
+    state_values: dict[str, StateValue]
+    numpy_rng: dict[str, JsonValue]
+    python_rng: list[JsonValue]
+    created: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read back from disk.
+
+    Attributes:
+        record: Its ``last.json``.
+        state: Weights, optimizer and scaler states.
+        torch_rng: torch's CPU RNG state.
+        cuda_rng: torch's RNG state of every CUDA device (empty without CUDA).
+    """
+
+    record: CheckpointRecord
+    state: TrainingState
+    torch_rng: torch.Tensor
+    cuda_rng: list[torch.Tensor]
+
+    @property
+    def step(self) -> int:
+        """Completed training steps."""
+        return self.record.step
+
+
+def save_checkpoint(
+    folder: Path,
+    *,
+    step: int,
+    state: TrainingState,
+    method: Method,
+    fingerprint: Mapping[str, JsonValue],
+) -> Path:
+    """Write a checkpoint of ``step`` and commit it (see the module docstring).
+
+    Args:
+        folder: The run's ``checkpoints`` folder (created when missing).
+        step: Completed training steps.
+        state: The trainer's state.
+        method: The method being trained (for its id, version and fitted values).
+        fingerprint: Settings a resumed run must share.
+
+    Returns:
+        The path of ``last.json``.
+    """
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"step-{step:08d}"
+    tensors = {
+        f"{module}.{key}": value.detach().cpu().clone().contiguous()
+        for module, values in state.modules.items()
+        for key, value in values.items()
+    }
+    with atomic_path(folder / f"{stem}.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step)})
+    extra = {
+        "optimizers": dict(state.optimizers),
+        "scalers": dict(state.scalers),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    with atomic_path(folder / f"{stem}.optim.pt") as tmp:
+        torch.save(extra, tmp)
+    record = CheckpointRecord(
+        format=FORMAT,
+        step=step,
+        method={"id": method.id, "version": method.version},
+        fingerprint=dict(fingerprint),
+        tensors=_file_record(folder / f"{stem}.safetensors"),
+        optimizer_state=_file_record(folder / f"{stem}.optim.pt"),
+        state_values=method.state_values(),
+        numpy_rng=_numpy_rng_state(),
+        python_rng=_python_rng_state(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    pointer = folder / POINTER
+    with atomic_path(pointer) as tmp:
+        tmp.write_text(record.model_dump_json(indent=2) + "\n")
+    _remove_stale(folder, keep=stem)
+    return pointer
+
+
+def read_checkpoint(folder: Path) -> Checkpoint | None:
+    """The committed checkpoint in ``folder``, or ``None`` when there is none.
+
+    Raises:
+        CheckpointError: The record is unreadable, or a file is missing or damaged.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    pointer = folder / POINTER
+    if not pointer.is_file():
+        return None
+    record = _read_record(pointer)
+    weights = _checked(folder, record.tensors)
+    optimizer_state = _checked(folder, record.optimizer_state)
+    try:
+        tensors = load_file(str(weights))
+        extra = torch.load(optimizer_state, weights_only=True, map_location="cpu")
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {pointer} cannot be read: {exc}") from None
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        module, _, name = key.partition(".")
+        modules.setdefault(module, {})[name] = value
+    state = TrainingState(modules, extra["optimizers"], extra["scalers"])
+    return Checkpoint(record, state, extra["torch_rng"], list(extra["cuda_rng"]))
+
+
+def restore_rng(checkpoint: Checkpoint) -> None:
+    """Put torch's, NumPy's and Python's global RNGs back where the checkpoint left them."""
+    torch.set_rng_state(checkpoint.torch_rng)
+    if checkpoint.cuda_rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint.cuda_rng)
+    numpy_state: dict[str, Any] = dict(checkpoint.record.numpy_rng)
+    inner = dict(numpy_state["state"])
+    inner["key"] = np.asarray(inner["key"], dtype=np.uint32)
+    np.random.set_state({**numpy_state, "state": inner})
+    version, internal, gauss = checkpoint.record.python_rng
+    random.setstate((version, tuple(internal), gauss))  # type: ignore[arg-type]
+
+
+def fingerprint_differences(
+    saved: Mapping[str, JsonValue], current: Mapping[str, JsonValue]
+) -> list[str]:
+    """The settings that differ between a checkpoint and the run resuming it, as text."""
+    keys = sorted(set(saved) | set(current))
+    return [
+        f"{key}: {json.dumps(saved.get(key))} → {json.dumps(current.get(key))}"
+        for key in keys
+        if saved.get(key) != current.get(key)
+    ]
+
+
+def clear_checkpoints(folder: Path) -> None:
+    """Remove every checkpoint file in ``folder`` (a run started afresh)."""
+    (folder / POINTER).unlink(missing_ok=True)
+    _remove_stale(folder, keep=None)
+
+
+def _file_record(path: Path) -> _FileRecord:
+    return _FileRecord(file=path.name, sha256=_sha256(path))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_record(pointer: Path) -> CheckpointRecord:
+    try:
+        record = CheckpointRecord.model_validate_json(pointer.read_text())
+    except (ValidationError, OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"checkpoint record {pointer} is unreadable ({exc}); delete the checkpoints folder "
+            "to start afresh"
+        ) from None
+    if record.format != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {pointer} has format {record.format!r}, this medi2i reads {FORMAT!r}; "
+            "resume it with the medi2i version that wrote it, or start afresh"
+        )
+    return record
+
+
+def _checked(folder: Path, entry: _FileRecord) -> Path:
+    path = folder / entry.file
+    if not path.is_file() or _sha256(path) != entry.sha256:
+        raise CheckpointError(
+            f"checkpoint file {path} is missing or does not match its SHA-256 in {POINTER}; "
+            "the checkpoint was damaged: delete the checkpoints folder to start afresh"
+        )
+    return path
+
+
+def _remove_stale(folder: Path, *, keep: str | None) -> None:
+    for path in folder.glob("step-*"):
+        if keep is None or not path.name.startswith(keep + "."):
+            path.unlink(missing_ok=True)
+
+
+def _numpy_rng_state() -> dict[str, JsonValue]:
+    state = np.random.get_state(legacy=False)
+    inner: dict[str, JsonValue] = dict(state["state"])
+    inner["key"] = np.asarray(state["state"]["key"]).tolist()
+    return {**state, "state": inner}
+
+
+def _python_rng_state() -> list[JsonValue]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]

@@ -1,0 +1,191 @@
+"""Training settings as a user writes them (the ``training:`` section of a workflow).
+
+This module imports no torch, so a workflow can be validated (and its JSON Schema
+exported) without paying for a torch import.
+
+Example:
+    >>> config = TrainingConfig(steps=200, batch_size=4, patch_size=(32, 32, 32))
+    >>> config.augmentation.flip_probability
+    0.5
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class AugmentationConfig(BaseModel):
+    """Random augmentation of training patches, drawn anew for every patch.
+
+    Spatial augmentations (flips, 90° rotations) are applied identically to every
+    volume of a paired patch, so source and target stay aligned. Intensity
+    augmentations (scale, shift, noise) touch only network inputs (``source`` for
+    paired data, every image for unpaired and multi-domain data), never a ``target``,
+    whose values (e.g. HU) are what the network must learn to produce.
+
+    The defaults are label-preserving for any 3D medical volume: mirroring and
+    in-plane quarter turns keep anatomy plausible, and the intensity changes are
+    small next to the contrast between tissues.
+
+    Attributes:
+        enabled: Apply any augmentation at all.
+        flip_probability: Probability of mirroring a patch along each axis in
+            ``flip_axes`` (drawn per axis), in [0, 1].
+        flip_axes: Array axes (0, 1, 2) that may be mirrored.
+        rotate90_probability: Probability of a quarter, half or three-quarter turn in
+            the plane of ``rotate90_axes``, in [0, 1]. Skipped when the patch is not
+            square in that plane.
+        rotate90_axes: The two array axes spanning the plane of rotation.
+        intensity_probability: Probability of a random linear intensity change
+            ``x · scale + shift · σ`` of the input, in [0, 1]; σ is the standard
+            deviation of the whole preprocessed volume.
+        intensity_scale: Range of the scale factor (unitless).
+        intensity_shift: Range of the shift, in units of σ.
+        noise_probability: Probability of adding Gaussian noise to the input, in [0, 1].
+        noise_std: Standard deviation of that noise, in units of σ.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    flip_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    flip_axes: tuple[int, ...] = (0, 1, 2)
+    rotate90_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    rotate90_axes: tuple[int, int] = (0, 1)
+    intensity_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    intensity_scale: tuple[float, float] = (0.9, 1.1)
+    intensity_shift: tuple[float, float] = (-0.1, 0.1)
+    noise_probability: float = Field(default=0.15, ge=0.0, le=1.0)
+    noise_std: float = Field(default=0.05, ge=0.0)
+
+    @field_validator("flip_axes")
+    @classmethod
+    def _spatial_axes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(axis not in (0, 1, 2) for axis in value) or len(set(value)) != len(value):
+            raise ValueError(f"flip_axes must be distinct array axes among 0, 1, 2, got {value}")
+        return value
+
+    @field_validator("rotate90_axes")
+    @classmethod
+    def _rotation_plane(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if value[0] == value[1] or any(axis not in (0, 1, 2) for axis in value):
+            raise ValueError(f"rotate90_axes must be two different axes among 0, 1, 2: {value}")
+        return value
+
+    @field_validator("intensity_scale", "intensity_shift")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError(f"a range is (low, high) with low <= high, got {value}")
+        return value
+
+    @field_validator("intensity_scale")
+    @classmethod
+    def _positive_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] <= 0.0:
+            raise ValueError(f"intensity_scale factors must be > 0, got {value}")
+        return value
+
+
+class TrainingConfig(BaseModel):
+    """How the trainer runs a method's training steps.
+
+    A *step* is one update of the method's optimizers; with gradient accumulation it
+    spans ``accumulation_steps`` batches of ``batch_size`` patches each (per process
+    under ``torchrun``). The batch of every step is a pure function of ``seed``, the
+    step number and the process rank, so a resumed run repeats exactly the steps an
+    uninterrupted one would have taken.
+
+    Attributes:
+        steps: Total number of training steps (optimizer updates), >= 1.
+        batch_size: Patches per batch, per process, >= 1.
+        patch_size: Patch size in voxels along each array axis of the working grid,
+            or ``None`` for the method's own window size (its ``roi_size``), so that
+            training sees patches of the size inference runs on.
+        patches_per_volume: Consecutive patches of a batch cut from the same volume
+            (>= 1); more than one means fewer volumes to load per batch, which
+            matters with ``cache: none``.
+        accumulation_steps: Batches whose gradients are summed before each update
+            (>= 1); the effective batch is ``batch_size × accumulation_steps`` patches.
+        amp: Mixed precision (float16 autocast with gradient scaling); only takes
+            effect on CUDA.
+        device: ``"auto"`` (CUDA when available, the rank's own GPU under ``torchrun``,
+            else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        deterministic: Ask cuDNN for deterministic algorithms (slower on GPU). On the
+            CPU training is deterministic anyway.
+        seed: Seed of initial weights, patch sampling and augmentation.
+        checkpoint_every: Steps between checkpoints (>= 1); the last step is always
+            checkpointed.
+        validate_every: Steps between validations on whole volumes, or ``None`` to
+            validate only after the last step (when validation data is given).
+        log_every: Steps between log records and progress-bar updates (>= 1).
+        cache: ``"memory"`` keeps every preprocessed training volume in memory after
+            its first use; ``"none"`` reads and preprocesses a volume each time a patch
+            is cut from it (for data sets larger than memory).
+        num_workers: Background processes preparing batches (0: in the training
+            process). Batches do not depend on it.
+        foreground_threshold: Intensity of the raw input volume (its own units, e.g. HU
+            for CT) above which a voxel is foreground when a case has no mask; ``None``
+            for the volume's mean intensity. With a mask, foreground is ``mask > 0``.
+        foreground_ratio: Fraction of patches centred on a foreground voxel, in [0, 1];
+            the others are placed uniformly at random.
+        augmentation: Random flips, rotations and intensity changes of the patches.
+        tensorboard: Also write TensorBoard event files to ``<run>/logs/tensorboard``
+            (needs the ``tensorboard`` package).
+        progress: Show a progress bar with losses and the estimated time left.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=2, ge=1)
+    patch_size: tuple[int, int, int] | None = None
+    patches_per_volume: int = Field(default=1, ge=1)
+    accumulation_steps: int = Field(default=1, ge=1)
+    amp: bool = True
+    device: str = "auto"
+    deterministic: bool = False
+    seed: int = Field(default=0, ge=0)
+    checkpoint_every: int = Field(default=500, ge=1)
+    validate_every: int | None = Field(default=None, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    cache: Literal["memory", "none"] = "memory"
+    num_workers: int = Field(default=0, ge=0)
+    foreground_threshold: float | None = None
+    foreground_ratio: float = Field(default=0.75, ge=0.0, le=1.0)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    tensorboard: bool = False
+    progress: bool = True
+
+    @field_validator("patch_size")
+    @classmethod
+    def _positive_patch(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"every patch_size component must be >= 1 voxel, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _whole_volume_groups(self) -> TrainingConfig:
+        if self.patches_per_volume > self.batch_size:
+            raise ValueError(
+                f"patches_per_volume ({self.patches_per_volume}) cannot exceed batch_size "
+                f"({self.batch_size})"
+            )
+        return self
+
+
+RESUME_INVARIANTS = (
+    "batch_size",
+    "patches_per_volume",
+    "accumulation_steps",
+    "amp",
+    "seed",
+    "foreground_threshold",
+    "foreground_ratio",
+    "augmentation",
+)
+"""Settings a resumed run must share with the run that wrote the checkpoint: they
+decide which patches each step sees and how updates are computed (``patch_size`` is
+compared after resolving ``None`` to the method's window)."""

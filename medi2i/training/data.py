@@ -1,0 +1,366 @@
+"""Training volumes from a :class:`~medi2i.data.cases.CaseSet`, ready to cut patches from.
+
+Each case is read once, put on the method's working grid (its spatial plan, as at
+predict time) and intensity-preprocessed by the method on the *whole* volume, so that
+statistics such as a z-score or percentiles come from the volume and never from a
+patch. Paired targets go through the method's ``preprocess_target`` when it has one
+(e.g. HU to the network's range; the inverse of its ``postprocess``); otherwise they
+stay in their own units and the method scales them in its training step.
+
+Foreground, where most patches are centred, is ``mask > 0`` when a case has a mask and
+otherwise the raw input above a threshold (``foreground_threshold``, by default the
+volume's mean), found before intensity preprocessing so that the threshold is in the
+units a user knows (HU for CT).
+
+Design note: the cache is a plain list rather than MONAI's ``CacheDataset``: batches
+are a pure function of (seed, step, rank) (see :mod:`medi2i.training.patches`), so no
+dataset-held random state or epoch structure is wanted, and a list is shared by
+DataLoader workers for free after ``fork``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medi2i.data.cases import IMAGE, MASK, SOURCE, TARGET, Case, CaseSet
+from medi2i.errors import GeometryError, InputError, OptionsError
+from medi2i.method import DataKind
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.method import Method
+
+Batch = dict[str, torch.Tensor]
+"""Patches stacked along dimension 0, by key (see :meth:`medi2i.Method.training_step`)."""
+
+TRAINABLE_KINDS = (
+    DataKind.PAIRED,
+    DataKind.UNPAIRED,
+    DataKind.MULTI_DOMAIN,
+    DataKind.SINGLE_DOMAIN,
+)
+_MAX_FOREGROUND_CANDIDATES = 1 << 20
+"""Foreground voxels remembered per volume: enough to centre patches anywhere in it,
+few enough (4 MB) to keep many large volumes in memory."""
+
+
+@dataclass(frozen=True)
+class TrainingVolume:
+    """One case on the working grid, preprocessed, as float32 CPU tensors.
+
+    Attributes:
+        case_id: The case's id.
+        input: The network input ``(C, X, Y, Z)``: the source of paired data, the
+            image otherwise.
+        target: The paired target ``(C', X·f, Y·f, Z·f)`` for integer factors ``f``
+            (1 unless the method changes resolution), or ``None``.
+        foreground: Flat indices into the input's spatial grid of foreground voxels
+            (empty when there is none).
+        spread: Standard deviation of ``input`` (intensity augmentation's unit).
+        domain: Integer domain label (0 for paired and single-domain data).
+    """
+
+    case_id: str
+    input: torch.Tensor
+    target: torch.Tensor | None
+    foreground: np.ndarray
+    spread: float
+    domain: int
+
+    @property
+    def target_scale(self) -> tuple[int, int, int]:
+        """Target voxels per input voxel along each axis."""
+        if self.target is None:
+            return (1, 1, 1)
+        factors = [t // i for t, i in zip(self.target.shape[1:], self.input.shape[1:], strict=True)]
+        return (factors[0], factors[1], factors[2])
+
+
+class VolumeStore:
+    """The training volumes of a case set, kept in memory or loaded on every use.
+
+    Args:
+        count: Number of volumes.
+        load: Loads volume ``i``.
+        keep: Load everything now and keep it (``cache: memory``); otherwise load on
+            every access (``cache: none``).
+    """
+
+    def __init__(self, count: int, load: Callable[[int], TrainingVolume], *, keep: bool) -> None:
+        self._count = count
+        self._load = load
+        self._kept = [load(index) for index in range(count)] if keep else None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> TrainingVolume:
+        if self._kept is not None:
+            return self._kept[index]
+        return self._load(index)
+
+
+def domain_labels(data: CaseSet) -> tuple[str, ...]:
+    """The domain names of unpaired or multi-domain data, in label order.
+
+    ``data.domains`` when given, otherwise the cases' domains in sorted order.
+    """
+    if data.kind not in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
+        return ()
+    names = data.domains or tuple(sorted({c.domain for c in data.cases if c.domain is not None}))
+    expected = "exactly two" if data.kind is DataKind.UNPAIRED else "two or more"
+    if (len(names) != 2) if data.kind is DataKind.UNPAIRED else (len(names) < 2):
+        raise InputError(f"{data.kind.value} data needs {expected} domains, found {list(names)}")
+    for case in data.cases:
+        if case.domain not in names:
+            raise InputError(
+                f"case {case.id!r} has domain {case.domain!r}, not one of {list(names)}; "
+                "give every case one of the data set's domains"
+            )
+    return names
+
+
+def check_trainable(method: Method, data: CaseSet) -> None:
+    """Fail early when ``data`` cannot train ``method``.
+
+    Raises:
+        OptionsError: The method is not trained on data, or on another kind of data,
+            or there are no cases.
+    """
+    if method.data not in TRAINABLE_KINDS:
+        raise OptionsError(f"method {method.id!r} has nothing to train (its data kind is none)")
+    if data.kind is not method.data:
+        raise OptionsError(
+            f"method {method.id!r} learns from {method.data.value} data but the training cases "
+            f"are {data.kind.value}; set the data kind to {method.data.value}"
+        )
+    if not data.cases:
+        raise OptionsError("there are no training cases; check the data layout and split")
+
+
+def load_training_volume(
+    case: Case,
+    *,
+    method: Method,
+    kind: DataKind,
+    domain: int,
+    patch_size: tuple[int, int, int],
+    foreground_threshold: float | None,
+) -> TrainingVolume:
+    """Read, plan, preprocess and pad one case (see the module docstring).
+
+    Volumes smaller than a patch are padded at their far end with their minimum.
+
+    Raises:
+        InputError: A role the data kind needs is missing or unreadable.
+        GeometryError: Source, target and mask do not share a grid (up to an integer
+            resolution factor for the target).
+    """
+    input_role = SOURCE if kind is DataKind.PAIRED else IMAGE
+    raw = _planned(case, input_role, method)
+    mask = _planned_mask(case, method)
+    if mask is not None and tuple(mask.shape[1:]) != tuple(raw.shape[1:]):
+        raise GeometryError(
+            f"case {case.id!r}: the mask has {tuple(mask.shape[1:])} voxels on the working grid "
+            f"but the {input_role} has {tuple(raw.shape[1:])}; resample the mask onto it"
+        )
+    selected = _foreground(raw, mask, foreground_threshold)
+    image = _plain(method.preprocess(raw))
+    target = None
+    if kind is DataKind.PAIRED:
+        target = _plain(_preprocessed_target(method, _planned(case, TARGET, method)))
+        scale = _target_scale(case, image, target)
+    else:
+        scale = (1, 1, 1)
+    image = _padded(image, patch_size)
+    selected = _padded_selection(selected, image.shape[1:])
+    if target is not None:
+        target = _padded(target, _scaled(patch_size, scale))
+    return TrainingVolume(
+        case_id=case.id,
+        input=image,
+        target=target,
+        foreground=_candidates(selected),
+        spread=float(image.std()) or 1.0,
+        domain=domain,
+    )
+
+
+def _planned(case: Case, role: str, method: Method) -> MetaTensor:
+    from medi2i.io import read_volume
+    from medi2i.resample import apply_spatial_plan
+
+    path = case.images.get(role)
+    if path is None:
+        raise InputError(
+            f"case {case.id!r} has no {role!r} volume (it has {sorted(case.images)}); "
+            f"every training case needs one"
+        )
+    return apply_spatial_plan(read_volume(path), method.spatial_plan())
+
+
+def _planned_mask(case: Case, method: Method) -> torch.Tensor | None:
+    from medi2i.io import read_volume
+    from medi2i.resample import apply_spatial_plan
+
+    if MASK not in case.images:
+        return None
+    # binarize before any interpolation, so label values do not blur into each other
+    binary = cast("MetaTensor", (read_volume(case.images[MASK]) > 0).float())
+    return apply_spatial_plan(binary, method.spatial_plan()) >= 0.5
+
+
+def _preprocessed_target(method: Method, target: MetaTensor) -> torch.Tensor:
+    preprocess_target: Callable[[MetaTensor], torch.Tensor] | None = getattr(
+        method, "preprocess_target", None
+    )
+    return target if preprocess_target is None else preprocess_target(target)
+
+
+def _plain(volume: torch.Tensor) -> torch.Tensor:
+    plain = volume.as_tensor() if hasattr(volume, "as_tensor") else volume
+    return plain.detach().to(torch.float32).contiguous()
+
+
+def _foreground(
+    raw: torch.Tensor, mask: torch.Tensor | None, threshold: float | None
+) -> np.ndarray:
+    if mask is not None:
+        return np.asarray(mask[0].numpy(), dtype=bool)
+    first = np.asarray(_plain(raw)[0].numpy())
+    level = float(first.mean()) if threshold is None else threshold
+    return np.asarray(first > level)
+
+
+def _target_scale(case: Case, image: torch.Tensor, target: torch.Tensor) -> tuple[int, int, int]:
+    sizes = list(zip(image.shape[1:], target.shape[1:], strict=True))
+    if any(t % i for i, t in sizes):
+        raise GeometryError(
+            f"case {case.id!r}: the target's {tuple(target.shape[1:])} voxels are not a whole "
+            f"multiple of the source's {tuple(image.shape[1:])} along every axis; resample the "
+            "target onto the source grid (or an integer refinement of it)"
+        )
+    factors = [t // i for i, t in sizes]
+    return (factors[0], factors[1], factors[2])
+
+
+def _scaled(size: tuple[int, int, int], scale: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (size[0] * scale[0], size[1] * scale[1], size[2] * scale[2])
+
+
+def _padded(volume: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    missing = [max(0, p - n) for p, n in zip(size, volume.shape[1:], strict=True)]
+    if not any(missing):
+        return volume
+    # F.pad lists the last axis first; pad only at the far end, so voxel indices stay put
+    widths = [w for axis in reversed(missing) for w in (0, axis)]
+    return F.pad(volume, widths, value=float(volume.min())).contiguous()
+
+
+def _padded_selection(selected: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    missing = [(0, int(n) - m) for n, m in zip(shape, selected.shape, strict=True)]
+    return (
+        np.pad(selected, missing, constant_values=False) if any(w for _, w in missing) else selected
+    )
+
+
+def _candidates(selected: np.ndarray) -> np.ndarray:
+    indices = np.flatnonzero(selected)
+    stride = -(-indices.size // _MAX_FOREGROUND_CANDIDATES)
+    return indices[::stride] if stride > 1 else indices
+
+
+def training_store(
+    data: CaseSet,
+    *,
+    method: Method,
+    patch_size: tuple[int, int, int],
+    foreground_threshold: float | None,
+    keep: bool,
+) -> VolumeStore:
+    """The training volumes of ``data`` for ``method`` (see :class:`VolumeStore`)."""
+    names = domain_labels(data)
+    cases = data.cases
+
+    def load(index: int) -> TrainingVolume:
+        case = cases[index]
+        return load_training_volume(
+            case,
+            method=method,
+            kind=data.kind,
+            domain=names.index(case.domain) if names and case.domain is not None else 0,
+            patch_size=patch_size,
+            foreground_threshold=foreground_threshold,
+        )
+
+    return VolumeStore(len(cases), load, keep=keep)
+
+
+class BatchFunction(Protocol):
+    """Batch ``micro`` of step ``step`` (see :class:`medi2i.training.patches.PatchSampler`)."""
+
+    def __call__(self, *, step: int, micro: int) -> Batch: ...
+
+
+class _MicroBatches(torch.utils.data.Dataset[Batch]):
+    """Item ``i`` is batch ``i % accumulation`` of step ``i // accumulation``."""
+
+    def __init__(self, batch: BatchFunction, accumulation: int) -> None:
+        self.batch = batch
+        self.accumulation = accumulation
+
+    def __getitem__(self, index: int) -> Batch:
+        step, micro = divmod(index, self.accumulation)
+        return self.batch(step=step, micro=micro)
+
+
+def step_batches(
+    batch: BatchFunction,
+    *,
+    first_step: int,
+    steps: int,
+    accumulation: int,
+    num_workers: int,
+    pin_memory: bool,
+) -> Iterator[list[Batch]]:
+    """The micro-batches of every step from ``first_step`` to ``steps - 1``, in order.
+
+    With ``num_workers > 0`` they are prepared ahead in worker processes; since each
+    is a pure function of its step, the result is the same as without workers.
+    """
+    if num_workers == 0:
+        for step in range(first_step, steps):
+            yield [batch(step=step, micro=micro) for micro in range(accumulation)]
+        return
+    loader = torch.utils.data.DataLoader(
+        _MicroBatches(batch, accumulation),
+        batch_size=None,
+        sampler=range(first_step * accumulation, steps * accumulation),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+    )
+    pending: list[Batch] = []
+    for item in loader:
+        pending.append(item)
+        if len(pending) == accumulation:
+            yield pending
+            pending = []
+
+
+def case_domains(data: CaseSet) -> list[list[int]]:
+    """Case indices per domain label, without loading any volume."""
+    names = domain_labels(data)
+    if not names:
+        return [list(range(len(data.cases)))]
+    groups = [[i for i, c in enumerate(data.cases) if c.domain == name] for name in names]
+    empty = [name for name, group in zip(names, groups, strict=True) if not group]
+    if empty:
+        raise InputError(f"domains {empty} have no training cases; every domain needs some")
+    return groups

@@ -1,0 +1,272 @@
+"""Scale-out under ``torchrun``: DDP training and rank-sharded batch prediction.
+
+medi2i has no launcher of its own. Start the same command once per process with
+PyTorch's ``torchrun`` (one machine or several); each process finds its rank in the
+environment variables torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), joins
+the process group (NCCL on CUDA, Gloo on the CPU), trains on its own batches with
+gradients averaged by DDP, and only rank 0 writes logs, checkpoints and the model.
+
+Example::
+
+    torchrun --nproc_per_node 4 -m medi2i workflow run train.yaml
+
+Batch prediction needs no communication: every rank predicts its share of the files
+(:func:`shard`), and a rerun skips outputs that already exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from medi2i.engine import resolve_device
+from medi2i.errors import DeviceError, Medi2iError
+
+if TYPE_CHECKING:
+    from medi2i.registry import Registry
+    from medi2i.settings import InferenceSettings
+
+T = TypeVar("T")
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place among the processes of one run.
+
+    Attributes:
+        rank: Global rank, 0 to ``world_size - 1``.
+        world_size: Number of processes (1 when not launched by ``torchrun``).
+        local_rank: Rank on this machine; picks the GPU under ``device: auto``.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is more than one process."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes logs, checkpoints and models (rank 0)."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait for every process (a no-op without a process group)."""
+        if self.enabled and dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+
+def context_from_environment(environ: Mapping[str, str] | None = None) -> DistributedContext:
+    """The rank and world size that ``torchrun`` put in the environment.
+
+    Args:
+        environ: Environment variables; ``os.environ`` when ``None``.
+
+    Raises:
+        Medi2iError: The variables are present but inconsistent.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        world_size = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local_rank = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError as exc:
+        raise Medi2iError(
+            f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({exc}); launch with torchrun"
+        ) from None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise Medi2iError(
+            f"rank {rank} is not in a world of {world_size} processes; launch with torchrun"
+        )
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def process_device(setting: str, context: DistributedContext) -> torch.device:
+    """The device this process computes on.
+
+    Args:
+        setting: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Under ``auto`` (or a
+            bare ``"cuda"``) with several processes, each process takes the GPU of its
+            local rank.
+        context: This process's rank.
+
+    Raises:
+        DeviceError: The device is not available.
+    """
+    device = resolve_device(setting)
+    if device.type != "cuda":
+        return device
+    if device.index is None:
+        index = context.local_rank if context.enabled else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"local rank {index} has no GPU of its own ({torch.cuda.device_count()} visible); "
+                "start at most one process per GPU (torchrun --nproc_per_node)"
+            )
+        device = torch.device("cuda", index)
+    torch.cuda.set_device(device)
+    return device
+
+
+@contextmanager
+def distributed_session(*, device: torch.device) -> Iterator[DistributedContext]:
+    """Join the process group for the duration of the block, when launched by torchrun.
+
+    The group is created only when there are several processes and none exists yet
+    (NCCL for CUDA devices, Gloo otherwise), and destroyed on leaving if it was
+    created here.
+
+    Args:
+        device: The device this process computes on.
+
+    Yields:
+        This process's rank and world size.
+    """
+    context = context_from_environment()
+    started = False
+    if context.enabled and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        started = True
+    try:
+        yield context
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def average_across_processes(
+    values: Mapping[str, float], context: DistributedContext
+) -> dict[str, float]:
+    """The mean of each value over all processes (the values themselves for one process).
+
+    Every process must call it with the same keys in the same order.
+    """
+    if not context.enabled or not values:
+        return dict(values)
+    stacked = torch.tensor(list(values.values()), dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        stacked = stacked.cuda()
+    dist.all_reduce(stacked)
+    means = (stacked / context.world_size).tolist()
+    return dict(zip(values, means, strict=True))
+
+
+def same_in_every_process(value: int, context: DistributedContext) -> bool:
+    """Whether every process holds the same ``value`` (always true for one process).
+
+    Every process must call it at the same point.
+    """
+    if not context.enabled:
+        return True
+    extremes = torch.tensor([value, -value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        extremes = extremes.cuda()
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+    return int(extremes[0]) == -int(extremes[1])
+
+
+def shard(items: Sequence[T], *, rank: int, world_size: int) -> list[T]:
+    """This rank's share of ``items``: every ``world_size``-th item from ``rank`` on.
+
+    The shares of all ranks are disjoint and together hold every item once; they
+    differ in length by at most one.
+
+    Example:
+        >>> shard(["a", "b", "c", "d", "e"], rank=1, world_size=2)
+        ['b', 'd']
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+    return list(items[rank::world_size])
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What one rank did in :func:`predict_sharded`.
+
+    Attributes:
+        rank: The rank.
+        written: Outputs this rank wrote.
+        skipped: Outputs that existed already and were left alone.
+        failed: Inputs that could not be predicted, with the reason.
+    """
+
+    rank: int
+    written: tuple[Path, ...]
+    skipped: tuple[Path, ...]
+    failed: tuple[tuple[Path, str], ...]
+
+
+def predict_sharded(
+    jobs: Sequence[tuple[Path, Path]],
+    *,
+    model: str | Path | None = None,
+    method: str | None = None,
+    options: Mapping[str, object] | None = None,
+    settings: InferenceSettings | None = None,
+    registry: Registry | None = None,
+    overwrite: bool = False,
+) -> ShardReport:
+    """Predict this rank's share of ``(input, output)`` pairs with :func:`medi2i.predict`.
+
+    Run the same call in every process started by ``torchrun``; each predicts the jobs
+    :func:`shard` gives it, on its own GPU under ``device: auto``. A failing input is
+    logged and reported, and the others go on; rerunning skips finished outputs.
+
+    Args:
+        jobs: Input volume (file or DICOM folder) and output path of every job, in the
+            same order in every process.
+        model: A trained-model folder or zip.
+        method: Or the id of a method that needs no training.
+        options: Options of ``method``.
+        settings: Sliding-window settings; ``device`` ``"auto"`` means the rank's GPU.
+        registry: Plugins to use; the installed ones by default.
+        overwrite: Predict even when an output exists.
+
+    Returns:
+        What this rank wrote, skipped and failed on.
+    """
+    from medi2i.prediction import predict
+    from medi2i.registry import Registry
+    from medi2i.settings import InferenceSettings
+
+    context = context_from_environment()
+    base = settings or InferenceSettings()
+    device = process_device(base.device, context)
+    rank_settings = base.model_copy(update={"device": str(device)})
+    registry = registry if registry is not None else Registry()
+    written: list[Path] = []
+    skipped: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    for source, output in shard(jobs, rank=context.rank, world_size=context.world_size):
+        if Path(output).exists() and not overwrite:
+            skipped.append(Path(output))
+            continue
+        try:
+            written.append(
+                predict(
+                    source,
+                    output,
+                    model=model,
+                    method=method,
+                    options=options,
+                    settings=rank_settings,
+                    registry=registry,
+                )
+            )
+        except Medi2iError as exc:
+            _logger.error("rank %d: %s failed: %s", context.rank, source, exc)
+            failed.append((Path(source), str(exc)))
+    return ShardReport(context.rank, tuple(written), tuple(skipped), tuple(failed))

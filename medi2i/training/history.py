@@ -1,0 +1,191 @@
+"""The record of a training run: JSON Lines history, TensorBoard events, a progress bar.
+
+``<run>/logs/train.jsonl`` holds one JSON object per line::
+
+    {"step": 20, "losses": {"l1": 0.12}, "lr": {"network": 0.001},
+     "patches_per_s": 41.5, "elapsed_s": 9.8}
+    {"step": 20, "validation": {"mae": 88.1, "psnr": 27.3}}
+
+On resume the lines after the checkpoint's step are dropped (they belong to steps that
+are about to be run again), so the file always describes one uninterrupted run. Only
+the main process (rank 0) writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tqdm import tqdm
+
+from medi2i.errors import OptionsError
+from medi2i.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+HISTORY = "train.jsonl"
+TENSORBOARD = "tensorboard"
+
+
+class _ScalarWriter(Protocol):
+    def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def tensorboard_writer(folder: Path) -> _ScalarWriter:
+    """A TensorBoard ``SummaryWriter`` writing to ``folder``.
+
+    Raises:
+        OptionsError: The ``tensorboard`` package is not installed.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise OptionsError(
+            "training.tensorboard is on but the tensorboard package is not installed; "
+            "install it (pip install tensorboard) or set tensorboard: false"
+        ) from None
+    writer: _ScalarWriter = SummaryWriter(log_dir=str(folder))
+    return writer
+
+
+class RunLog:
+    """Writes the history and TensorBoard events, and draws the progress bar.
+
+    Args:
+        folder: The run's ``logs`` folder.
+        first_step: Steps already done (0 for a new run, the checkpoint's step on resume).
+        total_steps: Steps the run will have done at the end.
+        patches_per_step: Patches one step trains on, over all processes.
+        tensorboard: Also write TensorBoard events.
+        progress: Show a progress bar.
+        main: Whether this process writes (rank 0); other processes only count.
+
+    Attributes:
+        history: Path of ``train.jsonl``.
+        last_losses: Losses of the latest logged step (from the file on resume).
+        last_validation: Metrics of the latest validation.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        first_step: int,
+        total_steps: int,
+        patches_per_step: int,
+        tensorboard: bool,
+        progress: bool,
+        main: bool,
+    ) -> None:
+        self.history = folder / HISTORY
+        self.main = main
+        self.patches_per_step = patches_per_step
+        self.last_losses: dict[str, float] = {}
+        self.last_validation: dict[str, float] | None = None
+        self._writer = tensorboard_writer(folder / TENSORBOARD) if tensorboard and main else None
+        if main:
+            self._keep_history_until(first_step)
+        self._stream = self.history.open("a", encoding="utf-8") if main else None
+        self._bar = tqdm(
+            total=total_steps,
+            initial=first_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (progress and main),
+        )
+        self._start = self._mark_time = time.perf_counter()
+        self._mark_step = first_step
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def step_done(self) -> None:
+        """Advance the progress bar by one step."""
+        self._bar.update(1)
+
+    def record(
+        self, step: int, losses: Mapping[str, float], learning_rates: Mapping[str, float]
+    ) -> None:
+        """Log the losses of ``step`` with the throughput since the previous record."""
+        now = time.perf_counter()
+        rate = (step - self._mark_step) * self.patches_per_step / max(now - self._mark_time, 1e-9)
+        self._mark_step, self._mark_time = step, now
+        self.last_losses = dict(losses)
+        entry = {
+            "step": step,
+            "losses": dict(losses),
+            "lr": dict(learning_rates),
+            "patches_per_s": rate,
+            "elapsed_s": now - self._start,
+        }
+        self._write(entry)
+        self._bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+        if self._writer is not None:
+            for name, value in losses.items():
+                self._writer.add_scalar(f"loss/{name}", value, step)
+            self._writer.add_scalar("throughput/patches_per_s", rate, step)
+
+    def validation(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Log validation metrics computed after ``step``."""
+        self.last_validation = dict(metrics)
+        self._write({"step": step, "validation": dict(metrics)})
+        if self._writer is not None:
+            for name, value in metrics.items():
+                self._writer.add_scalar(f"validation/{name}", value, step)
+
+    def close(self) -> None:
+        """Flush and close the files and the progress bar."""
+        self._bar.close()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write(self, entry: Mapping[str, object]) -> None:
+        if self._stream is not None:
+            self._stream.write(json.dumps(entry) + "\n")
+            self._stream.flush()
+
+    def _keep_history_until(self, step: int) -> None:
+        self.history.parent.mkdir(parents=True, exist_ok=True)
+        kept = [entry for entry in read_history(self.history) if int(entry["step"]) <= step]
+        for entry in kept:
+            if "losses" in entry:
+                self.last_losses = dict(entry["losses"])
+            if "validation" in entry:
+                self.last_validation = dict(entry["validation"])
+        with atomic_path(self.history) as tmp:
+            tmp.write_text("".join(json.dumps(entry) + "\n" for entry in kept), encoding="utf-8")
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``train.jsonl`` file (none when it does not exist).
+
+    A last line cut short by a crash is ignored.
+    """
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries

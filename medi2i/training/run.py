@@ -1,0 +1,311 @@
+"""The training run behind :func:`medi2i.training.train`: set-up, resume, the step loop,
+validation, checkpoints and the final model folder.
+
+Determinism: initial weights come from ``torch.manual_seed(seed)``; the batch of step
+``k`` is a pure function of ``(seed, rank, k)`` (:mod:`medi2i.training.patches`); and
+torch's global generator is reseeded from ``(seed, rank, k)`` before every step, so
+randomness a method draws itself (dropout, GAN noise) repeats too. A run resumed from
+the checkpoint of step ``k`` therefore computes bitwise the same steps ``k + 1, ...``
+as an uninterrupted run on the same machine and software (on CUDA, with
+``deterministic: true``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import JsonValue
+
+from medi2i.data.cases import CaseSet
+from medi2i.errors import OptionsError
+from medi2i.method import Method, PatchNetworkMethod
+from medi2i.settings import InferenceSettings
+from medi2i.training.checkpoint import (
+    CheckpointError,
+    clear_checkpoints,
+    fingerprint_differences,
+    read_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from medi2i.training.config import RESUME_INVARIANTS, TrainingConfig
+from medi2i.training.data import case_domains, check_trainable, step_batches, training_store
+from medi2i.training.distributed import (
+    DistributedContext,
+    average_across_processes,
+    context_from_environment,
+    distributed_session,
+    process_device,
+    same_in_every_process,
+)
+from medi2i.training.history import RunLog
+from medi2i.training.patches import PatchSampler
+from medi2i.training.trainer import Trainer, TrainResult
+from medi2i.training.validation import check_validation_cases, load_validation_cases, validate
+
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+MODEL = "model"
+DEFAULT_PATCH_SIZE = (64, 64, 64)
+"""Patch size of methods that are not patch networks and name no window size, in voxels."""
+_TORCH_STREAM = 2**32 - 1
+"""Seed-sequence word that keeps the per-step torch seed apart from the batch seeds."""
+
+
+def run_training(
+    method: Method,
+    data: CaseSet,
+    *,
+    config: TrainingConfig,
+    run_dir: Path,
+    validation: CaseSet | None,
+    resume: bool,
+    inference: InferenceSettings | None,
+) -> TrainResult:
+    """Train ``method`` (the body of :func:`medi2i.training.train`)."""
+    check_trainable(method, data)
+    if validation is not None:
+        check_validation_cases(validation)
+    device = process_device(config.device, context_from_environment())
+    if config.deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    patch_size = resolve_patch_size(method, config)
+    with distributed_session(device=device) as context:
+        torch.manual_seed(config.seed)  # the same initial weights in every process and run
+        trainer = Trainer(
+            method.training_modules(),
+            device=device,
+            accumulation_steps=config.accumulation_steps,
+            amp=config.amp,
+            distributed=context,
+        )
+        method.configure_training(trainer)
+        if not trainer.optimizers:
+            raise OptionsError(
+                f"method {method.id!r} registered no optimizer in configure_training; "
+                "call trainer.add_optimizer there"
+            )
+        fingerprint = _fingerprint(method, config, patch_size, context)
+        first_step = _resume(trainer, method, run_dir / CHECKPOINTS, fingerprint, resume, context)
+        if not same_in_every_process(first_step, context):
+            raise CheckpointError(
+                f"the processes found different checkpoints in {run_dir / CHECKPOINTS}; the run "
+                "folder must be on a file system that every process (every node) shares"
+            )
+        with RunLog(
+            run_dir / LOGS,
+            first_step=first_step,
+            total_steps=config.steps,
+            patches_per_step=config.batch_size * config.accumulation_steps * context.world_size,
+            tensorboard=config.tensorboard,
+            progress=config.progress,
+            main=context.is_main,
+        ) as log:
+            run = _Run(
+                trainer=trainer,
+                method=method,
+                config=config,
+                context=context,
+                log=log,
+                checkpoints=run_dir / CHECKPOINTS,
+                fingerprint=fingerprint,
+                validator=_validator(validation, method, inference, device, config, context),
+            )
+            if first_step < config.steps:
+                run.loop(_sampler(method, data, config, patch_size, context))
+            elif validation is not None:
+                run.validate(
+                    first_step
+                )  # a rerun of a finished run: the validation data may be new
+            if context.is_main:
+                from medi2i.model_folder import save_model
+
+                save_model(method, run_dir / MODEL, metrics=log.last_validation, overwrite=True)
+            context.barrier()
+            return TrainResult(
+                model_dir=run_dir / MODEL,
+                steps=trainer.step_index,
+                first_step=first_step,
+                final_losses=log.last_losses,
+                history=log.history,
+                validation=log.last_validation,
+            )
+
+
+Validator = Callable[[], dict[str, float]]
+"""Validates the method in its current state (rank 0 only)."""
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The parts of a run the step loop needs."""
+
+    trainer: Trainer
+    method: Method
+    config: TrainingConfig
+    context: DistributedContext
+    log: RunLog
+    checkpoints: Path
+    fingerprint: dict[str, JsonValue]
+    validator: Validator | None
+    """``None`` without validation data, and in processes other than rank 0."""
+
+    def loop(self, sampler: PatchSampler) -> None:
+        config, trainer = self.config, self.trainer
+        batches = step_batches(
+            sampler,
+            first_step=trainer.step_index,
+            steps=config.steps,
+            accumulation=config.accumulation_steps,
+            num_workers=config.num_workers,
+            pin_memory=trainer.device.type == "cuda",
+        )
+        for step_batch in batches:
+            _seed_torch(
+                step_seed(config.seed, self.context.rank, trainer.step_index), trainer.device
+            )
+            losses = trainer.run_step(self.method, step_batch)
+            self.after_step(trainer.step_index, losses)
+
+    def after_step(self, step: int, losses: dict[str, float]) -> None:
+        config = self.config
+        last = step == config.steps
+        self.log.step_done()
+        if step % config.log_every == 0 or last:
+            averaged = average_across_processes(losses, self.context)
+            self.log.record(step, averaged, self.trainer.learning_rates())
+        if last or (config.validate_every is not None and step % config.validate_every == 0):
+            self.validate(step)
+        if step % config.checkpoint_every == 0 or last:
+            if self.context.is_main:
+                save_checkpoint(
+                    self.checkpoints,
+                    step=step,
+                    state=self.trainer.state(),
+                    method=self.method,
+                    fingerprint=self.fingerprint,
+                )
+            self.context.barrier()
+
+    def validate(self, step: int) -> None:
+        if self.validator is not None:
+            self.log.validation(step, self.validator())
+            self.trainer.train_mode()
+        self.context.barrier()  # the other processes wait for rank 0
+
+
+def _validator(
+    validation: CaseSet | None,
+    method: Method,
+    inference: InferenceSettings | None,
+    device: torch.device,
+    config: TrainingConfig,
+    context: DistributedContext,
+) -> Validator | None:
+    if validation is None or not context.is_main:
+        return None
+    cases = load_validation_cases(validation)
+    base = inference if inference is not None else InferenceSettings(amp=config.amp)
+    settings = base.model_copy(update={"device": str(device), "progress": False})
+    return lambda: validate(method, cases, settings=settings)
+
+
+def _sampler(
+    method: Method,
+    data: CaseSet,
+    config: TrainingConfig,
+    patch_size: tuple[int, int, int],
+    context: DistributedContext,
+) -> PatchSampler:
+    store = training_store(
+        data,
+        method=method,
+        patch_size=patch_size,
+        foreground_threshold=config.foreground_threshold,
+        keep=config.cache == "memory",
+    )
+    return PatchSampler(
+        store,
+        kind=data.kind,
+        groups=case_domains(data),
+        patch_size=patch_size,
+        batch_size=config.batch_size,
+        patches_per_volume=config.patches_per_volume,
+        foreground_ratio=config.foreground_ratio,
+        augmentation=config.augmentation,
+        seed=config.seed,
+        rank=context.rank,
+    )
+
+
+def _resume(
+    trainer: Trainer,
+    method: Method,
+    folder: Path,
+    fingerprint: dict[str, JsonValue],
+    resume: bool,
+    context: DistributedContext,
+) -> int:
+    if not resume:
+        if context.is_main:
+            clear_checkpoints(folder)
+        context.barrier()
+        return 0
+    checkpoint = read_checkpoint(folder)
+    if checkpoint is None:
+        return 0
+    differences = fingerprint_differences(checkpoint.record.fingerprint, fingerprint)
+    if differences:
+        raise CheckpointError(
+            f"the checkpoint in {folder} (step {checkpoint.step}) was written with other "
+            f"settings ({'; '.join(differences)}); resume with the same settings, or start "
+            "afresh in a new run folder (or with resume off)"
+        )
+    trainer.load_state(checkpoint.state, step=checkpoint.step)
+    if checkpoint.record.state_values:
+        method.load_state_values(checkpoint.record.state_values)
+    restore_rng(checkpoint)
+    return checkpoint.step
+
+
+def _fingerprint(
+    method: Method,
+    config: TrainingConfig,
+    patch_size: tuple[int, int, int],
+    context: DistributedContext,
+) -> dict[str, JsonValue]:
+    settings = config.model_dump(mode="json")
+    fingerprint: dict[str, JsonValue] = {key: settings[key] for key in RESUME_INVARIANTS}
+    fingerprint["patch_size"] = list(patch_size)
+    fingerprint["world_size"] = context.world_size
+    fingerprint["method"] = method.id
+    fingerprint["options"] = method.options.model_dump(mode="json")
+    return fingerprint
+
+
+def resolve_patch_size(method: Method, config: TrainingConfig) -> tuple[int, int, int]:
+    """The training patch size in voxels: the configured one, else the method's window."""
+    if config.patch_size is not None:
+        return config.patch_size
+    if isinstance(method, PatchNetworkMethod):
+        return method.roi_size()
+    size = getattr(method.options, "roi_size", None)
+    return (int(size[0]), int(size[1]), int(size[2])) if size is not None else DEFAULT_PATCH_SIZE
+
+
+def _seed_torch(seed: int, device: torch.device) -> None:
+    # torch.manual_seed would also reach every accelerator back end: 0.25 ms per step
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of one step of one process (dropout, noise a method draws)."""
+    sequence = np.random.SeedSequence([seed, rank, step, _TORCH_STREAM])
+    return int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

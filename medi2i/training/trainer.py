@@ -1,0 +1,315 @@
+"""The trainer: runs a method's own training steps on a device, with AMP, gradient
+accumulation, DDP, checkpoints, exact resume, validation and logging.
+
+Methods own their updates (:meth:`medi2i.Method.training_step`); the trainer offers
+them the small :class:`medi2i.method.TrainerAPI` and owns everything around it.
+
+Example:
+    >>> config = TrainingConfig(steps=100)
+    >>> result = train(method, cases, config=config, run_dir=Path("run"))  # doctest: +SKIP
+    >>> result.model_dir  # doctest: +SKIP
+    PosixPath('run/model')
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from medi2i.data.cases import CaseSet
+from medi2i.errors import OptionsError
+from medi2i.method import Method
+from medi2i.settings import InferenceSettings
+from medi2i.training.checkpoint import TrainingState
+from medi2i.training.config import TrainingConfig
+from medi2i.training.distributed import DistributedContext
+
+
+class Trainer:
+    """What a method's training step talks to (implements :class:`medi2i.method.TrainerAPI`).
+
+    Args:
+        modules: The method's training modules; moved to ``device``, put in train mode
+            and, with several processes, wrapped in ``DistributedDataParallel``.
+        device: Where modules and batches live.
+        accumulation_steps: Batches per optimizer update.
+        amp: Mixed precision with gradient scaling (only on CUDA).
+        distributed: This process's rank; a single process when ``None``.
+
+    Attributes:
+        device: Where modules and batches live.
+        modules: The modules to call in training steps (DDP-wrapped when distributed).
+        raw_modules: The same modules, never wrapped (for weights and checkpoints).
+        step_index: Completed training steps.
+        micro_step: Index of the current batch within the accumulation cycle.
+        optimizers: Optimizers by name, as the method registered them.
+    """
+
+    def __init__(
+        self,
+        modules: Mapping[str, torch.nn.Module],
+        *,
+        device: torch.device,
+        accumulation_steps: int = 1,
+        amp: bool = False,
+        distributed: DistributedContext | None = None,
+    ) -> None:
+        dotted = [name for name in modules if "." in name or not name]
+        if dotted:
+            raise OptionsError(f"training module names must be non-empty, without '.': {dotted}")
+        self.device = device
+        self.accumulation_steps = accumulation_steps
+        self.amp = amp and device.type == "cuda"
+        self.distributed = distributed if distributed is not None else DistributedContext()
+        self.raw_modules = {name: module.to(device).train() for name, module in modules.items()}
+        self.modules: Mapping[str, torch.nn.Module] = {
+            name: self._wrapped(module) for name, module in self.raw_modules.items()
+        }
+        self.step_index = 0
+        self.micro_step = 0
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._scalers: dict[str, torch.amp.GradScaler] = {}
+        self._foreign: dict[str, list[torch.nn.Parameter]] = {}
+
+    # -- TrainerAPI --------------------------------------------------------------------
+
+    def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        """Register an optimizer (checkpointed and stepped by name)."""
+        if name in self.optimizers:
+            raise OptionsError(f"an optimizer named {name!r} is registered already")
+        self.optimizers[name] = optimizer
+        self._scalers[name] = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self._foreign = {key: self._parameters_of_others(key) for key in self.optimizers}
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """float16 autocast on CUDA with AMP on; a no-op otherwise."""
+        if self.amp:
+            return cast(
+                contextlib.AbstractContextManager[None],
+                torch.autocast(device_type="cuda", dtype=torch.float16),
+            )
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, optimizer: str) -> None:
+        """Add the gradient of ``loss`` to the parameters of ``optimizer`` only.
+
+        The loss is divided by the number of accumulation steps and scaled for AMP.
+        Parameters of the method's other optimizers keep the gradients they had: a
+        generator loss backpropagated through the discriminator leaves the
+        discriminator's accumulated gradients untouched.
+        """
+        scaler = self._scalers[self._known(optimizer)]
+        if self.accumulation_steps > 1:
+            loss = loss / self.accumulation_steps
+        foreign = self._foreign[optimizer]
+        kept = [parameter.grad for parameter in foreign]
+        for parameter in foreign:
+            parameter.grad = None
+        try:
+            scaled: torch.Tensor = scaler.scale(loss)
+            scaled.backward()  # type: ignore[no-untyped-call]
+        finally:
+            for parameter, grad in zip(foreign, kept, strict=True):
+                parameter.grad = grad
+
+    def step(self, optimizer: str) -> None:
+        """Update with ``optimizer`` and zero its gradients, at the end of an
+        accumulation cycle; a no-op on the batches before."""
+        if self.micro_step != self.accumulation_steps - 1:
+            return
+        chosen = self.optimizers[self._known(optimizer)]
+        scaler = self._scalers[optimizer]
+        if scaler.is_enabled():
+            scaler.unscale_(chosen)
+            scaler.step(chosen)
+            scaler.update()
+        else:
+            chosen.step()
+        chosen.zero_grad(set_to_none=True)
+
+    # -- driving the steps ---------------------------------------------------------------
+
+    def run_step(
+        self, method: Method, batches: Sequence[Mapping[str, torch.Tensor]]
+    ) -> dict[str, float]:
+        """One training step: the method's step on each batch of an accumulation cycle.
+
+        Args:
+            method: The method being trained.
+            batches: ``accumulation_steps`` batches (CPU or device tensors).
+
+        Returns:
+            The method's losses, averaged over the batches.
+        """
+        if len(batches) != self.accumulation_steps:
+            raise ValueError(f"a step takes {self.accumulation_steps} batches, got {len(batches)}")
+        totals: dict[str, float] = {}
+        for micro, batch in enumerate(batches):
+            self.micro_step = micro
+            with self._gradient_sync(last=micro == self.accumulation_steps - 1):
+                losses = method.training_step(self._on_device(batch), self)
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+        self.step_index += 1
+        return {name: total / len(batches) for name, total in totals.items()}
+
+    def learning_rates(self) -> dict[str, float]:
+        """Learning rate of each optimizer's first parameter group."""
+        return {name: float(opt.param_groups[0]["lr"]) for name, opt in self.optimizers.items()}
+
+    def train_mode(self) -> None:
+        """Put every module back in train mode (after validation)."""
+        for module in self.raw_modules.values():
+            module.train()
+
+    def state(self) -> TrainingState:
+        """Weights, optimizer and gradient-scaler states, for a checkpoint."""
+        return TrainingState(
+            modules={name: module.state_dict() for name, module in self.raw_modules.items()},
+            optimizers={name: opt.state_dict() for name, opt in self.optimizers.items()},
+            scalers={name: scaler.state_dict() for name, scaler in self._scalers.items()},
+        )
+
+    def load_state(self, state: TrainingState, *, step: int) -> None:
+        """Restore what :meth:`state` returned, as of ``step`` completed steps."""
+        if set(state.modules) != set(self.raw_modules) or set(state.optimizers) != set(
+            self.optimizers
+        ):
+            raise OptionsError(
+                f"the checkpoint holds modules {sorted(state.modules)} and optimizers "
+                f"{sorted(state.optimizers)}, the method has {sorted(self.raw_modules)} and "
+                f"{sorted(self.optimizers)}; resume with the method that wrote it"
+            )
+        for name, module in self.raw_modules.items():
+            module.load_state_dict(state.modules[name])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state.optimizers[name])
+            if state.scalers.get(name):
+                self._scalers[name].load_state_dict(state.scalers[name])
+        self.step_index = step
+
+    def _wrapped(self, module: torch.nn.Module) -> torch.nn.Module:
+        trainable = any(p.requires_grad for p in module.parameters())
+        if True:
+            return module
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
+
+    def _known(self, optimizer: str) -> str:
+        if optimizer not in self.optimizers:
+            raise OptionsError(
+                f"no optimizer named {optimizer!r}; register it in configure_training with "
+                f"trainer.add_optimizer (registered: {sorted(self.optimizers)})"
+            )
+        return optimizer
+
+    def _parameters_of_others(self, name: str) -> list[torch.nn.Parameter]:
+        own = {id(p) for group in self.optimizers[name].param_groups for p in group["params"]}
+        others: dict[int, torch.nn.Parameter] = {}
+        for other, optimizer in self.optimizers.items():
+            if other != name:
+                for group in optimizer.param_groups:
+                    others.update({id(p): p for p in group["params"] if id(p) not in own})
+        return list(others.values())
+
+    def _gradient_sync(self, *, last: bool) -> contextlib.AbstractContextManager[Any]:
+        # DDP averages gradients on every backward unless told not to: only the last
+        # batch of an accumulation cycle needs it
+        if last or not self.distributed.enabled:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for module in self.modules.values():
+            if isinstance(module, DistributedDataParallel):
+                stack.enter_context(module.no_sync())
+        return stack
+
+    def _on_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        blocking = self.device.type != "cuda"
+        return {
+            key: value.to(self.device, non_blocking=not blocking) for key, value in batch.items()
+        }
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        model_dir: The trained-model folder (``<run>/model``).
+        steps: Completed training steps.
+        first_step: Step the run started from (0, or the checkpoint it resumed).
+        final_losses: Losses of the last logged step.
+        history: The JSON Lines history (``<run>/logs/train.jsonl``).
+        validation: Metrics of the last validation (``mae``, ``psnr``), or ``None``
+            without validation data (and on ranks other than 0).
+    """
+
+    model_dir: Path
+    steps: int
+    first_step: int
+    final_losses: Mapping[str, float]
+    history: Path
+    validation: Mapping[str, float] | None
+
+
+def train(
+    method: Method,
+    data: CaseSet,
+    *,
+    config: TrainingConfig,
+    run_dir: Path,
+    validation: CaseSet | None = None,
+    resume: bool = True,
+    inference: InferenceSettings | None = None,
+) -> TrainResult:
+    """Train ``method`` on ``data`` and save it as a trained-model folder.
+
+    Calls ``method.configure_training`` once, then ``method.training_step`` for every
+    step, on batches of patches cut from the (cached, preprocessed) training volumes.
+    Launched by ``torchrun``, every process runs this same call (see
+    :mod:`medi2i.training.distributed`). Written under ``run_dir``:
+
+    - ``logs/train.jsonl``: losses, learning rates, patches/s and validations
+      (``logs/tensorboard/`` too with ``config.tensorboard``);
+    - ``checkpoints/``: the latest checkpoint, every ``config.checkpoint_every`` steps
+      and after the last;
+    - ``model/``: the trained-model folder, with the last validation's metrics.
+
+    Args:
+        method: The method to train, with its options.
+        data: The training cases; their kind must be the method's data kind.
+        config: Trainer settings.
+        run_dir: The run's folder (created when missing).
+        validation: Paired cases validated on whole volumes every
+            ``config.validate_every`` steps and after the last.
+        resume: Continue from the checkpoint in ``run_dir`` when there is one (the
+            steps after it repeat exactly what an uninterrupted run computes); with
+            ``False`` any checkpoint there is deleted and training starts afresh.
+        inference: Sliding-window settings of validation (window size, overlap,
+            blending); its device is always the training device.
+
+    Returns:
+        Where the model and history are, the final losses and validation metrics.
+
+    Raises:
+        OptionsError: The data does not fit the method, or the settings are unusable.
+        CheckpointError: The checkpoint is damaged or was written with other settings.
+        InputError: A volume is missing or unreadable.
+    """
+    from medi2i.training.run import run_training
+
+    return run_training(
+        method,
+        data,
+        config=config,
+        run_dir=Path(run_dir),
+        validation=validation,
+        resume=resume,
+        inference=inference,
+    )

@@ -1,0 +1,367 @@
+"""Finding the cases of a workflow's data section, and splitting them.
+
+Three layouts lead to the same :class:`medi2i.data.cases.CaseSet`:
+
+- ``synthrad``: ``<root>/<case>/{mr,ct,mask}.{nii.gz,mha}``;
+- ``folders``: one folder per role (paired: files matched by name) or per domain;
+- ``csv``: a manifest with columns ``case``, ``path`` and ``role`` or ``domain``.
+
+Splits are drawn over *subjects*: the SynthRAD case folder, the file stem, or the CSV
+``case`` column. Volumes of one subject (its MR and CT in unpaired training, a
+travelling subject scanned on several scanners) therefore never straddle training and
+test. Explicit split lists name subjects the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medi2i.data.cases import IMAGE, MASK, SOURCE, TARGET, Case, CaseSet
+from medi2i.errors import InputError
+from medi2i.method import DataKind
+from medi2i.workflow.schema import (
+    CsvLayout,
+    DataConfig,
+    FoldersLayout,
+    SplitConfig,
+    SplitName,
+    SynthradLayout,
+)
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+"""File endings taken for volumes when a folder is scanned."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The cases of one subject, the unit that splits keep together."""
+
+    id: str
+    cases: tuple[Case, ...]
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Training, validation and test cases of a workflow.
+
+    Attributes:
+        train: Training cases.
+        validation: Validation cases (may be empty).
+        test: Test cases (may be empty).
+    """
+
+    train: CaseSet
+    validation: CaseSet
+    test: CaseSet
+
+    def get(self, name: SplitName) -> CaseSet:
+        """The cases of the split called ``name``."""
+        return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+
+def discover_splits(data: DataConfig) -> DataSplits:
+    """Find the cases of ``data`` and split them as ``data.split`` says.
+
+    Raises:
+        InputError: A folder, manifest or volume is missing (the message names it), no
+            case is found, or the split leaves no training case.
+    """
+    kind = DataKind(data.kind)
+    subjects = discover_subjects(data)
+    domains = _domains(data, subjects)
+    parts = split_subjects(subjects, data.split)
+
+    def case_set(chosen: Sequence[Subject]) -> CaseSet:
+        cases = tuple(case for subject in chosen for case in subject.cases)
+        return CaseSet(kind=kind, cases=cases, domains=domains)
+
+    return DataSplits(
+        train=case_set(parts["train"]),
+        validation=case_set(parts["validation"]),
+        test=case_set(parts["test"]),
+    )
+
+
+def discover_cases(data: DataConfig) -> CaseSet:
+    """Every case of ``data``, unsplit."""
+    subjects = discover_subjects(data)
+    cases = tuple(case for subject in subjects for case in subject.cases)
+    return CaseSet(kind=DataKind(data.kind), cases=cases, domains=_domains(data, subjects))
+
+
+def discover_subjects(data: DataConfig) -> list[Subject]:
+    """The subjects of ``data``'s layout, sorted by id."""
+    layout = data.layout
+    if isinstance(layout, SynthradLayout):
+        subjects = _synthrad_subjects(layout, data.kind)
+    elif isinstance(layout, FoldersLayout):
+        subjects = _folder_subjects(layout, data.kind)
+    else:
+        subjects = _csv_subjects(layout, data.kind)
+    if not subjects:
+        raise InputError(f"no cases found for the {layout.type} layout at {_where(layout)}")
+    return sorted(subjects, key=lambda subject: subject.id)
+
+
+def _where(layout: SynthradLayout | FoldersLayout | CsvLayout) -> str:
+    if isinstance(layout, SynthradLayout):
+        return str(layout.root)
+    if isinstance(layout, FoldersLayout):
+        return ", ".join(str(folder) for folder in layout.folders.values())
+    return str(layout.manifest)
+
+
+def _domains(data: DataConfig, subjects: Iterable[Subject]) -> tuple[str, ...]:
+    if data.kind not in ("unpaired", "multi-domain"):
+        return ()
+    layout = data.layout
+    if isinstance(layout, FoldersLayout):
+        return tuple(layout.folders)  # the order written in the file gives the labels
+    if isinstance(layout, SynthradLayout):
+        return (layout.source, layout.target)
+    found = {case.domain for subject in subjects for case in subject.cases}
+    return tuple(sorted(domain for domain in found if domain is not None))
+
+
+# -- volume files ---------------------------------------------------------------------------
+
+
+def volume_stem(path: Path) -> str | None:
+    """``ct.nii.gz`` → ``ct``; ``None`` for a file that is not a volume."""
+    for suffix in VOLUME_SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def volumes_in(folder: Path) -> dict[str, Path]:
+    """Volume files of ``folder`` by stem (hidden files skipped).
+
+    Raises:
+        InputError: The folder does not exist, or two files share a stem.
+    """
+    if not folder.is_dir():
+        raise InputError(f"data folder {folder} does not exist or is not a folder")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        stem = volume_stem(path)
+        if stem is None or path.name.startswith(".") or not path.is_file():
+            continue
+        if stem in found:
+            raise InputError(
+                f"{folder} holds two volumes named {stem!r} ({found[stem].name}, {path.name}); "
+                "keep one"
+            )
+        found[stem] = path
+    return found
+
+
+# -- synthrad ---------------------------------------------------------------------------------
+
+
+def _synthrad_subjects(layout: SynthradLayout, kind: str) -> list[Subject]:
+    if not layout.root.is_dir():
+        raise InputError(
+            f"SynthRAD root {layout.root} does not exist; it should hold one folder per case "
+            f"with {layout.source}, {layout.target} and mask volumes"
+        )
+    wanted = [layout.source] if kind == "single-domain" else [layout.source, layout.target]
+    if layout.mask is not None:
+        wanted.append(layout.mask)
+    subjects = []
+    for folder in sorted(p for p in layout.root.iterdir() if p.is_dir()):
+        files = volumes_in(folder)
+        if not any(stem in files for stem in wanted):
+            continue  # e.g. SynthRAD's "overview" folder
+        missing = [stem for stem in wanted if stem not in files]
+        if missing:
+            raise InputError(
+                f"case folder {folder} has no {' or '.join(missing)} volume "
+                f"(expected {', '.join(f'{s}.nii.gz or {s}.mha' for s in missing)})"
+            )
+        subjects.append(_synthrad_subject(folder.name, files, layout, kind))
+    return subjects
+
+
+def _synthrad_subject(
+    name: str, files: Mapping[str, Path], layout: SynthradLayout, kind: str
+) -> Subject:
+    mask = {MASK: files[layout.mask]} if layout.mask is not None else {}
+    if kind == "paired":
+        images = {SOURCE: files[layout.source], TARGET: files[layout.target], **mask}
+        return Subject(name, (Case(name, images),))
+    if kind == "single-domain":
+        return Subject(name, (Case(name, {IMAGE: files[layout.source], **mask}),))
+    cases = tuple(
+        Case(f"{name}/{stem}", {IMAGE: files[stem], **mask}, domain=stem)
+        for stem in (layout.source, layout.target)
+    )
+    return Subject(name, cases)
+
+
+# -- folders ----------------------------------------------------------------------------------
+
+
+def _folder_subjects(layout: FoldersLayout, kind: str) -> list[Subject]:
+    listings = {key: volumes_in(folder) for key, folder in layout.folders.items()}
+    if kind in ("paired", "single-domain"):
+        return _matched_subjects(listings, layout, SOURCE if kind == "paired" else IMAGE)
+    by_stem: dict[str, list[Case]] = {}
+    for domain, files in listings.items():
+        for stem, path in files.items():
+            by_stem.setdefault(stem, []).append(Case(f"{domain}/{stem}", {IMAGE: path}, domain))
+    return [Subject(stem, tuple(cases)) for stem, cases in by_stem.items()]
+
+
+def _matched_subjects(
+    listings: Mapping[str, Mapping[str, Path]], layout: FoldersLayout, lead: str
+) -> list[Subject]:
+    subjects = []
+    for stem in listings[lead]:
+        images = {}
+        for role, files in listings.items():
+            if stem not in files:
+                raise InputError(
+                    f"{listings[lead][stem]} has no counterpart in the {role} folder "
+                    f"{layout.folders[role]} (files are matched by name, e.g. {stem}.nii.gz)"
+                )
+            images[role] = files[stem]
+        subjects.append(Subject(stem, (Case(stem, images),)))
+    for role, files in listings.items():
+        orphans = sorted(set(files) - set(listings[lead]))
+        if orphans:
+            raise InputError(
+                f"{layout.folders[role]} has volumes with no {lead} counterpart: "
+                f"{', '.join(orphans[:5])}"
+            )
+    return subjects
+
+
+# -- csv ----------------------------------------------------------------------------------------
+
+
+def _csv_subjects(layout: CsvLayout, kind: str) -> list[Subject]:
+    manifest = layout.manifest
+    if not manifest.is_file():
+        raise InputError(f"CSV manifest {manifest} does not exist")
+    with manifest.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    by_domain = kind in ("unpaired", "multi-domain")
+    needed = ("case", "path", "domain" if by_domain else "role")
+    columns = set(rows[0]) if rows else set()
+    if not set(needed) <= columns:
+        raise InputError(
+            f"CSV manifest {manifest} needs the columns {', '.join(needed)}; "
+            f"it has {', '.join(sorted(columns)) or 'none'}"
+        )
+    grouped: dict[tuple[str, str | None], dict[str, Path]] = {}
+    for number, row in enumerate(rows, start=2):  # the header is line 1
+        domain = row["domain"].strip() if by_domain else None
+        role = (row.get("role") or IMAGE).strip() if by_domain else row["role"].strip()
+        path = _manifest_path(manifest, row["path"].strip(), number)
+        images = grouped.setdefault((row["case"].strip(), domain), {})
+        if role in images:
+            raise InputError(
+                f"{manifest} line {number}: case {row['case']!r} repeats role {role!r}"
+            )
+        images[role] = path
+    return _csv_grouped(grouped, kind, manifest)
+
+
+def _manifest_path(manifest: Path, text: str, number: int) -> Path:
+    path = Path(text).expanduser()
+    path = path if path.is_absolute() else manifest.parent / path
+    if not path.exists():
+        raise InputError(f"{manifest} line {number}: volume {path} does not exist")
+    return path
+
+
+def _csv_grouped(
+    grouped: Mapping[tuple[str, str | None], Mapping[str, Path]], kind: str, manifest: Path
+) -> list[Subject]:
+    allowed = {"paired": (SOURCE, TARGET, MASK), "single-domain": (IMAGE, MASK)}.get(
+        kind, (IMAGE, MASK)
+    )
+    required = {"paired": (SOURCE, TARGET)}.get(kind, (IMAGE,))
+    cases: dict[str, list[Case]] = {}
+    for (case_id, domain), images in grouped.items():
+        unknown = sorted(set(images) - set(allowed))
+        missing = [role for role in required if role not in images]
+        if unknown or missing:
+            raise InputError(
+                f"{manifest}: case {case_id!r} has unknown roles {unknown or 'none'} and "
+                f"lacks {missing or 'none'} (roles for {kind} data: {', '.join(allowed)})"
+            )
+        identifier = case_id if domain is None else f"{domain}/{case_id}"
+        cases.setdefault(case_id, []).append(Case(identifier, dict(images), domain))
+    return [Subject(subject, tuple(found)) for subject, found in cases.items()]
+
+
+# -- splits ------------------------------------------------------------------------------------
+
+
+def split_subjects(
+    subjects: Sequence[Subject], split: SplitConfig
+) -> dict[SplitName, list[Subject]]:
+    """Split subjects into training, validation and test.
+
+    Explicit lists take their subjects first; fractions then draw from the rest, per
+    domain when every subject belongs to a single domain, so each domain keeps cases
+    in every split.
+
+    Raises:
+        InputError: A listed subject does not exist, or no training subject is left.
+    """
+    by_id = {subject.id: subject for subject in subjects}
+    chosen: dict[str, list[str]] = {"validation": [], "test": []}
+    for name in ("validation", "test"):
+        listed = getattr(split, name)
+        if isinstance(listed, list):
+            unknown = [case for case in listed if case not in by_id]
+            if unknown:
+                known = ", ".join(sorted(by_id)[:8])
+                raise InputError(
+                    f"split.{name} names unknown cases {unknown} (cases: {known}, ...)"
+                )
+            chosen[name] = list(listed)
+    rest = [
+        subject
+        for subject in subjects
+        if subject.id not in {*chosen["validation"], *chosen["test"]}
+    ]
+    rng = np.random.default_rng(split.seed)
+    for stratum in _strata(rest):
+        order = [stratum[i] for i in rng.permutation(len(stratum))]
+        for name in ("validation", "test"):
+            fraction = getattr(split, name)
+            if isinstance(fraction, float) and fraction > 0:
+                count = max(1, round(fraction * len(stratum)))
+                chosen[name] += [subject.id for subject in order[:count]]
+                order = order[count:]
+    taken = {*chosen["validation"], *chosen["test"]}
+    train = [subject for subject in subjects if subject.id not in taken]
+    if not train:
+        raise InputError(
+            f"the split leaves no training case out of {len(subjects)}; "
+            "lower split.validation / split.test or add cases"
+        )
+    return {
+        "train": train,
+        "validation": [by_id[i] for i in sorted(chosen["validation"])],
+        "test": [by_id[i] for i in sorted(chosen["test"])],
+    }
+
+
+def _strata(subjects: Sequence[Subject]) -> list[list[Subject]]:
+    domains = [{case.domain for case in subject.cases} for subject in subjects]
+    if not subjects or any(len(found) != 1 for found in domains):
+        return [list(subjects)]
+    strata: dict[str | None, list[Subject]] = {}
+    for subject, found in zip(subjects, domains, strict=True):
+        strata.setdefault(next(iter(found)), []).append(subject)
+    return list(strata.values())

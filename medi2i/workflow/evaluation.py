@@ -1,0 +1,220 @@
+"""The evaluate stage: predict the evaluation cases with the trained model and score them.
+
+Predictions go through the same path as ``medi2i predict`` (spatial plan, sliding
+window with the workflow's inference settings, inversion onto the input grid), so the
+numbers describe what a user of the model gets. Metrics come from the registry
+(:mod:`medi2i.evaluation` registers the SynthRAD and MR metrics; plugins add more).
+
+Writes ``metrics/metrics.json`` (per case and summary), ``metrics/metrics.md`` and
+``metrics/cases.json`` (which files each case used, for the report's figures).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medi2i.data.cases import SOURCE, TARGET, Case
+from medi2i.errors import GeometryError
+from medi2i.io.atomic import atomic_path
+from medi2i.workflow.loader import WorkflowError
+from medi2i.workflow.runner import Log, RunFolder, RunState, SplitSource
+from medi2i.workflow.schema import Workflow
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.method import Method
+    from medi2i.metrics import Metric
+    from medi2i.registry import Registry
+
+CASES_FILE = "cases.json"
+GRID_TOLERANCE_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class EvaluatedCase:
+    """The files of one evaluated case (paths as strings, for ``cases.json``).
+
+    Attributes:
+        id: Case id.
+        source: Input volume.
+        reference: Reference volume.
+        mask: Mask volume, or ``None`` when the metrics covered the whole volume.
+        prediction: Saved prediction (relative to the run folder), or ``None``.
+    """
+
+    id: str
+    source: str
+    reference: str
+    mask: str | None
+    prediction: str | None
+
+
+def evaluate_stage(
+    workflow: Workflow,
+    run: RunFolder,
+    registry: Registry,
+    model_dir: Path,
+    splits: SplitSource,
+    log: Log,
+) -> Path:
+    """Predict and score every evaluation case; return ``metrics/metrics.json``."""
+    from medi2i.evaluation import aggregate, per_case_markdown, select_metrics, to_markdown
+    from medi2i.evaluation import write_json as write_metrics_json
+    from medi2i.model_folder import load_model
+
+    config = workflow.evaluation
+    method = load_model(model_dir, registry=registry)
+    metrics = select_metrics(",".join(config.metrics), registry.metrics)
+    cases = evaluation_cases(workflow, splits)
+    log(f"evaluate: {len(cases)} cases with {', '.join(m.name for m in metrics)}")
+    per_case: dict[str, dict[str, float]] = {}
+    records = []
+    for index, case in enumerate(cases):
+        keep = config.save_predictions or index < workflow.report.cases
+        values, record = _evaluate_case(workflow, run, registry, method, case, metrics, keep=keep)
+        per_case[case.id] = values
+        records.append(record)
+        log(f"evaluate: {case.id}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    metrics_path = write_metrics_json(per_case, run.metrics / "metrics.json")
+    units = {metric.name: metric.units for metric in metrics}
+    tables = (
+        f"{to_markdown(aggregate(per_case), units=units)}\n\n"
+        f"{per_case_markdown(per_case, units=units)}\n"
+    )
+    _write_text(run.metrics / "metrics.md", tables)
+    document = {"units": units, "cases": [asdict(record) for record in records]}
+    _write_text(run.metrics / CASES_FILE, json.dumps(document, indent=2) + "\n")
+    RunState.read(run).finished(run, "evaluate")
+    return metrics_path
+
+
+def evaluation_cases(workflow: Workflow, splits: SplitSource) -> list[Case]:
+    """The cases to evaluate: all of ``evaluation.data``, else the chosen split of ``data``.
+
+    Raises:
+        WorkflowError: There is none (e.g. no test split was asked for).
+    """
+    config = workflow.evaluation
+    if config.data is not None:
+        from medi2i.workflow.discovery import discover_cases
+
+        return list(discover_cases(config.data).cases)
+    cases = list(splits().get(config.split).cases)
+    if not cases:
+        raise WorkflowError(
+            f"the {config.split} split has no cases to evaluate: set data.split.{config.split} "
+            f"(a fraction or case list), choose another evaluation.split, or give evaluation.data"
+        )
+    return cases
+
+
+def _evaluate_case(
+    workflow: Workflow,
+    run: RunFolder,
+    registry: Registry,
+    method: Method,
+    case: Case,
+    metrics: Sequence[Metric],
+    *,
+    keep: bool,
+) -> tuple[dict[str, float], EvaluatedCase]:
+    from medi2i.evaluation import evaluate_case
+    from medi2i.io import read_volume, write_volume
+    from medi2i.prediction import predict_tensor
+
+    readers = list(registry.readers.values())
+    source = read_volume(case.images[SOURCE], readers=readers)
+    condition = workflow.method.condition or None
+    output = predict_tensor(method, source, settings=workflow.inference, condition=condition)
+    reference = read_volume(case.images[TARGET], readers=readers)
+    _require_same_grid(output, reference, what=f"the prediction of case {case.id!r}")
+    mask_role = workflow.evaluation.mask
+    mask_path = case.images.get(mask_role) if mask_role is not None else None
+    mask = None
+    if mask_path is not None:
+        mask = read_volume(mask_path, readers=readers)
+        _require_same_grid(mask, reference, what=f"mask {mask_path}")
+    prediction = None
+    if keep:
+        target = run.predictions / f"{prediction_stem(case.id)}.nii.gz"
+        write_volume(output, target, writers=list(registry.writers.values()))
+        prediction = str(target.relative_to(run.root))
+    values = evaluate_case(
+        _array(output), _array(reference), None if mask is None else _array(mask), metrics
+    )
+    record = EvaluatedCase(
+        id=case.id,
+        source=str(case.images[SOURCE]),
+        reference=str(case.images[TARGET]),
+        mask=None if mask_path is None else str(mask_path),
+        prediction=prediction,
+    )
+    return values, record
+
+
+def prediction_stem(case_id: str) -> str:
+    """A file name for a case id (``"a/case1"`` → ``"a__case1"``)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in case_id.replace("/", "__"))
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """What the evaluate stage left for the report.
+
+    Attributes:
+        units: Units of each metric, by metric name.
+        cases: The evaluated cases, in order.
+        per_case: Metric values by metric name, by case id.
+    """
+
+    units: dict[str, str]
+    cases: list[EvaluatedCase]
+    per_case: dict[str, dict[str, float]]
+
+
+def read_evaluation(run: RunFolder) -> EvaluationRecord | None:
+    """The evaluate stage's records, or ``None`` when it has not run in ``run``."""
+    cases_path, metrics_path = run.metrics / CASES_FILE, run.metrics / "metrics.json"
+    if not (cases_path.is_file() and metrics_path.is_file()):
+        return None
+    document = json.loads(cases_path.read_text(encoding="utf-8"))
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    per_case = {
+        case_id: {name: _number(value) for name, value in values.items()}
+        for case_id, values in metrics["cases"].items()
+    }
+    cases = [EvaluatedCase(**record) for record in document["cases"]]
+    return EvaluationRecord(units=dict(document["units"]), cases=cases, per_case=per_case)
+
+
+def _number(value: float | str | None) -> float:
+    # metrics.json writes NaN as null and infinities as "inf" / "-inf"
+    return math.nan if value is None else float(value)
+
+
+def _array(volume: MetaTensor) -> np.ndarray:
+    return np.asarray(volume.as_tensor().detach().cpu().numpy()[0])
+
+
+def _require_same_grid(volume: MetaTensor, reference: MetaTensor, *, what: str) -> None:
+    from medi2i.method import Grid
+
+    if not Grid.of(volume).same_as(Grid.of(reference), atol=GRID_TOLERANCE_MM):
+        raise GeometryError(
+            f"{what} is not on the grid of reference {reference.meta.get('filename_or_obj')}: "
+            f"shape {tuple(volume.shape[1:])} vs {tuple(reference.shape[1:])}; paired "
+            "evaluation data must share one grid (resample the reference onto the source)"
+        )
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,409 @@
+"""Loading workflow files: YAML with line numbers, ``--set`` overrides, validation.
+
+Errors name the file, the line and the key path, so that a wrong type deep in the file
+reads as ``workflow.yaml line 12: training.batch_size: Input should be a valid integer``.
+PyYAML's composed nodes keep the position of every key; the loader records them before
+constructing plain Python values and maps each pydantic error location back to a line.
+
+Example:
+    >>> path = "workflows/demo_paired_tiny.yaml"
+    >>> workflow = load_workflow(path, overrides=["training.seed=3"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from medi2i.errors import Medi2iError, OptionsError
+from medi2i.workflow.schema import Workflow
+
+if TYPE_CHECKING:
+    from medi2i.registry import Registry
+
+Key = str | int
+KeyPath = tuple[Key, ...]
+Problem = tuple[KeyPath, str]
+
+
+class WorkflowError(OptionsError):
+    """A workflow file is not valid YAML, breaks the schema, or names what is not there."""
+
+
+@dataclass(frozen=True)
+class SourceMap:
+    """Where the values of a workflow came from: a line of the file or a ``--set``.
+
+    Attributes:
+        file: The file name as the user gave it.
+        lines: 1-based line of each key path found in the file.
+        overrides: The ``--set`` argument that gave each overridden key path.
+    """
+
+    file: str
+    lines: Mapping[KeyPath, int]
+    overrides: Mapping[KeyPath, str]
+
+    def locate(self, path: KeyPath) -> str:
+        """``"workflow.yaml line 12"`` or ``"--set training.steps=x"`` for ``path``."""
+        for end in range(len(path), -1, -1):
+            prefix = path[:end]
+            if prefix in self.overrides:
+                return f"--set {self.overrides[prefix]}"
+            if prefix in self.lines:
+                return f"{self.file} line {self.lines[prefix]}"
+        return self.file
+
+    def order(self, path: KeyPath) -> tuple[int, int]:
+        """Sort key putting problems in file order, overrides last."""
+        for end in range(len(path), -1, -1):
+            prefix = path[:end]
+            if prefix in self.overrides:
+                return (1, 0)
+            if prefix in self.lines:
+                return (0, self.lines[prefix])
+        return (0, 0)
+
+
+def load_workflow(
+    path: str | Path, *, overrides: Sequence[str] = (), registry: Registry | None = None
+) -> Workflow:
+    """Read, override and validate a workflow file.
+
+    Relative paths in the file (and in overrides) are resolved against the file's
+    folder; an empty ``output.name`` becomes the file's stem.
+
+    Args:
+        path: The workflow YAML file.
+        overrides: ``"a.b=value"`` strings; values are parsed as YAML and applied
+            before validation.
+        registry: When given, also check the method: its id is registered (after
+            loading the workflow's ``plugins`` into it), its options are valid and its
+            training data kind matches ``data.kind``.
+
+    Returns:
+        The validated workflow.
+
+    Raises:
+        WorkflowError: The file is missing or invalid; the message lists every problem
+            with its line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowError(f"workflow file {path} does not exist")
+    data, lines = read_yaml_with_lines(path.read_text(encoding="utf-8"), file=str(path))
+    data, set_by = apply_overrides(data, overrides)
+    source = SourceMap(file=str(path), lines=lines, overrides=set_by)
+    try:
+        workflow = Workflow.model_validate(data, context={"base": path.resolve().parent})
+    except ValidationError as exc:
+        raise WorkflowError(_describe(_pydantic_problems(exc, data, Workflow), source)) from None
+    if workflow.output.name is None:
+        output = workflow.output.model_copy(update={"name": _run_name(path)})
+        workflow = workflow.model_copy(update={"output": output})
+    problems = cross_section_problems(workflow)
+    if registry is not None and not problems:
+        problems = method_problems(workflow, registry=registry)
+    if problems:
+        raise WorkflowError(_describe(problems, source))
+    return workflow
+
+
+def _run_name(path: Path) -> str:
+    stem = path.name.split(".")[0]
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-") or "run"
+
+
+# -- YAML with positions ----------------------------------------------------------------
+
+
+def read_yaml_with_lines(text: str, *, file: str) -> tuple[object, dict[KeyPath, int]]:
+    """Parse YAML into plain values and the 1-based line of every key path.
+
+    Raises:
+        WorkflowError: The text is not YAML, has a duplicated key, or is not a mapping.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file} line {mark.line + 1}" if mark is not None else file
+        raise WorkflowError(f"{where}: not valid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or node is None:
+        raise WorkflowError(f"{file}: a workflow is a mapping of sections (data, method, ...)")
+    lines: dict[KeyPath, int] = {(): 1}
+    _record_lines(node, (), lines, file=file)
+    return data, lines
+
+
+def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], *, file: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[object] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                continue  # merge keys and complex keys have no single position to report
+            key = key_node.value
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise WorkflowError(f"{file} line {line}: key {key!r} appears twice")
+            seen.add(key)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _record_lines(value_node, (*path, key), lines, file=file)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            _record_lines(item, (*path, index), lines, file=file)
+
+
+# -- overrides ----------------------------------------------------------------------------
+
+
+def apply_overrides(data: object, overrides: Sequence[str]) -> tuple[object, dict[KeyPath, str]]:
+    """Apply ``a.b=value`` overrides (value parsed as YAML) to a copy of ``data``.
+
+    A list item is addressed by its index (``data.split.test.0=case1``); missing
+    mappings along the way are created.
+
+    Returns:
+        The new data and, for each overridden key path, the override that set it.
+
+    Raises:
+        WorkflowError: An override is not ``key=value`` or its path runs through a value
+            that is not a mapping or list.
+    """
+    result = json.loads(json.dumps(data, default=str))
+    set_by: dict[KeyPath, str] = {}
+    for override in overrides:
+        path, value = _parse_override(override)
+        _assign(result, path, value, override)
+        set_by[path] = override
+    return result, set_by
+
+
+def _parse_override(override: str) -> tuple[KeyPath, object]:
+    key, sep, text = override.partition("=")
+    parts = tuple(part.strip() for part in key.split("."))
+    if not sep or not all(parts):
+        raise WorkflowError(f"--set {override!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    return tuple(int(p) if p.isdigit() else p for p in parts), value
+
+
+def _assign(data: object, path: KeyPath, value: object, override: str) -> None:
+    node = data
+    for depth, key in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, dict):
+            if last:
+                node[str(key)] = value
+            else:
+                node = node.setdefault(str(key), {})
+        elif isinstance(node, list) and isinstance(key, int) and key <= len(node):
+            if key == len(node):
+                node.append(value if last else {})
+            elif last:
+                node[key] = value
+            node = node[key]
+        else:
+            where = ".".join(str(k) for k in path[:depth]) or "the workflow"
+            raise WorkflowError(f"--set {override!r}: {where} has no key {key!r} to set")
+
+
+# -- problems -----------------------------------------------------------------------------
+
+
+def _pydantic_problems(exc: ValidationError, data: object, root: type[BaseModel]) -> list[Problem]:
+    grouped: dict[KeyPath, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        path = _data_path(tuple(error["loc"]), data)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = _unknown_key_message(path, data, root)
+        grouped.setdefault(path, [])
+        if message not in grouped[path]:
+            grouped[path].append(message)
+    return [(path, "; or ".join(messages)) for path, messages in grouped.items()]
+
+
+def _unknown_key_message(path: KeyPath, data: object, root: type[BaseModel]) -> str:
+    allowed = _keys_of_model_at(path[:-1], data, root)
+    if not allowed:
+        return "unknown key"
+    return f"unknown key (allowed here: {', '.join(allowed)})"
+
+
+def _keys_of_model_at(path: KeyPath, data: object, root: type[BaseModel]) -> list[str]:
+    """Field names of the model that ``path`` leads to from ``root`` (empty if unknown)."""
+    model: object = root
+    node = data
+    for key in path:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or key not in fields or not isinstance(node, dict):
+            return []
+        node = node.get(key)
+        model = _model_in(fields[key].annotation, node)
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields is not None else []
+
+
+def _model_in(annotation: object, node: object) -> object:
+    """The pydantic model of a field's annotation that validates ``node``."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    if len(models) <= 1:
+        return models[0] if models else None
+    tag = node.get("type") if isinstance(node, dict) else None
+    for model in models:
+        field = model.model_fields.get("type")
+        if field is not None and tag in typing.get_args(field.annotation):
+            return model
+    return None
+
+
+def _data_path(loc: tuple[Key, ...], data: object) -> KeyPath:
+    """The key path of an error location, without pydantic's union-member tags."""
+    path: list[Key] = []
+    node = data
+    for index, key in enumerate(loc):
+        present = (isinstance(node, dict) and key in node) or (
+            isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+        )
+        if present:
+            path.append(key)
+            node = node[key]  # type: ignore[index]
+        elif index == len(loc) - 1 and isinstance(node, dict) and isinstance(key, str):
+            path.append(key)  # a missing key: reported on its parent's line
+    return tuple(path)
+
+
+def cross_section_problems(workflow: Workflow) -> list[Problem]:
+    """Problems that involve more than one section of a valid workflow."""
+    problems: list[Problem] = []
+    evaluation = workflow.evaluation
+    if evaluation.enabled and evaluation.data is None and workflow.data.kind != "paired":
+        problems.append(
+            (
+                ("evaluation",),
+                f"{workflow.data.kind} data has no reference to evaluate against: add "
+                "evaluation.data (paired) or set evaluation.enabled: false",
+            )
+        )
+    return problems
+
+
+def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
+    """Check the method against the installed plugins (id, options, data kind)."""
+    config = workflow.method
+    if config.model is not None:
+        if not config.model.exists():
+            return [(("method", "model"), f"trained model {config.model} does not exist")]
+        return []
+    try:
+        registry = workflow_registry(workflow, registry=registry)
+    except WorkflowError as exc:
+        return [(("plugins",), str(exc))]
+    try:
+        method_cls = registry.method(str(config.id))
+    except Medi2iError as exc:
+        return [(("method", "id"), str(exc))]
+    try:
+        method_cls.Options.model_validate(config.options)
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc, config.options, method_cls.Options)
+        return [(("method", "options", *path), message) for path, message in problems]
+    trains_on = method_cls.data.value
+    if trains_on not in ("none", workflow.data.kind):
+        message = f"method {config.id!r} trains on {trains_on} data, not {workflow.data.kind}"
+        return [(("data", "kind"), message)]
+    return _metric_problems(workflow, registry=registry)
+
+
+def _metric_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
+    from medi2i.evaluation import select_metrics
+
+    if not workflow.evaluation.enabled:
+        return []
+    try:
+        select_metrics(",".join(workflow.evaluation.metrics), registry.metrics)
+    except Medi2iError as exc:
+        return [(("evaluation", "metrics"), str(exc))]
+    return []
+
+
+def workflow_registry(workflow: Workflow, *, registry: Registry) -> Registry:
+    """``registry`` with the workflow's extra ``plugins`` modules registered.
+
+    Returns a new registry over the same plugin manager when a module was added, since
+    a registry lists each kind of contribution once, on first use.
+
+    Raises:
+        WorkflowError: A module cannot be imported or registered.
+    """
+    from medi2i.registry import Registry
+
+    added = False
+    manager = registry.plugins.manager
+    for name in workflow.plugins:
+        if manager.get_plugin(name) is not None:
+            continue
+        try:
+            manager.register(importlib.import_module(name), name=name)
+        except Exception as exc:  # an import error or invalid hooks, reported with the key
+            raise WorkflowError(f"plugin module {name!r} cannot be loaded: {exc}") from None
+        added = True
+    return Registry(registry.plugins) if added else registry
+
+
+def _describe(problems: Sequence[Problem], source: SourceMap) -> str:
+    ordered = sorted(problems, key=lambda problem: source.order(problem[0]))
+    lines = [
+        f"{source.locate(path)}: {'.'.join(str(k) for k in path) or '(top level)'}: {message}"
+        for path, message in ordered
+    ]
+    return "\n".join(lines)
+
+
+# -- JSON Schema --------------------------------------------------------------------------
+
+
+def workflow_json_schema() -> dict[str, object]:
+    """The JSON Schema of workflow files, for editors (e.g. the YAML language server)."""
+    schema: dict[str, object] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **Workflow.model_json_schema(mode="validation"),
+    }
+    schema["title"] = "medi2i workflow"
+    return schema
+
+
+def export_json_schema(path: str | Path) -> Path:
+    """Write the workflow JSON Schema to ``path`` (parent folders are created).
+
+    Returns:
+        The path written.
+    """
+    from medi2i.io.atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(workflow_json_schema(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def dump_workflow(workflow: Workflow) -> str:
+    """The workflow as YAML with every default filled in (``config.resolved.yaml``)."""
+    return yaml.safe_dump(workflow.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,182 @@
+"""The report stage: gather what a run left in its folder into ``report.md`` or ``.html``.
+
+The report needs only the run folder (not the data or the plugins): the resolved
+config, ``run.json``, the trainer's ``logs/train.jsonl``, the evaluate stage's
+``metrics/`` and the saved predictions. Missing parts (no evaluation yet, figures
+turned off) leave their section out rather than failing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medi2i.report.figures import (
+    Curve,
+    case_rows,
+    read_training_curves,
+    slice_montage,
+    training_curves,
+)
+from medi2i.report.render import Figure, Report, Section, write_report
+from medi2i.workflow.evaluation import EvaluatedCase, EvaluationRecord, read_evaluation
+from medi2i.workflow.runner import Log, RunFolder, RunState
+from medi2i.workflow.schema import Workflow
+
+
+def report_stage(workflow: Workflow, run: RunFolder, log: Log) -> Path:
+    """Draw the figures and write the report; return its path."""
+    evaluation = read_evaluation(run)
+    sections = [_run_section(workflow, run, evaluation)]
+    if evaluation is not None:
+        sections.append(_metrics_section(workflow, evaluation))
+    curves = read_training_curves(run.train_log)
+    if curves:
+        sections.append(_training_section(workflow, run, curves))
+    if evaluation is not None and workflow.report.figures and workflow.report.cases > 0:
+        sections.append(_cases_section(workflow, run, evaluation))
+    sections.append(_rerun_section(run))
+    report = Report(
+        title=f"Run {run.root.name}", subtitle=workflow.description.strip(), sections=sections
+    )
+    path = write_report(report, run.root, format=workflow.report.format)
+    RunState.read(run).finished(run, "report")
+    log(f"report: {path}")
+    return path
+
+
+def _run_section(
+    workflow: Workflow, run: RunFolder, evaluation: EvaluationRecord | None
+) -> Section:
+    from medi2i import __version__
+
+    method = workflow.method
+    state = RunState.read(run)
+    facts = [
+        ("method", method.id if method.id is not None else f"trained model {method.model}"),
+        ("options", json.dumps(method.options, sort_keys=True) if method.options else "defaults"),
+        ("data", f"{workflow.data.kind}, {workflow.data.layout.type} layout"),
+        ("training steps", str(workflow.training.steps) if method.id is not None else "none"),
+        ("model folder", _relative(state.model_dir(run), run)),
+        ("medi2i", __version__),
+    ]
+    if evaluation is not None:
+        where = (
+            "evaluation.data" if workflow.evaluation.data else f"{workflow.evaluation.split} split"
+        )
+        facts.append(("evaluated cases", f"{len(evaluation.cases)} ({where})"))
+    facts += [(f"{stage} finished", stamp) for stage, stamp in state.stages.items()]
+    return Section("Run", facts=facts)
+
+
+def _relative(path: Path | None, run: RunFolder) -> str:
+    if path is None:
+        return "none yet"
+    return str(path.relative_to(run.root)) if path.is_relative_to(run.root) else str(path)
+
+
+def _metrics_section(workflow: Workflow, evaluation: EvaluationRecord) -> Section:
+    from medi2i.evaluation import aggregate, per_case_markdown, to_markdown
+
+    mask = workflow.evaluation.mask
+    region = f"inside the {mask!r} volume of each case" if mask else "over whole volumes"
+    masked = sum(case.mask is not None for case in evaluation.cases)
+    if mask and masked < len(evaluation.cases):
+        region += f" ({len(evaluation.cases) - masked} cases had no mask: whole volume)"
+    units = evaluation.units
+    return Section(
+        "Metrics",
+        text=f"Metrics of the predictions against their references, {region}.",
+        tables=(
+            ("Summary over cases", to_markdown(aggregate(evaluation.per_case), units=units)),
+            ("Per case", per_case_markdown(evaluation.per_case, units=units)),
+        ),
+    )
+
+
+def _training_section(workflow: Workflow, run: RunFolder, curves: list[Curve]) -> Section:
+    last = ", ".join(f"{c.name} {c.values[-1]:.4g}" for c in curves)
+    text = f"Logged every {workflow.training.log_every} steps; last values: {last}."
+    if not workflow.report.figures:
+        return Section("Training", text=text)
+    path = training_curves(curves, path=run.figures / "training_curves.png", title="training")
+    figure = Figure(str(path.relative_to(run.root)), "Losses and validation values by step.")
+    return Section("Training", text=text, figures=(figure,))
+
+
+def _cases_section(workflow: Workflow, run: RunFolder, evaluation: EvaluationRecord) -> Section:
+    shown = [case for case in evaluation.cases if case.prediction is not None]
+    figures = [_case_montage(run, case, evaluation) for case in shown[: workflow.report.cases]]
+    text = (
+        "Orthogonal slices through the centre of each case's mask: input, output, reference "
+        "and output minus reference (output and reference share one grey window)."
+    )
+    return Section("Cases", text=text, figures=figures)
+
+
+def _case_montage(run: RunFolder, case: EvaluatedCase, evaluation: EvaluationRecord) -> Figure:
+    import numpy as np
+
+    from medi2i.io import read_volume
+    from medi2i.workflow.evaluation import prediction_stem
+
+    assert case.prediction is not None
+    output = read_volume(run.root / case.prediction)
+    volumes = {
+        "source": read_volume(case.source),
+        "reference": read_volume(case.reference),
+        **({"mask": read_volume(case.mask)} if case.mask else {}),
+    }
+    arrays = {name: np.asarray(v.as_tensor()[0], np.float64) for name, v in volumes.items()}
+    modality, units = _model_specs(run)
+    rows = case_rows(
+        source=arrays["source"],
+        output=np.asarray(output.as_tensor()[0], np.float64),
+        reference=arrays["reference"],
+        units=units,
+        input_label=f"input ({modality})" if modality else "input",
+    )
+    path = slice_montage(
+        rows,
+        affine=np.asarray(output.affine, np.float64),
+        path=run.figures / f"case_{prediction_stem(case.id)}.png",
+        title=case.id + _values_line(evaluation.per_case.get(case.id, {})),
+        centre_mask=arrays.get("mask"),
+    )
+    return Figure(str(path.relative_to(run.root)), f"Case {case.id}.")
+
+
+def _model_specs(run: RunFolder) -> tuple[str, str]:
+    """The model's input modality and output units (``"MR"``, ``"HU"``), if known."""
+    from medi2i.errors import Medi2iError
+    from medi2i.model_folder import read_manifest
+
+    model = RunState.read(run).model_dir(run)
+    if model is None:
+        return "", ""
+    try:
+        manifest = read_manifest(model)
+    except Medi2iError:
+        return "", ""
+    modality = "" if manifest.input.modality == "any" else manifest.input.modality
+    units = "" if manifest.output.units == "arbitrary" else manifest.output.units
+    return modality, units
+
+
+def _values_line(values: dict[str, float]) -> str:
+    if not values:
+        return ""
+    return "\n" + ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+
+
+def _rerun_section(run: RunFolder) -> Section:
+    config = run.config.name
+    return Section(
+        "Rerun",
+        text=(
+            f"{config} in the run folder is the workflow with every default filled in. "
+            "The first command continues this run (training resumes from its last "
+            "checkpoint); the second starts a fresh one."
+        ),
+        code=(f"medi2i run {config} --run-dir .\nmedi2i run {config} --set output.run_id=rerun"),
+    )

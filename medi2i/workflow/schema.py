@@ -1,0 +1,317 @@
+"""The workflow file: data, method, training, inference, evaluation and report in one YAML.
+
+A workflow is what a colleague needs to rerun an experiment: where the cases are and how
+they split, which method with which options, how it trains, how it is run on whole
+volumes, how it is scored and what the report shows. Every section rejects unknown keys,
+so a misspelt option is an error rather than a silently ignored default.
+
+Relative paths are resolved against the folder of the workflow file when the file is
+loaded through :func:`medi2i.workflow.load_workflow` (which passes that folder as the
+validation context ``{"base": folder}``); validated without a context they stay as written.
+
+Example:
+    >>> workflow = Workflow.model_validate(
+    ...     {
+    ...         "data": {"kind": "paired", "layout": {"type": "synthrad", "root": "cases"}},
+    ...         "method": {"id": "unet"},
+    ...     }
+    ... )
+    >>> workflow.evaluation.metrics
+    ['synthrad']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    model_validator,
+)
+
+from medi2i.settings import InferenceSettings
+from medi2i.training.config import TrainingConfig
+
+SCHEMA_VERSION = 1
+PAIRED_ROLES = ("source", "target", "mask")
+SINGLE_DOMAIN_ROLES = ("image", "mask")
+
+DataKindName = Literal["paired", "unpaired", "multi-domain", "single-domain"]
+SplitName = Literal["train", "validation", "test"]
+
+
+def _against_base(value: Path, info: ValidationInfo) -> Path:
+    # the loader passes the workflow file's folder; without it paths stay as written
+    base = (info.context or {}).get("base") if isinstance(info.context, dict) else None
+    if base is None or value.is_absolute():
+        return value
+    return Path(base) / value.expanduser()
+
+
+WorkflowPath = Annotated[Path, AfterValidator(_against_base)]
+"""A path that is relative to the workflow file's folder unless absolute."""
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every workflow section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthradLayout(Section):
+    """SynthRAD's layout: one folder per case, ``<root>/<case>/{mr,ct,mask}.{nii.gz,mha}``.
+
+    Folders under ``root`` that hold none of the expected files (e.g. SynthRAD's
+    ``overview``) are skipped; a case folder missing one of them is an error.
+
+    Attributes:
+        type: ``"synthrad"``.
+        root: Folder holding the case folders (e.g. ``Task1/brain``).
+        source: File stem of the source volume (paired: the ``source`` role; unpaired:
+            domain one; single-domain: the ``image``).
+        target: File stem of the target volume (paired: ``target``; unpaired: domain two).
+        mask: File stem of the mask (evaluation region), or ``null`` for none.
+    """
+
+    type: Literal["synthrad"]
+    root: WorkflowPath
+    source: str = "mr"
+    target: str = "ct"
+    mask: str | None = "mask"
+
+
+class FoldersLayout(Section):
+    """One folder per role (paired, single-domain) or per domain (unpaired, multi-domain).
+
+    Paired data uses the roles ``source``, ``target`` and optionally ``mask``, matched by
+    file name across the folders; single-domain data uses ``image`` (and ``mask``).
+    Unpaired data names exactly two domains, multi-domain data two or more; their
+    files need not match (each file is its own case).
+
+    Attributes:
+        type: ``"folders"``.
+        folders: Folder per role or per domain name.
+    """
+
+    type: Literal["folders"]
+    folders: dict[str, WorkflowPath] = Field(min_length=1)
+
+
+class CsvLayout(Section):
+    """A CSV manifest with one row per volume: columns ``case``, ``path`` and ``role``
+    (paired, single-domain) or ``domain`` (unpaired, multi-domain; a ``role`` column may
+    add a ``mask`` per case). Relative paths are resolved against the CSV's folder.
+
+    Attributes:
+        type: ``"csv"``.
+        manifest: The CSV file.
+    """
+
+    type: Literal["csv"]
+    manifest: WorkflowPath
+
+
+Layout = Annotated[SynthradLayout | FoldersLayout | CsvLayout, Field(discriminator="type")]
+
+
+class SplitConfig(Section):
+    """How cases split into training, validation and test sets.
+
+    Each of ``validation`` and ``test`` is a fraction of the cases in [0, 1) (rounded,
+    at least one case when the fraction is above zero; domain data is split per
+    domain) or an explicit list of case ids. Cases not named go to training.
+
+    Attributes:
+        validation: Validation fraction or case ids.
+        test: Test fraction or case ids.
+        seed: Seed of the shuffle that draws fractions.
+    """
+
+    validation: Fraction | list[str] = 0.0
+    test: Fraction | list[str] = 0.0
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions_leave_training(self) -> SplitConfig:
+        fractions = [f for f in (self.validation, self.test) if isinstance(f, float)]
+        if sum(fractions) >= 1.0:
+            raise ValueError("validation and test fractions must leave cases for training")
+        overlap = _as_set(self.validation) & _as_set(self.test)
+        if overlap:
+            raise ValueError(f"cases in both validation and test: {sorted(overlap)}")
+        return self
+
+
+def _as_set(value: float | list[str]) -> set[str]:
+    return set(value) if isinstance(value, list) else set()
+
+
+class DataConfig(Section):
+    """Where the cases are, what kind of data they form and how they split.
+
+    Attributes:
+        kind: ``paired`` (aligned source and target of one subject), ``unpaired`` (two
+            domains), ``multi-domain`` (N labelled domains) or ``single-domain``.
+        layout: The folder layout or manifest (``type``: synthrad, folders or csv).
+        split: Training, validation and test split.
+    """
+
+    kind: DataKindName
+    layout: Layout
+    split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _layout_fits_kind(self) -> DataConfig:
+        layout = self.layout
+        if isinstance(layout, SynthradLayout) and self.kind == "multi-domain":
+            raise ValueError("the synthrad layout has two volumes per case; use folders or csv")
+        if isinstance(layout, FoldersLayout):
+            _check_folder_keys(self.kind, sorted(layout.folders))
+        return self
+
+
+def _check_folder_keys(kind: str, keys: list[str]) -> None:
+    if kind == "paired":
+        _require_roles(keys, required=("source", "target"), allowed=PAIRED_ROLES, kind=kind)
+    elif kind == "single-domain":
+        _require_roles(keys, required=("image",), allowed=SINGLE_DOMAIN_ROLES, kind=kind)
+    elif kind == "unpaired" and len(keys) != 2:
+        raise ValueError(f"unpaired data needs exactly two domain folders, got {keys}")
+    elif kind == "multi-domain" and len(keys) < 2:
+        raise ValueError(f"multi-domain data needs two or more domain folders, got {keys}")
+
+
+def _require_roles(
+    keys: list[str], *, required: tuple[str, ...], allowed: tuple[str, ...], kind: str
+) -> None:
+    missing = [role for role in required if role not in keys]
+    unknown = [key for key in keys if key not in allowed]
+    if missing or unknown:
+        raise ValueError(
+            f"{kind} folders are keyed by role ({', '.join(allowed)}); "
+            f"missing {missing or 'none'}, unknown {unknown or 'none'}"
+        )
+
+
+class MethodConfig(Section):
+    """The method to train (``id`` and ``options``) or a trained model to evaluate.
+
+    Attributes:
+        id: Registered method id (``medi2i methods`` lists them).
+        options: The method's options; checked against its ``Options`` model when the
+            workflow is validated with the plugins loaded.
+        model: A trained-model folder or zip instead of ``id`` (training is skipped).
+        condition: Predict-time condition used in evaluation, e.g. ``{target_domain: A}``.
+    """
+
+    id: str | None = None
+    options: dict[str, JsonValue] = Field(default_factory=dict)
+    model: WorkflowPath | None = None
+    condition: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _id_or_model(self) -> MethodConfig:
+        if (self.id is None) == (self.model is None):
+            raise ValueError("give either id (a method to train) or model (a trained model)")
+        if self.model is not None and self.options:
+            raise ValueError("options are fixed by the trained model; remove options")
+        return self
+
+
+class EvaluationConfig(Section):
+    """How predictions are scored against references.
+
+    Attributes:
+        enabled: Whether the evaluate stage runs.
+        split: Which split of ``data`` is predicted and scored.
+        metrics: Registered metric names or presets: ``synthrad`` (``synthrad_mae``,
+            ``synthrad_psnr``, ``synthrad_ms_ssim``, in HU), ``mr`` (``mae``, ``psnr``,
+            ``ssim``, ``histogram_distance``) and any metric a plugin registers.
+        mask: Role of the mask that limits the metrics, or ``null`` for whole volumes.
+        data: Separate paired evaluation data (e.g. a test set with references for a
+            method trained on unpaired data); all its cases are evaluated.
+        save_predictions: Keep the predicted volumes in the run folder.
+    """
+
+    enabled: bool = True
+    split: SplitName = "test"
+    metrics: list[str] = Field(default_factory=lambda: ["synthrad"], min_length=1)
+    mask: str | None = "mask"
+    data: DataConfig | None = None
+    save_predictions: bool = True
+
+    @model_validator(mode="after")
+    def _paired_reference(self) -> EvaluationConfig:
+        if self.data is not None and self.data.kind != "paired":
+            raise ValueError("evaluation data must be paired (a reference for every source)")
+        return self
+
+
+class ReportConfig(Section):
+    """The run report.
+
+    Attributes:
+        enabled: Whether the report stage runs.
+        format: ``markdown`` (``report.md``) or ``html`` (``report.html``, self-contained
+            apart from the PNG figures next to it).
+        figures: Draw slice montages and training curves.
+        cases: Number of evaluated cases shown as montages (the first ones by id).
+    """
+
+    enabled: bool = True
+    format: Literal["markdown", "html"] = "markdown"
+    figures: bool = True
+    cases: int = Field(default=3, ge=0)
+
+
+class OutputConfig(Section):
+    """Where runs go: ``<root>/<name>-<run_id>/``.
+
+    Attributes:
+        root: Folder holding the run folders.
+        name: Run name; the workflow file's stem when empty.
+        run_id: Suffix of the run folder; a UTC timestamp (``20240131-142501``) when
+            empty. Give one to make reruns continue the same folder.
+    """
+
+    root: WorkflowPath = Field(default=Path("runs"), validate_default=True)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Workflow(Section):
+    """A research workflow: everything needed to train, evaluate and report one method.
+
+    Attributes:
+        version: Schema version of the file (currently 1).
+        description: Free text shown at the top of the report.
+        plugins: Extra Python modules with medi2i hook implementations, loaded in
+            addition to the installed plugins (for a method still being written).
+        data: Training (and by default evaluation) data.
+        method: The method and its options, or a trained model.
+        training: Trainer settings.
+        inference: Sliding-window settings for validation and evaluation.
+        evaluation: Metrics and which cases to score.
+        report: Report format and figures.
+        output: Where the run folder goes.
+    """
+
+    version: Literal[1] = 1
+    description: str = ""
+    plugins: list[str] = Field(default_factory=list)
+    data: DataConfig
+    method: MethodConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    # validated from {} so that the default root is resolved against the workflow's folder
+    output: OutputConfig = Field(default_factory=dict, validate_default=True)

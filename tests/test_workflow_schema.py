@@ -1,0 +1,232 @@
+"""Workflow files: schema, line numbers in errors, --set overrides, JSON Schema export."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from medi2i.plugins import load_plugins
+from medi2i.registry import Registry
+from medi2i.testing import example_methods
+from medi2i.workflow import (
+    Workflow,
+    WorkflowError,
+    export_json_schema,
+    load_workflow,
+    workflow_json_schema,
+)
+from medi2i.workflow.schema import FoldersLayout, SynthradLayout
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+
+MINIMAL = """\
+data:
+  kind: paired
+  layout:
+    type: synthrad
+    root: cases
+method:
+  id: example-pointwise-net
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "workflow.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
+    monkeypatch.setenv("MEDI2I_DISABLE_PLUGIN_AUTOLOAD", "1")  # built-ins and the examples only
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    return Registry(plugins)
+
+
+def test_minimal_workflow_fills_defaults_and_resolves_paths(tmp_path: Path) -> None:
+    workflow = load_workflow(write(tmp_path, MINIMAL))
+    assert isinstance(workflow.data.layout, SynthradLayout)
+    assert workflow.data.layout.root == tmp_path.resolve() / "cases"
+    assert workflow.output.root == tmp_path.resolve() / "runs"
+    assert workflow.output.name == "workflow"
+    assert workflow.training.steps > 0
+    assert workflow.evaluation.metrics == ["synthrad"]
+
+
+def test_unknown_key_names_line_path_and_allowed_keys(tmp_path: Path) -> None:
+    text = MINIMAL + "training:\n  steps: 5\n  batch_sise: 2\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, text))
+    message = str(caught.value)
+    assert "workflow.yaml line 10: training.batch_sise: unknown key" in message
+    assert "batch_size" in message  # the allowed keys are listed
+
+
+def test_unknown_key_inside_a_layout_union(tmp_path: Path) -> None:
+    text = MINIMAL.replace("    root: cases\n", "    root: cases\n    mask_name: m\n")
+    with pytest.raises(WorkflowError, match=r"line 6: data\.layout\.mask_name: unknown key"):
+        load_workflow(write(tmp_path, text))
+
+
+def test_wrong_type_reports_line_and_key_path(tmp_path: Path) -> None:
+    text = MINIMAL + "training:\n  steps: 5\n  batch_size: lots\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, text))
+    assert re.search(
+        r"workflow\.yaml line 10: training\.batch_size: Input should be a valid integer",
+        str(caught.value),
+    )
+
+
+def test_missing_key_reported_on_its_parent(tmp_path: Path) -> None:
+    text = MINIMAL.replace("    root: cases\n", "")
+    with pytest.raises(WorkflowError, match=r"line 3: data\.layout\.root: Field required"):
+        load_workflow(write(tmp_path, text))
+
+
+def test_every_problem_is_listed_in_file_order(tmp_path: Path) -> None:
+    text = MINIMAL + "training:\n  steps: -1\nreport:\n  format: pdf\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, text))
+    lines = str(caught.value).splitlines()
+    assert [re.search(r"line (\d+)", line)[1] for line in lines] == ["9", "11"]  # type: ignore[index]
+
+
+def test_invalid_yaml_and_duplicate_keys_name_the_line(tmp_path: Path) -> None:
+    with pytest.raises(WorkflowError, match=r"line 3: not valid YAML"):
+        load_workflow(write(tmp_path, "data:\n  kind: paired\n   bad: indent\n"))
+    with pytest.raises(WorkflowError, match=r"line 8: key 'method' appears twice"):
+        load_workflow(write(tmp_path, MINIMAL + "method:\n  id: other\n"))
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(WorkflowError, match="does not exist"):
+        load_workflow(tmp_path / "absent.yaml")
+    with pytest.raises(WorkflowError, match="mapping of sections"):
+        load_workflow(write(tmp_path, "- a\n- b\n"))
+
+
+def test_set_overrides_apply_before_validation(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    workflow = load_workflow(
+        path,
+        overrides=[
+            "training.steps=7",
+            "training.patch_size=[8, 8, 8]",
+            "data.split.test=[a, b]",
+            "data.split.test.1=c",
+            "output.run_id=first",
+        ],
+    )
+    assert workflow.training.steps == 7
+    assert workflow.training.patch_size == (8, 8, 8)
+    assert workflow.data.split.test == ["a", "c"]
+    assert workflow.output.run_id == "first"
+
+
+def test_set_override_errors_name_the_override(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(WorkflowError, match=r"--set training\.steps=many: training\.steps: Input"):
+        load_workflow(path, overrides=["training.steps=many"])
+    with pytest.raises(WorkflowError, match=r"must look like section\.key=value"):
+        load_workflow(path, overrides=["training.steps"])
+    with pytest.raises(WorkflowError, match="has no key"):
+        load_workflow(path, overrides=["method.id.x=1"])
+
+
+def test_layout_must_fit_the_data_kind(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "    type: synthrad\n    root: cases\n",
+        "    type: folders\n    folders: {source: mr, labels: seg}\n",
+    )
+    with pytest.raises(WorkflowError, match=r"line 1: data: paired folders .*missing \['target'\]"):
+        load_workflow(write(tmp_path, text))
+    unpaired = text.replace("kind: paired", "kind: unpaired").replace(
+        "{source: mr, labels: seg}", "{siemens: a, ge: b}"
+    )
+    workflow = load_workflow(write(tmp_path, unpaired), overrides=["evaluation.enabled=false"])
+    assert isinstance(workflow.data.layout, FoldersLayout)
+    assert list(workflow.data.layout.folders) == ["siemens", "ge"]
+
+
+def test_unpaired_data_needs_a_reference_to_evaluate(tmp_path: Path) -> None:
+    text = MINIMAL.replace("kind: paired", "kind: unpaired")
+    with pytest.raises(WorkflowError, match=r"evaluation: unpaired data has no reference"):
+        load_workflow(write(tmp_path, text))
+
+
+def test_method_options_are_checked_against_the_method(tmp_path: Path, registry: Registry) -> None:
+    good = MINIMAL + "  options:\n    hidden: 8\n"
+    assert load_workflow(write(tmp_path, good), registry=registry).method.options == {"hidden": 8}
+    bad = MINIMAL + "  options:\n    hidden: 8\n    depth: 3\n"
+    with pytest.raises(
+        WorkflowError,
+        match=r"line 10: method\.options\.depth: unknown key \(allowed here: roi_size, hidden\)",
+    ):
+        load_workflow(write(tmp_path, bad), registry=registry)
+
+
+def test_unknown_method_and_wrong_data_kind(tmp_path: Path, registry: Registry) -> None:
+    unknown = MINIMAL.replace("example-pointwise-net", "no-such-method")
+    with pytest.raises(WorkflowError, match=r"line 7: method\.id: no method 'no-such-method'"):
+        load_workflow(write(tmp_path, unknown), registry=registry)
+    text = MINIMAL.replace("example-pointwise-net", "example-domain-offset")
+    with pytest.raises(WorkflowError, match=r"line 2: data\.kind: .*trains on multi-domain"):
+        load_workflow(write(tmp_path, text), registry=registry)
+
+
+def test_unknown_metric_is_reported(tmp_path: Path, registry: Registry) -> None:
+    text = MINIMAL + "evaluation:\n  metrics: [synthrad, sharpness]\n"
+    with pytest.raises(WorkflowError, match=r"line 9: evaluation\.metrics: .*sharpness"):
+        load_workflow(write(tmp_path, text), registry=registry)
+
+
+def test_method_or_model_not_both(tmp_path: Path) -> None:
+    text = MINIMAL + "  model: trained\n"
+    with pytest.raises(WorkflowError, match=r"either id .* or model"):
+        load_workflow(write(tmp_path, text))
+
+
+def test_json_schema_exports(tmp_path: Path) -> None:
+    path = export_json_schema(tmp_path / "schema" / "workflow.json")
+    schema = json.loads(path.read_text())
+    assert schema["title"] == "medi2i workflow"
+    assert {"data", "method", "training", "inference", "evaluation", "report", "output"} <= set(
+        schema["properties"]
+    )
+    assert schema["additionalProperties"] is False
+    assert "TrainingConfig" in schema["$defs"]
+
+
+def test_committed_json_schema_is_current() -> None:
+    committed = json.loads((WORKFLOWS / "schema.json").read_text())
+    assert committed == workflow_json_schema(), (
+        "workflows/schema.json is stale: run `medi2i schema --output workflows/schema.json`"
+    )
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.yaml")), ids=lambda path: Path(path).name)
+def test_every_committed_workflow_validates(path: Path) -> None:
+    workflow = load_workflow(path, registry=Registry())  # against the installed plugins
+    assert isinstance(workflow, Workflow)
+
+
+def test_workflows_folder_has_workflows() -> None:
+    assert sorted(WORKFLOWS.glob("*.yaml")), "workflows/ should hold at least one workflow"
+
+
+def test_workflow_plugins_are_loaded_or_reported(tmp_path: Path, registry: Registry) -> None:
+    text = "plugins: [medi2i.testing.trainable_examples]\n" + MINIMAL.replace(
+        "example-pointwise-net", "example-tiny-regression"
+    )
+    assert load_workflow(write(tmp_path, text), registry=registry).plugins
+    missing = "plugins: [no_such_module_here]\n" + MINIMAL
+    with pytest.raises(
+        WorkflowError, match=r"line 1: plugins: plugin module 'no_such_module_here'"
+    ):
+        load_workflow(write(tmp_path, missing), registry=registry)
