@@ -1,0 +1,108 @@
+"""Intensities in and out of the network: whole-volume MR normalization and HU scaling.
+
+MR intensities have no absolute unit, so every input volume is normalized with its own
+statistics, taken over the *whole* volume (never per patch, or windows of one volume
+would be scaled differently). CT values are in Hounsfield units, an absolute scale, so
+targets and outputs are mapped by one fixed linear function between HU and the
+network's range [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+MRNormalization = Literal["zscore", "percentile"]
+
+HU_MIN = -1024.0
+"""Lowest CT value the method produces (air), in HU."""
+HU_MAX = 3071.0
+"""Highest CT value the method produces (dense bone, metal clipped), in HU."""
+
+
+@dataclass(frozen=True)
+class HounsfieldScale:
+    """The linear map between CT values in HU and the network's range [-1, 1].
+
+    ``low`` HU maps to -1 and ``high`` HU to +1; values beyond are clipped, so the
+    network never has to produce (or learn from) values outside the range the output
+    is delivered in.
+
+    Attributes:
+        low: CT value mapped to -1, in HU.
+        high: CT value mapped to +1, in HU.
+
+    Example:
+        >>> scale = HounsfieldScale()
+        >>> float(scale.to_network(torch.tensor(HU_MAX)))
+        1.0
+        >>> float(scale.to_hounsfield(torch.tensor(-1.0)))
+        -1024.0
+    """
+
+    low: float = HU_MIN
+    high: float = HU_MAX
+
+    @property
+    def half_span(self) -> float:
+        """HU per unit of network output (2047.5 HU for the default range)."""
+        return (self.high - self.low) / 2.0
+
+    def to_network(self, hounsfield: torch.Tensor) -> torch.Tensor:
+        """CT values in HU to [-1, 1], clipped."""
+        return ((hounsfield.float() - self.low) / self.half_span - 1.0).clamp(-1.0, 1.0)
+
+    def to_hounsfield(self, output: torch.Tensor) -> torch.Tensor:
+        """Network outputs to HU, clipped to ``[low, high]``."""
+        return ((output.float() + 1.0) * self.half_span + self.low).clamp(self.low, self.high)
+
+
+def foreground(values: np.ndarray) -> np.ndarray:
+    """The voxels whose statistics normalize an MR volume.
+
+    Foreground is every voxel brighter than the volume's mean: in an MR volume the
+    background (air) is dark and large, so its mean falls between air and tissue. A
+    volume with nothing above its mean (a constant volume) is all foreground.
+
+    Args:
+        values: The volume's intensities, any shape.
+
+    Returns:
+        The selected intensities as a flat float64 array (never empty for a non-empty
+        volume).
+    """
+    flat = values.astype(np.float64, copy=False).ravel()
+    selected = flat[flat > flat.mean()]
+    return selected if selected.size else flat
+
+
+def normalize_mr(
+    image: torch.Tensor,
+    *,
+    scheme: MRNormalization,
+    percentiles: tuple[float, float],
+) -> torch.Tensor:
+    """Normalize a whole MR volume with statistics of its foreground.
+
+    Args:
+        image: The whole volume, channel first; channels share one set of statistics.
+        scheme: ``"zscore"``: subtract the foreground mean and divide by its standard
+            deviation (nnU-Net's scheme for MR). ``"percentile"``: map the foreground's
+            ``percentiles`` (low, high) to -1 and +1 and clip beyond them.
+        percentiles: Lower and upper percentile (0-100) of the ``"percentile"`` scheme.
+
+    Returns:
+        The normalized volume as float32 (a ``MetaTensor`` stays one). A constant
+        volume becomes zeros.
+    """
+    selected = foreground(image.detach().cpu().numpy())
+    if scheme == "zscore":
+        centre, spread = float(selected.mean()), float(selected.std())
+        return (image.float() - centre) / (spread if spread > 0.0 else 1.0)
+    low, high = (float(v) for v in np.percentile(selected, percentiles))
+    half_span = (high - low) / 2.0
+    scaled = (image.float() - (low + half_span)) / (half_span if half_span > 0.0 else 1.0)
+    return scaled.clamp(-1.0, 1.0)

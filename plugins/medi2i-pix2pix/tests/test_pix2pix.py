@@ -1,0 +1,315 @@
+"""Tests of the Pix2Pix plugin: both methods, their networks and their training step."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from medi2i_pix2pix.adversarial import gan_loss
+from medi2i_pix2pix.discriminator import PatchDiscriminator, receptive_field, smallest_input
+from medi2i_pix2pix.generator import UNetGenerator
+from medi2i_pix2pix.intensity import foreground
+from medi2i_pix2pix.method import Pix2Pix, Pix2Pix25D
+from medi2i_pix2pix.slices import axial_context
+from monai.data.meta_tensor import MetaTensor
+
+import medi2i
+from medi2i import InferenceSettings, OptionsError, Registry, predict_tensor
+from medi2i.testing import check_method_contract, make_volume
+from medi2i.testing.trainable_examples import write_paired_cases
+from medi2i.training import Trainer, TrainingConfig, read_history, train
+
+SMALL_NETWORKS = {
+    "generator_filters": 4,
+    "generator_depth": 3,
+    "discriminator_filters": 4,
+    "discriminator_layers": 2,
+}
+SMALL_3D = {**SMALL_NETWORKS, "roi_size": (16, 16, 16)}
+SMALL_25D = {**SMALL_NETWORKS, "roi_size": (16, 16, 8)}
+METHODS = [(Pix2Pix, SMALL_3D), (Pix2Pix25D, SMALL_25D)]
+SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS)
+def test_keeps_the_method_contract(method_cls: type[Pix2Pix], options: dict[str, object]) -> None:
+    check_method_contract(method_cls, options=options)
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS)
+def test_predicts_ct_in_the_declared_hounsfield_range(
+    method_cls: type[Pix2Pix], options: dict[str, object], medi2i_volume: MetaTensor
+) -> None:
+    output = predict_tensor(method_cls(options), medi2i_volume, settings=SETTINGS)
+
+    assert output.shape == medi2i_volume.shape
+    assert -1024.0 <= float(output.min()) <= float(output.max()) <= 3071.0
+
+
+def test_the_model_keeps_only_the_generator() -> None:
+    method = Pix2Pix(SMALL_3D)
+
+    names = set(method.state_tensors())
+
+    assert names == {f"generator.{k}" for k in method.network.state_dict()}
+
+
+def test_percentile_normalization_uses_the_whole_volume_foreground() -> None:
+    image = make_volume((24, 20, 16))
+    before = image.as_tensor().clone()
+    low, high = np.percentile(foreground(image.numpy()), [0.5, 99.5])
+
+    normalized = Pix2Pix(SMALL_3D).preprocess(image)
+
+    expected = np.clip((image.numpy() - (low + high) / 2) / ((high - low) / 2), -1.0, 1.0)
+    np.testing.assert_allclose(normalized.numpy(), expected, rtol=0.0, atol=1e-5)
+    assert torch.equal(image.as_tensor(), before)
+
+
+def test_target_preprocessing_inverts_postprocessing() -> None:
+    method = Pix2Pix(SMALL_3D)
+    ct = MetaTensor(torch.linspace(-1024.0, 3071.0, 16**3).reshape(1, 16, 16, 16))
+
+    scaled = method.preprocess_target(ct)
+
+    assert float(scaled.min()) == -1.0
+    assert float(scaled.max()) == 1.0
+    restored = method.postprocess(scaled, ct)
+    torch.testing.assert_close(restored.as_tensor(), ct.as_tensor(), rtol=0.0, atol=1e-3)
+
+
+@pytest.mark.parametrize(("dims", "shape"), [(3, (16, 16, 16)), (3, (9, 20, 5)), (2, (30, 7))])
+def test_generator_accepts_any_size_and_outputs_in_tanh_range(
+    dims: int, shape: tuple[int, ...]
+) -> None:
+    generator = UNetGenerator(
+        dims=3 if dims == 3 else 2,
+        in_channels=2,
+        out_channels=1,
+        filters=4,
+        depth=3,
+        norm="instance",
+        dropout=0.5,
+    )
+
+    with torch.no_grad():
+        output = generator(torch.randn(2, 2, *shape) * 10.0)
+
+    assert output.shape == (2, 1, *shape)
+    assert float(output.abs().max()) <= 1.0
+
+
+def test_dropout_acts_in_training_only() -> None:
+    generator = Pix2Pix(SMALL_3D).network
+    volume = torch.randn(1, 1, 16, 16, 16)
+
+    with torch.no_grad():
+        generator.train()
+        assert not torch.equal(generator(volume), generator(volume))
+        generator.eval()
+        assert torch.equal(generator(volume), generator(volume))
+
+
+def test_the_default_discriminator_is_the_70_voxel_patchgan() -> None:
+    assert receptive_field(Pix2Pix().options.discriminator_layers) == 70
+    disc = PatchDiscriminator(dims=3, in_channels=2, filters=4, layers=3, norm="instance")
+
+    logits = disc(torch.zeros(1, 1, 32, 32, 32), torch.zeros(1, 1, 32, 32, 32))
+
+    assert logits.shape == (1, 1, 2, 2, 2)
+
+
+def test_a_discriminator_refuses_patches_smaller_than_its_field() -> None:
+    disc = PatchDiscriminator(dims=3, in_channels=2, filters=4, layers=2, norm="instance")
+    size = smallest_input(2) - 1
+
+    with pytest.raises(OptionsError, match="discriminator_layers"):
+        disc(torch.zeros(1, 1, size, 32, 32), torch.zeros(1, 1, size, 32, 32))
+
+
+def test_axial_context_repeats_edge_slices() -> None:
+    volume = torch.arange(4.0).reshape(1, 1, 1, 1, 4)
+
+    context = axial_context(volume, 5)[:, :, 0, 0]
+
+    expected = [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [0, 1, 2, 3, 3], [1, 2, 3, 3, 3]]
+    assert context.tolist() == expected
+
+
+def test_the_25d_generator_sees_only_neighbouring_slices() -> None:
+    generator = Pix2Pix25D({**SMALL_25D, "context_slices": 3}).network.eval()
+    volume = torch.randn(1, 1, 16, 16, 8)
+    changed = volume.clone()
+    changed[..., 4] += 5.0
+
+    with torch.no_grad():
+        before, after = generator(volume), generator(changed)
+
+    differs = [not torch.equal(before[..., z], after[..., z]) for z in range(8)]
+    assert differs == [False, False, False, True, True, True, False, False]
+
+
+@pytest.mark.parametrize("kind", ["vanilla", "lsgan"])
+def test_gan_loss_is_small_for_confident_right_answers(kind: str) -> None:
+    confident = torch.full((2, 1, 3, 3, 3), 8.0)
+
+    right = gan_loss(confident, real=True, kind=kind)  # type: ignore[arg-type]
+    wrong = gan_loss(confident, real=False, kind=kind)  # type: ignore[arg-type]
+
+    assert float(right) < float(wrong)
+    if kind == "vanilla":
+        expected = torch.nn.functional.softplus(torch.tensor(-8.0))  # -log(sigmoid(8))
+        assert float(right) == pytest.approx(float(expected))
+
+
+class RecordingTrainer(Trainer):
+    """The real trainer, recording parameters and gradients around every update."""
+
+    def __init__(self, method: Pix2Pix) -> None:
+        super().__init__(method.training_modules(), device=CPU)
+        self.records: list[tuple[str, dict[str, list[torch.Tensor]], dict[str, bool]]] = []
+
+    def parameters_now(self) -> dict[str, list[torch.Tensor]]:
+        return {
+            name: [p.detach().clone() for p in module.parameters()]
+            for name, module in self.raw_modules.items()
+        }
+
+    def step(self, optimizer: str) -> None:
+        gradless = {
+            name: all(p.grad is None for p in module.parameters())
+            for name, module in self.raw_modules.items()
+        }
+        self.records.append((optimizer, self.parameters_now(), gradless))
+        super().step(optimizer)
+
+
+def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS)
+def test_a_step_updates_the_discriminator_then_the_generator(
+    method_cls: type[Pix2Pix], options: dict[str, object]
+) -> None:
+    method = method_cls(options)
+    trainer = RecordingTrainer(method)
+    method.configure_training(trainer)
+    start = trainer.parameters_now()
+    size = method.roi_size()
+    batch = {"source": torch.randn(2, 1, *size), "target": torch.rand(2, 1, *size) * 2 - 1}
+
+    losses = trainer.run_step(method, [batch])
+
+    assert set(losses) == {"discriminator", "generator_gan", "l1"}
+    (first, at_d_step, d_gradless), (second, at_g_step, g_gradless) = trainer.records
+    assert (first, second) == ("discriminator", "generator")
+    # the discriminator's loss gives the generator no gradient (fake pairs are detached)
+    assert d_gradless["generator"]
+    assert not d_gradless["discriminator"]
+    # the generator's step leaves the discriminator as its own step left it
+    assert g_gradless["discriminator"]
+    end = trainer.parameters_now()
+    assert same(at_g_step["discriminator"], end["discriminator"])
+    assert not same(at_d_step["discriminator"], end["discriminator"])
+    assert same(at_g_step["generator"], start["generator"])
+    assert not same(start["generator"], end["generator"])
+
+
+def test_each_network_has_its_own_adam_with_the_paper_settings() -> None:
+    method = Pix2Pix(SMALL_3D)
+    trainer = Trainer(method.training_modules(), device=CPU)
+
+    method.configure_training(trainer)
+
+    assert sorted(trainer.optimizers) == ["discriminator", "generator"]
+    for name, optimizer in trainer.optimizers.items():
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert optimizer.param_groups[0]["lr"] == 2e-4
+        assert optimizer.param_groups[0]["betas"] == (0.5, 0.999)
+        owned = {id(p) for p in trainer.modules[name].parameters()}
+        assert {id(p) for p in optimizer.param_groups[0]["params"]} == owned
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS)
+def test_l1_decreases_on_a_learnable_task_with_the_trainer(
+    method_cls: type[Pix2Pix], options: dict[str, object], tmp_path: Path
+) -> None:
+    method = method_cls({**options, "learning_rate": 2e-3})
+    config = TrainingConfig(steps=30, batch_size=2, device="cpu", log_every=1, progress=False)
+
+    result = train(
+        method, write_paired_cases(tmp_path, count=2), config=config, run_dir=tmp_path / "run"
+    )
+
+    losses = [r["losses"]["l1"] for r in read_history(result.history) if "losses" in r]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    trained = medi2i.load_model(result.model_dir)
+    assert isinstance(trained, method_cls)
+    ct = predict_tensor(trained, make_volume((24, 24, 24), seed=0), settings=SETTINGS)
+    assert -1024.0 <= float(ct.min()) <= float(ct.max()) <= 3071.0
+
+
+@pytest.mark.parametrize(
+    ("method_cls", "options"),
+    [
+        (Pix2Pix, {"roi_size": (16, 16, 16)}),  # default depth 6 needs 64 voxels
+        (Pix2Pix, {**SMALL_3D, "discriminator_layers": 3}),  # needs 24 voxels
+        (Pix2Pix, {**SMALL_3D, "roi_size": (16, 0, 16)}),
+        (Pix2Pix, {"dropout": 1.0}),
+        (Pix2Pix, {"betas": (0.5, 1.0)}),
+        (Pix2Pix, {"gan_loss": "wasserstein"}),
+        (Pix2Pix, {"norm": "group"}),
+        (Pix2Pix, {"mr_percentiles": (50.0, 50.0)}),
+        (Pix2Pix, {"context_slices": 3}),  # a 2.5D option
+        (Pix2Pix25D, {**SMALL_25D, "context_slices": 4}),
+        (Pix2Pix25D, {"lambda_l1": 10.0}),
+    ],
+)
+def test_invalid_options_are_an_options_error(
+    method_cls: type[Pix2Pix], options: dict[str, object]
+) -> None:
+    with pytest.raises(OptionsError, match=method_cls.id):
+        method_cls(options)
+
+
+def test_defaults_follow_the_paper() -> None:
+    three_d, two_and_half_d = Pix2Pix().options, Pix2Pix25D().options
+
+    assert (three_d.l1_weight, three_d.learning_rate, three_d.betas) == (100.0, 2e-4, (0.5, 0.999))
+    assert (three_d.gan_loss, three_d.dropout, three_d.discriminator_layers) == ("vanilla", 0.5, 3)
+    assert two_and_half_d.generator_filters == two_and_half_d.discriminator_filters == 64
+    assert two_and_half_d.generator_depth == 8
+    assert two_and_half_d.roi_size[:2] == (256, 256)
+    assert two_and_half_d.context_slices == 3
+
+
+def test_both_methods_are_registered_by_the_installed_plugin(medi2i_registry: Registry) -> None:
+    assert medi2i_registry.method("pix2pix") is Pix2Pix
+    assert medi2i_registry.method("pix2pix-2.5d") is Pix2Pix25D
+    assert medi2i_registry.method_owner("pix2pix-2.5d") == "pix2pix"
+
+
+def test_hook_module_imports_no_torch() -> None:
+    code = "import sys, medi2i_pix2pix; print('torch' in sys.modules, 'monai' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_card_describes_both_methods() -> None:
+    card = yaml.safe_load(resources.files("medi2i_pix2pix").joinpath("card.yaml").read_text())
+
+    assert sorted(card["ids"]) == sorted([Pix2Pix.id, Pix2Pix25D.id])
+    assert card["version"] == Pix2Pix.version
+    assert "clinical" in card["intended_use"]["out_of_scope"].lower()

@@ -1,0 +1,26 @@
+"""medi2i-regression-unet: MR to synthetic CT with an nnU-Net-style regression U-Net.
+
+This module holds the plugin's hook implementations. medi2i imports it on every command
+(``medi2i --help`` included), so it imports nothing heavy at its top level: the method
+module, which needs torch and MONAI, is imported inside the hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import medi2i
+
+if TYPE_CHECKING:
+    from medi2i import Method
+
+__all__ = ["register_methods"]
+
+
+@medi2i.hookimpl
+def register_methods(register: Callable[[type[Method]], None]) -> None:
+    """Register :class:`medi2i_regression_unet.method.RegressionUNet`."""
+    from medi2i_regression_unet.method import RegressionUNet
+
+    register(RegressionUNet)

@@ -1,0 +1,274 @@
+"""The regression U-Net: MR in, synthetic CT in HU out, trained with an L1 loss.
+
+The method follows nnU-Net's recipe for 3D full-resolution U-Nets, with the
+segmentation loss replaced by a voxel-wise L1 loss on CT values:
+
+* :meth:`RegressionUNet.preprocess` normalizes each MR volume as a whole (z-score over
+  its foreground, as nnU-Net does for MR);
+* :meth:`RegressionUNet.preprocess_target` maps training CT from HU to [-1, 1];
+* the network, a residual 3D U-Net, runs through the core's sliding window with
+  Gaussian blending (the core's default);
+* :meth:`RegressionUNet.postprocess` maps its output back to HU, clipped to
+  [-1024, 3071].
+
+Augmentation (flips, rotations, intensity) is the trainer's, set in the workflow's
+``training.augmentation``; the patch size is ``roi_size`` unless the workflow sets one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar, cast
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from medi2i import (
+    DataKind,
+    Medi2iError,
+    ModelFormatError,
+    Options,
+    PatchNetworkMethod,
+    SpatialPlan,
+    Task,
+    VolumeSpec,
+)
+from medi2i_regression_unet.intensity import (
+    HU_MAX,
+    HU_MIN,
+    HounsfieldScale,
+    MRNormalization,
+    normalize_mr,
+)
+from medi2i_regression_unet.network import ResidualUNet, expand_aliases, unique_state
+from medi2i_regression_unet.optimization import (
+    DEFAULT_LEARNING_RATES,
+    OptimizerName,
+    Schedule,
+    make_optimizer,
+    scheduled_learning_rate,
+    set_learning_rate,
+)
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.method import TrainerAPI
+
+NETWORK = "network"
+"""Name of the network's training module and of its optimizer."""
+
+
+class RegressionUNetOptions(Options):
+    """Options of :class:`RegressionUNet`; defaults follow nnU-Net's 3D full-resolution
+    configuration.
+
+    Attributes:
+        roi_size: Training patch size and sliding-window size in voxels (x, y, z).
+            nnU-Net picks the largest patch that fits in GPU memory at batch size 2;
+            every axis should be a multiple of ``2**(len(filters) - 1)`` (others work,
+            padded).
+        filters: Features of each U-Net stage, full resolution first; every stage after
+            the first halves the resolution (at least 3 stages).
+        residual: Residual encoder blocks (nnU-Net ResEnc) instead of plain ones.
+        spacing: Voxel spacing in mm to resample every volume to before the network
+            (nnU-Net uses the training set's median spacing), or ``None`` to keep each
+            volume's own spacing.
+        mr_normalization: ``"zscore"`` (nnU-Net's MR scheme: mean and standard
+            deviation of the volume's foreground) or ``"percentile"`` (the foreground's
+            ``mr_percentiles`` mapped to [-1, 1], clipped).
+        mr_percentiles: Lower and upper percentile (0-100) of the ``"percentile"``
+            scheme.
+        optimizer: ``"sgd"`` with Nesterov momentum (nnU-Net), ``"adam"`` or ``"adamw"``.
+        learning_rate: Initial learning rate, or ``None`` for the optimizer's default:
+            1e-2 for SGD (nnU-Net), 2e-4 for Adam and AdamW.
+        momentum: SGD momentum (0.99 in nnU-Net), in [0, 1).
+        weight_decay: Weight decay (3e-5 in nnU-Net), >= 0.
+        lr_schedule: ``"poly"`` (nnU-Net's polynomial decay) or ``"constant"``.
+        schedule_steps: Number of training steps the polynomial decay spans; set it to
+            the workflow's ``training.steps``.
+        poly_exponent: Exponent of the polynomial decay (0.9 in nnU-Net).
+    """
+
+    roi_size: tuple[int, int, int] = (128, 128, 128)
+    filters: tuple[int, ...] = (32, 64, 128, 256, 320, 320)
+    residual: bool = True
+    spacing: tuple[float, float, float] | None = None
+    mr_normalization: MRNormalization = "zscore"
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    optimizer: OptimizerName = "sgd"
+    learning_rate: float | None = Field(default=None, gt=0.0)
+    momentum: float = Field(default=0.99, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=3e-5, ge=0.0)
+    lr_schedule: Schedule = "poly"
+    schedule_steps: int = Field(default=1000, ge=1)
+    poly_exponent: float = Field(default=0.9, gt=0.0)
+
+    @field_validator("roi_size")
+    @classmethod
+    def _positive_roi(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(value) < 1:
+            raise ValueError(f"roi_size {value} must be positive in every axis")
+        return value
+
+    @field_validator("filters")
+    @classmethod
+    def _enough_stages(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) < 3 or min(value) < 1:
+            raise ValueError(f"filters {value} needs at least 3 stages of >= 1 feature each")
+        return value
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive_spacing(
+        cls, value: tuple[float, float, float] | None
+    ) -> tuple[float, float, float] | None:
+        if value is not None and min(value) <= 0.0:
+            raise ValueError(f"spacing {value} must be positive in every axis (mm)")
+        return value
+
+    @model_validator(mode="after")
+    def _percentiles_ordered(self) -> RegressionUNetOptions:
+        low, high = self.mr_percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(
+                f"mr_percentiles {self.mr_percentiles} must satisfy 0 <= low < high <= 100"
+            )
+        return self
+
+
+class RegressionUNet(PatchNetworkMethod):
+    """MR to synthetic CT with an nnU-Net-style residual 3D U-Net trained with L1 loss.
+
+    Example:
+        >>> method = RegressionUNet({"filters": (4, 8, 16), "roi_size": (16, 16, 16)})
+        >>> sorted(method.training_modules())
+        ['network']
+    """
+
+    id = "regression-unet"
+    version = "0.1.0"
+    tasks = (Task.TRANSLATION,)
+    data = DataKind.PAIRED
+    input_spec = VolumeSpec(modality="MR", units="arbitrary")
+    output_spec = VolumeSpec(modality="CT", units="HU", value_range=(HU_MIN, HU_MAX))
+    Options = RegressionUNetOptions
+    paper = (
+        "Isensee F, Jaeger PF, Kohl SAA, Petersen J, Maier-Hein KH. nnU-Net: a "
+        "self-configuring method for deep learning-based biomedical image segmentation. "
+        "Nature Methods 18, 203-211 (2021); adapted to regression with an L1 loss"
+    )
+    default_roi_size: ClassVar[tuple[int, int, int]] = (128, 128, 128)
+    hounsfield: ClassVar[HounsfieldScale] = HounsfieldScale()
+
+    options: RegressionUNetOptions
+
+    def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
+        super().__init__(options)
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    def spatial_plan(self) -> SpatialPlan:
+        """RAS orientation, so the network always sees anatomy the same way round, and
+        ``options.spacing`` when set."""
+        return SpatialPlan(orientation="RAS", spacing=self.options.spacing)
+
+    def build_network(self) -> torch.nn.Module:
+        return ResidualUNet(
+            in_channels=self.input_spec.channels,
+            out_channels=self.output_spec.channels,
+            filters=self.options.filters,
+            residual=self.options.residual,
+        )
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The network's weights, each tensor once (see :func:`unique_state`)."""
+        return {f"{NETWORK}.{k}": v for k, v in unique_state(self.network).items()}
+
+    def load_state_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` returned."""
+        stored = {k.removeprefix(f"{NETWORK}."): v for k, v in tensors.items()}
+        unexpected = sorted(set(stored) - set(unique_state(self.network)))
+        if unexpected:
+            raise ModelFormatError(
+                f"weights do not fit method {self.id!r} with these options: unexpected "
+                f"tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+            )
+        try:
+            self.network.load_state_dict(expand_aliases(self.network, stored), strict=True)
+        except RuntimeError as exc:
+            raise ModelFormatError(
+                f"weights do not fit method {self.id!r} with these options: {exc}"
+            ) from exc
+
+    # -- intensities -------------------------------------------------------------------
+
+    def preprocess(self, image: MetaTensor) -> MetaTensor:
+        """Normalize the whole MR volume (see ``options.mr_normalization``)."""
+        normalized = normalize_mr(
+            image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
+        )
+        return cast("MetaTensor", normalized)
+
+    def preprocess_target(self, target: MetaTensor) -> MetaTensor:
+        """Map a whole training CT from HU to the network's range [-1, 1] (clipped).
+
+        The trainer calls this on paired targets; it is the inverse of
+        :meth:`postprocess`.
+        """
+        return cast("MetaTensor", self.hounsfield.to_network(target))
+
+    def postprocess(self, output: MetaTensor, image: MetaTensor) -> MetaTensor:
+        """Map network outputs back to HU, clipped to [-1024, 3071]."""
+        return cast("MetaTensor", self.hounsfield.to_hounsfield(output))
+
+    # -- training ----------------------------------------------------------------------
+
+    def configure_training(self, trainer: TrainerAPI) -> None:
+        """Create the optimizer of ``options.optimizer`` over the network's parameters."""
+        options = self.options
+        self._optimizer = make_optimizer(
+            trainer.modules[NETWORK].parameters(),
+            name=options.optimizer,
+            learning_rate=self.initial_learning_rate(),
+            momentum=options.momentum,
+            weight_decay=options.weight_decay,
+        )
+        trainer.add_optimizer(NETWORK, self._optimizer)
+
+    def training_step(
+        self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
+    ) -> dict[str, float]:
+        """One L1 step from ``batch["source"]`` (normalized MR patches) to
+        ``batch["target"]`` (CT patches in [-1, 1]).
+
+        Returns:
+            ``{"l1": ...}``, the mean absolute error in network units (× 2047.5 for HU).
+        """
+        self._schedule(trainer.step_index)
+        with trainer.autocast():
+            prediction = trainer.modules[NETWORK](batch["source"])
+        loss = F.l1_loss(prediction.float(), batch["target"].float())
+        trainer.backward(loss, NETWORK)
+        trainer.step(NETWORK)
+        return {"l1": float(loss.detach())}
+
+    def initial_learning_rate(self) -> float:
+        """``options.learning_rate``, or the chosen optimizer's default."""
+        chosen = self.options.learning_rate
+        return chosen if chosen is not None else DEFAULT_LEARNING_RATES[self.options.optimizer]
+
+    def _schedule(self, step: int) -> None:
+        if self._optimizer is None:
+            raise Medi2iError(
+                f"method {self.id!r}: training_step was called before configure_training"
+            )
+        options = self.options
+        rate = scheduled_learning_rate(
+            self.initial_learning_rate(),
+            schedule=options.lr_schedule,
+            step=step,
+            total_steps=options.schedule_steps,
+            exponent=options.poly_exponent,
+        )
+        set_learning_rate(self._optimizer, rate)

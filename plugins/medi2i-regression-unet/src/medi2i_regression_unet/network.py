@@ -1,0 +1,110 @@
+"""The network: an nnU-Net-style 3D U-Net (MONAI ``DynUNet``) with a linear output.
+
+nnU-Net's 3D full-resolution configuration is a U-Net of 3×3×3 convolutions, instance
+normalization and leaky ReLU (slope 0.01), doubling its features at every stride-2
+downsampling up to a cap of 320, with two convolutions per stage. The residual variant
+(residual encoder blocks) is the one nnU-Net's authors recommend since 2024. For
+regression the segmentation head becomes one linear output channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets.dynunet import DynUNet
+
+
+class ResidualUNet(torch.nn.Module):
+    """A 3D U-Net that accepts windows of any size.
+
+    A U-Net with ``k`` stride-2 stages needs sizes divisible by ``2**k``; windows that
+    are not (a user's ``--roi-size``, a volume thinner than the window) are padded at
+    their far end by edge replication and the output is cropped back, so the sliding
+    window and the trainer may hand it any size.
+
+    Args:
+        in_channels: Input channels (1 for one MR contrast).
+        out_channels: Output channels (1 for CT).
+        filters: Features of each stage, from full resolution to the bottleneck; every
+            stage after the first halves the resolution.
+        residual: Residual blocks (``True``) or plain two-convolution blocks.
+
+    Example:
+        >>> net = ResidualUNet(in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True)
+        >>> net(torch.zeros(1, 1, 10, 12, 8)).shape
+        torch.Size([1, 1, 10, 12, 8])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        filters: Sequence[int],
+        residual: bool,
+    ) -> None:
+        super().__init__()
+        stages = len(filters)
+        strides = [1] + [2] * (stages - 1)
+        self.divisor = 2 ** (stages - 1)
+        self.unet = DynUNet(
+            spatial_dims=3,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=[3] * stages,
+            strides=strides,
+            upsample_kernel_size=strides[1:],
+            filters=list(filters),
+            norm_name=("INSTANCE", {"affine": True}),
+            act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+            res_block=residual,
+        )
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """Map windows ``(B, C, X, Y, Z)`` to outputs of the same spatial size."""
+        size = windows.shape[2:]
+        padded = pad_to_multiple(windows, self.divisor)
+        output: torch.Tensor = self.unet(padded)
+        return output[..., : size[0], : size[1], : size[2]]
+
+
+def pad_to_multiple(volume: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Pad the spatial axes of ``(B, C, X, Y, Z)`` at their far end to multiples of
+    ``divisor``, replicating edge voxels (zeros would add false edges)."""
+    missing = [-int(n) % divisor for n in volume.shape[2:]]
+    if not any(missing):
+        return volume
+    widths = [w for axis in reversed(missing) for w in (0, axis)]  # F.pad: last axis first
+    return F.pad(volume, widths, mode="replicate")
+
+
+def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict with every tensor once, under the first name it has.
+
+    ``DynUNet`` registers each of its blocks twice (in its stage lists and in the
+    nested skip-connection tree), so its state dict names every tensor twice;
+    safetensors refuses to store tensors that share memory.
+    """
+    seen: set[int] = set()
+    unique: dict[str, torch.Tensor] = {}
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            unique[name] = tensor.detach()
+    return unique
+
+
+def expand_aliases(
+    module: torch.nn.Module, tensors: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The full state dict of ``module`` from what :func:`unique_state` returned: every
+    alias of a tensor gets the tensor stored under its first name."""
+    first_name: dict[int, str] = {}
+    full: dict[str, torch.Tensor] = {}
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        canonical = first_name.setdefault(id(tensor), name)
+        if canonical in tensors:
+            full[name] = tensors[canonical]
+    return full

@@ -1,0 +1,241 @@
+"""Tests of the regression U-Net plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from medi2i_regression_unet.intensity import HounsfieldScale, foreground, normalize_mr
+from medi2i_regression_unet.method import RegressionUNet
+from medi2i_regression_unet.network import ResidualUNet
+from medi2i_regression_unet.optimization import scheduled_learning_rate
+from monai.data.meta_tensor import MetaTensor
+
+import medi2i
+from medi2i import InferenceSettings, ModelFormatError, OptionsError, Registry, predict_tensor
+from medi2i.testing import check_method_contract, make_volume
+from medi2i.testing.trainable_examples import write_paired_cases
+from medi2i.training import Trainer, TrainingConfig, read_history, train
+
+SMALL = {"filters": (4, 8, 16), "roi_size": (16, 16, 16)}
+SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
+
+
+def test_keeps_the_method_contract() -> None:
+    check_method_contract(RegressionUNet, options=SMALL)
+
+
+def test_output_is_ct_in_the_declared_hounsfield_range(medi2i_volume: MetaTensor) -> None:
+    output = predict_tensor(RegressionUNet(SMALL), medi2i_volume, settings=SETTINGS)
+
+    assert RegressionUNet.output_spec.units == "HU"
+    assert float(output.min()) >= -1024.0
+    assert float(output.max()) <= 3071.0
+    assert output.shape == medi2i_volume.shape
+
+
+def test_hounsfield_scale_maps_the_ct_range_onto_minus_one_to_one() -> None:
+    scale = HounsfieldScale()
+    hounsfield = torch.tensor([-3000.0, -1024.0, 0.0, 1023.5, 3071.0, 5000.0])
+
+    network = scale.to_network(hounsfield)
+
+    assert network.tolist() == pytest.approx([-1.0, -1.0, -0.4998779, 0.0, 1.0, 1.0], abs=1e-6)
+    back = scale.to_hounsfield(network)
+    assert back.tolist() == pytest.approx([-1024.0, -1024.0, 0.0, 1023.5, 3071.0, 3071.0])
+
+
+def test_target_preprocessing_inverts_postprocessing() -> None:
+    method = RegressionUNet(SMALL)
+    ct = MetaTensor(torch.linspace(-1024.0, 3071.0, 16**3).reshape(1, 16, 16, 16))
+
+    restored = method.postprocess(method.preprocess_target(ct), ct)
+
+    torch.testing.assert_close(restored.as_tensor(), ct.as_tensor(), rtol=0.0, atol=1e-3)
+
+
+def test_zscore_uses_the_whole_volume_foreground() -> None:
+    image = make_volume((24, 20, 16))
+    before = image.as_tensor().clone()
+
+    normalized = RegressionUNet(SMALL).preprocess(image)
+
+    selected = foreground(normalized.numpy())
+    # the foreground of the normalized volume is the same voxels, now standardized
+    assert selected.size == foreground(image.numpy()).size
+    assert selected.mean() == pytest.approx(0.0, abs=1e-5)
+    assert selected.std() == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(image.as_tensor(), before)
+    assert isinstance(normalized, MetaTensor)
+    torch.testing.assert_close(normalized.affine, image.affine)
+
+
+def test_a_patch_is_normalized_with_the_statistics_of_its_volume() -> None:
+    image = make_volume((24, 20, 16))
+    patch = image[:, :8, :8, :8]
+
+    whole = normalize_mr(image, scheme="zscore", percentiles=(0.5, 99.5))[:, :8, :8, :8]
+    alone = normalize_mr(patch, scheme="zscore", percentiles=(0.5, 99.5))
+
+    assert not torch.allclose(whole, alone, atol=1e-2)
+
+
+def test_percentile_scheme_maps_the_foreground_percentiles_to_minus_one_and_one() -> None:
+    image = make_volume((24, 20, 16))
+    low, high = np.percentile(foreground(image.numpy()), [5.0, 95.0])
+
+    scaled = normalize_mr(image, scheme="percentile", percentiles=(5.0, 95.0))
+
+    expected = np.clip((image.numpy() - (low + high) / 2) / ((high - low) / 2), -1.0, 1.0)
+    np.testing.assert_allclose(scaled.numpy(), expected, rtol=0.0, atol=1e-5)
+    assert float(scaled.min()) == -1.0
+    assert float(scaled.max()) == 1.0
+
+
+def test_a_constant_volume_normalizes_to_zeros() -> None:
+    image = make_volume((16, 16, 16), kind="constant")
+
+    assert torch.equal(RegressionUNet(SMALL).preprocess(image).as_tensor(), torch.zeros_like(image))
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 16), (13, 18, 7), (1, 5, 32)])
+def test_the_network_accepts_windows_of_any_size(shape: tuple[int, int, int]) -> None:
+    net = ResidualUNet(in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True)
+
+    assert net(torch.randn(2, 1, *shape)).shape == (2, 1, *shape)
+
+
+def test_poly_schedule_decays_like_nnunet() -> None:
+    rates = [
+        scheduled_learning_rate(0.01, schedule="poly", step=k, total_steps=100, exponent=0.9)
+        for k in (0, 50, 99, 500)
+    ]
+
+    assert rates[0] == pytest.approx(0.01)
+    assert rates[1] == pytest.approx(0.01 * 0.5**0.9)
+    assert rates[2] == pytest.approx(0.01 * 0.01**0.9)
+    assert rates[3] == rates[2]  # past the schedule the last rate is kept
+
+
+def test_a_step_sets_the_scheduled_rate_and_updates_the_network() -> None:
+    method = RegressionUNet({**SMALL, "optimizer": "sgd", "schedule_steps": 10})
+    trainer = Trainer(method.training_modules(), device=torch.device("cpu"))
+    method.configure_training(trainer)
+    trainer.step_index = 5
+    before = [p.detach().clone() for p in method.network.parameters()]
+    batch = {"source": torch.randn(2, 1, 16, 16, 16), "target": torch.rand(2, 1, 16, 16, 16)}
+
+    losses = method.training_step(batch, trainer)
+
+    assert set(losses) == {"l1"}
+    assert trainer.learning_rates()["network"] == pytest.approx(1e-2 * 0.5**0.9)
+    after = list(method.network.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_weights_of_other_options_are_a_model_format_error() -> None:
+    larger = RegressionUNet({**SMALL, "filters": (4, 8, 16, 32)}).state_tensors()
+    smaller = RegressionUNet(SMALL).state_tensors()
+    method = RegressionUNet(SMALL)
+
+    with pytest.raises(ModelFormatError, match="regression-unet"):
+        method.load_state_tensors(larger)
+    with pytest.raises(ModelFormatError, match="regression-unet"):
+        method.load_state_tensors({k: v for k, v in smaller.items() if "input_block" not in k})
+
+
+def test_default_learning_rate_follows_the_optimizer() -> None:
+    assert RegressionUNet().initial_learning_rate() == 1e-2
+    assert RegressionUNet({"optimizer": "adam"}).initial_learning_rate() == 2e-4
+    assert RegressionUNet({"optimizer": "adam", "learning_rate": 1e-3}).initial_learning_rate() == (
+        1e-3
+    )
+
+
+def test_loss_decreases_on_a_learnable_task_with_the_trainer(tmp_path: Path) -> None:
+    options = {**SMALL, "optimizer": "adam", "learning_rate": 3e-3, "lr_schedule": "constant"}
+    config = TrainingConfig(steps=40, batch_size=2, device="cpu", log_every=1, progress=False)
+
+    result = train(
+        RegressionUNet(options),
+        write_paired_cases(tmp_path, count=2),
+        config=config,
+        run_dir=tmp_path / "run",
+    )
+
+    losses = [r["losses"]["l1"] for r in read_history(result.history) if "losses" in r]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    trained = medi2i.load_model(result.model_dir)
+    ct = predict_tensor(trained, make_volume((24, 24, 24), seed=0), settings=SETTINGS)
+    assert -1024.0 <= float(ct.min()) <= float(ct.max()) <= 3071.0
+
+
+def test_a_resumed_run_follows_the_schedule_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    options = {**SMALL, "optimizer": "sgd", "schedule_steps": 6}
+    data = write_paired_cases(tmp_path / "data", count=2)
+
+    def run(folder: str, steps: int) -> dict[str, torch.Tensor]:
+        config = TrainingConfig(
+            steps=steps, batch_size=1, device="cpu", checkpoint_every=3, progress=False
+        )
+        result = train(RegressionUNet(options), data, config=config, run_dir=tmp_path / folder)
+        return medi2i.load_model(result.model_dir).state_tensors()
+
+    run("resumed", 3)
+    resumed, uninterrupted = run("resumed", 6), run("uninterrupted", 6)
+
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"filters": (4, 8)},
+        {"filters": (4, 0, 8)},
+        {"roi_size": (16, 0, 16)},
+        {"mr_percentiles": (99.0, 1.0)},
+        {"mr_percentiles": (0.0, 101.0)},
+        {"spacing": (1.0, 0.0, 1.0)},
+        {"learning_rate": 0.0},
+        {"momentum": 1.0},
+        {"optimizer": "rmsprop"},
+        {"mr_normalisation": "zscore"},
+    ],
+)
+def test_invalid_options_are_an_options_error(options: dict[str, object]) -> None:
+    with pytest.raises(OptionsError, match="regression-unet"):
+        RegressionUNet(options)
+
+
+def test_is_registered_by_the_installed_plugin(medi2i_registry: Registry) -> None:
+    assert medi2i_registry.method("regression-unet") is RegressionUNet
+    assert medi2i_registry.method_owner("regression-unet") == "regression-unet"
+
+
+def test_hook_module_imports_no_torch() -> None:
+    code = (
+        "import sys, medi2i_regression_unet; print('torch' in sys.modules, 'monai' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_card_describes_the_method() -> None:
+    text = resources.files("medi2i_regression_unet").joinpath("card.yaml").read_text()
+    card = yaml.safe_load(text)
+
+    assert card["id"] == RegressionUNet.id
+    assert card["version"] == RegressionUNet.version
+    assert "clinical" in card["intended_use"]["out_of_scope"].lower()
