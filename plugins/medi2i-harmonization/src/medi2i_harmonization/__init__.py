@@ -1,0 +1,33 @@
+"""medi2i-harmonization: MR intensity standardization across scanners.
+
+Methods: ``zscore`` (foreground z-score), ``whitestripe`` (Shinohara et al. 2014) and
+``nyul`` (Nyúl-Udupa histogram standardization). This module holds the plugin's hook
+implementation; medi2i imports it on every command, so the method modules (numpy,
+scipy, torch) are imported inside the hook only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import medi2i
+
+if TYPE_CHECKING:
+    from medi2i import Method
+
+__all__ = ["register_methods"]
+
+
+@medi2i.hookimpl
+def register_methods(register: Callable[[type[Method]], None]) -> None:
+    """Register :class:`~medi2i_harmonization.zscore.ZScore`,
+    :class:`~medi2i_harmonization.whitestripe.WhiteStripe` and
+    :class:`~medi2i_harmonization.nyul.NyulStandardization`."""
+    from medi2i_harmonization.nyul import NyulStandardization
+    from medi2i_harmonization.whitestripe import WhiteStripe
+    from medi2i_harmonization.zscore import ZScore
+
+    register(ZScore)
+    register(WhiteStripe)
+    register(NyulStandardization)

@@ -1,0 +1,228 @@
+"""Nyúl-Udupa histogram standardization (Nyúl & Udupa 1999; Nyúl, Udupa & Zhang 2000).
+
+Landmarks are percentiles of a volume's foreground intensities: ``pc1`` and ``pc2``
+bound the intensities of interest, and the deciles in between shape the map (the
+decile variant of the 2000 paper). Training maps each volume of the target domain
+linearly from ``[pc1, pc2]`` onto a standard range ``[s1, s2]`` and averages the
+mapped landmarks over the volumes: the *standard landmarks*. A new volume is mapped
+piecewise linearly from its own landmarks onto the standard ones; beyond ``pc1`` and
+``pc2`` the first and last segments are extended, so the map is monotone (increasing)
+over all intensities and keeps the order of tissues.
+
+The standard range is the paper's fixed scale when ``standard_range`` is given (the
+1999 paper used ``[1, 4095]``, 12-bit); by default it is the target domain's own range,
+the mean of its volumes' ``pc1`` and ``pc2`` intensities, so that a volume of another
+scanner comes out in the target scanner's units (harmonization).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import pairwise
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, model_validator
+
+from medi2i import DataKind, InputError, Medi2iError, Method, ModelFormatError, Options, Task
+from medi2i_harmonization.samples import (
+    FloatArray,
+    ForegroundRule,
+    foreground_values,
+    volume_array,
+    volume_arrays,
+)
+from medi2i_harmonization.standardization import MR_SPEC
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i import PredictContext
+    from medi2i.method import StateValue
+
+DECILES = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
+LANDMARKS_KEY = "standard_landmarks"
+VOLUMES_KEY = "fitted_volumes"
+
+
+class NyulOptions(Options):
+    """Options of :class:`NyulStandardization` (defaults: the decile variant of Nyúl,
+    Udupa & Zhang 2000).
+
+    Attributes:
+        lower_percentile: ``pc1``, the lowest percentile of interest of the foreground
+            (0-100).
+        upper_percentile: ``pc2``, the highest percentile of interest (0-100).
+        landmark_percentiles: The percentiles between ``pc1`` and ``pc2`` that shape the
+            map, increasing.
+        standard_range: ``(s1, s2)``, where ``pc1`` and ``pc2`` land on the standard
+            scale; ``None`` for the target domain's own scale (the mean ``pc1`` and
+            ``pc2`` intensities of the volumes it was fitted on).
+        foreground: Voxels whose percentiles are the landmarks (see
+            :data:`medi2i_harmonization.samples.ForegroundRule`).
+    """
+
+    lower_percentile: float = Field(default=1.0, ge=0.0, le=100.0)
+    upper_percentile: float = Field(default=99.0, ge=0.0, le=100.0)
+    landmark_percentiles: tuple[float, ...] = DECILES
+    standard_range: tuple[float, float] | None = None
+    foreground: ForegroundRule = "otsu"
+
+    @model_validator(mode="after")
+    def _percentiles_increase(self) -> NyulOptions:
+        sequence = self.percentiles()
+        if any(b <= a for a, b in pairwise(sequence)):
+            raise ValueError(
+                "lower_percentile, landmark_percentiles and upper_percentile must increase "
+                f"strictly, got {list(sequence)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _range_increases(self) -> NyulOptions:
+        if self.standard_range is not None and self.standard_range[1] <= self.standard_range[0]:
+            raise ValueError(f"standard_range {self.standard_range} must be (s1, s2) with s1 < s2")
+        return self
+
+    def percentiles(self) -> tuple[float, ...]:
+        """All landmark percentiles: ``pc1``, the landmarks, ``pc2``."""
+        return (self.lower_percentile, *self.landmark_percentiles, self.upper_percentile)
+
+
+class NyulStandardization(Method):
+    """Map intensities piecewise linearly so that histogram landmarks match the target's.
+
+    Fit on volumes of the target domain (e.g. one scanner's T1-weighted images); then
+    every volume is mapped so that its foreground percentiles (1st, deciles, 99th by
+    default) land on the target domain's average landmarks. The map is increasing, so
+    tissue order is kept.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> method = NyulStandardization({"foreground": "all"})
+        >>> method.fit([rng.gamma(4.0, 25.0, (8, 8, 8)) for _ in range(3)])
+        >>> len(method.standard_landmarks)
+        11
+    """
+
+    id = "nyul"
+    version = "0.1.0"
+    tasks = (Task.HARMONIZATION,)
+    data = DataKind.SINGLE_DOMAIN
+    input_spec = MR_SPEC
+    output_spec = MR_SPEC
+    Options = NyulOptions
+    paper = (
+        "Nyúl LG, Udupa JK. On standardizing the MR image intensity scale. Magn Reson Med "
+        "42(6):1072-1081, 1999; Nyúl LG, Udupa JK, Zhang X. New variants of a method of MRI "
+        "scale standardization. IEEE Trans Med Imaging 19(2):143-150, 2000"
+    )
+
+    options: NyulOptions
+
+    def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
+        super().__init__(options)
+        self.standard_landmarks: tuple[float, ...] | None = None
+        self.fitted_volumes = 0
+
+    def landmarks(self, values: FloatArray) -> FloatArray:
+        """The landmark intensities of a volume's foreground, in its units."""
+        inside = foreground_values(values, rule=self.options.foreground)
+        return np.asarray(np.percentile(inside, self.options.percentiles()), np.float64)
+
+    def fit(self, volumes: object) -> None:
+        """Learn the standard landmarks from volumes of the target domain.
+
+        Args:
+            volumes: Volumes of the target domain (tensors, arrays or file paths).
+
+        Raises:
+            InputError: No volume, or one whose ``pc1`` and ``pc2`` coincide.
+        """
+        measured = np.array([self.landmarks(values) for values in volume_arrays(volumes)])
+        spans = measured[:, -1] - measured[:, 0]
+        if (spans <= 0).any():
+            raise InputError(
+                "a volume's lower and upper percentiles coincide: its foreground is constant "
+                "and has no histogram to standardize by"
+            )
+        s1, s2 = self.options.standard_range or (
+            float(measured[:, 0].mean()),
+            float(measured[:, -1].mean()),
+        )
+        onto_standard = s1 + (measured - measured[:, :1]) / spans[:, None] * (s2 - s1)
+        self.standard_landmarks = tuple(float(v) for v in onto_standard.mean(axis=0))
+        self.fitted_volumes = len(measured)
+
+    def standardize(self, values: FloatArray) -> FloatArray:
+        """Map a whole volume onto the standard scale.
+
+        Raises:
+            Medi2iError: The method was not fitted.
+            InputError: The volume's foreground has fewer than two distinct landmarks.
+        """
+        if self.standard_landmarks is None:
+            raise Medi2iError(
+                f"method {self.id!r} is not fitted: fit it on volumes of the target domain "
+                "(or load a fitted model folder) before predicting"
+            )
+        return landmark_map(values, self.landmarks(values), np.asarray(self.standard_landmarks))
+
+    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
+        if image.shape[0] != 1:
+            raise InputError(
+                f"method {self.id!r} takes single-channel volumes, got {image.shape[0]} channels"
+            )
+        standard = self.standardize(volume_array(image))
+        return torch.from_numpy(standard.astype(np.float32))[None]
+
+    def state_values(self) -> dict[str, StateValue]:
+        if self.standard_landmarks is None:
+            return {}
+        return {LANDMARKS_KEY: list(self.standard_landmarks), VOLUMES_KEY: self.fitted_volumes}
+
+    def load_state_values(self, values: Mapping[str, StateValue]) -> None:
+        if not values:
+            self.standard_landmarks, self.fitted_volumes = None, 0
+            return
+        landmarks = values.get(LANDMARKS_KEY)
+        count = len(self.options.percentiles())
+        if not isinstance(landmarks, list) or len(landmarks) != count:
+            raise ModelFormatError(
+                f"method {self.id!r}: the model folder must hold {count} standard landmarks "
+                f"under {LANDMARKS_KEY!r} (one per percentile), found {landmarks!r}"
+            )
+        numbers = [float(v) for v in landmarks]
+        if any(b < a for a, b in pairwise(numbers)):
+            raise ModelFormatError(f"method {self.id!r}: standard landmarks must not decrease")
+        self.standard_landmarks = tuple(numbers)
+        volumes = values.get(VOLUMES_KEY, 0)
+        self.fitted_volumes = int(volumes) if isinstance(volumes, (int, float)) else 0
+
+
+def landmark_map(values: FloatArray, landmarks: FloatArray, standard: FloatArray) -> FloatArray:
+    """Map ``values`` piecewise linearly from ``landmarks`` onto ``standard``.
+
+    Landmarks that coincide (ties in a quantized image) are merged, their standard
+    positions averaged; beyond the first and last landmark the outer segments are
+    extended. The map is non-decreasing when ``standard`` is.
+
+    Raises:
+        InputError: Fewer than two distinct landmarks.
+    """
+    knots, inverse = np.unique(landmarks, return_inverse=True)
+    if knots.size < 2:
+        raise InputError(
+            "the volume's foreground percentiles all coincide: it is constant and has no "
+            "histogram to standardize"
+        )
+    targets = np.bincount(inverse, weights=standard) / np.bincount(inverse)
+    mapped = np.interp(values, knots, targets)
+    low_slope = (targets[1] - targets[0]) / (knots[1] - knots[0])
+    high_slope = (targets[-1] - targets[-2]) / (knots[-1] - knots[-2])
+    below, above = values < knots[0], values > knots[-1]
+    mapped[below] = targets[0] + (values[below] - knots[0]) * low_slope
+    mapped[above] = targets[-1] + (values[above] - knots[-1]) * high_slope
+    return np.asarray(mapped)

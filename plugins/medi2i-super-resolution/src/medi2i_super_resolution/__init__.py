@@ -1,0 +1,30 @@
+"""medi2i-super-resolution: volumes onto finer grids.
+
+Methods: ``interpolation`` (linear or cubic B-spline) and ``srcnn`` (SRCNN in 3D,
+trained on pairs). This module holds the plugin's hook implementation; medi2i imports
+it on every command, so the method modules (scipy, torch) are imported inside the hook
+only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import medi2i
+
+if TYPE_CHECKING:
+    from medi2i import Method
+
+__all__ = ["register_methods"]
+
+
+@medi2i.hookimpl
+def register_methods(register: Callable[[type[Method]], None]) -> None:
+    """Register :class:`~medi2i_super_resolution.interpolation.Interpolation` and
+    :class:`~medi2i_super_resolution.srcnn.Srcnn`."""
+    from medi2i_super_resolution.interpolation import Interpolation
+    from medi2i_super_resolution.srcnn import Srcnn
+
+    register(Interpolation)
+    register(Srcnn)

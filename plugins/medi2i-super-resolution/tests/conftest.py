@@ -1,0 +1,14 @@
+"""Make medi2i's test fixtures available to this plugin's tests.
+
+The fixtures are imported rather than enabled with ``pytest_plugins`` because pytest
+accepts ``pytest_plugins`` only in the top-level ``conftest.py``, and these tests also
+run from the medi2i repository, where this file is not the top-level one.
+"""
+
+from __future__ import annotations
+
+from medi2i.testing.pytest_plugin import (  # noqa: F401 (fixtures are found by name)
+    medi2i_registry,
+    medi2i_volume,
+    medi2i_volume_file,
+)

@@ -1,0 +1,96 @@
+"""Tests of the finer output grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from medi2i_super_resolution.grids import GridOptions, finer_grid
+
+from medi2i import Grid, OptionsError
+from medi2i.testing import make_volume
+
+OBLIQUE = Grid.of(make_volume((20, 18, 16)))  # spacing 0.9 × 1.1 × 2.0 mm, rotated
+
+
+def corners(grid: Grid, *, at: float) -> np.ndarray:
+    """World positions (mm) of the first and last voxel, ``at`` voxels outwards."""
+    first = np.array([-at, -at, -at, 1.0])
+    last = np.array([n - 1 + at for n in grid.shape] + [1.0])
+    return np.stack([grid.affine @ first, grid.affine @ last])[:, :3]
+
+
+@pytest.mark.parametrize("scale", [(1.0, 1.0, 4.0), (2.0, 3.0, 1.0), (1.5, 1.0, 2.5)])
+def test_edges_grid_is_grid_scaled(scale: tuple[float, float, float]) -> None:
+    finer = finer_grid(OBLIQUE, scale=scale, align="edges")
+    expected = OBLIQUE.scaled(scale)
+
+    assert finer.grid.shape == expected.shape
+    np.testing.assert_allclose(finer.grid.affine, expected.affine, atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [(1.0, 1.0, 4.0), (2.0, 3.0, 1.0), (1.3, 1.0, 2.7)])
+def test_edges_grid_keeps_the_outer_voxel_edges(scale: tuple[float, float, float]) -> None:
+    finer = finer_grid(OBLIQUE, scale=scale, align="edges")
+
+    np.testing.assert_allclose(corners(finer.grid, at=0.5), corners(OBLIQUE, at=0.5), atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [(1.0, 1.0, 4.0), (2.0, 3.0, 1.0), (1.3, 1.0, 2.7)])
+def test_centres_grid_keeps_the_outer_voxel_centres(scale: tuple[float, float, float]) -> None:
+    finer = finer_grid(OBLIQUE, scale=scale, align="centres")
+
+    np.testing.assert_allclose(corners(finer.grid, at=0.0), corners(OBLIQUE, at=0.0), atol=1e-9)
+
+
+def test_integer_scales_give_whole_multiples_of_voxels() -> None:
+    edges = finer_grid(OBLIQUE, scale=(1.0, 2.0, 4.0), align="edges")
+    centres = finer_grid(OBLIQUE, scale=(1.0, 2.0, 4.0), align="centres")
+
+    assert edges.grid.shape == (20, 36, 64)
+    assert centres.grid.shape == (20, 35, 61)
+    np.testing.assert_allclose(edges.grid.spacing, (0.9, 0.55, 0.5))
+    np.testing.assert_allclose(centres.grid.spacing, (0.9, 0.55, 0.5))
+
+
+def test_target_spacing_is_met_when_it_divides_the_field_of_view() -> None:
+    grid = Grid((10, 10, 12), np.diag([1.0, 1.0, 3.0, 1.0]))
+
+    finer = finer_grid(grid, target_spacing=(0.5, 1.0, 1.0))
+
+    assert finer.grid.shape == (20, 10, 36)
+    np.testing.assert_allclose(finer.grid.spacing, (0.5, 1.0, 1.0))
+
+
+def test_an_input_at_the_target_spacing_keeps_its_grid() -> None:
+    for align in ("edges", "centres"):
+        finer = finer_grid(OBLIQUE, target_spacing=OBLIQUE.spacing, align=align)  # type: ignore[arg-type]
+
+        assert finer.is_identity(OBLIQUE.shape)
+        assert finer.grid.same_as(OBLIQUE, atol=1e-9)
+
+
+def test_scale_replaces_the_default_target_spacing() -> None:
+    options = GridOptions.model_validate({"scale": (1, 1, 4)})
+
+    assert options.target_spacing is None
+    assert GridOptions.model_validate(options.model_dump()) == options
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"target_spacing": (1.0, 1.0, 1.0), "scale": (1.0, 1.0, 2.0)},
+        {"target_spacing": None},
+        {"scale": (1.0, 0.0, 2.0)},
+        {"target_spacing": (1.0, -1.0, 1.0)},
+        {"align": "corners"},
+    ],
+)
+def test_invalid_grid_options_are_refused(raw: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="validation error"):
+        GridOptions.model_validate(raw)
+
+
+def test_finer_grid_needs_exactly_one_rule() -> None:
+    with pytest.raises(OptionsError, match="exactly one"):
+        finer_grid(OBLIQUE)
