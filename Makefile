@@ -43,6 +43,9 @@ typecheck: setup
 bench: setup
 	$(BIN)/python benchmarks/p1_engine_overhead.py
 	$(BIN)/python benchmarks/p5_startup.py
+	$(BIN)/python benchmarks/p3_dicom_read.py
+	$(BIN)/python benchmarks/p2_dicom_end_to_end.py
+	$(BIN)/python benchmarks/p4_training_throughput.py
 
 # Q1-Q3 quality benchmarks (baselines and any methods) on the shared real volumes.
 bench-quality: setup

@@ -14,17 +14,19 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_readers(register: Callable[[VolumeReader], None]) -> None:
+    from medi2i.dicom.reader import DicomFolderReader
     from medi2i.io import builtin_readers
 
-    for reader in builtin_readers():
+    for reader in [*builtin_readers(), DicomFolderReader()]:
         register(reader)
 
 
 @hookimpl
 def register_writers(register: Callable[[VolumeWriter], None]) -> None:
+    from medi2i.dicom.writer import DicomSeriesWriter
     from medi2i.io import builtin_writers
 
-    for writer in builtin_writers():
+    for writer in [*builtin_writers(), DicomSeriesWriter()]:
         register(writer)
 
 

@@ -1,0 +1,465 @@
+"""Batch prediction over a tree of DICOM studies: one job per study, a manifest, resumable.
+
+:func:`run_batch` scans ``root`` (headers only), picks one series per study with a
+:class:`~medi2i.dicom.select.SeriesSelector` and, study by study, reads it, runs the
+method and writes ``<output_root>/<study>/<method id>/`` (the derived DICOM series,
+format ``"dicom"``), ``<method id>.nii.gz`` (format ``"nifti"``) and, when a registry
+is given, ``<method id>.provenance.json``. ``<study>`` is the study's folder under
+``root`` (``patient7/mri_2024``), so outputs mirror the input tree (names included:
+de-identification does not rename folders); a study lying directly in ``root`` or
+sharing its folder with another study is named ``study-<10 hex digits>`` (a hash of its
+Study Instance UID).
+
+The manifest (``<output_root>/manifest.jsonl`` by default) is JSON Lines, one record
+appended per event and never rewritten; the last record of a study is its state::
+
+    {"study": "patient7/mri_2024", "input": ".../patient7/mri_2024/t1",
+     "series_uid": "1.2.3", "outputs": [".../patient7/mri_2024/pix2pix"],
+     "status": "done", "error": null,
+     "timings": {"read": 1.2, "predict": 30.5, "write": 0.8}, "time": "2025-01-31T..."}
+
+``status`` is ``started`` (written before the study runs), ``done``, ``failed`` (with
+``error``, a message a user can act on) or ``skipped`` (done by an earlier run);
+``timings`` are seconds per stage.
+
+Resuming: a rerun skips a study whose last record is ``done`` or ``skipped`` when its
+outputs all exist and it selects the same series. Anything else (left ``started`` by a
+killed run, ``failed``, outputs missing) is redone: temporary files left in its output
+folder are removed first, and every output is written atomically (temporary name, then
+rename), so a redone study never mixes old and new files. An exception in one study is
+recorded and the batch goes on; an interrupt (Ctrl-C) stops it and leaves that study
+``started`` for the next run.
+
+Sharding: with ``shard=(rank, world_size)`` (``torchrun``'s ``RANK`` and
+``WORLD_SIZE``) a process takes every ``world_size``-th study; ranks may share one
+manifest, since each record is a single small append.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from medi2i.errors import InputError, Medi2iError, OptionsError
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.dicom.scan import SeriesInfo
+    from medi2i.dicom.select import SeriesSelector
+    from medi2i.method import Method
+    from medi2i.prediction import Condition
+    from medi2i.registry import Registry
+    from medi2i.settings import InferenceSettings
+
+Status = Literal["started", "done", "failed", "skipped"]
+FORMATS = ("dicom", "nifti")
+MANIFEST_NAME = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """One manifest line: the state of one study after an event.
+
+    Attributes:
+        study: The study's output folder, relative to the output root.
+        input: The folder of the selected source series (the study's, if none).
+        series_uid: Series Instance UID of the selected series.
+        outputs: Paths written (series folders and files).
+        status: ``started``, ``done``, ``failed`` or ``skipped``.
+        error: What went wrong, for ``failed``.
+        timings: Seconds per stage: ``read``, ``predict``, ``write``.
+        time: When the record was written (UTC, ISO 8601).
+    """
+
+    study: str
+    input: str
+    series_uid: str | None
+    outputs: tuple[str, ...] = ()
+    status: Status = "started"
+    error: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    time: str = ""
+
+    def to_json(self) -> str:
+        """The record as one JSON line (no newline)."""
+        return json.dumps({**asdict(self), "outputs": list(self.outputs)})
+
+    @classmethod
+    def from_json(cls, line: str) -> StudyRecord:
+        """Parse a line written by :meth:`to_json`."""
+        raw = json.loads(line)
+        return cls(**{**raw, "outputs": tuple(raw.get("outputs") or ())})
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """The final record of every study a batch run handled, in processing order."""
+
+    manifest: Path
+    records: tuple[StudyRecord, ...]
+
+    def with_status(self, status: Status) -> list[StudyRecord]:
+        """The records whose final status is ``status``."""
+        return [record for record in self.records if record.status == status]
+
+    @property
+    def failed(self) -> list[StudyRecord]:
+        """Studies that failed in this run."""
+        return self.with_status("failed")
+
+    def summary(self) -> str:
+        """One line such as ``3 studies: 1 done, 1 skipped, 1 failed``."""
+        counts = [f"{len(self.with_status(s))} {s}" for s in ("done", "skipped", "failed")]
+        return f"{len(self.records)} studies: {', '.join(counts)}"
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """One study to process.
+
+    Attributes:
+        key: Its output folder relative to the output root.
+        study_uid: Study Instance UID.
+        input: The selected series' folder (the study's folder when none was selected).
+        series: The selected series, or ``None`` when selection failed.
+        problem: Why no series could be selected (recorded as the failure).
+    """
+
+    key: str
+    study_uid: str
+    input: Path
+    series: SeriesInfo | None
+    problem: str | None = None
+
+    @property
+    def series_uid(self) -> str | None:
+        """Series Instance UID of the selected series."""
+        return self.series.series_instance_uid if self.series is not None else None
+
+
+class Manifest:
+    """The append-only JSON Lines manifest and the last record of each study in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.latest: dict[str, StudyRecord] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                record = _parse(line)
+                if record is not None:
+                    self.latest[record.study] = record
+
+    def append(self, record: StudyRecord) -> StudyRecord:
+        """Stamp ``record`` with the time, append it as one line and flush it to disk."""
+        stamped = replace(record, time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(stamped.to_json() + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        self.latest[stamped.study] = stamped
+        return stamped
+
+
+def _parse(line: str) -> StudyRecord | None:
+    # only a line cut short by a crash fails to parse, and it said "started" at most
+    try:
+        return StudyRecord.from_json(line) if line.strip() else None
+    except (ValueError, TypeError):
+        return None
+
+
+def run_batch(
+    root: Path,
+    output_root: Path,
+    *,
+    method: Method,
+    settings: InferenceSettings,
+    selector: SeriesSelector | None = None,
+    formats: Sequence[str] = ("dicom",),
+    manifest: Path | None = None,
+    condition: Condition = None,
+    deidentify: bool = False,
+    registry: Registry | None = None,
+    model: Path | None = None,
+    shard: tuple[int, int] | None = None,
+) -> BatchReport:
+    """Predict every study under ``root`` into ``output_root``; see the module docstring.
+
+    Args:
+        root: A DICOM folder or a tree of studies (any depth, any file names).
+        output_root: Where the outputs and, by default, the manifest go.
+        method: A ready method (loaded from a model folder, or needing no training).
+        settings: Sliding-window and device settings; ``settings.progress`` shows a bar
+            over the studies (the per-window bar is off in batch mode).
+        selector: Which series of each study to translate; by default the only one
+            that can be a volume.
+        formats: Any of ``"dicom"`` and ``"nifti"``.
+        manifest: The manifest file; ``<output_root>/manifest.jsonl`` by default.
+        condition: Predict-time condition for conditioned methods.
+        deidentify: De-identify the DICOM outputs (:mod:`medi2i.dicom.deidentify`),
+            with one UID mapping for the whole run.
+        registry: When given, a provenance sidecar is written per study.
+        model: The trained-model folder ``method`` came from, for the provenance.
+        shard: ``(rank, world_size)``: process only every ``world_size``-th study.
+
+    Returns:
+        The final record of every study this process handled.
+
+    Raises:
+        InputError: ``root`` does not exist or holds no DICOM study.
+        OptionsError: An unknown format or an invalid shard.
+    """
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise OptionsError(f"output formats {list(formats)}: use one or both of dicom, nifti")
+    jobs = _shard(discover_studies(Path(root), selector), shard)
+    book = Manifest(manifest if manifest is not None else Path(output_root) / MANIFEST_NAME)
+    runner = _StudyRunner(
+        method=method,
+        settings=settings.model_copy(update={"progress": False}),
+        formats=tuple(name for name in FORMATS if name in formats),
+        output_root=Path(output_root),
+        condition=condition,
+        deidentify=deidentify,
+        registry=registry,
+        model=model,
+    )
+    records = []
+    with _progress(len(jobs), enabled=settings.progress) as advance:
+        for job in jobs:
+            records.append(_process(job, runner, book))
+            advance(job.key)
+    return BatchReport(manifest=book.path, records=tuple(records))
+
+
+def _shard(jobs: list[StudyJob], shard: tuple[int, int] | None) -> list[StudyJob]:
+    if shard is None:
+        return jobs
+    rank, world = shard
+    if world < 1 or not 0 <= rank < world:
+        raise OptionsError(f"invalid shard {shard}: need 0 <= rank < world_size")
+    return jobs[rank::world]
+
+
+def _process(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord:
+    started = StudyRecord(study=job.key, input=str(job.input), series_uid=job.series_uid)
+    previous = book.latest.get(job.key)
+    if previous is not None and _finished(previous, job):
+        return book.append(replace(started, status="skipped", outputs=previous.outputs))
+    book.append(started)
+    timings: dict[str, float] = {}
+    try:
+        outputs = runner.run(job, timings)
+    except Exception as exc:  # one bad study must never stop the batch
+        return book.append(replace(started, status="failed", error=_message(exc), timings=timings))
+    return book.append(replace(started, status="done", outputs=outputs, timings=timings))
+
+
+def _finished(previous: StudyRecord, job: StudyJob) -> bool:
+    return (
+        previous.status in ("done", "skipped")
+        and previous.series_uid == job.series_uid
+        and bool(previous.outputs)
+        and all(Path(output).exists() for output in previous.outputs)
+    )
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, Medi2iError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class _StudyRunner:
+    """Reads, predicts and writes one study; the same for every study of a batch."""
+
+    method: Method
+    settings: InferenceSettings
+    formats: tuple[str, ...]
+    output_root: Path
+    condition: Condition
+    deidentify: bool
+    registry: Registry | None
+    model: Path | None
+
+    def run(self, job: StudyJob, timings: dict[str, float]) -> tuple[str, ...]:
+        from medi2i.dicom.volume import read_dicom_series
+        from medi2i.prediction import predict_tensor
+
+        folder = self.output_root / job.key
+        remove_leftovers(folder)
+        if job.series is None:
+            raise InputError(f"{job.input}: {job.problem}")
+        with _timed(timings, "read"):
+            image = read_dicom_series(job.series)
+        with _timed(timings, "predict"):
+            result = predict_tensor(
+                self.method, image, settings=self.settings, condition=self.condition
+            )
+        with _timed(timings, "write"):
+            outputs = [self._write(result, folder, name) for name in self.formats]
+            self._provenance(job, folder)
+        return tuple(str(path) for path in outputs)
+
+    def _write(self, result: MetaTensor, folder: Path, name: str) -> Path:
+        if name == "nifti":
+            from medi2i.io import write_volume
+
+            return write_volume(result, folder / f"{self.method.id}.nii.gz")
+        from medi2i.dicom.source import META_KEY, DicomSource
+        from medi2i.dicom.write import write_derived_series
+        from medi2i.dicom.writer import OUTPUT_MODALITY_KEY, output_modality
+
+        series = folder / self.method.id
+        found = result.meta.get(META_KEY)
+        source = found if isinstance(found, DicomSource) else None
+        declared = {OUTPUT_MODALITY_KEY: self.method.output_spec.modality}
+        write_derived_series(
+            result,
+            series,
+            source=source,
+            modality=output_modality(declared, source, series),
+            method_id=self.method.id,
+            method_version=self.method.version,
+            deidentify=self.deidentify,
+        )
+        return series
+
+    def _provenance(self, job: StudyJob, folder: Path) -> None:
+        if self.registry is None:
+            return
+        from medi2i.io.atomic import atomic_path
+        from medi2i.prediction import provenance
+
+        record = provenance(
+            self.method,
+            source=job.input,
+            model=self.model,
+            settings=self.settings,
+            registry=self.registry,
+        )
+        record["series_uid"] = job.series_uid
+        with atomic_path(folder / f"{self.method.id}.provenance.json") as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.perf_counter() - start, 3)
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove what an interrupted atomic write left in ``folder``; return what went.
+
+    Only the hidden ``.<name>.tmp-<hex>...`` siblings made by
+    :func:`medi2i.io.atomic.atomic_path` are touched.
+    """
+    if not folder.is_dir():
+        return []
+    removed = [path for path in folder.iterdir() if _is_temporary(path.name)]
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return removed
+
+
+def _is_temporary(name: str) -> bool:
+    stem, separator, _ = name.partition(".tmp-")
+    return bool(separator) and name.startswith(".") and len(stem) > 1
+
+
+@contextmanager
+def _progress(total: int, *, enabled: bool) -> Iterator[Callable[[str], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (
+        TextColumn("studies"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, disable=not enabled) as bar:
+        task = bar.add_task("", total=total)
+        yield lambda key: bar.update(task, advance=1, description=key)
+
+
+def discover_studies(root: Path, selector: SeriesSelector | None = None) -> list[StudyJob]:
+    """Scan ``root`` (headers only) and choose one series per study.
+
+    A study where no series (or more than one) matches ``selector`` becomes a job
+    with a ``problem``, recorded as failed when it runs.
+
+    Raises:
+        InputError: ``root`` does not exist or holds no DICOM study.
+    """
+    from medi2i.dicom.scan import scan_folder
+    from medi2i.dicom.select import select_series
+
+    result = scan_folder(root)
+    if not result.studies:
+        raise InputError(
+            f"{root}: no DICOM studies found ({len(result.skipped)} other file(s)); "
+            "point at the folder that holds the exported studies"
+        )
+    folders = {
+        study.study_instance_uid: _study_folder(study.series, root) for study in result.studies
+    }
+    keys = study_keys(folders, root)
+    jobs = []
+    for study in result.studies:
+        uid = study.study_instance_uid
+        try:
+            series = select_series(study.series, selector)
+        except InputError as exc:
+            jobs.append(StudyJob(keys[uid], uid, folders[uid], None, str(exc)))
+            continue
+        jobs.append(StudyJob(keys[uid], uid, series.folder, series))
+    return jobs
+
+
+def _study_folder(series: Sequence[SeriesInfo], root: Path) -> Path:
+    folders = [str(info.folder) for info in series if info.files]
+    return Path(os.path.commonpath(folders)) if folders else root
+
+
+def study_keys(folders: Mapping[str, Path], root: Path) -> dict[str, str]:
+    """Output folder names of studies: their folder under ``root``, or a hash name.
+
+    Args:
+        folders: The folder holding each study's files, by Study Instance UID.
+        root: The scanned root.
+
+    Returns:
+        The output folder of each study relative to the output root, by UID.
+    """
+    base = root if root.is_dir() else root.parent
+    relative = {
+        uid: Path(os.path.relpath(folder, base)).as_posix() for uid, folder in folders.items()
+    }
+    taken = [key for key in relative.values()]
+    return {
+        uid: key if key != "." and taken.count(key) == 1 else _hashed(uid)
+        for uid, key in relative.items()
+    }
+
+
+def _hashed(study_uid: str) -> str:
+    return f"study-{hashlib.sha256(study_uid.encode()).hexdigest()[:10]}"

@@ -1,0 +1,157 @@
+"""The ``medi2i batch`` command: predict every DICOM study under a folder.
+
+Heavy modules are imported inside the command, so ``medi2i --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from medi2i.cli.commands import _key_values, _registry, _settings, inference_options
+from medi2i.errors import OptionsError
+
+if TYPE_CHECKING:
+    from medi2i.dicom.select import SeriesSelector
+
+
+def add_to(group: click.Group) -> None:
+    """Add ``batch`` to ``group``."""
+    group.add_command(batch_command)
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    names = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+    unknown = [name for name in names if name not in ("dicom", "nifti")]
+    if unknown or not names:
+        raise OptionsError(f"--format {value!r}: use dicom, nifti or dicom,nifti")
+    return names
+
+
+def _selector(
+    modality: str | None, description: str | None, orientation: str | None, largest: bool
+) -> SeriesSelector:
+    from pydantic import ValidationError
+
+    from medi2i.dicom.select import SeriesSelector
+
+    try:
+        return SeriesSelector(
+            modality=modality,
+            description=description,
+            orientation=orientation,  # type: ignore[arg-type]
+            largest=largest,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise OptionsError(f"invalid series selection: {problems}") from None
+
+
+def _shard_from_environment() -> tuple[int, int] | None:
+    """``(RANK, WORLD_SIZE)`` when started by ``torchrun`` with several processes."""
+    world = os.environ.get("WORLD_SIZE")
+    if world is None or int(world) <= 1:
+        return None
+    return int(os.environ.get("RANK", "0")), int(world)
+
+
+@click.command("batch")
+@click.argument("input_root", type=click.Path(path_type=Path))
+@click.argument("output_root", type=click.Path(path_type=Path))
+@click.option("--method", "method_id", help="Id of a method that needs no training.")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Trained-model folder or zip (instead of --method).",
+)
+@click.option(
+    "--option", "-o", "option_pairs", multiple=True, help="Method option key=value (repeat)."
+)
+@click.option("--condition", "-c", "condition_pairs", multiple=True, help="Predict-time key=value.")
+@click.option(
+    "--format",
+    "format_list",
+    default="dicom",
+    show_default=True,
+    help="Outputs per study: dicom, nifti or dicom,nifti.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    help="Manifest file (JSON Lines) [default: OUTPUT_ROOT/manifest.jsonl].",
+)
+@click.option("--modality", help="Translate the series of this modality (CT, MR, ...).")
+@click.option("--description", help="Regular expression searched in the Series Description.")
+@click.option(
+    "--orientation",
+    type=click.Choice(["axial", "sagittal", "coronal", "oblique"]),
+    help="Translate the series with this slice orientation.",
+)
+@click.option("--largest", is_flag=True, help="When several series match, take the largest.")
+@click.option(
+    "--deidentify",
+    is_flag=True,
+    help="De-identify the DICOM outputs (profile medi2i-basic-1, PS3.15 Basic Profile).",
+)
+@inference_options
+@click.pass_context
+def batch_command(
+    ctx: click.Context,
+    /,
+    input_root: Path,
+    output_root: Path,
+    method_id: str | None,
+    model: Path | None,
+    option_pairs: tuple[str, ...],
+    condition_pairs: tuple[str, ...],
+    format_list: str,
+    manifest: Path | None,
+    modality: str | None,
+    description: str | None,
+    orientation: str | None,
+    largest: bool,
+    deidentify: bool,
+    **inference: object,
+) -> None:
+    """Translate every DICOM study under INPUT_ROOT into OUTPUT_ROOT.
+
+    One series per study is translated: the only one that can be a volume, or the one
+    --modality, --description, --orientation and --largest pick. Outputs mirror the
+    input tree. A
+    manifest records each study (done, failed, skipped, with timings). A rerun skips
+    finished studies and redoes interrupted ones; a failed study never stops the
+    batch, but the command exits with status 1 when any study failed.
+    """
+    from medi2i.batch import run_batch
+    from medi2i.prediction import load_method
+
+    registry = _registry(ctx)
+    settings = _settings(**inference)  # type: ignore[arg-type]
+    method = load_method(
+        method=method_id,
+        model=model,
+        options=_key_values(option_pairs, "--option") or None,
+        registry=registry,
+    )
+    report = run_batch(
+        input_root,
+        output_root,
+        method=method,
+        settings=settings,
+        selector=_selector(modality, description, orientation, largest),
+        formats=_formats(format_list),
+        manifest=manifest,
+        condition=_key_values(condition_pairs, "--condition") or None,
+        deidentify=deidentify,
+        registry=registry,
+        model=model,
+        shard=_shard_from_environment(),
+    )
+    for record in report.failed:
+        click.secho(f"failed: {record.study}: {record.error}", fg="red", err=True)
+    click.echo(f"{report.summary()}; manifest: {report.manifest}")
+    if report.failed:
+        ctx.exit(1)

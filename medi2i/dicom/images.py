@@ -1,0 +1,442 @@
+"""One DICOM file's header as the scan needs it: its series, its images and their pixels.
+
+A file becomes a record of the series it belongs to and its images (one per frame),
+each with its geometry, rescale, where its pixels are and, when it cannot be read,
+the defect in words: truncated or short pixel data, colour, 1-bit or floating-point
+pixels, a Modality LUT, a compression without decoder, invalid values. Files that are
+not DICOM or lack what a series needs become :class:`SkippedFile` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from medi2i.dicom.header import (
+    InvalidValue,
+    decimals,
+    first_line,
+    integer,
+    sop_class_name,
+    tag_of,
+    text,
+    values_of,
+)
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+SCAN_TAGS = (
+    "SpecificCharacterSet",
+    "ImageType",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "Modality",
+    "StudyDescription",
+    "SeriesDescription",
+    "PatientName",
+    "PatientID",
+    "SliceThickness",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "StudyID",
+    "SeriesNumber",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "FrameOfReferenceUID",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "ModalityLUTSequence",
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
+)
+"""The header elements the scan parses; everything else is skipped unconverted."""
+
+_NATIVE_SYNTAXES = {
+    "1.2.840.10008.1.2": "<",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1": "<",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.2": ">",  # Explicit VR Big Endian (retired)
+}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_PIXEL_DATA_TAGS = {  # (7FE0,0010) as the first 4 bytes of the element, either byte order
+    b"\xe0\x7f\x10\x00": "<",
+    b"\x7f\xe0\x00\x10": ">",
+}
+_FLOAT_PIXEL_TAGS = (b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
+_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """How a file stores its pixels, and where, without having read them.
+
+    Attributes:
+        transfer_syntax: Transfer Syntax UID of the file.
+        bits_allocated: Bits per stored sample (8, 16 or 32 for images read here).
+        bits_stored: Bits of each sample that hold the value.
+        signed: Pixel Representation 1 (two's complement).
+        frames: Number of frames in the file.
+        offset: Byte offset of the first pixel in the file for uncompressed data,
+            ``None`` for compressed or deflated files (decoded through pydicom).
+        byte_order: ``"<"`` or ``">"`` for uncompressed data.
+    """
+
+    transfer_syntax: str
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    frames: int
+    offset: int | None
+    byte_order: str = "<"
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """One slice: a single-frame file or one frame of a multi-frame file.
+
+    Attributes:
+        path: The file.
+        frame: 0-based frame number in the file (0 for single-frame files).
+        sop_instance_uid: SOP Instance UID of the file.
+        instance_number: Instance Number, when present (never used to order slices).
+        position: Image Position (Patient): the centre of the first pixel, LPS mm.
+        orientation: Image Orientation (Patient): row then column direction cosines.
+        rows: Rows (pixels along the column direction).
+        columns: Columns (pixels along the row direction).
+        pixel_spacing: Row spacing and column spacing in mm, in DICOM's order.
+        slice_thickness: Nominal slice thickness in mm (not used for spacing).
+        rescale: Rescale Slope and Rescale Intercept (HU = slope x stored + intercept).
+        image_type: Image Type (or Frame Type) values.
+        pixels: How and where the pixels are stored.
+        defect: Why this image cannot be read, in words; ``None`` when it can.
+    """
+
+    path: Path
+    frame: int
+    sop_instance_uid: str
+    instance_number: int | None
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, ...] | None
+    slice_thickness: float | None
+    rescale: tuple[float, float]
+    image_type: tuple[str, ...]
+    pixels: PixelFormat | None
+    defect: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The file name, with the frame for multi-frame files, for messages."""
+        if self.pixels is not None and self.pixels.frames > 1:
+            return f"{self.path.name} frame {self.frame + 1}"
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file the scan could not use, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """The scan's result for one DICOM file: the series it belongs to and its images."""
+
+    path: Path
+    study_uid: str
+    series_uid: str
+    dataset: Dataset = field(repr=False)
+    images: tuple[ImageHeader, ...]
+    not_image: str | None
+
+
+def read_file_record(path: Path) -> FileRecord | SkippedFile:
+    """Parse one file's header; a :class:`SkippedFile` when it is not usable DICOM."""
+    from medi2i.dicom.header import read_header
+
+    try:
+        with path.open("rb") as stream:
+            if not _has_dicom_marker(stream):
+                return SkippedFile(path, _not_dicom_reason(stream))
+            stream.seek(0)
+            header = read_header(stream, _wanted_tags())
+            if header is None:
+                stream.seek(0)
+                dataset, pixel_tag_offset, element_header = _pydicom_header(stream)
+            else:
+                dataset = header.dataset
+                pixel_tag_offset, element_header = header.pixel_tag_offset, header.element_header
+            size = os.fstat(stream.fileno()).st_size
+    except OSError as exc:
+        return SkippedFile(path, f"cannot be read: {exc.strerror or exc}")
+    except Exception as exc:  # pydicom raises many kinds for damaged headers
+        return SkippedFile(path, f"damaged DICOM header: {first_line(exc)}")
+    return _record(path, dataset, pixel_tag_offset, element_header, size)
+
+
+def _pydicom_header(stream: BinaryIO) -> tuple[Dataset, int, bytes]:
+    from pydicom import dcmread
+
+    dataset = dcmread(stream, stop_before_pixels=True, specific_tags=list(SCAN_TAGS))
+    # pydicom stops with the stream at the tag of the Pixel Data element
+    pixel_tag_offset = stream.tell()
+    return dataset, pixel_tag_offset, stream.read(12)
+
+
+def _wanted_tags() -> frozenset[int]:
+    global _WANTED
+    if _WANTED is None:
+        _WANTED = frozenset(tag_of(keyword) for keyword in SCAN_TAGS)
+    return _WANTED
+
+
+_WANTED: frozenset[int] | None = None
+
+
+def _has_dicom_marker(stream: BinaryIO) -> bool:
+    return stream.read(132)[128:132] == b"DICM"
+
+
+def _not_dicom_reason(stream: BinaryIO) -> str:
+    stream.seek(0)
+    start = stream.read(4)
+    if start[:2] == b"\x1f\x8b":
+        return "not a DICOM file: gzip-compressed; decompress it first"
+    if not start:
+        return "not a DICOM file: empty"
+    return (
+        "not a DICOM Part 10 file: missing file meta information (no 'DICM' marker at "
+        "byte 128); re-export it from the PACS or scanner as DICOM files"
+    )
+
+
+def _record(
+    path: Path, dataset: Dataset, pixel_tag_offset: int, element_header: bytes, size: int
+) -> FileRecord | SkippedFile:
+    transfer_syntax = str(dataset.file_meta.get("TransferSyntaxUID", "") or "")
+    if not transfer_syntax:
+        return SkippedFile(
+            path,
+            "damaged file meta information: no Transfer Syntax UID (0002,0010), so the "
+            "data cannot be decoded; re-export the file",
+        )
+    try:
+        study_uid, series_uid = (
+            text(dataset, "StudyInstanceUID"),
+            text(dataset, "SeriesInstanceUID"),
+        )
+    except InvalidValue as exc:
+        return SkippedFile(path, str(exc))
+    if not study_uid or not series_uid:
+        kind = sop_class_name(dataset)
+        return SkippedFile(path, f"{kind}: no Study or Series Instance UID, not part of a series")
+    has_pixels = element_header[:4] in _PIXEL_DATA_TAGS or (
+        transfer_syntax == _DEFLATED and "Rows" in dataset
+    )
+    if not has_pixels:
+        reason = _no_pixels_reason(dataset, element_header)
+        return FileRecord(path, study_uid, series_uid, dataset, (), reason)
+    try:
+        images = _images(path, dataset, transfer_syntax, pixel_tag_offset, element_header, size)
+    except InvalidValue as exc:
+        images = (_broken_image(path, dataset, f"{exc} (a damaged or non-conformant header)"),)
+    return FileRecord(path, study_uid, series_uid, dataset, images, None)
+
+
+def _no_pixels_reason(dataset: Dataset, element_header: bytes) -> str:
+    kind = sop_class_name(dataset)
+    if element_header[:4] in _FLOAT_PIXEL_TAGS:
+        return f"{kind} with floating-point pixel data, which is not supported"
+    return f"not an image: {kind} has no pixel data"
+
+
+def _images(
+    path: Path,
+    dataset: Dataset,
+    transfer_syntax: str,
+    pixel_tag_offset: int,
+    element_header: bytes,
+    size: int,
+) -> tuple[ImageHeader, ...]:
+    from medi2i.dicom.multiframe import frame_geometries, has_functional_groups
+
+    frames = integer(dataset, "NumberOfFrames") or 1
+    pixels, defect = _pixel_format(
+        dataset, transfer_syntax, frames, pixel_tag_offset, element_header, size
+    )
+    defect = defect or _content_defect(dataset, frames)
+    base = _single_frame(path, dataset, pixels, defect)
+    if not has_functional_groups(dataset):
+        if frames > 1 and defect is None:
+            defect = (
+                f"{sop_class_name(dataset)} with {frames} frames but no Per-frame "
+                "Functional Groups Sequence, so where each frame lies is unknown; only "
+                "enhanced multi-frame images (with functional groups) are read"
+            )
+            return (_replace(base, defect=defect),)
+        return (base,)
+    return tuple(
+        _replace(
+            base,
+            frame=frame.index,
+            position=frame.position,
+            orientation=frame.orientation,
+            pixel_spacing=frame.pixel_spacing,
+            slice_thickness=frame.slice_thickness,
+            rescale=frame.rescale,
+            image_type=frame.frame_type or base.image_type,
+        )
+        for frame in frame_geometries(dataset, frames)
+    )
+
+
+def _single_frame(
+    path: Path, dataset: Dataset, pixels: PixelFormat | None, defect: str | None
+) -> ImageHeader:
+    thickness = decimals(dataset, "SliceThickness", 1)
+    slope = decimals(dataset, "RescaleSlope", 1)
+    intercept = decimals(dataset, "RescaleIntercept", 1)
+    return ImageHeader(
+        path=path,
+        frame=0,
+        sop_instance_uid=text(dataset, "SOPInstanceUID"),
+        instance_number=integer(dataset, "InstanceNumber"),
+        position=decimals(dataset, "ImagePositionPatient", 3),
+        orientation=decimals(dataset, "ImageOrientationPatient", 6),
+        rows=integer(dataset, "Rows") or 0,
+        columns=integer(dataset, "Columns") or 0,
+        pixel_spacing=decimals(dataset, "PixelSpacing", 2),
+        slice_thickness=thickness[0] if thickness else None,
+        rescale=(slope[0] if slope else 1.0, intercept[0] if intercept else 0.0),
+        image_type=tuple(str(value).upper() for value in values_of(dataset, "ImageType")),
+        pixels=pixels,
+        defect=defect,
+    )
+
+
+def _broken_image(path: Path, dataset: Dataset, defect: str) -> ImageHeader:
+    try:
+        uid = text(dataset, "SOPInstanceUID")
+    except InvalidValue:
+        uid = ""
+    return ImageHeader(
+        path, 0, uid, None, None, None, 0, 0, None, None, (1.0, 0.0), (), None, defect
+    )
+
+
+def _replace(image: ImageHeader, **changes: object) -> ImageHeader:
+
+    return replace(image, **changes)  # type: ignore[arg-type]
+
+
+def _pixel_format(
+    dataset: Dataset,
+    transfer_syntax: str,
+    frames: int,
+    pixel_tag_offset: int,
+    element_header: bytes,
+    size: int,
+) -> tuple[PixelFormat | None, str | None]:
+    """Where the pixels are and whether they can be decoded, from the element header."""
+    bits_allocated = integer(dataset, "BitsAllocated") or 0
+    pixels = PixelFormat(
+        transfer_syntax=transfer_syntax,
+        bits_allocated=bits_allocated,
+        bits_stored=integer(dataset, "BitsStored") or bits_allocated,
+        signed=integer(dataset, "PixelRepresentation") == 1,
+        frames=frames,
+        offset=None,
+    )
+    if transfer_syntax == _DEFLATED:
+        return pixels, None
+    order = _PIXEL_DATA_TAGS[element_header[:4]]
+    explicit = transfer_syntax != "1.2.840.10008.1.2"
+    length_bytes = element_header[8:12] if explicit else element_header[4:8]
+    length = int.from_bytes(length_bytes, "little" if order == "<" else "big")
+    if length == _UNDEFINED_LENGTH:
+        return pixels, _decoder_defect(transfer_syntax)
+    if transfer_syntax not in _NATIVE_SYNTAXES:
+        return pixels, f"uses the unknown or unsupported transfer syntax {transfer_syntax}"
+    offset = pixel_tag_offset + (12 if explicit else 8)
+    expected = _native_bytes(dataset, frames, bits_allocated)
+    located = _replace_pixels(pixels, offset=offset, byte_order=order)
+    if length < expected:
+        return located, (
+            f"pixel data too short: {length} bytes where Rows x Columns x frames need "
+            f"{expected}; the file is damaged or its image attributes are wrong"
+        )
+    if offset + expected > size:
+        return located, (
+            f"truncated pixel data: the file ends {offset + expected - size} bytes before "
+            f"the end of its {expected} bytes of pixels; copy or export it again"
+        )
+    return located, None
+
+
+def _replace_pixels(pixels: PixelFormat, **changes: object) -> PixelFormat:
+
+    return replace(pixels, **changes)  # type: ignore[arg-type]
+
+
+def _native_bytes(dataset: Dataset, frames: int, bits_allocated: int) -> int:
+    samples = integer(dataset, "SamplesPerPixel") or 1
+    pixels = (integer(dataset, "Rows") or 0) * (integer(dataset, "Columns") or 0)
+    return (pixels * samples * frames * bits_allocated + 7) // 8
+
+
+def _decoder_defect(transfer_syntax: str) -> str | None:
+    from pydicom.pixels.decoders.base import get_decoder
+    from pydicom.uid import UID
+
+    name = UID(transfer_syntax).name
+    try:
+        decoder = get_decoder(UID(transfer_syntax))
+    except NotImplementedError:
+        return f"compressed with {name}, which pydicom cannot decode"
+    if decoder.is_available:
+        return None
+    return (
+        f"compressed with {name}, but no decoder is installed; install "
+        "pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pylibjpeg-rle"
+    )
+
+
+def _content_defect(dataset: Dataset, frames: int) -> str | None:
+    """Why an image with pixel data still cannot be a slice of a scalar volume."""
+    samples = integer(dataset, "SamplesPerPixel") or 1
+    photometric = text(dataset, "PhotometricInterpretation").upper()
+    bits = integer(dataset, "BitsAllocated") or 0
+    if samples != 1 or (photometric and photometric not in _MONOCHROME):
+        return (
+            f"a colour image ({photometric or '?'}, {samples} samples per pixel); medi2i "
+            "reads greyscale (MONOCHROME) images into scalar volumes"
+        )
+    if bits not in (8, 16, 32):
+        what = " (a binary segmentation)" if bits == 1 else ""
+        return f"{bits} bits allocated per pixel{what}; images of 8, 16 or 32 bits are read"
+    if not integer(dataset, "Rows") or not integer(dataset, "Columns"):
+        return "no Rows or Columns: the image size is unknown"
+    if "ModalityLUTSequence" in dataset:
+        return (
+            "values are mapped through a Modality LUT Sequence (a lookup table rather "
+            "than Rescale Slope and Intercept), which is not supported"
+        )
+    return None

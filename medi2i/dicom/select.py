@@ -1,0 +1,173 @@
+"""Pick one series out of a scanned folder by rules a user writes.
+
+The same rules serve the command line (``medi2i dicom ls PATH --modality CT``) and
+workflow YAML files, where they read::
+
+    series:
+      modality: CT
+      description: "(?i)bone|sharp"   # a regular expression, searched
+      orientation: axial
+      largest: true
+
+A series matches when it passes every rule given. Only series that can be read as one
+volume take part, except with ``series_uid``, which names one series outright (and a
+series with problems then fails with its problems). When several series match,
+``largest: true`` takes the one with the most voxels; otherwise that is an error that
+lists them, since reading the wrong series silently is worse than asking.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medi2i.dicom.scan import SeriesInfo
+from medi2i.errors import InputError
+
+Orientation = Literal["axial", "sagittal", "coronal", "oblique"]
+_LISTED = 8  # series named in an error before "and N more"
+
+
+class SeriesSelector(BaseModel):
+    """Rules that pick one series of a DICOM folder; unknown keys are rejected.
+
+    Attributes:
+        modality: Modality, compared without case (``"CT"``, ``"MR"``, ``"PT"``).
+        description: Regular expression searched in the Series Description, without
+            case (``"t1"`` matches ``"T1 MPRAGE"``; anchor it with ``^...$`` to match
+            the whole description).
+        orientation: ``"axial"``, ``"sagittal"``, ``"coronal"`` (slice normal within
+            30 degrees of that axis) or ``"oblique"``.
+        series_uid: Series Instance UID of the series, exactly; overrides nothing,
+            the other rules must match too.
+        largest: When several series match, take the one with the most voxels
+            instead of failing.
+
+    Example:
+        >>> SeriesSelector(modality="CT", description="head", largest=True).modality
+        'CT'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    modality: str | None = Field(default=None, description="Modality, e.g. CT or MR.")
+    description: str | None = Field(
+        default=None, description="Regular expression searched in the Series Description."
+    )
+    orientation: Orientation | None = Field(
+        default=None, description="Slice orientation: axial, sagittal, coronal or oblique."
+    )
+    series_uid: str | None = Field(default=None, description="Series Instance UID, exactly.")
+    largest: bool = Field(
+        default=False, description="Take the series with the most voxels when several match."
+    )
+
+    @field_validator("description")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return pattern
+
+    def rules(self) -> str:
+        """The rules in words, for messages (``"modality=CT, largest"``)."""
+        parts = [
+            f"{name}={value!r}" if name == "description" else f"{name}={value}"
+            for name, value in self.model_dump(exclude_defaults=True).items()
+            if name != "largest"
+        ]
+        if self.largest:
+            parts.append("largest")
+        return ", ".join(parts) or "no rules"
+
+    def matches(self, series: SeriesInfo) -> bool:
+        """Whether ``series`` passes every rule (not whether it can be read)."""
+        if self.series_uid is not None and series.series_instance_uid != self.series_uid:
+            return False
+        if self.modality is not None and series.modality.upper() != self.modality.upper():
+            return False
+        if self.orientation is not None and series.orientation != self.orientation:
+            return False
+        return self.description is None or bool(
+            re.search(self.description, series.description, re.IGNORECASE)
+        )
+
+
+def matching_series(
+    series: Sequence[SeriesInfo], selector: SeriesSelector | None = None
+) -> list[SeriesInfo]:
+    """The series that pass the rules and can be read (any, for ``series_uid``)."""
+    selector = selector or SeriesSelector()
+    return [
+        info
+        for info in series
+        if selector.matches(info) and (info.is_volume or selector.series_uid is not None)
+    ]
+
+
+def select_series(
+    series: Sequence[SeriesInfo], selector: SeriesSelector | None = None
+) -> SeriesInfo:
+    """The one series ``selector`` picks.
+
+    Args:
+        series: Series of a scan (:attr:`medi2i.dicom.scan.ScanResult.series`).
+        selector: The rules; without any, the only series that can be a volume.
+
+    Returns:
+        The chosen series. When no readable series matches but exactly one series of
+        images does, that one is returned, so that reading it reports its problems.
+
+    Raises:
+        InputError: No series matches (the message lists what there is, and why
+            matching series cannot be read), or several match and ``largest`` is off.
+    """
+    selector = selector or SeriesSelector()
+    found = matching_series(series, selector)
+    if not found:
+        images = [info for info in series if selector.matches(info) and info.images]
+        if len(images) == 1:
+            return images[0]  # reading it fails with its own problems, the clearest message
+        raise InputError(_none_message(series, selector))
+    if len(found) == 1:
+        return found[0]
+    if selector.largest:
+        return max(found, key=lambda info: (info.voxels, info.number_of_images))
+    raise InputError(
+        f"{len(found)} series match ({selector.rules()}): {_listing(found)}; pick one with "
+        "a description pattern, an orientation or its series UID, or take the largest "
+        "(--largest, or largest: true in a workflow); 'medi2i dicom ls' lists them"
+    )
+
+
+def _none_message(series: Sequence[SeriesInfo], selector: SeriesSelector) -> str:
+    unreadable = [info for info in series if selector.matches(info) and not info.is_volume]
+    if not series:
+        return "no series found"
+    lead = f"no series matches ({selector.rules()})"
+    if unreadable:
+        reasons = "; ".join(
+            f"{_name(info)} cannot be read: {info.problems[0]}" for info in unreadable[:3]
+        )
+        return f"{lead} and can be read as a volume: {reasons}; the folder holds {_listing(series)}"
+    return f"{lead}; the folder holds {_listing(series)}; 'medi2i dicom ls' shows them in full"
+
+
+def _listing(series: Sequence[SeriesInfo]) -> str:
+    names = [_name(info) for info in series[:_LISTED]]
+    more = f" and {len(series) - _LISTED} more" if len(series) > _LISTED else ""
+    return "; ".join(names) + more
+
+
+def _name(info: SeriesInfo) -> str:
+    size = f"{info.columns}x{info.rows}x{info.number_of_images}" if info.rows else "no image"
+    return (
+        f"{info.modality or '?'} '{info.description}' {info.orientation} {size} "
+        f"(UID {info.series_instance_uid})"
+    )

@@ -1,0 +1,402 @@
+"""Whether the images of a series make one regular volume, and its grid.
+
+A scanner's series is a volume when its slices share one orientation, matrix and pixel
+spacing and their positions step evenly along one line. This module checks exactly
+that from the headers, and says what is wrong otherwise:
+
+- slices are ordered by their position projected on the slice normal
+  (row direction x column direction), never by Instance Number;
+- the slice spacing comes from the positions, never from Slice Thickness;
+- duplicate positions, missing slices (a gap that is a multiple of the spacing),
+  uneven spacing, positions off a line, mixed orientations, varying matrix or pixel
+  spacing and a single slice are problems; localizers (Image Type ``LOCALIZER``) are
+  set aside with a note;
+- an oblique stack gets its rotated affine; a stack with gantry tilt (the step between
+  slices leans away from the normal) gets a sheared affine whose third column is that
+  step, so every voxel keeps its exact position and nothing is resampled.
+
+Tolerances: positions agree when within 1% of the slice spacing (at least 1e-3 mm);
+direction cosines when within 1e-3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from medi2i.dicom.header import InvalidValue, integer
+from medi2i.dicom.images import ImageHeader
+from medi2i.dicom.scan import Problem, SeriesInfo, StackGeometry
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+SPACING_TOLERANCE = 0.01
+"""Relative deviation of a slice step from the median step that counts as uneven."""
+POSITION_TOLERANCE_MM = 1e-3
+"""Positions closer than this (mm) along the normal are duplicates."""
+ORIENTATION_TOLERANCE = 1e-3
+"""Direction cosines that differ by more than this are different orientations."""
+ORTHOGONAL_AXIS_DEG = 30.0
+"""A normal within this angle of a patient axis labels the stack axial/coronal/sagittal."""
+_LISTED = 3  # examples a message names before it says "and N more"
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class StackAnalysis:
+    """The outcome of :func:`analyse_stack`.
+
+    Attributes:
+        images: The slices in volume order (localizers removed); in Instance Number
+            order when the geometry could not be worked out.
+        geometry: The grid, when there are no problems.
+        problems: Why the images are not one volume.
+        notes: What was set aside or is unusual but readable.
+        orientation: ``"axial"``, ``"sagittal"``, ``"coronal"``, ``"oblique"``,
+            ``"mixed"`` or ``"none"``.
+    """
+
+    images: tuple[ImageHeader, ...]
+    geometry: StackGeometry | None
+    problems: tuple[Problem, ...]
+    notes: tuple[str, ...]
+    orientation: str
+
+
+def orientation_label(normal: Sequence[float] | np.ndarray) -> str:
+    """``"axial"``, ``"coronal"`` or ``"sagittal"`` for a slice normal (LPS) within 30
+    degrees of the patient's S, P or L axis, else ``"oblique"``."""
+    vector = np.abs(np.asarray(normal, dtype=np.float64))
+    vector /= np.linalg.norm(vector)
+    axis = int(np.argmax(vector))
+    if vector[axis] < math.cos(math.radians(ORTHOGONAL_AXIS_DEG)):
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def series_info(
+    dataset: Dataset,
+    study_uid: str,
+    images: Sequence[ImageHeader],
+    not_images: Sequence[tuple[Path, str]],
+) -> SeriesInfo:
+    """Summarise one series from its first file's header and all its images."""
+    from pydicom.uid import UID
+
+    analysis = analyse_stack(images) if images else _objects_only(not_images)
+    notes = list(analysis.notes)
+    if images and not_images:
+        notes.append(f"{len(not_images)} non-image object(s) set aside ({not_images[0][1]})")
+    shown = analysis.images
+    sop_class = _text(dataset, "SOPClassUID")
+    return SeriesInfo(
+        study_instance_uid=study_uid,
+        series_instance_uid=_text(dataset, "SeriesInstanceUID"),
+        modality=_text(dataset, "Modality"),
+        description=_text(dataset, "SeriesDescription"),
+        series_number=_integer(dataset, "SeriesNumber"),
+        sop_class_uid=sop_class,
+        sop_class_name=UID(sop_class).name if sop_class else "",
+        frame_of_reference_uid=_text(dataset, "FrameOfReferenceUID") or None,
+        number_of_images=len(shown) if shown else len(not_images),
+        rows=_common(image.rows for image in shown),
+        columns=_common(image.columns for image in shown),
+        pixel_spacing=_common(image.pixel_spacing for image in shown),
+        slice_spacing=analysis.geometry.slice_spacing if analysis.geometry else None,
+        orientation=analysis.orientation,
+        files=tuple(dict.fromkeys(image.path for image in shown))
+        or tuple(path for path, _ in not_images),
+        problems=analysis.problems,
+        notes=tuple(notes),
+        images=shown,
+        geometry=analysis.geometry,
+    )
+
+
+def _objects_only(not_images: Sequence[tuple[Path, str]]) -> StackAnalysis:
+    path, reason = not_images[0]
+    more = f" (and {len(not_images) - 1} more objects)" if len(not_images) > 1 else ""
+    problem = Problem(f"{path.name}: {reason}{more}", geometric=False)
+    return StackAnalysis((), None, (problem,), (), "none")
+
+
+def analyse_stack(images: Sequence[ImageHeader]) -> StackAnalysis:
+    """Order the images of one series and check that they make one regular volume."""
+    kept, notes = _without_localizers(images)
+    fallback = tuple(sorted(kept, key=_instance_order))
+    problems = _defects(kept) or _missing_geometry(kept)
+    if problems:
+        return StackAnalysis(fallback, None, problems, notes, "none")
+    orientations = _orientation_groups(kept)
+    problems = _invalid_orientation(orientations)
+    if problems:
+        return StackAnalysis(fallback, None, problems, notes, "none")
+    label = orientation_label(_normal(orientations[0][0])) if len(orientations) == 1 else "mixed"
+    problems = _mixed(kept, orientations)
+    if problems:
+        return StackAnalysis(fallback, None, problems, notes, label)
+    normal = _normal(orientations[0][0])
+    ordered = tuple(sorted(kept, key=lambda im: (_along(im, normal), _instance_order(im))))
+    problems = _single(ordered) or _spacing_problems(ordered, normal)
+    if problems:
+        return StackAnalysis(ordered, None, problems, notes, label)
+    geometry, problems = _geometry(ordered, normal)
+    if geometry is not None and geometry.tilt_deg > 0.01:
+        notes += (
+            f"gantry tilt of {geometry.tilt_deg:.2f} degrees: the affine is sheared to keep "
+            "every slice's exact position (nothing is resampled)",
+        )
+    return StackAnalysis(ordered, geometry, problems, notes, label)
+
+
+def _without_localizers(
+    images: Sequence[ImageHeader],
+) -> tuple[list[ImageHeader], tuple[str, ...]]:
+    localizers = [image for image in images if "LOCALIZER" in image.image_type]
+    if not localizers or len(localizers) == len(images):
+        return list(images), ()
+    kept = [image for image in images if "LOCALIZER" not in image.image_type]
+    names = _names(localizers)
+    return kept, (f"{len(localizers)} localizer image(s) set aside: {names}",)
+
+
+def _defects(images: Sequence[ImageHeader]) -> tuple[Problem, ...]:
+    broken = [image for image in images if image.defect]
+    if not broken:
+        return ()
+    by_defect: dict[str, list[ImageHeader]] = {}
+    for image in broken:
+        by_defect.setdefault(image.defect or "", []).append(image)
+    return tuple(
+        Problem(f"{_names(members)}: {defect}", geometric=False)
+        for defect, members in by_defect.items()
+    )
+
+
+def _missing_geometry(images: Sequence[ImageHeader]) -> tuple[Problem, ...]:
+    if all("LOCALIZER" in image.image_type for image in images) and len(images) > 0:
+        return (
+            Problem(
+                f"a localizer (scout) series of {len(images)} image(s), not a volume",
+                geometric=False,
+            ),
+        )
+    unplaced = [image for image in images if image.position is None or image.orientation is None]
+    if unplaced:
+        text = (
+            f"{_names(unplaced)}: no Image Position or Orientation (Patient); a projection "
+            "image (radiograph, scout) or secondary capture, not a slice of a volume"
+        )
+        return (Problem(text, geometric=False),)
+    unscaled = [image for image in images if image.pixel_spacing is None]
+    if unscaled:
+        text = f"{_names(unscaled)}: no Pixel Spacing, so the in-plane voxel size is unknown"
+        return (Problem(text),)
+    return ()
+
+
+def _orientation_groups(
+    images: Sequence[ImageHeader],
+) -> list[tuple[tuple[float, ...], list[ImageHeader]]]:
+    groups: list[tuple[tuple[float, ...], list[ImageHeader]]] = []
+    for image in images:
+        assert image.orientation is not None
+        for cosines, members in groups:
+            if (
+                max(abs(a - b) for a, b in zip(cosines, image.orientation, strict=False))
+                <= ORIENTATION_TOLERANCE
+            ):
+                members.append(image)
+                break
+        else:
+            groups.append((image.orientation, [image]))
+    return sorted(groups, key=lambda group: -len(group[1]))
+
+
+def _invalid_orientation(
+    groups: Sequence[tuple[tuple[float, ...], list[ImageHeader]]],
+) -> tuple[Problem, ...]:
+    for cosines, members in groups:
+        row, column = np.array(cosines[:3]), np.array(cosines[3:])
+        lengths = (np.linalg.norm(row), np.linalg.norm(column))
+        if min(lengths) < 0.99 or max(lengths) > 1.01 or abs(row @ column) > 0.01:
+            values = "\\".join(f"{value:g}" for value in cosines)
+            text = (
+                f"{_names(members)}: invalid Image Orientation (Patient) {values}: not two "
+                "perpendicular unit vectors"
+            )
+            return (Problem(text, geometric=False),)
+    return ()
+
+
+def _mixed(
+    images: Sequence[ImageHeader],
+    groups: Sequence[tuple[tuple[float, ...], list[ImageHeader]]],
+) -> tuple[Problem, ...]:
+    problems = []
+    if len(groups) > 1:
+        parts = [
+            f"{len(members)} {orientation_label(_normal(cosines))} ({_names(members, 1)})"
+            for cosines, members in groups[:_LISTED]
+        ]
+        if len(groups) > _LISTED:
+            parts.append(f"{len(groups) - _LISTED} more orientations")
+        problems.append(
+            Problem(
+                f"mixed orientations: {', '.join(parts)}; a volume needs one orientation "
+                "(a localizer or several acquisitions in one series?)"
+            )
+        )
+    matrices = Counter(f"{image.columns}x{image.rows}" for image in images)
+    if len(matrices) > 1:
+        problems.append(Problem(f"varying matrix (columns x rows): {_counts(matrices)}"))
+    spacings = Counter(
+        "x".join(f"{value:g}" for value in image.pixel_spacing or ()) for image in images
+    )
+    if len(spacings) > 1:
+        problems.append(Problem(f"varying pixel spacing (mm): {_counts(spacings)}"))
+    return tuple(problems)
+
+
+def _single(images: Sequence[ImageHeader]) -> tuple[Problem, ...]:
+    if len(images) > 1:
+        return ()
+    text = (
+        f"a single slice ({images[0].label}); a volume needs at least two slices: point at "
+        "the folder holding the whole series"
+    )
+    return (Problem(text),)
+
+
+def _spacing_problems(images: Sequence[ImageHeader], normal: np.ndarray) -> tuple[Problem, ...]:
+    along = np.array([_along(image, normal) for image in images])
+    steps = np.diff(along)
+    duplicates = np.flatnonzero(steps < POSITION_TOLERANCE_MM)
+    if duplicates.size:
+        first = int(duplicates[0])
+        distinct = len(images) - duplicates.size
+        text = (
+            f"duplicate positions: {images[first].label} and {images[first + 1].label} are "
+            f"both at {along[first]:.2f} mm along the slice normal ({len(images)} images at "
+            f"{distinct} positions: several echoes, phases or time points in one series?)"
+        )
+        return (Problem(text),)
+    spacing = float(np.median(steps))
+    tolerance = max(SPACING_TOLERANCE * spacing, POSITION_TOLERANCE_MM)
+    uneven = np.flatnonzero(np.abs(steps - spacing) > tolerance)
+    if not uneven.size:
+        return ()
+    return (Problem(_uneven_message(images, steps, spacing, uneven)),)
+
+
+def _uneven_message(
+    images: Sequence[ImageHeader], steps: np.ndarray, spacing: float, uneven: np.ndarray
+) -> str:
+    ratios = steps[uneven] / spacing
+    missing = np.round(ratios)
+    if np.all((missing >= 2) & (np.abs(ratios - missing) < 0.1)):
+        gaps = [
+            f"{int(count) - 1} between {images[k].label} and {images[k + 1].label}"
+            for k, count in zip(uneven[:_LISTED], missing[:_LISTED], strict=False)
+        ]
+        more = f" and {uneven.size - _LISTED} more gaps" if uneven.size > _LISTED else ""
+        return (
+            f"missing slices: {int((missing - 1).sum())} slice(s) missing in a stack spaced "
+            f"{spacing:.4g} mm ({'; '.join(gaps)}{more}); copy or export the whole series again"
+        )
+    return (
+        f"uneven slice spacing: steps from {steps.min():.4g} to {steps.max():.4g} mm "
+        f"(mostly {spacing:.4g} mm), first at {images[int(uneven[0])].label}; the slices "
+        "do not lie on a regular grid"
+    )
+
+
+def _geometry(
+    images: Sequence[ImageHeader], normal: np.ndarray
+) -> tuple[StackGeometry | None, tuple[Problem, ...]]:
+    positions = np.array([image.position for image in images], dtype=np.float64)
+    step = (positions[-1] - positions[0]) / (len(images) - 1)
+    expected = positions[0] + np.arange(len(images))[:, None] * step
+    off = float(np.linalg.norm(positions - expected, axis=1).max())
+    first = images[0]
+    assert first.orientation is not None
+    assert first.pixel_spacing is not None
+    row_spacing, column_spacing = first.pixel_spacing
+    spacing = float(step @ normal)
+    tolerance = max(SPACING_TOLERANCE * min(spacing, row_spacing, column_spacing), 1e-3)
+    if off > tolerance:
+        text = (
+            f"slice positions are not on a line: one lies {off:.3g} mm away from the line "
+            "through the first and last slices (shifted slices, or several stacks)"
+        )
+        return None, (Problem(text),)
+    row, column = _unit(first.orientation[:3]), _unit(first.orientation[3:])
+    affine = np.eye(4)
+    affine[:3, 0] = row * column_spacing
+    affine[:3, 1] = column * row_spacing
+    affine[:3, 2] = step
+    affine[:3, 3] = positions[0]
+    tilt = math.degrees(math.acos(min(1.0, spacing / float(np.linalg.norm(step)))))
+    geometry = StackGeometry(
+        affine_lps=tuple(tuple(float(v) for v in line) for line in affine),
+        slice_spacing=spacing,
+        normal=(float(normal[0]), float(normal[1]), float(normal[2])),
+        tilt_deg=tilt,
+    )
+    return geometry, ()
+
+
+def _normal(cosines: Sequence[float]) -> np.ndarray:
+    return np.asarray(_unit(np.cross(_unit(cosines[:3]), _unit(cosines[3:]))))
+
+
+def _unit(vector: Sequence[float] | np.ndarray) -> np.ndarray:
+    array = np.asarray(vector, dtype=np.float64)
+    return array / np.linalg.norm(array)
+
+
+def _along(image: ImageHeader, normal: np.ndarray) -> float:
+    assert image.position is not None
+    return float(np.dot(image.position, normal))
+
+
+def _instance_order(image: ImageHeader) -> tuple[int, str, int]:
+    number = image.instance_number if image.instance_number is not None else 1 << 30
+    return (number, image.path.name, image.frame)
+
+
+def _names(images: Sequence[ImageHeader], listed: int = _LISTED) -> str:
+    labels = [image.label for image in images[:listed]]
+    more = f" and {len(images) - listed} more" if len(images) > listed else ""
+    return ", ".join(labels) + more
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{key} ({count} images)" for key, count in counter.most_common())
+
+
+def _common(values: Iterable[_T]) -> _T | None:
+    distinct = set(values)
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    try:
+        value = dataset.get(keyword)
+    except Exception:  # a value pydicom cannot decode; the series still gets listed
+        return ""
+    return "" if value is None else str(value).strip()
+
+
+def _integer(dataset: Dataset, keyword: str) -> int | None:
+    try:
+        return integer(dataset, keyword)
+    except InvalidValue:
+        return None

@@ -1,0 +1,398 @@
+"""DICOM series into volumes: pixel data, rescale to real units, and the RAS affine.
+
+:func:`read_dicom_folder` scans a folder, picks one series (see
+:mod:`medi2i.dicom.select`) and reads it; :func:`read_dicom_series` reads a series the
+scan found. The slice order, spacing and grid come from the scan's checks in
+:mod:`medi2i.dicom.stack`; this module only fetches pixels and assembles the volume:
+
+- uncompressed little- or big-endian pixels are read straight from the files at the
+  offset the scan recorded, by a pool of threads, without parsing headers again;
+  compressed ones (JPEG Lossless, JPEG-LS, JPEG 2000, RLE, deflate) go through
+  pydicom's decoders (pylibjpeg and its plugins);
+- Rescale Slope and Intercept are applied in one fused pass with the transpose
+  (values in HU for CT), per slice when they differ between slices;
+- the ``(slice, row, column)`` stack becomes the ``(1, X, Y, Z)`` float32 volume with
+  a blocked transpose, and DICOM's LPS patient coordinates become RAS.
+
+The result's ``meta["medi2i.dicom"]`` is a :class:`medi2i.dicom.source.DicomSource`
+(UIDs, SOP Instance UIDs in slice order, the first image's header without pixel data)
+and ``meta["medi2i.dtype"]`` the smallest type that holds the rescaled values exactly
+(``"int16"`` for ordinary CT), or ``"float32"`` for fractional rescales.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medi2i.dicom.images import ImageHeader
+from medi2i.dicom.scan import SeriesInfo, scan_folder
+from medi2i.dicom.source import META_KEY, DicomSource
+from medi2i.errors import GeometryError, InputError
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+    from pydicom.dataset import Dataset
+
+    from medi2i.dicom.select import SeriesSelector
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""Flips x and y: DICOM patient coordinates (LPS) to MONAI's RAS, and back."""
+
+_READ_THREADS = max(2, min(8, os.cpu_count() or 1))  # more only contend for the cores
+_CHUNK = 32  # columns per chunk of the float64 rescale, to bound its temporary memory
+_SLAB = 32  # slices per slab: small enough to stay in cache, large enough for long writes
+
+
+def read_dicom_folder(path: str | Path, selector: SeriesSelector | None = None) -> MetaTensor:
+    """Scan ``path``, select one series and read it as a volume.
+
+    Args:
+        path: A folder exported from a PACS or scanner (searched recursively), or one
+            DICOM file (an enhanced multi-frame image).
+        selector: Rules that pick the series; without one the folder must hold exactly
+            one series that can be a volume.
+
+    Returns:
+        A ``(1, X, Y, Z)`` float32 ``MetaTensor`` (see :func:`read_dicom_series`).
+
+    Raises:
+        InputError: No images, no series or several series match, or the series'
+            files are damaged (the message names the file and the defect).
+        GeometryError: The slices do not make one regular volume (gaps, duplicates,
+            mixed orientations, a single slice, ...).
+    """
+    from medi2i.dicom.select import select_series
+
+    result = scan_folder(path)
+    if not any(series.images for series in result.series):
+        raise InputError(_no_images_message(Path(path), result.series, result.skipped))
+    return read_dicom_series(select_series(result.series, selector))
+
+
+def read_dicom_series(series: SeriesInfo) -> MetaTensor:
+    """Read a scanned series as a volume in real units (HU for CT).
+
+    Voxel ``(i, j, k)`` is column ``i`` and row ``j`` of slice ``k``; slices are in
+    order of position along the slice normal (not Instance Number) and the affine
+    maps voxel indices to RAS+ mm, so that an oblique or tilted stack keeps its exact
+    geometry.
+
+    Args:
+        series: A series from :func:`medi2i.dicom.scan.scan_folder` with no problems.
+
+    Returns:
+        A ``(1, X, Y, Z)`` float32 ``MetaTensor``; ``meta["medi2i.dicom"]`` is the
+        :class:`~medi2i.dicom.source.DicomSource` and ``meta["medi2i.dtype"]`` the
+        voxel type that holds the values exactly.
+
+    Raises:
+        InputError: The series has problems, or a file is damaged or undecodable.
+        GeometryError: The series' problems are about its geometry.
+    """
+    from medi2i.io.base import volume_from_array
+
+    _require_volume(series)
+    assert series.geometry is not None
+    with warnings.catch_warnings():
+        # pydicom warns about oddities it tolerates; defects raise with a message here
+        warnings.simplefilter("ignore")
+        values, dtype_name = voxel_values(series.images)
+    affine = LPS_TO_RAS @ np.array(series.geometry.affine_lps, dtype=np.float64)
+    source = _source(series)
+    return volume_from_array(
+        values, affine, path=series.folder, source_dtype=dtype_name, meta={META_KEY: source}
+    )
+
+
+def _require_volume(series: SeriesInfo) -> None:
+    if series.is_volume:
+        return
+    what = f"series {series.series_instance_uid} ({series.modality} '{series.description}')"
+    problems = "; ".join(str(problem) for problem in series.problems) or "no images"
+    message = f"{series.folder}: cannot read {what} as one volume: {problems}"
+    if series.problems and all(problem.geometric for problem in series.problems):
+        raise GeometryError(message)
+    raise InputError(message)
+
+
+def read_stack(images: Sequence[ImageHeader]) -> np.ndarray:
+    """The stored pixel values of ``images`` as a ``(slices, rows, columns)`` array.
+
+    Values are as stored (before rescale), with unused high bits cleared or
+    sign-extended when Bits Stored is less than Bits Allocated.
+
+    Raises:
+        InputError: A file is missing, truncated or its compressed data undecodable.
+    """
+    first = images[0]
+    dtype = _stored_dtype(images)
+    stack = np.empty((len(images), first.rows, first.columns), dtype=dtype)
+    by_file: dict[Path, list[tuple[int, ImageHeader]]] = {}
+    for k, image in enumerate(images):
+        by_file.setdefault(image.path, []).append((k, image))
+    jobs = list(by_file.values())
+    if len(jobs) == 1:
+        _read_file(jobs[0], stack)
+    else:
+        with ThreadPoolExecutor(min(_READ_THREADS, len(jobs))) as pool:
+            for done in pool.map(lambda job: _read_file(job, stack), jobs):
+                del done
+    _clear_unused_bits(stack, images)
+    return stack
+
+
+def _stored_dtype(images: Sequence[ImageHeader]) -> np.dtype:
+    formats = {
+        (image.pixels.bits_allocated, image.pixels.signed) for image in images if image.pixels
+    }
+    dtypes = [np.dtype(f"{'i' if signed else 'u'}{bits // 8}") for bits, signed in formats]
+    return np.dtype(np.result_type(*dtypes))
+
+
+def _read_file(slices: list[tuple[int, ImageHeader]], stack: np.ndarray) -> None:
+    pixels = slices[0][1].pixels
+    assert pixels is not None
+    path = slices[0][1].path
+    same_type = stack.dtype.itemsize * 8 == pixels.bits_allocated
+    try:
+        if pixels.offset is not None and same_type:
+            _read_native(path, slices, stack, pixels.offset, pixels.byte_order)
+        else:
+            _read_decoded(path, slices, stack)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: OSError) -> InputError:
+    return InputError(
+        f"{path}: cannot be read ({exc.strerror or exc}); check that it still exists and "
+        "is readable"
+    )
+
+
+def _read_native(
+    path: Path,
+    slices: list[tuple[int, ImageHeader]],
+    stack: np.ndarray,
+    offset: int,
+    byte_order: str,
+) -> None:
+    frame_bytes = stack[0].nbytes
+    with path.open("rb", buffering=0) as stream:
+        for k, image in slices:
+            stream.seek(offset + image.frame * frame_bytes)
+            # straight into the stack: no intermediate copy of the pixel bytes
+            got = stream.readinto(memoryview(stack[k]).cast("B"))
+            if got != frame_bytes:
+                raise InputError(
+                    f"{path}: truncated pixel data: {got} of {frame_bytes} bytes of "
+                    f"{image.label}; the file changed since the scan or is damaged"
+                )
+            if byte_order == ">" and stack.dtype.itemsize > 1:
+                stack[k].byteswap(inplace=True)
+
+
+def _read_decoded(path: Path, slices: list[tuple[int, ImageHeader]], stack: np.ndarray) -> None:
+    from pydicom import dcmread
+    from pydicom.uid import UID
+
+    try:
+        dataset = dcmread(path)
+    except Exception as exc:  # pydicom raises many kinds for damaged files
+        raise InputError(f"{path}: damaged DICOM file: {_first_line(exc)}") from None
+    syntax = UID(str(dataset.file_meta.get("TransferSyntaxUID", ""))).name
+    if "PixelData" not in dataset:
+        raise InputError(
+            f"{path}: truncated pixel data: the compressed ({syntax}) pixel data ends "
+            "before its last fragment; copy or export the file again"
+        )
+    try:
+        array = dataset.pixel_array
+    except Exception as exc:  # decoders raise many kinds for corrupt data
+        raise InputError(
+            f"{path}: cannot decode its {syntax} pixel data ({_first_line(exc)}); the "
+            "compressed data is corrupt or uses features the installed decoders lack"
+        ) from None
+    frame_size = stack.shape[1] * stack.shape[2]
+    needed = max(image.frame for _, image in slices) + 1
+    if array.size % frame_size or array.size // frame_size < needed:
+        raise InputError(
+            f"{path}: its decoded pixel data has shape {array.shape}, which does not hold "
+            f"{needed} frame(s) of {stack.shape[2]}x{stack.shape[1]} pixels; the image "
+            "attributes (Rows, Columns, Number of Frames) do not match the data"
+        )
+    frames = array.reshape(-1, *stack.shape[1:])
+    for k, image in slices:
+        stack[k] = frames[image.frame]
+
+
+def _clear_unused_bits(stack: np.ndarray, images: Sequence[ImageHeader]) -> None:
+    stored_bits = {image.pixels.bits_stored for image in images if image.pixels is not None}
+    unused = stack.dtype.itemsize * 8 - min(stored_bits)
+    if unused <= 0 or len(stored_bits) > 1:
+        return  # mixed formats were decoded by pydicom, which handles the bits itself
+    if np.issubdtype(stack.dtype, np.signedinteger):
+        # shift the sign bit up and back down so that it is extended (two's complement)
+        np.left_shift(stack, unused, out=stack)
+        np.right_shift(stack, unused, out=stack)
+    else:
+        np.bitwise_and(stack, (1 << min(stored_bits)) - 1, out=stack)
+
+
+def voxel_values(images: Sequence[ImageHeader]) -> tuple[np.ndarray, str]:
+    """``slope x stored + intercept`` of ``images`` as ``(X, Y, Z)`` float32, and its type.
+
+    Uncompressed slices are read slab by slab (32 slices) by a pool of threads, each
+    slab transposed and rescaled into the volume while it is in cache; compressed ones
+    are decoded first (:func:`read_stack`).
+
+    Args:
+        images: The slices in volume order.
+
+    Returns:
+        The values indexed ``[column, row, slice]`` (C-contiguous), and the name of
+        the smallest type that holds them exactly (``"float32"`` for fractional ones).
+
+    Raises:
+        InputError: A file is missing, truncated or undecodable.
+    """
+    slopes = np.array([image.rescale[0] for image in images], dtype=np.float64)
+    intercepts = np.array([image.rescale[1] for image in images], dtype=np.float64)
+    dtype = _stored_dtype(images)
+    stack = None if _all_native(images, dtype) else read_stack(images)
+    out = np.empty((images[0].columns, images[0].rows, len(images)), dtype=np.float32)
+
+    def fill(slab: slice) -> tuple[int, int]:
+        stored = _read_slab(images[slab], dtype) if stack is None else stack[slab]
+        _rescale_into(out[:, :, slab], _slices_last(stored), slopes[slab], intercepts[slab])
+        return int(stored.min()), int(stored.max())
+
+    slabs = [slice(k, min(k + _SLAB, len(images))) for k in range(0, len(images), _SLAB)]
+    if len(slabs) == 1:
+        ranges = [fill(slabs[0])]
+    else:
+        # torch and numpy release the GIL, so threads share reading, transposing and rescaling
+        with ThreadPoolExecutor(min(_READ_THREADS, len(slabs))) as pool:
+            ranges = list(pool.map(fill, slabs))
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    return out, _exact_dtype(dtype, low, high, slopes, intercepts)
+
+
+def _all_native(images: Sequence[ImageHeader], dtype: np.dtype) -> bool:
+    return all(
+        image.pixels is not None
+        and image.pixels.offset is not None
+        and image.pixels.bits_allocated == dtype.itemsize * 8
+        for image in images
+    )
+
+
+def _read_slab(images: Sequence[ImageHeader], dtype: np.dtype) -> np.ndarray:
+    first = images[0]
+    slab = np.empty((len(images), first.rows, first.columns), dtype=dtype)
+    by_file: dict[Path, list[tuple[int, ImageHeader]]] = {}
+    for k, image in enumerate(images):
+        by_file.setdefault(image.path, []).append((k, image))
+    for members in by_file.values():
+        pixels = members[0][1].pixels
+        assert pixels is not None
+        assert pixels.offset is not None
+        try:
+            _read_native(members[0][1].path, members, slab, pixels.offset, pixels.byte_order)
+        except OSError as exc:
+            raise _unreadable(members[0][1].path, exc) from None
+    _clear_unused_bits(slab, images)
+    return slab
+
+
+def _rescale_into(
+    out: np.ndarray, stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray
+) -> None:
+    if np.all(slopes == 1.0) and np.all(intercepts == intercepts[0]) and intercepts[0].is_integer():
+        # integers below 2**24 and their sums are exact in float32: one fused pass
+        np.add(stored, np.float32(intercepts[0]), out=out)
+        return
+    for start in range(0, out.shape[0], _CHUNK):  # float64 like ITK, in bounded chunks
+        part = stored[start : start + _CHUNK].astype(np.float64)
+        out[start : start + _CHUNK] = part * slopes + intercepts
+
+
+def _slices_last(stack: np.ndarray) -> np.ndarray:
+    """``(Z, R, C)`` → a ``(C, R, Z)`` view of a contiguous ``(R, C, Z)`` copy.
+
+    A 3D axis reversal done by numpy strides through memory and is several times
+    slower than torch's blocked 2D transpose of the ``(Z, R*C)`` matrix; what is left
+    is a swap of the first two axes that moves whole runs of Z values.
+    """
+    import torch
+
+    slices, rows, columns = stack.shape
+    as_signed = stack.view(np.dtype(f"i{stack.dtype.itemsize}"))  # torch lacks unsigned
+    flat = torch.from_numpy(np.ascontiguousarray(as_signed).reshape(slices, rows * columns))
+    swapped = flat.t().contiguous().numpy().view(stack.dtype)
+    return swapped.reshape(rows, columns, slices).transpose(1, 0, 2)
+
+
+def _exact_dtype(
+    stored: np.dtype, low: int, high: int, slopes: np.ndarray, intercepts: np.ndarray
+) -> str:
+    whole = np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
+    if not whole:
+        return "float32"
+    ends = np.concatenate([low * slopes + intercepts, high * slopes + intercepts])
+    for candidate in (stored, np.dtype(np.int16), np.dtype(np.int32)):
+        limits = np.iinfo(candidate)
+        if limits.min <= ends.min() and ends.max() <= limits.max:
+            return candidate.name
+    return "float32"
+
+
+def _source(series: SeriesInfo) -> DicomSource:
+    first = series.images[0]
+    uids = tuple(dict.fromkeys(image.sop_instance_uid for image in series.images))
+    return DicomSource(
+        folder=series.folder,
+        study_instance_uid=series.study_instance_uid,
+        series_instance_uid=series.series_instance_uid,
+        frame_of_reference_uid=series.frame_of_reference_uid,
+        modality=series.modality,
+        sop_class_uid=series.sop_class_uid,
+        sop_instance_uids=uids,
+        header=_header(first.path),
+    )
+
+
+def _header(path: Path) -> Dataset:
+    from pydicom import dcmread
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dcmread(path, stop_before_pixels=True)
+
+
+def _no_images_message(path: Path, series: Sequence[SeriesInfo], skipped: Sequence[object]) -> str:
+    found = [
+        f"{s.modality or '?'} series '{s.description}': {s.problems[0]}"
+        for s in series
+        if s.problems
+    ]
+    found += [f"{item.path.name}: {item.reason}" for item in skipped]  # type: ignore[attr-defined]
+    listed = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+    looked = len(skipped) + sum(len(s.files) or 1 for s in series)
+    return (
+        f"{path}: no DICOM images found ({looked} file(s) looked at"
+        + (f": {listed}" if listed else "")
+        + "); point at the folder or file that holds the image series"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

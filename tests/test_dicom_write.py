@@ -1,0 +1,420 @@
+"""Derived DICOM series: geometry and values read back by SimpleITK, UIDs, references,
+de-identification, validation with dciodvfy, atomic writing."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import torch
+from monai.data.meta_tensor import MetaTensor
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from medi2i.dicom import write as write_module
+from medi2i.dicom.deidentify import Deidentifier
+from medi2i.dicom.source import META_KEY, DicomSource
+from medi2i.dicom.write import quantize_mr, write_derived_series
+from medi2i.dicom.writer import DicomSeriesWriter
+from medi2i.errors import GeometryError, InputError, OptionsError
+from medi2i.method import Grid, Method, PredictContext, Task, VolumeSpec
+from medi2i.testing.volumes import make_volume
+
+SHAPE = (24, 20, 16)
+MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def _ct_volume(**kwargs: object) -> MetaTensor:
+    """Fractional HU on an oblique, anisotropic grid (the rounding must be tested)."""
+    base = make_volume(SHAPE, **kwargs)  # type: ignore[arg-type]
+    values = base.as_tensor() * 3.0 - 1000.4
+    return MetaTensor(values, affine=base.affine, meta={"original_affine": base.affine.numpy()})
+
+
+def _source(tmp_path: Path, slices: int = SHAPE[2]) -> DicomSource:
+    header = Dataset()
+    header.PatientName = "Doe^Jane"
+    header.PatientID = "MRN-12345"
+    header.PatientBirthDate = "19700101"
+    header.PatientSex = "F"
+    header.PatientAge = "054Y"
+    header.StudyDate, header.StudyTime = "20240102", "101500"
+    header.ReferringPhysicianName = "House^Gregory"
+    header.StudyID = "S77"
+    header.AccessionNumber = "ACC991"
+    header.StudyDescription = "Head MRI for Jane"
+    header.InstitutionName = "General Hospital"
+    header.PatientPosition = "HFS"
+    header.SeriesNumber = 3
+    header.ScanningSequence, header.SequenceVariant = "GR", "SP"
+    header.RepetitionTime, header.EchoTime = "2300", "2.98"
+    return DicomSource(
+        folder=tmp_path / "source",
+        study_instance_uid=generate_uid(),
+        series_instance_uid=generate_uid(),
+        frame_of_reference_uid=generate_uid(),
+        modality="MR",
+        sop_class_uid=MR_STORAGE,
+        sop_instance_uids=tuple(generate_uid() for _ in range(slices)),
+        header=header,
+    )
+
+
+def _read_sitk(folder: Path) -> tuple[sitk.Image, np.ndarray]:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    image = reader.Execute()
+    return image, sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+
+
+def _lps(affine: np.ndarray) -> np.ndarray:
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
+
+
+def _assert_geometry(image: sitk.Image, affine: np.ndarray) -> None:
+    lps = _lps(affine)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(image.GetOrigin(), lps[:3, 3], atol=1e-3)
+    np.testing.assert_allclose(image.GetSpacing(), spacing, atol=1e-3)
+    np.testing.assert_allclose(direction * spacing, lps[:3, :3], atol=1e-3)
+
+
+def _read_all(files: list[Path]) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(path) for path in files]
+
+
+def test_ct_round_trip_keeps_oblique_geometry_and_whole_hu(tmp_path: Path) -> None:
+    volume = _ct_volume()
+    files = write_derived_series(
+        volume, tmp_path / "sct", source=None, modality="CT", method_id="m", method_version="1"
+    )
+    image, values = _read_sitk(tmp_path / "sct")
+    _assert_geometry(image, volume.affine.numpy())
+    np.testing.assert_array_equal(values, np.rint(volume.numpy()[0]))
+    first = pydicom.dcmread(files[0])
+    assert first.RescaleSlope == 1
+    assert first.RescaleIntercept == 0
+    assert first.pixel_array.dtype == np.int16
+
+
+def test_ct_beyond_int16_still_round_trips_exactly(tmp_path: Path) -> None:
+    volume = _ct_volume()
+    shifted = MetaTensor(volume.as_tensor() + 40000.0, affine=volume.affine)
+    write_derived_series(
+        shifted, tmp_path / "s", source=None, modality="CT", method_id="m", method_version="1"
+    )
+    _, values = _read_sitk(tmp_path / "s")
+    np.testing.assert_array_equal(values, np.rint(shifted.numpy()[0]))
+
+
+def test_mr_round_trips_within_half_a_rescale_step(tmp_path: Path) -> None:
+    base = make_volume(SHAPE)
+    mr = MetaTensor(base.as_tensor() * 1.37 + 0.123, affine=base.affine)
+    files = write_derived_series(
+        mr, tmp_path / "mr", source=None, modality="MR", method_id="m", method_version="1"
+    )
+    image, values = _read_sitk(tmp_path / "mr")
+    _assert_geometry(image, base.affine.numpy())
+    slope = float(pydicom.dcmread(files[0]).RescaleSlope)
+    assert slope < 0.03
+    assert np.max(np.abs(values - mr.numpy()[0])) <= slope / 2 + 1e-6
+
+
+def test_mr_whole_values_are_stored_without_scaling() -> None:
+    stored = quantize_mr(np.array([[[0.0, 5.0], [70000.0 - 65535, 12.0]]]))
+    assert (stored.slope, stored.intercept) == ("1", "0")
+    assert stored.values.dtype == np.int16
+
+
+def test_super_resolution_grid_is_written_as_is(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    low = _ct_volume()
+    fine = Grid.of(low).scaled((1.0, 1.0, 2.0))
+    values = torch.zeros((1, *fine.shape))
+    volume = MetaTensor(
+        values, affine=torch.from_numpy(fine.affine), meta={"original_affine": low.affine.numpy()}
+    )
+    files = write_derived_series(
+        volume, tmp_path / "sr", source=source, modality="CT", method_id="m", method_version="1"
+    )
+    image, _ = _read_sitk(tmp_path / "sr")
+    _assert_geometry(image, fine.affine)
+    assert len(files) == 2 * SHAPE[2]
+    # fine slices 1 and 2 straddle coarse slice 0 and 1 (half-voxel shifted centres)
+    referenced = [
+        [item.ReferencedSOPInstanceUID for item in pydicom.dcmread(path).SourceImageSequence]
+        for path in files[:3]
+    ]
+    uids = source.sop_instance_uids
+    assert referenced == [[uids[0]], [uids[0], uids[1]], [uids[0], uids[1]]]
+
+
+def test_left_handed_grid_reads_back_at_the_same_world_positions(tmp_path: Path) -> None:
+    volume = _ct_volume()
+    flip = np.eye(4)
+    flip[2, 2], flip[2, 3] = -1.0, SHAPE[2] - 1
+    affine = volume.affine.numpy() @ flip
+    flipped = MetaTensor(volume.as_tensor().flip(-1), affine=torch.from_numpy(affine))
+    write_derived_series(
+        flipped, tmp_path / "f", source=None, modality="CT", method_id="m", method_version="1"
+    )
+    image, values = _read_sitk(tmp_path / "f")
+    # the reader sorts slices along the normal, which undoes the flip
+    _assert_geometry(image, volume.affine.numpy())
+    np.testing.assert_array_equal(values, np.rint(volume.numpy()[0]))
+
+
+def test_sheared_grid_is_refused(tmp_path: Path) -> None:
+    volume = _ct_volume()
+    affine = volume.affine.numpy().copy()
+    affine[:3, 2] += affine[:3, 0]  # slices slide sideways: not perpendicular
+    sheared = MetaTensor(volume.as_tensor(), affine=torch.from_numpy(affine))
+    with pytest.raises(GeometryError, match="not perpendicular"):
+        write_derived_series(
+            sheared, tmp_path / "s", source=None, modality="CT", method_id="m", method_version="1"
+        )
+    assert not (tmp_path / "s").exists()
+
+
+def test_series_is_new_and_keeps_study_frame_patient_and_references(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    files = write_derived_series(
+        _ct_volume(),
+        tmp_path / "sct",
+        source=source,
+        modality="CT",
+        method_id="pix2pix",
+        method_version="0.3.1",
+    )
+    datasets = _read_all(files)
+    series_uids = {ds.SeriesInstanceUID for ds in datasets}
+    sop_uids = {ds.SOPInstanceUID for ds in datasets}
+    assert len(series_uids) == 1
+    assert series_uids.isdisjoint({source.series_instance_uid})
+    assert len(sop_uids) == len(files)
+    assert sop_uids.isdisjoint(source.sop_instance_uids)
+    first = datasets[0]
+    assert first.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert first.StudyInstanceUID == source.study_instance_uid
+    assert first.FrameOfReferenceUID == source.frame_of_reference_uid
+    assert (str(first.PatientName), first.PatientID) == ("Doe^Jane", "MRN-12345")
+    assert first.AccessionNumber == "ACC991"
+    assert list(first.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert "pix2pix 0.3.1" in first.SeriesDescription
+    assert "pix2pix" in first.DerivationDescription
+    assert first.RelatedSeriesSequence[0].SeriesInstanceUID == source.series_instance_uid
+    for index, ds in enumerate(datasets):
+        item = ds.SourceImageSequence[0]
+        assert item.ReferencedSOPInstanceUID == source.sop_instance_uids[index]
+        assert item.ReferencedSOPClassUID == MR_STORAGE
+    assert [ds.InstanceNumber for ds in datasets] == list(range(1, len(files) + 1))
+
+
+def test_without_source_a_placeholder_study_is_created(tmp_path: Path) -> None:
+    files = write_derived_series(
+        _ct_volume(), tmp_path / "a", source=None, modality="CT", method_id="m", method_version="1"
+    )
+    other = write_derived_series(
+        _ct_volume(), tmp_path / "b", source=None, modality="CT", method_id="m", method_version="1"
+    )
+    first, second = pydicom.dcmread(files[0]), pydicom.dcmread(other[0])
+    assert first.PatientName.family_name == "ANONYMOUS"
+    assert first.PatientID.startswith("ANONYMOUS-")
+    assert first.StudyInstanceUID != second.StudyInstanceUID
+    assert first.PatientID != second.PatientID
+    assert "SourceImageSequence" not in first
+
+
+def test_deidentification_applies_the_profile_to_outputs_only(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    header_before = copy.deepcopy(source.header)
+    deidentifier = Deidentifier(salt=b"test")
+    written = [
+        write_derived_series(
+            _ct_volume(),
+            tmp_path / name,
+            source=source,
+            modality="CT",
+            method_id="m",
+            method_version="1",
+            deidentify=True,
+            deidentifier=deidentifier,
+        )
+        for name in ("first", "second")
+    ]
+    first, second = pydicom.dcmread(written[0][0]), pydicom.dcmread(written[1][0])
+    last = pydicom.dcmread(written[0][-1])
+    assert first.PatientName.family_name == "ANONYMOUS"
+    related = first.RelatedSeriesSequence[0].SeriesInstanceUID
+    assert last.RelatedSeriesSequence[0].SeriesInstanceUID == related  # mapped once per slice
+    assert last.StudyInstanceUID == first.StudyInstanceUID
+    assert first.PatientID.startswith("ANON-")
+    assert first.PatientID == second.PatientID
+    for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "AccessionNumber", "StudyID"):
+        assert first[keyword].value in (None, ""), keyword
+    for keyword in ("PatientAge", "InstitutionName", "StudyDescription", "SeriesDate"):
+        assert keyword not in first, keyword
+    assert first.StudyInstanceUID == second.StudyInstanceUID != source.study_instance_uid
+    assert first.FrameOfReferenceUID == second.FrameOfReferenceUID
+    assert first.FrameOfReferenceUID != source.frame_of_reference_uid
+    referenced = first.SourceImageSequence[0].ReferencedSOPInstanceUID
+    assert referenced == deidentifier.uid(source.sop_instance_uids[0])
+    assert first.RelatedSeriesSequence[0].SeriesInstanceUID != source.series_instance_uid
+    assert first.file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID
+    assert first.PatientIdentityRemoved == "YES"
+    assert "medi2i-basic-1" in first.DeidentificationMethod
+    assert source.header == header_before
+
+
+def test_a_failure_leaves_no_partial_series_and_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "sct"
+    write_derived_series(
+        _ct_volume(), folder, source=None, modality="CT", method_id="m", method_version="old"
+    )
+    saved: list[Path] = []
+
+    def failing_save(dataset: Dataset, path: Path) -> None:
+        if len(saved) == 3:
+            raise OSError("disk full")
+        saved.append(path)
+        real_save(dataset, path)
+
+    real_save = write_module._save
+    monkeypatch.setattr(write_module, "_save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_derived_series(
+            _ct_volume(), folder, source=None, modality="CT", method_id="m", method_version="new"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sct"]
+    assert "old" in pydicom.dcmread(folder / "00001.dcm").SeriesDescription
+    assert len(list(folder.iterdir())) == SHAPE[2]
+
+
+def _dciodvfy_problems(path: Path) -> list[str]:
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.skipif(
+    shutil.which("dciodvfy") is None,
+    reason="dciodvfy not installed (Debian package dicom3tools; CI installs it)",
+)
+@pytest.mark.parametrize(("modality", "deidentify"), [("CT", False), ("MR", False), ("CT", True)])
+def test_dciodvfy_reports_no_errors(tmp_path: Path, modality: str, deidentify: bool) -> None:
+    base = _ct_volume()
+    volume = base if modality == "CT" else MetaTensor(base.as_tensor() + 1000.6, affine=base.affine)
+    for name, source in (("with-source", _source(tmp_path)), ("without", None)):
+        files = write_derived_series(
+            volume,
+            tmp_path / name,
+            source=source,
+            modality=modality,  # type: ignore[arg-type]
+            method_id="pix2pix",
+            method_version="0.1.0",
+            deidentify=deidentify,
+        )
+        for path in (files[0], files[-1]):
+            assert _dciodvfy_problems(path) == [], path
+
+
+def test_dicom_writer_takes_suffixless_paths_and_existing_folders(tmp_path: Path) -> None:
+    writer = DicomSeriesWriter()
+    assert writer.can_write(tmp_path / "sct")
+    assert writer.can_write(tmp_path)
+    assert not writer.can_write(tmp_path / "sct.nii.gz")
+    assert not writer.can_write(tmp_path / "sct.mha")
+
+
+def test_dicom_writer_reads_method_and_modality_from_meta(tmp_path: Path) -> None:
+    volume = _ct_volume()
+    source = _source(tmp_path)
+    volume.meta.update(
+        {
+            "medi2i.method.id": "pix2pix",
+            "medi2i.method.version": "2.0",
+            "medi2i.output.modality": "any",
+            META_KEY: source,
+        }
+    )
+    DicomSeriesWriter().write(volume, tmp_path / "out")
+    first = pydicom.dcmread(tmp_path / "out" / "00001.dcm")
+    assert first.Modality == "MR"  # "any" falls back to the source's modality
+    assert "pix2pix 2.0" in first.SeriesDescription
+    assert first.StudyInstanceUID == source.study_instance_uid
+
+
+def test_dicom_writer_refuses_a_volume_that_does_not_name_its_method(tmp_path: Path) -> None:
+    with pytest.raises(OptionsError, match=r"medi2i\.method\.id"):
+        DicomSeriesWriter().write(_ct_volume(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dicom_folder_predicted_and_written_keeps_its_study_and_grid(tmp_path: Path) -> None:
+    from medi2i.dicom.volume import read_dicom_folder
+    from medi2i.io import write_volume
+    from medi2i.prediction import predict_tensor
+    from medi2i.settings import InferenceSettings
+    from medi2i.testing.dicom_series import write_series
+    from medi2i.testing.example_methods import CT
+
+    class Shift(Method):
+        """Synthetic CT as MR - 1000 HU."""
+
+        id = "test-shift"
+        tasks = (Task.TRANSLATION,)
+        input_spec = VolumeSpec(modality="MR")
+        output_spec = CT
+
+        def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
+            return image.as_tensor() - 1000.0
+
+    values = np.arange(8 * 6 * 4, dtype=np.float64).reshape(8, 6, 4)
+    orientation = (0.0, 1.0, 0.0, 0.6, 0.0, -0.8)  # oblique sagittal
+    source_files = write_series(
+        tmp_path / "mr",
+        values,
+        spacing=(0.8, 0.9, 2.5),
+        orientation=orientation,
+        origin=(10.0, -20.0, 30.0),
+        modality="MR",
+        rescale=(1.0, 0.0),
+    )
+    image = read_dicom_folder(tmp_path / "mr")
+    result = predict_tensor(
+        Shift(), image, settings=InferenceSettings(device="cpu", progress=False)
+    )
+    write_volume(result, tmp_path / "sct", writers=[DicomSeriesWriter()])
+    written, read_back = _read_sitk(tmp_path / "sct")
+    np.testing.assert_array_equal(read_back, values - 1000.0)
+    _assert_geometry(written, image.affine.numpy())
+    first, source = (
+        pydicom.dcmread(tmp_path / "sct" / "00001.dcm"),
+        pydicom.dcmread(source_files[0]),
+    )
+    assert (first.Modality, first.StudyInstanceUID) == ("CT", source.StudyInstanceUID)
+    assert first.FrameOfReferenceUID == source.FrameOfReferenceUID
+    assert "test-shift" in first.SeriesDescription
+
+
+def test_a_folder_holding_other_files_is_never_replaced(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="holds other things"):
+        write_derived_series(
+            _ct_volume(),
+            tmp_path / "results",
+            source=None,
+            modality="CT",
+            method_id="m",
+            method_version="1",
+        )
+    assert (tmp_path / "results" / "notes.txt").read_text() == "keep me"
