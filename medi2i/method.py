@@ -364,6 +364,11 @@ class Method(abc.ABC):
         preprocessed input."""
         return output
 
+    def preprocess_target(self, target: MetaTensor) -> MetaTensor:
+        """Intensity preprocessing of a whole paired training target (e.g. HU to the
+        network's range): the inverse of :meth:`postprocess`. Identity by default."""
+        return target
+
     # -- fitted state ------------------------------------------------------------------
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

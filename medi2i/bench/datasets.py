@@ -12,7 +12,9 @@
 
 A built set is written once as NIfTI files under a cache folder (``--work-dir``, else
 ``$MEDI2I_CACHE_DIR``, else the user cache folder) keyed by a fingerprint of the source
-files, the simulator parameters and the seeds, and read back on the next run. Q1's
+files, the simulator parameters and the seeds, and read back on the next run. A
+symbolic link ``<cache>/<task>`` (e.g. ``bench-work/q1``) points at the current
+fingerprinted folder, so workflows can name a path that does not change. Q1's
 training case uses the SynthRAD layout (``<case>/mr|ct|mask.nii.gz``) so training
 workflows can read it unchanged.
 
@@ -218,11 +220,39 @@ def build_dataset(
     sources = Path(source_dir) if source_dir is not None else data_dir()
     fingerprint = _fingerprint(task, sources)
     folder = Path(work_dir or default_cache_dir()) / f"{task}-{fingerprint[:12]}"
-    if (folder / _INDEX).is_file():
-        return _read_dataset(folder, task, fingerprint)
-    built = _BUILDERS[task](sources)
-    _write_dataset(folder, task, built)
-    return _read_dataset(folder, task, fingerprint)
+    if not (folder / _INDEX).is_file():
+        _write_dataset(folder, task, _BUILDERS[task](sources))
+    dataset = _read_dataset(folder, task, fingerprint)
+    link_stable_alias(folder, task)
+    return dataset
+
+
+def link_stable_alias(folder: Path, task: TaskName) -> Path | None:
+    """Point ``<work_dir>/<task>`` (e.g. ``bench-work/q1``) at the fingerprinted ``folder``.
+
+    Workflows name the stable path (``bench-work/q1/train_pairs``), which keeps working
+    when a new fingerprint (new sources or simulator settings) makes a new folder. The
+    link is relative and replaced atomically (a new link renamed over the old one). A
+    real file or folder of that name is left alone, as is a file system without
+    symbolic links.
+
+    Returns:
+        The alias, or ``None`` when it could not be made.
+    """
+    alias = folder.parent / task
+    if alias.exists() and not alias.is_symlink():
+        return None
+    if alias.is_symlink() and os.readlink(alias) == folder.name:
+        return alias
+    staging = folder.parent / f".{task}.link-{os.getpid()}"
+    try:
+        staging.unlink(missing_ok=True)
+        staging.symlink_to(folder.name, target_is_directory=True)
+        os.replace(staging, alias)
+    except OSError:
+        staging.unlink(missing_ok=True)
+        return None
+    return alias
 
 
 @dataclass(frozen=True)

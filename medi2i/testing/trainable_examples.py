@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -73,14 +73,14 @@ class TinyRegression(PatchNetworkMethod):
         return _convolutions(1, self.settings.hidden, 1)
 
     def preprocess(self, image: MetaTensor) -> MetaTensor:
-        return image / self.settings.input_unit
+        return cast("MetaTensor", image / self.settings.input_unit)
 
     def preprocess_target(self, target: MetaTensor) -> MetaTensor:
         """HU to the network's range (the inverse of :meth:`postprocess`)."""
-        return target / self.settings.output_unit
+        return cast("MetaTensor", target / self.settings.output_unit)
 
     def postprocess(self, output: MetaTensor, image: MetaTensor) -> MetaTensor:
-        return output * self.settings.output_unit
+        return cast("MetaTensor", output * self.settings.output_unit)
 
     def configure_training(self, trainer: TrainerAPI) -> None:
         parameters = trainer.modules["network"].parameters()
@@ -202,9 +202,10 @@ def write_paired_cases(
     cases = []
     for index in range(count):
         source = make_volume(shape, seed=seed + index)
-        images = {"source": source, "target": source * TARGET_SLOPE + TARGET_OFFSET_HU}
+        target = cast("MetaTensor", source * TARGET_SLOPE + TARGET_OFFSET_HU)
+        images = {"source": source, "target": target}
         if mask:
-            images["mask"] = (source > 250.0).float()
+            images["mask"] = cast("MetaTensor", (source > 250.0).float())
         paths = {
             role: write_volume(volume, folder / f"case-{index}" / f"{role}.nii.gz")
             for role, volume in images.items()

@@ -3,9 +3,8 @@
 Each case is read once, put on the method's working grid (its spatial plan, as at
 predict time) and intensity-preprocessed by the method on the *whole* volume, so that
 statistics such as a z-score or percentiles come from the volume and never from a
-patch. Paired targets go through the method's ``preprocess_target`` when it has one
-(e.g. HU to the network's range; the inverse of its ``postprocess``); otherwise they
-stay in their own units and the method scales them in its training step.
+patch. Paired targets go through the method's ``preprocess_target`` (e.g. HU to the
+network's range; the inverse of its ``postprocess``).
 
 Foreground, where most patches are centred, is ``mask > 0`` when a case has a mask and
 otherwise the raw input above a threshold (``foreground_threshold``, by default the
@@ -115,8 +114,9 @@ def domain_labels(data: CaseSet) -> tuple[str, ...]:
     if data.kind not in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
         return ()
     names = data.domains or tuple(sorted({c.domain for c in data.cases if c.domain is not None}))
-    expected = "exactly two" if data.kind is DataKind.UNPAIRED else "two or more"
-    if (len(names) != 2) if data.kind is DataKind.UNPAIRED else (len(names) < 2):
+    unpaired = data.kind is DataKind.UNPAIRED
+    if (len(names) != 2) if unpaired else (len(names) < 2):
+        expected = "exactly two" if unpaired else "two or more"
         raise InputError(f"{data.kind.value} data needs {expected} domains, found {list(names)}")
     for case in data.cases:
         if case.domain not in names:
@@ -175,7 +175,7 @@ def load_training_volume(
     image = _plain(method.preprocess(raw))
     target = None
     if kind is DataKind.PAIRED:
-        target = _plain(_preprocessed_target(method, _planned(case, TARGET, method)))
+        target = _plain(method.preprocess_target(_planned(case, TARGET, method)))
         scale = _target_scale(case, image, target)
     else:
         scale = (1, 1, 1)
@@ -215,13 +215,6 @@ def _planned_mask(case: Case, method: Method) -> torch.Tensor | None:
     # binarize before any interpolation, so label values do not blur into each other
     binary = cast("MetaTensor", (read_volume(case.images[MASK]) > 0).float())
     return apply_spatial_plan(binary, method.spatial_plan()) >= 0.5
-
-
-def _preprocessed_target(method: Method, target: MetaTensor) -> torch.Tensor:
-    preprocess_target: Callable[[MetaTensor], torch.Tensor] | None = getattr(
-        method, "preprocess_target", None
-    )
-    return target if preprocess_target is None else preprocess_target(target)
 
 
 def _plain(volume: torch.Tensor) -> torch.Tensor:
@@ -286,21 +279,32 @@ def training_store(
     keep: bool,
 ) -> VolumeStore:
     """The training volumes of ``data`` for ``method`` (see :class:`VolumeStore`)."""
-    names = domain_labels(data)
-    cases = data.cases
+    loader = _CaseLoader(data, method, domain_labels(data), patch_size, foreground_threshold)
+    return VolumeStore(len(data.cases), loader, keep=keep)
 
-    def load(index: int) -> TrainingVolume:
-        case = cases[index]
+
+@dataclass(frozen=True)
+class _CaseLoader:
+    """Loads case ``i`` (a class, not a closure, so that DataLoader workers started by
+    ``spawn`` can receive it)."""
+
+    data: CaseSet
+    method: Method
+    domains: tuple[str, ...]
+    patch_size: tuple[int, int, int]
+    foreground_threshold: float | None
+
+    def __call__(self, index: int) -> TrainingVolume:
+        case = self.data.cases[index]
+        label = self.domains.index(case.domain) if self.domains and case.domain else 0
         return load_training_volume(
             case,
-            method=method,
-            kind=data.kind,
-            domain=names.index(case.domain) if names and case.domain is not None else 0,
-            patch_size=patch_size,
-            foreground_threshold=foreground_threshold,
+            method=self.method,
+            kind=self.data.kind,
+            domain=label,
+            patch_size=self.patch_size,
+            foreground_threshold=self.foreground_threshold,
         )
-
-    return VolumeStore(len(cases), load, keep=keep)
 
 
 class BatchFunction(Protocol):

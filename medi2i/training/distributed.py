@@ -16,10 +16,10 @@ Batch prediction needs no communication: every rank predicts its share of the fi
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -120,30 +120,30 @@ def process_device(setting: str, context: DistributedContext) -> torch.device:
     return device
 
 
-@contextmanager
-def distributed_session(*, device: torch.device) -> Iterator[DistributedContext]:
-    """Join the process group for the duration of the block, when launched by torchrun.
+def join_process_group(*, device: torch.device) -> DistributedContext:
+    """Join the process group when launched by torchrun with several processes.
 
-    The group is created only when there are several processes and none exists yet
-    (NCCL for CUDA devices, Gloo otherwise), and destroyed on leaving if it was
-    created here.
+    The group (NCCL for CUDA devices, Gloo otherwise) is created once per process and
+    kept until the process exits: creating it again after destroying it can hang in
+    the rendezvous, so later calls (a second training in the same script, sharded
+    prediction) reuse it.
 
     Args:
         device: The device this process computes on.
 
-    Yields:
+    Returns:
         This process's rank and world size.
     """
     context = context_from_environment()
-    started = False
     if context.enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        started = True
-    try:
-        yield context
-    finally:
-        if started:
-            dist.destroy_process_group()
+        atexit.register(_leave_process_group)
+    return context
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def average_across_processes(

@@ -38,7 +38,7 @@ from medi2i.training.distributed import (
     DistributedContext,
     average_across_processes,
     context_from_environment,
-    distributed_session,
+    join_process_group,
     process_device,
     same_in_every_process,
 )
@@ -75,66 +75,66 @@ def run_training(
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     patch_size = resolve_patch_size(method, config)
-    with distributed_session(device=device) as context:
-        torch.manual_seed(config.seed)  # the same initial weights in every process and run
-        trainer = Trainer(
-            method.training_modules(),
-            device=device,
-            accumulation_steps=config.accumulation_steps,
-            amp=config.amp,
-            distributed=context,
+    context = join_process_group(device=device)
+    trainer = _configured_trainer(method, config, device, context)
+    fingerprint = _fingerprint(method, config, patch_size, context)
+    first_step = _resume(trainer, method, run_dir / CHECKPOINTS, fingerprint, resume, context)
+    with RunLog(
+        run_dir / LOGS,
+        first_step=first_step,
+        total_steps=config.steps,
+        patches_per_step=config.batch_size * config.accumulation_steps * context.world_size,
+        tensorboard=config.tensorboard,
+        progress=config.progress,
+        main=context.is_main,
+    ) as log:
+        run = _Run(
+            trainer=trainer,
+            method=method,
+            config=config,
+            context=context,
+            log=log,
+            checkpoints=run_dir / CHECKPOINTS,
+            fingerprint=fingerprint,
+            validator=_validator(validation, method, inference, device, config, context),
         )
-        method.configure_training(trainer)
-        if not trainer.optimizers:
-            raise OptionsError(
-                f"method {method.id!r} registered no optimizer in configure_training; "
-                "call trainer.add_optimizer there"
-            )
-        fingerprint = _fingerprint(method, config, patch_size, context)
-        first_step = _resume(trainer, method, run_dir / CHECKPOINTS, fingerprint, resume, context)
-        if not same_in_every_process(first_step, context):
-            raise CheckpointError(
-                f"the processes found different checkpoints in {run_dir / CHECKPOINTS}; the run "
-                "folder must be on a file system that every process (every node) shares"
-            )
-        with RunLog(
-            run_dir / LOGS,
-            first_step=first_step,
-            total_steps=config.steps,
-            patches_per_step=config.batch_size * config.accumulation_steps * context.world_size,
-            tensorboard=config.tensorboard,
-            progress=config.progress,
-            main=context.is_main,
-        ) as log:
-            run = _Run(
-                trainer=trainer,
-                method=method,
-                config=config,
-                context=context,
-                log=log,
-                checkpoints=run_dir / CHECKPOINTS,
-                fingerprint=fingerprint,
-                validator=_validator(validation, method, inference, device, config, context),
-            )
-            if first_step < config.steps:
-                run.loop(_sampler(method, data, config, patch_size, context))
-            elif validation is not None:
-                run.validate(
-                    first_step
-                )  # a rerun of a finished run: the validation data may be new
-            if context.is_main:
-                from medi2i.model_folder import save_model
+        if first_step < config.steps:
+            run.loop(_sampler(method, data, config, patch_size, context))
+        elif validation is not None:
+            run.validate(first_step)  # rerun of a finished run: the validation set may be new
+        if context.is_main:
+            from medi2i.model_folder import save_model
 
-                save_model(method, run_dir / MODEL, metrics=log.last_validation, overwrite=True)
-            context.barrier()
-            return TrainResult(
-                model_dir=run_dir / MODEL,
-                steps=trainer.step_index,
-                first_step=first_step,
-                final_losses=log.last_losses,
-                history=log.history,
-                validation=log.last_validation,
-            )
+            save_model(method, run_dir / MODEL, metrics=log.last_validation, overwrite=True)
+        context.barrier()
+        return TrainResult(
+            model_dir=run_dir / MODEL,
+            steps=trainer.step_index,
+            first_step=first_step,
+            final_losses=log.last_losses,
+            history=log.history,
+            validation=log.last_validation,
+        )
+
+
+def _configured_trainer(
+    method: Method, config: TrainingConfig, device: torch.device, context: DistributedContext
+) -> Trainer:
+    torch.manual_seed(config.seed)  # the same initial weights in every process and run
+    trainer = Trainer(
+        method.training_modules(),
+        device=device,
+        accumulation_steps=config.accumulation_steps,
+        amp=config.amp,
+        distributed=context,
+    )
+    method.configure_training(trainer)
+    if not trainer.optimizers:
+        raise OptionsError(
+            f"method {method.id!r} registered no optimizer in configure_training; "
+            "call trainer.add_optimizer there"
+        )
+    return trainer
 
 
 Validator = Callable[[], dict[str, float]]
@@ -257,6 +257,11 @@ def _resume(
         context.barrier()
         return 0
     checkpoint = read_checkpoint(folder)
+    if not same_in_every_process(checkpoint.step if checkpoint else 0, context):
+        raise CheckpointError(
+            f"the processes found different checkpoints in {folder}; the run folder must be "
+            "on a file system that every process (every node) shares"
+        )
     if checkpoint is None:
         return 0
     differences = fingerprint_differences(checkpoint.record.fingerprint, fingerprint)

@@ -196,7 +196,7 @@ class Trainer:
 
     def _wrapped(self, module: torch.nn.Module) -> torch.nn.Module:
         trainable = any(p.requires_grad for p in module.parameters())
-        if True:
+        if not (self.distributed.enabled and trainable):
             return module
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids)

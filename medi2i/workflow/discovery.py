@@ -15,6 +15,7 @@ test. Explicit split lists name subjects the same way.
 from __future__ import annotations
 
 import csv
+import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,11 @@ def discover_cases(data: DataConfig) -> CaseSet:
 
 
 def discover_subjects(data: DataConfig) -> list[Subject]:
-    """The subjects of ``data``'s layout, sorted by id."""
+    """The subjects of ``data``'s layout that ``data.include`` keeps, sorted by id.
+
+    Raises:
+        InputError: No subject is found, or ``data.include`` matches none of them.
+    """
     layout = data.layout
     if isinstance(layout, SynthradLayout):
         subjects = _synthrad_subjects(layout, data.kind)
@@ -105,7 +110,24 @@ def discover_subjects(data: DataConfig) -> list[Subject]:
         subjects = _csv_subjects(layout, data.kind)
     if not subjects:
         raise InputError(f"no cases found for the {layout.type} layout at {_where(layout)}")
-    return sorted(subjects, key=lambda subject: subject.id)
+    ordered = sorted(subjects, key=lambda subject: subject.id)
+    return _included(ordered, data.include, layout) if data.include else ordered
+
+
+def _included(
+    subjects: Sequence[Subject],
+    patterns: Sequence[str],
+    layout: SynthradLayout | FoldersLayout | CsvLayout,
+) -> list[Subject]:
+    kept = [s for s in subjects if any(fnmatch.fnmatchcase(s.id, p) for p in patterns)]
+    if not kept:
+        found = ", ".join(subject.id for subject in subjects[:8])
+        raise InputError(
+            f"data.include {list(patterns)} matches none of the {len(subjects)} subjects at "
+            f"{_where(layout)} ({found}{', ...' if len(subjects) > 8 else ''}); "
+            "patterns are globs on subject ids, e.g. 'case*'"
+        )
+    return kept
 
 
 def _where(layout: SynthradLayout | FoldersLayout | CsvLayout) -> str:
@@ -126,6 +148,33 @@ def _domains(data: DataConfig, subjects: Iterable[Subject]) -> tuple[str, ...]:
         return (layout.source, layout.target)
     found = {case.domain for subject in subjects for case in subject.cases}
     return tuple(sorted(domain for domain in found if domain is not None))
+
+
+def target_domain_images(cases: CaseSet, *, domain: str | None) -> list[Path]:
+    """The volumes a method is fitted on: those of the domain it maps images onto.
+
+    Single-domain cases give their ``image``, paired cases their ``target``; unpaired
+    and multi-domain cases give the ``image`` of those in ``domain``.
+
+    Raises:
+        InputError: Domain data without ``domain``, or no volume of that domain.
+    """
+    if cases.kind is DataKind.SINGLE_DOMAIN:
+        return [case.images[IMAGE] for case in cases.cases]
+    if cases.kind is DataKind.PAIRED:
+        return [case.images[TARGET] for case in cases.cases]
+    if domain is None:
+        raise InputError(
+            f"fitting on {cases.kind.value} data needs the target domain: set method.fit_domain "
+            f"to one of {list(cases.domains)}"
+        )
+    images = [case.images[IMAGE] for case in cases.cases if case.domain == domain]
+    if not images:
+        raise InputError(
+            f"no training volume of domain {domain!r} (method.fit_domain) to fit on; "
+            f"the training cases are of {sorted({str(c.domain) for c in cases.cases})}"
+        )
+    return images
 
 
 # -- volume files ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 CASES_FILE = "cases.json"
 GRID_TOLERANCE_MM = 1e-3
+INPUT_ON_OUTPUT_GRID = "_input_on_output_grid.nii.gz"
+"""Suffix of the saved input of a case whose output lies on another grid."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,13 @@ class EvaluatedCase:
 
     Attributes:
         id: Case id.
-        source: Input volume.
+        source: Input volume as the figures show it: the input file, or for a method
+            that delivers another grid (super-resolution) the input resampled onto
+            that grid, saved next to the prediction.
         reference: Reference volume.
         mask: Mask volume, or ``None`` when the metrics covered the whole volume.
         prediction: Saved prediction (relative to the run folder), or ``None``.
+        original_source: The input file when ``source`` is its resampled copy.
     """
 
     id: str
@@ -55,6 +60,7 @@ class EvaluatedCase:
     reference: str
     mask: str | None
     prediction: str | None
+    original_source: str | None = None
 
 
 def evaluate_stage(
@@ -127,7 +133,7 @@ def _evaluate_case(
     keep: bool,
 ) -> tuple[dict[str, float], EvaluatedCase]:
     from medi2i.evaluation import evaluate_case
-    from medi2i.io import read_volume, write_volume
+    from medi2i.io import read_volume
     from medi2i.prediction import predict_tensor
 
     readers = list(registry.readers.values())
@@ -135,29 +141,64 @@ def _evaluate_case(
     condition = workflow.method.condition or None
     output = predict_tensor(method, source, settings=workflow.inference, condition=condition)
     reference = read_volume(case.images[TARGET], readers=readers)
-    _require_same_grid(output, reference, what=f"the prediction of case {case.id!r}")
+    require_same_grid(
+        output,
+        reference,
+        what=f"the prediction of case {case.id!r}",
+        hint=(
+            "the reference must lie on the grid the method delivers (for super-resolution "
+            "of kept slices, set the method's align: centres)"
+        ),
+    )
     mask_role = workflow.evaluation.mask
     mask_path = case.images.get(mask_role) if mask_role is not None else None
     mask = None
     if mask_path is not None:
         mask = read_volume(mask_path, readers=readers)
-        _require_same_grid(mask, reference, what=f"mask {mask_path}")
-    prediction = None
-    if keep:
-        target = run.predictions / f"{prediction_stem(case.id)}.nii.gz"
-        write_volume(output, target, writers=list(registry.writers.values()))
-        prediction = str(target.relative_to(run.root))
-    values = evaluate_case(
-        _array(output), _array(reference), None if mask is None else _array(mask), metrics
-    )
+        require_same_grid(mask, reference, what=f"mask {mask_path}")
     record = EvaluatedCase(
         id=case.id,
         source=str(case.images[SOURCE]),
         reference=str(case.images[TARGET]),
         mask=None if mask_path is None else str(mask_path),
-        prediction=prediction,
+        prediction=None,
+    )
+    if keep:
+        record = _kept(record, run, registry, output=output, source=source)
+    values = evaluate_case(
+        _array(output), _array(reference), None if mask is None else _array(mask), metrics
     )
     return values, record
+
+
+def _kept(
+    record: EvaluatedCase,
+    run: RunFolder,
+    registry: Registry,
+    *,
+    output: MetaTensor,
+    source: MetaTensor,
+) -> EvaluatedCase:
+    """Write the prediction and, when the method changed the grid, the input on its grid.
+
+    The report's montages draw input and output voxel by voxel on one grid; a
+    super-resolution input is shown resampled onto the output grid by nearest neighbour,
+    so that thick slices appear as the slabs they are.
+    """
+    from medi2i.io import write_volume
+    from medi2i.method import Grid
+    from medi2i.resample import resample_to_grid
+
+    writers = list(registry.writers.values())
+    stem = prediction_stem(record.id)
+    prediction = write_volume(output, run.predictions / f"{stem}.nii.gz", writers=writers)
+    record = replace(record, prediction=str(prediction.relative_to(run.root)))
+    grid = Grid.of(output)
+    if Grid.of(source).same_as(grid, atol=GRID_TOLERANCE_MM):
+        return record
+    shown = resample_to_grid(source, grid, mode="nearest")
+    path = write_volume(shown, run.predictions / f"{stem}{INPUT_ON_OUTPUT_GRID}", writers=writers)
+    return replace(record, source=str(path), original_source=record.source)
 
 
 def prediction_stem(case_id: str) -> str:
@@ -204,15 +245,32 @@ def _array(volume: MetaTensor) -> np.ndarray:
     return np.asarray(volume.as_tensor().detach().cpu().numpy()[0])
 
 
-def _require_same_grid(volume: MetaTensor, reference: MetaTensor, *, what: str) -> None:
+def require_same_grid(
+    volume: MetaTensor,
+    reference: MetaTensor,
+    *,
+    what: str,
+    hint: str = "paired data must share one grid (resample the reference onto the source)",
+) -> None:
+    """Check that ``volume`` lies on the grid of ``reference`` (to a micrometre).
+
+    Raises:
+        GeometryError: It does not; the message names ``what``, the reference file and
+            what to do (``hint``).
+    """
     from medi2i.method import Grid
 
-    if not Grid.of(volume).same_as(Grid.of(reference), atol=GRID_TOLERANCE_MM):
+    grid, expected = Grid.of(volume), Grid.of(reference)
+    if not grid.same_as(expected, atol=GRID_TOLERANCE_MM):
         raise GeometryError(
             f"{what} is not on the grid of reference {reference.meta.get('filename_or_obj')}: "
-            f"shape {tuple(volume.shape[1:])} vs {tuple(reference.shape[1:])}; paired "
-            "evaluation data must share one grid (resample the reference onto the source)"
+            f"shape {grid.shape} vs {expected.shape}, spacing "
+            f"{_rounded(grid.spacing)} vs {_rounded(expected.spacing)} mm; {hint}"
         )
+
+
+def _rounded(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(value, 4) for value in values)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -7,7 +7,8 @@ Each run lives in one folder, ``<output.root>/<output.name>-<run_id>/``::
     run.json              which stages finished, when, and where the model is
     logs/                 run.log (stages), train.jsonl (the trainer's step records)
     checkpoints/          the trainer's checkpoints (a rerun resumes from the last)
-    model/                the trained-model folder
+    prepared/             training sources made by ``data.prepare_source``
+    model/                the trained (fitted, or saved) model folder
     predictions/          predicted volumes of the evaluated cases
     metrics/              metrics.json (per case and summary), metrics.md
     figures/              PNG montages and training curves
@@ -20,6 +21,7 @@ data or another method is refused, since mixing them would make the results mean
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +38,10 @@ from medi2i.workflow.loader import WorkflowError, dump_workflow
 from medi2i.workflow.schema import Workflow
 
 if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.data.cases import Case, CaseSet
+    from medi2i.method import Method
     from medi2i.registry import Registry
     from medi2i.workflow.discovery import DataSplits
 
@@ -329,16 +335,46 @@ def run_logging(run: RunFolder, echo: Echo | None) -> Iterator[Log]:
 
 # -- train ---------------------------------------------------------------------------------------
 
+TrainingRoute = Literal["gradient", "fit", "save"]
+"""How the train stage handles a method: the trainer, ``fit`` on volumes, or neither."""
+PREPARED = "prepared"
+"""Folder of a run holding the training sources made by ``data.prepare_source``."""
+
+
+def training_route(method: Method, *, fit: bool = True) -> TrainingRoute:
+    """How the train stage handles ``method``.
+
+    ``"gradient"`` when its class implements training steps (``configure_training``);
+    ``"fit"`` when it implements ``fit`` and either needs it (its data kind is not
+    ``none``, e.g. Nyul) or ``fit`` is on (z-score onto a target's statistics);
+    ``"save"`` when it has nothing to learn.
+
+    Raises:
+        WorkflowError: The method declares training data but implements neither.
+    """
+    from medi2i.method import DataKind, Method
+
+    cls = type(method)
+    if cls.configure_training is not Method.configure_training:
+        return "gradient"
+    if cls.fit is not Method.fit and (fit or method.data is not DataKind.NONE):
+        return "fit"
+    if method.data is DataKind.NONE:
+        return "save"
+    raise WorkflowError(
+        f"method {method.id!r} declares {method.data.value} training data but implements "
+        "neither training steps (configure_training, training_step) nor fit; fix the plugin"
+    )
+
 
 def train_stage(
     workflow: Workflow, run: RunFolder, registry: Registry, splits: SplitSource, log: Log
 ) -> Path:
-    """Train (or fit) the method and return its model folder.
+    """Train, fit or save the method (see :func:`training_route`); return its model folder.
 
-    A workflow naming a trained ``model`` skips training; a method that needs no
-    training data is saved untrained so later stages find a model folder either way.
+    A workflow naming a trained ``model`` skips training; a method with nothing to learn
+    is saved with its options, so later stages find a model folder either way.
     """
-    from medi2i.method import DataKind
     from medi2i.model_folder import save_model
 
     config = workflow.method
@@ -348,22 +384,59 @@ def train_stage(
         state.finished(run, "train", model=config.model)
         return config.model
     method = registry.method(str(config.id))(config.options)
-    if method.data is DataKind.NONE:
-        log(f"train: method {method.id!r} needs no training; saving it as is")
-        model_dir = save_model(method, run.model, overwrite=True)
+    route = training_route(method, fit=config.fit)
+    if route == "gradient":
+        model_dir = _train(workflow, run, registry, method, splits, log)
+    elif route == "fit":
+        model_dir = _fit(workflow, run, registry, method, splits, log)
     else:
-        model_dir = _train(workflow, run, method, splits, log)
+        log(f"train: method {method.id!r} has nothing to train; saving it with its options")
+        model_dir = save_model(method, run.model, overwrite=True)
     state.finished(run, "train", model=model_dir)
     return model_dir
 
 
-def _train(
-    workflow: Workflow, run: RunFolder, method: object, splits: SplitSource, log: Log
+def _fit(
+    workflow: Workflow,
+    run: RunFolder,
+    registry: Registry,
+    method: Method,
+    splits: SplitSource,
+    log: Log,
 ) -> Path:
-    from medi2i.method import Method
+    """Fit on the training split's target-domain volumes, as predict would see them."""
+    from medi2i.model_folder import save_model
+    from medi2i.workflow.discovery import target_domain_images
+
+    paths = target_domain_images(splits().train, domain=workflow.method.fit_domain)
+    count = f"{len(paths)} target-domain volume{'' if len(paths) == 1 else 's'}"
+    log(f"train: fitting method {method.id!r} on {count} of the training split")
+    method.fit([_as_predict_sees_it(method, path, registry) for path in paths])
+    model_dir = save_model(method, run.model, overwrite=True)
+    fitted = ", ".join(sorted(method.state_values())) or "no stored values"
+    log(f"train: fitted ({fitted}); model in {model_dir}")
+    return model_dir
+
+
+def _as_predict_sees_it(method: Method, path: Path, registry: Registry) -> MetaTensor:
+    # the working grid and whole-volume preprocessing of predict, so fit measures alike
+    from medi2i.io import read_volume
+    from medi2i.resample import apply_spatial_plan
+
+    volume = read_volume(path, readers=list(registry.readers.values()))
+    return method.preprocess(apply_spatial_plan(volume, method.spatial_plan()))
+
+
+def _train(
+    workflow: Workflow,
+    run: RunFolder,
+    registry: Registry,
+    method: Method,
+    splits: SplitSource,
+    log: Log,
+) -> Path:
     from medi2i.training import train
 
-    assert isinstance(method, Method)
     data = splits()
     validation = data.validation if data.validation.cases else None
     log(
@@ -372,7 +445,7 @@ def _train(
     )
     result = train(
         method,
-        data.train,
+        prepared_sources(workflow, run, registry, data.train, log),
         config=workflow.training,
         run_dir=run.root,
         validation=validation,
@@ -383,3 +456,64 @@ def _train(
         log(f"train: resumed from the checkpoint of step {result.first_step}")
     log(f"train: finished at step {result.steps}; model in {result.model_dir}")
     return Path(result.model_dir)
+
+
+def prepared_sources(
+    workflow: Workflow, run: RunFolder, registry: Registry, cases: CaseSet, log: Log
+) -> CaseSet:
+    """``cases`` with each source replaced by ``data.prepare_source``'s output on it.
+
+    Outputs are written to ``<run>/prepared/`` under a name that changes with the
+    source file and the preparation, so a rerun reuses them and a change redoes them.
+
+    Raises:
+        WorkflowError: The preparing method learns from data.
+        GeometryError: A prepared source is not on its target's grid.
+    """
+    from medi2i.method import DataKind
+
+    spec = workflow.data.prepare_source
+    if spec is None:
+        return cases
+    preparer = registry.method(spec.method)(spec.options)
+    if preparer.data is not DataKind.NONE:
+        raise WorkflowError(
+            f"data.prepare_source: method {spec.method!r} learns from {preparer.data.value} "
+            "data; sources are prepared only by methods with nothing to train (interpolation)"
+        )
+    log(f"train: preparing the sources of {len(cases.cases)} training cases with {spec.method!r}")
+    prepared = tuple(
+        _prepared_case(case, preparer, spec.model_dump_json(), workflow, run, registry)
+        for case in cases.cases
+    )
+    return replace(cases, cases=prepared)
+
+
+def _prepared_case(
+    case: Case, preparer: Method, spec: str, workflow: Workflow, run: RunFolder, registry: Registry
+) -> Case:
+    from medi2i.data.cases import SOURCE, TARGET, Case
+    from medi2i.io import read_volume, write_volume
+    from medi2i.prediction import predict_tensor
+    from medi2i.workflow.evaluation import prediction_stem, require_same_grid
+
+    source = case.images[SOURCE]
+    stat = source.stat()
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{spec}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    path = run.root / PREPARED / f"{prediction_stem(case.id)}-{digest}.nii.gz"
+    if not path.is_file():
+        readers = list(registry.readers.values())
+        output = predict_tensor(
+            preparer, read_volume(source, readers=readers), settings=workflow.inference
+        )
+        reference = read_volume(case.images[TARGET], readers=readers)
+        require_same_grid(
+            output,
+            reference,
+            what=f"the prepared source of case {case.id!r}",
+            hint="set data.prepare_source's options so that it delivers the target's grid "
+            "(for slices kept from the target: its spacing and align: centres)",
+        )
+        write_volume(output, path, writers=list(registry.writers.values()))
+    return Case(case.id, {**case.images, SOURCE: path}, case.domain)

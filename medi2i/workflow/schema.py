@@ -154,6 +154,25 @@ def _as_set(value: float | list[str]) -> set[str]:
     return set(value) if isinstance(value, list) else set()
 
 
+class SourcePreparation(Section):
+    """A method that needs no training, run on every training source before training.
+
+    For a network that learns on the target's grid from inputs it first puts there
+    itself at predict time: SRCNN trains on thick slices already interpolated onto the
+    high-resolution grid, so its workflow prepares the sources with ``interpolation``
+    (same ``order`` and ``align`` as the model). The prepared volumes are written once
+    into the run folder (``prepared/``) and must lie on their target's grid. Validation
+    and evaluation give the trained method the raw sources, as its users will.
+
+    Attributes:
+        method: Registered method id (its training data kind must be ``none``).
+        options: Its options.
+    """
+
+    method: str
+    options: dict[str, JsonValue] = Field(default_factory=dict)
+
+
 class DataConfig(Section):
     """Where the cases are, what kind of data they form and how they split.
 
@@ -161,12 +180,18 @@ class DataConfig(Section):
         kind: ``paired`` (aligned source and target of one subject), ``unpaired`` (two
             domains), ``multi-domain`` (N labelled domains) or ``single-domain``.
         layout: The folder layout or manifest (``type``: synthrad, folders or csv).
+        include: Glob patterns (``fnmatch``) of subject ids to keep, e.g. ``[mni152-A]``
+            or ``["*-A"]``; empty keeps every subject. Matching is done before splitting.
         split: Training, validation and test split.
+        prepare_source: Paired training data only: a method run on every training
+            source before training (see :class:`SourcePreparation`).
     """
 
     kind: DataKindName
     layout: Layout
+    include: list[str] = Field(default_factory=list)
     split: SplitConfig = SplitConfig()
+    prepare_source: SourcePreparation | None = None
 
     @model_validator(mode="after")
     def _layout_fits_kind(self) -> DataConfig:
@@ -175,6 +200,8 @@ class DataConfig(Section):
             raise ValueError("the synthrad layout has two volumes per case; use folders or csv")
         if isinstance(layout, FoldersLayout):
             _check_folder_keys(self.kind, sorted(layout.folders))
+        if self.prepare_source is not None and self.kind != "paired":
+            raise ValueError("prepare_source prepares paired sources; the data is " + self.kind)
         return self
 
 
@@ -204,18 +231,37 @@ def _require_roles(
 class MethodConfig(Section):
     """The method to train (``id`` and ``options``) or a trained model to evaluate.
 
+    What the train stage does depends on the method: a network trained by gradient
+    steps goes to the trainer; a method that defines ``fit`` (Nyul's landmarks, the
+    target statistics of z-score and WhiteStripe) is fitted on the training split's
+    volumes of the *target domain*; a method with nothing to learn is saved as it is.
+    The target domain's volumes are, by data kind:
+
+    - ``single-domain``: every training case's ``image`` (the layout holds only the
+      target domain, e.g. scanner A; ``data.include`` picks it out of a larger folder);
+    - ``paired``: every training case's ``target``;
+    - ``unpaired`` and ``multi-domain``: the training images of domain ``fit_domain``.
+
     Attributes:
         id: Registered method id (``medi2i methods`` lists them).
         options: The method's options; checked against its ``Options`` model when the
             workflow is validated with the plugins loaded.
         model: A trained-model folder or zip instead of ``id`` (training is skipped).
         condition: Predict-time condition used in evaluation, e.g. ``{target_domain: A}``.
+        fit: Fit a method that needs no training data but can be fitted (``zscore``,
+            ``whitestripe``: onto the target domain's statistics); ``false`` saves it
+            unfitted. Methods that need their fit (``nyul``) are always fitted.
+        fit_domain: The domain a method is fitted on, for unpaired and multi-domain data
+            (a folder key of the ``folders`` layout, a ``domain`` of the CSV, or a
+            file stem of the ``synthrad`` layout).
     """
 
     id: str | None = None
     options: dict[str, JsonValue] = Field(default_factory=dict)
     model: WorkflowPath | None = None
     condition: dict[str, JsonValue] = Field(default_factory=dict)
+    fit: bool = True
+    fit_domain: str | None = None
 
     @model_validator(mode="after")
     def _id_or_model(self) -> MethodConfig:
@@ -252,6 +298,10 @@ class EvaluationConfig(Section):
     def _paired_reference(self) -> EvaluationConfig:
         if self.data is not None and self.data.kind != "paired":
             raise ValueError("evaluation data must be paired (a reference for every source)")
+        if self.data is not None and self.data.prepare_source is not None:
+            raise ValueError(
+                "evaluation data is given to the method as it is; remove prepare_source"
+            )
         return self
 
 
@@ -315,3 +365,27 @@ class Workflow(Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     # validated from {} so that the default root is resolved against the workflow's folder
     output: OutputConfig = Field(default_factory=dict, validate_default=True)
+
+    @model_validator(mode="after")
+    def _fit_domain_is_a_domain(self) -> Workflow:
+        domain = self.method.fit_domain
+        if domain is None:
+            return self
+        if self.data.kind not in ("unpaired", "multi-domain"):
+            raise ValueError(
+                f"method.fit_domain picks a domain of unpaired or multi-domain data; "
+                f"{self.data.kind} data has none (remove it)"
+            )
+        known = _layout_domains(self.data.layout)
+        if known is not None and domain not in known:
+            raise ValueError(f"method.fit_domain {domain!r} is not one of the domains {known}")
+        return self
+
+
+def _layout_domains(layout: SynthradLayout | FoldersLayout | CsvLayout) -> list[str] | None:
+    """The domain names a layout declares, or ``None`` when only its files tell (CSV)."""
+    if isinstance(layout, SynthradLayout):
+        return [layout.source, layout.target]
+    if isinstance(layout, FoldersLayout):
+        return list(layout.folders)
+    return None

@@ -181,13 +181,13 @@ class Srcnn(PatchNetworkMethod):
         scaled.meta[SCALE_KEY] = scale
         return scaled
 
-    def preprocess_target(self, target: torch.Tensor) -> torch.Tensor:
+    def preprocess_target(self, target: MetaTensor) -> MetaTensor:
         """The training target divided by its own mean absolute intensity.
 
         The degradation (blur, slice sampling, interpolation) keeps the mean intensity,
         so source and target of a pair are divided by nearly the same number.
         """
-        return target.float() / intensity_scale(target)
+        return cast("MetaTensor", target.float() / intensity_scale(target))
 
     def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
         """Interpolate the whole volume onto the finer grid, then run the network on it."""
