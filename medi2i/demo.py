@@ -1,8 +1,15 @@
-"""The built-in demo: a procedural head phantom run through the predict path.
+"""The built-in demo: MR to synthetic CT, from DICOM in to DICOM out, on CPU.
 
-``medi2i demo`` needs no data: it writes a T1-like phantom volume with an oblique,
-anisotropic grid, translates it with the reference method, checks that the output
-kept the input's geometry, and reports where everything went.
+``medi2i demo`` needs no data. It
+
+1. writes paired MR/CT head phantoms (:mod:`medi2i.synth`) in SynthRAD's layout;
+2. writes a workflow for them and runs it: a small regression U-Net trains for a few
+   hundred steps, predicts the held-out phantom and reports metrics and figures;
+3. writes the held-out phantom's MR as a DICOM series, translates that series with the
+   trained model into a synthetic CT DICOM series (and a NIfTI copy), and scores and
+   draws it against the phantom's CT.
+
+Everything lands in one folder; rerunning continues the same run.
 """
 
 from __future__ import annotations
@@ -11,77 +18,123 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
+import yaml
 
 if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
-
     from medi2i.registry import Registry
 
-DEMO_METHOD = "intensity-inversion"
+DEMO_METHOD = "regression-unet"
+CASES = 5
+SHAPE = (48, 56, 48)
+SPACING_MM = (3.5, 3.5, 3.5)
+TEST_CASE = "demo004"
 
+TRAINING = {
+    "steps": 300,
+    "batch_size": 2,
+    "checkpoint_every": 100,
+    "validate_every": 150,
+    "log_every": 10,
+    "device": "cpu",
+    "seed": 0,
+}
 
-def head_phantom(shape: tuple[int, int, int] = (72, 80, 56), *, seed: int = 0) -> np.ndarray:
-    """A T1-like head phantom: scalp fat (bright), skull (dark), grey and white matter,
-    ventricles (dark CSF), with mild noise. Values in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    axes = [np.linspace(-1, 1, n) for n in shape]
-    x, y, z = np.meshgrid(*axes, indexing="ij")
-
-    def ellipsoid(rx: float, ry: float, rz: float, cx: float = 0.0, cz: float = 0.0) -> np.ndarray:
-        return ((x - cx) / rx) ** 2 + (y / ry) ** 2 + ((z - cz) / rz) ** 2 <= 1.0
-
-    volume = np.zeros(shape, np.float32)
-    volume[ellipsoid(0.92, 0.95, 0.9)] = 0.85  # scalp and fat
-    volume[ellipsoid(0.85, 0.88, 0.83)] = 0.08  # skull
-    volume[ellipsoid(0.8, 0.83, 0.78)] = 0.3  # CSF
-    volume[ellipsoid(0.76, 0.79, 0.74)] = 0.55  # grey matter
-    volume[ellipsoid(0.6, 0.63, 0.58)] = 0.75  # white matter
-    for side in (-0.18, 0.18):
-        volume[ellipsoid(0.1, 0.3, 0.12, cx=side, cz=0.05)] = 0.3  # ventricles
-    volume += rng.normal(0.0, 0.01, shape).astype(np.float32) * (volume > 0)
-    return np.clip(volume, 0.0, 1.0)
-
-
-def demo_volume() -> MetaTensor:
-    """The phantom as a ``MetaTensor`` with a rotated, anisotropic (1.1×1.0×1.5 mm) grid."""
-    from monai.data.meta_tensor import MetaTensor
-
-    angle = np.deg2rad(12.0)
-    rotation = np.array(
-        [[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0, 0, 1.0]]
-    )
-    affine = np.eye(4)
-    affine[:3, :3] = rotation @ np.diag([1.1, 1.0, 1.5])
-    affine[:3, 3] = (-40.0, -38.0, -42.0)
-    import torch
-
-    data = torch.from_numpy(1000.0 * head_phantom()[None])
-    return MetaTensor(
-        data, affine=torch.from_numpy(affine), meta={"filename_or_obj": "built-in head phantom"}
-    )
+WORKFLOW = {
+    "version": 1,
+    "description": "medi2i demo: MR to synthetic CT on procedural head phantoms, on CPU.",
+    "data": {
+        "kind": "paired",
+        "layout": {"type": "synthrad", "root": "data", "source": "mr", "target": "ct"},
+        "split": {"validation": ["demo003"], "test": [TEST_CASE], "seed": 0},
+    },
+    "method": {
+        "id": DEMO_METHOD,
+        "options": {
+            "roi_size": [32, 32, 32],
+            "filters": [8, 16, 32, 64],
+            "optimizer": "adam",
+            "learning_rate": 0.002,
+            "lr_schedule": "constant",
+        },
+    },
+    "inference": {"device": "cpu", "progress": False},
+    "evaluation": {"split": "test", "metrics": ["synthrad"], "mask": "mask"},
+    "report": {"format": "markdown", "figures": True, "cases": 1},
+    "output": {"root": "runs", "name": "mr-to-ct", "run_id": "demo"},
+}
 
 
 def run_demo(output_dir: Path, *, registry: Registry, progress: bool = True) -> Iterator[str]:
-    """Write the phantom, translate it, verify geometry; yield report lines."""
-    from medi2i.io import read_volume, write_volume
+    """Run the demo into ``output_dir``; yield one line per step for the user."""
+    from medi2i.workflow.demo_data import write_demo_cases
+    from medi2i.workflow.loader import load_workflow
+    from medi2i.workflow.runner import run_workflow
+
+    registry.method(DEMO_METHOD)  # a clear error if the method plugin is not installed
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_demo_cases(output_dir / "data", count=CASES, shape=SHAPE, spacing_mm=SPACING_MM)
+    yield f"data: {CASES} paired MR/CT head phantoms in {output_dir / 'data'}"
+    workflow_path = output_dir / "mr_to_ct.yaml"
+    settings = {**WORKFLOW, "training": {**TRAINING, "progress": progress}}
+    workflow_path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    yield f"workflow: {workflow_path} (rerun it with `medi2i run {workflow_path}`)"
+    workflow = load_workflow(workflow_path, registry=registry)
+    result = run_workflow(workflow, registry=registry, echo=lambda line: None)
+    assert result.model_dir is not None  # the train stage always saves a model
+    yield f"trained model: {result.model_dir}"
+    yield f"report: {result.report_path}"
+    yield from _dicom_round_trip(output_dir, result.model_dir, registry=registry, progress=progress)
+
+
+def _dicom_round_trip(
+    output_dir: Path, model_dir: Path, *, registry: Registry, progress: bool
+) -> Iterator[str]:
+    """MR phantom as DICOM → synthetic CT as DICOM and NIfTI, scored and drawn."""
+    import numpy as np
+
+    from medi2i.dicom.write import write_derived_series
+    from medi2i.evaluation import synthrad
+    from medi2i.io import read_volume
     from medi2i.prediction import predict
+    from medi2i.report.figures import case_rows, slice_montage
     from medi2i.settings import InferenceSettings
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    source = write_volume(demo_volume(), output_dir / "phantom_t1.nii.gz")
-    yield f"input:  {source} (built-in head phantom)"
-    registry.method(DEMO_METHOD)  # a clear error if the reference plugin is not installed
-    target = output_dir / "phantom_inverted.nii.gz"
-    written = predict(
-        source,
-        target,
-        method=DEMO_METHOD,
-        settings=InferenceSettings(progress=progress),
-        registry=registry,
+    case = output_dir / "data" / TEST_CASE
+    mr, ct, mask = (read_volume(case / f"{name}.nii.gz") for name in ("mr", "ct", "mask"))
+    series = output_dir / "dicom" / "mr"
+    if not series.is_dir():
+        write_derived_series(
+            mr, series, source=None, modality="MR", method_id="medi2i-phantom", method_version="1"
+        )
+    yield f"DICOM MR series (held-out phantom): {series}"
+    settings = InferenceSettings(progress=progress)
+    for target in (output_dir / "dicom" / "synthetic_ct", output_dir / "synthetic_ct.nii.gz"):
+        written = predict(series, target, model=model_dir, settings=settings, registry=registry)
+        yield f"synthetic CT: {written}"
+    sct = read_volume(written)
+    same_grid = np.allclose(np.asarray(sct.affine), np.asarray(mr.affine), atol=1e-3)
+    yield f"synthetic CT on the MR series' grid: {'yes' if same_grid else 'NO'}"
+    reference, values, inside = ct.numpy()[0], sct.numpy()[0], mask.numpy()[0]
+    scores = {
+        "MAE (HU)": synthrad.mae(reference, values, inside),
+        "PSNR (dB)": synthrad.psnr(reference, values, inside),
+        "MS-SSIM": synthrad.ms_ssim(reference, values, inside),
+    }
+    yield "from DICOM, against the phantom CT: " + ", ".join(
+        f"{name} {value:.3g}" for name, value in scores.items()
     )
-    image, result = read_volume(source), read_volume(written)
-    same = tuple(image.shape) == tuple(result.shape) and np.allclose(image.affine, result.affine)
-    yield f"output: {written} (method {DEMO_METHOD})"
-    yield f"geometry identical to the input: {'yes' if same else 'NO'}"
-    yield f"provenance: {written.with_name('phantom_inverted.provenance.json')}"
+    rows = case_rows(
+        source=mr.numpy()[0],
+        output=values,
+        reference=reference,
+        units="HU",
+        input_label="input (MR, DICOM)",
+    )
+    figure = slice_montage(
+        rows,
+        affine=np.asarray(mr.affine),
+        path=output_dir / "dicom_case.png",
+        title=f"{TEST_CASE} from DICOM: MAE {scores['MAE (HU)']:.0f} HU",
+        centre_mask=inside,
+    )
+    yield f"figure: {figure}"
