@@ -133,3 +133,24 @@ def test_fast_paths_do_not_import_torch_or_monai(args: list[str]) -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_predict_on_a_tree_of_dicom_studies_translates_every_study(tmp_path: Path) -> None:
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(0).normal(0.0, 100.0, (12, 12, 6)).astype(np.float32)
+    for study in ("1.2.3.4.1", "1.2.3.4.2"):
+        write_series(tmp_path / "tree" / study[-1], volume, modality="CT", study_uid=study)
+    result = run(
+        "predict",
+        str(tmp_path / "tree"),
+        str(tmp_path / "out"),
+        "--method",
+        "example-self-rescaling",
+        "--format",
+        "nifti",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 done" in result.output
+    assert len(list((tmp_path / "out").rglob("*.nii.gz"))) == 2

@@ -221,6 +221,13 @@ def inference_options(command: F) -> F:
     "--option", "-o", "option_pairs", multiple=True, help="Method option key=value (repeat)."
 )
 @click.option("--condition", "-c", "condition_pairs", multiple=True, help="Predict-time key=value.")
+@click.option(
+    "--format",
+    "format_list",
+    default="dicom",
+    show_default=True,
+    help="For a tree of DICOM studies: outputs per study, dicom, nifti or dicom,nifti.",
+)
 @inference_options
 @click.pass_context
 def predict_command(
@@ -232,14 +239,34 @@ def predict_command(
     model: Path | None,
     option_pairs: tuple[str, ...],
     condition_pairs: tuple[str, ...],
+    format_list: str,
     **inference: object,
 ) -> None:
-    """Translate INPUT (NIfTI, NRRD, MHA) with a method or trained model into OUTPUT.
+    """Translate INPUT with a method or trained model into OUTPUT.
 
+    INPUT is a volume file (NIfTI, NRRD, MHA), a DICOM series folder, or a tree of
+    DICOM studies (then OUTPUT is a folder and every study is translated as by
+    "medi2i batch"). OUTPUT's suffix picks the format; no suffix writes a DICOM series.
     The output keeps the input's grid (affine, spacing, orientation) unless the method
     changes resolution; a provenance sidecar is written next to it.
     """
     from medi2i.prediction import predict
+
+    if input_path.is_dir() and _dicom_study_count(input_path) > 1:
+        from medi2i.cli.batch_commands import batch_command
+
+        ctx.invoke(
+            batch_command,
+            input_root=input_path,
+            output_root=output_path,
+            method_id=method_id,
+            model=model,
+            option_pairs=option_pairs,
+            condition_pairs=condition_pairs,
+            format_list=format_list,
+            **inference,
+        )
+        return
 
     settings = _settings(**inference)  # type: ignore[arg-type]
     written = predict(
@@ -253,6 +280,12 @@ def predict_command(
         registry=_registry(ctx),
     )
     click.echo(f"wrote {written}")
+
+
+def _dicom_study_count(folder: Path) -> int:
+    from medi2i.dicom.scan import scan_folder
+
+    return len(scan_folder(folder).studies)
 
 
 @click.command("demo")
