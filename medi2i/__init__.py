@@ -40,6 +40,8 @@ _LAZY = {
     "Task": "medi2i.method",
     "VolumeSpec": "medi2i.method",
     "InferenceSettings": "medi2i.settings",
+    "HounsfieldScale": "medi2i.intensity",
+    "normalize_mr": "medi2i.intensity",
     "SlidingWindowEngine": "medi2i.engine",
     "VolumeReader": "medi2i.io.base",
     "VolumeWriter": "medi2i.io.base",
@@ -59,6 +61,7 @@ __all__ = [
     "DeviceError",
     "GeometryError",
     "Grid",
+    "HounsfieldScale",
     "InferenceSettings",
     "InputError",
     "Medi2iError",
@@ -83,6 +86,7 @@ __all__ = [
     "hookimpl",
     "load_model",
     "load_plugins",
+    "normalize_mr",
     "predict",
     "predict_tensor",
     "read_volume",
@@ -102,6 +106,7 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:
     from medi2i.engine import SlidingWindowEngine
+    from medi2i.intensity import HounsfieldScale, normalize_mr
     from medi2i.io import read_volume, write_volume
     from medi2i.io.base import VolumeReader, VolumeWriter
     from medi2i.method import (

@@ -14,13 +14,13 @@ import yaml
 from medi2i_pix2pix.adversarial import gan_loss
 from medi2i_pix2pix.discriminator import PatchDiscriminator, receptive_field, smallest_input
 from medi2i_pix2pix.generator import UNetGenerator
-from medi2i_pix2pix.intensity import foreground
 from medi2i_pix2pix.method import Pix2Pix, Pix2Pix25D
 from medi2i_pix2pix.slices import axial_context
 from monai.data.meta_tensor import MetaTensor
 
 import medi2i
 from medi2i import InferenceSettings, OptionsError, Registry, predict_tensor
+from medi2i.intensity import foreground
 from medi2i.testing import check_method_contract, make_volume
 from medi2i.testing.trainable_examples import write_paired_cases
 from medi2i.training import Trainer, TrainingConfig, read_history, train

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from medi2i_regression_unet.intensity import HounsfieldScale, foreground, normalize_mr
 from medi2i_regression_unet.method import RegressionUNet
 from medi2i_regression_unet.network import ResidualUNet
 from medi2i_regression_unet.optimization import scheduled_learning_rate
@@ -19,6 +18,7 @@ from monai.data.meta_tensor import MetaTensor
 
 import medi2i
 from medi2i import InferenceSettings, ModelFormatError, OptionsError, Registry, predict_tensor
+from medi2i.intensity import HounsfieldScale, foreground, normalize_mr
 from medi2i.testing import check_method_contract, make_volume
 from medi2i.testing.trainable_examples import write_paired_cases
 from medi2i.training import Trainer, TrainingConfig, read_history, train

@@ -30,10 +30,10 @@ from medi2i import (
     Task,
     VolumeSpec,
 )
+from medi2i.intensity import HU_MAX, HU_MIN, HounsfieldScale, normalize_mr
 from medi2i_pix2pix.adversarial import DISCRIMINATOR, GENERATOR, adversarial_step
 from medi2i_pix2pix.discriminator import PatchDiscriminator
 from medi2i_pix2pix.generator import UNetGenerator
-from medi2i_pix2pix.intensity import HU_MAX, HU_MIN, HounsfieldScale, normalize_mr
 from medi2i_pix2pix.options import Pix2Pix25DOptions, Pix2PixOptions
 from medi2i_pix2pix.slices import SliceStackDiscriminator, SliceStackGenerator
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from medi2i import Options
+from medi2i.intensity import MRNormalization
 from medi2i_pix2pix.adversarial import GanLoss
 from medi2i_pix2pix.discriminator import smallest_input
-from medi2i_pix2pix.intensity import MRNormalization
 from medi2i_pix2pix.layers import Norm
 
 

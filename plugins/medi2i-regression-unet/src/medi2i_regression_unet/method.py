@@ -34,7 +34,7 @@ from medi2i import (
     Task,
     VolumeSpec,
 )
-from medi2i_regression_unet.intensity import (
+from medi2i.intensity import (
     HU_MAX,
     HU_MIN,
     HounsfieldScale,
