@@ -44,6 +44,7 @@ WORKFLOW = {
     "description": "medi2i demo: MR to synthetic CT on procedural head phantoms, on CPU.",
     "data": {
         "kind": "paired",
+        "cards": ["head_phantoms"],
         "layout": {"type": "synthrad", "root": "data", "source": "mr", "target": "ct"},
         "split": {"validation": ["demo003"], "test": [TEST_CASE], "seed": 0},
     },

@@ -29,12 +29,14 @@ from medi2i.errors import InputError, ModelFormatError
 from medi2i.method import Method, SpatialPlan, StateValue, VolumeSpec
 
 if TYPE_CHECKING:
+    from medi2i.cards import ModelCard
     from medi2i.registry import Registry
 
 FORMAT = "medi2i-model/1"
 MANIFEST = "medi2i-model.json"
 WEIGHTS = "weights.safetensors"
 CARD = "README.md"
+CARD_YAML = "card.yaml"
 METRICS = "metrics.json"
 
 
@@ -151,6 +153,60 @@ def _default_card(method: Method) -> str:
         "No card was written for this model: its training data, metrics, intended use and "
         "limits are not documented.\n"
     )
+
+
+def attach_card(folder: str | Path, card: ModelCard) -> Path:
+    """Write a model card into a model folder: ``card.yaml`` (checked by
+    ``medi2i cards check``), its Markdown rendering as ``README.md``, and the training
+    data cards into the manifest.
+
+    Returns:
+        The path of ``card.yaml``.
+    """
+    import yaml
+
+    from medi2i.io.atomic import atomic_path
+
+    folder = Path(folder)
+    manifest = read_manifest(folder).model_copy(update={"data_cards": list(card.training_data)})
+    written = {
+        CARD_YAML: yaml.safe_dump(card.model_dump(mode="json"), sort_keys=False),
+        CARD: render_card(card),
+        MANIFEST: manifest.model_dump_json(indent=2) + "\n",
+    }
+    for name, text in written.items():
+        with atomic_path(folder / name) as tmp:
+            tmp.write_text(text)
+    return folder / CARD_YAML
+
+
+def render_card(card: ModelCard) -> str:
+    """The Markdown model card of ``card``."""
+    lines = [
+        f"# {card.name}",
+        "",
+        f"Method `{card.method.id}` {card.method.version}. {card.summary}",
+        "",
+        "## Training data",
+        "",
+        *([f"- data card `{name}`" for name in card.training_data] or ["- no data card named"]),
+        "",
+        "## Provenance",
+        "",
+        f"- medi2i {card.provenance.medi2i_version}, {card.provenance.created}",
+        f"- command: `{card.provenance.command}`",
+        f"- seed: {card.provenance.seed}, hardware: {card.provenance.hardware or 'not recorded'}",
+        "",
+        "## Intended use",
+        "",
+        f"- for: {card.intended_use.primary}",
+        f"- not for: {card.intended_use.out_of_scope}",
+    ]
+    if card.metrics:
+        lines += ["", "## Metrics", "", *(f"- {k}: {v:.4g}" for k, v in card.metrics.items())]
+    if card.limits:
+        lines += ["", "## Limits", "", *(f"- {limit}" for limit in card.limits)]
+    return "\n".join(lines) + "\n"
 
 
 def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:

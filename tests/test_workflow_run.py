@@ -16,6 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from medi2i.cards import ModelCard, load_card
 from medi2i.cli import workflow_commands
 from medi2i.cli.main import build_cli
 from medi2i.plugins import PluginSet, load_plugins
@@ -30,6 +31,7 @@ description: tiny test run
 plugins: [medi2i.testing.trainable_examples]
 data:
   kind: paired
+  cards: [head_phantoms]
   layout: {type: synthrad, root: cases}
   split: {validation: [demo001], test: [demo003]}
 method:
@@ -147,6 +149,13 @@ def test_run_trains_evaluates_and_reports(workflow_file: Path, plugins: PluginSe
         assert (run / name).is_file(), name
     assert list((run / "checkpoints").iterdir())
     assert sorted(losses(run)) == list(range(1, 13))
+    card = load_card(run / "model" / "card.yaml")
+    assert isinstance(card, ModelCard)
+    assert card.training_data == ["head_phantoms"]
+    assert card.provenance.seed == 0
+    assert "head_phantoms" in (run / "model" / "README.md").read_text()
+    manifest = json.loads((run / "model" / "medi2i-model.json").read_text())
+    assert manifest["data_cards"] == ["head_phantoms"]
     metrics = json.loads((run / "metrics" / "metrics.json").read_text())
     assert set(metrics["cases"]) == {"demo003"}
     assert 0 < metrics["cases"]["demo003"]["synthrad_mae"] < 2000
@@ -291,7 +300,7 @@ def test_validate_command_names_the_line(tmp_path: Path, plugins: PluginSet) -> 
     path.write_text(textwrap.dedent(WORKFLOW).replace("  batch_size: 2", "  batch_size: two"))
     result = CliRunner().invoke(cli(plugins), ["validate", str(path)], obj=plugins)
     assert result.exit_code == 1
-    assert "broken.yaml line 12: training.batch_size: Input should be a valid integer" in (
+    assert "broken.yaml line 13: training.batch_size: Input should be a valid integer" in (
         result.output
     )
 

@@ -185,6 +185,8 @@ class DataConfig(Section):
         split: Training, validation and test split.
         prepare_source: Paired training data only: a method run on every training
             source before training (see :class:`SourcePreparation`).
+        cards: Names of the data cards (``data_cards/<name>.yaml``) that describe this
+            data; the trained model's card names them.
     """
 
     kind: DataKindName
@@ -192,6 +194,7 @@ class DataConfig(Section):
     include: list[str] = Field(default_factory=list)
     split: SplitConfig = SplitConfig()
     prepare_source: SourcePreparation | None = None
+    cards: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _layout_fits_kind(self) -> DataConfig:
