@@ -54,7 +54,7 @@ from medi2i.errors import InputError, Medi2iError, OptionsError
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.dicom.scan import SeriesInfo
+    from medi2i.dicom.scan import ScanResult, SeriesInfo
     from medi2i.dicom.select import SeriesSelector
     from medi2i.method import Method
     from medi2i.prediction import Condition
@@ -193,6 +193,7 @@ def run_batch(
     registry: Registry | None = None,
     model: Path | None = None,
     shard: tuple[int, int] | None = None,
+    scan: ScanResult | None = None,
 ) -> BatchReport:
     """Predict every study under ``root`` into ``output_root``; see the module docstring.
 
@@ -212,6 +213,7 @@ def run_batch(
         registry: When given, a provenance sidecar is written per study.
         model: The trained-model folder ``method`` came from, for the provenance.
         shard: ``(rank, world_size)``: process only every ``world_size``-th study.
+        scan: ``root``'s header scan when the caller already made it (scanned otherwise).
 
     Returns:
         The final record of every study this process handled.
@@ -223,7 +225,7 @@ def run_batch(
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
         raise OptionsError(f"output formats {list(formats)}: use one or both of dicom, nifti")
-    jobs = _shard(discover_studies(Path(root), selector), shard)
+    jobs = _shard(discover_studies(Path(root), selector, scan=scan), shard)
     book = Manifest(manifest if manifest is not None else Path(output_root) / MANIFEST_NAME)
     runner = _StudyRunner(
         method=method,
@@ -401,8 +403,10 @@ def _progress(total: int, *, enabled: bool) -> Iterator[Callable[[str], None]]:
         yield lambda key: bar.update(task, advance=1, description=key)
 
 
-def discover_studies(root: Path, selector: SeriesSelector | None = None) -> list[StudyJob]:
-    """Scan ``root`` (headers only) and choose one series per study.
+def discover_studies(
+    root: Path, selector: SeriesSelector | None = None, *, scan: ScanResult | None = None
+) -> list[StudyJob]:
+    """Scan ``root`` (headers only, unless ``scan`` is given) and choose one series per study.
 
     A study where no series (or more than one) matches ``selector`` becomes a job
     with a ``problem``, recorded as failed when it runs.
@@ -413,7 +417,7 @@ def discover_studies(root: Path, selector: SeriesSelector | None = None) -> list
     from medi2i.dicom.scan import scan_folder
     from medi2i.dicom.select import select_series
 
-    result = scan_folder(root)
+    result = scan if scan is not None else scan_folder(root)
     if not result.studies:
         raise InputError(
             f"{root}: no DICOM studies found ({len(result.skipped)} other file(s)); "

@@ -11,10 +11,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.cli.commands import _key_values, _registry, _settings, inference_options
+from medi2i.cli.commands import (
+    _key_values,
+    _registry,
+    _settings,
+    inference_options,
+    method_options,
+)
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
+    from medi2i.dicom.scan import ScanResult
     from medi2i.dicom.select import SeriesSelector
 
 
@@ -61,16 +68,7 @@ def _shard_from_environment() -> tuple[int, int] | None:
 @click.command("batch")
 @click.argument("input_root", type=click.Path(path_type=Path))
 @click.argument("output_root", type=click.Path(path_type=Path))
-@click.option("--method", "method_id", help="Id of a method that needs no training.")
-@click.option(
-    "--model",
-    type=click.Path(path_type=Path),
-    help="Trained-model folder or zip (instead of --method).",
-)
-@click.option(
-    "--option", "-o", "option_pairs", multiple=True, help="Method option key=value (repeat)."
-)
-@click.option("--condition", "-c", "condition_pairs", multiple=True, help="Predict-time key=value.")
+@method_options
 @click.option(
     "--format",
     "format_list",
@@ -125,6 +123,40 @@ def batch_command(
     finished studies and redoes interrupted ones; a failed study never stops the
     batch, but the command exits with status 1 when any study failed.
     """
+    translate_tree(
+        ctx,
+        input_root,
+        output_root,
+        method_id=method_id,
+        model=model,
+        option_pairs=option_pairs,
+        condition_pairs=condition_pairs,
+        format_list=format_list,
+        inference=inference,
+        manifest=manifest,
+        selector=_selector(modality, description, orientation, largest),
+        deidentify=deidentify,
+    )
+
+
+def translate_tree(
+    ctx: click.Context,
+    input_root: Path,
+    output_root: Path,
+    *,
+    method_id: str | None,
+    model: Path | None,
+    option_pairs: tuple[str, ...],
+    condition_pairs: tuple[str, ...],
+    format_list: str,
+    inference: dict[str, object],
+    manifest: Path | None = None,
+    selector: SeriesSelector | None = None,
+    deidentify: bool = False,
+    scan: ScanResult | None = None,
+) -> None:
+    """Run the batch behind ``medi2i batch`` (and ``medi2i predict`` on a tree of studies);
+    ``scan`` is the tree's header scan when the caller already made it."""
     from medi2i.batch import run_batch
     from medi2i.prediction import load_method
 
@@ -141,7 +173,7 @@ def batch_command(
         output_root,
         method=method,
         settings=settings,
-        selector=_selector(modality, description, orientation, largest),
+        selector=selector,
         formats=_formats(format_list),
         manifest=manifest,
         condition=_key_values(condition_pairs, "--condition") or None,
@@ -149,6 +181,7 @@ def batch_command(
         registry=registry,
         model=model,
         shard=_shard_from_environment(),
+        scan=scan,
     )
     for record in report.failed:
         click.secho(f"failed: {record.study}: {record.error}", fg="red", err=True)

@@ -18,6 +18,7 @@ from medi2i.errors import OptionsError
 from medi2i.plugins import PluginSet
 
 if TYPE_CHECKING:
+    from medi2i.dicom.scan import ScanResult
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
@@ -208,19 +209,35 @@ def inference_options(command: F) -> F:
     return command
 
 
+def method_options(command: F) -> F:
+    """Add --method, --model, --option and --condition to a command."""
+    options = [
+        click.option("--method", "method_id", help="Id of a method that needs no training."),
+        click.option(
+            "--model",
+            type=click.Path(path_type=Path),
+            help="Trained-model folder or zip (instead of --method).",
+        ),
+        click.option(
+            "--option",
+            "-o",
+            "option_pairs",
+            multiple=True,
+            help="Method option key=value (repeat).",
+        ),
+        click.option(
+            "--condition", "-c", "condition_pairs", multiple=True, help="Predict-time key=value."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command("predict")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
-@click.option("--method", "method_id", help="Id of a method that needs no training.")
-@click.option(
-    "--model",
-    type=click.Path(path_type=Path),
-    help="Trained-model folder or zip (instead of --method).",
-)
-@click.option(
-    "--option", "-o", "option_pairs", multiple=True, help="Method option key=value (repeat)."
-)
-@click.option("--condition", "-c", "condition_pairs", multiple=True, help="Predict-time key=value.")
+@method_options
 @click.option(
     "--format",
     "format_list",
@@ -252,19 +269,21 @@ def predict_command(
     """
     from medi2i.prediction import predict
 
-    if input_path.is_dir() and _dicom_study_count(input_path) > 1:
-        from medi2i.cli.batch_commands import batch_command
+    scan = _dicom_scan(input_path)
+    if scan is not None and len(scan.studies) > 1:
+        from medi2i.cli.batch_commands import translate_tree
 
-        ctx.invoke(
-            batch_command,
-            input_root=input_path,
-            output_root=output_path,
+        translate_tree(
+            ctx,
+            input_path,
+            output_path,
             method_id=method_id,
             model=model,
             option_pairs=option_pairs,
             condition_pairs=condition_pairs,
             format_list=format_list,
-            **inference,
+            inference=inference,
+            scan=scan,
         )
         return
 
@@ -282,10 +301,13 @@ def predict_command(
     click.echo(f"wrote {written}")
 
 
-def _dicom_study_count(folder: Path) -> int:
+def _dicom_scan(path: Path) -> ScanResult | None:
+    """The header scan of a folder input (passed on, so a tree is scanned once)."""
+    if not path.is_dir():
+        return None
     from medi2i.dicom.scan import scan_folder
 
-    return len(scan_folder(folder).studies)
+    return scan_folder(path)
 
 
 @click.command("demo")
