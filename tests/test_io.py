@@ -360,3 +360,14 @@ def test_plugin_reader_for_folders_is_used_when_listed(tmp_path: Path) -> None:
 def test_builtin_names_are_unique() -> None:
     assert [r.name for r in builtin_readers()] == ["nifti", "nrrd", "metaimage"]
     assert [w.name for w in builtin_writers()] == ["nifti", "nrrd", "metaimage"]
+
+
+def test_volume_from_array_keeps_an_x_fastest_layout_only_when_asked(tmp_path: Path) -> None:
+    stored = np.arange(60, dtype=np.float32).reshape(5, 4, 3)  # (Z, Y, X), x fastest
+    as_xyz = stored.transpose(2, 1, 0)
+    kept = volume_from_array(as_xyz, np.eye(4), path=tmp_path, keep_layout=True)
+    copied = volume_from_array(as_xyz, np.eye(4), path=tmp_path)
+    assert np.shares_memory(kept.numpy(), stored)
+    assert copied.is_contiguous() and not np.shares_memory(copied.numpy(), stored)
+    assert torch.equal(kept.as_tensor(), copied.as_tensor())
+    assert np.array_equal(kept[0].numpy(), as_xyz)

@@ -9,10 +9,12 @@ scan found. The slice order, spacing and grid come from the scan's checks in
   offset the scan recorded, by a pool of threads, without parsing headers again;
   compressed ones (JPEG Lossless, JPEG-LS, JPEG 2000, RLE, deflate) go through
   pydicom's decoders (pylibjpeg and its plugins);
-- Rescale Slope and Intercept are applied in one fused pass with the transpose
-  (values in HU for CT), per slice when they differ between slices;
-- the ``(slice, row, column)`` stack becomes the ``(1, X, Y, Z)`` float32 volume with
-  a blocked transpose, and DICOM's LPS patient coordinates become RAS.
+- Rescale Slope and Intercept are applied slice by slice while the slice is in cache
+  (values in HU for CT);
+- the volume keeps the files' memory order (x fastest, as ITK and NIfTI store
+  images): the ``(1, X, Y, Z)`` float32 volume is a view of the ``(slice, row,
+  column)`` buffer, so no transpose is made, and DICOM's LPS patient coordinates
+  become RAS.
 
 The result's ``meta["medi2i.dicom"]`` is a :class:`medi2i.dicom.source.DicomSource`
 (UIDs, SOP Instance UIDs in slice order, the first image's header without pixel data)
@@ -46,8 +48,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Flips x and y: DICOM patient coordinates (LPS) to MONAI's RAS, and back."""
 
 _READ_THREADS = max(2, min(8, os.cpu_count() or 1))  # more only contend for the cores
-_CHUNK = 32  # columns per chunk of the float64 rescale, to bound its temporary memory
-_SLAB = 32  # slices per slab: small enough to stay in cache, large enough for long writes
+_SLAB = 16  # slices a thread reads in one go
 
 
 def read_dicom_folder(path: str | Path, selector: SeriesSelector | None = None) -> MetaTensor:
@@ -107,7 +108,12 @@ def read_dicom_series(series: SeriesInfo) -> MetaTensor:
     affine = LPS_TO_RAS @ np.array(series.geometry.affine_lps, dtype=np.float64)
     source = _source(series)
     return volume_from_array(
-        values, affine, path=series.folder, source_dtype=dtype_name, meta={META_KEY: source}
+        values,
+        affine,
+        path=series.folder,
+        source_dtype=dtype_name,
+        meta={META_KEY: source},
+        keep_layout=True,
     )
 
 
@@ -249,15 +255,19 @@ def _clear_unused_bits(stack: np.ndarray, images: Sequence[ImageHeader]) -> None
 def voxel_values(images: Sequence[ImageHeader]) -> tuple[np.ndarray, str]:
     """``slope x stored + intercept`` of ``images`` as ``(X, Y, Z)`` float32, and its type.
 
-    Uncompressed slices are read slab by slab (32 slices) by a pool of threads, each
-    slab transposed and rescaled into the volume while it is in cache; compressed ones
-    are decoded first (:func:`read_stack`).
+    The values are stored as the files store them, x (column) varying fastest, then
+    y (row), then the slice, which is also ITK's and NIfTI's order: the array is the
+    ``(X, Y, Z)`` view of a C-ordered ``(Z, Y, X)`` buffer, so no transpose is needed.
+    Uncompressed slices are read straight from the files by a pool of threads, each
+    slice into a small buffer of the thread's own and rescaled from there into the
+    volume while it is in cache; compressed ones are decoded first
+    (:func:`read_stack`).
 
     Args:
         images: The slices in volume order.
 
     Returns:
-        The values indexed ``[column, row, slice]`` (C-contiguous), and the name of
+        The values indexed ``[column, row, slice]`` (Fortran-ordered), and the name of
         the smallest type that holds them exactly (``"float32"`` for fractional ones).
 
     Raises:
@@ -267,22 +277,27 @@ def voxel_values(images: Sequence[ImageHeader]) -> tuple[np.ndarray, str]:
     intercepts = np.array([image.rescale[1] for image in images], dtype=np.float64)
     dtype = _stored_dtype(images)
     stack = None if _all_native(images, dtype) else read_stack(images)
-    out = np.empty((images[0].columns, images[0].rows, len(images)), dtype=np.float32)
+    first = images[0]
+    values = np.empty((len(images), first.rows, first.columns), dtype=np.float32)
 
     def fill(slab: slice) -> tuple[int, int]:
-        stored = _read_slab(images[slab], dtype) if stack is None else stack[slab]
-        _rescale_into(out[:, :, slab], _slices_last(stored), slopes[slab], intercepts[slab])
-        return int(stored.min()), int(stored.max())
+        low, high = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        buffer = np.empty((1, first.rows, first.columns), dtype=dtype)
+        for k in range(slab.start, slab.stop):
+            stored = _read_slice(images[k], buffer) if stack is None else stack[k]
+            low, high = min(low, int(stored.min())), max(high, int(stored.max()))
+            _rescale_into(values[k], stored, slopes[k], intercepts[k])
+        return low, high
 
     slabs = [slice(k, min(k + _SLAB, len(images))) for k in range(0, len(images), _SLAB)]
     if len(slabs) == 1:
         ranges = [fill(slabs[0])]
     else:
-        # torch and numpy release the GIL, so threads share reading, transposing and rescaling
+        # reading and numpy release the GIL, so threads share the files and the rescale
         with ThreadPoolExecutor(min(_READ_THREADS, len(slabs))) as pool:
             ranges = list(pool.map(fill, slabs))
     low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
-    return out, _exact_dtype(dtype, low, high, slopes, intercepts)
+    return values.transpose(2, 1, 0), _exact_dtype(dtype, low, high, slopes, intercepts)
 
 
 def _all_native(images: Sequence[ImageHeader], dtype: np.dtype) -> bool:
@@ -294,50 +309,26 @@ def _all_native(images: Sequence[ImageHeader], dtype: np.dtype) -> bool:
     )
 
 
-def _read_slab(images: Sequence[ImageHeader], dtype: np.dtype) -> np.ndarray:
-    first = images[0]
-    slab = np.empty((len(images), first.rows, first.columns), dtype=dtype)
-    by_file: dict[Path, list[tuple[int, ImageHeader]]] = {}
-    for k, image in enumerate(images):
-        by_file.setdefault(image.path, []).append((k, image))
-    for members in by_file.values():
-        pixels = members[0][1].pixels
-        assert pixels is not None
-        assert pixels.offset is not None
-        try:
-            _read_native(members[0][1].path, members, slab, pixels.offset, pixels.byte_order)
-        except OSError as exc:
-            raise _unreadable(members[0][1].path, exc) from None
-    _clear_unused_bits(slab, images)
-    return slab
+def _read_slice(image: ImageHeader, buffer: np.ndarray) -> np.ndarray:
+    """One uncompressed slice (frame) into ``buffer`` (shape ``(1, rows, columns)``)."""
+    pixels = image.pixels
+    assert pixels is not None
+    assert pixels.offset is not None
+    try:
+        _read_native(image.path, [(0, image)], buffer, pixels.offset, pixels.byte_order)
+    except OSError as exc:
+        raise _unreadable(image.path, exc) from None
+    _clear_unused_bits(buffer, [image])
+    slice_values: np.ndarray = buffer[0]
+    return slice_values
 
 
-def _rescale_into(
-    out: np.ndarray, stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray
-) -> None:
-    if np.all(slopes == 1.0) and np.all(intercepts == intercepts[0]) and intercepts[0].is_integer():
-        # integers below 2**24 and their sums are exact in float32: one fused pass
-        np.add(stored, np.float32(intercepts[0]), out=out)
+def _rescale_into(out: np.ndarray, stored: np.ndarray, slope: float, intercept: float) -> None:
+    if slope == 1.0 and float(intercept).is_integer():
+        # integers below 2**24 and their sums are exact in float32: one pass
+        np.add(stored, np.float32(intercept), out=out)
         return
-    for start in range(0, out.shape[0], _CHUNK):  # float64 like ITK, in bounded chunks
-        part = stored[start : start + _CHUNK].astype(np.float64)
-        out[start : start + _CHUNK] = part * slopes + intercepts
-
-
-def _slices_last(stack: np.ndarray) -> np.ndarray:
-    """``(Z, R, C)`` → a ``(C, R, Z)`` view of a contiguous ``(R, C, Z)`` copy.
-
-    A 3D axis reversal done by numpy strides through memory and is several times
-    slower than torch's blocked 2D transpose of the ``(Z, R*C)`` matrix; what is left
-    is a swap of the first two axes that moves whole runs of Z values.
-    """
-    import torch
-
-    slices, rows, columns = stack.shape
-    as_signed = stack.view(np.dtype(f"i{stack.dtype.itemsize}"))  # torch lacks unsigned
-    flat = torch.from_numpy(np.ascontiguousarray(as_signed).reshape(slices, rows * columns))
-    swapped = flat.t().contiguous().numpy().view(stack.dtype)
-    return swapped.reshape(rows, columns, slices).transpose(1, 0, 2)
+    out[...] = stored.astype(np.float64) * slope + intercept  # float64 like ITK
 
 
 def _exact_dtype(

@@ -179,6 +179,7 @@ def volume_from_array(
     path: Path,
     source_dtype: str | None = None,
     meta: Mapping[str, object] | None = None,
+    keep_layout: bool = False,
 ) -> MetaTensor:
     """Build the volume every reader returns from a voxel array and its affine.
 
@@ -188,6 +189,8 @@ def volume_from_array(
         path: The file read; stored as ``filename_or_obj`` and named in errors.
         source_dtype: The voxel type stored in the file; defaults to ``array.dtype``.
         meta: Further metadata (format header fields, DICOM UIDs, ...).
+        keep_layout: Keep a float32 ``array``'s memory order (x fastest, as a DICOM
+            series or ITK stores it) instead of copying it to C order.
 
     Returns:
         A ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32, with a float64 affine.
@@ -201,7 +204,9 @@ def volume_from_array(
 
     shape = spatial_shape(array.shape, path)
     affine = _checked_affine(affine, path)
-    values = np.ascontiguousarray(array.reshape(shape), dtype=np.float32)
+    values = array.reshape(shape)
+    if not (keep_layout and values.dtype == np.float32):
+        values = np.ascontiguousarray(values, dtype=np.float32)
     full_meta: dict[str, object] = dict(meta or {})
     full_meta.update(
         {
