@@ -238,6 +238,24 @@ def test_each_network_has_its_own_adam_with_the_paper_settings() -> None:
         assert {id(p) for p in optimizer.param_groups[0]["params"]} == owned
 
 
+def test_the_rate_is_constant_then_decays_linearly_to_zero_in_both_optimizers() -> None:
+    method = Pix2Pix({**SMALL_3D, "schedule_steps": 4})
+    trainer = Trainer(method.training_modules(), device=CPU)
+    method.configure_training(trainer)
+    size = method.roi_size()
+    batch = {"source": torch.randn(1, 1, *size), "target": torch.rand(1, 1, *size) * 2 - 1}
+
+    seen = []
+    for _ in range(4):
+        trainer.run_step(method, [batch])
+        seen.append({name: o.param_groups[0]["lr"] for name, o in trainer.optimizers.items()})
+
+    # the step count sets the rate, so a resumed run follows the same schedule
+    assert [rates["generator"] for rates in seen] == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
+    assert all(rates["discriminator"] == rates["generator"] for rates in seen)
+    assert Pix2Pix({"lr_schedule": "constant"}).options.learning_rate_at(10**6) == 2e-4
+
+
 @pytest.mark.parametrize(("method_cls", "options"), METHODS)
 def test_l1_decreases_on_a_learnable_task_with_the_trainer(
     method_cls: type[Pix2Pix], options: dict[str, object], tmp_path: Path

@@ -76,6 +76,7 @@ class Pix2Pix(PatchNetworkMethod):
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
         self._discriminator: torch.nn.Module | None = None
+        self._optimizers: list[torch.optim.Optimizer] = []
 
     # -- networks ----------------------------------------------------------------------
 
@@ -158,7 +159,9 @@ class Pix2Pix(PatchNetworkMethod):
         return {GENERATOR: self.network, DISCRIMINATOR: self.discriminator}
 
     def configure_training(self, trainer: TrainerAPI) -> None:
-        """One Adam optimizer per network (paper: lr 2e-4, betas 0.5 and 0.999)."""
+        """One Adam optimizer per network (paper: lr 2e-4, betas 0.5 and 0.999); the
+        rate follows ``options.lr_schedule``, set before every step from the trainer's
+        step count (so a resumed run follows it exactly)."""
         for name in (GENERATOR, DISCRIMINATOR):
             optimizer = torch.optim.Adam(
                 trainer.modules[name].parameters(),
@@ -166,12 +169,17 @@ class Pix2Pix(PatchNetworkMethod):
                 betas=self.options.betas,
             )
             trainer.add_optimizer(name, optimizer)
+            self._optimizers.append(optimizer)
 
     def training_step(
         self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
     ) -> dict[str, float]:
         """Update the discriminator, then the generator (see
         :func:`medi2i_pix2pix.adversarial.adversarial_step`)."""
+        rate = self.options.learning_rate_at(trainer.step_index)
+        for optimizer in self._optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
         return adversarial_step(
             batch, trainer, l1_weight=self.options.l1_weight, kind=self.options.gan_loss
         )

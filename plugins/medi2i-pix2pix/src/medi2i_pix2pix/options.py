@@ -7,6 +7,8 @@ the 2.5D variant keeps the paper's 2D networks unchanged.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from medi2i import Options
@@ -38,6 +40,11 @@ class Pix2PixOptions(Options):
             (least squares).
         l1_weight: λ, the weight of the L1 term against the GAN term (paper: 100).
         learning_rate: Adam learning rate of both networks (paper: 2e-4).
+        lr_schedule: ``"linear"`` (the paper's: constant for the first half of
+            ``schedule_steps``, then a linear decay to zero over the second half) or
+            ``"constant"``.
+        schedule_steps: Training steps the schedule spans; set it to the run's
+            ``training.steps`` (the paper: 200 epochs, decaying over the last 100).
         betas: Adam's moment decay rates (paper: 0.5, 0.999).
         spacing: Voxel spacing in mm to resample every volume to, or ``None`` to keep
             each volume's own spacing.
@@ -58,10 +65,26 @@ class Pix2PixOptions(Options):
     gan_loss: GanLoss = "vanilla"
     l1_weight: float = Field(default=100.0, ge=0.0)
     learning_rate: float = Field(default=2e-4, gt=0.0)
+    lr_schedule: Literal["linear", "constant"] = "linear"
+    schedule_steps: int = Field(default=1000, ge=1)
     betas: tuple[float, float] = (0.5, 0.999)
     spacing: tuple[float, float, float] | None = None
     mr_normalization: MRNormalization = "percentile"
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (0-based) under ``lr_schedule``.
+
+        Example:
+            >>> options = Pix2PixOptions(schedule_steps=100)
+            >>> [options.learning_rate_at(k) for k in (0, 49, 50, 75, 100)]
+            [0.0002, 0.0002, 0.0002, 0.0001, 0.0]
+        """
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        half = self.schedule_steps // 2
+        remaining = (self.schedule_steps - step) / max(1, self.schedule_steps - half)
+        return self.learning_rate * min(1.0, max(0.0, remaining))
 
     def convolved_axes(self) -> tuple[int, ...]:
         """Window sizes along the axes the networks convolve (all three in 3D)."""
