@@ -141,6 +141,7 @@ def predict(
     settings: InferenceSettings | None = None,
     condition: Condition = None,
     registry: Registry | None = None,
+    image: MetaTensor | None = None,
 ) -> Path:
     """Translate the volume at ``source`` and write it to ``output``.
 
@@ -153,6 +154,9 @@ def predict(
         settings: Sliding-window and device settings.
         condition: Predict-time condition for conditioned methods.
         registry: Plugins to use; the installed ones by default.
+        image: The volume at ``source`` when the caller has read it already (the CLI
+            reads a DICOM folder from the header scan it made to tell a series from a
+            tree of studies); ``source`` still names the input in the provenance.
 
     Returns:
         The written output path. A provenance sidecar ``<output stem>.provenance.json``
@@ -164,7 +168,8 @@ def predict(
     registry = registry if registry is not None else Registry()
     ready = load_method(method=method, model=model, options=options, registry=registry)
     settings = settings or InferenceSettings()
-    image = read_volume(source, readers=list(registry.readers.values()))
+    if image is None:
+        image = read_volume(source, readers=list(registry.readers.values()))
     result = predict_tensor(ready, image, settings=settings, condition=condition)
     written = write_volume(result, output, writers=list(registry.writers.values()))
     record = provenance(

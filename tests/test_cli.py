@@ -154,3 +154,31 @@ def test_predict_on_a_tree_of_dicom_studies_translates_every_study(tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert "2 done" in result.output
     assert len(list((tmp_path / "out").rglob("*.nii.gz"))) == 2
+
+
+def test_predict_on_one_dicom_series_parses_its_headers_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nibabel as nib
+
+    from medi2i.dicom import images
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(1).normal(0.0, 100.0, (12, 10, 6)).round().astype(np.float32)
+    write_series(tmp_path / "series", volume, modality="CT")
+    parsed: list[Path] = []
+    real = images.read_file_record
+    monkeypatch.setattr(
+        "medi2i.dicom.scan.read_file_record", lambda path: parsed.append(path) or real(path)
+    )
+    result = run(
+        "predict",
+        str(tmp_path / "series"),
+        str(tmp_path / "out.nii.gz"),
+        "--method",
+        "example-self-rescaling",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert len(parsed) == 6 == len(set(parsed))
+    assert nib.load(tmp_path / "out.nii.gz").shape == volume.shape

@@ -368,6 +368,7 @@ def test_volume_from_array_keeps_an_x_fastest_layout_only_when_asked(tmp_path: P
     kept = volume_from_array(as_xyz, np.eye(4), path=tmp_path, keep_layout=True)
     copied = volume_from_array(as_xyz, np.eye(4), path=tmp_path)
     assert np.shares_memory(kept.numpy(), stored)
-    assert copied.is_contiguous() and not np.shares_memory(copied.numpy(), stored)
+    assert copied.is_contiguous()
+    assert not np.shares_memory(copied.numpy(), stored)
     assert torch.equal(kept.as_tensor(), copied.as_tensor())
     assert np.array_equal(kept[0].numpy(), as_xyz)

@@ -287,6 +287,11 @@ def predict_command(
         )
         return
 
+    image = None
+    if scan is not None and any(series.images for series in scan.series):
+        from medi2i.dicom.volume import read_scanned
+
+        image = read_scanned(scan)  # from the scan above: the headers are parsed once
     settings = _settings(**inference)  # type: ignore[arg-type]
     written = predict(
         input_path,
@@ -297,6 +302,7 @@ def predict_command(
         settings=settings,
         condition=_key_values(condition_pairs, "--condition") or None,
         registry=_registry(ctx),
+        image=image,
     )
     click.echo(f"wrote {written}")
 

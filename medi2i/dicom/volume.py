@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medi2i.dicom.images import ImageHeader
-from medi2i.dicom.scan import SeriesInfo, scan_folder
+from medi2i.dicom.scan import ScanResult, SeriesInfo, scan_folder
 from medi2i.dicom.source import META_KEY, DicomSource
 from medi2i.errors import GeometryError, InputError
 
@@ -69,11 +69,15 @@ def read_dicom_folder(path: str | Path, selector: SeriesSelector | None = None) 
         GeometryError: The slices do not make one regular volume (gaps, duplicates,
             mixed orientations, a single slice, ...).
     """
+    return read_scanned(scan_folder(path), selector)
+
+
+def read_scanned(result: ScanResult, selector: SeriesSelector | None = None) -> MetaTensor:
+    """Select one series of a folder's scan and read it (see :func:`read_dicom_folder`)."""
     from medi2i.dicom.select import select_series
 
-    result = scan_folder(path)
     if not any(series.images for series in result.series):
-        raise InputError(_no_images_message(Path(path), result.series, result.skipped))
+        raise InputError(_no_images_message(result.root, result.series, result.skipped))
     return read_dicom_series(select_series(result.series, selector))
 
 
