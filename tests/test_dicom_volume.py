@@ -354,3 +354,18 @@ def test_reader_answers_for_dicom_folders_and_files(tmp_path: Path) -> None:
     assert not reader.can_read(empty)
     volume = read_volume(tmp_path, readers=[reader])
     assert volume.shape == (1, 4, 4, 3)
+
+
+def test_each_slice_gets_its_own_rescale_across_reading_threads(tmp_path: Path) -> None:
+    stored = np.random.default_rng(9).integers(-500, 1500, (9, 7, 40)).astype(np.int16)
+    paths = write_series(tmp_path, stored.astype(np.float32), rescale=(1.0, 0.0))
+    expected = np.empty(stored.shape, dtype=np.float64)
+    for k, path in enumerate(paths):  # slope and intercept change from slice to slice
+        dataset = pydicom.dcmread(path)
+        slope, intercept = (1.0, -1024.0) if k % 3 == 0 else (0.5 + k / 8, k - 20.5)
+        dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+        dataset.save_as(path)
+        expected[:, :, k] = dataset.pixel_array.T * slope + intercept
+    volume = read_dicom_folder(tmp_path)
+    assert volume.meta["medi2i.dtype"] == "float32"
+    np.testing.assert_array_equal(volume[0].numpy(), expected.astype(np.float32))
