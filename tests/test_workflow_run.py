@@ -159,6 +159,11 @@ def test_run_trains_evaluates_and_reports(workflow_file: Path, plugins: PluginSe
     metrics = json.loads((run / "metrics" / "metrics.json").read_text())
     assert set(metrics["cases"]) == {"demo003"}
     assert 0 < metrics["cases"]["demo003"]["synthrad_mae"] < 2000
+    # the card of the model the run trained records what the evaluation measured
+    assert card.metrics["synthrad_mae_hu"] == metrics["cases"]["demo003"]["synthrad_mae"]
+    assert set(card.metrics) == {"synthrad_mae_hu", "synthrad_psnr_db", "synthrad_ms_ssim"}
+    assert card.evaluation_data == ["head_phantoms"]
+    assert "synthrad_mae_hu" in (run / "model" / "README.md").read_text()
     report = (run / "report.md").read_text()
     assert "synthrad_mae (HU)" in report
     figures = sorted((run / "figures").glob("*.png"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from medi2i.workflow.schema import Workflow
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.evaluation.tables import MetricSummary
     from medi2i.method import Method
     from medi2i.metrics import Metric
     from medi2i.registry import Registry
@@ -98,8 +99,43 @@ def evaluate_stage(
     _write_text(run.metrics / "metrics.md", tables)
     document = {"units": units, "cases": [asdict(record) for record in records]}
     _write_text(run.metrics / CASES_FILE, json.dumps(document, indent=2) + "\n")
+    if model_dir.resolve().is_relative_to(run.root.resolve()):
+        _record_in_card(workflow, model_dir, aggregate(per_case), units)
     RunState.read(run).finished(run, "evaluate")
     return metrics_path
+
+
+def _record_in_card(
+    workflow: Workflow,
+    model_dir: Path,
+    summary: Mapping[str, MetricSummary],
+    units: Mapping[str, str],
+) -> None:
+    """Put the mean of every metric and the evaluation data's cards into the card of a
+    model this run trained (a model given to the workflow is left as it is)."""
+    from medi2i.cards import ModelCard, load_card
+    from medi2i.model_folder import CARD_YAML, attach_card
+
+    card_path = model_dir / CARD_YAML
+    if not card_path.is_file():
+        return
+    card = load_card(card_path)
+    if not isinstance(card, ModelCard):
+        return
+    data = workflow.evaluation.data
+    cards = list(workflow.data.cards if data is None else data.cards)
+    means = {
+        _card_metric_name(name, units.get(name, "")): float(values.mean)
+        for name, values in summary.items()
+        if math.isfinite(values.mean)
+    }
+    attach_card(model_dir, card.model_copy(update={"metrics": means, "evaluation_data": cards}))
+
+
+def _card_metric_name(name: str, unit: str) -> str:
+    """``synthrad_mae`` in ``HU`` → ``synthrad_mae_hu``: the card's names carry units."""
+    slug = "".join(c if c.isalnum() else "_" for c in unit.lower()).strip("_")
+    return f"{name}_{slug}" if slug else name
 
 
 def evaluation_cases(workflow: Workflow, splits: SplitSource) -> list[Case]:
