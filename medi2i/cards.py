@@ -289,6 +289,38 @@ def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> li
     return problems
 
 
+def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> list[CardProblem]:
+    """Validate the card of a trained-model folder against a folder of data cards.
+
+    Checks: ``card.yaml`` is a valid model card, and every ``training_data`` and
+    ``evaluation_data`` name is a card in ``data_cards`` (e.g. the repository's
+    ``data_cards/``).
+
+    Returns:
+        The problems found; an empty list means the card is clean.
+    """
+    path = Path(model_folder) / "card.yaml"
+    if not path.is_file():
+        return [CardProblem(path, "is missing: the model has no card (medi2i run writes one)")]
+    try:
+        card = load_card(path)
+    except InputError as exc:
+        return [CardProblem(path, str(exc).removeprefix(f"card {path} "))]
+    if not isinstance(card, ModelCard):
+        return [CardProblem(path, "is a data card; a model folder needs a model card")]
+    folder = Path(data_cards)
+    known = {p.name.removesuffix(p.suffix) for p in folder.glob("*") if p.suffix in CARD_SUFFIXES}
+    return [
+        CardProblem(path, f"{field} names {name!r}, which has no card in {folder}")
+        for field, listed in (
+            ("training_data", card.training_data),
+            ("evaluation_data", card.evaluation_data),
+        )
+        for name in listed
+        if name not in known
+    ]
+
+
 def _name_problems(
     path: Path, card: DataCard | ModelCard, seen: dict[str, tuple[Path, DataCard | ModelCard]]
 ) -> list[CardProblem]:

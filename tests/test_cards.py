@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from medi2i.cards import DataCard, ModelCard, check_cards, load_card
+from medi2i.cards import DataCard, ModelCard, check_cards, check_model_card, load_card
 from medi2i.cli.bench_commands import cards_group
 from medi2i.errors import InputError
 
@@ -51,6 +51,41 @@ def test_committed_data_cards_are_valid() -> None:
     data_dir = os.environ.get("MEDI2I_DATA_DIR")
     checked_files = data_dir if data_dir and Path(data_dir).is_dir() else None
     assert check_cards(DATA_CARDS, data_dir=checked_files) == []
+
+
+@pytest.mark.parametrize(
+    "model", sorted(p.parent.name for p in REPOSITORY.glob("benchmarks/quality/models/*/card.yaml"))
+)
+def test_committed_models_have_valid_cards(model: str) -> None:
+    folder = REPOSITORY / "benchmarks" / "quality" / "models" / model
+    assert check_model_card(folder, data_cards=DATA_CARDS) == []
+    card = load_card(folder / "card.yaml")
+    assert isinstance(card, ModelCard)
+    assert card.metrics
+
+
+def test_every_committed_model_folder_has_a_card() -> None:
+    folders = [p.parent for p in REPOSITORY.glob("benchmarks/quality/models/*/medi2i-model.json")]
+    assert folders
+    assert all((folder / "card.yaml").is_file() for folder in folders)
+
+
+def test_a_model_folder_card_is_checked_against_the_data_cards(tmp_path: Path) -> None:
+    _write(tmp_path / "data_cards", DATA_CARD)
+    model = tmp_path / "model"
+    _write(model, MODEL_CARD, name="card")
+    (model / "medi2i-model.json").write_text("{}")
+    runner = CliRunner()
+    args = ["check", str(model), "--data-cards", str(tmp_path / "data_cards")]
+    result = runner.invoke(cards_group, args)
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    _write(model, {**MODEL_CARD, "evaluation_data": ["unknown-set"]}, name="card")
+    result = runner.invoke(cards_group, args)
+    assert result.exit_code != 0
+    assert "evaluation_data names 'unknown-set'" in result.output
+    (model / "card.yaml").unlink()
+    assert "is missing" in str(check_model_card(model, data_cards=tmp_path / "data_cards")[0])
 
 
 def test_every_shared_data_file_and_benchmark_set_has_a_card() -> None:
