@@ -299,7 +299,9 @@ def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> lis
     Returns:
         The problems found; an empty list means the card is clean.
     """
-    path = Path(model_folder) / "card.yaml"
+    from medi2i.model_folder import CARD_YAML
+
+    path = Path(model_folder) / CARD_YAML
     if not path.is_file():
         return [CardProblem(path, "is missing: the model has no card (medi2i run writes one)")]
     try:
@@ -310,15 +312,7 @@ def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> lis
         return [CardProblem(path, "is a data card; a model folder needs a model card")]
     folder = Path(data_cards)
     known = {p.name.removesuffix(p.suffix) for p in folder.glob("*") if p.suffix in CARD_SUFFIXES}
-    return [
-        CardProblem(path, f"{field} names {name!r}, which has no card in {folder}")
-        for field, listed in (
-            ("training_data", card.training_data),
-            ("evaluation_data", card.evaluation_data),
-        )
-        for name in listed
-        if name not in known
-    ]
+    return _reference_problems(path, card, known, where=str(folder))
 
 
 def _name_problems(
@@ -338,14 +332,14 @@ def _name_problems(
 
 
 def _reference_problems(
-    path: Path, card: DataCard | ModelCard, names: set[str]
+    path: Path, card: DataCard | ModelCard, names: set[str], *, where: str = "this folder"
 ) -> list[CardProblem]:
     if isinstance(card, DataCard):
         references = {"derived_from": card.derived_from}
     else:
         references = {"training_data": card.training_data, "evaluation_data": card.evaluation_data}
     return [
-        CardProblem(path, f"{field} names {name!r}, which has no card in this folder")
+        CardProblem(path, f"{field} names {name!r}, which has no card in {where}")
         for field, listed in references.items()
         for name in listed
         if name not in names

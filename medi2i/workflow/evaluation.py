@@ -92,15 +92,13 @@ def evaluate_stage(
         log(f"evaluate: {case.id}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
     metrics_path = write_metrics_json(per_case, run.metrics / "metrics.json")
     units = {metric.name: metric.units for metric in metrics}
-    tables = (
-        f"{to_markdown(aggregate(per_case), units=units)}\n\n"
-        f"{per_case_markdown(per_case, units=units)}\n"
-    )
+    summary = aggregate(per_case)
+    tables = f"{to_markdown(summary, units=units)}\n\n{per_case_markdown(per_case, units=units)}\n"
     _write_text(run.metrics / "metrics.md", tables)
     document = {"units": units, "cases": [asdict(record) for record in records]}
     _write_text(run.metrics / CASES_FILE, json.dumps(document, indent=2) + "\n")
     if model_dir.resolve().is_relative_to(run.root.resolve()):
-        _record_in_card(workflow, model_dir, aggregate(per_case), units)
+        _record_in_card(workflow, model_dir, summary, units)
     RunState.read(run).finished(run, "evaluate")
     return metrics_path
 

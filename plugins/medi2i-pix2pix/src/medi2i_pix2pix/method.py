@@ -162,6 +162,7 @@ class Pix2Pix(PatchNetworkMethod):
         """One Adam optimizer per network (paper: lr 2e-4, betas 0.5 and 0.999); the
         rate follows ``options.lr_schedule``, set before every step from the trainer's
         step count (so a resumed run follows it exactly)."""
+        self._optimizers = []
         for name in (GENERATOR, DISCRIMINATOR):
             optimizer = torch.optim.Adam(
                 trainer.modules[name].parameters(),
