@@ -33,7 +33,11 @@ SMALL_NETWORKS = {
 }
 SMALL_3D = {**SMALL_NETWORKS, "roi_size": (16, 16, 16)}
 SMALL_25D = {**SMALL_NETWORKS, "roi_size": (16, 16, 8)}
-METHODS = [(Pix2Pix, SMALL_3D), (Pix2Pix25D, SMALL_25D)]
+METHODS = [
+    (Pix2Pix, SMALL_3D),
+    (Pix2Pix, {**SMALL_3D, "generator_full_resolution": True}),
+    (Pix2Pix25D, SMALL_25D),
+]
 SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
 CPU = torch.device("cpu")
 
@@ -85,9 +89,10 @@ def test_target_preprocessing_inverts_postprocessing() -> None:
     torch.testing.assert_close(restored.as_tensor(), ct.as_tensor(), rtol=0.0, atol=1e-3)
 
 
+@pytest.mark.parametrize("full_resolution", [False, True])
 @pytest.mark.parametrize(("dims", "shape"), [(3, (16, 16, 16)), (3, (9, 20, 5)), (2, (30, 7))])
 def test_generator_accepts_any_size_and_outputs_in_tanh_range(
-    dims: int, shape: tuple[int, ...]
+    dims: int, shape: tuple[int, ...], full_resolution: bool
 ) -> None:
     generator = UNetGenerator(
         dims=3 if dims == 3 else 2,
@@ -97,6 +102,7 @@ def test_generator_accepts_any_size_and_outputs_in_tanh_range(
         depth=3,
         norm="instance",
         dropout=0.5,
+        full_resolution=full_resolution,
     )
 
     with torch.no_grad():
@@ -104,6 +110,39 @@ def test_generator_accepts_any_size_and_outputs_in_tanh_range(
 
     assert output.shape == (2, 1, *shape)
     assert float(output.abs().max()) <= 1.0
+
+
+def test_the_full_resolution_level_makes_the_output_from_full_resolution_features() -> None:
+    paper = Pix2Pix(SMALL_3D).network
+    generator = Pix2Pix({**SMALL_3D, "generator_full_resolution": True}).network
+    assert isinstance(paper, UNetGenerator)
+    assert isinstance(generator, UNetGenerator)
+    last = paper.decoder[-1]
+    assert isinstance(last[-1], torch.nn.Tanh)  # the paper: tanh on the transposed conv
+    assert generator.head is not None
+    assert generator.tail is not None
+    head, tail = generator.head[0], generator.tail[0]
+    assert isinstance(head, torch.nn.Conv3d)
+    assert isinstance(tail, torch.nn.Conv3d)
+    assert head.kernel_size == tail.kernel_size == (3, 3, 3)
+    assert head.stride == tail.stride == (1, 1, 1)
+    # the tail reads the head's features and the last transposed convolution's
+    assert tail.in_channels == 2 * head.out_channels == 8
+    assert generator.decoder[-1][1].out_channels == head.out_channels
+
+    # the head's features reach the output directly: with every decoder weight zeroed,
+    # the output still follows the input
+    with torch.no_grad():
+        for parameter in generator.decoder.parameters():
+            parameter.zero_()
+        generator.eval()
+        image = torch.randn(1, 1, 16, 16, 16)
+        varied = image.clone()
+        varied[0, 0, 8, 8, 8] += 5.0
+        difference = (generator(varied) - generator(image)).abs()[0, 0]
+    # the change stays where the 3-wide convolutions reach (instance normalization only
+    # shifts the rest slightly)
+    assert float(difference[8, 8, 8]) > 100.0 * float(difference[0, 0, 0])
 
 
 def test_dropout_acts_in_training_only() -> None:

@@ -10,6 +10,14 @@ to eight times the first stage's (``C64-C128-C256-C512-C512-…`` in the paper).
 
 The innermost stage has no normalization either: at the paper's depth it is one pixel,
 where a per-sample normalization would zero it.
+
+In this design the full-resolution output comes from half-resolution features through
+one transposed convolution, which leaves a stair-step pattern on sharp edges (bone in
+CT). ``full_resolution=True`` adds a full-resolution level around the paper's network:
+a 3-wide convolution, normalization and leaky ReLU make ``filters`` features of the
+input, which feed the first stride-2 stage and skip to the output; the last transposed
+convolution then yields ``filters`` features (normalized, ReLU), concatenated with the
+skipped ones and mapped to the output by a 3-wide convolution and the tanh.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from medi2i_pix2pix.layers import (
     SpatialDims,
     convolution,
     initialize_weights,
+    leveled_convolution,
     normalization,
     pad_to_multiple,
     up_convolution,
@@ -48,6 +57,8 @@ class UNetGenerator(torch.nn.Module):
         norm: ``"instance"`` or ``"batch"`` normalization.
         dropout: Dropout probability of the first three decoder stages (0.5 in the
             paper); 0 turns it off.
+        full_resolution: Add the full-resolution level described above (not in the
+            paper).
 
     Example:
         >>> net = UNetGenerator(dims=3, in_channels=1, out_channels=1, filters=4, depth=3,
@@ -66,16 +77,30 @@ class UNetGenerator(torch.nn.Module):
         depth: int,
         norm: Norm,
         dropout: float,
+        full_resolution: bool = False,
     ) -> None:
         super().__init__()
         self.dims = dims
         self.divisor = 2**depth
         widths = [filters * min(2**stage, WIDEST) for stage in range(depth)]
+        self.head: torch.nn.Module | None = None
+        self.tail: torch.nn.Module | None = None
+        stage_inputs, stage_outputs = in_channels, out_channels
+        if full_resolution:
+            self.head = torch.nn.Sequential(
+                leveled_convolution(dims, in_channels, filters),
+                normalization(dims, norm, filters),
+                torch.nn.LeakyReLU(0.2),
+            )
+            self.tail = torch.nn.Sequential(
+                leveled_convolution(dims, 2 * filters, out_channels), torch.nn.Tanh()
+            )
+            stage_inputs, stage_outputs = filters, filters
         self.encoder = torch.nn.ModuleList(
-            _encoder_stage(dims, stage, widths, in_channels, norm) for stage in range(depth)
+            _encoder_stage(dims, stage, widths, stage_inputs, norm) for stage in range(depth)
         )
         self.decoder = torch.nn.ModuleList(
-            _decoder_stage(dims, stage, widths, out_channels, norm, dropout)
+            _decoder_stage(dims, stage, widths, stage_outputs, norm, dropout, full_resolution)
             for stage in reversed(range(depth))
         )
         initialize_weights(self)
@@ -84,7 +109,9 @@ class UNetGenerator(torch.nn.Module):
         """Translate ``images`` to outputs in [-1, 1] of the same size."""
         size = images.shape[2:]
         features = pad_to_multiple(images, self.divisor, axes=self.dims)
-        skips = []
+        if self.head is not None:
+            features = self.head(features)
+        skips = [features]
         for stage in self.encoder:
             features = stage(features)
             skips.append(features)
@@ -93,6 +120,8 @@ class UNetGenerator(torch.nn.Module):
             if index > 0:
                 features = torch.cat([skips.pop(), features], dim=1)
             features = stage(features)
+        if self.tail is not None:
+            features = self.tail(torch.cat([skips.pop(), features], dim=1))
         for axis, length in enumerate(size):
             features = features.narrow(2 + axis, 0, int(length))
         return features
@@ -119,6 +148,7 @@ def _decoder_stage(
     out_channels: int,
     norm: Norm,
     dropout: float,
+    full_resolution: bool,
 ) -> torch.nn.Sequential:
     depth = len(widths)
     innermost, last = stage == depth - 1, stage == 0
@@ -126,6 +156,9 @@ def _decoder_stage(
     source = widths[stage] if innermost else 2 * widths[stage]
     target = out_channels if last else widths[stage - 1]
     layers: list[torch.nn.Module] = [torch.nn.ReLU(), up_convolution(dims, source, target)]
+    if last and full_resolution:  # features for the full-resolution level's tail
+        layers += [normalization(dims, norm, target), torch.nn.ReLU()]
+        return torch.nn.Sequential(*layers)
     if last:
         layers.append(torch.nn.Tanh())
         return torch.nn.Sequential(*layers)

@@ -91,6 +91,7 @@ class Pix2Pix(PatchNetworkMethod):
             depth=options.generator_depth,
             norm=options.norm,
             dropout=options.dropout,
+            full_resolution=options.generator_full_resolution,
         )
 
     def build_discriminator(self) -> torch.nn.Module:
@@ -214,6 +215,7 @@ class Pix2Pix25D(Pix2Pix):
             depth=options.generator_depth,
             norm=options.norm,
             dropout=options.dropout,
+            full_resolution=options.generator_full_resolution,
         )
         return SliceStackGenerator(generator, slices=options.context_slices)
 

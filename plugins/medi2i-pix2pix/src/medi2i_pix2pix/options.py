@@ -27,6 +27,11 @@ class Pix2PixOptions(Options):
         generator_depth: Stride-2 stages of the generator U-Net (paper: 8 for 256²
             images, a 1-pixel bottleneck; 3D: 6 for 64³ windows). ``2**depth`` may not
             exceed the window along the axes the generator convolves.
+        generator_full_resolution: Add a full-resolution level to the generator (a
+            3-wide convolution of ``generator_filters`` features before the first stride-2
+            stage, skipped to a 3-wide output convolution), so the output is not made
+            from half-resolution features by one transposed convolution (not in the
+            paper; off by default).
         discriminator_filters: Features of the discriminator's first stage (paper: 64;
             3D: 32).
         discriminator_layers: Stride-2 stages of the PatchGAN discriminator (paper: 3,
@@ -58,6 +63,7 @@ class Pix2PixOptions(Options):
     roi_size: tuple[int, int, int] = (64, 64, 64)
     generator_filters: int = Field(default=32, ge=1)
     generator_depth: int = Field(default=6, ge=2)
+    generator_full_resolution: bool = False
     discriminator_filters: int = Field(default=32, ge=1)
     discriminator_layers: int = Field(default=3, ge=1)
     norm: Norm = "instance"
