@@ -74,8 +74,8 @@ def window_size(image_size: Sequence[int], roi_size: Sequence[int]) -> tuple[int
     window becomes the image length rounded up to a multiple of the ROI's largest
     power-of-two divisor (at most 32), so a network that needs sizes divisible by 2**k
     (a UNet with k stride-2 levels) still gets one, whatever the image length. The few
-    voxels of rounding are padded with the volume's minimum (its background, as the
-    trainer pads patches) and cropped from the output.
+    voxels of rounding are padded by edge replication (as the trainer pads patches) and
+    cropped from the output.
 
     Args:
         image_size: Spatial size of the image in voxels.
@@ -222,10 +222,9 @@ class SlidingWindowEngine:
                 sigma_scale=settings.sigma_scale,
                 sw_device=self.device,
                 device=torch.device("cpu"),
-                # the trainer pads short volumes with their minimum; zero would be
-                # mid-grey after most normalizations, a false structure at the edge
-                padding_mode="constant",
-                cval=float(volume.min()),
+                # as the trainer pads short volumes; MONAI's zeros would be mid-grey
+                # after most normalizations, a false structure at the edge
+                padding_mode="replicate",
                 progress=settings.progress,
             )
         assert isinstance(output, torch.Tensor)  # a tensor predictor gives a tensor

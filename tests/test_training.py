@@ -405,9 +405,14 @@ def test_patches_are_centred_on_the_foreground(tmp_path: Path) -> None:
         assert (patches.amax(dim=(1, 2, 3, 4)) == 1.0).all()
 
 
-def test_volumes_smaller_than_a_patch_are_padded(cases: CaseSet) -> None:
-    batch = _sampler(cases, config=quick(patch_size=(32, 16, 16)))(step=0, micro=0)
+def test_volumes_smaller_than_a_patch_are_padded_by_edge_replication(cases: CaseSet) -> None:
+    config = quick(patch_size=(32, 16, 16), augmentation={"enabled": False})
+    batch = _sampler(cases, config=config)(step=0, micro=0)
     assert batch["source"].shape == (2, 1, 32, 16, 16)
+    # the 24 voxels along x are the whole volume; the 8 past its far end repeat the last
+    for role in ("source", "target"):
+        padding = batch[role][:, :, 24:]
+        assert torch.equal(padding, batch[role][:, :, 23:24].expand_as(padding))
 
 
 def test_batches_of_unpaired_and_multi_domain_data(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ def load_training_volume(
 ) -> TrainingVolume:
     """Read, plan, preprocess and pad one case (see the module docstring).
 
-    Volumes smaller than a patch are padded at their far end with their minimum.
+    Volumes smaller than a patch are padded at their far end by edge replication.
 
     Raises:
         InputError: A role the data kind needs is missing or unreadable.
@@ -254,7 +254,8 @@ def _padded(volume: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
         return volume
     # F.pad lists the last axis first; pad only at the far end, so voxel indices stay put
     widths = [w for axis in reversed(missing) for w in (0, axis)]
-    return F.pad(volume, widths, value=float(volume.min())).contiguous()
+    # edge replication: background where the volume ends in air, tissue where it was cut
+    return F.pad(volume, widths, mode="replicate").contiguous()
 
 
 def _padded_selection(selected: np.ndarray, shape: Sequence[int]) -> np.ndarray:
