@@ -15,6 +15,7 @@ from medi2i_pix2pix.adversarial import gan_loss
 from medi2i_pix2pix.discriminator import PatchDiscriminator, receptive_field, smallest_input
 from medi2i_pix2pix.generator import UNetGenerator
 from medi2i_pix2pix.method import Pix2Pix, Pix2Pix25D
+from medi2i_pix2pix.residual import ResidualUNetGenerator
 from medi2i_pix2pix.slices import axial_context
 from monai.data.meta_tensor import MetaTensor
 
@@ -36,6 +37,7 @@ SMALL_25D = {**SMALL_NETWORKS, "roi_size": (16, 16, 8)}
 METHODS = [
     (Pix2Pix, SMALL_3D),
     (Pix2Pix, {**SMALL_3D, "generator_full_resolution": True}),
+    (Pix2Pix, {**SMALL_3D, "generator": "residual-unet"}),
     (Pix2Pix25D, SMALL_25D),
 ]
 SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
@@ -143,6 +145,45 @@ def test_the_full_resolution_level_makes_the_output_from_full_resolution_feature
     # the change stays where the 3-wide convolutions reach (instance normalization only
     # shifts the rest slightly)
     assert float(difference[8, 8, 8]) > 100.0 * float(difference[0, 0, 0])
+
+
+@pytest.mark.parametrize(("dims", "shape"), [(3, (16, 16, 16)), (3, (9, 20, 5)), (2, (30, 7))])
+def test_the_residual_unet_generator_accepts_any_size_in_tanh_range(
+    dims: int, shape: tuple[int, ...]
+) -> None:
+    generator = ResidualUNetGenerator(
+        dims=3 if dims == 3 else 2,
+        in_channels=2,
+        out_channels=1,
+        filters=4,
+        depth=2,
+        norm="instance",
+    )
+
+    with torch.no_grad():
+        output = generator(torch.randn(2, 2, *shape) * 10.0)
+
+    assert output.shape == (2, 1, *shape)
+    assert float(output.abs().max()) <= 1.0
+
+
+def test_the_residual_unet_generator_has_nnunet_levels() -> None:
+    generator = Pix2Pix(
+        {**SMALL_3D, "generator": "residual-unet", "generator_filters": 4, "generator_depth": 3}
+    ).network
+    assert isinstance(generator, ResidualUNetGenerator)
+    widths = [block.main[0].out_channels for block in generator.encoder]
+    strides = [block.main[0].stride for block in generator.encoder]
+    assert widths == [4, 8, 16, 32]
+    assert strides == [(1, 1, 1)] + [(2, 2, 2)] * 3
+    kernels = {m.kernel_size for m in generator.modules() if isinstance(m, torch.nn.Conv3d)}
+    assert kernels == {(3, 3, 3), (1, 1, 1)}  # 3-wide convolutions, 1-wide projections
+    assert isinstance(generator.output[-1], torch.nn.Tanh)
+
+
+def test_the_full_resolution_level_is_only_for_the_paper_generator() -> None:
+    with pytest.raises(OptionsError, match="generator_full_resolution"):
+        Pix2Pix({**SMALL_3D, "generator": "residual-unet", "generator_full_resolution": True})
 
 
 def test_dropout_acts_in_training_only() -> None:

@@ -34,7 +34,9 @@ from medi2i.intensity import HU_MAX, HU_MIN, HounsfieldScale, normalize_mr
 from medi2i_pix2pix.adversarial import DISCRIMINATOR, GENERATOR, adversarial_step
 from medi2i_pix2pix.discriminator import PatchDiscriminator
 from medi2i_pix2pix.generator import UNetGenerator
+from medi2i_pix2pix.layers import SpatialDims
 from medi2i_pix2pix.options import Pix2Pix25DOptions, Pix2PixOptions
+from medi2i_pix2pix.residual import ResidualUNetGenerator
 from medi2i_pix2pix.slices import SliceStackDiscriminator, SliceStackGenerator
 
 if TYPE_CHECKING:
@@ -47,6 +49,31 @@ PAPER = (
     "adversarial networks. In: Proceedings of the IEEE Conference on Computer Vision and "
     "Pattern Recognition (CVPR), 2017, pp. 1125-1134. arXiv:1611.07004"
 )
+
+
+def build_generator(
+    options: Pix2PixOptions, *, dims: SpatialDims, in_channels: int, out_channels: int
+) -> torch.nn.Module:
+    """The generator ``options.generator`` names, in ``dims`` dimensions."""
+    if options.generator == "residual-unet":
+        return ResidualUNetGenerator(
+            dims=dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            filters=options.generator_filters,
+            depth=options.generator_depth,
+            norm=options.norm,
+        )
+    return UNetGenerator(
+        dims=dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        filters=options.generator_filters,
+        depth=options.generator_depth,
+        norm=options.norm,
+        dropout=options.dropout,
+        full_resolution=options.generator_full_resolution,
+    )
 
 
 class Pix2Pix(PatchNetworkMethod):
@@ -82,16 +109,11 @@ class Pix2Pix(PatchNetworkMethod):
 
     def build_network(self) -> torch.nn.Module:
         """The 3D U-Net generator."""
-        options = self.options
-        return UNetGenerator(
+        return build_generator(
+            self.options,
             dims=3,
             in_channels=self.input_spec.channels,
             out_channels=self.output_spec.channels,
-            filters=options.generator_filters,
-            depth=options.generator_depth,
-            norm=options.norm,
-            dropout=options.dropout,
-            full_resolution=options.generator_full_resolution,
         )
 
     def build_discriminator(self) -> torch.nn.Module:
@@ -207,15 +229,11 @@ class Pix2Pix25D(Pix2Pix):
     def build_network(self) -> torch.nn.Module:
         """The paper's 2D U-Net generator, slice by slice with context slices."""
         options = self.options
-        generator = UNetGenerator(
+        generator = build_generator(
+            options,
             dims=2,
             in_channels=options.context_slices,
             out_channels=self.output_spec.channels,
-            filters=options.generator_filters,
-            depth=options.generator_depth,
-            norm=options.norm,
-            dropout=options.dropout,
-            full_resolution=options.generator_full_resolution,
         )
         return SliceStackGenerator(generator, slices=options.context_slices)
 

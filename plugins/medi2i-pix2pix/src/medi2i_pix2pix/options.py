@@ -27,6 +27,10 @@ class Pix2PixOptions(Options):
         generator_depth: Stride-2 stages of the generator U-Net (paper: 8 for 256²
             images, a 1-pixel bottleneck; 3D: 6 for 64³ windows). ``2**depth`` may not
             exceed the window along the axes the generator convolves.
+        generator: ``"paper"`` (the paper's U-Net) or ``"residual-unet"`` (nnU-Net's
+            residual encoder U-Net, see :mod:`medi2i_pix2pix.residual`; not in the paper).
+            For ``residual-unet``, ``generator_filters`` are the full-resolution level's
+            features and ``generator_depth`` the stride-2 levels below it.
         generator_full_resolution: Add a full-resolution level to the generator (a
             3-wide convolution of ``generator_filters`` features before the first stride-2
             stage, skipped to a 3-wide output convolution), so the output is not made
@@ -63,6 +67,7 @@ class Pix2PixOptions(Options):
     roi_size: tuple[int, int, int] = (64, 64, 64)
     generator_filters: int = Field(default=32, ge=1)
     generator_depth: int = Field(default=6, ge=2)
+    generator: Literal["paper", "residual-unet"] = "paper"
     generator_full_resolution: bool = False
     discriminator_filters: int = Field(default=32, ge=1)
     discriminator_layers: int = Field(default=3, ge=1)
@@ -118,6 +123,15 @@ class Pix2PixOptions(Options):
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(
                 f"mr_percentiles {self.mr_percentiles} must satisfy 0 <= low < high <= 100"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _full_resolution_needs_the_paper_generator(self) -> Pix2PixOptions:
+        if self.generator_full_resolution and self.generator != "paper":
+            raise ValueError(
+                "generator_full_resolution adds a level to the paper's generator; the "
+                f"{self.generator!r} generator already works at full resolution"
             )
         return self
 
