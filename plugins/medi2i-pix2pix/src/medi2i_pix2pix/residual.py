@@ -47,7 +47,8 @@ class ResidualBlock(torch.nn.Module):
         self.activation = torch.nn.LeakyReLU(SLOPE)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.main(features) + self.shortcut(features))
+        activated: torch.Tensor = self.activation(self.main(features) + self.shortcut(features))
+        return activated
 
 
 class ResidualUNetGenerator(torch.nn.Module):
@@ -111,7 +112,7 @@ class ResidualUNetGenerator(torch.nn.Module):
         skips.pop()  # the deepest level feeds the decoder directly
         for upsample, block in zip(self.upsample, self.decoder, strict=True):
             features = block(torch.cat([skips.pop(), upsample(features)], dim=1))
-        features = self.output(features)
+        output: torch.Tensor = self.output(features)
         for axis, length in enumerate(size):
-            features = features.narrow(2 + axis, 0, int(length))
-        return features
+            output = output.narrow(2 + axis, 0, int(length))
+        return output

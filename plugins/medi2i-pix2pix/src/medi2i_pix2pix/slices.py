@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from medi2i_pix2pix.discriminator import PatchDiscriminator
-from medi2i_pix2pix.generator import UNetGenerator
 
 
 def axial_context(volumes: torch.Tensor, slices: int) -> torch.Tensor:
@@ -62,7 +61,7 @@ class SliceStackGenerator(torch.nn.Module):
         slices: Slices per 2D input (odd).
     """
 
-    def __init__(self, generator: UNetGenerator, *, slices: int) -> None:
+    def __init__(self, generator: torch.nn.Module, *, slices: int) -> None:
         super().__init__()
         self.generator = generator
         self.slices = slices
