@@ -269,7 +269,7 @@ def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> li
     folder = Path(folder)
     if not folder.is_dir():
         return [CardProblem(folder, "is not a folder of cards")]
-    paths = sorted(p for p in folder.iterdir() if p.suffix in CARD_SUFFIXES)
+    paths = _card_paths(folder)
     if not paths:
         return [CardProblem(folder, "holds no .yaml card")]
     problems: list[CardProblem] = []
@@ -311,8 +311,16 @@ def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> lis
     if not isinstance(card, ModelCard):
         return [CardProblem(path, "is a data card; a model folder needs a model card")]
     folder = Path(data_cards)
-    known = {p.name.removesuffix(p.suffix) for p in folder.glob("*") if p.suffix in CARD_SUFFIXES}
+    if not folder.is_dir():
+        return [
+            CardProblem(folder, "is not a folder of cards; pass the data cards with --data-cards")
+        ]
+    known = {p.stem for p in _card_paths(folder)}  # check_cards holds each name to its stem
     return _reference_problems(path, card, known, where=str(folder))
+
+
+def _card_paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in CARD_SUFFIXES)
 
 
 def _name_problems(

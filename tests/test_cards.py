@@ -84,6 +84,8 @@ def test_a_model_folder_card_is_checked_against_the_data_cards(tmp_path: Path) -
     result = runner.invoke(cards_group, args)
     assert result.exit_code != 0
     assert "evaluation_data names 'unknown-set'" in result.output
+    (problem,) = check_model_card(model, data_cards=tmp_path / "no_such_folder")
+    assert "is not a folder of cards" in str(problem)
     (model / "card.yaml").unlink()
     assert "is missing" in str(check_model_card(model, data_cards=tmp_path / "data_cards")[0])
 

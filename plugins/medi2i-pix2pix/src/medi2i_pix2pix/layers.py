@@ -29,10 +29,12 @@ def convolution(
     return layer(in_channels, out_channels, KERNEL, stride=stride, padding=1)
 
 
-def leveled_convolution(dims: SpatialDims, in_channels: int, out_channels: int) -> torch.nn.Module:
-    """A 3-wide convolution padded by 1, which keeps the size."""
+def leveled_convolution(
+    dims: SpatialDims, in_channels: int, out_channels: int, *, stride: int = 1
+) -> torch.nn.Module:
+    """A 3-wide convolution padded by 1: stride 1 keeps the size, stride 2 halves it."""
     layer = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
-    return layer(in_channels, out_channels, 3, padding=1)
+    return layer(in_channels, out_channels, 3, stride=stride, padding=1)
 
 
 def up_convolution(dims: SpatialDims, in_channels: int, out_channels: int) -> torch.nn.Module:

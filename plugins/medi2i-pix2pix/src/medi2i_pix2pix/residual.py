@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from medi2i_pix2pix.layers import Norm, SpatialDims, normalization, pad_to_multiple
+from medi2i_pix2pix.layers import (
+    Norm,
+    SpatialDims,
+    leveled_convolution,
+    normalization,
+    pad_to_multiple,
+)
 
 WIDEST = 320
 """Largest feature count of a level (nnU-Net's cap)."""
@@ -32,10 +38,10 @@ class ResidualBlock(torch.nn.Module):
         super().__init__()
         conv = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
         self.main = torch.nn.Sequential(
-            conv(in_channels, out_channels, 3, stride=stride, padding=1),
+            leveled_convolution(dims, in_channels, out_channels, stride=stride),
             normalization(dims, norm, out_channels),
             torch.nn.LeakyReLU(SLOPE),
-            conv(out_channels, out_channels, 3, padding=1),
+            leveled_convolution(dims, out_channels, out_channels),
             normalization(dims, norm, out_channels),
         )
         self.shortcut: torch.nn.Module = torch.nn.Identity()
