@@ -113,8 +113,9 @@ class TrainingConfig(BaseModel):
             effect on CUDA.
         device: ``"auto"`` (CUDA when available, the rank's own GPU under ``torchrun``,
             else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        deterministic: Ask cuDNN for deterministic algorithms (slower on GPU). On the
-            CPU training is deterministic anyway.
+        deterministic: Ask cuDNN for deterministic algorithms (slower on GPU). Without
+            it cuDNN times its algorithms for the fixed patch size and keeps the fastest,
+            as nnU-Net does. On the CPU training is deterministic anyway.
         seed: Seed of initial weights, patch sampling and augmentation.
         checkpoint_every: Steps between checkpoints (>= 1); the last step is always
             checkpointed.

@@ -74,6 +74,9 @@ def run_training(
     if config.deterministic:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        # every step has the same patch shape: the algorithm search pays off at once
+        torch.backends.cudnn.benchmark = True
     patch_size = resolve_patch_size(method, config)
     context = join_process_group(device=device)
     trainer = _configured_trainer(method, config, device, context)

@@ -1,0 +1,168 @@
+"""Train the Q1 regression U-Net and Pix2Pix at GPU size, side by side, in a time budget.
+
+Both trainings share one GPU, each in its own ``medi2i`` process. A short calibration
+run of each, with both running, measures its seconds per step; each then trains for as
+many steps as fit in what is left of the budget (rounded down to a hundred), its
+learning-rate schedule spread over exactly those steps, and is evaluated on the Q1 test
+half by its workflow (``workflows/q1_regression_unet.yaml``, ``workflows/q1_pix2pix.yaml``
+with the GPU sizes below). The step counts it chose are in each run's
+``config.resolved.yaml``; the scores in ``metrics/metrics.md``.
+
+Usage, from the repository root, with the Q1 data prepared
+(``medi2i bench prepare --task q1 --work-dir bench-work``)::
+
+    python benchmarks/quality/q1_gpu.py --budget 420 --output q1-gpu-runs
+
+To run the same steps with fixed step counts (no calibration)::
+
+    python benchmarks/quality/q1_gpu.py --steps 3000 --output q1-gpu-runs
+
+``--device cpu --set ...`` shrinks it for a rehearsal on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# nnU-Net-like sizes: 96³ patches, 32 features in the first stage, widths capped at 320
+GPU_SIZES: dict[str, tuple[str, list[str]]] = {
+    "regression-unet": (
+        "workflows/q1_regression_unet.yaml",
+        [
+            "method.options.roi_size=[96,96,96]",
+            "method.options.filters=[32,64,128,256,320]",
+        ],
+    ),
+    "pix2pix": (
+        "workflows/q1_pix2pix.yaml",
+        [
+            "method.options.roi_size=[96,96,96]",
+            "method.options.generator=residual-unet",
+            "method.options.generator_filters=32",
+            "method.options.generator_depth=4",
+            "method.options.discriminator_filters=32",
+        ],
+    ),
+}
+CALIBRATION_STEPS = 30
+CALIBRATION_FROM = 10  # steps before this one warm up (cuDNN algorithm search, caches)
+RESERVE_S = 75.0  # process start, data loading and the evaluation after training
+
+
+def _medi2i(verb: str, workflow: str, settings: list[str], run_dir: Path) -> list[str]:
+    command = [sys.executable, "-m", "medi2i", verb, str(ROOT / workflow)]
+    for setting in settings:
+        command += ["--set", setting]
+    return [*command, "--run-dir", str(run_dir)]
+
+
+def _run_all(commands: dict[str, list[str]], logs: Path) -> None:
+    """Run the commands side by side; fail with the log's tail if any of them fails."""
+    logs.mkdir(parents=True, exist_ok=True)
+    running = {}
+    for name, command in commands.items():
+        log = (logs / f"{name}.log").open("w")
+        running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+    failed = []
+    for name, (process, log) in running.items():
+        process.wait()
+        log.close()
+        if process.returncode != 0:
+            failed.append(name)
+    for name in failed:
+        tail = (logs / f"{name}.log").read_text().splitlines()[-15:]
+        print(f"{name} failed:\n" + "\n".join(tail), file=sys.stderr)
+    if failed:
+        raise SystemExit(1)
+
+
+def _seconds_per_step(history: Path) -> float:
+    records = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    timed = {r["step"]: r["elapsed_s"] for r in records if "elapsed_s" in r}
+    first, last = CALIBRATION_FROM, max(timed)
+    return (timed[last] - timed[first]) / (last - first)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, required=True, help="folder of the runs")
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds for all of it")
+    parser.add_argument("--steps", type=int, help="fixed steps for both (no calibration)")
+    parser.add_argument("--device", default="cuda", help="training and inference device")
+    parser.add_argument("--num-workers", type=int, default=4, help="patch workers per run")
+    parser.add_argument(
+        "--set", dest="extra", action="append", default=[], help="extra override, both runs"
+    )
+    args = parser.parse_args()
+    start = time.monotonic()
+    common = [
+        f"training.device={args.device}",
+        f"inference.device={args.device}",
+        f"training.num_workers={args.num_workers}",
+        "training.checkpoint_every=500",
+        *args.extra,
+    ]
+    if args.steps is not None:
+        steps = dict.fromkeys(GPU_SIZES, args.steps)
+    else:
+        calibration = args.output / "calibration"
+        shutil.rmtree(calibration, ignore_errors=True)
+        _run_all(
+            {
+                name: _medi2i(
+                    "train",
+                    workflow,
+                    [
+                        *sizes,
+                        *common,
+                        f"training.steps={CALIBRATION_STEPS}",
+                        f"method.options.schedule_steps={CALIBRATION_STEPS}",
+                        "training.log_every=5",
+                        "training.progress=false",
+                    ],
+                    calibration / name,
+                )
+                for name, (workflow, sizes) in GPU_SIZES.items()
+            },
+            calibration,
+        )
+        left = args.budget - (time.monotonic() - start) - RESERVE_S
+        steps = {}
+        for name in GPU_SIZES:
+            per_step = _seconds_per_step(calibration / name / "logs" / "train.jsonl")
+            steps[name] = max(100, int(left / per_step) // 100 * 100)
+            print(f"{name}: {per_step:.3f} s a step side by side; {steps[name]} steps fit")
+    _run_all(
+        {
+            name: _medi2i(
+                "run",
+                workflow,
+                [
+                    *sizes,
+                    *common,
+                    f"training.steps={steps[name]}",
+                    f"method.options.schedule_steps={steps[name]}",
+                    "training.progress=false",
+                ],
+                args.output / name,
+            )
+            for name, (workflow, sizes) in GPU_SIZES.items()
+        },
+        args.output,
+    )
+    for name in GPU_SIZES:
+        print(f"== {name}, {steps[name]} steps")
+        print((args.output / name / "metrics" / "metrics.md").read_text().split("\n\n")[0])
+    print(f"total {time.monotonic() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
