@@ -55,6 +55,7 @@ GPU_SIZES: dict[str, tuple[str, list[str]]] = {
 CALIBRATION_STEPS = 30
 CALIBRATION_FROM = 10  # steps before this one warm up (cuDNN algorithm search, caches)
 RESERVE_S = 75.0  # process start, data loading and the evaluation after training
+MARGIN = 0.85  # of the seconds left, for steps slower than calibrated
 
 
 def _medi2i(verb: str, workflow: str, settings: list[str], run_dir: Path) -> list[str]:
@@ -138,7 +139,7 @@ def main() -> None:
         steps = {}
         for name in GPU_SIZES:
             per_step = _seconds_per_step(calibration / name / "logs" / "train.jsonl")
-            steps[name] = max(100, int(left / per_step) // 100 * 100)
+            steps[name] = max(100, int(MARGIN * left / per_step) // 100 * 100)
             print(f"{name}: {per_step:.3f} s a step side by side; {steps[name]} steps fit")
     _run_all(
         {
