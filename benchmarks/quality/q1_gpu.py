@@ -41,6 +41,8 @@ GPU_SIZES: dict[str, tuple[str, list[str]]] = {
         [
             "method.options.roi_size=[96,96,96]",
             "method.options.filters=[32,64,128,256,320]",
+            "description=Q1 MR to synthetic CT with a regression U-Net at GPU size "
+            "(32-320 features, 96³ patches)",
         ],
     ),
     "pix2pix": (
@@ -51,6 +53,8 @@ GPU_SIZES: dict[str, tuple[str, list[str]]] = {
             "method.options.generator_filters=32",
             "method.options.generator_depth=4",
             "method.options.discriminator_filters=32",
+            "description=Q1 MR to synthetic CT with 3D Pix2Pix at GPU size (residual U-Net "
+            "generator with 32-320 features, PatchGAN with 32, 96³ windows)",
         ],
     ),
 }
