@@ -71,23 +71,16 @@ def _medi2i(verb: str, workflow: str, settings: list[str], run_dir: Path) -> lis
     return [*command, "--run-dir", str(run_dir)]
 
 
-def _run_all(commands: dict[str, list[str]], logs: Path) -> None:
-    """Run the commands side by side; fail with the log's tail if any of them fails."""
+def _run(name: str, command: list[str], logs: Path) -> None:
+    """Run ``command`` with its output in ``logs/<name>.log``; stop with the log's tail if
+    it fails."""
     logs.mkdir(parents=True, exist_ok=True)
-    running = {}
-    for name, command in commands.items():
-        log = (logs / f"{name}.log").open("w")
-        running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
-    failed = []
-    for name, (process, log) in running.items():
-        process.wait()
-        log.close()
-        if process.returncode != 0:
-            failed.append(name)
-    for name in failed:
-        tail = (logs / f"{name}.log").read_text().splitlines()[-15:]
-        print(f"{name} failed:\n" + "\n".join(tail), file=sys.stderr)
-    if failed:
+    log = logs / f"{name}.log"
+    with log.open("w") as stream:
+        returncode = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        print(f"{name} failed (exit {returncode}):\n{tail}", file=sys.stderr)
         raise SystemExit(1)
 
 
@@ -137,7 +130,7 @@ def main() -> None:
                 "training.log_every=5",
                 "training.progress=false",
             ]
-            _run_all({name: _medi2i("train", workflow, settings, calibration / name)}, calibration)
+            _run(name, _medi2i("train", workflow, settings, calibration / name), calibration)
             share = (args.budget - (time.monotonic() - start)) / (len(chosen) - index)
             per_step = _seconds_per_step(calibration / name / "logs" / "train.jsonl")
             steps[name] = max(100, int(MARGIN * (share - RESERVE_S) / per_step) // 100 * 100)
@@ -149,7 +142,7 @@ def main() -> None:
             f"method.options.schedule_steps={steps[name]}",
             "training.progress=false",
         ]
-        _run_all({name: _medi2i("run", workflow, settings, args.output / name)}, args.output)
+        _run(name, _medi2i("run", workflow, settings, args.output / name), args.output)
     for name in chosen:
         print(f"== {name}, {steps[name]} steps")
         print((args.output / name / "metrics" / "metrics.md").read_text().split("\n\n")[0])
