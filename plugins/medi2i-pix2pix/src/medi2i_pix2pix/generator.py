@@ -28,6 +28,7 @@ from medi2i_pix2pix.layers import (
     Norm,
     SpatialDims,
     convolution,
+    crop_to,
     initialize_weights,
     leveled_convolution,
     normalization,
@@ -122,9 +123,7 @@ class UNetGenerator(torch.nn.Module):
             features = stage(features)
         if self.tail is not None:
             features = self.tail(torch.cat([skips.pop(), features], dim=1))
-        for axis, length in enumerate(size):
-            features = features.narrow(2 + axis, 0, int(length))
-        return features
+        return crop_to(features, size)
 
 
 def _encoder_stage(

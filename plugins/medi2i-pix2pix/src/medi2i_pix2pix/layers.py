@@ -6,6 +6,7 @@ normalization layer and a (leaky) ReLU, and draws every weight from N(0, 0.02).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -35,6 +36,14 @@ def leveled_convolution(
     """A 3-wide convolution padded by 1: stride 1 keeps the size, stride 2 halves it."""
     layer = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
     return layer(in_channels, out_channels, 3, stride=stride, padding=1)
+
+
+def pointwise_convolution(
+    dims: SpatialDims, in_channels: int, out_channels: int, *, stride: int = 1
+) -> torch.nn.Module:
+    """A 1-wide convolution: mixes channels; stride 2 keeps every second voxel."""
+    layer = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
+    return layer(in_channels, out_channels, 1, stride=stride)
 
 
 def up_convolution(dims: SpatialDims, in_channels: int, out_channels: int) -> torch.nn.Module:
@@ -83,3 +92,11 @@ def pad_to_multiple(image: torch.Tensor, divisor: int, *, axes: int) -> torch.Te
         return image
     widths = [w for axis in reversed(missing) for w in (0, axis)]  # F.pad: last axis first
     return F.pad(image, widths, mode="replicate")
+
+
+def crop_to(features: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple`: keep the first ``size`` voxels of the last axes."""
+    first = features.ndim - len(size)
+    for axis, length in enumerate(size):
+        features = features.narrow(first + axis, 0, int(length))
+    return features

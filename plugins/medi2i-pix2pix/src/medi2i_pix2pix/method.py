@@ -227,7 +227,8 @@ class Pix2Pix25D(Pix2Pix):
     options: Pix2Pix25DOptions
 
     def build_network(self) -> torch.nn.Module:
-        """The paper's 2D U-Net generator, slice by slice with context slices."""
+        """The 2D generator ``options.generator`` names, slice by slice with context
+        slices."""
         options = self.options
         generator = build_generator(
             options,

@@ -18,9 +18,11 @@ import torch
 from medi2i_pix2pix.layers import (
     Norm,
     SpatialDims,
+    crop_to,
     leveled_convolution,
     normalization,
     pad_to_multiple,
+    pointwise_convolution,
 )
 
 WIDEST = 320
@@ -36,7 +38,6 @@ class ResidualBlock(torch.nn.Module):
         self, dims: SpatialDims, in_channels: int, out_channels: int, *, stride: int, norm: Norm
     ) -> None:
         super().__init__()
-        conv = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
         self.main = torch.nn.Sequential(
             leveled_convolution(dims, in_channels, out_channels, stride=stride),
             normalization(dims, norm, out_channels),
@@ -47,7 +48,7 @@ class ResidualBlock(torch.nn.Module):
         self.shortcut: torch.nn.Module = torch.nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = torch.nn.Sequential(
-                conv(in_channels, out_channels, 1, stride=stride),
+                pointwise_convolution(dims, in_channels, out_channels, stride=stride),
                 normalization(dims, norm, out_channels),
             )
         self.activation = torch.nn.LeakyReLU(SLOPE)
@@ -104,8 +105,9 @@ class ResidualUNetGenerator(torch.nn.Module):
             ResidualBlock(dims, 2 * widths[level], widths[level], stride=1, norm=norm)
             for level in reversed(range(depth))
         )
-        conv = torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
-        self.output = torch.nn.Sequential(conv(widths[0], out_channels, 1), torch.nn.Tanh())
+        self.output = torch.nn.Sequential(
+            pointwise_convolution(dims, widths[0], out_channels), torch.nn.Tanh()
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Translate ``images`` to outputs in [-1, 1] of the same size."""
@@ -118,7 +120,4 @@ class ResidualUNetGenerator(torch.nn.Module):
         skips.pop()  # the deepest level feeds the decoder directly
         for upsample, block in zip(self.upsample, self.decoder, strict=True):
             features = block(torch.cat([skips.pop(), upsample(features)], dim=1))
-        output: torch.Tensor = self.output(features)
-        for axis, length in enumerate(size):
-            output = output.narrow(2 + axis, 0, int(length))
-        return output
+        return crop_to(self.output(features), size)
