@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from medi2i.errors import InputError, ModelFormatError, UnknownMethodError
-from medi2i.model_folder import load_model, read_manifest, save_model
+from medi2i.model_folder import (
+    ModelVersionWarning,
+    _newer,
+    load_model,
+    read_manifest,
+    save_model,
+)
 from medi2i.plugins import load_plugins
 from medi2i.registry import Registry
 from medi2i.testing import example_methods
@@ -117,3 +123,152 @@ def test_an_existing_folder_is_not_overwritten_by_default(
     with pytest.raises(InputError, match="already exists"):
         save_model(method, folder)
     assert sorted(p.name for p in folder.parent.iterdir()) == ["model"]  # no staging left behind
+
+
+# -- trust: a model folder is data from elsewhere ----------------------------------------
+
+
+def edit_manifest(folder: Path, **changes: object) -> None:
+    path = folder / "medi2i-model.json"
+    manifest = json.loads(path.read_text())
+    for key, value in changes.items():
+        target = manifest
+        *parents, last = key.split("__")
+        for parent in parents:
+            target = target[parent]
+        target[last] = value
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.safetensors", "a/../../x"])
+def test_weights_outside_the_folder_are_refused(
+    trained: tuple[PointwiseNet, Path], registry: Registry, name: str
+) -> None:
+    _, folder = trained
+    outside = folder.parent / "outside.safetensors"
+    shutil.copy(folder / "weights.safetensors", outside)  # same hash: only the path is wrong
+    edit_manifest(folder, weights__file=name)
+    with pytest.raises(ModelFormatError, match=r"weights\.file .*outside the model folder") as info:
+        load_model(folder, registry=registry)
+    assert str(folder) in str(info.value)
+    assert name in str(info.value)
+
+
+def test_a_symlink_out_of_the_folder_is_refused(
+    trained: tuple[PointwiseNet, Path], registry: Registry
+) -> None:
+    _, folder = trained
+    outside = folder.parent / "outside.safetensors"
+    (folder / "weights.safetensors").rename(outside)
+    (folder / "weights.safetensors").symlink_to(outside)
+    with pytest.raises(ModelFormatError, match=r"link to .*outside the model folder"):
+        load_model(folder, registry=registry)
+
+
+def test_a_zip_with_a_member_outside_the_model_is_refused(
+    trained: tuple[PointwiseNet, Path], registry: Registry, tmp_path: Path
+) -> None:
+    import zipfile
+
+    _, folder = trained
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for member in folder.iterdir():
+            zipped.write(member, f"model/{member.name}")
+        zipped.writestr("../../escaped.txt", "x")
+    with pytest.raises(ModelFormatError, match=r"evil\.zip holds '\.\./\.\./escaped\.txt'"):
+        load_model(archive, registry=registry)
+
+
+def test_options_larger_than_the_weights_are_refused_before_building(
+    trained: tuple[PointwiseNet, Path], registry: Registry
+) -> None:
+    _, folder = trained
+    edit_manifest(folder, options__hidden=2_000_000_000)  # 6e9 numbers, 24 GB as float32
+    with pytest.raises(ModelFormatError, match=r"hidden=2000000000.*more than the") as info:
+        load_model(folder, registry=registry)
+    assert str(folder) in str(info.value)
+    assert "\n" not in str(info.value)
+    edit_manifest(folder, options__hidden=7)
+    with pytest.raises(ModelFormatError, match=r"do not fit.*hidden=7.*network\.0\.weight"):
+        load_model(folder, registry=registry)
+
+
+def test_a_network_without_weights_is_refused(
+    trained: tuple[PointwiseNet, Path], registry: Registry
+) -> None:
+    _, folder = trained
+    edit_manifest(folder, weights=None)
+    with pytest.raises(ModelFormatError, match="names no weights file"):
+        load_model(folder, registry=registry)  # it would predict with an untrained network
+
+
+FIRST_PARTY_HUGE = [
+    ("regression-unet", {"filters": [4, 8, 16], "roi_size": [16, 16, 16]}, "filters"),
+    ("pix2pix", {"generator_filters": 4, "generator_depth": 2}, "generator_filters"),
+    ("srcnn", {"filters": [4, 4]}, "filters"),
+]
+
+
+@pytest.mark.parametrize(("method_id", "small", "option"), FIRST_PARTY_HUGE)
+def test_huge_options_of_first_party_methods_are_one_line_errors(
+    tmp_path: Path, method_id: str, small: dict[str, object], option: str
+) -> None:
+    installed = Registry()
+    if method_id not in installed.methods:
+        pytest.skip(f"the plugin with {method_id} is not installed")
+    folder = save_model(installed.method(method_id)(small), tmp_path / "model")
+    value = small[option]
+    huge = [200_000, *value[1:]] if isinstance(value, list) else 200_000
+    edit_manifest(folder, **{f"options__{option}": huge})
+    with pytest.raises(ModelFormatError) as info:
+        load_model(folder, registry=installed)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(folder) in message
+    assert f"{option}=" in message
+    assert "200000" in message
+
+
+def test_a_newer_release_series_is_refused_with_what_to_install(
+    trained: tuple[PointwiseNet, Path], registry: Registry
+) -> None:
+    _, folder = trained
+    edit_manifest(folder, method__version="9.9.9")
+    with pytest.raises(ModelFormatError, match=r"example-pointwise-net' 9\.9\.9.*pip install"):
+        load_model(folder, registry=registry)
+    edit_manifest(folder, method__version="0.1.0", medi2i_version="7.0.0")
+    with pytest.raises(ModelFormatError, match=r"medi2i 7\.0\.0, but 0\.1\.0 .*pip install -U"):
+        load_model(folder, registry=registry)
+    edit_manifest(folder, medi2i_version="0.2.0")  # under 0.x every minor is a new series
+    with pytest.raises(ModelFormatError, match=r"medi2i 0\.2\.0"):
+        load_model(folder, registry=registry)
+
+
+def test_a_newer_feature_release_warns(
+    trained: tuple[PointwiseNet, Path], registry: Registry
+) -> None:
+    _, folder = trained
+    edit_manifest(folder, medi2i_version="0.1.7")
+    with pytest.warns(ModelVersionWarning, match=r"medi2i 0\.1\.7, newer than the installed"):
+        load_model(folder, registry=registry)
+    edit_manifest(folder, medi2i_version="0.0.3")  # older models load silently
+    load_model(folder, registry=registry)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "installed", "expected"),
+    [
+        ("2.0.0", "1.9.9", "series"),
+        ("1.3.0", "1.2.9", "feature"),
+        ("1.2.9", "1.2.0", None),
+        ("0.2.0", "0.1.9", "series"),
+        ("0.1.3", "0.1.0", "feature"),
+        ("1.0.0", "2.0.0", None),
+        ("0.9.0", "1.0.0", None),
+        ("1.1.0rc1", "1.0.0", "feature"),
+        ("unknown", "1.0.0", None),
+    ],
+)
+def test_version_comparison(recorded: str, installed: str, expected: str | None) -> None:
+    assert _newer(recorded, installed) == expected
