@@ -194,6 +194,7 @@ def run_batch(
     model: Path | None = None,
     shard: tuple[int, int] | None = None,
     scan: ScanResult | None = None,
+    overwrite: bool = False,
 ) -> BatchReport:
     """Predict every study under ``root`` into ``output_root``; see the module docstring.
 
@@ -214,6 +215,8 @@ def run_batch(
         model: The trained-model folder ``method`` came from, for the provenance.
         shard: ``(rank, world_size)``: process only every ``world_size``-th study.
         scan: ``root``'s header scan when the caller already made it (scanned otherwise).
+        overwrite: Write into a non-empty ``output_root`` that is not an earlier batch's
+            (:func:`medi2i.io.destinations.check_batch_root`).
 
     Returns:
         The final record of every study this process handled.
@@ -221,12 +224,20 @@ def run_batch(
     Raises:
         InputError: ``root`` does not exist or holds no DICOM study.
         OptionsError: An unknown format or an invalid shard.
+        OutputError: ``output_root`` lies inside ``root``, holds it, or holds other data.
     """
+    from medi2i.io.destinations import check_batch_root
+
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
         raise OptionsError(f"output formats {list(formats)}: use one or both of dicom, nifti")
+    manifest = manifest if manifest is not None else Path(output_root) / MANIFEST_NAME
+    check_batch_root(
+        Path(output_root), input_root=Path(root), overwrite=overwrite, manifest=manifest
+    )
+    selector = _declared_modality(selector, method, force=settings.force_modality)
     jobs = _shard(discover_studies(Path(root), selector, scan=scan), shard)
-    book = Manifest(manifest if manifest is not None else Path(output_root) / MANIFEST_NAME)
+    book = Manifest(manifest)
     runner = _StudyRunner(
         method=method,
         settings=settings.model_copy(update={"progress": False}),
@@ -243,6 +254,19 @@ def run_batch(
             records.append(_process(job, runner, book))
             advance(job.key)
     return BatchReport(manifest=book.path, records=tuple(records))
+
+
+def _declared_modality(
+    selector: SeriesSelector | None, method: Method, *, force: bool
+) -> SeriesSelector | None:
+    """Pick the series of the method's input modality unless told otherwise: a CT
+    study in a tree must not be run through an MR→CT model."""
+    from medi2i.dicom.select import SeriesSelector
+
+    declared = method.input_spec.modality
+    if force or declared not in ("CT", "MR") or (selector and selector.modality):
+        return selector
+    return (selector or SeriesSelector()).model_copy(update={"modality": declared})
 
 
 def _shard(jobs: list[StudyJob], shard: tuple[int, int] | None) -> list[StudyJob]:
@@ -374,18 +398,15 @@ def remove_leftovers(folder: Path) -> list[Path]:
     """
     if not folder.is_dir():
         return []
-    removed = [path for path in folder.iterdir() if _is_temporary(path.name)]
+    from medi2i.io.atomic import is_temporary
+
+    removed = [path for path in folder.iterdir() if is_temporary(path.name)]
     for path in removed:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
     return removed
-
-
-def _is_temporary(name: str) -> bool:
-    stem, separator, _ = name.partition(".tmp-")
-    return bool(separator) and name.startswith(".") and len(stem) > 1
 
 
 @contextmanager

@@ -41,3 +41,11 @@ class ModelFormatError(Medi2iError):
 
 class DeviceError(Medi2iError):
     """The requested compute device is not available."""
+
+
+class OutputError(Medi2iError):
+    """An output cannot be written where asked, or would not be a valid result."""
+
+
+class TrainingError(Medi2iError):
+    """Training cannot go on: a loss or the weights stopped being finite numbers."""

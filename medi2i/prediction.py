@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from medi2i.errors import OptionsError
+from medi2i.errors import InputError, OptionsError
 from medi2i.method import DataKind, Grid, Method, PatchNetworkMethod, PredictContext
 from medi2i.settings import InferenceSettings
 
@@ -53,8 +53,12 @@ def predict_tensor(
     """
     from medi2i.engine import SlidingWindowEngine
     from medi2i.resample import apply_spatial_plan, resample_to_grid
+    from medi2i.voxel_checks import checked_input, require_finite_output
 
-    engine = SlidingWindowEngine(settings=settings or InferenceSettings())
+    settings = settings or InferenceSettings()
+    check_modality(method, image, force=settings.force_modality)
+    image = checked_input(image, settings.nonfinite)
+    engine = SlidingWindowEngine(settings=settings)
     context = PredictContext(
         engine=engine, condition=method.parse_condition(condition), device=engine.device
     )
@@ -64,6 +68,12 @@ def predict_tensor(
     output = _with_grid(method, method.predict(prepared, context), prepared)
     output = method.postprocess(output, prepared)
     result = resample_to_grid(output, method.output_grid(input_grid), mode="linear")
+    require_finite_output(
+        result.as_tensor().detach().cpu().numpy(),
+        f"the output of {method.id!r} for {image.meta.get('filename_or_obj', 'the input')}",
+        hint="the method failed on this input (a diverged model, or an input unlike its "
+        "training data); nothing was written",
+    )
     result.meta = {
         **dict(image.meta),
         **_grid_meta(result),
@@ -73,6 +83,28 @@ def predict_tensor(
         "medi2i.output.units": method.output_spec.units,
     }
     return result
+
+
+def check_modality(method: Method, image: MetaTensor, *, force: bool = False) -> None:
+    """Refuse a DICOM series whose Modality is not the one ``method`` takes as input.
+
+    Only a series read from DICOM says its modality; a NIfTI file cannot be checked.
+
+    Raises:
+        InputError: E.g. a CT series given to an MR→CT model, unless ``force``.
+    """
+    from medi2i.dicom.source import META_KEY
+
+    expected = method.input_spec.modality
+    source = image.meta.get(META_KEY)
+    found = getattr(source, "modality", None)
+    if force or expected in ("any", "") or not found or found == expected:
+        return
+    raise InputError(
+        f"{image.meta.get('filename_or_obj', 'the input')}: the series is {found}, but "
+        f"{method.id!r} translates {expected} input; give a series of modality {expected} "
+        "(select it with --modality), or pass --force-modality to translate it anyway"
+    )
 
 
 def _with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> MetaTensor:
@@ -142,6 +174,7 @@ def predict(
     condition: Condition = None,
     registry: Registry | None = None,
     image: MetaTensor | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Translate the volume at ``source`` and write it to ``output``.
 
@@ -157,14 +190,28 @@ def predict(
         image: The volume at ``source`` when the caller has read it already (the CLI
             reads a DICOM folder from the header scan it made to tell a series from a
             tree of studies); ``source`` still names the input in the provenance.
+        overwrite: Replace an existing output (atomically, after the new one is
+            written in full). Without it an existing output is refused; an output that
+            is, holds or lies inside the input is always refused
+            (:mod:`medi2i.io.destinations`).
 
     Returns:
         The written output path. A provenance sidecar ``<output stem>.provenance.json``
         is written next to it.
+
+    Raises:
+        OutputError: The output is the input, or exists and ``overwrite`` is not set,
+            or the method's output is not finite (nothing is written then).
+        InputError: The input is unreadable, non-finite (see ``settings.nonfinite``),
+            constant or empty, or of another modality than the method takes.
     """
     from medi2i.io import read_volume, write_volume
+    from medi2i.io.destinations import check_destination
     from medi2i.registry import Registry
 
+    output = Path(output)
+    check_destination(output, inputs=[Path(source)], overwrite=overwrite)
+    check_destination(sidecar_path(output), inputs=[Path(source)], overwrite=True, folder=False)
     registry = registry if registry is not None else Registry()
     ready = load_method(method=method, model=model, options=options, registry=registry)
     settings = settings or InferenceSettings()

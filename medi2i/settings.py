@@ -10,6 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+NonFinitePolicy = Literal["error", "zero", "nearest"]
+"""What to do with NaN or infinite input voxels: refuse the volume, set them to 0, or give
+each the value of its nearest finite voxel (see :mod:`medi2i.voxel_checks`)."""
+
 
 class InferenceSettings(BaseModel):
     """How the sliding-window engine runs a patch network.
@@ -28,13 +32,19 @@ class InferenceSettings(BaseModel):
             ``"cuda:N"``.
         amp: Run the network in float16 autocast; only takes effect on CUDA.
         progress: Show a progress bar over the windows.
+        nonfinite: What to do with NaN or infinite input voxels: ``"error"`` refuses the
+            volume (naming how many and where), ``"zero"`` sets them to 0, ``"nearest"``
+            gives each the value of the nearest finite voxel.
+        force_modality: Translate a DICOM series whose Modality differs from the one
+            the method declares for its input (e.g. a CT given to an MR→CT model);
+            refused otherwise.
 
     Example:
         >>> InferenceSettings(roi_size=(64, 64, 64), device="cpu").overlap
         0.25
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     roi_size: tuple[int, int, int] | None = None
     sw_batch_size: int = Field(default=4, ge=1)
@@ -44,6 +54,8 @@ class InferenceSettings(BaseModel):
     device: str = "auto"
     amp: bool = True
     progress: bool = True
+    nonfinite: NonFinitePolicy = "error"
+    force_modality: bool = False
 
     @field_validator("roi_size")
     @classmethod

@@ -140,7 +140,7 @@ def test_predict_on_a_tree_of_dicom_studies_translates_every_study(tmp_path: Pat
 
     volume = np.random.default_rng(0).normal(0.0, 100.0, (12, 12, 6)).astype(np.float32)
     for study in ("1.2.3.4.1", "1.2.3.4.2"):
-        write_series(tmp_path / "tree" / study[-1], volume, modality="CT", study_uid=study)
+        write_series(tmp_path / "tree" / study[-1], volume, modality="MR", study_uid=study)
     result = run(
         "predict",
         str(tmp_path / "tree"),
@@ -165,7 +165,7 @@ def test_predict_on_one_dicom_series_parses_its_headers_once(
     from medi2i.testing.dicom_series import write_series
 
     volume = np.random.default_rng(1).normal(0.0, 100.0, (12, 10, 6)).round().astype(np.float32)
-    write_series(tmp_path / "series", volume, modality="CT")
+    write_series(tmp_path / "series", volume, modality="MR")
     parsed: list[Path] = []
     real = images.read_file_record
     monkeypatch.setattr(

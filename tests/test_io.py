@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 
-from medi2i.errors import GeometryError, InputError, OptionsError
+from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 from medi2i.io import builtin_readers, builtin_writers, read_volume, write_volume
 from medi2i.io.atomic import atomic_path, temporary_sibling
 from medi2i.io.base import DTYPE_KEY, VolumeReader, volume_from_array
@@ -93,11 +93,21 @@ def test_float32_is_the_default_output_type(tmp_path: Path) -> None:
 
 
 def test_integer_output_is_rounded_and_clipped(tmp_path: Path) -> None:
-    values = np.array([-5.0, 2.6, 3.4, 300.0, np.nan] + [0.0] * 3).reshape(2, 2, 2)
+    values = np.array([-5.0, 2.6, 3.4, 300.0, -0.4] + [0.0] * 3).reshape(2, 2, 2)
     written = write_volume(make(values, np.eye(4), "uint8"), tmp_path / "mask.nrrd")
     on_disk = sitk.GetArrayFromImage(sitk.ReadImage(str(written))).transpose(2, 1, 0)
     assert on_disk.dtype == np.uint8
     assert on_disk.ravel().tolist() == [0, 3, 3, 255, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_non_finite_volume_is_never_written(tmp_path: Path, suffix: str, bad: float) -> None:
+    values = np.zeros((2, 2, 2))
+    values[1, 0, 1] = bad
+    with pytest.raises(OutputError, match=r"1 voxel\(s\) are NaN or infinite.*\(1, 0, 1\)"):
+        write_volume(make(values, np.eye(4), "int16"), tmp_path / f"out{suffix}")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_output_type_is_refused(tmp_path: Path) -> None:

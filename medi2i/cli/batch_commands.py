@@ -17,6 +17,7 @@ from medi2i.cli.commands import (
     _settings,
     inference_options,
     method_options,
+    overwrite_option,
 )
 from medi2i.errors import OptionsError
 
@@ -94,6 +95,7 @@ def _shard_from_environment() -> tuple[int, int] | None:
     is_flag=True,
     help="De-identify the DICOM outputs (profile medi2i-basic-1, PS3.15 Basic Profile).",
 )
+@overwrite_option
 @inference_options
 @click.pass_context
 def batch_command(
@@ -112,6 +114,7 @@ def batch_command(
     orientation: str | None,
     largest: bool,
     deidentify: bool,
+    overwrite: bool,
     **inference: object,
 ) -> None:
     """Translate every DICOM study under INPUT_ROOT into OUTPUT_ROOT.
@@ -122,6 +125,10 @@ def batch_command(
     manifest records each study (done, failed, skipped, with timings). A rerun skips
     finished studies and redoes interrupted ones; a failed study never stops the
     batch, but the command exits with status 1 when any study failed.
+
+    OUTPUT_ROOT must be new, empty, or the root of an earlier batch (it holds its
+    manifest), unless --overwrite is given; it may not lie inside INPUT_ROOT or hold it.
+    A redone study's outputs are replaced atomically; finished studies are not touched.
     """
     translate_tree(
         ctx,
@@ -136,6 +143,7 @@ def batch_command(
         manifest=manifest,
         selector=_selector(modality, description, orientation, largest),
         deidentify=deidentify,
+        overwrite=overwrite,
     )
 
 
@@ -154,6 +162,7 @@ def translate_tree(
     selector: SeriesSelector | None = None,
     deidentify: bool = False,
     scan: ScanResult | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Run the batch behind ``medi2i batch`` (and ``medi2i predict`` on a tree of studies);
     ``scan`` is the tree's header scan when the caller already made it."""
@@ -182,6 +191,7 @@ def translate_tree(
         model=model,
         shard=_shard_from_environment(),
         scan=scan,
+        overwrite=overwrite,
     )
     for record in report.failed:
         click.secho(f"failed: {record.study}: {record.error}", fg="red", err=True)

@@ -150,6 +150,8 @@ def _settings(
     device: str,
     amp: bool,
     progress: bool,
+    nonfinite: str = "error",
+    force_modality: bool = False,
 ) -> InferenceSettings:
     from pydantic import ValidationError
 
@@ -164,6 +166,8 @@ def _settings(
             device=device,
             amp=amp,
             progress=progress,
+            nonfinite=nonfinite,  # type: ignore[arg-type]
+            force_modality=force_modality,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
@@ -203,10 +207,33 @@ def inference_options(command: F) -> F:
         click.option(
             "--progress/--no-progress", default=True, show_default=True, help="Progress bar."
         ),
+        click.option(
+            "--nonfinite",
+            type=click.Choice(["error", "zero", "nearest"]),
+            default="error",
+            show_default=True,
+            help="NaN or infinite input voxels: refuse the input, set them to 0, or use the "
+            "nearest finite voxel's value.",
+        ),
+        click.option(
+            "--force-modality",
+            is_flag=True,
+            help="Translate a DICOM series whose Modality is not the method's input modality.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def overwrite_option(command: F) -> F:
+    """Add --overwrite: consent to replace an existing output."""
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace existing outputs (atomically, only after the new output is complete). "
+        "Without it an existing output is refused. An input is never replaced.",
+    )(command)
 
 
 def method_options(command: F) -> F:
@@ -245,6 +272,7 @@ def method_options(command: F) -> F:
     show_default=True,
     help="For a tree of DICOM studies: outputs per study, dicom, nifti or dicom,nifti.",
 )
+@overwrite_option
 @inference_options
 @click.pass_context
 def predict_command(
@@ -257,21 +285,36 @@ def predict_command(
     option_pairs: tuple[str, ...],
     condition_pairs: tuple[str, ...],
     format_list: str,
+    overwrite: bool,
     **inference: object,
 ) -> None:
     """Translate INPUT with a method or trained model into OUTPUT.
 
     INPUT is a volume file (NIfTI, NRRD, MHA), a DICOM series folder, or a tree of
     DICOM studies (then OUTPUT is a folder and every study is translated as by
-    "medi2i batch"). OUTPUT's suffix picks the format; no suffix writes a DICOM series.
+    "medi2i batch"). OUTPUT's suffix picks the format; no suffix writes a DICOM series
+    (into a new or empty folder).
     The output keeps the input's grid (affine, spacing, orientation) unless the method
     changes resolution; a provenance sidecar is written next to it.
+
+    Existing outputs: the same rule for every format. An existing output file, or a
+    folder that is not empty, is refused unless --overwrite is given; then it is
+    replaced atomically, only after the new output was written in full (a DICOM series
+    replaces only a folder holding nothing but a .dcm series). An output that is the
+    input, lies inside the input folder or holds the input is always refused.
     """
     from medi2i.prediction import predict
 
     scan = _dicom_scan(input_path)
     if scan is not None and len(scan.studies) > 1:
         from medi2i.cli.batch_commands import translate_tree
+
+        if output_path.suffix:
+            raise OptionsError(
+                f"{input_path} holds {len(scan.studies)} DICOM studies, which are written as "
+                f"one output folder per study, but {output_path} names a file; give an "
+                "output folder (no suffix), or the folder of one series as INPUT"
+            )
 
         translate_tree(
             ctx,
@@ -284,6 +327,7 @@ def predict_command(
             format_list=format_list,
             inference=inference,
             scan=scan,
+            overwrite=overwrite,
         )
         return
 
@@ -303,6 +347,7 @@ def predict_command(
         condition=_key_values(condition_pairs, "--condition") or None,
         registry=_registry(ctx),
         image=image,
+        overwrite=overwrite,
     )
     click.echo(f"wrote {written}")
 

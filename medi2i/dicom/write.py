@@ -55,6 +55,7 @@ import numpy as np
 from medi2i.dicom.deidentify import PLACEHOLDER_NAME, Deidentifier, run_deidentifier
 from medi2i.errors import GeometryError, InputError, OptionsError
 from medi2i.io.atomic import atomic_path
+from medi2i.voxel_checks import require_finite_output
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -225,7 +226,8 @@ def _values_and_affine(volume: MetaTensor, folder: Path) -> tuple[np.ndarray, np
             "a series holds one channel, (1, X, Y, Z) or (X, Y, Z); write each channel separately"
         )
     affine = np.asarray(volume.affine.detach().cpu().numpy(), dtype=np.float64)
-    return np.nan_to_num(values), affine
+    require_finite_output(values, folder)  # NaN must not become 0 HU water
+    return values, affine
 
 
 def slice_geometry(affine: np.ndarray, folder: Path) -> SliceGeometry:

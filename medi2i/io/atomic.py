@@ -5,13 +5,20 @@ under the final name, and never destroys an existing output: the rename happens 
 after the writer returned. The temporary name lives in the destination folder (a
 rename across file systems is not atomic) and keeps the destination's suffix, because
 format libraries choose the format and compression by it.
+
+A process killed outright (``kill -9``, power loss) cannot remove its temporary file.
+The temporary name carries the writing process's id, ``.out.tmp-<pid>-<hex>.nii.gz``,
+so the next atomic write into that folder removes what a process that no longer runs
+left there (:func:`remove_stale_temporaries`), and never touches a write in progress.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +44,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     temporary = temporary_sibling(path)
     try:
         yield temporary
@@ -63,6 +71,7 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     folder = temporary_sibling(path.with_name(path.name + ".parts"))
     folder.mkdir()
     try:
@@ -75,12 +84,68 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
 
 
 def temporary_sibling(path: Path) -> Path:
-    """A fresh hidden name next to ``path`` with the same suffix(es)."""
+    """A fresh hidden name next to ``path`` with the same suffix(es) and this process's id."""
     stem, dot, suffix = path.name.partition(".")
     while True:
-        candidate = path.with_name(f".{stem}.tmp-{secrets.token_hex(4)}{dot}{suffix}")
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        candidate = path.with_name(f".{stem}.tmp-{token}{dot}{suffix}")
         if not candidate.exists():
             return candidate
+
+
+_TEMPORARY = re.compile(r"^\..+?\.tmp-(?:(?P<pid>\d+)-)?[0-9a-z_]{6,}")
+LEGACY_TEMPORARY_AGE_S = 3600.0
+"""A temporary name without a process id (older medi2i) is stale after this many seconds."""
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of medi2i's temporary names (``.out.tmp-...``)."""
+    return _TEMPORARY.match(name) is not None
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files and folders that dead medi2i writers left in ``folder``.
+
+    A name ``.<name>.tmp-<pid>-<hex>...`` is stale when no process ``<pid>`` runs on
+    this machine; a name without a process id when it is older than
+    :data:`LEGACY_TEMPORARY_AGE_S`. Nothing else is touched.
+
+    Returns:
+        What was removed.
+    """
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not _is_stale(entry, match.group("pid")):
+            continue
+        _remove(entry)
+        removed.append(entry)
+    return removed
+
+
+def _is_stale(entry: Path, pid: str | None) -> bool:
+    if pid is None:
+        try:
+            return time.time() - entry.lstat().st_mtime > LEGACY_TEMPORARY_AGE_S
+        except OSError:
+            return False
+    return not _process_runs(int(pid))
+
+
+def _process_runs(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # it exists but is not ours, or the id cannot be asked about: keep it
+    return True
 
 
 def _replace(temporary: Path, path: Path) -> None:

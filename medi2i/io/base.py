@@ -262,6 +262,9 @@ def volume_to_array(volume: MetaTensor, *, path: Path) -> tuple[np.ndarray, np.n
             "one channel, (1, X, Y, Z) or (X, Y, Z); write each channel to its own file"
         )
     affine = _checked_affine(volume.affine.detach().cpu().numpy(), path)
+    from medi2i.voxel_checks import require_finite_output
+
+    require_finite_output(values, path)  # never write NaN, nor NaN cast to 0
     return cast_for_writing(values, output_dtype(volume.meta)), affine
 
 

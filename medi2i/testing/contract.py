@@ -110,12 +110,16 @@ def _predict(
     condition: Mapping[str, object] | None,
     settings: InferenceSettings | None,
 ) -> MetaTensor:
+    from medi2i.errors import OutputError
     from medi2i.prediction import predict_tensor
 
     before = image.as_tensor().clone()
-    output = predict_tensor(
-        method, image, settings=settings or CONTRACT_SETTINGS, condition=condition
-    )
+    try:
+        output = predict_tensor(
+            method, image, settings=settings or CONTRACT_SETTINGS, condition=condition
+        )
+    except OutputError as exc:  # the predict path refuses a non-finite output
+        raise AssertionError(f"{method.id}: output has NaN or infinite values ({exc})") from None
     if not _same_values(image.as_tensor(), before):
         raise AssertionError(f"{method.id} modified its input volume in place")
     return output

@@ -100,7 +100,7 @@ def test_fitting_over_a_declared_target_is_refused() -> None:
 
 
 def test_a_constant_volume_is_refused() -> None:
-    with pytest.raises(Medi2iError, match="no spread"):
+    with pytest.raises(Medi2iError, match="constant volume"):
         zscore(make_volume((16, 16, 16), kind="constant"))
 
 

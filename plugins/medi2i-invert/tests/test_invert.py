@@ -70,12 +70,11 @@ def test_statistics_are_taken_over_the_whole_volume() -> None:
     assert RANGE_KEY not in image.meta
 
 
-def test_a_constant_volume_stays_constant() -> None:
+def test_a_constant_volume_is_refused_as_holding_nothing() -> None:
     image = make_volume((16, 16, 16), kind="constant")
 
-    inverted = invert(image)
-
-    assert torch.allclose(inverted.as_tensor(), image.as_tensor())
+    with pytest.raises(medi2i.InputError, match="constant volume holds nothing"):
+        invert(image)
 
 
 def test_the_output_keeps_the_input_grid(medi2i_volume: MetaTensor) -> None:

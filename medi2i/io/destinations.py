@@ -1,0 +1,113 @@
+"""Where an output may be written: never over an input, never over data without consent.
+
+The rules, the same for every format (NIfTI, NRRD, MetaImage, a DICOM series) and for
+``medi2i predict``, :func:`medi2i.predict` and ``medi2i batch``:
+
+- An output is never an input: not the same file (through a symlink or a hard link
+  too), not the input's folder, not a folder inside an input folder, and not a folder
+  that holds an input (replacing it would delete the input). No switch overrides this.
+- An output that exists (a file, or a folder that is not empty) is refused unless
+  ``overwrite`` is given; then it is replaced atomically, and only after the new output
+  was written in full. A DICOM series replaces only a folder that holds nothing but a
+  ``.dcm`` series.
+- ``medi2i batch`` writes into a new or empty output root, or into the root of an earlier
+  batch (it holds that batch's manifest) to resume it: finished studies are skipped and
+  the outputs of studies that are redone are replaced. Any other non-empty root needs
+  ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from medi2i.errors import OutputError
+
+
+def check_destination(
+    output: Path, *, inputs: Sequence[Path], overwrite: bool, folder: bool | None = None
+) -> None:
+    """Refuse an output path that is an input or holds data the user did not give up.
+
+    Args:
+        output: The output file or series folder.
+        inputs: Every path the run reads (files or folders).
+        overwrite: Whether an existing output may be replaced.
+        folder: Whether the output is a folder (a DICOM series); by default a path
+            without a suffix or an existing folder is one.
+
+    Raises:
+        OutputError: One line naming the output and what to do.
+    """
+    output = Path(output)
+    if folder is None:
+        folder = output.suffix == "" or output.is_dir()
+    for source in inputs:
+        _refuse_input(output, Path(source))
+    if output.is_dir() and not folder:
+        raise OutputError(
+            f"{output} is an existing folder, but the output is a file; give a file name "
+            f"such as {output / 'out.nii.gz'}"
+        )
+    if overwrite or not output.exists():
+        return
+    if output.is_dir() and not any(output.iterdir()):
+        return
+    what = "a folder that is not empty" if output.is_dir() else "an existing file"
+    raise OutputError(
+        f"{output} is {what}; choose a new output path, or pass --overwrite to replace it "
+        "(replaced only after the new output is written in full)"
+    )
+
+
+def check_batch_root(
+    output_root: Path, *, input_root: Path, overwrite: bool, manifest: Path
+) -> None:
+    """The batch rules of the module docstring for ``output_root``.
+
+    Raises:
+        OutputError: The root is inside the input tree, holds it, or holds other data.
+    """
+    output_root, input_root = Path(output_root), Path(input_root)
+    _refuse_input(output_root, input_root)
+    if overwrite or not output_root.exists() or Path(manifest).exists():
+        return
+    if output_root.is_dir() and not any(output_root.iterdir()):
+        return
+    raise OutputError(
+        f"{output_root} exists and holds no batch manifest ({Path(manifest).name}); give a "
+        "new or empty output folder, the folder of an earlier batch to resume it, or pass "
+        "--overwrite to write into it anyway"
+    )
+
+
+def _refuse_input(output: Path, source: Path) -> None:
+    out, src = _resolved(output), _resolved(source)
+    if out == src or _same_file(output, source):
+        raise OutputError(
+            f"{output} is the input {source}; an output never replaces its input, give "
+            "another output path"
+        )
+    if src.is_dir() and out.is_relative_to(src):
+        raise OutputError(
+            f"{output} lies inside the input folder {source}; write outputs outside the "
+            "input, e.g. next to it"
+        )
+    if src.is_relative_to(out):
+        raise OutputError(
+            f"{output} holds the input {source}, and writing it would replace the input; "
+            "give an output path outside the input's folders"
+        )
+
+
+def _resolved(path: Path) -> Path:
+    # symlinks resolved; a path that does not exist yet keeps its (resolved) parents
+    return Path(os.path.realpath(path))
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except OSError:
+        return False

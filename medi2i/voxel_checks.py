@@ -1,0 +1,152 @@
+"""Checks of the voxel values that go into a method and come out of it.
+
+A single NaN, infinite or absurdly large voxel turns every normalised value NaN, and a
+constant or empty volume gives a plausible-looking output of nothing; either would be
+written as if it were fine. So the predict path checks every input before the method
+sees it and every output before anything is written:
+
+- Non-finite input voxels (NaN, +/-Inf) follow a policy (:data:`NonFinitePolicy`):
+  ``"error"`` (the default) refuses the volume with their count and the first one's
+  voxel index; ``"zero"`` sets them to 0; ``"nearest"`` gives each the value of the
+  nearest finite voxel.
+- Finite values beyond :data:`SAFE_MAGNITUDE` are refused: squares and sums of such
+  values overflow float32 in any normalisation, and an integer type that large (a
+  uint64 near 2**63) has already lost its differences in float32.
+- A constant volume, or one where fewer than :data:`MIN_FOREGROUND_VOXELS` voxels
+  differ from the background (the lowest value), is refused: there is nothing to
+  translate.
+- An output with any non-finite voxel is never written (:func:`require_finite_output`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, get_args
+
+import numpy as np
+
+from medi2i.errors import InputError, OutputError
+from medi2i.settings import NonFinitePolicy
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+NONFINITE_POLICIES: tuple[str, ...] = get_args(NonFinitePolicy)
+
+SAFE_MAGNITUDE = 1e12
+"""Largest absolute voxel value accepted: far above any CT (HU) or MR intensity, far
+below where float32 arithmetic on a whole volume overflows."""
+MIN_FOREGROUND_VOXELS = 8
+"""Fewest voxels that must differ from the background for a volume to hold anything."""
+
+
+def checked_input(image: MetaTensor, policy: NonFinitePolicy = "error") -> MetaTensor:
+    """Apply the input checks to ``image``; returns it, repaired when the policy says so.
+
+    Args:
+        image: A ``(1, X, Y, Z)`` volume as a reader returns it.
+        policy: What to do with non-finite voxels.
+
+    Returns:
+        ``image`` itself when every voxel is finite; a repaired copy otherwise (the
+        caller's volume is never changed).
+
+    Raises:
+        InputError: Non-finite voxels under ``"error"``, values beyond the safe range,
+            a constant or empty volume (the message names the file and what to do).
+    """
+    if policy not in NONFINITE_POLICIES:
+        raise InputError(f"unknown non-finite policy {policy!r}; use one of {NONFINITE_POLICIES}")
+    where = _name(image)
+    values = image.as_tensor().detach().cpu().numpy()
+    finite = np.isfinite(values)
+    bad = int(values.size - np.count_nonzero(finite))
+    if bad:
+        if policy == "error":
+            raise InputError(
+                f"{where}: {bad} voxel(s) are NaN or infinite (first at voxel "
+                f"{_first(~finite)}); fix the file, or pass --nonfinite zero|nearest to "
+                "replace them"
+            )
+        image = _repaired(image, values, finite, policy)
+        values = image.as_tensor().numpy()
+    _check_range(values, where)
+    return image
+
+
+def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "") -> None:
+    """Refuse to write ``values`` to ``path`` when any voxel is NaN or infinite.
+
+    Args:
+        values: The voxel values.
+        path: What would have been written, for the message.
+        hint: What to do about it, appended to the message.
+
+    Raises:
+        OutputError: Naming the count and the first bad voxel; nothing was written.
+    """
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    bad = int(values.size - np.count_nonzero(finite))
+    raise OutputError(
+        f"{path} was not written: {bad} voxel(s) are NaN or infinite (first at voxel "
+        f"{_first(~finite)}){'; ' + hint if hint else ''}"
+    )
+
+
+def _check_range(values: np.ndarray, where: str) -> None:
+    if values.size == 0:
+        raise InputError(f"{where}: the volume has no voxels")
+    low, high = float(values.min()), float(values.max())
+    if max(abs(low), abs(high)) > SAFE_MAGNITUDE:
+        first = _first(np.abs(values) > SAFE_MAGNITUDE)
+        raise InputError(
+            f"{where}: values reach {max(abs(low), abs(high)):.3g} (first at voxel {first}), "
+            f"beyond the safe range of +/-{SAFE_MAGNITUDE:.0e}; rescale the image to its "
+            "real units (HU for CT) before translating it"
+        )
+    if low == high:
+        raise InputError(
+            f"{where}: every voxel is {low:g}, a constant volume holds nothing to translate; "
+            "check that the right file or series was given"
+        )
+    foreground = int(np.count_nonzero(values > low))
+    if foreground < MIN_FOREGROUND_VOXELS:
+        raise InputError(
+            f"{where}: only {foreground} voxel(s) differ from the background value {low:g}; "
+            "the volume is empty, check that the right file or series was given"
+        )
+
+
+def _repaired(
+    image: MetaTensor, values: np.ndarray, finite: np.ndarray, policy: NonFinitePolicy
+) -> MetaTensor:
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+    if not finite.any():
+        raise InputError(f"{_name(image)}: no voxel is finite; there is nothing to translate")
+    fixed = values.copy()
+    if policy == "zero":
+        fixed[~finite] = 0.0
+    else:
+        from scipy.ndimage import distance_transform_edt
+
+        # per channel: indices of the nearest finite voxel for every voxel
+        for channel in range(fixed.shape[0]):
+            nearest = distance_transform_edt(
+                ~finite[channel], return_distances=False, return_indices=True
+            )
+            fixed[channel] = fixed[channel][tuple(nearest)]
+    return MetaTensor(torch.from_numpy(fixed), affine=image.affine.clone(), meta=dict(image.meta))
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    index = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    spatial = index[1:] if mask.ndim == 4 else index
+    return tuple(int(i) for i in spatial)
+
+
+def _name(image: MetaTensor) -> str:
+    return str(image.meta.get("filename_or_obj") or "the input volume")
