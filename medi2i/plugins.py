@@ -13,14 +13,26 @@ Environment switches:
     value loads none.
 ``MEDI2I_STRICT_PLUGINS``
     Set to ``1`` to turn a plugin that fails to load or register into an error.
+
+A plugin's code runs (import, register hooks) with ``sys.stdout`` sent to ``sys.stderr``
+(:func:`plugin_output_to_stderr`), so that a plugin that prints cannot corrupt the
+machine-readable output (``--json``) that commands write to stdout.
+
+A workflow's ``plugins`` key selects among what is installed, by name
+(:func:`add_installed_plugin`); it never imports a module it names, so validating a
+workflow file runs no code the file brings along.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.metadata
 import os
+import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pluggy
@@ -30,6 +42,8 @@ from medi2i.errors import PluginError
 
 ENTRY_POINT_GROUP = "medi2i"
 BUILTIN_PLUGINS = ("medi2i.builtins",)
+OPT_IN_PLUGINS = ("medi2i.testing.example_methods", "medi2i.testing.trainable_examples")
+"""Plugins shipped inside medi2i that load only when a workflow names them (examples)."""
 
 
 class PluginWarning(UserWarning):
@@ -132,7 +146,8 @@ def _load_entry_point(plugins: PluginSet, entry_point: importlib.metadata.EntryP
             f"{getattr(other, '__name__', other)!r}; uninstall one of them"
         )
     try:
-        module = entry_point.load()
+        with plugin_output_to_stderr():
+            module = entry_point.load()
         plugins.manager.register(module, name=name)
     except Exception as exc:  # a broken plugin must not take the others down
         plugins.fail(name, "import", exc)
@@ -141,6 +156,80 @@ def _load_entry_point(plugins: PluginSet, entry_point: importlib.metadata.EntryP
     plugins.infos.append(
         _info(plugins.manager, module, name, version, _dist_name(entry_point), builtin=False)
     )
+
+
+@contextlib.contextmanager
+def plugin_output_to_stderr() -> Iterator[None]:
+    """Send what plugin code prints to stderr: stdout carries machine-readable output."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def installed_plugin_names() -> list[str]:
+    """Names a workflow's ``plugins`` key may use: the installed entry points of group
+    ``medi2i`` (entry-point and distribution names) and :data:`OPT_IN_PLUGINS`."""
+    names: set[str] = set(OPT_IN_PLUGINS)
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        names.add(entry_point.name)
+        names.update(filter(None, [_dist_name(entry_point)]))
+    return sorted(names)
+
+
+def add_installed_plugin(plugins: PluginSet, name: str) -> bool:
+    """Load the installed plugin called ``name`` into ``plugins`` unless it is loaded.
+
+    ``name`` is an entry-point name or a distribution name of group ``medi2i``, or one
+    of :data:`OPT_IN_PLUGINS`; nothing else is imported, so a name can only select
+    code that was installed, never bring new code in.
+
+    Returns:
+        Whether a plugin was added (a registry made before must be made again).
+
+    Raises:
+        PluginError: No installed plugin has that name (the message lists those that
+            do), or the plugin fails to load.
+    """
+    if name in OPT_IN_PLUGINS:
+        if plugins.manager.get_plugin(name) is not None:
+            return False
+        with plugin_output_to_stderr():
+            module = importlib.import_module(name)  # shipped with medi2i, like the built-ins
+        return _register_selected(plugins, name, module, None, "medi2i")
+    entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    matches = [ep for ep in entry_points if name in (ep.name, _dist_name(ep))]
+    if not matches:
+        raise PluginError(
+            f"no installed medi2i plugin is named {name!r} "
+            f"(installed: {', '.join(installed_plugin_names())}); install its distribution "
+            "or use its entry-point name (`medi2i plugins` lists them)"
+        )
+    added = False
+    for entry_point in matches:
+        if plugins.manager.get_plugin(entry_point.name) is not None:
+            continue
+        try:
+            with plugin_output_to_stderr():
+                module = entry_point.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} cannot be loaded: {exc}") from None
+        version = entry_point.dist.version if entry_point.dist is not None else None
+        dist = _dist_name(entry_point)
+        added |= _register_selected(plugins, entry_point.name, module, version, dist)
+    return added
+
+
+def _register_selected(
+    plugins: PluginSet, name: str, module: object, version: str | None, dist: str | None
+) -> bool:
+    try:
+        plugins.manager.register(module, name=name)
+        plugins.manager.check_pending()
+    except Exception as exc:  # invalid hooks: report with the name the workflow used
+        if plugins.manager.get_plugin(name) is not None:
+            plugins.manager.unregister(name=name)
+        raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
+    plugins.infos.append(_info(plugins.manager, module, name, version, dist, builtin=False))
+    return True
 
 
 def _describe(entry_point: importlib.metadata.EntryPoint) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from medi2i.errors import PluginError, UnknownMethodError
-from medi2i.plugins import PluginSet, load_plugins
+from medi2i.plugins import PluginSet, load_plugins, plugin_output_to_stderr
 
 if TYPE_CHECKING:
     from medi2i.io.base import VolumeReader, VolumeWriter
@@ -68,7 +68,8 @@ class Registry:
             owner = impl.plugin_name
             collected: list[T] = []
             try:
-                impl.function(register=collected.append)
+                with plugin_output_to_stderr():
+                    impl.function(register=collected.append)
                 names = [key(item) for item in collected]
             except Exception as exc:  # isolate a broken plugin, as at import
                 self.plugins.fail(owner, hook_name, exc)

@@ -15,7 +15,7 @@ import click
 
 from medi2i import __version__
 from medi2i.errors import Medi2iError, PluginError
-from medi2i.plugins import PluginSet, PluginWarning, load_plugins
+from medi2i.plugins import PluginSet, PluginWarning, load_plugins, plugin_output_to_stderr
 
 
 class Medi2iGroup(click.Group):
@@ -46,7 +46,8 @@ def _show_plugin_warning(
     file: Any = None,
     line: str | None = None,
 ) -> None:
-    if issubclass(category, PluginWarning):
+    # medi2i's own warnings are written for the user: one line, no source location
+    if issubclass(category, PluginWarning) or category.__module__.startswith("medi2i."):
         click.secho(f"Warning: {message}", err=True, fg="yellow")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
@@ -86,7 +87,8 @@ def build_cli(plugins: PluginSet) -> click.Group:
     commands.add_to(cli)
     for impl in plugins.manager.hook.register_commands.get_hookimpls():
         try:
-            impl.function(cli=cli)
+            with plugin_output_to_stderr():
+                impl.function(cli=cli)
         except Exception as exc:  # a broken plugin command must not break the CLI
             plugins.fail(impl.plugin_name, "register_commands", exc)
     return cli
