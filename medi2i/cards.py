@@ -28,6 +28,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from medi2i.bounded_yaml import YAMLLimitError, load_yaml, read_yaml_text
 from medi2i.errors import InputError
 
 CARD_SUFFIXES = (".yaml", ".yml")
@@ -224,8 +225,9 @@ def load_card(path: str | Path) -> DataCard | ModelCard:
         path: A ``.yaml`` file whose ``card`` field is ``data`` or ``model``.
 
     Raises:
-        InputError: The file is missing, not YAML, or not a valid card (the message
-            lists each invalid field).
+        InputError: The file is missing, not YAML, beyond the limits of
+            :mod:`medi2i.bounded_yaml`, or not a valid card (the message lists each
+            invalid field).
 
     Example:
         >>> load_card("data_cards/mr_t1_colin27_1mm.yaml").modality  # doctest: +SKIP
@@ -235,7 +237,14 @@ def load_card(path: str | Path) -> DataCard | ModelCard:
     if not path.is_file():
         raise InputError(f"card {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw, _ = load_yaml(read_yaml_text(path, error=InputError))
+    except YAMLLimitError as exc:
+        raise InputError(f"card {path} refused: the YAML {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "unreadable"
+        raise InputError(f"card {path}{where} is not valid YAML: {problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"card {path} is not valid YAML: {exc}") from None
     try:

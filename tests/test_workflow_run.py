@@ -206,10 +206,10 @@ def test_resumed_run_continues_with_identical_losses(
 def test_killed_run_resumes_with_identical_losses(
     workflow_file: Path, plugins: PluginSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "slow_tiny.py").write_text(SLOW_METHOD)
+    install_slow_method(tmp_path)
     (tmp_path / "cli.py").write_text(CLI_SCRIPT)
     text = workflow_file.read_text().replace("example-tiny-regression", "slow-tiny-regression")
-    workflow_file.write_text(text.replace("[medi2i.testing.trainable_examples]", "[slow_tiny]"))
+    workflow_file.write_text(text.replace("[medi2i.testing.trainable_examples]", "[slow-tiny]"))
     run_dir = tmp_path / "killed"
     env = {
         **os.environ,
@@ -237,6 +237,16 @@ def test_killed_run_resumes_with_identical_losses(
     assert losses(resumed.run_dir) == losses(straight.run_dir)
     assert sorted(losses(resumed.run_dir)) == list(range(1, 13))
     assert "resumed from the checkpoint of step" in (run_dir / "logs" / "run.log").read_text()
+
+
+def install_slow_method(site: Path) -> None:
+    """What pip would leave in ``site`` for a plugin ``slow-tiny``: a workflow selects
+    installed plugins only, by name."""
+    (site / "slow_tiny.py").write_text(SLOW_METHOD)
+    info = site / "slow_tiny-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: slow-tiny\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[medi2i]\nslow-tiny = slow_tiny\n")
 
 
 def wait_for_step(

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import json
 import typing
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from medi2i.bounded_yaml import YAMLLimitError, load_yaml, read_yaml_text
 from medi2i.errors import Medi2iError, OptionsError
 from medi2i.workflow.schema import Workflow
 
@@ -99,7 +99,7 @@ def load_workflow(
     path = Path(path)
     if not path.is_file():
         raise WorkflowError(f"workflow file {path} does not exist")
-    data, lines = read_yaml_with_lines(path.read_text(encoding="utf-8"), file=str(path))
+    data, lines = read_yaml_with_lines(read_yaml_text(path, error=WorkflowError), file=str(path))
     data, set_by = apply_overrides(data, overrides)
     source = SourceMap(file=str(path), lines=lines, overrides=set_by)
     try:
@@ -128,12 +128,16 @@ def _run_name(path: Path) -> str:
 def read_yaml_with_lines(text: str, *, file: str) -> tuple[object, dict[KeyPath, int]]:
     """Parse YAML into plain values and the 1-based line of every key path.
 
+    The limits of :mod:`medi2i.bounded_yaml` apply (size, aliases, expanded values).
+
     Raises:
-        WorkflowError: The text is not YAML, has a duplicated key, or is not a mapping.
+        WorkflowError: The text is not YAML, breaks a limit, has a duplicated key, or is
+            not a mapping.
     """
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = load_yaml(text)
+    except YAMLLimitError as exc:
+        raise WorkflowError(f"{file}: refused: the YAML {exc}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{file} line {mark.line + 1}" if mark is not None else file
@@ -197,7 +201,7 @@ def _parse_override(override: str) -> tuple[KeyPath, object]:
     if not sep or not all(parts):
         raise WorkflowError(f"--set {override!r} must look like section.key=value")
     try:
-        value = yaml.safe_load(text)
+        value, _ = load_yaml(text)
     except yaml.YAMLError as exc:
         raise WorkflowError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
     return tuple(int(p) if p.isdigit() else p for p in parts), value
@@ -345,26 +349,27 @@ def _metric_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]
 
 
 def workflow_registry(workflow: Workflow, *, registry: Registry) -> Registry:
-    """``registry`` with the workflow's extra ``plugins`` modules registered.
+    """``registry`` with the installed plugins the workflow names under ``plugins``.
 
-    Returns a new registry over the same plugin manager when a module was added, since
-    a registry lists each kind of contribution once, on first use.
+    The names select installed plugins (entry points of group ``medi2i``, by entry-point
+    or distribution name); nothing the workflow names is imported as a module, so a
+    workflow file cannot bring code along. Returns a new registry over the same plugin
+    manager when a plugin was added, since a registry lists each kind of contribution
+    once, on first use.
 
     Raises:
-        WorkflowError: A module cannot be imported or registered.
+        WorkflowError: A name is not an installed plugin (the message lists those that
+            are), or the plugin cannot be loaded.
     """
+    from medi2i.plugins import add_installed_plugin
     from medi2i.registry import Registry
 
     added = False
-    manager = registry.plugins.manager
     for name in workflow.plugins:
-        if manager.get_plugin(name) is not None:
-            continue
         try:
-            manager.register(importlib.import_module(name), name=name)
-        except Exception as exc:  # an import error or invalid hooks, reported with the key
-            raise WorkflowError(f"plugin module {name!r} cannot be loaded: {exc}") from None
-        added = True
+            added |= add_installed_plugin(registry.plugins, name)
+        except Medi2iError as exc:
+            raise WorkflowError(str(exc)) from None
     return Registry(registry.plugins) if added else registry
 
 

@@ -1,0 +1,120 @@
+"""Reading the YAML files people write (workflows, cards) within fixed limits.
+
+YAML aliases let a few hundred bytes stand for billions of values (the "billion laughs"
+document): PyYAML composes the aliases as shared nodes, but everything that walks the
+result afterwards (line numbers, validation, JSON) visits each value once per path to
+it. These functions refuse such a document before anything walks it:
+
+- a file larger than :data:`MAX_YAML_BYTES` is not read;
+- a document with more than :data:`MAX_YAML_ALIASES` aliases is refused while it is
+  parsed (hand-written workflows and cards need few, if any);
+- a document whose values, with every alias expanded, number more than
+  :data:`MAX_YAML_VALUES` is refused after composing and before constructing, and so is
+  one that contains itself through an alias or nests deeper than Python can follow.
+
+Only PyYAML's safe loader is used: tags that would create Python objects are errors.
+
+Example:
+    >>> data, node = load_yaml("a: &x [1, 2]\\nb: *x\\n")
+    >>> data
+    {'a': [1, 2], 'b': [1, 2]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+MAX_YAML_BYTES = 1024 * 1024
+"""Largest workflow or card file read, in bytes (the committed ones are a few kB)."""
+MAX_YAML_ALIASES = 100
+"""Most aliases (``*name``) one document may use."""
+MAX_YAML_VALUES = 100_000
+"""Most values (scalars, lists, mappings) one document may hold with aliases expanded."""
+
+ErrorFactory = Callable[[str], Exception]
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """A document breaks one of the limits (the message says which)."""
+
+
+class _LimitedSafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that stops at the alias budget while composing."""
+
+    aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise YAMLLimitError(
+                    f"uses more than {MAX_YAML_ALIASES} YAML aliases (*name); write the "
+                    "values out instead"
+                )
+        return super().compose_node(parent, index)
+
+
+def read_yaml_text(path: Path, *, error: ErrorFactory) -> str:
+    """The text of ``path`` if it is at most :data:`MAX_YAML_BYTES` long.
+
+    Raises:
+        The exception ``error(message)`` makes, with a message naming the file.
+    """
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise error(
+            f"{path}: {size:,} bytes is more than the {MAX_YAML_BYTES:,} a workflow or card "
+            "file may have; is this the right file?"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def load_yaml(text: str) -> tuple[object, yaml.Node | None]:
+    """Parse one YAML document within the limits: its plain values and its node tree.
+
+    Raises:
+        YAMLLimitError: The text breaks a limit.
+        yaml.YAMLError: The text is not YAML (with the position where it went wrong)
+            or uses a tag the safe loader does not allow.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise YAMLLimitError(f"is {len(text):,} characters, more than {MAX_YAML_BYTES:,}")
+    loader = _LimitedSafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _count_values(node, {}, set())
+        return loader.construct_document(node), node
+    except RecursionError:
+        raise YAMLLimitError("nests deeper than can be read") from None
+    finally:
+        loader.dispose()
+
+
+def _count_values(node: yaml.Node, counted: dict[int, int], open_nodes: set[int]) -> int:
+    """Values under ``node`` with aliases expanded; shared nodes are counted once and
+    multiplied, so a bomb is measured without being expanded."""
+    key = id(node)
+    if key in counted:
+        return counted[key]
+    if key in open_nodes:
+        raise YAMLLimitError("contains itself through an alias")
+    open_nodes.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_count_values(item, counted, open_nodes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            total += _count_values(key_node, counted, open_nodes)
+            total += _count_values(value_node, counted, open_nodes)
+    if total > MAX_YAML_VALUES:
+        raise YAMLLimitError(
+            f"holds more than {MAX_YAML_VALUES:,} values once its aliases are expanded"
+        )
+    open_nodes.discard(key)
+    counted[key] = total
+    return total
