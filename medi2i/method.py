@@ -98,9 +98,13 @@ class VolumeSpec(BaseModel):
 
 
 class Options(BaseModel):
-    """Base class of a method's typed options; defaults come from the method's paper."""
+    """Base class of a method's typed options; defaults come from the method's paper.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Unknown keys are rejected, and so are NaN and infinite numbers (a ``.nan`` learning
+    rate is a typo, not a setting).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 OptionsModel = Options

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from medi2i.plugins import load_plugins
 from medi2i.registry import Registry
 from medi2i.testing import example_methods
+from medi2i.testing.trainable_examples import TinyOptions
 from medi2i.workflow import (
     Workflow,
     WorkflowError,
@@ -139,6 +142,54 @@ def test_set_override_errors_name_the_override(tmp_path: Path) -> None:
         load_workflow(path, overrides=["method.id.x=1"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.foreground_ratio=.nan", "finite number"),
+        ("training.foreground_threshold=.inf", "finite number"),
+        ("training.foreground_threshold=-.inf", "finite number"),
+        ("training.augmentation.noise_std=.nan", "finite number"),
+        ("training.augmentation.intensity_shift=[-.inf, 0.1]", "finite number"),
+        ("training.steps=0", "greater than or equal to 1"),
+        ("inference.sigma_scale=.inf", "finite number"),
+        ("inference.overlap=-0.5", "greater than or equal to 0"),
+        ("data.split.validation=.nan", "finite number"),
+        ("data.split.validation=1.5", "less than 1"),
+        ("data.split.seed=-1", "greater than or equal to 0"),
+        ("method.options.learning_rate=.nan", "finite number"),
+        ("method.condition.weight=.inf", "finite number"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_are_refused(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    path = write(tmp_path, MINIMAL)
+    key = override.partition("=")[0]
+    with pytest.raises(WorkflowError, match=rf"{re.escape(key)}[^:]*: .*{message}"):
+        load_workflow(path, overrides=[override])
+
+
+def test_a_nan_learning_rate_in_the_file_is_one_problem_line(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = "plugins: [medi2i.testing.trainable_examples]\n" + MINIMAL.replace(
+        "example-pointwise-net", "example-tiny-regression"
+    )
+    text += "  options:\n    learning_rate: .nan\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, text), registry=registry)
+    assert str(caught.value) == (
+        f"{tmp_path / 'workflow.yaml'} line 10: method.options.learning_rate: "
+        "Input should be a finite number"
+    )
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_method_options_refuse_non_finite_numbers(value: float) -> None:
+    with pytest.raises(ValidationError, match="finite number"):
+        TinyOptions(learning_rate=value)
+
+
 def test_layout_must_fit_the_data_kind(tmp_path: Path) -> None:
     text = MINIMAL.replace(
         "    type: synthrad\n    root: cases\n",
@@ -227,6 +278,6 @@ def test_workflow_plugins_are_loaded_or_reported(tmp_path: Path, registry: Regis
     assert load_workflow(write(tmp_path, text), registry=registry).plugins
     missing = "plugins: [no_such_module_here]\n" + MINIMAL
     with pytest.raises(
-        WorkflowError, match=r"line 1: plugins: no installed medi2i plugin is named 'no_such_"
+        WorkflowError, match=r"line 1: plugins: plugin module 'no_such_module_here'"
     ):
         load_workflow(write(tmp_path, missing), registry=registry)

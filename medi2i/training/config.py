@@ -47,7 +47,7 @@ class AugmentationConfig(BaseModel):
         noise_std: Standard deviation of that noise, in units of σ.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True
     flip_probability: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -138,7 +138,7 @@ class TrainingConfig(BaseModel):
         progress: Show a progress bar with losses and the estimated time left.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=2, ge=1)

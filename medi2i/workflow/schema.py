@@ -61,9 +61,10 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class Section(BaseModel):
-    """Base of every workflow section: frozen, unknown keys rejected."""
+    """Base of every workflow section: frozen, unknown keys and NaN or infinite numbers
+    rejected (also inside free-form values such as ``method.options``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SynthradLayout(Section):
@@ -132,12 +133,12 @@ class SplitConfig(Section):
     Attributes:
         validation: Validation fraction or case ids.
         test: Test fraction or case ids.
-        seed: Seed of the shuffle that draws fractions.
+        seed: Seed of the shuffle that draws fractions (>= 0).
     """
 
     validation: Fraction | list[str] = 0.0
     test: Fraction | list[str] = 0.0
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _fractions_leave_training(self) -> SplitConfig:
