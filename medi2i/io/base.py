@@ -33,6 +33,7 @@ This module stays importable without torch or MONAI: plugins import it on start-
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,7 +154,8 @@ def spatial_shape(shape: tuple[int, ...], path: Path, *, components: int = 1) ->
         components: Values per voxel (3 for RGB or displacement-vector images).
 
     Raises:
-        GeometryError: 2D, 4D with several volumes, 5D or more, or several components.
+        GeometryError: 2D, 4D with several volumes, 5D or more, several components, or
+            an axis of no voxels (a damaged header).
     """
     if components != 1:
         raise GeometryError(
@@ -162,6 +164,11 @@ def spatial_shape(shape: tuple[int, ...], path: Path, *, components: int = 1) ->
             "save each component as its own file"
         )
     if len(shape) == 3 or (len(shape) == 4 and shape[3] == 1):
+        if min(shape) < 1:
+            raise GeometryError(
+                f"{path}: the header gives the image dimensions {tuple(shape)}, with an axis "
+                "of no voxels; the header is damaged or the file holds no image; re-export it"
+            )
         return tuple(int(size) for size in shape[:3])
     found = f"a {len(shape)}D image of shape {tuple(shape)}"
     if len(shape) == 4:
@@ -170,6 +177,39 @@ def spatial_shape(shape: tuple[int, ...], path: Path, *, components: int = 1) ->
         f"{path}: found {found}; medi2i expects one 3D volume (X, Y, Z) or a 4D file "
         "holding a single volume (X, Y, Z, 1); split series into 3D files first"
     )
+
+
+def require_memory(path: Path, nbytes: int, what: str) -> None:
+    """Refuse to read what would need more memory than the machine has.
+
+    Called before allocating, with the size a header declares: a damaged dimension
+    (a Rows of 65535, a NIfTI ``dim`` of 32767) would otherwise make a reader ask for
+    terabytes, and either fail with a bare ``MemoryError`` or, with memory
+    overcommit, run the machine out of memory.
+
+    Args:
+        path: The file or folder, named in the message.
+        nbytes: Bytes the read would allocate.
+        what: What would take them, e.g. ``"a 60000x50000x40000 volume"``.
+
+    Raises:
+        InputError: ``nbytes`` is more than the machine's physical memory.
+    """
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise InputError(
+            f"{path}: {what} would take {nbytes / 2**30:.1f} GiB, more than the "
+            f"{total / 2**30:.1f} GiB of memory of this machine; the header's dimensions "
+            "are probably damaged (re-export the file), or crop or downsample it first"
+        )
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory, or ``None`` where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):  # not POSIX
+        return None
 
 
 def volume_from_array(

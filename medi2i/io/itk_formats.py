@@ -21,6 +21,7 @@ from medi2i.io.base import (
     VolumeReader,
     VolumeWriter,
     require_existing,
+    require_memory,
     spatial_shape,
     volume_from_array,
     volume_to_array,
@@ -33,6 +34,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Flips x and y; its own inverse, so it also maps RAS to LPS."""
 
 _DETACHED = (".nhdr", ".mhd")  # a header plus a separate data file
+_GZIP_MAX_RATIO = 1032  # deflate cannot compress more: 258 bytes per 2-bit code at best
 
 
 def affine_from_itk(
@@ -87,9 +89,10 @@ class ItkImageReader(VolumeReader):
         reader = self._header(path)
         shape = tuple(reader.GetSize())
         spatial_shape(shape, path, components=reader.GetNumberOfComponents())
+        _require_data_size(path, shape, self.format_name)
         try:
             image = reader.Execute()
-        except RuntimeError as exc:  # header fine, data missing or truncated
+        except (RuntimeError, MemoryError) as exc:  # header fine, data missing or truncated
             raise _unreadable(path, self.format_name, exc) from exc
         affine = affine_from_itk(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
         stored = _voxels_zyx(image, path)
@@ -106,6 +109,24 @@ class ItkImageReader(VolumeReader):
         except RuntimeError as exc:
             raise _unreadable(path, self.format_name, exc) from exc
         return reader
+
+
+def _require_data_size(path: Path, shape: tuple[int, ...], format_name: str) -> None:
+    """Refuse dimensions the file cannot hold before ITK allocates the image.
+
+    A file with its data inside (``.nrrd``, ``.mha``) holds at least 1/1032 byte per
+    voxel (gzip's largest possible compression ratio); detached data files are not
+    looked for, only the memory the image would take is checked.
+    """
+    voxels = int(np.prod(shape, dtype=object))
+    size = path.stat().st_size
+    if not path.name.lower().endswith(_DETACHED) and voxels > size * _GZIP_MAX_RATIO:
+        raise InputError(
+            f"cannot read {path} as {format_name}: the header declares "
+            f"{'x'.join(map(str, shape))} voxels, more than a file of {size} bytes can hold; "
+            "it is truncated or its header (sizes, DimSize) is damaged; re-export it"
+        )
+    require_memory(path, voxels * 8, f"a {'x'.join(map(str, shape))} volume")
 
 
 def _voxels_zyx(image: Any, path: Path) -> np.ndarray:

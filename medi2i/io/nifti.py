@@ -22,6 +22,7 @@ from medi2i.io.base import (
     VolumeReader,
     VolumeWriter,
     require_existing,
+    require_memory,
     spatial_shape,
     volume_from_array,
     volume_to_array,
@@ -37,6 +38,7 @@ TIME_UNIT_KEY = "medi2i.nifti.time_unit"
 
 SUFFIXES = (".nii", ".nii.gz")
 _SCANNER = 1  # NIFTI_XFORM_SCANNER_ANAT: what ITK writes, read by every tool
+_GZIP_MAX_RATIO = 1032  # deflate cannot compress more: 258 bytes per 2-bit code at best
 _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
 
 
@@ -56,17 +58,21 @@ class NiftiReader(VolumeReader):
         require_existing(path)
         image = _load(path)
         header = image.header
-        spatial_shape(tuple(image.shape), path)  # refuse 4D series before loading data
-        spatial_unit, time_unit = header.get_xyzt_units()
-        affine = np.array(image.affine, dtype=np.float64)
+        shape = spatial_shape(tuple(image.shape), path)  # refuse 4D series before loading
+        try:
+            spatial_unit, time_unit = header.get_xyzt_units()
+            affine = np.array(image.affine, dtype=np.float64)
+            meta = {
+                QFORM_CODE_KEY: int(header["qform_code"]),
+                SFORM_CODE_KEY: int(header["sform_code"]),
+                SPATIAL_UNIT_KEY: spatial_unit,
+                TIME_UNIT_KEY: time_unit,
+            }
+        except Exception as exc:  # nibabel raises KeyError, ValueError... for bad codes
+            raise _unreadable(path, exc) from exc
         affine[:3, :] *= _MM_PER_UNIT.get(spatial_unit, 1.0)
+        _require_data_size(image, shape, path)
         values, stored = _voxels(image, path)
-        meta = {
-            QFORM_CODE_KEY: int(header["qform_code"]),
-            SFORM_CODE_KEY: int(header["sform_code"]),
-            SPATIAL_UNIT_KEY: spatial_unit,
-            TIME_UNIT_KEY: time_unit,
-        }
         return volume_from_array(values, affine, path=path, source_dtype=stored, meta=meta)
 
 
@@ -82,6 +88,30 @@ def _load(path: Path) -> Any:
             "convert it to NIfTI (.nii.gz) first"
         )
     return image
+
+
+def _require_data_size(image: Any, shape: tuple[int, ...], path: Path) -> None:
+    """Refuse dimensions the file cannot hold before any voxel is allocated.
+
+    An uncompressed file must hold ``vox_offset`` plus every voxel; a gzipped one at
+    least 1/1032 of that (gzip's largest possible compression ratio).
+    """
+    itemsize = np.dtype(image.get_data_dtype()).itemsize
+    voxels = int(np.prod(shape, dtype=object))
+    offset = int(getattr(image.dataobj, "offset", 0))  # the header copy's is reset to 0
+    needed = offset + voxels * itemsize
+    size = path.stat().st_size
+    gzipped = path.name.lower().endswith(".gz")
+    if needed > (size * _GZIP_MAX_RATIO if gzipped else size):
+        described = "even at gzip's best compression, " if gzipped else ""
+        raise InputError(
+            f"cannot read {path} as NIfTI: the header declares {'x'.join(map(str, shape))} "
+            "voxels of "
+            f"{image.get_data_dtype()} ({needed} bytes from offset {offset}), but "
+            f"{described}the file of {size} bytes cannot hold them; it is truncated or its "
+            "header (dim, datatype, vox_offset) is damaged; re-export it"
+        )
+    require_memory(path, voxels * (itemsize + 4), f"a {'x'.join(map(str, shape))} volume")
 
 
 def _voxels(image: Any, path: Path) -> tuple[np.ndarray, str]:
