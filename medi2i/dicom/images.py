@@ -150,10 +150,19 @@ class ImageHeader:
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file the scan could not use, and why."""
+    """A file the scan could not use, and why.
+
+    Attributes:
+        path: The file.
+        reason: Why it was skipped, in words.
+        damaged: Whether it is a DICOM file (it has the ``DICM`` marker) that could not
+            be read or parsed, and so may be a lost slice of a series beside it;
+            ``False`` for files that are not DICOM or not part of any series.
+    """
 
     path: Path
     reason: str
+    damaged: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,8 @@ def read_file_record(path: Path) -> FileRecord | SkippedFile:
     try:
         with path.open("rb") as stream:
             if not _has_dicom_marker(stream):
-                return SkippedFile(path, _not_dicom_reason(stream))
+                # a .dcm file without the marker is a slice truncated or damaged in copying
+                return SkippedFile(path, _not_dicom_reason(stream), damaged=_named_dicom(path))
             stream.seek(0)
             header = read_header(stream, _wanted_tags())
             if header is None:
@@ -186,9 +196,9 @@ def read_file_record(path: Path) -> FileRecord | SkippedFile:
                 pixel_tag_offset, element_header = header.pixel_tag_offset, header.element_header
             size = os.fstat(stream.fileno()).st_size
     except OSError as exc:
-        return SkippedFile(path, f"cannot be read: {exc.strerror or exc}")
+        return SkippedFile(path, f"cannot be read: {exc.strerror or exc}", damaged=True)
     except Exception as exc:  # pydicom raises many kinds for damaged headers
-        return SkippedFile(path, f"damaged DICOM header: {first_line(exc)}")
+        return SkippedFile(path, f"damaged DICOM header: {first_line(exc)}", damaged=True)
     return _record(path, dataset, pixel_tag_offset, element_header, size)
 
 
@@ -209,6 +219,12 @@ def _wanted_tags() -> frozenset[int]:
 
 
 _WANTED: frozenset[int] | None = None
+
+
+def _named_dicom(path: Path) -> bool:
+    from medi2i.dicom.reader import DICOM_SUFFIXES
+
+    return path.name.lower().endswith(DICOM_SUFFIXES)
 
 
 def _has_dicom_marker(stream: BinaryIO) -> bool:
@@ -237,6 +253,7 @@ def _record(
             path,
             "damaged file meta information: no Transfer Syntax UID (0002,0010), so the "
             "data cannot be decoded; re-export the file",
+            damaged=True,
         )
     try:
         study_uid, series_uid = (
@@ -244,13 +261,28 @@ def _record(
             text(dataset, "SeriesInstanceUID"),
         )
     except InvalidValue as exc:
-        return SkippedFile(path, str(exc))
+        return SkippedFile(path, str(exc), damaged=True)
     if not study_uid or not series_uid:
         kind = sop_class_name(dataset)
-        return SkippedFile(path, f"{kind}: no Study or Series Instance UID, not part of a series")
+        # an image without them is a damaged slice; a DICOMDIR or private object is not
+        return SkippedFile(
+            path,
+            f"{kind}: no Study or Series Instance UID, not part of a series",
+            damaged=_is_image(dataset, element_header),
+        )
     has_pixels = element_header[:4] in _PIXEL_DATA_TAGS or (
         transfer_syntax == _DEFLATED and "Rows" in dataset
     )
+    if not has_pixels and _image_class(dataset) and element_header[:4] not in _FLOAT_PIXEL_TAGS:
+        # an image object without pixel data lost it to a damaged header: say so,
+        # rather than set it aside as "not an image" and report its slot as missing
+        defect = (
+            f"no Pixel Data element found in this {sop_class_name(dataset)}: its header is "
+            "damaged (an element could not be parsed, so the rest of the file is lost) or "
+            "the file is truncated; copy or export it again"
+        )
+        broken = _broken_image(path, dataset, defect)
+        return FileRecord(path, study_uid, series_uid, dataset, (broken,), None)
     if not has_pixels:
         reason = _no_pixels_reason(dataset, element_header)
         return FileRecord(path, study_uid, series_uid, dataset, (), reason)
@@ -259,6 +291,18 @@ def _record(
     except InvalidValue as exc:
         images = (_broken_image(path, dataset, f"{exc} (a damaged or non-conformant header)"),)
     return FileRecord(path, study_uid, series_uid, dataset, images, None)
+
+
+def _image_class(dataset: Dataset) -> bool:
+    """Whether the SOP class is an image storage class (CT, MR, Secondary Capture...)."""
+    try:
+        return "Rows" in dataset or "Image Storage" in sop_class_name(dataset)
+    except InvalidValue:
+        return False
+
+
+def _is_image(dataset: Dataset, element_header: bytes) -> bool:
+    return element_header[:4] in _PIXEL_DATA_TAGS or "Rows" in dataset
 
 
 def _no_pixels_reason(dataset: Dataset, element_header: bytes) -> str:

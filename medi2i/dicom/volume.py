@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medi2i.dicom.images import ImageHeader
+from medi2i.dicom.images import ImageHeader, SkippedFile
 from medi2i.dicom.scan import ScanResult, SeriesInfo, scan_folder
 from medi2i.dicom.source import META_KEY, DicomSource
 from medi2i.errors import GeometryError, InputError
+from medi2i.io.base import require_memory
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -78,7 +79,32 @@ def read_scanned(result: ScanResult, selector: SeriesSelector | None = None) -> 
 
     if not any(series.images for series in result.series):
         raise InputError(_no_images_message(result.root, result.series, result.skipped))
-    return read_dicom_series(select_series(result.series, selector))
+    series = select_series(result.series, selector)
+    _require_no_damaged_neighbours(series, result.skipped)
+    return read_dicom_series(series)
+
+
+def _require_no_damaged_neighbours(series: SeriesInfo, skipped: Sequence[SkippedFile]) -> None:
+    """Refuse a series beside DICOM files that could not be parsed.
+
+    Such a file may be one of its slices: without it the series has a gap (reported
+    as missing slices, the wrong cause) or, for an end slice, silently loses a slice.
+    The message names the damaged files first, then what the other slices show.
+    """
+    folders = {image.path.parent for image in series.images}
+    damaged = [item for item in skipped if item.damaged and item.path.parent in folders]
+    if not damaged:
+        return
+    listed = "; ".join(f"{item.path.name}: {item.reason}" for item in damaged[:3])
+    more = f"; and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+    also = f" (the other slices show: {series.problems[0]})" if series.problems else ""
+    raise InputError(
+        f"{series.folder}: {len(damaged)} damaged DICOM file(s) beside series "
+        f"{series.series_instance_uid} ({series.modality} '{series.description}', "
+        f"{len(series.images)} readable slices) may be slices of it, so it is not read "
+        f"without them: {listed}{more}; copy or export the series again, or move the "
+        f"damaged files away if they are not part of it{also}"
+    )
 
 
 def read_dicom_series(series: SeriesInfo) -> MetaTensor:
@@ -141,9 +167,8 @@ def read_stack(images: Sequence[ImageHeader]) -> np.ndarray:
     Raises:
         InputError: A file is missing, truncated or its compressed data undecodable.
     """
-    first = images[0]
     dtype = _stored_dtype(images)
-    stack = np.empty((len(images), first.rows, first.columns), dtype=dtype)
+    stack = _allocate(images, dtype)
     by_file: dict[Path, list[tuple[int, ImageHeader]]] = {}
     for k, image in enumerate(images):
         by_file.setdefault(image.path, []).append((k, image))
@@ -156,6 +181,31 @@ def read_stack(images: Sequence[ImageHeader]) -> np.ndarray:
                 del done
     _clear_unused_bits(stack, images)
     return stack
+
+
+def _stack_bytes(images: Sequence[ImageHeader], dtype: np.dtype) -> int:
+    return len(images) * images[0].rows * images[0].columns * dtype.itemsize
+
+
+def _described(images: Sequence[ImageHeader]) -> str:
+    first = images[0]
+    return (
+        f"a {first.columns}x{first.rows}x{len(images)} volume (Columns x Rows x slices "
+        f"of {first.label} and the others)"
+    )
+
+
+def _allocate(images: Sequence[ImageHeader], dtype: np.dtype) -> np.ndarray:
+    """The ``(slices, rows, columns)`` buffer, refused when the machine cannot hold it."""
+    require_memory(images[0].path.parent, _stack_bytes(images, dtype), _described(images))
+    try:
+        return np.empty((len(images), images[0].rows, images[0].columns), dtype=dtype)
+    except MemoryError:
+        raise InputError(
+            f"{images[0].path.parent}: not enough memory for {_described(images)}; the "
+            "Rows, Columns or Number of Frames may be damaged, or the series too large "
+            "for this machine"
+        ) from None
 
 
 def _stored_dtype(images: Sequence[ImageHeader]) -> np.dtype:
@@ -280,9 +330,14 @@ def voxel_values(images: Sequence[ImageHeader]) -> tuple[np.ndarray, str]:
     slopes = np.array([image.rescale[0] for image in images], dtype=np.float64)
     intercepts = np.array([image.rescale[1] for image in images], dtype=np.float64)
     dtype = _stored_dtype(images)
-    stack = None if _all_native(images, dtype) else read_stack(images)
+    native = _all_native(images, dtype)
+    needed = _stack_bytes(images, np.dtype(np.float32))
+    if not native:
+        needed += _stack_bytes(images, dtype)
+    require_memory(images[0].path.parent, needed, _described(images))
+    stack = None if native else read_stack(images)
     first = images[0]
-    values = np.empty((len(images), first.rows, first.columns), dtype=np.float32)
+    values = _allocate(images, np.dtype(np.float32))
 
     def fill(slab: slice) -> tuple[int, int]:
         low, high = np.iinfo(np.int64).max, np.iinfo(np.int64).min
