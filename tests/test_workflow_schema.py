@@ -150,6 +150,7 @@ def test_set_override_errors_name_the_override(tmp_path: Path) -> None:
         ("training.foreground_threshold=-.inf", "finite number"),
         ("training.augmentation.noise_std=.nan", "finite number"),
         ("training.augmentation.intensity_shift=[-.inf, 0.1]", "finite number"),
+        ("training.max_nonfinite_steps=-1", "greater than or equal to 0"),
         ("training.steps=0", "greater than or equal to 1"),
         ("inference.sigma_scale=.inf", "finite number"),
         ("inference.overlap=-0.5", "greater than or equal to 0"),

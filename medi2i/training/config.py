@@ -111,6 +111,12 @@ class TrainingConfig(BaseModel):
             (>= 1); the effective batch is ``batch_size × accumulation_steps`` patches.
         amp: Mixed precision (float16 autocast with gradient scaling); only takes
             effect on CUDA.
+        max_nonfinite_steps: With AMP in effect, how many steps in a row may have a NaN
+            or infinite loss (>= 0): the gradient scaler skips their updates and lowers
+            its scale, so the weights stay intact. One more stops training with an error
+            naming the step. Without AMP the first non-finite loss stops training, since
+            its update has been applied. A diverged run never writes a model folder and
+            keeps its last checkpoint with finite weights.
         device: ``"auto"`` (CUDA when available, the rank's own GPU under ``torchrun``,
             else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         deterministic: Ask cuDNN for deterministic algorithms (slower on GPU). Without
@@ -146,6 +152,7 @@ class TrainingConfig(BaseModel):
     patches_per_volume: int = Field(default=1, ge=1)
     accumulation_steps: int = Field(default=1, ge=1)
     amp: bool = True
+    max_nonfinite_steps: int = Field(default=3, ge=0)
     device: str = "auto"
     deterministic: bool = False
     seed: int = Field(default=0, ge=0)

@@ -177,6 +177,20 @@ def same_in_every_process(value: int, context: DistributedContext) -> bool:
     return int(extremes[0]) == -int(extremes[1])
 
 
+def in_any_process(flag: bool, context: DistributedContext) -> bool:
+    """Whether ``flag`` is true in at least one process (``flag`` itself for one process).
+
+    Every process must call it at the same point.
+    """
+    if not context.enabled:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        value = value.cuda()
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def shard(items: Sequence[T], *, rank: int, world_size: int) -> list[T]:
     """This rank's share of ``items``: every ``world_size``-th item from ``rank`` on.
 

@@ -9,11 +9,15 @@
 On resume the lines after the checkpoint's step are dropped (they belong to steps that
 are about to be run again), so the file always describes one uninterrupted run. Only
 the main process (rank 0) writes.
+
+Every line is strict JSON (RFC 8259): a NaN or infinite value, such as the loss of the
+step where a run diverged, is written as ``null``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -160,7 +164,7 @@ class RunLog:
 
     def _write(self, entry: Mapping[str, object]) -> None:
         if self._stream is not None:
-            self._stream.write(json.dumps(entry) + "\n")
+            self._stream.write(json_line(entry))
             self._stream.flush()
 
     def _keep_history_until(self, step: int) -> None:
@@ -172,7 +176,24 @@ class RunLog:
             if "validation" in entry:
                 self.last_validation = dict(entry["validation"])
         with atomic_path(self.history) as tmp:
-            tmp.write_text("".join(json.dumps(entry) + "\n" for entry in kept), encoding="utf-8")
+            tmp.write_text("".join(json_line(entry) for entry in kept), encoding="utf-8")
+
+
+def json_line(entry: Mapping[str, object]) -> str:
+    """``entry`` as one line of strict JSON, NaN and infinite numbers as ``null``."""
+    return json.dumps(finite_or_null(entry), allow_nan=False) + "\n"
+
+
+def finite_or_null(value: object) -> object:
+    """``value`` with every NaN or infinite float (in nested mappings and lists) replaced
+    by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:

@@ -38,10 +38,12 @@ from medi2i.training.distributed import (
     DistributedContext,
     average_across_processes,
     context_from_environment,
+    in_any_process,
     join_process_group,
     process_device,
     same_in_every_process,
 )
+from medi2i.training.health import DivergenceGuard, describe_non_finite
 from medi2i.training.history import RunLog
 from medi2i.training.patches import PatchSampler
 from medi2i.training.trainer import Trainer, TrainResult
@@ -82,6 +84,11 @@ def run_training(
     trainer = _configured_trainer(method, config, device, context)
     fingerprint = _fingerprint(method, config, patch_size, context)
     first_step = _resume(trainer, method, run_dir / CHECKPOINTS, fingerprint, resume, context)
+    guard = DivergenceGuard(
+        checkpoints=run_dir / CHECKPOINTS,
+        skips_allowed=config.max_nonfinite_steps if trainer.skips_non_finite else 0,
+        last_checkpoint=first_step or None,
+    )
     with RunLog(
         run_dir / LOGS,
         first_step=first_step,
@@ -99,12 +106,14 @@ def run_training(
             log=log,
             checkpoints=run_dir / CHECKPOINTS,
             fingerprint=fingerprint,
+            guard=guard,
             validator=_validator(validation, method, inference, device, config, context),
         )
         if first_step < config.steps:
             run.loop(_sampler(method, data, config, patch_size, context))
         elif validation is not None:
             run.validate(first_step)  # rerun of a finished run: the validation set may be new
+        guard.check_weights(trainer.step_index, trainer.state().modules)
         if context.is_main:
             from medi2i.model_folder import save_model
 
@@ -131,7 +140,13 @@ def _configured_trainer(
         amp=config.amp,
         distributed=context,
     )
-    method.configure_training(trainer)
+    try:
+        method.configure_training(trainer)
+    except ValueError as exc:
+        # torch's optimizers refuse a negative or NaN learning rate with a ValueError
+        raise OptionsError(
+            f"method {method.id!r} cannot set up training with its options: {exc}"
+        ) from exc
     if not trainer.optimizers:
         raise OptionsError(
             f"method {method.id!r} registered no optimizer in configure_training; "
@@ -155,6 +170,7 @@ class _Run:
     log: RunLog
     checkpoints: Path
     fingerprint: dict[str, JsonValue]
+    guard: DivergenceGuard
     validator: Validator | None
     """``None`` without validation data, and in processes other than rank 0."""
 
@@ -179,12 +195,20 @@ class _Run:
         config = self.config
         last = step == config.steps
         self.log.step_done()
-        if step % config.log_every == 0 or last:
+        problem = self.non_finite(losses)
+        if step % config.log_every == 0 or last or problem is not None:
             averaged = average_across_processes(losses, self.context)
             self.log.record(step, averaged, self.trainer.learning_rates())
-        if last or (config.validate_every is not None and step % config.validate_every == 0):
+        self.guard.after_losses(step, problem)
+        every = config.validate_every
+        validating = last or (every is not None and step % every == 0)
+        checkpointing = last or step % config.checkpoint_every == 0
+        if validating or checkpointing:
+            # never validate, checkpoint or save weights that are no longer numbers
+            self.guard.check_weights(step, self.trainer.state().modules)
+        if validating:
             self.validate(step)
-        if step % config.checkpoint_every == 0 or last:
+        if checkpointing:
             if self.context.is_main:
                 save_checkpoint(
                     self.checkpoints,
@@ -193,7 +217,15 @@ class _Run:
                     method=self.method,
                     fingerprint=self.fingerprint,
                 )
+            self.guard.last_checkpoint = step
             self.context.barrier()
+
+    def non_finite(self, losses: dict[str, float]) -> str | None:
+        """What was NaN or infinite in the latest step (in any process), or ``None``."""
+        problem = describe_non_finite(losses, self.trainer.non_finite_backward)
+        if in_any_process(problem is not None, self.context) and problem is None:
+            problem = "a loss of another process is NaN or infinite"
+        return problem
 
     def validate(self, step: int) -> None:
         if self.validator is not None:

@@ -49,6 +49,8 @@ class Trainer:
         step_index: Completed training steps.
         micro_step: Index of the current batch within the accumulation cycle.
         optimizers: Optimizers by name, as the method registered them.
+        non_finite_backward: Optimizers for which a NaN or infinite loss was
+            backpropagated during the latest :meth:`run_step`.
     """
 
     def __init__(
@@ -76,6 +78,9 @@ class Trainer:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._scalers: dict[str, torch.amp.GradScaler] = {}
         self._foreign: dict[str, list[torch.nn.Parameter]] = {}
+        # one flag per optimizer, kept on the device: read once per step, not per backward
+        self._non_finite: dict[str, torch.Tensor] = {}
+        self.non_finite_backward: list[str] = []
 
     # -- TrainerAPI --------------------------------------------------------------------
 
@@ -105,6 +110,7 @@ class Trainer:
         discriminator's accumulated gradients untouched.
         """
         scaler = self._scalers[self._known(optimizer)]
+        self._note_finite(loss, optimizer)
         if self.accumulation_steps > 1:
             loss = loss / self.accumulation_steps
         foreign = self._foreign[optimizer]
@@ -150,6 +156,7 @@ class Trainer:
         if len(batches) != self.accumulation_steps:
             raise ValueError(f"a step takes {self.accumulation_steps} batches, got {len(batches)}")
         totals: dict[str, float] = {}
+        self._non_finite = {}
         for micro, batch in enumerate(batches):
             self.micro_step = micro
             with self._gradient_sync(last=micro == self.accumulation_steps - 1):
@@ -157,6 +164,7 @@ class Trainer:
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
         self.step_index += 1
+        self.non_finite_backward = self._read_non_finite()
         return {name: total / len(batches) for name, total in totals.items()}
 
     def learning_rates(self) -> dict[str, float]:
@@ -193,6 +201,23 @@ class Trainer:
             if state.scalers.get(name):
                 self._scalers[name].load_state_dict(state.scalers[name])
         self.step_index = step
+
+    @property
+    def skips_non_finite(self) -> bool:
+        """Whether a step with non-finite gradients leaves the weights untouched (the
+        AMP gradient scaler skips its update)."""
+        return any(scaler.is_enabled() for scaler in self._scalers.values())
+
+    def _note_finite(self, loss: torch.Tensor, optimizer: str) -> None:
+        bad = ~torch.isfinite(loss.detach()).all()
+        previous = self._non_finite.get(optimizer)
+        self._non_finite[optimizer] = bad if previous is None else previous | bad
+
+    def _read_non_finite(self) -> list[str]:
+        if not self._non_finite:
+            return []
+        flags = [bool(flag.cpu()) for flag in self._non_finite.values()]
+        return [name for name, bad in zip(self._non_finite, flags, strict=True) if bad]
 
     def _wrapped(self, module: torch.nn.Module) -> torch.nn.Module:
         trainable = any(p.requires_grad for p in module.parameters())
@@ -279,7 +304,8 @@ def train(
       (``logs/tensorboard/`` too with ``config.tensorboard``);
     - ``checkpoints/``: the latest checkpoint, every ``config.checkpoint_every`` steps
       and after the last;
-    - ``model/``: the trained-model folder, with the last validation's metrics.
+    - ``model/``: the trained-model folder, with the last validation's metrics (never
+      for a run that diverged).
 
     Args:
         method: The method to train, with its options.
@@ -301,6 +327,9 @@ def train(
         OptionsError: The data does not fit the method, or the settings are unusable.
         CheckpointError: The checkpoint is damaged or was written with other settings.
         InputError: A volume is missing or unreadable.
+        TrainingError: Training diverged: a loss or the weights became NaN or infinite
+            (see :mod:`medi2i.training.health`); no model folder is written and the
+            last checkpoint with finite weights is kept.
     """
     from medi2i.training.run import run_training
 

@@ -1,0 +1,251 @@
+"""A diverged run stops with one clear error, keeps its last good checkpoint, writes no
+model and leaves a history that is strict JSON; unusable numbers and checkpoints are
+refused in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from medi2i.cli.main import build_cli
+from medi2i.data.cases import CaseSet
+from medi2i.errors import Medi2iError, OptionsError, TrainingError
+from medi2i.method import TrainerAPI
+from medi2i.plugins import load_plugins
+from medi2i.testing.trainable_examples import (
+    TinyAdversarial,
+    TinyRegression,
+    write_paired_cases,
+)
+from medi2i.training import TrainingConfig, train
+from medi2i.training.checkpoint import POINTER, read_checkpoint
+from medi2i.training.health import DivergenceGuard, non_finite_tensors
+from medi2i.training.history import RunLog, json_line
+
+NAN = float("nan")
+
+
+def quick(**overrides: object) -> TrainingConfig:
+    settings: dict[str, object] = {
+        "steps": 6,
+        "batch_size": 1,
+        "patch_size": (16, 16, 16),
+        "log_every": 2,
+        "checkpoint_every": 3,
+        "device": "cpu",
+        "progress": False,
+    }
+    return TrainingConfig.model_validate({**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory: pytest.TempPathFactory) -> CaseSet:
+    return write_paired_cases(tmp_path_factory.mktemp("cases"), count=2, shape=(20, 20, 20))
+
+
+def strict_lines(path: Path) -> list[dict[str, Any]]:
+    """Parse JSON Lines the way a strict parser does: NaN and Infinity are errors."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"not JSON: {constant}")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def nan_sources_from(method_cls: type[TinyRegression], step_index: int) -> TinyRegression:
+    """The method, fed NaN sources from the step after ``step_index`` completed steps on
+    (as a broken volume or an exploding activation would)."""
+
+    class Diverging(method_cls):  # type: ignore[valid-type, misc]
+        def training_step(
+            self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
+        ) -> dict[str, float]:
+            if trainer.step_index >= step_index:
+                batch = {**batch, "source": batch["source"] * NAN}
+            result: dict[str, float] = super().training_step(batch, trainer)
+            return result
+
+    return Diverging()
+
+
+def assert_diverged_at(
+    error: pytest.ExceptionInfo[TrainingError], run_dir: Path, *, step: int, kept: int
+) -> None:
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"training diverged at step {step}:" in message
+    assert f"last good checkpoint (step {kept}) is kept in {run_dir / 'checkpoints'}" in message
+    assert not (run_dir / "model").exists()
+    checkpoint = read_checkpoint(run_dir / "checkpoints")
+    assert checkpoint is not None
+    assert checkpoint.step == kept
+    assert non_finite_tensors(checkpoint.state.modules) == []
+
+
+@pytest.mark.parametrize("method_cls", [TinyRegression, TinyAdversarial])
+def test_a_nan_loss_stops_training_at_its_step(
+    method_cls: type[TinyRegression], cases: CaseSet, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainingError) as error:
+        train(nan_sources_from(method_cls, 4), cases, config=quick(), run_dir=tmp_path)
+    assert_diverged_at(error, tmp_path, step=5, kept=3)
+    assert "loss " in str(error.value)
+    assert "= nan" in str(error.value)
+    assert isinstance(error.value, Medi2iError)
+
+    history = strict_lines(tmp_path / "logs" / "train.jsonl")
+    assert [entry["step"] for entry in history] == [2, 4, 5]  # the diverged step is logged
+    assert set(history[-1]["losses"].values()) == {None}
+
+
+def test_the_last_step_diverging_leaves_the_previous_checkpoint(
+    cases: CaseSet, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainingError) as error:
+        train(nan_sources_from(TinyRegression, 5), cases, config=quick(), run_dir=tmp_path)
+    assert_diverged_at(error, tmp_path, step=6, kept=3)
+
+
+def test_a_nan_loss_the_method_does_not_report_is_caught(cases: CaseSet, tmp_path: Path) -> None:
+    class Hiding(TinyRegression):
+        def training_step(
+            self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
+        ) -> dict[str, float]:
+            super().training_step({**batch, "source": batch["source"] * NAN}, trainer)
+            return {"l1": 0.5}
+
+    with pytest.raises(TrainingError, match=r"step 1: .*optimizer 'network'") as error:
+        train(Hiding(), cases, config=quick(), run_dir=tmp_path)
+    assert "no checkpoint was written" in str(error.value)
+    assert not (tmp_path / "model").exists()
+    assert not (tmp_path / "checkpoints" / POINTER).exists()
+
+
+def test_non_finite_weights_are_never_checkpointed(cases: CaseSet, tmp_path: Path) -> None:
+    class Exploding(TinyRegression):
+        def training_step(
+            self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
+        ) -> dict[str, float]:
+            losses: dict[str, float] = super().training_step(batch, trainer)
+            if trainer.step_index == 5:  # the step that ends with the last checkpoint
+                with torch.no_grad():
+                    parameters = dict(trainer.modules["network"].named_parameters())
+                    parameters["0.bias"].fill_(math.inf)
+            return losses
+
+    with pytest.raises(
+        TrainingError, match=r"weights are NaN or infinite \(network\.0\.bias\)"
+    ) as e:
+        train(Exploding(), cases, config=quick(), run_dir=tmp_path)
+    assert_diverged_at(e, tmp_path, step=6, kept=3)
+
+
+def test_skipped_steps_are_tolerated_up_to_the_limit(tmp_path: Path) -> None:
+    guard = DivergenceGuard(checkpoints=tmp_path, skips_allowed=2, last_checkpoint=10)
+    guard.after_losses(11, "loss l1 = nan")
+    guard.after_losses(12, "loss l1 = nan")
+    guard.after_losses(13, None)  # the scaler found a scale that works: the count restarts
+    guard.after_losses(14, "loss l1 = inf")
+    guard.after_losses(15, "loss l1 = inf")
+    with pytest.raises(TrainingError, match=r"step 16: loss l1 = nan for 3 steps in a row .*"):
+        guard.after_losses(16, "loss l1 = nan")
+
+
+def test_without_skips_the_first_non_finite_loss_stops(tmp_path: Path) -> None:
+    guard = DivergenceGuard(checkpoints=tmp_path, skips_allowed=0)
+    with pytest.raises(TrainingError, match=r"step 1: loss l1 = nan; .*no checkpoint"):
+        guard.after_losses(1, "loss l1 = nan")
+
+
+def test_the_history_is_strict_json_with_nulls(tmp_path: Path) -> None:
+    assert json_line({"losses": {"a": NAN, "b": [math.inf, 1.5]}}) == (
+        '{"losses": {"a": null, "b": [null, 1.5]}}\n'
+    )
+    logs = tmp_path / "logs"
+    with RunLog(
+        logs,
+        first_step=0,
+        total_steps=4,
+        patches_per_step=1,
+        tensorboard=False,
+        progress=False,
+        main=True,
+    ) as log:
+        log.record(1, {"l1": 0.5}, {"network": 1e-3})
+        log.record(2, {"l1": NAN}, {"network": math.inf})
+        log.validation(2, {"mae": 3.0, "psnr": math.inf})
+    # a resumed run rewrites the kept lines, a NaN in an older file included
+    with (logs / "train.jsonl").open("a") as stream:
+        stream.write('{"step": 2, "losses": {"l1": NaN}}\n')
+    RunLog(
+        logs,
+        first_step=2,
+        total_steps=4,
+        patches_per_step=1,
+        tensorboard=False,
+        progress=False,
+        main=True,
+    ).close()
+    history = strict_lines(logs / "train.jsonl")
+    assert history[1]["losses"] == {"l1": None}
+    assert history[1]["lr"] == {"network": None}
+    assert history[2]["validation"] == {"mae": 3.0, "psnr": None}
+    assert history[3]["losses"] == {"l1": None}
+
+
+def test_a_nan_learning_rate_is_one_options_error() -> None:
+    with pytest.raises(OptionsError, match=r"^invalid options.*learning_rate: .*finite number$"):
+        TinyRegression({"learning_rate": NAN})
+
+
+def test_a_learning_rate_the_optimizer_refuses_is_one_options_error(
+    cases: CaseSet, tmp_path: Path
+) -> None:
+    method = TinyRegression({"learning_rate": -1.0})
+    with pytest.raises(OptionsError) as error:
+        train(method, cases, config=quick(), run_dir=tmp_path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "cannot set up training with its options: Invalid learning rate: -1.0" in message
+
+
+def cli(*args: str) -> Result:
+    plugins = load_plugins()
+    return CliRunner().invoke(build_cli(plugins), list(args), obj=plugins)
+
+
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_the_command_line_reports_a_nan_learning_rate_in_one_line(
+    command: str, cases: CaseSet, tmp_path: Path
+) -> None:
+    workflow = tmp_path / "workflow.yaml"
+    root = cases.cases[0].images["source"].parent.parent
+    workflow.write_text(
+        textwrap.dedent(
+            f"""\
+            plugins: [medi2i.testing.trainable_examples]
+            data:
+              kind: paired
+              layout: {{type: synthrad, root: {root}, source: source, target: target}}
+            method:
+              id: example-tiny-regression
+              options: {{learning_rate: .nan}}
+            training: {{steps: 2, device: cpu, progress: false}}
+            """
+        )
+    )
+    result = cli(
+        command, str(workflow), *(["--run-dir", str(tmp_path / "run")] * (command == "train"))
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0, result.output
+    assert "method.options.learning_rate: Input should be a finite number" in result.output
+    assert not (tmp_path / "run" / "model").exists()
