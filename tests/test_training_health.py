@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from medi2i.testing.trainable_examples import (
     TinyRegression,
     write_paired_cases,
 )
-from medi2i.training import TrainingConfig, train
+from medi2i.training import CheckpointError, TrainingConfig, train
 from medi2i.training.checkpoint import POINTER, read_checkpoint
 from medi2i.training.health import DivergenceGuard, non_finite_tensors
 from medi2i.training.history import RunLog, json_line
@@ -215,6 +216,38 @@ def test_a_learning_rate_the_optimizer_refuses_is_one_options_error(
     message = str(error.value)
     assert "\n" not in message
     assert "cannot set up training with its options: Invalid learning rate: -1.0" in message
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_in_one_line(
+    cases: CaseSet, tmp_path: Path
+) -> None:
+    train(TinyRegression(), cases, config=quick(steps=3), run_dir=tmp_path)
+    folder = tmp_path / "checkpoints"
+    record = json.loads((folder / POINTER).read_text())
+    optimizer_file = folder / record["optimizer_state"]["file"]
+    # what an optimizer whose state holds a Python object would have saved
+    torch.save({"optimizers": {"network": {"schedule": Schedule()}}}, optimizer_file)
+    record["optimizer_state"]["sha256"] = _sha256(optimizer_file)
+    (folder / POINTER).write_text(json.dumps(record))
+
+    with pytest.raises(CheckpointError) as error:
+        train(TinyRegression(), cases, config=quick(steps=6), run_dir=tmp_path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(optimizer_file) in message
+    assert "Schedule" in message
+    assert f"delete {folder}" in message
+    assert not isinstance(error.value.__cause__, pickle.UnpicklingError)
+
+
+class Schedule:
+    """Stands for an object an unpickler must not build."""
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def cli(*args: str) -> Result:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -194,6 +196,12 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
     try:
         tensors = load_file(str(weights))
         extra = torch.load(optimizer_state, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint file {optimizer_state} holds Python objects that medi2i does not "
+            f"unpickle ({_unpickling_reason(exc)}), so the run cannot resume from it; delete "
+            f"{folder} (or train with resume off, or in a new run folder) to start afresh"
+        ) from None
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"checkpoint {pointer} cannot be read: {exc}") from None
     modules: dict[str, dict[str, torch.Tensor]] = {}
@@ -233,6 +241,14 @@ def clear_checkpoints(folder: Path) -> None:
     """Remove every checkpoint file in ``folder`` (a run started afresh)."""
     (folder / POINTER).unlink(missing_ok=True)
     _remove_stale(folder, keep=None)
+
+
+def _unpickling_reason(error: pickle.UnpicklingError) -> str:
+    # torch's message spans many lines of advice; its one line of substance names the type
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error: (.*?)(?: Please |$)", text, re.MULTILINE)
+    reason = found.group(1) if found else text.strip().splitlines()[0] if text.strip() else ""
+    return reason.strip().rstrip(".") or type(error).__name__
 
 
 def _file_record(path: Path) -> _FileRecord:
