@@ -146,7 +146,10 @@ def load_method(
     from medi2i.model_folder import load_model
 
     if (method is None) == (model is None):
-        raise OptionsError("give either a method id or a trained-model folder, not both or neither")
+        raise OptionsError(
+            "give either --method (a method id) or --model (a trained-model folder), "
+            "not both or neither"
+        )
     if model is not None:
         if options:
             raise OptionsError(
@@ -205,20 +208,23 @@ def predict(
         InputError: The input is unreadable, non-finite (see ``settings.nonfinite``),
             constant or empty, or of another modality than the method takes.
     """
-    from medi2i.io import read_volume, write_volume
+    from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import check_destination
     from medi2i.registry import Registry
 
     output = Path(output)
-    check_destination(output, inputs=[Path(source)], overwrite=overwrite)
-    check_destination(sidecar_path(output), inputs=[Path(source)], overwrite=True, folder=False)
     registry = registry if registry is not None else Registry()
+    writer = writer_for(output, list(registry.writers.values()))  # before any inference
+    check_destination(
+        output, inputs=[Path(source)], overwrite=overwrite, folder=not writer.suffixes
+    )
+    check_destination(sidecar_path(output), inputs=[Path(source)], overwrite=True, folder=False)
     ready = load_method(method=method, model=model, options=options, registry=registry)
     settings = settings or InferenceSettings()
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     result = predict_tensor(ready, image, settings=settings, condition=condition)
-    written = write_volume(result, output, writers=list(registry.writers.values()))
+    written = write_volume(result, output, writers=[writer])
     record = provenance(
         ready, source=Path(source), model=model, settings=settings, registry=registry
     )

@@ -30,6 +30,7 @@ __all__ = [
     "builtin_writers",
     "read_volume",
     "write_volume",
+    "writer_for",
 ]
 
 
@@ -95,11 +96,19 @@ def write_volume(
         GeometryError: The volume has several channels or an unusable affine.
     """
     path = Path(path)
-    writers = builtin_writers() if writers is None else writers
+    writer_for(path, builtin_writers() if writers is None else writers).write(volume, path)
+    return path
+
+
+def writer_for(path: Path, writers: Sequence[VolumeWriter]) -> VolumeWriter:
+    """The first of ``writers`` that writes ``path`` (ask before computing an output).
+
+    Raises:
+        InputError: None does; the message lists the suffixes that can be written.
+    """
     for writer in writers:
-        if writer.can_write(path):
-            writer.write(volume, path)
-            return path
+        if writer.can_write(Path(path)):
+            return writer
     raise InputError(f"no writer for {path}: {_supported(writers)}")
 
 

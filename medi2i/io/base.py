@@ -273,9 +273,11 @@ def _checked_affine(affine: np.ndarray, path: Path) -> np.ndarray:
     elif abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
         problem = "is singular (a voxel spacing of 0 mm?)"
     if problem is not None:
+        entries = " ".join(f"{value:.4g}" for value in matrix.ravel())
         raise GeometryError(
             f"{path}: the voxel-to-world affine {problem}; the file's geometry cannot be "
-            f"used, fix its header (spacing, direction) with the tool that made it:\n{matrix}"
+            f"used, fix its header (spacing, direction) with the tool that made it "
+            f"(affine, row by row: {entries})"
         )
     return matrix
 
@@ -292,6 +294,7 @@ def volume_to_array(volume: MetaTensor, *, path: Path) -> tuple[np.ndarray, np.n
 
     Raises:
         GeometryError: More than one channel, not 3D, or an unusable affine.
+        OutputError: A voxel is NaN or infinite.
     """
     values = volume.as_tensor().detach().cpu().numpy()
     if values.ndim == 4 and values.shape[0] == 1:

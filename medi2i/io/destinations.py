@@ -45,6 +45,12 @@ def check_destination(
         folder = output.suffix == "" or output.is_dir()
     for source in inputs:
         _refuse_input(output, Path(source))
+    blocking = next((parent for parent in output.parents if parent.is_file()), None)
+    if blocking is not None:
+        raise OutputError(
+            f"cannot write {output}: {blocking} is a file, not a folder; choose another "
+            "output path"
+        )
     if output.is_dir() and not folder:
         raise OutputError(
             f"{output} is an existing folder, but the output is a file; give a file name "
