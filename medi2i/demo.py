@@ -110,7 +110,10 @@ def _dicom_round_trip(
     yield f"DICOM MR series (held-out phantom): {series}"
     settings = InferenceSettings(progress=progress)
     for target in (output_dir / "dicom" / "synthetic_ct", output_dir / "synthetic_ct.nii.gz"):
-        written = predict(series, target, model=model_dir, settings=settings, registry=registry)
+        # a rerun of the demo replaces what its own earlier run wrote here
+        written = predict(
+            series, target, model=model_dir, settings=settings, registry=registry, overwrite=True
+        )
         yield f"synthetic CT: {written}"
     sct = read_volume(written)
     same_grid = np.allclose(np.asarray(sct.affine), np.asarray(mr.affine), atol=1e-3)

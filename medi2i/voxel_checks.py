@@ -139,7 +139,8 @@ def _repaired(
                 ~finite[channel], return_distances=False, return_indices=True
             )
             fixed[channel] = fixed[channel][tuple(nearest)]
-    return MetaTensor(torch.from_numpy(fixed), affine=image.affine.clone(), meta=dict(image.meta))
+    meta = {key: value for key, value in image.meta.items() if key != "affine"}
+    return MetaTensor(torch.from_numpy(fixed), affine=image.affine.clone(), meta=meta)
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:

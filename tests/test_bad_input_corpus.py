@@ -470,7 +470,6 @@ def _(tmp: Path) -> Case:
 
 @case("dicom-duplicate-positions")
 def _(tmp: Path) -> Case:
-    folder = series(tmp / "dup")
     positions = np.zeros((6, 3))
     series(tmp / "dup2", positions=positions)
     return Case(predict(tmp / "dup2", tmp / "out.nii.gz"), "dup2")
@@ -707,7 +706,7 @@ def _(tmp: Path) -> Case:
     lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
     for index in range(1, 9):
         previous, name = chr(ord("a") + index - 1), chr(ord("a") + index)
-        lines.append(f"{name}: &{name} [*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous}]")  # fmt: skip
+        lines.append(f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]")
     path = workflow(tmp, "\n".join(lines) + "\n")
     return Case(["validate", str(path)], "workflow.yaml", "alias")
 

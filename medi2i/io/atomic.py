@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from medi2i.errors import OutputError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -49,6 +51,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield temporary
         _replace(temporary, path)
+    except OSError as exc:  # a full disk, a read-only folder: one line, nothing kept
+        _remove(temporary)
+        raise _not_written(path, exc) from exc
     except BaseException:
         _remove(temporary)
         raise
@@ -79,8 +84,18 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
         header_last = sorted(folder.iterdir(), key=lambda part: part.name == path.name)
         for part in header_last:
             os.replace(part, path.parent / part.name)
+    except OSError as exc:
+        raise _not_written(path, exc) from exc
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _not_written(path: Path, exc: OSError) -> OutputError:
+    reason = exc.strerror or str(exc)
+    return OutputError(
+        f"cannot write {path}: {reason}; nothing was written there (free disk space, or "
+        "choose a folder you can write to)"
+    )
 
 
 def temporary_sibling(path: Path) -> Path:

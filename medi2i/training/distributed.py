@@ -278,6 +278,7 @@ def predict_sharded(
                     options=options,
                     settings=rank_settings,
                     registry=registry,
+                    overwrite=overwrite,
                 )
             )
         except Medi2iError as exc:

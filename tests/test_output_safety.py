@@ -1,0 +1,245 @@
+"""What predict and batch may replace, what they repair, and what a killed writer leaves.
+
+The refusals themselves are cases of ``test_bad_input_corpus.py``; these tests show the
+other side: consented replacement works, policies repair what they say, leftovers go.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from medi2i.cli.main import build_cli
+from medi2i.errors import InputError, OutputError
+from medi2i.io.atomic import atomic_path, remove_stale_temporaries, temporary_sibling
+from medi2i.plugins import load_plugins
+from medi2i.testing import example_methods, make_volume
+from medi2i.voxel_checks import checked_input
+
+
+def run(*args: str) -> Result:
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    return CliRunner().invoke(build_cli(plugins), list(args), obj=plugins)
+
+
+def nifti(path: Path, values: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(values.astype(np.float32), np.eye(4)), str(path))
+    return path
+
+
+def blobs(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(400.0, 100.0, (12, 10, 8)).astype(np.float32)
+
+
+def translate(source: Path, output: Path, *extra: str) -> Result:
+    args = ["predict", str(source), str(output), "--method", "example-self-rescaling"]
+    return run(*args, "--no-progress", *extra)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha", ""])
+def test_overwrite_replaces_an_earlier_output_of_any_format(tmp_path: Path, suffix: str) -> None:
+    first = nifti(tmp_path / "a.nii.gz", blobs(0))
+    second = nifti(tmp_path / "b.nii.gz", blobs(1))
+    output = tmp_path / f"out{suffix}"
+    assert translate(first, output).exit_code == 0
+    refused = translate(second, output)
+    assert refused.exit_code == 1
+    assert "--overwrite" in refused.output
+    replaced = translate(second, output, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    sidecar = json.loads((tmp_path / "out.provenance.json").read_text())
+    assert sidecar["input"]["path"] == str(second)
+
+
+def test_an_empty_folder_takes_a_dicom_series_without_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "sct").mkdir()
+    result = translate(nifti(tmp_path / "a.nii.gz", blobs()), tmp_path / "sct")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "sct").glob("*.dcm"))) == 8
+
+
+def test_a_full_disk_while_writing_a_series_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = []
+
+    def full(dataset: object, path: Path) -> None:
+        written.append(path)
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        path.write_bytes(b"slice")
+
+    monkeypatch.setattr("medi2i.dicom.write._save", full)
+    source = nifti(tmp_path / "a.nii.gz", blobs())
+    result = translate(source, tmp_path / "sct")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot write {tmp_path / 'sct'}: No space left on device; nothing was written "
+        "there (free disk space, or choose a folder you can write to)"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
+
+
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
+    # a writer killed with SIGKILL inside its atomic write
+    script = (
+        "import os, signal, sys; from pathlib import Path; "
+        "from medi2i.io.atomic import atomic_path\n"
+        "with atomic_path(Path(sys.argv[1])) as tmp:\n"
+        "    tmp.write_bytes(b'half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.nii.gz")])
+    assert killed.returncode == -9
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1
+    assert left[0].startswith(".out.tmp-")
+    busy = temporary_sibling(tmp_path / "busy.nii.gz")  # this process, still writing
+    busy.write_bytes(b"in progress")
+    (tmp_path / ".hidden-notes.txt").write_text("not ours")
+
+    with atomic_path(tmp_path / "other.nii.gz") as tmp:
+        tmp.write_bytes(b"done")
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [busy.name, ".hidden-notes.txt", "other.nii.gz"]
+    )
+
+
+def test_an_old_temporary_without_a_process_id_goes_after_an_hour(tmp_path: Path) -> None:
+    old, new = tmp_path / ".a.tmp-1a2b3c4d.nii.gz", tmp_path / ".b.tmp-5e6f7a8b.nii.gz"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    assert remove_stale_temporaries(tmp_path) == [old]
+    assert new.exists()
+
+
+def nan_volume() -> torch.Tensor:
+    volume = make_volume((10, 10, 10))
+    volume[0, 4, 5, 6] = float("nan")
+    volume[0, 0, 0, 0] = float("inf")
+    return volume
+
+
+def test_nonfinite_zero_sets_the_bad_voxels_to_zero() -> None:
+    volume = nan_volume()
+    repaired = checked_input(volume, "zero")  # type: ignore[arg-type]
+    assert repaired[0, 4, 5, 6] == 0
+    assert repaired[0, 0, 0, 0] == 0
+    assert torch.isnan(volume[0, 4, 5, 6]), "the caller's volume was changed"
+    assert torch.equal(repaired.affine, volume.affine)
+
+
+def test_nonfinite_nearest_copies_a_neighbour() -> None:
+    volume = nan_volume()
+    repaired = checked_input(volume, "nearest")  # type: ignore[arg-type]
+    assert bool(torch.isfinite(repaired).all())
+    neighbours = {
+        float(volume[0, 4 + di, 5 + dj, 6 + dk])
+        for di, dj, dk in [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+    }
+    assert float(repaired[0, 4, 5, 6]) in neighbours
+    assert float(repaired[0, 0, 0, 0]) in {float(volume[0, 1, 0, 0]), float(volume[0, 0, 1, 0]),
+                                           float(volume[0, 0, 0, 1])}  # fmt: skip
+
+
+def test_nonfinite_error_names_count_and_place() -> None:
+    with pytest.raises(
+        InputError, match=r"2 voxel\(s\) are NaN or infinite \(first at voxel \(0, 0, 0\)\)"
+    ):
+        checked_input(nan_volume())
+
+
+def test_the_policy_reaches_the_command_line_and_the_provenance(tmp_path: Path) -> None:
+    values = blobs()
+    values[2, 3, 4] = np.nan
+    source = nifti(tmp_path / "a.nii.gz", values)
+    result = translate(source, tmp_path / "out.nii.gz", "--nonfinite", "nearest")
+    assert result.exit_code == 0, result.output
+    written = np.asarray(nib.load(str(tmp_path / "out.nii.gz")).dataobj)
+    assert np.isfinite(written).all()
+    sidecar = json.loads((tmp_path / "out.provenance.json").read_text())
+    assert sidecar["settings"]["nonfinite"] == "nearest"
+
+
+def test_a_method_that_returns_nan_writes_nothing(tmp_path: Path) -> None:
+    from medi2i.prediction import predict
+    from medi2i.registry import Registry
+
+    source = nifti(tmp_path / "a.nii.gz", blobs())
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    registry = Registry(plugins)
+    method = registry.method("intensity-inversion")
+    original = method.predict
+
+    def poisoned(self: object, image: torch.Tensor, context: object) -> torch.Tensor:
+        out = original(self, image, context)  # type: ignore[arg-type]
+        out[..., 3] = float("nan")
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(method, "predict", poisoned)
+        with pytest.raises(OutputError, match=r"NaN or infinite.*nothing was written"):
+            predict(source, tmp_path / "out.nii.gz", method=method.id, registry=registry)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
+
+
+def test_force_modality_translates_a_series_of_another_modality(tmp_path: Path) -> None:
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(0).normal(0.0, 100.0, (12, 10, 6)).round().astype(np.float32)
+    write_series(tmp_path / "ct", volume, modality="CT")
+    args = ["predict", str(tmp_path / "ct"), str(tmp_path / "o.nii.gz")]
+    args += ["--method", "example-self-rescaling", "--no-progress"]
+    assert run(*args).exit_code == 1
+    forced = run(*args, "--force-modality")
+    assert forced.exit_code == 0, forced.output
+
+
+def test_batch_picks_the_series_of_the_method_input_modality(tmp_path: Path) -> None:
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(0).normal(300.0, 50.0, (12, 10, 6)).round().astype(np.float32)
+    study = "1.2.826.0.1.3680043.8.498.1"
+    write_series(tmp_path / "in" / "p1" / "mr", volume, modality="MR", study_uid=study)
+    write_series(tmp_path / "in" / "p1" / "ct", volume, modality="CT", study_uid=study)
+    result = run(
+        "batch",
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        "--method",
+        "example-self-rescaling",
+        "--format",
+        "nifti",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[-1]["status"] == "done"
+    assert records[-1]["input"].endswith("mr")
+    rerun = run(
+        "batch",
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        "--method",
+        "example-self-rescaling",
+        "--format",
+        "nifti",
+        "--no-progress",
+    )
+    assert rerun.exit_code == 0, rerun.output
+    assert "1 skipped" in rerun.output, rerun.output
