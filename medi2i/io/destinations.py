@@ -48,8 +48,7 @@ def check_destination(
     blocking = next((parent for parent in output.parents if parent.is_file()), None)
     if blocking is not None:
         raise OutputError(
-            f"cannot write {output}: {blocking} is a file, not a folder; choose another "
-            "output path"
+            f"cannot write {output}: {blocking} is a file, not a folder; choose another output path"
         )
     if output.is_dir() and not folder:
         raise OutputError(
