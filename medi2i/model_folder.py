@@ -442,7 +442,14 @@ def _read_manifest(files: _ModelFiles) -> ModelManifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFormatError(f"{files.path}: {MANIFEST} is not valid JSON: {exc}") from None
     except ValidationError as exc:
-        raise ModelFormatError(f"{files.path}: {MANIFEST} is invalid: {exc}") from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise ModelFormatError(
+            f"{files.path}: {MANIFEST} is invalid: {problems}; it was not written by medi2i "
+            "or was damaged, save or copy the model again"
+        ) from None
     if manifest.format != FORMAT:
         raise ModelFormatError(
             f"{files.path}: model format {manifest.format!r} is not supported "

@@ -272,3 +272,13 @@ def test_a_newer_feature_release_warns(
 )
 def test_version_comparison(recorded: str, installed: str, expected: str | None) -> None:
     assert _newer(recorded, installed) == expected
+
+
+def test_an_invalid_manifest_is_a_one_line_error(
+    trained: tuple[PointwiseNet, Path], registry: Registry
+) -> None:
+    _, folder = trained
+    edit_manifest(folder, method__version=3, surprise=True)
+    with pytest.raises(ModelFormatError, match=r"method\.version: .*; surprise: ") as info:
+        load_model(folder, registry=registry)
+    assert "\n" not in str(info.value)
