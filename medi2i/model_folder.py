@@ -273,9 +273,12 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     declared = _declared_shapes(path, method_cls, options)
     tensors = _read_weights(files, manifest, declared, options)
     method = method_cls(options)
-    method.load_state_values(manifest.state)
-    if tensors is not None:
-        method.load_state_tensors(tensors)
+    try:
+        method.load_state_values(manifest.state)
+        if tensors is not None:
+            method.load_state_tensors(tensors)
+    except ModelFormatError as exc:  # the method's message, with the folder, on one line
+        raise ModelFormatError(f"{path}: {' '.join(str(exc).split())}") from exc
     return method
 
 

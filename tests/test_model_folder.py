@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -97,6 +98,21 @@ def test_weights_for_other_options_are_refused(
     (folder / "medi2i-model.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFormatError, match="do not fit"):
         load_model(folder, registry=registry)
+
+
+def test_weights_the_method_rejects_are_one_line_naming_the_folder(
+    trained: tuple[PointwiseNet, Path], registry: Registry
+) -> None:
+    from safetensors.torch import save_file
+
+    _, folder = trained
+    weights = folder / "weights.safetensors"
+    save_file({"network.0.weight": torch.zeros(3, 1, 1, 1, 1)}, str(weights))  # too few
+    edit_manifest(folder, weights__sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+    with pytest.raises(ModelFormatError, match="do not fit") as info:
+        load_model(folder, registry=registry)
+    assert str(info.value).startswith(f"{folder}: ")
+    assert "\n" not in str(info.value)
 
 
 def test_missing_or_invalid_parts_are_clear_errors(tmp_path: Path, registry: Registry) -> None:
