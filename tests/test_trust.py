@@ -246,7 +246,9 @@ def test_json_output_stays_clean_with_a_plugin_that_prints(
     noisy_site: Path, tmp_path: Path, command: str
 ) -> None:
     args = json_commands(tmp_path)[command]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDI2I_")}
+    env = {k: v for k, v in os.environ.items() if k != "MEDI2I_DISABLE_PLUGIN_AUTOLOAD"}
+    if "MEDI2I_LOAD_PLUGINS" in env:  # the suite's selection of plugins, and this one
+        env["MEDI2I_LOAD_PLUGINS"] += ",noisy"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(noisy_site), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, "-m", "medi2i", *args],
@@ -278,6 +280,7 @@ def test_plugins_print_to_stderr_in_process(
     module.register_methods = register_methods  # type: ignore[attr-defined]
     installed.append(FakeEntryPoint("loud", module))
     monkeypatch.delenv("MEDI2I_DISABLE_PLUGIN_AUTOLOAD")
+    monkeypatch.delenv("MEDI2I_LOAD_PLUGINS", raising=False)
 
     assert Registry(load_plugins()).methods == {}  # the register hook ran, registering none
     captured = capsys.readouterr()
