@@ -279,6 +279,6 @@ def test_workflow_plugins_are_loaded_or_reported(tmp_path: Path, registry: Regis
     assert load_workflow(write(tmp_path, text), registry=registry).plugins
     missing = "plugins: [no_such_module_here]\n" + MINIMAL
     with pytest.raises(
-        WorkflowError, match=r"line 1: plugins: plugin module 'no_such_module_here'"
+        WorkflowError, match=r"line 1: plugins: no installed medi2i plugin is named 'no_such_"
     ):
         load_workflow(write(tmp_path, missing), registry=registry)

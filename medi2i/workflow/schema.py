@@ -347,8 +347,8 @@ class Workflow(Section):
     Attributes:
         version: Schema version of the file (currently 1).
         description: Free text shown at the top of the report.
-        plugins: Extra Python modules with medi2i hook implementations, loaded in
-            addition to the installed plugins (for a method still being written).
+        plugins: Installed plugins to load in addition to the autoloaded ones, by
+            entry-point or distribution name (``medi2i plugins`` lists them).
         data: Training (and by default evaluation) data.
         method: The method and its options, or a trained model.
         training: Trainer settings.
