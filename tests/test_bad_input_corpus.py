@@ -644,6 +644,13 @@ def _(tmp: Path) -> Case:
     return Case(predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "-o", "oops"), "oops")
 
 
+@case("option-alias-bomb")
+def _(tmp: Path) -> Case:
+    bomb = "[" + ",".join(["&a [1,1,1,1,1,1,1,1,1,1]"] + ["*a"] * 150) + "]"
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "-o", f"x={bomb}")
+    return Case(args, "--option", "aliases")
+
+
 @case("option-bad-roi")
 def _(tmp: Path) -> Case:
     args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--roi-size", "0,4")

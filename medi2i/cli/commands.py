@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 import yaml
 
+from medi2i.bounded_yaml import load_yaml
 from medi2i.errors import OptionsError
 from medi2i.plugins import PluginSet
 
@@ -121,7 +122,7 @@ def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, object]:
         if not sep or not key:
             raise OptionsError(f"{what} {pair!r} must look like key=value")
         try:
-            parsed[key.strip()] = yaml.safe_load(value)
+            parsed[key.strip()] = load_yaml(value)[0]
         except yaml.YAMLError as exc:
             raise OptionsError(f"{what} {pair!r}: the value is not valid YAML: {exc}") from None
     return parsed
