@@ -76,7 +76,7 @@ def test_predict_writes_the_output(tmp_path: Path) -> None:
             "missing.nii.gz",
         ),
         (["predict", "in.nii.gz", "out.nii.gz", "--method", "no-such-method"], "no-such-method"),
-        (["predict", "in.nii.gz", "out.nii.gz"], "either a method id or a trained-model folder"),
+        (["predict", "in.nii.gz", "out.nii.gz"], "either --method (a method id) or --model"),
         (
             [
                 "predict",
