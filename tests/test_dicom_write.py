@@ -290,7 +290,7 @@ def test_a_failure_leaves_no_partial_series_and_keeps_the_old_one(
 
     real_save = write_module._save
     monkeypatch.setattr(write_module, "_save", failing_save)
-    with pytest.raises(OutputError, match="cannot write .*sct: disk full; nothing was written"):
+    with pytest.raises(OutputError, match=r"cannot write .*sct: disk full; nothing was written"):
         write_derived_series(
             _ct_volume(), folder, source=None, modality="CT", method_id="m", method_version="new"
         )
