@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from medi2i.cli.main import build_cli
-from medi2i.plugins import load_plugins
+from medi2i.plugins import PluginWarning, load_plugins
 from medi2i.testing import example_methods
 
 
@@ -40,6 +41,8 @@ class Case:
     """Text (case-insensitive) that says the real cause."""
     absent: list[Path] = field(default_factory=list)
     """Paths that must still not exist afterwards (no partial output)."""
+    plugins: dict[str, str] = field(default_factory=dict)
+    """Plugins installed for the case: entry-point name -> module source."""
 
 
 CASES: dict[str, Callable[[Path], Case]] = {}
@@ -669,6 +672,56 @@ def _(tmp: Path) -> Case:
     return Case(args, "overlap")
 
 
+# -- plugins -------------------------------------------------------------------------------
+
+BROKEN_IMPORT = "raise ImportError(\"No module named 'a_dependency_never_installed'\")\n"
+CLASHING = """\
+import medi2i
+from medi2i_invert.method import IntensityInversion
+
+
+class Impostor(IntensityInversion):
+    pass
+
+
+@medi2i.hookimpl
+def register_methods(register):
+    register(Impostor)
+"""
+RAISING_HOOK = """\
+import medi2i
+
+
+@medi2i.hookimpl
+def register_methods(register):
+    raise RuntimeError("this plugin's register hook is broken")
+"""
+
+
+@case("plugin-broken-import-strict")
+def _(tmp: Path) -> Case:
+    return Case(
+        ["--strict-plugins", "methods"], "broken_dep", plugins={"broken_dep": BROKEN_IMPORT}
+    )
+
+
+@case("plugin-broken-hook-strict")
+def _(tmp: Path) -> Case:
+    return Case(["--strict-plugins", "methods"], "bad_hook", plugins={"bad_hook": RAISING_HOOK})
+
+
+@case("plugin-clashing-method-id")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz")
+    return Case(args, "impostor", "both", [tmp / "o.nii.gz"], plugins={"impostor": CLASHING})
+
+
+@case("plugin-workflow-names-a-broken-one")
+def _(tmp: Path) -> Case:
+    path = workflow(tmp, WORKFLOW + "plugins: [broken_dep]\n")
+    return Case(["validate", str(path)], "broken_dep", plugins={"broken_dep": BROKEN_IMPORT})
+
+
 # -- workflows -----------------------------------------------------------------------------
 
 
@@ -679,8 +732,10 @@ def _(tmp: Path) -> Case:
 
 @case("workflow-nan-learning-rate")
 def _(tmp: Path) -> Case:
-    path = workflow(tmp, WORKFLOW + "training:\n  steps: 5\n  learning_rate: .nan\n")
-    return Case(["validate", str(path)], "learning_rate")
+    text = WORKFLOW.replace("example-pointwise-net", "example-tiny-regression")
+    text = "plugins: [medi2i.testing.trainable_examples]\n" + text
+    path = workflow(tmp, text + "  options:\n    learning_rate: .nan\n")
+    return Case(["validate", str(path)], "method.options.learning_rate", "finite number")
 
 
 @case("workflow-inf-steps")
@@ -766,13 +821,30 @@ def hashes(root: Path) -> dict[Path, str]:
     return found
 
 
+def install(site: Path, plugins: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install each plugin as a distribution with an entry point in group ``medi2i``."""
+    site.mkdir()
+    for name, source in plugins.items():
+        (site / f"{name}.py").write_text(source)
+        info = site / f"{name}-0.0.1.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n")
+        (info / "entry_points.txt").write_text(f"[medi2i]\n{name} = {name}\n")
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("MEDI2I_LOAD_PLUGINS", ",".join(["invert", *plugins]))
+
+
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], object]:
     monkeypatch.setenv("MEDI2I_LOAD_PLUGINS", "invert")
     monkeypatch.delenv("MEDI2I_DEBUG", raising=False)
+    monkeypatch.delenv("MEDI2I_STRICT_PLUGINS", raising=False)
 
     def invoke(args: list[str]) -> object:
-        plugins = load_plugins()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PluginWarning)  # the CLI prints these as Warning:
+            plugins = load_plugins()
         plugins.manager.register(example_methods, name="examples")
         return CliRunner().invoke(build_cli(plugins), args, obj=plugins)
 
@@ -791,6 +863,8 @@ def test_bad_input_gets_one_line_and_changes_nothing(
     work.mkdir()
     monkeypatch.chdir(work)
     built = CASES[name](work)
+    if built.plugins:
+        install(tmp_path / "site", built.plugins, monkeypatch)
     before = hashes(work)
     missing_before = [path for path in built.absent if not path.exists()]
 

@@ -124,7 +124,8 @@ def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, object]:
         try:
             parsed[key.strip()] = load_yaml(value)[0]
         except yaml.YAMLError as exc:
-            raise OptionsError(f"{what} {pair!r}: the value is not valid YAML: {exc}") from None
+            shown = pair if len(pair) <= 60 else pair[:57] + "..."
+            raise OptionsError(f"{what} {shown!r}: the value is not valid YAML: {exc}") from None
     return parsed
 
 

@@ -75,6 +75,8 @@ def cli(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
     if strict_plugins and plugins.failures:
         names = ", ".join(f.name for f in plugins.failures)
         raise PluginError(f"plugins failed to load: {names} (--strict-plugins is set)")
+    if strict_plugins:
+        plugins.strict = True  # a register hook that fails later is fatal too
 
 
 def build_cli(plugins: PluginSet) -> click.Group:

@@ -72,7 +72,20 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
     for reader in readers:
         if reader.can_read(path):
             return reader.read(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder that no reader takes: {_folder_contents(path)}")
     raise InputError(f"no reader for {path}: {_supported(readers)}")
+
+
+def _folder_contents(path: Path) -> str:
+    names = sorted(entry.name for entry in path.iterdir())
+    if not names:
+        return "it is empty; give a DICOM series folder or a volume file"
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (
+        f"none of its first entries ({shown}) is a DICOM file; give a DICOM series folder "
+        "or a volume file"
+    )
 
 
 def write_volume(
