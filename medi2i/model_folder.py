@@ -15,29 +15,17 @@ A model folder is data from elsewhere, so loading checks it before trusting it:
 - Every file it names lies inside it, after symlinks are followed; a zip holds no member
   with an absolute name or a ``..`` part. The manifest may be at most
   :data:`MAX_MANIFEST_BYTES` and the weights file :data:`MAX_WEIGHTS_BYTES`.
-- The method's options may not make it bigger than its weights: the method is first
-  built on PyTorch's ``meta`` device (shapes only, no memory) and what its
-  :meth:`~medi2i.method.Method.state_tensors` declares must hold at most
-  :data:`MAX_STATE_ELEMENTS` numbers, and match the tensor shapes in the weights file's
-  safetensors header (read without loading a tensor). A method that declares tensors
-  needs a weights file. Only then is the method built for real.
-- Versions: a model made by a newer release series of its method or of medi2i is
-  refused, with the version to install; a newer feature release only warns
-  (:class:`ModelVersionWarning`). Versions are read as ``MAJOR.MINOR.PATCH``; the release
-  series is ``MAJOR``, or ``0.MINOR`` while the major version is 0 (where, as in SemVer,
-  every minor release may change the format), and the feature release is the next part
-  (``MINOR``, or ``PATCH`` under 0). A version that is not of this form is not compared.
+- The method is sized and the model's versions compared before anything is allocated
+  (:mod:`medi2i.model_checks`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import shutil
 import tempfile
-import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -48,6 +36,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from medi2i.errors import InputError, Medi2iError, ModelFormatError
 from medi2i.method import Method, SpatialPlan, StateValue, VolumeSpec
+from medi2i.model_checks import (
+    MAX_STATE_ELEMENTS,
+    changed_options,
+    check_versions,
+    declared_shapes,
+    safetensors_shapes,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -64,14 +59,8 @@ METRICS = "metrics.json"
 
 MAX_MANIFEST_BYTES = 16 * 1024**2
 """Largest ``medi2i-model.json`` read (fitted values included), in bytes."""
-MAX_STATE_ELEMENTS = 2**31
-"""Most numbers a model's method may declare in its tensors (8 GiB as float32)."""
 MAX_WEIGHTS_BYTES = 8 * MAX_STATE_ELEMENTS
 """Largest weights file read, in bytes (:data:`MAX_STATE_ELEMENTS` as float64)."""
-
-
-class ModelVersionWarning(UserWarning):
-    """A model was made by a newer feature release of its method or of medi2i."""
 
 
 class WeightsRecord(BaseModel):
@@ -265,12 +254,12 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     manifest = _read_manifest(files)
     registry = registry if registry is not None else Registry()
     method_cls = registry.method(manifest.method.id)
-    _check_versions(path, manifest, method_cls, registry)
+    check_versions(path, method_cls, registry, manifest.method.version, manifest.medi2i_version)
     try:
         options = method_cls.parse_options(manifest.options)
     except Medi2iError as exc:
         raise ModelFormatError(f"{path}: {MANIFEST}: {exc}") from None
-    declared = _declared_shapes(path, method_cls, options)
+    declared = declared_shapes(f"{path}: {MANIFEST}", method_cls, options)
     tensors = _read_weights(files, manifest, declared, options)
     method = method_cls(options)
     try:
@@ -303,12 +292,12 @@ def _read_weights(
             f"{path}: {manifest.weights.file} does not match the SHA-256 in {MANIFEST}; "
             "the weights were changed or damaged, copy the model folder again"
         )
-    stored = _safetensors_shapes(data, f"{path}: {manifest.weights.file}")
+    stored = safetensors_shapes(data, f"{path}: {manifest.weights.file}")
     for name, shape in declared.items():
         if name in stored and stored[name] != shape:
             raise ModelFormatError(
                 f"{path}: weights do not fit method {method_id!r} with the options in "
-                f"{MANIFEST} ({_changed_options(options)}): {name} is {list(stored[name])} "
+                f"{MANIFEST} ({changed_options(options)}): {name} is {list(stored[name])} "
                 f"in {manifest.weights.file} but {list(shape)} for these options"
             )
     from safetensors import SafetensorError
@@ -318,119 +307,6 @@ def _read_weights(
         return load_safetensors(data)
     except SafetensorError as exc:
         raise ModelFormatError(f"{path}: {manifest.weights.file} is not readable: {exc}") from None
-
-
-def _declared_shapes(
-    path: Path, method_cls: type[Method], options: BaseModel
-) -> dict[str, tuple[int, ...]]:
-    """Shapes of the tensors ``method_cls`` keeps with ``options``, found on the meta
-    device (no memory is allocated); empty when the method cannot be built there."""
-    import torch
-
-    try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            tensors = method_cls(options).state_tensors()
-    except Medi2iError:
-        raise
-    except Exception:  # a method that needs real tensors to build is checked on load
-        return {}
-    shapes = {name: tuple(int(n) for n in tensor.shape) for name, tensor in tensors.items()}
-    total = sum(math.prod(shape) for shape in shapes.values())
-    if total > MAX_STATE_ELEMENTS:
-        raise ModelFormatError(
-            f"{path}: method {method_cls.id!r} with the options in {MANIFEST} "
-            f"({_changed_options(options)}) would hold {total:,} numbers, more than the "
-            f"{MAX_STATE_ELEMENTS:,} a model may; the options are damaged or not for this method"
-        )
-    return shapes
-
-
-def _changed_options(options: BaseModel) -> str:
-    """``name=value`` of the options that differ from the defaults (all if unknown)."""
-    values = options.model_dump(mode="json")
-    try:
-        defaults = type(options)().model_dump(mode="json")
-    except ValidationError:
-        defaults = {}
-    changed = [name for name, value in values.items() if defaults.get(name, ...) != value]
-    if not changed:
-        return "the defaults"
-    return ", ".join(f"{name}={_short(values[name])}" for name in changed)
-
-
-def _short(value: object, width: int = 40) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _safetensors_shapes(data: bytes, where: str) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors header, without reading the tensors."""
-    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-    if not 0 < size <= min(len(data) - 8, MAX_MANIFEST_BYTES):
-        raise ModelFormatError(f"{where} is not readable: not a safetensors file")
-    try:
-        header = json.loads(data[8 : 8 + size])
-        return {
-            name: tuple(int(n) for n in entry["shape"])
-            for name, entry in header.items()
-            if name != "__metadata__"
-        }
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ModelFormatError(f"{where} is not readable: bad safetensors header ({exc})") from None
-
-
-def _release(version: str) -> tuple[int, int, int] | None:
-    match = _VERSION.match(version)
-    if match is None:
-        return None
-    major, minor, patch = match.groups()
-    return int(major), int(minor), int(patch or 0)
-
-
-_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def _check_versions(
-    path: Path, manifest: ModelManifest, method_cls: type[Method], registry: Registry
-) -> None:
-    """Refuse a model from a newer release series, warn on a newer feature release."""
-    from medi2i import __version__
-
-    owner = registry.method_owner(method_cls.id)
-    infos = {info.name: info for info in registry.plugins.infos}
-    dist = infos[owner].distribution if owner in infos else None
-    dist = dist or "medi2i"
-    checks = [
-        (f"method {method_cls.id!r}", manifest.method.version, method_cls.version, dist),
-        ("medi2i", manifest.medi2i_version, __version__, "medi2i"),
-    ]
-    for what, recorded, installed, package in checks:
-        newer = _newer(recorded, installed)
-        if newer == "series":
-            raise ModelFormatError(
-                f"{path}: made with {what} {recorded}, but {installed} is installed and "
-                f"cannot read it; install a release of {package} with {what} {recorded} "
-                f"or later (pip install -U {package})"
-            )
-        if newer == "feature":
-            warnings.warn(
-                f"{path}: made with {what} {recorded}, newer than the installed {installed}; "
-                f"it may use what {installed} ignores: pip install -U {package}",
-                ModelVersionWarning,
-                stacklevel=3,
-            )
-
-
-def _newer(recorded: str, installed: str) -> str | None:
-    """``"series"`` or ``"feature"`` when ``recorded`` is newer than ``installed`` in that
-    part, ``None`` when it is not newer there (or either is not ``MAJOR.MINOR[.PATCH]``)."""
-    new, old = _release(recorded), _release(installed)
-    if new is None or old is None:
-        return None
-    series = 2 if new[0] == 0 and old[0] == 0 else 1
-    if new[:series] != old[:series]:
-        return "series" if new[:series] > old[:series] else None
-    return "feature" if new[: series + 1] > old[: series + 1] else None
 
 
 def read_manifest(path: str | Path) -> ModelManifest:

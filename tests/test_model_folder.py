@@ -12,13 +12,8 @@ import pytest
 import torch
 
 from medi2i.errors import InputError, ModelFormatError, UnknownMethodError
-from medi2i.model_folder import (
-    ModelVersionWarning,
-    _newer,
-    load_model,
-    read_manifest,
-    save_model,
-)
+from medi2i.model_checks import ModelVersionWarning, newer_release
+from medi2i.model_folder import load_model, read_manifest, save_model
 from medi2i.plugins import load_plugins
 from medi2i.registry import Registry
 from medi2i.testing import example_methods
@@ -287,7 +282,7 @@ def test_a_newer_feature_release_warns(
     ],
 )
 def test_version_comparison(recorded: str, installed: str, expected: str | None) -> None:
-    assert _newer(recorded, installed) == expected
+    assert newer_release(recorded, installed) == expected
 
 
 def test_an_invalid_manifest_is_a_one_line_error(

@@ -1,0 +1,173 @@
+"""Checks a trained-model folder passes before anything in it is trusted.
+
+A model folder comes from elsewhere, so :func:`medi2i.model_folder.load_model` sizes
+and dates it before it allocates or loads anything:
+
+- Options may not make the method bigger than its weights: the method is first built on
+  PyTorch's ``meta`` device (shapes only, no memory) and the tensors its
+  :meth:`~medi2i.method.Method.state_tensors` declares must hold at most
+  :data:`MAX_STATE_ELEMENTS` numbers (:func:`declared_shapes`), and match the shapes in
+  the weights file's safetensors header, read without loading a tensor
+  (:func:`safetensors_shapes`).
+- Versions (:func:`check_versions`): a model made by a newer release series of its
+  method or of medi2i is refused, with the version to install; a newer feature release
+  only warns (:class:`ModelVersionWarning`). Versions are read as
+  ``MAJOR.MINOR.PATCH``; the release series is ``MAJOR``, or ``0.MINOR`` while the major
+  version is 0 (where, as in SemVer, every minor release may change the format), and the
+  feature release is the next part (``MINOR``, or ``PATCH`` under 0). A version that is
+  not of this form is not compared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ValidationError
+
+from medi2i.errors import Medi2iError, ModelFormatError
+
+if TYPE_CHECKING:
+    from medi2i.method import Method
+    from medi2i.registry import Registry
+
+MAX_STATE_ELEMENTS = 2**31
+"""Most numbers a model's method may declare in its tensors (8 GiB as float32)."""
+MAX_HEADER_BYTES = 16 * 1024**2
+"""Largest safetensors header read, in bytes."""
+
+
+class ModelVersionWarning(UserWarning):
+    """A model was made by a newer feature release of its method or of medi2i."""
+
+
+def declared_shapes(
+    where: str, method_cls: type[Method], options: BaseModel
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors ``method_cls`` keeps with ``options``, found on the meta
+    device (no memory is allocated); empty when the method cannot be built there."""
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            tensors = method_cls(options).state_tensors()
+    except Medi2iError:
+        raise
+    except Exception:  # a method that needs real tensors to build is checked on load
+        return {}
+    shapes = {name: tuple(int(n) for n in tensor.shape) for name, tensor in tensors.items()}
+    total = sum(math.prod(shape) for shape in shapes.values())
+    if total > MAX_STATE_ELEMENTS:
+        raise ModelFormatError(
+            f"{where}: method {method_cls.id!r} with these options "
+            f"({changed_options(options)}) would hold {total:,} numbers, more than the "
+            f"{MAX_STATE_ELEMENTS:,} a model may; the options are damaged or not for this method"
+        )
+    return shapes
+
+
+def changed_options(options: BaseModel) -> str:
+    """``name=value`` of the options that differ from the defaults (all if unknown)."""
+    values = options.model_dump(mode="json")
+    try:
+        defaults = type(options)().model_dump(mode="json")
+    except ValidationError:
+        defaults = {}
+    changed = [name for name, value in values.items() if defaults.get(name, ...) != value]
+    if not changed:
+        return "the defaults"
+    return ", ".join(f"{name}={_short(values[name])}" for name in changed)
+
+
+def _short(value: object, width: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def safetensors_shapes(data: bytes, where: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header, without reading the tensors."""
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not 0 < size <= min(len(data) - 8, MAX_HEADER_BYTES):
+        raise ModelFormatError(f"{where} is not readable: not a safetensors file")
+    try:
+        header = json.loads(data[8 : 8 + size])
+        return {
+            name: tuple(int(n) for n in entry["shape"])
+            for name, entry in header.items()
+            if name != "__metadata__"
+        }
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ModelFormatError(f"{where} is not readable: bad safetensors header ({exc})") from None
+
+
+def _release(version: str) -> tuple[int, int, int] | None:
+    match = _VERSION.match(version)
+    if match is None:
+        return None
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def check_versions(
+    path: Path,
+    method_cls: type[Method],
+    registry: Registry,
+    method_version: str,
+    medi2i_version: str,
+) -> None:
+    """Refuse a model from a newer release series, warn on a newer feature release.
+
+    Args:
+        path: The model, for the messages.
+        method_cls: The installed method class.
+        registry: The installed plugins (to name the distribution to upgrade).
+        method_version: The method version the model records.
+        medi2i_version: The medi2i version the model records.
+
+    Raises:
+        ModelFormatError: A newer release series made the model.
+    """
+    from medi2i import __version__
+
+    owner = registry.method_owner(method_cls.id)
+    infos = {info.name: info for info in registry.plugins.infos}
+    dist = infos[owner].distribution if owner in infos else None
+    dist = dist or "medi2i"
+    checks = [
+        (f"method {method_cls.id!r}", method_version, method_cls.version, dist),
+        ("medi2i", medi2i_version, __version__, "medi2i"),
+    ]
+    for what, recorded, installed, package in checks:
+        newer = newer_release(recorded, installed)
+        if newer == "series":
+            raise ModelFormatError(
+                f"{path}: made with {what} {recorded}, but {installed} is installed and "
+                f"cannot read it; install a release of {package} with {what} {recorded} "
+                f"or later (pip install -U {package})"
+            )
+        if newer == "feature":
+            warnings.warn(
+                f"{path}: made with {what} {recorded}, newer than the installed {installed}; "
+                f"it may use what {installed} ignores: pip install -U {package}",
+                ModelVersionWarning,
+                stacklevel=3,
+            )
+
+
+def newer_release(recorded: str, installed: str) -> str | None:
+    """``"series"`` or ``"feature"`` when ``recorded`` is newer than ``installed`` in that
+    part, ``None`` when it is not newer there (or either is not ``MAJOR.MINOR[.PATCH]``)."""
+    new, old = _release(recorded), _release(installed)
+    if new is None or old is None:
+        return None
+    series = 2 if new[0] == 0 and old[0] == 0 else 1
+    if new[:series] != old[:series]:
+        return "series" if new[:series] > old[:series] else None
+    return "feature" if new[: series + 1] > old[: series + 1] else None
