@@ -20,10 +20,12 @@ from pydicom.uid import generate_uid
 from medi2i.dicom import write as write_module
 from medi2i.dicom.deidentify import Deidentifier
 from medi2i.dicom.source import META_KEY, DicomSource
+from medi2i.dicom.volume import read_dicom_folder
 from medi2i.dicom.write import quantize_mr, write_derived_series
 from medi2i.dicom.writer import DicomSeriesWriter
 from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 from medi2i.method import Grid, Method, PredictContext, Task, VolumeSpec
+from medi2i.testing.dicom_series import write_series
 from medi2i.testing.volumes import make_volume
 
 SHAPE = (24, 20, 16)
@@ -171,16 +173,127 @@ def test_left_handed_grid_reads_back_at_the_same_world_positions(tmp_path: Path)
     np.testing.assert_array_equal(values, np.rint(volume.numpy()[0]))
 
 
-def test_sheared_grid_is_refused(tmp_path: Path) -> None:
+def test_an_in_plane_sheared_grid_is_refused(tmp_path: Path) -> None:
     volume = _ct_volume()
     affine = volume.affine.numpy().copy()
-    affine[:3, 2] += affine[:3, 0]  # slices slide sideways: not perpendicular
+    affine[:3, 1] += 0.3 * affine[:3, 0]  # rows and columns not perpendicular
     sheared = MetaTensor(volume.as_tensor(), affine=torch.from_numpy(affine))
     with pytest.raises(GeometryError, match="not perpendicular"):
         write_derived_series(
             sheared, tmp_path / "s", source=None, modality="CT", method_id="m", method_version="1"
         )
     assert not (tmp_path / "s").exists()
+
+
+def test_slices_that_do_not_advance_are_refused(tmp_path: Path) -> None:
+    affine = np.eye(4)
+    affine[:3, 2] = [1.0, 1.0, 0.0]  # the slice step lies in the slice plane
+    with pytest.raises(GeometryError, match="do not advance"):
+        write_module.slice_geometry(affine, tmp_path / "s")
+
+
+TILTED = (
+    ("axial", (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), 15.0),
+    ("oblique", (0.9659258, 0.258819, 0.0, -0.0669873, 0.25, -0.9659258), -20.0),
+)
+
+
+def _tilted_source(folder: Path, orientation: tuple[float, ...], tilt: float) -> np.ndarray:
+    values = np.random.default_rng(3).integers(-1000, 1500, size=(12, 10, 6)).astype(float)
+    write_series(
+        folder,
+        values,
+        spacing=(0.8, 0.9, 2.5),
+        orientation=orientation,
+        origin=(-40.2, 17.5, 93.0),
+        modality="CT",
+        tilt_deg=tilt,
+    )
+    return values
+
+
+@pytest.mark.parametrize(("name", "orientation", "tilt"), TILTED, ids=[t[0] for t in TILTED])
+def test_a_tilted_stack_is_written_where_each_source_slice_lay(
+    tmp_path: Path, name: str, orientation: tuple[float, ...], tilt: float
+) -> None:
+    values = _tilted_source(tmp_path / "source", orientation, tilt)
+    image = read_dicom_folder(tmp_path / "source")
+    files = write_derived_series(
+        image,
+        tmp_path / "sct",
+        source=image.meta[META_KEY],
+        modality="CT",
+        method_id="m",
+        method_version="1",
+    )
+    back = read_dicom_folder(tmp_path / "sct")
+    np.testing.assert_allclose(back.affine.numpy(), image.affine.numpy(), atol=1e-4)
+    np.testing.assert_array_equal(back.numpy()[0], values)
+    source = sorted(_read_all(sorted((tmp_path / "source").iterdir())), key=_along_normal)
+    for written, original in zip(_read_all(files), source, strict=True):
+        np.testing.assert_allclose(
+            [float(v) for v in written.ImagePositionPatient],
+            [float(v) for v in original.ImagePositionPatient],
+            atol=1e-5,
+        )
+        assert list(written.ImageOrientationPatient) == list(original.ImageOrientationPatient)
+        assert str(written.SliceThickness) == str(original.SliceThickness)
+    if shutil.which("dciodvfy") is not None:
+        assert _dciodvfy_problems(files[0]) + _dciodvfy_problems(files[-1]) == []
+
+
+def test_decimal_strings_carry_no_float_noise_and_keep_the_source_s(tmp_path: Path) -> None:
+    affine = np.diag([-0.7, -0.7, 7.00000031697399, 1.0])
+    affine[:3, 3] = [10.1000000001, -3.0, 20.0]
+    volume = MetaTensor(torch.rand(1, 6, 5, 4) * 1000, affine=torch.from_numpy(affine))
+    plain = _read_all(
+        write_derived_series(
+            volume, tmp_path / "a", source=None, modality="CT", method_id="m", method_version="1"
+        )
+    )
+    assert str(plain[0].SliceThickness) == "7"
+    assert [str(v) for v in plain[0].PixelSpacing] == ["0.7", "0.7"]
+    assert [str(v) for v in plain[1].ImagePositionPatient] == ["-10.1", "3", "27"]
+    assert [str(v) for v in plain[0].ImageOrientationPatient] == ["1", "0", "0", "0", "1", "0"]
+    source = _source(tmp_path, slices=4)
+    source.header.SliceThickness = "7.000"
+    source.header.PixelSpacing = ["0.70", "0.70"]
+    copied = _read_all(
+        write_derived_series(
+            volume, tmp_path / "b", source=source, modality="MR", method_id="m", method_version="1"
+        )
+    )
+    assert str(copied[0].SliceThickness) == "7.000"
+    assert [str(v) for v in copied[0].PixelSpacing] == ["0.70", "0.70"]
+    assert str(copied[0].SpacingBetweenSlices) == "7"
+
+
+@pytest.mark.parametrize(
+    ("stated", "expected"),
+    [({"BodyPartExamined": "HEAD"}, None), ({"Laterality": "R"}, "R"), ({}, "")],
+)
+def test_laterality_is_copied_or_left_out_unless_the_iod_needs_it(
+    tmp_path: Path, stated: dict[str, str], expected: str | None
+) -> None:
+    source = _source(tmp_path)
+    for keyword, value in stated.items():
+        setattr(source.header, keyword, value)
+    files = write_derived_series(
+        _ct_volume(),
+        tmp_path / "s",
+        source=source,
+        modality="CT",
+        method_id="m",
+        method_version="1",
+    )
+    first = pydicom.dcmread(files[0])
+    assert (None if "Laterality" not in first else str(first.Laterality)) == expected
+
+
+def _along_normal(dataset: pydicom.Dataset) -> float:
+    cosines = np.array([float(v) for v in dataset.ImageOrientationPatient])
+    normal = np.cross(cosines[:3], cosines[3:])
+    return float(np.array([float(v) for v in dataset.ImagePositionPatient]) @ normal)
 
 
 def test_series_is_new_and_keeps_study_frame_patient_and_references(tmp_path: Path) -> None:
@@ -257,8 +370,10 @@ def test_deidentification_applies_the_profile_to_outputs_only(tmp_path: Path) ->
     assert last.StudyInstanceUID == first.StudyInstanceUID
     assert first.PatientID.startswith("ANON-")
     assert first.PatientID == second.PatientID
-    for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "AccessionNumber", "StudyID"):
+    for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "AccessionNumber"):
         assert first[keyword].value in (None, ""), keyword
+    assert first.StudyID == second.StudyID == deidentifier.study_id(source.study_instance_uid)
+    assert first.StudyID != "S77"
     for keyword in ("PatientAge", "InstitutionName", "StudyDescription", "SeriesDate"):
         assert keyword not in first, keyword
     assert first.StudyInstanceUID == second.StudyInstanceUID != source.study_instance_uid

@@ -11,11 +11,13 @@ Actions, as in PS3.15:
 ``Z`` (empty)
     Type 2 attributes kept with an empty value: Patient's Birth Date, Patient's Sex,
     Study Date and Time, Content Date and Time, Acquisition Date and Time, Referring
-    Physician's Name, Study ID, Accession Number.
+    Physician's Name, Accession Number.
 ``D`` (dummy)
     Patient's Name becomes ``ANONYMOUS^`` (family name ANONYMOUS); Patient ID becomes
     a pseudonym ``ANON-<12 hex digits>``, a salted hash of the original ID, so that two
-    series of one patient written in the same run still share a Patient ID.
+    series of one patient written in the same run still share a Patient ID. Study ID
+    (type 2, which a DICOMDIR needs) becomes ``S<12 hex digits>``, a salted hash of the
+    original Study Instance UID, so the series of one study share it.
 ``X`` (remove)
     Everything else that can identify a person, place, device or time: see
     :data:`REMOVED`. Private attributes are removed too.
@@ -69,7 +71,6 @@ EMPTIED: frozenset[str] = frozenset(
         "AcquisitionDate",
         "AcquisitionTime",
         "ReferringPhysicianName",
-        "StudyID",
         "AccessionNumber",
     }
 )
@@ -181,6 +182,11 @@ class Deidentifier:
         digest = hashlib.sha256(self._salt + b"pid:" + original.encode()).hexdigest()
         return f"ANON-{digest[:12].upper()}"
 
+    def study_id(self, study_uid: str) -> str:
+        """The Study ID that replaces the original one of study ``study_uid``."""
+        digest = hashlib.sha256(self._salt + b"sid:" + study_uid.encode()).hexdigest()
+        return f"S{digest[:12].upper()}"
+
     def apply(self, dataset: Dataset) -> None:
         """De-identify ``dataset`` in place (an output dataset, never a source one).
 
@@ -188,12 +194,15 @@ class Deidentifier:
         Media Storage SOP Instance UID remapped like the SOP Instance UID.
         """
         dataset.remove_private_tags()
+        study_uid = str(dataset.get("StudyInstanceUID", ""))
         self._clean(dataset)
         file_meta = getattr(dataset, "file_meta", None)
         if file_meta is not None:
             self._clean(file_meta)
         dataset.PatientName = PLACEHOLDER_NAME
         dataset.PatientID = self.patient_id(str(dataset.get("PatientID", "")))
+        if "StudyID" in dataset:
+            dataset.StudyID = self.study_id(study_uid)
         _record_profile(dataset)
 
     def _clean(self, dataset: Dataset) -> None:

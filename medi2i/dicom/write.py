@@ -6,11 +6,20 @@ method's intensities (MR):
 
 - Geometry: Image Orientation and Position (Patient) come from the affine, converted
   from medi2i's RAS+ to DICOM's LPS+; the image columns run along the first array axis
-  and the rows along the second, Pixel Spacing is (second, first) axis spacing, Slice
-  Thickness (and Spacing Between Slices for MR) the third. Any grid the method returns
-  (the input grid, a super-resolution grid) is written as is; a sheared grid (slice
-  direction not perpendicular to the slices) cannot be stored in these IODs and is
-  refused.
+  and the rows along the second, Pixel Spacing is (second, first) axis spacing. Each
+  slice's Image Position (Patient) is the first voxel's position plus its index times
+  the affine's third column, so a gantry-tilted or otherwise sheared stack (the step
+  from slice to slice leaning away from the slice normal, as medi2i reads a tilted CT)
+  is written slice by slice where its source lay and reads back to the same affine.
+  Slice Thickness (and Spacing Between Slices for MR) is the distance between the
+  slice planes (the step along the normal). Any grid the method returns (the input
+  grid, a super-resolution grid) is written as is; only a grid whose rows and columns
+  are not perpendicular, or whose slices do not advance, cannot be stored in these
+  IODs and is refused (:func:`slice_geometry`, which batch runs call before inference).
+- Decimal strings: orientation, spacing, positions and windows are written with at
+  most 6 decimals and no float noise (``7`` rather than ``7.00000031697399``); where
+  Image Orientation (Patient), Pixel Spacing or Slice Thickness agree with the source
+  header (within 1e-5, 1e-4 and 1e-3 mm), the source's own strings are copied.
 - CT values are rounded to whole HU and stored as int16 with Rescale Slope 1 and
   Rescale Intercept 0, so they read back exactly. Only when the range does not fit
   int16 is an integer intercept (still exact) or, beyond a 65,536 HU span, a slope used.
@@ -33,9 +42,12 @@ UID and the patient and study attributes are copied from the source header. With
 one (the input was NIfTI) a new study and frame of reference are created and the
 patient is a placeholder: Patient's Name ``ANONYMOUS^`` (family name ANONYMOUS) and a
 Patient ID ``ANONYMOUS-<8 digits>`` taken from the new Study Instance UID, so that a
-PACS never merges two such studies into one patient. Laterality is written empty
-(unknown) unless the source has it. De-identification (``deidentify=True``) applies
-:mod:`medi2i.dicom.deidentify` to the files written; the source is never modified.
+PACS never merges two such studies into one patient. Laterality (type 2C) is copied
+from the source when it has it (Image Laterality too); otherwise it is left out for an
+unpaired Body Part Examined (HEAD, CHEST, PELVIS, ...) and written empty (unknown) only
+where the IOD requires it: a paired or unstated body part, or no source. De-identification
+(``deidentify=True``) applies :mod:`medi2i.dicom.deidentify` to the files written;
+the source is never modified.
 
 The whole series is written into a hidden sibling folder that is renamed to ``folder``
 at the end: a failure leaves no partial series, and an existing series at ``folder``
@@ -45,6 +57,7 @@ is only replaced once the new one is complete.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +89,37 @@ _PATIENT = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "Patie
 _PATIENT_OPTIONAL = ("IssuerOfPatientID", "PatientSize", "PatientWeight")
 _STUDY = ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 _STUDY_OPTIONAL = ("StudyDescription", "BodyPartExamined")
+_UNPAIRED_BODY_PARTS = frozenset(
+    [
+        "HEAD",
+        "BRAIN",
+        "SKULL",
+        "NECK",
+        "HEADNECK",
+        "CHEST",
+        "ABDOMEN",
+        "PELVIS",
+        "ABDOMENPELVIS",
+        "CHESTABDOMEN",
+        "CHESTABDPELVIS",
+        "SPINE",
+        "CSPINE",
+        "TSPINE",
+        "LSPINE",
+        "SSPINE",
+        "WHOLEBODY",
+        "HEART",
+        "LIVER",
+        "PROSTATE",
+        "BLADDER",
+        "PANCREAS",
+        "AORTA",
+        "UTERUS",
+        "RECTUM",
+        "ESOPHAGUS",
+    ]
+)
+"""Body Part Examined terms (PS3.16 Annex L) of unpaired parts: no Laterality needed."""
 _MR_ACQUISITION = (
     "ScanningSequence",
     "SequenceVariant",
@@ -97,9 +141,10 @@ class SliceGeometry:
         row_direction: Unit vector along an image row (first array axis).
         column_direction: Unit vector down an image column (second array axis).
         pixel_spacing: (between rows, between columns), in mm.
-        slice_spacing: Distance between slice centres, in mm.
+        slice_spacing: Distance between the slice planes (the step along the normal), mm.
         origin: Position of the first voxel of slice 0.
-        slice_step: Vector from one slice's first voxel to the next one's.
+        slice_step: Vector from one slice's first voxel to the next one's; it leans away
+            from the normal for a tilted (sheared) stack.
     """
 
     row_direction: np.ndarray
@@ -113,6 +158,18 @@ class SliceGeometry:
         """Image Position (Patient) of slice ``index``, in mm."""
         result: np.ndarray = self.origin + index * self.slice_step
         return result
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit normal of the slices (row direction x column direction)."""
+        result: np.ndarray = np.cross(self.row_direction, self.column_direction)
+        return result
+
+    @property
+    def tilt_deg(self) -> float:
+        """Angle between the slice step and the normal, in degrees (0 when unsheared)."""
+        ratio = self.slice_spacing / float(np.linalg.norm(self.slice_step))
+        return float(np.degrees(np.arccos(min(1.0, ratio))))
 
 
 @dataclass(frozen=True)
@@ -233,9 +290,14 @@ def _values_and_affine(volume: MetaTensor, folder: Path) -> tuple[np.ndarray, np
 def slice_geometry(affine: np.ndarray, folder: Path) -> SliceGeometry:
     """The DICOM slice geometry of a RAS affine, slices along the third array axis.
 
+    The third axis may lean away from the slice normal (a gantry-tilted stack): each
+    slice is then written at its own position. Call it before a long computation to
+    learn early whether its output grid can be written.
+
     Raises:
-        GeometryError: The affine is singular, or its axes are not perpendicular
-            (DICOM CT and MR images cannot store a sheared grid).
+        GeometryError: The affine is singular or not finite, its first two axes (image
+            rows and columns) are not perpendicular, or its slices do not advance
+            along the normal (DICOM CT and MR images cannot store those grids).
     """
     lps = _RAS_TO_LPS @ affine[:3, :3]
     spacing = np.linalg.norm(lps, axis=0)
@@ -245,18 +307,24 @@ def slice_geometry(affine: np.ndarray, folder: Path) -> SliceGeometry:
             f"(voxel spacing {spacing} mm); give the volume a valid affine"
         )
     axes = lps / spacing
-    gram = axes.T @ axes
-    if np.max(np.abs(gram - np.eye(3))) > 1e-4:
+    cosine = float(axes[:, 0] @ axes[:, 1])
+    if abs(cosine) > 1e-4:
         raise GeometryError(
-            f"cannot write the DICOM series {folder}: the voxel axes are not perpendicular "
-            f"(sheared grid, axis cosines {np.round(gram[np.triu_indices(3, 1)], 5)}); DICOM "
-            "images cannot store that; resample the volume to an orthogonal grid first"
+            f"cannot write the DICOM series {folder}: the image rows and columns (first two "
+            f"voxel axes) are not perpendicular (sheared in-plane grid, cosine {cosine:.5f}); "
+            "DICOM images cannot store that; resample the volume to an orthogonal grid first"
+        )
+    across = float(lps[:, 2] @ np.cross(axes[:, 0], axes[:, 1]))
+    if abs(across) < 1e-3 * float(spacing[2]):
+        raise GeometryError(
+            f"cannot write the DICOM series {folder}: the slices do not advance (the third "
+            "voxel axis lies in the slice plane); give the volume a valid affine"
         )
     return SliceGeometry(
         row_direction=axes[:, 0],
         column_direction=axes[:, 1],
         pixel_spacing=(float(spacing[1]), float(spacing[0])),
-        slice_spacing=float(spacing[2]),
+        slice_spacing=abs(across),
         origin=_RAS_TO_LPS @ affine[:3, 3],
         slice_step=lps[:, 2],
     )
@@ -294,10 +362,38 @@ def _linear_uint16(values: np.ndarray, low: float, high: float) -> StoredPixels:
 
 
 def _ds(value: float) -> str:
-    """A number as a DICOM Decimal String (16 characters at most)."""
+    """A number as a DICOM Decimal String (16 characters at most), all its precision."""
     from pydicom.valuerep import format_number_as_ds
 
     return str(format_number_as_ds(float(value)))
+
+
+def _decimal(value: float, places: int = 6) -> str:
+    """A measured number (mm, cosines, HU) as a Decimal String: ``places`` decimals at
+    most, no float noise (``7.00000031697399`` is written ``7``), never ``-0``."""
+    text = f"{float(value):.{places}f}".rstrip("0").rstrip(".")
+    if text in ("-0", ""):
+        text = "0"
+    return text if len(text) <= 16 else _ds(value)
+
+
+def _stated(
+    header: Dataset | None, keyword: str, values: Sequence[float], atol: float
+) -> list[str]:
+    """``values`` as Decimal Strings: the source's own strings when it states the same
+    numbers (within ``atol``), so that copied values are not re-rounded."""
+    element = header[keyword] if header is not None and keyword in header else None
+    found = [] if element is None or element.VM == 0 else element.value
+    found = [found] if element is not None and element.VM == 1 else list(found)
+    try:
+        same = len(found) == len(values) and np.allclose(
+            [float(v) for v in found], values, rtol=0.0, atol=atol
+        )
+    except (TypeError, ValueError):  # a malformed source value: compute ours
+        same = False
+    if same:
+        return [str(getattr(v, "original_string", None) or v) for v in found]
+    return [_decimal(v) for v in values]
 
 
 def _series_dataset(
@@ -353,10 +449,13 @@ def _patient_and_study(series: Dataset, source: DicomSource | None) -> None:
         series.FrameOfReferenceUID = generate_uid()
         series.PatientName = PLACEHOLDER_NAME
         series.PatientID = f"ANONYMOUS-{series.StudyInstanceUID[-8:]}"
+        series.StudyID = series.StudyInstanceUID[-8:]  # type 2, and a DICOMDIR needs it
         now = datetime.now()
         series.StudyDate, series.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-        for keyword in ("PatientBirthDate", "PatientSex", *_STUDY[2:], "PatientPosition"):
+        empty = ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber")
+        for keyword in (*empty, "PatientPosition"):
             setattr(series, keyword, None)
+        # the body part is not known: Laterality is required (type 2C), and unknown
         series.PositionReferenceIndicator = series.Laterality = None
         return
     header = source.header
@@ -368,8 +467,16 @@ def _patient_and_study(series: Dataset, source: DicomSource | None) -> None:
         if header.get(keyword) not in (None, ""):
             setattr(series, keyword, _copied_value(header, keyword))
     if "ImageLaterality" not in series:
-        # type 2C: empty means unknown, the truth for a paired part the source left open
+        _laterality(series, header)
+
+
+def _laterality(series: Dataset, header: Dataset) -> None:
+    """Laterality as the source has it; else empty (unknown) only where the IOD asks
+    for it (type 2C: a paired or unstated body part), and left out for an unpaired one."""
+    if "Laterality" in header:
         series.Laterality = _copied_value(header, "Laterality")
+    elif str(header.get("BodyPartExamined") or "").upper() not in _UNPAIRED_BODY_PARTS:
+        series.Laterality = None
 
 
 def _copied_value(header: Dataset, keyword: str) -> object:
@@ -410,8 +517,8 @@ def _windows(series: Dataset, modality: Modality, values: np.ndarray) -> None:
         # robust range of the output, so one bright voxel does not wash the image out
         low, high = np.percentile(values[::2, ::2, ::2], [0.5, 99.5])
         windows = (("ROBUST RANGE", float(low + high) / 2, max(float(high - low), 1.0)),)
-    series.WindowCenter = [_ds(center) for _, center, _ in windows]
-    series.WindowWidth = [_ds(width) for _, _, width in windows]
+    series.WindowCenter = [_decimal(center) for _, center, _ in windows]
+    series.WindowWidth = [_decimal(width) for _, _, width in windows]
     series.WindowCenterWidthExplanation = [name for name, _, _ in windows]
 
 
@@ -496,17 +603,18 @@ def _slice_dataset(
         dataset.add(copy.deepcopy(element) if element.VR == "SQ" else copy.copy(element))
     dataset.SOPInstanceUID = generate_uid()
     dataset.InstanceNumber = index + 1
+    header = source.header if source is not None else None
     position = geometry.position(index)
-    normal = np.cross(geometry.row_direction, geometry.column_direction)
-    dataset.ImagePositionPatient = [_ds(v) for v in position]
-    dataset.ImageOrientationPatient = [
-        _ds(v) for v in (*geometry.row_direction, *geometry.column_direction)
-    ]
-    dataset.SliceLocation = _ds(float(position @ normal))
-    dataset.PixelSpacing = [_ds(v) for v in geometry.pixel_spacing]
-    dataset.SliceThickness = _ds(geometry.slice_spacing)
+    dataset.ImagePositionPatient = [_decimal(v) for v in position]
+    orientation = (*geometry.row_direction, *geometry.column_direction)
+    dataset.ImageOrientationPatient = _stated(header, "ImageOrientationPatient", orientation, 1e-5)
+    dataset.SliceLocation = _decimal(float(position @ geometry.normal))
+    dataset.PixelSpacing = _stated(header, "PixelSpacing", geometry.pixel_spacing, 1e-4)
+    (thickness,) = _stated(header, "SliceThickness", [geometry.slice_spacing], 1e-3)
+    dataset.SliceThickness = thickness
     if dataset.Modality == "MR":
-        dataset.SpacingBetweenSlices = _ds(geometry.slice_spacing)
+        (between,) = _stated(header, "SpacingBetweenSlices", [geometry.slice_spacing], 1e-3)
+        dataset.SpacingBetweenSlices = between
     if source is not None and source_slices[index]:
         dataset.SourceImageSequence = [_source_image(source, i) for i in source_slices[index]]
     _pixels(dataset, stored, index)
