@@ -245,3 +245,53 @@ def test_file_truncated_after_the_scan(tmp_path: Path) -> None:
     with pytest.raises(InputError) as error:
         read_dicom_series(series)
     assert_clear(error, paths[0].name, "truncated pixel data")
+
+
+def rounded(z: list[float], jitter: float = 0.05, seed: int = 1) -> list[float]:
+    """``z`` with each position moved by up to ``jitter`` mm, as rounding by a scanner does."""
+    moves = np.random.default_rng(seed).uniform(-jitter, jitter, len(z))
+    return [value + float(move) for value, move in zip(z, moves, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("z", "words"),
+    [
+        (rounded([0, 7, 14, 21, 28, 35]), None),
+        (rounded([0, 7, 14, 28, 35, 42]), "missing slices: 1 slice(s) missing"),
+        ([0, 7, 14, 14, 21, 28], "duplicate positions"),
+        (rounded([0, 7, 14, 22.5, 29.5, 36.5]), "uneven slice spacing"),
+    ],
+    ids=["rounded", "rounded-gap", "duplicate", "shifted"],
+)
+def test_rounded_positions_are_read_but_gaps_still_refused(
+    tmp_path: Path, z: list[float], words: str | None
+) -> None:
+    series_with_positions(tmp_path, z)
+    if words is None:
+        assert read_dicom_folder(tmp_path).shape == (1, 6, 5, 6)
+        return
+    with pytest.raises(GeometryError) as error:
+        read_dicom_folder(tmp_path)
+    assert_clear(error, ".dcm", words)
+
+
+def test_one_missing_slice_of_a_long_thin_stack_is_refused(tmp_path: Path) -> None:
+    # at 0.5 mm the absolute 0.2 mm tolerance is capped at a quarter of the spacing,
+    # below the half spacing a missing slice puts its neighbours off the grid
+    z = [0.5 * k for k in range(61) if k != 30]
+    series_with_positions(tmp_path, z)
+    with pytest.raises(GeometryError, match="missing slices: 1 slice"):
+        read_dicom_folder(tmp_path)
+
+
+def test_slight_drift_sideways_is_within_tolerance_but_a_shift_is_not(tmp_path: Path) -> None:
+    truth = stack_geometry((6, 5, 8), spacing=(1, 1, 2), orientation=AXIAL, origin=(0, 0, 0))
+    positions = truth.positions.copy()
+    positions[:, 0] += np.random.default_rng(2).uniform(-0.05, 0.05, 8)
+    write_series(tmp_path / "ok", values((6, 5, 8)), spacing=(1, 1, 2), positions=positions)
+    volume = read_dicom_folder(tmp_path / "ok")
+    np.testing.assert_allclose(volume.affine[:3, 2].numpy(), [0, 0, 2], atol=1e-9)
+    positions[5, 0] += 0.6
+    write_series(tmp_path / "shifted", values((6, 5, 8)), spacing=(1, 1, 2), positions=positions)
+    with pytest.raises(GeometryError, match=r"not on a line.*mm tolerated"):
+        read_dicom_folder(tmp_path / "shifted")

@@ -276,3 +276,19 @@ def test_ls_of_a_folder_without_dicom(tmp_path: Path) -> None:
     code, output = run_cli("dicom", "ls", str(tmp_path))
     assert code == 0
     assert "no DICOM series" in output
+
+
+def test_ls_reports_how_far_the_slices_lie_from_the_fitted_grid(tmp_path: Path) -> None:
+    z = np.arange(10) * 3.0
+    z[4] += 0.08  # a position rounded by the scanner
+    positions = np.stack([np.zeros(10), np.zeros(10), z], axis=1)
+    write_series(tmp_path, np.zeros((4, 4, 10), np.int16), spacing=(1, 1, 3), positions=positions)
+    code, output = run_cli("dicom", "ls", str(tmp_path))
+    assert code == 0, output
+    assert "grid fit mm" in output
+    assert "0.072" in output  # 0.08 less what the least-squares fit absorbs
+    code, output = run_cli("dicom", "ls", str(tmp_path), "--json")
+    listed = json.loads(output)["studies"][0]["series"][0]
+    assert listed["is_volume"]
+    assert listed["slice_position_residual_mm"] == pytest.approx(0.072, abs=1e-3)
+    assert any("off a regular grid" in note for note in listed["notes"])

@@ -21,6 +21,7 @@ from medi2i.dicom.scan import scan_folder
 from medi2i.dicom.select import SeriesSelector
 from medi2i.dicom.source import META_KEY, DicomSource
 from medi2i.dicom.volume import LPS_TO_RAS, read_dicom_folder, read_dicom_series
+from medi2i.errors import GeometryError
 from medi2i.io import read_volume
 from medi2i.testing.dicom_series import (
     AXIAL,
@@ -369,3 +370,72 @@ def test_each_slice_gets_its_own_rescale_across_reading_threads(tmp_path: Path) 
     volume = read_dicom_folder(tmp_path)
     assert volume.meta["medi2i.dtype"] == "float32"
     np.testing.assert_array_equal(volume[0].numpy(), expected.astype(np.float32))
+
+
+def rounded_oblique_series(folder: Path, decimals: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A 20-slice oblique MR stack 7 mm apart, positions rounded as GE scanners do.
+
+    Returns:
+        The values and the exact (unrounded) voxel-to-LPS affine.
+    """
+    shape = (16, 12, 20)
+    spacing = (0.9, 0.9, 7.0)
+    truth = stack_geometry(shape, spacing=spacing, orientation=OBLIQUE, origin=(-100.37, 35.81, 42))
+    values = ct_values(shape, seed=5)
+    positions = np.round(truth.positions, decimals)
+    write_series(
+        folder, values, spacing=spacing, orientation=OBLIQUE, positions=positions, modality="MR"
+    )
+    return values, truth.affine_lps
+
+
+def world_corners(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The eight corner voxel centres of a ``shape`` grid in world mm."""
+    ends = [(0, size - 1) for size in shape[:3]]
+    corners = np.array([[i, j, k, 1.0] for i in ends[0] for j in ends[1] for k in ends[2]])
+    world: np.ndarray = (affine @ corners.T).T[:, :3]
+    return world
+
+
+def test_rounded_positions_are_put_on_the_fitted_grid(tmp_path: Path) -> None:
+    values, exact = rounded_oblique_series(tmp_path)
+    series = scan_folder(tmp_path).series[0]
+    assert series.is_volume, series.problems
+    assert series.geometry is not None
+    assert 0.01 < series.geometry.position_residual_mm < 0.09
+    assert series.geometry.tilt_deg == 0.0
+    assert series.slice_spacing == pytest.approx(7.0, abs=0.01)
+    assert any("off a regular grid" in note for note in series.notes)
+    volume = read_dicom_series(series)
+    np.testing.assert_array_equal(volume[0].numpy(), values)
+    # the fitted grid is closer to the true one than any rounded position is
+    ours = world_corners(volume.affine.numpy(), volume.shape[1:])
+    truth = world_corners(LPS_TO_RAS @ exact, volume.shape[1:])
+    assert np.abs(ours - truth).max() < 0.05
+
+
+def test_rounded_positions_agree_with_dcm2niix(tmp_path: Path) -> None:
+    """dcm2niix takes the slice spacing from the first two slices, so the far end of its
+    grid drifts by the rounding of those two (0.7 mm here); the near end must agree, and
+    our far end must lie at the last file's position, within the rounding."""
+    rounded_oblique_series(tmp_path / "in")
+    volume = read_dicom_folder(tmp_path / "in")
+    theirs, their_affine = dcm2niix_volume(tmp_path / "in", tmp_path / "out")
+    ours, _ = canonical(volume)
+    np.testing.assert_array_equal(ours, theirs)
+    their_corners = world_corners(their_affine, theirs.shape)
+    near = world_corners(volume.affine.numpy(), volume.shape[1:])[::2]  # the k = 0 corners
+    distance = np.linalg.norm(near[:, None] - their_corners[None], axis=2).min(axis=1)
+    assert distance.max() < 0.1, distance
+    series = scan_folder(tmp_path / "in").series[0]
+    for k in (0, len(series.images) - 1):
+        position = LPS_TO_RAS[:3, :3] @ np.array(series.images[k].position)
+        centre = volume.affine.numpy() @ np.array([0.0, 0.0, k, 1.0])
+        assert np.linalg.norm(centre[:3] - position) < 0.1
+
+
+def test_slice_tolerance_from_the_selector(tmp_path: Path) -> None:
+    rounded_oblique_series(tmp_path)
+    with pytest.raises(GeometryError, match=r"more than the 0.01 mm tolerated"):
+        read_dicom_folder(tmp_path, SeriesSelector(slice_tolerance_mm=0.01))
+    assert read_dicom_folder(tmp_path, SeriesSelector(slice_tolerance_mm=0.5)).shape[-1] == 20

@@ -1,8 +1,9 @@
 """``medi2i dicom``: look into DICOM folders before reading them.
 
 ``medi2i dicom ls PATH`` scans a folder tree (headers only) and lists each study and
-series: UIDs, modality, description, slice count, matrix, spacing, orientation and any
-problem that keeps a series from being read as one volume. The selection options
+series: UIDs, modality, description, slice count, matrix, spacing, orientation, how far
+the slice positions lie from the regular grid fitted to them ("grid fit mm", the largest
+deviation) and any problem that keeps a series from being read as one volume. The selection options
 preview which series a reader with the same rules would pick.
 
 pydicom is imported only inside the command, so that ``medi2i --help`` stays fast.
@@ -11,14 +12,26 @@ pydicom is imported only inside the command, so that ``medi2i --help`` stays fas
 from __future__ import annotations
 
 import json
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from medi2i.cli.commands import inference_options, method_options
+from medi2i.errors import OptionsError
+
 if TYPE_CHECKING:
+    from medi2i.dicom.node import NodeConfig
     from medi2i.dicom.scan import ScanResult, SeriesInfo
     from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.send import Peer
+    from medi2i.method import Method
+    from medi2i.settings import InferenceSettings
 
 
 def add_to(group: click.Group) -> None:
@@ -141,6 +154,9 @@ def _series_json(series: SeriesInfo) -> dict[str, object]:
         "columns": series.columns,
         "pixel_spacing_mm": list(series.pixel_spacing) if series.pixel_spacing else None,
         "slice_spacing_mm": series.slice_spacing,
+        "slice_position_residual_mm": (
+            series.geometry.position_residual_mm if series.geometry is not None else None
+        ),
         "orientation": series.orientation,
         "is_volume": series.is_volume,
         "problems": [str(problem) for problem in series.problems],
@@ -169,6 +185,7 @@ def _print_listing(result: ScanResult, chosen: SeriesInfo | None) -> None:
             "matrix",
             "spacing mm",
             "orientation",
+            "grid fit mm",
             "series UID",
         )
         _print_table(header, rows)
@@ -197,6 +214,7 @@ def _series_row(series: SeriesInfo, chosen: bool) -> tuple[str, ...]:
         matrix,
         spacing,
         series.orientation,
+        f"{series.geometry.position_residual_mm:.3f}" if series.geometry is not None else "-",
         series.series_instance_uid,
     )
 
@@ -215,3 +233,200 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         click.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
         )
+
+
+@dicom_group.command("serve")
+@method_options
+@click.option("--ae-title", default="MEDI2I", show_default=True, help="The node's AE title.")
+@click.option("--port", type=click.IntRange(0, 65535), default=11112, show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Store each derived series in OUTPUT/<source series UID>/<method id>/.",
+)
+@click.option("--forward", help="Send each derived series to HOST:PORT:AET with C-STORE.")
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.1, 86400.0),
+    default=10.0,
+    show_default=True,
+    help="Seconds without a new instance after which a released series is complete.",
+)
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    help="Spool folder for received instances [default: a temporary folder].",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    help="Manifest (JSON Lines) [default: OUTPUT/manifest.jsonl, else in the spool].",
+)
+@click.option("--modality", help="Translate only series of this modality (CT, MR, ...).")
+@click.option(
+    "--deidentify",
+    is_flag=True,
+    help="De-identify the derived series (profile medi2i-basic-1, PS3.15 Basic Profile).",
+)
+@inference_options
+@click.pass_context
+def serve_command(
+    ctx: click.Context,
+    /,
+    method_id: str | None,
+    model: Path | None,
+    option_pairs: tuple[str, ...],
+    condition_pairs: tuple[str, ...],
+    ae_title: str,
+    port: int,
+    host: str,
+    output: Path | None,
+    forward: str | None,
+    idle_timeout: float,
+    work: Path | None,
+    manifest: Path | None,
+    modality: str | None,
+    deidentify: bool,
+    **inference: object,
+) -> None:
+    """Receive DICOM series (C-STORE SCP), translate each one, store and/or forward it.
+
+    A series is complete when the associations that sent it were released normally and
+    nothing arrived for --idle-timeout seconds; a series whose association was aborted
+    is never translated. Answers C-ECHO. Stops on Ctrl-C or SIGTERM after the
+    translation in progress. One line is printed per series.
+    """
+    from medi2i.cli.commands import _key_values, _registry, _settings
+    from medi2i.dicom.send import check_ae_title, parse_peer
+    from medi2i.prediction import load_method
+
+    peer = parse_peer(forward) if forward else None
+    if output is None and peer is None:
+        raise OptionsError("give --output, --forward or both: where the derived series go")
+    title = check_ae_title(ae_title, "--ae-title")
+    settings = _settings(**{**inference, "progress": False})  # type: ignore[arg-type]
+    method = load_method(
+        method=method_id,
+        model=model,
+        options=_key_values(option_pairs, "--option") or None,
+        registry=_registry(ctx),
+    )
+    with _spool_folder(work) as spool_root:
+        book = manifest or (output or spool_root) / "manifest.jsonl"
+        _serve(
+            method=method,
+            settings=settings,
+            config=_node_config(title, host, port, idle_timeout),
+            spool_root=spool_root,
+            manifest=book,
+            output=output,
+            peer=peer,
+            modality=modality.upper() if modality else None,
+            deidentify=deidentify,
+            condition=_key_values(condition_pairs, "--condition") or None,
+        )
+
+
+def _node_config(title: str, host: str, port: int, idle_timeout: float) -> NodeConfig:
+    from medi2i.dicom.node import NodeConfig
+
+    return NodeConfig(ae_title=title, host=host, port=port, idle_timeout=idle_timeout)
+
+
+@contextmanager
+def _spool_folder(work: Path | None) -> Iterator[Path]:
+    if work is not None:
+        yield work
+        return
+    with tempfile.TemporaryDirectory(prefix="medi2i-spool-") as folder:
+        yield Path(folder)
+
+
+def _serve(
+    *,
+    method: Method,
+    settings: InferenceSettings,
+    config: NodeConfig,
+    spool_root: Path,
+    manifest: Path,
+    output: Path | None,
+    peer: Peer | None,
+    modality: str | None,
+    deidentify: bool,
+    condition: dict[str, object] | None,
+) -> None:
+    from medi2i.dicom.node import DicomNode, check_node_output
+    from medi2i.dicom.node_translation import SeriesTranslator
+    from medi2i.dicom.spool import Spool
+
+    check_node_output(output, spool=spool_root, manifest=manifest)
+    translator = SeriesTranslator(
+        method=method,
+        settings=settings,
+        manifest=manifest,
+        work=spool_root,
+        output=output,
+        forward=peer,
+        calling_ae_title=config.ae_title,
+        modality=modality,
+        condition=condition,
+        deidentify=deidentify,
+    )
+    spool = Spool(spool_root, idle_timeout=config.idle_timeout)
+    node = DicomNode(config, spool=spool, translator=translator, log=click.echo)
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        try:
+            node.serve(stop)
+        except OSError as exc:
+            raise OptionsError(
+                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}; "
+                "choose another --port"
+            ) from None
+    click.echo(f"manifest: {manifest}")
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT and SIGTERM (only the main thread may install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in wanted}
+    for number in wanted:
+        signal.signal(number, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@dicom_group.command("send")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("peer")
+@click.option("--calling-aet", default="MEDI2I", show_default=True, help="Our AE title.")
+@click.pass_context
+def send_command(ctx: click.Context, folder: Path, peer: str, calling_aet: str) -> None:
+    """Send every DICOM file under FOLDER to PEER (HOST:PORT:AET) with C-STORE.
+
+    Prints how many files were sent and each one that failed; the exit status is 1 when
+    any failed. Files that are not DICOM instances are skipped.
+    """
+    from medi2i.dicom.send import check_ae_title, dicom_files_under, parse_peer, send_files
+
+    target = parse_peer(peer)
+    title = check_ae_title(calling_aet, "--calling-aet")
+    report = send_files(dicom_files_under(folder), target, calling_ae_title=title)
+    for path, reason in report.failed:
+        click.secho(f"failed: {path}: {reason}", fg="red", err=True)
+    click.echo(report.summary())
+    if report.failed:
+        ctx.exit(1)

@@ -83,12 +83,15 @@ class StackGeometry:
         normal: Unit slice normal (row direction x column direction), LPS.
         tilt_deg: Angle between the step from slice to slice and the normal (gantry
             tilt), in degrees; 0 for an ordinary stack.
+        position_residual_mm: The largest distance (mm) of a slice's Image Position
+            (Patient) from the grid, which is fitted to all of them; 0 for exact positions.
     """
 
     affine_lps: tuple[tuple[float, ...], ...]
     slice_spacing: float
     normal: tuple[float, float, float]
     tilt_deg: float
+    position_residual_mm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -185,13 +188,16 @@ class ScanResult:
         return tuple(series for study in self.studies for series in study.series)
 
 
-def scan_folder(path: str | Path) -> ScanResult:
+def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) -> ScanResult:
     """Scan a folder tree (or one file) for DICOM files and group them into series.
 
     Headers only: no pixel data is read. Hidden files and folders are skipped.
 
     Args:
         path: A folder (searched recursively) or a single DICOM file.
+        slice_tolerance_mm: How far (mm) a slice may lie from the regular grid fitted to
+            its series' positions; by default 0.2 mm or 5 % of the slice spacing,
+            whichever is larger, at most 25 % of it (see :mod:`medi2i.dicom.stack`).
 
     Returns:
         The studies with their series (see :class:`SeriesInfo`), and the files that
@@ -214,7 +220,7 @@ def scan_folder(path: str | Path) -> ScanResult:
                 skipped.append(record)
             else:
                 records.append(record)
-        studies = _group(records)
+        studies = _group(records, slice_tolerance_mm)
     return ScanResult(root=root, studies=studies, skipped=tuple(skipped))
 
 
@@ -229,7 +235,7 @@ def _files_under(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
-def _group(records: list[FileRecord]) -> tuple[StudyInfo, ...]:
+def _group(records: list[FileRecord], tolerance_mm: float | None) -> tuple[StudyInfo, ...]:
     from medi2i.dicom.stack import series_info
 
     by_series: dict[tuple[str, str], list[FileRecord]] = {}
@@ -242,7 +248,9 @@ def _group(records: list[FileRecord]) -> tuple[StudyInfo, ...]:
         not_images = [
             (record.path, record.not_image or "") for record in members if record.not_image
         ]
-        info = series_info(members[0].dataset, study_uid, images, not_images)
+        info = series_info(
+            members[0].dataset, study_uid, images, not_images, tolerance_mm=tolerance_mm
+        )
         by_study.setdefault(study_uid, []).append(info)
         first_of_study.setdefault(study_uid, members[0].dataset)
     return tuple(

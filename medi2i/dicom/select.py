@@ -45,6 +45,10 @@ class SeriesSelector(BaseModel):
             the other rules must match too.
         largest: When several series match, take the one with the most voxels
             instead of failing.
+        slice_tolerance_mm: Not a rule but how series are checked: how far (mm) a slice
+            may lie from the regular grid fitted to all slice positions of its series
+            (positions rounded by the scanner); by default 0.2 mm or 5 % of the slice
+            spacing, whichever is larger, at most 25 % of it.
 
     Example:
         >>> SeriesSelector(modality="CT", description="head", largest=True).modality
@@ -64,6 +68,11 @@ class SeriesSelector(BaseModel):
     largest: bool = Field(
         default=False, description="Take the series with the most voxels when several match."
     )
+    slice_tolerance_mm: float | None = Field(
+        default=None,
+        gt=0,
+        description="How far (mm) a slice may lie from the regular grid fitted to all slices.",
+    )
 
     @field_validator("description")
     @classmethod
@@ -80,7 +89,7 @@ class SeriesSelector(BaseModel):
         parts = [
             f"{name}={value!r}" if name == "description" else f"{name}={value}"
             for name, value in self.model_dump(exclude_defaults=True).items()
-            if name != "largest"
+            if name not in ("largest", "slice_tolerance_mm")
         ]
         if self.largest:
             parts.append("largest")

@@ -15,8 +15,18 @@ that from the headers, and says what is wrong otherwise:
   slices leans away from the normal) gets a sheared affine whose third column is that
   step, so every voxel keeps its exact position and nothing is resampled.
 
-Tolerances: positions agree when within 1% of the slice spacing (at least 1e-3 mm);
-direction cosines when within 1e-3.
+Slice positions need not be exact: scanners round them (GE to 0.1 mm, which puts the
+slices of an oblique stack up to 0.09 mm off a straight line). A regular grid is fitted
+to all positions by least squares (origin and step along the slice normal, one in-plane
+offset) and the stack is a volume when every slice lies within the *slice tolerance* of
+it; the volume is then placed on the fitted grid and the largest deviation is reported
+(:attr:`~medi2i.dicom.scan.StackGeometry.position_residual_mm`). The default tolerance
+is 0.2 mm or 5 % of the slice spacing, whichever is larger, but never more than 25 % of
+the spacing, so that a missing slice (which puts slices half a spacing off any regular
+grid) or a shifted slice is still refused; a selector's ``slice_tolerance_mm`` replaces
+it. When the in-plane offset drifts by more than the tolerance, a line through all
+positions is fitted instead (gantry tilt). Positions closer than 1e-3 mm along the
+normal are duplicates; direction cosines agree when within 1e-3.
 """
 
 from __future__ import annotations
@@ -37,8 +47,12 @@ from medi2i.dicom.scan import Problem, SeriesInfo, StackGeometry
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-SPACING_TOLERANCE = 0.01
-"""Relative deviation of a slice step from the median step that counts as uneven."""
+SLICE_TOLERANCE_MM = 0.2
+"""Distance (mm) a slice may lie from the fitted regular grid, at the least."""
+SLICE_TOLERANCE_FRACTION = 0.05
+"""... or this fraction of the slice spacing, when that is larger."""
+SLICE_TOLERANCE_CAP = 0.25
+"""... but never more than this fraction of the spacing (a gap puts slices 0.5 off)."""
 POSITION_TOLERANCE_MM = 1e-3
 """Positions closer than this (mm) along the normal are duplicates."""
 ORIENTATION_TOLERANCE = 1e-3
@@ -86,11 +100,19 @@ def series_info(
     study_uid: str,
     images: Sequence[ImageHeader],
     not_images: Sequence[tuple[Path, str]],
+    *,
+    tolerance_mm: float | None = None,
 ) -> SeriesInfo:
-    """Summarise one series from its first file's header and all its images."""
+    """Summarise one series from its first file's header and all its images.
+
+    ``tolerance_mm`` is how far a slice may lie from the fitted grid (see
+    :func:`analyse_stack`).
+    """
     from pydicom.uid import UID
 
-    analysis = analyse_stack(images) if images else _objects_only(not_images)
+    analysis = (
+        analyse_stack(images, tolerance_mm=tolerance_mm) if images else _objects_only(not_images)
+    )
     notes = list(analysis.notes)
     if images and not_images:
         notes.append(f"{len(not_images)} non-image object(s) set aside ({not_images[0][1]})")
@@ -127,8 +149,35 @@ def _objects_only(not_images: Sequence[tuple[Path, str]]) -> StackAnalysis:
     return StackAnalysis((), None, (problem,), (), "none")
 
 
-def analyse_stack(images: Sequence[ImageHeader]) -> StackAnalysis:
-    """Order the images of one series and check that they make one regular volume."""
+def slice_tolerance(spacing: float, given: float | None = None) -> float:
+    """How far (mm) a slice may lie from the regular grid of a stack spaced ``spacing`` mm.
+
+    ``given`` (a user's choice) when set; otherwise 0.2 mm or 5 % of the spacing,
+    whichever is larger, capped at 25 % of the spacing.
+
+    Example:
+        >>> slice_tolerance(7.0), slice_tolerance(2.0), slice_tolerance(0.5)
+        (0.35000000000000003, 0.2, 0.125)
+    """
+    if given is not None:
+        return given
+    spacing = abs(spacing)
+    return min(
+        max(SLICE_TOLERANCE_MM, SLICE_TOLERANCE_FRACTION * spacing),
+        SLICE_TOLERANCE_CAP * spacing,
+    )
+
+
+def analyse_stack(
+    images: Sequence[ImageHeader], *, tolerance_mm: float | None = None
+) -> StackAnalysis:
+    """Order the images of one series and check that they make one regular volume.
+
+    Args:
+        images: The images of one series.
+        tolerance_mm: How far a slice may lie from the fitted grid; the default of
+            :func:`slice_tolerance` when ``None``.
+    """
     kept, notes = _without_localizers(images)
     fallback = tuple(sorted(kept, key=_instance_order))
     problems = _defects(kept) or _missing_geometry(kept)
@@ -144,10 +193,16 @@ def analyse_stack(images: Sequence[ImageHeader]) -> StackAnalysis:
         return StackAnalysis(fallback, None, problems, notes, label)
     normal = _normal(orientations[0][0])
     ordered = tuple(sorted(kept, key=lambda im: (_along(im, normal), _instance_order(im))))
-    problems = _single(ordered) or _spacing_problems(ordered, normal)
+    problems = _single(ordered) or _spacing_problems(ordered, normal, tolerance_mm)
     if problems:
         return StackAnalysis(ordered, None, problems, notes, label)
-    geometry, problems = _geometry(ordered, normal)
+    geometry, problems = _geometry(ordered, normal, tolerance_mm)
+    if geometry is not None and geometry.position_residual_mm > POSITION_TOLERANCE_MM:
+        notes += (
+            f"slice positions lie up to {geometry.position_residual_mm:.3g} mm off a "
+            "regular grid (rounded positions?): the volume is placed on the grid fitted "
+            "to all of them",
+        )
     if geometry is not None and geometry.tilt_deg > 0.01:
         notes += (
             f"gantry tilt of {geometry.tilt_deg:.2f} degrees: the affine is sheared to keep "
@@ -275,7 +330,9 @@ def _single(images: Sequence[ImageHeader]) -> tuple[Problem, ...]:
     return (Problem(text),)
 
 
-def _spacing_problems(images: Sequence[ImageHeader], normal: np.ndarray) -> tuple[Problem, ...]:
+def _spacing_problems(
+    images: Sequence[ImageHeader], normal: np.ndarray, tolerance_mm: float | None
+) -> tuple[Problem, ...]:
     along = np.array([_along(image, normal) for image in images])
     steps = np.diff(along)
     duplicates = np.flatnonzero(steps < POSITION_TOLERANCE_MM)
@@ -288,16 +345,31 @@ def _spacing_problems(images: Sequence[ImageHeader], normal: np.ndarray) -> tupl
             f"{distinct} positions: several echoes, phases or time points in one series?)"
         )
         return (Problem(text),)
-    spacing = float(np.median(steps))
-    tolerance = max(SPACING_TOLERANCE * spacing, POSITION_TOLERANCE_MM)
-    uneven = np.flatnonzero(np.abs(steps - spacing) > tolerance)
-    if not uneven.size:
+    fitted, off = _fit_steps(along)
+    limit = slice_tolerance(fitted, tolerance_mm)
+    if off <= limit and np.all(np.abs(steps - fitted) < 0.5 * fitted):
         return ()
-    return (Problem(_uneven_message(images, steps, spacing, uneven)),)
+    spacing = float(np.median(steps))
+    uneven = np.flatnonzero(np.abs(steps - spacing) > limit)
+    if not uneven.size:  # a slow drift: name the largest step
+        uneven = np.array([int(np.argmax(np.abs(steps - spacing)))])
+    return (Problem(_uneven_message(images, steps, spacing, uneven, off, limit)),)
+
+
+def _fit_steps(along: np.ndarray) -> tuple[float, float]:
+    """Least-squares step of ``along`` (one value per slice) and the largest residual."""
+    index = np.arange(along.size, dtype=np.float64)
+    step, start = np.polyfit(index, along, 1)
+    return float(step), float(np.abs(along - (start + step * index)).max())
 
 
 def _uneven_message(
-    images: Sequence[ImageHeader], steps: np.ndarray, spacing: float, uneven: np.ndarray
+    images: Sequence[ImageHeader],
+    steps: np.ndarray,
+    spacing: float,
+    uneven: np.ndarray,
+    off: float,
+    limit: float,
 ) -> str:
     ratios = steps[uneven] / spacing
     missing = np.round(ratios)
@@ -314,43 +386,71 @@ def _uneven_message(
     return (
         f"uneven slice spacing: steps from {steps.min():.4g} to {steps.max():.4g} mm "
         f"(mostly {spacing:.4g} mm), first at {images[int(uneven[0])].label}; the slices "
-        "do not lie on a regular grid"
+        f"do not lie on a regular grid (one lies {off:.3g} mm off the grid fitted to all "
+        f"positions, more than the {limit:.3g} mm tolerated)"
     )
 
 
 def _geometry(
-    images: Sequence[ImageHeader], normal: np.ndarray
+    images: Sequence[ImageHeader], normal: np.ndarray, tolerance_mm: float | None
 ) -> tuple[StackGeometry | None, tuple[Problem, ...]]:
     positions = np.array([image.position for image in images], dtype=np.float64)
-    step = (positions[-1] - positions[0]) / (len(images) - 1)
-    expected = positions[0] + np.arange(len(images))[:, None] * step
-    off = float(np.linalg.norm(positions - expected, axis=1).max())
+    origin, step, off = _fit_grid(positions, normal)
+    limit = slice_tolerance(float(step @ normal), tolerance_mm)
+    if off > limit:
+        # the in-plane offset drifts: a gantry tilt, when all positions are on a line
+        origin, step, off = _fit_line(positions)
+    spacing = float(step @ normal)
+    if off > limit:
+        text = (
+            f"slice positions are not on a line: one lies {off:.3g} mm away from the line "
+            f"fitted to all slices, more than the {limit:.3g} mm tolerated (shifted slices, "
+            "or several stacks)"
+        )
+        return None, (Problem(text),)
     first = images[0]
     assert first.orientation is not None
     assert first.pixel_spacing is not None
     row_spacing, column_spacing = first.pixel_spacing
-    spacing = float(step @ normal)
-    tolerance = max(SPACING_TOLERANCE * min(spacing, row_spacing, column_spacing), 1e-3)
-    if off > tolerance:
-        text = (
-            f"slice positions are not on a line: one lies {off:.3g} mm away from the line "
-            "through the first and last slices (shifted slices, or several stacks)"
-        )
-        return None, (Problem(text),)
     row, column = _unit(first.orientation[:3]), _unit(first.orientation[3:])
     affine = np.eye(4)
     affine[:3, 0] = row * column_spacing
     affine[:3, 1] = column * row_spacing
     affine[:3, 2] = step
-    affine[:3, 3] = positions[0]
+    affine[:3, 3] = origin
     tilt = math.degrees(math.acos(min(1.0, spacing / float(np.linalg.norm(step)))))
     geometry = StackGeometry(
         affine_lps=tuple(tuple(float(v) for v in line) for line in affine),
         slice_spacing=spacing,
         normal=(float(normal[0]), float(normal[1]), float(normal[2])),
         tilt_deg=tilt,
+        position_residual_mm=off,
     )
     return geometry, ()
+
+
+def _fit_grid(positions: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Origin, step and largest deviation (mm) of the untilted grid closest to ``positions``.
+
+    The slices step along the normal (least squares of their distances along it) and
+    share one in-plane offset (the mean of theirs).
+    """
+    along = positions @ normal
+    index = np.arange(len(positions), dtype=np.float64)
+    spacing, start = np.polyfit(index, along, 1)
+    offset = (positions - along[:, None] * normal).mean(axis=0)
+    grid = offset + (start + spacing * index)[:, None] * normal
+    off = float(np.linalg.norm(positions - grid, axis=1).max())
+    return grid[0], spacing * normal, off
+
+
+def _fit_line(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Origin, step and largest deviation (mm) of the evenly stepped line closest to them."""
+    index = np.arange(len(positions), dtype=np.float64)
+    design = np.stack([np.ones_like(index), index], axis=1)
+    (origin, step), *_ = np.linalg.lstsq(design, positions, rcond=None)
+    off = float(np.linalg.norm(positions - (origin + index[:, None] * step), axis=1).max())
+    return origin, step, off
 
 
 def _normal(cosines: Sequence[float]) -> np.ndarray:

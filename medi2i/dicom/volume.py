@@ -70,7 +70,8 @@ def read_dicom_folder(path: str | Path, selector: SeriesSelector | None = None) 
         GeometryError: The slices do not make one regular volume (gaps, duplicates,
             mixed orientations, a single slice, ...).
     """
-    return read_scanned(scan_folder(path), selector)
+    tolerance = selector.slice_tolerance_mm if selector is not None else None
+    return read_scanned(scan_folder(path, slice_tolerance_mm=tolerance), selector)
 
 
 def read_scanned(result: ScanResult, selector: SeriesSelector | None = None) -> MetaTensor:
