@@ -10,28 +10,23 @@ a test that changes the switch with ``monkeypatch`` gets this value back afterwa
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-pytest_plugins = ["medi2i.testing.pytest_plugin"]
+from medi2i.testing.plugin_selection import load_only_plugins
+
+# the fixtures are imported, not enabled with pytest_plugins, like the plugins' conftests
+# do: a module imported before pytest_plugins names it cannot be assert-rewritten, and
+# pytest turns that warning into an error when a plugin's tests are collected first
+from medi2i.testing.pytest_plugin import (  # noqa: F401 (fixtures are found by name)
+    medi2i_registry,
+    medi2i_volume,
+    medi2i_volume_file,
+)
 
 FIRST_PARTY_PLUGINS = ("harmonization", "invert", "pix2pix", "regression-unet", "super-resolution")
 """Entry-point names (group ``medi2i``) of the distributions under ``plugins/``."""
-_SWITCHES = ("MEDI2I_LOAD_PLUGINS", "MEDI2I_DISABLE_PLUGIN_AUTOLOAD")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Load only the first-party plugins in this session, whatever else is installed."""
-    saved = {name: os.environ.get(name) for name in _SWITCHES}
-    config.add_cleanup(lambda: _restore(saved))
-    os.environ.pop("MEDI2I_DISABLE_PLUGIN_AUTOLOAD", None)
-    os.environ["MEDI2I_LOAD_PLUGINS"] = ",".join(FIRST_PARTY_PLUGINS)
-
-
-def _restore(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    load_only_plugins(config, FIRST_PARTY_PLUGINS, extend=False)

@@ -8,6 +8,9 @@ Fixtures:
     medi2i_volume: A small single-channel ``MetaTensor`` on an oblique grid.
     medi2i_volume_file: Path of that volume written as NIfTI in ``tmp_path``.
     medi2i_registry: A fresh :class:`medi2i.Registry` of the installed plugins.
+
+To keep plugins installed beside yours out of your tests, see
+:func:`medi2i.testing.plugin_selection.load_only_plugins`.
 """
 
 from __future__ import annotations
