@@ -1,0 +1,261 @@
+"""What a DICOM node does with a complete series: translate it, store it, forward it, record it.
+
+A series taken from the spool (:mod:`medi2i.dicom.spool`) goes the way one study of
+``medi2i batch`` goes: the folder is scanned (headers only), the series read with
+:func:`medi2i.dicom.volume.read_dicom_series`, translated with
+:func:`medi2i.prediction.predict_tensor` and written as a derived series with
+:func:`medi2i.dicom.write.write_derived_series` (atomically) to
+``<output>/<source Series Instance UID>/<method id>/``. A series received again later
+replaces its earlier derived series. With a forward peer the derived files are then
+sent with C-STORE (:mod:`medi2i.dicom.send`); without ``output`` they are written to a
+hidden folder in the spool and removed once sent.
+
+The manifest is JSON Lines like batch's, one record appended per event::
+
+    {"series_uid": "1.2.3", "study_uid": "1.2", "instances": 200, "calling_ae": ["SCANNER"],
+     "status": "done", "outputs": [".../1.2.3/pix2pix"], "forwarded_to": "PACS@host:104",
+     "error": null, "timings": {"receive": 3.1, "read": 0.2, "infer": 5.0, "write": 0.7,
+     "send": 1.2}, "time": "2025-01-31T..."}
+
+``status`` is ``received`` (written before translating), ``done``, ``failed`` (with
+``error``), ``skipped`` (not the modality asked for) or ``discarded`` (its association
+was aborted and no retry came: nothing was translated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from medi2i.errors import InputError, Medi2iError, OutputError
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.dicom.scan import SeriesInfo
+    from medi2i.dicom.send import Peer
+    from medi2i.dicom.spool import TakenSeries
+    from medi2i.method import Method
+    from medi2i.prediction import Condition
+    from medi2i.settings import InferenceSettings
+
+SeriesStatus = Literal["received", "done", "failed", "skipped", "discarded"]
+STAGES = ("receive", "read", "infer", "write", "send")
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    """One manifest line: the state of one received series after an event."""
+
+    series_uid: str
+    instances: int
+    calling_ae: tuple[str, ...] = ()
+    study_uid: str | None = None
+    status: SeriesStatus = "received"
+    outputs: tuple[str, ...] = ()
+    forwarded_to: str | None = None
+    error: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    time: str = ""
+
+    def to_json(self) -> str:
+        """The record as one JSON line (no newline)."""
+        raw = asdict(self)
+        return json.dumps(
+            {**raw, "calling_ae": list(self.calling_ae), "outputs": list(self.outputs)}
+        )
+
+
+def append_record(manifest: Path, record: SeriesRecord) -> SeriesRecord:
+    """Stamp ``record`` with the time and append it to ``manifest`` as one flushed line."""
+    stamped = replace(record, time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with manifest.open("a", encoding="utf-8") as stream:
+        stream.write(stamped.to_json() + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    return stamped
+
+
+@dataclass(frozen=True)
+class SeriesTranslator:
+    """Translates complete series for a node; the same for every series it receives.
+
+    Attributes:
+        method: A ready method.
+        settings: Inference settings (progress off).
+        manifest: The JSON Lines manifest.
+        work: The spool folder (for derived series that are only forwarded).
+        output: Where derived series are stored, or ``None`` to only forward.
+        forward: The peer derived series are sent to, or ``None``.
+        calling_ae_title: The node's own AE title, used when forwarding.
+        modality: Translate only series of this modality; others are ``skipped``.
+        condition: Predict-time condition.
+        deidentify: De-identify the derived series.
+    """
+
+    method: Method
+    settings: InferenceSettings
+    manifest: Path
+    work: Path
+    output: Path | None = None
+    forward: Peer | None = None
+    calling_ae_title: str = "MEDI2I"
+    modality: str | None = None
+    condition: Condition = None
+    deidentify: bool = False
+
+    def handle(self, taken: TakenSeries) -> SeriesRecord:
+        """Translate (or discard) ``taken``, record it and remove its spooled files."""
+        record = SeriesRecord(
+            series_uid=taken.series_uid,
+            instances=taken.instances,
+            calling_ae=taken.calling_ae_titles,
+            timings={"receive": taken.receive_seconds},
+        )
+        try:
+            if not taken.complete:
+                return append_record(
+                    self.manifest,
+                    replace(
+                        record,
+                        status="discarded",
+                        error="the association was aborted and the series was not sent "
+                        "again; nothing was translated",
+                    ),
+                )
+            append_record(self.manifest, record)
+            return append_record(self.manifest, self._translate(taken, record))
+        finally:
+            taken.discard()
+
+    def _translate(self, taken: TakenSeries, record: SeriesRecord) -> SeriesRecord:
+        timings = dict(record.timings)
+        try:
+            series = self._series(taken)
+            record = replace(record, study_uid=series.study_instance_uid)
+            if self.modality and series.modality != self.modality:
+                return replace(
+                    record,
+                    status="skipped",
+                    error=f"modality {series.modality or '?'}, not {self.modality}",
+                )
+            outputs, forwarded = self._run(series, timings)
+        except Exception as exc:  # one bad series must never stop the node
+            return replace(record, status="failed", error=_message(exc), timings=timings)
+        return replace(
+            record, status="done", outputs=outputs, forwarded_to=forwarded, timings=timings
+        )
+
+    def _series(self, taken: TakenSeries) -> SeriesInfo:
+        from medi2i.dicom.scan import scan_folder
+
+        found = scan_folder(taken.folder).series
+        if len(found) != 1:
+            raise InputError(
+                f"series {taken.series_uid}: the received files form {len(found)} series, "
+                "not one; nothing was translated"
+            )
+        return found[0]
+
+    def _run(
+        self, series: SeriesInfo, timings: dict[str, float]
+    ) -> tuple[tuple[str, ...], str | None]:
+        from medi2i.dicom.volume import read_dicom_series
+        from medi2i.prediction import predict_tensor
+
+        with _timed(timings, "read"):
+            image = read_dicom_series(series)
+        with _timed(timings, "infer"):
+            result = predict_tensor(
+                self.method, image, settings=self.settings, condition=self.condition
+            )
+        scratch = None
+        if self.output is not None:
+            folder = self.output / series.series_instance_uid / self.method.id
+        else:
+            scratch = self.work / f".derived-{series.series_instance_uid}-{os.getpid()}"
+            folder = scratch / self.method.id
+        try:
+            with _timed(timings, "write"):
+                files = self._write(result, folder)
+            forwarded = self._forward(files, timings)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return ((str(folder),) if scratch is None else ()), forwarded
+
+    def _write(self, result: MetaTensor, folder: Path) -> list[Path]:
+        from medi2i.dicom.source import META_KEY, DicomSource
+        from medi2i.dicom.write import write_derived_series
+        from medi2i.dicom.writer import OUTPUT_MODALITY_KEY, output_modality
+
+        found = result.meta.get(META_KEY)
+        source = found if isinstance(found, DicomSource) else None
+        declared = {OUTPUT_MODALITY_KEY: self.method.output_spec.modality}
+        return write_derived_series(
+            result,
+            folder,
+            source=source,
+            modality=output_modality(declared, source, folder),
+            method_id=self.method.id,
+            method_version=self.method.version,
+            deidentify=self.deidentify,
+        )
+
+    def _forward(self, files: list[Path], timings: dict[str, float]) -> str | None:
+        if self.forward is None:
+            return None
+        from medi2i.dicom.send import send_files
+
+        with _timed(timings, "send"):
+            report = send_files(files, self.forward, calling_ae_title=self.calling_ae_title)
+        if report.failed:
+            first = report.failed[0][1]
+            raise OutputError(
+                f"forwarded {len(report.sent)} of {len(files)} derived file(s) to "
+                f"{self.forward}: {first}"
+            )
+        return str(self.forward)
+
+
+def describe(record: SeriesRecord) -> str:
+    """The node's one log line for a series."""
+    head = f"series {record.series_uid}: received {record.instances} instance(s)"
+    if record.calling_ae:
+        head += f" from {', '.join(record.calling_ae)}"
+    if record.status == "done":
+        seconds = sum(record.timings.get(stage, 0.0) for stage in ("read", "infer", "write"))
+        parts = [f"translated in {seconds:.1f} s"]
+        if record.outputs:
+            parts.append(f"stored to {record.outputs[0]}")
+        if record.forwarded_to:
+            parts.append(f"sent to {record.forwarded_to}")
+        return f"{head}; {'; '.join(parts)}"
+    return f"{head}; {record.status}: {record.error}"
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, Medi2iError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.perf_counter() - start, 3)
+
+
+LogLine = Callable[[str], None]

@@ -1,0 +1,193 @@
+"""Sending DICOM files to a peer with C-STORE (the SCU side of a DICOM node).
+
+:func:`send_files` opens one association (more when the files need over 128
+presentation contexts), proposes for each SOP Class the transfer syntax its files are
+stored in, and sends every file as it is on disk (pynetdicom reads it without decoding
+the pixel data). Each file's outcome is counted; a peer that refuses the association
+or drops it makes the remaining files failures, never an exception.
+
+``medi2i dicom send`` and the node's ``--forward`` both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medi2i.errors import OptionsError
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
+NETWORK_TIMEOUT_S = 30.0
+"""Seconds to wait for a peer (connection, association, each response)."""
+_MAX_CONTEXTS = 128  # DICOM PS3.8: presentation context ids are odd numbers 1..255
+_NOT_STORABLE = ("1.2.840.10008.1.3.10",)  # Media Storage Directory (DICOMDIR)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A DICOM application entity to connect to.
+
+    Attributes:
+        host: Host name or address.
+        port: TCP port.
+        ae_title: Its Application Entity title (1-16 characters).
+    """
+
+    host: str
+    port: int
+    ae_title: str
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def check_ae_title(title: str, what: str = "AE title") -> str:
+    """Return ``title`` if it is a valid AE title (1-16 printable characters, no backslash).
+
+    Raises:
+        OptionsError: It is not.
+    """
+    stripped = title.strip()
+    if not 1 <= len(stripped) <= 16 or not stripped.isprintable() or "\\" in stripped:
+        raise OptionsError(
+            f"{what} {title!r} is not valid: use 1 to 16 printable characters without a "
+            "backslash, e.g. MEDI2I"
+        )
+    return stripped
+
+
+def parse_peer(text: str) -> Peer:
+    """Parse ``HOST:PORT:AET`` (e.g. ``127.0.0.1:11112:PACS``).
+
+    Raises:
+        OptionsError: Not of that form, or a port outside 1-65535.
+    """
+    host, _, rest = text.rpartition(":")
+    host, _, port_text = host.rpartition(":")
+    ae_title = rest
+    if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise OptionsError(
+            f"peer {text!r}: give HOST:PORT:AET with a port from 1 to 65535, "
+            "e.g. 127.0.0.1:11112:PACS"
+        )
+    return Peer(host, int(port_text), check_ae_title(ae_title, f"peer {text!r}: AE title"))
+
+
+@dataclass
+class SendReport:
+    """What :func:`send_files` did.
+
+    Attributes:
+        peer: Where the files went.
+        sent: Files the peer stored (status Success or Warning).
+        failed: ``(file, reason)`` for each file that was not stored.
+        skipped: ``(file, reason)`` for files that are not DICOM instances to store.
+    """
+
+    peer: Peer
+    sent: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line such as ``sent 12 file(s) to PACS@host:104, 0 failed``."""
+        line = f"sent {len(self.sent)} file(s) to {self.peer}, {len(self.failed)} failed"
+        return line + (f", {len(self.skipped)} skipped (not DICOM)" if self.skipped else "")
+
+
+def dicom_files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (recursively, sorted), hidden temporaries left out."""
+    folder = Path(folder)
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise OptionsError(f"{folder} does not exist; give a folder of DICOM files")
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.parts[-1:])
+    )
+
+
+def send_files(paths: Iterable[Path], peer: Peer, *, calling_ae_title: str) -> SendReport:
+    """Send ``paths`` to ``peer`` with C-STORE; see the module docstring."""
+    report = SendReport(peer)
+    contexts: dict[tuple[str, str], list[Path]] = {}
+    for path in paths:
+        found = _storage_context(Path(path))
+        if isinstance(found, str):
+            report.skipped.append((Path(path), found))
+        else:
+            contexts.setdefault(found, []).append(Path(path))
+    keys = list(contexts)
+    for start in range(0, len(keys), _MAX_CONTEXTS):
+        chunk = {key: contexts[key] for key in keys[start : start + _MAX_CONTEXTS]}
+        _send_chunk(chunk, report, calling_ae_title)
+    return report
+
+
+def _storage_context(path: Path) -> tuple[str, str] | str:
+    """``(SOP Class UID, Transfer Syntax UID)`` of a DICOM file, or why it is skipped."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+        sop_class, syntax = str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
+    except (InvalidDicomError, AttributeError, OSError, ValueError, KeyError):
+        return "not a DICOM file with file meta information"
+    if sop_class in _NOT_STORABLE or not sop_class:
+        return f"SOP Class {sop_class or '(none)'} is not a storable instance"
+    return sop_class, syntax
+
+
+def _send_chunk(
+    contexts: dict[tuple[str, str], list[Path]], report: SendReport, calling_ae_title: str
+) -> None:
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_S
+    ae.connection_timeout = NETWORK_TIMEOUT_S
+    for sop_class, syntax in contexts:
+        ae.add_requested_context(sop_class, syntax)
+    files = [path for paths in contexts.values() for path in paths]
+    peer = report.peer
+    try:
+        association = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    except (OSError, ValueError) as exc:
+        report.failed.extend((path, f"cannot connect to {peer}: {exc}") for path in files)
+        return
+    try:
+        if not association.is_established:
+            reason = "rejected the association" if association.is_rejected else "did not answer"
+            report.failed.extend((path, f"{peer} {reason}") for path in files)
+            return
+        _store_each(association, files, report)
+    finally:
+        if association.is_established:
+            association.release()
+        ae.shutdown()
+
+
+def _store_each(association: Association, files: Sequence[Path], report: SendReport) -> None:
+    for path in files:
+        if not association.is_established:
+            report.failed.append((path, f"{report.peer} ended the association"))
+            continue
+        try:
+            status = association.send_c_store(path)
+        except (OSError, ValueError, AttributeError, RuntimeError) as exc:
+            report.failed.append((path, f"not sent: {exc}"))
+            continue
+        code = int(getattr(status, "Status", -1)) if status else -1
+        if code == 0 or 0xB000 <= code <= 0xBFFF:
+            report.sent.append(path)
+        elif code == -1:
+            report.failed.append((path, f"no response from {report.peer}"))
+        else:
+            report.failed.append((path, f"{report.peer} refused it (status 0x{code:04X})"))

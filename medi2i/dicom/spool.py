@@ -1,0 +1,208 @@
+"""The spool of a DICOM node: received instances grouped by series until a series is complete.
+
+DICOM's C-STORE has no "end of series" message, so a receiver has to decide when a
+series is complete. The rule here (the one PACS routers use) is: a series is complete
+when
+
+1. every association that delivered instances of it has ended,
+2. the last of them ended with a normal release (A-RELEASE), not an abort, and
+3. nothing of the series arrived for ``idle_timeout`` seconds.
+
+A series whose last association was aborted (the sender crashed, the network dropped,
+the peer sent an A-ABORT) is kept waiting: a sender that retries sends the whole series
+again in a new association, and once that one is released the series completes as
+usual. When no retry comes within the idle timeout, the partial series is discarded;
+nothing is ever translated from it.
+
+Layout on disk: ``<root>/<Series Instance UID>/<SOP Instance UID>.dcm``. Each file is
+written under a temporary name in its folder and renamed into place, so a file in the
+spool is always complete. An instance sent twice replaces the first copy. A series is
+taken out of the spool (:meth:`Spool.take_due`) by renaming its folder to a hidden
+``.taken-...`` sibling under the lock: instances of the same series that arrive during
+its translation start a new spool entry instead of changing the files being read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from medi2i.io.atomic import temporary_sibling
+
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+"""A DICOM UID: digits and dots, at most 64 characters (checked with the length)."""
+
+Ending = Literal["open", "released", "aborted"]
+Clock = Callable[[], float]
+
+
+def is_uid(value: object) -> bool:
+    """Whether ``value`` is a valid DICOM UID (so that it is safe as a file name too)."""
+    return isinstance(value, str) and len(value) <= 64 and UID_PATTERN.match(value) is not None
+
+
+@dataclass
+class SpooledSeries:
+    """What the spool knows about one series being received.
+
+    Attributes:
+        series_uid: Series Instance UID.
+        folder: Its folder in the spool.
+        instances: SOP Instance UIDs received (each stored once).
+        open_associations: Associations that delivered to it and have not ended.
+        ending: How the last association that delivered to it ended.
+        first_received: When its first instance arrived (clock seconds).
+        last_received: When its latest instance arrived.
+        calling_ae_titles: Who sent it.
+    """
+
+    series_uid: str
+    folder: Path
+    instances: set[str] = field(default_factory=set)
+    open_associations: set[Hashable] = field(default_factory=set)
+    ending: Ending = "open"
+    first_received: float = 0.0
+    last_received: float = 0.0
+    calling_ae_titles: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class TakenSeries:
+    """A series taken out of the spool, complete (``due``) or to be discarded.
+
+    Attributes:
+        series_uid: Series Instance UID.
+        folder: The hidden folder holding its files now; the taker removes it.
+        instances: How many instances were received.
+        complete: True when it completed; False when its last association was
+            aborted and no retry came (then it must be discarded, not translated).
+        receive_seconds: From its first to its last instance.
+        calling_ae_titles: Who sent it, sorted.
+    """
+
+    series_uid: str
+    folder: Path
+    instances: int
+    complete: bool
+    receive_seconds: float
+    calling_ae_titles: tuple[str, ...]
+
+    def discard(self) -> None:
+        """Remove the taken files."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Spool:
+    """Received instances by series, and the completion rule of the module docstring.
+
+    Thread-safe: the network threads store instances and end associations while a
+    worker thread takes complete series out.
+
+    Args:
+        root: The spool folder (created).
+        idle_timeout: Seconds without a new instance after which a released series is
+            complete (and an aborted one is discarded).
+        clock: Monotonic seconds (a parameter so tests can move time).
+    """
+
+    def __init__(self, root: Path, *, idle_timeout: float, clock: Clock = time.monotonic) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.idle_timeout = float(idle_timeout)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._series: dict[str, SpooledSeries] = {}
+
+    def store(
+        self,
+        series_uid: str,
+        sop_instance_uid: str,
+        encoded: bytes,
+        *,
+        association: Hashable,
+        calling_ae_title: str = "",
+    ) -> Path:
+        """Write one instance (a complete DICOM file's bytes) into its series' folder.
+
+        Raises:
+            ValueError: A UID that is not a valid DICOM UID.
+            OSError: The file could not be written (a full disk); nothing was kept.
+        """
+        if not (is_uid(series_uid) and is_uid(sop_instance_uid)):
+            raise ValueError("Series or SOP Instance UID is not a valid DICOM UID")
+        with self._lock:
+            entry = self._entry(series_uid)
+            entry.open_associations.add(association)
+            folder = entry.folder
+        path = folder / f"{sop_instance_uid}.dcm"
+        temporary = temporary_sibling(path)
+        try:
+            temporary.write_bytes(encoded)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        with self._lock:
+            entry = self._entry(series_uid)
+            entry.instances.add(sop_instance_uid)
+            entry.last_received = self._clock()
+            if calling_ae_title:
+                entry.calling_ae_titles.add(calling_ae_title)
+        return path
+
+    def _entry(self, series_uid: str) -> SpooledSeries:
+        entry = self._series.get(series_uid)
+        if entry is None:
+            now = self._clock()
+            entry = SpooledSeries(
+                series_uid, self.root / series_uid, first_received=now, last_received=now
+            )
+            entry.folder.mkdir(parents=True, exist_ok=True)
+            self._series[series_uid] = entry
+        return entry
+
+    def end_association(self, association: Hashable, *, released: bool) -> None:
+        """Note that ``association`` ended, by a normal release or not."""
+        with self._lock:
+            for entry in self._series.values():
+                if association in entry.open_associations:
+                    entry.open_associations.discard(association)
+                    entry.ending = "released" if released else "aborted"
+
+    def take_due(self) -> list[TakenSeries]:
+        """Take out every series that completed, or that must be discarded."""
+        now = self._clock()
+        taken = []
+        with self._lock:
+            for uid, entry in list(self._series.items()):
+                idle = now - entry.last_received >= self.idle_timeout
+                if entry.open_associations or entry.ending == "open" or not idle:
+                    continue
+                del self._series[uid]
+                taken.append(self._take(entry))
+        return taken
+
+    def _take(self, entry: SpooledSeries) -> TakenSeries:
+        hidden = entry.folder.with_name(f".taken-{entry.series_uid}-{secrets.token_hex(4)}")
+        os.replace(entry.folder, hidden)
+        return TakenSeries(
+            series_uid=entry.series_uid,
+            folder=hidden,
+            instances=len(entry.instances),
+            complete=entry.ending == "released",
+            receive_seconds=round(entry.last_received - entry.first_received, 3),
+            calling_ae_titles=tuple(sorted(entry.calling_ae_titles)),
+        )
+
+    def waiting(self) -> list[SpooledSeries]:
+        """The series still being received or waiting for their idle timeout."""
+        with self._lock:
+            return list(self._series.values())

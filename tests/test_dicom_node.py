@@ -1,0 +1,367 @@
+"""The DICOM node (``medi2i dicom serve``) and ``medi2i dicom send``, over loopback only.
+
+Every test starts what it needs on a free 127.0.0.1 port and stops it in a ``finally``
+(threads joined, subprocesses killed after a timeout). The dcmtk tests skip when
+``storescu``/``storescp`` are not installed (CI installs dcmtk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medi2i.dicom.node import DicomNode, NodeConfig
+from medi2i.dicom.node_translation import SeriesTranslator
+from medi2i.dicom.send import Peer, send_files
+from medi2i.dicom.spool import Spool
+from medi2i.testing.dicom_series import write_series
+from tests.test_cli import run
+
+METHOD = "intensity-inversion"
+IDLE_S = 0.3
+DCMTK = shutil.which("storescu") is not None and shutil.which("storescp") is not None
+needs_dcmtk = pytest.mark.skipif(not DCMTK, reason="dcmtk (storescu, storescp) is not installed")
+
+
+def source_series(folder: Path) -> list[Path]:
+    volume = np.random.default_rng(0).integers(0, 1000, (12, 10, 6)).astype(np.float64)
+    return write_series(folder, volume, modality="MR", rescale=(1.0, 0.0), spacing=(0.8, 0.9, 2.5))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s")
+        time.sleep(0.05)
+
+
+def records(manifest: Path) -> list[dict[str, object]]:
+    if not manifest.exists():
+        return []
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line]
+
+
+def final_statuses(manifest: Path) -> list[object]:
+    return [r["status"] for r in records(manifest) if r["status"] != "received"]
+
+
+def make_node(tmp: Path, *, output: Path | None, forward: Peer | None = None) -> DicomNode:
+    from medi2i.plugins import load_plugins
+    from medi2i.prediction import load_method
+    from medi2i.registry import Registry
+    from medi2i.settings import InferenceSettings
+
+    method = load_method(method=METHOD, model=None, options=None, registry=Registry(load_plugins()))
+    translator = SeriesTranslator(
+        method=method,
+        settings=InferenceSettings(progress=False, device="cpu"),
+        manifest=tmp / "manifest.jsonl",
+        work=tmp / "spool",
+        output=output,
+        forward=forward,
+    )
+    config = NodeConfig(port=0, idle_timeout=IDLE_S, poll_interval=0.05)
+    return DicomNode(
+        config, spool=Spool(tmp / "spool", idle_timeout=IDLE_S), translator=translator, log=print
+    )
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[DicomNode]:
+    running = make_node(tmp_path, output=tmp_path / "out")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop(timeout=30)
+
+
+def peer_of(node: DicomNode) -> Peer:
+    host, port = node.address
+    return Peer(host, port, "MEDI2I")
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[Peer, Path]]:
+    received = tmp_path / "storescp"
+    received.mkdir()
+    port = free_port()
+    process = subprocess.Popen(
+        ["storescp", "-aet", "PEER", "-od", str(received), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _listening(port), timeout=10)
+        yield Peer("127.0.0.1", port, "PEER"), received
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -- the spool's completion rule ----------------------------------------------------------
+
+
+def test_a_series_completes_only_after_a_release_and_the_idle_time(tmp_path: Path) -> None:
+    now = [0.0]
+    spool = Spool(tmp_path, idle_timeout=5.0, clock=lambda: now[0])
+    spool.store("1.2.3", "1.2.3.1", b"x", association="a")
+    now[0] = 100.0
+    assert spool.take_due() == []  # association still open
+    spool.end_association("a", released=True)
+    spool.store("1.2.3", "1.2.3.2", b"x", association="b")
+    spool.end_association("b", released=True)
+    now[0] = 102.0
+    assert spool.take_due() == []  # idle time not over
+    now[0] = 106.0
+    (taken,) = spool.take_due()
+    assert taken.complete
+    assert taken.instances == 2
+    assert sorted(p.name for p in taken.folder.iterdir()) == ["1.2.3.1.dcm", "1.2.3.2.dcm"]
+    taken.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_aborted_series_is_discarded_unless_sent_again(tmp_path: Path) -> None:
+    now = [0.0]
+    spool = Spool(tmp_path, idle_timeout=5.0, clock=lambda: now[0])
+    spool.store("1.2.3", "1.2.3.1", b"x", association="a")
+    spool.end_association("a", released=False)
+    spool.store("1.2.4", "1.2.4.1", b"x", association="b")
+    spool.end_association("b", released=False)
+    spool.store("1.2.4", "1.2.4.1", b"x", association="c")  # a retry of 1.2.4
+    spool.end_association("c", released=True)
+    now[0] = 10.0
+    taken = {series.series_uid: series for series in spool.take_due()}
+    assert not taken["1.2.3"].complete
+    assert taken["1.2.4"].complete
+    assert taken["1.2.4"].instances == 1
+    with pytest.raises(ValueError, match="not a valid DICOM UID"):
+        spool.store("../etc", "1.2", b"x", association="d")
+
+
+# -- pynetdicom as the peer -----------------------------------------------------------------
+
+
+def test_echo_then_a_series_is_translated_with_its_geometry(
+    node: DicomNode, tmp_path: Path
+) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from medi2i.dicom.scan import scan_folder
+    from medi2i.dicom.volume import read_dicom_series
+
+    host, port = node.address
+    ae = AE(ae_title="TEST")
+    ae.add_requested_context(Verification)
+    association = ae.associate(host, port, ae_title="MEDI2I")
+    assert association.is_established
+    assert association.send_c_echo().Status == 0
+    association.release()
+    ae.shutdown()
+
+    files = source_series(tmp_path / "src")
+    report = send_files(files, peer_of(node), calling_ae_title="TEST")
+    assert len(report.sent) == 6
+    assert not report.failed
+    manifest = tmp_path / "manifest.jsonl"
+    wait_for(lambda: final_statuses(manifest) == ["done"])
+    (derived,) = (tmp_path / "out").glob(f"*/{METHOD}")
+    assert len(list(derived.glob("*.dcm"))) == 6
+    source = read_dicom_series(scan_folder(tmp_path / "src").series[0])
+    written = read_dicom_series(scan_folder(derived).series[0])
+    assert written.shape == source.shape
+    np.testing.assert_allclose(np.asarray(written.affine), np.asarray(source.affine), atol=1e-4)
+    done = records(manifest)[-1]
+    assert done["instances"] == 6
+    assert done["calling_ae"] == ["TEST"]
+    assert set(done["timings"]) >= {"receive", "read", "infer", "write"}  # type: ignore[arg-type]
+    assert not list((tmp_path / "spool").iterdir())  # taken out and removed
+
+
+def test_an_aborted_association_translates_nothing_and_a_retry_does(
+    node: DicomNode, tmp_path: Path
+) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+
+    files = source_series(tmp_path / "src")
+    host, port = node.address
+    ae = AE(ae_title="TEST")
+    ae.add_requested_context(MRImageStorage, "1.2.840.10008.1.2.1")
+    association = ae.associate(host, port, ae_title="MEDI2I")
+    for path in files[:3]:
+        assert association.send_c_store(path).Status == 0
+    association.abort()
+    ae.shutdown()
+    manifest = tmp_path / "manifest.jsonl"
+    wait_for(lambda: final_statuses(manifest) == ["discarded"])
+    assert not (tmp_path / "out").exists()
+
+    send_files(files, peer_of(node), calling_ae_title="TEST")
+    wait_for(lambda: final_statuses(manifest) == ["discarded", "done"])
+    assert len(list((tmp_path / "out").glob(f"*/{METHOD}/*.dcm"))) == 6
+
+
+def test_a_bad_dataset_is_refused_and_the_node_keeps_serving(
+    node: DicomNode, tmp_path: Path
+) -> None:
+    from pydicom import dcmread
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+
+    files = source_series(tmp_path / "src")
+    no_series = dcmread(files[0])
+    del no_series.SeriesInstanceUID
+    wrong_uid = dcmread(files[1])
+    with warnings.catch_warnings():  # pydicom warns about the value this test wants
+        warnings.simplefilter("ignore")
+        wrong_uid.SeriesInstanceUID = "../../etc"
+    host, port = node.address
+    ae = AE(ae_title="TEST")
+    ae.add_requested_context(MRImageStorage, "1.2.840.10008.1.2.1")
+    association = ae.associate(host, port, ae_title="MEDI2I")
+    assert association.send_c_store(no_series).Status == 0xA900
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert association.send_c_store(wrong_uid).Status in (0xA900, 0xC210)
+    association.release()
+    ae.shutdown()
+    report = send_files(files, peer_of(node), calling_ae_title="TEST")
+    assert len(report.sent) == 6
+    wait_for(lambda: final_statuses(tmp_path / "manifest.jsonl") == ["done"])
+
+
+# -- dcmtk as the peers ---------------------------------------------------------------------
+
+
+@needs_dcmtk
+def test_storescu_in_storescp_out(tmp_path: Path, storescp: tuple[Peer, Path]) -> None:
+    peer, received = storescp
+    running = make_node(tmp_path, output=None, forward=peer)
+    running.start()
+    try:
+        files = source_series(tmp_path / "src")
+        host, port = running.address
+        sent = subprocess.run(
+            ["storescu", "-aet", "SCANNER", "-aec", "MEDI2I", host, str(port)]
+            + [str(path) for path in files],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert sent.returncode == 0, sent.stderr
+        wait_for(lambda: final_statuses(tmp_path / "manifest.jsonl") == ["done"])
+    finally:
+        running.stop(timeout=30)
+    record = records(tmp_path / "manifest.jsonl")[-1]
+    assert record["forwarded_to"] == str(peer)
+    assert record["calling_ae"] == ["SCANNER"]
+    assert len(list(received.iterdir())) == 6
+    assert not [p for p in (tmp_path / "spool").iterdir() if p.name != "manifest.jsonl"]
+
+
+# -- medi2i dicom send ----------------------------------------------------------------------
+
+
+def test_send_command_counts_what_was_sent(node: DicomNode, tmp_path: Path) -> None:
+    source_series(tmp_path / "src")
+    (tmp_path / "src" / "README.txt").write_text("not DICOM")
+    host, port = node.address
+    result = run("dicom", "send", str(tmp_path / "src"), f"{host}:{port}:MEDI2I")
+    assert result.exit_code == 0, result.output
+    assert "sent 6 file(s)" in result.output
+    assert "0 failed" in result.output
+    wait_for(lambda: final_statuses(tmp_path / "manifest.jsonl") == ["done"])
+
+
+# pynetdicom 3.0 leaves the socket of a refused connection for the garbage collector
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_send_command_fails_when_nobody_listens(tmp_path: Path) -> None:
+    source_series(tmp_path / "src")
+    result = run("dicom", "send", str(tmp_path / "src"), f"127.0.0.1:{free_port()}:NOBODY")
+    assert result.exit_code == 1
+    assert "sent 0 file(s)" in result.output
+    assert "6 failed" in result.output
+
+
+@needs_dcmtk
+def test_send_command_to_storescp(tmp_path: Path, storescp: tuple[Peer, Path]) -> None:
+    peer, received = storescp
+    source_series(tmp_path / "src")
+    result = run("dicom", "send", str(tmp_path / "src"), f"{peer.host}:{peer.port}:PEER")
+    assert result.exit_code == 0, result.output
+    assert len(list(received.iterdir())) == 6
+
+
+# -- medi2i dicom serve -----------------------------------------------------------------------
+
+
+def test_serve_refuses_an_output_folder_holding_other_data(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    result = run(
+        "dicom", "serve", "--method", METHOD, "--port", "0", "--output", str(tmp_path / "out")
+    )
+    assert result.exit_code == 1
+    assert "holds no batch manifest" in result.output
+    result = run("dicom", "serve", "--method", METHOD, "--port", "0")
+    assert result.exit_code == 1
+    assert "--output, --forward or both" in result.output
+
+
+def test_serve_translates_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "medi2i", "dicom", "serve", "--method", METHOD]
+    command += ["--port", str(port), "--output", str(tmp_path / "out"), "--idle-timeout", "0.3"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    try:
+        wait_for(lambda: _listening(port), timeout=60)
+        files = source_series(tmp_path / "src")
+        send_files(files, Peer("127.0.0.1", port, "MEDI2I"), calling_ae_title="TEST")
+        wait_for(lambda: final_statuses(tmp_path / "out" / "manifest.jsonl") == ["done"])
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, output
+    assert "received 6 instance(s) from TEST; translated in" in output
+    assert "stopped" in output
