@@ -74,6 +74,23 @@ def checked_input(image: MetaTensor, policy: NonFinitePolicy = "error") -> MetaT
     return image
 
 
+def require_finite_training_volume(image: MetaTensor, case: str) -> None:
+    """Refuse a training volume with NaN or infinite voxels (they would poison the loss).
+
+    Raises:
+        InputError: Naming the file, the case, the count and the first bad voxel.
+    """
+    values = image.as_tensor().detach().cpu().numpy()
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    bad = int(values.size - np.count_nonzero(finite))
+    raise InputError(
+        f"{_name(image)} (case {case!r}): {bad} voxel(s) are NaN or infinite (first at voxel "
+        f"{_first(~finite)}); fix the file or leave the case out of the training data"
+    )
+
+
 def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "") -> None:
     """Refuse to write ``values`` to ``path`` when any voxel is NaN or infinite.
 

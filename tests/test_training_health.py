@@ -282,3 +282,20 @@ def test_the_command_line_reports_a_nan_learning_rate_in_one_line(
     assert result.output.strip().count("\n") == 0, result.output
     assert "method.options.learning_rate: Input should be a finite number" in result.output
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_training_volume_with_nan_is_refused_naming_the_file(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from medi2i.errors import InputError
+
+    data = write_paired_cases(tmp_path / "cases", count=2, shape=(20, 20, 20))
+    broken = data.cases[1].images["source"]
+    image = nib.load(str(broken))
+    values = image.get_fdata().astype("float32")
+    values[3, 4, 5] = NAN
+    nib.save(nib.Nifti1Image(values, image.affine), str(broken))
+    with pytest.raises(InputError, match=r"case 'case-1'\): 1 voxel\(s\) are NaN") as error:
+        train(TinyRegression(), data, config=quick(), run_dir=tmp_path / "run")
+    assert str(broken) in str(error.value)
+    assert not (tmp_path / "run" / "model").exists()

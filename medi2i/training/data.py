@@ -196,6 +196,7 @@ def load_training_volume(
 def _planned(case: Case, role: str, method: Method) -> MetaTensor:
     from medi2i.io import read_volume
     from medi2i.resample import apply_spatial_plan
+    from medi2i.voxel_checks import require_finite_training_volume
 
     path = case.images.get(role)
     if path is None:
@@ -203,7 +204,9 @@ def _planned(case: Case, role: str, method: Method) -> MetaTensor:
             f"case {case.id!r} has no {role!r} volume (it has {sorted(case.images)}); "
             f"every training case needs one"
         )
-    return apply_spatial_plan(read_volume(path), method.spatial_plan())
+    volume = read_volume(path)
+    require_finite_training_volume(volume, case.id)
+    return apply_spatial_plan(volume, method.spatial_plan())
 
 
 def _planned_mask(case: Case, method: Method) -> torch.Tensor | None:
