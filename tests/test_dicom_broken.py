@@ -19,9 +19,12 @@ from pydicom.uid import generate_uid
 
 from medi2i.cli.dicom_commands import add_to
 from medi2i.cli.main import Medi2iGroup
+from medi2i.dicom.reader import DicomFolderReader
 from medi2i.dicom.scan import scan_folder
-from medi2i.dicom.volume import read_dicom_folder
+from medi2i.dicom.source import META_KEY
+from medi2i.dicom.volume import DroppedFilesWarning, read_dicom_folder
 from medi2i.errors import GeometryError, InputError
+from medi2i.io import read_volume
 from medi2i.testing.dicom_series import AXIAL, CORONAL, stack_geometry, write_series
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -295,3 +298,56 @@ def test_slight_drift_sideways_is_within_tolerance_but_a_shift_is_not(tmp_path: 
     write_series(tmp_path / "shifted", values((6, 5, 8)), spacing=(1, 1, 2), positions=positions)
     with pytest.raises(GeometryError, match=r"not on a line.*mm tolerated"):
         read_dicom_folder(tmp_path / "shifted")
+
+
+def bare_datasets(source: list[Path], folder: Path) -> list[Path]:
+    """``source`` rewritten as old exports do: no preamble, no file meta, Implicit VR LE."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    folder.mkdir()
+    written = []
+    for number, path in enumerate(source):
+        dataset = pydicom.dcmread(path)
+        del dataset.file_meta
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, True
+        write_dataset(buffer, dataset)
+        written.append(folder / f"IMG{number:04d}")
+        written[-1].write_bytes(buffer.getvalue())
+    return written
+
+
+def test_bare_datasets_without_preamble_or_file_meta_are_read(tmp_path: Path) -> None:
+    data = values((6, 5, 4))
+    source = write_series(tmp_path / "part10", data, transfer_syntax="1.2.840.10008.1.2")
+    written = bare_datasets(source, tmp_path / "bare")
+    assert written[0].read_bytes()[:2] == b"\x08\x00"  # group 0008 from the first byte
+    assert DicomFolderReader().can_read(tmp_path / "bare")
+    volume = read_volume(tmp_path / "bare", readers=[DicomFolderReader()])
+    np.testing.assert_array_equal(volume[0].numpy(), data)
+    assert volume.meta[META_KEY].header.Modality == "CT"
+
+
+def test_exact_copies_of_a_file_are_dropped_with_a_note(tmp_path: Path) -> None:
+    data = values((6, 5, 4))
+    paths = write_series(tmp_path, data)
+    shutil.copy(paths[1], tmp_path / "copy of slice 2.dcm")
+    series = scan_folder(tmp_path).series[0]
+    assert series.is_volume, series.problems
+    assert series.number_of_images == 4
+    assert any("1 duplicate file(s) dropped" in note for note in series.notes)
+    with pytest.warns(DroppedFilesWarning, match="copy of slice 2.dcm"):
+        volume = read_dicom_folder(tmp_path)
+    np.testing.assert_array_equal(volume[0].numpy(), data)
+
+
+def test_copies_with_different_pixels_are_refused(tmp_path: Path) -> None:
+    paths = write_series(tmp_path, values((6, 5, 4)))
+    dataset = pydicom.dcmread(paths[1])
+    pixels = dataset.pixel_array.copy()
+    pixels[0, 0] += 1
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(tmp_path / "edited.dcm")
+    with pytest.raises(InputError, match=r"same instance .* with different pixel data"):
+        read_dicom_folder(tmp_path)

@@ -8,6 +8,11 @@ with :func:`struct.unpack_from`, skips what the scan does not need (nested seque
 included) and keeps the wanted elements as pydicom raw elements, so that the scan
 reads their values exactly as it would from ``dcmread``.
 
+Old exports may hold a bare dataset: no preamble, no file meta information, the
+elements of group 0008 from the first byte, in Implicit (or Explicit) VR Little Endian.
+:func:`raw_dataset_syntax` recognises them from their first eight bytes and
+:func:`read_header` reads them as well, the transfer syntax taken from that probe.
+
 Anything else returns ``None`` and the scan falls back to pydicom: other transfer
 syntaxes, wanted elements that are sequences (enhanced multi-frame files), and any
 header that does not parse cleanly (pydicom then reports the defect).
@@ -35,6 +40,11 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO",
+                  b"LT", b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ",
+                  b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT",
+                  b"UV"})  # fmt: skip
+_RAW_FIRST_GROUP = 0x0008  # identifying elements: where a bare dataset starts
 _META_TAGS = {0x00020002: "MediaStorageSOPClassUID", 0x00020010: "TransferSyntaxUID"}
 _FIRST_READ = 8192  # bytes; most headers end before this, large private ones need more
 _TAG = struct.Struct("<HH")
@@ -77,15 +87,43 @@ class _Buffer:
             self.data += more
 
 
-def read_header(stream: BinaryIO, wanted: Collection[int]) -> Header | None:
+def raw_dataset_syntax(start: bytes) -> str | None:
+    """The transfer syntax of a bare dataset (no preamble or file meta) from its first
+    8 bytes: Implicit VR Little Endian, Explicit when the first element carries a VR;
+    ``None`` when they do not start an element of group 0008.
+
+    Example:
+        >>> raw_dataset_syntax(b"\\x08\\x00\\x08\\x00\\x16\\x00\\x00\\x00")
+        '1.2.840.10008.1.2'
+    """
+    if len(start) < 8 or _SHORT.unpack_from(start, 0)[0] != _RAW_FIRST_GROUP:
+        return None
+    if start[4:6] in _VRS:
+        return _EXPLICIT
+    length = _LONG.unpack_from(start, 4)[0]
+    return _IMPLICIT if length < 0x10000 else None
+
+
+def read_header(
+    stream: BinaryIO, wanted: Collection[int], *, raw_syntax: str | None = None
+) -> Header | None:
     """Read the elements ``wanted`` (tags as ints) of a Part 10 file, from its start.
+
+    Args:
+        stream: The file, at its start.
+        wanted: Tags of the elements to keep.
+        raw_syntax: For a bare dataset (no preamble or file meta), its transfer
+            syntax (see :func:`raw_dataset_syntax`).
 
     Returns:
         The header, or ``None`` when pydicom must read this file instead.
     """
     buffer = _Buffer(stream)
     try:
-        meta, position = _file_meta(buffer)
+        if raw_syntax is None:
+            meta, position = _file_meta(buffer)
+        else:
+            meta, position = {0x00020010: raw_syntax.encode("ascii")}, 0
         syntax = meta.get(0x00020010, b"").decode("ascii", "replace").strip(" \0")
         if syntax not in (_IMPLICIT, _EXPLICIT):
             return None

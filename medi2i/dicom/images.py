@@ -5,6 +5,7 @@ each with its geometry, rescale, where its pixels are and, when it cannot be rea
 the defect in words: truncated or short pixel data, colour, 1-bit or floating-point
 pixels, a Modality LUT, a compression without decoder, invalid values. Files that are
 not DICOM or lack what a series needs become :class:`SkippedFile` with the reason.
+Bare datasets without preamble and file meta information (old exports) are read too.
 """
 
 from __future__ import annotations
@@ -179,18 +180,23 @@ class FileRecord:
 
 def read_file_record(path: Path) -> FileRecord | SkippedFile:
     """Parse one file's header; a :class:`SkippedFile` when it is not usable DICOM."""
-    from medi2i.dicom.header import read_header
+    from medi2i.dicom.header import raw_dataset_syntax, read_header
 
     try:
         with path.open("rb") as stream:
+            raw_syntax = None
             if not _has_dicom_marker(stream):
-                # a .dcm file without the marker is a slice truncated or damaged in copying
-                return SkippedFile(path, _not_dicom_reason(stream), damaged=_named_dicom(path))
+                stream.seek(0)
+                raw_syntax = raw_dataset_syntax(stream.read(8))
+                if raw_syntax is None:
+                    # a .dcm file without the marker is a slice truncated or damaged in copying
+                    reason = _not_dicom_reason(stream)
+                    return SkippedFile(path, reason, damaged=_named_dicom(path))
             stream.seek(0)
-            header = read_header(stream, _wanted_tags())
+            header = read_header(stream, _wanted_tags(), raw_syntax=raw_syntax)
             if header is None:
                 stream.seek(0)
-                dataset, pixel_tag_offset, element_header = _pydicom_header(stream)
+                dataset, pixel_tag_offset, element_header = _pydicom_header(stream, raw_syntax)
             else:
                 dataset = header.dataset
                 pixel_tag_offset, element_header = header.pixel_tag_offset, header.element_header
@@ -202,10 +208,18 @@ def read_file_record(path: Path) -> FileRecord | SkippedFile:
     return _record(path, dataset, pixel_tag_offset, element_header, size)
 
 
-def _pydicom_header(stream: BinaryIO) -> tuple[Dataset, int, bytes]:
+def _pydicom_header(stream: BinaryIO, raw_syntax: str | None) -> tuple[Dataset, int, bytes]:
     from pydicom import dcmread
+    from pydicom.uid import UID
 
-    dataset = dcmread(stream, stop_before_pixels=True, specific_tags=list(SCAN_TAGS))
+    dataset = dcmread(
+        stream,
+        stop_before_pixels=True,
+        specific_tags=list(SCAN_TAGS),
+        force=raw_syntax is not None,
+    )
+    if raw_syntax is not None:
+        dataset.file_meta.TransferSyntaxUID = UID(raw_syntax)
     # pydicom stops with the stream at the tag of the Pixel Data element
     pixel_tag_offset = stream.tell()
     return dataset, pixel_tag_offset, stream.read(12)

@@ -47,7 +47,8 @@ class DicomFolderReader(VolumeReader):
         """A folder with a DICOM file among its first entries, or a DICOM file.
 
         Cheap: at most 64 folder entries are looked at, and of files only the 132
-        bytes of the preamble and ``DICM`` marker.
+        bytes of the preamble and ``DICM`` marker (or the first element of a bare
+        dataset without them, as old exports hold).
         """
         path = Path(path)
         if path.is_dir():
@@ -87,8 +88,12 @@ def _first_files(folder: Path) -> Iterator[Path]:
 def _is_dicom_file(path: Path) -> bool:
     if path.name.upper() == "DICOMDIR":
         return True
+    from medi2i.dicom.header import raw_dataset_syntax
+
     try:
         with path.open("rb") as stream:
-            return stream.read(132)[128:132] == b"DICM"
+            start = stream.read(132)
     except OSError:
         return False
+    # a bare dataset (old exports: no preamble or file meta) starts with group 0008
+    return start[128:132] == b"DICM" or raw_dataset_syntax(start[:8]) is not None

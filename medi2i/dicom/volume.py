@@ -132,6 +132,7 @@ def read_dicom_series(series: SeriesInfo) -> MetaTensor:
 
     _require_volume(series)
     assert series.geometry is not None
+    _warn_about_dropped_copies(series)
     with warnings.catch_warnings():
         # pydicom warns about oddities it tolerates; defects raise with a message here
         warnings.simplefilter("ignore")
@@ -146,6 +147,18 @@ def read_dicom_series(series: SeriesInfo) -> MetaTensor:
         meta={META_KEY: source},
         keep_layout=True,
     )
+
+
+class DroppedFilesWarning(UserWarning):
+    """Files of a series were left out because they copy other files exactly."""
+
+
+def _warn_about_dropped_copies(series: SeriesInfo) -> None:
+    from medi2i.dicom.stack import DUPLICATE_FILES_NOTE
+
+    for note in series.notes:
+        if DUPLICATE_FILES_NOTE in note:
+            warnings.warn(f"{series.folder}: {note}", DroppedFilesWarning, stacklevel=3)
 
 
 def _require_volume(series: SeriesInfo) -> None:
@@ -261,11 +274,10 @@ def _read_native(
 
 
 def _read_decoded(path: Path, slices: list[tuple[int, ImageHeader]], stack: np.ndarray) -> None:
-    from pydicom import dcmread
     from pydicom.uid import UID
 
     try:
-        dataset = dcmread(path)
+        dataset = _dcmread(path)
     except Exception as exc:  # pydicom raises many kinds for damaged files
         raise InputError(f"{path}: damaged DICOM file: {_first_line(exc)}") from None
     syntax = UID(str(dataset.file_meta.get("TransferSyntaxUID", ""))).name
@@ -421,11 +433,25 @@ def _source(series: SeriesInfo) -> DicomSource:
 
 
 def _header(path: Path) -> Dataset:
-    from pydicom import dcmread
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return dcmread(path, stop_before_pixels=True)
+        return _dcmread(path, stop_before_pixels=True)
+
+
+def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """pydicom's dataset of ``path``, also of a bare dataset without preamble or file meta."""
+    from pydicom import dcmread
+    from pydicom.uid import UID
+
+    from medi2i.dicom.header import raw_dataset_syntax
+
+    with path.open("rb") as stream:
+        start = stream.read(132)
+    raw_syntax = raw_dataset_syntax(start[:8]) if start[128:132] != b"DICM" else None
+    dataset = dcmread(path, stop_before_pixels=stop_before_pixels, force=raw_syntax is not None)
+    if raw_syntax is not None and "TransferSyntaxUID" not in dataset.file_meta:
+        dataset.file_meta.TransferSyntaxUID = UID(raw_syntax)
+    return dataset
 
 
 def _no_images_message(path: Path, series: Sequence[SeriesInfo], skipped: Sequence[object]) -> str:
