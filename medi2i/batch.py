@@ -5,10 +5,28 @@
 method and writes ``<output_root>/<study>/<method id>/`` (the derived DICOM series,
 format ``"dicom"``), ``<method id>.nii.gz`` (format ``"nifti"``) and, when a registry
 is given, ``<method id>.provenance.json``. ``<study>`` is the study's folder under
-``root`` (``patient7/mri_2024``), so outputs mirror the input tree (names included:
-de-identification does not rename folders); a study lying directly in ``root`` or
-sharing its folder with another study is named ``study-<10 hex digits>`` (a hash of its
-Study Instance UID).
+``root`` (``patient7/mri_2024``), so outputs mirror the input tree; a study lying
+directly in ``root`` or sharing its folder with another study is named
+``study-<10 hex digits>`` (a hash of its Study Instance UID).
+
+Formats are written independently: when one cannot be written (a grid the DICOM IODs
+cannot store, say) the others still are and the study is ``partial``. Whether the
+output grid can be written as DICOM (:func:`medi2i.dicom.write.slice_geometry`) is
+checked after reading and before inference, so a study that can only fail does not
+wait for the method; with ``dicom`` alone it fails there.
+
+De-identification (``deidentify=True``): nothing written under the output root names
+the source. The DICOM outputs follow :mod:`medi2i.dicom.deidentify` with the batch's
+salt file (:func:`medi2i.dicom.deidentify.folder_deidentifier`), so pseudonyms are the
+same in every run and shard of the batch and for every study of a patient. Study
+folders are ``<Patient ID pseudonym>/<Study ID pseudonym>`` (``ANON-1F0C.../S83A2...``,
+the values written into the series) instead of the input folder names; manifest
+records have ``input`` ``null``, the pseudonymous Series Instance UID (the one the
+outputs reference) and error messages with input paths, UIDs and patient identifiers
+replaced by ``<input>``, ``<uid>`` and ``<patient>``; the provenance sidecar has no
+input path and the pseudonymous series UID. The way back to the source is written
+only when asked for (``linkage=PATH``, outside the output and input roots): one JSON
+line per study with its output folder, input folder, Patient ID and original UIDs.
 
 The manifest (``<output_root>/manifest.jsonl`` by default) is JSON Lines, one record
 appended per event and never rewritten; the last record of a study is its state::
@@ -18,13 +36,15 @@ appended per event and never rewritten; the last record of a study is its state:
      "status": "done", "error": null,
      "timings": {"read": 1.2, "predict": 30.5, "write": 0.8}, "time": "2025-01-31T..."}
 
-``status`` is ``started`` (written before the study runs), ``done``, ``failed`` (with
-``error``, a message a user can act on) or ``skipped`` (done by an earlier run);
-``timings`` are seconds per stage.
+``status`` is ``started`` (written before the study runs), ``done``, ``partial`` (some
+formats written, ``error`` says why the others were not), ``failed`` (with ``error``, a
+message a user can act on) or ``skipped`` (with ``reason``: done by an earlier run, or
+no series of the study matches the selection, e.g. no MR series in an MR→CT batch);
+``timings`` are seconds per stage. Skipped studies do not make a batch fail.
 
 Resuming: a rerun skips a study whose last record is ``done`` or ``skipped`` when its
 outputs all exist and it selects the same series. Anything else (left ``started`` by a
-killed run, ``failed``, outputs missing) is redone: temporary files left in its output
+killed run, ``partial``, ``failed``, outputs missing) is redone: temporary files left in its output
 folder are removed first, and every output is written atomically (temporary name, then
 rename), so a redone study never mixes old and new files. An exception in one study is
 recorded and the batch goes on; an interrupt (Ctrl-C) stops it and leaves that study
@@ -40,6 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,19 +70,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from medi2i.errors import InputError, Medi2iError, OptionsError
+from medi2i.errors import InputError, Medi2iError, OptionsError, OutputError
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.dicom.deidentify import Deidentifier
     from medi2i.dicom.scan import ScanResult, SeriesInfo
     from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.source import DicomSource
     from medi2i.method import Method
     from medi2i.prediction import Condition
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
-Status = Literal["started", "done", "failed", "skipped"]
+Status = Literal["started", "done", "partial", "failed", "skipped"]
 FORMATS = ("dicom", "nifti")
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -72,23 +95,27 @@ class StudyRecord:
 
     Attributes:
         study: The study's output folder, relative to the output root.
-        input: The folder of the selected source series (the study's, if none).
-        series_uid: Series Instance UID of the selected series.
+        input: The folder of the selected source series (the study's, if none);
+            ``None`` when de-identifying.
+        series_uid: Series Instance UID of the selected series (its pseudonym when
+            de-identifying).
         outputs: Paths written (series folders and files).
-        status: ``started``, ``done``, ``failed`` or ``skipped``.
-        error: What went wrong, for ``failed``.
+        status: ``started``, ``done``, ``partial``, ``failed`` or ``skipped``.
+        error: What went wrong, for ``failed`` and ``partial``.
         timings: Seconds per stage: ``read``, ``predict``, ``write``.
         time: When the record was written (UTC, ISO 8601).
+        reason: Why the study was skipped.
     """
 
     study: str
-    input: str
+    input: str | None
     series_uid: str | None
     outputs: tuple[str, ...] = ()
     status: Status = "started"
     error: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     time: str = ""
+    reason: str | None = None
 
     def to_json(self) -> str:
         """The record as one JSON line (no newline)."""
@@ -114,12 +141,18 @@ class BatchReport:
 
     @property
     def failed(self) -> list[StudyRecord]:
-        """Studies that failed in this run."""
-        return self.with_status("failed")
+        """Studies that failed in this run, in full or in part (``partial``)."""
+        return [r for r in self.records if r.status in ("failed", "partial")]
 
     def summary(self) -> str:
-        """One line such as ``3 studies: 1 done, 1 skipped, 1 failed``."""
-        counts = [f"{len(self.with_status(s))} {s}" for s in ("done", "skipped", "failed")]
+        """One line such as ``3 studies: 1 done, 1 skipped, 1 failed`` (and ``partial``
+        when some study has it)."""
+        shown: tuple[Status, ...] = ("done", "skipped", "partial", "failed")
+        counts = [
+            f"{len(self.with_status(s))} {s}"
+            for s in shown
+            if s != "partial" or self.with_status(s)
+        ]
         return f"{len(self.records)} studies: {', '.join(counts)}"
 
 
@@ -132,7 +165,12 @@ class StudyJob:
         study_uid: Study Instance UID.
         input: The selected series' folder (the study's folder when none was selected).
         series: The selected series, or ``None`` when selection failed.
-        problem: Why no series could be selected (recorded as the failure).
+        problem: Why no series could be selected (recorded as the failure, or as the
+            reason for skipping).
+        skip: No series of the study matches the selection rules at all (a study of
+            another modality): skipped, not failed.
+        patient_id: The study's Patient ID (for pseudonyms and the linkage file).
+        patient_name: Its Patient's Name (kept out of de-identified error messages).
     """
 
     key: str
@@ -140,6 +178,9 @@ class StudyJob:
     input: Path
     series: SeriesInfo | None
     problem: str | None = None
+    skip: bool = False
+    patient_id: str = ""
+    patient_name: str = ""
 
     @property
     def series_uid(self) -> str | None:
@@ -195,6 +236,7 @@ def run_batch(
     shard: tuple[int, int] | None = None,
     scan: ScanResult | None = None,
     overwrite: bool = False,
+    linkage: Path | None = None,
 ) -> BatchReport:
     """Predict every study under ``root`` into ``output_root``; see the module docstring.
 
@@ -209,23 +251,29 @@ def run_batch(
         formats: Any of ``"dicom"`` and ``"nifti"``.
         manifest: The manifest file; ``<output_root>/manifest.jsonl`` by default.
         condition: Predict-time condition for conditioned methods.
-        deidentify: De-identify the DICOM outputs (:mod:`medi2i.dicom.deidentify`),
-            with one UID mapping for the whole run.
+        deidentify: De-identify the DICOM outputs (:mod:`medi2i.dicom.deidentify`) with
+            the batch's salt file, and name no source under ``output_root`` (see the
+            module docstring).
         registry: When given, a provenance sidecar is written per study.
         model: The trained-model folder ``method`` came from, for the provenance.
         shard: ``(rank, world_size)``: process only every ``world_size``-th study.
         scan: ``root``'s header scan when the caller already made it (scanned otherwise).
         overwrite: Write into a non-empty ``output_root`` that is not an earlier batch's
             (:func:`medi2i.io.destinations.check_batch_root`).
+        linkage: With ``deidentify``, a JSON Lines file (appended to) that links each
+            output study folder to its source; outside ``output_root`` and ``root``.
 
     Returns:
         The final record of every study this process handled.
 
     Raises:
         InputError: ``root`` does not exist or holds no DICOM study.
-        OptionsError: An unknown format or an invalid shard.
-        OutputError: ``output_root`` lies inside ``root``, holds it, or holds other data.
+        OptionsError: An unknown format, an invalid shard, or ``linkage`` without
+            ``deidentify``.
+        OutputError: ``output_root`` lies inside ``root``, holds it, or holds other data;
+            ``linkage`` lies inside either.
     """
+    from medi2i.dicom.deidentify import folder_deidentifier
     from medi2i.io.destinations import check_batch_root
 
     unknown = [name for name in formats if name not in FORMATS]
@@ -235,18 +283,25 @@ def run_batch(
     check_batch_root(
         Path(output_root), input_root=Path(root), overwrite=overwrite, manifest=manifest
     )
+    _check_linkage(linkage, Path(output_root), Path(root), deidentify=deidentify)
     selector = _declared_modality(selector, method, force=settings.force_modality)
-    jobs = _shard(discover_studies(Path(root), selector, scan=scan), shard)
+    jobs = discover_studies(Path(root), selector, scan=scan)
+    deidentifier = folder_deidentifier(Path(output_root)) if deidentify else None
+    if deidentifier is not None:
+        jobs = pseudonymous_keys(jobs, deidentifier)
+    jobs = _shard(jobs, shard)
     book = Manifest(manifest)
     runner = _StudyRunner(
         method=method,
         settings=settings.model_copy(update={"progress": False}),
         formats=tuple(name for name in FORMATS if name in formats),
         output_root=Path(output_root),
+        input_root=Path(root),
         condition=condition,
-        deidentify=deidentify,
+        deidentifier=deidentifier,
         registry=registry,
         model=model,
+        linkage=linkage,
     )
     records = []
     with _progress(len(jobs), enabled=settings.progress) as advance:
@@ -254,6 +309,42 @@ def run_batch(
             records.append(_process(job, runner, book))
             advance(job.key)
     return BatchReport(manifest=book.path, records=tuple(records))
+
+
+def _check_linkage(
+    linkage: Path | None, output_root: Path, input_root: Path, *, deidentify: bool
+) -> None:
+    if linkage is None:
+        return
+    if not deidentify:
+        raise OptionsError(
+            "--linkage-file links de-identified outputs to their sources; pass --deidentify "
+            "with it, or leave it out"
+        )
+    where = Path(os.path.realpath(linkage))
+    for folder, what in ((output_root, "output"), (input_root, "input")):
+        if where.is_relative_to(os.path.realpath(folder)):
+            raise OutputError(
+                f"--linkage-file {linkage} lies inside the {what} root {folder}: "
+                + (
+                    "it would put the way back to the patients next to the de-identified outputs"
+                    if what == "output"
+                    else "inputs are never written"
+                )
+                + "; give a path outside both, e.g. in a folder only you can read"
+            )
+
+
+def pseudonymous_keys(jobs: Sequence[StudyJob], deidentifier: Deidentifier) -> list[StudyJob]:
+    """The jobs with output folders ``<Patient ID pseudonym>/<Study ID pseudonym>``:
+    the values the de-identified series carry, the same in every run of a batch."""
+    return [
+        replace(
+            job,
+            key=f"{deidentifier.patient_id(job.patient_id)}/{deidentifier.study_id(job.study_uid)}",
+        )
+        for job in jobs
+    ]
 
 
 def _declared_modality(
@@ -279,23 +370,37 @@ def _shard(jobs: list[StudyJob], shard: tuple[int, int] | None) -> list[StudyJob
 
 
 def _process(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord:
-    started = StudyRecord(study=job.key, input=str(job.input), series_uid=job.series_uid)
+    started = runner.started(job)
+    if job.skip:
+        reason = runner.scrub(job, job.problem or "no series matches the selection")
+        return book.append(replace(started, status="skipped", reason=reason))
     previous = book.latest.get(job.key)
-    if previous is not None and _finished(previous, job):
-        return book.append(replace(started, status="skipped", outputs=previous.outputs))
+    if previous is not None and _finished(previous, started):
+        earlier = "finished by an earlier run"
+        return book.append(
+            replace(started, status="skipped", outputs=previous.outputs, reason=earlier)
+        )
     book.append(started)
+    runner.link(job)
     timings: dict[str, float] = {}
     try:
-        outputs = runner.run(job, timings)
+        outputs, errors = runner.run(job, timings)
     except Exception as exc:  # one bad study must never stop the batch
-        return book.append(replace(started, status="failed", error=_message(exc), timings=timings))
+        error = runner.scrub(job, _message(exc))
+        return book.append(replace(started, status="failed", error=error, timings=timings))
+    if errors:
+        status: Status = "partial" if outputs else "failed"
+        error = runner.scrub(job, "; ".join(errors))
+        return book.append(
+            replace(started, status=status, outputs=outputs, error=error, timings=timings)
+        )
     return book.append(replace(started, status="done", outputs=outputs, timings=timings))
 
 
-def _finished(previous: StudyRecord, job: StudyJob) -> bool:
+def _finished(previous: StudyRecord, started: StudyRecord) -> bool:
     return (
         previous.status in ("done", "skipped")
-        and previous.series_uid == job.series_uid
+        and previous.series_uid == started.series_uid
         and bool(previous.outputs)
         and all(Path(output).exists() for output in previous.outputs)
     )
@@ -307,6 +412,9 @@ def _message(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_UID_PATTERN = re.compile(r"\b\d+(?:\.\d+){3,}\b")
+
+
 @dataclass(frozen=True)
 class _StudyRunner:
     """Reads, predicts and writes one study; the same for every study of a batch."""
@@ -315,12 +423,55 @@ class _StudyRunner:
     settings: InferenceSettings
     formats: tuple[str, ...]
     output_root: Path
+    input_root: Path
     condition: Condition
-    deidentify: bool
+    deidentifier: Deidentifier | None
     registry: Registry | None
     model: Path | None
+    linkage: Path | None
 
-    def run(self, job: StudyJob, timings: dict[str, float]) -> tuple[str, ...]:
+    def started(self, job: StudyJob) -> StudyRecord:
+        """The study's first record: naming the source only when not de-identifying."""
+        if self.deidentifier is None:
+            return StudyRecord(study=job.key, input=str(job.input), series_uid=job.series_uid)
+        uid = job.series_uid
+        return StudyRecord(
+            study=job.key, input=None, series_uid=self.deidentifier.uid(uid) if uid else None
+        )
+
+    def scrub(self, job: StudyJob, message: str) -> str:
+        """``message`` without input paths, UIDs or patient identifiers when de-identifying."""
+        if self.deidentifier is None:
+            return message
+        paths = {str(job.input), str(self.input_root)}
+        paths |= {os.path.realpath(path) for path in paths}
+        for path in sorted(paths, key=len, reverse=True):
+            message = message.replace(path, "<input>")
+        message = _UID_PATTERN.sub("<uid>", message)
+        names = {job.patient_id, job.patient_name, job.patient_name.replace("^", " ")}
+        for name in sorted((n for n in names if n.strip()), key=len, reverse=True):
+            message = message.replace(name, "<patient>")
+        return message
+
+    def link(self, job: StudyJob) -> None:
+        """Append the study's way back to its source to the linkage file, if asked for."""
+        if self.linkage is None or self.deidentifier is None:
+            return
+        line = {
+            "study": job.key,
+            "input": str(job.input),
+            "patient_id": job.patient_id,
+            "study_uid": job.study_uid,
+            "series_uid": job.series_uid,
+            "study_uid_pseudonym": self.deidentifier.uid(job.study_uid),
+            "series_uid_pseudonym": self.started(job).series_uid,
+        }
+        self.linkage.parent.mkdir(parents=True, exist_ok=True)
+        with self.linkage.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(line) + "\n")
+
+    def run(self, job: StudyJob, timings: dict[str, float]) -> tuple[tuple[str, ...], list[str]]:
+        """Outputs written, and what kept the other formats from being written."""
         from medi2i.dicom.volume import read_dicom_series
         from medi2i.prediction import predict_tensor
 
@@ -330,40 +481,78 @@ class _StudyRunner:
             raise InputError(f"{job.input}: {job.problem}")
         with _timed(timings, "read"):
             image = read_dicom_series(job.series)
+        errors: list[str] = []
+        formats = [name for name in self.formats if self._writable(image, folder, name, errors)]
+        if not formats:
+            return (), errors  # before inference: the study can only fail
         with _timed(timings, "predict"):
             result = predict_tensor(
                 self.method, image, settings=self.settings, condition=self.condition
             )
+        outputs: list[Path] = []
         with _timed(timings, "write"):
-            outputs = [self._write(result, folder, name) for name in self.formats]
-            self._provenance(job, folder)
-        return tuple(str(path) for path in outputs)
+            for name in formats:
+                try:  # each format on its own: one failing never loses another
+                    outputs.append(self._write(result, folder, name))
+                except Exception as exc:
+                    errors.append(f"{name}: {_message(exc)}")
+            if outputs:
+                self._provenance(job, folder, image)
+        return tuple(str(path) for path in outputs), errors
+
+    def _writable(self, image: MetaTensor, folder: Path, name: str, errors: list[str]) -> bool:
+        """Whether format ``name`` can hold the output of ``image``, known before inference."""
+        if name != "dicom":
+            return True
+        from medi2i.dicom.write import slice_geometry
+        from medi2i.dicom.writer import output_modality
+        from medi2i.method import Grid
+
+        series = folder / self.method.id
+        try:
+            slice_geometry(self.method.output_grid(Grid.of(image)).affine, series)
+            output_modality(self._declared, self._source(image), series)
+        except Medi2iError as exc:
+            errors.append(f"dicom: {exc}")
+            return False
+        return True
+
+    @property
+    def _declared(self) -> dict[str, object]:
+        from medi2i.dicom.writer import OUTPUT_MODALITY_KEY
+
+        return {OUTPUT_MODALITY_KEY: self.method.output_spec.modality}
+
+    @staticmethod
+    def _source(volume: MetaTensor) -> DicomSource | None:
+        from medi2i.dicom.source import META_KEY, DicomSource
+
+        found = volume.meta.get(META_KEY)
+        return found if isinstance(found, DicomSource) else None
 
     def _write(self, result: MetaTensor, folder: Path, name: str) -> Path:
         if name == "nifti":
             from medi2i.io import write_volume
 
             return write_volume(result, folder / f"{self.method.id}.nii.gz")
-        from medi2i.dicom.source import META_KEY, DicomSource
         from medi2i.dicom.write import write_derived_series
-        from medi2i.dicom.writer import OUTPUT_MODALITY_KEY, output_modality
+        from medi2i.dicom.writer import output_modality
 
         series = folder / self.method.id
-        found = result.meta.get(META_KEY)
-        source = found if isinstance(found, DicomSource) else None
-        declared = {OUTPUT_MODALITY_KEY: self.method.output_spec.modality}
+        source = self._source(result)
         write_derived_series(
             result,
             series,
             source=source,
-            modality=output_modality(declared, source, series),
+            modality=output_modality(self._declared, source, series),
             method_id=self.method.id,
             method_version=self.method.version,
-            deidentify=self.deidentify,
+            deidentify=self.deidentifier is not None,
+            deidentifier=self.deidentifier,
         )
         return series
 
-    def _provenance(self, job: StudyJob, folder: Path) -> None:
+    def _provenance(self, job: StudyJob, folder: Path, image: MetaTensor) -> None:
         if self.registry is None:
             return
         from medi2i.io.atomic import atomic_path
@@ -375,8 +564,12 @@ class _StudyRunner:
             model=self.model,
             settings=self.settings,
             registry=self.registry,
+            image=image,
         )
-        record["series_uid"] = job.series_uid
+        record["series_uid"] = self.started(job).series_uid
+        found = record["input"]
+        if self.deidentifier is not None and isinstance(found, dict):
+            record["input"] = {**found, "path": None}
         with atomic_path(folder / f"{self.method.id}.provenance.json") as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
 
@@ -429,8 +622,9 @@ def discover_studies(
 ) -> list[StudyJob]:
     """Scan ``root`` (headers only, unless ``scan`` is given) and choose one series per study.
 
-    A study where no series (or more than one) matches ``selector`` becomes a job
-    with a ``problem``, recorded as failed when it runs.
+    A study where no readable series (or more than one) matches ``selector`` becomes a
+    job with a ``problem``, recorded as failed when it runs; one where no series at all
+    matches the rules (a CT-only study in an MR batch) is to be skipped (``skip``).
 
     Raises:
         InputError: ``root`` does not exist or holds no DICOM study.
@@ -451,12 +645,21 @@ def discover_studies(
     jobs = []
     for study in result.studies:
         uid = study.study_instance_uid
+        job = StudyJob(
+            keys[uid],
+            uid,
+            folders[uid],
+            None,
+            patient_id=study.patient_id,
+            patient_name=study.patient_name,
+        )
         try:
             series = select_series(study.series, selector)
         except InputError as exc:
-            jobs.append(StudyJob(keys[uid], uid, folders[uid], None, str(exc)))
+            skip = selector is not None and not any(selector.matches(i) for i in study.series)
+            jobs.append(replace(job, problem=str(exc), skip=skip))
             continue
-        jobs.append(StudyJob(keys[uid], uid, series.folder, series))
+        jobs.append(replace(job, input=series.folder, series=series))
     return jobs
 
 

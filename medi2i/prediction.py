@@ -226,7 +226,7 @@ def predict(
     result = predict_tensor(ready, image, settings=settings, condition=condition)
     written = write_volume(result, output, writers=[writer])
     record = provenance(
-        ready, source=Path(source), model=model, settings=settings, registry=registry
+        ready, source=Path(source), model=model, settings=settings, registry=registry, image=image
     )
     _write_sidecar(written, record)
     return written
@@ -239,8 +239,17 @@ def provenance(
     model: str | Path | None,
     settings: InferenceSettings,
     registry: Registry,
+    image: MetaTensor | None = None,
 ) -> dict[str, object]:
-    """What produced an output: method, plugin, options, weights and input hashes."""
+    """What produced an output: method, plugin, options, weights and input hashes.
+
+    ``input.sha256`` identifies the input's content: for an input file, the SHA-256 of
+    its bytes (``input.hashed`` is ``"file"``); for a folder (a DICOM series) it is
+    :func:`volume_sha256` of the volume read from it (``"volume"``), so the same pixel
+    data gives the same hash whatever the file names, slice order in the folder,
+    transfer syntax or header edits. It is ``None`` only for a folder when ``image``
+    (the volume read from ``source``) is not given.
+    """
     from medi2i import __version__
     from medi2i.model_folder import read_manifest
 
@@ -257,7 +266,7 @@ def provenance(
         "options": method.options.model_dump(mode="json"),
         "model": str(model) if model is not None else None,
         "weights_sha256": weights,
-        "input": {"path": str(source), "sha256": _sha256(source)},
+        "input": _input_hash(source, image),
         "settings": settings.model_dump(mode="json"),
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -279,6 +288,30 @@ def _write_sidecar(output: Path, record: Mapping[str, object]) -> None:
 
     with atomic_path(sidecar_path(output)) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def volume_sha256(image: MetaTensor) -> str:
+    """SHA-256 of a read volume: the text ``medi2i-volume-v1``, its shape (e.g.
+    ``(1, 256, 256, 160)``), then its voxels as little-endian float32 in C order.
+
+    The values are those after reading (rescaled, HU for CT), on the read grid; the
+    affine is not included.
+    """
+    import numpy as np
+
+    values = np.ascontiguousarray(image.detach().cpu().numpy(), dtype="<f4")
+    digest = hashlib.sha256(f"medi2i-volume-v1{tuple(values.shape)}".encode())
+    digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _input_hash(source: Path, image: MetaTensor | None) -> dict[str, object]:
+    found = _sha256(source)
+    if found is not None:
+        return {"path": str(source), "sha256": found, "hashed": "file"}
+    if image is not None:
+        return {"path": str(source), "sha256": volume_sha256(image), "hashed": "volume"}
+    return {"path": str(source), "sha256": None, "hashed": None}
 
 
 def _sha256(path: Path) -> str | None:

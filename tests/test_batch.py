@@ -20,9 +20,12 @@ from medi2i.cli import batch_commands
 from medi2i.cli.main import build_cli
 from medi2i.dicom.select import SeriesSelector
 from medi2i.dicom.volume import read_dicom_folder
+from medi2i.errors import OutputError
 from medi2i.hookspecs import hookimpl
-from medi2i.method import Method, PredictContext, Task, VolumeSpec
+from medi2i.method import Grid, Method, PredictContext, Task, VolumeSpec
 from medi2i.plugins import load_plugins
+from medi2i.prediction import volume_sha256
+from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
 from medi2i.testing.dicom_series import write_series
 
@@ -219,3 +222,120 @@ def test_batch_command_writes_outputs_and_exits_1_when_a_study_failed(
     assert "1 failed" in result.output
     assert (out / STUDIES[1] / "test-double.nii.gz").exists()
     assert (out / STUDIES[1] / "test-double.provenance.json").exists()
+
+
+class ShearedToCT(DoubleToCT):
+    """Delivers its output on a grid whose rows and columns are not perpendicular."""
+
+    id = "test-sheared"
+
+    def output_grid(self, input_grid: Grid) -> Grid:
+        affine = input_grid.affine.copy()
+        affine[:3, 1] += 0.3 * affine[:3, 0]
+        return Grid(shape=input_grid.shape, affine=affine)
+
+
+def test_an_unwritable_dicom_grid_is_found_before_inference(
+    tree: tuple[Path, Path, dict[str, str]],
+) -> None:
+    root, out, _ = tree
+    DoubleToCT.calls.clear()
+    report = run_batch(
+        root, out, method=ShearedToCT(), settings=SETTINGS, selector=SELECT_T1, formats=("dicom",)
+    )
+    first = sorted(report.records, key=lambda record: record.study)[0]
+    assert first.status == "failed"
+    assert first.error is not None
+    assert first.error.startswith("dicom: ")
+    assert "not perpendicular" in first.error
+    assert "predict" not in first.timings
+    assert DoubleToCT.calls == []
+
+
+def test_a_format_that_cannot_be_written_does_not_lose_the_other(
+    tree: tuple[Path, Path, dict[str, str]],
+) -> None:
+    root, out, _ = tree
+    report = run_batch(
+        root,
+        out,
+        method=ShearedToCT(),
+        settings=SETTINGS,
+        selector=SELECT_T1,
+        formats=("dicom", "nifti"),
+    )
+    first = sorted(report.records, key=lambda record: record.study)[0]
+    assert first.status == "partial"
+    assert first.outputs == (str(out / STUDIES[0] / "test-sheared.nii.gz"),)
+    assert first.error is not None
+    assert "not perpendicular" in first.error
+    assert (out / STUDIES[0] / "test-sheared.nii.gz").exists()
+    assert not (out / STUDIES[0] / "test-sheared").exists()
+    assert report.summary() == "3 studies: 0 done, 0 skipped, 2 partial, 1 failed"
+
+
+def test_a_failing_dicom_write_keeps_the_nifti_output(
+    tree: tuple[Path, Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, out, _ = tree
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OutputError("disk full")
+
+    monkeypatch.setattr("medi2i.dicom.write.write_derived_series", broken)
+    records = _run(root, out, formats=("dicom", "nifti"))
+    assert [r.status for r in records] == ["partial", "partial", "failed"]
+    assert records[0].error == "dicom: disk full"
+    assert records[0].outputs == (str(out / STUDIES[0] / "test-double.nii.gz"),)
+    records = _run(root, out, formats=("dicom", "nifti"))  # a partial study is redone
+    assert len(DoubleToCT.calls) == 2
+
+
+def _with_ct_study(root: Path) -> None:
+    write_series(root / "p4" / "ct", _values(4), modality="CT", description="CT head")
+
+
+def test_a_study_without_the_modality_is_skipped_with_the_reason(
+    tree: tuple[Path, Path, dict[str, str]],
+) -> None:
+    root, out, _ = tree
+    _with_ct_study(root)
+    report = run_batch(root, out, method=DoubleToCT(), settings=SETTINGS)
+    ct = next(record for record in report.records if record.study == "p4/ct")
+    assert ct.status == "skipped"
+    assert ct.reason is not None
+    assert "no series matches" in ct.reason
+    assert "modality=MR" in ct.reason
+    assert ct not in report.failed
+
+
+def _registry() -> Registry:
+    plugins = load_plugins()
+    plugins.manager.register(_TestMethods(), name="batch-test")
+    return Registry(plugins)
+
+
+def test_a_skipped_study_does_not_fail_the_command(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    write_series(root / "p1" / "t1", _values(0), modality="MR", rescale=(1.0, 0.0))
+    _with_ct_study(root)
+    plugins = load_plugins()
+    plugins.manager.register(_TestMethods(), name="batch-test")
+    cli = build_cli(plugins)
+    batch_commands.add_to(cli)
+    args = ["batch", str(root), str(out), "--method", "test-double", "--modality", "MR"]
+    result = CliRunner().invoke(cli, [*args, "--no-progress", "--device", "cpu"], obj=plugins)
+    assert result.exit_code == 0, result.output
+    assert "1 done, 1 skipped, 0 failed" in result.output
+
+
+def test_provenance_hashes_the_dicom_input_volume(
+    tree: tuple[Path, Path, dict[str, str]],
+) -> None:
+    root, out, _ = tree
+    _run(root, out, registry=_registry())
+    sidecar = json.loads((out / STUDIES[1] / "test-double.provenance.json").read_text())
+    image = read_dicom_folder(root / STUDIES[1])
+    assert sidecar["input"]["hashed"] == "volume"
+    assert sidecar["input"]["sha256"] == volume_sha256(image)
+    assert volume_sha256(image) != volume_sha256(read_dicom_folder(root / STUDIES[0] / "t1"))

@@ -93,7 +93,15 @@ def _shard_from_environment() -> tuple[int, int] | None:
 @click.option(
     "--deidentify",
     is_flag=True,
-    help="De-identify the DICOM outputs (profile medi2i-basic-1, PS3.15 Basic Profile).",
+    help="De-identify the DICOM outputs (profile medi2i-basic-1, PS3.15 Basic Profile); "
+    "output folders, manifest and provenance then name no source.",
+)
+@click.option(
+    "--linkage-file",
+    "linkage",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --deidentify: append each study's way back to its source (input folder, "
+    "Patient ID, UIDs) to this JSON Lines file, outside OUTPUT_ROOT and INPUT_ROOT.",
 )
 @overwrite_option
 @inference_options
@@ -114,6 +122,7 @@ def batch_command(
     orientation: str | None,
     largest: bool,
     deidentify: bool,
+    linkage: Path | None,
     overwrite: bool,
     **inference: object,
 ) -> None:
@@ -121,10 +130,11 @@ def batch_command(
 
     One series per study is translated: the only one that can be a volume, or the one
     --modality, --description, --orientation and --largest pick. Outputs mirror the
-    input tree. A
-    manifest records each study (done, failed, skipped, with timings). A rerun skips
-    finished studies and redoes interrupted ones; a failed study never stops the
-    batch, but the command exits with status 1 when any study failed.
+    input tree (with --deidentify, folders are patient and study pseudonyms). A
+    manifest records each study (done, partial, failed, skipped, with timings). A study
+    with no series of the selected modality is skipped. A rerun skips finished studies
+    and redoes interrupted ones; a failed study never stops the batch, but the command
+    exits with status 1 when any study failed or was written in part.
 
     OUTPUT_ROOT must be new, empty, or the root of an earlier batch (it holds its
     manifest), unless --overwrite is given; it may not lie inside INPUT_ROOT or hold it.
@@ -144,6 +154,7 @@ def batch_command(
         selector=_selector(modality, description, orientation, largest),
         deidentify=deidentify,
         overwrite=overwrite,
+        linkage=linkage,
     )
 
 
@@ -163,6 +174,7 @@ def translate_tree(
     deidentify: bool = False,
     scan: ScanResult | None = None,
     overwrite: bool = False,
+    linkage: Path | None = None,
 ) -> None:
     """Run the batch behind ``medi2i batch`` (and ``medi2i predict`` on a tree of studies);
     ``scan`` is the tree's header scan when the caller already made it."""
@@ -192,9 +204,10 @@ def translate_tree(
         shard=_shard_from_environment(),
         scan=scan,
         overwrite=overwrite,
+        linkage=linkage,
     )
     for record in report.failed:
-        click.secho(f"failed: {record.study}: {record.error}", fg="red", err=True)
+        click.secho(f"{record.status}: {record.study}: {record.error}", fg="red", err=True)
     click.echo(f"{report.summary()}; manifest: {report.manifest}")
     if report.failed:
         ctx.exit(1)

@@ -41,14 +41,28 @@ Information Modified ``REMOVED``.
 
 Pixel data is not inspected: medi2i writes images computed by a method, which carry no
 burned-in annotation (Burned In Annotation ``NO``).
+
+Stable pseudonyms: a batch (``medi2i batch --deidentify``) keeps its salt in the file
+:data:`SALT_FILE_NAME` in its output root (:func:`folder_deidentifier`): 32 random bytes
+from :mod:`secrets`, written once (hex, owner-only permissions) and read by every later
+run and shard, so a resumed batch gives a patient the same Patient ID and a study the
+same UIDs, and every study of one patient shares the Patient ID pseudonym. The salt is
+never written into an output. Whoever has it can test a guessed Patient ID or UID
+against the pseudonyms: keep it with the batch, and leave it out when sharing the
+outputs (a batch without it makes new pseudonyms).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from medi2i.errors import InputError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -153,6 +167,10 @@ REMAPPED_UIDS: frozenset[str] = frozenset(
 
 _PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 
+SALT_FILE_NAME = ".medi2i-deidentify-salt"
+"""The file in a batch's output root that holds its de-identification salt (hex)."""
+_SALT_BYTES = 32
+
 
 class Deidentifier:
     """Applies the ``medi2i-basic-1`` profile; one instance is one run's UID mapping.
@@ -239,6 +257,45 @@ def _record_profile(dataset: Dataset) -> None:
 
 
 _DEFAULT: Deidentifier | None = None
+
+
+def folder_deidentifier(root: Path) -> Deidentifier:
+    """The :class:`Deidentifier` of the batch written into ``root``: its salt is read from
+    ``root / SALT_FILE_NAME``, which is created (once, atomically) when missing.
+
+    Raises:
+        InputError: The salt file exists but does not hold a salt.
+    """
+    path = Path(root) / SALT_FILE_NAME
+    if not path.exists():
+        _create_salt(path)
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        salt = bytes.fromhex(text)
+    except ValueError:
+        salt = b""
+    if len(salt) != _SALT_BYTES:
+        raise InputError(
+            f"{path} does not hold a de-identification salt ({_SALT_BYTES * 2} hex digits); "
+            "restore it from a backup to keep the batch's pseudonyms, or remove it to start "
+            "new ones (outputs written earlier then no longer share them)"
+        )
+    return Deidentifier(salt=salt)
+
+
+def _create_salt(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+            stream.write(secrets.token_hex(_SALT_BYTES) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        with contextlib.suppress(FileExistsError):  # a salt another shard made first stays
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def run_deidentifier() -> Deidentifier:
