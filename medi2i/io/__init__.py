@@ -29,6 +29,7 @@ __all__ = [
     "builtin_readers",
     "builtin_writers",
     "read_volume",
+    "registered_readers",
     "write_volume",
     "writer_for",
 ]
@@ -50,13 +51,26 @@ def builtin_writers() -> list[VolumeWriter]:
     return [NiftiWriter(), nrrd_writer(), metaimage_writer()]
 
 
+def registered_readers() -> list[VolumeReader]:
+    """The readers the installed plugins register, in registration order.
+
+    Plugins are loaded when this is called (not when :mod:`medi2i.io` is imported), so
+    that importing it stays cheap; loading them imports no torch.
+    """
+    from medi2i.registry import Registry
+
+    return list(Registry().readers.values())
+
+
 def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = None) -> MetaTensor:
     """Read a volume with the first reader that accepts ``path``.
 
     Args:
         path: A file (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``)
             or whatever a plugin reader accepts, e.g. a DICOM folder.
-        readers: Readers to ask, in order; the built-in ones when ``None``.
+        readers: Readers to ask, in order; when ``None``, every reader the installed
+            plugins register (:mod:`medi2i.builtins` registers NIfTI, NRRD, MetaImage
+            and DICOM), as the command line asks them.
 
     Returns:
         A ``(1, X, Y, Z)`` float32 ``MetaTensor``; ``.affine`` maps voxel indices to
@@ -68,7 +82,7 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
     """
     path = Path(path)
     require_existing(path)
-    readers = builtin_readers() if readers is None else readers
+    readers = registered_readers() if readers is None else readers
     for reader in readers:
         if reader.can_read(path):
             return reader.read(path)
