@@ -504,14 +504,16 @@ class _StudyRunner:
         """Whether format ``name`` can hold the output of ``image``, known before inference."""
         if name != "dicom":
             return True
-        from medi2i.dicom.write import slice_geometry
-        from medi2i.dicom.writer import output_modality
+        from medi2i.dicom.writer import DicomSeriesWriter
         from medi2i.method import Grid
 
         series = folder / self.method.id
         try:
-            slice_geometry(self.method.output_grid(Grid.of(image)).affine, series)
-            output_modality(self._declared, self._source(image), series)
+            DicomSeriesWriter().check(
+                self.method.output_grid(Grid.of(image)).affine,
+                {**image.meta, **self._declared},
+                series,
+            )
         except Medi2iError as exc:
             errors.append(f"dicom: {exc}")
             return False

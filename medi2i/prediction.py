@@ -223,6 +223,12 @@ def predict(
     settings = settings or InferenceSettings()
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
+    # a result the writer would refuse is refused before the inference, not after it
+    writer.check(
+        ready.output_grid(Grid.of(image)).affine,
+        {**image.meta, "medi2i.output.modality": ready.output_spec.modality},
+        output,
+    )
     result = predict_tensor(ready, image, settings=settings, condition=condition)
     written = write_volume(result, output, writers=[writer])
     record = provenance(

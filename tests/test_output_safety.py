@@ -243,3 +243,24 @@ def test_batch_picks_the_series_of_the_method_input_modality(tmp_path: Path) -> 
     )
     assert rerun.exit_code == 0, rerun.output
     assert "1 skipped" in rerun.output, rerun.output
+
+
+def test_a_series_the_writer_would_refuse_is_refused_before_the_inference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medi2i.testing.example_methods import SelfRescaling
+
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.5  # columns not perpendicular to rows: no DICOM slice geometry
+    source = tmp_path / "sheared.nii.gz"
+    nib.save(nib.Nifti1Image(blobs(), sheared), str(source))
+
+    def never(*args: object) -> object:
+        raise AssertionError("the method ran although its output cannot be written")
+
+    monkeypatch.setattr(SelfRescaling, "predict", never)
+    result = translate(source, tmp_path / "sct")
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 1, result.output
+    assert str(tmp_path / "sct") in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sheared.nii.gz"]

@@ -34,6 +34,7 @@ from medi2i.errors import OptionsError
 from medi2i.io.base import VolumeWriter
 
 if TYPE_CHECKING:
+    import numpy as np
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.dicom.source import DicomSource
@@ -70,6 +71,16 @@ class DicomSeriesWriter(VolumeWriter):
     def can_write(self, path: Path) -> bool:
         """True for a path without a suffix, or an existing folder."""
         return Path(path).suffix == "" or Path(path).is_dir()
+
+    def check(self, affine: np.ndarray, meta: Mapping[str, object], path: Path) -> None:
+        """Refuse, before any inference, a grid no slice geometry expresses (in-plane
+        shear, slices that do not advance) or an output whose modality is not known."""
+        from medi2i.dicom.source import META_KEY, DicomSource
+        from medi2i.dicom.write import slice_geometry
+
+        found = meta.get(META_KEY)
+        slice_geometry(affine, Path(path))
+        output_modality(meta, found if isinstance(found, DicomSource) else None, Path(path))
 
     def write(self, volume: MetaTensor, path: Path) -> None:
         """Write ``volume`` as a series in folder ``path``; see the module docstring.

@@ -123,6 +123,16 @@ class VolumeWriter(abc.ABC):
         """Whether this writer handles ``path``; the default answers by :attr:`suffixes`."""
         return _has_suffix(path, self.suffixes)
 
+    def check(self, affine: np.ndarray, meta: Mapping[str, object], path: Path) -> None:
+        """Raise the error :meth:`write` would raise for an output on the grid ``affine``
+        with ``meta``; called before the output is computed, so a user does not wait for
+        an inference whose result cannot be written. The default accepts everything.
+
+        Raises:
+            Medi2iError: The output could not be written to ``path``.
+        """
+        return  # every volume fits the file formats; a folder writer may refuse
+
     @abc.abstractmethod
     def write(self, volume: MetaTensor, path: Path) -> None:
         """Write ``volume`` (``(1, X, Y, Z)`` or ``(X, Y, Z)``, RAS affine in mm) to ``path``.
