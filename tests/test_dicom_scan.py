@@ -154,7 +154,8 @@ def test_pydicom_series_geometry_cases() -> None:
     assert series["SmartScore - Gated 0.5 sec"].slice_spacing == pytest.approx(2.5)
     assert "missing slices: 161 slice(s) missing" in str(series["Routine Brain"].problems[0])
     assert "localizer (scout) series" in str(series["Scout"].problems[0])
-    assert "mixed orientations" in str(series["T/S/C RF FAST PILOT"].problems[0])
+    pilot = str(series["T/S/C RF FAST PILOT"].problems[0])  # one image per plane
+    assert pilot.startswith("localizer: 3 images in 3 orientations (axial, sagittal, coronal)")
     assert "single slice" in str(series["FAST LOCALIZER"].problems[0])
     assert "no Image Position" in str(series["Cervical LAT"].problems[0])
 

@@ -61,6 +61,8 @@ SCAN_TAGS = (
     "RescaleIntercept",
     "RescaleSlope",
     "ModalityLUTSequence",
+    "GridFrameOffsetVector",
+    "DoseGridScaling",
     "SharedFunctionalGroupsSequence",
     "PerFrameFunctionalGroupsSequence",
 )
@@ -334,7 +336,11 @@ def _images(
     element_header: bytes,
     size: int,
 ) -> tuple[ImageHeader, ...]:
-    from medi2i.dicom.multiframe import frame_geometries, has_functional_groups
+    from medi2i.dicom.multiframe import (
+        frame_geometries,
+        grid_frame_positions,
+        has_functional_groups,
+    )
 
     frames = integer(dataset, "NumberOfFrames") or 1
     pixels, defect = _pixel_format(
@@ -343,11 +349,18 @@ def _images(
     defect = defect or _content_defect(dataset, frames)
     base = _single_frame(path, dataset, pixels, defect)
     if not has_functional_groups(dataset):
+        grid = grid_frame_positions(dataset, frames) if frames > 1 else None
+        if grid is not None:
+            return tuple(
+                _replace(base, frame=index, position=position)
+                for index, position in enumerate(grid)
+            )
         if frames > 1 and defect is None:
             defect = (
                 f"{sop_class_name(dataset)} with {frames} frames but no Per-frame "
-                "Functional Groups Sequence, so where each frame lies is unknown; only "
-                "enhanced multi-frame images (with functional groups) are read"
+                "Functional Groups Sequence or Grid Frame Offset Vector, so where each "
+                "frame lies is unknown; only enhanced multi-frame images (with functional "
+                "groups) and RT Dose grids are read"
             )
             return (_replace(base, defect=defect),)
         return (base,)
@@ -370,7 +383,8 @@ def _single_frame(
     path: Path, dataset: Dataset, pixels: PixelFormat | None, defect: str | None
 ) -> ImageHeader:
     thickness = decimals(dataset, "SliceThickness", 1)
-    slope = decimals(dataset, "RescaleSlope", 1)
+    # RT Dose scales its stored values to Gy by Dose Grid Scaling instead of a rescale
+    slope = decimals(dataset, "RescaleSlope", 1) or decimals(dataset, "DoseGridScaling", 1)
     intercept = decimals(dataset, "RescaleIntercept", 1)
     return ImageHeader(
         path=path,

@@ -7,14 +7,21 @@ frames in the Shared Functional Groups Sequence; a frame's own value wins. The f
 need not be stored in slice order, and one file may hold several stacks or time points,
 so the reader sorts frames by position and checks them exactly as it does single-frame
 slices.
+
+RT Dose files are multi-frame without functional groups: the first frame's Image
+Position (Patient) and the Grid Frame Offset Vector (3004,000C) place the frames along
+the slice normal (:func:`grid_frame_positions`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from medi2i.dicom.header import InvalidValue, decimals, integer
+import numpy as np
+
+from medi2i.dicom.header import InvalidValue, decimals, integer, values_of
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -57,6 +64,43 @@ class FrameGeometry:
 def has_functional_groups(dataset: Dataset) -> bool:
     """Whether ``dataset`` describes its frames in functional groups (enhanced IODs)."""
     return "PerFrameFunctionalGroupsSequence" in dataset
+
+
+def grid_frame_positions(dataset: Dataset, frames: int) -> list[tuple[float, ...]] | None:
+    """Each frame's Image Position (Patient) from the Grid Frame Offset Vector (RT Dose).
+
+    The offsets are distances (mm) along the slice normal (row x column direction).
+    The standard allows them relative to the first frame (the first offset is 0) or
+    absolute along the normal (the first equals the first frame's position along it);
+    both are taken relative to the first offset, which is the first frame's plane.
+
+    Returns:
+        ``frames`` positions, or ``None`` when the file has no offsets, position or
+        orientation.
+
+    Raises:
+        InvalidValue: The offsets are not ``frames`` finite numbers.
+    """
+    values = values_of(dataset, "GridFrameOffsetVector")
+    position = decimals(dataset, "ImagePositionPatient", 3)
+    cosines = decimals(dataset, "ImageOrientationPatient", 6)
+    if not values or position is None or cosines is None:
+        return None
+    try:
+        offsets = [float(str(value)) for value in values]
+    except (TypeError, ValueError):
+        raise InvalidValue("GridFrameOffsetVector", f"{list(values)} are not numbers") from None
+    if len(offsets) != frames or not all(math.isfinite(offset) for offset in offsets):
+        raise InvalidValue(
+            "GridFrameOffsetVector", f"{len(offsets)} finite offsets for {frames} frames"
+        )
+    normal = np.cross(cosines[:3], cosines[3:])
+    length = float(np.linalg.norm(normal))
+    if length == 0.0:
+        return None  # the orientation check reports the cosines
+    normal /= length
+    start = np.asarray(position, dtype=np.float64)
+    return [tuple(float(v) for v in start + (offset - offsets[0]) * normal) for offset in offsets]
 
 
 def frame_geometries(dataset: Dataset, frames: int) -> list[FrameGeometry]:

@@ -65,6 +65,7 @@ ORTHOGONAL_AXIS_DEG = 30.0
 """A normal within this angle of a patient axis labels the stack axial/coronal/sagittal."""
 DUPLICATE_FILES_NOTE = "duplicate file(s) dropped"
 """How the note on dropped copies of a file starts (the reader repeats it as a warning)."""
+_SCOUT_PER_ORIENTATION = 2  # images per plane at most, in a localizer not marked as one
 _LISTED = 3  # examples a message names before it says "and N more"
 _T = TypeVar("_T")
 
@@ -199,7 +200,7 @@ def analyse_stack(
     if problems:
         return StackAnalysis(fallback, None, problems, notes, "none")
     label = orientation_label(_normal(orientations[0][0])) if len(orientations) == 1 else "mixed"
-    problems = _mixed(kept, orientations)
+    problems = _scout(kept, orientations) or _mixed(kept, orientations)
     if problems:
         return StackAnalysis(fallback, None, problems, notes, label)
     normal = _normal(orientations[0][0])
@@ -362,6 +363,31 @@ def _invalid_orientation(
     return ()
 
 
+def _scout(
+    images: Sequence[ImageHeader],
+    groups: Sequence[tuple[tuple[float, ...], list[ImageHeader]]],
+) -> tuple[Problem, ...]:
+    """A localizer that is not marked as one: a few images, each plane its own way."""
+    if len(groups) < 2 or any(len(members) > _SCOUT_PER_ORIENTATION for _, members in groups):
+        return ()
+    what = "frames" if len({image.path for image in images}) == 1 else "images"
+    planes = ", ".join(_plane(cosines) for cosines, _ in groups[:_LISTED])
+    more = f" and {len(groups) - _LISTED} more" if len(groups) > _LISTED else ""
+    text = (
+        f"localizer: {len(images)} {what} in {len(groups)} orientations ({planes}{more}), "
+        "a scout for planning, not a volume"
+    )
+    return (Problem(text, geometric=False),)
+
+
+def _plane(cosines: Sequence[float]) -> str:
+    """``"coronal"``, or ``"coronal tilted 12 deg"`` when the normal leans off the axis."""
+    normal = _normal(cosines)
+    label = orientation_label(normal)
+    off = math.degrees(math.acos(min(1.0, float(np.abs(normal).max()))))
+    return label if off < 0.5 or label == "oblique" else f"{label} tilted {off:.0f} deg"
+
+
 def _mixed(
     images: Sequence[ImageHeader],
     groups: Sequence[tuple[tuple[float, ...], list[ImageHeader]]],
@@ -369,7 +395,7 @@ def _mixed(
     problems = []
     if len(groups) > 1:
         parts = [
-            f"{len(members)} {orientation_label(_normal(cosines))} ({_names(members, 1)})"
+            f"{len(members)} {_plane(cosines)} ({_names(members, 1)})"
             for cosines, members in groups[:_LISTED]
         ]
         if len(groups) > _LISTED:

@@ -1,0 +1,67 @@
+"""Multi-frame files that are not enhanced volumes: scouts and RT Dose grids."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+
+from medi2i.dicom.scan import scan_folder
+from medi2i.dicom.volume import LPS_TO_RAS, read_dicom_folder
+from medi2i.errors import InputError
+from medi2i.testing.dicom_series import write_enhanced
+
+
+def scout(path: Path) -> Path:
+    """An enhanced MR file of three frames, each in its own slightly tilted coronal plane."""
+    write_enhanced(path, np.zeros((8, 8, 3), np.uint16), description="scout")
+    dataset = pydicom.dcmread(path)
+    del dataset.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence
+    for frame, degrees in zip(dataset.PerFrameFunctionalGroupsSequence, (5, 15, 25), strict=True):
+        angle = np.radians(degrees)
+        item = Dataset()
+        item.ImageOrientationPatient = [1, 0, 0, 0, float(np.sin(angle)), float(-np.cos(angle))]
+        frame.PlaneOrientationSequence = [item]
+    dataset.save_as(path)
+    return path
+
+
+def test_a_scout_of_frames_in_several_planes_is_called_a_localizer(tmp_path: Path) -> None:
+    series = scan_folder(scout(tmp_path / "scout.dcm")).series[0]
+    assert not series.is_volume
+    text = str(series.problems[0])
+    assert text.startswith("localizer: 3 frames in 3 orientations"), text
+    assert "coronal tilted 5 deg, coronal tilted 15 deg, coronal tilted 25 deg" in text
+    with pytest.raises(InputError, match="localizer: 3 frames in 3 orientations"):
+        read_dicom_folder(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["rtdose.dcm", "rtdose_expb.dcm", "rtdose_rle.dcm"])
+def test_rt_dose_frames_are_placed_by_the_grid_frame_offsets(tmp_path: Path, name: str) -> None:
+    source = Path(get_testdata_file(name))  # 15 axial frames 5 mm apart, Dose Grid Scaling
+    shutil.copy(source, tmp_path / name)
+    volume = read_dicom_folder(tmp_path)
+    dataset = pydicom.dcmread(source)
+    gray = dataset.pixel_array.astype(np.float64) * float(dataset.DoseGridScaling)
+    np.testing.assert_allclose(volume[0].numpy().transpose(2, 1, 0), gray, rtol=1e-6)
+    first = np.array([float(v) for v in dataset.ImagePositionPatient])
+    expected = np.eye(4)
+    expected[:3, :3] = np.diag([10.0, 10.0, 5.0])
+    expected[:3, 3] = first
+    np.testing.assert_allclose(volume.affine.numpy(), LPS_TO_RAS @ expected, atol=1e-6)
+
+
+def test_absolute_grid_frame_offsets_start_at_the_first_frame(tmp_path: Path) -> None:
+    dataset = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    z = float(dataset.ImagePositionPatient[2])
+    dataset.GridFrameOffsetVector = [z + 5.0 * k for k in range(15)]  # the absolute form
+    dataset.save_as(tmp_path / "dose.dcm")
+    series = scan_folder(tmp_path).series[0]
+    assert series.is_volume, series.problems
+    assert series.slice_spacing == pytest.approx(5.0)
+    assert series.images[0].position == pytest.approx(tuple(dataset.ImagePositionPatient))
