@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
+from medi2i.dicom.multiframe import mosaic_layout
 from medi2i.dicom.scan import scan_folder
 from medi2i.dicom.volume import LPS_TO_RAS, read_dicom_folder
 from medi2i.errors import InputError
@@ -65,3 +68,33 @@ def test_absolute_grid_frame_offsets_start_at_the_first_frame(tmp_path: Path) ->
     assert series.is_volume, series.problems
     assert series.slice_spacing == pytest.approx(5.0)
     assert series.images[0].position == pytest.approx(tuple(dataset.ImagePositionPatient))
+
+
+NIBABEL_DICOM = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "slices"),
+    [("csa_slice_norm.dcm", 32), ("0.dcm", 48)],
+    ids=["count-from-csa-header", "count-from-0019-100a"],
+)
+def test_siemens_mosaic_headers_agree_with_nibabel(name: str, slices: int) -> None:
+    """Real Siemens headers: the first slice's corrected position and the slice normal
+    as nibabel's mosaic wrapper works them out (the CSA header's slice normal)."""
+    path = NIBABEL_DICOM / name
+    if not path.exists():
+        pytest.skip("nibabel's DICOM test files are not installed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel.nicom warns that it is experimental
+        from nibabel.nicom import dicomwrappers
+
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        wrapper = dicomwrappers.wrapper_from_data(dataset)
+        expected_position = np.asarray(wrapper.image_position)
+        expected_normal = np.asarray(wrapper.slice_normal)
+    layout = mosaic_layout(dataset)
+    assert layout is not None
+    assert layout.count == slices
+    np.testing.assert_allclose(layout.positions[0], expected_position, atol=1e-6)
+    step = np.subtract(layout.positions[1], layout.positions[0])
+    np.testing.assert_allclose(step / np.linalg.norm(step), expected_normal, atol=1e-4)

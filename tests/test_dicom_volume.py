@@ -28,6 +28,7 @@ from medi2i.testing.dicom_series import (
     SAGITTAL,
     stack_geometry,
     write_enhanced,
+    write_mosaic,
     write_series,
 )
 
@@ -439,3 +440,44 @@ def test_slice_tolerance_from_the_selector(tmp_path: Path) -> None:
     with pytest.raises(GeometryError, match=r"more than the 0.01 mm tolerated"):
         read_dicom_folder(tmp_path, SeriesSelector(slice_tolerance_mm=0.01))
     assert read_dicom_folder(tmp_path, SeriesSelector(slice_tolerance_mm=0.5)).shape[-1] == 20
+
+
+@pytest.mark.parametrize(
+    ("orientation", "slices"), [(AXIAL, 9), (OBLIQUE, 7)], ids=["axial-3x3", "oblique-3x3-partly"]
+)
+def test_siemens_mosaic_is_read_as_its_slices(
+    tmp_path: Path, orientation: tuple[float, ...], slices: int
+) -> None:
+    shape = (10, 8, slices)
+    values = ct_values(shape, seed=7).astype(np.int32) + 1024
+    spacing = (0.8, 0.9, 3.0)
+    write_mosaic(
+        tmp_path / "mosaic.dcm",
+        values,
+        spacing=spacing,
+        orientation=orientation,
+        origin=(-30, 15, 60),
+    )
+    series = scan_folder(tmp_path).series[0]
+    assert series.is_volume, series.problems
+    assert (series.columns, series.rows, series.number_of_images) == (10, 8, slices)
+    volume = read_dicom_series(series)
+    np.testing.assert_array_equal(volume[0].numpy(), values)
+    truth = stack_geometry(shape, spacing=spacing, orientation=orientation, origin=(-30, 15, 60))
+    assert_geometry_close(volume, truth.affine_lps)
+
+
+def test_siemens_mosaic_agrees_with_dcm2niix(tmp_path: Path) -> None:
+    values = ct_values((10, 8, 7), seed=8).astype(np.int32) + 1024
+    write_mosaic(
+        tmp_path / "in" / "mosaic.dcm",
+        values,
+        spacing=(0.8, 0.9, 3.0),
+        orientation=OBLIQUE,
+        origin=(-30, 15, 60),
+    )
+    volume = read_dicom_folder(tmp_path / "in")
+    theirs, their_affine = dcm2niix_volume(tmp_path / "in", tmp_path / "out")
+    ours, our_affine = canonical(volume)
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_allclose(our_affine, their_affine, atol=1e-3, rtol=0)

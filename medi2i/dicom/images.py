@@ -126,6 +126,8 @@ class ImageHeader:
         image_type: Image Type (or Frame Type) values.
         pixels: How and where the pixels are stored.
         defect: Why this image cannot be read, in words; ``None`` when it can.
+        mosaic_tiles: For a slice of a Siemens mosaic, the tiles per side of the mosaic
+            (the slice is tile ``frame``, counted row by row); 0 otherwise.
     """
 
     path: Path
@@ -142,10 +144,13 @@ class ImageHeader:
     image_type: tuple[str, ...]
     pixels: PixelFormat | None
     defect: str | None = None
+    mosaic_tiles: int = 0
 
     @property
     def label(self) -> str:
         """The file name, with the frame for multi-frame files, for messages."""
+        if self.mosaic_tiles:
+            return f"{self.path.name} slice {self.frame + 1}"
         if self.pixels is not None and self.pixels.frames > 1:
             return f"{self.path.name} frame {self.frame + 1}"
         return self.path.name
@@ -348,6 +353,10 @@ def _images(
     )
     defect = defect or _content_defect(dataset, frames)
     base = _single_frame(path, dataset, pixels, defect)
+    if frames == 1 and defect is None and "MOSAIC" in base.image_type:
+        mosaic = _mosaic_slices(base)
+        if mosaic:
+            return mosaic
     if not has_functional_groups(dataset):
         grid = grid_frame_positions(dataset, frames) if frames > 1 else None
         if grid is not None:
@@ -376,6 +385,35 @@ def _images(
             image_type=frame.frame_type or base.image_type,
         )
         for frame in frame_geometries(dataset, frames)
+    )
+
+
+def _mosaic_slices(base: ImageHeader) -> tuple[ImageHeader, ...]:
+    """The slices of a Siemens mosaic (read from tiles of its one image), or ``()``."""
+    from pydicom import dcmread
+
+    from medi2i.dicom.multiframe import mosaic_layout
+
+    try:
+        full = dcmread(base.path, stop_before_pixels=True, force=True)  # private elements too
+    except Exception:  # pydicom raises many kinds for damaged headers; read it as one image
+        return ()
+    layout = mosaic_layout(full)
+    if layout is None:
+        return ()
+    # the tiles are cut out of the decoded image, never read at a fixed offset
+    pixels = _replace_pixels(base.pixels, offset=None) if base.pixels is not None else None
+    return tuple(
+        _replace(
+            base,
+            frame=k,
+            position=position,
+            rows=layout.rows,
+            columns=layout.columns,
+            pixels=pixels,
+            mosaic_tiles=layout.tiles,
+        )
+        for k, position in enumerate(layout.positions)
     )
 
 

@@ -293,6 +293,9 @@ def _read_decoded(path: Path, slices: list[tuple[int, ImageHeader]], stack: np.n
             f"{path}: cannot decode its {syntax} pixel data ({_first_line(exc)}); the "
             "compressed data is corrupt or uses features the installed decoders lack"
         ) from None
+    if slices[0][1].mosaic_tiles:
+        _cut_tiles(path, array, slices, stack)
+        return
     frame_size = stack.shape[1] * stack.shape[2]
     needed = max(image.frame for _, image in slices) + 1
     if array.size % frame_size or array.size // frame_size < needed:
@@ -304,6 +307,22 @@ def _read_decoded(path: Path, slices: list[tuple[int, ImageHeader]], stack: np.n
     frames = array.reshape(-1, *stack.shape[1:])
     for k, image in slices:
         stack[k] = frames[image.frame]
+
+
+def _cut_tiles(
+    path: Path, image: np.ndarray, slices: list[tuple[int, ImageHeader]], stack: np.ndarray
+) -> None:
+    """The slices of a Siemens mosaic: tiles of its one image, row by row."""
+    rows, columns = stack.shape[1:]
+    tiles = slices[0][1].mosaic_tiles
+    if image.ndim != 2 or image.shape[0] < rows * tiles or image.shape[1] < columns * tiles:
+        raise InputError(
+            f"{path}: its decoded mosaic has shape {image.shape}, which is not {tiles}x{tiles} "
+            f"tiles of {columns}x{rows} pixels; the mosaic attributes do not match the data"
+        )
+    for k, slice_image in slices:
+        row, column = divmod(slice_image.frame, tiles)
+        stack[k] = image[row * rows : (row + 1) * rows, column * columns : (column + 1) * columns]
 
 
 def _clear_unused_bits(stack: np.ndarray, images: Sequence[ImageHeader]) -> None:

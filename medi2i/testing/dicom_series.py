@@ -257,6 +257,78 @@ def write_enhanced(
     return path
 
 
+def write_mosaic(
+    path: str | Path,
+    volume: np.ndarray,
+    *,
+    spacing: Triple = (1.0, 1.0, 1.0),
+    orientation: Sequence[float] = AXIAL,
+    origin: Triple = (0.0, 0.0, 0.0),
+    description: str = "generated mosaic",
+) -> Path:
+    """Write ``volume`` as one Siemens mosaic: an MR image whose tiles are its slices.
+
+    The slices are tiled row by row in a square grid of ``ceil(sqrt(Z))`` tiles per
+    side (unused tiles are zero); Number of Images in Mosaic goes into the Siemens
+    private element (0019,100A) and Image Type ends with ``MOSAIC``. As a scanner
+    does, Image Position (Patient) is given for the first pixel of the whole tiled
+    image, not of the first slice.
+
+    Args:
+        path: The file to write.
+        volume: ``(X, Y, Z)`` values, stored as uint16.
+        spacing: Column spacing, row spacing and slice spacing in mm.
+        orientation: Image Orientation (Patient), six direction cosines (LPS).
+        origin: Image Position (Patient) of slice 0's first pixel, in mm.
+        description: Series Description.
+
+    Returns:
+        ``path``.
+    """
+    from pydicom.uid import generate_uid
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns, rows, count = volume.shape
+    tiles = int(np.ceil(np.sqrt(count)))
+    mosaic = np.zeros((rows * tiles, columns * tiles), dtype=np.uint16)
+    stored = _stored_values(volume, (1.0, 0.0), "uint16")
+    for k in range(count):
+        row, column = divmod(k, tiles)
+        mosaic[row * rows : (row + 1) * rows, column * columns : (column + 1) * columns] = stored[
+            :, :, k
+        ].T
+    row_direction, column_direction = _unit(orientation[:3]), _unit(orientation[3:6])
+    corner = (
+        np.asarray(origin, dtype=np.float64)
+        - row_direction * spacing[0] * (columns * tiles - columns) / 2
+        - column_direction * spacing[1] * (rows * tiles - rows) / 2
+    )
+    dataset = _series_dataset(
+        modality="MR",
+        sop_class=_SOP_CLASSES["MR"],
+        study_uid=generate_uid(),
+        series_uid=generate_uid(),
+        description=description,
+        series_number=1,
+    )
+    dataset.Manufacturer = "SIEMENS"
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.InstanceNumber = 1
+    dataset.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
+    dataset.ImagePositionPatient = [_ds(v) for v in corner]
+    dataset.ImageOrientationPatient = [_ds(v) for v in orientation]
+    dataset.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]
+    dataset.SliceThickness = _ds(spacing[2])
+    dataset.SpacingBetweenSlices = _ds(spacing[2])
+    block = dataset.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+    block.add_new(0x0A, "US", count)
+    _set_rescale(dataset, (1.0, 0.0), "MR")
+    _set_pixels(dataset, mosaic, EXPLICIT_VR_LITTLE_ENDIAN)
+    _save(dataset, path, EXPLICIT_VR_LITTLE_ENDIAN)
+    return path
+
+
 def _frame_group(position: np.ndarray, number: int) -> Dataset:
     from pydicom.dataset import Dataset
 
