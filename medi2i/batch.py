@@ -634,7 +634,8 @@ def discover_studies(
     from medi2i.dicom.scan import scan_folder
     from medi2i.dicom.select import select_series
 
-    result = scan if scan is not None else scan_folder(root)
+    tolerance = selector.slice_tolerance_mm if selector is not None else None
+    result = scan if scan is not None else scan_folder(root, slice_tolerance_mm=tolerance)
     if not result.studies:
         raise InputError(
             f"{root}: no DICOM studies found ({len(result.skipped)} other file(s)); "

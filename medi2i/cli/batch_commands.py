@@ -40,7 +40,12 @@ def _formats(value: str) -> tuple[str, ...]:
 
 
 def _selector(
-    modality: str | None, description: str | None, orientation: str | None, largest: bool
+    modality: str | None,
+    description: str | None,
+    orientation: str | None,
+    largest: bool,
+    volume: int | None = None,
+    slice_tolerance: float | None = None,
 ) -> SeriesSelector:
     from pydantic import ValidationError
 
@@ -52,6 +57,8 @@ def _selector(
             description=description,
             orientation=orientation,  # type: ignore[arg-type]
             largest=largest,
+            volume=volume,
+            slice_tolerance_mm=slice_tolerance,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
@@ -91,6 +98,17 @@ def _shard_from_environment() -> tuple[int, int] | None:
 )
 @click.option("--largest", is_flag=True, help="When several series match, take the largest.")
 @click.option(
+    "--volume",
+    type=click.IntRange(min=1),
+    help="Of a series of several volumes (echoes, time points), translate volume N.",
+)
+@click.option(
+    "--slice-tolerance",
+    "slice_tolerance",
+    type=click.FloatRange(min=0, min_open=True),
+    help="How far (mm) a slice may lie from the regular grid fitted to its series.",
+)
+@click.option(
     "--deidentify",
     is_flag=True,
     help="De-identify the DICOM outputs (profile medi2i-basic-1, PS3.15 Basic Profile); "
@@ -121,6 +139,8 @@ def batch_command(
     description: str | None,
     orientation: str | None,
     largest: bool,
+    volume: int | None,
+    slice_tolerance: float | None,
     deidentify: bool,
     linkage: Path | None,
     overwrite: bool,
@@ -151,7 +171,7 @@ def batch_command(
         format_list=format_list,
         inference=inference,
         manifest=manifest,
-        selector=_selector(modality, description, orientation, largest),
+        selector=_selector(modality, description, orientation, largest, volume, slice_tolerance),
         deidentify=deidentify,
         overwrite=overwrite,
         linkage=linkage,

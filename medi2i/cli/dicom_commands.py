@@ -56,6 +56,17 @@ def dicom_group() -> None:
 )
 @click.option("--series-uid", help="Preview the selection: a Series Instance UID.")
 @click.option("--largest", is_flag=True, help="Preview the selection: largest of several matches.")
+@click.option(
+    "--volume",
+    type=click.IntRange(min=1),
+    help="Preview the selection: volume N of a series of several (echoes, time points).",
+)
+@click.option(
+    "--slice-tolerance",
+    "slice_tolerance",
+    type=click.FloatRange(min=0, min_open=True),
+    help="How far (mm) a slice may lie from the regular grid fitted to its series.",
+)
 def ls_command(
     path: Path,
     as_json: bool,
@@ -64,18 +75,22 @@ def ls_command(
     orientation: str | None,
     series_uid: str | None,
     largest: bool,
+    volume: int | None,
+    slice_tolerance: float | None,
 ) -> None:
     """List the studies and series under PATH (a folder tree or one file).
 
     With selection options, the series they pick is marked with '*'; when they pick
     none or several, the listing is followed by the reason and the exit status is 1.
+    A series of several volumes (echoes, time points) is listed once per volume, which
+    --volume N picks.
     """
     from medi2i.dicom.scan import scan_folder
     from medi2i.dicom.select import select_series
     from medi2i.errors import Medi2iError
 
-    selector = _selector(modality, description, orientation, series_uid, largest)
-    result = scan_folder(path)
+    selector = _selector(modality, description, orientation, series_uid, largest, volume)
+    result = scan_folder(path, slice_tolerance_mm=slice_tolerance)
     chosen: SeriesInfo | None = None
     failure: Medi2iError | None = None
     if selector is not None:
@@ -97,6 +112,7 @@ def _selector(
     orientation: str | None,
     series_uid: str | None,
     largest: bool,
+    volume: int | None = None,
 ) -> SeriesSelector | None:
     from pydantic import ValidationError
 
@@ -108,6 +124,7 @@ def _selector(
         "description": description,
         "orientation": orientation,
         "series_uid": series_uid,
+        "volume": volume,
     }
     rules: dict[str, object] = {key: value for key, value in given.items() if value is not None}
     if largest:
@@ -138,6 +155,9 @@ def _scan_json(result: ScanResult, chosen: SeriesInfo | None = None) -> dict[str
         ],
         "skipped": [{"path": str(item.path), "reason": item.reason} for item in result.skipped],
         "selected": chosen.series_instance_uid if chosen is not None else None,
+        "selected_volume": (
+            chosen.volume.index if chosen is not None and chosen.volume is not None else None
+        ),
     }
 
 
@@ -147,6 +167,17 @@ def _series_json(series: SeriesInfo) -> dict[str, object]:
         "series_number": series.series_number,
         "modality": series.modality,
         "description": series.description,
+        "volume": (
+            {
+                "index": series.volume.index,
+                "count": series.volume.count,
+                "tag": series.volume.tag,
+                "value": series.volume.value,
+                "label": series.volume.label,
+            }
+            if series.volume is not None
+            else None
+        ),
         "sop_class": series.sop_class_name,
         "frame_of_reference_uid": series.frame_of_reference_uid,
         "images": series.number_of_images,
@@ -209,7 +240,7 @@ def _series_row(series: SeriesInfo, chosen: bool) -> tuple[str, ...]:
         "*" if chosen else "",
         str(series.series_number) if series.series_number is not None else "-",
         series.modality or "?",
-        series.description or "-",
+        _described(series),
         str(series.number_of_images),
         matrix,
         spacing,
@@ -219,8 +250,20 @@ def _series_row(series: SeriesInfo, chosen: bool) -> tuple[str, ...]:
     )
 
 
+def _described(series: SeriesInfo) -> str:
+    """The description, with the volume (``volume 2/3: echo 2 (TE 30 ms)``) for one of several."""
+    if series.volume is None:
+        return series.description or "-"
+    volume = series.volume
+    return f"{series.description}, volume {volume.index}/{volume.count}: {volume.label}".lstrip(
+        ", "
+    )
+
+
 def _print_remarks(series: SeriesInfo) -> None:
     label = f"#{series.series_number}" if series.series_number is not None else "series"
+    if series.volume is not None:
+        label += f" volume {series.volume.index}"
     for problem in series.problems:
         click.secho(f"  {label} problem: {problem}", fg="yellow")
     for note in series.notes:

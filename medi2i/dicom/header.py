@@ -366,10 +366,22 @@ _RAW_VRS = {
             "SliceThickness",
             "RescaleSlope",
             "RescaleIntercept",
+            "EchoTime",
+            "TriggerTime",
         ),
         "DS",
     ),
-    **dict.fromkeys(("InstanceNumber", "NumberOfFrames", "SeriesNumber"), "IS"),
+    **dict.fromkeys(
+        (
+            "InstanceNumber",
+            "NumberOfFrames",
+            "SeriesNumber",
+            "EchoNumbers",
+            "TemporalPositionIdentifier",
+            "AcquisitionNumber",
+        ),
+        "IS",
+    ),
     **dict.fromkeys(
         (
             "Rows",

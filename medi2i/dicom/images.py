@@ -65,8 +65,25 @@ SCAN_TAGS = (
     "DoseGridScaling",
     "SharedFunctionalGroupsSequence",
     "PerFrameFunctionalGroupsSequence",
+    "EchoNumbers",
+    "EchoTime",
+    "TemporalPositionIdentifier",
+    "TriggerTime",
+    "AcquisitionNumber",
+    "DiffusionBValue",
 )
 """The header elements the scan parses; everything else is skipped unconverted."""
+
+VOLUME_TAGS = (
+    "EchoNumbers",
+    "EchoTime",
+    "TemporalPositionIdentifier",
+    "TriggerTime",
+    "AcquisitionNumber",
+    "DiffusionBValue",
+)
+"""Elements that tell apart the volumes of one series (echoes, time points, b-values),
+in the order they are tried; :attr:`ImageHeader.volume_tags` holds their values."""
 
 _NATIVE_SYNTAXES = {
     "1.2.840.10008.1.2": "<",  # Implicit VR Little Endian
@@ -128,6 +145,9 @@ class ImageHeader:
         defect: Why this image cannot be read, in words; ``None`` when it can.
         mosaic_tiles: For a slice of a Siemens mosaic, the tiles per side of the mosaic
             (the slice is tile ``frame``, counted row by row); 0 otherwise.
+        volume_tags: The values of :data:`VOLUME_TAGS`, in that order (``None`` where
+            absent or invalid), which split a series of several volumes; ``()`` when
+            unknown.
     """
 
     path: Path
@@ -145,6 +165,7 @@ class ImageHeader:
     pixels: PixelFormat | None
     defect: str | None = None
     mosaic_tiles: int = 0
+    volume_tags: tuple[float | None, ...] = field(default=(), repr=False)
 
     @property
     def label(self) -> str:
@@ -439,7 +460,19 @@ def _single_frame(
         image_type=tuple(str(value).upper() for value in values_of(dataset, "ImageType")),
         pixels=pixels,
         defect=defect,
+        volume_tags=tuple(_optional_number(dataset, keyword) for keyword in VOLUME_TAGS),
     )
+
+
+def _optional_number(dataset: Dataset, keyword: str) -> float | None:
+    """The first value of a numeric element; ``None`` when absent or not a number (these
+    only tell volumes apart, so a bad value must not make the image unreadable)."""
+    try:
+        values = values_of(dataset, keyword)
+        number = float(str(values[0]).strip()) if values else None
+    except (InvalidValue, ValueError, TypeError):
+        return None
+    return number if number is not None and number == number else None
 
 
 def _broken_image(path: Path, dataset: Dataset, defect: str) -> ImageHeader:

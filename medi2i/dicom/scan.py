@@ -9,6 +9,13 @@ again. Files are grouped by Study and Series Instance UID and each series is che
 for what keeps it from being one volume (see :mod:`medi2i.dicom.stack`): its
 :attr:`SeriesInfo.problems` say why in words a user can act on.
 
+A series that holds several volumes at the same slice positions (echoes, time points or
+phases, b-values) is split into one :class:`SeriesInfo` per volume, each with its
+:attr:`SeriesInfo.volume`: the first of Echo Numbers, Echo Time, Temporal Position
+Identifier, Trigger Time, Acquisition Number and Diffusion b-value (0018,9087) whose
+values part the slices into complete stacks of one size is the one that tells them
+apart. A selector's ``volume`` then picks one of them.
+
 Files that are not DICOM, have no file meta information or cannot be parsed are listed
 in :attr:`ScanResult.skipped` with the reason; nothing raises for one bad file.
 
@@ -22,13 +29,14 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medi2i.dicom.header import InvalidValue, text
 from medi2i.dicom.images import (
     SCAN_TAGS,
+    VOLUME_TAGS,
     FileRecord,
     ImageHeader,
     PixelFormat,
@@ -50,6 +58,7 @@ __all__ = [
     "SkippedFile",
     "StackGeometry",
     "StudyInfo",
+    "VolumeKey",
     "scan_folder",
 ]
 
@@ -95,6 +104,25 @@ class StackGeometry:
 
 
 @dataclass(frozen=True)
+class VolumeKey:
+    """Which volume of a series of several (echoes, time points, b-values) this one is.
+
+    Attributes:
+        index: 1-based number of the volume, in order of :attr:`value`.
+        count: How many volumes the series holds.
+        tag: The keyword of the element that tells them apart (``"EchoTime"``).
+        value: Its value in this volume (ms for times, s/mm2 for b-values).
+        label: The volume in words (``"echo 2 (TE 30 ms)"``).
+    """
+
+    index: int
+    count: int
+    tag: str
+    value: float
+    label: str
+
+
+@dataclass(frozen=True)
 class SeriesInfo:
     """One series found by the scan: what it is, its grid, and whether it is a volume.
 
@@ -122,6 +150,7 @@ class SeriesInfo:
             aside, gantry tilt, ...).
         images: The slices in order (for the reader).
         geometry: The volume's grid, when there are no problems.
+        volume: For one volume of a series of several, which one; ``None`` otherwise.
     """
 
     study_instance_uid: str
@@ -143,6 +172,13 @@ class SeriesInfo:
     notes: tuple[str, ...] = ()
     images: tuple[ImageHeader, ...] = field(default=(), repr=False)
     geometry: StackGeometry | None = None
+    volume: VolumeKey | None = None
+
+    @property
+    def name(self) -> str:
+        """The series in words for messages: description, and the volume when one of several."""
+        described = f"'{self.description}'"
+        return f"{described}, {self.volume.label}" if self.volume is not None else described
 
     @property
     def is_volume(self) -> bool:
@@ -236,7 +272,6 @@ def _files_under(root: Path) -> Iterator[Path]:
 
 
 def _group(records: list[FileRecord], tolerance_mm: float | None) -> tuple[StudyInfo, ...]:
-    from medi2i.dicom.stack import series_info
 
     by_series: dict[tuple[str, str], list[FileRecord]] = {}
     for record in records:
@@ -248,10 +283,10 @@ def _group(records: list[FileRecord], tolerance_mm: float | None) -> tuple[Study
         not_images = [
             (record.path, record.not_image or "") for record in members if record.not_image
         ]
-        info = series_info(
+        infos = _series_volumes(
             members[0].dataset, study_uid, images, not_images, tolerance_mm=tolerance_mm
         )
-        by_study.setdefault(study_uid, []).append(info)
+        by_study.setdefault(study_uid, []).extend(infos)
         first_of_study.setdefault(study_uid, members[0].dataset)
     return tuple(
         _study(study_uid, first_of_study[study_uid], series)
@@ -259,9 +294,88 @@ def _group(records: list[FileRecord], tolerance_mm: float | None) -> tuple[Study
     )
 
 
+def _series_volumes(
+    dataset: Dataset,
+    study_uid: str,
+    images: list[ImageHeader],
+    not_images: list[tuple[Path, str]],
+    *,
+    tolerance_mm: float | None,
+) -> list[SeriesInfo]:
+    """The series as one :class:`SeriesInfo`, or one per volume when it holds several."""
+    from medi2i.dicom.stack import DUPLICATE_POSITIONS, series_info
+
+    whole = series_info(dataset, study_uid, images, not_images, tolerance_mm=tolerance_mm)
+    if not any(problem.text.startswith(DUPLICATE_POSITIONS) for problem in whole.problems):
+        return [whole]
+    for position, tag in enumerate(VOLUME_TAGS):
+        groups = _partition(whole.images, position)
+        if groups is None:
+            continue
+        volumes = [
+            series_info(dataset, study_uid, members, not_images, tolerance_mm=tolerance_mm)
+            for members in groups.values()
+        ]
+        if any(
+            problem.text.startswith(DUPLICATE_POSITIONS)
+            for volume in volumes
+            for problem in volume.problems
+        ):
+            continue
+        return [
+            replace(
+                volume,
+                notes=tuple(dict.fromkeys(whole.notes + volume.notes)),
+                volume=VolumeKey(
+                    index, len(groups), tag, value, _volume_label(tag, index, value, volume)
+                ),
+            )
+            for index, (value, volume) in enumerate(zip(groups, volumes, strict=True), start=1)
+        ]
+    return [whole]
+
+
+def _partition(
+    images: tuple[ImageHeader, ...], position: int
+) -> dict[float, list[ImageHeader]] | None:
+    """The images by their value of ``VOLUME_TAGS[position]``, in order of value, when
+    that parts them into two or more stacks of the same slice positions; else ``None``."""
+    groups: dict[float, list[ImageHeader]] = {}
+    for image in images:
+        value = image.volume_tags[position] if len(image.volume_tags) > position else None
+        if value is None:
+            return None
+        groups.setdefault(value, []).append(image)
+    if len(groups) < 2:
+        return None
+    places = {
+        frozenset(
+            tuple(round(coordinate, 2) for coordinate in image.position or ()) for image in members
+        )
+        for members in groups.values()
+    }
+    if len(places) != 1 or len({len(members) for members in groups.values()}) != 1:
+        return None
+    return dict(sorted(groups.items()))
+
+
+def _volume_label(tag: str, index: int, value: float, volume: SeriesInfo) -> str:
+    if tag == "EchoNumbers":
+        times = {image.volume_tags[1] for image in volume.images}
+        time = times.pop() if len(times) == 1 else None
+        return f"echo {value:g}" + (f" (TE {time:g} ms)" if time is not None else "")
+    return {
+        "EchoTime": f"echo {index} (TE {value:g} ms)",
+        "TemporalPositionIdentifier": f"time point {value:g}",
+        "TriggerTime": f"phase {index} (trigger time {value:g} ms)",
+        "AcquisitionNumber": f"acquisition {value:g}",
+    }.get(tag, f"b = {value:g} s/mm2")
+
+
 def _study(uid: str, dataset: Dataset, series: list[SeriesInfo]) -> StudyInfo:
-    def order(info: SeriesInfo) -> tuple[int, str]:
-        return (info.series_number if info.series_number is not None else 1 << 30, info.description)
+    def order(info: SeriesInfo) -> tuple[int, str, int]:
+        number = info.series_number if info.series_number is not None else 1 << 30
+        return (number, info.description, info.volume.index if info.volume else 0)
 
     def value(keyword: str) -> str:
         try:

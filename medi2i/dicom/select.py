@@ -14,6 +14,10 @@ volume take part, except with ``series_uid``, which names one series outright (a
 series with problems then fails with its problems). When several series match,
 ``largest: true`` takes the one with the most voxels; otherwise that is an error that
 lists them, since reading the wrong series silently is worse than asking.
+
+A series of several volumes (echoes, time points, b-values; see
+:mod:`medi2i.dicom.scan`) is listed once per volume; ``volume: 2`` picks the second,
+and without it reading such a series fails with a message that lists its volumes.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ class SeriesSelector(BaseModel):
             the other rules must match too.
         largest: When several series match, take the one with the most voxels
             instead of failing.
+        volume: For a series of several volumes (echoes, time points, b-values), the
+            1-based number of the one to read, as ``medi2i dicom ls`` lists them; only
+            such series match it.
         slice_tolerance_mm: Not a rule but how series are checked: how far (mm) a slice
             may lie from the regular grid fitted to all slice positions of its series
             (positions rounded by the scanner); by default 0.2 mm or 5 % of the slice
@@ -67,6 +74,11 @@ class SeriesSelector(BaseModel):
     series_uid: str | None = Field(default=None, description="Series Instance UID, exactly.")
     largest: bool = Field(
         default=False, description="Take the series with the most voxels when several match."
+    )
+    volume: int | None = Field(
+        default=None,
+        ge=1,
+        description="Number (from 1) of the volume in a series of several (echo, time point).",
     )
     slice_tolerance_mm: float | None = Field(
         default=None,
@@ -102,6 +114,10 @@ class SeriesSelector(BaseModel):
         if self.modality is not None and series.modality.upper() != self.modality.upper():
             return False
         if self.orientation is not None and series.orientation != self.orientation:
+            return False
+        if self.volume is not None and (
+            series.volume is None or series.volume.index != self.volume
+        ):
             return False
         return self.description is None or bool(
             re.search(self.description, series.description, re.IGNORECASE)
@@ -144,14 +160,40 @@ def select_series(
         if len(images) == 1:
             return images[0]  # reading it fails with its own problems, the clearest message
         raise InputError(_none_message(series, selector))
+    if selector.volume is None and len({info.series_instance_uid for info in found}) == 1:
+        found = found[:1]  # the volumes of one series: which one is asked below
     if len(found) == 1:
-        return found[0]
-    if selector.largest:
-        return max(found, key=lambda info: (info.voxels, info.number_of_images))
+        chosen = found[0]
+    elif selector.largest:
+        chosen = max(found, key=lambda info: (info.voxels, info.number_of_images))
+    else:
+        chosen = None
+    if chosen is not None and chosen.volume is not None and selector.volume is None:
+        raise InputError(_volumes_message(series, chosen))
+    if chosen is not None:
+        return chosen
     raise InputError(
         f"{len(found)} series match ({selector.rules()}): {_listing(found)}; pick one with "
         "a description pattern, an orientation or its series UID, or take the largest "
         "(--largest, or largest: true in a workflow); 'medi2i dicom ls' lists them"
+    )
+
+
+def _volumes_message(series: Sequence[SeriesInfo], chosen: SeriesInfo) -> str:
+    assert chosen.volume is not None
+    volumes = [
+        info
+        for info in series
+        if info.series_instance_uid == chosen.series_instance_uid and info.volume is not None
+    ]
+    listed = "; ".join(
+        f"{info.volume.index}: {info.volume.label}" for info in volumes if info.volume
+    )
+    return (
+        f"series '{chosen.description}' (UID {chosen.series_instance_uid}) holds "
+        f"{chosen.volume.count} volumes at the same slice positions, told apart by "
+        f"{chosen.volume.tag} ({listed}); pick one with --volume N (volume: N in a "
+        "workflow); 'medi2i dicom ls' lists them"
     )
 
 
@@ -177,6 +219,6 @@ def _listing(series: Sequence[SeriesInfo]) -> str:
 def _name(info: SeriesInfo) -> str:
     size = f"{info.columns}x{info.rows}x{info.number_of_images}" if info.rows else "no image"
     return (
-        f"{info.modality or '?'} '{info.description}' {info.orientation} {size} "
+        f"{info.modality or '?'} {info.name} {info.orientation} {size} "
         f"(UID {info.series_instance_uid})"
     )

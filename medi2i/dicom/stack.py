@@ -63,6 +63,8 @@ ORIENTATION_TOLERANCE = 1e-3
 """Direction cosines that differ by more than this are different orientations."""
 ORTHOGONAL_AXIS_DEG = 30.0
 """A normal within this angle of a patient axis labels the stack axial/coronal/sagittal."""
+DUPLICATE_POSITIONS = "duplicate positions"
+"""How the problem of slices at one position starts (a series of several volumes)."""
 DUPLICATE_FILES_NOTE = "duplicate file(s) dropped"
 """How the note on dropped copies of a file starts (the reader repeats it as a warning)."""
 _SCOUT_PER_ORIENTATION = 2  # images per plane at most, in a localizer not marked as one
@@ -437,7 +439,7 @@ def _spacing_problems(
         first = int(duplicates[0])
         distinct = len(images) - duplicates.size
         text = (
-            f"duplicate positions: {images[first].label} and {images[first + 1].label} are "
+            f"{DUPLICATE_POSITIONS}: {images[first].label} and {images[first + 1].label} are "
             f"both at {along[first]:.2f} mm along the slice normal ({len(images)} images at "
             f"{distinct} positions: several echoes, phases or time points in one series?)"
         )

@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,6 +115,7 @@ def write_series(
     instance_numbers: Sequence[int] | None = None,
     image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
     positions: np.ndarray | None = None,
+    attributes: Mapping[str, object] | None = None,
 ) -> list[Path]:
     """Write ``volume`` as a single-frame DICOM series, one file per slice.
 
@@ -141,6 +142,9 @@ def write_series(
         image_type: Image Type values.
         positions: ``(Z, 3)`` Image Position (Patient) per slice, overriding the regular
             positions (to make gaps, duplicates or uneven spacing).
+        attributes: More elements for every slice, by keyword (``{"EchoTime": 30}``);
+            write a series of several volumes by calling this once per volume with the
+            same ``series_uid``.
 
     Returns:
         The written files, in slice order.
@@ -176,6 +180,8 @@ def write_series(
         if modality == "CT":
             dataset.GantryDetectorTilt = _ds(tilt_deg)
         _set_rescale(dataset, rescale, modality)
+        for keyword, value in (attributes or {}).items():
+            setattr(dataset, keyword, value)
         _set_pixels(dataset, stored[:, :, k].T, transfer_syntax)
         path = folder / f"IM{dataset.SOPInstanceUID.rsplit('.', 1)[-1][-10:]}.dcm"
         _save(dataset, path, transfer_syntax)
