@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from pydicom.uid import generate_uid
 
-from medi2i.cli.batch_commands import _selector as batch_selector
 from medi2i.cli.dicom_commands import add_to
 from medi2i.cli.main import Medi2iGroup
+from medi2i.cli.selection import series_selector
 from medi2i.dicom.scan import scan_folder
 from medi2i.dicom.select import SeriesSelector, select_series
 from medi2i.dicom.volume import read_dicom_folder
@@ -142,8 +142,9 @@ def test_ls_slice_tolerance(tmp_path: Path) -> None:
     assert "0.01 mm tolerated" in series["problems"][0]
 
 
-def test_batch_selector_carries_volume_and_tolerance() -> None:
-    selector = batch_selector(None, None, None, False, 2, 0.5)
+def test_the_selector_carries_volume_and_tolerance() -> None:
+    selector = series_selector(modality=None, largest=False, volume=2, slice_tolerance_mm=0.5)
+    assert selector is not None
     assert (selector.volume, selector.slice_tolerance_mm) == (2, 0.5)
 
 
@@ -160,3 +161,27 @@ def test_discover_studies_scans_with_the_selector_tolerance(tmp_path: Path) -> N
     (strict,) = discover_studies(tmp_path, SeriesSelector(slice_tolerance_mm=0.01))
     assert strict.series is not None
     assert "0.01 mm tolerated" in str(strict.series.problems[0])
+
+
+def test_predict_picks_a_volume_of_a_series_of_several(tmp_path: Path) -> None:
+    import nibabel as nib
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.plugins import load_plugins
+    from medi2i.testing import example_methods
+
+    volumes = write_echoes(tmp_path / "mr", [{"EchoTime": 30.0}, {"EchoTime": 10.0}])
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    args = ["predict", str(tmp_path / "mr"), str(tmp_path / "out.nii.gz")]
+    args += ["--method", "intensity-inversion", "--no-progress"]
+    unpicked = CliRunner().invoke(build_cli(plugins), args, obj=plugins)
+    assert unpicked.exit_code == 1
+    assert "--volume N" in unpicked.stderr
+    picked = CliRunner().invoke(build_cli(plugins), [*args, "--volume", "2"], obj=plugins)
+    assert picked.exit_code == 0, picked.output
+    written = np.asarray(nib.load(str(tmp_path / "out.nii.gz")).dataobj)
+    # the inversion is c - x: only the picked volume (echo 2, TE 30 ms) sums to a constant
+    assert float(np.std(written + volumes[0])) < 2  # up to the rounding of stored values
+    assert float(np.std(written + volumes[1])) > 100

@@ -19,6 +19,7 @@ from medi2i.cli.commands import (
     method_options,
     overwrite_option,
 )
+from medi2i.cli.selection import selection_options
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
@@ -37,32 +38,6 @@ def _formats(value: str) -> tuple[str, ...]:
     if unknown or not names:
         raise OptionsError(f"--format {value!r}: use dicom, nifti or dicom,nifti")
     return names
-
-
-def _selector(
-    modality: str | None,
-    description: str | None,
-    orientation: str | None,
-    largest: bool,
-    volume: int | None = None,
-    slice_tolerance: float | None = None,
-) -> SeriesSelector:
-    from pydantic import ValidationError
-
-    from medi2i.dicom.select import SeriesSelector
-
-    try:
-        return SeriesSelector(
-            modality=modality,
-            description=description,
-            orientation=orientation,  # type: ignore[arg-type]
-            largest=largest,
-            volume=volume,
-            slice_tolerance_mm=slice_tolerance,
-        )
-    except ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-        raise OptionsError(f"invalid series selection: {problems}") from None
 
 
 def _shard_from_environment() -> tuple[int, int] | None:
@@ -89,25 +64,6 @@ def _shard_from_environment() -> tuple[int, int] | None:
     type=click.Path(path_type=Path),
     help="Manifest file (JSON Lines) [default: OUTPUT_ROOT/manifest.jsonl].",
 )
-@click.option("--modality", help="Translate the series of this modality (CT, MR, ...).")
-@click.option("--description", help="Regular expression searched in the Series Description.")
-@click.option(
-    "--orientation",
-    type=click.Choice(["axial", "sagittal", "coronal", "oblique"]),
-    help="Translate the series with this slice orientation.",
-)
-@click.option("--largest", is_flag=True, help="When several series match, take the largest.")
-@click.option(
-    "--volume",
-    type=click.IntRange(min=1),
-    help="Of a series of several volumes (echoes, time points), translate volume N.",
-)
-@click.option(
-    "--slice-tolerance",
-    "slice_tolerance",
-    type=click.FloatRange(min=0, min_open=True),
-    help="How far (mm) a slice may lie from the regular grid fitted to its series.",
-)
 @click.option(
     "--deidentify",
     is_flag=True,
@@ -121,6 +77,7 @@ def _shard_from_environment() -> tuple[int, int] | None:
     help="With --deidentify: append each study's way back to its source (input folder, "
     "Patient ID, UIDs) to this JSON Lines file, outside OUTPUT_ROOT and INPUT_ROOT.",
 )
+@selection_options
 @overwrite_option
 @inference_options
 @click.pass_context
@@ -135,12 +92,7 @@ def batch_command(
     condition_pairs: tuple[str, ...],
     format_list: str,
     manifest: Path | None,
-    modality: str | None,
-    description: str | None,
-    orientation: str | None,
-    largest: bool,
-    volume: int | None,
-    slice_tolerance: float | None,
+    selector: SeriesSelector | None,
     deidentify: bool,
     linkage: Path | None,
     overwrite: bool,
@@ -171,7 +123,7 @@ def batch_command(
         format_list=format_list,
         inference=inference,
         manifest=manifest,
-        selector=_selector(modality, description, orientation, largest, volume, slice_tolerance),
+        selector=selector,
         deidentify=deidentify,
         overwrite=overwrite,
         linkage=linkage,

@@ -15,11 +15,13 @@ import click
 import yaml
 
 from medi2i.bounded_yaml import load_yaml
+from medi2i.cli.selection import selection_options, slice_tolerance
 from medi2i.errors import OptionsError
 from medi2i.plugins import PluginSet
 
 if TYPE_CHECKING:
     from medi2i.dicom.scan import ScanResult
+    from medi2i.dicom.select import SeriesSelector
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
@@ -274,6 +276,7 @@ def method_options(command: F) -> F:
     show_default=True,
     help="For a tree of DICOM studies: outputs per study, dicom, nifti or dicom,nifti.",
 )
+@selection_options
 @overwrite_option
 @inference_options
 @click.pass_context
@@ -287,6 +290,7 @@ def predict_command(
     option_pairs: tuple[str, ...],
     condition_pairs: tuple[str, ...],
     format_list: str,
+    selector: SeriesSelector | None,
     overwrite: bool,
     **inference: object,
 ) -> None:
@@ -294,8 +298,9 @@ def predict_command(
 
     INPUT is a volume file (NIfTI, NRRD, MHA), a DICOM series folder, or a tree of
     DICOM studies (then OUTPUT is a folder and every study is translated as by
-    "medi2i batch"). OUTPUT's suffix picks the format; no suffix writes a DICOM series
-    (into a new or empty folder).
+    "medi2i batch"). In a folder of several series, the selection options pick one
+    ("medi2i dicom ls" previews them). OUTPUT's suffix picks the format; no suffix
+    writes a DICOM series (into a new or empty folder).
     The output keeps the input's grid (affine, spacing, orientation) unless the method
     changes resolution; a provenance sidecar is written next to it.
 
@@ -307,7 +312,7 @@ def predict_command(
     """
     from medi2i.prediction import predict
 
-    scan = _dicom_scan(input_path)
+    scan = _dicom_scan(input_path, slice_tolerance(selector))
     if scan is not None and len(scan.studies) > 1:
         from medi2i.cli.batch_commands import translate_tree
 
@@ -330,6 +335,7 @@ def predict_command(
             inference=inference,
             scan=scan,
             overwrite=overwrite,
+            selector=selector,
         )
         return
 
@@ -337,7 +343,7 @@ def predict_command(
     if scan is not None and any(series.images for series in scan.series):
         from medi2i.dicom.volume import read_scanned
 
-        image = read_scanned(scan)  # from the scan above: the headers are parsed once
+        image = read_scanned(scan, selector)  # the scan above: headers are parsed once
     settings = _settings(**inference)  # type: ignore[arg-type]
     written = predict(
         input_path,
@@ -354,13 +360,13 @@ def predict_command(
     click.echo(f"wrote {written}")
 
 
-def _dicom_scan(path: Path) -> ScanResult | None:
+def _dicom_scan(path: Path, tolerance_mm: float | None) -> ScanResult | None:
     """The header scan of a folder input (passed on, so a tree is scanned once)."""
     if not path.is_dir():
         return None
     from medi2i.dicom.scan import scan_folder
 
-    return scan_folder(path)
+    return scan_folder(path, slice_tolerance_mm=tolerance_mm)
 
 
 @click.command("demo")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import click
 
 from medi2i.cli.commands import inference_options, method_options
+from medi2i.cli.selection import picks_a_series, selection_options, slice_tolerance
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
@@ -47,36 +48,11 @@ def dicom_group() -> None:
 @dicom_group.command("ls")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--modality", help="Preview the selection: modality, e.g. CT or MR.")
-@click.option("--description", help="Preview the selection: regex searched in the description.")
-@click.option(
-    "--orientation",
-    type=click.Choice(["axial", "sagittal", "coronal", "oblique"]),
-    help="Preview the selection: slice orientation.",
-)
-@click.option("--series-uid", help="Preview the selection: a Series Instance UID.")
-@click.option("--largest", is_flag=True, help="Preview the selection: largest of several matches.")
-@click.option(
-    "--volume",
-    type=click.IntRange(min=1),
-    help="Preview the selection: volume N of a series of several (echoes, time points).",
-)
-@click.option(
-    "--slice-tolerance",
-    "slice_tolerance",
-    type=click.FloatRange(min=0, min_open=True),
-    help="How far (mm) a slice may lie from the regular grid fitted to its series.",
-)
+@selection_options
 def ls_command(
     path: Path,
     as_json: bool,
-    modality: str | None,
-    description: str | None,
-    orientation: str | None,
-    series_uid: str | None,
-    largest: bool,
-    volume: int | None,
-    slice_tolerance: float | None,
+    selector: SeriesSelector | None,
 ) -> None:
     """List the studies and series under PATH (a folder tree or one file).
 
@@ -89,11 +65,10 @@ def ls_command(
     from medi2i.dicom.select import select_series
     from medi2i.errors import Medi2iError
 
-    selector = _selector(modality, description, orientation, series_uid, largest, volume)
-    result = scan_folder(path, slice_tolerance_mm=slice_tolerance)
+    result = scan_folder(path, slice_tolerance_mm=slice_tolerance(selector))
     chosen: SeriesInfo | None = None
     failure: Medi2iError | None = None
-    if selector is not None:
+    if selector is not None and picks_a_series(selector):
         try:
             chosen = select_series(result.series, selector)
         except Medi2iError as exc:  # printed after the listing, which shows the candidates
@@ -104,38 +79,6 @@ def ls_command(
         _print_listing(result, chosen)
     if failure is not None:
         raise failure
-
-
-def _selector(
-    modality: str | None,
-    description: str | None,
-    orientation: str | None,
-    series_uid: str | None,
-    largest: bool,
-    volume: int | None = None,
-) -> SeriesSelector | None:
-    from pydantic import ValidationError
-
-    from medi2i.dicom.select import SeriesSelector
-    from medi2i.errors import OptionsError
-
-    given = {
-        "modality": modality,
-        "description": description,
-        "orientation": orientation,
-        "series_uid": series_uid,
-        "volume": volume,
-    }
-    rules: dict[str, object] = {key: value for key, value in given.items() if value is not None}
-    if largest:
-        rules["largest"] = True
-    if not rules:
-        return None
-    try:
-        return SeriesSelector.model_validate(rules)
-    except ValidationError as exc:
-        problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-        raise OptionsError(f"invalid series selection: {problems}") from None
 
 
 def _scan_json(result: ScanResult, chosen: SeriesInfo | None = None) -> dict[str, object]:
