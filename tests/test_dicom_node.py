@@ -24,13 +24,14 @@ import pytest
 
 from medi2i.dicom.node import DicomNode, NodeConfig
 from medi2i.dicom.node_translation import SeriesTranslator
-from medi2i.dicom.send import Peer, send_files
+from medi2i.dicom.send import Peer, disable_nagle, send_files
 from medi2i.dicom.spool import Spool
 from medi2i.testing.dicom_series import write_series
 from tests.test_cli import run
 
 METHOD = "intensity-inversion"
 IDLE_S = 0.3
+DCIODVFY = shutil.which("dciodvfy")
 DCMTK = shutil.which("storescu") is not None and shutil.which("storescp") is not None
 needs_dcmtk = pytest.mark.skipif(not DCMTK, reason="dcmtk (storescu, storescp) is not installed")
 
@@ -64,7 +65,13 @@ def final_statuses(manifest: Path) -> list[object]:
     return [r["status"] for r in records(manifest) if r["status"] != "received"]
 
 
-def make_node(tmp: Path, *, output: Path | None, forward: Peer | None = None) -> DicomNode:
+def make_node(
+    tmp: Path,
+    *,
+    output: Path | None,
+    forward: Peer | None = None,
+    log: Callable[[str], None] = print,
+) -> DicomNode:
     from medi2i.plugins import load_plugins
     from medi2i.prediction import load_method
     from medi2i.registry import Registry
@@ -81,7 +88,7 @@ def make_node(tmp: Path, *, output: Path | None, forward: Peer | None = None) ->
     )
     config = NodeConfig(port=0, idle_timeout=IDLE_S, poll_interval=0.05)
     return DicomNode(
-        config, spool=Spool(tmp / "spool", idle_timeout=IDLE_S), translator=translator, log=print
+        config, spool=Spool(tmp / "spool", idle_timeout=IDLE_S), translator=translator, log=log
     )
 
 
@@ -169,6 +176,46 @@ def test_an_aborted_series_is_discarded_unless_sent_again(tmp_path: Path) -> Non
         spool.store("../etc", "1.2", b"x", association="d")
 
 
+def test_what_a_killed_node_left_is_set_aside_never_translated(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    for folder, names in {
+        "1.2.3": ["1.2.3.1.dcm", "1.2.3.2.dcm", ".1.tmp-99-abcdef12.dcm"],
+        ".taken-1.2.4-0a1b2c3d": ["1.2.4.1.dcm"],
+        ".derived-1.2.5-4242": ["m/1.dcm"],
+        ".abandoned-20250101T000000Z-1.2.6": ["1.2.6.1.dcm"],
+        "notes": ["keep.dcm"],
+    }.items():
+        for name in names:
+            (spool / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (spool / folder / name).write_bytes(b"x")
+    (spool / "manifest.jsonl").write_text("")
+    lines: list[str] = []
+    running = make_node(tmp_path, output=tmp_path / "out", log=lines.append)
+    running.start()
+    try:
+        time.sleep(3 * IDLE_S)  # the worker had time to translate, were anything due
+    finally:
+        running.stop(timeout=30)
+    left = {line.split(":")[0]: line for line in lines if "left by an earlier node" in line}
+    assert sorted(left) == ["series 1.2.3", "series 1.2.4", "series 1.2.5"]
+    assert "2 instance(s) left by an earlier node; not translated" in left["series 1.2.3"]
+    assert "it may be partial" in left["series 1.2.3"]
+    assert "1 instance(s)" in left["series 1.2.4"]
+    assert "translation was interrupted" in left["series 1.2.4"]
+    assert left["series 1.2.5"].endswith("removed")
+    names = sorted(path.name for path in spool.iterdir())
+    assert names[0] == ".abandoned-20250101T000000Z-1.2.6"  # an earlier one: left alone
+    assert [name.rsplit("-", 1)[1] for name in names[1:3]] == ["1.2.3", "1.2.4"]
+    assert names[3:] == ["manifest.jsonl", "notes"]
+    assert (spool / names[1] / "1.2.3.2.dcm").exists()
+    assert records(tmp_path / "manifest.jsonl") == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_recovery_of_an_empty_spool_finds_nothing(tmp_path: Path) -> None:
+    assert Spool(tmp_path / "spool", idle_timeout=1.0).recover() == []
+
+
 # -- pynetdicom as the peer -----------------------------------------------------------------
 
 
@@ -205,8 +252,62 @@ def test_echo_then_a_series_is_translated_with_its_geometry(
     done = records(manifest)[-1]
     assert done["instances"] == 6
     assert done["calling_ae"] == ["TEST"]
-    assert set(done["timings"]) >= {"receive", "read", "infer", "write"}  # type: ignore[arg-type]
+    assert set(done["timings"]) >= {"receive", "read", "infer", "write"}  # type: ignore[call-overload]
     assert not list((tmp_path / "spool").iterdir())  # taken out and removed
+    sidecar = json.loads((derived.parent / f"{METHOD}.provenance.json").read_text())
+    assert sidecar["method"]["id"] == METHOD
+    assert sidecar["plugin"]["name"]
+    assert sidecar["input"]["path"] is None
+    assert sidecar["input"]["hashed"] == "volume"
+    assert sidecar["series_uid"] == derived.parent.name
+    assert sidecar["calling_ae"] == ["TEST"]
+
+
+def test_both_ends_of_an_association_send_without_nagle(node: DicomNode) -> None:
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    host, port = node.address
+    ae = AE(ae_title="TEST")
+    ae.add_requested_context(Verification)
+    association = ae.associate(
+        host, port, ae_title="MEDI2I", evt_handlers=[(evt.EVT_CONN_OPEN, disable_nagle)]
+    )
+    try:
+        assert association.is_established
+        server = node._server
+        assert server is not None
+        ends = [association, *server.active_associations]
+        assert len(ends) == 2
+        for end in ends:
+            assert end.dul.socket is not None
+            connection = end.dul.socket.socket
+            assert connection is not None
+            assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        association.release()
+        ae.shutdown()
+
+
+@pytest.mark.skipif(
+    DCIODVFY is None, reason="dciodvfy not installed (Debian package dicom3tools; CI installs it)"
+)
+def test_the_derived_series_the_node_stores_passes_dciodvfy(
+    node: DicomNode, tmp_path: Path
+) -> None:
+    send_files(source_series(tmp_path / "src"), peer_of(node), calling_ae_title="TEST")
+    wait_for(lambda: final_statuses(tmp_path / "manifest.jsonl") == ["done"])
+    (derived,) = (tmp_path / "out").glob(f"*/{METHOD}")
+    files = sorted(derived.glob("*.dcm"))
+    assert files
+    for path in (files[0], files[-1]):
+        done = subprocess.run(
+            ["dciodvfy", str(path)], capture_output=True, text=True, check=False, timeout=60
+        )
+        errors = [
+            line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")
+        ]
+        assert errors == [], path
 
 
 def test_an_aborted_association_translates_nothing_and_a_retry_does(

@@ -8,6 +8,9 @@ series is complete); a worker thread takes each complete series out and hands it
 ``output``, forward to a peer, one manifest record and one log line per series). One
 series is translated at a time, in the order they complete.
 
+Starting, the node first sets aside what a killed node left in the spool
+(:meth:`~medi2i.dicom.spool.Spool.recover`: never translated, one log line each).
+
 Refused with a failure status, never crashing the node: a dataset that cannot be
 decoded (``0xC210``), one without valid Study, Series and SOP Instance UIDs or whose
 SOP Class is not the one negotiated (``0xA900``), and one that cannot be written
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medi2i.dicom.node_translation import SeriesTranslator, describe
+from medi2i.dicom.send import disable_nagle
 from medi2i.dicom.spool import Spool, is_uid
 
 if TYPE_CHECKING:
@@ -112,12 +116,15 @@ class DicomNode:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+        for leftover in self.spool.recover():
+            self.log(leftover.describe())
         ae = AE(ae_title=self.config.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_S
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, disable_nagle),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_RELEASED, self._on_released),

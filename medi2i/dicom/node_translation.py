@@ -5,8 +5,12 @@ A series taken from the spool (:mod:`medi2i.dicom.spool`) goes the way one study
 :func:`medi2i.dicom.volume.read_dicom_series`, translated with
 :func:`medi2i.prediction.predict_tensor` and written as a derived series with
 :func:`medi2i.dicom.write.write_derived_series` (atomically) to
-``<output>/<source Series Instance UID>/<method id>/``. A series received again later
-replaces its earlier derived series. With a forward peer the derived files are then
+``<output>/<source Series Instance UID>/<method id>/``, with a provenance sidecar next
+to it, ``<method id>.provenance.json`` (:func:`medi2i.prediction.provenance`: method,
+plugin, options, weights and the hash of the volume read, plus ``series_uid``,
+``study_uid`` and ``calling_ae``; no input path, since the spooled files are removed;
+with ``deidentify`` no UIDs or AE titles either). A series received again later
+replaces its earlier derived series and sidecar. With a forward peer the derived files are then
 sent with C-STORE (:mod:`medi2i.dicom.send`); without ``output`` they are written to a
 hidden folder in the spool and removed once sent.
 
@@ -32,6 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
     from medi2i.dicom.spool import TakenSeries
     from medi2i.method import Method
     from medi2i.prediction import Condition
+    from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
 SeriesStatus = Literal["received", "done", "failed", "skipped", "discarded"]
@@ -100,6 +106,9 @@ class SeriesTranslator:
         modality: Translate only series of this modality; others are ``skipped``.
         condition: Predict-time condition.
         deidentify: De-identify the derived series.
+        registry: The plugins ``method`` came from, for the provenance; the installed
+            ones when ``None``.
+        model: The trained-model folder ``method`` was loaded from, for the provenance.
     """
 
     method: Method
@@ -112,6 +121,17 @@ class SeriesTranslator:
     modality: str | None = None
     condition: Condition = None
     deidentify: bool = False
+    registry: Registry | None = None
+    model: Path | str | None = None
+
+    @cached_property
+    def _registry(self) -> Registry:
+        if self.registry is not None:
+            return self.registry
+        from medi2i.plugins import load_plugins
+        from medi2i.registry import Registry
+
+        return Registry(load_plugins())
 
     def handle(self, taken: TakenSeries) -> SeriesRecord:
         """Translate (or discard) ``taken``, record it and remove its spooled files."""
@@ -148,7 +168,7 @@ class SeriesTranslator:
                     status="skipped",
                     error=f"modality {series.modality or '?'}, not {self.modality}",
                 )
-            outputs, forwarded = self._run(series, timings)
+            outputs, forwarded = self._run(series, timings, record.calling_ae)
         except Exception as exc:  # one bad series must never stop the node
             return replace(record, status="failed", error=_message(exc), timings=timings)
         return replace(
@@ -167,7 +187,7 @@ class SeriesTranslator:
         return found[0]
 
     def _run(
-        self, series: SeriesInfo, timings: dict[str, float]
+        self, series: SeriesInfo, timings: dict[str, float], calling_ae: tuple[str, ...]
     ) -> tuple[tuple[str, ...], str | None]:
         from medi2i.dicom.volume import read_dicom_series
         from medi2i.prediction import predict_tensor
@@ -187,6 +207,8 @@ class SeriesTranslator:
         try:
             with _timed(timings, "write"):
                 files = self._write(result, folder)
+                if scratch is None:
+                    self._provenance(series, image, folder, calling_ae)
             forwarded = self._forward(files, timings)
         finally:
             if scratch is not None:
@@ -210,6 +232,30 @@ class SeriesTranslator:
             method_version=self.method.version,
             deidentify=self.deidentify,
         )
+
+    def _provenance(
+        self, series: SeriesInfo, image: MetaTensor, folder: Path, calling_ae: tuple[str, ...]
+    ) -> None:
+        from medi2i.io.atomic import atomic_path
+        from medi2i.prediction import provenance
+
+        record = provenance(
+            self.method,
+            source=folder,  # a folder is never hashed as a file; the volume is
+            model=self.model,
+            settings=self.settings,
+            registry=self._registry,
+            image=image,
+        )
+        found = record["input"]
+        if isinstance(found, dict):
+            record["input"] = {**found, "path": None}
+        known = not self.deidentify
+        record["series_uid"] = series.series_instance_uid if known else None
+        record["study_uid"] = series.study_instance_uid if known else None
+        record["calling_ae"] = list(calling_ae) if known else None
+        with atomic_path(folder.with_name(f"{self.method.id}.provenance.json")) as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
 
     def _forward(self, files: list[Path], timings: dict[str, float]) -> str | None:
         if self.forward is None:

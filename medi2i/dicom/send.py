@@ -6,6 +6,12 @@ stored in, and sends every file as it is on disk (pynetdicom reads it without de
 the pixel data). Each file's outcome is counted; a peer that refuses the association
 or drops it makes the remaining files failures, never an exception.
 
+Every connection has Nagle's algorithm off (:func:`disable_nagle`, ``TCP_NODELAY``).
+pynetdicom writes each PDU of a C-STORE with its own ``send``; with Nagle on, the last,
+short fragment of a dataset waits for the peer to acknowledge the previous one, and
+peers delay that acknowledgement by up to 40 ms: one stall per file, which held a
+200-slice series to ~18 files/s against dcmtk's ``storescp``.
+
 ``medi2i dicom send`` and the node's ``--forward`` both use it.
 """
 
@@ -14,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
+    from pynetdicom.events import Event
 
 NETWORK_TIMEOUT_S = 30.0
 """Seconds to wait for a peer (connection, association, each response)."""
@@ -145,10 +152,28 @@ def _storage_context(path: Path) -> tuple[str, str] | str:
     return sop_class, syntax
 
 
+def disable_nagle(event: Event) -> None:
+    """Set ``TCP_NODELAY`` on the connection of ``event`` (a pynetdicom ``EVT_CONN_OPEN``).
+
+    A DIMSE message goes out as several PDUs, each its own write, and the peer answers
+    only after the last; with Nagle's algorithm on, that last write waits for the
+    acknowledgement the peer delays (up to 40 ms on Linux) before it leaves. Best
+    effort: a socket that refuses the option is left as it is.
+    """
+    import contextlib
+    import socket
+
+    connection: Any = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if connection is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _send_chunk(
     contexts: dict[tuple[str, str], list[Path]], report: SendReport, calling_ae_title: str
 ) -> None:
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_S
@@ -158,7 +183,12 @@ def _send_chunk(
     files = [path for paths in contexts.values() for path in paths]
     peer = report.peer
     try:
-        association = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+        association = ae.associate(
+            peer.host,
+            peer.port,
+            ae_title=peer.ae_title,
+            evt_handlers=[(evt.EVT_CONN_OPEN, disable_nagle)],
+        )
     except (OSError, ValueError) as exc:
         report.failed.extend((path, f"cannot connect to {peer}: {exc}") for path in files)
         return

@@ -20,6 +20,15 @@ spool is always complete. An instance sent twice replaces the first copy. A seri
 taken out of the spool (:meth:`Spool.take_due`) by renaming its folder to a hidden
 ``.taken-...`` sibling under the lock: instances of the same series that arrive during
 its translation start a new spool entry instead of changing the files being read.
+
+Recovery (:meth:`Spool.recover`, which the node calls when it starts): a node that was
+killed leaves in a persistent spool the series it was receiving, the ``.taken-...``
+series it was translating and ``.derived-...`` scratch output. Whether a left series is
+complete cannot be known (the associations that sent it are gone, and a sender that
+saw the node die may retry), so none is ever translated: each series folder is moved
+to a hidden ``.abandoned-<UTC time>-<Series Instance UID>`` sibling, kept for a person
+to inspect, send again (``medi2i dicom send``) or delete, and the scratch output of an
+interrupted translation is removed. The node logs one line for each.
 """
 
 from __future__ import annotations
@@ -32,10 +41,11 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from medi2i.io.atomic import temporary_sibling
+from medi2i.io.atomic import is_temporary, temporary_sibling
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 """A DICOM UID: digits and dots, at most 64 characters (checked with the length)."""
@@ -98,6 +108,39 @@ class TakenSeries:
     def discard(self) -> None:
         """Remove the taken files."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something an earlier node left in the spool, found by :meth:`Spool.recover`.
+
+    Attributes:
+        series_uid: The series it belongs to.
+        instances: Complete instance files it holds.
+        kind: ``"received"`` (being received), ``"taken"`` (being translated) or
+            ``"scratch"`` (derived files of an interrupted forward, removed).
+        moved_to: Where its files are now, or ``None`` when removed.
+    """
+
+    series_uid: str
+    instances: int
+    kind: Literal["received", "taken", "scratch"]
+    moved_to: Path | None
+
+    def describe(self) -> str:
+        """The node's one log line about it."""
+        head = f"series {self.series_uid}: {self.instances} instance(s) left by an earlier node"
+        if self.moved_to is None:
+            return f"{head} (scratch output of an interrupted translation); removed"
+        why = "its translation was interrupted" if self.kind == "taken" else "it may be partial"
+        return (
+            f"{head}; not translated ({why}); moved to {self.moved_to}: send the series "
+            "again to translate it"
+        )
+
+
+_TAKEN = re.compile(r"^\.taken-(?P<uid>[0-9.]+)-[0-9a-f]+$")
+_SCRATCH = re.compile(r"^\.derived-(?P<uid>[0-9.]+)-[0-9]+$")
 
 
 class Spool:
@@ -201,6 +244,35 @@ class Spool:
             receive_seconds=round(entry.last_received - entry.first_received, 3),
             calling_ae_titles=tuple(sorted(entry.calling_ae_titles)),
         )
+
+    def recover(self) -> list[Leftover]:
+        """Set aside what an earlier node left (see the module docstring); call before use."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        found = []
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir():
+                continue
+            leftover = self._set_aside(folder, stamp)
+            if leftover is not None:
+                found.append(leftover)
+        return found
+
+    def _set_aside(self, folder: Path, stamp: str) -> Leftover | None:
+        name = folder.name
+        taken, scratch = _TAKEN.match(name), _SCRATCH.match(name)
+        if scratch is not None:
+            count = sum(1 for path in folder.rglob("*.dcm") if not is_temporary(path.name))
+            shutil.rmtree(folder, ignore_errors=True)
+            return Leftover(scratch["uid"], count, "scratch", None)
+        uid = taken["uid"] if taken is not None else name
+        if not is_uid(uid):
+            return None  # not the spool's: earlier abandoned series, anything else
+        count = sum(1 for path in folder.glob("*.dcm") if not is_temporary(path.name))
+        target = folder.with_name(f".abandoned-{stamp}-{uid}")
+        while target.exists():
+            target = folder.with_name(f".abandoned-{stamp}-{uid}-{secrets.token_hex(2)}")
+        os.replace(folder, target)
+        return Leftover(uid, count, "taken" if taken else "received", target)
 
     def waiting(self) -> list[SpooledSeries]:
         """The series still being received or waiting for their idle timeout."""
