@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from medi2i.dicom.select import SeriesSelector
     from medi2i.dicom.send import Peer
     from medi2i.method import Method
+    from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
 
@@ -297,11 +298,12 @@ def serve_command(
         raise OptionsError("give --output, --forward or both: where the derived series go")
     title = check_ae_title(ae_title, "--ae-title")
     settings = _settings(**{**inference, "progress": False})  # type: ignore[arg-type]
+    registry = _registry(ctx)
     method = load_method(
         method=method_id,
         model=model,
         options=_key_values(option_pairs, "--option") or None,
-        registry=_registry(ctx),
+        registry=registry,
     )
     with _spool_folder(work) as spool_root:
         book = manifest or (output or spool_root) / "manifest.jsonl"
@@ -316,6 +318,8 @@ def serve_command(
             modality=modality.upper() if modality else None,
             deidentify=deidentify,
             condition=_key_values(condition_pairs, "--condition") or None,
+            registry=registry,
+            model=model,
         )
 
 
@@ -346,6 +350,8 @@ def _serve(
     modality: str | None,
     deidentify: bool,
     condition: dict[str, object] | None,
+    registry: Registry,
+    model: Path | None,
 ) -> None:
     from medi2i.dicom.node import DicomNode, check_node_output
     from medi2i.dicom.node_translation import SeriesTranslator
@@ -363,6 +369,8 @@ def _serve(
         modality=modality,
         condition=condition,
         deidentify=deidentify,
+        registry=registry,
+        model=model,
     )
     spool = Spool(spool_root, idle_timeout=config.idle_timeout)
     node = DicomNode(config, spool=spool, translator=translator, log=click.echo)
