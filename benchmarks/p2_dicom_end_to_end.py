@@ -105,7 +105,7 @@ def child(series: Path, output: Path, imports_only: bool) -> Report:
     import torch
     from monai.networks.nets.unet import UNet
 
-    from medi2i.dicom.writer import DicomSeriesWriter
+    from medi2i.dicom.writing.volume_writer import DicomSeriesWriter
     from medi2i.method import PatchNetworkMethod, Task, VolumeSpec
     from medi2i.prediction import predict_tensor
     from medi2i.settings import InferenceSettings
@@ -171,7 +171,7 @@ def child(series: Path, output: Path, imports_only: bool) -> Report:
 
 def read_series(folder: Path) -> Any:
     """Read a DICOM folder with medi2i's DICOM reader (scan, select, read)."""
-    from medi2i.dicom.volume import read_dicom_folder
+    from medi2i.dicom.reading.series_volume import read_dicom_folder
 
     return read_dicom_folder(folder)
 

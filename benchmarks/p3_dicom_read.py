@@ -34,8 +34,8 @@ import SimpleITK as sitk
 import torch
 
 import medi2i
-from medi2i.dicom.scan import scan_folder
-from medi2i.dicom.volume import LPS_TO_RAS, read_dicom_folder, read_dicom_series
+from medi2i.dicom.reading.series_scan import scan_folder
+from medi2i.dicom.reading.series_volume import LPS_TO_RAS, read_dicom_folder, read_dicom_series
 from medi2i.testing.dicom_series import write_series
 
 RESULTS = Path(__file__).parent / "results"
@@ -168,7 +168,7 @@ def summary(measured: Report, repeats: int, files: int, size: int) -> Report:
             "files": files,
             "bytes": size,
             "repeats": repeats,
-            "medi2i": "medi2i.dicom.volume.read_dicom_folder(folder)",
+            "medi2i": "medi2i.dicom.reading.series_volume.read_dicom_folder(folder)",
             "simpleitk": "ImageSeriesReader(GetGDCMSeriesFileNames(folder)).Execute()",
         },
         "times_s": times,

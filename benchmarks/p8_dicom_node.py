@@ -2,7 +2,7 @@
 
 A 256×256×200 MR series (int16, one file per slice, seeded noise over a smooth ramp)
 is sent with C-STORE (medi2i's SCU, one association) to a ``medi2i dicom serve``
-node (:class:`medi2i.dicom.node.DicomNode`, in process, loopback) that translates it
+node (:class:`medi2i.dicom.node.dicom_node.DicomNode`, in process, loopback) that translates it
 with ``intensity-inversion`` on the CPU, stores the derived series and forwards it to
 dcmtk's ``storescp`` (a pynetdicom-free peer; the script needs dcmtk), run with
 ``TCP_NODELAY=1`` in its environment as a tuned PACS would be: dcmtk leaves Nagle's
@@ -75,10 +75,10 @@ def free_port() -> int:
 
 
 def one_run(files: list[Path], work: Path) -> Report:
-    from medi2i.dicom.node import DicomNode, NodeConfig
-    from medi2i.dicom.node_translation import SeriesTranslator
-    from medi2i.dicom.send import Peer, send_files
-    from medi2i.dicom.spool import Spool
+    from medi2i.dicom.node.dicom_node import DicomNode, NodeConfig
+    from medi2i.dicom.node.send import Peer, send_files
+    from medi2i.dicom.node.spool import Spool
+    from medi2i.dicom.node.translation import SeriesTranslator
     from medi2i.plugins import load_plugins
     from medi2i.prediction import load_method
     from medi2i.registry import Registry
@@ -167,7 +167,7 @@ def summary(runs: list[Report]) -> Report:
             "shape": list(SHAPE),
             "source": "int16 MR Image Storage, one file per slice, Explicit VR Little Endian",
             "method": METHOD,
-            "sender": "medi2i.dicom.send (pynetdicom SCU), one association",
+            "sender": "medi2i.dicom.node.send (pynetdicom SCU), one association",
             "peer": "dcmtk storescp (TCP_NODELAY=1)",
             "idle_timeout_s": IDLE_S,
             "repeats": len(runs),

@@ -1,23 +1,23 @@
 """Batch prediction over a tree of DICOM studies: one job per study, a manifest, resumable.
 
 :func:`run_batch` scans ``root`` (headers only), picks one series per study with a
-:class:`~medi2i.dicom.select.SeriesSelector` and, study by study, reads it, runs the
-method and writes ``<output_root>/<study>/<method id>/`` (the derived DICOM series,
-format ``"dicom"``), ``<method id>.nii.gz`` (format ``"nifti"``) and, when a registry
-is given, ``<method id>.provenance.json``. ``<study>`` is the study's folder under
-``root`` (``patient7/mri_2024``), so outputs mirror the input tree; a study lying
+:class:`~medi2i.dicom.reading.series_selection.SeriesSelector` and, study by study,
+reads it, runs the method and writes ``<output_root>/<study>/<method id>/`` (the derived
+DICOM series, format ``"dicom"``), ``<method id>.nii.gz`` (format ``"nifti"``) and, when
+a registry is given, ``<method id>.provenance.json``. ``<study>`` is the study's folder
+under ``root`` (``patient7/mri_2024``), so outputs mirror the input tree; a study lying
 directly in ``root`` or sharing its folder with another study is named
 ``study-<10 hex digits>`` (a hash of its Study Instance UID).
 
 Formats are written independently: when one cannot be written (a grid the DICOM IODs
 cannot store, say) the others still are and the study is ``partial``. Whether the
-output grid can be written as DICOM (:func:`medi2i.dicom.write.slice_geometry`) is
+output grid can be written as DICOM (:func:`medi2i.dicom.writing.derived_series.slice_geometry`) is
 checked after reading and before inference, so a study that can only fail does not
 wait for the method; with ``dicom`` alone it fails there.
 
 De-identification (``deidentify=True``): nothing written under the output root names
-the source. The DICOM outputs follow :mod:`medi2i.dicom.deidentify` with the batch's
-salt file (:func:`medi2i.dicom.deidentify.folder_deidentifier`), so pseudonyms are the
+the source. The DICOM outputs follow :mod:`medi2i.dicom.writing.deidentify` with the batch's
+salt file (:func:`medi2i.dicom.writing.deidentify.folder_deidentifier`), so pseudonyms are the
 same in every run and shard of the batch and for every study of a patient. Study
 folders are ``<Patient ID pseudonym>/<Study ID pseudonym>`` (``ANON-1F0C.../S83A2...``,
 the values written into the series) instead of the input folder names; manifest
@@ -75,10 +75,10 @@ from medi2i.errors import InputError, Medi2iError, OptionsError, OutputError
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.dicom.deidentify import Deidentifier
-    from medi2i.dicom.scan import ScanResult, SeriesInfo
-    from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
+    from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.dicom.source import DicomSource
+    from medi2i.dicom.writing.deidentify import Deidentifier
     from medi2i.method import Method
     from medi2i.prediction import Condition
     from medi2i.registry import Registry
@@ -251,7 +251,7 @@ def run_batch(
         formats: Any of ``"dicom"`` and ``"nifti"``.
         manifest: The manifest file; ``<output_root>/manifest.jsonl`` by default.
         condition: Predict-time condition for conditioned methods.
-        deidentify: De-identify the DICOM outputs (:mod:`medi2i.dicom.deidentify`) with
+        deidentify: De-identify the DICOM outputs (:mod:`medi2i.dicom.writing.deidentify`) with
             the batch's salt file, and name no source under ``output_root`` (see the
             module docstring).
         registry: When given, a provenance sidecar is written per study.
@@ -273,7 +273,7 @@ def run_batch(
         OutputError: ``output_root`` lies inside ``root``, holds it, or holds other data;
             ``linkage`` lies inside either.
     """
-    from medi2i.dicom.deidentify import folder_deidentifier
+    from medi2i.dicom.writing.deidentify import folder_deidentifier
     from medi2i.io.destinations import check_batch_root
 
     unknown = [name for name in formats if name not in FORMATS]
@@ -352,7 +352,7 @@ def _declared_modality(
 ) -> SeriesSelector | None:
     """Pick the series of the method's input modality unless told otherwise: a CT
     study in a tree must not be run through an MR→CT model."""
-    from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.reading.series_selection import SeriesSelector
 
     declared = method.input_spec.modality
     if force or declared not in ("CT", "MR") or (selector and selector.modality):
@@ -472,7 +472,7 @@ class _StudyRunner:
 
     def run(self, job: StudyJob, timings: dict[str, float]) -> tuple[tuple[str, ...], list[str]]:
         """Outputs written, and what kept the other formats from being written."""
-        from medi2i.dicom.volume import read_dicom_series
+        from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
 
         folder = self.output_root / job.key
@@ -504,7 +504,7 @@ class _StudyRunner:
         """Whether format ``name`` can hold the output of ``image``, known before inference."""
         if name != "dicom":
             return True
-        from medi2i.dicom.writer import DicomSeriesWriter
+        from medi2i.dicom.writing.volume_writer import DicomSeriesWriter
         from medi2i.method import Grid
 
         series = folder / self.method.id
@@ -521,7 +521,7 @@ class _StudyRunner:
 
     @property
     def _declared(self) -> dict[str, object]:
-        from medi2i.dicom.writer import OUTPUT_MODALITY_KEY
+        from medi2i.dicom.writing.volume_writer import OUTPUT_MODALITY_KEY
 
         return {OUTPUT_MODALITY_KEY: self.method.output_spec.modality}
 
@@ -537,8 +537,8 @@ class _StudyRunner:
             from medi2i.io import write_volume
 
             return write_volume(result, folder / f"{self.method.id}.nii.gz")
-        from medi2i.dicom.write import write_derived_series
-        from medi2i.dicom.writer import output_modality
+        from medi2i.dicom.writing.derived_series import write_derived_series
+        from medi2i.dicom.writing.volume_writer import output_modality
 
         series = folder / self.method.id
         source = self._source(result)
@@ -631,8 +631,8 @@ def discover_studies(
     Raises:
         InputError: ``root`` does not exist or holds no DICOM study.
     """
-    from medi2i.dicom.scan import scan_folder
-    from medi2i.dicom.select import select_series
+    from medi2i.dicom.reading.series_scan import scan_folder
+    from medi2i.dicom.reading.series_selection import select_series
 
     tolerance = selector.slice_tolerance_mm if selector is not None else None
     result = scan if scan is not None else scan_folder(root, slice_tolerance_mm=tolerance)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_readers(register: Callable[[VolumeReader], None]) -> None:
-    from medi2i.dicom.reader import DicomFolderReader
+    from medi2i.dicom.reading.volume_reader import DicomFolderReader
     from medi2i.io import builtin_readers
 
     for reader in [*builtin_readers(), DicomFolderReader()]:
@@ -23,7 +23,7 @@ def register_readers(register: Callable[[VolumeReader], None]) -> None:
 
 @hookimpl
 def register_writers(register: Callable[[VolumeWriter], None]) -> None:
-    from medi2i.dicom.writer import DicomSeriesWriter
+    from medi2i.dicom.writing.volume_writer import DicomSeriesWriter
     from medi2i.io import builtin_writers
 
     for writer in [*builtin_writers(), DicomSeriesWriter()]:

@@ -93,7 +93,7 @@ def _dicom_round_trip(
     """MR phantom as DICOM → synthetic CT as DICOM and NIfTI, scored and drawn."""
     import numpy as np
 
-    from medi2i.dicom.write import write_derived_series
+    from medi2i.dicom.writing.derived_series import write_derived_series
     from medi2i.evaluation import synthrad
     from medi2i.io import read_volume
     from medi2i.prediction import predict

@@ -18,8 +18,8 @@ from pydicom.uid import generate_uid
 from medi2i.batch import Manifest, StudyRecord, run_batch, study_keys
 from medi2i.cli import batch_commands
 from medi2i.cli.main import build_cli
-from medi2i.dicom.select import SeriesSelector
-from medi2i.dicom.volume import read_dicom_folder
+from medi2i.dicom.reading.series_selection import SeriesSelector
+from medi2i.dicom.reading.series_volume import read_dicom_folder
 from medi2i.errors import OutputError
 from medi2i.hookspecs import hookimpl
 from medi2i.method import Grid, Method, PredictContext, Task, VolumeSpec
@@ -282,7 +282,7 @@ def test_a_failing_dicom_write_keeps_the_nifti_output(
     def broken(*args: object, **kwargs: object) -> None:
         raise OutputError("disk full")
 
-    monkeypatch.setattr("medi2i.dicom.write.write_derived_series", broken)
+    monkeypatch.setattr("medi2i.dicom.writing.derived_series.write_derived_series", broken)
     records = _run(root, out, formats=("dicom", "nifti"))
     assert [r.status for r in records] == ["partial", "partial", "failed"]
     assert records[0].error == "dicom: disk full"

@@ -17,7 +17,7 @@ from monai.data.meta_tensor import MetaTensor
 from pydicom.uid import generate_uid
 
 from medi2i.batch import run_batch
-from medi2i.dicom.deidentify import SALT_FILE_NAME
+from medi2i.dicom.writing.deidentify import SALT_FILE_NAME
 from medi2i.errors import OptionsError, OutputError
 from medi2i.hookspecs import hookimpl
 from medi2i.method import Method, PredictContext, Task, VolumeSpec

@@ -161,7 +161,7 @@ def test_predict_on_one_dicom_series_parses_its_headers_once(
 ) -> None:
     import nibabel as nib
 
-    from medi2i.dicom import images
+    from medi2i.dicom.reading import file_records as images
     from medi2i.testing.dicom_series import write_series
 
     volume = np.random.default_rng(1).normal(0.0, 100.0, (12, 10, 6)).round().astype(np.float32)
@@ -169,7 +169,8 @@ def test_predict_on_one_dicom_series_parses_its_headers_once(
     parsed: list[Path] = []
     real = images.read_file_record
     monkeypatch.setattr(
-        "medi2i.dicom.scan.read_file_record", lambda path: parsed.append(path) or real(path)
+        "medi2i.dicom.reading.series_scan.read_file_record",
+        lambda path: parsed.append(path) or real(path),
     )
     result = run(
         "predict",

@@ -19,10 +19,10 @@ from pydicom.uid import generate_uid
 
 from medi2i.cli.dicom_commands import add_to
 from medi2i.cli.main import Medi2iGroup
-from medi2i.dicom.reader import DicomFolderReader
-from medi2i.dicom.scan import scan_folder
+from medi2i.dicom.reading.series_scan import scan_folder
+from medi2i.dicom.reading.series_volume import DroppedFilesWarning, read_dicom_folder
+from medi2i.dicom.reading.volume_reader import DicomFolderReader
 from medi2i.dicom.source import META_KEY
-from medi2i.dicom.volume import DroppedFilesWarning, read_dicom_folder
 from medi2i.errors import GeometryError, InputError
 from medi2i.io import read_volume
 from medi2i.testing.dicom_series import AXIAL, CORONAL, stack_geometry, write_series
@@ -243,7 +243,7 @@ def test_file_truncated_after_the_scan(tmp_path: Path) -> None:
     paths = write_series(tmp_path, values((6, 5, 3)))
     series = scan_folder(tmp_path).series[0]
     paths[0].write_bytes(paths[0].read_bytes()[:-10])
-    from medi2i.dicom.volume import read_dicom_series
+    from medi2i.dicom.reading.series_volume import read_dicom_series
 
     with pytest.raises(InputError) as error:
         read_dicom_series(series)

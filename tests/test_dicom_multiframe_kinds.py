@@ -13,9 +13,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from medi2i.dicom.multiframe import mosaic_layout
-from medi2i.dicom.scan import scan_folder
-from medi2i.dicom.volume import LPS_TO_RAS, read_dicom_folder
+from medi2i.dicom.reading.mosaic import mosaic_layout
+from medi2i.dicom.reading.series_scan import scan_folder
+from medi2i.dicom.reading.series_volume import LPS_TO_RAS, read_dicom_folder
 from medi2i.errors import InputError
 from medi2i.testing.dicom_series import write_enhanced
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medi2i.dicom.node import DicomNode, NodeConfig
-from medi2i.dicom.node_translation import SeriesTranslator
-from medi2i.dicom.send import Peer, disable_nagle, send_files
-from medi2i.dicom.spool import Spool
+from medi2i.dicom.node.dicom_node import DicomNode, NodeConfig
+from medi2i.dicom.node.send import Peer, disable_nagle, send_files
+from medi2i.dicom.node.spool import Spool
+from medi2i.dicom.node.translation import SeriesTranslator
 from medi2i.testing.dicom_series import write_series
 from tests.test_cli import run
 
@@ -225,8 +225,8 @@ def test_echo_then_a_series_is_translated_with_its_geometry(
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-    from medi2i.dicom.scan import scan_folder
-    from medi2i.dicom.volume import read_dicom_series
+    from medi2i.dicom.reading.series_scan import scan_folder
+    from medi2i.dicom.reading.series_volume import read_dicom_series
 
     host, port = node.address
     ae = AE(ae_title="TEST")

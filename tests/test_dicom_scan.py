@@ -15,11 +15,12 @@ from pydicom.uid import generate_uid
 
 from medi2i.cli.dicom_commands import add_to
 from medi2i.cli.main import Medi2iGroup
-from medi2i.dicom import header
-from medi2i.dicom.scan import ScanResult, SeriesInfo, scan_folder
-from medi2i.dicom.select import SeriesSelector, matching_series, select_series
-from medi2i.dicom.stack import orientation_label
-from medi2i.dicom.volume import read_dicom_folder
+from medi2i.dicom.reading import header_parser as header
+from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
+from medi2i.dicom.reading.series_scan import scan_folder
+from medi2i.dicom.reading.series_selection import SeriesSelector, matching_series, select_series
+from medi2i.dicom.reading.series_volume import read_dicom_folder
+from medi2i.dicom.reading.stack_geometry import orientation_label
 from medi2i.errors import InputError
 from medi2i.testing.dicom_series import SAGITTAL, write_series
 

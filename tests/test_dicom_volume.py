@@ -16,11 +16,11 @@ from monai.data import MetaTensor
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from medi2i.dicom.reader import DicomFolderReader
-from medi2i.dicom.scan import scan_folder
-from medi2i.dicom.select import SeriesSelector
+from medi2i.dicom.reading.series_scan import scan_folder
+from medi2i.dicom.reading.series_selection import SeriesSelector
+from medi2i.dicom.reading.series_volume import LPS_TO_RAS, read_dicom_folder, read_dicom_series
+from medi2i.dicom.reading.volume_reader import DicomFolderReader
 from medi2i.dicom.source import META_KEY, DicomSource
-from medi2i.dicom.volume import LPS_TO_RAS, read_dicom_folder, read_dicom_series
 from medi2i.errors import GeometryError
 from medi2i.io import read_volume
 from medi2i.testing.dicom_series import (

@@ -13,9 +13,9 @@ from pydicom.uid import generate_uid
 from medi2i.cli.dicom_commands import add_to
 from medi2i.cli.main import Medi2iGroup
 from medi2i.cli.selection import series_selector
-from medi2i.dicom.scan import scan_folder
-from medi2i.dicom.select import SeriesSelector, select_series
-from medi2i.dicom.volume import read_dicom_folder
+from medi2i.dicom.reading.series_scan import scan_folder
+from medi2i.dicom.reading.series_selection import SeriesSelector, select_series
+from medi2i.dicom.reading.series_volume import read_dicom_folder
 from medi2i.errors import InputError
 from medi2i.testing.dicom_series import write_series
 

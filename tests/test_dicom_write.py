@@ -17,12 +17,12 @@ from monai.data.meta_tensor import MetaTensor
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from medi2i.dicom import write as write_module
-from medi2i.dicom.deidentify import Deidentifier
+from medi2i.dicom.reading.series_volume import read_dicom_folder
 from medi2i.dicom.source import META_KEY, DicomSource
-from medi2i.dicom.volume import read_dicom_folder
-from medi2i.dicom.write import quantize_mr, write_derived_series
-from medi2i.dicom.writer import DicomSeriesWriter
+from medi2i.dicom.writing import derived_series as write_module
+from medi2i.dicom.writing.deidentify import Deidentifier
+from medi2i.dicom.writing.derived_series import quantize_mr, write_derived_series
+from medi2i.dicom.writing.volume_writer import DicomSeriesWriter
 from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 from medi2i.method import Grid, Method, PredictContext, Task, VolumeSpec
 from medi2i.testing.dicom_series import write_series
@@ -474,7 +474,7 @@ def test_dicom_writer_refuses_a_volume_that_does_not_name_its_method(tmp_path: P
 
 
 def test_a_dicom_folder_predicted_and_written_keeps_its_study_and_grid(tmp_path: Path) -> None:
-    from medi2i.dicom.volume import read_dicom_folder
+    from medi2i.dicom.reading.series_volume import read_dicom_folder
     from medi2i.io import write_volume
     from medi2i.prediction import predict_tensor
     from medi2i.settings import InferenceSettings

@@ -31,8 +31,8 @@ import torch
 from monai.data.meta_tensor import MetaTensor
 
 import medi2i
-from medi2i.dicom.reader import DicomFolderReader
-from medi2i.dicom.scan import scan_folder
+from medi2i.dicom.reading.series_scan import scan_folder
+from medi2i.dicom.reading.volume_reader import DicomFolderReader
 from medi2i.errors import Medi2iError
 from medi2i.testing.dicom_series import write_enhanced, write_series
 from medi2i.testing.volumes import write_volume_file

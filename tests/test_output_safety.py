@@ -80,7 +80,7 @@ def test_a_full_disk_while_writing_a_series_is_one_line_and_leaves_nothing(
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         path.write_bytes(b"slice")
 
-    monkeypatch.setattr("medi2i.dicom.write._save", full)
+    monkeypatch.setattr("medi2i.dicom.writing.derived_series._save", full)
     source = nifti(tmp_path / "a.nii.gz", blobs())
     result = translate(source, tmp_path / "sct")
     assert result.exit_code == 1

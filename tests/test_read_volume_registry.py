@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import medi2i
-from medi2i.dicom.volume import read_dicom_folder
+from medi2i.dicom.reading.series_volume import read_dicom_folder
 from medi2i.io import registered_readers
 from medi2i.testing.dicom_series import write_series
 

@@ -23,8 +23,8 @@ from medi2i.cli.selection import selection_options
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
-    from medi2i.dicom.scan import ScanResult
-    from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.reading.series_records import ScanResult
+    from medi2i.dicom.reading.series_selection import SeriesSelector
 
 
 def add_to(group: click.Group) -> None:

@@ -20,8 +20,8 @@ from medi2i.errors import OptionsError
 from medi2i.plugins import PluginSet
 
 if TYPE_CHECKING:
-    from medi2i.dicom.scan import ScanResult
-    from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.reading.series_records import ScanResult
+    from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
@@ -341,7 +341,7 @@ def predict_command(
 
     image = None
     if scan is not None and any(series.images for series in scan.series):
-        from medi2i.dicom.volume import read_scanned
+        from medi2i.dicom.reading.series_volume import read_scanned
 
         image = read_scanned(scan, selector)  # the scan above: headers are parsed once
     settings = _settings(**inference)  # type: ignore[arg-type]
@@ -364,7 +364,7 @@ def _dicom_scan(path: Path, tolerance_mm: float | None) -> ScanResult | None:
     """The header scan of a folder input (passed on, so a tree is scanned once)."""
     if not path.is_dir():
         return None
-    from medi2i.dicom.scan import scan_folder
+    from medi2i.dicom.reading.series_scan import scan_folder
 
     return scan_folder(path, slice_tolerance_mm=tolerance_mm)
 

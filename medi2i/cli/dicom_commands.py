@@ -27,10 +27,10 @@ from medi2i.cli.selection import picks_a_series, selection_options, slice_tolera
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
-    from medi2i.dicom.node import NodeConfig
-    from medi2i.dicom.scan import ScanResult, SeriesInfo
-    from medi2i.dicom.select import SeriesSelector
-    from medi2i.dicom.send import Peer
+    from medi2i.dicom.node.dicom_node import NodeConfig
+    from medi2i.dicom.node.send import Peer
+    from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
+    from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.method import Method
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
@@ -62,8 +62,8 @@ def ls_command(
     A series of several volumes (echoes, time points) is listed once per volume, which
     --volume N picks.
     """
-    from medi2i.dicom.scan import scan_folder
-    from medi2i.dicom.select import select_series
+    from medi2i.dicom.reading.series_scan import scan_folder
+    from medi2i.dicom.reading.series_selection import select_series
     from medi2i.errors import Medi2iError
 
     result = scan_folder(path, slice_tolerance_mm=slice_tolerance(selector))
@@ -290,7 +290,7 @@ def serve_command(
     translation in progress. One line is printed per series.
     """
     from medi2i.cli.commands import _key_values, _registry, _settings
-    from medi2i.dicom.send import check_ae_title, parse_peer
+    from medi2i.dicom.node.send import check_ae_title, parse_peer
     from medi2i.prediction import load_method
 
     peer = parse_peer(forward) if forward else None
@@ -324,7 +324,7 @@ def serve_command(
 
 
 def _node_config(title: str, host: str, port: int, idle_timeout: float) -> NodeConfig:
-    from medi2i.dicom.node import NodeConfig
+    from medi2i.dicom.node.dicom_node import NodeConfig
 
     return NodeConfig(ae_title=title, host=host, port=port, idle_timeout=idle_timeout)
 
@@ -353,9 +353,9 @@ def _serve(
     registry: Registry,
     model: Path | None,
 ) -> None:
-    from medi2i.dicom.node import DicomNode, check_node_output
-    from medi2i.dicom.node_translation import SeriesTranslator
-    from medi2i.dicom.spool import Spool
+    from medi2i.dicom.node.dicom_node import DicomNode, check_node_output
+    from medi2i.dicom.node.spool import Spool
+    from medi2i.dicom.node.translation import SeriesTranslator
 
     check_node_output(output, spool=spool_root, manifest=manifest)
     translator = SeriesTranslator(
@@ -414,7 +414,7 @@ def send_command(ctx: click.Context, folder: Path, peer: str, calling_aet: str) 
     Prints how many files were sent and each one that failed; the exit status is 1 when
     any failed. Files that are not DICOM instances are skipped.
     """
-    from medi2i.dicom.send import check_ae_title, dicom_files_under, parse_peer, send_files
+    from medi2i.dicom.node.send import check_ae_title, dicom_files_under, parse_peer, send_files
 
     target = parse_peer(peer)
     title = check_ae_title(calling_aet, "--calling-aet")

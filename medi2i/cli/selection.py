@@ -3,7 +3,7 @@
 A command decorated with :func:`selection_options` gets ``--modality``,
 ``--description``, ``--orientation``, ``--series-uid``, ``--largest``, ``--volume`` and
 ``--slice-tolerance``, and receives them as one keyword argument, ``selector``: a
-:class:`~medi2i.dicom.select.SeriesSelector`, or ``None`` when none was given.
+:class:`~medi2i.dicom.reading.series_selection.SeriesSelector`, or ``None`` when none was given.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import click
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
-    from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.reading.series_selection import SeriesSelector
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,7 +76,7 @@ def series_selector(**given: object) -> SeriesSelector | None:
     """
     from pydantic import ValidationError
 
-    from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.reading.series_selection import SeriesSelector
 
     rules = {key: value for key, value in given.items() if value not in (None, False)}
     if not rules:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from medi2i.dicom.header import (
+from medi2i.dicom.reading.header_parser import (
     InvalidValue,
     decimals,
     first_line,
@@ -85,6 +85,8 @@ VOLUME_TAGS = (
 """Elements that tell apart the volumes of one series (echoes, time points, b-values),
 in the order they are tried; :attr:`ImageHeader.volume_tags` holds their values."""
 
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+"""File name endings taken as DICOM without looking inside."""
 _NATIVE_SYNTAXES = {
     "1.2.840.10008.1.2": "<",  # Implicit VR Little Endian
     "1.2.840.10008.1.2.1": "<",  # Explicit VR Little Endian
@@ -208,7 +210,7 @@ class FileRecord:
 
 def read_file_record(path: Path) -> FileRecord | SkippedFile:
     """Parse one file's header; a :class:`SkippedFile` when it is not usable DICOM."""
-    from medi2i.dicom.header import raw_dataset_syntax, read_header
+    from medi2i.dicom.reading.header_parser import raw_dataset_syntax, read_header
 
     try:
         with path.open("rb") as stream:
@@ -264,8 +266,6 @@ _WANTED: frozenset[int] | None = None
 
 
 def _named_dicom(path: Path) -> bool:
-    from medi2i.dicom.reader import DICOM_SUFFIXES
-
     return path.name.lower().endswith(DICOM_SUFFIXES)
 
 
@@ -362,7 +362,7 @@ def _images(
     element_header: bytes,
     size: int,
 ) -> tuple[ImageHeader, ...]:
-    from medi2i.dicom.multiframe import (
+    from medi2i.dicom.reading.multiframe import (
         frame_geometries,
         grid_frame_positions,
         has_functional_groups,
@@ -413,7 +413,7 @@ def _mosaic_slices(base: ImageHeader) -> tuple[ImageHeader, ...]:
     """The slices of a Siemens mosaic (read from tiles of its one image), or ``()``."""
     from pydicom import dcmread
 
-    from medi2i.dicom.multiframe import mosaic_layout
+    from medi2i.dicom.reading.mosaic import mosaic_layout
 
     try:
         full = dcmread(base.path, stop_before_pixels=True, force=True)  # private elements too

@@ -1,17 +1,17 @@
 """What a DICOM node does with a complete series: translate it, store it, forward it, record it.
 
-A series taken from the spool (:mod:`medi2i.dicom.spool`) goes the way one study of
+A series taken from the spool (:mod:`medi2i.dicom.node.spool`) goes the way one study of
 ``medi2i batch`` goes: the folder is scanned (headers only), the series read with
-:func:`medi2i.dicom.volume.read_dicom_series`, translated with
+:func:`medi2i.dicom.reading.series_volume.read_dicom_series`, translated with
 :func:`medi2i.prediction.predict_tensor` and written as a derived series with
-:func:`medi2i.dicom.write.write_derived_series` (atomically) to
+:func:`medi2i.dicom.writing.derived_series.write_derived_series` (atomically) to
 ``<output>/<source Series Instance UID>/<method id>/``, with a provenance sidecar next
 to it, ``<method id>.provenance.json`` (:func:`medi2i.prediction.provenance`: method,
 plugin, options, weights and the hash of the volume read, plus ``series_uid``,
 ``study_uid`` and ``calling_ae``; no input path, since the spooled files are removed;
 with ``deidentify`` no UIDs or AE titles either). A series received again later
 replaces its earlier derived series and sidecar. With a forward peer the derived files are then
-sent with C-STORE (:mod:`medi2i.dicom.send`); without ``output`` they are written to a
+sent with C-STORE (:mod:`medi2i.dicom.node.send`); without ``output`` they are written to a
 hidden folder in the spool and removed once sent.
 
 The manifest is JSON Lines like batch's, one record appended per event::
@@ -45,9 +45,9 @@ from medi2i.errors import InputError, Medi2iError, OutputError
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.dicom.scan import SeriesInfo
-    from medi2i.dicom.send import Peer
-    from medi2i.dicom.spool import TakenSeries
+    from medi2i.dicom.node.send import Peer
+    from medi2i.dicom.node.spool import TakenSeries
+    from medi2i.dicom.reading.series_records import SeriesInfo
     from medi2i.method import Method
     from medi2i.prediction import Condition
     from medi2i.registry import Registry
@@ -176,7 +176,7 @@ class SeriesTranslator:
         )
 
     def _series(self, taken: TakenSeries) -> SeriesInfo:
-        from medi2i.dicom.scan import scan_folder
+        from medi2i.dicom.reading.series_scan import scan_folder
 
         found = scan_folder(taken.folder).series
         if len(found) != 1:
@@ -189,7 +189,7 @@ class SeriesTranslator:
     def _run(
         self, series: SeriesInfo, timings: dict[str, float], calling_ae: tuple[str, ...]
     ) -> tuple[tuple[str, ...], str | None]:
-        from medi2i.dicom.volume import read_dicom_series
+        from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
 
         with _timed(timings, "read"):
@@ -217,8 +217,8 @@ class SeriesTranslator:
 
     def _write(self, result: MetaTensor, folder: Path) -> list[Path]:
         from medi2i.dicom.source import META_KEY, DicomSource
-        from medi2i.dicom.write import write_derived_series
-        from medi2i.dicom.writer import OUTPUT_MODALITY_KEY, output_modality
+        from medi2i.dicom.writing.derived_series import write_derived_series
+        from medi2i.dicom.writing.volume_writer import OUTPUT_MODALITY_KEY, output_modality
 
         found = result.meta.get(META_KEY)
         source = found if isinstance(found, DicomSource) else None
@@ -260,7 +260,7 @@ class SeriesTranslator:
     def _forward(self, files: list[Path], timings: dict[str, float]) -> str | None:
         if self.forward is None:
             return None
-        from medi2i.dicom.send import send_files
+        from medi2i.dicom.node.send import send_files
 
         with _timed(timings, "send"):
             report = send_files(files, self.forward, calling_ae_title=self.calling_ae_title)

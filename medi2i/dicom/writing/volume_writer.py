@@ -5,7 +5,7 @@ or a folder that already exists. Every file format medi2i writes has a suffix
 (``.nii.gz``, ``.nrrd``, ``.mha``), so ``medi2i predict mr_dicom/ out/sct`` writes a
 DICOM series and ``medi2i predict mr_dicom/ sct.nii.gz`` a NIfTI file. Name a series
 folder whose name contains a dot (a UID, say) by creating it first, or write it with
-:func:`medi2i.dicom.write.write_derived_series`.
+:func:`medi2i.dicom.writing.derived_series.write_derived_series`.
 
 What it reads from the volume's metadata (the predict path sets the first three):
 
@@ -20,7 +20,7 @@ What it reads from the volume's metadata (the predict path sets the first three)
     patient, study, frame of reference and images are kept and referenced. Without it
     (a NIfTI input) a placeholder study is created.
 ``medi2i.dicom.deidentify``
-    ``True`` to de-identify the series (:mod:`medi2i.dicom.deidentify`); the writer's
+    ``True`` to de-identify the series (:mod:`medi2i.dicom.writing.deidentify`); the writer's
     own ``deidentify`` flag does the same for every volume.
 """
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.dicom.source import DicomSource
-    from medi2i.dicom.write import Modality
+    from medi2i.dicom.writing.derived_header import Modality
 
 METHOD_ID_KEY = "medi2i.method.id"
 """Meta key of the id of the method that computed a volume."""
@@ -76,7 +76,7 @@ class DicomSeriesWriter(VolumeWriter):
         """Refuse, before any inference, a grid no slice geometry expresses (in-plane
         shear, slices that do not advance) or an output whose modality is not known."""
         from medi2i.dicom.source import META_KEY, DicomSource
-        from medi2i.dicom.write import slice_geometry
+        from medi2i.dicom.writing.derived_series import slice_geometry
 
         found = meta.get(META_KEY)
         slice_geometry(affine, Path(path))
@@ -91,7 +91,7 @@ class DicomSeriesWriter(VolumeWriter):
             GeometryError: Not one 3D volume, or a sheared or singular affine.
         """
         from medi2i.dicom.source import META_KEY, DicomSource
-        from medi2i.dicom.write import write_derived_series
+        from medi2i.dicom.writing.derived_series import write_derived_series
 
         meta: Mapping[str, object] = volume.meta
         found = meta.get(META_KEY)

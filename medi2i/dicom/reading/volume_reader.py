@@ -1,7 +1,7 @@
 """The ``dicom`` volume reader: DICOM folders and files for ``read_volume`` and ``predict``.
 
 Example:
-    >>> from medi2i.dicom.select import SeriesSelector
+    >>> from medi2i.dicom.reading.series_selection import SeriesSelector
     >>> reader = DicomFolderReader(selector=SeriesSelector(modality="CT", largest=True))
     >>> reader.name
     'dicom'
@@ -14,15 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medi2i.dicom.reading.file_records import DICOM_SUFFIXES
 from medi2i.io.base import VolumeReader, require_existing
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.reading.series_selection import SeriesSelector
 
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-"""File name endings taken as DICOM without looking inside."""
 _PROBE_LIMIT = 64  # folder entries looked at by can_read before it answers no
 
 
@@ -30,8 +29,9 @@ class DicomFolderReader(VolumeReader):
     """Reads a DICOM series from a folder tree, or an enhanced multi-frame file.
 
     A folder is scanned (headers only), one series is picked by the reader's
-    :class:`~medi2i.dicom.select.SeriesSelector` (by default: the only series that can
-    be a volume) and read with :func:`medi2i.dicom.volume.read_dicom_series`.
+    :class:`~medi2i.dicom.reading.series_selection.SeriesSelector` (by default: the only
+    series that can be a volume) and read with
+    :func:`medi2i.dicom.reading.series_volume.read_dicom_series`.
 
     Args:
         selector: Rules that pick the series in folders holding several.
@@ -59,7 +59,7 @@ class DicomFolderReader(VolumeReader):
 
     def read(self, path: Path) -> MetaTensor:
         """Read the selected series of a folder, or one file; see :meth:`VolumeReader.read`."""
-        from medi2i.dicom.volume import read_dicom_folder
+        from medi2i.dicom.reading.series_volume import read_dicom_folder
 
         require_existing(Path(path))
         return read_dicom_folder(path, self.selector)
@@ -88,7 +88,7 @@ def _first_files(folder: Path) -> Iterator[Path]:
 def _is_dicom_file(path: Path) -> bool:
     if path.name.upper() == "DICOMDIR":
         return True
-    from medi2i.dicom.header import raw_dataset_syntax
+    from medi2i.dicom.reading.header_parser import raw_dataset_syntax
 
     try:
         with path.open("rb") as stream:

@@ -16,7 +16,7 @@ series with problems then fails with its problems). When several series match,
 lists them, since reading the wrong series silently is worse than asking.
 
 A series of several volumes (echoes, time points, b-values; see
-:mod:`medi2i.dicom.scan`) is listed once per volume; ``volume: 2`` picks the second,
+:mod:`medi2i.dicom.reading.series_scan`) is listed once per volume; ``volume: 2`` picks the second,
 and without it reading such a series fails with a message that lists its volumes.
 """
 
@@ -28,7 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medi2i.dicom.scan import SeriesInfo
+from medi2i.dicom.reading.series_records import SeriesInfo
 from medi2i.errors import InputError
 
 Orientation = Literal["axial", "sagittal", "coronal", "oblique"]
@@ -142,7 +142,7 @@ def select_series(
     """The one series ``selector`` picks.
 
     Args:
-        series: Series of a scan (:attr:`medi2i.dicom.scan.ScanResult.series`).
+        series: Series of a scan (:attr:`medi2i.dicom.reading.series_records.ScanResult.series`).
         selector: The rules; without any, the only series that can be a volume.
 
     Returns:

@@ -2,14 +2,14 @@
 
 :class:`DicomNode` is a C-STORE SCP and Verification SCP (a pynetdicom application
 entity) that accepts every storage SOP Class in any transfer syntax. Received instances
-go to the spool (:mod:`medi2i.dicom.spool`, which also holds the rule for when a
+go to the spool (:mod:`medi2i.dicom.node.spool`, which also holds the rule for when a
 series is complete); a worker thread takes each complete series out and hands it to a
-:class:`~medi2i.dicom.node_translation.SeriesTranslator` (translate, store under
+:class:`~medi2i.dicom.node.translation.SeriesTranslator` (translate, store under
 ``output``, forward to a peer, one manifest record and one log line per series). One
 series is translated at a time, in the order they complete.
 
 Starting, the node first sets aside what a killed node left in the spool
-(:meth:`~medi2i.dicom.spool.Spool.recover`: never translated, one log line each).
+(:meth:`~medi2i.dicom.node.spool.Spool.recover`: never translated, one log line each).
 
 Refused with a failure status, never crashing the node: a dataset that cannot be
 decoded (``0xC210``), one without valid Study, Series and SOP Instance UIDs or whose
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medi2i.dicom.node_translation import SeriesTranslator, describe
-from medi2i.dicom.send import disable_nagle
-from medi2i.dicom.spool import Spool, is_uid
+from medi2i.dicom.node.send import disable_nagle
+from medi2i.dicom.node.spool import Spool, is_uid
+from medi2i.dicom.node.translation import SeriesTranslator, describe
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event

@@ -1,9 +1,10 @@
 """DICOM series into volumes: pixel data, rescale to real units, and the RAS affine.
 
 :func:`read_dicom_folder` scans a folder, picks one series (see
-:mod:`medi2i.dicom.select`) and reads it; :func:`read_dicom_series` reads a series the
-scan found. The slice order, spacing and grid come from the scan's checks in
-:mod:`medi2i.dicom.stack`; this module only fetches pixels and assembles the volume:
+:mod:`medi2i.dicom.reading.series_selection`) and reads it; :func:`read_dicom_series`
+reads a series the scan found. The slice order, spacing and grid come from the scan's
+checks in :mod:`medi2i.dicom.reading.stack_geometry`; this module only fetches pixels
+and assembles the volume:
 
 - uncompressed little- or big-endian pixels are read straight from the files at the
   offset the scan recorded, by a pool of threads, without parsing headers again;
@@ -33,8 +34,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medi2i.dicom.images import ImageHeader, SkippedFile
-from medi2i.dicom.scan import ScanResult, SeriesInfo, scan_folder
+from medi2i.dicom.reading.file_records import ImageHeader, SkippedFile
+from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
+from medi2i.dicom.reading.series_scan import scan_folder
 from medi2i.dicom.source import META_KEY, DicomSource
 from medi2i.errors import GeometryError, InputError
 from medi2i.io.base import require_memory
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
     from pydicom.dataset import Dataset
 
-    from medi2i.dicom.select import SeriesSelector
+    from medi2i.dicom.reading.series_selection import SeriesSelector
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Flips x and y: DICOM patient coordinates (LPS) to MONAI's RAS, and back."""
@@ -76,7 +78,7 @@ def read_dicom_folder(path: str | Path, selector: SeriesSelector | None = None) 
 
 def read_scanned(result: ScanResult, selector: SeriesSelector | None = None) -> MetaTensor:
     """Select one series of a folder's scan and read it (see :func:`read_dicom_folder`)."""
-    from medi2i.dicom.select import select_series
+    from medi2i.dicom.reading.series_selection import select_series
 
     if not any(series.images for series in result.series):
         raise InputError(_no_images_message(result.root, result.series, result.skipped))
@@ -117,7 +119,7 @@ def read_dicom_series(series: SeriesInfo) -> MetaTensor:
     geometry.
 
     Args:
-        series: A series from :func:`medi2i.dicom.scan.scan_folder` with no problems.
+        series: A series from :func:`medi2i.dicom.reading.series_scan.scan_folder` with no problems.
 
     Returns:
         A ``(1, X, Y, Z)`` float32 ``MetaTensor``; ``meta["medi2i.dicom"]`` is the
@@ -154,7 +156,7 @@ class DroppedFilesWarning(UserWarning):
 
 
 def _warn_about_dropped_copies(series: SeriesInfo) -> None:
-    from medi2i.dicom.stack import DUPLICATE_FILES_NOTE
+    from medi2i.dicom.reading.stack_geometry import DUPLICATE_FILES_NOTE
 
     for note in series.notes:
         if DUPLICATE_FILES_NOTE in note:
@@ -462,7 +464,7 @@ def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
     from pydicom import dcmread
     from pydicom.uid import UID
 
-    from medi2i.dicom.header import raw_dataset_syntax
+    from medi2i.dicom.reading.header_parser import raw_dataset_syntax
 
     with path.open("rb") as stream:
         start = stream.read(132)

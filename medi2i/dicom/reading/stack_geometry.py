@@ -24,13 +24,14 @@ slices of an oblique stack up to 0.09 mm off a straight line). A regular grid is
 to all positions by least squares (origin and step along the slice normal, one in-plane
 offset) and the stack is a volume when every slice lies within the *slice tolerance* of
 it; the volume is then placed on the fitted grid and the largest deviation is reported
-(:attr:`~medi2i.dicom.scan.StackGeometry.position_residual_mm`). The default tolerance
-is 0.2 mm or 5 % of the slice spacing, whichever is larger, but never more than 25 % of
-the spacing, so that a missing slice (which puts slices half a spacing off any regular
-grid) or a shifted slice is still refused; a selector's ``slice_tolerance_mm`` replaces
-it. When the in-plane offset drifts by more than the tolerance, a line through all
-positions is fitted instead (gantry tilt). Positions closer than 1e-3 mm along the
-normal are duplicates; direction cosines agree when within 1e-3.
+(:attr:`~medi2i.dicom.reading.series_records.StackGeometry.position_residual_mm`). The
+default tolerance is 0.2 mm or 5 % of the slice spacing, whichever is larger, but never
+more than 25 % of the spacing, so that a missing slice (which puts slices half a spacing
+off any regular grid) or a shifted slice is still refused; a selector's
+``slice_tolerance_mm`` replaces it. When the in-plane offset drifts by more than the
+tolerance, a line through all positions is fitted instead (gantry tilt). Positions
+closer than 1e-3 mm along the normal are duplicates; direction cosines agree when within
+1e-3.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from medi2i.dicom.header import InvalidValue, integer
-from medi2i.dicom.images import ImageHeader
-from medi2i.dicom.scan import Problem, SeriesInfo, StackGeometry
+from medi2i.dicom.reading.file_records import ImageHeader
+from medi2i.dicom.reading.header_parser import InvalidValue, integer
+from medi2i.dicom.reading.series_records import Problem, SeriesInfo, StackGeometry
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

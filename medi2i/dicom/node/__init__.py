@@ -1,0 +1,1 @@
+"""A DICOM node: receive series over the network, spool, translate, store and forward them."""
