@@ -71,6 +71,7 @@ def make_node(
     output: Path | None,
     forward: Peer | None = None,
     log: Callable[[str], None] = print,
+    deidentify: bool = False,
 ) -> DicomNode:
     from medi2i.plugins import load_plugins
     from medi2i.prediction import load_method
@@ -85,6 +86,7 @@ def make_node(
         work=tmp / "spool",
         output=output,
         forward=forward,
+        deidentify=deidentify,
     )
     config = NodeConfig(port=0, idle_timeout=IDLE_S, poll_interval=0.05)
     return DicomNode(
@@ -466,3 +468,44 @@ def test_serve_translates_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 0, output
     assert "received 6 instance(s) from TEST; translated in" in output
     assert "stopped" in output
+
+
+def test_a_de_identified_node_writes_nothing_that_names_the_source(tmp_path: Path) -> None:
+    import pydicom
+
+    files = source_series(tmp_path / "src")
+    for path in files:  # distinctive identifiers, to be searched for afterwards
+        dataset = pydicom.dcmread(path)
+        dataset.PatientName = "Zyxwvut^Qponm"
+        dataset.PatientID = "MRN-778899"
+        dataset.save_as(path)
+    source = pydicom.dcmread(files[0])
+    identifiers = [
+        "Zyxwvut",
+        "MRN-778899",
+        str(source.SeriesInstanceUID),
+        str(source.StudyInstanceUID),
+        str(source.SOPInstanceUID),
+        "TEST",  # the calling AE title
+    ]
+    output = tmp_path / "out"
+    seen: list[str] = []
+    for _run in range(2):  # a second node on the same output keeps the pseudonyms
+        running = make_node(tmp_path, output=output, deidentify=True)
+        running.start()
+        try:
+            report = send_files(files, peer_of(running), calling_ae_title="TEST")
+            assert len(report.sent) == 6
+            wait_for(lambda: final_statuses(tmp_path / "manifest.jsonl").count("done") > len(seen))
+        finally:
+            running.stop(timeout=30)
+        seen.append(records(tmp_path / "manifest.jsonl")[-1]["series_uid"])  # type: ignore[arg-type]
+    assert seen[0] == seen[1] != str(source.SeriesInstanceUID)
+    written = [path for path in output.rglob("*") if path.is_file()]
+    written.append(tmp_path / "manifest.jsonl")
+    assert any(path.suffix == ".dcm" for path in written)
+    for path in written:
+        text = path.read_bytes()
+        for identifier in identifiers:
+            assert identifier.encode() not in text, f"{identifier} in {path}"
+            assert identifier not in str(path.relative_to(tmp_path)), path

@@ -9,7 +9,13 @@ A series taken from the spool (:mod:`medi2i.dicom.node.spool`) goes the way one 
 to it, ``<method id>.provenance.json`` (:func:`medi2i.prediction.provenance`: method,
 plugin, options, weights and the hash of the volume read, plus ``series_uid``,
 ``study_uid`` and ``calling_ae``; no input path, since the spooled files are removed;
-with ``deidentify`` no UIDs or AE titles either). A series received again later
+with ``deidentify`` no UIDs or AE titles either). With ``deidentify`` nothing the node
+writes names the source, as in ``medi2i batch --deidentify``: the folder is named by the
+series' pseudonym (``<output>/<pseudonym>/<method id>/``), the derived series and the
+manifest carry the same salted pseudonyms, kept stable across runs by the salt file of
+:func:`medi2i.dicom.writing.deidentify.folder_deidentifier` in ``output`` (in the spool
+when the node only forwards), and error messages have the source's UIDs and spool paths
+replaced. A series received again later
 replaces its earlier derived series and sidecar. With a forward peer the derived files are then
 sent with C-STORE (:mod:`medi2i.dicom.node.send`); without ``output`` they are written to a
 hidden folder in the spool and removed once sent.
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
     from medi2i.dicom.node.send import Peer
     from medi2i.dicom.node.spool import TakenSeries
     from medi2i.dicom.reading.series_records import SeriesInfo
+    from medi2i.dicom.writing.deidentify import Deidentifier
     from medi2i.method import Method
     from medi2i.prediction import Condition
     from medi2i.registry import Registry
@@ -125,6 +132,40 @@ class SeriesTranslator:
     model: Path | str | None = None
 
     @cached_property
+    def _deidentifier(self) -> Deidentifier | None:
+        if not self.deidentify:
+            return None
+        from medi2i.dicom.writing.deidentify import folder_deidentifier
+
+        return folder_deidentifier(self.output if self.output is not None else self.work)
+
+    def _name(self, uid: str | None) -> str | None:
+        """``uid``, or its pseudonym when de-identifying."""
+        if uid is None or self._deidentifier is None:
+            return uid
+        return self._deidentifier.uid(uid)
+
+    def _scrubbed(
+        self, record: SeriesRecord, taken: TakenSeries, study: str | None
+    ) -> SeriesRecord:
+        """The record as written: no source UID, AE title or spool path when de-identifying."""
+        if self._deidentifier is None:
+            return record
+        error = record.error
+        if error is not None:
+            for original in (taken.series_uid, study):
+                if original:
+                    error = error.replace(original, "<uid>")
+            error = error.replace(str(self.work), "<spool>")
+        return replace(
+            record,
+            series_uid=self._name(taken.series_uid) or "",
+            study_uid=self._name(study),
+            calling_ae=(),
+            error=error,
+        )
+
+    @cached_property
     def _registry(self) -> Registry:
         if self.registry is not None:
             return self.registry
@@ -143,17 +184,16 @@ class SeriesTranslator:
         )
         try:
             if not taken.complete:
-                return append_record(
-                    self.manifest,
-                    replace(
-                        record,
-                        status="discarded",
-                        error="the association was aborted and the series was not sent "
-                        "again; nothing was translated",
-                    ),
+                discarded = replace(
+                    record,
+                    status="discarded",
+                    error="the association was aborted and the series was not sent "
+                    "again; nothing was translated",
                 )
-            append_record(self.manifest, record)
-            return append_record(self.manifest, self._translate(taken, record))
+                return append_record(self.manifest, self._scrubbed(discarded, taken, None))
+            append_record(self.manifest, self._scrubbed(record, taken, None))
+            final = self._translate(taken, record)
+            return append_record(self.manifest, self._scrubbed(final, taken, final.study_uid))
         finally:
             taken.discard()
 
@@ -200,7 +240,7 @@ class SeriesTranslator:
             )
         scratch = None
         if self.output is not None:
-            folder = self.output / series.series_instance_uid / self.method.id
+            folder = self.output / str(self._name(series.series_instance_uid)) / self.method.id
         else:
             scratch = self.work / f".derived-{series.series_instance_uid}-{os.getpid()}"
             folder = scratch / self.method.id
@@ -231,6 +271,7 @@ class SeriesTranslator:
             method_id=self.method.id,
             method_version=self.method.version,
             deidentify=self.deidentify,
+            deidentifier=self._deidentifier,
         )
 
     def _provenance(
