@@ -53,6 +53,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from pydicom.uid import generate_uid
 
 import medi2i
 from medi2i.testing.dicom_series import (
@@ -121,6 +122,11 @@ EXPLANATIONS: dict[str, str] = {
     "Siemens mosaic, 9": _MOSAIC_SITK + " dcm2niix agrees with medi2i.",
 }
 EXPLANATIONS["/1.dcm"] = EXPLANATIONS["/0.dcm"]  # the same pattern, another b-value
+EXPLANATIONS["2 echoes in one series"] = (
+    "medi2i splits the series by Echo Numbers and reads echo 1 (--volume 1), as dcm2niix "
+    "writes it (out_e1.nii): identical. SimpleITK (GDCM) stacks the 20 files of both "
+    "echoes into one 20-slice volume, each position twice, so it is not compared."
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,9 @@ class Case:
     source: str
     kind: str
     files: tuple[Path, ...]
+    volume: int | None = None
+    """For a series of several volumes: the one medi2i reads (``--volume N``); the
+    references' first output is compared with it."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +301,30 @@ def synthetic_cases(root: Path) -> list[Case]:
         origin=(-20, -16, 0),
     )
     cases.append(Case("synthetic: Siemens mosaic, 9 slices", "medi2i.testing", "mosaic", (mosaic,)))
+    echoes = root / "synthetic-echoes"
+    series_uid, study_uid = generate_uid(), generate_uid()
+    for number, echo_time in enumerate((10.0, 30.0)):  # two echoes at the same positions
+        write_series(
+            echoes,
+            np.abs(volume) * (number + 1),
+            modality="MR",
+            rescale=(1.0, 0.0),
+            orientation=oblique,
+            spacing=(0.8, 0.8, 2.5),
+            series_uid=series_uid,
+            study_uid=study_uid,
+            instance_numbers=[number * shape[2] + k + 1 for k in range(shape[2])],
+            attributes={"EchoTime": echo_time, "EchoNumbers": number + 1},
+        )
+    cases.append(
+        Case(
+            "synthetic: 2 echoes in one series, oblique (echo 1)",
+            "medi2i.testing",
+            "single-frame series, 2 volumes",
+            tuple(sorted(echoes.iterdir())),
+            volume=1,
+        )
+    )
     return cases
 
 
@@ -320,11 +353,18 @@ def lay_out(case: Case, folder: Path) -> Path:
     return folder
 
 
-def read_medi2i(folder: Path) -> Reading:
+def read_medi2i(folder: Path, volume_number: int | None = None) -> Reading:
+    from medi2i.dicom.reading.series_selection import SeriesSelector
+    from medi2i.dicom.reading.volume_reader import DicomFolderReader
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            volume = medi2i.read_volume(folder)
+            if volume_number is None:
+                volume = medi2i.read_volume(folder)
+            else:
+                selector = SeriesSelector(volume=volume_number)
+                volume = DicomFolderReader(selector=selector).read(folder)
     except Exception as exc:
         return Reading(refused=_message(exc))
     return Reading(
@@ -489,7 +529,7 @@ def _describe(mapping: tuple[tuple[int, ...], tuple[bool, ...]]) -> str:
 
 def measure(case: Case, scratch: Path) -> Row:
     folder = lay_out(case, scratch / "in")
-    ours = read_medi2i(folder)
+    ours = read_medi2i(folder, case.volume)
     references = {
         "dcm2niix": read_dcm2niix(folder, scratch / "dcm2niix"),
         "simpleitk": read_simpleitk(folder),
