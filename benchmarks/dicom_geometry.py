@@ -582,9 +582,13 @@ def main() -> None:
         for number, case in enumerate(cases):
             print(f"[{number + 1}/{len(cases)}] {case.name}", flush=True)
             rows.append(measure(case, root / f"case-{number:03d}"))
-    report = summary(rows, excluded)
+        report = summary(rows, excluded)
+        # the scratch folder means nothing to a reader of the results: name it <scratch>
+        scratch = str(root)
+        text = json.dumps(report, indent=2).replace(scratch, "<scratch>")
+        report = json.loads(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dicom_geometry.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "dicom_geometry.json").write_text(text + "\n")
     (RESULTS / "dicom_geometry.md").write_text(markdown(report))
     print(json.dumps(report["summary"], indent=2))
 
