@@ -26,6 +26,7 @@ from medi2i.dicom.node.dicom_node import DicomNode, NodeConfig
 from medi2i.dicom.node.send import Peer, disable_nagle, send_files
 from medi2i.dicom.node.spool import Spool
 from medi2i.dicom.node.translation import SeriesTranslator
+from medi2i.dicom.reading.series_selection import SeriesSelector
 from medi2i.testing.dicom_series import write_series
 from tests.test_cli import run
 
@@ -72,6 +73,7 @@ def make_node(
     forward: Peer | None = None,
     log: Callable[[str], None] = print,
     deidentify: bool = False,
+    selector: SeriesSelector | None = None,
 ) -> DicomNode:
     from medi2i.plugins import load_plugins
     from medi2i.prediction import load_method
@@ -87,6 +89,7 @@ def make_node(
         output=output,
         forward=forward,
         deidentify=deidentify,
+        selector=selector,
     )
     config = NodeConfig(port=0, idle_timeout=IDLE_S, poll_interval=0.05)
     return DicomNode(
@@ -509,3 +512,48 @@ def test_a_de_identified_node_writes_nothing_that_names_the_source(tmp_path: Pat
         for identifier in identifiers:
             assert identifier.encode() not in text, f"{identifier} in {path}"
             assert identifier not in str(path.relative_to(tmp_path)), path
+
+
+def test_the_node_translates_what_the_selection_picks(tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+
+    echoes = tmp_path / "echoes"
+    series_uid, study_uid = generate_uid(), generate_uid()
+    rng = np.random.default_rng(1)
+    volumes = [rng.integers(1, 1000, (12, 10, 6)).astype(np.float64) for _ in range(2)]
+    for number, volume in enumerate(volumes):
+        write_series(
+            echoes,
+            volume,
+            modality="MR",
+            rescale=(1.0, 0.0),
+            series_uid=series_uid,
+            study_uid=study_uid,
+            instance_numbers=[number * 6 + k + 1 for k in range(6)],
+            attributes={"EchoTime": 10.0 + 20 * number},
+        )
+    ct = write_series(tmp_path / "ct", volumes[0], modality="CT")
+    running = make_node(
+        tmp_path, output=tmp_path / "out", selector=SeriesSelector(modality="MR", volume=2)
+    )
+    running.start()
+    try:
+        send_files(ct, peer_of(running), calling_ae_title="TEST")
+        wait_for(lambda: len(final_statuses(tmp_path / "manifest.jsonl")) == 1)
+        send_files(sorted(echoes.iterdir()), peer_of(running), calling_ae_title="TEST")
+        wait_for(lambda: len(final_statuses(tmp_path / "manifest.jsonl")) == 2)
+    finally:
+        running.stop(timeout=30)
+    skipped, done = [r for r in records(tmp_path / "manifest.jsonl") if r["status"] != "received"]
+    assert skipped["status"] == "skipped"
+    assert "modality=MR" in str(skipped["error"])
+    assert done["status"] == "done", done
+    (derived,) = (tmp_path / "out").glob(f"*/{METHOD}")
+    assert len(list(derived.glob("*.dcm"))) == 6  # one echo of the two
+    from medi2i.dicom.reading.series_scan import scan_folder
+    from medi2i.dicom.reading.series_volume import read_dicom_series
+
+    written = read_dicom_series(scan_folder(derived).series[0])[0].numpy()
+    # the inversion is c - x: only echo 2 (TE 30 ms) sums with it to a constant
+    assert float(np.std(written + volumes[1])) < 2
+    assert float(np.std(written + volumes[0])) > 100

@@ -255,12 +255,12 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     type=click.Path(path_type=Path),
     help="Manifest (JSON Lines) [default: OUTPUT/manifest.jsonl, else in the spool].",
 )
-@click.option("--modality", help="Translate only series of this modality (CT, MR, ...).")
 @click.option(
     "--deidentify",
     is_flag=True,
     help="De-identify the derived series (profile medi2i-basic-1, PS3.15 Basic Profile).",
 )
+@selection_options
 @inference_options
 @click.pass_context
 def serve_command(
@@ -278,7 +278,7 @@ def serve_command(
     idle_timeout: float,
     work: Path | None,
     manifest: Path | None,
-    modality: str | None,
+    selector: SeriesSelector | None,
     deidentify: bool,
     **inference: object,
 ) -> None:
@@ -315,7 +315,7 @@ def serve_command(
             manifest=book,
             output=output,
             peer=peer,
-            modality=modality.upper() if modality else None,
+            selector=selector,
             deidentify=deidentify,
             condition=_key_values(condition_pairs, "--condition") or None,
             registry=registry,
@@ -347,7 +347,7 @@ def _serve(
     manifest: Path,
     output: Path | None,
     peer: Peer | None,
-    modality: str | None,
+    selector: SeriesSelector | None,
     deidentify: bool,
     condition: dict[str, object] | None,
     registry: Registry,
@@ -366,7 +366,7 @@ def _serve(
         output=output,
         forward=peer,
         calling_ae_title=config.ae_title,
-        modality=modality,
+        selector=selector,
         condition=condition,
         deidentify=deidentify,
         registry=registry,

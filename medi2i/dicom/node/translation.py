@@ -28,7 +28,7 @@ The manifest is JSON Lines like batch's, one record appended per event::
      "send": 1.2}, "time": "2025-01-31T..."}
 
 ``status`` is ``received`` (written before translating), ``done``, ``failed`` (with
-``error``), ``skipped`` (not the modality asked for) or ``discarded`` (its association
+``error``), ``skipped`` (not what the selection rules ask for) or ``discarded`` (its association
 was aborted and no retry came: nothing was translated).
 """
 
@@ -38,7 +38,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from medi2i.dicom.node.send import Peer
     from medi2i.dicom.node.spool import TakenSeries
     from medi2i.dicom.reading.series_records import SeriesInfo
+    from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.dicom.writing.deidentify import Deidentifier
     from medi2i.method import Method
     from medi2i.prediction import Condition
@@ -110,7 +111,9 @@ class SeriesTranslator:
         output: Where derived series are stored, or ``None`` to only forward.
         forward: The peer derived series are sent to, or ``None``.
         calling_ae_title: The node's own AE title, used when forwarding.
-        modality: Translate only series of this modality; others are ``skipped``.
+        selector: Translate only the series these rules match (modality, description,
+            orientation, ...; for a series of several volumes, ``volume`` picks one);
+            others are ``skipped``.
         condition: Predict-time condition.
         deidentify: De-identify the derived series.
         registry: The plugins ``method`` came from, for the provenance; the installed
@@ -125,7 +128,7 @@ class SeriesTranslator:
     output: Path | None = None
     forward: Peer | None = None
     calling_ae_title: str = "MEDI2I"
-    modality: str | None = None
+    selector: SeriesSelector | None = None
     condition: Condition = None
     deidentify: bool = False
     registry: Registry | None = None
@@ -200,31 +203,49 @@ class SeriesTranslator:
     def _translate(self, taken: TakenSeries, record: SeriesRecord) -> SeriesRecord:
         timings = dict(record.timings)
         try:
-            series = self._series(taken)
-            record = replace(record, study_uid=series.study_instance_uid)
-            if self.modality and series.modality != self.modality:
+            found = self._scanned(taken)
+            record = replace(record, study_uid=found[0].study_instance_uid)
+            if self.selector is not None and not any(map(self.selector.matches, found)):
                 return replace(
                     record,
                     status="skipped",
-                    error=f"modality {series.modality or '?'}, not {self.modality}",
+                    error=f"not selected ({found[0].modality or '?'} "
+                    f"'{found[0].description}'; the node translates {self._wanted()})",
                 )
-            outputs, forwarded = self._run(series, timings, record.calling_ae)
+            outputs, forwarded = self._run(self._pick(taken, found), timings, record.calling_ae)
         except Exception as exc:  # one bad series must never stop the node
             return replace(record, status="failed", error=_message(exc), timings=timings)
         return replace(
             record, status="done", outputs=outputs, forwarded_to=forwarded, timings=timings
         )
 
-    def _series(self, taken: TakenSeries) -> SeriesInfo:
+    def _scanned(self, taken: TakenSeries) -> Sequence[SeriesInfo]:
+        """The received files' series (one per volume of a series of several)."""
         from medi2i.dicom.reading.series_scan import scan_folder
 
-        found = scan_folder(taken.folder).series
-        if len(found) != 1:
+        found = scan_folder(taken.folder, slice_tolerance_mm=self._tolerance).series
+        if not found:
+            raise InputError(f"series {taken.series_uid}: no image among the received files")
+        return found
+
+    def _pick(self, taken: TakenSeries, found: Sequence[SeriesInfo]) -> SeriesInfo:
+        from medi2i.dicom.reading.series_selection import select_series
+
+        if len({info.series_instance_uid for info in found}) != 1:
             raise InputError(
                 f"series {taken.series_uid}: the received files form {len(found)} series, "
                 "not one; nothing was translated"
             )
-        return found[0]
+        return select_series(found, self.selector)
+
+    @property
+    def _tolerance(self) -> float | None:
+        return self.selector.slice_tolerance_mm if self.selector is not None else None
+
+    def _wanted(self) -> str:
+        assert self.selector is not None
+        rules = self.selector.model_dump(exclude_defaults=True, exclude={"slice_tolerance_mm"})
+        return ", ".join(f"{key}={value}" for key, value in rules.items())
 
     def _run(
         self, series: SeriesInfo, timings: dict[str, float], calling_ae: tuple[str, ...]
