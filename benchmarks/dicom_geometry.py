@@ -37,6 +37,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shutil
 import site
 import subprocess
@@ -424,7 +425,8 @@ def read_simpleitk(folder: Path) -> Reading:
 
 
 def _message(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    # ITK names its source files by the folder it was built in; that folder says nothing
+    text = re.sub(r"/\S*?SimpleITK-build/", "", " ".join(str(exc).split()))
     return f"{type(exc).__name__}: {text[:400]}"
 
 
