@@ -57,7 +57,6 @@ manifest, since each record is a single small append.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -71,11 +70,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from medi2i.errors import InputError, Medi2iError, OptionsError, OutputError
+from medi2i.study_discovery import StudyJob, discover_studies, pseudonymous_keys
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
+    from medi2i.dicom.reading.series_records import ScanResult
     from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.dicom.source import DicomSource
     from medi2i.dicom.writing.deidentify import Deidentifier
@@ -154,38 +154,6 @@ class BatchReport:
             if s != "partial" or self.with_status(s)
         ]
         return f"{len(self.records)} studies: {', '.join(counts)}"
-
-
-@dataclass(frozen=True)
-class StudyJob:
-    """One study to process.
-
-    Attributes:
-        key: Its output folder relative to the output root.
-        study_uid: Study Instance UID.
-        input: The selected series' folder (the study's folder when none was selected).
-        series: The selected series, or ``None`` when selection failed.
-        problem: Why no series could be selected (recorded as the failure, or as the
-            reason for skipping).
-        skip: No series of the study matches the selection rules at all (a study of
-            another modality): skipped, not failed.
-        patient_id: The study's Patient ID (for pseudonyms and the linkage file).
-        patient_name: Its Patient's Name (kept out of de-identified error messages).
-    """
-
-    key: str
-    study_uid: str
-    input: Path
-    series: SeriesInfo | None
-    problem: str | None = None
-    skip: bool = False
-    patient_id: str = ""
-    patient_name: str = ""
-
-    @property
-    def series_uid(self) -> str | None:
-        """Series Instance UID of the selected series."""
-        return self.series.series_instance_uid if self.series is not None else None
 
 
 class Manifest:
@@ -335,18 +303,6 @@ def _check_linkage(
             )
 
 
-def pseudonymous_keys(jobs: Sequence[StudyJob], deidentifier: Deidentifier) -> list[StudyJob]:
-    """The jobs with output folders ``<Patient ID pseudonym>/<Study ID pseudonym>``:
-    the values the de-identified series carry, the same in every run of a batch."""
-    return [
-        replace(
-            job,
-            key=f"{deidentifier.patient_id(job.patient_id)}/{deidentifier.study_id(job.study_uid)}",
-        )
-        for job in jobs
-    ]
-
-
 def _declared_modality(
     selector: SeriesSelector | None, method: Method, *, force: bool
 ) -> SeriesSelector | None:
@@ -386,7 +342,7 @@ def _process(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord
     try:
         outputs, errors = runner.run(job, timings)
     except Exception as exc:  # one bad study must never stop the batch
-        error = runner.scrub(job, _message(exc))
+        error = runner.scrub(job, failure_message(exc))
         return book.append(replace(started, status="failed", error=error, timings=timings))
     if errors:
         status: Status = "partial" if outputs else "failed"
@@ -404,12 +360,6 @@ def _finished(previous: StudyRecord, started: StudyRecord) -> bool:
         and bool(previous.outputs)
         and all(Path(output).exists() for output in previous.outputs)
     )
-
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, Medi2iError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 _UID_PATTERN = re.compile(r"\b\d+(?:\.\d+){3,}\b")
@@ -479,23 +429,23 @@ class _StudyRunner:
         remove_leftovers(folder)
         if job.series is None:
             raise InputError(f"{job.input}: {job.problem}")
-        with _timed(timings, "read"):
+        with timed_stage(timings, "read"):
             image = read_dicom_series(job.series)
         errors: list[str] = []
         formats = [name for name in self.formats if self._writable(image, folder, name, errors)]
         if not formats:
             return (), errors  # before inference: the study can only fail
-        with _timed(timings, "predict"):
+        with timed_stage(timings, "predict"):
             result = predict_tensor(
                 self.method, image, settings=self.settings, condition=self.condition
             )
         outputs: list[Path] = []
-        with _timed(timings, "write"):
+        with timed_stage(timings, "write"):
             for name in formats:
                 try:  # each format on its own: one failing never loses another
                     outputs.append(self._write(result, folder, name))
                 except Exception as exc:
-                    errors.append(f"{name}: {_message(exc)}")
+                    errors.append(f"{name}: {failure_message(exc)}")
             if outputs:
                 self._provenance(job, folder, image)
         return tuple(str(path) for path in outputs), errors
@@ -576,8 +526,17 @@ class _StudyRunner:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def failure_message(exc: Exception) -> str:
+    """What a manifest records of a failure: a medi2i error's message as it is, anything
+    else with its type, so an unexpected error is told apart from a user's mistake."""
+    if isinstance(exc, Medi2iError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 @contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+def timed_stage(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the seconds the block takes as ``timings[stage]`` (also when it raises)."""
     start = time.perf_counter()
     try:
         yield
@@ -617,80 +576,3 @@ def _progress(total: int, *, enabled: bool) -> Iterator[Callable[[str], None]]:
     with Progress(*columns, disable=not enabled) as bar:
         task = bar.add_task("", total=total)
         yield lambda key: bar.update(task, advance=1, description=key)
-
-
-def discover_studies(
-    root: Path, selector: SeriesSelector | None = None, *, scan: ScanResult | None = None
-) -> list[StudyJob]:
-    """Scan ``root`` (headers only, unless ``scan`` is given) and choose one series per study.
-
-    A study where no readable series (or more than one) matches ``selector`` becomes a
-    job with a ``problem``, recorded as failed when it runs; one where no series at all
-    matches the rules (a CT-only study in an MR batch) is to be skipped (``skip``).
-
-    Raises:
-        InputError: ``root`` does not exist or holds no DICOM study.
-    """
-    from medi2i.dicom.reading.series_scan import scan_folder
-    from medi2i.dicom.reading.series_selection import select_series
-
-    tolerance = selector.slice_tolerance_mm if selector is not None else None
-    result = scan if scan is not None else scan_folder(root, slice_tolerance_mm=tolerance)
-    if not result.studies:
-        raise InputError(
-            f"{root}: no DICOM studies found ({len(result.skipped)} other file(s)); "
-            "point at the folder that holds the exported studies"
-        )
-    folders = {
-        study.study_instance_uid: _study_folder(study.series, root) for study in result.studies
-    }
-    keys = study_keys(folders, root)
-    jobs = []
-    for study in result.studies:
-        uid = study.study_instance_uid
-        job = StudyJob(
-            keys[uid],
-            uid,
-            folders[uid],
-            None,
-            patient_id=study.patient_id,
-            patient_name=study.patient_name,
-        )
-        try:
-            series = select_series(study.series, selector)
-        except InputError as exc:
-            skip = selector is not None and not any(selector.matches(i) for i in study.series)
-            jobs.append(replace(job, problem=str(exc), skip=skip))
-            continue
-        jobs.append(replace(job, input=series.folder, series=series))
-    return jobs
-
-
-def _study_folder(series: Sequence[SeriesInfo], root: Path) -> Path:
-    folders = [str(info.folder) for info in series if info.files]
-    return Path(os.path.commonpath(folders)) if folders else root
-
-
-def study_keys(folders: Mapping[str, Path], root: Path) -> dict[str, str]:
-    """Output folder names of studies: their folder under ``root``, or a hash name.
-
-    Args:
-        folders: The folder holding each study's files, by Study Instance UID.
-        root: The scanned root.
-
-    Returns:
-        The output folder of each study relative to the output root, by UID.
-    """
-    base = root if root.is_dir() else root.parent
-    relative = {
-        uid: Path(os.path.relpath(folder, base)).as_posix() for uid, folder in folders.items()
-    }
-    taken = [key for key in relative.values()]
-    return {
-        uid: key if key != "." and taken.count(key) == 1 else _hashed(uid)
-        for uid, key in relative.items()
-    }
-
-
-def _hashed(study_uid: str) -> str:
-    return f"study-{hashlib.sha256(study_uid.encode()).hexdigest()[:10]}"

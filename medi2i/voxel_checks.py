@@ -60,13 +60,11 @@ def checked_input(image: MetaTensor, policy: NonFinitePolicy = "error") -> MetaT
     where = _name(image)
     values = image.as_tensor().detach().cpu().numpy()
     finite = np.isfinite(values)
-    bad = int(values.size - np.count_nonzero(finite))
+    bad = _non_finite(values, finite)
     if bad:
         if policy == "error":
             raise InputError(
-                f"{where}: {bad} voxel(s) are NaN or infinite (first at voxel "
-                f"{_first(~finite)}); fix the file, or pass --nonfinite zero|nearest to "
-                "replace them"
+                f"{where}: {bad}; fix the file, or pass --nonfinite zero|nearest to replace them"
             )
         image = _repaired(image, values, finite, policy)
         values = image.as_tensor().numpy()
@@ -80,15 +78,12 @@ def require_finite_training_volume(image: MetaTensor, case: str) -> None:
     Raises:
         InputError: Naming the file, the case, the count and the first bad voxel.
     """
-    values = image.as_tensor().detach().cpu().numpy()
-    finite = np.isfinite(values)
-    if finite.all():
-        return
-    bad = int(values.size - np.count_nonzero(finite))
-    raise InputError(
-        f"{_name(image)} (case {case!r}): {bad} voxel(s) are NaN or infinite (first at voxel "
-        f"{_first(~finite)}); fix the file or leave the case out of the training data"
-    )
+    bad = _non_finite(image.as_tensor().detach().cpu().numpy())
+    if bad:
+        raise InputError(
+            f"{_name(image)} (case {case!r}): {bad}; fix the file or leave the case out of "
+            "the training data"
+        )
 
 
 def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "") -> None:
@@ -102,14 +97,18 @@ def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "
     Raises:
         OutputError: Naming the count and the first bad voxel; nothing was written.
     """
-    finite = np.isfinite(values)
+    bad = _non_finite(values)
+    if bad:
+        raise OutputError(f"{path} was not written: {bad}{'; ' + hint if hint else ''}")
+
+
+def _non_finite(values: np.ndarray, finite: np.ndarray | None = None) -> str:
+    """``"N voxel(s) are NaN or infinite (first at voxel (i, j, k))"``, or ``""``."""
+    finite = np.isfinite(values) if finite is None else finite
     if finite.all():
-        return
+        return ""
     bad = int(values.size - np.count_nonzero(finite))
-    raise OutputError(
-        f"{path} was not written: {bad} voxel(s) are NaN or infinite (first at voxel "
-        f"{_first(~finite)}){'; ' + hint if hint else ''}"
-    )
+    return f"{bad} voxel(s) are NaN or infinite (first at voxel {_first(~finite)})"
 
 
 def _check_range(values: np.ndarray, where: str) -> None:

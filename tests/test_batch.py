@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from monai.data.meta_tensor import MetaTensor
 from pydicom.uid import generate_uid
 
-from medi2i.batch import Manifest, StudyRecord, run_batch, study_keys
+from medi2i.batch import Manifest, StudyRecord, run_batch
 from medi2i.cli import batch_commands
 from medi2i.cli.main import build_cli
 from medi2i.dicom.reading.series_selection import SeriesSelector
@@ -27,6 +27,7 @@ from medi2i.plugins import load_plugins
 from medi2i.prediction import volume_sha256
 from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
+from medi2i.study_discovery import study_keys
 from medi2i.testing.dicom_series import write_series
 
 SHAPE = (12, 10, 5)

@@ -149,7 +149,7 @@ def test_the_selector_carries_volume_and_tolerance() -> None:
 
 
 def test_discover_studies_scans_with_the_selector_tolerance(tmp_path: Path) -> None:
-    from medi2i.batch import discover_studies
+    from medi2i.study_discovery import discover_studies
 
     along = np.array([0.0, 2.1, 3.9, 6.0, 8.0, 10.1])
     positions = np.stack([np.zeros(6), np.zeros(6), along], axis=1)

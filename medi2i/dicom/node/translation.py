@@ -37,16 +37,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from medi2i.errors import InputError, Medi2iError, OutputError
+from medi2i.batch import failure_message, timed_stage
+from medi2i.errors import InputError, OutputError
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -214,7 +213,7 @@ class SeriesTranslator:
                 )
             outputs, forwarded = self._run(self._pick(taken, found), timings, record.calling_ae)
         except Exception as exc:  # one bad series must never stop the node
-            return replace(record, status="failed", error=_message(exc), timings=timings)
+            return replace(record, status="failed", error=failure_message(exc), timings=timings)
         return replace(
             record, status="done", outputs=outputs, forwarded_to=forwarded, timings=timings
         )
@@ -253,9 +252,9 @@ class SeriesTranslator:
         from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
 
-        with _timed(timings, "read"):
+        with timed_stage(timings, "read"):
             image = read_dicom_series(series)
-        with _timed(timings, "infer"):
+        with timed_stage(timings, "infer"):
             result = predict_tensor(
                 self.method, image, settings=self.settings, condition=self.condition
             )
@@ -266,7 +265,7 @@ class SeriesTranslator:
             scratch = self.work / f".derived-{series.series_instance_uid}-{os.getpid()}"
             folder = scratch / self.method.id
         try:
-            with _timed(timings, "write"):
+            with timed_stage(timings, "write"):
                 files = self._write(result, folder)
                 if scratch is None:
                     self._provenance(series, image, folder, calling_ae)
@@ -324,7 +323,7 @@ class SeriesTranslator:
             return None
         from medi2i.dicom.node.send import send_files
 
-        with _timed(timings, "send"):
+        with timed_stage(timings, "send"):
             report = send_files(files, self.forward, calling_ae_title=self.calling_ae_title)
         if report.failed:
             first = report.failed[0][1]
@@ -349,21 +348,6 @@ def describe(record: SeriesRecord) -> str:
             parts.append(f"sent to {record.forwarded_to}")
         return f"{head}; {'; '.join(parts)}"
     return f"{head}; {record.status}: {record.error}"
-
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, Medi2iError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = round(time.perf_counter() - start, 3)
 
 
 LogLine = Callable[[str], None]

@@ -1,0 +1,144 @@
+"""Finding the studies of a DICOM tree for ``medi2i batch``: one job per study.
+
+:func:`discover_studies` scans a folder tree (headers only), picks one series per study
+with a :class:`~medi2i.dicom.reading.series_selection.SeriesSelector` and names each
+study's output folder after its folder under the root (:func:`study_keys`), or after the
+patient and study pseudonyms when de-identifying (:func:`pseudonymous_keys`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medi2i.errors import InputError
+
+if TYPE_CHECKING:
+    from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
+    from medi2i.dicom.reading.series_selection import SeriesSelector
+    from medi2i.dicom.writing.deidentify import Deidentifier
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """One study to process.
+
+    Attributes:
+        key: Its output folder relative to the output root.
+        study_uid: Study Instance UID.
+        input: The selected series' folder (the study's folder when none was selected).
+        series: The selected series, or ``None`` when selection failed.
+        problem: Why no series could be selected (recorded as the failure, or as the
+            reason for skipping).
+        skip: No series of the study matches the selection rules at all (a study of
+            another modality): skipped, not failed.
+        patient_id: The study's Patient ID (for pseudonyms and the linkage file).
+        patient_name: Its Patient's Name (kept out of de-identified error messages).
+    """
+
+    key: str
+    study_uid: str
+    input: Path
+    series: SeriesInfo | None
+    problem: str | None = None
+    skip: bool = False
+    patient_id: str = ""
+    patient_name: str = ""
+
+    @property
+    def series_uid(self) -> str | None:
+        """Series Instance UID of the selected series."""
+        return self.series.series_instance_uid if self.series is not None else None
+
+
+def discover_studies(
+    root: Path, selector: SeriesSelector | None = None, *, scan: ScanResult | None = None
+) -> list[StudyJob]:
+    """Scan ``root`` (headers only, unless ``scan`` is given) and choose one series per study.
+
+    A study where no readable series (or more than one) matches ``selector`` becomes a
+    job with a ``problem``, recorded as failed when it runs; one where no series at all
+    matches the rules (a CT-only study in an MR batch) is to be skipped (``skip``).
+
+    Raises:
+        InputError: ``root`` does not exist or holds no DICOM study.
+    """
+    from medi2i.dicom.reading.series_scan import scan_folder
+    from medi2i.dicom.reading.series_selection import select_series
+
+    tolerance = selector.slice_tolerance_mm if selector is not None else None
+    result = scan if scan is not None else scan_folder(root, slice_tolerance_mm=tolerance)
+    if not result.studies:
+        raise InputError(
+            f"{root}: no DICOM studies found ({len(result.skipped)} other file(s)); "
+            "point at the folder that holds the exported studies"
+        )
+    folders = {
+        study.study_instance_uid: _study_folder(study.series, root) for study in result.studies
+    }
+    keys = study_keys(folders, root)
+    jobs = []
+    for study in result.studies:
+        uid = study.study_instance_uid
+        job = StudyJob(
+            keys[uid],
+            uid,
+            folders[uid],
+            None,
+            patient_id=study.patient_id,
+            patient_name=study.patient_name,
+        )
+        try:
+            series = select_series(study.series, selector)
+        except InputError as exc:
+            skip = selector is not None and not any(selector.matches(i) for i in study.series)
+            jobs.append(replace(job, problem=str(exc), skip=skip))
+            continue
+        jobs.append(replace(job, input=series.folder, series=series))
+    return jobs
+
+
+def _study_folder(series: Sequence[SeriesInfo], root: Path) -> Path:
+    folders = [str(info.folder) for info in series if info.files]
+    return Path(os.path.commonpath(folders)) if folders else root
+
+
+def study_keys(folders: Mapping[str, Path], root: Path) -> dict[str, str]:
+    """Output folder names of studies: their folder under ``root``, or a hash name.
+
+    Args:
+        folders: The folder holding each study's files, by Study Instance UID.
+        root: The scanned root.
+
+    Returns:
+        The output folder of each study relative to the output root, by UID.
+    """
+    base = root if root.is_dir() else root.parent
+    relative = {
+        uid: Path(os.path.relpath(folder, base)).as_posix() for uid, folder in folders.items()
+    }
+    taken = [key for key in relative.values()]
+    return {
+        uid: key if key != "." and taken.count(key) == 1 else _hashed(uid)
+        for uid, key in relative.items()
+    }
+
+
+def _hashed(study_uid: str) -> str:
+    return f"study-{hashlib.sha256(study_uid.encode()).hexdigest()[:10]}"
+
+
+def pseudonymous_keys(jobs: Sequence[StudyJob], deidentifier: Deidentifier) -> list[StudyJob]:
+    """The jobs with output folders ``<Patient ID pseudonym>/<Study ID pseudonym>``:
+    the values the de-identified series carry, the same in every run of a batch."""
+    return [
+        replace(
+            job,
+            key=f"{deidentifier.patient_id(job.patient_id)}/{deidentifier.study_id(job.study_uid)}",
+        )
+        for job in jobs
+    ]
