@@ -128,7 +128,7 @@ def child(series: Path, output: Path, imports_only: bool) -> Report:
             torch.manual_seed(0)
             return UNet(3, 1, 1, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
 
-        def preprocess(self, image: Any) -> Any:
+        def preprocess(self, image: Any, **_: Any) -> Any:
             foreground = image[image > 0]
             result = (image - foreground.mean()) / foreground.std().clamp_min(1e-6)
             marks["preprocess_end"] = time.perf_counter()
@@ -141,7 +141,7 @@ def child(series: Path, output: Path, imports_only: bool) -> Report:
             memory["infer"] = rss_mib()
             return result
 
-        def postprocess(self, output: Any, image: Any) -> Any:
+        def postprocess(self, output: Any, image: Any, **_: Any) -> Any:
             return (output * 1000.0).clamp(-1024.0, 3071.0)
 
     settings = InferenceSettings(

@@ -29,6 +29,19 @@ from medi2i.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AdaptContext": "medi2i.method",
+    "AuxiliaryNetwork": "medi2i.method",
+    "DomainSpec": "medi2i.method",
+    "MultiDomainBatch": "medi2i.method",
+    "Output": "medi2i.method",
+    "PairedBatch": "medi2i.method",
+    "SingleDomainBatch": "medi2i.method",
+    "StateValue": "medi2i.method",
+    "TrainerAPI": "medi2i.method",
+    "Training": "medi2i.method",
+    "UnpairedBatch": "medi2i.method",
+    "predict_outputs": "medi2i.prediction",
+    "predict_all": "medi2i.prediction",
     "DataKind": "medi2i.method",
     "Grid": "medi2i.method",
     "Method": "medi2i.method",
@@ -57,8 +70,11 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdaptContext",
+    "AuxiliaryNetwork",
     "DataKind",
     "DeviceError",
+    "DomainSpec",
     "GeometryError",
     "Grid",
     "HounsfieldScale",
@@ -68,17 +84,25 @@ __all__ = [
     "Method",
     "Metric",
     "ModelFormatError",
+    "MultiDomainBatch",
     "NoCondition",
     "Options",
     "OptionsError",
+    "Output",
+    "PairedBatch",
     "PatchNetworkMethod",
     "PluginError",
     "PredictContext",
     "Registry",
+    "SingleDomainBatch",
     "SlidingWindowEngine",
     "SpatialPlan",
+    "StateValue",
     "Task",
+    "TrainerAPI",
+    "Training",
     "UnknownMethodError",
+    "UnpairedBatch",
     "VolumeReader",
     "VolumeSpec",
     "VolumeWriter",
@@ -88,6 +112,8 @@ __all__ = [
     "load_plugins",
     "normalize_mr",
     "predict",
+    "predict_all",
+    "predict_outputs",
     "predict_tensor",
     "read_volume",
     "save_model",
@@ -110,20 +136,31 @@ if TYPE_CHECKING:
     from medi2i.io import read_volume, write_volume
     from medi2i.io.base import VolumeReader, VolumeWriter
     from medi2i.method import (
+        AdaptContext,
+        AuxiliaryNetwork,
         DataKind,
+        DomainSpec,
         Grid,
         Method,
+        MultiDomainBatch,
         NoCondition,
         Options,
+        Output,
+        PairedBatch,
         PatchNetworkMethod,
         PredictContext,
+        SingleDomainBatch,
         SpatialPlan,
+        StateValue,
         Task,
+        TrainerAPI,
+        Training,
+        UnpairedBatch,
         VolumeSpec,
     )
     from medi2i.metrics import Metric
     from medi2i.model_folder import load_model, save_model
     from medi2i.plugins import load_plugins
-    from medi2i.prediction import predict, predict_tensor
+    from medi2i.prediction import predict, predict_all, predict_outputs, predict_tensor
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings

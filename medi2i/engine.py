@@ -127,6 +127,7 @@ class SlidingWindowEngine:
         modules: Sequence[torch.nn.Module] = (),
         default_roi_size: tuple[int, int, int] = (96, 96, 96),
         output_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        eval_modules: bool = True,
     ) -> torch.Tensor:
         """Predict a whole volume by sliding ``predictor`` over it.
 
@@ -137,10 +138,13 @@ class SlidingWindowEngine:
             image: Channel-first volume ``(C, X, Y, Z)`` on the CPU (``MetaTensor`` or
                 plain tensor); it is not modified.
             predictor: Maps a batch of windows to the network's outputs.
-            modules: Networks used by ``predictor``; moved to the device and set to eval mode.
+            modules: Networks used by ``predictor``; moved to the device and set to eval
+                mode (unless ``eval_modules`` is off).
             default_roi_size: Window size in voxels when the settings give none.
             output_scale: Output voxels per input voxel along each axis (e.g. ``(1, 1, 4)``
                 for a network that upsamples the last axis four times).
+            eval_modules: Set ``modules`` to eval mode; off for a method that keeps its
+                networks' modes itself (e.g. batch-norm statistics of the input, AdaBN).
 
         Returns:
             A float32 CPU tensor ``(C', X', Y', Z')`` with ``X' = round(X * scale_x)`` etc.
@@ -154,7 +158,9 @@ class SlidingWindowEngine:
         spatial = tuple(int(n) for n in volume.shape[2:])
         roi = window_size(spatial, self.settings.roi_size or default_roi_size)
         for module in modules:
-            module.to(self.device).eval()
+            module.to(self.device)
+            if eval_modules:
+                module.eval()
         windows = self._window_predictor(predictor, roi, output_scale)
         output = self._infer_lowering_batch(volume, windows, roi)
         _check_output_size(output, spatial, output_scale, roi)

@@ -1,18 +1,26 @@
-"""The Method contract: what a translation, harmonization or super-resolution method is.
+"""The Method contract (plugin API 2): what a translation, harmonization or
+super-resolution method is.
 
-One contract covers six shapes of method:
+One contract covers these shapes of method, each declared rather than inferred:
 
 1. patch networks run by sliding window (:class:`PatchNetworkMethod`);
-2. whole-volume methods with fitted state (override :meth:`Method.fit` and
-   :meth:`Method.predict`, keep the state in :meth:`Method.state_values` /
-   :meth:`Method.state_tensors`);
+2. whole-volume methods with fitted state (``training = Training.FIT``; implement
+   :meth:`Method.fit` and :meth:`Method.predict`, keep the state in
+   :meth:`Method.state_values` / :meth:`Method.state_tensors`);
 3. outputs on another grid (override :meth:`Method.output_grid`; patch networks set
-   :attr:`PatchNetworkMethod.output_scale`);
-4. outputs conditioned at predict time (declare a ``Condition`` model, read
-   ``context.condition``);
-5. fitting on the input itself at predict time (``fits_at_predict = True``; do it in
-   :meth:`Method.predict`);
-6. paired, unpaired and multi-domain training data (:attr:`Method.data`).
+   ``self.output_scale`` per instance, e.g. from their options);
+4. conditioned outputs (a ``Condition`` model given as the second type parameter,
+   ``Method[MyOptions, MyCondition]``): the condition reaches :meth:`Method.preprocess`,
+   :meth:`Method.postprocess`, :meth:`Method.outputs` (so a CT→MR direction writes an MR
+   output) and the provenance;
+5. several named outputs from one input (MUNIT styles, StarGAN targets): return a
+   mapping from :meth:`Method.predict` and name the outputs in :meth:`Method.outputs`;
+6. paired, unpaired and multi-domain training data (:attr:`Method.data`), with the
+   domains (:class:`DomainSpec`, in label order) given to the method
+   (:attr:`Method.domains`), to its pre- and postprocessing, and stored in its model;
+7. adaptation: on a target data set after training (:meth:`Method.adapt`), or on the
+   input itself at predict time (``fits_at_predict``; ``restores_state`` makes the core
+   reset the method after every volume so a batch never leaks state).
 
 The core owns reading, orientation and resampling (:meth:`Method.spatial_plan`), the
 sliding window, the inversion back to the input grid, writing and provenance. A method
@@ -27,14 +35,18 @@ method module inside the hook (see :mod:`medi2i.hookspecs`).
 from __future__ import annotations
 
 import abc
+import inspect
+import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import TypeVar
 
 from medi2i.errors import Medi2iError, ModelFormatError, OptionsError
 
@@ -79,6 +91,19 @@ class DataKind(str, Enum):
     """Volumes of one domain, e.g. to fit an intensity standardization."""
 
 
+class Training(str, Enum):
+    """How a method learns: declared on the class, never guessed from its overrides."""
+
+    NONE = "none"
+    """Nothing to learn: it is saved with its options."""
+    FIT = "fit"
+    """:meth:`Method.fit` on whole volumes (classical methods). With data kind ``none``
+    fitting is optional (a workflow turns it on with ``method.fit``)."""
+    GRADIENT = "gradient"
+    """Optimisation steps run by the trainer (:meth:`Method.configure_training` and
+    :meth:`Method.training_step`)."""
+
+
 class VolumeSpec(BaseModel):
     """The contract of a method's input or output volume (as in MONAI bundles).
 
@@ -95,6 +120,51 @@ class VolumeSpec(BaseModel):
     units: str = "arbitrary"
     channels: int = 1
     value_range: tuple[float, float] | None = None
+
+
+class DomainSpec(BaseModel):
+    """One domain of unpaired or multi-domain data: its name and what its images are.
+
+    Written in a workflow's ``data.domains`` (a plain name is a domain of ``"any"``
+    modality), given to the method in label order (:attr:`Method.domains`) and stored in
+    its model folder, so an MR↔CT method scales MR and CT each its own way and writes a
+    CT output as CT.
+
+    Attributes:
+        name: The domain's name (a folder key of the layout, or a CSV ``domain``).
+        modality: ``"MR"``, ``"CT"`` or ``"any"``.
+        units: ``"HU"`` for CT, ``"arbitrary"`` for MR intensities.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    modality: str = "any"
+    units: str = "arbitrary"
+
+    def volume_spec(self, channels: int = 1) -> VolumeSpec:
+        """The :class:`VolumeSpec` of this domain's images."""
+        return VolumeSpec(modality=self.modality, units=self.units, channels=channels)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output a method writes for one input.
+
+    Attributes:
+        name: ``""`` for the single output of most methods; otherwise a short name
+            (letters, digits, ``-``, ``_``) written as ``OUT_{name}`` next to the output
+            path the user gave.
+        spec: Its modality, units and channels (decides e.g. CT or MR DICOM storage).
+        domain: The domain it belongs to (passed to :meth:`Method.postprocess`), if any.
+        condition: What distinguishes it, recorded in its provenance (e.g.
+            ``{"style_seed": 3}``).
+    """
+
+    name: str
+    spec: VolumeSpec
+    domain: str | None = None
+    condition: Mapping[str, object] = field(default_factory=dict)
 
 
 class Options(BaseModel):
@@ -173,19 +243,83 @@ class Grid:
         return Grid((shape[0], shape[1], shape[2]), affine)
 
 
+OptionsT = TypeVar("OptionsT", bound=Options, default=Options)
+"""A method's options model (first type parameter of :class:`Method`)."""
+ConditionT = TypeVar("ConditionT", bound=BaseModel, default=NoCondition)
+"""A method's predict-time condition model (second type parameter of :class:`Method`)."""
+
+Progress = Callable[..., Iterable[Any]]
+"""``progress(iterable, description=..., total=...)``: the iterable, with a progress bar
+when the user asked for one."""
+
+
+def no_progress(iterable: Iterable[Any], description: str = "", total: int | None = None) -> Any:
+    """A :data:`Progress` that shows nothing."""
+    del description, total
+    return iterable
+
+
 @dataclass(frozen=True)
-class PredictContext:
+class PredictContext(Generic[ConditionT]):
     """What the core hands a method at predict time.
 
     Attributes:
-        engine: The sliding-window engine configured by the user's inference settings.
+        engine: The sliding-window engine configured by the user's inference settings
+            (one per batch: what it learns, e.g. an out-of-memory back-off, is kept).
         condition: The validated predict-time condition (the method's ``Condition``).
         device: The torch device windows run on.
+        seed: The seed of anything random at predict time (style codes, fitting on the
+            input), recorded in the provenance: the same seed gives the same output.
+        progress: Wraps a loop in a progress bar when the user asked for one.
+        log: Where to log what the method does (goes to the run log in workflows).
     """
 
     engine: SlidingWindowEngine
-    condition: BaseModel
+    condition: ConditionT
     device: torch.device
+    seed: int = 0
+    progress: Progress = no_progress
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("medi2i.method"))
+
+
+@dataclass(frozen=True)
+class AdaptContext:
+    """What the core hands :meth:`Method.adapt`.
+
+    Attributes:
+        engine: A sliding-window engine on the adaptation device.
+        device: The torch device.
+        seed: The adaptation's seed.
+        progress: Wraps a loop in a progress bar.
+        log: Where to log.
+    """
+
+    engine: SlidingWindowEngine
+    device: torch.device
+    seed: int = 0
+    progress: Progress = no_progress
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("medi2i.method"))
+
+
+@dataclass(frozen=True)
+class AuxiliaryNetwork:
+    """A frozen network a method uses in training only (e.g. a perceptual-loss network).
+
+    The trainer builds it, loads ``weights`` after checking ``sha256``, moves it to the
+    device, puts it in eval mode with gradients off, never wraps it for DDP and never
+    checkpoints it; the model folder records its SHA-256. Nothing is downloaded: the
+    weights ship with the plugin (package data) or were trained by the project.
+
+    Attributes:
+        build: Makes the (untrained) network.
+        weights: A safetensors file with its weights, or ``None`` for a fixed network
+            with no weights (e.g. a Sobel filter bank).
+        sha256: The weights file's SHA-256 (required with ``weights``).
+    """
+
+    build: Callable[[], torch.nn.Module]
+    weights: Path | None = None
+    sha256: str | None = None
 
 
 class TrainerAPI(Protocol):
@@ -200,12 +334,17 @@ class TrainerAPI(Protocol):
         modules: The method's :meth:`Method.training_modules`, moved to ``device`` and
             wrapped for distributed training when it is on: call these, not the
             method's own attributes, in the training step.
+        auxiliary: The method's :meth:`Method.auxiliary_networks`, built, loaded, on
+            ``device``, frozen and in eval mode.
         step_index: Number of completed training steps (0 on the first).
+        total_steps: The number of steps the run trains for (for schedules).
     """
 
     device: torch.device
     modules: Mapping[str, torch.nn.Module]
+    auxiliary: Mapping[str, torch.nn.Module]
     step_index: int
+    total_steps: int
 
     def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         """Register an optimizer (checkpointed and stepped by name)."""
@@ -225,6 +364,44 @@ class TrainerAPI(Protocol):
         ...
 
 
+class PairedBatch(TypedDict):
+    """A batch of paired data: aligned patches ``(N, C, X, Y, Z)``."""
+
+    source: torch.Tensor
+    target: torch.Tensor
+
+
+class UnpairedBatch(TypedDict):
+    """A batch of unpaired data: patches of domain 0 (``a``) and domain 1 (``b``) of
+    :attr:`Method.domains`, from different subjects and places."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+
+
+class MultiDomainBatch(TypedDict):
+    """A batch of multi-domain data: patches and their integer domain labels (indices
+    into :attr:`Method.domains`)."""
+
+    image: torch.Tensor
+    domain: torch.Tensor
+
+
+class SingleDomainBatch(TypedDict):
+    """A batch of single-domain data."""
+
+    image: torch.Tensor
+
+
+TrainingBatch = PairedBatch | UnpairedBatch | MultiDomainBatch | SingleDomainBatch
+"""What :meth:`Method.training_step` receives; its keys follow the data kind."""
+
+TrainingStateValue = Any
+"""Method state kept in checkpoints (:meth:`Method.training_state`): tensors, numbers,
+strings, and lists or string-keyed dicts of these (what ``torch.load(weights_only=True)``
+reads back)."""
+
+
 class MethodDescription(BaseModel):
     """A method's public description, as ``medi2i methods --json`` prints it."""
 
@@ -235,28 +412,47 @@ class MethodDescription(BaseModel):
     summary: str
     tasks: list[Task]
     data: DataKind
+    training: Training
     input: VolumeSpec
     output: VolumeSpec
     fits_at_predict: bool
+    adapts: bool
     paper: str
     options: dict[str, Any]
     condition: dict[str, Any]
 
 
-class Method(abc.ABC):
+_KEYWORDS = {
+    "preprocess": ("domain", "condition"),
+    "postprocess": ("domain", "condition"),
+}
+
+
+class Method(abc.ABC, Generic[OptionsT, ConditionT]):
     """Base class of every method. Subclass it, fill in the class attributes, and
     register the class from a plugin's ``register_methods`` hook.
+
+    Type parameters: the options model and the condition model, e.g.
+    ``class CycleGAN(PatchNetworkMethod[CycleGANOptions, Direction])``; ``self.options``
+    and ``context.condition`` are then typed, and ``Options`` / ``Condition`` need not be
+    set (they are taken from the parameters).
 
     Class attributes:
         id: Unique lowercase id, e.g. ``"pix2pix"`` (``name.tag`` for variants).
         version: The method implementation's version, stored in model folders.
         tasks: The tasks it serves.
         data: The training data it needs.
-        input_spec, output_spec: Modality, units and channels in and out.
+        training: How it learns (:class:`Training`).
+        input_spec, output_spec: Modality, units and channels in and out (the default
+            of :meth:`outputs`; domain methods derive theirs from their domains).
         Options: Its pydantic options model (defaults from the paper).
         Condition: Its predict-time condition model (default: none).
         paper: Reference of the paper it implements.
         fits_at_predict: Whether it fits itself on the input at predict time.
+        restores_state: Whether the core restores the method's state
+            (:meth:`state_tensors`, :meth:`state_values`) after every predicted volume,
+            for methods whose :meth:`predict` adapts them to the input.
+        adapts: Whether it implements :meth:`adapt` (the workflow's adapt stage).
 
     Example:
         >>> class Negate(Method):
@@ -274,21 +470,49 @@ class Method(abc.ABC):
     version: ClassVar[str] = "0.1.0"
     tasks: ClassVar[tuple[Task, ...]]
     data: ClassVar[DataKind] = DataKind.NONE
+    training: ClassVar[Training] = Training.NONE
     input_spec: ClassVar[VolumeSpec]
     output_spec: ClassVar[VolumeSpec]
-    Options: ClassVar[type[Options]] = Options
+    Options: ClassVar[type[OptionsModel]] = OptionsModel
     Condition: ClassVar[type[BaseModel]] = NoCondition
     paper: ClassVar[str] = ""
     fits_at_predict: ClassVar[bool] = False
+    restores_state: ClassVar[bool] = False
+    adapts: ClassVar[bool] = False
+
+    options: OptionsT
+    domains: tuple[DomainSpec, ...]
+    """The domains of unpaired or multi-domain data in label order; set by the trainer
+    before training (:meth:`use_domains`) and restored from the model folder."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Options and Condition from the type parameters, unless the class sets them
+        for base in getattr(cls, "__orig_bases__", ()):
+            arguments = getattr(base, "__args__", ())
+            origin = getattr(base, "__origin__", None)
+            if not (isinstance(origin, type) and issubclass(origin, Method)):
+                continue
+            names = ("Options", "Condition")
+            for name, argument in zip(names, arguments, strict=False):
+                typed = isinstance(argument, type) and issubclass(argument, BaseModel)
+                if typed and name not in cls.__dict__:
+                    setattr(cls, name, argument)
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
-        self.options = self.parse_options(options)
+        self.options = cast("OptionsT", self.parse_options(options))
+        self.domains = ()
 
     # -- description -----------------------------------------------------------------
 
     @classmethod
     def validate_class(cls) -> None:
-        """Check the class attributes a registered method must have."""
+        """Check the class attributes a registered method must have.
+
+        Raises:
+            TypeError: An attribute is missing or inconsistent, or a hook has the
+                signature of plugin API 1 (``preprocess(image)``).
+        """
         for attr in ("id", "tasks", "input_spec", "output_spec"):
             if not hasattr(cls, attr):
                 raise TypeError(f"method class {cls.__qualname__} does not set {attr!r}")
@@ -299,6 +523,16 @@ class Method(abc.ABC):
             )
         if not cls.tasks:
             raise TypeError(f"method {cls.id!r} declares no task")
+        for hook, keywords in _KEYWORDS.items():
+            parameters = inspect.signature(getattr(cls, hook)).parameters
+            accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+            missing = [k for k in keywords if k not in parameters and not accepts_any]
+            if missing:
+                raise TypeError(
+                    f"method {cls.id!r}: {hook} must take the keyword arguments "
+                    f"{', '.join(missing)} (plugin API 2: "
+                    f"def {hook}(self, ..., *, domain=None, condition=None))"
+                )
 
     @classmethod
     def summary(cls) -> str:
@@ -314,9 +548,11 @@ class Method(abc.ABC):
             summary=cls.summary(),
             tasks=list(cls.tasks),
             data=cls.data,
+            training=cls.training,
             input=cls.input_spec,
             output=cls.output_spec,
             fits_at_predict=cls.fits_at_predict,
+            adapts=cls.adapts,
             paper=cls.paper,
             options=cls.Options.model_json_schema(),
             condition=cls.Condition.model_json_schema(),
@@ -331,14 +567,72 @@ class Method(abc.ABC):
         parsed: OptionsModel = _validated(cls.Options, raw, f"options of method {cls.id!r}")
         return parsed
 
-    @classmethod
-    def parse_condition(cls, condition: BaseModel | Mapping[str, object] | None) -> BaseModel:
-        """Validate a predict-time condition against the method's ``Condition`` model."""
-        if isinstance(condition, cls.Condition):
-            return condition
-        raw = condition.model_dump() if isinstance(condition, BaseModel) else dict(condition or {})
-        parsed: BaseModel = _validated(cls.Condition, raw, f"condition of method {cls.id!r}")
-        return parsed
+    def parse_condition(self, condition: BaseModel | Mapping[str, object] | None) -> ConditionT:
+        """Validate a predict-time condition against the method's ``Condition`` model,
+        then against this model (:meth:`check_condition`, e.g. a known domain name).
+
+        Raises:
+            OptionsError: The condition is invalid, with what is wrong and allowed.
+        """
+        if isinstance(condition, self.Condition):
+            parsed = condition
+        else:
+            raw = (
+                condition.model_dump()
+                if isinstance(condition, BaseModel)
+                else dict(condition or {})
+            )
+            parsed = _validated(self.Condition, raw, f"condition of method {self.id!r}")
+        self.check_condition(cast("ConditionT", parsed))
+        return cast("ConditionT", parsed)
+
+    def check_condition(self, condition: ConditionT) -> None:
+        """Check a parsed condition against this method's state (its domains, its
+        number of styles); raise :class:`~medi2i.errors.OptionsError` naming what is
+        allowed. Accepts everything by default."""
+
+    # -- domains -----------------------------------------------------------------------
+
+    def use_domains(self, domains: Sequence[DomainSpec | str]) -> None:
+        """Set the domains of the method's data, in label order (the trainer calls this
+        before training; loading a model restores them).
+
+        Raises:
+            OptionsError: The number of domains does not fit the data kind, or a name
+                repeats.
+        """
+        specs = tuple(d if isinstance(d, DomainSpec) else DomainSpec(name=d) for d in domains)
+        names = [d.name for d in specs]
+        if len(set(names)) != len(names):
+            raise OptionsError(f"method {self.id!r}: domain names repeat: {names}")
+        if self.data is DataKind.UNPAIRED and len(specs) != 2:
+            raise OptionsError(
+                f"method {self.id!r} learns from unpaired data: it needs exactly two "
+                f"domains, got {names}"
+            )
+        if self.data is DataKind.MULTI_DOMAIN and len(specs) < 2:
+            raise OptionsError(
+                f"method {self.id!r} learns from multi-domain data: it needs two or more "
+                f"domains, got {names}"
+            )
+        self.domains = specs
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        """The names of :attr:`domains`, in label order."""
+        return tuple(d.name for d in self.domains)
+
+    def domain(self, name: str) -> DomainSpec:
+        """The domain called ``name``.
+
+        Raises:
+            OptionsError: No such domain (the message lists the known ones).
+        """
+        for spec in self.domains:
+            if spec.name == name:
+                return spec
+        known = list(self.domain_names) or "none: the method has not been trained"
+        raise OptionsError(f"method {self.id!r} has no domain {name!r} (its domains: {known})")
 
     # -- prediction --------------------------------------------------------------------
 
@@ -350,22 +644,66 @@ class Method(abc.ABC):
         """The grid the final output is delivered on (the input grid unless overridden)."""
         return input_grid
 
-    def preprocess(self, image: MetaTensor) -> MetaTensor:
-        """Intensity preprocessing of the whole (channel-first) volume."""
+    def input_domain(self, condition: ConditionT) -> str | None:
+        """The domain of the input under ``condition`` (``None``: no domains), passed to
+        :meth:`preprocess` at predict time. A two-way method returns the source of the
+        direction the condition asks for."""
+        return None
+
+    def outputs(self, condition: ConditionT) -> tuple[Output, ...]:
+        """The outputs one input yields under ``condition``.
+
+        By default one unnamed output of :attr:`output_spec`. A two-way MR↔CT method
+        returns the spec of the direction's target domain; a method with several
+        outputs names each (and returns a mapping of the same names from
+        :meth:`predict`).
+        """
+        return (Output("", self.output_spec),)
+
+    def preprocess(
+        self,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: ConditionT | None = None,
+    ) -> MetaTensor:
+        """Intensity preprocessing of the whole (channel-first) volume.
+
+        Args:
+            image: The volume on the working grid, in its own units (HU for CT).
+            domain: The volume's domain (:attr:`domains`) for unpaired and multi-domain
+                methods, in training and at predict time (:meth:`input_domain`).
+            condition: The predict-time condition (``None`` in training).
+        """
         return image
 
     @abc.abstractmethod
-    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
+    def predict(
+        self, image: MetaTensor, context: PredictContext[ConditionT]
+    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
         """Translate a preprocessed channel-first volume.
 
         Returns a channel-first tensor on the working grid, or on another grid when it
-        is a ``MetaTensor`` carrying that grid's affine (or when
-        :attr:`PatchNetworkMethod.output_scale` says so).
+        is a ``MetaTensor`` carrying that grid's affine (or when ``self.output_scale``
+        says so); a method with named :meth:`outputs` returns a mapping by name.
         """
 
-    def postprocess(self, output: MetaTensor, image: MetaTensor) -> MetaTensor:
-        """Intensity postprocessing of the output (e.g. back to HU); ``image`` is the
-        preprocessed input."""
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: ConditionT | None = None,
+    ) -> MetaTensor:
+        """Intensity postprocessing of one output (e.g. back to HU).
+
+        Args:
+            output: The raw output.
+            image: The preprocessed input.
+            domain: The output's domain (:attr:`Output.domain`).
+            condition: The predict-time condition.
+        """
         return output
 
     def preprocess_target(self, target: MetaTensor) -> MetaTensor:
@@ -400,11 +738,11 @@ class Method(abc.ABC):
 
     # -- training ----------------------------------------------------------------------
 
-    def fit(self, volumes: object) -> None:
-        """Fit whole-volume state (classical methods). Trainable networks use the
-        trainer's step API instead."""
+    def fit(self, volumes: Sequence[MetaTensor]) -> None:
+        """Fit whole-volume state (``training = Training.FIT``) on preprocessed volumes
+        of the target domain, on the working grid, as predict sees them."""
         raise Medi2iError(
-            f"method {self.id!r} has nothing to fit (its data kind is {self.data.value})"
+            f"method {self.id!r} has nothing to fit (training: {self.training.value})"
         )
 
     def training_modules(self) -> dict[str, torch.nn.Module]:
@@ -412,32 +750,75 @@ class Method(abc.ABC):
         and checkpoints (e.g. ``{"generator": ..., "discriminator": ...}``)."""
         return {}
 
+    def auxiliary_networks(self) -> dict[str, AuxiliaryNetwork]:
+        """Frozen networks used by the training step only (see :class:`AuxiliaryNetwork`);
+        reach them as ``trainer.auxiliary[name]``."""
+        return {}
+
+    def augments_intensity(self, role: str) -> bool:
+        """Whether training patches of ``role`` get intensity augmentation (when the
+        workflow turns augmentation on).
+
+        ``role`` is ``"source"`` or ``"target"`` for paired data, ``"image"`` for
+        single-domain data, and the domain's name for unpaired and multi-domain data.
+        By default only paired sources and single-domain images are augmented: real
+        images of a domain a method learns to produce are left as they are.
+        """
+        return role in ("source", "image")
+
     def configure_training(self, trainer: TrainerAPI) -> None:
         """Create optimizers with ``trainer.add_optimizer`` (called once before training)."""
         raise Medi2iError(f"method {self.id!r} is not trained by gradient steps")
 
-    def training_step(
-        self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
-    ) -> dict[str, float]:
+    def training_step(self, batch: Any, trainer: TrainerAPI) -> dict[str, float]:
         """One optimisation step on a batch; returns the losses to log.
 
-        Batches hold channel-first patches stacked along dimension 0: ``source`` and
-        ``target`` for paired data; ``a`` and ``b`` for unpaired data; ``image`` and
-        ``domain`` (integer labels) for multi-domain data.
+        ``batch`` holds channel-first patches stacked along dimension 0, keyed by data
+        kind: :class:`PairedBatch`, :class:`UnpairedBatch`, :class:`MultiDomainBatch` or
+        :class:`SingleDomainBatch` (annotate the parameter with the one you train on).
         """
         raise Medi2iError(f"method {self.id!r} is not trained by gradient steps")
 
+    def training_state(self) -> dict[str, TrainingStateValue]:
+        """State beyond weights and optimizers that a resumed run needs (image pools,
+        EMA weights, extra schedulers), saved in every checkpoint."""
+        return {}
 
-class PatchNetworkMethod(Method):
+    def load_training_state(self, state: Mapping[str, TrainingStateValue]) -> None:
+        """Restore what :meth:`training_state` returned, when a run resumes."""
+        if state:
+            raise Medi2iError(
+                f"method {self.id!r} keeps no training state, but the checkpoint has "
+                f"{sorted(state)}; resume with the method that wrote it"
+            )
+
+    # -- adaptation --------------------------------------------------------------------
+
+    def adapt(self, volumes: Sequence[MetaTensor], context: AdaptContext) -> None:
+        """Adapt a trained method to a target data set (``adapts = True``), e.g. AdaBN
+        statistics; ``volumes`` are preprocessed as :meth:`preprocess` makes them, on
+        the working grid. The core saves the result as a new model folder that names
+        its source model."""
+        raise Medi2iError(f"method {self.id!r} does not adapt to target data")
+
+
+class PatchNetworkMethod(Method[OptionsT, ConditionT]):
     """A method whose prediction is a network run by sliding window.
 
     Subclasses build the network in :meth:`build_network`; the core runs it window
     by window on the device with the user's inference settings. A network that
-    outputs more voxels than it is given (super-resolution) sets ``output_scale``.
+    outputs more voxels than it is given (super-resolution) sets ``self.output_scale``
+    (per instance, e.g. from its options, in ``__init__``).
+
+    Attributes:
+        output_scale: Output voxels per input voxel along each axis.
+        keeps_module_modes: Class attribute: the engine leaves the network's train/eval
+            mode alone (a method adapting batch-norm statistics at predict time).
     """
 
-    output_scale: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
+    output_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     default_roi_size: ClassVar[tuple[int, int, int]] = (96, 96, 96)
+    keeps_module_modes: ClassVar[bool] = False
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
@@ -454,7 +835,7 @@ class PatchNetworkMethod(Method):
             self._network = self.build_network()
         return self._network
 
-    def forward(self, windows: torch.Tensor, condition: BaseModel) -> torch.Tensor:
+    def forward(self, windows: torch.Tensor, condition: ConditionT) -> torch.Tensor:
         """Run the network on a batch of windows (override to use the condition)."""
         output: torch.Tensor = self.network(windows)
         return output
@@ -466,7 +847,9 @@ class PatchNetworkMethod(Method):
             return self.default_roi_size
         return (int(size[0]), int(size[1]), int(size[2]))
 
-    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
+    def predict(
+        self, image: MetaTensor, context: PredictContext[ConditionT]
+    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
         def predictor(windows: torch.Tensor) -> torch.Tensor:
             return self.forward(windows, context.condition)
 
@@ -476,6 +859,7 @@ class PatchNetworkMethod(Method):
             modules=[self.network],
             default_roi_size=self.roi_size(),
             output_scale=self.output_scale,
+            eval_modules=not self.keeps_module_modes,
         )
 
     def output_grid(self, input_grid: Grid) -> Grid:

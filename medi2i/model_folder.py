@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from medi2i.errors import InputError, Medi2iError, ModelFormatError
-from medi2i.method import Method, SpatialPlan, StateValue, VolumeSpec
+from medi2i.errors import InputError, Medi2iError, ModelFormatError, OptionsError
+from medi2i.method import DomainSpec, Method, SpatialPlan, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
     changed_options,
@@ -81,8 +81,24 @@ class MethodRecord(BaseModel):
     version: str
 
 
+class AdaptedFrom(BaseModel):
+    """The model an adapted model was made from (``medi2i adapt``, the adapt stage)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    weights_sha256: str | None
+    data: list[str]
+    """The target volumes it was adapted on."""
+
+
 class ModelManifest(BaseModel):
-    """The contents of ``medi2i-model.json``."""
+    """The contents of ``medi2i-model.json``.
+
+    ``domains`` (unpaired and multi-domain methods, in label order), ``auxiliary`` (the
+    SHA-256 of each frozen auxiliary network it was trained with) and ``adapted_from``
+    are absent from models of medi2i 0.1.0, which load as before.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,6 +113,9 @@ class ModelManifest(BaseModel):
     data_cards: list[str]
     medi2i_version: str
     created: str
+    domains: list[DomainSpec] = []
+    auxiliary: dict[str, str | None] = {}
+    adapted_from: AdaptedFrom | None = None
 
 
 def save_model(
@@ -107,6 +126,7 @@ def save_model(
     metrics: Mapping[str, float] | None = None,
     data_cards: Sequence[str] = (),
     overwrite: bool = False,
+    adapted_from: AdaptedFrom | None = None,
 ) -> Path:
     """Write ``method`` (options, fitted state, weights) as a trained-model folder.
 
@@ -120,11 +140,13 @@ def save_model(
         metrics: Evaluation metrics to store in ``metrics.json``.
         data_cards: Names of the data cards the model was trained on.
         overwrite: Replace an existing folder.
+        adapted_from: The model this one was adapted from, for adapted models.
 
     Returns:
         The folder path.
     """
     from medi2i import __version__
+    from medi2i.training.auxiliary import auxiliary_hashes
 
     folder = Path(folder)
     if folder.exists() and not overwrite:
@@ -145,6 +167,9 @@ def save_model(
             data_cards=list(data_cards),
             medi2i_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            domains=list(method.domains),
+            auxiliary=auxiliary_hashes(method),
+            adapted_from=adapted_from,
         )
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         (staging / CARD).write_text(card if card is not None else _default_card(method))
@@ -263,10 +288,12 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     tensors = _read_weights(files, manifest, declared, options)
     method = method_cls(options)
     try:
+        if manifest.domains:
+            method.use_domains(manifest.domains)
         method.load_state_values(manifest.state)
         if tensors is not None:
             method.load_state_tensors(tensors)
-    except ModelFormatError as exc:  # the method's message, with the folder, on one line
+    except (ModelFormatError, OptionsError) as exc:  # with the folder, on one line
         raise ModelFormatError(f"{path}: {' '.join(str(exc).split())}") from exc
     return method
 

@@ -8,10 +8,14 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import logging
 import platform
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,16 +23,86 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from medi2i.errors import InputError, OptionsError
-from medi2i.method import DataKind, Grid, Method, PatchNetworkMethod, PredictContext
+from medi2i.method import (
+    DataKind,
+    Grid,
+    Method,
+    Output,
+    PatchNetworkMethod,
+    PredictContext,
+    Progress,
+    no_progress,
+)
 from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:
     import torch
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.engine import SlidingWindowEngine
     from medi2i.registry import Registry
 
 Condition = Mapping[str, object] | BaseModel | None
+
+
+def predict_outputs(
+    method: Method,
+    image: MetaTensor,
+    *,
+    settings: InferenceSettings | None = None,
+    condition: Condition = None,
+    engine: SlidingWindowEngine | None = None,
+) -> dict[str, MetaTensor]:
+    """Translate one channel-first volume in memory into every output of the method.
+
+    Args:
+        method: A ready method (fitted or loaded from a model folder).
+        image: Channel-first ``MetaTensor`` with its affine (RAS, mm).
+        settings: Sliding-window and device settings; defaults otherwise.
+        condition: Predict-time condition (e.g. ``{"target_domain": "B"}``), validated
+            against the method's ``Condition`` model and its state (its domains).
+        engine: The sliding-window engine to use (one per batch keeps what it learns,
+            such as an out-of-memory back-off); a new one from ``settings`` otherwise.
+
+    Returns:
+        The outputs by name (:meth:`medi2i.Method.outputs`; ``""`` for the single output
+        of most methods), each a ``MetaTensor`` on ``method.output_grid`` of the input
+        grid carrying the input's metadata and the output's modality and units.
+
+    Raises:
+        OptionsError: The condition is invalid, or the method returned other outputs
+            than it declares.
+        OutputError: An output is not finite.
+    """
+    from medi2i.engine import SlidingWindowEngine
+    from medi2i.resample import apply_spatial_plan
+    from medi2i.voxel_checks import checked_input
+
+    settings = settings or InferenceSettings()
+    check_modality(method, image, force=settings.force_modality)
+    parsed = method.parse_condition(condition)
+    declared = method.outputs(parsed)
+    image = checked_input(image, settings.nonfinite)
+    engine = engine if engine is not None else SlidingWindowEngine(settings=settings)
+    context = PredictContext(
+        engine=engine,
+        condition=parsed,
+        device=engine.device,
+        seed=settings.seed,
+        progress=_progress_bars(settings.progress),
+        log=logging.getLogger(f"medi2i.method.{method.id}"),
+    )
+    input_grid = Grid.of(image)
+    working = apply_spatial_plan(image, method.spatial_plan())
+    prepared = method.preprocess(working, domain=method.input_domain(parsed), condition=parsed)
+    with _state_kept(method):
+        raw = _by_name(method, method.predict(prepared, context), declared)
+    results: dict[str, MetaTensor] = {}
+    for output in declared:
+        shaped = _with_grid(method, raw[output.name], prepared)
+        done = method.postprocess(shaped, prepared, domain=output.domain, condition=parsed)
+        results[output.name] = _delivered(method, done, input_grid, image, output)
+    return results
 
 
 def predict_tensor(
@@ -37,40 +111,47 @@ def predict_tensor(
     *,
     settings: InferenceSettings | None = None,
     condition: Condition = None,
+    engine: SlidingWindowEngine | None = None,
 ) -> MetaTensor:
-    """Translate one channel-first volume in memory.
+    """Translate one channel-first volume in memory (a method with one output).
 
     Args:
         method: A ready method (fitted or loaded from a model folder).
         image: Channel-first ``MetaTensor`` with its affine (RAS, mm).
         settings: Sliding-window and device settings; defaults otherwise.
         condition: Predict-time condition (e.g. ``{"target_domain": "B"}``).
+        engine: The sliding-window engine to reuse across volumes (see
+            :func:`predict_outputs`).
 
     Returns:
         The output as a ``MetaTensor`` on ``method.output_grid`` of the input grid
         (the input grid itself unless the method changes resolution), carrying the
         input's metadata.
-    """
-    from medi2i.engine import SlidingWindowEngine
-    from medi2i.resample import apply_spatial_plan, resample_to_grid
-    from medi2i.voxel_checks import checked_input, require_finite_output
 
-    settings = settings or InferenceSettings()
-    check_modality(method, image, force=settings.force_modality)
-    image = checked_input(image, settings.nonfinite)
-    engine = SlidingWindowEngine(settings=settings)
-    context = PredictContext(
-        engine=engine, condition=method.parse_condition(condition), device=engine.device
-    )
-    input_grid = Grid.of(image)
-    working = apply_spatial_plan(image, method.spatial_plan())
-    prepared = method.preprocess(working)
-    output = _with_grid(method, method.predict(prepared, context), prepared)
-    output = method.postprocess(output, prepared)
+    Raises:
+        OptionsError: The method yields several named outputs under ``condition``
+            (use :func:`predict_outputs`).
+    """
+    results = predict_outputs(method, image, settings=settings, condition=condition, engine=engine)
+    if len(results) != 1:
+        raise OptionsError(
+            f"method {method.id!r} yields {len(results)} outputs ({', '.join(results)}) "
+            "under this condition; predict them with predict_outputs"
+        )
+    return next(iter(results.values()))
+
+
+def _delivered(
+    method: Method, output: MetaTensor, input_grid: Grid, image: MetaTensor, declared: Output
+) -> MetaTensor:
+    from medi2i.resample import resample_to_grid
+    from medi2i.voxel_checks import require_finite_output
+
     result = resample_to_grid(output, method.output_grid(input_grid), mode="linear")
+    named = f" {declared.name!r}" if declared.name else ""
     require_finite_output(
         result.as_tensor().detach().cpu().numpy(),
-        f"the output of {method.id!r} for {image.meta.get('filename_or_obj', 'the input')}",
+        f"the output{named} of {method.id!r} for {image.meta.get('filename_or_obj', 'the input')}",
         hint="the method failed on this input (a diverged model, or an input unlike its "
         "training data); nothing was written",
     )
@@ -79,10 +160,75 @@ def predict_tensor(
         **_grid_meta(result),
         "medi2i.method.id": method.id,
         "medi2i.method.version": method.version,
-        "medi2i.output.modality": method.output_spec.modality,
-        "medi2i.output.units": method.output_spec.units,
+        "medi2i.output.name": declared.name,
+        "medi2i.output.modality": declared.spec.modality,
+        "medi2i.output.units": declared.spec.units,
     }
     return result
+
+
+def _by_name(
+    method: Method,
+    raw: torch.Tensor | Mapping[str, torch.Tensor],
+    declared: tuple[Output, ...],
+) -> Mapping[str, torch.Tensor]:
+    """The raw outputs by declared name; a single tensor is the one declared output."""
+    names = [output.name for output in declared]
+    if not isinstance(raw, Mapping):
+        if len(names) != 1:
+            raise OptionsError(
+                f"method {method.id!r} returned one volume but declares the outputs {names}; "
+                "return a mapping by output name from predict"
+            )
+        return {names[0]: raw}
+    if sorted(raw) != sorted(names):
+        raise OptionsError(
+            f"method {method.id!r} returned the outputs {sorted(raw)} but declares {names} "
+            "for this condition; make predict and outputs agree"
+        )
+    return raw
+
+
+@contextmanager
+def _state_kept(method: Method) -> Iterator[None]:
+    """Restore the method's state after ``predict`` when it adapts itself to an input
+    (``restores_state``), so the next volume of a batch starts from the same model."""
+    if not method.restores_state:
+        yield
+        return
+    tensors = {name: value.detach().clone() for name, value in method.state_tensors().items()}
+    values = copy.deepcopy(method.state_values())
+    modes = _module_modes(method)
+    try:
+        yield
+    finally:
+        method.load_state_values(values)
+        if tensors:
+            method.load_state_tensors(tensors)
+        for module, training in modes:
+            module.train(training)
+
+
+def _module_modes(method: Method) -> list[tuple[torch.nn.Module, bool]]:
+    import torch
+
+    found = [m for m in vars(method).values() if isinstance(m, torch.nn.Module)]
+    return [(module, module.training) for root in found for module in root.modules()]
+
+
+def _progress_bars(enabled: bool) -> Progress:
+    if not enabled:
+        return no_progress
+
+    def progress(
+        iterable: Iterable[object], description: str = "", total: int | None = None
+    ) -> Iterable[object]:
+        from tqdm.auto import tqdm
+
+        bar: Iterable[object] = tqdm(iterable, desc=description or None, total=total, leave=False)
+        return bar
+
+    return progress
 
 
 def check_modality(method: Method, image: MetaTensor, *, force: bool = False) -> None:
@@ -208,6 +354,49 @@ def predict(
         InputError: The input is unreadable, non-finite (see ``settings.nonfinite``),
             constant or empty, or of another modality than the method takes.
     """
+    written = predict_all(
+        source,
+        output,
+        method=method,
+        model=model,
+        options=options,
+        settings=settings,
+        condition=condition,
+        registry=registry,
+        image=image,
+        overwrite=overwrite,
+        single=True,
+    )
+    return next(iter(written.values()))
+
+
+def predict_all(
+    source: str | Path,
+    output: str | Path,
+    *,
+    method: str | None = None,
+    model: str | Path | None = None,
+    options: Mapping[str, object] | None = None,
+    settings: InferenceSettings | None = None,
+    condition: Condition = None,
+    registry: Registry | None = None,
+    image: MetaTensor | None = None,
+    overwrite: bool = False,
+    single: bool = False,
+) -> dict[str, Path]:
+    """Like :func:`predict`, for methods with several named outputs too.
+
+    The single output of most methods goes to ``output``; named outputs (MUNIT styles,
+    StarGAN targets) go to ``OUT_{name}`` (:func:`named_output_path`), each with its
+    own provenance sidecar naming the output and its condition. Every destination is
+    checked before the inference starts.
+
+    Args:
+        single: Refuse a method that yields several outputs (what :func:`predict` does).
+
+    Returns:
+        The written paths by output name (``""`` for the single output).
+    """
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import check_destination
     from medi2i.registry import Registry
@@ -215,27 +404,78 @@ def predict(
     output = Path(output)
     registry = registry if registry is not None else Registry()
     writer = writer_for(output, list(registry.writers.values()))  # before any inference
-    check_destination(
-        output, inputs=[Path(source)], overwrite=overwrite, folder=not writer.suffixes
-    )
-    check_destination(sidecar_path(output), inputs=[Path(source)], overwrite=True, folder=False)
     ready = load_method(method=method, model=model, options=options, registry=registry)
     settings = settings or InferenceSettings()
+    parsed = ready.parse_condition(condition)
+    declared = ready.outputs(parsed)
+    if single and len(declared) != 1:
+        raise OptionsError(
+            f"method {ready.id!r} yields the outputs {[o.name for o in declared]} under this "
+            "condition; use predict_all (or the medi2i predict command), which writes each"
+        )
+    paths = {o.name: named_output_path(output, o.name) for o in declared}
+    for path in paths.values():
+        check_destination(
+            path, inputs=[Path(source)], overwrite=overwrite, folder=not writer.suffixes
+        )
+        check_destination(sidecar_path(path), inputs=[Path(source)], overwrite=True, folder=False)
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     # a result the writer would refuse is refused before the inference, not after it
-    writer.check(
-        ready.output_grid(Grid.of(image)).affine,
-        {**image.meta, "medi2i.output.modality": ready.output_spec.modality},
-        output,
-    )
-    result = predict_tensor(ready, image, settings=settings, condition=condition)
-    written = write_volume(result, output, writers=[writer])
+    grid = ready.output_grid(Grid.of(image))
+    for declared_output in declared:
+        meta = {**image.meta, "medi2i.output.modality": declared_output.spec.modality}
+        writer.check(grid.affine, meta, paths[declared_output.name])
+    results = predict_outputs(ready, image, settings=settings, condition=parsed)
     record = provenance(
-        ready, source=Path(source), model=model, settings=settings, registry=registry, image=image
+        ready,
+        source=Path(source),
+        model=model,
+        settings=settings,
+        registry=registry,
+        image=image,
+        condition=parsed,
     )
-    _write_sidecar(written, record)
+    written: dict[str, Path] = {}
+    for declared_output in declared:
+        path = write_volume(
+            results[declared_output.name], paths[declared_output.name], writers=[writer]
+        )
+        _write_sidecar(path, {**record, "output": _output_record(declared_output)})
+        written[declared_output.name] = path
     return written
+
+
+def named_output_path(output: Path, name: str) -> Path:
+    """Where the output called ``name`` goes: ``output`` itself for the unnamed one,
+    else ``OUT_{name}`` (``sct.nii.gz`` → ``sct_style-2.nii.gz``; a DICOM folder
+    ``out`` → ``out_style-2``).
+
+    Raises:
+        OptionsError: ``name`` is not letters, digits, ``-`` and ``_``.
+    """
+    if not name:
+        return output
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise OptionsError(
+            f"output name {name!r} must be letters, digits, '-' and '_' (it becomes part "
+            "of a file name); fix the method's outputs"
+        )
+    text = output.name
+    for suffix in (".nii.gz", *output.suffixes[-1:]):
+        if suffix and text.endswith(suffix):
+            return output.with_name(f"{text[: -len(suffix)]}_{name}{suffix}")
+    return output.with_name(f"{text}_{name}")
+
+
+def _output_record(output: Output) -> dict[str, object]:
+    return {
+        "name": output.name,
+        "modality": output.spec.modality,
+        "units": output.spec.units,
+        "domain": output.domain,
+        "condition": json.loads(json.dumps(dict(output.condition), default=str)),
+    }
 
 
 def provenance(
@@ -246,8 +486,10 @@ def provenance(
     settings: InferenceSettings,
     registry: Registry,
     image: MetaTensor | None = None,
+    condition: BaseModel | None = None,
 ) -> dict[str, object]:
-    """What produced an output: method, plugin, options, weights and input hashes.
+    """What produced an output: method, plugin, options, domains, condition, weights and
+    input hashes (with the settings' seed, enough to make the output again).
 
     ``input.sha256`` identifies the input's content: for an input file, the SHA-256 of
     its bytes (``input.hashed`` is ``"file"``); for a folder (a DICOM series) it is
@@ -270,6 +512,8 @@ def provenance(
         "method": {"id": method.id, "version": method.version},
         "plugin": {"name": owner, "version": plugin.version if plugin else None},
         "options": method.options.model_dump(mode="json"),
+        "domains": [d.model_dump(mode="json") for d in method.domains],
+        "condition": condition.model_dump(mode="json") if condition is not None else None,
         "model": str(model) if model is not None else None,
         "weights_sha256": weights,
         "input": _input_hash(source, image),

@@ -38,6 +38,9 @@ class InferenceSettings(BaseModel):
         force_modality: Translate a DICOM series whose Modality differs from the one
             the method declares for its input (e.g. a CT given to an MR→CT model);
             refused otherwise.
+        seed: Seed of anything random a method does at predict time (a style code,
+            fitting on the input); recorded in the provenance, so an output can be
+            made again.
 
     Example:
         >>> InferenceSettings(roi_size=(64, 64, 64), device="cpu").overlap
@@ -56,6 +59,7 @@ class InferenceSettings(BaseModel):
     progress: bool = True
     nonfinite: NonFinitePolicy = "error"
     force_modality: bool = False
+    seed: int = Field(default=0, ge=0)
 
     @field_validator("roi_size")
     @classmethod

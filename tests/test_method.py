@@ -30,9 +30,9 @@ def test_options_reject_unknown_keys_and_wrong_types() -> None:
 
 
 def test_condition_is_validated_against_the_method_model() -> None:
-    assert DomainOffset.parse_condition({"target_domain": "C"}).target_domain == "C"  # type: ignore[attr-defined]
+    assert DomainOffset().parse_condition({"target_domain": "C"}).target_domain == "C"  # type: ignore[attr-defined]
     with pytest.raises(OptionsError, match="condition of method"):
-        DomainOffset.parse_condition({"domain": "C"})
+        DomainOffset().parse_condition({"domain": "C"})
 
 
 @pytest.mark.parametrize("bad_id", ["Upper", "9lives", "with space", ""])

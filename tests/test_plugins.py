@@ -510,7 +510,7 @@ class ModifiesItsInput(DomainOffset):
 
     id = "modifies-its-input"
 
-    def preprocess(self, image: Any) -> Any:
+    def preprocess(self, image: Any, **_: Any) -> Any:
         return image.mul_(2.0)
 
 

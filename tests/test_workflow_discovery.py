@@ -65,7 +65,7 @@ def test_synthrad_unpaired_keeps_each_subject_in_one_split(tmp_path: Path) -> No
     root = synthrad_root(tmp_path, [f"1BA00{i}" for i in range(1, 7)])
     data = config("unpaired", {"type": "synthrad", "root": str(root)}, test=0.34, seed=3)
     splits = discover_splits(data)
-    assert splits.train.domains == ("mr", "ct")
+    assert splits.train.domains == ("ct", "mr")  # sorted: the layout does not decide labels
     subjects = {
         name: {case.id.split("/")[0] for case in splits.get(name).cases}
         for name in ("train", "test")
@@ -102,7 +102,7 @@ def test_folders_multi_domain_stratified_split(tmp_path: Path) -> None:
             touch(tmp_path / domain / f"{domain}{index}.nii.gz")
     data = config("multi-domain", {"type": "folders", "folders": folders}, validation=0.25)
     splits = discover_splits(data)
-    assert splits.train.domains == ("siemens", "ge", "philips")
+    assert splits.train.domains == ("ge", "philips", "siemens")  # sorted, not folder order
     assert sorted(str(case.domain) for case in splits.validation.cases) == [
         "ge",
         "philips",
@@ -188,3 +188,32 @@ def test_fraction_split_is_seeded_and_keeps_training_cases(tmp_path: Path) -> No
     tiny = synthrad_root(tmp_path / "tiny", ["only"])
     with pytest.raises(InputError, match="leaves no training case"):
         discover_splits(config("paired", {"type": "synthrad", "root": str(tiny)}, test=0.5))
+
+
+def test_label_order_is_the_declared_domains_whatever_the_folder_order(tmp_path: Path) -> None:
+    folders = {}
+    for domain in ("siemens", "ge"):
+        folders[domain] = str(tmp_path / domain)
+        touch(tmp_path / domain / f"{domain}0.nii.gz")
+    declared = [{"name": "ge", "modality": "MR"}, "siemens"]
+    for order in (folders, dict(reversed(folders.items()))):
+        data = DataConfig.model_validate(
+            {
+                "kind": "unpaired",
+                "layout": {"type": "folders", "folders": order},
+                "domains": declared,
+            }
+        )
+        cases = discover_splits(data).train
+        assert cases.domains == ("ge", "siemens")
+        assert [spec.modality for spec in cases.specs()] == ["MR", "any"]
+
+
+def test_declared_domains_must_be_the_layouts(tmp_path: Path) -> None:
+    layout = {"type": "folders", "folders": {"a": str(tmp_path / "a"), "b": str(tmp_path / "b")}}
+    with pytest.raises(ValueError, match="must name the layout's domains"):
+        DataConfig.model_validate({"kind": "unpaired", "layout": layout, "domains": ["a", "c"]})
+    with pytest.raises(ValueError, match="unpaired or multi-domain"):
+        DataConfig.model_validate(
+            {"kind": "paired", "layout": {"type": "synthrad", "root": "."}, "domains": ["mr"]}
+        )

@@ -40,6 +40,8 @@ from medi2i.bench.montage import write_result_montages
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
     from medi2i.method import Method
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
@@ -376,9 +378,9 @@ def _method_contender(
     dataset: BenchDataset,
     settings: InferenceSettings,
 ) -> Contender:
-    from medi2i.method import DataKind, Method
+    from medi2i.method import DataKind, Training
 
-    fittable = type(method).fit is not Method.fit
+    fittable = method.training is Training.FIT
     if kind == "method" and method.data.value in _FITTED_HERE and fittable:
         method.fit(_target_domain_images(dataset))
     elif kind == "method" and method.data is not DataKind.NONE:
@@ -404,7 +406,7 @@ def _method_contender(
     return Contender(name, kind, predict, f"{kind} {method.id} {method.version}")
 
 
-def _target_domain_images(dataset: BenchDataset) -> list[object]:
+def _target_domain_images(dataset: BenchDataset) -> list[MetaTensor]:
     from medi2i.bench.datasets import Q3_TARGET
 
     if dataset.task == "q3":

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medi2i.method import DataKind
+from medi2i.method import DataKind, DomainSpec
 
 SOURCE, TARGET, MASK, IMAGE = "source", "target", "mask", "image"
 
@@ -39,11 +39,20 @@ class CaseSet:
         kind: Paired, unpaired or multi-domain (or single-domain).
         cases: The cases, in a stable order.
         domains: Domain labels in label order (index = integer label in batches).
+        domain_specs: What each domain's images are (modality, units), in the same
+            order; names only (modality ``"any"``) unless the data says.
     """
 
     kind: DataKind
     cases: tuple[Case, ...]
     domains: tuple[str, ...] = field(default=())
+    domain_specs: tuple[DomainSpec, ...] = field(default=())
+
+    def specs(self) -> tuple[DomainSpec, ...]:
+        """:attr:`domain_specs`, or a spec of modality ``"any"`` per domain name."""
+        if self.domain_specs:
+            return self.domain_specs
+        return tuple(DomainSpec(name=name) for name in self.domains)
 
     def domain_index(self, domain: str) -> int:
         """Integer label of ``domain`` in multi-domain batches."""

@@ -26,6 +26,7 @@ from medi2i.method import (
     SpatialPlan,
     StateValue,
     Task,
+    Training,
     VolumeSpec,
 )
 
@@ -62,6 +63,7 @@ class FittedStandardization(Method):
     id = "example-fitted-standardization"
     tasks = (Task.HARMONIZATION,)
     data = DataKind.SINGLE_DOMAIN
+    training = Training.FIT
     input_spec = MR
     output_spec = MR
 
@@ -93,7 +95,7 @@ class ThroughPlaneUpsampler(PatchNetworkMethod):
     data = DataKind.PAIRED
     input_spec = MR
     output_spec = MR
-    output_scale: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 2.0)
+    output_scale = (1.0, 1.0, 2.0)
     default_roi_size: ClassVar[tuple[int, int, int]] = (16, 16, 8)
 
     def build_network(self) -> torch.nn.Module:

@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 
 from medi2i.hookspecs import hookimpl
-from medi2i.method import DataKind, Method, Options, PatchNetworkMethod, Task, TrainerAPI
+from medi2i.method import (
+    DataKind,
+    Method,
+    Options,
+    PatchNetworkMethod,
+    Task,
+    TrainerAPI,
+    Training,
+)
 from medi2i.testing.example_methods import CT, MR
 
 if TYPE_CHECKING:
@@ -61,6 +69,7 @@ class TinyRegression(PatchNetworkMethod):
     id = "example-tiny-regression"
     tasks = (Task.TRANSLATION,)
     data = DataKind.PAIRED
+    training = Training.GRADIENT
     input_spec = MR
     output_spec = CT
     Options = TinyOptions
@@ -72,14 +81,23 @@ class TinyRegression(PatchNetworkMethod):
     def build_network(self) -> torch.nn.Module:
         return _convolutions(1, self.settings.hidden, 1)
 
-    def preprocess(self, image: MetaTensor) -> MetaTensor:
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
         return cast("MetaTensor", image / self.settings.input_unit)
 
     def preprocess_target(self, target: MetaTensor) -> MetaTensor:
         """HU to the network's range (the inverse of :meth:`postprocess`)."""
         return cast("MetaTensor", target / self.settings.output_unit)
 
-    def postprocess(self, output: MetaTensor, image: MetaTensor) -> MetaTensor:
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: object = None,
+    ) -> MetaTensor:
         return cast("MetaTensor", output * self.settings.output_unit)
 
     def configure_training(self, trainer: TrainerAPI) -> None:

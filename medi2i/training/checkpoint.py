@@ -4,7 +4,8 @@ Layout of ``<run>/checkpoints/``::
 
     last.json                     the commit record: step, files, hashes, settings, RNG
     step-00000600.safetensors     module weights (every training module, e.g. G and D)
-    step-00000600.optim.pt        optimizer and gradient-scaler states, torch RNG states
+    step-00000600.optim.pt        optimizer and gradient-scaler states, torch RNG states,
+                                  the method's own training state (image pools, EMA)
 
 The tensor and state files carry their step in their name and are written first, each
 under a temporary name and then renamed; ``last.json`` is replaced last, which commits
@@ -107,12 +108,15 @@ class Checkpoint:
         state: Weights, optimizer and scaler states.
         torch_rng: torch's CPU RNG state.
         cuda_rng: torch's RNG state of every CUDA device (empty without CUDA).
+        method_state: What :meth:`medi2i.Method.training_state` returned (image pools,
+            EMA weights, extra schedulers).
     """
 
     record: CheckpointRecord
     state: TrainingState
     torch_rng: torch.Tensor
     cuda_rng: list[torch.Tensor]
+    method_state: dict[str, Any]
 
     @property
     def step(self) -> int:
@@ -156,6 +160,7 @@ def save_checkpoint(
         "scalers": dict(state.scalers),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "method_state": method.training_state(),
     }
     with atomic_path(folder / f"{stem}.optim.pt") as tmp:
         torch.save(extra, tmp)
@@ -209,7 +214,13 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
         module, _, name = key.partition(".")
         modules.setdefault(module, {})[name] = value
     state = TrainingState(modules, extra["optimizers"], extra["scalers"])
-    return Checkpoint(record, state, extra["torch_rng"], list(extra["cuda_rng"]))
+    return Checkpoint(
+        record,
+        state,
+        extra["torch_rng"],
+        list(extra["cuda_rng"]),
+        dict(extra.get("method_state", {})),
+    )
 
 
 def restore_rng(checkpoint: Checkpoint) -> None:

@@ -110,6 +110,10 @@ def domain_labels(data: CaseSet) -> tuple[str, ...]:
     """The domain names of unpaired or multi-domain data, in label order.
 
     ``data.domains`` when given, otherwise the cases' domains in sorted order.
+
+    Raises:
+        InputError: The number of domains does not fit the data kind, or a case's
+            domain is not one of them.
     """
     if data.kind not in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
         return ()
@@ -153,8 +157,12 @@ def load_training_volume(
     domain: int,
     patch_size: tuple[int, int, int],
     foreground_threshold: float | None,
+    domain_name: str | None = None,
 ) -> TrainingVolume:
     """Read, plan, preprocess and pad one case (see the module docstring).
+
+    Unpaired and multi-domain images are preprocessed with their domain's name
+    (``domain_name``), so that a method scales MR and CT each its own way.
 
     Volumes smaller than a patch are padded at their far end by edge replication.
 
@@ -172,7 +180,7 @@ def load_training_volume(
             f"but the {input_role} has {tuple(raw.shape[1:])}; resample the mask onto it"
         )
     selected = _foreground(raw, mask, foreground_threshold)
-    image = _plain(method.preprocess(raw))
+    image = _plain(method.preprocess(raw, domain=domain_name))
     target = None
     if kind is DataKind.PAIRED:
         target = _plain(method.preprocess_target(_planned(case, TARGET, method)))
@@ -308,6 +316,7 @@ class _CaseLoader:
             domain=label,
             patch_size=self.patch_size,
             foreground_threshold=self.foreground_threshold,
+            domain_name=case.domain if self.domains else None,
         )
 
 

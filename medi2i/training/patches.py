@@ -43,6 +43,11 @@ class PatchSampler:
         augmentation: Augmentation settings.
         seed: The run's seed.
         rank: This process's rank (each process sees different batches).
+        augmented_roles: The roles whose patches get intensity augmentation
+            (``source``, ``target``, ``image``, or domain names; see
+            :meth:`medi2i.Method.augments_intensity`); flips and turns apply to all.
+        domain_names: Names of the domain labels, in label order (unpaired and
+            multi-domain data).
 
     Example:
         >>> batch = sampler(step=0, micro=0)  # doctest: +SKIP
@@ -63,8 +68,12 @@ class PatchSampler:
         augmentation: AugmentationConfig,
         seed: int,
         rank: int,
+        augmented_roles: frozenset[str] = frozenset({"source", "image"}),
+        domain_names: Sequence[str] = (),
     ) -> None:
         self.store = store
+        self.augmented_roles = augmented_roles
+        self.domain_names = tuple(domain_names)
         self.kind = kind
         self.groups = [list(group) for group in groups]
         self.patch_size = patch_size
@@ -98,7 +107,9 @@ class PatchSampler:
             source = _cut(volume.input, start, self.patch_size, (1, 1, 1))
             target = _cut(volume.target, start, self.patch_size, volume.target_scale)
             source, target = self._spatial(rng, [source, target])
-            sources.append(self._intensity(rng, source, volume.spread))
+            sources.append(self._intensity(rng, source, volume.spread, "source"))
+            if "target" in self.augmented_roles:  # in the target's own intensity unit
+                target = self._intensity(rng, target, float(volume.target.std()) or 1.0, "target")
             targets.append(target)
         return {"source": torch.stack(sources), "target": torch.stack(targets)}
 
@@ -109,7 +120,8 @@ class PatchSampler:
         for volume in self._volumes(rng, groups):
             start = self._start(rng, volume)
             (patch,) = self._spatial(rng, [_cut(volume.input, start, self.patch_size, (1, 1, 1))])
-            patches.append(self._intensity(rng, patch, volume.spread))
+            role = self.domain_names[volume.domain] if self.domain_names else "image"
+            patches.append(self._intensity(rng, patch, volume.spread, role))
             labels.append(volume.domain)
         return torch.stack(patches), torch.tensor(labels, dtype=torch.int64)
 
@@ -155,11 +167,11 @@ class PatchSampler:
         return patches
 
     def _intensity(
-        self, rng: np.random.Generator, patch: torch.Tensor, spread: float
+        self, rng: np.random.Generator, patch: torch.Tensor, spread: float, role: str
     ) -> torch.Tensor:
         settings = self.augmentation
-        if not settings.enabled:
-            return patch
+        if not settings.enabled or role not in self.augmented_roles:
+            return patch  # no draws either: other roles' batches stay as they were
         if rng.random() < settings.intensity_probability:
             scale = float(rng.uniform(*settings.intensity_scale))
             shift = float(rng.uniform(*settings.intensity_shift)) * spread

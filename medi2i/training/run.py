@@ -12,7 +12,7 @@ as an uninterrupted run on the same machine and software (on CUDA, with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +22,9 @@ from pydantic import JsonValue
 
 from medi2i.data.cases import CaseSet
 from medi2i.errors import OptionsError
-from medi2i.method import Method, PatchNetworkMethod
+from medi2i.method import DataKind, DomainSpec, Method, PatchNetworkMethod
 from medi2i.settings import InferenceSettings
+from medi2i.training.auxiliary import auxiliary_hashes
 from medi2i.training.checkpoint import (
     CheckpointError,
     clear_checkpoints,
@@ -33,7 +34,13 @@ from medi2i.training.checkpoint import (
     save_checkpoint,
 )
 from medi2i.training.config import RESUME_INVARIANTS, TrainingConfig
-from medi2i.training.data import case_domains, check_trainable, step_batches, training_store
+from medi2i.training.data import (
+    case_domains,
+    check_trainable,
+    domain_labels,
+    step_batches,
+    training_store,
+)
 from medi2i.training.distributed import (
     DistributedContext,
     average_across_processes,
@@ -67,11 +74,17 @@ def run_training(
     validation: CaseSet | None,
     resume: bool,
     inference: InferenceSettings | None,
+    validation_condition: Mapping[str, object] | None = None,
 ) -> TrainResult:
     """Train ``method`` (the body of :func:`medi2i.training.train`)."""
     check_trainable(method, data)
+    if data.kind in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
+        names = domain_labels(data)
+        by_name = {spec.name: spec for spec in data.specs()}
+        method.use_domains([by_name.get(name, DomainSpec(name=name)) for name in names])
     if validation is not None:
         check_validation_cases(validation)
+        method.parse_condition(validation_condition)  # a bad condition fails now, not later
     device = process_device(config.device, context_from_environment())
     if config.deterministic:
         torch.backends.cudnn.deterministic = True
@@ -107,7 +120,9 @@ def run_training(
             checkpoints=run_dir / CHECKPOINTS,
             fingerprint=fingerprint,
             guard=guard,
-            validator=_validator(validation, method, inference, device, config, context),
+            validator=_validator(
+                validation, method, inference, device, config, context, validation_condition
+            ),
         )
         if first_step < config.steps:
             run.loop(_sampler(method, data, config, patch_size, context))
@@ -132,6 +147,8 @@ def run_training(
 def _configured_trainer(
     method: Method, config: TrainingConfig, device: torch.device, context: DistributedContext
 ) -> Trainer:
+    from medi2i.training.auxiliary import load_auxiliary_networks
+
     torch.manual_seed(config.seed)  # the same initial weights in every process and run
     trainer = Trainer(
         method.training_modules(),
@@ -139,6 +156,8 @@ def _configured_trainer(
         accumulation_steps=config.accumulation_steps,
         amp=config.amp,
         distributed=context,
+        total_steps=config.steps,
+        auxiliary=load_auxiliary_networks(method),
     )
     try:
         method.configure_training(trainer)
@@ -241,13 +260,14 @@ def _validator(
     device: torch.device,
     config: TrainingConfig,
     context: DistributedContext,
+    condition: Mapping[str, object] | None,
 ) -> Validator | None:
     if validation is None or not context.is_main:
         return None
     cases = load_validation_cases(validation)
     base = inference if inference is not None else InferenceSettings(amp=config.amp)
     settings = base.model_copy(update={"device": str(device), "progress": False})
-    return lambda: validate(method, cases, settings=settings)
+    return lambda: validate(method, cases, settings=settings, condition=condition)
 
 
 def _sampler(
@@ -264,8 +284,11 @@ def _sampler(
         foreground_threshold=config.foreground_threshold,
         keep=config.cache == "memory",
     )
+    roles = {"source", "target", "image", *data.domains}
     return PatchSampler(
         store,
+        augmented_roles=frozenset(role for role in roles if method.augments_intensity(role)),
+        domain_names=domain_labels(data),
         kind=data.kind,
         groups=case_domains(data),
         patch_size=patch_size,
@@ -309,6 +332,7 @@ def _resume(
     trainer.load_state(checkpoint.state, step=checkpoint.step)
     if checkpoint.record.state_values:
         method.load_state_values(checkpoint.record.state_values)
+    method.load_training_state(checkpoint.method_state)
     restore_rng(checkpoint)
     return checkpoint.step
 
@@ -325,6 +349,11 @@ def _fingerprint(
     fingerprint["world_size"] = context.world_size
     fingerprint["method"] = method.id
     fingerprint["options"] = method.options.model_dump(mode="json")
+    if method.domains:
+        fingerprint["domains"] = [d.model_dump(mode="json") for d in method.domains]
+    auxiliary = auxiliary_hashes(method)
+    if auxiliary:
+        fingerprint["auxiliary"] = dict(auxiliary)
     return fingerprint
 
 

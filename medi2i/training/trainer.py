@@ -41,12 +41,17 @@ class Trainer:
         accumulation_steps: Batches per optimizer update.
         amp: Mixed precision with gradient scaling (only on CUDA).
         distributed: This process's rank; a single process when ``None``.
+        total_steps: The number of steps the run trains for.
+        auxiliary: Frozen networks of the method (built and loaded, see
+            :func:`medi2i.training.auxiliary.load_auxiliary_networks`).
 
     Attributes:
         device: Where modules and batches live.
         modules: The modules to call in training steps (DDP-wrapped when distributed).
         raw_modules: The same modules, never wrapped (for weights and checkpoints).
         step_index: Completed training steps.
+        total_steps: The number of steps the run trains for (for schedules).
+        auxiliary: The method's frozen auxiliary networks, by name.
         micro_step: Index of the current batch within the accumulation cycle.
         optimizers: Optimizers by name, as the method registered them.
         non_finite_backward: Optimizers for which a NaN or infinite loss was
@@ -61,6 +66,8 @@ class Trainer:
         accumulation_steps: int = 1,
         amp: bool = False,
         distributed: DistributedContext | None = None,
+        total_steps: int = 0,
+        auxiliary: Mapping[str, torch.nn.Module] | None = None,
     ) -> None:
         dotted = [name for name in modules if "." in name or not name]
         if dotted:
@@ -74,6 +81,12 @@ class Trainer:
             name: self._wrapped(module) for name, module in self.raw_modules.items()
         }
         self.step_index = 0
+        self.total_steps = total_steps
+        # frozen helpers: on the device, in eval mode, never wrapped nor checkpointed
+        self.auxiliary: Mapping[str, torch.nn.Module] = {
+            name: module.to(device).eval().requires_grad_(False)
+            for name, module in (auxiliary or {}).items()
+        }
         self.micro_step = 0
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._scalers: dict[str, torch.amp.GradScaler] = {}
@@ -292,6 +305,7 @@ def train(
     validation: CaseSet | None = None,
     resume: bool = True,
     inference: InferenceSettings | None = None,
+    validation_condition: Mapping[str, object] | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``data`` and save it as a trained-model folder.
 
@@ -319,6 +333,8 @@ def train(
             ``False`` any checkpoint there is deleted and training starts afresh.
         inference: Sliding-window settings of validation (window size, overlap,
             blending); its device is always the training device.
+        validation_condition: The predict-time condition validation predicts under
+            (e.g. the direction of a two-way method); checked before the first step.
 
     Returns:
         Where the model and history are, the final losses and validation metrics.
@@ -341,4 +357,5 @@ def train(
         validation=validation,
         resume=resume,
         inference=inference,
+        validation_condition=validation_condition,
     )

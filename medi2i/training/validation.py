@@ -10,6 +10,7 @@ harmonization method is validated on travelling subjects, for example.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,11 @@ def load_validation_cases(cases: CaseSet) -> list[ValidationCase]:
 
 
 def validate(
-    method: Method, cases: list[ValidationCase], *, settings: InferenceSettings
+    method: Method,
+    cases: list[ValidationCase],
+    *,
+    settings: InferenceSettings,
+    condition: Mapping[str, object] | None = None,
 ) -> dict[str, float]:
     """Predict every case and average the metrics over cases.
 
@@ -85,6 +90,9 @@ def validate(
         method: The method in its current training state.
         cases: The validation cases.
         settings: Sliding-window settings (device, AMP, window size).
+        condition: The predict-time condition to validate under (e.g. the direction
+            ``{to: ct}`` of a two-way unpaired method), the workflow's
+            ``method.condition``.
 
     Returns:
         ``{"mae": ..., "psnr": ...}``, each the mean over cases, in the target's units
@@ -96,7 +104,7 @@ def validate(
     metrics = (MeanAbsoluteError(), PeakSignalToNoiseRatio())
     values: dict[str, list[float]] = {metric.name: [] for metric in metrics}
     for case in cases:
-        prediction = predict_tensor(method, case.source, settings=settings)
+        prediction = predict_tensor(method, case.source, settings=settings, condition=condition)
         predicted = np.asarray(prediction.as_tensor()[0].numpy())
         for metric in metrics:
             values[metric.name].append(metric(predicted, case.target, case.mask))

@@ -75,24 +75,44 @@ def discover_splits(data: DataConfig) -> DataSplits:
     kind = DataKind(data.kind)
     subjects = discover_subjects(data)
     domains = _domains(data, subjects)
+    specs = data.domain_specs()
     parts = split_subjects(subjects, data.split)
 
     def case_set(chosen: Sequence[Subject]) -> CaseSet:
         cases = tuple(case for subject in chosen for case in subject.cases)
-        return CaseSet(kind=kind, cases=cases, domains=domains)
+        return CaseSet(kind=kind, cases=cases, domains=domains, domain_specs=specs)
 
+    validation = case_set(parts["validation"])
+    if data.validation_data is not None:
+        validation = validation_cases(data.validation_data)
     return DataSplits(
         train=case_set(parts["train"]),
-        validation=case_set(parts["validation"]),
+        validation=validation,
         test=case_set(parts["test"]),
     )
+
+
+def validation_cases(layout: SynthradLayout | FoldersLayout | CsvLayout) -> CaseSet:
+    """The paired cases of ``data.validation_data`` (any training data kind).
+
+    Raises:
+        InputError: The layout's folders or files are missing, or it holds no case.
+    """
+    paired = DataConfig(kind="paired", layout=layout)
+    cases = tuple(case for subject in discover_subjects(paired) for case in subject.cases)
+    return CaseSet(kind=DataKind.PAIRED, cases=cases)
 
 
 def discover_cases(data: DataConfig) -> CaseSet:
     """Every case of ``data``, unsplit."""
     subjects = discover_subjects(data)
     cases = tuple(case for subject in subjects for case in subject.cases)
-    return CaseSet(kind=DataKind(data.kind), cases=cases, domains=_domains(data, subjects))
+    return CaseSet(
+        kind=DataKind(data.kind),
+        cases=cases,
+        domains=_domains(data, subjects),
+        domain_specs=data.domain_specs(),
+    )
 
 
 def discover_subjects(data: DataConfig) -> list[Subject]:
@@ -139,13 +159,12 @@ def _where(layout: SynthradLayout | FoldersLayout | CsvLayout) -> str:
 
 
 def _domains(data: DataConfig, subjects: Iterable[Subject]) -> tuple[str, ...]:
+    """The domain names in label order: ``data.domains`` when given, else sorted, so
+    that neither the layout nor the order of its folders changes the labels."""
     if data.kind not in ("unpaired", "multi-domain"):
         return ()
-    layout = data.layout
-    if isinstance(layout, FoldersLayout):
-        return tuple(layout.folders)  # the order written in the file gives the labels
-    if isinstance(layout, SynthradLayout):
-        return (layout.source, layout.target)
+    if data.domains:
+        return tuple(spec.name for spec in data.domain_specs())
     found = {case.domain for subject in subjects for case in subject.cases}
     return tuple(sorted(domain for domain in found if domain is not None))
 

@@ -342,28 +342,27 @@ PREPARED = "prepared"
 
 
 def training_route(method: Method, *, fit: bool = True) -> TrainingRoute:
-    """How the train stage handles ``method``.
+    """How the train stage handles ``method``, from its declared ``training``.
 
-    ``"gradient"`` when its class implements training steps (``configure_training``);
-    ``"fit"`` when it implements ``fit`` and either needs it (its data kind is not
+    ``"gradient"`` for :attr:`~medi2i.Training.GRADIENT`; ``"fit"`` for
+    :attr:`~medi2i.Training.FIT` when the method needs data (its data kind is not
     ``none``, e.g. Nyul) or ``fit`` is on (z-score onto a target's statistics);
-    ``"save"`` when it has nothing to learn.
+    ``"save"`` for a method with nothing to learn.
 
     Raises:
-        WorkflowError: The method declares training data but implements neither.
+        WorkflowError: The method needs data but declares ``Training.NONE``.
     """
-    from medi2i.method import DataKind, Method
+    from medi2i.method import DataKind, Training
 
-    cls = type(method)
-    if cls.configure_training is not Method.configure_training:
+    if method.training is Training.GRADIENT:
         return "gradient"
-    if cls.fit is not Method.fit and (fit or method.data is not DataKind.NONE):
+    if method.training is Training.FIT and (fit or method.data is not DataKind.NONE):
         return "fit"
     if method.data is DataKind.NONE:
         return "save"
     raise WorkflowError(
-        f"method {method.id!r} declares {method.data.value} training data but implements "
-        "neither training steps (configure_training, training_step) nor fit; fix the plugin"
+        f"method {method.id!r} learns from {method.data.value} data but declares no way to "
+        "learn (training = Training.NONE); declare Training.GRADIENT or Training.FIT"
     )
 
 
@@ -479,6 +478,7 @@ def _train(
         validation=validation,
         resume=True,
         inference=workflow.inference,
+        validation_condition=workflow.method.condition,
     )
     if result.first_step > 0:
         log(f"train: resumed from the checkpoint of step {result.first_step}")

@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from medi2i.method import DomainSpec
 from medi2i.settings import InferenceSettings
 from medi2i.training.config import TrainingConfig
 
@@ -188,6 +189,15 @@ class DataConfig(Section):
             source before training (see :class:`SourcePreparation`).
         cards: Names of the data cards (``data_cards/<name>.yaml``) that describe this
             data; the trained model's card names them.
+        domains: Unpaired and multi-domain data: the domains in label order (label 0
+            first; domain ``a`` then ``b`` of unpaired batches), each a name or
+            ``{name, modality, units}`` (e.g. ``{name: ct, modality: CT, units: HU}``),
+            given to the method and stored in its model. Without it the label order is
+            the sorted domain names, whatever the layout, and modalities are ``any``.
+        validation_data: Paired cases (``source``, ``target``, optional ``mask``) that
+            validate training instead of the split's validation part, for any data
+            kind: an unpaired MR↔CT method is validated on aligned MR/CT pairs, a
+            harmonization method on travelling subjects. Its layout is read as paired.
     """
 
     kind: DataKindName
@@ -196,6 +206,12 @@ class DataConfig(Section):
     split: SplitConfig = SplitConfig()
     prepare_source: SourcePreparation | None = None
     cards: list[str] = Field(default_factory=list)
+    domains: list[DomainSpec | str] = Field(default_factory=list)
+    validation_data: Layout | None = None
+
+    def domain_specs(self) -> tuple[DomainSpec, ...]:
+        """:attr:`domains` as specs (a plain name is a domain of any modality)."""
+        return tuple(d if isinstance(d, DomainSpec) else DomainSpec(name=d) for d in self.domains)
 
     @model_validator(mode="after")
     def _layout_fits_kind(self) -> DataConfig:
@@ -206,7 +222,29 @@ class DataConfig(Section):
             _check_folder_keys(self.kind, sorted(layout.folders))
         if self.prepare_source is not None and self.kind != "paired":
             raise ValueError("prepare_source prepares paired sources; the data is " + self.kind)
+        if self.domains:
+            _check_domains(self)
+        if isinstance(self.validation_data, FoldersLayout):
+            _check_folder_keys("paired", sorted(self.validation_data.folders))
         return self
+
+
+def _check_domains(data: DataConfig) -> None:
+    names = [spec.name for spec in data.domain_specs()]
+    if data.kind not in ("unpaired", "multi-domain"):
+        raise ValueError(
+            "data.domains names the domains of unpaired or multi-domain data; "
+            f"the data is {data.kind}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"data.domains repeats a name: {names}")
+    if data.kind == "unpaired" and len(names) != 2:
+        raise ValueError(f"unpaired data has exactly two domains; data.domains gives {names}")
+    declared = _layout_domains(data.layout)
+    if declared is not None and sorted(declared) != sorted(names):
+        raise ValueError(
+            f"data.domains {names} must name the layout's domains {sorted(declared)}, each once"
+        )
 
 
 def _check_folder_keys(kind: str, keys: list[str]) -> None:

@@ -25,7 +25,16 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from medi2i import DataKind, InputError, Medi2iError, Method, ModelFormatError, Options, Task
+from medi2i import (
+    DataKind,
+    InputError,
+    Medi2iError,
+    Method,
+    ModelFormatError,
+    Options,
+    Task,
+    Training,
+)
 from medi2i_harmonization.samples import (
     FloatArray,
     ForegroundRule,
@@ -111,6 +120,7 @@ class NyulStandardization(Method):
     version = "0.1.0"
     tasks = (Task.HARMONIZATION,)
     data = DataKind.SINGLE_DOMAIN
+    training = Training.FIT
     input_spec = MR_SPEC
     output_spec = MR_SPEC
     Options = NyulOptions

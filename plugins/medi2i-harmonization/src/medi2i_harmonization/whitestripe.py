@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 from scipy import ndimage
 
-from medi2i import DataKind, InputError
+from medi2i import DataKind, InputError, Training
 from medi2i_harmonization.samples import FloatArray, ForegroundRule, foreground_values
 from medi2i_harmonization.standardization import (
     StandardizingMethod,
@@ -112,6 +112,7 @@ class WhiteStripe(StandardizingMethod):
     id = "whitestripe"
     version = "0.1.0"
     data = DataKind.NONE
+    training = Training.FIT
     Options = WhiteStripeOptions
     paper = (
         "Shinohara RT, Sweeney EM, Goldsmith J, et al. Statistical normalization techniques "

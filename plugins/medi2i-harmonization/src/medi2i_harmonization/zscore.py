@@ -8,7 +8,7 @@ transformed, so the foreground has mean 0 and standard deviation 1.
 
 from __future__ import annotations
 
-from medi2i import DataKind
+from medi2i import DataKind, Training
 from medi2i_harmonization.samples import FloatArray, ForegroundRule, foreground_values
 from medi2i_harmonization.standardization import (
     StandardizingMethod,
@@ -52,6 +52,7 @@ class ZScore(StandardizingMethod):
     id = "zscore"
     version = "0.1.0"
     data = DataKind.NONE
+    training = Training.FIT
     Options = ZScoreOptions
     paper = (
         "Shinohara RT et al. Statistical normalization techniques for magnetic resonance "

@@ -89,7 +89,9 @@ class IntensityInversion(PatchNetworkMethod):
     def build_network(self) -> torch.nn.Module:
         return OneMinus()
 
-    def preprocess(self, image: MetaTensor) -> MetaTensor:
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
         """Rescale the whole volume to [0, 1] between its two percentiles (clipped).
 
         The percentiles are taken over the whole volume here, never per window, so every
@@ -102,7 +104,14 @@ class IntensityInversion(PatchNetworkMethod):
         rescaled.meta[RANGE_KEY] = (low, high)
         return rescaled
 
-    def postprocess(self, output: MetaTensor, image: MetaTensor) -> MetaTensor:
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: object = None,
+    ) -> MetaTensor:
         """Map the network's [0, 1] output back to the input's units: ``lo + y (hi - lo)``."""
         intensity_range = image.meta.get(RANGE_KEY)
         if intensity_range is None:

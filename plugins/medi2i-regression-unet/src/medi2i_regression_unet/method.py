@@ -32,6 +32,7 @@ from medi2i import (
     PatchNetworkMethod,
     SpatialPlan,
     Task,
+    Training,
     VolumeSpec,
 )
 from medi2i.intensity import (
@@ -151,6 +152,7 @@ class RegressionUNet(PatchNetworkMethod):
     version = "0.1.0"
     tasks = (Task.TRANSLATION,)
     data = DataKind.PAIRED
+    training = Training.GRADIENT
     input_spec = VolumeSpec(modality="MR", units="arbitrary")
     output_spec = VolumeSpec(modality="CT", units="HU", value_range=(HU_MIN, HU_MAX))
     Options = RegressionUNetOptions
@@ -203,7 +205,9 @@ class RegressionUNet(PatchNetworkMethod):
 
     # -- intensities -------------------------------------------------------------------
 
-    def preprocess(self, image: MetaTensor) -> MetaTensor:
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
         """Normalize the whole MR volume (see ``options.mr_normalization``)."""
         normalized = normalize_mr(
             image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
@@ -218,7 +222,14 @@ class RegressionUNet(PatchNetworkMethod):
         """
         return cast("MetaTensor", self.hounsfield.to_network(target))
 
-    def postprocess(self, output: MetaTensor, image: MetaTensor) -> MetaTensor:
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: object = None,
+    ) -> MetaTensor:
         """Map network outputs back to HU, clipped to [-1024, 3071]."""
         return cast("MetaTensor", self.hounsfield.to_hounsfield(output))
 

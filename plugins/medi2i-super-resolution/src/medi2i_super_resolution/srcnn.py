@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from medi2i import DataKind, Grid, InputError, PatchNetworkMethod, Task, VolumeSpec
+from medi2i import DataKind, Grid, InputError, PatchNetworkMethod, Task, Training, VolumeSpec
 from medi2i_super_resolution.grids import GridOptions, output_grid_for
 from medi2i_super_resolution.interpolation import InterpolationOrder, interpolate_finer
 
@@ -150,6 +150,7 @@ class Srcnn(PatchNetworkMethod):
     version = "0.1.0"
     tasks = (Task.SUPER_RESOLUTION,)
     data = DataKind.PAIRED
+    training = Training.GRADIENT
     input_spec = MR
     output_spec = MR
     Options = SrcnnOptions
@@ -174,7 +175,9 @@ class Srcnn(PatchNetworkMethod):
     def output_grid(self, input_grid: Grid) -> Grid:
         return output_grid_for(input_grid, self.options).grid
 
-    def preprocess(self, image: MetaTensor) -> MetaTensor:
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
         """Divide by the whole volume's mean absolute intensity (kept in the meta)."""
         scale = intensity_scale(image)
         scaled = cast("MetaTensor", image.float() / scale)
@@ -201,7 +204,14 @@ class Srcnn(PatchNetworkMethod):
         refined = super().predict(finer, context)
         return MetaTensor(refined, affine=finer.affine)
 
-    def postprocess(self, output: MetaTensor, image: MetaTensor) -> MetaTensor:
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: object = None,
+    ) -> MetaTensor:
         """Multiply back by the intensity scale of the preprocessed input."""
         scale = image.meta.get(SCALE_KEY)
         if scale is None:
