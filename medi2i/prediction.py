@@ -74,8 +74,8 @@ def predict_outputs(
             than it declares.
         OutputError: An output is not finite.
     """
+    from medi2i.data.loading import prepared as prepared_volume
     from medi2i.engine import SlidingWindowEngine
-    from medi2i.resample import apply_spatial_plan
     from medi2i.voxel_checks import checked_input
 
     settings = settings or InferenceSettings()
@@ -89,12 +89,11 @@ def predict_outputs(
         condition=parsed,
         device=engine.device,
         seed=settings.seed,
-        progress=_progress_bars(settings.progress),
+        progress=progress_bars(settings.progress),
         log=logging.getLogger(f"medi2i.method.{method.id}"),
     )
     input_grid = Grid.of(image)
-    working = apply_spatial_plan(image, method.spatial_plan())
-    prepared = method.preprocess(working, domain=method.input_domain(parsed), condition=parsed)
+    prepared = prepared_volume(image, method, domain=method.input_domain(parsed), condition=parsed)
     with _state_kept(method):
         raw = _by_name(method, method.predict(prepared, context), declared)
     results: dict[str, MetaTensor] = {}
@@ -216,7 +215,8 @@ def _module_modes(method: Method) -> list[tuple[torch.nn.Module, bool]]:
     return [(module, module.training) for root in found for module in root.modules()]
 
 
-def _progress_bars(enabled: bool) -> Progress:
+def progress_bars(enabled: bool) -> Progress:
+    """A :data:`~medi2i.method.Progress` showing tqdm bars when ``enabled``."""
     if not enabled:
         return no_progress
 

@@ -23,9 +23,9 @@ from medi2i.io import write_volume
 from medi2i.io.base import volume_from_array
 from medi2i.registry import Registry
 from medi2i.synth import Phantom, head_phantom, named_style, thick_slices
+from medi2i.training.routes import training_route
 from medi2i.workflow import WorkflowError, load_workflow, run_workflow
 from medi2i.workflow.demo_data import write_demo_cases
-from medi2i.workflow.runner import training_route
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPOSITORY / "workflows"

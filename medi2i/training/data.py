@@ -202,8 +202,8 @@ def load_training_volume(
 
 
 def _planned(case: Case, role: str, method: Method) -> MetaTensor:
+    from medi2i.data.loading import planned
     from medi2i.io import read_volume
-    from medi2i.resample import apply_spatial_plan
     from medi2i.voxel_checks import require_finite_training_volume
 
     path = case.images.get(role)
@@ -214,18 +214,18 @@ def _planned(case: Case, role: str, method: Method) -> MetaTensor:
         )
     volume = read_volume(path)
     require_finite_training_volume(volume, case.id)
-    return apply_spatial_plan(volume, method.spatial_plan())
+    return planned(volume, method)
 
 
 def _planned_mask(case: Case, method: Method) -> torch.Tensor | None:
+    from medi2i.data.loading import planned
     from medi2i.io import read_volume
-    from medi2i.resample import apply_spatial_plan
 
     if MASK not in case.images:
         return None
     # binarize before any interpolation, so label values do not blur into each other
     binary = cast("MetaTensor", (read_volume(case.images[MASK]) > 0).float())
-    return apply_spatial_plan(binary, method.spatial_plan()) >= 0.5
+    return planned(binary, method) >= 0.5
 
 
 def _plain(volume: torch.Tensor) -> torch.Tensor:

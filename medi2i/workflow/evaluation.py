@@ -24,7 +24,7 @@ from medi2i.data.cases import SOURCE, TARGET, Case
 from medi2i.errors import GeometryError
 from medi2i.io.atomic import atomic_path
 from medi2i.workflow.loader import WorkflowError
-from medi2i.workflow.runner import Log, RunFolder, RunState, SplitSource
+from medi2i.workflow.run_folder import Log, RunFolder, RunState, SplitSource
 from medi2i.workflow.schema import Workflow
 
 if TYPE_CHECKING:

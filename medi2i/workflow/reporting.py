@@ -20,7 +20,7 @@ from medi2i.report.figures import (
 )
 from medi2i.report.render import Figure, Report, Section, write_report
 from medi2i.workflow.evaluation import EvaluatedCase, EvaluationRecord, read_evaluation
-from medi2i.workflow.runner import Log, RunFolder, RunState
+from medi2i.workflow.run_folder import Log, RunFolder, RunState
 from medi2i.workflow.schema import Workflow
 
 

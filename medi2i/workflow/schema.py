@@ -314,6 +314,32 @@ class MethodConfig(Section):
         return self
 
 
+class AdaptationConfig(Section):
+    """Adapt the trained (or given) model to target data before evaluation.
+
+    For methods that adapt (``adapts`` in ``medi2i methods --json``), e.g. AdaBN
+    recomputing normalisation statistics on a new scanner's images. The adapted model
+    is saved as ``adapted/`` in the run folder, naming its source model; evaluation
+    then uses it. Runs also when ``method.model`` gives a trained model.
+
+    Attributes:
+        data: The target volumes, as a layout read as single-domain data (``folders``
+            with an ``image`` folder, or a CSV with role ``image``).
+        include: Glob patterns of subject ids to keep (as ``data.include``).
+        seed: Seed of anything random the adaptation does.
+    """
+
+    data: Layout
+    include: list[str] = Field(default_factory=list)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _single_domain_layout(self) -> AdaptationConfig:
+        if isinstance(self.data, FoldersLayout):
+            _check_folder_keys("single-domain", sorted(self.data.folders))
+        return self
+
+
 class EvaluationConfig(Section):
     """How predictions are scored against references.
 
@@ -391,6 +417,7 @@ class Workflow(Section):
         method: The method and its options, or a trained model.
         training: Trainer settings.
         inference: Sliding-window settings for validation and evaluation.
+        adaptation: Adapt the model to target data before evaluation (optional).
         evaluation: Metrics and which cases to score.
         report: Report format and figures.
         output: Where the run folder goes.
@@ -403,6 +430,7 @@ class Workflow(Section):
     method: MethodConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    adaptation: AdaptationConfig | None = None
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     # validated from {} so that the default root is resolved against the workflow's folder

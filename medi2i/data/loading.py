@@ -1,0 +1,63 @@
+"""Read → spatial plan → preprocess: how every part of medi2i puts a volume in front of
+a method, written once.
+
+Prediction, training, fitting and adaptation all hand a method volumes on its working
+grid (:meth:`medi2i.Method.spatial_plan`) and intensity-preprocessed as a whole
+(:meth:`medi2i.Method.preprocess`, with the volume's domain and the condition), so that
+what a method learns from and what it predicts on are alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+    from pydantic import BaseModel
+
+    from medi2i.io.base import VolumeReader
+    from medi2i.method import Method
+
+
+def planned(image: MetaTensor, method: Method) -> MetaTensor:
+    """``image`` on ``method``'s working grid (reoriented and resampled as it asks)."""
+    from medi2i.resample import apply_spatial_plan
+
+    return apply_spatial_plan(image, method.spatial_plan())
+
+
+def prepared(
+    image: MetaTensor,
+    method: Method[Any, Any],
+    *,
+    domain: str | None = None,
+    condition: BaseModel | None = None,
+) -> MetaTensor:
+    """``image`` on the working grid and preprocessed by ``method`` as a whole volume."""
+    return method.preprocess(planned(image, method), domain=domain, condition=condition)
+
+
+def read_planned(
+    path: Path, method: Method, *, readers: Sequence[VolumeReader] | None = None
+) -> MetaTensor:
+    """Read the volume at ``path`` onto ``method``'s working grid."""
+    from medi2i.io import read_volume
+
+    volume = read_volume(path, readers=list(readers) if readers is not None else None)
+    return planned(volume, method)
+
+
+def read_prepared(
+    path: Path,
+    method: Method,
+    *,
+    domain: str | None = None,
+    readers: Sequence[VolumeReader] | None = None,
+) -> MetaTensor:
+    """Read the volume at ``path``, put it on the working grid and preprocess it."""
+    from medi2i.io import read_volume
+
+    volume = read_volume(path, readers=list(readers) if readers is not None else None)
+    return prepared(volume, method, domain=domain)

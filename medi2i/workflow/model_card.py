@@ -1,0 +1,39 @@
+"""The model card a workflow run writes into its trained model."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medi2i.method import Method
+    from medi2i.workflow.run_folder import RunFolder
+    from medi2i.workflow.schema import Workflow
+
+
+def write_model_card(workflow: Workflow, run: RunFolder, method: Method, model_dir: Path) -> None:
+    """The trained model's card: its data cards and the run that made it."""
+    from medi2i import __version__
+    from medi2i.cards import IntendedUse, MethodReference, ModelCard, RunProvenance
+    from medi2i.model_folder import attach_card
+
+    card = ModelCard(
+        card="model",
+        name=run.root.name.lower(),
+        method=MethodReference(id=method.id, version=method.version),
+        summary=f"{method.summary()} Trained by the workflow run {run.root.name}.",
+        training_data=list(workflow.data.cards),
+        provenance=RunProvenance(
+            medi2i_version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            command=f"medi2i run (resolved config: {run.config.name} in the run folder)",
+            seed=workflow.training.seed,
+            hardware=workflow.training.device,
+        ),
+        intended_use=IntendedUse(
+            primary="research on data like the training data its cards describe",
+            out_of_scope="clinical use; data unlike the training data",
+        ),
+    )
+    attach_card(model_dir, card)

@@ -1,0 +1,241 @@
+"""The run folder of a workflow run: its paths, its state (``run.json``) and its log.
+
+Each run lives in one folder, ``<output.root>/<output.name>-<run_id>/``::
+
+    config.resolved.yaml  the workflow with every default filled in and paths absolute:
+                          ``medi2i run config.resolved.yaml --run-dir .`` reruns it
+    run.json              which stages finished, when, and where the model is
+    logs/                 run.log (stages), train.jsonl (the trainer's step records)
+    checkpoints/          the trainer's checkpoints (a rerun resumes from the last)
+    prepared/             training sources made by ``data.prepare_source``
+    model/                the trained (fitted, or saved) model folder
+    adapted/              the model adapted to target data (the adapt stage)
+    predictions/          predicted volumes of the evaluated cases
+    metrics/              metrics.json (per case and summary), metrics.md
+    figures/              PNG montages and training curves
+    report.md | report.html
+
+Every stage module (training, adaptation, evaluation, reporting) works on a
+:class:`RunFolder` and records itself in :class:`RunState`; none imports the
+orchestrator (:mod:`medi2i.workflow.runner`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import yaml
+
+from medi2i.io.atomic import atomic_path
+from medi2i.workflow.loader import WorkflowError, dump_workflow
+from medi2i.workflow.schema import Workflow
+
+if TYPE_CHECKING:
+    from medi2i.workflow.discovery import DataSplits
+
+Stage = Literal["train", "adapt", "evaluate", "report"]
+STAGES: tuple[Stage, ...] = ("train", "adapt", "evaluate", "report")
+Echo = Callable[[str], None]
+_FIXED_SECTIONS = ("data", "method")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.resolved.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def train_log(self) -> Path:
+        return self.logs / "train.jsonl"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def adapted(self) -> Path:
+        return self.root / "adapted"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+
+SplitSource = Callable[[], "DataSplits"]
+"""Discovers the data's splits on first use."""
+
+
+# -- the run folder -----------------------------------------------------------------------------
+
+
+def run_folder_for(workflow: Workflow, *, now: datetime | None = None) -> RunFolder:
+    """The folder a new run of ``workflow`` goes to.
+
+    ``output.run_id`` gives a fixed name (reruns continue it); otherwise a UTC
+    timestamp, with ``-2``, ``-3``, ... appended if that folder already exists.
+    """
+    output = workflow.output
+    base = f"{output.name or 'run'}-"
+    if output.run_id is not None:
+        return RunFolder(output.root / f"{base}{output.run_id}")
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    candidate, count = output.root / f"{base}{stamp}", 1
+    while candidate.exists():
+        count += 1
+        candidate = output.root / f"{base}{stamp}-{count}"
+    return RunFolder(candidate)
+
+
+def latest_run_folder(workflow: Workflow) -> RunFolder | None:
+    """The most recently updated run folder of ``workflow`` (by its ``output`` section)."""
+    output = workflow.output
+    if output.run_id is not None:
+        fixed = run_folder_for(workflow)
+        return fixed if fixed.config.is_file() else None
+    if not output.root.is_dir():
+        return None
+    runs = [
+        RunFolder(path)
+        for path in output.root.glob(f"{output.name or 'run'}-*")
+        if (path / "config.resolved.yaml").is_file()
+    ]
+    if not runs:
+        return None
+    return max(runs, key=lambda run: run.config.stat().st_mtime)
+
+
+def open_run(workflow: Workflow, *, run_dir: Path | None = None) -> RunFolder:
+    """Create the run folder (or check an existing one) and write the resolved config.
+
+    Raises:
+        WorkflowError: The folder holds a run of other data or another method.
+    """
+    run = RunFolder(run_dir) if run_dir is not None else run_folder_for(workflow)
+    if run.config.is_file():
+        _check_same_experiment(workflow, run)
+    for folder in (run.root, run.logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run.config) as tmp:
+        tmp.write_text(dump_workflow(workflow), encoding="utf-8")
+    return run
+
+
+def _check_same_experiment(workflow: Workflow, run: RunFolder) -> None:
+    try:
+        previous = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"{run.config} is damaged ({exc}); use a new run folder") from None
+    current = workflow.model_dump(mode="json")
+    for sections in (previous, current):
+        # the predict-time condition may change between evaluations of one model
+        method = sections.get("method")
+        if isinstance(method, dict):
+            method.pop("condition", None)
+    changed = [name for name in _FIXED_SECTIONS if previous.get(name) != current.get(name)]
+    if changed:
+        raise WorkflowError(
+            f"run folder {run.root} was made with different {' and '.join(changed)} sections; "
+            "a run continues only with the same data and method: start a new run "
+            "(leave out --run-dir, or set another output.run_id)"
+        )
+
+
+# -- run state and log ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunState:
+    """``run.json``: finished stages and the model folder (relative to the run folder)."""
+
+    model: str | None
+    stages: dict[str, str]
+
+    @classmethod
+    def read(cls, run: RunFolder) -> RunState:
+        if not run.state.is_file():
+            return cls(None, {})
+        try:
+            raw = json.loads(run.state.read_text(encoding="utf-8"))
+            return cls(raw.get("model"), dict(raw.get("stages", {})))
+        except (json.JSONDecodeError, AttributeError):
+            return cls(None, {})  # a damaged record is rebuilt by the next stage
+
+    def model_dir(self, run: RunFolder) -> Path | None:
+        if self.model is None:
+            return None
+        path = Path(self.model)
+        return path if path.is_absolute() else run.root / path
+
+    def finished(self, run: RunFolder, stage: Stage, *, model: Path | None = None) -> RunState:
+        """Record ``stage`` as finished now (and the model folder) in ``run.json``."""
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        kept = self.model
+        if model is not None:
+            kept = (
+                str(model.relative_to(run.root)) if model.is_relative_to(run.root) else str(model)
+            )
+        state = RunState(kept, {**self.stages, stage: stamp})
+        with atomic_path(run.state) as tmp:
+            tmp.write_text(
+                json.dumps({"model": state.model, "stages": state.stages}, indent=2) + "\n"
+            )
+        return state
+
+
+Log = Callable[[str], None]
+
+
+@contextmanager
+def run_logging(run: RunFolder, echo: Echo | None) -> Iterator[Log]:
+    """Log lines to ``logs/run.log`` (and ``echo``); medi2i's logging goes there too."""
+    handler = logging.FileHandler(run.logs / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("medi2i")
+    previous_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    stage_logger = logging.getLogger("medi2i.workflow")
+
+    def log(message: str) -> None:
+        stage_logger.info(message)
+        if echo is not None:
+            echo(message)
+
+    try:
+        yield log
+    except Exception as exc:
+        stage_logger.error("stopped: %s", exc)
+        raise
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+        handler.close()
