@@ -29,6 +29,12 @@ from medi2i.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
+    "MethodClass": "medi2i.method",
+    "check_percentiles": "medi2i.intensity",
+    "MRToCTIntensities": "medi2i.intensity",
+    "MRNormalization": "medi2i.intensity",
+    "HU_MIN": "medi2i.intensity",
+    "HU_MAX": "medi2i.intensity",
     "AdaptContext": "medi2i.method",
     "AuxiliaryNetwork": "medi2i.method",
     "DomainSpec": "medi2i.method",
@@ -70,6 +76,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "HU_MAX",
+    "HU_MIN",
     "AdaptContext",
     "AuxiliaryNetwork",
     "DataKind",
@@ -80,8 +88,11 @@ __all__ = [
     "HounsfieldScale",
     "InferenceSettings",
     "InputError",
+    "MRNormalization",
+    "MRToCTIntensities",
     "Medi2iError",
     "Method",
+    "MethodClass",
     "Metric",
     "ModelFormatError",
     "MultiDomainBatch",
@@ -107,6 +118,7 @@ __all__ = [
     "VolumeSpec",
     "VolumeWriter",
     "__version__",
+    "check_percentiles",
     "hookimpl",
     "load_model",
     "load_plugins",
@@ -132,7 +144,15 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:
     from medi2i.engine import SlidingWindowEngine
-    from medi2i.intensity import HounsfieldScale, normalize_mr
+    from medi2i.intensity import (
+        HU_MAX,
+        HU_MIN,
+        HounsfieldScale,
+        MRNormalization,
+        MRToCTIntensities,
+        check_percentiles,
+        normalize_mr,
+    )
     from medi2i.io import read_volume, write_volume
     from medi2i.io.base import VolumeReader, VolumeWriter
     from medi2i.method import (
@@ -142,6 +162,7 @@ if TYPE_CHECKING:
         DomainSpec,
         Grid,
         Method,
+        MethodClass,
         MultiDomainBatch,
         NoCondition,
         Options,

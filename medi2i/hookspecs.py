@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import click
 
     from medi2i.io.base import VolumeReader, VolumeWriter
-    from medi2i.method import Method
+    from medi2i.method import MethodClass
     from medi2i.metrics import Metric
 
 PROJECT = "medi2i"
@@ -41,7 +41,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def register_methods(register: Callable[[type[Method]], None]) -> None:
+def register_methods(register: Callable[[MethodClass], None]) -> None:
     """Register translation, harmonization or super-resolution methods.
 
     Args:

@@ -10,10 +10,13 @@ network's range [-1, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
 
 MRNormalization = Literal["zscore", "percentile"]
 
@@ -106,3 +109,63 @@ def normalize_mr(
     half_span = (high - low) / 2.0
     scaled = (image.float() - (low + half_span)) / (half_span if half_span > 0.0 else 1.0)
     return scaled.clamp(-1.0, 1.0)
+
+
+def check_percentiles(percentiles: tuple[float, float]) -> tuple[float, float]:
+    """``percentiles`` if they satisfy ``0 <= low < high <= 100``.
+
+    Raises:
+        ValueError: They do not (in a pydantic validator this becomes an option error).
+    """
+    low, high = percentiles
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"mr_percentiles {percentiles} must satisfy 0 <= low < high <= 100")
+    return percentiles
+
+
+class MRToCTIntensities:
+    """The intensity recipe of MR→synthetic-CT networks, as a mixin for methods.
+
+    - :meth:`preprocess`: the whole MR volume normalized by :func:`normalize_mr` with
+      ``options.mr_normalization`` and ``options.mr_percentiles``;
+    - :meth:`preprocess_target`: training CT from HU to [-1, 1] (clipped), the range of
+      a tanh output or of a regression target;
+    - :meth:`postprocess`: network outputs back to HU, clipped to [-1024, 3071].
+
+    Put it before the method base class, and give the options the two fields (check
+    the percentiles with :func:`check_percentiles`)::
+
+        class MyNet(MRToCTIntensities, PatchNetworkMethod[MyOptions, NoCondition]): ...
+
+    Attributes:
+        hounsfield: The HU ↔ network map (class attribute).
+    """
+
+    hounsfield: ClassVar[HounsfieldScale] = HounsfieldScale()
+    options: Any
+    """The method's options; they have ``mr_normalization`` and ``mr_percentiles``."""
+
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
+        """Normalize the whole MR volume (see ``options.mr_normalization``)."""
+        normalized = normalize_mr(
+            image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
+        )
+        return cast("MetaTensor", normalized)
+
+    def preprocess_target(self, target: MetaTensor) -> MetaTensor:
+        """Map a whole training CT from HU to [-1, 1] (clipped); the inverse of
+        :meth:`postprocess`, called by the trainer on paired targets."""
+        return cast("MetaTensor", self.hounsfield.to_network(target))
+
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: object = None,
+    ) -> MetaTensor:
+        """Map network outputs back to HU, clipped to [-1024, 3071]."""
+        return cast("MetaTensor", self.hounsfield.to_hounsfield(output))

@@ -802,6 +802,10 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         raise Medi2iError(f"method {self.id!r} does not adapt to target data")
 
 
+MethodClass = type[Method[Any, Any]]
+"""A method class with any options and condition models (what plugins register)."""
+
+
 class PatchNetworkMethod(Method[OptionsT, ConditionT]):
     """A method whose prediction is a network run by sliding window.
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 from medi2i.errors import Medi2iError, ModelFormatError
 
 if TYPE_CHECKING:
-    from medi2i.method import Method
+    from medi2i.method import MethodClass
     from medi2i.registry import Registry
 
 MAX_STATE_ELEMENTS = 2**31
@@ -46,7 +46,7 @@ class ModelVersionWarning(UserWarning):
 
 
 def declared_shapes(
-    where: str, method_cls: type[Method], options: BaseModel
+    where: str, method_cls: MethodClass, options: BaseModel
 ) -> dict[str, tuple[int, ...]]:
     """Shapes of the tensors ``method_cls`` keeps with ``options``, found on the meta
     device (no memory is allocated); empty when the method cannot be built there."""
@@ -117,7 +117,7 @@ _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
 def check_versions(
     path: Path,
-    method_cls: type[Method],
+    method_cls: MethodClass,
     registry: Registry,
     method_version: str,
     medi2i_version: str,

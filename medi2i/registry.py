@@ -15,7 +15,7 @@ from medi2i.plugins import PluginSet, load_plugins, plugin_output_to_stderr
 
 if TYPE_CHECKING:
     from medi2i.io.base import VolumeReader, VolumeWriter
-    from medi2i.method import Method
+    from medi2i.method import MethodClass
     from medi2i.metrics import Metric
 
 
@@ -56,7 +56,7 @@ class Registry:
 
     def __init__(self, plugins: PluginSet | None = None) -> None:
         self.plugins = plugins if plugins is not None else load_plugins()
-        self._methods: _Table[type[Method]] | None = None
+        self._methods: _Table[MethodClass] | None = None
         self._readers: _Table[VolumeReader] | None = None
         self._writers: _Table[VolumeWriter] | None = None
         self._metrics: _Table[Metric] | None = None
@@ -79,7 +79,7 @@ class Registry:
         return table
 
     @property
-    def methods(self) -> dict[str, type[Method]]:
+    def methods(self) -> dict[str, MethodClass]:
         """Registered method classes by id."""
         if self._methods is None:
             self._methods = self._collect("register_methods", "method", _method_id)
@@ -112,7 +112,7 @@ class Registry:
         assert self._methods is not None
         return self._methods.owners[method_id]
 
-    def method(self, method_id: str) -> type[Method]:
+    def method(self, method_id: str) -> MethodClass:
         """The method class registered under ``method_id``.
 
         Raises:
@@ -129,7 +129,7 @@ class Registry:
             ) from None
 
 
-def _method_id(method_cls: type[Method]) -> str:
+def _method_id(method_cls: MethodClass) -> str:
     from medi2i.method import Method
 
     if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):

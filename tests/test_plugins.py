@@ -28,7 +28,7 @@ from monai.data.meta_tensor import MetaTensor
 import medi2i
 from medi2i import Method, Task, VolumeSpec, hookimpl
 from medi2i.errors import PluginError
-from medi2i.method import Grid, Options
+from medi2i.method import Grid, MethodClass, Options
 from medi2i.plugins import BUILTIN_PLUGINS, PluginSet, PluginWarning, load_plugins
 from medi2i.registry import Registry
 from medi2i.testing import check_method_contract, make_volume, write_volume_file
@@ -287,8 +287,8 @@ def plugin(name: str, **hooks: Callable[..., None]) -> types.ModuleType:
     return module
 
 
-def registering(*methods: type[Method]) -> Callable[[Callable[[type[Method]], None]], None]:
-    def register_methods(register: Callable[[type[Method]], None]) -> None:
+def registering(*methods: MethodClass) -> Callable[[Callable[[MethodClass], None]], None]:
+    def register_methods(register: Callable[[MethodClass], None]) -> None:
         for method in methods:
             register(method)
 
@@ -323,7 +323,7 @@ def test_builtins_come_first_and_are_marked_builtin(installed: list[FakeEntryPoi
 
 
 def test_a_plugin_whose_register_hook_raises_is_skipped(installed: list[FakeEntryPoint]) -> None:
-    def register_methods(register: Callable[[type[Method]], None]) -> None:
+    def register_methods(register: Callable[[MethodClass], None]) -> None:
         raise RuntimeError("weights server is down")
 
     installed.append(FakeEntryPoint("echo", plugin("echo", register_methods=registering(Echo))))
@@ -412,7 +412,7 @@ def test_a_misspelled_hook_is_fatal_in_strict_mode(
 def test_a_hook_with_wrong_arguments_is_reported_and_skipped(
     installed: list[FakeEntryPoint],
 ) -> None:
-    def register_methods(registrar: Callable[[type[Method]], None]) -> None:
+    def register_methods(registrar: Callable[[MethodClass], None]) -> None:
         registrar(Echo)
 
     def register_metrics(register: Callable[[object], None]) -> None:
@@ -470,7 +470,7 @@ def fit_if_needed(method: Method) -> None:
 
 
 @pytest.mark.parametrize("method_cls", EXAMPLE_METHODS, ids=lambda cls: cls.id)
-def test_the_contract_check_accepts_every_shape_of_method(method_cls: type[Method]) -> None:
+def test_the_contract_check_accepts_every_shape_of_method(method_cls: MethodClass) -> None:
     check_method_contract(method_cls, prepare=fit_if_needed)
 
 
@@ -547,7 +547,7 @@ class HasNoDefaultOptions(DomainOffset):
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else "",
 )
-def test_the_contract_check_catches_a_broken_method(method_cls: type[Method], problem: str) -> None:
+def test_the_contract_check_catches_a_broken_method(method_cls: MethodClass, problem: str) -> None:
     with pytest.raises(AssertionError, match=problem):
         check_method_contract(method_cls)
 

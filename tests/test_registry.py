@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from medi2i import Method, Task, VolumeSpec, hookimpl
+from medi2i import Method, MethodClass, Task, VolumeSpec, hookimpl
 from medi2i.errors import PluginError, UnknownMethodError
 from medi2i.plugins import PluginWarning
 from medi2i.testing import isolated_registry
@@ -106,7 +106,7 @@ def test_a_bad_registration_is_isolated_as_a_failure(bad: object, problem: str) 
 
 
 def test_a_failing_plugin_registers_nothing_even_what_came_before_the_failure() -> None:
-    def register_methods(register: Callable[[type[Method]], None]) -> None:
+    def register_methods(register: Callable[[MethodClass], None]) -> None:
         register(Beta)
         raise RuntimeError("model zoo unreachable")
 
@@ -171,7 +171,7 @@ def test_one_metric_name_from_two_plugins_is_an_error() -> None:
 def test_hooks_are_called_once_per_registry() -> None:
     calls: list[str] = []
 
-    def register_methods(register: Callable[[type[Method]], None]) -> None:
+    def register_methods(register: Callable[[MethodClass], None]) -> None:
         calls.append("methods")
         register(Alpha)
 

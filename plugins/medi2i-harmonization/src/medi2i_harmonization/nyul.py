@@ -47,8 +47,7 @@ from medi2i_harmonization.standardization import MR_SPEC
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i import PredictContext
-    from medi2i.method import StateValue
+    from medi2i import PredictContext, StateValue
 
 DECILES = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 LANDMARKS_KEY = "standard_landmarks"

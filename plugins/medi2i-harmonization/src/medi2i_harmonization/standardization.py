@@ -33,8 +33,7 @@ from medi2i_harmonization.samples import FloatArray, volume_array, volume_arrays
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i import PredictContext
-    from medi2i.method import StateValue
+    from medi2i import PredictContext, StateValue
 
 MR_SPEC = VolumeSpec(modality="MR", units="arbitrary", channels=1)
 TARGET_KEYS = ("target_mean", "target_std")

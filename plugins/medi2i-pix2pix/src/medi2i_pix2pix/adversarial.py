@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from medi2i.method import TrainerAPI
+    from medi2i import TrainerAPI
 
 GanLoss = Literal["vanilla", "lsgan"]
 

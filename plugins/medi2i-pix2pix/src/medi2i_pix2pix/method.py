@@ -17,21 +17,24 @@ trainer's checkpoints keep the discriminator (with both optimizers) for resuming
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import BaseModel
 
 from medi2i import (
+    HU_MAX,
+    HU_MIN,
     DataKind,
     ModelFormatError,
+    MRToCTIntensities,
+    NoCondition,
     PatchNetworkMethod,
     SpatialPlan,
     Task,
     Training,
     VolumeSpec,
 )
-from medi2i.intensity import HU_MAX, HU_MIN, HounsfieldScale, normalize_mr
 from medi2i_pix2pix.adversarial import DISCRIMINATOR, GENERATOR, adversarial_step
 from medi2i_pix2pix.discriminator import PatchDiscriminator
 from medi2i_pix2pix.generator import UNetGenerator
@@ -41,9 +44,7 @@ from medi2i_pix2pix.residual import ResidualUNetGenerator
 from medi2i_pix2pix.slices import SliceStackDiscriminator, SliceStackGenerator
 
 if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
-
-    from medi2i.method import TrainerAPI
+    from medi2i import TrainerAPI
 
 PAPER = (
     "Isola P, Zhu J-Y, Zhou T, Efros AA. Image-to-image translation with conditional "
@@ -77,7 +78,7 @@ def build_generator(
     )
 
 
-class Pix2Pix(PatchNetworkMethod):
+class Pix2Pix(MRToCTIntensities, PatchNetworkMethod[Pix2PixOptions, NoCondition]):
     """Pix2Pix in 3D: U-Net generator and PatchGAN discriminator, GAN + 100·L1 loss.
 
     Example:
@@ -95,12 +96,8 @@ class Pix2Pix(PatchNetworkMethod):
     training = Training.GRADIENT
     input_spec = VolumeSpec(modality="MR", units="arbitrary")
     output_spec = VolumeSpec(modality="CT", units="HU", value_range=(HU_MIN, HU_MAX))
-    Options: ClassVar[type[Pix2PixOptions]] = Pix2PixOptions
     paper = PAPER
     default_roi_size: ClassVar[tuple[int, int, int]] = (64, 64, 64)
-    hounsfield: ClassVar[HounsfieldScale] = HounsfieldScale()
-
-    options: Pix2PixOptions
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
@@ -140,36 +137,6 @@ class Pix2Pix(PatchNetworkMethod):
         """RAS orientation, so the networks always see anatomy the same way round (and
         the 2.5D variant's last axis is axial), and ``options.spacing`` when set."""
         return SpatialPlan(orientation="RAS", spacing=self.options.spacing)
-
-    # -- intensities -------------------------------------------------------------------
-
-    def preprocess(
-        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
-    ) -> MetaTensor:
-        """Normalize the whole MR volume (see ``options.mr_normalization``)."""
-        normalized = normalize_mr(
-            image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
-        )
-        return cast("MetaTensor", normalized)
-
-    def preprocess_target(self, target: MetaTensor) -> MetaTensor:
-        """Map a whole training CT from HU to [-1, 1] (clipped), the generator's range.
-
-        The trainer calls this on paired targets; it is the inverse of
-        :meth:`postprocess`.
-        """
-        return cast("MetaTensor", self.hounsfield.to_network(target))
-
-    def postprocess(
-        self,
-        output: MetaTensor,
-        image: MetaTensor,
-        *,
-        domain: str | None = None,
-        condition: object = None,
-    ) -> MetaTensor:
-        """Map generator outputs back to HU, clipped to [-1024, 3071]."""
-        return cast("MetaTensor", self.hounsfield.to_hounsfield(output))
 
     # -- state -------------------------------------------------------------------------
 

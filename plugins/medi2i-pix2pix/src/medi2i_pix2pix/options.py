@@ -11,8 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medi2i import Options
-from medi2i.intensity import MRNormalization
+from medi2i import MRNormalization, Options, check_percentiles
 from medi2i_pix2pix.adversarial import GanLoss
 from medi2i_pix2pix.discriminator import smallest_input
 from medi2i_pix2pix.layers import Norm
@@ -117,14 +116,10 @@ class Pix2PixOptions(Options):
             raise ValueError(f"spacing {value} must be positive in every axis (mm)")
         return value
 
-    @model_validator(mode="after")
-    def _percentiles_ordered(self) -> Pix2PixOptions:
-        low, high = self.mr_percentiles
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError(
-                f"mr_percentiles {self.mr_percentiles} must satisfy 0 <= low < high <= 100"
-            )
-        return self
+    @field_validator("mr_percentiles")
+    @classmethod
+    def _percentiles_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return check_percentiles(value)
 
     @model_validator(mode="after")
     def _full_resolution_needs_the_paper_generator(self) -> Pix2PixOptions:

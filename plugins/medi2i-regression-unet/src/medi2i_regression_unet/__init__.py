@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 import medi2i
 
 if TYPE_CHECKING:
-    from medi2i import Method
+    from medi2i import MethodClass
 
 __all__ = ["register_methods"]
 
 
 @medi2i.hookimpl
-def register_methods(register: Callable[[type[Method]], None]) -> None:
+def register_methods(register: Callable[[MethodClass], None]) -> None:
     """Register :class:`medi2i_regression_unet.method.RegressionUNet`."""
     from medi2i_regression_unet.method import RegressionUNet
 

@@ -18,29 +18,28 @@ Augmentation (flips, rotations, intensity) is the trainer's, set in the workflow
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from medi2i import (
+    HU_MAX,
+    HU_MIN,
     DataKind,
     Medi2iError,
     ModelFormatError,
+    MRNormalization,
+    MRToCTIntensities,
+    NoCondition,
     Options,
     PatchNetworkMethod,
     SpatialPlan,
     Task,
     Training,
     VolumeSpec,
-)
-from medi2i.intensity import (
-    HU_MAX,
-    HU_MIN,
-    HounsfieldScale,
-    MRNormalization,
-    normalize_mr,
+    check_percentiles,
 )
 from medi2i_regression_unet.network import ResidualUNet, expand_aliases, unique_state
 from medi2i_regression_unet.optimization import (
@@ -53,9 +52,7 @@ from medi2i_regression_unet.optimization import (
 )
 
 if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
-
-    from medi2i.method import TrainerAPI
+    from medi2i import TrainerAPI
 
 NETWORK = "network"
 """Name of the network's training module and of its optimizer."""
@@ -129,17 +126,13 @@ class RegressionUNetOptions(Options):
             raise ValueError(f"spacing {value} must be positive in every axis (mm)")
         return value
 
-    @model_validator(mode="after")
-    def _percentiles_ordered(self) -> RegressionUNetOptions:
-        low, high = self.mr_percentiles
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError(
-                f"mr_percentiles {self.mr_percentiles} must satisfy 0 <= low < high <= 100"
-            )
-        return self
+    @field_validator("mr_percentiles")
+    @classmethod
+    def _percentiles_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return check_percentiles(value)
 
 
-class RegressionUNet(PatchNetworkMethod):
+class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions, NoCondition]):
     """MR to synthetic CT with an nnU-Net-style residual 3D U-Net trained with L1 loss.
 
     Example:
@@ -155,16 +148,12 @@ class RegressionUNet(PatchNetworkMethod):
     training = Training.GRADIENT
     input_spec = VolumeSpec(modality="MR", units="arbitrary")
     output_spec = VolumeSpec(modality="CT", units="HU", value_range=(HU_MIN, HU_MAX))
-    Options = RegressionUNetOptions
     paper = (
         "Isensee F, Jaeger PF, Kohl SAA, Petersen J, Maier-Hein KH. nnU-Net: a "
         "self-configuring method for deep learning-based biomedical image segmentation. "
         "Nature Methods 18, 203-211 (2021); adapted to regression with an L1 loss"
     )
     default_roi_size: ClassVar[tuple[int, int, int]] = (128, 128, 128)
-    hounsfield: ClassVar[HounsfieldScale] = HounsfieldScale()
-
-    options: RegressionUNetOptions
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
@@ -202,36 +191,6 @@ class RegressionUNet(PatchNetworkMethod):
             raise ModelFormatError(
                 f"weights do not fit method {self.id!r} with these options: {exc}"
             ) from exc
-
-    # -- intensities -------------------------------------------------------------------
-
-    def preprocess(
-        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
-    ) -> MetaTensor:
-        """Normalize the whole MR volume (see ``options.mr_normalization``)."""
-        normalized = normalize_mr(
-            image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
-        )
-        return cast("MetaTensor", normalized)
-
-    def preprocess_target(self, target: MetaTensor) -> MetaTensor:
-        """Map a whole training CT from HU to the network's range [-1, 1] (clipped).
-
-        The trainer calls this on paired targets; it is the inverse of
-        :meth:`postprocess`.
-        """
-        return cast("MetaTensor", self.hounsfield.to_network(target))
-
-    def postprocess(
-        self,
-        output: MetaTensor,
-        image: MetaTensor,
-        *,
-        domain: str | None = None,
-        condition: object = None,
-    ) -> MetaTensor:
-        """Map network outputs back to HU, clipped to [-1024, 3071]."""
-        return cast("MetaTensor", self.hounsfield.to_hounsfield(output))
 
     # -- training ----------------------------------------------------------------------
 

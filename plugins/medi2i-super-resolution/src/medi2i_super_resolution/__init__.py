@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import medi2i
 
 if TYPE_CHECKING:
-    from medi2i import Method
+    from medi2i import MethodClass
 
 __all__ = ["register_methods"]
 
 
 @medi2i.hookimpl
-def register_methods(register: Callable[[type[Method]], None]) -> None:
+def register_methods(register: Callable[[MethodClass], None]) -> None:
     """Register :class:`~medi2i_super_resolution.interpolation.Interpolation` and
     :class:`~medi2i_super_resolution.srcnn.Srcnn`."""
     from medi2i_super_resolution.interpolation import Interpolation

@@ -49,8 +49,7 @@ from medi2i_super_resolution.interpolation import InterpolationOrder, interpolat
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i import PredictContext
-    from medi2i.method import TrainerAPI
+    from medi2i import PredictContext, TrainerAPI
 
 SCALE_KEY = "medi2i_super_resolution.intensity_scale"
 """Meta key of the preprocessed volume holding the mean absolute intensity it was divided by."""
