@@ -30,13 +30,13 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "DataKind": "medi2i.method",
-    "Grid": "medi2i.method",
+    "Grid": "medi2i.grid",
     "Method": "medi2i.method",
     "NoCondition": "medi2i.method",
     "Options": "medi2i.method",
     "PatchNetworkMethod": "medi2i.method",
     "PredictContext": "medi2i.method",
-    "SpatialPlan": "medi2i.method",
+    "SpatialPlan": "medi2i.grid",
     "Task": "medi2i.method",
     "VolumeSpec": "medi2i.method",
     "InferenceSettings": "medi2i.settings",
@@ -106,18 +106,17 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:
     from medi2i.engine import SlidingWindowEngine
+    from medi2i.grid import Grid, SpatialPlan
     from medi2i.intensity import HounsfieldScale, normalize_mr
     from medi2i.io import read_volume, write_volume
     from medi2i.io.base import VolumeReader, VolumeWriter
     from medi2i.method import (
         DataKind,
-        Grid,
         Method,
         NoCondition,
         Options,
         PatchNetworkMethod,
         PredictContext,
-        SpatialPlan,
         Task,
         VolumeSpec,
     )

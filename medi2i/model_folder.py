@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from medi2i.errors import InputError, Medi2iError, ModelFormatError
-from medi2i.method import Method, SpatialPlan, StateValue, VolumeSpec
+from medi2i.grid import SpatialPlan
+from medi2i.method import Method, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
     changed_options,

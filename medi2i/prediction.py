@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from medi2i.errors import InputError, OptionsError
-from medi2i.method import DataKind, Grid, Method, PatchNetworkMethod, PredictContext
+from medi2i.grid import Grid
+from medi2i.method import DataKind, Method, PatchNetworkMethod, PredictContext
 from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:

@@ -390,7 +390,7 @@ def _method_contender(
 
     def predict(case: BenchCase) -> FloatArray:
         from medi2i import predict_tensor
-        from medi2i.method import Grid
+        from medi2i.grid import Grid
         from medi2i.resample import resample_to_grid
 
         output = predict_tensor(

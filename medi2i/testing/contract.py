@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from medi2i.errors import Medi2iError
+from medi2i.grid import Grid
 from medi2i.hookspecs import hookimpl
-from medi2i.method import Grid, Method
+from medi2i.method import Method
 from medi2i.settings import InferenceSettings
 from medi2i.testing.volumes import make_volume
 

@@ -219,8 +219,8 @@ def _kept(
     super-resolution input is shown resampled onto the output grid by nearest neighbour,
     so that thick slices appear as the slabs they are.
     """
+    from medi2i.grid import Grid
     from medi2i.io import write_volume
-    from medi2i.method import Grid
     from medi2i.resample import resample_to_grid
 
     writers = list(registry.writers.values())
@@ -292,7 +292,7 @@ def require_same_grid(
         GeometryError: It does not; the message names ``what``, the reference file and
             what to do (``hint``).
     """
-    from medi2i.method import Grid
+    from medi2i.grid import Grid
 
     grid, expected = Grid.of(volume), Grid.of(reference)
     if not grid.same_as(expected, atol=GRID_TOLERANCE_MM):
