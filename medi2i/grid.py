@@ -2,8 +2,9 @@
 
 A grid is a spatial shape and a 4x4 affine that maps voxel indices ``(i, j, k, 1)``
 (voxel centres) to world positions in RAS+ millimetres, as in NIfTI and MONAI's
-``MetaTensor``. This module holds :class:`Grid` and :class:`SpatialPlan`, the working
-grid a method asks the core for.
+``MetaTensor``. This module holds :class:`Grid`, :class:`SpatialPlan` (the working
+grid a method asks the core for), and :func:`lps_to_ras` and :func:`ras_to_lps`, between
+medi2i's RAS+ world and the LPS+ world of DICOM patient coordinates and ITK images.
 
 Example:
     >>> import numpy as np
@@ -18,10 +19,52 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     import torch
+
+
+def lps_to_ras(affine: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The same map or position with world coordinates LPS+ (DICOM, ITK) made RAS+.
+
+    LPS and RAS differ by the sign of x (left vs right) and y (posterior vs anterior),
+    so this negates the first two rows; it is its own inverse (see :func:`ras_to_lps`).
+
+    Args:
+        affine: A 4x4 voxel-to-world affine, a 3x3 matrix of axis directions (columns),
+            or one world position of 3 coordinates; rows are world x, y, z (and 1).
+
+    Returns:
+        A new float64 array of the same shape.
+
+    Raises:
+        ValueError: The first axis does not have 3 or 4 entries.
+    """
+    return _flip_xy(affine)
+
+
+def ras_to_lps(affine: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The same map or position with world coordinates RAS+ made LPS+ (DICOM, ITK).
+
+    The inverse of :func:`lps_to_ras` (and the same operation); takes the same shapes.
+
+    Raises:
+        ValueError: The first axis does not have 3 or 4 entries.
+    """
+    return _flip_xy(affine)
+
+
+def _flip_xy(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    flipped = np.array(values, dtype=np.float64, copy=True)
+    if flipped.ndim == 0 or flipped.shape[0] not in (3, 4):
+        raise ValueError(
+            f"expected world coordinates along the first axis (3 or 4 rows), got shape "
+            f"{flipped.shape}"
+        )
+    flipped[:2] = 0.0 - flipped[:2]  # not negation: a zero stays +0.0, never -0.0
+    return flipped
 
 
 class SpatialPlan(BaseModel):
