@@ -2,15 +2,21 @@
 
 A grid is a spatial shape and a 4x4 affine that maps voxel indices ``(i, j, k, 1)``
 (voxel centres) to world positions in RAS+ millimetres, as in NIfTI and MONAI's
-``MetaTensor``. This module holds :class:`Grid`, :class:`SpatialPlan` (the working
-grid a method asks the core for), and :func:`lps_to_ras` and :func:`ras_to_lps`, between
-medi2i's RAS+ world and the LPS+ world of DICOM patient coordinates and ITK images.
+``MetaTensor``. This module holds:
+
+- :class:`Grid`, with the one test of whether two volumes lie on the same grid
+  (:meth:`Grid.same_as`, to :data:`GRID_TOLERANCE_MM`);
+- :class:`SpatialPlan`, the working grid a method asks the core for;
+- :func:`lps_to_ras` and :func:`ras_to_lps`, between medi2i's RAS+ world and the LPS+
+  world of DICOM patient coordinates and ITK images.
 
 Example:
     >>> import numpy as np
     >>> grid = Grid((4, 4, 2), np.diag([1.0, 1.0, 3.0, 1.0]))
     >>> grid.scaled((1, 1, 3)).shape
     (4, 4, 6)
+    >>> grid.same_as(Grid((4, 4, 2), np.diag([1.0, 1.0, 3.0005, 1.0])))
+    True
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     import torch
+
+
+GRID_TOLERANCE_MM = 1e-3
+"""How far apart (mm) two affines' entries may be for their grids to count as the same.
+
+One micrometre, absolute (no relative part): far below any voxel size, and above the
+rounding of affines that files store as float32 (NIfTI) or as decimal strings (DICOM).
+"""
 
 
 def lps_to_ras(affine: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -103,9 +117,25 @@ class Grid:
         shape = tuple(int(s) for s in image.shape[-3:])
         return cls((shape[0], shape[1], shape[2]), matrix)
 
-    def same_as(self, other: Grid, *, atol: float = 1e-6) -> bool:
-        """Whether both grids have the same shape and (to ``atol`` mm) the same affine."""
-        return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol))
+    def affine_gap(self, other: Grid) -> float:
+        """The largest difference between the two affines' entries, in mm (NaN when an
+        entry is NaN; equal infinite entries count as no difference)."""
+        mine = np.asarray(self.affine, dtype=np.float64)
+        theirs = np.asarray(other.affine, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            difference = np.where(mine == theirs, 0.0, mine - theirs)
+        return float(np.max(np.abs(difference)))
+
+    def same_as(self, other: Grid, *, atol: float = GRID_TOLERANCE_MM) -> bool:
+        """Whether both grids have the same shape and, entry by entry, the same affine.
+
+        Args:
+            other: The grid to compare with.
+            atol: Largest difference (mm) allowed between affine entries. medi2i's own
+                checks all use the default, :data:`GRID_TOLERANCE_MM`; pass a smaller
+                value only to demand more (e.g. in a test).
+        """
+        return self.shape == other.shape and self.affine_gap(other) <= atol
 
     def scaled(self, factors: tuple[float, float, float]) -> Grid:
         """The grid covering the same field of view with ``factors`` times more voxels.
