@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from medi2i.errors import InputError, Medi2iError, ModelFormatError
 from medi2i.grid import SpatialPlan
+from medi2i.hashing import file_sha256
 from medi2i.method import Method, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
@@ -168,7 +169,7 @@ def _write_weights(method: Method, staging: Path) -> WeightsRecord | None:
 
     path = staging / WEIGHTS
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-    return WeightsRecord(file=WEIGHTS, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    return WeightsRecord(file=WEIGHTS, sha256=file_sha256(path))
 
 
 def _default_card(method: Method) -> str:
