@@ -57,6 +57,7 @@ import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
 import medi2i
+from medi2i.grid import lps_to_ras
 from medi2i.testing.dicom_series import (
     CORONAL,
     SAGITTAL,
@@ -69,7 +70,6 @@ from medi2i.testing.dicom_series import (
 RESULTS = Path(__file__).parent / "results"
 TOLERANCE_MM = 0.1
 VALUE_TOLERANCE = 1e-3  # float32 rescale products against nibabel's float64 ones
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SKIP_SUFFIXES = {".py", ".pyc", ".txt", ".json", ".bin", ".gz", ".nii", ".md", ".so"}
 Row = dict[str, Any]
 
@@ -421,7 +421,7 @@ def read_simpleitk(folder: Path) -> Reading:
     affine[:dimension, :dimension] = direction @ np.diag(image.GetSpacing())
     affine[:dimension, 3] = image.GetOrigin()
     note = f"{len(names)} file(s) in GDCM's series" if len(names) > 1 else ""
-    return Reading(array.astype(np.float64), LPS_TO_RAS @ affine, note=note)
+    return Reading(array.astype(np.float64), lps_to_ras(affine), note=note)
 
 
 def _message(exc: BaseException) -> str:

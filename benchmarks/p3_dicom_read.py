@@ -35,7 +35,8 @@ import torch
 
 import medi2i
 from medi2i.dicom.reading.series_scan import scan_folder
-from medi2i.dicom.reading.series_volume import LPS_TO_RAS, read_dicom_folder, read_dicom_series
+from medi2i.dicom.reading.series_volume import read_dicom_folder, read_dicom_series
+from medi2i.grid import lps_to_ras
 from medi2i.testing.dicom_series import write_series
 
 RESULTS = Path(__file__).parent / "results"
@@ -93,7 +94,7 @@ def agreement(folder: Path) -> dict[str, float]:
     affine[:3, 3] = image.GetOrigin()
     return {
         "max_abs_voxel_diff": float(np.abs(ours[0].numpy() - theirs).max()),
-        "max_abs_affine_diff_mm": float(np.abs(ours.affine.numpy() - LPS_TO_RAS @ affine).max()),
+        "max_abs_affine_diff_mm": float(np.abs(ours.affine.numpy() - lps_to_ras(affine)).max()),
     }
 
 

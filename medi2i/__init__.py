@@ -49,13 +49,13 @@ _LAZY = {
     "predict_outputs": "medi2i.prediction",
     "predict_all": "medi2i.prediction",
     "DataKind": "medi2i.method",
-    "Grid": "medi2i.method",
+    "Grid": "medi2i.grid",
     "Method": "medi2i.method",
     "NoCondition": "medi2i.method",
     "Options": "medi2i.method",
     "PatchNetworkMethod": "medi2i.method",
     "PredictContext": "medi2i.method",
-    "SpatialPlan": "medi2i.method",
+    "SpatialPlan": "medi2i.grid",
     "Task": "medi2i.method",
     "VolumeSpec": "medi2i.method",
     "InferenceSettings": "medi2i.settings",
@@ -144,6 +144,7 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:
     from medi2i.engine import SlidingWindowEngine
+    from medi2i.grid import Grid, SpatialPlan
     from medi2i.intensity import (
         HU_MAX,
         HU_MIN,
@@ -160,7 +161,6 @@ if TYPE_CHECKING:
         AuxiliaryNetwork,
         DataKind,
         DomainSpec,
-        Grid,
         Method,
         MethodClass,
         MultiDomainBatch,
@@ -171,7 +171,6 @@ if TYPE_CHECKING:
         PatchNetworkMethod,
         PredictContext,
         SingleDomainBatch,
-        SpatialPlan,
         StateValue,
         Task,
         TrainerAPI,

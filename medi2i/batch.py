@@ -455,7 +455,7 @@ class _StudyRunner:
         if name != "dicom":
             return True
         from medi2i.dicom.writing.volume_writer import DicomSeriesWriter
-        from medi2i.method import Grid
+        from medi2i.grid import Grid
 
         series = folder / self.method.id
         try:

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from medi2i.bounded_yaml import YAMLLimitError, load_yaml, read_yaml_text
 from medi2i.errors import InputError
+from medi2i.hashing import file_sha256
 
 CARD_SUFFIXES = (".yaml", ".yml")
 _NAME = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -377,14 +377,6 @@ def _source_problems(path: Path, card: DataCard, data_dir: Path | None) -> list[
         problems.append(
             CardProblem(path, f"{card.source.file} is not in the data folder {data_dir}")
         )
-    elif digest is not None and _sha256(data_file) != digest:
+    elif digest is not None and file_sha256(data_file) != digest:
         problems.append(CardProblem(path, f"{data_file} does not have the SHA-256 the card gives"))
     return problems
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from medi2i.errors import InputError, Medi2iError, ModelFormatError, OptionsError
-from medi2i.method import DomainSpec, Method, SpatialPlan, StateValue, VolumeSpec
+from medi2i.grid import SpatialPlan
+from medi2i.hashing import file_sha256
+from medi2i.method import DomainSpec, Method, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
     changed_options,
@@ -192,7 +194,7 @@ def _write_weights(method: Method, staging: Path) -> WeightsRecord | None:
 
     path = staging / WEIGHTS
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-    return WeightsRecord(file=WEIGHTS, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    return WeightsRecord(file=WEIGHTS, sha256=file_sha256(path))
 
 
 def _default_card(method: Method) -> str:

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from medi2i.errors import InputError, OptionsError
+from medi2i.grid import Grid
+from medi2i.hashing import file_sha256
 from medi2i.method import (
     DataKind,
-    Grid,
     Method,
     Output,
     PatchNetworkMethod,
@@ -556,19 +557,8 @@ def volume_sha256(image: MetaTensor) -> str:
 
 
 def _input_hash(source: Path, image: MetaTensor | None) -> dict[str, object]:
-    found = _sha256(source)
-    if found is not None:
-        return {"path": str(source), "sha256": found, "hashed": "file"}
+    if source.is_file():  # not a folder (e.g. DICOM series); its files are hashed by its reader
+        return {"path": str(source), "sha256": file_sha256(source), "hashed": "file"}
     if image is not None:
         return {"path": str(source), "sha256": volume_sha256(image), "hashed": "volume"}
     return {"path": str(source), "sha256": None, "hashed": None}
-
-
-def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None  # a folder (e.g. DICOM series); its files are hashed by its reader
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

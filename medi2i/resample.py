@@ -15,7 +15,7 @@ from monai.data.meta_tensor import MetaTensor
 from monai.transforms.spatial.array import Orientation, Spacing
 
 from medi2i.errors import GeometryError, OptionsError
-from medi2i.method import Grid, SpatialPlan
+from medi2i.grid import Grid, SpatialPlan
 
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 _VOXEL_ATOL = 1e-4

@@ -21,8 +21,9 @@ from medi2i.cli.main import build_cli
 from medi2i.dicom.reading.series_selection import SeriesSelector
 from medi2i.dicom.reading.series_volume import read_dicom_folder
 from medi2i.errors import OutputError
+from medi2i.grid import Grid
 from medi2i.hookspecs import hookimpl
-from medi2i.method import Grid, Method, PredictContext, Task, VolumeSpec
+from medi2i.method import Method, PredictContext, Task, VolumeSpec
 from medi2i.plugins import load_plugins
 from medi2i.prediction import volume_sha256
 from medi2i.registry import Registry

@@ -15,8 +15,9 @@ from pydicom.dataset import Dataset
 
 from medi2i.dicom.reading.mosaic import mosaic_layout
 from medi2i.dicom.reading.series_scan import scan_folder
-from medi2i.dicom.reading.series_volume import LPS_TO_RAS, read_dicom_folder
+from medi2i.dicom.reading.series_volume import read_dicom_folder
 from medi2i.errors import InputError
+from medi2i.grid import lps_to_ras
 from medi2i.testing.dicom_series import write_enhanced
 
 
@@ -56,7 +57,7 @@ def test_rt_dose_frames_are_placed_by_the_grid_frame_offsets(tmp_path: Path, nam
     expected = np.eye(4)
     expected[:3, :3] = np.diag([10.0, 10.0, 5.0])
     expected[:3, 3] = first
-    np.testing.assert_allclose(volume.affine.numpy(), LPS_TO_RAS @ expected, atol=1e-6)
+    np.testing.assert_allclose(volume.affine.numpy(), lps_to_ras(expected), atol=1e-6)
 
 
 def test_absolute_grid_frame_offsets_start_at_the_first_frame(tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ from pydicom.uid import generate_uid
 
 from medi2i.dicom.reading.series_scan import scan_folder
 from medi2i.dicom.reading.series_selection import SeriesSelector
-from medi2i.dicom.reading.series_volume import LPS_TO_RAS, read_dicom_folder, read_dicom_series
+from medi2i.dicom.reading.series_volume import read_dicom_folder, read_dicom_series
 from medi2i.dicom.reading.volume_reader import DicomFolderReader
 from medi2i.dicom.source import META_KEY, DicomSource
 from medi2i.errors import GeometryError
+from medi2i.grid import lps_to_ras, ras_to_lps
 from medi2i.io import read_volume
 from medi2i.testing.dicom_series import (
     AXIAL,
@@ -41,7 +42,7 @@ def ct_values(shape: tuple[int, int, int] = (12, 10, 7), seed: int = 0) -> np.nd
 
 
 def assert_geometry_close(volume: MetaTensor, affine_lps: np.ndarray) -> None:
-    np.testing.assert_allclose(volume.affine.numpy(), LPS_TO_RAS @ affine_lps, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(volume.affine.numpy(), lps_to_ras(affine_lps), atol=1e-3, rtol=0)
 
 
 def sitk_volume(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +54,7 @@ def sitk_volume(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     direction = np.array(image.GetDirection()).reshape(3, 3)
     affine[:3, :3] = direction @ np.diag(image.GetSpacing())
     affine[:3, 3] = image.GetOrigin()
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), LPS_TO_RAS @ affine
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), lps_to_ras(affine)
 
 
 def dcm2niix_volume(folder: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +171,7 @@ def test_gantry_tilt_keeps_every_slice_at_its_position(tmp_path: Path) -> None:
             np.array(header.ImageOrientationPatient[3:]),
         )
         corner = np.array(header.ImagePositionPatient) + 7 * 0.5 * row + 3 * 0.5 * column
-        world = LPS_TO_RAS @ volume.affine.numpy() @ np.array([7, 3, k, 1.0])
+        world = ras_to_lps(volume.affine.numpy()) @ np.array([7, 3, k, 1.0])
         np.testing.assert_allclose(world[:3], corner, atol=1e-3)
 
 
@@ -411,7 +412,7 @@ def test_rounded_positions_are_put_on_the_fitted_grid(tmp_path: Path) -> None:
     np.testing.assert_array_equal(volume[0].numpy(), values)
     # the fitted grid is closer to the true one than any rounded position is
     ours = world_corners(volume.affine.numpy(), volume.shape[1:])
-    truth = world_corners(LPS_TO_RAS @ exact, volume.shape[1:])
+    truth = world_corners(lps_to_ras(exact), volume.shape[1:])
     assert np.abs(ours - truth).max() < 0.05
 
 
@@ -430,7 +431,7 @@ def test_rounded_positions_agree_with_dcm2niix(tmp_path: Path) -> None:
     assert distance.max() < 0.1, distance
     series = scan_folder(tmp_path / "in").series[0]
     for k in (0, len(series.images) - 1):
-        position = LPS_TO_RAS[:3, :3] @ np.array(series.images[k].position)
+        position = lps_to_ras(series.images[k].position)
         centre = volume.affine.numpy() @ np.array([0.0, 0.0, k, 1.0])
         assert np.linalg.norm(centre[:3] - position) < 0.1
 

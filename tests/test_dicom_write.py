@@ -24,7 +24,8 @@ from medi2i.dicom.writing.deidentify import Deidentifier
 from medi2i.dicom.writing.derived_series import quantize_mr, write_derived_series
 from medi2i.dicom.writing.volume_writer import DicomSeriesWriter
 from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
-from medi2i.method import Grid, Method, PredictContext, Task, VolumeSpec
+from medi2i.grid import Grid
+from medi2i.method import Method, PredictContext, Task, VolumeSpec
 from medi2i.testing.dicom_series import write_series
 from medi2i.testing.volumes import make_volume
 

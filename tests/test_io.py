@@ -11,10 +11,10 @@ import torch
 from monai.data import MetaTensor
 
 from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
+from medi2i.grid import ras_to_lps
 from medi2i.io import builtin_readers, builtin_writers, read_volume, write_volume
 from medi2i.io.atomic import atomic_path, temporary_sibling
 from medi2i.io.base import DTYPE_KEY, VolumeReader, volume_from_array
-from medi2i.io.itk_formats import LPS_TO_RAS
 from medi2i.io.nifti import QFORM_CODE_KEY, SFORM_CODE_KEY, SPATIAL_UNIT_KEY
 
 SHAPE = (7, 6, 5)
@@ -315,7 +315,7 @@ def test_atomic_path_removes_folder_on_error(tmp_path: Path) -> None:
 def sitk_oblique_image() -> sitk.Image:
     values = voxels("int16")
     image = sitk.GetImageFromArray(values.transpose(2, 1, 0))
-    affine_lps = LPS_TO_RAS @ oblique_affine()
+    affine_lps = ras_to_lps(oblique_affine())
     spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
     image.SetSpacing(spacing.tolist())
     image.SetDirection((affine_lps[:3, :3] / spacing).ravel().tolist())

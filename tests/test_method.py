@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from medi2i.errors import OptionsError
-from medi2i.method import Grid, Method, Task, VolumeSpec
+from medi2i.grid import Grid
+from medi2i.method import Method, Task, VolumeSpec
 from medi2i.testing.example_methods import EXAMPLE_METHODS, DomainOffset, PointwiseNet
 
 

@@ -28,7 +28,8 @@ from monai.data.meta_tensor import MetaTensor
 import medi2i
 from medi2i import Method, Task, VolumeSpec, hookimpl
 from medi2i.errors import PluginError
-from medi2i.method import Grid, MethodClass, Options
+from medi2i.grid import Grid
+from medi2i.method import MethodClass, Options
 from medi2i.plugins import BUILTIN_PLUGINS, PluginSet, PluginWarning, load_plugins
 from medi2i.registry import Registry
 from medi2i.testing import check_method_contract, make_volume, write_volume_file

@@ -11,7 +11,7 @@ import torch
 from monai.data import MetaTensor
 
 from medi2i.errors import OptionsError, UnknownMethodError
-from medi2i.method import Grid
+from medi2i.grid import Grid
 from medi2i.model_folder import load_model, save_model
 from medi2i.plugins import load_plugins
 from medi2i.prediction import predict, predict_tensor, sidecar_path

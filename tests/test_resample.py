@@ -8,7 +8,7 @@ import torch
 from monai.data.meta_tensor import MetaTensor
 
 from medi2i.errors import GeometryError, OptionsError
-from medi2i.method import Grid, SpatialPlan
+from medi2i.grid import Grid, SpatialPlan
 from medi2i.resample import apply_spatial_plan, resample_to_grid
 
 # array axes run (A→P, S→I, L→R) with 1, 1.5 and 2 mm voxels: an LPS-like, permuted layout

@@ -40,6 +40,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from medi2i.errors import InputError, OptionsError
+from medi2i.hashing import file_sha256
 from medi2i.synth import PseudoT1Parameters, apply_style, ct_to_pseudo_t1, named_style, thick_slices
 from medi2i.synth.scanner_styles import otsu_threshold
 
@@ -348,7 +349,7 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
         path = sources / name
         if not path.is_file():
             raise InputError(f"benchmark {task} needs {name} in {sources}")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(file_sha256(path)))
     settings = {
         "q1": [PseudoT1Parameters().model_dump_json(), Q1_SEED, Q1_TRAIN_END_X, Q1_TEST_START_X],
         "q2": [list(Q2_SLICE_STEPS), Q2_AXIS],

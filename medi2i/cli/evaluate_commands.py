@@ -23,11 +23,9 @@ from medi2i.plugins import PluginSet
 if TYPE_CHECKING:
     import numpy as np
 
+    from medi2i.grid import Grid
     from medi2i.io.base import VolumeReader
     from medi2i.metrics import Metric
-
-AFFINE_TOLERANCE_MM = 1e-3
-"""Largest difference between two affines' entries (mm) that still counts as one grid."""
 
 
 def add_to(group: click.Group) -> None:
@@ -132,6 +130,14 @@ class LoadedVolume:
     values: np.ndarray
     affine: np.ndarray
 
+    @property
+    def grid(self) -> Grid:
+        """The voxel grid of ``values`` and ``affine``."""
+        from medi2i.grid import Grid
+
+        x, y, z = (int(n) for n in self.values.shape[-3:])
+        return Grid((x, y, z), self.affine)
+
 
 def evaluate_files(
     prediction_path: Path,
@@ -183,17 +189,15 @@ def read_for_evaluation(path: Path, readers: Sequence[VolumeReader] | None = Non
 
 
 def require_same_grid(volume: LoadedVolume, reference: LoadedVolume) -> None:
-    """Raise unless ``volume`` lies on the reference's grid (shape; affine within 1e-3 mm).
+    """Raise unless ``volume`` lies on the reference's grid (:meth:`medi2i.grid.Grid.same_as`).
 
     Raises:
         GeometryError: The shapes or the affines differ; the message names both files.
     """
-    import numpy as np
-
     if volume.values.shape != reference.values.shape:
         problem = f"shape {volume.values.shape} differs from {reference.values.shape}"
-    elif not np.allclose(volume.affine, reference.affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
-        gap = float(np.max(np.abs(volume.affine - reference.affine)))
+    elif not volume.grid.same_as(reference.grid):
+        gap = volume.grid.affine_gap(reference.grid)
         problem = f"voxel-to-world affines differ by up to {gap:.4g} mm"
     else:
         return

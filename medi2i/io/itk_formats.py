@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medi2i.errors import GeometryError, InputError
+from medi2i.grid import lps_to_ras, ras_to_lps
 from medi2i.io.atomic import atomic_file_group, atomic_path
 from medi2i.io.base import (
     VolumeReader,
@@ -29,9 +30,6 @@ from medi2i.io.base import (
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-"""Flips x and y; its own inverse, so it also maps RAS to LPS."""
 
 _DETACHED = (".nhdr", ".mhd")  # a header plus a separate data file
 _GZIP_MAX_RATIO = 1032  # deflate cannot compress more: 258 bytes per 2-bit code at best
@@ -52,14 +50,14 @@ def affine_from_itk(
     lps = np.eye(4)
     lps[:3, :3] = rotation[:3, :3] * np.asarray(spacing[:3], dtype=np.float64)
     lps[:3, 3] = origin[:3]
-    return LPS_TO_RAS @ lps
+    return lps_to_ras(lps)
 
 
 def itk_grid_from_affine(
     affine: np.ndarray,
 ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     """``(origin, spacing, direction)`` for ITK from a RAS affine (mm); inverse of the above."""
-    lps = LPS_TO_RAS @ affine
+    lps = ras_to_lps(affine)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     direction = lps[:3, :3] / spacing
     return tuple(lps[:3, 3].tolist()), tuple(spacing.tolist()), tuple(direction.ravel().tolist())

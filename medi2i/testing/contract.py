@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from medi2i.errors import Medi2iError
+from medi2i.grid import Grid
 from medi2i.hookspecs import hookimpl
-from medi2i.method import Grid, Method
+from medi2i.method import Method
 from medi2i.settings import InferenceSettings
 from medi2i.testing.volumes import make_volume
 
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.registry import Registry
-
-GRID_ATOL_MM = 1e-4
-"""How far (mm) an output affine may be from the expected one: float32 round-off."""
 
 CONTRACT_SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
 """Inference settings of the check: CPU, full precision, no progress bar."""
@@ -146,7 +144,7 @@ def _check_output(method: Method, image: MetaTensor, output: torch.Tensor) -> No
         raise AssertionError(f"{name}: output has NaN or infinite values")
     expected = method.output_grid(Grid.of(image))
     actual = Grid.of(output)
-    if not actual.same_as(expected, atol=GRID_ATOL_MM):
+    if not actual.same_as(expected):
         raise AssertionError(
             f"{name}: output grid (shape {actual.shape}, affine\n{actual.affine}) is not "
             f"method.output_grid(input grid) (shape {expected.shape}, affine\n{expected.affine})"

@@ -16,6 +16,7 @@ import torch
 from monai.data.meta_tensor import MetaTensor
 from pydantic import BaseModel, ConfigDict
 
+from medi2i.grid import SpatialPlan
 from medi2i.hookspecs import hookimpl
 from medi2i.method import (
     DataKind,
@@ -23,7 +24,6 @@ from medi2i.method import (
     Options,
     PatchNetworkMethod,
     PredictContext,
-    SpatialPlan,
     StateValue,
     Task,
     Training,

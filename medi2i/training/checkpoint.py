@@ -19,7 +19,6 @@ Python's RNG states are stored as JSON for that reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import random
@@ -35,6 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from medi2i.errors import Medi2iError
+from medi2i.hashing import file_sha256
 from medi2i.io.atomic import atomic_path
 from medi2i.method import Method, StateValue
 
@@ -263,15 +263,7 @@ def _unpickling_reason(error: pickle.UnpicklingError) -> str:
 
 
 def _file_record(path: Path) -> _FileRecord:
-    return _FileRecord(file=path.name, sha256=_sha256(path))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _FileRecord(file=path.name, sha256=file_sha256(path))
 
 
 def _read_record(pointer: Path) -> CheckpointRecord:
@@ -292,7 +284,7 @@ def _read_record(pointer: Path) -> CheckpointRecord:
 
 def _checked(folder: Path, entry: _FileRecord) -> Path:
     path = folder / entry.file
-    if not path.is_file() or _sha256(path) != entry.sha256:
+    if not path.is_file() or file_sha256(path) != entry.sha256:
         raise CheckpointError(
             f"checkpoint file {path} is missing or does not match its SHA-256 in {POINTER}; "
             "the checkpoint was damaged: delete the checkpoints folder to start afresh"

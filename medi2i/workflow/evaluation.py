@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from medi2i.registry import Registry
 
 CASES_FILE = "cases.json"
-GRID_TOLERANCE_MM = 1e-3
 INPUT_ON_OUTPUT_GRID = "_input_on_output_grid.nii.gz"
 """Suffix of the saved input of a case whose output lies on another grid."""
 
@@ -219,8 +218,8 @@ def _kept(
     super-resolution input is shown resampled onto the output grid by nearest neighbour,
     so that thick slices appear as the slabs they are.
     """
+    from medi2i.grid import Grid
     from medi2i.io import write_volume
-    from medi2i.method import Grid
     from medi2i.resample import resample_to_grid
 
     writers = list(registry.writers.values())
@@ -228,7 +227,7 @@ def _kept(
     prediction = write_volume(output, run.predictions / f"{stem}.nii.gz", writers=writers)
     record = replace(record, prediction=str(prediction.relative_to(run.root)))
     grid = Grid.of(output)
-    if Grid.of(source).same_as(grid, atol=GRID_TOLERANCE_MM):
+    if Grid.of(source).same_as(grid):
         return record
     shown = resample_to_grid(source, grid, mode="nearest")
     path = write_volume(shown, run.predictions / f"{stem}{INPUT_ON_OUTPUT_GRID}", writers=writers)
@@ -286,16 +285,16 @@ def require_same_grid(
     what: str,
     hint: str = "paired data must share one grid (resample the reference onto the source)",
 ) -> None:
-    """Check that ``volume`` lies on the grid of ``reference`` (to a micrometre).
+    """Check that ``volume`` lies on the grid of ``reference`` (:meth:`medi2i.grid.Grid.same_as`).
 
     Raises:
         GeometryError: It does not; the message names ``what``, the reference file and
             what to do (``hint``).
     """
-    from medi2i.method import Grid
+    from medi2i.grid import Grid
 
     grid, expected = Grid.of(volume), Grid.of(reference)
-    if not grid.same_as(expected, atol=GRID_TOLERANCE_MM):
+    if not grid.same_as(expected):
         raise GeometryError(
             f"{what} is not on the grid of reference {reference.meta.get('filename_or_obj')}: "
             f"shape {grid.shape} vs {expected.shape}, spacing "

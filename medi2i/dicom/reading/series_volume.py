@@ -39,6 +39,7 @@ from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
 from medi2i.dicom.reading.series_scan import scan_folder
 from medi2i.dicom.source import META_KEY, DicomSource
 from medi2i.errors import GeometryError, InputError
+from medi2i.grid import lps_to_ras
 from medi2i.io.base import require_memory
 
 if TYPE_CHECKING:
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from medi2i.dicom.reading.series_selection import SeriesSelector
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-"""Flips x and y: DICOM patient coordinates (LPS) to MONAI's RAS, and back."""
 
 _READ_THREADS = max(2, min(8, os.cpu_count() or 1))  # more only contend for the cores
 _SLAB = 16  # slices a thread reads in one go
@@ -139,7 +137,7 @@ def read_dicom_series(series: SeriesInfo) -> MetaTensor:
         # pydicom warns about oddities it tolerates; defects raise with a message here
         warnings.simplefilter("ignore")
         values, dtype_name = voxel_values(series.images)
-    affine = LPS_TO_RAS @ np.array(series.geometry.affine_lps, dtype=np.float64)
+    affine = lps_to_ras(series.geometry.affine_lps)
     source = _source(series)
     return volume_from_array(
         values,

@@ -75,6 +75,7 @@ from medi2i.dicom.writing.derived_header import (
     stated_decimal_strings,
 )
 from medi2i.errors import GeometryError, InputError, OptionsError
+from medi2i.grid import ras_to_lps
 from medi2i.io.atomic import atomic_path
 from medi2i.voxel_checks import require_finite_output
 
@@ -83,9 +84,6 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from medi2i.dicom.source import DicomSource
-
-
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -252,7 +250,8 @@ def slice_geometry(affine: np.ndarray, folder: Path) -> SliceGeometry:
             rows and columns) are not perpendicular, or its slices do not advance
             along the normal (DICOM CT and MR images cannot store those grids).
     """
-    lps = _RAS_TO_LPS @ affine[:3, :3]
+    lps_affine = ras_to_lps(affine)
+    lps = lps_affine[:3, :3]
     spacing = np.linalg.norm(lps, axis=0)
     if not np.all(np.isfinite(lps)) or np.min(spacing) < 1e-6:
         raise GeometryError(
@@ -278,7 +277,7 @@ def slice_geometry(affine: np.ndarray, folder: Path) -> SliceGeometry:
         column_direction=axes[:, 1],
         pixel_spacing=(float(spacing[1]), float(spacing[0])),
         slice_spacing=abs(across),
-        origin=_RAS_TO_LPS @ affine[:3, 3],
+        origin=lps_affine[:3, 3],
         slice_step=lps[:, 2],
     )
 

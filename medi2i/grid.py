@@ -1,0 +1,152 @@
+"""Voxel grids: where a volume's voxels lie in the world.
+
+A grid is a spatial shape and a 4x4 affine that maps voxel indices ``(i, j, k, 1)``
+(voxel centres) to world positions in RAS+ millimetres, as in NIfTI and MONAI's
+``MetaTensor``. This module holds:
+
+- :class:`Grid`, with the one test of whether two volumes lie on the same grid
+  (:meth:`Grid.same_as`, to :data:`GRID_TOLERANCE_MM`);
+- :class:`SpatialPlan`, the working grid a method asks the core for;
+- :func:`lps_to_ras` and :func:`ras_to_lps`, between medi2i's RAS+ world and the LPS+
+  world of DICOM patient coordinates and ITK images.
+
+Example:
+    >>> import numpy as np
+    >>> grid = Grid((4, 4, 2), np.diag([1.0, 1.0, 3.0, 1.0]))
+    >>> grid.scaled((1, 1, 3)).shape
+    (4, 4, 6)
+    >>> grid.same_as(Grid((4, 4, 2), np.diag([1.0, 1.0, 3.0005, 1.0])))
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch
+
+
+GRID_TOLERANCE_MM = 1e-3
+"""How far apart (mm) two affines' entries may be for their grids to count as the same.
+
+One micrometre, absolute (no relative part): far below any voxel size, and above the
+rounding of affines that files store as float32 (NIfTI) or as decimal strings (DICOM).
+"""
+
+
+def lps_to_ras(affine: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The same map or position with world coordinates LPS+ (DICOM, ITK) made RAS+.
+
+    LPS and RAS differ by the sign of x (left vs right) and y (posterior vs anterior),
+    so this negates the first two rows; it is its own inverse (see :func:`ras_to_lps`).
+
+    Args:
+        affine: A 4x4 voxel-to-world affine, a 3x3 matrix of axis directions (columns),
+            or one world position of 3 coordinates; rows are world x, y, z (and 1).
+
+    Returns:
+        A new float64 array of the same shape.
+
+    Raises:
+        ValueError: The first axis does not have 3 or 4 entries.
+    """
+    return _flip_xy(affine)
+
+
+def ras_to_lps(affine: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The same map or position with world coordinates RAS+ made LPS+ (DICOM, ITK).
+
+    The inverse of :func:`lps_to_ras` (and the same operation); takes the same shapes.
+
+    Raises:
+        ValueError: The first axis does not have 3 or 4 entries.
+    """
+    return _flip_xy(affine)
+
+
+def _flip_xy(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    flipped = np.array(values, dtype=np.float64, copy=True)
+    if flipped.ndim == 0 or flipped.shape[0] not in (3, 4):
+        raise ValueError(
+            f"expected world coordinates along the first axis (3 or 4 rows), got shape "
+            f"{flipped.shape}"
+        )
+    flipped[:2] = 0.0 - flipped[:2]  # not negation: a zero stays +0.0, never -0.0
+    return flipped
+
+
+class SpatialPlan(BaseModel):
+    """The working grid a method wants; the core resamples to it and back.
+
+    Attributes:
+        orientation: Axis codes such as ``"RAS"`` to reorient to, or ``None`` to keep
+            the stored orientation.
+        spacing: Voxel spacing in mm to resample to (linear), or ``None`` to keep it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    orientation: str | None = None
+    spacing: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: spatial shape and the voxel-to-world (RAS, mm) affine."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size along each array axis, in mm."""
+        sizes = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
+
+    @classmethod
+    def of(cls, image: torch.Tensor) -> Grid:
+        """The grid of a channel-first ``MetaTensor`` (identity affine for a plain tensor)."""
+        affine = getattr(image, "affine", None)
+        matrix = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+        shape = tuple(int(s) for s in image.shape[-3:])
+        return cls((shape[0], shape[1], shape[2]), matrix)
+
+    def affine_gap(self, other: Grid) -> float:
+        """The largest difference between the two affines' entries, in mm (NaN when an
+        entry is NaN; equal infinite entries count as no difference)."""
+        mine = np.asarray(self.affine, dtype=np.float64)
+        theirs = np.asarray(other.affine, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            difference = np.where(mine == theirs, 0.0, mine - theirs)
+        return float(np.max(np.abs(difference)))
+
+    def same_as(self, other: Grid, *, atol: float = GRID_TOLERANCE_MM) -> bool:
+        """Whether both grids have the same shape and, entry by entry, the same affine.
+
+        Args:
+            other: The grid to compare with.
+            atol: Largest difference (mm) allowed between affine entries. medi2i's own
+                checks all use the default, :data:`GRID_TOLERANCE_MM`; pass a smaller
+                value only to demand more (e.g. in a test).
+        """
+        return self.shape == other.shape and self.affine_gap(other) <= atol
+
+    def scaled(self, factors: tuple[float, float, float]) -> Grid:
+        """The grid covering the same field of view with ``factors`` times more voxels.
+
+        Voxel centres move so that the outer voxel edges stay where they were.
+        """
+        scale = np.asarray(factors, dtype=np.float64)
+        shape = tuple(round(n * f) for n, f in zip(self.shape, factors, strict=True))
+        affine = self.affine.copy()
+        affine[:3, :3] = self.affine[:3, :3] / scale
+        # corner of voxel 0 is at -0.5 old voxels; the new first centre sits half a new voxel in
+        shift = -0.5 + 0.5 / scale
+        affine[:3, 3] = self.affine[:3, 3] + self.affine[:3, :3] @ shift
+        return Grid((shape[0], shape[1], shape[2]), affine)
