@@ -7,20 +7,129 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
+import pluggy
 import pytest
 from click.testing import CliRunner, Result
 
+from medi2i import builtins, hookimpl, hookspecs
+from medi2i.cli import main as cli_main
 from medi2i.cli.main import build_cli
-from medi2i.plugins import load_plugins
+from medi2i.errors import PluginError
+from medi2i.plugins import PluginSet, PluginWarning, load_plugins
 from medi2i.testing import example_methods
+
+BUILTIN_COMMANDS = {
+    "batch",
+    "bench",
+    "cards",
+    "demo",
+    "dicom",
+    "evaluate",
+    "methods",
+    "plugins",
+    "predict",
+    "run",
+    "schema",
+    "train",
+    "validate",
+}
 
 
 def run(*args: str, examples: bool = True) -> Result:
     plugins = load_plugins()
     if examples:
         plugins.manager.register(example_methods, name="examples")
-    return CliRunner().invoke(build_cli(plugins), list(args), obj=plugins)
+    return CliRunner().invoke(build_cli(plugins), list(args))
+
+
+class GreetingCommand:
+    """A plugin that adds ``medi2i hello``."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("hello")
+        def hello() -> None:
+            """Say hello."""
+            click.echo("hello from a plugin")
+
+
+class BrokenCommand:
+    """A plugin whose ``register_commands`` raises."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        raise RuntimeError("no command today")
+
+
+def with_plugin(plugin: object, name: str) -> PluginSet:
+    plugins = load_plugins()
+    plugins.manager.register(plugin, name=name)
+    return plugins
+
+
+def bare_plugin_set() -> PluginSet:
+    """A plugin manager with medi2i's hooks and no plugin in it, not even the built-ins."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return PluginSet(manager, strict=False)
+
+
+def test_every_build_is_a_new_group_with_only_its_plugins_commands() -> None:
+    with_greeting = build_cli(with_plugin(GreetingCommand(), "greeting"))
+    without = build_cli(load_plugins())
+
+    assert with_greeting is not without
+    assert "hello" in with_greeting.commands
+    assert "hello" not in without.commands
+    assert CliRunner().invoke(with_greeting, ["hello"]).output == "hello from a plugin\n"
+    result = CliRunner().invoke(without, ["hello"])
+    assert result.exit_code == 2
+    assert "No such command 'hello'" in result.output
+
+
+def test_main_builds_the_command_line_for_each_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli_main, "load_plugins", lambda: with_plugin(GreetingCommand(), "g"))
+    with pytest.raises(SystemExit) as first:
+        cli_main.main(["hello"])
+    assert first.value.code == 0
+    assert "hello from a plugin" in capsys.readouterr().out
+
+    monkeypatch.setattr(cli_main, "load_plugins", load_plugins)
+    with pytest.raises(SystemExit) as second:
+        cli_main.main(["hello"])
+    assert second.value.code == 2
+    assert "No such command 'hello'" in capsys.readouterr().err
+
+
+def test_the_built_in_commands_come_through_the_register_commands_hook() -> None:
+    assert build_cli(bare_plugin_set()).commands == {}
+
+    plugins = bare_plugin_set()
+    plugins.manager.register(builtins, name="medi2i.builtins")
+    assert set(build_cli(plugins).commands) == BUILTIN_COMMANDS
+    assert set(build_cli(load_plugins()).commands) == BUILTIN_COMMANDS
+
+
+def test_a_plugin_whose_register_commands_raises_is_reported_and_skipped() -> None:
+    plugins = with_plugin(BrokenCommand(), "broken-command")
+    with pytest.warns(PluginWarning, match="'broken-command' failed during register_commands"):
+        cli = build_cli(plugins)
+
+    assert set(cli.commands) == BUILTIN_COMMANDS
+    [failure] = plugins.failures
+    assert (failure.name, failure.stage) == ("broken-command", "register_commands")
+    assert "no command today" in failure.error
+
+
+def test_a_plugin_whose_register_commands_raises_is_fatal_in_strict_mode() -> None:
+    plugins = with_plugin(BrokenCommand(), "broken-command")
+    plugins.strict = True
+    with pytest.raises(PluginError, match="'broken-command' failed during register_commands"):
+        build_cli(plugins)
 
 
 def test_plugins_json_lists_builtins_with_their_hooks() -> None:

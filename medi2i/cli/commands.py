@@ -27,22 +27,9 @@ if TYPE_CHECKING:
 
 
 def add_to(group: click.Group) -> None:
-    """Add the built-in commands to ``group``."""
-    from medi2i.cli import (
-        batch_commands,
-        bench_commands,
-        dicom_commands,
-        evaluate_commands,
-        workflow_commands,
-    )
-
+    """Add ``plugins``, ``methods``, ``predict`` and ``demo`` to ``group``."""
     for command in (plugins_command, methods_command, predict_command, demo_command):
         group.add_command(command)
-    evaluate_commands.add_to(group)
-    workflow_commands.add_to(group)
-    bench_commands.add_to(group)
-    batch_commands.add_to(group)
-    dicom_commands.add_to(group)
 
 
 def _registry(ctx: click.Context) -> Registry:
