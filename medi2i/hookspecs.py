@@ -83,6 +83,13 @@ def register_metrics(register: Callable[[Metric], None]) -> None:
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``medi2i`` command line.
 
+    Called each time a command line is built (:func:`medi2i.cli.main.build_cli`), with a
+    new top-level group: medi2i's own commands, which it adds through this hook too, are
+    in it already; then each plugin's are added, in the order the plugins were loaded.
+    Make a command group (one that holds subcommands) inside the hook, a new one each
+    call, so that what is added to it belongs to that command line only.
+
     Args:
-        cli: The top-level click group; add commands with ``@cli.command()``.
+        cli: The top-level click group; add commands with ``@cli.command()`` or
+            ``cli.add_command(...)``.
     """

@@ -55,6 +55,20 @@ class GreetingCommand:
             click.echo("hello from a plugin")
 
 
+class DicomSubcommand:
+    """A plugin that adds ``medi2i dicom hello`` to the built-in ``dicom`` group."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        dicom = cli.commands["dicom"]
+        assert isinstance(dicom, click.Group)
+
+        @dicom.command("hello")
+        def hello() -> None:
+            """Say hello."""
+            click.echo("hello from dicom")
+
+
 class BrokenCommand:
     """A plugin whose ``register_commands`` raises."""
 
@@ -85,6 +99,16 @@ def test_every_build_is_a_new_group_with_only_its_plugins_commands() -> None:
     assert "hello" not in without.commands
     assert CliRunner().invoke(with_greeting, ["hello"]).output == "hello from a plugin\n"
     result = CliRunner().invoke(without, ["hello"])
+    assert result.exit_code == 2
+    assert "No such command 'hello'" in result.output
+
+
+def test_a_subcommand_added_to_a_built_in_group_stays_in_its_own_build() -> None:
+    with_subcommand = build_cli(with_plugin(DicomSubcommand(), "dicom-hello"))
+    without = build_cli(load_plugins())
+
+    assert CliRunner().invoke(with_subcommand, ["dicom", "hello"]).output == "hello from dicom\n"
+    result = CliRunner().invoke(without, ["dicom", "hello"])
     assert result.exit_code == 2
     assert "No such command 'hello'" in result.output
 

@@ -21,9 +21,24 @@ TASK_CHOICES = ("q1", "q2", "q3", "all")
 
 
 def add_to(group: click.Group) -> None:
-    """Add the ``bench`` and ``cards`` command groups to ``group``."""
-    group.add_command(bench_group)
-    group.add_command(cards_group)
+    """Add new ``bench`` and ``cards`` command groups to ``group``."""
+    group.add_command(bench_group())
+    group.add_command(cards_group())
+
+
+def bench_group() -> click.Group:
+    """A new ``bench`` group holding ``run`` and ``prepare``."""
+    return click.Group(
+        "bench",
+        commands=[bench_run_command, bench_prepare_command],
+        help="Quality benchmarks Q1-Q3 (see benchmarks/quality/README.md). They read the "
+        "real volumes from MEDI2I_DATA_DIR.",
+    )
+
+
+def cards_group() -> click.Group:
+    """A new ``cards`` group holding ``check``."""
+    return click.Group("cards", commands=[cards_check_command], help="Data cards and model cards.")
 
 
 def _tasks(choice: str) -> list[TaskName]:
@@ -40,13 +55,7 @@ def _registry(ctx: click.Context) -> Registry:
     return Registry(plugins if isinstance(plugins, PluginSet) else None)
 
 
-@click.group("bench")
-def bench_group() -> None:
-    """Quality benchmarks Q1-Q3 (see benchmarks/quality/README.md). They read the real
-    volumes from MEDI2I_DATA_DIR."""
-
-
-@bench_group.command("run")
+@click.command("run")
 @click.option(
     "--task",
     type=click.Choice(TASK_CHOICES),
@@ -122,7 +131,7 @@ def bench_run_command(
     click.echo(f"results written to {output}")
 
 
-@bench_group.command("prepare")
+@click.command("prepare")
 @click.option("--task", type=click.Choice(TASK_CHOICES), default="all", show_default=True)
 @click.option(
     "--work-dir",
@@ -140,12 +149,7 @@ def bench_prepare_command(task: str, work_dir: Path | None) -> None:
         click.echo(f"{name}: {dataset.folder}")
 
 
-@click.group("cards")
-def cards_group() -> None:
-    """Data cards and model cards."""
-
-
-@cards_group.command("check")
+@click.command("check")
 @click.argument("folder", type=click.Path(path_type=Path), default=Path("data_cards"))
 @click.option(
     "--data-dir",

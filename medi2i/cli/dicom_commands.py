@@ -37,16 +37,20 @@ if TYPE_CHECKING:
 
 
 def add_to(group: click.Group) -> None:
-    """Add the ``dicom`` command group to ``group``."""
-    group.add_command(dicom_group)
+    """Add a new ``dicom`` command group to ``group``."""
+    group.add_command(dicom_group())
 
 
-@click.group("dicom")
-def dicom_group() -> None:
-    """Inspect DICOM folders: studies, series and what keeps a series from being read."""
+def dicom_group() -> click.Group:
+    """A new ``dicom`` group holding ``ls``, ``serve`` and ``send``."""
+    return click.Group(
+        "dicom",
+        commands=[ls_command, serve_command, send_command],
+        help="Inspect DICOM folders: studies, series and what keeps a series from being read.",
+    )
 
 
-@dicom_group.command("ls")
+@click.command("ls")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @selection_options
@@ -222,7 +226,7 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         )
 
 
-@dicom_group.command("serve")
+@click.command("serve")
 @method_options
 @click.option("--ae-title", default="MEDI2I", show_default=True, help="The node's AE title.")
 @click.option("--port", type=click.IntRange(0, 65535), default=11112, show_default=True)
@@ -403,7 +407,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-@dicom_group.command("send")
+@click.command("send")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.argument("peer")
 @click.option("--calling-aet", default="MEDI2I", show_default=True, help="Our AE title.")

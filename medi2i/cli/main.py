@@ -87,7 +87,9 @@ def build_cli(plugins: PluginSet | None = None) -> click.Group:
     if plugins is None:
         plugins = load_plugins()
     group = _new_group(plugins)
-    for impl in plugins.manager.hook.register_commands.get_hookimpls():
+    impls = plugins.manager.hook.register_commands.get_hookimpls()
+    # medi2i's own commands first, so that a plugin may add to its groups
+    for impl in sorted(impls, key=lambda impl: impl.plugin_name not in BUILTIN_PLUGINS):
         try:
             with plugin_output_to_stderr():
                 impl.function(cli=group)
