@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -316,3 +317,17 @@ def test_predict_on_one_dicom_series_parses_its_headers_once(
     assert result.exit_code == 0, result.output
     assert len(parsed) == 6 == len(set(parsed))
     assert nib.load(tmp_path / "out.nii.gz").shape == volume.shape
+
+
+def test_command_modules_share_only_public_names() -> None:
+    """Shared options and helpers come from medi2i.cli.options, never as private names."""
+    folder = Path(cli_main.__file__).parent
+    private = [
+        f"{path.name}: from {node.module} import {alias.name}"
+        for path in sorted(folder.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medi2i.cli")
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    assert private == []

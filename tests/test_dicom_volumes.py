@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 
 from medi2i.cli.dicom_commands import add_to
 from medi2i.cli.main import Medi2iGroup
-from medi2i.cli.selection import series_selector
+from medi2i.cli.options import series_selector
 from medi2i.dicom.reading.series_scan import scan_folder
 from medi2i.dicom.reading.series_selection import SeriesSelector, select_series
 from medi2i.dicom.reading.series_volume import read_dicom_folder

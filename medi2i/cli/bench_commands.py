@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from medi2i.cli.options import command_registry, device_option
 from medi2i.errors import InputError
 
 if TYPE_CHECKING:
     from medi2i.bench.datasets import TaskName
-    from medi2i.registry import Registry
 
 TASK_CHOICES = ("q1", "q2", "q3", "all")
 
@@ -45,14 +45,6 @@ def _tasks(choice: str) -> list[TaskName]:
     from medi2i.bench.datasets import TASKS
 
     return list(TASKS) if choice == "all" else [choice]  # type: ignore[list-item]
-
-
-def _registry(ctx: click.Context) -> Registry:
-    from medi2i.plugins import PluginSet
-    from medi2i.registry import Registry
-
-    plugins = ctx.find_root().obj
-    return Registry(plugins if isinstance(plugins, PluginSet) else None)
 
 
 @click.command("run")
@@ -91,12 +83,7 @@ def _registry(ctx: click.Context) -> Registry:
     default=None,
     help="Cache of the built benchmark data [default: the user cache folder].",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="Device methods run on: auto, cpu, cuda or cuda:N.",
-)
+@device_option("Device methods run on: auto, cpu, cuda or cuda:N.")
 @click.pass_context
 def bench_run_command(
     ctx: click.Context,
@@ -115,7 +102,7 @@ def bench_run_command(
     from medi2i.bench.harness import run_benchmarks
     from medi2i.settings import InferenceSettings
 
-    registry = _registry(ctx) if methods or models else None
+    registry = command_registry(ctx) if methods or models else None
     results = run_benchmarks(
         tasks=_tasks(task),
         methods=methods,

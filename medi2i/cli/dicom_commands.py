@@ -22,8 +22,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.cli.commands import inference_options, method_options
-from medi2i.cli.selection import picks_a_series, selection_options, slice_tolerance
+from medi2i.cli.options import (
+    command_registry,
+    inference_options,
+    inference_settings,
+    json_option,
+    key_values,
+    method_options,
+    picks_a_series,
+    selection_options,
+    slice_tolerance,
+)
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
@@ -52,7 +61,7 @@ def dicom_group() -> click.Group:
 
 @click.command("ls")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option()
 @selection_options
 def ls_command(
     path: Path,
@@ -293,7 +302,6 @@ def serve_command(
     is never translated. Answers C-ECHO. Stops on Ctrl-C or SIGTERM after the
     translation in progress. One line is printed per series.
     """
-    from medi2i.cli.commands import _key_values, _registry, _settings
     from medi2i.dicom.node.send import check_ae_title, parse_peer
     from medi2i.prediction import load_method
 
@@ -301,12 +309,12 @@ def serve_command(
     if output is None and peer is None:
         raise OptionsError("give --output, --forward or both: where the derived series go")
     title = check_ae_title(ae_title, "--ae-title")
-    settings = _settings(**{**inference, "progress": False})  # type: ignore[arg-type]
-    registry = _registry(ctx)
+    settings = inference_settings(**{**inference, "progress": False})  # type: ignore[arg-type]
+    registry = command_registry(ctx)
     method = load_method(
         method=method_id,
         model=model,
-        options=_key_values(option_pairs, "--option") or None,
+        options=key_values(option_pairs, "--option") or None,
         registry=registry,
     )
     with _spool_folder(work) as spool_root:
@@ -321,7 +329,7 @@ def serve_command(
             peer=peer,
             selector=selector,
             deidentify=deidentify,
-            condition=_key_values(condition_pairs, "--condition") or None,
+            condition=key_values(condition_pairs, "--condition") or None,
             registry=registry,
             model=model,
         )
