@@ -24,7 +24,7 @@ from medi2i.errors import (
     PluginError,
     UnknownMethodError,
 )
-from medi2i.hookspecs import hookimpl
+from medi2i.hookspecs import PLUGIN_API_VERSION, hookimpl
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "PLUGIN_API_VERSION",
     "DataKind",
     "DeviceError",
     "GeometryError",

@@ -44,13 +44,20 @@ def add_to(group: click.Group) -> None:
 @json_option()
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
-    """List the loaded plugins (name, version, hooks) and those that failed."""
+    """List the loaded plugins (name, version, plugin API, hooks) and those that failed.
+
+    The first line gives the plugin API this medi2i supports; a plugin's "api" is the one
+    it declares (MEDI2I_PLUGIN_API), "undeclared" when it declares none.
+    """
+    from medi2i.hookspecs import PLUGIN_API_VERSION
+
     plugins = loaded_plugins(ctx)
     if as_json:
         click.echo(
             json.dumps(
                 {
-                    "plugins": [info.__dict__ for info in plugins.infos],
+                    "plugin_api": PLUGIN_API_VERSION,
+                    "plugins": [{**info.__dict__, "api": info.api_shown} for info in plugins.infos],
                     "failures": [failure.__dict__ for failure in plugins.failures],
                 },
                 indent=2,
@@ -58,11 +65,17 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
             )
         )
         return
+    click.echo(f"plugin API: {PLUGIN_API_VERSION}")
     rows = [
-        (info.name, info.version or ("built-in" if info.builtin else "?"), ", ".join(info.hooks))
+        (
+            info.name,
+            info.version or ("built-in" if info.builtin else "?"),
+            info.api_shown,
+            ", ".join(info.hooks),
+        )
         for info in plugins.infos
     ]
-    _print_table(("plugin", "version", "hooks"), rows)
+    _print_table(("plugin", "version", "api", "hooks"), rows)
     for failure in plugins.failures:
         click.secho(f"failed: {failure.name} ({failure.stage}): {failure.error}", fg="yellow")
 
