@@ -47,6 +47,7 @@ def register_metrics(register: Callable[[Metric], None]) -> None:
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
+    """Add every ``medi2i`` subcommand (the command modules import heavy code lazily)."""
     from medi2i.cli import (
         batch_commands,
         bench_commands,

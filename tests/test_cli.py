@@ -104,6 +104,23 @@ def test_every_build_is_a_new_group_with_only_its_plugins_commands() -> None:
     assert "No such command 'hello'" in result.output
 
 
+def test_main_reports_a_command_that_fails_to_register_in_strict_mode_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def strict_plugins() -> PluginSet:
+        plugins = with_plugin(BrokenCommand(), "broken-command")
+        plugins.strict = True
+        return plugins
+
+    monkeypatch.setattr(cli_main, "load_plugins", strict_plugins)
+    with pytest.raises(SystemExit) as done:
+        cli_main.main(["methods"])
+
+    assert done.value.code == PluginError.exit_code
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("Error: plugin 'broken-command' failed during register_commands")
+
+
 def test_a_subcommand_added_to_a_built_in_group_stays_in_its_own_build() -> None:
     with_subcommand = build_cli(with_plugin(DicomSubcommand(), "dicom-hello"))
     without = build_cli(load_plugins())

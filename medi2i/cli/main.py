@@ -116,7 +116,7 @@ def _new_group(plugins: PluginSet) -> click.Group:
         help="Fail if any plugin fails to load or register (also MEDI2I_STRICT_PLUGINS=1).",
     )
     @click.pass_context
-    def medi2i(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
+    def root(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
         """medi2i: translate 3D medical volumes (MR to synthetic CT, cross-scanner
         harmonization, super-resolution).
 
@@ -129,18 +129,18 @@ def _new_group(plugins: PluginSet) -> click.Group:
         if strict_plugins:
             loaded.strict = True  # a register hook that fails later is fatal too
 
-    return medi2i
+    return root
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line (``argv`` defaults to ``sys.argv[1:]``)."""
     warnings.showwarning = _show_plugin_warning
     try:
-        plugins = load_plugins()
-    except Medi2iError as exc:
+        cli = build_cli(load_plugins())
+    except Medi2iError as exc:  # e.g. a plugin that fails in strict mode
         click.secho(f"Error: {exc}", err=True, fg="red")
         sys.exit(exc.exit_code)
-    build_cli(plugins).main(args=argv, prog_name="medi2i")
+    cli.main(args=argv, prog_name="medi2i")
 
 
 if __name__ == "__main__":  # pragma: no cover
