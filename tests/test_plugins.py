@@ -608,7 +608,7 @@ def test_the_first_party_plugins_declare_the_current_api() -> None:
     plugins = load_plugins()
     first_party = [info for info in plugins.infos if not info.builtin]
 
-    assert first_party, "the session loads the first-party plugins"
+    assert first_party, "the tests load the first-party plugins"
     assert {info.name: info.api for info in first_party} == {
         info.name: medi2i.PLUGIN_API_VERSION for info in first_party
     }
