@@ -24,7 +24,7 @@ from medi2i.errors import (
     PluginError,
     UnknownMethodError,
 )
-from medi2i.hookspecs import hookimpl
+from medi2i.hookspecs import PLUGIN_API_VERSION, hookimpl
 
 __version__ = "0.1.0"
 
@@ -78,6 +78,7 @@ _LAZY = {
 __all__ = [
     "HU_MAX",
     "HU_MIN",
+    "PLUGIN_API_VERSION",
     "AdaptContext",
     "AuxiliaryNetwork",
     "DataKind",

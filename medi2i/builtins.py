@@ -1,4 +1,8 @@
-"""medi2i's own contributions, registered through the same hooks as any plugin."""
+"""medi2i's own contributions, registered through the same hooks as any plugin.
+
+Its readers, writers, metrics and every ``medi2i`` subcommand are handed over by the
+hook implementations below, as a plugin hands over its own.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import TYPE_CHECKING
 from medi2i.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    import click
+
     from medi2i.io.base import VolumeReader, VolumeWriter
     from medi2i.metrics import Metric
 
@@ -37,3 +43,26 @@ def register_metrics(register: Callable[[Metric], None]) -> None:
 
     for metric in [*builtin_metrics(), *evaluation_metrics()]:
         register(metric)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """Add every ``medi2i`` subcommand (the command modules import heavy code lazily)."""
+    from medi2i.cli import (
+        batch_commands,
+        bench_commands,
+        commands,
+        dicom_commands,
+        evaluate_commands,
+        workflow_commands,
+    )
+
+    for module in (
+        commands,
+        evaluate_commands,
+        workflow_commands,
+        bench_commands,
+        batch_commands,
+        dicom_commands,
+    ):
+        module.add_to(cli)

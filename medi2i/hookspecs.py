@@ -10,9 +10,18 @@ Keep the module that holds the hook implementations cheap to import (no ``torch`
 ``monai`` at its top level): medi2i imports it on every command, ``medi2i --help``
 included. Import heavy modules inside the hook, as the reference plugin does.
 
+A plugin declares the plugin API it was written for with a module-level
+``MEDI2I_PLUGIN_API`` string, ``"MAJOR.MINOR"``, in the module its entry point names.
+medi2i supports the API of :data:`PLUGIN_API_VERSION`: a plugin that declares another
+MAJOR version is reported and skipped (fatal in strict mode), as a plugin that fails to
+import is; one that declares nothing is loaded, and ``medi2i plugins`` shows its API as
+"undeclared".
+
 Example::
 
     import medi2i
+
+    MEDI2I_PLUGIN_API = "2.0"
 
     @medi2i.hookimpl
     def register_methods(register):
@@ -34,6 +43,14 @@ if TYPE_CHECKING:
     from medi2i.io.base import VolumeReader, VolumeWriter
     from medi2i.method import MethodClass
     from medi2i.metrics import Metric
+
+PLUGIN_API_VERSION = "2.0"
+"""The plugin API this medi2i provides, ``"MAJOR.MINOR"``: the hooks below and what they
+receive. MINOR grows when something is added; MAJOR when a plugin written for the
+previous version may no longer work."""
+
+PLUGIN_API_ATTRIBUTE = "MEDI2I_PLUGIN_API"
+"""The module-level name under which a plugin declares the API it was written for."""
 
 PROJECT = "medi2i"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -83,6 +100,13 @@ def register_metrics(register: Callable[[Metric], None]) -> None:
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``medi2i`` command line.
 
+    Called each time a command line is built (:func:`medi2i.cli.main.build_cli`), with a
+    new top-level group: medi2i's own commands, which it adds through this hook too, are
+    in it already; then each plugin's are added, in the order the plugins were loaded.
+    Make a command group (one that holds subcommands) inside the hook, a new one each
+    call, so that what is added to it belongs to that command line only.
+
     Args:
-        cli: The top-level click group; add commands with ``@cli.command()``.
+        cli: The top-level click group; add commands with ``@cli.command()`` or
+            ``cli.add_command(...)``.
     """

@@ -21,6 +21,13 @@ machine-readable output (``--json``) that commands write to stdout.
 A workflow's ``plugins`` key selects among what is installed, by name
 (:func:`add_installed_plugin`); it never imports a module it names, so validating a
 workflow file runs no code the file brings along.
+
+Plugin API: a plugin's entry-point module may declare the plugin API it was written
+for, ``MEDI2I_PLUGIN_API = "2.0"`` (``"MAJOR.MINOR"``; see :mod:`medi2i.hookspecs`).
+One that declares a MAJOR version other than that of
+:data:`~medi2i.hookspecs.PLUGIN_API_VERSION`, or a value that is not such a string, is
+reported and skipped like a plugin that fails to import (fatal in strict mode). One that
+declares nothing is loaded; its API is listed as "undeclared".
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -39,6 +47,7 @@ import pluggy
 
 from medi2i import hookspecs
 from medi2i.errors import PluginError
+from medi2i.hookspecs import PLUGIN_API_ATTRIBUTE, PLUGIN_API_VERSION
 
 ENTRY_POINT_GROUP = "medi2i"
 BUILTIN_PLUGINS = ("medi2i.builtins",)
@@ -50,15 +59,32 @@ class PluginWarning(UserWarning):
     """A plugin failed to load or register and was skipped."""
 
 
+UNDECLARED_API = "undeclared"
+"""How the API of a plugin that declares none is shown."""
+API_CHECK = "plugin API check"
+"""The stage a plugin that declares an unsupported plugin API fails in."""
+_API_PATTERN = re.compile(r"(\d+)\.(\d+)")
+
+
 @dataclass(frozen=True)
 class PluginInfo:
-    """What ``medi2i plugins`` shows about one loaded plugin."""
+    """What ``medi2i plugins`` shows about one loaded plugin.
+
+    ``api`` is the plugin API the plugin declares (``MEDI2I_PLUGIN_API``), ``None`` when
+    it declares none; medi2i's built-in plugins have the current one.
+    """
 
     name: str
     version: str | None
     distribution: str | None
     hooks: tuple[str, ...]
     builtin: bool
+    api: str | None = None
+
+    @property
+    def api_shown(self) -> str:
+        """The declared API, or ``"undeclared"``."""
+        return self.api if self.api is not None else UNDECLARED_API
 
 
 @dataclass(frozen=True)
@@ -88,11 +114,17 @@ class PluginSet:
     def fail(self, name: str, stage: str, exc: BaseException) -> None:
         """Record a failed plugin; raise in strict mode, warn otherwise."""
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        failure = PluginFailure(name=name, stage=stage, error=error)
+        self._record(PluginFailure(name=name, stage=stage, error=error), exc)
+
+    def refuse(self, name: str, stage: str, reason: str) -> None:
+        """Record a plugin skipped for ``reason``; raise in strict mode, warn otherwise."""
+        self._record(PluginFailure(name=name, stage=stage, error=reason), None)
+
+    def _record(self, failure: PluginFailure, cause: BaseException | None) -> None:
         if self.strict:
-            raise PluginError(failure.message().split(" (set")[0]) from exc
+            raise PluginError(failure.message().split(" (set")[0]) from cause
         self.failures.append(failure)
-        warnings.warn(failure.message(), PluginWarning, stacklevel=3)
+        warnings.warn(failure.message(), PluginWarning, stacklevel=4)
 
 
 def env_flag(name: str) -> bool:
@@ -114,7 +146,9 @@ def load_plugins(*, strict: bool | None = None) -> PluginSet:
     for module_name in BUILTIN_PLUGINS:
         module = __import__(module_name, fromlist=["_"])
         manager.register(module, name=module_name)
-        plugins.infos.append(_info(manager, module, module_name, None, None, builtin=True))
+        plugins.infos.append(
+            _info(manager, module, module_name, None, None, builtin=True, api=PLUGIN_API_VERSION)
+        )
     if not env_flag("MEDI2I_DISABLE_PLUGIN_AUTOLOAD"):
         for entry_point in _selected_entry_points():
             _load_entry_point(plugins, entry_point)
@@ -148,14 +182,61 @@ def _load_entry_point(plugins: PluginSet, entry_point: importlib.metadata.EntryP
     try:
         with plugin_output_to_stderr():
             module = entry_point.load()
-        plugins.manager.register(module, name=name)
     except Exception as exc:  # a broken plugin must not take the others down
+        plugins.fail(name, "import", exc)
+        return
+    api, problem = declared_api(module)
+    if problem is not None:
+        plugins.refuse(name, API_CHECK, problem)
+        return
+    try:
+        plugins.manager.register(module, name=name)
+    except Exception as exc:
         plugins.fail(name, "import", exc)
         return
     version = entry_point.dist.version if entry_point.dist is not None else None
     plugins.infos.append(
-        _info(plugins.manager, module, name, version, _dist_name(entry_point), builtin=False)
+        _info(
+            plugins.manager,
+            module,
+            name,
+            version,
+            _dist_name(entry_point),
+            builtin=False,
+            api=api,
+        )
     )
+
+
+def declared_api(plugin: object) -> tuple[str | None, str | None]:
+    """The plugin API a plugin module declares, and why it cannot be loaded, if so.
+
+    Args:
+        plugin: The module (or object) an entry point names.
+
+    Returns:
+        ``(api, problem)``: the declared ``MEDI2I_PLUGIN_API`` (``None`` when the plugin
+        declares none), and ``None`` or a one-line reason to skip the plugin: a MAJOR
+        version other than that of :data:`~medi2i.hookspecs.PLUGIN_API_VERSION`, or a
+        value that is not a ``"MAJOR.MINOR"`` string.
+    """
+    declared = getattr(plugin, PLUGIN_API_ATTRIBUTE, None)
+    if declared is None:
+        return None, None
+    match = _API_PATTERN.fullmatch(declared) if isinstance(declared, str) else None
+    if match is None:
+        return None, (
+            f"{PLUGIN_API_ATTRIBUTE} = {declared!r} is not a 'MAJOR.MINOR' string; this "
+            f"medi2i supports plugin API {PLUGIN_API_VERSION}"
+        )
+    supported = PLUGIN_API_VERSION.split(".")[0]
+    if match.group(1) != supported:
+        return declared, (
+            f"it declares plugin API {declared} ({PLUGIN_API_ATTRIBUTE}); this medi2i "
+            f"supports plugin API {PLUGIN_API_VERSION}; install a release of the plugin "
+            f"written for plugin API {supported}.x"
+        )
+    return declared, None
 
 
 @contextlib.contextmanager
@@ -221,6 +302,9 @@ def add_installed_plugin(plugins: PluginSet, name: str) -> bool:
 def _register_selected(
     plugins: PluginSet, name: str, module: object, version: str | None, dist: str | None
 ) -> bool:
+    api, problem = declared_api(module)
+    if problem is not None:
+        raise PluginError(f"plugin {name!r} cannot be loaded: {problem}")
     try:
         plugins.manager.register(module, name=name)
         plugins.manager.check_pending()
@@ -228,7 +312,9 @@ def _register_selected(
         if plugins.manager.get_plugin(name) is not None:
             plugins.manager.unregister(name=name)
         raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
-    plugins.infos.append(_info(plugins.manager, module, name, version, dist, builtin=False))
+    plugins.infos.append(
+        _info(plugins.manager, module, name, version, dist, builtin=False, api=api)
+    )
     return True
 
 
@@ -245,9 +331,10 @@ def _info(
     distribution: str | None,
     *,
     builtin: bool,
+    api: str | None,
 ) -> PluginInfo:
     hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(module) or []))
-    return PluginInfo(name, version, distribution, hooks, builtin)
+    return PluginInfo(name, version, distribution, hooks, builtin, api)
 
 
 def _check_pending(plugins: PluginSet) -> None:

@@ -846,7 +846,7 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], object]:
             warnings.simplefilter("ignore", PluginWarning)  # the CLI prints these as Warning:
             plugins = load_plugins()
         plugins.manager.register(example_methods, name="examples")
-        return CliRunner().invoke(build_cli(plugins), args, obj=plugins)
+        return CliRunner().invoke(build_cli(plugins), args)
 
     return invoke
 

@@ -16,7 +16,6 @@ from monai.data.meta_tensor import MetaTensor
 from pydicom.uid import generate_uid
 
 from medi2i.batch import Manifest, StudyRecord, run_batch
-from medi2i.cli import batch_commands
 from medi2i.cli.main import build_cli
 from medi2i.dicom.reading.series_selection import SeriesSelector
 from medi2i.dicom.reading.series_volume import read_dicom_folder
@@ -215,10 +214,9 @@ def test_batch_command_writes_outputs_and_exits_1_when_a_study_failed(
     plugins = load_plugins()
     plugins.manager.register(_TestMethods(), name="batch-test")
     cli = build_cli(plugins)
-    batch_commands.add_to(cli)
     args = ["batch", str(root), str(out), "--method", "test-double", "--description", "t1"]
     args += ["--format", "dicom,nifti"]
-    result = CliRunner().invoke(cli, [*args, "--no-progress", "--device", "cpu"], obj=plugins)
+    result = CliRunner().invoke(cli, [*args, "--no-progress", "--device", "cpu"])
     assert result.exit_code == 1, result.output
     assert "2 done" in result.output
     assert "1 failed" in result.output
@@ -324,9 +322,8 @@ def test_a_skipped_study_does_not_fail_the_command(tmp_path: Path) -> None:
     plugins = load_plugins()
     plugins.manager.register(_TestMethods(), name="batch-test")
     cli = build_cli(plugins)
-    batch_commands.add_to(cli)
     args = ["batch", str(root), str(out), "--method", "test-double", "--modality", "MR"]
-    result = CliRunner().invoke(cli, [*args, "--no-progress", "--device", "cpu"], obj=plugins)
+    result = CliRunner().invoke(cli, [*args, "--no-progress", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "1 done, 1 skipped, 0 failed" in result.output
 

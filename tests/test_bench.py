@@ -282,7 +282,7 @@ def test_bench_run_command(sources: Path, tmp_path: Path) -> None:
         "--work-dir",
         str(tmp_path / "cache"),
     ]
-    result = runner.invoke(bench_group, arguments, env={"MEDI2I_DATA_DIR": str(sources)})
+    result = runner.invoke(bench_group(), arguments, env={"MEDI2I_DATA_DIR": str(sources)})
     assert result.exit_code == 0, result.output
     assert "| cubic-bspline | baseline | colin27-x4 |" in result.output
     assert (tmp_path / "out" / "q2_baselines.json").is_file()

@@ -77,11 +77,11 @@ def test_a_model_folder_card_is_checked_against_the_data_cards(tmp_path: Path) -
     (model / "medi2i-model.json").write_text("{}")
     runner = CliRunner()
     args = ["check", str(model), "--data-cards", str(tmp_path / "data_cards")]
-    result = runner.invoke(cards_group, args)
+    result = runner.invoke(cards_group(), args)
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
     _write(model, {**MODEL_CARD, "evaluation_data": ["unknown-set"]}, name="card")
-    result = runner.invoke(cards_group, args)
+    result = runner.invoke(cards_group(), args)
     assert result.exit_code != 0
     assert "evaluation_data names 'unknown-set'" in result.output
     (problem,) = check_model_card(model, data_cards=tmp_path / "no_such_folder")
@@ -157,13 +157,13 @@ def test_cards_check_command_exit_codes(tmp_path: Path) -> None:
     runner = CliRunner()
     _write(tmp_path / "good", DATA_CARD)
     result = runner.invoke(
-        cards_group, ["check", str(tmp_path / "good")], env={"MEDI2I_DATA_DIR": ""}
+        cards_group(), ["check", str(tmp_path / "good")], env={"MEDI2I_DATA_DIR": ""}
     )
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
     _write(tmp_path / "bad", DATA_CARD, name="mismatch")
     result = runner.invoke(
-        cards_group, ["check", str(tmp_path / "bad")], env={"MEDI2I_DATA_DIR": ""}
+        cards_group(), ["check", str(tmp_path / "bad")], env={"MEDI2I_DATA_DIR": ""}
     )
     assert result.exit_code != 0
     assert "differs from the file name" in result.output

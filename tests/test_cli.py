@@ -2,25 +2,176 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
+import pluggy
 import pytest
 from click.testing import CliRunner, Result
 
+from medi2i import builtins, hookimpl, hookspecs
+from medi2i.cli import main as cli_main
 from medi2i.cli.main import build_cli
-from medi2i.plugins import load_plugins
+from medi2i.errors import PluginError
+from medi2i.plugins import PluginSet, PluginWarning, load_plugins
 from medi2i.testing import example_methods
+
+BUILTIN_COMMANDS = {
+    "batch",
+    "bench",
+    "cards",
+    "demo",
+    "dicom",
+    "evaluate",
+    "methods",
+    "plugins",
+    "predict",
+    "run",
+    "schema",
+    "train",
+    "validate",
+}
 
 
 def run(*args: str, examples: bool = True) -> Result:
     plugins = load_plugins()
     if examples:
         plugins.manager.register(example_methods, name="examples")
-    return CliRunner().invoke(build_cli(plugins), list(args), obj=plugins)
+    return CliRunner().invoke(build_cli(plugins), list(args))
+
+
+class GreetingCommand:
+    """A plugin that adds ``medi2i hello``."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("hello")
+        def hello() -> None:
+            """Say hello."""
+            click.echo("hello from a plugin")
+
+
+class DicomSubcommand:
+    """A plugin that adds ``medi2i dicom hello`` to the built-in ``dicom`` group."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        dicom = cli.commands["dicom"]
+        assert isinstance(dicom, click.Group)
+
+        @dicom.command("hello")
+        def hello() -> None:
+            """Say hello."""
+            click.echo("hello from dicom")
+
+
+class BrokenCommand:
+    """A plugin whose ``register_commands`` raises."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        raise RuntimeError("no command today")
+
+
+def with_plugin(plugin: object, name: str) -> PluginSet:
+    plugins = load_plugins()
+    plugins.manager.register(plugin, name=name)
+    return plugins
+
+
+def bare_plugin_set() -> PluginSet:
+    """A plugin manager with medi2i's hooks and no plugin in it, not even the built-ins."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return PluginSet(manager, strict=False)
+
+
+def test_every_build_is_a_new_group_with_only_its_plugins_commands() -> None:
+    with_greeting = build_cli(with_plugin(GreetingCommand(), "greeting"))
+    without = build_cli(load_plugins())
+
+    assert with_greeting is not without
+    assert "hello" in with_greeting.commands
+    assert "hello" not in without.commands
+    assert CliRunner().invoke(with_greeting, ["hello"]).output == "hello from a plugin\n"
+    result = CliRunner().invoke(without, ["hello"])
+    assert result.exit_code == 2
+    assert "No such command 'hello'" in result.output
+
+
+def test_main_reports_a_command_that_fails_to_register_in_strict_mode_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def strict_plugins() -> PluginSet:
+        plugins = with_plugin(BrokenCommand(), "broken-command")
+        plugins.strict = True
+        return plugins
+
+    monkeypatch.setattr(cli_main, "load_plugins", strict_plugins)
+    with pytest.raises(SystemExit) as done:
+        cli_main.main(["methods"])
+
+    assert done.value.code == PluginError.exit_code
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("Error: plugin 'broken-command' failed during register_commands")
+
+
+def test_a_subcommand_added_to_a_built_in_group_stays_in_its_own_build() -> None:
+    with_subcommand = build_cli(with_plugin(DicomSubcommand(), "dicom-hello"))
+    without = build_cli(load_plugins())
+
+    assert CliRunner().invoke(with_subcommand, ["dicom", "hello"]).output == "hello from dicom\n"
+    result = CliRunner().invoke(without, ["dicom", "hello"])
+    assert result.exit_code == 2
+    assert "No such command 'hello'" in result.output
+
+
+def test_main_builds_the_command_line_for_each_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli_main, "load_plugins", lambda: with_plugin(GreetingCommand(), "g"))
+    with pytest.raises(SystemExit) as first:
+        cli_main.main(["hello"])
+    assert first.value.code == 0
+    assert "hello from a plugin" in capsys.readouterr().out
+
+    monkeypatch.setattr(cli_main, "load_plugins", load_plugins)
+    with pytest.raises(SystemExit) as second:
+        cli_main.main(["hello"])
+    assert second.value.code == 2
+    assert "No such command 'hello'" in capsys.readouterr().err
+
+
+def test_the_built_in_commands_come_through_the_register_commands_hook() -> None:
+    assert build_cli(bare_plugin_set()).commands == {}
+
+    plugins = bare_plugin_set()
+    plugins.manager.register(builtins, name="medi2i.builtins")
+    assert set(build_cli(plugins).commands) == BUILTIN_COMMANDS
+    assert set(build_cli(load_plugins()).commands) == BUILTIN_COMMANDS
+
+
+def test_a_plugin_whose_register_commands_raises_is_reported_and_skipped() -> None:
+    plugins = with_plugin(BrokenCommand(), "broken-command")
+    with pytest.warns(PluginWarning, match="'broken-command' failed during register_commands"):
+        cli = build_cli(plugins)
+
+    assert set(cli.commands) == BUILTIN_COMMANDS
+    [failure] = plugins.failures
+    assert (failure.name, failure.stage) == ("broken-command", "register_commands")
+    assert "no command today" in failure.error
+
+
+def test_a_plugin_whose_register_commands_raises_is_fatal_in_strict_mode() -> None:
+    plugins = with_plugin(BrokenCommand(), "broken-command")
+    plugins.strict = True
+    with pytest.raises(PluginError, match="'broken-command' failed during register_commands"):
+        build_cli(plugins)
 
 
 def test_plugins_json_lists_builtins_with_their_hooks() -> None:
@@ -183,3 +334,17 @@ def test_predict_on_one_dicom_series_parses_its_headers_once(
     assert result.exit_code == 0, result.output
     assert len(parsed) == 6 == len(set(parsed))
     assert nib.load(tmp_path / "out.nii.gz").shape == volume.shape
+
+
+def test_command_modules_share_only_public_names() -> None:
+    """Shared options and helpers come from medi2i.cli.options, never as private names."""
+    folder = Path(cli_main.__file__).parent
+    private = [
+        f"{path.name}: from {node.module} import {alias.name}"
+        for path in sorted(folder.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medi2i.cli")
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    assert private == []

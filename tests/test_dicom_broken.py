@@ -17,8 +17,7 @@ from click.testing import CliRunner
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from medi2i.cli.dicom_commands import add_to
-from medi2i.cli.main import Medi2iGroup
+from medi2i.cli.main import build_cli
 from medi2i.dicom.reading.series_scan import scan_folder
 from medi2i.dicom.reading.series_volume import DroppedFilesWarning, read_dicom_folder
 from medi2i.dicom.reading.volume_reader import DicomFolderReader
@@ -101,9 +100,7 @@ def test_undecodable_compression_is_refused(tmp_path: Path, name: str, words: st
 def test_the_cli_prints_the_defect_without_a_traceback(tmp_path: Path) -> None:
     shutil.copy(pydicom_file("MR_truncated.dcm"), tmp_path)
     shutil.copy(pydicom_file("rtplan.dcm"), tmp_path)
-    root = Medi2iGroup("medi2i")
-    add_to(root)
-    result = CliRunner().invoke(root, ["dicom", "ls", str(tmp_path), "--modality", "MR"])
+    result = CliRunner().invoke(build_cli(), ["dicom", "ls", str(tmp_path), "--modality", "MR"])
     assert result.exit_code == 0, result.output
     assert "truncated pixel data" in result.output
     assert "RT Plan Storage has no pixel data" in result.output

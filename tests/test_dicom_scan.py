@@ -13,8 +13,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 from pydicom.uid import generate_uid
 
-from medi2i.cli.dicom_commands import add_to
-from medi2i.cli.main import Medi2iGroup
+from medi2i.cli.main import build_cli
 from medi2i.dicom.reading import header_parser as header
 from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
 from medi2i.dicom.reading.series_scan import scan_folder
@@ -216,9 +215,7 @@ def test_selector_from_workflow_yaml() -> None:
 
 
 def run_cli(*args: str) -> tuple[int, str]:
-    root = Medi2iGroup("medi2i")
-    add_to(root)
-    result = CliRunner().invoke(root, list(args))
+    result = CliRunner().invoke(build_cli(), list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.output
 

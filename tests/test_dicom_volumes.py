@@ -10,9 +10,8 @@ import pytest
 from click.testing import CliRunner
 from pydicom.uid import generate_uid
 
-from medi2i.cli.dicom_commands import add_to
-from medi2i.cli.main import Medi2iGroup
-from medi2i.cli.selection import series_selector
+from medi2i.cli.main import build_cli
+from medi2i.cli.options import series_selector
 from medi2i.dicom.reading.series_scan import scan_folder
 from medi2i.dicom.reading.series_selection import SeriesSelector, select_series
 from medi2i.dicom.reading.series_volume import read_dicom_folder
@@ -107,9 +106,7 @@ def test_no_tag_that_parts_them_keeps_the_duplicate_problem(tmp_path: Path) -> N
 
 
 def run_cli(*args: str) -> tuple[int, str]:
-    root = Medi2iGroup("medi2i")
-    add_to(root)
-    result = CliRunner().invoke(root, list(args))
+    result = CliRunner().invoke(build_cli(), list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.output
 
@@ -165,9 +162,7 @@ def test_discover_studies_scans_with_the_selector_tolerance(tmp_path: Path) -> N
 
 def test_predict_picks_a_volume_of_a_series_of_several(tmp_path: Path) -> None:
     import nibabel as nib
-    from click.testing import CliRunner
 
-    from medi2i.cli.main import build_cli
     from medi2i.plugins import load_plugins
     from medi2i.testing import example_methods
 
@@ -176,10 +171,10 @@ def test_predict_picks_a_volume_of_a_series_of_several(tmp_path: Path) -> None:
     plugins.manager.register(example_methods, name="examples")
     args = ["predict", str(tmp_path / "mr"), str(tmp_path / "out.nii.gz")]
     args += ["--method", "intensity-inversion", "--no-progress"]
-    unpicked = CliRunner().invoke(build_cli(plugins), args, obj=plugins)
+    unpicked = CliRunner().invoke(build_cli(plugins), args)
     assert unpicked.exit_code == 1
     assert "--volume N" in unpicked.stderr
-    picked = CliRunner().invoke(build_cli(plugins), [*args, "--volume", "2"], obj=plugins)
+    picked = CliRunner().invoke(build_cli(plugins), [*args, "--volume", "2"])
     assert picked.exit_code == 0, picked.output
     written = np.asarray(nib.load(str(tmp_path / "out.nii.gz")).dataobj)
     # the inversion is c - x: only the picked volume (echo 2, TE 30 ms) sums to a constant

@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner, Result
 from scipy.ndimage import gaussian_filter
 
-from medi2i.cli import evaluate_commands
 from medi2i.cli.main import build_cli
 from medi2i.errors import GeometryError, OptionsError
 from medi2i.evaluation import (
@@ -220,9 +219,7 @@ def plugins_with_evaluation_metrics() -> PluginSet:
 
 def run(*args: str) -> Result:
     plugins = plugins_with_evaluation_metrics()
-    cli = build_cli(plugins)
-    evaluate_commands.add_to(cli)
-    return CliRunner().invoke(cli, ["evaluate", *args], obj=plugins)
+    return CliRunner().invoke(build_cli(plugins), ["evaluate", *args])
 
 
 def write(tmp_path: Path, name: str, values: np.ndarray, shift_mm: float = 0.0) -> str:

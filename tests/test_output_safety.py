@@ -30,7 +30,7 @@ from medi2i.voxel_checks import checked_input
 def run(*args: str) -> Result:
     plugins = load_plugins()
     plugins.manager.register(example_methods, name="examples")
-    return CliRunner().invoke(build_cli(plugins), list(args), obj=plugins)
+    return CliRunner().invoke(build_cli(plugins), list(args))
 
 
 def nifti(path: Path, values: np.ndarray) -> Path:

@@ -88,12 +88,12 @@ def test_a_broken_environment_plugin_is_reported_and_not_fatal(
     assert "a_dependency_never_installed" in failure.error
     assert first_party_entry_points() <= {info.name for info in plugins.infos}
     cli = build_cli(plugins)
-    listing = CliRunner().invoke(cli, ["plugins", "--json"], obj=plugins)
+    listing = CliRunner().invoke(cli, ["plugins", "--json"])
     assert listing.exit_code == 0, listing.output
     assert [f["name"] for f in json.loads(listing.output)["failures"]] == [broken_plugin]
-    table = CliRunner().invoke(cli, ["plugins"], obj=plugins)
+    table = CliRunner().invoke(cli, ["plugins"])
     assert f"failed: {broken_plugin} (import)" in table.output
-    methods = CliRunner().invoke(cli, ["methods", "--json"], obj=plugins)
+    methods = CliRunner().invoke(cli, ["methods", "--json"])
     assert methods.exit_code == 0, methods.output
     assert json.loads(methods.output), "the other plugins' methods are still listed"
 

@@ -252,7 +252,7 @@ def _sha256(path: Path) -> str:
 
 def cli(*args: str) -> Result:
     plugins = load_plugins()
-    return CliRunner().invoke(build_cli(plugins), list(args), obj=plugins)
+    return CliRunner().invoke(build_cli(plugins), list(args))
 
 
 @pytest.mark.parametrize("command", ["validate", "train"])

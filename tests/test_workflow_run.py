@@ -74,14 +74,10 @@ def register_methods(register):
 
 CLI_SCRIPT = """\
 import sys
-from medi2i.cli import workflow_commands
 from medi2i.cli.main import build_cli
 from medi2i.plugins import load_plugins
 
-plugins = load_plugins()
-group = build_cli(plugins)
-workflow_commands.add_to(group)
-group.main(args=sys.argv[1:], prog_name="medi2i", obj=plugins)
+build_cli(load_plugins()).main(args=sys.argv[1:], prog_name="medi2i")
 """
 
 
@@ -107,13 +103,11 @@ def plugins(monkeypatch: pytest.MonkeyPatch) -> PluginSet:
 
 
 def cli(plugins: PluginSet) -> click.Group:
-    group = build_cli(plugins)
-    workflow_commands.add_to(group)
-    return group
+    return build_cli(plugins)
 
 
 def invoke(plugins: PluginSet, *args: str) -> str:
-    result = CliRunner().invoke(cli(plugins), list(args), obj=plugins, catch_exceptions=False)
+    result = CliRunner().invoke(cli(plugins), list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -302,7 +296,7 @@ def test_validate_command(workflow_file: Path, plugins: PluginSet) -> None:
     assert "valid (method example-tiny-regression; paired data, synthrad layout)" in output
     assert "cases: train 2, validation 1, test 1" in output
     result = CliRunner().invoke(
-        cli(plugins), ["validate", str(workflow_file), "--set", "training.steps=x"], obj=plugins
+        cli(plugins), ["validate", str(workflow_file), "--set", "training.steps=x"]
     )
     assert result.exit_code == 1
     assert (
@@ -313,7 +307,7 @@ def test_validate_command(workflow_file: Path, plugins: PluginSet) -> None:
 def test_validate_command_names_the_line(tmp_path: Path, plugins: PluginSet) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(textwrap.dedent(WORKFLOW).replace("  batch_size: 2", "  batch_size: two"))
-    result = CliRunner().invoke(cli(plugins), ["validate", str(path)], obj=plugins)
+    result = CliRunner().invoke(cli(plugins), ["validate", str(path)])
     assert result.exit_code == 1
     assert "broken.yaml line 13: training.batch_size: Input should be a valid integer" in (
         result.output

@@ -11,16 +11,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.cli.commands import (
-    _key_values,
-    _registry,
-    _settings,
+from medi2i.cli.options import (
+    command_registry,
+    format_option,
     inference_options,
+    inference_settings,
+    key_values,
     method_options,
+    output_formats,
     overwrite_option,
+    selection_options,
 )
-from medi2i.cli.selection import selection_options
-from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
     from medi2i.dicom.reading.series_records import ScanResult
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
 def add_to(group: click.Group) -> None:
     """Add ``batch`` to ``group``."""
     group.add_command(batch_command)
-
-
-def _formats(value: str) -> tuple[str, ...]:
-    names = tuple(part.strip().lower() for part in value.split(",") if part.strip())
-    unknown = [name for name in names if name not in ("dicom", "nifti")]
-    if unknown or not names:
-        raise OptionsError(f"--format {value!r}: use dicom, nifti or dicom,nifti")
-    return names
 
 
 def _shard_from_environment() -> tuple[int, int] | None:
@@ -52,13 +45,7 @@ def _shard_from_environment() -> tuple[int, int] | None:
 @click.argument("input_root", type=click.Path(path_type=Path))
 @click.argument("output_root", type=click.Path(path_type=Path))
 @method_options
-@click.option(
-    "--format",
-    "format_list",
-    default="dicom",
-    show_default=True,
-    help="Outputs per study: dicom, nifti or dicom,nifti.",
-)
+@format_option("Outputs per study: dicom, nifti or dicom,nifti.")
 @click.option(
     "--manifest",
     type=click.Path(path_type=Path),
@@ -153,12 +140,12 @@ def translate_tree(
     from medi2i.batch import run_batch
     from medi2i.prediction import load_method
 
-    registry = _registry(ctx)
-    settings = _settings(**inference)  # type: ignore[arg-type]
+    registry = command_registry(ctx)
+    settings = inference_settings(**inference)  # type: ignore[arg-type]
     method = load_method(
         method=method_id,
         model=model,
-        options=_key_values(option_pairs, "--option") or None,
+        options=key_values(option_pairs, "--option") or None,
         registry=registry,
     )
     report = run_batch(
@@ -167,9 +154,9 @@ def translate_tree(
         method=method,
         settings=settings,
         selector=selector,
-        formats=_formats(format_list),
+        formats=output_formats(format_list),
         manifest=manifest,
-        condition=_key_values(condition_pairs, "--condition") or None,
+        condition=key_values(condition_pairs, "--condition") or None,
         deidentify=deidentify,
         registry=registry,
         model=model,

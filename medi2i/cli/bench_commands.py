@@ -11,19 +11,34 @@ from typing import TYPE_CHECKING
 
 import click
 
+from medi2i.cli.options import command_registry, device_option
 from medi2i.errors import InputError
 
 if TYPE_CHECKING:
     from medi2i.bench.datasets import TaskName
-    from medi2i.registry import Registry
 
 TASK_CHOICES = ("q1", "q2", "q3", "all")
 
 
 def add_to(group: click.Group) -> None:
-    """Add the ``bench`` and ``cards`` command groups to ``group``."""
-    group.add_command(bench_group)
-    group.add_command(cards_group)
+    """Add new ``bench`` and ``cards`` command groups to ``group``."""
+    group.add_command(bench_group())
+    group.add_command(cards_group())
+
+
+def bench_group() -> click.Group:
+    """A new ``bench`` group holding ``run`` and ``prepare``."""
+    return click.Group(
+        "bench",
+        commands=[bench_run_command, bench_prepare_command],
+        help="Quality benchmarks Q1-Q3 (see benchmarks/quality/README.md). They read the "
+        "real volumes from MEDI2I_DATA_DIR.",
+    )
+
+
+def cards_group() -> click.Group:
+    """A new ``cards`` group holding ``check``."""
+    return click.Group("cards", commands=[cards_check_command], help="Data cards and model cards.")
 
 
 def _tasks(choice: str) -> list[TaskName]:
@@ -32,21 +47,7 @@ def _tasks(choice: str) -> list[TaskName]:
     return list(TASKS) if choice == "all" else [choice]  # type: ignore[list-item]
 
 
-def _registry(ctx: click.Context) -> Registry:
-    from medi2i.plugins import PluginSet
-    from medi2i.registry import Registry
-
-    plugins = ctx.find_root().obj
-    return Registry(plugins if isinstance(plugins, PluginSet) else None)
-
-
-@click.group("bench")
-def bench_group() -> None:
-    """Quality benchmarks Q1-Q3 (see benchmarks/quality/README.md). They read the real
-    volumes from MEDI2I_DATA_DIR."""
-
-
-@bench_group.command("run")
+@click.command("run")
 @click.option(
     "--task",
     type=click.Choice(TASK_CHOICES),
@@ -82,12 +83,7 @@ def bench_group() -> None:
     default=None,
     help="Cache of the built benchmark data [default: the user cache folder].",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="Device methods run on: auto, cpu, cuda or cuda:N.",
-)
+@device_option("Device methods run on: auto, cpu, cuda or cuda:N.")
 @click.pass_context
 def bench_run_command(
     ctx: click.Context,
@@ -106,7 +102,7 @@ def bench_run_command(
     from medi2i.bench.harness import run_benchmarks
     from medi2i.settings import InferenceSettings
 
-    registry = _registry(ctx) if methods or models else None
+    registry = command_registry(ctx) if methods or models else None
     results = run_benchmarks(
         tasks=_tasks(task),
         methods=methods,
@@ -122,7 +118,7 @@ def bench_run_command(
     click.echo(f"results written to {output}")
 
 
-@bench_group.command("prepare")
+@click.command("prepare")
 @click.option("--task", type=click.Choice(TASK_CHOICES), default="all", show_default=True)
 @click.option(
     "--work-dir",
@@ -140,12 +136,7 @@ def bench_prepare_command(task: str, work_dir: Path | None) -> None:
         click.echo(f"{name}: {dataset.folder}")
 
 
-@click.group("cards")
-def cards_group() -> None:
-    """Data cards and model cards."""
-
-
-@cards_group.command("check")
+@click.command("check")
 @click.argument("folder", type=click.Path(path_type=Path), default=Path("data_cards"))
 @click.option(
     "--data-dir",

@@ -7,62 +7,57 @@ Heavy modules (torch, MONAI) are imported inside the commands that need them, so
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import click
-import yaml
 
-from medi2i.bounded_yaml import load_yaml
-from medi2i.cli.selection import selection_options, slice_tolerance
+from medi2i.cli.options import (
+    command_registry,
+    format_option,
+    inference_options,
+    inference_settings,
+    json_option,
+    key_values,
+    loaded_plugins,
+    method_options,
+    overwrite_option,
+    progress_option,
+    selection_options,
+    slice_tolerance,
+)
 from medi2i.errors import OptionsError
-from medi2i.plugins import PluginSet
 
 if TYPE_CHECKING:
     from medi2i.dicom.reading.series_records import ScanResult
     from medi2i.dicom.reading.series_selection import SeriesSelector
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
 
 
 def add_to(group: click.Group) -> None:
-    """Add the built-in commands to ``group``."""
-    from medi2i.cli import (
-        batch_commands,
-        bench_commands,
-        dicom_commands,
-        evaluate_commands,
-        workflow_commands,
-    )
-
+    """Add ``plugins``, ``methods``, ``predict`` and ``demo`` to ``group``."""
     for command in (plugins_command, methods_command, predict_command, demo_command):
         group.add_command(command)
-    evaluate_commands.add_to(group)
-    workflow_commands.add_to(group)
-    bench_commands.add_to(group)
-    batch_commands.add_to(group)
-    dicom_commands.add_to(group)
-
-
-def _registry(ctx: click.Context) -> Registry:
-    from medi2i.registry import Registry
-
-    plugins: PluginSet = ctx.find_root().obj
-    return Registry(plugins)
 
 
 @click.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option()
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
-    """List the loaded plugins (name, version, hooks) and those that failed."""
-    plugins: PluginSet = ctx.find_root().obj
+    """List the loaded plugins (name, version, plugin API, hooks) and those that failed.
+
+    The first line gives the plugin API this medi2i supports; a plugin's "api" is the one
+    it declares (MEDI2I_PLUGIN_API), "undeclared" when it declares none.
+    """
+    from medi2i.hookspecs import PLUGIN_API_VERSION
+
+    plugins = loaded_plugins(ctx)
     if as_json:
         click.echo(
             json.dumps(
                 {
-                    "plugins": [info.__dict__ for info in plugins.infos],
+                    "plugin_api": PLUGIN_API_VERSION,
+                    "plugins": [{**info.__dict__, "api": info.api_shown} for info in plugins.infos],
                     "failures": [failure.__dict__ for failure in plugins.failures],
                 },
                 indent=2,
@@ -70,21 +65,27 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
             )
         )
         return
+    click.echo(f"plugin API: {PLUGIN_API_VERSION}")
     rows = [
-        (info.name, info.version or ("built-in" if info.builtin else "?"), ", ".join(info.hooks))
+        (
+            info.name,
+            info.version or ("built-in" if info.builtin else "?"),
+            info.api_shown,
+            ", ".join(info.hooks),
+        )
         for info in plugins.infos
     ]
-    _print_table(("plugin", "version", "hooks"), rows)
+    _print_table(("plugin", "version", "api", "hooks"), rows)
     for failure in plugins.failures:
         click.secho(f"failed: {failure.name} ({failure.stage}): {failure.error}", fg="yellow")
 
 
 @click.command("methods")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (with option schemas).")
+@json_option("Print JSON (with option schemas).")
 @click.pass_context
 def methods_command(ctx: click.Context, as_json: bool) -> None:
     """List the registered methods: id, tasks, training data, plugin."""
-    registry = _registry(ctx)
+    registry = command_registry(ctx)
     methods = registry.methods
     if as_json:
         described = [
@@ -116,166 +117,11 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         )
 
 
-def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, object]:
-    """``("a=1", "b=[1,2]")`` → ``{"a": 1, "b": [1, 2]}`` (values parsed as YAML)."""
-    parsed: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise OptionsError(f"{what} {pair!r} must look like key=value")
-        try:
-            parsed[key.strip()] = load_yaml(value)[0]
-        except yaml.YAMLError as exc:
-            shown = pair if len(pair) <= 60 else pair[:57] + "..."
-            raise OptionsError(f"{what} {shown!r}: the value is not valid YAML: {exc}") from None
-    return parsed
-
-
-def _roi(value: str | None) -> tuple[int, int, int] | None:
-    if value is None:
-        return None
-    parts = value.replace("x", ",").split(",")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise OptionsError(f"--roi-size {value!r} must be one or three integers") from None
-    if len(sizes) == 1:
-        sizes *= 3
-    if len(sizes) != 3 or min(sizes) < 1:
-        raise OptionsError(f"--roi-size {value!r} must be one or three positive integers")
-    return (sizes[0], sizes[1], sizes[2])
-
-
-def _settings(
-    roi_size: str | None,
-    sw_batch_size: int,
-    overlap: float,
-    blend: str,
-    device: str,
-    amp: bool,
-    progress: bool,
-    nonfinite: str = "error",
-    force_modality: bool = False,
-) -> InferenceSettings:
-    from pydantic import ValidationError
-
-    from medi2i.settings import InferenceSettings
-
-    try:
-        return InferenceSettings(
-            roi_size=_roi(roi_size),
-            sw_batch_size=sw_batch_size,
-            overlap=overlap,
-            blend=blend,  # type: ignore[arg-type]
-            device=device,
-            amp=amp,
-            progress=progress,
-            nonfinite=nonfinite,  # type: ignore[arg-type]
-            force_modality=force_modality,
-        )
-    except ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-        raise OptionsError(f"invalid inference settings: {problems}") from None
-
-
-F = TypeVar("F", bound=Callable[..., object])
-
-
-def inference_options(command: F) -> F:
-    """Add the sliding-window and device options to a command."""
-    options = [
-        click.option(
-            "--roi-size",
-            help="Window size in voxels, e.g. 96 or 96,96,64 (default: the method's).",
-        ),
-        click.option("--sw-batch-size", default=4, show_default=True, help="Windows per batch."),
-        click.option(
-            "--overlap", default=0.25, show_default=True, help="Window overlap fraction [0, 1)."
-        ),
-        click.option(
-            "--blend",
-            type=click.Choice(["gaussian", "constant"]),
-            default="gaussian",
-            show_default=True,
-            help="How overlapping windows are blended.",
-        ),
-        click.option(
-            "--device",
-            default="auto",
-            show_default=True,
-            help="auto (CUDA when present), cpu, cuda or cuda:N.",
-        ),
-        click.option(
-            "--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."
-        ),
-        click.option(
-            "--progress/--no-progress", default=True, show_default=True, help="Progress bar."
-        ),
-        click.option(
-            "--nonfinite",
-            type=click.Choice(["error", "zero", "nearest"]),
-            default="error",
-            show_default=True,
-            help="NaN or infinite input voxels: refuse the input, set them to 0, or use the "
-            "nearest finite voxel's value.",
-        ),
-        click.option(
-            "--force-modality",
-            is_flag=True,
-            help="Translate a DICOM series whose Modality is not the method's input modality.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def overwrite_option(command: F) -> F:
-    """Add --overwrite: consent to replace an existing output."""
-    return click.option(
-        "--overwrite",
-        is_flag=True,
-        help="Replace existing outputs (atomically, only after the new output is complete). "
-        "Without it an existing output is refused. An input is never replaced.",
-    )(command)
-
-
-def method_options(command: F) -> F:
-    """Add --method, --model, --option and --condition to a command."""
-    options = [
-        click.option("--method", "method_id", help="Id of a method that needs no training."),
-        click.option(
-            "--model",
-            type=click.Path(path_type=Path),
-            help="Trained-model folder or zip (instead of --method).",
-        ),
-        click.option(
-            "--option",
-            "-o",
-            "option_pairs",
-            multiple=True,
-            help="Method option key=value (repeat).",
-        ),
-        click.option(
-            "--condition", "-c", "condition_pairs", multiple=True, help="Predict-time key=value."
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
 @click.command("predict")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
 @method_options
-@click.option(
-    "--format",
-    "format_list",
-    default="dicom",
-    show_default=True,
-    help="For a tree of DICOM studies: outputs per study, dicom, nifti or dicom,nifti.",
-)
+@format_option("For a tree of DICOM studies: outputs per study, dicom, nifti or dicom,nifti.")
 @selection_options
 @overwrite_option
 @inference_options
@@ -344,16 +190,16 @@ def predict_command(
         from medi2i.dicom.reading.series_volume import read_scanned
 
         image = read_scanned(scan, selector)  # the scan above: headers are parsed once
-    settings = _settings(**inference)  # type: ignore[arg-type]
+    settings = inference_settings(**inference)  # type: ignore[arg-type]
     written = predict(
         input_path,
         output_path,
         method=method_id,
         model=model,
-        options=_key_values(option_pairs, "--option") or None,
+        options=key_values(option_pairs, "--option") or None,
         settings=settings,
-        condition=_key_values(condition_pairs, "--condition") or None,
-        registry=_registry(ctx),
+        condition=key_values(condition_pairs, "--condition") or None,
+        registry=command_registry(ctx),
         image=image,
         overwrite=overwrite,
     )
@@ -378,11 +224,11 @@ def _dicom_scan(path: Path, tolerance_mm: float | None) -> ScanResult | None:
     show_default=True,
     help="Folder for the demo's input, output and provenance.",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@progress_option
 @click.pass_context
 def demo_command(ctx: click.Context, output_dir: Path, progress: bool) -> None:
     """Run medi2i on its built-in demo volume (no data to bring)."""
     from medi2i.demo import run_demo
 
-    for line in run_demo(output_dir, registry=_registry(ctx), progress=progress):
+    for line in run_demo(output_dir, registry=command_registry(ctx), progress=progress):
         click.echo(line)

@@ -22,8 +22,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.cli.commands import inference_options, method_options
-from medi2i.cli.selection import picks_a_series, selection_options, slice_tolerance
+from medi2i.cli.options import (
+    command_registry,
+    inference_options,
+    inference_settings,
+    json_option,
+    key_values,
+    method_options,
+    picks_a_series,
+    selection_options,
+    slice_tolerance,
+)
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
@@ -37,18 +46,22 @@ if TYPE_CHECKING:
 
 
 def add_to(group: click.Group) -> None:
-    """Add the ``dicom`` command group to ``group``."""
-    group.add_command(dicom_group)
+    """Add a new ``dicom`` command group to ``group``."""
+    group.add_command(dicom_group())
 
 
-@click.group("dicom")
-def dicom_group() -> None:
-    """Inspect DICOM folders: studies, series and what keeps a series from being read."""
+def dicom_group() -> click.Group:
+    """A new ``dicom`` group holding ``ls``, ``serve`` and ``send``."""
+    return click.Group(
+        "dicom",
+        commands=[ls_command, serve_command, send_command],
+        help="Inspect DICOM folders: studies, series and what keeps a series from being read.",
+    )
 
 
-@dicom_group.command("ls")
+@click.command("ls")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option()
 @selection_options
 def ls_command(
     path: Path,
@@ -222,7 +235,7 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         )
 
 
-@dicom_group.command("serve")
+@click.command("serve")
 @method_options
 @click.option("--ae-title", default="MEDI2I", show_default=True, help="The node's AE title.")
 @click.option("--port", type=click.IntRange(0, 65535), default=11112, show_default=True)
@@ -289,7 +302,6 @@ def serve_command(
     is never translated. Answers C-ECHO. Stops on Ctrl-C or SIGTERM after the
     translation in progress. One line is printed per series.
     """
-    from medi2i.cli.commands import _key_values, _registry, _settings
     from medi2i.dicom.node.send import check_ae_title, parse_peer
     from medi2i.prediction import load_method
 
@@ -297,12 +309,12 @@ def serve_command(
     if output is None and peer is None:
         raise OptionsError("give --output, --forward or both: where the derived series go")
     title = check_ae_title(ae_title, "--ae-title")
-    settings = _settings(**{**inference, "progress": False})  # type: ignore[arg-type]
-    registry = _registry(ctx)
+    settings = inference_settings(**{**inference, "progress": False})  # type: ignore[arg-type]
+    registry = command_registry(ctx)
     method = load_method(
         method=method_id,
         model=model,
-        options=_key_values(option_pairs, "--option") or None,
+        options=key_values(option_pairs, "--option") or None,
         registry=registry,
     )
     with _spool_folder(work) as spool_root:
@@ -317,7 +329,7 @@ def serve_command(
             peer=peer,
             selector=selector,
             deidentify=deidentify,
-            condition=_key_values(condition_pairs, "--condition") or None,
+            condition=key_values(condition_pairs, "--condition") or None,
             registry=registry,
             model=model,
         )
@@ -403,7 +415,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-@dicom_group.command("send")
+@click.command("send")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.argument("peer")
 @click.option("--calling-aet", default="MEDI2I", show_default=True, help="Our AE title.")

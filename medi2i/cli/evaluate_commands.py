@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from medi2i.cli.options import json_option, loaded_plugins, overrides_option, run_dir_option
 from medi2i.errors import GeometryError, OptionsError
-from medi2i.plugins import PluginSet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,18 +37,8 @@ def add_to(group: click.Group) -> None:
 @click.argument(
     "workflow_path", metavar="[WORKFLOW]", required=False, type=click.Path(path_type=Path)
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="With WORKFLOW: override a workflow value (repeat).",
-)
-@click.option(
-    "--run-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="With WORKFLOW: the run folder to evaluate (default: the workflow's newest run).",
-)
+@overrides_option("With WORKFLOW: override a workflow value (repeat).")
+@run_dir_option("With WORKFLOW: the run folder to evaluate (default: the workflow's newest run).")
 @click.option(
     "--prediction",
     "-p",
@@ -78,7 +68,7 @@ def add_to(group: click.Group) -> None:
     help="Presets (synthrad: CT in HU; mr: mae,psnr,ssim,histogram_distance) and/or "
     "registered metric names, comma-separated.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option()
 @click.pass_context
 def evaluate_command(
     ctx: click.Context,
@@ -102,7 +92,7 @@ def evaluate_command(
     from medi2i.evaluation.metric_objects import select_metrics
     from medi2i.registry import Registry
 
-    plugins: PluginSet = ctx.find_root().obj
+    plugins = loaded_plugins(ctx)
     if workflow_path is not None:
         if prediction_path or reference_path or mask_path:
             raise OptionsError("give either a WORKFLOW or --prediction/--reference, not both")

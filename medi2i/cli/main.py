@@ -1,5 +1,9 @@
 """Entry point of the ``medi2i`` command: the group, error handling and plugin loading.
 
+:func:`main` loads the plugins and builds the command line afresh on every run
+(:func:`build_cli`); every subcommand, medi2i's own included, is added by a plugin's
+``register_commands`` hook.
+
 User errors (:class:`medi2i.errors.Medi2iError`) print one line and exit non-zero;
 ``--debug`` (or ``MEDI2I_DEBUG=1``) shows the traceback instead.
 """
@@ -15,7 +19,13 @@ import click
 
 from medi2i import __version__
 from medi2i.errors import Medi2iError, PluginError
-from medi2i.plugins import PluginSet, PluginWarning, load_plugins, plugin_output_to_stderr
+from medi2i.plugins import (
+    BUILTIN_PLUGINS,
+    PluginSet,
+    PluginWarning,
+    load_plugins,
+    plugin_output_to_stderr,
+)
 
 
 class Medi2iGroup(click.Group):
@@ -56,55 +66,81 @@ def _show_plugin_warning(
 _default_showwarning = warnings.showwarning
 
 
-@click.group(cls=Medi2iGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="medi2i")
-@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
-@click.option(
-    "--strict-plugins",
-    is_flag=True,
-    help="Fail if any plugin fails to load or register (also MEDI2I_STRICT_PLUGINS=1).",
-)
-@click.pass_context
-def cli(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
-    """medi2i: translate 3D medical volumes (MR to synthetic CT, cross-scanner
-    harmonization, super-resolution).
+def build_cli(plugins: PluginSet | None = None) -> click.Group:
+    """A new ``medi2i`` group holding the commands that ``plugins`` register.
 
-    Plugins are loaded from the "medi2i" entry-point group; see "medi2i plugins".
+    Every call makes a new group: the commands are those added by the
+    ``register_commands`` hook of the plugins in ``plugins`` (medi2i's own commands come
+    through that hook too, from :mod:`medi2i.builtins`), so a command of a plugin that
+    is not in ``plugins`` is never part of it. A plugin whose hook raises is reported
+    and skipped (fatal in strict mode), like a plugin that fails to import.
+
+    The group runs with ``plugins`` as its context object, so it can be invoked as is,
+    e.g. ``CliRunner().invoke(build_cli(plugins), ["methods"])``.
+
+    Args:
+        plugins: The loaded plugins; ``None`` loads them (:func:`medi2i.plugins.load_plugins`).
+
+    Returns:
+        The top-level click group.
     """
-    plugins: PluginSet = ctx.obj
-    if strict_plugins and plugins.failures:
-        names = ", ".join(f.name for f in plugins.failures)
-        raise PluginError(f"plugins failed to load: {names} (--strict-plugins is set)")
-    if strict_plugins:
-        plugins.strict = True  # a register hook that fails later is fatal too
-
-
-def build_cli(plugins: PluginSet) -> click.Group:
-    """The ``medi2i`` group with the built-in and the plugins' commands added.
-
-    Invoke it with ``obj=plugins``, e.g. ``CliRunner().invoke(cli, args, obj=plugins)``.
-    """
-    from medi2i.cli import commands
-
-    commands.add_to(cli)
-    for impl in plugins.manager.hook.register_commands.get_hookimpls():
+    if plugins is None:
+        plugins = load_plugins()
+    group = _new_group(plugins)
+    impls = plugins.manager.hook.register_commands.get_hookimpls()
+    # medi2i's own commands first, so that a plugin may add to its groups
+    for impl in sorted(impls, key=lambda impl: impl.plugin_name not in BUILTIN_PLUGINS):
         try:
             with plugin_output_to_stderr():
-                impl.function(cli=cli)
+                impl.function(cli=group)
         except Exception as exc:  # a broken plugin command must not break the CLI
+            if impl.plugin_name in BUILTIN_PLUGINS:
+                raise
             plugins.fail(impl.plugin_name, "register_commands", exc)
-    return cli
+    return group
+
+
+def _new_group(plugins: PluginSet) -> click.Group:
+    """The top-level group with its own options and no subcommands yet."""
+
+    @click.group(
+        "medi2i",
+        cls=Medi2iGroup,
+        context_settings={"help_option_names": ["-h", "--help"], "obj": plugins},
+    )
+    @click.version_option(__version__, prog_name="medi2i")
+    @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+    @click.option(
+        "--strict-plugins",
+        is_flag=True,
+        help="Fail if any plugin fails to load or register (also MEDI2I_STRICT_PLUGINS=1).",
+    )
+    @click.pass_context
+    def root(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
+        """medi2i: translate 3D medical volumes (MR to synthetic CT, cross-scanner
+        harmonization, super-resolution).
+
+        Plugins are loaded from the "medi2i" entry-point group; see "medi2i plugins".
+        """
+        loaded: PluginSet = ctx.obj
+        if strict_plugins and loaded.failures:
+            names = ", ".join(f.name for f in loaded.failures)
+            raise PluginError(f"plugins failed to load: {names} (--strict-plugins is set)")
+        if strict_plugins:
+            loaded.strict = True  # a register hook that fails later is fatal too
+
+    return root
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line (``argv`` defaults to ``sys.argv[1:]``)."""
     warnings.showwarning = _show_plugin_warning
     try:
-        plugins = load_plugins()
-    except Medi2iError as exc:
+        cli = build_cli(load_plugins())
+    except Medi2iError as exc:  # e.g. a plugin that fails in strict mode
         click.secho(f"Error: {exc}", err=True, fg="red")
         sys.exit(exc.exit_code)
-    build_cli(plugins).main(args=argv, prog_name="medi2i", obj=plugins)
+    cli.main(args=argv, prog_name="medi2i")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.plugins import PluginSet
+from medi2i.cli.options import command_registry, run_dir_option, workflow_argument
 
 if TYPE_CHECKING:
+    from medi2i.plugins import PluginSet
     from medi2i.registry import Registry
     from medi2i.workflow.runner import RunResult, Stage
     from medi2i.workflow.schema import Workflow
-
-Command = Callable[..., None]
 
 
 def add_to(group: click.Group) -> None:
@@ -35,36 +34,6 @@ def add_to(group: click.Group) -> None:
     """
     for command in (validate_command, train_command, run_command, schema_command):
         group.add_command(command)
-
-
-def workflow_argument(command: Command) -> Command:
-    """The ``WORKFLOW`` argument and ``--set`` option of every workflow command."""
-    command = click.option(
-        "--set",
-        "overrides",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override a workflow value, e.g. --set training.steps=50 (repeat).",
-    )(command)
-    return click.argument("workflow_path", metavar="WORKFLOW", type=click.Path(path_type=Path))(
-        command
-    )
-
-
-def run_dir_option(command: Command) -> Command:
-    """The ``--run-dir`` option of the commands that run stages."""
-    return click.option(
-        "--run-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        help="Run folder to create or continue (default: a new one under output.root).",
-    )(command)
-
-
-def _registry(ctx: click.Context) -> Registry:
-    from medi2i.registry import Registry
-
-    plugins: PluginSet = ctx.find_root().obj
-    return Registry(plugins)
 
 
 def _load(path: Path, overrides: Sequence[str], registry: Registry) -> Workflow:
@@ -84,7 +53,7 @@ def validate_command(
 
     Problems are listed with their line in the file and their key path.
     """
-    workflow = _load(workflow_path, overrides, _registry(ctx))
+    workflow = _load(workflow_path, overrides, command_registry(ctx))
     method = workflow.method
     what = f"method {method.id}" if method.id is not None else f"trained model {method.model}"
     data = workflow.data
@@ -99,7 +68,7 @@ def validate_command(
 
 @click.command("train")
 @workflow_argument
-@run_dir_option
+@run_dir_option()
 @click.pass_context
 def train_command(
     ctx: click.Context, workflow_path: Path, overrides: tuple[str, ...], run_dir: Path | None
@@ -110,7 +79,7 @@ def train_command(
 
 @click.command("run")
 @workflow_argument
-@run_dir_option
+@run_dir_option()
 @click.pass_context
 def run_command(
     ctx: click.Context, workflow_path: Path, overrides: tuple[str, ...], run_dir: Path | None
@@ -128,7 +97,7 @@ def _run_stages(
 ) -> RunResult:
     from medi2i.workflow.runner import run_workflow
 
-    registry = _registry(ctx)
+    registry = command_registry(ctx)
     workflow = _load(workflow_path, overrides, registry)
     return run_workflow(
         workflow, registry=registry, stages=stages, run_dir=run_dir, echo=click.echo

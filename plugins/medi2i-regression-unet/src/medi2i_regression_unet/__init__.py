@@ -15,6 +15,7 @@ import medi2i
 if TYPE_CHECKING:
     from medi2i import MethodClass
 
+MEDI2I_PLUGIN_API = "2.0"
 __all__ = ["register_methods"]
 
 
