@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.engine import SlidingWindowEngine
     from medi2i.registry import Registry
 
 Condition = Mapping[str, object] | BaseModel | None
@@ -37,6 +38,7 @@ def predict_tensor(
     *,
     settings: InferenceSettings | None = None,
     condition: Condition = None,
+    engine: SlidingWindowEngine | None = None,
 ) -> MetaTensor:
     """Translate one channel-first volume in memory.
 
@@ -45,6 +47,10 @@ def predict_tensor(
         image: Channel-first ``MetaTensor`` with its affine (RAS, mm).
         settings: Sliding-window and device settings; defaults otherwise.
         condition: Predict-time condition (e.g. ``{"target_domain": "B"}``).
+        engine: The sliding-window engine to run on, kept by a caller that predicts
+            many volumes so that what it learns (the out-of-memory back-off) carries
+            over; its own settings then govern the windows and the device. A new
+            engine made from ``settings`` when ``None``.
 
     Returns:
         The output as a ``MetaTensor`` on ``method.output_grid`` of the input grid
@@ -58,7 +64,8 @@ def predict_tensor(
     settings = settings or InferenceSettings()
     check_modality(method, image, force=settings.force_modality)
     image = checked_input(image, settings.nonfinite)
-    engine = SlidingWindowEngine(settings=settings)
+    if engine is None:
+        engine = SlidingWindowEngine(settings=settings)
     context = PredictContext(
         engine=engine, condition=method.parse_condition(condition), device=engine.device
     )
@@ -178,6 +185,7 @@ def predict(
     registry: Registry | None = None,
     image: MetaTensor | None = None,
     overwrite: bool = False,
+    engine: SlidingWindowEngine | None = None,
 ) -> Path:
     """Translate the volume at ``source`` and write it to ``output``.
 
@@ -197,6 +205,8 @@ def predict(
             written in full). Without it an existing output is refused; an output that
             is, holds or lies inside the input is always refused
             (:mod:`medi2i.io.destinations`).
+        engine: The sliding-window engine to run on (see :func:`predict_tensor`), for a
+            caller that predicts many volumes.
 
     Returns:
         The written output path. A provenance sidecar ``<output stem>.provenance.json``
@@ -229,7 +239,7 @@ def predict(
         {**image.meta, "medi2i.output.modality": ready.output_spec.modality},
         output,
     )
-    result = predict_tensor(ready, image, settings=settings, condition=condition)
+    result = predict_tensor(ready, image, settings=settings, condition=condition, engine=engine)
     written = write_volume(result, output, writers=[writer])
     record = provenance(
         ready, source=Path(source), model=model, settings=settings, registry=registry, image=image
