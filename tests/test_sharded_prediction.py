@@ -3,18 +3,33 @@ of the jobs per rank, resume."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pytest
 import torch
+from click.testing import CliRunner
 from monai.data.meta_tensor import MetaTensor
 
+from medi2i.batch import run_batch
+from medi2i.cli import batch_commands
+from medi2i.cli.main import build_cli
 from medi2i.engine import SlidingWindowEngine
+from medi2i.errors import Medi2iError, OptionsError
+from medi2i.hookspecs import hookimpl
 from medi2i.method import Method, PredictContext, Task, VolumeSpec
+from medi2i.plugins import load_plugins
 from medi2i.prediction import predict_tensor
 from medi2i.settings import InferenceSettings
+from medi2i.sharded_prediction import predict_share, shard_from_environment
+from medi2i.testing.dicom_series import write_series
 
 SETTINGS = InferenceSettings(device="cpu", progress=False, sw_batch_size=4, roi_size=(8, 8, 8))
+SHAPE = (16, 16, 16)
+STUDIES = ("p1/mr", "p2/mr", "p3/mr", "p4/mr", "p5/mr")
 
 
 class FitsOneWindow(Method):
@@ -42,7 +57,7 @@ class FitsOneWindow(Method):
 
 
 def _volume(seed: int) -> MetaTensor:
-    values = np.random.default_rng(seed).normal(100.0, 20.0, (1, 16, 16, 16))
+    values = np.random.default_rng(seed).normal(100.0, 20.0, (1, *SHAPE))
     return MetaTensor(torch.from_numpy(values.astype(np.float32)), affine=torch.eye(4))
 
 
@@ -64,3 +79,127 @@ def test_without_an_engine_every_volume_starts_from_the_settings() -> None:
     for seed in range(2):
         predict_tensor(FitsOneWindow(), _volume(seed), settings=SETTINGS)
     assert [max(seen) for seen in FitsOneWindow.batches] == [4, 4]
+
+
+# -- the shared loop -----------------------------------------------------------------------
+
+
+def test_ranks_from_the_environment_take_disjoint_shares_that_cover_every_job() -> None:
+    engines: list[SlidingWindowEngine] = []
+
+    def run(job: int, engine: SlidingWindowEngine) -> int:
+        engines.append(engine)  # kept alive, so two engines are never one address
+        return job
+
+    done: dict[int, list[int]] = {}
+    for rank in (0, 1):
+        engines.clear()
+        shard = shard_from_environment({"RANK": str(rank), "WORLD_SIZE": "2"})
+        done[rank] = predict_share(list(range(7)), run, settings=SETTINGS, shard=shard)
+        assert len({id(engine) for engine in engines}) == 1  # one engine for the share
+    assert done == {0: [0, 2, 4, 6], 1: [1, 3, 5]}
+
+
+def test_one_process_takes_every_job() -> None:
+    assert shard_from_environment({}) is None
+    assert shard_from_environment({"RANK": "0", "WORLD_SIZE": "1"}) is None
+    assert predict_share([1, 2], lambda job, engine: job, settings=SETTINGS) == [1, 2]
+
+
+def test_skipped_jobs_are_not_run_and_need_no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_engine(settings: InferenceSettings) -> SlidingWindowEngine:
+        raise AssertionError("an engine was made for jobs that all were skipped")
+
+    monkeypatch.setattr("medi2i.sharded_prediction.rank_engine", no_engine)
+    records = predict_share(
+        ["a", "b"],
+        lambda job, engine: f"ran {job}",
+        settings=SETTINGS,
+        skip=lambda job: f"skipped {job}",
+    )
+    assert records == ["skipped a", "skipped b"]
+
+
+def test_a_rank_outside_its_world_is_refused() -> None:
+    with pytest.raises(OptionsError, match="invalid shard"):
+        predict_share([1], lambda job, engine: job, settings=SETTINGS, shard=(2, 2))
+    with pytest.raises(Medi2iError, match="torchrun"):
+        shard_from_environment({"RANK": "2", "WORLD_SIZE": "2"})
+
+
+# -- medi2i batch: one engine per process, shares per rank, resume ------------------------
+
+
+class _Plugin:
+    @hookimpl
+    def register_methods(self, register: Callable[[type[Method]], None]) -> None:
+        register(FitsOneWindow)
+
+
+def _tree(root: Path) -> Path:
+    """One MR study per folder of :data:`STUDIES`."""
+    for seed, study in enumerate(STUDIES):
+        values = np.random.default_rng(seed).integers(0, 800, size=SHAPE).astype(np.float64)
+        write_series(root / study, values, modality="MR", rescale=(1.0, 0.0))
+    return root
+
+
+def test_a_batch_predicts_every_study_on_one_engine(tmp_path: Path) -> None:
+    FitsOneWindow.batches.clear()
+    report = run_batch(
+        _tree(tmp_path / "in"),
+        tmp_path / "out",
+        method=FitsOneWindow(),
+        settings=SETTINGS,
+        formats=("nifti",),
+    )
+    assert [record.status for record in report.records] == ["done"] * len(STUDIES)
+    first, *later = FitsOneWindow.batches
+    assert max(first) == 4
+    assert len(later) == len(STUDIES) - 1
+    assert all(set(seen) == {1} for seen in later), later
+
+
+def _batch_as_rank(
+    root: Path, out: Path, rank: int, monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, object]]:
+    """``medi2i batch`` as rank ``rank`` of two started by torchrun; its manifest records."""
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    plugins = load_plugins()
+    plugins.manager.register(_Plugin(), name="sharded-prediction-test")
+    cli = build_cli(plugins)
+    batch_commands.add_to(cli)
+    manifest = out / "manifest.jsonl"
+    before = len(manifest.read_text().splitlines()) if manifest.exists() else 0
+    args = ["batch", str(root), str(out), "--method", FitsOneWindow.id, "--format", "nifti"]
+    args += ["--roi-size", "8", "--no-progress", "--device", "cpu"]
+    result = CliRunner().invoke(cli, args, obj=plugins)
+    assert result.exit_code == 0, result.output
+    lines = manifest.read_text().splitlines()[before:]
+    return [json.loads(line) for line in lines]
+
+
+def _final(records: list[dict[str, object]]) -> dict[str, object]:
+    return {str(r["study"]): r["status"] for r in records if r["status"] != "started"}
+
+
+def test_two_torchrun_ranks_split_a_batch_and_a_rerun_skips_what_they_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, out = _tree(tmp_path / "in"), tmp_path / "out"
+    FitsOneWindow.batches.clear()
+    shares = [_final(_batch_as_rank(root, out, rank, monkeypatch)) for rank in (0, 1)]
+    assert all(set(share.values()) == {"done"} for share in shares)
+    assert not set(shares[0]) & set(shares[1])
+    assert sorted([*shares[0], *shares[1]]) == sorted(STUDIES)
+    assert {len(share) for share in shares} == {2, 3}
+    assert len(FitsOneWindow.batches) == len(STUDIES)  # each study predicted once
+    assert all((out / study / f"{FitsOneWindow.id}.nii.gz").is_file() for study in STUDIES)
+
+    FitsOneWindow.batches.clear()
+    again = _batch_as_rank(root, out, 1, monkeypatch)
+    assert _final(again) == {study: "skipped" for study in shares[1]}
+    assert {r["reason"] for r in again} == {"finished by an earlier run"}
+    assert FitsOneWindow.batches == []

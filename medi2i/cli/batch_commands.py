@@ -5,7 +5,6 @@ Heavy modules are imported inside the command, so ``medi2i --help`` stays fast.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,14 +37,6 @@ def _formats(value: str) -> tuple[str, ...]:
     if unknown or not names:
         raise OptionsError(f"--format {value!r}: use dicom, nifti or dicom,nifti")
     return names
-
-
-def _shard_from_environment() -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` when started by ``torchrun`` with several processes."""
-    world = os.environ.get("WORLD_SIZE")
-    if world is None or int(world) <= 1:
-        return None
-    return int(os.environ.get("RANK", "0")), int(world)
 
 
 @click.command("batch")
@@ -152,6 +143,7 @@ def translate_tree(
     ``scan`` is the tree's header scan when the caller already made it."""
     from medi2i.batch import run_batch
     from medi2i.prediction import load_method
+    from medi2i.sharded_prediction import shard_from_environment
 
     registry = _registry(ctx)
     settings = _settings(**inference)  # type: ignore[arg-type]
@@ -173,7 +165,7 @@ def translate_tree(
         deidentify=deidentify,
         registry=registry,
         model=model,
-        shard=_shard_from_environment(),
+        shard=shard_from_environment(),
         scan=scan,
         overwrite=overwrite,
         linkage=linkage,
