@@ -1,8 +1,10 @@
 """Predicting many volumes: this process's share of the jobs, one engine for all of them,
 and resuming what an earlier run finished.
 
-Every batch prediction goes through :func:`predict_share`, e.g. ``medi2i batch``
-(:func:`medi2i.batch.run_batch`, a tree of DICOM studies with a manifest).
+Every batch prediction goes through :func:`predict_share`: ``medi2i batch``
+(:func:`medi2i.batch.run_batch`, a tree of DICOM studies with a manifest) and
+:func:`predict_sharded` (volume files and their outputs, for a script that
+``torchrun`` starts once per process).
 The caller says what one job is, how to run it and when it needs no running;
 :func:`predict_share`
 
@@ -21,6 +23,11 @@ The caller says what one job is, how to run it and when it needs no running;
   that fits after the device ran out of memory) holds for the next ones. A device
   that cannot be used stops the run there, since no job could succeed on it;
 * shows a progress bar over the jobs when asked.
+
+Example:
+    >>> from medi2i.sharded_prediction import predict_sharded
+    >>> jobs = [(Path("a.nii.gz"), Path("out/a.nii.gz")), (Path("b.nii.gz"), Path("out/b.nii.gz"))]
+    >>> report = predict_sharded(jobs, model="run/model")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from medi2i.errors import OptionsError
+from medi2i.errors import Medi2iError, OptionsError
 
 if TYPE_CHECKING:
     from medi2i.engine import SlidingWindowEngine
+    from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
 J = TypeVar("J")
@@ -135,6 +145,113 @@ def predict_share(
             records.append(record)
             advance(label(job))
     return records
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What one rank did in :func:`predict_sharded`.
+
+    Attributes:
+        rank: The rank.
+        written: Outputs this rank wrote.
+        skipped: Outputs that existed already and were left alone.
+        failed: Inputs that could not be predicted, with the reason.
+    """
+
+    rank: int
+    written: tuple[Path, ...]
+    skipped: tuple[Path, ...]
+    failed: tuple[tuple[Path, str], ...]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of one ``(input, output)`` job of :func:`predict_sharded`."""
+
+    path: Path
+    written: bool = False
+    error: str | None = None
+
+
+def predict_sharded(
+    jobs: Sequence[tuple[Path, Path]],
+    *,
+    model: str | Path | None = None,
+    method: str | None = None,
+    options: Mapping[str, object] | None = None,
+    settings: InferenceSettings | None = None,
+    registry: Registry | None = None,
+    overwrite: bool = False,
+) -> ShardReport:
+    """Predict this rank's share of ``(input, output)`` pairs with :func:`medi2i.predict`.
+
+    Run the same call in every process started by ``torchrun``; each predicts the jobs
+    :func:`medi2i.training.distributed.shard` gives it (rank and world size from the
+    environment), on its own GPU under ``device: auto``, all with one engine (see
+    :func:`predict_share`). A failing input is logged and reported, and the others go
+    on; rerunning skips finished outputs.
+
+    Args:
+        jobs: Input volume (file or DICOM folder) and output path of every job, in the
+            same order in every process.
+        model: A trained-model folder or zip.
+        method: Or the id of a method that needs no training.
+        options: Options of ``method``.
+        settings: Sliding-window settings; ``device`` ``"auto"`` means the rank's GPU.
+        registry: Plugins to use; the installed ones by default.
+        overwrite: Predict even when an output exists.
+
+    Returns:
+        What this rank wrote, skipped and failed on.
+
+    Raises:
+        DeviceError: The device is not available.
+        Medi2iError: The ``torchrun`` environment variables are inconsistent.
+    """
+    from medi2i.prediction import predict
+    from medi2i.registry import Registry
+    from medi2i.settings import InferenceSettings
+    from medi2i.training.distributed import context_from_environment
+
+    context = context_from_environment()
+    registry = registry if registry is not None else Registry()
+
+    def finished(job: tuple[Path, Path]) -> _Outcome | None:
+        output = Path(job[1])
+        return _Outcome(output) if output.exists() and not overwrite else None
+
+    def run(job: tuple[Path, Path], engine: SlidingWindowEngine) -> _Outcome:
+        source, output = job
+        try:
+            written = predict(
+                source,
+                output,
+                model=model,
+                method=method,
+                options=options,
+                settings=engine.settings,  # the rank's device, in the provenance too
+                registry=registry,
+                overwrite=overwrite,
+                engine=engine,
+            )
+        except Medi2iError as exc:
+            _logger.error("rank %d: %s failed: %s", context.rank, source, exc)
+            return _Outcome(Path(source), error=str(exc))
+        return _Outcome(written, written=True)
+
+    outcomes = predict_share(
+        jobs,
+        run,
+        settings=settings or InferenceSettings(),
+        shard=(context.rank, context.world_size),
+        skip=finished,
+    )
+    return ShardReport(
+        context.rank,
+        written=tuple(o.path for o in outcomes if o.written),
+        skipped=tuple(o.path for o in outcomes if not o.written and o.error is None),
+        failed=tuple((o.path, o.error) for o in outcomes if o.error is not None),
+    )
 
 
 @contextmanager

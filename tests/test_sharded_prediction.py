@@ -20,11 +20,13 @@ from medi2i.cli.main import build_cli
 from medi2i.engine import SlidingWindowEngine
 from medi2i.errors import Medi2iError, OptionsError
 from medi2i.hookspecs import hookimpl
+from medi2i.io import write_volume
 from medi2i.method import Method, PredictContext, Task, VolumeSpec
 from medi2i.plugins import load_plugins
 from medi2i.prediction import predict_tensor
+from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
-from medi2i.sharded_prediction import predict_share, shard_from_environment
+from medi2i.sharded_prediction import predict_sharded, predict_share, shard_from_environment
 from medi2i.testing.dicom_series import write_series
 
 SETTINGS = InferenceSettings(device="cpu", progress=False, sw_batch_size=4, roi_size=(8, 8, 8))
@@ -202,4 +204,52 @@ def test_two_torchrun_ranks_split_a_batch_and_a_rerun_skips_what_they_did(
     again = _batch_as_rank(root, out, 1, monkeypatch)
     assert _final(again) == {study: "skipped" for study in shares[1]}
     assert {r["reason"] for r in again} == {"finished by an earlier run"}
+    assert FitsOneWindow.batches == []
+
+
+# -- predict_sharded: volume files, as a script under torchrun ------------------------------
+
+
+def _registry() -> Registry:
+    plugins = load_plugins()
+    plugins.manager.register(_Plugin(), name="sharded-prediction-test")
+    return Registry(plugins)
+
+
+def _file_jobs(folder: Path, count: int) -> list[tuple[Path, Path]]:
+    jobs = []
+    for seed in range(count):
+        source = write_volume(_volume(seed), folder / "in" / f"{seed}.nii.gz")
+        jobs.append((source, folder / "out" / f"{seed}.nii.gz"))
+    return jobs
+
+
+def test_predict_sharded_splits_files_between_two_ranks_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _file_jobs(tmp_path, 5)
+    registry = _registry()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    reports = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        FitsOneWindow.batches.clear()
+        reports.append(
+            predict_sharded(jobs, method=FitsOneWindow.id, settings=SETTINGS, registry=registry)
+        )
+        first, *later = FitsOneWindow.batches
+        assert max(first) == 4
+        assert all(set(seen) == {1} for seen in later)  # one engine for the rank's files
+    assert [report.rank for report in reports] == [0, 1]
+    assert reports[0].written == tuple(output for _, output in jobs[0::2])
+    assert reports[1].written == tuple(output for _, output in jobs[1::2])
+    assert all(report.skipped == () and report.failed == () for report in reports)
+    assert all(output.is_file() for _, output in jobs)
+
+    FitsOneWindow.batches.clear()
+    again = predict_sharded(jobs, method=FitsOneWindow.id, settings=SETTINGS, registry=registry)
+    assert again.rank == 1
+    assert again.written == ()
+    assert again.skipped == reports[1].written
     assert FitsOneWindow.batches == []
