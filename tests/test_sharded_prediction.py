@@ -17,6 +17,8 @@ from monai.data.meta_tensor import MetaTensor
 from medi2i.batch import run_batch
 from medi2i.cli import batch_commands
 from medi2i.cli.main import build_cli
+from medi2i.dicom.node.spool import TakenSeries
+from medi2i.dicom.node.translation import SeriesTranslator
 from medi2i.engine import SlidingWindowEngine
 from medi2i.errors import Medi2iError, OptionsError
 from medi2i.hookspecs import hookimpl
@@ -253,3 +255,37 @@ def test_predict_sharded_splits_files_between_two_ranks_and_resumes(
     assert again.written == ()
     assert again.skipped == reports[1].written
     assert FitsOneWindow.batches == []
+
+
+# -- the DICOM node: one engine for every series it receives -------------------------------
+
+
+def test_the_node_translates_every_series_on_one_engine(tmp_path: Path) -> None:
+    translator = SeriesTranslator(
+        method=FitsOneWindow(),
+        settings=SETTINGS,
+        manifest=tmp_path / "manifest.jsonl",
+        work=tmp_path / "spool",
+        output=tmp_path / "out",
+        registry=_registry(),
+    )
+    FitsOneWindow.batches.clear()
+    for seed in range(3):
+        folder = tmp_path / "spool" / f".taken-{seed}"
+        values = np.random.default_rng(seed).integers(0, 800, size=SHAPE).astype(np.float64)
+        files = write_series(folder, values, modality="MR", rescale=(1.0, 0.0))
+        record = translator.handle(
+            TakenSeries(
+                series_uid=f"series {seed}",
+                folder=folder,
+                instances=len(files),
+                complete=True,
+                receive_seconds=0.0,
+                calling_ae_titles=("SCANNER",),
+            )
+        )
+        assert record.status == "done", record.error
+    first, *later = FitsOneWindow.batches
+    assert max(first) == 4
+    assert len(later) == 2
+    assert all(set(seen) == {1} for seen in later), later
