@@ -20,7 +20,7 @@ from medi2i.cli.main import build_cli
 from medi2i.dicom.node.spool import TakenSeries
 from medi2i.dicom.node.translation import SeriesTranslator
 from medi2i.engine import SlidingWindowEngine
-from medi2i.errors import Medi2iError, OptionsError
+from medi2i.errors import DeviceError, Medi2iError, OptionsError
 from medi2i.hookspecs import hookimpl
 from medi2i.io import write_volume
 from medi2i.method import Method, PredictContext, Task, VolumeSpec
@@ -162,6 +162,15 @@ def test_a_batch_predicts_every_study_on_one_engine(tmp_path: Path) -> None:
     assert max(first) == 4
     assert len(later) == len(STUDIES) - 1
     assert all(set(seen) == {1} for seen in later), later
+
+
+def test_an_unusable_device_stops_the_batch_before_its_first_study(tmp_path: Path) -> None:
+    settings = SETTINGS.model_copy(update={"device": "cuda:99"})
+    with pytest.raises(DeviceError, match="cuda:99"):
+        run_batch(
+            _tree(tmp_path / "in"), tmp_path / "out", method=FitsOneWindow(), settings=settings
+        )
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
 
 
 def _batch_as_rank(
