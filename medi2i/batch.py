@@ -50,9 +50,12 @@ rename), so a redone study never mixes old and new files. An exception in one st
 recorded and the batch goes on; an interrupt (Ctrl-C) stops it and leaves that study
 ``started`` for the next run.
 
-Sharding: with ``shard=(rank, world_size)`` (``torchrun``'s ``RANK`` and
-``WORLD_SIZE``) a process takes every ``world_size``-th study; ranks may share one
-manifest, since each record is a single small append.
+Sharding and the engine: the studies run through
+:func:`medi2i.sharded_prediction.predict_share`. With ``shard=(rank, world_size)``
+(``torchrun``'s ``RANK`` and ``WORLD_SIZE``) a process takes every ``world_size``-th
+study; ranks may share one manifest, since each record is a single small append. All
+studies of a process run on one sliding-window engine, so a batch of windows lowered
+after the device ran out of memory stays lowered for the studies that follow.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -79,6 +82,7 @@ if TYPE_CHECKING:
     from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.dicom.source import DicomSource
     from medi2i.dicom.writing.deidentify import Deidentifier
+    from medi2i.engine import SlidingWindowEngine
     from medi2i.method import Method
     from medi2i.prediction import Condition
     from medi2i.registry import Registry
@@ -213,7 +217,8 @@ def run_batch(
         output_root: Where the outputs and, by default, the manifest go.
         method: A ready method (loaded from a model folder, or needing no training).
         settings: Sliding-window and device settings; ``settings.progress`` shows a bar
-            over the studies (the per-window bar is off in batch mode).
+            over the studies (the per-window bar is off in batch mode). Under
+            ``torchrun`` with several processes, device ``auto`` is the local rank's GPU.
         selector: Which series of each study to translate; by default the only one
             that can be a volume.
         formats: Any of ``"dicom"`` and ``"nifti"``.
@@ -236,6 +241,8 @@ def run_batch(
 
     Raises:
         InputError: ``root`` does not exist or holds no DICOM study.
+        DeviceError: The device is not available (raised before the first study that
+            would run on it).
         OptionsError: An unknown format, an invalid shard, or ``linkage`` without
             ``deidentify``.
         OutputError: ``output_root`` lies inside ``root``, holds it, or holds other data;
@@ -243,6 +250,7 @@ def run_batch(
     """
     from medi2i.dicom.writing.deidentify import folder_deidentifier
     from medi2i.io.destinations import check_batch_root
+    from medi2i.sharded_prediction import predict_share
 
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
@@ -257,7 +265,6 @@ def run_batch(
     deidentifier = folder_deidentifier(Path(output_root)) if deidentify else None
     if deidentifier is not None:
         jobs = pseudonymous_keys(jobs, deidentifier)
-    jobs = _shard(jobs, shard)
     book = Manifest(manifest)
     runner = _StudyRunner(
         method=method,
@@ -271,11 +278,16 @@ def run_batch(
         model=model,
         linkage=linkage,
     )
-    records = []
-    with _progress(len(jobs), enabled=settings.progress) as advance:
-        for job in jobs:
-            records.append(_process(job, runner, book))
-            advance(job.key)
+    records = predict_share(
+        jobs,
+        lambda job, engine: _process(job, runner, book, engine),
+        settings=runner.settings,
+        shard=shard,
+        skip=lambda job: _skipped(job, runner, book),
+        label=lambda job: job.key,
+        progress=settings.progress,
+        noun="studies",
+    )
     return BatchReport(manifest=book.path, records=tuple(records))
 
 
@@ -316,16 +328,8 @@ def _declared_modality(
     return (selector or SeriesSelector()).model_copy(update={"modality": declared})
 
 
-def _shard(jobs: list[StudyJob], shard: tuple[int, int] | None) -> list[StudyJob]:
-    if shard is None:
-        return jobs
-    rank, world = shard
-    if world < 1 or not 0 <= rank < world:
-        raise OptionsError(f"invalid shard {shard}: need 0 <= rank < world_size")
-    return jobs[rank::world]
-
-
-def _process(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord:
+def _skipped(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord | None:
+    """The ``skipped`` record of a study with nothing to run, or ``None`` to run it."""
     started = runner.started(job)
     if job.skip:
         reason = runner.scrub(job, job.problem or "no series matches the selection")
@@ -336,11 +340,18 @@ def _process(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord
         return book.append(
             replace(started, status="skipped", outputs=previous.outputs, reason=earlier)
         )
+    return None
+
+
+def _process(
+    job: StudyJob, runner: _StudyRunner, book: Manifest, engine: SlidingWindowEngine
+) -> StudyRecord:
+    started = runner.started(job)
     book.append(started)
     runner.link(job)
     timings: dict[str, float] = {}
     try:
-        outputs, errors = runner.run(job, timings)
+        outputs, errors = runner.run(job, timings, engine)
     except Exception as exc:  # one bad study must never stop the batch
         error = runner.scrub(job, failure_message(exc))
         return book.append(replace(started, status="failed", error=error, timings=timings))
@@ -420,8 +431,11 @@ class _StudyRunner:
         with self.linkage.open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(line) + "\n")
 
-    def run(self, job: StudyJob, timings: dict[str, float]) -> tuple[tuple[str, ...], list[str]]:
-        """Outputs written, and what kept the other formats from being written."""
+    def run(
+        self, job: StudyJob, timings: dict[str, float], engine: SlidingWindowEngine
+    ) -> tuple[tuple[str, ...], list[str]]:
+        """Outputs written, and what kept the other formats from being written; the
+        prediction runs on ``engine``, the one of the whole batch."""
         from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
 
@@ -437,7 +451,11 @@ class _StudyRunner:
             return (), errors  # before inference: the study can only fail
         with timed_stage(timings, "predict"):
             result = predict_tensor(
-                self.method, image, settings=self.settings, condition=self.condition
+                self.method,
+                image,
+                settings=self.settings,
+                condition=self.condition,
+                engine=engine,
             )
         outputs: list[Path] = []
         with timed_stage(timings, "write"):
@@ -561,18 +579,3 @@ def remove_leftovers(folder: Path) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
     return removed
-
-
-@contextmanager
-def _progress(total: int, *, enabled: bool) -> Iterator[Callable[[str], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    columns = (
-        TextColumn("studies"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-    )
-    with Progress(*columns, disable=not enabled) as bar:
-        task = bar.add_task("", total=total)
-        yield lambda key: bar.update(task, advance=1, description=key)

@@ -3,6 +3,12 @@
 The volume stays on the CPU; windows are copied to the device in batches, run through
 the network (float16 autocast on CUDA when asked), blended back on the CPU. When the
 device runs out of memory the batch of windows is halved and the volume run again.
+
+An engine is meant to outlive one volume: what it learns while running (the lowered
+batch of windows after an out-of-memory error) stays on the engine object, so a caller
+that predicts many volumes makes one engine and passes it to every
+:func:`medi2i.prediction.predict_tensor` call, and only the first volume pays for the
+back-off.
 """
 
 from __future__ import annotations
@@ -101,11 +107,21 @@ class SlidingWindowEngine:
     Args:
         settings: Inference settings; the defaults when ``None``.
 
+    One engine can run any number of volumes, one after the other; what it learns on
+    one is kept for the next. Today that is the out-of-memory back-off: after the
+    device ran out of memory, :attr:`sw_batch_size` stays at the batch that fitted for
+    every later :meth:`run` of this engine (``settings.sw_batch_size`` keeps the
+    requested value). A new engine starts from the settings again, so predict many
+    volumes with one engine (the ``engine`` argument of
+    :func:`medi2i.prediction.predict_tensor`). An engine is not meant to be shared by
+    threads running at the same time.
+
     Attributes:
         settings: The settings the engine was made with.
         device: The device windows run on.
         sw_batch_size: Windows per forward pass now; lowered for good after an
-            out-of-memory error, so later volumes do not hit it again.
+            out-of-memory error, so later volumes run by this engine do not hit it
+            again.
 
     Example:
         >>> engine = SlidingWindowEngine(settings=InferenceSettings(device="cpu", progress=False))

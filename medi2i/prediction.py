@@ -120,8 +120,10 @@ def predict_tensor(
         image: Channel-first ``MetaTensor`` with its affine (RAS, mm).
         settings: Sliding-window and device settings; defaults otherwise.
         condition: Predict-time condition (e.g. ``{"target_domain": "B"}``).
-        engine: The sliding-window engine to reuse across volumes (see
-            :func:`predict_outputs`).
+        engine: The sliding-window engine to run on, kept by a caller that predicts
+            many volumes so that what it learns (the out-of-memory back-off) carries
+            over; its own settings then govern the windows and the device. A new
+            engine made from ``settings`` when ``None``.
 
     Returns:
         The output as a ``MetaTensor`` on ``method.output_grid`` of the input grid
@@ -325,6 +327,7 @@ def predict(
     registry: Registry | None = None,
     image: MetaTensor | None = None,
     overwrite: bool = False,
+    engine: SlidingWindowEngine | None = None,
 ) -> Path:
     """Translate the volume at ``source`` and write it to ``output``.
 
@@ -344,6 +347,8 @@ def predict(
             written in full). Without it an existing output is refused; an output that
             is, holds or lies inside the input is always refused
             (:mod:`medi2i.io.destinations`).
+        engine: The sliding-window engine to run on (see :func:`predict_tensor`), for a
+            caller that predicts many volumes.
 
     Returns:
         The written output path. A provenance sidecar ``<output stem>.provenance.json``
@@ -367,6 +372,7 @@ def predict(
         image=image,
         overwrite=overwrite,
         single=True,
+        engine=engine,
     )
     return next(iter(written.values()))
 
@@ -384,6 +390,7 @@ def predict_all(
     image: MetaTensor | None = None,
     overwrite: bool = False,
     single: bool = False,
+    engine: SlidingWindowEngine | None = None,
 ) -> dict[str, Path]:
     """Like :func:`predict`, for methods with several named outputs too.
 
@@ -394,6 +401,7 @@ def predict_all(
 
     Args:
         single: Refuse a method that yields several outputs (what :func:`predict` does).
+        engine: The sliding-window engine to run on (see :func:`predict_tensor`).
 
     Returns:
         The written paths by output name (``""`` for the single output).
@@ -427,7 +435,7 @@ def predict_all(
     for declared_output in declared:
         meta = {**image.meta, "medi2i.output.modality": declared_output.spec.modality}
         writer.check(grid.affine, meta, paths[declared_output.name])
-    results = predict_outputs(ready, image, settings=settings, condition=parsed)
+    results = predict_outputs(ready, image, settings=settings, condition=parsed, engine=engine)
     record = provenance(
         ready,
         source=Path(source),

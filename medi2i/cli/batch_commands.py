@@ -5,7 +5,6 @@ Heavy modules are imported inside the command, so ``medi2i --help`` stays fast.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,14 +30,6 @@ if TYPE_CHECKING:
 def add_to(group: click.Group) -> None:
     """Add ``batch`` to ``group``."""
     group.add_command(batch_command)
-
-
-def _shard_from_environment() -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` when started by ``torchrun`` with several processes."""
-    world = os.environ.get("WORLD_SIZE")
-    if world is None or int(world) <= 1:
-        return None
-    return int(os.environ.get("RANK", "0")), int(world)
 
 
 @click.command("batch")
@@ -139,6 +130,7 @@ def translate_tree(
     ``scan`` is the tree's header scan when the caller already made it."""
     from medi2i.batch import run_batch
     from medi2i.prediction import load_method
+    from medi2i.sharded_prediction import shard_from_environment
 
     registry = command_registry(ctx)
     settings = inference_settings(**inference)  # type: ignore[arg-type]
@@ -160,7 +152,7 @@ def translate_tree(
         deidentify=deidentify,
         registry=registry,
         model=model,
-        shard=_shard_from_environment(),
+        shard=shard_from_environment(),
         scan=scan,
         overwrite=overwrite,
         linkage=linkage,

@@ -23,8 +23,8 @@ _LAZY = {
     "train": "medi2i.training.trainer",
     "CheckpointError": "medi2i.training.checkpoint",
     "DistributedContext": "medi2i.training.distributed",
-    "ShardReport": "medi2i.training.distributed",
-    "predict_sharded": "medi2i.training.distributed",
+    "ShardReport": "medi2i.sharded_prediction",
+    "predict_sharded": "medi2i.sharded_prediction",
     "shard": "medi2i.training.distributed",
     "read_history": "medi2i.training.history",
 }
@@ -54,12 +54,8 @@ def __getattr__(name: str) -> object:
 
 
 if TYPE_CHECKING:
+    from medi2i.sharded_prediction import ShardReport, predict_sharded
     from medi2i.training.checkpoint import CheckpointError
-    from medi2i.training.distributed import (
-        DistributedContext,
-        ShardReport,
-        predict_sharded,
-        shard,
-    )
+    from medi2i.training.distributed import DistributedContext, shard
     from medi2i.training.history import read_history
     from medi2i.training.trainer import Trainer, TrainResult, train

@@ -1,4 +1,4 @@
-"""Scale-out under ``torchrun``: DDP training and rank-sharded batch prediction.
+"""Scale-out under ``torchrun``: DDP training, and the rank helpers of sharded prediction.
 
 medi2i has no launcher of its own. Start the same command once per process with
 PyTorch's ``torchrun`` (one machine or several); each process finds its rank in the
@@ -10,19 +10,18 @@ Example::
 
     torchrun --nproc_per_node 4 -m medi2i workflow run train.yaml
 
-Batch prediction needs no communication: every rank predicts its share of the files
-(:func:`shard`), and a rerun skips outputs that already exist.
+Batch prediction needs no communication: every rank predicts its share of the jobs
+(:func:`shard`) with :mod:`medi2i.sharded_prediction`, which finds its rank and
+device with :func:`context_from_environment` and :func:`process_device`.
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -30,12 +29,7 @@ import torch.distributed as dist
 from medi2i.engine import resolve_device
 from medi2i.errors import DeviceError, Medi2iError
 
-if TYPE_CHECKING:
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
-
 T = TypeVar("T")
-_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -204,84 +198,3 @@ def shard(items: Sequence[T], *, rank: int, world_size: int) -> list[T]:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
     return list(items[rank::world_size])
-
-
-@dataclass(frozen=True)
-class ShardReport:
-    """What one rank did in :func:`predict_sharded`.
-
-    Attributes:
-        rank: The rank.
-        written: Outputs this rank wrote.
-        skipped: Outputs that existed already and were left alone.
-        failed: Inputs that could not be predicted, with the reason.
-    """
-
-    rank: int
-    written: tuple[Path, ...]
-    skipped: tuple[Path, ...]
-    failed: tuple[tuple[Path, str], ...]
-
-
-def predict_sharded(
-    jobs: Sequence[tuple[Path, Path]],
-    *,
-    model: str | Path | None = None,
-    method: str | None = None,
-    options: Mapping[str, object] | None = None,
-    settings: InferenceSettings | None = None,
-    registry: Registry | None = None,
-    overwrite: bool = False,
-) -> ShardReport:
-    """Predict this rank's share of ``(input, output)`` pairs with :func:`medi2i.predict`.
-
-    Run the same call in every process started by ``torchrun``; each predicts the jobs
-    :func:`shard` gives it, on its own GPU under ``device: auto``. A failing input is
-    logged and reported, and the others go on; rerunning skips finished outputs.
-
-    Args:
-        jobs: Input volume (file or DICOM folder) and output path of every job, in the
-            same order in every process.
-        model: A trained-model folder or zip.
-        method: Or the id of a method that needs no training.
-        options: Options of ``method``.
-        settings: Sliding-window settings; ``device`` ``"auto"`` means the rank's GPU.
-        registry: Plugins to use; the installed ones by default.
-        overwrite: Predict even when an output exists.
-
-    Returns:
-        What this rank wrote, skipped and failed on.
-    """
-    from medi2i.prediction import predict
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
-
-    context = context_from_environment()
-    base = settings or InferenceSettings()
-    device = process_device(base.device, context)
-    rank_settings = base.model_copy(update={"device": str(device)})
-    registry = registry if registry is not None else Registry()
-    written: list[Path] = []
-    skipped: list[Path] = []
-    failed: list[tuple[Path, str]] = []
-    for source, output in shard(jobs, rank=context.rank, world_size=context.world_size):
-        if Path(output).exists() and not overwrite:
-            skipped.append(Path(output))
-            continue
-        try:
-            written.append(
-                predict(
-                    source,
-                    output,
-                    model=model,
-                    method=method,
-                    options=options,
-                    settings=rank_settings,
-                    registry=registry,
-                    overwrite=overwrite,
-                )
-            )
-        except Medi2iError as exc:
-            _logger.error("rank %d: %s failed: %s", context.rank, source, exc)
-            failed.append((Path(source), str(exc)))
-    return ShardReport(context.rank, tuple(written), tuple(skipped), tuple(failed))

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from medi2i.dicom.reading.series_records import SeriesInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.dicom.writing.deidentify import Deidentifier
+    from medi2i.engine import SlidingWindowEngine
     from medi2i.method import Method
     from medi2i.prediction import Condition
     from medi2i.registry import Registry
@@ -101,6 +102,11 @@ def append_record(manifest: Path, record: SeriesRecord) -> SeriesRecord:
 @dataclass(frozen=True)
 class SeriesTranslator:
     """Translates complete series for a node; the same for every series it receives.
+
+    Every series is predicted on one sliding-window engine, made for the first series
+    that reaches inference and kept for the node's lifetime, so a batch of windows
+    lowered after the device ran out of memory stays lowered for later series. Series
+    are translated one at a time (the node has one worker thread).
 
     Attributes:
         method: A ready method.
@@ -166,6 +172,12 @@ class SeriesTranslator:
             calling_ae=(),
             error=error,
         )
+
+    @cached_property
+    def _engine(self) -> SlidingWindowEngine:
+        from medi2i.engine import SlidingWindowEngine
+
+        return SlidingWindowEngine(settings=self.settings)
 
     @cached_property
     def _registry(self) -> Registry:
@@ -256,7 +268,11 @@ class SeriesTranslator:
             image = read_dicom_series(series)
         with timed_stage(timings, "infer"):
             result = predict_tensor(
-                self.method, image, settings=self.settings, condition=self.condition
+                self.method,
+                image,
+                settings=self.settings,
+                condition=self.condition,
+                engine=self._engine,
             )
         scratch = None
         if self.output is not None:
