@@ -49,6 +49,7 @@ def register_metrics(register: Callable[[Metric], None]) -> None:
 def register_commands(cli: click.Group) -> None:
     """Add every ``medi2i`` subcommand (the command modules import heavy code lazily)."""
     from medi2i.cli import (
+        adapt_commands,
         batch_commands,
         bench_commands,
         commands,
@@ -64,5 +65,6 @@ def register_commands(cli: click.Group) -> None:
         bench_commands,
         batch_commands,
         dicom_commands,
+        adapt_commands,
     ):
         module.add_to(cli)

@@ -148,7 +148,10 @@ def predict_command(
     ("medi2i dicom ls" previews them). OUTPUT's suffix picks the format; no suffix
     writes a DICOM series (into a new or empty folder).
     The output keeps the input's grid (affine, spacing, orientation) unless the method
-    changes resolution; a provenance sidecar is written next to it.
+    changes resolution; a provenance sidecar is written next to it. A method with
+    several named outputs (e.g. one per target domain or style) writes each as
+    OUTPUT_<name> (before the suffix), each with its sidecar; the condition (-c) picks
+    what it yields, e.g. -c to=ct for a two-way model.
 
     Existing outputs: the same rule for every format. An existing output file, or a
     folder that is not empty, is refused unless --overwrite is given; then it is
@@ -156,7 +159,7 @@ def predict_command(
     replaces only a folder holding nothing but a .dcm series). An output that is the
     input, lies inside the input folder or holds the input is always refused.
     """
-    from medi2i.prediction import predict
+    from medi2i.prediction import predict_all
 
     scan = _dicom_scan(input_path, slice_tolerance(selector))
     if scan is not None and len(scan.studies) > 1:
@@ -191,7 +194,7 @@ def predict_command(
 
         image = read_scanned(scan, selector)  # the scan above: headers are parsed once
     settings = inference_settings(**inference)  # type: ignore[arg-type]
-    written = predict(
+    written = predict_all(
         input_path,
         output_path,
         method=method_id,
@@ -203,7 +206,8 @@ def predict_command(
         image=image,
         overwrite=overwrite,
     )
-    click.echo(f"wrote {written}")
+    for name, path in written.items():
+        click.echo(f"wrote {path}" + (f" (output {name!r})" if name else ""))
 
 
 def _dicom_scan(path: Path, tolerance_mm: float | None) -> ScanResult | None:

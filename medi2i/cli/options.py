@@ -213,6 +213,14 @@ def inference_options(command: F) -> F:
                 is_flag=True,
                 help="Translate a DICOM series whose Modality is not the method's input modality.",
             ),
+            click.option(
+                "--seed",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help="Seed of anything random a method does at predict time (a style code, "
+                "fitting on the input); recorded in the provenance.",
+            ),
         ],
         command,
     )
@@ -248,6 +256,7 @@ def inference_settings(
     progress: bool,
     nonfinite: str = "error",
     force_modality: bool = False,
+    seed: int = 0,
 ) -> InferenceSettings:
     """The settings of the values of :func:`inference_options` (passed by name).
 
@@ -269,6 +278,7 @@ def inference_settings(
             progress=progress,
             nonfinite=nonfinite,  # type: ignore[arg-type]
             force_modality=force_modality,
+            seed=seed,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())

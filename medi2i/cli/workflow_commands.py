@@ -51,9 +51,17 @@ def validate_command(
 ) -> None:
     """Check WORKFLOW against the schema and the installed method (no training).
 
-    Problems are listed with their line in the file and their key path.
+    Problems are listed with their line in the file and their key path. The method's
+    predict-time condition (method.condition) is checked against the method and the
+    data's domains. With --check-data the cases are found and split, and a validation
+    split that cannot validate (e.g. unpaired cases without data.validation_data) is
+    refused.
     """
-    workflow = _load(workflow_path, overrides, command_registry(ctx))
+    from medi2i.workflow.checks import check_condition, check_validation
+
+    registry = command_registry(ctx)
+    workflow = _load(workflow_path, overrides, registry)
+    check_condition(workflow, registry)
     method = workflow.method
     what = f"method {method.id}" if method.id is not None else f"trained model {method.model}"
     data = workflow.data
@@ -62,8 +70,12 @@ def validate_command(
         from medi2i.workflow.discovery import discover_splits
 
         splits = discover_splits(data)
+        check_validation(workflow, splits, registry)
         counts = {name: len(splits.get(name).cases) for name in ("train", "validation", "test")}
-        click.echo("cases: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+        source = " (data.validation_data)" if data.validation_data is not None else ""
+        click.echo(
+            "cases: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + source
+        )
 
 
 @click.command("train")
@@ -84,8 +96,9 @@ def train_command(
 def run_command(
     ctx: click.Context, workflow_path: Path, overrides: tuple[str, ...], run_dir: Path | None
 ) -> None:
-    """Run every stage of WORKFLOW: train, evaluate and report."""
-    _run_stages(ctx, workflow_path, overrides, run_dir, ("train", "evaluate", "report"))
+    """Run every stage of WORKFLOW: train, adapt (with an adaptation section), evaluate
+    and report."""
+    _run_stages(ctx, workflow_path, overrides, run_dir, ("train", "adapt", "evaluate", "report"))
 
 
 def _run_stages(

@@ -95,9 +95,12 @@ def run_workflow(
         WorkflowError: The run folder belongs to a workflow with other data or method,
             or a stage needs what an earlier one did not produce.
     """
+    from medi2i.workflow.checks import check_condition
     from medi2i.workflow.loader import workflow_registry
 
     registry = workflow_registry(workflow, registry=registry)
+    if {"train", "evaluate"} & set(stages) and workflow.method.model is None:
+        check_condition(workflow, registry)  # before hours of training, not after
     run = open_run(workflow, run_dir=Path(run_dir).resolve() if run_dir is not None else None)
     state = RunState.read(run)
     result = RunResult(run.root, state.model_dir(run), None, None)
@@ -218,6 +221,10 @@ def _train(
 
     data = splits()
     validation = data.validation if data.validation.cases else None
+    if validation is not None:
+        from medi2i.workflow.checks import check_validation
+
+        check_validation(workflow, data, registry)
     log(
         f"train: method {method.id!r} on {len(data.train.cases)} {workflow.data.kind} cases"
         f" ({len(data.validation.cases)} for validation), {workflow.training.steps} steps"

@@ -240,7 +240,7 @@ def _check_domains(data: DataConfig) -> None:
         raise ValueError(f"data.domains repeats a name: {names}")
     if data.kind == "unpaired" and len(names) != 2:
         raise ValueError(f"unpaired data has exactly two domains; data.domains gives {names}")
-    declared = _layout_domains(data.layout)
+    declared = layout_domains(data.layout)
     if declared is not None and sorted(declared) != sorted(names):
         raise ValueError(
             f"data.domains {names} must name the layout's domains {sorted(declared)}, each once"
@@ -446,13 +446,13 @@ class Workflow(Section):
                 f"method.fit_domain picks a domain of unpaired or multi-domain data; "
                 f"{self.data.kind} data has none (remove it)"
             )
-        known = _layout_domains(self.data.layout)
+        known = layout_domains(self.data.layout)
         if known is not None and domain not in known:
             raise ValueError(f"method.fit_domain {domain!r} is not one of the domains {known}")
         return self
 
 
-def _layout_domains(layout: SynthradLayout | FoldersLayout | CsvLayout) -> list[str] | None:
+def layout_domains(layout: SynthradLayout | FoldersLayout | CsvLayout) -> list[str] | None:
     """The domain names a layout declares, or ``None`` when only its files tell (CSV)."""
     if isinstance(layout, SynthradLayout):
         return [layout.source, layout.target]

@@ -1,0 +1,94 @@
+"""Checks of a workflow that need its method or its data, made before anything runs.
+
+``medi2i validate`` runs them (the data checks with ``--check-data``), and so does
+``medi2i run`` before its first stage, so that a condition the method refuses or a
+validation split that cannot validate stops the run at once instead of after hours of
+training.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medi2i.errors import Medi2iError
+from medi2i.workflow.loader import WorkflowError
+
+if TYPE_CHECKING:
+    from medi2i.method import DomainSpec, Method
+    from medi2i.registry import Registry
+    from medi2i.workflow.discovery import DataSplits
+    from medi2i.workflow.schema import DataConfig, Workflow
+
+
+def check_condition(workflow: Workflow, registry: Registry) -> None:
+    """Check ``method.condition`` against the method: its ``Condition`` model and what
+    the method accepts given its domains (those of the data, or of the trained model).
+
+    Raises:
+        WorkflowError: The condition is refused; the message says what is allowed.
+    """
+    config = workflow.method
+    method = _method(workflow, registry)
+    try:
+        method.parse_condition(config.condition)
+    except Medi2iError as exc:
+        raise WorkflowError(f"method.condition: {exc}") from None
+
+
+def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
+    """Check that the validation cases can validate the method before it trains.
+
+    Validation predicts each case's ``source`` and compares it with its ``target``, so
+    it needs paired cases whatever the training data: unpaired and multi-domain data
+    give them in ``data.validation_data``.
+
+    Raises:
+        WorkflowError: A validation case lacks a source or a target.
+    """
+    from medi2i.errors import OptionsError
+    from medi2i.method import DataKind
+    from medi2i.training.validation import check_validation_cases
+
+    cases = splits.validation
+    if not cases.cases:
+        return
+    try:
+        check_validation_cases(cases)
+    except OptionsError as exc:
+        hint = ""
+        if cases.kind is not DataKind.PAIRED:
+            hint = (
+                f"; {cases.kind.value} cases cannot validate: give paired validation cases "
+                "in data.validation_data, or set data.split.validation to 0"
+            )
+        raise WorkflowError(f"the validation split cannot be used: {exc}{hint}") from None
+    del registry
+
+
+def _method(workflow: Workflow, registry: Registry) -> Method:
+    from medi2i.model_folder import load_model
+
+    config = workflow.method
+    if config.model is not None:
+        return load_model(config.model, registry=registry)
+    method = registry.method(str(config.id))(config.options)
+    if workflow.data.kind in ("unpaired", "multi-domain"):
+        specs = _domain_specs(workflow.data)
+        if specs:
+            method.use_domains(specs)
+    return method
+
+
+def _domain_specs(data: DataConfig) -> tuple[DomainSpec, ...]:
+    """The data's domains in label order, from the file alone when it names them."""
+    from medi2i.method import DomainSpec
+    from medi2i.workflow.schema import layout_domains
+
+    if data.domains:
+        return data.domain_specs()
+    named = layout_domains(data.layout)
+    if named is None:
+        from medi2i.workflow.discovery import discover_cases
+
+        return discover_cases(data).specs()
+    return tuple(DomainSpec(name=name) for name in sorted(named))
