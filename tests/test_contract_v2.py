@@ -522,8 +522,8 @@ def unpaired_workflow(tmp_path: Path, **extra: object) -> dict[str, Any]:
 
 
 def test_validate_refuses_a_bad_condition_and_an_unpaired_validation_split(tmp_path: Path) -> None:
+    from medi2i.data.discovery import discover_splits
     from medi2i.workflow.checks import check_condition, check_validation
-    from medi2i.workflow.discovery import discover_splits
     from medi2i.workflow.loader import WorkflowError
     from medi2i.workflow.schema import Workflow
 
@@ -541,8 +541,8 @@ def test_validate_refuses_a_bad_condition_and_an_unpaired_validation_split(tmp_p
 
 
 def test_paired_validation_data_validates_unpaired_training(tmp_path: Path) -> None:
+    from medi2i.data.discovery import discover_splits
     from medi2i.workflow.checks import check_validation
-    from medi2i.workflow.discovery import discover_splits
     from medi2i.workflow.schema import Workflow
 
     for role in ("source", "target"):

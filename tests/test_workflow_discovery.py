@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from medi2i.data.discovery import discover_cases, discover_splits, volume_stem
 from medi2i.errors import InputError
 from medi2i.method import DataKind
-from medi2i.workflow.discovery import discover_cases, discover_splits, volume_stem
 from medi2i.workflow.schema import DataConfig
 
 

@@ -331,7 +331,7 @@ def test_include_keeps_matching_subjects_and_names_a_miss(
 ) -> None:
     path = WORKFLOWS / "q3_nyul.yaml"
     root = f"data.layout.root={tiny_roots('q3/train_domains', path)}"
-    from medi2i.workflow.discovery import discover_splits
+    from medi2i.data.discovery import discover_splits
 
     workflow = load_workflow(path, overrides=[root, "data.include=['*-[AB]']"])
     assert [c.id for c in discover_splits(workflow.data).train.cases] == ["mni152-A", "mni152-B"]

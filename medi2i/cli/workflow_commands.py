@@ -67,7 +67,7 @@ def validate_command(
     data = workflow.data
     click.echo(f"{workflow_path}: valid ({what}; {data.kind} data, {data.layout.type} layout)")
     if check_data:
-        from medi2i.workflow.discovery import discover_splits
+        from medi2i.data.discovery import discover_splits
 
         splits = discover_splits(data)
         check_validation(workflow, splits, registry)

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-from medi2i.workflow.discovery import DataSplits, discover_cases, discover_splits
 from medi2i.workflow.loader import (
     WorkflowError,
     dump_workflow,
@@ -30,13 +29,10 @@ from medi2i.workflow.schema import Workflow
 
 __all__ = [
     "STAGES",
-    "DataSplits",
     "RunFolder",
     "RunResult",
     "Workflow",
     "WorkflowError",
-    "discover_cases",
-    "discover_splits",
     "dump_workflow",
     "export_json_schema",
     "load_workflow",

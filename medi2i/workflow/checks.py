@@ -14,9 +14,9 @@ from medi2i.errors import Medi2iError
 from medi2i.workflow.loader import WorkflowError
 
 if TYPE_CHECKING:
+    from medi2i.data.discovery import DataSplits
     from medi2i.method import DomainSpec, Method
     from medi2i.registry import Registry
-    from medi2i.workflow.discovery import DataSplits
     from medi2i.workflow.schema import DataConfig, Workflow
 
 
@@ -88,7 +88,7 @@ def _domain_specs(data: DataConfig) -> tuple[DomainSpec, ...]:
         return data.domain_specs()
     named = layout_domains(data.layout)
     if named is None:
-        from medi2i.workflow.discovery import discover_cases
+        from medi2i.data.discovery import discover_cases
 
         return discover_cases(data).specs()
     return tuple(DomainSpec(name=name) for name in sorted(named))

@@ -143,7 +143,7 @@ def evaluation_cases(workflow: Workflow, splits: SplitSource) -> list[Case]:
     """
     config = workflow.evaluation
     if config.data is not None:
-        from medi2i.workflow.discovery import discover_cases
+        from medi2i.data.discovery import discover_cases
 
         return list(discover_cases(config.data).cases)
     cases = list(splits().get(config.split).cases)

@@ -38,7 +38,7 @@ from medi2i.workflow.loader import WorkflowError, dump_workflow
 from medi2i.workflow.schema import Workflow
 
 if TYPE_CHECKING:
-    from medi2i.workflow.discovery import DataSplits
+    from medi2i.data.discovery import DataSplits
 
 Stage = Literal["train", "adapt", "evaluate", "report"]
 STAGES: tuple[Stage, ...] = ("train", "adapt", "evaluate", "report")

@@ -31,9 +31,9 @@ from medi2i.workflow.run_folder import (
 from medi2i.workflow.schema import Workflow
 
 if TYPE_CHECKING:
+    from medi2i.data.discovery import DataSplits
     from medi2i.method import Method
     from medi2i.registry import Registry
-    from medi2i.workflow.discovery import DataSplits
 
 __all__ = [
     "STAGES",
@@ -142,7 +142,7 @@ class _SplitsOnDemand:
         self._splits: DataSplits | None = None
 
     def __call__(self) -> DataSplits:
-        from medi2i.workflow.discovery import discover_splits
+        from medi2i.data.discovery import discover_splits
 
         if self._splits is None:
             self._splits = discover_splits(self._workflow.data)
@@ -194,9 +194,9 @@ def _fit(
     log: Log,
 ) -> Path:
     """Fit on the training split's target-domain volumes, as predict would see them."""
+    from medi2i.data.discovery import target_domain_images
     from medi2i.model_folder import save_model
     from medi2i.training.routes import fit_on
-    from medi2i.workflow.discovery import target_domain_images
 
     paths = target_domain_images(splits().train, domain=workflow.method.fit_domain)
     count = f"{len(paths)} target-domain volume{'' if len(paths) == 1 else 's'}"
@@ -251,8 +251,8 @@ def adapt_stage(
     """Adapt the model to ``workflow.adaptation``'s target volumes; return the adapted
     model folder (``adapted/``), which names its source model."""
     from medi2i.adaptation import adapt_model
+    from medi2i.data.discovery import discover_subjects
     from medi2i.errors import OptionsError
-    from medi2i.workflow.discovery import discover_subjects
     from medi2i.workflow.schema import DataConfig
 
     config = workflow.adaptation
