@@ -25,7 +25,7 @@ from medi2i.registry import Registry
 from medi2i.synth import Phantom, head_phantom, named_style, thick_slices
 from medi2i.training.routes import training_route
 from medi2i.workflow import WorkflowError, load_workflow, run_workflow
-from medi2i.workflow.demo_data import write_demo_cases
+from medi2i.workflow.demo_data import write_demo_cases, write_unpaired_demo
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPOSITORY / "workflows"
@@ -54,6 +54,7 @@ SHRINK: dict[str, list[str]] = {
         "method.options.roi_size=[8,8,8]",
         "training.batch_size=2",
     ],
+    "example-cycle": ["method.options.hidden=4", "method.options.roi_size=[16,16,16]"],
     "interpolation": [],
     "zscore": [],
     "whitestripe": [],
@@ -112,6 +113,10 @@ def demo_cases(root: Path) -> None:
     write_demo_cases(root, count=6, shape=(16, 16, 16), spacing_mm=(10.5, 12.0, 10.5))
 
 
+def unpaired_demo(root: Path) -> None:
+    write_unpaired_demo(root)
+
+
 def q2_cases(names: tuple[str, str], *, seed: int) -> Builder:
     def build(root: Path) -> None:
         head = phantom(seed=seed)
@@ -155,6 +160,7 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("q3", "train_domains"): q3_domains,
     ("q3", "test"): q3_test,
     ("data", "paired-tiny"): demo_cases,
+    ("data", "unpaired-tiny"): unpaired_demo,
 }
 """Tiny data for each data root the workflows name, by its last two path parts."""
 
@@ -186,14 +192,30 @@ def tiny_roots(tmp_path_factory: pytest.TempPathFactory) -> TinyRoots:
 
 def root_overrides(path: Path, tiny_roots: TinyRoots) -> list[str]:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = raw.get("data")
+    evaluation = _get(raw, "evaluation")
+    layouts = [
+        ("data.layout", data.get("layout") if isinstance(data, dict) else None),
+        ("data.validation_data", data.get("validation_data") if isinstance(data, dict) else None),
+        (
+            "evaluation.data.layout",
+            evaluation.get("layout") if isinstance(evaluation, dict) else None,
+        ),
+    ]
     overrides = []
-    for prefix, data in (("data", raw.get("data")), ("evaluation.data", _get(raw, "evaluation"))):
-        layout = data.get("layout") if isinstance(data, dict) else None
+    for prefix, layout in layouts:
         if not isinstance(layout, dict):
             continue
-        if layout.get("type") != "synthrad":
-            pytest.fail(f"{path.name}: tiny data is written for synthrad layouts only; add more")
-        overrides.append(f"{prefix}.layout.root={tiny_roots(str(layout['root']), path)}")
+        if layout.get("type") == "synthrad":
+            overrides.append(f"{prefix}.root={tiny_roots(str(layout['root']), path)}")
+        elif layout.get("type") == "folders":
+            # each folder lies under a data root: <root parts>/<rest>
+            for key, folder in layout["folders"].items():
+                parts = Path(folder).parts
+                root = tiny_roots(str(Path(*parts[:2])), path)
+                overrides.append(f"{prefix}.folders.{key}={root.joinpath(*parts[2:])}")
+        else:
+            pytest.fail(f"{path.name}: tiny data is written for synthrad and folders layouts")
     return overrides
 
 

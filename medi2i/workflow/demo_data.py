@@ -8,6 +8,11 @@ the challenge data.
 Run it from the command line::
 
     python -m medi2i.workflow.demo_data workflows/data/paired-tiny
+    python -m medi2i.workflow.demo_data --unpaired workflows/data/unpaired-tiny
+
+The second writes the unpaired demo (:func:`write_unpaired_demo`): the MR of some
+phantoms and the CT of others, never an aligned pair, plus paired validation and test
+cases for scoring.
 """
 
 from __future__ import annotations
@@ -80,12 +85,60 @@ def _write_case(
     return case
 
 
+UNPAIRED_SPLIT = {"mr": (0, 1, 2), "ct": (3, 4, 5), "validation": (6,), "test": (7,)}
+"""Which demo phantom goes where in :func:`write_unpaired_demo`."""
+
+
+def write_unpaired_demo(folder: str | Path) -> Path:
+    """Write the unpaired MR↔CT demo data under ``folder`` (kept when already there).
+
+    Layout (every volume a copy of a demo phantom's; no phantom is in two places)::
+
+        cases/demo000 ... demo007/{mr,ct,mask}.nii.gz   the phantoms, SynthRAD layout
+        mr/demo000..002.nii.gz        MR of three phantoms (domain ``mr``)
+        ct/demo003..005.nii.gz        CT of three others (domain ``ct``)
+        validation/{source,target,mask}/demo006.nii.gz   one aligned pair, to validate
+        test/{source,target,mask}/demo007.nii.gz         one aligned pair, to score
+
+    Returns:
+        ``folder``.
+    """
+    import shutil
+
+    root = Path(folder)
+    count = 1 + max(index for group in UNPAIRED_SPLIT.values() for index in group)
+    cases = write_demo_cases(root / "cases", count=count)
+
+    def place(index: int, name: str, destination: Path) -> None:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if not destination.is_file():
+            shutil.copyfile(cases[index] / name, destination)
+
+    for domain in ("mr", "ct"):
+        for index in UNPAIRED_SPLIT[domain]:
+            place(index, f"{domain}.nii.gz", root / domain / f"demo{index:03d}.nii.gz")
+    for part in ("validation", "test"):
+        for index in UNPAIRED_SPLIT[part]:
+            for role, name in (("source", "mr"), ("target", "ct"), ("mask", "mask")):
+                place(index, f"{name}.nii.gz", root / part / role / f"demo{index:03d}.nii.gz")
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m medi2i.workflow.demo_data FOLDER [COUNT]``."""
+    """``python -m medi2i.workflow.demo_data [--unpaired] FOLDER [COUNT]``."""
     args = sys.argv[1:] if argv is None else argv
-    if not 1 <= len(args) <= 2:
-        print("usage: python -m medi2i.workflow.demo_data FOLDER [COUNT]", file=sys.stderr)
+    unpaired = bool(args) and args[0] == "--unpaired"
+    if unpaired:
+        args = args[1:]
+    if not 1 <= len(args) <= (1 if unpaired else 2):
+        print(
+            "usage: python -m medi2i.workflow.demo_data [--unpaired] FOLDER [COUNT]",
+            file=sys.stderr,
+        )
         return 2
+    if unpaired:
+        print(write_unpaired_demo(args[0]))
+        return 0
     count = int(args[1]) if len(args) == 2 else 6
     for case in write_demo_cases(args[0], count=count):
         print(case)
