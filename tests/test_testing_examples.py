@@ -4,7 +4,6 @@ StarGAN-pattern multi-domain method, their image pool and their toy data sets.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -61,7 +60,7 @@ def star() -> ExampleStar:
     ids=["cycle-to-ct", "cycle-to-mr", "star-every-domain", "star-one-domain"],
 )
 def test_the_examples_keep_the_method_contract(
-    method_cls: type[medi2i.Method[Any, Any]], condition: dict[str, object] | None
+    method_cls: medi2i.MethodClass, condition: dict[str, object] | None
 ) -> None:
     check_method_contract(method_cls, options=SMALL, condition=condition)
 

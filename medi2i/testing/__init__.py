@@ -7,6 +7,8 @@ Example:
 
 - :func:`check_method_contract`: the predict side of the Method contract, for every
   method;
+- :func:`check_training_contract`: training, exact resume and the trained-model folder,
+  for methods trained by gradient steps;
 - toy volumes (:func:`make_volume`) and training data sets of every data kind
   (:func:`write_unpaired_cases`, :func:`write_multi_domain_cases`, ...);
 - example methods of every shape: :mod:`medi2i.testing.example_methods`,
@@ -35,6 +37,7 @@ _LAZY = {
     "write_volume_file": "medi2i.testing.volumes",
     "check_method_contract": "medi2i.testing.contract",
     "isolated_registry": "medi2i.testing.contract",
+    "check_training_contract": "medi2i.testing.training_contract",
     "MULTI_DOMAINS": "medi2i.testing.domain_cases",
     "UNPAIRED_DOMAINS": "medi2i.testing.domain_cases",
     "default_domains": "medi2i.testing.domain_cases",
@@ -54,6 +57,7 @@ __all__ = [  # noqa: RUF022 (helpers first, then the fixtures)
     "UNPAIRED_DOMAINS",
     "VolumeParameters",
     "check_method_contract",
+    "check_training_contract",
     "default_domains",
     "isolated_registry",
     "make_volume",
@@ -94,6 +98,7 @@ if TYPE_CHECKING:
     )
     from medi2i.testing.pytest_plugin import medi2i_registry, medi2i_volume, medi2i_volume_file
     from medi2i.testing.trainable_examples import write_paired_cases
+    from medi2i.testing.training_contract import check_training_contract
     from medi2i.testing.volumes import (
         VolumeParameters,
         make_volume,

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from medi2i.errors import Medi2iError
 from medi2i.hookspecs import hookimpl
-from medi2i.method import DomainSpec, Grid, Method, Output
+from medi2i.method import DomainSpec, Grid, Method, MethodClass, Output
 from medi2i.settings import InferenceSettings
 from medi2i.testing.volumes import make_volume
 
@@ -39,7 +39,7 @@ CONTRACT_SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
 
 
 def check_method_contract(
-    method_cls: type[Method[Any, Any]],
+    method_cls: MethodClass,
     *,
     options: Mapping[str, object] | None = None,
     shape: tuple[int, int, int] = (20, 18, 16),
@@ -87,7 +87,7 @@ def check_method_contract(
     _check_round_trip(method, image, outputs, condition=condition, settings=settings)
 
 
-def _check_class(method_cls: type[Method[Any, Any]]) -> None:
+def _check_class(method_cls: MethodClass) -> None:
     if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
         raise AssertionError(f"{method_cls!r} is not a subclass of medi2i.Method")
     try:
@@ -103,9 +103,7 @@ def _check_class(method_cls: type[Method[Any, Any]]) -> None:
         ) from exc
 
 
-def _construct(
-    method_cls: type[Method[Any, Any]], options: Mapping[str, object] | None
-) -> Method[Any, Any]:
+def _construct(method_cls: MethodClass, options: Mapping[str, object] | None) -> Method[Any, Any]:
     what = "the given options" if options is not None else "its default options"
     try:
         return method_cls(options)
@@ -257,18 +255,18 @@ def isolated_registry(*plugins: object, strict: bool = False) -> Registry:
     return Registry(PluginSet(manager, strict=strict))
 
 
-def _registry_of(method_cls: type[Method[Any, Any]]) -> Registry:
+def _registry_of(method_cls: MethodClass) -> Registry:
     """A registry holding only ``method_cls``, so an uninstalled class can be loaded."""
     return isolated_registry(_SingleMethodPlugin(method_cls), strict=True)
 
 
 class _SingleMethodPlugin:
-    def __init__(self, method_cls: type[Method[Any, Any]]) -> None:
+    def __init__(self, method_cls: MethodClass) -> None:
         self.method_cls = method_cls
         self.__name__ = f"contract-check:{method_cls.id}"
 
     @hookimpl
-    def register_methods(self, register: Callable[[type[Method[Any, Any]]], None]) -> None:
+    def register_methods(self, register: Callable[[MethodClass], None]) -> None:
         register(self.method_cls)
 
 

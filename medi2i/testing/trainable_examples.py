@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from medi2i.hookspecs import hookimpl
 from medi2i.method import (
     DataKind,
     Method,
+    MethodClass,
     Options,
     PatchNetworkMethod,
     Task,
@@ -241,7 +242,7 @@ TRAINABLE_METHODS: tuple[type[Method], ...] = (TinyRegression, TinyAdversarial)
 
 
 @hookimpl
-def register_methods(register: Callable[[type[Method[Any, Any]]], None]) -> None:
+def register_methods(register: Callable[[MethodClass], None]) -> None:
     """Register the paired examples and the domain examples (:mod:`~medi2i.testing.
     cycle_example`, :mod:`~medi2i.testing.multi_domain_example`)."""
     from medi2i.testing.cycle_example import ExampleCycle
