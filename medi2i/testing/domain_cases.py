@@ -9,10 +9,16 @@ Example:
     >>> cases = write_unpaired_cases(tmp_path)  # doctest: +SKIP
     >>> cases.domains  # doctest: +SKIP
     ('mr', 'ct')
+
+From the command line, for a workflow's ``folders`` layout::
+
+    python -m medi2i.testing.domain_cases unpaired workflows/data/unpaired
+    python -m medi2i.testing.domain_cases multi-domain workflows/data/scanners
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -73,7 +79,8 @@ def write_domain_cases(
     shape: Shape = (24, 24, 24),
     seed: int = 0,
 ) -> CaseSet:
-    """Write ``per_domain`` volumes of each domain as ``<domain>/<case>/image.nii.gz``.
+    """Write ``per_domain`` volumes of each domain as ``<domain>/<case>.nii.gz``, the
+    ``folders`` layout of a workflow (``folders: {<domain>: <folder>/<domain>, ...}``).
 
     Every volume has its own blobs (different subjects: the data is unpaired).
 
@@ -98,7 +105,7 @@ def write_domain_cases(
             case_id = f"{spec.name}-{number}"
             volume_seed = seed + label * per_domain + number
             volume = domain_volume(spec, index=label, shape=shape, seed=volume_seed)
-            path = write_volume(volume, folder / spec.name / case_id / "image.nii.gz")
+            path = write_volume(volume, folder / spec.name / f"{case_id}.nii.gz")
             cases.append(Case(id=case_id, images={"image": Path(path)}, domain=spec.name))
     names = tuple(spec.name for spec in domains)
     return CaseSet(kind=kind, cases=tuple(cases), domains=names, domain_specs=tuple(domains))
@@ -115,7 +122,7 @@ def write_unpaired_cases(
     """Write a toy unpaired data set: volumes of two domains (MR and CT by default).
 
     Args:
-        folder: Where to write ``<domain>/<case>/image.nii.gz``.
+        folder: Where to write ``<domain>/<case>.nii.gz``.
         domains: The two domains, in label order.
         per_domain: Volumes per domain.
         shape: Voxels along each axis.
@@ -151,7 +158,7 @@ def write_multi_domain_cases(
     responses (three MR scanners by default).
 
     Args:
-        folder: Where to write ``<domain>/<case>/image.nii.gz``.
+        folder: Where to write ``<domain>/<case>.nii.gz``.
         domains: Two or more domains, in label order.
         per_domain: Volumes per domain.
         shape: Voxels along each axis.
@@ -269,6 +276,21 @@ def default_domains(kind: DataKind) -> tuple[DomainSpec, ...]:
     return ()
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m medi2i.testing.domain_cases {unpaired,multi-domain} FOLDER [PER_DOMAIN]``."""
+    args = sys.argv[1:] if argv is None else argv
+    writers = {"unpaired": write_unpaired_cases, "multi-domain": write_multi_domain_cases}
+    if not 2 <= len(args) <= 3 or args[0] not in writers:
+        usage = "usage: python -m medi2i.testing.domain_cases {unpaired,multi-domain} FOLDER"
+        print(f"{usage} [PER_DOMAIN]", file=sys.stderr)
+        return 2
+    per_domain = int(args[2]) if len(args) == 3 else 4
+    cases = writers[args[0]](Path(args[1]), per_domain=per_domain)
+    for case in cases.cases:
+        print(case.images["image"])
+    return 0
+
+
 __all__ = [
     "MULTI_DOMAINS",
     "UNPAIRED_DOMAINS",
@@ -281,3 +303,6 @@ __all__ = [
     "write_single_domain_cases",
     "write_unpaired_cases",
 ]
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

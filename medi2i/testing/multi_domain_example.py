@@ -12,7 +12,7 @@ WGAN-GP.
 It shows what a multi-domain method owes the core: its networks are sized from its
 domains (:attr:`medi2i.Method.domains`, set before training and restored from the model
 folder), its condition names a target domain, and without one it yields a named output
-per domain (``OUT_<domain>`` files next to the output path).
+per domain (``out.nii.gz`` is written as ``out_<domain>.nii.gz``).
 """
 
 from __future__ import annotations
