@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from medi2i.errors import Medi2iError
 from medi2i.grid import Grid
 from medi2i.hookspecs import hookimpl
-from medi2i.method import Method
+from medi2i.method import DomainSpec, Method, MethodClass, Output
 from medi2i.settings import InferenceSettings
 from medi2i.testing.volumes import make_volume
 
@@ -37,22 +37,27 @@ CONTRACT_SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
 
 
 def check_method_contract(
-    method_cls: type[Method],
+    method_cls: MethodClass,
     *,
     options: Mapping[str, object] | None = None,
     shape: tuple[int, int, int] = (20, 18, 16),
     condition: Mapping[str, object] | None = None,
     settings: InferenceSettings | None = None,
     prepare: Callable[[Method], None] | None = None,
+    domains: Sequence[DomainSpec | str] | None = None,
 ) -> None:
     """Check that ``method_cls`` keeps the :class:`medi2i.Method` contract.
 
     Properties checked, each failing with its own message: the class attributes are
     valid; the options (defaults, or ``options``) construct; ``describe()`` serializes
-    to JSON; predicting a :func:`make_volume` input returns a finite ``MetaTensor``
-    with the output spec's channels on ``method.output_grid(input grid)``, leaving the
-    input unchanged; and a save/load round trip through a model folder gives the same
-    output.
+    to JSON; predicting a :func:`make_volume` input returns every output that
+    :meth:`~medi2i.Method.outputs` declares, each a finite ``MetaTensor`` with its
+    spec's channels on ``method.output_grid(input grid)``, leaving the input unchanged;
+    and a save/load round trip through a model folder keeps the options and domains
+    and gives the same outputs.
+
+    An unpaired or multi-domain method is given its domains first (``domains``, or
+    the toy domains of :func:`medi2i.testing.default_domains`), as training would.
 
     Args:
         method_cls: The method class to check.
@@ -63,21 +68,24 @@ def check_method_contract(
         settings: Inference settings; CPU, no AMP, no progress bar by default.
         prepare: Called on the new instance before predicting, e.g. to fit a method
             that must be fitted first.
+        domains: The domains of an unpaired or multi-domain method, in label order.
 
     Raises:
         AssertionError: A property does not hold; the message says which.
     """
     _check_class(method_cls)
     method = _construct(method_cls, options)
+    _give_domains(method, domains)
     if prepare is not None:
         prepare(method)
     image = make_volume(shape)
-    output = _predict(method, image, condition=condition, settings=settings)
-    _check_output(method, image, output)
-    _check_round_trip(method, image, output, condition=condition, settings=settings)
+    outputs = _predict(method, image, condition=condition, settings=settings)
+    for declared in _declared(method, condition):
+        _check_output(method, image, outputs, declared)
+    _check_round_trip(method, image, outputs, condition=condition, settings=settings)
 
 
-def _check_class(method_cls: type[Method]) -> None:
+def _check_class(method_cls: MethodClass) -> None:
     if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
         raise AssertionError(f"{method_cls!r} is not a subclass of medi2i.Method")
     try:
@@ -93,7 +101,7 @@ def _check_class(method_cls: type[Method]) -> None:
         ) from exc
 
 
-def _construct(method_cls: type[Method], options: Mapping[str, object] | None) -> Method:
+def _construct(method_cls: MethodClass, options: Mapping[str, object] | None) -> Method[Any, Any]:
     what = "the given options" if options is not None else "its default options"
     try:
         return method_cls(options)
@@ -101,60 +109,86 @@ def _construct(method_cls: type[Method], options: Mapping[str, object] | None) -
         raise AssertionError(f"{method_cls.id} does not construct with {what}: {exc}") from exc
 
 
+def _give_domains(method: Method[Any, Any], domains: Sequence[DomainSpec | str] | None) -> None:
+    from medi2i.testing.domain_cases import default_domains
+
+    chosen = domains if domains is not None else default_domains(method.data)
+    if not chosen or (domains is None and method.domains):
+        return
+    try:
+        method.use_domains(chosen)
+    except Medi2iError as exc:
+        raise AssertionError(f"{method.id} does not take the domains {chosen}: {exc}") from exc
+
+
+def _declared(
+    method: Method[Any, Any], condition: Mapping[str, object] | None
+) -> tuple[Output, ...]:
+    return method.outputs(method.parse_condition(condition))
+
+
 def _predict(
-    method: Method,
+    method: Method[Any, Any],
     image: MetaTensor,
     *,
     condition: Mapping[str, object] | None,
     settings: InferenceSettings | None,
-) -> MetaTensor:
+) -> dict[str, MetaTensor]:
     from medi2i.errors import OutputError
-    from medi2i.prediction import predict_tensor
+    from medi2i.prediction import predict_outputs
 
     before = image.as_tensor().clone()
     try:
-        output = predict_tensor(
+        outputs = predict_outputs(
             method, image, settings=settings or CONTRACT_SETTINGS, condition=condition
         )
     except OutputError as exc:  # the predict path refuses a non-finite output
         raise AssertionError(f"{method.id}: output has NaN or infinite values ({exc})") from None
+    except Medi2iError as exc:
+        raise AssertionError(f"{method.id}: predicting failed: {exc}") from exc
     if not _same_values(image.as_tensor(), before):
         raise AssertionError(f"{method.id} modified its input volume in place")
-    return output
+    return outputs
 
 
-def _check_output(method: Method, image: MetaTensor, output: torch.Tensor) -> None:
+def _check_output(
+    method: Method[Any, Any],
+    image: MetaTensor,
+    outputs: Mapping[str, torch.Tensor],
+    declared: Output,
+) -> None:
     from monai.data.meta_tensor import MetaTensor
 
-    name = method.id
+    label = f"output {declared.name!r}" if declared.name else "output"
+    name = f"{method.id}: {label}"
+    output = outputs.get(declared.name)
     if not isinstance(output, MetaTensor):
         raise AssertionError(
-            f"{name}: predict_tensor returned {type(output).__name__}, not a MetaTensor"
+            f"{name}: the predict path returned {type(output).__name__}, not a MetaTensor"
         )
     if output.ndim != 4:
-        raise AssertionError(
-            f"{name}: output has shape {tuple(output.shape)}, not channel-first 3D"
-        )
-    channels = method.output_spec.channels
+        raise AssertionError(f"{name} has shape {tuple(output.shape)}, not channel-first 3D")
+    channels = declared.spec.channels
+    spec = "output_spec" if declared.spec == method.output_spec else "spec in outputs()"
     if output.shape[0] != channels:
         raise AssertionError(
-            f"{name}: output has {output.shape[0]} channels, its output_spec declares {channels}"
+            f"{name} has {output.shape[0]} channels, its {spec} declares {channels}"
         )
     if not bool(output.isfinite().all()):
-        raise AssertionError(f"{name}: output has NaN or infinite values")
+        raise AssertionError(f"{name} has NaN or infinite values")
     expected = method.output_grid(Grid.of(image))
     actual = Grid.of(output)
     if not actual.same_as(expected):
         raise AssertionError(
-            f"{name}: output grid (shape {actual.shape}, affine\n{actual.affine}) is not "
+            f"{name} grid (shape {actual.shape}, affine\n{actual.affine}) is not "
             f"method.output_grid(input grid) (shape {expected.shape}, affine\n{expected.affine})"
         )
 
 
 def _check_round_trip(
-    method: Method,
+    method: Method[Any, Any],
     image: MetaTensor,
-    output: MetaTensor,
+    outputs: Mapping[str, MetaTensor],
     *,
     condition: Mapping[str, object] | None,
     settings: InferenceSettings | None,
@@ -163,7 +197,10 @@ def _check_round_trip(
 
     with tempfile.TemporaryDirectory(prefix="medi2i-contract-") as tmp:
         folder = save_model(method, Path(tmp) / "model")
-        loaded = load_model(folder, registry=_registry_of(type(method)))
+        try:
+            loaded = load_model(folder, registry=_registry_of(type(method)))
+        except Medi2iError as exc:
+            raise AssertionError(f"{method.id}: its model folder does not load: {exc}") from exc
     if type(loaded) is not type(method):
         raise AssertionError(f"{method.id}: loading the model folder gave {type(loaded).__name__}")
     saved, restored = _options_of(method), _options_of(loaded)
@@ -171,12 +208,20 @@ def _check_round_trip(
         raise AssertionError(
             f"{method.id}: options changed in the model folder: {saved!r} became {restored!r}"
         )
-    again = _predict(loaded, image, condition=condition, settings=settings)
-    if again.shape != output.shape or not _close(again, output):
+    if loaded.domains != method.domains:
         raise AssertionError(
-            f"{method.id}: the method loaded from its model folder predicts differently; "
-            "state_values/state_tensors do not hold all of its state"
+            f"{method.id}: domains changed in the model folder: {list(method.domains)} "
+            f"became {list(loaded.domains)}"
         )
+    again = _predict(loaded, image, condition=condition, settings=settings)
+    for name, output in outputs.items():
+        other = again.get(name)
+        if other is None or other.shape != output.shape or not _close(other, output):
+            label = f" output {name!r}" if name else ""
+            raise AssertionError(
+                f"{method.id}: the method loaded from its model folder predicts{label} "
+                "differently; state_values/state_tensors do not hold all of its state"
+            )
 
 
 def isolated_registry(*plugins: object, strict: bool = False) -> Registry:
@@ -208,22 +253,22 @@ def isolated_registry(*plugins: object, strict: bool = False) -> Registry:
     return Registry(PluginSet(manager, strict=strict))
 
 
-def _registry_of(method_cls: type[Method]) -> Registry:
+def _registry_of(method_cls: MethodClass) -> Registry:
     """A registry holding only ``method_cls``, so an uninstalled class can be loaded."""
     return isolated_registry(_SingleMethodPlugin(method_cls), strict=True)
 
 
 class _SingleMethodPlugin:
-    def __init__(self, method_cls: type[Method]) -> None:
+    def __init__(self, method_cls: MethodClass) -> None:
         self.method_cls = method_cls
         self.__name__ = f"contract-check:{method_cls.id}"
 
     @hookimpl
-    def register_methods(self, register: Callable[[type[Method]], None]) -> None:
+    def register_methods(self, register: Callable[[MethodClass], None]) -> None:
         register(self.method_cls)
 
 
-def _options_of(method: Method) -> BaseModel:
+def _options_of(method: Method[Any, Any]) -> BaseModel:
     options: BaseModel = method.options
     return options
 

@@ -7,6 +7,10 @@
 - :func:`write_paired_cases`: a paired data set whose target is a fixed linear function
   of the source (in HU), so that a network can learn it in a few dozen steps.
 
+Its hook also registers the unpaired and multi-domain examples,
+:class:`~medi2i.testing.cycle_example.ExampleCycle` and
+:class:`~medi2i.testing.multi_domain_example.ExampleStar`.
+
 They are not registered by default; a test registers this module as a plugin::
 
     registry = isolated_registry(trainable_examples)
@@ -26,6 +30,7 @@ from medi2i.hookspecs import hookimpl
 from medi2i.method import (
     DataKind,
     Method,
+    MethodClass,
     Options,
     PatchNetworkMethod,
     Task,
@@ -233,9 +238,17 @@ def write_paired_cases(
 
 
 TRAINABLE_METHODS: tuple[type[Method], ...] = (TinyRegression, TinyAdversarial)
+"""The paired examples of this module."""
 
 
 @hookimpl
-def register_methods(register: Callable[[type[Method]], None]) -> None:
+def register_methods(register: Callable[[MethodClass], None]) -> None:
+    """Register the paired examples and the domain examples (:mod:`~medi2i.testing.
+    cycle_example`, :mod:`~medi2i.testing.multi_domain_example`)."""
+    from medi2i.testing.cycle_example import ExampleCycle
+    from medi2i.testing.multi_domain_example import ExampleStar
+
+    register(ExampleCycle)
+    register(ExampleStar)
     for method in TRAINABLE_METHODS:
         register(method)

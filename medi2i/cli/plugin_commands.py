@@ -1,0 +1,49 @@
+"""``medi2i plugin new``: start a plugin distribution from the plugin kit's templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+KINDS = ("predict-only", "paired", "unpaired", "multi-domain")
+"""The kinds ``--kind`` accepts (:data:`medi2i.plugin_kit.PLUGIN_KINDS`, kept here so
+that building the command line imports no template code)."""
+
+
+def register(cli: click.Group) -> None:
+    """Add the ``plugin`` group (with ``new``) to ``cli``."""
+    cli.add_command(plugin_group)
+
+
+@click.group("plugin")
+def plugin_group() -> None:
+    """Write new method plugins."""
+
+
+@plugin_group.command("new")
+@click.argument("name")
+@click.option(
+    "--kind",
+    type=click.Choice(KINDS),
+    required=True,
+    help="The method to start from: no training, paired, unpaired (two-way) or multi-domain.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder to create (default: ./medi2i-NAME); it must not exist.",
+)
+def plugin_new_command(name: str, kind: str, output: Path | None) -> None:
+    """Write a plugin distribution for a method called NAME (e.g. my-method).
+
+    The folder holds pyproject.toml (entry point in group "medi2i"), the hook module,
+    a small working method of KIND, a README with a model-card skeleton, tests running
+    medi2i's contract checks, and workflows/example.yaml.
+    """
+    from medi2i.plugin_kit import generate_plugin
+
+    folder = generate_plugin(name, kind, output)
+    click.echo(f"wrote {folder}")
+    click.echo(f"next: pip install -e {folder} && (cd {folder} && pytest)")
