@@ -80,8 +80,9 @@ def predict_outputs(
     from medi2i.voxel_checks import checked_input
 
     settings = settings or InferenceSettings()
-    check_modality(method, image, force=settings.force_modality)
     parsed = method.parse_condition(condition)
+    input_domain = method.input_domain(parsed)
+    check_modality(method, image, force=settings.force_modality, domain=input_domain)
     declared = method.outputs(parsed)
     image = checked_input(image, settings.nonfinite)
     engine = engine if engine is not None else SlidingWindowEngine(settings=settings)
@@ -94,7 +95,7 @@ def predict_outputs(
         log=logging.getLogger(f"medi2i.method.{method.id}"),
     )
     input_grid = Grid.of(image)
-    prepared = prepared_volume(image, method, domain=method.input_domain(parsed), condition=parsed)
+    prepared = prepared_volume(image, method, domain=input_domain, condition=parsed)
     with _state_kept(method):
         raw = _by_name(method, method.predict(prepared, context), declared)
     results: dict[str, MetaTensor] = {}
@@ -234,10 +235,18 @@ def progress_bars(enabled: bool) -> Progress:
     return progress
 
 
-def check_modality(method: Method, image: MetaTensor, *, force: bool = False) -> None:
+def check_modality(
+    method: Method,
+    image: MetaTensor,
+    *,
+    force: bool = False,
+    domain: str | None = None,
+) -> None:
     """Refuse a DICOM series whose Modality is not the one ``method`` takes as input.
 
     Only a series read from DICOM says its modality; a NIfTI file cannot be checked.
+    A domain method takes the modality of the input's ``domain`` (e.g. CT for the
+    CT→MR direction of a two-way model), any other its ``input_spec``.
 
     Raises:
         InputError: E.g. a CT series given to an MR→CT model, unless ``force``.
@@ -245,6 +254,8 @@ def check_modality(method: Method, image: MetaTensor, *, force: bool = False) ->
     from medi2i.dicom.source import META_KEY
 
     expected = method.input_spec.modality
+    if domain is not None and domain in method.domain_names:
+        expected = method.domain(domain).modality
     source = image.meta.get(META_KEY)
     found = getattr(source, "modality", None)
     if force or expected in ("any", "") or not found or found == expected:

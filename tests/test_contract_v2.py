@@ -563,3 +563,36 @@ def test_cases_keep_the_declared_domain_specs() -> None:
     cases = CaseSet(DataKind.UNPAIRED, (), ("ct", "mr"), DOMAINS)
     assert cases.specs() == DOMAINS
     assert CaseSet(DataKind.UNPAIRED, (), ("a", "b")).specs()[1] == DomainSpec(name="b")
+
+
+def test_the_input_modality_of_a_two_way_model_follows_the_direction() -> None:
+    from medi2i.dicom.source import META_KEY
+    from medi2i.errors import InputError
+
+    method = TwoWay()
+    method.use_domains(DOMAINS)
+    ct_series = image()
+    ct_series.meta[META_KEY] = types.SimpleNamespace(modality="CT")
+    predict_outputs(method, ct_series, settings=QUIET, condition={"to": "mr"})  # CT in: fine
+    with pytest.raises(InputError, match="the series is CT"):
+        predict_outputs(method, ct_series, settings=QUIET, condition={"to": "ct"})
+
+
+def test_the_plugin_option_loads_an_example_plugin_for_one_command() -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+
+    runner = CliRunner()
+    plain = runner.invoke(build_cli(load_plugins()), ["methods", "--json"])
+    extra = runner.invoke(
+        build_cli(load_plugins()),
+        ["--plugin", "medi2i.testing.trainable_examples", "methods", "--json"],
+    )
+    assert plain.exit_code == 0, plain.output
+    assert extra.exit_code == 0, extra.output
+    assert "example-cycle" not in plain.stdout
+    assert "example-cycle" in extra.stdout
+    unknown = runner.invoke(build_cli(load_plugins()), ["--plugin", "nope", "methods"])
+    assert unknown.exit_code != 0
+    assert "nope" in unknown.output

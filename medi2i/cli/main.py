@@ -115,14 +115,30 @@ def _new_group(plugins: PluginSet) -> click.Group:
         is_flag=True,
         help="Fail if any plugin fails to load or register (also MEDI2I_STRICT_PLUGINS=1).",
     )
+    @click.option(
+        "--plugin",
+        "extra_plugins",
+        multiple=True,
+        metavar="NAME",
+        help="Also load this installed plugin (entry-point or distribution name, or a "
+        "medi2i example plugin such as medi2i.testing.trainable_examples), as a "
+        "workflow's plugins key does; repeatable. Adds its methods, readers, writers "
+        "and metrics.",
+    )
     @click.pass_context
-    def root(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
+    def root(
+        ctx: click.Context, debug: bool, strict_plugins: bool, extra_plugins: tuple[str, ...]
+    ) -> None:
         """medi2i: translate 3D medical volumes (MR to synthetic CT, cross-scanner
         harmonization, super-resolution).
 
         Plugins are loaded from the "medi2i" entry-point group; see "medi2i plugins".
         """
+        from medi2i.plugins import add_installed_plugin
+
         loaded: PluginSet = ctx.obj
+        for name in extra_plugins:
+            add_installed_plugin(loaded, name)
         if strict_plugins and loaded.failures:
             names = ", ".join(f.name for f in loaded.failures)
             raise PluginError(f"plugins failed to load: {names} (--strict-plugins is set)")
