@@ -596,3 +596,39 @@ def test_the_plugin_option_loads_an_example_plugin_for_one_command() -> None:
     unknown = runner.invoke(build_cli(load_plugins()), ["--plugin", "nope", "methods"])
     assert unknown.exit_code != 0
     assert "nope" in unknown.output
+
+
+def test_a_workflow_adapts_its_model_before_evaluating_it(tmp_path: Path) -> None:
+    from medi2i.workflow.demo_data import write_demo_cases
+    from medi2i.workflow.runner import run_workflow
+    from medi2i.workflow.schema import Workflow
+
+    write_demo_cases(tmp_path / "cases", count=2, shape=(8, 8, 8))
+    write_volume(image(np.full((8, 8, 8), 3.0)), tmp_path / "site-b" / "1.nii.gz")
+    write_volume(image(np.full((8, 8, 8), 5.0)), tmp_path / "site-b" / "2.nii.gz")
+    workflow = Workflow.model_validate(
+        {
+            "data": {
+                "kind": "paired",
+                "layout": {"type": "synthrad", "root": str(tmp_path / "cases")},
+                "split": {"test": ["demo001"]},
+            },
+            "method": {"id": "self-adapting"},
+            "adaptation": {
+                "data": {"type": "folders", "folders": {"image": str(tmp_path / "site-b")}}
+            },
+            "evaluation": {"metrics": ["mae"], "mask": None},
+            "inference": {"device": "cpu", "progress": False},
+            "report": {"enabled": False},
+            "output": {"root": str(tmp_path / "runs"), "run_id": "adapted"},
+        }
+    )
+    result = run_workflow(workflow, registry=registry_with(SelfAdapting))
+    assert result.model_dir == tmp_path / "runs" / "run-adapted" / "adapted"
+    manifest = read_manifest(result.model_dir)
+    assert manifest.state == {"offset": 4.0}
+    assert manifest.adapted_from is not None
+    assert Path(manifest.adapted_from.model).name == "model"
+    state = json.loads((tmp_path / "runs" / "run-adapted" / "run.json").read_text())
+    assert set(state["stages"]) >= {"train", "adapt", "evaluate"}
+    assert state["model"] == "adapted"
