@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import click
@@ -336,3 +340,49 @@ def test_new_plugins_type_check_strictly(tmp_path: Path) -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- the guide ------------------------------------------------------------------------------------
+
+GUIDE = REPOSITORY / "docs" / "writing-a-method.md"
+PYTHON_BLOCK = re.compile(r"(<!-- complete -->\n)?```python\n(.*?)```", re.DOTALL)
+
+
+def guide_blocks(*, complete: bool) -> list[str]:
+    blocks = PYTHON_BLOCK.findall(GUIDE.read_text(encoding="utf-8"))
+    return [textwrap.dedent(code) for marker, code in blocks if bool(marker) or not complete]
+
+
+def test_every_python_block_of_the_guide_parses() -> None:
+    blocks = guide_blocks(complete=False)
+
+    assert len(blocks) > len(guide_blocks(complete=True)) >= 8
+    for code in blocks:
+        ast.parse(code)
+
+
+def test_the_modules_the_guide_names_exist() -> None:
+    named = set(re.findall(r"\bmedi2i\.testing\.(\w+)", GUIDE.read_text(encoding="utf-8")))
+
+    assert {"cycle_example", "multi_domain_example", "trainable_examples"} <= named
+    for module in named:
+        importlib.import_module(f"medi2i.testing.{module}")
+
+
+@pytest.mark.parametrize("index", range(len(guide_blocks(complete=True))))
+def test_the_guide_s_complete_examples_run_and_pass_their_tests(index: int, tmp_path: Path) -> None:
+    code = guide_blocks(complete=True)[index]
+    name = f"writing_a_method_example_{index}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # pydantic resolves annotations through the module
+    try:
+        exec(compile(code, f"{GUIDE.name}, complete example {index}", "exec"), module.__dict__)
+        tests = [value for key, value in vars(module).items() if key.startswith("test_")]
+        assert tests, "a complete example shows how it is tested"
+        for test in tests:
+            folder = tmp_path / test.__name__
+            folder.mkdir()
+            wants_folder = "tmp_path" in inspect.signature(test).parameters
+            test(**({"tmp_path": folder} if wants_folder else {}))
+    finally:
+        del sys.modules[name]

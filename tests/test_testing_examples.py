@@ -3,6 +3,7 @@ StarGAN-pattern multi-domain method, their image pool and their toy data sets.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,29 @@ def test_writers_refuse_the_wrong_number_of_domains(tmp_path: Path) -> None:
         write_unpaired_cases(tmp_path, domains=MULTI_DOMAINS)
     with pytest.raises(ValueError, match="two or more"):
         write_multi_domain_cases(tmp_path, domains=MULTI_DOMAINS[:1])
+
+
+def test_named_outputs_are_written_beside_the_output_path(tmp_path: Path) -> None:
+    from medi2i.model_folder import save_model
+    from medi2i.plugins import load_plugins
+    from medi2i.prediction import predict_all
+    from medi2i.registry import Registry
+    from medi2i.testing import write_volume_file
+
+    plugins = load_plugins()  # the built-in readers and writers, and the examples
+    plugins.manager.register(trainable_examples, name="trainable-examples")
+    model = save_model(star(), tmp_path / "model")
+    source = write_volume_file(tmp_path, "in.nii.gz", shape=(16, 16, 16))
+
+    written = predict_all(
+        source,
+        tmp_path / "out.nii.gz",
+        model=model,
+        settings=QUIET,
+        registry=Registry(plugins),
+    )
+
+    assert written == {d.name: tmp_path / f"out_{d.name}.nii.gz" for d in MULTI_DOMAINS}
+    assert all(path.is_file() for path in written.values())
+    provenance = json.loads((tmp_path / "out_scanner-b.provenance.json").read_text())
+    assert "scanner-b" in json.dumps(provenance)

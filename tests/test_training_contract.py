@@ -93,6 +93,40 @@ def test_a_super_resolution_method_trains_on_targets_of_a_finer_grid(tmp_path: P
     check_training_contract(ThroughPlaneNet, tmp_path, options=SMALL_TINY, patch_size=(8, 8, 4))
 
 
+class Denoiser(PatchNetworkMethod[TinyOptions]):
+    """Learns from images of one domain alone: noisy patch in, clean patch out."""
+
+    id = "denoiser"
+    tasks = (Task.HARMONIZATION,)
+    data = DataKind.SINGLE_DOMAIN
+    training = Training.GRADIENT
+    input_spec = output_spec = VolumeSpec(modality="MR")
+
+    def build_network(self) -> torch.nn.Module:
+        return torch.nn.Conv3d(1, 1, 3, padding=1)
+
+    def preprocess(self, image: Any, *, domain: object = None, condition: object = None) -> Any:
+        return image / 1000.0
+
+    def postprocess(self, output: Any, image: Any, **_: object) -> Any:
+        return output * 1000.0
+
+    def configure_training(self, trainer: TrainerAPI) -> None:
+        trainer.add_optimizer("network", torch.optim.Adam(trainer.modules["network"].parameters()))
+
+    def training_step(self, batch: Any, trainer: TrainerAPI) -> dict[str, float]:
+        clean = batch["image"]
+        noisy = clean + 0.05 * torch.randn_like(clean)  # torch's generator: reseeded per step
+        loss = F.mse_loss(trainer.modules["network"](noisy), clean)
+        trainer.backward(loss, "network")
+        trainer.step("network")
+        return {"mse": float(loss.detach())}
+
+
+def test_a_single_domain_method_trains_on_images_of_one_domain(tmp_path: Path) -> None:
+    check_training_contract(Denoiser, tmp_path, patch_size=(8, 8, 8))
+
+
 def test_scaled_pairs_have_targets_on_the_finer_grid(tmp_path: Path) -> None:
     from medi2i.io import read_volume
 
