@@ -29,6 +29,7 @@ from medi2i.hookspecs import PLUGIN_API_VERSION, hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
+    "TrainingStateValue": "medi2i.method",
     "MethodClass": "medi2i.method",
     "check_percentiles": "medi2i.intensity",
     "MRToCTIntensities": "medi2i.intensity",
@@ -113,6 +114,7 @@ __all__ = [
     "Task",
     "TrainerAPI",
     "Training",
+    "TrainingStateValue",
     "UnknownMethodError",
     "UnpairedBatch",
     "VolumeReader",
@@ -176,6 +178,7 @@ if TYPE_CHECKING:
         Task,
         TrainerAPI,
         Training,
+        TrainingStateValue,
         UnpairedBatch,
         VolumeSpec,
     )

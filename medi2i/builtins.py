@@ -55,6 +55,7 @@ def register_commands(cli: click.Group) -> None:
         commands,
         dicom_commands,
         evaluate_commands,
+        plugin_commands,
         workflow_commands,
     )
 
@@ -68,3 +69,4 @@ def register_commands(cli: click.Group) -> None:
         adapt_commands,
     ):
         module.add_to(cli)
+    plugin_commands.register(cli)

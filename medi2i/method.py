@@ -189,9 +189,9 @@ class NoCondition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-OptionsT = TypeVar("OptionsT", bound=Options, default=Options)
+OptionsT = TypeVar("OptionsT", bound=Options, default=Any)
 """A method's options model (first type parameter of :class:`Method`)."""
-ConditionT = TypeVar("ConditionT", bound=BaseModel, default=NoCondition)
+ConditionT = TypeVar("ConditionT", bound=BaseModel, default=Any)
 """A method's predict-time condition model (second type parameter of :class:`Method`)."""
 
 Progress = Callable[..., Iterable[Any]]

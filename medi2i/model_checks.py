@@ -32,7 +32,9 @@ from pydantic import BaseModel, ValidationError
 from medi2i.errors import Medi2iError, ModelFormatError
 
 if TYPE_CHECKING:
-    from medi2i.method import MethodClass
+    from collections.abc import Sequence
+
+    from medi2i.method import DomainSpec, MethodClass
     from medi2i.registry import Registry
 
 MAX_STATE_ELEMENTS = 2**31
@@ -46,15 +48,22 @@ class ModelVersionWarning(UserWarning):
 
 
 def declared_shapes(
-    where: str, method_cls: MethodClass, options: BaseModel
+    where: str,
+    method_cls: MethodClass,
+    options: BaseModel,
+    domains: Sequence[DomainSpec] = (),
 ) -> dict[str, tuple[int, ...]]:
-    """Shapes of the tensors ``method_cls`` keeps with ``options``, found on the meta
-    device (no memory is allocated); empty when the method cannot be built there."""
+    """Shapes of the tensors ``method_cls`` keeps with ``options`` (and ``domains``, for
+    networks sized by their number of domains), found on the meta device (no memory is
+    allocated); empty when the method cannot be built there."""
     import torch
 
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            tensors = method_cls(options).state_tensors()
+            method = method_cls(options)
+            if domains:
+                method.use_domains(domains)
+            tensors = method.state_tensors()
     except Medi2iError:
         raise
     except Exception:  # a method that needs real tensors to build is checked on load

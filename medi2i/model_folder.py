@@ -286,7 +286,7 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
         options = method_cls.parse_options(manifest.options)
     except Medi2iError as exc:
         raise ModelFormatError(f"{path}: {MANIFEST}: {exc}") from None
-    declared = declared_shapes(f"{path}: {MANIFEST}", method_cls, options)
+    declared = declared_shapes(f"{path}: {MANIFEST}", method_cls, options, manifest.domains)
     tensors = _read_weights(files, manifest, declared, options)
     method = method_cls(options)
     try:

@@ -81,7 +81,7 @@ class TinyRegression(PatchNetworkMethod):
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
-        self.settings: TinyOptions = self.options  # type: ignore[assignment]
+        self.settings: TinyOptions = self.options
 
     def build_network(self) -> torch.nn.Module:
         return _convolutions(1, self.settings.hidden, 1)
