@@ -22,6 +22,7 @@ from medi2i.plugins import PluginSet, PluginWarning, load_plugins
 from medi2i.testing import example_methods
 
 BUILTIN_COMMANDS = {
+    "adapt",
     "batch",
     "bench",
     "cards",
@@ -29,6 +30,7 @@ BUILTIN_COMMANDS = {
     "dicom",
     "evaluate",
     "methods",
+    "plugin",
     "plugins",
     "predict",
     "run",
