@@ -208,6 +208,12 @@ def test_run_benchmarks_writes_tables_and_small_montages(sources: Path, tmp_path
         q1["monotone-mapping"]["invesalius0051-test"]["mae"]
         < q1["bulk-water"]["invesalius0051-test"]["mae"]
     )
+    # the air outside the body is scored beside the SynthRAD metrics
+    assert (
+        "| MAE (HU) ↓ | PSNR (dB) ↑ | MS-SSIM ↑ | air MAE (HU) ↓ |"
+        in (output / "q1_baselines.md").read_text()
+    )
+    assert set(q1["bulk-water"]["invesalius0051-test"]) == {"mae", "psnr", "ms_ssim", "air_mae"}
 
 
 def _run(sources: Path, work: Path, **kwargs: Any) -> list[BenchResult]:

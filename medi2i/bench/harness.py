@@ -163,9 +163,14 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if np.isfinite(v) else None) for k, v in values.items()}
 
 
+_LABELS = {"air_mae": "air MAE"}
+"""Column labels that the acronym rule below would spell wrong."""
+
+
 def _column(name: str, units: str, higher_is_better: bool) -> str:
     acronym = name in ("mae", "psnr", "ssim", "ms_ssim")
     label = name.replace("_", "-").upper() if acronym else name.replace("_", " ")
+    label = _LABELS.get(name, label)
     unit = f" ({units})" if units else ""
     return f"{label}{unit} {'↑' if higher_is_better else '↓'}"
 
@@ -181,15 +186,17 @@ def _table_row(cells: Sequence[str]) -> str:
 
 
 def metrics_for(task: TaskName) -> tuple[MetricSpec, ...]:
-    """Q1: SynthRAD2025 MAE, PSNR, MS-SSIM. Q2: masked PSNR, SSIM. Q3: MAE, PSNR, SSIM and
-    histogram distance, all inside the benchmark's mask."""
-    from medi2i.evaluation import image_metrics, synthrad
+    """Q1: SynthRAD2025 MAE, PSNR, MS-SSIM inside the body mask, and the MAE in the air
+    around it (:func:`medi2i.evaluation.air.air_mae`). Q2: masked PSNR, SSIM. Q3: MAE,
+    PSNR, SSIM and histogram distance, all inside the benchmark's mask."""
+    from medi2i.evaluation import air, image_metrics, synthrad
 
     if task == "q1":
         return (
             MetricSpec("mae", "HU", False, synthrad.mae),
             MetricSpec("psnr", "dB", True, synthrad.psnr),
             MetricSpec("ms_ssim", "", True, synthrad.ms_ssim),
+            MetricSpec("air_mae", "HU", False, air.air_mae),
         )
     psnr = MetricSpec("psnr", "dB", True, image_metrics.masked_psnr)
     ssim = MetricSpec("ssim", "", True, image_metrics.masked_ssim)
