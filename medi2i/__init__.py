@@ -73,6 +73,7 @@ _LAZY = {
     "save_model": "medi2i.model_folder",
     "Registry": "medi2i.registry",
     "load_plugins": "medi2i.plugins",
+    "body_mask": "medi2i.body_contour",
 }
 
 __all__ = [
@@ -119,6 +120,7 @@ __all__ = [
     "VolumeSpec",
     "VolumeWriter",
     "__version__",
+    "body_mask",
     "check_percentiles",
     "hookimpl",
     "load_model",
@@ -144,6 +146,7 @@ def __getattr__(name: str) -> object:
 
 
 if TYPE_CHECKING:
+    from medi2i.body_contour import body_mask
     from medi2i.engine import SlidingWindowEngine
     from medi2i.grid import Grid, SpatialPlan
     from medi2i.intensity import (

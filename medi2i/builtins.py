@@ -55,6 +55,7 @@ def register_commands(cli: click.Group) -> None:
         commands,
         dicom_commands,
         evaluate_commands,
+        mask_commands,
         workflow_commands,
     )
 
@@ -66,5 +67,6 @@ def register_commands(cli: click.Group) -> None:
         batch_commands,
         dicom_commands,
         adapt_commands,
+        mask_commands,
     ):
         module.add_to(cli)

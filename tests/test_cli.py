@@ -22,12 +22,14 @@ from medi2i.plugins import PluginSet, PluginWarning, load_plugins
 from medi2i.testing import example_methods
 
 BUILTIN_COMMANDS = {
+    "adapt",
     "batch",
     "bench",
     "cards",
     "demo",
     "dicom",
     "evaluate",
+    "mask",
     "methods",
     "plugins",
     "predict",
