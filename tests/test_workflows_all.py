@@ -58,6 +58,7 @@ SHRINK: dict[str, list[str]] = {
     "zscore": [],
     "whitestripe": [],
     "nyul": [],
+    "monotone-mapping": [],
 }
 """Overrides that make each method's network tiny (none for methods without one)."""
 

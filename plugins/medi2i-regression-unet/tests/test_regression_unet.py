@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from medi2i_regression_unet.method import RegressionUNet
+from medi2i_regression_unet.monotone import MonotoneMapping
 from medi2i_regression_unet.network import ResidualUNet
 from medi2i_regression_unet.optimization import scheduled_learning_rate
 from monai.data.meta_tensor import MetaTensor
@@ -269,10 +270,10 @@ def test_hook_module_imports_no_torch() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-def test_card_describes_the_method() -> None:
+@pytest.mark.parametrize("method_cls", [RegressionUNet, MonotoneMapping])
+def test_card_describes_the_method(method_cls: type[medi2i.Method]) -> None:
     text = resources.files("medi2i_regression_unet").joinpath("card.yaml").read_text()
-    card = yaml.safe_load(text)
+    entries = {entry["id"]: entry for entry in yaml.safe_load(text)["methods"]}
 
-    assert card["id"] == RegressionUNet.id
-    assert card["version"] == RegressionUNet.version
-    assert "clinical" in card["intended_use"]["out_of_scope"].lower()
+    assert entries[method_cls.id]["version"] == method_cls.version
+    assert "clinical" in entries[method_cls.id]["intended_use"]["out_of_scope"].lower()
