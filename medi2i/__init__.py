@@ -39,6 +39,7 @@ _LAZY = {
     "AdaptContext": "medi2i.method",
     "AuxiliaryNetwork": "medi2i.method",
     "DomainSpec": "medi2i.method",
+    "FitPair": "medi2i.method",
     "MultiDomainBatch": "medi2i.method",
     "Output": "medi2i.method",
     "PairedBatch": "medi2i.method",
@@ -74,6 +75,7 @@ _LAZY = {
     "save_model": "medi2i.model_folder",
     "Registry": "medi2i.registry",
     "load_plugins": "medi2i.plugins",
+    "body_mask": "medi2i.body_contour",
 }
 
 __all__ = [
@@ -85,6 +87,7 @@ __all__ = [
     "DataKind",
     "DeviceError",
     "DomainSpec",
+    "FitPair",
     "GeometryError",
     "Grid",
     "HounsfieldScale",
@@ -121,6 +124,7 @@ __all__ = [
     "VolumeSpec",
     "VolumeWriter",
     "__version__",
+    "body_mask",
     "check_percentiles",
     "hookimpl",
     "load_model",
@@ -146,6 +150,7 @@ def __getattr__(name: str) -> object:
 
 
 if TYPE_CHECKING:
+    from medi2i.body_contour import body_mask
     from medi2i.engine import SlidingWindowEngine
     from medi2i.grid import Grid, SpatialPlan
     from medi2i.intensity import (
@@ -164,6 +169,7 @@ if TYPE_CHECKING:
         AuxiliaryNetwork,
         DataKind,
         DomainSpec,
+        FitPair,
         Method,
         MethodClass,
         MultiDomainBatch,

@@ -55,6 +55,7 @@ def register_commands(cli: click.Group) -> None:
         commands,
         dicom_commands,
         evaluate_commands,
+        mask_commands,
         plugin_commands,
         workflow_commands,
     )
@@ -67,6 +68,7 @@ def register_commands(cli: click.Group) -> None:
         batch_commands,
         dicom_commands,
         adapt_commands,
+        mask_commands,
     ):
         module.add_to(cli)
     plugin_commands.register(cli)

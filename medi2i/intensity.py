@@ -4,7 +4,8 @@ MR intensities have no absolute unit, so every input volume is normalized with i
 statistics, taken over the *whole* volume (never per patch, or windows of one volume
 would be scaled differently). CT values are in Hounsfield units, an absolute scale, so
 targets and outputs are mapped by one fixed linear function between HU and the
-network's range [-1, 1].
+network's range [-1, 1]. Outside the body of the input MR a synthetic CT is air
+(:class:`MRToCTIntensities`, option ``body_contour``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 import numpy as np
 import torch
 
+from medi2i.errors import GeometryError
+
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
@@ -24,6 +27,9 @@ HU_MIN = -1024.0
 """Lowest CT value the method produces (air), in HU."""
 HU_MAX = 3071.0
 """Highest CT value the method produces (dense bone, metal clipped), in HU."""
+BODY_MASK_META_KEY = "medi2i.body_mask"
+"""Meta key of the input's body mask, which :meth:`MRToCTIntensities.preprocess` puts on
+the volume it returns at predict time (a boolean tensor ``(X, Y, Z)``)."""
 
 
 @dataclass(frozen=True)
@@ -130,10 +136,23 @@ class MRToCTIntensities:
       ``options.mr_normalization`` and ``options.mr_percentiles``;
     - :meth:`preprocess_target`: training CT from HU to [-1, 1] (clipped), the range of
       a tanh output or of a regression target;
-    - :meth:`postprocess`: network outputs back to HU, clipped to [-1024, 3071].
+    - :meth:`postprocess`: network outputs back to HU, clipped to [-1024, 3071], and,
+      when ``options.body_contour`` is true, air (:data:`HU_MIN`, -1024 HU) at every
+      voxel outside the input MR's body (:func:`medi2i.body_mask`).
 
-    Put it before the method base class, and give the options the two fields (check
-    the percentiles with :func:`check_percentiles`)::
+    The body mask is that of the *raw* input on the working grid: at predict time
+    (``condition`` given) :meth:`preprocess` computes it before normalizing and keeps it
+    in the returned volume's meta (:data:`BODY_MASK_META_KEY`), and :meth:`postprocess`
+    takes it from its ``image`` argument, which is that volume. Training, fitting and
+    adaptation call :meth:`preprocess` without a condition and pay nothing for it. A
+    volume without the key (a caller that built it another way) gets the mask of the
+    normalized volume itself: the same for ``"zscore"`` (Otsu's threshold follows an
+    increasing affine map), but not for ``"percentile"``, whose clipping changes the
+    histogram Otsu's threshold is taken from.
+
+    Put it before the method base class, and give the options the fields (check the
+    percentiles with :func:`check_percentiles`; without ``body_contour`` nothing is set
+    to air)::
 
         class MyNet(MRToCTIntensities, PatchNetworkMethod[MyOptions, NoCondition]): ...
 
@@ -143,15 +162,27 @@ class MRToCTIntensities:
 
     hounsfield: ClassVar[HounsfieldScale] = HounsfieldScale()
     options: Any
-    """The method's options; they have ``mr_normalization`` and ``mr_percentiles``."""
+    """The method's options; they have ``mr_normalization``, ``mr_percentiles`` and
+    optionally ``body_contour``."""
+
+    @property
+    def body_contour(self) -> bool:
+        """Whether outputs are air outside the input's body (``options.body_contour``)."""
+        return bool(getattr(self.options, "body_contour", False))
 
     def preprocess(
         self, image: MetaTensor, *, domain: str | None = None, condition: object = None
     ) -> MetaTensor:
-        """Normalize the whole MR volume (see ``options.mr_normalization``)."""
+        """Normalize the whole MR volume (see ``options.mr_normalization``); at predict
+        time with ``body_contour`` on, keep the raw volume's body mask in the meta."""
         normalized = normalize_mr(
             image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
         )
+        if condition is not None and self.body_contour and hasattr(normalized, "meta"):
+            from medi2i.body_contour import body_mask
+
+            mask = body_mask(image.detach().cpu().numpy())
+            normalized.meta[BODY_MASK_META_KEY] = torch.from_numpy(mask)
         return cast("MetaTensor", normalized)
 
     def preprocess_target(self, target: MetaTensor) -> MetaTensor:
@@ -167,5 +198,32 @@ class MRToCTIntensities:
         domain: str | None = None,
         condition: object = None,
     ) -> MetaTensor:
-        """Map network outputs back to HU, clipped to [-1024, 3071]."""
-        return cast("MetaTensor", self.hounsfield.to_hounsfield(output))
+        """Map network outputs back to HU, clipped to [-1024, 3071]; with
+        ``body_contour`` on, air outside the input's body.
+
+        Raises:
+            GeometryError: ``body_contour`` is on and the output lies on another grid
+                than the input (the mask is on the input's grid).
+        """
+        hounsfield = self.hounsfield.to_hounsfield(output)
+        if not self.body_contour:
+            return cast("MetaTensor", hounsfield)
+        inside = _input_body(image)
+        if tuple(inside.shape) != tuple(hounsfield.shape[-3:]):
+            raise GeometryError(
+                f"body_contour needs the output on the input's grid: the output has spatial "
+                f"shape {tuple(hounsfield.shape[-3:])}, the input {tuple(inside.shape)}; "
+                "turn body_contour off for a method that changes the grid"
+            )
+        air = ~inside.to(hounsfield.device)
+        return cast("MetaTensor", hounsfield.masked_fill(air, self.hounsfield.low))
+
+
+def _input_body(image: MetaTensor) -> torch.Tensor:
+    """The body mask :meth:`MRToCTIntensities.preprocess` kept, else that of ``image``."""
+    kept = getattr(image, "meta", {}).get(BODY_MASK_META_KEY)
+    if isinstance(kept, torch.Tensor):
+        return kept.bool()
+    from medi2i.body_contour import body_mask
+
+    return torch.from_numpy(body_mask(image.detach().cpu().numpy()))

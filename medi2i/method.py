@@ -5,8 +5,9 @@ One contract covers these shapes of method, each declared rather than inferred:
 
 1. patch networks run by sliding window (:class:`PatchNetworkMethod`);
 2. whole-volume methods with fitted state (``training = Training.FIT``; implement
-   :meth:`Method.fit` and :meth:`Method.predict`, keep the state in
-   :meth:`Method.state_values` / :meth:`Method.state_tensors`);
+   :meth:`Method.fit`, or :meth:`Method.fit_pairs` for paired data, and
+   :meth:`Method.predict`, keep the state in :meth:`Method.state_values` /
+   :meth:`Method.state_tensors`);
 3. outputs on another grid (override :meth:`Method.output_grid`; patch networks set
    ``self.output_scale`` per instance, e.g. from their options);
 4. conditioned outputs (a ``Condition`` model given as the second type parameter,
@@ -308,6 +309,28 @@ class TrainerAPI(Protocol):
     def step(self, optimizer: str) -> None:
         """Step and zero ``optimizer`` when an accumulation cycle is complete."""
         ...
+
+
+@dataclass(frozen=True)
+class FitPair:
+    """One paired training case, as :meth:`Method.fit_pairs` receives it.
+
+    Everything is on the method's working grid (:meth:`Method.spatial_plan`), channel
+    first.
+
+    Attributes:
+        case_id: The case's id.
+        source: The source volume, preprocessed as a whole as predict preprocesses its
+            input (:meth:`Method.preprocess`, without a condition).
+        target: The target volume through :meth:`Method.preprocess_target`.
+        mask: The case's mask (``mask > 0`` before resampling, then ``>= 0.5``) as a
+            boolean tensor ``(1, X, Y, Z)``, or ``None`` when the case has none.
+    """
+
+    case_id: str
+    source: MetaTensor
+    target: MetaTensor
+    mask: torch.Tensor | None = None
 
 
 class PairedBatch(TypedDict):
@@ -689,6 +712,15 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         of the target domain, on the working grid, as predict sees them."""
         raise Medi2iError(
             f"method {self.id!r} has nothing to fit (training: {self.training.value})"
+        )
+
+    def fit_pairs(self, pairs: Sequence[FitPair]) -> None:
+        """Fit whole-volume state on paired cases (``training = Training.FIT`` with
+        ``data = DataKind.PAIRED``): the workflow's train stage and the benchmarks call
+        this instead of :meth:`fit` for such a method."""
+        raise Medi2iError(
+            f"method {self.id!r} does not fit on paired cases (data: {self.data.value}, "
+            f"training: {self.training.value})"
         )
 
     def training_modules(self) -> dict[str, torch.nn.Module]:

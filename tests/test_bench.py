@@ -20,7 +20,6 @@ from monai.data.meta_tensor import MetaTensor
 
 from medi2i.bench import (
     BenchResult,
-    MonotoneMapping,
     Volume,
     ZScoreHarmonizer,
     body_mask,
@@ -28,7 +27,6 @@ from medi2i.bench import (
     bulk_water,
     head_mask,
     interpolate_onto,
-    isotonic_regression,
     run_benchmarks,
 )
 from medi2i.bench.datasets import COLIN27_FILE, CT_FILE, MNI152_FILE
@@ -140,23 +138,6 @@ def test_head_mask_matches_a_phantom_head() -> None:
 # -- baselines --------------------------------------------------------------------------
 
 
-def test_isotonic_regression_pools_violators() -> None:
-    fitted = isotonic_regression([1.0, 3.0, 2.0, 4.0], [1.0, 1.0, 3.0, 1.0])
-    np.testing.assert_allclose(fitted, [1.0, 2.25, 2.25, 4.0])
-    down = isotonic_regression([3.0, 1.0, 2.0], [1.0, 1.0, 1.0], increasing=False)
-    np.testing.assert_allclose(down, [3.0, 1.5, 1.5])
-
-
-def test_monotone_mapping_finds_the_direction_of_the_data() -> None:
-    rng = np.random.default_rng(0)
-    mr = rng.uniform(0, 100, 5000)
-    ct = 1000.0 - 10.0 * mr + rng.normal(0, 5, mr.shape)
-    mapping = MonotoneMapping.fit(mr=mr, ct=ct, mask=np.ones_like(mr))
-    assert not mapping.increasing
-    assert np.abs(mapping(mr) - (1000.0 - 10.0 * mr)).mean() < 10.0
-    assert np.all(np.diff(mapping.hounsfield) <= 0)
-
-
 def test_bulk_water_is_zero_inside_and_air_outside() -> None:
     mask = np.zeros((4, 4, 4))
     mask[1:3, 1:3, 1:3] = 1
@@ -208,6 +189,12 @@ def test_run_benchmarks_writes_tables_and_small_montages(sources: Path, tmp_path
         q1["monotone-mapping"]["invesalius0051-test"]["mae"]
         < q1["bulk-water"]["invesalius0051-test"]["mae"]
     )
+    # the air outside the body is scored beside the SynthRAD metrics
+    assert (
+        "| MAE (HU) ↓ | PSNR (dB) ↑ | MS-SSIM ↑ | air MAE (HU) ↓ |"
+        in (output / "q1_baselines.md").read_text()
+    )
+    assert set(q1["bulk-water"]["invesalius0051-test"]) == {"mae", "psnr", "ms_ssim", "air_mae"}
 
 
 def _run(sources: Path, work: Path, **kwargs: Any) -> list[BenchResult]:
@@ -245,6 +232,27 @@ def test_methods_and_models_run_beside_the_baselines(sources: Path, tmp_path: Pa
         scores["example-fitted-standardization"][case]["mae"]
         < scores["no-harmonization"][case]["mae"]
     )
+
+
+def test_the_monotone_baseline_is_the_registered_method_and_runs_as_one_too(
+    sources: Path, tmp_path: Path
+) -> None:
+    (result,) = _run(
+        sources, tmp_path, tasks=["q1"], methods=["monotone-mapping"], output_dir=tmp_path
+    )
+    baseline, method = result.contenders[1:]
+    assert (baseline.name, baseline.kind) == ("monotone-mapping", "baseline")
+    assert "method monotone-mapping" in baseline.description
+    # the method as users run it: fitted on the training pair, named apart from the baseline
+    assert (method.name, method.kind) == ("monotone-mapping-method", "method")
+    case = "invesalius0051-test"
+    assert result.scores[method.name][case]["mae"] < result.scores["bulk-water"][case]["mae"]
+    # the baseline is -1000 HU outside the body mask, the method air (-1024 HU) outside
+    # the MR's body, which it finds itself
+    mask = build_dataset("q1", work_dir=tmp_path / "cache", source_dir=sources).test[0].mask
+    outside = mask.array == 0
+    assert (result.predictions[(baseline.name, case)][outside] == -1000.0).all()
+    assert (result.predictions[(method.name, case)] == -1024.0).any()
 
 
 def test_methods_that_need_training_or_serve_another_task_are_refused(

@@ -29,6 +29,7 @@ BUILTIN_COMMANDS = {
     "demo",
     "dicom",
     "evaluate",
+    "mask",
     "methods",
     "plugin",
     "plugins",

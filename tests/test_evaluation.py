@@ -119,11 +119,13 @@ def test_invalid_arguments_raise_medi2i_errors(
 
 @pytest.mark.parametrize("metric", evaluation_metrics(), ids=lambda m: m.name)
 def test_every_evaluation_metric_scores_identical_images_as_perfect(metric: Metric) -> None:
-    image = smooth_volume() * 2 - 500
+    image = smooth_volume((32, 14, 12)) * 2 - 500
+    image[20:] = -1000.0  # air beyond the body, 10 voxels from it from x = 29 on
+    mask = (image > 0).astype(float)
     perfect = {"synthrad_psnr": math.inf, "ssim": 1.0, "synthrad_ms_ssim": 1.0}
-    value = metric(image, image, (image > 0).astype(float))
+    value = metric(image, image, mask)
     assert value == pytest.approx(perfect.get(metric.name, 0.0), abs=1e-9)
-    assert metric(noisy(image, 50.0), image) != pytest.approx(value)
+    assert metric(noisy(image, 50.0), image, mask) != pytest.approx(value)
 
 
 def test_ms_ssim_metric_object_matches_the_function_with_a_graded_mask() -> None:
@@ -137,7 +139,13 @@ def test_ms_ssim_metric_object_matches_the_function_with_a_graded_mask() -> None
 def test_select_metrics_expands_presets_keeps_order_and_drops_repeats() -> None:
     available = {m.name: m for m in evaluation_metrics()} | {"mae": PeakSignalToNoiseRatio()}
     chosen = select_metrics("ssim, synthrad,synthrad_mae", available)
-    assert [m.name for m in chosen] == ["ssim", "synthrad_mae", "synthrad_psnr", "synthrad_ms_ssim"]
+    assert [m.name for m in chosen] == [
+        "ssim",
+        "synthrad_mae",
+        "synthrad_psnr",
+        "synthrad_ms_ssim",
+        "air_mae",
+    ]
     with pytest.raises(OptionsError, match=r"unknown metrics: nope; .*synthrad"):
         select_metrics("nope,ssim", available)
     with pytest.raises(OptionsError, match="no metric given"):
@@ -266,8 +274,11 @@ def test_evaluate_prints_the_synthrad_metrics_as_json(
         "synthrad_psnr": synthrad.psnr(ct, pred, mask),
         "synthrad_ms_ssim": synthrad.ms_ssim(ct, pred, mask),
     }
+    air_mae = document["metrics"].pop("air_mae")
     assert document["metrics"] == pytest.approx(expected, rel=1e-12)
-    assert document["units"]["synthrad_mae"] == "HU"
+    assert document["units"]["synthrad_mae"] == document["units"]["air_mae"] == "HU"
+    # the case has no air 10 voxels from its mask: the value is undefined, written as null
+    assert air_mae is None
 
 
 def test_evaluate_table_with_the_mr_preset_and_no_mask(

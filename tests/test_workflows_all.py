@@ -59,6 +59,7 @@ SHRINK: dict[str, list[str]] = {
     "zscore": [],
     "whitestripe": [],
     "nyul": [],
+    "monotone-mapping": [],
 }
 """Overrides that make each method's network tiny (none for methods without one)."""
 
@@ -260,7 +261,9 @@ def test_workflow_runs_shrunk(
     assert metrics["cases"], "no case was evaluated"
     for case, values in metrics["cases"].items():
         assert values, case
-        assert all(_finite(v) for v in values.values()), (case, values)
+        # the air MAE is undefined (null) on volumes without air 10 voxels from the mask
+        defined = {k: v for k, v in values.items() if not (k == "air_mae" and v is None)}
+        assert all(_finite(v) for v in defined.values()), (case, values)
     assert result.report_path is not None
     assert "## Metrics" in result.report_path.read_text()
     route = training_route(registry.method(method_id)(workflow.method.options))

@@ -2,8 +2,9 @@
 
 - :mod:`medi2i.bench.datasets`: build Q1 (MR→CT), Q2 (super-resolution) and Q3
   (harmonization) from ``MEDI2I_DATA_DIR``, cached on disk;
-- :mod:`medi2i.bench.baselines`: bulk water and a monotone MR→HU mapping (Q1), linear
-  and cubic B-spline interpolation (Q2), no harmonization and z-score (Q3);
+- :mod:`medi2i.bench.baselines`: bulk water and a monotone MR→HU mapping (Q1, the
+  ``monotone-mapping`` method), linear and cubic B-spline interpolation (Q2), no
+  harmonization and z-score (Q3);
 - :mod:`medi2i.bench.harness`: evaluate baselines, methods and trained models, write
   JSON and Markdown;
 - :mod:`medi2i.bench.montage`: orthogonal-slice montages (PNG).
@@ -19,12 +20,11 @@ from __future__ import annotations
 
 from medi2i.bench.baselines import (
     Contender,
-    MonotoneMapping,
     ZScoreHarmonizer,
     baselines_for,
     bulk_water,
     interpolate_onto,
-    isotonic_regression,
+    paired_fit,
 )
 from medi2i.bench.datasets import (
     TASKS,
@@ -46,7 +46,6 @@ __all__ = [
     "BenchResult",
     "Contender",
     "DomainVolume",
-    "MonotoneMapping",
     "MontageRow",
     "Panel",
     "Volume",
@@ -58,8 +57,8 @@ __all__ = [
     "evaluate",
     "head_mask",
     "interpolate_onto",
-    "isotonic_regression",
     "metrics_for",
+    "paired_fit",
     "run_benchmarks",
     "save_montage",
 ]

@@ -1,7 +1,9 @@
 """The baselines every method must beat on the quality benchmarks.
 
 - Q1 (MR→CT): bulk water (0 HU in the body mask, -1000 HU outside) and a monotone
-  MR→HU mapping fitted on the training half (:class:`MonotoneMapping`).
+  MR→HU mapping fitted on the training half: the registered method
+  ``monotone-mapping`` (plugin ``medi2i-regression-unet``) on raw MR intensities, with
+  -1000 HU outside the body mask like bulk water.
 - Q2 (super-resolution): linear and cubic B-spline interpolation through-plane
   (:func:`interpolate_onto`).
 - Q3 (harmonization): no harmonization (the input as is) and z-score standardisation
@@ -12,33 +14,39 @@ prediction on the reference's grid; :func:`baselines_for` builds them for a data
 
 Example:
     >>> import numpy as np
-    >>> mapping = MonotoneMapping.fit(
-    ...     mr=np.array([1.0, 2.0, 3.0]), ct=np.array([-10.0, 0.0, 10.0]), mask=np.ones(3))
-    >>> mapping.increasing, float(mapping(np.array([2.5]))[0])
-    (True, 5.0)
+    >>> water = bulk_water(np.array([[[0.0, 1.0]]]))
+    >>> water.tolist()
+    [[[-1000.0, 0.0]]]
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
 from medi2i.bench.datasets import BenchCase, BenchDataset, Volume
-from medi2i.errors import GeometryError, InputError
+from medi2i.errors import InputError, OptionsError, UnknownMethodError
 from medi2i.synth.scanner_styles import otsu_threshold
+
+if TYPE_CHECKING:
+    from medi2i.method import FitPair, Method
+    from medi2i.registry import Registry
 
 FloatArray = npt.NDArray[np.float32]
 ContenderKind = Literal["baseline", "method", "model"]
 
 WATER_HU = 0.0
 AIR_HU = -1000.0
-MAPPING_BINS = 256
-"""Quantile bins of MR intensity the monotone MR→HU mapping is fitted on."""
+MONOTONE_METHOD = "monotone-mapping"
+"""The registered method behind Q1's monotone-mapping baseline."""
+MONOTONE_OPTIONS = {"mr_normalization": "none", "body_contour": False}
+"""Its options here: raw MR intensities (one simulated scanner), and the outside left
+to the baseline's rule (-1000 HU outside the body mask)."""
 
 
 @dataclass(frozen=True)
@@ -67,76 +75,22 @@ def bulk_water(mask: npt.ArrayLike) -> FloatArray:
     return np.where(inside, np.float32(WATER_HU), np.float32(AIR_HU)).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class MonotoneMapping:
-    """A monotone, piecewise-linear map from MR intensity to HU.
-
-    Fitted by isotonic (least-squares) regression of the mean HU of quantile bins of MR
-    intensity inside the training mask, increasing and decreasing; the direction with
-    the lower training MAE is kept. Between bin centres it interpolates linearly and it
-    is constant beyond the first and last.
-
-    Attributes:
-        intensities: MR intensity of each knot (bin mean), increasing.
-        hounsfield: HU at each knot, monotone.
-        increasing: Whether HU grows with MR intensity.
-    """
-
-    intensities: npt.NDArray[np.float64]
-    hounsfield: npt.NDArray[np.float64]
-    increasing: bool
-
-    @classmethod
-    def fit(
-        cls, *, mr: npt.ArrayLike, ct: npt.ArrayLike, mask: npt.ArrayLike, bins: int = MAPPING_BINS
-    ) -> MonotoneMapping:
-        """Fit on paired MR and CT (HU) voxels where ``mask > 0``."""
-        inside = np.asarray(mask) > 0
-        if not inside.any():
-            raise GeometryError("the monotone mapping needs a non-empty training mask")
-        x = np.asarray(mr, np.float64)[inside]
-        y = np.asarray(ct, np.float64)[inside]
-        edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, bins + 1)))
-        which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, max(len(edges) - 2, 0))
-        counts = np.bincount(which, minlength=len(edges) - 1).astype(np.float64)
-        used = counts > 0
-        centres = (np.bincount(which, weights=x, minlength=len(counts))[used]) / counts[used]
-        means = (np.bincount(which, weights=y, minlength=len(counts))[used]) / counts[used]
-        candidates = [
-            cls(centres, isotonic_regression(means, counts[used], increasing=up), up)
-            for up in (True, False)
-        ]
-        return min(candidates, key=lambda m: float(np.mean(np.abs(m(x) - y))))
-
-    def __call__(self, mr: npt.ArrayLike) -> FloatArray:
-        """HU predicted for each MR intensity."""
-        values = np.interp(np.asarray(mr, np.float64), self.intensities, self.hounsfield)
-        return np.asarray(values, np.float32)
+def paired_fit(method: Method, dataset: BenchDataset) -> None:
+    """Fit a method that learns from paired data by fitting (:meth:`~medi2i.Method.fit_pairs`)
+    on the benchmark's training pairs, as a workflow's train stage would."""
+    method.fit_pairs([_fit_pair(method, case) for case in dataset.train_pairs])
 
 
-def isotonic_regression(
-    values: npt.ArrayLike, weights: npt.ArrayLike, *, increasing: bool = True
-) -> npt.NDArray[np.float64]:
-    """Weighted least-squares monotone fit of a sequence (pool-adjacent-violators).
+def _fit_pair(method: Method, case: BenchCase) -> FitPair:
+    from medi2i.training.routes import fit_pair
 
-    Example:
-        >>> isotonic_regression([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]).tolist()
-        [1.0, 2.5, 2.5]
-    """
-    y = np.asarray(values, np.float64)
-    w = np.asarray(weights, np.float64)
-    if not increasing:
-        return -isotonic_regression(-y, w, increasing=True)
-    # blocks of pooled neighbours: (weighted mean, total weight, length)
-    blocks: list[list[float]] = []
-    for value, weight in zip(y, w, strict=True):
-        blocks.append([float(value), float(weight), 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            mean2, weight2, length2 = blocks.pop()
-            mean1, weight1, length1 = blocks[-1]
-            total = weight1 + weight2
-            blocks[-1] = [(mean1 * weight1 + mean2 * weight2) / total, total, length1 + length2]
-    return np.concatenate([np.full(int(length), mean) for mean, _, length in blocks])
+    return fit_pair(
+        method,
+        case.name,
+        source=case.source.metatensor(),
+        target=case.target.metatensor(),
+        mask=case.mask.metatensor(),
+    )
 
 
 # -- Q2 ---------------------------------------------------------------------------------
@@ -217,21 +171,42 @@ def tissue_voxels(image: npt.ArrayLike) -> npt.NDArray[np.float32]:
 # -- per benchmark ----------------------------------------------------------------------
 
 
-def baselines_for(dataset: BenchDataset) -> list[Contender]:
-    """The baselines of ``dataset``'s benchmark, fitted on its training data."""
+def baselines_for(dataset: BenchDataset, *, registry: Registry | None = None) -> list[Contender]:
+    """The baselines of ``dataset``'s benchmark, fitted on its training data.
+
+    Args:
+        dataset: The benchmark's data.
+        registry: Where Q1's ``monotone-mapping`` method is found; the installed
+            plugins when ``None``.
+
+    Raises:
+        OptionsError: Q1's ``monotone-mapping`` method is not installed.
+    """
     if dataset.task == "q1":
-        return _q1_baselines(dataset)
+        return _q1_baselines(dataset, registry)
     if dataset.task == "q2":
         return _q2_baselines()
     return _q3_baselines(dataset)
 
 
-def _q1_baselines(dataset: BenchDataset) -> list[Contender]:
-    train = dataset.train_pairs[0]
-    mapping = MonotoneMapping.fit(
-        mr=train.source.array, ct=train.target.array, mask=train.mask.array
-    )
-    direction = "increasing" if mapping.increasing else "decreasing"
+def _q1_baselines(dataset: BenchDataset, registry: Registry | None) -> list[Contender]:
+    method = _monotone_method(registry)
+    paired_fit(method, dataset)
+    fitted = method.state_values()
+    direction = "increasing" if fitted["increasing"] else "decreasing"
+    knots = fitted["intensities"]
+    knot_count = len(knots) if isinstance(knots, list) else 0
+
+    def monotone(case: BenchCase) -> FloatArray:
+        from medi2i.prediction import predict_tensor
+        from medi2i.settings import InferenceSettings
+
+        output = predict_tensor(
+            method, case.source.metatensor(), settings=InferenceSettings(progress=False)
+        )
+        mapped = np.asarray(output[0].detach().cpu().numpy(), np.float32)
+        return np.where(case.mask.array > 0, mapped, np.float32(AIR_HU)).astype(np.float32)
+
     return [
         Contender(
             "bulk-water",
@@ -242,13 +217,27 @@ def _q1_baselines(dataset: BenchDataset) -> list[Contender]:
         Contender(
             "monotone-mapping",
             "baseline",
-            lambda case: np.where(
-                case.mask.array > 0, mapping(case.source.array), np.float32(AIR_HU)
-            ),
-            f"isotonic MR→HU curve ({direction}, {len(mapping.intensities)} knots) fitted on "
-            "the training half, -1000 HU outside the body mask",
+            monotone,
+            f"method {method.id} {method.version} on raw MR intensities: isotonic MR→HU "
+            f"curve ({direction}, {knot_count} knots) fitted on the training half, "
+            "-1000 HU outside the body mask",
         ),
     ]
+
+
+def _monotone_method(registry: Registry | None) -> Method:
+    from medi2i.registry import Registry
+
+    registry = registry if registry is not None else Registry()
+    try:
+        method_cls = registry.method(MONOTONE_METHOD)
+    except UnknownMethodError:
+        raise OptionsError(
+            f"Q1's monotone-mapping baseline is the method {MONOTONE_METHOD!r} of the "
+            "medi2i-regression-unet plugin, which is not installed: "
+            "pip install -e plugins/medi2i-regression-unet (make setup installs it)"
+        ) from None
+    return method_cls(MONOTONE_OPTIONS)
 
 
 def _q2_baselines() -> list[Contender]:

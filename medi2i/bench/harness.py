@@ -12,8 +12,11 @@ one. A method that learns nothing from a training set (data kind ``none`` or
 ``single-domain``) but defines ``fit`` is fitted on the benchmark's target-domain
 training images (Q1: CT, Q2: 1 mm volumes, Q3: scanner A), so that e.g. an intensity
 standardization lands in the target scanner's units; other such methods run as they
-are. Methods that learn from paired, unpaired or multi-domain data must be trained
-first and given as a trained-model folder (``--model``), which is never refitted.
+are. A method that learns from paired data by fitting (``Training.FIT``, e.g.
+``monotone-mapping``) is fitted on the benchmark's training pairs, as a workflow's
+train stage fits it. Methods trained by gradient steps, or on unpaired or multi-domain
+data, must be trained first and given as a trained-model folder (``--model``), which
+is never refitted.
 
 Example:
     >>> from medi2i.bench.harness import run_benchmarks
@@ -34,7 +37,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from medi2i.bench.baselines import Contender, ContenderKind, FloatArray, baselines_for
+from medi2i.bench.baselines import (
+    Contender,
+    ContenderKind,
+    FloatArray,
+    baselines_for,
+    paired_fit,
+)
 from medi2i.bench.datasets import TASKS, BenchCase, BenchDataset, TaskName, build_dataset
 from medi2i.bench.montage import write_result_montages
 from medi2i.errors import OptionsError
@@ -163,9 +172,14 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if np.isfinite(v) else None) for k, v in values.items()}
 
 
+_LABELS = {"air_mae": "air MAE"}
+"""Column labels that the acronym rule below would spell wrong."""
+
+
 def _column(name: str, units: str, higher_is_better: bool) -> str:
     acronym = name in ("mae", "psnr", "ssim", "ms_ssim")
     label = name.replace("_", "-").upper() if acronym else name.replace("_", " ")
+    label = _LABELS.get(name, label)
     unit = f" ({units})" if units else ""
     return f"{label}{unit} {'↑' if higher_is_better else '↓'}"
 
@@ -181,15 +195,17 @@ def _table_row(cells: Sequence[str]) -> str:
 
 
 def metrics_for(task: TaskName) -> tuple[MetricSpec, ...]:
-    """Q1: SynthRAD2025 MAE, PSNR, MS-SSIM. Q2: masked PSNR, SSIM. Q3: MAE, PSNR, SSIM and
-    histogram distance, all inside the benchmark's mask."""
-    from medi2i.evaluation import image_metrics, synthrad
+    """Q1: SynthRAD2025 MAE, PSNR, MS-SSIM inside the body mask, and the MAE in the air
+    around it (:func:`medi2i.evaluation.air.air_mae`). Q2: masked PSNR, SSIM. Q3: MAE,
+    PSNR, SSIM and histogram distance, all inside the benchmark's mask."""
+    from medi2i.evaluation import air, image_metrics, synthrad
 
     if task == "q1":
         return (
             MetricSpec("mae", "HU", False, synthrad.mae),
             MetricSpec("psnr", "dB", True, synthrad.psnr),
             MetricSpec("ms_ssim", "", True, synthrad.ms_ssim),
+            MetricSpec("air_mae", "HU", False, air.air_mae),
         )
     psnr = MetricSpec("psnr", "dB", True, image_metrics.masked_psnr)
     ssim = MetricSpec("ssim", "", True, image_metrics.masked_ssim)
@@ -243,9 +259,17 @@ def run_benchmarks(
     for task in tasks:
         log(f"{task}: building the data")
         dataset = build_dataset(task, work_dir=work_dir)
-        contenders = baselines_for(dataset)
+        contenders = baselines_for(dataset, registry=registry)
+        baseline_names = {c.name for c in contenders}
         contenders += [
-            _method_contender(name, kind, method, dataset, settings)
+            # a method may share its id with the baseline it provides (monotone-mapping)
+            _method_contender(
+                f"{name}-{kind}" if name in baseline_names else name,
+                kind,
+                method,
+                dataset,
+                settings,
+            )
             for name, kind, method in loaded
             if _serves(method, task)
         ]
@@ -383,6 +407,8 @@ def _method_contender(
     fittable = method.training is Training.FIT
     if kind == "method" and method.data.value in _FITTED_HERE and fittable:
         method.fit(_target_domain_images(dataset))
+    elif kind == "method" and method.data is DataKind.PAIRED and fittable:
+        paired_fit(method, dataset)
     elif kind == "method" and method.data is not DataKind.NONE:
         raise OptionsError(
             f"method {name!r} learns from {method.data.value} data: train it first on the "

@@ -65,8 +65,8 @@ def add_to(group: click.Group) -> None:
     "metrics_spec",
     default="synthrad",
     show_default=True,
-    help="Presets (synthrad: CT in HU; mr: mae,psnr,ssim,histogram_distance) and/or "
-    "registered metric names, comma-separated.",
+    help="Presets (synthrad: CT in HU, the SynthRAD2025 metrics and air_mae; mr: "
+    "mae,psnr,ssim,histogram_distance) and/or registered metric names, comma-separated.",
 )
 @json_option()
 @click.pass_context
@@ -87,7 +87,8 @@ def evaluate_command(
     run's metrics and report are rewritten. Otherwise --prediction and --reference are
     compared inside --mask: the files must share one grid (shape, and affine within
     1e-3 mm). The synthrad preset computes MAE, PSNR and MS-SSIM as the SynthRAD2025
-    challenge does.
+    challenge does, and the MAE in the air outside the mask (reference below -900 HU,
+    10 voxels or more from the mask; n/a without a mask).
     """
     from medi2i.evaluation.metric_objects import select_metrics
     from medi2i.registry import Registry

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    import torch
     from monai.data.meta_tensor import MetaTensor
     from pydantic import BaseModel
 
@@ -47,6 +48,15 @@ def read_planned(
 
     volume = read_volume(path, readers=list(readers) if readers is not None else None)
     return planned(volume, method)
+
+
+def planned_mask(mask: MetaTensor, method: Method) -> torch.Tensor:
+    """A mask on ``method``'s working grid: ``mask > 0``, then resampled, then ``>= 0.5``.
+
+    Binarizing first keeps label values from blurring into each other.
+    """
+    binary = cast("MetaTensor", (mask > 0).float())
+    return planned(binary, method) >= 0.5
 
 
 def read_prepared(

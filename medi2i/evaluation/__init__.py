@@ -2,10 +2,12 @@
 
 - :mod:`medi2i.evaluation.synthrad`: MAE, PSNR and MS-SSIM of a synthetic CT exactly
   as the SynthRAD2025 challenge computes them.
+- :mod:`medi2i.evaluation.air`: the MAE of a synthetic CT in the air around the body,
+  which the SynthRAD metrics leave out.
 - :mod:`medi2i.evaluation.image_metrics`: masked PSNR, SSIM, MAE and a histogram
   distance for MR outputs (harmonization, super-resolution).
 - :mod:`medi2i.evaluation.metric_objects`: all of them as registered metrics, and the
-  ``synthrad`` and ``mr`` presets.
+  ``synthrad`` (with ``air_mae``) and ``mr`` presets.
 - :mod:`medi2i.evaluation.tables`: per-case and aggregate tables, Markdown and JSON.
 
 Example:
@@ -19,7 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from medi2i.evaluation import image_metrics, synthrad
+from medi2i.evaluation import air, image_metrics, synthrad
+from medi2i.evaluation.air import air_mae
 from medi2i.evaluation.image_metrics import (
     histogram_distance,
     masked_mae,
@@ -45,6 +48,8 @@ __all__ = [
     "METRIC_PRESETS",
     "MetricSummary",
     "aggregate",
+    "air",
+    "air_mae",
     "evaluate_case",
     "evaluation_metrics",
     "histogram_distance",

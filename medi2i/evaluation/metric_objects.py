@@ -20,16 +20,18 @@ import numpy as np
 import numpy.typing as npt
 
 from medi2i.errors import OptionsError
-from medi2i.evaluation import image_metrics, synthrad
+from medi2i.evaluation import air, image_metrics, synthrad
 from medi2i.metrics import FloatArray, Metric
 
 BoolArray = npt.NDArray[np.bool_]
 
 METRIC_PRESETS: Mapping[str, tuple[str, ...]] = {
-    "synthrad": ("synthrad_mae", "synthrad_psnr", "synthrad_ms_ssim"),
+    "synthrad": ("synthrad_mae", "synthrad_psnr", "synthrad_ms_ssim", "air_mae"),
     "mr": ("mae", "psnr", "ssim", "histogram_distance"),
 }
-"""Metric names behind each preset: ``synthrad`` for synthetic CT (HU), ``mr`` for MR."""
+"""Metric names behind each preset: ``synthrad`` for synthetic CT (HU): the three
+SynthRAD2025 metrics inside the mask and, beside them, ``air_mae`` outside it (not a
+challenge metric); ``mr`` for MR."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,23 @@ class SynthradMultiScaleSsim(Metric):
 
 
 @dataclass(frozen=True)
+class AirMeanAbsoluteError(Metric):
+    """MAE in the air around the body (see :func:`medi2i.evaluation.air.air_mae`).
+
+    Reference below -900 HU, outside the mask and at least 10 voxels from it; raw HU.
+    NaN when there is no such voxel, e.g. without a mask (the whole volume is then
+    inside).
+    """
+
+    name: str = "air_mae"
+    higher_is_better: bool = False
+    units: str = "HU"
+
+    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+        return air.air_mae(reference, prediction, inside)
+
+
+@dataclass(frozen=True)
 class MaskedStructuralSimilarity(Metric):
     """Mean 3D SSIM map in the mask (see :func:`medi2i.evaluation.image_metrics.masked_ssim`)."""
 
@@ -106,6 +125,7 @@ def evaluation_metrics() -> list[Metric]:
         SynthradMeanAbsoluteError(),
         SynthradPeakSignalToNoiseRatio(),
         SynthradMultiScaleSsim(),
+        AirMeanAbsoluteError(),
         MaskedStructuralSimilarity(),
         HistogramDistance(),
     ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -218,14 +218,12 @@ def _planned(case: Case, role: str, method: Method) -> MetaTensor:
 
 
 def _planned_mask(case: Case, method: Method) -> torch.Tensor | None:
-    from medi2i.data.loading import planned
+    from medi2i.data.loading import planned_mask
     from medi2i.io import read_volume
 
     if MASK not in case.images:
         return None
-    # binarize before any interpolation, so label values do not blur into each other
-    binary = cast("MetaTensor", (read_volume(case.images[MASK]) > 0).float())
-    return planned(binary, method) >= 0.5
+    return planned_mask(read_volume(case.images[MASK]), method)
 
 
 def _plain(volume: torch.Tensor) -> torch.Tensor:

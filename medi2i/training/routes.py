@@ -1,8 +1,10 @@
-"""How a method learns, and fitting whole-volume methods on their target-domain volumes.
+"""How a method learns, and fitting whole-volume methods on their training volumes.
 
 :func:`training_route` reads the method's declared :class:`~medi2i.Training`;
-:func:`fit_on` fits a :attr:`~medi2i.Training.FIT` method on volumes put in front of it
-exactly as predict puts its input (working grid, whole-volume preprocessing).
+:func:`fit_on` fits a :attr:`~medi2i.Training.FIT` method on target-domain volumes put
+in front of it exactly as predict puts its input (working grid, whole-volume
+preprocessing), and :func:`fit_pairs_on` fits one that learns from paired data on
+whole paired cases (:meth:`~medi2i.Method.fit_pairs`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import TYPE_CHECKING, Literal
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.data.cases import Case
     from medi2i.io.base import VolumeReader
-    from medi2i.method import Method
+    from medi2i.method import FitPair, Method
 
 TrainingRoute = Literal["gradient", "fit", "save"]
 """How the train stage handles a method: the trainer, ``fit`` on volumes, or neither."""
@@ -53,3 +58,59 @@ def fit_on(
     from medi2i.data.loading import read_prepared
 
     method.fit([read_prepared(path, method, readers=readers) for path in paths])
+
+
+def fit_pairs_on(
+    method: Method, cases: Sequence[Case], *, readers: Sequence[VolumeReader] | None = None
+) -> None:
+    """Fit ``method`` on paired cases (roles ``source``, ``target`` and optionally
+    ``mask``), each read and made a :class:`~medi2i.FitPair` by :func:`fit_pair`."""
+    from medi2i.data.cases import MASK, SOURCE, TARGET
+    from medi2i.io import read_volume
+
+    def read(path: Path) -> MetaTensor:
+        return read_volume(path, readers=list(readers) if readers is not None else None)
+
+    pairs = [
+        fit_pair(
+            method,
+            case.id,
+            source=read(case.images[SOURCE]),
+            target=read(case.images[TARGET]),
+            mask=read(case.images[MASK]) if MASK in case.images else None,
+        )
+        for case in cases
+    ]
+    method.fit_pairs(pairs)
+
+
+def fit_pair(
+    method: Method,
+    case_id: str,
+    *,
+    source: MetaTensor,
+    target: MetaTensor,
+    mask: MetaTensor | None = None,
+) -> FitPair:
+    """One paired case as :meth:`~medi2i.Method.fit_pairs` receives it: the source
+    planned and preprocessed, the target planned and through ``preprocess_target``,
+    the mask planned (see :func:`medi2i.data.loading.planned_mask`). The target may lie
+    on another grid than the source (super-resolution).
+
+    Raises:
+        GeometryError: Source and mask differ in shape on the working grid.
+    """
+    from medi2i.data.loading import planned, planned_mask, prepared
+    from medi2i.errors import GeometryError
+    from medi2i.method import FitPair
+
+    prepared_source = prepared(source, method)
+    prepared_target = method.preprocess_target(planned(target, method))
+    inside = planned_mask(mask, method) if mask is not None else None
+    if inside is not None and tuple(inside.shape[1:]) != tuple(prepared_source.shape[1:]):
+        raise GeometryError(
+            f"case {case_id!r}: the mask has {tuple(inside.shape[1:])} voxels on the working "
+            f"grid but the source has {tuple(prepared_source.shape[1:])}; resample the mask "
+            "onto the source"
+        )
+    return FitPair(case_id, prepared_source, prepared_target, inside)

@@ -193,15 +193,24 @@ def _fit(
     splits: SplitSource,
     log: Log,
 ) -> Path:
-    """Fit on the training split's target-domain volumes, as predict would see them."""
+    """Fit on the training split's target-domain volumes, as predict would see them, or
+    on its paired cases for a method that learns from paired data."""
     from medi2i.data.discovery import target_domain_images
+    from medi2i.method import DataKind
     from medi2i.model_folder import save_model
-    from medi2i.training.routes import fit_on
+    from medi2i.training.routes import fit_on, fit_pairs_on
 
-    paths = target_domain_images(splits().train, domain=workflow.method.fit_domain)
-    count = f"{len(paths)} target-domain volume{'' if len(paths) == 1 else 's'}"
-    log(f"train: fitting method {method.id!r} on {count} of the training split")
-    fit_on(method, paths, readers=list(registry.readers.values()))
+    readers = list(registry.readers.values())
+    if method.data is DataKind.PAIRED:
+        cases = splits().train.cases
+        count = f"{len(cases)} paired case{'' if len(cases) == 1 else 's'}"
+        log(f"train: fitting method {method.id!r} on {count} of the training split")
+        fit_pairs_on(method, cases, readers=readers)
+    else:
+        paths = target_domain_images(splits().train, domain=workflow.method.fit_domain)
+        count = f"{len(paths)} target-domain volume{'' if len(paths) == 1 else 's'}"
+        log(f"train: fitting method {method.id!r} on {count} of the training split")
+        fit_on(method, paths, readers=readers)
     model_dir = save_model(method, run.model, overwrite=True)
     fitted = ", ".join(sorted(method.state_values())) or "no stored values"
     log(f"train: fitted ({fitted}); model in {model_dir}")

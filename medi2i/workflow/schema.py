@@ -347,7 +347,8 @@ class EvaluationConfig(Section):
         enabled: Whether the evaluate stage runs.
         split: Which split of ``data`` is predicted and scored.
         metrics: Registered metric names or presets: ``synthrad`` (``synthrad_mae``,
-            ``synthrad_psnr``, ``synthrad_ms_ssim``, in HU), ``mr`` (``mae``, ``psnr``,
+            ``synthrad_psnr``, ``synthrad_ms_ssim`` in the mask, and ``air_mae`` in the
+            air 10 voxels or more outside it, in HU), ``mr`` (``mae``, ``psnr``,
             ``ssim``, ``histogram_distance``) and any metric a plugin registers.
         mask: Role of the mask that limits the metrics, or ``null`` for whole volumes.
         data: Separate paired evaluation data (e.g. a test set with references for a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib import resources
@@ -81,7 +82,7 @@ def test_percentile_normalization_uses_the_whole_volume_foreground() -> None:
 
 
 def test_target_preprocessing_inverts_postprocessing() -> None:
-    method = Pix2Pix(SMALL_3D)
+    method = Pix2Pix({**SMALL_3D, "body_contour": False})
     ct = MetaTensor(torch.linspace(-1024.0, 3071.0, 16**3).reshape(1, 16, 16, 16))
 
     scaled = method.preprocess_target(ct)
@@ -90,6 +91,38 @@ def test_target_preprocessing_inverts_postprocessing() -> None:
     assert float(scaled.max()) == 1.0
     restored = method.postprocess(scaled, ct)
     torch.testing.assert_close(restored.as_tensor(), ct.as_tensor(), rtol=0.0, atol=1e-3)
+
+
+@pytest.mark.parametrize(("method_cls", "options"), [METHODS[0], METHODS[-1]])
+def test_outputs_are_air_outside_the_input_body_by_default(
+    method_cls: type[Pix2Pix], options: dict[str, object], medi2i_volume: MetaTensor
+) -> None:
+    method = method_cls(options)
+    plain = method_cls({**options, "body_contour": False})
+    plain.load_state_tensors(method.state_tensors())
+
+    output = predict_tensor(method, medi2i_volume, settings=SETTINGS)[0].numpy()
+    unmasked = predict_tensor(plain, medi2i_volume, settings=SETTINGS)[0].numpy()
+
+    assert method.options.body_contour
+    # the mask of the raw input, not of the percentile-normalized one
+    outside = ~medi2i.body_mask(medi2i_volume[0].numpy())
+    assert 0 < outside.sum() < outside.size
+    assert set(np.unique(output[outside])) == {medi2i.HU_MIN}
+    np.testing.assert_array_equal(output[~outside], unmasked[~outside])
+
+
+def test_a_model_saved_without_the_body_contour_option_loads_with_it_on(tmp_path: Path) -> None:
+    folder = medi2i.save_model(Pix2Pix(SMALL_3D), tmp_path / "model")
+    manifest = folder / "medi2i-model.json"
+    document = json.loads(manifest.read_text())
+    del document["options"]["body_contour"]
+    manifest.write_text(json.dumps(document))
+
+    loaded = medi2i.load_model(folder)
+
+    assert isinstance(loaded, Pix2Pix)
+    assert loaded.options.body_contour
 
 
 @pytest.mark.parametrize("kind", ["paper", "full-resolution", "residual-unet"])

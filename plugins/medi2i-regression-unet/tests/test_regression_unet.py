@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib import resources
@@ -12,6 +13,7 @@ import pytest
 import torch
 import yaml
 from medi2i_regression_unet.method import RegressionUNet
+from medi2i_regression_unet.monotone import MonotoneMapping
 from medi2i_regression_unet.network import ResidualUNet
 from medi2i_regression_unet.optimization import scheduled_learning_rate
 from monai.data.meta_tensor import MetaTensor
@@ -52,12 +54,48 @@ def test_hounsfield_scale_maps_the_ct_range_onto_minus_one_to_one() -> None:
 
 
 def test_target_preprocessing_inverts_postprocessing() -> None:
-    method = RegressionUNet(SMALL)
+    method = RegressionUNet({**SMALL, "body_contour": False})
     ct = MetaTensor(torch.linspace(-1024.0, 3071.0, 16**3).reshape(1, 16, 16, 16))
 
     restored = method.postprocess(method.preprocess_target(ct), ct)
 
     torch.testing.assert_close(restored.as_tensor(), ct.as_tensor(), rtol=0.0, atol=1e-3)
+
+
+def test_outputs_are_air_outside_the_input_body_by_default(medi2i_volume: MetaTensor) -> None:
+    method = RegressionUNet(SMALL)
+    plain = RegressionUNet({**SMALL, "body_contour": False})
+    plain.load_state_tensors(method.state_tensors())
+
+    output = predict_tensor(method, medi2i_volume, settings=SETTINGS)[0].numpy()
+    unmasked = predict_tensor(plain, medi2i_volume, settings=SETTINGS)[0].numpy()
+
+    assert method.options.body_contour
+    outside = ~medi2i.body_mask(medi2i_volume[0].numpy())
+    assert 0 < outside.sum() < outside.size
+    assert set(np.unique(output[outside])) == {medi2i.HU_MIN}
+    np.testing.assert_array_equal(output[~outside], unmasked[~outside])
+    assert (unmasked[outside] != medi2i.HU_MIN).any()
+
+
+def test_a_model_saved_without_the_body_contour_option_loads_with_it_on(
+    tmp_path: Path, medi2i_volume: MetaTensor
+) -> None:
+    method = RegressionUNet(SMALL)
+    folder = medi2i.save_model(method, tmp_path / "model")
+    manifest = folder / "medi2i-model.json"
+    document = json.loads(manifest.read_text())
+    del document["options"]["body_contour"]
+    manifest.write_text(json.dumps(document))
+
+    loaded = medi2i.load_model(folder)
+
+    assert isinstance(loaded, RegressionUNet)
+    assert loaded.options.body_contour
+    torch.testing.assert_close(
+        predict_tensor(loaded, medi2i_volume, settings=SETTINGS),
+        predict_tensor(method, medi2i_volume, settings=SETTINGS),
+    )
 
 
 def test_zscore_uses_the_whole_volume_foreground() -> None:
@@ -232,10 +270,10 @@ def test_hook_module_imports_no_torch() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-def test_card_describes_the_method() -> None:
+@pytest.mark.parametrize("method_cls", [RegressionUNet, MonotoneMapping])
+def test_card_describes_the_method(method_cls: type[medi2i.Method]) -> None:
     text = resources.files("medi2i_regression_unet").joinpath("card.yaml").read_text()
-    card = yaml.safe_load(text)
+    entries = {entry["id"]: entry for entry in yaml.safe_load(text)["methods"]}
 
-    assert card["id"] == RegressionUNet.id
-    assert card["version"] == RegressionUNet.version
-    assert "clinical" in card["intended_use"]["out_of_scope"].lower()
+    assert entries[method_cls.id]["version"] == method_cls.version
+    assert "clinical" in entries[method_cls.id]["intended_use"]["out_of_scope"].lower()

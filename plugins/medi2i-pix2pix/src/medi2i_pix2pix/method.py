@@ -8,7 +8,8 @@ Both methods share everything but their networks:
   the generator's tanh;
 * the generator runs through the core's sliding window; the discriminator is only
   used in training;
-* :meth:`Pix2Pix.postprocess` maps the output back to HU, clipped to [-1024, 3071].
+* :meth:`Pix2Pix.postprocess` maps the output back to HU, clipped to [-1024, 3071],
+  and sets air outside the input's body (``body_contour``).
 
 A trained model keeps the generator only: prediction needs nothing else, and the
 trainer's checkpoints keep the discriminator (with both optimizers) for resuming.

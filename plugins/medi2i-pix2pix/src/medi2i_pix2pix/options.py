@@ -61,6 +61,9 @@ class Pix2PixOptions(Options):
             ``"zscore"`` (foreground mean and standard deviation).
         mr_percentiles: Lower and upper percentile (0-100) of the ``"percentile"``
             scheme.
+        body_contour: Set every output voxel outside the input MR's body to air
+            (-1024 HU), with the body found by :func:`medi2i.body_mask` on the raw input
+            (not in the paper). Models saved before this option existed get it on.
     """
 
     roi_size: tuple[int, int, int] = (64, 64, 64)
@@ -81,6 +84,7 @@ class Pix2PixOptions(Options):
     spacing: tuple[float, float, float] | None = None
     mr_normalization: MRNormalization = "percentile"
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    body_contour: bool = True
 
     def learning_rate_at(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based) under ``lr_schedule``.

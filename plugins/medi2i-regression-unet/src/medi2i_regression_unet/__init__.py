@@ -1,4 +1,5 @@
-"""medi2i-regression-unet: MR to synthetic CT with an nnU-Net-style regression U-Net.
+"""medi2i-regression-unet: MR to synthetic CT with an nnU-Net-style regression U-Net,
+and with a monotone intensity mapping (its baseline).
 
 This module holds the plugin's hook implementations. medi2i imports it on every command
 (``medi2i --help`` included), so it imports nothing heavy at its top level: the method
@@ -21,7 +22,10 @@ __all__ = ["register_methods"]
 
 @medi2i.hookimpl
 def register_methods(register: Callable[[MethodClass], None]) -> None:
-    """Register :class:`medi2i_regression_unet.method.RegressionUNet`."""
+    """Register :class:`medi2i_regression_unet.method.RegressionUNet` and
+    :class:`medi2i_regression_unet.monotone.MonotoneMapping`."""
     from medi2i_regression_unet.method import RegressionUNet
+    from medi2i_regression_unet.monotone import MonotoneMapping
 
     register(RegressionUNet)
+    register(MonotoneMapping)

@@ -9,7 +9,7 @@ segmentation loss replaced by a voxel-wise L1 loss on CT values:
 * the network, a residual 3D U-Net, runs through the core's sliding window with
   Gaussian blending (the core's default);
 * :meth:`RegressionUNet.postprocess` maps its output back to HU, clipped to
-  [-1024, 3071].
+  [-1024, 3071], and sets air outside the input's body (``body_contour``).
 
 Augmentation (flips, rotations, intensity) is the trainer's, set in the workflow's
 ``training.augmentation``; the patch size is ``roi_size`` unless the workflow sets one.
@@ -87,6 +87,9 @@ class RegressionUNetOptions(Options):
         schedule_steps: Number of training steps the polynomial decay spans; set it to
             the workflow's ``training.steps``.
         poly_exponent: Exponent of the polynomial decay (0.9 in nnU-Net).
+        body_contour: Set every output voxel outside the input MR's body to air
+            (-1024 HU), with the body found by :func:`medi2i.body_mask` on the raw input
+            (not part of nnU-Net). Models saved before this option existed get it on.
     """
 
     roi_size: tuple[int, int, int] = (128, 128, 128)
@@ -102,6 +105,7 @@ class RegressionUNetOptions(Options):
     lr_schedule: Schedule = "poly"
     schedule_steps: int = Field(default=1000, ge=1)
     poly_exponent: float = Field(default=0.9, gt=0.0)
+    body_contour: bool = True
 
     @field_validator("roi_size")
     @classmethod

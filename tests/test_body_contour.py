@@ -1,0 +1,295 @@
+"""Tests of the body mask (medi2i.body_contour) and of air outside it in MR→CT outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data.meta_tensor import MetaTensor
+from scipy import ndimage
+
+import medi2i
+from medi2i import (
+    HU_MIN,
+    GeometryError,
+    InferenceSettings,
+    MRNormalization,
+    MRToCTIntensities,
+    NoCondition,
+    Options,
+    PatchNetworkMethod,
+    Task,
+    VolumeSpec,
+    body_mask,
+    predict_tensor,
+)
+from medi2i.intensity import BODY_MASK_META_KEY
+
+SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
+CT_FILE = "ct_head_invesalius0051.nii.gz"
+
+
+def box_body(shape: tuple[int, int, int] = (24, 24, 24)) -> np.ndarray:
+    """Dark, noisy air around a bright box with a dark core (noise like MR's: Rayleigh
+    in the air, Gaussian in tissue)."""
+    rng = np.random.default_rng(0)
+    volume = rng.rayleigh(5.0, shape)
+    box = (slice(6, 18),) * 3
+    volume[box] = rng.normal(100.0, 5.0, (12, 12, 12))
+    core = (slice(10, 14),) * 3
+    volume[core] = rng.normal(10.0, 3.0, (4, 4, 4))
+    return volume.astype(np.float32)
+
+
+# -- the mask ---------------------------------------------------------------------------
+
+
+def test_the_body_is_filled_and_the_air_left_out() -> None:
+    mask = body_mask(box_body(), margin_voxels=0)
+    expected = np.zeros((24, 24, 24), bool)
+    expected[6:18, 6:18, 6:18] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_a_cavity_open_at_the_cut_faces_is_filled_slice_by_slice() -> None:
+    # a tube along z through the whole volume, as a neck cut at both ends: its dark core
+    # reaches the volume's border in 3D but is enclosed in every axial slice
+    volume = np.zeros((24, 24, 16), np.float32)
+    volume[4:20, 4:20] = 100.0
+    volume[8:16, 8:16] = 3.0
+    mask = body_mask(volume, margin_voxels=0)
+    assert mask[8:16, 8:16].all()
+    assert mask.sum() == 16 * 16 * 16
+
+
+def test_specks_go_and_large_parts_stay() -> None:
+    volume = box_body((32, 24, 24))
+    volume[1, 1, 1] = 100.0  # a speck of noise
+    volume[24:30, 8:14, 8:14] = 90.0  # 216 voxels: 12.5 % of the box, kept
+    mask = body_mask(volume, margin_voxels=0)
+    assert not mask[1, 1, 1]
+    assert mask[24:30, 8:14, 8:14].all()
+    assert not body_mask(volume, margin_voxels=0, min_component_fraction=0.2)[24:30].any()
+
+
+def test_the_margin_is_a_euclidean_distance_in_voxels() -> None:
+    mask = body_mask(box_body(), margin_voxels=2)
+    assert mask[4, 12, 12]  # 2 voxels from the box's face
+    assert not mask[3, 12, 12]  # 3 voxels
+    assert mask[5, 5, 12]  # sqrt(2) from the edge
+    assert not mask[4, 4, 12]  # sqrt(8) > 2
+
+
+def test_an_increasing_affine_change_of_intensities_gives_the_same_mask() -> None:
+    volume = box_body()
+    np.testing.assert_array_equal(body_mask(volume), body_mask(3.5 * volume - 40.0))
+
+
+def test_channels_are_averaged_and_other_shapes_refused() -> None:
+    volume = box_body()
+    np.testing.assert_array_equal(body_mask(np.stack([volume, volume])), body_mask(volume))
+    with pytest.raises(GeometryError, match="3D volume"):
+        body_mask(volume[0])
+    with pytest.raises(ValueError, match="margin_voxels"):
+        body_mask(volume, margin_voxels=-1)
+
+
+def test_a_volume_without_foreground_is_all_body() -> None:
+    assert body_mask(np.full((8, 8, 8), 7.0)).all()
+
+
+def test_body_mask_is_public() -> None:
+    assert "body_mask" in medi2i.__all__
+    assert medi2i.body_mask is body_mask
+
+
+# -- air outside the body in MR→CT outputs ----------------------------------------------
+
+
+class ContourOptions(Options):
+    mr_normalization: MRNormalization = "zscore"
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    body_contour: bool = True
+
+
+class PlainOptions(Options):
+    mr_normalization: MRNormalization = "zscore"
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+
+
+class Zeros(torch.nn.Module):
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(windows)
+
+
+MIDDLE_HU = 1023.5
+"""What a network output of 0 becomes in HU."""
+
+
+class ConstantCT(MRToCTIntensities, PatchNetworkMethod[ContourOptions, NoCondition]):
+    """MR to a CT of 1023.5 HU everywhere, for testing the intensity recipe."""
+
+    id = "test-constant-ct"
+    tasks = (Task.TRANSLATION,)
+    input_spec = VolumeSpec(modality="MR")
+    output_spec = VolumeSpec(modality="CT", units="HU")
+    default_roi_size = (16, 16, 16)
+
+    def build_network(self) -> torch.nn.Module:
+        return Zeros()
+
+
+class ConstantCTWithoutContour(MRToCTIntensities, PatchNetworkMethod[PlainOptions, NoCondition]):
+    """The same with options that have no ``body_contour`` field."""
+
+    id = "test-constant-ct-plain"
+    tasks = (Task.TRANSLATION,)
+    input_spec = VolumeSpec(modality="MR")
+    output_spec = VolumeSpec(modality="CT", units="HU")
+    default_roi_size = (16, 16, 16)
+
+    def build_network(self) -> torch.nn.Module:
+        return Zeros()
+
+
+def metatensor(volume: np.ndarray) -> MetaTensor:
+    return MetaTensor(torch.from_numpy(volume)[None], affine=torch.eye(4, dtype=torch.float64))
+
+
+def test_outputs_are_air_outside_the_body_of_the_input() -> None:
+    volume = box_body()
+    output = predict_tensor(ConstantCT(), metatensor(volume), settings=SETTINGS)[0].numpy()
+    inside = body_mask(volume)
+    assert set(np.unique(output[~inside])) == {HU_MIN}
+    assert set(np.unique(output[inside])) == {MIDDLE_HU}
+
+
+def test_body_contour_off_or_absent_leaves_the_outside_alone() -> None:
+    image = metatensor(box_body())
+    for method in (ConstantCT({"body_contour": False}), ConstantCTWithoutContour()):
+        output = predict_tensor(method, image, settings=SETTINGS)
+        assert set(np.unique(output.numpy())) == {MIDDLE_HU}
+
+
+def test_the_mask_of_the_raw_input_travels_from_preprocess_to_postprocess() -> None:
+    volume = box_body()
+    method = ConstantCT()
+    # in training (no condition) nothing is computed
+    assert BODY_MASK_META_KEY not in method.preprocess(metatensor(volume)).meta
+    prepared = method.preprocess(metatensor(volume), condition=NoCondition())
+    kept = prepared.meta[BODY_MASK_META_KEY]
+    np.testing.assert_array_equal(kept.numpy(), body_mask(volume))
+    # postprocess uses the kept mask, not one of the normalized volume
+    kept.zero_()
+    kept[0:4] = True
+    output = method.postprocess(MetaTensor(torch.zeros_like(prepared)), prepared)
+    assert set(np.unique(output[0, :4].numpy())) == {MIDDLE_HU}
+    assert set(np.unique(output[0, 4:].numpy())) == {HU_MIN}
+
+
+def test_an_output_on_another_grid_is_refused() -> None:
+    prepared = ConstantCT().preprocess(metatensor(box_body()), condition=NoCondition())
+    with pytest.raises(GeometryError, match="body_contour"):
+        ConstantCT().postprocess(MetaTensor(torch.zeros(1, 12, 12, 12)), prepared)
+
+
+# -- on a real head ---------------------------------------------------------------------
+
+
+def real_head() -> tuple[np.ndarray, np.ndarray, MetaTensor]:
+    """The real head CT at half the in-plane resolution, its Q1 body mask (CT > -500 HU,
+    filled) and the Q1 pseudo-T1w MR simulated from it."""
+    folder = Path(os.environ.get("MEDI2I_DATA_DIR", ""))
+    if not os.environ.get("MEDI2I_DATA_DIR") or not (folder / CT_FILE).is_file():
+        pytest.skip("MEDI2I_DATA_DIR is unset or lacks the shared volumes")
+    from medi2i.bench.datasets import Q1_SEED
+    from medi2i.bench.datasets import body_mask as ct_body_mask
+    from medi2i.io import read_volume
+    from medi2i.synth import ct_to_pseudo_t1
+
+    image = read_volume(folder / CT_FILE)
+    ct = image[0].numpy()[::2, ::2].astype(np.float32)
+    affine = np.asarray(image.affine, np.float64) @ np.diag([2.0, 2.0, 1.0, 1.0])
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    mr = ct_to_pseudo_t1(ct, spacing_mm=spacing, seed=Q1_SEED)
+    volume = MetaTensor(torch.from_numpy(mr)[None], affine=torch.from_numpy(affine))
+    return ct, ct_body_mask(ct), volume
+
+
+@pytest.mark.parametrize("normalization", ["zscore", "percentile"])
+def test_on_a_real_head_the_mask_covers_the_head_and_the_air_is_hu_min(
+    normalization: MRNormalization,
+) -> None:
+    ct, body, mr = real_head()
+    inside = body_mask(mr[0].numpy())
+    # the head is covered (the CT's body mask also holds the head rest, which the MR
+    # shows darker than the head and the mask may leave out) ...
+    labels, _ = ndimage.label(body)
+    head = labels == np.bincount(labels.ravel())[1:].argmax() + 1
+    assert (head & inside).sum() / head.sum() > 0.999
+    # ... and the air is not, except next to the skin (the CT's mask filled in every
+    # axial slice too, so that the airways, open below the field of view, are inside)
+    filled = np.stack([ndimage.binary_fill_holes(body[..., k]) for k in range(body.shape[2])], -1)
+    air = (ct < -900) & (ndimage.distance_transform_edt(~filled) >= 4)
+    assert air.sum() > 0.3 * air.size
+    assert not (air & inside).any()
+    # predictions are air outside the mask of the raw input, whatever the normalization
+    method = ConstantCT({"mr_normalization": normalization})
+    output = predict_tensor(method, mr, settings=SETTINGS)[0].numpy()
+    np.testing.assert_array_equal(output == HU_MIN, ~inside)
+
+
+# -- models trained before body_contour -------------------------------------------------
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+MR_TO_CT_MODELS = sorted(
+    p.parent.name
+    for p in REPOSITORY.glob("benchmarks/quality/models/*/medi2i-model.json")
+    if '"modality": "CT"' in p.read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("model", MR_TO_CT_MODELS)
+def test_committed_mr_to_ct_models_load_with_body_contour_on(model: str) -> None:
+    folder = REPOSITORY / "benchmarks" / "quality" / "models" / model
+    assert "body_contour" not in (folder / "medi2i-model.json").read_text(encoding="utf-8")
+    method = medi2i.load_model(folder)
+    assert method.options.body_contour is True
+
+
+def test_there_are_committed_mr_to_ct_models() -> None:
+    assert len(MR_TO_CT_MODELS) >= 2
+
+
+# -- medi2i mask ------------------------------------------------------------------------
+
+
+def test_mask_command_writes_the_body_mask_on_the_input_grid(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.io import read_volume, write_volume
+
+    source = metatensor(box_body())
+    source.affine = torch.diag(torch.tensor([1.5, 1.0, 2.0, 1.0], dtype=torch.float64))
+    write_volume(source, tmp_path / "mr.nii.gz")
+    output = tmp_path / "mask.nii.gz"
+    arguments = ["mask", str(tmp_path / "mr.nii.gz"), str(output), "--margin", "0"]
+
+    result = CliRunner().invoke(build_cli(), arguments)
+
+    assert result.exit_code == 0, result.output
+    assert "1728 voxels in the body" in result.output
+    written = read_volume(output)
+    np.testing.assert_array_equal(written[0].numpy() > 0, body_mask(box_body(), margin_voxels=0))
+    torch.testing.assert_close(written.affine, source.affine)
+    # an existing output needs --overwrite; a folder output is refused
+    again = CliRunner().invoke(build_cli(), arguments)
+    assert again.exit_code != 0
+    assert "--overwrite" in again.output
+    assert CliRunner().invoke(build_cli(), [*arguments, "--overwrite"]).exit_code == 0
+    folder = CliRunner().invoke(build_cli(), ["mask", str(tmp_path / "mr.nii.gz"), "out"])
+    assert "no suffix" in folder.output

@@ -1,0 +1,93 @@
+"""Fitting methods on their training data: target-domain volumes, or whole paired cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data.meta_tensor import MetaTensor
+
+from medi2i import DataKind, FitPair, Medi2iError, Method, Task, Training, VolumeSpec
+from medi2i.errors import GeometryError
+from medi2i.io import read_volume
+from medi2i.testing import make_volume
+from medi2i.testing.trainable_examples import write_paired_cases
+from medi2i.training.routes import fit_pair, fit_pairs_on, training_route
+
+
+class PairRecorder(Method):
+    """Records the pairs it is fitted on; doubles sources and adds 1 to targets."""
+
+    id = "pair-recorder"
+    tasks = (Task.TRANSLATION,)
+    data = DataKind.PAIRED
+    training = Training.FIT
+    input_spec = output_spec = VolumeSpec()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pairs: list[FitPair] = []
+
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
+        return image * 2.0
+
+    def preprocess_target(self, target: MetaTensor) -> MetaTensor:
+        return target + 1.0
+
+    def fit_pairs(self, pairs: Sequence[FitPair]) -> None:
+        self.pairs = list(pairs)
+
+    def predict(self, image: MetaTensor, context: object) -> torch.Tensor:
+        return image
+
+
+def test_a_paired_fitted_method_takes_the_fit_route() -> None:
+    assert training_route(PairRecorder()) == "fit"
+
+
+def test_paired_cases_reach_fit_pairs_as_predict_and_training_see_them(tmp_path: Path) -> None:
+    cases = write_paired_cases(tmp_path, count=2).cases
+    method = PairRecorder()
+
+    fit_pairs_on(method, cases)
+
+    assert [pair.case_id for pair in method.pairs] == ["case-0", "case-1"]
+    for pair, case in zip(method.pairs, cases, strict=True):
+        source = read_volume(case.images["source"]).as_tensor()
+        target = read_volume(case.images["target"]).as_tensor()
+        mask = read_volume(case.images["mask"]).as_tensor() > 0
+        torch.testing.assert_close(pair.source.as_tensor(), source * 2.0)
+        torch.testing.assert_close(pair.target.as_tensor(), target + 1.0)
+        assert pair.mask is not None
+        assert pair.mask.dtype == torch.bool
+        assert torch.equal(pair.mask, mask)
+
+
+def test_a_case_without_a_mask_gives_none(tmp_path: Path) -> None:
+    cases = write_paired_cases(tmp_path, count=1, mask=False).cases
+    method = PairRecorder()
+    fit_pairs_on(method, cases)
+    assert method.pairs[0].mask is None
+
+
+def test_a_mask_on_another_grid_is_refused() -> None:
+    image = make_volume((12, 10, 8))
+    mask = MetaTensor(torch.ones(1, 12, 10, 9), affine=image.affine)
+    with pytest.raises(GeometryError, match="resample the mask"):
+        fit_pair(PairRecorder(), "c", source=image, target=image, mask=mask)
+
+
+def test_a_method_without_fit_pairs_says_so() -> None:
+    class Plain(PairRecorder):
+        id = "plain-pairs"
+        fit_pairs = Method.fit_pairs
+
+    image = make_volume((8, 8, 8))
+    pair = FitPair("c", image, image, torch.from_numpy(np.ones((1, 8, 8, 8), bool)))
+    with pytest.raises(Medi2iError, match="does not fit on paired cases"):
+        Plain().fit_pairs([pair])
