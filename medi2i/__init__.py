@@ -29,6 +29,7 @@ from medi2i.hookspecs import PLUGIN_API_VERSION, hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AIR_HU": "medi2i.intensity",
     "TrainingStateValue": "medi2i.method",
     "MethodClass": "medi2i.method",
     "check_percentiles": "medi2i.intensity",
@@ -79,6 +80,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AIR_HU",
     "HU_MAX",
     "HU_MIN",
     "PLUGIN_API_VERSION",
@@ -154,6 +156,7 @@ if TYPE_CHECKING:
     from medi2i.engine import SlidingWindowEngine
     from medi2i.grid import Grid, SpatialPlan
     from medi2i.intensity import (
+        AIR_HU,
         HU_MAX,
         HU_MIN,
         HounsfieldScale,

@@ -24,9 +24,13 @@ if TYPE_CHECKING:
 MRNormalization = Literal["zscore", "percentile"]
 
 HU_MIN = -1024.0
-"""Lowest CT value the method produces (air), in HU."""
+"""Lowest CT value the method produces (the bottom of the stored 12-bit range), in HU."""
 HU_MAX = 3071.0
 """Highest CT value the method produces (dense bone, metal clipped), in HU."""
+AIR_HU = -1000.0
+"""Air by the definition of the Hounsfield scale (water 0, air -1000), written outside the
+body by MR→CT methods with a body contour; CT scanners measure air near it (the -1024 of
+:data:`HU_MIN` is the bottom of the stored range, not air)."""
 BODY_MASK_META_KEY = "medi2i.body_mask"
 """Meta key of the input's body mask, which :meth:`MRToCTIntensities.preprocess` puts on
 the volume it returns at predict time (a boolean tensor ``(X, Y, Z)``)."""
@@ -137,7 +141,7 @@ class MRToCTIntensities:
     - :meth:`preprocess_target`: training CT from HU to [-1, 1] (clipped), the range of
       a tanh output or of a regression target;
     - :meth:`postprocess`: network outputs back to HU, clipped to [-1024, 3071], and,
-      when ``options.body_contour`` is true, air (:data:`HU_MIN`, -1024 HU) at every
+      when ``options.body_contour`` is true, air (:data:`AIR_HU`, -1000 HU) at every
       voxel outside the input MR's body (:func:`medi2i.body_mask`).
 
     The body mask is that of the *raw* input on the working grid: at predict time
@@ -216,7 +220,7 @@ class MRToCTIntensities:
                 "turn body_contour off for a method that changes the grid"
             )
         air = ~inside.to(hounsfield.device)
-        return cast("MetaTensor", hounsfield.masked_fill(air, self.hounsfield.low))
+        return cast("MetaTensor", hounsfield.masked_fill(air, AIR_HU))
 
 
 def _input_body(image: MetaTensor) -> torch.Tensor:

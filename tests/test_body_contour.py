@@ -13,7 +13,7 @@ from scipy import ndimage
 
 import medi2i
 from medi2i import (
-    HU_MIN,
+    AIR_HU,
     GeometryError,
     InferenceSettings,
     MRNormalization,
@@ -163,7 +163,7 @@ def test_outputs_are_air_outside_the_body_of_the_input() -> None:
     volume = box_body()
     output = predict_tensor(ConstantCT(), metatensor(volume), settings=SETTINGS)[0].numpy()
     inside = body_mask(volume)
-    assert set(np.unique(output[~inside])) == {HU_MIN}
+    assert set(np.unique(output[~inside])) == {AIR_HU}
     assert set(np.unique(output[inside])) == {MIDDLE_HU}
 
 
@@ -187,7 +187,7 @@ def test_the_mask_of_the_raw_input_travels_from_preprocess_to_postprocess() -> N
     kept[0:4] = True
     output = method.postprocess(MetaTensor(torch.zeros_like(prepared)), prepared)
     assert set(np.unique(output[0, :4].numpy())) == {MIDDLE_HU}
-    assert set(np.unique(output[0, 4:].numpy())) == {HU_MIN}
+    assert set(np.unique(output[0, 4:].numpy())) == {AIR_HU}
 
 
 def test_an_output_on_another_grid_is_refused() -> None:
@@ -220,7 +220,7 @@ def real_head() -> tuple[np.ndarray, np.ndarray, MetaTensor]:
 
 
 @pytest.mark.parametrize("normalization", ["zscore", "percentile"])
-def test_on_a_real_head_the_mask_covers_the_head_and_the_air_is_hu_min(
+def test_on_a_real_head_the_mask_covers_the_head_and_the_air_is_air(
     normalization: MRNormalization,
 ) -> None:
     ct, body, mr = real_head()
@@ -239,7 +239,7 @@ def test_on_a_real_head_the_mask_covers_the_head_and_the_air_is_hu_min(
     # predictions are air outside the mask of the raw input, whatever the normalization
     method = ConstantCT({"mr_normalization": normalization})
     output = predict_tensor(method, mr, settings=SETTINGS)[0].numpy()
-    np.testing.assert_array_equal(output == HU_MIN, ~inside)
+    np.testing.assert_array_equal(output == AIR_HU, ~inside)
 
 
 # -- models trained before body_contour -------------------------------------------------

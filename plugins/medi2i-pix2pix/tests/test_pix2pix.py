@@ -108,7 +108,7 @@ def test_outputs_are_air_outside_the_input_body_by_default(
     # the mask of the raw input, not of the percentile-normalized one
     outside = ~medi2i.body_mask(medi2i_volume[0].numpy())
     assert 0 < outside.sum() < outside.size
-    assert set(np.unique(output[outside])) == {medi2i.HU_MIN}
+    assert set(np.unique(output[outside])) == {medi2i.AIR_HU}
     np.testing.assert_array_equal(output[~outside], unmasked[~outside])
 
 

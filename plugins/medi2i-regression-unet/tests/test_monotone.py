@@ -100,7 +100,7 @@ def test_outside_the_body_is_air_by_default() -> None:
     output = predict_tensor(method, mr, settings=SETTINGS)[0].numpy()
     outside = ~body_mask(mr[0].numpy())
     assert outside.any()
-    assert set(np.unique(output[outside])) == {medi2i.HU_MIN}
+    assert set(np.unique(output[outside])) == {medi2i.AIR_HU}
     assert (output[~outside] > medi2i.HU_MIN).all()
 
 

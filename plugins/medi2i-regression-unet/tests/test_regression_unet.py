@@ -73,9 +73,9 @@ def test_outputs_are_air_outside_the_input_body_by_default(medi2i_volume: MetaTe
     assert method.options.body_contour
     outside = ~medi2i.body_mask(medi2i_volume[0].numpy())
     assert 0 < outside.sum() < outside.size
-    assert set(np.unique(output[outside])) == {medi2i.HU_MIN}
+    assert set(np.unique(output[outside])) == {medi2i.AIR_HU}
     np.testing.assert_array_equal(output[~outside], unmasked[~outside])
-    assert (unmasked[outside] != medi2i.HU_MIN).any()
+    assert (unmasked[outside] != medi2i.AIR_HU).any()
 
 
 def test_a_model_saved_without_the_body_contour_option_loads_with_it_on(

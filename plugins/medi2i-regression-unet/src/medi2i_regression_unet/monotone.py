@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from scipy import ndimage
 
 from medi2i import (
+    AIR_HU,
     HU_MAX,
     HU_MIN,
     DataKind,
@@ -241,7 +242,7 @@ class MonotoneMapping(Method[MonotoneMappingOptions, NoCondition]):
         if not self.options.body_contour:
             return cast("MetaTensor", hounsfield)
         inside = torch.from_numpy(body_mask(image.detach().cpu().numpy()))
-        return cast("MetaTensor", hounsfield.masked_fill(~inside, HU_MIN))
+        return cast("MetaTensor", hounsfield.masked_fill(~inside, AIR_HU))
 
     def state_values(self) -> dict[str, StateValue]:
         """The curve's knots and direction."""
