@@ -29,6 +29,7 @@ from medi2i.hookspecs import PLUGIN_API_VERSION, hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
+    "DomainIntensities": "medi2i.intensity",
     "AIR_HU": "medi2i.intensity",
     "TrainingStateValue": "medi2i.method",
     "MethodClass": "medi2i.method",
@@ -88,6 +89,7 @@ __all__ = [
     "AuxiliaryNetwork",
     "DataKind",
     "DeviceError",
+    "DomainIntensities",
     "DomainSpec",
     "FitPair",
     "GeometryError",
@@ -159,6 +161,7 @@ if TYPE_CHECKING:
         AIR_HU,
         HU_MAX,
         HU_MIN,
+        DomainIntensities,
         HounsfieldScale,
         MRNormalization,
         MRToCTIntensities,

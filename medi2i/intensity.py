@@ -21,6 +21,8 @@ from medi2i.errors import GeometryError
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.method import DomainSpec
+
 MRNormalization = Literal["zscore", "percentile"]
 
 HU_MIN = -1024.0
@@ -231,3 +233,67 @@ def _input_body(image: MetaTensor) -> torch.Tensor:
     from medi2i.body_contour import body_mask
 
     return torch.from_numpy(body_mask(image.detach().cpu().numpy()))
+
+
+def is_hounsfield(spec: DomainSpec | None) -> bool:
+    """Whether a domain's images are CT values in HU (modality CT or units HU)."""
+    return spec is not None and (spec.modality == "CT" or spec.units == "HU")
+
+
+def domain_to_network(
+    image: MetaTensor, spec: DomainSpec | None, *, percentiles: tuple[float, float]
+) -> MetaTensor:
+    """One whole volume of domain ``spec`` in the network range [-1, 1]: CT by the fixed
+    :class:`HounsfieldScale`, any other image by its foreground ``percentiles``
+    (:func:`normalize_mr`, ``"percentile"`` scheme)."""
+    if is_hounsfield(spec):
+        return cast("MetaTensor", HounsfieldScale().to_network(image))
+    return cast("MetaTensor", normalize_mr(image, scheme="percentile", percentiles=percentiles))
+
+
+def domain_from_network(output: MetaTensor, spec: DomainSpec | None) -> MetaTensor:
+    """A network output in the units of domain ``spec``: HU (clipped) for CT, the network
+    range itself (arbitrary units) for images without an absolute unit."""
+    if is_hounsfield(spec):
+        return cast("MetaTensor", HounsfieldScale().to_hounsfield(output))
+    return output
+
+
+class DomainIntensities:
+    """Per-domain intensities of unpaired and multi-domain methods, as a mixin.
+
+    Each volume is scaled by what its domain's :class:`~medi2i.DomainSpec` says it is:
+    CT (modality ``"CT"`` or units ``"HU"``) by the fixed Hounsfield scale to [-1, 1] and
+    back to HU; any other image (MR, no absolute unit) by its own whole-volume foreground
+    percentiles (``options.percentiles``, else 0.5 and 99.5), its outputs left in the
+    network range. So one two-way MR↔CT network sees both domains in [-1, 1] and writes
+    CT in HU. Put it before the method base class::
+
+        class MyCycle(DomainIntensities, PatchNetworkMethod[MyOptions, Direction]): ...
+    """
+
+    options: Any
+
+    def _domain_spec(self, domain: str | None) -> DomainSpec | None:
+        if domain is None:
+            return None
+        spec: DomainSpec = cast("Any", self).domain(domain)
+        return spec
+
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
+        """The whole volume of ``domain`` in [-1, 1] (see the class docstring)."""
+        percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
+        return domain_to_network(image, self._domain_spec(domain), percentiles=percentiles)
+
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: object = None,
+    ) -> MetaTensor:
+        """An output of ``domain`` in its units (HU for CT)."""
+        return domain_from_network(output, self._domain_spec(domain))

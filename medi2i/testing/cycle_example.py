@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from medi2i.errors import Medi2iError, OptionsError
+from medi2i.intensity import DomainIntensities
 from medi2i.method import (
     DataKind,
     Options,
@@ -42,12 +43,11 @@ from medi2i.method import (
     UnpairedBatch,
     VolumeSpec,
 )
-from medi2i.testing.domain_intensity import from_network_range, to_network_range
 from medi2i.testing.image_pool import ImagePool
 from medi2i.testing.tiny_networks import least_squares, small_discriminator, small_generator
 
 if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
+    pass
 
 GENERATORS = ("a_to_b", "b_to_a")
 """Keys of the two generators in the network (and prefixes of their weights)."""
@@ -86,7 +86,7 @@ class CycleDirection(BaseModel):
     to: str | None = None
 
 
-class ExampleCycle(PatchNetworkMethod[CycleOptions, CycleDirection]):
+class ExampleCycle(DomainIntensities, PatchNetworkMethod[CycleOptions, CycleDirection]):
     """Two-way translation between two domains learned from unpaired volumes (CycleGAN
     pattern, Zhu et al. 2017), at test size."""
 
@@ -165,29 +165,6 @@ class ExampleCycle(PatchNetworkMethod[CycleOptions, CycleDirection]):
         key = "a_to_b" if source == self.domain_names[0] else "b_to_a"
         output: torch.Tensor = self.generator(key)(windows)
         return output
-
-    # -- intensities -------------------------------------------------------------------
-
-    def preprocess(
-        self,
-        image: MetaTensor,
-        *,
-        domain: str | None = None,
-        condition: CycleDirection | None = None,
-    ) -> MetaTensor:
-        spec = self.domain(domain) if domain is not None else None
-        return to_network_range(image, spec, percentiles=self.options.percentiles)
-
-    def postprocess(
-        self,
-        output: MetaTensor,
-        image: MetaTensor,
-        *,
-        domain: str | None = None,
-        condition: CycleDirection | None = None,
-    ) -> MetaTensor:
-        spec = self.domain(domain) if domain is not None else None
-        return from_network_range(output, spec)
 
     # -- training ----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from medi2i.errors import OptionsError
+from medi2i.intensity import DomainIntensities
 from medi2i.method import (
     DataKind,
     MultiDomainBatch,
@@ -38,7 +39,6 @@ from medi2i.method import (
     Training,
     VolumeSpec,
 )
-from medi2i.testing.domain_intensity import from_network_range, to_network_range
 from medi2i.testing.tiny_networks import (
     ClassifyingDiscriminator,
     ConditionedGenerator,
@@ -85,7 +85,7 @@ class TargetDomain(BaseModel):
     source_domain: str | None = None
 
 
-class ExampleStar(PatchNetworkMethod[StarOptions, TargetDomain]):
+class ExampleStar(DomainIntensities, PatchNetworkMethod[StarOptions, TargetDomain]):
     """Translation among several domains with one conditioned generator (StarGAN
     pattern, Choi et al. 2018), at test size."""
 
@@ -172,29 +172,6 @@ class ExampleStar(PatchNetworkMethod[StarOptions, TargetDomain]):
         labels = torch.full((windows.shape[0],), index, dtype=torch.int64, device=windows.device)
         output: torch.Tensor = self.network(windows, labels)
         return output
-
-    # -- intensities -------------------------------------------------------------------
-
-    def preprocess(
-        self,
-        image: MetaTensor,
-        *,
-        domain: str | None = None,
-        condition: TargetDomain | None = None,
-    ) -> MetaTensor:
-        spec = self.domain(domain) if domain is not None else None
-        return to_network_range(image, spec, percentiles=self.options.percentiles)
-
-    def postprocess(
-        self,
-        output: MetaTensor,
-        image: MetaTensor,
-        *,
-        domain: str | None = None,
-        condition: TargetDomain | None = None,
-    ) -> MetaTensor:
-        spec = self.domain(domain) if domain is not None else None
-        return from_network_range(output, spec)
 
     # -- training ----------------------------------------------------------------------
 
