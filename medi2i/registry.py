@@ -125,7 +125,8 @@ class Registry:
             known = ", ".join(sorted(self.methods)) or "none"
             raise UnknownMethodError(
                 f"no method {method_id!r} is registered (known: {known}); "
-                "`medi2i methods` lists them, `medi2i plugins` shows the installed plugins"
+                "`medi2i methods` lists them, `medi2i plugins` shows the installed plugins; "
+                "install the method's plugin, or load it with `medi2i --plugin NAME ...`"
             ) from None
 
 
