@@ -45,7 +45,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from typing_extensions import TypeVar
 
 from medi2i.errors import Medi2iError, ModelFormatError, OptionsError
@@ -65,6 +65,7 @@ StateValue = JSONScalar | list[float] | list[int] | list[str]
 """A fitted value a method keeps in its model folder's JSON (not a tensor)."""
 
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:[-.][a-z0-9]+)*$")
+_PATH_PARTS = re.compile(r"[/\\]|\.\.")
 
 
 class Task(str, Enum):
@@ -143,6 +144,24 @@ class DomainSpec(BaseModel):
     name: str
     modality: str = "any"
     units: str = "arbitrary"
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, value: str) -> str:
+        # names are workflow keys, folder names and parts of output names
+        if not value.strip() or value != value.strip() or _PATH_PARTS.search(value):
+            raise ValueError(
+                f"domain name {value!r} must be a non-empty name without surrounding spaces, "
+                "'/', '\\' or '..'"
+            )
+        return value
+
+    @field_validator("modality")
+    @classmethod
+    def _modality_code(cls, value: str) -> str:
+        # DICOM modality codes are upper case: "ct" and "CT" are the same modality
+        stripped = value.strip()
+        return "any" if stripped.lower() in ("any", "") else stripped.upper()
 
     def volume_spec(self, channels: int = 1) -> VolumeSpec:
         """The :class:`VolumeSpec` of this domain's images."""
@@ -570,7 +589,11 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
             OptionsError: The number of domains does not fit the data kind, or a name
                 repeats.
         """
-        specs = tuple(d if isinstance(d, DomainSpec) else DomainSpec(name=d) for d in domains)
+        try:
+            specs = tuple(d if isinstance(d, DomainSpec) else DomainSpec(name=d) for d in domains)
+        except ValidationError as exc:
+            problems = "; ".join(str(error["msg"]) for error in exc.errors())
+            raise OptionsError(f"method {self.id!r}: {problems}") from None
         names = [d.name for d in specs]
         if len(set(names)) != len(names):
             raise OptionsError(f"method {self.id!r}: domain names repeat: {names}")

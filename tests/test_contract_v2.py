@@ -632,3 +632,14 @@ def test_a_workflow_adapts_its_model_before_evaluating_it(tmp_path: Path) -> Non
     state = json.loads((tmp_path / "runs" / "run-adapted" / "run.json").read_text())
     assert set(state["stages"]) >= {"train", "adapt", "evaluate"}
     assert state["model"] == "adapted"
+
+
+def test_domain_modalities_are_dicom_codes_and_names_are_file_safe() -> None:
+    from pydantic import ValidationError
+
+    assert DomainSpec(name="ct", modality="ct").modality == "CT"
+    assert DomainSpec(name="x", modality=" Any ").modality == "any"
+    assert DomainSpec(name="Site A").name == "Site A"
+    for bad in ("../ct", "", " a", "a/b"):
+        with pytest.raises(ValidationError, match="domain name"):
+            DomainSpec(name=bad)
