@@ -244,9 +244,9 @@ def body_mask(ct_hu: npt.ArrayLike, *, fill_slices_axis: int | None = None) -> B
     Args:
         ct_hu: CT volume in HU.
         fill_slices_axis: Also fill the holes of every slice across this array axis
-            (Q1x: 2, axial). A chest CT's lungs reach the first and last slices of the
-            scan, so in 3D they are open to the outside and stay out of the mask; in
-            each axial slice the chest wall closes them.
+            (Q1x: 2, axial). A chest scan that ends inside the lungs leaves them open to
+            the outside in 3D, so they stay out of the mask; in each axial slice the
+            chest wall closes them.
 
     Returns:
         The mask, boolean, of the CT's shape.
