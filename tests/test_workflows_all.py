@@ -156,6 +156,8 @@ def q3_test(root: Path) -> None:
 BUILDERS: dict[tuple[str, str], Builder] = {
     ("q1", "train_pairs"): q1_cases,
     ("q1", "test"): q1_cases,
+    ("a", "train_pairs"): q1_cases,  # Q1x split a (bench-work/q1x/a/...)
+    ("a", "validation"): q1_cases,
     ("q2", "train_pairs"): q2_cases(("mni152-x4", "mni152-x2"), seed=1),
     ("q2", "test"): q2_cases(("colin27-x4", "colin27-x2"), seed=2),
     ("q3", "train_domains"): q3_domains,

@@ -1,9 +1,10 @@
-"""The quality benchmarks Q1-Q3 of BENCHMARKS.md: data, baselines, harness and montages.
+"""The quality benchmarks Q1-Q3 and Q1x of BENCHMARKS.md: data, baselines, harness, montages.
 
-- :mod:`medi2i.bench.datasets`: build Q1 (MR→CT), Q2 (super-resolution) and Q3
-  (harmonization) from ``MEDI2I_DATA_DIR``, cached on disk;
-- :mod:`medi2i.bench.baselines`: bulk water and a monotone MR→HU mapping (Q1, the
-  ``monotone-mapping`` method), linear and cubic B-spline interpolation (Q2), no
+- :mod:`medi2i.bench.datasets`: build Q1 (MR→CT), Q2 (super-resolution), Q3
+  (harmonization) and Q1x (cross-subject MR→CT, two splits) from ``MEDI2I_DATA_DIR``,
+  cached on disk;
+- :mod:`medi2i.bench.baselines`: bulk water and a monotone MR→HU mapping (Q1 and Q1x,
+  the ``monotone-mapping`` method), linear and cubic B-spline interpolation (Q2), no
   harmonization and z-score (Q3);
 - :mod:`medi2i.bench.harness`: evaluate baselines, methods and trained models, write
   JSON and Markdown;
@@ -34,6 +35,7 @@ from medi2i.bench.datasets import (
     Volume,
     body_mask,
     build_dataset,
+    build_splits,
     head_mask,
 )
 from medi2i.bench.harness import BenchResult, evaluate, metrics_for, run_benchmarks
@@ -53,6 +55,7 @@ __all__ = [
     "baselines_for",
     "body_mask",
     "build_dataset",
+    "build_splits",
     "bulk_water",
     "evaluate",
     "head_mask",

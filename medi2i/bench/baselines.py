@@ -1,9 +1,10 @@
 """The baselines every method must beat on the quality benchmarks.
 
-- Q1 (MR→CT): bulk water (0 HU in the body mask, -1000 HU outside) and a monotone
-  MR→HU mapping fitted on the training half: the registered method
-  ``monotone-mapping`` (plugin ``medi2i-regression-unet``) on raw MR intensities, with
-  -1000 HU outside the body mask like bulk water.
+- Q1 and Q1x (MR→CT): bulk water (0 HU in the body mask, -1000 HU outside) and a
+  monotone MR→HU mapping fitted on the training data (Q1: the training half; Q1x: each
+  split's training subjects): the registered method ``monotone-mapping`` (plugin
+  ``medi2i-regression-unet``) on raw MR intensities, with -1000 HU outside the body
+  mask like bulk water.
 - Q2 (super-resolution): linear and cubic B-spline interpolation through-plane
   (:func:`interpolate_onto`).
 - Q3 (harmonization): no harmonization (the input as is) and z-score standardisation
@@ -182,7 +183,7 @@ def baselines_for(dataset: BenchDataset, *, registry: Registry | None = None) ->
     Raises:
         OptionsError: Q1's ``monotone-mapping`` method is not installed.
     """
-    if dataset.task == "q1":
+    if dataset.task in ("q1", "q1x"):
         return _q1_baselines(dataset, registry)
     if dataset.task == "q2":
         return _q2_baselines()
@@ -196,6 +197,11 @@ def _q1_baselines(dataset: BenchDataset, registry: Registry | None) -> list[Cont
     direction = "increasing" if fitted["increasing"] else "decreasing"
     knots = fitted["intensities"]
     knot_count = len(knots) if isinstance(knots, list) else 0
+    trained_on = (
+        f"split {dataset.split}'s training cases ({', '.join(c.name for c in dataset.train_pairs)})"
+        if dataset.split
+        else "the training half"
+    )
 
     def monotone(case: BenchCase) -> FloatArray:
         from medi2i.prediction import predict_tensor
@@ -219,7 +225,7 @@ def _q1_baselines(dataset: BenchDataset, registry: Registry | None) -> list[Cont
             "baseline",
             monotone,
             f"method {method.id} {method.version} on raw MR intensities: isotonic MR→HU "
-            f"curve ({direction}, {knot_count} knots) fitted on the training half, "
+            f"curve ({direction}, {knot_count} knots) fitted on {trained_on}, "
             "-1000 HU outside the body mask",
         ),
     ]

@@ -1,4 +1,4 @@
-"""The quality benchmarks' data: Q1-Q3 built from ``MEDI2I_DATA_DIR`` as BENCHMARKS.md says.
+"""The quality benchmarks' data: Q1-Q3 and Q1x built from ``MEDI2I_DATA_DIR`` as BENCHMARKS.md says.
 
 - Q1 (MR→CT): a pseudo-T1w MR simulated from the real head CT
   (:func:`medi2i.synth.ct_to_pseudo_t1`, seed :data:`Q1_SEED`); body mask CT > -500 HU
@@ -9,14 +9,21 @@
 - Q3 (harmonization): scanners A, B, C (:data:`medi2i.synth.NAMED_STYLES`) applied to
   MNI152 for training (one acquisition per scanner) and to Colin27 for the test:
   Colin27-under-B is the input, Colin27-under-A the reference.
+- Q1x (cross-subject MR→CT): the head CT and two chest CTs resampled to
+  :data:`Q1X_SPACING_MM`, a pseudo-T1w MR simulated from each (seeds ``Q1X_SEED + i``),
+  body mask CT > -500 HU with holes filled in 3D and in each axial slice. Split ``a``
+  trains on the head and lung1, tests on lung2; split ``b`` trains on the head and lung2,
+  tests on lung1. The last fifth of the training chest's slices (after a 2-slice gap)
+  is the split's validation case and is never trained on.
 
 A built set is written once as NIfTI files under a cache folder (``--work-dir``, else
 ``$MEDI2I_CACHE_DIR``, else the user cache folder) keyed by a fingerprint of the source
 files, the simulator parameters and the seeds, and read back on the next run. A
 symbolic link ``<cache>/<task>`` (e.g. ``bench-work/q1``) points at the current
 fingerprinted folder, so workflows can name a path that does not change. Q1's
-training case uses the SynthRAD layout (``<case>/mr|ct|mask.nii.gz``) so training
-workflows can read it unchanged.
+and Q1x's cases use the SynthRAD layout (``<case>/mr|ct|mask.nii.gz``) so training
+workflows can read them unchanged; Q1x keeps each split in its own subfolder
+(``bench-work/q1x/a/{train_pairs,validation,test}``).
 
 Example:
     >>> dataset = build_dataset("q2")  # doctest: +SKIP
@@ -49,8 +56,8 @@ if TYPE_CHECKING:
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
-TaskName = Literal["q1", "q2", "q3"]
-TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3")
+TaskName = Literal["q1", "q2", "q3", "q1x"]
+TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x")
 
 DATA_DIR_VARIABLE = "MEDI2I_DATA_DIR"
 CACHE_DIR_VARIABLE = "MEDI2I_CACHE_DIR"
@@ -60,6 +67,8 @@ DATASET_VERSION = "1"
 CT_FILE = "ct_head_invesalius0051.nii.gz"
 COLIN27_FILE = "mr_t1_colin27_1mm.nii.gz"
 MNI152_FILE = "mni152_2009a_t1_1mm.nii.gz"
+LUNG1_FILE = "ct_chest_pyradiomics_lung1.nii.gz"
+LUNG2_FILE = "ct_chest_pyradiomics_lung2.nii.gz"
 
 Q1_SEED = 51
 Q1_TRAIN_END_X = 124
@@ -73,6 +82,24 @@ Q2_AXIS = 2
 Q3_SEED = 27
 Q3_SOURCE, Q3_TARGET = "B", "A"
 Q3_SCANNERS = ("A", "B", "C")
+Q1X_SPACING_MM = (2.0, 2.0, 5.0)
+"""Q1x's common grid: every subject is resampled to 2 × 2 × 5 mm along its array axes."""
+Q1X_SUBJECTS: tuple[tuple[str, str], ...] = (
+    ("invesalius0051", CT_FILE),
+    ("lung1", LUNG1_FILE),
+    ("lung2", LUNG2_FILE),
+)
+"""Q1x's subjects (case name, source file); subject ``i`` gets MR seed ``Q1X_SEED + i``."""
+Q1X_SEED = 61
+Q1X_SPLITS: dict[str, tuple[str, str]] = {"a": ("lung1", "lung2"), "b": ("lung2", "lung1")}
+"""Per split: (the training subject that gives up its last slices to validation, the test
+subject). The head is always trained on."""
+Q1X_VALIDATION_FRACTION = 0.2
+"""Share of the validation subject's axial slices (the last ones, array z) held out."""
+Q1X_VALIDATION_GAP = 2
+"""Slices left out between that subject's training and validation parts (10 mm)."""
+Q1X_FILL_SLICES_AXIS = 2
+"""Q1x's body mask also fills each axial slice's holes (the lungs; :func:`body_mask`)."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +125,15 @@ class Volume:
 
     def crop_x(self, start: int, stop: int) -> Volume:
         """Array x in ``[start, stop)``, with the affine moved accordingly."""
+        return self.crop(0, start, stop)
+
+    def crop(self, axis: int, start: int, stop: int) -> Volume:
+        """Array indices ``[start, stop)`` along ``axis``, with the affine moved accordingly."""
         affine = self.affine.copy()
-        affine[:3, 3] = self.affine[:3, 3] + self.affine[:3, 0] * start
-        return Volume(np.ascontiguousarray(self.array[start:stop]), affine)
+        affine[:3, 3] = self.affine[:3, 3] + self.affine[:3, axis] * start
+        index: list[slice] = [slice(None)] * 3
+        index[axis] = slice(start, stop)
+        return Volume(np.ascontiguousarray(self.array[tuple(index)]), affine)
 
 
 @dataclass(frozen=True)
@@ -141,10 +174,20 @@ class BenchDataset:
     test: tuple[BenchCase, ...]
     folder: Path
     fingerprint: str
+    validation: tuple[BenchCase, ...] = ()
+    split: str = ""
+
+    @property
+    def label(self) -> str:
+        """``"q1x-a"`` for a split of a multi-split benchmark, else the task (``"q1"``)."""
+        return f"{self.task}-{self.split}" if self.split else self.task
 
 
-def data_dir() -> Path:
+def data_dir(task: TaskName | None = None) -> Path:
     """The shared data folder from ``MEDI2I_DATA_DIR``.
+
+    Args:
+        task: The benchmark whose source files must be there; Q1-Q3's when ``None``.
 
     Raises:
         InputError: The variable is unset or the folder lacks a benchmark file.
@@ -156,7 +199,8 @@ def data_dir() -> Path:
             "(the Makefile uses ../shared/data beside the clone)"
         )
     folder = Path(value)
-    missing = [f for f in (CT_FILE, COLIN27_FILE, MNI152_FILE) if not (folder / f).is_file()]
+    needed = _SOURCES[task] if task is not None else (CT_FILE, COLIN27_FILE, MNI152_FILE)
+    missing = [f for f in needed if not (folder / f).is_file()]
     if missing:
         raise InputError(f"{DATA_DIR_VARIABLE}={folder} lacks {', '.join(missing)}")
     return folder
@@ -194,38 +238,115 @@ def head_mask(image: npt.ArrayLike) -> BoolArray:
     return np.asarray(largest)
 
 
-def body_mask(ct_hu: npt.ArrayLike) -> BoolArray:
-    """Q1's body mask: CT > -500 HU, holes filled (3D)."""
-    return np.asarray(ndimage.binary_fill_holes(np.asarray(ct_hu) > Q1_BODY_THRESHOLD_HU))
+def body_mask(ct_hu: npt.ArrayLike, *, fill_slices_axis: int | None = None) -> BoolArray:
+    """Q1's body mask: CT > -500 HU, holes filled (3D).
+
+    Args:
+        ct_hu: CT volume in HU.
+        fill_slices_axis: Also fill the holes of every slice across this array axis
+            (Q1x: 2, axial). A chest scan that ends inside the lungs leaves them open to
+            the outside in 3D, so they stay out of the mask; in each axial slice the
+            chest wall closes them.
+
+    Returns:
+        The mask, boolean, of the CT's shape.
+    """
+    mask = np.asarray(ndimage.binary_fill_holes(np.asarray(ct_hu) > Q1_BODY_THRESHOLD_HU))
+    if fill_slices_axis is not None:
+        moved = np.moveaxis(mask, fill_slices_axis, 0)
+        for index in range(moved.shape[0]):
+            moved[index] = ndimage.binary_fill_holes(moved[index])
+    return mask
 
 
 def build_dataset(
-    task: TaskName, *, work_dir: str | Path | None = None, source_dir: str | Path | None = None
+    task: TaskName,
+    *,
+    work_dir: str | Path | None = None,
+    source_dir: str | Path | None = None,
+    split: str | None = None,
 ) -> BenchDataset:
     """Build (or read back from the cache) one benchmark's data.
 
     Args:
-        task: ``"q1"``, ``"q2"`` or ``"q3"``.
+        task: ``"q1"``, ``"q2"``, ``"q3"`` or ``"q1x"``.
         work_dir: Cache folder; :func:`default_cache_dir` when ``None``.
         source_dir: Folder of the real volumes; ``MEDI2I_DATA_DIR`` when ``None``.
+        split: For Q1x, which split (``"a"`` or ``"b"``, :data:`Q1X_SPLITS`); must be
+            ``None`` for the other benchmarks.
 
     Returns:
         The dataset; its files are in ``dataset.folder``.
 
     Raises:
         InputError: The shared data is missing.
+        OptionsError: ``task`` is not a benchmark, or ``split`` does not fit it.
+    """
+    splits = splits_of(task)
+    if split is None and splits:
+        raise OptionsError(f"benchmark {task} has splits {', '.join(splits)}: choose one")
+    if split is not None and split not in splits:
+        raise OptionsError(
+            f"benchmark {task} has "
+            + (f"splits {', '.join(splits)}, not {split!r}" if splits else "no splits")
+        )
+    folder, fingerprint = _built_folder(task, work_dir, source_dir)
+    if split is None:
+        return _read_dataset(folder, task, fingerprint)
+    return _read_dataset(folder / split, task, fingerprint, split=split)
+
+
+def build_splits(
+    task: TaskName,
+    *,
+    work_dir: str | Path | None = None,
+    source_dir: str | Path | None = None,
+    splits: Sequence[str] | None = None,
+) -> tuple[BenchDataset, ...]:
+    """Every split of a benchmark (Q1x: ``a`` and ``b``), or its one dataset (Q1-Q3).
+
+    Args:
+        task: The benchmark.
+        work_dir: Cache folder; :func:`default_cache_dir` when ``None``.
+        source_dir: Folder of the real volumes; ``MEDI2I_DATA_DIR`` when ``None``.
+        splits: A subset of the benchmark's splits, in this order; all when ``None``.
+
+    Raises:
+        InputError: The shared data is missing.
+        OptionsError: ``task`` is not a benchmark or a split is not one of its splits.
+    """
+    names = splits_of(task)
+    if not names:
+        if splits:
+            raise OptionsError(f"benchmark {task} has no splits")
+        return (build_dataset(task, work_dir=work_dir, source_dir=source_dir),)
+    chosen = tuple(splits) if splits else names
+    return tuple(
+        build_dataset(task, work_dir=work_dir, source_dir=source_dir, split=name) for name in chosen
+    )
+
+
+def splits_of(task: TaskName) -> tuple[str, ...]:
+    """The split names of a benchmark: ``("a", "b")`` for Q1x, ``()`` for the others.
+
+    Raises:
         OptionsError: ``task`` is not a benchmark.
     """
     if task not in TASKS:
         raise OptionsError(f"unknown benchmark {task!r}; choose one of {', '.join(TASKS)}")
-    sources = Path(source_dir) if source_dir is not None else data_dir()
+    return tuple(Q1X_SPLITS) if task == "q1x" else ()
+
+
+def _built_folder(
+    task: TaskName, work_dir: str | Path | None, source_dir: str | Path | None
+) -> tuple[Path, str]:
+    sources = Path(source_dir) if source_dir is not None else data_dir(task)
     fingerprint = _fingerprint(task, sources)
     folder = Path(work_dir or default_cache_dir()) / f"{task}-{fingerprint[:12]}"
     if not (folder / _INDEX).is_file():
         _write_dataset(folder, task, _BUILDERS[task](sources))
-    dataset = _read_dataset(folder, task, fingerprint)
     link_stable_alias(folder, task)
-    return dataset
+    return folder, fingerprint
 
 
 def link_stable_alias(folder: Path, task: TaskName) -> Path | None:
@@ -261,6 +382,11 @@ class _Built:
     train_pairs: tuple[BenchCase, ...]
     train_domains: tuple[DomainVolume, ...]
     test: tuple[BenchCase, ...]
+    validation: tuple[BenchCase, ...] = ()
+
+
+_Parts = dict[str, _Built]
+"""A benchmark's data by split (``""``: the one dataset of an unsplit benchmark)."""
 
 
 def _read(path: Path) -> Volume:
@@ -270,7 +396,7 @@ def _read(path: Path) -> Volume:
     return Volume(image[0].numpy().astype(np.float32), np.asarray(image.affine, np.float64))
 
 
-def _build_q1(sources: Path) -> _Built:
+def _build_q1(sources: Path) -> _Parts:
     ct = _read(sources / CT_FILE)
     mr = ct_to_pseudo_t1(ct.array, spacing_mm=ct.spacing_mm, seed=Q1_SEED)
     mask = body_mask(ct.array).astype(np.float32)
@@ -278,26 +404,117 @@ def _build_q1(sources: Path) -> _Built:
     size = ct.array.shape[0]
     train = _crop_case(whole, 0, Q1_TRAIN_END_X, "invesalius0051-train")
     test = _crop_case(whole, Q1_TEST_START_X, size, "invesalius0051-test")
-    return _Built((train,), (), (test,))
+    return {"": _Built((train,), (), (test,))}
 
 
-def _crop_case(case: BenchCase, start: int, stop: int, name: str) -> BenchCase:
+def _crop_case(case: BenchCase, start: int, stop: int, name: str, *, axis: int = 0) -> BenchCase:
     return BenchCase(
         name,
-        case.source.crop_x(start, stop),
-        case.target.crop_x(start, stop),
-        case.mask.crop_x(start, stop),
+        case.source.crop(axis, start, stop),
+        case.target.crop(axis, start, stop),
+        case.mask.crop(axis, start, stop),
     )
 
 
-def _build_q2(sources: Path) -> _Built:
+def _build_q1x(sources: Path) -> _Parts:
+    subjects = {
+        name: _q1x_subject(name, sources / file, Q1X_SEED + index)
+        for index, (name, file) in enumerate(Q1X_SUBJECTS)
+    }
+    parts: _Parts = {}
+    for split, (held, tested) in Q1X_SPLITS.items():
+        train, validation = q1x_validation_cut(subjects[held].target.array.shape[2])
+        parts[split] = _Built(
+            train_pairs=(
+                _renamed(subjects["invesalius0051"], f"{split}-invesalius0051"),
+                _crop_case(subjects[held], 0, train, f"{split}-{held}-train", axis=2),
+            ),
+            train_domains=(),
+            test=(_renamed(subjects[tested], f"{split}-{tested}-test"),),
+            validation=(
+                _crop_case(
+                    subjects[held],
+                    validation,
+                    subjects[held].target.array.shape[2],
+                    f"{split}-{held}-val",
+                    axis=2,
+                ),
+            ),
+        )
+    return parts
+
+
+def q1x_validation_cut(slices: int) -> tuple[int, int]:
+    """Where Q1x splits its validation subject's axial slices.
+
+    Args:
+        slices: The subject's number of slices (array z) on the common grid.
+
+    Returns:
+        ``(train_stop, validation_start)``: training gets slices ``[0, train_stop)``,
+        validation ``[validation_start, slices)``, and the
+        :data:`Q1X_VALIDATION_GAP` slices between them go to neither.
+    """
+    held = max(1, round(slices * Q1X_VALIDATION_FRACTION))
+    start = slices - held
+    return start - Q1X_VALIDATION_GAP, start
+
+
+def _renamed(case: BenchCase, name: str) -> BenchCase:
+    return BenchCase(name, case.source, case.target, case.mask)
+
+
+def _q1x_subject(name: str, path: Path, seed: int) -> BenchCase:
+    ct = resample_to_spacing(_read(path), Q1X_SPACING_MM)
+    mr = ct_to_pseudo_t1(ct.array, spacing_mm=ct.spacing_mm, seed=seed)
+    mask = body_mask(ct.array, fill_slices_axis=Q1X_FILL_SLICES_AXIS).astype(np.float32)
+    return BenchCase(name, Volume(mr, ct.affine), ct, Volume(mask, ct.affine))
+
+
+def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float]) -> Volume:
+    """Resample a volume onto a grid of another voxel size along the same array axes.
+
+    The new grid covers the same extent (its shape is the old extent over the new
+    spacing, rounded) with its first voxel's corner on the old first voxel's corner.
+    Before linear interpolation each axis that gets coarser is blurred with a Gaussian
+    of FWHM ``sqrt(new² - old²)`` mm, so that the result has about the new resolution
+    and no aliasing.
+
+    Args:
+        volume: The volume (e.g. a CT in HU).
+        spacing_mm: The new voxel size per array axis, in mm.
+
+    Returns:
+        The resampled volume (float32) with its new affine.
+    """
+    from medi2i.synth.fields import gaussian_blur_mm
+
+    old = np.asarray(volume.spacing_mm, np.float64)
+    new = np.asarray(spacing_mm, np.float64)
+    extent = old * np.asarray(volume.array.shape, np.float64)
+    shape = tuple(max(1, round(float(n))) for n in extent / new)
+    fwhm = np.sqrt(np.clip(new**2 - old**2, 0.0, None))
+    blurred = gaussian_blur_mm(volume.array, spacing_mm=old.tolist(), fwhm_mm=fwhm.tolist())
+    zoom = new / old
+    # new voxel i's centre lies at old voxel index (i + 0.5) * zoom - 0.5
+    offset = 0.5 * zoom - 0.5
+    array = ndimage.affine_transform(
+        blurred, zoom, offset=offset, output_shape=shape, order=1, mode="nearest"
+    )
+    affine = volume.affine.copy()
+    affine[:3, :3] = volume.affine[:3, :3] * zoom[None, :]
+    affine[:3, 3] = volume.affine[:3, :3] @ offset + volume.affine[:3, 3]
+    return Volume(np.asarray(array, np.float32), affine)
+
+
+def _build_q2(sources: Path) -> _Parts:
     train = tuple(
         _thick_slice_case(sources / MNI152_FILE, "mni152", step) for step in Q2_SLICE_STEPS
     )
     test = tuple(
         _thick_slice_case(sources / COLIN27_FILE, "colin27", step) for step in Q2_SLICE_STEPS
     )
-    return _Built(train, (), test)
+    return {"": _Built(train, (), test)}
 
 
 def _thick_slice_case(path: Path, label: str, step: int) -> BenchCase:
@@ -308,7 +525,7 @@ def _thick_slice_case(path: Path, label: str, step: int) -> BenchCase:
     return BenchCase(f"{label}-x{step}", Volume(thick.data, thick.affine), high, mask)
 
 
-def _build_q3(sources: Path) -> _Built:
+def _build_q3(sources: Path) -> _Parts:
     mni = _read(sources / MNI152_FILE)
     mni_mask = Volume(head_mask(mni.array).astype(np.float32), mni.affine)
     domains = tuple(
@@ -320,7 +537,7 @@ def _build_q3(sources: Path) -> _Built:
     source = _styled(colin, Q3_SOURCE, Q3_SEED + 100)
     target = _styled(colin, Q3_TARGET, Q3_SEED + 101)
     case = BenchCase(f"colin27-{Q3_SOURCE}-to-{Q3_TARGET}", source, target, colin_mask)
-    return _Built((), domains, (case,))
+    return {"": _Built((), domains, (case,))}
 
 
 def _styled(volume: Volume, scanner: str, seed: int) -> Volume:
@@ -331,15 +548,17 @@ def _styled(volume: Volume, scanner: str, seed: int) -> Volume:
     )
 
 
-_BUILDERS: dict[TaskName, Callable[[Path], _Built]] = {
+_BUILDERS: dict[TaskName, Callable[[Path], _Parts]] = {
     "q1": _build_q1,
     "q2": _build_q2,
     "q3": _build_q3,
+    "q1x": _build_q1x,
 }
 _SOURCES: dict[TaskName, tuple[str, ...]] = {
     "q1": (CT_FILE,),
     "q2": (COLIN27_FILE, MNI152_FILE),
     "q3": (COLIN27_FILE, MNI152_FILE),
+    "q1x": tuple(file for _, file in Q1X_SUBJECTS),
 }
 
 
@@ -359,6 +578,17 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
             Q3_SOURCE,
             Q3_TARGET,
         ],
+        "q1x": [
+            PseudoT1Parameters().model_dump_json(),
+            list(Q1X_SPACING_MM),
+            [name for name, _ in Q1X_SUBJECTS],
+            Q1X_SEED,
+            {k: list(v) for k, v in Q1X_SPLITS.items()},
+            Q1X_VALIDATION_FRACTION,
+            Q1X_VALIDATION_GAP,
+            Q1_BODY_THRESHOLD_HU,
+            Q1X_FILL_SLICES_AXIS,
+        ],
     }[task]
     digest.update(json.dumps(settings).encode())
     return digest.hexdigest()
@@ -371,32 +601,53 @@ _ROLE_FILES: dict[TaskName, tuple[str, str, str]] = {
     "q1": ("mr", "ct", "mask"),  # the SynthRAD layout
     "q2": ("thick_slices", "high_res", "mask"),
     "q3": ("source", "target", "mask"),
+    "q1x": ("mr", "ct", "mask"),  # the SynthRAD layout
 }
 """File names (without ``.nii.gz``) of a case's source, target and mask."""
 
 
-def _write_dataset(folder: Path, task: TaskName, built: _Built) -> None:
+def _write_dataset(folder: Path, task: TaskName, parts: _Parts) -> None:
     from medi2i.io import atomic_path
 
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    index: dict[str, list[dict[str, str]]] = {"train_pairs": [], "train_domains": [], "test": []}
-    for split, cases in (("train_pairs", built.train_pairs), ("test", built.test)):
+    for split, built in parts.items():
+        _write_part(staging / split if split else staging, task, built)
+    if "" not in parts:  # the benchmark's own index: its splits, written last
+        with atomic_path(staging / _INDEX) as tmp:
+            tmp.write_text(json.dumps({"splits": sorted(parts)}, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def _write_part(folder: Path, task: TaskName, built: _Built) -> None:
+    from medi2i.io import atomic_path
+
+    index: dict[str, list[dict[str, str]]] = {
+        "train_pairs": [],
+        "train_domains": [],
+        "validation": [],
+        "test": [],
+    }
+    splits = (
+        ("train_pairs", built.train_pairs),
+        ("validation", built.validation),
+        ("test", built.test),
+    )
+    for split, cases in splits:
         for case in cases:
             volumes = (case.source, case.target, case.mask)
             for role, volume in zip(_ROLE_FILES[task], volumes, strict=True):
                 _write(
-                    volume, staging / split / case.name / f"{role}.nii.gz", mask=volume is case.mask
+                    volume, folder / split / case.name / f"{role}.nii.gz", mask=volume is case.mask
                 )
             index[split].append({"name": case.name})
     for item in built.train_domains:
-        _write(item.image, staging / "train_domains" / item.name / "image.nii.gz", mask=False)
-        _write(item.mask, staging / "train_domains" / item.name / "mask.nii.gz", mask=True)
+        _write(item.image, folder / "train_domains" / item.name / "image.nii.gz", mask=False)
+        _write(item.mask, folder / "train_domains" / item.name / "mask.nii.gz", mask=True)
         index["train_domains"].append({"name": item.name, "domain": item.domain})
-    with atomic_path(staging / _INDEX) as tmp:
+    with atomic_path(folder / _INDEX) as tmp:
         tmp.write_text(json.dumps(index, indent=2) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
 
 
 def _write(volume: Volume, path: Path, *, mask: bool) -> None:
@@ -407,11 +658,16 @@ def _write(volume: Volume, path: Path, *, mask: bool) -> None:
     write_volume(image, path)
 
 
-def _read_dataset(folder: Path, task: TaskName, fingerprint: str) -> BenchDataset:
+def _read_dataset(
+    folder: Path, task: TaskName, fingerprint: str, *, split: str = ""
+) -> BenchDataset:
     try:
         index = json.loads((folder / _INDEX).read_text())
         pairs = _read_cases(folder / "train_pairs", index["train_pairs"], _ROLE_FILES[task])
         test = _read_cases(folder / "test", index["test"], _ROLE_FILES[task])
+        validation = _read_cases(
+            folder / "validation", index.get("validation", []), _ROLE_FILES[task]
+        )
         domains = tuple(
             DomainVolume(
                 entry["name"],
@@ -421,11 +677,11 @@ def _read_dataset(folder: Path, task: TaskName, fingerprint: str) -> BenchDatase
             )
             for entry in index["train_domains"]
         )
-    except (KeyError, json.JSONDecodeError, InputError) as exc:
+    except (KeyError, json.JSONDecodeError, InputError, OSError) as exc:
         raise InputError(
             f"benchmark cache {folder} is damaged ({exc}); delete the folder and run again"
         ) from None
-    return BenchDataset(task, pairs, domains, test, folder, fingerprint)
+    return BenchDataset(task, pairs, domains, test, folder, fingerprint, validation, split)
 
 
 def _read_cases(

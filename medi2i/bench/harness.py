@@ -1,6 +1,6 @@
 """Run the quality benchmarks: baselines, registered methods and trained models, side by side.
 
-For each benchmark (Q1-Q3 of BENCHMARKS.md) the harness builds the data
+For each benchmark (Q1-Q3 and Q1x of BENCHMARKS.md) the harness builds the data
 (:mod:`medi2i.bench.datasets`), evaluates every contender on the test cases with the
 benchmark's metrics, and writes ``<task>_<label>.json`` (all values and the
 environment), ``<task>_<label>.md`` (the table) and one montage PNG per test case.
@@ -10,7 +10,7 @@ Methods run through :func:`medi2i.predict_tensor`, exactly as ``medi2i predict``
 run them; their output is resampled onto the reference grid when it lies on another
 one. A method that learns nothing from a training set (data kind ``none`` or
 ``single-domain``) but defines ``fit`` is fitted on the benchmark's target-domain
-training images (Q1: CT, Q2: 1 mm volumes, Q3: scanner A), so that e.g. an intensity
+training images (Q1, Q1x: CT, Q2: 1 mm volumes, Q3: scanner A), so that e.g. an intensity
 standardization lands in the target scanner's units; other such methods run as they
 are. A method that learns from paired data by fitting (``Training.FIT``, e.g.
 ``monotone-mapping``) is fitted on the benchmark's training pairs, as a workflow's
@@ -29,7 +29,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +44,14 @@ from medi2i.bench.baselines import (
     baselines_for,
     paired_fit,
 )
-from medi2i.bench.datasets import TASKS, BenchCase, BenchDataset, TaskName, build_dataset
+from medi2i.bench.datasets import (
+    TASKS,
+    BenchCase,
+    BenchDataset,
+    TaskName,
+    build_splits,
+    splits_of,
+)
 from medi2i.bench.montage import write_result_montages
 from medi2i.errors import OptionsError
 
@@ -73,6 +80,7 @@ TITLES: dict[TaskName, str] = {
     "q1": "Q1 — MR→CT on the real head CT (pseudo-T1w MR simulated from it)",
     "q2": "Q2 — through-plane super-resolution of real T1w MR (Colin27)",
     "q3": "Q3 — cross-scanner harmonization of real T1w MR (Colin27, scanner B → A)",
+    "q1x": "Q1x — cross-subject MR→CT on three real CTs (head, two chests; pseudo-T1w MR)",
 }
 
 
@@ -88,8 +96,11 @@ class BenchResult:
         seconds: Wall time of each contender over all test cases (prediction only).
         predictions: Each contender's prediction per ``(contender, case)``.
         dataset_fingerprint: Fingerprint of the data (sources, simulators, seeds).
-        cases: Test case names.
+        cases: Scored case names (test cases, and for Q1x each split's validation
+            case before its test case).
         environment: Machine, versions and date.
+        splits: For a benchmark with splits (Q1x), the case names of each split's
+            ``train``, ``validation`` and ``test`` parts.
     """
 
     task: TaskName
@@ -101,15 +112,17 @@ class BenchResult:
     dataset_fingerprint: str
     cases: tuple[str, ...]
     environment: dict[str, str]
+    splits: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Everything but the predictions, as JSON (NaN and infinities as ``null``)."""
         record = {
             "benchmark": self.task,
             "title": TITLES[self.task],
-            "protocol": "BENCHMARKS.md, " + self.task.upper(),
+            "protocol": "BENCHMARKS.md, " + protocol_name(self.task),
             "dataset_fingerprint": self.dataset_fingerprint,
             "test_cases": list(self.cases),
+            **({"splits": self.splits} if self.splits else {}),
             "metrics": [{"name": n, "units": u, "higher_is_better": h} for n, u, h in self.metrics],
             "results": [
                 {
@@ -141,17 +154,37 @@ class BenchResult:
                 lines.append(_table_row([contender.name, contender.kind, case, *cells]))
         lines += ["", "↑ higher is better, ↓ lower is better.", ""]
         lines += [f"- `{c.name}`: {c.description}" for c in self.contenders]
+        if self.splits:
+            lines += ["", "Splits (cases trained on / validated on / tested on):"]
+            lines += [
+                f"- {name}: {', '.join(parts['train'])} / {', '.join(parts['validation'])} / "
+                f"{', '.join(parts['test'])}"
+                for name, parts in self.splits.items()
+            ]
+            lines += [
+                "",
+                "Rows of a `-val` case score the held-out slices of a training subject, "
+                "those of a `-test` case the test subject. The baselines have no setting "
+                "to choose: one configuration each, scored once. A model row is one "
+                "trained configuration; its model folder says how it was chosen on the "
+                "validation case.",
+            ]
         env = self.environment
         versions = ", ".join(
             f"{k} {env[k]}" for k in ("python", "numpy", "scipy", "scikit-image", "torch", "monai")
         )
         lines += [
             "",
-            f"Protocol: BENCHMARKS.md {self.task.upper()}; data fingerprint "
+            f"Protocol: BENCHMARKS.md {protocol_name(self.task)}; data fingerprint "
             f"`{self.dataset_fingerprint[:12]}`.",
             f"Run {env['date']} on {env['machine']}; medi2i {env['medi2i']}, {versions}.",
         ]
         return "\n".join(lines) + "\n"
+
+
+def protocol_name(task: TaskName) -> str:
+    """The benchmark's name as BENCHMARKS.md writes it: ``"Q1"``, ``"Q1x"``."""
+    return task[:2].upper() + task[2:]
 
 
 def write_tables(result: BenchResult, folder: Path, *, label: str) -> list[Path]:
@@ -195,12 +228,12 @@ def _table_row(cells: Sequence[str]) -> str:
 
 
 def metrics_for(task: TaskName) -> tuple[MetricSpec, ...]:
-    """Q1: SynthRAD2025 MAE, PSNR, MS-SSIM inside the body mask, and the MAE in the air
+    """Q1 and Q1x: SynthRAD2025 MAE, PSNR, MS-SSIM inside the body mask, and the MAE in the air
     around it (:func:`medi2i.evaluation.air.air_mae`). Q2: masked PSNR, SSIM. Q3: MAE,
     PSNR, SSIM and histogram distance, all inside the benchmark's mask."""
     from medi2i.evaluation import air, image_metrics, synthrad
 
-    if task == "q1":
+    if task in ("q1", "q1x"):
         return (
             MetricSpec("mae", "HU", False, synthrad.mae),
             MetricSpec("psnr", "dB", True, synthrad.psnr),
@@ -228,18 +261,25 @@ def run_benchmarks(
     work_dir: str | Path | None = None,
     settings: InferenceSettings | None = None,
     registry: Registry | None = None,
+    splits: Sequence[str] | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> list[BenchResult]:
     """Run baselines plus the named methods and trained models on the chosen benchmarks.
 
+    A benchmark with splits (Q1x) runs each split on its own: the baselines and methods
+    are fitted on that split's training cases and scored on its validation and test
+    cases; the splits' rows go into one result.
+
     Args:
-        tasks: Benchmarks to run, among ``"q1"``, ``"q2"``, ``"q3"``.
+        tasks: Benchmarks to run, among ``"q1"``, ``"q2"``, ``"q3"``, ``"q1x"``.
         methods: Ids of registered methods (each runs on the benchmarks of its tasks).
         models: Trained-model folders or zips.
         output_dir: Where the JSON, Markdown and PNG files go.
         work_dir: Cache of the built datasets; the user cache folder when ``None``.
         settings: Inference settings for methods (no progress bar by default).
         registry: Installed plugins; loaded when ``None`` and needed.
+        splits: The splits to run of a benchmark that has splits (Q1x: ``"a"``,
+            ``"b"``); all when ``None``. Benchmarks without splits ignore it.
         log: Called with one line per step, for progress output.
 
     Returns:
@@ -247,7 +287,8 @@ def run_benchmarks(
 
     Raises:
         OptionsError: A method or model serves none of the chosen benchmarks, or must
-            be trained first.
+            be trained first; a trained model is given for more than one split (it was
+            trained on one split, and another split may test on its training data).
         InputError: The shared data is missing (``MEDI2I_DATA_DIR``).
     """
     from medi2i.settings import InferenceSettings
@@ -257,37 +298,107 @@ def run_benchmarks(
     _check_served(loaded, tasks)
     results = []
     for task in tasks:
+        chosen = splits if splits_of(task) else None
         log(f"{task}: building the data")
-        dataset = build_dataset(task, work_dir=work_dir)
-        contenders = baselines_for(dataset, registry=registry)
-        baseline_names = {c.name for c in contenders}
-        contenders += [
-            # a method may share its id with the baseline it provides (monotone-mapping)
-            _method_contender(
-                f"{name}-{kind}" if name in baseline_names else name,
-                kind,
-                method,
-                dataset,
-                settings,
+        datasets = build_splits(task, work_dir=work_dir, splits=chosen)
+        if models and len(datasets) > 1:
+            raise OptionsError(
+                f"a trained model belongs to one split of {task}, whose test subject "
+                f"another split trains on: choose one with --split "
+                f"({', '.join(d.split for d in datasets)})"
             )
-            for name, kind, method in loaded
-            if _serves(method, task)
-        ]
-        result = evaluate(dataset, contenders, log=log)
-        label = "comparison" if any(c.kind != "baseline" for c in contenders) else "baselines"
+        parts = [_run_one(dataset, loaded, settings, registry, log) for dataset in datasets]
+        result = parts[0] if len(parts) == 1 else merge_results(parts, datasets)
+        label = (
+            "comparison" if any(c.kind != "baseline" for c in result.contenders) else "baselines"
+        )
+        shown = replace(datasets[0], test=tuple(case for d in datasets for case in d.test))
         write_tables(result, Path(output_dir), label=label)
-        write_result_montages(result, dataset, Path(output_dir), label=label)
+        write_result_montages(result, shown, Path(output_dir), label=label)
         results.append(result)
     return results
+
+
+def _run_one(
+    dataset: BenchDataset,
+    loaded: Sequence[LoadedContender],
+    settings: InferenceSettings,
+    registry: Registry | None,
+    log: Callable[[str], None],
+) -> BenchResult:
+    contenders = baselines_for(dataset, registry=registry)
+    baseline_names = {c.name for c in contenders}
+    contenders += [
+        # a method may share its id with the baseline it provides (monotone-mapping)
+        _method_contender(
+            f"{name}-{kind}" if name in baseline_names else name,
+            kind,
+            method,
+            dataset,
+            settings,
+        )
+        for name, kind, method in loaded
+        if _serves(method, dataset.task)
+    ]
+    result = evaluate(dataset, contenders, cases=dataset.validation + dataset.test, log=log)
+    if not dataset.split:
+        return result
+    parts = {
+        "train": [c.name for c in dataset.train_pairs],
+        "validation": [c.name for c in dataset.validation],
+        "test": [c.name for c in dataset.test],
+    }
+    return replace(result, splits={dataset.split: parts})
+
+
+def merge_results(parts: Sequence[BenchResult], datasets: Sequence[BenchDataset]) -> BenchResult:
+    """One result from the results of a benchmark's splits (same contenders, other cases).
+
+    A contender whose description differs between splits (e.g. a mapping fitted on
+    each split's training data) gets each split's description, prefixed by the split.
+
+    Raises:
+        OptionsError: The splits were not run with the same contenders.
+    """
+    names = [c.name for c in parts[0].contenders]
+    if any([c.name for c in part.contenders] != names for part in parts):
+        raise OptionsError("every split must be run with the same contenders")
+    contenders = []
+    for index, first in enumerate(parts[0].contenders):
+        texts = [part.contenders[index].description for part in parts]
+        if len(set(texts)) > 1:
+            labels = [d.split for d in datasets]
+            texts = [f"split {label}: {text}" for label, text in zip(labels, texts, strict=True)]
+            first = replace(first, description="; ".join(texts))
+        contenders.append(first)
+    return BenchResult(
+        task=parts[0].task,
+        contenders=tuple(contenders),
+        metrics=parts[0].metrics,
+        scores={n: {k: v for p in parts for k, v in p.scores[n].items()} for n in names},
+        seconds={n: sum(p.seconds[n] for p in parts) for n in names},
+        predictions={k: v for p in parts for k, v in p.predictions.items()},
+        dataset_fingerprint=parts[0].dataset_fingerprint,
+        cases=tuple(case for p in parts for case in p.cases),
+        environment=parts[-1].environment,
+        splits={k: v for p in parts for k, v in p.splits.items()},
+    )
 
 
 def evaluate(
     dataset: BenchDataset,
     contenders: Sequence[Contender],
     *,
+    cases: Sequence[BenchCase] | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> BenchResult:
     """Score every contender on every test case of ``dataset``; keep the predictions.
+
+    Args:
+        dataset: The benchmark's data.
+        contenders: What to score.
+        cases: The cases to score; ``dataset.test`` when ``None``.
+        log: Called with one line per prediction.
 
     Raises:
         OptionsError: Two contenders share a name (e.g. two model folders of one name).
@@ -299,8 +410,9 @@ def evaluate(
     scores: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names}
     seconds = dict.fromkeys(names, 0.0)
     predictions: dict[tuple[str, str], FloatArray] = {}
+    scored = tuple(dataset.test if cases is None else cases)
     for contender in contenders:
-        for case in dataset.test:
+        for case in scored:
             log(f"{dataset.task}: {contender.name} on {case.name}")
             started = time.perf_counter()
             prediction = _checked(contender.predict(case), case, contender.name)
@@ -315,7 +427,7 @@ def evaluate(
         seconds=seconds,
         predictions=predictions,
         dataset_fingerprint=dataset.fingerprint,
-        cases=tuple(case.name for case in dataset.test),
+        cases=tuple(case.name for case in scored),
         environment=environment(),
     )
 
@@ -359,7 +471,12 @@ def environment() -> dict[str, str]:
 
 _FITTED_HERE = frozenset({"none", "single-domain"})
 """Data kinds of methods the harness fits itself (when they define ``fit``)."""
-_TASK_OF = {"q1": "translation", "q2": "super-resolution", "q3": "harmonization"}
+_TASK_OF = {
+    "q1": "translation",
+    "q2": "super-resolution",
+    "q3": "harmonization",
+    "q1x": "translation",
+}
 LoadedContender = tuple[str, ContenderKind, "Method"]
 
 

@@ -212,7 +212,8 @@ def write_result_montages(
         rows = _case_rows(result, case)
         centre = _mask_centre(case.mask.array)
         path = folder / f"{result.task}_{label}_{case.name}.png"
-        title = f"{result.task.upper()} {case.name}: input, reference, prediction | absolute error"
+        name = result.task[:2].upper() + result.task[2:]
+        title = f"{name} {case.name}: input, reference, prediction | absolute error"
         written.append(
             save_montage(
                 rows, path=path, spacing_mm=case.target.spacing_mm, centre=centre, title=title

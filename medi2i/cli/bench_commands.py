@@ -17,7 +17,8 @@ from medi2i.errors import InputError
 if TYPE_CHECKING:
     from medi2i.bench.datasets import TaskName
 
-TASK_CHOICES = ("q1", "q2", "q3", "all")
+TASK_CHOICES = ("q1", "q2", "q3", "q1x", "all")
+SPLIT_CHOICES = ("a", "b")
 
 
 def add_to(group: click.Group) -> None:
@@ -31,8 +32,8 @@ def bench_group() -> click.Group:
     return click.Group(
         "bench",
         commands=[bench_run_command, bench_prepare_command],
-        help="Quality benchmarks Q1-Q3 (see benchmarks/quality/README.md). They read the "
-        "real volumes from MEDI2I_DATA_DIR.",
+        help="Quality benchmarks Q1-Q3 and Q1x (see benchmarks/quality/README.md). They "
+        "read the real volumes from MEDI2I_DATA_DIR.",
     )
 
 
@@ -53,7 +54,16 @@ def _tasks(choice: str) -> list[TaskName]:
     type=click.Choice(TASK_CHOICES),
     default="all",
     show_default=True,
-    help="Benchmark to run: q1 (MR→CT), q2 (super-resolution), q3 (harmonization).",
+    help="Benchmark to run: q1 (MR→CT), q2 (super-resolution), q3 (harmonization), "
+    "q1x (cross-subject MR→CT).",
+)
+@click.option(
+    "--split",
+    "splits",
+    type=click.Choice(SPLIT_CHOICES),
+    multiple=True,
+    help="Q1x only: the split to run (a: test on lung2, b: test on lung1; repeat) "
+    "[default: both]. A --model needs exactly one.",
 )
 @click.option(
     "--method",
@@ -88,6 +98,7 @@ def _tasks(choice: str) -> list[TaskName]:
 def bench_run_command(
     ctx: click.Context,
     task: str,
+    splits: tuple[str, ...],
     methods: tuple[str, ...],
     models: tuple[Path, ...],
     output: Path,
@@ -111,6 +122,7 @@ def bench_run_command(
         work_dir=work_dir,
         settings=InferenceSettings(device=device, progress=False),
         registry=registry,
+        splits=splits or None,
         log=lambda line: click.echo(line, err=True),
     )
     for result in results:
@@ -129,11 +141,11 @@ def bench_run_command(
 def bench_prepare_command(task: str, work_dir: Path | None) -> None:
     """Build the benchmark data (train and test NIfTI files) and print where it is,
     e.g. to train a method on it."""
-    from medi2i.bench.datasets import build_dataset
+    from medi2i.bench.datasets import build_splits
 
     for name in _tasks(task):
-        dataset = build_dataset(name, work_dir=work_dir)
-        click.echo(f"{name}: {dataset.folder}")
+        for dataset in build_splits(name, work_dir=work_dir):
+            click.echo(f"{dataset.label}: {dataset.folder}")
 
 
 @click.command("check")
