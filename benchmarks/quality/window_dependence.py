@@ -1,0 +1,226 @@
+"""How much a network's synthetic CT depends on where the sliding windows fall.
+
+Tiling in a sliding-window prediction means that a voxel's value depends on which
+window(s) computed it, not only on the image around it. This script measures that
+directly, for the committed Q1 models on the Q1 test half:
+
+1. the input MR is put on the model's working grid and preprocessed once, as
+   ``medi2i predict`` does;
+2. the network runs over it by sliding window (the predict path's engine), once on the
+   whole volume and once on the volume cropped by half a window stride at the start of
+   every axis, which moves every window border by half a stride;
+3. the two outputs are compared voxel by voxel on their common part, in HU, inside the
+   body mask: a network whose output depended on the image alone would give the same
+   values (0 HU apart, up to float rounding).
+
+It does this for several sliding-window settings (overlap, blending), and once with every
+instance normalization fed the statistics of the whole volume instead of each window's
+own (the test of the cause, see :data:`GLOBAL_STATISTICS`); it also reports a
+checkerboard measure: the mean absolute second difference of the prediction along each
+axis inside the body, divided by the reference CT's, so 1.0 is as rough as real CT and a
+transposed-convolution checkerboard shows as a value well above 1.
+
+Usage: python benchmarks/quality/window_dependence.py [--output benchmarks/quality/results]
+(MEDI2I_DATA_DIR must name the shared data folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data.meta_tensor import MetaTensor
+
+from medi2i.bench.datasets import build_dataset
+from medi2i.data.loading import prepared
+from medi2i.engine import SlidingWindowEngine
+from medi2i.model_folder import load_model
+from medi2i.resample import resample_to_grid
+from medi2i.settings import InferenceSettings
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+MODELS = ("regression-unet-3000-steps", "pix2pix-residual-unet-3000-steps")
+GLOBAL_STATISTICS = "overlap 0.25, gaussian, whole-volume norm statistics"
+"""The experiment that tests the cause: every instance normalization uses the statistics
+of the whole volume (recorded in one whole-volume pass) instead of each window's own."""
+SETTINGS = (
+    ("overlap 0.25, gaussian (default)", 0.25, "gaussian"),
+    ("overlap 0.5, gaussian", 0.5, "gaussian"),
+    ("overlap 0.25, constant", 0.25, "constant"),
+)
+
+
+def whole_volume_statistics(method: object, volume: torch.Tensor) -> None:
+    """Make every instance normalization of the network use the per-channel statistics
+    of its input over the whole volume, recorded in one whole-volume pass."""
+    network = method.network  # type: ignore[attr-defined]
+    norms = [
+        m for m in network.modules() if isinstance(m, torch.nn.modules.instancenorm._InstanceNorm)
+    ]
+    recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], _: object) -> None:
+        x = inputs[0]
+        dims = tuple(range(2, x.ndim))
+        recorded[id(module)] = (x.mean(dim=dims)[0], x.var(dim=dims, unbiased=False)[0])
+
+    hooks = [m.register_forward_hook(record) for m in norms]
+    with torch.inference_mode():
+        network.eval()(volume[None].float())
+    for hook in hooks:
+        hook.remove()
+    for module in norms:
+        mean, var = recorded[id(module)]
+
+        def fixed(
+            x: torch.Tensor, module: torch.nn.Module = module, mean=mean, var=var
+        ) -> torch.Tensor:
+            return torch.nn.functional.instance_norm(
+                x, mean, var, module.weight, module.bias, use_input_stats=False, eps=module.eps
+            )
+
+        module.forward = fixed  # type: ignore[method-assign]
+
+
+def network_output(
+    method: object, volume: torch.Tensor, settings: InferenceSettings
+) -> torch.Tensor:
+    """The network's raw output over ``volume`` (preprocessed, working grid), by window."""
+    engine = SlidingWindowEngine(settings=settings)
+    condition = method.parse_condition(None)  # type: ignore[attr-defined]
+    return engine.run(
+        volume,
+        lambda windows: method.forward(windows, condition),  # type: ignore[attr-defined]
+        modules=[method.network],  # type: ignore[attr-defined]
+        default_roi_size=method.roi_size(),  # type: ignore[attr-defined]
+    )
+
+
+def roughness(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |second difference| along the three axes, over voxels inside ``mask``."""
+    totals = []
+    for axis in range(3):
+        second = np.abs(np.diff(values, n=2, axis=axis))
+        inner = np.take(mask, range(1, mask.shape[axis] - 1), axis=axis)
+        totals.append(float(second[inner].mean()))
+    return float(np.mean(totals))
+
+
+def measure(
+    model_dir: Path, case: object, overlap: float, blend: str, *, global_statistics: bool = False
+) -> dict[str, float]:
+    method = load_model(model_dir)
+    settings = InferenceSettings(device="cpu", progress=False, overlap=overlap, blend=blend)
+    image = case.source.metatensor()  # type: ignore[attr-defined]
+    condition = method.parse_condition(None)
+    volume = prepared(image, method, condition=condition)
+    if global_statistics:
+        whole_volume_statistics(method, volume)
+    roi = method.roi_size()  # type: ignore[attr-defined]
+    shift = [max(1, round(r * (1.0 - overlap) / 2)) for r in roi]
+    started = time.perf_counter()
+    whole = network_output(method, volume, settings)
+    moved = network_output(method, volume[:, shift[0] :, shift[1] :, shift[2] :], settings)
+    seconds = time.perf_counter() - started
+    half_span = float(method.hounsfield.half_span)  # type: ignore[attr-defined]
+    difference = (whole[:, shift[0] :, shift[1] :, shift[2] :] - moved).abs()[0] * half_span
+    body = np.asarray(case.mask.array) > 0  # type: ignore[attr-defined]
+    on_grid = prepared_mask(case, method, volume)
+    inside = on_grid[shift[0] :, shift[1] :, shift[2] :]
+    # the full prediction in HU on the reference grid, for the checkerboard measure
+    hounsfield = MetaTensor(
+        method.hounsfield.to_hounsfield(whole),  # type: ignore[attr-defined]
+        affine=volume.affine,
+    )
+    delivered = resample_to_grid(hounsfield, _grid(case), mode="linear")
+    predicted = np.asarray(delivered.as_tensor()[0].numpy())
+    reference = np.asarray(case.target.array)  # type: ignore[attr-defined]
+    return {
+        "window_dependence_mean_hu": float(difference.numpy()[inside].mean()),
+        "window_dependence_p99_hu": float(np.percentile(difference.numpy()[inside], 99)),
+        "roughness_ratio": roughness(predicted, body) / roughness(reference, body),
+        "mae_hu": float(np.abs(predicted - reference)[body].mean()),
+        "seconds_two_passes": seconds,
+        "shift_voxels": float(shift[0]),
+    }
+
+
+def prepared_mask(case: object, method: object, volume: torch.Tensor) -> np.ndarray:
+    """The benchmark's body mask on the model's working grid (nearest)."""
+    from medi2i.data.loading import planned
+
+    mask = case.mask.metatensor()  # type: ignore[attr-defined]
+    on_grid = planned(mask, method)  # type: ignore[arg-type]
+    values = np.asarray(on_grid.as_tensor()[0].numpy()) >= 0.5
+    assert values.shape == tuple(volume.shape[1:])
+    return values
+
+
+def _grid(case: object) -> object:
+    from medi2i.grid import Grid
+
+    return Grid.of(case.target.metatensor())  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=REPOSITORY / "benchmarks/quality/results")
+    parser.add_argument("--models", nargs="*", help="Committed model folders to measure.")
+    parser.add_argument(
+        "--only-global", action="store_true", help="Only the whole-volume-statistics runs."
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    dataset = build_dataset("q1")
+    (case,) = dataset.test
+    rows = []
+    only = set(args.models or MODELS)
+    for name in [m for m in MODELS if m in only]:
+        folder = REPOSITORY / "benchmarks/quality/models" / name
+        settings = [(label, overlap, blend, False) for label, overlap, blend in SETTINGS]
+        for label, overlap, blend, fixed in [
+            *settings,
+            (GLOBAL_STATISTICS, 0.25, "gaussian", True),
+        ]:
+            if args.only_global and not fixed:
+                continue
+            values = measure(folder, case, overlap, blend, global_statistics=fixed)
+            rows.append({"model": name, "setting": label, **values})
+            print(name, label, json.dumps(values), flush=True)
+    args.output.mkdir(parents=True, exist_ok=True)
+    record = {
+        "case": case.name,
+        "rows": rows,
+        "machine": f"{platform.platform()}, torch {torch.__version__}",
+    }
+    (args.output / "q1_window_dependence.json").write_text(json.dumps(record, indent=2) + "\n")
+    lines = [
+        "# Q1: how much the synthetic CT depends on where the windows fall",
+        "",
+        "`benchmarks/quality/window_dependence.py`. Each committed Q1 model predicts the Q1 "
+        "test half twice, with every window border moved by half a stride; the table gives "
+        "how far apart the two predictions are inside the body (HU), the prediction's "
+        "roughness against the reference CT's (mean |second difference|; 1.0 is as rough as "
+        "real CT), and the MAE of the first prediction (body contour off: the raw network).",
+        "",
+        "| model | sliding window | window dependence, mean (HU) | p99 (HU) "
+        "| roughness ratio | MAE (HU) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['setting']} | {row['window_dependence_mean_hu']:.2f} | "
+            f"{row['window_dependence_p99_hu']:.1f} | {row['roughness_ratio']:.3f} | "
+            f"{row['mae_hu']:.2f} |"
+        )
+    lines += ["", f"Case {case.name}; {record['machine']}."]
+    (args.output / "q1_window_dependence.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
