@@ -258,7 +258,8 @@ def test_echo_then_a_series_is_translated_with_its_geometry(
     assert done["instances"] == 6
     assert done["calling_ae"] == ["TEST"]
     assert set(done["timings"]) >= {"receive", "read", "infer", "write"}  # type: ignore[call-overload]
-    assert not list((tmp_path / "spool").iterdir())  # taken out and removed
+    # taken out and removed, just after the manifest's last record
+    wait_for(lambda: not list((tmp_path / "spool").iterdir()))
     sidecar = json.loads((derived.parent / f"{METHOD}.provenance.json").read_text())
     assert sidecar["method"]["id"] == METHOD
     assert sidecar["plugin"]["name"]
