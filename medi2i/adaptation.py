@@ -54,7 +54,10 @@ def adapt_model(
     Raises:
         OptionsError: The method does not adapt, there are no volumes, or ``output``
             is the source model.
+        OutputError: ``output`` holds or lies inside an input, or exists and
+            ``overwrite`` is not set (checked before anything is computed).
     """
+    from medi2i.io.destinations import check_destination
     from medi2i.model_folder import load_model, read_manifest
 
     model, output = Path(model), Path(output)
@@ -62,6 +65,8 @@ def adapt_model(
         raise OptionsError(
             f"the adapted model would replace its source {model}; give another output folder"
         )
+    # never a folder that is, holds or lies inside the source model or a target volume
+    check_destination(output, inputs=[model, *volumes], overwrite=overwrite, folder=True)
     method = load_model(model, registry=registry)
     manifest = read_manifest(model)
     adapt_method(method, volumes, registry=registry, settings=settings, seed=seed, domain=domain)

@@ -643,3 +643,19 @@ def test_domain_modalities_are_dicom_codes_and_names_are_file_safe() -> None:
     for bad in ("../ct", "", " a", "a/b"):
         with pytest.raises(ValidationError, match="domain name"):
             DomainSpec(name=bad)
+
+
+def test_an_adapted_model_never_replaces_an_input_even_with_overwrite(tmp_path: Path) -> None:
+    from medi2i.adaptation import adapt_model
+    from medi2i.errors import OutputError
+
+    registry = registry_with(SelfAdapting)
+    source = save_model(SelfAdapting(), tmp_path / "model")
+    series = tmp_path / "site-b"
+    write_volume(image(np.full((8, 8, 8), 7.0)), series / "1.nii.gz")
+    before = (series / "1.nii.gz").read_bytes()
+    for output in (series / "1.nii.gz", series, tmp_path):  # is an input, or holds one
+        with pytest.raises(OutputError):
+            adapt_model(source, [series / "1.nii.gz"], output, registry=registry, overwrite=True)
+    assert (series / "1.nii.gz").read_bytes() == before
+    assert read_manifest(source).state == {"offset": 0.0}
