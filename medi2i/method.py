@@ -23,6 +23,9 @@ One contract covers these shapes of method, each declared rather than inferred:
    input itself at predict time (``fits_at_predict``; ``restores_state`` makes the core
    reset the method after every volume so a batch never leaks state).
 
+The contexts, the trainer's API and the batch types live in :mod:`medi2i.method_services`
+(re-exported here); the grid in :mod:`medi2i.grid`.
+
 The core owns reading, orientation and resampling (:meth:`Method.spatial_plan`), the
 sliding window, the inversion back to the input grid, writing and provenance. A method
 owns its intensity pre- and postprocessing (whole-volume statistics live there, never
@@ -37,13 +40,11 @@ from __future__ import annotations
 
 import abc
 import inspect
-import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from typing_extensions import TypeVar
@@ -51,14 +52,53 @@ from typing_extensions import TypeVar
 from medi2i.errors import Medi2iError, ModelFormatError, OptionsError
 from medi2i.grid import Grid as Grid  # moved to medi2i.grid; still importable here
 from medi2i.grid import SpatialPlan as SpatialPlan
+from medi2i.method_services import (
+    AdaptContext as AdaptContext,
+)
+from medi2i.method_services import (
+    AuxiliaryNetwork as AuxiliaryNetwork,
+)
+from medi2i.method_services import (
+    ConditionT as ConditionT,
+)
+from medi2i.method_services import (
+    FitPair as FitPair,
+)
+from medi2i.method_services import (
+    MultiDomainBatch as MultiDomainBatch,
+)
+from medi2i.method_services import (
+    PairedBatch as PairedBatch,
+)
+from medi2i.method_services import (
+    PredictContext as PredictContext,
+)
+from medi2i.method_services import (
+    Progress as Progress,
+)
+from medi2i.method_services import (
+    SingleDomainBatch as SingleDomainBatch,
+)
+from medi2i.method_services import (
+    TrainerAPI as TrainerAPI,
+)
+from medi2i.method_services import (
+    TrainingBatch as TrainingBatch,
+)
+from medi2i.method_services import (
+    TrainingStateValue as TrainingStateValue,
+)
+from medi2i.method_services import (
+    UnpairedBatch as UnpairedBatch,
+)
+from medi2i.method_services import (
+    no_progress as no_progress,
+)
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     import torch
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.engine import SlidingWindowEngine
 
 JSONScalar = float | int | str | bool
 StateValue = JSONScalar | list[float] | list[int] | list[str]
@@ -211,183 +251,6 @@ class NoCondition(BaseModel):
 
 OptionsT = TypeVar("OptionsT", bound=Options, default=Any)
 """A method's options model (first type parameter of :class:`Method`)."""
-ConditionT = TypeVar("ConditionT", bound=BaseModel, default=Any)
-"""A method's predict-time condition model (second type parameter of :class:`Method`)."""
-
-Progress = Callable[..., Iterable[Any]]
-"""``progress(iterable, description=..., total=...)``: the iterable, with a progress bar
-when the user asked for one."""
-
-
-def no_progress(iterable: Iterable[Any], description: str = "", total: int | None = None) -> Any:
-    """A :data:`Progress` that shows nothing."""
-    del description, total
-    return iterable
-
-
-@dataclass(frozen=True)
-class PredictContext(Generic[ConditionT]):
-    """What the core hands a method at predict time.
-
-    Attributes:
-        engine: The sliding-window engine configured by the user's inference settings
-            (one per batch: what it learns, e.g. an out-of-memory back-off, is kept).
-        condition: The validated predict-time condition (the method's ``Condition``).
-        device: The torch device windows run on.
-        seed: The seed of anything random at predict time (style codes, fitting on the
-            input), recorded in the provenance: the same seed gives the same output.
-        progress: Wraps a loop in a progress bar when the user asked for one.
-        log: Where to log what the method does (goes to the run log in workflows).
-    """
-
-    engine: SlidingWindowEngine
-    condition: ConditionT
-    device: torch.device
-    seed: int = 0
-    progress: Progress = no_progress
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("medi2i.method"))
-
-
-@dataclass(frozen=True)
-class AdaptContext:
-    """What the core hands :meth:`Method.adapt`.
-
-    Attributes:
-        engine: A sliding-window engine on the adaptation device.
-        device: The torch device.
-        seed: The adaptation's seed.
-        progress: Wraps a loop in a progress bar.
-        log: Where to log.
-    """
-
-    engine: SlidingWindowEngine
-    device: torch.device
-    seed: int = 0
-    progress: Progress = no_progress
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("medi2i.method"))
-
-
-@dataclass(frozen=True)
-class AuxiliaryNetwork:
-    """A frozen network a method uses in training only (e.g. a perceptual-loss network).
-
-    The trainer builds it, loads ``weights`` after checking ``sha256``, moves it to the
-    device, puts it in eval mode with gradients off, never wraps it for DDP and never
-    checkpoints it; the model folder records its SHA-256. Nothing is downloaded: the
-    weights ship with the plugin (package data) or were trained by the project.
-
-    Attributes:
-        build: Makes the (untrained) network.
-        weights: A safetensors file with its weights, or ``None`` for a fixed network
-            with no weights (e.g. a Sobel filter bank).
-        sha256: The weights file's SHA-256 (required with ``weights``).
-    """
-
-    build: Callable[[], torch.nn.Module]
-    weights: Path | None = None
-    sha256: str | None = None
-
-
-class TrainerAPI(Protocol):
-    """What the trainer offers a method inside :meth:`Method.training_step`.
-
-    Methods own their updates (a GAN alternates its generator and discriminator
-    steps); the trainer owns devices, mixed precision, gradient accumulation,
-    distribution (DDP) and checkpoints.
-
-    Attributes:
-        device: Where batches and modules live.
-        modules: The method's :meth:`Method.training_modules`, moved to ``device`` and
-            wrapped for distributed training when it is on: call these, not the
-            method's own attributes, in the training step.
-        auxiliary: The method's :meth:`Method.auxiliary_networks`, built, loaded, on
-            ``device``, frozen and in eval mode.
-        step_index: Number of completed training steps (0 on the first).
-        total_steps: The number of steps the run trains for (for schedules).
-    """
-
-    device: torch.device
-    modules: Mapping[str, torch.nn.Module]
-    auxiliary: Mapping[str, torch.nn.Module]
-    step_index: int
-    total_steps: int
-
-    def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
-        """Register an optimizer (checkpointed and stepped by name)."""
-        ...
-
-    def autocast(self) -> AbstractContextManager[None]:
-        """Mixed-precision context for forward passes (a no-op off CUDA or without AMP)."""
-        ...
-
-    def backward(self, loss: torch.Tensor, optimizer: str) -> None:
-        """Backpropagate ``loss`` for the parameters of ``optimizer`` (scaled for AMP and
-        divided by the number of accumulation steps)."""
-        ...
-
-    def step(self, optimizer: str) -> None:
-        """Step and zero ``optimizer`` when an accumulation cycle is complete."""
-        ...
-
-
-@dataclass(frozen=True)
-class FitPair:
-    """One paired training case, as :meth:`Method.fit_pairs` receives it.
-
-    Everything is on the method's working grid (:meth:`Method.spatial_plan`), channel
-    first.
-
-    Attributes:
-        case_id: The case's id.
-        source: The source volume, preprocessed as a whole as predict preprocesses its
-            input (:meth:`Method.preprocess`, without a condition).
-        target: The target volume through :meth:`Method.preprocess_target`.
-        mask: The case's mask (``mask > 0`` before resampling, then ``>= 0.5``) as a
-            boolean tensor ``(1, X, Y, Z)``, or ``None`` when the case has none.
-    """
-
-    case_id: str
-    source: MetaTensor
-    target: MetaTensor
-    mask: torch.Tensor | None = None
-
-
-class PairedBatch(TypedDict):
-    """A batch of paired data: aligned patches ``(N, C, X, Y, Z)``."""
-
-    source: torch.Tensor
-    target: torch.Tensor
-
-
-class UnpairedBatch(TypedDict):
-    """A batch of unpaired data: patches of domain 0 (``a``) and domain 1 (``b``) of
-    :attr:`Method.domains`, from different subjects and places."""
-
-    a: torch.Tensor
-    b: torch.Tensor
-
-
-class MultiDomainBatch(TypedDict):
-    """A batch of multi-domain data: patches and their integer domain labels (indices
-    into :attr:`Method.domains`)."""
-
-    image: torch.Tensor
-    domain: torch.Tensor
-
-
-class SingleDomainBatch(TypedDict):
-    """A batch of single-domain data."""
-
-    image: torch.Tensor
-
-
-TrainingBatch = PairedBatch | UnpairedBatch | MultiDomainBatch | SingleDomainBatch
-"""What :meth:`Method.training_step` receives; its keys follow the data kind."""
-
-TrainingStateValue = Any
-"""Method state kept in checkpoints (:meth:`Method.training_state`): tensors, numbers,
-strings, and lists or string-keyed dicts of these (what ``torch.load(weights_only=True)``
-reads back)."""
 
 
 class MethodDescription(BaseModel):
