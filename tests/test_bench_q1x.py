@@ -24,12 +24,12 @@ from medi2i.bench.datasets import (
     LUNG1_FILE,
     LUNG2_FILE,
     Q1X_SPACING_MM,
+    Q1X_VALIDATION_FRACTION,
     Q1X_VALIDATION_GAP,
     Volume,
     build_splits,
-    Q1X_VALIDATION_FRACTION,
-    validation_cut,
     resample_to_spacing,
+    validation_cut,
 )
 from medi2i.cli.bench_commands import bench_group
 from medi2i.errors import OptionsError

@@ -63,7 +63,7 @@ TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x")
 
 DATA_DIR_VARIABLE = "MEDI2I_DATA_DIR"
 CACHE_DIR_VARIABLE = "MEDI2I_CACHE_DIR"
-DATASET_VERSION = "2"
+DATASET_VERSION = "1"
 """Bumped whenever a builder changes what it makes, so old caches are not reused."""
 
 CT_FILE = "ct_head_invesalius0051.nii.gz"
@@ -591,7 +591,14 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
             raise InputError(f"benchmark {task} needs {name} in {sources}")
         digest.update(bytes.fromhex(file_sha256(path)))
     settings = {
-        "q1": [PseudoT1Parameters().model_dump_json(), Q1_SEED, Q1_TRAIN_END_X, Q1_TEST_START_X],
+        "q1": [
+            PseudoT1Parameters().model_dump_json(),
+            Q1_SEED,
+            Q1_TRAIN_END_X,
+            Q1_TEST_START_X,
+            Q1_VALIDATION_FRACTION,
+            Q1_VALIDATION_GAP,
+        ],
         "q2": [list(Q2_SLICE_STEPS), Q2_AXIS],
         "q3": [
             [named_style(n).model_dump_json() for n in Q3_SCANNERS],
