@@ -3,11 +3,14 @@
 - :mod:`medi2i.bench.datasets`: build Q1 (MR→CT), Q2 (super-resolution), Q3
   (harmonization) and Q1x (cross-subject MR→CT, two splits) from ``MEDI2I_DATA_DIR``,
   cached on disk;
-- :mod:`medi2i.bench.baselines`: bulk water and a monotone MR→HU mapping (Q1 and Q1x,
-  the ``monotone-mapping`` method), linear and cubic B-spline interpolation (Q2), no
-  harmonization and z-score (Q3);
-- :mod:`medi2i.bench.harness`: evaluate baselines, methods and trained models, write
-  JSON and Markdown;
+- :mod:`medi2i.bench.baselines`: bulk water and the ``monotone-mapping`` method (Q1 and
+  Q1x), the ``interpolation`` method, linear and cubic B-spline (Q2), no harmonization
+  and the ``zscore`` and ``nyul`` methods (Q3): registered methods of the first-party
+  plugins, run as any method;
+- :mod:`medi2i.bench.contenders`: how a registered method is fitted and run as a
+  contender;
+- :mod:`medi2i.bench.harness`: evaluate baselines, methods and trained models with the
+  registered metrics, write JSON and Markdown;
 - :mod:`medi2i.bench.montage`: orthogonal-slice montages (PNG).
 
 Command line: ``medi2i bench run --task all --output DIR``.
@@ -19,14 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from medi2i.bench.baselines import (
-    Contender,
-    ZScoreHarmonizer,
-    baselines_for,
-    bulk_water,
-    interpolate_onto,
-    paired_fit,
-)
+from medi2i.bench.baselines import baselines_for, bulk_water
+from medi2i.bench.contenders import Contender, method_contender, paired_fit
 from medi2i.bench.datasets import (
     TASKS,
     BenchCase,
@@ -51,7 +48,6 @@ __all__ = [
     "MontageRow",
     "Panel",
     "Volume",
-    "ZScoreHarmonizer",
     "baselines_for",
     "body_mask",
     "build_dataset",
@@ -59,7 +55,7 @@ __all__ = [
     "bulk_water",
     "evaluate",
     "head_mask",
-    "interpolate_onto",
+    "method_contender",
     "metrics_for",
     "paired_fit",
     "run_benchmarks",

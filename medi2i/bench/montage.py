@@ -223,12 +223,17 @@ def write_result_montages(
 
 
 def _case_rows(result: BenchResult, case: BenchCase) -> list[MontageRow]:
-    from medi2i.bench.baselines import interpolate_onto
+    from medi2i.grid import Grid
+    from medi2i.resample import resample_to_grid
 
     target = case.target
     source = case.source
     if source.array.shape != target.array.shape:
-        shown = interpolate_onto(source, shape=target.array.shape, affine=target.affine, order=0)
+        x, y, z = target.array.shape
+        on_target = resample_to_grid(
+            source.metatensor(), Grid((x, y, z), target.affine), mode="nearest"
+        )
+        shown = np.asarray(on_target[0].detach().cpu().numpy(), np.float32)
     else:
         shown = source.array
     window, error_window = _windows(result.task, target.array, case.mask.array)
@@ -237,10 +242,11 @@ def _case_rows(result: BenchResult, case: BenchCase) -> list[MontageRow]:
         MontageRow("reference", (Panel(target.array, window),)),
     ]
     name, units, _ = result.metrics[0]
+    label = name.replace("synthrad_", "")
     for contender in result.contenders:
         prediction = result.predictions[(contender.name, case.name)]
         score = result.scores[contender.name][case.name][name]
-        text = f"{contender.name}\n{name} {score:.2f} {units}".rstrip()
+        text = f"{contender.name}\n{label} {score:.2f} {units}".rstrip()
         # only the mask is scored, so only the mask's errors are drawn
         error = np.abs(prediction - target.array) * (case.mask.array > 0)
         rows.append(

@@ -113,7 +113,8 @@ def bench_run_command(
     from medi2i.bench.harness import run_benchmarks
     from medi2i.settings import InferenceSettings
 
-    registry = command_registry(ctx) if methods or models else None
+    # the baselines are registered methods too, and the metrics registered metrics
+    registry = command_registry(ctx)
     results = run_benchmarks(
         tasks=_tasks(task),
         methods=methods,
