@@ -124,7 +124,8 @@ def _foreground(data: npt.NDArray[np.float32]) -> BoolArray:
         return np.zeros(data.shape, bool)
     from skimage.filters import threshold_otsu
 
-    threshold = float(threshold_otsu(data))  # type: ignore[no-untyped-call]
+    # flattened: skimage reads a last axis of 3 or 4 (a 3-slice volume) as RGB channels
+    threshold = float(threshold_otsu(data.ravel()))  # type: ignore[no-untyped-call]
     return np.asarray(data > threshold)
 
 

@@ -69,15 +69,23 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_q1_follows_the_protocol_split_and_mask(sources: Path, tmp_path: Path) -> None:
     dataset = build_dataset("q1", work_dir=tmp_path, source_dir=sources)
-    (train,), (test,) = dataset.train_pairs, dataset.test
-    assert train.target.array.shape == (124, 24, 16)
+    (train,), (validation,), (test,) = dataset.train_pairs, dataset.validation, dataset.test
+    # validation: the training half's first fifth of slices (3 of 16), a 7-slice gap before
+    # the training slices
+    assert train.target.array.shape == (124, 24, 6)
+    assert validation.target.array.shape == (124, 24, 3)
+    assert train.target.affine[2, 3] - validation.target.affine[2, 3] == pytest.approx(10 * 1.5)
     assert test.target.array.shape == (28, 24, 16)  # x >= 132 of 160
     # the test half keeps its place in the world: its first voxel is source voxel x = 132
     np.testing.assert_allclose(test.target.affine[:3, 3], [132.0, 0.0, 0.0], atol=1e-4)
     assert test.source.array.shape == test.target.array.shape
-    ct = np.concatenate([train.target.array, np.zeros((8, 24, 16)), test.target.array])
+    half = np.concatenate(
+        [validation.target.array, np.zeros((124, 24, 7)), train.target.array], axis=2
+    )
+    ct = np.concatenate([half, np.zeros((8, 24, 16)), test.target.array])
     expected = body_mask(ct)
     np.testing.assert_array_equal(test.mask.array > 0, expected[132:])
+    np.testing.assert_array_equal(validation.mask.array > 0, expected[:124, :, :3])
     # the MR is dark where the CT is air, bright where it is fat
     air, fat = test.target.array < -900, np.abs(test.target.array + 100) < 20
     assert test.source.array[fat].mean() > 4 * test.source.array[air].mean()

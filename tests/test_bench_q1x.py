@@ -24,11 +24,12 @@ from medi2i.bench.datasets import (
     LUNG1_FILE,
     LUNG2_FILE,
     Q1X_SPACING_MM,
+    Q1X_VALIDATION_FRACTION,
     Q1X_VALIDATION_GAP,
     Volume,
     build_splits,
-    q1x_validation_cut,
     resample_to_spacing,
+    validation_cut,
 )
 from medi2i.cli.bench_commands import bench_group
 from medi2i.errors import OptionsError
@@ -60,6 +61,10 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _run(sources: Path, work: Path, **kwargs: Any) -> list[BenchResult]:
     with mock.patch.dict(os.environ, {"MEDI2I_DATA_DIR": str(sources)}):
         return run_benchmarks(work_dir=work / "cache", tasks=["q1x"], **kwargs)
+
+
+def q1x_validation_cut(slices: int) -> tuple[int, int]:
+    return validation_cut(slices, fraction=Q1X_VALIDATION_FRACTION, gap=Q1X_VALIDATION_GAP)
 
 
 def _z_range(volume: Volume) -> tuple[float, float]:

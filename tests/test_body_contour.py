@@ -55,6 +55,15 @@ def test_the_body_is_filled_and_the_air_left_out() -> None:
     np.testing.assert_array_equal(mask, expected)
 
 
+@pytest.mark.parametrize("slices", [3, 4])
+def test_a_volume_of_three_or_four_slices_is_not_read_as_colour(slices: int) -> None:
+    # skimage's Otsu warns on (and reads as RGB) an array whose last axis is 3 or 4
+    thin = box_body()[:, :, 8 : 8 + slices]
+    mask = body_mask(thin, margin_voxels=0)
+    np.testing.assert_array_equal(mask[6:18, 6:18], True)
+    assert not mask[:6].any()
+
+
 def test_a_cavity_open_at_the_cut_faces_is_filled_slice_by_slice() -> None:
     # a tube along z through the whole volume, as a neck cut at both ends: its dark core
     # reaches the volume's border in 3D but is enclosed in every axial slice

@@ -310,6 +310,54 @@ def test_validation_metrics_and_the_model_folder(cases: CaseSet, tmp_path: Path)
     torch.testing.assert_close(predict_tensor(loaded, image, settings=QUIET), expected)
 
 
+def test_the_model_of_the_best_validation_is_kept(cases: CaseSet, tmp_path: Path) -> None:
+    config = quick(steps=6, validate_every=1, augmentation=NO_INTENSITY)
+    first = train(
+        TinyRegression(),
+        cases,
+        config=config.model_copy(update={"steps": 3}),
+        run_dir=tmp_path / "run",
+        validation=cases,
+    )
+    result = train(
+        TinyRegression(), cases, config=config, run_dir=tmp_path / "run", validation=cases
+    )  # resumed at step 3: the best so far carries over
+    assert first.best_model_dir == result.best_model_dir == tmp_path / "run" / "best-model"
+    maes = {
+        e["step"]: e["validation"]["mae"] for e in read_history(result.history) if "validation" in e
+    }
+    assert sorted(maes) == [1, 2, 3, 4, 5, 6]
+    best_step = min(maes, key=lambda step: maes[step])
+    stored = json.loads((result.best_model_dir / "metrics.json").read_text())
+    assert stored["validation_step"] == best_step
+    assert stored["mae"] == maes[best_step]
+
+    # the kept weights are those of that step: a run stopped there predicts the same
+    stopped = train(
+        TinyRegression(),
+        cases,
+        config=config.model_copy(update={"steps": best_step}),
+        run_dir=tmp_path / "stopped",
+    )
+    registry = isolated_registry(trainable_examples)
+    image = make_volume((20, 18, 16), seed=7)
+    torch.testing.assert_close(
+        predict_tensor(load_model(result.best_model_dir, registry=registry), image, settings=QUIET),
+        predict_tensor(load_model(stopped.model_dir, registry=registry), image, settings=QUIET),
+    )
+    # without validation, or with keep_best off, there is none
+    assert stopped.best_model_dir is None
+    off = train(
+        TinyRegression(),
+        cases,
+        config=config.model_copy(update={"keep_best": False}),
+        run_dir=tmp_path / "off",
+        validation=cases,
+    )
+    assert off.best_model_dir is None
+    assert not (tmp_path / "off" / "best-model").exists()
+
+
 def test_resuming_with_other_settings_is_refused(cases: CaseSet, tmp_path: Path) -> None:
     train(TinyRegression(), cases, config=quick(steps=3), run_dir=tmp_path)
     with pytest.raises(CheckpointError, match="seed"):

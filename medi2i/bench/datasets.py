@@ -2,7 +2,9 @@
 
 - Q1 (MR→CT): a pseudo-T1w MR simulated from the real head CT
   (:func:`medi2i.synth.ct_to_pseudo_t1`, seed :data:`Q1_SEED`); body mask CT > -500 HU
-  with holes filled; train on array x < 124, test on x >= 132.
+  with holes filled; train on array x < 124, test on x >= 132. The bottom fifth of the
+  training half's axial slices (the skull base; 10 mm away from the training slices) is
+  the validation case and is never trained on.
 - Q2 (super-resolution): Colin27 degraded through-plane (Gaussian slice profile of FWHM
   equal to the spacing, every 4th or 2nd axial slice kept) is the test; MNI152 with the
   same degradation is the training data.
@@ -75,6 +77,12 @@ Q1_TRAIN_END_X = 124
 """Q1 trains on array x < 124 ..."""
 Q1_TEST_START_X = 132
 """... and tests on x >= 132 (an 8-voxel gap at the midline)."""
+Q1_VALIDATION_FRACTION = 0.2
+"""Share of the training half's axial slices held out for validation: the first ones
+(array z from 0), the skull base, where bone and air mix as in the test half; the last
+ones would be the vertex, mostly empty."""
+Q1_VALIDATION_GAP = 7
+"""Slices left out between Q1's training and validation parts (10.5 mm at 1.5 mm)."""
 Q1_BODY_THRESHOLD_HU = -500.0
 Q2_SLICE_STEPS = (4, 2)
 """Q2's through-plane factors: 1×1×4 mm, and the ×2 variant."""
@@ -402,9 +410,16 @@ def _build_q1(sources: Path) -> _Parts:
     mask = body_mask(ct.array).astype(np.float32)
     whole = BenchCase("invesalius0051", Volume(mr, ct.affine), ct, Volume(mask, ct.affine))
     size = ct.array.shape[0]
-    train = _crop_case(whole, 0, Q1_TRAIN_END_X, "invesalius0051-train")
+    half = _crop_case(whole, 0, Q1_TRAIN_END_X, "invesalius0051-train")
+    slices = ct.array.shape[2]
+    # validation_cut holds out the last slices; counted from the other end, the first
+    train_stop, validation_start = validation_cut(
+        slices, fraction=Q1_VALIDATION_FRACTION, gap=Q1_VALIDATION_GAP
+    )
+    train = _crop_case(half, slices - train_stop, slices, "invesalius0051-train", axis=2)
+    validation = _crop_case(half, 0, slices - validation_start, "invesalius0051-val", axis=2)
     test = _crop_case(whole, Q1_TEST_START_X, size, "invesalius0051-test")
-    return {"": _Built((train,), (), (test,))}
+    return {"": _Built((train,), (), (test,), validation=(validation,))}
 
 
 def _crop_case(case: BenchCase, start: int, stop: int, name: str, *, axis: int = 0) -> BenchCase:
@@ -423,7 +438,11 @@ def _build_q1x(sources: Path) -> _Parts:
     }
     parts: _Parts = {}
     for split, (held, tested) in Q1X_SPLITS.items():
-        train, validation = q1x_validation_cut(subjects[held].target.array.shape[2])
+        train, validation = validation_cut(
+            subjects[held].target.array.shape[2],
+            fraction=Q1X_VALIDATION_FRACTION,
+            gap=Q1X_VALIDATION_GAP,
+        )
         parts[split] = _Built(
             train_pairs=(
                 _renamed(subjects["invesalius0051"], f"{split}-invesalius0051"),
@@ -444,20 +463,22 @@ def _build_q1x(sources: Path) -> _Parts:
     return parts
 
 
-def q1x_validation_cut(slices: int) -> tuple[int, int]:
-    """Where Q1x splits its validation subject's axial slices.
+def validation_cut(slices: int, *, fraction: float, gap: int) -> tuple[int, int]:
+    """Where a training volume's axial slices split into training and validation.
 
     Args:
-        slices: The subject's number of slices (array z) on the common grid.
+        slices: The volume's number of slices (array z).
+        fraction: Share of the slices (the last ones) held out for validation.
+        gap: Slices between the two parts that go to neither, so that no training patch
+            touches the validation part.
 
     Returns:
         ``(train_stop, validation_start)``: training gets slices ``[0, train_stop)``,
-        validation ``[validation_start, slices)``, and the
-        :data:`Q1X_VALIDATION_GAP` slices between them go to neither.
+        validation ``[validation_start, slices)``.
     """
-    held = max(1, round(slices * Q1X_VALIDATION_FRACTION))
+    held = max(1, round(slices * fraction))
     start = slices - held
-    return start - Q1X_VALIDATION_GAP, start
+    return start - gap, start
 
 
 def _renamed(case: BenchCase, name: str) -> BenchCase:
@@ -570,7 +591,14 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
             raise InputError(f"benchmark {task} needs {name} in {sources}")
         digest.update(bytes.fromhex(file_sha256(path)))
     settings = {
-        "q1": [PseudoT1Parameters().model_dump_json(), Q1_SEED, Q1_TRAIN_END_X, Q1_TEST_START_X],
+        "q1": [
+            PseudoT1Parameters().model_dump_json(),
+            Q1_SEED,
+            Q1_TRAIN_END_X,
+            Q1_TEST_START_X,
+            Q1_VALIDATION_FRACTION,
+            Q1_VALIDATION_GAP,
+        ],
         "q2": [list(Q2_SLICE_STEPS), Q2_AXIS],
         "q3": [
             [named_style(n).model_dump_json() for n in Q3_SCANNERS],

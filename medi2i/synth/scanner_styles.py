@@ -200,7 +200,8 @@ def otsu_threshold(image: npt.ArrayLike) -> float:
     """Otsu's threshold of an image's intensities (separates background from tissue)."""
     from skimage.filters import threshold_otsu
 
-    return float(threshold_otsu(np.asarray(image)))  # type: ignore[no-untyped-call]
+    values = np.asarray(image).ravel()  # a last axis of 3 or 4 is not RGB here
+    return float(threshold_otsu(values))  # type: ignore[no-untyped-call]
 
 
 def normalise_intensity(volume: npt.ArrayLike) -> FloatArray:

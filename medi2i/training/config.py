@@ -127,6 +127,10 @@ class TrainingConfig(BaseModel):
             checkpointed.
         validate_every: Steps between validations on whole volumes, or ``None`` to
             validate only after the last step (when validation data is given).
+        keep_best: With validation data, also keep ``best-model/`` in the run folder:
+            the model as it was at the validation with the lowest MAE, so the step to
+            report can be chosen on validation without training again. Its
+            ``metrics.json`` holds that validation's metrics and ``validation_step``.
         log_every: Steps between log records and progress-bar updates (>= 1).
         cache: ``"memory"`` keeps every preprocessed training volume in memory after
             its first use; ``"none"`` reads and preprocesses a volume each time a patch
@@ -158,6 +162,7 @@ class TrainingConfig(BaseModel):
     seed: int = Field(default=0, ge=0)
     checkpoint_every: int = Field(default=500, ge=1)
     validate_every: int | None = Field(default=None, ge=1)
+    keep_best: bool = True
     log_every: int = Field(default=10, ge=1)
     cache: Literal["memory", "none"] = "memory"
     num_workers: int = Field(default=0, ge=0)

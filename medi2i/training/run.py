@@ -12,6 +12,8 @@ as an uninterrupted run on the same machine and software (on CUDA, with
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +56,20 @@ from medi2i.training.health import DivergenceGuard, describe_non_finite
 from medi2i.training.history import RunLog
 from medi2i.training.patches import PatchSampler
 from medi2i.training.trainer import Trainer, TrainResult
-from medi2i.training.validation import check_validation_cases, load_validation_cases, validate
+from medi2i.training.validation import (
+    VALIDATION_METRIC,
+    check_validation_cases,
+    load_validation_cases,
+    validate,
+)
 
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 MODEL = "model"
+BEST_MODEL = "best-model"
+"""The run's model at its best validation (``TrainingConfig.keep_best``)."""
+VALIDATION_STEP = "validation_step"
+"""Key of the validated step in the best model's ``metrics.json``."""
 DEFAULT_PATCH_SIZE = (64, 64, 64)
 """Patch size of methods that are not patch networks and name no window size, in voxels."""
 _TORCH_STREAM = 2**32 - 1
@@ -123,6 +134,9 @@ def run_training(
             validator=_validator(
                 validation, method, inference, device, config, context, validation_condition
             ),
+            best=_BestModel.at(run_dir / BEST_MODEL, resumed=first_step > 0)
+            if config.keep_best and validation is not None and context.is_main
+            else None,
         )
         if first_step < config.steps:
             run.loop(_sampler(method, data, config, patch_size, context))
@@ -141,6 +155,7 @@ def run_training(
             final_losses=log.last_losses,
             history=log.history,
             validation=log.last_validation,
+            best_model_dir=run.best.folder if run.best and run.best.folder.is_dir() else None,
         )
 
 
@@ -192,6 +207,8 @@ class _Run:
     guard: DivergenceGuard
     validator: Validator | None
     """``None`` without validation data, and in processes other than rank 0."""
+    best: _BestModel | None = None
+    """Keeps the model of the best validation; ``None`` where none is kept."""
 
     def loop(self, sampler: PatchSampler) -> None:
         config, trainer = self.config, self.trainer
@@ -248,9 +265,41 @@ class _Run:
 
     def validate(self, step: int) -> None:
         if self.validator is not None:
-            self.log.validation(step, self.validator())
+            metrics = self.validator()
+            self.log.validation(step, metrics)
+            if self.best is not None:
+                self.best.offer(self.method, step, metrics)
             self.trainer.train_mode()
         self.context.barrier()  # the other processes wait for rank 0
+
+
+@dataclass
+class _BestModel:
+    """The model folder of the lowest validation MAE so far."""
+
+    folder: Path
+    mae: float = float("inf")
+
+    @classmethod
+    def at(cls, folder: Path, *, resumed: bool) -> _BestModel:
+        """Start tracking; a resumed run continues from the best its earlier part kept,
+        a fresh one replaces a best model left by an earlier run in the folder."""
+        from medi2i.model_folder import METRICS
+
+        try:
+            stored = json.loads((folder / METRICS).read_text()) if resumed else {}
+            return cls(folder, float(stored[VALIDATION_METRIC]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls(folder)
+
+    def offer(self, method: Method, step: int, metrics: Mapping[str, float]) -> None:
+        value = metrics.get(VALIDATION_METRIC)
+        if value is None or not math.isfinite(value) or value >= self.mae:
+            return
+        from medi2i.model_folder import save_model
+
+        save_model(method, self.folder, metrics={**metrics, VALIDATION_STEP: step}, overwrite=True)
+        self.mae = value
 
 
 def _validator(

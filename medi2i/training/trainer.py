@@ -286,6 +286,8 @@ class TrainResult:
         history: The JSON Lines history (``<run>/logs/train.jsonl``).
         validation: Metrics of the last validation (``mae``, ``psnr``), or ``None``
             without validation data (and on ranks other than 0).
+        best_model_dir: The model at the best validation (``<run>/best-model``, see
+            ``TrainingConfig.keep_best``), or ``None`` when none was kept.
     """
 
     model_dir: Path
@@ -294,6 +296,7 @@ class TrainResult:
     final_losses: Mapping[str, float]
     history: Path
     validation: Mapping[str, float] | None
+    best_model_dir: Path | None = None
 
 
 def train(

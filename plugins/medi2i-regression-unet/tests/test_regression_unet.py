@@ -149,6 +149,26 @@ def test_the_network_accepts_windows_of_any_size(shape: tuple[int, int, int]) ->
     assert net(torch.randn(2, 1, *shape)).shape == (2, 1, *shape)
 
 
+@pytest.mark.parametrize(("norm", "far_content_matters"), [("instance", True), ("batch", False)])
+def test_batch_norm_makes_a_voxel_independent_of_content_beyond_its_receptive_field(
+    norm: str, far_content_matters: bool
+) -> None:
+    # what makes sliding-window outputs depend on where the windows fall: with instance
+    # norm, content 70 voxels away (far outside the receptive field) still changes a voxel
+    torch.manual_seed(0)
+    net = ResidualUNet(in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True, norm=norm)
+    with torch.no_grad():  # training-like running statistics, then evaluation mode
+        net.train()
+        for _ in range(3):
+            net(torch.randn(2, 1, 8, 8, 96))
+        net.eval()
+        window = torch.randn(1, 1, 8, 8, 96)
+        changed = window.clone()
+        changed[..., 80:] *= 5.0
+        near = net(window)[..., :8], net(changed)[..., :8]
+    assert (not torch.allclose(*near, atol=1e-5)) == far_content_matters
+
+
 def test_poly_schedule_decays_like_nnunet() -> None:
     rates = [
         scheduled_learning_rate(0.01, schedule="poly", step=k, total_steps=100, exponent=0.9)

@@ -41,7 +41,12 @@ from medi2i import (
     VolumeSpec,
     check_percentiles,
 )
-from medi2i_regression_unet.network import ResidualUNet, expand_aliases, unique_state
+from medi2i_regression_unet.network import (
+    NetworkNorm,
+    ResidualUNet,
+    expand_aliases,
+    unique_state,
+)
 from medi2i_regression_unet.optimization import (
     DEFAULT_LEARNING_RATES,
     OptimizerName,
@@ -70,6 +75,11 @@ class RegressionUNetOptions(Options):
         filters: Features of each U-Net stage, full resolution first; every stage after
             the first halves the resolution (at least 3 stages).
         residual: Residual encoder blocks (nnU-Net ResEnc) instead of plain ones.
+        norm: ``"instance"`` normalization (nnU-Net's) or ``"batch"``. Instance
+            normalization takes its statistics from each sliding window, so the output
+            changes where window borders fall (tiling; see the quality benchmarks'
+            window-dependence measurement); batch normalization uses the statistics
+            gathered in training and normalizes every window alike.
         spacing: Voxel spacing in mm to resample every volume to before the network
             (nnU-Net uses the training set's median spacing), or ``None`` to keep each
             volume's own spacing.
@@ -95,6 +105,7 @@ class RegressionUNetOptions(Options):
     roi_size: tuple[int, int, int] = (128, 128, 128)
     filters: tuple[int, ...] = (32, 64, 128, 256, 320, 320)
     residual: bool = True
+    norm: NetworkNorm = "instance"
     spacing: tuple[float, float, float] | None = None
     mr_normalization: MRNormalization = "zscore"
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
@@ -174,6 +185,7 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
             out_channels=self.output_spec.channels,
             filters=self.options.filters,
             residual=self.options.residual,
+            norm=self.options.norm,
         )
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -10,10 +10,15 @@ regression the segmentation head becomes one linear output channel.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets.dynunet import DynUNet
+
+NetworkNorm = Literal["instance", "batch"]
+"""Normalization layers of the U-Net: per window (``"instance"``, nnU-Net's) or with
+statistics learned over training (``"batch"``)."""
 
 
 class ResidualUNet(torch.nn.Module):
@@ -30,6 +35,10 @@ class ResidualUNet(torch.nn.Module):
         filters: Features of each stage, from full resolution to the bottleneck; every
             stage after the first halves the resolution.
         residual: Residual blocks (``True``) or plain two-convolution blocks.
+        norm: ``"instance"`` normalizes each window's features by that window's own
+            statistics, so a voxel's output depends on where the sliding window's borders
+            fall (visible as tiling); ``"batch"`` uses statistics gathered in training,
+            so in evaluation every window is normalized the same way.
 
     Example:
         >>> net = ResidualUNet(in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True)
@@ -44,6 +53,7 @@ class ResidualUNet(torch.nn.Module):
         out_channels: int,
         filters: Sequence[int],
         residual: bool,
+        norm: NetworkNorm = "instance",
     ) -> None:
         super().__init__()
         stages = len(filters)
@@ -57,7 +67,7 @@ class ResidualUNet(torch.nn.Module):
             strides=strides,
             upsample_kernel_size=strides[1:],
             filters=list(filters),
-            norm_name=("INSTANCE", {"affine": True}),
+            norm_name=(norm.upper(), {"affine": True}),
             act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
             res_block=residual,
         )
