@@ -1,7 +1,7 @@
 """The baselines every method must beat on the quality benchmarks.
 
 Every baseline but two trivial references is a registered method of a first-party
-plugin, fitted and run as any method is (:func:`medi2i.bench.contenders.method_contender`,
+plugin, fitted and run as any method is (:func:`medi2i_bench.contenders.method_contender`,
 the path of ``medi2i predict``), so the benchmark never re-implements a method:
 
 - Q1 and Q1x (MR→CT): bulk water (0 HU in the body mask, -1000 HU outside; a trivial
@@ -34,20 +34,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from medi2i.bench.contenders import (
+from medi2i import OptionsError
+from medi2i_bench.contenders import (
     Contender,
     FloatArray,
     fit_for,
     method_contender,
     registered_method,
 )
-from medi2i.bench.datasets import Q3_TARGET, BenchDataset
-from medi2i.errors import OptionsError
+from medi2i_bench.datasets import Q3_TARGET, BenchDataset
 
 if TYPE_CHECKING:
-    from medi2i.method import Method
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
+    from medi2i import InferenceSettings, Method, Registry
 
 WATER_HU = 0.0
 AIR_HU = -1000.0
@@ -135,7 +133,7 @@ def baselines_for(
     Raises:
         OptionsError: A baseline's plugin is not installed.
     """
-    from medi2i.settings import InferenceSettings
+    from medi2i import InferenceSettings
 
     settings = settings or InferenceSettings(progress=False)
     if dataset.task in ("q1", "q1x"):

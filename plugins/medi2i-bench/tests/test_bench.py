@@ -1,4 +1,4 @@
-"""Tests of medi2i.bench: data building per protocol, baselines, harness, montages, CLI.
+"""Tests of medi2i_bench: data building per protocol, baselines, harness, figures, CLI.
 
 Most tests run on small stand-ins for the shared files (phantoms written under the
 real file names); the full benchmark on the real data is a slow test.
@@ -17,27 +17,27 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from medi2i_bench.baselines import baselines_for, bulk_water
+from medi2i_bench.commands import bench_group
+from medi2i_bench.datasets import (
+    COLIN27_FILE,
+    CT_FILE,
+    MNI152_FILE,
+    body_mask,
+    build_dataset,
+    head_mask,
+)
+from medi2i_bench.harness import BenchResult, run_benchmarks
 from monai.data.meta_tensor import MetaTensor
 
 import medi2i.builtins
-from medi2i.bench import (
-    BenchResult,
-    baselines_for,
-    body_mask,
-    build_dataset,
-    bulk_water,
-    head_mask,
-    run_benchmarks,
-)
-from medi2i.bench.datasets import COLIN27_FILE, CT_FILE, MNI152_FILE
-from medi2i.cli.bench_commands import bench_group
 from medi2i.errors import InputError, OptionsError
 from medi2i.evaluation import METRIC_PRESETS
 from medi2i.io import write_volume
 from medi2i.synth import Tissue, head_phantom
 from medi2i.testing import example_methods, isolated_registry
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[3]
 COMMITTED = REPOSITORY / "benchmarks" / "quality" / "results"
 MAX_PNG_BYTES = 300_000
 

@@ -1,12 +1,12 @@
 """Run the quality benchmarks: baselines, registered methods and trained models, side by side.
 
 For each benchmark (Q1-Q3 and Q1x of BENCHMARKS.md) the harness builds the data
-(:mod:`medi2i.bench.datasets`), evaluates every contender on the test cases with the
+(:mod:`medi2i_bench.datasets`), evaluates every contender on the test cases with the
 benchmark's metrics, and writes ``<task>_<label>.json`` (all values and the
 environment), ``<task>_<label>.md`` (the table) and one montage PNG per test case.
 ``label`` is ``baselines`` when only the baselines ran, else ``comparison``.
 
-Baselines, methods and trained models run alike (:mod:`medi2i.bench.contenders`):
+Baselines, methods and trained models run alike (:mod:`medi2i_bench.contenders`):
 through :func:`medi2i.predict_tensor`, exactly as ``medi2i predict`` runs them, fitted
 on the benchmark's training data as a workflow's train stage would fit them; trained
 models are never refitted. The metrics are registered metrics (the ``register_metrics``
@@ -14,7 +14,7 @@ hook), picked by name or preset (:data:`BENCHMARK_METRICS`), so a name in a tabl
 what it means in ``medi2i evaluate`` and in a workflow's evaluation.
 
 Example:
-    >>> from medi2i.bench.harness import run_benchmarks
+    >>> from medi2i_bench.harness import run_benchmarks
     >>> run_benchmarks(tasks=["q2"], output_dir="results")  # doctest: +SKIP
 """
 
@@ -32,15 +32,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from medi2i.bench.baselines import baselines_for
-from medi2i.bench.contenders import (
+from medi2i import OptionsError
+from medi2i_bench.baselines import baselines_for
+from medi2i_bench.contenders import (
     Contender,
     ContenderKind,
     FloatArray,
     fit_for,
     method_contender,
 )
-from medi2i.bench.datasets import (
+from medi2i_bench.datasets import (
     TASKS,
     BenchCase,
     BenchDataset,
@@ -48,14 +49,10 @@ from medi2i.bench.datasets import (
     build_splits,
     splits_of,
 )
-from medi2i.bench.montage import write_result_montages
-from medi2i.errors import OptionsError
+from medi2i_bench.figures import write_result_montages
 
 if TYPE_CHECKING:
-    from medi2i.method import Method
-    from medi2i.metrics import Metric
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
+    from medi2i import InferenceSettings, Method, Metric, Registry
 
 BENCHMARK_METRICS: dict[TaskName, str] = {
     "q1": "synthrad",
@@ -235,8 +232,8 @@ def metrics_for(task: TaskName, registry: Registry | None = None) -> tuple[Metri
     Raises:
         OptionsError: A metric is not registered.
     """
+    from medi2i import Registry
     from medi2i.evaluation import select_metrics
-    from medi2i.registry import Registry
 
     registry = registry if registry is not None else Registry()
     return tuple(select_metrics(BENCHMARK_METRICS[task], registry.metrics))
@@ -281,8 +278,7 @@ def run_benchmarks(
             trained on one split, and another split may test on its training data).
         InputError: The shared data is missing (``MEDI2I_DATA_DIR``).
     """
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
+    from medi2i import InferenceSettings, Registry
 
     settings = settings or InferenceSettings(progress=False)
     registry = registry if registry is not None else Registry()
@@ -473,7 +469,7 @@ LoadedContender = tuple[str, ContenderKind, "Method"]
 def _load_contenders(
     methods: Sequence[str], models: Sequence[str | Path], registry: Registry
 ) -> list[LoadedContender]:
-    from medi2i.model_folder import load_model
+    from medi2i import load_model
 
     loaded: list[LoadedContender] = []
     for method_id in methods:

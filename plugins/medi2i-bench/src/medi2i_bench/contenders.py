@@ -28,15 +28,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
-from medi2i.bench.datasets import Q3_SOURCE, Q3_TARGET, BenchCase, BenchDataset
-from medi2i.errors import OptionsError, UnknownMethodError
+from medi2i import OptionsError, UnknownMethodError
+from medi2i_bench.datasets import Q3_SOURCE, Q3_TARGET, BenchCase, BenchDataset
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.method import FitPair, Method
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
+    from medi2i import FitPair, InferenceSettings, Method, Registry
 
 FloatArray = npt.NDArray[np.float32]
 ContenderKind = Literal["baseline", "method", "model"]
@@ -76,7 +74,7 @@ def registered_method(
     Raises:
         OptionsError: The method is not installed.
     """
-    from medi2i.registry import Registry
+    from medi2i import Registry
 
     registry = registry if registry is not None else Registry()
     try:
@@ -96,7 +94,7 @@ def fit_for(method: Method, kind: ContenderKind, dataset: BenchDataset, name: st
     Raises:
         OptionsError: The method must be trained by a workflow first.
     """
-    from medi2i.method import DataKind, Training
+    from medi2i import DataKind, Training
 
     if kind == "model":
         return
@@ -137,8 +135,7 @@ def method_contender(
     condition = _target_condition(method, dataset)
 
     def predict(case: BenchCase) -> FloatArray:
-        from medi2i.grid import Grid
-        from medi2i.prediction import predict_tensor
+        from medi2i import Grid, predict_tensor
         from medi2i.resample import resample_to_grid
 
         output = predict_tensor(
