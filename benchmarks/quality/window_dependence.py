@@ -2,7 +2,8 @@
 
 Tiling in a sliding-window prediction means that a voxel's value depends on which
 window(s) computed it, not only on the image around it. This script measures that
-directly, for the committed Q1 models on the Q1 test half:
+directly, for committed MR→CT models on a test case (the Q1 test half, or a Q1x split's
+test subject with ``--task q1x --split a``):
 
 1. the input MR is put on the model's working grid and preprocessed once, as
    ``medi2i predict`` does;
@@ -20,8 +21,11 @@ checkerboard measure: the mean absolute second difference of the prediction alon
 axis inside the body, divided by the reference CT's, so 1.0 is as rough as real CT and a
 transposed-convolution checkerboard shows as a value well above 1.
 
-Usage: python benchmarks/quality/window_dependence.py [--output benchmarks/quality/results]
-(MEDI2I_DATA_DIR must name the shared data folder).
+Usage: python benchmarks/quality/window_dependence.py [--task q1|q1x] [--split a|b]
+[--models NAME ...] [--output benchmarks/quality/results] (MEDI2I_DATA_DIR must name the
+shared data folder). Results go to ``<task>_window_dependence.{json,md}``. The
+whole-volume-statistics run applies to instance normalization only and is skipped for
+models without it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from medi2i_bench.datasets import build_dataset
+from medi2i_bench.datasets import build_dataset, build_splits
 from monai.data.meta_tensor import MetaTensor
 
 from medi2i.data.loading import prepared
@@ -44,7 +48,11 @@ from medi2i.resample import resample_to_grid
 from medi2i.settings import InferenceSettings
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-MODELS = ("regression-unet-3000-steps", "pix2pix-residual-unet-3000-steps")
+MODELS = {
+    "q1": ("regression-unet-3000-steps", "pix2pix-residual-unet-3000-steps"),
+    "q1x": ("regression-unet-q1x-a-1250-steps",),
+}
+"""The models measured by default, per task."""
 GLOBAL_STATISTICS = "overlap 0.25, gaussian, whole-volume norm statistics"
 """The experiment that tests the cause: every instance normalization uses the statistics
 of the whole volume (recorded in one whole-volume pass) instead of each window's own."""
@@ -167,26 +175,36 @@ def _grid(case: object) -> object:
     return Grid.of(case.target.metatensor())  # type: ignore[attr-defined]
 
 
+def has_instance_norm(model_dir: Path) -> bool:
+    """Whether the model's network has instance normalization layers."""
+    network = load_model(model_dir).network  # type: ignore[attr-defined]
+    kinds = (torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d)
+    return any(isinstance(module, kinds) for module in network.modules())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=REPOSITORY / "benchmarks/quality/results")
+    parser.add_argument("--task", choices=sorted(MODELS), default="q1")
+    parser.add_argument("--split", default="a", help="Q1x split (a or b).")
     parser.add_argument("--models", nargs="*", help="Committed model folders to measure.")
     parser.add_argument(
         "--only-global", action="store_true", help="Only the whole-volume-statistics runs."
     )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    dataset = build_dataset("q1")
+    if args.task == "q1":
+        dataset = build_dataset("q1")
+    else:
+        dataset = {d.split: d for d in build_splits("q1x")}[args.split]
     (case,) = dataset.test
     rows = []
-    only = set(args.models or MODELS)
-    for name in [m for m in MODELS if m in only]:
+    for name in args.models or MODELS[args.task]:
         folder = REPOSITORY / "benchmarks/quality/models" / name
-        settings = [(label, overlap, blend, False) for label, overlap, blend in SETTINGS]
-        for label, overlap, blend, fixed in [
-            *settings,
-            (GLOBAL_STATISTICS, 0.25, "gaussian", True),
-        ]:
+        runs = [(label, overlap, blend, False) for label, overlap, blend in SETTINGS]
+        if has_instance_norm(folder):
+            runs.append((GLOBAL_STATISTICS, 0.25, "gaussian", True))
+        for label, overlap, blend, fixed in runs:
             if args.only_global and not fixed:
                 continue
             values = measure(folder, case, overlap, blend, global_statistics=fixed)
@@ -194,16 +212,19 @@ def main() -> None:
             print(name, label, json.dumps(values), flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
     record = {
+        "task": args.task,
         "case": case.name,
         "rows": rows,
         "machine": f"{platform.platform()}, torch {torch.__version__}",
     }
-    (args.output / "q1_window_dependence.json").write_text(json.dumps(record, indent=2) + "\n")
+    stem = f"{args.task}_window_dependence"
+    (args.output / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+    title = "Q1" if args.task == "q1" else f"Q1x split {args.split}"
     lines = [
-        "# Q1: how much the synthetic CT depends on where the windows fall",
+        f"# {title}: how much the synthetic CT depends on where the windows fall",
         "",
-        "`benchmarks/quality/window_dependence.py`. Each committed Q1 model predicts the Q1 "
-        "test half twice, with every window border moved by half a stride; the table gives "
+        "`benchmarks/quality/window_dependence.py`. Each model predicts the test case "
+        "twice, with every window border moved by half a stride; the table gives "
         "how far apart the two predictions are inside the body (HU), the prediction's "
         "roughness against the reference CT's (mean |second difference|; 1.0 is as rough as "
         "real CT), and the MAE of the first prediction (body contour off: the raw network).",
@@ -219,7 +240,7 @@ def main() -> None:
             f"{row['mae_hu']:.2f} |"
         )
     lines += ["", f"Case {case.name}; {record['machine']}."]
-    (args.output / "q1_window_dependence.md").write_text("\n".join(lines) + "\n")
+    (args.output / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -149,14 +149,24 @@ def test_the_network_accepts_windows_of_any_size(shape: tuple[int, int, int]) ->
     assert net(torch.randn(2, 1, *shape)).shape == (2, 1, *shape)
 
 
-@pytest.mark.parametrize(("norm", "far_content_matters"), [("instance", True), ("batch", False)])
-def test_batch_norm_makes_a_voxel_independent_of_content_beyond_its_receptive_field(
-    norm: str, far_content_matters: bool
+@pytest.mark.parametrize(
+    ("norm", "track", "far_content_matters"),
+    [("instance", False, True), ("batch", False, False), ("instance", True, False)],
+)
+def test_fixed_statistics_make_a_voxel_independent_of_content_beyond_its_receptive_field(
+    norm: str, track: bool, far_content_matters: bool
 ) -> None:
     # what makes sliding-window outputs depend on where the windows fall: with instance
     # norm, content 70 voxels away (far outside the receptive field) still changes a voxel
     torch.manual_seed(0)
-    net = ResidualUNet(in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True, norm=norm)
+    net = ResidualUNet(
+        in_channels=1,
+        out_channels=1,
+        filters=(4, 8, 16),
+        residual=True,
+        norm=norm,  # type: ignore[arg-type]
+        track_statistics=track,
+    )
     with torch.no_grad():  # training-like running statistics, then evaluation mode
         net.train()
         for _ in range(3):
@@ -167,6 +177,24 @@ def test_batch_norm_makes_a_voxel_independent_of_content_beyond_its_receptive_fi
         changed[..., 80:] *= 5.0
         near = net(window)[..., :8], net(changed)[..., :8]
     assert (not torch.allclose(*near, atol=1e-5)) == far_content_matters
+
+
+def test_training_statistics_are_frozen_for_the_last_steps() -> None:
+    options = {**SMALL, "norm_statistics": "training", "frozen_statistics_steps": 2}
+    method = RegressionUNet(options)
+    trainer = Trainer(method.training_modules(), device=torch.device("cpu"), total_steps=4)
+    method.configure_training(trainer)
+    norms = [m for m in method.network.modules() if isinstance(m, torch.nn.InstanceNorm3d)]
+    assert norms
+    assert all(m.track_running_stats for m in norms)
+    batch = {"source": torch.randn(2, 1, 16, 16, 16), "target": torch.rand(2, 1, 16, 16, 16)}
+    changed = []
+    for step in range(4):
+        trainer.step_index = step
+        before = norms[0].running_mean.clone()
+        method.training_step(batch, trainer)
+        changed.append(not torch.equal(before, norms[0].running_mean))
+    assert changed == [True, True, False, False]
 
 
 def test_poly_schedule_decays_like_nnunet() -> None:

@@ -18,7 +18,7 @@ Augmentation (flips, rotations, intensity) is the trainer's, set in the workflow
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from medi2i_regression_unet.network import (
     NetworkNorm,
     ResidualUNet,
     expand_aliases,
+    freeze_statistics,
     unique_state,
 )
 from medi2i_regression_unet.optimization import (
@@ -80,6 +81,16 @@ class RegressionUNetOptions(Options):
             changes where window borders fall (tiling; see the quality benchmarks'
             window-dependence measurement); batch normalization uses the statistics
             gathered in training and normalizes every window alike.
+        norm_statistics: Which statistics instance normalization uses at prediction:
+            ``"window"`` (nnU-Net) each sliding window's own, so the output depends on
+            where the window borders fall; ``"training"`` running averages of those seen
+            in training, the same for every window, so there are no window borders to
+            see. With ``"training"`` the last ``frozen_statistics_steps`` training steps
+            normalize with the averages too (frozen), so the network adapts to them
+            before it is used that way.
+        frozen_statistics_steps: Training steps at the end of the run (>= 0) with the
+            normalization statistics frozen; only used with ``norm_statistics:
+            training``.
         spacing: Voxel spacing in mm to resample every volume to before the network
             (nnU-Net uses the training set's median spacing), or ``None`` to keep each
             volume's own spacing.
@@ -106,6 +117,8 @@ class RegressionUNetOptions(Options):
     filters: tuple[int, ...] = (32, 64, 128, 256, 320, 320)
     residual: bool = True
     norm: NetworkNorm = "instance"
+    norm_statistics: Literal["window", "training"] = "window"
+    frozen_statistics_steps: int = Field(default=300, ge=0)
     spacing: tuple[float, float, float] | None = None
     mr_normalization: MRNormalization = "zscore"
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
@@ -186,6 +199,7 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
             filters=self.options.filters,
             residual=self.options.residual,
             norm=self.options.norm,
+            track_statistics=self.options.norm_statistics == "training",
         )
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -232,8 +246,13 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
             ``{"l1": ...}``, the mean absolute error in network units (× 2047.5 for HU).
         """
         self._schedule(trainer.step_index)
+        network = trainer.modules[NETWORK]
+        if self.options.norm_statistics == "training":
+            network.train()
+            if trainer.step_index >= trainer.total_steps - self.options.frozen_statistics_steps:
+                freeze_statistics(network)
         with trainer.autocast():
-            prediction = trainer.modules[NETWORK](batch["source"])
+            prediction = network(batch["source"])
         loss = F.l1_loss(prediction.float(), batch["target"].float())
         trainer.backward(loss, NETWORK)
         trainer.step(NETWORK)

@@ -39,6 +39,9 @@ class ResidualUNet(torch.nn.Module):
             statistics, so a voxel's output depends on where the sliding window's borders
             fall (visible as tiling); ``"batch"`` uses statistics gathered in training,
             so in evaluation every window is normalized the same way.
+        track_statistics: With instance normalization, also keep running averages of
+            the statistics seen in training; in evaluation mode the layers then use
+            those instead of each window's own (see :func:`freeze_statistics`).
 
     Example:
         >>> net = ResidualUNet(in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True)
@@ -54,6 +57,7 @@ class ResidualUNet(torch.nn.Module):
         filters: Sequence[int],
         residual: bool,
         norm: NetworkNorm = "instance",
+        track_statistics: bool = False,
     ) -> None:
         super().__init__()
         stages = len(filters)
@@ -67,7 +71,12 @@ class ResidualUNet(torch.nn.Module):
             strides=strides,
             upsample_kernel_size=strides[1:],
             filters=list(filters),
-            norm_name=(norm.upper(), {"affine": True}),
+            norm_name=(
+                norm.upper(),
+                {"affine": True, "track_running_stats": True}
+                if track_statistics and norm == "instance"
+                else {"affine": True},
+            ),
             act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
             res_block=residual,
         )
@@ -78,6 +87,18 @@ class ResidualUNet(torch.nn.Module):
         padded = pad_to_multiple(windows, self.divisor)
         output: torch.Tensor = self.unet(padded)
         return output[..., : size[0], : size[1], : size[2]]
+
+
+_NORMS = (torch.nn.InstanceNorm3d, torch.nn.BatchNorm3d)
+
+
+def freeze_statistics(network: torch.nn.Module) -> None:
+    """Put every normalization layer that keeps running statistics in evaluation mode:
+    it normalizes with those statistics and stops updating them, while the rest of the
+    network trains on. Layers without running statistics are left alone."""
+    for module in network.modules():
+        if isinstance(module, _NORMS) and module.track_running_stats:
+            module.eval()
 
 
 def pad_to_multiple(volume: torch.Tensor, divisor: int) -> torch.Tensor:
