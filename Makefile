@@ -47,7 +47,8 @@ bench: setup
 	$(BIN)/python benchmarks/p2_dicom_end_to_end.py
 	$(BIN)/python benchmarks/p4_training_throughput.py
 
-# Q1-Q3 quality benchmarks (baselines and any methods) on the shared real volumes.
+# Q1-Q3 and Q1x quality benchmarks (baselines) on the shared real volumes; `medi2i bench`
+# is the plugins/medi2i-bench plugin, installed by setup with every plugins/medi2i-*.
 bench-quality: setup
 	$(BIN)/medi2i bench run --task all --output benchmarks/quality/results
 

@@ -51,7 +51,7 @@ def register_commands(cli: click.Group) -> None:
     from medi2i.cli import (
         adapt_commands,
         batch_commands,
-        bench_commands,
+        cards_commands,
         commands,
         dicom_commands,
         evaluate_commands,
@@ -64,7 +64,7 @@ def register_commands(cli: click.Group) -> None:
         commands,
         evaluate_commands,
         workflow_commands,
-        bench_commands,
+        cards_commands,
         batch_commands,
         dicom_commands,
         adapt_commands,

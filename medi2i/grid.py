@@ -5,7 +5,9 @@ A grid is a spatial shape and a 4x4 affine that maps voxel indices ``(i, j, k, 1
 ``MetaTensor``. This module holds:
 
 - :class:`Grid`, with the one test of whether two volumes lie on the same grid
-  (:meth:`Grid.same_as`, to :data:`GRID_TOLERANCE_MM`);
+  (:meth:`Grid.same_as`, to :data:`GRID_TOLERANCE_MM`), and :func:`require_same_grid`,
+  the one check built on it that stops with a message (evaluation, workflows, the
+  benchmarks);
 - :class:`SpatialPlan`, the working grid a method asks the core for;
 - :func:`lps_to_ras` and :func:`ras_to_lps`, between medi2i's RAS+ world and the LPS+
   world of DICOM patient coordinates and ITK images.
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
+
+from medi2i.errors import GeometryError
 
 if TYPE_CHECKING:
     import torch
@@ -150,3 +154,34 @@ class Grid:
         shift = -0.5 + 0.5 / scale
         affine[:3, 3] = self.affine[:3, 3] + self.affine[:3, :3] @ shift
         return Grid((shape[0], shape[1], shape[2]), affine)
+
+
+def require_same_grid(
+    grid: Grid, reference: Grid, *, what: str, reference_name: str, hint: str
+) -> None:
+    """Raise unless ``grid`` is ``reference``'s grid (:meth:`Grid.same_as`, to
+    :data:`GRID_TOLERANCE_MM`): the one same-grid check of evaluation and the benchmarks.
+
+    Args:
+        grid: The grid of the volume to check (e.g. a prediction or a mask).
+        reference: The grid it must lie on.
+        what: The checked volume, for the message (e.g. its file).
+        reference_name: The reference, for the message.
+        hint: What the user should do, for the message.
+
+    Raises:
+        GeometryError: The shapes differ, or the affines differ by more than the
+            tolerance; the message names both volumes, says by how much, and ``hint``.
+    """
+    if grid.same_as(reference):
+        return
+    if grid.shape != reference.shape:
+        problem = f"shape {grid.shape} differs from {reference.shape}"
+    else:
+        spacing = tuple(round(v, 4) for v in grid.spacing)
+        expected = tuple(round(v, 4) for v in reference.spacing)
+        problem = (
+            f"voxel-to-world affines differ by up to {grid.affine_gap(reference):.4g} mm "
+            f"(spacing {spacing} vs {expected} mm)"
+        )
+    raise GeometryError(f"{what} is not on the grid of {reference_name}: {problem}; {hint}")

@@ -1,13 +1,28 @@
-"""Image-quality metrics, registered through the ``register_metrics`` hook.
+"""Image-quality metrics: one model, registered through the ``register_metrics`` hook.
 
-A metric compares a prediction with a reference on the same grid, optionally inside
-a mask (``mask > 0``). The built-ins here are the plain masked MAE and PSNR; plugins
-add more by registering :class:`Metric` instances.
+A metric compares a prediction with a reference on the same grid, optionally inside a
+mask (``mask > 0``). Every metric in medi2i takes its arguments in one order,
+**reference first**: ``metric(reference, prediction, mask)``, the order of the
+SynthRAD2025 evaluation code and of scikit-image (``image_true, image_test``), and of
+every metric function in :mod:`medi2i.evaluation`. A name means one metric wherever it
+is used (evaluation, workflows, training validation, the benchmarks): ``mae`` is the
+plain masked MAE in image units, ``synthrad_mae`` the SynthRAD2025 one in HU.
+
+Commands and benchmarks pick registered metrics by name or by preset
+(:data:`medi2i.evaluation.METRIC_PRESETS`). The built-ins here are the plain masked MAE
+and PSNR; :mod:`medi2i.evaluation` registers the SynthRAD2025, air, SSIM and histogram
+metrics; plugins add more by registering :class:`Metric` instances.
+
+Example:
+    >>> import numpy as np
+    >>> MeanAbsoluteError()(np.zeros((4, 4, 4)), np.full((4, 4, 4), 3.0))
+    3.0
 """
 
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,13 +31,16 @@ import numpy.typing as npt
 from medi2i.errors import GeometryError
 
 FloatArray = npt.NDArray[np.floating]
+BoolArray = npt.NDArray[np.bool_]
 
 
 class Metric(abc.ABC):
-    """A named image metric.
+    """A named image metric, called as ``metric(reference, prediction, mask)``.
+
+    Subclasses set the attributes and define :meth:`score`.
 
     Attributes:
-        name: Unique name, e.g. ``"mae"``.
+        name: Unique name, e.g. ``"mae"``; it means this metric everywhere.
         higher_is_better: Whether larger values mean a better prediction.
         units: Units of the value (``"HU"``, ``"dB"``, ``""``).
     """
@@ -31,60 +49,89 @@ class Metric(abc.ABC):
     higher_is_better: bool
     units: str = ""
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "compute" in cls.__dict__ and "score" not in cls.__dict__:
+            # a metric written for medi2i 0.1.0: prediction first; adapt it, loudly
+            warnings.warn(
+                f"metric class {cls.__qualname__} defines compute(prediction, reference, "
+                "inside), which is deprecated: medi2i metrics take the reference first; "
+                "define score(reference, prediction, inside) instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls.score = _legacy_score  # type: ignore[method-assign]
+
     def __call__(
-        self, prediction: FloatArray, reference: FloatArray, mask: FloatArray | None = None
+        self,
+        reference: npt.ArrayLike,
+        prediction: npt.ArrayLike,
+        mask: npt.ArrayLike | None = None,
     ) -> float:
-        """The metric of ``prediction`` against ``reference`` (voxels with ``mask > 0``)."""
-        if prediction.shape != reference.shape or (
-            mask is not None and mask.shape != reference.shape
-        ):
-            shapes = [a.shape for a in (prediction, reference, mask) if a is not None]
-            raise GeometryError(f"metric {self.name!r} needs volumes of one shape, got {shapes}")
-        inside = np.ones(reference.shape, bool) if mask is None else np.asarray(mask) > 0
+        """The metric of ``prediction`` against ``reference`` over the voxels with ``mask > 0``.
+
+        Args:
+            reference: The ground truth (e.g. the real CT), 3D.
+            prediction: The image to evaluate, same shape.
+            mask: Voxels with ``mask > 0`` are evaluated; every voxel when ``None``.
+
+        Raises:
+            GeometryError: The arrays differ in shape, or the mask selects no voxel.
+        """
+        ref = np.asarray(reference, np.float64)
+        pred = np.asarray(prediction, np.float64)
+        inside = np.ones(ref.shape, bool) if mask is None else np.asarray(mask) > 0
+        if len({ref.shape, pred.shape, inside.shape}) != 1:
+            raise GeometryError(
+                f"metric {self.name!r} needs volumes of one shape, got reference {ref.shape}, "
+                f"prediction {pred.shape} and mask {inside.shape}; resample them onto one grid"
+            )
         if not inside.any():
             raise GeometryError(f"metric {self.name!r}: the mask selects no voxel")
-        return self.compute(
-            np.asarray(prediction, np.float64), np.asarray(reference, np.float64), inside
-        )
+        return float(self.score(ref, pred, inside))
 
     @abc.abstractmethod
-    def compute(
-        self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]
-    ) -> float:
-        """The metric on float64 arrays and a boolean mask of at least one voxel."""
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
+        """The metric on float64 arrays of one shape and a boolean mask of at least one voxel."""
+
+
+def _legacy_score(
+    self: Metric, reference: FloatArray, prediction: FloatArray, inside: BoolArray
+) -> float:
+    compute = getattr(self, "compute")  # noqa: B009 (defined by the legacy subclass only)
+    return float(compute(prediction, reference, inside))
 
 
 @dataclass(frozen=True)
 class MeanAbsoluteError(Metric):
-    """Mean absolute difference over the mask, in the images' units."""
+    """Mean absolute difference over the mask, in the images' units
+    (:func:`medi2i.evaluation.image_metrics.masked_mae`)."""
 
     name: str = "mae"
     higher_is_better: bool = False
     units: str = "image units"
 
-    def compute(
-        self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]
-    ) -> float:
-        return float(np.abs(prediction[inside] - reference[inside]).mean())
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
+        from medi2i.evaluation.image_metrics import masked_mae
+
+        return masked_mae(reference, prediction, inside)
 
 
 @dataclass(frozen=True)
 class PeakSignalToNoiseRatio(Metric):
-    """PSNR over the mask, with the data range of the reference inside the mask (dB)."""
+    """PSNR over the mask, with the data range of the reference inside the mask (dB)
+    (:func:`medi2i.evaluation.image_metrics.masked_psnr`)."""
 
     name: str = "psnr"
     higher_is_better: bool = True
     units: str = "dB"
 
-    def compute(
-        self, prediction: FloatArray, reference: FloatArray, inside: npt.NDArray[np.bool_]
-    ) -> float:
-        ref = reference[inside]
-        mse = float(np.mean((prediction[inside] - ref) ** 2))
-        data_range = float(ref.max() - ref.min()) or 1.0
-        return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
+        from medi2i.evaluation.image_metrics import masked_psnr
+
+        return masked_psnr(reference, prediction, inside)
 
 
 def builtin_metrics() -> list[Metric]:
-    """The metrics medi2i registers itself."""
+    """The metrics medi2i registers itself besides those of :mod:`medi2i.evaluation`."""
     return [MeanAbsoluteError(), PeakSignalToNoiseRatio()]

@@ -100,5 +100,5 @@ def test_air_mae_is_registered_and_in_the_synthrad_preset() -> None:
     assert (metric.units, metric.higher_is_better) == ("HU", False)
     assert METRIC_PRESETS["synthrad"][-1] == "air_mae"
     reference, mask = slab_case()
-    values = evaluate_case(reference + 10.0, reference, mask, [metric])
+    values = evaluate_case(reference, reference + 10.0, mask, [metric])
     assert values == {"air_mae": pytest.approx(10.0)}

@@ -17,6 +17,7 @@ from medi2i.cli.main import build_cli
 from medi2i.errors import GeometryError, OptionsError
 from medi2i.evaluation import (
     aggregate,
+    evaluate_case,
     evaluation_metrics,
     histogram_distance,
     masked_mae,
@@ -60,7 +61,7 @@ def test_masked_mae_and_psnr_of_a_known_offset() -> None:
 def test_masked_psnr_defaults_to_the_builtin_psnr_data_range() -> None:
     image, mask = smooth_volume(), smooth_volume(seed=2) > 500
     other = noisy(image, 20.0)
-    builtin = PeakSignalToNoiseRatio()(other, image, mask.astype(float))
+    builtin = PeakSignalToNoiseRatio()(image, other, mask.astype(float))
     assert masked_psnr(image, other, mask) == pytest.approx(builtin, rel=1e-12)
 
 
@@ -125,7 +126,7 @@ def test_every_evaluation_metric_scores_identical_images_as_perfect(metric: Metr
     perfect = {"synthrad_psnr": math.inf, "ssim": 1.0, "synthrad_ms_ssim": 1.0}
     value = metric(image, image, mask)
     assert value == pytest.approx(perfect.get(metric.name, 0.0), abs=1e-9)
-    assert metric(noisy(image, 50.0), image, mask) != pytest.approx(value)
+    assert metric(image, noisy(image, 50.0), mask) != pytest.approx(value)
 
 
 def test_ms_ssim_metric_object_matches_the_function_with_a_graded_mask() -> None:
@@ -133,7 +134,34 @@ def test_ms_ssim_metric_object_matches_the_function_with_a_graded_mask() -> None
     other = noisy(image, 60.0)
     graded = np.where(image > 0, 2.5, -1.0)
     metric = next(m for m in evaluation_metrics() if m.name == "synthrad_ms_ssim")
-    assert metric(other, image, graded) == synthrad.ms_ssim(image, other, graded)
+    assert metric(image, other, graded) == synthrad.ms_ssim(image, other, graded)
+
+
+def test_every_metric_takes_the_reference_first() -> None:
+    # PSNR's peak is the reference's range: swapping the images changes the value
+    image, mask = smooth_volume(), smooth_volume(seed=2) > 500
+    other = noisy(image, 20.0) * 0.5
+    builtin = PeakSignalToNoiseRatio()
+    assert builtin(image, other, mask) == masked_psnr(image, other, mask)
+    assert builtin(image, other, mask) != pytest.approx(builtin(other, image, mask))
+    values = evaluate_case(image, other, mask, [builtin])
+    assert values == {"psnr": masked_psnr(image, other, mask)}
+
+
+def test_a_metric_written_prediction_first_is_adapted_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="reference first"):
+
+        class PredictionMinusReference(Metric):
+            name = "legacy"
+            higher_is_better = False
+
+            def compute(
+                self, prediction: np.ndarray, reference: np.ndarray, inside: np.ndarray
+            ) -> float:
+                return float((prediction - reference)[inside].mean())
+
+    reference = np.zeros((4, 4, 4))
+    assert PredictionMinusReference()(reference, reference + 2.0) == 2.0
 
 
 def test_select_metrics_expands_presets_keeps_order_and_drops_repeats() -> None:

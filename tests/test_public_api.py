@@ -18,6 +18,20 @@ import medi2i
 REPOSITORY = Path(__file__).resolve().parent.parent
 PLUGIN_SOURCES = sorted((REPOSITORY / "plugins").glob("*/src/**/*.py"))
 PUBLIC_MODULES = ("medi2i", "medi2i.testing")
+BENCH_INTERNALS = (
+    "medi2i.cli.options",
+    "medi2i.evaluation",
+    "medi2i.hashing",
+    "medi2i.io",
+    "medi2i.report.figures",
+    "medi2i.resample",
+    "medi2i.synth",
+    "medi2i.training.routes",
+)
+"""What medi2i-bench, and no method plugin, may import beyond the public API: it is the
+repository's research tool, pinned to the medi2i it ships with (``medi2i==<version>``),
+and builds the benchmarks from medi2i's simulators, metrics, report figures and CLI
+options. Everything else it uses is public."""
 
 
 def private_imports(path: Path) -> list[str]:
@@ -47,7 +61,10 @@ def test_there_are_plugin_sources_to_check() -> None:
 
 @pytest.mark.parametrize("path", PLUGIN_SOURCES, ids=lambda p: str(p.relative_to(REPOSITORY)))
 def test_first_party_plugins_import_only_public_names(path: Path) -> None:
-    assert private_imports(path) == [], (
+    found = private_imports(path)
+    if path.is_relative_to(REPOSITORY / "plugins" / "medi2i-bench"):
+        found = [name for name in found if not name.startswith(BENCH_INTERNALS)]
+    assert found == [], (
         f"{path.relative_to(REPOSITORY)} imports private medi2i names; export what plugins "
         "need from medi2i/__init__.py or medi2i.testing"
     )

@@ -64,6 +64,16 @@ def test_slice_montage_writes_a_png(tmp_path: Path) -> None:
     assert path.stat().st_size > 5_000
 
 
+def test_slice_montage_can_be_small_for_committing(tmp_path: Path) -> None:
+    noisy = ball() * 100.0 + np.random.default_rng(0).normal(0.0, 10.0, ball().shape)
+    rows = case_rows(source=noisy, output=noisy + 5.0, reference=noisy)
+    full = slice_montage(rows, affine=np.eye(4), path=tmp_path / "full.png")
+    small = slice_montage(rows, affine=np.eye(4), path=tmp_path / "small.png", palette=True, dpi=55)
+    assert png_size(small)[0] == round(png_size(full)[0] * 55 / 110)
+    assert small.read_bytes()[25] == 3  # PNG colour type 3: a palette
+    assert small.stat().st_size < full.stat().st_size
+
+
 def test_slice_montage_rejects_mismatched_volumes(tmp_path: Path) -> None:
     rows = [MontageRow("a", ball()), MontageRow("b", ball((8, 8, 8)))]
     with pytest.raises(InputError, match="one shape"):

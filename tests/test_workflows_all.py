@@ -387,7 +387,7 @@ def test_prepared_sources_must_land_on_the_target_grid(
 
 
 def test_bench_alias_follows_the_fingerprinted_folder(tmp_path: Path) -> None:
-    from medi2i.bench.datasets import link_stable_alias
+    from medi2i_bench.datasets import link_stable_alias
 
     first, second = tmp_path / "q1-aaaa", tmp_path / "q1-bbbb"
     for folder in (first, second):

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from medi2i_bench.datasets import build_dataset, build_splits
 from monai.data.meta_tensor import MetaTensor
 
-from medi2i.bench.datasets import build_dataset, build_splits
 from medi2i.data.loading import prepared
 from medi2i.engine import SlidingWindowEngine
 from medi2i.model_folder import load_model

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from medi2i.cli.options import json_option, loaded_plugins, overrides_option, run_dir_option
-from medi2i.errors import GeometryError, OptionsError
+from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +66,8 @@ def add_to(group: click.Group) -> None:
     default="synthrad",
     show_default=True,
     help="Presets (synthrad: CT in HU, the SynthRAD2025 metrics and air_mae; mr: "
-    "mae,psnr,ssim,histogram_distance) and/or registered metric names, comma-separated.",
+    "mae,psnr,ssim,histogram_distance; super_resolution: psnr,ssim) and/or registered "
+    "metric names, comma-separated.",
 )
 @json_option()
 @click.pass_context
@@ -106,7 +107,7 @@ def evaluate_command(
     registry = Registry(plugins)
     metrics = select_metrics(metrics_spec, registry.metrics)
     readers = list(registry.readers.values())
-    values = evaluate_files(prediction_path, reference_path, mask_path, metrics, readers=readers)
+    values = evaluate_files(reference_path, prediction_path, mask_path, metrics, readers=readers)
     if as_json:
         _echo_json(prediction_path, reference_path, mask_path, metrics, values)
     else:
@@ -131,18 +132,19 @@ class LoadedVolume:
 
 
 def evaluate_files(
-    prediction_path: Path,
     reference_path: Path,
+    prediction_path: Path,
     mask_path: Path | None,
     metrics: Sequence[Metric],
     *,
     readers: Sequence[VolumeReader] | None = None,
 ) -> dict[str, float]:
-    """Read a prediction, its reference and an optional mask, and compute ``metrics``.
+    """Read a reference, a prediction and an optional mask, and compute ``metrics``
+    (reference first, as every metric in medi2i).
 
     Args:
-        prediction_path: The image to evaluate.
         reference_path: The ground truth.
+        prediction_path: The image to evaluate.
         mask_path: Voxels where it is > 0 are evaluated; all voxels when ``None``.
         metrics: The metrics to compute.
         readers: Volume readers to use; the built-in ones when ``None``.
@@ -163,7 +165,7 @@ def evaluate_files(
     if mask is not None:
         require_same_grid(mask, reference)
     return evaluate_case(
-        prediction.values, reference.values, None if mask is None else mask.values, metrics
+        reference.values, prediction.values, None if mask is None else mask.values, metrics
     )
 
 
@@ -180,21 +182,19 @@ def read_for_evaluation(path: Path, readers: Sequence[VolumeReader] | None = Non
 
 
 def require_same_grid(volume: LoadedVolume, reference: LoadedVolume) -> None:
-    """Raise unless ``volume`` lies on the reference's grid (:meth:`medi2i.grid.Grid.same_as`).
+    """Raise unless ``volume`` lies on the reference's grid (:func:`medi2i.grid.require_same_grid`).
 
     Raises:
         GeometryError: The shapes or the affines differ; the message names both files.
     """
-    if volume.values.shape != reference.values.shape:
-        problem = f"shape {volume.values.shape} differs from {reference.values.shape}"
-    elif not volume.grid.same_as(reference.grid):
-        gap = volume.grid.affine_gap(reference.grid)
-        problem = f"voxel-to-world affines differ by up to {gap:.4g} mm"
-    else:
-        return
-    raise GeometryError(
-        f"{volume.path} is not on the grid of {reference.path}: {problem}; resample it onto "
-        "the reference grid first (metrics compare voxel by voxel)"
+    from medi2i.grid import require_same_grid as require_grid
+
+    require_grid(
+        volume.grid,
+        reference.grid,
+        what=str(volume.path),
+        reference_name=str(reference.path),
+        hint="resample it onto the reference grid first (metrics compare voxel by voxel)",
     )
 
 

@@ -7,7 +7,7 @@ plugin metrics can be asked for the same way.
 Example:
     >>> import numpy as np
     >>> metric = SynthradMeanAbsoluteError()
-    >>> metric(np.full((4, 4, 4), 10.0), np.zeros((4, 4, 4)))
+    >>> metric(np.zeros((4, 4, 4)), np.full((4, 4, 4), 10.0))  # reference, prediction
     10.0
 """
 
@@ -21,17 +21,17 @@ import numpy.typing as npt
 
 from medi2i.errors import OptionsError
 from medi2i.evaluation import air, image_metrics, synthrad
-from medi2i.metrics import FloatArray, Metric
-
-BoolArray = npt.NDArray[np.bool_]
+from medi2i.metrics import BoolArray, FloatArray, Metric
 
 METRIC_PRESETS: Mapping[str, tuple[str, ...]] = {
     "synthrad": ("synthrad_mae", "synthrad_psnr", "synthrad_ms_ssim", "air_mae"),
     "mr": ("mae", "psnr", "ssim", "histogram_distance"),
+    "super_resolution": ("psnr", "ssim"),
 }
 """Metric names behind each preset: ``synthrad`` for synthetic CT (HU): the three
 SynthRAD2025 metrics inside the mask and, beside them, ``air_mae`` outside it (not a
-challenge metric); ``mr`` for MR."""
+challenge metric); ``mr`` for MR (harmonization); ``super_resolution`` for a restored
+image against its high-resolution original (MR intensities, no fixed range)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class SynthradMeanAbsoluteError(Metric):
     higher_is_better: bool = False
     units: str = "HU"
 
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         return synthrad.mae(reference, prediction, inside)
 
 
@@ -54,7 +54,7 @@ class SynthradPeakSignalToNoiseRatio(Metric):
     higher_is_better: bool = True
     units: str = "dB"
 
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         return synthrad.psnr(reference, prediction, inside)
 
 
@@ -70,7 +70,7 @@ class SynthradMultiScaleSsim(Metric):
     higher_is_better: bool = True
     units: str = ""
 
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         return synthrad.ms_ssim(reference, prediction, inside)
 
 
@@ -87,7 +87,7 @@ class AirMeanAbsoluteError(Metric):
     higher_is_better: bool = False
     units: str = "HU"
 
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         return air.air_mae(reference, prediction, inside)
 
 
@@ -99,7 +99,7 @@ class MaskedStructuralSimilarity(Metric):
     higher_is_better: bool = True
     units: str = ""
 
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         return image_metrics.masked_ssim(reference, prediction, inside)
 
 
@@ -115,7 +115,7 @@ class HistogramDistance(Metric):
     higher_is_better: bool = False
     units: str = "reference range"
 
-    def compute(self, prediction: FloatArray, reference: FloatArray, inside: BoolArray) -> float:
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         return image_metrics.histogram_distance(reference, prediction, inside)
 
 
@@ -160,23 +160,24 @@ def select_metrics(spec: str, available: Mapping[str, Metric]) -> list[Metric]:
 
 
 def evaluate_case(
-    prediction: npt.ArrayLike,
     reference: npt.ArrayLike,
+    prediction: npt.ArrayLike,
     mask: npt.ArrayLike | None,
     metrics: Sequence[Metric],
 ) -> dict[str, float]:
-    """Every metric of one prediction against its reference.
+    """Every metric of one prediction against its reference (reference first, as every
+    metric in medi2i).
 
     Args:
-        prediction: Image to evaluate, 3D.
-        reference: Reference image on the same grid.
+        reference: Reference image, 3D.
+        prediction: Image to evaluate, on the reference's grid.
         mask: Voxels with ``mask > 0`` are evaluated; all voxels when ``None``.
         metrics: The metrics to compute.
 
     Returns:
         Metric values by metric name, in the order of ``metrics``.
     """
-    pred = np.asarray(prediction, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
+    pred = np.asarray(prediction, dtype=np.float64)
     inside = None if mask is None else np.asarray(mask, dtype=np.float64)
-    return {metric.name: metric(pred, ref, inside) for metric in metrics}
+    return {metric.name: metric(ref, pred, inside) for metric in metrics}

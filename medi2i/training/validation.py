@@ -107,5 +107,5 @@ def validate(
         prediction = predict_tensor(method, case.source, settings=settings, condition=condition)
         predicted = np.asarray(prediction.as_tensor()[0].numpy())
         for metric in metrics:
-            values[metric.name].append(metric(predicted, case.target, case.mask))
+            values[metric.name].append(metric(case.target, predicted, case.mask))
     return {name: float(np.mean(scores)) for name, scores in values.items()}

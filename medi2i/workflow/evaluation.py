@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medi2i.data.cases import SOURCE, TARGET, Case
-from medi2i.errors import GeometryError
 from medi2i.io.atomic import atomic_path
 from medi2i.workflow.loader import WorkflowError
 from medi2i.workflow.run_folder import Log, RunFolder, RunState, SplitSource
@@ -199,7 +198,7 @@ def _evaluate_case(
     if keep:
         record = _kept(record, run, registry, output=output, source=source)
     values = evaluate_case(
-        _array(output), _array(reference), None if mask is None else _array(mask), metrics
+        _array(reference), _array(output), None if mask is None else _array(mask), metrics
     )
     return values, record
 
@@ -285,25 +284,18 @@ def require_same_grid(
     what: str,
     hint: str = "paired data must share one grid (resample the reference onto the source)",
 ) -> None:
-    """Check that ``volume`` lies on the grid of ``reference`` (:meth:`medi2i.grid.Grid.same_as`).
+    """Check that ``volume`` lies on the grid of ``reference``
+    (:func:`medi2i.grid.require_same_grid`, on the volumes' grids).
 
     Raises:
         GeometryError: It does not; the message names ``what``, the reference file and
             what to do (``hint``).
     """
     from medi2i.grid import Grid
+    from medi2i.grid import require_same_grid as require_grid
 
-    grid, expected = Grid.of(volume), Grid.of(reference)
-    if not grid.same_as(expected):
-        raise GeometryError(
-            f"{what} is not on the grid of reference {reference.meta.get('filename_or_obj')}: "
-            f"shape {grid.shape} vs {expected.shape}, spacing "
-            f"{_rounded(grid.spacing)} vs {_rounded(expected.spacing)} mm; {hint}"
-        )
-
-
-def _rounded(values: Sequence[float]) -> tuple[float, ...]:
-    return tuple(round(value, 4) for value in values)
+    name = f"reference {reference.meta.get('filename_or_obj')}"
+    require_grid(Grid.of(volume), Grid.of(reference), what=what, reference_name=name, hint=hint)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from medi2i.errors import InputError, OptionsError
+from medi2i import InputError, OptionsError
 from medi2i.hashing import file_sha256
 from medi2i.synth import PseudoT1Parameters, apply_style, ct_to_pseudo_t1, named_style, thick_slices
 from medi2i.synth.scanner_styles import otsu_threshold
@@ -398,7 +398,7 @@ _Parts = dict[str, _Built]
 
 
 def _read(path: Path) -> Volume:
-    from medi2i.io import read_volume
+    from medi2i import read_volume
 
     image = read_volume(path)
     return Volume(image[0].numpy().astype(np.float32), np.asarray(image.affine, np.float64))
@@ -679,7 +679,7 @@ def _write_part(folder: Path, task: TaskName, built: _Built) -> None:
 
 
 def _write(volume: Volume, path: Path, *, mask: bool) -> None:
-    from medi2i.io import write_volume
+    from medi2i import write_volume
 
     image = volume.metatensor()
     image.meta["medi2i.dtype"] = "uint8" if mask else "float32"

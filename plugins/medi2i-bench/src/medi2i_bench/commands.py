@@ -1,4 +1,5 @@
-"""Commands ``medi2i bench run|prepare`` (quality benchmarks) and ``medi2i cards check``.
+"""The ``medi2i bench run|prepare`` commands (quality benchmarks), which this plugin adds
+through medi2i's ``register_commands`` hook.
 
 Heavy modules are imported inside the commands, so adding these to the CLI costs
 ``medi2i --help`` nothing.
@@ -12,19 +13,12 @@ from typing import TYPE_CHECKING
 import click
 
 from medi2i.cli.options import command_registry, device_option
-from medi2i.errors import InputError
 
 if TYPE_CHECKING:
-    from medi2i.bench.datasets import TaskName
+    from medi2i_bench.datasets import TaskName
 
 TASK_CHOICES = ("q1", "q2", "q3", "q1x", "all")
 SPLIT_CHOICES = ("a", "b")
-
-
-def add_to(group: click.Group) -> None:
-    """Add new ``bench`` and ``cards`` command groups to ``group``."""
-    group.add_command(bench_group())
-    group.add_command(cards_group())
 
 
 def bench_group() -> click.Group:
@@ -37,13 +31,8 @@ def bench_group() -> click.Group:
     )
 
 
-def cards_group() -> click.Group:
-    """A new ``cards`` group holding ``check``."""
-    return click.Group("cards", commands=[cards_check_command], help="Data cards and model cards.")
-
-
 def _tasks(choice: str) -> list[TaskName]:
-    from medi2i.bench.datasets import TASKS
+    from medi2i_bench.datasets import TASKS
 
     return list(TASKS) if choice == "all" else [choice]  # type: ignore[list-item]
 
@@ -110,10 +99,11 @@ def bench_run_command(
     Writes <task>_baselines.{json,md} (or <task>_comparison.* when methods or models
     ran) and one montage PNG per test case into --output.
     """
-    from medi2i.bench.harness import run_benchmarks
-    from medi2i.settings import InferenceSettings
+    from medi2i import InferenceSettings
+    from medi2i_bench.harness import run_benchmarks
 
-    registry = command_registry(ctx) if methods or models else None
+    # the baselines are registered methods too, and the metrics registered metrics
+    registry = command_registry(ctx)
     results = run_benchmarks(
         tasks=_tasks(task),
         methods=methods,
@@ -141,46 +131,8 @@ def bench_run_command(
 def bench_prepare_command(task: str, work_dir: Path | None) -> None:
     """Build the benchmark data (train and test NIfTI files) and print where it is,
     e.g. to train a method on it."""
-    from medi2i.bench.datasets import build_splits
+    from medi2i_bench.datasets import build_splits
 
     for name in _tasks(task):
         for dataset in build_splits(name, work_dir=work_dir):
             click.echo(f"{dataset.label}: {dataset.folder}")
-
-
-@click.command("check")
-@click.argument("folder", type=click.Path(path_type=Path), default=Path("data_cards"))
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="MEDI2I_DATA_DIR",
-    default=None,
-    help="Also check real data files' SHA-256 here [default: $MEDI2I_DATA_DIR].",
-)
-@click.option(
-    "--data-cards",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data_cards"),
-    show_default=True,
-    help="For a trained-model FOLDER: the data cards its card may name.",
-)
-def cards_check_command(folder: Path, data_dir: Path | None, data_cards: Path) -> None:
-    """Validate every card in FOLDER (default: data_cards) and their references.
-
-    FOLDER may also be a trained-model folder: its card.yaml is checked, and the data
-    cards it names must be in --data-cards.
-    """
-    from medi2i.cards import check_cards, check_model_card
-    from medi2i.model_folder import MANIFEST
-
-    if (folder / MANIFEST).is_file():
-        problems = check_model_card(folder, data_cards=data_cards)
-        checked = f"its data cards in {data_cards}"
-    else:
-        problems = check_cards(folder, data_dir=data_dir)
-        checked = "with data files" if data_dir else "without data files"
-    for problem in problems:
-        click.echo(str(problem), err=True)
-    if problems:
-        raise InputError(f"{len(problems)} problem(s) in the cards of {folder}; fix them and rerun")
-    click.echo(f"cards in {folder} are valid ({checked})")

@@ -1,4 +1,4 @@
-"""Tests of medi2i.bench: data building per protocol, baselines, harness, montages, CLI.
+"""Tests of medi2i_bench: data building per protocol, baselines, harness, figures, CLI.
 
 Most tests run on small stand-ins for the shared files (phantoms written under the
 real file names); the full benchmark on the real data is a slow test.
@@ -12,31 +12,32 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import medi2i_harmonization
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from monai.data.meta_tensor import MetaTensor
-
-from medi2i.bench import (
-    BenchResult,
-    Volume,
-    ZScoreHarmonizer,
+from medi2i_bench.baselines import baselines_for, bulk_water
+from medi2i_bench.commands import bench_group
+from medi2i_bench.datasets import (
+    COLIN27_FILE,
+    CT_FILE,
+    MNI152_FILE,
     body_mask,
     build_dataset,
-    bulk_water,
     head_mask,
-    interpolate_onto,
-    run_benchmarks,
 )
-from medi2i.bench.datasets import COLIN27_FILE, CT_FILE, MNI152_FILE
-from medi2i.cli.bench_commands import bench_group
+from medi2i_bench.harness import BenchResult, run_benchmarks
+from monai.data.meta_tensor import MetaTensor
+
+import medi2i.builtins
 from medi2i.errors import InputError, OptionsError
+from medi2i.evaluation import METRIC_PRESETS
 from medi2i.io import write_volume
 from medi2i.synth import Tissue, head_phantom
 from medi2i.testing import example_methods, isolated_registry
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[3]
 COMMITTED = REPOSITORY / "benchmarks" / "quality" / "results"
 MAX_PNG_BYTES = 300_000
 
@@ -154,23 +155,46 @@ def test_bulk_water_is_zero_inside_and_air_outside() -> None:
     assert set(np.unique(water[mask == 0])) == {-1000.0}
 
 
-@pytest.mark.parametrize("order", [1, 3])
-def test_through_plane_interpolation_is_exact_on_kept_slices_and_ramps(order: int) -> None:
-    ramp = np.broadcast_to(np.arange(81, dtype=np.float32) * 2.0, (6, 5, 81)).copy()
-    thick = Volume(ramp[:, :, ::4], np.diag([1.0, 1.0, 4.0, 1.0]))
-    restored = interpolate_onto(thick, shape=ramp.shape, affine=np.eye(4), order=order)
-    np.testing.assert_allclose(restored[:, :, ::4], ramp[:, :, ::4], atol=1e-3)
-    # away from the ends, where the cubic spline's boundary condition no longer matters
-    np.testing.assert_allclose(restored[:, :, 24:57], ramp[:, :, 24:57], atol=0.01)
+def test_q2_baselines_are_the_registered_interpolation_exact_on_kept_slices(
+    sources: Path, tmp_path: Path
+) -> None:
+    dataset = build_dataset("q2", work_dir=tmp_path / "cache", source_dir=sources)
+    linear, cubic = baselines_for(dataset)
+    assert [linear.name, cubic.name] == ["linear", "cubic-bspline"]
+    assert linear.description.startswith("method interpolation 0.1.0 (order: linear, align:")
+    assert "(order: bspline, align: centres)" in cubic.description
+    for case in dataset.test:
+        step = round(case.source.spacing_mm[2] / case.target.spacing_mm[2])
+        for contender in (linear, cubic):
+            restored = contender.predict(case)
+            # on the thin-slice grid, and the kept slices come back as they are
+            assert restored.shape == case.target.array.shape
+            np.testing.assert_allclose(restored[:, :, ::step], case.source.array, atol=1e-3)
 
 
-def test_z_score_gives_the_target_statistics_on_tissue() -> None:
-    phantom = head_phantom(shape=(32, 32, 32), spacing_mm=(6.0, 6.0, 6.0), seed=0)
-    target = phantom.mr * 3.0 + 50.0
-    harmonizer = ZScoreHarmonizer.fit([target])
-    # Otsu's threshold moves with an affine change of intensities, so the same voxels
-    # count as tissue and the affine change is undone exactly
-    np.testing.assert_allclose(harmonizer(phantom.mr), target, rtol=1e-3, atol=0.5)
+def test_q3_baselines_are_the_registered_harmonization_methods_fitted_on_a(
+    sources: Path, tmp_path: Path
+) -> None:
+    dataset = build_dataset("q3", work_dir=tmp_path / "cache", source_dir=sources)
+    registry = isolated_registry(medi2i_harmonization)
+    identity, zscore, nyul = baselines_for(dataset, registry=registry)
+    assert [identity.name, zscore.name, nyul.name] == ["no-harmonization", "z-score", "nyul"]
+    (scanner_a,) = [v.image.array for v in dataset.train_domains if v.domain == "A"]
+    method = registry.method("zscore")({"foreground": "otsu"})
+    method.fit([scanner_a])
+    mean, std = method.state_values().values()
+    assert f"onto scanner A's training mean {mean:.1f} and std {std:.1f}" in zscore.description
+    (case,) = dataset.test
+    # exactly what the method, fitted on scanner A, does to the input
+    harmonized = method.standardize(np.asarray(case.source.array, np.float64))
+    np.testing.assert_allclose(zscore.predict(case), harmonized, rtol=1e-5, atol=1e-3)
+    assert "method nyul" in nyul.description
+
+
+def test_a_missing_baseline_plugin_says_what_to_install(sources: Path, tmp_path: Path) -> None:
+    dataset = build_dataset("q3", work_dir=tmp_path / "cache", source_dir=sources)
+    with pytest.raises(OptionsError, match="pip install -e plugins/medi2i-harmonization"):
+        baselines_for(dataset, registry=isolated_registry(example_methods))
 
 
 # -- harness ----------------------------------------------------------------------------
@@ -184,7 +208,7 @@ def test_run_benchmarks_writes_tables_and_small_montages(sources: Path, tmp_path
     for task, names in {
         "q1": ["bulk-water", "monotone-mapping"],
         "q2": ["linear", "cubic-bspline"],
-        "q3": ["no-harmonization", "z-score"],
+        "q3": ["no-harmonization", "z-score", "nyul"],
     }.items():
         record = json.loads((output / f"{task}_baselines.json").read_text())
         assert [r["name"] for r in record["results"]] == names
@@ -195,15 +219,18 @@ def test_run_benchmarks_writes_tables_and_small_montages(sources: Path, tmp_path
         assert all(p.stat().st_size < MAX_PNG_BYTES for p in pngs)
     q1 = {r.task: r for r in results}["q1"].scores
     assert (
-        q1["monotone-mapping"]["invesalius0051-test"]["mae"]
-        < q1["bulk-water"]["invesalius0051-test"]["mae"]
+        q1["monotone-mapping"]["invesalius0051-test"]["synthrad_mae"]
+        < q1["bulk-water"]["invesalius0051-test"]["synthrad_mae"]
     )
-    # the air outside the body is scored beside the SynthRAD metrics
+    # the registered synthrad preset: the air outside the body beside the SynthRAD metrics
     assert (
-        "| MAE (HU) ↓ | PSNR (dB) ↑ | MS-SSIM ↑ | air MAE (HU) ↓ |"
+        "| SynthRAD MAE (HU) ↓ | SynthRAD PSNR (dB) ↑ | SynthRAD MS-SSIM ↑ | air MAE (HU) ↓ |"
         in (output / "q1_baselines.md").read_text()
     )
-    assert set(q1["bulk-water"]["invesalius0051-test"]) == {"mae", "psnr", "ms_ssim", "air_mae"}
+    assert list(q1["bulk-water"]["invesalius0051-test"]) == list(METRIC_PRESETS["synthrad"])
+    # Q3's plain MAE is the registered "mae", not the SynthRAD one
+    q3 = {r.task: r for r in results}["q3"]
+    assert [name for name, _, _ in q3.metrics] == list(METRIC_PRESETS["mr"])
 
 
 def _run(sources: Path, work: Path, **kwargs: Any) -> list[BenchResult]:
@@ -216,7 +243,7 @@ def test_methods_and_models_run_beside_the_baselines(sources: Path, tmp_path: Pa
     from medi2i.model_folder import save_model
     from medi2i.testing.example_methods import FittedStandardization
 
-    registry = isolated_registry(example_methods)
+    registry = isolated_registry(medi2i.builtins, medi2i_harmonization, example_methods)
     fitted = FittedStandardization()
     fitted.fit([np.full((4, 4, 4), 800.0), np.full((4, 4, 4), 1000.0)])
     model = save_model(fitted, tmp_path / "standardizer")
@@ -232,7 +259,7 @@ def test_methods_and_models_run_beside_the_baselines(sources: Path, tmp_path: Pa
         registry=registry,
     )
     names = [c.name for c in result.contenders]
-    assert names == ["no-harmonization", "z-score", *methods, "standardizer"]
+    assert names == ["no-harmonization", "z-score", "nyul", *methods, "standardizer"]
     assert (output / "q3_comparison.md").is_file()
     # fitted on scanner A's training image: it lands in A's units, unlike the raw input
     scores = result.scores
@@ -255,7 +282,8 @@ def test_the_monotone_baseline_is_the_registered_method_and_runs_as_one_too(
     # the method as users run it: fitted on the training pair, named apart from the baseline
     assert (method.name, method.kind) == ("monotone-mapping-method", "method")
     case = "invesalius0051-test"
-    assert result.scores[method.name][case]["mae"] < result.scores["bulk-water"][case]["mae"]
+    scores = result.scores
+    assert scores[method.name][case]["synthrad_mae"] < scores["bulk-water"][case]["synthrad_mae"]
     # the baseline is -1000 HU outside the body mask, the method air (-1000 HU) outside
     # the MR's body, which it finds itself
     mask = build_dataset("q1", work_dir=tmp_path / "cache", source_dir=sources).test[0].mask

@@ -1,25 +1,20 @@
 """Run the quality benchmarks: baselines, registered methods and trained models, side by side.
 
 For each benchmark (Q1-Q3 and Q1x of BENCHMARKS.md) the harness builds the data
-(:mod:`medi2i.bench.datasets`), evaluates every contender on the test cases with the
+(:mod:`medi2i_bench.datasets`), evaluates every contender on the test cases with the
 benchmark's metrics, and writes ``<task>_<label>.json`` (all values and the
 environment), ``<task>_<label>.md`` (the table) and one montage PNG per test case.
 ``label`` is ``baselines`` when only the baselines ran, else ``comparison``.
 
-Methods run through :func:`medi2i.predict_tensor`, exactly as ``medi2i predict`` would
-run them; their output is resampled onto the reference grid when it lies on another
-one. A method that learns nothing from a training set (data kind ``none`` or
-``single-domain``) but defines ``fit`` is fitted on the benchmark's target-domain
-training images (Q1, Q1x: CT, Q2: 1 mm volumes, Q3: scanner A), so that e.g. an intensity
-standardization lands in the target scanner's units; other such methods run as they
-are. A method that learns from paired data by fitting (``Training.FIT``, e.g.
-``monotone-mapping``) is fitted on the benchmark's training pairs, as a workflow's
-train stage fits it. Methods trained by gradient steps, or on unpaired or multi-domain
-data, must be trained first and given as a trained-model folder (``--model``), which
-is never refitted.
+Baselines, methods and trained models run alike (:mod:`medi2i_bench.contenders`):
+through :func:`medi2i.predict_tensor`, exactly as ``medi2i predict`` runs them, fitted
+on the benchmark's training data as a workflow's train stage would fit them; trained
+models are never refitted. The metrics are registered metrics (the ``register_metrics``
+hook), picked by name or preset (:data:`BENCHMARK_METRICS`), so a name in a table means
+what it means in ``medi2i evaluate`` and in a workflow's evaluation.
 
 Example:
-    >>> from medi2i.bench.harness import run_benchmarks
+    >>> from medi2i_bench.harness import run_benchmarks
     >>> run_benchmarks(tasks=["q2"], output_dir="results")  # doctest: +SKIP
 """
 
@@ -37,14 +32,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from medi2i.bench.baselines import (
+from medi2i import OptionsError
+from medi2i_bench.baselines import baselines_for
+from medi2i_bench.contenders import (
     Contender,
     ContenderKind,
     FloatArray,
-    baselines_for,
-    paired_fit,
+    fit_for,
+    method_contender,
 )
-from medi2i.bench.datasets import (
+from medi2i_bench.datasets import (
     TASKS,
     BenchCase,
     BenchDataset,
@@ -52,29 +49,21 @@ from medi2i.bench.datasets import (
     build_splits,
     splits_of,
 )
-from medi2i.bench.montage import write_result_montages
-from medi2i.errors import OptionsError
+from medi2i_bench.figures import write_result_montages
 
 if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
+    from medi2i import InferenceSettings, Method, Metric, Registry
 
-    from medi2i.method import Method
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
-
-Scorer = Callable[[FloatArray, FloatArray, FloatArray], float]
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """A benchmark metric: name, units, direction and how to compute it
-    (``score(reference, prediction, mask)``)."""
-
-    name: str
-    units: str
-    higher_is_better: bool
-    score: Scorer
-
+BENCHMARK_METRICS: dict[TaskName, str] = {
+    "q1": "synthrad",
+    "q1x": "synthrad",
+    "q2": "super_resolution",
+    "q3": "mr",
+}
+"""The registered metrics of each benchmark, as a preset or names
+(:data:`medi2i.evaluation.METRIC_PRESETS`), all inside the benchmark's mask: Q1 and Q1x
+the SynthRAD2025 metrics and the air MAE; Q2 PSNR and SSIM; Q3 MAE, PSNR, SSIM and the
+histogram distance."""
 
 TITLES: dict[TaskName, str] = {
     "q1": "Q1 — MR→CT on the real head CT (pseudo-T1w MR simulated from it)",
@@ -205,14 +194,20 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if np.isfinite(v) else None) for k, v in values.items()}
 
 
-_LABELS = {"air_mae": "air MAE"}
-"""Column labels that the acronym rule below would spell wrong."""
+_LABELS = {
+    "mae": "MAE",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "synthrad_mae": "SynthRAD MAE",
+    "synthrad_psnr": "SynthRAD PSNR",
+    "synthrad_ms_ssim": "SynthRAD MS-SSIM",
+    "air_mae": "air MAE",
+}
+"""Column labels of metric names that are acronyms; others are their name in words."""
 
 
 def _column(name: str, units: str, higher_is_better: bool) -> str:
-    acronym = name in ("mae", "psnr", "ssim", "ms_ssim")
-    label = name.replace("_", "-").upper() if acronym else name.replace("_", " ")
-    label = _LABELS.get(name, label)
+    label = _LABELS.get(name, name.replace("_", " "))
     unit = f" ({units})" if units else ""
     return f"{label}{unit} {'↑' if higher_is_better else '↓'}"
 
@@ -227,29 +222,21 @@ def _table_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def metrics_for(task: TaskName) -> tuple[MetricSpec, ...]:
-    """Q1 and Q1x: SynthRAD2025 MAE, PSNR, MS-SSIM inside the body mask, and the MAE in the air
-    around it (:func:`medi2i.evaluation.air.air_mae`). Q2: masked PSNR, SSIM. Q3: MAE,
-    PSNR, SSIM and histogram distance, all inside the benchmark's mask."""
-    from medi2i.evaluation import air, image_metrics, synthrad
+def metrics_for(task: TaskName, registry: Registry | None = None) -> tuple[Metric, ...]:
+    """The registered metrics of a benchmark (:data:`BENCHMARK_METRICS`).
 
-    if task in ("q1", "q1x"):
-        return (
-            MetricSpec("mae", "HU", False, synthrad.mae),
-            MetricSpec("psnr", "dB", True, synthrad.psnr),
-            MetricSpec("ms_ssim", "", True, synthrad.ms_ssim),
-            MetricSpec("air_mae", "HU", False, air.air_mae),
-        )
-    psnr = MetricSpec("psnr", "dB", True, image_metrics.masked_psnr)
-    ssim = MetricSpec("ssim", "", True, image_metrics.masked_ssim)
-    if task == "q2":
-        return (psnr, ssim)
-    return (
-        MetricSpec("mae", "target units", False, image_metrics.masked_mae),
-        psnr,
-        ssim,
-        MetricSpec("histogram_distance", "", False, image_metrics.histogram_distance),
-    )
+    Args:
+        task: The benchmark.
+        registry: Where the metrics are registered; the installed plugins when ``None``.
+
+    Raises:
+        OptionsError: A metric is not registered.
+    """
+    from medi2i import Registry
+    from medi2i.evaluation import select_metrics
+
+    registry = registry if registry is not None else Registry()
+    return tuple(select_metrics(BENCHMARK_METRICS[task], registry.metrics))
 
 
 def run_benchmarks(
@@ -291,9 +278,10 @@ def run_benchmarks(
             trained on one split, and another split may test on its training data).
         InputError: The shared data is missing (``MEDI2I_DATA_DIR``).
     """
-    from medi2i.settings import InferenceSettings
+    from medi2i import InferenceSettings, Registry
 
     settings = settings or InferenceSettings(progress=False)
+    registry = registry if registry is not None else Registry()
     loaded = _load_contenders(methods, models, registry)
     _check_served(loaded, tasks)
     results = []
@@ -323,24 +311,22 @@ def _run_one(
     dataset: BenchDataset,
     loaded: Sequence[LoadedContender],
     settings: InferenceSettings,
-    registry: Registry | None,
+    registry: Registry,
     log: Callable[[str], None],
 ) -> BenchResult:
-    contenders = baselines_for(dataset, registry=registry)
-    baseline_names = {c.name for c in contenders}
-    contenders += [
-        # a method may share its id with the baseline it provides (monotone-mapping)
-        _method_contender(
-            f"{name}-{kind}" if name in baseline_names else name,
-            kind,
-            method,
-            dataset,
-            settings,
-        )
-        for name, kind, method in loaded
-        if _serves(method, dataset.task)
+    served = [
+        (name, kind, method) for name, kind, method in loaded if _serves(method, dataset.task)
     ]
-    result = evaluate(dataset, contenders, cases=dataset.validation + dataset.test, log=log)
+    for name, kind, method in served:  # first: a method that cannot be fitted stops the run
+        fit_for(method, kind, dataset, name)
+    contenders = baselines_for(dataset, registry=registry, settings=settings)
+    baseline_names = {c.name for c in contenders}
+    for name, kind, method in served:
+        # a method may share its id with a baseline it provides (monotone-mapping)
+        label = f"{name}-{kind}" if name in baseline_names else name
+        contenders.append(method_contender(label, kind, method, dataset, settings))
+    cases = dataset.validation + dataset.test
+    result = evaluate(dataset, contenders, cases=cases, log=log, registry=registry)
     if not dataset.split:
         return result
     parts = {
@@ -391,6 +377,7 @@ def evaluate(
     *,
     cases: Sequence[BenchCase] | None = None,
     log: Callable[[str], None] = lambda line: None,
+    registry: Registry | None = None,
 ) -> BenchResult:
     """Score every contender on every test case of ``dataset``; keep the predictions.
 
@@ -399,6 +386,8 @@ def evaluate(
         contenders: What to score.
         cases: The cases to score; ``dataset.test`` when ``None``.
         log: Called with one line per prediction.
+        registry: Where the benchmark's metrics are registered; the installed plugins
+            when ``None``.
 
     Raises:
         OptionsError: Two contenders share a name (e.g. two model folders of one name).
@@ -406,7 +395,7 @@ def evaluate(
     names = [c.name for c in contenders]
     if len(set(names)) != len(names):
         raise OptionsError(f"contender names must be unique, got {names}; rename a model folder")
-    specs = metrics_for(dataset.task)
+    metrics = metrics_for(dataset.task, registry)
     scores: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names}
     seconds = dict.fromkeys(names, 0.0)
     predictions: dict[tuple[str, str], FloatArray] = {}
@@ -418,11 +407,11 @@ def evaluate(
             prediction = _checked(contender.predict(case), case, contender.name)
             seconds[contender.name] += time.perf_counter() - started
             predictions[(contender.name, case.name)] = prediction
-            scores[contender.name][case.name] = _scores(specs, case, prediction)
+            scores[contender.name][case.name] = _scores(metrics, case, prediction)
     return BenchResult(
         task=dataset.task,
         contenders=tuple(contenders),
-        metrics=tuple((s.name, s.units, s.higher_is_better) for s in specs),
+        metrics=tuple((m.name, m.units, m.higher_is_better) for m in metrics),
         scores=scores,
         seconds=seconds,
         predictions=predictions,
@@ -432,11 +421,10 @@ def evaluate(
     )
 
 
-def _scores(
-    specs: Sequence[MetricSpec], case: BenchCase, prediction: FloatArray
-) -> dict[str, float]:
-    reference, mask = case.target.array, case.mask.array
-    return {spec.name: float(spec.score(reference, prediction, mask)) for spec in specs}
+def _scores(metrics: Sequence[Metric], case: BenchCase, prediction: FloatArray) -> dict[str, float]:
+    from medi2i.evaluation import evaluate_case
+
+    return evaluate_case(case.target.array, prediction, case.mask.array, metrics)
 
 
 def _checked(prediction: npt.ArrayLike, case: BenchCase, name: str) -> FloatArray:
@@ -469,8 +457,6 @@ def environment() -> dict[str, str]:
 
 # -- methods and models -----------------------------------------------------------------
 
-_FITTED_HERE = frozenset({"none", "single-domain"})
-"""Data kinds of methods the harness fits itself (when they define ``fit``)."""
 _TASK_OF = {
     "q1": "translation",
     "q2": "super-resolution",
@@ -481,14 +467,10 @@ LoadedContender = tuple[str, ContenderKind, "Method"]
 
 
 def _load_contenders(
-    methods: Sequence[str], models: Sequence[str | Path], registry: Registry | None
+    methods: Sequence[str], models: Sequence[str | Path], registry: Registry
 ) -> list[LoadedContender]:
-    if not methods and not models:
-        return []
-    from medi2i.model_folder import load_model
-    from medi2i.registry import Registry
+    from medi2i import load_model
 
-    registry = registry if registry is not None else Registry()
     loaded: list[LoadedContender] = []
     for method_id in methods:
         loaded.append((method_id, "method", registry.method(method_id)()))
@@ -510,64 +492,3 @@ def _check_served(loaded: Sequence[LoadedContender], tasks: Sequence[TaskName]) 
                 f"{name} serves {served}, none of the chosen benchmarks {wanted}; "
                 "choose another --task"
             )
-
-
-def _method_contender(
-    name: str,
-    kind: ContenderKind,
-    method: Method,
-    dataset: BenchDataset,
-    settings: InferenceSettings,
-) -> Contender:
-    from medi2i.method import DataKind, Training
-
-    fittable = method.training is Training.FIT
-    if kind == "method" and method.data.value in _FITTED_HERE and fittable:
-        method.fit(_target_domain_images(dataset))
-    elif kind == "method" and method.data is DataKind.PAIRED and fittable:
-        paired_fit(method, dataset)
-    elif kind == "method" and method.data is not DataKind.NONE:
-        raise OptionsError(
-            f"method {name!r} learns from {method.data.value} data: train it first on the "
-            f"benchmark's training set (in {dataset.folder}) and pass the model folder with --model"
-        )
-    condition = _target_condition(method, dataset)
-
-    def predict(case: BenchCase) -> FloatArray:
-        from medi2i import predict_tensor
-        from medi2i.grid import Grid
-        from medi2i.resample import resample_to_grid
-
-        output = predict_tensor(
-            method, case.source.metatensor(), settings=settings, condition=condition
-        )
-        target = Grid(_shape3(case.target.array.shape), case.target.affine)
-        if not Grid.of(output).same_as(target):
-            output = resample_to_grid(output, target, mode="linear")
-        return np.asarray(output[0].detach().cpu().numpy(), np.float32)
-
-    return Contender(name, kind, predict, f"{kind} {method.id} {method.version}")
-
-
-def _target_domain_images(dataset: BenchDataset) -> list[MetaTensor]:
-    from medi2i.bench.datasets import Q3_TARGET
-
-    if dataset.task == "q3":
-        return [v.image.metatensor() for v in dataset.train_domains if v.domain == Q3_TARGET]
-    return [case.target.metatensor() for case in dataset.train_pairs]
-
-
-def _target_condition(method: Method, dataset: BenchDataset) -> dict[str, object] | None:
-    from medi2i.bench.datasets import Q3_SOURCE, Q3_TARGET
-
-    fields = method.Condition.model_fields
-    if dataset.task != "q3" or "target_domain" not in fields:
-        return None
-    condition: dict[str, object] = {"target_domain": Q3_TARGET}
-    if "source_domain" in fields:
-        condition["source_domain"] = Q3_SOURCE
-    return condition
-
-
-def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    return (int(shape[0]), int(shape[1]), int(shape[2]))

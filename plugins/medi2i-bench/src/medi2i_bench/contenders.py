@@ -1,0 +1,193 @@
+"""What the benchmarks evaluate, and how a registered method is run as one of them.
+
+A :class:`Contender` is a name and a function from a test case to a prediction on the
+reference's grid. Baselines, methods and trained models all become contenders; every one
+that is a method (all baselines but the trivial bulk water and no harmonization, every
+``--method`` and ``--model``) goes through :func:`method_contender`, which fits it as a
+workflow's train stage would and predicts through :func:`medi2i.predict_tensor`, exactly
+as ``medi2i predict`` runs it:
+
+- a method that learns nothing from a training set (data kind ``none`` or
+  ``single-domain``) but defines ``fit`` is fitted on the benchmark's target-domain
+  training images (Q1, Q1x: CT, Q2: 1 mm volumes, Q3: scanner A), so that e.g. an
+  intensity standardization lands in the target scanner's units;
+- a method that learns from paired data by fitting (``Training.FIT``, e.g.
+  ``monotone-mapping``) is fitted on the benchmark's training pairs;
+- a method trained by gradient steps, or on unpaired or multi-domain data, must come
+  as a trained-model folder (``--model``), which is never refitted.
+
+An output on another grid than the reference is resampled onto it (linear).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from medi2i import OptionsError, UnknownMethodError
+from medi2i_bench.datasets import Q3_SOURCE, Q3_TARGET, BenchCase, BenchDataset
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i import FitPair, InferenceSettings, Method, Registry
+
+FloatArray = npt.NDArray[np.float32]
+ContenderKind = Literal["baseline", "method", "model"]
+
+_FITTED_ON_TARGETS = frozenset({"none", "single-domain"})
+"""Data kinds of methods fitted here on target-domain images (when they define ``fit``)."""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """Something the benchmark evaluates: a baseline, a method or a trained model.
+
+    Attributes:
+        name: Row label in the tables, e.g. ``"bulk-water"``.
+        kind: ``"baseline"``, ``"method"`` or ``"model"``.
+        predict: Maps a test case to a prediction on ``case.target``'s grid.
+        description: One line for the Markdown table's legend.
+    """
+
+    name: str
+    kind: ContenderKind
+    predict: Callable[[BenchCase], FloatArray]
+    description: str
+
+
+def registered_method(
+    registry: Registry | None, method_id: str, options: Mapping[str, object], *, plugin: str
+) -> Method:
+    """A new instance of the registered method ``method_id`` with ``options``.
+
+    Args:
+        registry: Where to find it; the installed plugins when ``None``.
+        method_id: The method's id.
+        options: Its options.
+        plugin: The distribution that provides it, for the error message.
+
+    Raises:
+        OptionsError: The method is not installed.
+    """
+    from medi2i import Registry
+
+    registry = registry if registry is not None else Registry()
+    try:
+        method_cls = registry.method(method_id)
+    except UnknownMethodError:
+        raise OptionsError(
+            f"the benchmark runs the method {method_id!r} of the {plugin} plugin, which is "
+            f"not installed: pip install -e plugins/{plugin} (make setup installs it)"
+        ) from None
+    return method_cls(dict(options))
+
+
+def fit_for(method: Method, kind: ContenderKind, dataset: BenchDataset, name: str) -> None:
+    """Fit a baseline or ``--method`` on ``dataset``'s training data as the module docstring
+    says; a trained model (``kind == "model"``) is left as it is.
+
+    Raises:
+        OptionsError: The method must be trained by a workflow first.
+    """
+    from medi2i import DataKind, Training
+
+    if kind == "model":
+        return
+    fittable = method.training is Training.FIT
+    if method.data.value in _FITTED_ON_TARGETS and fittable:
+        method.fit(target_domain_images(dataset))
+    elif method.data is DataKind.PAIRED and fittable:
+        paired_fit(method, dataset)
+    elif method.data is not DataKind.NONE:
+        raise OptionsError(
+            f"method {name!r} learns from {method.data.value} data: train it first on the "
+            f"benchmark's training set (in {dataset.folder}) and pass the model folder with --model"
+        )
+
+
+def method_contender(
+    name: str,
+    kind: ContenderKind,
+    method: Method,
+    dataset: BenchDataset,
+    settings: InferenceSettings,
+    *,
+    description: str | None = None,
+    outside_mask: float | None = None,
+) -> Contender:
+    """A fitted (or trained) method as a contender that predicts like ``medi2i predict``.
+
+    Args:
+        name: Row label.
+        kind: ``"baseline"``, ``"method"`` or ``"model"``.
+        method: The method, already fitted (:func:`fit_for`) or loaded from a model folder.
+        dataset: The benchmark (for a predict-time condition such as Q3's target scanner).
+        settings: Inference settings.
+        description: Legend line; ``"<kind> <id> <version>"`` when ``None``.
+        outside_mask: A value written outside the case's mask (a baseline's rule, e.g.
+            -1000 HU), or ``None`` to keep the method's output everywhere.
+    """
+    condition = _target_condition(method, dataset)
+
+    def predict(case: BenchCase) -> FloatArray:
+        from medi2i import Grid, predict_tensor
+        from medi2i.resample import resample_to_grid
+
+        output = predict_tensor(
+            method, case.source.metatensor(), settings=settings, condition=condition
+        )
+        target = Grid(_shape3(case.target.array.shape), case.target.affine)
+        if not Grid.of(output).same_as(target):
+            output = resample_to_grid(output, target, mode="linear")
+        values = np.asarray(output[0].detach().cpu().numpy(), np.float32)
+        if outside_mask is None:
+            return values
+        return np.where(case.mask.array > 0, values, np.float32(outside_mask)).astype(np.float32)
+
+    text = description if description is not None else f"{kind} {method.id} {method.version}"
+    return Contender(name, kind, predict, text)
+
+
+def paired_fit(method: Method, dataset: BenchDataset) -> None:
+    """Fit a method that learns from paired data by fitting (:meth:`~medi2i.Method.fit_pairs`)
+    on the benchmark's training pairs, as a workflow's train stage would."""
+    method.fit_pairs([_fit_pair(method, case) for case in dataset.train_pairs])
+
+
+def _fit_pair(method: Method, case: BenchCase) -> FitPair:
+    from medi2i.training.routes import fit_pair
+
+    return fit_pair(
+        method,
+        case.name,
+        source=case.source.metatensor(),
+        target=case.target.metatensor(),
+        mask=case.mask.metatensor(),
+    )
+
+
+def target_domain_images(dataset: BenchDataset) -> list[MetaTensor]:
+    """The benchmark's training images of the target domain (Q3: scanner A; else the
+    training pairs' references)."""
+    if dataset.task == "q3":
+        return [v.image.metatensor() for v in dataset.train_domains if v.domain == Q3_TARGET]
+    return [case.target.metatensor() for case in dataset.train_pairs]
+
+
+def _target_condition(method: Method, dataset: BenchDataset) -> dict[str, object] | None:
+    fields = method.Condition.model_fields
+    if dataset.task != "q3" or "target_domain" not in fields:
+        return None
+    condition: dict[str, object] = {"target_domain": Q3_TARGET}
+    if "source_domain" in fields:
+        condition["source_domain"] = Q3_SOURCE
+    return condition
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (int(shape[0]), int(shape[1]), int(shape[2]))
