@@ -60,6 +60,16 @@ def test_the_generator_has_the_papers_layers_in_3d() -> None:
     assert float(output.abs().max()) <= 1.0
 
 
+def test_the_outer_kernel_may_differ_per_axis_for_thick_slices() -> None:
+    method = CycleGAN({**TINY, "outer_kernel": (5, 5, 3)})
+    convolutions = [m for m in method.generator("a2b").modules() if isinstance(m, torch.nn.Conv3d)]
+
+    assert convolutions[0].kernel_size == convolutions[-1].kernel_size == (5, 5, 3)
+    assert convolutions[0].padding == (2, 2, 1)
+    with torch.no_grad():
+        assert method.generator("a2b")(torch.zeros(1, 1, 16, 16, 8)).shape == (1, 1, 16, 16, 8)
+
+
 def test_a_residual_block_adds_its_input() -> None:
     block = ResidualBlock(2, norm="instance")
     for layer in block.body:
@@ -210,6 +220,7 @@ def test_the_rate_is_constant_for_half_the_run_then_decays_to_zero() -> None:
         {"roi_size": (18, 16, 16)},  # not a multiple of 4
         {"roi_size": (16, 16, 16)},  # 3 PatchGAN layers need 24 voxels
         {"outer_kernel": 4},
+        {"outer_kernel": (7, 7, 2)},
         {"norm": "group"},
         {"pool_size": -1},
         {"percentiles": (50.0, 50.0)},

@@ -80,7 +80,9 @@ class ResNetGenerator(torch.nn.Module):
             multiples of ``2**downsamplings``.
         residual_blocks: Residual blocks at the lowest resolution (the paper: 9 at 256²,
             6 at 128²).
-        outer_kernel: Width of the first and last convolution (the paper's 7).
+        outer_kernel: Width of the first and last convolution (the paper's 7), one odd
+            width or one per axis (e.g. ``(7, 7, 3)`` for voxels 2.5 times as thick as
+            wide, which covers about the same millimetres along every axis).
         norm: ``"instance"`` (the paper's) or ``"batch"``.
 
     Example:
@@ -99,15 +101,20 @@ class ResNetGenerator(torch.nn.Module):
         filters: int,
         downsamplings: int,
         residual_blocks: int,
-        outer_kernel: int,
+        outer_kernel: int | tuple[int, int, int],
         norm: Norm,
     ) -> None:
         super().__init__()
         bias = norm == "instance"
-        pad = outer_kernel // 2
+        kernel = (
+            (outer_kernel, outer_kernel, outer_kernel)
+            if isinstance(outer_kernel, int)
+            else outer_kernel
+        )
+        pad = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
         layers: list[torch.nn.Module] = [
             torch.nn.Conv3d(
-                in_channels, filters, outer_kernel, padding=pad, padding_mode="reflect", bias=bias
+                in_channels, filters, kernel, padding=pad, padding_mode="reflect", bias=bias
             ),
             normalization(norm, filters),
             torch.nn.ReLU(),
@@ -131,7 +138,7 @@ class ResNetGenerator(torch.nn.Module):
             ]
             width //= 2
         layers += [
-            torch.nn.Conv3d(width, out_channels, outer_kernel, padding=pad, padding_mode="reflect"),
+            torch.nn.Conv3d(width, out_channels, kernel, padding=pad, padding_mode="reflect"),
             torch.nn.Tanh(),
         ]
         self.body = torch.nn.Sequential(*layers)
