@@ -15,6 +15,7 @@ import yaml
 from medi2i_cyclegan.cyclegan import CycleGAN
 from medi2i_cyclegan.discogan import DiscoGAN
 from medi2i_cyclegan.intensities import DomainScales
+from medi2i_cyclegan.slice_methods import CycleGAN25D, DiscoGAN25D
 from medi2i_cyclegan.two_way import TwoWayTranslation
 
 import medi2i
@@ -44,8 +45,14 @@ TINY_DISCOGAN = {
     "discriminator_filters": 2,
     "curriculum_steps": 2,
 }
-METHODS = [(CycleGAN, TINY_CYCLEGAN), (DiscoGAN, TINY_DISCOGAN)]
-IDS = ["cyclegan", "discogan"]
+SLICES = {"roi_size": (16, 16, 4)}
+METHODS = [
+    (CycleGAN, TINY_CYCLEGAN),
+    (DiscoGAN, TINY_DISCOGAN),
+    (CycleGAN25D, {**TINY_CYCLEGAN, **SLICES}),
+    (DiscoGAN25D, {**TINY_DISCOGAN, **SLICES}),
+]
+IDS = ["cyclegan", "discogan", "cyclegan-2.5d", "discogan-2.5d"]
 SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
 
 
@@ -221,7 +228,9 @@ def test_train_save_load_and_predict_both_directions(
 def test_both_methods_are_registered_by_the_plugin(medi2i_registry: Registry) -> None:
     assert medi2i_registry.method("cyclegan") is CycleGAN
     assert medi2i_registry.method("discogan") is DiscoGAN
-    assert medi2i_registry.method_owner("discogan") == "cyclegan"
+    assert medi2i_registry.method("cyclegan-2.5d") is CycleGAN25D
+    assert medi2i_registry.method("discogan-2.5d") is DiscoGAN25D
+    assert medi2i_registry.method_owner("discogan-2.5d") == "cyclegan"
 
 
 def test_hook_module_imports_no_torch() -> None:
@@ -236,7 +245,7 @@ def test_hook_module_imports_no_torch() -> None:
 def test_card_describes_both_methods() -> None:
     card = yaml.safe_load(resources.files("medi2i_cyclegan").joinpath("card.yaml").read_text())
 
-    assert sorted(card["ids"]) == ["cyclegan", "discogan"]
+    assert sorted(card["ids"]) == ["cyclegan", "cyclegan-2.5d", "discogan", "discogan-2.5d"]
     assert card["version"] == CycleGAN.version == DiscoGAN.version
     assert "clinical" in card["intended_use"]["out_of_scope"].lower()
 

@@ -21,10 +21,14 @@ __all__ = ["register_methods"]
 
 @medi2i.hookimpl
 def register_methods(register: Callable[[MethodClass], None]) -> None:
-    """Register :class:`~medi2i_cyclegan.cyclegan.CycleGAN` (``cyclegan``) and
-    :class:`~medi2i_cyclegan.discogan.DiscoGAN` (``discogan``)."""
+    """Register :class:`~medi2i_cyclegan.cyclegan.CycleGAN` (``cyclegan``),
+    :class:`~medi2i_cyclegan.discogan.DiscoGAN` (``discogan``) and their 2.5D variants
+    (``cyclegan-2.5d``, ``discogan-2.5d``)."""
     from medi2i_cyclegan.cyclegan import CycleGAN
     from medi2i_cyclegan.discogan import DiscoGAN
+    from medi2i_cyclegan.slice_methods import CycleGAN25D, DiscoGAN25D
 
     register(CycleGAN)
     register(DiscoGAN)
+    register(CycleGAN25D)
+    register(DiscoGAN25D)

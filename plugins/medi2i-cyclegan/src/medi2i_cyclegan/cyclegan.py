@@ -95,6 +95,10 @@ class CycleGANOptions(TwoWayOptions):
         remaining = (steps - step) / max(1, steps - half)
         return self.learning_rate * min(1.0, max(0.0, remaining))
 
+    def convolved_axes(self) -> tuple[int, ...]:
+        """Window sizes along the axes the networks convolve (all three in 3D)."""
+        return self.roi_size
+
     def outer_kernels(self) -> tuple[int, int, int]:
         """``outer_kernel`` along each axis."""
         kernel = self.outer_kernel
@@ -105,20 +109,21 @@ class CycleGANOptions(TwoWayOptions):
         kernel = self.outer_kernels()
         if any(width < 1 or width % 2 == 0 for width in kernel):
             raise ValueError(f"outer_kernel must be odd and positive (centred), got {kernel}")
+        axes = self.convolved_axes()
         multiple = 2**self.downsamplings
-        if any(size % multiple for size in self.roi_size):
+        if any(size % multiple for size in axes):
             raise ValueError(
                 f"roi_size {self.roi_size} must be a multiple of 2**downsamplings = {multiple} "
                 "in every axis"
             )
         needed = smallest_patch(self.discriminator_layers)
-        if min(self.roi_size) < needed:
+        if min(axes) < needed:
             raise ValueError(
                 f"roi_size {self.roi_size} is too small for {self.discriminator_layers} "
                 f"discriminator_layers (needs {needed} voxels per axis); lower them or enlarge "
                 "the window"
             )
-        if any(size <= width // 2 for size, width in zip(self.roi_size, kernel, strict=True)):
+        if any(size <= width // 2 for size, width in zip(axes, kernel, strict=False)):
             raise ValueError(
                 f"roi_size {self.roi_size} is too small for the reflection padding of "
                 f"outer_kernel {self.outer_kernel}"

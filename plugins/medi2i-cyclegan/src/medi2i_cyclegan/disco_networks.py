@@ -1,4 +1,4 @@
-"""DiscoGAN's networks in 3D (Kim et al. 2017, section 4 and the authors' code).
+"""DiscoGAN's networks in 3D and 2D (Kim et al. 2017, section 4 and the authors' code).
 
 The generator is an encoder-decoder *without* skip connections (unlike a U-Net, and
 unlike CycleGAN's residual generator): 4-wide convolutions with stride 2 halve the image
@@ -19,7 +19,14 @@ from __future__ import annotations
 
 import torch
 
-from medi2i_cyclegan.resnet import Norm, initialize_weights, normalization
+from medi2i_cyclegan.resnet import (
+    Norm,
+    SpatialDims,
+    convolution,
+    initialize_weights,
+    normalization,
+    transposed_convolution,
+)
 
 KERNEL = 4
 """Width of every DiscoGAN convolution, in voxels."""
@@ -27,12 +34,15 @@ DISCRIMINATOR_STAGES = 4
 """Stride-2 convolutions of the discriminator (the paper's, before its last one)."""
 
 
-def _down(in_channels: int, out_channels: int, *, norm: Norm | None) -> list[torch.nn.Module]:
+def _down(
+    in_channels: int, out_channels: int, *, norm: Norm | None, dims: SpatialDims
+) -> list[torch.nn.Module]:
+    conv = convolution(dims)
     layers: list[torch.nn.Module] = [
-        torch.nn.Conv3d(in_channels, out_channels, KERNEL, stride=2, padding=1, bias=norm is None)
+        conv(in_channels, out_channels, KERNEL, stride=2, padding=1, bias=norm is None)
     ]
     if norm is not None:
-        layers.append(normalization(norm, out_channels))
+        layers.append(normalization(norm, out_channels, dims))
     layers.append(torch.nn.LeakyReLU(0.2))
     return layers
 
@@ -47,6 +57,7 @@ class EncoderDecoderGenerator(torch.nn.Module):
         depth: Stride-2 stages down and up (the paper's 4); windows must be multiples
             of ``2**depth``.
         norm: ``"batch"`` (the paper's) or ``"instance"``.
+        dims: 3 for volumes, 2 for images (the paper's network, for 2.5D).
 
     Example:
         >>> generator = EncoderDecoderGenerator(in_channels=1, out_channels=1, filters=4,
@@ -56,23 +67,29 @@ class EncoderDecoderGenerator(torch.nn.Module):
     """
 
     def __init__(
-        self, *, in_channels: int, out_channels: int, filters: int, depth: int, norm: Norm
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        filters: int,
+        depth: int,
+        norm: Norm,
+        dims: SpatialDims = 3,
     ) -> None:
         super().__init__()
         widths = [filters * 2**stage for stage in range(depth)]
-        layers = _down(in_channels, widths[0], norm=None)
+        up = transposed_convolution(dims)
+        layers = _down(in_channels, widths[0], norm=None, dims=dims)
         for stage in range(1, depth):
-            layers += _down(widths[stage - 1], widths[stage], norm=norm)
+            layers += _down(widths[stage - 1], widths[stage], norm=norm, dims=dims)
         for stage in range(depth - 1, 0, -1):
             layers += [
-                torch.nn.ConvTranspose3d(
-                    widths[stage], widths[stage - 1], KERNEL, stride=2, padding=1, bias=False
-                ),
-                normalization(norm, widths[stage - 1]),
+                up(widths[stage], widths[stage - 1], KERNEL, stride=2, padding=1, bias=False),
+                normalization(norm, widths[stage - 1], dims),
                 torch.nn.ReLU(),
             ]
         layers += [
-            torch.nn.ConvTranspose3d(widths[0], out_channels, KERNEL, stride=2, padding=1),
+            up(widths[0], out_channels, KERNEL, stride=2, padding=1),
             torch.nn.Tanh(),
         ]
         self.body = torch.nn.Sequential(*layers)
@@ -83,16 +100,16 @@ class EncoderDecoderGenerator(torch.nn.Module):
         return output
 
 
-def final_kernel(roi_size: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Width of the discriminator's last convolution along each axis: what is left of a
-    window after its four stride-2 stages, at most 4 (the paper's 4×4 at 64²).
+def final_kernel(size: tuple[int, ...]) -> tuple[int, ...]:
+    """Width of the discriminator's last convolution along each axis of an image of
+    ``size``: what is left after its four stride-2 stages, at most 4 (the paper's 4×4
+    at 64²).
 
     Example:
         >>> final_kernel((64, 64, 32))
         (4, 4, 2)
     """
-    left = [max(1, size // 2**DISCRIMINATOR_STAGES) for size in roi_size]
-    return (min(KERNEL, left[0]), min(KERNEL, left[1]), min(KERNEL, left[2]))
+    return tuple(min(KERNEL, max(1, n // 2**DISCRIMINATOR_STAGES)) for n in size)
 
 
 class DiscoDiscriminator(torch.nn.Module):
@@ -104,6 +121,7 @@ class DiscoDiscriminator(torch.nn.Module):
         filters: Features of the first layer (the paper's 64), doubled per stage.
         kernel: Width of the last convolution per axis (:func:`final_kernel`).
         norm: ``"batch"`` (the paper's) or ``"instance"``.
+        dims: 3 for volumes, 2 for images.
 
     Example:
         >>> disc = DiscoDiscriminator(in_channels=1, filters=4, kernel=(1, 1, 1),
@@ -114,16 +132,23 @@ class DiscoDiscriminator(torch.nn.Module):
     """
 
     def __init__(
-        self, *, in_channels: int, filters: int, kernel: tuple[int, int, int], norm: Norm
+        self,
+        *,
+        in_channels: int,
+        filters: int,
+        kernel: tuple[int, ...],
+        norm: Norm,
+        dims: SpatialDims = 3,
     ) -> None:
         super().__init__()
         widths = [filters * 2**stage for stage in range(DISCRIMINATOR_STAGES)]
-        self.first = torch.nn.Sequential(*_down(in_channels, widths[0], norm=None))
+        self.first = torch.nn.Sequential(*_down(in_channels, widths[0], norm=None, dims=dims))
         self.stages = torch.nn.ModuleList(
-            torch.nn.Sequential(*_down(widths[stage - 1], widths[stage], norm=norm))
+            torch.nn.Sequential(*_down(widths[stage - 1], widths[stage], norm=norm, dims=dims))
             for stage in range(1, DISCRIMINATOR_STAGES)
         )
-        self.last = torch.nn.Conv3d(widths[-1], 1, kernel, stride=1, padding=0)
+        last = convolution(dims)
+        self.last = last(widths[-1], 1, kernel, stride=1, padding=0)  # type: ignore[arg-type]
         initialize_weights(self)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -99,10 +99,14 @@ class DiscoGANOptions(TwoWayOptions):
         generators)."""
         return step % self.discriminator_interval == 0
 
+    def convolved_axes(self) -> tuple[int, ...]:
+        """Window sizes along the axes the networks convolve (all three in 3D)."""
+        return self.roi_size
+
     @model_validator(mode="after")
     def _window_fits_the_networks(self) -> DiscoGANOptions:
         multiple = 2 ** max(self.generator_depth, DISCRIMINATOR_STAGES)
-        if any(size % multiple for size in self.roi_size):
+        if any(size % multiple for size in self.convolved_axes()):
             raise ValueError(
                 f"roi_size {self.roi_size} must be a multiple of {multiple} in every axis "
                 f"(2**generator_depth, and the discriminator's {DISCRIMINATOR_STAGES} "

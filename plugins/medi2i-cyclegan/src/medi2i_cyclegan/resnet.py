@@ -1,4 +1,4 @@
-"""CycleGAN's networks in 3D: the ResNet generator and the 70-voxel PatchGAN.
+"""CycleGAN's networks in 3D (and 2D): the ResNet generator and the 70-voxel PatchGAN.
 
 The generator (Zhu et al. 2017, appendix 7.2; after Johnson et al. 2016) is, in the
 paper's notation for 256² images::
@@ -9,7 +9,8 @@ paper's notation for 256² images::
 ``dk``: a 3-wide convolution of k features with stride 2; ``Rk``: a residual block of two
 3-wide convolutions; ``uk``: a 3-wide transposed convolution with stride 2. Each
 convolution but the last is followed by normalization and ReLU; the last by tanh.
-Here every layer is 3D and the widths follow ``filters`` (the paper's 64).
+Here every layer is 3D (2D for the 2.5D methods) and the widths follow ``filters``
+(the paper's 64).
 
 The discriminator is the paper's 70×70 PatchGAN (``C64-C128-C256-C512``, 4-wide
 convolutions, leaky ReLU 0.2, no normalization on the first), which MONAI provides
@@ -24,26 +25,49 @@ import torch
 from monai.networks.nets.patchgan_discriminator import PatchDiscriminator
 
 Norm = Literal["instance", "batch"]
+SpatialDims = Literal[2, 3]
 INIT_STD = 0.02
 """Standard deviation of the initial weights (the paper's N(0, 0.02))."""
 
 
-def normalization(kind: Norm, channels: int) -> torch.nn.Module:
+_CONVOLUTIONS = (
+    torch.nn.Conv2d,
+    torch.nn.Conv3d,
+    torch.nn.ConvTranspose2d,
+    torch.nn.ConvTranspose3d,
+)
+
+
+def convolution(dims: SpatialDims) -> type[torch.nn.Conv2d] | type[torch.nn.Conv3d]:
+    """The convolution layer of ``dims`` spatial dimensions."""
+    return torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d
+
+
+def transposed_convolution(
+    dims: SpatialDims,
+) -> type[torch.nn.ConvTranspose2d] | type[torch.nn.ConvTranspose3d]:
+    """The transposed convolution layer of ``dims`` spatial dimensions."""
+    return torch.nn.ConvTranspose3d if dims == 3 else torch.nn.ConvTranspose2d
+
+
+def normalization(kind: Norm, channels: int, dims: SpatialDims = 3) -> torch.nn.Module:
     """Instance normalization without a learned scale (the reference code's default) or
     batch normalization."""
     if kind == "instance":
-        return torch.nn.InstanceNorm3d(channels, affine=False)
-    return torch.nn.BatchNorm3d(channels)
+        instance = torch.nn.InstanceNorm3d if dims == 3 else torch.nn.InstanceNorm2d
+        return instance(channels, affine=False)
+    batch = torch.nn.BatchNorm3d if dims == 3 else torch.nn.BatchNorm2d
+    return batch(channels)
 
 
 def initialize_weights(module: torch.nn.Module) -> None:
     """Convolutions from N(0, 0.02), normalization scales from N(1, 0.02), zero biases."""
     for layer in module.modules():
-        if isinstance(layer, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+        if isinstance(layer, _CONVOLUTIONS):
             torch.nn.init.normal_(layer.weight, 0.0, INIT_STD)
             if layer.bias is not None:
                 torch.nn.init.zeros_(layer.bias)
-        elif isinstance(layer, torch.nn.BatchNorm3d):
+        elif isinstance(layer, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
             torch.nn.init.normal_(layer.weight, 1.0, INIT_STD)
             torch.nn.init.zeros_(layer.bias)
 
@@ -52,15 +76,16 @@ class ResidualBlock(torch.nn.Module):
     """``Rk``: ``x + norm(conv(relu(norm(conv(x)))))`` with 3-wide reflection-padded
     convolutions."""
 
-    def __init__(self, channels: int, *, norm: Norm) -> None:
+    def __init__(self, channels: int, *, norm: Norm, dims: SpatialDims = 3) -> None:
         super().__init__()
         bias = norm == "instance"  # batch norm's shift makes a bias redundant
+        conv = convolution(dims)
         self.body = torch.nn.Sequential(
-            torch.nn.Conv3d(channels, channels, 3, padding=1, padding_mode="reflect", bias=bias),
-            normalization(norm, channels),
+            conv(channels, channels, 3, padding=1, padding_mode="reflect", bias=bias),
+            normalization(norm, channels, dims),
             torch.nn.ReLU(),
-            torch.nn.Conv3d(channels, channels, 3, padding=1, padding_mode="reflect", bias=bias),
-            normalization(norm, channels),
+            conv(channels, channels, 3, padding=1, padding_mode="reflect", bias=bias),
+            normalization(norm, channels, dims),
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -84,6 +109,7 @@ class ResNetGenerator(torch.nn.Module):
             width or one per axis (e.g. ``(7, 7, 3)`` for voxels 2.5 times as thick as
             wide, which covers about the same millimetres along every axis).
         norm: ``"instance"`` (the paper's) or ``"batch"``.
+        dims: 3 for volumes, 2 for images (the paper's network, for 2.5D).
 
     Example:
         >>> generator = ResNetGenerator(in_channels=1, out_channels=1, filters=4,
@@ -101,44 +127,38 @@ class ResNetGenerator(torch.nn.Module):
         filters: int,
         downsamplings: int,
         residual_blocks: int,
-        outer_kernel: int | tuple[int, int, int],
+        outer_kernel: int | tuple[int, ...],
         norm: Norm,
+        dims: SpatialDims = 3,
     ) -> None:
         super().__init__()
         bias = norm == "instance"
-        kernel = (
-            (outer_kernel, outer_kernel, outer_kernel)
-            if isinstance(outer_kernel, int)
-            else outer_kernel
-        )
-        pad = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
+        kernel = (outer_kernel,) * dims if isinstance(outer_kernel, int) else outer_kernel[:dims]
+        pad = tuple(width // 2 for width in kernel)
+        conv, up = convolution(dims), transposed_convolution(dims)
         layers: list[torch.nn.Module] = [
-            torch.nn.Conv3d(
-                in_channels, filters, kernel, padding=pad, padding_mode="reflect", bias=bias
-            ),
-            normalization(norm, filters),
+            conv(in_channels, filters, kernel, padding=pad, padding_mode="reflect", bias=bias),  # type: ignore[arg-type]
+            normalization(norm, filters, dims),
             torch.nn.ReLU(),
         ]
         width = filters
         for _ in range(downsamplings):
             layers += [
-                torch.nn.Conv3d(width, 2 * width, 3, stride=2, padding=1, bias=bias),
-                normalization(norm, 2 * width),
+                conv(width, 2 * width, 3, stride=2, padding=1, bias=bias),
+                normalization(norm, 2 * width, dims),
                 torch.nn.ReLU(),
             ]
             width *= 2
-        layers += [ResidualBlock(width, norm=norm) for _ in range(residual_blocks)]
+        layers += [ResidualBlock(width, norm=norm, dims=dims) for _ in range(residual_blocks)]
         for _ in range(downsamplings):
             layers += [
-                torch.nn.ConvTranspose3d(
-                    width, width // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
-                ),
-                normalization(norm, width // 2),
+                up(width, width // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                normalization(norm, width // 2, dims),
                 torch.nn.ReLU(),
             ]
             width //= 2
         layers += [
-            torch.nn.Conv3d(width, out_channels, kernel, padding=pad, padding_mode="reflect"),
+            conv(width, out_channels, kernel, padding=pad, padding_mode="reflect"),  # type: ignore[arg-type]
             torch.nn.Tanh(),
         ]
         self.body = torch.nn.Sequential(*layers)
@@ -164,6 +184,7 @@ class PatchGAN(torch.nn.Module):
         layers: Convolution stages after the first (the paper's 3: the 70×70 PatchGAN,
             whose last stage has stride 1).
         norm: ``"instance"`` (the paper's) or ``"batch"``.
+        dims: 3 for volumes, 2 for images.
 
     Example:
         >>> PatchGAN(in_channels=1, filters=4, layers=2, norm="instance")(
@@ -171,14 +192,16 @@ class PatchGAN(torch.nn.Module):
         torch.Size([2, 1, 2, 2, 2])
     """
 
-    def __init__(self, *, in_channels: int, filters: int, layers: int, norm: Norm) -> None:
+    def __init__(
+        self, *, in_channels: int, filters: int, layers: int, norm: Norm, dims: SpatialDims = 3
+    ) -> None:
         super().__init__()
         self.layers = layers
         monai_norm: str | tuple[str, dict[str, bool]] = (
             ("INSTANCE", {"affine": False}) if norm == "instance" else "BATCH"
         )
         self.body = PatchDiscriminator(
-            spatial_dims=3,
+            spatial_dims=dims,
             channels=filters,
             in_channels=in_channels,
             out_channels=1,

@@ -25,6 +25,7 @@ from medi2i import (
     OptionsError,
     Output,
     PatchNetworkMethod,
+    SpatialPlan,
     StateValue,
     Task,
     Training,
@@ -154,6 +155,11 @@ class TwoWayTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Directio
             "discriminator_a": self.discriminators["a"],
             "discriminator_b": self.discriminators["b"],
         }
+
+    def spatial_plan(self) -> SpatialPlan:
+        """RAS orientation: the networks see both domains' anatomy the same way round
+        (and the 2.5D variants' last axis is axial)."""
+        return SpatialPlan(orientation="RAS")
 
     # -- the direction -----------------------------------------------------------------
 
