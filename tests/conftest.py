@@ -25,6 +25,7 @@ from medi2i.testing.pytest_plugin import (  # noqa: F401 (fixtures are found by 
 
 FIRST_PARTY_PLUGINS = (
     "bench",
+    "cyclegan",
     "harmonization",
     "invert",
     "pix2pix",

@@ -218,6 +218,8 @@ FIRST_PARTY_HUGE = [
     ("regression-unet", {"filters": [4, 8, 16], "roi_size": [16, 16, 16]}, "filters"),
     ("pix2pix", {"generator_filters": 4, "generator_depth": 2}, "generator_filters"),
     ("srcnn", {"filters": [4, 4]}, "filters"),
+    ("cyclegan", {"generator_filters": 2, "residual_blocks": 1}, "generator_filters"),
+    ("discogan", {"generator_filters": 2, "discriminator_filters": 2}, "generator_filters"),
 ]
 
 

@@ -8,6 +8,7 @@ each root it names and an entry for its method in :data:`SHRINK`, or this test f
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import math
@@ -55,6 +56,19 @@ SHRINK: dict[str, list[str]] = {
         "training.batch_size=2",
     ],
     "example-cycle": ["method.options.hidden=4", "method.options.roi_size=[16,16,16]"],
+    "cyclegan": [
+        "method.options.roi_size=[16,16,16]",
+        "method.options.generator_filters=2",
+        "method.options.residual_blocks=1",
+        "method.options.outer_kernel=3",
+        "method.options.discriminator_filters=2",
+        "method.options.discriminator_layers=1",
+    ],
+    "discogan": [
+        "method.options.roi_size=[16,16,16]",
+        "method.options.generator_filters=2",
+        "method.options.discriminator_filters=2",
+    ],
     "interpolation": [],
     "zscore": [],
     "whitestripe": [],
@@ -82,6 +96,8 @@ COMMON = [
 
 WITHOUT_WORKFLOW = {
     "intensity-inversion": "the reference plugin's template method: no task data to score it on",
+    "cyclegan-2.5d": "runs the q1u/q3u CycleGAN workflows with --set method.id=cyclegan-2.5d",
+    "discogan-2.5d": "runs workflows/q1u_discogan.yaml with --set method.id=discogan-2.5d",
 }
 """First-party methods that need no workflow, and why."""
 
@@ -217,9 +233,33 @@ def root_overrides(path: Path, tiny_roots: TinyRoots) -> list[str]:
                 parts = Path(folder).parts
                 root = tiny_roots(str(Path(*parts[:2])), path)
                 overrides.append(f"{prefix}.folders.{key}={root.joinpath(*parts[2:])}")
+        elif layout.get("type") == "csv":
+            manifest = tiny_manifest(path.parent / str(layout["manifest"]), path, tiny_roots)
+            overrides.append(f"{prefix}.manifest={manifest}")
         else:
-            pytest.fail(f"{path.name}: tiny data is written for synthrad and folders layouts")
+            pytest.fail(f"{path.name}: tiny data is written for synthrad, folders and csv layouts")
     return overrides
+
+
+def tiny_manifest(manifest: Path, workflow: Path, tiny_roots: TinyRoots) -> Path:
+    """A copy of a workflow's CSV manifest whose paths point into the tiny data roots.
+
+    Each path of the manifest lies in a case folder under a data root,
+    ``<root parts>/<case>/<file>``, as the benchmarks' folders are laid out.
+    """
+    with manifest.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    for row in rows:
+        parts = Path(row["path"]).parts
+        root = tiny_roots(str(Path(*parts[-4:-2])), workflow)
+        row["path"] = str(root.joinpath(*parts[-2:]))
+    copy = tiny_roots.folder / "manifests" / f"{workflow.stem}-{manifest.name}"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with copy.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return copy
 
 
 def _get(raw: dict[str, object], section: str) -> object:

@@ -1,0 +1,265 @@
+"""Tests of what both methods share: the contracts, the direction condition, per-domain
+intensities, and training to prediction through medi2i's public API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from medi2i_cyclegan.cyclegan import CycleGAN
+from medi2i_cyclegan.discogan import DiscoGAN
+from medi2i_cyclegan.intensities import DomainScales
+from medi2i_cyclegan.slice_methods import CycleGAN25D, DiscoGAN25D
+from medi2i_cyclegan.two_way import TwoWayTranslation
+
+import medi2i
+from medi2i import AIR_HU, DomainSpec, InferenceSettings, OptionsError, Registry, predict_tensor
+from medi2i.testing import (
+    UNPAIRED_DOMAINS,
+    check_method_contract,
+    check_training_contract,
+    make_volume,
+    write_unpaired_cases,
+    write_volume_file,
+)
+from medi2i.training import TrainingConfig, train
+
+TINY_CYCLEGAN = {
+    "roi_size": (16, 16, 16),
+    "generator_filters": 2,
+    "residual_blocks": 1,
+    "outer_kernel": 3,
+    "discriminator_filters": 2,
+    "discriminator_layers": 2,
+    "pool_size": 3,
+}
+TINY_DISCOGAN = {
+    "roi_size": (16, 16, 16),
+    "generator_filters": 2,
+    "discriminator_filters": 2,
+    "curriculum_steps": 2,
+}
+SLICES = {"roi_size": (16, 16, 4)}
+METHODS = [
+    (CycleGAN, TINY_CYCLEGAN),
+    (DiscoGAN, TINY_DISCOGAN),
+    (CycleGAN25D, {**TINY_CYCLEGAN, **SLICES}),
+    (DiscoGAN25D, {**TINY_DISCOGAN, **SLICES}),
+]
+IDS = ["cyclegan", "discogan", "cyclegan-2.5d", "discogan-2.5d"]
+SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
+
+
+def trained_looking(method_cls: type[TwoWayTranslation], options: dict[str, object]) -> object:
+    """A method with the toy MR/CT domains, as a trained model has them."""
+    method = method_cls(options)
+    method.use_domains(UNPAIRED_DOMAINS)
+    return method
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+@pytest.mark.parametrize("direction", ["a2b", "b2a"])
+def test_keeps_the_method_contract_both_ways(
+    method_cls: type[TwoWayTranslation], options: dict[str, object], direction: str
+) -> None:
+    check_method_contract(method_cls, options=options, condition={"direction": direction})
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+def test_keeps_the_training_contract_with_exact_resume(
+    method_cls: type[TwoWayTranslation], options: dict[str, object], tmp_path: Path
+) -> None:
+    # four steps: the DiscoGAN run updates its discriminators (steps 0 and 3) and its
+    # generators, in and out of the curriculum; the CycleGAN run fills and uses its pools
+    check_training_contract(method_cls, tmp_path, options=options, steps=4)
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+def test_each_direction_writes_its_target_domains_modality(
+    method_cls: type[TwoWayTranslation], options: dict[str, object]
+) -> None:
+    method = trained_looking(method_cls, options)
+    assert isinstance(method, TwoWayTranslation)
+
+    (to_ct,) = method.outputs(method.parse_condition({"direction": "a2b"}))
+    (to_mr,) = method.outputs(method.parse_condition({"direction": "b2a"}))
+
+    assert (to_ct.domain, to_ct.spec.modality, to_ct.spec.units) == ("ct", "CT", "HU")
+    assert (to_mr.domain, to_mr.spec.modality) == ("mr", "MR")
+    assert method.input_domain(method.parse_condition({})) == "mr"  # a2b by default
+    assert method.input_domain(method.parse_condition({"direction": "b2a"})) == "ct"
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ({"direction": "mr2ct"}, r"direction: Input should be 'a2b' or 'b2a'"),
+        ({"to": "ct"}, r"to: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_direction_is_an_options_error_naming_the_choices(
+    method_cls: type[TwoWayTranslation],
+    options: dict[str, object],
+    condition: dict[str, object],
+    message: str,
+) -> None:
+    method = trained_looking(method_cls, options)
+    assert isinstance(method, TwoWayTranslation)
+
+    with pytest.raises(OptionsError, match=message):
+        method.parse_condition(condition)
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+def test_an_untrained_method_has_no_direction_to_take(
+    method_cls: type[TwoWayTranslation], options: dict[str, object]
+) -> None:
+    with pytest.raises(OptionsError, match="has no domains: train it"):
+        method_cls(options).parse_condition({"direction": "a2b"})
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+def test_mr_to_ct_is_air_outside_the_body_and_in_hounsfield_units(
+    method_cls: type[TwoWayTranslation], options: dict[str, object]
+) -> None:
+    method = trained_looking(method_cls, options)
+    assert isinstance(method, TwoWayTranslation)
+    mr = make_volume((24, 24, 24), seed=2)
+    outside = ~torch.from_numpy(medi2i.body_mask(mr.numpy()))
+
+    ct = predict_tensor(method, mr, settings=SETTINGS, condition={"direction": "a2b"})
+
+    assert bool(outside.any())
+    assert torch.all(ct[0][outside] == AIR_HU)
+    assert -1024.0 <= float(ct.min()) <= float(ct.max()) <= 3071.0
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+def test_body_contour_off_leaves_the_air_to_the_network(
+    method_cls: type[TwoWayTranslation], options: dict[str, object]
+) -> None:
+    method = trained_looking(method_cls, {**options, "body_contour": False})
+    assert isinstance(method, TwoWayTranslation)
+    mr = make_volume((24, 24, 24), seed=2)
+    outside = ~torch.from_numpy(medi2i.body_mask(mr.numpy()))
+
+    ct = predict_tensor(method, mr, settings=SETTINGS, condition={"direction": "a2b"})
+
+    assert not torch.all(ct[0][outside] == AIR_HU)
+
+
+def test_ct_to_mr_gets_no_body_contour_and_is_on_the_mr_training_scale() -> None:
+    method = trained_looking(DiscoGAN, TINY_DISCOGAN)
+    assert isinstance(method, DiscoGAN)
+    method.load_state_values({"scale.mr": [100.0, 300.0]})
+    ct = make_volume((24, 24, 24), seed=3) * 4.0 - 1000.0
+
+    mr = predict_tensor(method, ct, settings=SETTINGS, condition={"direction": "b2a"})
+
+    # tanh outputs in (-1, 1) land in (100, 300): the MR domain's training scale
+    assert 100.0 < float(mr.min()) <= float(mr.max()) < 300.0
+
+
+def test_domain_scales_count_each_training_volume_once() -> None:
+    scales = DomainScales()
+    first = torch.tensor([0.0, 0.0, 10.0, 20.0])
+    second = torch.tensor([0.0, 0.0, 30.0, 40.0])
+
+    for volume in (first, second, first):  # read again on resume: still two volumes
+        scales.record("A", volume, (0.0, 100.0))
+
+    assert scales.scale("A") == (20.0, 30.0)
+    assert scales.scale("B") is None
+    restored = DomainScales()
+    restored.load_state(scales.state())
+    assert restored.scale("A") == (20.0, 30.0)
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+def test_prediction_is_deterministic(
+    method_cls: type[TwoWayTranslation], options: dict[str, object]
+) -> None:
+    method = trained_looking(method_cls, options)
+    assert isinstance(method, TwoWayTranslation)
+    mr = make_volume((24, 20, 16), seed=4)
+
+    first = predict_tensor(method, mr, settings=SETTINGS, condition={"direction": "a2b"})
+    second = predict_tensor(method, mr, settings=SETTINGS, condition={"direction": "a2b"})
+
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+def test_train_save_load_and_predict_both_directions(
+    method_cls: type[TwoWayTranslation], options: dict[str, object], tmp_path: Path
+) -> None:
+    cases = write_unpaired_cases(tmp_path / "data", per_domain=1, shape=(20, 20, 20))
+    config = TrainingConfig(steps=3, batch_size=2, device="cpu", progress=False)
+
+    result = train(method_cls(options), cases, config=config, run_dir=tmp_path / "run")
+    mr_file = write_volume_file(tmp_path, "mr.nii.gz", shape=(20, 20, 20), seed=5)
+    written = {
+        direction: medi2i.predict(
+            mr_file,
+            tmp_path / f"{direction}.nii.gz",
+            model=result.model_dir,
+            settings=SETTINGS,
+            condition={"direction": direction},
+        )
+        for direction in ("a2b", "b2a")
+    }
+
+    trained = medi2i.load_model(result.model_dir)
+    assert isinstance(trained, method_cls)
+    assert trained.domain_names == ("mr", "ct")
+    assert "scale.mr" in trained.state_values()
+    sct = medi2i.read_volume(written["a2b"]).numpy()
+    assert -1024.0 <= sct.min() <= sct.max() <= 3071.0
+    assert written["b2a"].is_file()
+
+
+def test_both_methods_are_registered_by_the_plugin(medi2i_registry: Registry) -> None:
+    assert medi2i_registry.method("cyclegan") is CycleGAN
+    assert medi2i_registry.method("discogan") is DiscoGAN
+    assert medi2i_registry.method("cyclegan-2.5d") is CycleGAN25D
+    assert medi2i_registry.method("discogan-2.5d") is DiscoGAN25D
+    assert medi2i_registry.method_owner("discogan-2.5d") == "cyclegan"
+
+
+def test_hook_module_imports_no_torch() -> None:
+    code = "import sys, medi2i_cyclegan; print('torch' in sys.modules, 'monai' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_card_describes_both_methods() -> None:
+    card = yaml.safe_load(resources.files("medi2i_cyclegan").joinpath("card.yaml").read_text())
+
+    assert sorted(card["ids"]) == ["cyclegan", "cyclegan-2.5d", "discogan", "discogan-2.5d"]
+    assert card["version"] == CycleGAN.version == DiscoGAN.version
+    assert "clinical" in card["intended_use"]["out_of_scope"].lower()
+
+
+def test_the_domains_come_from_the_data(tmp_path: Path) -> None:
+    scanners = (DomainSpec(name="B", modality="MR"), DomainSpec(name="A", modality="MR"))
+    cases = write_unpaired_cases(tmp_path / "data", domains=scanners, per_domain=1)
+    config = TrainingConfig(steps=1, batch_size=2, device="cpu", progress=False)
+
+    result = train(DiscoGAN(TINY_DISCOGAN), cases, config=config, run_dir=tmp_path / "run")
+
+    trained = medi2i.load_model(result.model_dir)
+    assert trained.domain_names == ("B", "A")
+    (output,) = trained.outputs(trained.parse_condition({"direction": "a2b"}))
+    assert (output.domain, output.spec.modality) == ("A", "MR")
+    assert sorted(trained.state_values()) == ["scale.A", "scale.B"]
+    assert np.isfinite(trained.state_values()["scale.A"]).all()  # type: ignore[arg-type]
