@@ -142,7 +142,12 @@ class Munit(TwoDomainTranslation[MunitOptions, MunitCondition]):
             return code.detach().cpu()
         seed = condition.style_seed if condition.style_seed is not None else context.seed
         generator = torch.Generator().manual_seed(seed)
-        return torch.randn(condition.styles, self.options.style_dim, generator=generator)
+        # one draw per style: a prefix of the draws does not depend on how many follow
+        rows = [
+            torch.randn(self.options.style_dim, generator=generator)
+            for _ in range(condition.styles)
+        ]
+        return torch.stack(rows)
 
     def predict(
         self, image: MetaTensor, context: PredictContext[MunitCondition]

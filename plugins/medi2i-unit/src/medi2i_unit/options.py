@@ -146,8 +146,8 @@ class MunitCondition(UnitCondition):
         styles: How many styles to draw from the prior; above 1, each is a named output
             ``style-0``, ``style-1``, …
         style_seed: Seed of the drawn styles; ``None``: the prediction's seed
-            (``InferenceSettings.seed``). Style ``i`` is row ``i`` of a
-            ``(styles, style_dim)`` normal draw from this seed, so ``styles=4`` starts
+            (``InferenceSettings.seed``). Style ``i`` is the ``i``-th of successive
+            ``N(0, I)`` draws from a generator seeded with it, so ``styles=4`` starts
             with the style of ``styles=1``.
         style_reference: A volume of the target domain (any file or folder medi2i's
             readers read) whose encoded style replaces the drawn one.

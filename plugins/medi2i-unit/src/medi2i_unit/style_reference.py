@@ -25,6 +25,9 @@ from medi2i import Grid, InputError, SpatialPlan
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+"""Axis labels of medi2i's world coordinates (RAS+), given to MONAI's reorientation."""
+
 
 def read_style_reference(
     path: str,
@@ -52,7 +55,8 @@ def read_style_reference(
 
     volume = medi2i.read_volume(Path(path).expanduser())
     if plan.orientation is not None:
-        volume = cast("MetaTensor", Orientation(axcodes=plan.orientation)(volume))
+        reorient = Orientation(axcodes=plan.orientation, labels=RAS_LABELS)
+        volume = cast("MetaTensor", reorient(volume))
     spacing = Grid.of(like).spacing
     if not np.allclose(Grid.of(volume).spacing, spacing, rtol=1e-3):
         resample = Spacing(pixdim=spacing, mode="bilinear", padding_mode="border")

@@ -1,0 +1,175 @@
+"""Tests of the ``unit`` method: contract, directions, determinism, conditions, training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from medi2i_unit.options import UnitOptions
+from medi2i_unit.unit import Unit
+from monai.data.meta_tensor import MetaTensor
+
+import medi2i
+from medi2i import InferenceSettings, OptionsError, Registry, predict_tensor
+from medi2i.testing import check_method_contract, check_training_contract, make_volume
+from medi2i.testing.domain_cases import UNPAIRED_DOMAINS, write_unpaired_cases
+from medi2i.training import TrainingConfig, read_history, train
+
+SMALL = {
+    "roi_size": (16, 16, 16),
+    "filters": 4,
+    "blocks": 1,
+    "discriminator_filters": 4,
+    "discriminator_layers": 2,
+}
+SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
+
+
+def trained_looking(options: dict[str, object] | None = None) -> Unit:
+    """An untrained UNIT with the toy domains (MR, then CT), as a loaded model has."""
+    torch.manual_seed(0)
+    method = Unit(options or SMALL)
+    method.use_domains(UNPAIRED_DOMAINS)
+    return method
+
+
+@pytest.mark.parametrize("direction", ["a2b", "b2a"])
+def test_keeps_the_method_contract(direction: str) -> None:
+    check_method_contract(Unit, options=SMALL, condition={"direction": direction})
+
+
+@pytest.mark.parametrize(
+    ("direction", "modality", "units"), [("a2b", "CT", "HU"), ("b2a", "MR", "arbitrary")]
+)
+def test_the_output_is_of_the_target_domain(direction: str, modality: str, units: str) -> None:
+    method = trained_looking()
+
+    (output,) = method.outputs(method.parse_condition({"direction": direction}))
+
+    assert (output.spec.modality, output.spec.units) == (modality, units)
+    assert output.condition["direction"] == direction
+    assert method.input_domain(method.parse_condition({"direction": direction})) == (
+        "mr" if direction == "a2b" else "ct"
+    )
+
+
+def test_mr_to_ct_writes_hounsfield_units(medi2i_volume: MetaTensor) -> None:
+    output = predict_tensor(trained_looking(), medi2i_volume, settings=SETTINGS)
+
+    assert output.shape == medi2i_volume.shape
+    assert -1024.0 <= float(output.min()) <= float(output.max()) <= 3071.0
+
+
+def test_prediction_uses_the_latent_mean_so_it_ignores_the_seed(
+    medi2i_volume: MetaTensor,
+) -> None:
+    method = trained_looking()
+
+    first = predict_tensor(method, medi2i_volume, settings=SETTINGS)
+    again = predict_tensor(method, medi2i_volume, settings=SETTINGS.model_copy(update={"seed": 9}))
+
+    assert torch.equal(first.as_tensor(), again.as_tensor())
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ({"direction": "sideways"}, "direction"),
+        ({"to": "ct"}, "to"),
+        ({"styles": 2}, "styles"),
+    ],
+)
+def test_a_bad_condition_is_a_one_line_options_error(
+    condition: dict[str, object], message: str
+) -> None:
+    with pytest.raises(OptionsError, match=message) as caught:
+        trained_looking().parse_condition(condition)
+
+    assert "\n" not in str(caught.value)
+
+
+def test_an_untrained_method_says_it_has_no_domains() -> None:
+    with pytest.raises(OptionsError, match="has no domains: train it"):
+        Unit(SMALL).parse_condition({"direction": "a2b"})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {**SMALL, "roi_size": (16, 16, 18)},
+        {**SMALL, "roi_size": (4, 4, 4)},
+        {**SMALL, "kl_weight": -1.0},
+        {**SMALL, "shared_blocks": 0},
+    ],
+)
+def test_invalid_options_are_an_options_error(options: dict[str, object]) -> None:
+    with pytest.raises(OptionsError):
+        Unit(options)
+
+
+def test_defaults_follow_the_paper_where_3d_allows() -> None:
+    options = UnitOptions()
+
+    assert (options.gan_weight, options.reconstruction_weight, options.kl_weight) == (
+        1.0,
+        10.0,
+        0.01,
+    )
+    assert (options.cycle_weight, options.cycle_kl_weight) == (10.0, 0.01)
+    assert (options.learning_rate, options.betas, options.weight_decay) == (
+        1e-4,
+        (0.5, 0.999),
+        1e-4,
+    )
+    assert (options.downsamples, options.blocks, options.shared_blocks) == (2, 3, 1)
+
+
+def test_the_model_keeps_the_generators_not_the_discriminators() -> None:
+    method = trained_looking()
+
+    assert set(method.state_tensors()) == {f"network.{k}" for k in method.network.state_dict()}
+    assert not any("discriminator" in name for name in method.state_tensors())
+
+
+def test_both_methods_are_registered_by_the_plugin(medi2i_registry: Registry) -> None:
+    assert medi2i_registry.method("unit") is Unit
+    assert medi2i_registry.method("munit").id == "munit"
+
+
+@pytest.mark.slow
+def test_keeps_the_training_contract(tmp_path: Path) -> None:
+    check_training_contract(Unit, tmp_path, options=SMALL, steps=2)
+
+
+@pytest.mark.slow
+def test_trains_saves_loads_and_predicts_both_directions(tmp_path: Path) -> None:
+    cases = write_unpaired_cases(tmp_path / "data", shape=(20, 20, 20))
+    config = TrainingConfig(steps=3, batch_size=2, device="cpu", log_every=1, progress=False)
+
+    result = train(Unit(SMALL), cases, config=config, run_dir=tmp_path / "run")
+    logged = [r["losses"] for r in read_history(result.history) if "losses" in r]
+    mr = medi2i.write_volume(make_volume((20, 20, 20), seed=5), tmp_path / "mr.nii.gz")
+    written = medi2i.predict_all(
+        mr,
+        tmp_path / "sct.nii.gz",
+        model=result.model_dir,
+        settings=SETTINGS,
+        condition={"direction": "a2b"},
+    )
+    back = medi2i.predict(
+        written[""],
+        tmp_path / "smr.nii.gz",
+        model=result.model_dir,
+        settings=SETTINGS,
+        condition={"direction": "b2a"},
+    )
+
+    assert set(logged[-1]) >= {"reconstruction", "kl", "cycle", "cycle_kl", "generator_gan"}
+    assert medi2i.load_model(result.model_dir).domain_names == ("mr", "ct")
+    record = json.loads((tmp_path / "sct.provenance.json").read_text())
+    assert record["output"]["modality"] == "CT"
+    assert record["condition"] == {"direction": "a2b"}
+    assert json.loads((tmp_path / "smr.provenance.json").read_text())["output"]["domain"] == "mr"
+    assert back.exists()
