@@ -263,7 +263,12 @@ def test_a_trained_model_takes_the_style_of_a_reference_volume(tmp_path: Path) -
         return float(predict_tensor(model, source, settings=SETTINGS, condition=condition).mean())
 
     def level(reference: Path) -> float:
-        return float(model.preprocess(medi2i.read_volume(reference), domain="scanner-b").mean())
+        # the reference as the model delivers scanner-b outputs: on scanner-b's scale
+        condition = model.parse_condition({"style_reference": str(reference)})
+        volume = model.preprocess(
+            medi2i.read_volume(reference), domain="scanner-b", condition=condition
+        )
+        return float(model.postprocess(volume, volume, domain="scanner-b").mean())
 
     like_bright, like_dark = styled(bright), styled(dark)
 

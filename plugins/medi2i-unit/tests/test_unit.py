@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from medi2i_unit.options import UnitOptions
+from medi2i_unit.options import UnitCondition, UnitOptions
 from medi2i_unit.unit import Unit
 from monai.data.meta_tensor import MetaTensor
 
 import medi2i
-from medi2i import InferenceSettings, OptionsError, Registry, predict_tensor
+from medi2i import DomainSpec, InferenceSettings, OptionsError, Registry, predict_tensor
 from medi2i.testing import check_method_contract, check_training_contract, make_volume
 from medi2i.testing.domain_cases import UNPAIRED_DOMAINS, write_unpaired_cases
 from medi2i.training import TrainingConfig, read_history, train
@@ -124,6 +125,30 @@ def test_defaults_follow_the_paper_where_3d_allows() -> None:
         1e-4,
     )
     assert (options.downsamples, options.blocks, options.shared_blocks) == (2, 3, 1)
+
+
+def test_mr_outputs_are_written_on_the_target_domains_training_scale(tmp_path: Path) -> None:
+    method = trained_looking()
+    method.use_domains([DomainSpec(name="a", modality="MR"), DomainSpec(name="b", modality="MR")])
+    volumes = [make_volume(seed=1), make_volume(seed=2) * 3.0]
+    expected = []
+    for volume in [*volumes, volumes[0]]:  # a volume preprocessed twice counts once
+        method.preprocess(volume, domain="b")
+    for volume in volumes:
+        values = volume.numpy()
+        expected.append(np.percentile(values[values > values.mean()], (0.5, 99.5)))
+    method.preprocess(make_volume(seed=3) * 100.0, domain="b", condition=UnitCondition())
+    low, high = np.mean(expected, axis=0)
+
+    ends = MetaTensor(torch.tensor([-1.0, 0.0, 1.0]).reshape(1, 3, 1, 1))
+    written = method.postprocess(ends, ends, domain="b")
+    reloaded = medi2i.load_model(medi2i.save_model(method, tmp_path / "model"))
+
+    np.testing.assert_allclose(method.state_values()["scale.b"], [low, high], rtol=1e-5)
+    np.testing.assert_allclose(written.flatten(), [low, (low + high) / 2, high], rtol=1e-5)
+    assert reloaded.state_values() == method.state_values()
+    assert "scale.a" not in method.state_values()  # no training volume: network range
+    assert torch.equal(method.postprocess(ends, ends, domain="a"), ends)
 
 
 def test_the_model_keeps_the_generators_not_the_discriminators() -> None:

@@ -131,7 +131,7 @@ class Munit(TwoDomainTranslation[MunitOptions, MunitCondition]):
                 like=image,
                 plan=self.spatial_plan(),
                 preprocess=lambda volume: self.preprocess(
-                    volume, domain=self.endpoints(condition)[1]
+                    volume, domain=self.endpoints(condition)[1], condition=condition
                 ),
                 smallest=2**self.options.style_downsamples,
             )

@@ -11,7 +11,7 @@ CT in HU.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from pydantic import BaseModel
@@ -24,14 +24,18 @@ from medi2i import (
     Output,
     PatchNetworkMethod,
     SpatialPlan,
+    StateValue,
     Task,
     Training,
     VolumeSpec,
 )
 from medi2i_unit.discriminator import MultiScaleDiscriminator
+from medi2i_unit.domain_scale import DomainScales
 from medi2i_unit.options import TranslationOptions, UnitCondition
 
 if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
     from medi2i import TrainerAPI
 
 OptionsT = TypeVar("OptionsT", bound=TranslationOptions)
@@ -57,6 +61,47 @@ class TwoDomainTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Condi
         super().__init__(options)
         self._discriminators: dict[str, torch.nn.Module] = {}
         self._optimizers: list[torch.optim.Optimizer] = []
+        self.scales = DomainScales()
+
+    # -- intensities -------------------------------------------------------------------
+
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
+        """The whole volume of ``domain`` in [-1, 1] (:class:`medi2i.DomainIntensities`).
+        In training (no condition) an MR volume's percentile values are recorded as its
+        domain's scale (:class:`~medi2i_unit.domain_scale.DomainScales`)."""
+        if condition is None and domain is not None and not self._is_ct(domain):
+            self.scales.record(domain, image, self.options.percentiles)
+        return super().preprocess(image, domain=domain, condition=condition)
+
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: object = None,
+    ) -> MetaTensor:
+        """CT outputs in HU; MR outputs on their domain's training scale (the mean
+        foreground percentile values of its training volumes), or in the network range
+        for a model without one."""
+        if domain is not None and not self._is_ct(domain):
+            scaled = self.scales.to_scale(domain, output)
+            if scaled is not None:
+                return cast("MetaTensor", scaled)
+        return super().postprocess(output, image, domain=domain, condition=condition)
+
+    def _is_ct(self, domain: str) -> bool:
+        spec = self.domain(domain)
+        return spec.modality == "CT" or spec.units == "HU"
+
+    def state_values(self) -> dict[str, StateValue]:
+        """The training scale of every MR domain (``scale.<domain>``: low, high)."""
+        return dict(self.scales.state(self.domain_names))
+
+    def load_state_values(self, values: Mapping[str, StateValue]) -> None:
+        self.scales.load_state(values)
 
     # -- domains and the direction -----------------------------------------------------
 
