@@ -23,7 +23,14 @@ from medi2i.testing.pytest_plugin import (  # noqa: F401 (fixtures are found by 
     medi2i_volume_file,
 )
 
-FIRST_PARTY_PLUGINS = ("harmonization", "invert", "pix2pix", "regression-unet", "super-resolution")
+FIRST_PARTY_PLUGINS = (
+    "harmonization",
+    "invert",
+    "pix2pix",
+    "regression-unet",
+    "super-resolution",
+    "unit",
+)
 """Entry-point names (group ``medi2i``) of the distributions under ``plugins/``."""
 
 

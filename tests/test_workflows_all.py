@@ -8,6 +8,7 @@ each root it names and an entry for its method in :data:`SHRINK`, or this test f
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import math
@@ -60,6 +61,24 @@ SHRINK: dict[str, list[str]] = {
     "whitestripe": [],
     "nyul": [],
     "monotone-mapping": [],
+    "unit": [
+        "method.options.roi_size=[16,16,16]",
+        "method.options.spacing=null",
+        "method.options.filters=4",
+        "method.options.blocks=1",
+        "method.options.discriminator_filters=4",
+        "method.options.discriminator_layers=2",
+    ],
+    "munit": [
+        "method.options.roi_size=[16,16,16]",
+        "method.options.spacing=null",
+        "method.options.filters=4",
+        "method.options.blocks=1",
+        "method.options.style_downsamples=2",
+        "method.options.mlp_features=8",
+        "method.options.discriminator_filters=4",
+        "method.options.discriminator_layers=2",
+    ],
 }
 """Overrides that make each method's network tiny (none for methods without one)."""
 
@@ -217,9 +236,33 @@ def root_overrides(path: Path, tiny_roots: TinyRoots) -> list[str]:
                 parts = Path(folder).parts
                 root = tiny_roots(str(Path(*parts[:2])), path)
                 overrides.append(f"{prefix}.folders.{key}={root.joinpath(*parts[2:])}")
+        elif layout.get("type") == "csv":
+            manifest = tiny_manifest(path.parent / str(layout["manifest"]), path, tiny_roots)
+            overrides.append(f"{prefix}.manifest={manifest}")
         else:
-            pytest.fail(f"{path.name}: tiny data is written for synthrad and folders layouts")
+            pytest.fail(f"{path.name}: tiny data is written for synthrad, folders and csv layouts")
     return overrides
+
+
+def tiny_manifest(manifest: Path, workflow: Path, tiny_roots: TinyRoots) -> Path:
+    """A copy of a workflow's CSV manifest whose paths point into the tiny data roots.
+
+    Each path of the manifest lies in a case folder under a data root,
+    ``<root parts>/<case>/<file>``, as the benchmarks' folders are laid out.
+    """
+    with manifest.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    for row in rows:
+        parts = Path(row["path"]).parts
+        root = tiny_roots(str(Path(*parts[-4:-2])), workflow)
+        row["path"] = str(root.joinpath(*parts[-2:]))
+    copy = tiny_roots.folder / "manifests" / f"{workflow.stem}-{manifest.name}"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with copy.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return copy
 
 
 def _get(raw: dict[str, object], section: str) -> object:
