@@ -148,6 +148,10 @@ def test_mr_outputs_are_written_on_the_target_domains_training_scale(tmp_path: P
     np.testing.assert_allclose(written.flatten(), [low, (low + high) / 2, high], rtol=1e-5)
     assert reloaded.state_values() == method.state_values()
     assert "scale.a" not in method.state_values()  # no training volume: network range
+    resumed = trained_looking()
+    resumed.use_domains(method.domains)
+    resumed.load_training_state(method.training_state())  # a resumed run keeps them
+    assert resumed.state_values() == method.state_values()
     assert torch.equal(method.postprocess(ends, ends, domain="a"), ends)
 
 

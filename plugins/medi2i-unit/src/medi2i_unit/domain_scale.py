@@ -14,7 +14,7 @@ target domain's typical values. The scales are kept in the model's ``state_value
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +59,20 @@ class DomainScales:
         """The scales of ``domains`` that have one, for ``state_values``."""
         found = {name: self.scale(name) for name in domains}
         return {f"{KEY}{name}": list(scale) for name, scale in found.items() if scale}
+
+    def recorded(self) -> dict[str, dict[str, list[float]]]:
+        """Every recorded volume's values by domain and volume digest, for a checkpoint:
+        a resumed run that reads its volumes lazily ends with the same scales."""
+        return {
+            domain: {digest: list(values) for digest, values in seen.items()}
+            for domain, seen in self._seen.items()
+        }
+
+    def load_recorded(self, recorded: Mapping[str, Mapping[str, Sequence[float]]]) -> None:
+        """Add what :meth:`recorded` returned to what this run has recorded."""
+        for domain, seen in recorded.items():
+            for digest, (low, high) in seen.items():
+                self._seen.setdefault(domain, {})[digest] = (float(low), float(high))
 
     def load_state(self, values: Mapping[str, object]) -> None:
         """Restore what :meth:`state` returned."""

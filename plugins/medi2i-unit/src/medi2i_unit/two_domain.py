@@ -27,6 +27,7 @@ from medi2i import (
     StateValue,
     Task,
     Training,
+    TrainingStateValue,
     VolumeSpec,
 )
 from medi2i_unit.discriminator import MultiScaleDiscriminator
@@ -102,6 +103,13 @@ class TwoDomainTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Condi
 
     def load_state_values(self, values: Mapping[str, StateValue]) -> None:
         self.scales.load_state(values)
+
+    def training_state(self) -> dict[str, TrainingStateValue]:
+        """The MR volumes' recorded percentile values, so a resumed run keeps them."""
+        return {"domain_scales": self.scales.recorded()}
+
+    def load_training_state(self, state: Mapping[str, TrainingStateValue]) -> None:
+        self.scales.load_recorded(state.get("domain_scales", {}))
 
     # -- domains and the direction -----------------------------------------------------
 
