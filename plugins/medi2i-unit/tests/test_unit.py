@@ -63,6 +63,31 @@ def test_mr_to_ct_writes_hounsfield_units(medi2i_volume: MetaTensor) -> None:
     assert -1024.0 <= float(output.min()) <= float(output.max()) <= 3071.0
 
 
+def test_ct_outputs_are_air_outside_the_input_body_by_default(medi2i_volume: MetaTensor) -> None:
+    method = trained_looking()
+    plain = trained_looking({**SMALL, "body_contour": False})
+    plain.load_state_tensors(method.state_tensors())
+
+    output = predict_tensor(method, medi2i_volume, settings=SETTINGS)[0].numpy()
+    unmasked = predict_tensor(plain, medi2i_volume, settings=SETTINGS)[0].numpy()
+
+    # the mask of the raw input, not of the percentile-normalized one
+    outside = ~medi2i.body_mask(medi2i_volume[0].numpy())
+    assert 0 < outside.sum() < outside.size
+    assert set(np.unique(output[outside])) == {medi2i.AIR_HU}
+    np.testing.assert_array_equal(output[~outside], unmasked[~outside])
+
+
+def test_mr_outputs_have_no_body_contour(medi2i_volume: MetaTensor) -> None:
+    method = trained_looking()
+    ct = (medi2i_volume - 500.0) * 2.0  # some HU-like values
+    condition = {"direction": "b2a"}
+
+    output = predict_tensor(method, ct, settings=SETTINGS, condition=condition)[0].numpy()
+
+    assert not np.any(output == medi2i.AIR_HU)
+
+
 def test_prediction_uses_the_latent_mean_so_it_ignores_the_seed(
     medi2i_volume: MetaTensor,
 ) -> None:

@@ -46,6 +46,9 @@ class TranslationOptions(Options):
             each volume's own.
         percentiles: Foreground percentiles of an MR volume mapped to -1 and +1 (CT goes
             through the fixed Hounsfield scale).
+        body_contour: A CT output translated from a non-CT input is air (-1000 HU)
+            outside the input's body (:func:`medi2i.body_mask` of the raw input), as the
+            paired MR → CT methods do (not in the papers).
     """
 
     roi_size: tuple[int, int, int] = (32, 32, 32)
@@ -63,6 +66,7 @@ class TranslationOptions(Options):
     lr_decay: float = Field(default=0.5, gt=0.0, le=1.0)
     spacing: tuple[float, float, float] | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
+    body_contour: bool = True
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> TranslationOptions:

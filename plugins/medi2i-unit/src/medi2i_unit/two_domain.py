@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel
 from typing_extensions import TypeVar
 
+import medi2i
 from medi2i import (
     DataKind,
     DomainIntensities,
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 OptionsT = TypeVar("OptionsT", bound=TranslationOptions)
 ConditionT = TypeVar("ConditionT", bound=UnitCondition)
 
+BODY_MASK_KEY = "medi2i_unit.body_mask"
+"""Meta key of the raw input's body mask on the preprocessed input (``body_contour``)."""
 GENERATORS = "generators"
 """Training module (the whole network) and optimizer of the generator side."""
 DISCRIMINATORS = ("discriminator_a", "discriminator_b")
@@ -74,7 +77,18 @@ class TwoDomainTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Condi
         domain's scale (:class:`~medi2i_unit.domain_scale.DomainScales`)."""
         if condition is None and domain is not None and not self._is_ct(domain):
             self.scales.record(domain, image, self.options.percentiles)
-        return super().preprocess(image, domain=domain, condition=condition)
+        prepared = super().preprocess(image, domain=domain, condition=condition)
+        if isinstance(condition, UnitCondition) and self._needs_body(domain, condition):
+            mask = medi2i.body_mask(image.detach().cpu().numpy())
+            prepared.meta[BODY_MASK_KEY] = torch.from_numpy(mask)
+        return prepared
+
+    def _needs_body(self, domain: str | None, condition: UnitCondition) -> bool:
+        """Whether a prediction from ``domain`` under ``condition`` is a CT output made
+        from a non-CT input with ``body_contour`` on."""
+        if not self.options.body_contour or domain is None or self._is_ct(domain):
+            return False
+        return self._is_ct(self.endpoints(cast("ConditionT", condition))[1])
 
     def postprocess(
         self,
@@ -84,14 +98,19 @@ class TwoDomainTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Condi
         domain: str | None = None,
         condition: object = None,
     ) -> MetaTensor:
-        """CT outputs in HU; MR outputs on their domain's training scale (the mean
-        foreground percentile values of its training volumes), or in the network range
-        for a model without one."""
+        """CT outputs in HU (air outside the input's body with ``body_contour``); MR
+        outputs on their domain's training scale (the mean foreground percentile values
+        of its training volumes), or in the network range for a model without one."""
         if domain is not None and not self._is_ct(domain):
             scaled = self.scales.to_scale(domain, output)
             if scaled is not None:
                 return cast("MetaTensor", scaled)
-        return super().postprocess(output, image, domain=domain, condition=condition)
+        result = super().postprocess(output, image, domain=domain, condition=condition)
+        body = getattr(image, "meta", {}).get(BODY_MASK_KEY)
+        if domain is not None and self._is_ct(domain) and isinstance(body, torch.Tensor):
+            air = ~body.bool().to(result.device)
+            return cast("MetaTensor", result.masked_fill(air, medi2i.AIR_HU))
+        return result
 
     def _is_ct(self, domain: str) -> bool:
         spec = self.domain(domain)
