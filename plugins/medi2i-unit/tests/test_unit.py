@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from medi2i_unit.options import UnitCondition, UnitOptions
 from medi2i_unit.unit import Unit
 from monai.data.meta_tensor import MetaTensor
@@ -190,6 +194,24 @@ def test_the_model_keeps_the_generators_not_the_discriminators() -> None:
 def test_both_methods_are_registered_by_the_plugin(medi2i_registry: Registry) -> None:
     assert medi2i_registry.method("unit") is Unit
     assert medi2i_registry.method("munit").id == "munit"
+    assert medi2i_registry.method_owner("munit") == "unit"
+
+
+def test_hook_module_imports_no_torch() -> None:
+    code = "import sys, medi2i_unit; print('torch' in sys.modules, 'monai' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_card_describes_both_methods() -> None:
+    card = yaml.safe_load(resources.files("medi2i_unit").joinpath("card.yaml").read_text())
+
+    assert sorted(card["ids"]) == ["munit", "unit"]
+    assert card["version"] == Unit.version
+    assert "clinical" in card["intended_use"]["out_of_scope"].lower()
 
 
 @pytest.mark.slow
