@@ -31,6 +31,7 @@ FIRST_PARTY_PLUGINS = (
     "pix2pix",
     "regression-unet",
     "super-resolution",
+    "unit",
 )
 """Entry-point names (group ``medi2i``) of the distributions under ``plugins/``."""
 

@@ -215,6 +215,8 @@ def test_a_network_without_weights_is_refused(
 
 
 FIRST_PARTY_HUGE = [
+    ("unit", {"filters": 4, "blocks": 1, "roi_size": [16, 16, 16]}, "filters"),
+    ("munit", {"filters": 4, "blocks": 1, "roi_size": [16, 16, 16]}, "filters"),
     ("regression-unet", {"filters": [4, 8, 16], "roi_size": [16, 16, 16]}, "filters"),
     ("pix2pix", {"generator_filters": 4, "generator_depth": 2}, "generator_filters"),
     ("srcnn", {"filters": [4, 4]}, "filters"),

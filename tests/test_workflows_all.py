@@ -74,6 +74,24 @@ SHRINK: dict[str, list[str]] = {
     "whitestripe": [],
     "nyul": [],
     "monotone-mapping": [],
+    "unit": [
+        "method.options.roi_size=[16,16,16]",
+        "method.options.spacing=null",
+        "method.options.filters=4",
+        "method.options.blocks=1",
+        "method.options.discriminator_filters=4",
+        "method.options.discriminator_layers=2",
+    ],
+    "munit": [
+        "method.options.roi_size=[16,16,16]",
+        "method.options.spacing=null",
+        "method.options.filters=4",
+        "method.options.blocks=1",
+        "method.options.style_downsamples=2",
+        "method.options.mlp_features=8",
+        "method.options.discriminator_filters=4",
+        "method.options.discriminator_layers=2",
+    ],
 }
 """Overrides that make each method's network tiny (none for methods without one)."""
 
