@@ -333,6 +333,24 @@ def test_bench_run_command(sources: Path, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "q2_baselines.json").is_file()
 
 
+def test_bench_run_names_a_sliding_window_other_than_predicts_default(
+    sources: Path, tmp_path: Path
+) -> None:
+    arguments = ["run", "--task", "q1", "--method", "monotone-mapping", "--overlap", "0.5"]
+    arguments += ["--output", str(tmp_path / "out"), "--work-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(bench_group(), arguments, env={"MEDI2I_DATA_DIR": str(sources)})
+    assert result.exit_code == 0, result.output
+    legend = {
+        line.split("`")[1]: line for line in result.output.splitlines() if line.startswith("- `")
+    }
+    assert legend["monotone-mapping-method"].endswith(
+        "; sliding window overlap 0.5, gaussian blending"
+    )
+    assert "sliding window" not in legend["bulk-water"]
+    refused = CliRunner().invoke(bench_group(), [*arguments[:6], "1.0"])
+    assert refused.exit_code == 2
+
+
 # -- the real benchmark -----------------------------------------------------------------
 
 

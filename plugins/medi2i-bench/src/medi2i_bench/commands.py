@@ -82,6 +82,21 @@ def _tasks(choice: str) -> list[TaskName]:
     default=None,
     help="Cache of the built benchmark data [default: the user cache folder].",
 )
+@click.option(
+    "--overlap",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.25,
+    show_default=True,
+    help="Sliding-window overlap of methods and models (as medi2i predict --overlap); "
+    "another value than the default is named in the row's legend.",
+)
+@click.option(
+    "--blend",
+    type=click.Choice(["gaussian", "constant"]),
+    default="gaussian",
+    show_default=True,
+    help="How overlapping windows are blended (as medi2i predict --blend).",
+)
 @device_option("Device methods run on: auto, cpu, cuda or cuda:N.")
 @click.pass_context
 def bench_run_command(
@@ -92,6 +107,8 @@ def bench_run_command(
     models: tuple[Path, ...],
     output: Path,
     work_dir: Path | None,
+    overlap: float,
+    blend: str,
     device: str,
 ) -> None:
     """Run the baselines, and any --method or --model, on the quality benchmarks.
@@ -110,7 +127,12 @@ def bench_run_command(
         models=models,
         output_dir=output,
         work_dir=work_dir,
-        settings=InferenceSettings(device=device, progress=False),
+        settings=InferenceSettings(
+            device=device,
+            progress=False,
+            overlap=overlap,
+            blend=blend,  # type: ignore[arg-type]
+        ),
         registry=registry,
         splits=splits or None,
         log=lambda line: click.echo(line, err=True),

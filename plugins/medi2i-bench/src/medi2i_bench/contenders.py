@@ -110,6 +110,10 @@ def fit_for(method: Method, kind: ContenderKind, dataset: BenchDataset, name: st
         )
 
 
+DEFAULT_OVERLAP, DEFAULT_BLEND = 0.25, "gaussian"
+"""``medi2i predict``'s sliding window; other settings are named in a row's legend."""
+
+
 def method_contender(
     name: str,
     kind: ContenderKind,
@@ -150,6 +154,8 @@ def method_contender(
         return np.where(case.mask.array > 0, values, np.float32(outside_mask)).astype(np.float32)
 
     text = description if description is not None else f"{kind} {method.id} {method.version}"
+    if settings.overlap != DEFAULT_OVERLAP or settings.blend != DEFAULT_BLEND:
+        text += f"; sliding window overlap {settings.overlap:g}, {settings.blend} blending"
     return Contender(name, kind, predict, text)
 
 
