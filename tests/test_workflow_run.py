@@ -148,6 +148,12 @@ def test_run_trains_evaluates_and_reports(workflow_file: Path, plugins: PluginSe
     assert card.training_data == ["head_phantoms"]
     assert card.provenance.seed == 0
     assert "head_phantoms" in (run / "model" / "README.md").read_text()
+    # the model of the best validation is kept beside the last one, with its own card
+    best = json.loads((run / "best-model" / "metrics.json").read_text())
+    assert best["validation_step"] in (6, 12)
+    best_card = load_card(run / "best-model" / "card.yaml")
+    assert isinstance(best_card, ModelCard)
+    assert best_card.training_data == ["head_phantoms"]
     manifest = json.loads((run / "model" / "medi2i-model.json").read_text())
     assert manifest["data_cards"] == ["head_phantoms"]
     metrics = json.loads((run / "metrics" / "metrics.json").read_text())

@@ -190,6 +190,7 @@ def q3_test(root: Path) -> None:
 BUILDERS: dict[tuple[str, str], Builder] = {
     ("q1", "train_pairs"): q1_cases,
     ("q1", "test"): q1_cases,
+    ("q1", "validation"): q1_cases,
     ("a", "train_pairs"): q1_cases,  # Q1x split a (bench-work/q1x/a/...)
     ("a", "validation"): q1_cases,
     ("q2", "train_pairs"): q2_cases(("mni152-x4", "mni152-x2"), seed=1),

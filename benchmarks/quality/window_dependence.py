@@ -24,8 +24,8 @@ transposed-convolution checkerboard shows as a value well above 1.
 Usage: python benchmarks/quality/window_dependence.py [--task q1|q1x] [--split a|b]
 [--models NAME ...] [--output benchmarks/quality/results] (MEDI2I_DATA_DIR must name the
 shared data folder). Results go to ``<task>_window_dependence.{json,md}``. The
-whole-volume-statistics run applies to instance normalization only and is skipped for
-models without it.
+whole-volume-statistics run applies to per-window instance normalization only and is
+skipped for models without it.
 """
 
 from __future__ import annotations
@@ -175,11 +175,14 @@ def _grid(case: object) -> object:
     return Grid.of(case.target.metatensor())  # type: ignore[attr-defined]
 
 
-def has_instance_norm(model_dir: Path) -> bool:
-    """Whether the model's network has instance normalization layers."""
+def has_window_statistics(model_dir: Path) -> bool:
+    """Whether the model's network has instance normalization layers that normalize by
+    each window's own statistics (not by running averages kept from training)."""
     network = load_model(model_dir).network  # type: ignore[attr-defined]
     kinds = (torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d)
-    return any(isinstance(module, kinds) for module in network.modules())
+    return any(
+        isinstance(module, kinds) and not module.track_running_stats for module in network.modules()
+    )
 
 
 def main() -> None:
@@ -202,7 +205,7 @@ def main() -> None:
     for name in args.models or MODELS[args.task]:
         folder = REPOSITORY / "benchmarks/quality/models" / name
         runs = [(label, overlap, blend, False) for label, overlap, blend in SETTINGS]
-        if has_instance_norm(folder):
+        if has_window_statistics(folder):
             runs.append((GLOBAL_STATISTICS, 0.25, "gaussian", True))
         for label, overlap, blend, fixed in runs:
             if args.only_global and not fixed:

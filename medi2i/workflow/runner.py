@@ -160,6 +160,7 @@ def train_stage(
     from medi2i.errors import OptionsError
     from medi2i.model_folder import save_model
     from medi2i.training.routes import training_route
+    from medi2i.training.run import BEST_MODEL
     from medi2i.workflow.model_card import write_model_card
 
     config = workflow.method
@@ -181,6 +182,9 @@ def train_stage(
         log(f"train: method {method.id!r} has nothing to train; saving it with its options")
         model_dir = save_model(method, run.model, overwrite=True)
     write_model_card(workflow, run, method, model_dir)
+    best = run.root / BEST_MODEL
+    if route == "gradient" and best.is_dir():
+        write_model_card(workflow, run, method, best)  # the best validated step's model
     state.finished(run, "train", model=model_dir)
     return model_dir
 
