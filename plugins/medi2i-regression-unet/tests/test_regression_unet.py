@@ -14,7 +14,7 @@ import torch
 import yaml
 from medi2i_regression_unet.method import RegressionUNet
 from medi2i_regression_unet.monotone import MonotoneMapping
-from medi2i_regression_unet.network import ResidualUNet
+from medi2i_regression_unet.network import ResidualUNet, ResizeConvolution
 from medi2i_regression_unet.optimization import scheduled_learning_rate
 from monai.data.meta_tensor import MetaTensor
 
@@ -177,6 +177,24 @@ def test_fixed_statistics_make_a_voxel_independent_of_content_beyond_its_recepti
         changed[..., 80:] *= 5.0
         near = net(window)[..., :8], net(changed)[..., :8]
     assert (not torch.allclose(*near, atol=1e-5)) == far_content_matters
+
+
+def test_resize_upsampling_has_no_transposed_convolution_and_no_period_two_pattern() -> None:
+    torch.manual_seed(0)
+    resized = ResidualUNet(
+        in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True, upsampling="resize"
+    )
+    kinds = {type(m) for m in resized.modules()}
+    assert torch.nn.ConvTranspose3d not in kinds
+    assert resized(torch.randn(1, 1, 13, 18, 7)).shape == (1, 1, 13, 18, 7)
+    # a constant feature map stays constant inside (a transposed convolution of stride 2
+    # gives the 2 × 2 × 2 output voxels of each input voxel their own values)
+    up = ResizeConvolution(3, 2, scale=2)
+    inner = up(torch.ones(1, 3, 6, 6, 6))[..., 1:-1, 1:-1, 1:-1]
+    torch.testing.assert_close(inner, inner[..., :1, :1, :1].expand_as(inner))
+    transposed = torch.nn.ConvTranspose3d(3, 2, 2, stride=2, bias=False)
+    pattern = transposed(torch.ones(1, 3, 6, 6, 6))[..., 1:-1, 1:-1, 1:-1]
+    assert not torch.allclose(pattern, pattern[..., :1, :1, :1].expand_as(pattern))
 
 
 def test_training_statistics_are_frozen_for_the_last_steps() -> None:

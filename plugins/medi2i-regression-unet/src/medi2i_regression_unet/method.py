@@ -44,6 +44,7 @@ from medi2i import (
 from medi2i_regression_unet.network import (
     NetworkNorm,
     ResidualUNet,
+    Upsampling,
     expand_aliases,
     freeze_statistics,
     unique_state,
@@ -81,6 +82,9 @@ class RegressionUNetOptions(Options):
             changes where window borders fall (tiling; see the quality benchmarks'
             window-dependence measurement); batch normalization uses the statistics
             gathered in training and normalizes every window alike.
+        upsampling: ``"transposed"`` convolutions (nnU-Net) or ``"resize"``: trilinear
+            resizing then a 3-wide convolution, which cannot make the checkerboard pattern
+            a transposed convolution of stride 2 can.
         norm_statistics: Which statistics instance normalization uses at prediction:
             ``"window"`` (nnU-Net) each sliding window's own, so the output depends on
             where the window borders fall; ``"training"`` running averages of those seen
@@ -117,6 +121,7 @@ class RegressionUNetOptions(Options):
     filters: tuple[int, ...] = (32, 64, 128, 256, 320, 320)
     residual: bool = True
     norm: NetworkNorm = "instance"
+    upsampling: Upsampling = "transposed"
     norm_statistics: Literal["window", "training"] = "window"
     frozen_statistics_steps: int = Field(default=300, ge=0)
     spacing: tuple[float, float, float] | None = None
@@ -200,6 +205,7 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
             residual=self.options.residual,
             norm=self.options.norm,
             track_statistics=self.options.norm_statistics == "training",
+            upsampling=self.options.upsampling,
         )
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -16,6 +16,10 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets.dynunet import DynUNet
 
+Upsampling = Literal["transposed", "resize"]
+"""How the decoder doubles the resolution: nnU-Net's transposed convolution (kernel 2,
+stride 2), or trilinear resizing followed by a 3-wide convolution."""
+
 NetworkNorm = Literal["instance", "batch"]
 """Normalization layers of the U-Net: per window (``"instance"``, nnU-Net's) or with
 statistics learned over training (``"batch"``)."""
@@ -39,6 +43,12 @@ class ResidualUNet(torch.nn.Module):
             statistics, so a voxel's output depends on where the sliding window's borders
             fall (visible as tiling); ``"batch"`` uses statistics gathered in training,
             so in evaluation every window is normalized the same way.
+        upsampling: ``"transposed"`` (nnU-Net): a transposed convolution of kernel 2 and
+            stride 2, which gives each of the 2 × 2 × 2 output voxels of an input voxel
+            its own weights, so a periodic pattern of 2 (a checkerboard) can appear in
+            the output; ``"resize"``: trilinear resizing, then a 3-wide convolution
+            (Odena, Dumoulin & Olah, "Deconvolution and checkerboard artifacts",
+            Distill 2016), which treats every output voxel alike.
         track_statistics: With instance normalization, also keep running averages of
             the statistics seen in training; in evaluation mode the layers then use
             those instead of each window's own (see :func:`freeze_statistics`).
@@ -58,6 +68,7 @@ class ResidualUNet(torch.nn.Module):
         residual: bool,
         norm: NetworkNorm = "instance",
         track_statistics: bool = False,
+        upsampling: Upsampling = "transposed",
     ) -> None:
         super().__init__()
         stages = len(filters)
@@ -80,6 +91,14 @@ class ResidualUNet(torch.nn.Module):
             act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
             res_block=residual,
         )
+        if upsampling == "resize":
+            # each up block's transposed convolution, replaced in place: DynUNet refers to
+            # its blocks from two places, which keep pointing at the same block
+            for block in self.unet.upsamples:
+                transposed = block.transp_conv.conv
+                block.transp_conv = ResizeConvolution(
+                    transposed.in_channels, transposed.out_channels, scale=2
+                )
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """Map windows ``(B, C, X, Y, Z)`` to outputs of the same spatial size."""
@@ -87,6 +106,30 @@ class ResidualUNet(torch.nn.Module):
         padded = pad_to_multiple(windows, self.divisor)
         output: torch.Tensor = self.unet(padded)
         return output[..., : size[0], : size[1], : size[2]]
+
+
+class ResizeConvolution(torch.nn.Module):
+    """Upsampling without a checkerboard: trilinear resizing by ``scale``, then a 3-wide
+    convolution (no bias, as DynUNet's transposed convolutions).
+
+    Example:
+        >>> up = ResizeConvolution(4, 2, scale=2)
+        >>> up(torch.zeros(1, 4, 3, 5, 2)).shape
+        torch.Size([1, 2, 6, 10, 4])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.conv = torch.nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Resize ``(B, C, X, Y, Z)`` by ``scale`` on every axis, then convolve."""
+        resized = F.interpolate(
+            features, scale_factor=self.scale, mode="trilinear", align_corners=False
+        )
+        output: torch.Tensor = self.conv(resized)
+        return output
 
 
 _NORMS = (torch.nn.InstanceNorm3d, torch.nn.BatchNorm3d)
