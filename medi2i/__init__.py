@@ -78,6 +78,7 @@ _LAZY = {
     "Registry": "medi2i.registry",
     "load_plugins": "medi2i.plugins",
     "body_mask": "medi2i.body_contour",
+    "ImagePool": "medi2i.training.image_pool",
 }
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "GeometryError",
     "Grid",
     "HounsfieldScale",
+    "ImagePool",
     "InferenceSettings",
     "InputError",
     "MRNormalization",
@@ -200,3 +202,4 @@ if TYPE_CHECKING:
     from medi2i.prediction import predict, predict_all, predict_outputs, predict_tensor
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
+    from medi2i.training.image_pool import ImagePool

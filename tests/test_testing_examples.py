@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import medi2i
+from medi2i import ImagePool
 from medi2i.errors import OptionsError
 from medi2i.intensity import HounsfieldScale
 from medi2i.io import read_volume
@@ -28,7 +29,6 @@ from medi2i.testing import (
     write_unpaired_cases,
 )
 from medi2i.testing.cycle_example import ExampleCycle
-from medi2i.testing.image_pool import ImagePool
 from medi2i.testing.multi_domain_example import ExampleStar
 
 QUIET = InferenceSettings(device="cpu", amp=False, progress=False)
@@ -180,7 +180,9 @@ def test_a_pool_of_size_zero_passes_images_through() -> None:
     pool = ImagePool(0)
     images = torch.randn(2, 1, 2, 2, 2)
 
-    assert pool.query(images) is images
+    returned = pool.query(images.requires_grad_())
+    assert torch.equal(returned, images)
+    assert not returned.requires_grad  # the discriminator's update never reaches the generator
     assert pool.state() == []
 
 

@@ -43,8 +43,8 @@ from medi2i.method import (
     UnpairedBatch,
     VolumeSpec,
 )
-from medi2i.testing.image_pool import ImagePool
 from medi2i.testing.tiny_networks import least_squares, small_discriminator, small_generator
+from medi2i.training.image_pool import ImagePool
 
 if TYPE_CHECKING:
     pass

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import torch
 from medi2i_cyclegan.cyclegan import CycleGAN
-from medi2i_cyclegan.image_pool import ImagePool
 from medi2i_cyclegan.losses import (
     cycle_consistency,
     least_squares_discriminator,
@@ -17,7 +16,7 @@ from medi2i_cyclegan.losses import (
 from medi2i_cyclegan.resnet import PatchGAN, ResidualBlock, ResNetGenerator
 from medi2i_cyclegan.structure import normalized_gradient_distance
 
-from medi2i import OptionsError
+from medi2i import ImagePool, OptionsError
 
 TINY = {
     "roi_size": (16, 16, 16),

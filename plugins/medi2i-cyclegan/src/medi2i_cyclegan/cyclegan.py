@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from medi2i import Medi2iError, TrainingStateValue
-from medi2i_cyclegan.image_pool import ImagePool
+from medi2i import ImagePool, Medi2iError, TrainingStateValue
 from medi2i_cyclegan.losses import (
     cycle_consistency,
     least_squares_discriminator,

@@ -9,7 +9,9 @@ passed on as it is.
 The pool is training state: a resumed run must start with the pool of the interrupted
 run, or its discriminators see other patches and the run is no longer the same.
 :meth:`ImagePool.state` and :meth:`ImagePool.load_state` serve
-:meth:`medi2i.Method.training_state`. Draws come from torch's global generator, which the
+:meth:`medi2i.Method.training_state`. Public as ``medi2i.ImagePool`` for methods that
+train adversarially (``cyclegan`` of ``medi2i-cyclegan``, ``example-cycle`` of
+:mod:`medi2i.testing`). Draws come from torch's global generator, which the
 trainer reseeds before every step, so they repeat on resume.
 """
 
