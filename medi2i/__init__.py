@@ -65,6 +65,7 @@ _LAZY = {
     "InferenceSettings": "medi2i.settings",
     "HounsfieldScale": "medi2i.intensity",
     "normalize_mr": "medi2i.intensity",
+    "is_hounsfield": "medi2i.intensity",
     "SlidingWindowEngine": "medi2i.engine",
     "VolumeReader": "medi2i.io.base",
     "VolumeWriter": "medi2i.io.base",
@@ -79,6 +80,7 @@ _LAZY = {
     "load_plugins": "medi2i.plugins",
     "body_mask": "medi2i.body_contour",
     "ImagePool": "medi2i.training.image_pool",
+    "DomainScales": "medi2i.domain_scales",
 }
 
 __all__ = [
@@ -91,6 +93,7 @@ __all__ = [
     "DataKind",
     "DeviceError",
     "DomainIntensities",
+    "DomainScales",
     "DomainSpec",
     "FitPair",
     "GeometryError",
@@ -133,6 +136,7 @@ __all__ = [
     "body_mask",
     "check_percentiles",
     "hookimpl",
+    "is_hounsfield",
     "load_model",
     "load_plugins",
     "normalize_mr",
@@ -157,6 +161,7 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:
     from medi2i.body_contour import body_mask
+    from medi2i.domain_scales import DomainScales
     from medi2i.engine import SlidingWindowEngine
     from medi2i.grid import Grid, SpatialPlan
     from medi2i.intensity import (
@@ -168,6 +173,7 @@ if TYPE_CHECKING:
         MRNormalization,
         MRToCTIntensities,
         check_percentiles,
+        is_hounsfield,
         normalize_mr,
     )
     from medi2i.io import read_volume, write_volume

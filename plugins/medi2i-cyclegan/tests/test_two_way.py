@@ -14,12 +14,19 @@ import torch
 import yaml
 from medi2i_cyclegan.cyclegan import CycleGAN
 from medi2i_cyclegan.discogan import DiscoGAN
-from medi2i_cyclegan.intensities import DomainScales
 from medi2i_cyclegan.slice_methods import CycleGAN25D, DiscoGAN25D
 from medi2i_cyclegan.two_way import TwoWayTranslation
 
 import medi2i
-from medi2i import AIR_HU, DomainSpec, InferenceSettings, OptionsError, Registry, predict_tensor
+from medi2i import (
+    AIR_HU,
+    DomainScales,
+    DomainSpec,
+    InferenceSettings,
+    OptionsError,
+    Registry,
+    predict_tensor,
+)
 from medi2i.testing import (
     UNPAIRED_DOMAINS,
     check_method_contract,

@@ -20,6 +20,7 @@ from medi2i import (
     AIR_HU,
     DataKind,
     DomainIntensities,
+    DomainScales,
     HounsfieldScale,
     Options,
     OptionsError,
@@ -32,8 +33,9 @@ from medi2i import (
     VolumeSpec,
     body_mask,
     check_percentiles,
+    is_hounsfield,
 )
-from medi2i_cyclegan.intensities import BODY_MASK_KEY, DomainScales, is_hounsfield
+from medi2i_cyclegan.intensities import BODY_MASK_KEY
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -203,7 +205,7 @@ class TwoWayTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Directio
         """The whole volume of ``domain`` in [-1, 1] (:class:`medi2i.DomainIntensities`).
 
         In training (no condition) a non-CT volume's scale is recorded
-        (:class:`~medi2i_cyclegan.intensities.DomainScales`); at predict time, for a
+        (:class:`medi2i.DomainScales`); at predict time, for a
         direction into CT from another domain with ``body_contour`` on, the raw input's
         body mask is kept in the returned volume's meta.
         """
@@ -235,7 +237,8 @@ class TwoWayTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Directio
         if domain is None or spec is None:
             return output
         if not is_hounsfield(spec):
-            return self.scales.to_scale(domain, output)  # type: ignore[return-value]
+            scaled = self.scales.to_scale(domain, output)
+            return output if scaled is None else scaled  # type: ignore[return-value]
         hounsfield = HounsfieldScale().to_hounsfield(output)
         inside = getattr(image, "meta", {}).get(BODY_MASK_KEY)
         if isinstance(inside, torch.Tensor) and tuple(inside.shape) == tuple(output.shape[-3:]):

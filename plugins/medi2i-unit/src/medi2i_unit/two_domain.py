@@ -21,6 +21,7 @@ import medi2i
 from medi2i import (
     DataKind,
     DomainIntensities,
+    DomainScales,
     OptionsError,
     Output,
     PatchNetworkMethod,
@@ -32,7 +33,6 @@ from medi2i import (
     VolumeSpec,
 )
 from medi2i_unit.discriminator import MultiScaleDiscriminator
-from medi2i_unit.domain_scale import DomainScales
 from medi2i_unit.options import TranslationOptions, UnitCondition
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class TwoDomainTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Condi
     ) -> MetaTensor:
         """The whole volume of ``domain`` in [-1, 1] (:class:`medi2i.DomainIntensities`).
         In training (no condition) an MR volume's percentile values are recorded as its
-        domain's scale (:class:`~medi2i_unit.domain_scale.DomainScales`)."""
+        domain's scale (:class:`medi2i.DomainScales`)."""
         if condition is None and domain is not None and not self._is_ct(domain):
             self.scales.record(domain, image, self.options.percentiles)
         prepared = super().preprocess(image, domain=domain, condition=condition)

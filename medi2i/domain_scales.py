@@ -24,7 +24,21 @@ KEY = "scale."
 
 
 class DomainScales:
-    """Mean foreground percentile values of each MR domain's training volumes."""
+    """Mean foreground percentile values of each MR domain's training volumes.
+
+    Every training volume is recorded once (by its content's digest, so reading a volume
+    again, as a resumed run does, changes nothing); a domain's scale is the mean over its
+    volumes. Methods keep :meth:`state` in their ``state_values`` and :meth:`recorded`
+    in their training state.
+
+    Example:
+        >>> scales = DomainScales()
+        >>> scales.record("A", torch.tensor([0.0, 0.0, 10.0, 20.0]), (0.0, 100.0))
+        >>> scales.scale("A")
+        (10.0, 20.0)
+        >>> scales.to_scale("A", torch.tensor([-1.0, 0.0, 1.0])).tolist()
+        [10.0, 15.0, 20.0]
+    """
 
     def __init__(self) -> None:
         self._seen: dict[str, dict[str, tuple[float, float]]] = {}
@@ -55,9 +69,11 @@ class DomainScales:
         low, high = scale
         return output * ((high - low) / 2.0) + (high + low) / 2.0
 
-    def state(self, domains: tuple[str, ...]) -> dict[str, list[float]]:
-        """The scales of ``domains`` that have one, for ``state_values``."""
-        found = {name: self.scale(name) for name in domains}
+    def state(self, domains: Sequence[str] | None = None) -> dict[str, list[float]]:
+        """The scales of ``domains`` (every known domain when ``None``) that have one,
+        for ``state_values``."""
+        names = sorted({*self._seen, *self._loaded}) if domains is None else domains
+        found = {name: self.scale(name) for name in names}
         return {f"{KEY}{name}": list(scale) for name, scale in found.items() if scale}
 
     def recorded(self) -> dict[str, dict[str, list[float]]]:
