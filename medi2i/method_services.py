@@ -143,6 +143,13 @@ class TrainerAPI(Protocol):
         """Step and zero ``optimizer`` when an accumulation cycle is complete."""
         ...
 
+    def watch_generated(self, name: str, generated: torch.Tensor, real: torch.Tensor) -> None:
+        """Show the trainer's collapse check a generated batch (e.g. ``"fake_b"``) and a
+        real batch of the same domain: a generator whose output stays nearly constant
+        while the real images vary is reported (:mod:`medi2i.training.health`). Cheap:
+        nothing is read back from the device until a logged step."""
+        ...
+
 
 @dataclass(frozen=True)
 class FitPair:

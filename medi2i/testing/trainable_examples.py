@@ -163,6 +163,7 @@ class TinyAdversarial(TinyRegression):
             fake = generator(source).float()
             real_score = discriminator(torch.cat([source, target], dim=1)).float()
             fake_score = discriminator(torch.cat([source, fake.detach()], dim=1)).float()
+        trainer.watch_generated("fake", fake, target)
         loss_d = 0.5 * (_least_squares(real_score, 1.0) + _least_squares(fake_score, 0.0))
         trainer.backward(loss_d, "discriminator")
         trainer.step("discriminator")

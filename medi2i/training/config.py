@@ -132,6 +132,16 @@ class TrainingConfig(BaseModel):
             report can be chosen on validation without training again. Its
             ``metrics.json`` holds that validation's metrics and ``validation_step``.
         log_every: Steps between log records and progress-bar updates (>= 1).
+        collapse_check: What happens when a GAN collapses (see
+            :mod:`medi2i.training.health`): its discriminator losses all fall below
+            1e-3, or a generator's output watched with ``trainer.watch_generated``
+            varies less than 2 % as much as the real images, at every logged step for
+            ``collapse_patience`` steps. ``"warn"`` (default) logs a warning and adds a
+            ``health`` line to the history and the workflow report; ``"stop"`` ends
+            the run with an error (no model folder, checkpoints kept); ``"off"``
+            checks nothing. Methods without such losses or outputs are never flagged.
+        collapse_patience: Steps a collapse symptom must last before it is reported
+            (>= 0; seen at every logged step in between). Counted afresh on resume.
         cache: ``"memory"`` keeps every preprocessed training volume in memory after
             its first use; ``"none"`` reads and preprocesses a volume each time a patch
             is cut from it (for data sets larger than memory).
@@ -164,6 +174,8 @@ class TrainingConfig(BaseModel):
     validate_every: int | None = Field(default=None, ge=1)
     keep_best: bool = True
     log_every: int = Field(default=10, ge=1)
+    collapse_check: Literal["warn", "stop", "off"] = "warn"
+    collapse_patience: int = Field(default=500, ge=0)
     cache: Literal["memory", "none"] = "memory"
     num_workers: int = Field(default=0, ge=0)
     foreground_threshold: float | None = None

@@ -14,6 +14,19 @@ a smaller scale cures) before the run stops.
 Checked are the losses a method reports from its training step (every loss of a GAN's
 alternating updates), every loss it backpropagates through the trainer, and the weights
 before each validation, checkpoint and the final model.
+
+A GAN can also fail while every number stays finite: its discriminators win outright
+(their losses fall to zero and the generators get no useful gradient), or a generator
+collapses to a constant output whatever its input. :class:`CollapseWatch` looks for
+both at every logged step and reports a symptom that lasts ``collapse_patience``
+steps (``training.collapse_check``: a warning in the log and the history, or an error
+that stops the run):
+
+- discriminator collapse: every loss whose name starts with ``"discriminator"`` is
+  below :data:`DISCRIMINATOR_LOSS_FLOOR`;
+- generator collapse: a generated batch that the method showed the trainer
+  (:meth:`medi2i.method.TrainerAPI.watch_generated`) varies less than
+  :data:`SPREAD_FLOOR` times as much as the real batch it is compared with.
 """
 
 from __future__ import annotations
@@ -29,6 +42,15 @@ from medi2i.errors import TrainingError
 
 SHOWN = 5
 """Non-finite tensors named in an error message, at most."""
+
+DISCRIMINATOR_PREFIX = "discriminator"
+"""Losses whose name starts with this are a discriminator's (the collapse check)."""
+DISCRIMINATOR_LOSS_FLOOR = 1e-3
+"""A discriminator loss below this means it separates real from generated perfectly
+(a least-squares or cross-entropy loss in balance is about 0.25-0.7)."""
+SPREAD_FLOOR = 0.02
+"""A generated batch whose standard deviation is below this fraction of the real
+batch's is taken for a constant output."""
 
 
 def non_finite_losses(losses: Mapping[str, float]) -> list[str]:
@@ -136,3 +158,96 @@ def describe_non_finite(losses: Mapping[str, float], backward: Sequence[str]) ->
             + (" is NaN or infinite")
         )
     return None
+
+
+def spread_ratio(generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor | None:
+    """The standard deviation of ``generated`` over that of ``real`` (all voxels of the
+    batch), as a 0-d tensor on their device, or ``None`` when ``real`` is constant."""
+    generated = generated.detach().float()
+    real = real.detach().float()
+    if real.numel() < 2 or generated.numel() < 2:
+        return None
+    real_spread = real.std()
+    # a constant real batch gives nothing to compare with: ratio NaN, ignored when read
+    return torch.where(
+        real_spread > 1e-6, generated.std() / real_spread.clamp_min(1e-6), float("nan")
+    )
+
+
+@dataclass
+class CollapseWatch:
+    """Spots a GAN whose discriminators or generators have collapsed, at logged steps.
+
+    Args:
+        patience: Steps a symptom must last, seen at every logged step, before it is
+            reported.
+        stop: Raise a :class:`TrainingError` instead of only reporting.
+        checkpoints: The run's checkpoints folder (named in the error message).
+
+    Attributes:
+        findings: The symptoms reported so far, one line each.
+    """
+
+    patience: int
+    stop: bool = False
+    checkpoints: Path | None = None
+    findings: list[str] = field(default_factory=list)
+    _since: dict[str, int] = field(default_factory=dict)
+    _reported: set[str] = field(default_factory=set)
+    _texts: dict[str, str] = field(default_factory=dict)
+
+    def observe(
+        self, step: int, losses: Mapping[str, float], spreads: Mapping[str, float]
+    ) -> list[str]:
+        """Account for the losses and generated spreads logged at ``step``.
+
+        Returns:
+            The symptoms reported for the first time at this step.
+
+        Raises:
+            TrainingError: With ``stop``, a symptom has lasted ``patience`` steps.
+        """
+        symptoms: dict[str, str] = {}
+        observed = {f"generated:{name}" for name in spreads}
+        discriminators = {
+            name: value for name, value in losses.items() if name.startswith(DISCRIMINATOR_PREFIX)
+        }
+        if discriminators:
+            observed.add("discriminators")
+        if discriminators and all(
+            math.isfinite(v) and v < DISCRIMINATOR_LOSS_FLOOR for v in discriminators.values()
+        ):
+            shown = ", ".join(f"{k} = {v:.2e}" for k, v in sorted(discriminators.items()))
+            symptoms["discriminators"] = (
+                f"the discriminators win outright ({shown}, below {DISCRIMINATOR_LOSS_FLOOR:g}): "
+                "the generators get no useful gradient"
+            )
+        for name, ratio in spreads.items():
+            if math.isfinite(ratio) and ratio < SPREAD_FLOOR:
+                symptoms[f"generated:{name}"] = (
+                    f"generator output {name!r} is nearly constant (its spread is {ratio:.2e} "
+                    f"of the real images', below {SPREAD_FLOOR:g})"
+                )
+        for key in list(self._since):
+            if key in observed and key not in symptoms:
+                # the symptom went away (one not logged at this step, such as the losses
+                # of a discriminator updated every third step, keeps its clock)
+                del self._since[key]
+        for key, text in symptoms.items():
+            self._texts[key] = text
+            self._since.setdefault(key, step)
+        new: list[str] = []
+        for key, first in self._since.items():
+            text = self._texts[key]
+            if step - first >= self.patience and key not in self._reported:
+                self._reported.add(key)
+                line = f"training collapsed at step {step}: {text} since step {first}"
+                if self.stop:
+                    kept = f"; checkpoints are in {self.checkpoints}" if self.checkpoints else ""
+                    raise TrainingError(
+                        f"{line}; no model was saved{kept}. Lower the discriminators' learning "
+                        "rate or weight, or set training.collapse_check: warn to go on"
+                    )
+                self.findings.append(line)
+                new.append(line)
+        return new

@@ -6,6 +6,9 @@
      "patches_per_s": 41.5, "elapsed_s": 9.8}
     {"step": 20, "validation": {"mae": 88.1, "psnr": 27.3}}
 
+A GAN's records also hold ``"generated_spread"`` (see :mod:`medi2i.training.health`),
+and a collapse adds ``{"step": 600, "health": "training collapsed at step 600: ..."}``.
+
 On resume the lines after the checkpoint's step are dropped (they belong to steps that
 are about to be run again), so the file always describes one uninterrupted run. Only
 the main process (rank 0) writes.
@@ -75,6 +78,7 @@ class RunLog:
         history: Path of ``train.jsonl``.
         last_losses: Losses of the latest logged step (from the file on resume).
         last_validation: Metrics of the latest validation.
+        health_findings: Training-health findings (collapses) of the run so far.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class RunLog:
         self.patches_per_step = patches_per_step
         self.last_losses: dict[str, float] = {}
         self.last_validation: dict[str, float] | None = None
+        self.health_findings: list[str] = []
         self._writer = tensorboard_writer(folder / TENSORBOARD) if tensorboard and main else None
         if main:
             self._keep_history_until(first_step)
@@ -123,9 +128,14 @@ class RunLog:
         self._bar.update(1)
 
     def record(
-        self, step: int, losses: Mapping[str, float], learning_rates: Mapping[str, float]
+        self,
+        step: int,
+        losses: Mapping[str, float],
+        learning_rates: Mapping[str, float],
+        spreads: Mapping[str, float] | None = None,
     ) -> None:
-        """Log the losses of ``step`` with the throughput since the previous record."""
+        """Log the losses of ``step`` with the throughput since the previous record
+        (and the spread ratios of the generated batches the method watched)."""
         now = time.perf_counter()
         rate = (step - self._mark_step) * self.patches_per_step / max(now - self._mark_time, 1e-9)
         self._mark_step, self._mark_time = step, now
@@ -137,6 +147,8 @@ class RunLog:
             "patches_per_s": rate,
             "elapsed_s": now - self._start,
         }
+        if spreads:
+            entry["generated_spread"] = dict(spreads)
         self._write(entry)
         self._bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
         if self._writer is not None:
@@ -151,6 +163,17 @@ class RunLog:
         if self._writer is not None:
             for name, value in metrics.items():
                 self._writer.add_scalar(f"validation/{name}", value, step)
+
+    def health(self, step: int, finding: str) -> None:
+        """Log a training-health finding (a collapse) at ``step``, in the history and as
+        a warning."""
+        import logging
+
+        self.health_findings.append(finding)
+        self._write({"step": step, "health": finding})
+        if self.main:
+            logging.getLogger("medi2i.training").warning("%s", finding)
+            self._bar.write(f"warning: {finding}")
 
     def close(self) -> None:
         """Flush and close the files and the progress bar."""
@@ -175,6 +198,8 @@ class RunLog:
                 self.last_losses = dict(entry["losses"])
             if "validation" in entry:
                 self.last_validation = dict(entry["validation"])
+            if "health" in entry:
+                self.health_findings.append(str(entry["health"]))
         with atomic_path(self.history) as tmp:
             tmp.write_text("".join(json_line(entry) for entry in kept), encoding="utf-8")
 

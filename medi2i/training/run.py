@@ -52,7 +52,7 @@ from medi2i.training.distributed import (
     process_device,
     same_in_every_process,
 )
-from medi2i.training.health import DivergenceGuard, describe_non_finite
+from medi2i.training.health import CollapseWatch, DivergenceGuard, describe_non_finite
 from medi2i.training.history import RunLog
 from medi2i.training.patches import PatchSampler
 from medi2i.training.trainer import Trainer, TrainResult
@@ -137,6 +137,13 @@ def run_training(
             best=_BestModel.at(run_dir / BEST_MODEL, resumed=first_step > 0)
             if config.keep_best and validation is not None and context.is_main
             else None,
+            collapse=CollapseWatch(
+                patience=config.collapse_patience,
+                stop=config.collapse_check == "stop",
+                checkpoints=run_dir / CHECKPOINTS,
+            )
+            if config.collapse_check != "off"
+            else None,
         )
         if first_step < config.steps:
             run.loop(_sampler(method, data, config, patch_size, context))
@@ -156,6 +163,7 @@ def run_training(
             history=log.history,
             validation=log.last_validation,
             best_model_dir=run.best.folder if run.best and run.best.folder.is_dir() else None,
+            health=tuple(log.health_findings),
         )
 
 
@@ -209,6 +217,8 @@ class _Run:
     """``None`` without validation data, and in processes other than rank 0."""
     best: _BestModel | None = None
     """Keeps the model of the best validation; ``None`` where none is kept."""
+    collapse: CollapseWatch | None = None
+    """Looks for a collapsed GAN at logged steps; ``None`` with the check off."""
 
     def loop(self, sampler: PatchSampler) -> None:
         config, trainer = self.config, self.trainer
@@ -234,7 +244,13 @@ class _Run:
         problem = self.non_finite(losses)
         if step % config.log_every == 0 or last or problem is not None:
             averaged = average_across_processes(losses, self.context)
-            self.log.record(step, averaged, self.trainer.learning_rates())
+            spreads = self.trainer.generated_spreads()
+            if spreads:
+                spreads = average_across_processes(spreads, self.context)
+            self.log.record(step, averaged, self.trainer.learning_rates(), spreads)
+            if self.collapse is not None and problem is None:
+                for finding in self.collapse.observe(step, averaged, spreads):
+                    self.log.health(step, finding)
         self.guard.after_losses(step, problem)
         every = config.validate_every
         validating = last or (every is not None and step % every == 0)

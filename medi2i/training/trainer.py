@@ -94,6 +94,7 @@ class Trainer:
         # one flag per optimizer, kept on the device: read once per step, not per backward
         self._non_finite: dict[str, torch.Tensor] = {}
         self.non_finite_backward: list[str] = []
+        self._spreads: dict[str, torch.Tensor] = {}
 
     # -- TrainerAPI --------------------------------------------------------------------
 
@@ -152,7 +153,25 @@ class Trainer:
             chosen.step()
         chosen.zero_grad(set_to_none=True)
 
+    def watch_generated(self, name: str, generated: torch.Tensor, real: torch.Tensor) -> None:
+        """Show the collapse check a generated batch and a real batch of its domain
+        (see :mod:`medi2i.training.health`); nothing is read from the device here."""
+        from medi2i.training.health import spread_ratio
+
+        ratio = spread_ratio(generated, real)
+        if ratio is not None:
+            self._spreads[name] = ratio
+
     # -- driving the steps ---------------------------------------------------------------
+
+    def generated_spreads(self) -> dict[str, float]:
+        """The latest step's spread ratio of each watched generated batch (one device
+        read for all of them); NaN where the real batch was constant."""
+        if not self._spreads:
+            return {}
+        names = list(self._spreads)
+        values = torch.stack([self._spreads[n].float() for n in names]).cpu().tolist()
+        return dict(zip(names, values, strict=True))
 
     def run_step(
         self, method: Method, batches: Sequence[Mapping[str, torch.Tensor]]
@@ -170,6 +189,7 @@ class Trainer:
             raise ValueError(f"a step takes {self.accumulation_steps} batches, got {len(batches)}")
         totals: dict[str, float] = {}
         self._non_finite = {}
+        self._spreads = {}
         for micro, batch in enumerate(batches):
             self.micro_step = micro
             with self._gradient_sync(last=micro == self.accumulation_steps - 1):
@@ -288,6 +308,8 @@ class TrainResult:
             without validation data (and on ranks other than 0).
         best_model_dir: The model at the best validation (``<run>/best-model``, see
             ``TrainingConfig.keep_best``), or ``None`` when none was kept.
+        health: Training-health findings: the collapses the run reported (see
+            ``TrainingConfig.collapse_check``), one line each; empty for a healthy run.
     """
 
     model_dir: Path
@@ -297,6 +319,7 @@ class TrainResult:
     history: Path
     validation: Mapping[str, float] | None
     best_model_dir: Path | None = None
+    health: tuple[str, ...] = ()
 
 
 def train(

@@ -95,8 +95,13 @@ def _metrics_section(workflow: Workflow, evaluation: EvaluationRecord) -> Sectio
 
 
 def _training_section(workflow: Workflow, run: RunFolder, curves: list[Curve]) -> Section:
+    from medi2i.training.history import read_history
+
     last = ", ".join(f"{c.name} {c.values[-1]:.4g}" for c in curves)
     text = f"Logged every {workflow.training.log_every} steps; last values: {last}."
+    findings = [str(e["health"]) for e in read_history(run.train_log) if "health" in e]
+    if findings:
+        text += " Training health: " + " ".join(f"WARNING: {f}." for f in findings)
     if not workflow.report.figures:
         return Section("Training", text=text)
     path = training_curves(curves, path=run.figures / "training_curves.png", title="training")

@@ -40,6 +40,7 @@ class RecordingTrainer:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.step_index, self.total_steps = step_index, total_steps
         self.stepped: list[tuple[str, float]] = []
+        self.watched: list[str] = []
 
     def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         self.optimizers[name] = optimizer
@@ -57,6 +58,9 @@ class RecordingTrainer:
         optimizer = self.optimizers[name]
         optimizer.step()
         self.stepped.append((name, optimizer.param_groups[0]["lr"]))
+
+    def watch_generated(self, name: str, generated: torch.Tensor, real: torch.Tensor) -> None:
+        self.watched.append(name)
 
 
 @pytest.fixture

@@ -257,3 +257,4 @@ def test_a_step_updates_generators_then_discriminators_with_the_chosen_terms(
     base = {"generator_gan", "cycle", "discriminator_a", "discriminator_b"}
     assert set(losses) == base | terms
     assert len(method.pools["a"]) == len(method.pools["b"]) == 2
+    assert trainer.watched == ["fake_b", "fake_a"]  # the trainer's collapse check

@@ -154,6 +154,8 @@ def test_a_step_updates_the_discriminators_or_the_generators(
     assert all(torch.equal(b, a) for b, a in zip(before, after, strict=True))
     if updated == "generators":
         assert {"gan_a", "feature_matching_b", "reconstruction_a"} <= set(losses)
+    # the trainer's collapse check sees the generated batches of generator steps
+    assert trainer.watched == (["fake_b", "fake_a"] if updated == "generators" else [])
     assert all(math.isfinite(v) for v in losses.values())
     assert trainer.optimizers[updated].param_groups[0]["weight_decay"] == 1e-5
 

@@ -243,6 +243,9 @@ def test_trains_saves_loads_and_predicts_both_directions(tmp_path: Path) -> None
     )
 
     assert set(logged[-1]) >= {"reconstruction", "kl", "cycle", "cycle_kl", "generator_gan"}
+    spreads = [r["generated_spread"] for r in read_history(result.history) if "losses" in r]
+    assert set(spreads[-1]) == {"fake_a", "fake_b"}  # watched by the collapse check
+    assert result.health == ()
     assert medi2i.load_model(result.model_dir).domain_names == ("mr", "ct")
     record = json.loads((tmp_path / "sct.provenance.json").read_text())
     assert record["output"]["modality"] == "CT"

@@ -204,6 +204,8 @@ class CycleGAN(TwoWayTranslation[CycleGANOptions]):
             gan = least_squares_gan(d_b(fake_b), real=True) + least_squares_gan(
                 d_a(fake_a), real=True
             )
+        trainer.watch_generated("fake_b", fake_b, real_b)
+        trainer.watch_generated("fake_a", fake_a, real_a)
         cycle = cycle_consistency(back_a, real_a) + cycle_consistency(back_b, real_b)
         total = gan + options.cycle_weight * cycle
         losses = {"generator_gan": gan, "cycle": cycle}

@@ -205,6 +205,8 @@ class DiscoGAN(TwoWayTranslation[DiscoGANOptions]):
             logits_a, fake_features_a = d_a(fake_a)
             real_features_b = d_b(real_b)[1]
             real_features_a = d_a(real_a)[1]
+        trainer.watch_generated("fake_b", fake_b, real_b)
+        trainer.watch_generated("fake_a", fake_a, real_a)
         terms: dict[str, torch.Tensor] = {
             "gan_b": binary_gan(logits_b, real=True),
             "gan_a": binary_gan(logits_a, real=True),

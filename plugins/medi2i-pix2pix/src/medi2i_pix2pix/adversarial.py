@@ -83,6 +83,7 @@ def adversarial_step(
         judged_real = discriminator(source, target)
         # detached: the discriminator's update must not reach the generator
         judged_fake = discriminator(source, fake.detach())
+    trainer.watch_generated("fake", fake, target)
     discriminator_loss = 0.5 * (
         gan_loss(judged_real, real=True, kind=kind) + gan_loss(judged_fake, real=False, kind=kind)
     )

@@ -200,6 +200,8 @@ class Munit(TwoDomainTranslation[MunitOptions, MunitCondition]):
         with trainer.autocast():
             passes = trainer.modules[GENERATORS](real_a, real_b, cycle=options.cycle_weight > 0)
         fakes = {"a": passes["fake_ba"], "b": passes["fake_ab"]}
+        trainer.watch_generated("fake_a", fakes["a"], real_a)
+        trainer.watch_generated("fake_b", fakes["b"], real_b)
         terms = munit_terms(passes, real_a, real_b)
         adversarial = self.fooling_loss(trainer, fakes)
         loss = (

@@ -77,6 +77,8 @@ class Unit(TwoDomainTranslation[UnitOptions, UnitCondition]):
         with trainer.autocast():
             passes = trainer.modules[GENERATORS](real_a, real_b)
         fakes = {"a": passes["fake_ba"], "b": passes["fake_ab"]}
+        trainer.watch_generated("fake_a", fakes["a"], real_a)
+        trainer.watch_generated("fake_b", fakes["b"], real_b)
         terms = unit_terms(passes, real_a, real_b)
         adversarial = self.fooling_loss(trainer, fakes)
         loss = (
