@@ -8,16 +8,20 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from medi2i.errors import Medi2iError
+from medi2i.method import TrainerAPI
 from medi2i.plugins import load_plugins
 from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
-from medi2i.testing import trainable_examples
-from medi2i.testing.trainable_examples import TinyRegression, write_paired_cases
+from medi2i.testing import check_distributed_training, trainable_examples
+from medi2i.testing.trainable_examples import TinyAdversarial, TinyRegression, write_paired_cases
 from medi2i.training import TrainingConfig, predict_sharded, shard, train
 from medi2i.training.distributed import context_from_environment
 from medi2i.training.history import read_history
@@ -176,3 +180,27 @@ def test_sharded_prediction_in_one_process_does_everything_and_resumes(tmp_path:
     again = predict_sharded(jobs, model=model, settings=QUIET, registry=registry)
     assert again.written == ()
     assert again.skipped == first.written
+
+
+class BypassesDDP(TinyRegression):
+    """Calls its own network instead of ``trainer.modules``: no gradient averaging, so
+    each process learns from its own batches and the replicas drift apart."""
+
+    def training_step(
+        self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
+    ) -> dict[str, float]:
+        loss = F.l1_loss(self.network(batch["source"]).float(), batch["target"])
+        trainer.backward(loss, "network")
+        trainer.step("network")
+        return {"l1": float(loss.detach())}
+
+
+def test_the_distributed_check_passes_a_method_and_catches_drifting_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the ranks import this module's classes by name
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    options = {"hidden": 4}
+    check_distributed_training(TinyAdversarial, tmp_path / "ok", options=options, steps=2)
+    with pytest.raises(AssertionError, match="replicas' parameters differ"):
+        check_distributed_training(BypassesDDP, tmp_path / "drift", options=options, steps=2)

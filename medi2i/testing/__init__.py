@@ -9,6 +9,8 @@ Example:
   method;
 - :func:`check_training_contract`: training, exact resume and the trained-model folder,
   for methods trained by gradient steps;
+- :func:`check_distributed_training`: DDP training under ``torchrun`` (Gloo, CPU
+  processes) keeps the replicas identical;
 - toy volumes (:func:`make_volume`) and training data sets of every data kind
   (:func:`write_unpaired_cases`, :func:`write_multi_domain_cases`, ...);
 - example methods of every shape: :mod:`medi2i.testing.example_methods`,
@@ -38,6 +40,7 @@ _LAZY = {
     "check_method_contract": "medi2i.testing.contract",
     "isolated_registry": "medi2i.testing.contract",
     "check_training_contract": "medi2i.testing.training_contract",
+    "check_distributed_training": "medi2i.testing.distributed_check",
     "MULTI_DOMAINS": "medi2i.testing.domain_cases",
     "UNPAIRED_DOMAINS": "medi2i.testing.domain_cases",
     "default_domains": "medi2i.testing.domain_cases",
@@ -56,6 +59,7 @@ __all__ = [  # noqa: RUF022 (helpers first, then the fixtures)
     "MULTI_DOMAINS",
     "UNPAIRED_DOMAINS",
     "VolumeParameters",
+    "check_distributed_training",
     "check_method_contract",
     "check_training_contract",
     "default_domains",
@@ -86,6 +90,7 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:
     from medi2i.testing.contract import check_method_contract, isolated_registry
+    from medi2i.testing.distributed_check import check_distributed_training
     from medi2i.testing.domain_cases import (
         MULTI_DOMAINS,
         UNPAIRED_DOMAINS,

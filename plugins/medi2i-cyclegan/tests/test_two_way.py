@@ -29,6 +29,7 @@ from medi2i import (
 )
 from medi2i.testing import (
     UNPAIRED_DOMAINS,
+    check_distributed_training,
     check_method_contract,
     check_training_contract,
     make_volume,
@@ -85,6 +86,15 @@ def test_keeps_the_training_contract_with_exact_resume(
     # four steps: the DiscoGAN run updates its discriminators (steps 0 and 3) and its
     # generators, in and out of the curriculum; the CycleGAN run fills and uses its pools
     check_training_contract(method_cls, tmp_path, options=options, steps=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)
+def test_trains_with_ddp_under_torchrun(
+    method_cls: type[TwoWayTranslation], options: dict[str, object], tmp_path: Path
+) -> None:
+    # four steps: DiscoGAN updates its discriminators and its generators in turn
+    check_distributed_training(method_cls, tmp_path, options=options, steps=4)
 
 
 @pytest.mark.parametrize(("method_cls", "options"), METHODS, ids=IDS)

@@ -23,7 +23,12 @@ from medi2i import (
     predict_tensor,
 )
 from medi2i.data.cases import Case, CaseSet
-from medi2i.testing import check_method_contract, check_training_contract, make_volume
+from medi2i.testing import (
+    check_distributed_training,
+    check_method_contract,
+    check_training_contract,
+    make_volume,
+)
 from medi2i.testing.domain_cases import UNPAIRED_DOMAINS
 from medi2i.training import TrainingConfig, read_history, train
 
@@ -276,3 +281,8 @@ def test_a_trained_model_takes_the_style_of_a_reference_volume(tmp_path: Path) -
     assert like_bright > like_dark
     assert abs(like_bright - level(bright)) < abs(like_dark - level(bright))
     assert abs(like_dark - level(dark)) < abs(like_bright - level(dark))
+
+
+@pytest.mark.slow
+def test_trains_with_ddp_under_torchrun(tmp_path: Path) -> None:
+    check_distributed_training(Munit, tmp_path, options=SMALL, steps=2)

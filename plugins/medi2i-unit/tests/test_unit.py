@@ -18,7 +18,12 @@ from monai.data.meta_tensor import MetaTensor
 
 import medi2i
 from medi2i import DomainSpec, InferenceSettings, OptionsError, Registry, predict_tensor
-from medi2i.testing import check_method_contract, check_training_contract, make_volume
+from medi2i.testing import (
+    check_distributed_training,
+    check_method_contract,
+    check_training_contract,
+    make_volume,
+)
 from medi2i.testing.domain_cases import UNPAIRED_DOMAINS, write_unpaired_cases
 from medi2i.training import TrainingConfig, read_history, train
 
@@ -252,3 +257,8 @@ def test_trains_saves_loads_and_predicts_both_directions(tmp_path: Path) -> None
     assert record["condition"] == {"direction": "a2b"}
     assert json.loads((tmp_path / "smr.provenance.json").read_text())["output"]["domain"] == "mr"
     assert back.exists()
+
+
+@pytest.mark.slow
+def test_trains_with_ddp_under_torchrun(tmp_path: Path) -> None:
+    check_distributed_training(Unit, tmp_path, options=SMALL, steps=2)
