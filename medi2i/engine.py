@@ -14,6 +14,7 @@ back-off.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -187,9 +188,17 @@ class SlidingWindowEngine:
     ) -> Predictor:
         expected = tuple(round(r * s) for r, s in zip(roi, scale, strict=True))
 
+        mirrors = mirror_combinations(self.settings.mirror_axes)
+
         def run_windows(windows: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), self._autocast():
                 out = predictor(windows)
+                if mirrors:
+                    # the sum in float32: float16 outputs of 2^k passes could overflow
+                    total = out.float()
+                    for dims in mirrors:
+                        total = total + predictor(windows.flip(dims)).float().flip(dims)
+                    out = total / (len(mirrors) + 1)
             if tuple(out.shape[2:]) != expected:
                 raise Medi2iError(
                     f"the network turned windows of {roi} voxels into {tuple(out.shape[2:])}, "
@@ -251,6 +260,22 @@ class SlidingWindowEngine:
             )
         assert isinstance(output, torch.Tensor)  # a tensor predictor gives a tensor
         return output
+
+
+def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """The tensor dimensions to flip for test-time mirroring along array ``axes`` of a
+    batch ``(N, C, X, Y, Z)``: every non-empty combination (``2**len(axes) - 1``).
+
+    Example:
+        >>> mirror_combinations((0, 2))
+        [(2,), (4,), (2, 4)]
+    """
+    dims = [2 + int(axis) for axis in axes]
+    return [
+        combination
+        for size in range(1, len(dims) + 1)
+        for combination in itertools.combinations(dims, size)
+    ]
 
 
 def _release_cached_device_memory() -> None:

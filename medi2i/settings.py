@@ -41,6 +41,13 @@ class InferenceSettings(BaseModel):
         seed: Seed of anything random a method does at predict time (a style code,
             fitting on the input); recorded in the provenance, so an output can be
             made again.
+        mirror_axes: Test-time mirroring, as nnU-Net predicts: each window is also
+            predicted mirrored along every combination of these array axes (0, 1, 2),
+            each output is mirrored back, and all are averaged. ``(0,)`` costs two
+            forward passes per window, ``(0, 1, 2)`` eight. Empty (default): off.
+            Useful for networks trained with the same flips; a network that was not
+            (e.g. left-right asymmetric anatomy without flip augmentation) can get
+            worse, so choose it on validation data.
 
     Example:
         >>> InferenceSettings(roi_size=(64, 64, 64), device="cpu").overlap
@@ -60,6 +67,14 @@ class InferenceSettings(BaseModel):
     nonfinite: NonFinitePolicy = "error"
     force_modality: bool = False
     seed: int = Field(default=0, ge=0)
+    mirror_axes: tuple[int, ...] = ()
+
+    @field_validator("mirror_axes")
+    @classmethod
+    def _spatial_axes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(axis not in (0, 1, 2) for axis in value) or len(set(value)) != len(value):
+            raise ValueError(f"mirror_axes are distinct array axes 0, 1 or 2, got {value}")
+        return tuple(sorted(value))
 
     @field_validator("roi_size")
     @classmethod

@@ -672,6 +672,18 @@ def _(tmp: Path) -> Case:
     return Case(args, "overlap")
 
 
+@case("option-mirror-axes-not-numbers")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--mirror-axes", "x,y")
+    return Case(args, "--mirror-axes")
+
+
+@case("option-mirror-axis-out-of-range")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--mirror-axes", "0,3")
+    return Case(args, "mirror_axes")
+
+
 # -- plugins -------------------------------------------------------------------------------
 
 BROKEN_IMPORT = "raise ImportError(\"No module named 'a_dependency_never_installed'\")\n"

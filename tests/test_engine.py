@@ -9,7 +9,13 @@ import torch
 from monai.data.meta_tensor import MetaTensor
 from pydantic import ValidationError
 
-from medi2i.engine import Predictor, SlidingWindowEngine, resolve_device, window_size
+from medi2i.engine import (
+    Predictor,
+    SlidingWindowEngine,
+    mirror_combinations,
+    resolve_device,
+    window_size,
+)
 from medi2i.errors import DeviceError, GeometryError, Medi2iError
 from medi2i.method import PatchNetworkMethod, PredictContext, Task, VolumeSpec
 from medi2i.settings import InferenceSettings
@@ -241,3 +247,38 @@ def test_invalid_settings_are_rejected(bad: dict[str, object]) -> None:
 def test_settings_module_does_not_import_torch() -> None:
     code = "import sys, medi2i.settings; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_mirror_combinations_are_every_non_empty_subset_of_the_axes() -> None:
+    assert mirror_combinations(()) == []
+    assert mirror_combinations((1,)) == [(3,)]
+    assert mirror_combinations((0, 1, 2)) == [(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
+
+
+def test_mirroring_leaves_a_mirror_symmetric_network_unchanged(image: torch.Tensor) -> None:
+    net = _pointwise_net()  # kernel 1: mirroring the window mirrors its output exactly
+    plain = _engine().run(image, net, modules=[net])
+    mirrored = _engine(mirror_axes=(0, 1, 2)).run(image, net, modules=[net])
+    torch.testing.assert_close(mirrored, plain, atol=1e-5, rtol=0)
+
+
+def test_mirroring_averages_the_mirrored_predictions() -> None:
+    """A predictor that adds each voxel's x position in its window: mirrored along x
+    and back, that ramp runs the other way, so the average adds the window's mean
+    position, (16 - 1) / 2, everywhere; mirroring along y alone changes nothing."""
+    ramp = torch.arange(16.0).reshape(1, 1, 16, 1, 1)
+    image = torch.zeros(1, 16, 16, 16)
+
+    def along_x(windows: torch.Tensor) -> torch.Tensor:
+        return windows + ramp
+
+    only_y = _engine(mirror_axes=(1,)).run(image, along_x)
+    torch.testing.assert_close(only_y, (image + ramp[0]).expand(1, 16, 16, 16))
+    with_x = _engine(mirror_axes=(0, 1)).run(image, along_x)
+    torch.testing.assert_close(with_x, torch.full((1, 16, 16, 16), 7.5))
+
+
+@pytest.mark.parametrize("axes", [(3,), (0, 0), (-1,)])
+def test_mirror_axes_must_be_distinct_array_axes(axes: tuple[int, ...]) -> None:
+    with pytest.raises(ValidationError, match="mirror_axes"):
+        InferenceSettings(mirror_axes=axes)

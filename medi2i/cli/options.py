@@ -195,6 +195,13 @@ def inference_options(command: F) -> F:
                 show_default=True,
                 help="How overlapping windows are blended.",
             ),
+            click.option(
+                "--mirror-axes",
+                default="",
+                metavar="AXES",
+                help="Test-time mirroring: also predict each window mirrored along every "
+                "combination of these array axes, e.g. 0 or 0,1, and average [default: off].",
+            ),
             device_option(),
             click.option(
                 "--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."
@@ -246,6 +253,21 @@ def parse_roi_size(value: str | None) -> tuple[int, int, int] | None:
     return (sizes[0], sizes[1], sizes[2])
 
 
+def parse_mirror_axes(value: str) -> tuple[int, ...]:
+    """A ``--mirror-axes`` value: ``""`` → ``()``, ``"0,1"`` → ``(0, 1)``.
+
+    Raises:
+        OptionsError: Not a comma-separated list of integers.
+    """
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise OptionsError(
+            f"--mirror-axes {value!r} must be array axes separated by commas, e.g. 0,1"
+        ) from None
+
+
 def inference_settings(
     roi_size: str | None,
     sw_batch_size: int,
@@ -257,6 +279,7 @@ def inference_settings(
     nonfinite: str = "error",
     force_modality: bool = False,
     seed: int = 0,
+    mirror_axes: str = "",
 ) -> InferenceSettings:
     """The settings of the values of :func:`inference_options` (passed by name).
 
@@ -279,6 +302,7 @@ def inference_settings(
             nonfinite=nonfinite,  # type: ignore[arg-type]
             force_modality=force_modality,
             seed=seed,
+            mirror_axes=parse_mirror_axes(mirror_axes),
         )
     except ValidationError as exc:
         problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -29,11 +30,13 @@ from medi2i_bench.datasets import (
 )
 from medi2i_bench.harness import BenchResult, run_benchmarks
 from monai.data.meta_tensor import MetaTensor
+from pydantic import BaseModel
 
 import medi2i.builtins
 from medi2i.errors import InputError, OptionsError
 from medi2i.evaluation import METRIC_PRESETS
 from medi2i.io import write_volume
+from medi2i.method import DomainSpec
 from medi2i.synth import Tissue, head_phantom
 from medi2i.testing import example_methods, isolated_registry
 
@@ -373,3 +376,30 @@ def test_committed_baselines_are_reproduced(task: str, tmp_path: Path) -> None:
         for case, values in entry["cases"].items():
             for metric, value in values.items():
                 assert result.scores[entry["name"]][case][metric] == pytest.approx(value, rel=1e-6)
+
+
+MR_DOMAIN = DomainSpec(name="mr", modality="MR")
+CT_DOMAIN = DomainSpec(name="ct", modality="CT")
+
+
+class _Direction(BaseModel):
+    direction: str = "a2b"
+
+
+@pytest.mark.parametrize(
+    ("task", "domains", "expected"),
+    [
+        ("q1x", [MR_DOMAIN, CT_DOMAIN], "a2b"),
+        ("q1x", [CT_DOMAIN, MR_DOMAIN], "b2a"),
+        ("q3", [DomainSpec(name="A"), DomainSpec(name="B")], "b2a"),
+        ("q3", [DomainSpec(name="B"), DomainSpec(name="A")], "a2b"),
+    ],
+)
+def test_a_two_way_model_is_scored_in_the_direction_of_the_benchmarks_target(
+    task: str, domains: list[DomainSpec], expected: str
+) -> None:
+    from medi2i_bench.contenders import _target_condition
+
+    method = SimpleNamespace(Condition=_Direction, domains=tuple(domains))
+    dataset = SimpleNamespace(task=task)
+    assert _target_condition(method, dataset) == {"direction": expected}  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.cli.options import command_registry, device_option
+from medi2i.cli.options import command_registry, device_option, parse_mirror_axes
 
 if TYPE_CHECKING:
     from medi2i_bench.datasets import TaskName
@@ -97,6 +97,13 @@ def _tasks(choice: str) -> list[TaskName]:
     show_default=True,
     help="How overlapping windows are blended (as medi2i predict --blend).",
 )
+@click.option(
+    "--mirror-axes",
+    default="",
+    metavar="AXES",
+    help="Test-time mirroring of methods and models (as medi2i predict --mirror-axes, "
+    "e.g. 0,1); named in the row's legend when on [default: off].",
+)
 @device_option("Device methods run on: auto, cpu, cuda or cuda:N.")
 @click.pass_context
 def bench_run_command(
@@ -109,6 +116,7 @@ def bench_run_command(
     work_dir: Path | None,
     overlap: float,
     blend: str,
+    mirror_axes: str,
     device: str,
 ) -> None:
     """Run the baselines, and any --method or --model, on the quality benchmarks.
@@ -132,6 +140,7 @@ def bench_run_command(
             progress=False,
             overlap=overlap,
             blend=blend,  # type: ignore[arg-type]
+            mirror_axes=parse_mirror_axes(mirror_axes),
         ),
         registry=registry,
         splits=splits or None,

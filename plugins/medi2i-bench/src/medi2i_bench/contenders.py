@@ -156,6 +156,9 @@ def method_contender(
     text = description if description is not None else f"{kind} {method.id} {method.version}"
     if settings.overlap != DEFAULT_OVERLAP or settings.blend != DEFAULT_BLEND:
         text += f"; sliding window overlap {settings.overlap:g}, {settings.blend} blending"
+    if settings.mirror_axes:
+        axes = ", ".join(str(axis) for axis in settings.mirror_axes)
+        text += f"; test-time mirroring along array axes {axes}"
     return Contender(name, kind, predict, text)
 
 
@@ -187,6 +190,13 @@ def target_domain_images(dataset: BenchDataset) -> list[MetaTensor]:
 
 def _target_condition(method: Method, dataset: BenchDataset) -> dict[str, object] | None:
     fields = method.Condition.model_fields
+    if "direction" in fields and len(method.domains) == 2:
+        # a two-way method (CycleGAN, UNIT, ...): the direction into the benchmark's
+        # target domain (Q3: scanner A; MR→CT: the domain of CT images)
+        second = method.domains[1]
+        q3 = dataset.task == "q3"
+        into_second = second.name == Q3_TARGET if q3 else second.modality == "CT"
+        return {"direction": "a2b" if into_second else "b2a"}
     if dataset.task != "q3" or "target_domain" not in fields:
         return None
     condition: dict[str, object] = {"target_domain": Q3_TARGET}
