@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
 from collections.abc import Mapping
@@ -21,6 +19,7 @@ from medi2i.plugins import load_plugins
 from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
 from medi2i.testing import check_distributed_training, trainable_examples
+from medi2i.testing.distributed_check import run_torchrun
 from medi2i.testing.trainable_examples import TinyAdversarial, TinyRegression, write_paired_cases
 from medi2i.training import TrainingConfig, predict_sharded, shard, train
 from medi2i.training.distributed import context_from_environment
@@ -110,8 +109,7 @@ def test_ddp_training_and_sharded_prediction_under_torchrun(tmp_path: Path) -> N
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", str(WORLD_SIZE), str(script), str(tmp_path / "spec.json")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    returncode, output = _run_torchrun(command, env=env, timeout=180)
+    returncode, output = run_torchrun(command, timeout=180)
     assert returncode == 0, output[-8000:]
 
     reports = [json.loads((tmp_path / "out" / f"rank-{r}.json").read_text()) for r in (0, 1)]
@@ -128,21 +126,6 @@ def test_ddp_training_and_sharded_prediction_under_torchrun(tmp_path: Path) -> N
     assert sorted(written) == sorted(job[1] for job in spec["jobs"])  # each exactly once
     assert all(r["written"] and not r["failed"] for r in reports)  # both ranks took a share
     assert all(Path(path).is_file() for path in written)
-
-
-def _run_torchrun(command: list[str], *, env: dict[str, str], timeout: float) -> tuple[int, str]:
-    """Run torchrun; on timeout stop it with SIGTERM, on which it stops its ranks (they
-    run in sessions of their own, out of reach of a signal to torchrun's group)."""
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
-        pytest.fail(f"torchrun did not finish in {timeout} s:\n{output[-8000:]}")
-    return process.returncode, output
 
 
 def test_shards_are_disjoint_and_cover_every_item() -> None:

@@ -169,7 +169,7 @@ def check_distributed_training(
     script.write_text(_RANK_SCRIPT.format(timeout=int(timeout)))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", str(world_size), str(script), str(folder / "spec.json")]
-    returncode, output = _run(command, timeout=timeout)
+    returncode, output = run_torchrun(command, timeout=timeout)
     what = f"{method_cls.id} under torchrun ({world_size} processes)"
     if returncode != 0:
         raise AssertionError(f"{what} failed (exit {returncode}):\n{output[-6000:]}")
@@ -198,12 +198,20 @@ def _report(path: Path, what: str) -> dict[str, Any]:
     return report
 
 
-def _run(command: list[str], *, timeout: float) -> tuple[int, str]:
-    """Run torchrun with one thread per process; on timeout stop it with SIGTERM (it
-    stops its ranks) and fail."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run_torchrun(
+    command: list[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> tuple[int, str]:
+    """Run a ``torchrun`` command line with one thread per process (unless ``env`` says
+    otherwise) and return its exit status and output; on timeout stop it with SIGTERM,
+    on which it stops its ranks (they run in sessions of their own, out of reach of a
+    signal to its process group), and fail.
+
+    Raises:
+        AssertionError: It did not finish in ``timeout`` seconds.
+    """
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
     )
     try:
         output, _ = process.communicate(timeout=timeout)
