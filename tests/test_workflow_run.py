@@ -154,6 +154,8 @@ def test_run_trains_evaluates_and_reports(workflow_file: Path, plugins: PluginSe
     best_card = load_card(run / "best-model" / "card.yaml")
     assert isinstance(best_card, ModelCard)
     assert best_card.training_data == ["head_phantoms"]
+    assert best_card.metrics["validation_mae"] == best["mae"]  # its validation, recorded
+    assert "validation_validation_step" not in best_card.metrics
     manifest = json.loads((run / "model" / "medi2i-model.json").read_text())
     assert manifest["data_cards"] == ["head_phantoms"]
     metrics = json.loads((run / "metrics" / "metrics.json").read_text())

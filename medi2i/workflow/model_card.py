@@ -12,8 +12,20 @@ if TYPE_CHECKING:
     from medi2i.workflow.schema import Workflow
 
 
-def write_model_card(workflow: Workflow, run: RunFolder, method: Method, model_dir: Path) -> None:
-    """The trained model's card: its data cards and the run that made it."""
+def write_model_card(
+    workflow: Workflow,
+    run: RunFolder,
+    method: Method,
+    model_dir: Path,
+    *,
+    validation_metrics: bool = False,
+) -> None:
+    """The trained model's card: its data cards and the run that made it.
+
+    With ``validation_metrics`` (the ``best-model/`` a run keeps) the card also records
+    the validation metrics of that model's ``metrics.json`` as ``validation_<name>``
+    (the evaluate stage records its metrics only in ``model/``'s card).
+    """
     from medi2i import __version__
     from medi2i.cards import IntendedUse, MethodReference, ModelCard, RunProvenance
     from medi2i.model_folder import attach_card
@@ -36,4 +48,28 @@ def write_model_card(workflow: Workflow, run: RunFolder, method: Method, model_d
             out_of_scope="clinical use; data unlike the training data",
         ),
     )
+    if validation_metrics:
+        card = card.model_copy(
+            update={
+                "metrics": _validation_metrics(model_dir),
+                "evaluation_data": card.training_data,
+            }
+        )
     attach_card(model_dir, card)
+
+
+def _validation_metrics(model_dir: Path) -> dict[str, float]:
+    import json
+    import math
+
+    path = model_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    values = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        f"validation_{name}": float(value)
+        for name, value in values.items()
+        if name != "validation_step"
+        and isinstance(value, int | float)
+        and math.isfinite(float(value))
+    }

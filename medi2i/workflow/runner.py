@@ -184,7 +184,8 @@ def train_stage(
     write_model_card(workflow, run, method, model_dir)
     best = run.root / BEST_MODEL
     if route == "gradient" and best.is_dir():
-        write_model_card(workflow, run, method, best)  # the best validated step's model
+        # the best validated step's model, with its validation metrics
+        write_model_card(workflow, run, method, best, validation_metrics=True)
     state.finished(run, "train", model=model_dir)
     return model_dir
 
