@@ -39,7 +39,7 @@ from medi2i_unit.two_domain import GENERATORS, TwoDomainTranslation
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i import TrainerAPI, UnpairedBatch
+    from medi2i import TrainerAPI
 
 MUNIT_PAPER = (
     "Huang X, Liu M-Y, Belongie S, Kautz J. Multimodal unsupervised image-to-image "
@@ -191,36 +191,29 @@ class Munit(TwoDomainTranslation[MunitOptions, MunitCondition]):
 
     # -- training ----------------------------------------------------------------------
 
-    def training_step(self, batch: UnpairedBatch, trainer: TrainerAPI) -> dict[str, float]:
-        """One step: both autoencoders on the objective above, then both
-        discriminators."""
+    def generator_passes(
+        self, trainer: TrainerAPI, real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        cycle = self.options.cycle_weight > 0
+        passes: dict[str, torch.Tensor] = trainer.modules[GENERATORS](real_a, real_b, cycle=cycle)
+        return passes
+
+    def loss_terms(
+        self, passes: Mapping[str, torch.Tensor], real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        return munit_terms(passes, real_a, real_b)
+
+    def weighted_terms(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The objective above without its adversarial term."""
         options = self.options
-        self.decay_learning_rate(trainer)
-        real_a, real_b = batch["a"], batch["b"]
-        with trainer.autocast():
-            passes = trainer.modules[GENERATORS](real_a, real_b, cycle=options.cycle_weight > 0)
-        fakes = {"a": passes["fake_ba"], "b": passes["fake_ab"]}
-        trainer.watch_generated("fake_a", fakes["a"], real_a)
-        trainer.watch_generated("fake_b", fakes["b"], real_b)
-        terms = munit_terms(passes, real_a, real_b)
-        adversarial = self.fooling_loss(trainer, fakes)
-        loss = (
-            options.gan_weight * adversarial
-            + options.reconstruction_weight * terms["reconstruction"]
+        loss: torch.Tensor = (
+            options.reconstruction_weight * terms["reconstruction"]
             + options.content_weight * terms["content"]
             + options.style_weight * terms["style"]
         )
         if "cycle" in terms:
             loss = loss + options.cycle_weight * terms["cycle"]
-        trainer.backward(loss, GENERATORS)
-        trainer.step(GENERATORS)
-        discriminators = self.discriminator_step(trainer, {"a": real_a, "b": real_b}, fakes)
-        logged = {name: float(value.detach()) for name, value in terms.items()}
-        return {
-            **logged,
-            "generator_gan": float(adversarial.detach()),
-            "discriminators": float(discriminators.detach()),
-        }
+        return loss
 
 
 def munit_terms(

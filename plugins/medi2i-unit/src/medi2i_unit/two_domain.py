@@ -38,7 +38,7 @@ from medi2i_unit.options import TranslationOptions, UnitCondition
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i import TrainerAPI
+    from medi2i import TrainerAPI, UnpairedBatch
 
 OptionsT = TypeVar("OptionsT", bound=TranslationOptions)
 ConditionT = TypeVar("ConditionT", bound=UnitCondition)
@@ -220,6 +220,48 @@ class TwoDomainTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Condi
         for optimizer in self._optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = rate
+
+    def training_step(self, batch: UnpairedBatch, trainer: TrainerAPI) -> dict[str, float]:
+        """One step: both generators on the method's objective
+        (:meth:`generator_passes`, :meth:`loss_terms`, :meth:`weighted_terms`) plus the
+        adversarial term, then both discriminators."""
+        self.decay_learning_rate(trainer)
+        real_a, real_b = batch["a"], batch["b"]
+        with trainer.autocast():
+            passes = self.generator_passes(trainer, real_a, real_b)
+        fakes = {"a": passes["fake_ba"], "b": passes["fake_ab"]}
+        trainer.watch_generated("fake_a", fakes["a"], real_a)
+        trainer.watch_generated("fake_b", fakes["b"], real_b)
+        terms = self.loss_terms(passes, real_a, real_b)
+        adversarial = self.fooling_loss(trainer, fakes)
+        loss = self.options.gan_weight * adversarial + self.weighted_terms(terms)
+        trainer.backward(loss, GENERATORS)
+        trainer.step(GENERATORS)
+        discriminators = self.discriminator_step(trainer, {"a": real_a, "b": real_b}, fakes)
+        logged = {name: float(value.detach()) for name, value in terms.items()}
+        return {
+            **logged,
+            "generator_gan": float(adversarial.detach()),
+            "discriminators": float(discriminators.detach()),
+        }
+
+    def generator_passes(
+        self, trainer: TrainerAPI, real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The generators' forward passes of a step; must hold ``fake_ab`` (a
+        translated to b) and ``fake_ba``."""
+        raise NotImplementedError
+
+    def loss_terms(
+        self, passes: Mapping[str, torch.Tensor], real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The method's unweighted non-adversarial terms (logged by name)."""
+        raise NotImplementedError
+
+    def weighted_terms(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of :meth:`loss_terms` the generators minimize besides the
+        adversarial term."""
+        raise NotImplementedError
 
     def discriminator_step(
         self, trainer: TrainerAPI, reals: Mapping[str, torch.Tensor], fakes: Mapping[str, Any]

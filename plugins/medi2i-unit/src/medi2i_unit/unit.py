@@ -17,6 +17,7 @@ translates with the latent mean, ``G_target(E_source(x))``, so it has no randomn
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,7 +29,7 @@ from medi2i_unit.two_domain import GENERATORS, TwoDomainTranslation
 from medi2i_unit.unit_network import UnitNetwork, kl_term
 
 if TYPE_CHECKING:
-    from medi2i import TrainerAPI, UnpairedBatch
+    from medi2i import TrainerAPI
 
 UNIT_PAPER = (
     "Liu M-Y, Breuel T, Kautz J. Unsupervised image-to-image translation networks. "
@@ -68,35 +69,27 @@ class Unit(TwoDomainTranslation[UnitOptions, UnitCondition]):
             lambda w: network.translate(w, source, target), windows, 2**self.options.downsamples
         )
 
-    def training_step(self, batch: UnpairedBatch, trainer: TrainerAPI) -> dict[str, float]:
-        """One step: the generators (both VAEs) on the objective above, then both
-        discriminators."""
+    def generator_passes(
+        self, trainer: TrainerAPI, real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        passes: dict[str, torch.Tensor] = trainer.modules[GENERATORS](real_a, real_b)
+        return passes
+
+    def loss_terms(
+        self, passes: Mapping[str, torch.Tensor], real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        return unit_terms(dict(passes), real_a, real_b)
+
+    def weighted_terms(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The objective above without its adversarial term."""
         options = self.options
-        self.decay_learning_rate(trainer)
-        real_a, real_b = batch["a"], batch["b"]
-        with trainer.autocast():
-            passes = trainer.modules[GENERATORS](real_a, real_b)
-        fakes = {"a": passes["fake_ba"], "b": passes["fake_ab"]}
-        trainer.watch_generated("fake_a", fakes["a"], real_a)
-        trainer.watch_generated("fake_b", fakes["b"], real_b)
-        terms = unit_terms(passes, real_a, real_b)
-        adversarial = self.fooling_loss(trainer, fakes)
-        loss = (
-            options.gan_weight * adversarial
-            + options.reconstruction_weight * terms["reconstruction"]
+        total: torch.Tensor = (
+            options.reconstruction_weight * terms["reconstruction"]
             + options.kl_weight * terms["kl"]
             + options.cycle_weight * terms["cycle"]
             + options.cycle_kl_weight * terms["cycle_kl"]
         )
-        trainer.backward(loss, GENERATORS)
-        trainer.step(GENERATORS)
-        discriminators = self.discriminator_step(trainer, {"a": real_a, "b": real_b}, fakes)
-        logged = {name: float(value.detach()) for name, value in terms.items()}
-        return {
-            **logged,
-            "generator_gan": float(adversarial.detach()),
-            "discriminators": float(discriminators.detach()),
-        }
+        return total
 
 
 def unit_terms(
