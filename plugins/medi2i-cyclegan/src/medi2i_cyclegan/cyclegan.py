@@ -20,7 +20,7 @@ from medi2i_cyclegan.losses import (
     least_squares_discriminator,
     least_squares_gan,
 )
-from medi2i_cyclegan.resnet import Norm, PatchGAN, ResNetGenerator, smallest_patch
+from medi2i_cyclegan.resnet import Norm, PatchGAN, ResNetGenerator, SpatialDims, smallest_patch
 from medi2i_cyclegan.structure import normalized_gradient_distance
 from medi2i_cyclegan.two_way import TwoWayOptions, TwoWayTranslation
 
@@ -152,24 +152,34 @@ class CycleGAN(TwoWayTranslation[CycleGANOptions]):
         self._optimizers: list[torch.optim.Optimizer] = []
 
     def build_generator(self) -> torch.nn.Module:
+        return self.generator_network(in_channels=1, dims=3)
+
+    def generator_network(self, *, in_channels: int, dims: SpatialDims) -> torch.nn.Module:
+        """The paper's ResNet generator in ``dims`` dimensions (3, or 2 for 2.5D)."""
         options = self.options
         return ResNetGenerator(
-            in_channels=1,
+            in_channels=in_channels,
             out_channels=1,
             filters=options.generator_filters,
             downsamplings=options.downsamplings,
             residual_blocks=options.residual_blocks,
-            outer_kernel=options.outer_kernels(),
+            outer_kernel=options.outer_kernels()[:dims],
             norm=options.norm,
+            dims=dims,
         )
 
     def build_discriminator(self) -> torch.nn.Module:
+        return self.discriminator_network(in_channels=1, dims=3)
+
+    def discriminator_network(self, *, in_channels: int, dims: SpatialDims) -> torch.nn.Module:
+        """The paper's PatchGAN in ``dims`` dimensions (3, or 2 for 2.5D)."""
         options = self.options
         return PatchGAN(
-            in_channels=1,
+            in_channels=in_channels,
             filters=options.discriminator_filters,
             layers=options.discriminator_layers,
             norm=options.norm,
+            dims=dims,
         )
 
     # -- training ----------------------------------------------------------------------

@@ -34,7 +34,7 @@ from medi2i_cyclegan.losses import (
     feature_matching,
     reconstruction,
 )
-from medi2i_cyclegan.resnet import Norm
+from medi2i_cyclegan.resnet import Norm, SpatialDims
 from medi2i_cyclegan.two_way import TwoWayOptions, TwoWayTranslation
 
 if TYPE_CHECKING:
@@ -132,22 +132,32 @@ class DiscoGAN(TwoWayTranslation[DiscoGANOptions]):
     Options: ClassVar[type[DiscoGANOptions]] = DiscoGANOptions
 
     def build_generator(self) -> torch.nn.Module:
+        return self.generator_network(in_channels=1, dims=3)
+
+    def build_discriminator(self) -> torch.nn.Module:
+        return self.discriminator_network(in_channels=1, dims=3)
+
+    def generator_network(self, *, in_channels: int, dims: SpatialDims) -> torch.nn.Module:
+        """The paper's encoder-decoder in ``dims`` dimensions (3, or 2 for 2.5D)."""
         options = self.options
         return EncoderDecoderGenerator(
-            in_channels=1,
+            in_channels=in_channels,
             out_channels=1,
             filters=options.generator_filters,
             depth=options.generator_depth,
             norm=options.norm,
+            dims=dims,
         )
 
-    def build_discriminator(self) -> torch.nn.Module:
+    def discriminator_network(self, *, in_channels: int, dims: SpatialDims) -> torch.nn.Module:
+        """The paper's five-layer discriminator in ``dims`` dimensions."""
         options = self.options
         return DiscoDiscriminator(
-            in_channels=1,
+            in_channels=in_channels,
             filters=options.discriminator_filters,
-            kernel=final_kernel(options.roi_size),
+            kernel=final_kernel(options.roi_size[:dims]),
             norm=options.norm,
+            dims=dims,
         )
 
     # -- training ----------------------------------------------------------------------

@@ -10,15 +10,14 @@ a patch, with ``context_slices`` neighbouring slices as input channels
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field, field_validator
 
 from medi2i_cyclegan.cyclegan import CycleGAN, CycleGANOptions
-from medi2i_cyclegan.disco_networks import DiscoDiscriminator, EncoderDecoderGenerator, final_kernel
 from medi2i_cyclegan.discogan import DiscoGAN, DiscoGANOptions
-from medi2i_cyclegan.resnet import PatchGAN, ResNetGenerator
+from medi2i_cyclegan.resnet import SpatialDims
 from medi2i_cyclegan.slices import SliceDiscriminator, SliceGenerator
 
 
@@ -60,7 +59,31 @@ class CycleGAN25DOptions(CycleGANOptions):
         return _odd(value)
 
 
-class CycleGAN25D(CycleGAN):
+class _OnSlices:
+    """The 2.5D builders: the 3D method's networks in 2D, taking ``context_slices``
+    slices as channels, applied slice by slice."""
+
+    options: CycleGAN25DOptions | DiscoGAN25DOptions
+
+    if TYPE_CHECKING:  # the 3D method's, next in the MRO
+
+        def generator_network(self, *, in_channels: int, dims: SpatialDims) -> torch.nn.Module: ...
+
+        def discriminator_network(
+            self, *, in_channels: int, dims: SpatialDims
+        ) -> torch.nn.Module: ...
+
+    def build_generator(self) -> torch.nn.Module:
+        count = self.options.context_slices
+        return SliceGenerator(self.generator_network(in_channels=count, dims=2), count=count)
+
+    def build_discriminator(self) -> torch.nn.Module:
+        count = self.options.context_slices
+        network = self.discriminator_network(in_channels=count, dims=2)
+        return SliceDiscriminator(network, count=count)
+
+
+class CycleGAN25D(_OnSlices, CycleGAN):
     """CycleGAN with the paper's 2D networks on axial slices and their neighbours.
 
     Example:
@@ -76,31 +99,6 @@ class CycleGAN25D(CycleGAN):
     default_roi_size: ClassVar[tuple[int, int, int]] = (256, 256, 16)
 
     options: CycleGAN25DOptions
-
-    def build_generator(self) -> torch.nn.Module:
-        options = self.options
-        generator = ResNetGenerator(
-            in_channels=options.context_slices,
-            out_channels=1,
-            filters=options.generator_filters,
-            downsamplings=options.downsamplings,
-            residual_blocks=options.residual_blocks,
-            outer_kernel=options.outer_kernels()[:2],
-            norm=options.norm,
-            dims=2,
-        )
-        return SliceGenerator(generator, count=options.context_slices)
-
-    def build_discriminator(self) -> torch.nn.Module:
-        options = self.options
-        discriminator = PatchGAN(
-            in_channels=options.context_slices,
-            filters=options.discriminator_filters,
-            layers=options.discriminator_layers,
-            norm=options.norm,
-            dims=2,
-        )
-        return SliceDiscriminator(discriminator, count=options.context_slices)
 
 
 class DiscoGAN25DOptions(DiscoGANOptions):
@@ -130,7 +128,7 @@ class DiscoGAN25DOptions(DiscoGANOptions):
         return _odd(value)
 
 
-class DiscoGAN25D(DiscoGAN):
+class DiscoGAN25D(_OnSlices, DiscoGAN):
     """DiscoGAN with the paper's 2D networks on axial slices and their neighbours.
 
     Example:
@@ -145,26 +143,3 @@ class DiscoGAN25D(DiscoGAN):
     default_roi_size: ClassVar[tuple[int, int, int]] = (64, 64, 16)
 
     options: DiscoGAN25DOptions
-
-    def build_generator(self) -> torch.nn.Module:
-        options = self.options
-        generator = EncoderDecoderGenerator(
-            in_channels=options.context_slices,
-            out_channels=1,
-            filters=options.generator_filters,
-            depth=options.generator_depth,
-            norm=options.norm,
-            dims=2,
-        )
-        return SliceGenerator(generator, count=options.context_slices)
-
-    def build_discriminator(self) -> torch.nn.Module:
-        options = self.options
-        discriminator = DiscoDiscriminator(
-            in_channels=options.context_slices,
-            filters=options.discriminator_filters,
-            kernel=final_kernel(options.roi_size[:2]),
-            norm=options.norm,
-            dims=2,
-        )
-        return SliceDiscriminator(discriminator, count=options.context_slices)
