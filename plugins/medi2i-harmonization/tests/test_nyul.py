@@ -8,7 +8,7 @@ from pathlib import Path
 import medi2i_harmonization
 import numpy as np
 import pytest
-from medi2i_harmonization.nyul import NyulStandardization, landmark_map
+from medi2i_harmonization.nyul import NyulStandardization, dequantized, landmark_map
 from medi2i_harmonization.samples import head_mask
 from scipy.stats import wasserstein_distance
 
@@ -122,6 +122,67 @@ def test_intensities_beyond_the_outer_landmarks_follow_the_outer_segments() -> N
     mapped = landmark_map(values, np.array([0.0, 1.0, 2.0]), np.array([10.0, 20.0, 40.0]))
 
     np.testing.assert_allclose(mapped, [0.0, 10.0, 20.0, 40.0, 80.0])
+
+
+def test_below_the_first_landmark_zero_signal_stays_zero() -> None:
+    values = np.array([0.0, 0.5, 1.0, 2.0])
+    mapped = landmark_map(values, np.array([1.0, 2.0]), np.array([10.0, 40.0]), below="zero")
+
+    np.testing.assert_allclose(mapped, [0.0, 5.0, 10.0, 40.0])
+
+
+def test_clamping_sets_everything_below_the_first_landmark_to_its_standard_position() -> None:
+    values = np.array([-3.0, 0.0, 1.0, 2.0])
+    mapped = landmark_map(values, np.array([1.0, 2.0]), np.array([10.0, 40.0]), below="clamp")
+
+    np.testing.assert_allclose(mapped, [10.0, 10.0, 10.0, 40.0])
+
+
+def test_zero_falls_back_to_clamping_for_a_volume_with_negative_values() -> None:
+    values = np.array([-3.0, 0.0, 1.0, 2.0])
+    mapped = landmark_map(values, np.array([1.0, 2.0]), np.array([10.0, 40.0]), below="zero")
+
+    np.testing.assert_allclose(mapped, [10.0, 10.0, 10.0, 40.0])
+
+
+def test_dequantizing_spreads_integer_levels_reproducibly_within_half_a_level() -> None:
+    levels = np.random.default_rng(0).integers(0, 8, size=(6, 6, 6)).astype(np.float64)
+
+    once, again = dequantized(levels), dequantized(levels)
+
+    np.testing.assert_array_equal(once, again)
+    assert np.abs(once - levels).max() <= 0.5
+    assert once.min() >= levels.min() and once.max() <= levels.max()
+    assert np.unique(once).size > 8 * 20  # the levels became a continuum
+    fractional = levels + 0.25
+    np.testing.assert_array_equal(dequantized(fractional), fractional)
+
+
+def test_a_whole_head_scan_fitted_on_skull_stripped_images_stays_non_negative(
+    data_dir: Path,
+) -> None:
+    # fitted on MNI152 (brain only), applied to Colin27 (whole head, 8-bit): much of the
+    # scalp and CSF lies below the brain's first landmark
+    mni = medi2i.read_volume(data_dir / "mni152_2009a_t1_1mm.nii.gz")[0].numpy()[::2, ::2, ::2]
+    colin = medi2i.read_volume(data_dir / "mr_t1_colin27_1mm.nii.gz")[0].numpy()[::2, ::2, ::2]
+    colin = colin.astype(np.float64)
+    head = head_mask(colin)
+    papers = NyulStandardization({"below_first_landmark": "extend", "dequantize": False})
+    papers.fit([mni.astype(np.float64)])
+    method = NyulStandardization()
+    method.fit([mni.astype(np.float64)])
+
+    extended, output = papers.standardize(colin)[head], method.standardize(colin)[head]
+
+    assert (extended < 0).mean() > 0.05  # the papers' extension: what went wrong
+    assert output.min() >= 0.0
+    assert np.corrcoef(output, colin[head])[0, 1] > 0.95  # still one increasing map
+    # no comb: above the first landmark every one of 100 bins is occupied (the raw
+    # 8-bit levels, stretched, leave gaps between them)
+    low = method.standard_landmarks[0]  # type: ignore[index]
+    bins = np.linspace(low, np.percentile(output, 99.0), 101)
+    assert (np.histogram(output, bins)[0] > 0).all()
+    assert (np.histogram(extended, bins)[0] == 0).any()
 
 
 def test_predicting_before_fitting_is_an_error() -> None:

@@ -5,9 +5,23 @@ bound the intensities of interest, and the deciles in between shape the map (the
 decile variant of the 2000 paper). Training maps each volume of the target domain
 linearly from ``[pc1, pc2]`` onto a standard range ``[s1, s2]`` and averages the
 mapped landmarks over the volumes: the *standard landmarks*. A new volume is mapped
-piecewise linearly from its own landmarks onto the standard ones; beyond ``pc1`` and
-``pc2`` the first and last segments are extended, so the map is monotone (increasing)
-over all intensities and keeps the order of tissues.
+piecewise linearly from its own landmarks onto the standard ones, so the map is
+monotone (increasing) over all intensities and keeps the order of tissues.
+
+Outside the landmarks (``below_first_landmark``): above ``pc2`` the last segment is
+extended. Below ``pc1`` extending the first segment (the papers' choice, ``"extend"``)
+is unsafe on a scan unlike the training ones: a whole-head scan standardized by
+landmarks of skull-stripped training images has much tissue below its ``pc1``, and the
+steep first segment sends it negative (12 % of Colin27's head voxels, fitted on
+MNI152). By default (``"zero"``) the segment below ``pc1`` runs from zero signal, which
+stays zero, to ``s1``: a non-negative volume stays non-negative. ``"clamp"`` sets
+everything below ``pc1`` to ``s1``.
+
+Integer-valued volumes (8-bit templates, most DICOM) are dequantized first (option
+``dequantize``): each voxel moves by a uniform amount within half an intensity level,
+seeded by the volume's content, so the result is reproducible. Without it the map
+stretches the empty space between levels and the output histogram is a comb of spikes
+and gaps (81 of 200 bins empty for Colin27).
 
 The standard range is the paper's fixed scale when ``standard_range`` is given (the
 1999 paper used ``[1, 4095]``, 12-bit); by default it is the target domain's own range,
@@ -17,9 +31,10 @@ scanner comes out in the target scanner's units (harmonization).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -50,6 +65,7 @@ if TYPE_CHECKING:
     from medi2i import PredictContext, StateValue
 
 DECILES = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
+BelowRule = Literal["zero", "clamp", "extend"]
 LANDMARKS_KEY = "standard_landmarks"
 VOLUMES_KEY = "fitted_volumes"
 
@@ -69,6 +85,13 @@ class NyulOptions(Options):
             ``pc2`` intensities of the volumes it was fitted on).
         foreground: Voxels whose percentiles are the landmarks (see
             :data:`medi2i_harmonization.samples.ForegroundRule`).
+        below_first_landmark: The map below ``pc1``: ``"zero"`` (linear from zero,
+            which stays zero, to ``s1``; ``"clamp"`` for a volume with negative values),
+            ``"clamp"`` (``s1``) or ``"extend"`` (the first segment continued, the
+            papers' map, which can go negative).
+        dequantize: Spread an integer-valued volume's voxels uniformly within half an
+            intensity level (seeded by its content) before measuring and mapping, so
+            the output histogram has no gaps.
     """
 
     lower_percentile: float = Field(default=1.0, ge=0.0, le=100.0)
@@ -76,6 +99,8 @@ class NyulOptions(Options):
     landmark_percentiles: tuple[float, ...] = DECILES
     standard_range: tuple[float, float] | None = None
     foreground: ForegroundRule = "otsu"
+    below_first_landmark: BelowRule = "zero"
+    dequantize: bool = True
 
     @model_validator(mode="after")
     def _percentiles_increase(self) -> NyulOptions:
@@ -137,7 +162,8 @@ class NyulStandardization(Method):
         self.fitted_volumes = 0
 
     def landmarks(self, values: FloatArray) -> FloatArray:
-        """The landmark intensities of a volume's foreground, in its units."""
+        """The landmark intensities of a volume's foreground, in its units (of the volume
+        as given: dequantize it first, as :meth:`fit` and :meth:`standardize` do)."""
         inside = foreground_values(values, rule=self.options.foreground)
         return np.asarray(np.percentile(inside, self.options.percentiles()), np.float64)
 
@@ -150,7 +176,9 @@ class NyulStandardization(Method):
         Raises:
             InputError: No volume, or one whose ``pc1`` and ``pc2`` coincide.
         """
-        measured = np.array([self.landmarks(values) for values in volume_arrays(volumes)])
+        measured = np.array(
+            [self.landmarks(self.prepared(values)) for values in volume_arrays(volumes)]
+        )
         spans = measured[:, -1] - measured[:, 0]
         if (spans <= 0).any():
             raise InputError(
@@ -177,7 +205,19 @@ class NyulStandardization(Method):
                 f"method {self.id!r} is not fitted: fit it on volumes of the target domain "
                 "(or load a fitted model folder) before predicting"
             )
-        return landmark_map(values, self.landmarks(values), np.asarray(self.standard_landmarks))
+        values = self.prepared(values)
+        return landmark_map(
+            values,
+            self.landmarks(values),
+            np.asarray(self.standard_landmarks),
+            below=self.options.below_first_landmark,
+        )
+
+    def prepared(self, values: FloatArray) -> FloatArray:
+        """``values``, dequantized when the option is on and they are all integers."""
+        if self.options.dequantize:
+            return dequantized(values)
+        return values
 
     def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
         if image.shape[0] != 1:
@@ -211,12 +251,40 @@ class NyulStandardization(Method):
         self.fitted_volumes = int(volumes) if isinstance(volumes, (int, float)) else 0
 
 
-def landmark_map(values: FloatArray, landmarks: FloatArray, standard: FloatArray) -> FloatArray:
+def dequantized(values: FloatArray) -> FloatArray:
+    """An integer-valued volume with every voxel moved by a uniform amount in
+    ``[-0.5, 0.5)``, kept within the volume's range; other volumes unchanged.
+
+    The noise is seeded by the volume's content: the same volume always gives the same
+    result.
+
+    Example:
+        >>> out = dequantized(np.array([0.0, 1.0, 1.0, 2.0]))
+        >>> bool(np.all(np.abs(out - [0, 1, 1, 2]) <= 0.5)), float(out.min()) >= 0.0
+        (True, True)
+    """
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0 or not np.array_equal(array, np.round(array)):
+        return array
+    digest = hashlib.sha256(array.tobytes()).digest()
+    noise = np.random.default_rng(int.from_bytes(digest[:8], "little")).random(array.shape)
+    return np.clip(array + (noise - 0.5), array.min(), array.max())
+
+
+def landmark_map(
+    values: FloatArray,
+    landmarks: FloatArray,
+    standard: FloatArray,
+    *,
+    below: BelowRule = "extend",
+) -> FloatArray:
     """Map ``values`` piecewise linearly from ``landmarks`` onto ``standard``.
 
     Landmarks that coincide (ties in a quantized image) are merged, their standard
-    positions averaged; beyond the first and last landmark the outer segments are
-    extended. The map is non-decreasing when ``standard`` is.
+    positions averaged; beyond the last landmark the last segment is extended, below
+    the first one ``below`` decides (:class:`NyulOptions`: ``"zero"`` falls back to
+    ``"clamp"`` when the values, the first landmark or its standard position are
+    negative). The map is non-decreasing when ``standard`` is.
 
     Raises:
         InputError: Fewer than two distinct landmarks.
@@ -231,7 +299,11 @@ def landmark_map(values: FloatArray, landmarks: FloatArray, standard: FloatArray
     mapped = np.interp(values, knots, targets)
     low_slope = (targets[1] - targets[0]) / (knots[1] - knots[0])
     high_slope = (targets[-1] - targets[-2]) / (knots[-1] - knots[-2])
-    below, above = values < knots[0], values > knots[-1]
-    mapped[below] = targets[0] + (values[below] - knots[0]) * low_slope
+    under, above = values < knots[0], values > knots[-1]
     mapped[above] = targets[-1] + (values[above] - knots[-1]) * high_slope
+    if below == "extend":
+        mapped[under] = targets[0] + (values[under] - knots[0]) * low_slope
+    elif below == "zero" and knots[0] > 0.0 and targets[0] >= 0.0 and values.min() >= 0.0:
+        mapped[under] = values[under] * (targets[0] / knots[0])
+    # "clamp" (and "zero" where zero is not below the first landmark): np.interp's s1
     return np.asarray(mapped)
