@@ -81,6 +81,7 @@ _LAZY = {
     "body_mask": "medi2i.body_contour",
     "ImagePool": "medi2i.training.image_pool",
     "DomainScales": "medi2i.domain_scales",
+    "ScaledDomainIntensities": "medi2i.domain_scales",
 }
 
 __all__ = [
@@ -119,6 +120,7 @@ __all__ = [
     "PluginError",
     "PredictContext",
     "Registry",
+    "ScaledDomainIntensities",
     "SingleDomainBatch",
     "SlidingWindowEngine",
     "SpatialPlan",
@@ -161,7 +163,7 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:
     from medi2i.body_contour import body_mask
-    from medi2i.domain_scales import DomainScales
+    from medi2i.domain_scales import DomainScales, ScaledDomainIntensities
     from medi2i.engine import SlidingWindowEngine
     from medi2i.grid import Grid, SpatialPlan
     from medi2i.intensity import (

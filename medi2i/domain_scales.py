@@ -15,9 +15,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
+
+from medi2i.body_contour import body_mask
+from medi2i.intensity import AIR_HU, BODY_MASK_META_KEY, DomainIntensities, is_hounsfield
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.method import StateValue, TrainingStateValue
 
 KEY = "scale."
 """Prefix of the domain scales in ``state_values``."""
@@ -97,3 +106,98 @@ class DomainScales:
         for key, value in values.items():
             if key.startswith(KEY) and isinstance(value, list) and len(value) == 2:
                 self._loaded[key.removeprefix(KEY)] = (float(value[0]), float(value[1]))
+
+
+class ScaledDomainIntensities(DomainIntensities):
+    """:class:`medi2i.DomainIntensities` with outputs in their domain's units, as a mixin
+    for unpaired and multi-domain translation methods.
+
+    Beyond the base mixin:
+
+    - in training (no condition) each MR volume's percentile values are recorded for its
+      domain (:attr:`scales`), and an MR output is mapped back onto its domain's
+      training scale, so a B → A harmonization is written in scanner A's units;
+    - with the option ``body_contour`` on, a CT output made from a non-CT input is air
+      (:data:`medi2i.AIR_HU`) outside the input's body (:func:`medi2i.body_mask` on the
+      raw input), as the paired MR→CT methods do;
+    - the scales are kept in the model's ``state_values`` (``scale.<domain>``) and the
+      recorded volumes in the training state (``domain_scales``), so a resumed run ends
+      with the same scales.
+
+    The output domains of a condition are those of :meth:`medi2i.Method.outputs`. Put it
+    before the method base class::
+
+        class MyStar(ScaledDomainIntensities, PatchNetworkMethod[MyOptions, Target]): ...
+
+    A method that overrides :meth:`training_state` merges this class's into its own.
+    """
+
+    @property
+    def scales(self) -> DomainScales:
+        """The MR domains' training scales (created on first use)."""
+        found = self.__dict__.get("_domain_scales")
+        if found is None:
+            found = self.__dict__["_domain_scales"] = DomainScales()
+        return cast("DomainScales", found)
+
+    def _is_hounsfield(self, domain: str | None) -> bool:
+        return domain is not None and is_hounsfield(self._domain_spec(domain))
+
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
+        """The whole volume in [-1, 1]; records an MR training volume's scale, and keeps
+        the raw input's body mask in the result's meta when a CT output needs it."""
+        if condition is None and domain is not None and not self._is_hounsfield(domain):
+            percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
+            self.scales.record(domain, image, percentiles)
+        prepared = super().preprocess(image, domain=domain, condition=condition)
+        if condition is not None and self._needs_body(domain, condition):
+            mask = body_mask(image.detach().cpu().numpy())
+            prepared.meta[BODY_MASK_META_KEY] = torch.from_numpy(mask)
+        return prepared
+
+    def _needs_body(self, domain: str | None, condition: object) -> bool:
+        # an input of no named domain is an image without absolute units (not CT)
+        if not getattr(self.options, "body_contour", False) or self._is_hounsfield(domain):
+            return False
+        outputs = cast("Any", self).outputs(condition)
+        return any(self._is_hounsfield(output.domain) for output in outputs)
+
+    def postprocess(
+        self,
+        output: MetaTensor,
+        image: MetaTensor,
+        *,
+        domain: str | None = None,
+        condition: object = None,
+    ) -> MetaTensor:
+        """CT outputs in HU (air outside the input's body when its mask was kept); other
+        outputs on their domain's training scale, or in the network range without one."""
+        if domain is not None and not self._is_hounsfield(domain):
+            scaled = self.scales.to_scale(domain, output)
+            if scaled is not None:
+                return cast("MetaTensor", scaled)
+        result = super().postprocess(output, image, domain=domain, condition=condition)
+        body = getattr(image, "meta", {}).get(BODY_MASK_META_KEY)
+        if not (self._is_hounsfield(domain) and isinstance(body, torch.Tensor)):
+            return result
+        if tuple(body.shape) != tuple(result.shape[-3:]):
+            return result
+        air = ~body.bool().to(result.device)
+        return cast("MetaTensor", result.masked_fill(air, AIR_HU))
+
+    def state_values(self) -> dict[str, StateValue]:
+        """The training scale of every MR domain (``scale.<domain>``: low, high)."""
+        names = cast("Any", self).domain_names or None
+        return dict(self.scales.state(names))
+
+    def load_state_values(self, values: Mapping[str, StateValue]) -> None:
+        self.scales.load_state(values)
+
+    def training_state(self) -> dict[str, TrainingStateValue]:
+        """The MR volumes' recorded percentile values, so a resumed run keeps them."""
+        return {"domain_scales": self.scales.recorded()}
+
+    def load_training_state(self, state: Mapping[str, TrainingStateValue]) -> None:
+        self.scales.load_recorded(state.get("domain_scales", {}))

@@ -245,8 +245,9 @@ class CycleGAN(TwoWayTranslation[CycleGANOptions]):
 
     def training_state(self) -> dict[str, TrainingStateValue]:
         """Both image pools (a resumed run must show its discriminators the same
-        patches)."""
-        return {f"pool_{key}": pool.state() for key, pool in self.pools.items()}
+        patches) and the recorded domain scales."""
+        pools = {f"pool_{key}": pool.state() for key, pool in self.pools.items()}
+        return {**super().training_state(), **pools}
 
     def load_training_state(self, state: Mapping[str, Any]) -> None:
         missing = sorted({f"pool_{key}" for key in self.pools} - set(state))
@@ -257,3 +258,4 @@ class CycleGAN(TwoWayTranslation[CycleGANOptions]):
             )
         for key, pool in self.pools.items():
             pool.load_state(state[f"pool_{key}"])
+        super().load_training_state(state)

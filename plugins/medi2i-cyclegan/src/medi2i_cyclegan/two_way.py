@@ -11,36 +11,24 @@ and the domains; the discriminators live only in training checkpoints.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medi2i import (
-    AIR_HU,
     DataKind,
-    DomainIntensities,
-    DomainScales,
-    HounsfieldScale,
     Options,
     OptionsError,
     Output,
     PatchNetworkMethod,
+    ScaledDomainIntensities,
     SpatialPlan,
-    StateValue,
     Task,
     Training,
     VolumeSpec,
-    body_mask,
     check_percentiles,
-    is_hounsfield,
 )
-from medi2i_cyclegan.intensities import BODY_MASK_KEY
-
-if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
-
-    from medi2i import DomainSpec
 
 DirectionName = Literal["a2b", "b2a"]
 DIRECTIONS: tuple[DirectionName, DirectionName] = ("a2b", "b2a")
@@ -102,8 +90,12 @@ class TwoWayOptions(Options):
 OptionsT = TypeVar("OptionsT", bound=TwoWayOptions)
 
 
-class TwoWayTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Direction]):
+class TwoWayTranslation(ScaledDomainIntensities, PatchNetworkMethod[OptionsT, Direction]):
     """Base of two-way methods learned from unpaired volumes of two domains.
+
+    Intensities (:class:`medi2i.ScaledDomainIntensities`): each domain is scaled by what
+    it is, CT outputs are written in HU (air outside the input's body with
+    ``body_contour``), MR outputs on their domain's training scale.
 
     Subclasses build one generator (:meth:`build_generator`) and one discriminator
     (:meth:`build_discriminator`) per direction and domain, and own the training step.
@@ -119,7 +111,6 @@ class TwoWayTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Directio
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
         self._discriminators: torch.nn.ModuleDict | None = None
-        self.scales = DomainScales()
 
     # -- networks ----------------------------------------------------------------------
 
@@ -193,66 +184,6 @@ class TwoWayTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Directio
     def forward(self, windows: torch.Tensor, condition: Direction) -> torch.Tensor:
         output: torch.Tensor = self.generator(condition.direction)(windows)
         return output
-
-    # -- intensities -------------------------------------------------------------------
-
-    def _spec(self, domain: str | None) -> DomainSpec | None:
-        return self.domain(domain) if domain is not None and self.domains else None
-
-    def preprocess(
-        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
-    ) -> MetaTensor:
-        """The whole volume of ``domain`` in [-1, 1] (:class:`medi2i.DomainIntensities`).
-
-        In training (no condition) a non-CT volume's scale is recorded
-        (:class:`medi2i.DomainScales`); at predict time, for a
-        direction into CT from another domain with ``body_contour`` on, the raw input's
-        body mask is kept in the returned volume's meta.
-        """
-        network = super().preprocess(image, domain=domain, condition=condition)
-        source = self._spec(domain)
-        if condition is None:
-            if domain is not None and source is not None and not is_hounsfield(source):
-                self.scales.record(domain, image, self.options.percentiles)
-            return network
-        if not (self.options.body_contour and isinstance(condition, Direction)):
-            return network
-        target = self._spec(self.endpoints(condition)[1])
-        if is_hounsfield(target) and not is_hounsfield(source) and hasattr(network, "meta"):
-            mask = body_mask(image.detach().cpu().numpy())
-            network.meta[BODY_MASK_KEY] = torch.from_numpy(mask)
-        return network
-
-    def postprocess(
-        self,
-        output: MetaTensor,
-        image: MetaTensor,
-        *,
-        domain: str | None = None,
-        condition: object = None,
-    ) -> MetaTensor:
-        """CT outputs in HU (air outside the input's body when its mask was kept), other
-        outputs on their domain's training scale."""
-        spec = self._spec(domain)
-        if domain is None or spec is None:
-            return output
-        if not is_hounsfield(spec):
-            scaled = self.scales.to_scale(domain, output)
-            return output if scaled is None else scaled  # type: ignore[return-value]
-        hounsfield = HounsfieldScale().to_hounsfield(output)
-        inside = getattr(image, "meta", {}).get(BODY_MASK_KEY)
-        if isinstance(inside, torch.Tensor) and tuple(inside.shape) == tuple(output.shape[-3:]):
-            hounsfield = hounsfield.masked_fill(~inside.bool().to(output.device), AIR_HU)
-        return hounsfield  # type: ignore[return-value]
-
-    # -- state -------------------------------------------------------------------------
-
-    def state_values(self) -> dict[str, StateValue]:
-        """The training scale of every non-CT domain (``scale.<domain>``: low, high)."""
-        return dict(self.scales.state())
-
-    def load_state_values(self, values: Mapping[str, StateValue]) -> None:
-        self.scales.load_state(values)
 
     # -- training helpers --------------------------------------------------------------
 

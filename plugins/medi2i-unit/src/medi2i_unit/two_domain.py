@@ -11,48 +11,42 @@ CT in HU.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel
 from typing_extensions import TypeVar
 
-import medi2i
 from medi2i import (
     DataKind,
-    DomainIntensities,
-    DomainScales,
     OptionsError,
     Output,
     PatchNetworkMethod,
+    ScaledDomainIntensities,
     SpatialPlan,
-    StateValue,
     Task,
     Training,
-    TrainingStateValue,
     VolumeSpec,
 )
 from medi2i_unit.discriminator import MultiScaleDiscriminator
 from medi2i_unit.options import TranslationOptions, UnitCondition
 
 if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
-
     from medi2i import TrainerAPI, UnpairedBatch
 
 OptionsT = TypeVar("OptionsT", bound=TranslationOptions)
 ConditionT = TypeVar("ConditionT", bound=UnitCondition)
 
-BODY_MASK_KEY = "medi2i_unit.body_mask"
-"""Meta key of the raw input's body mask on the preprocessed input (``body_contour``)."""
 GENERATORS = "generators"
 """Training module (the whole network) and optimizer of the generator side."""
 DISCRIMINATORS = ("discriminator_a", "discriminator_b")
 """Training modules of the two discriminators (optimizer ``discriminators``)."""
 
 
-class TwoDomainTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, ConditionT]):
-    """Base class of the two methods (not registered)."""
+class TwoDomainTranslation(ScaledDomainIntensities, PatchNetworkMethod[OptionsT, ConditionT]):
+    """Base class of the two methods (not registered); intensities as
+    :class:`medi2i.ScaledDomainIntensities` (MR outputs on their domain's training scale,
+    CT in HU with air outside the input's body under ``body_contour``)."""
 
     tasks = (Task.TRANSLATION, Task.HARMONIZATION)
     data = DataKind.UNPAIRED
@@ -65,70 +59,6 @@ class TwoDomainTranslation(DomainIntensities, PatchNetworkMethod[OptionsT, Condi
         super().__init__(options)
         self._discriminators: dict[str, torch.nn.Module] = {}
         self._optimizers: list[torch.optim.Optimizer] = []
-        self.scales = DomainScales()
-
-    # -- intensities -------------------------------------------------------------------
-
-    def preprocess(
-        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
-    ) -> MetaTensor:
-        """The whole volume of ``domain`` in [-1, 1] (:class:`medi2i.DomainIntensities`).
-        In training (no condition) an MR volume's percentile values are recorded as its
-        domain's scale (:class:`medi2i.DomainScales`)."""
-        if condition is None and domain is not None and not self._is_ct(domain):
-            self.scales.record(domain, image, self.options.percentiles)
-        prepared = super().preprocess(image, domain=domain, condition=condition)
-        if isinstance(condition, UnitCondition) and self._needs_body(domain, condition):
-            mask = medi2i.body_mask(image.detach().cpu().numpy())
-            prepared.meta[BODY_MASK_KEY] = torch.from_numpy(mask)
-        return prepared
-
-    def _needs_body(self, domain: str | None, condition: UnitCondition) -> bool:
-        """Whether a prediction from ``domain`` under ``condition`` is a CT output made
-        from a non-CT input with ``body_contour`` on."""
-        if not self.options.body_contour or domain is None or self._is_ct(domain):
-            return False
-        return self._is_ct(self.endpoints(cast("ConditionT", condition))[1])
-
-    def postprocess(
-        self,
-        output: MetaTensor,
-        image: MetaTensor,
-        *,
-        domain: str | None = None,
-        condition: object = None,
-    ) -> MetaTensor:
-        """CT outputs in HU (air outside the input's body with ``body_contour``); MR
-        outputs on their domain's training scale (the mean foreground percentile values
-        of its training volumes), or in the network range for a model without one."""
-        if domain is not None and not self._is_ct(domain):
-            scaled = self.scales.to_scale(domain, output)
-            if scaled is not None:
-                return cast("MetaTensor", scaled)
-        result = super().postprocess(output, image, domain=domain, condition=condition)
-        body = getattr(image, "meta", {}).get(BODY_MASK_KEY)
-        if domain is not None and self._is_ct(domain) and isinstance(body, torch.Tensor):
-            air = ~body.bool().to(result.device)
-            return cast("MetaTensor", result.masked_fill(air, medi2i.AIR_HU))
-        return result
-
-    def _is_ct(self, domain: str) -> bool:
-        spec = self.domain(domain)
-        return spec.modality == "CT" or spec.units == "HU"
-
-    def state_values(self) -> dict[str, StateValue]:
-        """The training scale of every MR domain (``scale.<domain>``: low, high)."""
-        return dict(self.scales.state(self.domain_names))
-
-    def load_state_values(self, values: Mapping[str, StateValue]) -> None:
-        self.scales.load_state(values)
-
-    def training_state(self) -> dict[str, TrainingStateValue]:
-        """The MR volumes' recorded percentile values, so a resumed run keeps them."""
-        return {"domain_scales": self.scales.recorded()}
-
-    def load_training_state(self, state: Mapping[str, TrainingStateValue]) -> None:
-        self.scales.load_recorded(state.get("domain_scales", {}))
 
     # -- domains and the direction -----------------------------------------------------
 
