@@ -30,6 +30,7 @@ FIRST_PARTY_PLUGINS = (
     "invert",
     "pix2pix",
     "regression-unet",
+    "stargan",
     "super-resolution",
     "unit",
 )

@@ -92,6 +92,14 @@ SHRINK: dict[str, list[str]] = {
         "method.options.discriminator_filters=4",
         "method.options.discriminator_layers=2",
     ],
+    "stargan": [
+        "method.options.roi_size=[16,16,16]",
+        "method.options.spacing=null",
+        "method.options.generator_filters=4",
+        "method.options.residual_blocks=1",
+        "method.options.discriminator_filters=4",
+        "method.options.discriminator_layers=2",
+    ],
 }
 """Overrides that make each method's network tiny (none for methods without one)."""
 

@@ -152,7 +152,8 @@ def test_dequantizing_spreads_integer_levels_reproducibly_within_half_a_level() 
 
     np.testing.assert_array_equal(once, again)
     assert np.abs(once - levels).max() <= 0.5
-    assert once.min() >= levels.min() and once.max() <= levels.max()
+    assert once.min() >= levels.min()
+    assert once.max() <= levels.max()
     assert np.unique(once).size > 8 * 20  # the levels became a continuum
     fractional = levels + 0.25
     np.testing.assert_array_equal(dequantized(fractional), fractional)

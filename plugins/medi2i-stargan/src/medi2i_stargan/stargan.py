@@ -1,0 +1,380 @@
+"""StarGAN in 3D (Choi, Choi, Kim, Ha, Kim and Choo, CVPR 2018).
+
+One generator translates an image into any of the training data's domains, told which
+by a one-hot code; one discriminator scores patches as real or generated (``D_src``) and
+classifies their domain (``D_cls``). The losses, with the paper's weights as defaults:
+
+- critic: ``-D_src(x) + D_src(G(x, c')) + λ_gp · GP`` (WGAN-GP, λ_gp = 10) plus
+  ``λ_cls · CE(D_cls(x), c)`` on real patches of domain ``c`` (λ_cls = 1);
+- generator, every ``critic_steps``-th step (n_critic = 5): ``-D_src(G(x, c'))`` plus
+  ``λ_cls · CE(D_cls(G(x, c')), c')`` plus the reconstruction
+  ``λ_rec · |x - G(G(x, c'), c)|₁`` (λ_rec = 10),
+
+with ``c'`` a random domain other than ``c`` for each patch. Adam at 1e-4 with betas
+(0.5, 0.999) for both, constant for the first half of the run and linearly to zero over
+the second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medi2i import (
+    DataKind,
+    Options,
+    OptionsError,
+    Output,
+    PatchNetworkMethod,
+    ScaledDomainIntensities,
+    SpatialPlan,
+    Task,
+    Training,
+    VolumeSpec,
+    check_percentiles,
+)
+from medi2i_stargan.networks import StarDiscriminator, StarGenerator, gradient_penalty
+
+if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i import MultiDomainBatch, PredictContext, TrainerAPI, TrainingStateValue
+
+PAPER = (
+    "Choi Y, Choi M, Kim M, Ha J-W, Kim S, Choo J. StarGAN: Unified generative "
+    "adversarial networks for multi-domain image-to-image translation. In: Proceedings "
+    "of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR), 2018, "
+    "pp. 8789-8797. arXiv:1711.09020"
+)
+GENERATOR, CRITIC = "generator", "discriminator"
+"""Names of the two training modules and their optimizers."""
+GENERATOR_LOSSES = ("generator_adversarial", "generator_classification", "reconstruction")
+"""Generator losses, logged at every step with the values of the latest generator update."""
+
+
+class StarGANOptions(Options):
+    """Options of :class:`StarGAN`, with the paper's defaults where 3D allows.
+
+    Attributes:
+        roi_size: Training patch size and sliding-window size in voxels (x, y, z); a
+            multiple of ``2**discriminator_layers`` and of ``2**downsamplings``.
+        generator_filters: Features of the generator's first layer (paper: 64; 3D: 16).
+        residual_blocks: Residual blocks of the generator (paper: 6).
+        downsamplings: Stride-2 stages of the generator (paper: 2).
+        discriminator_filters: Features of the discriminator's first layer (paper: 64;
+            3D: 16).
+        discriminator_layers: Stride-2 layers of the discriminator (paper: 6 at 128²;
+            3D: 4 at 32³, which leaves a 2³ map as the paper's 2² at 128²).
+        learning_rate: Adam's learning rate of both networks (paper: 1e-4).
+        betas: Adam's moment decay rates (paper: 0.5, 0.999).
+        critic_steps: Discriminator updates per generator update (paper: n_critic = 5).
+        gradient_penalty_weight: λ_gp (paper: 10).
+        classification_weight: λ_cls (paper: 1).
+        reconstruction_weight: λ_rec (paper: 10).
+        lr_schedule: ``"linear"`` (the paper's: constant for the first half of
+            ``schedule_steps``, then linearly to zero) or ``"constant"``.
+        schedule_steps: Steps the schedule spans; ``None``: the run's ``training.steps``.
+        spacing: Voxel spacing in mm to resample every volume to (outputs come back on
+            the input's grid), or ``None`` to keep each volume's own.
+        percentiles: Foreground percentiles (0-100) of a non-CT volume mapped to -1 and
+            +1; CT is mapped from [-1024, 3071] HU.
+        body_contour: For a CT output from a non-CT input, set every voxel outside the
+            input's body to air (-1000 HU; not in the paper).
+    """
+
+    roi_size: tuple[int, int, int] = (32, 32, 32)
+    generator_filters: int = Field(default=16, ge=1)
+    residual_blocks: int = Field(default=6, ge=0)
+    downsamplings: int = Field(default=2, ge=0, le=4)
+    discriminator_filters: int = Field(default=16, ge=1)
+    discriminator_layers: int = Field(default=4, ge=1, le=8)
+    learning_rate: float = Field(default=1e-4, gt=0.0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    critic_steps: int = Field(default=5, ge=1)
+    gradient_penalty_weight: float = Field(default=10.0, ge=0.0)
+    classification_weight: float = Field(default=1.0, ge=0.0)
+    reconstruction_weight: float = Field(default=10.0, ge=0.0)
+    lr_schedule: Literal["linear", "constant"] = "linear"
+    schedule_steps: int | None = Field(default=None, ge=1)
+    spacing: tuple[float, float, float] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    body_contour: bool = True
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percentiles_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return check_percentiles(value)
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive_spacing(
+        cls, value: tuple[float, float, float] | None
+    ) -> tuple[float, float, float] | None:
+        if value is not None and min(value) <= 0.0:
+            raise ValueError(f"spacing {value} must be positive in every axis")
+        return value
+
+    @field_validator("betas")
+    @classmethod
+    def _decay_rates(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError(f"betas {value} must lie in [0, 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _window_fits_the_networks(self) -> StarGANOptions:
+        multiple = 2 ** max(self.discriminator_layers, self.downsamplings)
+        if min(self.roi_size) < 1 or any(size % multiple for size in self.roi_size):
+            raise ValueError(
+                f"roi_size {self.roi_size} must be a positive multiple of {multiple} in every "
+                f"axis (2**discriminator_layers = {2**self.discriminator_layers}, "
+                f"2**downsamplings = {2**self.downsamplings})"
+            )
+        return self
+
+    def learning_rate_at(self, step: int, total_steps: int) -> float:
+        """The learning rate of step ``step`` (0-based) of a run of ``total_steps``.
+
+        Example:
+            >>> options = StarGANOptions(schedule_steps=100)
+            >>> [options.learning_rate_at(k, 7) for k in (0, 50, 75, 100)]
+            [0.0001, 0.0001, 5e-05, 0.0]
+        """
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        steps = self.schedule_steps or total_steps
+        half = steps // 2
+        remaining = (steps - step) / max(1, steps - half)
+        return self.learning_rate * min(1.0, max(0.0, remaining))
+
+
+class TargetDomain(BaseModel):
+    """The predict-time condition of :class:`StarGAN`.
+
+    Attributes:
+        target_domain: The domain to translate into (one of the training data's
+            domains); ``None``: every domain, each written as an output named after it.
+        source_domain: The input's domain, which decides its intensity scaling (CT by
+            HU, other images by their percentiles); ``None``: an image without absolute
+            units (MR). The generator itself does not need it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_domain: str | None = None
+    source_domain: str | None = None
+
+
+class StarGAN(ScaledDomainIntensities, PatchNetworkMethod[StarGANOptions, TargetDomain]):
+    """StarGAN in 3D: one conditioned generator, one discriminator with a domain
+    classifier, WGAN-GP + classification + reconstruction losses.
+
+    Example:
+        >>> from medi2i import DomainSpec
+        >>> method = StarGAN({"roi_size": (16, 16, 16), "generator_filters": 4,
+        ...                   "residual_blocks": 1, "discriminator_filters": 4,
+        ...                   "discriminator_layers": 2})
+        >>> method.use_domains([DomainSpec(name=n, modality="MR") for n in "ABC"])
+        >>> [output.name for output in method.outputs(TargetDomain())]
+        ['A', 'B', 'C']
+    """
+
+    id = "stargan"
+    version = "0.1.0"
+    paper = PAPER
+    tasks = (Task.HARMONIZATION, Task.TRANSLATION)
+    data = DataKind.MULTI_DOMAIN
+    training = Training.GRADIENT
+    input_spec = VolumeSpec()
+    output_spec = VolumeSpec()
+    default_roi_size: ClassVar[tuple[int, int, int]] = (32, 32, 32)
+    Options: ClassVar[type[StarGANOptions]] = StarGANOptions
+
+    def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
+        super().__init__(options)
+        self._discriminator: StarDiscriminator | None = None
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._generator_losses: dict[str, float] = dict.fromkeys(GENERATOR_LOSSES, 0.0)
+
+    # -- networks, sized from the domains ----------------------------------------------
+
+    def _domain_count(self) -> int:
+        if len(self.domains) < 2:
+            raise OptionsError(
+                f"method {self.id!r} has no domains: train it on multi-domain data, or load "
+                "a trained model"
+            )
+        return len(self.domains)
+
+    def build_network(self) -> torch.nn.Module:
+        options = self.options
+        return StarGenerator(
+            domains=self._domain_count(),
+            filters=options.generator_filters,
+            downsamplings=options.downsamplings,
+            residual_blocks=options.residual_blocks,
+        )
+
+    @property
+    def discriminator(self) -> StarDiscriminator:
+        """``D_src`` and ``D_cls`` (training only; prediction never builds it)."""
+        if self._discriminator is None:
+            options = self.options
+            self._discriminator = StarDiscriminator(
+                domains=self._domain_count(),
+                filters=options.discriminator_filters,
+                layers=options.discriminator_layers,
+                window=options.roi_size,
+            )
+        return self._discriminator
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        # the networks are sized by the domains: a method that has none has no weights yet
+        return super().state_tensors() if self.domains else {}
+
+    def spatial_plan(self) -> SpatialPlan:
+        """RAS orientation (the networks see every domain's anatomy the same way round)
+        and ``options.spacing`` when set."""
+        return SpatialPlan(orientation="RAS", spacing=self.options.spacing)
+
+    # -- the condition -----------------------------------------------------------------
+
+    def check_condition(self, condition: TargetDomain) -> None:
+        self._domain_count()
+        for field in ("target_domain", "source_domain"):
+            name = getattr(condition, field)
+            if name is not None and name not in self.domain_names:
+                raise OptionsError(
+                    f"method {self.id!r} has no domain {name!r}; {field} must be one of "
+                    f"{list(self.domain_names)}"
+                )
+
+    def input_domain(self, condition: TargetDomain) -> str | None:
+        return condition.source_domain
+
+    def outputs(self, condition: TargetDomain) -> tuple[Output, ...]:
+        if condition.target_domain is not None:
+            return (self._output("", condition.target_domain),)
+        self._domain_count()
+        return tuple(self._output(name, name) for name in self.domain_names)
+
+    def _output(self, name: str, domain: str) -> Output:
+        spec = self.domain(domain).volume_spec()
+        return Output(name, spec, domain=domain, condition={"target_domain": domain})
+
+    def predict(
+        self, image: MetaTensor, context: PredictContext[TargetDomain]
+    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
+        if context.condition.target_domain is not None:
+            return super().predict(image, context)
+        outputs = {}
+        for name in self.domain_names:
+            one = context.condition.model_copy(update={"target_domain": name})
+            result = super().predict(image, dataclasses.replace(context, condition=one))
+            outputs[name] = cast("torch.Tensor", result)
+        return outputs
+
+    def forward(self, windows: torch.Tensor, condition: TargetDomain) -> torch.Tensor:
+        index = self.domain_names.index(str(condition.target_domain))
+        target = torch.full((windows.shape[0],), index, dtype=torch.int64, device=windows.device)
+        output: torch.Tensor = self.network(windows, target)
+        return output
+
+    # -- training ----------------------------------------------------------------------
+
+    def training_modules(self) -> dict[str, torch.nn.Module]:
+        return {GENERATOR: self.network, CRITIC: self.discriminator}
+
+    def configure_training(self, trainer: TrainerAPI) -> None:
+        """One Adam per network, lr 1e-4 and betas (0.5, 0.999) by default."""
+        self._optimizers = []
+        for name in (GENERATOR, CRITIC):
+            optimizer = torch.optim.Adam(
+                trainer.modules[name].parameters(),
+                lr=self.options.learning_rate,
+                betas=self.options.betas,
+            )
+            trainer.add_optimizer(name, optimizer)
+            self._optimizers.append(optimizer)
+
+    def training_step(self, batch: MultiDomainBatch, trainer: TrainerAPI) -> dict[str, float]:
+        """Update the discriminator; every ``critic_steps``-th step, the generator too."""
+        options = self.options
+        rate = options.learning_rate_at(trainer.step_index, trainer.total_steps)
+        for optimizer in self._optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+        real, labels = batch["image"], batch["domain"]
+        generator, critic = trainer.modules[GENERATOR], trainer.modules[CRITIC]
+        # a random other domain per patch (torch's generator is reseeded every step)
+        shift = torch.randint(1, len(self.domains), labels.shape, device=labels.device)
+        target = (labels + shift) % len(self.domains)
+
+        with torch.no_grad(), trainer.autocast():
+            fake = generator(real, target)
+        with trainer.autocast():
+            real_scores, real_logits = critic(real)
+            fake_scores, _ = critic(fake)
+        wasserstein = fake_scores.float().mean() - real_scores.float().mean()
+        classification = F.cross_entropy(real_logits.float(), labels)
+        penalty = gradient_penalty(critic, real.float(), fake.float())
+        loss = (
+            wasserstein
+            + options.gradient_penalty_weight * penalty
+            + options.classification_weight * classification
+        )
+        trainer.backward(loss, CRITIC)
+        trainer.step(CRITIC)
+        losses = {
+            "critic_wasserstein": float(wasserstein.detach()),
+            "critic_classification": float(classification.detach()),
+            "gradient_penalty": float(penalty.detach()),
+        }
+        if (trainer.step_index + 1) % options.critic_steps == 0:
+            self._generator_losses = self._generator_step(real, labels, target, trainer)
+        return {**losses, **self._generator_losses}
+
+    def _generator_step(
+        self,
+        real: torch.Tensor,
+        labels: torch.Tensor,
+        target: torch.Tensor,
+        trainer: TrainerAPI,
+    ) -> dict[str, float]:
+        options = self.options
+        generator, critic = trainer.modules[GENERATOR], trainer.modules[CRITIC]
+        with trainer.autocast():
+            fake = generator(real, target)
+            scores, logits = critic(fake)
+            back = generator(fake, labels)
+        trainer.watch_generated("fake", fake, real)
+        adversarial = -scores.float().mean()
+        classification = F.cross_entropy(logits.float(), target)
+        reconstruction = F.l1_loss(back.float(), real.float())
+        loss = (
+            adversarial
+            + options.classification_weight * classification
+            + options.reconstruction_weight * reconstruction
+        )
+        trainer.backward(loss, GENERATOR)
+        trainer.step(GENERATOR)
+        values = (adversarial, classification, reconstruction)
+        return {
+            name: float(value.detach())
+            for name, value in zip(GENERATOR_LOSSES, values, strict=True)
+        }
+
+    def training_state(self) -> dict[str, TrainingStateValue]:
+        """The recorded domain scales and the latest generator losses (logged until the
+        next generator update, so a resumed run logs the same)."""
+        return {**super().training_state(), "generator_losses": dict(self._generator_losses)}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        super().load_training_state(state)
+        losses = state.get("generator_losses", {})
+        self._generator_losses = {name: float(losses.get(name, 0.0)) for name in GENERATOR_LOSSES}
