@@ -136,7 +136,7 @@ def test_missing_data_is_reported_with_the_variable(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("MEDI2I_DATA_DIR", raising=False)
     with pytest.raises(InputError, match="MEDI2I_DATA_DIR is not set"):
         build_dataset("q1")
-    with pytest.raises(OptionsError, match="q1, q2, q3, q1x"):
+    with pytest.raises(OptionsError, match="q1, q2, q3, q1x, q3m"):
         build_dataset("q4", source_dir=".")  # type: ignore[arg-type]
 
 
@@ -402,4 +402,65 @@ def test_a_two_way_model_is_scored_in_the_direction_of_the_benchmarks_target(
 
     method = SimpleNamespace(Condition=_Direction, domains=tuple(domains))
     dataset = SimpleNamespace(task=task)
-    assert _target_condition(method, dataset) == {"direction": expected}  # type: ignore[arg-type]
+    case = SimpleNamespace(name="case", source_domain="", target_domain="")
+    condition = _target_condition(method, dataset, case)  # type: ignore[arg-type]
+    assert condition == {"direction": expected}
+
+
+class _Target(BaseModel):
+    target_domain: str | None = None
+    source_domain: str | None = None
+
+
+def test_a_multi_domain_model_is_told_each_q3m_cases_scanners() -> None:
+    from medi2i_bench.contenders import _target_condition
+
+    method = SimpleNamespace(Condition=_Target, domains=())
+    dataset = SimpleNamespace(task="q3m")
+    case = SimpleNamespace(name="colin27-C-to-B", source_domain="C", target_domain="B")
+    condition = _target_condition(method, dataset, case)  # type: ignore[arg-type]
+    assert condition == {"target_domain": "B", "source_domain": "C"}
+    scanners = (DomainSpec(name="A"), DomainSpec(name="B"))
+    two_way = SimpleNamespace(id="cyclegan", Condition=_Direction, domains=scanners)
+    with pytest.raises(OptionsError, match="scored on Q3"):
+        _target_condition(two_way, dataset, case)  # type: ignore[arg-type]
+
+
+def test_q3m_has_every_ordered_pair_and_q3s_case_among_them(sources: Path, tmp_path: Path) -> None:
+    q3m = build_dataset("q3m", work_dir=tmp_path, source_dir=sources)
+    q3 = build_dataset("q3", work_dir=tmp_path, source_dir=sources)
+    pairs = [(c.source_domain, c.target_domain) for c in q3m.test]
+    assert pairs == [("A", "B"), ("A", "C"), ("B", "A"), ("B", "C"), ("C", "A"), ("C", "B")]
+    assert [c.name for c in q3m.test][2] == "colin27-B-to-A"
+    (q3_case,) = q3.test
+    same = q3m.test[2]
+    np.testing.assert_array_equal(same.source.array, q3_case.source.array)
+    np.testing.assert_array_equal(same.target.array, q3_case.target.array)
+    for left, right in zip(q3m.train_domains, q3.train_domains, strict=True):
+        np.testing.assert_array_equal(left.image.array, right.image.array)
+    # one look of Colin27 per scanner, whichever pair it appears in
+    by_source = {c.source_domain: c.source.array for c in q3m.test}
+    for case in q3m.test:
+        np.testing.assert_array_equal(case.target.array, by_source[case.target_domain])
+
+
+def test_q3m_baselines_are_fitted_on_each_cases_target_scanner(
+    sources: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "results"
+    registry = isolated_registry(medi2i.builtins, medi2i_harmonization)
+    (result,) = _run(sources, tmp_path, tasks=["q3m"], output_dir=output, registry=registry)
+    dataset = build_dataset("q3m", work_dir=tmp_path / "cache", source_dir=sources)
+    zscore = registry.method("zscore")
+    for case in dataset.test:
+        (images,) = [v.image.array for v in dataset.train_domains if v.domain == case.target_domain]
+        method = zscore({"foreground": "otsu"})
+        method.fit([images])
+        expected = method.standardize(np.asarray(case.source.array, np.float64))
+        inside = case.mask.array > 0
+        mae = float(np.abs(expected - case.target.array)[inside].mean())
+        assert result.scores["z-score"][case.name]["mae"] == pytest.approx(mae, rel=1e-4)
+    table = (output / "q3m_baselines.md").read_text()
+    assert "Mean over the 6 cases:" in table
+    mean = np.mean([result.scores["nyul"][c.name]["mae"] for c in dataset.test])
+    assert f"| nyul | {mean:.2f} |" in table

@@ -241,6 +241,8 @@ def _fitted_text(method: Method, dataset: BenchDataset) -> str:
         return f", onto scanner {Q3_TARGET}'s training mean {mean:.1f} and std {std:.1f}"
     if values and dataset.task == "q3":
         return f", fitted on scanner {Q3_TARGET}'s training image"
+    if dataset.task == "q3m" and method.training.value == "fit":
+        return ", fitted on each case's target scanner's training image"
     return ""
 
 

@@ -9,8 +9,9 @@ as ``medi2i predict`` runs it:
 
 - a method that learns nothing from a training set (data kind ``none`` or
   ``single-domain``) but defines ``fit`` is fitted on the benchmark's target-domain
-  training images (Q1, Q1x: CT, Q2: 1 mm volumes, Q3: scanner A), so that e.g. an
-  intensity standardization lands in the target scanner's units;
+  training images (Q1, Q1x: CT, Q2: 1 mm volumes, Q3: scanner A; Q3m: each case's
+  target scanner, one fitted copy per target), so that e.g. an intensity
+  standardization lands in the target scanner's units;
 - a method that learns from paired data by fitting (``Training.FIT``, e.g.
   ``monotone-mapping``) is fitted on the benchmark's training pairs;
 - a method trained by gradient steps, or on unpaired or multi-domain data, must come
@@ -100,7 +101,8 @@ def fit_for(method: Method, kind: ContenderKind, dataset: BenchDataset, name: st
         return
     fittable = method.training is Training.FIT
     if method.data.value in _FITTED_ON_TARGETS and fittable:
-        method.fit(target_domain_images(dataset))
+        if not _fits_per_target(method, kind, dataset):
+            method.fit(target_domain_images(dataset))
     elif method.data is DataKind.PAIRED and fittable:
         paired_fit(method, dataset)
     elif method.data is not DataKind.NONE:
@@ -136,14 +138,26 @@ def method_contender(
         outside_mask: A value written outside the case's mask (a baseline's rule, e.g.
             -1000 HU), or ``None`` to keep the method's output everywhere.
     """
-    condition = _target_condition(method, dataset)
+    per_target = _fits_per_target(method, kind, dataset)
+    fitted: dict[str, Method] = {}
+
+    def method_for(case: BenchCase) -> Method:
+        if not per_target:
+            return method
+        if case.target_domain not in fitted:  # a copy fitted on this target's images
+            copy = type(method)(method.options)
+            copy.fit(target_domain_images(dataset, case.target_domain))
+            fitted[case.target_domain] = copy
+        return fitted[case.target_domain]
 
     def predict(case: BenchCase) -> FloatArray:
         from medi2i import Grid, predict_tensor
         from medi2i.resample import resample_to_grid
 
+        chosen = method_for(case)
+        condition = _target_condition(chosen, dataset, case)
         output = predict_tensor(
-            method, case.source.metatensor(), settings=settings, condition=condition
+            chosen, case.source.metatensor(), settings=settings, condition=condition
         )
         target = Grid(_shape3(case.target.array.shape), case.target.affine)
         if not Grid.of(output).same_as(target):
@@ -180,28 +194,56 @@ def _fit_pair(method: Method, case: BenchCase) -> FitPair:
     )
 
 
-def target_domain_images(dataset: BenchDataset) -> list[MetaTensor]:
-    """The benchmark's training images of the target domain (Q3: scanner A; else the
-    training pairs' references)."""
-    if dataset.task == "q3":
-        return [v.image.metatensor() for v in dataset.train_domains if v.domain == Q3_TARGET]
+def target_domain_images(dataset: BenchDataset, domain: str = "") -> list[MetaTensor]:
+    """The benchmark's training images of the target domain (Q3: scanner A; Q3m: the
+    scanner ``domain``; else the training pairs' references)."""
+    if dataset.task in ("q3", "q3m"):
+        wanted = domain or Q3_TARGET
+        return [v.image.metatensor() for v in dataset.train_domains if v.domain == wanted]
     return [case.target.metatensor() for case in dataset.train_pairs]
 
 
-def _target_condition(method: Method, dataset: BenchDataset) -> dict[str, object] | None:
+def _fits_per_target(method: Method, kind: ContenderKind, dataset: BenchDataset) -> bool:
+    """Whether ``method`` is fitted once per target domain (Q3m's target-fitted methods)."""
+    from medi2i import Training
+
+    return (
+        dataset.task == "q3m"
+        and kind != "model"
+        and method.training is Training.FIT
+        and method.data.value in _FITTED_ON_TARGETS
+    )
+
+
+def _target_condition(
+    method: Method, dataset: BenchDataset, case: BenchCase
+) -> dict[str, object] | None:
+    """The condition that translates ``case`` into the benchmark's target domain.
+
+    Raises:
+        OptionsError: A two-domain model lacks one of a Q3m case's scanners.
+    """
     fields = method.Condition.model_fields
+    harmonization = dataset.task in ("q3", "q3m")
+    source = case.source_domain or Q3_SOURCE
+    target = case.target_domain or Q3_TARGET
     if "direction" in fields and len(method.domains) == 2:
         # a two-way method (CycleGAN, UNIT, ...): the direction into the benchmark's
         # target domain (Q3: scanner A; MR→CT: the domain of CT images)
-        second = method.domains[1]
-        q3 = dataset.task == "q3"
-        into_second = second.name == Q3_TARGET if q3 else second.modality == "CT"
+        first, second = method.domains
+        if dataset.task == "q3m" and {first.name, second.name} != {source, target}:
+            raise OptionsError(
+                f"model {method.id!r} translates between its two domains {first.name} and "
+                f"{second.name}; Q3m's case {case.name} needs {source} → {target}: a "
+                "two-domain model is scored on Q3 (--task q3)"
+            )
+        into_second = second.name == target if harmonization else second.modality == "CT"
         return {"direction": "a2b" if into_second else "b2a"}
-    if dataset.task != "q3" or "target_domain" not in fields:
+    if not harmonization or "target_domain" not in fields:
         return None
-    condition: dict[str, object] = {"target_domain": Q3_TARGET}
+    condition: dict[str, object] = {"target_domain": target}
     if "source_domain" in fields:
-        condition["source_domain"] = Q3_SOURCE
+        condition["source_domain"] = source
     return condition
 
 

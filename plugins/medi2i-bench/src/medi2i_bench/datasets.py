@@ -1,4 +1,5 @@
-"""The quality benchmarks' data: Q1-Q3 and Q1x built from ``MEDI2I_DATA_DIR`` as BENCHMARKS.md says.
+"""The quality benchmarks' data: Q1-Q3, Q1x and Q3m, built from ``MEDI2I_DATA_DIR`` as
+BENCHMARKS.md says.
 
 - Q1 (MR→CT): a pseudo-T1w MR simulated from the real head CT
   (:func:`medi2i.synth.ct_to_pseudo_t1`, seed :data:`Q1_SEED`); body mask CT > -500 HU
@@ -11,6 +12,9 @@
 - Q3 (harmonization): scanners A, B, C (:data:`medi2i.synth.NAMED_STYLES`) applied to
   MNI152 for training (one acquisition per scanner) and to Colin27 for the test:
   Colin27-under-B is the input, Colin27-under-A the reference.
+- Q3m (multi-scanner harmonization): Q3's training images; Colin27 under each of A, B
+  and C translated into each other (six ordered pairs, :data:`Q3M_COLIN27_SEEDS`; the
+  B → A case is Q3's). Each case names its source and target scanner.
 - Q1x (cross-subject MR→CT): the head CT and two chest CTs resampled to
   :data:`Q1X_SPACING_MM`, a pseudo-T1w MR simulated from each (seeds ``Q1X_SEED + i``),
   body mask CT > -500 HU with holes filled in 3D and in each axial slice. Split ``a``
@@ -58,8 +62,8 @@ if TYPE_CHECKING:
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
-TaskName = Literal["q1", "q2", "q3", "q1x"]
-TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x")
+TaskName = Literal["q1", "q2", "q3", "q1x", "q3m"]
+TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x", "q3m")
 
 DATA_DIR_VARIABLE = "MEDI2I_DATA_DIR"
 CACHE_DIR_VARIABLE = "MEDI2I_CACHE_DIR"
@@ -90,6 +94,9 @@ Q2_AXIS = 2
 Q3_SEED = 27
 Q3_SOURCE, Q3_TARGET = "B", "A"
 Q3_SCANNERS = ("A", "B", "C")
+Q3M_COLIN27_SEEDS = {"A": Q3_SEED + 101, "B": Q3_SEED + 100, "C": Q3_SEED + 102}
+"""Noise seeds of Colin27 under each scanner in Q3m; A's and B's are Q3's, so Q3m's
+B → A case is Q3's test case."""
 Q1X_SPACING_MM = (2.0, 2.0, 5.0)
 """Q1x's common grid: every subject is resampled to 2 × 2 × 5 mm along its array axes."""
 Q1X_SUBJECTS: tuple[tuple[str, str], ...] = (
@@ -154,12 +161,17 @@ class BenchCase:
         target: The reference on its grid (Q1: CT in HU, Q2: the 1 mm volume, Q3: the
             target scanner's image).
         mask: Where metrics are computed (1 inside), on the target's grid.
+        source_domain: The source's domain where a benchmark has several pairs of
+            domains (Q3m: the scanner, e.g. ``"B"``); empty otherwise.
+        target_domain: The target's domain (Q3m: e.g. ``"A"``); empty otherwise.
     """
 
     name: str
     source: Volume
     target: Volume
     mask: Volume
+    source_domain: str = ""
+    target_domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -277,7 +289,7 @@ def build_dataset(
     """Build (or read back from the cache) one benchmark's data.
 
     Args:
-        task: ``"q1"``, ``"q2"``, ``"q3"`` or ``"q1x"``.
+        task: ``"q1"``, ``"q2"``, ``"q3"``, ``"q1x"`` or ``"q3m"``.
         work_dir: Cache folder; :func:`default_cache_dir` when ``None``.
         source_dir: Folder of the real volumes; ``MEDI2I_DATA_DIR`` when ``None``.
         split: For Q1x, which split (``"a"`` or ``"b"``, :data:`Q1X_SPLITS`); must be
@@ -547,6 +559,29 @@ def _thick_slice_case(path: Path, label: str, step: int) -> BenchCase:
 
 
 def _build_q3(sources: Path) -> _Parts:
+    domains, colin, colin_mask = _q3_parts(sources)
+    source = _styled(colin, Q3_SOURCE, Q3_SEED + 100)
+    target = _styled(colin, Q3_TARGET, Q3_SEED + 101)
+    case = BenchCase(f"colin27-{Q3_SOURCE}-to-{Q3_TARGET}", source, target, colin_mask)
+    return {"": _Built((), domains, (case,))}
+
+
+def _build_q3m(sources: Path) -> _Parts:
+    """Q3's training images; as test cases Colin27 under every scanner translated into
+    every other (six ordered pairs)."""
+    domains, colin, colin_mask = _q3_parts(sources)
+    looks = {name: _styled(colin, name, Q3M_COLIN27_SEEDS[name]) for name in Q3_SCANNERS}
+    cases = tuple(
+        BenchCase(f"colin27-{a}-to-{b}", looks[a], looks[b], colin_mask, a, b)
+        for a in Q3_SCANNERS
+        for b in Q3_SCANNERS
+        if a != b
+    )
+    return {"": _Built((), domains, cases)}
+
+
+def _q3_parts(sources: Path) -> tuple[tuple[DomainVolume, ...], Volume, Volume]:
+    """MNI152 under each scanner (the training images), Colin27 and its head mask."""
     mni = _read(sources / MNI152_FILE)
     mni_mask = Volume(head_mask(mni.array).astype(np.float32), mni.affine)
     domains = tuple(
@@ -555,10 +590,7 @@ def _build_q3(sources: Path) -> _Parts:
     )
     colin = _read(sources / COLIN27_FILE)
     colin_mask = Volume(head_mask(colin.array).astype(np.float32), colin.affine)
-    source = _styled(colin, Q3_SOURCE, Q3_SEED + 100)
-    target = _styled(colin, Q3_TARGET, Q3_SEED + 101)
-    case = BenchCase(f"colin27-{Q3_SOURCE}-to-{Q3_TARGET}", source, target, colin_mask)
-    return {"": _Built((), domains, (case,))}
+    return domains, colin, colin_mask
 
 
 def _styled(volume: Volume, scanner: str, seed: int) -> Volume:
@@ -574,12 +606,14 @@ _BUILDERS: dict[TaskName, Callable[[Path], _Parts]] = {
     "q2": _build_q2,
     "q3": _build_q3,
     "q1x": _build_q1x,
+    "q3m": _build_q3m,
 }
 _SOURCES: dict[TaskName, tuple[str, ...]] = {
     "q1": (CT_FILE,),
     "q2": (COLIN27_FILE, MNI152_FILE),
     "q3": (COLIN27_FILE, MNI152_FILE),
     "q1x": tuple(file for _, file in Q1X_SUBJECTS),
+    "q3m": (COLIN27_FILE, MNI152_FILE),
 }
 
 
@@ -606,6 +640,11 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
             Q3_SOURCE,
             Q3_TARGET,
         ],
+        "q3m": [
+            [named_style(n).model_dump_json() for n in Q3_SCANNERS],
+            Q3_SEED,
+            Q3M_COLIN27_SEEDS,
+        ],
         "q1x": [
             PseudoT1Parameters().model_dump_json(),
             list(Q1X_SPACING_MM),
@@ -630,6 +669,7 @@ _ROLE_FILES: dict[TaskName, tuple[str, str, str]] = {
     "q2": ("thick_slices", "high_res", "mask"),
     "q3": ("source", "target", "mask"),
     "q1x": ("mr", "ct", "mask"),  # the SynthRAD layout
+    "q3m": ("source", "target", "mask"),
 }
 """File names (without ``.nii.gz``) of a case's source, target and mask."""
 
@@ -669,7 +709,10 @@ def _write_part(folder: Path, task: TaskName, built: _Built) -> None:
                 _write(
                     volume, folder / split / case.name / f"{role}.nii.gz", mask=volume is case.mask
                 )
-            index[split].append({"name": case.name})
+            entry = {"name": case.name}
+            if case.source_domain or case.target_domain:
+                entry.update(source_domain=case.source_domain, target_domain=case.target_domain)
+            index[split].append(entry)
     for item in built.train_domains:
         _write(item.image, folder / "train_domains" / item.name / "image.nii.gz", mask=False)
         _write(item.mask, folder / "train_domains" / item.name / "mask.nii.gz", mask=True)
@@ -712,10 +755,19 @@ def _read_dataset(
     return BenchDataset(task, pairs, domains, test, folder, fingerprint, validation, split)
 
 
+def _read_case(folder: Path, entry: dict[str, str], roles: tuple[str, str, str]) -> BenchCase:
+    source, target, mask = (_read(folder / f"{role}.nii.gz") for role in roles)
+    return BenchCase(
+        entry["name"],
+        source,
+        target,
+        mask,
+        source_domain=entry.get("source_domain", ""),
+        target_domain=entry.get("target_domain", ""),
+    )
+
+
 def _read_cases(
     split: Path, entries: Sequence[dict[str, str]], roles: tuple[str, str, str]
 ) -> tuple[BenchCase, ...]:
-    return tuple(
-        BenchCase(e["name"], *(_read(split / e["name"] / f"{role}.nii.gz") for role in roles))
-        for e in entries
-    )
+    return tuple(_read_case(split / e["name"], e, roles) for e in entries)

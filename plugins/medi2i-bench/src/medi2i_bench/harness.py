@@ -59,17 +59,23 @@ BENCHMARK_METRICS: dict[TaskName, str] = {
     "q1x": "synthrad",
     "q2": "super_resolution",
     "q3": "mr",
+    "q3m": "mr",
 }
 """The registered metrics of each benchmark, as a preset or names
 (:data:`medi2i.evaluation.METRIC_PRESETS`), all inside the benchmark's mask: Q1 and Q1x
 the SynthRAD2025 metrics and the air MAE; Q2 PSNR and SSIM; Q3 MAE, PSNR, SSIM and the
 histogram distance."""
 
+MEAN_TABLES = frozenset({"q3m"})
+"""Benchmarks whose Markdown adds each contender's mean over the cases (Q3m: the mean
+over its six pairs of scanners, the number its target is stated in)."""
+
 TITLES: dict[TaskName, str] = {
     "q1": "Q1 — MR→CT on the real head CT (pseudo-T1w MR simulated from it)",
     "q2": "Q2 — through-plane super-resolution of real T1w MR (Colin27)",
     "q3": "Q3 — cross-scanner harmonization of real T1w MR (Colin27, scanner B → A)",
     "q1x": "Q1x — cross-subject MR→CT on three real CTs (head, two chests; pseudo-T1w MR)",
+    "q3m": "Q3m — multi-scanner harmonization of real T1w MR (Colin27, every pair of A, B, C)",
 }
 
 
@@ -141,6 +147,14 @@ class BenchResult:
                 values = self.scores[contender.name][case]
                 cells = [_number(values[n], u) for n, u, _ in self.metrics]
                 lines.append(_table_row([contender.name, contender.kind, case, *cells]))
+        if self.task in MEAN_TABLES:
+            lines += ["", f"Mean over the {len(self.cases)} cases:", ""]
+            lines += [_table_row(header[:1] + header[3:]), _table_row(["---"] * (len(header) - 2))]
+            for contender in self.contenders:
+                scores = [self.scores[contender.name][case] for case in self.cases]
+                means = [float(np.mean([v[n] for v in scores])) for n, _, _ in self.metrics]
+                cells = [_number(m, u) for m, (_, u, _) in zip(means, self.metrics, strict=True)]
+                lines.append(_table_row([contender.name, *cells]))
         lines += ["", "↑ higher is better, ↓ lower is better.", ""]
         lines += [f"- `{c.name}`: {c.description}" for c in self.contenders]
         if self.splits:
@@ -462,6 +476,7 @@ _TASK_OF = {
     "q2": "super-resolution",
     "q3": "harmonization",
     "q1x": "translation",
+    "q3m": "harmonization",
 }
 LoadedContender = tuple[str, ContenderKind, "Method"]
 
@@ -480,6 +495,8 @@ def _load_contenders(
 
 
 def _serves(method: Method, task: TaskName) -> bool:
+    if task == "q3m" and "direction" in method.Condition.model_fields:
+        return False  # a two-domain model covers one of Q3m's six pairs: Q3 scores it
     return any(t.value == _TASK_OF[task] for t in method.tasks)
 
 
@@ -488,7 +505,9 @@ def _check_served(loaded: Sequence[LoadedContender], tasks: Sequence[TaskName]) 
         if not any(_serves(method, task) for task in tasks):
             served = ", ".join(t.value for t in method.tasks)
             wanted = ", ".join(f"{t} ({_TASK_OF[t]})" for t in tasks)
+            two_domain = "direction" in method.Condition.model_fields and "q3m" in tasks
+            hint = " (a two-domain model is scored on q3, not q3m)" if two_domain else ""
             raise OptionsError(
-                f"{name} serves {served}, none of the chosen benchmarks {wanted}; "
+                f"{name} serves {served}, none of the chosen benchmarks {wanted}{hint}; "
                 "choose another --task"
             )
