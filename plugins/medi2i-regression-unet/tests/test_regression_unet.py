@@ -343,3 +343,108 @@ def test_card_describes_the_method(method_cls: type[medi2i.Method]) -> None:
 
     assert entries[method_cls.id]["version"] == method_cls.version
     assert "clinical" in entries[method_cls.id]["intended_use"]["out_of_scope"].lower()
+
+
+# -- AdaBN ------------------------------------------------------------------------------
+
+BATCH_NORM = {**SMALL, "norm": "batch"}
+
+
+def _batch_norm_model() -> RegressionUNet:
+    torch.manual_seed(0)
+    method = RegressionUNet(BATCH_NORM)
+    for layer in method.network.modules():  # trained-looking statistics, not 0 and 1
+        if isinstance(layer, torch.nn.BatchNorm3d):
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+    return method
+
+
+def _running_statistics(method: RegressionUNet) -> list[torch.Tensor]:
+    return [
+        tensor.clone()
+        for layer in method.network.modules()
+        if isinstance(layer, torch.nn.BatchNorm3d)
+        for tensor in (layer.running_mean, layer.running_var)
+    ]
+
+
+def test_adabn_on_the_input_changes_the_output_and_restores_the_statistics(
+    medi2i_volume: MetaTensor,
+) -> None:
+    method = _batch_norm_model()
+    trained = _running_statistics(method)
+    other = make_volume(seed=7) * 2.0 + 50.0
+
+    plain = predict_tensor(method, medi2i_volume, settings=SETTINGS)
+    on_input = predict_tensor(
+        method, medi2i_volume, settings=SETTINGS, condition={"statistics": "input"}
+    )
+    after_other = predict_tensor(
+        method, other, settings=SETTINGS, condition={"statistics": "input"}
+    )
+    again = predict_tensor(
+        method, medi2i_volume, settings=SETTINGS, condition={"statistics": "input"}
+    )
+    fresh = predict_tensor(
+        _batch_norm_model(), other, settings=SETTINGS, condition={"statistics": "input"}
+    )
+
+    assert not torch.equal(plain.as_tensor(), on_input.as_tensor())
+    # each volume is adapted from the trained model: nothing leaks from one to the next
+    assert torch.equal(on_input.as_tensor(), again.as_tensor())
+    assert torch.equal(after_other.as_tensor(), fresh.as_tensor())
+    assert all(torch.equal(a, b) for a, b in zip(trained, _running_statistics(method), strict=True))
+
+
+def test_adabn_on_the_input_of_a_window_normalized_model_is_a_one_line_error() -> None:
+    method = RegressionUNet(SMALL)  # instance norm of each window: no running statistics
+
+    with pytest.raises(OptionsError, match="norm: batch or norm_statistics: training") as caught:
+        method.parse_condition({"statistics": "input"})
+
+    assert "\n" not in str(caught.value)
+
+
+def test_adapting_to_target_volumes_writes_a_new_model_and_leaves_the_source(
+    tmp_path: Path, medi2i_registry: Registry
+) -> None:
+    from medi2i.adaptation import adapt_model
+
+    source = medi2i.save_model(_batch_norm_model(), tmp_path / "model")
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    targets = [
+        medi2i.write_volume(make_volume(seed=k) * 3.0 + 100.0, tmp_path / f"site-b-{k}.nii.gz")
+        for k in range(2)
+    ]
+
+    adapted = adapt_model(source, targets, tmp_path / "adapted", registry=medi2i_registry)
+
+    loaded, original = medi2i.load_model(adapted), medi2i.load_model(source)
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(_running_statistics(loaded), _running_statistics(original), strict=True)
+    ]
+    assert all(changed)
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
+    weights = {k: v for k, v in loaded.state_tensors().items() if "running" not in k}
+    assert all(
+        torch.equal(v, original.state_tensors()[k])
+        for k, v in weights.items()
+        if "num_batches_tracked" not in k
+    )
+    volume = medi2i.read_volume(targets[0])
+    assert torch.isfinite(predict_tensor(loaded, volume, settings=SETTINGS)).all()
+
+
+def test_adapting_a_window_normalized_model_is_refused(
+    tmp_path: Path, medi2i_registry: Registry
+) -> None:
+    from medi2i.adaptation import adapt_model
+
+    source = medi2i.save_model(RegressionUNet(SMALL), tmp_path / "model")
+    target = medi2i.write_volume(make_volume(seed=1), tmp_path / "t.nii.gz")
+
+    with pytest.raises(OptionsError, match="adapting needs a network with running"):
+        adapt_model(source, [target], tmp_path / "adapted", registry=medi2i_registry)
+    assert not (tmp_path / "adapted").exists()

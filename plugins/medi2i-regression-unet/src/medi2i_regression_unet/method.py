@@ -11,18 +11,26 @@ segmentation loss replaced by a voxel-wise L1 loss on CT values:
 * :meth:`RegressionUNet.postprocess` maps its output back to HU, clipped to
   [-1024, 3071], and sets air outside the input's body (``body_contour``).
 
+A network with running normalization statistics (``norm: batch``, or
+``norm_statistics: training``) can be adapted to another scanner by AdaBN
+(:mod:`medi2i.adabn`; Li et al. 2016) in two ways: ``medi2i adapt`` recomputes the
+statistics on a set of the target scanner's MR volumes and writes a new model folder
+(:meth:`RegressionUNet.adapt`), or ``-c statistics=input`` recomputes them on each input
+volume before it is predicted, and the core restores the trained statistics afterwards,
+so the volumes of a batch do not affect one another.
+
 Augmentation (flips, rotations, intensity) is the trainer's, set in the workflow's
 ``training.augmentation``; the patch size is ``roi_size`` unless the workflow sets one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medi2i import (
     HU_MAX,
@@ -32,8 +40,8 @@ from medi2i import (
     ModelFormatError,
     MRNormalization,
     MRToCTIntensities,
-    NoCondition,
     Options,
+    OptionsError,
     PatchNetworkMethod,
     SpatialPlan,
     Task,
@@ -59,7 +67,9 @@ from medi2i_regression_unet.optimization import (
 )
 
 if TYPE_CHECKING:
-    from medi2i import TrainerAPI
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i import AdaptContext, PredictContext, TrainerAPI
 
 NETWORK = "network"
 """Name of the network's training module and of its optimizer."""
@@ -165,7 +175,24 @@ class RegressionUNetOptions(Options):
         return check_percentiles(value)
 
 
-class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions, NoCondition]):
+class Statistics(BaseModel):
+    """The predict-time condition of :class:`RegressionUNet`.
+
+    Attributes:
+        statistics: The normalization statistics the network predicts with:
+            ``"trained"`` (those of the model: of its training data, or of the target
+            data it was adapted to) or ``"input"`` (AdaBN on the input volume itself:
+            recomputed from its windows before it is predicted, restored afterwards).
+            ``"input"`` needs running statistics (``norm: batch`` or
+            ``norm_statistics: training``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    statistics: Literal["trained", "input"] = "trained"
+
+
+class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions, Statistics]):
     """MR to synthetic CT with an nnU-Net-style residual 3D U-Net trained with L1 loss.
 
     Example:
@@ -187,10 +214,58 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
         "Nature Methods 18, 203-211 (2021); adapted to regression with an L1 loss"
     )
     default_roi_size: ClassVar[tuple[int, int, int]] = (128, 128, 128)
+    adapts: ClassVar[bool] = True
+    restores_state: ClassVar[bool] = True  # after AdaBN on an input (statistics=input)
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
         self._optimizer: torch.optim.Optimizer | None = None
+
+    # -- AdaBN -------------------------------------------------------------------------
+
+    def check_condition(self, condition: Statistics) -> None:
+        if condition.statistics == "input":
+            self._check_adaptable("-c statistics=input")
+
+    def _check_adaptable(self, what: str) -> None:
+        from medi2i.adabn import statistics_layers
+
+        if not statistics_layers(self.network):
+            raise OptionsError(
+                f"{what} needs a network with running normalization statistics (AdaBN), but "
+                f"this {self.id!r} model normalizes each window by its own (norm: "
+                f"{self.options.norm}, norm_statistics: {self.options.norm_statistics}); "
+                "train it with norm: batch or norm_statistics: training"
+            )
+
+    def predict(
+        self, image: MetaTensor, context: PredictContext[Statistics]
+    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
+        if context.condition.statistics == "input":
+            from medi2i.adabn import adapt_statistics, tile_windows
+
+            adapt_statistics(self.network, tile_windows(image.as_tensor(), self.roi_size()))
+        return super().predict(image, context)
+
+    def adapt(self, volumes: Sequence[MetaTensor], context: AdaptContext) -> None:
+        """AdaBN on a target data set: every running normalization statistic becomes
+        that of the target volumes' windows (non-overlapping, covering each volume, of
+        the model's window size); the weights are unchanged.
+
+        Raises:
+            OptionsError: The network keeps no running statistics.
+        """
+        from medi2i.adabn import adapt_statistics, tile_windows
+
+        self._check_adaptable("adapting")
+        self.network.to(context.device)
+        windows = (
+            window
+            for volume in volumes
+            for window in tile_windows(volume.as_tensor(), self.roi_size())
+        )
+        count = adapt_statistics(self.network, windows)
+        context.log.info("AdaBN: statistics of %d windows of %d volumes", count, len(volumes))
 
     def spatial_plan(self) -> SpatialPlan:
         """RAS orientation, so the network always sees anatomy the same way round, and
