@@ -216,3 +216,29 @@ def test_committed_q1x_baselines_are_reproduced(tmp_path: Path) -> None:
         for case, values in entry["cases"].items():
             for metric, value in values.items():
                 assert result.scores[entry["name"]][case][metric] == pytest.approx(value, rel=1e-6)
+
+
+# -- Q4: Q1x split a under three scanner styles ------------------------------------------
+
+
+def test_q4_styles_split_as_q1x_a_and_keep_the_ct(sources: Path, tmp_path: Path) -> None:
+    q4 = build_dataset("q4", work_dir=tmp_path, source_dir=sources)
+    q1x = build_dataset("q1x", work_dir=tmp_path, source_dir=sources, split="a")
+
+    assert [c.name for c in q4.train_pairs] == [
+        f"{part}-{style}" for part in ("invesalius0051", "lung1-train") for style in "ABC"
+    ]
+    assert [c.name for c in q4.validation] == ["lung1-val-A", "lung1-val-B", "lung1-val-C"]
+    assert [c.name for c in q4.test] == ["lung2-test-A", "lung2-test-B", "lung2-test-C"]
+    assert [c.source_domain for c in q4.test] == ["A", "B", "C"]
+    plain = {c.name.removeprefix("a-"): c for c in (*q1x.train_pairs, *q1x.validation, *q1x.test)}
+    for case in (*q4.train_pairs, *q4.validation, *q4.test):
+        same = plain[case.name.rsplit("-", 1)[0]]
+        # the CT, mask and grid are Q1x's; only the MR's look changes
+        np.testing.assert_array_equal(case.target.array, same.target.array)
+        np.testing.assert_array_equal(case.mask.array, same.mask.array)
+        np.testing.assert_allclose(case.source.affine, same.source.affine)
+        assert case.source.array.shape == same.source.array.shape
+    b, c = q4.test[1].source.array, q4.test[2].source.array
+    inside = q4.test[0].mask.array > 0
+    assert np.median(b[inside]) < np.median(c[inside])  # scanner B's units are C's smaller

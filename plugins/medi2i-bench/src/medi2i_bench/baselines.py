@@ -41,8 +41,9 @@ from medi2i_bench.contenders import (
     fit_for,
     method_contender,
     registered_method,
+    source_style_pairs,
 )
-from medi2i_bench.datasets import Q3_TARGET, BenchDataset
+from medi2i_bench.datasets import Q3_TARGET, Q4_SOURCE_STYLE, BenchDataset
 
 if TYPE_CHECKING:
     from medi2i import InferenceSettings, Method, Registry
@@ -136,7 +137,7 @@ def baselines_for(
     from medi2i import InferenceSettings
 
     settings = settings or InferenceSettings(progress=False)
-    if dataset.task in ("q1", "q1x"):
+    if dataset.task in ("q1", "q1x", "q4"):
         water = Contender(
             "bulk-water",
             "baseline",
@@ -235,6 +236,9 @@ def _fitted_text(method: Method, dataset: BenchDataset) -> str:
             if dataset.split
             else "the training half"
         )
+        if dataset.task == "q4":
+            names = ", ".join(c.name for c in source_style_pairs(dataset))
+            trained_on = f"the training cases of scanner {Q4_SOURCE_STYLE} ({names})"
         return f" ({direction}, {count} knots) fitted on {trained_on}"
     if "target_mean" in values and "target_std" in values:
         mean, std = (float(str(values[key])) for key in ("target_mean", "target_std"))

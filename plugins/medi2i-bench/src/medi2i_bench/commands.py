@@ -17,7 +17,7 @@ from medi2i.cli.options import command_registry, device_option, parse_mirror_axe
 if TYPE_CHECKING:
     from medi2i_bench.datasets import TaskName
 
-TASK_CHOICES = ("q1", "q2", "q3", "q1x", "q3m", "all")
+TASK_CHOICES = ("q1", "q2", "q3", "q1x", "q3m", "q4", "all")
 SPLIT_CHOICES = ("a", "b")
 
 
@@ -26,7 +26,7 @@ def bench_group() -> click.Group:
     return click.Group(
         "bench",
         commands=[bench_run_command, bench_prepare_command],
-        help="Quality benchmarks Q1-Q3, Q1x and Q3m (see benchmarks/quality/README.md). They "
+        help="Quality benchmarks Q1-Q3, Q1x, Q3m and Q4 (see benchmarks/quality/README.md). They "
         "read the real volumes from MEDI2I_DATA_DIR.",
     )
 
@@ -44,7 +44,8 @@ def _tasks(choice: str) -> list[TaskName]:
     default="all",
     show_default=True,
     help="Benchmark to run: q1 (MR→CT), q2 (super-resolution), q3 (harmonization), "
-    "q1x (cross-subject MR→CT), q3m (multi-scanner harmonization, every pair of A, B, C).",
+    "q1x (cross-subject MR→CT), q3m (multi-scanner harmonization, every pair of A, B, C), "
+    "q4 (MR→CT under scanner shift).",
 )
 @click.option(
     "--split",

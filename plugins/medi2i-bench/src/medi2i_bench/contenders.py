@@ -30,7 +30,13 @@ import numpy as np
 import numpy.typing as npt
 
 from medi2i import OptionsError, UnknownMethodError
-from medi2i_bench.datasets import Q3_SOURCE, Q3_TARGET, BenchCase, BenchDataset
+from medi2i_bench.datasets import (
+    Q3_SOURCE,
+    Q3_TARGET,
+    Q4_SOURCE_STYLE,
+    BenchCase,
+    BenchDataset,
+)
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -178,8 +184,17 @@ def method_contender(
 
 def paired_fit(method: Method, dataset: BenchDataset) -> None:
     """Fit a method that learns from paired data by fitting (:meth:`~medi2i.Method.fit_pairs`)
-    on the benchmark's training pairs, as a workflow's train stage would."""
-    method.fit_pairs([_fit_pair(method, case) for case in dataset.train_pairs])
+    on the benchmark's training pairs (Q4: those of the training scanner), as a
+    workflow's train stage would."""
+    method.fit_pairs([_fit_pair(method, case) for case in source_style_pairs(dataset)])
+
+
+def source_style_pairs(dataset: BenchDataset) -> tuple[BenchCase, ...]:
+    """The training pairs a benchmark's fitted contenders learn from: all of them, or in
+    Q4 those of the training scanner (:data:`~medi2i_bench.datasets.Q4_SOURCE_STYLE`)."""
+    if dataset.task != "q4":
+        return dataset.train_pairs
+    return tuple(c for c in dataset.train_pairs if c.source_domain == Q4_SOURCE_STYLE)
 
 
 def _fit_pair(method: Method, case: BenchCase) -> FitPair:
@@ -200,7 +215,7 @@ def target_domain_images(dataset: BenchDataset, domain: str = "") -> list[MetaTe
     if dataset.task in ("q3", "q3m"):
         wanted = domain or Q3_TARGET
         return [v.image.metatensor() for v in dataset.train_domains if v.domain == wanted]
-    return [case.target.metatensor() for case in dataset.train_pairs]
+    return [case.target.metatensor() for case in source_style_pairs(dataset)]
 
 
 def _fits_per_target(method: Method, kind: ContenderKind, dataset: BenchDataset) -> bool:

@@ -15,6 +15,12 @@ BENCHMARKS.md says.
 - Q3m (multi-scanner harmonization): Q3's training images; Colin27 under each of A, B
   and C translated into each other (six ordered pairs, :data:`Q3M_COLIN27_SEEDS`; the
   B → A case is Q3's). Each case names its source and target scanner.
+- Q4 (MR→CT under scanner shift): Q1x split ``a``'s subjects (train on the head and
+  lung1, validate on lung1's last fifth, test on lung2), each subject's pseudo-T1w MR
+  under scanner styles A, B and C (seeds :data:`Q4_SEED` ``+ 10 i + j``; the whole
+  subject is styled, then cut). Every case is named ``<part>-<style>`` and carries its
+  style; the no-adaptation model trains on style A's pairs
+  (:data:`Q4_SOURCE_STYLE`), the oracles on the target style's.
 - Q1x (cross-subject MR→CT): the head CT and two chest CTs resampled to
   :data:`Q1X_SPACING_MM`, a pseudo-T1w MR simulated from each (seeds ``Q1X_SEED + i``),
   body mask CT > -500 HU with holes filled in 3D and in each axial slice. Split ``a``
@@ -62,8 +68,8 @@ if TYPE_CHECKING:
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
-TaskName = Literal["q1", "q2", "q3", "q1x", "q3m"]
-TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x", "q3m")
+TaskName = Literal["q1", "q2", "q3", "q1x", "q3m", "q4"]
+TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x", "q3m", "q4")
 
 DATA_DIR_VARIABLE = "MEDI2I_DATA_DIR"
 CACHE_DIR_VARIABLE = "MEDI2I_CACHE_DIR"
@@ -107,6 +113,10 @@ Q1X_SUBJECTS: tuple[tuple[str, str], ...] = (
 """Q1x's subjects (case name, source file); subject ``i`` gets MR seed ``Q1X_SEED + i``."""
 Q1X_SEED = 61
 Q1X_SPLITS: dict[str, tuple[str, str]] = {"a": ("lung1", "lung2"), "b": ("lung2", "lung1")}
+Q4_SOURCE_STYLE = "A"
+"""Q4's training scanner: the no-adaptation model learns from MR of this style."""
+Q4_SEED = 400
+"""Noise seed of Q4's styled MR: subject ``i`` under style ``j`` gets ``Q4_SEED + 10 i + j``."""
 """Per split: (the training subject that gives up its last slices to validation, the test
 subject). The head is always trained on."""
 Q1X_VALIDATION_FRACTION = 0.2
@@ -475,6 +485,56 @@ def _build_q1x(sources: Path) -> _Parts:
     return parts
 
 
+def _build_q4(sources: Path) -> _Parts:
+    """Q1x split a's subjects with their pseudo-MR under each scanner style; cases are
+    named ``<Q1x case>-<style>`` and carry the style as their source domain."""
+    subjects = {
+        name: _q1x_subject(name, sources / file, Q1X_SEED + index)
+        for index, (name, file) in enumerate(Q1X_SUBJECTS)
+    }
+    held, tested = Q1X_SPLITS["a"]
+    train, validation = validation_cut(
+        subjects[held].target.array.shape[2],
+        fraction=Q1X_VALIDATION_FRACTION,
+        gap=Q1X_VALIDATION_GAP,
+    )
+    slices = subjects[held].target.array.shape[2]
+    plain = {
+        "invesalius0051": subjects["invesalius0051"],
+        f"{held}-train": _crop_case(subjects[held], 0, train, "", axis=2),
+        f"{held}-val": _crop_case(subjects[held], validation, slices, "", axis=2),
+        f"{tested}-test": subjects[tested],
+    }
+    index = {name: i for i, (name, _) in enumerate(Q1X_SUBJECTS)}
+    subject_of = {
+        "invesalius0051": "invesalius0051",
+        f"{held}-train": held,
+        f"{held}-val": held,
+        f"{tested}-test": tested,
+    }
+    styled: dict[str, list[BenchCase]] = {key: [] for key in plain}
+    for key, case in plain.items():
+        whole = subjects[subject_of[key]]  # style the whole subject, then cut: one scan
+        for j, style in enumerate(Q3_SCANNERS):
+            seed = Q4_SEED + 10 * index[subject_of[key]] + j
+            look = _styled(whole.source, style, seed)
+            if key.endswith("-train"):
+                look = look.crop(2, 0, train)
+            elif key.endswith("-val"):
+                look = look.crop(2, validation, slices)
+            styled[key].append(
+                BenchCase(f"{key}-{style}", look, case.target, case.mask, style, "CT")
+            )
+    return {
+        "": _Built(
+            train_pairs=(*styled["invesalius0051"], *styled[f"{held}-train"]),
+            train_domains=(),
+            test=tuple(styled[f"{tested}-test"]),
+            validation=tuple(styled[f"{held}-val"]),
+        )
+    }
+
+
 def validation_cut(slices: int, *, fraction: float, gap: int) -> tuple[int, int]:
     """Where a training volume's axial slices split into training and validation.
 
@@ -607,6 +667,7 @@ _BUILDERS: dict[TaskName, Callable[[Path], _Parts]] = {
     "q3": _build_q3,
     "q1x": _build_q1x,
     "q3m": _build_q3m,
+    "q4": _build_q4,
 }
 _SOURCES: dict[TaskName, tuple[str, ...]] = {
     "q1": (CT_FILE,),
@@ -614,6 +675,7 @@ _SOURCES: dict[TaskName, tuple[str, ...]] = {
     "q3": (COLIN27_FILE, MNI152_FILE),
     "q1x": tuple(file for _, file in Q1X_SUBJECTS),
     "q3m": (COLIN27_FILE, MNI152_FILE),
+    "q4": tuple(file for _, file in Q1X_SUBJECTS),
 }
 
 
@@ -645,6 +707,19 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
             Q3_SEED,
             Q3M_COLIN27_SEEDS,
         ],
+        "q4": [
+            PseudoT1Parameters().model_dump_json(),
+            list(Q1X_SPACING_MM),
+            [name for name, _ in Q1X_SUBJECTS],
+            Q1X_SEED,
+            list(Q1X_SPLITS["a"]),
+            Q1X_VALIDATION_FRACTION,
+            Q1X_VALIDATION_GAP,
+            Q1_BODY_THRESHOLD_HU,
+            Q1X_FILL_SLICES_AXIS,
+            [named_style(n).model_dump_json() for n in Q3_SCANNERS],
+            Q4_SEED,
+        ],
         "q1x": [
             PseudoT1Parameters().model_dump_json(),
             list(Q1X_SPACING_MM),
@@ -670,6 +745,7 @@ _ROLE_FILES: dict[TaskName, tuple[str, str, str]] = {
     "q3": ("source", "target", "mask"),
     "q1x": ("mr", "ct", "mask"),  # the SynthRAD layout
     "q3m": ("source", "target", "mask"),
+    "q4": ("mr", "ct", "mask"),  # the SynthRAD layout
 }
 """File names (without ``.nii.gz``) of a case's source, target and mask."""
 

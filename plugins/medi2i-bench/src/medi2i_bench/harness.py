@@ -60,6 +60,7 @@ BENCHMARK_METRICS: dict[TaskName, str] = {
     "q2": "super_resolution",
     "q3": "mr",
     "q3m": "mr",
+    "q4": "synthrad",
 }
 """The registered metrics of each benchmark, as a preset or names
 (:data:`medi2i.evaluation.METRIC_PRESETS`), all inside the benchmark's mask: Q1 and Q1x
@@ -76,6 +77,7 @@ TITLES: dict[TaskName, str] = {
     "q3": "Q3 — cross-scanner harmonization of real T1w MR (Colin27, scanner B → A)",
     "q1x": "Q1x — cross-subject MR→CT on three real CTs (head, two chests; pseudo-T1w MR)",
     "q3m": "Q3m — multi-scanner harmonization of real T1w MR (Colin27, every pair of A, B, C)",
+    "q4": "Q4 — MR→CT under scanner shift (Q1x split a; pseudo-T1w MR under scanners A, B, C)",
 }
 
 
@@ -477,6 +479,7 @@ _TASK_OF = {
     "q3": "harmonization",
     "q1x": "translation",
     "q3m": "harmonization",
+    "q4": "translation",
 }
 LoadedContender = tuple[str, ContenderKind, "Method"]
 
