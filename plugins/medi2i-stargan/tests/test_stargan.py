@@ -285,6 +285,18 @@ def test_trains_saves_loads_and_predicts_every_domain(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_identity_term_is_trained_and_logged_when_weighted(tmp_path: Path) -> None:
+    cases = write_multi_domain_cases(tmp_path / "data", shape=(20, 20, 20))
+    config = TrainingConfig(steps=2, batch_size=2, device="cpu", log_every=1, progress=False)
+    options = {**SMALL, "critic_steps": 1, "identity_weight": 5.0}
+
+    result = train(StarGAN(options), cases, config=config, run_dir=tmp_path / "run")
+
+    logged = [r["losses"] for r in read_history(result.history) if "losses" in r]
+    assert all(losses["identity"] > 0.0 for losses in logged)
+
+
+@pytest.mark.slow
 def test_trains_with_ddp_under_torchrun(tmp_path: Path) -> None:
     check_distributed_training(
         StarGAN, tmp_path, options={**SMALL, "critic_steps": 2}, steps=2, domains=MULTI_DOMAINS

@@ -54,7 +54,8 @@ PAPER = (
 GENERATOR, CRITIC = "generator", "discriminator"
 """Names of the two training modules and their optimizers."""
 GENERATOR_LOSSES = ("generator_adversarial", "generator_classification", "reconstruction")
-"""Generator losses, logged at every step with the values of the latest generator update."""
+"""Generator losses, logged at every step with the values of the latest generator update
+(with ``identity`` when its weight is not 0)."""
 
 
 class StarGANOptions(Options):
@@ -76,6 +77,10 @@ class StarGANOptions(Options):
         gradient_penalty_weight: λ_gp (paper: 10).
         classification_weight: λ_cls (paper: 1).
         reconstruction_weight: λ_rec (paper: 10).
+        identity_weight: Weight of ``|x - G(x, c)|₁``, the translation of a patch into
+            its own domain (not in the paper; CycleGAN's identity loss). The
+            reconstruction loss alone is met as well by a generator that inverts the
+            contrast on the way out and back; this term rules that out. 0 turns it off.
         lr_schedule: ``"linear"`` (the paper's: constant for the first half of
             ``schedule_steps``, then linearly to zero) or ``"constant"``.
         schedule_steps: Steps the schedule spans; ``None``: the run's ``training.steps``.
@@ -99,6 +104,7 @@ class StarGANOptions(Options):
     gradient_penalty_weight: float = Field(default=10.0, ge=0.0)
     classification_weight: float = Field(default=1.0, ge=0.0)
     reconstruction_weight: float = Field(default=10.0, ge=0.0)
+    identity_weight: float = Field(default=0.0, ge=0.0)
     lr_schedule: Literal["linear", "constant"] = "linear"
     schedule_steps: int | None = Field(default=None, ge=1)
     spacing: tuple[float, float, float] | None = None
@@ -199,7 +205,11 @@ class StarGAN(ScaledDomainIntensities, PatchNetworkMethod[StarGANOptions, Target
         super().__init__(options)
         self._discriminator: StarDiscriminator | None = None
         self._optimizers: list[torch.optim.Optimizer] = []
-        self._generator_losses: dict[str, float] = dict.fromkeys(GENERATOR_LOSSES, 0.0)
+        self._generator_losses: dict[str, float] = dict.fromkeys(self._loss_names(), 0.0)
+
+    def _loss_names(self) -> tuple[str, ...]:
+        identity = ("identity",) if self.options.identity_weight > 0.0 else ()
+        return (*GENERATOR_LOSSES, *identity)
 
     # -- networks, sized from the domains ----------------------------------------------
 
@@ -361,13 +371,19 @@ class StarGAN(ScaledDomainIntensities, PatchNetworkMethod[StarGANOptions, Target
             + options.classification_weight * classification
             + options.reconstruction_weight * reconstruction
         )
+        identity = torch.zeros(())
+        if options.identity_weight > 0.0:
+            with trainer.autocast():
+                same = generator(real, labels)
+            identity = F.l1_loss(same.float(), real.float())
+            loss = loss + options.identity_weight * identity
         trainer.backward(loss, GENERATOR)
         trainer.step(GENERATOR)
-        values = (adversarial, classification, reconstruction)
-        return {
-            name: float(value.detach())
-            for name, value in zip(GENERATOR_LOSSES, values, strict=True)
-        }
+        values = [adversarial, classification, reconstruction]
+        if options.identity_weight > 0.0:
+            values.append(identity)
+        names = self._loss_names()
+        return {name: float(value.detach()) for name, value in zip(names, values, strict=True)}
 
     def training_state(self) -> dict[str, TrainingStateValue]:
         """The recorded domain scales and the latest generator losses (logged until the
@@ -377,4 +393,5 @@ class StarGAN(ScaledDomainIntensities, PatchNetworkMethod[StarGANOptions, Target
     def load_training_state(self, state: Mapping[str, Any]) -> None:
         super().load_training_state(state)
         losses = state.get("generator_losses", {})
-        self._generator_losses = {name: float(losses.get(name, 0.0)) for name in GENERATOR_LOSSES}
+        names = self._loss_names()
+        self._generator_losses = {name: float(losses.get(name, 0.0)) for name in names}
