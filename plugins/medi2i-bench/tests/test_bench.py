@@ -365,7 +365,7 @@ def _real_data() -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["q1", "q2", "q3"])
+@pytest.mark.parametrize("task", ["q1", "q2", "q3", "q3m", "q4"])
 def test_committed_baselines_are_reproduced(task: str, tmp_path: Path) -> None:
     _real_data()
     committed = json.loads((COMMITTED / f"{task}_baselines.json").read_text())
