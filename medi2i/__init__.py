@@ -82,6 +82,8 @@ _LAZY = {
     "ImagePool": "medi2i.training.image_pool",
     "DomainScales": "medi2i.domain_scales",
     "ScaledDomainIntensities": "medi2i.domain_scales",
+    "TargetDomain": "medi2i.multi_domain",
+    "TargetDomainOutputs": "medi2i.multi_domain",
 }
 
 __all__ = [
@@ -125,6 +127,8 @@ __all__ = [
     "SlidingWindowEngine",
     "SpatialPlan",
     "StateValue",
+    "TargetDomain",
+    "TargetDomainOutputs",
     "Task",
     "TrainerAPI",
     "Training",
@@ -206,6 +210,7 @@ if TYPE_CHECKING:
     )
     from medi2i.metrics import Metric
     from medi2i.model_folder import load_model, save_model
+    from medi2i.multi_domain import TargetDomain, TargetDomainOutputs
     from medi2i.plugins import load_plugins
     from medi2i.prediction import predict, predict_all, predict_outputs, predict_tensor
     from medi2i.registry import Registry

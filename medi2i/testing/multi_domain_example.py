@@ -17,28 +17,25 @@ per domain (``out.nii.gz`` is written as ``out_<domain>.nii.gz``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from medi2i.errors import OptionsError
 from medi2i.intensity import DomainIntensities
 from medi2i.method import (
     DataKind,
     MultiDomainBatch,
     Options,
-    Output,
     PatchNetworkMethod,
-    PredictContext,
     Task,
     TrainerAPI,
     Training,
     VolumeSpec,
 )
+from medi2i.multi_domain import TargetDomain, TargetDomainOutputs
 from medi2i.testing.tiny_networks import (
     ClassifyingDiscriminator,
     ConditionedGenerator,
@@ -46,7 +43,7 @@ from medi2i.testing.tiny_networks import (
 )
 
 if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
+    pass
 
 
 class StarOptions(Options):
@@ -69,23 +66,9 @@ class StarOptions(Options):
     percentiles: tuple[float, float] = (1.0, 99.0)
 
 
-class TargetDomain(BaseModel):
-    """The predict-time condition of :class:`ExampleStar`.
-
-    Attributes:
-        target_domain: The domain to translate to; ``None`` for every domain, each as
-            an output named after it.
-        source_domain: The input's domain, which decides its intensity preprocessing
-            (CT in HU, or by percentiles); ``None`` for an image of no absolute unit.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    target_domain: str | None = None
-    source_domain: str | None = None
-
-
-class ExampleStar(DomainIntensities, PatchNetworkMethod[StarOptions, TargetDomain]):
+class ExampleStar(
+    TargetDomainOutputs, DomainIntensities, PatchNetworkMethod[StarOptions, TargetDomain]
+):
     """Translation among several domains with one conditioned generator (StarGAN
     pattern, Choi et al. 2018), at test size."""
 
@@ -108,69 +91,23 @@ class ExampleStar(DomainIntensities, PatchNetworkMethod[StarOptions, TargetDomai
     # -- networks, sized from the domains ----------------------------------------------
 
     def build_network(self) -> torch.nn.Module:
-        return ConditionedGenerator(1, self._domain_count(), self.options.hidden)
+        return ConditionedGenerator(1, self.require_domains(), self.options.hidden)
 
     @property
     def discriminator(self) -> ClassifyingDiscriminator:
         """Real/fake scores and domain logits (training only)."""
         if self._discriminator is None:
-            count = self._domain_count()
+            count = self.require_domains()
             self._discriminator = ClassifyingDiscriminator(1, count, self.options.hidden)
         return self._discriminator
-
-    def _domain_count(self) -> int:
-        if not self.domains:
-            raise OptionsError(
-                f"method {self.id!r} has no domains: train it, or load a trained model"
-            )
-        return len(self.domains)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         # without domains there is no network yet (the model folder sizes a method
         # before it learns its domains)
         return super().state_tensors() if self.domains else {}
 
-    # -- the condition -----------------------------------------------------------------
-
-    def check_condition(self, condition: TargetDomain) -> None:
-        for field in ("target_domain", "source_domain"):
-            name = getattr(condition, field)
-            if name is not None and name not in self.domain_names:
-                known = list(self.domain_names) or "none: the method has not been trained"
-                raise OptionsError(
-                    f"method {self.id!r} has no domain {name!r}; {field} must be one of "
-                    f"its domains: {known}"
-                )
-
-    def input_domain(self, condition: TargetDomain) -> str | None:
-        return condition.source_domain
-
-    def outputs(self, condition: TargetDomain) -> tuple[Output, ...]:
-        if condition.target_domain is not None:
-            return (self._output("", condition.target_domain),)
-        self._domain_count()
-        return tuple(self._output(name, name) for name in self.domain_names)
-
-    def _output(self, name: str, domain: str) -> Output:
-        spec = self.domain(domain).volume_spec()
-        return Output(name, spec, domain=domain, condition={"target_domain": domain})
-
-    def predict(
-        self, image: MetaTensor, context: PredictContext[TargetDomain]
-    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
-        if context.condition.target_domain is not None:
-            return super().predict(image, context)
-        outputs = {}
-        for name in self.domain_names:
-            condition = context.condition.model_copy(update={"target_domain": name})
-            one = super().predict(image, dataclasses.replace(context, condition=condition))
-            outputs[name] = cast("torch.Tensor", one)
-        return outputs
-
     def forward(self, windows: torch.Tensor, condition: TargetDomain) -> torch.Tensor:
-        index = self.domain_names.index(str(condition.target_domain))
-        labels = torch.full((windows.shape[0],), index, dtype=torch.int64, device=windows.device)
-        output: torch.Tensor = self.network(windows, labels)
+        output: torch.Tensor = self.network(windows, self.target_labels(windows, condition))
         return output
 
     # -- training ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from medi2i_stargan.networks import StarDiscriminator, StarGenerator, gradient_penalty
-from medi2i_stargan.stargan import StarGAN, StarGANOptions, TargetDomain
+from medi2i_stargan.stargan import StarGAN, StarGANOptions
 from monai.data.meta_tensor import MetaTensor
 
 import medi2i
@@ -22,6 +22,7 @@ from medi2i import (
     InferenceSettings,
     OptionsError,
     Registry,
+    TargetDomain,
     predict_outputs,
     predict_tensor,
 )

@@ -17,22 +17,21 @@ the second.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from medi2i import (
     DataKind,
     Options,
-    OptionsError,
-    Output,
     PatchNetworkMethod,
     ScaledDomainIntensities,
     SpatialPlan,
+    TargetDomain,
+    TargetDomainOutputs,
     Task,
     Training,
     VolumeSpec,
@@ -41,9 +40,7 @@ from medi2i import (
 from medi2i_stargan.networks import StarDiscriminator, StarGenerator, gradient_penalty
 
 if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
-
-    from medi2i import MultiDomainBatch, PredictContext, TrainerAPI, TrainingStateValue
+    from medi2i import MultiDomainBatch, TrainerAPI, TrainingStateValue
 
 PAPER = (
     "Choi Y, Choi M, Kim M, Ha J-W, Kim S, Choo J. StarGAN: Unified generative "
@@ -159,24 +156,11 @@ class StarGANOptions(Options):
         return self.learning_rate * min(1.0, max(0.0, remaining))
 
 
-class TargetDomain(BaseModel):
-    """The predict-time condition of :class:`StarGAN`.
-
-    Attributes:
-        target_domain: The domain to translate into (one of the training data's
-            domains); ``None``: every domain, each written as an output named after it.
-        source_domain: The input's domain, which decides its intensity scaling (CT by
-            HU, other images by their percentiles); ``None``: an image without absolute
-            units (MR). The generator itself does not need it.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    target_domain: str | None = None
-    source_domain: str | None = None
-
-
-class StarGAN(ScaledDomainIntensities, PatchNetworkMethod[StarGANOptions, TargetDomain]):
+class StarGAN(
+    TargetDomainOutputs,
+    ScaledDomainIntensities,
+    PatchNetworkMethod[StarGANOptions, TargetDomain],
+):
     """StarGAN in 3D: one conditioned generator, one discriminator with a domain
     classifier, WGAN-GP + classification + reconstruction losses.
 
@@ -213,18 +197,10 @@ class StarGAN(ScaledDomainIntensities, PatchNetworkMethod[StarGANOptions, Target
 
     # -- networks, sized from the domains ----------------------------------------------
 
-    def _domain_count(self) -> int:
-        if len(self.domains) < 2:
-            raise OptionsError(
-                f"method {self.id!r} has no domains: train it on multi-domain data, or load "
-                "a trained model"
-            )
-        return len(self.domains)
-
     def build_network(self) -> torch.nn.Module:
         options = self.options
         return StarGenerator(
-            domains=self._domain_count(),
+            domains=self.require_domains(),
             filters=options.generator_filters,
             downsamplings=options.downsamplings,
             residual_blocks=options.residual_blocks,
@@ -236,7 +212,7 @@ class StarGAN(ScaledDomainIntensities, PatchNetworkMethod[StarGANOptions, Target
         if self._discriminator is None:
             options = self.options
             self._discriminator = StarDiscriminator(
-                domains=self._domain_count(),
+                domains=self.require_domains(),
                 filters=options.discriminator_filters,
                 layers=options.discriminator_layers,
                 window=options.roi_size,
@@ -252,47 +228,8 @@ class StarGAN(ScaledDomainIntensities, PatchNetworkMethod[StarGANOptions, Target
         and ``options.spacing`` when set."""
         return SpatialPlan(orientation="RAS", spacing=self.options.spacing)
 
-    # -- the condition -----------------------------------------------------------------
-
-    def check_condition(self, condition: TargetDomain) -> None:
-        self._domain_count()
-        for field in ("target_domain", "source_domain"):
-            name = getattr(condition, field)
-            if name is not None and name not in self.domain_names:
-                raise OptionsError(
-                    f"method {self.id!r} has no domain {name!r}; {field} must be one of "
-                    f"{list(self.domain_names)}"
-                )
-
-    def input_domain(self, condition: TargetDomain) -> str | None:
-        return condition.source_domain
-
-    def outputs(self, condition: TargetDomain) -> tuple[Output, ...]:
-        if condition.target_domain is not None:
-            return (self._output("", condition.target_domain),)
-        self._domain_count()
-        return tuple(self._output(name, name) for name in self.domain_names)
-
-    def _output(self, name: str, domain: str) -> Output:
-        spec = self.domain(domain).volume_spec()
-        return Output(name, spec, domain=domain, condition={"target_domain": domain})
-
-    def predict(
-        self, image: MetaTensor, context: PredictContext[TargetDomain]
-    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
-        if context.condition.target_domain is not None:
-            return super().predict(image, context)
-        outputs = {}
-        for name in self.domain_names:
-            one = context.condition.model_copy(update={"target_domain": name})
-            result = super().predict(image, dataclasses.replace(context, condition=one))
-            outputs[name] = cast("torch.Tensor", result)
-        return outputs
-
     def forward(self, windows: torch.Tensor, condition: TargetDomain) -> torch.Tensor:
-        index = self.domain_names.index(str(condition.target_domain))
-        target = torch.full((windows.shape[0],), index, dtype=torch.int64, device=windows.device)
-        output: torch.Tensor = self.network(windows, target)
+        output: torch.Tensor = self.network(windows, self.target_labels(windows, condition))
         return output
 
     # -- training ----------------------------------------------------------------------
