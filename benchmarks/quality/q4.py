@@ -65,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--work-dir", type=Path, default=Path("bench-work"))
     parser.add_argument("--output", type=Path, default=Path("bench-results/q4"))
+    parser.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="score the validation cases only (to choose settings before the test)",
+    )
     args = parser.parse_args(argv)
 
     from medi2i_bench.baselines import baselines_for
@@ -86,12 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         models=[_pair(spec) for spec in args.model],
         oracles=[_pair(spec) for spec in args.oracle],
     )
-    cases = dataset.validation + dataset.test
+    cases = dataset.validation if args.validation_only else dataset.validation + dataset.test
     result = evaluate(dataset, contenders, cases=cases, log=print, registry=registry)
     args.output.mkdir(parents=True, exist_ok=True)
-    write_tables(result, args.output, label="comparison")
-    write_result_montages(result, dataset, args.output, label="comparison")
-    write_recovery(result.scores, args.output)
+    write_tables(result, args.output, label="validation" if args.validation_only else "comparison")
+    if not args.validation_only:
+        write_result_montages(result, dataset, args.output, label="comparison")
+        write_recovery(result.scores, args.output)
     return 0
 
 
