@@ -83,6 +83,9 @@ _LAZY = {
     "DomainScales": "medi2i.domain_scales",
     "ScaledDomainIntensities": "medi2i.domain_scales",
     "TargetDomain": "medi2i.multi_domain",
+    "adapt_statistics": "medi2i.adabn",
+    "statistics_layers": "medi2i.adabn",
+    "tile_windows": "medi2i.adabn",
     "TargetDomainOutputs": "medi2i.multi_domain",
 }
 
@@ -139,6 +142,7 @@ __all__ = [
     "VolumeSpec",
     "VolumeWriter",
     "__version__",
+    "adapt_statistics",
     "body_mask",
     "check_percentiles",
     "hookimpl",
@@ -152,6 +156,8 @@ __all__ = [
     "predict_tensor",
     "read_volume",
     "save_model",
+    "statistics_layers",
+    "tile_windows",
     "write_volume",
 ]
 
@@ -166,6 +172,7 @@ def __getattr__(name: str) -> object:
 
 
 if TYPE_CHECKING:
+    from medi2i.adabn import adapt_statistics, statistics_layers, tile_windows
     from medi2i.body_contour import body_mask
     from medi2i.domain_scales import DomainScales, ScaledDomainIntensities
     from medi2i.engine import SlidingWindowEngine

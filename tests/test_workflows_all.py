@@ -195,6 +195,24 @@ def q3_test(root: Path) -> None:
     write_case(root / "colin27-B-to-A", volumes, head.affine)
 
 
+def q4_cases(names: tuple[str, ...]) -> Builder:
+    """Q4's SynthRAD-layout cases (``<part>-<style>/mr|ct|mask``), each style a scanner
+    look of one phantom."""
+
+    def build(root: Path) -> None:
+        head = head_phantom(shape=(16, 16, 16), spacing_mm=(10.5, 12.0, 10.5), seed=5)
+        for name in names:
+            style = named_style(name.rsplit("-", 1)[1])
+            volumes: dict[str, np.ndarray] = {
+                "mr": head.under_scanner(style, seed=len(name)),
+                "ct": np.asarray(head.ct, np.float32),
+                "mask": np.asarray(head.head_mask, np.uint8),
+            }
+            write_case(root / name, volumes, head.affine)
+
+    return build
+
+
 BUILDERS: dict[tuple[str, str], Builder] = {
     ("q1", "train_pairs"): q1_cases,
     ("q1", "test"): q1_cases,
@@ -205,6 +223,10 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("q2", "test"): q2_cases(("colin27-x4", "colin27-x2"), seed=2),
     ("q3", "train_domains"): q3_domains,
     ("q3", "test"): q3_test,
+    ("q4", "train_pairs"): q4_cases(
+        tuple(f"{part}-{style}" for part in ("invesalius0051", "lung1-train") for style in "ABC")
+    ),
+    ("q4", "validation"): q4_cases(tuple(f"lung1-val-{style}" for style in "ABC")),
     ("data", "paired-tiny"): demo_cases,
     ("data", "unpaired-tiny"): unpaired_demo,
 }

@@ -137,7 +137,7 @@ def test_missing_data_is_reported_with_the_variable(monkeypatch: pytest.MonkeyPa
     with pytest.raises(InputError, match="MEDI2I_DATA_DIR is not set"):
         build_dataset("q1")
     with pytest.raises(OptionsError, match="q1, q2, q3, q1x, q3m"):
-        build_dataset("q4", source_dir=".")  # type: ignore[arg-type]
+        build_dataset("q9", source_dir=".")  # type: ignore[arg-type]
 
 
 def test_head_mask_matches_a_phantom_head() -> None:

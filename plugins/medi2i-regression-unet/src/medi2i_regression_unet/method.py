@@ -228,7 +228,7 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
             self._check_adaptable("-c statistics=input")
 
     def _check_adaptable(self, what: str) -> None:
-        from medi2i.adabn import statistics_layers
+        from medi2i import statistics_layers
 
         if not statistics_layers(self.network):
             raise OptionsError(
@@ -242,7 +242,7 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
         self, image: MetaTensor, context: PredictContext[Statistics]
     ) -> torch.Tensor | Mapping[str, torch.Tensor]:
         if context.condition.statistics == "input":
-            from medi2i.adabn import adapt_statistics, tile_windows
+            from medi2i import adapt_statistics, tile_windows
 
             adapt_statistics(self.network, tile_windows(image.as_tensor(), self.roi_size()))
         return super().predict(image, context)
@@ -255,7 +255,7 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
         Raises:
             OptionsError: The network keeps no running statistics.
         """
-        from medi2i.adabn import adapt_statistics, tile_windows
+        from medi2i import adapt_statistics, tile_windows
 
         self._check_adaptable("adapting")
         self.network.to(context.device)
