@@ -85,6 +85,8 @@ _LAZY = {
     "TargetDomain": "medi2i.multi_domain",
     "adapt_statistics": "medi2i.adabn",
     "statistics_layers": "medi2i.adabn",
+    "check_betas": "medi2i.option_checks",
+    "check_spacing": "medi2i.option_checks",
     "tile_windows": "medi2i.adabn",
     "TargetDomainOutputs": "medi2i.multi_domain",
 }
@@ -144,7 +146,9 @@ __all__ = [
     "__version__",
     "adapt_statistics",
     "body_mask",
+    "check_betas",
     "check_percentiles",
+    "check_spacing",
     "hookimpl",
     "is_hounsfield",
     "load_model",
@@ -218,6 +222,7 @@ if TYPE_CHECKING:
     from medi2i.metrics import Metric
     from medi2i.model_folder import load_model, save_model
     from medi2i.multi_domain import TargetDomain, TargetDomainOutputs
+    from medi2i.option_checks import check_betas, check_spacing
     from medi2i.plugins import load_plugins
     from medi2i.prediction import predict, predict_all, predict_outputs, predict_tensor
     from medi2i.registry import Registry

@@ -27,6 +27,7 @@ from medi2i import (
     Task,
     Training,
     VolumeSpec,
+    check_betas,
     check_percentiles,
 )
 
@@ -75,9 +76,7 @@ class TwoWayOptions(Options):
     @field_validator("betas")
     @classmethod
     def _decay_rates(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= beta < 1.0 for beta in value):
-            raise ValueError(f"betas {value} must lie in [0, 1)")
-        return value
+        return check_betas(value)
 
     @field_validator("roi_size")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medi2i import MRNormalization, Options, check_percentiles
+from medi2i import MRNormalization, Options, check_betas, check_percentiles, check_spacing
 from medi2i_pix2pix.adversarial import GanLoss
 from medi2i_pix2pix.discriminator import smallest_input
 from medi2i_pix2pix.layers import Norm
@@ -107,18 +107,14 @@ class Pix2PixOptions(Options):
     @field_validator("betas")
     @classmethod
     def _decay_rates(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= beta < 1.0 for beta in value):
-            raise ValueError(f"betas {value} must each be in [0, 1)")
-        return value
+        return check_betas(value)
 
     @field_validator("spacing")
     @classmethod
     def _positive_spacing(
         cls, value: tuple[float, float, float] | None
     ) -> tuple[float, float, float] | None:
-        if value is not None and min(value) <= 0.0:
-            raise ValueError(f"spacing {value} must be positive in every axis (mm)")
-        return value
+        return check_spacing(value)
 
     @field_validator("mr_percentiles")
     @classmethod

@@ -48,6 +48,7 @@ from medi2i import (
     Training,
     VolumeSpec,
     check_percentiles,
+    check_spacing,
 )
 from medi2i_regression_unet.network import (
     NetworkNorm,
@@ -165,9 +166,7 @@ class RegressionUNetOptions(Options):
     def _positive_spacing(
         cls, value: tuple[float, float, float] | None
     ) -> tuple[float, float, float] | None:
-        if value is not None and min(value) <= 0.0:
-            raise ValueError(f"spacing {value} must be positive in every axis (mm)")
-        return value
+        return check_spacing(value)
 
     @field_validator("mr_percentiles")
     @classmethod

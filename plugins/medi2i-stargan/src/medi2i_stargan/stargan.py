@@ -35,7 +35,9 @@ from medi2i import (
     Task,
     Training,
     VolumeSpec,
+    check_betas,
     check_percentiles,
+    check_spacing,
 )
 from medi2i_stargan.networks import StarDiscriminator, StarGenerator, gradient_penalty
 
@@ -118,16 +120,12 @@ class StarGANOptions(Options):
     def _positive_spacing(
         cls, value: tuple[float, float, float] | None
     ) -> tuple[float, float, float] | None:
-        if value is not None and min(value) <= 0.0:
-            raise ValueError(f"spacing {value} must be positive in every axis")
-        return value
+        return check_spacing(value)
 
     @field_validator("betas")
     @classmethod
     def _decay_rates(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= beta < 1.0 for beta in value):
-            raise ValueError(f"betas {value} must lie in [0, 1)")
-        return value
+        return check_betas(value)
 
     @model_validator(mode="after")
     def _window_fits_the_networks(self) -> StarGANOptions:
