@@ -630,6 +630,17 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         """
         return role in ("source", "image")
 
+    def learns_from_unlabelled(self) -> bool:
+        """Whether :meth:`training_step` needs unlabelled target-domain inputs beside its
+        paired data (``batch["unlabelled"]``, see :class:`PairedBatch`), as
+        domain-adversarial training does (it may depend on the options).
+
+        The trainer refuses unlabelled data for a method that returns ``False`` and a
+        run without unlabelled data for one that returns ``True``, both before the first
+        step. Only paired methods can learn from unlabelled data.
+        """
+        return False
+
     def configure_training(self, trainer: TrainerAPI) -> None:
         """Create optimizers with ``trainer.add_optimizer`` (called once before training)."""
         raise Medi2iError(f"method {self.id!r} is not trained by gradient steps")

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Generic, NotRequired, Protocol, TypedDict
 
 from pydantic import BaseModel
 from typing_extensions import TypeVar
@@ -174,10 +174,17 @@ class FitPair:
 
 
 class PairedBatch(TypedDict):
-    """A batch of paired data: aligned patches ``(N, C, X, Y, Z)``."""
+    """A batch of paired data: aligned patches ``(N, C, X, Y, Z)``.
+
+    ``unlabelled`` is there only for a method whose :meth:`Method.learns_from_unlabelled`
+    is true and a run given unlabelled data (a workflow's ``data.unlabelled_data``):
+    ``N`` input patches of the target domain without targets (e.g. another scanner's
+    MR, for domain-adversarial training), preprocessed as inputs are.
+    """
 
     source: torch.Tensor
     target: torch.Tensor
+    unlabelled: NotRequired[torch.Tensor]
 
 
 class UnpairedBatch(TypedDict):

@@ -425,6 +425,31 @@ def test_a_batch_is_a_pure_function_of_seed_step_and_rank(cases: CaseSet) -> Non
     assert not torch.equal(first["source"], other_rank(step=5, micro=0)["source"])
 
 
+def test_unlabelled_patches_join_the_paired_ones_without_changing_them(
+    cases: CaseSet, tmp_path: Path
+) -> None:
+    from medi2i.testing.domain_cases import write_single_domain_cases
+
+    unlabelled = write_single_domain_cases(tmp_path / "unlabelled", count=2, seed=40)
+    plain = _sampler(cases, config=quick())
+    joined = _sampler(cases, config=quick())
+    joined.unlabelled = training_store(
+        unlabelled,
+        method=TinyRegression(),
+        patch_size=(16, 16, 16),
+        foreground_threshold=None,
+        keep=True,
+    )
+
+    for step in range(3):
+        batch, expected = joined(step=step, micro=0), plain(step=step, micro=0)
+        assert set(batch) == {"source", "target", "unlabelled"}
+        assert batch["unlabelled"].shape == batch["source"].shape
+        assert all(torch.equal(batch[key], expected[key]) for key in expected)
+        assert torch.equal(batch["unlabelled"], joined(step=step, micro=0)["unlabelled"])
+    assert not torch.equal(joined(step=0, micro=0)["unlabelled"], batch["unlabelled"])
+
+
 def test_spatial_augmentation_keeps_source_and_target_aligned(cases: CaseSet) -> None:
     sampler = _sampler(cases, config=quick(batch_size=8, augmentation=NO_INTENSITY))
     for step in range(3):

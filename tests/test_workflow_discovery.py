@@ -217,3 +217,41 @@ def test_declared_domains_must_be_the_layouts(tmp_path: Path) -> None:
         DataConfig.model_validate(
             {"kind": "paired", "layout": {"type": "synthrad", "root": "."}, "domains": ["mr"]}
         )
+
+
+def test_unlabelled_data_is_read_as_images_and_goes_with_paired_data(tmp_path: Path) -> None:
+    touch(tmp_path / "pairs" / "p0" / "mr.nii.gz")
+    touch(tmp_path / "pairs" / "p0" / "ct.nii.gz")
+    touch(tmp_path / "pairs" / "p0" / "mask.nii.gz")
+    for name in ("s0", "s1"):
+        touch(tmp_path / "other" / f"{name}.nii.gz")
+    unlabelled = {"type": "folders", "folders": {"image": str(tmp_path / "other")}}
+    layout = {"type": "synthrad", "root": str(tmp_path / "pairs")}
+
+    splits = discover_splits(
+        DataConfig.model_validate(
+            {"kind": "paired", "layout": layout, "unlabelled_data": unlabelled}
+        )
+    )
+
+    assert splits.unlabelled is not None
+    assert splits.unlabelled.kind is DataKind.SINGLE_DOMAIN
+    assert [sorted(c.images) for c in splits.unlabelled.cases] == [["image"], ["image"]]
+    assert discover_splits(config("paired", layout)).unlabelled is None
+    folders = {"a": str(tmp_path / "a"), "b": str(tmp_path / "b")}
+    with pytest.raises(ValueError, match="unlabelled_data goes with paired data"):
+        DataConfig.model_validate(
+            {
+                "kind": "unpaired",
+                "layout": {"type": "folders", "folders": folders},
+                "unlabelled_data": unlabelled,
+            }
+        )
+    with pytest.raises(ValueError, match="image"):
+        DataConfig.model_validate(
+            {
+                "kind": "paired",
+                "layout": layout,
+                "unlabelled_data": {"type": "folders", "folders": {"source": "x"}},
+            }
+        )

@@ -265,6 +265,7 @@ def root_overrides(path: Path, tiny_roots: TinyRoots) -> list[str]:
     layouts = [
         ("data.layout", data.get("layout") if isinstance(data, dict) else None),
         ("data.validation_data", data.get("validation_data") if isinstance(data, dict) else None),
+        ("data.unlabelled_data", data.get("unlabelled_data") if isinstance(data, dict) else None),
         (
             "evaluation.data.layout",
             evaluation.get("layout") if isinstance(evaluation, dict) else None,

@@ -54,11 +54,14 @@ class DataSplits:
         train: Training cases.
         validation: Validation cases (may be empty).
         test: Test cases (may be empty).
+        unlabelled: Unlabelled target-domain inputs (``data.unlabelled_data``), as
+            single-domain cases, or ``None``.
     """
 
     train: CaseSet
     validation: CaseSet
     test: CaseSet
+    unlabelled: CaseSet | None = None
 
     def get(self, name: SplitName) -> CaseSet:
         """The cases of the split called ``name``."""
@@ -89,6 +92,7 @@ def discover_splits(data: DataConfig) -> DataSplits:
         train=case_set(parts["train"]),
         validation=validation,
         test=case_set(parts["test"]),
+        unlabelled=unlabelled_cases(data.unlabelled_data) if data.unlabelled_data else None,
     )
 
 
@@ -101,6 +105,17 @@ def validation_cases(layout: SynthradLayout | FoldersLayout | CsvLayout) -> Case
     paired = DataConfig(kind="paired", layout=layout)
     cases = tuple(case for subject in discover_subjects(paired) for case in subject.cases)
     return CaseSet(kind=DataKind.PAIRED, cases=cases)
+
+
+def unlabelled_cases(layout: SynthradLayout | FoldersLayout | CsvLayout) -> CaseSet:
+    """The single-domain cases (role ``image``) of ``data.unlabelled_data``.
+
+    Raises:
+        InputError: The layout's folders or files are missing, or it holds no case.
+    """
+    single = DataConfig(kind="single-domain", layout=layout)
+    cases = tuple(case for subject in discover_subjects(single) for case in subject.cases)
+    return CaseSet(kind=DataKind.SINGLE_DOMAIN, cases=cases)
 
 
 def discover_cases(data: DataConfig) -> CaseSet:

@@ -53,6 +53,15 @@ _RANK_SCRIPT = textwrap.dedent(
         domains=tuple(data["domains"]),
         domain_specs=tuple(DomainSpec.model_validate(s) for s in data["domain_specs"]),
     )
+    unlabelled = None
+    if spec["unlabelled"] is not None:
+        unlabelled = CaseSet(
+            kind=DataKind.SINGLE_DOMAIN,
+            cases=tuple(
+                Case(id=c["id"], images={{r: Path(p) for r, p in c["images"].items()}})
+                for c in spec["unlabelled"]
+            ),
+        )
     module, _, name = spec["method"].partition(":")
     method_cls = importlib.import_module(module)
     for part in name.split("."):
@@ -61,7 +70,7 @@ _RANK_SCRIPT = textwrap.dedent(
     method = method_cls(spec["options"])
     config = TrainingConfig.model_validate(spec["config"])
     context = context_from_environment()
-    result = train(method, cases, config=config, run_dir=out / "run")
+    result = train(method, cases, config=config, run_dir=out / "run", unlabelled=unlabelled)
     digest = hashlib.sha256()
     for module_name, network in sorted(method.training_modules().items()):
         for key, tensor in sorted(network.named_parameters()):
@@ -94,7 +103,8 @@ def check_distributed_training(
     """Check that ``method_cls`` trains with DDP under ``torchrun`` on CPU processes.
 
     ``world_size`` processes (Gloo backend, one thread each) train the method on toy
-    cases of its data kind (:func:`medi2i.testing.synthetic_training_cases`) for
+    cases of its data kind (:func:`medi2i.testing.synthetic_training_cases`; with toy
+    unlabelled inputs too for a method that learns from them) for
     ``steps`` steps. The check fails, with the processes' output, unless every process
     finishes, all of them end with bitwise the same parameters in every training module
     (DDP averages the gradients, so the replicas must not drift), the logged losses are
@@ -138,6 +148,11 @@ def check_distributed_training(
 
     folder = Path(tmp_path)
     data = synthetic_training_cases(probe, folder / "data", domains=domains)
+    unlabelled = None
+    if probe.learns_from_unlabelled():
+        from medi2i.testing.domain_cases import write_single_domain_cases
+
+        unlabelled = write_single_domain_cases(folder / "unlabelled", count=2, seed=50)
     config = TrainingConfig(
         steps=steps,
         batch_size=batch_size,
@@ -162,6 +177,12 @@ def check_distributed_training(
             "domains": list(data.domains),
             "domain_specs": [s.model_dump(mode="json") for s in data.domain_specs],
         },
+        "unlabelled": None
+        if unlabelled is None
+        else [
+            {"id": c.id, "images": {r: str(p) for r, p in c.images.items()}}
+            for c in unlabelled.cases
+        ],
     }
     (folder / "out").mkdir(parents=True, exist_ok=True)
     (folder / "spec.json").write_text(json.dumps(spec))

@@ -56,8 +56,9 @@ def check_training_contract(
     """Check that ``method_cls`` keeps the training side of the Method contract.
 
     On toy cases of the method's data kind (written under ``tmp_path`` by
-    :func:`medi2i.testing.synthetic_training_cases`), on the CPU, each property failing
-    with its own message:
+    :func:`medi2i.testing.synthetic_training_cases`), with toy unlabelled inputs for a
+    method that learns from them too (:meth:`~medi2i.Method.learns_from_unlabelled`),
+    on the CPU, each property failing with its own message:
 
     1. :func:`medi2i.training.train` runs ``steps`` steps; every logged loss is finite
        and the steps change the weights of some training module;
@@ -99,8 +100,13 @@ def check_training_contract(
     from medi2i.testing.domain_cases import synthetic_training_cases
 
     data = synthetic_training_cases(probe, Path(tmp_path) / "data", domains=domains)
+    unlabelled = None
+    if probe.learns_from_unlabelled():
+        from medi2i.testing.domain_cases import write_single_domain_cases
+
+        unlabelled = write_single_domain_cases(Path(tmp_path) / "unlabelled", count=2, seed=50)
     config = _config(steps, patch_size, batch_size)
-    runs = _Runs(method_cls, options, data, config, Path(tmp_path))
+    runs = _Runs(method_cls, options, data, config, Path(tmp_path), unlabelled)
     with _random_state_kept():
         initial = _initial_modules(runs)
         whole = runs.train("uninterrupted", steps=steps, resume=False)
@@ -125,6 +131,7 @@ class _Runs:
     data: CaseSet
     config: TrainingConfig
     folder: Path
+    unlabelled: CaseSet | None = None
 
     def new_method(self) -> Method[Any, Any]:
         import torch
@@ -141,7 +148,12 @@ class _Runs:
         what = f"resuming {name!r} to step {steps}" if resume else f"{steps} steps of {name!r}"
         try:
             result = train(
-                method, self.data, config=config, run_dir=self.folder / name, resume=resume
+                method,
+                self.data,
+                config=config,
+                run_dir=self.folder / name,
+                resume=resume,
+                unlabelled=self.unlabelled,
             )
         except Medi2iError as exc:
             raise AssertionError(f"{method.id}: training failed ({what}): {exc}") from exc

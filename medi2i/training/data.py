@@ -149,6 +149,31 @@ def check_trainable(method: Method, data: CaseSet) -> None:
         raise OptionsError("there are no training cases; check the data layout and split")
 
 
+def check_unlabelled(method: Method, data: CaseSet, unlabelled: CaseSet | None) -> None:
+    """Fail early when the run's unlabelled data does not fit ``method``.
+
+    Raises:
+        OptionsError: Unlabelled data is given to a method that does not learn from it
+            (or with data that is not paired), or a method that needs it gets none.
+    """
+    wants = method.learns_from_unlabelled()
+    given = unlabelled is not None and bool(unlabelled.cases)
+    if given and not wants:
+        raise OptionsError(
+            f"method {method.id!r} (with these options) does not learn from unlabelled data; "
+            "remove data.unlabelled_data"
+        )
+    if wants and not given:
+        raise OptionsError(
+            f"method {method.id!r} (with these options) learns from unlabelled target-domain "
+            "inputs as well as its pairs; give them in data.unlabelled_data"
+        )
+    if given and data.kind is not DataKind.PAIRED:
+        raise OptionsError(
+            f"unlabelled data goes with paired training data, not {data.kind.value} data"
+        )
+
+
 def load_training_volume(
     case: Case,
     *,

@@ -11,7 +11,8 @@ flips, quarter turns, linear intensity change, Gaussian noise — on plain tenso
 
 Batches follow the contract of :meth:`medi2i.Method.training_step`: ``source`` and
 ``target`` for paired data, ``a`` and ``b`` for unpaired data, ``image`` and integer
-``domain`` labels for multi-domain data, ``image`` for single-domain data.
+``domain`` labels for multi-domain data, ``image`` for single-domain data; paired
+batches add ``unlabelled`` input patches when the run has unlabelled target-domain data.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class PatchSampler:
             :meth:`medi2i.Method.augments_intensity`); flips and turns apply to all.
         domain_names: Names of the domain labels, in label order (unpaired and
             multi-domain data).
+        unlabelled: Paired data only: unlabelled target-domain input volumes; every
+            batch then also holds ``unlabelled``, as many patches as ``source``, drawn
+            after the paired patches (so the paired patches are those of a run
+            without them) and augmented as sources are.
 
     Example:
         >>> batch = sampler(step=0, micro=0)  # doctest: +SKIP
@@ -70,8 +75,10 @@ class PatchSampler:
         rank: int,
         augmented_roles: frozenset[str] = frozenset({"source", "image"}),
         domain_names: Sequence[str] = (),
+        unlabelled: VolumeStore | None = None,
     ) -> None:
         self.store = store
+        self.unlabelled = unlabelled
         self.augmented_roles = augmented_roles
         self.domain_names = tuple(domain_names)
         self.kind = kind
@@ -88,7 +95,11 @@ class PatchSampler:
         """The batch of micro-batch ``micro`` of step ``step`` (0-based)."""
         rng = np.random.default_rng([self.seed, self.rank, step, micro])
         if self.kind is DataKind.PAIRED:
-            return self._paired(rng)
+            batch = self._paired(rng)
+            if self.unlabelled is not None:
+                everything = [range(len(self.unlabelled))]
+                batch["unlabelled"] = self._images(rng, everything, self.unlabelled, "source")[0]
+            return batch
         if self.kind is DataKind.UNPAIRED:
             return {
                 "a": self._images(rng, self.groups[:1])[0],
@@ -114,26 +125,36 @@ class PatchSampler:
         return {"source": torch.stack(sources), "target": torch.stack(targets)}
 
     def _images(
-        self, rng: np.random.Generator, groups: Sequence[Sequence[int]]
+        self,
+        rng: np.random.Generator,
+        groups: Sequence[Sequence[int]],
+        store: VolumeStore | None = None,
+        role: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches of ``store`` (the training volumes by default), augmented as
+        ``role`` (by default the volume's domain name, or ``image``)."""
         patches, labels = [], []
-        for volume in self._volumes(rng, groups):
+        for volume in self._volumes(rng, groups, store):
             start = self._start(rng, volume)
             (patch,) = self._spatial(rng, [_cut(volume.input, start, self.patch_size, (1, 1, 1))])
-            role = self.domain_names[volume.domain] if self.domain_names else "image"
-            patches.append(self._intensity(rng, patch, volume.spread, role))
+            named = self.domain_names[volume.domain] if self.domain_names else "image"
+            patches.append(self._intensity(rng, patch, volume.spread, role or named))
             labels.append(volume.domain)
         return torch.stack(patches), torch.tensor(labels, dtype=torch.int64)
 
     def _volumes(
-        self, rng: np.random.Generator, groups: Sequence[Sequence[int]]
+        self,
+        rng: np.random.Generator,
+        groups: Sequence[Sequence[int]],
+        store: VolumeStore | None = None,
     ) -> list[TrainingVolume]:
         """The volume of each patch: a group (domain) uniformly, then a volume in it, so
         that rare domains are seen as often as common ones."""
+        volumes = self.store if store is None else store
         chosen: list[TrainingVolume] = []
         while len(chosen) < self.batch_size:
             group = groups[int(rng.integers(len(groups)))]
-            volume = self.store[group[int(rng.integers(len(group)))]]
+            volume = volumes[group[int(rng.integers(len(group)))]]
             chosen.extend([volume] * self.patches_per_volume)
         return chosen[: self.batch_size]
 

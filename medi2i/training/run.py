@@ -37,8 +37,10 @@ from medi2i.training.checkpoint import (
 )
 from medi2i.training.config import RESUME_INVARIANTS, TrainingConfig
 from medi2i.training.data import (
+    VolumeStore,
     case_domains,
     check_trainable,
+    check_unlabelled,
     domain_labels,
     step_batches,
     training_store,
@@ -86,9 +88,11 @@ def run_training(
     resume: bool,
     inference: InferenceSettings | None,
     validation_condition: Mapping[str, object] | None = None,
+    unlabelled: CaseSet | None = None,
 ) -> TrainResult:
     """Train ``method`` (the body of :func:`medi2i.training.train`)."""
     check_trainable(method, data)
+    check_unlabelled(method, data, unlabelled)
     if data.kind in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
         names = domain_labels(data)
         by_name = {spec.name: spec for spec in data.specs()}
@@ -146,7 +150,7 @@ def run_training(
             else None,
         )
         if first_step < config.steps:
-            run.loop(_sampler(method, data, config, patch_size, context))
+            run.loop(_sampler(method, data, config, patch_size, context, unlabelled))
         elif validation is not None:
             run.validate(first_step)  # rerun of a finished run: the validation set may be new
         guard.check_weights(trainer.step_index, trainer.state().modules)
@@ -341,17 +345,21 @@ def _sampler(
     config: TrainingConfig,
     patch_size: tuple[int, int, int],
     context: DistributedContext,
+    unlabelled: CaseSet | None = None,
 ) -> PatchSampler:
-    store = training_store(
-        data,
-        method=method,
-        patch_size=patch_size,
-        foreground_threshold=config.foreground_threshold,
-        keep=config.cache == "memory",
-    )
+    def store(cases: CaseSet) -> VolumeStore:
+        return training_store(
+            cases,
+            method=method,
+            patch_size=patch_size,
+            foreground_threshold=config.foreground_threshold,
+            keep=config.cache == "memory",
+        )
+
     roles = {"source", "target", "image", *data.domains}
     return PatchSampler(
-        store,
+        store(data),
+        unlabelled=store(unlabelled) if unlabelled is not None and unlabelled.cases else None,
         augmented_roles=frozenset(role for role in roles if method.augments_intensity(role)),
         domain_names=domain_labels(data),
         kind=data.kind,

@@ -332,6 +332,7 @@ def train(
     resume: bool = True,
     inference: InferenceSettings | None = None,
     validation_condition: Mapping[str, object] | None = None,
+    unlabelled: CaseSet | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``data`` and save it as a trained-model folder.
 
@@ -361,6 +362,10 @@ def train(
             blending); its device is always the training device.
         validation_condition: The predict-time condition validation predicts under
             (e.g. the direction of a two-way method); checked before the first step.
+        unlabelled: Single-domain cases (role ``image``) of the target domain without
+            targets, for a paired method that learns from them as well
+            (:meth:`medi2i.Method.learns_from_unlabelled`, e.g. domain-adversarial
+            training); their patches reach ``training_step`` as ``batch["unlabelled"]``.
 
     Returns:
         Where the model and history are, the final losses and validation metrics.
@@ -384,4 +389,5 @@ def train(
         resume=resume,
         inference=inference,
         validation_condition=validation_condition,
+        unlabelled=unlabelled,
     )

@@ -333,6 +333,17 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
     if trains_on not in ("none", workflow.data.kind):
         message = f"method {config.id!r} trains on {trains_on} data, not {workflow.data.kind}"
         return [(("data", "kind"), message)]
+    wants = method_cls(config.options).learns_from_unlabelled()
+    given = workflow.data.unlabelled_data is not None
+    if wants != given:
+        message = (
+            f"method {config.id!r} with these options learns from unlabelled target-domain "
+            "inputs too; give them in data.unlabelled_data"
+            if wants
+            else f"method {config.id!r} with these options does not learn from unlabelled "
+            "data; remove data.unlabelled_data"
+        )
+        return [(("data", "unlabelled_data") if given else ("data",), message)]
     return _metric_problems(workflow, registry=registry)
 
 

@@ -239,9 +239,11 @@ def _train(
         from medi2i.workflow.checks import check_validation
 
         check_validation(workflow, data, registry)
+    unlabelled = data.unlabelled
+    extra = f" and {len(unlabelled.cases)} unlabelled" if unlabelled is not None else ""
     log(
         f"train: method {method.id!r} on {len(data.train.cases)} {workflow.data.kind} cases"
-        f" ({len(data.validation.cases)} for validation), {workflow.training.steps} steps"
+        f"{extra} ({len(data.validation.cases)} for validation), {workflow.training.steps} steps"
     )
     result = train(
         method,
@@ -252,6 +254,7 @@ def _train(
         resume=True,
         inference=workflow.inference,
         validation_condition=workflow.method.condition,
+        unlabelled=unlabelled,
     )
     if result.first_step > 0:
         log(f"train: resumed from the checkpoint of step {result.first_step}")

@@ -198,6 +198,13 @@ class DataConfig(Section):
             validate training instead of the split's validation part, for any data
             kind: an unpaired MR↔CT method is validated on aligned MR/CT pairs, a
             harmonization method on travelling subjects. Its layout is read as paired.
+        unlabelled_data: Paired data only: input volumes of the target domain without
+            targets (e.g. MR of the scanner a model must also work on, without CT), for
+            a method that learns from them as well (domain-adversarial training; see
+            ``learns_from_unlabelled`` in ``medi2i methods --json``). Its layout is read
+            as single-domain: a ``folders`` layout with an ``image`` folder, or a CSV
+            with role ``image``. Every case of it is used in training; the split does
+            not apply to it.
     """
 
     kind: DataKindName
@@ -208,6 +215,7 @@ class DataConfig(Section):
     cards: list[str] = Field(default_factory=list)
     domains: list[DomainSpec | str] = Field(default_factory=list)
     validation_data: Layout | None = None
+    unlabelled_data: Layout | None = None
 
     def domain_specs(self) -> tuple[DomainSpec, ...]:
         """:attr:`domains` as specs (a plain name is a domain of any modality)."""
@@ -226,6 +234,14 @@ class DataConfig(Section):
             _check_domains(self)
         if isinstance(self.validation_data, FoldersLayout):
             _check_folder_keys("paired", sorted(self.validation_data.folders))
+        if self.unlabelled_data is not None:
+            if self.kind != "paired":
+                raise ValueError(
+                    "unlabelled_data goes with paired data (a paired method that also learns "
+                    f"from unlabelled inputs); the data is {self.kind}"
+                )
+            if isinstance(self.unlabelled_data, FoldersLayout):
+                _check_folder_keys("single-domain", sorted(self.unlabelled_data.folders))
         return self
 
 
