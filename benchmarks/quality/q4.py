@@ -10,8 +10,11 @@ styles A, B and C, as it is (no adaptation) and with each adaptation:
 - ``adabn-target``: AdaBN on the target style's training MR (the head's and lung1's,
   whose CT is not used), as ``medi2i adapt`` does, one adapted copy per style;
 - ``adabn-input``: AdaBN on each input at predict time (``-c statistics=input``);
-- ``--model NAME=PATH`` rows: any other model of the same task (a domain-adversarial
-  model, a harmonize-first pipeline's own model) scored on every case;
+- ``--model NAME=PATH`` rows: any other model of the same task (the domain-adversarial
+  model of ``workflows/q4_regression_unet_dann.yaml``) scored on every case;
+- ``--harmonizer NAME=PATH`` rows: a learned harmonization model (the StarGAN of
+  ``workflows/q4_stargan.yaml``) first translates the input into style A
+  (``-c target_domain=A``), then the style-A model translates that;
 - ``--oracle STYLE=PATH``: a model trained on the target style's own pairs, the bound an
   adaptation can reach (row ``oracle-STYLE``, scored on every case like the others).
 
@@ -63,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-a", type=Path, required=True, help="the style-A model")
     parser.add_argument("--oracle", action="append", default=[], metavar="STYLE=PATH")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--harmonizer", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--work-dir", type=Path, default=Path("bench-work"))
     parser.add_argument("--output", type=Path, default=Path("bench-results/q4"))
     parser.add_argument(
@@ -89,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings,
         model_a=args.model_a,
         models=[_pair(spec) for spec in args.model],
+        harmonizers=[_pair(spec) for spec in args.harmonizer],
         oracles=[_pair(spec) for spec in args.oracle],
     )
     cases = dataset.validation if args.validation_only else dataset.validation + dataset.test
@@ -115,6 +120,7 @@ def rows(
     *,
     model_a: Path,
     models: Sequence[tuple[str, Path]] = (),
+    harmonizers: Sequence[tuple[str, Path]] = (),
     oracles: Sequence[tuple[str, Path]] = (),
 ) -> list[Contender]:
     """The rows beside the baselines (module docstring)."""
@@ -151,6 +157,10 @@ def rows(
             "the style-A model with AdaBN on each input (-c statistics=input)",
         )
     )
+    for name, path in harmonizers:
+        into_a = harmonizer(load_model(path, registry=registry), settings)
+        text = f"{_text(path)} into style A (-c target_domain=A), then the style-A model"
+        found.append(Contender(name, "model", predictor(base, settings, before=into_a), text))
     for name, path in models:
         model = load_model(path, registry=registry)
         found.append(Contender(name, "model", predictor(model, settings), _text(path)))
@@ -189,6 +199,16 @@ def predictor(
         return np.asarray(output[0].detach().cpu().numpy(), np.float32)
 
     return predict
+
+
+def harmonizer(model: Method, settings: InferenceSettings) -> Callable[[MetaTensor], MetaTensor]:
+    """``model`` translating an input into style A, as a function."""
+    from medi2i import predict_tensor
+
+    def harmonize(image: MetaTensor) -> MetaTensor:
+        return predict_tensor(model, image, settings=settings, condition={"target_domain": "A"})
+
+    return harmonize
 
 
 def nyul_on_source_style(

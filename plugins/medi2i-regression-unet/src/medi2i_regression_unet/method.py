@@ -19,6 +19,13 @@ statistics on a set of the target scanner's MR volumes and writes a new model fo
 volume before it is predicted, and the core restores the trained statistics afterwards,
 so the volumes of a batch do not affect one another.
 
+With ``domain_adversarial_weight > 0`` the network is trained by domain-adversarial
+training (:mod:`medi2i_regression_unet.adversarial`; Ganin & Lempitsky 2015) on its
+paired source-scanner data and unlabelled MR of the target scanner (the workflow's
+``data.unlabelled_data``): a domain classifier on the encoder's feature statistics,
+behind a gradient reversal layer, pushes the encoder towards features that do not show
+the scanner.
+
 Augmentation (flips, rotations, intensity) is the trainer's, set in the workflow's
 ``training.augmentation``; the patch size is ``roi_size`` unless the workflow sets one.
 """
@@ -30,6 +37,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from monai.networks.nets.dynunet import DynUNet
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medi2i import (
@@ -49,6 +57,12 @@ from medi2i import (
     VolumeSpec,
     check_percentiles,
     check_spacing,
+)
+from medi2i_regression_unet.adversarial import (
+    DomainClassifier,
+    captured_outputs,
+    encoder_stages,
+    reversal_coefficient,
 )
 from medi2i_regression_unet.network import (
     NetworkNorm,
@@ -74,6 +88,8 @@ if TYPE_CHECKING:
 
 NETWORK = "network"
 """Name of the network's training module and of its optimizer."""
+DOMAIN_CLASSIFIER = "domain_classifier"
+"""Name of the domain classifier's training module (domain-adversarial training)."""
 
 
 class RegressionUNetOptions(Options):
@@ -126,6 +142,15 @@ class RegressionUNetOptions(Options):
         body_contour: Set every output voxel outside the input MR's body to air
             (-1024 HU), with the body found by :func:`medi2i.body_mask` on the raw input
             (not part of nnU-Net). Models saved before this option existed get it on.
+        domain_adversarial_weight: Final gradient-reversal coefficient ``λ`` of
+            domain-adversarial training (Ganin & Lempitsky 2015), reached by the paper's
+            schedule ``2 / (1 + exp(-10 p)) - 1`` over ``schedule_steps``; 0 (the
+            default) trains on the pairs alone. Above 0 the run needs unlabelled MR of
+            the target domain (a workflow's ``data.unlabelled_data``): each step the
+            source and unlabelled patches go through the network as one batch (so batch
+            normalization sees both), the L1 loss is taken on the source patches and a
+            domain classifier learns which patches are which.
+        domain_classifier_width: Width of the domain classifier's two hidden layers.
     """
 
     roi_size: tuple[int, int, int] = (128, 128, 128)
@@ -146,6 +171,8 @@ class RegressionUNetOptions(Options):
     schedule_steps: int = Field(default=1000, ge=1)
     poly_exponent: float = Field(default=0.9, gt=0.0)
     body_contour: bool = True
+    domain_adversarial_weight: float = Field(default=0.0, ge=0.0)
+    domain_classifier_width: int = Field(default=64, ge=1)
 
     @field_validator("roi_size")
     @classmethod
@@ -219,6 +246,7 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
         self._optimizer: torch.optim.Optimizer | None = None
+        self._classifier: DomainClassifier | None = None
 
     # -- AdaBN -------------------------------------------------------------------------
 
@@ -304,11 +332,29 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
 
     # -- training ----------------------------------------------------------------------
 
+    def learns_from_unlabelled(self) -> bool:
+        """True with domain-adversarial training (``domain_adversarial_weight > 0``)."""
+        return bool(self.options.domain_adversarial_weight > 0)
+
+    def training_modules(self) -> dict[str, torch.nn.Module]:
+        """The network, and the domain classifier with domain-adversarial training."""
+        modules = super().training_modules()
+        if self.learns_from_unlabelled():
+            if self._classifier is None:
+                self._classifier = DomainClassifier(
+                    self.options.filters, hidden=self.options.domain_classifier_width
+                )
+            modules[DOMAIN_CLASSIFIER] = self._classifier
+        return modules
+
     def configure_training(self, trainer: TrainerAPI) -> None:
-        """Create the optimizer of ``options.optimizer`` over the network's parameters."""
+        """Create the optimizer of ``options.optimizer`` over the network's parameters
+        (and the domain classifier's, with domain-adversarial training: one optimizer,
+        as the gradient reversal layer makes one loss train both)."""
         options = self.options
+        parameters = [p for module in trainer.modules.values() for p in module.parameters()]
         self._optimizer = make_optimizer(
-            trainer.modules[NETWORK].parameters(),
+            parameters,
             name=options.optimizer,
             learning_rate=self.initial_learning_rate(),
             momentum=options.momentum,
@@ -320,11 +366,17 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
         self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
     ) -> dict[str, float]:
         """One L1 step from ``batch["source"]`` (normalized MR patches) to
-        ``batch["target"]`` (CT patches in [-1, 1]).
+        ``batch["target"]`` (CT patches in [-1, 1]); with domain-adversarial training
+        also the domain classifier's loss on ``batch["unlabelled"]`` and the sources.
 
         Returns:
-            ``{"l1": ...}``, the mean absolute error in network units (× 2047.5 for HU).
+            ``{"l1": ...}``, the mean absolute error in network units (× 2047.5 for HU);
+            with domain-adversarial training also ``domain_bce`` (the classifier's
+            binary cross-entropy; ln 2 = 0.693 when it cannot tell the domains apart),
+            ``domain_accuracy`` and ``reversal`` (the coefficient of this step).
         """
+        if self.learns_from_unlabelled():
+            return self._adversarial_step(batch, trainer)
         self._schedule(trainer.step_index)
         network = trainer.modules[NETWORK]
         if self.options.norm_statistics == "training":
@@ -337,6 +389,49 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
         trainer.backward(loss, NETWORK)
         trainer.step(NETWORK)
         return {"l1": float(loss.detach())}
+
+    def _adversarial_step(
+        self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
+    ) -> dict[str, float]:
+        if "unlabelled" not in batch:
+            raise OptionsError(
+                f"method {self.id!r}: domain_adversarial_weight > 0 needs unlabelled "
+                "target-domain inputs (data.unlabelled_data in a workflow)"
+            )
+        self._schedule(trainer.step_index)
+        network = trainer.modules[NETWORK]
+        classifier = trainer.modules[DOMAIN_CLASSIFIER]
+        if self.options.norm_statistics == "training":
+            network.train()
+            if trainer.step_index >= trainer.total_steps - self.options.frozen_statistics_steps:
+                freeze_statistics(network)
+        sources, unlabelled = batch["source"], batch["unlabelled"]
+        count = sources.shape[0]
+        coefficient = reversal_coefficient(
+            trainer.step_index,
+            self.options.schedule_steps,
+            self.options.domain_adversarial_weight,
+        )
+        with trainer.autocast(), captured_outputs(encoder_stages(self._unet())) as stages:
+            prediction = network(torch.cat([sources, unlabelled]))
+        l1 = F.l1_loss(prediction[:count].float(), batch["target"].float())
+        logits = classifier(stages, coefficient=coefficient)
+        labels = torch.cat([torch.zeros(count), torch.ones(unlabelled.shape[0])]).to(logits)
+        domain = F.binary_cross_entropy_with_logits(logits, labels)
+        trainer.backward(l1 + domain, NETWORK)
+        trainer.step(NETWORK)
+        accuracy = ((logits.detach() > 0).float() == labels).float().mean()
+        return {
+            "l1": float(l1.detach()),
+            "domain_bce": float(domain.detach()),
+            "domain_accuracy": float(accuracy),
+            "reversal": coefficient,
+        }
+
+    def _unet(self) -> DynUNet:
+        network = self.network
+        assert isinstance(network, ResidualUNet)  # build_network makes one
+        return network.unet
 
     def initial_learning_rate(self) -> float:
         """``options.learning_rate``, or the chosen optimizer's default."""
