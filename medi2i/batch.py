@@ -478,7 +478,9 @@ class _StudyRunner:
         series = folder / self.method.id
         try:
             DicomSeriesWriter().check(
-                self.method.output_grid(Grid.of(image)).affine,
+                self.method.output_grid(
+                    Grid.of(image), self.method.parse_condition(self.condition)
+                ).affine,
                 {**image.meta, **self._declared},
                 series,
             )

@@ -495,8 +495,14 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         """The working grid; the core resamples the input to it and the output back."""
         return SpatialPlan()
 
-    def output_grid(self, input_grid: Grid) -> Grid:
-        """The grid the final output is delivered on (the input grid unless overridden)."""
+    def output_grid(self, input_grid: Grid, condition: ConditionT | None = None) -> Grid:
+        """The grid the final output is delivered on (the input grid unless overridden).
+
+        ``condition`` is the predict-time condition (``None``: the method's defaults), so
+        that a super-resolution method can take the output spacing from it; the core
+        asks for the grid before inference, so a grid the method refuses (or a writer
+        cannot hold) fails before any work.
+        """
         return input_grid
 
     def input_domain(self, condition: ConditionT) -> str | None:
@@ -741,7 +747,7 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
             eval_modules=not self.keeps_module_modes,
         )
 
-    def output_grid(self, input_grid: Grid) -> Grid:
+    def output_grid(self, input_grid: Grid, condition: ConditionT | None = None) -> Grid:
         if self.output_scale == (1.0, 1.0, 1.0):
             return input_grid
         return input_grid.scaled(self.output_scale)

@@ -102,7 +102,7 @@ def predict_outputs(
     for output in declared:
         shaped = _with_grid(method, raw[output.name], prepared)
         done = method.postprocess(shaped, prepared, domain=output.domain, condition=parsed)
-        results[output.name] = _delivered(method, done, input_grid, image, output)
+        results[output.name] = _delivered(method, done, input_grid, image, output, parsed)
     return results
 
 
@@ -145,12 +145,17 @@ def predict_tensor(
 
 
 def _delivered(
-    method: Method, output: MetaTensor, input_grid: Grid, image: MetaTensor, declared: Output
+    method: Method,
+    output: MetaTensor,
+    input_grid: Grid,
+    image: MetaTensor,
+    declared: Output,
+    condition: object,
 ) -> MetaTensor:
     from medi2i.resample import resample_to_grid
     from medi2i.voxel_checks import require_finite_output
 
-    result = resample_to_grid(output, method.output_grid(input_grid), mode="linear")
+    result = resample_to_grid(output, method.output_grid(input_grid, condition), mode="linear")
     named = f" {declared.name!r}" if declared.name else ""
     require_finite_output(
         result.as_tensor().detach().cpu().numpy(),
@@ -442,7 +447,7 @@ def predict_all(
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     # a result the writer would refuse is refused before the inference, not after it
-    grid = ready.output_grid(Grid.of(image))
+    grid = ready.output_grid(Grid.of(image), parsed)
     for declared_output in declared:
         meta = {**image.meta, "medi2i.output.modality": declared_output.spec.modality}
         writer.check(grid.affine, meta, paths[declared_output.name])

@@ -229,7 +229,7 @@ class ShearedToCT(DoubleToCT):
 
     id = "test-sheared"
 
-    def output_grid(self, input_grid: Grid) -> Grid:
+    def output_grid(self, input_grid: Grid, condition: object = None) -> Grid:
         affine = input_grid.affine.copy()
         affine[:3, 1] += 0.3 * affine[:3, 0]
         return Grid(shape=input_grid.shape, affine=affine)

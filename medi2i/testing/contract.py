@@ -81,7 +81,7 @@ def check_method_contract(
     image = make_volume(shape)
     outputs = _predict(method, image, condition=condition, settings=settings)
     for declared in _declared(method, condition):
-        _check_output(method, image, outputs, declared)
+        _check_output(method, image, outputs, declared, condition)
     _check_round_trip(method, image, outputs, condition=condition, settings=settings)
 
 
@@ -156,6 +156,7 @@ def _check_output(
     image: MetaTensor,
     outputs: Mapping[str, torch.Tensor],
     declared: Output,
+    condition: Mapping[str, object] | None,
 ) -> None:
     from monai.data.meta_tensor import MetaTensor
 
@@ -176,12 +177,13 @@ def _check_output(
         )
     if not bool(output.isfinite().all()):
         raise AssertionError(f"{name} has NaN or infinite values")
-    expected = method.output_grid(Grid.of(image))
+    expected = method.output_grid(Grid.of(image), method.parse_condition(condition))
     actual = Grid.of(output)
     if not actual.same_as(expected):
         raise AssertionError(
             f"{name} grid (shape {actual.shape}, affine\n{actual.affine}) is not "
-            f"method.output_grid(input grid) (shape {expected.shape}, affine\n{expected.affine})"
+            "method.output_grid(input grid, condition) "
+            f"(shape {expected.shape}, affine\n{expected.affine})"
         )
 
 

@@ -14,12 +14,24 @@ Two conventions fix where the new voxels sit:
   of ``f`` (as ``medi2i.synth.thick_slices`` and benchmark Q2 do), comes back exactly on
   the thin-slice grid.
 
+Three rules say how fine the output is: ``target_spacing`` (mm, absolute),
+``scale`` (voxels per input voxel along each array axis), or ``slice_factor``: the
+input's *slice axis* gets that many times more voxels and the other axes stay as they
+are. The slice axis is found from the geometry: the array axis with the largest voxel
+spacing, which must be clearly the largest (at least :data:`SLICE_ANISOTROPY` times the
+next). So a thick-slice scan keeps its in-plane resolution, whatever its spacing and
+whichever array axis holds its slices. A model's options give its rule; the
+predict-time condition :class:`OutputGrid` can ask for another one.
+
 Example:
     >>> import numpy as np
     >>> from medi2i import Grid
     >>> fine = finer_grid(Grid((4, 4, 10), np.eye(4)), scale=(1, 1, 4), align="centres")
     >>> fine.grid.shape, fine.steps
     ((4, 4, 37), (1.0, 1.0, 0.25))
+    >>> thick = Grid((10, 4, 4), np.diag([6.5, 0.78, 0.78, 1.0]))
+    >>> finer_grid(thick, slice_factor=2).grid.spacing
+    (3.25, 0.78, 0.78)
 """
 
 from __future__ import annotations
@@ -28,12 +40,25 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medi2i import Grid, Options, OptionsError
 
 Alignment = Literal["edges", "centres"]
 Triple = tuple[float, float, float]
+SLICE_ANISOTROPY = 1.2
+"""How much larger than every other axis's spacing the slice axis's must be."""
+_RULES = ("target_spacing", "scale", "slice_factor")
+
+
+def _one_rule_at_most(values: object, *, required: bool) -> None:
+    given = [name for name in _RULES if getattr(values, name) is not None]
+    if len(given) > 1 or (required and not given):
+        raise ValueError("give exactly one of target_spacing (mm), scale and slice_factor")
+    for name in given:
+        value = getattr(values, name)
+        if min(value if isinstance(value, tuple) else (value,)) <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
 
 
 class GridOptions(Options):
@@ -48,31 +73,139 @@ class GridOptions(Options):
             ``scale`` is given.
         scale: Output voxels per input voxel along each array axis (e.g. ``(1, 1, 4)``),
             instead of ``target_spacing``.
+        slice_factor: Output voxels per input voxel along the input's slice axis (the
+            axis of clearly largest spacing, found from the geometry), the other axes
+            left as they are; instead of ``target_spacing``. A learned model with this
+            rule was trained for this factor, and refuses one far from it.
         align: ``"edges"`` keeps the outer voxel edges (the field of view, as
             :meth:`medi2i.Grid.scaled`); ``"centres"`` keeps the first and last voxel
             centres. See :mod:`medi2i_super_resolution.grids`.
+        clip_margin: Clip the output to the input's intensity range widened by this
+            fraction of it on each side (interpolation and networks can ring past the
+            input's values, e.g. negative MR next to bright edges); ``None`` keeps
+            every value.
     """
 
     target_spacing: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
     scale: tuple[float, float, float] | None = None
+    slice_factor: float | None = None
     align: Alignment = "edges"
+    clip_margin: float | None = Field(default=0.05, ge=0.0)
 
     @model_validator(mode="before")
     @classmethod
     def _scale_replaces_the_default_spacing(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("scale") is not None:
+        if isinstance(data, dict) and (
+            data.get("scale") is not None or data.get("slice_factor") is not None
+        ):
             return {"target_spacing": None, **data}
         return data
 
     @model_validator(mode="after")
     def _one_rule(self) -> GridOptions:
-        if (self.target_spacing is None) == (self.scale is None):
-            raise ValueError("give exactly one of target_spacing (mm) and scale")
-        for name in ("target_spacing", "scale"):
-            value = getattr(self, name)
-            if value is not None and min(value) <= 0:
-                raise ValueError(f"{name} must be positive along every axis, got {value}")
+        _one_rule_at_most(self, required=True)
         return self
+
+
+class OutputGrid(BaseModel):
+    """The predict-time condition of a super-resolution method: another output grid
+    than the model's options give, by one of the same three rules (none: the options').
+
+    Attributes:
+        target_spacing: Output voxel size in mm along each array axis.
+        scale: Output voxels per input voxel along each array axis.
+        slice_factor: Output voxels per input voxel along the input's slice axis only.
+
+    Example:
+        >>> OutputGrid(slice_factor=2).slice_factor
+        2.0
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_spacing: tuple[float, float, float] | None = None
+    scale: tuple[float, float, float] | None = None
+    slice_factor: float | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one_rule(self) -> OutputGrid:
+        _one_rule_at_most(self, required=False)
+        return self
+
+
+def with_condition(options: GridOptions, condition: OutputGrid | None) -> GridOptions:
+    """``options`` with the rule of ``condition`` when it gives one."""
+    if condition is None or all(getattr(condition, name) is None for name in _RULES):
+        return options
+    return options.model_copy(update={name: getattr(condition, name) for name in _RULES})
+
+
+def slice_axis(grid: Grid) -> int:
+    """The array axis of ``grid`` whose voxel spacing is clearly the largest.
+
+    Raises:
+        OptionsError: No axis's spacing is :data:`SLICE_ANISOTROPY` times every other's.
+    """
+    spacing = np.asarray(grid.spacing, dtype=np.float64)
+    order = np.argsort(spacing)
+    axis = int(order[-1])
+    if spacing[axis] < SLICE_ANISOTROPY * spacing[order[-2]]:
+        shown = " × ".join(f"{s:g}" for s in grid.spacing)
+        raise OptionsError(
+            f"the input's voxels ({shown} mm) have no thick-slice axis to refine; ask for "
+            "an output grid with -c 'target_spacing=[X,Y,Z]' or -c 'scale=[X,Y,Z]' instead"
+        )
+    return axis
+
+
+def axis_factors(source: Grid, output: Grid) -> Triple:
+    """Output voxels per input voxel along each array axis (spacing ratios)."""
+    a, b = source.spacing, output.spacing
+    return (a[0] / b[0], a[1] / b[1], a[2] / b[2])
+
+
+TRAINED_RANGE = 1.5
+"""How far (as a ratio) the asked slice-axis factor may lie from a model's trained one."""
+IN_PLANE_RANGE = 1.25
+"""How far from 1 the other axes' factors may lie for a model trained on slices."""
+
+
+def check_trained_range(method_id: str, options: GridOptions, source: Grid, output: Grid) -> None:
+    """Refuse an output grid far from what a model with a ``slice_factor`` rule was
+    trained for (a model with an absolute rule says nothing of its training factor).
+
+    The asked factor along the input's slice axis must lie within
+    [trained / :data:`TRAINED_RANGE`, trained × :data:`TRAINED_RANGE`], and the other
+    axes' within [1 / :data:`IN_PLANE_RANGE`, :data:`IN_PLANE_RANGE`].
+
+    Raises:
+        OptionsError: The grid is outside that range; the message says what to do.
+    """
+    trained = options.slice_factor
+    if trained is None:
+        return
+    axis = slice_axis(source)
+    factors = axis_factors(source, output)
+    low, high = trained / TRAINED_RANGE, trained * TRAINED_RANGE
+    others = [f for i, f in enumerate(factors) if i != axis]
+    if low <= factors[axis] <= high and all(
+        1 / IN_PLANE_RANGE <= f <= IN_PLANE_RANGE for f in others
+    ):
+        return
+    asked = " × ".join(f"{f:.3g}" for f in factors)
+    raise OptionsError(
+        f"method {method_id!r} was trained to refine the slice axis ×{trained:g} (in-plane "
+        f"×1), but this output grid asks ×{asked} along the array axes (slice axis "
+        f"{axis}); use a model trained for that factor, or method 'interpolation'"
+    )
+
+
+def clipped(output: Any, low: float, high: float, margin: float | None) -> Any:
+    """``output`` clipped to ``[low, high]`` widened by ``margin`` of its width."""
+    if margin is None:
+        return output
+    pad = margin * (high - low)
+    return output.clamp(low - pad, high + pad)
 
 
 @dataclass(frozen=True)
@@ -97,7 +230,11 @@ class FinerGrid:
 def output_grid_for(grid: Grid, options: GridOptions) -> FinerGrid:
     """The output grid of ``options`` for an input on ``grid``."""
     return finer_grid(
-        grid, target_spacing=options.target_spacing, scale=options.scale, align=options.align
+        grid,
+        target_spacing=options.target_spacing,
+        scale=options.scale,
+        slice_factor=options.slice_factor,
+        align=options.align,
     )
 
 
@@ -106,15 +243,25 @@ def finer_grid(
     *,
     target_spacing: Triple | None = None,
     scale: Triple | None = None,
+    slice_factor: float | None = None,
     align: Alignment = "edges",
 ) -> FinerGrid:
-    """The grid covering ``grid``'s field of view at ``target_spacing`` (mm) or ``scale``.
+    """The grid covering ``grid``'s field of view at ``target_spacing`` (mm), ``scale``
+    or ``slice_factor`` (along :func:`slice_axis` only).
 
     Raises:
-        OptionsError: Neither or both of ``target_spacing`` and ``scale`` are given.
+        OptionsError: Not exactly one rule is given, or ``slice_factor`` is given for
+            an input without a thick-slice axis.
     """
-    if (target_spacing is None) == (scale is None):
-        raise OptionsError("give exactly one of target_spacing (mm) and scale")
+    if sum(rule is not None for rule in (target_spacing, scale, slice_factor)) != 1:
+        raise OptionsError("give exactly one of target_spacing (mm), scale and slice_factor")
+    if slice_factor is not None:
+        axis = slice_axis(grid)
+        scale = (
+            slice_factor if axis == 0 else 1.0,
+            slice_factor if axis == 1 else 1.0,
+            slice_factor if axis == 2 else 1.0,
+        )
     if scale is None:
         assert target_spacing is not None
         scale = (

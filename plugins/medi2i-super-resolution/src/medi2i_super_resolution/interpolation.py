@@ -18,7 +18,14 @@ import torch
 from scipy import ndimage
 
 from medi2i import DataKind, Grid, Method, Task, VolumeSpec
-from medi2i_super_resolution.grids import FinerGrid, GridOptions, output_grid_for
+from medi2i_super_resolution.grids import (
+    FinerGrid,
+    GridOptions,
+    OutputGrid,
+    clipped,
+    output_grid_for,
+    with_condition,
+)
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -39,13 +46,16 @@ class InterpolationOptions(GridOptions):
         target_spacing: Output voxel size in mm (see
             :class:`~medi2i_super_resolution.grids.GridOptions`).
         scale: Output voxels per input voxel, instead of ``target_spacing``.
+        slice_factor: Output voxels per input voxel along the slice axis only.
         align: ``"edges"`` or ``"centres"``: which voxel positions the finer grid keeps.
+        clip_margin: Clip to the input's range widened by this fraction (cubic
+            B-splines overshoot at edges); ``None`` keeps every value.
     """
 
     order: InterpolationOrder = "bspline"
 
 
-class Interpolation(Method):
+class Interpolation(Method[InterpolationOptions, OutputGrid]):
     """Interpolate onto a finer grid (cubic B-spline or linear).
 
     The output covers the input's field of view at ``target_spacing`` mm (1 mm
@@ -67,6 +77,7 @@ class Interpolation(Method):
     input_spec = ANY_SPEC
     output_spec = ANY_SPEC
     Options = InterpolationOptions
+    Condition = OutputGrid
     paper = (
         "Unser M. Splines: a perfect fit for signal and image processing. IEEE Signal "
         "Processing Magazine 16(6):22-38, 1999"
@@ -74,11 +85,17 @@ class Interpolation(Method):
 
     options: InterpolationOptions
 
-    def output_grid(self, input_grid: Grid) -> Grid:
-        return output_grid_for(input_grid, self.options).grid
+    def output_grid(self, input_grid: Grid, condition: OutputGrid | None = None) -> Grid:
+        return output_grid_for(input_grid, with_condition(self.options, condition)).grid
 
-    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
-        return interpolate_finer(image, options=self.options, order=self.options.order)
+    def predict(self, image: MetaTensor, context: PredictContext[OutputGrid]) -> torch.Tensor:
+        """Interpolate onto the grid of the options (or of the condition), clipped to
+        the input's range widened by ``clip_margin``."""
+        options = with_condition(self.options, context.condition)
+        finer = interpolate_finer(image, options=options, order=self.options.order)
+        low, high = float(image.min()), float(image.max())
+        result: torch.Tensor = clipped(finer, low, high, self.options.clip_margin)
+        return result
 
 
 def interpolate_finer(

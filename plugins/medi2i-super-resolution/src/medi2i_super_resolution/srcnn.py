@@ -43,7 +43,14 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from medi2i import DataKind, Grid, InputError, PatchNetworkMethod, Task, Training, VolumeSpec
-from medi2i_super_resolution.grids import GridOptions, output_grid_for
+from medi2i_super_resolution.grids import (
+    GridOptions,
+    OutputGrid,
+    check_trained_range,
+    clipped,
+    output_grid_for,
+    with_condition,
+)
 from medi2i_super_resolution.interpolation import InterpolationOrder, interpolate_finer
 
 if TYPE_CHECKING:
@@ -53,6 +60,8 @@ if TYPE_CHECKING:
 
 SCALE_KEY = "medi2i_super_resolution.intensity_scale"
 """Meta key of the preprocessed volume holding the mean absolute intensity it was divided by."""
+RANGE_KEY = "medi2i_super_resolution.input_range"
+"""Meta key of the preprocessed volume holding the raw input's minimum and maximum."""
 RECONSTRUCTION_INIT_STD = 1e-3
 """Standard deviation of the reconstruction layer's initial weights (Dong et al. 2016)."""
 MR = VolumeSpec(modality="MR", units="arbitrary", channels=1)
@@ -73,7 +82,11 @@ class SrcnnOptions(GridOptions):
         target_spacing: Output voxel size in mm (see
             :class:`~medi2i_super_resolution.grids.GridOptions`).
         scale: Output voxels per input voxel, instead of ``target_spacing``.
+        slice_factor: Output voxels per input voxel along the input's slice axis only,
+            the factor the model is trained for: it refuses an output grid far from it.
         align: ``"edges"`` or ``"centres"``: which voxel positions the finer grid keeps.
+        clip_margin: Clip the output to the input's range widened by this fraction;
+            ``None`` keeps every value.
     """
 
     kernel_sizes: tuple[int, int, int] = (9, 1, 5)
@@ -133,7 +146,7 @@ class SrcnnNetwork(torch.nn.Module):
         return x + detail if self.residual else detail
 
 
-class Srcnn(PatchNetworkMethod):
+class Srcnn(PatchNetworkMethod[SrcnnOptions, OutputGrid]):
     """SRCNN in 3D: interpolate onto the finer grid, then refine with a 3-layer CNN.
 
     Trained with the mean squared error on pairs of a degraded-then-interpolated
@@ -153,6 +166,7 @@ class Srcnn(PatchNetworkMethod):
     input_spec = MR
     output_spec = MR
     Options = SrcnnOptions
+    Condition = OutputGrid
     paper = (
         "Dong C, Loy CC, He K, Tang X. Image super-resolution using deep convolutional "
         "networks. IEEE TPAMI 38(2):295-307, 2016 (ECCV 2014); in 3D for brain MR: Pham CH "
@@ -171,16 +185,22 @@ class Srcnn(PatchNetworkMethod):
 
     # -- prediction --------------------------------------------------------------------
 
-    def output_grid(self, input_grid: Grid) -> Grid:
-        return output_grid_for(input_grid, self.options).grid
+    def output_grid(self, input_grid: Grid, condition: OutputGrid | None = None) -> Grid:
+        """The finer grid of the options, or of the condition's rule; a model trained
+        with a ``slice_factor`` refuses one far from that factor."""
+        grid = output_grid_for(input_grid, with_condition(self.options, condition)).grid
+        check_trained_range(self.id, self.options, input_grid, grid)
+        return grid
 
     def preprocess(
         self, image: MetaTensor, *, domain: str | None = None, condition: object = None
     ) -> MetaTensor:
-        """Divide by the whole volume's mean absolute intensity (kept in the meta)."""
+        """Divide by the whole volume's mean absolute intensity (kept in the meta, with
+        the raw input's range for :meth:`postprocess`'s clipping)."""
         scale = intensity_scale(image)
         scaled = cast("MetaTensor", image.float() / scale)
         scaled.meta[SCALE_KEY] = scale
+        scaled.meta[RANGE_KEY] = (float(image.min()), float(image.max()))
         return scaled
 
     def preprocess_target(self, target: MetaTensor) -> MetaTensor:
@@ -191,15 +211,17 @@ class Srcnn(PatchNetworkMethod):
         """
         return cast("MetaTensor", target.float() / intensity_scale(target))
 
-    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
-        """Interpolate the whole volume onto the finer grid, then run the network on it."""
+    def predict(self, image: MetaTensor, context: PredictContext[OutputGrid]) -> torch.Tensor:
+        """Interpolate the whole volume onto the finer grid (of the options, or of the
+        condition), then run the network on it."""
         from monai.data.meta_tensor import MetaTensor
 
         if image.shape[0] != 1:
             raise InputError(
                 f"method {self.id!r} takes single-channel volumes, got {image.shape[0]}"
             )
-        finer = interpolate_finer(image, options=self.options, order=self.options.order)
+        options = with_condition(self.options, context.condition)
+        finer = interpolate_finer(image, options=options, order=self.options.order)
         refined = super().predict(finer, context)
         return MetaTensor(refined, affine=finer.affine)
 
@@ -211,14 +233,17 @@ class Srcnn(PatchNetworkMethod):
         domain: str | None = None,
         condition: object = None,
     ) -> MetaTensor:
-        """Multiply back by the intensity scale of the preprocessed input."""
+        """Multiply back by the intensity scale of the preprocessed input, and clip to
+        the input's range widened by ``clip_margin``."""
         scale = image.meta.get(SCALE_KEY)
         if scale is None:
             raise InputError(
                 f"method {self.id!r}: the volume given to postprocess was not preprocessed by "
                 "this method (its intensity scale is missing); run it through medi2i.predict"
             )
-        return cast("MetaTensor", output * float(scale))
+        restored = output * float(scale)
+        low, high = image.meta.get(RANGE_KEY, (float(restored.min()), float(restored.max())))
+        return cast("MetaTensor", clipped(restored, low, high, self.options.clip_margin))
 
     # -- training ----------------------------------------------------------------------
 

@@ -1,0 +1,157 @@
+"""Super-resolution relative to the input's own grid: the slice axis, predict-time
+grids, the trained range and clipping."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from medi2i_super_resolution.grids import OutputGrid, finer_grid, slice_axis
+from medi2i_super_resolution.interpolation import Interpolation
+from medi2i_super_resolution.srcnn import Srcnn
+from monai.data import MetaTensor
+
+import medi2i
+from medi2i import Grid, InferenceSettings, OptionsError, predict_tensor
+from medi2i.io import read_volume, write_volume
+from medi2i.testing import check_method_contract, make_volume
+
+SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
+SMALL = {"filters": (8, 4), "kernel_sizes": (5, 1, 3), "roi_size": (16, 16, 16)}
+CLINICAL = (0.78, 0.78, 6.5)
+"""A thick-slice clinical MR's voxel size, in mm."""
+
+
+def clinical_volume(spacing: tuple[float, float, float] = CLINICAL) -> MetaTensor:
+    return make_volume((20, 20, 6), spacing=spacing, seed=4)
+
+
+def test_the_slice_axis_is_found_from_the_geometry() -> None:
+    assert slice_axis(Grid.of(clinical_volume())) == 2
+    assert slice_axis(Grid.of(clinical_volume((6.5, 0.78, 0.78)))) == 0
+    assert slice_axis(Grid.of(clinical_volume((0.9, 5.0, 0.9)))) == 1
+    with pytest.raises(OptionsError, match="no thick-slice axis") as error:
+        slice_axis(Grid.of(clinical_volume((1.0, 1.1, 1.0))))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("spacing", [CLINICAL, (6.5, 0.78, 0.78), (0.78, 6.5, 0.78)])
+def test_a_slice_factor_refines_only_the_slice_axis(spacing: tuple[float, float, float]) -> None:
+    grid = Grid.of(clinical_volume(spacing))
+
+    fine = finer_grid(grid, slice_factor=2.0).grid
+
+    expected = tuple(s / 2 if s == 6.5 else s for s in spacing)
+    np.testing.assert_allclose(fine.spacing, expected, atol=1e-6)
+    shape = tuple(n * 2 if s == 6.5 else n for n, s in zip(grid.shape, spacing, strict=True))
+    assert fine.shape == shape
+
+
+def test_the_condition_takes_one_rule_at_most() -> None:
+    assert OutputGrid().slice_factor is None
+    with pytest.raises(ValueError, match="exactly one"):
+        OutputGrid(slice_factor=2.0, scale=(1.0, 1.0, 2.0))
+    with pytest.raises(ValueError, match="positive"):
+        OutputGrid(slice_factor=0.0)
+
+
+@pytest.mark.parametrize("condition", [{}, {"slice_factor": 2.5}])
+def test_srcnn_keeps_the_contract_with_a_slice_factor(condition: dict[str, object]) -> None:
+    check_method_contract(
+        Srcnn, options={**SMALL, "slice_factor": 2.0, "align": "centres"}, condition=condition
+    )
+
+
+def test_interpolation_takes_its_grid_from_the_condition() -> None:
+    image = clinical_volume()
+    method = Interpolation({"order": "linear"})  # options: 1 mm isotropic
+
+    default = predict_tensor(method, image, settings=SETTINGS)
+    relative = predict_tensor(method, image, settings=SETTINGS, condition={"slice_factor": 2})
+
+    np.testing.assert_allclose(Grid.of(default).spacing, (1.0, 1.0, 1.0), atol=0.05)
+    np.testing.assert_allclose(Grid.of(relative).spacing, (0.78, 0.78, 3.25), atol=1e-6)
+
+
+def _model(folder: Path, **options: object) -> Path:
+    torch.manual_seed(0)
+    method = Srcnn({**SMALL, "slice_factor": 2.0, **options})
+    return medi2i.save_model(method, folder)
+
+
+def test_predict_with_a_x2_model_halves_only_the_slice_spacing(tmp_path: Path) -> None:
+    """``medi2i predict --model`` on 0.78 × 0.78 × 6.5 mm MR returns 0.78 × 0.78 × 3.25 mm."""
+    model = _model(tmp_path / "srcnn-x2")
+    source = write_volume(clinical_volume(), tmp_path / "thick.nii.gz")
+    output = tmp_path / "fine.nii.gz"
+
+    command = [sys.executable, "-m", "medi2i", "predict", str(source), str(output)]
+    command += ["--model", str(model), "--device", "cpu"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+    assert run.returncode == 0, run.stderr
+    result = read_volume(output)
+    np.testing.assert_allclose(Grid.of(result).spacing, (0.78, 0.78, 3.25), atol=1e-5)
+    assert tuple(result.shape[1:]) == (20, 20, 12)
+    provenance = json.loads(output.with_name("fine.provenance.json").read_text())
+    assert provenance["options"]["slice_factor"] == 2.0
+
+
+def test_a_grid_far_from_the_trained_factor_is_refused_before_inference(tmp_path: Path) -> None:
+    model = medi2i.load_model(_model(tmp_path / "srcnn-x2"))
+    image = clinical_volume()
+    asked = [
+        {"slice_factor": 6.5},  # 1 mm slices from a ×2 model
+        {"target_spacing": (1.0, 1.0, 1.0)},  # coarser in-plane, ×6.5 through-plane
+        {"scale": (2.0, 2.0, 2.0)},  # in-plane super-resolution it never learned
+    ]
+    for condition in asked:
+        with pytest.raises(OptionsError, match=r"trained to refine the slice axis ×2") as error:
+            predict_tensor(model, image, settings=SETTINGS, condition=condition)
+        assert "\n" not in str(error.value)
+    accepted = predict_tensor(model, image, settings=SETTINGS, condition={"slice_factor": 2.5})
+    assert tuple(accepted.shape[1:]) == (20, 20, 15)
+
+
+def test_an_isotropic_input_to_a_slice_model_is_a_one_line_error() -> None:
+    model = Srcnn({**SMALL, "slice_factor": 2.0})
+    with pytest.raises(OptionsError, match="no thick-slice axis"):
+        predict_tensor(model, make_volume((16, 16, 16), spacing=(1.0, 1.0, 1.0)), settings=SETTINGS)
+
+
+def _edge(spacing_z: float = 4.0) -> MetaTensor:
+    """A bright block next to a dark one along the slice axis: cubic B-splines ring."""
+    values = np.full((8, 8, 8), 100.0, np.float32)
+    values[:, :, 4:] = 1000.0
+    values[:, :, 5] = 0.0  # a thin dark slice makes the overshoot large
+    affine = torch.diag(torch.tensor([1.0, 1.0, spacing_z, 1.0], dtype=torch.float64))
+    return MetaTensor(torch.from_numpy(values)[None], affine=affine)
+
+
+def test_interpolation_is_clipped_to_the_input_range_with_a_margin() -> None:
+    image = _edge()
+    unclipped = Interpolation({"slice_factor": 4, "clip_margin": None})
+    clipped = Interpolation({"slice_factor": 4})  # 5 % margin by default
+
+    free = predict_tensor(unclipped, image, settings=SETTINGS)
+    kept = predict_tensor(clipped, image, settings=SETTINGS)
+
+    assert float(free.min()) < -50.0 or float(free.max()) > 1050.0  # it does ring
+    assert float(kept.min()) >= -50.0 - 1e-3
+    assert float(kept.max()) <= 1050.0 + 1e-3
+
+
+def test_srcnn_outputs_are_clipped_to_the_input_range() -> None:
+    image = _edge()
+    method = Srcnn({**SMALL, "slice_factor": 4, "align": "centres"})
+    with torch.no_grad():  # a reconstruction layer that adds a large detail everywhere
+        method.network.reconstruction.bias.fill_(-5.0)
+
+    output = predict_tensor(method, image, settings=SETTINGS)
+
+    assert float(output.min()) >= -50.0 - 1e-3
