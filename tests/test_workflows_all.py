@@ -69,6 +69,11 @@ SHRINK: dict[str, list[str]] = {
         "method.options.generator_filters=2",
         "method.options.discriminator_filters=2",
     ],
+    "edsr": [
+        "method.options.features=2",
+        "method.options.blocks=1",
+        "method.options.roi_size=[8,8,4]",
+    ],
     "interpolation": [],
     "zscore": [],
     "whitestripe": [],

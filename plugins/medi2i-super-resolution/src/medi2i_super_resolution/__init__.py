@@ -1,9 +1,9 @@
 """medi2i-super-resolution: volumes onto finer grids.
 
-Methods: ``interpolation`` (linear or cubic B-spline) and ``srcnn`` (SRCNN in 3D,
-trained on pairs). This module holds the plugin's hook implementation; medi2i imports
-it on every command, so the method modules (scipy, torch) are imported inside the hook
-only.
+Methods: ``interpolation`` (linear or cubic B-spline), ``srcnn`` (SRCNN in 3D, trained
+on pairs) and ``edsr`` (EDSR in 3D, upsampling the slice axis inside the network). This
+module holds the plugin's hook implementation; medi2i imports it on every command, so
+the method modules (scipy, torch) are imported inside the hook only.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ __all__ = ["register_methods"]
 
 @medi2i.hookimpl
 def register_methods(register: Callable[[MethodClass], None]) -> None:
-    """Register :class:`~medi2i_super_resolution.interpolation.Interpolation` and
-    :class:`~medi2i_super_resolution.srcnn.Srcnn`."""
+    """Register :class:`~medi2i_super_resolution.interpolation.Interpolation`,
+    :class:`~medi2i_super_resolution.srcnn.Srcnn` and
+    :class:`~medi2i_super_resolution.edsr.Edsr`."""
+    from medi2i_super_resolution.edsr import Edsr
     from medi2i_super_resolution.interpolation import Interpolation
     from medi2i_super_resolution.srcnn import Srcnn
 
     register(Interpolation)
     register(Srcnn)
+    register(Edsr)

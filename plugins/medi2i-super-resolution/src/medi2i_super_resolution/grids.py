@@ -170,9 +170,9 @@ IN_PLANE_RANGE = 1.25
 """How far from 1 the other axes' factors may lie for a model trained on slices."""
 
 
-def check_trained_range(method_id: str, options: GridOptions, source: Grid, output: Grid) -> None:
-    """Refuse an output grid far from what a model with a ``slice_factor`` rule was
-    trained for (a model with an absolute rule says nothing of its training factor).
+def check_trained_range(method_id: str, trained: float | None, source: Grid, output: Grid) -> None:
+    """Refuse an output grid far from the slice factor ``trained`` a model was trained
+    for (``None``: a model with an absolute rule, which says nothing of it).
 
     The asked factor along the input's slice axis must lie within
     [trained / :data:`TRAINED_RANGE`, trained × :data:`TRAINED_RANGE`], and the other
@@ -181,7 +181,6 @@ def check_trained_range(method_id: str, options: GridOptions, source: Grid, outp
     Raises:
         OptionsError: The grid is outside that range; the message says what to do.
     """
-    trained = options.slice_factor
     if trained is None:
         return
     axis = slice_axis(source)

@@ -189,7 +189,7 @@ class Srcnn(PatchNetworkMethod[SrcnnOptions, OutputGrid]):
         """The finer grid of the options, or of the condition's rule; a model trained
         with a ``slice_factor`` refuses one far from that factor."""
         grid = output_grid_for(input_grid, with_condition(self.options, condition)).grid
-        check_trained_range(self.id, self.options, input_grid, grid)
+        check_trained_range(self.id, self.options.slice_factor, input_grid, grid)
         return grid
 
     def preprocess(
