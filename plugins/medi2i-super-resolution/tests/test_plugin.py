@@ -9,13 +9,20 @@ from importlib import resources
 import medi2i_super_resolution
 import pytest
 import yaml
+from medi2i_super_resolution.edsr import Edsr
 from medi2i_super_resolution.interpolation import Interpolation
+from medi2i_super_resolution.smore import Smore
 from medi2i_super_resolution.srcnn import Srcnn
 
 from medi2i import DataKind, Method, Registry, Task
 from medi2i.testing import isolated_registry
 
-METHODS: dict[str, type[Method]] = {"interpolation": Interpolation, "srcnn": Srcnn}
+METHODS: dict[str, type[Method]] = {
+    "interpolation": Interpolation,
+    "srcnn": Srcnn,
+    "edsr": Edsr,
+    "smore": Smore,
+}
 
 
 def test_registers_its_methods() -> None:
@@ -34,6 +41,9 @@ def test_methods_declare_what_they_need() -> None:
     assert all(m.tasks == (Task.SUPER_RESOLUTION,) for m in METHODS.values())
     assert Interpolation.data is DataKind.NONE
     assert Srcnn.data is DataKind.PAIRED
+    assert Edsr.data is DataKind.PAIRED
+    assert Smore.data is DataKind.NONE
+    assert Smore.fits_at_predict
 
 
 def test_hook_module_imports_no_torch() -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.cli.options import command_registry, device_option, parse_mirror_axes
+from medi2i.cli.options import command_registry, device_option, key_values, parse_mirror_axes
 
 if TYPE_CHECKING:
     from medi2i_bench.datasets import TaskName
@@ -61,6 +61,14 @@ def _tasks(choice: str) -> list[TaskName]:
     multiple=True,
     metavar="ID",
     help="A registered method to evaluate besides the baselines (repeat).",
+)
+@click.option(
+    "--option",
+    "option_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of every --method, value parsed as YAML (repeat; as medi2i predict "
+    "--option), e.g. --option align=centres; named in the row's legend.",
 )
 @click.option(
     "--model",
@@ -112,6 +120,7 @@ def bench_run_command(
     task: str,
     splits: tuple[str, ...],
     methods: tuple[str, ...],
+    option_pairs: tuple[str, ...],
     models: tuple[Path, ...],
     output: Path,
     work_dir: Path | None,
@@ -133,6 +142,7 @@ def bench_run_command(
     results = run_benchmarks(
         tasks=_tasks(task),
         methods=methods,
+        method_options=key_values(option_pairs, "--option") or None,
         models=models,
         output_dir=output,
         work_dir=work_dir,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -259,6 +259,7 @@ def run_benchmarks(
     *,
     tasks: Sequence[TaskName] = TASKS,
     methods: Sequence[str] = (),
+    method_options: Mapping[str, object] | None = None,
     models: Sequence[str | Path] = (),
     output_dir: str | Path,
     work_dir: str | Path | None = None,
@@ -276,6 +277,8 @@ def run_benchmarks(
     Args:
         tasks: Benchmarks to run, among ``"q1"``, ``"q2"``, ``"q3"``, ``"q1x"``.
         methods: Ids of registered methods (each runs on the benchmarks of its tasks).
+        method_options: Options given to every method of ``methods`` (named in its
+            row's legend); each method's defaults when ``None``.
         models: Trained-model folders or zips.
         output_dir: Where the JSON, Markdown and PNG files go.
         work_dir: Cache of the built datasets; the user cache folder when ``None``.
@@ -298,7 +301,7 @@ def run_benchmarks(
 
     settings = settings or InferenceSettings(progress=False)
     registry = registry if registry is not None else Registry()
-    loaded = _load_contenders(methods, models, registry)
+    loaded = _load_contenders(methods, models, registry, method_options)
     _check_served(loaded, tasks)
     results = []
     for task in tasks:
@@ -340,7 +343,10 @@ def _run_one(
     for name, kind, method in served:
         # a method may share its id with a baseline it provides (monotone-mapping)
         label = f"{name}-{kind}" if name in baseline_names else name
-        contenders.append(method_contender(label, kind, method, dataset, settings))
+        description = f"{kind} {method.id} {method.version}{_given_options(method, kind)}"
+        contenders.append(
+            method_contender(label, kind, method, dataset, settings, description=description)
+        )
     cases = dataset.validation + dataset.test
     result = evaluate(dataset, contenders, cases=cases, log=log, registry=registry)
     if not dataset.split:
@@ -351,6 +357,14 @@ def _run_one(
         "test": [c.name for c in dataset.test],
     }
     return replace(result, splits={dataset.split: parts})
+
+
+def _given_options(method: Method, kind: ContenderKind) -> str:
+    """``"; options a=1, b=2"``: the options set on a registered method (not a model's)."""
+    given = method.options.model_dump(exclude_unset=True) if kind == "method" else {}
+    if not given:
+        return ""
+    return "; options " + ", ".join(f"{key}={value}" for key, value in sorted(given.items()))
 
 
 def merge_results(parts: Sequence[BenchResult], datasets: Sequence[BenchDataset]) -> BenchResult:
@@ -485,13 +499,16 @@ LoadedContender = tuple[str, ContenderKind, "Method"]
 
 
 def _load_contenders(
-    methods: Sequence[str], models: Sequence[str | Path], registry: Registry
+    methods: Sequence[str],
+    models: Sequence[str | Path],
+    registry: Registry,
+    method_options: Mapping[str, object] | None = None,
 ) -> list[LoadedContender]:
     from medi2i import load_model
 
     loaded: list[LoadedContender] = []
     for method_id in methods:
-        loaded.append((method_id, "method", registry.method(method_id)()))
+        loaded.append((method_id, "method", registry.method(method_id)(method_options)))
     for model in models:
         loaded.append((Path(model).name, "model", load_model(model, registry=registry)))
     return loaded

@@ -1,7 +1,8 @@
 """medi2i-super-resolution: volumes onto finer grids.
 
 Methods: ``interpolation`` (linear or cubic B-spline), ``srcnn`` (SRCNN in 3D, trained
-on pairs) and ``edsr`` (EDSR in 3D, upsampling the slice axis inside the network). This
+on pairs), ``edsr`` (EDSR in 3D, upsampling the slice axis inside the network) and
+``smore`` (self-supervised through-plane super-resolution, fitted on the input). This
 module holds the plugin's hook implementation; medi2i imports it on every command, so
 the method modules (scipy, torch) are imported inside the hook only.
 """
@@ -23,12 +24,15 @@ __all__ = ["register_methods"]
 @medi2i.hookimpl
 def register_methods(register: Callable[[MethodClass], None]) -> None:
     """Register :class:`~medi2i_super_resolution.interpolation.Interpolation`,
-    :class:`~medi2i_super_resolution.srcnn.Srcnn` and
-    :class:`~medi2i_super_resolution.edsr.Edsr`."""
+    :class:`~medi2i_super_resolution.srcnn.Srcnn`,
+    :class:`~medi2i_super_resolution.edsr.Edsr` and
+    :class:`~medi2i_super_resolution.smore.Smore`."""
     from medi2i_super_resolution.edsr import Edsr
     from medi2i_super_resolution.interpolation import Interpolation
+    from medi2i_super_resolution.smore import Smore
     from medi2i_super_resolution.srcnn import Srcnn
 
     register(Interpolation)
     register(Srcnn)
     register(Edsr)
+    register(Smore)
