@@ -114,7 +114,8 @@ class _Block(torch.nn.Module):
         self.second = torch.nn.Conv2d(features, features, 3, padding=1, padding_mode="replicate")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.second(F.relu(self.first(x)))
+        residual: torch.Tensor = self.second(F.relu(self.first(x)))
+        return x + residual
 
 
 class RestorationNetwork(torch.nn.Module):
