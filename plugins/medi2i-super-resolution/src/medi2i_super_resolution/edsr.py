@@ -51,6 +51,7 @@ from medi2i_super_resolution.grids import (
     OutputGrid,
     check_trained_range,
     clipped,
+    condition_rule,
     finer_grid,
     slice_axis,
 )
@@ -225,14 +226,7 @@ class Edsr(PatchNetworkMethod[EdsrOptions, OutputGrid]):
         """The ``"centres"`` grid with the slice axis refined ``factor`` times, or the
         condition's grid when it is within the trained range (the network's output is
         then resampled onto it)."""
-        rule = {"slice_factor": float(self.options.factor)}
-        if condition is not None:
-            asked = {
-                name: getattr(condition, name)
-                for name in ("target_spacing", "scale", "slice_factor")
-                if getattr(condition, name) is not None
-            }
-            rule = asked or rule
+        rule = condition_rule(condition) or {"slice_factor": float(self.options.factor)}
         grid = finer_grid(input_grid, align="centres", **rule).grid  # type: ignore[arg-type]
         check_trained_range(self.id, float(self.options.factor), input_grid, grid)
         return grid

@@ -140,6 +140,15 @@ def with_condition(options: GridOptions, condition: OutputGrid | None) -> GridOp
     return options.model_copy(update={name: getattr(condition, name) for name in _RULES})
 
 
+def condition_rule(condition: OutputGrid | None) -> dict[str, Any]:
+    """The grid rule a predict-time condition asks for (``{}``: none, keep the model's)."""
+    if condition is None:
+        return {}
+    return {
+        name: getattr(condition, name) for name in _RULES if getattr(condition, name) is not None
+    }
+
+
 def slice_axis(grid: Grid) -> int:
     """The array axis of ``grid`` whose voxel spacing is clearly the largest.
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from medi2i_super_resolution.grids import (
     Alignment,
     OutputGrid,
     clipped,
+    condition_rule,
     finer_grid,
     slice_axis,
 )
@@ -183,15 +184,11 @@ class Smore(Method[SmoreOptions, OutputGrid]):
     def output_grid(self, input_grid: Grid, condition: OutputGrid | None = None) -> Grid:
         """The condition's grid if it gives a rule, else the options' ``slice_factor``,
         else :meth:`restored_grid`."""
-        if condition is not None:
-            for name in ("target_spacing", "scale", "slice_factor"):
-                if getattr(condition, name) is not None:
-                    rule: dict[str, Any] = {name: getattr(condition, name)}
-                    return finer_grid(input_grid, align=self.options.align, **rule).grid
-        if self.options.slice_factor is not None:
-            return finer_grid(
-                input_grid, slice_factor=self.options.slice_factor, align=self.options.align
-            ).grid
+        rule = condition_rule(condition)
+        if not rule and self.options.slice_factor is not None:
+            rule = {"slice_factor": self.options.slice_factor}
+        if rule:
+            return finer_grid(input_grid, align=self.options.align, **rule).grid
         return self.restored_grid(input_grid)
 
     # -- prediction --------------------------------------------------------------------
