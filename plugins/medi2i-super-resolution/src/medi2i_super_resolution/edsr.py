@@ -227,7 +227,7 @@ class Edsr(PatchNetworkMethod[EdsrOptions, OutputGrid]):
         condition's grid when it is within the trained range (the network's output is
         then resampled onto it)."""
         rule = condition_rule(condition) or {"slice_factor": float(self.options.factor)}
-        grid = finer_grid(input_grid, align="centres", **rule).grid  # type: ignore[arg-type]
+        grid = finer_grid(input_grid, align="centres", **rule).grid
         check_trained_range(self.id, float(self.options.factor), input_grid, grid)
         return grid
 
