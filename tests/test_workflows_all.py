@@ -74,6 +74,13 @@ SHRINK: dict[str, list[str]] = {
         "method.options.blocks=1",
         "method.options.roi_size=[8,8,4]",
     ],
+    "smore": [
+        "method.options.features=2",
+        "method.options.blocks=1",
+        "method.options.steps=2",
+        "method.options.patch_size=8",
+        "method.options.batch_size=2",
+    ],
     "interpolation": [],
     "zscore": [],
     "whitestripe": [],
