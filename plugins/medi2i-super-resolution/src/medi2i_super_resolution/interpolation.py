@@ -28,6 +28,8 @@ from medi2i_super_resolution.grids import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i import PredictContext
@@ -129,12 +131,31 @@ def resample_channel(
     values: np.ndarray, finer: FinerGrid, *, order: InterpolationOrder
 ) -> np.ndarray:
     """One ``(X, Y, Z)`` channel sampled at the finer grid's voxel centres (float32)."""
-    spline_order = SPLINE_ORDERS[order]
+    return resample_axis_aligned(
+        values,
+        finer.steps,
+        finer.offsets,
+        finer.grid.shape,
+        spline_order=SPLINE_ORDERS[order],
+    )
+
+
+def resample_axis_aligned(
+    values: np.ndarray,
+    steps: Sequence[float],
+    offsets: Sequence[float],
+    shape: Sequence[int],
+    *,
+    spline_order: int,
+) -> np.ndarray:
+    """``values`` sampled at voxel ``i`` of an axis-aligned grid of ``shape`` from the
+    input index ``steps * i + offsets`` (per axis), by B-splines of ``spline_order``
+    with edge values repeated outside; float32."""
     resampled = ndimage.affine_transform(
         np.asarray(values, np.float64),
-        np.asarray(finer.steps),  # a vector: the separable, axis-aligned case
-        offset=np.asarray(finer.offsets),
-        output_shape=finer.grid.shape,
+        np.asarray(steps, np.float64),  # a vector: the separable, axis-aligned case
+        offset=np.asarray(offsets, np.float64),
+        output_shape=tuple(int(n) for n in shape),
         order=spline_order,
         mode="nearest",
         prefilter=spline_order > 1,

@@ -51,6 +51,7 @@ from medi2i_super_resolution.grids import (
     finer_grid,
     slice_axis,
 )
+from medi2i_super_resolution.interpolation import resample_axis_aligned
 from medi2i_super_resolution.srcnn import intensity_scale
 
 if TYPE_CHECKING:
@@ -369,23 +370,14 @@ def along_axis(volume: np.ndarray, source: Grid, target: Grid, *, axis: int) -> 
 def _affine_along(
     values: np.ndarray, axis: int, *, step: float, offset: float, count: int
 ) -> np.ndarray:
-    matrix = np.ones(values.ndim)
-    matrix[axis] = step
-    offsets = np.zeros(values.ndim)
+    """Cubic B-spline resampling along one axis (index ``step * i + offset``)."""
+    steps = [1.0] * values.ndim
+    steps[axis] = step
+    offsets = [0.0] * values.ndim
     offsets[axis] = offset
     shape = list(values.shape)
     shape[axis] = count
-    return np.asarray(
-        ndimage.affine_transform(
-            np.asarray(values, np.float64),
-            matrix,
-            offset=offsets,
-            output_shape=tuple(shape),
-            order=3,
-            mode="nearest",
-            prefilter=True,
-        )
-    )
+    return resample_axis_aligned(values, steps, offsets, shape, spline_order=3)
 
 
 def sample_patches(
