@@ -17,6 +17,7 @@ from medi2i.cli.main import build_cli
 from medi2i.errors import GeometryError, OptionsError
 from medi2i.evaluation import (
     aggregate,
+    edge_sharpness,
     evaluate_case,
     evaluation_metrics,
     histogram_distance,
@@ -96,16 +97,34 @@ def test_histogram_distance_of_a_shift_and_of_shuffled_voxels() -> None:
     assert histogram_distance(image, shuffled, mask) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_edge_sharpness_falls_with_blur_and_scales_with_contrast() -> None:
+    image = np.zeros((24, 24, 24))
+    image[6:18, 6:18, 6:18] = 100.0  # a cube: its faces are the edges
+    image = gaussian_filter(image, 0.7)
+    mask = np.ones(image.shape, bool)
+    assert edge_sharpness(image, image, mask) == pytest.approx(1.0)
+    assert edge_sharpness(image, 2.0 * image + 5.0, mask) == pytest.approx(2.0)
+    blurred = [edge_sharpness(image, gaussian_filter(image, s), mask) for s in (1.0, 2.0)]
+    assert 1.0 > blurred[0] > blurred[1] > 0.0
+    # an edge where the reference has none earns nothing
+    invented = image.copy()
+    invented[2:4, 2:22, 2:22] += 100.0
+    assert edge_sharpness(image, invented, mask) == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(OptionsError, match="no edge"):
+        edge_sharpness(np.ones_like(image), image, mask)
+
+
 @pytest.mark.parametrize(
     ("call", "error"),
     [
         (lambda a, m: masked_psnr(a, a, m, data_range=0.0), OptionsError),
+        (lambda a, m: edge_sharpness(a, a, m, quantile=1.0), OptionsError),
         (lambda a, m: histogram_distance(a, a, m, bins=0), OptionsError),
         (lambda a, m: masked_ssim(a[:, :, :5], a[:, :, :5], m[:, :, :5]), GeometryError),
         (lambda a, m: masked_mae(a, a, np.zeros_like(m)), GeometryError),
         (lambda a, m: masked_mae(a, a[:-1], m), GeometryError),
     ],
-    ids=["data-range", "bins", "small-for-ssim", "empty-mask", "shapes"],
+    ids=["data-range", "edge-quantile", "bins", "small-for-ssim", "empty-mask", "shapes"],
 )
 def test_invalid_arguments_raise_medi2i_errors(
     call: Callable[[np.ndarray, np.ndarray], float], error: type[Exception]
@@ -123,7 +142,12 @@ def test_every_evaluation_metric_scores_identical_images_as_perfect(metric: Metr
     image = smooth_volume((32, 14, 12)) * 2 - 500
     image[20:] = -1000.0  # air beyond the body, 10 voxels from it from x = 29 on
     mask = (image > 0).astype(float)
-    perfect = {"synthrad_psnr": math.inf, "ssim": 1.0, "synthrad_ms_ssim": 1.0}
+    perfect = {
+        "synthrad_psnr": math.inf,
+        "ssim": 1.0,
+        "synthrad_ms_ssim": 1.0,
+        "edge_sharpness": 1.0,
+    }
     value = metric(image, image, mask)
     assert value == pytest.approx(perfect.get(metric.name, 0.0), abs=1e-9)
     assert metric(image, noisy(image, 50.0), mask) != pytest.approx(value)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from medi2i.evaluation import air, image_metrics, synthrad
 from medi2i.evaluation.air import air_mae
 from medi2i.evaluation.image_metrics import (
+    edge_sharpness,
     histogram_distance,
     masked_mae,
     masked_psnr,
@@ -50,6 +51,7 @@ __all__ = [
     "aggregate",
     "air",
     "air_mae",
+    "edge_sharpness",
     "evaluate_case",
     "evaluation_metrics",
     "histogram_distance",

@@ -26,7 +26,7 @@ from medi2i.metrics import BoolArray, FloatArray, Metric
 METRIC_PRESETS: Mapping[str, tuple[str, ...]] = {
     "synthrad": ("synthrad_mae", "synthrad_psnr", "synthrad_ms_ssim", "air_mae"),
     "mr": ("mae", "psnr", "ssim", "histogram_distance"),
-    "super_resolution": ("psnr", "ssim"),
+    "super_resolution": ("psnr", "ssim", "edge_sharpness"),
 }
 """Metric names behind each preset: ``synthrad`` for synthetic CT (HU): the three
 SynthRAD2025 metrics inside the mask and, beside them, ``air_mae`` outside it (not a
@@ -119,6 +119,20 @@ class HistogramDistance(Metric):
         return image_metrics.histogram_distance(reference, prediction, inside)
 
 
+@dataclass(frozen=True)
+class EdgeSharpness(Metric):
+    """Prediction gradient over reference gradient at the reference's strongest edges in
+    the mask (see :func:`medi2i.evaluation.image_metrics.edge_sharpness`); 1 is as sharp
+    as the reference, below 1 blurred, above 1 overshoot."""
+
+    name: str = "edge_sharpness"
+    higher_is_better: bool = True
+    units: str = ""
+
+    def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
+        return image_metrics.edge_sharpness(reference, prediction, inside)
+
+
 def evaluation_metrics() -> list[Metric]:
     """The metrics of this package, for the ``register_metrics`` hook."""
     return [
@@ -128,6 +142,7 @@ def evaluation_metrics() -> list[Metric]:
         AirMeanAbsoluteError(),
         MaskedStructuralSimilarity(),
         HistogramDistance(),
+        EdgeSharpness(),
     ]
 
 
