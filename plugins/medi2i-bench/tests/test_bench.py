@@ -121,6 +121,44 @@ def test_q2_keeps_every_fourth_and_second_slice(sources: Path, tmp_path: Path) -
     assert x4.target.array.shape == (24, 28, 25)
 
 
+def test_q2c_has_a_5mm_and_an_anisotropic_case_on_whole_slice_grids(
+    sources: Path, tmp_path: Path
+) -> None:
+    dataset = build_dataset("q2c", work_dir=tmp_path, source_dir=sources)
+    assert [c.name for c in dataset.test] == ["colin27-5mm", "colin27-aniso"]
+    assert [c.name for c in dataset.train_pairs] == ["mni152-5mm", "mni152-aniso"]
+    five, aniso = dataset.test
+    # Colin27's stand-in has 25 slices of 1 mm: 24 = 4 × 5 mm, slices 0, 5, ..., 20 kept
+    assert five.target.array.shape == (24, 28, 21)
+    assert five.source.array.shape == (24, 28, 5)
+    assert five.source.spacing_mm == pytest.approx((1.0, 1.0, 5.0))
+    # 0.8 mm grid from the same first voxel centre: (n - 1) / 0.8 + 1 voxels per axis,
+    # then the slices cut to a whole number of 4 mm slices plus one
+    assert aniso.target.spacing_mm == pytest.approx((0.8, 0.8, 0.8))
+    assert aniso.target.array.shape == (29, 34, 31)
+    assert aniso.source.spacing_mm == pytest.approx((0.8, 0.8, 4.0))
+    assert aniso.source.array.shape == (29, 34, 7)
+    np.testing.assert_allclose(aniso.target.affine[:3, 3], five.target.affine[:3, 3])
+    colin = build_dataset("q2", work_dir=tmp_path, source_dir=sources).test[0].target.array
+    assert aniso.target.array.min() >= colin.min()
+    assert aniso.target.array.max() <= colin.max()
+    for case in dataset.test:
+        assert case.mask.array.shape == case.target.array.shape
+        assert case.mask.array.any()
+
+
+def test_q2c_baselines_refine_the_slices_onto_each_cases_reference_grid(
+    sources: Path, tmp_path: Path
+) -> None:
+    dataset = build_dataset("q2c", work_dir=tmp_path / "cache", source_dir=sources)
+    for contender in baselines_for(dataset):
+        assert "slice_factor: 5.0" in contender.description
+        for case in dataset.test:
+            restored = contender.predict(case)
+            assert restored.shape == case.target.array.shape
+            np.testing.assert_allclose(restored[:, :, ::5], case.source.array, atol=1e-3)
+
+
 def test_q3_has_three_training_scanners_and_a_b_to_a_test(sources: Path, tmp_path: Path) -> None:
     dataset = build_dataset("q3", work_dir=tmp_path, source_dir=sources)
     assert [v.domain for v in dataset.train_domains] == ["A", "B", "C"]
@@ -365,7 +403,7 @@ def _real_data() -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["q1", "q2", "q3", "q3m", "q4"])
+@pytest.mark.parametrize("task", ["q1", "q2", "q3", "q3m", "q4", "q2c"])
 def test_committed_baselines_are_reproduced(task: str, tmp_path: Path) -> None:
     _real_data()
     committed = json.loads((COMMITTED / f"{task}_baselines.json").read_text())

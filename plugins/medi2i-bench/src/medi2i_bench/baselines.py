@@ -43,7 +43,7 @@ from medi2i_bench.contenders import (
     registered_method,
     source_style_pairs,
 )
-from medi2i_bench.datasets import Q3_TARGET, Q4_SOURCE_STYLE, BenchDataset
+from medi2i_bench.datasets import Q2C_CASES, Q3_TARGET, Q4_SOURCE_STYLE, BenchDataset
 
 if TYPE_CHECKING:
     from medi2i import InferenceSettings, Method, Registry
@@ -150,6 +150,18 @@ def baselines_for(
         return [
             _method_baseline(
                 replace_options(spec, target_spacing=spacing), dataset, registry, settings
+            )
+            for spec in INTERPOLATION
+        ]
+    if dataset.task == "q2c":
+        # two reference grids (1 mm, 0.8 mm), one through-plane factor: refine the slices
+        (factor,) = {step for _, _, step in Q2C_CASES}
+        return [
+            _method_baseline(
+                replace_options(spec, target_spacing=None, slice_factor=float(factor)),
+                dataset,
+                registry,
+                settings,
             )
             for spec in INTERPOLATION
         ]

@@ -17,7 +17,7 @@ from medi2i.cli.options import command_registry, device_option, key_values, pars
 if TYPE_CHECKING:
     from medi2i_bench.datasets import TaskName
 
-TASK_CHOICES = ("q1", "q2", "q3", "q1x", "q3m", "q4", "all")
+TASK_CHOICES = ("q1", "q2", "q3", "q1x", "q3m", "q4", "q2c", "all")
 SPLIT_CHOICES = ("a", "b")
 
 
@@ -45,7 +45,7 @@ def _tasks(choice: str) -> list[TaskName]:
     show_default=True,
     help="Benchmark to run: q1 (MR→CT), q2 (super-resolution), q3 (harmonization), "
     "q1x (cross-subject MR→CT), q3m (multi-scanner harmonization, every pair of A, B, C), "
-    "q4 (MR→CT under scanner shift).",
+    "q4 (MR→CT under scanner shift), q2c (clinical-like thick slices: 1×1×5 and 0.8×0.8×4 mm).",
 )
 @click.option(
     "--split",

@@ -68,8 +68,8 @@ if TYPE_CHECKING:
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
-TaskName = Literal["q1", "q2", "q3", "q1x", "q3m", "q4"]
-TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x", "q3m", "q4")
+TaskName = Literal["q1", "q2", "q3", "q1x", "q3m", "q4", "q2c"]
+TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x", "q3m", "q4", "q2c")
 
 DATA_DIR_VARIABLE = "MEDI2I_DATA_DIR"
 CACHE_DIR_VARIABLE = "MEDI2I_CACHE_DIR"
@@ -97,6 +97,10 @@ Q1_BODY_THRESHOLD_HU = -500.0
 Q2_SLICE_STEPS = (4, 2)
 """Q2's through-plane factors: 1×1×4 mm, and the ×2 variant."""
 Q2_AXIS = 2
+Q2C_CASES: tuple[tuple[str, float, int], ...] = (("5mm", 1.0, 5), ("aniso", 0.8, 5))
+"""Q2c's clinical-like acquisitions, as (case suffix, isotropic reference voxel in mm,
+slices merged into one thick slice): 1×1×5 mm from the 1 mm volume, and 0.8×0.8×4 mm
+from the volume resampled onto a 0.8 mm grid."""
 Q3_SEED = 27
 Q3_SOURCE, Q3_TARGET = "B", "A"
 Q3_SCANNERS = ("A", "B", "C")
@@ -618,6 +622,52 @@ def _thick_slice_case(path: Path, label: str, step: int) -> BenchCase:
     return BenchCase(f"{label}-x{step}", Volume(thick.data, thick.affine), high, mask)
 
 
+def _build_q2c(sources: Path) -> _Parts:
+    train = tuple(
+        _clinical_case(sources / MNI152_FILE, "mni152", suffix, voxel, step)
+        for suffix, voxel, step in Q2C_CASES
+    )
+    test = tuple(
+        _clinical_case(sources / COLIN27_FILE, "colin27", suffix, voxel, step)
+        for suffix, voxel, step in Q2C_CASES
+    )
+    return {"": _Built(train, (), test)}
+
+
+def _clinical_case(path: Path, label: str, suffix: str, voxel_mm: float, step: int) -> BenchCase:
+    r"""A Q2c case: the reference on an isotropic ``voxel_mm`` grid whose slice count along
+    :data:`Q2_AXIS` is a whole number of ``step``\ s plus one (so that the first and the
+    last slice are acquired), and its thick slices of ``step`` voxels."""
+    high = _isotropic(_read(path), voxel_mm)
+    count = (high.array.shape[Q2_AXIS] - 1) // step * step + 1
+    kept = np.take(high.array, range(count), axis=Q2_AXIS)
+    high = Volume(np.ascontiguousarray(kept), high.affine)
+    spacing = high.spacing_mm[Q2_AXIS] * step
+    thick = thick_slices(high.array, affine=high.affine, axis=Q2_AXIS, slice_spacing_mm=spacing)
+    mask = Volume(head_mask(high.array).astype(np.float32), high.affine)
+    return BenchCase(f"{label}-{suffix}", Volume(thick.data, thick.affine), high, mask)
+
+
+def _isotropic(volume: Volume, voxel_mm: float) -> Volume:
+    """``volume`` (isotropic) resampled by cubic B-splines onto a grid of ``voxel_mm``
+    voxels along the same axes, from the same first voxel centre, clipped to the
+    original's range; the volume itself when its voxels are already that size."""
+    spacing = np.asarray(volume.spacing_mm, np.float64)
+    if np.allclose(spacing, voxel_mm, atol=1e-4):
+        return volume
+    zoom = voxel_mm / spacing
+    shape = tuple(
+        int(np.floor((n - 1) / z + 1e-6)) + 1 for n, z in zip(volume.array.shape, zoom, strict=True)
+    )
+    array = ndimage.affine_transform(
+        np.asarray(volume.array, np.float64), zoom, output_shape=shape, order=3, mode="nearest"
+    )
+    array = np.clip(array, float(volume.array.min()), float(volume.array.max()))
+    affine = volume.affine.copy()
+    affine[:3, :3] = volume.affine[:3, :3] * zoom[None, :]
+    return Volume(np.asarray(array, np.float32), affine)
+
+
 def _build_q3(sources: Path) -> _Parts:
     domains, colin, colin_mask = _q3_parts(sources)
     source = _styled(colin, Q3_SOURCE, Q3_SEED + 100)
@@ -668,6 +718,7 @@ _BUILDERS: dict[TaskName, Callable[[Path], _Parts]] = {
     "q1x": _build_q1x,
     "q3m": _build_q3m,
     "q4": _build_q4,
+    "q2c": _build_q2c,
 }
 _SOURCES: dict[TaskName, tuple[str, ...]] = {
     "q1": (CT_FILE,),
@@ -676,6 +727,7 @@ _SOURCES: dict[TaskName, tuple[str, ...]] = {
     "q1x": tuple(file for _, file in Q1X_SUBJECTS),
     "q3m": (COLIN27_FILE, MNI152_FILE),
     "q4": tuple(file for _, file in Q1X_SUBJECTS),
+    "q2c": (COLIN27_FILE, MNI152_FILE),
 }
 
 
@@ -696,6 +748,7 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
             Q1_VALIDATION_GAP,
         ],
         "q2": [list(Q2_SLICE_STEPS), Q2_AXIS],
+        "q2c": [[list(case) for case in Q2C_CASES], Q2_AXIS],
         "q3": [
             [named_style(n).model_dump_json() for n in Q3_SCANNERS],
             Q3_SEED,
@@ -746,6 +799,7 @@ _ROLE_FILES: dict[TaskName, tuple[str, str, str]] = {
     "q1x": ("mr", "ct", "mask"),  # the SynthRAD layout
     "q3m": ("source", "target", "mask"),
     "q4": ("mr", "ct", "mask"),  # the SynthRAD layout
+    "q2c": ("thick_slices", "high_res", "mask"),
 }
 """File names (without ``.nii.gz``) of a case's source, target and mask."""
 

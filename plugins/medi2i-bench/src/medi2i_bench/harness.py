@@ -61,6 +61,7 @@ BENCHMARK_METRICS: dict[TaskName, str] = {
     "q3": "mr",
     "q3m": "mr",
     "q4": "synthrad",
+    "q2c": "super_resolution",
 }
 """The registered metrics of each benchmark, as a preset or names
 (:data:`medi2i.evaluation.METRIC_PRESETS`), all inside the benchmark's mask: Q1 and Q1x
@@ -78,6 +79,7 @@ TITLES: dict[TaskName, str] = {
     "q1x": "Q1x — cross-subject MR→CT on three real CTs (head, two chests; pseudo-T1w MR)",
     "q3m": "Q3m — multi-scanner harmonization of real T1w MR (Colin27, every pair of A, B, C)",
     "q4": "Q4 — MR→CT under scanner shift (Q1x split a; pseudo-T1w MR under scanners A, B, C)",
+    "q2c": "Q2c — clinical-like thick slices of real T1w MR (Colin27 at 1×1×5 and 0.8×0.8×4 mm)",
 }
 
 
@@ -494,6 +496,7 @@ _TASK_OF = {
     "q1x": "translation",
     "q3m": "harmonization",
     "q4": "translation",
+    "q2c": "super-resolution",
 }
 LoadedContender = tuple[str, ContenderKind, "Method"]
 
