@@ -1,4 +1,5 @@
-"""Q2 validation of a self-supervised super-resolution method, on the MNI152 inputs.
+"""Q2 (or Q2c) validation of a self-supervised super-resolution method, on the MNI152
+inputs.
 
 A method that learns from the input itself (``smore``) never reads Q2's training pairs,
 so the thick-slice MNI152 volumes (×4 and ×2) are data it has not seen and can validate
@@ -8,6 +9,9 @@ interpolation baselines on ``mni152-x4`` and ``mni152-x2``, with Q2's registered
 read; score the chosen configuration on them once with
 
     medi2i bench run --task q2 --method smore --option align=centres --option KEY=VALUE ...
+
+``--task q2c`` does the same on Q2c's clinical-like MNI152 inputs (1×1×5 mm and
+0.8×0.8×4 mm).
 
 Run (after ``medi2i bench prepare --task q2 --work-dir bench-work``)::
 
@@ -35,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     from medi2i.cli.options import key_values
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("q2", "q2c"), default="q2")
     parser.add_argument("--method", required=True, help="registered method id (e.g. smore)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--label", required=True, help="names this configuration's files")
@@ -48,10 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     method = registry.method(args.method)(options or None)
     if method.data is not DataKind.NONE:
         raise OptionsError(
-            f"{args.method} learns from {method.data.value} data, and MNI152 is Q2's training "
-            "data: it cannot validate on it; use medi2i bench run"
+            f"{args.method} learns from {method.data.value} data, and MNI152 is "
+            f"{args.task}'s training data: it cannot validate on it; use medi2i bench run"
         )
-    dataset = build_dataset("q2", work_dir=args.work_dir)
+    dataset = build_dataset(args.task, work_dir=args.work_dir)
     settings = InferenceSettings(progress=False, seed=args.seed)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
     contenders = [
