@@ -74,6 +74,14 @@ SHRINK: dict[str, list[str]] = {
         "method.options.blocks=1",
         "method.options.roi_size=[8,8,4]",
     ],
+    "srgan": [
+        "method.options.features=2",
+        "method.options.blocks=1",
+        "method.options.discriminator_filters=2",
+        "method.options.discriminator_layers=1",
+        "method.options.content_only_steps=1",
+        "method.options.roi_size=[8,8,4]",
+    ],
     "smore": [
         "method.options.features=2",
         "method.options.blocks=1",

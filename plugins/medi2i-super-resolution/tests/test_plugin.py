@@ -13,6 +13,7 @@ from medi2i_super_resolution.edsr import Edsr
 from medi2i_super_resolution.interpolation import Interpolation
 from medi2i_super_resolution.smore import Smore
 from medi2i_super_resolution.srcnn import Srcnn
+from medi2i_super_resolution.srgan import Srgan
 
 from medi2i import DataKind, Method, Registry, Task
 from medi2i.testing import isolated_registry
@@ -22,6 +23,7 @@ METHODS: dict[str, type[Method]] = {
     "srcnn": Srcnn,
     "edsr": Edsr,
     "smore": Smore,
+    "srgan": Srgan,
 }
 
 
@@ -42,6 +44,7 @@ def test_methods_declare_what_they_need() -> None:
     assert Interpolation.data is DataKind.NONE
     assert Srcnn.data is DataKind.PAIRED
     assert Edsr.data is DataKind.PAIRED
+    assert Srgan.data is DataKind.PAIRED
     assert Smore.data is DataKind.NONE
     assert Smore.fits_at_predict
 

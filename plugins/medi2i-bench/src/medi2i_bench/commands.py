@@ -26,8 +26,8 @@ def bench_group() -> click.Group:
     return click.Group(
         "bench",
         commands=[bench_run_command, bench_prepare_command],
-        help="Quality benchmarks Q1-Q3, Q1x, Q3m, Q4 and Q2c (see benchmarks/quality/README.md). They "
-        "read the real volumes from MEDI2I_DATA_DIR.",
+        help="Quality benchmarks Q1-Q3, Q1x, Q3m, Q4 and Q2c (see "
+        "benchmarks/quality/README.md). They read the real volumes from MEDI2I_DATA_DIR.",
     )
 
 

@@ -323,17 +323,30 @@ class Edsr(PatchNetworkMethod[EdsrOptions, OutputGrid]):
             InputError: The target patch is not the source patch with ``factor`` times
                 as many slices (array axis 2).
         """
-        source, target = batch["source"], batch["target"]
-        expected = (*source.shape[:-1], source.shape[-1] * self.options.factor)
-        if tuple(target.shape) != expected:
-            raise InputError(
-                f"method {self.id!r} trains on thick-slice sources and targets with "
-                f"{self.options.factor} times as many slices along array axis 2, got "
-                f"{tuple(source.shape)} and {tuple(target.shape)}"
-            )
+        source, target = checked_pair(self.id, batch, self.options.factor)
         with trainer.autocast():
             output = trainer.modules["network"](source)
         loss = F.l1_loss(output.float(), target.float())
         trainer.backward(loss, "network")
         trainer.step("network")
         return {"l1": float(loss.detach())}
+
+
+def checked_pair(
+    method_id: str, batch: Mapping[str, torch.Tensor], factor: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch's source and target, the target checked to be the source with
+    ``factor`` times as many slices along array axis 2.
+
+    Raises:
+        InputError: It is not.
+    """
+    source, target = batch["source"], batch["target"]
+    expected = (*source.shape[:-1], source.shape[-1] * factor)
+    if tuple(target.shape) != expected:
+        raise InputError(
+            f"method {method_id!r} trains on thick-slice sources and targets with "
+            f"{factor} times as many slices along array axis 2, got "
+            f"{tuple(source.shape)} and {tuple(target.shape)}"
+        )
+    return source, target
