@@ -55,6 +55,7 @@ def register_commands(cli: click.Group) -> None:
         commands,
         dicom_commands,
         evaluate_commands,
+        export_commands,
         mask_commands,
         plugin_commands,
         workflow_commands,
@@ -69,6 +70,7 @@ def register_commands(cli: click.Group) -> None:
         dicom_commands,
         adapt_commands,
         mask_commands,
+        export_commands,
     ):
         module.add_to(cli)
     plugin_commands.register(cli)

@@ -725,6 +725,13 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
         output: torch.Tensor = self.network(windows)
         return output
 
+    def export_refusal(self, condition: ConditionT) -> str | None:
+        """Why this method's prediction under ``condition`` is not ``forward`` run on
+        windows (so :func:`medi2i.export.export_torchscript` cannot capture it), or
+        ``None`` when it is. Override when :meth:`predict` does more per window than
+        ``forward`` (sampled styles, statistics recomputed on the input)."""
+        return None
+
     def roi_size(self) -> tuple[int, int, int]:
         """Window size the network was trained with (``options.roi_size`` if present)."""
         size = getattr(self.options, "roi_size", None)

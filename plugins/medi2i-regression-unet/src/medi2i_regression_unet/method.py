@@ -265,6 +265,16 @@ class RegressionUNet(MRToCTIntensities, PatchNetworkMethod[RegressionUNetOptions
                 "train it with norm: batch or norm_statistics: training"
             )
 
+    def export_refusal(self, condition: Statistics) -> str | None:
+        """AdaBN on the input recomputes statistics per volume: not one window function."""
+        if condition.statistics == "input":
+            return (
+                "statistics=input recomputes the normalization statistics on each input "
+                "volume before its windows run; export the model's own statistics "
+                "(statistics=trained) or an AdaBN-adapted model folder instead"
+            )
+        return None
+
     def predict(
         self, image: MetaTensor, context: PredictContext[Statistics]
     ) -> torch.Tensor | Mapping[str, torch.Tensor]:

@@ -171,6 +171,13 @@ class Munit(TwoDomainTranslation[MunitOptions, MunitCondition]):
             )
         return results
 
+    def export_refusal(self, condition: MunitCondition) -> str | None:
+        """MUNIT predicts with the condition's styles, not through :meth:`forward`."""
+        return (
+            "its prediction decodes with styles drawn from a seed or taken from a reference "
+            "volume, not through one fixed window function"
+        )
+
     def forward(self, windows: torch.Tensor, condition: MunitCondition) -> torch.Tensor:
         """Translate windows with the zero style (the prior's mean); :meth:`predict`
         uses the condition's styles instead."""

@@ -1,0 +1,200 @@
+"""Export a trained network method's window function as a PyTorch ExportedProgram.
+
+A :class:`~medi2i.PatchNetworkMethod` predicts by running ``forward(windows,
+condition)`` on every sliding window of the preprocessed input; the core does the rest
+(reading, orientation and spacing, intensity normalization, blending the windows,
+postprocessing, writing). :func:`export_program` captures that window function for one
+predict-time condition (a direction, a target domain) with ``torch.export`` into a
+``.pt2`` file that runs without medi2i or its plugins (``torch.export.load(path)
+.module()``), with the batch size free, and writes beside it a JSON file that says what
+the function expects: the window size, channels, the output scale, the method and its
+options, the condition, and what medi2i does around it. (TorchScript is not offered:
+PyTorch 2.13 deprecates ``torch.jit.trace``, its warning pointing to ``torch.export``,
+whose programs are also what ONNX and other runtimes are lowered from.)
+
+The export is checked before it is kept: the exported function and medi2i's own forward
+are run on the same random windows (a batch of two, float32, CPU) and must agree to
+:data:`EXPORT_TOLERANCE` relative to the output's largest magnitude; the largest
+difference seen is stored in the JSON.
+
+Methods that run no network by window (interpolation, intensity mappings, methods fitted
+at predict time) have nothing to export; a network method whose prediction does not go
+through ``forward`` alone for the condition refuses with its reason
+(:meth:`~medi2i.PatchNetworkMethod.export_refusal`), e.g. MUNIT, which decodes with
+sampled styles, and the regression U-Net with ``statistics=input``, which recomputes its
+normalization statistics on each volume.
+
+Example:
+    >>> from medi2i import load_model  # doctest: +SKIP
+    >>> export_program(load_model("run/model"), "model.pt2")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from medi2i.errors import Medi2iError, OptionsError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from medi2i.method import Method
+
+EXPORT_TOLERANCE = 1e-4
+"""Largest accepted difference between the exported function and medi2i's forward on
+the check windows, relative to the largest magnitude of medi2i's output (at least 1)."""
+CHECK_BATCH = 2
+"""Windows in the check batch (and in the example batch given to ``torch.export``)."""
+MAX_BATCH = 4096
+"""Largest batch of windows the exported program accepts."""
+
+
+class ExportError(Medi2iError):
+    """A method cannot be exported, or its export does not reproduce it."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_program` wrote.
+
+    Attributes:
+        path: The ``.pt2`` file.
+        sidecar: The JSON description beside it.
+        max_difference: Largest absolute difference on the check windows.
+    """
+
+    path: Path
+    sidecar: Path
+    max_difference: float
+
+
+class _WindowFunction(torch.nn.Module):
+    """``method.forward(windows, condition)`` as a module, holding the method's network
+    so that its parameters are the module's."""
+
+    def __init__(self, method: Any, condition: Any) -> None:
+        super().__init__()
+        self.network = method.network
+        self._method = method
+        self._condition = condition
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor = self._method.forward(windows, self._condition)
+        return output
+
+
+def export_program(
+    method: Method[Any, Any],
+    path: str | Path,
+    *,
+    condition: BaseModel | Mapping[str, object] | None = None,
+    seed: int = 0,
+) -> ExportResult:
+    """Export ``method``'s window function for ``condition`` with ``torch.export`` and
+    save it with a JSON description (``<path>.json``).
+
+    Args:
+        method: A ready network method (trained, or loaded from a model folder).
+        path: The file to write (``.pt2``); it must not exist.
+        condition: The predict-time condition the function is exported for (its default
+            when ``None``).
+        seed: Seed of the random check windows.
+
+    Returns:
+        The written files and the check's largest difference.
+
+    Raises:
+        ExportError: The method runs no network by window, refuses the condition,
+            ``torch.export`` cannot capture its forward, or the exported function
+            differs from medi2i's forward on the check windows.
+        OptionsError: The condition is invalid, or a file exists at ``path``.
+    """
+    from medi2i.io import atomic_path
+    from medi2i.method import PatchNetworkMethod
+
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".json")
+    if not isinstance(method, PatchNetworkMethod):
+        raise ExportError(
+            f"method {method.id!r} runs no network on sliding windows: there is nothing "
+            "to export (medi2i predict runs it as it is)"
+        )
+    parsed = method.parse_condition(condition)
+    refusal = method.export_refusal(parsed)
+    if refusal:
+        raise ExportError(f"method {method.id!r} cannot be exported: {refusal}")
+    for target in (path, sidecar):
+        if target.exists():
+            raise OptionsError(f"{target} exists; choose another path or remove it first")
+
+    method.network.cpu().eval()
+    wrapper = _WindowFunction(method, parsed).eval()
+    shape = (CHECK_BATCH, method.input_spec.channels, *method.roi_size())
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.randn(shape, generator=generator)
+    check = torch.randn(shape, generator=generator)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    try:
+        program = torch.export.export(wrapper, (example,), dynamic_shapes={"windows": {0: batch}})
+    except Exception as exc:  # torch.export raises many kinds of errors
+        raise ExportError(
+            f"method {method.id!r}: torch.export cannot capture its forward: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    exported = program.module()
+    with torch.no_grad():
+        expected = method.forward(check, parsed).float()
+        got = exported(check).float()
+    if got.shape != expected.shape:
+        raise ExportError(
+            f"method {method.id!r}: the exported function returns {tuple(got.shape)} where "
+            f"medi2i's forward returns {tuple(expected.shape)}"
+        )
+    difference = float((got - expected).abs().max())
+    scale = max(1.0, float(expected.abs().max()))
+    if difference > EXPORT_TOLERANCE * scale:
+        raise ExportError(
+            f"method {method.id!r}: the exported function differs from medi2i's forward by "
+            f"{difference:.3g} on the check windows (tolerance {EXPORT_TOLERANCE * scale:.3g})"
+        )
+    description = {
+        "format": "medi2i-torch-export/1",
+        "method": {"id": method.id, "version": method.version},
+        "options": json.loads(method.options.model_dump_json()),
+        "condition": json.loads(parsed.model_dump_json()),
+        "window": {
+            "input_shape": ["batch", method.input_spec.channels, *method.roi_size()],
+            "output_channels": int(got.shape[1]),
+            "output_scale": list(method.output_scale),
+            "dtype": "float32",
+        },
+        "input": method.input_spec.model_dump(mode="json"),
+        "output": method.output_spec.model_dump(mode="json"),
+        "check": {
+            "windows": CHECK_BATCH,
+            "seed": seed,
+            "max_abs_difference": difference,
+            "tolerance": EXPORT_TOLERANCE * scale,
+        },
+        "torch": torch.__version__,
+        "load": "torch.export.load(path).module()",
+        "around_the_function": (
+            "The file is the network's function on one batch of windows, for the "
+            "condition above. medi2i runs it on the input after reading it, reorienting "
+            "and resampling it as the method's spatial plan says and normalizing its "
+            "intensities (the method's preprocess), blends the overlapping windows, then "
+            "maps the result back to the input's grid and units (postprocess). A user of "
+            "the file alone must do the same; medi2i predict --model does it."
+        ),
+    }
+    with atomic_path(path) as tmp:
+        torch.export.save(program, str(tmp))
+    with atomic_path(sidecar) as tmp:
+        tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    return ExportResult(path=path, sidecar=sidecar, max_difference=difference)

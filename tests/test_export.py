@@ -1,0 +1,188 @@
+"""``medi2i export``: a network method's window function as a torch.export program,
+checked against medi2i's own forward."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from medi2i import DataKind
+from medi2i.cli.main import build_cli
+from medi2i.export import ExportError, export_program
+from medi2i.model_folder import save_model
+from medi2i.registry import Registry
+
+TINY: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "regression-unet": ({"filters": [4, 8, 16], "roi_size": [16, 16, 16]}, None),
+    "pix2pix": (
+        {
+            "roi_size": [16, 16, 16],
+            "generator_filters": 4,
+            "generator_depth": 3,
+            "discriminator_filters": 4,
+            "discriminator_layers": 1,
+        },
+        None,
+    ),
+    "pix2pix-2.5d": (
+        {
+            "roi_size": [16, 16, 4],
+            "generator_filters": 4,
+            "generator_depth": 3,
+            "discriminator_filters": 4,
+            "discriminator_layers": 1,
+        },
+        None,
+    ),
+    "srcnn": ({"filters": [4, 4], "kernel_sizes": [3, 1, 3], "roi_size": [8, 8, 8]}, None),
+    "edsr": ({"features": 4, "blocks": 1, "factor": 2, "roi_size": [8, 8, 4]}, None),
+    "srgan": (
+        {
+            "features": 4,
+            "blocks": 1,
+            "factor": 4,
+            "roi_size": [8, 8, 4],
+            "discriminator_filters": 2,
+        },
+        None,
+    ),
+    "cyclegan": (
+        {
+            "roi_size": [16, 16, 16],
+            "generator_filters": 2,
+            "residual_blocks": 1,
+            "outer_kernel": 3,
+            "discriminator_filters": 2,
+            "discriminator_layers": 1,
+        },
+        {"direction": "b2a"},
+    ),
+    "discogan": (
+        {"roi_size": [16, 16, 16], "generator_filters": 2, "discriminator_filters": 2},
+        {"direction": "a2b"},
+    ),
+    "unit": (
+        {
+            "roi_size": [16, 16, 16],
+            "filters": 4,
+            "blocks": 1,
+            "discriminator_filters": 4,
+            "discriminator_layers": 2,
+        },
+        {"direction": "b2a"},
+    ),
+    "stargan": (
+        {
+            "roi_size": [16, 16, 16],
+            "generator_filters": 4,
+            "residual_blocks": 1,
+            "discriminator_filters": 4,
+            "discriminator_layers": 2,
+        },
+        {"target_domain": "C"},
+    ),
+}
+"""Each exportable method's tiny options and the condition its export is made for."""
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry()  # the first-party plugins (tests/conftest.py)
+
+
+def ready(registry: Registry, method_id: str, options: dict[str, Any]) -> Any:
+    """A new method with the domains training would give it (two, or three for a
+    multi-domain method)."""
+    method = registry.method(method_id)(options)
+    if method.data is DataKind.UNPAIRED:
+        method.use_domains(["mr", "ct"])
+    elif method.data is DataKind.MULTI_DOMAIN:
+        method.use_domains(["A", "B", "C"])
+    return method
+
+
+@pytest.mark.parametrize("method_id", sorted(TINY))
+def test_the_export_reproduces_medi2is_forward(
+    method_id: str, registry: Registry, tmp_path: Path
+) -> None:
+    options, condition = TINY[method_id]
+    method = ready(registry, method_id, options)
+    result = export_program(method, tmp_path / "model.pt2", condition=condition)
+
+    loaded = torch.export.load(str(result.path)).module()
+    windows = torch.randn(3, 1, *method.roi_size(), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = method.forward(windows, method.parse_condition(condition))
+        got = loaded(windows)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    description = json.loads(result.sidecar.read_text())
+    assert description["method"]["id"] == method_id
+    assert description["window"]["input_shape"] == ["batch", 1, *method.roi_size()]
+    assert description["check"]["max_abs_difference"] <= description["check"]["tolerance"]
+    if condition:
+        assert description["condition"].items() >= condition.items()
+
+
+def test_the_condition_picks_the_traced_direction(registry: Registry, tmp_path: Path) -> None:
+    options, _ = TINY["cyclegan"]
+    method = ready(registry, "cyclegan", options)
+    windows = torch.randn(1, 1, 16, 16, 16)
+    outputs = {}
+    for direction in ("a2b", "b2a"):
+        path = export_program(
+            method, tmp_path / f"{direction}.pt2", condition={"direction": direction}
+        ).path
+        with torch.no_grad():
+            outputs[direction] = torch.export.load(str(path)).module()(windows)
+    assert not torch.allclose(outputs["a2b"], outputs["b2a"])
+
+
+@pytest.mark.parametrize(
+    ("method_id", "options", "condition", "match"),
+    [
+        ("interpolation", {}, None, "no network on sliding windows"),
+        (
+            "regression-unet",
+            {"filters": [4, 8, 16], "roi_size": [16, 16, 16], "norm": "batch"},
+            {"statistics": "input"},
+            "statistics=input",
+        ),
+        ("munit", {"roi_size": [16, 16, 16], "filters": 4, "blocks": 1}, None, "styles"),
+    ],
+    ids=["interpolation", "adabn-on-input", "munit"],
+)
+def test_what_cannot_be_exported_says_why(
+    method_id: str,
+    options: dict[str, Any],
+    condition: dict[str, Any] | None,
+    match: str,
+    registry: Registry,
+    tmp_path: Path,
+) -> None:
+    method = ready(registry, method_id, options)
+    with pytest.raises(ExportError, match=match):
+        export_program(method, tmp_path / "model.pt2", condition=condition)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_command_exports_a_model_folder_and_refuses_to_overwrite(
+    registry: Registry, tmp_path: Path
+) -> None:
+    options, _ = TINY["srcnn"]
+    model = save_model(registry.method("srcnn")(options), tmp_path / "model")
+    cli = build_cli()
+    runner = CliRunner()
+
+    first = runner.invoke(cli, ["export", str(model), str(tmp_path / "srcnn.pt2")])
+    assert first.exit_code == 0, first.output
+    assert "wrote" in first.output
+    assert (tmp_path / "srcnn.pt2").is_file()
+    assert (tmp_path / "srcnn.pt2.json").is_file()
+    again = runner.invoke(cli, ["export", str(model), str(tmp_path / "srcnn.pt2")])
+    assert again.exit_code != 0
+    assert "exists" in again.output
