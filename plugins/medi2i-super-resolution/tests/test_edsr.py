@@ -16,8 +16,8 @@ from medi2i_super_resolution.edsr import (
 )
 from monai.data import MetaTensor
 
-from medi2i import DataKind, Grid, InferenceSettings, InputError, OptionsError, predict_tensor
-from medi2i.data.cases import Case, CaseSet
+from medi2i import Grid, InferenceSettings, InputError, OptionsError, predict_tensor
+from medi2i.data.cases import CaseSet
 from medi2i.testing import (
     check_distributed_training,
     check_method_contract,
@@ -132,28 +132,14 @@ def test_training_on_pairs_without_the_factor_is_an_input_error() -> None:
         Edsr(SMALL).training_step(batch, trainer=None)  # type: ignore[arg-type]
 
 
-def test_learns_to_restore_thin_slices(tmp_path: Path) -> None:
+def test_learns_to_restore_thin_slices(tmp_path: Path, thick_thin_pairs: CaseSet) -> None:
     """On pairs of a blob volume and every second slice of it, the L1 loss of the plain
     network (no interpolation skip: it must learn the whole image) falls well below the
     untrained network's."""
-    from medi2i.io import write_volume
-
-    cases = []
-    for index in range(2):
-        thin = make_volume((20, 20, 24), spacing=(1.0, 1.0, 1.0), seed=10 + index)
-        thick = MetaTensor(thin.as_tensor()[..., ::2].clone(), affine=thin.affine.clone())
-        thick.affine[:3, 2] *= 2
-        folder = tmp_path / f"case-{index}"
-        paths = {
-            "source": write_volume(thick, folder / "source.nii.gz"),
-            "target": write_volume(thin, folder / "target.nii.gz"),
-        }
-        cases.append(Case(id=f"case-{index}", images=paths))
-    data = CaseSet(kind=DataKind.PAIRED, cases=tuple(cases))
     options = {**SMALL, "features": 8, "learning_rate": 2e-3, "interpolation_skip": False}
     config = TrainingConfig(steps=60, batch_size=4, device="cpu", log_every=1, progress=False)
 
-    result = train(Edsr(options), data, config=config, run_dir=tmp_path / "run")
+    result = train(Edsr(options), thick_thin_pairs, config=config, run_dir=tmp_path / "run")
 
     losses = [r["losses"]["l1"] for r in read_history(result.history) if "losses" in r]
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])

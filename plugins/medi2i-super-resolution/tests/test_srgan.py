@@ -14,10 +14,9 @@ from medi2i_super_resolution.srgan import (
     SrResidualBlock,
     SrResNet,
 )
-from monai.data import MetaTensor
 
-from medi2i import DataKind, InferenceSettings, InputError, predict_tensor
-from medi2i.data.cases import Case, CaseSet
+from medi2i import InferenceSettings, InputError, predict_tensor
+from medi2i.data.cases import CaseSet
 from medi2i.testing import (
     check_distributed_training,
     check_method_contract,
@@ -90,24 +89,9 @@ def test_training_on_pairs_without_the_factor_is_an_input_error() -> None:
         Srgan(SMALL).training_step(batch, trainer=None)  # type: ignore[arg-type]
 
 
-def _pairs(tmp_path: Path) -> CaseSet:
-    from medi2i.io import write_volume
-
-    cases = []
-    for index in range(2):
-        thin = make_volume((20, 20, 24), spacing=(1.0, 1.0, 1.0), seed=10 + index)
-        thick = MetaTensor(thin.as_tensor()[..., ::2].clone(), affine=thin.affine.clone())
-        thick.affine[:3, 2] *= 2
-        folder = tmp_path / f"case-{index}"
-        paths = {
-            "source": write_volume(thick, folder / "source.nii.gz"),
-            "target": write_volume(thin, folder / "target.nii.gz"),
-        }
-        cases.append(Case(id=f"case-{index}", images=paths))
-    return CaseSet(kind=DataKind.PAIRED, cases=tuple(cases))
-
-
-def test_trains_the_generator_alone_then_against_the_discriminator(tmp_path: Path) -> None:
+def test_trains_the_generator_alone_then_against_the_discriminator(
+    tmp_path: Path, thick_thin_pairs: CaseSet
+) -> None:
     """The first ``content_only_steps`` log the pixel L1 only and leave the
     discriminator as it was; after them both networks learn, the content loss (here
     feature matching) is logged, and the generator's pixel L1 falls below the untrained
@@ -124,7 +108,7 @@ def test_trains_the_generator_alone_then_against_the_discriminator(tmp_path: Pat
     method = Srgan(options)
     untouched = {k: v.clone() for k, v in method.discriminator.state_dict().items()}
 
-    result = train(method, _pairs(tmp_path), config=config, run_dir=tmp_path / "run")
+    result = train(method, thick_thin_pairs, config=config, run_dir=tmp_path / "run")
 
     records = [r for r in read_history(result.history) if "losses" in r]
     assert all(set(r["losses"]) == {"pixel_l1"} for r in records[:30])

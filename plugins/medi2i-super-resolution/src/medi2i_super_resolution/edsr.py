@@ -142,7 +142,49 @@ def interpolate_slices(volume: torch.Tensor, factor: int) -> torch.Tensor:
     return mixed.flatten(-2)
 
 
-class EdsrNetwork(torch.nn.Module):
+class SliceUpsamplingNetwork(torch.nn.Module):
+    """A network that refines the last (slice) axis inside itself: ``head`` to
+    features, ``body`` added to them (the long skip), a convolution to ``factor`` times
+    the features, the sub-pixel shuffle along the slice axis, ``after_shuffle`` and a
+    last convolution to one channel; with ``skip`` the linear interpolation between
+    slices is added to the output and the last convolution starts near zero, so that an
+    untrained network interpolates. EDSR and SRGAN's generator differ in their head,
+    body and ``after_shuffle`` only."""
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        features: int,
+        head: torch.nn.Module,
+        body: torch.nn.Module,
+        after_shuffle: torch.nn.Module,
+        skip: bool,
+    ) -> None:
+        super().__init__()
+        self.factor = factor
+        self.skip = skip
+        self.head = head
+        self.body = body
+        self.upsample = torch.nn.Conv3d(
+            features, features * factor, 3, padding=1, padding_mode="replicate"
+        )
+        self.activation = after_shuffle
+        self.tail = torch.nn.Conv3d(features, 1, 3, padding=1, padding_mode="replicate")
+        if skip:  # start as the interpolation itself (as SRCNN's residual variant does)
+            with torch.no_grad():
+                self.tail.weight.normal_(0.0, TAIL_INIT_STD)
+                self.tail.bias.zero_()  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.head(x)
+        features = head + self.body(head)
+        thin = self.activation(shuffle_slices(self.upsample(features), self.factor))
+        output: torch.Tensor = self.tail(thin)
+        return output + interpolate_slices(x, self.factor) if self.skip else output
+
+
+class EdsrNetwork(SliceUpsamplingNetwork):
     """EDSR in 3D with a slice-axis upsampler (see the module docstring).
 
     Example:
@@ -154,29 +196,17 @@ class EdsrNetwork(torch.nn.Module):
     def __init__(
         self, *, factor: int, features: int, blocks: int, residual_scale: float, skip: bool
     ) -> None:
-        super().__init__()
-        self.factor = factor
-        self.skip = skip
-        self.head = torch.nn.Conv3d(1, features, 3, padding=1, padding_mode="replicate")
-        self.body = torch.nn.Sequential(
-            *(ResidualBlock(features, residual_scale) for _ in range(blocks)),
-            torch.nn.Conv3d(features, features, 3, padding=1, padding_mode="replicate"),
+        super().__init__(
+            factor=factor,
+            features=features,
+            head=torch.nn.Conv3d(1, features, 3, padding=1, padding_mode="replicate"),
+            body=torch.nn.Sequential(
+                *(ResidualBlock(features, residual_scale) for _ in range(blocks)),
+                torch.nn.Conv3d(features, features, 3, padding=1, padding_mode="replicate"),
+            ),
+            after_shuffle=torch.nn.Identity(),
+            skip=skip,
         )
-        self.upsample = torch.nn.Conv3d(
-            features, features * factor, 3, padding=1, padding_mode="replicate"
-        )
-        self.tail = torch.nn.Conv3d(features, 1, 3, padding=1, padding_mode="replicate")
-        if skip:  # start as the interpolation itself (as SRCNN's residual variant does)
-            with torch.no_grad():
-                self.tail.weight.normal_(0.0, TAIL_INIT_STD)
-                self.tail.bias.zero_()  # type: ignore[union-attr]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head = self.head(x)
-        features = head + self.body(head)
-        thin = shuffle_slices(self.upsample(features), self.factor)
-        output: torch.Tensor = self.tail(thin)
-        return output + interpolate_slices(x, self.factor) if self.skip else output
 
 
 class Edsr(PatchNetworkMethod[EdsrOptions, OutputGrid]):

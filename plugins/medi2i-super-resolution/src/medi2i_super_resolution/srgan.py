@@ -45,13 +45,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from medi2i import Options
-from medi2i_super_resolution.edsr import (
-    TAIL_INIT_STD,
-    Edsr,
-    checked_pair,
-    interpolate_slices,
-    shuffle_slices,
-)
+from medi2i_super_resolution.edsr import Edsr, SliceUpsamplingNetwork, checked_pair
 
 if TYPE_CHECKING:
     from medi2i import TrainerAPI
@@ -136,7 +130,7 @@ class SrResidualBlock(torch.nn.Module):
         return x + residual
 
 
-class SrResNet(torch.nn.Module):
+class SrResNet(SliceUpsamplingNetwork):
     """The SRGAN generator in 3D with a slice-axis sub-pixel upsampler.
 
     Example:
@@ -148,29 +142,18 @@ class SrResNet(torch.nn.Module):
     def __init__(
         self, *, factor: int, features: int, blocks: int, batch_norm: bool, skip: bool
     ) -> None:
-        super().__init__()
-        self.factor = factor
-        self.skip = skip
-        self.head = torch.nn.Sequential(_conv(1, features), torch.nn.PReLU(features))
-        self.body = torch.nn.Sequential(
-            *(SrResidualBlock(features, batch_norm) for _ in range(blocks)),
-            _conv(features, features),
-            _norm(features, batch_norm),
+        super().__init__(
+            factor=factor,
+            features=features,
+            head=torch.nn.Sequential(_conv(1, features), torch.nn.PReLU(features)),
+            body=torch.nn.Sequential(
+                *(SrResidualBlock(features, batch_norm) for _ in range(blocks)),
+                _conv(features, features),
+                _norm(features, batch_norm),
+            ),
+            after_shuffle=torch.nn.PReLU(features),
+            skip=skip,
         )
-        self.upsample = _conv(features, features * factor)
-        self.activation = torch.nn.PReLU(features)
-        self.tail = _conv(features, 1)
-        if skip:  # start as the interpolation itself
-            with torch.no_grad():
-                self.tail.weight.normal_(0.0, TAIL_INIT_STD)
-                self.tail.bias.zero_()  # type: ignore[union-attr]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head = self.head(x)
-        features = head + self.body(head)
-        thin = self.activation(shuffle_slices(self.upsample(features), self.factor))
-        output: torch.Tensor = self.tail(thin)
-        return output + interpolate_slices(x, self.factor) if self.skip else output
 
 
 class SrDiscriminator(torch.nn.Module):
