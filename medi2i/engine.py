@@ -183,6 +183,64 @@ class SlidingWindowEngine:
         _check_output_size(output, spatial, output_scale, roi)
         return output[0]
 
+    def run_pointwise(
+        self,
+        image: torch.Tensor,
+        predictor: Predictor,
+        *,
+        modules: Sequence[torch.nn.Module] = (),
+        eval_modules: bool = True,
+    ) -> torch.Tensor:
+        """Predict a whole volume with a voxelwise ``predictor``: no windows, overlap or
+        blending, the volume passed in slabs of whole slices (last axis) of at most
+        :data:`POINTWISE_SLAB_VOXELS` voxels, each written once into the output.
+
+        For a method whose output at a voxel depends on the input at that voxel only
+        (:attr:`medi2i.PatchNetworkMethod.pointwise`), this gives what the sliding window
+        gives, without its copies, padding and count map. Mirroring is skipped (a
+        voxelwise function does not change under a flip).
+
+        Args:
+            image: Channel-first volume ``(C, X, Y, Z)`` on the CPU; not modified.
+            predictor: Maps a batch ``(1, C, X, Y, z)`` of slices to ``(1, C', X, Y, z)``.
+            modules: Networks used by ``predictor``, moved to the device (eval mode
+                unless ``eval_modules`` is off).
+            eval_modules: As in :meth:`run`.
+
+        Returns:
+            A float32 CPU tensor ``(C', X, Y, Z)``.
+
+        Raises:
+            GeometryError: ``image`` is not a channel-first 3D volume.
+            Medi2iError: The predictor changed the spatial size of a slab.
+        """
+        if image.ndim != 4:
+            _batch_of_one(image)  # raises the engine's error
+        plain = image.as_tensor() if hasattr(image, "as_tensor") else image
+        for module in modules:
+            module.to(self.device)
+            if eval_modules:
+                module.eval()
+        x, y, z = (int(n) for n in plain.shape[1:])
+        step = max(1, POINTWISE_SLAB_VOXELS // max(1, x * y * int(plain.shape[0])))
+        output: torch.Tensor | None = None
+        for start in range(0, z, step):
+            stop = min(z, start + step)
+            slab = plain[None, :, :, :, start:stop].to(self.device, torch.float32)
+            with torch.inference_mode(), self._autocast():
+                out = predictor(slab)
+            if tuple(out.shape[2:]) != tuple(slab.shape[2:]) or out.shape[0] != 1:
+                raise Medi2iError(
+                    f"a pointwise method turned slices of {tuple(slab.shape[2:])} voxels "
+                    f"into {tuple(out.shape[2:])}; a method whose output is not voxel for "
+                    "voxel its input's must not declare itself pointwise"
+                )
+            if output is None:
+                output = torch.empty((int(out.shape[1]), x, y, z), dtype=torch.float32)
+            output[:, :, :, start:stop] = out[0].to("cpu", torch.float32)
+        assert output is not None  # a volume has at least one slice
+        return output
+
     def _window_predictor(
         self, predictor: Predictor, roi: tuple[int, int, int], scale: tuple[float, float, float]
     ) -> Predictor:
@@ -260,6 +318,11 @@ class SlidingWindowEngine:
             )
         assert isinstance(output, torch.Tensor)  # a tensor predictor gives a tensor
         return output
+
+
+POINTWISE_SLAB_VOXELS = 1 << 24
+"""Most voxels (times channels) in one slab of :meth:`SlidingWindowEngine.run_pointwise`:
+16 Mi, 64 MiB as float32."""
 
 
 def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:

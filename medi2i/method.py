@@ -699,11 +699,18 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
         output_scale: Output voxels per input voxel along each axis.
         keeps_module_modes: Class attribute: the engine leaves the network's train/eval
             mode alone (a method adapting batch-norm statistics at predict time).
+        pointwise: Class attribute: ``forward``'s output at a voxel depends on the
+            input at that voxel only (a voxelwise function, a network of 1×1×1
+            convolutions), so the core runs it on whole slices without windows, overlap
+            or blending (:meth:`~medi2i.SlidingWindowEngine.run_pointwise`); the output
+            scale must be one. A method whose forward looks at neighbours must not set
+            it: its output would change where the slabs are cut.
     """
 
     output_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     default_roi_size: ClassVar[tuple[int, int, int]] = (96, 96, 96)
     keeps_module_modes: ClassVar[bool] = False
+    pointwise: ClassVar[bool] = False
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
@@ -745,6 +752,13 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
         def predictor(windows: torch.Tensor) -> torch.Tensor:
             return self.forward(windows, context.condition)
 
+        if self.pointwise and self.output_scale == (1.0, 1.0, 1.0):
+            return context.engine.run_pointwise(
+                image,
+                predictor,
+                modules=[self.network],
+                eval_modules=not self.keeps_module_modes,
+            )
         return context.engine.run(
             image,
             predictor,

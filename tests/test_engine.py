@@ -229,6 +229,43 @@ def test_patch_network_method_predicts_through_the_engine(image: torch.Tensor) -
     torch.testing.assert_close(output, _whole(method.network, image), atol=1e-5, rtol=0)
 
 
+class _DeclaredPointwise(_Pointwise):
+    """The same network, declared pointwise: the core runs it on whole slices."""
+
+    id = "declared-pointwise-test"
+    pointwise = True
+
+
+@pytest.mark.parametrize("slab_voxels", [1 << 24, 30 * 27 * 2 * 3])
+def test_a_pointwise_method_runs_on_slabs_and_gives_the_whole_volume_forward(
+    image: torch.Tensor, slab_voxels: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medi2i.engine
+
+    monkeypatch.setattr(medi2i.engine, "POINTWISE_SLAB_VOXELS", slab_voxels)  # 3 slices
+    method = _DeclaredPointwise()
+    engine = _engine(roi_size=None)
+    calls: list[tuple[int, ...]] = []
+    original = engine._sliding_window
+    monkeypatch.setattr(engine, "_sliding_window", lambda *a: calls.append(()) or original(*a))
+    context = PredictContext(
+        engine=engine, condition=method.parse_condition(None), device=engine.device
+    )
+    output = method.predict(MetaTensor(image), context)
+
+    assert not calls, "the sliding window ran for a pointwise method"
+    assert output.dtype == torch.float32
+    assert not method.network.training
+    torch.testing.assert_close(output, _whole(method.network, image), atol=1e-5, rtol=0)
+
+
+def test_a_pointwise_predictor_that_changes_the_size_is_an_error(image: torch.Tensor) -> None:
+    with pytest.raises(Medi2iError, match="must not declare itself pointwise"):
+        _engine().run_pointwise(image, lambda slab: slab[..., :-1])
+    with pytest.raises(GeometryError, match="channel-first"):
+        _engine().run_pointwise(torch.rand(20, 20, 20), lambda slab: slab)
+
+
 @pytest.mark.parametrize(
     "bad",
     [

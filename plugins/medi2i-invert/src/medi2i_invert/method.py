@@ -5,7 +5,9 @@ three places a patch-network method puts its work:
 
 * :meth:`IntensityInversion.preprocess` computes whole-volume statistics (two
   percentiles) and rescales the volume to [0, 1] with them;
-* the network, run window by window by the core's sliding window, computes ``1 - x``;
+* the network computes ``1 - x``; it is voxelwise, so the method declares itself
+  ``pointwise`` and the core runs it on whole slices instead of sliding windows (a
+  network that looks at neighbours leaves ``pointwise`` off and gets the windows);
 * :meth:`IntensityInversion.postprocess` maps the result back to the input's range.
 """
 
@@ -32,7 +34,8 @@ class InversionOptions(Options):
     Attributes:
         lower_percentile: Percentile (0-100) of the input mapped to the output's maximum.
         upper_percentile: Percentile (0-100) of the input mapped to the output's minimum.
-        roi_size: Sliding-window size in voxels.
+        roi_size: Sliding-window size in voxels; unused since the method is pointwise
+            (kept so that existing model folders and workflows stay valid).
     """
 
     lower_percentile: float = Field(1.0, ge=0.0, le=100.0)
@@ -83,6 +86,7 @@ class IntensityInversion(PatchNetworkMethod):
     output_spec = VolumeSpec(modality="any")
     Options = InversionOptions
     paper = "none: a reference plugin for plugin authors"
+    pointwise = True  # 1 - x looks at one voxel: no windows, overlap or blending needed
 
     options: InversionOptions
 

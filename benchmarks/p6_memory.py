@@ -1,0 +1,260 @@
+"""P6 memory and time of a voxelwise method on a CT-sized volume, file in, file out.
+
+A user runs ``medi2i predict IN.nii OUT.nii --method intensity-inversion`` on a
+512×512×400 int16 volume (400 MiB as float32). The baseline is what a user would write
+instead: a nibabel/NumPy script doing the same voxelwise work (the 1st and 99th
+percentiles, rescale, clip, ``lo + hi - x``, written as float32). Side by side, each run
+in a fresh process (so that its peak resident memory is its own), ``--repeats`` times
+in turn:
+
+- ``numpy script``: the baseline;
+- ``medi2i predict (pointwise)``: the command line as users run it; the method declares
+  itself pointwise, so the core runs it on slabs of whole slices;
+- ``medi2i predict (sliding window)``: the same command with the method's ``pointwise``
+  switched off (as every method was run before), to show what the fast path saves.
+
+Reported: median wall time, the ratio to the NumPy script (target for the pointwise
+path: at most 1.3), and the peak resident memory over the idle baseline of a process
+that has imported medi2i, torch and MONAI, in units of the float32 volume (the issue's
+target for a sliding-window network method: at most 3). Uncompressed ``.nii`` in and
+out, so that gzip does not dominate.
+
+Usage: python benchmarks/p6_memory.py [--shape 512 512 400] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+TARGET_TIME_RATIO = 1.3
+TARGET_MEMORY = 3.0
+
+MEASURE = """
+import resource, subprocess, sys, time
+started = time.perf_counter()
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+seconds = time.perf_counter() - started
+if done.returncode:
+    sys.stderr.write(done.stdout + done.stderr)
+    sys.exit(done.returncode)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(seconds, peak)
+"""
+"""Runs a command in a child and prints its wall time and peak resident bytes."""
+
+IDLE = {
+    "medi2i": "import medi2i, torch, monai, nibabel, numpy, medi2i.prediction",
+    "numpy": "import nibabel, numpy",
+}
+"""What each kind of process imports before it reads a voxel: its idle baseline."""
+
+NUMPY_SCRIPT = """
+import sys
+import nibabel as nib
+import numpy as np
+image = nib.load(sys.argv[1])
+data = np.asanyarray(image.dataobj)
+low, high = np.percentile(data, [1.0, 99.0])
+span = float(high - low) or 1.0
+out = data.astype(np.float32)
+out -= low
+out /= span
+np.clip(out, 0.0, 1.0, out=out)
+np.subtract(1.0, out, out=out)
+out *= span
+out += low
+result = nib.Nifti1Image(out, image.affine)
+result.header.set_data_dtype(np.float32)
+nib.save(result, sys.argv[2])
+"""
+
+WINDOWED = """
+import sys
+from medi2i_invert.method import IntensityInversion
+IntensityInversion.pointwise = False
+from medi2i.cli.main import main
+sys.argv = ["medi2i", *sys.argv[1:]]
+main()
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 400])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    import nibabel as nib
+    import numpy as np
+
+    shape = tuple(args.shape)
+    volume_bytes = 4 * int(np.prod(shape))
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        source = work / "ct.nii"
+        rng = np.random.default_rng(0)
+        data = rng.normal(0.0, 300.0, size=shape).astype(np.int16)
+        data[: shape[0] // 4] = -1000  # some air, as a CT has
+        nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.7, 1.0, 1.0])), source)
+        medi2i = str(Path(sys.executable).with_name("medi2i"))
+        commands = {
+            "numpy script": [sys.executable, "-c", NUMPY_SCRIPT, str(source)],
+            "medi2i predict (pointwise)": [
+                medi2i,
+                "predict",
+                str(source),
+                "OUT",
+                "--method",
+                "intensity-inversion",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ],
+            "medi2i predict (sliding window)": [
+                sys.executable,
+                "-c",
+                WINDOWED,
+                "predict",
+                str(source),
+                "OUT",
+                "--method",
+                "intensity-inversion",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ],
+        }
+        idle = {
+            kind: statistics.median(
+                _measure([sys.executable, "-c", code])[1] for _ in range(args.repeats)
+            )
+            for kind, code in IDLE.items()
+        }
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
+        for repeat in range(args.repeats):
+            for index, (name, command) in enumerate(commands.items()):
+                out = work / f"out-{index}-{repeat}.nii"
+                line = [str(out) if part == "OUT" else part for part in command]
+                if name == "numpy script":
+                    line.append(str(out))
+                runs[name].append(_measure(line))
+                if index == 0:
+                    reference = nib.load(out).get_fdata(dtype=np.float32)
+                else:
+                    got = nib.load(out).get_fdata(dtype=np.float32)
+                    difference = float(np.abs(got - reference).max())
+                    if difference > 1e-3 * float(np.abs(reference).max()):
+                        raise SystemExit(f"{name} differs from the numpy script by {difference}")
+                out.unlink()
+    report = _report(shape, volume_bytes, idle, runs, args.repeats)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "p6_memory.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.output / "p6_memory.md").write_text(_markdown(report))
+    print(_markdown(report))
+
+
+def _measure(command: list[str]) -> tuple[float, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "MEDI2I_LOAD_PLUGINS": "invert"},
+    )
+    if done.returncode:
+        raise SystemExit(f"{command[:3]} failed: {done.stderr[-2000:]}")
+    seconds, peak = done.stdout.split()
+    return float(seconds), int(peak)
+
+
+def _report(
+    shape: tuple[int, ...],
+    volume_bytes: int,
+    idle: dict[str, float],
+    runs: dict[str, list[tuple[float, int]]],
+    repeats: int,
+) -> dict[str, Any]:
+    import torch
+
+    baseline = statistics.median(t for t, _ in runs["numpy script"])
+    rows = []
+    for name, values in runs.items():
+        seconds = statistics.median(t for t, _ in values)
+        peak = statistics.median(p for _, p in values)
+        floor = idle["numpy" if name == "numpy script" else "medi2i"]
+        rows.append(
+            {
+                "path": name,
+                "median_s": round(seconds, 2),
+                "runs_s": [round(t, 2) for t, _ in values],
+                "time_ratio": round(seconds / baseline, 3),
+                "peak_rss_mib": round(peak / 2**20, 1),
+                "peak_over_idle_volumes": round((peak - floor) / volume_bytes, 2),
+            }
+        )
+    return {
+        "benchmark": "p6_memory",
+        "shape": list(shape),
+        "input_dtype": "int16",
+        "volume_float32_mib": round(volume_bytes / 2**20, 1),
+        "idle_rss_mib": {kind: round(value / 2**20, 1) for kind, value in idle.items()},
+        "repeats": repeats,
+        "rows": rows,
+        "targets": {"time_ratio": TARGET_TIME_RATIO, "peak_over_idle_volumes": TARGET_MEMORY},
+        "machine": (
+            f"{platform.platform()}, {os.cpu_count()} CPUs; Python {platform.python_version()}, "
+            f"torch {torch.__version__}"
+        ),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    shape = "×".join(str(n) for n in report["shape"])
+    lines = [
+        "# P6 memory and time of a voxelwise method, file in, file out",
+        "",
+        f"`intensity-inversion` on a {shape} int16 NIfTI ({report['volume_float32_mib']} MiB "
+        f"as float32), uncompressed in and out, CPU; each run a fresh process, "
+        f"{report['repeats']} runs each in turn; peak resident memory over the idle "
+        f"baseline of the same kind of process ({report['idle_rss_mib']['medi2i']} MiB "
+        "after importing medi2i, torch and MONAI; "
+        f"{report['idle_rss_mib']['numpy']} MiB after importing nibabel and NumPy), in "
+        "float32 volumes.",
+        "",
+        "| path | median (s) | runs (s) | time / numpy | peak RSS (MiB) | (peak - idle) / volume |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        runs = ", ".join(f"{t:.2f}" for t in row["runs_s"])
+        lines.append(
+            f"| {row['path']} | {row['median_s']:.2f} | {runs} | {row['time_ratio']:.3f} | "
+            f"{row['peak_rss_mib']:.0f} | {row['peak_over_idle_volumes']:.2f} |"
+        )
+    targets = report["targets"]
+    lines += [
+        "",
+        f"Targets: the pointwise path within {targets['time_ratio']}× the NumPy script's "
+        f"time; (peak - idle) at most {targets['peak_over_idle_volumes']} volumes. "
+        "The NumPy script's own peak is its floor for this work.",
+        "",
+        f"Machine: {report['machine']}; {report['date']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
