@@ -28,6 +28,7 @@ BUILTIN_COMMANDS = {
     "demo",
     "dicom",
     "evaluate",
+    "export",
     "mask",
     "methods",
     "plugin",
