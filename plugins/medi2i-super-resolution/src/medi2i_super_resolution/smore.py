@@ -43,6 +43,7 @@ from pydantic import Field
 from scipy import ndimage
 
 from medi2i import DataKind, Grid, InputError, Method, Options, Task, VolumeSpec
+from medi2i.method import Progress, no_progress
 from medi2i_super_resolution.grids import (
     Alignment,
     OutputGrid,
@@ -226,7 +227,9 @@ class Smore(Method[SmoreOptions, OutputGrid]):
         self._fit(network, pairs, generator, context)
 
         upsampled = along_axis(normalised, grid, restored_grid, axis=axis)
-        restored = restore_volume(network, upsampled, axis=axis, device=context.device)
+        restored = restore_volume(
+            network, upsampled, axis=axis, device=context.device, progress=context.progress
+        )
         wanted = self.output_grid(grid, context.condition)
         if not wanted.same_as(restored_grid):
             restored = along_axis(restored, restored_grid, wanted, axis=axis)
@@ -410,10 +413,16 @@ def sample_patches(
 
 
 def restore_volume(
-    network: RestorationNetwork, volume: np.ndarray, *, axis: int, device: torch.device
+    network: RestorationNetwork,
+    volume: np.ndarray,
+    *,
+    axis: int,
+    device: torch.device,
+    progress: Progress = no_progress,
 ) -> np.ndarray:
     """Restore ``volume`` (slice axis already interpolated) through the two planes that
-    contain ``axis``, slice axis as image axis 0 as in training, and average them."""
+    contain ``axis``, slice axis as image axis 0 as in training, and average them
+    (``progress`` wraps each plane's loop over chunks of slices)."""
     network = network.to(device)
     in_plane = [a for a in range(3) if a != axis]
     results = []
@@ -423,7 +432,10 @@ def restore_volume(
         slices = torch.from_numpy(np.ascontiguousarray(np.transpose(volume, order)))
         restored = torch.empty_like(slices)
         with torch.no_grad():
-            for start in range(0, slices.shape[0], SLICES_PER_CHUNK):
+            starts = range(0, slices.shape[0], SLICES_PER_CHUNK)
+            for start in progress(
+                starts, description=f"smore: restoring across axis {across}", total=len(starts)
+            ):
                 chunk = slices[start : start + SLICES_PER_CHUNK, None].to(device)
                 restored[start : start + SLICES_PER_CHUNK] = network(chunk)[:, 0].cpu()
         results.append(np.transpose(restored.numpy(), np.argsort(order)))
