@@ -109,32 +109,20 @@ def main(argv: list[str] | None = None) -> None:
         data[: shape[0] // 4] = -1000  # some air, as a CT has
         nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.7, 1.0, 1.0])), source)
         medi2i = str(Path(sys.executable).with_name("medi2i"))
+        predict = [
+            "predict",
+            str(source),
+            "OUT",
+            "--method",
+            "intensity-inversion",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
         commands = {
             "numpy script": [sys.executable, "-c", NUMPY_SCRIPT, str(source)],
-            "medi2i predict (pointwise)": [
-                medi2i,
-                "predict",
-                str(source),
-                "OUT",
-                "--method",
-                "intensity-inversion",
-                "--no-progress",
-                "--device",
-                "cpu",
-            ],
-            "medi2i predict (sliding window)": [
-                sys.executable,
-                "-c",
-                WINDOWED,
-                "predict",
-                str(source),
-                "OUT",
-                "--method",
-                "intensity-inversion",
-                "--no-progress",
-                "--device",
-                "cpu",
-            ],
+            "medi2i predict (pointwise)": [medi2i, *predict],
+            "medi2i predict (sliding window)": [sys.executable, "-c", WINDOWED, *predict],
         }
         idle = {
             kind: statistics.median(
