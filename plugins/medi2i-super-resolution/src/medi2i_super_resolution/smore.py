@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,7 +43,6 @@ from pydantic import Field
 from scipy import ndimage
 
 from medi2i import DataKind, Grid, InputError, Method, Options, Task, VolumeSpec
-from medi2i.method import Progress, no_progress
 from medi2i_super_resolution.grids import (
     Alignment,
     OutputGrid,
@@ -56,6 +55,8 @@ from medi2i_super_resolution.interpolation import resample_axis_aligned
 from medi2i_super_resolution.srcnn import intensity_scale
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i import PredictContext
@@ -418,7 +419,7 @@ def restore_volume(
     *,
     axis: int,
     device: torch.device,
-    progress: Progress = no_progress,
+    progress: Callable[..., Iterable[Any]] | None = None,
 ) -> np.ndarray:
     """Restore ``volume`` (slice axis already interpolated) through the two planes that
     contain ``axis``, slice axis as image axis 0 as in training, and average them
@@ -432,10 +433,12 @@ def restore_volume(
         slices = torch.from_numpy(np.ascontiguousarray(np.transpose(volume, order)))
         restored = torch.empty_like(slices)
         with torch.no_grad():
-            starts = range(0, slices.shape[0], SLICES_PER_CHUNK)
-            for start in progress(
-                starts, description=f"smore: restoring across axis {across}", total=len(starts)
-            ):
+            chunks = range(0, slices.shape[0], SLICES_PER_CHUNK)
+            starts: Iterable[Any] = chunks
+            if progress is not None:
+                description = f"smore: restoring across axis {across}"
+                starts = progress(chunks, description=description, total=len(chunks))
+            for start in starts:
                 chunk = slices[start : start + SLICES_PER_CHUNK, None].to(device)
                 restored[start : start + SLICES_PER_CHUNK] = network(chunk)[:, 0].cpu()
         results.append(np.transpose(restored.numpy(), np.argsort(order)))
