@@ -68,21 +68,19 @@ TAIL_INIT_STD = 1e-3
 skip, so that an untrained model is close to the interpolation."""
 
 
-class EdsrOptions(Options):
-    """Options of :class:`Edsr` (the paper's baseline EDSR has 64 features and 16 blocks;
-    the defaults are smaller, for a CPU).
+class SliceUpsamplingOptions(Options):
+    """Options every slice-upsampling network method has (:class:`Edsr`, and SRGAN's
+    generator in :mod:`~medi2i_super_resolution.srgan`).
 
     Attributes:
         factor: Thin slices per thick slice (2 to 8): the through-plane factor the
             network is built and trained for.
         features: Feature maps of every convolution.
         blocks: Residual blocks.
-        residual_scale: Factor on each block's residual before it is added (the paper
-            uses 0.1 for its large model, 1 for the baseline).
         interpolation_skip: Add the linear interpolation between slices to the output
-            (not in the paper; the network then learns the missing detail only, and its
+            (not in the papers; the network then learns the missing detail only, and its
             last convolution starts near zero, so an untrained model interpolates).
-        learning_rate: Adam's learning rate (the paper's 1e-4).
+        learning_rate: Adam's learning rate (the papers' 1e-4).
         roi_size: Input window (and training patch) size in voxels, slice axis last.
         clip_margin: Clip the output to the input's range widened by this fraction of
             it; ``None`` keeps every value.
@@ -91,7 +89,6 @@ class EdsrOptions(Options):
     factor: int = Field(default=2, ge=2, le=8)
     features: int = Field(default=32, ge=1)
     blocks: int = Field(default=8, ge=0)
-    residual_scale: float = Field(default=1.0, gt=0.0)
     interpolation_skip: bool = True
     learning_rate: float = Field(default=1e-4, gt=0.0)
     roi_size: tuple[int, int, int] = (32, 32, 16)
@@ -103,6 +100,18 @@ class EdsrOptions(Options):
         if min(value) < 1:
             raise ValueError(f"must be positive, got {value}")
         return value
+
+
+class EdsrOptions(SliceUpsamplingOptions):
+    """Options of :class:`Edsr` (the paper's baseline EDSR has 64 features and 16 blocks;
+    the defaults are smaller, for a CPU): those of :class:`SliceUpsamplingOptions` and
+
+    Attributes:
+        residual_scale: Factor on each block's residual before it is added (the paper
+            uses 0.1 for its large model, 1 for the baseline).
+    """
+
+    residual_scale: float = Field(default=1.0, gt=0.0)
 
 
 class ResidualBlock(torch.nn.Module):

@@ -44,8 +44,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
-from medi2i import Options
-from medi2i_super_resolution.edsr import Edsr, SliceUpsamplingNetwork, checked_pair
+from medi2i_super_resolution.edsr import (
+    Edsr,
+    SliceUpsamplingNetwork,
+    SliceUpsamplingOptions,
+    checked_pair,
+)
 
 if TYPE_CHECKING:
     from medi2i import TrainerAPI
@@ -56,19 +60,15 @@ ContentLoss = Literal["l1", "features"]
 LEAKY_SLOPE = 0.2
 
 
-class SrganOptions(Options):
+class SrganOptions(SliceUpsamplingOptions):
     """Options of :class:`Srgan` (the paper's generator has 64 features and 16 blocks,
     its discriminator 64 to 512 feature maps in 8 layers; the defaults are smaller, for a
-    CPU).
+    CPU): the generator's of :class:`~medi2i_super_resolution.edsr.SliceUpsamplingOptions`
+    (``learning_rate`` serving both networks) and
 
     Attributes:
-        factor: Thin slices per thick slice (2 to 8).
-        features: Feature maps of the generator's convolutions.
-        blocks: Residual blocks of the generator.
         batch_norm: Batch normalization in the generator (the paper's); ``False`` drops
             it, as EDSR does.
-        interpolation_skip: Add the linear interpolation between slices to the output
-            (not in the paper; see :mod:`~medi2i_super_resolution.edsr`).
         content_loss: ``"l1"``: pixel L1; ``"features"``: L1 between the discriminator's
             feature maps of the generated and the true patches, plus ``pixel_weight``
             times the pixel L1 (the module docstring says why not VGG).
@@ -80,28 +80,17 @@ class SrganOptions(Options):
         discriminator_layers: Pairs of discriminator convolutions after the first (each
             pair: stride 1, then stride 2 with twice the feature maps); the paper has 3
             pairs after its first two layers.
-        learning_rate: Adam's learning rate for both networks (the paper's 1e-4).
         betas: Adam's betas (the paper's 0.9 and 0.999).
-        roi_size: Input window (and training patch) size in voxels, slice axis last.
-        clip_margin: Clip the output to the input's range widened by this fraction of
-            it; ``None`` keeps every value.
     """
 
-    factor: int = Field(default=2, ge=2, le=8)
-    features: int = Field(default=32, ge=1)
-    blocks: int = Field(default=8, ge=0)
     batch_norm: bool = True
-    interpolation_skip: bool = True
     content_loss: ContentLoss = "l1"
     pixel_weight: float = Field(default=1.0, ge=0.0)
     adversarial_weight: float = Field(default=1e-3, ge=0.0)
     content_only_steps: int = Field(default=0, ge=0)
     discriminator_filters: int = Field(default=16, ge=1)
     discriminator_layers: int = Field(default=3, ge=1, le=5)
-    learning_rate: float = Field(default=1e-4, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
-    roi_size: tuple[int, int, int] = (32, 32, 16)
-    clip_margin: float | None = Field(default=0.05, ge=0.0)
 
 
 def _conv(inputs: int, outputs: int, stride: int = 1) -> torch.nn.Conv3d:
