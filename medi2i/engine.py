@@ -214,9 +214,7 @@ class SlidingWindowEngine:
             GeometryError: ``image`` is not a channel-first 3D volume.
             Medi2iError: The predictor changed the spatial size of a slab.
         """
-        if image.ndim != 4:
-            _batch_of_one(image)  # raises the engine's error
-        plain = image.as_tensor() if hasattr(image, "as_tensor") else image
+        plain = _channel_first(image)
         for module in modules:
             module.to(self.device)
             if eval_modules:
@@ -346,14 +344,18 @@ def _release_cached_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _batch_of_one(image: torch.Tensor) -> torch.Tensor:
+def _channel_first(image: torch.Tensor) -> torch.Tensor:
+    """``image`` as a plain tensor, checked to be a channel-first 3D volume."""
     if image.ndim != 4:
         raise GeometryError(
             f"the engine takes a channel-first 3D volume (C, X, Y, Z), got shape "
             f"{tuple(image.shape)}; add a channel axis with image[None]"
         )
-    plain = image.as_tensor() if hasattr(image, "as_tensor") else image
-    return plain.float()[None]
+    return image.as_tensor() if hasattr(image, "as_tensor") else image
+
+
+def _batch_of_one(image: torch.Tensor) -> torch.Tensor:
+    return _channel_first(image).float()[None]
 
 
 def _check_output_size(

@@ -106,6 +106,8 @@ def export_program(
             when ``None``).
         seed: Seed of the random check windows.
 
+    The method's network is left on the CPU in eval mode (export and check run there).
+
     Returns:
         The written files and the check's largest difference.
 
