@@ -1,4 +1,5 @@
-"""The sliding-window engine: a patch network over a whole volume, on MONAI's inferer.
+"""The sliding-window engine: a patch network over a whole volume, blended as MONAI's
+inferer blends (:mod:`medi2i.window_blend`) with one output volume in memory.
 
 The volume stays on the CPU; windows are copied to the device in batches, run through
 the network (float16 autocast on CUDA when asked), blended back on the CPU. When the
@@ -19,10 +20,10 @@ import logging
 from collections.abc import Callable, Sequence
 
 import torch
-from monai.inferers.utils import sliding_window_inference
 
 from medi2i.errors import DeviceError, GeometryError, Medi2iError
 from medi2i.settings import InferenceSettings
+from medi2i.window_blend import blend_windows, volume_like
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps a batch of windows ``(N, C, x, y, z)`` to network outputs ``(N, C', x', y', z')``."""
@@ -234,7 +235,7 @@ class SlidingWindowEngine:
                     "voxel its input's must not declare itself pointwise"
                 )
             if output is None:
-                output = torch.empty((int(out.shape[1]), x, y, z), dtype=torch.float32)
+                output = volume_like(plain, (int(out.shape[1]), x, y, z))
             output[:, :, :, start:stop] = out[0].to("cpu", torch.float32)
         assert output is not None  # a volume has at least one slice
         return output
@@ -261,8 +262,8 @@ class SlidingWindowEngine:
                     f"but the method's output_scale {scale} says {expected}; fix the method's "
                     "output_scale or its network"
                 )
-            # MONAI blends in place, which inference tensors forbid outside inference mode;
-            # this copy is also the cast back from float16 under AMP.
+            # the blending weighs windows in place, which inference tensors forbid outside
+            # inference mode; this copy is also the cast back from float16 under AMP.
             return out.to(torch.float32, copy=True)
 
         return run_windows
@@ -299,23 +300,21 @@ class SlidingWindowEngine:
     ) -> torch.Tensor:
         settings = self.settings
         with torch.no_grad():
-            output = sliding_window_inference(
+            # MONAI's sliding_window_inference, bit for bit, without its full-size count
+            # map; windows past a short volume are padded by edge replication, as the
+            # trainer pads patches (MONAI's zeros would be mid-grey after most
+            # normalizations, a false structure at the edge)
+            return blend_windows(
                 volume,
-                roi_size=roi,
-                sw_batch_size=self.sw_batch_size,
-                predictor=windows,
+                windows,
+                roi,
+                batch_size=self.sw_batch_size,
                 overlap=settings.overlap,
                 mode=settings.blend,
                 sigma_scale=settings.sigma_scale,
-                sw_device=self.device,
-                device=torch.device("cpu"),
-                # as the trainer pads short volumes; MONAI's zeros would be mid-grey
-                # after most normalizations, a false structure at the edge
-                padding_mode="replicate",
+                device=self.device,
                 progress=settings.progress,
             )
-        assert isinstance(output, torch.Tensor)  # a tensor predictor gives a tensor
-        return output
 
 
 POINTWISE_SLAB_VOXELS = 1 << 24
