@@ -59,13 +59,14 @@ def checked_input(image: MetaTensor, policy: NonFinitePolicy = "error") -> MetaT
         raise InputError(f"unknown non-finite policy {policy!r}; use one of {NONFINITE_POLICIES}")
     where = _name(image)
     values = image.as_tensor().detach().cpu().numpy()
-    finite = np.isfinite(values)
-    bad = _non_finite(values, finite)
+    finite = None if _all_finite(values) else np.isfinite(values)
+    bad = "" if finite is None else _non_finite(values, finite)
     if bad:
         if policy == "error":
             raise InputError(
                 f"{where}: {bad}; fix the file, or pass --nonfinite zero|nearest to replace them"
             )
+        assert finite is not None
         image = _repaired(image, values, finite, policy)
         values = image.as_tensor().numpy()
     _check_range(values, where)
@@ -104,6 +105,8 @@ def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "
 
 def _non_finite(values: np.ndarray, finite: np.ndarray | None = None) -> str:
     """``"N voxel(s) are NaN or infinite (first at voxel (i, j, k))"``, or ``""``."""
+    if finite is None and _all_finite(values):
+        return ""
     finite = np.isfinite(values) if finite is None else finite
     if finite.all():
         return ""
@@ -127,12 +130,36 @@ def _check_range(values: np.ndarray, where: str) -> None:
             f"{where}: every voxel is {low:g}, a constant volume holds nothing to translate; "
             "check that the right file or series was given"
         )
-    foreground = int(np.count_nonzero(values > low))
+    foreground = _count_above(values, low, enough=MIN_FOREGROUND_VOXELS)
     if foreground < MIN_FOREGROUND_VOXELS:
         raise InputError(
             f"{where}: only {foreground} voxel(s) differ from the background value {low:g}; "
             "the volume is empty, check that the right file or series was given"
         )
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether no voxel is NaN or infinite, from the extremes: NaN propagates through
+    ``min`` and ``max`` and an infinity is one of them, so two passes without a mask
+    settle it for a finite volume (the usual case)."""
+    if values.size == 0:
+        return True
+    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
+
+
+_COUNT_CHUNK = 1 << 22
+
+
+def _count_above(values: np.ndarray, low: float, *, enough: int) -> int:
+    """How many voxels exceed ``low``, counted in chunks and stopped at ``enough``
+    (a volume with anything in it stops in its first chunk, without a full mask)."""
+    flat = values.ravel(order="K")
+    count = 0
+    for start in range(0, flat.size, _COUNT_CHUNK):
+        count += int(np.count_nonzero(flat[start : start + _COUNT_CHUNK] > low))
+        if count >= enough:
+            break
+    return count
 
 
 def _repaired(

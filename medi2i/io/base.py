@@ -239,8 +239,9 @@ def volume_from_array(
         path: The file read; stored as ``filename_or_obj`` and named in errors.
         source_dtype: The voxel type stored in the file; defaults to ``array.dtype``.
         meta: Further metadata (format header fields, DICOM UIDs, ...).
-        keep_layout: Keep a float32 ``array``'s memory order (x fastest, as a DICOM
-            series or ITK stores it) instead of copying it to C order.
+        keep_layout: Keep ``array``'s memory order (x fastest, as NIfTI, a DICOM
+            series or ITK store it) instead of copying it to C order: the cast to
+            float32, when needed, is then one pass over memory without transposing.
 
     Returns:
         A ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32, with a float64 affine.
@@ -255,7 +256,10 @@ def volume_from_array(
     shape = spatial_shape(array.shape, path)
     affine = _checked_affine(affine, path)
     values = array.reshape(shape)
-    if not (keep_layout and values.dtype == np.float32):
+    if keep_layout:
+        # a cast in the array's own memory order: one pass, no transposition
+        values = values.astype(np.float32, order="K", copy=False)
+    else:
         values = np.ascontiguousarray(values, dtype=np.float32)
     full_meta: dict[str, object] = dict(meta or {})
     full_meta.update(
@@ -344,7 +348,9 @@ def cast_for_writing(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     NaN becomes 0 in integer types, which have no NaN.
     """
     if not np.issubdtype(dtype, np.integer):
-        return np.ascontiguousarray(values, dtype=dtype)
+        # in the array's own memory order: writers take either, and a reordering copy
+        # of a whole volume costs time and memory for nothing
+        return values.astype(dtype, order="K", copy=False)
     limits = np.iinfo(dtype)
     rounded = np.rint(np.nan_to_num(values.astype(np.float64), nan=0.0))
     return np.clip(rounded, limits.min, limits.max).astype(dtype)
