@@ -560,7 +560,9 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         """Intensity postprocessing of one output (e.g. back to HU).
 
         Args:
-            output: The raw output.
+            output: The raw output. It belongs to the core, which does not use it
+                again: change it in place (``output.mul_(scale).add_(shift)``) rather
+                than with operators, each of which would cost a whole volume more.
             image: The preprocessed input.
             domain: The output's domain (:attr:`Output.domain`).
             condition: The predict-time condition.

@@ -95,14 +95,18 @@ def predict_outputs(
         log=logging.getLogger(f"medi2i.method.{method.id}"),
     )
     input_grid = Grid.of(image)
+    source_meta = dict(image.meta)
     prepared = prepared_volume(image, method, domain=input_domain, condition=parsed)
+    # from here the input is needed for its metadata only; a caller that handed over its
+    # only reference (as predict_all does) frees a whole volume before the inference
+    del image
     with _state_kept(method):
         raw = _by_name(method, method.predict(prepared, context), declared)
     results: dict[str, MetaTensor] = {}
     for output in declared:
         shaped = _with_grid(method, raw[output.name], prepared)
         done = method.postprocess(shaped, prepared, domain=output.domain, condition=parsed)
-        results[output.name] = _delivered(method, done, input_grid, image, output, parsed)
+        results[output.name] = _delivered(method, done, input_grid, source_meta, output, parsed)
     return results
 
 
@@ -148,7 +152,7 @@ def _delivered(
     method: Method,
     output: MetaTensor,
     input_grid: Grid,
-    image: MetaTensor,
+    source_meta: Mapping[str, object],
     declared: Output,
     condition: object,
 ) -> MetaTensor:
@@ -159,12 +163,12 @@ def _delivered(
     named = f" {declared.name!r}" if declared.name else ""
     require_finite_output(
         result.as_tensor().detach().cpu().numpy(),
-        f"the output{named} of {method.id!r} for {image.meta.get('filename_or_obj', 'the input')}",
+        f"the output{named} of {method.id!r} for {source_meta.get('filename_or_obj', 'the input')}",
         hint="the method failed on this input (a diverged model, or an input unlike its "
         "training data); nothing was written",
     )
     result.meta = {
-        **dict(image.meta),
+        **source_meta,
         **_grid_meta(result),
         "medi2i.method.id": method.id,
         "medi2i.method.version": method.version,
@@ -451,7 +455,6 @@ def predict_all(
     for declared_output in declared:
         meta = {**image.meta, "medi2i.output.modality": declared_output.spec.modality}
         writer.check(grid.affine, meta, paths[declared_output.name])
-    results = predict_outputs(ready, image, settings=settings, condition=parsed, engine=engine)
     record = provenance(
         ready,
         source=Path(source),
@@ -461,6 +464,10 @@ def predict_all(
         image=image,
         condition=parsed,
     )
+    # hand the volume over without keeping a reference here, so that predict_outputs
+    # can free it once preprocessed (a volume less at the peak)
+    held, image = [image], None
+    results = predict_outputs(ready, held.pop(), settings=settings, condition=parsed, engine=engine)
     written: dict[str, Path] = {}
     for declared_output in declared:
         path = write_volume(

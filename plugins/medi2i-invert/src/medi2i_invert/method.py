@@ -103,8 +103,11 @@ class IntensityInversion(PatchNetworkMethod):
         """
         low, high = self.intensity_range(image)
         span = high - low if high > low else 1.0  # a constant volume stays constant
-        # torch operations on a MetaTensor return a MetaTensor with a copy of its meta
-        rescaled = cast("MetaTensor", ((image.float() - low) / span).clamp(0.0, 1.0))
+        # one new volume, then in place: the input belongs to the caller and must stay
+        # as it is, but each temporary of a chain of operators would cost a whole volume.
+        # torch operations on a MetaTensor return a MetaTensor with a copy of its meta.
+        rescaled = cast("MetaTensor", image.float() - low)
+        rescaled.div_(span).clamp_(0.0, 1.0)
         rescaled.meta[RANGE_KEY] = (low, high)
         return rescaled
 
@@ -124,11 +127,14 @@ class IntensityInversion(PatchNetworkMethod):
                 "this method (its intensity range is missing); run it through medi2i.predict"
             )
         low, high = (float(v) for v in intensity_range)
-        return cast("MetaTensor", output * (high - low) + low)
+        # the raw output is the core's own: changing it in place spares a volume
+        return cast("MetaTensor", output.mul_(high - low).add_(low))
 
     def intensity_range(self, image: torch.Tensor) -> tuple[float, float]:
         """The lower and upper percentiles of ``image``, in its units."""
-        values = image.detach().cpu().numpy().astype(np.float64, copy=False)
+        # in the volume's own type and memory order: a float64 or reordered copy would
+        # cost two volumes more than the one the percentile's partition needs
+        values = image.detach().cpu().numpy().ravel(order="K")
         percentiles = [self.options.lower_percentile, self.options.upper_percentile]
         low, high = np.percentile(values, percentiles)
         return float(low), float(high)
