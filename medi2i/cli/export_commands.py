@@ -24,11 +24,13 @@ def add_to(group: click.Group) -> None:
 @click.option(
     "--format",
     "export_format",
-    type=click.Choice(["torch-export"]),
+    type=click.Choice(["torch-export", "monai-bundle"]),
     default="torch-export",
     show_default=True,
     help="What to write: torch-export, a torch.export program (.pt2) of the network's "
-    "function on a batch of windows (TorchScript is deprecated by PyTorch).",
+    "function on a batch of windows (TorchScript is deprecated by PyTorch); "
+    "monai-bundle, a MONAI bundle folder (configs/metadata.json, configs/inference.json, "
+    "models/) that MONAI's bundle tools verify and run.",
 )
 @click.option(
     "--condition",
@@ -47,7 +49,8 @@ def export_command(
     export_format: str,
     condition_pairs: tuple[str, ...],
 ) -> None:
-    """Export the trained model MODEL (folder or zip) to OUTPUT (e.g. model.pt2).
+    """Export the trained model MODEL (folder or zip) to OUTPUT (e.g. model.pt2, or a
+    bundle folder with --format monai-bundle).
 
     The file holds the network's function on a batch of preprocessed windows, for one
     condition, and runs with torch alone (torch.export.load(OUTPUT).module()); any batch
@@ -58,6 +61,11 @@ def export_command(
     windows before it is kept. Methods that run no network by window have nothing to
     export and say so; so do MUNIT (styles) and AdaBN on the input (statistics=input).
     Existing files are refused.
+
+    A MONAI bundle holds the same program as models/model.pt2, the model folder, and an
+    inference config that runs MONAI's SlidingWindowInferer with medi2i's window
+    settings; its run needs medi2i for the steps around the windows (docs/README.md in
+    the bundle says how to verify and run it with python -m monai.bundle).
     """
     from medi2i.export import export_program
     from medi2i.model_folder import load_model
@@ -65,6 +73,12 @@ def export_command(
     registry = command_registry(ctx)
     method = load_model(model, registry=registry)
     condition = key_values(condition_pairs, "--condition")
+    if export_format == "monai-bundle":
+        from medi2i.monai_bundle import export_bundle
+
+        folder = export_bundle(method, model, output, condition=condition or None)
+        click.echo(f"wrote the MONAI bundle {folder}")
+        return
     result = export_program(method, output, condition=condition or None)
     click.echo(
         f"wrote {result.path} and {result.sidecar.name} ({export_format}; largest difference "

@@ -1,0 +1,311 @@
+"""Export a trained network method as a MONAI bundle.
+
+A MONAI bundle is a folder that MONAI's own tooling reads (``python -m monai.bundle
+verify_metadata|verify_net_in_out|run``) and that MONAI Label and MONAI Deploy consume::
+
+    BUNDLE/
+      configs/metadata.json   network_data_format, versions, task, references
+      configs/inference.json  the network, the sliding-window inferer, the run
+      models/model.pt2        the network's window function (torch.export, as
+                              ``medi2i export --format torch-export`` writes it)
+      models/medi2i/          the medi2i model folder: options and fitted values
+      docs/README.md          what the bundle does and how to run it
+
+``network_def`` is the exported window function: MONAI instantiates it from the
+``.pt2`` file with torch alone, so ``verify_net_in_out`` checks it without medi2i. The
+windows it is run on are MONAI's ``SlidingWindowInferer`` with the settings medi2i
+predicts with (window size, overlap, Gaussian blending, edge replication); medi2i's
+engine blends bit for bit as that inferer does. What happens around the windows is
+the method's own Python (reorientation and resampling to its working grid, intensity
+normalization fitted on the training data, the way back to the input's grid and
+units), so the bundle's ``run`` calls medi2i for it, with MONAI's inferer and the
+exported network in place of medi2i's engine and network: ``required_packages_version``
+names medi2i and the method's plugin.
+
+Example:
+    >>> export_bundle(load_model("run/model"), "run/model", "bundle")  # doctest: +SKIP
+
+    then, from the bundle folder::
+
+        python -m monai.bundle run --config_file configs/inference.json \\
+            --meta_file configs/metadata.json --input_path in.nii.gz --output_path out.nii.gz
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from medi2i.engine import SlidingWindowEngine
+from medi2i.errors import OptionsError
+from medi2i.export import ExportError, export_program
+from medi2i.settings import InferenceSettings
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from medi2i.method import Method
+
+SCHEMA_URL = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+    "meta_schema_20240725.json"
+)
+"""The MONAI bundle metadata schema the metadata follows (MONAI's current one)."""
+
+_FORMATS = {"CT": "hounsfield", "MR": "magnitude"}
+
+
+def export_bundle(
+    method: Method[Any, Any],
+    model: str | Path,
+    folder: str | Path,
+    *,
+    condition: BaseModel | Mapping[str, object] | None = None,
+    settings: InferenceSettings | None = None,
+) -> Path:
+    """Write ``method`` (loaded from the model folder ``model``) as a MONAI bundle.
+
+    Args:
+        method: The loaded method.
+        model: Its model folder (or zip), copied into the bundle for the steps around
+            the network.
+        folder: The bundle folder to create; it must not exist. Written in a temporary
+            sibling and renamed at the end, so a failed export leaves nothing.
+        condition: The predict-time condition the network is exported for.
+        settings: The sliding-window settings the bundle's inferer uses (window size,
+            overlap, blending); medi2i's defaults otherwise.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        ExportError: The method cannot be exported (see :func:`medi2i.export.export_program`).
+        OptionsError: ``folder`` exists, or the condition is invalid.
+    """
+    from medi2i import __version__
+    from medi2i.io.atomic import atomic_path
+
+    folder = Path(folder)
+    if folder.exists():
+        raise OptionsError(f"{folder} exists; choose another bundle folder or remove it first")
+    settings = settings or InferenceSettings()
+    if settings.mirror_axes:
+        raise ExportError(
+            "test-time mirroring (mirror_axes) is not part of a MONAI sliding-window "
+            "inferer; export without it"
+        )
+    parsed = method.parse_condition(condition)
+    with atomic_path(folder) as staging:
+        (staging / "configs").mkdir(parents=True)
+        (staging / "docs").mkdir()
+        models = staging / "models"
+        models.mkdir()
+        result = export_program(method, models / "model.pt2", condition=parsed)
+        _copy_model(Path(model), models / "medi2i")
+        roi = list(settings.roi_size or method.roi_size())  # type: ignore[attr-defined]
+        metadata = _metadata(method, parsed, roi, result.max_difference, __version__)
+        inference = _inference(roi, settings, json.loads(parsed.model_dump_json()))
+        for name, content in (("metadata.json", metadata), ("inference.json", inference)):
+            (staging / "configs" / name).write_text(json.dumps(content, indent=2) + "\n")
+        (staging / "docs" / "README.md").write_text(_readme(method, roi, parsed))
+    return folder
+
+
+def _copy_model(model: Path, destination: Path) -> None:
+    if model.is_dir():
+        shutil.copytree(model, destination)
+        return
+    import zipfile
+
+    with zipfile.ZipFile(model) as archive:
+        archive.extractall(destination)
+
+
+def _tensor(spec: Any, channels: int, shape: Sequence[int], *, what: str) -> dict[str, Any]:
+    return {
+        "type": "image",
+        "format": _FORMATS.get(spec.modality, "magnitude"),
+        "num_channels": channels,
+        "spatial_shape": [int(n) for n in shape],
+        "dtype": "float32",
+        # the network sees and gives the method's normalized intensities, whose range
+        # the method does not declare: left empty rather than guessed
+        "value_range": [],
+        "is_patch_data": True,
+        "channel_def": {str(c): f"{spec.modality} {what}" for c in range(channels)},
+    }
+
+
+def _metadata(
+    method: Method[Any, Any], condition: BaseModel, roi: list[int], difference: float, version: str
+) -> dict[str, Any]:
+    import monai
+    import numpy as np
+
+    from medi2i.registry import Registry
+
+    registry = Registry()
+    owner = registry.method_owner(method.id)
+    plugin = next((i for i in registry.plugins.infos if i.name == owner), None)
+    packages = {"medi2i": version}
+    if plugin is not None and plugin.distribution and plugin.distribution != "medi2i":
+        packages[plugin.distribution] = plugin.version or method.version
+    scale = getattr(method, "output_scale", (1.0, 1.0, 1.0))
+    out_shape = [round(n * s) for n, s in zip(roi, scale, strict=True)]
+    channels = method.input_spec.channels
+    return {
+        "schema": SCHEMA_URL,
+        "version": "0.1.0",
+        "changelog": {"0.1.0": f"exported by medi2i {version}"},
+        "monai_version": monai.__version__,
+        "pytorch_version": torch.__version__.split("+")[0],
+        "numpy_version": np.__version__,
+        "required_packages_version": packages,
+        "name": f"medi2i {method.id}",
+        "task": f"{method.input_spec.modality} to {method.output_spec.modality} "
+        f"translation ({method.id}, condition {condition.model_dump_json()})",
+        "description": (
+            f"The window network of the medi2i method {method.id!r}, exported with "
+            "torch.export, run on sliding windows of the method's preprocessed input; "
+            "medi2i does the steps around the windows (see docs/README.md). Windows are "
+            f"preprocessed intensities; the largest difference of the exported network "
+            f"from medi2i's forward on the export's check windows was {difference:.2e}."
+        ),
+        "authors": "the trainers of the medi2i model in models/medi2i (see its card)",
+        "copyright": "as stated in the model card of models/medi2i",
+        "references": [method.paper] if method.paper else [],
+        "intended_use": "research; not for clinical use",
+        "data_type": "nibabel",
+        "network_data_format": {
+            "inputs": {"image": _tensor(method.input_spec, channels, roi, what="input")},
+            "outputs": {
+                "pred": _tensor(method.output_spec, channels, out_shape, what="translated")
+            },
+        },
+    }
+
+
+def _inference(roi: list[int], settings: InferenceSettings, condition: Any) -> dict[str, Any]:
+    return {
+        "imports": ["$import torch", "$import medi2i.monai_bundle as monai_bundle"],
+        "bundle_root": ".",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "input_path": "input.nii.gz",
+        "output_path": "output.nii.gz",
+        "program": "$torch.export.load(@bundle_root + '/models/model.pt2').module()",
+        # a plain GraphModule of the program's graph: the exported module refuses
+        # .eval(), which MONAI's tools call
+        "network_def": "$torch.fx.GraphModule(@program, @program.graph)",
+        "network": "$@network_def.to(@device)",
+        "inferer": {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": roi,
+            "sw_batch_size": settings.sw_batch_size,
+            "overlap": settings.overlap,
+            "mode": settings.blend,
+            "sigma_scale": settings.sigma_scale,
+            "padding_mode": "replicate",
+            "sw_device": "@device",
+            "device": "$torch.device('cpu')",
+        },
+        "condition": condition,
+        "run": [
+            "$monai_bundle.predict_file(@bundle_root + '/models/medi2i', "
+            "@input_path, @output_path, @network, @inferer, condition=@condition)"
+        ],
+    }
+
+
+def _readme(method: Method[Any, Any], roi: list[int], condition: BaseModel) -> str:
+    return f"""# medi2i {method.id} as a MONAI bundle
+
+The window network of the medi2i method `{method.id}` (condition
+`{condition.model_dump_json()}`), exported by `medi2i export --format monai-bundle`.
+
+- `models/model.pt2`: the network on a batch of windows of {roi} voxels of the
+  preprocessed input, a torch.export program (`torch.export.load(path).module()`).
+- `models/medi2i`: the medi2i model folder (options, fitted values, card).
+- `configs/inference.json`: MONAI's `SlidingWindowInferer` with medi2i's window
+  settings, and a `run` that reads the input, lets medi2i do the steps around the
+  windows (working grid, intensity normalization, back to the input's grid and units)
+  and writes the output.
+
+Check and run it with MONAI's tools, from this folder:
+
+    python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
+        --config_file configs/inference.json
+    python -m monai.bundle run --config_file configs/inference.json \\
+        --meta_file configs/metadata.json --input_path in.nii.gz --output_path out.nii.gz
+
+`run` needs medi2i and the method's plugin (`required_packages_version`).
+"""
+
+
+class _InfererEngine(SlidingWindowEngine):
+    """An engine that runs a MONAI inferer with a given network on the windows, in place
+    of the method's predictor (what the exported network reproduces)."""
+
+    def __init__(self, network: torch.nn.Module, inferer: Callable[..., Any]) -> None:
+        super().__init__(settings=InferenceSettings(device="cpu", progress=False))
+        self._network = network
+        self._inferer = inferer
+
+    def run(
+        self,
+        image: torch.Tensor,
+        predictor: Callable[[torch.Tensor], torch.Tensor],
+        **_: Any,
+    ) -> torch.Tensor:
+        volume = image.as_tensor() if hasattr(image, "as_tensor") else image
+        self._network.eval()
+        with torch.no_grad():
+            output = self._inferer(volume.float()[None], self._network)
+        result: torch.Tensor = torch.as_tensor(output)[0].float().cpu()
+        return result
+
+    def run_pointwise(
+        self,
+        image: torch.Tensor,
+        predictor: Callable[[torch.Tensor], torch.Tensor],
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        return self.run(image, predictor, **kwargs)
+
+
+def predict_file(
+    model: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    network: torch.nn.Module,
+    inferer: Callable[..., Any],
+    *,
+    condition: Mapping[str, object] | None = None,
+) -> Path:
+    """The bundle's ``run``: medi2i's predict path with ``inferer`` running ``network``
+    on the windows instead of medi2i's engine and the method's own network.
+
+    Raises:
+        ExportError: The model's method does not run its network on windows alone.
+    """
+    from medi2i.model_folder import load_model
+    from medi2i.prediction import predict
+
+    method = load_model(model)
+    refusal = getattr(method, "export_refusal", lambda _: "no window network")(
+        method.parse_condition(condition)
+    )
+    if refusal:
+        raise ExportError(f"method {method.id!r} cannot run from a bundle: {refusal}")
+    return predict(
+        input_path,
+        output_path,
+        model=model,
+        condition=condition,
+        settings=InferenceSettings(device="cpu", progress=False),
+        engine=_InfererEngine(network, inferer),
+    )

@@ -1,0 +1,138 @@
+"""``medi2i export --format monai-bundle``: a MONAI bundle that MONAI's own bundle tools
+verify and run to medi2i's outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from medi2i.cli.main import build_cli
+from medi2i.export import ExportError
+from medi2i.model_folder import load_model, save_model
+from medi2i.monai_bundle import export_bundle
+from medi2i.prediction import predict
+from medi2i.registry import Registry
+from medi2i.settings import InferenceSettings
+
+QUIET = InferenceSettings(device="cpu", progress=False)
+TINY = {
+    "srcnn": {"filters": [4, 4], "kernel_sizes": [3, 1, 3], "roi_size": [8, 8, 8]},
+    "regression-unet": {"filters": [4, 8, 16], "roi_size": [16, 16, 16]},
+}
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry()  # the first-party plugins (tests/conftest.py)
+
+
+def _model(registry: Registry, method_id: str, folder: Path) -> Path:
+    torch.manual_seed(0)
+    return save_model(registry.method(method_id)(TINY[method_id]), folder)
+
+
+def _volume(path: Path) -> Path:
+    data = np.random.default_rng(0).normal(100.0, 20.0, (30, 26, 20)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.2, 2.0, 1.0])), path)
+    return path
+
+
+@pytest.mark.parametrize("method_id", sorted(TINY))
+def test_monai_runs_the_bundle_to_medi2is_output(
+    method_id: str, registry: Registry, tmp_path: Path
+) -> None:
+    model = _model(registry, method_id, tmp_path / "model")
+    bundle = export_bundle(load_model(model, registry=registry), model, tmp_path / "bundle")
+    source = _volume(tmp_path / "in.nii.gz")
+    expected = predict(source, tmp_path / "medi2i.nii.gz", model=model, settings=QUIET)
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "monai.bundle", "run",
+            "--config_file", str(bundle / "configs" / "inference.json"),
+            "--meta_file", str(bundle / "configs" / "metadata.json"),
+            "--bundle_root", str(bundle),
+            "--input_path", str(source),
+            "--output_path", str(tmp_path / "bundle.nii.gz"),
+        ],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = nib.load(expected).get_fdata()
+    got = nib.load(tmp_path / "bundle.nii.gz").get_fdata()
+    assert got.shape == want.shape
+    # the exported network against medi2i's forward, blended alike: 1e-4 of the range
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(1.0, np.abs(want).max()))
+
+
+def test_monais_verify_net_in_out_accepts_the_network(registry: Registry, tmp_path: Path) -> None:
+    from monai.bundle import verify_net_in_out
+
+    model = _model(registry, "srcnn", tmp_path / "model")
+    bundle = export_bundle(load_model(model, registry=registry), model, tmp_path / "bundle")
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        bundle_root=str(bundle),
+        device="cpu",
+    )
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    image = metadata["network_data_format"]["inputs"]["image"]
+    pred = metadata["network_data_format"]["outputs"]["pred"]
+    assert image["spatial_shape"] == [8, 8, 8]
+    assert pred["spatial_shape"] == [8, 8, 8]
+    assert metadata["required_packages_version"]["medi2i-super-resolution"]
+
+
+SCHEMA = os.environ.get("MEDI2I_MONAI_BUNDLE_SCHEMA")
+
+
+@pytest.mark.skipif(
+    not SCHEMA,
+    reason="MONAI's verify_metadata downloads its schema; set MEDI2I_MONAI_BUNDLE_SCHEMA to a "
+    "local copy of meta_schema_20240725.json to run it offline",
+)
+@pytest.mark.filterwarnings("ignore:No hash value provided")  # the local copy has none
+def test_monais_verify_metadata_accepts_the_metadata(registry: Registry, tmp_path: Path) -> None:
+    from monai.bundle import verify_metadata
+
+    model = _model(registry, "regression-unet", tmp_path / "model")
+    bundle = export_bundle(load_model(model, registry=registry), model, tmp_path / "bundle")
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=SCHEMA)
+
+
+def test_a_method_that_cannot_be_exported_leaves_no_bundle(
+    registry: Registry, tmp_path: Path
+) -> None:
+    method: Any = registry.method("munit")({"roi_size": [16, 16, 16], "filters": 4, "blocks": 1})
+    method.use_domains(["mr", "ct"])
+    model = save_model(method, tmp_path / "model")
+    with pytest.raises(ExportError, match="styles"):
+        export_bundle(load_model(model, registry=registry), model, tmp_path / "bundle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_the_command_writes_a_bundle_and_refuses_an_existing_folder(
+    registry: Registry, tmp_path: Path
+) -> None:
+    model = _model(registry, "srcnn", tmp_path / "model")
+    runner = CliRunner()
+    args = ["export", str(model), str(tmp_path / "bundle"), "--format", "monai-bundle"]
+    first = runner.invoke(build_cli(), args)
+    assert first.exit_code == 0, first.output
+    for part in ("configs/metadata.json", "configs/inference.json", "models/model.pt2"):
+        assert (tmp_path / "bundle" / part).is_file()
+    assert (tmp_path / "bundle" / "models" / "medi2i" / "medi2i-model.json").is_file()
+    again = runner.invoke(build_cli(), args)
+    assert again.exit_code != 0
+    assert "exists" in again.output
