@@ -736,7 +736,7 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
 
     def export_refusal(self, condition: ConditionT) -> str | None:
         """Why this method's prediction under ``condition`` is not ``forward`` run on
-        windows (so :func:`medi2i.export.export_torchscript` cannot capture it), or
+        windows (so :func:`medi2i.export.export_program` cannot capture it), or
         ``None`` when it is. Override when :meth:`predict` does more per window than
         ``forward`` (sampled styles, statistics recomputed on the input)."""
         return None
