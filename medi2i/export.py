@@ -32,7 +32,8 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,52 @@ class ExportResult:
     max_difference: float
 
 
+def _onnx_runner(
+    method: Any, program: Any, example: torch.Tensor
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], bytes]:
+    """The program lowered to ONNX (its bytes) and a function running it in onnxruntime."""
+    import importlib.util
+    import tempfile
+
+    missing = [
+        name for name in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(name)
+    ]
+    if missing:
+        raise ExportError(
+            f"ONNX export needs {', '.join(missing)}: pip install 'medi2i[onnx]' "
+            "(onnx, onnxscript and onnxruntime)"
+        )
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "model.onnx"
+        try:
+            with warnings.catch_warnings():
+                # torch's own exporter trips torch's own pytree deprecation (2.13)
+                warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+                torch.onnx.export(
+                    program,
+                    (example,),
+                    str(target),
+                    dynamo=True,
+                    input_names=["windows"],
+                    external_data=False,  # one file: the weights inside the model
+                )
+        except Exception as exc:  # the ONNX exporter raises many kinds of errors
+            raise ExportError(
+                f"method {method.id!r}: torch.onnx cannot lower its forward: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
+        model = target.read_bytes()
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(windows: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: windows.numpy()})[0]).float()
+
+    return run, model
+
+
 class _WindowFunction(torch.nn.Module):
     """``method.forward(windows, condition)`` as a module, holding the method's network
     so that its parameters are the module's."""
@@ -95,16 +142,20 @@ def export_program(
     *,
     condition: BaseModel | Mapping[str, object] | None = None,
     seed: int = 0,
+    onnx: bool = False,
 ) -> ExportResult:
     """Export ``method``'s window function for ``condition`` with ``torch.export`` and
     save it with a JSON description (``<path>.json``).
 
     Args:
         method: A ready network method (trained, or loaded from a model folder).
-        path: The file to write (``.pt2``); it must not exist.
+        path: The file to write (``.pt2``, or ``.onnx`` with ``onnx``); it must not exist.
         condition: The predict-time condition the function is exported for (its default
             when ``None``).
         seed: Seed of the random check windows.
+        onnx: Write ONNX instead (the captured program lowered by ``torch.onnx``, opset
+            the batch size free), checked by running it in onnxruntime; needs the
+            ``onnx`` extra (onnx, onnxscript, onnxruntime).
 
     The method's network is left on the CPU in eval mode (export and check run there).
 
@@ -149,10 +200,19 @@ def export_program(
             f"method {method.id!r}: torch.export cannot capture its forward: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
-    exported = program.module()
     with torch.no_grad():
         expected = method.forward(check, parsed).float()
-        got = exported(check).float()
+    if onnx:
+        run, onnx_model = _onnx_runner(method, program, example)
+    else:
+        exported = program.module()
+
+        def run(windows: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                result: torch.Tensor = exported(windows).float()
+            return result
+
+    got = run(check)
     if got.shape != expected.shape:
         raise ExportError(
             f"method {method.id!r}: the exported function returns {tuple(got.shape)} where "
@@ -166,7 +226,7 @@ def export_program(
             f"{difference:.3g} on the check windows (tolerance {EXPORT_TOLERANCE * scale:.3g})"
         )
     description = {
-        "format": "medi2i-torch-export/1",
+        "format": "medi2i-onnx/1" if onnx else "medi2i-torch-export/1",
         "method": {"id": method.id, "version": method.version},
         "options": json.loads(method.options.model_dump_json()),
         "condition": json.loads(parsed.model_dump_json()),
@@ -185,7 +245,11 @@ def export_program(
             "tolerance": EXPORT_TOLERANCE * scale,
         },
         "torch": torch.__version__,
-        "load": "torch.export.load(path).module()",
+        "load": (
+            "onnxruntime.InferenceSession(path); input 'windows', any batch size"
+            if onnx
+            else "torch.export.load(path).module()"
+        ),
         "around_the_function": (
             "The file is the network's function on one batch of windows, for the "
             "condition above. medi2i runs it on the input after reading it, reorienting "
@@ -196,7 +260,10 @@ def export_program(
         ),
     }
     with atomic_path(path) as tmp:
-        torch.export.save(program, str(tmp))
+        if onnx:
+            tmp.write_bytes(onnx_model)
+        else:
+            torch.export.save(program, str(tmp))
     with atomic_path(sidecar) as tmp:
         tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return ExportResult(path=path, sidecar=sidecar, max_difference=difference)

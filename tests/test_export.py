@@ -186,3 +186,41 @@ def test_the_command_exports_a_model_folder_and_refuses_to_overwrite(
     again = runner.invoke(cli, ["export", str(model), str(tmp_path / "srcnn.pt2")])
     assert again.exit_code != 0
     assert "exists" in again.output
+
+
+@pytest.mark.parametrize("method_id", sorted(TINY))
+def test_the_onnx_export_reproduces_medi2is_forward_in_onnxruntime(
+    method_id: str, registry: Registry, tmp_path: Path
+) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    options, condition = TINY[method_id]
+    method = ready(registry, method_id, options)
+    result = export_program(method, tmp_path / "model.onnx", condition=condition, onnx=True)
+
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["windows"]
+    windows = torch.randn(3, 1, *method.roi_size(), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = method.forward(windows, method.parse_condition(condition))
+    got = torch.from_numpy(session.run(None, {"windows": windows.numpy()})[0])
+    # float32 kernels of another runtime: 1e-4 of the output's largest magnitude
+    tolerance = 1e-4 * max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(got, expected, rtol=0, atol=tolerance)
+    description = json.loads(result.sidecar.read_text())
+    assert description["format"] == "medi2i-onnx/1"
+    assert description["check"]["max_abs_difference"] <= description["check"]["tolerance"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
+
+
+def test_the_command_writes_onnx(registry: Registry, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    options, _ = TINY["srcnn"]
+    model = save_model(registry.method("srcnn")(options), tmp_path / "model")
+    done = CliRunner().invoke(
+        build_cli(), ["export", str(model), str(tmp_path / "srcnn.onnx"), "--format", "onnx"]
+    )
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "srcnn.onnx").is_file()
+    assert json.loads((tmp_path / "srcnn.onnx.json").read_text())["format"] == "medi2i-onnx/1"

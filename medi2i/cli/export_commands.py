@@ -24,11 +24,12 @@ def add_to(group: click.Group) -> None:
 @click.option(
     "--format",
     "export_format",
-    type=click.Choice(["torch-export", "monai-bundle"]),
+    type=click.Choice(["torch-export", "onnx", "monai-bundle"]),
     default="torch-export",
     show_default=True,
     help="What to write: torch-export, a torch.export program (.pt2) of the network's "
-    "function on a batch of windows (TorchScript is deprecated by PyTorch); "
+    "function on a batch of windows (TorchScript is deprecated by PyTorch); onnx, the "
+    "same function as ONNX (.onnx), checked in onnxruntime (pip install 'medi2i[onnx]'); "
     "monai-bundle, a MONAI bundle folder (configs/metadata.json, configs/inference.json, "
     "models/) that MONAI's bundle tools verify and run.",
 )
@@ -79,7 +80,9 @@ def export_command(
         folder = export_bundle(method, model, output, condition=condition or None)
         click.echo(f"wrote the MONAI bundle {folder}")
         return
-    result = export_program(method, output, condition=condition or None)
+    result = export_program(
+        method, output, condition=condition or None, onnx=export_format == "onnx"
+    )
     click.echo(
         f"wrote {result.path} and {result.sidecar.name} ({export_format}; largest difference "
         f"from medi2i's forward on the check windows {result.max_difference:.2e})"
