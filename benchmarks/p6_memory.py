@@ -88,6 +88,68 @@ sys.argv = ["medi2i", *sys.argv[1:]]
 main()
 """
 
+STAGED = """
+import json, os, sys, threading, time
+PAGE = os.sysconf("SC_PAGE_SIZE")
+STAGES = {STAGES}
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+def stage(frame):
+    top = frame
+    while top is not None:
+        if top.f_code.co_filename.startswith("<frozen importlib"):
+            return "import modules (torch, MONAI, plugins)"
+        top = top.f_back
+    while frame is not None:
+        name = STAGES.get(frame.f_code.co_name)
+        if name and "medi2i" in frame.f_code.co_filename:
+            return name
+        frame = frame.f_back
+    return "start-up and set-up"
+main_thread, samples, done = threading.get_ident(), [], threading.Event()
+def sample():
+    while not done.is_set():
+        frame = sys._current_frames().get(main_thread)
+        samples.append((time.perf_counter(), resident(), stage(frame)))
+        time.sleep(0.005)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+pointwise = sys.argv[1] == "pointwise"
+if not pointwise:
+    from medi2i_invert.method import IntensityInversion
+    IntensityInversion.pointwise = False
+from medi2i.cli.main import main
+sys.argv = ["medi2i", *sys.argv[2:]]
+try:
+    main()
+except SystemExit as exc:
+    if exc.code:
+        raise
+done.set()
+sampler.join()
+result = {{}}
+for (t0, rss, name), (t1, _, _) in zip(samples, samples[1:]):
+    seconds, peak = result.get(name, (0.0, 0))
+    result[name] = (seconds + t1 - t0, max(peak, rss))
+print(json.dumps(result))
+"""
+"""Runs medi2i predict under a sampler of the main thread's stack and resident memory
+every 5 ms; prints each stage's time and peak resident bytes as JSON."""
+
+STAGES = {
+    "read_volume": "read the input",
+    "provenance": "hash the input (provenance)",
+    "checked_input": "check the input",
+    "prepared": "preprocess",
+    "predict": "predict (engine)",
+    "postprocess": "postprocess",
+    "_delivered": "check the output",
+    "write_volume": "write the output",
+    "_write_sidecar": "write the output",
+}
+"""The innermost medi2i function on the stack names the stage a sample falls in."""
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -124,11 +186,13 @@ def main(argv: list[str] | None = None) -> None:
             "medi2i predict (pointwise)": [medi2i, *predict],
             "medi2i predict (sliding window)": [sys.executable, "-c", WINDOWED, *predict],
         }
-        idle = {
-            kind: statistics.median(
-                _measure([sys.executable, "-c", code])[1] for _ in range(args.repeats)
-            )
+        idle_runs = {
+            kind: [_measure([sys.executable, "-c", code]) for _ in range(args.repeats)]
             for kind, code in IDLE.items()
+        }
+        idle = {kind: statistics.median(p for _, p in found) for kind, found in idle_runs.items()}
+        start_up = {
+            kind: statistics.median(t for t, _ in found) for kind, found in idle_runs.items()
         }
         runs: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
         for repeat in range(args.repeats):
@@ -146,11 +210,48 @@ def main(argv: list[str] | None = None) -> None:
                     if difference > 1e-3 * float(np.abs(reference).max()):
                         raise SystemExit(f"{name} differs from the numpy script by {difference}")
                 out.unlink()
-    report = _report(shape, volume_bytes, idle, runs, args.repeats)
+        stages = {
+            name: _stages(kind, [str(work / "staged.nii") if p == "OUT" else p for p in predict])
+            for name, kind in (
+                ("medi2i predict (pointwise)", "pointwise"),
+                ("medi2i predict (sliding window)", "windowed"),
+            )
+        }
+    report = _report(shape, volume_bytes, idle, start_up, runs, args.repeats)
+    report["stages"] = {
+        name: [
+            {
+                "stage": stage,
+                "seconds": round(seconds, 2),
+                "peak_over_idle_volumes": round((peak - idle["medi2i"]) / volume_bytes, 2),
+            }
+            for stage, (seconds, peak) in found.items()
+        ]
+        for name, found in stages.items()
+    }
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "p6_memory.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.output / "p6_memory.md").write_text(_markdown(report))
     print(_markdown(report))
+
+
+def _stages(kind: str, predict: list[str]) -> dict[str, tuple[float, int]]:
+    """One more run of ``medi2i predict`` with the stage sampler: seconds and peak
+    resident bytes by stage."""
+    script = STAGED.format(STAGES=repr(STAGES))
+    done = subprocess.run(
+        [sys.executable, "-c", script, kind, *predict],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "MEDI2I_LOAD_PLUGINS": "invert"},
+    )
+    if done.returncode:
+        raise SystemExit(f"staged {kind} run failed: {done.stderr[-2000:]}")
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    for output in Path(predict[2]).parent.glob("staged*"):
+        output.unlink()
+    return {stage: (float(t), int(peak)) for stage, (t, peak) in found.items()}
 
 
 def _measure(command: list[str]) -> tuple[float, int]:
@@ -171,23 +272,28 @@ def _report(
     shape: tuple[int, ...],
     volume_bytes: int,
     idle: dict[str, float],
+    start_up: dict[str, float],
     runs: dict[str, list[tuple[float, int]]],
     repeats: int,
 ) -> dict[str, Any]:
     import torch
 
     baseline = statistics.median(t for t, _ in runs["numpy script"])
+    baseline_work = baseline - start_up["numpy"]
     rows = []
     for name, values in runs.items():
         seconds = statistics.median(t for t, _ in values)
         peak = statistics.median(p for _, p in values)
-        floor = idle["numpy" if name == "numpy script" else "medi2i"]
+        kind = "numpy" if name == "numpy script" else "medi2i"
+        floor = idle[kind]
         rows.append(
             {
                 "path": name,
                 "median_s": round(seconds, 2),
                 "runs_s": [round(t, 2) for t, _ in values],
                 "time_ratio": round(seconds / baseline, 3),
+                "work_s": round(seconds - start_up[kind], 2),
+                "work_ratio": round((seconds - start_up[kind]) / baseline_work, 3),
                 "peak_rss_mib": round(peak / 2**20, 1),
                 "peak_over_idle_volumes": round((peak - floor) / volume_bytes, 2),
             }
@@ -198,6 +304,7 @@ def _report(
         "input_dtype": "int16",
         "volume_float32_mib": round(volume_bytes / 2**20, 1),
         "idle_rss_mib": {kind: round(value / 2**20, 1) for kind, value in idle.items()},
+        "start_up_s": {kind: round(value, 2) for kind, value in start_up.items()},
         "repeats": repeats,
         "rows": rows,
         "targets": {"time_ratio": TARGET_TIME_RATIO, "peak_over_idle_volumes": TARGET_MEMORY},
@@ -222,15 +329,35 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{report['idle_rss_mib']['numpy']} MiB after importing nibabel and NumPy), in "
         "float32 volumes.",
         "",
-        "| path | median (s) | runs (s) | time / numpy | peak RSS (MiB) | (peak - idle) / volume |",
-        "|---|---|---|---|---|---|",
+        f"Start-up (the median wall time of the idle processes): "
+        f"{report['start_up_s']['medi2i']} s for medi2i, torch and MONAI; "
+        f"{report['start_up_s']['numpy']} s for nibabel and NumPy. The work is the wall "
+        "time less that start-up.",
+        "",
+        "| path | median (s) | runs (s) | time / numpy | work (s) | work / numpy's | "
+        "peak RSS (MiB) | (peak - idle) / volume |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         runs = ", ".join(f"{t:.2f}" for t in row["runs_s"])
         lines.append(
             f"| {row['path']} | {row['median_s']:.2f} | {runs} | {row['time_ratio']:.3f} | "
+            f"{row['work_s']:.2f} | {row['work_ratio']:.3f} | "
             f"{row['peak_rss_mib']:.0f} | {row['peak_over_idle_volumes']:.2f} |"
         )
+    for name, stages in report.get("stages", {}).items():
+        lines += [
+            "",
+            f"Stages of `{name}` (one more run, its main thread's stack and resident "
+            "memory sampled every 5 ms; peak over the same idle baseline):",
+            "",
+            "| stage | seconds | peak - idle (volumes) |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {s['stage']} | {s['seconds']:.2f} | {s['peak_over_idle_volumes']:.2f} |"
+            for s in stages
+        ]
     targets = report["targets"]
     lines += [
         "",

@@ -8,7 +8,8 @@ verify_metadata|verify_net_in_out|run``) and that MONAI Label and MONAI Deploy c
       configs/inference.json  the network, the sliding-window inferer, the run
       models/model.pt2        the network's window function (torch.export, as
                               ``medi2i export --format torch-export`` writes it)
-      models/medi2i/          the medi2i model folder: options and fitted values
+      models/medi2i/          the medi2i model folder (or medi2i.zip): options and
+                              fitted values
       docs/README.md          what the bundle does and how to run it
 
 ``network_def`` is the exported window function: MONAI instantiates it from the
@@ -106,24 +107,24 @@ def export_bundle(
         models = staging / "models"
         models.mkdir()
         result = export_program(method, models / "model.pt2", condition=parsed)
-        _copy_model(Path(model), models / "medi2i")
+        copied = _copy_model(Path(model), models)
         roi = list(settings.roi_size or method.roi_size())  # type: ignore[attr-defined]
         metadata = _metadata(method, parsed, roi, result.max_difference, __version__)
-        inference = _inference(roi, settings, json.loads(parsed.model_dump_json()))
+        inference = _inference(roi, settings, json.loads(parsed.model_dump_json()), copied)
         for name, content in (("metadata.json", metadata), ("inference.json", inference)):
             (staging / "configs" / name).write_text(json.dumps(content, indent=2) + "\n")
         (staging / "docs" / "README.md").write_text(_readme(method, roi, parsed))
     return folder
 
 
-def _copy_model(model: Path, destination: Path) -> None:
+def _copy_model(model: Path, models: Path) -> str:
+    """Copy the model folder (or zip, as it is: zips are read, never extracted) into the
+    bundle's ``models``; returns its name there."""
     if model.is_dir():
-        shutil.copytree(model, destination)
-        return
-    import zipfile
-
-    with zipfile.ZipFile(model) as archive:
-        archive.extractall(destination)
+        shutil.copytree(model, models / "medi2i")
+        return "medi2i"
+    shutil.copyfile(model, models / "medi2i.zip")
+    return "medi2i.zip"
 
 
 def _tensor(spec: Any, channels: int, shape: Sequence[int], *, what: str) -> dict[str, Any]:
@@ -190,7 +191,9 @@ def _metadata(
     }
 
 
-def _inference(roi: list[int], settings: InferenceSettings, condition: Any) -> dict[str, Any]:
+def _inference(
+    roi: list[int], settings: InferenceSettings, condition: Any, model: str
+) -> dict[str, Any]:
     return {
         "imports": ["$import torch", "$import medi2i.monai_bundle as monai_bundle"],
         "bundle_root": ".",
@@ -215,7 +218,7 @@ def _inference(roi: list[int], settings: InferenceSettings, condition: Any) -> d
         },
         "condition": condition,
         "run": [
-            "$monai_bundle.predict_file(@bundle_root + '/models/medi2i', "
+            f"$monai_bundle.predict_file(@bundle_root + '/models/{model}', "
             "@input_path, @output_path, @network, @inferer, condition=@condition)"
         ],
     }
@@ -229,7 +232,8 @@ The window network of the medi2i method `{method.id}` (condition
 
 - `models/model.pt2`: the network on a batch of windows of {roi} voxels of the
   preprocessed input, a torch.export program (`torch.export.load(path).module()`).
-- `models/medi2i`: the medi2i model folder (options, fitted values, card).
+- `models/medi2i` (or `models/medi2i.zip`): the medi2i model (options, fitted values,
+  card).
 - `configs/inference.json`: MONAI's `SlidingWindowInferer` with medi2i's window
   settings, and a `run` that reads the input, lets medi2i do the steps around the
   windows (working grid, intensity normalization, back to the input's grid and units)
