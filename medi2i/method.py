@@ -387,8 +387,10 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
 
     @classmethod
     def summary(cls) -> str:
-        """First line of the class docstring."""
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        """First paragraph of the class docstring, on one line (a first sentence that
+        wraps is kept whole)."""
+        paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(paragraph.split())
 
     @classmethod
     def describe(cls) -> MethodDescription:
