@@ -105,6 +105,7 @@ def _onnx_runner(
                     dynamo=True,
                     input_names=["windows"],
                     external_data=False,  # one file: the weights inside the model
+                    verbose=False,
                 )
         except Exception as exc:  # the ONNX exporter raises many kinds of errors
             raise ExportError(
