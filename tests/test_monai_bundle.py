@@ -136,3 +136,28 @@ def test_the_command_writes_a_bundle_and_refuses_an_existing_folder(
     again = runner.invoke(build_cli(), args)
     assert again.exit_code != 0
     assert "exists" in again.output
+
+
+def test_a_zipped_model_goes_into_the_bundle_as_it_is_and_runs(
+    registry: Registry, tmp_path: Path
+) -> None:
+    import shutil
+
+    from monai.bundle import ConfigParser
+
+    folder = _model(registry, "srcnn", tmp_path / "model")
+    zipped = Path(shutil.make_archive(str(tmp_path / "model"), "zip", folder))
+    bundle = export_bundle(load_model(zipped, registry=registry), zipped, tmp_path / "bundle")
+    assert (bundle / "models" / "medi2i.zip").read_bytes() == zipped.read_bytes()
+    assert not (bundle / "models" / "medi2i").exists()
+    source = _volume(tmp_path / "in.nii.gz")
+    expected = predict(source, tmp_path / "medi2i.nii.gz", model=zipped, settings=QUIET)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    parser["input_path"] = str(source)
+    parser["output_path"] = str(tmp_path / "bundle.nii.gz")
+    parser.get_parsed_content("run")
+    np.testing.assert_allclose(
+        nib.load(tmp_path / "bundle.nii.gz").get_fdata(), nib.load(expected).get_fdata(), atol=1e-4
+    )
