@@ -238,34 +238,30 @@ def main(argv: list[str] | None = None) -> None:
 def _stages(kind: str, predict: list[str]) -> dict[str, tuple[float, int]]:
     """One more run of ``medi2i predict`` with the stage sampler: seconds and peak
     resident bytes by stage."""
-    script = STAGED.format(STAGES=repr(STAGES))
-    done = subprocess.run(
-        [sys.executable, "-c", script, kind, *predict],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "MEDI2I_LOAD_PLUGINS": "invert"},
-    )
-    if done.returncode:
-        raise SystemExit(f"staged {kind} run failed: {done.stderr[-2000:]}")
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    output = _run_python([STAGED.format(STAGES=repr(STAGES)), kind, *predict], f"staged {kind}")
+    found = json.loads(output.strip().splitlines()[-1])
     for output in Path(predict[2]).parent.glob("staged*"):
         output.unlink()
     return {stage: (float(t), int(peak)) for stage, (t, peak) in found.items()}
 
 
 def _measure(command: list[str]) -> tuple[float, int]:
+    seconds, peak = _run_python([MEASURE, *command], str(command[:3])).split()
+    return float(seconds), int(peak)
+
+
+def _run_python(arguments: list[str], what: str) -> str:
+    """``python -c CODE ARGS...`` with only the inversion plugin loaded; its stdout."""
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, *command],
+        [sys.executable, "-c", *arguments],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, "MEDI2I_LOAD_PLUGINS": "invert"},
     )
     if done.returncode:
-        raise SystemExit(f"{command[:3]} failed: {done.stderr[-2000:]}")
-    seconds, peak = done.stdout.split()
-    return float(seconds), int(peak)
+        raise SystemExit(f"{what} failed: {done.stderr[-2000:]}")
+    return done.stdout
 
 
 def _report(
