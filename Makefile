@@ -11,7 +11,7 @@ export MEDI2I_DATA_DIR
 # range would otherwise pull a multi-GB CUDA build.
 TORCH_CPU_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test test-slow lint typecheck bench bench-quality clean
+.PHONY: setup demo test test-slow test-gpu lint typecheck bench bench-quality clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m "slow" -q
+
+# on a machine with a CUDA device (and torch's CUDA build): AMP, out-of-memory back-off,
+# repeatable predictions
+test-gpu: setup
+	$(BIN)/python -m pytest -m "gpu" -q
 
 lint: setup
 	$(BIN)/ruff check .
