@@ -11,7 +11,10 @@ in turn:
 - ``medi2i predict (pointwise)``: the command line as users run it; the method declares
   itself pointwise, so the core runs it on slabs of whole slices;
 - ``medi2i predict (sliding window)``: the same command with the method's ``pointwise``
-  switched off (as every method was run before), to show what the fast path saves.
+  switched off (as every method was run before), to show what the fast path saves;
+- ``medi2i predict (U-Net, sliding window)``: a small untrained regression U-Net model
+  (:data:`UNET_OPTIONS`), a real convolutional network on sliding windows, run once: its
+  memory is the issue's measure; its time is not comparable with the script's.
 
 Reported: median wall time, the ratio to the NumPy script (target for the pointwise
 path: at most 1.3), and the peak resident memory over the idle baseline of a process
@@ -115,8 +118,7 @@ def sample():
         time.sleep(0.005)
 sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
-pointwise = sys.argv[1] == "pointwise"
-if not pointwise:
+if sys.argv[1] == "windowed":
     from medi2i_invert.method import IntensityInversion
     IntensityInversion.pointwise = False
 from medi2i.cli.main import main
@@ -181,10 +183,13 @@ def main(argv: list[str] | None = None) -> None:
             "--device",
             "cpu",
         ]
+        unet = [*predict[:3], "--model", str(_untrained_unet(work)), "--overlap", "0"]
+        unet += predict[5:]
         commands = {
             "numpy script": [sys.executable, "-c", NUMPY_SCRIPT, str(source)],
             "medi2i predict (pointwise)": [medi2i, *predict],
             "medi2i predict (sliding window)": [sys.executable, "-c", WINDOWED, *predict],
+            UNET_ROW: [medi2i, *unet],
         }
         idle_runs = {
             kind: [_measure([sys.executable, "-c", code]) for _ in range(args.repeats)]
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         runs: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
         for repeat in range(args.repeats):
             for index, (name, command) in enumerate(commands.items()):
+                if name == UNET_ROW and repeat > 0:
+                    continue  # minutes of convolutions on a CPU: once is enough for memory
                 out = work / f"out-{index}-{repeat}.nii"
                 line = [str(out) if part == "OUT" else part for part in command]
                 if name == "numpy script":
@@ -204,17 +211,18 @@ def main(argv: list[str] | None = None) -> None:
                 runs[name].append(_measure(line))
                 if index == 0:
                     reference = nib.load(out).get_fdata(dtype=np.float32)
-                else:
+                elif name != UNET_ROW:  # the network computes something else
                     got = nib.load(out).get_fdata(dtype=np.float32)
                     difference = float(np.abs(got - reference).max())
                     if difference > 1e-3 * float(np.abs(reference).max()):
                         raise SystemExit(f"{name} differs from the numpy script by {difference}")
                 out.unlink()
         stages = {
-            name: _stages(kind, [str(work / "staged.nii") if p == "OUT" else p for p in predict])
-            for name, kind in (
-                ("medi2i predict (pointwise)", "pointwise"),
-                ("medi2i predict (sliding window)", "windowed"),
+            name: _stages(kind, [str(work / "staged.nii") if p == "OUT" else p for p in line])
+            for name, kind, line in (
+                ("medi2i predict (pointwise)", "pointwise", predict),
+                ("medi2i predict (sliding window)", "windowed", predict),
+                (UNET_ROW, "model", unet),
             )
         }
     report = _report(shape, volume_bytes, idle, start_up, runs, args.repeats)
@@ -235,6 +243,24 @@ def main(argv: list[str] | None = None) -> None:
     print(_markdown(report))
 
 
+UNET_ROW = "medi2i predict (U-Net, sliding window)"
+UNET_OPTIONS = {"filters": [4, 8, 16], "roi_size": [64, 64, 64]}
+"""A small untrained regression U-Net: a real convolutional network on 64³ windows
+(untrained weights cost the same time and memory as trained ones), run once, with
+windows that do not overlap (the memory of the blending does not depend on the overlap;
+the CPU time does, by 2.4 times at 0.25)."""
+
+
+def _untrained_unet(work: Path) -> Path:
+    import torch
+
+    from medi2i.model_folder import save_model
+    from medi2i.registry import Registry
+
+    torch.manual_seed(0)
+    return save_model(Registry().method("regression-unet")(UNET_OPTIONS), work / "unet")
+
+
 def _stages(kind: str, predict: list[str]) -> dict[str, tuple[float, int]]:
     """One more run of ``medi2i predict`` with the stage sampler: seconds and peak
     resident bytes by stage."""
@@ -251,13 +277,14 @@ def _measure(command: list[str]) -> tuple[float, int]:
 
 
 def _run_python(arguments: list[str], what: str) -> str:
-    """``python -c CODE ARGS...`` with only the inversion plugin loaded; its stdout."""
+    """``python -c CODE ARGS...`` with only the inversion and U-Net plugins loaded; its
+    stdout."""
     done = subprocess.run(
         [sys.executable, "-c", *arguments],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "MEDI2I_LOAD_PLUGINS": "invert"},
+        env={**os.environ, "MEDI2I_LOAD_PLUGINS": "invert,medi2i-regression-unet"},
     )
     if done.returncode:
         raise SystemExit(f"{what} failed: {done.stderr[-2000:]}")
@@ -315,7 +342,7 @@ def _report(
 def _markdown(report: dict[str, Any]) -> str:
     shape = "×".join(str(n) for n in report["shape"])
     lines = [
-        "# P6 memory and time of a voxelwise method, file in, file out",
+        "# P6 memory and time of medi2i predict on a CT-sized volume, file in, file out",
         "",
         f"`intensity-inversion` on a {shape} int16 NIfTI ({report['volume_float32_mib']} MiB "
         f"as float32), uncompressed in and out, CPU; each run a fresh process, "
@@ -358,8 +385,11 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Targets: the pointwise path within {targets['time_ratio']}× the NumPy script's "
-        f"time; (peak - idle) at most {targets['peak_over_idle_volumes']} volumes. "
-        "The NumPy script's own peak is its floor for this work.",
+        f"time; (peak - idle) at most {targets['peak_over_idle_volumes']} volumes for a "
+        "sliding-window network method (the U-Net row: a regression U-Net with filters "
+        f"{UNET_OPTIONS['filters']}, untrained, 64³ windows without overlap, run once; its "
+        "time is a network's work, not comparable with the script's). The NumPy script's "
+        "own peak is its floor for the voxelwise work.",
         "",
         f"Machine: {report['machine']}; {report['date']}.",
         "",

@@ -74,6 +74,13 @@ class HounsfieldScale:
         """Network outputs to HU, clipped to ``[low, high]``."""
         return ((output.float() + 1.0) * self.half_span + self.low).clamp(self.low, self.high)
 
+    def to_hounsfield_(self, output: torch.Tensor) -> torch.Tensor:
+        """:meth:`to_hounsfield` in place on a float32 ``output`` (the same operations,
+        the same values, no new volume)."""
+        if output.dtype != torch.float32:
+            return self.to_hounsfield(output)
+        return output.add_(1.0).mul_(self.half_span).add_(self.low).clamp_(self.low, self.high)
+
 
 def foreground(values: np.ndarray) -> np.ndarray:
     """The voxels whose statistics normalize an MR volume.
@@ -86,12 +93,27 @@ def foreground(values: np.ndarray) -> np.ndarray:
         values: The volume's intensities, any shape.
 
     Returns:
-        The selected intensities as a flat float64 array (never empty for a non-empty
-        volume).
+        The selected intensities as a flat array of the volume's type (never empty for
+        a non-empty volume). The mean is taken in float64 without a float64 copy of the
+        volume (which would cost two float32 volumes).
     """
-    flat = values.astype(np.float64, copy=False).ravel()
-    selected = flat[flat > flat.mean()]
+    flat = values.ravel(order="K")  # a view of a C- or F-ordered volume
+    selected = flat[flat > float(np.mean(flat, dtype=np.float64))]
     return selected if selected.size else flat
+
+
+_CHUNK = 1 << 22
+
+
+def _mean_and_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation in float64, in chunks: no float64 copy
+    of the values."""
+    mean = float(np.mean(values, dtype=np.float64))
+    squares = 0.0
+    for start in range(0, values.size, _CHUNK):
+        deviation = values[start : start + _CHUNK].astype(np.float64) - mean
+        squares += float(np.dot(deviation, deviation))
+    return mean, (squares / values.size) ** 0.5
 
 
 def normalize_mr(
@@ -115,8 +137,10 @@ def normalize_mr(
     """
     selected = foreground(image.detach().cpu().numpy())
     if scheme == "zscore":
-        centre, spread = float(selected.mean()), float(selected.std())
-        return (image.float() - centre) / (spread if spread > 0.0 else 1.0)
+        centre, spread = _mean_and_std(selected)
+        normalized = image.float() - centre  # one new volume, then in place
+        return normalized.div_(spread if spread > 0.0 else 1.0)
+    selected = selected.astype(np.float64, copy=False)
     low, high = (float(v) for v in np.percentile(selected, percentiles))
     half_span = (high - low) / 2.0
     scaled = (image.float() - (low + half_span)) / (half_span if half_span > 0.0 else 1.0)
@@ -211,7 +235,7 @@ class MRToCTIntensities:
             GeometryError: ``body_contour`` is on and the output lies on another grid
                 than the input (the mask is on the input's grid).
         """
-        hounsfield = self.hounsfield.to_hounsfield(output)
+        hounsfield = self.hounsfield.to_hounsfield_(output)  # the core's own: in place
         if not self.body_contour:
             return cast("MetaTensor", hounsfield)
         inside = _input_body(image)
@@ -222,7 +246,7 @@ class MRToCTIntensities:
                 "turn body_contour off for a method that changes the grid"
             )
         air = ~inside.to(hounsfield.device)
-        return cast("MetaTensor", hounsfield.masked_fill(air, AIR_HU))
+        return cast("MetaTensor", hounsfield.masked_fill_(air, AIR_HU))
 
 
 def _input_body(image: MetaTensor) -> torch.Tensor:
