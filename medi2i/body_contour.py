@@ -108,8 +108,8 @@ def _ball(radius: float) -> BoolArray:
 
 def _spatial(volume: npt.ArrayLike) -> npt.NDArray[np.float32]:
     data = np.asarray(volume, np.float32)
-    if data.ndim == 4:
-        data = data.mean(axis=0)
+    if data.ndim == 4:  # one channel is a view, several their mean (a new volume)
+        data = data[0] if data.shape[0] == 1 else data.mean(axis=0)
     if data.ndim != 3 or min(data.shape) < 1:
         raise GeometryError(
             f"a body mask needs a 3D volume (or a channel-first 3D one), got shape "
@@ -125,7 +125,10 @@ def _foreground(data: npt.NDArray[np.float32]) -> BoolArray:
     from skimage.filters import threshold_otsu
 
     # flattened: skimage reads a last axis of 3 or 4 (a 3-slice volume) as RGB channels
-    threshold = float(threshold_otsu(data.ravel()))  # type: ignore[no-untyped-call]
+    # in memory order: a C-order ravel of an x-fastest (NIfTI, DICOM) volume is a copy;
+    # the histogram does not depend on the order
+    flat = data.ravel(order="K")
+    threshold = float(threshold_otsu(flat))  # type: ignore[no-untyped-call]
     return np.asarray(data > threshold)
 
 
