@@ -205,13 +205,17 @@ class MRToCTIntensities:
     ) -> MetaTensor:
         """Normalize the whole MR volume (see ``options.mr_normalization``); at predict
         time with ``body_contour`` on, keep the raw volume's body mask in the meta."""
+        mask = None
+        if condition is not None and self.body_contour and hasattr(image, "meta"):
+            from medi2i.body_contour import body_mask
+
+            # before the normalized volume exists: the mask's whole-volume temporaries
+            # then do not add to it at the peak
+            mask = body_mask(image.detach().cpu().numpy())
         normalized = normalize_mr(
             image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
         )
-        if condition is not None and self.body_contour and hasattr(normalized, "meta"):
-            from medi2i.body_contour import body_mask
-
-            mask = body_mask(image.detach().cpu().numpy())
+        if mask is not None and hasattr(normalized, "meta"):
             normalized.meta[BODY_MASK_META_KEY] = torch.from_numpy(mask)
         return cast("MetaTensor", normalized)
 
