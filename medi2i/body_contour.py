@@ -41,8 +41,11 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
+import torch
 from scipy import ndimage
 
 from medi2i.errors import GeometryError
@@ -88,12 +91,10 @@ def body_mask(
             f"margin_voxels must be >= 0 (got {margin_voxels}) and min_component_fraction "
             f"in (0, 1] (got {min_component_fraction})"
         )
-    foreground = _foreground(data)
-    if not foreground.any():
+    body = _large_components(data, min_component_fraction)
+    if body is None:
         return np.ones(data.shape, bool)
-    body = _large_components(foreground, min_component_fraction)
-    del foreground  # the steps below hold at most the mask, its labels and one result
-    body = _fill_holes(body, (0, 1, 2))
+    body = _fill_holes(body, (0, 1, 2))  # each step holds a mask, labels and a result
     for axis in range(3):
         in_plane = tuple(a for a in range(3) if a != axis)
         body = _fill_holes(body, in_plane)
@@ -154,8 +155,13 @@ def _foreground(data: npt.NDArray[np.float32]) -> BoolArray:
     return np.asarray(data > threshold)
 
 
-def _large_components(foreground: BoolArray, fraction: float) -> BoolArray:
-    labels, count = _label(foreground)
+def _large_components(data: npt.NDArray[np.float32], fraction: float) -> BoolArray | None:
+    """The foreground's large components; None where there is no foreground."""
+    foreground = _foreground(data)
+    labels, count = _label(foreground, (0, 1, 2))
+    del foreground  # only the labels are needed from here
+    if count == 0:
+        return None
     sizes = np.zeros(count + 1, np.int64)
     flat = labels.ravel(order="K")
     for start in range(0, flat.size, CHUNK_VOXELS):  # bincount casts to int64: in chunks
@@ -166,11 +172,11 @@ def _large_components(foreground: BoolArray, fraction: float) -> BoolArray:
     return np.asarray(kept[labels])
 
 
-def _label(
-    mask: BoolArray, structure: BoolArray | None = None
-) -> tuple[npt.NDArray[np.integer], int]:
-    """Connected components of ``mask`` (:func:`scipy.ndimage.label`), their labels in
-    16 bits when they fit (half the memory of scipy's default 32), else in 32.
+def _label(mask: BoolArray, axes: tuple[int, ...]) -> tuple[npt.NDArray[np.integer], int]:
+    """Components of ``mask`` connected along ``axes`` (:func:`scipy.ndimage.label`),
+    their labels in 16 bits when :func:`_most_components` shows they fit (half the memory
+    of 32), else in 32. (Asking scipy for 16 bits and catching its error would cost more:
+    it labels again in 32 bits and compares before it gives up.)
 
     An x-fastest (Fortran-order) mask is labelled as its transpose, which is C-ordered
     (twice as fast in scipy), and the labels are transposed back: the same components.
@@ -178,20 +184,7 @@ def _label(
     reverse = mask.flags.f_contiguous and not mask.flags.c_contiguous
     if reverse:
         mask = mask.T
-        structure = None if structure is None else structure.T
-    try:
-        labels, count = ndimage.label(mask, structure=structure, output=np.uint16)
-    except RuntimeError:  # more than 65535 components
-        labels, count = ndimage.label(mask, structure=structure, output=np.int32)
-    return (labels.T if reverse else labels), int(count)
-
-
-def _fill_holes(mask: BoolArray, axes: tuple[int, ...]) -> BoolArray:
-    """``mask`` with the background regions that do not reach the border filled.
-
-    Connectivity runs along ``axes`` only: all three fill 3D holes; two fill the holes of
-    every slice across the remaining axis, in one labelling of the whole volume.
-    """
+        axes = tuple(2 - axis for axis in axes)
     structure = np.zeros((3, 3, 3), bool)
     structure[1, 1, 1] = True
     for axis in axes:
@@ -199,14 +192,115 @@ def _fill_holes(mask: BoolArray, axes: tuple[int, ...]) -> BoolArray:
             index = [1, 1, 1]
             index[axis] = step
             structure[tuple(index)] = True
-    labels, count = _label(~mask, structure)
+    fits = _most_components(mask, axes) <= np.iinfo(np.uint16).max
+    output = np.uint16 if fits else np.int32
+    labels, count = ndimage.label(mask, structure=structure, output=output)
+    return (labels.T if reverse else labels), int(count)
+
+
+def _most_components(mask: BoolArray, axes: tuple[int, ...]) -> int:
+    """At least the number of components of ``mask`` connected along ``axes``: its voxels
+    with no neighbour before them in the mask along any of ``axes`` (a component's first
+    voxel in scan order is one), counted in slabs of whole slices."""
+    slabs = max(1, CHUNK_VOXELS // max(1, mask[0].size))
+    found = 0
+    for first in range(0, mask.shape[0], slabs):
+        block = mask[first : first + slabs]
+        starts = block.copy()
+        for axis in axes:
+            later = (slice(None),) * axis + (slice(1, None),)
+            earlier = (slice(None),) * axis + (slice(None, -1),)
+            starts[later] &= ~block[earlier]
+        if 0 in axes and first > 0:
+            starts[0] &= ~mask[first - 1]
+        found += int(np.count_nonzero(starts))
+    return found
+
+
+def _fill_holes(mask: BoolArray, axes: tuple[int, ...]) -> BoolArray:
+    """``mask`` with the background regions that do not reach the border filled, in
+    place (``mask`` is this module's own intermediate, never the caller's).
+
+    Connectivity runs along ``axes`` only: all three fill 3D holes; two fill the holes of
+    every slice across the remaining axis, in one labelling of the whole volume. The
+    result is written back slab by slab, so at most the mask and its labels are held.
+    """
+    np.logical_not(mask, out=mask)  # the background
+    labels, count = _label(mask, axes)
     reaches_border = np.zeros(count + 1, bool)
     for axis in axes:
         for end in (0, -1):
             face = labels[(slice(None),) * axis + (end,)]  # a view (np.take copies slowly)
             reaches_border[np.unique(face)] = True
     reaches_border[0] = False
-    filled: BoolArray = reaches_border[labels]
-    del labels
-    np.logical_not(filled, out=filled)
-    return filled
+    inside = ~reaches_border  # the mask and the enclosed background (label 0: the mask)
+    slowest = 2 if mask.flags.f_contiguous and not mask.flags.c_contiguous else 0
+    slabs = max(1, CHUNK_VOXELS * mask.shape[slowest] // max(1, mask.size))
+    for first in range(0, mask.shape[slowest], slabs):
+        slab = (slice(None),) * slowest + (slice(first, first + slabs),)
+        mask[slab] = inside[labels[slab]]
+    return mask
+
+
+@dataclass(frozen=True, eq=False)
+class PackedMask:
+    """A boolean volume ``(X, Y, Z)`` at one bit per voxel: 1/32 of the float32 volume.
+
+    MR→CT methods keep the input's body mask from preprocess to postprocess, through the
+    whole sliding window; packed, it adds little to the peak there. It is packed in
+    slabs of whole ``z`` slices, so that it can be applied to a volume slab by slab
+    without unpacking it whole.
+
+    Example:
+        >>> mask = np.zeros((4, 3, 5), bool)
+        >>> mask[1:3, :, 2:] = True
+        >>> packed = PackedMask.pack(mask)
+        >>> bool((packed.unpack() == mask).all())
+        True
+        >>> volume = torch.zeros(1, 4, 3, 5)
+        >>> int(packed.fill_outside_(volume, -1000.0).eq(-1000.0).sum())
+        42
+    """
+
+    shape: tuple[int, int, int]
+    """The mask's shape."""
+    slabs: tuple[tuple[int, int, npt.NDArray[np.uint8]], ...]
+    """``(first z, end z, bits)`` of every slab, the bits of its C-ordered voxels."""
+
+    @classmethod
+    def pack(cls, mask: npt.ArrayLike) -> PackedMask:
+        """Pack a 3D boolean ``mask`` (any memory order)."""
+        data = np.asarray(mask, bool)
+        if data.ndim != 3:
+            raise GeometryError(f"a packed mask is 3D, got shape {data.shape}")
+        x, y, z = (int(n) for n in data.shape)
+        step = max(1, CHUNK_VOXELS // max(1, x * y))
+        slabs = tuple(
+            (first, min(first + step, z), np.packbits(data[:, :, first : first + step]))
+            for first in range(0, z, step)
+        )
+        return cls((x, y, z), slabs)
+
+    def _slab(self, first: int, end: int, bits: npt.NDArray[np.uint8]) -> BoolArray:
+        x, y, _ = self.shape
+        count = x * y * (end - first)
+        return np.unpackbits(bits, count=count).reshape(x, y, end - first).view(bool)
+
+    def unpack(self) -> BoolArray:
+        """The mask as a boolean array."""
+        mask = np.empty(self.shape, bool)
+        for first, end, bits in self.slabs:
+            mask[:, :, first:end] = self._slab(first, end, bits)
+        return mask
+
+    def fill_outside_(self, volume: torch.Tensor, value: float) -> torch.Tensor:
+        """Set every voxel of ``volume`` (``(..., X, Y, Z)``, the mask's spatial shape)
+        outside the mask to ``value``, in place, slab by slab; returns ``volume``."""
+        if tuple(volume.shape[-3:]) != self.shape:
+            raise GeometryError(
+                f"the mask has shape {self.shape}, the volume {tuple(volume.shape[-3:])}"
+            )
+        for first, end, bits in self.slabs:
+            outside = torch.from_numpy(~self._slab(first, end, bits)).to(volume.device)
+            volume[..., first:end].masked_fill_(outside, value)
+        return volume

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
-from medi2i.body_contour import body_mask
+from medi2i.body_contour import PackedMask, body_mask
 from medi2i.intensity import AIR_HU, BODY_MASK_META_KEY, DomainIntensities, is_hounsfield
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ class ScaledDomainIntensities(DomainIntensities):
             self.scales.record(domain, image, percentiles)
         prepared = super().preprocess(image, domain=domain, condition=condition)
         if condition is not None and self._needs_body(domain, condition):
-            mask = body_mask(image.detach().cpu().numpy())
-            prepared.meta[BODY_MASK_META_KEY] = torch.from_numpy(mask)
+            mask = PackedMask.pack(body_mask(image.detach().cpu().numpy()))
+            prepared.meta[BODY_MASK_META_KEY] = mask
         return prepared
 
     def _needs_body(self, domain: str | None, condition: object) -> bool:
@@ -180,12 +180,11 @@ class ScaledDomainIntensities(DomainIntensities):
                 return cast("MetaTensor", scaled)
         result = super().postprocess(output, image, domain=domain, condition=condition)
         body = getattr(image, "meta", {}).get(BODY_MASK_META_KEY)
-        if not (self._is_hounsfield(domain) and isinstance(body, torch.Tensor)):
+        if not (self._is_hounsfield(domain) and isinstance(body, PackedMask)):
             return result
         if tuple(body.shape) != tuple(result.shape[-3:]):
             return result
-        air = ~body.bool().to(result.device)
-        return cast("MetaTensor", result.masked_fill(air, AIR_HU))
+        return cast("MetaTensor", body.fill_outside_(torch.Tensor.clone(result), AIR_HU))
 
     def state_values(self) -> dict[str, StateValue]:
         """The training scale of every MR domain (``scale.<domain>``: low, high)."""

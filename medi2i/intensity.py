@@ -21,6 +21,7 @@ from medi2i.errors import GeometryError
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.body_contour import PackedMask
     from medi2i.method import DomainSpec
 
 MRNormalization = Literal["zscore", "percentile"]
@@ -138,6 +139,7 @@ def normalize_mr(
     selected = foreground(image.detach().cpu().numpy())
     if scheme == "zscore":
         centre, spread = _mean_and_std(selected)
+        del selected  # a copy of the foreground voxels: gone before the new volume
         normalized = image.float() - centre  # one new volume, then in place
         return normalized.div_(spread if spread > 0.0 else 1.0)
     selected = selected.astype(np.float64, copy=False)
@@ -207,16 +209,16 @@ class MRToCTIntensities:
         time with ``body_contour`` on, keep the raw volume's body mask in the meta."""
         mask = None
         if condition is not None and self.body_contour and hasattr(image, "meta"):
-            from medi2i.body_contour import body_mask
+            from medi2i.body_contour import PackedMask, body_mask
 
             # before the normalized volume exists: the mask's whole-volume temporaries
             # then do not add to it at the peak
-            mask = body_mask(image.detach().cpu().numpy())
+            mask = PackedMask.pack(body_mask(image.detach().cpu().numpy()))
         normalized = normalize_mr(
             image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
         )
         if mask is not None and hasattr(normalized, "meta"):
-            normalized.meta[BODY_MASK_META_KEY] = torch.from_numpy(mask)
+            normalized.meta[BODY_MASK_META_KEY] = mask
         return cast("MetaTensor", normalized)
 
     def preprocess_target(self, target: MetaTensor) -> MetaTensor:
@@ -249,18 +251,17 @@ class MRToCTIntensities:
                 f"shape {tuple(hounsfield.shape[-3:])}, the input {tuple(inside.shape)}; "
                 "turn body_contour off for a method that changes the grid"
             )
-        air = ~inside.to(hounsfield.device)
-        return cast("MetaTensor", hounsfield.masked_fill_(air, AIR_HU))
+        return cast("MetaTensor", inside.fill_outside_(hounsfield, AIR_HU))
 
 
-def _input_body(image: MetaTensor) -> torch.Tensor:
+def _input_body(image: MetaTensor) -> PackedMask:
     """The body mask :meth:`MRToCTIntensities.preprocess` kept, else that of ``image``."""
-    kept = getattr(image, "meta", {}).get(BODY_MASK_META_KEY)
-    if isinstance(kept, torch.Tensor):
-        return kept.bool()
-    from medi2i.body_contour import body_mask
+    from medi2i.body_contour import PackedMask, body_mask
 
-    return torch.from_numpy(body_mask(image.detach().cpu().numpy()))
+    kept = getattr(image, "meta", {}).get(BODY_MASK_META_KEY)
+    if isinstance(kept, PackedMask):
+        return kept
+    return PackedMask.pack(body_mask(image.detach().cpu().numpy()))
 
 
 def is_hounsfield(spec: DomainSpec | None) -> bool:
