@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Callable, Mapping
@@ -247,7 +248,8 @@ def export_program(
         },
         "torch": torch.__version__,
         "load": (
-            "onnxruntime.InferenceSession(path); input 'windows', any batch size"
+            "onnxruntime.InferenceSession(path); input 'windows', any batch size; "
+            "medi2i predict --model path runs it with medi2i's steps around it"
             if onnx
             else "torch.export.load(path).module()"
         ),
@@ -260,6 +262,15 @@ def export_program(
             "the file alone must do the same; medi2i predict --model does it."
         ),
     }
+    if onnx:  # what medi2i predict --model file.onnx rebuilds the method from
+        from medi2i import __version__
+
+        description["model"] = {
+            "onnx_sha256": hashlib.sha256(onnx_model).hexdigest(),
+            "domains": [domain.model_dump(mode="json") for domain in method.domains],
+            "state": json.loads(json.dumps(method.state_values())),
+            "medi2i": __version__,
+        }
     with atomic_path(path) as tmp:
         if onnx:
             tmp.write_bytes(onnx_model)

@@ -313,6 +313,7 @@ def load_method(
 ) -> Method:
     """The method named by ``method`` (untrained, with ``options``) or loaded from ``model``."""
     from medi2i.model_folder import load_model
+    from medi2i.onnx_model import is_onnx_model, load_onnx_model
 
     if (method is None) == (model is None):
         raise OptionsError(
@@ -324,6 +325,8 @@ def load_method(
             raise OptionsError(
                 f"options are fixed by the trained model {model}; do not pass options with it"
             )
+        if is_onnx_model(model):
+            return load_onnx_model(model, registry=registry)
         return load_model(model, registry=registry)
     assert method is not None
     method_cls = registry.method(method)
@@ -532,11 +535,14 @@ def provenance(
     """
     from medi2i import __version__
     from medi2i.model_folder import read_manifest
+    from medi2i.onnx_model import file_sha256, is_onnx_model
 
     owner = registry.method_owner(method.id)
     plugin = next((i for i in registry.plugins.infos if i.name == owner), None)
     weights = None
-    if model is not None:
+    if model is not None and is_onnx_model(model):
+        weights = file_sha256(Path(model))  # the ONNX file holds the weights
+    elif model is not None:
         manifest = read_manifest(model)
         weights = manifest.weights.sha256 if manifest.weights else None
     return {

@@ -121,7 +121,8 @@ def method_options(command: F) -> F:
             click.option(
                 "--model",
                 type=click.Path(path_type=Path),
-                help="Trained-model folder or zip (instead of --method).",
+                help="Trained-model folder or zip, or an ONNX export of one (model.onnx with its "
+                "model.onnx.json; needs onnxruntime), instead of --method.",
             ),
             click.option(
                 "--option",

@@ -1,0 +1,203 @@
+"""``medi2i predict --model model.onnx``: an ONNX export run by onnxruntime inside
+medi2i's own steps, against predicting with the model folder it was exported from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from medi2i import InferenceSettings, OptionsError
+from medi2i.cli.main import build_cli
+from medi2i.errors import ModelFormatError
+from medi2i.export import export_program
+from medi2i.model_folder import save_model
+from medi2i.onnx_model import file_sha256
+from medi2i.prediction import predict
+from medi2i.registry import Registry
+from tests.test_export import TINY, ready
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False, overlap=0.25)
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry()  # the first-party plugins (tests/conftest.py)
+
+
+def volume_file(folder: Path, shape: tuple[int, int, int], seed: int = 0) -> Path:
+    """A smooth, MR-like volume: a bright noisy ellipsoid in dark air."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    inside = sum(axis**2 for axis in grid) < 0.7
+    data = np.where(inside, 300.0, 5.0) + rng.normal(0.0, 10.0, shape)
+    path = folder / f"in-{'x'.join(map(str, shape))}.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.diag([1.2, 1.0, 1.5, 1.0])), path)
+    return path
+
+
+def exported(
+    registry: Registry, method_id: str, folder: Path
+) -> tuple[Path, Path, dict[str, Any] | None]:
+    """A tiny untrained method saved as a model folder and exported to ONNX from it."""
+    options, condition = TINY[method_id]
+    method = ready(registry, method_id, options)
+    model = save_model(method, folder / "model")
+    from medi2i.model_folder import load_model
+
+    export_program(
+        load_model(model, registry=registry), folder / "model.onnx", condition=condition, onnx=True
+    )
+    return model, folder / "model.onnx", condition
+
+
+def both(
+    registry: Registry,
+    method_id: str,
+    tmp_path: Path,
+    shape: tuple[int, int, int],
+    settings: InferenceSettings = SETTINGS,
+) -> tuple[np.ndarray, np.ndarray]:
+    model, onnx_file, condition = exported(registry, method_id, tmp_path)
+    source = volume_file(tmp_path, shape)
+    outputs = []
+    for name, given in (("torch", model), ("onnx", onnx_file)):
+        written = predict(
+            source,
+            tmp_path / f"{name}.nii.gz",
+            model=given,
+            settings=settings,
+            condition=condition,
+            registry=registry,
+        )
+        outputs.append(np.asarray(nib.load(written).dataobj, np.float32))
+    return outputs[0], outputs[1]
+
+
+@pytest.mark.parametrize("method_id", sorted(TINY))
+def test_predicting_with_the_onnx_file_gives_the_model_folders_output(
+    method_id: str, registry: Registry, tmp_path: Path
+) -> None:
+    # larger than the window along every axis: the same windows, blended the same way
+    torch_out, onnx_out = both(registry, method_id, tmp_path, (21, 19, 18))
+    assert onnx_out.shape == torch_out.shape
+    # another runtime's float32 kernels, then medi2i's postprocessing (e.g. x 2000 to HU)
+    tolerance = 1e-4 * max(1.0, float(np.abs(torch_out).max()))
+    np.testing.assert_allclose(onnx_out, torch_out, rtol=0, atol=tolerance)
+    assert np.ptp(torch_out) > 0  # not a constant that any runtime would match
+
+
+def test_fitted_values_travel_in_the_description(registry: Registry, tmp_path: Path) -> None:
+    # a CycleGAN's MR domain keeps the percentile scale it was trained on; the ONNX
+    # description carries it, and the prediction uses it
+    options, condition = TINY["cyclegan"]
+    method = ready(registry, "cyclegan", options)
+    method.scales.record("mr", torch.linspace(0.0, 900.0, 1000), (0.5, 99.5))
+    model = save_model(method, tmp_path / "model")
+    result = export_program(method, tmp_path / "model.onnx", condition=condition, onnx=True)
+    state = json.loads(result.sidecar.read_text())["model"]["state"]
+    assert state
+    assert state == json.loads(json.dumps(method.state_values()))
+    source = volume_file(tmp_path, (20, 18, 17))
+    got = [
+        np.asarray(
+            nib.load(
+                predict(
+                    source,
+                    tmp_path / f"{name}.nii.gz",
+                    model=given,
+                    settings=SETTINGS,
+                    condition=condition,
+                    registry=registry,
+                )
+            ).dataobj
+        )
+        for name, given in (("torch", model), ("onnx", result.path))
+    ]
+    np.testing.assert_allclose(got[1], got[0], rtol=0, atol=1e-3 * np.abs(got[0]).max())
+
+
+def test_a_volume_shorter_than_the_window_is_padded_to_it(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # 10 voxels along z under a 16-voxel window: the torch path shrinks the window, the
+    # ONNX file takes only 16, so medi2i pads by replication and crops the output back
+    torch_out, onnx_out = both(registry, "regression-unet", tmp_path, (20, 18, 10))
+    assert onnx_out.shape == torch_out.shape == (20, 18, 10)
+    assert np.isfinite(onnx_out).all()
+    assert np.corrcoef(onnx_out.ravel(), torch_out.ravel())[0, 1] > 0.9
+
+
+def test_the_command_predicts_with_an_onnx_file_and_names_it_in_the_provenance(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _, onnx_file, _ = exported(registry, "srcnn", tmp_path)
+    source = volume_file(tmp_path, (12, 11, 10))
+    out = tmp_path / "sr.nii.gz"
+    done = CliRunner().invoke(
+        build_cli(),
+        ["predict", str(source), str(out), "--model", str(onnx_file), "--no-progress"],
+    )
+    assert done.exit_code == 0, done.output
+    record = json.loads((tmp_path / "sr.provenance.json").read_text())
+    assert record["model"] == str(onnx_file)
+    assert record["weights_sha256"] == file_sha256(onnx_file)
+    assert np.isfinite(np.asarray(nib.load(out).dataobj)).all()
+
+
+def test_what_does_not_fit_the_export_is_refused(registry: Registry, tmp_path: Path) -> None:
+    _, onnx_file, _ = exported(registry, "cyclegan", tmp_path)  # exported for b2a
+    source = volume_file(tmp_path, (20, 18, 17))
+
+    def run(**given: Any) -> Path:
+        settings = given.pop("settings", SETTINGS)
+        return predict(
+            source,
+            tmp_path / "out.nii.gz",
+            model=onnx_file,
+            settings=settings,
+            registry=registry,
+            **given,
+        )
+
+    with pytest.raises(OptionsError, match="exported for the condition"):
+        run(condition={"direction": "a2b"})
+    with pytest.raises(OptionsError, match="--roi-size"):
+        run(
+            condition={"direction": "b2a"},
+            settings=SETTINGS.model_copy(update={"roi_size": (8, 8, 8)}),
+        )
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_broken_pair_is_refused_with_what_to_do(registry: Registry, tmp_path: Path) -> None:
+    _, onnx_file, _ = exported(registry, "srcnn", tmp_path)
+    source = volume_file(tmp_path, (12, 11, 10))
+    sidecar = tmp_path / "model.onnx.json"
+    description = json.loads(sidecar.read_text())
+
+    def run() -> Path:
+        return predict(
+            source, tmp_path / "o.nii.gz", model=onnx_file, settings=SETTINGS, registry=registry
+        )
+
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")  # another file than described
+    with pytest.raises(ModelFormatError, match="SHA-256"):
+        run()
+    del description["model"]  # an export made before predict could use it
+    sidecar.write_text(json.dumps(description))
+    with pytest.raises(ModelFormatError, match="export the model again"):
+        run()
+    sidecar.unlink()
+    with pytest.raises(ModelFormatError, match="is missing beside it"):
+        run()
+    assert not (tmp_path / "o.nii.gz").exists()
