@@ -339,7 +339,7 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Options and Condition from the type parameters, unless the class sets them
-        for base in getattr(cls, "__orig_bases__", ()):
+        for base in cls.__dict__.get("__orig_bases__", ()):  # its own, not inherited
             arguments = getattr(base, "__args__", ())
             origin = getattr(base, "__origin__", None)
             if not (isinstance(origin, type) and issubclass(origin, Method)):

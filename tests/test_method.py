@@ -73,3 +73,30 @@ def test_scaled_grid_keeps_the_field_of_view() -> None:
         old = affine @ np.array([*corner, 1.0])
         index = np.array(corner) * (2.0, 1.0, 4.0) + (np.array((2.0, 1.0, 4.0)) - 1) / 2
         assert np.allclose(fine.affine @ np.array([*index, 1.0]), old)
+
+
+def test_a_subclass_keeps_the_options_its_parent_set() -> None:
+    # a class that sets Options itself, subclassed without type parameters: the
+    # grandparent's parameters must not come back (they did, read through inheritance)
+    from pydantic import BaseModel, ConfigDict
+
+    from medi2i import NoCondition, PatchNetworkMethod
+
+    class First(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        size: int = 1
+
+    class Second(First):
+        depth: int = 2
+
+    class Generic(PatchNetworkMethod[First, NoCondition]):  # type: ignore[misc]
+        pass
+
+    class Parent(Generic):
+        Options = Second
+
+    class Child(Parent):
+        pass
+
+    assert Generic.Options is First
+    assert Child.Options is Second
