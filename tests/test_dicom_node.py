@@ -48,7 +48,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    # generous: the wait ends as soon as the condition holds, and a loaded 2-core CI
+    # machine can take more than 15 s to translate a series
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -338,6 +340,75 @@ def test_an_aborted_association_translates_nothing_and_a_retry_does(
     send_files(files, peer_of(node), calling_ae_title="TEST")
     wait_for(lambda: final_statuses(manifest) == ["discarded", "done"])
     assert len(list((tmp_path / "out").glob(f"*/{METHOD}/*.dcm"))) == 6
+
+
+def test_files_a_dropped_association_lost_are_sent_again_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynetdicom import AE, evt
+
+    import medi2i.dicom.node.send as send_module
+
+    monkeypatch.setattr(send_module, "NETWORK_TIMEOUT_S", 3.0)  # the lost file's wait
+    from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+
+    stored: list[tuple[int, str]] = []  # (association, SOP Instance UID)
+    associations: list[object] = []
+    drops = {"left": 1}
+
+    def on_store(event: object) -> int:
+        assoc = event.assoc  # type: ignore[attr-defined]
+        if assoc not in associations:
+            associations.append(assoc)
+        if drops["left"] and len([s for s in stored if s[0] == 0]) == 2:
+            drops["left"] -= 1
+            assoc.abort()  # the third file of the first association: dropped, no answer
+            return 0xC000
+        stored.append((associations.index(assoc), str(event.request.AffectedSOPInstanceUID)))  # type: ignore[attr-defined]
+        return 0x0000
+
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(MRImageStorage, "1.2.840.10008.1.2.1")
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        port = int(server.server_address[1])
+        files = source_series(tmp_path / "src")
+        report = send_files(files, Peer("127.0.0.1", port, "PACS"), calling_ae_title="TEST")
+    finally:
+        server.shutdown()
+    assert drops["left"] == 0  # the first association was dropped
+    assert (len(report.sent), report.failed) == (6, [])
+    assert len(report.retried) == 4  # the lost third file and the three after it
+    assert "4 sent again" in report.summary()
+    assert [a for a, _ in stored] == [0, 0, 1, 1, 1, 1]
+    assert len({uid for _, uid in stored}) == 6
+
+
+def test_a_refusal_is_not_sent_again(tmp_path: Path) -> None:
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+
+    calls: list[int] = []
+
+    def on_store(event: object) -> int:
+        calls.append(1)
+        return 0xA700  # out of resources: a refusal with a status, not a lost file
+
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(MRImageStorage, "1.2.840.10008.1.2.1")
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        port = int(server.server_address[1])
+        files = source_series(tmp_path / "src")
+        report = send_files(files, Peer("127.0.0.1", port, "PACS"), calling_ae_title="TEST")
+    finally:
+        server.shutdown()
+    assert (len(calls), report.retried, len(report.failed)) == (6, [], 6)
+    assert all("0xA700" in reason for _, reason in report.failed)
 
 
 def test_a_bad_dataset_is_refused_and_the_node_keeps_serving(

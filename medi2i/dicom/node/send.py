@@ -4,7 +4,12 @@
 presentation contexts), proposes for each SOP Class the transfer syntax its files are
 stored in, and sends every file as it is on disk (pynetdicom reads it without decoding
 the pixel data). Each file's outcome is counted; a peer that refuses the association
-or drops it makes the remaining files failures, never an exception.
+makes its files failures, never an exception. Files an association lost (the peer
+aborted it, or a response never came within :data:`NETWORK_TIMEOUT_S`) are sent once
+more in a new association (:data:`RETRIES`), as PACS senders do: a receiver keeps
+what the aborted association stored and completes the series when the retry is
+released (medi2i's node does; see ``spool``). Files the peer refused with a status
+are not sent again.
 
 Every connection has Nagle's algorithm off (:func:`disable_nagle`, ``TCP_NODELAY``).
 pynetdicom writes each PDU of a C-STORE with its own ``send``; with Nagle on, the last,
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
 
 NETWORK_TIMEOUT_S = 30.0
 """Seconds to wait for a peer (connection, association, each response)."""
+RETRIES = 1
+"""New associations tried for the files an aborted or silent association did not store."""
 _MAX_CONTEXTS = 128  # DICOM PS3.8: presentation context ids are odd numbers 1..255
 _NOT_STORABLE = ("1.2.840.10008.1.3.10",)  # Media Storage Directory (DICOMDIR)
 
@@ -93,16 +100,23 @@ class SendReport:
         sent: Files the peer stored (status Success or Warning).
         failed: ``(file, reason)`` for each file that was not stored.
         skipped: ``(file, reason)`` for files that are not DICOM instances to store.
+        retried: Files sent again in a new association because an earlier one lost them.
+        lost: Files the last association lost (aborted, or no response); also in
+            ``failed``.
     """
 
     peer: Peer
     sent: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    retried: list[Path] = field(default_factory=list)
+    lost: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line such as ``sent 12 file(s) to PACS@host:104, 0 failed``."""
         line = f"sent {len(self.sent)} file(s) to {self.peer}, {len(self.failed)} failed"
+        if self.retried:
+            line += f", {len(self.retried)} sent again after a dropped association"
         return line + (f", {len(self.skipped)} skipped (not DICOM)" if self.skipped else "")
 
 
@@ -130,10 +144,22 @@ def send_files(paths: Iterable[Path], peer: Peer, *, calling_ae_title: str) -> S
             report.skipped.append((Path(path), found))
         else:
             contexts.setdefault(found, []).append(Path(path))
-    keys = list(contexts)
-    for start in range(0, len(keys), _MAX_CONTEXTS):
-        chunk = {key: contexts[key] for key in keys[start : start + _MAX_CONTEXTS]}
-        _send_chunk(chunk, report, calling_ae_title)
+    for attempt in range(1 + RETRIES):
+        if attempt:  # again, in a new association: only what the dropped one lost
+            lost = set(report.lost)
+            report.retried.extend(report.lost)
+            report.lost.clear()
+            report.failed = [(path, reason) for path, reason in report.failed if path not in lost]
+            contexts = {
+                key: [path for path in paths if path in lost] for key, paths in contexts.items()
+            }
+            contexts = {key: paths for key, paths in contexts.items() if paths}
+        keys = list(contexts)
+        for start in range(0, len(keys), _MAX_CONTEXTS):
+            chunk = {key: contexts[key] for key in keys[start : start + _MAX_CONTEXTS]}
+            _send_chunk(chunk, report, calling_ae_title)
+        if not report.lost:
+            break
     return report
 
 
@@ -208,6 +234,7 @@ def _store_each(association: Association, files: Sequence[Path], report: SendRep
     for path in files:
         if not association.is_established:
             report.failed.append((path, f"{report.peer} ended the association"))
+            report.lost.append(path)
             continue
         try:
             status = association.send_c_store(path)
@@ -219,5 +246,6 @@ def _store_each(association: Association, files: Sequence[Path], report: SendRep
             report.sent.append(path)
         elif code == -1:
             report.failed.append((path, f"no response from {report.peer}"))
+            report.lost.append(path)
         else:
             report.failed.append((path, f"{report.peer} refused it (status 0x{code:04X})"))
