@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from medi2i.errors import Medi2iError, ModelFormatError, OptionsError
+from medi2i.hashing import file_sha256
 
 if TYPE_CHECKING:
     from medi2i.method import Method
@@ -61,15 +61,6 @@ def description_path(path: str | Path) -> Path:
     """``model.onnx`` → ``model.onnx.json``, the description written beside it."""
     path = Path(path)
     return path.with_name(path.name + ".json")
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]:

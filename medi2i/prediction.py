@@ -535,13 +535,13 @@ def provenance(
     """
     from medi2i import __version__
     from medi2i.model_folder import read_manifest
-    from medi2i.onnx_model import file_sha256, is_onnx_model
+    from medi2i.onnx_model import is_onnx_model
 
     owner = registry.method_owner(method.id)
     plugin = next((i for i in registry.plugins.infos if i.name == owner), None)
     weights = None
     if model is not None and is_onnx_model(model):
-        weights = file_sha256(Path(model))  # the ONNX file holds the weights
+        weights = file_sha256(model)  # the ONNX file holds the weights
     elif model is not None:
         manifest = read_manifest(model)
         weights = manifest.weights.sha256 if manifest.weights else None

@@ -17,8 +17,8 @@ from medi2i import InferenceSettings, OptionsError
 from medi2i.cli.main import build_cli
 from medi2i.errors import ModelFormatError
 from medi2i.export import export_program
+from medi2i.hashing import file_sha256
 from medi2i.model_folder import save_model
-from medi2i.onnx_model import file_sha256
 from medi2i.prediction import predict
 from medi2i.registry import Registry
 from tests.test_export import TINY, ready
