@@ -101,8 +101,6 @@ class SendReport:
         failed: ``(file, reason)`` for each file that was not stored.
         skipped: ``(file, reason)`` for files that are not DICOM instances to store.
         retried: Files sent again in a new association because an earlier one lost them.
-        lost: Files the last association lost (aborted, or no response); also in
-            ``failed``.
     """
 
     peer: Peer
@@ -110,7 +108,6 @@ class SendReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     retried: list[Path] = field(default_factory=list)
-    lost: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line such as ``sent 12 file(s) to PACS@host:104, 0 failed``."""
@@ -145,21 +142,19 @@ def send_files(paths: Iterable[Path], peer: Peer, *, calling_ae_title: str) -> S
         else:
             contexts.setdefault(found, []).append(Path(path))
     for attempt in range(1 + RETRIES):
-        if attempt:  # again, in a new association: only what the dropped one lost
-            lost = set(report.lost)
-            report.retried.extend(report.lost)
-            report.lost.clear()
-            report.failed = [(path, reason) for path, reason in report.failed if path not in lost]
-            contexts = {
-                key: [path for path in paths if path in lost] for key, paths in contexts.items()
-            }
-            contexts = {key: paths for key, paths in contexts.items() if paths}
+        lost: list[Path] = []  # failed because the association dropped them
         keys = list(contexts)
         for start in range(0, len(keys), _MAX_CONTEXTS):
             chunk = {key: contexts[key] for key in keys[start : start + _MAX_CONTEXTS]}
-            _send_chunk(chunk, report, calling_ae_title)
-        if not report.lost:
+            _send_chunk(chunk, report, calling_ae_title, lost)
+        if not lost or attempt == RETRIES:
             break
+        # again, in a new association: only what the dropped one lost
+        report.retried.extend(lost)
+        dropped = set(lost)
+        report.failed = [(path, why) for path, why in report.failed if path not in dropped]
+        contexts = {key: [p for p in paths if p in dropped] for key, paths in contexts.items()}
+        contexts = {key: paths for key, paths in contexts.items() if paths}
     return report
 
 
@@ -197,7 +192,10 @@ def disable_nagle(event: Event) -> None:
 
 
 def _send_chunk(
-    contexts: dict[tuple[str, str], list[Path]], report: SendReport, calling_ae_title: str
+    contexts: dict[tuple[str, str], list[Path]],
+    report: SendReport,
+    calling_ae_title: str,
+    lost: list[Path],
 ) -> None:
     from pynetdicom import AE, evt
 
@@ -223,18 +221,21 @@ def _send_chunk(
             reason = "rejected the association" if association.is_rejected else "did not answer"
             report.failed.extend((path, f"{peer} {reason}") for path in files)
             return
-        _store_each(association, files, report)
+        _store_each(association, files, report, lost)
     finally:
         if association.is_established:
             association.release()
         ae.shutdown()
 
 
-def _store_each(association: Association, files: Sequence[Path], report: SendReport) -> None:
+def _store_each(
+    association: Association, files: Sequence[Path], report: SendReport, lost: list[Path]
+) -> None:
+    """Store each file; ``lost`` gets those the association dropped (also in ``failed``)."""
     for path in files:
         if not association.is_established:
             report.failed.append((path, f"{report.peer} ended the association"))
-            report.lost.append(path)
+            lost.append(path)
             continue
         try:
             status = association.send_c_store(path)
@@ -246,6 +247,6 @@ def _store_each(association: Association, files: Sequence[Path], report: SendRep
             report.sent.append(path)
         elif code == -1:
             report.failed.append((path, f"no response from {report.peer}"))
-            report.lost.append(path)
+            lost.append(path)
         else:
             report.failed.append((path, f"{report.peer} refused it (status 0x{code:04X})"))
