@@ -48,28 +48,76 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import numpy.typing as npt
-from scipy import ndimage
 
 from medi2i import InputError, OptionsError
 from medi2i.hashing import file_sha256
 from medi2i.synth import PseudoT1Parameters, apply_style, ct_to_pseudo_t1, named_style, thick_slices
-from medi2i.synth.scanner_styles import otsu_threshold
+from medi2i_bench.cache import INDEX, Built, Parts, read_dataset, write_dataset
+from medi2i_bench.cases import (
+    TASKS,
+    BenchCase,
+    BenchDataset,
+    DomainVolume,
+    TaskName,
+    Volume,
+    crop_case,
+    read_volume_file,
+    renamed,
+)
+from medi2i_bench.grids import resample_isotropic, resample_to_spacing
+from medi2i_bench.masks import BODY_THRESHOLD_HU, body_mask, head_mask
 
-if TYPE_CHECKING:
-    from monai.data.meta_tensor import MetaTensor
-
-FloatArray = npt.NDArray[np.float32]
-BoolArray = npt.NDArray[np.bool_]
-TaskName = Literal["q1", "q2", "q3", "q1x", "q3m", "q4", "q2c"]
-TASKS: tuple[TaskName, ...] = ("q1", "q2", "q3", "q1x", "q3m", "q4", "q2c")
+__all__ = [
+    "CACHE_DIR_VARIABLE",
+    "COLIN27_FILE",
+    "CT_FILE",
+    "DATASET_VERSION",
+    "DATA_DIR_VARIABLE",
+    "LUNG1_FILE",
+    "LUNG2_FILE",
+    "MNI152_FILE",
+    "Q1X_FILL_SLICES_AXIS",
+    "Q1X_SEED",
+    "Q1X_SPACING_MM",
+    "Q1X_SPLITS",
+    "Q1X_SUBJECTS",
+    "Q1X_VALIDATION_FRACTION",
+    "Q1X_VALIDATION_GAP",
+    "Q1_BODY_THRESHOLD_HU",
+    "Q1_SEED",
+    "Q1_TEST_START_X",
+    "Q1_TRAIN_END_X",
+    "Q1_VALIDATION_FRACTION",
+    "Q1_VALIDATION_GAP",
+    "Q2C_CASES",
+    "Q2_AXIS",
+    "Q2_SLICE_STEPS",
+    "Q3M_COLIN27_SEEDS",
+    "Q3_SCANNERS",
+    "Q3_SEED",
+    "Q4_SEED",
+    "Q4_SOURCE_STYLE",
+    "TASKS",
+    "BenchCase",
+    "BenchDataset",
+    "DomainVolume",
+    "TaskName",
+    "Volume",
+    "body_mask",
+    "build_dataset",
+    "build_splits",
+    "data_dir",
+    "default_cache_dir",
+    "head_mask",
+    "link_stable_alias",
+    "resample_to_spacing",
+    "splits_of",
+    "validation_cut",
+]
 
 DATA_DIR_VARIABLE = "MEDI2I_DATA_DIR"
 CACHE_DIR_VARIABLE = "MEDI2I_CACHE_DIR"
@@ -93,7 +141,7 @@ Q1_VALIDATION_FRACTION = 0.2
 ones would be the vertex, mostly empty."""
 Q1_VALIDATION_GAP = 7
 """Slices left out between Q1's training and validation parts (10.5 mm at 1.5 mm)."""
-Q1_BODY_THRESHOLD_HU = -500.0
+Q1_BODY_THRESHOLD_HU = BODY_THRESHOLD_HU
 Q2_SLICE_STEPS = (4, 2)
 """Q2's through-plane factors: 1×1×4 mm, and the ×2 variant."""
 Q2_AXIS = 2
@@ -131,92 +179,6 @@ Q1X_FILL_SLICES_AXIS = 2
 """Q1x's body mask also fills each axial slice's holes (the lungs; :func:`body_mask`)."""
 
 
-@dataclass(frozen=True)
-class Volume:
-    """An array ``(X, Y, Z)`` with its voxel-to-world (RAS, mm) affine."""
-
-    array: FloatArray
-    affine: npt.NDArray[np.float64]
-
-    @property
-    def spacing_mm(self) -> tuple[float, float, float]:
-        """Voxel size along each array axis, in mm."""
-        sizes = np.linalg.norm(self.affine[:3, :3], axis=0)
-        return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
-
-    def metatensor(self) -> MetaTensor:
-        """The volume as a channel-first ``MetaTensor`` ``(1, X, Y, Z)``, as methods take it."""
-        import torch
-        from monai.data.meta_tensor import MetaTensor
-
-        data = torch.from_numpy(np.ascontiguousarray(self.array, np.float32))[None]
-        return MetaTensor(data, affine=torch.as_tensor(self.affine, dtype=torch.float64))
-
-    def crop_x(self, start: int, stop: int) -> Volume:
-        """Array x in ``[start, stop)``, with the affine moved accordingly."""
-        return self.crop(0, start, stop)
-
-    def crop(self, axis: int, start: int, stop: int) -> Volume:
-        """Array indices ``[start, stop)`` along ``axis``, with the affine moved accordingly."""
-        affine = self.affine.copy()
-        affine[:3, 3] = self.affine[:3, 3] + self.affine[:3, axis] * start
-        index: list[slice] = [slice(None)] * 3
-        index[axis] = slice(start, stop)
-        return Volume(np.ascontiguousarray(self.array[tuple(index)]), affine)
-
-
-@dataclass(frozen=True)
-class BenchCase:
-    """One paired case: the method gets ``source``; ``target`` is the reference.
-
-    Attributes:
-        name: Case id, e.g. ``"colin27-x4"``.
-        source: The input (Q1: MR, Q2: thick slices, Q3: the source scanner's image).
-        target: The reference on its grid (Q1: CT in HU, Q2: the 1 mm volume, Q3: the
-            target scanner's image).
-        mask: Where metrics are computed (1 inside), on the target's grid.
-        source_domain: The source's domain where a benchmark has several pairs of
-            domains (Q3m: the scanner, e.g. ``"B"``); empty otherwise.
-        target_domain: The target's domain (Q3m: e.g. ``"A"``); empty otherwise.
-    """
-
-    name: str
-    source: Volume
-    target: Volume
-    mask: Volume
-    source_domain: str = ""
-    target_domain: str = ""
-
-
-@dataclass(frozen=True)
-class DomainVolume:
-    """One unpaired training image of one scanner (Q3)."""
-
-    name: str
-    domain: str
-    image: Volume
-    mask: Volume
-
-
-@dataclass(frozen=True)
-class BenchDataset:
-    """A benchmark's data: paired training cases, per-scanner training images, test cases."""
-
-    task: TaskName
-    train_pairs: tuple[BenchCase, ...]
-    train_domains: tuple[DomainVolume, ...]
-    test: tuple[BenchCase, ...]
-    folder: Path
-    fingerprint: str
-    validation: tuple[BenchCase, ...] = ()
-    split: str = ""
-
-    @property
-    def label(self) -> str:
-        """``"q1x-a"`` for a split of a multi-split benchmark, else the task (``"q1"``)."""
-        return f"{self.task}-{self.split}" if self.split else self.task
-
-
 def data_dir(task: TaskName | None = None) -> Path:
     """The shared data folder from ``MEDI2I_DATA_DIR``.
 
@@ -248,49 +210,6 @@ def default_cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "medi2i" / "bench"
-
-
-def head_mask(image: npt.ArrayLike) -> BoolArray:
-    """Foreground of an MR volume: the head (Colin27) or the brain (skull-stripped MNI152).
-
-    Voxels above half the Otsu threshold, closed with a 5³ cube, holes filled in 3D and
-    then slice by slice (axial), largest connected component kept. Used as the metric
-    mask of Q2 and Q3 (on the clean reference) and by the z-score baseline (on its input).
-    """
-    data = np.asarray(image, np.float32)
-    foreground = data > 0.5 * otsu_threshold(data)
-    foreground = ndimage.binary_closing(foreground, structure=np.ones((5, 5, 5), bool))
-    foreground = ndimage.binary_fill_holes(foreground)
-    labelled, count = ndimage.label(foreground)
-    if count == 0:
-        raise InputError("the image has no foreground above its Otsu threshold")
-    sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0
-    largest = labelled == int(sizes.argmax())
-    for index in range(largest.shape[2]):
-        largest[:, :, index] = ndimage.binary_fill_holes(largest[:, :, index])
-    return np.asarray(largest)
-
-
-def body_mask(ct_hu: npt.ArrayLike, *, fill_slices_axis: int | None = None) -> BoolArray:
-    """Q1's body mask: CT > -500 HU, holes filled (3D).
-
-    Args:
-        ct_hu: CT volume in HU.
-        fill_slices_axis: Also fill the holes of every slice across this array axis
-            (Q1x: 2, axial). A chest scan that ends inside the lungs leaves them open to
-            the outside in 3D, so they stay out of the mask; in each axial slice the
-            chest wall closes them.
-
-    Returns:
-        The mask, boolean, of the CT's shape.
-    """
-    mask = np.asarray(ndimage.binary_fill_holes(np.asarray(ct_hu) > Q1_BODY_THRESHOLD_HU))
-    if fill_slices_axis is not None:
-        moved = np.moveaxis(mask, fill_slices_axis, 0)
-        for index in range(moved.shape[0]):
-            moved[index] = ndimage.binary_fill_holes(moved[index])
-    return mask
 
 
 def build_dataset(
@@ -326,8 +245,8 @@ def build_dataset(
         )
     folder, fingerprint = _built_folder(task, work_dir, source_dir)
     if split is None:
-        return _read_dataset(folder, task, fingerprint)
-    return _read_dataset(folder / split, task, fingerprint, split=split)
+        return read_dataset(folder, task, fingerprint)
+    return read_dataset(folder / split, task, fingerprint, split=split)
 
 
 def build_splits(
@@ -377,8 +296,8 @@ def _built_folder(
     sources = Path(source_dir) if source_dir is not None else data_dir(task)
     fingerprint = _fingerprint(task, sources)
     folder = Path(work_dir or default_cache_dir()) / f"{task}-{fingerprint[:12]}"
-    if not (folder / _INDEX).is_file():
-        _write_dataset(folder, task, _BUILDERS[task](sources))
+    if not (folder / INDEX).is_file():
+        write_dataset(folder, task, _BUILDERS[task](sources))
     link_stable_alias(folder, task)
     return folder, fingerprint
 
@@ -411,73 +330,45 @@ def link_stable_alias(folder: Path, task: TaskName) -> Path | None:
     return alias
 
 
-@dataclass(frozen=True)
-class _Built:
-    train_pairs: tuple[BenchCase, ...]
-    train_domains: tuple[DomainVolume, ...]
-    test: tuple[BenchCase, ...]
-    validation: tuple[BenchCase, ...] = ()
-
-
-_Parts = dict[str, _Built]
-"""A benchmark's data by split (``""``: the one dataset of an unsplit benchmark)."""
-
-
-def _read(path: Path) -> Volume:
-    from medi2i import read_volume
-
-    image = read_volume(path)
-    return Volume(image[0].numpy().astype(np.float32), np.asarray(image.affine, np.float64))
-
-
-def _build_q1(sources: Path) -> _Parts:
-    ct = _read(sources / CT_FILE)
+def _build_q1(sources: Path) -> Parts:
+    ct = read_volume_file(sources / CT_FILE)
     mr = ct_to_pseudo_t1(ct.array, spacing_mm=ct.spacing_mm, seed=Q1_SEED)
     mask = body_mask(ct.array).astype(np.float32)
     whole = BenchCase("invesalius0051", Volume(mr, ct.affine), ct, Volume(mask, ct.affine))
     size = ct.array.shape[0]
-    half = _crop_case(whole, 0, Q1_TRAIN_END_X, "invesalius0051-train")
+    half = crop_case(whole, 0, Q1_TRAIN_END_X, "invesalius0051-train")
     slices = ct.array.shape[2]
     # validation_cut holds out the last slices; counted from the other end, the first
     train_stop, validation_start = validation_cut(
         slices, fraction=Q1_VALIDATION_FRACTION, gap=Q1_VALIDATION_GAP
     )
-    train = _crop_case(half, slices - train_stop, slices, "invesalius0051-train", axis=2)
-    validation = _crop_case(half, 0, slices - validation_start, "invesalius0051-val", axis=2)
-    test = _crop_case(whole, Q1_TEST_START_X, size, "invesalius0051-test")
-    return {"": _Built((train,), (), (test,), validation=(validation,))}
+    train = crop_case(half, slices - train_stop, slices, "invesalius0051-train", axis=2)
+    validation = crop_case(half, 0, slices - validation_start, "invesalius0051-val", axis=2)
+    test = crop_case(whole, Q1_TEST_START_X, size, "invesalius0051-test")
+    return {"": Built((train,), (), (test,), validation=(validation,))}
 
 
-def _crop_case(case: BenchCase, start: int, stop: int, name: str, *, axis: int = 0) -> BenchCase:
-    return BenchCase(
-        name,
-        case.source.crop(axis, start, stop),
-        case.target.crop(axis, start, stop),
-        case.mask.crop(axis, start, stop),
-    )
-
-
-def _build_q1x(sources: Path) -> _Parts:
+def _build_q1x(sources: Path) -> Parts:
     subjects = {
         name: _q1x_subject(name, sources / file, Q1X_SEED + index)
         for index, (name, file) in enumerate(Q1X_SUBJECTS)
     }
-    parts: _Parts = {}
+    parts: Parts = {}
     for split, (held, tested) in Q1X_SPLITS.items():
         train, validation = validation_cut(
             subjects[held].target.array.shape[2],
             fraction=Q1X_VALIDATION_FRACTION,
             gap=Q1X_VALIDATION_GAP,
         )
-        parts[split] = _Built(
+        parts[split] = Built(
             train_pairs=(
-                _renamed(subjects["invesalius0051"], f"{split}-invesalius0051"),
-                _crop_case(subjects[held], 0, train, f"{split}-{held}-train", axis=2),
+                renamed(subjects["invesalius0051"], f"{split}-invesalius0051"),
+                crop_case(subjects[held], 0, train, f"{split}-{held}-train", axis=2),
             ),
             train_domains=(),
-            test=(_renamed(subjects[tested], f"{split}-{tested}-test"),),
+            test=(renamed(subjects[tested], f"{split}-{tested}-test"),),
             validation=(
-                _crop_case(
+                crop_case(
                     subjects[held],
                     validation,
                     subjects[held].target.array.shape[2],
@@ -489,7 +380,7 @@ def _build_q1x(sources: Path) -> _Parts:
     return parts
 
 
-def _build_q4(sources: Path) -> _Parts:
+def _build_q4(sources: Path) -> Parts:
     """Q1x split a's subjects with their pseudo-MR under each scanner style; cases are
     named ``<Q1x case>-<style>`` and carry the style as their source domain."""
     subjects = {
@@ -505,8 +396,8 @@ def _build_q4(sources: Path) -> _Parts:
     slices = subjects[held].target.array.shape[2]
     plain = {
         "invesalius0051": subjects["invesalius0051"],
-        f"{held}-train": _crop_case(subjects[held], 0, train, "", axis=2),
-        f"{held}-val": _crop_case(subjects[held], validation, slices, "", axis=2),
+        f"{held}-train": crop_case(subjects[held], 0, train, "", axis=2),
+        f"{held}-val": crop_case(subjects[held], validation, slices, "", axis=2),
         f"{tested}-test": subjects[tested],
     }
     index = {name: i for i, (name, _) in enumerate(Q1X_SUBJECTS)}
@@ -530,7 +421,7 @@ def _build_q4(sources: Path) -> _Parts:
                 BenchCase(f"{key}-{style}", look, case.target, case.mask, style, "CT")
             )
     return {
-        "": _Built(
+        "": Built(
             train_pairs=(*styled["invesalius0051"], *styled[f"{held}-train"]),
             train_domains=(),
             test=tuple(styled[f"{tested}-test"]),
@@ -557,72 +448,32 @@ def validation_cut(slices: int, *, fraction: float, gap: int) -> tuple[int, int]
     return start - gap, start
 
 
-def _renamed(case: BenchCase, name: str) -> BenchCase:
-    return BenchCase(name, case.source, case.target, case.mask)
-
-
 def _q1x_subject(name: str, path: Path, seed: int) -> BenchCase:
-    ct = resample_to_spacing(_read(path), Q1X_SPACING_MM)
+    ct = resample_to_spacing(read_volume_file(path), Q1X_SPACING_MM)
     mr = ct_to_pseudo_t1(ct.array, spacing_mm=ct.spacing_mm, seed=seed)
     mask = body_mask(ct.array, fill_slices_axis=Q1X_FILL_SLICES_AXIS).astype(np.float32)
     return BenchCase(name, Volume(mr, ct.affine), ct, Volume(mask, ct.affine))
 
 
-def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float]) -> Volume:
-    """Resample a volume onto a grid of another voxel size along the same array axes.
-
-    The new grid covers the same extent (its shape is the old extent over the new
-    spacing, rounded) with its first voxel's corner on the old first voxel's corner.
-    Before linear interpolation each axis that gets coarser is blurred with a Gaussian
-    of FWHM ``sqrt(new² - old²)`` mm, so that the result has about the new resolution
-    and no aliasing.
-
-    Args:
-        volume: The volume (e.g. a CT in HU).
-        spacing_mm: The new voxel size per array axis, in mm.
-
-    Returns:
-        The resampled volume (float32) with its new affine.
-    """
-    from medi2i.synth.fields import gaussian_blur_mm
-
-    old = np.asarray(volume.spacing_mm, np.float64)
-    new = np.asarray(spacing_mm, np.float64)
-    extent = old * np.asarray(volume.array.shape, np.float64)
-    shape = tuple(max(1, round(float(n))) for n in extent / new)
-    fwhm = np.sqrt(np.clip(new**2 - old**2, 0.0, None))
-    blurred = gaussian_blur_mm(volume.array, spacing_mm=old.tolist(), fwhm_mm=fwhm.tolist())
-    zoom = new / old
-    # new voxel i's centre lies at old voxel index (i + 0.5) * zoom - 0.5
-    offset = 0.5 * zoom - 0.5
-    array = ndimage.affine_transform(
-        blurred, zoom, offset=offset, output_shape=shape, order=1, mode="nearest"
-    )
-    affine = volume.affine.copy()
-    affine[:3, :3] = volume.affine[:3, :3] * zoom[None, :]
-    affine[:3, 3] = volume.affine[:3, :3] @ offset + volume.affine[:3, 3]
-    return Volume(np.asarray(array, np.float32), affine)
-
-
-def _build_q2(sources: Path) -> _Parts:
+def _build_q2(sources: Path) -> Parts:
     train = tuple(
         _thick_slice_case(sources / MNI152_FILE, "mni152", step) for step in Q2_SLICE_STEPS
     )
     test = tuple(
         _thick_slice_case(sources / COLIN27_FILE, "colin27", step) for step in Q2_SLICE_STEPS
     )
-    return {"": _Built(train, (), test)}
+    return {"": Built(train, (), test)}
 
 
 def _thick_slice_case(path: Path, label: str, step: int) -> BenchCase:
-    high = _read(path)
+    high = read_volume_file(path)
     spacing = high.spacing_mm[Q2_AXIS] * step
     thick = thick_slices(high.array, affine=high.affine, axis=Q2_AXIS, slice_spacing_mm=spacing)
     mask = Volume(head_mask(high.array).astype(np.float32), high.affine)
     return BenchCase(f"{label}-x{step}", Volume(thick.data, thick.affine), high, mask)
 
 
-def _build_q2c(sources: Path) -> _Parts:
+def _build_q2c(sources: Path) -> Parts:
     train = tuple(
         _clinical_case(sources / MNI152_FILE, "mni152", suffix, voxel, step)
         for suffix, voxel, step in Q2C_CASES
@@ -631,14 +482,14 @@ def _build_q2c(sources: Path) -> _Parts:
         _clinical_case(sources / COLIN27_FILE, "colin27", suffix, voxel, step)
         for suffix, voxel, step in Q2C_CASES
     )
-    return {"": _Built(train, (), test)}
+    return {"": Built(train, (), test)}
 
 
 def _clinical_case(path: Path, label: str, suffix: str, voxel_mm: float, step: int) -> BenchCase:
     r"""A Q2c case: the reference on an isotropic ``voxel_mm`` grid whose slice count along
     :data:`Q2_AXIS` is a whole number of ``step``\ s plus one (so that the first and the
     last slice are acquired), and its thick slices of ``step`` voxels."""
-    high = _isotropic(_read(path), voxel_mm)
+    high = resample_isotropic(read_volume_file(path), voxel_mm)
     count = (high.array.shape[Q2_AXIS] - 1) // step * step + 1
     kept = np.take(high.array, range(count), axis=Q2_AXIS)
     high = Volume(np.ascontiguousarray(kept), high.affine)
@@ -648,35 +499,15 @@ def _clinical_case(path: Path, label: str, suffix: str, voxel_mm: float, step: i
     return BenchCase(f"{label}-{suffix}", Volume(thick.data, thick.affine), high, mask)
 
 
-def _isotropic(volume: Volume, voxel_mm: float) -> Volume:
-    """``volume`` (isotropic) resampled by cubic B-splines onto a grid of ``voxel_mm``
-    voxels along the same axes, from the same first voxel centre, clipped to the
-    original's range; the volume itself when its voxels are already that size."""
-    spacing = np.asarray(volume.spacing_mm, np.float64)
-    if np.allclose(spacing, voxel_mm, atol=1e-4):
-        return volume
-    zoom = voxel_mm / spacing
-    shape = tuple(
-        int(np.floor((n - 1) / z + 1e-6)) + 1 for n, z in zip(volume.array.shape, zoom, strict=True)
-    )
-    array = ndimage.affine_transform(
-        np.asarray(volume.array, np.float64), zoom, output_shape=shape, order=3, mode="nearest"
-    )
-    array = np.clip(array, float(volume.array.min()), float(volume.array.max()))
-    affine = volume.affine.copy()
-    affine[:3, :3] = volume.affine[:3, :3] * zoom[None, :]
-    return Volume(np.asarray(array, np.float32), affine)
-
-
-def _build_q3(sources: Path) -> _Parts:
+def _build_q3(sources: Path) -> Parts:
     domains, colin, colin_mask = _q3_parts(sources)
     source = _styled(colin, Q3_SOURCE, Q3_SEED + 100)
     target = _styled(colin, Q3_TARGET, Q3_SEED + 101)
     case = BenchCase(f"colin27-{Q3_SOURCE}-to-{Q3_TARGET}", source, target, colin_mask)
-    return {"": _Built((), domains, (case,))}
+    return {"": Built((), domains, (case,))}
 
 
-def _build_q3m(sources: Path) -> _Parts:
+def _build_q3m(sources: Path) -> Parts:
     """Q3's training images; as test cases Colin27 under every scanner translated into
     every other (six ordered pairs)."""
     domains, colin, colin_mask = _q3_parts(sources)
@@ -687,18 +518,18 @@ def _build_q3m(sources: Path) -> _Parts:
         for b in Q3_SCANNERS
         if a != b
     )
-    return {"": _Built((), domains, cases)}
+    return {"": Built((), domains, cases)}
 
 
 def _q3_parts(sources: Path) -> tuple[tuple[DomainVolume, ...], Volume, Volume]:
     """MNI152 under each scanner (the training images), Colin27 and its head mask."""
-    mni = _read(sources / MNI152_FILE)
+    mni = read_volume_file(sources / MNI152_FILE)
     mni_mask = Volume(head_mask(mni.array).astype(np.float32), mni.affine)
     domains = tuple(
         DomainVolume(f"mni152-{name}", name, _styled(mni, name, Q3_SEED + i), mni_mask)
         for i, name in enumerate(Q3_SCANNERS)
     )
-    colin = _read(sources / COLIN27_FILE)
+    colin = read_volume_file(sources / COLIN27_FILE)
     colin_mask = Volume(head_mask(colin.array).astype(np.float32), colin.affine)
     return domains, colin, colin_mask
 
@@ -711,7 +542,7 @@ def _styled(volume: Volume, scanner: str, seed: int) -> Volume:
     )
 
 
-_BUILDERS: dict[TaskName, Callable[[Path], _Parts]] = {
+_BUILDERS: dict[TaskName, Callable[[Path], Parts]] = {
     "q1": _build_q1,
     "q2": _build_q2,
     "q3": _build_q3,
@@ -787,117 +618,3 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
     }[task]
     digest.update(json.dumps(settings).encode())
     return digest.hexdigest()
-
-
-# -- the on-disk cache ------------------------------------------------------------------
-
-_INDEX = "dataset.json"
-_ROLE_FILES: dict[TaskName, tuple[str, str, str]] = {
-    "q1": ("mr", "ct", "mask"),  # the SynthRAD layout
-    "q2": ("thick_slices", "high_res", "mask"),
-    "q3": ("source", "target", "mask"),
-    "q1x": ("mr", "ct", "mask"),  # the SynthRAD layout
-    "q3m": ("source", "target", "mask"),
-    "q4": ("mr", "ct", "mask"),  # the SynthRAD layout
-    "q2c": ("thick_slices", "high_res", "mask"),
-}
-"""File names (without ``.nii.gz``) of a case's source, target and mask."""
-
-
-def _write_dataset(folder: Path, task: TaskName, parts: _Parts) -> None:
-    from medi2i.io import atomic_path
-
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for split, built in parts.items():
-        _write_part(staging / split if split else staging, task, built)
-    if "" not in parts:  # the benchmark's own index: its splits, written last
-        with atomic_path(staging / _INDEX) as tmp:
-            tmp.write_text(json.dumps({"splits": sorted(parts)}, indent=2) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-
-
-def _write_part(folder: Path, task: TaskName, built: _Built) -> None:
-    from medi2i.io import atomic_path
-
-    index: dict[str, list[dict[str, str]]] = {
-        "train_pairs": [],
-        "train_domains": [],
-        "validation": [],
-        "test": [],
-    }
-    splits = (
-        ("train_pairs", built.train_pairs),
-        ("validation", built.validation),
-        ("test", built.test),
-    )
-    for split, cases in splits:
-        for case in cases:
-            volumes = (case.source, case.target, case.mask)
-            for role, volume in zip(_ROLE_FILES[task], volumes, strict=True):
-                _write(
-                    volume, folder / split / case.name / f"{role}.nii.gz", mask=volume is case.mask
-                )
-            entry = {"name": case.name}
-            if case.source_domain or case.target_domain:
-                entry.update(source_domain=case.source_domain, target_domain=case.target_domain)
-            index[split].append(entry)
-    for item in built.train_domains:
-        _write(item.image, folder / "train_domains" / item.name / "image.nii.gz", mask=False)
-        _write(item.mask, folder / "train_domains" / item.name / "mask.nii.gz", mask=True)
-        index["train_domains"].append({"name": item.name, "domain": item.domain})
-    with atomic_path(folder / _INDEX) as tmp:
-        tmp.write_text(json.dumps(index, indent=2) + "\n")
-
-
-def _write(volume: Volume, path: Path, *, mask: bool) -> None:
-    from medi2i import write_volume
-
-    image = volume.metatensor()
-    image.meta["medi2i.dtype"] = "uint8" if mask else "float32"
-    write_volume(image, path)
-
-
-def _read_dataset(
-    folder: Path, task: TaskName, fingerprint: str, *, split: str = ""
-) -> BenchDataset:
-    try:
-        index = json.loads((folder / _INDEX).read_text())
-        pairs = _read_cases(folder / "train_pairs", index["train_pairs"], _ROLE_FILES[task])
-        test = _read_cases(folder / "test", index["test"], _ROLE_FILES[task])
-        validation = _read_cases(
-            folder / "validation", index.get("validation", []), _ROLE_FILES[task]
-        )
-        domains = tuple(
-            DomainVolume(
-                entry["name"],
-                entry["domain"],
-                _read(folder / "train_domains" / entry["name"] / "image.nii.gz"),
-                _read(folder / "train_domains" / entry["name"] / "mask.nii.gz"),
-            )
-            for entry in index["train_domains"]
-        )
-    except (KeyError, json.JSONDecodeError, InputError, OSError) as exc:
-        raise InputError(
-            f"benchmark cache {folder} is damaged ({exc}); delete the folder and run again"
-        ) from None
-    return BenchDataset(task, pairs, domains, test, folder, fingerprint, validation, split)
-
-
-def _read_case(folder: Path, entry: dict[str, str], roles: tuple[str, str, str]) -> BenchCase:
-    source, target, mask = (_read(folder / f"{role}.nii.gz") for role in roles)
-    return BenchCase(
-        entry["name"],
-        source,
-        target,
-        mask,
-        source_domain=entry.get("source_domain", ""),
-        target_domain=entry.get("target_domain", ""),
-    )
-
-
-def _read_cases(
-    split: Path, entries: Sequence[dict[str, str]], roles: tuple[str, str, str]
-) -> tuple[BenchCase, ...]:
-    return tuple(_read_case(split / e["name"], e, roles) for e in entries)

@@ -1,0 +1,150 @@
+"""The benchmarks' on-disk cache: a built dataset written once as NIfTI files with a
+``dataset.json`` index per split, and read back on later runs.
+
+A dataset is written into ``<folder>.partial`` and renamed into place when complete, so an
+interrupted build never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from medi2i import InputError
+from medi2i_bench.cases import (
+    BenchCase,
+    BenchDataset,
+    DomainVolume,
+    TaskName,
+    Volume,
+    read_volume_file,
+)
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a builder makes for one split (or for an unsplit benchmark)."""
+
+    train_pairs: tuple[BenchCase, ...]
+    train_domains: tuple[DomainVolume, ...]
+    test: tuple[BenchCase, ...]
+    validation: tuple[BenchCase, ...] = ()
+
+
+Parts = dict[str, Built]
+"""A benchmark's data by split (``""``: the one dataset of an unsplit benchmark)."""
+
+
+INDEX = "dataset.json"
+_ROLE_FILES: dict[TaskName, tuple[str, str, str]] = {
+    "q1": ("mr", "ct", "mask"),  # the SynthRAD layout
+    "q2": ("thick_slices", "high_res", "mask"),
+    "q3": ("source", "target", "mask"),
+    "q1x": ("mr", "ct", "mask"),  # the SynthRAD layout
+    "q3m": ("source", "target", "mask"),
+    "q4": ("mr", "ct", "mask"),  # the SynthRAD layout
+    "q2c": ("thick_slices", "high_res", "mask"),
+}
+"""File names (without ``.nii.gz``) of a case's source, target and mask."""
+
+
+def write_dataset(folder: Path, task: TaskName, parts: Parts) -> None:
+    from medi2i.io import atomic_path
+
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for split, built in parts.items():
+        _write_part(staging / split if split else staging, task, built)
+    if "" not in parts:  # the benchmark's own index: its splits, written last
+        with atomic_path(staging / INDEX) as tmp:
+            tmp.write_text(json.dumps({"splits": sorted(parts)}, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def _write_part(folder: Path, task: TaskName, built: Built) -> None:
+    from medi2i.io import atomic_path
+
+    index: dict[str, list[dict[str, str]]] = {
+        "train_pairs": [],
+        "train_domains": [],
+        "validation": [],
+        "test": [],
+    }
+    splits = (
+        ("train_pairs", built.train_pairs),
+        ("validation", built.validation),
+        ("test", built.test),
+    )
+    for split, cases in splits:
+        for case in cases:
+            volumes = (case.source, case.target, case.mask)
+            for role, volume in zip(_ROLE_FILES[task], volumes, strict=True):
+                _write(
+                    volume, folder / split / case.name / f"{role}.nii.gz", mask=volume is case.mask
+                )
+            entry = {"name": case.name}
+            if case.source_domain or case.target_domain:
+                entry.update(source_domain=case.source_domain, target_domain=case.target_domain)
+            index[split].append(entry)
+    for item in built.train_domains:
+        _write(item.image, folder / "train_domains" / item.name / "image.nii.gz", mask=False)
+        _write(item.mask, folder / "train_domains" / item.name / "mask.nii.gz", mask=True)
+        index["train_domains"].append({"name": item.name, "domain": item.domain})
+    with atomic_path(folder / INDEX) as tmp:
+        tmp.write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _write(volume: Volume, path: Path, *, mask: bool) -> None:
+    from medi2i import write_volume
+
+    image = volume.metatensor()
+    image.meta["medi2i.dtype"] = "uint8" if mask else "float32"
+    write_volume(image, path)
+
+
+def read_dataset(
+    folder: Path, task: TaskName, fingerprint: str, *, split: str = ""
+) -> BenchDataset:
+    try:
+        index = json.loads((folder / INDEX).read_text())
+        pairs = _read_cases(folder / "train_pairs", index["train_pairs"], _ROLE_FILES[task])
+        test = _read_cases(folder / "test", index["test"], _ROLE_FILES[task])
+        validation = _read_cases(
+            folder / "validation", index.get("validation", []), _ROLE_FILES[task]
+        )
+        domains = tuple(
+            DomainVolume(
+                entry["name"],
+                entry["domain"],
+                read_volume_file(folder / "train_domains" / entry["name"] / "image.nii.gz"),
+                read_volume_file(folder / "train_domains" / entry["name"] / "mask.nii.gz"),
+            )
+            for entry in index["train_domains"]
+        )
+    except (KeyError, json.JSONDecodeError, InputError, OSError) as exc:
+        raise InputError(
+            f"benchmark cache {folder} is damaged ({exc}); delete the folder and run again"
+        ) from None
+    return BenchDataset(task, pairs, domains, test, folder, fingerprint, validation, split)
+
+
+def _read_case(folder: Path, entry: dict[str, str], roles: tuple[str, str, str]) -> BenchCase:
+    source, target, mask = (read_volume_file(folder / f"{role}.nii.gz") for role in roles)
+    return BenchCase(
+        entry["name"],
+        source,
+        target,
+        mask,
+        source_domain=entry.get("source_domain", ""),
+        target_domain=entry.get("target_domain", ""),
+    )
+
+
+def _read_cases(
+    split: Path, entries: Sequence[dict[str, str]], roles: tuple[str, str, str]
+) -> tuple[BenchCase, ...]:
+    return tuple(_read_case(split / e["name"], e, roles) for e in entries)
