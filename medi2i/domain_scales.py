@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from medi2i.body_contour import PackedMask, body_mask
-from medi2i.intensity import AIR_HU, BODY_MASK_META_KEY, DomainIntensities, is_hounsfield
+from medi2i.intensity import (
+    AIR_HU,
+    BODY_MASK_META_KEY,
+    DomainIntensities,
+    domain_to_network,
+    is_hounsfield,
+)
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -117,6 +123,10 @@ class ScaledDomainIntensities(DomainIntensities):
     - in training (no condition) each MR volume's percentile values are recorded for its
       domain (:attr:`scales`), and an MR output is mapped back onto its domain's
       training scale, so a B → A harmonization is written in scanner A's units;
+    - with the option ``input_scale`` set to ``"domain"``, a predicted MR volume is
+      scaled by its domain's training scale instead of its own percentiles: for scanners
+      whose units are stable, so that a field of view unlike the training volumes' (a
+      whole head against brain-only training data) does not shift every intensity;
     - with the option ``body_contour`` on, a CT output made from a non-CT input is air
       (:data:`medi2i.AIR_HU`) outside the input's body (:func:`medi2i.body_mask` on the
       raw input), as the paired MR→CT methods do;
@@ -151,11 +161,29 @@ class ScaledDomainIntensities(DomainIntensities):
         if condition is None and domain is not None and not self._is_hounsfield(domain):
             percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
             self.scales.record(domain, image, percentiles)
-        prepared = super().preprocess(image, domain=domain, condition=condition)
+        scale = self._input_scale(domain, condition)
+        if scale is not None:
+            clip = getattr(self.options, "clip_intensities", True)
+            spec = self._domain_spec(domain)
+            prepared = domain_to_network(
+                image, spec, percentiles=(0.0, 100.0), clip=clip, values=scale
+            )
+        else:
+            prepared = super().preprocess(image, domain=domain, condition=condition)
         if condition is not None and self._needs_body(domain, condition):
             mask = PackedMask.pack(body_mask(image.detach().cpu().numpy()))
             prepared.meta[BODY_MASK_META_KEY] = mask
         return prepared
+
+    def _input_scale(self, domain: str | None, condition: object) -> tuple[float, float] | None:
+        """The training scale of an MR input's domain when ``options.input_scale`` is
+        ``"domain"`` and the volume is predicted (not a training volume), else ``None``
+        (the volume is scaled by its own percentiles)."""
+        if condition is None or domain is None or self._is_hounsfield(domain):
+            return None
+        if getattr(self.options, "input_scale", "volume") != "domain":
+            return None
+        return self.scales.scale(domain)
 
     def _needs_body(self, domain: str | None, condition: object) -> bool:
         # an input of no named domain is an image without absolute units (not CT)

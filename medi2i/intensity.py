@@ -122,6 +122,7 @@ def normalize_mr(
     *,
     scheme: MRNormalization,
     percentiles: tuple[float, float],
+    clip: bool = True,
 ) -> torch.Tensor:
     """Normalize a whole MR volume with statistics of its foreground.
 
@@ -131,6 +132,8 @@ def normalize_mr(
             deviation (nnU-Net's scheme for MR). ``"percentile"``: map the foreground's
             ``percentiles`` (low, high) to -1 and +1 and clip beyond them.
         percentiles: Lower and upper percentile (0-100) of the ``"percentile"`` scheme.
+        clip: Clip the ``"percentile"`` scheme's result to [-1, 1]. Off, intensities
+            beyond the percentiles map linearly beyond -1 and +1.
 
     Returns:
         The normalized volume as float32 (a ``MetaTensor`` stays one). A constant
@@ -144,9 +147,21 @@ def normalize_mr(
         return normalized.div_(spread if spread > 0.0 else 1.0)
     selected = selected.astype(np.float64, copy=False)
     low, high = (float(v) for v in np.percentile(selected, percentiles))
+    return scale_between(image, (low, high), clip=clip)
+
+
+def scale_between(image: torch.Tensor, values: tuple[float, float], *, clip: bool) -> torch.Tensor:
+    """``image`` with ``values`` (low, high) mapped to -1 and +1 as float32, clipped to
+    [-1, 1] when ``clip``; ``low == high`` maps the volume to zeros (and its offsets).
+
+    Example:
+        >>> scale_between(torch.tensor([0.0, 5.0, 10.0, 20.0]), (0.0, 10.0), clip=False).tolist()
+        [-1.0, 0.0, 1.0, 3.0]
+    """
+    low, high = values
     half_span = (high - low) / 2.0
     scaled = (image.float() - (low + half_span)) / (half_span if half_span > 0.0 else 1.0)
-    return scaled.clamp(-1.0, 1.0)
+    return scaled.clamp(-1.0, 1.0) if clip else scaled
 
 
 def check_percentiles(percentiles: tuple[float, float]) -> tuple[float, float]:
@@ -270,14 +285,23 @@ def is_hounsfield(spec: DomainSpec | None) -> bool:
 
 
 def domain_to_network(
-    image: MetaTensor, spec: DomainSpec | None, *, percentiles: tuple[float, float]
+    image: MetaTensor,
+    spec: DomainSpec | None,
+    *,
+    percentiles: tuple[float, float],
+    clip: bool = True,
+    values: tuple[float, float] | None = None,
 ) -> MetaTensor:
     """One whole volume of domain ``spec`` in the network range [-1, 1]: CT by the fixed
     :class:`HounsfieldScale`, any other image by its foreground ``percentiles``
-    (:func:`normalize_mr`, ``"percentile"`` scheme)."""
+    (:func:`normalize_mr`, ``"percentile"`` scheme), or by given ``values`` (low, high)
+    mapped to -1 and +1 (a domain's training scale); clipped to [-1, 1] when ``clip``."""
     if is_hounsfield(spec):
         return cast("MetaTensor", HounsfieldScale().to_network(image))
-    return cast("MetaTensor", normalize_mr(image, scheme="percentile", percentiles=percentiles))
+    if values is not None:
+        return cast("MetaTensor", scale_between(image, values, clip=clip))
+    scaled = normalize_mr(image, scheme="percentile", percentiles=percentiles, clip=clip)
+    return cast("MetaTensor", scaled)
 
 
 def domain_from_network(output: MetaTensor, spec: DomainSpec | None) -> MetaTensor:
@@ -294,8 +318,9 @@ class DomainIntensities:
     Each volume is scaled by what its domain's :class:`~medi2i.DomainSpec` says it is:
     CT (modality ``"CT"`` or units ``"HU"``) by the fixed Hounsfield scale to [-1, 1] and
     back to HU; any other image (MR, no absolute unit) by its own whole-volume foreground
-    percentiles (``options.percentiles``, else 0.5 and 99.5), its outputs left in the
-    network range. So one two-way MR↔CT network sees both domains in [-1, 1] and writes
+    percentiles (``options.percentiles``, else 0.5 and 99.5) and clipped to [-1, 1]
+    unless ``options.clip_intensities`` is false, its outputs left in the network range.
+    So one two-way MR↔CT network sees both domains in [-1, 1] and writes
     CT in HU. Put it before the method base class::
 
         class MyCycle(DomainIntensities, PatchNetworkMethod[MyOptions, Direction]): ...
@@ -314,7 +339,9 @@ class DomainIntensities:
     ) -> MetaTensor:
         """The whole volume of ``domain`` in [-1, 1] (see the class docstring)."""
         percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
-        return domain_to_network(image, self._domain_spec(domain), percentiles=percentiles)
+        clip = getattr(self.options, "clip_intensities", True)
+        spec = self._domain_spec(domain)
+        return domain_to_network(image, spec, percentiles=percentiles, clip=clip)
 
     def postprocess(
         self,

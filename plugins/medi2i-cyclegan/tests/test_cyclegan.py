@@ -91,6 +91,32 @@ def test_norm_option_picks_the_normalization(norm: str) -> None:
     assert not any(isinstance(m, other) for m in layers)
 
 
+def test_an_intensity_keeping_generator_has_no_normalization_and_no_bound() -> None:
+    options = {**TINY, "generator_filters": 8, "downsamplings": 0}
+    method = CycleGAN({**options, "generator_norm": "none", "output_activation": "linear"})
+    generator = method.generator("a2b")
+    kinds = (torch.nn.InstanceNorm3d, torch.nn.BatchNorm3d, torch.nn.Tanh)
+
+    assert not any(isinstance(m, kinds) for m in generator.modules())
+    # the discriminators keep the shared ``norm``
+    discriminator = method.discriminators["a"].modules()
+    assert any(isinstance(m, torch.nn.InstanceNorm3d) for m in discriminator)
+    texture = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        dim, bright = generator(texture), generator(texture * 1000.0 + 2000.0)
+    # without normalization a window's level reaches the output; without tanh, unbounded
+    assert not torch.allclose(dim, bright)
+    assert float(bright.abs().max()) > 1.0
+
+
+def test_instance_normalization_makes_a_generator_blind_to_a_windows_level() -> None:
+    generator = CycleGAN({**TINY, "downsamplings": 0}).generator("a2b")
+    texture = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    with torch.no_grad():
+        assert torch.allclose(generator(texture), generator(texture + 5.0), atol=1e-5)
+
+
 def test_the_default_discriminator_is_the_70_voxel_patchgan() -> None:
     discriminator = CycleGAN().discriminators["a"]
     convolutions = [m for m in discriminator.modules() if isinstance(m, torch.nn.Conv3d)]

@@ -15,7 +15,8 @@ import yaml
 from medi2i_cyclegan.cyclegan import CycleGAN
 from medi2i_cyclegan.discogan import DiscoGAN
 from medi2i_cyclegan.slice_methods import CycleGAN25D, DiscoGAN25D
-from medi2i_cyclegan.two_way import TwoWayTranslation
+from medi2i_cyclegan.two_way import Direction, TwoWayTranslation
+from monai.data.meta_tensor import MetaTensor
 
 import medi2i
 from medi2i import (
@@ -62,6 +63,7 @@ METHODS = [
 ]
 IDS = ["cyclegan", "discogan", "cyclegan-2.5d", "discogan-2.5d"]
 SETTINGS = InferenceSettings(device="cpu", amp=False, progress=False)
+DIRECTION = Direction(direction="a2b")
 
 
 def trained_looking(method_cls: type[TwoWayTranslation], options: dict[str, object]) -> object:
@@ -182,6 +184,46 @@ def test_ct_to_mr_gets_no_body_contour_and_is_on_the_mr_training_scale() -> None
 
     # tanh outputs in (-1, 1) land in (100, 300): the MR domain's training scale
     assert 100.0 < float(mr.min()) <= float(mr.max()) < 300.0
+
+
+def brain_and_scalp(*, scalp: bool) -> torch.Tensor:
+    """A 'brain' of intensities 100-200 in a dark background, optionally wrapped in a
+    brighter 'scalp' (400), as a whole head looks against brain-only training data."""
+    volume = torch.zeros(1, 24, 24, 24)
+    if scalp:
+        volume[:, 2:22, 2:22, 2:22] = 400.0
+    ramp = torch.linspace(100.0, 200.0, 12).reshape(1, 12, 1, 1)
+    volume[:, 6:18, 6:18, 6:18] = ramp.expand(1, 12, 12, 12)
+    return volume
+
+
+@pytest.mark.parametrize("input_scale", ["volume", "domain"])
+def test_input_scale_domain_scales_a_prediction_by_the_training_scale(input_scale: str) -> None:
+    method = trained_looking(CycleGAN, {**TINY_CYCLEGAN, "input_scale": input_scale})
+    assert isinstance(method, CycleGAN)
+    brain = brain_and_scalp(scalp=False)
+    method.preprocess(MetaTensor(brain), domain="mr")  # a training volume: recorded
+    head = MetaTensor(brain_and_scalp(scalp=True))
+
+    alone = method.preprocess(MetaTensor(brain), domain="mr", condition=DIRECTION)
+    within = method.preprocess(head, domain="mr", condition=DIRECTION)
+
+    inside = (slice(None), slice(6, 18), slice(6, 18), slice(6, 18))
+    same = torch.allclose(alone[inside], within[inside])
+    assert same == (input_scale == "domain")  # the scalp moves the volume's percentiles
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_clip_intensities_off_keeps_tissue_beyond_the_percentiles(clip: bool) -> None:
+    method = trained_looking(CycleGAN, {**TINY_CYCLEGAN, "clip_intensities": clip})
+    assert isinstance(method, CycleGAN)
+    head = MetaTensor(brain_and_scalp(scalp=True))
+    head[:, 3, 3, 3] = 5000.0  # one voxel far above the 99.5th percentile
+
+    scaled = method.preprocess(head, domain="mr", condition=DIRECTION)
+
+    assert (float(scaled.max()) == 1.0) == clip
+    assert float(scaled.max()) > 10.0 or clip
 
 
 def test_domain_scales_count_each_training_volume_once() -> None:

@@ -80,6 +80,49 @@ def test_the_generator_follows_the_target_code() -> None:
     assert float(outputs[0].abs().max()) <= 1.0  # tanh
 
 
+def test_an_intensity_keeping_generator_has_no_normalization_and_no_bound() -> None:
+    method = StarGAN(
+        {
+            **SMALL,
+            "downsamplings": 0,
+            "outer_kernel": 3,
+            "generator_norm": "none",
+            "output_activation": "linear",
+        }
+    )
+    method.use_domains(MULTI_DOMAINS)
+    generator = method.network
+    kinds = (torch.nn.InstanceNorm3d, torch.nn.Tanh)
+
+    assert not any(isinstance(m, kinds) for m in generator.modules())
+    widths = [m.kernel_size for m in generator.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert widths[0] == widths[-1] == (3, 3, 3)
+    texture = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        dim = generator(texture, torch.tensor([0]))
+        bright = generator(texture * 1000.0 + 2000.0, torch.tensor([0]))
+    assert not torch.allclose(dim, bright)  # the window's level reaches the output
+    assert float(bright.abs().max()) > 1.0  # no tanh
+
+
+@pytest.mark.parametrize("input_scale", ["volume", "domain"])
+def test_input_scale_domain_scales_a_prediction_by_its_sources_training_scale(
+    input_scale: str,
+) -> None:
+    method = trained_looking({**SMALL, "input_scale": input_scale})
+    training = make_volume(seed=1)
+    method.preprocess(training, domain="scanner-b")  # training: recorded
+    brighter = MetaTensor(training.clone())
+    brighter[:, :2] = float(training.max()) * 3.0  # a bright rim moves the percentiles
+    condition = TargetDomain(target_domain="scanner-a", source_domain="scanner-b")
+
+    alone = method.preprocess(MetaTensor(training.clone()), domain="scanner-b", condition=condition)
+    rimmed = method.preprocess(brighter, domain="scanner-b", condition=condition)
+
+    same = torch.allclose(alone[:, 4:], rimmed[:, 4:])
+    assert same == (input_scale == "domain")
+
+
 def test_the_discriminator_classifies_every_domain_and_scores_patches() -> None:
     critic = StarDiscriminator(domains=4, filters=4, layers=2, window=(16, 16, 8))
 
@@ -193,6 +236,8 @@ def test_an_untrained_method_says_it_has_no_domains() -> None:
         {**SMALL, "critic_steps": 0},
         {**SMALL, "betas": (0.5, 1.0)},
         {**SMALL, "percentiles": (99.0, 1.0)},
+        {**SMALL, "outer_kernel": 4},
+        {**SMALL, "generator_norm": "batch"},
     ],
 )
 def test_invalid_options_are_an_options_error(options: dict[str, object]) -> None:

@@ -20,7 +20,15 @@ from medi2i_cyclegan.losses import (
     least_squares_discriminator,
     least_squares_gan,
 )
-from medi2i_cyclegan.resnet import Norm, PatchGAN, ResNetGenerator, SpatialDims, smallest_patch
+from medi2i_cyclegan.resnet import (
+    GeneratorNorm,
+    Norm,
+    OutputActivation,
+    PatchGAN,
+    ResNetGenerator,
+    SpatialDims,
+    smallest_patch,
+)
 from medi2i_cyclegan.structure import normalized_gradient_distance
 from medi2i_cyclegan.two_way import TwoWayOptions, TwoWayTranslation
 
@@ -51,6 +59,10 @@ class CycleGANOptions(TwoWayOptions):
         discriminator_layers: PatchGAN stages after the first (paper: 3, the 70×70
             PatchGAN); ``roi_size`` must be at least ``3 · 2**layers``.
         norm: ``"instance"`` (the paper's) or ``"batch"``; see the README on tiling.
+        generator_norm: The generators' normalization when not ``norm``: ``"none"``
+            keeps each window's intensities (for harmonization); ``None``: ``norm``.
+        output_activation: The generators' last activation: ``"tanh"`` (the paper's) or
+            ``"linear"`` (unbounded; with ``clip_intensities`` off).
         cycle_weight: λ, the cycle loss's weight against each GAN loss (paper: 10).
         identity_weight: Weight of the identity loss as a fraction of λ (paper: 0.5 for
             painting↔photo, else 0; the reference code's default 0.5). Off by default:
@@ -72,6 +84,8 @@ class CycleGANOptions(TwoWayOptions):
     discriminator_filters: int = Field(default=16, ge=1)
     discriminator_layers: int = Field(default=3, ge=1)
     norm: Norm = "instance"
+    generator_norm: GeneratorNorm | None = None
+    output_activation: OutputActivation = "tanh"
     cycle_weight: float = Field(default=10.0, ge=0.0)
     identity_weight: float = Field(default=0.0, ge=0.0)
     structure_weight: float = Field(default=0.0, ge=0.0)
@@ -164,8 +178,9 @@ class CycleGAN(TwoWayTranslation[CycleGANOptions]):
             downsamplings=options.downsamplings,
             residual_blocks=options.residual_blocks,
             outer_kernel=options.outer_kernels()[:dims],
-            norm=options.norm,
+            norm=options.generator_norm or options.norm,
             dims=dims,
+            output_activation=options.output_activation,
         )
 
     def build_discriminator(self) -> torch.nn.Module:

@@ -25,6 +25,8 @@ import torch
 from monai.networks.nets.patchgan_discriminator import PatchDiscriminator
 
 Norm = Literal["instance", "batch"]
+GeneratorNorm = Literal["instance", "batch", "none"]
+OutputActivation = Literal["tanh", "linear"]
 SpatialDims = Literal[2, 3]
 INIT_STD = 0.02
 """Standard deviation of the initial weights (the paper's N(0, 0.02))."""
@@ -50,9 +52,11 @@ def transposed_convolution(
     return torch.nn.ConvTranspose3d if dims == 3 else torch.nn.ConvTranspose2d
 
 
-def normalization(kind: Norm, channels: int, dims: SpatialDims = 3) -> torch.nn.Module:
-    """Instance normalization without a learned scale (the reference code's default) or
-    batch normalization."""
+def normalization(kind: GeneratorNorm, channels: int, dims: SpatialDims = 3) -> torch.nn.Module:
+    """Instance normalization without a learned scale (the reference code's default),
+    batch normalization, or none (``"none"``: an identity layer)."""
+    if kind == "none":
+        return torch.nn.Identity()
     if kind == "instance":
         instance = torch.nn.InstanceNorm3d if dims == 3 else torch.nn.InstanceNorm2d
         return instance(channels, affine=False)
@@ -76,9 +80,9 @@ class ResidualBlock(torch.nn.Module):
     """``Rk``: ``x + norm(conv(relu(norm(conv(x)))))`` with 3-wide reflection-padded
     convolutions."""
 
-    def __init__(self, channels: int, *, norm: Norm, dims: SpatialDims = 3) -> None:
+    def __init__(self, channels: int, *, norm: GeneratorNorm, dims: SpatialDims = 3) -> None:
         super().__init__()
-        bias = norm == "instance"  # batch norm's shift makes a bias redundant
+        bias = norm != "batch"  # batch norm's shift makes a bias redundant
         conv = convolution(dims)
         self.body = torch.nn.Sequential(
             conv(channels, channels, 3, padding=1, padding_mode="reflect", bias=bias),
@@ -108,8 +112,13 @@ class ResNetGenerator(torch.nn.Module):
         outer_kernel: Width of the first and last convolution (the paper's 7), one odd
             width or one per axis (e.g. ``(7, 7, 3)`` for voxels 2.5 times as thick as
             wide, which covers about the same millimetres along every axis).
-        norm: ``"instance"`` (the paper's) or ``"batch"``.
+        norm: ``"instance"`` (the paper's), ``"batch"`` or ``"none"``. Instance
+            normalization discards each window's mean and contrast, which a
+            harmonization must keep; ``"none"`` keeps them.
         dims: 3 for volumes, 2 for images (the paper's network, for 2.5D).
+        output_activation: ``"tanh"`` (the paper's, outputs in [-1, 1]) or ``"linear"``
+            (no bound: for intensities beyond the training range, see
+            ``clip_intensities``).
 
     Example:
         >>> generator = ResNetGenerator(in_channels=1, out_channels=1, filters=4,
@@ -128,11 +137,12 @@ class ResNetGenerator(torch.nn.Module):
         downsamplings: int,
         residual_blocks: int,
         outer_kernel: int | tuple[int, ...],
-        norm: Norm,
+        norm: GeneratorNorm,
         dims: SpatialDims = 3,
+        output_activation: OutputActivation = "tanh",
     ) -> None:
         super().__init__()
-        bias = norm == "instance"
+        bias = norm != "batch"
         kernel = (outer_kernel,) * dims if isinstance(outer_kernel, int) else outer_kernel[:dims]
         pad = tuple(width // 2 for width in kernel)
         conv, up = convolution(dims), transposed_convolution(dims)
@@ -157,10 +167,9 @@ class ResNetGenerator(torch.nn.Module):
                 torch.nn.ReLU(),
             ]
             width //= 2
-        layers += [
-            conv(width, out_channels, kernel, padding=pad, padding_mode="reflect"),  # type: ignore[arg-type]
-            torch.nn.Tanh(),
-        ]
+        layers.append(conv(width, out_channels, kernel, padding=pad, padding_mode="reflect"))  # type: ignore[arg-type]
+        if output_activation == "tanh":
+            layers.append(torch.nn.Tanh())
         self.body = torch.nn.Sequential(*layers)
         initialize_weights(self)
 

@@ -60,6 +60,14 @@ class TwoWayOptions(Options):
         body_contour: For a direction from a non-CT domain into CT, set every output
             voxel outside the input's body to air (-1000 HU), the body found by
             :func:`medi2i.body_mask` on the raw input (not in the papers).
+        clip_intensities: Clip the scaled MR intensities to [-1, 1]. Off, tissue brighter
+            than the training volumes' ``percentiles`` (scalp fat on a whole head, when
+            training saw brains only) keeps its contrast instead of being flattened;
+            pair it with a generator without tanh (``output_activation: linear``).
+        input_scale: How a predicted MR volume is scaled: ``"volume"`` by its own
+            foreground percentiles (for MR of arbitrary units), ``"domain"`` by its
+            domain's training scale (for scanners whose units are stable: a field of
+            view unlike the training volumes' then shifts no intensity).
     """
 
     roi_size: tuple[int, int, int] = (64, 64, 64)
@@ -67,6 +75,8 @@ class TwoWayOptions(Options):
     betas: tuple[float, float] = (0.5, 0.999)
     percentiles: tuple[float, float] = (0.5, 99.5)
     body_contour: bool = True
+    clip_intensities: bool = True
+    input_scale: Literal["volume", "domain"] = "volume"
 
     @field_validator("percentiles")
     @classmethod

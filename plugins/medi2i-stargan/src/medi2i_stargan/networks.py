@@ -20,27 +20,34 @@ last feature map: ``D_src``, a 3-wide convolution to one real/fake score per pat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+GeneratorNorm = Literal["instance", "none"]
+OutputActivation = Literal["tanh", "linear"]
 
-def _instance_norm(channels: int) -> torch.nn.InstanceNorm3d:
+
+def _norm(kind: GeneratorNorm, channels: int) -> torch.nn.Module:
     # the paper's instance normalization keeps a learned scale and shift
+    if kind == "none":
+        return torch.nn.Identity()
     return torch.nn.InstanceNorm3d(channels, affine=True)
 
 
 class _Residual(torch.nn.Module):
     """``Rk``: ``x + norm(conv(relu(norm(conv(x)))))``, 3-wide convolutions."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: GeneratorNorm = "instance") -> None:
         super().__init__()
+        bias = norm == "none"  # instance normalization's shift makes a bias redundant
         self.body = torch.nn.Sequential(
-            torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False),
-            _instance_norm(channels),
+            torch.nn.Conv3d(channels, channels, 3, padding=1, bias=bias),
+            _norm(norm, channels),
             torch.nn.ReLU(),
-            torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False),
-            _instance_norm(channels),
+            torch.nn.Conv3d(channels, channels, 3, padding=1, bias=bias),
+            _norm(norm, channels),
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -57,6 +64,10 @@ class StarGenerator(torch.nn.Module):
         downsamplings: Stride-2 stages down and up (the paper's 2); windows must be
             multiples of ``2**downsamplings``.
         residual_blocks: Residual blocks at the lowest resolution (the paper's 6).
+        norm: ``"instance"`` (the paper's) or ``"none"``, which keeps each window's
+            intensities (instance normalization discards its mean and contrast).
+        outer_kernel: Width of the first and last convolution (the paper's 7), odd.
+        output_activation: ``"tanh"`` (the paper's) or ``"linear"`` (unbounded).
 
     Example:
         >>> generator = StarGenerator(domains=3, filters=4, downsamplings=2,
@@ -66,32 +77,43 @@ class StarGenerator(torch.nn.Module):
     """
 
     def __init__(
-        self, *, domains: int, filters: int, downsamplings: int, residual_blocks: int
+        self,
+        *,
+        domains: int,
+        filters: int,
+        downsamplings: int,
+        residual_blocks: int,
+        norm: GeneratorNorm = "instance",
+        outer_kernel: int = 7,
+        output_activation: OutputActivation = "tanh",
     ) -> None:
         super().__init__()
         self.domains = domains
+        bias, pad = norm == "none", outer_kernel // 2
         layers: list[torch.nn.Module] = [
-            torch.nn.Conv3d(1 + domains, filters, 7, padding=3, bias=False),
-            _instance_norm(filters),
+            torch.nn.Conv3d(1 + domains, filters, outer_kernel, padding=pad, bias=bias),
+            _norm(norm, filters),
             torch.nn.ReLU(),
         ]
         width = filters
         for _ in range(downsamplings):
             layers += [
-                torch.nn.Conv3d(width, 2 * width, 4, stride=2, padding=1, bias=False),
-                _instance_norm(2 * width),
+                torch.nn.Conv3d(width, 2 * width, 4, stride=2, padding=1, bias=bias),
+                _norm(norm, 2 * width),
                 torch.nn.ReLU(),
             ]
             width *= 2
-        layers += [_Residual(width) for _ in range(residual_blocks)]
+        layers += [_Residual(width, norm) for _ in range(residual_blocks)]
         for _ in range(downsamplings):
             layers += [
-                torch.nn.ConvTranspose3d(width, width // 2, 4, stride=2, padding=1, bias=False),
-                _instance_norm(width // 2),
+                torch.nn.ConvTranspose3d(width, width // 2, 4, stride=2, padding=1, bias=bias),
+                _norm(norm, width // 2),
                 torch.nn.ReLU(),
             ]
             width //= 2
-        layers += [torch.nn.Conv3d(width, 1, 7, padding=3, bias=False), torch.nn.Tanh()]
+        layers.append(torch.nn.Conv3d(width, 1, outer_kernel, padding=pad, bias=bias))
+        if output_activation == "tanh":
+            layers.append(torch.nn.Tanh())
         self.body = torch.nn.Sequential(*layers)
 
     def forward(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,13 @@ from medi2i import (
     check_percentiles,
     check_spacing,
 )
-from medi2i_stargan.networks import StarDiscriminator, StarGenerator, gradient_penalty
+from medi2i_stargan.networks import (
+    GeneratorNorm,
+    OutputActivation,
+    StarDiscriminator,
+    StarGenerator,
+    gradient_penalty,
+)
 
 if TYPE_CHECKING:
     from medi2i import MultiDomainBatch, TrainerAPI, TrainingStateValue
@@ -66,6 +72,12 @@ class StarGANOptions(Options):
         generator_filters: Features of the generator's first layer (paper: 64; 3D: 16).
         residual_blocks: Residual blocks of the generator (paper: 6).
         downsamplings: Stride-2 stages of the generator (paper: 2).
+        outer_kernel: Width of the generator's first and last convolution (paper: 7), odd.
+        generator_norm: ``"instance"`` (the paper's) or ``"none"``: instance
+            normalization discards each window's mean and contrast, which a
+            harmonization must map; ``"none"`` keeps them.
+        output_activation: The generator's last activation: ``"tanh"`` (the paper's) or
+            ``"linear"`` (unbounded; with ``clip_intensities`` off).
         discriminator_filters: Features of the discriminator's first layer (paper: 64;
             3D: 16).
         discriminator_layers: Stride-2 layers of the discriminator (paper: 6 at 128²;
@@ -89,12 +101,20 @@ class StarGANOptions(Options):
             +1; CT is mapped from [-1024, 3071] HU.
         body_contour: For a CT output from a non-CT input, set every voxel outside the
             input's body to air (-1000 HU; not in the paper).
+        clip_intensities: Clip the scaled MR intensities to [-1, 1]. Off, tissue brighter
+            than the training volumes' ``percentiles`` keeps its contrast.
+        input_scale: How a predicted MR volume is scaled: ``"volume"`` by its own
+            foreground percentiles, ``"domain"`` by its source domain's training scale
+            (for scanners whose units are stable).
     """
 
     roi_size: tuple[int, int, int] = (32, 32, 32)
     generator_filters: int = Field(default=16, ge=1)
     residual_blocks: int = Field(default=6, ge=0)
     downsamplings: int = Field(default=2, ge=0, le=4)
+    outer_kernel: int = Field(default=7, ge=1)
+    generator_norm: GeneratorNorm = "instance"
+    output_activation: OutputActivation = "tanh"
     discriminator_filters: int = Field(default=16, ge=1)
     discriminator_layers: int = Field(default=4, ge=1, le=8)
     learning_rate: float = Field(default=1e-4, gt=0.0)
@@ -109,6 +129,15 @@ class StarGANOptions(Options):
     spacing: tuple[float, float, float] | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
     body_contour: bool = True
+    clip_intensities: bool = True
+    input_scale: Literal["volume", "domain"] = "volume"
+
+    @field_validator("outer_kernel")
+    @classmethod
+    def _odd_kernel(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"outer_kernel must be odd (centred), got {value}")
+        return value
 
     @field_validator("percentiles")
     @classmethod
@@ -202,6 +231,9 @@ class StarGAN(
             filters=options.generator_filters,
             downsamplings=options.downsamplings,
             residual_blocks=options.residual_blocks,
+            norm=options.generator_norm,
+            outer_kernel=options.outer_kernel,
+            output_activation=options.output_activation,
         )
 
     @property
