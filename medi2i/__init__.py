@@ -81,6 +81,7 @@ _LAZY = {
     "body_mask": "medi2i.body_contour",
     "ImagePool": "medi2i.training.image_pool",
     "DomainScales": "medi2i.domain_scales",
+    "IntensityScaleWarning": "medi2i.domain_scales",
     "ScaledDomainIntensities": "medi2i.domain_scales",
     "TargetDomain": "medi2i.multi_domain",
     "adapt_statistics": "medi2i.adabn",
@@ -110,6 +111,7 @@ __all__ = [
     "ImagePool",
     "InferenceSettings",
     "InputError",
+    "IntensityScaleWarning",
     "MRNormalization",
     "MRToCTIntensities",
     "Medi2iError",
@@ -178,7 +180,7 @@ def __getattr__(name: str) -> object:
 if TYPE_CHECKING:
     from medi2i.adabn import adapt_statistics, statistics_layers, tile_windows
     from medi2i.body_contour import body_mask
-    from medi2i.domain_scales import DomainScales, ScaledDomainIntensities
+    from medi2i.domain_scales import DomainScales, IntensityScaleWarning, ScaledDomainIntensities
     from medi2i.engine import SlidingWindowEngine
     from medi2i.grid import Grid, SpatialPlan
     from medi2i.intensity import (

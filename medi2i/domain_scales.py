@@ -14,6 +14,7 @@ target domain's typical values. The scales are kept in the model's ``state_value
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 KEY = "scale."
 """Prefix of the domain scales in ``state_values``."""
+
+
+class IntensityScaleWarning(UserWarning):
+    """An input predicted on its domain's training scale looks like other units."""
 
 
 class DomainScales:
@@ -162,7 +167,8 @@ class ScaledDomainIntensities(DomainIntensities):
             percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
             self.scales.record(domain, image, percentiles)
         scale = self._input_scale(domain, condition)
-        if scale is not None:
+        if scale is not None and domain is not None:
+            self._warn_if_off_scale(image, domain, scale)
             clip = getattr(self.options, "clip_intensities", True)
             spec = self._domain_spec(domain)
             prepared = domain_to_network(
@@ -184,6 +190,29 @@ class ScaledDomainIntensities(DomainIntensities):
         if getattr(self.options, "input_scale", "volume") != "domain":
             return None
         return self.scales.scale(domain)
+
+    @staticmethod
+    def _warn_if_off_scale(image: MetaTensor, domain: str, scale: tuple[float, float]) -> None:
+        """Warn when the input's median foreground intensity lies outside its domain's
+        training scale: then its units differ from the training volumes' (another
+        scanner, protocol or rescaling), and a model trained with ``input_scale: volume``
+        suits it better."""
+        values = image.detach().cpu().numpy()
+        selected = values[values > values.mean()]
+        if not selected.size:
+            return
+        median = float(np.median(selected))
+        low, high = scale
+        if not low <= median <= high:
+            warnings.warn(
+                f"the input's median foreground intensity {median:.4g} lies outside the "
+                f"training scale of domain {domain!r}, [{low:.4g}, {high:.4g}]: its units "
+                "differ from the training volumes' (another scanner, protocol or "
+                "rescaling), which this model assumes (input_scale: domain); rescale the "
+                "input to them, or use a model trained with input_scale: volume",
+                IntensityScaleWarning,
+                stacklevel=4,
+            )
 
     def _needs_body(self, domain: str | None, condition: object) -> bool:
         # an input of no named domain is an image without absolute units (not CT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -191,9 +192,9 @@ def brain_and_scalp(*, scalp: bool) -> torch.Tensor:
     brighter 'scalp' (400), as a whole head looks against brain-only training data."""
     volume = torch.zeros(1, 24, 24, 24)
     if scalp:
-        volume[:, 2:22, 2:22, 2:22] = 400.0
-    ramp = torch.linspace(100.0, 200.0, 12).reshape(1, 12, 1, 1)
-    volume[:, 6:18, 6:18, 6:18] = ramp.expand(1, 12, 12, 12)
+        volume[:, 3:21, 3:21, 3:21] = 400.0
+    ramp = torch.linspace(100.0, 200.0, 16).reshape(1, 16, 1, 1)
+    volume[:, 4:20, 4:20, 4:20] = ramp.expand(1, 16, 16, 16)
     return volume
 
 
@@ -208,9 +209,27 @@ def test_input_scale_domain_scales_a_prediction_by_the_training_scale(input_scal
     alone = method.preprocess(MetaTensor(brain), domain="mr", condition=DIRECTION)
     within = method.preprocess(head, domain="mr", condition=DIRECTION)
 
-    inside = (slice(None), slice(6, 18), slice(6, 18), slice(6, 18))
+    inside = (slice(None), slice(4, 20), slice(4, 20), slice(4, 20))
     same = torch.allclose(alone[inside], within[inside])
     assert same == (input_scale == "domain")  # the scalp moves the volume's percentiles
+
+
+@pytest.mark.parametrize(("gain", "warns"), [(1.0, False), (8.0, True), (0.1, True)])
+def test_an_input_in_other_units_than_its_domains_training_scale_warns(
+    gain: float, warns: bool
+) -> None:
+    method = trained_looking(CycleGAN, {**TINY_CYCLEGAN, "input_scale": "domain"})
+    assert isinstance(method, CycleGAN)
+    method.preprocess(MetaTensor(brain_and_scalp(scalp=False)), domain="mr")
+    other = MetaTensor(brain_and_scalp(scalp=True) * gain)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        method.preprocess(other, domain="mr", condition=DIRECTION)
+
+    found = [w for w in caught if issubclass(w.category, medi2i.IntensityScaleWarning)]
+    assert bool(found) == warns
+    assert not found or "'mr'" in str(found[0].message)
 
 
 @pytest.mark.parametrize("clip", [True, False])
