@@ -123,6 +123,18 @@ def test_input_scale_domain_scales_a_prediction_by_its_sources_training_scale(
     assert same == (input_scale == "domain")
 
 
+def test_input_scale_domain_needs_the_source_domain_named() -> None:
+    method = trained_looking({**SMALL, "input_scale": "domain"})
+
+    with pytest.raises(OptionsError, match="source_domain") as caught:
+        method.parse_condition({"target_domain": "scanner-a"})
+
+    assert "\n" not in str(caught.value)
+    named = method.parse_condition({"target_domain": "scanner-a", "source_domain": "scanner-b"})
+    assert named.source_domain == "scanner-b"
+    trained_looking().parse_condition({"target_domain": "scanner-a"})  # volume: not needed
+
+
 def test_the_discriminator_classifies_every_domain_and_scores_patches() -> None:
     critic = StarDiscriminator(domains=4, filters=4, layers=2, window=(16, 16, 8))
 

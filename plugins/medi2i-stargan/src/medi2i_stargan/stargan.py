@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from medi2i import (
     DataKind,
     Options,
+    OptionsError,
     PatchNetworkMethod,
     ScaledDomainIntensities,
     SpatialPlan,
@@ -217,6 +218,17 @@ class StarGAN(
         self._discriminator: StarDiscriminator | None = None
         self._optimizers: list[torch.optim.Optimizer] = []
         self._generator_losses: dict[str, float] = dict.fromkeys(self._loss_names(), 0.0)
+
+    def check_condition(self, condition: TargetDomain) -> None:
+        """The target's and source's domains exist; with ``input_scale: domain`` the
+        source must be named, since it decides the input's scaling."""
+        super().check_condition(condition)
+        if self.options.input_scale == "domain" and condition.source_domain is None:
+            raise OptionsError(
+                f"method {self.id!r} scales an input by its domain's training scale "
+                "(input_scale: domain): name the input's domain, e.g. -c source_domain="
+                f"{self.domain_names[-1]}"
+            )
 
     def _loss_names(self) -> tuple[str, ...]:
         identity = ("identity",) if self.options.identity_weight > 0.0 else ()
