@@ -559,6 +559,41 @@ def test_paired_validation_data_validates_unpaired_training(tmp_path: Path) -> N
     check_validation(workflow, splits, registry_with(TwoWay))
 
 
+def test_each_validation_case_is_predicted_under_its_own_condition(tmp_path: Path) -> None:
+    from medi2i.data.discovery import discover_splits
+    from medi2i.training.validation import ValidationCase, validate
+    from medi2i.workflow.checks import check_validation
+    from medi2i.workflow.loader import WorkflowError
+    from medi2i.workflow.schema import Workflow
+
+    method = TwoWay()
+    method.use_domains(DOMAINS)
+    ramp = np.asarray(image()[0])
+    into_ct = ValidationCase("mr-to-ct", image(), 1000 * ramp, None, {"to": "ct"})
+    into_mr = ValidationCase("ct-to-mr", image(), 0.001 * ramp, None, {"to": "mr"})
+    # the case's condition overrides the workflow's, key by key: both cases are exact
+    assert validate(method, [into_ct, into_mr], settings=QUIET, condition={"to": "mr"})[
+        "mae"
+    ] == pytest.approx(0.0, abs=1e-6)
+    # without its own condition a case follows the workflow's, here the wrong direction
+    plain = ValidationCase("mr-to-ct", image(), 1000 * ramp, None)
+    assert validate(method, [plain], settings=QUIET, condition={"to": "mr"})["mae"] > 400
+
+    for role in ("source", "target"):
+        write_volume(image(), tmp_path / "pairs" / f"{role}.nii.gz")
+    manifest = tmp_path / "pairs" / "validation.csv"
+    manifest.write_text(
+        "case,role,path,condition\n"
+        "p,source,source.nii.gz,to=nowhere\np,target,target.nii.gz,to=nowhere\n"
+    )
+    raw = unpaired_workflow(tmp_path, validation_data={"type": "csv", "manifest": str(manifest)})
+    workflow = Workflow.model_validate(raw)
+    splits = discover_splits(workflow.data)
+    assert splits.validation.cases[0].condition == (("to", "nowhere"),)
+    with pytest.raises(WorkflowError, match=r"validation case 'p': .*no domain 'nowhere'"):
+        check_validation(workflow, splits, registry_with(TwoWay))
+
+
 def test_cases_keep_the_declared_domain_specs() -> None:
     cases = CaseSet(DataKind.UNPAIRED, (), ("ct", "mr"), DOMAINS)
     assert cases.specs() == DOMAINS

@@ -147,6 +147,49 @@ def test_csv_problems_name_the_line(tmp_path: Path) -> None:
         discover_cases(config("unpaired", layout))
 
 
+def test_csv_paired_cases_carry_their_own_condition(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        touch(tmp_path / f"{name}.nii.gz")
+    manifest = tmp_path / "pairs.csv"
+    layout = {"type": "csv", "manifest": str(manifest)}
+    manifest.write_text(
+        "case,role,path,condition\n"
+        "b-to-a,source,b.nii.gz,target_domain=A source_domain=B\n"
+        "b-to-a,target,a.nii.gz,\n"
+        "a-to-c,source,a.nii.gz,target_domain=C;source_domain=A\n"
+        "a-to-c,target,c.nii.gz,target_domain=C;source_domain=A\n"
+        "plain,source,a.nii.gz,\nplain,target,b.nii.gz,\n"
+    )
+    by_id = {case.id: case for case in discover_cases(config("paired", layout)).cases}
+    assert by_id["b-to-a"].condition == (("target_domain", "A"), ("source_domain", "B"))
+    assert by_id["a-to-c"].condition == (("target_domain", "C"), ("source_domain", "A"))
+    assert by_id["plain"].condition == ()
+    from medi2i.data.cases import case_condition
+
+    assert case_condition({"target_domain": "B", "styles": 2}, by_id["a-to-c"]) == {
+        "target_domain": "C",
+        "styles": 2,
+        "source_domain": "A",
+    }
+    assert case_condition(None, by_id["plain"]) is None
+
+    manifest.write_text(
+        "case,role,path,condition\np,source,a.nii.gz,target_domain=A\n"
+        "p,target,b.nii.gz,target_domain=C\n"
+    )
+    with pytest.raises(InputError, match=r"pairs\.csv line 3: case 'p' has another condition"):
+        discover_cases(config("paired", layout))
+    manifest.write_text("case,role,path,condition\np,source,a.nii.gz,target_domain\n")
+    with pytest.raises(InputError, match=r"line 2: condition 'target_domain' must be key=value"):
+        discover_cases(config("paired", layout))
+    manifest.write_text("case,role,path,condition\np,source,a.nii.gz,to=a to=b\n")
+    with pytest.raises(InputError, match="repeats a key"):
+        discover_cases(config("paired", layout))
+    manifest.write_text("case,domain,path,condition\ns,A,a.nii.gz,to=b\n")
+    with pytest.raises(InputError, match="only paired manifests"):
+        discover_cases(config("unpaired", layout))
+
+
 def test_csv_unpaired_domains_and_masks(tmp_path: Path) -> None:
     for name in ("a1", "a1m", "b1", "b2"):
         touch(tmp_path / f"{name}.nii.gz")

@@ -24,11 +24,17 @@ class Case:
         id: Case identifier (e.g. the SynthRAD case folder name).
         images: Volume file per role (``source``, ``target``, ``mask``, ``image``).
         domain: Domain label for unpaired (``"a"``/``"b"``) or multi-domain data.
+        condition: The predict-time condition this case is translated under when it
+            validates or evaluates a conditioned method (e.g. ``target_domain`` and
+            ``source_domain`` of one pair of scanners), as ``(key, value)`` pairs; it
+            overrides the workflow's ``method.condition`` key by key. Empty: the
+            workflow's condition alone.
     """
 
     id: str
     images: Mapping[str, Path]
     domain: str | None = None
+    condition: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,3 +63,15 @@ class CaseSet:
     def domain_index(self, domain: str) -> int:
         """Integer label of ``domain`` in multi-domain batches."""
         return self.domains.index(domain)
+
+
+def case_condition(base: Mapping[str, object] | None, case: Case) -> dict[str, object] | None:
+    """The condition ``case`` is predicted under: ``base`` (the workflow's
+    ``method.condition``) with the case's own keys on top; ``None`` when both are empty.
+
+    Example: ``case_condition({"target_domain": "A"}, case)`` for a case whose manifest
+    row says ``target_domain=C source_domain=B`` is ``{"target_domain": "C",
+    "source_domain": "B"}``.
+    """
+    merged = {**(base or {}), **dict(case.condition)}
+    return merged or None

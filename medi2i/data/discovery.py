@@ -4,7 +4,8 @@ Three layouts lead to the same :class:`medi2i.data.cases.CaseSet`:
 
 - ``synthrad``: ``<root>/<case>/{mr,ct,mask}.{nii.gz,mha}``;
 - ``folders``: one folder per role (paired: files matched by name) or per domain;
-- ``csv``: a manifest with columns ``case``, ``path`` and ``role`` or ``domain``.
+- ``csv``: a manifest with columns ``case``, ``path`` and ``role`` or ``domain`` (and,
+  paired, an optional ``condition``: the case's predict-time condition).
 
 Splits are drawn over *subjects*: the SynthRAD case folder, the file stem, or the CSV
 ``case`` column. Volumes of one subject (its MR and CT in unpaired training, a
@@ -342,18 +343,54 @@ def _csv_subjects(layout: CsvLayout, kind: str) -> list[Subject]:
             f"CSV manifest {manifest} needs the columns {', '.join(needed)}; "
             f"it has {', '.join(sorted(columns)) or 'none'}"
         )
+    if CONDITION_COLUMN in columns and kind != "paired":
+        raise InputError(
+            f"CSV manifest {manifest} has a {CONDITION_COLUMN} column, which only paired "
+            f"manifests (validation and evaluation cases) take; this one is read as {kind} data"
+        )
     grouped: dict[tuple[str, str | None], dict[str, Path]] = {}
+    conditions: dict[str, tuple[tuple[str, str], ...]] = {}
     for number, row in enumerate(rows, start=2):  # the header is line 1
         domain = row["domain"].strip() if by_domain else None
         role = (row.get("role") or IMAGE).strip() if by_domain else row["role"].strip()
         path = _manifest_path(manifest, row["path"].strip(), number)
-        images = grouped.setdefault((row["case"].strip(), domain), {})
+        case_id = row["case"].strip()
+        images = grouped.setdefault((case_id, domain), {})
         if role in images:
             raise InputError(
                 f"{manifest} line {number}: case {row['case']!r} repeats role {role!r}"
             )
         images[role] = path
-    return _csv_grouped(grouped, kind, manifest)
+        text = (row.get(CONDITION_COLUMN) or "").strip()
+        if text:
+            condition = _condition(text, manifest, number)
+            if conditions.setdefault(case_id, condition) != condition:
+                raise InputError(
+                    f"{manifest} line {number}: case {case_id!r} has another condition on "
+                    "an earlier line; give it once, or the same on every line of the case"
+                )
+    return _csv_grouped(grouped, kind, manifest, conditions)
+
+
+CONDITION_COLUMN = "condition"
+"""Optional column of a paired CSV manifest: the case's predict-time condition."""
+
+
+def _condition(text: str, manifest: Path, number: int) -> tuple[tuple[str, str], ...]:
+    """``"target_domain=C source_domain=B"`` → ``(("target_domain", "C"), ...)``."""
+    pairs = []
+    for item in text.replace(";", " ").split():
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise InputError(
+                f"{manifest} line {number}: condition {text!r} must be key=value pairs "
+                "separated by spaces, e.g. target_domain=A source_domain=B"
+            )
+        pairs.append((key, value))
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"{manifest} line {number}: condition {text!r} repeats a key")
+    return tuple(pairs)
 
 
 def _manifest_path(manifest: Path, text: str, number: int) -> Path:
@@ -365,7 +402,10 @@ def _manifest_path(manifest: Path, text: str, number: int) -> Path:
 
 
 def _csv_grouped(
-    grouped: Mapping[tuple[str, str | None], Mapping[str, Path]], kind: str, manifest: Path
+    grouped: Mapping[tuple[str, str | None], Mapping[str, Path]],
+    kind: str,
+    manifest: Path,
+    conditions: Mapping[str, tuple[tuple[str, str], ...]],
 ) -> list[Subject]:
     allowed = {"paired": (SOURCE, TARGET, MASK), "single-domain": (IMAGE, MASK)}.get(
         kind, (IMAGE, MASK)
@@ -381,7 +421,9 @@ def _csv_grouped(
                 f"lacks {missing or 'none'} (roles for {kind} data: {', '.join(allowed)})"
             )
         identifier = case_id if domain is None else f"{domain}/{case_id}"
-        cases.setdefault(case_id, []).append(Case(identifier, dict(images), domain))
+        cases.setdefault(case_id, []).append(
+            Case(identifier, dict(images), domain, conditions.get(case_id, ()))
+        )
     return [Subject(subject, tuple(found)) for subject, found in cases.items()]
 
 

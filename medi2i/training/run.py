@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from pydantic import JsonValue
 
-from medi2i.data.cases import CaseSet
+from medi2i.data.cases import CaseSet, case_condition
 from medi2i.errors import OptionsError
 from medi2i.method import DataKind, DomainSpec, Method, PatchNetworkMethod
 from medi2i.settings import InferenceSettings
@@ -99,7 +99,8 @@ def run_training(
         method.use_domains([by_name.get(name, DomainSpec(name=name)) for name in names])
     if validation is not None:
         check_validation_cases(validation)
-        method.parse_condition(validation_condition)  # a bad condition fails now, not later
+        for case in validation.cases:  # a bad condition fails now, not after training
+            method.parse_condition(case_condition(validation_condition, case))
     device = process_device(config.device, context_from_environment())
     if config.deterministic:
         torch.backends.cudnn.deterministic = True

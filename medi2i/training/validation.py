@@ -11,7 +11,7 @@ harmonization method is validated on travelling subjects, for example.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,12 +38,15 @@ class ValidationCase:
         source: The input volume as read (channel first, with its affine).
         target: The reference ``(X, Y, Z)`` in its own units.
         mask: Where to compare, ``(X, Y, Z)`` boolean, or ``None`` for everywhere.
+        condition: The case's own predict-time condition (its manifest's
+            ``condition`` column), on top of the workflow's.
     """
 
     id: str
     source: MetaTensor
     target: np.ndarray
     mask: np.ndarray | None
+    condition: Mapping[str, object] = field(default_factory=dict)
 
 
 def check_validation_cases(cases: CaseSet) -> None:
@@ -73,7 +76,8 @@ def load_validation_cases(cases: CaseSet) -> list[ValidationCase]:
         if MASK in case.images:
             mask = np.asarray(read_volume(case.images[MASK])[0].numpy()) > 0
         target = np.asarray(read_volume(case.images[TARGET])[0].numpy())
-        loaded.append(ValidationCase(case.id, read_volume(case.images[SOURCE]), target, mask))
+        source = read_volume(case.images[SOURCE])
+        loaded.append(ValidationCase(case.id, source, target, mask, dict(case.condition)))
     return loaded
 
 
@@ -92,7 +96,8 @@ def validate(
         settings: Sliding-window settings (device, AMP, window size).
         condition: The predict-time condition to validate under (e.g. the direction
             ``{to: ct}`` of a two-way unpaired method), the workflow's
-            ``method.condition``.
+            ``method.condition``; a case's own condition overrides it key by key (one
+            model validated on every pair of its domains, for example).
 
     Returns:
         ``{"mae": ..., "psnr": ...}``, each the mean over cases, in the target's units
@@ -104,7 +109,8 @@ def validate(
     metrics = (MeanAbsoluteError(), PeakSignalToNoiseRatio())
     values: dict[str, list[float]] = {metric.name: [] for metric in metrics}
     for case in cases:
-        prediction = predict_tensor(method, case.source, settings=settings, condition=condition)
+        merged = {**(condition or {}), **case.condition} or None
+        prediction = predict_tensor(method, case.source, settings=settings, condition=merged)
         predicted = np.asarray(prediction.as_tensor()[0].numpy())
         for metric in metrics:
             values[metric.name].append(metric(case.target, predicted, case.mask))

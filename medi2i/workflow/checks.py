@@ -43,7 +43,8 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
     give them in ``data.validation_data``.
 
     Raises:
-        WorkflowError: A validation case lacks a source or a target.
+        WorkflowError: A validation case lacks a source or a target, or the method
+            refuses a case's own condition (its manifest's ``condition`` column).
     """
     from medi2i.errors import OptionsError
     from medi2i.method import DataKind
@@ -62,7 +63,16 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
                 "in data.validation_data, or set data.split.validation to 0"
             )
         raise WorkflowError(f"the validation split cannot be used: {exc}{hint}") from None
-    del registry
+    conditioned = [case for case in cases.cases if case.condition]
+    if conditioned:
+        from medi2i.data.cases import case_condition
+
+        method = _method(workflow, registry)
+        for case in conditioned:
+            try:
+                method.parse_condition(case_condition(workflow.method.condition, case))
+            except Medi2iError as exc:
+                raise WorkflowError(f"validation case {case.id!r}: {exc}") from None
 
 
 def _method(workflow: Workflow, registry: Registry) -> Method:

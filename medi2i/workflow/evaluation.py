@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medi2i.data.cases import SOURCE, TARGET, Case
+from medi2i.data.cases import SOURCE, TARGET, Case, case_condition
 from medi2i.io.atomic import atomic_path
 from medi2i.workflow.loader import WorkflowError
 from medi2i.workflow.run_folder import Log, RunFolder, RunState, SplitSource
@@ -170,7 +170,7 @@ def _evaluate_case(
 
     readers = list(registry.readers.values())
     source = read_volume(case.images[SOURCE], readers=readers)
-    condition = workflow.method.condition or None
+    condition = case_condition(workflow.method.condition, case)
     output = predict_tensor(method, source, settings=workflow.inference, condition=condition)
     reference = read_volume(case.images[TARGET], readers=readers)
     require_same_grid(

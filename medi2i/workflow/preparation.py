@@ -79,4 +79,4 @@ def _prepared_case(
             "(for slices kept from the target: its spacing and align: centres)",
         )
         write_volume(output, path, writers=list(registry.writers.values()))
-    return Case(case.id, {**case.images, SOURCE: path}, case.domain)
+    return Case(case.id, {**case.images, SOURCE: path}, case.domain, case.condition)

@@ -110,7 +110,10 @@ class FoldersLayout(Section):
 class CsvLayout(Section):
     """A CSV manifest with one row per volume: columns ``case``, ``path`` and ``role``
     (paired, single-domain) or ``domain`` (unpaired, multi-domain; a ``role`` column may
-    add a ``mask`` per case). Relative paths are resolved against the CSV's folder.
+    add a ``mask`` per case). Relative paths are resolved against the CSV's folder. A
+    paired manifest may add a ``condition`` column (``key=value`` pairs separated by
+    spaces): the case's predict-time condition in validation and evaluation, on top of
+    ``method.condition``.
 
     Attributes:
         type: ``"csv"``.
