@@ -7,7 +7,7 @@ optionally ``mask``) with the case's ``domain``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,13 +65,18 @@ class CaseSet:
         return self.domains.index(domain)
 
 
-def case_condition(base: Mapping[str, object] | None, case: Case) -> dict[str, object] | None:
-    """The condition ``case`` is predicted under: ``base`` (the workflow's
-    ``method.condition``) with the case's own keys on top; ``None`` when both are empty.
+def case_condition(
+    base: Mapping[str, object] | None,
+    case: Case | Mapping[str, object] | Iterable[tuple[str, object]],
+) -> dict[str, object] | None:
+    """The condition a case is predicted under: ``base`` (the workflow's
+    ``method.condition``) with the case's own keys on top (``case`` a :class:`Case` or
+    its condition); ``None`` when both are empty.
 
     Example: ``case_condition({"target_domain": "A"}, case)`` for a case whose manifest
     row says ``target_domain=C source_domain=B`` is ``{"target_domain": "C",
     "source_domain": "B"}``.
     """
-    merged = {**(base or {}), **dict(case.condition)}
+    own = case.condition if isinstance(case, Case) else case
+    merged = {**(base or {}), **dict(own)}
     return merged or None

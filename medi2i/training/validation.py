@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medi2i.data.cases import MASK, SOURCE, TARGET, CaseSet
+from medi2i.data.cases import MASK, SOURCE, TARGET, CaseSet, case_condition
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def validate(
     metrics = (MeanAbsoluteError(), PeakSignalToNoiseRatio())
     values: dict[str, list[float]] = {metric.name: [] for metric in metrics}
     for case in cases:
-        merged = {**(condition or {}), **case.condition} or None
+        merged = case_condition(condition, case.condition)
         prediction = predict_tensor(method, case.source, settings=settings, condition=merged)
         predicted = np.asarray(prediction.as_tensor()[0].numpy())
         for metric in metrics:
