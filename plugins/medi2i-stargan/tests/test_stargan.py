@@ -135,6 +135,41 @@ def test_input_scale_domain_needs_the_source_domain_named() -> None:
     trained_looking().parse_condition({"target_domain": "scanner-a"})  # volume: not needed
 
 
+def test_a_source_coded_generator_follows_the_source_code_too() -> None:
+    torch.manual_seed(0)
+    generator = StarGenerator(
+        domains=3, filters=4, downsamplings=0, residual_blocks=1, source_code=True
+    )
+    image = torch.randn(1, 1, 8, 8, 8)
+
+    with torch.no_grad():
+        from_a = generator(image, torch.tensor([2]), torch.tensor([0]))
+        from_b = generator(image, torch.tensor([2]), torch.tensor([1]))
+    assert not torch.allclose(from_a, from_b)
+    assert generator.body[0].in_channels == 1 + 2 * 3
+    with pytest.raises(ValueError, match="source domains"):
+        generator(image, torch.tensor([2]))
+
+
+def test_source_code_needs_the_source_domain_and_passes_it_to_the_generator() -> None:
+    method = trained_looking({**SMALL, "source_code": True, "downsamplings": 0})
+    with pytest.raises(OptionsError, match=r"source_code: true.*source_domain") as caught:
+        method.parse_condition({"target_domain": "scanner-a"})
+    assert "\n" not in str(caught.value)
+
+    volume = make_volume((16, 16, 16), seed=2)
+    outputs = [
+        predict_tensor(
+            method,
+            volume,
+            settings=SETTINGS,
+            condition={"target_domain": "scanner-a", "source_domain": source},
+        )
+        for source in ("scanner-b", "scanner-c")
+    ]
+    assert not torch.allclose(outputs[0].as_tensor(), outputs[1].as_tensor())
+
+
 def test_the_discriminator_classifies_every_domain_and_scores_patches() -> None:
     critic = StarDiscriminator(domains=4, filters=4, layers=2, window=(16, 16, 8))
 
@@ -352,6 +387,20 @@ def test_the_identity_term_is_trained_and_logged_when_weighted(tmp_path: Path) -
 
     logged = [r["losses"] for r in read_history(result.history) if "losses" in r]
     assert all(losses["identity"] > 0.0 for losses in logged)
+
+
+@pytest.mark.slow
+def test_a_source_coded_generator_trains_and_resumes_exactly(tmp_path: Path) -> None:
+    options = {**SMALL, "critic_steps": 2, "schedule_steps": 6, "source_code": True}
+    options["identity_weight"] = 1.0
+    check_training_contract(
+        StarGAN,
+        tmp_path,
+        options=options,
+        steps=6,
+        domains=MULTI_DOMAINS,
+        condition={"target_domain": "scanner-a", "source_domain": "scanner-b"},
+    )
 
 
 @pytest.mark.slow

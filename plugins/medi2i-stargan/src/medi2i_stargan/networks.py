@@ -9,7 +9,7 @@ k features with stride 2; ``Rk``: a residual block of two 3-wide convolutions; `
 4-wide transposed convolution with stride 2. Every convolution but the last is followed
 by instance normalization (with a learned scale and shift) and ReLU; the last by tanh.
 The target domain enters as ``n`` constant channels, its one-hot code spread over the
-image. Here every layer is 3D and the widths follow ``filters`` (the paper's 64).
+image (with ``source_code``, not in the paper, the input's own domain as ``n`` more). Here every layer is 3D and the widths follow ``filters`` (the paper's 64).
 
 The discriminator is a PatchGAN without normalization: ``layers`` 4-wide stride-2
 convolutions with leaky ReLU (slope 0.01), doubling the features, then two heads on the
@@ -68,6 +68,8 @@ class StarGenerator(torch.nn.Module):
             intensities (instance normalization discards its mean and contrast).
         outer_kernel: Width of the first and last convolution (the paper's 7), odd.
         output_activation: ``"tanh"`` (the paper's) or ``"linear"`` (unbounded).
+        source_code: Also take the input's own domain, as ``n`` more constant channels
+            (not in the paper, whose generator is told the target alone).
 
     Example:
         >>> generator = StarGenerator(domains=3, filters=4, downsamplings=2,
@@ -86,12 +88,15 @@ class StarGenerator(torch.nn.Module):
         norm: GeneratorNorm = "instance",
         outer_kernel: int = 7,
         output_activation: OutputActivation = "tanh",
+        source_code: bool = False,
     ) -> None:
         super().__init__()
         self.domains = domains
+        self.source_code = source_code
         bias, pad = norm == "none", outer_kernel // 2
+        codes = domains * (2 if source_code else 1)
         layers: list[torch.nn.Module] = [
-            torch.nn.Conv3d(1 + domains, filters, outer_kernel, padding=pad, bias=bias),
+            torch.nn.Conv3d(1 + codes, filters, outer_kernel, padding=pad, bias=bias),
             _norm(norm, filters),
             torch.nn.ReLU(),
         ]
@@ -116,10 +121,18 @@ class StarGenerator(torch.nn.Module):
             layers.append(torch.nn.Tanh())
         self.body = torch.nn.Sequential(*layers)
 
-    def forward(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``image`` ``(N, 1, X, Y, Z)`` translated to the domains ``target`` ``(N,)``."""
-        code = F.one_hot(target, self.domains).to(image.dtype)
-        maps = code[:, :, None, None, None].expand(-1, -1, *image.shape[2:])
+    def forward(
+        self, image: torch.Tensor, target: torch.Tensor, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``image`` ``(N, 1, X, Y, Z)`` translated to the domains ``target`` ``(N,)``;
+        ``source`` ``(N,)``, the images' own domains, when built with ``source_code``."""
+        labels = [target]
+        if self.source_code:
+            if source is None:
+                raise ValueError("this generator takes the source domains as well")
+            labels.append(source)
+        code = torch.cat([F.one_hot(label, self.domains) for label in labels], dim=1)
+        maps = code.to(image.dtype)[:, :, None, None, None].expand(-1, -1, *image.shape[2:])
         output: torch.Tensor = self.body(torch.cat([image, maps], dim=1))
         return output
 

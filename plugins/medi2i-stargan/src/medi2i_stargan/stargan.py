@@ -107,6 +107,11 @@ class StarGANOptions(Options):
         input_scale: How a predicted MR volume is scaled: ``"volume"`` by its own
             foreground percentiles, ``"domain"`` by its source domain's training scale
             (for scanners whose units are stable).
+        source_code: Tell the generator the input's domain as well as the target's
+            (not in the paper). Each domain scaled on its own, the same network value
+            means another tissue on each scanner, and the generator otherwise has to
+            guess the scanner from texture; with this on, a prediction must name its
+            ``source_domain``.
     """
 
     roi_size: tuple[int, int, int] = (32, 32, 32)
@@ -132,6 +137,7 @@ class StarGANOptions(Options):
     body_contour: bool = True
     clip_intensities: bool = True
     input_scale: Literal["volume", "domain"] = "volume"
+    source_code: bool = False
 
     @field_validator("outer_kernel")
     @classmethod
@@ -223,12 +229,18 @@ class StarGAN(
         """The target's and source's domains exist; with ``input_scale: domain`` the
         source must be named, since it decides the input's scaling."""
         super().check_condition(condition)
-        if self.options.input_scale == "domain" and condition.source_domain is None:
-            raise OptionsError(
-                f"method {self.id!r} scales an input by its domain's training scale "
-                "(input_scale: domain): name the input's domain, e.g. -c source_domain="
-                f"{self.domain_names[-1]}"
-            )
+        if condition.source_domain is not None:
+            return
+        if self.options.input_scale == "domain":
+            why = "scales an input by its domain's training scale (input_scale: domain)"
+        elif self.options.source_code:
+            why = "tells its generator the input's domain (source_code: true)"
+        else:
+            return
+        raise OptionsError(
+            f"method {self.id!r} {why}: name the input's domain, e.g. -c source_domain="
+            f"{self.domain_names[-1]}"
+        )
 
     def _loss_names(self) -> tuple[str, ...]:
         identity = ("identity",) if self.options.identity_weight > 0.0 else ()
@@ -246,6 +258,7 @@ class StarGAN(
             norm=options.generator_norm,
             outer_kernel=options.outer_kernel,
             output_activation=options.output_activation,
+            source_code=options.source_code,
         )
 
     @property
@@ -271,7 +284,11 @@ class StarGAN(
         return SpatialPlan(orientation="RAS", spacing=self.options.spacing)
 
     def forward(self, windows: torch.Tensor, condition: TargetDomain) -> torch.Tensor:
-        output: torch.Tensor = self.network(windows, self.target_labels(windows, condition))
+        source = None
+        if self.options.source_code:
+            index = self.domain_names.index(str(condition.source_domain))
+            source = torch.full_like(self.target_labels(windows, condition), index)
+        output: torch.Tensor = self.network(windows, self.target_labels(windows, condition), source)
         return output
 
     # -- training ----------------------------------------------------------------------
@@ -305,7 +322,7 @@ class StarGAN(
         target = (labels + shift) % len(self.domains)
 
         with torch.no_grad(), trainer.autocast():
-            fake = generator(real, target)
+            fake = generator(real, target, labels)
         with trainer.autocast():
             real_scores, real_logits = critic(real)
             fake_scores, _ = critic(fake)
@@ -338,9 +355,9 @@ class StarGAN(
         options = self.options
         generator, critic = trainer.modules[GENERATOR], trainer.modules[CRITIC]
         with trainer.autocast():
-            fake = generator(real, target)
+            fake = generator(real, target, labels)
             scores, logits = critic(fake)
-            back = generator(fake, labels)
+            back = generator(fake, labels, target)
         trainer.watch_generated("fake", fake, real)
         adversarial = -scores.float().mean()
         classification = F.cross_entropy(logits.float(), target)
@@ -353,7 +370,7 @@ class StarGAN(
         identity = torch.zeros(())
         if options.identity_weight > 0.0:
             with trainer.autocast():
-                same = generator(real, labels)
+                same = generator(real, labels, labels)
             identity = F.l1_loss(same.float(), real.float())
             loss = loss + options.identity_weight * identity
         trainer.backward(loss, GENERATOR)
