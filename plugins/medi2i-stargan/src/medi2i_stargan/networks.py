@@ -9,7 +9,8 @@ k features with stride 2; ``Rk``: a residual block of two 3-wide convolutions; `
 4-wide transposed convolution with stride 2. Every convolution but the last is followed
 by instance normalization (with a learned scale and shift) and ReLU; the last by tanh.
 The target domain enters as ``n`` constant channels, its one-hot code spread over the
-image (with ``source_code``, not in the paper, the input's own domain as ``n`` more). Here every layer is 3D and the widths follow ``filters`` (the paper's 64).
+image (with ``source_code``, not in the paper, the input's own domain as ``n`` more).
+Here every layer is 3D and the widths follow ``filters`` (the paper's 64).
 
 The discriminator is a PatchGAN without normalization: ``layers`` 4-wide stride-2
 convolutions with leaky ReLU (slope 0.01), doubling the features, then two heads on the
