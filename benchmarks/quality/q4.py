@@ -12,9 +12,10 @@ styles A, B and C, as it is (no adaptation) and with each adaptation:
 - ``adabn-input``: AdaBN on each input at predict time (``-c statistics=input``);
 - ``--model NAME=PATH`` rows: any other model of the same task (the domain-adversarial
   model of ``workflows/q4_regression_unet_dann.yaml``) scored on every case;
-- ``--harmonizer NAME=PATH`` rows: a learned harmonization model (the StarGAN of
-  ``workflows/q4_stargan.yaml``) first translates the input into style A
-  (``-c target_domain=A``), then the style-A model translates that;
+- ``--harmonizer NAME=PATH`` rows: a learned harmonization model (the StarGANs of
+  ``workflows/q4_stargan.yaml`` and ``workflows/q4_stargan_source_code.yaml``) first
+  translates the input into style A (``-c target_domain=A``, with the case's style as
+  ``source_domain``), then the style-A model translates that;
 - ``--oracle STYLE=PATH``: a model trained on the target style's own pairs, the bound an
   adaptation can reach (row ``oracle-STYLE``, scored on every case like the others).
 
@@ -158,9 +159,18 @@ def rows(
         )
     )
     for name, path in harmonizers:
-        into_a = harmonizer(load_model(path, registry=registry), settings)
-        text = f"{_text(path)} into style A (-c target_domain=A), then the style-A model"
-        found.append(Contender(name, "model", predictor(base, settings, before=into_a), text))
+        model = load_model(path, registry=registry)
+        by_style = {
+            style: predictor(base, settings, before=harmonizer(model, settings, source=style))
+            for style in STYLES
+        }
+        text = (
+            f"{_text(path)} into style A (-c target_domain=A -c source_domain=<the case's "
+            "style>), then the style-A model"
+        )
+        found.append(
+            Contender(name, "model", lambda case, run=by_style: run[case.source_domain](case), text)
+        )
     for name, path in models:
         model = load_model(path, registry=registry)
         found.append(Contender(name, "model", predictor(model, settings), _text(path)))
@@ -201,12 +211,18 @@ def predictor(
     return predict
 
 
-def harmonizer(model: Method, settings: InferenceSettings) -> Callable[[MetaTensor], MetaTensor]:
-    """``model`` translating an input into style A, as a function."""
+def harmonizer(
+    model: Method, settings: InferenceSettings, *, source: str
+) -> Callable[[MetaTensor], MetaTensor]:
+    """``model`` translating an input of style ``source`` into style A, as a function
+    (the source style decides the input's scaling, or the generator's source code, of
+    models that use it; others ignore it)."""
     from medi2i import predict_tensor
 
+    condition = {"target_domain": "A", "source_domain": source}
+
     def harmonize(image: MetaTensor) -> MetaTensor:
-        return predict_tensor(model, image, settings=settings, condition={"target_domain": "A"})
+        return predict_tensor(model, image, settings=settings, condition=condition)
 
     return harmonize
 
