@@ -27,6 +27,7 @@ from medi2i.intensity import (
     BODY_MASK_META_KEY,
     DomainIntensities,
     domain_to_network,
+    foreground,
     is_hounsfield,
 )
 
@@ -68,9 +69,7 @@ class DomainScales:
         """Record the ``percentiles`` of ``image``'s foreground for ``domain``."""
         values = image.detach().cpu().numpy().astype(np.float32)
         digest = hashlib.sha1(values.tobytes(), usedforsecurity=False).hexdigest()
-        # the foreground of medi2i's MR normalization: the voxels above the mean
-        selected = values[values > values.mean()]
-        low, high = np.percentile(selected if selected.size else values, percentiles)
+        low, high = np.percentile(foreground(values), percentiles)
         self._seen.setdefault(domain, {})[digest] = (float(low), float(high))
 
     def scale(self, domain: str) -> tuple[float, float] | None:
@@ -197,8 +196,7 @@ class ScaledDomainIntensities(DomainIntensities):
         training scale: then its units differ from the training volumes' (another
         scanner, protocol or rescaling), and a model trained with ``input_scale: volume``
         suits it better."""
-        values = image.detach().cpu().numpy()
-        selected = values[values > values.mean()]
+        selected = foreground(image.detach().cpu().numpy())
         if not selected.size:
             return
         median = float(np.median(selected))

@@ -181,8 +181,10 @@ class BypassesDDP(TinyRegression):
 def test_the_distributed_check_passes_a_method_and_catches_drifting_replicas(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the ranks import this module's classes by name
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    # the ranks import this module's classes by name, which pytest's importlib mode
+    # makes "test_distributed" or "tests.test_distributed" depending on the run's paths
+    here = Path(__file__).parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here), str(here.parent), *sys.path]))
     options = {"hidden": 4}
     check_distributed_training(TinyAdversarial, tmp_path / "ok", options=options, steps=2)
     with pytest.raises(AssertionError, match="replicas' parameters differ"):

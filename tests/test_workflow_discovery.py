@@ -166,12 +166,12 @@ def test_csv_paired_cases_carry_their_own_condition(tmp_path: Path) -> None:
     assert by_id["plain"].condition == ()
     from medi2i.data.cases import case_condition
 
-    assert case_condition({"target_domain": "B", "styles": 2}, by_id["a-to-c"]) == {
+    assert case_condition({"target_domain": "B", "styles": 2}, by_id["a-to-c"].condition) == {
         "target_domain": "C",
         "styles": 2,
         "source_domain": "A",
     }
-    assert case_condition(None, by_id["plain"]) is None
+    assert case_condition(None, by_id["plain"].condition) is None
 
     manifest.write_text(
         "case,role,path,condition\np,source,a.nii.gz,target_domain=A\n"

@@ -67,16 +67,15 @@ class CaseSet:
 
 def case_condition(
     base: Mapping[str, object] | None,
-    case: Case | Mapping[str, object] | Iterable[tuple[str, object]],
+    own: Mapping[str, object] | Iterable[tuple[str, object]],
 ) -> dict[str, object] | None:
     """The condition a case is predicted under: ``base`` (the workflow's
-    ``method.condition``) with the case's own keys on top (``case`` a :class:`Case` or
-    its condition); ``None`` when both are empty.
+    ``method.condition``) with the case's own condition ``own`` (:attr:`Case.condition`)
+    on top, key by key; ``None`` when both are empty.
 
-    Example: ``case_condition({"target_domain": "A"}, case)`` for a case whose manifest
-    row says ``target_domain=C source_domain=B`` is ``{"target_domain": "C",
-    "source_domain": "B"}``.
+    Example:
+        >>> case_condition({"target_domain": "A"}, (("target_domain", "C"), ("source_domain", "B")))
+        {'target_domain': 'C', 'source_domain': 'B'}
     """
-    own = case.condition if isinstance(case, Case) else case
     merged = {**(base or {}), **dict(own)}
     return merged or None

@@ -384,7 +384,7 @@ def _condition(text: str, manifest: Path, number: int) -> tuple[tuple[str, str],
         if not sep or not key or not value:
             raise InputError(
                 f"{manifest} line {number}: condition {text!r} must be key=value pairs "
-                "separated by spaces, e.g. target_domain=A source_domain=B"
+                "separated by spaces or semicolons, e.g. target_domain=A source_domain=B"
             )
         pairs.append((key, value))
     keys = [key for key, _ in pairs]

@@ -100,7 +100,7 @@ def run_training(
     if validation is not None:
         check_validation_cases(validation)
         for case in validation.cases:  # a bad condition fails now, not after training
-            method.parse_condition(case_condition(validation_condition, case))
+            method.parse_condition(case_condition(validation_condition, case.condition))
     device = process_device(config.device, context_from_environment())
     if config.deterministic:
         torch.backends.cudnn.deterministic = True

@@ -70,7 +70,7 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
         method = _method(workflow, registry)
         for case in conditioned:
             try:
-                method.parse_condition(case_condition(workflow.method.condition, case))
+                method.parse_condition(case_condition(workflow.method.condition, case.condition))
             except Medi2iError as exc:
                 raise WorkflowError(f"validation case {case.id!r}: {exc}") from None
 

@@ -170,7 +170,7 @@ def _evaluate_case(
 
     readers = list(registry.readers.values())
     source = read_volume(case.images[SOURCE], readers=readers)
-    condition = case_condition(workflow.method.condition, case)
+    condition = case_condition(workflow.method.condition, case.condition)
     output = predict_tensor(method, source, settings=workflow.inference, condition=condition)
     reference = read_volume(case.images[TARGET], readers=readers)
     require_same_grid(

@@ -112,7 +112,7 @@ class CsvLayout(Section):
     (paired, single-domain) or ``domain`` (unpaired, multi-domain; a ``role`` column may
     add a ``mask`` per case). Relative paths are resolved against the CSV's folder. A
     paired manifest may add a ``condition`` column (``key=value`` pairs separated by
-    spaces): the case's predict-time condition in validation and evaluation, on top of
+    spaces or semicolons): the case's predict-time condition in validation and evaluation, on top of
     ``method.condition``.
 
     Attributes:

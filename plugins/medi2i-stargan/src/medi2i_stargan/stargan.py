@@ -284,11 +284,11 @@ class StarGAN(
         return SpatialPlan(orientation="RAS", spacing=self.options.spacing)
 
     def forward(self, windows: torch.Tensor, condition: TargetDomain) -> torch.Tensor:
+        target = self.target_labels(windows, condition)
         source = None
         if self.options.source_code:
-            index = self.domain_names.index(str(condition.source_domain))
-            source = torch.full_like(self.target_labels(windows, condition), index)
-        output: torch.Tensor = self.network(windows, self.target_labels(windows, condition), source)
+            source = torch.full_like(target, self.domain_names.index(str(condition.source_domain)))
+        output: torch.Tensor = self.network(windows, target, source)
         return output
 
     # -- training ----------------------------------------------------------------------
