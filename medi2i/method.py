@@ -23,8 +23,10 @@ One contract covers these shapes of method, each declared rather than inferred:
    input itself at predict time (``fits_at_predict``; ``restores_state`` makes the core
    reset the method after every volume so a batch never leaks state).
 
-The contexts, the trainer's API and the batch types live in :mod:`medi2i.method_services`
-(re-exported here); the grid in :mod:`medi2i.grid`.
+The contexts, the trainer's API and the batch types live in :mod:`medi2i.method_services`,
+what a method declares (tasks, data kinds, volume and domain specs, the options and
+condition base classes) in :mod:`medi2i.method_spec`, both re-exported here; the grid in
+:mod:`medi2i.grid`.
 
 The core owns reading, orientation and resampling (:meth:`Method.spatial_plan`), the
 sliding window, the inversion back to the input grid, writing and provenance. A method
@@ -42,12 +44,9 @@ import abc
 import inspect
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from typing_extensions import TypeVar
+from pydantic import BaseModel, ValidationError
 
 from medi2i.errors import Medi2iError, ModelFormatError, OptionsError
 from medi2i.grid import Grid as Grid  # moved to medi2i.grid; still importable here
@@ -94,183 +93,26 @@ from medi2i.method_services import (
 from medi2i.method_services import (
     no_progress as no_progress,
 )
+from medi2i.method_spec import DataKind as DataKind
+from medi2i.method_spec import DomainSpec as DomainSpec
+from medi2i.method_spec import JSONScalar as JSONScalar
+from medi2i.method_spec import MethodDescription as MethodDescription
+from medi2i.method_spec import NoCondition as NoCondition
+from medi2i.method_spec import Options as Options
+from medi2i.method_spec import OptionsModel as OptionsModel
+from medi2i.method_spec import OptionsT as OptionsT
+from medi2i.method_spec import Output as Output
+from medi2i.method_spec import StateValue as StateValue
+from medi2i.method_spec import Task as Task
+from medi2i.method_spec import Training as Training
+from medi2i.method_spec import VolumeSpec as VolumeSpec
 
 if TYPE_CHECKING:
     import torch
     from monai.data.meta_tensor import MetaTensor
 
 
-JSONScalar = float | int | str | bool
-StateValue = JSONScalar | list[float] | list[int] | list[str]
-"""A fitted value a method keeps in its model folder's JSON (not a tensor)."""
-
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:[-.][a-z0-9]+)*$")
-_PATH_PARTS = re.compile(r"[/\\]|\.\.")
-
-
-class Task(str, Enum):
-    """What a method is for."""
-
-    TRANSLATION = "translation"
-    """One modality to another, e.g. MR to synthetic CT."""
-    HARMONIZATION = "harmonization"
-    """One scanner's images to look like another's, same modality."""
-    SUPER_RESOLUTION = "super-resolution"
-    """Low to high resolution, usually onto a finer grid."""
-
-
-class DataKind(str, Enum):
-    """The training data a method needs."""
-
-    NONE = "none"
-    """Nothing to train: a fixed function, or one fitted on the input at predict time."""
-    PAIRED = "paired"
-    """Aligned source and target volumes of the same subject."""
-    UNPAIRED = "unpaired"
-    """Two domains, volumes of different subjects."""
-    MULTI_DOMAIN = "multi-domain"
-    """Several labelled domains (e.g. N scanners)."""
-    SINGLE_DOMAIN = "single-domain"
-    """Volumes of one domain, e.g. to fit an intensity standardization."""
-
-
-class Training(str, Enum):
-    """How a method learns: declared on the class, never guessed from its overrides."""
-
-    NONE = "none"
-    """Nothing to learn: it is saved with its options."""
-    FIT = "fit"
-    """:meth:`Method.fit` on whole volumes (classical methods). With data kind ``none``
-    fitting is optional (a workflow turns it on with ``method.fit``)."""
-    GRADIENT = "gradient"
-    """Optimisation steps run by the trainer (:meth:`Method.configure_training` and
-    :meth:`Method.training_step`)."""
-
-
-class VolumeSpec(BaseModel):
-    """The contract of a method's input or output volume (as in MONAI bundles).
-
-    Attributes:
-        modality: ``"MR"``, ``"CT"`` or ``"any"``.
-        units: ``"HU"`` for CT, ``"arbitrary"`` for MR intensities.
-        channels: Number of channels.
-        value_range: Expected range of values, if there is one (e.g. ``(-1024, 3071)``).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    modality: str = "any"
-    units: str = "arbitrary"
-    channels: int = 1
-    value_range: tuple[float, float] | None = None
-
-
-class DomainSpec(BaseModel):
-    """One domain of unpaired or multi-domain data: its name and what its images are.
-
-    Written in a workflow's ``data.domains`` (a plain name is a domain of ``"any"``
-    modality), given to the method in label order (:attr:`Method.domains`) and stored in
-    its model folder, so an MR↔CT method scales MR and CT each its own way and writes a
-    CT output as CT.
-
-    Attributes:
-        name: The domain's name (a folder key of the layout, or a CSV ``domain``).
-        modality: ``"MR"``, ``"CT"`` or ``"any"``.
-        units: ``"HU"`` for CT, ``"arbitrary"`` for MR intensities.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    modality: str = "any"
-    units: str = "arbitrary"
-
-    @field_validator("name")
-    @classmethod
-    def _usable_name(cls, value: str) -> str:
-        # names are workflow keys, folder names and parts of output names
-        if not value.strip() or value != value.strip() or _PATH_PARTS.search(value):
-            raise ValueError(
-                f"domain name {value!r} must be a non-empty name without surrounding spaces, "
-                "'/', '\\' or '..'"
-            )
-        return value
-
-    @field_validator("modality")
-    @classmethod
-    def _modality_code(cls, value: str) -> str:
-        # DICOM modality codes are upper case: "ct" and "CT" are the same modality
-        stripped = value.strip()
-        return "any" if stripped.lower() in ("any", "") else stripped.upper()
-
-    def volume_spec(self, channels: int = 1) -> VolumeSpec:
-        """The :class:`VolumeSpec` of this domain's images."""
-        return VolumeSpec(modality=self.modality, units=self.units, channels=channels)
-
-
-@dataclass(frozen=True)
-class Output:
-    """One output a method writes for one input.
-
-    Attributes:
-        name: ``""`` for the single output of most methods; otherwise a short name
-            (letters, digits, ``-``, ``_``) written as ``OUT_{name}`` next to the output
-            path the user gave.
-        spec: Its modality, units and channels (decides e.g. CT or MR DICOM storage).
-        domain: The domain it belongs to (passed to :meth:`Method.postprocess`), if any.
-        condition: What distinguishes it, recorded in its provenance (e.g.
-            ``{"style_seed": 3}``).
-    """
-
-    name: str
-    spec: VolumeSpec
-    domain: str | None = None
-    condition: Mapping[str, object] = field(default_factory=dict)
-
-
-class Options(BaseModel):
-    """Base class of a method's typed options; defaults come from the method's paper.
-
-    Unknown keys are rejected, and so are NaN and infinite numbers (a ``.nan`` learning
-    rate is a typo, not a setting).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-OptionsModel = Options
-"""Alias of :class:`Options` for annotations inside :class:`Method`, whose ``Options``
-class attribute shadows the name."""
-
-
-class NoCondition(BaseModel):
-    """The condition of methods that take none at predict time."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-OptionsT = TypeVar("OptionsT", bound=Options, default=Any)
-"""A method's options model (first type parameter of :class:`Method`)."""
-
-
-class MethodDescription(BaseModel):
-    """A method's public description, as ``medi2i methods --json`` prints it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    version: str
-    summary: str
-    tasks: list[Task]
-    data: DataKind
-    training: Training
-    input: VolumeSpec
-    output: VolumeSpec
-    fits_at_predict: bool
-    adapts: bool
-    paper: str
-    options: dict[str, Any]
-    condition: dict[str, Any]
 
 
 _KEYWORDS = {
