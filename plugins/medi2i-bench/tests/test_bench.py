@@ -392,6 +392,22 @@ def test_bench_run_names_a_sliding_window_other_than_predicts_default(
     assert refused.exit_code == 2
 
 
+def test_bench_run_names_a_window_size_and_refuses_a_bad_one(sources: Path, tmp_path: Path) -> None:
+    arguments = ["run", "--task", "q1", "--method", "monotone-mapping"]
+    arguments += ["--output", str(tmp_path / "out"), "--work-dir", str(tmp_path / "cache")]
+    env = {"MEDI2I_DATA_DIR": str(sources)}
+    result = CliRunner().invoke(bench_group(), [*arguments, "--roi-size", "64,64,32"], env=env)
+    assert result.exit_code == 0, result.output
+    legend = {
+        line.split("`")[1]: line for line in result.output.splitlines() if line.startswith("- `")
+    }
+    assert legend["monotone-mapping-method"].endswith("; window 64 × 64 × 32 voxels")
+    assert "window" not in legend["bulk-water"]
+    refused = CliRunner().invoke(bench_group(), [*arguments, "--roi-size", "64,0,32"], env=env)
+    assert refused.exit_code != 0
+    assert "--roi-size" in str(refused.exception)  # the CLI's handler prints it as one line
+
+
 # -- the real benchmark -----------------------------------------------------------------
 
 

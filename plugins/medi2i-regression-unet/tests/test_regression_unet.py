@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from medi2i_regression_unet.method import RegressionUNet
 from medi2i_regression_unet.monotone import MonotoneMapping
-from medi2i_regression_unet.network import ResidualUNet, ResizeConvolution
+from medi2i_regression_unet.network import ResidualUNet, ResizeConvolution, nearest_neighbour_init
 from medi2i_regression_unet.optimization import scheduled_learning_rate
 from monai.data.meta_tensor import MetaTensor
 
@@ -195,6 +196,30 @@ def test_resize_upsampling_has_no_transposed_convolution_and_no_period_two_patte
     transposed = torch.nn.ConvTranspose3d(3, 2, 2, stride=2, bias=False)
     pattern = transposed(torch.ones(1, 3, 6, 6, 6))[..., 1:-1, 1:-1, 1:-1]
     assert not torch.allclose(pattern, pattern[..., :1, :1, :1].expand_as(pattern))
+
+
+def test_icnr_upsampling_starts_as_nearest_neighbour_and_trains_like_transposed() -> None:
+    torch.manual_seed(0)
+    icnr = ResidualUNet(
+        in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True, upsampling="icnr"
+    )
+    torch.manual_seed(0)
+    plain = ResidualUNet(in_channels=1, out_channels=1, filters=(4, 8, 16), residual=True)
+    # the same architecture, so the two load each other's weights
+    assert icnr.state_dict().keys() == plain.state_dict().keys()
+    for block, plain_block in zip(icnr.unet.upsamples, plain.unet.upsamples, strict=True):
+        up = block.transp_conv.conv
+        assert isinstance(up, torch.nn.ConvTranspose3d)
+        # every output position of an input voxel starts with the same weights ...
+        inner = up(torch.randn(1, up.in_channels, 5, 5, 5))
+        torch.testing.assert_close(inner, F.interpolate(inner[..., ::2, ::2, ::2], scale_factor=2))
+        # ... while nnU-Net's own initialization gives each its own
+        other = plain_block.transp_conv.conv
+        assert not torch.allclose(
+            other.weight, other.weight[:, :, :1, :1, :1].expand_as(other.weight)
+        )
+    with pytest.raises(ValueError, match="kernel size = stride"):
+        nearest_neighbour_init(torch.nn.ConvTranspose3d(2, 2, 3, stride=2))
 
 
 def test_training_statistics_are_frozen_for_the_last_steps() -> None:

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.cli.options import command_registry, device_option, key_values, parse_mirror_axes
+from medi2i.cli.options import (
+    command_registry,
+    device_option,
+    key_values,
+    parse_mirror_axes,
+    parse_roi_size,
+)
 
 if TYPE_CHECKING:
     from medi2i_bench.datasets import TaskName
@@ -107,6 +113,15 @@ def _tasks(choice: str) -> list[TaskName]:
     help="How overlapping windows are blended (as medi2i predict --blend).",
 )
 @click.option(
+    "--roi-size",
+    default=None,
+    metavar="SIZE",
+    help="Sliding-window size of methods and models in voxels (as medi2i predict "
+    "--roi-size: one or three integers, e.g. 256,256,64; a window longer than the "
+    "volume shrinks to it, so a large one predicts the volume in one window); named in "
+    "the row's legend when given [default: each method's own].",
+)
+@click.option(
     "--mirror-axes",
     default="",
     metavar="AXES",
@@ -126,6 +141,7 @@ def bench_run_command(
     work_dir: Path | None,
     overlap: float,
     blend: str,
+    roi_size: str | None,
     mirror_axes: str,
     device: str,
 ) -> None:
@@ -151,6 +167,7 @@ def bench_run_command(
             progress=False,
             overlap=overlap,
             blend=blend,  # type: ignore[arg-type]
+            roi_size=parse_roi_size(roi_size),
             mirror_axes=parse_mirror_axes(mirror_axes),
         ),
         registry=registry,

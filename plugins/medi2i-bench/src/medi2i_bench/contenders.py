@@ -176,6 +176,8 @@ def method_contender(
     text = description if description is not None else f"{kind} {method.id} {method.version}"
     if settings.overlap != DEFAULT_OVERLAP or settings.blend != DEFAULT_BLEND:
         text += f"; sliding window overlap {settings.overlap:g}, {settings.blend} blending"
+    if settings.roi_size is not None:
+        text += "; window " + " × ".join(str(n) for n in settings.roi_size) + " voxels"
     if settings.mirror_axes:
         axes = ", ".join(str(axis) for axis in settings.mirror_axes)
         text += f"; test-time mirroring along array axes {axes}"

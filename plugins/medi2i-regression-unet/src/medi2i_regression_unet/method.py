@@ -109,9 +109,11 @@ class RegressionUNetOptions(Options):
             changes where window borders fall (tiling; see the quality benchmarks'
             window-dependence measurement); batch normalization uses the statistics
             gathered in training and normalizes every window alike.
-        upsampling: ``"transposed"`` convolutions (nnU-Net) or ``"resize"``: trilinear
-            resizing then a 3-wide convolution, which cannot make the checkerboard pattern
-            a transposed convolution of stride 2 can.
+        upsampling: ``"transposed"`` convolutions (nnU-Net); ``"icnr"``, the same
+            transposed convolutions started as nearest-neighbour upsampling (Aitken et al.
+            2017), so without a checkerboard at the start of training; or ``"resize"``:
+            trilinear resizing then a 3-wide convolution, which cannot make the
+            checkerboard pattern a transposed convolution of stride 2 can.
         norm_statistics: Which statistics instance normalization uses at prediction:
             ``"window"`` (nnU-Net) each sliding window's own, so the output depends on
             where the window borders fall; ``"training"`` running averages of those seen

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets.dynunet import DynUNet
 
-Upsampling = Literal["transposed", "resize"]
+Upsampling = Literal["transposed", "icnr", "resize"]
 """How the decoder doubles the resolution: nnU-Net's transposed convolution (kernel 2,
-stride 2), or trilinear resizing followed by a 3-wide convolution."""
+stride 2), the same initialized free of the checkerboard (ICNR), or trilinear resizing
+followed by a 3-wide convolution."""
 
 NetworkNorm = Literal["instance", "batch"]
 """Normalization layers of the U-Net: per window (``"instance"``, nnU-Net's) or with
@@ -46,7 +47,12 @@ class ResidualUNet(torch.nn.Module):
         upsampling: ``"transposed"`` (nnU-Net): a transposed convolution of kernel 2 and
             stride 2, which gives each of the 2 × 2 × 2 output voxels of an input voxel
             its own weights, so a periodic pattern of 2 (a checkerboard) can appear in
-            the output; ``"resize"``: trilinear resizing, then a 3-wide convolution
+            the output; ``"icnr"``: the same transposed convolutions, initialized with
+            one set of weights for all eight output voxels (nearest-neighbour
+            upsampling followed by a 1 × 1 × 1 convolution: Aitken et al.,
+            "Checkerboard artifact free sub-pixel convolution", arXiv:1707.02937,
+            2017), so they start without a checkerboard and training decides how far
+            the eight drift apart; ``"resize"``: trilinear resizing, then a 3-wide convolution
             (Odena, Dumoulin & Olah, "Deconvolution and checkerboard artifacts",
             Distill 2016), which treats every output voxel alike.
         track_statistics: With instance normalization, also keep running averages of
@@ -99,6 +105,9 @@ class ResidualUNet(torch.nn.Module):
                 block.transp_conv = ResizeConvolution(
                     transposed.in_channels, transposed.out_channels, scale=2
                 )
+        elif upsampling == "icnr":
+            for block in self.unet.upsamples:
+                nearest_neighbour_init(block.transp_conv.conv)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """Map windows ``(B, C, X, Y, Z)`` to outputs of the same spatial size."""
@@ -130,6 +139,19 @@ class ResizeConvolution(torch.nn.Module):
         )
         output: torch.Tensor = self.conv(resized)
         return output
+
+
+def nearest_neighbour_init(transposed: torch.nn.ConvTranspose3d) -> None:
+    """Give every output position of a transposed convolution whose kernel equals its
+    stride the weights of the first, as initialized: the layer then computes
+    nearest-neighbour upsampling followed by a 1 × 1 × 1 convolution (ICNR)."""
+    if tuple(transposed.kernel_size) != tuple(transposed.stride):
+        raise ValueError(
+            f"ICNR needs kernel size = stride, got {transposed.kernel_size} and {transposed.stride}"
+        )
+    with torch.no_grad():
+        weight = transposed.weight
+        weight.copy_(weight[:, :, :1, :1, :1].expand_as(weight))
 
 
 _NORMS = (torch.nn.InstanceNorm3d, torch.nn.BatchNorm3d)
