@@ -150,8 +150,8 @@ def nearest_neighbour_init(transposed: torch.nn.ConvTranspose3d) -> None:
             f"ICNR needs kernel size = stride, got {transposed.kernel_size} and {transposed.stride}"
         )
     with torch.no_grad():
-        weight = transposed.weight
-        weight.copy_(weight[:, :, :1, :1, :1].expand_as(weight))
+        first = transposed.weight[:, :, :1, :1, :1].clone()  # no copy from itself
+        transposed.weight.copy_(first.expand_as(transposed.weight))
 
 
 _NORMS = (torch.nn.InstanceNorm3d, torch.nn.BatchNorm3d)
