@@ -6,10 +6,17 @@ additions in the same order for every voxel), but never allocates the full-size 
 map MONAI divides by at the end: the weights' sum is rebuilt slab by slab along the last
 axis and divided into the output in place. On a 512×512×400 CT that is one float32
 volume (400 MiB) less at the peak of every prediction.
+
+On a GPU with room for the output and its weight sum (half its free memory, at most),
+both are accumulated there instead: windows go up through pinned memory without waiting
+for the batch before, nothing comes back until the volume is done, and the host keeps
+gathering the next batch while the GPU runs the last one. The additions are the same, in
+the same order, so the result is the same to the bit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -20,6 +27,10 @@ Window = tuple[slice, slice, slice]
 
 COUNT_SLAB_VOXELS = 1 << 24
 """Most output voxels in one slab of the rebuilt weight sum: 16 Mi (64 MiB float32)."""
+
+DEVICE_ACCUMULATION_SHARE = 0.5
+"""Largest share of the GPU's free memory that the output and its weight sum may take
+for blending on the GPU; above it they are blended in host memory."""
 
 
 def blend_windows(
@@ -33,6 +44,7 @@ def blend_windows(
     sigma_scale: float,
     device: torch.device,
     progress: bool = False,
+    accumulate_on_device: bool | None = None,
 ) -> torch.Tensor:
     """Run ``predictor`` on overlapping windows of ``volume`` and blend the outputs.
 
@@ -49,6 +61,9 @@ def blend_windows(
         sigma_scale: Gaussian standard deviation as a fraction of the window size.
         device: Where windows are sent to run.
         progress: Show a progress bar over the batches.
+        accumulate_on_device: Blend on ``device`` (``True``) or in host memory
+            (``False``); ``None`` blends on a CUDA device when the output and its weight
+            sum take at most :data:`DEVICE_ACCUMULATION_SHARE` of its free memory.
 
     Returns:
         ``(1, C', X', Y', Z')`` float32 on the CPU.
@@ -69,11 +84,15 @@ def blend_windows(
         roi, mode=mode, sigma_scale=sigma_scale, device=device, dtype=torch.float32
     )[None, None]
     output: torch.Tensor | None = None
+    count: torch.Tensor | None = None  # the weight sum, when blending on the device
     scale: list[float] | None = None
+    pinned = device.type == "cuda"
     batches = range(0, len(windows), batch_size)
     for first in _with_progress(batches, progress):
         group = windows[first : first + batch_size]
         inputs = torch.cat([volume[(slice(None), slice(None), *window)] for window in group])
+        if pinned:
+            inputs = inputs.pin_memory().to(device, non_blocking=True)
         out = predictor(inputs.to(device))
         if output is None:
             out_roi = tuple(int(n) for n in out.shape[2:])
@@ -81,13 +100,23 @@ def blend_windows(
                 scale = [o / float(r) for o, r in zip(out_roi, roi, strict=True)]
                 weight = F.interpolate(weight, out_roi, mode="nearest-exact")
             shape = [int(n * z) for n, z in zip(size, scale, strict=True)] if scale else list(size)
-            output = volume_like(volume, (1, int(out.shape[1]), *shape)).zero_()
+            output, count = _accumulators(
+                volume, (1, int(out.shape[1]), *shape), device, accumulate_on_device
+            )
         out *= weight
-        out = out.to("cpu")
+        if count is None:
+            out = out.to("cpu")
         for window, values in zip(group, out, strict=True):
-            output[(slice(None), slice(None), *_scaled(window, scale))] += values
+            place = (slice(None), slice(None), *_scaled(window, scale))
+            output[place] += values
+            if count is not None:
+                count[place] += weight[0]
     assert output is not None  # a volume has at least one window
-    _divide_by_weight_sum(output, [_scaled(w, scale) for w in windows], weight.to("cpu"))
+    if count is None:
+        _divide_by_weight_sum(output, [_scaled(w, scale) for w in windows], weight.to("cpu"))
+    else:
+        output /= count
+        del count
     if any(sum(pair) for pair in padding):
         zoom = scale or [1.0] * 3
         crop = [
@@ -95,7 +124,35 @@ def blend_windows(
             for (before, _), n, z in zip(padding, spatial, zoom, strict=True)
         ]
         output = output[(slice(None), slice(None), *crop)]
+    if output.device.type != "cpu":
+        host = volume_like(volume, tuple(output.shape))
+        host.copy_(output)
+        return host
     return output
+
+
+def _accumulators(
+    volume: torch.Tensor,
+    shape: tuple[int, ...],
+    device: torch.device,
+    on_device: bool | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The zeroed output, and a zeroed weight sum when blending on ``device`` (``None``
+    when blending in host memory, where the sum is rebuilt slab by slab at the end)."""
+    if on_device is None:
+        on_device = False
+        if device.type == "cuda":
+            needed = 4 * (math.prod(shape) + math.prod(shape[2:]))
+            free, _ = torch.cuda.mem_get_info(device)
+            on_device = needed <= DEVICE_ACCUMULATION_SHARE * free
+    if on_device:
+        try:
+            output = torch.zeros(shape, dtype=torch.float32, device=device)
+            count = torch.zeros((1, 1, *shape[2:]), dtype=torch.float32, device=device)
+            return output, count
+        except torch.cuda.OutOfMemoryError:
+            pass  # blend in host memory instead
+    return volume_like(volume, shape).zero_(), None
 
 
 def volume_like(reference: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

@@ -72,3 +72,30 @@ def test_cuda_predictions_repeat_exactly() -> None:
     first = predict_tensor(method, image, settings=settings)
     second = predict_tensor(method, image, settings=settings)
     assert torch.equal(first, second)
+
+
+def test_windows_blend_on_the_gpu_when_there_is_room_and_match_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from medi2i import window_blend
+
+    chosen: list[str] = []
+    accumulators = window_blend._accumulators
+
+    def spy(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+        output, count = accumulators(*args, **kwargs)  # type: ignore[arg-type]
+        chosen.append(output.device.type)
+        return output, count
+
+    monkeypatch.setattr(window_blend, "_accumulators", spy)
+    volume = torch.randn(1, 1, 70, 64, 50, generator=torch.Generator().manual_seed(0))
+    args = {"batch_size": 4, "overlap": 0.5, "mode": "gaussian", "sigma_scale": 0.125}
+
+    def net(windows: torch.Tensor) -> torch.Tensor:
+        return windows * 2.0 + 1.0
+
+    gpu = window_blend.blend_windows(volume, net, (32, 32, 32), device=torch.device("cuda"), **args)
+    cpu = window_blend.blend_windows(volume, net, (32, 32, 32), device=torch.device("cpu"), **args)
+    assert chosen == ["cuda", "cpu"]
+    assert gpu.device.type == "cpu"
+    torch.testing.assert_close(gpu, cpu, rtol=1e-6, atol=1e-6)

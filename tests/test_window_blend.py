@@ -93,3 +93,28 @@ def test_the_input_is_not_modified() -> None:
         device=torch.device("cpu"),
     )
     assert torch.equal(volume, kept)
+
+
+@pytest.mark.parametrize(("shape", "roi", "overlap", "mode", "batch"), CASES)
+def test_blending_in_device_memory_is_monais_bit_for_bit(
+    shape: tuple[int, int, int], roi: tuple[int, int, int], overlap: float, mode: str, batch: int
+) -> None:
+    # the path a GPU with room takes (output and weight sum held where the windows run),
+    # forced on the CPU: the same additions in the same order
+    volume = torch.randn(1, 1, *shape, generator=torch.Generator().manual_seed(3))
+    expected = sliding_window_inference(
+        volume, roi, batch, _net, overlap=overlap, mode=mode, padding_mode="replicate"
+    )
+    args = {"batch_size": batch, "overlap": overlap, "mode": mode, "sigma_scale": 0.125}
+    got = blend_windows(
+        volume, _net, roi, device=torch.device("cpu"), accumulate_on_device=True, **args
+    )
+    assert got.shape == expected.shape
+    assert torch.equal(got, torch.as_tensor(expected))
+    upsampled = blend_windows(
+        volume, _upsampling_net, roi, device=torch.device("cpu"), accumulate_on_device=True, **args
+    )
+    host = blend_windows(
+        volume, _upsampling_net, roi, device=torch.device("cpu"), accumulate_on_device=False, **args
+    )
+    assert torch.equal(upsampled, host)
