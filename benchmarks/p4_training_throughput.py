@@ -18,6 +18,16 @@ rates (set-up, volume loading, checkpoint and model saving included) and the tra
 with its default augmentation.
 
 Usage: python benchmarks/p4_training_throughput.py [--repeats 7] [--steps 20] [--threads 1]
+
+On a GPU (``--device cuda``), both sides use float16 mixed precision with gradient
+scaling, and every step's start is taken after the GPU has finished the previous step
+(``torch.cuda.synchronize``, on both sides). ``--gpu-size`` trains the U-Net of
+medi2i's Q1 GPU runs (channels 32-64-128-256-320, 96³ patches from 128³ volumes)::
+
+    python benchmarks/p4_training_throughput.py --device cuda --gpu-size --threads 0
+
+The results go to ``p4_training_throughput.*`` on the CPU and
+``p4_training_throughput_<device>.*`` elsewhere.
 """
 
 from __future__ import annotations
@@ -50,7 +60,10 @@ from medi2i.training import AugmentationConfig, TrainingConfig, train
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_RATIO = 0.9
-NETWORK = "MONAI UNet(3D, channels 16-32-64, strides 2-2, num_res_units 1)"
+CPU_CHANNELS = (16, 32, 64)
+GPU_CHANNELS = (32, 64, 128, 256, 320)
+CHANNELS = CPU_CHANNELS  # set by --gpu-size
+DEVICE = torch.device("cpu")  # set by --device
 LEARNING_RATE = 1e-3
 Report = dict[str, Any]
 Rates = dict[str, Any]
@@ -64,10 +77,24 @@ def build_unet() -> torch.nn.Module:
         spatial_dims=3,
         in_channels=1,
         out_channels=1,
-        channels=(16, 32, 64),
-        strides=(2, 2),
+        channels=CHANNELS,
+        strides=(2,) * (len(CHANNELS) - 1),
         num_res_units=1,
     )
+
+
+def network_name() -> str:
+    return (
+        f"MONAI UNet(3D, channels {'-'.join(map(str, CHANNELS))}, strides "
+        f"{'-'.join(['2'] * (len(CHANNELS) - 1))}, num_res_units 1)"
+    )
+
+
+def _now() -> tuple[float, float]:
+    """Wall and process CPU time, after the GPU has finished what was queued."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+    return time.perf_counter(), time.process_time()
 
 
 class BenchUNet(TinyRegression):
@@ -87,9 +114,9 @@ class BenchUNet(TinyRegression):
     def training_step(
         self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
     ) -> dict[str, float]:
-        self.marks.append((time.perf_counter(), time.process_time()))
+        self.marks.append(_now())
         losses = super().training_step(batch, trainer)
-        self.ends.append(time.perf_counter())
+        self.ends.append(_now()[0])
         return losses
 
 
@@ -125,8 +152,10 @@ def bare_run(
             for c in cases.cases
         ]  # fmt: skip
         torch.manual_seed(config.seed)
-        network = build_unet().train()
+        network = build_unet().train().to(DEVICE)
         optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
+        amp = config.amp and DEVICE.type == "cuda"
+        scaler = torch.amp.GradScaler(DEVICE.type, enabled=amp)
         rng = np.random.default_rng(config.seed)
         marks: list[tuple[float, float]] = []
         ends: list[float] = []
@@ -146,12 +175,16 @@ def bare_run(
                 )
                 sources.append(source[window])
                 targets.append(target[window])
-            marks.append((time.perf_counter(), time.process_time()))
-            loss = F.l1_loss(network(torch.stack(sources)), torch.stack(targets))
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
+            marks.append(_now())
+            inputs = torch.stack(sources).to(DEVICE, non_blocking=True)
+            wanted = torch.stack(targets).to(DEVICE, non_blocking=True)
+            with torch.autocast(DEVICE.type, dtype=torch.float16, enabled=amp):
+                loss = F.l1_loss(network(inputs).float(), wanted)
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            scaler.step(optimizer)
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            ends.append(time.perf_counter())
+            ends.append(_now()[0])
         torch.save(network.state_dict(), weights)
         total = time.perf_counter() - start
         return _rates(marks, ends, warmup=warmup, batch_size=config.batch_size, total_s=total)
@@ -208,9 +241,21 @@ def main() -> None:
         help="torch threads (0: torch's default); on a shared machine one thread per "
         "process keeps other work from stretching steps by waits between threads",
     )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--gpu-size",
+        action="store_true",
+        help="the Q1 GPU runs' U-Net (32-320 channels), 96³ patches of 128³ volumes",
+    )
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    global CHANNELS, DEVICE
+    DEVICE = torch.device(args.device)
+    if args.gpu_size:
+        CHANNELS = GPU_CHANNELS
+        args.patch = 96 if args.patch == 32 else args.patch
+    args.volume = 128 if args.gpu_size else 64
 
     config = TrainingConfig(
         steps=args.steps,
@@ -219,12 +264,12 @@ def main() -> None:
         augmentation=AugmentationConfig(enabled=False),
         log_every=1,
         checkpoint_every=args.steps,
-        device="cpu",
+        device=args.device,
         progress=False,
     )
     with tempfile.TemporaryDirectory(prefix="p4-") as folder:
         root = Path(folder)
-        cases = write_paired_cases(root / "cases", count=4, shape=(64, 64, 64))
+        cases = write_paired_cases(root / "cases", count=4, shape=(args.volume,) * 3)
         augmented = config.model_copy(update={"augmentation": AugmentationConfig()})
         runners = {
             "medi2i": medi2i_run(cases, config, root / "medi2i", args.warmup),
@@ -264,7 +309,8 @@ def summary(rates: dict[str, list[Rates]], args: argparse.Namespace) -> Report:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
-            "device": "cpu",
+            "device": str(DEVICE),
+            "gpu": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else None,
         },
         "versions": {
             "python": platform.python_version(),
@@ -273,14 +319,15 @@ def summary(rates: dict[str, list[Rates]], args: argparse.Namespace) -> Report:
             "medi2i": medi2i.__version__,
         },
         "setup": {
-            "network": NETWORK,
-            "optimizer": f"Adam(lr={LEARNING_RATE}), L1 loss",
+            "network": network_name(),
+            "optimizer": f"Adam(lr={LEARNING_RATE}), L1 loss"
+            + (", float16 mixed precision" if DEVICE.type == "cuda" else ""),
             "batch_size": args.batch_size,
             "patch_size": [args.patch] * 3,
             "steps": args.steps,
             "warmup_steps": args.warmup,
             "repeats": args.repeats,
-            "volumes": "4 paired volumes of 64³ voxels, cached in memory",
+            "volumes": f"4 paired volumes of {args.volume}³ voxels, cached in memory",
         },
         "runs": rates,
         "medians_patches_per_s": medians,
@@ -305,8 +352,10 @@ def summary(rates: dict[str, list[Rates]], args: argparse.Namespace) -> Report:
 
 def write(report: Report) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "p4_training_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "p4_training_throughput.md").write_text(markdown(report))
+    device = report["machine"]["device"]
+    name = "p4_training_throughput" + ("" if device == "cpu" else f"_{device.split(':')[0]}")
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(report))
 
 
 def markdown(report: Report) -> str:
@@ -340,9 +389,14 @@ def markdown(report: Report) -> str:
             f"{setup['network']}, {setup['optimizer']}, batch {setup['batch_size']}, patches "
             f"{patch}, {setup['steps']} steps per run ({setup['warmup_steps']} untimed), "
             f"{setup['repeats']} interleaved runs after one warm-up each; {setup['volumes']}; "
-            f"torch threads: {machine['torch_threads']} per process (on a machine shared with "
-            "other work, two threads per process let steps swing by up to 30× as threads wait "
-            "for each other; one thread keeps the side-by-side comparison stable).",
+            f"torch threads: {machine['torch_threads']} per process"
+            + (
+                " (on a machine shared with other work, two threads per process let steps "
+                "swing by up to 30× as threads wait for each other; one thread keeps the "
+                "side-by-side comparison stable)."
+                if machine["device"] == "cpu"
+                else "; every step timed from the end of the GPU's work on the previous one."
+            ),
             "",
             "| loop | median patches/s | fast-quartile patches/s | patches per CPU s "
             "| end to end patches/s | runs (patches/s) |",
@@ -368,7 +422,9 @@ def markdown(report: Report) -> str:
             f"ratio this difference alone implies: {report['ratio_from_time_between_steps']:.4f}.",
             "",
             f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs "
-            f"(torch threads: {machine['torch_threads']}), device {machine['device']}; "
+            f"(torch threads: {machine['torch_threads']}), device {machine['device']}"
+            + (f" ({machine['gpu']})" if machine.get("gpu") else "")
+            + "; "
             f"Python {versions['python']}, torch {versions['torch']}, MONAI {versions['monai']}, "
             f"medi2i {versions['medi2i']}; {report['date']}.",
             "",
