@@ -433,7 +433,7 @@ def markdown(report: Report) -> str:
         f"({report['resident_windows_mib']:.0f} MiB) stay on the device throughout: its peak "
         "memory counts them, medi2i's and MONAI's do not.",
         "",
-        "Split (one pass of a loop that repeats the engine's steps, a synchronization around each):",
+        "Split (one pass of a loop that repeats the engine's steps, synchronized around each):",
         "",
         "| step | part of | seconds | share |",
         "|---|---|---|---|",
