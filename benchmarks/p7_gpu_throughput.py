@@ -26,7 +26,8 @@ are cut, never below one, when the warm-ups say they would not fit in ``--budget
 The split: one more pass of this script's own loop doing, step for step, what
 ``medi2i.window_blend.blend_windows`` does on a GPU with room (the same slicing and
 ``torch.cat``, pinned copy, float32 cast, weighting, accumulation of output and weight
-sum on the device, division, one copy of the result to the host), with
+sum on the device, division, the copy of the result to the host through pinned
+buffers), with
 ``torch.cuda.synchronize()`` and a timer around each step (the engine has no hooks),
 grouped into window gathering, forward, blending and host transfer. The
 synchronizations stop the host from gathering the next batch while the GPU computes, so
@@ -69,7 +70,6 @@ import medi2i
 from medi2i import window_blend
 from medi2i.engine import SlidingWindowEngine
 from medi2i.settings import InferenceSettings
-from medi2i.window_blend import volume_like
 
 RESULTS = Path(__file__).parent / "results" / "p7_gpu_throughput"
 TARGET = 0.8
@@ -264,9 +264,8 @@ def split(
                     count[(slice(None), slice(None), *w)] += weight[0]
         with part("blending: divide by the weight sum (device)"):
             output /= count
-        with part("host transfer: copy the output device→host"):
-            host = volume_like(volume, volume.shape)
-            host.copy_(output)
+        with part("host transfer: copy the output device→host (pinned buffers)"):
+            host = window_blend._to_host(output, volume)
     return parts, host[0]
 
 

@@ -28,6 +28,10 @@ Window = tuple[slice, slice, slice]
 COUNT_SLAB_VOXELS = 1 << 24
 """Most output voxels in one slab of the rebuilt weight sum: 16 Mi (64 MiB float32)."""
 
+TRANSFER_CHUNK_BYTES = 1 << 26
+"""Size of each of the two pinned buffers through which a result blended on the GPU is
+copied to host memory: 64 MiB."""
+
 DEVICE_ACCUMULATION_SHARE = 0.5
 """Largest share of the GPU's free memory that the output and its weight sum may take
 for blending on the GPU; above it they are blended in host memory."""
@@ -125,10 +129,44 @@ def blend_windows(
         ]
         output = output[(slice(None), slice(None), *crop)]
     if output.device.type != "cpu":
-        host = volume_like(volume, tuple(output.shape))
+        return _to_host(output, volume)
+    return output
+
+
+def _to_host(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``output`` (on a GPU) copied into a new host tensor laid out as ``reference``.
+
+    The copy goes through two pinned buffers of at most :data:`TRANSFER_CHUNK_BYTES`, in
+    turn: the GPU fills one while the host empties the other into the result. A copy
+    from device to pageable memory is staged by the driver in small pieces, one at a
+    time; the result is the same to the bit.
+    """
+    host = volume_like(reference, tuple(output.shape))
+    if output.device.type != "cuda":
         host.copy_(output)
         return host
-    return output
+    rows = int(output.shape[2])
+    per_row = max(1, output[:, :, :1].numel() * output.element_size())
+    step = max(1, min(rows, TRANSFER_CHUNK_BYTES // per_row))
+    shape = (*output.shape[:2], step, *output.shape[3:])
+    stages = [torch.empty(shape, dtype=output.dtype, pin_memory=True) for _ in range(2)]
+    done = [torch.cuda.Event(), torch.cuda.Event()]  # type: ignore[no-untyped-call]
+    starts = list(range(0, rows, step))
+
+    def fill(index: int) -> None:
+        start = starts[index]
+        stop = min(rows, start + step)
+        stages[index % 2][:, :, : stop - start].copy_(output[:, :, start:stop], non_blocking=True)
+        done[index % 2].record()
+
+    fill(0)
+    for index, start in enumerate(starts):
+        if index + 1 < len(starts):
+            fill(index + 1)  # into the other buffer, emptied in the last round
+        done[index % 2].synchronize()
+        stop = min(rows, start + step)
+        host[:, :, start:stop].copy_(stages[index % 2][:, :, : stop - start])
+    return host
 
 
 def _accumulators(

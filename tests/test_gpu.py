@@ -99,3 +99,20 @@ def test_windows_blend_on_the_gpu_when_there_is_room_and_match_the_cpu(
     assert chosen == ["cuda", "cpu"]
     assert gpu.device.type == "cpu"
     torch.testing.assert_close(gpu, cpu, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("order", ["c", "x-fastest"])
+def test_the_result_comes_back_through_pinned_buffers_unchanged(
+    monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    from medi2i import window_blend
+
+    monkeypatch.setattr(window_blend, "TRANSFER_CHUNK_BYTES", 3 * 2 * 40 * 30 * 4)  # 3 rows
+    output = torch.randn(1, 2, 50, 40, 30, device="cuda")
+    reference = torch.zeros(1, 1, 50, 40, 30)
+    if order == "x-fastest":
+        reference = torch.zeros(1, 1, 30, 40, 50).permute(0, 1, 4, 3, 2)
+    host = window_blend._to_host(output, reference)
+    assert host.device.type == "cpu"
+    assert torch.equal(host, output.cpu())
+    assert (host.stride(2) < host.stride(4)) == (order == "x-fastest")
