@@ -13,7 +13,7 @@ Runs (``--method``): ``regression-unet`` and ``pix2pix`` (Q1, within one subject
 ``q1x-regression-unet`` (Q1x split a, cross-subject) and ``q1u-cyclegan`` (Q1u split a,
 unpaired), each its workflow in ``workflows/`` with the GPU sizes below. Several
 invocations may share one GPU (one ``--method`` each, started together), but then give
-each fixed ``--steps``: calibrations that overlap only in part measured step times 2.5-3
+each fixed ``--steps``: calibrations that overlap only in part measured step times 2.2-2.8
 times shorter than the shared GPU then gave (three runs on one H200, 2026-12-04).
 ``--deadline`` stops a training that outlasts its estimate; its best validated model is
 still scored.
