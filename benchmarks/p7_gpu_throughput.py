@@ -43,7 +43,7 @@ Usage: python benchmarks/p7_gpu_throughput.py [--device cuda] [--shape 512,512,2
     [--roi 96,96,96] [--sw-batch-size 4] [--overlap 0.25] [--repeats 3] [--no-amp]
     [--output benchmarks/results/p7_gpu_throughput] [--budget-s 70]
 CPU rehearsal: python benchmarks/p7_gpu_throughput.py --device cpu --shape 64,64,48
-    --roi 32,32,32 --filters 8,16,32 --repeats 2 --output /tmp/p7
+    --roi 32,32,32 --filters 8,16,32 --repeats 2 --output p7-rehearsal
 """
 
 from __future__ import annotations
