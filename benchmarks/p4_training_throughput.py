@@ -233,7 +233,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps of each run")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--patch", type=int, default=32, help="cubic patch edge, voxels")
+    parser.add_argument(
+        "--patch", type=int, help="cubic patch edge, voxels [default: 32; 96 with --gpu-size]"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -254,7 +256,8 @@ def main() -> None:
     DEVICE = torch.device(args.device)
     if args.gpu_size:
         CHANNELS = GPU_CHANNELS
-        args.patch = 96 if args.patch == 32 else args.patch
+    if args.patch is None:
+        args.patch = 96 if args.gpu_size else 32
     args.volume = 128 if args.gpu_size else 64
 
     config = TrainingConfig(

@@ -96,8 +96,8 @@ def blend_windows(
         group = windows[first : first + batch_size]
         inputs = torch.cat([volume[(slice(None), slice(None), *window)] for window in group])
         if pinned:
-            inputs = inputs.pin_memory().to(device, non_blocking=True)
-        out = predictor(inputs.to(device))
+            inputs = inputs.pin_memory()
+        out = predictor(inputs.to(device, non_blocking=pinned))
         if output is None:
             out_roi = tuple(int(n) for n in out.shape[2:])
             if out_roi != roi:
@@ -137,9 +137,9 @@ def _to_host(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``output`` (on a GPU) copied into a new host tensor laid out as ``reference``.
 
     The copy goes through two pinned buffers of at most :data:`TRANSFER_CHUNK_BYTES`, in
-    turn: the GPU fills one while the host empties the other into the result. A copy
-    from device to pageable memory is staged by the driver in small pieces, one at a
-    time; the result is the same to the bit.
+    turn: the GPU fills one while the host empties the other into the result, the same
+    to the bit. (A plain copy into pageable memory took 0.146 s for 256 MiB on an H200,
+    15 % of P7's time.)
     """
     host = volume_like(reference, tuple(output.shape))
     if output.device.type != "cuda":

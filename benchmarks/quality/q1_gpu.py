@@ -164,6 +164,7 @@ def main() -> None:
         *args.extra,
     ]
     chosen = args.method or list(GPU_SIZES)
+    finished: dict[str, bool] = {}
     steps = {}
     for index, name in enumerate(chosen):
         workflow, sizes = GPU_SIZES[name]
@@ -194,14 +195,20 @@ def main() -> None:
         ]
         timeout = None if args.deadline is None else args.deadline - (time.monotonic() - start)
         run_dir = args.output / name
-        _run(name, _medi2i("run", workflow, settings, run_dir), args.output, timeout)
+        finished[name] = _run(
+            name, _medi2i("run", workflow, settings, run_dir), args.output, timeout
+        )
+        if not (run_dir / "best-model").is_dir():
+            print(f"{name}: stopped before its first validation; nothing to score", flush=True)
+            continue
         # the test part, once, with the model chosen on validation
         test = [sys.executable, "-m", "medi2i", "bench", "run", *TEST[name]]
         test += ["--model", str(run_dir / "best-model"), "--device", args.device]
         test += ["--work-dir", str(ROOT / "bench-work"), "--output", str(run_dir / "test")]
         _run(f"{name}-test", test, args.output)
     for name in chosen:
-        print(f"== {name}, {steps[name]} steps")
+        stopped = "" if finished.get(name) else ", stopped by the deadline"
+        print(f"== {name}, {steps[name]} steps{stopped}")
         for table in sorted((args.output / name / "test").glob("*_comparison.md")):
             print("\n".join(x for x in table.read_text().splitlines() if x.startswith("|")))
     print(f"total {time.monotonic() - start:.0f} s")
