@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from medi2i.errors import InputError, OptionsError
+from medi2i.errors import InputError, OptionsError, OutputError
 from medi2i.grid import Grid
 from medi2i.hashing import file_sha256
 from medi2i.method import (
@@ -73,7 +73,8 @@ def predict_outputs(
     Raises:
         OptionsError: The condition is invalid, or the method returned other outputs
             than it declares.
-        OutputError: An output is not finite.
+        OutputError: An output is not finite, or not a volume the core can place on a
+            grid (not channel-first 3D; another shape under the input's affine).
     """
     from medi2i.data.loading import prepared as prepared_volume
     from medi2i.engine import SlidingWindowEngine
@@ -106,6 +107,7 @@ def predict_outputs(
     for output in declared:
         shaped = _with_grid(method, raw[output.name], prepared)
         done = method.postprocess(shaped, prepared, domain=output.domain, condition=parsed)
+        _require_placed(method, done, shaped, "postprocess")
         results[output.name] = _delivered(method, done, input_grid, source_meta, output, parsed)
     return results
 
@@ -282,17 +284,47 @@ def _with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> Me
     from monai.data.meta_tensor import MetaTensor
 
     if isinstance(output, MetaTensor):
+        _require_placed(method, output, prepared, "predict")
         return output
+    _require_placed(method, output, prepared, "predict")
     grid = Grid.of(prepared)
     if isinstance(method, PatchNetworkMethod) and method.output_scale != (1.0, 1.0, 1.0):
         grid = grid.scaled(method.output_scale)
     if tuple(output.shape[-3:]) != grid.shape:
-        raise OptionsError(
+        raise OutputError(
             f"method {method.id!r} returned a volume of shape {tuple(output.shape)} on an "
             f"unknown grid (expected spatial shape {grid.shape}); a method that changes the grid "
             "must return a MetaTensor with its affine"
         )
     return MetaTensor(output, affine=torch.from_numpy(grid.affine))
+
+
+def _require_placed(method: Method, volume: torch.Tensor, given: torch.Tensor, stage: str) -> None:
+    """Refuse a method's output that the core cannot place in the world: not channel-first
+    3D, or a ``MetaTensor`` of another shape than the volume ``stage`` was given that still
+    carries that volume's affine. Slicing or cropping a ``MetaTensor`` keeps its affine, so
+    such an output would be delivered shifted or stretched (a convolution without padding,
+    ``image[:, ::2]``) instead of refused."""
+    import numpy as np
+    from monai.data.meta_tensor import MetaTensor
+
+    if volume.ndim != 4:
+        raise OutputError(
+            f"method {method.id!r} returned a volume of shape {tuple(volume.shape)} from "
+            f"{stage}; a method returns a channel-first 3D volume (C, X, Y, Z), as it is given"
+        )
+    if not (isinstance(volume, MetaTensor) and isinstance(given, MetaTensor)):
+        return
+    if tuple(volume.shape[1:]) == tuple(given.shape[1:]):
+        return
+    if np.allclose(np.asarray(volume.affine), np.asarray(given.affine), rtol=0.0, atol=1e-6):
+        raise OutputError(
+            f"method {method.id!r} returned a volume of spatial shape {tuple(volume.shape[1:])} "
+            f"from {stage}, given {tuple(given.shape[1:])}, but with the affine it was given: "
+            "cropping or striding a MetaTensor keeps its affine, so the output would land "
+            "in the wrong place; return a volume on the grid it was given (pad the "
+            "network's output back), or set the affine of the grid it lies on"
+        )
 
 
 def _grid_meta(volume: MetaTensor) -> dict[str, object]:
@@ -456,7 +488,11 @@ def predict_all(
     # a result the writer would refuse is refused before the inference, not after it
     grid = ready.output_grid(Grid.of(image), parsed)
     for declared_output in declared:
-        meta = {**image.meta, "medi2i.output.modality": declared_output.spec.modality}
+        meta = {
+            **image.meta,
+            "medi2i.method.id": ready.id,
+            "medi2i.output.modality": declared_output.spec.modality,
+        }
         writer.check(grid.affine, meta, paths[declared_output.name])
     record = provenance(
         ready,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from medi2i.errors import OptionsError, UnknownMethodError
+from medi2i.errors import OptionsError, OutputError, UnknownMethodError
 from medi2i.grid import Grid
 from medi2i.model_folder import load_model, save_model
 from medi2i.plugins import load_plugins
@@ -90,6 +90,55 @@ def test_reorientation_is_inverted_exactly_onto_a_non_ras_input_grid() -> None:
     # the map is global, so undoing the reorientation must give it voxel by voxel
     expected = (image.numpy() - low) / (high - low)
     np.testing.assert_allclose(result.numpy(), expected, atol=1e-6)
+
+
+class _Returning(SelfRescaling):
+    """Returns what ``make`` makes of the prepared input, from predict or postprocess."""
+
+    id = "example-returning"
+    fits_at_predict = False
+
+    def __init__(self, make: object, stage: str) -> None:
+        super().__init__()
+        self.make, self.stage = make, stage
+
+    def predict(self, image: MetaTensor, context: object) -> torch.Tensor:
+        return self.make(image) if self.stage == "predict" else image * 1.0  # type: ignore[operator]
+
+    def postprocess(self, image: MetaTensor, source: MetaTensor, **kwargs: object) -> MetaTensor:
+        return self.make(image) if self.stage == "postprocess" else image  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("stage", ["predict", "postprocess"])
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda v: v[:, 2:-2, 2:-2, 2:-2] * 1.0, "with the affine it was given"),  # unpadded conv
+        (lambda v: v[:, ::2], "with the affine it was given"),  # a stride
+        (lambda v: v[0], "channel-first 3D volume"),  # the channel axis dropped
+    ],
+)
+def test_an_output_the_core_cannot_place_is_refused_naming_the_method(
+    stage: str, make: object, says: str
+) -> None:
+    # slicing a MetaTensor keeps its affine: delivering it would shift or squeeze the result
+    with pytest.raises(OutputError, match=f"example-returning.*{stage}.*") as error:
+        predict_tensor(_Returning(make, stage), volume(oblique_affine()), settings=QUIET)
+    assert says in str(error.value)
+
+
+def test_an_output_on_its_own_grid_is_resampled_not_refused() -> None:
+    def cropped(v: MetaTensor) -> MetaTensor:
+        grid = Grid.of(v)
+        affine = grid.affine.copy()
+        affine[:3, 3] = grid.affine[:3, :3] @ np.array([2.0, 2.0, 2.0]) + grid.affine[:3, 3]
+        return MetaTensor(v.as_tensor()[:, 2:-2, 2:-2, 2:-2], affine=torch.from_numpy(affine))
+
+    image = volume(np.diag([1.0, 1.0, 1.0, 1.0]))
+    result = predict_tensor(_Returning(cropped, "predict"), image, settings=QUIET)
+    # inside, the crop lands back where it came from; outside, the edge voxels are repeated
+    inner = (slice(None), slice(2, -2), slice(2, -2), slice(2, -2))
+    torch.testing.assert_close(result.as_tensor()[inner], image.as_tensor()[inner])
 
 
 def test_condition_selects_the_target_domain_and_is_validated() -> None:

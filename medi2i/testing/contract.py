@@ -142,8 +142,8 @@ def _predict(
         outputs = predict_outputs(
             method, image, settings=settings or CONTRACT_SETTINGS, condition=condition
         )
-    except OutputError as exc:  # the predict path refuses a non-finite output
-        raise AssertionError(f"{method.id}: output has NaN or infinite values ({exc})") from None
+    except OutputError as exc:  # a non-finite output, or one the core cannot place
+        raise AssertionError(f"{method.id}: the predict path refused its output: {exc}") from None
     except Medi2iError as exc:
         raise AssertionError(f"{method.id}: predicting failed: {exc}") from exc
     if not _same_values(image.as_tensor(), before):
