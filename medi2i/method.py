@@ -216,6 +216,7 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
             )
         if not cls.tasks:
             raise TypeError(f"method {cls.id!r} declares no task")
+        cls._validate_training_hooks()
         for hook, keywords in _KEYWORDS.items():
             parameters = inspect.signature(getattr(cls, hook)).parameters
             accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
@@ -226,6 +227,25 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
                     f"{', '.join(missing)} (plugin API 2: "
                     f"def {hook}(self, ..., *, domain=None, condition=None))"
                 )
+
+    @classmethod
+    def _validate_training_hooks(cls) -> None:
+        """A declared way of learning must come with the hooks that do it, so that the
+        mistake shows at registration, not hours into a run."""
+        needed = {
+            Training.GRADIENT: (("configure_training", "training_step"), "all of"),
+            Training.FIT: (("fit", "fit_pairs"), "one of"),
+        }.get(cls.training)
+        if needed is None:
+            return
+        hooks, quantity = needed
+        present = [hook for hook in hooks if getattr(cls, hook) is not getattr(Method, hook)]
+        if (quantity == "all of" and len(present) < len(hooks)) or not present:
+            raise TypeError(
+                f"method {cls.id!r} declares training = {cls.training.value!r} but does not "
+                f"implement {quantity} {', '.join(hooks)}; implement them or declare the way "
+                "it learns (Training.NONE, FIT or GRADIENT)"
+            )
 
     @classmethod
     def summary(cls) -> str:
@@ -259,7 +279,15 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         if isinstance(options, cls.Options):
             return options
         raw = options.model_dump() if isinstance(options, BaseModel) else dict(options or {})
-        parsed: OptionsModel = _validated(cls.Options, raw, f"options of method {cls.id!r}")
+        parsed: OptionsModel = _validated(
+            cls.Options,
+            raw,
+            f"options of method {cls.id!r}",
+            elsewhere=(
+                cls.Condition,
+                "a predict-time condition, not an option: -c on the command line",
+            ),
+        )
         return parsed
 
     def parse_condition(self, condition: BaseModel | Mapping[str, object] | None) -> ConditionT:
@@ -277,7 +305,12 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
                 if isinstance(condition, BaseModel)
                 else dict(condition or {})
             )
-            parsed = _validated(self.Condition, raw, f"condition of method {self.id!r}")
+            parsed = _validated(
+                self.Condition,
+                raw,
+                f"condition of method {self.id!r}",
+                elsewhere=(self.Options, "an option, not a condition: -o on the command line"),
+            )
         self.check_condition(cast("ConditionT", parsed))
         return cast("ConditionT", parsed)
 
@@ -635,12 +668,27 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
             ) from exc
 
 
-def _validated(model: type[BaseModel], raw: dict[str, object], what: str) -> Any:
+def _validated(
+    model: type[BaseModel],
+    raw: dict[str, object],
+    what: str,
+    *,
+    elsewhere: tuple[type[BaseModel], str] | None = None,
+) -> Any:
+    """``raw`` as ``model``; an unknown key is told what the known ones are, or, when it
+    belongs to ``elsewhere``'s model (options given as a condition), where it goes."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise OptionsError(f"invalid {what}: {problems}") from None
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(root)"
+            message = err["msg"]
+            if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+                other, hint = elsewhere or (None, "")
+                if other is not None and where in other.model_fields:
+                    message += f" ({where} is {hint})"
+                else:
+                    message += f" (known: {', '.join(model.model_fields) or 'none'})"
+            problems.append(f"{where}: {message}")
+        raise OptionsError(f"invalid {what}: {'; '.join(problems)}") from None

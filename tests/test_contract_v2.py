@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,10 @@ class TwoWay(Method[Options, Direction]):
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
         self.seen: list[tuple[str, str | None]] = []
+
+    def fit(self, volumes: Sequence[MetaTensor]) -> None:
+        """Its per-domain scales are fixed; fitting only records that it happened."""
+        self.seen.append(("fit", None))
 
     def target(self, condition: Direction) -> str:
         return condition.to or self.domain_names[1]

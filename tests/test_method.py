@@ -9,7 +9,7 @@ import pytest
 
 from medi2i.errors import OptionsError
 from medi2i.grid import Grid
-from medi2i.method import Method, Task, VolumeSpec
+from medi2i.method import Method, Task, Training, VolumeSpec
 from medi2i.testing.example_methods import EXAMPLE_METHODS, DomainOffset, PointwiseNet
 
 
@@ -28,6 +28,19 @@ def test_options_reject_unknown_keys_and_wrong_types() -> None:
     with pytest.raises(OptionsError, match="hidden"):
         PointwiseNet({"hidden": "many"})
     assert PointwiseNet({"hidden": 2}).options.hidden == 2  # type: ignore[attr-defined]
+    with pytest.raises(OptionsError, match=r"hiden: Extra inputs.*\(known: roi_size, hidden\)"):
+        PointwiseNet({"hiden": 3})
+
+
+def test_an_option_given_as_a_condition_is_told_where_it_goes() -> None:
+    class Offset(DomainOffset):
+        class Options(DomainOffset.Options):
+            gain: float = 1.0
+
+    with pytest.raises(OptionsError, match=r"gain is an option, not a condition: -o"):
+        Offset().parse_condition({"gain": 2.0})
+    with pytest.raises(OptionsError, match=r"target_domain is a predict-time condition.*-c"):
+        Offset({"target_domain": "B"})
 
 
 def test_condition_is_validated_against_the_method_model() -> None:
@@ -59,6 +72,40 @@ def test_a_method_without_required_attributes_is_refused() -> None:
 
     with pytest.raises(TypeError, match="tasks"):
         Incomplete.validate_class()
+
+
+@pytest.mark.parametrize(
+    ("training", "hooks", "missing"),
+    [
+        (Training.GRADIENT, (), "configure_training, training_step"),
+        (Training.GRADIENT, ("configure_training",), "configure_training, training_step"),
+        (Training.FIT, (), "one of fit, fit_pairs"),
+    ],
+)
+def test_a_declared_way_of_learning_needs_its_hooks(
+    training: Training, hooks: tuple[str, ...], missing: str
+) -> None:
+    def implemented(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return {}
+
+    Declared = type(
+        "Declared",
+        (Method,),
+        {
+            "id": "declared",
+            "tasks": (Task.TRANSLATION,),
+            "input_spec": VolumeSpec(),
+            "output_spec": VolumeSpec(),
+            "training": training,
+            "predict": lambda self, image, context: image,
+            **{hook: implemented for hook in hooks},
+        },
+    )
+    with pytest.raises(TypeError, match=f"declares training = '{training.value}'.*{missing}"):
+        Declared.validate_class()
+    for hook in ("configure_training", "training_step", "fit"):
+        setattr(Declared, hook, implemented)
+    Declared.validate_class()
 
 
 def test_scaled_grid_keeps_the_field_of_view() -> None:

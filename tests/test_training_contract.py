@@ -223,7 +223,7 @@ class ForgetsItsGenerator(ExampleStar):
     [
         (ForgetsItsPool, SMALL_CYCLE, "does not end as the run that was not interrupted"),
         (DrawsFromItsOwnGenerator, SMALL_GAN, "does not end as the run that was not interrupted"),
-        (NeverSteps, SMALL_TINY, "training changed no weight"),
+        (NeverSteps, SMALL_TINY, "training_step returned without calling trainer.step"),
         (Diverges, SMALL_TINY, "training failed"),
         (ForgetsItsGenerator, SMALL_GAN, "predicts output 'scanner-a' differently"),
         (FittedStandardization, None, "not by gradient steps"),

@@ -23,7 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from medi2i.data.cases import CaseSet
-from medi2i.errors import OptionsError
+from medi2i.errors import OptionsError, TrainingError
 from medi2i.method import Method
 from medi2i.settings import InferenceSettings
 from medi2i.training.checkpoint import TrainingState
@@ -95,6 +95,8 @@ class Trainer:
         self._non_finite: dict[str, torch.Tensor] = {}
         self.non_finite_backward: list[str] = []
         self._spreads: dict[str, torch.Tensor] = {}
+        self._steps_asked = 0
+        self._checked_stepping = False
 
     # -- TrainerAPI --------------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class Trainer:
     def step(self, optimizer: str) -> None:
         """Update with ``optimizer`` and zero its gradients, at the end of an
         accumulation cycle; a no-op on the batches before."""
+        self._steps_asked += 1
         if self.micro_step != self.accumulation_steps - 1:
             return
         chosen = self.optimizers[self._known(optimizer)]
@@ -196,9 +199,22 @@ class Trainer:
                 losses = method.training_step(self._on_device(batch), self)
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
+        if not self._checked_stepping:
+            self._require_stepping(method)
         self.step_index += 1
         self.non_finite_backward = self._read_non_finite()
         return {name: total / len(batches) for name, total in totals.items()}
+
+    def _require_stepping(self, method: Method) -> None:
+        """After the first step of a run: a ``training_step`` that never called
+        :meth:`step` would train for hours without changing a weight."""
+        self._checked_stepping = True
+        if self._steps_asked == 0:
+            raise TrainingError(
+                f"method {method.id!r}: training_step returned without calling "
+                "trainer.step(...), so no weight would ever change; after "
+                "trainer.backward(loss, name), call trainer.step(name) for each optimizer"
+            )
 
     def learning_rates(self) -> dict[str, float]:
         """Learning rate of each optimizer's first parameter group."""
