@@ -95,7 +95,9 @@ class PluginFailure:
     stage: str
     error: str
 
-    def message(self) -> str:
+    def message(self, *, fatal: bool = False) -> str:
+        if fatal:
+            return f"plugin {self.name!r} failed during {self.stage}: {self.error}"
         return (
             f"plugin {self.name!r} failed during {self.stage} and was skipped: {self.error}"
             " (set MEDI2I_STRICT_PLUGINS=1 to make this fatal)"
@@ -114,6 +116,9 @@ class PluginSet:
     def fail(self, name: str, stage: str, exc: BaseException) -> None:
         """Record a failed plugin; raise in strict mode, warn otherwise."""
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:  # where in the plugin's code it broke, so its author can go there
+            error += f" (at {frames[-1].filename}, line {frames[-1].lineno})"
         self._record(PluginFailure(name=name, stage=stage, error=error), exc)
 
     def refuse(self, name: str, stage: str, reason: str) -> None:
@@ -122,7 +127,7 @@ class PluginSet:
 
     def _record(self, failure: PluginFailure, cause: BaseException | None) -> None:
         if self.strict:
-            raise PluginError(failure.message().split(" (set")[0]) from cause
+            raise PluginError(failure.message(fatal=True)) from cause
         self.failures.append(failure)
         warnings.warn(failure.message(), PluginWarning, stacklevel=4)
 
@@ -150,13 +155,13 @@ def load_plugins(*, strict: bool | None = None) -> PluginSet:
             _info(manager, module, module_name, None, None, builtin=True, api=PLUGIN_API_VERSION)
         )
     if not env_flag("MEDI2I_DISABLE_PLUGIN_AUTOLOAD"):
-        for entry_point in _selected_entry_points():
+        for entry_point in _selected_entry_points(plugins):
             _load_entry_point(plugins, entry_point)
     _check_pending(plugins)
     return plugins
 
 
-def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
+def _selected_entry_points(plugins: PluginSet) -> list[importlib.metadata.EntryPoint]:
     entry_points = sorted(
         importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
     )
@@ -164,6 +169,17 @@ def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
     if wanted is None:
         return list(entry_points)
     names = {name.strip() for name in wanted.split(",") if name.strip()}
+    known = {ep.name for ep in entry_points} | {_dist_name(ep) for ep in entry_points}
+    installed = ", ".join(sorted(ep.name for ep in entry_points)) or "none"
+    for name in sorted(names - known):
+        # a typo here would otherwise load nothing and say nothing
+        plugins.refuse(
+            name,
+            "selection",
+            "MEDI2I_LOAD_PLUGINS names it, but no installed medi2i plugin has that "
+            f"entry-point or distribution name (installed: {installed}); "
+            "fix the name, or install the plugin (pip install -e <its folder>)",
+        )
     return [ep for ep in entry_points if ep.name in names or _dist_name(ep) in names]
 
 

@@ -534,3 +534,16 @@ def test_a_folder_holding_other_files_is_never_replaced(tmp_path: Path) -> None:
             method_version="1",
         )
     assert (tmp_path / "results" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_method_output_of_no_modality_asks_for_nifti_naming_the_method(tmp_path: Path) -> None:
+    from medi2i.dicom.writing.volume_writer import (
+        METHOD_ID_KEY,
+        OUTPUT_MODALITY_KEY,
+        output_modality,
+    )
+
+    meta = {OUTPUT_MODALITY_KEY: "any", METHOD_ID_KEY: "gamma-curve"}
+    with pytest.raises(OptionsError, match=r"method 'gamma-curve' declares.*'any'.*NIfTI"):
+        output_modality(meta, None, tmp_path / "out")
+    assert output_modality({**meta, OUTPUT_MODALITY_KEY: "CT"}, None, tmp_path / "out") == "CT"

@@ -348,13 +348,16 @@ def test_a_plugin_whose_register_hook_raises_is_skipped(installed: list[FakeEntr
     [failure] = registry.plugins.failures
     assert (failure.name, failure.stage) == ("flaky", "register_methods")
     assert "RuntimeError: weights server is down" in failure.error
+    # where the plugin's code raised, for its author
+    assert f"(at {__file__}, line " in failure.error
 
 
 def test_a_failed_import_is_fatal_when_strict_is_asked(installed: list[FakeEntryPoint]) -> None:
     installed.append(FakeEntryPoint("broken", ImportError("no module named 'onnx'")))
 
-    with pytest.raises(PluginError, match=r"'broken' failed during import.*onnx"):
+    with pytest.raises(PluginError, match=r"'broken' failed during import.*onnx") as error:
         load_plugins(strict=True)
+    assert "skipped" not in str(error.value)  # it was not: the command stops
 
 
 def test_autoload_can_be_disabled(
@@ -390,6 +393,21 @@ def test_load_plugins_loads_only_the_named_ones(
     monkeypatch.setenv("MEDI2I_LOAD_PLUGINS", selection)
 
     assert loaded_names(load_plugins()) == [*BUILTIN_PLUGINS, *expected]
+
+
+def test_a_selected_name_that_nothing_installed_has_is_reported(
+    installed: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed.append(
+        FakeEntryPoint("first", plugin("first"), FakeDistribution("medi2i-first", "1"))
+    )
+    monkeypatch.setenv("MEDI2I_LOAD_PLUGINS", "medi2i-first,frist")
+
+    with pytest.warns(PluginWarning, match=r"'frist' failed during selection.*installed: first"):
+        plugins = load_plugins()
+    assert loaded_names(plugins) == [*BUILTIN_PLUGINS, "first"]
+    with pytest.raises(PluginError, match="'frist' failed during selection"):
+        load_plugins(strict=True)
 
 
 def misspelled_plugin() -> types.ModuleType:

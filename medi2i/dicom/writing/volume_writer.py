@@ -131,8 +131,17 @@ def output_modality(meta: Mapping[str, object], source: DicomSource | None, path
             return "CT"
         if candidate == "MR":
             return "MR"
+    declared = meta.get(OUTPUT_MODALITY_KEY)
+    method = meta.get(METHOD_ID_KEY)
+    if method is not None:
+        raise OptionsError(
+            f"cannot write the DICOM series {path}: method {method!r} declares its output "
+            f"modality as {declared!r} and the input was not a CT or MR DICOM series, so "
+            "neither says which DICOM image type to write; write a NIfTI file instead "
+            "(e.g. OUT.nii.gz), or (as the method's author) declare output_spec's modality"
+        )
     raise OptionsError(
         f"cannot write the DICOM series {path}: the output modality is not known "
-        f"(meta[{OUTPUT_MODALITY_KEY!r}] is {meta.get(OUTPUT_MODALITY_KEY)!r} and the input "
-        f"was not a CT or MR series); set meta[{OUTPUT_MODALITY_KEY!r}] to 'CT' or 'MR'"
+        f"(meta[{OUTPUT_MODALITY_KEY!r}] is {declared!r} and the input was not a CT or MR "
+        f"series); set meta[{OUTPUT_MODALITY_KEY!r}] to 'CT' or 'MR'"
     )
