@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from medi2i.errors import InputError, Medi2iError, ModelFormatError, OptionsError
+from medi2i.errors import (
+    InputError,
+    Medi2iError,
+    ModelFormatError,
+    OptionsError,
+    UnknownMethodError,
+)
 from medi2i.grid import SpatialPlan
 from medi2i.hashing import file_sha256
 from medi2i.method import DomainSpec, Method, StateValue, VolumeSpec
@@ -81,6 +87,9 @@ class MethodRecord(BaseModel):
 
     id: str
     version: str
+    distribution: str | None = None
+    """The Python distribution whose code defines the method (absent in models written
+    before it was recorded), so a machine without it can say what to install."""
 
 
 class AdaptedFrom(BaseModel):
@@ -159,7 +168,9 @@ def save_model(
         weights = _write_weights(method, staging)
         manifest = ModelManifest(
             format=FORMAT,
-            method=MethodRecord(id=method.id, version=method.version),
+            method=MethodRecord(
+                id=method.id, version=method.version, distribution=_distribution_of(method)
+            ),
             options=method.options.model_dump(mode="json"),
             state=method.state_values(),
             input=method.input_spec,
@@ -280,7 +291,17 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     files = _ModelFiles(path)
     manifest = _read_manifest(files)
     registry = registry if registry is not None else Registry()
-    method_cls = registry.method(manifest.method.id)
+    try:
+        method_cls = registry.method(manifest.method.id)
+    except UnknownMethodError as exc:
+        made_by = manifest.method.distribution
+        if made_by is None:
+            raise
+        raise UnknownMethodError(
+            f"{path} was made by method {manifest.method.id!r} of the distribution "
+            f"{made_by!r}, which no installed plugin provides; install it (pip install "
+            f"{made_by}, or pip install -e <its folder>). {exc}"
+        ) from None
     check_versions(path, method_cls, registry, manifest.method.version, manifest.medi2i_version)
     try:
         options = method_cls.parse_options(manifest.options)
@@ -436,3 +457,12 @@ def _escapes(name: str) -> bool:
     if unified.startswith("/") or re.match(r"^[A-Za-z]:", unified):
         return True
     return ".." in PurePosixPath(unified).parts
+
+
+def _distribution_of(method: Method) -> str | None:
+    """The installed distribution that holds the module defining ``method``'s class."""
+    import importlib.metadata
+
+    package = type(method).__module__.split(".")[0]
+    names = importlib.metadata.packages_distributions().get(package, [])
+    return names[0] if names else None

@@ -123,8 +123,11 @@ def test_missing_or_invalid_parts_are_clear_errors(tmp_path: Path, registry: Reg
 
 def test_an_uninstalled_method_names_itself(trained: tuple[PointwiseNet, Path]) -> None:
     _, folder = trained
-    with pytest.raises(UnknownMethodError, match="example-pointwise-net"):
+    with pytest.raises(UnknownMethodError, match="example-pointwise-net") as error:
         load_model(folder, registry=Registry(load_plugins()))
+    # the manifest names the distribution whose code made it (the examples ship with medi2i)
+    assert read_manifest(folder).method.distribution == "medi2i"
+    assert "of the distribution 'medi2i'" in str(error.value)
 
 
 def test_an_existing_folder_is_not_overwritten_by_default(
