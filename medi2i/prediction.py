@@ -592,6 +592,11 @@ def provenance(
         "weights_sha256": weights,
         "input": _input_hash(source, image),
         "settings": settings.model_dump(mode="json"),
+        # the window the sliding window asks for when the settings leave it to the method
+        # (it shrinks along an axis shorter than that); null for methods without windows
+        "window": list(settings.roi_size or method.roi_size())
+        if isinstance(method, PatchNetworkMethod)
+        else None,
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -181,6 +181,9 @@ def test_predict_writes_output_with_identical_geometry_and_provenance(
     record = json.loads(sidecar_path(written).read_text())
     assert record["method"]["id"] == PointwiseNet.id
     assert record["plugin"]["name"] == "examples"
+    # no --roi-size given: the window the method chose is recorded, not left null
+    assert record["settings"]["roi_size"] is None
+    assert record["window"] == list(method.roi_size())
     assert len(record["input"]["sha256"]) == 64
     assert (
         record["weights_sha256"]
