@@ -168,6 +168,9 @@ def test_run_trains_evaluates_and_reports(workflow_file: Path, plugins: PluginSe
     assert "synthrad_mae_hu" in (run / "model" / "README.md").read_text()
     report = (run / "report.md").read_text()
     assert "synthrad_mae (HU)" in report
+    # the options row lists every option of the model, defaults included
+    options = json.loads((run / "model" / "medi2i-model.json").read_text())["options"]
+    assert json.dumps(options, sort_keys=True) in report
     figures = sorted((run / "figures").glob("*.png"))
     assert [f.name for f in figures] == ["case_demo003.png", "training_curves.png"]
     for figure in figures:

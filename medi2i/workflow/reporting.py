@@ -54,7 +54,7 @@ def _run_section(
     state = RunState.read(run)
     facts = [
         ("method", method.id if method.id is not None else f"trained model {method.model}"),
-        ("options", json.dumps(method.options, sort_keys=True) if method.options else "defaults"),
+        ("options", _options_text(workflow, run)),
         ("data", f"{workflow.data.kind}, {workflow.data.layout.type} layout"),
         ("training steps", str(workflow.training.steps) if method.id is not None else "none"),
         ("model folder", _relative(state.model_dir(run), run)),
@@ -67,6 +67,22 @@ def _run_section(
         facts.append(("evaluated cases", f"{len(evaluation.cases)} ({where})"))
     facts += [(f"{stage} finished", stamp) for stage, stamp in state.stages.items()]
     return Section("Run", facts=facts)
+
+
+def _options_text(workflow: Workflow, run: RunFolder) -> str:
+    """Every option the model was made with (its defaults included, as its folder holds
+    them); the workflow's own when no model folder exists yet."""
+    from medi2i.errors import Medi2iError
+    from medi2i.model_folder import read_manifest
+
+    folder = RunState.read(run).model_dir(run)
+    if folder is not None:
+        try:
+            return json.dumps(read_manifest(folder).options, sort_keys=True)
+        except Medi2iError:
+            pass  # a missing or unreadable folder: say what the workflow asked for
+    options = workflow.method.options
+    return json.dumps(options, sort_keys=True) if options else "defaults"
 
 
 def _relative(path: Path | None, run: RunFolder) -> str:
