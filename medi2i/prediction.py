@@ -482,7 +482,11 @@ def predict_all(
         check_destination(
             path, inputs=[Path(source)], overwrite=overwrite, folder=not writer.suffixes
         )
-        check_destination(sidecar_path(path), inputs=[Path(source)], overwrite=True, folder=False)
+        sidecar = sidecar_path(path)
+        # an earlier provenance record of medi2i's own (its image was deleted, or this
+        # is an --overwrite) is replaced; a file of the user's under that name is not
+        replaceable = overwrite or _is_provenance_record(sidecar)
+        check_destination(sidecar, inputs=[Path(source)], overwrite=replaceable, folder=False)
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     # a result the writer would refuse is refused before the inference, not after it
@@ -600,6 +604,17 @@ def provenance(
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _is_provenance_record(path: Path) -> bool:
+    """Whether ``path`` is a provenance sidecar that medi2i wrote."""
+    try:
+        if not path.is_file() or path.stat().st_size > (1 << 22):
+            return False
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"medi2i_version", "method", "input"} <= set(record)
 
 
 def sidecar_path(output: Path) -> Path:

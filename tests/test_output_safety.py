@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 
 from medi2i.cli.main import build_cli
 from medi2i.errors import InputError, OutputError
-from medi2i.io.atomic import atomic_path, remove_stale_temporaries, temporary_sibling
+from medi2i.io.atomic import atomic_path, temporary_sibling
 from medi2i.plugins import load_plugins
 from medi2i.testing import example_methods, make_volume
 from medi2i.voxel_checks import checked_input
@@ -104,7 +104,7 @@ def test_the_next_write_removes_what_a_killed_writer_left(tmp_path: Path) -> Non
     assert killed.returncode == -9
     left = [p.name for p in tmp_path.iterdir()]
     assert len(left) == 1
-    assert left[0].startswith(".out.tmp-")
+    assert left[0].startswith(".out.medi2i-tmp-")
     busy = temporary_sibling(tmp_path / "busy.nii.gz")  # this process, still writing
     busy.write_bytes(b"in progress")
     (tmp_path / ".hidden-notes.txt").write_text("not ours")
@@ -117,13 +117,35 @@ def test_the_next_write_removes_what_a_killed_writer_left(tmp_path: Path) -> Non
     )
 
 
-def test_an_old_temporary_without_a_process_id_goes_after_an_hour(tmp_path: Path) -> None:
-    old, new = tmp_path / ".a.tmp-1a2b3c4d.nii.gz", tmp_path / ".b.tmp-5e6f7a8b.nii.gz"
-    old.write_bytes(b"x")
-    new.write_bytes(b"x")
-    os.utime(old, (0, 0))
-    assert remove_stale_temporaries(tmp_path) == [old]
-    assert new.exists()
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".scan.tmp-backup.nii.gz",  # a user's backup, however old
+        ".notes.tmp-backup1",
+        ".x.tmp-99999-abcdef.nii.gz",  # medi2i's old form, from a process long gone
+        ".x.medi2i-tmp-99999-abcdef.nii.gz",  # six hex digits: not medi2i's
+        ".x.medi2i-tmp-99999-0123456789.nii.gz",
+        "x.medi2i-tmp-99999-01234567.nii.gz",  # not hidden
+    ],
+)
+@pytest.mark.parametrize("folder", [False, True])
+def test_only_medi2i_s_own_temporaries_are_cleaned_up(
+    tmp_path: Path, name: str, folder: bool
+) -> None:
+    kept = tmp_path / name
+    if folder:
+        kept.mkdir()
+        (kept / "00001.dcm").write_bytes(b"a user's series")
+    else:
+        kept.write_bytes(b"a user's file")
+    os.utime(kept, (0, 0))
+    dead = tmp_path / ".out.medi2i-tmp-99999999-0badc0de.nii.gz"  # no such process
+    dead.write_bytes(b"half")
+
+    with atomic_path(tmp_path / "result.nii.gz") as tmp:
+        tmp.write_bytes(b"done")
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "result.nii.gz"])
 
 
 def nan_volume() -> torch.Tensor:
@@ -264,3 +286,44 @@ def test_a_series_the_writer_would_refuse_is_refused_before_the_inference(
     assert result.exit_code == 1, result.output
     assert str(tmp_path / "sct") in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sheared.nii.gz"]
+
+
+@pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])
+def test_a_header_and_data_output_never_replaces_a_data_file_it_does_not_own(
+    tmp_path: Path, suffix: str
+) -> None:
+    from medi2i.io import write_volume
+
+    volume = make_volume((6, 5, 4))
+    first = write_volume(volume, tmp_path / f"first{suffix}")
+    [data] = [p for p in tmp_path.iterdir() if p.name.startswith("first.") and p != first]
+    # another volume's (or the input's) data file under the name the new output would use
+    precious = tmp_path / data.name.replace("first", "second")
+    precious.write_bytes(b"someone else's voxels")
+
+    with pytest.raises(OutputError, match="exists and is not the data file"):
+        write_volume(volume, tmp_path / f"second{suffix}")
+    assert precious.read_bytes() == b"someone else's voxels"
+    assert not (tmp_path / f"second{suffix}").exists()
+    # replacing an earlier output of the same name replaces its data file too
+    write_volume(volume * 2, first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [first.name, data.name, precious.name]
+    )
+
+
+def test_a_user_file_at_the_provenance_path_is_kept_unless_overwrite(tmp_path: Path) -> None:
+    source = nifti(tmp_path / "in.nii.gz", blobs(0))
+    user = tmp_path / "out.provenance.json"
+    user.write_text('{"user": "precious"}')
+
+    refused = translate(source, tmp_path / "out.nii.gz")
+    assert refused.exit_code == 1
+    assert "out.provenance.json" in refused.output
+    assert "--overwrite" in refused.output
+    assert user.read_text() == '{"user": "precious"}'
+    assert not (tmp_path / "out.nii.gz").exists()
+    # medi2i's own record of an output since deleted is simply replaced
+    assert translate(source, tmp_path / "other.nii.gz").exit_code == 0
+    (tmp_path / "other.nii.gz").unlink()
+    assert translate(source, tmp_path / "other.nii.gz").exit_code == 0

@@ -7,9 +7,11 @@ rename across file systems is not atomic) and keeps the destination's suffix, be
 format libraries choose the format and compression by it.
 
 A process killed outright (``kill -9``, power loss) cannot remove its temporary file.
-The temporary name carries the writing process's id, ``.out.tmp-<pid>-<hex>.nii.gz``,
-so the next atomic write into that folder removes what a process that no longer runs
-left there (:func:`remove_stale_temporaries`), and never touches a write in progress.
+The temporary name carries a marker and the writing process's id,
+``.out.medi2i-tmp-<pid>-<8 hex digits>.nii.gz``, so the next atomic write into that folder
+removes what a process that no longer runs left there (:func:`remove_stale_temporaries`),
+and never touches a write in progress. Only names of exactly that form are removed: a
+user's ``.scan.tmp-backup.nii.gz`` is not medi2i's to delete, however old it is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import os
 import re
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +39,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         path: The final destination.
 
     Yields:
-        A sibling of ``path`` named like ``.out.tmp-1a2b3c4d.nii.gz``.
+        A sibling of ``path`` named like ``.out.medi2i-tmp-4242-1a2b3c4d.nii.gz``.
 
     Example:
         >>> with atomic_path(Path("out") / "report.json") as tmp:  # doctest: +SKIP
@@ -67,6 +68,9 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
     themselves, so both must be written under their final names. This yields
     ``path``'s name inside a temporary folder; on success every file written there is
     moved next to ``path``, the header last, so the header never points at missing data.
+    A data file may replace an existing file only when that file is the data file of the
+    header being replaced (an ``--overwrite`` of an earlier output): anything else of
+    that name, another volume's data or the very input's, is refused and kept.
 
     Args:
         path: The final header path.
@@ -82,12 +86,37 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
     try:
         yield folder / path.name
         header_last = sorted(folder.iterdir(), key=lambda part: part.name == path.name)
+        for part in header_last[:-1]:
+            _require_replaceable(path, path.parent / part.name)
         for part in header_last:
             os.replace(part, path.parent / part.name)
     except OSError as exc:
         raise _not_written(path, exc) from exc
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _require_replaceable(header: Path, data: Path) -> None:
+    """Refuse to put a data file over an existing file that ``header`` does not name."""
+    if not (data.exists() or data.is_symlink()):
+        return
+    named = False
+    try:
+        with header.open("rb") as stream:
+            text = stream.read(1 << 16).decode("latin-1")
+        fields = re.findall(
+            r"^\s*(?:ElementDataFile|data ?file)\s*[=:]\s*(.+?)\s*$", text, re.M | re.I
+        )
+        named = data.name in fields
+    except OSError:
+        pass
+    if not named:
+        raise OutputError(
+            f"cannot write {header}: its data file {data} exists and is not the data file "
+            f"of an earlier {header.name}, so writing would replace another file (perhaps "
+            "the input's voxels); nothing was written. Choose another output name, or move "
+            "that file"
+        )
 
 
 def _not_written(path: Path, exc: OSError) -> OutputError:
@@ -103,27 +132,28 @@ def temporary_sibling(path: Path) -> Path:
     stem, dot, suffix = path.name.partition(".")
     while True:
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
-        candidate = path.with_name(f".{stem}.tmp-{token}{dot}{suffix}")
+        candidate = path.with_name(f".{stem}.{TEMPORARY_MARKER}-{token}{dot}{suffix}")
         if not candidate.exists():
             return candidate
 
 
-_TEMPORARY = re.compile(r"^\..+?\.tmp-(?:(?P<pid>\d+)-)?[0-9a-z_]{6,}")
-LEGACY_TEMPORARY_AGE_S = 3600.0
-"""A temporary name without a process id (older medi2i) is stale after this many seconds."""
+TEMPORARY_MARKER = "medi2i-tmp"
+_TEMPORARY = re.compile(
+    r"^\.[^.]*\." + TEMPORARY_MARKER + r"-(?P<pid>[0-9]{1,10})-[0-9a-f]{8}(?:\.[^/]*)?$"
+)
 
 
 def is_temporary(name: str) -> bool:
-    """Whether ``name`` is one of medi2i's temporary names (``.out.tmp-...``)."""
+    """Whether ``name`` is one of medi2i's temporary names
+    (``.out.medi2i-tmp-<pid>-<8 hex digits>...``, as :func:`temporary_sibling` makes them)."""
     return _TEMPORARY.match(name) is not None
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove the temporary files and folders that dead medi2i writers left in ``folder``.
 
-    A name ``.<name>.tmp-<pid>-<hex>...`` is stale when no process ``<pid>`` runs on
-    this machine; a name without a process id when it is older than
-    :data:`LEGACY_TEMPORARY_AGE_S`. Nothing else is touched.
+    A name of :func:`temporary_sibling`'s form is stale when no process ``<pid>`` runs
+    on this machine. Nothing else is touched, whatever its name or age.
 
     Returns:
         What was removed.
@@ -135,20 +165,11 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     removed = []
     for entry in entries:
         match = _TEMPORARY.match(entry.name)
-        if match is None or not _is_stale(entry, match.group("pid")):
+        if match is None or _process_runs(int(match.group("pid"))):
             continue
         _remove(entry)
         removed.append(entry)
     return removed
-
-
-def _is_stale(entry: Path, pid: str | None) -> bool:
-    if pid is None:
-        try:
-            return time.time() - entry.lstat().st_mtime > LEGACY_TEMPORARY_AGE_S
-        except OSError:
-            return False
-    return not _process_runs(int(pid))
 
 
 def _process_runs(pid: int) -> bool:
