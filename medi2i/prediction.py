@@ -159,15 +159,25 @@ def _delivered(
     condition: object,
 ) -> MetaTensor:
     from medi2i.resample import resample_to_grid
-    from medi2i.voxel_checks import require_finite_output
+    from medi2i.voxel_checks import require_finite_output, require_varying_output
 
     result = resample_to_grid(output, method.output_grid(input_grid, condition), mode="linear")
     named = f" {declared.name!r}" if declared.name else ""
+    values = result.as_tensor().detach().cpu().numpy()
+    what = (
+        f"the output{named} of {method.id!r} for {source_meta.get('filename_or_obj', 'the input')}"
+    )
     require_finite_output(
-        result.as_tensor().detach().cpu().numpy(),
-        f"the output{named} of {method.id!r} for {source_meta.get('filename_or_obj', 'the input')}",
+        values,
+        what,
         hint="the method failed on this input (a diverged model, or an input unlike its "
         "training data); nothing was written",
+    )
+    require_varying_output(
+        values,
+        what,
+        hint="the method collapsed on this input (e.g. too few voxels differ from the "
+        "background for its intensity statistics, or an untrained or dead network)",
     )
     result.meta = {
         **source_meta,

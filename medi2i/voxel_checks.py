@@ -103,6 +103,25 @@ def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "
         raise OutputError(f"{path} was not written: {bad}{'; ' + hint if hint else ''}")
 
 
+def require_varying_output(values: np.ndarray, path: Path | str, *, hint: str = "") -> None:
+    """Refuse to write ``values`` when every voxel holds the same value: inputs that are
+    constant are refused on reading, so a constant translation of a varying input is a
+    collapsed method (a percentile window of zero width, a dead network), not a result.
+
+    Raises:
+        OutputError: Naming the value; nothing was written.
+    """
+    if values.size < 2:
+        return
+    flat = values.ravel(order="K")
+    first = flat[0]
+    if np.all(flat == first):
+        raise OutputError(
+            f"{path} was not written: every voxel is {float(first):g}, a constant volume"
+            f"{'; ' + hint if hint else ''}"
+        )
+
+
 def _non_finite(values: np.ndarray, finite: np.ndarray | None = None) -> str:
     """``"N voxel(s) are NaN or infinite (first at voxel (i, j, k))"``, or ``""``."""
     if finite is None and _all_finite(values):

@@ -204,3 +204,10 @@ def test_a_trainable_method_without_a_model_is_refused(tmp_path: Path, registry:
 def test_unknown_method_lists_the_known_ones(tmp_path: Path, registry: Registry) -> None:
     with pytest.raises(UnknownMethodError, match="example-domain-offset"):
         predict(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", method="nope", registry=registry)
+
+
+def test_a_constant_output_of_a_varying_input_is_not_delivered() -> None:
+    # e.g. a percentile window of zero width on a sparse volume: every voxel the same
+    collapsed = _Returning(lambda v: v * 0.0 + 3.0, "postprocess")
+    with pytest.raises(OutputError, match=r"every voxel is 3, a constant volume.*collapsed"):
+        predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET)
