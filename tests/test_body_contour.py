@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -377,3 +378,58 @@ def test_mask_command_writes_the_body_mask_on_the_input_grid(tmp_path: Path) -> 
     assert CliRunner().invoke(build_cli(), [*arguments, "--overwrite"]).exit_code == 0
     folder = CliRunner().invoke(build_cli(), ["mask", str(tmp_path / "mr.nii.gz"), "out"])
     assert "no suffix" in folder.output
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda v: v.__setitem__((3, 4, 5), np.nan), "NaN or infinite"),
+        (lambda v: v.fill(7.0), "a constant volume"),
+        (
+            lambda v: v.__setitem__(
+                slice(None), 1000.0 + 1e-4 * (np.arange(v.shape[0]) % 2)[:, None, None]
+            ),
+            "cannot find a body",
+        ),
+    ],
+)
+def test_mask_command_refuses_what_predict_refuses(
+    tmp_path: Path, change: Callable[[np.ndarray], None], says: str
+) -> None:
+    import nibabel as nib
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+
+    values = box_body().astype(np.float64)
+    change(values)
+    nib.save(nib.Nifti1Image(values, np.eye(4)), tmp_path / "mr.nii.gz")
+
+    result = CliRunner().invoke(
+        build_cli(), ["mask", str(tmp_path / "mr.nii.gz"), str(tmp_path / "m.nii.gz")]
+    )
+
+    assert result.exit_code != 0
+    assert says in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
+@pytest.mark.parametrize("margin", ["nan", "inf", "1e9", "-1"])
+def test_mask_command_refuses_a_margin_that_is_no_distance(tmp_path: Path, margin: str) -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.io import write_volume
+
+    write_volume(metatensor(box_body()), tmp_path / "mr.nii.gz")
+    arguments = [
+        "mask",
+        str(tmp_path / "mr.nii.gz"),
+        str(tmp_path / "m.nii.gz"),
+        "--margin",
+        margin,
+    ]
+    result = CliRunner().invoke(build_cli(), arguments)
+    assert result.exit_code == 2
+    assert "--margin" in result.output

@@ -16,6 +16,15 @@ import click
 from medi2i.cli.options import command_registry, overwrite_option
 from medi2i.errors import OptionsError
 
+MAX_MARGIN_VOXELS = 1000.0
+"""The largest margin the command takes: wider than any volume's body needs."""
+
+
+def _finite_margin(value: float) -> float:
+    if value != value:  # NaN passes FloatRange's comparisons
+        raise click.BadParameter("must be a number of voxels, not NaN")
+    return value
+
 
 def add_to(group: click.Group) -> None:
     """Add the ``mask`` command to ``group``."""
@@ -28,10 +37,19 @@ def add_to(group: click.Group) -> None:
 @click.option(
     "--margin",
     "margin_voxels",
-    type=click.FloatRange(min=0.0),
+    type=click.FloatRange(min=0.0, max=MAX_MARGIN_VOXELS),
     default=2.0,
     show_default=True,
-    help="Grow the filled body by this distance, in voxels.",
+    callback=lambda _ctx, _param, value: _finite_margin(value),
+    help=f"Grow the filled body by this distance, in voxels (0 to {MAX_MARGIN_VOXELS:g}).",
+)
+@click.option(
+    "--nonfinite",
+    type=click.Choice(["error", "zero", "nearest"]),
+    default="error",
+    show_default=True,
+    help="NaN or infinite input voxels: refuse the input, set them to 0, or use the "
+    "nearest finite voxel's value (as predict does).",
 )
 @overwrite_option
 @click.pass_context
@@ -41,6 +59,7 @@ def mask_command(
     input_path: Path,
     output_path: Path,
     margin_voxels: float,
+    nonfinite: str,
     overwrite: bool,
 ) -> None:
     """Write the body (or head) mask of INPUT to OUTPUT: 1 in the body, 0 in the air.
@@ -57,8 +76,10 @@ def mask_command(
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.body_contour import body_mask
+    from medi2i.errors import InputError
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import check_destination
+    from medi2i.voxel_checks import checked_input
 
     if not output_path.suffix:
         raise OptionsError(
@@ -70,7 +91,15 @@ def mask_command(
     writer_for(output_path, writers)
     check_destination(output_path, inputs=[input_path], overwrite=overwrite, folder=False)
     image = read_volume(input_path, readers=list(registry.readers.values()))
-    inside = body_mask(image.detach().cpu().numpy(), margin_voxels=margin_voxels)
+    # what predict refuses, the mask refuses too: NaN, out-of-range, constant or empty
+    image = checked_input(image, nonfinite)  # type: ignore[arg-type]
+    try:
+        inside = body_mask(image.detach().cpu().numpy(), margin_voxels=margin_voxels)
+    except ValueError as exc:  # e.g. too few distinct intensities for Otsu's histogram
+        raise InputError(
+            f"{input_path}: cannot find a body in its intensities ({exc}); check that the "
+            "right file or series was given"
+        ) from None
     mask = MetaTensor(torch.from_numpy(inside.astype("float32"))[None], affine=image.affine)
     mask.meta["medi2i.dtype"] = "uint8"
     written = write_volume(mask, output_path, writers=writers)
