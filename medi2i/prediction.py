@@ -86,6 +86,7 @@ def predict_outputs(
     check_modality(method, image, force=settings.force_modality, domain=input_domain)
     declared = method.outputs(parsed)
     image = checked_input(image, settings.nonfinite)
+    _require_output_fits(method, method.output_grid(Grid.of(image), parsed))
     engine = engine if engine is not None else SlidingWindowEngine(settings=settings)
     context = PredictContext(
         engine=engine,
@@ -307,6 +308,33 @@ def _with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> Me
             "must return a MetaTensor with its affine"
         )
     return MetaTensor(output, affine=torch.from_numpy(grid.affine))
+
+
+OUTPUT_WORKING_COPIES = 3
+"""Float32 volumes of the output's size that computing it may hold at once (measured:
+an interpolation onto a 2-billion-voxel grid passed 15 GiB before it was stopped)."""
+
+
+def _require_output_fits(method: Method, grid: Grid) -> None:
+    """Refuse, before any work, an output grid that the machine cannot hold while it is
+    computed (a target spacing of 0.01 mm asks for terabytes): interpolating or blending
+    onto it takes about :data:`OUTPUT_WORKING_COPIES` float32 volumes of its size."""
+    from medi2i.io.base import physical_memory
+
+    total = physical_memory()
+    voxels = 1
+    for size in grid.shape:
+        voxels *= int(size)
+    nbytes = 4 * voxels
+    if total is not None and OUTPUT_WORKING_COPIES * nbytes > total:
+        spacing = " × ".join(f"{s:.3g}" for s in grid.spacing)
+        raise OptionsError(
+            f"method {method.id!r} would deliver a {' × '.join(map(str, grid.shape))} grid "
+            f"({spacing} mm), {nbytes / 2**30:.1f} GiB as float32 and about "
+            f"{OUTPUT_WORKING_COPIES} times that while it is computed, more than the "
+            f"{total / 2**30:.1f} GiB of memory of this machine; ask for a coarser output "
+            "(a larger target_spacing or a smaller slice_factor)"
+        )
 
 
 def _require_placed(method: Method, volume: torch.Tensor, given: torch.Tensor, stage: str) -> None:

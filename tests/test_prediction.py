@@ -211,3 +211,21 @@ def test_a_constant_output_of_a_varying_input_is_not_delivered() -> None:
     collapsed = _Returning(lambda v: v * 0.0 + 3.0, "postprocess")
     with pytest.raises(OutputError, match=r"every voxel is 3, a constant volume.*collapsed"):
         predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET)
+
+
+def test_an_output_grid_the_machine_cannot_hold_is_refused_before_any_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import medi2i.io.base
+
+    monkeypatch.setattr(medi2i.io.base, "physical_memory", lambda: 2**20)  # 1 MiB
+    image = volume(np.eye(4), shape=(16, 16, 8))
+    # the upsampler doubles z: 16 × 16 × 16 float32 is 16 KiB and fits; 64³ is 1 MiB
+    assert tuple(predict_tensor(ThroughPlaneUpsampler(), image, settings=QUIET).shape[1:]) == (
+        16,
+        16,
+        16,
+    )
+    big = volume(np.eye(4), shape=(64, 64, 32))
+    with pytest.raises(OptionsError, match=r"64 × 64 × 64 grid.*more than the 0\.0 GiB"):
+        predict_tensor(ThroughPlaneUpsampler(), big, settings=QUIET)
