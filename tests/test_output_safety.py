@@ -327,3 +327,18 @@ def test_a_user_file_at_the_provenance_path_is_kept_unless_overwrite(tmp_path: P
     assert translate(source, tmp_path / "other.nii.gz").exit_code == 0
     (tmp_path / "other.nii.gz").unlink()
     assert translate(source, tmp_path / "other.nii.gz").exit_code == 0
+
+
+def test_a_name_too_long_for_medi2i_s_temporary_file_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    source = nifti(tmp_path / "in.nii.gz", blobs(0))
+    output = tmp_path / ("a" * 221 + ".nii.gz")  # legal (228 bytes), its sidecar's temporary not
+
+    refused = translate(source, output)
+
+    assert refused.exit_code == 1
+    assert "shorten the name" in refused.output
+    assert "Traceback" not in refused.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+    assert translate(source, tmp_path / ("a" * 180 + ".nii.gz")).exit_code == 0

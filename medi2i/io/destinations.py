@@ -25,6 +25,25 @@ from pathlib import Path
 from medi2i.errors import OutputError
 
 
+def _require_name_room(output: Path) -> None:
+    """Refuse a name the file system would take but medi2i's temporary name for it (a
+    longer hidden sibling, written first) would not: the write would fail half-way."""
+    from medi2i.io.atomic import temporary_sibling
+
+    try:
+        limit = os.pathconf(output.parent if output.parent.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    longest = len(temporary_sibling(output).name.encode()) + len(".parts")
+    if longest > limit:
+        room = limit - (longest - len(output.name.encode()))
+        raise OutputError(
+            f"cannot write {output}: its name is {len(output.name.encode())} bytes, and the "
+            f"temporary file medi2i writes first needs {longest - len(output.name.encode())} "
+            f"more, beyond this file system's {limit}; shorten the name to {room} bytes or less"
+        )
+
+
 def check_destination(
     output: Path, *, inputs: Sequence[Path], overwrite: bool, folder: bool | None = None
 ) -> None:
@@ -43,6 +62,7 @@ def check_destination(
     output = Path(output)
     if folder is None:
         folder = output.suffix == "" or output.is_dir()
+    _require_name_room(output)
     for source in inputs:
         _refuse_input(output, Path(source))
     blocking = next((parent for parent in output.parents if parent.is_file()), None)
