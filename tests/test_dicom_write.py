@@ -547,3 +547,20 @@ def test_a_method_output_of_no_modality_asks_for_nifti_naming_the_method(tmp_pat
     with pytest.raises(OptionsError, match=r"method 'gamma-curve' declares.*'any'.*NIfTI"):
         output_modality(meta, None, tmp_path / "out")
     assert output_modality({**meta, OUTPUT_MODALITY_KEY: "CT"}, None, tmp_path / "out") == "CT"
+
+
+def test_an_over_long_source_decimal_string_is_not_copied() -> None:
+    from pydicom.dataset import Dataset as Header
+
+    from medi2i.dicom.writing.derived_header import stated_decimal_strings
+
+    header = Header()
+    with pytest.warns(UserWarning, match="16"):  # pydicom: the source is non-conformant
+        header.ImageOrientationPatient = ["0.9396926207859084", "0", "-0.3420201433256687"] * 2
+    values = [0.9396926207859084, 0.0, -0.3420201433256687] * 2
+    written = stated_decimal_strings(header, "ImageOrientationPatient", values, 1e-5)
+    assert all(len(text) <= 16 for text in written)
+    np.testing.assert_allclose([float(t) for t in written], values, atol=1e-6)
+    header.ImageOrientationPatient = ["0.93969262", "0", "-0.34202014"] * 2  # valid: kept as is
+    kept = stated_decimal_strings(header, "ImageOrientationPatient", values, 1e-5)
+    assert kept == ["0.93969262", "0", "-0.34202014"] * 2

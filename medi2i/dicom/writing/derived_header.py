@@ -100,11 +100,17 @@ def measured_decimal_string(value: float, places: int = 6) -> str:
     return text if len(text) <= 16 else exact_decimal_string(value)
 
 
+MAX_DECIMAL_STRING = 16
+"""The longest Decimal String (VR DS) value DICOM allows, in characters."""
+
+
 def stated_decimal_strings(
     header: Dataset | None, keyword: str, values: Sequence[float], atol: float
 ) -> list[str]:
     """``values`` as Decimal Strings: the source's own strings when it states the same
-    numbers (within ``atol``), so that copied values are not re-rounded."""
+    numbers (within ``atol``) in valid Decimal Strings, so that copied values are not
+    re-rounded; a source string longer than the 16 characters DICOM allows (written by
+    a non-conformant exporter) is not copied into the output."""
     element = header[keyword] if header is not None and keyword in header else None
     found = [] if element is None or element.VM == 0 else element.value
     found = [found] if element is not None and element.VM == 1 else list(found)
@@ -115,7 +121,9 @@ def stated_decimal_strings(
     except (TypeError, ValueError):  # a malformed source value: compute ours
         same = False
     if same:
-        return [str(getattr(v, "original_string", None) or v) for v in found]
+        stated = [str(getattr(v, "original_string", None) or v).strip() for v in found]
+        if all(len(text) <= MAX_DECIMAL_STRING for text in stated):
+            return stated
     return [measured_decimal_string(v) for v in values]
 
 
