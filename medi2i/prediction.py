@@ -98,11 +98,12 @@ def predict_outputs(
     )
     input_grid = Grid.of(image)
     source_meta = dict(image.meta)
-    prepared = prepared_volume(image, method, domain=input_domain, condition=parsed)
+    with _naming_the_input(source_meta):
+        prepared = prepared_volume(image, method, domain=input_domain, condition=parsed)
     # from here the input is needed for its metadata only; a caller that handed over its
     # only reference (as predict_all does) frees a whole volume before the inference
     del image
-    with _state_kept(method):
+    with _state_kept(method), _naming_the_input(source_meta):
         raw = _by_name(method, method.predict(prepared, context), declared)
     results: dict[str, MetaTensor] = {}
     for output in declared:
@@ -313,6 +314,19 @@ def _with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> Me
 OUTPUT_WORKING_COPIES = 3
 """Float32 volumes of the output's size that computing it may hold at once (measured:
 an interpolation onto a 2-billion-voxel grid passed 15 GiB before it was stopped)."""
+
+
+@contextmanager
+def _naming_the_input(meta: Mapping[str, object]) -> Iterator[None]:
+    """Prefix the input's name to a method's complaint about it (a constant foreground,
+    no white-matter peak), which the method raises without knowing the file."""
+    where = meta.get("filename_or_obj")
+    try:
+        yield
+    except InputError as exc:
+        if not where or str(where) in str(exc):
+            raise
+        raise type(exc)(f"{where}: {exc}") from exc
 
 
 def _require_output_fits(method: Method, grid: Grid) -> None:

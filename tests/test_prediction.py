@@ -229,3 +229,17 @@ def test_an_output_grid_the_machine_cannot_hold_is_refused_before_any_work(
     big = volume(np.eye(4), shape=(64, 64, 32))
     with pytest.raises(OptionsError, match=r"64 × 64 × 64 grid.*more than the 0\.0 GiB"):
         predict_tensor(ThroughPlaneUpsampler(), big, settings=QUIET)
+
+
+def test_a_method_s_complaint_about_the_input_names_the_file(
+    tmp_path: Path, registry: Registry
+) -> None:
+    from medi2i.errors import InputError
+    from medi2i.io import read_volume, write_volume
+
+    def refuse(v: MetaTensor) -> MetaTensor:
+        raise InputError("the foreground has no spread")
+
+    image = read_volume(write_volume(volume(np.eye(4)), tmp_path / "flat.nii.gz"))
+    with pytest.raises(InputError, match=r"flat\.nii\.gz: the foreground has no spread"):
+        predict_tensor(_Returning(refuse, "predict"), image, settings=QUIET)

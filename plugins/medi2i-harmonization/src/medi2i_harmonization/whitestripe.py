@@ -154,7 +154,10 @@ class WhiteStripe(StandardizingMethod):
         """
         low, high = float(values.min()), float(values.max())
         if high <= low:
-            raise InputError("the foreground is constant: its histogram has no white-matter peak")
+            raise InputError(
+                "the foreground is constant: its histogram has no white-matter peak; "
+                "WhiteStripe needs a T1- or T2-weighted head MR (zscore standardizes others)"
+            )
         counts, edges = np.histogram(values, bins=self.options.bins, range=(low, high))
         sigma = self.options.smoothing * self.options.bins
         smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), sigma, mode="constant")
