@@ -217,6 +217,16 @@ def _(tmp: Path) -> Case:
     return Case(predict(path, tmp / "out.nii.gz"), "huge.nii.gz", "safe range")
 
 
+@case("volume-float64-beyond-float32")
+def _(tmp: Path) -> Case:
+    # finite in the file, infinite once cast to float32: still an out-of-range value,
+    # not a NaN whose advice (--nonfinite zero) would silently zero it
+    values = blobs().astype(np.float64)
+    values[5, 5, 5] = 1e300
+    path = nifti(tmp / "f64.nii.gz", values)
+    return Case(predict(path, tmp / "out.nii.gz"), "f64.nii.gz", "values reach 1e+300")
+
+
 @case("volume-uint64-near-2-63")
 def _(tmp: Path) -> Case:
     values = (np.uint64(2**63) + np.arange(16 * 14 * 12, dtype=np.uint64)).reshape(16, 14, 12)

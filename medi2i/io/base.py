@@ -214,6 +214,23 @@ def require_memory(path: Path, nbytes: int, what: str) -> None:
         )
 
 
+def _require_float32_range(values: np.ndarray, path: Path) -> None:
+    """Refuse finite values that the cast to float32 would turn into infinities, with
+    the out-of-range message (not a NaN/infinity one that suggests zeroing them)."""
+    from medi2i.voxel_checks import SAFE_MAGNITUDE
+
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4 or values.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        largest = float(np.nanmax(np.abs(values), initial=0.0))
+    if largest > SAFE_MAGNITUDE and np.isfinite(largest):
+        raise InputError(
+            f"{path}: values reach {largest:.3g}, beyond the safe range of "
+            f"+/-{SAFE_MAGNITUDE:.0e}; rescale the image to its real units (HU for CT) "
+            "before translating it"
+        )
+
+
 def physical_memory() -> int | None:
     """Bytes of physical memory, or ``None`` where the system does not say."""
     try:
@@ -256,6 +273,7 @@ def volume_from_array(
     shape = spatial_shape(array.shape, path)
     affine = _checked_affine(affine, path)
     values = array.reshape(shape)
+    _require_float32_range(values, path)
     if keep_layout:
         # a cast in the array's own memory order: one pass, no transposition
         values = values.astype(np.float32, order="K", copy=False)
