@@ -217,6 +217,20 @@ def _(tmp: Path) -> Case:
     return Case(predict(path, tmp / "out.nii.gz"), "huge.nii.gz", "safe range")
 
 
+@case("nifti-zero-pixdim-without-forms")
+def _(tmp: Path) -> Case:
+    # no qform or sform, so the spacing is pixdim's alone, and one of them is 0 (nibabel
+    # would read it as 1 mm)
+    import struct
+
+    path = nifti(tmp / "z.nii", blobs())
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<hh", raw, 252, 0, 0)  # qform_code, sform_code
+    struct.pack_into("<f", raw, 80, 0.0)  # pixdim[1]
+    path.write_bytes(bytes(raw))
+    return Case(predict(path, tmp / "out.nii.gz"), "z.nii", "pixdim")
+
+
 @case("volume-float64-beyond-float32")
 def _(tmp: Path) -> Case:
     # finite in the file, infinite once cast to float32: still an out-of-range value,

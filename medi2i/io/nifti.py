@@ -11,12 +11,13 @@ codes and units survive a read and a write unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medi2i.errors import InputError
+from medi2i.errors import GeometryError, InputError
 from medi2i.io.atomic import atomic_path
 from medi2i.io.base import (
     VolumeReader,
@@ -40,6 +41,28 @@ SUFFIXES = (".nii", ".nii.gz")
 _SCANNER = 1  # NIFTI_XFORM_SCANNER_ANAT: what ITK writes, read by every tool
 _GZIP_MAX_RATIO = 1032  # deflate cannot compress more: 258 bytes per 2-bit code at best
 _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
+def _require_stated_spacing(header: Any, meta: Mapping[str, int], path: Path) -> None:
+    """Without a qform or sform the grid comes from pixdim alone, where nibabel turns a
+    zero spacing into 1 mm (with a warning to the console): refuse it instead, as a zero
+    spacing in an sform is refused."""
+    if meta[QFORM_CODE_KEY] > 0 or meta[SFORM_CODE_KEY] > 0:
+        return
+    from nibabel.openers import ImageOpener
+
+    try:  # the header as stored: nibabel's checked copy has the zeros replaced by 1
+        with ImageOpener(str(path)) as stream:
+            stored = type(header).from_fileobj(stream, check=False)
+        spacing = [round(float(v), 6) for v in stored["pixdim"][1:4]]
+    except Exception:  # unreadable again: keep what the checked header says
+        spacing = [float(v) for v in header["pixdim"][1:4]]
+    if not all(np.isfinite(v) and v != 0 for v in spacing):
+        raise GeometryError(
+            f"{path}: the header's voxel size (pixdim) is {spacing} mm and it states no "
+            "qform or sform; a voxel size of 0 or NaN places nothing: re-export the file with its "
+            "real spacing"
+        )
 
 
 class NiftiReader(VolumeReader):
@@ -70,6 +93,7 @@ class NiftiReader(VolumeReader):
             }
         except Exception as exc:  # nibabel raises KeyError, ValueError... for bad codes
             raise _unreadable(path, exc) from exc
+        _require_stated_spacing(header, meta, path)
         affine[:3, :] *= _MM_PER_UNIT.get(spatial_unit, 1.0)
         _require_data_size(image, shape, path)
         values, stored = _voxels(image, path)
