@@ -21,7 +21,7 @@ from medi2i.dicom.reading.series_selection import SeriesSelector
 from medi2i.dicom.reading.series_volume import read_dicom_folder, read_dicom_series
 from medi2i.dicom.reading.volume_reader import DicomFolderReader
 from medi2i.dicom.source import META_KEY, DicomSource
-from medi2i.errors import GeometryError
+from medi2i.errors import GeometryError, InputError
 from medi2i.grid import lps_to_ras, ras_to_lps
 from medi2i.io import read_volume
 from medi2i.testing.dicom_series import (
@@ -482,3 +482,15 @@ def test_siemens_mosaic_agrees_with_dcm2niix(tmp_path: Path) -> None:
     ours, our_affine = canonical(volume)
     np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_allclose(our_affine, their_affine, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("spacing", [["-0.8", "0.8"], ["0", "0.8"]])
+def test_a_pixel_spacing_that_is_no_distance_is_refused(tmp_path: Path, spacing: list[str]) -> None:
+    # a negative spacing would mirror the volume against its orientation, silently
+    files = write_series(tmp_path, ct_values(), spacing=(0.8, 0.8, 2.5))
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        dataset.PixelSpacing = spacing
+        dataset.save_as(path)
+    with pytest.raises(InputError, match=r"Pixel Spacing .* is not two positive distances"):
+        read_dicom_folder(tmp_path)

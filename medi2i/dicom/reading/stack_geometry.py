@@ -329,6 +329,20 @@ def _missing_geometry(images: Sequence[ImageHeader]) -> tuple[Problem, ...]:
     if unscaled:
         text = f"{_names(unscaled)}: no Pixel Spacing, so the in-plane voxel size is unknown"
         return (Problem(text),)
+    # a spacing is a distance: a negative one (a non-conformant header) would mirror
+    # the volume against its orientation, a zero one place every pixel at one point
+    unsigned = [
+        image
+        for image in images
+        if not all(value > 0 for value in image.pixel_spacing or ())  # NaN fails too
+    ]
+    if unsigned:
+        spacing = "\\".join(f"{value:g}" for value in unsigned[0].pixel_spacing or ())
+        text = (
+            f"{_names(unsigned)}: Pixel Spacing {spacing} is not two positive distances in "
+            "mm (a non-conformant header); fix or re-export the series"
+        )
+        return (Problem(text),)
     return ()
 
 
