@@ -161,7 +161,7 @@ def _delivered(
     condition: object,
 ) -> MetaTensor:
     from medi2i.resample import resample_to_grid
-    from medi2i.voxel_checks import require_finite_output, require_varying_output
+    from medi2i.voxel_checks import require_finite_output
 
     result = resample_to_grid(output, method.output_grid(input_grid, condition), mode="linear")
     named = f" {declared.name!r}" if declared.name else ""
@@ -174,12 +174,6 @@ def _delivered(
         what,
         hint="the method failed on this input (a diverged model, or an input unlike its "
         "training data); nothing was written",
-    )
-    require_varying_output(
-        values,
-        what,
-        hint="the method collapsed on this input (e.g. too few voxels differ from the "
-        "background for its intensity statistics, or an untrained or dead network)",
     )
     result.meta = {
         **source_meta,
@@ -516,6 +510,7 @@ def predict_all(
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import check_destination
     from medi2i.registry import Registry
+    from medi2i.voxel_checks import require_varying_output
 
     output = Path(output)
     registry = registry if registry is not None else Registry()
@@ -563,6 +558,13 @@ def predict_all(
     # can free it once preprocessed (a volume less at the peak)
     held, image = [image], None
     results = predict_outputs(ready, held.pop(), settings=settings, condition=parsed, engine=engine)
+    for declared_output in declared:  # a file is a result: a collapsed one is not written
+        require_varying_output(
+            results[declared_output.name].as_tensor().detach().cpu().numpy(),
+            f"{paths[declared_output.name]} (the output of {ready.id!r} for {source})",
+            hint="the method collapsed on this input (e.g. too few voxels differ from the "
+            "background for its intensity statistics, or an untrained or dead network)",
+        )
     written: dict[str, Path] = {}
     for declared_output in declared:
         path = write_volume(

@@ -206,11 +206,28 @@ def test_unknown_method_lists_the_known_ones(tmp_path: Path, registry: Registry)
         predict(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", method="nope", registry=registry)
 
 
-def test_a_constant_output_of_a_varying_input_is_not_delivered() -> None:
-    # e.g. a percentile window of zero width on a sparse volume: every voxel the same
+def test_a_constant_output_of_a_varying_input_is_not_written(
+    tmp_path: Path, registry: Registry
+) -> None:
+    from medi2i.io import write_volume
+
+    # a sparse volume: intensity-inversion's 1st and 99th percentiles coincide, so its
+    # window has zero width and every output voxel is the same
+    values = np.zeros((20, 18, 12), np.float32)
+    values[5:8, 5:8, 5:8] = 5.0
+    source = write_volume(MetaTensor(torch.from_numpy(values)[None]), tmp_path / "in.nii.gz")
+    with pytest.raises(OutputError, match=r"every voxel is 0, a constant volume.*collapsed"):
+        predict(
+            source,
+            tmp_path / "out.nii.gz",
+            method="intensity-inversion",
+            settings=QUIET,
+            registry=registry,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+    # in memory, a caller may still look at what a method made
     collapsed = _Returning(lambda v: v * 0.0 + 3.0, "postprocess")
-    with pytest.raises(OutputError, match=r"every voxel is 3, a constant volume.*collapsed"):
-        predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET)
+    assert float(predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET).max()) == 3.0
 
 
 def test_an_output_grid_the_machine_cannot_hold_is_refused_before_any_work(
