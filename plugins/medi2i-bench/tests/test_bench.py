@@ -19,11 +19,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 from medi2i_bench.baselines import baselines_for, bulk_water
+from medi2i_bench.cases import mirrored_case, read_volume_file
 from medi2i_bench.commands import bench_group
 from medi2i_bench.datasets import (
     COLIN27_FILE,
     CT_FILE,
     MNI152_FILE,
+    Q1_VALIDATION_MIRROR_AXIS,
     body_mask,
     build_dataset,
     head_mask,
@@ -77,6 +79,13 @@ def test_q1_follows_the_protocol_split_and_mask(sources: Path, tmp_path: Path) -
     # the training slices
     assert train.target.array.shape == (124, 24, 6)
     assert validation.target.array.shape == (124, 24, 3)
+    # ... mirrored left-right (the side of the head training never sees, as the test half
+    # is), on the same grid
+    assert Q1_VALIDATION_MIRROR_AXIS == 0
+    np.testing.assert_array_equal(validation.target.affine[:3, :3], train.target.affine[:3, :3])
+    source_ct = read_volume_file(sources / CT_FILE).array
+    np.testing.assert_array_equal(validation.target.array, source_ct[123::-1, :, :3])
+    validation = mirrored_case(validation, 0)
     assert train.target.affine[2, 3] - validation.target.affine[2, 3] == pytest.approx(10 * 1.5)
     assert test.target.array.shape == (28, 24, 16)  # x >= 132 of 160
     # the test half keeps its place in the world: its first voxel is source voxel x = 132

@@ -52,6 +52,11 @@ class Volume:
         index[axis] = slice(start, stop)
         return Volume(np.ascontiguousarray(self.array[tuple(index)]), affine)
 
+    def mirrored(self, axis: int) -> Volume:
+        """The array reversed along ``axis`` under the same affine: a mirror image in the
+        world too (a left half shown as a right half), not a relabelling of the voxels."""
+        return Volume(np.ascontiguousarray(np.flip(self.array, axis)), self.affine.copy())
+
 
 @dataclass(frozen=True)
 class BenchCase:
@@ -120,6 +125,18 @@ def crop_case(case: BenchCase, start: int, stop: int, name: str, *, axis: int = 
         case.source.crop(axis, start, stop),
         case.target.crop(axis, start, stop),
         case.mask.crop(axis, start, stop),
+    )
+
+
+def mirrored_case(case: BenchCase, axis: int) -> BenchCase:
+    """A case's three volumes mirrored along array ``axis`` (:meth:`Volume.mirrored`)."""
+    return BenchCase(
+        case.name,
+        case.source.mirrored(axis),
+        case.target.mirrored(axis),
+        case.mask.mirrored(axis),
+        case.source_domain,
+        case.target_domain,
     )
 
 

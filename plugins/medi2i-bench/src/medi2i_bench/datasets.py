@@ -5,7 +5,8 @@ BENCHMARKS.md says.
   (:func:`medi2i.synth.ct_to_pseudo_t1`, seed :data:`Q1_SEED`); body mask CT > -500 HU
   with holes filled; train on array x < 124, test on x >= 132. The bottom fifth of the
   training half's axial slices (the skull base; 10 mm away from the training slices) is
-  the validation case and is never trained on.
+  the validation case and is never trained on; it is mirrored left-right, so that, like
+  the test half, it shows the network the side of the head it did not train on.
 - Q2 (super-resolution): Colin27 degraded through-plane (Gaussian slice profile of FWHM
   equal to the spacing, every 4th or 2nd axial slice kept) is the test; MNI152 with the
   same degradation is the training data.
@@ -65,6 +66,7 @@ from medi2i_bench.cases import (
     TaskName,
     Volume,
     crop_case,
+    mirrored_case,
     read_volume_file,
     renamed,
 )
@@ -141,6 +143,13 @@ Q1_VALIDATION_FRACTION = 0.2
 ones would be the vertex, mostly empty."""
 Q1_VALIDATION_GAP = 7
 """Slices left out between Q1's training and validation parts (10.5 mm at 1.5 mm)."""
+Q1_VALIDATION_MIRROR_AXIS: int | None = 0
+"""Q1's validation case is mirrored along this array axis (x, left-right), ``None`` for
+not. The test half is the other side of the head, which the network sees only in that
+mirror orientation (training has no left-right flip, so as not to mirror the training half
+into the test half); unmirrored, the validation slab measured the training side and
+ranked six models almost in the reverse order of the test half (benchmarks/quality/README.md).
+Mirroring held-out slices puts no test data into training."""
 Q1_BODY_THRESHOLD_HU = BODY_THRESHOLD_HU
 Q2_SLICE_STEPS = (4, 2)
 """Q2's through-plane factors: 1×1×4 mm, and the ×2 variant."""
@@ -344,6 +353,8 @@ def _build_q1(sources: Path) -> Parts:
     )
     train = crop_case(half, slices - train_stop, slices, "invesalius0051-train", axis=2)
     validation = crop_case(half, 0, slices - validation_start, "invesalius0051-val", axis=2)
+    if Q1_VALIDATION_MIRROR_AXIS is not None:
+        validation = mirrored_case(validation, Q1_VALIDATION_MIRROR_AXIS)
     test = crop_case(whole, Q1_TEST_START_X, size, "invesalius0051-test")
     return {"": Built((train,), (), (test,), validation=(validation,))}
 
@@ -577,6 +588,7 @@ def _fingerprint(task: TaskName, sources: Path) -> str:
             Q1_TEST_START_X,
             Q1_VALIDATION_FRACTION,
             Q1_VALIDATION_GAP,
+            Q1_VALIDATION_MIRROR_AXIS,
         ],
         "q2": [list(Q2_SLICE_STEPS), Q2_AXIS],
         "q2c": [[list(case) for case in Q2C_CASES], Q2_AXIS],
