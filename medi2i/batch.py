@@ -567,7 +567,7 @@ def timed_stage(timings: dict[str, float], stage: str) -> Iterator[None]:
 def remove_leftovers(folder: Path) -> list[Path]:
     """Remove what an interrupted atomic write left in ``folder``; return what went.
 
-    Only the hidden ``.<name>.tmp-<hex>...`` siblings made by
+    Only the hidden ``.<name>.medi2i-tmp-<pid>-<hex>...`` siblings made by
     :func:`medi2i.io.atomic.atomic_path` are touched.
     """
     if not folder.is_dir():

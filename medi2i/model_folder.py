@@ -25,7 +25,6 @@ import hashlib
 import json
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -43,6 +42,7 @@ from medi2i.errors import (
 )
 from medi2i.grid import SpatialPlan
 from medi2i.hashing import file_sha256
+from medi2i.io.atomic import temporary_sibling
 from medi2i.method import DomainSpec, Method, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
@@ -163,7 +163,8 @@ def save_model(
     if folder.exists() and not overwrite:
         raise InputError(f"model folder {folder} already exists; choose another path or overwrite")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    staging = temporary_sibling(folder)  # a name the next atomic write may clean up
+    staging.mkdir()
     try:
         weights = _write_weights(method, staging)
         manifest = ModelManifest(

@@ -152,8 +152,8 @@ def test_an_interrupted_study_is_redone_cleanly(
     # a run killed while writing study 2: its manifest says started, a temporary
     # series folder with some slices is left, the old output is gone
     study = out / STUDIES[1]
-    (study / "test-double").rename(study / ".test-double.tmp-0badc0de")
-    (study / ".test-double.tmp-0badc0de" / "00003.dcm").unlink()
+    (study / "test-double").rename(study / ".test-double.medi2i-tmp-99999-0badc0de")
+    (study / ".test-double.medi2i-tmp-99999-0badc0de" / "00003.dcm").unlink()
     Manifest(out / "manifest.jsonl").append(
         StudyRecord(study=STUDIES[1], input=str(root / STUDIES[1]), series_uid=None)
     )

@@ -186,7 +186,7 @@ def test_an_aborted_series_is_discarded_unless_sent_again(tmp_path: Path) -> Non
 def test_what_a_killed_node_left_is_set_aside_never_translated(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     for folder, names in {
-        "1.2.3": ["1.2.3.1.dcm", "1.2.3.2.dcm", ".1.tmp-99-abcdef12.dcm"],
+        "1.2.3": ["1.2.3.1.dcm", "1.2.3.2.dcm", ".1.medi2i-tmp-99-abcdef12.dcm"],
         ".taken-1.2.4-0a1b2c3d": ["1.2.4.1.dcm"],
         ".derived-1.2.5-4242": ["m/1.dcm"],
         ".abandoned-20250101T000000Z-1.2.6": ["1.2.6.1.dcm"],

@@ -288,7 +288,7 @@ def test_failed_first_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
 
 def test_atomic_path_keeps_suffix_and_replaces_folders(tmp_path: Path) -> None:
     assert temporary_sibling(tmp_path / "out.nii.gz").name.endswith(".nii.gz")
-    assert temporary_sibling(tmp_path / "out.nii.gz").name.startswith(".out.tmp-")
+    assert temporary_sibling(tmp_path / "out.nii.gz").name.startswith(".out.medi2i-tmp-")
     model = tmp_path / "model"
     model.mkdir()
     (model / "old.txt").write_text("old")
