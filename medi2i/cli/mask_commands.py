@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from medi2i.cli.options import command_registry, overwrite_option
+from medi2i.cli.options import command_registry, nonfinite_option, overwrite_option
 from medi2i.errors import OptionsError
 
 MAX_MARGIN_VOXELS = 1000.0
@@ -43,14 +43,7 @@ def add_to(group: click.Group) -> None:
     callback=lambda _ctx, _param, value: _finite_margin(value),
     help=f"Grow the filled body by this distance, in voxels (0 to {MAX_MARGIN_VOXELS:g}).",
 )
-@click.option(
-    "--nonfinite",
-    type=click.Choice(["error", "zero", "nearest"]),
-    default="error",
-    show_default=True,
-    help="NaN or infinite input voxels: refuse the input, set them to 0, or use the "
-    "nearest finite voxel's value (as predict does).",
-)
+@nonfinite_option
 @overwrite_option
 @click.pass_context
 def mask_command(

@@ -90,6 +90,18 @@ def overwrite_option(command: F) -> F:
     )(command)
 
 
+def nonfinite_option(command: F) -> F:
+    """``--nonfinite``: what to do with NaN or infinite input voxels."""
+    return click.option(
+        "--nonfinite",
+        type=click.Choice(["error", "zero", "nearest"]),
+        default="error",
+        show_default=True,
+        help="NaN or infinite input voxels: refuse the input, set them to 0, or use the "
+        "nearest finite voxel's value.",
+    )(command)
+
+
 def format_option(help: str) -> Callable[[F], F]:
     """``--format`` (parameter ``format_list``): output formats, parsed by
     :func:`output_formats`."""
@@ -208,14 +220,7 @@ def inference_options(command: F) -> F:
                 "--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."
             ),
             progress_option,
-            click.option(
-                "--nonfinite",
-                type=click.Choice(["error", "zero", "nearest"]),
-                default="error",
-                show_default=True,
-                help="NaN or infinite input voxels: refuse the input, set them to 0, or use the "
-                "nearest finite voxel's value.",
-            ),
+            nonfinite_option,
             click.option(
                 "--force-modality",
                 is_flag=True,
