@@ -1,0 +1,106 @@
+"""What the predict path checks around a method's own code: that its output fits in
+memory before any work, that an output it returns can be placed on a grid (never
+delivered shifted), and that its complaints about the input name the file.
+
+Internal to :mod:`medi2i.prediction`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from medi2i.errors import InputError, OptionsError, OutputError
+from medi2i.grid import Grid
+from medi2i.method import Method, PatchNetworkMethod
+
+if TYPE_CHECKING:
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+
+def with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> MetaTensor:
+    """Attach the affine of the grid a method's raw output lies on."""
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+    require_placed(method, output, prepared, "predict")
+    if isinstance(output, MetaTensor):
+        return output
+    grid = Grid.of(prepared)
+    if isinstance(method, PatchNetworkMethod) and method.output_scale != (1.0, 1.0, 1.0):
+        grid = grid.scaled(method.output_scale)
+    if tuple(output.shape[-3:]) != grid.shape:
+        raise OutputError(
+            f"method {method.id!r} returned a volume of shape {tuple(output.shape)} on an "
+            f"unknown grid (expected spatial shape {grid.shape}); a method that changes the grid "
+            "must return a MetaTensor with its affine"
+        )
+    return MetaTensor(output, affine=torch.from_numpy(grid.affine))
+
+
+OUTPUT_WORKING_COPIES = 3
+"""Float32 volumes of the output's size that computing it may hold at once (measured:
+an interpolation onto a 2-billion-voxel grid passed 15 GiB before it was stopped)."""
+
+
+@contextmanager
+def naming_the_input(meta: Mapping[str, object]) -> Iterator[None]:
+    """Prefix the input's name to a method's complaint about it (a constant foreground,
+    no white-matter peak), which the method raises without knowing the file."""
+    where = meta.get("filename_or_obj")
+    try:
+        yield
+    except InputError as exc:
+        if not where or str(where) in str(exc):
+            raise
+        raise type(exc)(f"{where}: {exc}") from exc
+
+
+def require_output_fits(method: Method, grid: Grid) -> None:
+    """Refuse, before any work, an output grid that the machine cannot hold while it is
+    computed (a target spacing of 0.01 mm asks for terabytes): interpolating or blending
+    onto it takes about :data:`OUTPUT_WORKING_COPIES` float32 volumes of its size."""
+    from medi2i.io.base import physical_memory
+
+    total = physical_memory()
+    nbytes = 4 * math.prod(int(size) for size in grid.shape)
+    if total is not None and OUTPUT_WORKING_COPIES * nbytes > total:
+        spacing = " × ".join(f"{s:.3g}" for s in grid.spacing)
+        raise OptionsError(
+            f"method {method.id!r} would deliver a {' × '.join(map(str, grid.shape))} grid "
+            f"({spacing} mm), {nbytes / 2**30:.1f} GiB as float32 and about "
+            f"{OUTPUT_WORKING_COPIES} times that while it is computed, more than the "
+            f"{total / 2**30:.1f} GiB of memory of this machine; ask for a coarser output "
+            "(a larger target_spacing or a smaller slice_factor)"
+        )
+
+
+def require_placed(method: Method, volume: torch.Tensor, given: torch.Tensor, stage: str) -> None:
+    """Refuse a method's output that the core cannot place in the world: not channel-first
+    3D, or a ``MetaTensor`` of another shape than the volume ``stage`` was given that still
+    carries that volume's affine. Slicing or cropping a ``MetaTensor`` keeps its affine, so
+    such an output would be delivered shifted or stretched (a convolution without padding,
+    ``image[:, ::2]``) instead of refused."""
+    import numpy as np
+    from monai.data.meta_tensor import MetaTensor
+
+    if volume.ndim != 4:
+        raise OutputError(
+            f"method {method.id!r} returned a volume of shape {tuple(volume.shape)} from "
+            f"{stage}; a method returns a channel-first 3D volume (C, X, Y, Z), as it is given"
+        )
+    if not (isinstance(volume, MetaTensor) and isinstance(given, MetaTensor)):
+        return
+    if tuple(volume.shape[1:]) == tuple(given.shape[1:]):
+        return
+    if np.allclose(np.asarray(volume.affine), np.asarray(given.affine), rtol=0.0, atol=1e-6):
+        raise OutputError(
+            f"method {method.id!r} returned a volume of spatial shape {tuple(volume.shape[1:])} "
+            f"from {stage}, given {tuple(given.shape[1:])}, but with the affine it was given: "
+            "cropping or striding a MetaTensor keeps its affine, so the output would land "
+            "in the wrong place; return a volume on the grid it was given (pad the "
+            "network's output back), or set the affine of the grid it lies on"
+        )
