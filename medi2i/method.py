@@ -106,6 +106,7 @@ from medi2i.method_spec import StateValue as StateValue
 from medi2i.method_spec import Task as Task
 from medi2i.method_spec import Training as Training
 from medi2i.method_spec import VolumeSpec as VolumeSpec
+from medi2i.method_spec import validated_model
 
 if TYPE_CHECKING:
     import torch
@@ -279,7 +280,7 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         if isinstance(options, cls.Options):
             return options
         raw = options.model_dump() if isinstance(options, BaseModel) else dict(options or {})
-        parsed: OptionsModel = _validated(
+        parsed: OptionsModel = validated_model(
             cls.Options,
             raw,
             f"options of method {cls.id!r}",
@@ -305,7 +306,7 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
                 if isinstance(condition, BaseModel)
                 else dict(condition or {})
             )
-            parsed = _validated(
+            parsed = validated_model(
                 self.Condition,
                 raw,
                 f"condition of method {self.id!r}",
@@ -666,29 +667,3 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
             raise ModelFormatError(
                 f"weights do not fit method {self.id!r} with these options: {exc}"
             ) from exc
-
-
-def _validated(
-    model: type[BaseModel],
-    raw: dict[str, object],
-    what: str,
-    *,
-    elsewhere: tuple[type[BaseModel], str] | None = None,
-) -> Any:
-    """``raw`` as ``model``; an unknown key is told what the known ones are, or, when it
-    belongs to ``elsewhere``'s model (options given as a condition), where it goes."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(root)"
-            message = err["msg"]
-            if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-                other, hint = elsewhere or (None, "")
-                if other is not None and where in other.model_fields:
-                    message += f" ({where} is {hint})"
-                else:
-                    message += f" (known: {', '.join(model.model_fields) or 'none'})"
-            problems.append(f"{where}: {message}")
-        raise OptionsError(f"invalid {what}: {'; '.join(problems)}") from None

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from typing_extensions import TypeVar
+
+from medi2i.errors import OptionsError
 
 JSONScalar = float | int | str | bool
 StateValue = JSONScalar | list[float] | list[int] | list[str]
@@ -187,3 +189,29 @@ class MethodDescription(BaseModel):
     paper: str
     options: dict[str, Any]
     condition: dict[str, Any]
+
+
+def validated_model(
+    model: type[BaseModel],
+    raw: dict[str, object],
+    what: str,
+    *,
+    elsewhere: tuple[type[BaseModel], str] | None = None,
+) -> Any:
+    """``raw`` as ``model``; an unknown key is told what the known ones are, or, when it
+    belongs to ``elsewhere``'s model (options given as a condition), where it goes."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(root)"
+            message = err["msg"]
+            if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+                other, hint = elsewhere or (None, "")
+                if other is not None and where in other.model_fields:
+                    message += f" ({where} is {hint})"
+                else:
+                    message += f" (known: {', '.join(model.model_fields) or 'none'})"
+            problems.append(f"{where}: {message}")
+        raise OptionsError(f"invalid {what}: {'; '.join(problems)}") from None
