@@ -450,7 +450,7 @@ def predict_all(
         # an earlier provenance record of medi2i's own (its image was deleted, or this
         # is an --overwrite) is replaced; a file of the user's under that name is not
         replaceable = overwrite or _is_provenance_record(sidecar)
-        check_destination(sidecar, inputs=[Path(source)], overwrite=replaceable, folder=False)
+        check_destination(sidecar, inputs=[Path(source)], overwrite=replaceable, sidecar_of=path)
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     # a result the writer would refuse is refused before the inference, not after it

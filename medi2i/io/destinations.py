@@ -45,7 +45,12 @@ def _require_name_room(output: Path) -> None:
 
 
 def check_destination(
-    output: Path, *, inputs: Sequence[Path], overwrite: bool, folder: bool | None = None
+    output: Path,
+    *,
+    inputs: Sequence[Path],
+    overwrite: bool,
+    folder: bool | None = None,
+    sidecar_of: Path | None = None,
 ) -> None:
     """Refuse an output path that is an input or holds data the user did not give up.
 
@@ -55,12 +60,16 @@ def check_destination(
         overwrite: Whether an existing output may be replaced.
         folder: Whether the output is a folder (a DICOM series); by default a path
             without a suffix or an existing folder is one.
+        sidecar_of: When ``output`` is the provenance sidecar (a file) written beside
+            this output: the messages then say so, since the user named only the output.
 
     Raises:
         OutputError: One line naming the output and what to do.
     """
     output = Path(output)
-    if folder is None:
+    if sidecar_of is not None:
+        folder = False
+    elif folder is None:
         folder = output.suffix == "" or output.is_dir()
     _require_name_room(output)
     for source in inputs:
@@ -69,6 +78,11 @@ def check_destination(
     if blocking is not None:
         raise OutputError(
             f"cannot write {output}: {blocking} is a file, not a folder; choose another output path"
+        )
+    if output.is_dir() and sidecar_of is not None:
+        raise OutputError(
+            f"a folder occupies {output}, where the provenance sidecar of {sidecar_of} "
+            "is written; move or rename that folder, or choose another output name"
         )
     if output.is_dir() and not folder:
         raise OutputError(

@@ -1,0 +1,70 @@
+"""What the one-line message of a hostile input to ``medi2i predict`` says.
+
+``test_bad_input_corpus`` holds every bad input to the promises they share (one line,
+the file named, nothing written). Here a few inputs whose first messages named the
+wrong cause or left out the fix are held to the cause and the fix: each test runs the
+command in process as a user would and reads the line it prints.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from medi2i.cli.main import build_cli
+from medi2i.plugins import PluginWarning, load_plugins
+
+Run = Callable[..., str]
+
+
+@pytest.fixture
+def predict(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Run:
+    """Run ``medi2i predict SOURCE OUTPUT`` (in ``tmp_path``); return its one error line."""
+    monkeypatch.setenv("MEDI2I_LOAD_PLUGINS", "invert")
+    monkeypatch.delenv("MEDI2I_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(source: str, output: str, *extra: str) -> str:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PluginWarning)
+            plugins = load_plugins()
+        args = ["predict", source, output, "--method", "intensity-inversion", "--no-progress"]
+        result: Result = CliRunner().invoke(build_cli(plugins), [*args, *extra])
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("Error: "), lines[0]
+        return lines[0]
+
+    return run
+
+
+def nifti(path: Path) -> Path:
+    values = np.random.default_rng(0).normal(400.0, 120.0, (16, 14, 12)).astype(np.float32)
+    nib.save(nib.Nifti1Image(values, np.eye(4)), str(path))
+    return path
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+
+def test_a_folder_at_the_sidecar_path_is_named_as_such(predict: Run, tmp_path: Path) -> None:
+    nifti(tmp_path / "t1.nii.gz")
+    (tmp_path / "out.provenance.json").mkdir()
+    (tmp_path / "out.provenance.json" / "notes.txt").write_text("mine")
+
+    for extra in ((), ("--overwrite",)):
+        line = predict("t1.nii.gz", "out.nii.gz", *extra)
+
+        assert "a folder occupies out.provenance.json" in line
+        assert "provenance sidecar of out.nii.gz" in line
+        assert "move or rename that folder, or choose another output name" in line
+        assert "out.provenance.json/out.nii.gz" not in line  # the old, misleading hint
+    assert (tmp_path / "out.provenance.json" / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "out.nii.gz").exists()
