@@ -20,29 +20,33 @@ from click.testing import CliRunner, Result
 from medi2i.cli.main import build_cli
 from medi2i.plugins import PluginWarning, load_plugins
 
-Run = Callable[..., str]
+Run = Callable[..., Result]
 
 
 @pytest.fixture
 def predict(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Run:
-    """Run ``medi2i predict SOURCE OUTPUT`` (in ``tmp_path``); return its one error line."""
+    """Run ``medi2i predict SOURCE OUTPUT [OPTIONS]`` in process, in ``tmp_path``."""
     monkeypatch.setenv("MEDI2I_LOAD_PLUGINS", "invert")
     monkeypatch.delenv("MEDI2I_DEBUG", raising=False)
     monkeypatch.chdir(tmp_path)
 
-    def run(source: str, output: str, *extra: str) -> str:
+    def run(source: str, output: str, *extra: str) -> Result:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PluginWarning)
             plugins = load_plugins()
         args = ["predict", source, output, "--method", "intensity-inversion", "--no-progress"]
-        result: Result = CliRunner().invoke(build_cli(plugins), [*args, *extra])
-        assert result.exit_code == 1, result.output
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1, result.stderr
-        assert lines[0].startswith("Error: "), lines[0]
-        return lines[0]
+        return CliRunner().invoke(build_cli(plugins), [*args, *extra])
 
     return run
+
+
+def error_line(result: Result) -> str:
+    """The one line a refused input prints."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    return lines[0]
 
 
 def nifti(path: Path) -> Path:
@@ -60,7 +64,7 @@ def test_a_folder_at_the_sidecar_path_is_named_as_such(predict: Run, tmp_path: P
     (tmp_path / "out.provenance.json" / "notes.txt").write_text("mine")
 
     for extra in ((), ("--overwrite",)):
-        line = predict("t1.nii.gz", "out.nii.gz", *extra)
+        line = error_line(predict("t1.nii.gz", "out.nii.gz", *extra))
 
         assert "a folder occupies out.provenance.json" in line
         assert "provenance sidecar of out.nii.gz" in line
@@ -68,3 +72,39 @@ def test_a_folder_at_the_sidecar_path_is_named_as_such(predict: Run, tmp_path: P
         assert "out.provenance.json/out.nii.gz" not in line  # the old, misleading hint
     assert (tmp_path / "out.provenance.json" / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+# -- DICOM ---------------------------------------------------------------------------------
+
+
+def series(folder: Path, modality: str, **kwargs: object) -> Path:
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(3).normal(300.0, 80.0, (12, 10, 6)).round().astype(np.float32)
+    write_series(folder, volume, modality=modality, rescale=(1.0, 0.0), **kwargs)  # type: ignore[arg-type]
+    return folder
+
+
+def test_a_folder_of_a_ct_and_an_mr_series_suggests_modality(predict: Run, tmp_path: Path) -> None:
+    series(tmp_path / "study", "MR", study_uid="1.2.3.4.9", series_number=1)
+    series(tmp_path / "study", "CT", study_uid="1.2.3.4.9", series_number=2)
+
+    line = error_line(predict("study", "out.nii.gz"))
+
+    assert line.startswith("Error: study: 2 series match"), line
+    assert "--modality CT or --modality MR" in line
+    assert not (tmp_path / "out.nii.gz").exists()
+    picked = predict("study", "out.nii.gz", "--modality", "MR")  # the hint works
+    assert picked.exit_code == 0, picked.output
+
+
+def test_the_modality_hint_is_left_out_when_it_cannot_tell_series_apart(
+    predict: Run, tmp_path: Path
+) -> None:
+    series(tmp_path / "study", "MR", study_uid="1.2.3.4.9", series_number=1)
+    series(tmp_path / "study", "MR", study_uid="1.2.3.4.9", series_number=2)
+
+    line = error_line(predict("study", "out.nii.gz"))
+
+    assert "2 series match" in line
+    assert "--modality" not in line

@@ -174,9 +174,20 @@ def select_series(
         return chosen
     raise InputError(
         f"{len(found)} series match ({selector.rules()}): {_listing(found)}; pick one with "
-        "a description pattern, an orientation or its series UID, or take the largest "
-        "(--largest, or largest: true in a workflow); 'medi2i dicom ls' lists them"
+        f"{_by_modality(found, selector)}a description pattern, an orientation or its series "
+        "UID, or take the largest (--largest, or largest: true in a workflow); 'medi2i dicom "
+        "ls' lists them"
     )
+
+
+def _by_modality(found: Sequence[SeriesInfo], selector: SeriesSelector) -> str:
+    """``"--modality CT or --modality MR (modality: in a workflow), "`` when the series
+    that match differ in modality, the plainest way to tell them apart; else ``""``."""
+    modalities = sorted({info.modality.upper() for info in found if info.modality})
+    if selector.modality is not None or len(modalities) < 2:
+        return ""
+    flags = " or ".join(f"--modality {modality}" for modality in modalities)
+    return f"{flags} (modality: in a workflow), "
 
 
 def _volumes_message(series: Sequence[SeriesInfo], chosen: SeriesInfo) -> str:

@@ -80,7 +80,10 @@ def read_scanned(result: ScanResult, selector: SeriesSelector | None = None) -> 
 
     if not any(series.images for series in result.series):
         raise InputError(_no_images_message(result.root, result.series, result.skipped))
-    series = select_series(result.series, selector)
+    try:
+        series = select_series(result.series, selector)
+    except InputError as exc:  # its message lists the series but not where they are
+        raise InputError(f"{result.root}: {exc}") from None
     _require_no_damaged_neighbours(series, result.skipped)
     return read_dicom_series(series)
 
