@@ -288,8 +288,8 @@ def real_head() -> tuple[np.ndarray, np.ndarray, MetaTensor]:
     folder = Path(os.environ.get("MEDI2I_DATA_DIR", ""))
     if not os.environ.get("MEDI2I_DATA_DIR") or not (folder / CT_FILE).is_file():
         pytest.skip("MEDI2I_DATA_DIR is unset or lacks the shared volumes")
-    from medi2i_bench.datasets import Q1_SEED
     from medi2i_bench.datasets import body_mask as ct_body_mask
+    from medi2i_bench.mr_ct_data import Q1_SEED
 
     from medi2i.io import read_volume
     from medi2i.synth import ct_to_pseudo_t1

@@ -21,16 +21,10 @@ from click.testing import CliRunner
 from medi2i_bench.baselines import baselines_for, bulk_water
 from medi2i_bench.cases import mirrored_case, read_volume_file
 from medi2i_bench.commands import bench_group
-from medi2i_bench.datasets import (
-    COLIN27_FILE,
-    CT_FILE,
-    MNI152_FILE,
-    Q1_VALIDATION_MIRROR_AXIS,
-    body_mask,
-    build_dataset,
-    head_mask,
-)
+from medi2i_bench.datasets import body_mask, build_dataset, head_mask
 from medi2i_bench.harness import BenchResult, run_benchmarks
+from medi2i_bench.mr_ct_data import Q1_VALIDATION_MIRROR_AXIS
+from medi2i_bench.source_files import COLIN27_FILE, CT_FILE, MNI152_FILE
 from monai.data.meta_tensor import MetaTensor
 from pydantic import BaseModel
 

@@ -18,20 +18,20 @@ import torch
 from click.testing import CliRunner
 from medi2i_bench.commands import bench_group
 from medi2i_bench.datasets import (
-    CT_FILE,
-    LUNG1_FILE,
-    LUNG2_FILE,
-    Q1X_SPACING_MM,
-    Q1X_VALIDATION_FRACTION,
-    Q1X_VALIDATION_GAP,
     Volume,
     body_mask,
     build_dataset,
     build_splits,
     resample_to_spacing,
-    validation_cut,
 )
 from medi2i_bench.harness import BenchResult, run_benchmarks
+from medi2i_bench.mr_ct_data import (
+    Q1X_SPACING_MM,
+    Q1X_VALIDATION_FRACTION,
+    Q1X_VALIDATION_GAP,
+    validation_cut,
+)
+from medi2i_bench.source_files import CT_FILE, LUNG1_FILE, LUNG2_FILE
 from monai.data.meta_tensor import MetaTensor
 
 from medi2i.errors import OptionsError

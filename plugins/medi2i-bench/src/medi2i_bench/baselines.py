@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from medi2i import OptionsError
+from medi2i_bench.cases import BenchDataset
 from medi2i_bench.contenders import (
     Contender,
     FloatArray,
@@ -43,7 +44,9 @@ from medi2i_bench.contenders import (
     registered_method,
     source_style_pairs,
 )
-from medi2i_bench.datasets import Q2C_CASES, Q3_TARGET, Q4_SOURCE_STYLE, BenchDataset
+from medi2i_bench.harmonization_data import Q3_TARGET
+from medi2i_bench.mr_ct_data import Q4_SOURCE_STYLE
+from medi2i_bench.super_resolution_data import Q2C_CASES
 
 if TYPE_CHECKING:
     from medi2i import InferenceSettings, Method, Registry

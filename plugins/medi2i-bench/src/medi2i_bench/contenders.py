@@ -30,13 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 from medi2i import OptionsError, UnknownMethodError
-from medi2i_bench.datasets import (
-    Q3_SOURCE,
-    Q3_TARGET,
-    Q4_SOURCE_STYLE,
-    BenchCase,
-    BenchDataset,
-)
+from medi2i_bench.cases import BenchCase, BenchDataset
+from medi2i_bench.harmonization_data import Q3_SOURCE, Q3_TARGET
+from medi2i_bench.mr_ct_data import Q4_SOURCE_STYLE
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -193,7 +189,7 @@ def paired_fit(method: Method, dataset: BenchDataset) -> None:
 
 def source_style_pairs(dataset: BenchDataset) -> tuple[BenchCase, ...]:
     """The training pairs a benchmark's fitted contenders learn from: all of them, or in
-    Q4 those of the training scanner (:data:`~medi2i_bench.datasets.Q4_SOURCE_STYLE`)."""
+    Q4 those of the training scanner (:data:`~medi2i_bench.mr_ct_data.Q4_SOURCE_STYLE`)."""
     if dataset.task != "q4":
         return dataset.train_pairs
     return tuple(c for c in dataset.train_pairs if c.source_domain == Q4_SOURCE_STYLE)
