@@ -108,3 +108,40 @@ def test_the_modality_hint_is_left_out_when_it_cannot_tell_series_apart(
 
     assert "2 series match" in line
     assert "--modality" not in line
+
+
+def test_a_rescale_slope_of_0_is_named_not_called_a_constant_volume(
+    predict: Run, tmp_path: Path
+) -> None:
+    import pydicom
+
+    folder = series(tmp_path / "mr", "MR")
+    victim = sorted(folder.iterdir())[2]
+    dataset = pydicom.dcmread(victim)
+    dataset.RescaleSlope = "0"
+    dataset.RescaleIntercept = "0"
+    dataset.save_as(victim)
+
+    line = error_line(predict("mr", "out.nii.gz"))
+
+    assert f"{victim.name}: invalid RescaleSlope: '0': a slope of 0" in line
+    assert "every voxel to one value" in line
+    assert "constant" not in line
+
+
+def test_a_rescale_slope_of_0_in_an_enhanced_file_is_named(predict: Run, tmp_path: Path) -> None:
+    import pydicom
+
+    from medi2i.testing.dicom_series import write_enhanced
+
+    volume = np.random.default_rng(3).normal(300.0, 80.0, (12, 10, 6)).round().astype(np.float32)
+    path = write_enhanced(tmp_path / "enhanced" / "mr.dcm", volume)
+    dataset = pydicom.dcmread(path)
+    dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = 0
+    dataset.save_as(path)
+
+    line = error_line(predict("enhanced", "out.nii.gz"))
+
+    assert "mr.dcm" in line
+    assert "invalid RescaleSlope" in line
+    assert "a slope of 0" in line

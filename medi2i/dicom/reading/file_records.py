@@ -20,6 +20,7 @@ from medi2i.dicom.reading.header_parser import (
     decimals,
     first_line,
     integer,
+    rescale_slope,
     sop_class_name,
     tag_of,
     text,
@@ -443,7 +444,7 @@ def _single_frame(
 ) -> ImageHeader:
     thickness = decimals(dataset, "SliceThickness", 1)
     # RT Dose scales its stored values to Gy by Dose Grid Scaling instead of a rescale
-    slope = decimals(dataset, "RescaleSlope", 1) or decimals(dataset, "DoseGridScaling", 1)
+    slope = rescale_slope(dataset) or rescale_slope(dataset, "DoseGridScaling")
     intercept = decimals(dataset, "RescaleIntercept", 1)
     return ImageHeader(
         path=path,
@@ -456,7 +457,7 @@ def _single_frame(
         columns=integer(dataset, "Columns") or 0,
         pixel_spacing=decimals(dataset, "PixelSpacing", 2),
         slice_thickness=thickness[0] if thickness else None,
-        rescale=(slope[0] if slope else 1.0, intercept[0] if intercept else 0.0),
+        rescale=(slope or 1.0, intercept[0] if intercept else 0.0),
         image_type=tuple(str(value).upper() for value in values_of(dataset, "ImageType")),
         pixels=pixels,
         defect=defect,

@@ -287,6 +287,23 @@ def decimals(dataset: Dataset, keyword: str, count: int) -> tuple[float, ...] | 
     return numbers
 
 
+def rescale_slope(dataset: Dataset, keyword: str = "RescaleSlope") -> float | None:
+    """Rescale Slope (or Dose Grid Scaling, RT Dose's slope); ``None`` when absent.
+
+    Raises:
+        InvalidValue: Not one finite number, or 0: every voxel would then take the
+            Rescale Intercept's value, which no scanner means (a damaged header).
+    """
+    found = decimals(dataset, keyword, 1)
+    if found is not None and found[0] == 0:
+        raise InvalidValue(
+            keyword,
+            f"{_raw(values_of(dataset, keyword))}: a slope of 0 would map every voxel to one "
+            "value (the intercept), so the image is refused",
+        )
+    return None if found is None else found[0]
+
+
 def integer(dataset: Dataset, keyword: str) -> int | None:
     """An IS/US element as an int; ``None`` when absent or empty.
 

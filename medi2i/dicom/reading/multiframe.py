@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medi2i.dicom.reading.header_parser import InvalidValue, decimals, integer, values_of
+from medi2i.dicom.reading.header_parser import (
+    InvalidValue,
+    decimals,
+    integer,
+    rescale_slope,
+    values_of,
+)
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -138,7 +144,8 @@ def _frame(index: int, own: Dataset, shared: Dataset | None) -> FrameGeometry:
         return None if item is None else decimals(item, keyword, count)
 
     thickness = numbers("PixelMeasuresSequence", "SliceThickness", 1)
-    slope = numbers("PixelValueTransformationSequence", "RescaleSlope", 1)
+    transformation = look_up("PixelValueTransformationSequence", "RescaleSlope")
+    slope = None if transformation is None else rescale_slope(transformation)
     intercept = numbers("PixelValueTransformationSequence", "RescaleIntercept", 1)
     return FrameGeometry(
         index=index,
@@ -146,7 +153,7 @@ def _frame(index: int, own: Dataset, shared: Dataset | None) -> FrameGeometry:
         orientation=numbers("PlaneOrientationSequence", "ImageOrientationPatient", 6),
         pixel_spacing=numbers("PixelMeasuresSequence", "PixelSpacing", 2),
         slice_thickness=thickness[0] if thickness else None,
-        rescale=(slope[0] if slope else 1.0, intercept[0] if intercept else 0.0),
+        rescale=(slope or 1.0, intercept[0] if intercept else 0.0),
         frame_type=_frame_type(own, shared),
         stack_id=_content_value(own, "StackID"),
         temporal_index=_temporal_index(own),
