@@ -145,3 +145,46 @@ def test_a_rescale_slope_of_0_in_an_enhanced_file_is_named(predict: Run, tmp_pat
     assert "mr.dcm" in line
     assert "invalid RescaleSlope" in line
     assert "a slope of 0" in line
+
+
+# -- MetaImage -----------------------------------------------------------------------------
+
+
+def metaimage(path: Path, key: str, value: str) -> Path:
+    """A MetaImage file (``.mhd`` with its ``.raw``, or ``.mha``) whose header's ``key``
+    is set to ``value``."""
+    import re
+
+    import SimpleITK as sitk
+
+    values = np.random.default_rng(0).normal(400.0, 120.0, (12, 14, 16)).astype(np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+    header, found = re.subn(rf"^{key} = [^\n]*".encode(), f"{key} = {value}".encode(),
+                            path.read_bytes(), count=1, flags=re.MULTILINE)  # fmt: skip
+    assert found == 1
+    path.write_bytes(header)
+    return path
+
+
+@pytest.mark.parametrize("spacing", ["nan 1 1", "1 inf 1", "1 1 one"])
+def test_a_metaimage_spacing_that_is_not_a_number_is_not_called_zero(
+    predict: Run, tmp_path: Path, spacing: str
+) -> None:
+    metaimage(tmp_path / "t1.mhd", "ElementSpacing", spacing)
+
+    line = error_line(predict("t1.mhd", "out.nii.gz"))
+
+    assert line.startswith("Error: t1.mhd: the header's ElementSpacing (the voxel size in mm)")
+    assert "is not a finite number" in line
+    assert "zero" not in line.lower()
+
+
+def test_a_metaimage_origin_that_is_not_a_number_is_refused(predict: Run, tmp_path: Path) -> None:
+    # MetaIO reads it as 0 without a word: the volume would be placed at the wrong origin
+    metaimage(tmp_path / "t1.mha", "Offset", "nan 0 0")
+
+    line = error_line(predict("t1.mha", "out.nii.gz"))
+
+    assert "t1.mha: the header's Offset" in line
+    assert "'nan' is not a finite number" in line
+    assert not (tmp_path / "out.nii.gz").exists()

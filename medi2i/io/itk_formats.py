@@ -9,7 +9,9 @@ are transposed to medi2i's ``[x, y, z]``.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,16 +76,21 @@ class ItkImageReader(VolumeReader):
         suffixes: tuple[str, ...],
         image_io: str,
         format_name: str,
+        check_header: Callable[[Path], None] | None = None,
     ) -> None:
         self.name = name
         self.description = description
         self.suffixes = suffixes
         self.image_io = image_io
         self.format_name = format_name
+        self.check_header = check_header
+        """Refuses what ITK would misread; run on the file before ITK reads it."""
 
     def read(self, path: Path) -> MetaTensor:
         """Read the file; see :meth:`VolumeReader.read`."""
         require_existing(path)
+        if self.check_header is not None:
+            self.check_header(path)
         reader = self._header(path)
         shape = tuple(reader.GetSize())
         spatial_shape(shape, path, components=reader.GetNumberOfComponents())
@@ -125,6 +132,50 @@ def _require_data_size(path: Path, shape: tuple[int, ...], format_name: str) -> 
             "it is truncated or its header (sizes, DimSize) is damaged; re-export it"
         )
     require_memory(path, voxels * 8, f"a {'x'.join(map(str, shape))} volume")
+
+
+_METAIMAGE_GEOMETRY = {
+    # MetaIO takes each of these keys with its synonyms
+    "ElementSpacing": "the voxel size in mm",
+    "Offset": "the position of the first voxel in mm",
+    "Position": "the position of the first voxel in mm",
+    "Origin": "the position of the first voxel in mm",
+    "TransformMatrix": "the direction cosines",
+    "Rotation": "the direction cosines",
+    "Orientation": "the direction cosines",
+}
+_METAIMAGE_HEADER_BYTES = 1 << 16
+
+
+def require_numeric_metaimage_geometry(path: Path) -> None:
+    """Refuse a MetaImage header whose spacing, origin or direction is not finite numbers.
+
+    MetaIO reads ``nan``, ``inf`` or a word there as 0 and says nothing: a spacing then
+    fails in ITK as "zero-valued spacing", the wrong cause, and an origin is read as 0
+    without a word. The header is the text before ``ElementDataFile`` (its last key).
+
+    Raises:
+        GeometryError: The key, its value and what it should hold.
+    """
+    with path.open("rb") as file:
+        head = file.read(_METAIMAGE_HEADER_BYTES).decode("latin-1")
+    for line in head.splitlines():
+        key, equals, value = (part.strip() for part in line.partition("="))
+        if equals and key == "ElementDataFile":
+            return
+        wrong = [word for word in value.split() if not _finite(word)]
+        if equals and key in _METAIMAGE_GEOMETRY and wrong:
+            raise GeometryError(
+                f"{path}: the header's {key} ({_METAIMAGE_GEOMETRY[key]}) = {value}: "
+                f"{wrong[0]!r} is not a finite number; correct the header or re-export the file"
+            )
+
+
+def _finite(word: str) -> bool:
+    try:
+        return math.isfinite(float(word))
+    except ValueError:
+        return False
 
 
 def _voxels_zyx(image: Any, path: Path) -> np.ndarray:
@@ -231,6 +282,7 @@ def metaimage_reader() -> ItkImageReader:
         suffixes=(".mha", ".mhd"),
         image_io="MetaImageIO",
         format_name="MetaImage",
+        check_header=require_numeric_metaimage_geometry,
     )
 
 
