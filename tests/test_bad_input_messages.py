@@ -188,3 +188,89 @@ def test_a_metaimage_origin_that_is_not_a_number_is_refused(predict: Run, tmp_pa
     assert "t1.mha: the header's Offset" in line
     assert "'nan' is not a finite number" in line
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+# -- what ITK prints -----------------------------------------------------------------------
+
+
+def test_itk_prints_nothing_beside_the_message(
+    predict: Run, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # MetaIO writes its complaints straight to the process's standard error (not to
+    # sys.stderr, which the runner captures): capfd sees them, the user would too
+    metaimage(tmp_path / "split.mhd", "ElementSpacing", "1 1 1")
+    (tmp_path / "split.raw").unlink()
+    capfd.readouterr()
+
+    line = error_line(predict("split.mhd", "out.nii.gz"))
+
+    printed = capfd.readouterr()
+    assert "MetaImage" not in printed.err + printed.out
+    # what MetaIO said is kept, in the one line: it names the real cause
+    assert line.startswith("Error: cannot read split.mhd as MetaImage")
+    assert "Cannot open data file" in line
+
+
+def test_metaimage_data_that_does_not_uncompress_is_refused(
+    predict: Run, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # MetaIO says "Uncompress failed" and returns zeros, which were then called constant
+    metaimage(tmp_path / "t1.mhd", "CompressedData", "True")
+    capfd.readouterr()
+
+    line = error_line(predict("t1.mhd", "out.nii.gz"))
+
+    assert line.startswith("Error: cannot read t1.mhd as MetaImage (Uncompress failed)"), line
+    assert "Uncompress" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_itk_warning_display_is_put_back(tmp_path: Path, shown: bool) -> None:
+    import SimpleITK as sitk
+
+    from medi2i.errors import InputError
+    from medi2i.io import read_volume
+
+    path = metaimage(tmp_path / "t1.mha", "ElementSpacing", "1 1 2")
+    before = sitk.ProcessObject_GetGlobalWarningDisplay()
+    sitk.ProcessObject_SetGlobalWarningDisplay(shown)
+    try:
+        read_volume(path)
+        assert sitk.ProcessObject_GetGlobalWarningDisplay() == shown
+        path.write_bytes(path.read_bytes()[:300])
+        with pytest.raises(InputError):
+            read_volume(path)
+        assert sitk.ProcessObject_GetGlobalWarningDisplay() == shown
+    finally:
+        sitk.ProcessObject_SetGlobalWarningDisplay(before)
+
+
+def test_quiet_itk_keeps_what_was_printed_and_puts_stderr_back(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import os
+    import threading
+
+    import SimpleITK as sitk
+
+    from medi2i.io.itk_output import quiet_itk
+
+    os.write(2, b"before\n")
+    with quiet_itk() as outer:
+        assert not sitk.ProcessObject_GetGlobalWarningDisplay()
+        os.write(2, b"MetaImage: one\n")
+        inner_text: list[str] = []
+
+        def overlapping() -> None:
+            with quiet_itk() as inner:
+                os.write(2, b"MetaImage: two\n")
+                inner_text.append(inner.text())
+
+        thread = threading.Thread(target=overlapping)
+        thread.start()
+        thread.join()
+        assert outer.text() == "MetaImage: one / MetaImage: two"
+    os.write(2, b"after\n")
+
+    assert inner_text == ["MetaImage: two"]
+    assert capfd.readouterr().err == "before\nafter\n"

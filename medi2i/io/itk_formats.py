@@ -29,11 +29,14 @@ from medi2i.io.base import (
     volume_from_array,
     volume_to_array,
 )
+from medi2i.io.itk_output import quiet_itk
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
 _DETACHED = (".nhdr", ".mhd")  # a header plus a separate data file
+# what MetaIO prints, without raising, when the voxels it returns are zeros, not the data
+_DATA_FAILURES = ("Uncompress failed",)
 _GZIP_MAX_RATIO = 1032  # deflate cannot compress more: 258 bytes per 2-bit code at best
 
 
@@ -95,24 +98,33 @@ class ItkImageReader(VolumeReader):
         shape = tuple(reader.GetSize())
         spatial_shape(shape, path, components=reader.GetNumberOfComponents())
         _require_data_size(path, shape, self.format_name)
-        try:
-            image = reader.Execute()
-        except (RuntimeError, MemoryError) as exc:  # header fine, data missing or truncated
-            raise _unreadable(path, self.format_name, exc) from exc
+        image = self._image(reader, path)
         affine = affine_from_itk(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
         stored = _voxels_zyx(image, path)
         values = stored.reshape(stored.shape[-3:]).transpose(2, 1, 0)
         return volume_from_array(values, affine, path=path, source_dtype=stored.dtype.name)
+
+    def _image(self, reader: Any, path: Path) -> Any:
+        with quiet_itk() as printed:
+            try:
+                image = reader.Execute()
+            except (RuntimeError, MemoryError) as exc:  # header fine, data missing or truncated
+                raise _unreadable(path, self.format_name, exc, printed.text()) from exc
+            said = printed.text()
+        if any(failure in said for failure in _DATA_FAILURES):
+            raise _unreadable(path, self.format_name, None, said)
+        return image
 
     def _header(self, path: Path) -> Any:
         sitk = _simpleitk()
         reader = sitk.ImageFileReader()
         reader.SetImageIO(self.image_io)
         reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as exc:
-            raise _unreadable(path, self.format_name, exc) from exc
+        with quiet_itk() as printed:
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError as exc:
+                raise _unreadable(path, self.format_name, exc, printed.text()) from exc
         return reader
 
 
@@ -189,9 +201,13 @@ def _voxels_zyx(image: Any, path: Path) -> np.ndarray:
     return values
 
 
-def _unreadable(path: Path, format_name: str, exc: Exception) -> InputError:
+def _unreadable(
+    path: Path, format_name: str, exc: Exception | None, printed: str = ""
+) -> InputError:
+    # what ITK printed (MetaIO's complaints) often says more than its exception
+    reason = " / ".join(part for part in (itk_reason(exc) if exc else "", printed) if part)
     return InputError(
-        f"cannot read {path} as {format_name} ({itk_reason(exc)}); the file is corrupt, "
+        f"cannot read {path} as {format_name} ({reason}); the file is corrupt, "
         "truncated or not in that format; check it opens in a viewer or re-export it"
     )
 
