@@ -1,7 +1,9 @@
 """NIfTI-1 and NIfTI-2 files (``.nii``, ``.nii.gz``) through nibabel.
 
 The affine is the one nibabel's ``img.affine`` gives: the sform when its code is set,
-else the qform, else the pixdim-only fallback. NIfTI's RAS+ world is MONAI's, so it is
+else the qform, else the pixdim-only fallback. When both forms are set and place the
+volume more than 0.01 mm apart, a :class:`FormDisagreementWarning` says so; a gzipped
+file's CRC-32 and length are checked. NIfTI's RAS+ world is MONAI's, so it is
 used as is, only converted to mm when the header's spatial unit is metres or microns.
 
 NIfTI stores the affine in float32, so positions are kept to about 1e-7 of their size
@@ -11,6 +13,7 @@ codes and units survive a read and a write unchanged.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +44,62 @@ SUFFIXES = (".nii", ".nii.gz")
 _SCANNER = 1  # NIFTI_XFORM_SCANNER_ANAT: what ITK writes, read by every tool
 _GZIP_MAX_RATIO = 1032  # deflate cannot compress more: 258 bytes per 2-bit code at best
 _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+FORM_AGREEMENT_MM = 0.01  # far above float32 and quaternion rounding, far below a voxel
+
+
+def _corners_apart(first: np.ndarray, second: np.ndarray, shape: tuple[int, ...]) -> float:
+    """How far apart two affines place the volume's corners at most (NaN if either is)."""
+    corners = np.array(
+        [
+            [i, j, k, 1.0]
+            for i in (0, shape[0] - 1)
+            for j in (0, shape[1] - 1)
+            for k in (0, shape[2] - 1)
+        ]
+    ).T
+    return float(np.linalg.norm(((first - second) @ corners)[:3], axis=0).max())
+
+
+class FormDisagreementWarning(UserWarning):
+    """A file's qform and sform place its voxels differently; the sform is used."""
+
+
+def _warn_if_forms_disagree(header: Any, shape: tuple[int, ...], path: Path) -> None:
+    """Warn when the qform and the sform, both set, place the volume's corners apart.
+
+    nibabel (and so medi2i, FSL and MONAI's nibabel reader) use the sform; tools that
+    prefer the qform place such a file elsewhere, and the user should know which one
+    its producer meant.
+    """
+    if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+        return
+    scale = _MM_PER_UNIT.get(header.get_xyzt_units()[0], 1.0)
+    try:
+        qform = header.get_qform()
+    except ValueError:  # a damaged quaternion: the qform places nothing
+        qform = np.full((4, 4), np.nan)
+    distance = _corners_apart(qform, header.get_sform(), shape) * scale
+    if np.isfinite(distance) and distance <= FORM_AGREEMENT_MM:
+        return
+    columns = header.get_sform()[:3, :3]
+    gram = columns.T @ columns
+    if not np.isfinite(distance):
+        apart = "differently (its qform is damaged)"
+    elif np.allclose(gram, np.diag(np.diag(gram)), atol=1e-6 * float(np.abs(gram).max())):
+        apart = f"up to {distance:.3g} mm apart"
+    else:
+        apart = (
+            f"up to {distance:.3g} mm apart (the sform is sheared, as after a gantry "
+            "tilt, which no qform can hold)"
+        )
+    warnings.warn(
+        f"{path}: its qform and sform place the volume {apart}; "
+        f"medi2i uses the sform (code {int(header['sform_code'])}), as nibabel and FSL "
+        "do, and tools that prefer the qform will place it elsewhere: check which one the "
+        "file's producer meant",
+        FormDisagreementWarning,
+        stacklevel=4,
+    )
 
 
 def _require_stated_spacing(header: Any, meta: Mapping[str, int], path: Path) -> None:
@@ -94,6 +153,7 @@ class NiftiReader(VolumeReader):
         except Exception as exc:  # nibabel raises KeyError, ValueError... for bad codes
             raise _unreadable(path, exc) from exc
         _require_stated_spacing(header, meta, path)
+        _warn_if_forms_disagree(header, shape, path)
         affine[:3, :] *= _MM_PER_UNIT.get(spatial_unit, 1.0)
         _require_data_size(image, shape, path)
         values, stored = _voxels(image, path)
@@ -152,13 +212,33 @@ def _voxels(image: Any, path: Path) -> tuple[np.ndarray, str]:
             "integer or floating-point volumes only"
         )
     try:
-        values = np.asanyarray(image.dataobj)
-    except Exception as exc:  # truncated or corrupt data block
+        values = _read_voxels(image, path)
+    except Exception as exc:  # truncated or corrupt data block, or a failed gzip check
         raise _unreadable(path, exc) from exc
     # nibabel moves scl_slope/scl_inter from the header to the proxy on load
     slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
     scaled = slope != 1.0 or inter != 0.0
     return values, "float32" if scaled else stored.newbyteorder("=").name
+
+
+def _read_voxels(image: Any, path: Path) -> np.ndarray:
+    """The stored voxel values; for a gzipped file, checked against gzip's trailer.
+
+    nibabel reads exactly the voxel bytes and stops before gzip's trailer, so a file
+    whose deflate stream still decodes but whose data or CRC-32 was altered would be
+    read as if fine. A gzipped file's voxels are read here from a stream that is then
+    read to its end, which makes :mod:`gzip` compare the CRC-32 and the length with
+    what it decompressed; the file is still decompressed once.
+    """
+    if not path.name.lower().endswith(".gz"):
+        return np.asanyarray(image.dataobj)
+    import gzip
+
+    with gzip.GzipFile(path, "rb") as stream:
+        values: np.ndarray = np.asanyarray(type(image).from_stream(stream).dataobj)
+        while stream.read(1 << 20):  # the rest, to the trailer
+            pass
+    return values
 
 
 def _unreadable(path: Path, exc: Exception) -> InputError:

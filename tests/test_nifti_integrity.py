@@ -1,0 +1,103 @@
+"""NIfTI files whose bytes or forms cannot be trusted as they are.
+
+A ``.nii.gz`` whose deflate stream still decodes but whose data or CRC-32 was altered
+is refused (nibabel alone stops before gzip's trailer and reads it as if fine); a file
+whose qform and sform disagree is read with the sform and warned about.
+"""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medi2i.errors import InputError
+from medi2i.io.base import volume_from_array
+from medi2i.io.nifti import FormDisagreementWarning, NiftiReader, NiftiWriter
+
+
+def _stored_gzip(tmp_path: Path) -> tuple[bytes, np.ndarray]:
+    """A NIfTI gzipped without compression (deflate's stored blocks), so any voxel
+    byte can be changed and the stream still decodes."""
+    values = (np.arange(20 * 20 * 20) % 500).astype(np.int16).reshape(20, 20, 20)
+    image = nib.Nifti1Image(values, np.eye(4))
+    image.set_qform(np.eye(4), code=1)
+    image.set_sform(np.eye(4), code=1)
+    return gzip.compress(image.to_bytes(), compresslevel=0, mtime=0), values
+
+
+def test_intact_stored_gzip_reads(tmp_path: Path) -> None:
+    data, values = _stored_gzip(tmp_path)
+    path = tmp_path / "intact.nii.gz"
+    path.write_bytes(data)
+    read = NiftiReader().read(path)
+    np.testing.assert_array_equal(read.numpy()[0], values)
+
+
+@pytest.mark.parametrize(
+    ("name", "offset_from_end"),
+    [("voxel_altered", 2000), ("crc_altered", 6), ("length_altered", 2)],
+)
+def test_altered_gzip_is_refused_naming_the_file(
+    tmp_path: Path, name: str, offset_from_end: int
+) -> None:
+    data, _ = _stored_gzip(tmp_path)
+    altered = bytearray(data)
+    altered[len(altered) - offset_from_end] ^= 0x40
+    path = tmp_path / f"{name}.nii.gz"
+    path.write_bytes(bytes(altered))
+    with gzip.open(path) as stream:  # the premise: the data part still decodes
+        stream.read(len(data) - 2048)
+    with pytest.raises(InputError, match=r"voxel_altered|crc_altered|length_altered") as caught:
+        NiftiReader().read(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "CRC check failed" in message or "length" in message.lower()
+
+
+def _forms(tmp_path: Path, sform: np.ndarray, qform: np.ndarray) -> Path:
+    values = np.zeros((10, 12, 14), np.float32)
+    values[2:5] = 1.0
+    image = nib.Nifti1Image(values, sform)
+    image.set_qform(qform, code=1)
+    image.set_sform(sform, code=2)
+    path = tmp_path / "forms.nii.gz"
+    image.to_filename(path)
+    return path
+
+
+def test_disagreeing_forms_are_warned_about_and_the_sform_used(tmp_path: Path) -> None:
+    qform = np.diag([2.0, 2.0, 3.0, 1.0])
+    sform = qform.copy()
+    sform[:3, 3] = [5.0, 0.0, 0.0]
+    path = _forms(tmp_path, sform, qform)
+    with pytest.warns(FormDisagreementWarning, match=r"forms\.nii\.gz.* 5 mm apart.*sform"):
+        read = NiftiReader().read(path)
+    np.testing.assert_allclose(read.affine.numpy(), sform)
+
+
+def test_agreeing_forms_read_without_warning(tmp_path: Path) -> None:
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    affine[:3, 3] = [-10.0, 4.0, 7.5]
+    path = _forms(tmp_path, affine, affine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FormDisagreementWarning)
+        NiftiReader().read(path)
+
+
+def test_a_sheared_output_read_back_says_why_its_forms_differ(tmp_path: Path) -> None:
+    """A qform cannot hold a shear (a gantry tilt): the writer keeps nibabel's nearest
+    qform, which ITK-based viewers can open, and the reader says so on reading it."""
+    sheared = np.array(
+        [[1.0, 0.3, 0.0, 1.0], [0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 2.0, 3.0], [0, 0, 0, 1]]
+    )
+    path = tmp_path / "sheared.nii.gz"
+    volume = volume_from_array(np.random.default_rng(0).random((8, 9, 10)), sheared, path=None)
+    NiftiWriter().write(volume, path)
+    with pytest.warns(FormDisagreementWarning, match="sheared"):
+        read = NiftiReader().read(path)
+    np.testing.assert_allclose(read.affine.numpy(), sheared, atol=1e-6)
