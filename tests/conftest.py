@@ -23,6 +23,10 @@ from medi2i.testing.pytest_plugin import (  # noqa: F401 (fixtures are found by 
     medi2i_volume_file,
 )
 
+# pytest rewrites the asserts of test modules only; these modules hold checks that several
+# test modules share, and a failed check there should show its values too
+pytest.register_assert_rewrite("tests.bad_input_cases")
+
 FIRST_PARTY_PLUGINS = (
     "bench",
     "cyclegan",

@@ -1,9 +1,9 @@
 """What the one-line message of a hostile input to ``medi2i predict`` says.
 
-``test_bad_input_corpus`` holds every bad input to the promises they share (one line,
-the file named, nothing written). Here a few inputs whose first messages named the
-wrong cause or left out the fix are held to the cause and the fix: each test runs the
-command in process as a user would and reads the line it prints.
+The bad-input corpus (``test_bad_input_*.py``) holds every bad input to the promises
+they share (one line, the file named, nothing written). Here a few inputs whose first
+messages named the wrong cause or left out the fix are held to the cause and the fix:
+each test runs the command in process as a user would and reads the line it prints.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What predict and batch may replace, what they repair, and what a killed writer leaves.
 
-The refusals themselves are cases of ``test_bad_input_corpus.py``; these tests show the
-other side: consented replacement works, policies repair what they say, leftovers go.
+The refusals themselves are cases of the bad-input corpus (``test_bad_input_outputs.py``
+and ``test_bad_input_dicom.py``); these tests show the other side: consented replacement
+works, policies repair what they say, leftovers go.
 """
 
 from __future__ import annotations

@@ -1,0 +1,81 @@
+"""Bad command-line options of ``medi2i predict``.
+
+An unknown method, a malformed or alias-bombed ``-o``, and out-of-range
+``--roi-size``, ``--overlap`` and ``--mirror-axes`` values. The promise each case is
+held to is stated in ``bad_input_cases.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bad_input_cases import (
+    Case,
+    CaseBuilder,
+    blobs,
+    case_registry,
+    check_bad_input,
+    nifti,
+    predict,
+)
+
+CASES: dict[str, CaseBuilder] = {}
+case = case_registry(CASES)
+
+
+@case("option-unknown-method")
+def _(tmp: Path) -> Case:
+    source = nifti(tmp / "t1.nii.gz", blobs())
+    args = ["predict", str(source), str(tmp / "o.nii.gz"), "--method", "no-such-thing"]
+    return Case(args, "no-such-thing")
+
+
+@case("option-bad-key-value")
+def _(tmp: Path) -> Case:
+    return Case(predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "-o", "oops"), "oops")
+
+
+@case("option-alias-bomb")
+def _(tmp: Path) -> Case:
+    bomb = "[" + ",".join(["&a [1,1,1,1,1,1,1,1,1,1]"] + ["*a"] * 150) + "]"
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "-o", f"x={bomb}")
+    return Case(args, "--option", "aliases")
+
+
+@case("option-bad-roi")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--roi-size", "0,4")
+    return Case(args, "--roi-size")
+
+
+@case("option-overlap-out-of-range")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--overlap", "1.5")
+    return Case(args, "overlap")
+
+
+@case("option-overlap-nan")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--overlap", "nan")
+    return Case(args, "overlap")
+
+
+@case("option-mirror-axes-not-numbers")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--mirror-axes", "x,y")
+    return Case(args, "--mirror-axes")
+
+
+@case("option-mirror-axis-out-of-range")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--mirror-axes", "0,3")
+    return Case(args, "mirror_axes")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_gets_one_line_and_changes_nothing(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_bad_input(CASES[name], tmp_path, monkeypatch)
