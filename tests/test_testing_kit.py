@@ -1,0 +1,160 @@
+"""The kit plugin authors test with, from ``medi2i.testing``.
+
+The method contract check accepts every shape of example method and catches each kind
+of broken one; ``make_volume`` and ``write_volume_file`` make small, seeded, oblique
+volumes; the pytest fixtures give a volume, its file and a registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from monai.data.meta_tensor import MetaTensor
+
+import medi2i
+from medi2i import Method, Task, VolumeSpec
+from medi2i.grid import Grid
+from medi2i.method import MethodClass, Options
+from medi2i.registry import Registry
+from medi2i.testing import check_method_contract, make_volume, write_volume_file
+from medi2i.testing.example_methods import (
+    EXAMPLE_METHODS,
+    DomainOffset,
+    FittedStandardization,
+    PointwiseNet,
+)
+
+
+def fit_if_needed(method: Method) -> None:
+    if isinstance(method, FittedStandardization):
+        method.fit([make_volume(seed=7).numpy()])
+
+
+@pytest.mark.parametrize("method_cls", EXAMPLE_METHODS, ids=lambda cls: cls.id)
+def test_the_contract_check_accepts_every_shape_of_method(method_cls: MethodClass) -> None:
+    check_method_contract(method_cls, prepare=fit_if_needed)
+
+
+class DeclaresTwoChannels(PointwiseNet):
+    """Declares two output channels and predicts one."""
+
+    id = "declares-two-channels"
+    output_spec = VolumeSpec(channels=2)
+
+
+class PredictsNaN(DomainOffset):
+    """Predicts NaN everywhere."""
+
+    id = "predicts-nan"
+
+    def predict(self, image: Any, context: Any) -> torch.Tensor:
+        return image * float("nan")  # type: ignore[no-any-return]
+
+
+class ForgetsItsWeights(PointwiseNet):
+    """Keeps its (randomly initialized) weights out of the model folder."""
+
+    id = "forgets-its-weights"
+
+    def build_network(self) -> torch.nn.Module:
+        return torch.nn.Conv3d(1, 1, 1)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: Any) -> None:
+        pass
+
+
+class ModifiesItsInput(DomainOffset):
+    """Scales the caller's volume in place."""
+
+    id = "modifies-its-input"
+
+    def preprocess(self, image: Any, **_: Any) -> Any:
+        return image.mul_(2.0)
+
+
+class HasNoId(Method):
+    """Forgot to name itself."""
+
+    tasks = (Task.TRANSLATION,)
+    input_spec = output_spec = VolumeSpec()
+
+    def predict(self, image: Any, context: Any) -> torch.Tensor:
+        return image  # type: ignore[no-any-return]
+
+
+class NeedsStrength(Options):
+    strength: float
+
+
+class HasNoDefaultOptions(DomainOffset):
+    """Has an option without a default."""
+
+    id = "has-no-default-options"
+    Options = NeedsStrength
+
+
+@pytest.mark.parametrize(
+    ("method_cls", "problem"),
+    [
+        (DeclaresTwoChannels, "output has 1 channels, its output_spec declares 2"),
+        (PredictsNaN, "NaN or infinite"),
+        (ForgetsItsWeights, "loaded from its model folder predicts differently"),
+        (ModifiesItsInput, "modified its input volume in place"),
+        (HasNoDefaultOptions, "does not construct with its default options"),
+        (HasNoId, "does not set 'id'"),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else "",
+)
+def test_the_contract_check_catches_a_broken_method(method_cls: MethodClass, problem: str) -> None:
+    with pytest.raises(AssertionError, match=problem):
+        check_method_contract(method_cls)
+
+
+def test_make_volume_is_a_smooth_float_volume_on_an_oblique_grid() -> None:
+    volume = make_volume((24, 20, 16), spacing=(0.9, 1.1, 2.0), origin=(-10.0, 5.0, 30.0))
+    grid = Grid.of(volume)
+
+    assert volume.shape == (1, 24, 20, 16)
+    assert volume.dtype == torch.float32
+    assert grid.spacing == pytest.approx((0.9, 1.1, 2.0))
+    assert grid.affine[:3, 3].tolist() == [-10.0, 5.0, 30.0]
+    rotation = grid.affine[:3, :3] / np.asarray(grid.spacing)
+    assert not np.allclose(rotation, np.eye(3), atol=0.05), "the grid should be oblique"
+    steps = volume.diff(dim=1).abs().max() / (volume.max() - volume.min())
+    assert float(steps) < 0.3, "neighbouring voxels should be close: the volume is smooth"
+
+
+def test_make_volume_depends_only_on_its_seed() -> None:
+    assert torch.equal(make_volume(seed=1), make_volume(seed=1))
+    assert not torch.equal(make_volume(seed=1), make_volume(seed=2))
+    assert float(make_volume(kind="constant").std()) == 0.0
+
+
+def test_an_unknown_volume_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown volume kind"):
+        make_volume(kind="noise")  # type: ignore[arg-type]
+
+
+def test_write_volume_file_round_trips_through_the_reader(tmp_path: Path) -> None:
+    path = write_volume_file(tmp_path, "oblique.nii.gz", shape=(12, 10, 8), seed=4)
+    written = medi2i.read_volume(path)
+    expected = make_volume((12, 10, 8), seed=4)
+
+    assert path == tmp_path / "oblique.nii.gz"
+    assert torch.allclose(written.as_tensor(), expected.as_tensor())
+    assert np.allclose(Grid.of(written).affine, Grid.of(expected).affine, atol=1e-5)
+
+
+def test_the_fixtures_give_a_volume_its_file_and_a_registry(
+    medi2i_volume: MetaTensor, medi2i_volume_file: Path, medi2i_registry: Registry
+) -> None:
+    assert medi2i_volume.shape == (1, 24, 20, 16)
+    assert torch.allclose(medi2i.read_volume(medi2i_volume_file).as_tensor(), medi2i_volume)
+    assert "nifti" in medi2i_registry.readers
