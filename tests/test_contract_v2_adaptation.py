@@ -1,0 +1,106 @@
+"""Per-volume state and adaptation: state changed while predicting is restored after
+each volume; ``adapt`` writes a new model naming its source, never over an input or
+the source, and a workflow adapts its model before evaluating it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medi2i.errors import OptionsError
+from medi2i.io import write_volume
+from medi2i.model_folder import read_manifest, save_model
+from medi2i.prediction import predict_outputs
+from tests.contract_v2_methods import QUIET, Sampler, SelfAdapting, image, registry_with
+
+
+def test_state_changed_while_predicting_is_restored_after_each_volume() -> None:
+    method = SelfAdapting()
+    first = predict_outputs(method, image(), settings=QUIET)[""]
+    second = predict_outputs(method, image(), settings=QUIET)[""]
+    assert torch.equal(first.as_tensor(), second.as_tensor())
+    assert method.offset == 0.0
+
+
+def test_adapt_writes_a_new_model_naming_its_source(tmp_path: Path) -> None:
+    from medi2i.adaptation import adapt_model
+
+    registry = registry_with(SelfAdapting)
+    source = save_model(SelfAdapting(), tmp_path / "model")
+    target = tmp_path / "target.nii.gz"
+    write_volume(image(np.full((8, 8, 8), 7.0)), target)
+    adapted = adapt_model(source, [target], tmp_path / "adapted", registry=registry)
+    manifest = read_manifest(adapted)
+    assert manifest.state == {"offset": 7.0}
+    assert manifest.adapted_from is not None
+    assert manifest.adapted_from.model == str(source)
+    assert manifest.adapted_from.data == [str(target)]
+    assert read_manifest(source).state == {"offset": 0.0}  # the source is left alone
+    with pytest.raises(OptionsError, match="replace its source"):
+        adapt_model(source, [target], source, registry=registry)
+
+
+def test_a_method_that_does_not_adapt_is_refused(tmp_path: Path) -> None:
+    from medi2i.adaptation import adapt_model
+
+    registry = registry_with(Sampler)
+    source = save_model(Sampler(), tmp_path / "model")
+    with pytest.raises(OptionsError, match="does not adapt"):
+        adapt_model(source, [tmp_path / "x.nii.gz"], tmp_path / "out", registry=registry)
+
+
+def test_a_workflow_adapts_its_model_before_evaluating_it(tmp_path: Path) -> None:
+    from medi2i.workflow.demo_data import write_demo_cases
+    from medi2i.workflow.runner import run_workflow
+    from medi2i.workflow.schema import Workflow
+
+    write_demo_cases(tmp_path / "cases", count=2, shape=(8, 8, 8))
+    write_volume(image(np.full((8, 8, 8), 3.0)), tmp_path / "site-b" / "1.nii.gz")
+    write_volume(image(np.full((8, 8, 8), 5.0)), tmp_path / "site-b" / "2.nii.gz")
+    workflow = Workflow.model_validate(
+        {
+            "data": {
+                "kind": "paired",
+                "layout": {"type": "synthrad", "root": str(tmp_path / "cases")},
+                "split": {"test": ["demo001"]},
+            },
+            "method": {"id": "self-adapting"},
+            "adaptation": {
+                "data": {"type": "folders", "folders": {"image": str(tmp_path / "site-b")}}
+            },
+            "evaluation": {"metrics": ["mae"], "mask": None},
+            "inference": {"device": "cpu", "progress": False},
+            "report": {"enabled": False},
+            "output": {"root": str(tmp_path / "runs"), "run_id": "adapted"},
+        }
+    )
+    result = run_workflow(workflow, registry=registry_with(SelfAdapting))
+    assert result.model_dir == tmp_path / "runs" / "run-adapted" / "adapted"
+    manifest = read_manifest(result.model_dir)
+    assert manifest.state == {"offset": 4.0}
+    assert manifest.adapted_from is not None
+    assert Path(manifest.adapted_from.model).name == "model"
+    state = json.loads((tmp_path / "runs" / "run-adapted" / "run.json").read_text())
+    assert set(state["stages"]) >= {"train", "adapt", "evaluate"}
+    assert state["model"] == "adapted"
+
+
+def test_an_adapted_model_never_replaces_an_input_even_with_overwrite(tmp_path: Path) -> None:
+    from medi2i.adaptation import adapt_model
+    from medi2i.errors import OutputError
+
+    registry = registry_with(SelfAdapting)
+    source = save_model(SelfAdapting(), tmp_path / "model")
+    series = tmp_path / "site-b"
+    write_volume(image(np.full((8, 8, 8), 7.0)), series / "1.nii.gz")
+    before = (series / "1.nii.gz").read_bytes()
+    for output in (series / "1.nii.gz", series, tmp_path):  # is an input, or holds one
+        with pytest.raises(OutputError):
+            adapt_model(source, [series / "1.nii.gz"], output, registry=registry, overwrite=True)
+    assert (series / "1.nii.gz").read_bytes() == before
+    assert read_manifest(source).state == {"offset": 0.0}
