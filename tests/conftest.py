@@ -25,7 +25,7 @@ from medi2i.testing.pytest_plugin import (  # noqa: F401 (fixtures are found by 
 
 # pytest rewrites the asserts of test modules only; these modules hold checks that several
 # test modules share, and a failed check there should show its values too
-pytest.register_assert_rewrite("tests.bad_input_cases")
+pytest.register_assert_rewrite("tests.bad_input_cases", "tests.reader_fuzzing")
 
 FIRST_PARTY_PLUGINS = (
     "bench",
