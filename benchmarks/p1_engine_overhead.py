@@ -35,7 +35,8 @@ from monai.networks.nets.unet import UNet
 
 import medi2i
 from medi2i.engine import SlidingWindowEngine
-from medi2i.method import PatchNetworkMethod, PredictContext, Task, VolumeSpec
+from medi2i.method import PredictContext, Task, VolumeSpec
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
 
 RESULTS = Path(__file__).parent / "results"

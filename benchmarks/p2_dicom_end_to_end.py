@@ -106,7 +106,8 @@ def child(series: Path, output: Path, imports_only: bool) -> Report:
     from monai.networks.nets.unet import UNet
 
     from medi2i.dicom.writing.volume_writer import DicomSeriesWriter
-    from medi2i.method import PatchNetworkMethod, Task, VolumeSpec
+    from medi2i.method import Task, VolumeSpec
+    from medi2i.patch_network import PatchNetworkMethod
     from medi2i.prediction import predict_tensor
     from medi2i.settings import InferenceSettings
 

@@ -57,7 +57,7 @@ _LAZY = {
     "Method": "medi2i.method",
     "NoCondition": "medi2i.method",
     "Options": "medi2i.method",
-    "PatchNetworkMethod": "medi2i.method",
+    "PatchNetworkMethod": "medi2i.patch_network",
     "PredictContext": "medi2i.method",
     "SpatialPlan": "medi2i.grid",
     "Task": "medi2i.method",
@@ -210,7 +210,6 @@ if TYPE_CHECKING:
         Options,
         Output,
         PairedBatch,
-        PatchNetworkMethod,
         PredictContext,
         SingleDomainBatch,
         StateValue,
@@ -225,6 +224,7 @@ if TYPE_CHECKING:
     from medi2i.model_folder import load_model, save_model
     from medi2i.multi_domain import TargetDomain, TargetDomainOutputs
     from medi2i.option_checks import check_betas, check_spacing
+    from medi2i.patch_network import PatchNetworkMethod
     from medi2i.plugins import load_plugins
     from medi2i.prediction import predict, predict_all, predict_outputs, predict_tensor
     from medi2i.registry import Registry

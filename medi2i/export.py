@@ -171,7 +171,7 @@ def export_program(
         OptionsError: The condition is invalid, or a file exists at ``path``.
     """
     from medi2i.io import atomic_path
-    from medi2i.method import PatchNetworkMethod
+    from medi2i.patch_network import PatchNetworkMethod
 
     path = Path(path)
     sidecar = path.with_name(path.name + ".json")

@@ -112,6 +112,8 @@ if TYPE_CHECKING:
     import torch
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.patch_network import PatchNetworkMethod as PatchNetworkMethod
+
 
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:[-.][a-z0-9]+)*$")
 
@@ -567,103 +569,11 @@ MethodClass = type[Method[Any, Any]]
 """A method class with any options and condition models (what plugins register)."""
 
 
-class PatchNetworkMethod(Method[OptionsT, ConditionT]):
-    """A method whose prediction is a network run by sliding window.
+def __getattr__(name: str) -> Any:
+    """:class:`PatchNetworkMethod` lives in :mod:`medi2i.patch_network` (it subclasses
+    :class:`Method`); it stays importable from here."""
+    if name == "PatchNetworkMethod":
+        from medi2i.patch_network import PatchNetworkMethod
 
-    Subclasses build the network in :meth:`build_network`; the core runs it window
-    by window on the device with the user's inference settings. A network that
-    outputs more voxels than it is given (super-resolution) sets ``self.output_scale``
-    (per instance, e.g. from its options, in ``__init__``).
-
-    Attributes:
-        output_scale: Output voxels per input voxel along each axis.
-        keeps_module_modes: Class attribute: the engine leaves the network's train/eval
-            mode alone (a method adapting batch-norm statistics at predict time).
-        pointwise: Class attribute: ``forward``'s output at a voxel depends on the
-            input at that voxel only (a voxelwise function, a network of 1×1×1
-            convolutions), so the core runs it on whole slices without windows, overlap
-            or blending (:meth:`~medi2i.SlidingWindowEngine.run_pointwise`); the output
-            scale must be one. A method whose forward looks at neighbours must not set
-            it: its output would change where the slabs are cut.
-    """
-
-    output_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    default_roi_size: ClassVar[tuple[int, int, int]] = (96, 96, 96)
-    keeps_module_modes: ClassVar[bool] = False
-    pointwise: ClassVar[bool] = False
-
-    def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
-        super().__init__(options)
-        self._network: torch.nn.Module | None = None
-
-    @abc.abstractmethod
-    def build_network(self) -> torch.nn.Module:
-        """A new, untrained network for the current options."""
-
-    @property
-    def network(self) -> torch.nn.Module:
-        """The network, built on first use."""
-        if self._network is None:
-            self._network = self.build_network()
-        return self._network
-
-    def forward(self, windows: torch.Tensor, condition: ConditionT) -> torch.Tensor:
-        """Run the network on a batch of windows (override to use the condition)."""
-        output: torch.Tensor = self.network(windows)
-        return output
-
-    def export_refusal(self, condition: ConditionT) -> str | None:
-        """Why this method's prediction under ``condition`` is not ``forward`` run on
-        windows (so :func:`medi2i.export.export_program` cannot capture it), or
-        ``None`` when it is. Override when :meth:`predict` does more per window than
-        ``forward`` (sampled styles, statistics recomputed on the input)."""
-        return None
-
-    def roi_size(self) -> tuple[int, int, int]:
-        """Window size the network was trained with (``options.roi_size`` if present)."""
-        size = getattr(self.options, "roi_size", None)
-        if size is None:
-            return self.default_roi_size
-        return (int(size[0]), int(size[1]), int(size[2]))
-
-    def predict(
-        self, image: MetaTensor, context: PredictContext[ConditionT]
-    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
-        def predictor(windows: torch.Tensor) -> torch.Tensor:
-            return self.forward(windows, context.condition)
-
-        if self.pointwise and self.output_scale == (1.0, 1.0, 1.0):
-            return context.engine.run_pointwise(
-                image,
-                predictor,
-                modules=[self.network],
-                eval_modules=not self.keeps_module_modes,
-            )
-        return context.engine.run(
-            image,
-            predictor,
-            modules=[self.network],
-            default_roi_size=self.roi_size(),
-            output_scale=self.output_scale,
-            eval_modules=not self.keeps_module_modes,
-        )
-
-    def output_grid(self, input_grid: Grid, condition: ConditionT | None = None) -> Grid:
-        if self.output_scale == (1.0, 1.0, 1.0):
-            return input_grid
-        return input_grid.scaled(self.output_scale)
-
-    def training_modules(self) -> dict[str, torch.nn.Module]:
-        return {"network": self.network}
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"network.{k}": v for k, v in self.network.state_dict().items()}
-
-    def load_state_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        weights = {k.removeprefix("network."): v for k, v in tensors.items()}
-        try:
-            self.network.load_state_dict(weights, strict=True)
-        except RuntimeError as exc:
-            raise ModelFormatError(
-                f"weights do not fit method {self.id!r} with these options: {exc}"
-            ) from exc
+        return PatchNetworkMethod
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

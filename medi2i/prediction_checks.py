@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from medi2i.errors import InputError, OptionsError, OutputError
 from medi2i.grid import Grid
-from medi2i.method import Method, PatchNetworkMethod
+from medi2i.method import Method
+from medi2i.patch_network import PatchNetworkMethod
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,8 @@ from medi2i.engine import (
     window_size,
 )
 from medi2i.errors import DeviceError, GeometryError, Medi2iError
-from medi2i.method import PatchNetworkMethod, PredictContext, Task, VolumeSpec
+from medi2i.method import PredictContext, Task, VolumeSpec
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
 
 

@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from medi2i.method import DataKind, DomainSpec, Method, PatchNetworkMethod
+from medi2i.method import DataKind, DomainSpec, Method
+from medi2i.patch_network import PatchNetworkMethod
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor

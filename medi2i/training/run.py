@@ -24,7 +24,8 @@ from pydantic import JsonValue
 
 from medi2i.data.cases import CaseSet, case_condition
 from medi2i.errors import OptionsError
-from medi2i.method import DataKind, DomainSpec, Method, PatchNetworkMethod
+from medi2i.method import DataKind, DomainSpec, Method
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
 from medi2i.training.auxiliary import auxiliary_hashes
 from medi2i.training.checkpoint import (
