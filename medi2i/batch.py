@@ -528,7 +528,7 @@ class _StudyRunner:
         if self.registry is None:
             return
         from medi2i.io.atomic import atomic_path
-        from medi2i.prediction import provenance
+        from medi2i.provenance import provenance
 
         record = provenance(
             self.method,

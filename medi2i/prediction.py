@@ -9,14 +9,10 @@ Example:
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
-import platform
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,12 +20,10 @@ from pydantic import BaseModel
 
 from medi2i.errors import InputError, OptionsError
 from medi2i.grid import Grid
-from medi2i.hashing import file_sha256
 from medi2i.method import (
     DataKind,
     Method,
     Output,
-    PatchNetworkMethod,
     PredictContext,
     Progress,
     no_progress,
@@ -39,6 +33,13 @@ from medi2i.prediction_checks import (
     require_output_fits,
     require_placed,
     with_grid,
+)
+from medi2i.provenance import (
+    is_provenance_record,
+    output_record,
+    provenance,
+    sidecar_path,
+    write_sidecar,
 )
 from medi2i.settings import InferenceSettings
 
@@ -449,7 +450,7 @@ def predict_all(
         sidecar = sidecar_path(path)
         # an earlier provenance record of medi2i's own (its image was deleted, or this
         # is an --overwrite) is replaced; a file of the user's under that name is not
-        replaceable = overwrite or _is_provenance_record(sidecar)
+        replaceable = overwrite or is_provenance_record(sidecar)
         check_destination(sidecar, inputs=[Path(source)], overwrite=replaceable, sidecar_of=path)
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
@@ -487,7 +488,7 @@ def predict_all(
         path = write_volume(
             results[declared_output.name], paths[declared_output.name], writers=[writer]
         )
-        _write_sidecar(path, {**record, "output": _output_record(declared_output)})
+        write_sidecar(path, {**record, "output": output_record(declared_output)})
         written[declared_output.name] = path
     return written
 
@@ -512,117 +513,3 @@ def named_output_path(output: Path, name: str) -> Path:
         if suffix and text.endswith(suffix):
             return output.with_name(f"{text[: -len(suffix)]}_{name}{suffix}")
     return output.with_name(f"{text}_{name}")
-
-
-def _output_record(output: Output) -> dict[str, object]:
-    return {
-        "name": output.name,
-        "modality": output.spec.modality,
-        "units": output.spec.units,
-        "domain": output.domain,
-        "condition": json.loads(json.dumps(dict(output.condition), default=str)),
-    }
-
-
-def provenance(
-    method: Method,
-    *,
-    source: Path,
-    model: str | Path | None,
-    settings: InferenceSettings,
-    registry: Registry,
-    image: MetaTensor | None = None,
-    condition: BaseModel | None = None,
-) -> dict[str, object]:
-    """What produced an output: method, plugin, options, domains, condition, weights and
-    input hashes (with the settings' seed, enough to make the output again).
-
-    ``input.sha256`` identifies the input's content: for an input file, the SHA-256 of
-    its bytes (``input.hashed`` is ``"file"``); for a folder (a DICOM series) it is
-    :func:`volume_sha256` of the volume read from it (``"volume"``), so the same pixel
-    data gives the same hash whatever the file names, slice order in the folder,
-    transfer syntax or header edits. It is ``None`` only for a folder when ``image``
-    (the volume read from ``source``) is not given.
-    """
-    from medi2i import __version__
-    from medi2i.model_folder import read_manifest
-    from medi2i.onnx_model import is_onnx_model
-
-    owner = registry.method_owner(method.id)
-    plugin = next((i for i in registry.plugins.infos if i.name == owner), None)
-    weights = None
-    if model is not None and is_onnx_model(model):
-        weights = file_sha256(model)  # the ONNX file holds the weights
-    elif model is not None:
-        manifest = read_manifest(model)
-        weights = manifest.weights.sha256 if manifest.weights else None
-    return {
-        "medi2i_version": __version__,
-        "method": {"id": method.id, "version": method.version},
-        "plugin": {"name": owner, "version": plugin.version if plugin else None},
-        "options": method.options.model_dump(mode="json"),
-        "domains": [d.model_dump(mode="json") for d in method.domains],
-        "condition": condition.model_dump(mode="json") if condition is not None else None,
-        "model": str(model) if model is not None else None,
-        "weights_sha256": weights,
-        "input": _input_hash(source, image),
-        "settings": settings.model_dump(mode="json"),
-        # the window the sliding window asks for when the settings leave it to the method
-        # (it shrinks along an axis shorter than that); null for methods without windows
-        "window": list(settings.roi_size or method.roi_size())
-        if isinstance(method, PatchNetworkMethod)
-        else None,
-        "python": platform.python_version(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _is_provenance_record(path: Path) -> bool:
-    """Whether ``path`` is a provenance sidecar that medi2i wrote."""
-    try:
-        if not path.is_file() or path.stat().st_size > (1 << 22):
-            return False
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and {"medi2i_version", "method", "input"} <= set(record)
-
-
-def sidecar_path(output: Path) -> Path:
-    """``out.nii.gz`` → ``out.provenance.json``."""
-    name = output.name
-    for suffix in (".nii.gz", *output.suffixes[-1:]):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return output.with_name(name + ".provenance.json")
-
-
-def _write_sidecar(output: Path, record: Mapping[str, object]) -> None:
-    from medi2i.io.atomic import atomic_path
-
-    with atomic_path(sidecar_path(output)) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def volume_sha256(image: MetaTensor) -> str:
-    """SHA-256 of a read volume: the text ``medi2i-volume-v1``, its shape (e.g.
-    ``(1, 256, 256, 160)``), then its voxels as little-endian float32 in C order.
-
-    The values are those after reading (rescaled, HU for CT), on the read grid; the
-    affine is not included.
-    """
-    import numpy as np
-
-    values = np.ascontiguousarray(image.detach().cpu().numpy(), dtype="<f4")
-    digest = hashlib.sha256(f"medi2i-volume-v1{tuple(values.shape)}".encode())
-    digest.update(values.tobytes())
-    return digest.hexdigest()
-
-
-def _input_hash(source: Path, image: MetaTensor | None) -> dict[str, object]:
-    if source.is_file():  # not a folder (e.g. DICOM series); its files are hashed by its reader
-        return {"path": str(source), "sha256": file_sha256(source), "hashed": "file"}
-    if image is not None:
-        return {"path": str(source), "sha256": volume_sha256(image), "hashed": "volume"}
-    return {"path": str(source), "sha256": None, "hashed": None}

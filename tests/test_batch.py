@@ -24,7 +24,7 @@ from medi2i.grid import Grid
 from medi2i.hookspecs import hookimpl
 from medi2i.method import Method, PredictContext, Task, VolumeSpec
 from medi2i.plugins import load_plugins
-from medi2i.prediction import volume_sha256
+from medi2i.provenance import volume_sha256
 from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
 from medi2i.study_discovery import study_keys

@@ -14,7 +14,8 @@ from medi2i.errors import OptionsError, OutputError, UnknownMethodError
 from medi2i.grid import Grid
 from medi2i.model_folder import load_model, save_model
 from medi2i.plugins import load_plugins
-from medi2i.prediction import predict, predict_tensor, sidecar_path
+from medi2i.prediction import predict, predict_tensor
+from medi2i.provenance import sidecar_path
 from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
 from medi2i.testing import example_methods

@@ -17,13 +17,13 @@ from medi2i.method import (
     DataKind,
     MethodClass,
     PairedBatch,
-    PatchNetworkMethod,
     Task,
     TrainerAPI,
     Training,
     TrainingStateValue,
     VolumeSpec,
 )
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.testing import (
     check_training_contract,
     synthetic_training_cases,

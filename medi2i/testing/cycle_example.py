@@ -35,7 +35,6 @@ from medi2i.method import (
     DataKind,
     Options,
     Output,
-    PatchNetworkMethod,
     Task,
     TrainerAPI,
     Training,
@@ -43,6 +42,7 @@ from medi2i.method import (
     UnpairedBatch,
     VolumeSpec,
 )
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.testing.tiny_networks import least_squares, small_discriminator, small_generator
 from medi2i.training.image_pool import ImagePool
 

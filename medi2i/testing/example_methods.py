@@ -22,13 +22,13 @@ from medi2i.method import (
     DataKind,
     Method,
     Options,
-    PatchNetworkMethod,
     PredictContext,
     StateValue,
     Task,
     Training,
     VolumeSpec,
 )
+from medi2i.patch_network import PatchNetworkMethod
 
 MR = VolumeSpec(modality="MR", units="arbitrary")
 CT = VolumeSpec(modality="CT", units="HU", value_range=(-1024.0, 3071.0))

@@ -29,13 +29,13 @@ from medi2i.method import (
     DataKind,
     MultiDomainBatch,
     Options,
-    PatchNetworkMethod,
     Task,
     TrainerAPI,
     Training,
     VolumeSpec,
 )
 from medi2i.multi_domain import TargetDomain, TargetDomainOutputs
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.testing.tiny_networks import (
     ClassifyingDiscriminator,
     ConditionedGenerator,

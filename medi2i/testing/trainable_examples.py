@@ -32,11 +32,11 @@ from medi2i.method import (
     Method,
     MethodClass,
     Options,
-    PatchNetworkMethod,
     Task,
     TrainerAPI,
     Training,
 )
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.testing.example_methods import CT, MR
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ A series taken from the spool (:mod:`medi2i.dicom.node.spool`) goes the way one 
 :func:`medi2i.prediction.predict_tensor` and written as a derived series with
 :func:`medi2i.dicom.writing.derived_series.write_derived_series` (atomically) to
 ``<output>/<source Series Instance UID>/<method id>/``, with a provenance sidecar next
-to it, ``<method id>.provenance.json`` (:func:`medi2i.prediction.provenance`: method,
+to it, ``<method id>.provenance.json`` (:func:`medi2i.provenance.provenance`: method,
 plugin, options, weights and the hash of the volume read, plus ``series_uid``,
 ``study_uid`` and ``calling_ae``; no input path, since the spooled files are removed;
 with ``deidentify`` no UIDs or AE titles either). With ``deidentify`` nothing the node
@@ -314,7 +314,7 @@ class SeriesTranslator:
         self, series: SeriesInfo, image: MetaTensor, folder: Path, calling_ae: tuple[str, ...]
     ) -> None:
         from medi2i.io.atomic import atomic_path
-        from medi2i.prediction import provenance
+        from medi2i.provenance import provenance
 
         record = provenance(
             self.method,
