@@ -157,7 +157,7 @@ class DroppedFilesWarning(UserWarning):
 
 
 def _warn_about_dropped_copies(series: SeriesInfo) -> None:
-    from medi2i.dicom.reading.stack_geometry import DUPLICATE_FILES_NOTE
+    from medi2i.dicom.reading.duplicate_files import DUPLICATE_FILES_NOTE
 
     for note in series.notes:
         if DUPLICATE_FILES_NOTE in note:

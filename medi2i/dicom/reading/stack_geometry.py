@@ -11,10 +11,9 @@ that from the headers, and says what is wrong otherwise:
   uneven spacing, positions off a line, mixed orientations, varying matrix or pixel
   spacing and a single slice are problems; localizers (Image Type ``LOCALIZER``) are
   set aside with a note;
-- copies of one file (the same SOP Instance UID and identical pixel data, as a second
-  export into the same folder leaves them) are dropped with a note; files that share a
-  SOP Instance UID but differ in their pixels are a problem. Only for these files are
-  pixels read during the scan;
+- copies of one file (the same SOP Instance UID and identical pixel data) are dropped
+  with a note, or are a problem when their pixels differ
+  (:mod:`medi2i.dicom.reading.duplicate_files`);
 - an oblique stack gets its rotated affine; a stack with gantry tilt (the step between
   slices leans away from the normal) gets a sheared affine whose third column is that
   step, so every voxel keeps its exact position and nothing is resampled.
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from medi2i.dicom.reading.duplicate_files import without_copies
 from medi2i.dicom.reading.file_records import ImageHeader
 from medi2i.dicom.reading.header_parser import InvalidValue, integer
 from medi2i.dicom.reading.series_records import Problem, SeriesInfo, StackGeometry
@@ -66,7 +66,6 @@ ORTHOGONAL_AXIS_DEG = 30.0
 """A normal within this angle of a patient axis labels the stack axial/coronal/sagittal."""
 DUPLICATE_POSITIONS = "duplicate positions"
 """How the problem of slices at one position starts (a series of several volumes)."""
-DUPLICATE_FILES_NOTE = "duplicate file(s) dropped"
 """How the note on dropped copies of a file starts (the reader repeats it as a warning)."""
 _SCOUT_PER_ORIENTATION = 2  # images per plane at most, in a localizer not marked as one
 _LISTED = 3  # examples a message names before it says "and N more"
@@ -188,7 +187,7 @@ def analyse_stack(
         tolerance_mm: How far a slice may lie from the fitted grid; the default of
             :func:`slice_tolerance` when ``None``.
     """
-    unique, duplicates = _without_copies(images)
+    unique, duplicates = without_copies(images, _LISTED)
     if duplicates.problems:
         fallback = tuple(sorted(images, key=_instance_order))
         return StackAnalysis(fallback, None, duplicates.problems, (), "none")
@@ -224,66 +223,6 @@ def analyse_stack(
             "every slice's exact position (nothing is resampled)",
         )
     return StackAnalysis(ordered, geometry, problems, notes, label)
-
-
-@dataclass(frozen=True)
-class _Copies:
-    notes: tuple[str, ...] = ()
-    problems: tuple[Problem, ...] = ()
-
-
-def _without_copies(images: Sequence[ImageHeader]) -> tuple[list[ImageHeader], _Copies]:
-    """The images with copies of one instance (same UID and pixels) left out."""
-    by_instance: dict[tuple[str, int], list[ImageHeader]] = {}
-    for image in images:
-        if image.sop_instance_uid and image.defect is None:
-            by_instance.setdefault((image.sop_instance_uid, image.frame), []).append(image)
-    dropped: list[tuple[ImageHeader, ImageHeader]] = []
-    for members in by_instance.values():
-        members.sort(key=lambda image: str(image.path))
-        first = members[0]
-        for other in members[1:]:
-            if other.path == first.path:
-                continue
-            if not _same_pixels(first, other):
-                text = (
-                    f"{first.label} and {other.label} are the same instance (SOP Instance "
-                    f"UID {first.sop_instance_uid}) with different pixel data; keep the "
-                    "right one and move the other away, or export the series again"
-                )
-                return list(images), _Copies(problems=(Problem(text, geometric=False),))
-            dropped.append((other, first))
-    if not dropped:
-        return list(images), _Copies()
-    gone = {id(image) for image, _ in dropped}
-    pairs = ", ".join(f"{copy.label} = {kept.label}" for copy, kept in dropped[:_LISTED])
-    more = f" and {len(dropped) - _LISTED} more" if len(dropped) > _LISTED else ""
-    note = (
-        f"{len(dropped)} {DUPLICATE_FILES_NOTE}: copies of another file (same SOP Instance "
-        f"UID and pixel data): {pairs}{more}"
-    )
-    return [image for image in images if id(image) not in gone], _Copies(notes=(note,))
-
-
-def _same_pixels(first: ImageHeader, other: ImageHeader) -> bool:
-    """Whether two images of one instance hold the same pixel data (read for this only)."""
-    try:
-        return _pixel_bytes(first) == _pixel_bytes(other)
-    except Exception:  # unreadable or undecodable: not known to be the same
-        return False
-
-
-def _pixel_bytes(image: ImageHeader) -> bytes:
-    pixels = image.pixels
-    if pixels is not None and pixels.offset is not None:
-        size = image.rows * image.columns * pixels.bits_allocated // 8
-        with image.path.open("rb") as stream:
-            stream.seek(pixels.offset + image.frame * size)
-            return stream.read(size)
-    from pydicom import dcmread
-
-    dataset = dcmread(image.path, force=True)
-    return bytes(dataset.pixel_array.tobytes())
 
 
 def _without_localizers(

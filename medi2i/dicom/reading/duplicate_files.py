@@ -1,0 +1,80 @@
+"""Copies of one file in a series folder: the same instance exported twice.
+
+Files with the same SOP Instance UID (and frame) and identical pixel data are copies,
+as a second export into the same folder leaves them: all but one are dropped with a
+note. Files that share a SOP Instance UID but differ in their pixels are a problem.
+Only for these files are pixels read during the scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from medi2i.dicom.reading.file_records import ImageHeader
+from medi2i.dicom.reading.series_records import Problem
+
+DUPLICATE_FILES_NOTE = "duplicate file(s) dropped"
+"""The words that start the note on dropped copies (a reader warns when it sees them)."""
+
+
+@dataclass(frozen=True)
+class Copies:
+    """What leaving copies out found: notes on dropped files, or a conflict."""
+
+    notes: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+
+def without_copies(images: Sequence[ImageHeader], listed: int) -> tuple[list[ImageHeader], Copies]:
+    """The images with copies of one instance (same UID and pixels) left out."""
+    by_instance: dict[tuple[str, int], list[ImageHeader]] = {}
+    for image in images:
+        if image.sop_instance_uid and image.defect is None:
+            by_instance.setdefault((image.sop_instance_uid, image.frame), []).append(image)
+    dropped: list[tuple[ImageHeader, ImageHeader]] = []
+    for members in by_instance.values():
+        members.sort(key=lambda image: str(image.path))
+        first = members[0]
+        for other in members[1:]:
+            if other.path == first.path:
+                continue
+            if not _same_pixels(first, other):
+                text = (
+                    f"{first.label} and {other.label} are the same instance (SOP Instance "
+                    f"UID {first.sop_instance_uid}) with different pixel data; keep the "
+                    "right one and move the other away, or export the series again"
+                )
+                return list(images), Copies(problems=(Problem(text, geometric=False),))
+            dropped.append((other, first))
+    if not dropped:
+        return list(images), Copies()
+    gone = {id(image) for image, _ in dropped}
+    pairs = ", ".join(f"{copy.label} = {kept.label}" for copy, kept in dropped[:listed])
+    more = f" and {len(dropped) - listed} more" if len(dropped) > listed else ""
+    note = (
+        f"{len(dropped)} {DUPLICATE_FILES_NOTE}: copies of another file (same SOP Instance "
+        f"UID and pixel data): {pairs}{more}"
+    )
+    return [image for image in images if id(image) not in gone], Copies(notes=(note,))
+
+
+def _same_pixels(first: ImageHeader, other: ImageHeader) -> bool:
+    """Whether two images of one instance hold the same pixel data (read for this only)."""
+    try:
+        return _pixel_bytes(first) == _pixel_bytes(other)
+    except Exception:  # unreadable or undecodable: not known to be the same
+        return False
+
+
+def _pixel_bytes(image: ImageHeader) -> bytes:
+    pixels = image.pixels
+    if pixels is not None and pixels.offset is not None:
+        size = image.rows * image.columns * pixels.bits_allocated // 8
+        with image.path.open("rb") as stream:
+            stream.seek(pixels.offset + image.frame * size)
+            return stream.read(size)
+    from pydicom import dcmread
+
+    dataset = dcmread(image.path, force=True)
+    return bytes(dataset.pixel_array.tobytes())
