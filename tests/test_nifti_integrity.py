@@ -101,3 +101,48 @@ def test_a_sheared_output_read_back_says_why_its_forms_differ(tmp_path: Path) ->
     with pytest.warns(FormDisagreementWarning, match="sheared"):
         read = NiftiReader().read(path)
     np.testing.assert_allclose(read.affine.numpy(), sheared, atol=1e-6)
+
+
+def test_bytes_after_the_gzip_stream_are_ignored(tmp_path: Path) -> None:
+    """As ``gzip -t`` and nibabel do: the member before them was checked in full."""
+    data, values = _stored_gzip(tmp_path)
+    path = tmp_path / "trailing.nii.gz"
+    path.write_bytes(data + b"XYZ\n")
+    np.testing.assert_array_equal(NiftiReader().read(path).numpy()[0], values)
+
+
+def test_an_oblique_file_near_a_half_turn_reads_without_warning(tmp_path: Path) -> None:
+    """A descending axial stack tilted by 2°: NIfTI's float32 quaternion keeps few
+    digits of this rotation, so the qform sits 0.1 mm from the exact sform although
+    SimpleITK wrote one grid; that is no disagreement to warn about."""
+    import SimpleITK as sitk
+
+    image = sitk.Image([64, 64, 40], sitk.sitkInt16)
+    image.SetSpacing([0.5, 0.5, 3.0])
+    image.SetOrigin([100.3, -120.2, -80.1])
+    image.SetDirection(
+        (
+            *(0.999963066970246, -0.0004883974030472726, -0.008580568945954247),
+            *(0.0001569453200926018, 0.9992552512667062, -0.03858650261527187),
+            *(-0.008593024125770782, -0.03858373081868287, -0.999218422394466),
+        )
+    )
+    path = tmp_path / "oblique.nii.gz"
+    sitk.WriteImage(image, str(path))
+    header = nib.load(path).header
+    gap = np.abs((header.get_qform() - header.get_sform()) @ [63, 63, 39, 1]).max()
+    assert gap > 0.01  # the premise: the two forms differ by more than the tolerance
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FormDisagreementWarning)
+        read = NiftiReader().read(path)
+    np.testing.assert_allclose(read.affine.numpy(), header.get_sform(), atol=1e-5)
+
+
+def test_a_qform_rotated_away_from_the_sform_is_warned_about(tmp_path: Path) -> None:
+    sform = np.diag([1.0, 1.0, 1.0, 1.0])
+    turn = np.radians(3.0)
+    qform = np.eye(4)
+    qform[:2, :2] = [[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]
+    path = _forms(tmp_path, sform, qform)
+    with pytest.warns(FormDisagreementWarning, match="mm apart"):
+        NiftiReader().read(path)

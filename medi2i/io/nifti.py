@@ -2,8 +2,9 @@
 
 The affine is the one nibabel's ``img.affine`` gives: the sform when its code is set,
 else the qform, else the pixdim-only fallback. When both forms are set and place the
-volume more than 0.01 mm apart, a :class:`FormDisagreementWarning` says so; a gzipped
-file's CRC-32 and length are checked. NIfTI's RAS+ world is MONAI's, so it is
+volume more than 0.01 mm apart (and the qform is not just the sform's float32
+quaternion), a :class:`FormDisagreementWarning` says so; a gzipped file's CRC-32 and
+length are checked. NIfTI's RAS+ world is MONAI's, so it is
 used as is, only converted to mm when the header's spatial unit is metres or microns.
 
 NIfTI stores the affine in float32, so positions are kept to about 1e-7 of their size
@@ -60,6 +61,37 @@ def _corners_apart(first: np.ndarray, second: np.ndarray, shape: tuple[int, ...]
     return float(np.linalg.norm(((first - second) @ corners)[:3], axis=0).max())
 
 
+def _qform_encodes_sform(header: Any) -> bool:
+    """Whether the qform is the sform as NIfTI's float32 quaternion stores it.
+
+    Near a half turn about x or y the quaternion's first term, which is derived from
+    the other three, keeps few digits, so such a qform can place an oblique volume
+    tenths of a millimetre from its exact sform though the writer meant the same grid
+    (ITK, nibabel and medi2i write files like that).
+    """
+    try:
+        encoded = header.copy()
+        encoded.set_qform(header.get_sform(), code=1)
+    except Exception:  # no rotation: a sheared or singular sform
+        return False
+    columns = header.get_sform()[:3, :3]
+    gram = columns.T @ columns
+    if not np.allclose(gram, np.diag(np.diag(gram)), atol=1e-6 * float(np.abs(gram).max())):
+        return False  # sheared: the nearest rotation is not the sform
+    quaternion = [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d")]
+    wanted = [float(encoded[k]) for k in ("quatern_b", "quatern_c", "quatern_d")]
+    offsets = [float(header[k]) for k in ("qoffset_x", "qoffset_y", "qoffset_z")]
+    return (
+        (
+            np.allclose(quaternion, wanted, atol=1e-6)
+            or np.allclose(quaternion, -np.asarray(wanted), atol=1e-6)
+        )
+        and np.allclose(offsets, header.get_sform()[:3, 3], rtol=1e-6, atol=1e-4)
+        and np.allclose(header["pixdim"][1:4], encoded["pixdim"][1:4], rtol=1e-5)
+        and (float(header["pixdim"][0]) < 0) == (float(encoded["pixdim"][0]) < 0)
+    )
+
+
 class FormDisagreementWarning(UserWarning):
     """A file's qform and sform place its voxels differently; the sform is used."""
 
@@ -72,6 +104,8 @@ def _warn_if_forms_disagree(header: Any, shape: tuple[int, ...], path: Path) -> 
     its producer meant.
     """
     if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+        return
+    if _qform_encodes_sform(header):
         return
     scale = _MM_PER_UNIT.get(header.get_xyzt_units()[0], 1.0)
     try:
@@ -228,7 +262,8 @@ def _read_voxels(image: Any, path: Path) -> np.ndarray:
     whose deflate stream still decodes but whose data or CRC-32 was altered would be
     read as if fine. A gzipped file's voxels are read here from a stream that is then
     read to its end, which makes :mod:`gzip` compare the CRC-32 and the length with
-    what it decompressed; the file is still decompressed once.
+    what it decompressed; the file is still decompressed once. Bytes after the last
+    member that are not gzip are ignored, as ``gzip -t`` and nibabel ignore them.
     """
     if not path.name.lower().endswith(".gz"):
         return np.asanyarray(image.dataobj)
@@ -236,8 +271,14 @@ def _read_voxels(image: Any, path: Path) -> np.ndarray:
 
     with gzip.GzipFile(path, "rb") as stream:
         values: np.ndarray = np.asanyarray(type(image).from_stream(stream).dataobj)
-        while stream.read(1 << 20):  # the rest, to the trailer
-            pass
+        try:
+            while stream.read(1 << 20):  # the rest, to the trailer
+                pass
+        except gzip.BadGzipFile as exc:
+            # bytes that are not gzip after a member whose CRC-32 and length were
+            # checked: ignored, as gzip -t and nibabel ignore them
+            if not str(exc).startswith("Not a gzipped file"):
+                raise
     return values
 
 
