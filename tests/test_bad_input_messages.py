@@ -199,7 +199,8 @@ def test_itk_prints_nothing_beside_the_message(
     # MetaIO writes its complaints straight to the process's standard error (not to
     # sys.stderr, which the runner captures): capfd sees them, the user would too
     metaimage(tmp_path / "split.mhd", "ElementSpacing", "1 1 1")
-    (tmp_path / "split.raw").unlink()
+    data = tmp_path / "split.raw"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 4])  # truncated
     capfd.readouterr()
 
     line = error_line(predict("split.mhd", "out.nii.gz"))
@@ -208,7 +209,33 @@ def test_itk_prints_nothing_beside_the_message(
     assert "MetaImage" not in printed.err + printed.out
     # what MetaIO said is kept, in the one line: it names the real cause
     assert line.startswith("Error: cannot read split.mhd as MetaImage")
-    assert "Cannot open data file" in line
+    assert "data not read completely" in line
+
+
+def test_a_missing_data_file_is_named(predict: Run, tmp_path: Path) -> None:
+    metaimage(tmp_path / "split.mhd", "ElementSpacing", "1 1 1")
+    (tmp_path / "split.raw").unlink()
+    line = error_line(predict("split.mhd", "out.nii.gz"))
+    assert line.startswith("Error: split.mhd: its voxels are in split.raw (ElementDataFile)")
+    assert "missing" in line
+
+
+def test_a_geometry_key_in_other_letter_case_is_refused(predict: Run, tmp_path: Path) -> None:
+    """MetaIO's keys are case-sensitive: it skips ``elementspacing`` and reads 1 mm."""
+    header = metaimage(tmp_path / "t1.mhd", "ElementSpacing", "0.9 0.8 2.5")
+    header.write_bytes(header.read_bytes().replace(b"ElementSpacing =", b"elementspacing ="))
+    line = error_line(predict("t1.mhd", "out.nii.gz"))
+    assert "'elementspacing' is not read" in line
+    assert "write it as ElementSpacing" in line
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_words_after_a_geometry_key_s_values_are_left_to_metaio(
+    predict: Run, tmp_path: Path
+) -> None:
+    """MetaIO reads the first NDims² direction values and ignores what follows."""
+    metaimage(tmp_path / "t1.mhd", "TransformMatrix", "1 0 0 0 1 0 0 0 1 % identity")
+    assert predict("t1.mhd", "out.nii.gz").exit_code == 0
 
 
 def test_metaimage_data_that_does_not_uncompress_is_refused(

@@ -156,31 +156,66 @@ _METAIMAGE_GEOMETRY = {
     "Rotation": "the direction cosines",
     "Orientation": "the direction cosines",
 }
+_DIRECTION_KEYS = ("TransformMatrix", "Rotation", "Orientation")
 _METAIMAGE_HEADER_BYTES = 1 << 16
 
 
 def require_numeric_metaimage_geometry(path: Path) -> None:
-    """Refuse a MetaImage header whose spacing, origin or direction is not finite numbers.
+    """Refuse a MetaImage header that MetaIO would read into a wrong grid without a word.
 
-    MetaIO reads ``nan``, ``inf`` or a word there as 0 and says nothing: a spacing then
-    fails in ITK as "zero-valued spacing", the wrong cause, and an origin is read as 0
-    without a word. The header is the text before ``ElementDataFile`` (its last key).
+    - Spacing, origin or direction that is not finite numbers: MetaIO reads ``nan``,
+      ``inf`` or a word there as 0, so a spacing then fails in ITK as "zero-valued
+      spacing", the wrong cause, and an origin is read as 0. Only the values the key
+      holds (NDims, or NDims² for a direction) are checked; MetaIO ignores words after.
+    - One of these keys in other letter case (``elementspacing``): MetaIO's keys are
+      case-sensitive, so it is skipped and the default (1 mm, origin 0) used.
+    - A detached data file (``ElementDataFile``) that is not there: named as such,
+      where ITK would say only that the file cannot be read.
+
+    The header is the text before ``ElementDataFile`` (its last key).
 
     Raises:
         GeometryError: The key, its value and what it should hold.
+        InputError: The data file is missing.
     """
     with path.open("rb") as file:
         head = file.read(_METAIMAGE_HEADER_BYTES).decode("latin-1")
+    dimensions = 3
+    by_lower = {key.lower(): key for key in _METAIMAGE_GEOMETRY}
     for line in head.splitlines():
         key, equals, value = (part.strip() for part in line.partition("="))
-        if equals and key == "ElementDataFile":
+        if not equals:
+            continue
+        if key == "ElementDataFile":
+            _require_data_file(path, value)
             return
-        wrong = [word for word in value.split() if not _finite(word)]
-        if equals and key in _METAIMAGE_GEOMETRY and wrong:
+        if key == "NDims" and value.isdigit():
+            dimensions = int(value)
+        if key not in _METAIMAGE_GEOMETRY and key.lower() in by_lower:
+            raise GeometryError(
+                f"{path}: the header's key {key!r} is not read (MetaImage keys are "
+                f"case-sensitive), so {_METAIMAGE_GEOMETRY[by_lower[key.lower()]]} would "
+                f"silently take its default; write it as {by_lower[key.lower()]}"
+            )
+        count = dimensions * dimensions if key in _DIRECTION_KEYS else dimensions
+        wrong = [word for word in value.split()[:count] if not _finite(word)]
+        if key in _METAIMAGE_GEOMETRY and wrong:
             raise GeometryError(
                 f"{path}: the header's {key} ({_METAIMAGE_GEOMETRY[key]}) = {value}: "
                 f"{wrong[0]!r} is not a finite number; correct the header or re-export the file"
             )
+
+
+def _require_data_file(path: Path, value: str) -> None:
+    """A single detached data file named by ``ElementDataFile`` must be there."""
+    if value in ("LOCAL", "") or value.startswith("LIST") or "%" in value or " " in value:
+        return  # data in the header file, or a list or pattern of files
+    data = path.parent / value
+    if not data.exists():
+        raise InputError(
+            f"{path}: its voxels are in {data.name} (ElementDataFile), which is missing; "
+            "put the data file next to the header or fix ElementDataFile"
+        )
 
 
 def _finite(word: str) -> bool:
