@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medi2i.errors import InputError
+from medi2i.errors import GeometryError, InputError
 from medi2i.io.base import volume_from_array
 from medi2i.io.nifti import FormDisagreementWarning, NiftiReader, NiftiWriter
 
@@ -146,3 +146,33 @@ def test_a_qform_rotated_away_from_the_sform_is_warned_about(tmp_path: Path) -> 
     path = _forms(tmp_path, sform, qform)
     with pytest.warns(FormDisagreementWarning, match="mm apart"):
         NiftiReader().read(path)
+
+
+def test_nibabel_prints_nothing_beside_the_refusal(tmp_path: Path) -> None:
+    """nibabel logs its repair of a zero pixdim to the console; medi2i refuses the
+    file in one line of its own, so nibabel's line would only say it twice, wrongly."""
+    import logging
+
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), None)
+    image.header["pixdim"][1:4] = [0.0, 1.0, 1.0]
+    image.header["qform_code"] = image.header["sform_code"] = 0
+    path = tmp_path / "zero.nii.gz"
+    logger = nib.imageglobals.logger
+    with nib.imageglobals.LoggingOutputSuppressor():
+        nib.save(image, path)
+
+    said: list[str] = []
+
+    class Recording(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    recording = Recording()
+    logger.addHandler(recording)
+    try:
+        with pytest.raises(GeometryError, match="pixdim"):
+            NiftiReader().read(path)
+    finally:
+        logger.removeHandler(recording)
+    assert said == []
+    assert not logger.disabled  # put back

@@ -15,7 +15,8 @@ codes and units survive a read and a write unchanged.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,7 +201,8 @@ class NiftiReader(VolumeReader):
 def _load(path: Path) -> Any:
     nib = _nibabel()
     try:
-        image = nib.load(path)
+        with _quiet_nibabel():
+            image = nib.load(path)
     except Exception as exc:  # nibabel raises many kinds; the user needs one message
         raise _unreadable(path, exc) from exc
     if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
@@ -270,7 +272,9 @@ def _read_voxels(image: Any, path: Path) -> np.ndarray:
     import gzip
 
     with gzip.GzipFile(path, "rb") as stream:
-        values: np.ndarray = np.asanyarray(type(image).from_stream(stream).dataobj)
+        with _quiet_nibabel():
+            again = type(image).from_stream(stream)
+        values: np.ndarray = np.asanyarray(again.dataobj)
         try:
             while stream.read(1 << 20):  # the rest, to the trailer
                 pass
@@ -331,6 +335,22 @@ def _nifti_image(values: np.ndarray, affine: np.ndarray, meta: Any) -> Any:
         image.set_sform(stored_affine, code=qform_code or _SCANNER)
     image.header.set_xyzt_units(xyz=spatial_unit, t=time_unit)
     return image
+
+
+@contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """nibabel's header checks off the console while it parses a header.
+
+    It logs what it repairs ("pixdim[1,2,3] should be non-zero; setting 0 dims to 1")
+    to the console, beside medi2i's one-line message about the same header.
+    """
+    logger = _nibabel().imageglobals.logger
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 def _nibabel() -> Any:
