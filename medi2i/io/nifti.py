@@ -62,6 +62,13 @@ def _corners_apart(first: np.ndarray, second: np.ndarray, shape: tuple[int, ...]
     return float(np.linalg.norm(((first - second) @ corners)[:3], axis=0).max())
 
 
+def _sheared(affine: np.ndarray) -> bool:
+    """Whether the affine's axes are not at right angles (a tilted gantry's stack)."""
+    columns = affine[:3, :3]
+    gram = columns.T @ columns
+    return not np.allclose(gram, np.diag(np.diag(gram)), atol=1e-6 * float(np.abs(gram).max()))
+
+
 def _qform_encodes_sform(header: Any) -> bool:
     """Whether the qform is the sform as NIfTI's float32 quaternion stores it.
 
@@ -70,15 +77,13 @@ def _qform_encodes_sform(header: Any) -> bool:
     tenths of a millimetre from its exact sform though the writer meant the same grid
     (ITK, nibabel and medi2i write files like that).
     """
+    if _sheared(header.get_sform()):
+        return False  # the nearest rotation is not the sform
     try:
         encoded = header.copy()
         encoded.set_qform(header.get_sform(), code=1)
-    except Exception:  # no rotation: a sheared or singular sform
+    except Exception:  # no rotation: a singular sform
         return False
-    columns = header.get_sform()[:3, :3]
-    gram = columns.T @ columns
-    if not np.allclose(gram, np.diag(np.diag(gram)), atol=1e-6 * float(np.abs(gram).max())):
-        return False  # sheared: the nearest rotation is not the sform
     quaternion = [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d")]
     wanted = [float(encoded[k]) for k in ("quatern_b", "quatern_c", "quatern_d")]
     offsets = [float(header[k]) for k in ("qoffset_x", "qoffset_y", "qoffset_z")]
@@ -116,11 +121,9 @@ def _warn_if_forms_disagree(header: Any, shape: tuple[int, ...], path: Path) -> 
     distance = _corners_apart(qform, header.get_sform(), shape) * scale
     if np.isfinite(distance) and distance <= FORM_AGREEMENT_MM:
         return
-    columns = header.get_sform()[:3, :3]
-    gram = columns.T @ columns
     if not np.isfinite(distance):
         apart = "differently (its qform is damaged)"
-    elif np.allclose(gram, np.diag(np.diag(gram)), atol=1e-6 * float(np.abs(gram).max())):
+    elif not _sheared(header.get_sform()):
         apart = f"up to {distance:.3g} mm apart"
     else:
         apart = (
