@@ -160,7 +160,7 @@ _DIRECTION_KEYS = ("TransformMatrix", "Rotation", "Orientation")
 _METAIMAGE_HEADER_BYTES = 1 << 16
 
 
-def require_numeric_metaimage_geometry(path: Path) -> None:
+def require_sound_metaimage_header(path: Path) -> None:
     """Refuse a MetaImage header that MetaIO would read into a wrong grid without a word.
 
     - Spacing, origin or direction that is not finite numbers: MetaIO reads ``nan``,
@@ -333,7 +333,7 @@ def metaimage_reader() -> ItkImageReader:
         suffixes=(".mha", ".mhd"),
         image_io="MetaImageIO",
         format_name="MetaImage",
-        check_header=require_numeric_metaimage_geometry,
+        check_header=require_sound_metaimage_header,
     )
 
 
