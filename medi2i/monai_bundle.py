@@ -87,13 +87,17 @@ def export_bundle(
     Raises:
         ExportError: The method cannot be exported (see :func:`medi2i.export.export_program`).
         OptionsError: ``folder`` exists, or the condition is invalid.
+        OutputError: ``folder`` lies inside the model folder.
     """
     from medi2i import __version__
     from medi2i.io.atomic import atomic_path
+    from medi2i.io.destinations import check_destination
 
     folder = Path(folder)
     if folder.exists():
         raise OptionsError(f"{folder} exists; choose another bundle folder or remove it first")
+    # the bundle holds a copy of the model folder: inside it, the copy would copy itself
+    check_destination(folder, inputs=[Path(model)], overwrite=False, folder=True)
     settings = settings or InferenceSettings()
     if settings.mirror_axes:
         raise ExportError(

@@ -138,6 +138,24 @@ def test_the_command_writes_a_bundle_and_refuses_an_existing_folder(
     assert "exists" in again.output
 
 
+def test_a_bundle_inside_the_model_folder_is_refused_and_the_model_kept(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # the bundle copies the model folder: inside it, the copy would copy itself, deeper
+    # and deeper, until the path is too long
+    model = _model(registry, "srcnn", tmp_path / "model")
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    args = ["export", str(model), str(model / "bundle"), "--format", "monai-bundle"]
+    result = CliRunner().invoke(build_cli(), args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error:")
+    assert "inside the input folder" in lines[0]
+    assert len(lines[0]) < 300
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
 def test_a_zipped_model_goes_into_the_bundle_as_it_is_and_runs(
     registry: Registry, tmp_path: Path
 ) -> None:
