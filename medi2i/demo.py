@@ -39,9 +39,12 @@ TRAINING = {
     "seed": 0,
 }
 
+_MARK = "medi2i demo:"
+"""How the description of the demo's workflow starts: it marks a folder as the demo's."""
+
 WORKFLOW = {
     "version": 1,
-    "description": "medi2i demo: MR to synthetic CT on procedural head phantoms, on CPU.",
+    "description": f"{_MARK} MR to synthetic CT on procedural head phantoms, on CPU.",
     "data": {
         "kind": "paired",
         "cards": ["head_phantoms"],
@@ -72,12 +75,14 @@ def run_demo(output_dir: Path, *, registry: Registry, progress: bool = True) -> 
     from medi2i.workflow.runner import run_workflow
 
     registry.method(DEMO_METHOD)  # a clear error if the method plugin is not installed
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_demo_cases(output_dir / "data", count=CASES, shape=SHAPE, spacing_mm=SPACING_MM)
-    yield f"data: {CASES} paired MR/CT head phantoms in {output_dir / 'data'}"
     workflow_path = output_dir / "mr_to_ct.yaml"
+    _require_demo_folder(output_dir, workflow_path)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # the workflow first: it marks the folder as the demo's, so a rerun may continue it
     settings = {**WORKFLOW, "training": {**TRAINING, "progress": progress}}
     workflow_path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    write_demo_cases(output_dir / "data", count=CASES, shape=SHAPE, spacing_mm=SPACING_MM)
+    yield f"data: {CASES} paired MR/CT head phantoms in {output_dir / 'data'}"
     yield f"workflow: {workflow_path} (rerun it with `medi2i run {workflow_path}`)"
     workflow = load_workflow(workflow_path, registry=registry)
     result = run_workflow(workflow, registry=registry, echo=lambda line: None)
@@ -85,6 +90,32 @@ def run_demo(output_dir: Path, *, registry: Registry, progress: bool = True) -> 
     yield f"trained model: {result.model_dir}"
     yield f"report: {result.report_path}"
     yield from _dicom_round_trip(output_dir, result.model_dir, registry=registry, progress=progress)
+
+
+def _require_demo_folder(output_dir: Path, workflow_path: Path) -> None:
+    """Refuse a folder the demo would write over: it replaces its own files there (the
+    workflow, the synthetic CTs, the figure), so it takes only a new or empty folder or
+    the folder of an earlier demo (its workflow has the demo's description).
+
+    Raises:
+        OutputError: ``output_dir`` is a file, or a folder holding other data.
+    """
+    from medi2i.errors import OutputError
+
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"{output_dir} is a file; give the demo a new or empty folder (--output)")
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    try:
+        earlier = yaml.safe_load(workflow_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        earlier = None
+    if not (isinstance(earlier, dict) and str(earlier.get("description", "")).startswith(_MARK)):
+        raise OutputError(
+            f"{output_dir} is a folder that is not empty and holds no earlier demo "
+            f"({workflow_path.name}); the demo replaces its own files there, so give it a "
+            "new or empty folder (--output), or the folder of an earlier demo to continue it"
+        )
 
 
 def _dicom_round_trip(

@@ -1,0 +1,55 @@
+"""``medi2i demo``: where it may write (the demo itself trains for minutes and is not run here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner, Result
+
+from medi2i.cli.main import build_cli
+from medi2i.demo import WORKFLOW, _require_demo_folder
+
+
+def _demo(output: Path) -> Result:
+    return CliRunner().invoke(build_cli(), ["demo", "--no-progress", "--output", str(output)])
+
+
+def _one_error_line(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error:")
+    return lines[0]
+
+
+def test_a_folder_of_other_files_is_refused_and_kept(tmp_path: Path) -> None:
+    # the demo replaces its own files (synthetic_ct.nii.gz, mr_to_ct.yaml, ...) in its
+    # folder: in a folder of the user's, those names would be the user's files
+    folder = tmp_path / "work"
+    folder.mkdir()
+    for name in ("synthetic_ct.nii.gz", "mr_to_ct.yaml"):
+        (folder / name).write_bytes(b"the user's " + name.encode())
+    line = _one_error_line(_demo(folder))
+    assert str(folder) in line
+    assert "earlier demo" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["mr_to_ct.yaml", "synthetic_ct.nii.gz"]
+    assert (folder / "synthetic_ct.nii.gz").read_bytes() == b"the user's synthetic_ct.nii.gz"
+
+
+def test_a_file_as_the_folder_is_one_line(tmp_path: Path) -> None:
+    taken = tmp_path / "scan.nii.gz"
+    taken.write_bytes(b"data")
+    line = _one_error_line(_demo(taken))
+    assert str(taken) in line
+    assert taken.read_bytes() == b"data"
+
+
+def test_a_new_empty_or_earlier_demo_folder_is_taken(tmp_path: Path) -> None:
+    _require_demo_folder(tmp_path / "new", tmp_path / "new" / "mr_to_ct.yaml")
+    (tmp_path / "empty").mkdir()
+    _require_demo_folder(tmp_path / "empty", tmp_path / "empty" / "mr_to_ct.yaml")
+    earlier = tmp_path / "earlier"
+    (earlier / "data").mkdir(parents=True)
+    (earlier / "mr_to_ct.yaml").write_text(yaml.safe_dump(WORKFLOW))
+    _require_demo_folder(earlier, earlier / "mr_to_ct.yaml")
