@@ -87,6 +87,18 @@ def require_finite_training_volume(image: MetaTensor, case: str) -> None:
         )
 
 
+def require_finite_values(values: np.ndarray, path: Path | str, *, hint: str) -> None:
+    """Refuse a volume read from ``path`` when any voxel is NaN or infinite (what is
+    computed from it, a metric, would be NaN too).
+
+    Raises:
+        InputError: Naming the file, the count and the first bad voxel, then ``hint``.
+    """
+    bad = _non_finite(values)
+    if bad:
+        raise InputError(f"{path}: {bad}; {hint}")
+
+
 def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "") -> None:
     """Refuse to write ``values`` to ``path`` when any voxel is NaN or infinite.
 

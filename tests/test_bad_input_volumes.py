@@ -229,6 +229,27 @@ def _(tmp: Path) -> Case:
     return Case([*args, "-m", str(tmp / "mask.nii.gz")], "mask.nii.gz")
 
 
+@case("evaluate-prediction-with-nan")
+def _(tmp: Path) -> Case:
+    # every metric would be NaN, printed as a score with exit status 0
+    values = blobs()
+    values[3, 4, 5] = np.nan
+    nifti(tmp / "sct.nii.gz", values)
+    nifti(tmp / "ct.nii.gz", blobs(seed=2))
+    args = ["evaluate", "-p", str(tmp / "sct.nii.gz"), "-r", str(tmp / "ct.nii.gz")]
+    return Case(args, "sct.nii.gz", cause="NaN or infinite")
+
+
+@case("evaluate-reference-with-inf")
+def _(tmp: Path) -> Case:
+    values = blobs(seed=2)
+    values[0, 0, 0] = -np.inf
+    nifti(tmp / "sct.nii.gz", blobs())
+    nifti(tmp / "ct.nii.gz", values)
+    args = ["evaluate", "-p", str(tmp / "sct.nii.gz"), "-r", str(tmp / "ct.nii.gz")]
+    return Case([*args, "--metrics", "mr"], "ct.nii.gz", cause="NaN or infinite")
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gets_one_line_and_changes_nothing(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -153,7 +153,7 @@ def evaluate_files(
         Metric values by metric name.
 
     Raises:
-        InputError: A file is missing or unreadable.
+        InputError: A file is missing or unreadable, or holds a NaN or infinite voxel.
         GeometryError: The prediction or the mask is not on the reference's grid.
     """
     from medi2i.evaluation.metric_objects import evaluate_case
@@ -170,13 +170,22 @@ def evaluate_files(
 
 
 def read_for_evaluation(path: Path, readers: Sequence[VolumeReader] | None = None) -> LoadedVolume:
-    """Read a volume with :func:`medi2i.io.read_volume` as float64 values and its affine."""
+    """Read a volume with :func:`medi2i.io.read_volume` as float64 values and its affine.
+
+    Raises:
+        InputError: The file is missing or unreadable, or holds a NaN or infinite voxel
+            (every metric over it would be NaN, printed as if it were a score).
+    """
     import numpy as np
 
     from medi2i.io import read_volume
+    from medi2i.voxel_checks import require_finite_values
 
     volume = read_volume(path, readers=readers)
     values = np.asarray(volume.as_tensor().detach().cpu().numpy()[0], dtype=np.float64)
+    require_finite_values(
+        values, path, hint="metrics over it would be NaN; fix the file (or the prediction)"
+    )
     affine = np.asarray(volume.affine.detach().cpu().numpy(), dtype=np.float64)
     return LoadedVolume(path, values, affine)
 
