@@ -164,13 +164,33 @@ class Manifest:
     """The append-only JSON Lines manifest and the last record of each study in it."""
 
     def __init__(self, path: Path) -> None:
+        """Read the records of ``path`` when it exists.
+
+        Raises:
+            OutputError: ``path`` is not a manifest (it is a folder, not UTF-8 text, or
+                holds no record): appending to it would change a file of the user's.
+        """
         self.path = Path(path)
         self.latest: dict[str, StudyRecord] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                record = _parse(line)
-                if record is not None:
-                    self.latest[record.study] = record
+        if not (self.path.exists() or self.path.is_symlink()):
+            return
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise self._not_a_manifest(why) from exc
+        for line in lines:
+            record = _parse(line)
+            if record is not None:
+                self.latest[record.study] = record
+        if not self.latest and any(line.strip() for line in lines):
+            raise self._not_a_manifest("it holds no study record")
+
+    def _not_a_manifest(self, why: str) -> OutputError:
+        return OutputError(
+            f"{self.path} is not a medi2i batch manifest ({why}); the batch appends to its "
+            "manifest, so give --manifest a new file or the manifest of an earlier batch"
+        )
 
     def append(self, record: StudyRecord) -> StudyRecord:
         """Stamp ``record`` with the time, append it as one line and flush it to disk."""
@@ -246,10 +266,11 @@ def run_batch(
         OptionsError: An unknown format, an invalid shard, or ``linkage`` without
             ``deidentify``.
         OutputError: ``output_root`` lies inside ``root``, holds it, or holds other data;
-            ``linkage`` lies inside either.
+            ``linkage`` lies inside either; ``manifest`` lies inside ``root`` or is a file
+            that is not a manifest.
     """
     from medi2i.dicom.writing.deidentify import folder_deidentifier
-    from medi2i.io.destinations import check_batch_root
+    from medi2i.io.destinations import check_batch_root, check_destination
     from medi2i.sharded_prediction import predict_share
 
     unknown = [name for name in formats if name not in FORMATS]
@@ -259,13 +280,15 @@ def run_batch(
     check_batch_root(
         Path(output_root), input_root=Path(root), overwrite=overwrite, manifest=manifest
     )
+    # inputs are never written, not even appended to
+    check_destination(manifest, inputs=[Path(root)], overwrite=True, folder=False)
+    book = Manifest(manifest)  # a file that is not a manifest is refused before any work
     _check_linkage(linkage, Path(output_root), Path(root), deidentify=deidentify)
     selector = _declared_modality(selector, method, force=settings.force_modality)
     jobs = discover_studies(Path(root), selector, scan=scan)
     deidentifier = folder_deidentifier(Path(output_root)) if deidentify else None
     if deidentifier is not None:
         jobs = pseudonymous_keys(jobs, deidentifier)
-    book = Manifest(manifest)
     runner = _StudyRunner(
         method=method,
         settings=settings.model_copy(update={"progress": False}),

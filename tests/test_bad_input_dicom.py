@@ -16,8 +16,10 @@ import pytest
 from tests.bad_input_cases import (
     Case,
     CaseBuilder,
+    blobs,
     case_registry,
     check_bad_input,
+    nifti,
     predict,
 )
 
@@ -158,6 +160,40 @@ def _(tmp: Path) -> Case:
     (tmp / "mine" / "thesis.tex").write_text("mine")
     args = ["batch", str(tmp / "studies"), str(tmp / "mine")]
     return Case([*args, "--method", "intensity-inversion", "--no-progress"], "mine", "manifest")
+
+
+@case("batch-manifest-is-a-user-text-file")
+def _(tmp: Path) -> Case:
+    # the manifest is appended to: a file of the user's under that name would be changed
+    series(tmp / "studies" / "p1")
+    (tmp / "notes.txt").write_text("my notes\n")
+    args = ["batch", str(tmp / "studies"), str(tmp / "out"), "--manifest", str(tmp / "notes.txt")]
+    return Case(
+        [*args, "--method", "intensity-inversion", "--no-progress"], "notes.txt", "manifest"
+    )
+
+
+@case("batch-manifest-is-a-binary-file")
+def _(tmp: Path) -> Case:
+    series(tmp / "studies" / "p1")
+    nifti(tmp / "scan.nii.gz", blobs())
+    args = ["batch", str(tmp / "studies"), str(tmp / "out"), "--manifest", str(tmp / "scan.nii.gz")]
+    return Case(
+        [*args, "--method", "intensity-inversion", "--no-progress"], "scan.nii.gz", "manifest"
+    )
+
+
+@case("batch-manifest-inside-the-input-tree")
+def _(tmp: Path) -> Case:
+    series(tmp / "studies" / "p1")
+    manifest = tmp / "studies" / "manifest.jsonl"
+    args = ["batch", str(tmp / "studies"), str(tmp / "out"), "--manifest", str(manifest)]
+    return Case(
+        [*args, "--method", "intensity-inversion", "--no-progress"],
+        "manifest.jsonl",
+        "inside the input",
+        absent=[manifest],
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
