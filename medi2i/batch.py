@@ -336,6 +336,35 @@ def _check_linkage(
                 )
                 + "; give a path outside both, e.g. in a folder only you can read"
             )
+    _require_linkage_file(linkage)
+
+
+def _require_linkage_file(linkage: Path) -> None:
+    """Refuse an existing file that is not a linkage file: it is appended to, so a file
+    of the user's under that name (an input, notes) would be changed. A line cut short
+    by a crash is not held against an earlier linkage file."""
+    if not (linkage.exists() or linkage.is_symlink()):
+        return
+    try:
+        lines = [line for line in linkage.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):  # a folder, not UTF-8
+        lines = ["not text"]
+    links = [_json_or_none(line) for line in lines]
+    if lines and not any(
+        isinstance(link, dict) and "study_uid_pseudonym" in link for link in links
+    ):
+        raise OutputError(
+            f"--linkage-file {linkage} exists and is not the linkage file of an earlier "
+            "de-identified batch; the batch appends to it, so give a new file or an earlier "
+            "linkage file"
+        )
+
+
+def _json_or_none(line: str) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
 
 
 def _declared_modality(

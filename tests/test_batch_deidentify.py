@@ -182,3 +182,19 @@ def test_a_linkage_file_inside_the_output_root_is_refused(tmp_path: Path) -> Non
             linkage=tmp_path / "key.jsonl",
         )
     assert not out.exists()
+
+
+def test_a_linkage_file_that_is_a_file_of_the_users_is_refused_and_kept(tmp_path: Path) -> None:
+    # the linkage file is appended to: notes or a scan under that name would be changed
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(gzip.compress(b"\x00\xff" * 64))
+    for taken in (notes, scan):
+        before = taken.read_bytes()
+        with pytest.raises(OutputError, match="not the linkage file"):
+            _batch(root, out, linkage=taken)
+        assert taken.read_bytes() == before
+    assert not out.exists()
