@@ -388,6 +388,17 @@ def _read_manifest(files: _ModelFiles) -> ModelManifest:
     return manifest
 
 
+def _no_manifest_message(path: Path) -> str:
+    # a torch.export program is a zip too; "holds no manifest" would not say what to pass
+    if path.suffix == ".pt2":
+        return (
+            f"model {path} is a torch.export program (what `medi2i export` writes for use "
+            "without medi2i), not a trained-model folder; pass the model folder it was "
+            "exported from, or an ONNX export (medi2i export MODEL model.onnx --format onnx)"
+        )
+    return f"model zip {path} holds no {MANIFEST}"
+
+
 class _ModelFiles:
     """Reads member files of a model folder or of a zip holding one, never outside it."""
 
@@ -409,7 +420,7 @@ class _ModelFiles:
                     )
             manifests = [n for n in names if n.split("/")[-1] == MANIFEST]
             if not manifests:
-                raise ModelFormatError(f"model zip {path} holds no {MANIFEST}")
+                raise ModelFormatError(_no_manifest_message(path))
             self.zip_prefix = manifests[0][: -len(MANIFEST)]
 
     def read(self, name: str, *, entry: str | None = None, limit: int) -> bytes:

@@ -149,6 +149,14 @@ def _(tmp: Path) -> Case:
     return Case(predict_model(tmp, archive), "model.zip", absent=[tmp / "evil.txt"])
 
 
+@case("model-is-a-torch-export")
+def _(tmp: Path) -> Case:
+    program = tmp / "model.pt2"  # what medi2i export writes: a zip without a manifest
+    with zipfile.ZipFile(program, "w") as zipped:
+        zipped.writestr("model/archive_format", "pt2")
+    return Case(predict_model(tmp, program), "model.pt2", "torch.export program")
+
+
 @case("model-and-method-both")
 def _(tmp: Path) -> Case:
     args = predict_model(tmp, model(tmp))
