@@ -205,13 +205,18 @@ def validated_model(
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(root)"
+            loc = err["loc"]
             message = err["msg"]
+            if err["type"] == "missing" and isinstance(err["input"], list):
+                # a fixed-length list one short: the missing item's "Field required"
+                loc, message = loc[:-1], f"too few items ({len(err['input'])} given)"
+            where = ".".join(str(p) for p in loc) or "(root)"
             if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
                 other, hint = elsewhere or (None, "")
                 if other is not None and where in other.model_fields:
                     message += f" ({where} is {hint})"
                 else:
                     message += f" (known: {', '.join(model.model_fields) or 'none'})"
-            problems.append(f"{where}: {message}")
+            if f"{where}: {message}" not in problems:
+                problems.append(f"{where}: {message}")
         raise OptionsError(f"invalid {what}: {'; '.join(problems)}") from None

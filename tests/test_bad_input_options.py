@@ -50,6 +50,12 @@ def _(tmp: Path) -> Case:
     return Case(args, "--roi-size")
 
 
+@case("option-list-too-short")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "-o", "roi_size=[16]")
+    return Case(args, "roi_size: too few items (1 given)")
+
+
 @case("option-overlap-out-of-range")
 def _(tmp: Path) -> Case:
     args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--overlap", "1.5")

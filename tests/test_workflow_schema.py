@@ -92,6 +92,21 @@ def test_missing_key_reported_on_its_parent(tmp_path: Path) -> None:
         load_workflow(write(tmp_path, text))
 
 
+def test_a_list_too_short_says_so_not_that_the_key_is_missing(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = MINIMAL + "  options:\n    roi_size: [16, 16]\ntraining:\n  patch_size: [32]\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, text), registry=registry)
+    assert "line 11: training.patch_size: too few items (1 given)" in str(caught.value)
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(
+            write(tmp_path, MINIMAL + "  options:\n    roi_size: [16, 16]\n"), registry=registry
+        )
+    assert "line 9: method.options.roi_size: too few items (2 given)" in str(caught.value)
+    assert "Field required" not in str(caught.value)
+
+
 def test_every_problem_is_listed_in_file_order(tmp_path: Path) -> None:
     text = MINIMAL + "training:\n  steps: -1\nreport:\n  format: pdf\n"
     with pytest.raises(WorkflowError) as caught:

@@ -237,6 +237,10 @@ def _pydantic_problems(exc: ValidationError, data: object, root: type[BaseModel]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = _unknown_key_message(path, data, root)
+        elif error["type"] == "missing" and isinstance(error["input"], list):
+            # a fixed-length list one short: pydantic's "Field required" on a missing item,
+            # whose index the key path cannot show, read as if the whole key were missing
+            message = f"too few items ({len(error['input'])} given)"
         grouped.setdefault(path, [])
         if message not in grouped[path]:
             grouped[path].append(message)
