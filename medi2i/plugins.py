@@ -33,6 +33,7 @@ declares nothing is loaded; its API is listed as "undeclared".
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import importlib.metadata
 import os
@@ -325,9 +326,12 @@ def _register_selected(
         plugins.manager.register(module, name=name)
         plugins.manager.check_pending()
     except Exception as exc:  # invalid hooks: report with the name the workflow used
+        reason: object = exc
+        if isinstance(exc, pluggy.PluginValidationError) and exc.plugin is module:
+            reason = unknown_hooks_reason(plugins.manager, module)
         if plugins.manager.get_plugin(name) is not None:
             plugins.manager.unregister(name=name)
-        raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
+        raise PluginError(f"plugin {name!r} cannot be registered: {reason}") from None
     plugins.infos.append(
         _info(plugins.manager, module, name, version, dist, builtin=False, api=api)
     )
@@ -359,9 +363,29 @@ def _check_pending(plugins: PluginSet) -> None:
         plugins.manager.check_pending()
     except pluggy.PluginValidationError as exc:
         name = plugins.manager.get_name(exc.plugin) or repr(exc.plugin)
+        reason = unknown_hooks_reason(plugins.manager, exc.plugin)
         if plugins.strict or name in BUILTIN_PLUGINS:
-            raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from exc
+            raise PluginError(f"plugin {name!r} implements an unknown hook: {reason}") from exc
         plugins.manager.unregister(exc.plugin)
         plugins.infos = [info for info in plugins.infos if info.name != name]
-        plugins.fail(name, "validation", exc)
+        plugins.refuse(name, "validation", reason)
         _check_pending(plugins)
+
+
+def unknown_hooks_reason(manager: pluggy.PluginManager, plugin: object) -> str:
+    """Why ``plugin`` fails ``check_pending``: which of its hooks medi2i does not have,
+    the nearest hook name to each, and medi2i's hooks (pluggy's message names the
+    module's repr and a line inside pluggy, neither of which helps its author)."""
+    callers = vars(manager.hook)
+    known = sorted(hook for hook, caller in callers.items() if caller.has_spec())
+    unknown = sorted(
+        hook
+        for hook, caller in callers.items()
+        if not caller.has_spec() and any(i.plugin is plugin for i in caller.get_hookimpls())
+    )
+    parts = []
+    for hook in unknown:
+        close = difflib.get_close_matches(hook, known, n=1)
+        parts.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    verb = "is no medi2i hook" if len(parts) == 1 else "are no medi2i hooks"
+    return f"{', '.join(parts)} {verb}; medi2i's hooks are {', '.join(known)}"

@@ -15,7 +15,7 @@ import pytest
 
 from medi2i.errors import PluginError
 from medi2i.method import MethodClass
-from medi2i.plugins import BUILTIN_PLUGINS, PluginWarning, load_plugins
+from medi2i.plugins import BUILTIN_PLUGINS, PluginWarning, add_installed_plugin, load_plugins
 from medi2i.registry import Registry
 from tests.fake_plugins import (
     Echo,
@@ -134,8 +134,13 @@ def test_a_misspelled_hook_is_reported_and_the_plugin_skipped(
     assert loaded_names(plugins) == [*BUILTIN_PLUGINS, "echo"]
     [failure] = plugins.failures
     assert failure.stage == "validation"
-    assert "register_method" in failure.error
     assert plugins.manager.get_plugin("typo") is None
+    # what to rename it to, not pluggy's module repr and a line inside pluggy
+    assert failure.error.startswith(
+        "'register_method' (did you mean 'register_methods'?) is no medi2i hook; "
+        "medi2i's hooks are register_commands, register_methods,"
+    )
+    assert "pluggy" not in failure.error
 
 
 def test_a_misspelled_hook_is_fatal_in_strict_mode(
@@ -146,6 +151,22 @@ def test_a_misspelled_hook_is_fatal_in_strict_mode(
 
     with pytest.raises(PluginError, match=r"'typo' implements an unknown hook.*register_method"):
         load_plugins()
+
+
+def test_a_misspelled_hook_named_by_a_workflow_says_what_to_rename(
+    installed: list[FakeEntryPoint],
+) -> None:
+    plugins = load_plugins()
+    installed.append(FakeEntryPoint("typo", misspelled_plugin()))
+
+    with pytest.raises(PluginError) as caught:
+        add_installed_plugin(plugins, "typo")
+
+    assert str(caught.value).startswith(
+        "plugin 'typo' cannot be registered: 'register_method' (did you mean "
+        "'register_methods'?) is no medi2i hook"
+    )
+    assert plugins.manager.get_plugin("typo") is None
 
 
 def test_a_hook_with_wrong_arguments_is_reported_and_skipped(
