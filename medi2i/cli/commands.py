@@ -48,6 +48,11 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
 
     The first line gives the plugin API this medi2i supports; a plugin's "api" is the one
     it declares (MEDI2I_PLUGIN_API), "undeclared" when it declares none.
+
+    The failures listed are those of importing and checking a plugin. Its register hooks
+    run when what they register is first needed, so a register_methods that raises, or
+    a method class it registers that breaks the contract, is reported by
+    "medi2i methods" (and by any command that uses methods), not here.
     """
     from medi2i.hookspecs import PLUGIN_API_VERSION
 
