@@ -31,10 +31,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,7 +98,7 @@ def _onnx_runner(
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / "model.onnx"
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _without_torchvision_notes():
                 # torch's own exporter trips torch's own pytree deprecation (2.13)
                 warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
                 torch.onnx.export(
@@ -121,6 +123,26 @@ def _onnx_runner(
         return torch.from_numpy(session.run(None, {name: windows.numpy()})[0]).float()
 
     return run, model
+
+
+TORCH_ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+@contextlib.contextmanager
+def _without_torchvision_notes() -> Iterator[None]:
+    """Drop torch.onnx's "torchvision is not installed. Skipping torchvision::nms" lines:
+    it logs one per torchvision operator on every export, and no medi2i network uses
+    them, so a user read four warnings about a package medi2i does not need."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
+
+    logger = logging.getLogger(TORCH_ONNX_REGISTRATION_LOGGER)
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 class _WindowFunction(torch.nn.Module):

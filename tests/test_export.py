@@ -4,6 +4,7 @@ checked against medi2i's own forward."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 
 from medi2i import DataKind
 from medi2i.cli.main import build_cli
-from medi2i.export import ExportError, export_program
+from medi2i.export import TORCH_ONNX_REGISTRATION_LOGGER, ExportError, export_program
 from medi2i.model_folder import save_model
 from medi2i.registry import Registry
 
@@ -224,3 +225,22 @@ def test_the_command_writes_onnx(registry: Registry, tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     assert (tmp_path / "srcnn.onnx").is_file()
     assert json.loads((tmp_path / "srcnn.onnx.json").read_text())["format"] == "medi2i-onnx/1"
+
+
+def test_the_onnx_export_prints_no_torchvision_notes(registry: Registry, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    options, _ = TINY["srcnn"]
+    method = ready(registry, "srcnn", options)
+    logged: list[str] = []
+    collect = logging.Handler()
+    collect.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
+    # torch's "torch" handler holds the stderr of its import, which capfd cannot see
+    logger = logging.getLogger(TORCH_ONNX_REGISTRATION_LOGGER)
+    logger.addHandler(collect)
+    try:
+        export_program(method, tmp_path / "model.onnx", onnx=True)
+    finally:
+        logger.removeHandler(collect)
+
+    assert not [line for line in logged if "torchvision" in line]
