@@ -343,3 +343,11 @@ def test_resolved_config_is_plain_yaml(workflow_file: Path, plugins: PluginSet) 
     assert resolved["output"]["name"] == "tiny"
     assert result.report_path is not None
     assert "## Rerun" in result.report_path.read_text()
+
+
+def test_the_evaluate_log_shows_an_unmeasurable_score_as_in_the_tables() -> None:
+    from medi2i.workflow.evaluation import case_scores
+
+    line = case_scores({"synthrad_mae": 912.7663, "air_mae": float("nan")})
+
+    assert line == "synthrad_mae=912.8, air_mae=n/a"

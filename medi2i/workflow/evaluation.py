@@ -62,6 +62,12 @@ class EvaluatedCase:
     original_source: str | None = None
 
 
+def case_scores(values: Mapping[str, float]) -> str:
+    """One case's scores for the log, a metric that could not be measured (NaN, e.g. an
+    ``air_mae`` with no air 10 voxels from the mask) as ``n/a``, as in the tables."""
+    return ", ".join(f"{k}={'n/a' if math.isnan(v) else f'{v:.4g}'}" for k, v in values.items())
+
+
 def evaluate_stage(
     workflow: Workflow,
     run: RunFolder,
@@ -87,7 +93,7 @@ def evaluate_stage(
         values, record = _evaluate_case(workflow, run, registry, method, case, metrics, keep=keep)
         per_case[case.id] = values
         records.append(record)
-        log(f"evaluate: {case.id}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        log(f"evaluate: {case.id}: {case_scores(values)}")
     metrics_path = write_metrics_json(per_case, run.metrics / "metrics.json")
     units = {metric.name: metric.units for metric in metrics}
     summary = aggregate(per_case)
