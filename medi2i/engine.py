@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from medi2i.errors import DeviceError, GeometryError, Medi2iError
+from medi2i.errors import DeviceError, GeometryError, Medi2iError, OptionsError
 from medi2i.settings import InferenceSettings
 from medi2i.window_blend import blend_windows, volume_like
 
@@ -248,7 +248,7 @@ class SlidingWindowEngine:
         mirrors = mirror_combinations(self.settings.mirror_axes)
 
         def run_windows(windows: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), self._autocast(), _window_too_small(roi):
                 out = predictor(windows)
                 if mirrors:
                     # the sum in float32: float16 outputs of 2^k passes could overflow
@@ -315,6 +315,32 @@ class SlidingWindowEngine:
                 device=self.device,
                 progress=settings.progress,
             )
+
+
+_TOO_SMALL_FOR_THE_NETWORK = (
+    "Expected more than 1 spatial element",  # a norm layer that reached 1 voxel
+    "Padding size should be less than",  # reflection padding wider than the window
+    "Kernel size can't be greater than actual input size",
+    "Output size is too small",
+)
+"""Torch's messages for a window that a network's layers shrink below what they accept."""
+
+
+@contextlib.contextmanager
+def _window_too_small(roi: tuple[int, int, int]) -> Iterator[None]:
+    """Turn torch's error for a window too small for the network into one line."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        if not any(text in str(exc) for text in _TOO_SMALL_FOR_THE_NETWORK):
+            raise
+        raise OptionsError(
+            f"windows of {roi} voxels are too small for this network (its layers shrink "
+            "them below what they accept); use a larger --roi-size, or leave it out for "
+            "the method's default"
+        ) from exc
 
 
 POINTWISE_SLAB_VOXELS = 1 << 24

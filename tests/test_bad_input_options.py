@@ -80,6 +80,52 @@ def _(tmp: Path) -> Case:
     return Case(args, "mirror_axes")
 
 
+POOLING_NETWORK = """\
+import torch
+import torch.nn.functional as F
+
+from medi2i.hookspecs import hookimpl
+from medi2i.method import DataKind, Options, Task, VolumeSpec
+from medi2i.patch_network import PatchNetworkMethod
+
+
+class Pooled(torch.nn.Module):
+    def forward(self, x):
+        coarse = F.instance_norm(F.avg_pool3d(x, 4))  # one voxel per axis from a 4-window
+        return x + F.interpolate(coarse, size=tuple(x.shape[2:]))
+
+
+class PoolingOptions(Options):
+    roi_size: tuple[int, int, int] = (8, 8, 8)
+
+
+class PoolingNet(PatchNetworkMethod):
+    id = "pooling-net"
+    tasks = (Task.TRANSLATION,)
+    data = DataKind.NONE  # untrained, so that --method runs it
+    input_spec = VolumeSpec(modality="MR", units="arbitrary")
+    output_spec = VolumeSpec(modality="MR", units="arbitrary")
+    Options = PoolingOptions
+
+    def build_network(self):
+        return Pooled()
+
+
+@hookimpl
+def register_methods(register):
+    register(PoolingNet)
+"""
+
+
+@case("option-window-too-small-for-the-network")
+def _(tmp: Path) -> Case:
+    source = nifti(tmp / "t1.nii.gz", blobs())
+    args = ["predict", str(source), str(tmp / "o.nii.gz"), "--method", "pooling-net",
+            "--no-progress", "--roi-size", "4"]  # fmt: skip
+    plugins = {"pooling_net": POOLING_NETWORK}
+    return Case(args, "--roi-size", "too small", [tmp / "o.nii.gz"], plugins)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gets_one_line_and_changes_nothing(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
