@@ -314,13 +314,21 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
                 f"condition of method {self.id!r}",
                 elsewhere=(self.Options, "an option, not a condition: -o on the command line"),
             )
-        self.check_condition(cast("ConditionT", parsed))
+        try:
+            self.check_condition(cast("ConditionT", parsed))
+        except (OptionsError, ValueError) as exc:
+            message = str(exc)
+            if repr(self.id) in message:
+                raise
+            raise OptionsError(f"condition of method {self.id!r}: {message}") from exc
         return cast("ConditionT", parsed)
 
     def check_condition(self, condition: ConditionT) -> None:
         """Check a parsed condition against this method's state (its domains, its
-        number of styles); raise :class:`~medi2i.errors.OptionsError` naming what is
-        allowed. Accepts everything by default."""
+        number of styles); raise :class:`~medi2i.errors.OptionsError` (or ``ValueError``)
+        naming what is allowed. :meth:`parse_condition` puts ``condition of method
+        '<id>':`` in front of a message that does not name the method. Accepts everything
+        by default."""
 
     # -- domains -----------------------------------------------------------------------
 

@@ -49,6 +49,28 @@ def test_condition_is_validated_against_the_method_model() -> None:
         DomainOffset().parse_condition({"domain": "C"})
 
 
+@pytest.mark.parametrize("error", [OptionsError, ValueError])
+def test_a_plugins_condition_check_is_reported_with_the_method(error: type[Exception]) -> None:
+    class Picky(DomainOffset):
+        def check_condition(self, condition: object) -> None:
+            raise error("only domain A is allowed")
+
+    with pytest.raises(OptionsError) as raised:
+        Picky().parse_condition({"target_domain": "B"})
+    assert str(raised.value) == (
+        "condition of method 'example-domain-offset': only domain A is allowed"
+    )
+
+
+def test_a_condition_message_that_names_the_method_is_kept() -> None:
+    class Named(DomainOffset):
+        def check_condition(self, condition: object) -> None:
+            raise OptionsError(f"method {self.id!r} knows no domain B")
+
+    with pytest.raises(OptionsError, match=r"^method 'example-domain-offset' knows no domain B$"):
+        Named().parse_condition({"target_domain": "B"})
+
+
 @pytest.mark.parametrize("bad_id", ["Upper", "9lives", "with space", ""])
 def test_method_ids_are_checked(bad_id: str) -> None:
     class Bad(Method):
