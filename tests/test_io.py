@@ -230,6 +230,35 @@ def test_truncated_data_is_an_input_error(tmp_path: Path, name: str) -> None:
         read_volume(path)
 
 
+@pytest.mark.parametrize(
+    ("header", "data_key"), [("v.mha", "ElementDataFile = "), ("v.nrrd", "data file: ")]
+)
+def test_a_header_file_with_its_voxels_in_a_data_file_is_measured_by_the_data_file(
+    tmp_path: Path, header: str, data_key: str
+) -> None:
+    """A small header file naming its data file is valid whatever its suffix: the size
+    check reads the data file, and refuses a data file too small for the dimensions."""
+    values = np.random.default_rng(0).random((100, 100, 100), np.float32)
+    detached = ".mhd" if header.endswith(".mha") else ".nhdr"
+    written = write_volume(make(values, np.eye(4)), tmp_path / f"w{detached}")
+    text = written.read_text(encoding="latin-1")
+    renamed = tmp_path / header
+    renamed.write_text(text, encoding="latin-1")  # same header, the common suffix
+    assert renamed.stat().st_size * 1032 < values.size  # more voxels than it could hold
+    assert np.array_equal(read_volume(renamed).numpy()[0], values)
+
+    data_name = next(
+        line.split(data_key.strip(), 1)[1].strip(" :=")
+        for line in text.splitlines()
+        if line.startswith(data_key.split()[0])
+    )
+    (tmp_path / "short.raw").write_bytes(b"0" * 100)
+    short = tmp_path / f"short{renamed.suffix}"
+    short.write_text(text.replace(data_name, "short.raw"), encoding="latin-1")
+    with pytest.raises(InputError, match=r"its data file short\.raw, a file of 100 bytes"):
+        read_volume(short)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"absent\.nii\.gz does not exist"):
         read_volume(tmp_path / "absent.nii.gz")

@@ -34,7 +34,7 @@ from medi2i.io.itk_output import quiet_itk
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-_DETACHED = (".nhdr", ".mhd")  # a header plus a separate data file
+_DETACHED = (".nhdr", ".mhd")  # a header plus a separate data file (when written)
 # what MetaIO prints, without raising, when the voxels it returns are zeros, not the data
 _DATA_FAILURES = ("Uncompress failed",)
 _GZIP_MAX_RATIO = 1032  # deflate cannot compress more: 258 bytes per 2-bit code at best
@@ -131,19 +131,47 @@ class ItkImageReader(VolumeReader):
 def _require_data_size(path: Path, shape: tuple[int, ...], format_name: str) -> None:
     """Refuse dimensions the file cannot hold before ITK allocates the image.
 
-    A file with its data inside (``.nrrd``, ``.mha``) holds at least 1/1032 byte per
-    voxel (gzip's largest possible compression ratio); detached data files are not
-    looked for, only the memory the image would take is checked.
+    The file holding the voxels (the header file itself, or the one data file its header
+    names: MetaImage's ``ElementDataFile``, NRRD's ``data file``) holds at least 1/1032
+    byte per voxel (gzip's largest possible compression ratio). Voxels spread over a
+    list or pattern of files are not measured; the memory the image would take is
+    always checked.
     """
     voxels = int(np.prod(shape, dtype=object))
-    size = path.stat().st_size
-    if not path.name.lower().endswith(_DETACHED) and voxels > size * _GZIP_MAX_RATIO:
+    data = _data_file(path)
+    size = data.stat().st_size if data is not None and data.is_file() else None
+    if data is not None and size is not None and voxels > size * _GZIP_MAX_RATIO:
+        where = "a file" if data == path else f"its data file {data.name}, a file"
         raise InputError(
             f"cannot read {path} as {format_name}: the header declares "
-            f"{'x'.join(map(str, shape))} voxels, more than a file of {size} bytes can hold; "
-            "it is truncated or its header (sizes, DimSize) is damaged; re-export it"
+            f"{'x'.join(map(str, shape))} voxels, more than {where} of {size} bytes can "
+            "hold; it is truncated or its header (sizes, DimSize) is damaged; re-export it"
         )
     require_memory(path, voxels * 8, f"a {'x'.join(map(str, shape))} volume")
+
+
+_DATA_FILE_KEYS = {"elementdatafile", "data file", "datafile"}  # MetaImage, NRRD (two forms)
+
+
+def _data_file(path: Path) -> Path | None:
+    """The one file that holds the voxels, as the header names it (``None``: a list or
+    pattern of files); the header file itself when it names none or ``LOCAL``."""
+    with path.open("rb") as file:
+        head = file.read(_METAIMAGE_HEADER_BYTES).decode("latin-1")
+    nrrd = head.startswith("NRRD")
+    for line in head.splitlines():
+        if nrrd and not line.strip():
+            break  # the blank line that ends a NRRD header
+        key, separator, value = line.replace("=", ":", 1).partition(":")
+        if not separator or key.strip().lower() not in _DATA_FILE_KEYS:
+            continue
+        value = value.strip()
+        if value in ("LOCAL", ""):
+            return path
+        if value.startswith("LIST") or "%" in value or " " in value:
+            return None
+        return path.parent / value
+    return path
 
 
 _METAIMAGE_GEOMETRY = {
