@@ -64,6 +64,14 @@ SHRINK: dict[str, list[str]] = {
         "method.options.discriminator_filters=2",
         "method.options.discriminator_layers=1",
     ],
+    "cyclegan-2.5d": [
+        "method.options.roi_size=[16,16,2]",
+        "method.options.generator_filters=2",
+        "method.options.residual_blocks=1",
+        "method.options.outer_kernel=3",
+        "method.options.discriminator_filters=2",
+        "method.options.discriminator_layers=1",
+    ],
     "discogan": [
         "method.options.roi_size=[16,16,16]",
         "method.options.generator_filters=2",
@@ -142,7 +150,6 @@ COMMON = [
 
 WITHOUT_WORKFLOW = {
     "intensity-inversion": "the reference plugin's template method: no task data to score it on",
-    "cyclegan-2.5d": "runs the q1u/q3u CycleGAN workflows with --set method.id=cyclegan-2.5d",
     "discogan-2.5d": "runs workflows/q1u_discogan.yaml with --set method.id=discogan-2.5d",
 }
 """First-party methods that need no workflow, and why."""
