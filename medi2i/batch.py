@@ -28,8 +28,9 @@ input path and the pseudonymous series UID. The way back to the source is writte
 only when asked for (``linkage=PATH``, outside the output and input roots): one JSON
 line per study with its output folder, input folder, Patient ID and original UIDs.
 
-The manifest (``<output_root>/manifest.jsonl`` by default) is JSON Lines, one record
-appended per event and never rewritten; the last record of a study is its state::
+The manifest (``<output_root>/manifest.jsonl`` by default;
+:class:`~medi2i.batch_records.Manifest`) is JSON Lines, one record appended per event
+and never rewritten; the last record of a study is its state::
 
     {"study": "patient7/mri_2024", "input": ".../patient7/mri_2024/t1",
      "series_uid": "1.2.3", "outputs": [".../patient7/mri_2024/pix2pix"],
@@ -65,14 +66,14 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from medi2i.errors import InputError, Medi2iError, OptionsError, OutputError
+from medi2i.batch_records import BatchReport, Manifest, Status, StudyRecord, check_linkage
+from medi2i.errors import InputError, Medi2iError, OptionsError
 from medi2i.study_discovery import StudyJob, discover_studies, pseudonymous_keys
 
 if TYPE_CHECKING:
@@ -88,128 +89,8 @@ if TYPE_CHECKING:
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
-Status = Literal["started", "done", "partial", "failed", "skipped"]
 FORMATS = ("dicom", "nifti")
 MANIFEST_NAME = "manifest.jsonl"
-
-
-@dataclass(frozen=True)
-class StudyRecord:
-    """One manifest line: the state of one study after an event.
-
-    Attributes:
-        study: The study's output folder, relative to the output root.
-        input: The folder of the selected source series (the study's, if none);
-            ``None`` when de-identifying.
-        series_uid: Series Instance UID of the selected series (its pseudonym when
-            de-identifying).
-        outputs: Paths written (series folders and files).
-        status: ``started``, ``done``, ``partial``, ``failed`` or ``skipped``.
-        error: What went wrong, for ``failed`` and ``partial``.
-        timings: Seconds per stage: ``read``, ``predict``, ``write``.
-        time: When the record was written (UTC, ISO 8601).
-        reason: Why the study was skipped.
-    """
-
-    study: str
-    input: str | None
-    series_uid: str | None
-    outputs: tuple[str, ...] = ()
-    status: Status = "started"
-    error: str | None = None
-    timings: Mapping[str, float] = field(default_factory=dict)
-    time: str = ""
-    reason: str | None = None
-
-    def to_json(self) -> str:
-        """The record as one JSON line (no newline)."""
-        return json.dumps({**asdict(self), "outputs": list(self.outputs)})
-
-    @classmethod
-    def from_json(cls, line: str) -> StudyRecord:
-        """Parse a line written by :meth:`to_json`."""
-        raw = json.loads(line)
-        return cls(**{**raw, "outputs": tuple(raw.get("outputs") or ())})
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    """The final record of every study a batch run handled, in processing order."""
-
-    manifest: Path
-    records: tuple[StudyRecord, ...]
-
-    def with_status(self, status: Status) -> list[StudyRecord]:
-        """The records whose final status is ``status``."""
-        return [record for record in self.records if record.status == status]
-
-    @property
-    def failed(self) -> list[StudyRecord]:
-        """Studies that failed in this run, in full or in part (``partial``)."""
-        return [r for r in self.records if r.status in ("failed", "partial")]
-
-    def summary(self) -> str:
-        """One line such as ``3 studies: 1 done, 1 skipped, 1 failed`` (and ``partial``
-        when some study has it)."""
-        shown: tuple[Status, ...] = ("done", "skipped", "partial", "failed")
-        counts = [
-            f"{len(self.with_status(s))} {s}"
-            for s in shown
-            if s != "partial" or self.with_status(s)
-        ]
-        return f"{len(self.records)} studies: {', '.join(counts)}"
-
-
-class Manifest:
-    """The append-only JSON Lines manifest and the last record of each study in it."""
-
-    def __init__(self, path: Path) -> None:
-        """Read the records of ``path`` when it exists.
-
-        Raises:
-            OutputError: ``path`` is not a manifest (it is a folder, not UTF-8 text, or
-                holds no record): appending to it would change a file of the user's.
-        """
-        self.path = Path(path)
-        self.latest: dict[str, StudyRecord] = {}
-        if not (self.path.exists() or self.path.is_symlink()):
-            return
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise self._not_a_manifest(why) from exc
-        for line in lines:
-            record = _parse(line)
-            if record is not None:
-                self.latest[record.study] = record
-        if not self.latest and any(line.strip() for line in lines):
-            raise self._not_a_manifest("it holds no study record")
-
-    def _not_a_manifest(self, why: str) -> OutputError:
-        return OutputError(
-            f"{self.path} is not a medi2i batch manifest ({why}); the batch appends to its "
-            "manifest, so give --manifest a new file or the manifest of an earlier batch"
-        )
-
-    def append(self, record: StudyRecord) -> StudyRecord:
-        """Stamp ``record`` with the time, append it as one line and flush it to disk."""
-        stamped = replace(record, time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as stream:
-            stream.write(stamped.to_json() + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        self.latest[stamped.study] = stamped
-        return stamped
-
-
-def _parse(line: str) -> StudyRecord | None:
-    # only a line cut short by a crash fails to parse, and it said "started" at most
-    try:
-        return StudyRecord.from_json(line) if line.strip() else None
-    except (ValueError, TypeError):
-        return None
 
 
 def run_batch(
@@ -283,7 +164,7 @@ def run_batch(
     # inputs are never written, not even appended to
     check_destination(manifest, inputs=[Path(root)], overwrite=True, folder=False)
     book = Manifest(manifest)  # a file that is not a manifest is refused before any work
-    _check_linkage(linkage, Path(output_root), Path(root), deidentify=deidentify)
+    check_linkage(linkage, Path(output_root), Path(root), deidentify=deidentify)
     selector = _declared_modality(selector, method, force=settings.force_modality)
     jobs = discover_studies(Path(root), selector, scan=scan)
     deidentifier = folder_deidentifier(Path(output_root)) if deidentify else None
@@ -312,59 +193,6 @@ def run_batch(
         noun="studies",
     )
     return BatchReport(manifest=book.path, records=tuple(records))
-
-
-def _check_linkage(
-    linkage: Path | None, output_root: Path, input_root: Path, *, deidentify: bool
-) -> None:
-    if linkage is None:
-        return
-    if not deidentify:
-        raise OptionsError(
-            "--linkage-file links de-identified outputs to their sources; pass --deidentify "
-            "with it, or leave it out"
-        )
-    where = Path(os.path.realpath(linkage))
-    for folder, what in ((output_root, "output"), (input_root, "input")):
-        if where.is_relative_to(os.path.realpath(folder)):
-            raise OutputError(
-                f"--linkage-file {linkage} lies inside the {what} root {folder}: "
-                + (
-                    "it would put the way back to the patients next to the de-identified outputs"
-                    if what == "output"
-                    else "inputs are never written"
-                )
-                + "; give a path outside both, e.g. in a folder only you can read"
-            )
-    _require_linkage_file(linkage)
-
-
-def _require_linkage_file(linkage: Path) -> None:
-    """Refuse an existing file that is not a linkage file: it is appended to, so a file
-    of the user's under that name (an input, notes) would be changed. A line cut short
-    by a crash is not held against an earlier linkage file."""
-    if not (linkage.exists() or linkage.is_symlink()):
-        return
-    try:
-        lines = [line for line in linkage.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError):  # a folder, not UTF-8
-        lines = ["not text"]
-    links = [_json_or_none(line) for line in lines]
-    if lines and not any(
-        isinstance(link, dict) and "study_uid_pseudonym" in link for link in links
-    ):
-        raise OutputError(
-            f"--linkage-file {linkage} exists and is not the linkage file of an earlier "
-            "de-identified batch; the batch appends to it, so give a new file or an earlier "
-            "linkage file"
-        )
-
-
-def _json_or_none(line: str) -> object:
-    try:
-        return json.loads(line)
-    except ValueError:
-        return None
 
 
 def _declared_modality(
