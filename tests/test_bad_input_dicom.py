@@ -162,38 +162,31 @@ def _(tmp: Path) -> Case:
     return Case([*args, "--method", "intensity-inversion", "--no-progress"], "mine", "manifest")
 
 
+def _batch_with_manifest(tmp: Path, manifest: Path) -> list[str]:
+    """A batch over one study whose --manifest is ``manifest``."""
+    series(tmp / "studies" / "p1")
+    return ["batch", str(tmp / "studies"), str(tmp / "out"), "--manifest", str(manifest),
+            "--method", "intensity-inversion", "--no-progress"]  # fmt: skip
+
+
 @case("batch-manifest-is-a-user-text-file")
 def _(tmp: Path) -> Case:
     # the manifest is appended to: a file of the user's under that name would be changed
-    series(tmp / "studies" / "p1")
     (tmp / "notes.txt").write_text("my notes\n")
-    args = ["batch", str(tmp / "studies"), str(tmp / "out"), "--manifest", str(tmp / "notes.txt")]
-    return Case(
-        [*args, "--method", "intensity-inversion", "--no-progress"], "notes.txt", "manifest"
-    )
+    return Case(_batch_with_manifest(tmp, tmp / "notes.txt"), "notes.txt", "manifest")
 
 
 @case("batch-manifest-is-a-binary-file")
 def _(tmp: Path) -> Case:
-    series(tmp / "studies" / "p1")
-    nifti(tmp / "scan.nii.gz", blobs())
-    args = ["batch", str(tmp / "studies"), str(tmp / "out"), "--manifest", str(tmp / "scan.nii.gz")]
-    return Case(
-        [*args, "--method", "intensity-inversion", "--no-progress"], "scan.nii.gz", "manifest"
-    )
+    scan = nifti(tmp / "scan.nii.gz", blobs())
+    return Case(_batch_with_manifest(tmp, scan), "scan.nii.gz", "manifest")
 
 
 @case("batch-manifest-inside-the-input-tree")
 def _(tmp: Path) -> Case:
-    series(tmp / "studies" / "p1")
     manifest = tmp / "studies" / "manifest.jsonl"
-    args = ["batch", str(tmp / "studies"), str(tmp / "out"), "--manifest", str(manifest)]
-    return Case(
-        [*args, "--method", "intensity-inversion", "--no-progress"],
-        "manifest.jsonl",
-        "inside the input",
-        absent=[manifest],
-    )
+    args = _batch_with_manifest(tmp, manifest)
+    return Case(args, "manifest.jsonl", "inside the input", absent=[manifest])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
