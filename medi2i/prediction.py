@@ -426,11 +426,11 @@ def predict_all(
         The written paths by output name (``""`` for the single output).
     """
     from medi2i.io import read_volume, write_volume, writer_for
-    from medi2i.io.destinations import check_destination
+    from medi2i.io.destinations import as_output_path, check_destination
     from medi2i.registry import Registry
     from medi2i.voxel_checks import require_varying_output
 
-    output = Path(output)
+    output = as_output_path(output)
     registry = registry if registry is not None else Registry()
     writer = writer_for(output, list(registry.writers.values()))  # before any inference
     ready = load_method(method=method, model=model, options=options, registry=registry)

@@ -343,3 +343,43 @@ def test_a_name_too_long_for_medi2i_s_temporary_file_is_refused_before_any_work(
     assert "Traceback" not in refused.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
     assert translate(source, tmp_path / ("a" * 180 + ".nii.gz")).exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["predict", "mask"])
+def test_a_file_name_ending_in_a_slash_is_refused_not_written_as_a_file(
+    tmp_path: Path, command: str
+) -> None:
+    source = nifti(tmp_path / "in.nii.gz", blobs(0))
+    asked = f"{tmp_path / 'out.nii.gz'}/"
+    args = [command, str(source), asked] + (
+        ["--method", "example-self-rescaling", "--no-progress"] if command == "predict" else []
+    )
+
+    refused = run(*args)
+
+    assert refused.exit_code == 2
+    assert "ends in '/'" in refused.output
+    assert "drop the '/'" in refused.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+
+
+def test_the_python_api_refuses_a_file_name_ending_in_a_slash(tmp_path: Path) -> None:
+    import medi2i
+
+    source = nifti(tmp_path / "in.nii.gz", blobs(0))
+    with pytest.raises(OutputError, match="ends in '/'"):
+        medi2i.predict(source, f"{tmp_path / 'out.nii.gz'}/", method="intensity-inversion")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+
+
+def test_a_folder_name_ending_in_a_slash_still_takes_a_dicom_series(tmp_path: Path) -> None:
+    written = run(
+        "predict",
+        str(nifti(tmp_path / "a.nii.gz", blobs())),
+        f"{tmp_path / 'sct2'}/",
+        "--method",
+        "example-self-rescaling",
+        "--no-progress",
+    )
+    assert written.exit_code == 0, written.output
+    assert len(list((tmp_path / "sct2").glob("*.dcm"))) == 8

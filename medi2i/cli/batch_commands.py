@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from medi2i.cli.options import (
+    OutputPath,
     command_registry,
     format_option,
     inference_options,
@@ -39,7 +40,7 @@ def add_to(group: click.Group) -> None:
 @format_option("Outputs per study: dicom, nifti or dicom,nifti.")
 @click.option(
     "--manifest",
-    type=click.Path(path_type=Path),
+    type=OutputPath(),
     help="Manifest file (JSON Lines) [default: OUTPUT_ROOT/manifest.jsonl].",
 )
 @click.option(
@@ -51,7 +52,7 @@ def add_to(group: click.Group) -> None:
 @click.option(
     "--linkage-file",
     "linkage",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputPath(dir_okay=False),
     help="With --deidentify: append each study's way back to its source (input folder, "
     "Patient ID, UIDs) to this JSON Lines file, outside OUTPUT_ROOT and INPUT_ROOT.",
 )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from medi2i.cli.options import (
+    OutputPath,
     command_registry,
     format_option,
     inference_options,
@@ -124,7 +125,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 @click.command("predict")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT", type=OutputPath())
 @method_options
 @format_option("For a tree of DICOM studies: outputs per study, dicom, nifti or dicom,nifti.")
 @selection_options

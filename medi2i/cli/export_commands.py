@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from medi2i.cli.options import command_registry, key_values
+from medi2i.cli.options import OutputPath, command_registry, key_values
 
 
 def add_to(group: click.Group) -> None:
@@ -20,7 +20,7 @@ def add_to(group: click.Group) -> None:
 
 @click.command("export")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("output", type=click.Path(path_type=Path))
+@click.argument("output", type=OutputPath())
 @click.option(
     "--format",
     "export_format",

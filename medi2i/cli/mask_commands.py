@@ -13,7 +13,12 @@ from pathlib import Path
 
 import click
 
-from medi2i.cli.options import command_registry, nonfinite_option, overwrite_option
+from medi2i.cli.options import (
+    OutputPath,
+    command_registry,
+    nonfinite_option,
+    overwrite_option,
+)
 from medi2i.errors import OptionsError
 
 MAX_MARGIN_VOXELS = 1000.0
@@ -33,7 +38,7 @@ def add_to(group: click.Group) -> None:
 
 @click.command("mask")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT", type=OutputPath())
 @click.option(
     "--margin",
     "margin_voxels",

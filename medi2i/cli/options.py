@@ -68,6 +68,27 @@ def command_registry(ctx: click.Context) -> Registry:
 # -- output --------------------------------------------------------------------------------
 
 
+class OutputPath(click.Path):
+    """A path the command writes: like ``click.Path(path_type=Path)``, but a value that
+    ends in a path separator (which names a folder) and has a file suffix
+    (``out.nii.gz/``) is refused, instead of the separator being dropped and a file
+    written where the user asked for a folder."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from medi2i.errors import OutputError
+        from medi2i.io.destinations import as_output_path
+
+        if isinstance(value, str):
+            try:
+                as_output_path(value)
+            except OutputError as error:
+                self.fail(str(error), param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def json_option(help: str = "Print JSON instead of a table.") -> Callable[[F], F]:
     """``--json`` (parameter ``as_json``): machine-readable output on stdout."""
     return click.option("--json", "as_json", is_flag=True, help=help)

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from medi2i.cli.options import command_registry, run_dir_option, workflow_argument
+from medi2i.cli.options import (
+    OutputPath,
+    command_registry,
+    run_dir_option,
+    workflow_argument,
+)
 
 if TYPE_CHECKING:
     from medi2i.plugins import PluginSet
@@ -165,7 +170,7 @@ def evaluate_workflow(
 @click.option(
     "--output",
     "output_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputPath(dir_okay=False),
     help="Write the JSON Schema to this file instead of printing it.",
 )
 def schema_command(output_path: Path | None) -> None:

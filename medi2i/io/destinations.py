@@ -10,6 +10,9 @@ The rules, the same for every format (NIfTI, NRRD, MetaImage, a DICOM series) an
   ``overwrite`` is given; then it is replaced atomically, and only after the new output
   was written in full. A DICOM series replaces only a folder that holds nothing but a
   ``.dcm`` series.
+- An output that ends in ``/`` but has a file suffix (``out.nii.gz/``) is refused: is it
+  a folder or a file? A folder name without a suffix, with or without the ``/``, is a
+  DICOM series folder.
 - ``medi2i batch`` writes into a new or empty output root, or into the root of an earlier
   batch (it holds that batch's manifest) to resume it: finished studies are skipped and
   the outputs of studies that are redone are replaced. Any other non-empty root needs
@@ -23,6 +26,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medi2i.errors import OutputError
+
+
+def as_output_path(value: str | os.PathLike[str]) -> Path:
+    """``value`` as an output path; a string that ends in a path separator (a folder)
+    but has a file suffix (``out.nii.gz/``) is refused, where ``Path`` would silently
+    drop the separator and a file would be written where a folder was asked for.
+
+    Raises:
+        OutputError: One line naming the value and what to do.
+    """
+    path = Path(value)
+    if isinstance(value, str) and value.endswith(("/", os.sep)) and path.suffix:
+        raise OutputError(
+            f"{value!r} ends in '/', which names a folder, but its suffix "
+            f"{''.join(path.suffixes)!r} names a file; drop the '/' to write the file "
+            f"{str(path)!r}, or give a folder name without a suffix"
+        )
+    return path
 
 
 def _require_name_room(output: Path) -> None:
