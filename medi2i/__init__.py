@@ -21,7 +21,9 @@ from medi2i.errors import (
     Medi2iError,
     ModelFormatError,
     OptionsError,
+    OutputError,
     PluginError,
+    TrainingError,
     UnknownMethodError,
 )
 from medi2i.hookspecs import PLUGIN_API_VERSION, hookimpl
@@ -124,6 +126,7 @@ __all__ = [
     "Options",
     "OptionsError",
     "Output",
+    "OutputError",
     "PairedBatch",
     "PatchNetworkMethod",
     "PluginError",
@@ -139,6 +142,7 @@ __all__ = [
     "Task",
     "TrainerAPI",
     "Training",
+    "TrainingError",
     "TrainingStateValue",
     "UnknownMethodError",
     "UnpairedBatch",
@@ -175,6 +179,11 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    # the lazy attributes are public too: list them before their first use
+    return sorted(set(globals()) | set(__all__))
 
 
 if TYPE_CHECKING:

@@ -278,9 +278,18 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
 
     @classmethod
     def parse_options(cls, options: BaseModel | Mapping[str, object] | None) -> OptionsModel:
-        """Validate ``options`` against the method's ``Options`` model."""
+        """Validate ``options`` against the method's ``Options`` model.
+
+        Raises:
+            OptionsError: An option is unknown or invalid, or ``options`` is not a mapping.
+        """
         if isinstance(options, cls.Options):
             return options
+        if options is not None and not isinstance(options, (BaseModel, Mapping)):
+            raise OptionsError(
+                f"options of method {cls.id!r} must be a mapping of option names to values "
+                f"(or its Options model), got a {type(options).__name__}"
+            )
         raw = options.model_dump() if isinstance(options, BaseModel) else dict(options or {})
         parsed: OptionsModel = validated_model(
             cls.Options,

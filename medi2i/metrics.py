@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from medi2i.errors import GeometryError
+from medi2i.errors import GeometryError, InputError
 
 FloatArray = npt.NDArray[np.floating]
 BoolArray = npt.NDArray[np.bool_]
@@ -77,9 +77,13 @@ class Metric(abc.ABC):
 
         Raises:
             GeometryError: The arrays differ in shape, or the mask selects no voxel.
+            InputError: The reference or the prediction is not real numbers (complex,
+                text, objects) or holds a NaN or infinite voxel, which would make the
+                value NaN, infinite or meaningless (SSIM's windows see the voxels around
+                the mask too, so the whole volume is checked).
         """
-        ref = np.asarray(reference, np.float64)
-        pred = np.asarray(prediction, np.float64)
+        ref = _real_values(reference, "reference", self.name)
+        pred = _real_values(prediction, "prediction", self.name)
         inside = np.ones(ref.shape, bool) if mask is None else np.asarray(mask) > 0
         if len({ref.shape, pred.shape, inside.shape}) != 1:
             raise GeometryError(
@@ -93,6 +97,27 @@ class Metric(abc.ABC):
     @abc.abstractmethod
     def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         """The metric on float64 arrays of one shape and a boolean mask of at least one voxel."""
+
+
+def _real_values(values: npt.ArrayLike, role: str, metric: str) -> FloatArray:
+    """``values`` as float64, refused unless they are finite real numbers."""
+    from medi2i.voxel_checks import non_finite_voxels
+
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise InputError(
+            f"metric {metric!r}: the {role} holds {array.dtype} values; give real numbers "
+            "(an integer, boolean or floating-point array; for complex data, its magnitude "
+            "or real part)"
+        )
+    array = array.astype(np.float64, copy=False)
+    bad = non_finite_voxels(array)
+    if bad:
+        raise InputError(
+            f"metric {metric!r}: in the {role}, {bad}; the metric would not be a number "
+            "(replace them, e.g. with numpy.nan_to_num, or fix the image they come from)"
+        )
+    return array
 
 
 def _legacy_score(

@@ -32,6 +32,8 @@ from medi2i.prediction_checks import (
     naming_the_input,
     require_output_fits,
     require_placed,
+    require_ready_call,
+    settings_of,
     with_grid,
 )
 from medi2i.provenance import (
@@ -66,7 +68,8 @@ def predict_outputs(
     Args:
         method: A ready method (fitted or loaded from a model folder).
         image: Channel-first ``MetaTensor`` with its affine (RAS, mm).
-        settings: Sliding-window and device settings; defaults otherwise.
+        settings: Sliding-window and device settings (or a mapping of their fields);
+            defaults otherwise.
         condition: Predict-time condition (e.g. ``{"target_domain": "B"}``), validated
             against the method's ``Condition`` model and its state (its domains).
         engine: The sliding-window engine to use (one per batch keeps what it learns,
@@ -78,8 +81,12 @@ def predict_outputs(
         grid carrying the input's metadata and the output's modality and units.
 
     Raises:
-        OptionsError: The condition is invalid, or the method returned other outputs
-            than it declares.
+        OptionsError: ``method`` is not a ready :class:`~medi2i.Method` (a class, an id),
+            the settings or the condition are invalid, or the method returned other
+            outputs than it declares.
+        InputError: ``image`` is not a ``MetaTensor`` of real numbers, or its voxels
+            are non-finite (see ``settings.nonfinite``), constant or empty.
+        GeometryError: ``image`` is not channel-first 3D.
         OutputError: An output is not finite, or not a volume the core can place on a
             grid (not channel-first 3D; another shape under the input's affine).
     """
@@ -87,7 +94,8 @@ def predict_outputs(
     from medi2i.engine import SlidingWindowEngine
     from medi2i.voxel_checks import checked_input
 
-    settings = settings or InferenceSettings()
+    require_ready_call(method, image)
+    settings = settings_of(settings)
     parsed = method.parse_condition(condition)
     input_domain = method.input_domain(parsed)
     check_modality(method, image, force=settings.force_modality, domain=input_domain)
@@ -134,7 +142,8 @@ def predict_tensor(
     Args:
         method: A ready method (fitted or loaded from a model folder).
         image: Channel-first ``MetaTensor`` with its affine (RAS, mm).
-        settings: Sliding-window and device settings; defaults otherwise.
+        settings: Sliding-window and device settings (or a mapping of their fields);
+            defaults otherwise.
         condition: Predict-time condition (e.g. ``{"target_domain": "B"}``).
         engine: The sliding-window engine to run on, kept by a caller that predicts
             many volumes so that what it learns (the out-of-memory back-off) carries
@@ -148,7 +157,8 @@ def predict_tensor(
 
     Raises:
         OptionsError: The method yields several named outputs under ``condition``
-            (use :func:`predict_outputs`).
+            (use :func:`predict_outputs`); otherwise as :func:`predict_outputs`.
+        InputError: As :func:`predict_outputs`.
     """
     results = predict_outputs(method, image, settings=settings, condition=condition, engine=engine)
     if len(results) != 1:
@@ -313,8 +323,8 @@ def load_method(
 
     if (method is None) == (model is None):
         raise OptionsError(
-            "give either --method (a method id) or --model (a trained-model folder), "
-            "not both or neither"
+            "give either a method id (--method, or method= in Python) or a trained model "
+            "(--model, or model=), not both or neither"
         )
     if model is not None:
         if options:
@@ -356,7 +366,8 @@ def predict(
         method: Id of a method that needs no training (see ``medi2i methods``).
         model: A trained-model folder or zip (instead of ``method``).
         options: Options of ``method``.
-        settings: Sliding-window and device settings.
+        settings: Sliding-window and device settings (an :class:`InferenceSettings`, or
+            a mapping of its fields such as ``{"overlap": 0.5}``); defaults otherwise.
         condition: Predict-time condition for conditioned methods.
         registry: Plugins to use; the installed ones by default.
         image: The volume at ``source`` when the caller has read it already (the CLI
@@ -377,7 +388,13 @@ def predict(
         OutputError: The output is the input, or exists and ``overwrite`` is not set,
             or the method's output is not finite (nothing is written then).
         InputError: The input is unreadable, non-finite (see ``settings.nonfinite``),
-            constant or empty, or of another modality than the method takes.
+            constant or empty, or of another modality than the method takes; no writer
+            takes the output's suffix.
+        OptionsError: Neither or both of ``method`` and ``model``, a method that must be
+            trained first, or invalid options, settings or condition.
+        UnknownMethodError: No installed plugin registers ``method``.
+        ModelFormatError: ``model`` is not a valid trained-model folder or zip.
+        DeviceError: ``settings.device`` is not available.
     """
     written = predict_all(
         source,
@@ -433,8 +450,10 @@ def predict_all(
     output = as_output_path(output)
     registry = registry if registry is not None else Registry()
     writer = writer_for(output, list(registry.writers.values()))  # before any inference
+    settings = settings_of(settings)
     ready = load_method(method=method, model=model, options=options, registry=registry)
-    settings = settings or InferenceSettings()
+    if image is not None:
+        require_ready_call(ready, image)
     parsed = ready.parse_condition(condition)
     declared = ready.outputs(parsed)
     if single and len(declared) != 1:

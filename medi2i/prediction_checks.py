@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from medi2i.errors import InputError, OptionsError, OutputError
 from medi2i.grid import Grid
 from medi2i.method import Method
+from medi2i.method_spec import validated_model
 from medi2i.patch_network import PatchNetworkMethod
+from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +42,59 @@ def with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> Met
             "must return a MetaTensor with its affine"
         )
     return MetaTensor(output, affine=torch.from_numpy(grid.affine))
+
+
+def settings_of(settings: object) -> InferenceSettings:
+    """``settings`` as :class:`InferenceSettings`: the defaults for ``None``, a mapping of
+    its fields validated (``{"overlap": 0.5}``).
+
+    Raises:
+        OptionsError: A field is unknown or out of range, or ``settings`` is neither.
+    """
+    if settings is None:
+        return InferenceSettings()
+    if isinstance(settings, InferenceSettings):
+        return settings
+    if isinstance(settings, Mapping):
+        parsed: InferenceSettings = validated_model(
+            InferenceSettings, dict(settings), "inference settings"
+        )
+        return parsed
+    raise OptionsError(
+        f"settings must be a medi2i.InferenceSettings (or a mapping of its fields), got "
+        f"a {type(settings).__name__}"
+    )
+
+
+def require_ready_call(method: object, image: object) -> None:
+    """Refuse, before any work, a ``method`` that is not a ready :class:`Method` (its
+    class, its id) and an ``image`` that is not a ``MetaTensor`` of real numbers.
+
+    Raises:
+        OptionsError: ``method`` is not a :class:`Method` instance.
+        InputError: ``image`` is not a ``MetaTensor``, or its values are not real numbers.
+    """
+    from monai.data.meta_tensor import MetaTensor
+
+    if not isinstance(method, Method):
+        given = f"the class {method.__name__}" if isinstance(method, type) else repr(method)
+        raise OptionsError(
+            f"predict needs a ready method, got {given}; make one with "
+            "medi2i.Registry().method(ID)(options) (a method that needs no training) or "
+            "medi2i.load_model(MODEL) (a trained model)"
+        )
+    if not isinstance(image, MetaTensor):
+        raise InputError(
+            f"the input volume is a {type(image).__name__}, which has no affine; give a "
+            "channel-first MONAI MetaTensor: medi2i.read_volume(PATH), or "
+            "MetaTensor(torch.as_tensor(array)[None], affine=torch.as_tensor(affine)) with "
+            "the voxel-to-RAS affine in mm"
+        )
+    if image.dtype.is_complex:
+        raise InputError(
+            f"the input volume holds {image.dtype} values; give real numbers (for complex "
+            "data, its magnitude image.abs() or its real part image.real)"
+        )
 
 
 OUTPUT_WORKING_COPIES = 3

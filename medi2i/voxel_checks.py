@@ -134,6 +134,12 @@ def require_varying_output(values: np.ndarray, path: Path | str, *, hint: str = 
         )
 
 
+def non_finite_voxels(values: np.ndarray) -> str:
+    """``"N voxel(s) are NaN or infinite (first at voxel (i, j, k))"``, or ``""`` when
+    every value is finite (a metric's inputs are checked with it)."""
+    return _non_finite(values)
+
+
 def _non_finite(values: np.ndarray, finite: np.ndarray | None = None) -> str:
     """``"N voxel(s) are NaN or infinite (first at voxel (i, j, k))"``, or ``""``."""
     if finite is None and _all_finite(values):

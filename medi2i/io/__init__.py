@@ -120,7 +120,10 @@ def write_volume(
 
     Raises:
         InputError: No writer accepts the suffix, or the file cannot be written.
-        GeometryError: The volume has several channels or an unusable affine.
+        GeometryError: The volume is not a ``MetaTensor``, has several channels or an
+            unusable affine.
+        OutputError: A voxel is NaN or infinite, or the values are complex (nothing is
+            written then).
     """
     path = Path(path)
     writer_for(path, builtin_writers() if writers is None else writers).write(volume, path)

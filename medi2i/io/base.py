@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medi2i.errors import GeometryError, InputError, OptionsError
+from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -325,10 +325,25 @@ def volume_to_array(volume: MetaTensor, *, path: Path) -> tuple[np.ndarray, np.n
         ``(array, affine)``: an ``(X, Y, Z)`` array indexed x first, and a float64 4x4.
 
     Raises:
-        GeometryError: More than one channel, not 3D, or an unusable affine.
-        OutputError: A voxel is NaN or infinite.
+        GeometryError: Not a ``MetaTensor``, more than one channel, not 3D, or an
+            unusable affine.
+        OutputError: A voxel is NaN or infinite, or the values are not real numbers.
     """
+    from monai.data.meta_tensor import MetaTensor
+
+    if not isinstance(volume, MetaTensor):
+        raise GeometryError(
+            f"cannot write {path}: the volume is a {type(volume).__name__}, which has no "
+            "affine; give a MONAI MetaTensor with its voxel-to-RAS affine in mm, e.g. "
+            "MetaTensor(torch.as_tensor(array), affine=torch.as_tensor(affine))"
+        )
     values = volume.as_tensor().detach().cpu().numpy()
+    if values.dtype.kind not in "biuf":
+        raise OutputError(
+            f"{path} was not written: the volume holds {values.dtype} values, which no "
+            "volume format here stores; write real numbers (for complex data, its "
+            "magnitude volume.abs() or its real part volume.real)"
+        )
     if values.ndim == 4 and values.shape[0] == 1:
         values = values[0]
     if values.ndim != 3:

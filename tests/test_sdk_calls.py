@@ -1,0 +1,136 @@
+"""The Python API called carelessly: each mistake raises one medi2i error naming what to
+fix, and nothing is written.
+
+What a developer using medi2i as a library meets first: the names ``import medi2i``
+shows, the metric objects of the registry, ``predict``/``predict_tensor`` given the
+wrong kind of argument, and ``write_volume`` given something that is no volume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+import medi2i
+import medi2i.errors
+from medi2i import InferenceSettings, Registry
+
+QUIET = InferenceSettings(progress=False, device="cpu")
+
+
+def test_dir_lists_the_public_api_and_every_error_class_is_exported() -> None:
+    listed = dir(medi2i)
+    assert set(medi2i.__all__) <= set(listed)  # lazy names too, before their first use
+    errors = [
+        name
+        for name, value in vars(medi2i.errors).items()
+        if isinstance(value, type) and issubclass(value, medi2i.Medi2iError)
+    ]
+    assert {"OutputError", "TrainingError"} <= set(errors)
+    for name in errors:
+        assert name in medi2i.__all__
+        assert getattr(medi2i, name) is getattr(medi2i.errors, name)
+
+
+@pytest.mark.parametrize("name", ["mae", "psnr", "ssim", "synthrad_ms_ssim"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_metrics_refuse_non_finite_voxels_instead_of_returning_nan(name: str, bad: float) -> None:
+    metric = Registry().metrics[name]
+    reference = np.random.default_rng(0).normal(0.0, 100.0, (12, 12, 12))
+    prediction = reference + 5.0
+    prediction[3, 4, 5] = bad
+    with pytest.raises(medi2i.InputError, match=r"prediction, 1 voxel\(s\) .* \(3, 4, 5\)"):
+        metric(reference, prediction)
+    with pytest.raises(medi2i.InputError, match="in the reference"):
+        metric(prediction, reference)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [np.zeros((8, 8, 8), np.complex64), np.full((8, 8, 8), "a"), np.full((8, 8, 8), None)],
+    ids=["complex", "text", "object"],
+)
+def test_metrics_refuse_values_that_are_not_real_numbers(values: np.ndarray) -> None:
+    reference = np.random.default_rng(0).normal(0.0, 1.0, (8, 8, 8))
+    with pytest.raises(medi2i.InputError, match="give real numbers"):
+        Registry().metrics["mae"](reference, values)
+
+
+def test_metric_values_match_their_numpy_definitions() -> None:
+    rng = np.random.default_rng(1)
+    reference = rng.normal(0.0, 100.0, (10, 11, 12))
+    prediction = reference + rng.normal(5.0, 20.0, reference.shape)
+    mask = np.zeros(reference.shape)
+    mask[2:8, 3:9, 1:10] = 1
+    inside = mask > 0
+    metrics = Registry().metrics
+    difference = (reference - prediction)[inside]
+    assert metrics["mae"](reference, prediction, mask) == pytest.approx(np.abs(difference).mean())
+    peak = np.ptp(reference[inside])  # the reference's range inside the mask
+    psnr = 10 * np.log10(peak**2 / np.mean(difference**2))
+    assert metrics["psnr"](reference, prediction, mask) == pytest.approx(psnr)
+
+
+def test_predict_tensor_names_the_fix_for_a_plain_array_a_method_class_or_an_id(
+    medi2i_volume: MetaTensor,
+) -> None:
+    method_class = Registry().method("intensity-inversion")
+    method = method_class()
+    plain = [medi2i_volume.as_tensor(), medi2i_volume.numpy()]
+    for image in plain:
+        with pytest.raises(medi2i.InputError, match="MetaTensor"):
+            medi2i.predict_tensor(method, image, settings=QUIET)  # type: ignore[arg-type]
+    complex_volume = MetaTensor(medi2i_volume.as_tensor().to(torch.complex64))
+    with pytest.raises(medi2i.InputError, match="complex64"):
+        medi2i.predict_tensor(method, complex_volume, settings=QUIET)
+    for not_ready in (method_class, "intensity-inversion"):
+        with pytest.raises(medi2i.OptionsError, match="load_model"):
+            medi2i.predict_tensor(not_ready, medi2i_volume, settings=QUIET)  # type: ignore[arg-type]
+
+
+def test_predict_takes_settings_as_a_mapping_and_refuses_a_bad_one(
+    medi2i_volume_file: Path, tmp_path: Path
+) -> None:
+    before = sorted(tmp_path.iterdir())
+    for bad in ({"overlap": 1.5}, {"overlapp": 0.5}, [("overlap", 0.5)]):
+        with pytest.raises(medi2i.OptionsError, match=r"overlap|settings must be"):
+            medi2i.predict(
+                medi2i_volume_file,
+                tmp_path / "out.nii.gz",
+                method="intensity-inversion",
+                settings=bad,  # type: ignore[arg-type]
+            )
+    with pytest.raises(medi2i.OptionsError, match="must be a mapping"):
+        medi2i.predict(
+            medi2i_volume_file,
+            tmp_path / "out.nii.gz",
+            method="intensity-inversion",
+            options=[1, 2],  # type: ignore[arg-type]
+            settings=QUIET,
+        )
+    assert sorted(tmp_path.iterdir()) == before
+    written = medi2i.predict(
+        medi2i_volume_file,
+        tmp_path / "out.nii.gz",
+        method="intensity-inversion",
+        settings={"progress": False, "device": "cpu", "overlap": 0.5},  # type: ignore[arg-type]
+    )
+    assert written.is_file()
+
+
+def test_write_volume_refuses_complex_values_and_arrays_without_an_affine(
+    medi2i_volume: MetaTensor, tmp_path: Path
+) -> None:
+    complex_volume = MetaTensor(
+        medi2i_volume.as_tensor().to(torch.complex64), affine=medi2i_volume.affine
+    )
+    with pytest.raises(medi2i.OutputError, match="complex64"):
+        medi2i.write_volume(complex_volume, tmp_path / "complex.nii.gz")
+    for plain in (medi2i_volume.as_tensor(), medi2i_volume.numpy()):
+        with pytest.raises(medi2i.GeometryError, match="no affine"):
+            medi2i.write_volume(plain, tmp_path / "plain.nrrd")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
