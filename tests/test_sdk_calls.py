@@ -134,3 +134,17 @@ def test_write_volume_refuses_complex_values_and_arrays_without_an_affine(
         with pytest.raises(medi2i.GeometryError, match="no affine"):
             medi2i.write_volume(plain, tmp_path / "plain.nrrd")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_volume_writes_a_prediction_as_a_dicom_series_as_read_volume_reads_one(
+    medi2i_volume: MetaTensor, tmp_path: Path
+) -> None:
+    zscore = Registry().method("zscore")()
+    result = medi2i.predict_tensor(zscore, medi2i_volume, settings=QUIET)
+    series = medi2i.write_volume(result, tmp_path / "series")  # no suffix: a DICOM series
+    assert len(list(series.glob("*.dcm"))) == medi2i_volume.shape[-1]
+    back = medi2i.read_volume(series)
+    assert np.allclose(np.asarray(back.affine), np.asarray(medi2i_volume.affine), atol=1e-4)
+    with pytest.raises(medi2i.OutputError, match="ends in '/'"):
+        medi2i.write_volume(result, f"{tmp_path}/out.nii.gz/")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]

@@ -30,6 +30,7 @@ __all__ = [
     "builtin_writers",
     "read_volume",
     "registered_readers",
+    "registered_writers",
     "write_volume",
     "writer_for",
 ]
@@ -60,6 +61,13 @@ def registered_readers() -> list[VolumeReader]:
     from medi2i.registry import Registry
 
     return list(Registry().readers.values())
+
+
+def registered_writers() -> list[VolumeWriter]:
+    """The writers the installed plugins register, in registration order."""
+    from medi2i.registry import Registry
+
+    return list(Registry().writers.values())
 
 
 def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = None) -> MetaTensor:
@@ -112,21 +120,28 @@ def write_volume(
 
     Args:
         volume: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` with a RAS affine in mm.
-        path: The output file; its suffix picks the format.
-        writers: Writers to ask, in order; the built-in ones when ``None``.
+        path: The output file; its suffix picks the format. A path without a suffix is
+            a derived DICOM series folder, for an output of :func:`medi2i.predict_tensor`
+            (the series names the method that made it, from ``volume.meta``).
+        writers: Writers to ask, in order; when ``None``, every writer the installed
+            plugins register (:mod:`medi2i.builtins` registers NIfTI, NRRD, MetaImage
+            and DICOM), as :func:`read_volume` asks the readers.
 
     Returns:
         The path written.
 
     Raises:
         InputError: No writer accepts the suffix, or the file cannot be written.
+        OptionsError: A DICOM series for a volume whose meta names no method.
         GeometryError: The volume is not a ``MetaTensor``, has several channels or an
             unusable affine.
         OutputError: A voxel is NaN or infinite, or the values are complex (nothing is
             written then).
     """
-    path = Path(path)
-    writer_for(path, builtin_writers() if writers is None else writers).write(volume, path)
+    from medi2i.io.destinations import as_output_path
+
+    path = as_output_path(path)
+    writer_for(path, registered_writers() if writers is None else writers).write(volume, path)
     return path
 
 

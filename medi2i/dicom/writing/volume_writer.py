@@ -114,8 +114,8 @@ def _method(meta: Mapping[str, object], path: Path) -> tuple[str, str]:
         raise OptionsError(
             f"cannot write the DICOM series {path}: the volume's meta has no "
             f"{METHOD_ID_KEY!r}, and a derived series must name the method that made it; "
-            f"write outputs of medi2i.predict, or set meta[{METHOD_ID_KEY!r}] and "
-            f"meta[{METHOD_VERSION_KEY!r}]"
+            "write outputs of medi2i.predict or predict_tensor, or set "
+            f"meta[{METHOD_ID_KEY!r}] and meta[{METHOD_VERSION_KEY!r}]"
         )
     return str(method_id), str(version or "unknown")
 
