@@ -48,7 +48,7 @@ import numpy.typing as npt
 import torch
 from scipy import ndimage
 
-from medi2i.errors import GeometryError
+from medi2i.errors import GeometryError, InputError
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -83,13 +83,15 @@ def body_mask(
 
     Raises:
         GeometryError: The volume is not 3D (or channel-first 3D).
-        ValueError: A parameter is out of range.
+        InputError: The volume is not real numbers, or holds a NaN or infinite voxel
+            (its mask would silently be the whole volume).
+        ValueError: A parameter is out of range (or NaN).
     """
     data = _spatial(volume)
-    if margin_voxels < 0 or not 0.0 < min_component_fraction <= 1.0:
+    if not 0.0 <= margin_voxels < np.inf or not 0.0 < min_component_fraction <= 1.0:
         raise ValueError(
-            f"margin_voxels must be >= 0 (got {margin_voxels}) and min_component_fraction "
-            f"in (0, 1] (got {min_component_fraction})"
+            f"margin_voxels must be a finite number >= 0 (got {margin_voxels}) and "
+            f"min_component_fraction in (0, 1] (got {min_component_fraction})"
         )
     body = _large_components(data, min_component_fraction)
     if body is None:
@@ -122,7 +124,15 @@ def _ball(radius: float) -> BoolArray:
 
 
 def _spatial(volume: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    data = np.asarray(volume, np.float32)
+    from medi2i.voxel_checks import non_finite_voxels
+
+    given = np.asarray(volume)
+    if given.dtype.kind not in "biuf":
+        raise InputError(
+            f"a body mask needs real intensities, got {given.dtype} values (for complex "
+            "data, pass its magnitude)"
+        )
+    data = given.astype(np.float32, copy=False)
     if data.ndim == 4:  # one channel is a view, several their mean (a new volume)
         data = data[0] if data.shape[0] == 1 else data.mean(axis=0)
     if data.ndim != 3 or min(data.shape) < 1:
@@ -130,6 +140,9 @@ def _spatial(volume: npt.ArrayLike) -> npt.NDArray[np.float32]:
             f"a body mask needs a 3D volume (or a channel-first 3D one), got shape "
             f"{np.shape(volume)}"
         )
+    bad = non_finite_voxels(data)
+    if bad:
+        raise InputError(f"a body mask needs finite intensities: {bad}; replace or fix them")
     return data
 
 

@@ -148,3 +148,34 @@ def test_write_volume_writes_a_prediction_as_a_dicom_series_as_read_volume_reads
     with pytest.raises(medi2i.OutputError, match="ends in '/'"):
         medi2i.write_volume(result, f"{tmp_path}/out.nii.gz/")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
+@pytest.mark.parametrize(
+    "spacing", [(1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (float("nan"), 1.0, 1.0), (np.inf, 1.0, 1.0)]
+)
+def test_check_spacing_refuses_a_spacing_that_is_not_three_positive_numbers(
+    spacing: tuple[float, ...],
+) -> None:
+    with pytest.raises(ValueError, match="three positive, finite numbers"):
+        medi2i.check_spacing(spacing)  # type: ignore[arg-type]
+    assert medi2i.check_spacing((np.float32(0.5), 1, 2.5)) == (0.5, 1, 2.5)
+
+
+@pytest.mark.parametrize("betas", [(0.5,), (0.5, 0.9, 0.9), (float("nan"), 0.9)])
+def test_check_betas_refuses_anything_but_two_rates(betas: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="two numbers"):
+        medi2i.check_betas(betas)  # type: ignore[arg-type]
+
+
+def test_body_mask_refuses_non_finite_or_complex_intensities_and_a_nan_margin() -> None:
+    volume = np.zeros((16, 16, 16), np.float32)
+    volume[4:12, 4:12, 4:12] = 100.0
+    spoiled = volume.copy()
+    spoiled[5, 6, 7] = np.nan  # was an all-true mask, as for a constant volume
+    with pytest.raises(medi2i.InputError, match=r"1 voxel\(s\) are NaN .* \(5, 6, 7\)"):
+        medi2i.body_mask(spoiled)
+    with pytest.raises(medi2i.InputError, match="complex64"):
+        medi2i.body_mask(volume.astype(np.complex64))
+    with pytest.raises(ValueError, match="margin_voxels"):
+        medi2i.body_mask(volume, margin_voxels=float("nan"))  # was no margin at all
+    assert medi2i.body_mask(volume, margin_voxels=0).sum() == 8**3
