@@ -86,7 +86,9 @@ def predict_outputs(
             outputs than it declares.
         InputError: ``image`` is not a ``MetaTensor`` of real numbers, or its voxels
             are non-finite (see ``settings.nonfinite``), constant or empty.
-        GeometryError: ``image`` is not channel-first 3D.
+        GeometryError: ``image`` is not channel-first 3D, its affine is not a finite,
+            invertible 4x4 matrix, or its channels are not those of a patch network's
+            ``input_spec``.
         OutputError: An output is not finite, or not a volume the core can place on a
             grid (not channel-first 3D; another shape under the input's affine).
     """

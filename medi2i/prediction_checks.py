@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from medi2i.errors import InputError, OptionsError, OutputError
+from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 from medi2i.grid import Grid
 from medi2i.method import Method
 from medi2i.method_spec import validated_model
@@ -68,12 +68,16 @@ def settings_of(settings: object) -> InferenceSettings:
 
 def require_ready_call(method: object, image: object) -> None:
     """Refuse, before any work, a ``method`` that is not a ready :class:`Method` (its
-    class, its id) and an ``image`` that is not a ``MetaTensor`` of real numbers.
+    class, its id) and an ``image`` that is not a ``MetaTensor`` of real numbers on a
+    usable grid, with the channels the method takes.
 
     Raises:
         OptionsError: ``method`` is not a :class:`Method` instance.
         InputError: ``image`` is not a ``MetaTensor``, or its values are not real numbers.
+        GeometryError: Its affine is not a finite, invertible 4x4 matrix, or it has
+            another number of channels than a patch network's ``input_spec`` declares.
     """
+    import numpy as np
     from monai.data.meta_tensor import MetaTensor
 
     if not isinstance(method, Method):
@@ -94,6 +98,24 @@ def require_ready_call(method: object, image: object) -> None:
         raise InputError(
             f"the input volume holds {image.dtype} values; give real numbers (for complex "
             "data, its magnitude image.abs() or its real part image.real)"
+        )
+    affine = image.affine.detach().cpu().numpy()
+    if (
+        affine.shape != (4, 4)
+        or not np.isfinite(affine).all()
+        or abs(np.linalg.det(affine[:3, :3])) < 1e-12
+    ):
+        raise GeometryError(
+            "the input volume's affine must be a finite, invertible 4x4 voxel-to-RAS "
+            f"matrix in mm, got {affine.tolist()}"
+        )
+    channels = method.input_spec.channels
+    # a network's first layer takes exactly these; other methods may take any number
+    if isinstance(method, PatchNetworkMethod) and image.ndim == 4 and image.shape[0] != channels:
+        raise GeometryError(
+            f"method {method.id!r} takes {channels} channel(s), the input volume has "
+            f"{image.shape[0]} (shape {tuple(image.shape)}); give a channel-first volume "
+            f"of {channels} channel(s), e.g. one channel as image[:1]"
         )
 
 

@@ -179,3 +179,16 @@ def test_body_mask_refuses_non_finite_or_complex_intensities_and_a_nan_margin() 
     with pytest.raises(ValueError, match="margin_voxels"):
         medi2i.body_mask(volume, margin_voxels=float("nan"))  # was no margin at all
     assert medi2i.body_mask(volume, margin_voxels=0).sum() == 8**3
+
+
+def test_predict_tensor_refuses_an_unusable_affine_or_the_wrong_channels_before_the_network(
+    medi2i_volume: MetaTensor,
+) -> None:
+    method = Registry().method("intensity-inversion")()  # a network of one input channel
+    values = medi2i_volume.as_tensor()
+    for affine in (torch.zeros(4, 4), torch.eye(3), torch.full((4, 4), float("nan"))):
+        with pytest.raises(medi2i.GeometryError, match="invertible 4x4"):
+            medi2i.predict_tensor(method, MetaTensor(values, affine=affine), settings=QUIET)
+    two = MetaTensor(torch.cat([values, values]), affine=medi2i_volume.affine)
+    with pytest.raises(medi2i.GeometryError, match=r"takes 1 channel\(s\), .* has 2"):
+        medi2i.predict_tensor(method, two, settings=QUIET)
