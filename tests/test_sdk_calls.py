@@ -192,3 +192,13 @@ def test_predict_tensor_refuses_an_unusable_affine_or_the_wrong_channels_before_
     two = MetaTensor(torch.cat([values, values]), affine=medi2i_volume.affine)
     with pytest.raises(medi2i.GeometryError, match=r"takes 1 channel\(s\), .* has 2"):
         medi2i.predict_tensor(method, two, settings=QUIET)
+
+
+def test_every_condition_the_readme_passes_is_one_a_first_party_method_takes() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    keys = set(re.findall(r"-c (\w+)=", readme)) - {"key"}  # `-c key=value`: the syntax
+    taken = {field for cls in Registry().methods.values() for field in cls.Condition.model_fields}
+    assert keys
+    assert keys <= taken, f"conditions no first-party method takes: {keys - taken}"
