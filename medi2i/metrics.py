@@ -71,12 +71,15 @@ class Metric(abc.ABC):
         """The metric of ``prediction`` against ``reference`` over the voxels with ``mask > 0``.
 
         Args:
-            reference: The ground truth (e.g. the real CT), 3D.
+            reference: The ground truth (e.g. the real CT), 3D ``(X, Y, Z)``, or with one
+                channel first ``(1, X, Y, Z)`` as :func:`medi2i.read_volume` and
+                :func:`medi2i.predict_tensor` return volumes (the channel is dropped).
             prediction: The image to evaluate, same shape.
             mask: Voxels with ``mask > 0`` are evaluated; every voxel when ``None``.
 
         Raises:
-            GeometryError: The arrays differ in shape, or the mask selects no voxel.
+            GeometryError: The arrays are not 3D, differ in shape, or the mask selects
+                no voxel.
             InputError: The reference or the prediction is not real numbers (complex,
                 text, objects) or holds a NaN or infinite voxel, which would make the
                 value NaN, infinite or meaningless (SSIM's windows see the voxels around
@@ -84,7 +87,13 @@ class Metric(abc.ABC):
         """
         ref = _real_values(reference, "reference", self.name)
         pred = _real_values(prediction, "prediction", self.name)
-        inside = np.ones(ref.shape, bool) if mask is None else np.asarray(mask) > 0
+        inside = np.ones(ref.shape, bool) if mask is None else _spatial(np.asarray(mask) > 0)
+        if ref.ndim != 3 or pred.ndim != 3 or inside.ndim != 3:
+            raise GeometryError(
+                f"metric {self.name!r} takes 3D volumes (X, Y, Z), or (1, X, Y, Z) with one "
+                f"channel, got reference {ref.shape}, prediction {pred.shape} and mask "
+                f"{inside.shape}"
+            )
         if len({ref.shape, pred.shape, inside.shape}) != 1:
             raise GeometryError(
                 f"metric {self.name!r} needs volumes of one shape, got reference {ref.shape}, "
@@ -110,7 +119,7 @@ def _real_values(values: npt.ArrayLike, role: str, metric: str) -> FloatArray:
             "(an integer, boolean or floating-point array; for complex data, its magnitude "
             "or real part)"
         )
-    array = array.astype(np.float64, copy=False)
+    array = _spatial(array.astype(np.float64, copy=False))
     bad = non_finite_voxels(array)
     if bad:
         raise InputError(
@@ -118,6 +127,11 @@ def _real_values(values: npt.ArrayLike, role: str, metric: str) -> FloatArray:
             "(replace them, e.g. with numpy.nan_to_num, or fix the image they come from)"
         )
     return array
+
+
+def _spatial(array: np.ndarray) -> np.ndarray:
+    """A one-channel volume ``(1, X, Y, Z)`` as ``(X, Y, Z)``; other arrays as given."""
+    return array[0] if array.ndim == 4 and array.shape[0] == 1 else array
 
 
 def _legacy_score(

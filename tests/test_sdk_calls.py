@@ -202,3 +202,16 @@ def test_every_condition_the_readme_passes_is_one_a_first_party_method_takes() -
     taken = {field for cls in Registry().methods.values() for field in cls.Condition.model_fields}
     assert keys
     assert keys <= taken, f"conditions no first-party method takes: {keys - taken}"
+
+
+def test_metrics_take_the_one_channel_volumes_medi2i_returns(medi2i_volume: MetaTensor) -> None:
+    method = Registry().method("intensity-inversion")()
+    prediction = medi2i.predict_tensor(method, medi2i_volume, settings=QUIET)
+    expected = np.abs(medi2i_volume.numpy()[0] - prediction.numpy()[0]).astype(np.float64)
+    mae = Registry().metrics["mae"]
+    assert mae(medi2i_volume, prediction) == pytest.approx(expected.mean())
+    mask = np.zeros(medi2i_volume.shape[1:])
+    mask[2:6, 3:7, 4:8] = 1
+    assert mae(medi2i_volume, prediction, mask) == pytest.approx(expected[mask > 0].mean())
+    with pytest.raises(medi2i.GeometryError, match=r"takes 3D volumes .* \(2, "):
+        mae(np.zeros((2, 8, 8, 8)), np.zeros((2, 8, 8, 8)))
