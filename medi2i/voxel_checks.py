@@ -64,7 +64,8 @@ def checked_input(image: MetaTensor, policy: NonFinitePolicy = "error") -> MetaT
     if bad:
         if policy == "error":
             raise InputError(
-                f"{where}: {bad}; fix the file, or pass --nonfinite zero|nearest to replace them"
+                f"{where}: {bad}; fix the file, or pass --nonfinite zero|nearest "
+                "(InferenceSettings(nonfinite=...) in Python) to replace them"
             )
         assert finite is not None
         image = _repaired(image, values, finite, policy)

@@ -215,3 +215,21 @@ def test_metrics_take_the_one_channel_volumes_medi2i_returns(medi2i_volume: Meta
     assert mae(medi2i_volume, prediction, mask) == pytest.approx(expected[mask > 0].mean())
     with pytest.raises(medi2i.GeometryError, match=r"takes 3D volumes .* \(2, "):
         mae(np.zeros((2, 8, 8, 8)), np.zeros((2, 8, 8, 8)))
+
+
+def test_refusals_a_python_caller_meets_name_the_python_argument_too(
+    medi2i_volume: MetaTensor, medi2i_volume_file: Path, tmp_path: Path
+) -> None:
+    existing = tmp_path / "taken.nii.gz"
+    existing.write_bytes(b"mine")
+    with pytest.raises(medi2i.OutputError, match=r"overwrite=True"):
+        medi2i.predict(medi2i_volume_file, existing, method="intensity-inversion", settings=QUIET)
+    assert existing.read_bytes() == b"mine"
+    values = medi2i_volume.as_tensor().clone()
+    values[0, 1, 2, 3] = float("nan")
+    spoiled = MetaTensor(values, affine=medi2i_volume.affine)
+    method = Registry().method("intensity-inversion")()
+    with pytest.raises(medi2i.InputError, match=r"InferenceSettings\(nonfinite="):
+        medi2i.predict_tensor(method, spoiled, settings=QUIET)
+    repaired = InferenceSettings(progress=False, device="cpu", nonfinite="zero")
+    assert torch.isfinite(medi2i.predict_tensor(method, spoiled, settings=repaired)).all()
