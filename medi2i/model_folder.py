@@ -42,7 +42,7 @@ from medi2i.errors import (
 )
 from medi2i.grid import SpatialPlan
 from medi2i.hashing import file_sha256
-from medi2i.io.atomic import temporary_sibling
+from medi2i.io.atomic import make_parent_folders, temporary_sibling
 from medi2i.method import DomainSpec, Method, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
@@ -155,6 +155,11 @@ def save_model(
 
     Returns:
         The folder path.
+
+    Raises:
+        InputError: ``folder`` exists and ``overwrite`` is not set.
+        OutputError: A file stands where a parent folder of ``folder`` would be, or the
+            folder cannot be written.
     """
     from medi2i import __version__
     from medi2i.training.auxiliary import auxiliary_hashes
@@ -162,7 +167,7 @@ def save_model(
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise InputError(f"model folder {folder} already exists; choose another path or overwrite")
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_folders(folder)
     staging = temporary_sibling(folder)  # a name the next atomic write may clean up
     staging.mkdir()
     try:

@@ -233,3 +233,17 @@ def test_refusals_a_python_caller_meets_name_the_python_argument_too(
         medi2i.predict_tensor(method, spoiled, settings=QUIET)
     repaired = InferenceSettings(progress=False, device="cpu", nonfinite="zero")
     assert torch.isfinite(medi2i.predict_tensor(method, spoiled, settings=repaired)).all()
+
+
+def test_a_file_where_a_parent_folder_would_be_is_an_output_error(
+    medi2i_volume: MetaTensor, tmp_path: Path
+) -> None:
+    blocking = tmp_path / "taken"
+    blocking.write_bytes(b"mine")
+    for destination in (blocking / "v.nii.gz", blocking / "deeper" / "v.mhd"):
+        with pytest.raises(medi2i.OutputError, match="taken is a file, not a folder"):
+            medi2i.write_volume(medi2i_volume, destination)
+    with pytest.raises(medi2i.OutputError, match="taken is a file, not a folder"):
+        medi2i.save_model(Registry().method("zscore")(), blocking / "model")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+    assert blocking.read_bytes() == b"mine"

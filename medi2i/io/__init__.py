@@ -135,8 +135,8 @@ def write_volume(
         OptionsError: A DICOM series for a volume whose meta names no method.
         GeometryError: The volume is not a ``MetaTensor``, has several channels or an
             unusable affine.
-        OutputError: A voxel is NaN or infinite, or the values are complex (nothing is
-            written then).
+        OutputError: A voxel is NaN or infinite, the values are complex, or a file
+            stands where a parent folder would be (nothing is written then).
     """
     from medi2i.io.destinations import as_output_path
 

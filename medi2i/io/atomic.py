@@ -46,7 +46,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         ...     tmp.write_text("{}")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_folders(path)
     remove_stale_temporaries(path.parent)
     temporary = temporary_sibling(path)
     try:
@@ -79,7 +79,7 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
         ``<temporary folder>/<path.name>``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_folders(path)
     remove_stale_temporaries(path.parent)
     folder = temporary_sibling(path.with_name(path.name + ".parts"))
     folder.mkdir()
@@ -117,6 +117,24 @@ def _require_replaceable(header: Path, data: Path) -> None:
             "the input's voxels); nothing was written. Choose another output name, or move "
             "that file"
         )
+
+
+def make_parent_folders(path: Path) -> None:
+    """Create the folders ``path`` goes in.
+
+    Raises:
+        OutputError: A file stands where one of them would be, or they cannot be made
+            (a read-only folder); the message names it.
+    """
+    blocking = next((parent for parent in Path(path).parents if parent.is_file()), None)
+    if blocking is not None:
+        raise OutputError(
+            f"cannot write {path}: {blocking} is a file, not a folder; choose another output path"
+        )
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _not_written(path, exc) from exc
 
 
 def _not_written(path: Path, exc: OSError) -> OutputError:
