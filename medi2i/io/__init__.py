@@ -116,7 +116,10 @@ def write_volume(
     """Write a volume atomically with the first writer that accepts ``path``.
 
     The voxel type is ``volume.meta["medi2i.dtype"]`` when set (readers set it to the
-    type in the file), float32 otherwise. Parent folders are created.
+    type in the file, and arithmetic on a ``MetaTensor`` keeps it), float32 otherwise.
+    An integer type rounds the values to whole numbers and clips them to its range
+    (:func:`medi2i.io.base.cast_for_writing`); set ``volume.meta["medi2i.dtype"] =
+    "float32"`` to write computed values as they are. Parent folders are created.
 
     Args:
         volume: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` with a RAS affine in mm.
