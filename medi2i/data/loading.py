@@ -71,3 +71,32 @@ def read_prepared(
 
     volume = read_volume(path, readers=list(readers) if readers is not None else None)
     return prepared(volume, method, domain=domain)
+
+
+def require_on_source_grid(
+    volume: torch.Tensor, source: torch.Tensor, *, case_id: str, role: str
+) -> None:
+    """Refuse a case's ``role`` volume (its mask, or a target of the source's shape)
+    that is not on its source's working grid: a mask or target shifted, flipped or
+    resampled against its source would pair voxels of different places without a word.
+
+    Both volumes are on the working grid already (:func:`planned`, :func:`planned_mask`),
+    so two files that store one grid in different orientations pass.
+
+    Raises:
+        GeometryError: The shapes differ, or the affines differ by more than
+            :data:`medi2i.grid.GRID_TOLERANCE_MM`; the message names both files.
+    """
+    from medi2i.grid import Grid, require_same_grid
+
+    def name(image: torch.Tensor) -> str:
+        meta = getattr(image, "meta", {})
+        return str(meta.get("filename_or_obj") or "(in memory)")
+
+    require_same_grid(
+        Grid.of(volume),
+        Grid.of(source),
+        what=f"case {case_id!r}: the {role} {name(volume)}",
+        reference_name=f"its source {name(source)}",
+        hint=f"resample the {role} onto the source (a pair's volumes must share one grid)",
+    )

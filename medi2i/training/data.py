@@ -194,21 +194,25 @@ def load_training_volume(
     Raises:
         InputError: A role the data kind needs is missing or unreadable.
         GeometryError: Source, target and mask do not share a grid (up to an integer
-            resolution factor for the target).
+            resolution factor for the target; a target of the source's shape must lie on
+            the source's grid, voxel for voxel).
     """
+    from medi2i.data.loading import require_on_source_grid
+
     input_role = SOURCE if kind is DataKind.PAIRED else IMAGE
     raw = _planned(case, input_role, method)
     mask = _planned_mask(case, method)
-    if mask is not None and tuple(mask.shape[1:]) != tuple(raw.shape[1:]):
-        raise GeometryError(
-            f"case {case.id!r}: the mask has {tuple(mask.shape[1:])} voxels on the working grid "
-            f"but the {input_role} has {tuple(raw.shape[1:])}; resample the mask onto it"
-        )
+    if mask is not None:
+        require_on_source_grid(mask, raw, case_id=case.id, role=MASK)
     selected = _foreground(raw, mask, foreground_threshold)
     image = _plain(method.preprocess(raw, domain=domain_name))
     target = None
     if kind is DataKind.PAIRED:
-        target = _plain(method.preprocess_target(_planned(case, TARGET, method)))
+        planned_target = _planned(case, TARGET, method)
+        if tuple(planned_target.shape[1:]) == tuple(raw.shape[1:]):
+            # a target of another shape is a finer grid (super-resolution): scaled below
+            require_on_source_grid(planned_target, raw, case_id=case.id, role=TARGET)
+        target = _plain(method.preprocess_target(planned_target))
         scale = _target_scale(case, image, target)
     else:
         scale = (1, 1, 1)

@@ -95,22 +95,23 @@ def fit_pair(
     """One paired case as :meth:`~medi2i.Method.fit_pairs` receives it: the source
     planned and preprocessed, the target planned and through ``preprocess_target``,
     the mask planned (see :func:`medi2i.data.loading.planned_mask`). The target may lie
-    on another grid than the source (super-resolution).
+    on a finer grid than the source (super-resolution); a target of the source's shape,
+    and the mask, must lie on the source's grid.
 
     Raises:
-        GeometryError: Source and mask differ in shape on the working grid.
+        GeometryError: The mask, or a target of the source's shape, is not on the
+            source's working grid.
     """
-    from medi2i.data.loading import planned, planned_mask, prepared
-    from medi2i.errors import GeometryError
+    from medi2i.data.loading import planned, planned_mask, require_on_source_grid
     from medi2i.method import FitPair
 
-    prepared_source = prepared(source, method)
-    prepared_target = method.preprocess_target(planned(target, method))
+    planned_source = planned(source, method)
+    planned_target = planned(target, method)
+    if tuple(planned_target.shape[1:]) == tuple(planned_source.shape[1:]):
+        require_on_source_grid(planned_target, planned_source, case_id=case_id, role="target")
     inside = planned_mask(mask, method) if mask is not None else None
-    if inside is not None and tuple(inside.shape[1:]) != tuple(prepared_source.shape[1:]):
-        raise GeometryError(
-            f"case {case_id!r}: the mask has {tuple(inside.shape[1:])} voxels on the working "
-            f"grid but the source has {tuple(prepared_source.shape[1:])}; resample the mask "
-            "onto the source"
-        )
+    if inside is not None:
+        require_on_source_grid(inside, planned_source, case_id=case_id, role="mask")
+    prepared_source = method.preprocess(planned_source, domain=None, condition=None)
+    prepared_target = method.preprocess_target(planned_target)
     return FitPair(case_id, prepared_source, prepared_target, inside)
