@@ -136,16 +136,28 @@ def open_run(workflow: Workflow, *, run_dir: Path | None = None) -> RunFolder:
     """Create the run folder (or check an existing one) and write the resolved config.
 
     Raises:
-        WorkflowError: The folder holds a run of other data or another method.
+        WorkflowError: The folder holds results of a run of other data or another
+            method (a folder holding only the config and log of a run that stopped
+            before its first result takes the new config).
     """
     run = RunFolder(run_dir) if run_dir is not None else run_folder_for(workflow)
-    if run.config.is_file():
+    if run.config.is_file() and _holds_results(run):
         _check_same_experiment(workflow, run)
     for folder in (run.root, run.logs):
         folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(run.config) as tmp:
         tmp.write_text(dump_workflow(workflow), encoding="utf-8")
     return run
+
+
+def _holds_results(run: RunFolder) -> bool:
+    """Whether the folder holds anything made from its data and method: a run that
+    stopped before its first result (a data folder not found) left only its config and
+    ``logs/run.log``, and may be continued with the mistake corrected."""
+    kept = {run.config.name, run.logs.name}
+    if any(entry.name not in kept for entry in run.root.iterdir()):
+        return True
+    return run.logs.is_dir() and any(e.name != "run.log" for e in run.logs.iterdir())
 
 
 def _check_same_experiment(workflow: Workflow, run: RunFolder) -> None:

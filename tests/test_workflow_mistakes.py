@@ -1,0 +1,62 @@
+"""Workflow mistakes a researcher makes and corrects: the corrected rerun must work, and
+a mistake found from the data must stop the run before training, not after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medi2i.errors import Medi2iError
+from medi2i.plugins import PluginSet, load_plugins
+from medi2i.registry import Registry
+from medi2i.workflow import WorkflowError, load_workflow, run_workflow
+from medi2i.workflow.demo_data import write_demo_cases
+
+WORKFLOW = """\
+plugins: [medi2i.testing.trainable_examples]
+data:
+  kind: paired
+  layout: {type: synthrad, root: cases}
+  split: {test: [demo003]}
+method:
+  id: example-tiny-regression
+  options: {hidden: 4, roi_size: [16, 16, 16]}
+training: {steps: 2, batch_size: 1, device: cpu, progress: false}
+inference: {device: cpu, progress: false}
+report: {figures: false}
+output: {root: runs, run_id: fixed}
+"""
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
+    monkeypatch.setenv("MEDI2I_DISABLE_PLUGIN_AUTOLOAD", "1")
+    plugins: PluginSet = load_plugins()
+    return Registry(plugins)
+
+
+@pytest.fixture
+def workflow_file(tmp_path: Path) -> Path:
+    write_demo_cases(tmp_path / "cases", count=4, shape=(16, 16, 16), spacing_mm=(10, 10, 10))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(WORKFLOW)
+    return path
+
+
+def test_a_run_stopped_by_a_wrong_data_path_continues_once_the_path_is_corrected(
+    workflow_file: Path, registry: Registry
+) -> None:
+    wrong = load_workflow(workflow_file, overrides=["data.layout.root=kases"], registry=registry)
+    with pytest.raises(Medi2iError, match="kases"):
+        run_workflow(wrong, registry=registry)
+    # the failed start left its config and log; it holds no result, so the corrected
+    # workflow (other data section, same run_id) continues the folder instead of being
+    # told it was made with different data
+    fixed = load_workflow(workflow_file, registry=registry)
+    result = run_workflow(fixed, registry=registry, stages=("train",))
+    assert result.model_dir is not None
+    assert result.model_dir.is_dir()
+    # once it holds results, other data is refused as before
+    with pytest.raises(WorkflowError, match="different data"):
+        run_workflow(wrong, registry=registry, stages=("train",))
