@@ -60,3 +60,24 @@ def test_a_run_stopped_by_a_wrong_data_path_continues_once_the_path_is_corrected
     # once it holds results, other data is refused as before
     with pytest.raises(WorkflowError, match="different data"):
         run_workflow(wrong, registry=registry, stages=("train",))
+
+
+def test_an_empty_evaluation_split_stops_the_run_before_training(
+    workflow_file: Path, registry: Registry
+) -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+
+    no_test = ["data.split.test=[]"]
+    workflow = load_workflow(workflow_file, overrides=no_test, registry=registry)
+    with pytest.raises(WorkflowError, match="the test split has no cases to evaluate"):
+        run_workflow(workflow, registry=registry)
+    assert not (workflow_file.parent / "runs" / "tiny-fixed" / "checkpoints").exists()
+    # medi2i validate --check-data says so too, instead of "valid"
+    result = CliRunner().invoke(
+        build_cli(registry.plugins),
+        ["validate", str(workflow_file), "--check-data", "--set", no_test[0]],
+    )
+    assert result.exit_code == 1
+    assert "Error: the test split has no cases to evaluate" in result.output

@@ -59,10 +59,10 @@ def validate_command(
     Problems are listed with their line in the file and their key path. The method's
     predict-time condition (method.condition) is checked against the method and the
     data's domains. With --check-data the cases are found and split, and a validation
-    split that cannot validate (e.g. unpaired cases without data.validation_data) is
-    refused.
+    split that cannot validate (e.g. unpaired cases without data.validation_data), or an
+    evaluation split without cases, is refused.
     """
-    from medi2i.workflow.checks import check_condition, check_validation
+    from medi2i.workflow.checks import check_condition, check_evaluation, check_validation
 
     registry = command_registry(ctx)
     workflow = _load(workflow_path, overrides, registry)
@@ -76,6 +76,7 @@ def validate_command(
 
         splits = discover_splits(data)
         check_validation(workflow, splits, registry)
+        check_evaluation(workflow, splits)
         counts = {name: len(splits.get(name).cases) for name in ("train", "validation", "test")}
         source = " (data.validation_data)" if data.validation_data is not None else ""
         click.echo(

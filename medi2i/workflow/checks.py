@@ -1,9 +1,9 @@
 """Checks of a workflow that need its method or its data, made before anything runs.
 
 ``medi2i validate`` runs them (the data checks with ``--check-data``), and so does
-``medi2i run`` before its first stage, so that a condition the method refuses or a
-validation split that cannot validate stops the run at once instead of after hours of
-training.
+``medi2i run`` before its first stage, so that a condition the method refuses, a
+validation split that cannot validate or an evaluation split without cases stops the run
+at once instead of after hours of training.
 """
 
 from __future__ import annotations
@@ -73,6 +73,24 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
                 method.parse_condition(case_condition(workflow.method.condition, case.condition))
             except Medi2iError as exc:
                 raise WorkflowError(f"validation case {case.id!r}: {exc}") from None
+
+
+def check_evaluation(workflow: Workflow, splits: DataSplits) -> None:
+    """Check that the evaluate stage will have cases, before training makes a model
+    that nothing scores.
+
+    Raises:
+        WorkflowError: Evaluation is on, has no ``evaluation.data`` and its split of
+            ``data`` is empty.
+    """
+    config = workflow.evaluation
+    if not config.enabled or config.data is not None or splits.get(config.split).cases:
+        return
+    raise WorkflowError(
+        f"the {config.split} split has no cases to evaluate: set data.split.{config.split} "
+        "(a fraction or case list), choose another evaluation.split, give evaluation.data, "
+        "or set evaluation.enabled to false"
+    )
 
 
 def _method(workflow: Workflow, registry: Registry) -> Method:

@@ -107,6 +107,10 @@ def run_workflow(
     with run_logging(run, echo) as log:
         log(f"run folder {run.root}")
         splits = _SplitsOnDemand(workflow)
+        if "train" in stages and "evaluate" in stages and workflow.method.model is None:
+            from medi2i.workflow.checks import check_evaluation
+
+            check_evaluation(workflow, splits())  # before training, not after
         if "train" in stages:
             result = replace(result, model_dir=train_stage(workflow, run, registry, splits, log))
         if "adapt" in stages and workflow.adaptation is not None:
