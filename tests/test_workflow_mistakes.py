@@ -81,3 +81,21 @@ def test_an_empty_evaluation_split_stops_the_run_before_training(
     )
     assert result.exit_code == 1
     assert "Error: the test split has no cases to evaluate" in result.output
+
+
+def test_a_run_dir_that_is_no_run_folder_but_holds_files_is_refused(
+    workflow_file: Path, registry: Registry, tmp_path: Path
+) -> None:
+    mine = tmp_path / "my-project"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own report")
+    workflow = load_workflow(workflow_file, registry=registry)
+    with pytest.raises(WorkflowError, match=r"my-project is not a run folder \(it holds report"):
+        run_workflow(workflow, registry=registry, run_dir=mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    assert (mine / "report.md").read_text() == "my own report"
+    # a new or empty folder is fine
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_workflow(workflow, registry=registry, stages=("train",), run_dir=empty)
+    assert result.model_dir is not None

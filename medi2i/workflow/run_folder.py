@@ -138,16 +138,39 @@ def open_run(workflow: Workflow, *, run_dir: Path | None = None) -> RunFolder:
     Raises:
         WorkflowError: The folder holds results of a run of other data or another
             method (a folder holding only the config and log of a run that stopped
-            before its first result takes the new config).
+            before its first result takes the new config), or it is no run folder
+            but holds files.
     """
     run = RunFolder(run_dir) if run_dir is not None else run_folder_for(workflow)
-    if run.config.is_file() and _holds_results(run):
-        _check_same_experiment(workflow, run)
+    if run.config.is_file():
+        if _holds_results(run):
+            _check_same_experiment(workflow, run)
+    elif run.root.is_dir():
+        _require_no_foreign_files(run)
     for folder in (run.root, run.logs):
         folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(run.config) as tmp:
         tmp.write_text(dump_workflow(workflow), encoding="utf-8")
     return run
+
+
+def _require_no_foreign_files(run: RunFolder) -> None:
+    """Refuse a folder that is not a run folder but holds files (``--run-dir`` given a
+    data or project folder): the run would write its model, predictions and report
+    among them. What another process starting the same run makes first (``logs/``, the
+    config's temporary file) is allowed."""
+    foreign = sorted(
+        entry.name
+        for entry in run.root.iterdir()
+        if entry.name != run.logs.name and "medi2i-tmp" not in entry.name
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise WorkflowError(
+            f"{run.root} is not a run folder (it holds {shown} but no "
+            f"{run.config.name}); nothing was written: choose a new or empty folder "
+            "(--run-dir, or output.run_id), or a run folder of this workflow"
+        )
 
 
 def _holds_results(run: RunFolder) -> bool:
