@@ -99,3 +99,18 @@ def test_a_run_dir_that_is_no_run_folder_but_holds_files_is_refused(
     empty.mkdir()
     result = run_workflow(workflow, registry=registry, stages=("train",), run_dir=empty)
     assert result.model_dir is not None
+
+
+def test_a_workflow_file_named_with_spaces_and_accents_trains_and_keeps_its_card(
+    workflow_file: Path, registry: Registry
+) -> None:
+    from medi2i.cards import load_card
+
+    named = workflow_file.with_name("Mon étude 2.yaml")
+    named.write_text(workflow_file.read_text())
+    workflow = load_workflow(named, registry=registry)
+    result = run_workflow(workflow, registry=registry, stages=("train",))
+    assert result.run_dir.name == "Mon-étude-2-fixed"
+    assert result.model_dir is not None
+    card = load_card(result.model_dir / "card.yaml")
+    assert card.name == "mon-etude-2-fixed"

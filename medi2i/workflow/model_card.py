@@ -32,7 +32,7 @@ def write_model_card(
 
     card = ModelCard(
         card="model",
-        name=run.root.name.lower(),
+        name=card_name(run.root.name),
         method=MethodReference(id=method.id, version=method.version),
         summary=f"{method.summary()} Trained by the workflow run {run.root.name}.",
         training_data=list(workflow.data.cards),
@@ -56,6 +56,18 @@ def write_model_card(
             }
         )
     attach_card(model_dir, card)
+
+
+def card_name(run_name: str) -> str:
+    """A model card's ``name`` (lower-case letters, digits, ``_.-``) from a run folder's
+    name, which follows the workflow file's name: ``My study é 2`` → ``my-study-e-2``."""
+    import re
+    import unicodedata
+
+    plain = unicodedata.normalize("NFKD", run_name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", plain.lower())
+    slug = re.sub(r"^[^a-z0-9]+", "", slug)
+    return slug or "run"
 
 
 def _validation_metrics(model_dir: Path) -> dict[str, float]:
