@@ -298,3 +298,27 @@ def test_unlabelled_data_is_read_as_images_and_goes_with_paired_data(tmp_path: P
                 "unlabelled_data": {"type": "folders", "folders": {"source": "x"}},
             }
         )
+
+
+def test_csv_manifests_as_spreadsheets_write_them_or_with_a_slip(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        touch(tmp_path / f"{name}.nii.gz")
+    manifest = tmp_path / "cases.csv"
+    layout = {"type": "csv", "manifest": str(manifest)}
+    # "CSV UTF-8" from a spreadsheet starts with a byte-order mark: read as any other
+    manifest.write_text("case,role,path\np,source,a.nii.gz\np,target,b.nii.gz\n", "utf-8-sig")
+    assert [c.id for c in discover_cases(config("paired", layout)).cases] == ["p"]
+    # a misspelt optional column would be ignored, and its conditions with it
+    manifest.write_text("case,role,path,conditon\np,source,a.nii.gz,target_domain=A\n")
+    with pytest.raises(InputError, match=r"unknown columns conditon; paired manifests take"):
+        discover_cases(config("paired", layout))
+    # a line short of a needed field, or with one too many (an unquoted comma)
+    manifest.write_text("case,role,path\np,source\np,target,b.nii.gz\n")
+    with pytest.raises(InputError, match=r"cases\.csv line 2: 2 fields where the header has 3"):
+        discover_cases(config("paired", layout))
+    manifest.write_text("case,role,path\np,source,a.nii.gz\np,target,b.nii.gz,x\n")
+    with pytest.raises(InputError, match=r"cases\.csv line 3: 4 fields where the header has 3"):
+        discover_cases(config("paired", layout))
+    # a trailing optional field may be left out
+    manifest.write_text("case,role,path,condition\np,source,a.nii.gz,to=b\np,target,b.nii.gz\n")
+    assert discover_cases(config("paired", layout)).cases[0].condition == (("to", "b"),)

@@ -20,6 +20,7 @@ import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -333,16 +334,28 @@ def _csv_subjects(layout: CsvLayout, kind: str) -> list[Subject]:
     manifest = layout.manifest
     if not manifest.is_file():
         raise InputError(f"CSV manifest {manifest} does not exist")
-    with manifest.open(newline="", encoding="utf-8") as stream:
-        rows = list(csv.DictReader(stream))
+    # utf-8-sig: spreadsheet programs start a "CSV UTF-8" file with a byte-order mark
+    with manifest.open(newline="", encoding="utf-8-sig") as stream:
+        reader = csv.DictReader(stream)
+        rows = list(reader)
+        header = list(reader.fieldnames or [])
     by_domain = kind in ("unpaired", "multi-domain")
     needed = ("case", "path", "domain" if by_domain else "role")
-    columns = set(rows[0]) if rows else set()
+    optional = ("role",) if by_domain else (CONDITION_COLUMN,)
+    columns = set(header)
     if not set(needed) <= columns:
         raise InputError(
             f"CSV manifest {manifest} needs the columns {', '.join(needed)}; "
             f"it has {', '.join(sorted(columns)) or 'none'}"
         )
+    unknown = [name for name in header if name not in (*needed, *optional, CONDITION_COLUMN)]
+    if unknown:
+        raise InputError(
+            f"CSV manifest {manifest} has unknown columns {', '.join(unknown)}; {kind} "
+            f"manifests take {', '.join(needed)} and optionally {', '.join(optional)}: "
+            "rename or remove them"
+        )
+    _require_whole_rows(rows, manifest, header, needed)
     if CONDITION_COLUMN in columns and kind != "paired":
         raise InputError(
             f"CSV manifest {manifest} has a {CONDITION_COLUMN} column, which only paired "
@@ -374,6 +387,24 @@ def _csv_subjects(layout: CsvLayout, kind: str) -> list[Subject]:
 
 CONDITION_COLUMN = "condition"
 """Optional column of a paired CSV manifest: the case's predict-time condition."""
+
+
+def _require_whole_rows(
+    rows: Sequence[Mapping[Any, Any]], manifest: Path, header: Sequence[str], needed: Sequence[str]
+) -> None:
+    """Refuse a row with more fields than the header (a path with an unquoted comma),
+    or too few to reach a needed column (a missing comma), naming its line; trailing
+    optional fields may be left out. ``csv.DictReader`` gives a short row's missing
+    fields as ``None`` and a long row's extra ones as a list under ``None``."""
+    width = len(header)
+    for number, row in enumerate(rows, start=2):  # the header is line 1
+        given = sum(value is not None for key, value in row.items() if key is not None)
+        count = given + len(row.get(None) or [])
+        if None in row or any(row.get(name) is None for name in needed):
+            raise InputError(
+                f"{manifest} line {number}: {count} fields where the header has {width}; "
+                "give every line one value per column (quote a path holding a comma)"
+            )
 
 
 def _condition(text: str, manifest: Path, number: int) -> tuple[tuple[str, str], ...]:
