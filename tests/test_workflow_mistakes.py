@@ -114,3 +114,24 @@ def test_a_workflow_file_named_with_spaces_and_accents_trains_and_keeps_its_card
     assert result.model_dir is not None
     card = load_card(result.model_dir / "card.yaml")
     assert card.name == "mon-etude-2-fixed"
+
+
+def test_an_interrupted_run_says_how_to_continue_it(
+    workflow_file: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.workflow import runner
+
+    def interrupted(*args: object, **kwargs: object) -> Path:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train_stage", interrupted)
+    result = CliRunner().invoke(build_cli(registry.plugins), ["run", str(workflow_file)])
+    assert result.exit_code == 130
+    run_dir = workflow_file.parent / "runs" / "tiny-fixed"
+    # not "no partial output was kept": the run keeps its checkpoints to be continued
+    assert f"Interrupted; the run folder {run_dir} keeps" in result.output
+    assert f"continue it with --run-dir {run_dir}" in result.output
+    assert "stopped: interrupted" in (run_dir / "logs" / "run.log").read_text()

@@ -39,8 +39,9 @@ class Medi2iGroup(click.Group):
                 raise
             click.secho(f"Error: {exc}", err=True, fg="red")
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; no partial output was kept.", err=True)
+        except KeyboardInterrupt as exc:
+            # a command that keeps something on purpose (a workflow run) says what
+            click.echo(str(exc) or "Interrupted; no partial output was kept.", err=True)
             ctx.exit(130)
 
 

@@ -270,6 +270,9 @@ def run_logging(run: RunFolder, echo: Echo | None) -> Iterator[Log]:
     except Exception as exc:
         stage_logger.error("stopped: %s", exc)
         raise
+    except KeyboardInterrupt:
+        stage_logger.error("stopped: interrupted (Ctrl-C or SIGINT)")
+        raise
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)

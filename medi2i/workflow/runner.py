@@ -102,6 +102,25 @@ def run_workflow(
     if {"train", "evaluate"} & set(stages) and workflow.method.model is None:
         check_condition(workflow, registry)  # before hours of training, not after
     run = open_run(workflow, run_dir=Path(run_dir).resolve() if run_dir is not None else None)
+    try:
+        return _run_stages(workflow, run, registry, stages, echo)
+    except KeyboardInterrupt:
+        # the command line prints this instead of its general "no partial output" line:
+        # a run keeps its checkpoints and finished stages, and is meant to be continued
+        raise KeyboardInterrupt(
+            f"Interrupted; the run folder {run.root} keeps its finished stages and last "
+            f"checkpoint: continue it with --run-dir {run.root} (training resumes where "
+            "it stopped)"
+        ) from None
+
+
+def _run_stages(
+    workflow: Workflow,
+    run: RunFolder,
+    registry: Registry,
+    stages: Sequence[Stage],
+    echo: Echo | None,
+) -> RunResult:
     state = RunState.read(run)
     result = RunResult(run.root, state.model_dir(run), None, None)
     with run_logging(run, echo) as log:
