@@ -247,3 +247,17 @@ def test_a_file_where_a_parent_folder_would_be_is_an_output_error(
         medi2i.save_model(Registry().method("zscore")(), blocking / "model")
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
     assert blocking.read_bytes() == b"mine"
+
+
+def test_every_condition_predict_help_shows_is_one_a_first_party_method_takes() -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+
+    text = CliRunner().invoke(build_cli(), ["predict", "--help"]).output
+    keys = set(re.findall(r"-c (\w+)=", text))
+    taken = {field for cls in Registry().methods.values() for field in cls.Condition.model_fields}
+    assert keys
+    assert keys <= taken, f"conditions no first-party method takes: {keys - taken}"

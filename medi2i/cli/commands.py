@@ -157,7 +157,8 @@ def predict_command(
     changes resolution; a provenance sidecar is written next to it. A method with
     several named outputs (e.g. one per target domain or style) writes each as
     OUTPUT_<name> (before the suffix), each with its sidecar; the condition (-c) picks
-    what it yields, e.g. -c to=ct for a two-way model.
+    what it yields, e.g. -c direction=b2a for the other direction of a two-way model
+    (cyclegan, unit) or -c target_domain=A for stargan.
 
     Existing outputs: the same rule for every format. An existing output file, or a
     folder that is not empty, is refused unless --overwrite is given; then it is
