@@ -351,3 +351,18 @@ def test_the_evaluate_log_shows_an_unmeasurable_score_as_in_the_tables() -> None
     line = case_scores({"synthrad_mae": 912.7663, "air_mae": float("nan")})
 
     assert line == "synthrad_mae=912.8, air_mae=n/a"
+
+
+def test_save_predictions_off_without_figures_keeps_no_prediction(
+    workflow_file: Path, plugins: PluginSet
+) -> None:
+    registry = Registry(plugins)
+    settings = ["training.steps=1", "evaluation.save_predictions=false", "report.figures=false"]
+    workflow = load_workflow(workflow_file, overrides=settings, registry=registry)
+    result = run_workflow(workflow, registry=registry)
+    assert result.report_path is not None
+    assert not list((result.run_dir / "predictions").glob("*"))
+    # with figures, the montages' cases are kept
+    figures = load_workflow(workflow_file, overrides=settings[:2], registry=registry)
+    again = run_workflow(figures, registry=registry)
+    assert [p.name for p in (again.run_dir / "predictions").iterdir()] == ["demo003.nii.gz"]

@@ -88,8 +88,11 @@ def evaluate_stage(
     log(f"evaluate: {len(cases)} cases with {', '.join(m.name for m in metrics)}")
     per_case: dict[str, dict[str, float]] = {}
     records = []
+    report = workflow.report
+    montages = report.cases if report.enabled and report.figures else 0
     for index, case in enumerate(cases):
-        keep = config.save_predictions or index < workflow.report.cases
+        # the report's montages are drawn from saved predictions
+        keep = config.save_predictions or index < montages
         values, record = _evaluate_case(workflow, run, registry, method, case, metrics, keep=keep)
         per_case[case.id] = values
         records.append(record)

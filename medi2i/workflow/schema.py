@@ -372,7 +372,9 @@ class EvaluationConfig(Section):
         mask: Role of the mask that limits the metrics, or ``null`` for whole volumes.
         data: Separate paired evaluation data (e.g. a test set with references for a
             method trained on unpaired data); all its cases are evaluated.
-        save_predictions: Keep the predicted volumes in the run folder.
+        save_predictions: Keep the predicted volumes in the run folder. Off, only
+            the first ``report.cases`` are kept, for the report's montages (none when
+            ``report.figures`` or the report is off).
     """
 
     enabled: bool = True
