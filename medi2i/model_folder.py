@@ -404,6 +404,26 @@ def _no_manifest_message(path: Path) -> str:
     return f"model zip {path} holds no {MANIFEST}"
 
 
+def _run_folder_hint(path: Path, name: str) -> str:
+    """What to pass instead of a workflow run folder (or its ``checkpoints/``), which
+    holds its trained models in ``model/``, ``best-model/`` and ``adapted/``."""
+    run = path.parent if path.name == "checkpoints" else path
+    if name != MANIFEST or not (run / "config.resolved.yaml").is_file():
+        return ""
+    kept = [
+        run / folder
+        for folder in ("model", "best-model", "adapted")
+        if (run / folder / name).is_file()
+    ]
+    if not kept:
+        return "; it is a workflow run folder without a trained model yet (train it first)"
+    return (
+        f"; it is {'in ' if run != path else ''}a workflow run folder: pass "
+        + " or ".join(str(folder) for folder in kept)
+        + (" (best-model: the lowest validation MAE)" if run / "best-model" in kept else "")
+    )
+
+
 class _ModelFiles:
     """Reads member files of a model folder or of a zip holding one, never outside it."""
 
@@ -453,7 +473,9 @@ class _ModelFiles:
     def _read_file(self, name: str, named: str, limit: int) -> bytes:
         member = self.path / name
         if not member.is_file():
-            raise ModelFormatError(f"model folder {self.path} has no {name}")
+            raise ModelFormatError(
+                f"model folder {self.path} has no {name}{_run_folder_hint(self.path, name)}"
+            )
         if not member.resolve().is_relative_to(self.path.resolve()):
             raise ModelFormatError(
                 f"model {self.path}: {named} is a link to {member.resolve()}, outside the "

@@ -135,3 +135,16 @@ def test_an_interrupted_run_says_how_to_continue_it(
     assert f"Interrupted; the run folder {run_dir} keeps" in result.output
     assert f"continue it with --run-dir {run_dir}" in result.output
     assert "stopped: interrupted" in (run_dir / "logs" / "run.log").read_text()
+
+
+def test_a_run_folder_given_as_the_model_names_the_model_folder_in_it(
+    workflow_file: Path, registry: Registry
+) -> None:
+    from medi2i.errors import ModelFormatError
+    from medi2i.model_folder import load_model
+
+    workflow = load_workflow(workflow_file, registry=registry)
+    run_dir = run_workflow(workflow, registry=registry, stages=("train",)).run_dir
+    for given in (run_dir, run_dir / "checkpoints"):
+        with pytest.raises(ModelFormatError, match=rf"workflow run folder: pass {run_dir}/model"):
+            load_model(given, registry=registry)
