@@ -148,3 +148,25 @@ def test_a_run_folder_given_as_the_model_names_the_model_folder_in_it(
     for given in (run_dir, run_dir / "checkpoints"):
         with pytest.raises(ModelFormatError, match=rf"workflow run folder: pass {run_dir}/model"):
             load_model(given, registry=registry)
+
+
+def test_an_evaluation_mask_off_the_reference_grid_says_to_resample_the_mask(
+    workflow_file: Path, registry: Registry
+) -> None:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.errors import GeometryError
+    from medi2i.io import read_volume, write_volume
+
+    mask_path = workflow_file.parent / "cases" / "demo003" / "mask.nii.gz"
+    mask = read_volume(mask_path)
+    affine = mask.affine.clone()
+    affine[2, 3] += 5.0
+    mask_path.unlink()
+    write_volume(MetaTensor(mask.as_tensor(), affine=affine), mask_path)
+    workflow = load_workflow(workflow_file, registry=registry)
+    with pytest.raises(
+        GeometryError,
+        match=r"demo003.mask\.nii\.gz is not on the grid.*resample the mask onto the reference",
+    ):
+        run_workflow(workflow, registry=registry)

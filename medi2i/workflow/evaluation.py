@@ -196,7 +196,12 @@ def _evaluate_case(
     mask = None
     if mask_path is not None:
         mask = read_volume(mask_path, readers=readers)
-        require_same_grid(mask, reference, what=f"mask {mask_path}")
+        require_same_grid(
+            mask,
+            reference,
+            what=f"mask {mask_path}",
+            hint="resample the mask onto the reference (a case's volumes must share one grid)",
+        )
     record = EvaluatedCase(
         id=case.id,
         source=str(case.images[SOURCE]),
