@@ -215,7 +215,9 @@ def test_explicit_split_lists(tmp_path: Path) -> None:
     assert [c.id for c in splits.validation.cases] == ["c2"]
     assert [c.id for c in splits.test.cases] == ["c1", "c4"]
     unknown = config("paired", {"type": "synthrad", "root": str(root)}, test=["c9"])
-    with pytest.raises(InputError, match=r"split\.test names unknown cases \['c9'\]"):
+    # every case shown, no "..." hinting at cases that are not there
+    found = r"the cases found: c1, c2, c3, c4\)"
+    with pytest.raises(InputError, match=rf"split\.test names unknown cases c9 \({found}"):
         discover_splits(unknown)
 
 

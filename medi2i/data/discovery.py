@@ -480,9 +480,11 @@ def split_subjects(
         if isinstance(listed, list):
             unknown = [case for case in listed if case not in by_id]
             if unknown:
-                known = ", ".join(sorted(by_id)[:8])
+                names = sorted(by_id)
+                known = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if names[8:] else "")
                 raise InputError(
-                    f"split.{name} names unknown cases {unknown} (cases: {known}, ...)"
+                    f"split.{name} names unknown cases {', '.join(map(str, unknown))} "
+                    f"(the cases found: {known or 'none'}); name cases of the layout"
                 )
             chosen[name] = list(listed)
     rest = [
