@@ -90,7 +90,7 @@ def test_folders_paired_match_by_name(tmp_path: Path) -> None:
         discover_cases(config("paired", layout))
     touch(tmp_path / "ct" / "c.nii.gz")
     touch(tmp_path / "ct" / "b.nii.gz")
-    with pytest.raises(InputError, match="no source counterpart: c"):
+    with pytest.raises(InputError, match=r"no source counterpart in .*: c \(files are matched"):
         discover_cases(config("paired", layout))
 
 
@@ -324,3 +324,19 @@ def test_csv_manifests_as_spreadsheets_write_them_or_with_a_slip(tmp_path: Path)
     # a trailing optional field may be left out
     manifest.write_text("case,role,path,condition\np,source,a.nii.gz,to=b\np,target,b.nii.gz\n")
     assert discover_cases(config("paired", layout)).cases[0].condition == (("to", "b"),)
+
+
+def test_paired_folders_say_which_folder_is_empty_and_how_many_are_unmatched(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "mr").mkdir()
+    for index in range(8):
+        touch(tmp_path / "ct" / f"s{index}.nii.gz")
+    folders = {"source": str(tmp_path / "mr"), "target": str(tmp_path / "ct")}
+    layout = {"type": "folders", "folders": folders}
+    with pytest.raises(InputError, match=r"the source folder .*mr holds no volumes \(\.nii\.gz"):
+        discover_cases(config("paired", layout))
+    touch(tmp_path / "mr" / "s0.nii.gz")
+    unmatched = r"no source counterpart in .*mr: s1, .*, s5, \.\.\. \(7 in all\)"
+    with pytest.raises(InputError, match=unmatched):
+        discover_cases(config("paired", layout))

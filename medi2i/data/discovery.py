@@ -306,6 +306,11 @@ def _folder_subjects(layout: FoldersLayout, kind: str) -> list[Subject]:
 def _matched_subjects(
     listings: Mapping[str, Mapping[str, Path]], layout: FoldersLayout, lead: str
 ) -> list[Subject]:
+    if not listings[lead] and any(listings.values()):
+        raise InputError(
+            f"the {lead} folder {layout.folders[lead]} holds no volumes "
+            f"({', '.join(VOLUME_SUFFIXES)} files); check data.layout.folders.{lead}"
+        )
     subjects = []
     for stem in listings[lead]:
         images = {}
@@ -320,9 +325,11 @@ def _matched_subjects(
     for role, files in listings.items():
         orphans = sorted(set(files) - set(listings[lead]))
         if orphans:
+            more = f", ... ({len(orphans)} in all)" if orphans[5:] else ""
             raise InputError(
-                f"{layout.folders[role]} has volumes with no {lead} counterpart: "
-                f"{', '.join(orphans[:5])}"
+                f"{layout.folders[role]} has volumes with no {lead} counterpart in "
+                f"{layout.folders[lead]}: {', '.join(orphans[:5])}{more} (files are matched "
+                "by name)"
             )
     return subjects
 
