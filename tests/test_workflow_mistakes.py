@@ -170,3 +170,16 @@ def test_an_evaluation_mask_off_the_reference_grid_says_to_resample_the_mask(
         match=r"demo003.mask\.nii\.gz is not on the grid.*resample the mask onto the reference",
     ):
         run_workflow(workflow, registry=registry)
+
+
+def test_the_docs_name_every_file_of_a_run_s_metrics_and_model_folders(
+    workflow_file: Path, registry: Registry
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "README.md").read_text() + (root / "workflows" / "README.md").read_text()
+    workflow = load_workflow(workflow_file, registry=registry)
+    result = run_workflow(workflow, registry=registry)
+    assert result.model_dir is not None
+    for folder in (result.run_dir / "metrics", result.model_dir):
+        for path in folder.iterdir():
+            assert path.name in docs, f"{folder.name}/{path.name} is not documented"

@@ -11,7 +11,7 @@ Each run lives in one folder, ``<output.root>/<output.name>-<run_id>/``::
     model/                the trained (fitted, or saved) model folder
     adapted/              the model adapted to target data (the adapt stage)
     predictions/          predicted volumes of the evaluated cases
-    metrics/              metrics.json (per case and summary), metrics.md
+    metrics/              metrics.json (per case and summary), metrics.md, cases.json
     figures/              PNG montages and training curves
     report.md | report.html
 
