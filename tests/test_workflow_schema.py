@@ -155,6 +155,11 @@ def test_set_override_errors_name_the_override(tmp_path: Path) -> None:
         load_workflow(path, overrides=["training.steps"])
     with pytest.raises(WorkflowError, match="has no key"):
         load_workflow(path, overrides=["method.id.x=1"])
+    # a misspelt key the override made is on no line of the file: name the override
+    with pytest.raises(WorkflowError, match=r"^--set trainig\.steps=5: trainig: unknown key"):
+        load_workflow(path, overrides=["trainig.steps=5"])
+    with pytest.raises(WorkflowError, match=r"workflow file .* is a folder; give the workflow"):
+        load_workflow(tmp_path)
 
 
 @pytest.mark.parametrize(

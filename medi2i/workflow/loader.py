@@ -54,6 +54,9 @@ class SourceMap:
 
     def locate(self, path: KeyPath) -> str:
         """``"workflow.yaml line 12"`` or ``"--set training.steps=x"`` for ``path``."""
+        created = self._created_by(path)
+        if created is not None:
+            return f"--set {created}"
         for end in range(len(path), -1, -1):
             prefix = path[:end]
             if prefix in self.overrides:
@@ -62,8 +65,20 @@ class SourceMap:
                 return f"{self.file} line {self.lines[prefix]}"
         return self.file
 
+    def _created_by(self, path: KeyPath) -> str | None:
+        """The ``--set`` that made ``path`` when the file does not have it (``--set
+        trainig.steps=5`` makes the unknown key ``trainig``, on no line of the file)."""
+        if path in self.lines:
+            return None
+        for key, override in self.overrides.items():
+            if key[: len(path)] == path:
+                return override
+        return None
+
     def order(self, path: KeyPath) -> tuple[int, int]:
         """Sort key putting problems in file order, overrides last."""
+        if self._created_by(path) is not None:
+            return (1, 0)
         for end in range(len(path), -1, -1):
             prefix = path[:end]
             if prefix in self.overrides:
@@ -97,6 +112,8 @@ def load_workflow(
             with its line.
     """
     path = Path(path)
+    if path.is_dir():
+        raise WorkflowError(f"workflow file {path} is a folder; give the workflow's YAML file")
     if not path.is_file():
         raise WorkflowError(f"workflow file {path} does not exist")
     data, lines = read_yaml_with_lines(read_yaml_text(path, error=WorkflowError), file=str(path))
