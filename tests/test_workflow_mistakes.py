@@ -81,6 +81,7 @@ def test_an_empty_evaluation_split_stops_the_run_before_training(
     )
     assert result.exit_code == 1
     assert "Error: the test split has no cases to evaluate" in result.output
+    assert "valid (" not in result.output  # not "valid" above the error
 
 
 def test_a_run_dir_that_is_no_run_folder_but_holds_files_is_refused(

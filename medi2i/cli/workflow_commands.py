@@ -70,18 +70,20 @@ def validate_command(
     method = workflow.method
     what = f"method {method.id}" if method.id is not None else f"trained model {method.model}"
     data = workflow.data
-    click.echo(f"{workflow_path}: valid ({what}; {data.kind} data, {data.layout.type} layout)")
-    if check_data:
-        from medi2i.data.discovery import discover_splits
+    valid = f"{workflow_path}: valid ({what}; {data.kind} data, {data.layout.type} layout)"
+    if not check_data:
+        click.echo(valid)
+        return
+    from medi2i.data.discovery import discover_splits
 
-        splits = discover_splits(data)
-        check_validation(workflow, splits, registry)
-        check_evaluation(workflow, splits)
-        counts = {name: len(splits.get(name).cases) for name in ("train", "validation", "test")}
-        source = " (data.validation_data)" if data.validation_data is not None else ""
-        click.echo(
-            "cases: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + source
-        )
+    # "valid" only once the data passed too: not above an error about the data
+    splits = discover_splits(data)
+    check_validation(workflow, splits, registry)
+    check_evaluation(workflow, splits)
+    counts = {name: len(splits.get(name).cases) for name in ("train", "validation", "test")}
+    source = " (data.validation_data)" if data.validation_data is not None else ""
+    click.echo(valid)
+    click.echo("cases: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + source)
 
 
 @click.command("train")
