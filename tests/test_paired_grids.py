@@ -59,3 +59,22 @@ def test_fitting_refuses_a_pair_whose_volume_is_shifted(tmp_path: Path, role: st
             target=volumes["target"],
             mask=volumes["mask"],
         )
+
+
+def test_validation_refuses_a_case_whose_reference_or_mask_is_shifted(tmp_path: Path) -> None:
+    from medi2i.data.cases import CaseSet
+    from medi2i.training.validation import load_validation_cases
+
+    cases = write_paired_cases(tmp_path, count=1, shape=(12, 12, 12))
+    assert len(load_validation_cases(cases)) == 1  # on one grid: accepted
+    case = cases.cases[0]
+    _shifted(case.images["target"], 3.0)
+    with pytest.raises(GeometryError, match=r"source .*source\.nii\.gz is not on the grid of ref"):
+        load_validation_cases(cases)
+    masked = CaseSet(
+        DataKind.PAIRED, (Case(case.id, {**case.images, "source": case.images["target"]}),)
+    )
+    with pytest.raises(
+        GeometryError, match=r"mask .*mask\.nii\.gz is not on the grid.*resample the mask"
+    ):
+        load_validation_cases(masked)

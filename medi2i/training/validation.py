@@ -22,6 +22,7 @@ from medi2i.errors import OptionsError
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.grid import Grid
     from medi2i.method import Method
     from medi2i.settings import InferenceSettings
 
@@ -47,6 +48,8 @@ class ValidationCase:
     target: np.ndarray
     mask: np.ndarray | None
     condition: Mapping[str, object] = field(default_factory=dict)
+    target_grid: Grid | None = None
+    """The reference's grid, which every prediction must lie on (as in evaluation)."""
 
 
 def check_validation_cases(cases: CaseSet) -> None:
@@ -67,17 +70,44 @@ def check_validation_cases(cases: CaseSet) -> None:
 
 
 def load_validation_cases(cases: CaseSet) -> list[ValidationCase]:
-    """Read every validation case (sources, references and masks)."""
+    """Read every validation case (sources, references and masks).
+
+    Raises:
+        GeometryError: A mask is not on its reference's grid, or a reference of its
+            source's shape is not on the source's grid (so that validation, like
+            evaluation, never scores voxels of different places against each other).
+    """
+    from medi2i.grid import Grid, require_same_grid
     from medi2i.io import read_volume
 
     loaded = []
     for case in cases.cases:
+        reference = read_volume(case.images[TARGET])
+        source = read_volume(case.images[SOURCE])
+        grid, name = Grid.of(reference), f"reference {case.images[TARGET]}"
+        if Grid.of(source).shape == grid.shape:  # another shape: super-resolution
+            require_same_grid(
+                Grid.of(source),
+                grid,
+                what=f"validation case {case.id!r}: source {case.images[SOURCE]}",
+                reference_name=name,
+                hint="resample the reference onto the source (a pair must share one grid)",
+            )
         mask = None
         if MASK in case.images:
-            mask = np.asarray(read_volume(case.images[MASK])[0].numpy()) > 0
-        target = np.asarray(read_volume(case.images[TARGET])[0].numpy())
-        source = read_volume(case.images[SOURCE])
-        loaded.append(ValidationCase(case.id, source, target, mask, dict(case.condition)))
+            read = read_volume(case.images[MASK])
+            require_same_grid(
+                Grid.of(read),
+                grid,
+                what=f"validation case {case.id!r}: mask {case.images[MASK]}",
+                reference_name=name,
+                hint="resample the mask onto the reference",
+            )
+            mask = np.asarray(read[0].numpy()) > 0
+        target = np.asarray(reference[0].numpy())
+        loaded.append(
+            ValidationCase(case.id, source, target, mask, dict(case.condition), target_grid=grid)
+        )
     return loaded
 
 
@@ -103,6 +133,7 @@ def validate(
         ``{"mae": ..., "psnr": ...}``, each the mean over cases, in the target's units
         (MAE) and dB (PSNR).
     """
+    from medi2i.grid import Grid, require_same_grid
     from medi2i.metrics import MeanAbsoluteError, PeakSignalToNoiseRatio
     from medi2i.prediction import predict_tensor
 
@@ -111,6 +142,17 @@ def validate(
     for case in cases:
         merged = case_condition(condition, case.condition)
         prediction = predict_tensor(method, case.source, settings=settings, condition=merged)
+        if case.target_grid is not None:
+            require_same_grid(
+                Grid.of(prediction),
+                case.target_grid,
+                what=f"the prediction of validation case {case.id!r}",
+                reference_name="its reference",
+                hint=(
+                    "the reference must lie on the grid the method delivers (for "
+                    "super-resolution of kept slices, set the method's align: centres)"
+                ),
+            )
         predicted = np.asarray(prediction.as_tensor()[0].numpy())
         for metric in metrics:
             values[metric.name].append(metric(case.target, predicted, case.mask))
