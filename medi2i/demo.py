@@ -85,7 +85,14 @@ def run_demo(output_dir: Path, *, registry: Registry, progress: bool = True) -> 
     yield f"data: {CASES} paired MR/CT head phantoms in {output_dir / 'data'}"
     yield f"workflow: {workflow_path} (rerun it with `medi2i run {workflow_path}`)"
     workflow = load_workflow(workflow_path, registry=registry)
-    result = run_workflow(workflow, registry=registry, echo=lambda line: None)
+    try:
+        result = run_workflow(workflow, registry=registry, echo=lambda line: None)
+    except KeyboardInterrupt:
+        # the run's own message names --run-dir, which the demo command does not take
+        raise KeyboardInterrupt(
+            f"Interrupted; {output_dir} keeps the demo's finished stages and last checkpoint: "
+            f"run `medi2i demo --output {output_dir}` again to continue it"
+        ) from None
     assert result.model_dir is not None  # the train stage always saves a model
     yield f"trained model: {result.model_dir}"
     yield f"report: {result.report_path}"

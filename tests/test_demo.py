@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner, Result
 
@@ -53,3 +54,18 @@ def test_a_new_empty_or_earlier_demo_folder_is_taken(tmp_path: Path) -> None:
     (earlier / "data").mkdir(parents=True)
     (earlier / "mr_to_ct.yaml").write_text(yaml.safe_dump(WORKFLOW))
     _require_demo_folder(earlier, earlier / "mr_to_ct.yaml")
+
+
+def test_an_interrupted_demo_says_how_to_continue_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt("Interrupted; ... continue it with --run-dir runs/x")
+
+    monkeypatch.setattr("medi2i.workflow.runner.run_workflow", interrupted)
+    folder = tmp_path / "demo"
+    result = _demo(folder)
+    assert result.exit_code != 0
+    assert f"medi2i demo --output {folder}` again" in result.output
+    assert "--run-dir" not in result.output  # the demo command takes no --run-dir
+    assert (folder / "mr_to_ct.yaml").is_file()  # kept: a rerun continues this demo
