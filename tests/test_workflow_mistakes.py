@@ -3,6 +3,7 @@ a mistake found from the data must stop the run before training, not after."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,24 @@ def test_the_docs_name_every_file_of_a_run_s_metrics_and_model_folders(
     for folder in (result.run_dir / "metrics", result.model_dir):
         for path in folder.iterdir():
             assert path.name in docs, f"{folder.name}/{path.name} is not documented"
+
+
+def test_tensorboard_without_the_package_is_refused_by_validate_and_before_the_run(
+    workflow_file: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    on = ["training.tensorboard=true"]
+    result = CliRunner().invoke(
+        build_cli(registry.plugins), ["validate", str(workflow_file), "--set", on[0]]
+    )
+    assert result.exit_code == 1
+    assert "pip install tensorboard" in result.output
+    assert "valid (" not in result.output
+    workflow = load_workflow(workflow_file, overrides=on, registry=registry)
+    with pytest.raises(Medi2iError, match="pip install tensorboard"):
+        run_workflow(workflow, registry=registry)
+    assert not (workflow_file.parent / "runs").exists()  # refused before the run folder

@@ -58,15 +58,21 @@ def validate_command(
 
     Problems are listed with their line in the file and their key path. The method's
     predict-time condition (method.condition) is checked against the method and the
-    data's domains. With --check-data the cases are found and split, and a validation
+    data's domains, and training.tensorboard against the installed packages. With --check-data the cases are found and split, and a validation
     split that cannot validate (e.g. unpaired cases without data.validation_data), or an
     evaluation split without cases, is refused.
     """
-    from medi2i.workflow.checks import check_condition, check_evaluation, check_validation
+    from medi2i.workflow.checks import (
+        check_condition,
+        check_evaluation,
+        check_training,
+        check_validation,
+    )
 
     registry = command_registry(ctx)
     workflow = _load(workflow_path, overrides, registry)
     check_condition(workflow, registry)
+    check_training(workflow, registry)
     method = workflow.method
     what = f"method {method.id}" if method.id is not None else f"trained model {method.model}"
     data = workflow.data

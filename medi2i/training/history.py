@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,8 +45,8 @@ class _ScalarWriter(Protocol):
     def close(self) -> None: ...
 
 
-def tensorboard_writer(folder: Path) -> _ScalarWriter:
-    """A TensorBoard ``SummaryWriter`` writing to ``folder``.
+def require_tensorboard() -> Callable[..., Any]:
+    """TensorBoard's ``SummaryWriter`` class, for ``training.tensorboard``.
 
     Raises:
         OptionsError: The ``tensorboard`` package is not installed.
@@ -58,7 +58,16 @@ def tensorboard_writer(folder: Path) -> _ScalarWriter:
             "training.tensorboard is on but the tensorboard package is not installed; "
             "install it (pip install tensorboard) or set tensorboard: false"
         ) from None
-    writer: _ScalarWriter = SummaryWriter(log_dir=str(folder))
+    return SummaryWriter
+
+
+def tensorboard_writer(folder: Path) -> _ScalarWriter:
+    """A TensorBoard ``SummaryWriter`` writing to ``folder``.
+
+    Raises:
+        OptionsError: The ``tensorboard`` package is not installed.
+    """
+    writer: _ScalarWriter = require_tensorboard()(log_dir=str(folder))
     return writer
 
 

@@ -35,6 +35,22 @@ def check_condition(workflow: Workflow, registry: Registry) -> None:
         raise WorkflowError(f"method.condition: {exc}") from None
 
 
+def check_training(workflow: Workflow, registry: Registry) -> None:
+    """Refuse ``training.tensorboard`` without the tensorboard package for a method the
+    trainer trains, before the run starts rather than when training begins.
+
+    Raises:
+        OptionsError: The package is not installed.
+    """
+    from medi2i.method_spec import Training
+    from medi2i.training.history import require_tensorboard
+
+    if not workflow.training.tensorboard or workflow.method.model is not None:
+        return
+    if registry.method(str(workflow.method.id)).training is Training.GRADIENT:
+        require_tensorboard()
+
+
 def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
     """Check that the validation cases can validate the method before it trains.
 

@@ -95,12 +95,14 @@ def run_workflow(
         WorkflowError: The run folder belongs to a workflow with other data or method,
             or a stage needs what an earlier one did not produce.
     """
-    from medi2i.workflow.checks import check_condition
+    from medi2i.workflow.checks import check_condition, check_training
     from medi2i.workflow.loader import workflow_registry
 
     registry = workflow_registry(workflow, registry=registry)
     if {"train", "evaluate"} & set(stages) and workflow.method.model is None:
         check_condition(workflow, registry)  # before hours of training, not after
+    if "train" in stages:
+        check_training(workflow, registry)  # before the run folder is made
     run = open_run(workflow, run_dir=Path(run_dir).resolve() if run_dir is not None else None)
     try:
         return _run_stages(workflow, run, registry, stages, echo)
