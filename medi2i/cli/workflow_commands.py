@@ -58,9 +58,10 @@ def validate_command(
 
     Problems are listed with their line in the file and their key path. The method's
     predict-time condition (method.condition) is checked against the method and the
-    data's domains, and training.tensorboard against the installed packages. With --check-data the cases are found and split, and a validation
-    split that cannot validate (e.g. unpaired cases without data.validation_data), or an
-    evaluation split without cases, is refused.
+    data's domains, and training.tensorboard against the installed packages. With
+    --check-data the cases are found and split, and a validation split that cannot
+    validate (e.g. unpaired cases without data.validation_data), or an evaluation split
+    without cases, is refused.
     """
     from medi2i.workflow.checks import (
         check_condition,
