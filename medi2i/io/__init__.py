@@ -111,11 +111,7 @@ def _folder_contents(path: Path) -> str:
 
 
 def write_volume(
-    volume: MetaTensor,
-    path: str | Path,
-    *,
-    writers: Sequence[VolumeWriter] | None = None,
-    overwrite_source: bool = False,
+    volume: MetaTensor, path: str | Path, *, writers: Sequence[VolumeWriter] | None = None
 ) -> Path:
     """Write a volume atomically with the first writer that accepts ``path``.
 
@@ -125,13 +121,6 @@ def write_volume(
     (:func:`medi2i.io.base.cast_for_writing`); set ``volume.meta["medi2i.dtype"] =
     "float32"`` to write computed values as they are. Parent folders are created.
 
-    An existing file at ``path`` is replaced (only once the new one is written in full),
-    except the file the volume was read from (``volume.meta["filename_or_obj"]``, which
-    :func:`read_volume` sets and :func:`medi2i.predict_tensor` keeps): writing a result
-    over its own input is refused unless ``overwrite_source=True``. To refuse every
-    existing file and any input, as ``medi2i predict`` does, check the path first with
-    :func:`medi2i.io.destinations.check_destination`.
-
     Args:
         volume: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` with a RAS affine in mm.
         path: The output file; its suffix picks the format. A path without a suffix is
@@ -140,7 +129,6 @@ def write_volume(
         writers: Writers to ask, in order; when ``None``, every writer the installed
             plugins register (:mod:`medi2i.builtins` registers NIfTI, NRRD, MetaImage
             and DICOM), as :func:`read_volume` asks the readers.
-        overwrite_source: Replace the file the volume was read from.
 
     Returns:
         The path written.
@@ -150,15 +138,12 @@ def write_volume(
         OptionsError: A DICOM series for a volume whose meta names no method.
         GeometryError: The volume is not a ``MetaTensor``, has several channels or an
             unusable affine.
-        OutputError: A voxel is NaN or infinite, the values are complex, a file
-            stands where a parent folder would be, or ``path`` is the file the volume
-            was read from (nothing is written then).
+        OutputError: A voxel is NaN or infinite, the values are complex, or a file
+            stands where a parent folder would be (nothing is written then).
     """
-    from medi2i.io.destinations import as_output_path, refuse_own_source
+    from medi2i.io.destinations import as_output_path
 
     path = as_output_path(path)
-    if not overwrite_source:
-        refuse_own_source(volume, path)
     writer_for(path, registered_writers() if writers is None else writers).write(volume, path)
     return path
 
