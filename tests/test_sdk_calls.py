@@ -261,3 +261,25 @@ def test_every_condition_predict_help_shows_is_one_a_first_party_method_takes() 
     taken = {field for cls in Registry().methods.values() for field in cls.Condition.model_fields}
     assert keys
     assert keys <= taken, f"conditions no first-party method takes: {keys - taken}"
+
+
+def test_write_volume_refuses_the_file_the_volume_was_read_from(
+    medi2i_volume: MetaTensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = medi2i.write_volume(medi2i_volume, tmp_path / "mr.nii.gz")
+    before = source.read_bytes()
+    read = medi2i.read_volume(source)
+    method = Registry().method("intensity-inversion")({})
+    result = medi2i.predict_tensor(method, read, settings=InferenceSettings(progress=False))
+
+    monkeypatch.chdir(tmp_path)  # the same file by another spelling, and through a link
+    (tmp_path / "link.nii.gz").symlink_to(source)
+    for path in (source, Path("mr.nii.gz"), tmp_path / "link.nii.gz"):
+        for volume in (result, read * 2):
+            with pytest.raises(medi2i.OutputError, match="read from"):
+                medi2i.write_volume(volume, path)
+    assert source.read_bytes() == before
+
+    assert medi2i.write_volume(result, tmp_path / "sct.nii.gz").is_file()
+    medi2i.write_volume(read * 2, source, overwrite_source=True)  # on purpose
+    assert source.read_bytes() != before

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,10 @@ __all__ = [
     "write_volume",
     "writer_for",
 ]
+
+READ_FROM = "medi2i.read_from"
+"""The meta key :func:`read_volume` sets to the file it read (resolved), so that
+:func:`write_volume` never writes a result over it unasked."""
 
 
 def builtin_readers() -> list[VolumeReader]:
@@ -93,7 +98,9 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
     readers = registered_readers() if readers is None else readers
     for reader in readers:
         if reader.can_read(path):
-            return reader.read(path)
+            volume = reader.read(path)
+            volume.meta[READ_FROM] = os.path.realpath(path)  # write_volume keeps it safe
+            return volume
     if path.is_dir():
         raise InputError(f"{path} is a folder that no reader takes: {_folder_contents(path)}")
     raise InputError(f"no reader for {path}: {_supported(readers)}")
@@ -111,7 +118,11 @@ def _folder_contents(path: Path) -> str:
 
 
 def write_volume(
-    volume: MetaTensor, path: str | Path, *, writers: Sequence[VolumeWriter] | None = None
+    volume: MetaTensor,
+    path: str | Path,
+    *,
+    writers: Sequence[VolumeWriter] | None = None,
+    overwrite_source: bool = False,
 ) -> Path:
     """Write a volume atomically with the first writer that accepts ``path``.
 
@@ -121,6 +132,13 @@ def write_volume(
     (:func:`medi2i.io.base.cast_for_writing`); set ``volume.meta["medi2i.dtype"] =
     "float32"`` to write computed values as they are. Parent folders are created.
 
+    An existing file at ``path`` is replaced (only once the new one is written in full),
+    except the file the volume was read from (``volume.meta["medi2i.read_from"]``, which
+    :func:`read_volume` sets and :func:`medi2i.predict_tensor` keeps): writing a result
+    over its own input is refused unless ``overwrite_source=True``. To refuse every
+    existing file and any input, as ``medi2i predict`` does, check the path first with
+    :func:`medi2i.io.destinations.check_destination`.
+
     Args:
         volume: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` with a RAS affine in mm.
         path: The output file; its suffix picks the format. A path without a suffix is
@@ -129,6 +147,7 @@ def write_volume(
         writers: Writers to ask, in order; when ``None``, every writer the installed
             plugins register (:mod:`medi2i.builtins` registers NIfTI, NRRD, MetaImage
             and DICOM), as :func:`read_volume` asks the readers.
+        overwrite_source: Replace the file the volume was read from.
 
     Returns:
         The path written.
@@ -138,12 +157,15 @@ def write_volume(
         OptionsError: A DICOM series for a volume whose meta names no method.
         GeometryError: The volume is not a ``MetaTensor``, has several channels or an
             unusable affine.
-        OutputError: A voxel is NaN or infinite, the values are complex, or a file
-            stands where a parent folder would be (nothing is written then).
+        OutputError: A voxel is NaN or infinite, the values are complex, a file
+            stands where a parent folder would be, or ``path`` is the file the volume
+            was read from (nothing is written then).
     """
-    from medi2i.io.destinations import as_output_path
+    from medi2i.io.destinations import as_output_path, refuse_own_source
 
     path = as_output_path(path)
+    if not overwrite_source:
+        refuse_own_source(volume, path)
     writer_for(path, registered_writers() if writers is None else writers).write(volume, path)
     return path
 

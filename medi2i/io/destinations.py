@@ -46,6 +46,25 @@ def as_output_path(value: str | os.PathLike[str]) -> Path:
     return path
 
 
+def refuse_own_source(volume: object, output: Path) -> None:
+    """Refuse writing ``volume`` over the file it was read from (its
+    ``meta["medi2i.read_from"]``, which :func:`medi2i.io.read_volume` sets).
+
+    Raises:
+        OutputError: ``output`` is that file (through a link too).
+    """
+    meta = getattr(volume, "meta", None)
+    source = meta.get("medi2i.read_from") if isinstance(meta, dict) else None
+    if not isinstance(source, (str, os.PathLike)) or not str(source):
+        return
+    if _resolved(Path(output)) == _resolved(Path(source)) or _same_file(Path(output), Path(source)):
+        raise OutputError(
+            f"cannot write {output}: it is the file this volume was read from, and writing "
+            "would replace that input; write to a new file, or pass overwrite_source=True "
+            "to replace it on purpose"
+        )
+
+
 def _require_name_room(output: Path) -> None:
     """Refuse a name the file system would take but medi2i's temporary name for it (a
     longer hidden sibling, written first) would not: the write would fail half-way."""
