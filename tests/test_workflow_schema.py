@@ -243,6 +243,23 @@ def test_method_options_are_checked_against_the_method(tmp_path: Path, registry:
         load_workflow(write(tmp_path, bad), registry=registry)
 
 
+def test_method_options_are_reported_with_the_other_sections_problems(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = MINIMAL + "  options:\n    depth: 3\ntraining:\n  batchsize: 2\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, text), registry=registry)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2
+    assert re.search(r"line 9: method\.options\.depth: unknown key", lines[0])
+    assert re.search(r"line 11: training\.batchsize: unknown key", lines[1])
+    # a broken method section is the schema's alone to report, once
+    broken = MINIMAL.replace("id: example-pointwise-net", "id: [1]") + "training:\n  x: 1\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, broken), registry=registry)
+    assert len(str(caught.value).splitlines()) == 2
+
+
 def test_unknown_method_and_wrong_data_kind(tmp_path: Path, registry: Registry) -> None:
     unknown = MINIMAL.replace("example-pointwise-net", "no-such-method")
     with pytest.raises(WorkflowError, match=r"line 7: method\.id: no method 'no-such-method'"):

@@ -122,7 +122,10 @@ def load_workflow(
     try:
         workflow = Workflow.model_validate(data, context={"base": path.resolve().parent})
     except ValidationError as exc:
-        raise WorkflowError(_describe(_pydantic_problems(exc, data, Workflow), source)) from None
+        problems = _pydantic_problems(exc, data, Workflow)
+        if registry is not None:
+            problems += _raw_options_problems(data, problems, registry=registry)
+        raise WorkflowError(_describe(problems, source)) from None
     if workflow.output.name is None:
         output = workflow.output.model_copy(update={"name": _run_name(path)})
         workflow = workflow.model_copy(update={"output": output})
@@ -366,6 +369,46 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
         )
         return [(("data", "unlabelled_data") if given else ("data",), message)]
     return _metric_problems(workflow, registry=registry)
+
+
+def _raw_options_problems(
+    data: object, found: Sequence[Problem], *, registry: Registry
+) -> list[Problem]:
+    """The method options' problems in a workflow that broke the schema elsewhere.
+
+    Reported with the schema's problems, so that a file with a typo in ``training`` and
+    one in ``method.options`` is fixed in one round, not two. Only when the ``method``
+    and ``plugins`` sections themselves are valid and name a registered method; their
+    own problems are the schema's to report.
+    """
+    if any(path[:1] in (("method",), ("plugins",)) for path, _ in found):
+        return []
+    if not isinstance(data, Mapping):
+        return []
+    method, plugins = data.get("method"), data.get("plugins", [])
+    if not isinstance(method, Mapping) or method.get("model") is not None:
+        return []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        return []
+    from medi2i.plugins import add_installed_plugin
+    from medi2i.registry import Registry
+
+    try:
+        added = False
+        for name in plugins:
+            added |= add_installed_plugin(registry.plugins, name)
+        if added:
+            registry = Registry(registry.plugins)
+        method_cls = registry.method(str(method.get("id")))
+    except Medi2iError:
+        return []
+    options = method.get("options", {})
+    try:
+        method_cls.Options.model_validate(options)
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc, options, method_cls.Options)
+        return [(("method", "options", *path), message) for path, message in problems]
+    return []
 
 
 def _metric_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
