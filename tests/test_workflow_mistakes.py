@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medi2i.errors import Medi2iError
@@ -83,6 +84,50 @@ def test_an_empty_evaluation_split_stops_the_run_before_training(
     assert result.exit_code == 1
     assert "Error: the test split has no cases to evaluate" in result.output
     assert "valid (" not in result.output  # not "valid" above the error
+
+
+def _shift(path: Path, mm: float) -> None:
+    import nibabel as nib
+
+    image = nib.load(path)
+    affine = image.affine.copy()
+    affine[0, 3] += mm
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), affine), path)
+
+
+@pytest.mark.parametrize(
+    ("role", "message"),
+    [
+        ("ct", r"mr\.nii\.gz is not on the grid of its reference .*ct\.nii\.gz"),
+        ("mask", r"mask\.nii\.gz is not on the grid of its reference .*ct\.nii\.gz"),
+    ],
+)
+def test_an_evaluation_case_off_its_grid_stops_the_run_before_training(
+    workflow_file: Path, registry: Registry, role: str, message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.errors import GeometryError
+
+    shifted = workflow_file.parent / "cases" / "demo003" / f"{role}.nii.gz"
+    _shift(shifted, 5.0)
+    workflow = load_workflow(workflow_file, registry=registry)
+    with pytest.raises(GeometryError, match=rf"evaluation case 'demo003': .*{message}"):
+        run_workflow(workflow, registry=registry)
+    assert not (workflow_file.parent / "runs" / "tiny-fixed" / "checkpoints").exists()
+    result = CliRunner().invoke(
+        build_cli(registry.plugins), ["validate", str(workflow_file), "--check-data"]
+    )
+    assert result.exit_code == 1
+    assert "affines differ by up to 5 mm" in result.output
+    assert "valid (" not in result.output
+    # a shift below the grid tolerance is the same grid
+    _shift(shifted, -5.0 + 1e-4)
+    check = CliRunner().invoke(
+        build_cli(registry.plugins), ["validate", str(workflow_file), "--check-data"]
+    )
+    assert check.exit_code == 0, check.output
 
 
 def test_a_run_dir_that_is_no_run_folder_but_holds_files_is_refused(

@@ -86,7 +86,7 @@ def validate_command(
     # "valid" only once the data passed too: not above an error about the data
     splits = discover_splits(data)
     check_validation(workflow, splits, registry)
-    check_evaluation(workflow, splits)
+    check_evaluation(workflow, splits, registry)
     counts = {name: len(splits.get(name).cases) for name in ("train", "validation", "test")}
     source = " (data.validation_data)" if data.validation_data is not None else ""
     click.echo(valid)

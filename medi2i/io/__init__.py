@@ -23,12 +23,15 @@ from medi2i.io.base import VolumeReader, VolumeWriter, require_existing
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.grid import Grid
+
 __all__ = [
     "VolumeReader",
     "VolumeWriter",
     "atomic_path",
     "builtin_readers",
     "builtin_writers",
+    "read_grid",
     "read_volume",
     "registered_readers",
     "registered_writers",
@@ -104,6 +107,26 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
     if path.is_dir():
         raise InputError(f"{path} is a folder that no reader takes: {_folder_contents(path)}")
     raise InputError(f"no reader for {path}: {_supported(readers)}")
+
+
+def read_grid(path: str | Path, *, readers: Sequence[VolumeReader] | None = None) -> Grid | None:
+    """The grid :func:`read_volume` would give ``path``, from its header alone.
+
+    ``None`` when the reader that takes ``path`` cannot tell it without reading the
+    voxels (:meth:`VolumeReader.read_grid`; NIfTI can), when no reader takes it, or when
+    it is missing or unreadable: :func:`read_volume` reports those. Meant for checks
+    before long work, which skip what it cannot tell.
+
+    Example:
+        >>> read_grid("ct.nii.gz").spacing  # doctest: +SKIP
+        (0.9766, 0.9766, 2.5)
+    """
+    path = Path(path)
+    readers = registered_readers() if readers is None else readers
+    for reader in readers:
+        if reader.can_read(path):
+            return reader.read_grid(path) if path.exists() else None
+    return None
 
 
 def _folder_contents(path: Path) -> str:

@@ -45,6 +45,8 @@ from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.grid import Grid
+
 DTYPE_KEY = "medi2i.dtype"
 """Meta key of the voxel type to write a volume as (a numpy dtype name)."""
 
@@ -102,6 +104,17 @@ class VolumeReader(abc.ABC):
             InputError: The path is missing, unreadable or corrupt (message names it).
             GeometryError: The image is not one 3D volume.
         """
+
+    def read_grid(self, path: Path) -> Grid | None:
+        """The grid :meth:`read` gives ``path``, from its header alone, or ``None`` when
+        the reader cannot tell it without reading the voxels (the default) or the header
+        is unreadable (:meth:`read` then says why).
+
+        Checks made before long work (a workflow's evaluation cases, before training)
+        use it to refuse a pair whose volumes lie on different grids at once; they skip
+        the files it cannot tell. Override it when your format's header is cheap to read.
+        """
+        return None
 
 
 class VolumeWriter(abc.ABC):

@@ -37,6 +37,8 @@ from medi2i.io.base import (
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.grid import Grid
+
 QFORM_CODE_KEY = "medi2i.nifti.qform_code"
 SFORM_CODE_KEY = "medi2i.nifti.sform_code"
 SPATIAL_UNIT_KEY = "medi2i.nifti.spatial_unit"
@@ -179,26 +181,52 @@ class NiftiReader(VolumeReader):
         image = _load(path)
         header = image.header
         shape = spatial_shape(tuple(image.shape), path)  # refuse 4D series before loading
-        try:
-            spatial_unit, time_unit = header.get_xyzt_units()
-            affine = np.array(image.affine, dtype=np.float64)
-            meta = {
-                QFORM_CODE_KEY: int(header["qform_code"]),
-                SFORM_CODE_KEY: int(header["sform_code"]),
-                SPATIAL_UNIT_KEY: spatial_unit,
-                TIME_UNIT_KEY: time_unit,
-            }
-        except Exception as exc:  # nibabel raises KeyError, ValueError... for bad codes
-            raise _unreadable(path, exc) from exc
-        _require_stated_spacing(header, meta, path)
+        affine, meta = _affine_and_meta(image, path)
         _warn_if_forms_disagree(header, shape, path)
-        affine[:3, :] *= _MM_PER_UNIT.get(spatial_unit, 1.0)
         _require_data_size(image, shape, path)
         values, stored = _voxels(image, path)
         # x fastest, as stored: the tensor keeps that layout (no transposing copy)
         return volume_from_array(
             values, affine, path=path, source_dtype=stored, meta=meta, keep_layout=True
         )
+
+
+    def read_grid(self, path: Path) -> Grid | None:
+        """The grid :meth:`read` gives ``path``, from the header (nibabel loads the
+        voxels lazily); ``None`` when the header is unreadable or not one 3D volume."""
+        from medi2i.grid import Grid
+
+        try:
+            image = _load(path)
+            shape = spatial_shape(tuple(image.shape), path)
+            affine, _ = _affine_and_meta(image, path)
+        except (InputError, GeometryError):
+            return None
+        return Grid((shape[0], shape[1], shape[2]), affine)
+
+
+def _affine_and_meta(image: Any, path: Path) -> tuple[np.ndarray, dict[str, object]]:
+    """The voxel-to-RAS affine in mm and the header fields :meth:`NiftiReader.read`
+    records (the forms' codes and the units).
+
+    Raises:
+        InputError: The header's codes are unreadable.
+        GeometryError: The header states no usable voxel size.
+    """
+    header = image.header
+    try:
+        spatial_unit, time_unit = header.get_xyzt_units()
+        affine = np.array(image.affine, dtype=np.float64)
+        codes = {
+            QFORM_CODE_KEY: int(header["qform_code"]),
+            SFORM_CODE_KEY: int(header["sform_code"]),
+        }
+    except Exception as exc:  # nibabel raises KeyError, ValueError... for bad codes
+        raise _unreadable(path, exc) from exc
+    _require_stated_spacing(header, codes, path)
+    meta: dict[str, object] = {**codes, SPATIAL_UNIT_KEY: spatial_unit, TIME_UNIT_KEY: time_unit}
+    affine[:3, :] *= _MM_PER_UNIT.get(spatial_unit, 1.0)
+    return affine, meta
 
 
 def _load(path: Path) -> Any:

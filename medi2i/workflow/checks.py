@@ -14,7 +14,11 @@ from medi2i.errors import Medi2iError
 from medi2i.workflow.loader import WorkflowError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from medi2i.data.cases import Case
     from medi2i.data.discovery import DataSplits
+    from medi2i.io import VolumeReader
     from medi2i.method import DomainSpec, Method
     from medi2i.registry import Registry
     from medi2i.workflow.schema import DataConfig, Workflow
@@ -91,22 +95,79 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
                 raise WorkflowError(f"validation case {case.id!r}: {exc}") from None
 
 
-def check_evaluation(workflow: Workflow, splits: DataSplits) -> None:
-    """Check that the evaluate stage will have cases, before training makes a model
-    that nothing scores.
+def check_evaluation(
+    workflow: Workflow, splits: DataSplits, registry: Registry | None = None
+) -> None:
+    """Check that the evaluate stage will have cases, and that their volumes lie on
+    one grid, before training makes a model that nothing scores.
+
+    The grids are read from the files' headers where the reader can (NIfTI;
+    :func:`medi2i.io.read_grid`), without loading voxels; other files are checked when
+    the evaluate stage reads them. As there, a reference of its source's shape must lie
+    on the source's grid (a reference of another shape is a super-resolution target),
+    and a mask on its reference's grid.
+
+    Args:
+        workflow: The workflow.
+        splits: Its data's splits.
+        registry: Whose readers read the headers; the installed plugins' when ``None``.
 
     Raises:
         WorkflowError: Evaluation is on, has no ``evaluation.data`` and its split of
             ``data`` is empty.
+        GeometryError: An evaluation case's volumes lie on different grids (the message
+            names the files and by how much they differ).
     """
     config = workflow.evaluation
-    if not config.enabled or config.data is not None or splits.get(config.split).cases:
+    if not config.enabled:
         return
-    raise WorkflowError(
-        f"the {config.split} split has no cases to evaluate: set data.split.{config.split} "
-        "(a fraction or case list), choose another evaluation.split, give evaluation.data, "
-        "or set evaluation.enabled to false"
-    )
+    if config.data is not None:
+        from medi2i.data.discovery import discover_cases
+
+        cases = discover_cases(config.data).cases
+    else:
+        cases = splits.get(config.split).cases
+        if not cases:
+            raise WorkflowError(
+                f"the {config.split} split has no cases to evaluate: set "
+                f"data.split.{config.split} (a fraction or case list), choose another "
+                "evaluation.split, give evaluation.data, or set evaluation.enabled to false"
+            )
+    readers = None if registry is None else list(registry.readers.values())
+    for case in cases:
+        _check_case_grids(case, config.mask, readers)
+
+
+def _check_case_grids(
+    case: Case, mask_role: str | None, readers: Sequence[VolumeReader] | None
+) -> None:
+    from medi2i.data.cases import SOURCE, TARGET
+    from medi2i.grid import require_same_grid
+    from medi2i.io import read_grid
+
+    images = case.images
+    if TARGET not in images:
+        return
+    reference = read_grid(images[TARGET], readers=readers)
+    if reference is None:
+        return
+    checked = []
+    if SOURCE in images:
+        source = read_grid(images[SOURCE], readers=readers)
+        if source is not None and source.shape == reference.shape:
+            checked.append((source, images[SOURCE], "the reference onto the source"))
+    if mask_role is not None and mask_role in images:
+        mask = read_grid(images[mask_role], readers=readers)
+        if mask is not None:
+            checked.append((mask, images[mask_role], "the mask onto the reference"))
+    for grid, path, resample in checked:
+        require_same_grid(
+            grid,
+            reference,
+            what=f"evaluation case {case.id!r}: {path}",
+            reference_name=f"its reference {images[TARGET]}",
+            hint=f"resample {resample} (a case's volumes must share one grid)",
+        )
 
 
 def _method(workflow: Workflow, registry: Registry) -> Method:

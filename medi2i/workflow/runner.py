@@ -131,7 +131,7 @@ def _run_stages(
         if "train" in stages and "evaluate" in stages and workflow.method.model is None:
             from medi2i.workflow.checks import check_evaluation
 
-            check_evaluation(workflow, splits())  # before training, not after
+            check_evaluation(workflow, splits(), registry)  # before training, not after
         if "train" in stages:
             result = replace(result, model_dir=train_stage(workflow, run, registry, splits, log))
         if "adapt" in stages and workflow.adaptation is not None:
