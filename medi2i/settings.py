@@ -6,6 +6,7 @@ options without paying for a torch import.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,6 +14,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 NonFinitePolicy = Literal["error", "zero", "nearest"]
 """What to do with NaN or infinite input voxels: refuse the volume, set them to 0, or give
 each the value of its nearest finite voxel (see :mod:`medi2i.voxel_checks`)."""
+
+
+_DEVICE_NAME = re.compile(r"auto|(cpu|cuda)(:\d+)?")
+
+
+def check_device_name(name: str) -> str:
+    """``name`` if it names a device medi2i runs on, as a setting is validated: before
+    anything runs, so that ``device: gpu`` in a workflow is refused by ``medi2i
+    validate``, not after training. Whether CUDA is there is checked when it is used.
+
+    Raises:
+        ValueError: Another name; the message lists the allowed ones.
+
+    Example:
+        >>> check_device_name("cuda:1")
+        'cuda:1'
+    """
+    if not _DEVICE_NAME.fullmatch(name):
+        raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return name
 
 
 class InferenceSettings(BaseModel):
@@ -49,6 +70,10 @@ class InferenceSettings(BaseModel):
             (e.g. left-right asymmetric anatomy without flip augmentation) can get
             worse, so choose it on validation data.
 
+    Raises:
+        pydantic.ValidationError: A value out of range or of the wrong type (a
+            ``ValueError``; its message lists every problem).
+
     Example:
         >>> InferenceSettings(roi_size=(64, 64, 64), device="cpu").overlap
         0.25
@@ -68,6 +93,11 @@ class InferenceSettings(BaseModel):
     force_modality: bool = False
     seed: int = Field(default=0, ge=0)
     mirror_axes: tuple[int, ...] = ()
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        return check_device_name(value)
 
     @field_validator("mirror_axes")
     @classmethod

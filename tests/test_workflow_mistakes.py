@@ -3,11 +3,13 @@ a mistake found from the data must stop the run before training, not after."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medi2i.errors import Medi2iError
 from medi2i.plugins import PluginSet, load_plugins
@@ -128,6 +130,29 @@ def test_an_evaluation_case_off_its_grid_stops_the_run_before_training(
         build_cli(registry.plugins), ["validate", str(workflow_file), "--check-data"]
     )
     assert check.exit_code == 0, check.output
+
+
+def test_a_device_name_that_is_none_is_refused_by_validate(workflow_file: Path) -> None:
+    text = workflow_file.read_text().replace("device: cpu, progress", "device: gpu, progress")
+    workflow_file.write_text(text)
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(workflow_file)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2  # training.device and inference.device, each on its line
+    assert re.search(r"line 9: training\.device: unknown device 'gpu'", lines[0])
+    assert re.search(r"line 10: inference\.device: unknown device 'gpu': use 'auto'", lines[1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_inference_device_that_is_not_here_stops_the_run_before_training(
+    workflow_file: Path, registry: Registry
+) -> None:
+    from medi2i.errors import DeviceError
+
+    workflow = load_workflow(workflow_file, overrides=["inference.device=cuda"], registry=registry)
+    with pytest.raises(DeviceError, match="torch sees no CUDA device"):
+        run_workflow(workflow, registry=registry)
+    assert not (workflow_file.parent / "runs" / "tiny-fixed" / "checkpoints").exists()
 
 
 def test_a_run_dir_that_is_no_run_folder_but_holds_files_is_refused(

@@ -332,7 +332,9 @@ def inference_settings(
             mirror_axes=parse_mirror_axes(mirror_axes),
         )
     except ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{e['loc'][0]}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
         raise OptionsError(f"invalid inference settings: {problems}") from None
 
 

@@ -184,6 +184,13 @@ class TrainingConfig(BaseModel):
     tensorboard: bool = False
     progress: bool = True
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        from medi2i.settings import check_device_name
+
+        return check_device_name(value)
+
     @field_validator("patch_size")
     @classmethod
     def _positive_patch(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
