@@ -155,6 +155,28 @@ def test_an_inference_device_that_is_not_here_stops_the_run_before_training(
     assert not (workflow_file.parent / "runs" / "tiny-fixed" / "checkpoints").exists()
 
 
+def test_an_evaluation_mask_no_case_has_stops_the_run_before_training(
+    workflow_file: Path, registry: Registry
+) -> None:
+    workflow = load_workflow(workflow_file, overrides=["evaluation.mask=body"], registry=registry)
+    with pytest.raises(WorkflowError, match=r"evaluation\.mask is 'body', but no evaluation case"):
+        run_workflow(workflow, registry=registry)
+    assert not (workflow_file.parent / "runs" / "tiny-fixed" / "checkpoints").exists()
+    # the evaluate stage alone refuses too, before predicting anything (it scored whole
+    # volumes under the masked metrics' names)
+    trained = run_workflow(
+        load_workflow(workflow_file, registry=registry), registry=registry, stages=("train",)
+    )
+    with pytest.raises(WorkflowError, match=r"evaluation\.mask is 'body'"):
+        run_workflow(workflow, registry=registry, stages=("evaluate",))
+    assert trained.model_dir is not None
+    assert not (trained.run_dir / "metrics" / "metrics.json").exists()
+    # whole volumes, asked for
+    unmasked = load_workflow(workflow_file, overrides=["evaluation.mask=null"], registry=registry)
+    result = run_workflow(unmasked, registry=registry, stages=("evaluate",))
+    assert result.metrics_path is not None
+
+
 def test_a_run_dir_that_is_no_run_folder_but_holds_files_is_refused(
     workflow_file: Path, registry: Registry, tmp_path: Path
 ) -> None:

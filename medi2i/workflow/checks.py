@@ -133,6 +133,9 @@ def check_evaluation(
                 f"data.split.{config.split} (a fraction or case list), choose another "
                 "evaluation.split, give evaluation.data, or set evaluation.enabled to false"
             )
+    from medi2i.workflow.evaluation import require_evaluation_masks
+
+    require_evaluation_masks(workflow, cases)
     readers = None if registry is None else list(registry.readers.values())
     for case in cases:
         _check_case_grids(case, config.mask, readers)

@@ -153,14 +153,54 @@ def evaluation_cases(workflow: Workflow, splits: SplitSource) -> list[Case]:
     if config.data is not None:
         from medi2i.data.discovery import discover_cases
 
-        return list(discover_cases(config.data).cases)
-    cases = list(splits().get(config.split).cases)
+        cases = list(discover_cases(config.data).cases)
+    else:
+        cases = list(splits().get(config.split).cases)
     if not cases:
         raise WorkflowError(
             f"the {config.split} split has no cases to evaluate: set data.split.{config.split} "
             f"(a fraction or case list), choose another evaluation.split, or give evaluation.data"
         )
+    require_evaluation_masks(workflow, cases)
     return cases
+
+
+def require_evaluation_masks(workflow: Workflow, cases: Sequence[Case]) -> None:
+    """Refuse evaluation cases that would be scored in different regions, or not in the
+    region the workflow names.
+
+    With ``evaluation.mask`` set in the file, every case needs that volume; with the
+    default (``mask``), either every case has one or none has (then whole volumes are
+    scored). A case without the mask was otherwise scored over its whole volume without
+    a word: a misspelt role gave whole-volume numbers under a masked metric's name.
+
+    Raises:
+        WorkflowError: Some cases lack the mask; the message names them.
+    """
+    config = workflow.evaluation
+    role = config.mask
+    if role is None:
+        return
+    without = [case.id for case in cases if role not in case.images]
+    if not without or (len(without) == len(cases) and "mask" not in config.model_fields_set):
+        return
+    shown = ", ".join(repr(name) for name in without[:5])
+    more = f" and {len(without) - 5} more" if len(without) > 5 else ""
+    if len(without) == len(cases):
+        found = sorted({role for case in cases for role in case.images})
+        problem = (
+            f"evaluation.mask is {role!r}, but no evaluation case has a {role} volume (they "
+            f"have {', '.join(found)})"
+        )
+    else:
+        problem = (
+            f"evaluation case {shown}{more} has no {role} volume, which the other "
+            f"evaluation cases have, so its metrics would cover its whole volume"
+        )
+    raise WorkflowError(
+        f"{problem}: give every evaluation case its {role}, name the mask the cases have, "
+        "or set evaluation.mask: null to score whole volumes"
+    )
 
 
 def _evaluate_case(
