@@ -333,6 +333,18 @@ def test_evaluate_prints_the_synthrad_metrics_as_json(
     assert air_mae is None
 
 
+def test_evaluate_table_says_n_a_for_a_metric_it_could_not_measure(
+    tmp_path: Path, ct_case: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    files = ["-p", str(tmp_path / "sct.nii.gz"), "-r", str(tmp_path / "ct.nii.gz")]
+    result = run(*files, "-m", str(tmp_path / "mask.nii.gz"))
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
+    assert rows["air_mae"] == ["n/a", "HU"]  # no air 10 voxels from the mask
+    assert float(rows["synthrad_mae"][0]) > 0
+    assert "nan" not in result.output
+
+
 def test_evaluate_table_with_the_mr_preset_and_no_mask(
     tmp_path: Path, ct_case: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> None:

@@ -10,6 +10,7 @@ NumPy, SciPy and MONAI are imported inside the functions, so ``medi2i --help`` s
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +209,12 @@ def require_same_grid(volume: LoadedVolume, reference: LoadedVolume) -> None:
 
 
 def _echo_table(metrics: Sequence[Metric], values: dict[str, float]) -> None:
-    rows = [(m.name, f"{values[m.name]:.6g}", m.units) for m in metrics]
+    # a metric that could not be measured (NaN, e.g. air_mae without air far enough
+    # from the mask) reads n/a, as in the workflow's log and tables and the help
+    rows = [
+        (m.name, "n/a" if math.isnan(values[m.name]) else f"{values[m.name]:.6g}", m.units)
+        for m in metrics
+    ]
     widths = [max(len(row[i]) for row in [("metric", "value", "units"), *rows]) for i in range(3)]
     for row in [("metric", "value", "units"), *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
