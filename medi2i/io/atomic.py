@@ -21,7 +21,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from medi2i.errors import OutputError
@@ -219,7 +219,11 @@ def _replace(temporary: Path, path: Path) -> None:
 
 
 def _remove(temporary: Path) -> None:
+    """Remove a temporary file or folder, best effort: cleaning up must never hide the
+    error that made the write fail (on a read-only file system even unlinking a file
+    that was never made raises ``EROFS``, not ``ENOENT``)."""
     if temporary.is_dir() and not temporary.is_symlink():
         shutil.rmtree(temporary, ignore_errors=True)
-    else:
+        return
+    with suppress(OSError):
         temporary.unlink(missing_ok=True)
