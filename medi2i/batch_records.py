@@ -124,11 +124,18 @@ class Manifest:
     def append(self, record: StudyRecord) -> StudyRecord:
         """Stamp ``record`` with the time, append it as one line and flush it to disk."""
         stamped = replace(record, time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as stream:
-            stream.write(stamped.to_json() + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as stream:
+                stream.write(stamped.to_json() + "\n")
+                stream.flush()
+                os.fsync(stream.fileno())
+        except OSError as exc:  # a read-only or full output root: one line, no traceback
+            raise OutputError(
+                f"cannot write the batch manifest {self.path}: {exc.strerror or exc}; the "
+                "batch records every study there, so give an output folder (or --manifest) "
+                "you can write to, with free space"
+            ) from exc
         self.latest[stamped.study] = stamped
         return stamped
 

@@ -50,3 +50,40 @@ def test_write_volume_to_a_read_only_file_system_names_the_output(
     with pytest.raises(Medi2iError, match=r"cannot write .*out\.nii\.gz.*Read-only file system"):
         medi2i.write_volume(image, tmp_path / "out.nii.gz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+
+
+def test_batch_into_a_read_only_output_root_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.plugins import load_plugins
+    from medi2i.testing import example_methods
+    from medi2i.testing.dicom_series import write_series
+
+    root, out = tmp_path / "in", tmp_path / "ro" / "out"
+    values = np.random.default_rng(0).integers(0, 800, size=(12, 10, 5)).astype(np.float64)
+    write_series(root / "p1" / "t1", values, modality="MR", rescale=(1.0, 0.0))
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    mkdir = Path.mkdir
+
+    def read_only_below_ro(self: Path, *args: object, **kwargs: object) -> None:
+        if self.is_relative_to(tmp_path / "ro"):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(Path, "mkdir", read_only_below_ro)
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    args = ["batch", str(root), str(out), "--method", "example-self-rescaling"]
+    result = CliRunner().invoke(build_cli(plugins), [*args, "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot write the batch manifest {out / 'manifest.jsonl'}: Read-only file "
+        "system; the batch records every study there, so give an output folder (or "
+        "--manifest) you can write to, with free space"
+    ]
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
