@@ -11,14 +11,14 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from medi2i.errors import InputError, OptionsError
+from medi2i.errors import InputError, OptionsError, OutputError
 from medi2i.grid import Grid
 from medi2i.method import (
     DataKind,
@@ -470,7 +470,16 @@ def predict_all(
         )
         sidecar = sidecar_path(path)
         # an earlier provenance record of medi2i's own (its image was deleted, or this
-        # is an --overwrite) is replaced; a file of the user's under that name is not
+        # is an --overwrite) is replaced; a file of the user's under that name is not,
+        # nor the record of another output that shares it (sct/ and sct.nii.gz)
+        suffixes = [suffix for w in registry.writers.values() for suffix in w.suffixes]
+        owner = _other_output_of(sidecar, path, suffixes)
+        if owner is not None and not overwrite:
+            raise OutputError(
+                f"{sidecar}, where the provenance of {path} is written, is the provenance "
+                f"of the existing output {owner}; give {path} another name (e.g. "
+                f"{_renamed(path)}), or pass --overwrite to replace that record"
+            )
         replaceable = overwrite or is_provenance_record(sidecar)
         check_destination(sidecar, inputs=[Path(source)], overwrite=replaceable, sidecar_of=path)
     if image is None:
@@ -512,6 +521,28 @@ def predict_all(
         write_sidecar(path, {**record, "output": output_record(declared_output)})
         written[declared_output.name] = path
     return written
+
+
+def _other_output_of(sidecar: Path, path: Path, suffixes: Sequence[str]) -> Path | None:
+    """An existing output other than ``path`` whose provenance is ``sidecar`` (a DICOM
+    series folder or a volume file of the same stem), when ``sidecar`` is medi2i's."""
+    if not is_provenance_record(sidecar):
+        return None
+    stem = sidecar.name.removesuffix(".provenance.json")
+    candidates = [sidecar.with_name(stem + suffix) for suffix in ("", *suffixes)]
+    return next(
+        (
+            other
+            for other in candidates
+            if other.name != path.name and (other.exists() or other.is_symlink())
+        ),
+        None,
+    )
+
+
+def _renamed(path: Path) -> Path:
+    stem = sidecar_path(path).name.removesuffix(".provenance.json")
+    return path.with_name(stem + "-2" + path.name[len(stem) :])
 
 
 def named_output_path(output: Path, name: str) -> Path:
