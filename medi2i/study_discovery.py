@@ -69,6 +69,7 @@ def discover_studies(
     """
     from medi2i.dicom.reading.series_scan import scan_folder
     from medi2i.dicom.reading.series_selection import select_series
+    from medi2i.dicom.reading.series_volume import require_no_damaged_neighbours
 
     tolerance = selector.slice_tolerance_mm if selector is not None else None
     result = scan if scan is not None else scan_folder(root, slice_tolerance_mm=tolerance)
@@ -98,7 +99,14 @@ def discover_studies(
             skip = selector is not None and not any(selector.matches(i) for i in study.series)
             jobs.append(replace(job, problem=str(exc), skip=skip))
             continue
-        jobs.append(replace(job, input=series.folder, series=series))
+        job = replace(job, input=series.folder, series=series)
+        try:  # a damaged file beside it may be one of its slices, as predict says
+            require_no_damaged_neighbours(series, result.skipped)
+        except InputError as exc:
+            problem = str(exc).removeprefix(f"{series.folder}: ")
+            jobs.append(replace(job, series=None, problem=problem))
+            continue
+        jobs.append(job)
     return jobs
 
 

@@ -84,11 +84,11 @@ def read_scanned(result: ScanResult, selector: SeriesSelector | None = None) -> 
         series = select_series(result.series, selector)
     except InputError as exc:  # its message lists the series but not where they are
         raise InputError(f"{result.root}: {exc}") from None
-    _require_no_damaged_neighbours(series, result.skipped)
+    require_no_damaged_neighbours(series, result.skipped)
     return read_dicom_series(series)
 
 
-def _require_no_damaged_neighbours(series: SeriesInfo, skipped: Sequence[SkippedFile]) -> None:
+def require_no_damaged_neighbours(series: SeriesInfo, skipped: Sequence[SkippedFile]) -> None:
     """Refuse a series beside DICOM files that could not be parsed.
 
     Such a file may be one of its slices: without it the series has a gap (reported
