@@ -190,7 +190,6 @@ class NiftiReader(VolumeReader):
             values, affine, path=path, source_dtype=stored, meta=meta, keep_layout=True
         )
 
-
     def read_grid(self, path: Path) -> Grid | None:
         """The grid :meth:`read` gives ``path``, from the header (nibabel loads the
         voxels lazily); ``None`` when the header is unreadable or not one 3D volume."""
