@@ -15,8 +15,9 @@ given Rician noise. Two numbers bound what a synthetic CT can be expected to rea
    given too.
 2. **The best voxelwise map, fitted on the scored voxels**: each voxel predicted by the
    median true HU of the MR voxels of the same intensity (256 quantile bins of the MR in
-   the body mask), fitted on the very case it is scored on. A method that sees only a
-   voxel's MR value could not beat it on that case; context (where the voxel lies, what
+   the body mask, ``q3m_voxelwise_floor.conditional_median_mae``), fitted on the very
+   case it is scored on. A method that sees only a voxel's MR value could not beat it
+   on that case; context (where the voxel lies, what
    surrounds it) is what a network adds.
 
 From the repository root, after ``medi2i bench prepare --task q1 --work-dir bench-work``::
@@ -33,31 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from q3m_voxelwise_floor import conditional_median_mae  # this script's folder
 
 from medi2i.io import read_volume
 from medi2i.synth import PseudoT1Parameters
 from medi2i.synth.fields import gaussian_blur_mm
 
-BINS = 256
 CASES = (("validation", "invesalius0051-val"), ("test", "invesalius0051-test"))
-
-
-def conditional_median_mae(
-    source: npt.NDArray[np.float64], target: npt.NDArray[np.float64], bins: int = BINS
-) -> float:
-    """MAE of predicting ``target`` by its median within quantile bins of ``source``.
-
-    Example:
-        >>> x = np.arange(1000.0)
-        >>> conditional_median_mae(x, 2 * x + 5, bins=1000)
-        0.0
-    """
-    edges = np.quantile(source, np.linspace(0.0, 1.0, bins + 1))
-    index = np.clip(np.searchsorted(edges, source, side="right") - 1, 0, bins - 1)
-    medians = np.zeros(bins)
-    for k in np.unique(index):
-        medians[k] = np.median(target[index == k])
-    return float(np.abs(medians[index] - target).mean())
 
 
 def _read(folder: Path, stem: str) -> tuple[npt.NDArray[np.float64], tuple[float, ...]]:
