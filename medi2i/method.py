@@ -124,6 +124,35 @@ _KEYWORDS = {
 }
 
 
+def _require_valid_defaults(method_id: str, kind: str, model: type[BaseModel]) -> None:
+    """Refuse an options or condition model whose own defaults it rejects.
+
+    pydantic does not validate defaults, so ``steps: int = "ten"`` would pass every
+    prediction with the default, be saved in a model folder, and only then be refused
+    when that folder is loaded (after the training): the mistake is the plugin's, so it
+    shows at registration.
+    """
+    defaults = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in model.model_fields.items()
+        if not field.is_required()
+    }
+    try:
+        model.model_validate(defaults)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc'])} = "
+            f"{defaults.get(str(error['loc'][0]))!r} ({error['msg']})"
+            for error in exc.errors()
+            if error["type"] != "missing" and error["loc"]
+        ]
+        if problems:
+            raise TypeError(
+                f"method {method_id!r}: the default of {kind} field {'; '.join(problems)}; "
+                f"give {model.__qualname__} defaults of the fields' own types"
+            ) from None
+
+
 class Method(abc.ABC, Generic[OptionsT, ConditionT]):
     """Base class of every method. Subclass it, fill in the class attributes, and
     register the class from a plugin's ``register_methods`` hook.
@@ -206,8 +235,9 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         """Check the class attributes a registered method must have.
 
         Raises:
-            TypeError: An attribute is missing or inconsistent, or a hook has the
-                signature of plugin API 1 (``preprocess(image)``).
+            TypeError: An attribute is missing or inconsistent, a default of the
+                ``Options`` or ``Condition`` model is refused by that model, or a hook
+                has the signature of plugin API 1 (``preprocess(image)``).
         """
         for attr in ("id", "tasks", "input_spec", "output_spec"):
             if not hasattr(cls, attr):
@@ -220,6 +250,8 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         if not cls.tasks:
             raise TypeError(f"method {cls.id!r} declares no task")
         cls._validate_training_hooks()
+        for kind, model in (("Options", cls.Options), ("Condition", cls.Condition)):
+            _require_valid_defaults(cls.id, kind, model)
         for hook, keywords in _KEYWORDS.items():
             parameters = inspect.signature(getattr(cls, hook)).parameters
             accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())

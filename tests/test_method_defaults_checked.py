@@ -1,0 +1,61 @@
+"""A method's options and condition models must accept their own defaults.
+
+pydantic does not validate defaults, so a plugin's ``steps: int = "ten"`` used to pass
+every prediction with the default, be saved into a trained model folder, and be refused
+only when that folder was loaded, after the training. It is refused at registration.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from medi2i import Method, NoCondition, Options, Registry, Task, VolumeSpec
+
+
+class WrongDefault(Options):
+    steps: int = "ten"  # type: ignore[assignment]
+    scale: float = 1.0
+
+
+class Required(Options):
+    gain: float  # no default: given by the user, nothing to check here
+    bias: float = 0.0
+
+
+class Side(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    side: int = "left"  # type: ignore[assignment]
+
+
+def _method(options: type[BaseModel], condition: type[BaseModel]) -> type[Method]:
+    class Plugin(Method[options, condition]):  # type: ignore[valid-type]
+        id = "plugin-defaults"
+        tasks = (Task.HARMONIZATION,)
+        input_spec = output_spec = VolumeSpec()
+
+        def predict(self, image, context):  # type: ignore[no-untyped-def]
+            return image
+
+    return Plugin
+
+
+def test_an_options_default_of_the_wrong_type_is_refused_at_registration() -> None:
+    with pytest.raises(TypeError, match=r"'plugin-defaults': the default of Options field steps"):
+        _method(WrongDefault, NoCondition).validate_class()
+
+
+def test_a_condition_default_of_the_wrong_type_is_refused_at_registration() -> None:
+    with pytest.raises(TypeError, match=r"the default of Condition field side = 'left'"):
+        _method(Options, Side).validate_class()
+
+
+def test_required_fields_are_not_defaults() -> None:
+    _method(Required, NoCondition).validate_class()
+
+
+def test_every_registered_method_accepts_its_own_defaults() -> None:
+    registry = Registry()
+    for method_id in registry.methods:
+        registry.method(method_id).validate_class()
