@@ -89,8 +89,9 @@ def predict_outputs(
         GeometryError: ``image`` is not channel-first 3D, its affine is not a finite,
             invertible 4x4 matrix, or its channels are not those of a patch network's
             ``input_spec``.
-        OutputError: An output is not finite, or not a volume the core can place on a
-            grid (not channel-first 3D; another shape under the input's affine).
+        OutputError: An output is not finite, has other channels than it declares, or
+            is not a volume the core can place on a grid (not channel-first 3D; another
+            shape under the input's affine).
     """
     from medi2i.data.loading import prepared as prepared_volume
     from medi2i.engine import SlidingWindowEngine
@@ -127,6 +128,7 @@ def predict_outputs(
         shaped = with_grid(method, raw[output.name], prepared)
         done = method.postprocess(shaped, prepared, domain=output.domain, condition=parsed)
         require_placed(method, done, shaped, "postprocess")
+        _require_declared_channels(method, done, output)
         results[output.name] = _delivered(method, done, input_grid, source_meta, output, parsed)
     return results
 
@@ -204,6 +206,20 @@ def _delivered(
         "medi2i.output.units": declared.spec.units,
     }
     return result
+
+
+def _require_declared_channels(method: Method, volume: torch.Tensor, declared: Output) -> None:
+    """Refuse an output with other channels than its spec declares: the method's
+    mistake, which a writer would otherwise report as the user's ("write each channel
+    to its own file")."""
+    if volume.shape[0] != declared.spec.channels:
+        named = f" {declared.name!r}" if declared.name else ""
+        raise OutputError(
+            f"method {method.id!r} returned {volume.shape[0]} channel(s) for its output"
+            f"{named} but declares {declared.spec.channels} (the output's VolumeSpec); "
+            "the method must return the channels it declares (a bug of its plugin); "
+            "nothing was written"
+        )
 
 
 def _by_name(

@@ -103,7 +103,7 @@ class HasNoDefaultOptions(DomainOffset):
 @pytest.mark.parametrize(
     ("method_cls", "problem"),
     [
-        (DeclaresTwoChannels, "output has 1 channels, its output_spec declares 2"),
+        (DeclaresTwoChannels, r"returned 1 channel\(s\) for its output but declares 2"),
         (PredictsNaN, "NaN or infinite"),
         (ForgetsItsWeights, "loaded from its model folder predicts differently"),
         (ModifiesItsInput, "modified its input volume in place"),
