@@ -72,6 +72,7 @@ _LAZY = {
     "VolumeReader": "medi2i.io.base",
     "VolumeWriter": "medi2i.io.base",
     "read_volume": "medi2i.io",
+    "volume_from_array": "medi2i.io.base",
     "write_volume": "medi2i.io",
     "Metric": "medi2i.metrics",
     "predict": "medi2i.prediction",
@@ -168,6 +169,7 @@ __all__ = [
     "save_model",
     "statistics_layers",
     "tile_windows",
+    "volume_from_array",
     "write_volume",
 ]
 
@@ -205,7 +207,7 @@ if TYPE_CHECKING:
         normalize_mr,
     )
     from medi2i.io import read_volume, write_volume
-    from medi2i.io.base import VolumeReader, VolumeWriter
+    from medi2i.io.base import VolumeReader, VolumeWriter, volume_from_array
     from medi2i.method import (
         AdaptContext,
         AuxiliaryNetwork,

@@ -71,7 +71,12 @@ class VolumeReader(abc.ABC):
     your own :meth:`can_read`, implement :meth:`read`, and hand an instance to
     ``register`` in your plugin's ``register_readers`` hook.
 
+    Build the result with :func:`volume_from_array` (``medi2i.volume_from_array``),
+    which checks the array and the affine and records the file in the volume's
+    metadata, so that errors about the volume name it.
+
     Example:
+        >>> from medi2i import VolumeReader, volume_from_array
         >>> class MyFormatReader(VolumeReader):
         ...     name = "myformat"
         ...     description = "MyFormat files (.myf)"
