@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medi2i.errors import InputError
+from medi2i.errors import InputError, PluginError
 from medi2i.io.atomic import atomic_path
 from medi2i.io.base import VolumeReader, VolumeWriter, require_existing
 
@@ -95,18 +95,43 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
     Raises:
         InputError: The path does not exist, no reader accepts it, or it is corrupt.
         GeometryError: It is not one 3D volume.
+        PluginError: The reader that took it returned something else than a
+            ``(1, X, Y, Z)`` ``MetaTensor`` (a bug of the reader's plugin).
     """
     path = Path(path)
     require_existing(path)
     readers = registered_readers() if readers is None else readers
     for reader in readers:
         if reader.can_read(path):
-            volume = reader.read(path)
+            volume = _checked_read(reader, path, reader.read(path))
             volume.meta[READ_FROM] = os.path.realpath(path)  # write_volume keeps it safe
             return volume
     if path.is_dir():
         raise InputError(f"{path} is a folder that no reader takes: {_folder_contents(path)}")
     raise InputError(f"no reader for {path}: {_supported(readers)}")
+
+
+def _checked_read(reader: VolumeReader, path: Path, volume: object) -> MetaTensor:
+    """What ``reader`` returned for ``path``, refused with one line naming the reader
+    unless it is the volume every reader returns (a plugin reader's mistake otherwise
+    failed later with a traceback, or with a message that blamed the input)."""
+    from monai.data.meta_tensor import MetaTensor
+
+    fix = (
+        "a reader returns medi2i.volume_from_array(array, affine, path=path), a (1, X, Y, Z) "
+        "MetaTensor; fix the reader, or convert the file to NIfTI"
+    )
+    if not isinstance(volume, MetaTensor):
+        raise PluginError(
+            f"reader {reader.name!r} returned a {type(volume).__name__} for {path}; {fix}"
+        )
+    if volume.ndim != 4 or volume.shape[0] != 1:
+        raise PluginError(
+            f"reader {reader.name!r} returned a volume of shape {tuple(volume.shape)} for "
+            f"{path}; {fix}"
+        )
+    volume.meta.setdefault("filename_or_obj", str(path))  # errors about it name the file
+    return volume
 
 
 def read_grid(path: str | Path, *, readers: Sequence[VolumeReader] | None = None) -> Grid | None:
