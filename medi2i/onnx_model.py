@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +173,24 @@ class _OnnxWindows:
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self._onnx = (path, session, session.get_inputs()[0].name, roi, condition)
+
+    def parse_condition(self, condition: Any) -> Any:
+        """The exported condition when none is given (the only one the file can run;
+        the method's own default may be another, e.g. a2b for a b2a export), and a
+        different one refused before any work."""
+        if self._onnx is None:  # the loader parsing the exported condition itself
+            return super().parse_condition(condition)  # type: ignore[misc]
+        path, exported = self._onnx[0], self._onnx[4]
+        if condition is None or (isinstance(condition, Mapping) and not condition):
+            return exported
+        parsed = super().parse_condition(condition)  # type: ignore[misc]
+        if parsed != exported:
+            raise OptionsError(
+                f"{path} was exported for the condition {exported.model_dump(mode='json')}, "
+                f"this prediction asks for {parsed.model_dump(mode='json')}; export the "
+                "model for it (medi2i export --format onnx --condition key=value)"
+            )
+        return parsed
 
     @property
     def onnx_path(self) -> Path:
