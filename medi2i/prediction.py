@@ -28,6 +28,7 @@ from medi2i.method import (
     Progress,
     no_progress,
 )
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.prediction_checks import (
     naming_the_input,
     require_output_fits,
@@ -115,6 +116,7 @@ def predict_outputs(
         log=logging.getLogger(f"medi2i.method.{method.id}"),
     )
     input_grid = Grid.of(image)
+    input_channels = int(image.shape[0])
     source_meta = dict(image.meta)
     with naming_the_input(source_meta):
         prepared = prepared_volume(image, method, domain=input_domain, condition=parsed)
@@ -128,7 +130,7 @@ def predict_outputs(
         shaped = with_grid(method, raw[output.name], prepared)
         done = method.postprocess(shaped, prepared, domain=output.domain, condition=parsed)
         require_placed(method, done, shaped, "postprocess")
-        _require_declared_channels(method, done, output)
+        _require_declared_channels(method, done, output, input_channels)
         results[output.name] = _delivered(method, done, input_grid, source_meta, output, parsed)
     return results
 
@@ -208,11 +210,25 @@ def _delivered(
     return result
 
 
-def _require_declared_channels(method: Method, volume: torch.Tensor, declared: Output) -> None:
+def _require_declared_channels(
+    method: Method, volume: torch.Tensor, declared: Output, input_channels: int
+) -> None:
     """Refuse an output with other channels than its spec declares: the method's
     mistake, which a writer would otherwise report as the user's ("write each channel
-    to its own file")."""
-    if volume.shape[0] != declared.spec.channels:
+    to its own file").
+
+    A method that is not a patch network may be given other channels than its input
+    spec declares (interpolation, intensity normalisation work channel by channel); for
+    such an input an output with the input's channels is the method's answer too.
+    """
+    if volume.shape[0] == declared.spec.channels:
+        return
+    channel_wise = (
+        not isinstance(method, PatchNetworkMethod)
+        and input_channels != method.input_spec.channels
+        and volume.shape[0] == input_channels
+    )
+    if not channel_wise:
         named = f" {declared.name!r}" if declared.name else ""
         raise OutputError(
             f"method {method.id!r} returned {volume.shape[0]} channel(s) for its output"
