@@ -315,6 +315,25 @@ def test_failed_first_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
     assert list(tmp_path.iterdir()) == []
 
 
+def _disk_full_naming_the_file(image: object, path: Any, *args: object, **kwargs: object) -> None:
+    Path(path).write_bytes(b"partial")
+    raise OSError(28, "No space left on device", str(path))  # as the OS raises it
+
+
+def test_a_failed_nifti_write_names_the_output_not_the_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nib.Nifti1Image, "to_filename", _disk_full_naming_the_file)
+    target = tmp_path / "out.nii.gz"
+    with pytest.raises(InputError) as raised:
+        write_volume(make(voxels("int16"), np.eye(4)), target)
+    assert str(raised.value) == (
+        f"cannot write {target}: No space left on device; nothing was written there (free "
+        "disk space, or choose a folder you can write to)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_path_keeps_suffix_and_replaces_folders(tmp_path: Path) -> None:
     assert temporary_sibling(tmp_path / "out.nii.gz").name.endswith(".nii.gz")
     assert temporary_sibling(tmp_path / "out.nii.gz").name.startswith(".out.medi2i-tmp-")

@@ -343,9 +343,18 @@ class NiftiWriter(VolumeWriter):
             try:
                 image.to_filename(temporary)
             except OSError as exc:
-                raise InputError(
-                    f"cannot write {path}: {exc}; check the folder is writable and has space"
-                ) from exc
+                raise _not_written(path, temporary, exc) from exc
+
+
+def _not_written(path: Path, temporary: Path, exc: OSError) -> InputError:
+    """One line about ``path``, the output asked for: ``str(exc)`` names the hidden
+    temporary file nibabel was writing, which the user never asked for and which is
+    gone by the time they read the message."""
+    reason = exc.strerror or str(exc).replace(str(temporary), str(path))
+    return InputError(
+        f"cannot write {path}: {reason}; nothing was written there (free disk space, or "
+        "choose a folder you can write to)"
+    )
 
 
 def _nifti_image(values: np.ndarray, affine: np.ndarray, meta: Any) -> Any:
