@@ -90,6 +90,8 @@ class Registry:
         """Registered volume readers by name, in registration order."""
         if self._readers is None:
             self._readers = self._collect("register_readers", "reader", _name)
+            for name, reader in self._readers.items.items():
+                _READER_OWNERS[type(reader), name] = self._readers.owners[name]
         return self._readers.items
 
     @property
@@ -128,6 +130,19 @@ class Registry:
                 "`medi2i methods` lists them, `medi2i plugins` shows the installed plugins; "
                 "install the method's plugin, or load it with `medi2i --plugin NAME ...`"
             ) from None
+
+
+_READER_OWNERS: dict[tuple[type, str], str] = {}
+"""The plugin that registered each reader, by the reader's class and name: the readers
+reach :func:`medi2i.read_volume` as a bare list, and its message about a reader that
+fails should name the plugin to report it to. Classes and names are few, so it stays
+small however many registries a long batch makes."""
+
+
+def reader_owner(reader: VolumeReader) -> str | None:
+    """The plugin that registered ``reader`` in the latest registry that holds it, or
+    ``None`` for a reader no registry holds (one a caller made itself)."""
+    return _READER_OWNERS.get((type(reader), reader.name))
 
 
 def _method_id(method_cls: MethodClass) -> str:

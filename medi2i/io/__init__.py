@@ -12,11 +12,12 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medi2i.errors import InputError, PluginError
+from medi2i.errors import InputError, Medi2iError, PluginError
 from medi2i.io.atomic import atomic_path
 from medi2i.io.base import VolumeReader, VolumeWriter, require_existing
 
@@ -96,19 +97,47 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
         InputError: The path does not exist, no reader accepts it, or it is corrupt.
         GeometryError: It is not one 3D volume.
         PluginError: The reader that took it returned something else than a
-            ``(1, X, Y, Z)`` ``MetaTensor`` (a bug of the reader's plugin).
+            ``(1, X, Y, Z)`` ``MetaTensor``, or raised an exception other than medi2i's
+            own (a bug of the reader's plugin); the message names the reader, its
+            plugin and the file.
     """
     path = Path(path)
     require_existing(path)
     readers = registered_readers() if readers is None else readers
     for reader in readers:
-        if reader.can_read(path):
-            volume = _checked_read(reader, path, reader.read(path))
+        with _reader_bugs_as_plugin_errors(reader, path):
+            takes = reader.can_read(path)
+            raw = reader.read(path) if takes else None
+        if takes:
+            volume = _checked_read(reader, path, raw)
             volume.meta[READ_FROM] = os.path.realpath(path)  # write_volume keeps it safe
             return volume
     if path.is_dir():
         raise InputError(f"{path} is a folder that no reader takes: {_folder_contents(path)}")
     raise InputError(f"no reader for {path}: {_supported(readers)}")
+
+
+@contextmanager
+def _reader_bugs_as_plugin_errors(reader: VolumeReader, path: Path) -> Iterator[None]:
+    """Turn an exception a reader did not mean for the user (a ``KeyError`` inside a
+    plugin) into one line naming the file, the reader and its plugin: the command line
+    printed a traceback. medi2i's own errors (``InputError`` about a damaged file) and a
+    ``MemoryError`` are about the input, not the reader, and pass as they are."""
+    try:
+        yield
+    except (Medi2iError, MemoryError):
+        raise
+    except Exception as exc:
+        from medi2i.plugins import BUILTIN_PLUGINS
+        from medi2i.registry import reader_owner
+
+        owner = reader_owner(reader)
+        who = f"reader {reader.name!r}" + (f" of plugin {owner!r}" if owner else "")
+        authors = "medi2i's authors" if owner in BUILTIN_PLUGINS else "the plugin's authors"
+        raise PluginError(
+            f"{who} failed on {path}: {type(exc).__name__}: {exc}; report it to {authors} "
+            "(--debug shows the traceback)"
+        ) from exc
 
 
 def _checked_read(reader: VolumeReader, path: Path, volume: object) -> MetaTensor:
