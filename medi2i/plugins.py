@@ -117,8 +117,14 @@ class PluginSet:
     def fail(self, name: str, stage: str, exc: BaseException) -> None:
         """Record a failed plugin; raise in strict mode, warn otherwise."""
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        frames = traceback.extract_tb(exc.__traceback__)
-        if frames:  # where in the plugin's code it broke, so its author can go there
+        # where in the plugin's code it broke, so its author can go there: medi2i's own
+        # frames (the checks that refused what the plugin registered) are no help to them
+        frames = [
+            frame
+            for frame in traceback.extract_tb(exc.__traceback__)
+            if not _inside_medi2i(frame.filename)
+        ]
+        if frames:
             error += f" (at {frames[-1].filename}, line {frames[-1].lineno})"
         self._record(PluginFailure(name=name, stage=stage, error=error), exc)
 
@@ -131,6 +137,13 @@ class PluginSet:
             raise PluginError(failure.message(fatal=True)) from cause
         self.failures.append(failure)
         warnings.warn(failure.message(), PluginWarning, stacklevel=4)
+
+
+_MEDI2I_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _inside_medi2i(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_MEDI2I_FOLDER)
 
 
 def env_flag(name: str) -> bool:

@@ -7,6 +7,7 @@ register the same name are an error that names both.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
@@ -150,8 +151,24 @@ def _method_id(method_cls: MethodClass) -> str:
 
     if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
         raise TypeError(f"register_methods expects Method subclasses, got {method_cls!r}")
-    method_cls.validate_class()
+    try:
+        method_cls.validate_class()
+    except TypeError as exc:
+        # the traceback ends in medi2i's own checks; the author needs their class
+        raise TypeError(f"{exc} (class {class_location(method_cls)})") from exc
     return method_cls.id
+
+
+def class_location(cls: type) -> str:
+    """``module.Class``, with the file and line that define it when Python can tell
+    (not for a class made at run time, or one whose source is not installed)."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        source = inspect.getsourcefile(cls)
+        _, line = inspect.getsourcelines(cls)
+    except (OSError, TypeError):
+        return where
+    return f"{where}, defined at {source}, line {line}" if source else where
 
 
 def _name(item: _Named) -> str:
