@@ -290,9 +290,12 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
             not fit the method, or a newer release series of the method or of medi2i
             made the model.
         UnknownMethodError: The method's plugin is not installed.
+        OptionsError: ``path`` is not a path (a method object).
     """
+    from medi2i.method_references import require_model_path
     from medi2i.registry import Registry
 
+    require_model_path(path)
     path = Path(path)
     files = _ModelFiles(path)
     manifest = _read_manifest(files)

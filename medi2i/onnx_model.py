@@ -54,7 +54,15 @@ MAX_DESCRIPTION_BYTES = 16 << 20
 
 
 def is_onnx_model(path: str | Path) -> bool:
-    """Whether ``--model`` names an ONNX export (its suffix is ``.onnx``)."""
+    """Whether ``--model`` names an ONNX export (its suffix is ``.onnx``).
+
+    Raises:
+        OptionsError: ``path`` is not a path (a method object; the message says what
+            to pass instead).
+    """
+    from medi2i.method_references import require_model_path
+
+    require_model_path(path)
     return Path(path).suffix.lower() == ".onnx"
 
 

@@ -121,7 +121,12 @@ class Registry:
         Raises:
             UnknownMethodError: No plugin registers that id; the message lists those
                 that exist.
+            OptionsError: ``method_id`` is not a ``str`` (a method instance or class);
+                the message says what to pass instead.
         """
+        from medi2i.method_references import require_method_id
+
+        require_method_id(method_id)
         try:
             return self.methods[method_id]
         except KeyError:

@@ -1,0 +1,57 @@
+"""A method object passed where medi2i.predict takes a method id or a model path is
+refused with what to pass instead, not with its repr or a TypeError about paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import medi2i
+from medi2i import OptionsError
+from medi2i.plugins import load_plugins
+from medi2i.registry import Registry
+from medi2i.testing import example_methods
+
+
+@pytest.fixture
+def registry() -> Registry:
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    return Registry(plugins)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "in.nii.gz"
+    values = np.random.default_rng(0).normal(400.0, 100.0, (8, 8, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(values, np.eye(4)), path)
+    return path
+
+
+@pytest.mark.parametrize("as_class", [False, True], ids=["instance", "class"])
+def test_a_method_object_for_method_names_its_id_and_predict_tensor(
+    registry: Registry, source: Path, as_class: bool
+) -> None:
+    method_cls = registry.method("example-self-rescaling")
+    given = method_cls if as_class else method_cls()
+    with pytest.raises(OptionsError) as raised:
+        medi2i.predict(source, source.with_name("out.nii.gz"), method=given, registry=registry)  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert message.startswith("method= takes the id of a registered method, a str")
+    assert "pass method='example-self-rescaling'" in message
+    assert "medi2i.predict_tensor(method, medi2i.read_volume(SOURCE))" in message
+    assert "object at 0x" not in message
+
+
+def test_a_method_object_for_model_says_model_takes_a_path(
+    registry: Registry, source: Path
+) -> None:
+    method = registry.method("example-self-rescaling")()
+    with pytest.raises(OptionsError, match=r"^model= takes the path of a trained-model folder"):
+        medi2i.predict(source, source.with_name("out.nii.gz"), model=method, registry=registry)  # type: ignore[arg-type]
+    with pytest.raises(OptionsError, match=r"not a \w+ object; .*predict_tensor"):
+        medi2i.load_model(method)  # type: ignore[arg-type]
+    assert sorted(p.name for p in source.parent.iterdir()) == ["in.nii.gz"]
