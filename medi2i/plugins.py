@@ -114,6 +114,12 @@ class PluginSet:
     infos: list[PluginInfo] = field(default_factory=list)
     failures: list[PluginFailure] = field(default_factory=list)
 
+    @property
+    def skipped(self) -> frozenset[str]:
+        """Names of the plugins that failed: they contribute nothing, not even what
+        their other hooks register."""
+        return frozenset(failure.name for failure in self.failures)
+
     def fail(self, name: str, stage: str, exc: BaseException) -> None:
         """Record a failed plugin; raise in strict mode, warn otherwise."""
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -1,15 +1,19 @@
 """One registry of what the plugins provide: methods, readers, writers and metrics.
 
-The registry calls each plugin's register hook separately, so a plugin whose hook
-raises is reported and skipped while the others still register. Two plugins that
-register the same name are an error that names both.
+The registry calls each plugin's register hooks separately, so a plugin whose hook
+raises is reported and skipped while the others still register. It is skipped whole:
+a plugin whose ``register_methods`` raises, or registers a class that breaks the
+contract, contributes no reader, writer or metric either (nor commands to a command
+line built after that; one built before keeps them, since the methods are registered
+only when first needed). Two plugins that register the same name are an error that
+names both.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from medi2i.errors import PluginError, UnknownMethodError
 from medi2i.plugins import PluginSet, load_plugins, plugin_output_to_stderr
@@ -62,51 +66,68 @@ class Registry:
         self._writers: _Table[VolumeWriter] | None = None
         self._metrics: _Table[Metric] | None = None
 
-    def _collect(self, hook_name: str, kind: str, key: Callable[[T], str]) -> _Table[T]:
-        table: _Table[T] = _Table(kind)
-        hook = getattr(self.plugins.manager.hook, hook_name)
-        for impl in hook.get_hookimpls():
-            owner = impl.plugin_name
-            collected: list[T] = []
-            try:
-                with plugin_output_to_stderr():
-                    impl.function(register=collected.append)
-                names = [key(item) for item in collected]
-            except Exception as exc:  # isolate a broken plugin, as at import
-                self.plugins.fail(owner, hook_name, exc)
-                continue
-            for name, item in zip(names, collected, strict=True):
-                table.add(name, item, owner)
-        return table
+    def _collect(self) -> None:
+        """Call every register hook of every plugin, then keep what came from the
+        plugins that did not fail: a plugin that fails in one hook (a method class that
+        breaks the contract) is skipped whole, so that none of its readers, writers or
+        metrics is used either, as a plugin that fails to import contributes nothing."""
+        tables: dict[str, _Table[Any]] = {hook: _Table(kind) for hook, kind, _ in _HOOKS}
+        given: list[tuple[str, str, list[tuple[str, Any]]]] = []
+        for hook_name, _, key in _HOOKS:
+            for impl in getattr(self.plugins.manager.hook, hook_name).get_hookimpls():
+                owner = impl.plugin_name
+                if owner in self.plugins.skipped:
+                    continue
+                collected: list[Any] = []
+                try:
+                    with plugin_output_to_stderr():
+                        impl.function(register=collected.append)
+                    names = [key(item) for item in collected]
+                except Exception as exc:  # isolate a broken plugin, as at import
+                    self.plugins.fail(owner, hook_name, exc)
+                    continue
+                given.append((hook_name, owner, list(zip(names, collected, strict=True))))
+        for hook_name, owner, named in given:
+            if owner not in self.plugins.skipped:
+                for name, item in named:
+                    tables[hook_name].add(name, item, owner)
+        for name, reader in tables["register_readers"].items.items():
+            _READER_OWNERS[type(reader), name] = tables["register_readers"].owners[name]
+        self._methods = tables["register_methods"]
+        self._readers = tables["register_readers"]
+        self._writers = tables["register_writers"]
+        self._metrics = tables["register_metrics"]
 
     @property
     def methods(self) -> dict[str, MethodClass]:
         """Registered method classes by id."""
         if self._methods is None:
-            self._methods = self._collect("register_methods", "method", _method_id)
+            self._collect()
+        assert self._methods is not None
         return self._methods.items
 
     @property
     def readers(self) -> dict[str, VolumeReader]:
         """Registered volume readers by name, in registration order."""
         if self._readers is None:
-            self._readers = self._collect("register_readers", "reader", _name)
-            for name, reader in self._readers.items.items():
-                _READER_OWNERS[type(reader), name] = self._readers.owners[name]
+            self._collect()
+        assert self._readers is not None
         return self._readers.items
 
     @property
     def writers(self) -> dict[str, VolumeWriter]:
         """Registered volume writers by name, in registration order."""
         if self._writers is None:
-            self._writers = self._collect("register_writers", "writer", _name)
+            self._collect()
+        assert self._writers is not None
         return self._writers.items
 
     @property
     def metrics(self) -> dict[str, Metric]:
         """Registered metrics by name."""
         if self._metrics is None:
-            self._metrics = self._collect("register_metrics", "metric", _name)
+            self._collect()
+        assert self._metrics is not None
         return self._metrics.items
 
     def method_owner(self, method_id: str) -> str:
@@ -178,3 +199,12 @@ def class_location(cls: type) -> str:
 
 def _name(item: _Named) -> str:
     return item.name
+
+
+_HOOKS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("register_methods", "method", _method_id),
+    ("register_readers", "reader", _name),
+    ("register_writers", "writer", _name),
+    ("register_metrics", "metric", _name),
+)
+"""The register hooks the registry calls, what each registers, and its name."""

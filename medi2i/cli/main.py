@@ -74,7 +74,9 @@ def build_cli(plugins: PluginSet | None = None) -> click.Group:
     ``register_commands`` hook of the plugins in ``plugins`` (medi2i's own commands come
     through that hook too, from :mod:`medi2i.builtins`), so a command of a plugin that
     is not in ``plugins`` is never part of it. A plugin whose hook raises is reported
-    and skipped (fatal in strict mode), like a plugin that fails to import.
+    and skipped (fatal in strict mode), like a plugin that fails to import: none of
+    its commands is added, and a :class:`~medi2i.registry.Registry` of ``plugins``
+    takes none of its methods, readers, writers or metrics.
 
     The group runs with ``plugins`` as its context object, so it can be invoked as is,
     e.g. ``CliRunner().invoke(build_cli(plugins), ["methods"])``.
@@ -91,12 +93,16 @@ def build_cli(plugins: PluginSet | None = None) -> click.Group:
     impls = plugins.manager.hook.register_commands.get_hookimpls()
     # medi2i's own commands first, so that a plugin may add to its groups
     for impl in sorted(impls, key=lambda impl: impl.plugin_name not in BUILTIN_PLUGINS):
+        if impl.plugin_name in plugins.skipped:  # it failed in another hook already
+            continue
+        before = dict(group.commands)
         try:
             with plugin_output_to_stderr():
                 impl.function(cli=group)
         except Exception as exc:  # a broken plugin command must not break the CLI
             if impl.plugin_name in BUILTIN_PLUGINS:
                 raise
+            group.commands = before  # a skipped plugin adds nothing, not half its commands
             plugins.fail(impl.plugin_name, "register_commands", exc)
     return group
 
