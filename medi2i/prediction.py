@@ -592,8 +592,10 @@ def named_output_path(output: Path, name: str) -> Path:
             f"output name {name!r} must be letters, digits, '-' and '_' (it becomes part "
             "of a file name); fix the method's outputs"
         )
+    from medi2i.io.destinations import file_suffix
+
     text = output.name
-    for suffix in (".nii.gz", *output.suffixes[-1:]):
+    for suffix in (".nii.gz", file_suffix(output)):
         if suffix and text.endswith(suffix):
             return output.with_name(f"{text[: -len(suffix)]}_{name}{suffix}")
     return output.with_name(f"{text}_{name}")

@@ -102,10 +102,13 @@ def is_provenance_record(path: Path) -> bool:
 
 
 def sidecar_path(output: Path) -> Path:
-    """``out.nii.gz`` → ``out.provenance.json``."""
+    """``out.nii.gz`` → ``out.provenance.json``; a series folder ``out.v2`` →
+    ``out.v2.provenance.json``."""
+    from medi2i.io.destinations import file_suffix
+
     name = output.name
-    for suffix in (".nii.gz", *output.suffixes[-1:]):
-        if name.endswith(suffix):
+    for suffix in (".nii.gz", file_suffix(output)):
+        if suffix and name.endswith(suffix):
             name = name[: -len(suffix)]
             break
     return output.with_name(name + ".provenance.json")

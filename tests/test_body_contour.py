@@ -377,7 +377,7 @@ def test_mask_command_writes_the_body_mask_on_the_input_grid(tmp_path: Path) -> 
     assert "--overwrite" in again.output
     assert CliRunner().invoke(build_cli(), [*arguments, "--overwrite"]).exit_code == 0
     folder = CliRunner().invoke(build_cli(), ["mask", str(tmp_path / "mr.nii.gz"), "out"])
-    assert "no suffix" in folder.output
+    assert "no file suffix" in folder.output
 
 
 @pytest.mark.parametrize(

@@ -383,3 +383,31 @@ def test_a_folder_name_ending_in_a_slash_still_takes_a_dicom_series(tmp_path: Pa
     )
     assert written.exit_code == 0, written.output
     assert len(list((tmp_path / "sct2").glob("*.dcm"))) == 8
+
+
+@pytest.mark.parametrize("name", ["out.v2/", "out.v2", "1.2.840.10008/"])
+def test_a_folder_name_with_a_dot_takes_a_dicom_series(tmp_path: Path, name: str) -> None:
+    written = run(
+        "predict",
+        str(nifti(tmp_path / "a.nii.gz", blobs())),
+        f"{tmp_path}/{name}",
+        "--method",
+        "example-self-rescaling",
+        "--no-progress",
+    )
+    assert written.exit_code == 0, written.output
+    folder = tmp_path / name.rstrip("/")
+    assert len(list(folder.glob("*.dcm"))) == 8
+    # its provenance is its own, not that of a sibling out.v1 or out.nii.gz
+    assert (tmp_path / f"{folder.name}.provenance.json").is_file()
+
+
+def test_an_unknown_file_suffix_is_still_refused(tmp_path: Path) -> None:
+    import medi2i
+
+    source = nifti(tmp_path / "in.nii.gz", blobs(0))
+    with pytest.raises(InputError, match=r"no writer for .*out\.xyz"):
+        medi2i.predict(source, tmp_path / "out.xyz", method="intensity-inversion")
+    with pytest.raises(OutputError, match="ends in '/'"):
+        medi2i.predict(source, f"{tmp_path / 'out.xyz'}/", method="intensity-inversion")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]

@@ -166,13 +166,14 @@ def predict_command(
     replaces only a folder holding nothing but a .dcm series). An output that is the
     input, lies inside the input folder or holds the input is always refused.
     """
+    from medi2i.io.destinations import file_suffix
     from medi2i.prediction import predict_all
 
     scan = _dicom_scan(input_path, slice_tolerance(selector))
     if scan is not None and len(scan.studies) > 1:
         from medi2i.cli.batch_commands import translate_tree
 
-        if output_path.suffix:
+        if file_suffix(output_path):
             raise OptionsError(
                 f"{input_path} holds {len(scan.studies)} DICOM studies, which are written as "
                 f"one output folder per study, but {output_path} names a file; give an "

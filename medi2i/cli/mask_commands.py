@@ -76,13 +76,13 @@ def mask_command(
     from medi2i.body_contour import body_mask
     from medi2i.errors import InputError
     from medi2i.io import read_volume, write_volume, writer_for
-    from medi2i.io.destinations import check_destination
+    from medi2i.io.destinations import check_destination, file_suffix
     from medi2i.voxel_checks import checked_input
 
-    if not output_path.suffix:
+    if not file_suffix(output_path):
         raise OptionsError(
-            f"{output_path} has no suffix; the mask is written as a volume file, e.g. "
-            f"{output_path.with_suffix('.nii.gz')}"
+            f"{output_path} has no file suffix; the mask is written as a volume file, e.g. "
+            f"{output_path.with_name(output_path.name + '.nii.gz')}"
         )
     registry = command_registry(ctx)
     writers = list(registry.writers.values())

@@ -250,10 +250,14 @@ def write_volume(
 def writer_for(path: Path, writers: Sequence[VolumeWriter]) -> VolumeWriter:
     """The first of ``writers`` that writes ``path`` (ask before computing an output).
 
+    Writers of file suffixes are asked before folder writers (those with no
+    :attr:`~medi2i.io.base.VolumeWriter.suffixes`), so that a plugin's format named by
+    its suffix is not taken for a DICOM series folder.
+
     Raises:
         InputError: None does; the message lists the suffixes that can be written.
     """
-    for writer in writers:
+    for writer in sorted(writers, key=lambda writer: not writer.suffixes):
         if writer.can_write(Path(path)):
             return writer
     raise InputError(f"no writer for {path}: {_supported(writers)}")

@@ -11,8 +11,8 @@ The rules, the same for every format (NIfTI, NRRD, MetaImage, a DICOM series) an
   was written in full. A DICOM series replaces only a folder that holds nothing but a
   ``.dcm`` series.
 - An output that ends in ``/`` but has a file suffix (``out.nii.gz/``) is refused: is it
-  a folder or a file? A folder name without a suffix, with or without the ``/``, is a
-  DICOM series folder.
+  a folder or a file? A folder name without a file suffix (``out``, ``out.v2``: see
+  :func:`file_suffix`), with or without the ``/``, is a DICOM series folder.
 - ``medi2i batch`` writes into a new or empty output root, or into the root of an earlier
   batch (it holds that batch's manifest) to resume it: finished studies are skipped and
   the outputs of studies that are redone are replaced. Any other non-empty root needs
@@ -28,20 +28,38 @@ from pathlib import Path
 from medi2i.errors import OutputError
 
 
+def file_suffix(path: Path) -> str:
+    """The suffix of ``path`` that names a file format, or ``""`` when its name is a
+    folder's (a DICOM series).
+
+    Only a last suffix of letters alone names a file (``.nii.gz``, ``.nrrd``, an unknown
+    ``.xyz``): a dot before digits is part of a folder name, as in ``out.v2``, ``sct.2``
+    or a UID such as ``1.2.840.10008``, and does not make it a file.
+
+    Example:
+        >>> file_suffix(Path("sct.nii.gz")), file_suffix(Path("out.v2"))
+        ('.gz', '')
+    """
+    suffix = path.suffix
+    return suffix if suffix[1:].isascii() and suffix[1:].isalpha() else ""
+
+
 def as_output_path(value: str | os.PathLike[str]) -> Path:
     """``value`` as an output path; a string that ends in a path separator (a folder)
-    but has a file suffix (``out.nii.gz/``) is refused, where ``Path`` would silently
-    drop the separator and a file would be written where a folder was asked for.
+    but has a file suffix (``out.nii.gz/``, see :func:`file_suffix`) is refused, where
+    ``Path`` would silently drop the separator and a file would be written where a
+    folder was asked for. A folder name with a dot that is no file suffix
+    (``out.v2/``) is a folder, as it is without the ``/``.
 
     Raises:
         OutputError: One line naming the value and what to do.
     """
     path = Path(value)
-    if isinstance(value, str) and value.endswith(("/", os.sep)) and path.suffix:
+    if isinstance(value, str) and value.endswith(("/", os.sep)) and file_suffix(path):
         raise OutputError(
             f"{value!r} ends in '/', which names a folder, but its suffix "
             f"{''.join(path.suffixes)!r} names a file; drop the '/' to write the file "
-            f"{str(path)!r}, or give a folder name without a suffix"
+            f"{str(path)!r}, or create the folder first to write a DICOM series into it"
         )
     return path
 
@@ -110,7 +128,7 @@ def check_destination(
     if sidecar_of is not None:
         folder = False
     elif folder is None:
-        folder = output.suffix == "" or output.is_dir()
+        folder = file_suffix(output) == "" or output.is_dir()
     _require_name_room(output)
     for source in inputs:
         _refuse_input(output, Path(source))

@@ -1,10 +1,12 @@
 """The ``dicom`` volume writer: a method's output as a derived DICOM series folder.
 
 Which outputs it takes: a path **without a file suffix** (``out/sct``, ``out/sct/``),
-or a folder that already exists. Every file format medi2i writes has a suffix
-(``.nii.gz``, ``.nrrd``, ``.mha``), so ``medi2i predict mr_dicom/ out/sct`` writes a
-DICOM series and ``medi2i predict mr_dicom/ sct.nii.gz`` a NIfTI file. Name a series
-folder whose name contains a dot (a UID, say) by creating it first, or write it with
+or a folder that already exists. Every file format medi2i writes has a suffix of
+letters (``.nii.gz``, ``.nrrd``, ``.mha``), so ``medi2i predict mr_dicom/ out/sct``
+writes a DICOM series and ``medi2i predict mr_dicom/ sct.nii.gz`` a NIfTI file. A dot
+before digits is part of a folder name (``out/sct.v2``, a UID): a series folder too.
+Name a series folder whose last dot is followed by letters alone (``sct.final``) by
+creating it first, or write it with
 :func:`medi2i.dicom.writing.derived_series.write_derived_series`.
 
 What it reads from the volume's metadata (the predict path sets the first three):
@@ -69,8 +71,11 @@ class DicomSeriesWriter(VolumeWriter):
         self.deidentify = deidentify
 
     def can_write(self, path: Path) -> bool:
-        """True for a path without a suffix, or an existing folder."""
-        return Path(path).suffix == "" or Path(path).is_dir()
+        """True for a path without a file suffix (``out.v2`` has none, see
+        :func:`medi2i.io.destinations.file_suffix`), or an existing folder."""
+        from medi2i.io.destinations import file_suffix
+
+        return file_suffix(Path(path)) == "" or Path(path).is_dir()
 
     def check(self, affine: np.ndarray, meta: Mapping[str, object], path: Path) -> None:
         """Refuse, before any inference, a grid no slice geometry expresses (in-plane
