@@ -228,7 +228,7 @@ def test_ls_table(export: Path) -> None:
     assert "0.5x0.5x1" in output
     assert "T1 MPRAGE" in output
     assert "sagittal" in output
-    assert "1 file(s) skipped" in output
+    assert "1 non-DICOM file(s) skipped" in output  # a text file beside the series
     assert "DICOMDIR.txt" in output
 
 
@@ -275,6 +275,35 @@ def test_ls_of_a_folder_without_dicom(tmp_path: Path) -> None:
     code, output = run_cli("dicom", "ls", str(tmp_path))
     assert code == 0
     assert "no DICOM series" in output
+
+
+def test_ls_lists_files_that_are_not_dicom_apart_from_damaged_dicom(tmp_path: Path) -> None:
+    files = write_series(tmp_path, np.zeros((4, 4, 6), np.int16))
+    (tmp_path / "README.txt").write_text("exported from the PACS\n")
+    (tmp_path / "key.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(300))
+    # a slice cut short in copying: it has the DICM marker, its UIDs are lost
+    (tmp_path / "cut.dcm").write_bytes(files[0].read_bytes()[:300])
+
+    code, output = run_cli("dicom", "ls", str(tmp_path))
+
+    assert code == 0, output
+    damaged, not_dicom = output.split("1 damaged DICOM file(s) skipped:")[1].split(
+        "2 non-DICOM file(s) skipped:"
+    )
+    assert "cut.dcm" in damaged
+    assert "truncated" in damaged
+    assert "README.txt" not in damaged
+    assert "key.jpg" not in damaged
+    assert "README.txt: not a DICOM file" in not_dicom
+    assert "key.jpg: not a DICOM file" in not_dicom
+    assert "re-export" not in not_dicom  # nothing to repair in a README
+    code, output = run_cli("dicom", "ls", str(tmp_path), "--json")
+    skipped = {Path(item["path"]).name: item for item in json.loads(output)["skipped"]}
+    assert skipped["README.txt"]["not_dicom"]
+    assert not skipped["README.txt"]["damaged"]
+    assert skipped["key.jpg"]["not_dicom"]
+    assert skipped["cut.dcm"]["damaged"]
+    assert not skipped["cut.dcm"]["not_dicom"]
 
 
 def test_ls_reports_how_far_the_slices_lie_from_the_fitted_grid(tmp_path: Path) -> None:

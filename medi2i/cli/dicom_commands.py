@@ -15,7 +15,7 @@ import json
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,7 @@ from medi2i.errors import OptionsError
 if TYPE_CHECKING:
     from medi2i.dicom.node.dicom_node import NodeConfig
     from medi2i.dicom.node.send import Peer
+    from medi2i.dicom.reading.file_records import SkippedFile
     from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.method import Method
@@ -110,7 +111,15 @@ def _scan_json(result: ScanResult, chosen: SeriesInfo | None = None) -> dict[str
             }
             for study in result.studies
         ],
-        "skipped": [{"path": str(item.path), "reason": item.reason} for item in result.skipped],
+        "skipped": [
+            {
+                "path": str(item.path),
+                "reason": item.reason,
+                "damaged": item.damaged,
+                "not_dicom": item.not_dicom,
+            }
+            for item in result.skipped
+        ],
         "selected": chosen.series_instance_uid if chosen is not None else None,
         "selected_volume": (
             chosen.volume.index if chosen is not None and chosen.volume is not None else None
@@ -180,9 +189,24 @@ def _print_listing(result: ScanResult, chosen: SeriesInfo | None) -> None:
         for series in study.series:
             _print_remarks(series)
         click.echo()
-    if result.skipped:
-        click.echo(f"{len(result.skipped)} file(s) skipped:")
-        for item in result.skipped:
+    _print_skipped(result.skipped)
+
+
+def _print_skipped(skipped: Sequence[SkippedFile]) -> None:
+    """Damaged DICOM files first (a lost slice, maybe), then DICOM files in no series,
+    then the files that are not DICOM at all (a README, a JPEG), which are no fault."""
+    groups = (
+        ("damaged DICOM file(s) skipped", [item for item in skipped if item.damaged]),
+        (
+            "file(s) skipped",
+            [item for item in skipped if not item.damaged and not item.not_dicom],
+        ),
+        ("non-DICOM file(s) skipped", [item for item in skipped if item.not_dicom]),
+    )
+    for title, items in groups:
+        if items:
+            click.echo(f"{len(items)} {title}:")
+        for item in items:
             click.echo(f"  {item.path}: {item.reason}")
 
 

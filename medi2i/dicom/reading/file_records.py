@@ -190,11 +190,15 @@ class SkippedFile:
         damaged: Whether it is a DICOM file (it has the ``DICM`` marker) that could not
             be read or parsed, and so may be a lost slice of a series beside it;
             ``False`` for files that are not DICOM or not part of any series.
+        not_dicom: Whether it is no DICOM file at all (a README, a JPEG lying in the
+            folder): no ``DICM`` marker, no bare DICOM dataset and no DICOM file name,
+            so :command:`medi2i dicom ls` lists it apart from damaged DICOM files.
     """
 
     path: Path
     reason: str
     damaged: bool = False
+    not_dicom: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,8 +225,9 @@ def read_file_record(path: Path) -> FileRecord | SkippedFile:
                 raw_syntax = raw_dataset_syntax(stream.read(8))
                 if raw_syntax is None:
                     # a .dcm file without the marker is a slice truncated or damaged in copying
-                    reason = _not_dicom_reason(stream)
-                    return SkippedFile(path, reason, damaged=_named_dicom(path))
+                    named = _named_dicom(path)
+                    reason = _not_dicom_reason(stream, named=named)
+                    return SkippedFile(path, reason, damaged=named, not_dicom=not named)
             stream.seek(0)
             header = read_header(stream, _wanted_tags(), raw_syntax=raw_syntax)
             if header is None:
@@ -274,13 +279,15 @@ def _has_dicom_marker(stream: BinaryIO) -> bool:
     return stream.read(132)[128:132] == b"DICM"
 
 
-def _not_dicom_reason(stream: BinaryIO) -> str:
+def _not_dicom_reason(stream: BinaryIO, *, named: bool) -> str:
     stream.seek(0)
     start = stream.read(4)
     if start[:2] == b"\x1f\x8b":
         return "not a DICOM file: gzip-compressed; decompress it first"
     if not start:
         return "not a DICOM file: empty"
+    if not named:  # a README or a JPEG beside the series, not a damaged slice
+        return "not a DICOM file (no 'DICM' marker at byte 128)"
     return (
         "not a DICOM Part 10 file: missing file meta information (no 'DICM' marker at "
         "byte 128); re-export it from the PACS or scanner as DICOM files"
@@ -307,12 +314,16 @@ def _record(
         return SkippedFile(path, str(exc), damaged=True)
     if not study_uid or not series_uid:
         kind = sop_class_name(dataset)
-        # an image without them is a damaged slice; a DICOMDIR or private object is not
-        return SkippedFile(
-            path,
-            f"{kind}: no Study or Series Instance UID, not part of a series",
-            damaged=_is_image(dataset, element_header),
-        )
+        # an image without them is a damaged slice (an image class whose header ends
+        # before them was truncated); a DICOMDIR or private object is not
+        if _is_image(dataset, element_header) or _image_class(dataset):
+            return SkippedFile(
+                path,
+                f"{kind}: no Study or Series Instance UID; its header is damaged or the "
+                "file is truncated",
+                damaged=True,
+            )
+        return SkippedFile(path, f"{kind}: no Study or Series Instance UID, not part of a series")
     has_pixels = element_header[:4] in _PIXEL_DATA_TAGS or (
         transfer_syntax == _DEFLATED and "Rows" in dataset
     )
