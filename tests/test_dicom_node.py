@@ -371,6 +371,49 @@ def test_a_bad_dataset_is_refused_and_the_node_keeps_serving(
     wait_for(lambda: final_statuses(tmp_path / "manifest.jsonl") == ["done"])
 
 
+def test_a_truncated_instance_is_refused_and_its_series_not_translated_without_it(
+    node: DicomNode, tmp_path: Path
+) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+
+    files = source_series(tmp_path / "src")
+    cut = tmp_path / "cut.dcm"  # the last slice, cut short in copying
+    cut.write_bytes(files[-1].read_bytes()[:-50])
+    host, port = node.address
+    ae = AE(ae_title="TEST")
+    ae.add_requested_context(MRImageStorage, "1.2.840.10008.1.2.1")
+    association = ae.associate(host, port, ae_title="MEDI2I")
+    statuses = [association.send_c_store(path).Status for path in [*files[:-1], cut]]
+    association.release()
+    ae.shutdown()
+
+    assert statuses == [0x0000] * 5 + [0xC210]  # the sender learns which one failed
+    manifest = tmp_path / "manifest.jsonl"
+    wait_for(lambda: final_statuses(manifest) == ["discarded"])
+    assert "refused as damaged" in str(records(manifest)[-1]["error"])
+    assert not list((tmp_path / "out").rglob("*.dcm"))  # no series short of a slice
+    send_files(files, peer_of(node), calling_ae_title="TEST")  # the sender retries
+    wait_for(lambda: final_statuses(manifest) == ["discarded", "done"])
+    assert len(list((tmp_path / "out").glob(f"*/{METHOD}/*.dcm"))) == 6
+
+
+def test_a_sound_copy_of_a_refused_instance_lets_its_series_complete(tmp_path: Path) -> None:
+    now = [0.0]
+    spool = Spool(tmp_path / "spool", idle_timeout=1.0, clock=lambda: now[0])
+    spool.refuse("1.2.3", "1.2.3.1", "truncated pixel data", association="a")
+    spool.store("1.2.3", "1.2.3.1", b"whole", association="a")
+    spool.refuse("1.2.4", "1.2.4.1", "truncated pixel data", association="a")
+    spool.end_association("a", released=True)
+    now[0] = 2.0
+
+    taken = {series.series_uid: series for series in spool.take_due()}
+
+    assert taken["1.2.3"].refused == ()
+    assert taken["1.2.3"].instances == 1
+    assert taken["1.2.4"].refused == ("1.2.4.1: truncated pixel data",)
+
+
 # -- dcmtk as the peers ---------------------------------------------------------------------
 
 

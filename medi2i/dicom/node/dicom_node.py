@@ -12,10 +12,12 @@ Starting, the node first sets aside what a killed node left in the spool
 (:meth:`~medi2i.dicom.node.spool.Spool.recover`: never translated, one log line each).
 
 Refused with a failure status, never crashing the node: a dataset that cannot be
-decoded (``0xC210``), one without valid Study, Series and SOP Instance UIDs or whose
-SOP Class is not the one negotiated (``0xA900``), and one that cannot be written
-(``0xA700``, e.g. a full disk). Instances arriving while the node stops are refused
-with ``0xA700`` too, so the sender knows they were not kept.
+decoded or is damaged (``0xC210``: cut short, its pixel data shorter than its image
+needs; the series it belongs to is then discarded unless the instance is sent again
+whole, so no series is translated without it), one without valid Study, Series and SOP
+Instance UIDs or whose SOP Class is not the one negotiated (``0xA900``), and one that
+cannot be written (``0xA700``, e.g. a full disk). Instances arriving while the node
+stops are refused with ``0xA700`` too, so the sender knows they were not kept.
 
 Stopping (:meth:`DicomNode.stop`, which the command line calls on SIGINT and SIGTERM):
 the server stops listening and open associations are aborted, the worker finishes the
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from medi2i.dicom.node.send import disable_nagle
 from medi2i.dicom.node.spool import Spool, is_uid
 from medi2i.dicom.node.translation import SeriesTranslator, describe
+from medi2i.dicom.reading.file_records import instance_damage
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -206,11 +209,23 @@ class DicomNode:
             return STORE_CANNOT_UNDERSTAND
         if sop_class != negotiated or not all(map(is_uid, (series_uid, sop_uid, study_uid))):
             return STORE_NOT_MATCHING
+        encoded = event.encoded_dataset(include_meta=True)
+        damage = instance_damage(encoded)
+        if damage is not None:
+            self.spool.refuse(
+                series_uid,
+                sop_uid,
+                damage,
+                association=event.assoc,
+                calling_ae_title=_calling_ae(event),
+            )
+            self.log(f"series {series_uid}: refused damaged instance {sop_uid}: {damage}")
+            return STORE_CANNOT_UNDERSTAND
         try:
             self.spool.store(
                 series_uid,
                 sop_uid,
-                event.encoded_dataset(include_meta=True),
+                encoded,
                 association=event.assoc,
                 calling_ae_title=_calling_ae(event),
             )

@@ -72,11 +72,14 @@ class SpooledSeries:
         first_received: When its first instance arrived (clock seconds).
         last_received: When its latest instance arrived.
         calling_ae_titles: Who sent it.
+        refused: Why each instance refused as damaged (by SOP Instance UID) was
+            refused, until a sound copy of it arrives.
     """
 
     series_uid: str
     folder: Path
     instances: set[str] = field(default_factory=set)
+    refused: dict[str, str] = field(default_factory=dict)
     open_associations: set[Hashable] = field(default_factory=set)
     ending: Ending = "open"
     first_received: float = 0.0
@@ -96,6 +99,8 @@ class TakenSeries:
             aborted and no retry came (then it must be discarded, not translated).
         receive_seconds: From its first to its last instance.
         calling_ae_titles: Who sent it, sorted.
+        refused: Why instances of it were refused as damaged and not sent again: it
+            lacks them, so it must be discarded, not translated.
     """
 
     series_uid: str
@@ -104,6 +109,7 @@ class TakenSeries:
     complete: bool
     receive_seconds: float
     calling_ae_titles: tuple[str, ...]
+    refused: tuple[str, ...] = ()
 
     def discard(self) -> None:
         """Remove the taken files."""
@@ -196,10 +202,38 @@ class Spool:
         with self._lock:
             entry = self._entry(series_uid)
             entry.instances.add(sop_instance_uid)
+            entry.refused.pop(sop_instance_uid, None)  # a retry sent it whole
             entry.last_received = self._clock()
             if calling_ae_title:
                 entry.calling_ae_titles.add(calling_ae_title)
         return path
+
+    def refuse(
+        self,
+        series_uid: str,
+        sop_instance_uid: str,
+        reason: str,
+        *,
+        association: Hashable,
+        calling_ae_title: str = "",
+    ) -> None:
+        """Note an instance of ``series_uid`` that was refused as damaged (nothing of it
+        is kept): unless a sound copy arrives before the series completes, the series is
+        discarded rather than translated without it (:attr:`TakenSeries.refused`).
+
+        Raises:
+            ValueError: A UID that is not a valid DICOM UID.
+        """
+        if not (is_uid(series_uid) and is_uid(sop_instance_uid)):
+            raise ValueError("Series or SOP Instance UID is not a valid DICOM UID")
+        with self._lock:
+            entry = self._entry(series_uid)
+            entry.open_associations.add(association)
+            if sop_instance_uid not in entry.instances:  # a sound copy arrived before
+                entry.refused[sop_instance_uid] = reason
+            entry.last_received = self._clock()
+            if calling_ae_title:
+                entry.calling_ae_titles.add(calling_ae_title)
 
     def _entry(self, series_uid: str) -> SpooledSeries:
         entry = self._series.get(series_uid)
@@ -243,6 +277,7 @@ class Spool:
             complete=entry.ending == "released",
             receive_seconds=round(entry.last_received - entry.first_received, 3),
             calling_ae_titles=tuple(sorted(entry.calling_ae_titles)),
+            refused=tuple(f"{uid}: {entry.refused[uid]}" for uid in sorted(entry.refused)),
         )
 
     def recover(self) -> list[Leftover]:

@@ -29,7 +29,8 @@ The manifest is JSON Lines like batch's, one record appended per event::
 
 ``status`` is ``received`` (written before translating), ``done``, ``failed`` (with
 ``error``), ``skipped`` (not what the selection rules ask for) or ``discarded`` (its association
-was aborted and no retry came: nothing was translated).
+was aborted, or an instance of it was refused as damaged, and no retry came: nothing was
+translated).
 """
 
 from __future__ import annotations
@@ -197,12 +198,15 @@ class SeriesTranslator:
             timings={"receive": taken.receive_seconds},
         )
         try:
-            if not taken.complete:
+            if not taken.complete or taken.refused:
+                why = (
+                    f"{len(taken.refused)} instance(s) of it were refused as damaged and "
+                    f"not sent again (SOP Instance {taken.refused[0]})"
+                    if taken.refused
+                    else "the association was aborted and the series was not sent again"
+                )
                 discarded = replace(
-                    record,
-                    status="discarded",
-                    error="the association was aborted and the series was not sent "
-                    "again; nothing was translated",
+                    record, status="discarded", error=f"{why}; nothing was translated"
                 )
                 return append_record(self.manifest, self._scrubbed(discarded, taken, None))
             append_record(self.manifest, self._scrubbed(record, taken, None))

@@ -215,28 +215,61 @@ class FileRecord:
 
 def read_file_record(path: Path) -> FileRecord | SkippedFile:
     """Parse one file's header; a :class:`SkippedFile` when it is not usable DICOM."""
+    try:
+        with path.open("rb") as stream:
+            return _stream_record(path, stream, os.fstat(stream.fileno()).st_size)
+    except OSError as exc:
+        return SkippedFile(path, f"cannot be read: {exc.strerror or exc}", damaged=True)
+
+
+def instance_damage(encoded: bytes) -> str | None:
+    """Why one DICOM instance (a Part 10 file's bytes, as a C-STORE receiver gets them)
+    is damaged: its header cannot be parsed, an image's header ends before its UIDs or
+    its Pixel Data, or its uncompressed pixel data is shorter than its Rows, Columns and
+    frames need (the file was cut short). ``None`` otherwise, also for a valid object
+    that is no image medi2i reads (a colour image, a structured report).
+
+    Example:
+        >>> instance_damage(Path("slice.dcm").read_bytes()[:-50])  # doctest: +SKIP
+        'pixel data too short: 190 bytes where Rows x Columns x frames need 240; ...'
+    """
+    import io
+
+    found = _stream_record(Path("instance.dcm"), io.BytesIO(encoded), len(encoded))
+    if isinstance(found, SkippedFile):
+        return found.reason if found.damaged else None
+    return next(
+        (
+            image.defect
+            for image in found.images
+            if image.defect is not None and image.defect.startswith(_DAMAGE)
+        ),
+        None,
+    )
+
+
+def _stream_record(path: Path, stream: BinaryIO, size: int) -> FileRecord | SkippedFile:
+    """:func:`read_file_record` of the open ``stream`` of ``size`` bytes."""
     from medi2i.dicom.reading.header_parser import raw_dataset_syntax, read_header
 
     try:
-        with path.open("rb") as stream:
-            raw_syntax = None
-            if not _has_dicom_marker(stream):
-                stream.seek(0)
-                raw_syntax = raw_dataset_syntax(stream.read(8))
-                if raw_syntax is None:
-                    # a .dcm file without the marker is a slice truncated or damaged in copying
-                    named = _named_dicom(path)
-                    reason = _not_dicom_reason(stream, named=named)
-                    return SkippedFile(path, reason, damaged=named, not_dicom=not named)
+        raw_syntax = None
+        if not _has_dicom_marker(stream):
             stream.seek(0)
-            header = read_header(stream, _wanted_tags(), raw_syntax=raw_syntax)
-            if header is None:
-                stream.seek(0)
-                dataset, pixel_tag_offset, element_header = _pydicom_header(stream, raw_syntax)
-            else:
-                dataset = header.dataset
-                pixel_tag_offset, element_header = header.pixel_tag_offset, header.element_header
-            size = os.fstat(stream.fileno()).st_size
+            raw_syntax = raw_dataset_syntax(stream.read(8))
+            if raw_syntax is None:
+                # a .dcm file without the marker is a slice truncated or damaged in copying
+                named = _named_dicom(path)
+                reason = _not_dicom_reason(stream, named=named)
+                return SkippedFile(path, reason, damaged=named, not_dicom=not named)
+        stream.seek(0)
+        header = read_header(stream, _wanted_tags(), raw_syntax=raw_syntax)
+        if header is None:
+            stream.seek(0)
+            dataset, pixel_tag_offset, element_header = _pydicom_header(stream, raw_syntax)
+        else:
+            dataset = header.dataset
+            pixel_tag_offset, element_header = header.pixel_tag_offset, header.element_header
     except OSError as exc:
         return SkippedFile(path, f"cannot be read: {exc.strerror or exc}", damaged=True)
     except Exception as exc:  # pydicom raises many kinds for damaged headers
@@ -269,6 +302,11 @@ def _wanted_tags() -> frozenset[int]:
 
 
 _WANTED: frozenset[int] | None = None
+
+
+_DAMAGE = ("no Pixel Data element found", "pixel data too short", "truncated pixel data")
+"""How the defects of an image whose file is damaged begin (the rest are images medi2i
+does not read, such as colour ones); :func:`instance_damage` refuses those."""
 
 
 def _named_dicom(path: Path) -> bool:
