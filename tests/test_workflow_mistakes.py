@@ -298,3 +298,45 @@ def test_tensorboard_without_the_package_is_refused_by_validate_and_before_the_r
     with pytest.raises(Medi2iError, match="pip install tensorboard"):
         run_workflow(workflow, registry=registry)
     assert not (workflow_file.parent / "runs").exists()  # refused before the run folder
+
+
+def test_a_workflow_fine_tunes_a_trained_model_of_its_method(
+    workflow_file: Path, registry: Registry
+) -> None:
+    first = run_workflow(
+        load_workflow(workflow_file, registry=registry), registry=registry, stages=("train",)
+    )
+    assert first.model_dir is not None
+    model = first.model_dir.relative_to(workflow_file.parent)
+    tuned = load_workflow(
+        workflow_file,
+        overrides=[f"method.init_from={model}", "output.run_id=tuned"],
+        registry=registry,
+    )
+    result = run_workflow(tuned, registry=registry, stages=("train",))
+    assert result.model_dir is not None
+    assert result.model_dir.is_dir()
+    log = (result.run_dir / "logs" / "run.log").read_text()
+    assert f"starting from the weights of the trained model {first.model_dir}" in log
+
+
+def test_init_from_a_model_that_does_not_exist_or_of_other_options_is_refused(
+    workflow_file: Path, registry: Registry
+) -> None:
+    with pytest.raises(WorkflowError, match=r"method\.init_from: trained model .*nowhere"):
+        load_workflow(workflow_file, overrides=["method.init_from=nowhere"], registry=registry)
+    first = run_workflow(
+        load_workflow(workflow_file, registry=registry), registry=registry, stages=("train",)
+    )
+    assert first.model_dir is not None
+    wider = load_workflow(
+        workflow_file,
+        overrides=[
+            f"method.init_from={first.model_dir}",
+            "method.options.hidden=8",
+            "output.run_id=wider",
+        ],
+        registry=registry,
+    )
+    with pytest.raises(Medi2iError, match=r"init_from: .*do not fit"):
+        run_workflow(wider, registry=registry, stages=("train",))

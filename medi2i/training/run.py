@@ -23,7 +23,7 @@ import torch
 from pydantic import JsonValue
 
 from medi2i.data.cases import CaseSet, case_condition
-from medi2i.errors import OptionsError
+from medi2i.errors import ModelFormatError, OptionsError
 from medi2i.method import DataKind, DomainSpec, Method
 from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
@@ -90,6 +90,7 @@ def run_training(
     inference: InferenceSettings | None,
     validation_condition: Mapping[str, object] | None = None,
     unlabelled: CaseSet | None = None,
+    init_from: Method | None = None,
 ) -> TrainResult:
     """Train ``method`` (the body of :func:`medi2i.training.train`)."""
     check_trainable(method, data)
@@ -98,6 +99,8 @@ def run_training(
         names = domain_labels(data)
         by_name = {spec.name: spec for spec in data.specs()}
         method.use_domains([by_name.get(name, DomainSpec(name=name)) for name in names])
+    if init_from is not None:
+        start_from(method, init_from)
     if validation is not None:
         check_validation_cases(validation)
         for case in validation.cases:  # a bad condition fails now, not after training
@@ -171,6 +174,32 @@ def run_training(
             best_model_dir=run.best.folder if run.best and run.best.folder.is_dir() else None,
             health=tuple(log.health_findings),
         )
+
+
+INIT_REASON_CHARS = 400
+"""How much of torch's list of mismatched weights an init_from refusal quotes."""
+
+
+def start_from(method: Method, source: Method) -> None:
+    """Give ``method`` the weights and fitted values of the trained ``source`` of the
+    same method (before its trainer is made, so a resumed checkpoint still wins)."""
+    if source.id != method.id:
+        raise OptionsError(
+            f"init_from is a model of method {source.id!r}; it cannot start the training of "
+            f"{method.id!r} (fine-tune a model of the same method)"
+        )
+    try:
+        method.load_state_values(source.state_values())
+        method.load_state_tensors(source.state_tensors())
+    except ModelFormatError as exc:
+        reason = " ".join(str(exc).split())
+        if len(reason) > INIT_REASON_CHARS:
+            reason = reason[:INIT_REASON_CHARS] + " ..."
+        raise OptionsError(
+            f"init_from: the trained model's weights do not fit method {method.id!r} with "
+            f"these options (give the architecture options the model was trained with): "
+            f"{reason}"
+        ) from None
 
 
 def _configured_trainer(

@@ -349,6 +349,7 @@ def train(
     inference: InferenceSettings | None = None,
     validation_condition: Mapping[str, object] | None = None,
     unlabelled: CaseSet | None = None,
+    init_from: Method | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``data`` and save it as a trained-model folder.
 
@@ -382,12 +383,18 @@ def train(
             targets, for a paired method that learns from them as well
             (:meth:`medi2i.Method.learns_from_unlabelled`, e.g. domain-adversarial
             training); their patches reach ``training_step`` as ``batch["unlabelled"]``.
+        init_from: A trained method of the same id (e.g. ``medi2i.load_model(path)``)
+            whose weights and fitted values start the training instead of a random
+            initialisation (fine-tuning); its architecture options must match
+            ``method``'s. The optimizers and their schedule start afresh. A run that
+            resumes from a checkpoint in ``run_dir`` continues from the checkpoint.
 
     Returns:
         Where the model and history are, the final losses and validation metrics.
 
     Raises:
-        OptionsError: The data does not fit the method, or the settings are unusable.
+        OptionsError: The data does not fit the method, the settings are unusable, or
+            ``init_from`` is another method or its weights do not fit ``method``.
         CheckpointError: The checkpoint is damaged or was written with other settings.
         InputError: A volume is missing or unreadable.
         TrainingError: Training diverged: a loss or the weights became NaN or infinite
@@ -406,4 +413,5 @@ def train(
         inference=inference,
         validation_condition=validation_condition,
         unlabelled=unlabelled,
+        init_from=init_from,
     )

@@ -348,6 +348,8 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
         method_cls = registry.method(str(config.id))
     except Medi2iError as exc:
         return [(("method", "id"), str(exc))]
+    if config.init_from is not None and not config.init_from.exists():
+        return [(("method", "init_from"), f"trained model {config.init_from} does not exist")]
     try:
         method_cls.Options.model_validate(config.options)
     except ValidationError as exc:

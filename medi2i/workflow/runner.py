@@ -272,6 +272,12 @@ def _train(
         f"train: method {method.id!r} on {len(data.train.cases)} {workflow.data.kind} cases"
         f"{extra} ({len(data.validation.cases)} for validation), {workflow.training.steps} steps"
     )
+    init_from = None
+    if workflow.method.init_from is not None:
+        from medi2i.model_folder import load_model
+
+        init_from = load_model(workflow.method.init_from, registry=registry)
+        log(f"train: starting from the weights of the trained model {workflow.method.init_from}")
     result = train(
         method,
         prepared_sources(workflow, run, registry, data.train, log),
@@ -282,6 +288,7 @@ def _train(
         inference=workflow.inference,
         validation_condition=workflow.method.condition,
         unlabelled=unlabelled,
+        init_from=init_from,
     )
     if result.first_step > 0:
         log(f"train: resumed from the checkpoint of step {result.first_step}")

@@ -308,6 +308,11 @@ class MethodConfig(Section):
         options: The method's options; checked against its ``Options`` model when the
             workflow is validated with the plugins loaded.
         model: A trained-model folder or zip instead of ``id`` (training is skipped).
+        init_from: A trained-model folder or zip of the same method whose weights start
+            the training instead of a random initialisation (fine-tuning, or continuing
+            a finished run with a new schedule). Its architecture options must match
+            ``options`` (the weights must fit); the optimizer and schedule start afresh.
+            A run resumed from its own checkpoint continues from that checkpoint.
         condition: Predict-time condition used in evaluation, e.g. ``{target_domain: A}``.
         fit: Fit a method that needs no training data but can be fitted (``zscore``,
             ``whitestripe``: onto the target domain's statistics); ``false`` saves it
@@ -320,6 +325,7 @@ class MethodConfig(Section):
     id: str | None = None
     options: dict[str, JsonValue] = Field(default_factory=dict)
     model: WorkflowPath | None = None
+    init_from: WorkflowPath | None = None
     condition: dict[str, JsonValue] = Field(default_factory=dict)
     fit: bool = True
     fit_domain: str | None = None
@@ -330,6 +336,8 @@ class MethodConfig(Section):
             raise ValueError("give either id (a method to train) or model (a trained model)")
         if self.model is not None and self.options:
             raise ValueError("options are fixed by the trained model; remove options")
+        if self.model is not None and self.init_from is not None:
+            raise ValueError("init_from starts a training; a workflow giving model trains none")
         return self
 
 
