@@ -57,6 +57,28 @@ def require_model_path(given: object) -> None:
     )
 
 
+def require_source_path(given: object) -> None:
+    """Refuse anything but a path as the input of :func:`medi2i.predict`.
+
+    Raises:
+        OptionsError: ``given`` is a method object, a volume or another object; the
+            message says what to pass instead.
+    """
+    if isinstance(given, (str, os.PathLike)):
+        return
+    if hasattr(given, "predict") or isinstance(given, type):
+        hint = f"the method goes in method= (its id) or model= (a path); {_RUN_AN_OBJECT}"
+    else:
+        hint = (
+            "for a volume in memory use medi2i.predict_tensor(method, volume) and "
+            "medi2i.write_volume"
+        )
+    raise OptionsError(
+        f"medi2i.predict(source, output, ...) takes the input file's path first, not "
+        f"{_described(given)}; {hint}"
+    )
+
+
 def _described(given: object) -> str:
     if isinstance(given, type):
         return f"the class {given.__module__}.{given.__qualname__}"

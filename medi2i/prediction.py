@@ -478,9 +478,11 @@ def predict_all(
     """
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import as_output_path, check_destination
+    from medi2i.method_references import require_source_path
     from medi2i.registry import Registry
     from medi2i.voxel_checks import require_varying_output
 
+    require_source_path(source)
     output = as_output_path(output)
     registry = registry if registry is not None else Registry()
     writer = writer_for(output, list(registry.writers.values()))  # before any inference

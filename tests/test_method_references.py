@@ -13,7 +13,7 @@ import medi2i
 from medi2i import OptionsError
 from medi2i.plugins import load_plugins
 from medi2i.registry import Registry
-from medi2i.testing import example_methods
+from medi2i.testing import example_methods, make_volume
 
 
 @pytest.fixture
@@ -55,3 +55,20 @@ def test_a_method_object_for_model_says_model_takes_a_path(
     with pytest.raises(OptionsError, match=r"not a \w+ object; .*predict_tensor"):
         medi2i.load_model(method)  # type: ignore[arg-type]
     assert sorted(p.name for p in source.parent.iterdir()) == ["in.nii.gz"]
+
+
+def test_a_method_object_given_as_the_source_says_where_it_goes(
+    registry: Registry, tmp_path: Path
+) -> None:
+    method = registry.method("example-self-rescaling")()
+    with pytest.raises(OptionsError, match=r"takes the input file's path first.*method="):
+        medi2i.predict(method, tmp_path / "out.nii.gz", registry=registry)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_volume_given_as_the_source_is_sent_to_predict_tensor(
+    registry: Registry, tmp_path: Path
+) -> None:
+    volume = make_volume((8, 8, 8))
+    with pytest.raises(OptionsError, match="predict_tensor"):
+        medi2i.predict(volume, tmp_path / "out.nii.gz", method="example-self-rescaling")  # type: ignore[arg-type]
