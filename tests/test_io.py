@@ -430,3 +430,25 @@ def test_volume_from_array_keeps_an_x_fastest_layout_only_when_asked(tmp_path: P
     assert not np.shares_memory(copied.numpy(), stored)
     assert torch.equal(kept.as_tensor(), copied.as_tensor())
     assert np.array_equal(kept[0].numpy(), as_xyz)
+
+
+def test_a_failed_nrrd_write_names_the_output_not_the_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import SimpleITK as sitk
+
+    class FullDisk(sitk.ImageFileWriter):  # type: ignore[misc]
+        def Execute(self, *args: object) -> None:
+            raise RuntimeError(  # as SimpleITK words it, naming the file it opened
+                "Exception thrown in SimpleITK ImageFileWriter_Execute: itkNrrdImageIO.cxx:1\n"
+                "ITK ERROR: NrrdImageIO(0x55d0c0ffee00): Write: Error writing "
+                f"{self.GetFileName()}: No space left on device"
+            )
+
+    monkeypatch.setattr(sitk, "ImageFileWriter", FullDisk)
+    target = tmp_path / "out.nrrd"
+    with pytest.raises(InputError) as raised:
+        write_volume(make(voxels("int16"), np.eye(4)), target)
+    assert "medi2i-tmp" not in str(raised.value)
+    assert f"Write: Error writing {target}: No space left on device" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []

@@ -320,9 +320,12 @@ class ItkImageWriter(VolumeWriter):
         try:
             writer.Execute(image)
         except RuntimeError as exc:
+            # ITK names the file it opened: the hidden temporary, gone when the user reads
+            reason = itk_reason(exc).replace(str(temporary), str(path))
+            reason = reason.replace(temporary.name, path.name)
             raise InputError(
-                f"cannot write {path} ({itk_reason(exc)}); check the folder is writable "
-                "and has space"
+                f"cannot write {path} ({reason}); nothing was written there; check the "
+                "folder is writable and has space"
             ) from exc
 
 
