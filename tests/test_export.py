@@ -214,6 +214,15 @@ def test_the_onnx_export_reproduces_medi2is_forward_in_onnxruntime(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
 
 
+def test_an_onnx_name_without_format_onnx_is_refused(tmp_path: Path) -> None:
+    done = CliRunner().invoke(
+        build_cli(), ["export", str(tmp_path / "model"), str(tmp_path / "srcnn.onnx")]
+    )
+    assert done.exit_code != 0
+    assert "--format onnx" in done.output
+    assert not (tmp_path / "srcnn.onnx").exists()
+
+
 def test_the_command_writes_onnx(registry: Registry, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -71,6 +71,11 @@ def export_command(
     from medi2i.export import export_program
     from medi2i.model_folder import load_model
 
+    if export_format == "torch-export" and output.suffix.lower() == ".onnx":
+        raise click.UsageError(
+            f"{output} names an ONNX file but --format is torch-export (a .pt2 program); "
+            "pass --format onnx, or name the output .pt2"
+        )
     registry = command_registry(ctx)
     method = load_model(model, registry=registry)
     condition = key_values(condition_pairs, "--condition")
