@@ -329,14 +329,14 @@ def test_init_from_a_model_that_does_not_exist_or_of_other_options_is_refused(
         load_workflow(workflow_file, registry=registry), registry=registry, stages=("train",)
     )
     assert first.model_dir is not None
-    wider = load_workflow(
-        workflow_file,
-        overrides=[
-            f"method.init_from={first.model_dir}",
-            "method.options.hidden=8",
-            "output.run_id=wider",
-        ],
-        registry=registry,
-    )
-    with pytest.raises(Medi2iError, match=r"init_from: .*do not fit"):
-        run_workflow(wider, registry=registry, stages=("train",))
+    with pytest.raises(WorkflowError, match=r"method\.init_from: .*do not fit"):
+        load_workflow(
+            workflow_file,
+            overrides=[
+                f"method.init_from={first.model_dir}",
+                "method.options.hidden=8",
+                "output.run_id=wider",
+            ],
+            registry=registry,
+        )
+    assert not (first.run_dir.parent / "wider").exists()

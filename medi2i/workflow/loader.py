@@ -27,6 +27,7 @@ from medi2i.errors import Medi2iError, OptionsError
 from medi2i.workflow.schema import Workflow
 
 if TYPE_CHECKING:
+    from medi2i.method import Method
     from medi2i.registry import Registry
 
 Key = str | int
@@ -355,6 +356,10 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
     except ValidationError as exc:
         problems = _pydantic_problems(exc, config.options, method_cls.Options)
         return [(("method", "options", *path), message) for path, message in problems]
+    if config.init_from is not None:
+        problem = _init_from_problem(method_cls, config.options, config.init_from, registry)
+        if problem is not None:
+            return [(("method", "init_from"), problem)]
     trains_on = method_cls.data.value
     if trains_on not in ("none", workflow.data.kind):
         message = f"method {config.id!r} trains on {trains_on} data, not {workflow.data.kind}"
@@ -371,6 +376,22 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
         )
         return [(("data", "unlabelled_data") if given else ("data",), message)]
     return _metric_problems(workflow, registry=registry)
+
+
+def _init_from_problem(
+    method_cls: type[Method], options: Mapping[str, object], folder: Path, registry: Registry
+) -> str | None:
+    """Why the trained model at ``folder`` cannot start this method's training (another
+    method, weights that do not fit the options, an unreadable model), or None; found
+    here so that a refused fine-tuning leaves no run folder behind."""
+    from medi2i.model_folder import load_model
+    from medi2i.training.run import start_from
+
+    try:
+        start_from(method_cls(dict(options)), load_model(folder, registry=registry))
+    except Medi2iError as exc:
+        return str(exc).removeprefix("init_from: ")
+    return None
 
 
 def _raw_options_problems(
