@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import pytest
 
+from medi2i.plugins import load_plugins
+from medi2i.registry import Registry
+from medi2i.testing import example_methods
 from medi2i.testing.plugin_selection import load_only_plugins
 
 # the fixtures are imported, not enabled with pytest_plugins, like the plugins' conftests
@@ -44,3 +47,12 @@ FIRST_PARTY_PLUGINS = (
 def pytest_configure(config: pytest.Config) -> None:
     """Load only the first-party plugins in this session, whatever else is installed."""
     load_only_plugins(config, FIRST_PARTY_PLUGINS, extend=False)
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """The first-party plugins and the example methods of ``medi2i.testing`` (a test
+    module may define its own ``registry``, which then wins)."""
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    return Registry(plugins)

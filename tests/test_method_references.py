@@ -11,16 +11,8 @@ import pytest
 
 import medi2i
 from medi2i import OptionsError
-from medi2i.plugins import load_plugins
 from medi2i.registry import Registry
-from medi2i.testing import example_methods, make_volume
-
-
-@pytest.fixture
-def registry() -> Registry:
-    plugins = load_plugins()
-    plugins.manager.register(example_methods, name="examples")
-    return Registry(plugins)
+from medi2i.testing import make_volume
 
 
 @pytest.fixture

@@ -16,15 +16,7 @@ from medi2i.model_checks import ModelVersionWarning, newer_release
 from medi2i.model_folder import load_model, read_manifest, save_model
 from medi2i.plugins import load_plugins
 from medi2i.registry import Registry
-from medi2i.testing import example_methods
 from medi2i.testing.example_methods import PointwiseNet
-
-
-@pytest.fixture
-def registry() -> Registry:
-    plugins = load_plugins()
-    plugins.manager.register(example_methods, name="examples")
-    return Registry(plugins)
 
 
 @pytest.fixture

@@ -13,12 +13,10 @@ from monai.data import MetaTensor
 from medi2i.errors import OptionsError, OutputError, UnknownMethodError
 from medi2i.grid import Grid
 from medi2i.model_folder import load_model, save_model
-from medi2i.plugins import load_plugins
 from medi2i.prediction import predict, predict_tensor
 from medi2i.provenance import sidecar_path
 from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
-from medi2i.testing import example_methods
 from medi2i.testing.example_methods import (
     DomainOffset,
     FittedStandardization,
@@ -45,13 +43,6 @@ def oblique_affine() -> np.ndarray:
     affine[:3, :3] = rotation @ np.diag([0.8, 1.2, 2.5])
     affine[:3, 3] = (12.0, -30.0, 7.5)
     return affine
-
-
-@pytest.fixture
-def registry() -> Registry:
-    plugins = load_plugins()
-    plugins.manager.register(example_methods, name="examples")
-    return Registry(plugins)
 
 
 def test_patch_network_output_keeps_the_input_grid() -> None:
