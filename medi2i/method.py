@@ -41,8 +41,6 @@ method module inside the hook (see :mod:`medi2i.hookspecs`).
 from __future__ import annotations
 
 import abc
-import inspect
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, cast
 
@@ -113,44 +111,6 @@ if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.patch_network import PatchNetworkMethod as PatchNetworkMethod
-
-
-_ID = re.compile(r"^[a-z][a-z0-9]*(?:[-.][a-z0-9]+)*$")
-
-
-_KEYWORDS = {
-    "preprocess": ("domain", "condition"),
-    "postprocess": ("domain", "condition"),
-}
-
-
-def _require_valid_defaults(method_id: str, kind: str, model: type[BaseModel]) -> None:
-    """Refuse an options or condition model whose own defaults it rejects.
-
-    pydantic does not validate defaults, so ``steps: int = "ten"`` would pass every
-    prediction with the default, be saved in a model folder, and only then be refused
-    when that folder is loaded (after the training): the mistake is the plugin's, so it
-    shows at registration.
-    """
-    defaults = {
-        name: field.get_default(call_default_factory=True)
-        for name, field in model.model_fields.items()
-        if not field.is_required()
-    }
-    try:
-        model.model_validate(defaults)
-    except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(part) for part in error['loc'])} = "
-            f"{defaults.get(str(error['loc'][0]))!r} ({error['msg']})"
-            for error in exc.errors()
-            if error["type"] != "missing" and error["loc"]
-        ]
-        if problems:
-            raise TypeError(
-                f"method {method_id!r}: the default of {kind} field {'; '.join(problems)}; "
-                f"give {model.__qualname__} defaults of the fields' own types"
-            ) from None
 
 
 class Method(abc.ABC, Generic[OptionsT, ConditionT]):
@@ -239,48 +199,9 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
                 ``Options`` or ``Condition`` model is refused by that model, or a hook
                 has the signature of plugin API 1 (``preprocess(image)``).
         """
-        for attr in ("id", "tasks", "input_spec", "output_spec"):
-            if not hasattr(cls, attr):
-                raise TypeError(f"method class {cls.__qualname__} does not set {attr!r}")
-        if not _ID.match(cls.id):
-            raise TypeError(
-                f"method id {cls.id!r} of {cls.__qualname__} must be lowercase letters, digits, "
-                "'-' and '.', starting with a letter"
-            )
-        if not cls.tasks:
-            raise TypeError(f"method {cls.id!r} declares no task")
-        cls._validate_training_hooks()
-        for kind, model in (("Options", cls.Options), ("Condition", cls.Condition)):
-            _require_valid_defaults(cls.id, kind, model)
-        for hook, keywords in _KEYWORDS.items():
-            parameters = inspect.signature(getattr(cls, hook)).parameters
-            accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-            missing = [k for k in keywords if k not in parameters and not accepts_any]
-            if missing:
-                raise TypeError(
-                    f"method {cls.id!r}: {hook} must take the keyword arguments "
-                    f"{', '.join(missing)} (plugin API 2: "
-                    f"def {hook}(self, ..., *, domain=None, condition=None))"
-                )
+        from medi2i.method_checks import check_method_class
 
-    @classmethod
-    def _validate_training_hooks(cls) -> None:
-        """A declared way of learning must come with the hooks that do it, so that the
-        mistake shows at registration, not hours into a run."""
-        needed = {
-            Training.GRADIENT: (("configure_training", "training_step"), "all of"),
-            Training.FIT: (("fit", "fit_pairs"), "one of"),
-        }.get(cls.training)
-        if needed is None:
-            return
-        hooks, quantity = needed
-        present = [hook for hook in hooks if getattr(cls, hook) is not getattr(Method, hook)]
-        if (quantity == "all of" and len(present) < len(hooks)) or not present:
-            raise TypeError(
-                f"method {cls.id!r} declares training = {cls.training.value!r} but does not "
-                f"implement {quantity} {', '.join(hooks)}; implement them or declare the way "
-                "it learns (Training.NONE, FIT or GRADIENT)"
-            )
+        check_method_class(cls)
 
     @classmethod
     def summary(cls) -> str:
