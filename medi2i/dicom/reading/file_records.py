@@ -26,6 +26,15 @@ from medi2i.dicom.reading.header_parser import (
     text,
     values_of,
 )
+from medi2i.dicom.reading.pixel_format import (
+    DEFLATED,
+    FLOAT_PIXEL_TAGS,
+    PIXEL_DATA_TAGS,
+    PixelFormat,
+    content_defect,
+    locate_pixels,
+    replace_pixels,
+)
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -88,43 +97,6 @@ in the order they are tried; :attr:`ImageHeader.volume_tags` holds their values.
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 """File name endings taken as DICOM without looking inside."""
-_NATIVE_SYNTAXES = {
-    "1.2.840.10008.1.2": "<",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1": "<",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2.2": ">",  # Explicit VR Big Endian (retired)
-}
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_PIXEL_DATA_TAGS = {  # (7FE0,0010) as the first 4 bytes of the element, either byte order
-    b"\xe0\x7f\x10\x00": "<",
-    b"\x7f\xe0\x00\x10": ">",
-}
-_FLOAT_PIXEL_TAGS = (b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
-_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
-
-
-@dataclass(frozen=True)
-class PixelFormat:
-    """How a file stores its pixels, and where, without having read them.
-
-    Attributes:
-        transfer_syntax: Transfer Syntax UID of the file.
-        bits_allocated: Bits per stored sample (8, 16 or 32 for images read here).
-        bits_stored: Bits of each sample that hold the value.
-        signed: Pixel Representation 1 (two's complement).
-        frames: Number of frames in the file.
-        offset: Byte offset of the first pixel in the file for uncompressed data,
-            ``None`` for compressed or deflated files (decoded through pydicom).
-        byte_order: ``"<"`` or ``">"`` for uncompressed data.
-    """
-
-    transfer_syntax: str
-    bits_allocated: int
-    bits_stored: int
-    signed: bool
-    frames: int
-    offset: int | None
-    byte_order: str = "<"
 
 
 @dataclass(frozen=True)
@@ -362,10 +334,10 @@ def _record(
                 damaged=True,
             )
         return SkippedFile(path, f"{kind}: no Study or Series Instance UID, not part of a series")
-    has_pixels = element_header[:4] in _PIXEL_DATA_TAGS or (
-        transfer_syntax == _DEFLATED and "Rows" in dataset
+    has_pixels = element_header[:4] in PIXEL_DATA_TAGS or (
+        transfer_syntax == DEFLATED and "Rows" in dataset
     )
-    if not has_pixels and _image_class(dataset) and element_header[:4] not in _FLOAT_PIXEL_TAGS:
+    if not has_pixels and _image_class(dataset) and element_header[:4] not in FLOAT_PIXEL_TAGS:
         # an image object without pixel data lost it to a damaged header: say so,
         # rather than set it aside as "not an image" and report its slot as missing
         defect = (
@@ -394,12 +366,12 @@ def _image_class(dataset: Dataset) -> bool:
 
 
 def _is_image(dataset: Dataset, element_header: bytes) -> bool:
-    return element_header[:4] in _PIXEL_DATA_TAGS or "Rows" in dataset
+    return element_header[:4] in PIXEL_DATA_TAGS or "Rows" in dataset
 
 
 def _no_pixels_reason(dataset: Dataset, element_header: bytes) -> str:
     kind = sop_class_name(dataset)
-    if element_header[:4] in _FLOAT_PIXEL_TAGS:
+    if element_header[:4] in FLOAT_PIXEL_TAGS:
         return f"{kind} with floating-point pixel data, which is not supported"
     return f"not an image: {kind} has no pixel data"
 
@@ -419,10 +391,10 @@ def _images(
     )
 
     frames = integer(dataset, "NumberOfFrames") or 1
-    pixels, defect = _pixel_format(
+    pixels, defect = locate_pixels(
         dataset, transfer_syntax, frames, pixel_tag_offset, element_header, size
     )
-    defect = defect or _content_defect(dataset, frames)
+    defect = defect or content_defect(dataset, frames)
     base = _single_frame(path, dataset, pixels, defect)
     if frames == 1 and defect is None and "MOSAIC" in base.image_type:
         mosaic = _mosaic_slices(base)
@@ -473,7 +445,7 @@ def _mosaic_slices(base: ImageHeader) -> tuple[ImageHeader, ...]:
     if layout is None:
         return ()
     # the tiles are cut out of the decoded image, never read at a fixed offset
-    pixels = _replace_pixels(base.pixels, offset=None) if base.pixels is not None else None
+    pixels = replace_pixels(base.pixels, offset=None) if base.pixels is not None else None
     return tuple(
         _replace(
             base,
@@ -538,98 +510,3 @@ def _broken_image(path: Path, dataset: Dataset, defect: str) -> ImageHeader:
 def _replace(image: ImageHeader, **changes: object) -> ImageHeader:
 
     return replace(image, **changes)  # type: ignore[arg-type]
-
-
-def _pixel_format(
-    dataset: Dataset,
-    transfer_syntax: str,
-    frames: int,
-    pixel_tag_offset: int,
-    element_header: bytes,
-    size: int,
-) -> tuple[PixelFormat | None, str | None]:
-    """Where the pixels are and whether they can be decoded, from the element header."""
-    bits_allocated = integer(dataset, "BitsAllocated") or 0
-    pixels = PixelFormat(
-        transfer_syntax=transfer_syntax,
-        bits_allocated=bits_allocated,
-        bits_stored=integer(dataset, "BitsStored") or bits_allocated,
-        signed=integer(dataset, "PixelRepresentation") == 1,
-        frames=frames,
-        offset=None,
-    )
-    if transfer_syntax == _DEFLATED:
-        return pixels, None
-    order = _PIXEL_DATA_TAGS[element_header[:4]]
-    explicit = transfer_syntax != "1.2.840.10008.1.2"
-    length_bytes = element_header[8:12] if explicit else element_header[4:8]
-    length = int.from_bytes(length_bytes, "little" if order == "<" else "big")
-    if length == _UNDEFINED_LENGTH:
-        return pixels, _decoder_defect(transfer_syntax)
-    if transfer_syntax not in _NATIVE_SYNTAXES:
-        return pixels, f"uses the unknown or unsupported transfer syntax {transfer_syntax}"
-    offset = pixel_tag_offset + (12 if explicit else 8)
-    expected = _native_bytes(dataset, frames, bits_allocated)
-    located = _replace_pixels(pixels, offset=offset, byte_order=order)
-    if length < expected:
-        return located, (
-            f"pixel data too short: {length} bytes where Rows x Columns x frames need "
-            f"{expected}; the file is damaged or its image attributes are wrong"
-        )
-    if offset + expected > size:
-        return located, (
-            f"truncated pixel data: the file ends {offset + expected - size} bytes before "
-            f"the end of its {expected} bytes of pixels; copy or export it again"
-        )
-    return located, None
-
-
-def _replace_pixels(pixels: PixelFormat, **changes: object) -> PixelFormat:
-
-    return replace(pixels, **changes)  # type: ignore[arg-type]
-
-
-def _native_bytes(dataset: Dataset, frames: int, bits_allocated: int) -> int:
-    samples = integer(dataset, "SamplesPerPixel") or 1
-    pixels = (integer(dataset, "Rows") or 0) * (integer(dataset, "Columns") or 0)
-    return (pixels * samples * frames * bits_allocated + 7) // 8
-
-
-def _decoder_defect(transfer_syntax: str) -> str | None:
-    from pydicom.pixels.decoders.base import get_decoder
-    from pydicom.uid import UID
-
-    name = UID(transfer_syntax).name
-    try:
-        decoder = get_decoder(UID(transfer_syntax))
-    except NotImplementedError:
-        return f"compressed with {name}, which pydicom cannot decode"
-    if decoder.is_available:
-        return None
-    return (
-        f"compressed with {name}, but no decoder is installed; install "
-        "pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pylibjpeg-rle"
-    )
-
-
-def _content_defect(dataset: Dataset, frames: int) -> str | None:
-    """Why an image with pixel data still cannot be a slice of a scalar volume."""
-    samples = integer(dataset, "SamplesPerPixel") or 1
-    photometric = text(dataset, "PhotometricInterpretation").upper()
-    bits = integer(dataset, "BitsAllocated") or 0
-    if samples != 1 or (photometric and photometric not in _MONOCHROME):
-        return (
-            f"a colour image ({photometric or '?'}, {samples} samples per pixel); medi2i "
-            "reads greyscale (MONOCHROME) images into scalar volumes"
-        )
-    if bits not in (8, 16, 32):
-        what = " (a binary segmentation)" if bits == 1 else ""
-        return f"{bits} bits allocated per pixel{what}; images of 8, 16 or 32 bits are read"
-    if not integer(dataset, "Rows") or not integer(dataset, "Columns"):
-        return "no Rows or Columns: the image size is unknown"
-    if "ModalityLUTSequence" in dataset:
-        return (
-            "values are mapped through a Modality LUT Sequence (a lookup table rather "
-            "than Rescale Slope and Intercept), which is not supported"
-        )
-    return None
