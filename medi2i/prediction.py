@@ -28,9 +28,10 @@ from medi2i.method import (
     Progress,
     no_progress,
 )
-from medi2i.patch_network import PatchNetworkMethod
 from medi2i.prediction_checks import (
     naming_the_input,
+    outputs_by_name,
+    require_declared_channels,
     require_output_fits,
     require_placed,
     require_ready_call,
@@ -124,13 +125,13 @@ def predict_outputs(
     # only reference (as predict_all does) frees a whole volume before the inference
     del image
     with _state_kept(method), naming_the_input(source_meta):
-        raw = _by_name(method, method.predict(prepared, context), declared)
+        raw = outputs_by_name(method, method.predict(prepared, context), declared)
     results: dict[str, MetaTensor] = {}
     for output in declared:
         shaped = with_grid(method, raw[output.name], prepared)
         done = method.postprocess(shaped, prepared, domain=output.domain, condition=parsed)
         require_placed(method, done, shaped, "postprocess")
-        _require_declared_channels(method, done, output, input_channels)
+        require_declared_channels(method, done, output, input_channels)
         results[output.name] = _delivered(method, done, input_grid, source_meta, output, parsed)
     return results
 
@@ -208,56 +209,6 @@ def _delivered(
         "medi2i.output.units": declared.spec.units,
     }
     return result
-
-
-def _require_declared_channels(
-    method: Method, volume: torch.Tensor, declared: Output, input_channels: int
-) -> None:
-    """Refuse an output with other channels than its spec declares: the method's
-    mistake, which a writer would otherwise report as the user's ("write each channel
-    to its own file").
-
-    A method that is not a patch network may be given other channels than its input
-    spec declares (interpolation, intensity normalisation work channel by channel); for
-    such an input an output with the input's channels is the method's answer too.
-    """
-    if volume.shape[0] == declared.spec.channels:
-        return
-    channel_wise = (
-        not isinstance(method, PatchNetworkMethod)
-        and input_channels != method.input_spec.channels
-        and volume.shape[0] == input_channels
-    )
-    if not channel_wise:
-        named = f" {declared.name!r}" if declared.name else ""
-        raise OutputError(
-            f"method {method.id!r} returned {volume.shape[0]} channel(s) for its output"
-            f"{named} but declares {declared.spec.channels} (the output's VolumeSpec); "
-            "the method must return the channels it declares (a bug of its plugin); "
-            "nothing was written"
-        )
-
-
-def _by_name(
-    method: Method,
-    raw: torch.Tensor | Mapping[str, torch.Tensor],
-    declared: tuple[Output, ...],
-) -> Mapping[str, torch.Tensor]:
-    """The raw outputs by declared name; a single tensor is the one declared output."""
-    names = [output.name for output in declared]
-    if not isinstance(raw, Mapping):
-        if len(names) != 1:
-            raise OptionsError(
-                f"method {method.id!r} returned one volume but declares the outputs {names}; "
-                "return a mapping by output name from predict"
-            )
-        return {names[0]: raw}
-    if sorted(raw) != sorted(names):
-        raise OptionsError(
-            f"method {method.id!r} returned the outputs {sorted(raw)} but declares {names} "
-            "for this condition; make predict and outputs agree"
-        )
-    return raw
 
 
 @contextmanager

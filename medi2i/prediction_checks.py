@@ -1,6 +1,7 @@
 """What the predict path checks around a method's own code: that its output fits in
 memory before any work, that an output it returns can be placed on a grid (never
-delivered shifted), and that its complaints about the input name the file.
+delivered shifted) and has the names and channels the method declares, and that its
+complaints about the input name the file.
 
 Internal to :mod:`medi2i.prediction`.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 from medi2i.grid import Grid
 from medi2i.method import Method
-from medi2i.method_spec import validated_model
+from medi2i.method_spec import Output, validated_model
 from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
 
@@ -182,3 +183,53 @@ def require_placed(method: Method, volume: torch.Tensor, given: torch.Tensor, st
             "in the wrong place; return a volume on the grid it was given (pad the "
             "network's output back), or set the affine of the grid it lies on"
         )
+
+
+def require_declared_channels(
+    method: Method, volume: torch.Tensor, declared: Output, input_channels: int
+) -> None:
+    """Refuse an output with other channels than its spec declares: the method's
+    mistake, which a writer would otherwise report as the user's ("write each channel
+    to its own file").
+
+    A method that is not a patch network may be given other channels than its input
+    spec declares (interpolation, intensity normalisation work channel by channel); for
+    such an input an output with the input's channels is the method's answer too.
+    """
+    if volume.shape[0] == declared.spec.channels:
+        return
+    channel_wise = (
+        not isinstance(method, PatchNetworkMethod)
+        and input_channels != method.input_spec.channels
+        and volume.shape[0] == input_channels
+    )
+    if not channel_wise:
+        named = f" {declared.name!r}" if declared.name else ""
+        raise OutputError(
+            f"method {method.id!r} returned {volume.shape[0]} channel(s) for its output"
+            f"{named} but declares {declared.spec.channels} (the output's VolumeSpec); "
+            "the method must return the channels it declares (a bug of its plugin); "
+            "nothing was written"
+        )
+
+
+def outputs_by_name(
+    method: Method,
+    raw: torch.Tensor | Mapping[str, torch.Tensor],
+    declared: tuple[Output, ...],
+) -> Mapping[str, torch.Tensor]:
+    """The raw outputs by declared name; a single tensor is the one declared output."""
+    names = [output.name for output in declared]
+    if not isinstance(raw, Mapping):
+        if len(names) != 1:
+            raise OptionsError(
+                f"method {method.id!r} returned one volume but declares the outputs {names}; "
+                "return a mapping by output name from predict"
+            )
+        return {names[0]: raw}
+    if sorted(raw) != sorted(names):
+        raise OptionsError(
+            f"method {method.id!r} returned the outputs {sorted(raw)} but declares {names} "
+            "for this condition; make predict and outputs agree"
+        )
+    return raw
