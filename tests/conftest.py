@@ -25,6 +25,7 @@ from medi2i.testing.pytest_plugin import (  # noqa: F401 (fixtures are found by 
     medi2i_volume,
     medi2i_volume_file,
 )
+from tests.dicom_node_support import node, storescp  # noqa: F401 (the DICOM node's fixtures)
 
 # pytest rewrites the asserts of test modules only; these modules hold checks that several
 # test modules share, and a failed check there should show its values too

@@ -8,139 +8,30 @@ Every test starts what it needs on a free 127.0.0.1 port and stops it in a ``fin
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medi2i.dicom.node.dicom_node import DicomNode, NodeConfig
+from medi2i.dicom.node.dicom_node import DicomNode
 from medi2i.dicom.node.send import Peer, disable_nagle, send_files
 from medi2i.dicom.node.spool import Spool
-from medi2i.dicom.node.translation import SeriesTranslator
-from medi2i.dicom.reading.series_selection import SeriesSelector
-from medi2i.testing.dicom_series import write_series
-from tests.test_cli import run
-
-METHOD = "intensity-inversion"
-IDLE_S = 0.3
-DCIODVFY = shutil.which("dciodvfy")
-DCMTK = shutil.which("storescu") is not None and shutil.which("storescp") is not None
-needs_dcmtk = pytest.mark.skipif(not DCMTK, reason="dcmtk (storescu, storescp) is not installed")
-
-
-def source_series(folder: Path) -> list[Path]:
-    volume = np.random.default_rng(0).integers(0, 1000, (12, 10, 6)).astype(np.float64)
-    return write_series(folder, volume, modality="MR", rescale=(1.0, 0.0), spacing=(0.8, 0.9, 2.5))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    # generous: the wait ends as soon as the condition holds, and a loaded 2-core CI
-    # machine can take more than 15 s to translate a series
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s")
-        time.sleep(0.05)
-
-
-def records(manifest: Path) -> list[dict[str, object]]:
-    if not manifest.exists():
-        return []
-    return [json.loads(line) for line in manifest.read_text().splitlines() if line]
-
-
-def final_statuses(manifest: Path) -> list[object]:
-    return [r["status"] for r in records(manifest) if r["status"] != "received"]
-
-
-def make_node(
-    tmp: Path,
-    *,
-    output: Path | None,
-    forward: Peer | None = None,
-    log: Callable[[str], None] = print,
-    deidentify: bool = False,
-    selector: SeriesSelector | None = None,
-) -> DicomNode:
-    from medi2i.plugins import load_plugins
-    from medi2i.prediction import load_method
-    from medi2i.registry import Registry
-    from medi2i.settings import InferenceSettings
-
-    method = load_method(method=METHOD, model=None, options=None, registry=Registry(load_plugins()))
-    translator = SeriesTranslator(
-        method=method,
-        settings=InferenceSettings(progress=False, device="cpu"),
-        manifest=tmp / "manifest.jsonl",
-        work=tmp / "spool",
-        output=output,
-        forward=forward,
-        deidentify=deidentify,
-        selector=selector,
-    )
-    config = NodeConfig(port=0, idle_timeout=IDLE_S, poll_interval=0.05)
-    return DicomNode(
-        config, spool=Spool(tmp / "spool", idle_timeout=IDLE_S), translator=translator, log=log
-    )
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[DicomNode]:
-    running = make_node(tmp_path, output=tmp_path / "out")
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop(timeout=30)
-
-
-def peer_of(node: DicomNode) -> Peer:
-    host, port = node.address
-    return Peer(host, port, "MEDI2I")
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[Peer, Path]]:
-    received = tmp_path / "storescp"
-    received.mkdir()
-    port = free_port()
-    process = subprocess.Popen(
-        ["storescp", "-aet", "PEER", "-od", str(received), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _listening(port), timeout=10)
-        yield Peer("127.0.0.1", port, "PEER"), received
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
+from tests.dicom_node_support import (
+    DCIODVFY,
+    IDLE_S,
+    METHOD,
+    final_statuses,
+    make_node,
+    needs_dcmtk,
+    peer_of,
+    records,
+    source_series,
+    wait_for,
+)
 
 # -- the spool's completion rule ----------------------------------------------------------
 
@@ -441,165 +332,3 @@ def test_storescu_in_storescp_out(tmp_path: Path, storescp: tuple[Peer, Path]) -
     assert record["calling_ae"] == ["SCANNER"]
     assert len(list(received.iterdir())) == 6
     assert not [p for p in (tmp_path / "spool").iterdir() if p.name != "manifest.jsonl"]
-
-
-# -- medi2i dicom send ----------------------------------------------------------------------
-
-
-def test_send_command_counts_what_was_sent(node: DicomNode, tmp_path: Path) -> None:
-    source_series(tmp_path / "src")
-    (tmp_path / "src" / "README.txt").write_text("not DICOM")
-    host, port = node.address
-    result = run("dicom", "send", str(tmp_path / "src"), f"{host}:{port}:MEDI2I")
-    assert result.exit_code == 0, result.output
-    assert "sent 6 file(s)" in result.output
-    assert "0 failed" in result.output
-    wait_for(lambda: final_statuses(tmp_path / "manifest.jsonl") == ["done"])
-
-
-# pynetdicom 3.0 leaves the socket of a refused connection for the garbage collector
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_send_command_fails_when_nobody_listens(tmp_path: Path) -> None:
-    source_series(tmp_path / "src")
-    result = run("dicom", "send", str(tmp_path / "src"), f"127.0.0.1:{free_port()}:NOBODY")
-    assert result.exit_code == 1
-    assert "sent 0 file(s)" in result.output
-    assert "6 failed" in result.output
-
-
-@needs_dcmtk
-def test_send_command_to_storescp(tmp_path: Path, storescp: tuple[Peer, Path]) -> None:
-    peer, received = storescp
-    source_series(tmp_path / "src")
-    result = run("dicom", "send", str(tmp_path / "src"), f"{peer.host}:{peer.port}:PEER")
-    assert result.exit_code == 0, result.output
-    assert len(list(received.iterdir())) == 6
-
-
-# -- medi2i dicom serve -----------------------------------------------------------------------
-
-
-def test_serve_refuses_an_output_folder_holding_other_data(tmp_path: Path) -> None:
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("mine")
-    result = run(
-        "dicom", "serve", "--method", METHOD, "--port", "0", "--output", str(tmp_path / "out")
-    )
-    assert result.exit_code == 1
-    assert "holds no batch manifest" in result.output
-    result = run("dicom", "serve", "--method", METHOD, "--port", "0")
-    assert result.exit_code == 1
-    assert "--output, --forward or both" in result.output
-
-
-def test_serve_translates_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    command = [sys.executable, "-m", "medi2i", "dicom", "serve", "--method", METHOD]
-    command += ["--port", str(port), "--output", str(tmp_path / "out"), "--idle-timeout", "0.3"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )
-    try:
-        wait_for(lambda: _listening(port), timeout=60)
-        files = source_series(tmp_path / "src")
-        send_files(files, Peer("127.0.0.1", port, "MEDI2I"), calling_ae_title="TEST")
-        wait_for(lambda: final_statuses(tmp_path / "out" / "manifest.jsonl") == ["done"])
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
-    assert process.returncode == 0, output
-    assert "received 6 instance(s) from TEST; translated in" in output
-    assert "stopped" in output
-
-
-def test_a_de_identified_node_writes_nothing_that_names_the_source(tmp_path: Path) -> None:
-    import pydicom
-
-    files = source_series(tmp_path / "src")
-    for path in files:  # distinctive identifiers, to be searched for afterwards
-        dataset = pydicom.dcmread(path)
-        dataset.PatientName = "Zyxwvut^Qponm"
-        dataset.PatientID = "MRN-778899"
-        dataset.save_as(path)
-    source = pydicom.dcmread(files[0])
-    identifiers = [
-        "Zyxwvut",
-        "MRN-778899",
-        str(source.SeriesInstanceUID),
-        str(source.StudyInstanceUID),
-        str(source.SOPInstanceUID),
-        "TEST",  # the calling AE title
-    ]
-    output = tmp_path / "out"
-    seen: list[str] = []
-    for _run in range(2):  # a second node on the same output keeps the pseudonyms
-        running = make_node(tmp_path, output=output, deidentify=True)
-        running.start()
-        try:
-            report = send_files(files, peer_of(running), calling_ae_title="TEST")
-            assert len(report.sent) == 6
-            wait_for(lambda: final_statuses(tmp_path / "manifest.jsonl").count("done") > len(seen))
-        finally:
-            running.stop(timeout=30)
-        seen.append(records(tmp_path / "manifest.jsonl")[-1]["series_uid"])  # type: ignore[arg-type]
-    assert seen[0] == seen[1] != str(source.SeriesInstanceUID)
-    written = [path for path in output.rglob("*") if path.is_file()]
-    written.append(tmp_path / "manifest.jsonl")
-    assert any(path.suffix == ".dcm" for path in written)
-    for path in written:
-        text = path.read_bytes()
-        for identifier in identifiers:
-            assert identifier.encode() not in text, f"{identifier} in {path}"
-            assert identifier not in str(path.relative_to(tmp_path)), path
-
-
-def test_the_node_translates_what_the_selection_picks(tmp_path: Path) -> None:
-    from pydicom.uid import generate_uid
-
-    echoes = tmp_path / "echoes"
-    series_uid, study_uid = generate_uid(), generate_uid()
-    rng = np.random.default_rng(1)
-    volumes = [rng.integers(1, 1000, (12, 10, 6)).astype(np.float64) for _ in range(2)]
-    for number, volume in enumerate(volumes):
-        write_series(
-            echoes,
-            volume,
-            modality="MR",
-            rescale=(1.0, 0.0),
-            series_uid=series_uid,
-            study_uid=study_uid,
-            instance_numbers=[number * 6 + k + 1 for k in range(6)],
-            attributes={"EchoTime": 10.0 + 20 * number},
-        )
-    ct = write_series(tmp_path / "ct", volumes[0], modality="CT")
-    running = make_node(
-        tmp_path, output=tmp_path / "out", selector=SeriesSelector(modality="MR", volume=2)
-    )
-    running.start()
-    try:
-        send_files(ct, peer_of(running), calling_ae_title="TEST")
-        wait_for(lambda: len(final_statuses(tmp_path / "manifest.jsonl")) == 1)
-        send_files(sorted(echoes.iterdir()), peer_of(running), calling_ae_title="TEST")
-        wait_for(lambda: len(final_statuses(tmp_path / "manifest.jsonl")) == 2)
-    finally:
-        running.stop(timeout=30)
-    skipped, done = [r for r in records(tmp_path / "manifest.jsonl") if r["status"] != "received"]
-    assert skipped["status"] == "skipped"
-    assert "modality=MR" in str(skipped["error"])
-    assert done["status"] == "done", done
-    (derived,) = (tmp_path / "out").glob(f"*/{METHOD}")
-    assert len(list(derived.glob("*.dcm"))) == 6  # one echo of the two
-    from medi2i.dicom.reading.series_scan import scan_folder
-    from medi2i.dicom.reading.series_volume import read_dicom_series
-
-    written = read_dicom_series(scan_folder(derived).series[0])[0].numpy()
-    # the inversion is c - x: only echo 2 (TE 30 ms) sums with it to a constant
-    assert float(np.std(written + volumes[1])) < 2
-    assert float(np.std(written + volumes[0])) > 100
