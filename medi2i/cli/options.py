@@ -17,6 +17,7 @@ Nothing heavy is imported at the top of this module, so ``medi2i --help`` stays 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -95,10 +96,28 @@ def json_option(help: str = "Print JSON instead of a table.") -> Callable[[F], F
 
 
 def progress_option(command: F) -> F:
-    """``--progress/--no-progress``: show a progress bar (the default)."""
+    """``--progress/--no-progress``: show a progress bar; by default when standard error
+    is a terminal, so a log or a pipe gets no carriage-return bar lines."""
     return click.option(
-        "--progress/--no-progress", default=True, show_default=True, help="Progress bar."
+        "--progress/--no-progress",
+        default=None,
+        callback=_progress_default,
+        help="Progress bar on standard error [default: when it is a terminal].",
     )(command)
+
+
+def _progress_default(_ctx: click.Context, _param: click.Parameter, value: bool | None) -> bool:
+    if value is not None:
+        return value
+    return stderr_is_terminal()
+
+
+def stderr_is_terminal() -> bool:
+    """Whether standard error is a terminal (where a progress bar redraws in place)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
 
 
 def overwrite_option(command: F) -> F:
