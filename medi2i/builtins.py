@@ -50,6 +50,7 @@ def register_commands(cli: click.Group) -> None:
     """Add every ``medi2i`` subcommand (the command modules import heavy code lazily)."""
     from medi2i.cli import (
         adapt_commands,
+        average_commands,
         batch_commands,
         cards_commands,
         commands,
@@ -71,6 +72,7 @@ def register_commands(cli: click.Group) -> None:
         adapt_commands,
         mask_commands,
         export_commands,
+        average_commands,
     ):
         module.add_to(cli)
     plugin_commands.register(cli)

@@ -23,6 +23,7 @@ from medi2i.testing import example_methods
 
 BUILTIN_COMMANDS = {
     "adapt",
+    "average-weights",
     "batch",
     "cards",
     "demo",
