@@ -55,9 +55,12 @@ def average_models(
     Raises:
         OptionsError: Fewer than two models, weights that do not match them, models of
             different methods, architectures, fitted values or domains, a model without
-            weights (nothing to average), or ``output`` being one of the models.
+            weights (nothing to average), or weights whose average is not finite.
+        OutputError: ``output`` is, lies inside or holds one of the models, or is an
+            existing folder that is not empty and ``overwrite`` is not set.
         ModelFormatError: A model folder is not valid.
     """
+    from medi2i.io.destinations import check_destination
     from medi2i.model_folder import load_model, read_manifest, save_model
     from medi2i.onnx_model import is_onnx_model
     from medi2i.registry import Registry
@@ -70,8 +73,9 @@ def average_models(
     for path in paths:
         if is_onnx_model(path):
             raise OptionsError(f"{path} is an ONNX export; average the medi2i model folders")
-        if output.resolve() == path.resolve():
-            raise OptionsError(f"the output {output} is the model {path}; give a new folder")
+    # the output may be none of the models, lie inside one or hold one: save_model
+    # replaces an existing folder whole under overwrite
+    check_destination(output, inputs=paths, overwrite=overwrite, folder=True)
     registry = registry if registry is not None else Registry()
     loaded = [load_model(path, registry=registry) for path in paths]
     first = loaded[0]
@@ -148,6 +152,11 @@ def _mean_tensors(
         total = torch.zeros(tensor.shape, dtype=torch.float64)
         for state, share in zip(states, shares, strict=True):
             total += state[key].detach().cpu().to(torch.float64) * share
+        if not torch.isfinite(total).all():
+            raise OptionsError(
+                f"the average of weight {key} is not finite (a model holds NaN or Inf "
+                "weights, from a diverged training); average sound models only"
+            )
         averaged[key] = total.to(tensor.dtype)
     return averaged
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from medi2i.cards import check_model_card
 from medi2i.cli.main import build_cli
-from medi2i.errors import OptionsError
+from medi2i.errors import OptionsError, OutputError
 from medi2i.model_averaging import average_models
 from medi2i.model_folder import load_model, read_manifest, save_model
 from medi2i.registry import Registry
@@ -78,7 +78,7 @@ def test_the_average_predicts_like_a_model(tmp_path: Path, registry: Registry) -
         ("method", "average models of one method"),
         ("fitted", r"fitted to different values \(mean, std\)"),
         ("weights", "one weight per model"),
-        ("output", "is the model"),
+        ("nonfinite", "is not finite"),
     ],
 )
 def test_what_cannot_be_averaged_is_refused_and_nothing_is_written(
@@ -101,24 +101,36 @@ def test_what_cannot_be_averaged_is_refused_and_nothing_is_written(
         models = [a, fitted] if case == "method" else [fitted, save_model(second, tmp_path / "f2")]
     elif case == "weights":
         weights = [1.0]
-    elif case == "output":
-        output = a
+    elif case == "nonfinite":
+        models = [a, saved(tmp_path / "diverged", shift=float("nan"))]
     before = {path: (path / "weights.safetensors").read_bytes() for path in [a]}
     with pytest.raises(OptionsError, match=message):
         average_models(models, output, weights=weights, registry=registry)
-    if case != "output":
-        assert not output.exists()
+    assert not output.exists()
     assert (a / "weights.safetensors").read_bytes() == before[a]
+
+
+@pytest.mark.parametrize("where", ["a model", "inside a model", "holding the models"])
+def test_an_output_at_a_model_is_refused_even_with_overwrite(
+    tmp_path: Path, registry: Registry, where: str
+) -> None:
+    runs = tmp_path / "run"
+    models = [saved(runs / "best-model", shift=1.0), saved(runs / "model", shift=2.0)]
+    before = {m: (m / "weights.safetensors").read_bytes() for m in models}
+    output = {"a model": models[0], "inside a model": models[1] / "avg", "holding the models": runs}
+    with pytest.raises(OutputError, match="input"):
+        average_models(models, output[where], registry=registry, overwrite=True)
+    assert {m: (m / "weights.safetensors").read_bytes() for m in models} == before
+    assert not (models[1] / "avg").exists()
 
 
 def test_an_existing_output_is_refused_without_overwrite(
     tmp_path: Path, registry: Registry
 ) -> None:
-    from medi2i.errors import InputError
-
     models = [saved(tmp_path / "a", shift=1.0), saved(tmp_path / "b", shift=2.0)]
     (tmp_path / "mean").mkdir()
-    with pytest.raises(InputError, match="already exists"):
+    (tmp_path / "mean" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not empty"):
         average_models(models, tmp_path / "mean", registry=registry)
     average_models(models, tmp_path / "mean", registry=registry, overwrite=True)
     assert (tmp_path / "mean" / "weights.safetensors").is_file()
