@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medi2i.dicom.reading.pixel_format import DEFLATED
+
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
@@ -42,8 +44,7 @@ _SOP_CLASSES = {
     "PT": "1.2.840.10008.5.1.4.1.1.128",
 }
 _ENHANCED_SOP_CLASSES = {"CT": "1.2.840.10008.5.1.4.1.1.2.1", "MR": "1.2.840.10008.5.1.4.1.1.4.1"}
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_NATIVE = (EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2", _DEFLATED)
+_NATIVE = (EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2", DEFLATED)
 
 
 @dataclass(frozen=True)
