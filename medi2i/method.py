@@ -180,9 +180,15 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
                 continue
             names = ("Options", "Condition")
             for name, argument in zip(names, arguments, strict=False):
-                typed = isinstance(argument, type) and issubclass(argument, BaseModel)
-                if typed and name not in cls.__dict__:
-                    setattr(cls, name, argument)
+                if not isinstance(argument, type) or name in cls.__dict__:
+                    continue  # a type variable of a generic base, or set by the class
+                if not issubclass(argument, BaseModel):
+                    raise TypeError(
+                        f"{cls.__qualname__}: its {name} type parameter {argument.__qualname__} "
+                        "is not a pydantic model; subclass medi2i.Options for options (or "
+                        "pydantic.BaseModel for a condition)"
+                    )
+                setattr(cls, name, argument)
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         self.options = cast("OptionsT", self.parse_options(options))

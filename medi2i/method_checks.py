@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from medi2i.method_spec import Training
+from medi2i.method_spec import Options, Training
 
 if TYPE_CHECKING:
     from medi2i.method import Method
@@ -47,6 +47,7 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
     if not cls.tasks:
         raise TypeError(f"method {cls.id!r} declares no task")
     _check_training_hooks(cls)
+    _check_models(cls)
     for kind, model in (("Options", cls.Options), ("Condition", cls.Condition)):
         _require_valid_defaults(cls.id, kind, model)
     for hook, keywords in _KEYWORDS.items():
@@ -59,6 +60,27 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
                 f"{', '.join(missing)} (plugin API 2: "
                 f"def {hook}(self, ..., *, domain=None, condition=None))"
             )
+
+
+def _check_models(cls: type[Method[Any, Any]]) -> None:
+    """The options must be a :class:`medi2i.Options` (which refuses unknown keys and NaN)
+    and the condition a pydantic model that refuses unknown keys: a model that drops
+    them would let ``-o gama=2`` run with the default and record it as if asked."""
+    if not (isinstance(cls.Options, type) and issubclass(cls.Options, Options)):
+        raise TypeError(
+            f"method {cls.id!r}: its Options model "
+            f"{getattr(cls.Options, '__qualname__', cls.Options)} must subclass medi2i.Options, "
+            "which refuses unknown keys and NaN"
+        )
+    condition = cls.Condition
+    if not (isinstance(condition, type) and issubclass(condition, BaseModel)):
+        raise TypeError(f"method {cls.id!r}: its Condition must be a pydantic model")
+    if condition.model_config.get("extra") != "forbid":
+        raise TypeError(
+            f"method {cls.id!r}: its Condition model {condition.__qualname__} must refuse "
+            'unknown keys (model_config = ConfigDict(extra="forbid")), or a misspelt '
+            "condition would be ignored"
+        )
 
 
 def _check_training_hooks(cls: type[Method[Any, Any]]) -> None:

@@ -59,3 +59,32 @@ def test_every_registered_method_accepts_its_own_defaults() -> None:
     registry = Registry()
     for method_id in registry.methods:
         registry.method(method_id).validate_class()
+
+
+class LooseOptions(BaseModel):  # a plain pydantic model: ignores unknown keys
+    gamma: float = 2.0
+
+
+class LooseCondition(BaseModel):
+    side: str = "left"
+
+
+def test_options_that_are_not_medi2i_options_are_refused_at_registration() -> None:
+    """A plain pydantic model drops ``gama=2`` silently and runs with the default."""
+    with pytest.raises(
+        TypeError, match=r"Options model LooseOptions must subclass medi2i\.Options"
+    ):
+        _method(LooseOptions, NoCondition).validate_class()
+
+
+def test_a_condition_that_ignores_unknown_keys_is_refused_at_registration() -> None:
+    with pytest.raises(TypeError, match=r"Condition model LooseCondition must refuse unknown keys"):
+        _method(Options, LooseCondition).validate_class()
+
+
+def test_a_type_parameter_that_is_not_a_pydantic_model_is_refused_when_defined() -> None:
+    class PlainOptions:
+        gamma = 2.0
+
+    with pytest.raises(TypeError, match=r"Options type parameter .*PlainOptions is not a pydantic"):
+        _method(PlainOptions, NoCondition)  # type: ignore[arg-type]
