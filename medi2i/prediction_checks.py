@@ -166,6 +166,7 @@ def require_placed(method: Method, volume: torch.Tensor, given: torch.Tensor, st
     import numpy as np
     from monai.data.meta_tensor import MetaTensor
 
+    require_tensor(method, volume, stage)
     if volume.ndim != 4:
         raise OutputError(
             f"method {method.id!r} returned a volume of shape {tuple(volume.shape)} from "
@@ -226,10 +227,24 @@ def outputs_by_name(
                 f"method {method.id!r} returned one volume but declares the outputs {names}; "
                 "return a mapping by output name from predict"
             )
-        return {names[0]: raw}
+        raw = {names[0]: raw}
     if sorted(raw) != sorted(names):
         raise OptionsError(
             f"method {method.id!r} returned the outputs {sorted(raw)} but declares {names} "
             "for this condition; make predict and outputs agree"
         )
+    for volume in raw.values():
+        require_tensor(method, volume, "predict")
     return raw
+
+
+def require_tensor(method: Method, volume: object, stage: str) -> None:
+    """Refuse a hook's result that is not a torch tensor (a NumPy array, None) in one
+    line naming the method and the hook, instead of an AttributeError deep in the core."""
+    import torch
+
+    if not isinstance(volume, torch.Tensor):
+        raise OutputError(
+            f"method {method.id!r} returned a {type(volume).__name__} from {stage}; a method "
+            "returns a torch tensor (a MetaTensor, channel-first), e.g. torch.as_tensor(array)"
+        )
