@@ -196,6 +196,16 @@ class NeverSteps(TinyRegression):
         return {"l1": float(loss.detach())}
 
 
+class ForgetsToReturn(TinyRegression):
+    """Steps, but its ``return`` of the losses is forgotten."""
+
+    id = "forgets-to-return"
+
+    def training_step(self, batch: Any, trainer: TrainerAPI) -> dict[str, float]:
+        super().training_step(batch, trainer)
+        return None  # type: ignore[return-value]
+
+
 class Diverges(TinyRegression):
     """Reports a NaN loss."""
 
@@ -224,6 +234,7 @@ class ForgetsItsGenerator(ExampleStar):
         (ForgetsItsPool, SMALL_CYCLE, "does not end as the run that was not interrupted"),
         (DrawsFromItsOwnGenerator, SMALL_GAN, "does not end as the run that was not interrupted"),
         (NeverSteps, SMALL_TINY, "training_step returned without calling trainer.step"),
+        (ForgetsToReturn, SMALL_TINY, "training_step returned a NoneType; it returns its"),
         (Diverges, SMALL_TINY, "training failed"),
         (ForgetsItsGenerator, SMALL_GAN, "predicts output 'scanner-a' differently"),
         (FittedStandardization, None, "not by gradient steps"),

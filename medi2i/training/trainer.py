@@ -197,6 +197,11 @@ class Trainer:
             self.micro_step = micro
             with self._gradient_sync(last=micro == self.accumulation_steps - 1):
                 losses = method.training_step(self._on_device(batch), self)
+            if not isinstance(losses, Mapping):
+                raise TrainingError(
+                    f"method {method.id!r}: training_step returned a {type(losses).__name__}; "
+                    'it returns its losses by name as floats, e.g. {"l1": loss.item()}'
+                )
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
         if not self._checked_stepping:
