@@ -41,7 +41,7 @@ def write_model_card(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             command=f"medi2i run (resolved config: {run.config.name} in the run folder)",
             seed=workflow.training.seed,
-            hardware=workflow.training.device,
+            hardware=hardware_name(workflow.training.device),
         ),
         intended_use=IntendedUse(
             primary="research on data like the training data its cards describe",
@@ -85,3 +85,20 @@ def _validation_metrics(model_dir: Path) -> dict[str, float]:
         and isinstance(value, int | float)
         and math.isfinite(float(value))
     }
+
+
+def hardware_name(setting: str) -> str:
+    """The device a run's ``device`` setting stands for, as a card records it: ``auto``
+    resolved to ``cpu`` or the CUDA device's name (``cuda:0 (NVIDIA H100 80GB HBM3)``)."""
+    import torch
+
+    from medi2i.engine import resolve_device
+    from medi2i.errors import Medi2iError
+
+    try:
+        device = resolve_device(setting)
+    except Medi2iError:
+        return setting
+    if device.type != "cuda":
+        return device.type
+    return f"{device} ({torch.cuda.get_device_name(device)})"
