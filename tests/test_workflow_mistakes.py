@@ -340,3 +340,22 @@ def test_init_from_a_model_that_does_not_exist_or_of_other_options_is_refused(
             registry=registry,
         )
     assert not (first.run_dir.parent / "wider").exists()
+
+
+def test_a_bug_in_training_code_is_kept_in_the_run_log_with_its_traceback(
+    workflow_file: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin's KeyError used to leave only ``stopped: 'target_image'`` in the log."""
+    from medi2i.workflow import runner
+
+    def broken(*args: object, **kwargs: object) -> Path:
+        raise KeyError("target_image")
+
+    monkeypatch.setattr(runner, "train_stage", broken)
+    workflow = load_workflow(workflow_file, registry=registry)
+    with pytest.raises(KeyError):
+        run_workflow(workflow, registry=registry, stages=("train",))
+    log = (workflow_file.parent / "runs" / "tiny-fixed" / "logs" / "run.log").read_text()
+    assert "stopped: KeyError: 'target_image'" in log
+    assert "Traceback (most recent call last)" in log
+    assert "in broken" in log

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 
 import yaml
 
+from medi2i.errors import Medi2iError
 from medi2i.io.atomic import atomic_path
 from medi2i.workflow.loader import WorkflowError, dump_workflow
 from medi2i.workflow.schema import Workflow
@@ -267,8 +268,11 @@ def run_logging(run: RunFolder, echo: Echo | None) -> Iterator[Log]:
 
     try:
         yield log
-    except Exception as exc:
+    except Medi2iError as exc:  # a refusal explained in its message
         stage_logger.error("stopped: %s", exc)
+        raise
+    except Exception as exc:  # a bug (often in a plugin's code): keep where it happened
+        stage_logger.exception("stopped: %s: %s", type(exc).__name__, exc)
         raise
     except KeyboardInterrupt:
         stage_logger.error("stopped: interrupted (Ctrl-C or SIGINT)")
