@@ -180,8 +180,8 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
                 continue
             names = ("Options", "Condition")
             for name, argument in zip(names, arguments, strict=False):
-                if not isinstance(argument, type) or name in cls.__dict__:
-                    continue  # a type variable of a generic base, or set by the class
+                if not isinstance(argument, type) or argument is Any or name in cls.__dict__:
+                    continue  # a type variable of a generic base, its default, or set here
                 if not issubclass(argument, BaseModel):
                     raise TypeError(
                         f"{cls.__qualname__}: its {name} type parameter {argument.__qualname__} "
