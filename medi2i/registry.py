@@ -41,6 +41,11 @@ class _Table(Generic[T]):
         self.owners: dict[str, str] = {}
 
     def add(self, name: str, item: T, owner: str) -> None:
+        if name in self.items and self.owners[name] == owner:
+            raise PluginError(
+                f"plugin {owner!r} registers {self.kind} {name!r} twice; give each of its "
+                f"{self.kind}s its own id"
+            )
         if name in self.items:
             raise PluginError(
                 f"{self.kind} {name!r} is registered by both plugin {self.owners[name]!r} "

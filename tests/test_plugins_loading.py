@@ -204,6 +204,21 @@ def test_one_method_id_from_two_plugins_is_an_error_naming_both(
         _ = registry.methods
 
 
+def test_one_method_id_twice_in_one_plugin_is_an_error_naming_the_plugin(
+    installed: list[FakeEntryPoint],
+) -> None:
+    class EchoAgain(Echo):
+        """Another echo."""
+
+    installed.append(
+        FakeEntryPoint("one", plugin("one", register_methods=registering(Echo, EchoAgain)))
+    )
+    registry = Registry(load_plugins())
+
+    with pytest.raises(PluginError, match=r"plugin 'one' registers method 'echo' twice"):
+        _ = registry.methods
+
+
 def test_two_plugins_with_one_name_are_an_error(installed: list[FakeEntryPoint]) -> None:
     installed.append(FakeEntryPoint("echo", plugin("echo_a"), FakeDistribution("medi2i-a", "1")))
     installed.append(FakeEntryPoint("echo", plugin("echo_b"), FakeDistribution("medi2i-b", "1")))
