@@ -373,6 +373,14 @@ def _info(
     api: str | None,
 ) -> PluginInfo:
     hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(module) or []))
+    if not hooks and not builtin:
+        warnings.warn(
+            PluginWarning(
+                f"plugin {name!r} implements no medi2i hook, so it adds nothing; mark its "
+                "hook functions with @medi2i.hookimpl"
+            ),
+            stacklevel=2,
+        )
     return PluginInfo(name, version, distribution, hooks, builtin, api)
 
 

@@ -59,8 +59,12 @@ class FakeEntryPoint:
         return self.target
 
 
-def plugin(name: str, **hooks: Callable[..., None]) -> types.ModuleType:
+def plugin(name: str, *, bare: bool = False, **hooks: Callable[..., None]) -> types.ModuleType:
+    """A plugin module with these hooks; with none, one that registers nothing (a plugin
+    without any hook is warned about), unless ``bare``."""
     module = types.ModuleType(name)
+    if not hooks and not bare:
+        hooks = {"register_methods": registering()}
     for hook_name, function in hooks.items():
         setattr(module, hook_name, hookimpl(function))
     return module

@@ -229,3 +229,12 @@ def test_two_plugins_with_one_name_are_an_error(installed: list[FakeEntryPoint])
 
 def test_every_plugin_manager_is_new(installed: list[FakeEntryPoint]) -> None:
     assert load_plugins().manager is not load_plugins().manager
+
+
+def test_a_plugin_without_hook_implementations_is_warned_about(
+    installed: list[FakeEntryPoint],
+) -> None:
+    """Forgetting @medi2i.hookimpl used to make a plugin's methods vanish in silence."""
+    installed.append(FakeEntryPoint("bare", plugin("bare", bare=True)))
+    with pytest.warns(PluginWarning, match=r"plugin 'bare' implements no medi2i hook"):
+        load_plugins()
