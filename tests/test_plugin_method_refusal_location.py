@@ -10,9 +10,8 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from pydantic import BaseModel
 
-from medi2i import Method, Task, VolumeSpec
+from medi2i import Method, Options, Task, VolumeSpec
 from medi2i.plugins import PluginWarning, load_plugins
 from medi2i.registry import Registry
 from tests.fake_plugins import FakeEntryPoint, install_fake_entry_points, plugin, registering
@@ -32,7 +31,7 @@ class WrongDefault(Method):
     tasks = (Task.TRANSLATION,)
     input_spec = output_spec = VolumeSpec()
 
-    class Options(BaseModel):
+    class Options(Options):
         steps: int = "ten"  # type: ignore[assignment]
 
 
