@@ -320,9 +320,16 @@ def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> lis
     if not isinstance(card, ModelCard):
         return [CardProblem(path, "is a data card; a model folder needs a model card")]
     folder = Path(data_cards)
+    named = sorted({*card.training_data, *card.evaluation_data})
+    if not named:
+        return _reference_problems(path, card, set(), where=str(folder))
     if not folder.is_dir():
         return [
-            CardProblem(folder, "is not a folder of cards; pass the data cards with --data-cards")
+            CardProblem(
+                folder,
+                f"is not a folder of cards, and the card names the data cards {', '.join(named)}; "
+                "pass the folder that holds them with --data-cards",
+            )
         ]
     known = {p.stem for p in _card_paths(folder)}  # check_cards holds each name to its stem
     return _reference_problems(path, card, known, where=str(folder))

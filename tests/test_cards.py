@@ -85,7 +85,9 @@ def test_a_model_folder_card_is_checked_against_the_data_cards(tmp_path: Path) -
     assert result.exit_code != 0
     assert "evaluation_data names 'unknown-set'" in result.output
     (problem,) = check_model_card(model, data_cards=tmp_path / "no_such_folder")
-    assert "is not a folder of cards" in str(problem)
+    assert "is not a folder of cards, and the card names the data cards" in str(problem)
+    _write(model, {**MODEL_CARD, "training_data": [], "evaluation_data": []}, name="card")
+    assert check_model_card(model, data_cards=tmp_path / "no_such_folder") == []
     (model / "card.yaml").unlink()
     assert "is missing" in str(check_model_card(model, data_cards=tmp_path / "data_cards")[0])
 
