@@ -80,6 +80,8 @@ def provenance(
         "weights_sha256": weights,
         "input": _input_hash(source, image),
         "settings": settings.model_dump(mode="json"),
+        # what the settings came to on this machine: "auto" resolved, and AMP only on CUDA
+        "ran_on": _ran_on(settings),
         # the window the sliding window asks for when the settings leave it to the method
         # (it shrinks along an axis shorter than that); null for methods without windows
         "window": list(settings.roi_size or method.roi_size())
@@ -88,6 +90,17 @@ def provenance(
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _ran_on(settings: InferenceSettings) -> dict[str, object]:
+    from medi2i.engine import resolve_device
+    from medi2i.errors import Medi2iError
+
+    try:
+        device = resolve_device(settings.device)
+    except Medi2iError:
+        return {"device": settings.device, "amp": False}
+    return {"device": str(device), "amp": bool(settings.amp and device.type == "cuda")}
 
 
 def is_provenance_record(path: Path) -> bool:

@@ -38,6 +38,10 @@ def test_a_second_output_of_the_same_stem_keeps_the_first_one_s_provenance(
     sidecar = tmp_path / "sct.provenance.json"
     record = sidecar.read_bytes()
     assert json.loads(record)["settings"]["seed"] == 0
+    # what ran: the CLI's default device "auto" resolved, AMP only where CUDA runs
+    ran_on = json.loads(record)["ran_on"]
+    assert ran_on["device"] != "auto"
+    assert ran_on["amp"] == ran_on["device"].startswith("cuda")
 
     refused = translate(source, tmp_path / "sct.nii.gz", "--seed", "7")
     assert refused.exit_code == 1
