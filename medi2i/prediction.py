@@ -26,6 +26,7 @@ from medi2i.method import (
     Output,
     PredictContext,
     Progress,
+    Training,
     no_progress,
 )
 from medi2i.prediction_checks import (
@@ -196,8 +197,13 @@ def _delivered(
     require_finite_output(
         values,
         what,
-        hint="the method failed on this input (a diverged model, or an input unlike its "
-        "training data); nothing was written",
+        hint=(
+            "the method failed on this input (a diverged model, or an input unlike its "
+            "training data); nothing was written"
+            if method.training is not Training.NONE
+            else "the method, which learns nothing, computed them from this input (a bug "
+            "in the method, or an input it cannot handle); nothing was written"
+        ),
     )
     result.meta = {
         **source_meta,
