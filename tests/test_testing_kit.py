@@ -79,6 +79,16 @@ class ModifiesItsInput(DomainOffset):
         return image.mul_(2.0)
 
 
+class Smooths(PointwiseNet):
+    """Declares itself pointwise but averages each voxel's neighbourhood."""
+
+    id = "smooths-but-says-pointwise"
+    pointwise = True
+
+    def build_network(self) -> torch.nn.Module:
+        return torch.nn.AvgPool3d(3, stride=1, padding=1)
+
+
 class HasNoId(Method):
     """Forgot to name itself."""
 
@@ -109,6 +119,7 @@ class HasNoDefaultOptions(DomainOffset):
         (ModifiesItsInput, "modified its input volume in place"),
         (HasNoDefaultOptions, "does not construct with its default options"),
         (HasNoId, "does not set 'id'"),
+        (Smooths, "declares pointwise = True, but its network's output at a voxel depends"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else "",
 )

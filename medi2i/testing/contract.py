@@ -54,7 +54,8 @@ def check_method_contract(
     :meth:`~medi2i.Method.outputs` declares, each a finite ``MetaTensor`` with its
     spec's channels on ``method.output_grid(input grid)``, leaving the input unchanged;
     and a save/load round trip through a model folder keeps the options and domains
-    and gives the same outputs.
+    and gives the same outputs; a method declaring ``pointwise = True`` gives the same
+    network output on a volume as on each of its slices alone.
 
     An unpaired or multi-domain method is given its domains first (``domains``, or
     the toy domains of :func:`medi2i.testing.default_domains`), as training would.
@@ -83,6 +84,49 @@ def check_method_contract(
     for declared in _declared(method, condition):
         _check_output(method, image, outputs, declared, condition)
     _check_round_trip(method, image, outputs, condition=condition, settings=settings)
+    _check_pointwise(method, image, condition)
+
+
+def _check_pointwise(
+    method: Method[Any, Any], image: MetaTensor, condition: Mapping[str, object] | None
+) -> None:
+    """A method declaring ``pointwise = True`` is run in slabs of whole slices, so its
+    network's output at a voxel must not depend on other voxels: its forward on a volume
+    must equal its forward on each slice alone."""
+    import torch
+
+    from medi2i.patch_network import PatchNetworkMethod
+
+    if not (isinstance(method, PatchNetworkMethod) and method.pointwise):
+        return
+    if method.output_scale != (1.0, 1.0, 1.0):
+        return  # run through the sliding window, not in slabs
+    parsed = method.parse_condition(condition)
+    volume = image.as_tensor()[None, :, :8, :8, :6].float()
+    method.network.eval()
+    with torch.no_grad():
+        whole = method.forward(volume, parsed)
+        try:
+            sliced = torch.cat(
+                [method.forward(volume[..., k : k + 1], parsed) for k in range(volume.shape[-1])],
+                dim=-1,
+            )
+        except RuntimeError as exc:
+            raise AssertionError(
+                f"{method.id} declares pointwise = True, but its network's output at a voxel "
+                f"depends on other voxels (its forward fails on one slice alone: {exc}); "
+                "set pointwise = False"
+            ) from exc
+    if whole.shape != sliced.shape or not torch.allclose(whole, sliced, rtol=1e-4, atol=1e-5):
+        difference = (
+            float((whole - sliced).abs().max()) if whole.shape == sliced.shape else float("inf")
+        )
+        raise AssertionError(
+            f"{method.id} declares pointwise = True, but its network's output at a voxel "
+            f"depends on other voxels (its forward on a volume and on each slice alone differ "
+            f"by up to {difference:.3g}); it would change where the core cuts its slabs: set "
+            "pointwise = False"
+        )
 
 
 def _check_class(method_cls: MethodClass) -> None:
