@@ -63,6 +63,36 @@ def test_overwrite_replaces_an_earlier_output_of_any_format(tmp_path: Path, suff
     assert sidecar["input"]["path"] == str(second)
 
 
+@pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])
+def test_an_output_never_replaces_the_data_file_a_detached_input_reads(
+    tmp_path: Path, suffix: str
+) -> None:
+    """An input header naming an earlier output's data file (a copy of that header with
+    its spacing fixed): writing that output name again, even with --overwrite, would
+    replace the input's voxels; so would writing over the data file itself."""
+    earlier = tmp_path / f"out{suffix}"
+    assert translate(nifti(tmp_path / "a.nii.gz", blobs(0)), earlier).exit_code == 0
+    written = {earlier, tmp_path / "out.provenance.json"}
+    (data,) = [p for p in tmp_path.iterdir() if p.name.startswith("out.") and p not in written]
+    copy = tmp_path / f"fixed{suffix}"
+    copy.write_bytes(earlier.read_bytes())  # names out's data file, relative to its folder
+    kept = data.read_bytes()
+    refused = translate(copy, earlier, "--overwrite")
+    assert refused.exit_code == 1
+    assert f"would replace {data.name}, which holds the voxels of the input {copy}" in (
+        refused.output
+    )
+    assert data.read_bytes() == kept
+    # a header whose data file has a name medi2i writes: that name is refused as output
+    renamed = tmp_path / f"renamed{suffix}"
+    renamed.write_text(earlier.read_text(encoding="latin-1").replace(data.name, "data.nrrd"))
+    (tmp_path / "data.nrrd").write_bytes(kept)
+    refused = translate(renamed, tmp_path / "data.nrrd", "--overwrite")
+    assert refused.exit_code == 1
+    assert f"which holds the voxels of the input {renamed}" in refused.output
+    assert (tmp_path / "data.nrrd").read_bytes() == kept
+
+
 def test_an_empty_folder_takes_a_dicom_series_without_overwrite(tmp_path: Path) -> None:
     (tmp_path / "sct").mkdir()
     result = translate(nifti(tmp_path / "a.nii.gz", blobs()), tmp_path / "sct")

@@ -130,8 +130,16 @@ def check_destination(
     elif folder is None:
         folder = file_suffix(output) == "" or output.is_dir()
     _require_name_room(output)
-    for source in inputs:
-        _refuse_input(output, Path(source))
+    for source in map(Path, inputs):
+        _refuse_input(output, source)
+        written = [output, *_detached_data_files(output)]
+        for read in _data_files_read(source):
+            if any(_resolved(w) == _resolved(read) or _same_file(w, read) for w in written):
+                raise OutputError(
+                    f"{output} would replace {read.name}, which holds the voxels of the "
+                    f"input {source}; an output never replaces its input, give another "
+                    "output name"
+                )
     blocking = next((parent for parent in output.parents if parent.is_file()), None)
     if blocking is not None:
         raise OutputError(
@@ -197,6 +205,32 @@ def _refuse_input(output: Path, source: Path) -> None:
             f"{output} holds the input {source}, and writing it would replace the input; "
             "give an output path outside the input's folders"
         )
+
+
+_DETACHED_HEADERS = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
+"""Header suffixes whose voxels lie in another file, and the data files SimpleITK writes
+next to them (``out.mhd`` → ``out.raw`` or ``out.zraw``)."""
+
+
+def _data_files_read(source: Path) -> list[Path]:
+    """For a detached header (``.mhd``, ``.nhdr``), the data file it names: replacing
+    that file replaces the input's voxels. None for other inputs."""
+    if file_suffix(source) not in _DETACHED_HEADERS or not source.is_file():
+        return []
+    from medi2i.io.itk_formats import detached_data_file
+
+    try:
+        data = detached_data_file(source)
+    except OSError:
+        return []
+    return [] if data is None or data == source else [data]
+
+
+def _detached_data_files(output: Path) -> list[Path]:
+    """The data files a detached-header output writes beside it (none for other formats)."""
+    suffix = file_suffix(output)
+    stem = output.name[: -len(suffix)] if suffix else output.name
+    return [output.with_name(stem + ending) for ending in _DETACHED_HEADERS.get(suffix, ())]
 
 
 def _resolved(path: Path) -> Path:

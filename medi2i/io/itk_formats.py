@@ -138,7 +138,7 @@ def _require_data_size(path: Path, shape: tuple[int, ...], format_name: str) -> 
     always checked.
     """
     voxels = int(np.prod(shape, dtype=object))
-    data = _data_file(path)
+    data = detached_data_file(path)
     size = data.stat().st_size if data is not None and data.is_file() else None
     if data is not None and size is not None and voxels > size * _GZIP_MAX_RATIO:
         where = "a file" if data == path else f"its data file {data.name}, a file"
@@ -153,7 +153,7 @@ def _require_data_size(path: Path, shape: tuple[int, ...], format_name: str) -> 
 _DATA_FILE_KEYS = {"elementdatafile", "data file", "datafile"}  # MetaImage, NRRD (two forms)
 
 
-def _data_file(path: Path) -> Path | None:
+def detached_data_file(path: Path) -> Path | None:
     """The one file that holds the voxels, as the header names it (``None``: a list or
     pattern of files); the header file itself when it names none or ``LOCAL``."""
     with path.open("rb") as file:
