@@ -242,9 +242,14 @@ def export_program(
             f"method {method.id!r}: the exported function returns {tuple(got.shape)} where "
             f"medi2i's forward returns {tuple(expected.shape)}"
         )
+    if not bool(torch.isfinite(expected).all()):
+        raise ExportError(
+            f"method {method.id!r}: medi2i's forward gives NaN or infinite values on the "
+            "check windows (NaN or infinite weights: a diverged model); nothing was written"
+        )
     difference = float((got - expected).abs().max())
     scale = max(1.0, float(expected.abs().max()))
-    if difference > EXPORT_TOLERANCE * scale:
+    if not difference <= EXPORT_TOLERANCE * scale:  # a NaN difference fails too
         raise ExportError(
             f"method {method.id!r}: the exported function differs from medi2i's forward by "
             f"{difference:.3g} on the check windows (tolerance {EXPORT_TOLERANCE * scale:.3g})"

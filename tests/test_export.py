@@ -253,3 +253,18 @@ def test_the_onnx_export_prints_no_torchvision_notes(registry: Registry, tmp_pat
         logger.removeHandler(collect)
 
     assert not [line for line in logged if "torchvision" in line]
+
+
+@pytest.mark.parametrize("export_format", ["torchscript", "onnx"])
+def test_a_model_with_nan_weights_is_not_exported(
+    export_format: str, registry: Registry, tmp_path: Path
+) -> None:
+    """A NaN difference used to pass the agreement check (NaN > tolerance is false)."""
+    options, _ = TINY["srcnn"]
+    method = ready(registry, "srcnn", options)
+    with torch.no_grad():
+        next(method.network.parameters()).view(-1)[0] = float("nan")
+    output = tmp_path / ("model.onnx" if export_format == "onnx" else "model.pt2")
+    with pytest.raises(ExportError, match="NaN or infinite values on the check windows"):
+        export_program(method, output, onnx=export_format == "onnx")
+    assert not any(tmp_path.iterdir())
