@@ -148,7 +148,7 @@ STAGES = {
     "postprocess": "postprocess",
     "_delivered": "check the output",
     "write_volume": "write the output",
-    "write_sidecar": "write the output",
+    "staged_sidecar": "write the output",
 }
 """The innermost medi2i function on the stack names the stage a sample falls in."""
 

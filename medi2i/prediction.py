@@ -44,7 +44,7 @@ from medi2i.provenance import (
     output_record,
     provenance,
     sidecar_path,
-    write_sidecar,
+    staged_sidecar,
 )
 from medi2i.settings import InferenceSettings
 
@@ -506,11 +506,11 @@ def predict_all(
         )
     written: dict[str, Path] = {}
     for declared_output in declared:
-        path = write_volume(
-            results[declared_output.name], paths[declared_output.name], writers=[writer]
-        )
-        write_sidecar(path, {**record, "output": output_record(declared_output)})
-        written[declared_output.name] = path
+        path = paths[declared_output.name]
+        with staged_sidecar(path, {**record, "output": output_record(declared_output)}):
+            written[declared_output.name] = write_volume(
+                results[declared_output.name], path, writers=[writer]
+            )
     return written
 
 

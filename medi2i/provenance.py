@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,11 +128,17 @@ def sidecar_path(output: Path) -> Path:
     return output.with_name(name + ".provenance.json")
 
 
-def write_sidecar(output: Path, record: Mapping[str, object]) -> None:
+@contextmanager
+def staged_sidecar(output: Path, record: Mapping[str, object]) -> Iterator[None]:
+    """Write ``output``'s provenance sidecar to a temporary file first, let the body
+    write the output, and only then put the sidecar in place: an output and its sidecar
+    are replaced together or not at all (a full disk stops the sidecar before the
+    output is touched, and a failed output leaves the earlier sidecar as it was)."""
     from medi2i.io.atomic import atomic_path
 
     with atomic_path(sidecar_path(output)) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
+        yield
 
 
 def volume_sha256(image: MetaTensor) -> str:

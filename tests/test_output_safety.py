@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -120,6 +121,42 @@ def test_a_full_disk_while_writing_a_series_is_one_line_and_leaves_nothing(
         "there (free disk space, or choose a folder you can write to)"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
+
+
+@pytest.mark.parametrize("failing", ["sidecar", "volume"])
+def test_an_output_and_its_provenance_are_replaced_together_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A full disk while writing the sidecar used to leave the new volume beside the old
+    provenance (naming another method) after saying nothing was written."""
+    output, sidecar = tmp_path / "out.nii.gz", tmp_path / "out.provenance.json"
+    assert translate(nifti(tmp_path / "a.nii.gz", blobs(0)), output).exit_code == 0
+    before = output.read_bytes(), sidecar.read_bytes()
+    second = nifti(tmp_path / "b.nii.gz", blobs(1))
+    real_write_text = Path.write_text
+
+    def full_disk_text(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name.endswith(".provenance.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    def full_disk_save(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # the volume's own writer
+
+    if failing == "sidecar":
+        monkeypatch.setattr(Path, "write_text", full_disk_text)
+    else:
+        monkeypatch.setattr(nib.Nifti1Image, "to_filename", full_disk_save)
+    result = translate(second, output, "--overwrite")
+    assert result.exit_code == 1
+    assert "No space left on device" in result.output
+    assert (output.read_bytes(), sidecar.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.nii.gz",
+        "b.nii.gz",
+        "out.nii.gz",
+        "out.provenance.json",
+    ]
 
 
 def test_the_next_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
