@@ -298,11 +298,11 @@ def export_program(
             "state": json.loads(json.dumps(method.state_values())),
             "medi2i": __version__,
         }
-    with atomic_path(path) as tmp:
+    # the description first, put in place only after the network: both or neither
+    with atomic_path(sidecar) as staged, atomic_path(path) as tmp:
+        staged.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         if onnx:
             tmp.write_bytes(onnx_model)
         else:
             torch.export.save(program, str(tmp))
-    with atomic_path(sidecar) as tmp:
-        tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return ExportResult(path=path, sidecar=sidecar, max_difference=difference)
