@@ -123,5 +123,8 @@ def adapt_method(
         progress=progress_bars(settings.progress),
         log=logging.getLogger(f"medi2i.method.{method.id}"),
     )
-    prepared = [read_prepared(path, method, domain=domain, readers=readers) for path in volumes]
+    prepared = [
+        read_prepared(path, method, domain=domain, readers=readers, nonfinite=settings.nonfinite)
+        for path in volumes
+    ]
     method.adapt(prepared, context)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,11 @@ from medi2i.io import write_volume
 from medi2i.model_folder import read_manifest, save_model
 from medi2i.prediction import predict_outputs
 from tests.contract_v2_methods import QUIET, Sampler, SelfAdapting, image, registry_with
+
+
+def varying(mean: float) -> np.ndarray:
+    """An 8³ volume of this mean that is not constant (a constant volume is refused)."""
+    return mean + np.resize([-1.0, 1.0], (8, 8, 8))  # exact: the mean stays the mean
 
 
 def test_state_changed_while_predicting_is_restored_after_each_volume() -> None:
@@ -33,7 +39,7 @@ def test_adapt_writes_a_new_model_naming_its_source(tmp_path: Path) -> None:
     registry = registry_with(SelfAdapting)
     source = save_model(SelfAdapting(), tmp_path / "model")
     target = tmp_path / "target.nii.gz"
-    write_volume(image(np.full((8, 8, 8), 7.0)), target)
+    write_volume(image(varying(7.0)), target)
     adapted = adapt_model(source, [target], tmp_path / "adapted", registry=registry)
     manifest = read_manifest(adapted)
     assert manifest.state == {"offset": 7.0}
@@ -60,8 +66,8 @@ def test_a_workflow_adapts_its_model_before_evaluating_it(tmp_path: Path) -> Non
     from medi2i.workflow.schema import Workflow
 
     write_demo_cases(tmp_path / "cases", count=2, shape=(8, 8, 8))
-    write_volume(image(np.full((8, 8, 8), 3.0)), tmp_path / "site-b" / "1.nii.gz")
-    write_volume(image(np.full((8, 8, 8), 5.0)), tmp_path / "site-b" / "2.nii.gz")
+    write_volume(image(varying(3.0)), tmp_path / "site-b" / "1.nii.gz")
+    write_volume(image(varying(5.0)), tmp_path / "site-b" / "2.nii.gz")
     workflow = Workflow.model_validate(
         {
             "data": {
@@ -97,10 +103,30 @@ def test_an_adapted_model_never_replaces_an_input_even_with_overwrite(tmp_path: 
     registry = registry_with(SelfAdapting)
     source = save_model(SelfAdapting(), tmp_path / "model")
     series = tmp_path / "site-b"
-    write_volume(image(np.full((8, 8, 8), 7.0)), series / "1.nii.gz")
+    write_volume(image(varying(7.0)), series / "1.nii.gz")
     before = (series / "1.nii.gz").read_bytes()
     for output in (series / "1.nii.gz", series, tmp_path):  # is an input, or holds one
         with pytest.raises(OutputError):
             adapt_model(source, [series / "1.nii.gz"], output, registry=registry, overwrite=True)
     assert (series / "1.nii.gz").read_bytes() == before
     assert read_manifest(source).state == {"offset": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [(np.full((8, 8, 8), np.nan), "NaN"), (np.full((8, 8, 8), 7.0), "constant")],
+)
+def test_a_target_volume_is_checked_as_a_prediction_input_is(
+    values: np.ndarray, problem: str, tmp_path: Path
+) -> None:
+    """adapt used to fit NaN or zero-variance statistics from such volumes and save them."""
+    from medi2i.adaptation import adapt_model
+    from medi2i.errors import InputError
+
+    registry = registry_with(SelfAdapting)
+    source = save_model(SelfAdapting(), tmp_path / "model")
+    target = tmp_path / "target.nii.gz"
+    nib.save(nib.Nifti1Image(values.astype(np.float32), np.eye(4)), target)  # medi2i won't
+    with pytest.raises(InputError, match=problem):
+        adapt_model(source, [target], tmp_path / "adapted", registry=registry)
+    assert not (tmp_path / "adapted").exists()

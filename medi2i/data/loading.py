@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from medi2i.io.base import VolumeReader
     from medi2i.method import Method
+    from medi2i.settings import NonFinitePolicy
 
 
 def planned(image: MetaTensor, method: Method) -> MetaTensor:
@@ -65,12 +66,16 @@ def read_prepared(
     *,
     domain: str | None = None,
     readers: Sequence[VolumeReader] | None = None,
+    nonfinite: NonFinitePolicy = "error",
 ) -> MetaTensor:
-    """Read the volume at ``path``, put it on the working grid and preprocess it."""
+    """Read the volume at ``path``, check it as prediction checks its input (NaN or
+    infinite voxels under ``nonfinite``, values beyond the safe range, a constant
+    volume), put it on the working grid and preprocess it."""
     from medi2i.io import read_volume
+    from medi2i.voxel_checks import checked_input
 
     volume = read_volume(path, readers=list(readers) if readers is not None else None)
-    return prepared(volume, method, domain=domain)
+    return prepared(checked_input(volume, nonfinite), method, domain=domain)
 
 
 def require_on_source_grid(
