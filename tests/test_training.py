@@ -459,6 +459,49 @@ def test_spatial_augmentation_keeps_source_and_target_aligned(cases: CaseSet) ->
         torch.testing.assert_close(batch["target"], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_rotation_and_zoom_keep_source_and_target_aligned(cases: CaseSet) -> None:
+    turned = NO_INTENSITY.model_copy(update={"affine_probability": 1.0})
+    sampler = _sampler(cases, config=quick(batch_size=4, augmentation=turned))
+    plain = _sampler(cases, config=quick(batch_size=4, augmentation=NO_INTENSITY))
+    batch = sampler(step=0, micro=0)
+    torch.testing.assert_close(batch["target"], 2.0 * batch["source"] - 1.0, rtol=1e-4, atol=1e-3)
+    # resampled, so no longer any plain cut of the volume at that step
+    assert not torch.equal(batch["source"], plain(step=0, micro=0)["source"])
+
+
+def test_rotation_switched_off_draws_nothing(cases: CaseSet) -> None:
+    """Runs without rotation get the batches they always got."""
+    off = NO_INTENSITY.model_copy(update={"affine_probability": 0.0, "zoom_range": (0.5, 2.0)})
+    first = _sampler(cases, config=quick(augmentation=NO_INTENSITY))(step=3, micro=0)
+    second = _sampler(cases, config=quick(augmentation=off))(step=3, micro=0)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_quarter_turn_through_the_affine_path_equals_rot90() -> None:
+    from medi2i.training.patches import _cut
+
+    volume = torch.arange(20 * 22 * 24, dtype=torch.float32).reshape(1, 20, 22, 24)
+    quarter = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    plain = _cut(volume, (3, 4, 5), (8, 8, 8), (1, 1, 1))
+    turned = _cut(volume, (3, 4, 5), (8, 8, 8), (1, 1, 1), quarter)
+    torch.testing.assert_close(turned, torch.rot90(plain, 1, dims=(1, 2)), rtol=0, atol=1e-2)
+    # a target on a grid twice as fine is the same cut, up-sampled
+    fine = volume.repeat_interleave(2, 1).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    torch.testing.assert_close(
+        _cut(fine, (3, 4, 5), (8, 8, 8), (2, 2, 2), np.eye(3)),
+        _cut(fine, (3, 4, 5), (8, 8, 8), (2, 2, 2)),
+        rtol=0,
+        atol=1e-2,
+    )
+
+
+def test_bad_rotation_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="rotation_degrees"):
+        AugmentationConfig(rotation_degrees=(0.0, 0.0, 200.0))
+    with pytest.raises(ValueError, match="zoom_range"):
+        AugmentationConfig(zoom_range=(0.0, 1.2))
+
+
 def test_patches_are_centred_on_the_foreground(tmp_path: Path) -> None:
     image = make_volume((32, 32, 32), kind="constant")  # 100 everywhere...
     image[:, 22:26, 4:8, 12:16] = 1000.0  # ...but in a small cube

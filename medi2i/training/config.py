@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 class AugmentationConfig(BaseModel):
     """Random augmentation of training patches, drawn anew for every patch.
 
-    Spatial augmentations (flips, 90° rotations) are applied identically to every
-    volume of a paired patch, so source and target stay aligned. Intensity
+    Spatial augmentations (flips, 90° rotations, random rotations and zooms) are
+    applied identically to every volume of a paired patch, so source and target stay aligned. Intensity
     augmentations (scale, shift, noise) touch only network inputs (``source`` for
     paired data, every image for unpaired and multi-domain data), never a ``target``,
     whose values (e.g. HU) are what the network must learn to produce.
@@ -38,6 +38,17 @@ class AugmentationConfig(BaseModel):
             the plane of ``rotate90_axes``, in [0, 1]. Skipped when the patch is not
             square in that plane.
         rotate90_axes: The two array axes spanning the plane of rotation.
+        affine_probability: Probability of a random rotation and zoom of a patch, in
+            [0, 1] (nnU-Net uses 0.2; default 0, off). The patch is resampled from the
+            whole volume around its centre (trilinear, the volume's edge values
+            beyond its border), so no corners are left empty; a paired target is
+            resampled on its own grid with the same transform.
+        rotation_degrees: Largest rotation about each array axis (0, 1, 2), in
+            degrees in [0, 180]; each angle is drawn uniformly in ±this. Rotations
+            are in voxel coordinates: on anisotropic voxels rotate only about the
+            coarse axis (e.g. ``[0, 0, 15]`` for thick axial slices).
+        zoom_range: Range of the zoom factor (> 0), drawn uniformly and applied to
+            all axes alike; above 1 the anatomy appears larger.
         intensity_probability: Probability of a random linear intensity change
             ``x · scale + shift · σ`` of the input, in [0, 1]; σ is the standard
             deviation of the whole preprocessed volume.
@@ -54,6 +65,9 @@ class AugmentationConfig(BaseModel):
     flip_axes: tuple[int, ...] = (0, 1, 2)
     rotate90_probability: float = Field(default=0.5, ge=0.0, le=1.0)
     rotate90_axes: tuple[int, int] = (0, 1)
+    affine_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    rotation_degrees: tuple[float, float, float] = (15.0, 15.0, 15.0)
+    zoom_range: tuple[float, float] = (0.85, 1.25)
     intensity_probability: float = Field(default=0.5, ge=0.0, le=1.0)
     intensity_scale: tuple[float, float] = (0.9, 1.1)
     intensity_shift: tuple[float, float] = (-0.1, 0.1)
@@ -74,7 +88,14 @@ class AugmentationConfig(BaseModel):
             raise ValueError(f"rotate90_axes must be two different axes among 0, 1, 2: {value}")
         return value
 
-    @field_validator("intensity_scale", "intensity_shift")
+    @field_validator("rotation_degrees")
+    @classmethod
+    def _rotation_range(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(not 0.0 <= angle <= 180.0 for angle in value):
+            raise ValueError(f"rotation_degrees must each lie in [0, 180], got {value}")
+        return value
+
+    @field_validator("intensity_scale", "intensity_shift", "zoom_range")
     @classmethod
     def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
         if value[0] > value[1]:
@@ -86,6 +107,13 @@ class AugmentationConfig(BaseModel):
     def _positive_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
         if value[0] <= 0.0:
             raise ValueError(f"intensity_scale factors must be > 0, got {value}")
+        return value
+
+    @field_validator("zoom_range")
+    @classmethod
+    def _positive_zoom(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] <= 0.0:
+            raise ValueError(f"zoom_range factors must be > 0, got {value}")
         return value
 
 

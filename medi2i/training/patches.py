@@ -7,7 +7,8 @@ run got there without a break or resumed from a checkpoint, in the training proc
 in a DataLoader worker, and no sampler state has to be saved. (MONAI's random
 transforms each keep their own ``RandomState``, which would have to be checkpointed
 and kept in step across workers; the augmentations here are the same operations —
-flips, quarter turns, linear intensity change, Gaussian noise — on plain tensors.)
+flips, quarter turns, rotation and zoom, linear intensity change, Gaussian noise — on
+plain tensors.)
 
 Batches follow the contract of :meth:`medi2i.Method.training_step`: ``source`` and
 ``target`` for paired data, ``a`` and ``b`` for unpaired data, ``image`` and integer
@@ -115,8 +116,9 @@ class PatchSampler:
         for volume in self._volumes(rng, self.groups):
             assert volume.target is not None  # paired volumes always have one
             start = self._start(rng, volume)
-            source = _cut(volume.input, start, self.patch_size, (1, 1, 1))
-            target = _cut(volume.target, start, self.patch_size, volume.target_scale)
+            affine = self._affine(rng)
+            source = _cut(volume.input, start, self.patch_size, (1, 1, 1), affine)
+            target = _cut(volume.target, start, self.patch_size, volume.target_scale, affine)
             source, target = self._spatial(rng, [source, target])
             sources.append(self._intensity(rng, source, volume.spread, "source"))
             if "target" in self.augmented_roles:  # in the target's own intensity unit
@@ -136,7 +138,8 @@ class PatchSampler:
         patches, labels = [], []
         for volume in self._volumes(rng, groups, store):
             start = self._start(rng, volume)
-            (patch,) = self._spatial(rng, [_cut(volume.input, start, self.patch_size, (1, 1, 1))])
+            patch = _cut(volume.input, start, self.patch_size, (1, 1, 1), self._affine(rng))
+            (patch,) = self._spatial(rng, [patch])
             named = self.domain_names[volume.domain] if self.domain_names else "image"
             patches.append(self._intensity(rng, patch, volume.spread, role or named))
             labels.append(volume.domain)
@@ -171,6 +174,26 @@ class PatchSampler:
         else:
             starts = [int(rng.integers(0, n - p + 1)) for p, n in zip(size, shape, strict=True)]
         return (starts[0], starts[1], starts[2])
+
+    def _affine(self, rng: np.random.Generator) -> np.ndarray | None:
+        """A random rotation and zoom (a 3 × 3 matrix from output to input voxel
+        offsets), or ``None``. Draws nothing while switched off, so the batches of
+        runs without it stay those they always were."""
+        settings = self.augmentation
+        if not settings.enabled or settings.affine_probability <= 0.0:
+            return None
+        if rng.random() >= settings.affine_probability:
+            return None
+        angles = np.radians([rng.uniform(-d, d) for d in settings.rotation_degrees])
+        zoom = float(rng.uniform(*settings.zoom_range))
+        matrix = np.eye(3)
+        for axis, angle in enumerate(angles):
+            first, second = (a for a in range(3) if a != axis)
+            turn = np.eye(3)
+            turn[first, first] = turn[second, second] = np.cos(angle)
+            turn[first, second], turn[second, first] = -np.sin(angle), np.sin(angle)
+            matrix = matrix @ turn
+        return matrix / zoom
 
     def _spatial(self, rng: np.random.Generator, patches: list[torch.Tensor]) -> list[torch.Tensor]:
         """The same random flips and quarter turn of every patch of one location."""
@@ -209,7 +232,39 @@ def _cut(
     start: Start,
     size: tuple[int, int, int],
     scale: tuple[int, int, int],
+    affine: np.ndarray | None = None,
 ) -> torch.Tensor:
+    """The patch at ``start`` (input voxels) of a volume on a grid ``scale`` times
+    finer than the input, optionally rotated and zoomed about the patch's centre."""
+    if affine is not None:
+        return _resampled(volume, start, size, scale, affine)
     x, y, z = (s * f for s, f in zip(start, scale, strict=True))
     dx, dy, dz = (p * f for p, f in zip(size, scale, strict=True))
     return volume[:, x : x + dx, y : y + dy, z : z + dz]
+
+
+def _resampled(
+    volume: torch.Tensor,
+    start: Start,
+    size: tuple[int, int, int],
+    scale: tuple[int, int, int],
+    affine: np.ndarray,
+) -> torch.Tensor:
+    """The patch at ``start`` sampled through ``affine`` about its centre (trilinear,
+    edge values beyond the volume's border)."""
+    shape = volume.shape[1:]
+    axes = []
+    for n, p, f in zip(shape, size, scale, strict=True):
+        # each output voxel's centre, in input voxels from the patch's centre
+        fine = (np.arange(p * f) + 0.5) / f - 0.5
+        axes.append(fine - (p - 1) / 2)
+    offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1) @ affine.T
+    centre = np.asarray(start, dtype=float) + (np.asarray(size) - 1) / 2
+    fine = (centre + offsets + 0.5) * np.asarray(scale) - 0.5  # on the volume's own grid
+    extent = np.maximum(np.asarray(shape, dtype=float) - 1, 1.0)
+    normalized = 2.0 * fine / extent - 1.0  # align_corners: -1 and 1 are the end voxels
+    grid = torch.from_numpy(normalized[..., ::-1].copy()).to(volume.dtype)[None]
+    sampled = torch.nn.functional.grid_sample(
+        volume[None], grid, mode="bilinear", padding_mode="border", align_corners=True
+    )
+    return sampled[0]
