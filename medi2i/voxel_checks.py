@@ -15,7 +15,9 @@ sees it and every output before anything is written:
 - A constant volume, or one where fewer than :data:`MIN_FOREGROUND_VOXELS` voxels
   differ from the background (the lowest value), is refused: there is nothing to
   translate.
-- An output with any non-finite voxel is never written (:func:`require_finite_output`).
+- An output with any non-finite voxel, or with values beyond :data:`SAFE_MAGNITUDE`
+  (no real unit holds them, and the next program to read the file would overflow), is
+  never written (:func:`require_finite_output`).
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def require_finite_values(values: np.ndarray, path: Path | str, *, hint: str) ->
 
 
 def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "") -> None:
-    """Refuse to write ``values`` to ``path`` when any voxel is NaN or infinite.
+    """Refuse to write ``values`` to ``path`` when any voxel is NaN or infinite, or
+    beyond :data:`SAFE_MAGNITUDE` (e.g. a z-score target mean of 1e30).
 
     Args:
         values: The voxel values.
@@ -112,6 +115,14 @@ def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "
         OutputError: Naming the count and the first bad voxel; nothing was written.
     """
     bad = _non_finite(values)
+    if not bad and values.size and values.dtype.kind == "f":
+        largest = max(abs(float(values.min())), abs(float(values.max())))
+        if largest > SAFE_MAGNITUDE:
+            first = _first(np.abs(values) > SAFE_MAGNITUDE)
+            bad = (
+                f"values reach {largest:.3g} (first at voxel {first}), beyond the safe range "
+                f"of +/-{SAFE_MAGNITUDE:.0e} that no real unit needs (check the options given)"
+            )
     if bad:
         raise OutputError(f"{path} was not written: {bad}{'; ' + hint if hint else ''}")
 

@@ -264,7 +264,16 @@ def test_the_policy_reaches_the_command_line_and_the_provenance(tmp_path: Path) 
     assert sidecar["settings"]["nonfinite"] == "nearest"
 
 
-def test_a_method_that_returns_nan_writes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("poison", "message"),
+    [
+        (float("nan"), "NaN or infinite"),
+        (3e20, r"values reach \S+ \(first at voxel \(0, 0, 3\)\), beyond the safe range"),
+    ],
+)
+def test_a_method_that_returns_nan_writes_nothing(
+    tmp_path: Path, poison: float, message: str
+) -> None:
     from medi2i.prediction import predict
     from medi2i.registry import Registry
 
@@ -277,13 +286,13 @@ def test_a_method_that_returns_nan_writes_nothing(tmp_path: Path) -> None:
 
     def poisoned(self: object, image: torch.Tensor, context: object) -> torch.Tensor:
         out = original(self, image, context)  # type: ignore[arg-type]
-        out[..., 3] = float("nan")
+        out[..., 3] = poison
         return out
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(method, "predict", poisoned)
         with pytest.raises(
-            OutputError, match=r"NaN or infinite.*a bug in the method.*nothing was written"
+            OutputError, match=message + r".*a bug in the method.*nothing was written"
         ):
             predict(source, tmp_path / "out.nii.gz", method=method.id, registry=registry)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
