@@ -77,17 +77,21 @@ def checked_input(image: MetaTensor, policy: NonFinitePolicy = "error") -> MetaT
 
 
 def require_finite_training_volume(image: MetaTensor, case: str) -> None:
-    """Refuse a training volume with NaN or infinite voxels (they would poison the loss).
+    """Refuse a training volume with NaN or infinite voxels (they would poison the loss),
+    values beyond :data:`SAFE_MAGNITUDE`, or nothing in it (constant, or almost all
+    background): a network trained towards a constant target learns to ignore its input.
 
     Raises:
-        InputError: Naming the file, the case, the count and the first bad voxel.
+        InputError: Naming the file, the case and what is wrong with it.
     """
-    bad = _non_finite(image.as_tensor().detach().cpu().numpy())
+    values = image.as_tensor().detach().cpu().numpy()
+    bad = _non_finite(values)
     if bad:
         raise InputError(
             f"{_name(image)} (case {case!r}): {bad}; fix the file or leave the case out of "
             "the training data"
         )
+    _check_range(values, f"{_name(image)} (case {case!r})")
 
 
 def require_finite_values(values: np.ndarray, path: Path | str, *, hint: str) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
@@ -304,6 +305,28 @@ def test_a_training_volume_with_nan_is_refused_naming_the_file(tmp_path: Path) -
     values[3, 4, 5] = NAN
     nib.save(nib.Nifti1Image(values, image.affine), str(broken))
     with pytest.raises(InputError, match=r"case 'case-1'\): 1 voxel\(s\) are NaN") as error:
+        train(TinyRegression(), data, config=quick(), run_dir=tmp_path / "run")
+    assert str(broken) in str(error.value)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("fill", "message"),
+    [(-1000.0, r"every voxel is -1000, a constant volume"), (1e20, r"beyond the safe range")],
+)
+def test_a_constant_or_absurd_training_target_is_refused_naming_the_file(
+    tmp_path: Path, fill: float, message: str
+) -> None:
+    import nibabel as nib
+
+    from medi2i.errors import InputError
+
+    data = write_paired_cases(tmp_path / "cases", count=2, shape=(20, 20, 20))
+    broken = data.cases[0].images["target"]
+    image = nib.load(str(broken))
+    values = np.full(image.shape, fill, dtype="float32")
+    nib.save(nib.Nifti1Image(values, image.affine), str(broken))
+    with pytest.raises(InputError, match=r"case 'case-0'\): .*" + message) as error:
         train(TinyRegression(), data, config=quick(), run_dir=tmp_path / "run")
     assert str(broken) in str(error.value)
     assert not (tmp_path / "run" / "model").exists()
