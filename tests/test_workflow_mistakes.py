@@ -195,6 +195,17 @@ def test_a_run_dir_that_is_no_run_folder_but_holds_files_is_refused(
     assert result.model_dir is not None
 
 
+def test_a_run_dir_that_cannot_be_made_is_refused_in_one_line(
+    workflow_file: Path, registry: Registry, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("mine")
+    workflow = load_workflow(workflow_file, registry=registry)
+    for impossible in (tmp_path / "a-file" / "run", tmp_path / "a-file"):
+        with pytest.raises(WorkflowError, match=r"cannot write the run folder .*a-file"):
+            run_workflow(workflow, registry=registry, run_dir=impossible)
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
 def test_a_workflow_file_named_with_spaces_and_accents_trains_and_keeps_its_card(
     workflow_file: Path, registry: Registry
 ) -> None:

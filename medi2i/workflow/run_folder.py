@@ -137,7 +137,8 @@ def open_run(workflow: Workflow, *, run_dir: Path | None = None) -> RunFolder:
     """Create the run folder (or check an existing one) and write the resolved config.
 
     Raises:
-        WorkflowError: The folder holds results of a run of other data or another
+        WorkflowError: The folder cannot be made or written (a path under a file, a
+            read-only disk), or it holds results of a run of other data or another
             method (a folder holding only the config and log of a run that stopped
             before its first result takes the new config), or it is no run folder
             but holds files.
@@ -148,10 +149,18 @@ def open_run(workflow: Workflow, *, run_dir: Path | None = None) -> RunFolder:
             _check_same_experiment(workflow, run)
     elif run.root.is_dir():
         _require_no_foreign_files(run)
-    for folder in (run.root, run.logs):
-        folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run.config) as tmp:
-        tmp.write_text(dump_workflow(workflow), encoding="utf-8")
+    try:
+        for folder in (run.root, run.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run.config) as tmp:
+            tmp.write_text(dump_workflow(workflow), encoding="utf-8")
+    except OSError as error:  # under a file, on a read-only or full disk, in /proc
+        reason = error.strerror or type(error).__name__
+        where = f" ({error.filename})" if error.filename else ""
+        raise WorkflowError(
+            f"cannot write the run folder {run.root}: {reason}{where}; choose a folder "
+            "you can write (--run-dir, or output.root and output.run_id)"
+        ) from error
     return run
 
 
