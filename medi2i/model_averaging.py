@@ -56,6 +56,7 @@ def average_models(
         OptionsError: Fewer than two models, weights that do not match them, models of
             different methods, architectures, fitted values or domains, a model without
             weights (nothing to average), or weights whose average is not finite.
+        OptionsError: ``output`` names a zip file (the model is written as a folder).
         OutputError: ``output`` is, lies inside or holds one of the models, or is an
             existing folder that is not empty and ``overwrite`` is not set.
         ModelFormatError: A model folder is not valid.
@@ -73,6 +74,11 @@ def average_models(
     for path in paths:
         if is_onnx_model(path):
             raise OptionsError(f"{path} is an ONNX export; average the medi2i model folders")
+    if output.suffix.lower() == ".zip":
+        raise OptionsError(
+            f"{output}: the averaged model is written as a folder, not a zip; name a "
+            f"folder (e.g. {output.with_suffix('')}) and zip it afterwards if you need one"
+        )
     # the output may be none of the models, lie inside one or hold one: save_model
     # replaces an existing folder whole under overwrite
     check_destination(output, inputs=paths, overwrite=overwrite, folder=True)

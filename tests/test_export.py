@@ -189,6 +189,25 @@ def test_the_command_exports_a_model_folder_and_refuses_to_overwrite(
     assert "exists" in again.output
 
 
+def test_the_command_refuses_a_wrong_suffix_and_a_path_inside_the_model(
+    registry: Registry, tmp_path: Path
+) -> None:
+    options, _ = TINY["srcnn"]
+    model = save_model(registry.method("srcnn")(options), tmp_path / "model")
+    before = sorted(p.name for p in model.iterdir())
+    cli, runner = build_cli(), CliRunner()
+    for output, extra, message in [
+        (tmp_path / "srcnn.txt", [], "--format torch-export writes a .pt2 file"),
+        (tmp_path / "srcnn.pt2", ["--format", "onnx"], "--format onnx writes a .onnx file"),
+        (model / "srcnn.pt2", [], "lies inside the input folder"),
+    ]:
+        done = runner.invoke(cli, ["export", str(model), str(output), *extra])
+        assert done.exit_code != 0
+        assert message in done.output
+        assert not output.exists()
+    assert sorted(p.name for p in model.iterdir()) == before
+
+
 @pytest.mark.parametrize("method_id", sorted(TINY))
 def test_the_onnx_export_reproduces_medi2is_forward_in_onnxruntime(
     method_id: str, registry: Registry, tmp_path: Path

@@ -136,6 +136,13 @@ def test_an_existing_output_is_refused_without_overwrite(
     assert (tmp_path / "mean" / "weights.safetensors").is_file()
 
 
+def test_a_zip_output_is_refused(tmp_path: Path, registry: Registry) -> None:
+    models = [saved(tmp_path / "a", shift=1.0), saved(tmp_path / "b", shift=2.0)]
+    with pytest.raises(OptionsError, match=r"mean\.zip: the averaged model is written as a"):
+        average_models(models, tmp_path / "mean.zip", registry=registry)
+    assert not (tmp_path / "mean.zip").exists()
+
+
 def test_the_command_writes_the_average(tmp_path: Path, registry: Registry) -> None:
     a = saved(tmp_path / "a", shift=1.0)
     b = saved(tmp_path / "b", shift=3.0)

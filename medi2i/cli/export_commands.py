@@ -76,6 +76,17 @@ def export_command(
             f"{output} names an ONNX file but --format is torch-export (a .pt2 program); "
             "pass --format onnx, or name the output .pt2"
         )
+    expected = {"torch-export": ".pt2", "onnx": ".onnx"}.get(export_format)
+    if expected is not None and output.suffix.lower() != expected:
+        raise click.UsageError(
+            f"{output}: --format {export_format} writes a {expected} file; name the output "
+            f"{output.stem}{expected}"
+        )
+    if export_format != "monai-bundle":
+        from medi2i.io.destinations import check_destination
+
+        # an export written into the model folder would change the model it describes
+        check_destination(output, inputs=[model], overwrite=True)  # existing: refused below
     registry = command_registry(ctx)
     method = load_model(model, registry=registry)
     condition = key_values(condition_pairs, "--condition")

@@ -20,8 +20,8 @@ class AugmentationConfig(BaseModel):
     """Random augmentation of training patches, drawn anew for every patch.
 
     Spatial augmentations (flips, 90° rotations, random rotations and zooms) are
-    applied identically to every volume of a paired patch, so source and target stay aligned. Intensity
-    augmentations (scale, shift, noise) touch only network inputs (``source`` for
+    applied identically to every volume of a paired patch, so source and target stay
+    aligned. Intensity augmentations (scale, shift, noise) touch only network inputs (``source`` for
     paired data, every image for unpaired and multi-domain data), never a ``target``,
     whose values (e.g. HU) are what the network must learn to produce.
 

@@ -254,7 +254,7 @@ def _resampled(
     edge values beyond the volume's border)."""
     shape = volume.shape[1:]
     axes = []
-    for n, p, f in zip(shape, size, scale, strict=True):
+    for p, f in zip(size, scale, strict=True):
         # each output voxel's centre, in input voxels from the patch's centre
         fine = (np.arange(p * f) + 0.5) / f - 0.5
         axes.append(fine - (p - 1) / 2)
