@@ -159,6 +159,38 @@ def test_an_output_and_its_provenance_are_replaced_together_or_not_at_all(
     ]
 
 
+_LIMITED = """
+import resource, signal, sys
+from medi2i.cli.main import build_cli
+from medi2i.plugins import load_plugins
+from medi2i.testing import example_methods
+plugins = load_plugins()
+plugins.manager.register(example_methods, name="examples")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (5000, resource.RLIM_INFINITY))
+build_cli(plugins).main(sys.argv[1:], prog_name="medi2i")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE, Linux")
+@pytest.mark.parametrize("output", ["out.mha", "series"])
+def test_a_write_that_runs_out_of_room_says_so_in_one_line(tmp_path: Path, output: str) -> None:
+    """Files capped at 5000 bytes fail as a full disk does: ITK's MetaIO used to print its
+    own line to standard error, and pydicom put a whole traceback in its message."""
+    volume = np.random.default_rng(0).normal(400.0, 100.0, (64, 64, 8))
+    source = nifti(tmp_path / "a.nii.gz", volume)
+    args = ["predict", str(source), str(tmp_path / output), "--method"]
+    args += ["example-self-rescaling", "--no-progress"]
+    done = subprocess.run(
+        [sys.executable, "-c", _LIMITED, *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert f"cannot write {tmp_path / output}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
+
+
 def test_the_next_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
     # a writer killed with SIGKILL inside its atomic write
     script = (

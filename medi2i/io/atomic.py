@@ -138,11 +138,23 @@ def make_parent_folders(path: Path) -> None:
 
 
 def _not_written(path: Path, exc: OSError) -> OutputError:
-    reason = exc.strerror or str(exc)
+    reason = os_reason(exc)
     return OutputError(
         f"cannot write {path}: {reason}; nothing was written there (free disk space, or "
         "choose a folder you can write to)"
     )
+
+
+def os_reason(exc: BaseException) -> str:
+    """The system's reason for a failed file operation (``"No space left on device"``),
+    from ``exc`` or the error it wraps: a library that re-raises with its own text
+    (pydicom puts a whole traceback in its message) keeps the original as the cause."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def temporary_sibling(path: Path) -> Path:

@@ -318,7 +318,8 @@ class ItkImageWriter(VolumeWriter):
         writer.SetFileName(str(temporary))
         writer.SetUseCompression(True)
         try:
-            writer.Execute(image)
+            with quiet_itk():  # MetaIO prints its own line on a full disk
+                writer.Execute(image)
         except RuntimeError as exc:
             # ITK names the file it opened: the hidden temporary, gone when the user reads
             reason = itk_reason(exc).replace(str(temporary), str(path))
