@@ -229,6 +229,15 @@ def _(tmp: Path) -> Case:
     return Case([*args, "-m", str(tmp / "mask.nii.gz")], "mask.nii.gz")
 
 
+@case("evaluate-mask-empty")
+def _(tmp: Path) -> Case:
+    nifti(tmp / "sct.nii.gz", blobs())
+    nifti(tmp / "ct.nii.gz", blobs(seed=2))
+    nifti(tmp / "mask.nii.gz", np.zeros_like(blobs()))
+    args = ["evaluate", "-p", str(tmp / "sct.nii.gz"), "-r", str(tmp / "ct.nii.gz")]
+    return Case([*args, "-m", str(tmp / "mask.nii.gz")], "mask.nii.gz", cause="selects no voxel")
+
+
 @case("evaluate-prediction-with-nan")
 def _(tmp: Path) -> Case:
     # every metric would be NaN, printed as a score with exit status 0

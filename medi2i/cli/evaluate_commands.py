@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from medi2i.cli.options import json_option, loaded_plugins, overrides_option, run_dir_option
-from medi2i.errors import OptionsError
+from medi2i.errors import GeometryError, OptionsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -165,6 +165,11 @@ def evaluate_files(
     mask = None if mask_path is None else read_for_evaluation(mask_path, readers)
     if mask is not None:
         require_same_grid(mask, reference)
+        if not (mask.values > 0).any():
+            raise GeometryError(
+                f"{mask_path}: the mask selects no voxel (mask > 0 nowhere); check that it "
+                "is the mask of this case, or leave --mask out to evaluate every voxel"
+            )
     return evaluate_case(
         reference.values, prediction.values, None if mask is None else mask.values, metrics
     )
