@@ -330,6 +330,27 @@ def test_a_method_that_returns_nan_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
 
 
+def test_a_selection_matching_one_study_of_a_tree_writes_a_file(tmp_path: Path) -> None:
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(0).normal(400.0, 100.0, (12, 10, 6)).round()
+    write_series(tmp_path / "tree" / "mr", volume.astype(np.float32), modality="MR")
+    write_series(tmp_path / "tree" / "ct", volume[::-1].astype(np.float32), modality="CT")
+    args = ["predict", str(tmp_path / "tree"), str(tmp_path / "o.nii.gz"), "--method"]
+    args += ["example-self-rescaling", "--no-progress"]
+    refused = run(*args)
+    assert refused.exit_code == 1
+    assert "2 DICOM studies" in refused.output
+    assert "--modality" in refused.output
+    done = run(*args, "--modality", "MR")
+    assert done.exit_code == 0, done.output
+    alone = ["predict", str(tmp_path / "tree" / "mr"), str(tmp_path / "mr.nii.gz"), *args[3:]]
+    assert run(*alone).exit_code == 0
+    picked, expected = (nib.load(str(tmp_path / n)).get_fdata() for n in ("o.nii.gz", "mr.nii.gz"))
+    np.testing.assert_array_equal(picked, expected)
+    assert run(*args, "--modality", "PT", "--overwrite").exit_code == 1  # matches nothing
+
+
 def test_force_modality_translates_a_series_of_another_modality(tmp_path: Path) -> None:
     from medi2i.testing.dicom_series import write_series
 

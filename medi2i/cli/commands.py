@@ -150,7 +150,8 @@ def predict_command(
 
     INPUT is a volume file (NIfTI, NRRD, MHA), a DICOM series folder, or a tree of
     DICOM studies (then OUTPUT is a folder and every study is translated as by
-    "medi2i batch"). In a folder of several series, the selection options pick one
+    "medi2i batch", unless the selection options match series of one study only). In a
+    folder of several series, the selection options pick one
     ("medi2i dicom ls" previews them). OUTPUT's suffix picks the format; no suffix
     writes a DICOM series (into a new or empty folder).
     The output keeps the input's grid (affine, spacing, orientation) unless the method
@@ -170,14 +171,16 @@ def predict_command(
     from medi2i.prediction import predict_all
 
     scan = _dicom_scan(input_path, slice_tolerance(selector))
-    if scan is not None and len(scan.studies) > 1:
+    if scan is not None and len(_studies_picked(scan, selector)) > 1:
         from medi2i.cli.batch_commands import translate_tree
 
         if file_suffix(output_path):
             raise OptionsError(
                 f"{input_path} holds {len(scan.studies)} DICOM studies, which are written as "
                 f"one output folder per study, but {output_path} names a file; give an "
-                "output folder (no suffix), or the folder of one series as INPUT"
+                "output folder (no suffix), the folder of one series as INPUT, or "
+                "selection options (--modality, --description, --series-uid) that match "
+                "series of one study"
             )
 
         translate_tree(
@@ -216,6 +219,19 @@ def predict_command(
     )
     for name, path in written.items():
         click.echo(f"wrote {path}" + (f" (output {name!r})" if name else ""))
+
+
+def _studies_picked(scan: ScanResult, selector: SeriesSelector | None) -> list[object]:
+    """The studies of a scan that a selection can come from: all of them, unless the
+    rules (a modality, a description, a UID...) match series of one study only; then
+    that study, read as a single input (a file output is fine), or none."""
+    from medi2i.dicom.reading.series_selection import matching_series
+
+    rules = {} if selector is None else selector.model_dump(exclude_defaults=True)
+    if not set(rules) - {"largest", "slice_tolerance_mm"}:
+        return list(scan.studies)
+    picked = [study for study in scan.studies if matching_series(study.series, selector)]
+    return picked if len(picked) <= 1 else list(scan.studies)  # none: reading says why
 
 
 def _dicom_scan(path: Path, tolerance_mm: float | None) -> ScanResult | None:
