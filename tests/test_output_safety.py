@@ -191,6 +191,26 @@ def test_a_write_that_runs_out_of_room_says_so_in_one_line(tmp_path: Path, outpu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
 
 
+def test_sigterm_during_a_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    # the command line's handler: SIGTERM stops a command as Ctrl-C does
+    script = (
+        "import os, signal, sys, time; from pathlib import Path\n"
+        "from medi2i.cli.main import stop_on_sigterm\n"
+        "from medi2i.io.atomic import atomic_path\n"
+        "stop_on_sigterm()\n"
+        "with atomic_path(Path(sys.argv[1])) as tmp:\n"
+        "    tmp.write_bytes(b'half')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+    )
+    stopped = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "out.nii.gz")], capture_output=True
+    )
+    assert stopped.returncode != 0
+    assert b"KeyboardInterrupt" in stopped.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_next_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
     # a writer killed with SIGKILL inside its atomic write
     script = (

@@ -11,8 +11,10 @@ User errors (:class:`medi2i.errors.Medi2iError`) print one line and exit non-zer
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
+from contextlib import suppress
 from typing import Any
 
 import click
@@ -43,6 +45,19 @@ class Medi2iGroup(click.Group):
             # a command that keeps something on purpose (a workflow run) says what
             click.echo(str(exc) or "Interrupted; no partial output was kept.", err=True)
             ctx.exit(130)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, a job scheduler's time limit) stop a command as Ctrl-C
+    does: Python's default ends the process at once, leaving the hidden temporary file
+    of a write in progress behind; as an interrupt, every write removes its temporary,
+    and a workflow run keeps its last checkpoint and says how to continue it."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    with suppress(ValueError):  # not the main thread: leave the handler alone
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -158,6 +173,7 @@ def _new_group(plugins: PluginSet) -> click.Group:
 def main(argv: list[str] | None = None) -> None:
     """Run the command line (``argv`` defaults to ``sys.argv[1:]``)."""
     warnings.showwarning = _show_plugin_warning
+    stop_on_sigterm()
     try:
         cli = build_cli(load_plugins())
     except Medi2iError as exc:  # e.g. a plugin that fails in strict mode

@@ -284,7 +284,7 @@ def run_logging(run: RunFolder, echo: Echo | None) -> Iterator[Log]:
         stage_logger.exception("stopped: %s: %s", type(exc).__name__, exc)
         raise
     except KeyboardInterrupt:
-        stage_logger.error("stopped: interrupted (Ctrl-C or SIGINT)")
+        stage_logger.error("stopped: interrupted (Ctrl-C, SIGINT or SIGTERM)")
         raise
     finally:
         logger.removeHandler(handler)
