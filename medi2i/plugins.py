@@ -27,7 +27,8 @@ for, ``MEDI2I_PLUGIN_API = "2.0"`` (``"MAJOR.MINOR"``; see :mod:`medi2i.hookspec
 One that declares a MAJOR version other than that of
 :data:`~medi2i.hookspecs.PLUGIN_API_VERSION`, or a value that is not such a string, is
 reported and skipped like a plugin that fails to import (fatal in strict mode). One that
-declares nothing is loaded; its API is listed as "undeclared".
+declares a newer MINOR version is loaded with a warning (hooks or options it relies on
+may be missing). One that declares nothing is loaded; its API is listed as "undeclared".
 """
 
 from __future__ import annotations
@@ -373,6 +374,15 @@ def _info(
     api: str | None,
 ) -> PluginInfo:
     hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(module) or []))
+    if api is not None and _minor(api) > _minor(PLUGIN_API_VERSION):
+        warnings.warn(
+            PluginWarning(
+                f"plugin {name!r} declares plugin API {api}, newer than this medi2i's "
+                f"{PLUGIN_API_VERSION}: what it needs from the newer API may be missing; "
+                "upgrade medi2i"
+            ),
+            stacklevel=2,
+        )
     if not hooks and not builtin:
         warnings.warn(
             PluginWarning(
@@ -382,6 +392,11 @@ def _info(
             stacklevel=2,
         )
     return PluginInfo(name, version, distribution, hooks, builtin, api)
+
+
+def _minor(api: str) -> int:
+    """The MINOR of a ``"MAJOR.MINOR"`` API version (checked by :func:`declared_api`)."""
+    return int(api.split(".")[1])
 
 
 def _check_pending(plugins: PluginSet) -> None:
