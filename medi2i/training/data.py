@@ -214,6 +214,8 @@ def load_training_volume(
             require_on_source_grid(planned_target, raw, case_id=case.id, role=TARGET)
         target = _plain(method.preprocess_target(planned_target))
         scale = _target_scale(case, image, target)
+        if scale != (1, 1, 1):
+            _require_refinement(case, planned_target, raw, scale)
     else:
         scale = (1, 1, 1)
     image = _padded(image, patch_size)
@@ -280,6 +282,36 @@ def _target_scale(case: Case, image: torch.Tensor, target: torch.Tensor) -> tupl
         )
     factors = [t // i for i, t in sizes]
     return (factors[0], factors[1], factors[2])
+
+
+def _require_refinement(
+    case: Case, target: torch.Tensor, source: torch.Tensor, scale: tuple[int, int, int]
+) -> None:
+    """Refuse a finer target that does not subdivide the source's voxels ``scale`` times:
+    its shape alone would pair voxels of different places (a high-resolution volume
+    moved 40 mm) without a word.
+
+    The target's voxel axes must be the source's divided by ``scale`` (1e-3 mm), and its
+    first voxel within half a source voxel of where the subdivision puts it: a finer
+    grid with the same outer edges, or one whose first slice centre is the source's
+    (thick slices picked from thin ones), both pass.
+    """
+    from medi2i.grid import Grid
+
+    grid = Grid.of(source)
+    expected = grid.scaled((float(scale[0]), float(scale[1]), float(scale[2]))).affine
+    got = Grid.of(target).affine
+    axes_gap = float(np.abs(got[:3, :3] - expected[:3, :3]).max())
+    shift = np.linalg.solve(grid.affine[:3, :3], got[:3, 3] - expected[:3, 3])
+    if axes_gap > 1e-3 or float(np.abs(shift).max()) > 0.5:
+        moved = np.round(got[:3, 3] - expected[:3, 3], 2).tolist()
+        raise GeometryError(
+            f"case {case.id!r}: the target {case.images.get(TARGET)} does not subdivide the "
+            f"voxels of its source {case.images.get(SOURCE)} {scale} times (its voxel axes "
+            f"differ by up to {axes_gap:.3g} mm, its first voxel is {moved} mm from where "
+            "they put it); resample the target onto the source's field of view and "
+            "orientation"
+        )
 
 
 def _scaled(size: tuple[int, int, int], scale: tuple[int, int, int]) -> tuple[int, int, int]:

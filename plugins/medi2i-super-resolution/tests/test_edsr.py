@@ -132,6 +132,23 @@ def test_training_on_pairs_without_the_factor_is_an_input_error() -> None:
         Edsr(SMALL).training_step(batch, trainer=None)  # type: ignore[arg-type]
 
 
+def test_a_target_in_another_place_is_refused(tmp_path: Path, thick_thin_pairs: CaseSet) -> None:
+    """Only the shape of a finer target used to be checked: one moved 40 mm trained."""
+    import nibabel as nib
+
+    from medi2i import GeometryError
+
+    moved = thick_thin_pairs.cases[0].images["target"]
+    image = nib.load(str(moved))
+    affine = image.affine.copy()
+    affine[:3, 3] += [40.0, -25.0, 60.0]
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), str(moved))
+    config = TrainingConfig(steps=1, batch_size=2, device="cpu", progress=False)
+    with pytest.raises(GeometryError, match=r"case 'case-0': the target .*target\.nii\.gz does"):
+        train(Edsr(SMALL), thick_thin_pairs, config=config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists()
+
+
 def test_learns_to_restore_thin_slices(tmp_path: Path, thick_thin_pairs: CaseSet) -> None:
     """On pairs of a blob volume and every second slice of it, the L1 loss of the plain
     network (no interpolation skip: it must learn the whole image) falls well below the
