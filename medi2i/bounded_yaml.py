@@ -69,7 +69,29 @@ def read_yaml_text(path: Path, *, error: ErrorFactory) -> str:
             f"{path}: {size:,} bytes is more than the {MAX_YAML_BYTES:,} a workflow or card "
             "file may have; is this the right file?"
         )
-    return path.read_text(encoding="utf-8")
+    try:
+        return decode_text(path.read_bytes())
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {unreadable_text(exc)}") from None
+
+
+def decode_text(raw: bytes) -> str:
+    """Text of a file the user wrote: UTF-8 (with or without the byte-order mark that
+    spreadsheet programs put first), or UTF-16 with its byte-order mark (Windows
+    editors' "Unicode").
+
+    Raises:
+        UnicodeDecodeError: Neither; :func:`unreadable_text` says so in words.
+    """
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    return raw.decode("utf-8-sig")
+
+
+def unreadable_text(exc: UnicodeDecodeError) -> str:
+    """``"is not UTF-8 text (byte 0xe9 at position 12); save it as UTF-8"``."""
+    bad = exc.object[exc.start : exc.start + 1].hex()
+    return f"is not UTF-8 text (byte 0x{bad} at position {exc.start}); save it as UTF-8"
 
 
 def load_yaml(text: str) -> tuple[object, yaml.Node | None]:

@@ -310,6 +310,12 @@ def test_csv_manifests_as_spreadsheets_write_them_or_with_a_slip(tmp_path: Path)
     # "CSV UTF-8" from a spreadsheet starts with a byte-order mark: read as any other
     manifest.write_text("case,role,path\np,source,a.nii.gz\np,target,b.nii.gz\n", "utf-8-sig")
     assert [c.id for c in discover_cases(config("paired", layout)).cases] == ["p"]
+    # "Unicode text" from a Windows editor is UTF-16 with its byte-order mark
+    manifest.write_text("case,role,path\np,source,a.nii.gz\np,target,b.nii.gz\n", "utf-16")
+    assert [c.id for c in discover_cases(config("paired", layout)).cases] == ["p"]
+    manifest.write_text("case,role,path\né,source,a.nii.gz\n", "latin-1")
+    with pytest.raises(InputError, match=r"cases\.csv is not UTF-8 text \(byte 0xe9 at"):
+        discover_cases(config("paired", layout))
     # a misspelt optional column would be ignored, and its conditions with it
     manifest.write_text("case,role,path,conditon\np,source,a.nii.gz,target_domain=A\n")
     with pytest.raises(InputError, match=r"unknown columns conditon; paired manifests take"):

@@ -195,6 +195,22 @@ def test_a_run_dir_that_is_no_run_folder_but_holds_files_is_refused(
     assert result.model_dir is not None
 
 
+def test_a_workflow_file_in_utf16_is_read_and_one_in_latin1_is_refused(
+    workflow_file: Path, registry: Registry, tmp_path: Path
+) -> None:
+    text = workflow_file.read_text(encoding="utf-8")
+    utf16 = workflow_file.with_name("utf16.yaml")
+    utf16.write_bytes(text.encode("utf-16"))
+    assert (
+        load_workflow(utf16, registry=registry).method.id
+        == load_workflow(workflow_file, registry=registry).method.id
+    )
+    latin1 = workflow_file.with_name("latin1.yaml")
+    latin1.write_bytes(("# café\n" + text).encode("latin-1"))
+    with pytest.raises(WorkflowError, match=r"latin1\.yaml: is not UTF-8 text \(byte 0xe9"):
+        load_workflow(latin1, registry=registry)
+
+
 def test_a_run_dir_that_cannot_be_made_is_refused_in_one_line(
     workflow_file: Path, registry: Registry, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,11 +342,15 @@ def _csv_subjects(layout: CsvLayout, kind: str) -> list[Subject]:
     manifest = layout.manifest
     if not manifest.is_file():
         raise InputError(f"CSV manifest {manifest} does not exist")
-    # utf-8-sig: spreadsheet programs start a "CSV UTF-8" file with a byte-order mark
-    with manifest.open(newline="", encoding="utf-8-sig") as stream:
-        reader = csv.DictReader(stream)
-        rows = list(reader)
-        header = list(reader.fieldnames or [])
+    from medi2i.bounded_yaml import decode_text, unreadable_text
+
+    try:  # spreadsheet programs write UTF-8 with a byte-order mark, or UTF-16
+        text = decode_text(manifest.read_bytes())
+    except UnicodeDecodeError as exc:
+        raise InputError(f"CSV manifest {manifest} {unreadable_text(exc)}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = list(reader)
+    header = list(reader.fieldnames or [])
     by_domain = kind in ("unpaired", "multi-domain")
     needed = ("case", "path", "domain" if by_domain else "role")
     optional = ("role",) if by_domain else (CONDITION_COLUMN,)
