@@ -531,6 +531,17 @@ def test_volumes_smaller_than_a_patch_are_padded_by_edge_replication(cases: Case
         assert torch.equal(padding, batch[role][:, :, 23:24].expand_as(padding))
 
 
+def test_a_patch_size_whose_padding_would_not_fit_in_memory_is_refused(
+    cases: CaseSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medi2i.io.base
+
+    monkeypatch.setattr(medi2i.io.base, "physical_memory", lambda: 2 * 64**3 * 4)
+    with pytest.raises(OptionsError, match=r"case 'case-0': training\.patch_size \(96, 96, 96\)"):
+        _sampler(cases, config=quick(patch_size=(96, 96, 96)))
+    _sampler(cases, config=quick(patch_size=(32, 16, 16)))  # a little padding is fine
+
+
 def test_batches_of_unpaired_and_multi_domain_data(tmp_path: Path) -> None:
     def image_case(name: str, domain: str, seed: int) -> Case:
         path = write_volume(make_volume((20, 20, 20), seed=seed), tmp_path / f"{name}.nii.gz")

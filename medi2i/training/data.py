@@ -218,6 +218,7 @@ def load_training_volume(
             _require_refinement(case, planned_target, raw, scale)
     else:
         scale = (1, 1, 1)
+    _require_padding_fits(case, image, target, patch_size, scale)
     image = _padded(image, patch_size)
     selected = _padded_selection(selected, image.shape[1:])
     if target is not None:
@@ -316,6 +317,34 @@ def _require_refinement(
 
 def _scaled(size: tuple[int, int, int], scale: tuple[int, int, int]) -> tuple[int, int, int]:
     return (size[0] * scale[0], size[1] * scale[1], size[2] * scale[2])
+
+
+def _require_padding_fits(
+    case: Case,
+    image: torch.Tensor,
+    target: torch.Tensor | None,
+    patch_size: tuple[int, int, int],
+    scale: tuple[int, int, int],
+) -> None:
+    """Refuse a patch size whose padding of a smaller volume would not fit in half the
+    machine's memory (a typo such as 2000 for 200 asked for tens of gigabytes)."""
+    from medi2i.io.base import physical_memory
+
+    total = physical_memory()
+    if total is None:
+        return
+    needed = 0
+    for volume, size in ((image, patch_size), (target, _scaled(patch_size, scale))):
+        if volume is not None:
+            padded = [max(p, n) for p, n in zip(size, volume.shape[1:], strict=True)]
+            needed += volume.shape[0] * int(np.prod(padded)) * volume.element_size()
+    if needed > total // 2:
+        raise OptionsError(
+            f"case {case.id!r}: training.patch_size {tuple(patch_size)} is larger than its "
+            f"{tuple(image.shape[1:])} voxels, and padding them to it would take "
+            f"{needed / 2**30:.1f} GiB, more than half of this machine's "
+            f"{total / 2**30:.1f} GiB; choose a patch size near the volumes' size"
+        )
 
 
 def _padded(volume: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
