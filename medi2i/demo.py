@@ -87,9 +87,9 @@ def run_demo(output_dir: Path, *, registry: Registry, progress: bool = True) -> 
     workflow = load_workflow(workflow_path, registry=registry)
     try:
         result = run_workflow(workflow, registry=registry, echo=lambda line: None)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # the run's own message names --run-dir, which the demo command does not take
-        raise KeyboardInterrupt(
+        raise type(exc)(
             f"Interrupted; {output_dir} keeps the demo's finished stages and last checkpoint: "
             f"run `medi2i demo --output {output_dir}` again to continue it"
         ) from None

@@ -49,3 +49,8 @@ class OutputError(Medi2iError):
 
 class TrainingError(Medi2iError):
     """Training cannot go on: a loss or the weights stopped being finite numbers."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt by the command line (exit status 143, not the
+    130 of Ctrl-C); caught wherever an interrupt is, so it cleans up the same way."""

@@ -255,7 +255,24 @@ def test_an_interrupted_run_says_how_to_continue_it(
     # not "no partial output was kept": the run keeps its checkpoints to be continued
     assert f"Interrupted; the run folder {run_dir} keeps" in result.output
     assert f"continue it with --run-dir {run_dir}" in result.output
+    # no checkpoint yet: no promise of a resume
+    assert "no training checkpoint yet" in result.output
+    assert "start again from step 0" in result.output
     assert "stopped: interrupted" in (run_dir / "logs" / "run.log").read_text()
+
+    # SIGTERM (a scheduler's stop) is an interrupt with the conventional status 143
+    from medi2i.errors import Terminated
+
+    def terminated(*args: object, **kwargs: object) -> Path:
+        checkpoints = run_dir / "checkpoints"
+        checkpoints.mkdir(exist_ok=True)
+        (checkpoints / "last.json").write_text('{"step": 4}')
+        raise Terminated
+
+    monkeypatch.setattr(runner, "train_stage", terminated)
+    result = CliRunner().invoke(build_cli(registry.plugins), ["run", str(workflow_file)])
+    assert result.exit_code == 143
+    assert "the checkpoint of step 4, where training resumes" in result.output
 
 
 def test_a_run_folder_given_as_the_model_names_the_model_folder_in_it(

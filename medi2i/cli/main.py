@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from medi2i import __version__
-from medi2i.errors import Medi2iError, PluginError
+from medi2i.errors import Medi2iError, PluginError, Terminated
 from medi2i.plugins import (
     BUILTIN_PLUGINS,
     PluginSet,
@@ -44,7 +44,7 @@ class Medi2iGroup(click.Group):
         except KeyboardInterrupt as exc:
             # a command that keeps something on purpose (a workflow run) says what
             click.echo(str(exc) or "Interrupted; no partial output was kept.", err=True)
-            ctx.exit(130)
+            ctx.exit(143 if isinstance(exc, Terminated) else 130)
 
 
 def stop_on_sigterm() -> None:
@@ -54,7 +54,7 @@ def stop_on_sigterm() -> None:
     and a workflow run keeps its last checkpoint and says how to continue it."""
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     with suppress(ValueError):  # not the main thread: leave the handler alone
         signal.signal(signal.SIGTERM, interrupt)

@@ -106,14 +106,30 @@ def run_workflow(
     run = open_run(workflow, run_dir=Path(run_dir).resolve() if run_dir is not None else None)
     try:
         return _run_stages(workflow, run, registry, stages, echo)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # the command line prints this instead of its general "no partial output" line:
         # a run keeps its checkpoints and finished stages, and is meant to be continued
-        raise KeyboardInterrupt(
-            f"Interrupted; the run folder {run.root} keeps its finished stages and last "
-            f"checkpoint: continue it with --run-dir {run.root} (training resumes where "
-            "it stopped)"
+        raise type(exc)(
+            f"Interrupted; the run folder {run.root} keeps {_kept(run)}: continue it with "
+            f"--run-dir {run.root}"
         ) from None
+
+
+def _kept(run: RunFolder) -> str:
+    """What an interrupted run keeps, for the message: whether training will resume."""
+    import json
+
+    from medi2i.training.checkpoint import POINTER
+    from medi2i.training.run import CHECKPOINTS
+
+    try:
+        step = int(json.loads((run.root / CHECKPOINTS / POINTER).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return (
+            "its finished stages, but no training checkpoint yet (training.checkpoint_every "
+            "steps had not passed): training would start again from step 0"
+        )
+    return f"its finished stages and the checkpoint of step {step}, where training resumes"
 
 
 def _run_stages(
