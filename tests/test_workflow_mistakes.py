@@ -310,6 +310,27 @@ def test_an_evaluation_mask_off_the_reference_grid_says_to_resample_the_mask(
         run_workflow(workflow, registry=registry)
 
 
+@pytest.mark.parametrize("case", ["demo002", "demo003"])
+def test_an_empty_mask_is_refused_naming_the_case_and_the_file(
+    workflow_file: Path, registry: Registry, case: str
+) -> None:
+    """demo002 validates, demo003 is the test case: metrics named no file before."""
+    import nibabel as nib
+
+    from medi2i.errors import Medi2iError
+
+    mask_path = workflow_file.parent / "cases" / case / "mask.nii.gz"
+    image = nib.load(str(mask_path))
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), str(mask_path))
+    split = "data.split={test: [demo003], validation: [demo002]}"
+    workflow = load_workflow(workflow_file, overrides=[split], registry=registry)
+    role = "validation" if case == "demo002" else "evaluation"
+    with pytest.raises(Medi2iError, match=rf"{role} case '{case}'.*{case}.mask\.nii\.gz.*no voxel"):
+        run_workflow(workflow, registry=registry)
+    trained = (workflow_file.parent / "runs" / "tiny-fixed" / "model").exists()
+    assert trained == (case == "demo003")  # a bad validation mask stops before training
+
+
 def test_the_docs_name_every_file_of_a_run_s_metrics_and_model_folders(
     workflow_file: Path, registry: Registry
 ) -> None:

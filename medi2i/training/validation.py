@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medi2i.data.cases import MASK, SOURCE, TARGET, CaseSet, case_condition
-from medi2i.errors import OptionsError
+from medi2i.errors import InputError, OptionsError
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -73,12 +73,14 @@ def load_validation_cases(cases: CaseSet) -> list[ValidationCase]:
     """Read every validation case (sources, references and masks).
 
     Raises:
+        InputError: A mask selects no voxel, or a reference has NaN or infinite voxels.
         GeometryError: A mask is not on its reference's grid, or a reference of its
             source's shape is not on the source's grid (so that validation, like
             evaluation, never scores voxels of different places against each other).
     """
     from medi2i.grid import Grid, require_same_grid
     from medi2i.io import read_volume
+    from medi2i.voxel_checks import require_finite_values
 
     loaded = []
     for case in cases.cases:
@@ -104,7 +106,17 @@ def load_validation_cases(cases: CaseSet) -> list[ValidationCase]:
                 hint="resample the mask onto the reference",
             )
             mask = np.asarray(read[0].numpy()) > 0
+            if not mask.any():
+                raise InputError(
+                    f"validation case {case.id!r}: the mask {case.images[MASK]} selects no "
+                    "voxel (mask > 0 nowhere); check that it is this case's mask"
+                )
         target = np.asarray(reference[0].numpy())
+        require_finite_values(
+            target,
+            f"validation case {case.id!r}: reference {case.images[TARGET]}",
+            hint="validation would score NaN; fix the file or leave the case out",
+        )
         loaded.append(
             ValidationCase(case.id, source, target, mask, dict(case.condition), target_grid=grid)
         )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medi2i.data.cases import SOURCE, TARGET, Case, case_condition
+from medi2i.errors import Medi2iError
 from medi2i.io.atomic import atomic_path
 from medi2i.workflow.loader import WorkflowError
 from medi2i.workflow.run_folder import Log, RunFolder, RunState, SplitSource
@@ -251,9 +252,13 @@ def _evaluate_case(
     )
     if keep:
         record = _kept(record, run, registry, output=output, source=source)
-    values = evaluate_case(
-        _array(reference), _array(output), None if mask is None else _array(mask), metrics
-    )
+    try:
+        values = evaluate_case(
+            _array(reference), _array(output), None if mask is None else _array(mask), metrics
+        )
+    except Medi2iError as exc:  # "the mask selects no voxel": say which case and files
+        files = f"reference {case.images[TARGET]}" + (f", mask {mask_path}" if mask_path else "")
+        raise type(exc)(f"evaluation case {case.id!r} ({files}): {exc}") from exc
     return values, record
 
 
