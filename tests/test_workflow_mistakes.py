@@ -331,6 +331,22 @@ def test_an_empty_mask_is_refused_naming_the_case_and_the_file(
     assert trained == (case == "demo003")  # a bad validation mask stops before training
 
 
+def test_a_run_continued_with_fewer_steps_than_it_trained_is_refused(
+    workflow_file: Path, registry: Registry
+) -> None:
+    """The model kept its steps while config.resolved.yaml and the report said fewer."""
+    four = load_workflow(workflow_file, overrides=["training.steps=4"], registry=registry)
+    result = run_workflow(four, registry=registry, stages=("train",))
+    config = (result.run_dir / "config.resolved.yaml").read_text()
+    for stages in (("train",), ("evaluate",)):
+        with pytest.raises(WorkflowError, match=r"trained 4 steps, more than training\.steps 2"):
+            run_workflow(
+                load_workflow(workflow_file, registry=registry), registry=registry, stages=stages
+            )
+    assert (result.run_dir / "config.resolved.yaml").read_text() == config
+    run_workflow(four, registry=registry, stages=("evaluate",))  # the same steps: fine
+
+
 def test_the_docs_name_every_file_of_a_run_s_metrics_and_model_folders(
     workflow_file: Path, registry: Registry
 ) -> None:

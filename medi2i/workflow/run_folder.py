@@ -211,6 +211,28 @@ def _check_same_experiment(workflow: Workflow, run: RunFolder) -> None:
             "a run continues only with the same data and method: start a new run "
             "(leave out --run-dir, or set another output.run_id)"
         )
+    trained = checkpoint_step(run)
+    steps = workflow.training.steps
+    if trained is not None and trained > steps:
+        # the model keeps its steps; config.resolved.yaml and the report would say fewer
+        raise WorkflowError(
+            f"run folder {run.root} trained {trained} steps, more than training.steps "
+            f"{steps}; continue it with --set training.steps={trained} (or more, to train "
+            f"on), or with its own {run.config.name}"
+        )
+
+
+def checkpoint_step(run: RunFolder) -> int | None:
+    """The step of the run's last training checkpoint, or ``None``."""
+    import json
+
+    from medi2i.training.checkpoint import POINTER
+    from medi2i.training.run import CHECKPOINTS
+
+    try:
+        return int(json.loads((run.root / CHECKPOINTS / POINTER).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # -- run state and log ---------------------------------------------------------------------------

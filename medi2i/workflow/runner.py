@@ -117,14 +117,10 @@ def run_workflow(
 
 def _kept(run: RunFolder) -> str:
     """What an interrupted run keeps, for the message: whether training will resume."""
-    import json
+    from medi2i.workflow.run_folder import checkpoint_step
 
-    from medi2i.training.checkpoint import POINTER
-    from medi2i.training.run import CHECKPOINTS
-
-    try:
-        step = int(json.loads((run.root / CHECKPOINTS / POINTER).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
+    step = checkpoint_step(run)
+    if step is None:
         return (
             "its finished stages, but no training checkpoint yet (training.checkpoint_every "
             "steps had not passed): training would start again from step 0"
