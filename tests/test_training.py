@@ -362,6 +362,11 @@ def test_resuming_with_other_settings_is_refused(cases: CaseSet, tmp_path: Path)
     train(TinyRegression(), cases, config=quick(steps=3), run_dir=tmp_path)
     with pytest.raises(CheckpointError, match="seed"):
         train(TinyRegression(), cases, config=quick(seed=1), run_dir=tmp_path)
+    turned = NO_INTENSITY.model_copy(update={"affine_probability": 0.5})
+    with pytest.raises(
+        CheckpointError, match=r"other settings \(augmentation\.affine_probability: 0\.0 → 0\.5; "
+    ):
+        train(TinyRegression(), cases, config=quick(augmentation=turned), run_dir=tmp_path)
     fresh = train(TinyRegression(), cases, config=quick(seed=1), run_dir=tmp_path, resume=False)
     assert fresh.first_step == 0
     assert sorted(losses_by_step(fresh.history)) == list(range(1, 7))

@@ -205,7 +205,7 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
         raise CheckpointError(
             f"checkpoint file {optimizer_state} holds Python objects that medi2i does not "
             f"unpickle ({_unpickling_reason(exc)}), so the run cannot resume from it; delete "
-            f"{folder} (or train with resume off, or in a new run folder) to start afresh"
+            f"{folder} (or train in a new run folder; resume=False in Python) to start afresh"
         ) from None
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"checkpoint {pointer} cannot be read: {exc}") from None
@@ -239,13 +239,19 @@ def restore_rng(checkpoint: Checkpoint) -> None:
 def fingerprint_differences(
     saved: Mapping[str, JsonValue], current: Mapping[str, JsonValue]
 ) -> list[str]:
-    """The settings that differ between a checkpoint and the run resuming it, as text."""
-    keys = sorted(set(saved) | set(current))
-    return [
-        f"{key}: {json.dumps(saved.get(key))} → {json.dumps(current.get(key))}"
-        for key in keys
-        if saved.get(key) != current.get(key)
-    ]
+    """The settings that differ between a checkpoint and the run resuming it, as text;
+    nested settings by their dotted key (``augmentation.affine_probability: 0.0 → 0.5``)."""
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        before, after = saved.get(key), current.get(key)
+        if before == after:
+            continue
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            nested = fingerprint_differences(before, after)
+            differences.extend(f"{key}.{difference}" for difference in nested)
+        else:
+            differences.append(f"{key}: {json.dumps(before)} → {json.dumps(after)}")
+    return differences
 
 
 def clear_checkpoints(folder: Path) -> None:

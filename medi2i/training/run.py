@@ -431,7 +431,7 @@ def _resume(
         raise CheckpointError(
             f"the checkpoint in {folder} (step {checkpoint.step}) was written with other "
             f"settings ({'; '.join(differences)}); resume with the same settings, or start "
-            "afresh in a new run folder (or with resume off)"
+            "afresh in a new run folder (resume=False in Python)"
         )
     trainer.load_state(checkpoint.state, step=checkpoint.step)
     if checkpoint.record.state_values:
