@@ -88,6 +88,10 @@ def test_a_model_folder_card_is_checked_against_the_data_cards(tmp_path: Path) -
     assert "is not a folder of cards, and the card names the data cards" in str(problem)
     _write(model, {**MODEL_CARD, "training_data": [], "evaluation_data": []}, name="card")
     assert check_model_card(model, data_cards=tmp_path / "no_such_folder") == []
+    args = ["check", str(model), "--data-cards", str(tmp_path / "no_such_folder")]
+    result = runner.invoke(cards_group(), args)
+    assert result.exit_code == 0, result.output
+    assert "valid (no data cards named)" in result.output  # not a folder that is not there
     (model / "card.yaml").unlink()
     assert "is missing" in str(check_model_card(model, data_cards=tmp_path / "data_cards")[0])
 

@@ -50,7 +50,10 @@ def cards_check_command(folder: Path, data_dir: Path | None, data_cards: Path) -
 
     if (folder / MANIFEST).is_file():
         problems = check_model_card(folder, data_cards=data_cards)
-        checked = f"its data cards in {data_cards}"
+        # without the folder, a card passes only when it names no data card
+        checked = (
+            f"its data cards in {data_cards}" if data_cards.is_dir() else "no data cards named"
+        )
     else:
         problems = check_cards(folder, data_dir=data_dir)
         checked = "with data files" if data_dir else "without data files"
