@@ -366,3 +366,14 @@ def test_save_predictions_off_without_figures_keeps_no_prediction(
     figures = load_workflow(workflow_file, overrides=settings[:2], registry=registry)
     again = run_workflow(figures, registry=registry)
     assert [p.name for p in (again.run_dir / "predictions").iterdir()] == ["demo003.nii.gz"]
+
+
+def test_the_demo_data_helper_takes_help_for_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medi2i.workflow.demo_data import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--help"]) == 2
+    assert "usage: python -m medi2i.workflow.demo_data" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

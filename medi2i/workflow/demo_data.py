@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     unpaired = bool(args) and args[0] == "--unpaired"
     if unpaired:
         args = args[1:]
-    if not 1 <= len(args) <= (1 if unpaired else 2):
+    options = [arg for arg in args if arg.startswith("-")]  # --help, or a typo
+    if options or not 1 <= len(args) <= (1 if unpaired else 2):
         print(
             "usage: python -m medi2i.workflow.demo_data [--unpaired] FOLDER [COUNT]",
             file=sys.stderr,
