@@ -64,7 +64,8 @@ def resolve_device(name: str) -> torch.device:
     if not torch.cuda.is_available():
         raise DeviceError(
             f"device {name!r} was requested but torch sees no CUDA device "
-            f"(torch {torch.__version__}); use --device cpu, or install a CUDA build of torch"
+            f"(torch {torch.__version__}); use --device cpu (training.device or "
+            "inference.device: cpu in a workflow), or install a CUDA build of torch"
         )
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
