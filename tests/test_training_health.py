@@ -332,6 +332,24 @@ def test_a_constant_or_absurd_training_target_is_refused_naming_the_file(
     assert not (tmp_path / "run" / "model").exists()
 
 
+def test_a_validation_whose_predictions_blow_up_stops_training_naming_the_step(
+    tmp_path: Path,
+) -> None:
+    from medi2i.errors import TrainingError
+
+    class Exploding(TinyRegression):
+        def postprocess(self, output, image, **kwargs):  # type: ignore[no-untyped-def]
+            return output * 1e30  # finite weights, predictions beyond any unit
+
+    data = write_paired_cases(tmp_path / "cases", count=2, shape=(20, 20, 20))
+    config = quick(steps=4, checkpoint_every=2, validate_every=4)
+    with pytest.raises(
+        TrainingError, match=r"validation at step 4 failed.*diverged.*step 2 is kept"
+    ):
+        train(Exploding(), data, config=config, run_dir=tmp_path / "run", validation=data)
+    assert not (tmp_path / "run" / "model").exists()
+
+
 # -- collapse: a GAN that fails with every number finite ---------------------------------
 
 

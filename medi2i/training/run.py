@@ -23,7 +23,7 @@ import torch
 from pydantic import JsonValue
 
 from medi2i.data.cases import CaseSet, case_condition
-from medi2i.errors import ModelFormatError, OptionsError
+from medi2i.errors import ModelFormatError, OptionsError, OutputError, TrainingError
 from medi2i.method import DataKind, DomainSpec, Method
 from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
@@ -316,7 +316,16 @@ class _Run:
 
     def validate(self, step: int) -> None:
         if self.validator is not None:
-            metrics = self.validator()
+            try:
+                metrics = self.validator()
+            except OutputError as exc:  # finite weights, predictions beyond any unit
+                kept = self.guard.last_checkpoint
+                raise TrainingError(
+                    f"the validation at step {step} failed, so training stopped: {exc}. The "
+                    "model diverged: lower the learning rate and start afresh in a new run "
+                    "folder"
+                    + (f" (the checkpoint of step {kept} is kept)" if kept else "")
+                ) from exc
             self.log.validation(step, metrics)
             if self.best is not None:
                 self.best.offer(self.method, step, metrics)
