@@ -503,8 +503,9 @@ def test_a_quarter_turn_through_the_affine_path_equals_rot90() -> None:
 def test_bad_rotation_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="rotation_degrees"):
         AugmentationConfig(rotation_degrees=(0.0, 0.0, 200.0))
-    with pytest.raises(ValueError, match="zoom_range"):
-        AugmentationConfig(zoom_range=(0.0, 1.2))
+    for zoom in [(0.0, 1.2), (1e-300, 1e-300), (1.0, 1e300)]:
+        with pytest.raises(ValueError, match="zoom_range"):
+            AugmentationConfig(zoom_range=zoom)
 
 
 def test_patches_are_centred_on_the_foreground(tmp_path: Path) -> None:

@@ -350,6 +350,19 @@ def test_a_validation_whose_predictions_blow_up_stops_training_naming_the_step(
     assert not (tmp_path / "run" / "model").exists()
 
 
+def test_an_empty_training_mask_is_refused_naming_the_file(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from medi2i.errors import InputError
+
+    data = write_paired_cases(tmp_path / "cases", count=2, shape=(20, 20, 20))
+    mask = data.cases[1].images["mask"]
+    image = nib.load(str(mask))
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), str(mask))
+    with pytest.raises(InputError, match=r"case 'case-1': the mask .*mask\.nii\.gz selects no"):
+        train(TinyRegression(), data, config=quick(), run_dir=tmp_path / "run")
+
+
 # -- collapse: a GAN that fails with every number finite ---------------------------------
 
 

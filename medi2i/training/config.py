@@ -47,7 +47,7 @@ class AugmentationConfig(BaseModel):
             degrees in [0, 180]; each angle is drawn uniformly in ±this. Rotations
             are in voxel coordinates: on anisotropic voxels rotate only about the
             coarse axis (e.g. ``[0, 0, 15]`` for thick axial slices).
-        zoom_range: Range of the zoom factor (> 0), drawn uniformly and applied to
+        zoom_range: Range of the zoom factor (in [0.1, 10]), drawn uniformly and applied to
             all axes alike; above 1 the anatomy appears larger.
         intensity_probability: Probability of a random linear intensity change
             ``x · scale + shift · σ`` of the input, in [0, 1]; σ is the standard
@@ -112,8 +112,8 @@ class AugmentationConfig(BaseModel):
     @field_validator("zoom_range")
     @classmethod
     def _positive_zoom(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[0] <= 0.0:
-            raise ValueError(f"zoom_range factors must be > 0, got {value}")
+        if value[0] < 0.1 or value[1] > 10.0:
+            raise ValueError(f"zoom_range factors must lie in [0.1, 10], got {value}")
         return value
 
 

@@ -205,6 +205,12 @@ def load_training_volume(
     if mask is not None:
         require_on_source_grid(mask, raw, case_id=case.id, role=MASK)
     selected = _foreground(raw, mask, foreground_threshold)
+    if mask is not None and not selected.any():
+        raise InputError(
+            f"case {case.id!r}: the mask {case.images[MASK]} selects no voxel (mask > 0 "
+            "nowhere), so no patch can be centred in the body; check that it is this "
+            "case's mask, or leave the mask out"
+        )
     image = _plain(method.preprocess(raw, domain=domain_name))
     target = None
     if kind is DataKind.PAIRED:

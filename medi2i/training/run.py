@@ -323,8 +323,7 @@ class _Run:
                 raise TrainingError(
                     f"the validation at step {step} failed, so training stopped: {exc}. The "
                     "model diverged: lower the learning rate and start afresh in a new run "
-                    "folder"
-                    + (f" (the checkpoint of step {kept} is kept)" if kept else "")
+                    "folder" + (f" (the checkpoint of step {kept} is kept)" if kept else "")
                 ) from exc
             self.log.validation(step, metrics)
             if self.best is not None:
