@@ -548,6 +548,15 @@ def test_a_patch_size_whose_padding_would_not_fit_in_memory_is_refused(
     _sampler(cases, config=quick(patch_size=(32, 16, 16)))  # a little padding is fine
 
 
+def test_a_batch_that_would_not_fit_in_memory_is_refused_before_reading(
+    cases: CaseSet, tmp_path: Path
+) -> None:
+    config = quick(batch_size=100_000_000)
+    with pytest.raises(OptionsError, match=r"training\.batch_size 100000000 of \(16, 16, 16\)"):
+        train(TinyRegression(), cases, config=config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists()
+
+
 def test_batches_of_unpaired_and_multi_domain_data(tmp_path: Path) -> None:
     def image_case(name: str, domain: str, seed: int) -> Case:
         path = write_volume(make_volume((20, 20, 20), seed=seed), tmp_path / f"{name}.nii.gz")

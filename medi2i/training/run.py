@@ -378,6 +378,25 @@ def _validator(
     return lambda: validate(method, cases, settings=settings, condition=condition)
 
 
+def _require_batch_fits(
+    config: TrainingConfig, patch_size: tuple[int, int, int], method: Method
+) -> None:
+    """Refuse a batch whose patches alone would fill half the machine's memory (a
+    batch_size of 100000000 hung building it), before any volume is read."""
+    from medi2i.io.base import physical_memory
+
+    total = physical_memory()
+    channels = 2 * method.input_spec.channels  # inputs and targets, at least
+    needed = config.batch_size * int(np.prod(patch_size)) * channels * 4
+    if total is not None and needed > total // 2:
+        raise OptionsError(
+            f"training.batch_size {config.batch_size} of {tuple(patch_size)} patches would "
+            f"take {needed / 2**30:.1f} GiB for the patches alone, more than half of this "
+            f"machine's {total / 2**30:.1f} GiB; lower training.batch_size or "
+            "training.patch_size"
+        )
+
+
 def _sampler(
     method: Method,
     data: CaseSet,
@@ -386,6 +405,8 @@ def _sampler(
     context: DistributedContext,
     unlabelled: CaseSet | None = None,
 ) -> PatchSampler:
+    _require_batch_fits(config, patch_size, method)
+
     def store(cases: CaseSet) -> VolumeStore:
         return training_store(
             cases,
