@@ -125,6 +125,24 @@ def test_stopping_and_resuming_to_more_steps_repeats_the_same_losses(
     assert [got[step] for step in (4, 5, 6)] == [expected[step] for step in (4, 5, 6)]
 
 
+def test_resuming_on_changed_training_files_warns(tmp_path: Path) -> None:
+    import warnings
+
+    from medi2i.training.run import TrainingDataWarning
+
+    data = write_paired_cases(tmp_path / "cases", count=2, shape=(24, 24, 24))
+    train(TinyRegression(), data, config=quick(steps=3), run_dir=tmp_path / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingDataWarning)  # the same files: no warning
+        train(TinyRegression(), data, config=quick(steps=4), run_dir=tmp_path / "run")
+    source = data.cases[1].images["source"]
+    source.unlink()
+    write_volume(make_volume((24, 24, 24), seed=99), source)
+    with pytest.warns(TrainingDataWarning, match=r"changed since the run started \(case-1/source"):
+        resumed = train(TinyRegression(), data, config=quick(steps=5), run_dir=tmp_path / "run")
+    assert resumed.first_step == 4
+
+
 _KILLED_RUN = textwrap.dedent(
     """
     import json, sys, time

@@ -12,6 +12,7 @@ as an uninterrupted run on the same machine and software (on CUDA, with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -117,6 +118,8 @@ def run_training(
     trainer = _configured_trainer(method, config, device, context)
     fingerprint = _fingerprint(method, config, patch_size, context)
     first_step = _resume(trainer, method, run_dir / CHECKPOINTS, fingerprint, resume, context)
+    if context.is_main:
+        _check_data_record(run_dir / CHECKPOINTS, data, unlabelled, resumed=first_step > 0)
     guard = DivergenceGuard(
         checkpoints=run_dir / CHECKPOINTS,
         skips_allowed=config.max_nonfinite_steps if trainer.skips_non_finite else 0,
@@ -432,6 +435,54 @@ def _sampler(
         seed=config.seed,
         rank=context.rank,
     )
+
+
+class TrainingDataWarning(UserWarning):
+    """A run resumed on training files that changed since it started."""
+
+
+DATA_RECORD = "training-data.json"
+"""Size and modification time of every training file, kept beside the checkpoints."""
+
+
+def _check_data_record(
+    folder: Path, data: CaseSet, unlabelled: CaseSet | None, *, resumed: bool
+) -> None:
+    """Warn when a resumed run's training files changed (the checkpoint's fingerprint
+    holds settings, not data: a model half trained on other volumes would pass), then
+    record the files as they are now."""
+    import warnings
+
+    from medi2i.io.atomic import atomic_path
+
+    now: dict[str, list[object]] = {}
+    for cases in (data, unlabelled):
+        for case in cases.cases if cases is not None else ():
+            for role, path in sorted(case.images.items()):
+                with contextlib.suppress(OSError):  # a missing file fails with its own error
+                    stat = Path(path).stat()
+                    now[f"{case.id}/{role}"] = [str(path), stat.st_size, stat.st_mtime_ns]
+    record = folder / DATA_RECORD
+    try:
+        before = json.loads(record.read_text(encoding="utf-8")) if resumed else None
+    except (OSError, ValueError):
+        before = None  # a run from before the record, or none: nothing to compare
+    if isinstance(before, dict) and before != now:
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        shown = ", ".join(changed[:3]) + (
+            f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        )
+        warnings.warn(
+            TrainingDataWarning(
+                f"training resumes on data that changed since the run started ({shown}: "
+                "other files, sizes or modification times); the model will have trained on "
+                "both. Start a new run folder if that was not meant"
+            ),
+            stacklevel=2,
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(record) as temporary:
+        temporary.write_text(json.dumps(now, indent=1), encoding="utf-8")
 
 
 def _resume(

@@ -6,7 +6,8 @@ Each run lives in one folder, ``<output.root>/<output.name>-<run_id>/``::
                           ``medi2i run config.resolved.yaml --run-dir .`` reruns it
     run.json              which stages finished, when, and where the model is
     logs/                 run.log (stages), train.jsonl (the trainer's step records)
-    checkpoints/          the trainer's checkpoints (a rerun resumes from the last)
+    checkpoints/          the trainer's checkpoints (a rerun resumes from the last; it warns
+                          when training-data.json, the files' sizes and times, changed)
     prepared/             training sources made by ``data.prepare_source``
     model/                the trained (fitted, or saved) model folder
     adapted/              the model adapted to target data (the adapt stage)
