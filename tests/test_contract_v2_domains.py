@@ -52,7 +52,9 @@ def test_training_volumes_are_preprocessed_with_their_domain(tmp_path: Path) -> 
     method = TwoWay()
     method.use_domains(DOMAINS)
     path = tmp_path / "ct.nii.gz"
-    write_volume(image(np.full((8, 8, 8), 1000.0)), path)
+    values = np.full((8, 8, 8), 1000.0)
+    values[:4] = 0.0  # not constant: a constant training volume is refused
+    write_volume(image(values), path)
     loaded = load_training_volume(
         Case("ct/1", {IMAGE: path}, "ct"),
         method=method,
