@@ -140,7 +140,10 @@ def test_csv_problems_name_the_line(tmp_path: Path) -> None:
         discover_cases(config("paired", layout))
     touch(tmp_path / "a.nii.gz")
     manifest.write_text("case,role,path\np1,source,a.nii.gz\n")
-    with pytest.raises(InputError, match=r"case 'p1' .*lacks \['target'\]"):
+    with pytest.raises(InputError, match=r"case 'p1' has no target row \(roles for paired"):
+        discover_cases(config("paired", layout))
+    manifest.write_text("case,role,path\np1,source,a.nii.gz\np1,taget,a.nii.gz\n")
+    with pytest.raises(InputError, match=r"has no target row and has rows of unknown roles taget"):
         discover_cases(config("paired", layout))
     manifest.write_text("case,path\np1,a.nii.gz\n")
     with pytest.raises(InputError, match="needs the columns case, path, domain"):

@@ -459,9 +459,12 @@ def _csv_grouped(
         unknown = sorted(set(images) - set(allowed))
         missing = [role for role in required if role not in images]
         if unknown or missing:
+            problems = [f"has no {' or '.join(missing)} row"] if missing else []
+            if unknown:
+                problems.append(f"has rows of unknown roles {', '.join(unknown)}")
             raise InputError(
-                f"{manifest}: case {case_id!r} has unknown roles {unknown or 'none'} and "
-                f"lacks {missing or 'none'} (roles for {kind} data: {', '.join(allowed)})"
+                f"{manifest}: case {case_id!r} {' and '.join(problems)} (roles for {kind} "
+                f"data: {', '.join(allowed)})"
             )
         identifier = case_id if domain is None else f"{domain}/{case_id}"
         cases.setdefault(case_id, []).append(
