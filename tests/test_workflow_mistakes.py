@@ -440,3 +440,28 @@ def test_a_bug_in_training_code_is_kept_in_the_run_log_with_its_traceback(
     assert "stopped: KeyError: 'target_image'" in log
     assert "Traceback (most recent call last)" in log
     assert "in broken" in log
+
+
+def test_validate_check_data_refuses_a_domain_without_training_cases(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """Only train refused it: validate --check-data said 'valid'."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.workflow.demo_data import write_unpaired_demo
+
+    root = Path(__file__).resolve().parent.parent
+    workflow = tmp_path / "unpaired.yaml"
+    shutil.copy(root / "workflows" / "demo_unpaired_tiny.yaml", workflow)
+    write_unpaired_demo(tmp_path / "data" / "unpaired-tiny")
+    (tmp_path / "empty").mkdir()
+    args = ["validate", str(workflow), "--check-data"]
+    cli = build_cli(registry.plugins)
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    result = CliRunner().invoke(cli, [*args, "--set", "data.layout.folders.ct=empty"])
+    assert result.exit_code == 1
+    assert "domains ['ct'] have no training cases" in result.output
+    assert "valid (" not in result.output

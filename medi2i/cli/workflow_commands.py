@@ -87,6 +87,10 @@ def validate_command(
     splits = discover_splits(data)
     check_validation(workflow, splits, registry)
     check_evaluation(workflow, splits, registry)
+    if method.model is None:  # training will need cases of every domain
+        from medi2i.training.data import case_domains
+
+        case_domains(splits.get("train"))
     counts = {name: len(splits.get(name).cases) for name in ("train", "validation", "test")}
     source = " (data.validation_data)" if data.validation_data is not None else ""
     click.echo(valid)
