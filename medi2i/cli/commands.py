@@ -31,7 +31,7 @@ from medi2i.cli.options import (
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
-    from medi2i.dicom.reading.series_records import ScanResult
+    from medi2i.dicom.reading.series_records import ScanResult, StudyInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
 
 
@@ -221,7 +221,7 @@ def predict_command(
         click.echo(f"wrote {path}" + (f" (output {name!r})" if name else ""))
 
 
-def _studies_picked(scan: ScanResult, selector: SeriesSelector | None) -> list[object]:
+def _studies_picked(scan: ScanResult, selector: SeriesSelector | None) -> list[StudyInfo]:
     """The studies of a scan that a selection can come from: all of them, unless the
     rules (a modality, a description, a UID...) match series of one study only; then
     that study, read as a single input (a file output is fine), or none."""

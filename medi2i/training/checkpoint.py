@@ -241,7 +241,7 @@ def fingerprint_differences(
 ) -> list[str]:
     """The settings that differ between a checkpoint and the run resuming it, as text;
     nested settings by their dotted key (``augmentation.affine_probability: 0.0 → 0.5``)."""
-    differences = []
+    differences: list[str] = []
     for key in sorted(set(saved) | set(current)):
         before, after = saved.get(key), current.get(key)
         if before == after:
