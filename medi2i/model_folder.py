@@ -306,6 +306,13 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
         made_by = manifest.method.distribution
         if made_by is None:
             raise
+        if _installed(made_by):  # installed, but its plugin is one to load by name
+            raise UnknownMethodError(
+                f"{path} was made by method {manifest.method.id!r} of the distribution "
+                f"{made_by!r}, which is installed but registers it in a plugin that is not "
+                "loaded by default: load that plugin with `medi2i --plugin MODULE ...` (the "
+                "plugins: key of the workflow that trained it names it)"
+            ) from None
         raise UnknownMethodError(
             f"{path} was made by method {manifest.method.id!r} of the distribution "
             f"{made_by!r}, which no installed plugin provides; install it (pip install "
@@ -508,3 +515,14 @@ def _distribution_of(method: Method) -> str | None:
     package = type(method).__module__.split(".")[0]
     names = importlib.metadata.packages_distributions().get(package, [])
     return names[0] if names else None
+
+
+def _installed(distribution: str) -> bool:
+    """Whether a distribution of that name is installed."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True

@@ -120,6 +120,22 @@ def test_an_uninstalled_method_names_itself(trained: tuple[PointwiseNet, Path]) 
     # the manifest names the distribution whose code made it (the examples ship with medi2i)
     assert read_manifest(folder).method.distribution == "medi2i"
     assert "of the distribution 'medi2i'" in str(error.value)
+    # medi2i is installed: the advice is to load the plugin, not to install medi2i
+    assert "medi2i --plugin MODULE" in str(error.value)
+    assert "pip install medi2i" not in str(error.value)
+
+
+def test_a_method_of_a_distribution_not_installed_says_to_install_it(
+    trained: tuple[PointwiseNet, Path],
+) -> None:
+    _, folder = trained
+    manifest = folder / "medi2i-model.json"
+    text = manifest.read_text().replace(
+        '"distribution": "medi2i"', '"distribution": "no-such-dist"'
+    )
+    manifest.write_text(text)
+    with pytest.raises(UnknownMethodError, match=r"pip install no-such-dist"):
+        load_model(folder, registry=Registry(load_plugins()))
 
 
 def test_an_existing_folder_is_not_overwritten_by_default(
