@@ -465,3 +465,22 @@ def test_validate_check_data_refuses_a_domain_without_training_cases(
     assert result.exit_code == 1
     assert "domains ['ct'] have no training cases" in result.output
     assert "valid (" not in result.output
+
+
+def test_a_re_evaluation_of_other_cases_names_the_earlier_predictions(
+    workflow_file: Path, registry: Registry
+) -> None:
+    import shutil
+
+    keep = "evaluation.save_predictions=true"
+    first = load_workflow(workflow_file, overrides=[keep], registry=registry)
+    result = run_workflow(first, registry=registry)
+    assert (result.run_dir / "predictions" / "demo003.nii.gz").is_file()
+    shutil.copytree(workflow_file.parent / "cases" / "demo001", workflow_file.parent / "one" / "x")
+    other = "evaluation.data={kind: paired, layout: {type: synthrad, root: one}}"
+    again = load_workflow(workflow_file, overrides=[keep, other], registry=registry)
+    run_workflow(again, registry=registry, stages=("evaluate",))
+    log = (result.run_dir / "logs" / "run.log").read_text()
+    assert "predictions/ still holds 1 file(s) of an earlier evaluation of other cases" in log
+    assert "demo003.nii.gz" in log
+    assert (result.run_dir / "predictions" / "demo003.nii.gz").is_file()  # kept, not deleted

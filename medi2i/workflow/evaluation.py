@@ -98,6 +98,15 @@ def evaluate_stage(
         per_case[case.id] = values
         records.append(record)
         log(f"evaluate: {case.id}: {case_scores(values)}")
+    earlier = _earlier_predictions(run.predictions, cases)
+    if earlier:
+        shown = ", ".join(earlier[:3]) + (
+            f" and {len(earlier) - 3} more" if len(earlier) > 3 else ""
+        )
+        log(
+            f"evaluate: predictions/ still holds {len(earlier)} file(s) of an earlier evaluation "
+            f"of other cases ({shown}); metrics/{CASES_FILE} lists this evaluation's"
+        )
     metrics_path = write_metrics_json(per_case, run.metrics / "metrics.json")
     units = {metric.name: metric.units for metric in metrics}
     summary = aggregate(per_case)
@@ -290,6 +299,16 @@ def _kept(
     shown = resample_to_grid(source, grid, mode="nearest")
     path = write_volume(shown, run.predictions / f"{stem}{INPUT_ON_OUTPUT_GRID}", writers=writers)
     return replace(record, source=str(path), original_source=record.source)
+
+
+def _earlier_predictions(folder: Path, cases: Sequence[Case]) -> list[str]:
+    """Files in ``predictions/`` of none of ``cases`` (an earlier evaluation of other
+    cases); kept, since nothing in a run folder is deleted, but named in the log."""
+    if not folder.is_dir():
+        return []
+    stems = [prediction_stem(case.id) for case in cases]
+    prefixes = tuple(p for stem in stems for p in (f"{stem}.", f"{stem}{INPUT_ON_OUTPUT_GRID}"))
+    return sorted(entry.name for entry in folder.iterdir() if not entry.name.startswith(prefixes))
 
 
 def prediction_stem(case_id: str) -> str:
