@@ -248,6 +248,7 @@ def test_an_interrupted_run_says_how_to_continue_it(
     def interrupted(*args: object, **kwargs: object) -> Path:
         raise KeyboardInterrupt
 
+    trained = runner.train_stage
     monkeypatch.setattr(runner, "train_stage", interrupted)
     result = CliRunner().invoke(build_cli(registry.plugins), ["run", str(workflow_file)])
     assert result.exit_code == 130
@@ -264,15 +265,14 @@ def test_an_interrupted_run_says_how_to_continue_it(
     from medi2i.errors import Terminated
 
     def terminated(*args: object, **kwargs: object) -> Path:
-        checkpoints = run_dir / "checkpoints"
-        checkpoints.mkdir(exist_ok=True)
-        (checkpoints / "last.json").write_text('{"step": 4}')
         raise Terminated
 
+    monkeypatch.setattr(runner, "train_stage", trained)
+    run_workflow(load_workflow(workflow_file, registry=registry), registry=registry)
     monkeypatch.setattr(runner, "train_stage", terminated)
     result = CliRunner().invoke(build_cli(registry.plugins), ["run", str(workflow_file)])
     assert result.exit_code == 143
-    assert "the checkpoint of step 4, where training resumes" in result.output
+    assert "the checkpoint of step 2, where training resumes" in result.output
 
 
 def test_a_run_folder_given_as_the_model_names_the_model_folder_in_it(

@@ -223,6 +223,18 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
     )
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The step of the committed checkpoint in ``folder`` (its record only, no weights
+    read), or ``None`` when there is none or its record is unreadable."""
+    pointer = folder / POINTER
+    if not pointer.is_file():
+        return None
+    try:
+        return _read_record(pointer).step
+    except CheckpointError:
+        return None
+
+
 def restore_rng(checkpoint: Checkpoint) -> None:
     """Put torch's, NumPy's and Python's global RNGs back where the checkpoint left them."""
     torch.set_rng_state(checkpoint.torch_rng)

@@ -225,15 +225,10 @@ def _check_same_experiment(workflow: Workflow, run: RunFolder) -> None:
 
 def checkpoint_step(run: RunFolder) -> int | None:
     """The step of the run's last training checkpoint, or ``None``."""
-    import json
-
-    from medi2i.training.checkpoint import POINTER
+    from medi2i.training import checkpoint
     from medi2i.training.run import CHECKPOINTS
 
-    try:
-        return int(json.loads((run.root / CHECKPOINTS / POINTER).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return checkpoint.checkpoint_step(run.root / CHECKPOINTS)
 
 
 # -- run state and log ---------------------------------------------------------------------------
