@@ -21,9 +21,9 @@ class AugmentationConfig(BaseModel):
 
     Spatial augmentations (flips, 90° rotations, random rotations and zooms) are
     applied identically to every volume of a paired patch, so source and target stay
-    aligned. Intensity augmentations (scale, shift, noise) touch only network inputs (``source`` for
-    paired data, every image for unpaired and multi-domain data), never a ``target``,
-    whose values (e.g. HU) are what the network must learn to produce.
+    aligned. Intensity augmentations (scale, shift, noise) touch only network inputs
+    (``source`` for paired data, every image for unpaired and multi-domain data), never
+    a ``target``, whose values (e.g. HU) are what the network must learn to produce.
 
     The defaults are label-preserving for any 3D medical volume: mirroring and
     in-plane quarter turns keep anatomy plausible, and the intensity changes are
@@ -47,8 +47,8 @@ class AugmentationConfig(BaseModel):
             degrees in [0, 180]; each angle is drawn uniformly in ±this. Rotations
             are in voxel coordinates: on anisotropic voxels rotate only about the
             coarse axis (e.g. ``[0, 0, 15]`` for thick axial slices).
-        zoom_range: Range of the zoom factor (in [0.1, 10]), drawn uniformly and applied to
-            all axes alike; above 1 the anatomy appears larger.
+        zoom_range: Range of the zoom factor (in [0.1, 10]), drawn uniformly and
+            applied to all axes alike; above 1 the anatomy appears larger.
         intensity_probability: Probability of a random linear intensity change
             ``x · scale + shift · σ`` of the input, in [0, 1]; σ is the standard
             deviation of the whole preprocessed volume.
