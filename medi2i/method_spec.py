@@ -25,6 +25,45 @@ StateValue = JSONScalar | list[float] | list[int] | list[str]
 
 _PATH_PARTS = re.compile(r"[/\\]|\.\.")
 
+_MODALITY_TERMS = (
+    "AR ASMT AU BDUS BI BMD CFM CR CT DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS "
+    "KER KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN POS PR PT "
+    "PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV "
+    "SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC"
+)
+DICOM_MODALITIES = frozenset(_MODALITY_TERMS.split())
+"""The defined terms of DICOM's Modality attribute (0008,0060), PS3.3 C.7.3.1.1.1."""
+
+_MODALITY_SLIPS = {"MRI": "MR", "PET": "PT", "SPECT": "NM", "CBCT": "CT", "XRAY": "DX"}
+
+
+def modality_code(value: str) -> str:
+    """A volume's modality as medi2i compares it: ``"any"``, or a DICOM Modality code in
+    upper case (``"ct"`` and ``"CT"`` are the same modality).
+
+    A DICOM series says its modality with these codes, so a spec that names another
+    (``"MRI"``) could never match one; it is refused when the spec is made.
+
+    Raises:
+        ValueError: Not ``"any"`` and not a DICOM Modality code.
+
+    Example:
+        >>> modality_code(" mr ")
+        'MR'
+    """
+    stripped = value.strip()
+    if stripped.lower() in ("any", ""):
+        return "any"
+    code = stripped.upper()
+    if code not in DICOM_MODALITIES:
+        hint = _MODALITY_SLIPS.get(code)
+        advice = f"did you mean {hint!r}? " if hint else ""
+        raise ValueError(
+            f"modality {value!r} is not a DICOM Modality code; {advice}use e.g. 'MR', 'CT', "
+            "'PT' or 'any' (DICOM PS3.3 C.7.3.1.1.1 lists them all)"
+        )
+    return code
+
 
 class Task(str, Enum):
     """What a method is for."""
@@ -69,7 +108,7 @@ class VolumeSpec(BaseModel):
     """The contract of a method's input or output volume (as in MONAI bundles).
 
     Attributes:
-        modality: ``"MR"``, ``"CT"`` or ``"any"``.
+        modality: A DICOM Modality code (``"MR"``, ``"CT"``, ...; any case) or ``"any"``.
         units: ``"HU"`` for CT, ``"arbitrary"`` for MR intensities.
         channels: Number of channels.
         value_range: Expected range of values, if there is one (e.g. ``(-1024, 3071)``).
@@ -82,6 +121,11 @@ class VolumeSpec(BaseModel):
     channels: int = 1
     value_range: tuple[float, float] | None = None
 
+    @field_validator("modality")
+    @classmethod
+    def _modality_code(cls, value: str) -> str:
+        return modality_code(value)
+
 
 class DomainSpec(BaseModel):
     """One domain of unpaired or multi-domain data: its name and what its images are.
@@ -93,7 +137,7 @@ class DomainSpec(BaseModel):
 
     Attributes:
         name: The domain's name (a folder key of the layout, or a CSV ``domain``).
-        modality: ``"MR"``, ``"CT"`` or ``"any"``.
+        modality: A DICOM Modality code (``"MR"``, ``"CT"``, ...; any case) or ``"any"``.
         units: ``"HU"`` for CT, ``"arbitrary"`` for MR intensities.
     """
 
@@ -117,9 +161,7 @@ class DomainSpec(BaseModel):
     @field_validator("modality")
     @classmethod
     def _modality_code(cls, value: str) -> str:
-        # DICOM modality codes are upper case: "ct" and "CT" are the same modality
-        stripped = value.strip()
-        return "any" if stripped.lower() in ("any", "") else stripped.upper()
+        return modality_code(value)
 
     def volume_spec(self, channels: int = 1) -> VolumeSpec:
         """The :class:`VolumeSpec` of this domain's images."""

@@ -124,6 +124,23 @@ def test_domain_modalities_are_dicom_codes_and_names_are_file_safe() -> None:
     assert DomainSpec(name="ct", modality="ct").modality == "CT"
     assert DomainSpec(name="x", modality=" Any ").modality == "any"
     assert DomainSpec(name="Site A").name == "Site A"
+    with pytest.raises(ValidationError, match="did you mean 'MR'"):
+        DomainSpec(name="mr", modality="MRI")
+    with pytest.raises(ValidationError, match="'XX' is not a DICOM Modality code"):
+        DomainSpec(name="x", modality="XX")
     for bad in ("../ct", "", " a", "a/b"):
         with pytest.raises(ValidationError, match="domain name"):
             DomainSpec(name=bad)
+
+
+def test_volume_specs_compare_modalities_as_dicom_codes() -> None:
+    """A plugin's ``VolumeSpec(modality="mr")`` matches an MR series, and a name no DICOM
+    series carries is refused where it is written, not at the first DICOM input."""
+    from pydantic import ValidationError
+
+    from medi2i.method_spec import VolumeSpec
+
+    assert VolumeSpec(modality=" mr ").modality == "MR"
+    assert VolumeSpec(modality="").modality == "any"
+    with pytest.raises(ValidationError, match="did you mean 'PT'"):
+        VolumeSpec(modality="PET")

@@ -267,6 +267,23 @@ def test_declared_domains_must_be_the_layouts(tmp_path: Path) -> None:
         )
 
 
+def test_a_bad_domain_mapping_is_one_error_about_the_domain(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    layout = {"type": "folders", "folders": {"a": str(tmp_path / "a"), "b": str(tmp_path / "b")}}
+    with pytest.raises(ValidationError) as raised:
+        DataConfig.model_validate(
+            {
+                "kind": "unpaired",
+                "layout": layout,
+                "domains": [{"name": "a", "modality": "MRI"}, "b"],
+            }
+        )
+    errors = raised.value.errors()
+    assert len(errors) == 1  # not also "a domain entry should be a string"
+    assert "did you mean 'MR'" in errors[0]["msg"]
+
+
 def test_unlabelled_data_is_read_as_images_and_goes_with_paired_data(tmp_path: Path) -> None:
     touch(tmp_path / "pairs" / "p0" / "mr.nii.gz")
     touch(tmp_path / "pairs" / "p0" / "ct.nii.gz")

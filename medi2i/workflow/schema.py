@@ -29,8 +29,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     JsonValue,
+    Tag,
     ValidationInfo,
     model_validator,
 )
@@ -178,6 +180,18 @@ class SourcePreparation(Section):
     options: dict[str, JsonValue] = Field(default_factory=dict)
 
 
+def _domain_entry_kind(value: object) -> str:
+    return "name" if isinstance(value, str) else "spec"
+
+
+_DomainEntry = Annotated[
+    Annotated[DomainSpec, Tag("spec")] | Annotated[str, Tag("name")],
+    Discriminator(_domain_entry_kind),
+]
+"""A ``data.domains`` entry: a plain name or a mapping; a bad mapping is reported as a
+domain's error, not also as 'not a string'."""
+
+
 class DataConfig(Section):
     """Where the cases are, what kind of data they form and how they split.
 
@@ -216,7 +230,7 @@ class DataConfig(Section):
     split: SplitConfig = SplitConfig()
     prepare_source: SourcePreparation | None = None
     cards: list[str] = Field(default_factory=list)
-    domains: list[DomainSpec | str] = Field(default_factory=list)
+    domains: list[_DomainEntry] = Field(default_factory=list)
     validation_data: Layout | None = None
     unlabelled_data: Layout | None = None
 
