@@ -273,6 +273,37 @@ def test_user_errors_print_one_line_and_exit_non_zero(
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+class FailingCommand:
+    """A plugin whose command has a bug."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("fail")
+        def fail() -> None:
+            """Fail."""
+            raise RuntimeError("boom\nfrom the plugin")
+
+
+def test_a_bug_in_a_plugin_keeps_its_traceback_and_says_whose_code_raised() -> None:
+    result = CliRunner().invoke(build_cli(with_plugin(FailingCommand(), "failing")), ["fail"])
+    assert result.exit_code == 1
+    assert "Traceback" in result.output  # what a report to the plugin's authors needs
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: RuntimeError: boom from the plugin (in ")
+    assert "test_cli.py line" in last and "raised by a plugin's code, not by medi2i" in last
+
+
+def test_a_bug_inside_medi2i_asks_for_a_report() -> None:
+    from medi2i.cli.main import unexpected_error_summary
+    from medi2i.settings import check_device_name
+
+    with pytest.raises(TypeError) as raised:
+        check_device_name(None)  # type: ignore[arg-type]
+    summary = unexpected_error_summary(raised.value)
+    assert "(in medi2i.settings, line " in summary
+    assert "an unexpected error inside medi2i: please report it" in summary
+
+
 def test_debug_shows_the_exception() -> None:
     result = run("--debug", "predict", "missing.nii.gz", "out.nii.gz", "--method", "x")
     assert result.exit_code != 0

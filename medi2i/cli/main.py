@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import traceback
 import warnings
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,6 +47,67 @@ class Medi2iGroup(click.Group):
             # a command that keeps something on purpose (a workflow run) says what
             click.echo(str(exc) or "Interrupted; no partial output was kept.", err=True)
             ctx.exit(143 if isinstance(exc, Terminated) else 130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            # a bug, not a user error: keep the traceback (it is what a report needs)
+            # and end with one line that says whose code raised it
+            traceback.print_exc()
+            click.secho(f"Error: {unexpected_error_summary(exc)}", err=True, fg="red")
+            ctx.exit(1)
+
+
+_LIBRARIES = frozenset(
+    (
+        "click monai nibabel numpy pluggy pydantic pydicom scipy SimpleITK skimage "
+        "torch typing_extensions"
+    ).split()
+)
+
+
+def unexpected_error_summary(exc: BaseException) -> str:
+    """One line on an exception that is not a medi2i error: what it is, and whose code
+    raised it. The innermost frame outside the standard library and medi2i's
+    dependencies decides: code of a plugin is named as such (its authors can fix it);
+    medi2i's own code asks for a report.
+
+    Example:
+        >>> try:
+        ...     int("x")
+        ... except ValueError as exc:
+        ...     print(unexpected_error_summary(exc).split(" (in ")[0])
+        ValueError: invalid literal for int() with base 10: 'x'
+    """
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    owner: tuple[str, str, int] | None = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        module = str(frame.f_globals.get("__name__", "?"))
+        if module.split(".")[0] in _LIBRARIES:
+            continue
+        with suppress(OSError, ValueError):
+            path = Path(frame.f_code.co_filename).resolve()
+            installed = {"site-packages", "dist-packages"} & set(path.parts)
+            if path.is_relative_to(stdlib) and not installed:
+                continue
+        owner = (module, frame.f_code.co_filename, line)
+    text = " ".join(str(exc).split())
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if owner is None:
+        return f"{what}; the traceback above shows where"
+    module, filename, line = owner
+    if module == "medi2i" or module.startswith("medi2i."):
+        return (
+            f"{what} (in {module}, line {line}); an unexpected error inside medi2i: please "
+            "report it with the traceback above"
+        )
+    return (
+        f"{what} (in {module}, {Path(filename).name} line {line}); raised by a plugin's "
+        "code, not by medi2i: the traceback above shows where (its authors can fix it)"
+    )
 
 
 def stop_on_sigterm() -> None:
