@@ -60,10 +60,20 @@ class Medi2iGroup(click.Group):
 
 
 _LIBRARIES = frozenset(
-    (
-        "click monai nibabel numpy pluggy pydantic pydicom scipy SimpleITK skimage "
-        "torch typing_extensions"
-    ).split()
+    [
+        "click",
+        "monai",
+        "nibabel",
+        "numpy",
+        "pluggy",
+        "pydantic",
+        "pydicom",
+        "scipy",
+        "SimpleITK",
+        "skimage",
+        "torch",
+        "typing_extensions",
+    ]
 )
 
 
