@@ -6,7 +6,8 @@ a plugin whose ``register_methods`` raises, or registers a class that breaks the
 contract, contributes no reader, writer or metric either (nor commands to a command
 line built after that; one built before keeps them, since the methods are registered
 only when first needed). Two plugins that register the same name are an error that
-names both.
+names both: for a method id when that method is used (the other methods keep working),
+for a reader, writer or metric at once.
 """
 
 from __future__ import annotations
@@ -39,21 +40,32 @@ class _Table(Generic[T]):
         self.kind = kind
         self.items: dict[str, T] = {}
         self.owners: dict[str, str] = {}
+        self.clashes: dict[str, list[str]] = {}
+        """Names two plugins register, with the plugins: used, they are an error that
+        names both; every other name stays usable."""
 
     def add(self, name: str, item: T, owner: str) -> None:
-        if name in self.items and self.owners[name] == owner:
+        if name in self.clashes:
+            self.clashes[name].append(owner)
+        elif name in self.items:
+            self.clashes[name] = [self.owners.pop(name), owner]
+            del self.items[name]
+        else:
+            self.items[name] = item
+            self.owners[name] = owner
+
+    def require_unique(self, name: str) -> None:
+        """Raise the clash error if two plugins register ``name``.
+
+        Raises:
+            PluginError: Names the plugins and how to keep one of them.
+        """
+        if name in self.clashes:
+            owners = " and ".join(f"plugin {owner!r}" for owner in self.clashes[name])
             raise PluginError(
-                f"plugin {owner!r} registers {self.kind} {name!r} twice; give each of its "
-                f"{self.kind}s its own id"
+                f"{self.kind} {name!r} is registered by both {owners}; uninstall or disable "
+                "one of them (MEDI2I_LOAD_PLUGINS selects which plugins load)"
             )
-        if name in self.items:
-            raise PluginError(
-                f"{self.kind} {name!r} is registered by both plugin {self.owners[name]!r} "
-                f"and plugin {owner!r}; uninstall or disable one of them "
-                "(MEDI2I_LOAD_PLUGINS selects which plugins load)"
-            )
-        self.items[name] = item
-        self.owners[name] = owner
 
 
 class Registry:
@@ -70,6 +82,9 @@ class Registry:
         self._readers: _Table[VolumeReader] | None = None
         self._writers: _Table[VolumeWriter] | None = None
         self._metrics: _Table[Metric] | None = None
+        self._lost_methods: dict[str, str] = {}
+        """Method ids of plugins skipped for a failure, with the plugin: looking one up
+        says that its plugin failed, not that nothing registers it."""
 
     def _collect(self) -> None:
         """Call every register hook of every plugin, then keep what came from the
@@ -78,7 +93,7 @@ class Registry:
         metrics is used either, as a plugin that fails to import contributes nothing."""
         tables: dict[str, _Table[Any]] = {hook: _Table(kind) for hook, kind, _ in _HOOKS}
         given: list[tuple[str, str, list[tuple[str, Any]]]] = []
-        for hook_name, _, key in _HOOKS:
+        for hook_name, kind, key in _HOOKS:
             for impl in getattr(self.plugins.manager.hook, hook_name).get_hookimpls():
                 owner = impl.plugin_name
                 if owner in self.plugins.skipped:
@@ -88,14 +103,25 @@ class Registry:
                     with plugin_output_to_stderr():
                         impl.function(register=collected.append)
                     names = [key(item) for item in collected]
+                    _require_distinct(names, owner, kind)
                 except Exception as exc:  # isolate a broken plugin, as at import
                     self.plugins.fail(owner, hook_name, exc)
+                    self._lost_methods.update(_declared_ids(hook_name, collected, owner))
                     continue
                 given.append((hook_name, owner, list(zip(names, collected, strict=True))))
         for hook_name, owner, named in given:
             if owner not in self.plugins.skipped:
                 for name, item in named:
                     tables[hook_name].add(name, item, owner)
+            elif hook_name == "register_methods":
+                self._lost_methods.update((name, owner) for name, _ in named)
+        for hook_name, table in tables.items():
+            # a clash of method ids stops only that method; readers, writers and
+            # metrics are used as a whole (by suffix, by preset), so a clash among
+            # them stops everything, naming both plugins
+            if hook_name != "register_methods":
+                for name in table.clashes:
+                    table.require_unique(name)
         for name, reader in tables["register_readers"].items.items():
             _READER_OWNERS[type(reader), name] = tables["register_readers"].owners[name]
         self._methods = tables["register_methods"]
@@ -135,6 +161,15 @@ class Registry:
         assert self._metrics is not None
         return self._metrics.items
 
+    @property
+    def method_clashes(self) -> dict[str, list[str]]:
+        """Method ids that two or more plugins register, with those plugins; none of
+        them is usable until one plugin goes."""
+        if self._methods is None:
+            self._collect()
+        assert self._methods is not None
+        return dict(self._methods.clashes)
+
     def method_owner(self, method_id: str) -> str:
         """Name of the plugin that registered ``method_id``."""
         self.method(method_id)
@@ -153,9 +188,21 @@ class Registry:
         from medi2i.method_references import require_method_id
 
         require_method_id(method_id)
+        methods = self.methods
+        assert self._methods is not None
+        self._methods.require_unique(method_id)
         try:
-            return self.methods[method_id]
+            return methods[method_id]
         except KeyError:
+            if method_id in self._lost_methods:
+                failures = {f.name: f for f in self.plugins.failures}
+                owner = self._lost_methods[method_id]
+                reason = failures[owner].error if owner in failures else "an error"
+                raise PluginError(
+                    f"method {method_id!r} comes from plugin {owner!r}, which failed to load "
+                    f"and was skipped: {reason}; fix the plugin (`medi2i plugins` lists its "
+                    "failure)"
+                ) from None
             known = ", ".join(sorted(self.methods)) or "none"
             raise UnknownMethodError(
                 f"no method {method_id!r} is registered (known: {known}); "
@@ -200,6 +247,25 @@ def class_location(cls: type) -> str:
     except (OSError, TypeError):
         return where
     return f"{where}, defined at {source}, line {line}" if source else where
+
+
+def _require_distinct(names: list[str], owner: str, kind: str) -> None:
+    """Refuse one plugin's hook registering a name twice (the plugin is skipped)."""
+    for name in names:
+        if names.count(name) > 1:
+            raise PluginError(
+                f"plugin {owner!r} registers {kind} {name!r} twice; give each of its {kind}s "
+                "its own id"
+            )
+
+
+def _declared_ids(hook_name: str, collected: list[Any], owner: str) -> dict[str, str]:
+    """The ids that the method classes a failed ``register_methods`` call gave declare
+    (read as plain attributes: the classes may be broken)."""
+    if hook_name != "register_methods":
+        return {}
+    ids = (getattr(item, "id", None) for item in collected)
+    return {method_id: owner for method_id in ids if isinstance(method_id, str)}
 
 
 def _name(item: _Named) -> str:

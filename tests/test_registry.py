@@ -116,6 +116,11 @@ def test_a_failing_plugin_registers_nothing_even_what_came_before_the_failure() 
 
     with pytest.warns(PluginWarning, match="model zoo unreachable"):
         assert registry.methods == {"alpha": Alpha}
+    # asked for, its method says that its plugin failed, not that it is not installed
+    with pytest.raises(
+        PluginError, match=r"'beta' comes from plugin 'flaky', which failed .*model zoo"
+    ):
+        registry.method("beta")
 
 
 def test_a_bad_registration_is_an_error_in_strict_mode() -> None:
@@ -130,11 +135,13 @@ def test_one_method_id_from_two_plugins_is_an_error_naming_both() -> None:
         """Another alpha."""
 
     registry = isolated_registry(
-        methods_plugin("first", Alpha), methods_plugin("second", AlphaAgain)
+        methods_plugin("first", Alpha), methods_plugin("second", AlphaAgain, Beta)
     )
 
+    assert registry.method("beta") is Beta  # a clash stops only the id it is about
+    assert registry.method_clashes == {"alpha": ["first", "second"]}
     with pytest.raises(PluginError, match=r"'alpha'.*'first'.*'second'"):
-        _ = registry.methods
+        registry.method("alpha")
 
 
 def test_readers_writers_and_metrics_are_tables_by_name() -> None:

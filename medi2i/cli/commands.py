@@ -111,6 +111,13 @@ def methods_command(ctx: click.Context, as_json: bool) -> None:
         for mid, cls in sorted(methods.items())
     ]
     _print_table(("method", "tasks", "training data", "plugin", "summary"), rows)
+    for mid, owners in sorted(registry.method_clashes.items()):
+        click.secho(
+            f"not usable: {mid!r} is registered by " + " and ".join(map(repr, owners)) + "; "
+            "uninstall or disable one (MEDI2I_LOAD_PLUGINS selects which plugins load)",
+            fg="yellow",
+            err=True,
+        )
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
