@@ -196,6 +196,18 @@ class NeverSteps(TinyRegression):
         return {"l1": float(loss.detach())}
 
 
+class NeverBackpropagates(TinyRegression):
+    """Steps, but never gives its optimizer a gradient."""
+
+    id = "never-backpropagates"
+
+    def training_step(self, batch: Any, trainer: TrainerAPI) -> dict[str, float]:
+        with torch.no_grad():
+            loss = F.l1_loss(trainer.modules["network"](batch["source"]), batch["target"])
+        trainer.step("network")
+        return {"l1": float(loss)}
+
+
 class ForgetsToReturn(TinyRegression):
     """Steps, but its ``return`` of the losses is forgotten."""
 
@@ -234,6 +246,7 @@ class ForgetsItsGenerator(ExampleStar):
         (ForgetsItsPool, SMALL_CYCLE, "does not end as the run that was not interrupted"),
         (DrawsFromItsOwnGenerator, SMALL_GAN, "does not end as the run that was not interrupted"),
         (NeverSteps, SMALL_TINY, "training_step returned without calling trainer.step"),
+        (NeverBackpropagates, SMALL_TINY, "trainer.step was called for network with no grad"),
         (ForgetsToReturn, SMALL_TINY, "training_step returned a NoneType; it returns its"),
         (Diverges, SMALL_TINY, "training failed"),
         (ForgetsItsGenerator, SMALL_GAN, "predicts output 'scanner-a' differently"),

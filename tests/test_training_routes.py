@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,8 @@ import torch
 from monai.data.meta_tensor import MetaTensor
 
 from medi2i import DataKind, FitPair, Medi2iError, Method, Task, Training, VolumeSpec
-from medi2i.errors import GeometryError
+from medi2i.errors import GeometryError, TrainingError
+from medi2i.method import StateValue
 from medi2i.io import read_volume
 from medi2i.testing import make_volume
 from medi2i.testing.trainable_examples import write_paired_cases
@@ -42,6 +43,12 @@ class PairRecorder(Method):
     def fit_pairs(self, pairs: Sequence[FitPair]) -> None:
         self.pairs = list(pairs)
 
+    def state_values(self) -> dict[str, StateValue]:
+        return {"pairs": len(self.pairs)}
+
+    def load_state_values(self, values: Mapping[str, StateValue]) -> None:
+        pass
+
     def predict(self, image: MetaTensor, context: object) -> torch.Tensor:
         return image
 
@@ -66,6 +73,17 @@ def test_paired_cases_reach_fit_pairs_as_predict_and_training_see_them(tmp_path:
         assert pair.mask is not None
         assert pair.mask.dtype == torch.bool
         assert torch.equal(pair.mask, mask)
+
+
+def test_a_fit_that_keeps_nothing_is_refused(tmp_path: Path) -> None:
+    """Its model folder would predict as the unfitted method, saying nothing."""
+
+    class Forgetful(PairRecorder):
+        id = "forgetful"
+        state_values = Method.state_values
+
+    with pytest.raises(TrainingError, match="'forgetful' was fitted but keeps nothing"):
+        fit_pairs_on(Forgetful(), write_paired_cases(tmp_path, count=1).cases)
 
 
 def test_a_case_without_a_mask_gives_none(tmp_path: Path) -> None:

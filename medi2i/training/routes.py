@@ -58,6 +58,7 @@ def fit_on(
     from medi2i.data.loading import read_prepared
 
     method.fit([read_prepared(path, method, readers=readers) for path in paths])
+    require_fitted_state(method)
 
 
 def fit_pairs_on(
@@ -82,6 +83,26 @@ def fit_pairs_on(
         for case in cases
     ]
     method.fit_pairs(pairs)
+    require_fitted_state(method)
+
+
+def require_fitted_state(method: Method) -> None:
+    """Refuse a fitted method that keeps nothing of its fit: its model folder would
+    predict exactly as the unfitted method does, with nothing to say so.
+
+    Raises:
+        TrainingError: Neither :meth:`~medi2i.Method.state_values` nor
+            :meth:`~medi2i.Method.state_tensors` returns anything after the fit.
+    """
+    from medi2i.errors import TrainingError
+
+    if not method.state_values() and not method.state_tensors():
+        raise TrainingError(
+            f"method {method.id!r} was fitted but keeps nothing: its state_values() and "
+            "state_tensors() are empty, so the saved model would predict as the unfitted "
+            "method; return what fit() learned from state_values() (and restore it in "
+            "load_state_values())"
+        )
 
 
 def fit_pair(

@@ -97,6 +97,7 @@ class Trainer:
         self._spreads: dict[str, torch.Tensor] = {}
         self._steps_asked = 0
         self._checked_stepping = False
+        self._stepped_without_gradients: set[str] = set()
 
     # -- TrainerAPI --------------------------------------------------------------------
 
@@ -148,6 +149,12 @@ class Trainer:
             return
         chosen = self.optimizers[self._known(optimizer)]
         scaler = self._scalers[optimizer]
+        if not self._checked_stepping and not any(
+            parameter.grad is not None
+            for group in chosen.param_groups
+            for parameter in group["params"]
+        ):
+            self._stepped_without_gradients.add(optimizer)
         if scaler.is_enabled():
             scaler.unscale_(chosen)
             scaler.step(chosen)
@@ -212,13 +219,23 @@ class Trainer:
 
     def _require_stepping(self, method: Method) -> None:
         """After the first step of a run: a ``training_step`` that never called
-        :meth:`step` would train for hours without changing a weight."""
+        :meth:`step`, or stepped an optimizer none of whose parameters got a gradient
+        (no :meth:`backward` before it), would train for hours without changing a
+        weight."""
         self._checked_stepping = True
         if self._steps_asked == 0:
             raise TrainingError(
                 f"method {method.id!r}: training_step returned without calling "
                 "trainer.step(...), so no weight would ever change; after "
                 "trainer.backward(loss, name), call trainer.step(name) for each optimizer"
+            )
+        if self._stepped_without_gradients:
+            names = ", ".join(sorted(self._stepped_without_gradients))
+            raise TrainingError(
+                f"method {method.id!r}: trainer.step was called for {names} with no gradient "
+                "on any of its parameters, so no weight would ever change; call "
+                "trainer.backward(loss, name) before trainer.step(name), with a loss that "
+                "depends on that optimizer's parameters"
             )
 
     def learning_rates(self) -> dict[str, float]:
