@@ -12,8 +12,8 @@ from monai.data.meta_tensor import MetaTensor
 
 from medi2i import DataKind, FitPair, Medi2iError, Method, Task, Training, VolumeSpec
 from medi2i.errors import GeometryError, TrainingError
-from medi2i.method import StateValue
 from medi2i.io import read_volume
+from medi2i.method import StateValue
 from medi2i.testing import make_volume
 from medi2i.testing.trainable_examples import write_paired_cases
 from medi2i.training.routes import fit_pair, fit_pairs_on, training_route
