@@ -102,8 +102,20 @@ def body_mask(
         body = _fill_holes(body, in_plane)
     body = _fill_holes(body, (0, 1, 2))
     if margin_voxels > 0:
-        body = _dilate(body, _ball(margin_voxels))
+        body = _grown(body, margin_voxels)
     return body
+
+
+_BALL_REACH = 8
+"""Margins up to this many voxels dilate by a ball (fast); wider ones use a distance
+transform, whose memory is the volume's, not the ball's ((2r + 1)³ voxels)."""
+
+
+def _grown(mask: BoolArray, radius: float) -> BoolArray:
+    """``mask`` with every voxel at most ``radius`` voxels (Euclidean) from it added."""
+    if radius <= _BALL_REACH or not mask.any():
+        return _dilate(mask, _ball(radius))
+    return np.asarray(ndimage.distance_transform_edt(~mask) <= radius)
 
 
 def _dilate(mask: BoolArray, structure: BoolArray) -> BoolArray:

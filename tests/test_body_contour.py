@@ -95,6 +95,18 @@ def test_the_margin_is_a_euclidean_distance_in_voxels() -> None:
     assert not mask[4, 4, 12]  # sqrt(8) > 2
 
 
+def test_a_wide_margin_is_the_same_distance_at_the_memory_of_the_volume() -> None:
+    """Beyond a few voxels the margin is grown by a distance transform: the same voxels
+    as the ball, and a margin of 1000 voxels no longer asks for a (2001)³ ball."""
+    from medi2i.body_contour import _ball, _dilate, _grown
+
+    rng = np.random.default_rng(0)
+    seeds = rng.random((40, 36, 30)) > 0.999
+    for radius in (8.5, 11.0):
+        assert np.array_equal(_grown(seeds, radius), _dilate(seeds, _ball(radius)))
+    assert body_mask(box_body(), margin_voxels=1000).all()
+
+
 def test_an_increasing_affine_change_of_intensities_gives_the_same_mask() -> None:
     volume = box_body()
     np.testing.assert_array_equal(body_mask(volume), body_mask(3.5 * volume - 40.0))
