@@ -392,6 +392,26 @@ def test_mask_command_writes_the_body_mask_on_the_input_grid(tmp_path: Path) -> 
     assert "no file suffix" in folder.output
 
 
+def test_the_mask_keeps_the_input_files_nifti_codes(tmp_path: Path) -> None:
+    """As predict's outputs do: a sform-only input gave a mask with both codes 1."""
+    import nibabel as nib
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+
+    affine = np.diag([1.2, 0.9, 2.5, 1.0])
+    image = nib.Nifti1Image(box_body(), affine)
+    image.set_qform(None, code=0)
+    image.set_sform(affine, code=2)
+    nib.save(image, tmp_path / "mr.nii.gz")
+    output = tmp_path / "mask.nii.gz"
+    result = CliRunner().invoke(build_cli(), ["mask", str(tmp_path / "mr.nii.gz"), str(output)])
+    assert result.exit_code == 0, result.output
+    header = nib.load(output).header
+    assert (int(header["qform_code"]), int(header["sform_code"])) == (0, 2)
+    np.testing.assert_allclose(nib.load(output).affine, affine)
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [

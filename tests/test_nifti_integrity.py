@@ -89,18 +89,30 @@ def test_agreeing_forms_read_without_warning(tmp_path: Path) -> None:
         NiftiReader().read(path)
 
 
-def test_a_sheared_output_read_back_says_why_its_forms_differ(tmp_path: Path) -> None:
-    """A qform cannot hold a shear (a gantry tilt): the writer keeps nibabel's nearest
-    qform, which ITK-based viewers can open, and the reader says so on reading it."""
+def test_a_sheared_output_has_no_qform_so_no_reader_places_it_by_a_rotation(
+    tmp_path: Path,
+) -> None:
+    """A qform cannot hold a shear (a gantry tilt): written, the nearest rotation put a
+    tilted stack's far corner 28.5 mm off in readers that prefer the qform (ITK), with
+    no error. Only the sform is set now: nibabel reads it exactly, ITK refuses the file
+    instead of misplacing it."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
     sheared = np.array(
         [[1.0, 0.3, 0.0, 1.0], [0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 2.0, 3.0], [0, 0, 0, 1]]
     )
     path = tmp_path / "sheared.nii.gz"
     volume = volume_from_array(np.random.default_rng(0).random((8, 9, 10)), sheared, path=None)
     NiftiWriter().write(volume, path)
-    with pytest.warns(FormDisagreementWarning, match="sheared"):
+    header = nib.load(path).header
+    assert (int(header["qform_code"]), int(header["sform_code"])) == (0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FormDisagreementWarning)
         read = NiftiReader().read(path)
     np.testing.assert_allclose(read.affine.numpy(), sheared, atol=1e-6)
+    with pytest.raises(RuntimeError, match="orthonormal"):
+        sitk.ReadImage(str(path))
 
 
 def test_bytes_after_the_gzip_stream_are_ignored(tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ def mask_command(
     from medi2i.errors import InputError
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import check_destination, file_suffix
+    from medi2i.io.nifti import META_PREFIX as NIFTI_META
     from medi2i.voxel_checks import checked_input
 
     if not file_suffix(output_path):
@@ -99,6 +100,8 @@ def mask_command(
             "right file or series was given"
         ) from None
     mask = MetaTensor(torch.from_numpy(inside.astype("float32"))[None], affine=image.affine)
+    # the input's NIfTI codes and units, as predict keeps them (a sform-only file stays so)
+    mask.meta.update({k: v for k, v in image.meta.items() if str(k).startswith(NIFTI_META)})
     mask.meta["medi2i.dtype"] = "uint8"
     written = write_volume(mask, output_path, writers=writers)
     share = 100.0 * float(inside.mean())

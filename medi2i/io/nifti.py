@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     from medi2i.grid import Grid
 
+META_PREFIX = "medi2i.nifti."
+"""The prefix of the meta keys that carry a NIfTI file's codes and units to its outputs."""
 QFORM_CODE_KEY = "medi2i.nifti.qform_code"
 SFORM_CODE_KEY = "medi2i.nifti.sform_code"
 SPATIAL_UNIT_KEY = "medi2i.nifti.spatial_unit"
@@ -328,7 +330,8 @@ class NiftiWriter(VolumeWriter):
 
     The qform and the sform both hold the affine. Their codes and the units come from
     the volume's meta when it was read from NIfTI, otherwise both codes are
-    "scanner" (1) and units mm and seconds, as ITK writes them.
+    "scanner" (1) and units mm and seconds, as ITK writes them. A sheared affine (a
+    gantry tilt) goes in the sform alone: a qform, a rotation, would place it elsewhere.
     """
 
     name = "nifti"
@@ -366,7 +369,14 @@ def _nifti_image(values: np.ndarray, affine: np.ndarray, meta: Any) -> Any:
     image = nib.Nifti1Image(values, stored_affine, dtype=values.dtype)
     qform_code = int(meta.get(QFORM_CODE_KEY, _SCANNER))
     sform_code = int(meta.get(SFORM_CODE_KEY, _SCANNER))
-    image.set_qform(stored_affine, code=qform_code)
+    if _sheared(stored_affine):
+        # a qform is a rotation: it would place a sheared grid (a gantry tilt)
+        # elsewhere, and readers that prefer it (ITK) would use it without a word;
+        # only the sform is set, so they refuse the file instead
+        image.set_qform(None, code=0)
+        sform_code = sform_code or qform_code or _SCANNER
+    else:
+        image.set_qform(stored_affine, code=qform_code)
     image.set_sform(stored_affine, code=sform_code)
     if not np.allclose(image.header.get_best_affine(), stored_affine, rtol=1e-6, atol=1e-4):
         # the codes from the source cannot hold this affine (a sheared one with only a
