@@ -291,6 +291,50 @@ def test_laterality_is_copied_or_left_out_unless_the_iod_needs_it(
     assert (None if "Laterality" not in first else str(first.Laterality)) == expected
 
 
+@pytest.mark.parametrize(
+    ("stated", "syntax", "expected"),
+    [
+        ({}, "1.2.840.10008.1.2.1", ("00", None, None)),
+        (
+            {"LossyImageCompression": "01", "LossyImageCompressionRatio": "8.2"},
+            "1.2.840.10008.1.2.1",
+            ("01", "8.2", None),
+        ),
+        ({}, "1.2.840.10008.1.2.4.50", ("01", None, "ISO_10918_1")),  # JPEG baseline
+        ({}, "1.2.840.10008.1.2.4.70", ("00", None, None)),  # JPEG lossless
+    ],
+)
+def test_a_source_once_lossy_compressed_stays_so_in_the_derived_series(
+    tmp_path: Path,
+    stated: dict[str, str],
+    syntax: str,
+    expected: tuple[str, str | None, str | None],
+) -> None:
+    """The standard forbids setting Lossy Image Compression back to 00 once it is 01."""
+    from pydicom.dataset import FileMetaDataset
+
+    source = _source(tmp_path)
+    for keyword, value in stated.items():
+        setattr(source.header, keyword, value)
+    source.header.file_meta = FileMetaDataset()
+    source.header.file_meta.TransferSyntaxUID = syntax
+    files = write_derived_series(
+        _ct_volume(),
+        tmp_path / "s",
+        source=source,
+        modality="CT",
+        method_id="m",
+        method_version="1",
+    )
+    first = pydicom.dcmread(files[0])
+    found = (
+        first.LossyImageCompression,
+        str(first.LossyImageCompressionRatio) if "LossyImageCompressionRatio" in first else None,
+        first.get("LossyImageCompressionMethod"),
+    )
+    assert found == expected
+
+
 def _along_normal(dataset: pydicom.Dataset) -> float:
     cosines = np.array([float(v) for v in dataset.ImageOrientationPatient])
     normal = np.cross(cosines[:3], cosines[3:])

@@ -159,7 +159,7 @@ def series_dataset(
     series.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if modality == "CT" else "OTHER"]
     series.DerivationDescription = _derivation(label, method_id, method_version, source)
     series.BurnedInAnnotation = "NO"
-    series.LossyImageCompression = "00"
+    _lossy_compression(series, source)
     _windows(series, modality, values)
     if modality == "CT":
         series.KVP = None
@@ -170,6 +170,50 @@ def series_dataset(
     if source is not None:
         series.RelatedSeriesSequence = [_related_series(source)]
     return series
+
+
+_LOSSY_SYNTAXES = frozenset(
+    (
+        "1.2.840.10008.1.2.4.50",  # JPEG baseline
+        "1.2.840.10008.1.2.4.51",  # JPEG extended
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+        "1.2.840.10008.1.2.4.93",  # JPEG 2000 multi-component
+        "1.2.840.10008.1.2.4.203",  # HTJ2K
+        *(f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)),  # MPEG, HEVC video
+    )
+)
+"""Transfer syntaxes whose pixel data may have lost information."""
+
+
+def _lossy_compression(series: Dataset, source: DicomSource | None) -> None:
+    """Lossy Image Compression (0028,2110): "01" when the source's pixels were ever
+    lossy compressed (it says so, or its transfer syntax is lossy), with its ratio and
+    method; the standard forbids setting it back to "00" for images derived from them."""
+    header = source.header if source is not None else None
+    meta = getattr(header, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    stated = str(header.get("LossyImageCompression", "") or "") if header is not None else ""
+    if header is None or (stated.strip() != "01" and syntax not in _LOSSY_SYNTAXES):
+        series.LossyImageCompression = "00"
+        return
+    series.LossyImageCompression = "01"
+    for keyword in ("LossyImageCompressionRatio", "LossyImageCompressionMethod"):
+        if header.get(keyword) not in (None, ""):
+            setattr(series, keyword, header.get(keyword))
+    if "LossyImageCompressionMethod" not in series and syntax in _LOSSY_METHODS:
+        series.LossyImageCompressionMethod = _LOSSY_METHODS[syntax]
+
+
+_LOSSY_METHODS = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.93": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
+}
+"""Defined terms of Lossy Image Compression Method (0028,2114) by transfer syntax."""
 
 
 def _patient_and_study(series: Dataset, source: DicomSource | None) -> None:
