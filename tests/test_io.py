@@ -182,6 +182,31 @@ def test_4d_nrrd_with_one_volume_is_squeezed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("spacings: 1 2 NaN", "spacings \\(the voxel size\\) is 1 2 NaN"),
+        (
+            "space: left-posterior-superior\nspace directions: (1,0,0) (0,nan,0) (0,0,1)",
+            "space directions",
+        ),
+        (
+            "space: left-posterior-superior\nspace origin: (0,0,inf)",
+            "space origin \\(the position of the first voxel\\)",
+        ),
+    ],
+)
+def test_an_nrrd_that_does_not_give_its_grid_is_refused(
+    tmp_path: Path, field: str, says: str
+) -> None:
+    """NRRD's nan means "not known"; ITK reads it as 1 mm (or 0), a grid never given."""
+    header = f"NRRD0004\ntype: float\ndimension: 3\nsizes: 4 3 2\n{field}\n"
+    path = tmp_path / "unknown.nrrd"
+    path.write_bytes((header + "endian: little\nencoding: raw\n\n").encode() + bytes(96))
+    with pytest.raises(GeometryError, match=says):
+        read_volume(path)
+
+
+@pytest.mark.parametrize(
     ("shape", "expected"),
     [
         ((7, 6, 5, 2), r"\(7, 6, 5, 2\) \(2 volumes\)"),

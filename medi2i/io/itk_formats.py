@@ -234,6 +234,43 @@ def require_sound_metaimage_header(path: Path) -> None:
             )
 
 
+_NRRD_GEOMETRY = {
+    "spacings": "the voxel size",
+    "space directions": "the axes' directions and voxel size",
+    "space origin": "the position of the first voxel",
+}
+_NRRD_HEADER_BYTES = 1 << 16
+
+
+def require_sound_nrrd_header(path: Path) -> None:
+    """Refuse an NRRD header whose geometry ITK would fill in without a word: ``nan``
+    (NRRD's "not known") in ``spacings``, ``space directions`` or ``space origin`` is
+    read by ITK as 1 mm or 0, a grid the file never gave. The header is the text before
+    its first blank line.
+
+    Raises:
+        GeometryError: The field, its value and what it should hold.
+    """
+    with path.open("rb") as file:
+        head = file.read(_NRRD_HEADER_BYTES).decode("latin-1")
+    for line in head.splitlines():
+        if not line.strip():
+            return  # the end of the header
+        field, colon, value = (part.strip() for part in line.partition(":"))
+        field = field.lower()
+        if not colon or field not in _NRRD_GEOMETRY:
+            continue
+        numbers = value.replace("(", " ").replace(")", " ").replace(",", " ").split()
+        if any(
+            word.lower() in ("nan", "+nan", "-nan") or "inf" in word.lower() for word in numbers
+        ):
+            raise GeometryError(
+                f"{path}: the header's {field} ({_NRRD_GEOMETRY[field]}) is {value}, which "
+                "does not give it (ITK would assume 1 mm or 0); set it in the header or "
+                "re-export the file"
+            )
+
+
 def _require_data_file(path: Path, value: str) -> None:
     """A single detached data file named by ``ElementDataFile`` must be there."""
     if value in ("LOCAL", "") or value.startswith("LIST") or "%" in value or " " in value:
@@ -354,6 +391,7 @@ def nrrd_reader() -> ItkImageReader:
         suffixes=(".nrrd", ".nhdr"),
         image_io="NrrdImageIO",
         format_name="NRRD",
+        check_header=require_sound_nrrd_header,
     )
 
 
