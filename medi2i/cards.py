@@ -379,7 +379,17 @@ def _source_problems(path: Path, card: DataCard, data_dir: Path | None) -> list[
         problems.append(CardProblem(path, f"source.sha256 {digest!r} is not 64 hex digits"))
     if data_dir is None or card.kind != "real" or card.source.file is None:
         return problems
-    data_file = data_dir / card.source.file
+    named = Path(card.source.file)
+    if named.is_absolute() or ".." in named.parts:
+        problems.append(
+            CardProblem(
+                path,
+                f"source.file {card.source.file!r} leaves the data folder; give the file's "
+                "name within it (a path relative to the data folder, without '..')",
+            )
+        )
+        return problems
+    data_file = data_dir / named
     if not data_file.is_file():
         problems.append(
             CardProblem(path, f"{card.source.file} is not in the data folder {data_dir}")

@@ -159,6 +159,20 @@ def test_check_cards_verifies_data_files(tmp_path: Path) -> None:
     assert messages == [f"{data / 'tiny.nii.gz'} does not have the SHA-256 the card gives"]
 
 
+@pytest.mark.parametrize("outside", ["../secret.nii.gz", "/etc/hostname"])
+def test_a_data_file_outside_the_data_folder_is_not_read(tmp_path: Path, outside: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "secret.nii.gz").write_bytes(b"someone else's file")
+    source = {**DATA_CARD["source"], "file": outside}  # type: ignore[dict-item]
+    _write(tmp_path / "cards", {**DATA_CARD, "source": source})
+    messages = [p.message for p in check_cards(tmp_path / "cards", data_dir=data)]
+    assert messages == [
+        f"source.file {outside!r} leaves the data folder; give the file's name within it "
+        "(a path relative to the data folder, without '..')"
+    ]
+
+
 def test_cards_check_command_exit_codes(tmp_path: Path) -> None:
     runner = CliRunner()
     _write(tmp_path / "good", DATA_CARD)
