@@ -175,6 +175,20 @@ def test_mixed_orientation_matrix_and_spacing(tmp_path: Path) -> None:
         read_dicom_folder(tmp_path)
 
 
+def test_slices_of_another_frame_of_reference_are_refused(tmp_path: Path) -> None:
+    """One slice of another Frame of Reference in a series was stacked without a word;
+    its position is in another coordinate system."""
+    import pydicom
+
+    write_series(tmp_path, values((6, 5, 6)))
+    stranger = sorted(tmp_path.glob("*.dcm"))[2]
+    dataset = pydicom.dcmread(stranger)
+    dataset.FrameOfReferenceUID = generate_uid()
+    dataset.save_as(stranger)
+    with pytest.raises(GeometryError, match=r"slices in 2 Frames of Reference \(5 in .*1 in"):
+        read_dicom_folder(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("second", "words"),
     [

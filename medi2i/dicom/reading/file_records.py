@@ -123,6 +123,7 @@ class ImageHeader:
         volume_tags: The values of :data:`VOLUME_TAGS`, in that order (``None`` where
             absent or invalid), which split a series of several volumes; ``()`` when
             unknown.
+        frame_of_reference_uid: Frame of Reference UID; ``""`` when absent.
     """
 
     path: Path
@@ -141,6 +142,7 @@ class ImageHeader:
     defect: str | None = None
     mosaic_tiles: int = 0
     volume_tags: tuple[float | None, ...] = field(default=(), repr=False)
+    frame_of_reference_uid: str = field(default="", repr=False)
 
     @property
     def label(self) -> str:
@@ -483,7 +485,17 @@ def _single_frame(
         pixels=pixels,
         defect=defect,
         volume_tags=tuple(_optional_number(dataset, keyword) for keyword in VOLUME_TAGS),
+        frame_of_reference_uid=_optional_text(dataset, "FrameOfReferenceUID"),
     )
+
+
+def _optional_text(dataset: Dataset, keyword: str) -> str:
+    """A text element's value; ``""`` when absent or malformed (it does not decide
+    whether the image can be read)."""
+    try:
+        return text(dataset, keyword)
+    except (InvalidValue, ValueError, TypeError):
+        return ""
 
 
 def _optional_number(dataset: Dataset, keyword: str) -> float | None:

@@ -362,6 +362,18 @@ def _mixed(
                 "(a localizer or several acquisitions in one series?)"
             )
         )
+    frames = Counter(
+        image.frame_of_reference_uid for image in images if image.frame_of_reference_uid
+    )
+    if len(frames) > 1:
+        parts = [f"{count} in {uid}" for uid, count in frames.most_common(_LISTED)]
+        problems.append(
+            Problem(
+                f"slices in {len(frames)} Frames of Reference ({', '.join(parts)}); their "
+                "positions are in different coordinate systems and do not make one volume "
+                "(slices of another scan or registration mixed into the series?)"
+            )
+        )
     matrices = Counter(f"{image.columns}x{image.rows}" for image in images)
     if len(matrices) > 1:
         problems.append(Problem(f"varying matrix (columns x rows): {_counts(matrices)}"))
