@@ -335,6 +335,36 @@ def test_a_source_once_lossy_compressed_stays_so_in_the_derived_series(
     assert found == expected
 
 
+def test_slices_derived_from_a_multi_frame_image_reference_their_frame(tmp_path: Path) -> None:
+    """Each derived slice points at the frame it came from (Referenced Frame Number),
+    not at the whole multi-frame image; frames stored out of order included."""
+    from medi2i.testing.dicom_series import write_enhanced
+
+    volume = (np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4) * 10.0) + 100.0
+    source_file = write_enhanced(
+        tmp_path / "mf" / "mr.dcm", volume, spacing=(1.0, 1.0, 2.0), frame_order=[2, 0, 3, 1]
+    )
+    read = read_dicom_folder(tmp_path / "mf")
+    files = write_derived_series(
+        read,
+        tmp_path / "out",
+        source=read.meta[META_KEY],
+        modality="MR",
+        method_id="m",
+        method_version="1",
+    )
+    frames_by_z = {}
+    for frame, item in enumerate(pydicom.dcmread(source_file).PerFrameFunctionalGroupsSequence):
+        z = float(item.PlanePositionSequence[0].ImagePositionPatient[2])
+        frames_by_z[round(z, 3)] = frame + 1
+    for path in files:
+        written = pydicom.dcmread(path)
+        [reference] = written.SourceImageSequence
+        z = round(float(written.ImagePositionPatient[2]), 3)
+        assert reference.ReferencedFrameNumber == frames_by_z[z]
+        assert reference.ReferencedSOPInstanceUID == pydicom.dcmread(source_file).SOPInstanceUID
+
+
 def _along_normal(dataset: pydicom.Dataset) -> float:
     cosines = np.array([float(v) for v in dataset.ImageOrientationPatient])
     normal = np.cross(cosines[:3], cosines[3:])

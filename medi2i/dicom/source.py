@@ -7,7 +7,7 @@ the Frame of Reference and the references to the source images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,9 @@ class DicomSource:
             multi-frame file).
         header: The first image's header without pixel data (patient, study and
             equipment modules to copy).
+        slices: For each slice of the volume, in order: the SOP Instance UID of its
+            image and its 1-based frame number in a multi-frame image (0 for a
+            single-frame one), which a derived slice references; ``()`` when unknown.
     """
 
     folder: Path
@@ -42,3 +45,16 @@ class DicomSource:
     sop_class_uid: str
     sop_instance_uids: tuple[str, ...]
     header: Dataset
+    slices: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+
+    def slice_reference(self, index: int) -> tuple[str, int]:
+        """The image and frame (0: a single-frame image) of the volume's slice ``index``,
+        or of source image ``index`` when the slices are unknown."""
+        if self.slices:
+            return self.slices[index]
+        return self.sop_instance_uids[index], 0
+
+    @property
+    def slice_count(self) -> int:
+        """How many source slices :meth:`slice_reference` tells apart."""
+        return len(self.slices) or len(self.sop_instance_uids)

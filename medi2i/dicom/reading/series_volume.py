@@ -451,7 +451,15 @@ def _source(series: SeriesInfo) -> DicomSource:
         sop_class_uid=series.sop_class_uid,
         sop_instance_uids=uids,
         header=_header(first.path),
+        slices=tuple((image.sop_instance_uid, _frame_number(image)) for image in series.images),
     )
+
+
+def _frame_number(image: ImageHeader) -> int:
+    """The 1-based frame of a slice that is one frame of a multi-frame image; 0 for a
+    single-frame image, and for a mosaic's tile (one frame cut into slices)."""
+    frames = image.pixels.frames if image.pixels is not None else 1
+    return image.frame + 1 if frames > 1 and not image.mosaic_tiles else 0
 
 
 def _header(path: Path) -> Dataset:

@@ -335,6 +335,9 @@ def source_image_item(source: DicomSource, index: int) -> Dataset:
 
     item = Dataset()
     item.ReferencedSOPClassUID = source.sop_class_uid
-    item.ReferencedSOPInstanceUID = source.sop_instance_uids[index]
+    uid, frame = source.slice_reference(index)
+    item.ReferencedSOPInstanceUID = uid
+    if frame:
+        item.ReferencedFrameNumber = frame
     item.PurposeOfReferenceCodeSequence = [_code(*_SOURCE_PURPOSE)]
     return item

@@ -326,10 +326,10 @@ def _source_slices(
     The nearest source slice (two when the output slice lies between them), found
     through the source grid (``meta["original_affine"]``); without it, by proportion.
     """
-    if source is None or not source.sop_instance_uids:
+    if source is None or not source.slice_count:
         return [() for _ in range(shape[2])]
-    count = len(source.sop_instance_uids)
-    if count == 1:  # one multi-frame source image
+    count = source.slice_count
+    if count == 1:
         return [(0,) for _ in range(shape[2])]
     source_affine = volume.meta.get("original_affine")
     to_source = None if source_affine is None else np.linalg.inv(np.asarray(source_affine))
