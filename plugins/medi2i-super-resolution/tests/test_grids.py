@@ -61,6 +61,15 @@ def test_target_spacing_is_met_when_it_divides_the_field_of_view() -> None:
     np.testing.assert_allclose(finer.grid.spacing, (0.5, 1.0, 1.0))
 
 
+def test_a_half_voxel_count_rounds_the_same_in_metres_and_millimetres() -> None:
+    """77 slices of 0.5 mm at 1 mm make 38.5 voxels: the same volume stored in metres
+    (its spacing then a hair off 0.5 mm once converted) got 38 slices, in mm 39 (Python
+    rounds a half to even, and float noise pushed it either side)."""
+    for spacing in (0.5, 0.5e-3 * 1000.0, 0.5 * (1 + 1e-13), 0.5 * (1 - 1e-13)):
+        grid = Grid((8, 8, 77), np.diag([1.0, 1.0, spacing, 1.0]))
+        assert finer_grid(grid, target_spacing=(1.0, 1.0, 1.0)).grid.shape[2] == 39
+
+
 def test_an_input_at_the_target_spacing_keeps_its_grid() -> None:
     for align in ("edges", "centres"):
         finer = finer_grid(OBLIQUE, target_spacing=OBLIQUE.spacing, align=align)  # type: ignore[arg-type]

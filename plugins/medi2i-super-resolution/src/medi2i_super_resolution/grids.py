@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -295,11 +296,23 @@ def _axis(count: int, factor: float, align: Alignment) -> tuple[int, float, floa
     """``(output voxels, step, offset)`` along one axis of ``count`` input voxels."""
     if align == "centres" and count > 1:
         # whole numbers of output voxels between the first and the last centre
-        intervals = max(1, round((count - 1) * factor))
+        intervals = max(1, _nearest_whole((count - 1) * factor))
         return intervals + 1, (count - 1) / intervals, 0.0
     if align == "centres":
         return 1, 1.0, 0.0
     # whole numbers of output voxels across the field of view; edges stay put
-    voxels = max(1, round(count * factor))
+    voxels = max(1, _nearest_whole(count * factor))
     step = count / voxels
     return voxels, step, -0.5 + 0.5 * step
+
+
+def _nearest_whole(value: float) -> int:
+    """``value`` rounded half up, a half within float noise counted as a half: Python's
+    ``round`` rounds a half to even, and a factor computed from spacings in metres or in
+    millimetres lands a hair either side of it, so the same volume got 38 or 39 slices.
+
+    Example:
+        >>> _nearest_whole(38.5), _nearest_whole(38.5 - 1e-12), _nearest_whole(38.49)
+        (39, 39, 38)
+    """
+    return math.floor(value + 0.5 + 1e-9 * max(1.0, abs(value)))
