@@ -289,6 +289,21 @@ def test_missing_file(tmp_path: Path) -> None:
         read_volume(tmp_path / "absent.nii.gz")
 
 
+def test_a_dangling_or_looping_link_and_a_folder_named_like_a_file_say_what_they_are(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "gone.nii.gz").symlink_to(tmp_path / "moved.nii.gz")
+    (tmp_path / "l1.nii.gz").symlink_to(tmp_path / "l2.nii.gz")
+    (tmp_path / "l2.nii.gz").symlink_to(tmp_path / "l1.nii.gz")
+    for link in ("gone.nii.gz", "l1.nii.gz"):
+        with pytest.raises(InputError, match=r"is a symbolic link that leads to no file"):
+            read_volume(tmp_path / link)
+    for folder in ("scan.nii.gz", "scan.nrrd", "scan.mha"):
+        (tmp_path / folder).mkdir()
+        with pytest.raises(InputError, match=rf"{folder} is a folder, not a \w+ file"):
+            read_volume(tmp_path / folder)
+
+
 def test_unknown_suffix_lists_supported_ones(tmp_path: Path) -> None:
     (tmp_path / "scan.png").write_bytes(b"\x89PNG")
     with pytest.raises(InputError, match=r"no reader for .*scan\.png.*\.nii\.gz.*\.nrrd.*\.mha"):

@@ -167,9 +167,28 @@ def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
 
 
 def require_existing(path: Path) -> None:
-    """Raise :class:`InputError` when ``path`` does not exist."""
-    if not path.exists():
-        raise InputError(f"{path} does not exist; check the path and its spelling")
+    """Raise :class:`InputError` when ``path`` does not exist (a symbolic link that
+    leads nowhere, a missing target or a loop, is named as such)."""
+    if path.exists():
+        return
+    if path.is_symlink():
+        raise InputError(
+            f"{path} is a symbolic link that leads to no file (its target "
+            f"{os.readlink(path)!r} is missing, or the links form a loop); point it at the "
+            "file or give the file itself"
+        )
+    raise InputError(f"{path} does not exist; check the path and its spelling")
+
+
+def require_file(path: Path, format_name: str) -> None:
+    """:func:`require_existing`, and not a folder: a reader of one-file formats is
+    chosen by the name's suffix, and a folder named ``scan.nii.gz`` is no such file."""
+    require_existing(path)
+    if path.is_dir():
+        raise InputError(
+            f"{path} is a folder, not a {format_name} file; give the file inside it (or "
+            "rename the folder)"
+        )
 
 
 def spatial_shape(shape: tuple[int, ...], path: Path, *, components: int = 1) -> tuple[int, ...]:

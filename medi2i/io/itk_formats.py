@@ -23,7 +23,7 @@ from medi2i.io.atomic import atomic_file_group, atomic_path
 from medi2i.io.base import (
     VolumeReader,
     VolumeWriter,
-    require_existing,
+    require_file,
     require_memory,
     spatial_shape,
     volume_from_array,
@@ -91,7 +91,7 @@ class ItkImageReader(VolumeReader):
 
     def read(self, path: Path) -> MetaTensor:
         """Read the file; see :meth:`VolumeReader.read`."""
-        require_existing(path)
+        require_file(path, self.format_name)
         if self.check_header is not None:
             self.check_header(path)
         reader = self._header(path)

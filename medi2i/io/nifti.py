@@ -27,7 +27,7 @@ from medi2i.io.atomic import atomic_path
 from medi2i.io.base import (
     VolumeReader,
     VolumeWriter,
-    require_existing,
+    require_file,
     require_memory,
     spatial_shape,
     volume_from_array,
@@ -179,7 +179,7 @@ class NiftiReader(VolumeReader):
 
     def read(self, path: Path) -> MetaTensor:
         """Read a NIfTI file; see :meth:`VolumeReader.read`."""
-        require_existing(path)
+        require_file(path, "NIfTI")
         image = _load(path)
         header = image.header
         shape = spatial_shape(tuple(image.shape), path)  # refuse 4D series before loading
