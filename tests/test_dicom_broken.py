@@ -107,6 +107,18 @@ def test_the_cli_prints_the_defect_without_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_problems_of_series_sharing_a_number_are_told_apart(tmp_path: Path) -> None:
+    """Exports often number every series 1: each problem line then names its series."""
+    study = generate_uid()
+    bad_uid, good_uid = generate_uid(), generate_uid()
+    write_series(tmp_path / "bad", values((6, 5, 1)), study_uid=study, series_uid=bad_uid)
+    write_series(tmp_path / "good", values(), study_uid=study, series_uid=good_uid)
+    result = CliRunner().invoke(build_cli(), ["dicom", "ls", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if "problem:" in line]
+    assert line.strip().startswith(f"#1 (UID ...{bad_uid[-12:]}) problem: a single slice")
+
+
 def test_every_pydicom_test_file_scans_without_raising() -> None:
     result = scan_folder(TEST_FILES)
     assert len(result.series) > 30

@@ -15,6 +15,7 @@ import json
 import signal
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,8 +187,9 @@ def _print_listing(result: ScanResult, chosen: SeriesInfo | None) -> None:
             "series UID",
         )
         _print_table(header, rows)
+        numbers = Counter(series.series_number for series in study.series)
         for series in study.series:
-            _print_remarks(series)
+            _print_remarks(series, shared_number=numbers[series.series_number] > 1)
         click.echo()
     _print_skipped(result.skipped)
 
@@ -241,8 +243,10 @@ def _described(series: SeriesInfo) -> str:
     )
 
 
-def _print_remarks(series: SeriesInfo) -> None:
+def _print_remarks(series: SeriesInfo, *, shared_number: bool = False) -> None:
     label = f"#{series.series_number}" if series.series_number is not None else "series"
+    if shared_number:  # several series of the study have this number: tell them apart
+        label += f" (UID ...{series.series_instance_uid[-12:]})"
     if series.volume is not None:
         label += f" volume {series.volume.index}"
     for problem in series.problems:
