@@ -186,7 +186,7 @@ def _delivered(
     condition: object,
 ) -> MetaTensor:
     from medi2i.resample import resample_to_grid
-    from medi2i.voxel_checks import require_finite_output
+    from medi2i.voxel_checks import require_declared_range, require_finite_output
 
     result = resample_to_grid(output, method.output_grid(input_grid, condition), mode="linear")
     named = f" {declared.name!r}" if declared.name else ""
@@ -205,6 +205,8 @@ def _delivered(
             "in the method, or an input it cannot handle); nothing was written"
         ),
     )
+    if declared.spec.value_range is not None:
+        require_declared_range(values, declared.spec.value_range, what, method_id=method.id)
     result.meta = {
         **source_meta,
         **_grid_meta(result),

@@ -131,6 +131,31 @@ def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "
         raise OutputError(f"{path} was not written: {bad}{'; ' + hint if hint else ''}")
 
 
+def require_declared_range(
+    values: np.ndarray, value_range: tuple[float, float], path: Path | str, *, method_id: str
+) -> None:
+    """Refuse an output beyond the range its method declares (``output_spec.value_range``,
+    e.g. CT's -1024 to 3071 HU) by more than a thousandth of the range: the method
+    promised it, and a DICOM CT written from 46176 HU is no CT.
+
+    Raises:
+        OutputError: The values found, the range declared; nothing was written.
+    """
+    if not values.size:
+        return
+    low, high = value_range
+    slack = 1e-3 * max(high - low, 1e-6)
+    found_low, found_high = float(values.min()), float(values.max())
+    if found_low >= low - slack and found_high <= high + slack:
+        return
+    raise OutputError(
+        f"{path} was not written: its values span {found_low:g} to {found_high:g}, beyond "
+        f"the range {low:g} to {high:g} that {method_id!r} declares for its output "
+        "(output_spec.value_range); a bug in the method: clip its output in postprocess, "
+        "or declare the range it produces"
+    )
+
+
 def require_varying_output(values: np.ndarray, path: Path | str, *, hint: str = "") -> None:
     """Refuse to write ``values`` when every voxel holds the same value: inputs that are
     constant are refused on reading, so a constant translation of a varying input is a

@@ -562,3 +562,34 @@ def test_an_unknown_file_suffix_is_still_refused(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="ends in '/'"):
         medi2i.predict(source, f"{tmp_path / 'out.xyz'}/", method="intensity-inversion")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+
+
+def test_an_output_beyond_its_declared_range_writes_nothing(tmp_path: Path) -> None:
+    """A method whose output_spec promises CT's -1024 to 3071 HU but returns 46176 HU
+    wrote it (as a DICOM CT too); the promise is now kept or nothing is written."""
+    from medi2i import Method, Task, VolumeSpec
+    from medi2i.prediction import predict_outputs
+
+    class Overshooting(Method):
+        id = "overshooting"
+        tasks = (Task.TRANSLATION,)
+        input_spec = VolumeSpec(modality="MR")
+        output_spec = VolumeSpec(modality="CT", units="HU", value_range=(-1024.0, 3071.0))
+
+        def __init__(self, offset: float) -> None:
+            super().__init__()
+            self.offset = offset
+
+        def predict(self, image: Any, context: Any) -> torch.Tensor:
+            return torch.zeros_like(image.as_tensor()) + torch.linspace(
+                -1024.0, 3071.0 + self.offset, image.shape[-1]
+            )
+
+    image = make_volume((6, 5, 8))
+    predict_outputs(Overshooting(2.0), image)  # within a thousandth of the range: float slack
+    with pytest.raises(
+        OutputError,
+        match=r"values span -1024 to 46176, beyond the range -1024 to 3071 that 'overshooting' "
+        r"declares .*clip its output in postprocess",
+    ):
+        predict_outputs(Overshooting(43105.0), image)
