@@ -208,6 +208,8 @@ class MRToCTIntensities:
     """
 
     hounsfield: ClassVar[HounsfieldScale] = HounsfieldScale()
+    required_options: ClassVar[tuple[str, ...]] = ("mr_normalization", "mr_percentiles")
+    """Option fields this mixin reads: a method without them is refused at registration."""
     options: Any
     """The method's options; they have ``mr_normalization``, ``mr_percentiles`` and
     optionally ``body_contour``."""

@@ -50,6 +50,8 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
     _check_models(cls)
     for kind, model in (("Options", cls.Options), ("Condition", cls.Condition)):
         _require_valid_defaults(cls.id, kind, model)
+    _require_mixin_options(cls)
+    _require_window_default(cls)
     for hook, keywords in _KEYWORDS.items():
         parameters = inspect.signature(getattr(cls, hook)).parameters
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
@@ -101,6 +103,40 @@ def _check_training_hooks(cls: type[Method[Any, Any]]) -> None:
             f"implement {quantity} {', '.join(hooks)}; implement them or declare the way "
             "it learns (Training.NONE, FIT or GRADIENT)"
         )
+
+
+def _require_mixin_options(cls: type[Method[Any, Any]]) -> None:
+    """A mixin (e.g. :class:`medi2i.MRToCTIntensities`) reads option fields of the
+    method it is mixed into, named in its ``required_options``; without them the method
+    failed at its first preprocess, after a workflow had validated and started."""
+    fields = cls.Options.model_fields
+    for base in cls.__mro__:
+        needed = base.__dict__.get("required_options", ())
+        missing = [name for name in needed if name not in fields]
+        if missing:
+            raise TypeError(
+                f"method {cls.id!r} uses {base.__qualname__}, which reads the options "
+                f"{', '.join(needed)}; its Options model {cls.Options.__qualname__} lacks "
+                f"{', '.join(missing)} (add the fields, with defaults)"
+            )
+
+
+def _require_window_default(cls: type[Method[Any, Any]]) -> None:
+    """A patch network's default ``roi_size`` must be a window (three positive whole
+    numbers, or one): an ``int`` annotation with a tuple in mind crashed in the core."""
+    from medi2i.errors import OptionsError
+    from medi2i.patch_network import PatchNetworkMethod, window_triple
+
+    field = cls.Options.model_fields.get("roi_size")
+    if not issubclass(cls, PatchNetworkMethod) or field is None or field.is_required():
+        return
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return
+    try:
+        window_triple(default, f"the default of option roi_size of method {cls.id!r}")
+    except OptionsError as exc:
+        raise TypeError(str(exc)) from None
 
 
 def _require_valid_defaults(method_id: str, kind: str, model: type[BaseModel]) -> None:

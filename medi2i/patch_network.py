@@ -76,11 +76,17 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
         return None
 
     def roi_size(self) -> tuple[int, int, int]:
-        """Window size the network was trained with (``options.roi_size`` if present)."""
+        """Window size the network was trained with (``options.roi_size`` if present;
+        one whole number is a cube).
+
+        Raises:
+            OptionsError: ``options.roi_size`` is not three (or one) positive whole
+                numbers of voxels.
+        """
         size = getattr(self.options, "roi_size", None)
         if size is None:
             return self.default_roi_size
-        return (int(size[0]), int(size[1]), int(size[2]))
+        return window_triple(size, f"option roi_size of method {self.id!r}")
 
     def predict(
         self, image: MetaTensor, context: PredictContext[ConditionT]
@@ -123,3 +129,36 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
             raise ModelFormatError(
                 f"weights do not fit method {self.id!r} with these options: {exc}"
             ) from exc
+
+
+def window_triple(size: object, what: str) -> tuple[int, int, int]:
+    """``size`` as a window of three positive whole numbers of voxels (one number is a
+    cube).
+
+    Raises:
+        OptionsError: Anything else; the message names ``what`` and the value.
+
+    Example:
+        >>> window_triple(16, "roi_size"), window_triple([8, 8, 4], "roi_size")
+        ((16, 16, 16), (8, 8, 4))
+    """
+    from medi2i.errors import OptionsError
+
+    values = [size] * 3 if isinstance(size, int) and not isinstance(size, bool) else size
+    try:
+        triple = tuple(values)  # type: ignore[call-overload]
+    except TypeError:
+        triple = ()
+    if len(triple) != 3 or not all(_whole_positive(v) for v in triple):
+        raise OptionsError(
+            f"{what} is {size!r}; it must be three positive whole numbers of voxels, e.g. "
+            "[64, 64, 64] (or one, for a cube)"
+        )
+    return (int(triple[0]), int(triple[1]), int(triple[2]))
+
+
+def _whole_positive(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return whole and value >= 1  # type: ignore[operator]

@@ -96,6 +96,44 @@ def test_a_method_without_required_attributes_is_refused() -> None:
         Incomplete.validate_class()
 
 
+def test_a_mixin_s_options_and_a_window_default_are_checked_at_registration() -> None:
+    """Both failed only at the first preprocess or prediction, as tracebacks."""
+    import torch
+
+    from medi2i import MRToCTIntensities, Options, PatchNetworkMethod
+
+    class NoMROptions(Options):
+        hidden: int = 4
+
+    class MixedIn(MRToCTIntensities, PatchNetworkMethod[NoMROptions]):
+        id = "mixed-in"
+        tasks = (Task.TRANSLATION,)
+        input_spec = output_spec = VolumeSpec()
+
+        def build_network(self) -> torch.nn.Module:
+            return torch.nn.Identity()
+
+    with pytest.raises(TypeError, match=r"uses MRToCTIntensities, which reads the options "
+                       r"mr_normalization, mr_percentiles; .* lacks mr_normalization"):  # fmt: skip
+        MixedIn.validate_class()
+
+    class IntWindow(Options):
+        roi_size: int = 0
+
+    class Windowed(PatchNetworkMethod[IntWindow]):
+        id = "windowed"
+        tasks = (Task.TRANSLATION,)
+        input_spec = output_spec = VolumeSpec()
+
+        def build_network(self) -> torch.nn.Module:
+            return torch.nn.Identity()
+
+    with pytest.raises(TypeError, match=r"roi_size of method 'windowed' is 0; it must be"):
+        Windowed.validate_class()
+    with pytest.raises(OptionsError, match=r"roi_size of method 'example-pointwise-net' is"):
+        PointwiseNet({"roi_size": [8, -1, 8]}).roi_size()
+
+
 @pytest.mark.parametrize(
     ("training", "hooks", "missing"),
     [
