@@ -144,17 +144,15 @@ def window_triple(size: object, what: str) -> tuple[int, int, int]:
     """
     from medi2i.errors import OptionsError
 
-    values = [size] * 3 if isinstance(size, int) and not isinstance(size, bool) else size
-    try:
-        triple = tuple(values)  # type: ignore[call-overload]
-    except TypeError:
-        triple = ()
+    values: object = [size] * 3 if isinstance(size, int) and not isinstance(size, bool) else size
+    triple: tuple[object, ...] = tuple(values) if isinstance(values, (list, tuple)) else ()
     if len(triple) != 3 or not all(_whole_positive(v) for v in triple):
         raise OptionsError(
             f"{what} is {size!r}; it must be three positive whole numbers of voxels, e.g. "
             "[64, 64, 64] (or one, for a cube)"
         )
-    return (int(triple[0]), int(triple[1]), int(triple[2]))
+    whole = [int(v) for v in triple if isinstance(v, (int, float))]
+    return (whole[0], whole[1], whole[2])
 
 
 def _whole_positive(value: object) -> bool:
