@@ -36,11 +36,18 @@ def with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> Met
     grid = Grid.of(prepared)
     if isinstance(method, PatchNetworkMethod) and method.output_scale != (1.0, 1.0, 1.0):
         grid = grid.scaled(method.output_scale)
-    if tuple(output.shape[-3:]) != grid.shape:
+    found = tuple(int(n) for n in output.shape[-3:])
+    if found != grid.shape:
+        if sorted(found) == sorted(grid.shape):
+            advice = (
+                "the same sizes in another order: its axes are swapped or permuted (keep the "
+                "input's (C, X, Y, Z) order, e.g. undo a permute or a numpy transpose)"
+            )
+        else:
+            advice = "a method that changes the grid must return a MetaTensor with its affine"
         raise OutputError(
             f"method {method.id!r} returned a volume of shape {tuple(output.shape)} on an "
-            f"unknown grid (expected spatial shape {grid.shape}); a method that changes the grid "
-            "must return a MetaTensor with its affine"
+            f"unknown grid (expected spatial shape {grid.shape}); {advice}"
         )
     return MetaTensor(output, affine=torch.from_numpy(grid.affine))
 

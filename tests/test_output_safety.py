@@ -593,3 +593,26 @@ def test_an_output_beyond_its_declared_range_writes_nothing(tmp_path: Path) -> N
         r"declares .*clip its output in postprocess",
     ):
         predict_outputs(Overshooting(43105.0), image)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda t: t.permute(0, 3, 2, 1), r"the same sizes in another order: its axes are swapped"),
+        (lambda t: t[..., :-1], r"a method that changes the grid must return a MetaTensor"),
+    ],
+)
+def test_an_output_of_another_shape_says_what_the_method_did(change: Any, says: str) -> None:
+    from medi2i import Method, Task, VolumeSpec
+    from medi2i.prediction import predict_outputs
+
+    class Reshaping(Method):
+        id = "reshaping"
+        tasks = (Task.TRANSLATION,)
+        input_spec = output_spec = VolumeSpec()
+
+        def predict(self, image: Any, context: Any) -> torch.Tensor:
+            return change(image.as_tensor())  # type: ignore[no-any-return]
+
+    with pytest.raises(OutputError, match=r"expected spatial shape \(6, 5, 8\)\); " + says):
+        predict_outputs(Reshaping(), make_volume((6, 5, 8)))
