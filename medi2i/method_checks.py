@@ -98,10 +98,15 @@ def _check_training_hooks(cls: type[Method[Any, Any]]) -> None:
     hooks, quantity = needed
     present = [hook for hook in hooks if getattr(cls, hook) is not getattr(Method, hook)]
     if (quantity == "all of" and len(present) < len(hooks)) or not present:
+        lacking = (
+            f"lacks {', '.join(hook for hook in hooks if hook not in present)} (it needs all "
+            f"of {', '.join(hooks)})"
+            if quantity == "all of"
+            else f"implements none of {', '.join(hooks)} (it needs one)"
+        )
         raise TypeError(
-            f"method {cls.id!r} declares training = {cls.training.value!r} but does not "
-            f"implement {quantity} {', '.join(hooks)}; implement them or declare the way "
-            "it learns (Training.NONE, FIT or GRADIENT)"
+            f"method {cls.id!r} declares training = {cls.training.value!r} but {lacking}; "
+            "implement it or declare the way it learns (Training.NONE, FIT or GRADIENT)"
         )
 
 

@@ -137,9 +137,9 @@ def test_a_mixin_s_options_and_a_window_default_are_checked_at_registration() ->
 @pytest.mark.parametrize(
     ("training", "hooks", "missing"),
     [
-        (Training.GRADIENT, (), "configure_training, training_step"),
-        (Training.GRADIENT, ("configure_training",), "configure_training, training_step"),
-        (Training.FIT, (), "one of fit, fit_pairs"),
+        (Training.GRADIENT, (), "lacks configure_training, training_step"),
+        (Training.GRADIENT, ("configure_training",), r"lacks training_step \(it needs all of"),
+        (Training.FIT, (), "implements none of fit, fit_pairs"),
     ],
 )
 def test_a_declared_way_of_learning_needs_its_hooks(
