@@ -62,7 +62,11 @@ def test_a_run_stopped_by_a_wrong_data_path_continues_once_the_path_is_corrected
     assert result.model_dir is not None
     assert result.model_dir.is_dir()
     # once it holds results, other data is refused as before
-    with pytest.raises(WorkflowError, match="different data"):
+    with pytest.raises(
+        WorkflowError,
+        match=r"different data sections \(data\.layout\.root: \S+ → \S+kases\S*\); .*give the "
+        r"--set options it was made with",
+    ):
         run_workflow(wrong, registry=registry, stages=("train",))
 
 

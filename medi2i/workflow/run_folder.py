@@ -207,10 +207,18 @@ def _check_same_experiment(workflow: Workflow, run: RunFolder) -> None:
             method.pop("condition", None)
     changed = [name for name in _FIXED_SECTIONS if previous.get(name) != current.get(name)]
     if changed:
+        from medi2i.training.checkpoint import fingerprint_differences
+
+        differences = fingerprint_differences(
+            {name: previous.get(name) for name in changed},
+            {name: current.get(name) for name in changed},
+        )
+        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
         raise WorkflowError(
-            f"run folder {run.root} was made with different {' and '.join(changed)} sections; "
-            "a run continues only with the same data and method: start a new run "
-            "(leave out --run-dir, or set another output.run_id)"
+            f"run folder {run.root} was made with different {' and '.join(changed)} sections "
+            f"({shown}); a run continues only with the same data and method: give the "
+            f"--set options it was made with (or use its own {run.config.name}), or start "
+            "a new run (another --run-dir or output.run_id)"
         )
     trained = checkpoint_step(run)
     steps = workflow.training.steps
