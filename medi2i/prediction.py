@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel
 
@@ -188,6 +188,8 @@ def _delivered(
     from medi2i.resample import resample_to_grid
     from medi2i.voxel_checks import require_declared_range, require_finite_output
 
+    if not output.is_floating_point():  # a bool or integer output: values, as written
+        output = cast("MetaTensor", output.float())
     result = resample_to_grid(output, method.output_grid(input_grid, condition), mode="linear")
     named = f" {declared.name!r}" if declared.name else ""
     values = result.as_tensor().detach().cpu().numpy()

@@ -99,6 +99,33 @@ class HasNoId(Method):
         return image  # type: ignore[no-any-return]
 
 
+class PredictsAConstant(DomainOffset):
+    """Returns one value everywhere, which the command line refuses to write."""
+
+    id = "predicts-a-constant"
+
+    def predict(self, image: Any, context: Any) -> torch.Tensor:
+        return torch.full_like(image.as_tensor(), 50000.0)
+
+
+class Raises(DomainOffset):
+    """Its own code fails."""
+
+    id = "raises"
+
+    def predict(self, image: Any, context: Any) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+
+class ReturnsBooleans(DomainOffset):
+    """Returns a mask: written as 0 and 1, checked the same way."""
+
+    id = "returns-booleans"
+
+    def predict(self, image: Any, context: Any) -> torch.Tensor:
+        return image.as_tensor() > float(image.as_tensor().median())
+
+
 class NeedsStrength(Options):
     strength: float
 
@@ -120,12 +147,18 @@ class HasNoDefaultOptions(DomainOffset):
         (HasNoDefaultOptions, "does not construct with its default options"),
         (HasNoId, "does not set 'id'"),
         (Smooths, "declares pointwise = True, but its network's output at a voxel depends"),
+        (PredictsAConstant, r"is constant \(50000 everywhere\) for a varying input"),
+        (Raises, "predicting raised RuntimeError: boom"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else "",
 )
 def test_the_contract_check_catches_a_broken_method(method_cls: MethodClass, problem: str) -> None:
     with pytest.raises(AssertionError, match=problem):
         check_method_contract(method_cls)
+
+
+def test_a_boolean_output_is_checked_as_the_values_written() -> None:
+    check_method_contract(ReturnsBooleans)
 
 
 def test_make_volume_is_a_smooth_float_volume_on_an_oblique_grid() -> None:

@@ -190,6 +190,8 @@ def _predict(
         raise AssertionError(f"{method.id}: the predict path refused its output: {exc}") from None
     except Medi2iError as exc:
         raise AssertionError(f"{method.id}: predicting failed: {exc}") from exc
+    except Exception as exc:  # the method's own code raised: still a broken property
+        raise AssertionError(f"{method.id}: predicting raised {type(exc).__name__}: {exc}") from exc
     if not _same_values(image.as_tensor(), before):
         raise AssertionError(f"{method.id} modified its input volume in place")
     return outputs
@@ -221,6 +223,11 @@ def _check_output(
         )
     if not bool(output.isfinite().all()):
         raise AssertionError(f"{name} has NaN or infinite values")
+    if output.numel() > 1 and bool((output == output.reshape(-1)[0]).all()):
+        raise AssertionError(
+            f"{name} is constant ({float(output.reshape(-1)[0]):g} everywhere) for a varying "
+            "input; medi2i refuses to write such an output"
+        )
     expected = method.output_grid(Grid.of(image), method.parse_condition(condition))
     actual = Grid.of(output)
     if not actual.same_as(expected):
