@@ -175,7 +175,13 @@ def require_same_grid(
     """
     if grid.same_as(reference):
         return
-    if grid.shape != reference.shape:
+    if _same_field_reordered(grid, reference):
+        problem = (
+            "it covers the same voxels in the world, stored with its axes flipped or in "
+            "another order (an affine entry differs by up to "
+            f"{grid.affine_gap(reference):.4g} mm, not a displacement)"
+        )
+    elif grid.shape != reference.shape:
         problem = f"shape {grid.shape} differs from {reference.shape}"
     else:
         spacing = tuple(round(v, 4) for v in grid.spacing)
@@ -185,3 +191,24 @@ def require_same_grid(
             f"(spacing {spacing} vs {expected} mm)"
         )
     raise GeometryError(f"{what} is not on the grid of {reference_name}: {problem}; {hint}")
+
+
+def _same_field_reordered(grid: Grid, reference: Grid) -> bool:
+    """Whether ``grid`` holds exactly ``reference``'s voxel centres, in another storage
+    order (an axis flipped or axes permuted): the same world, read differently."""
+    if sorted(grid.shape) != sorted(reference.shape) or grid.same_as(reference):
+        return False
+
+    def centres(g: Grid) -> np.ndarray:
+        shape = np.asarray(g.shape)
+        corners = np.array(
+            [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+             for k in (0, shape[2] - 1)]
+        )  # fmt: skip
+        points = (np.asarray(g.affine, dtype=np.float64) @ corners.T).T[:, :3]
+        return np.asarray(sorted(map(tuple, np.round(points, 3))))
+
+    spacing = sorted(np.round(grid.spacing, 4)) == sorted(np.round(reference.spacing, 4))
+    return bool(spacing) and bool(
+        np.allclose(centres(grid), centres(reference), atol=GRID_TOLERANCE_MM)
+    )

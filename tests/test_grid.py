@@ -173,6 +173,22 @@ def test_evaluation_checks_use_the_one_tolerance() -> None:
         require_same_files_grid(loaded(shifted(grid, 2, 1, 1.1 * GRID_TOLERANCE_MM), "b"), truth)
 
 
+def test_a_flipped_or_permuted_copy_of_the_grid_is_not_called_a_displacement() -> None:
+    """A prediction stored with x flipped was refused as 'affines differ by up to
+    153 mm', which reads as a misplaced volume; it is the same voxels, read otherwise."""
+    grid = Grid((5, 4, 3), OBLIQUE)
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, grid.shape[0] - 1
+    flipped = Grid(grid.shape, grid.affine @ flip)
+    swap = np.eye(4)[[1, 0, 2, 3]]
+    swapped = Grid((4, 5, 3), grid.affine @ swap)
+    for other in (flipped, swapped):
+        with pytest.raises(GeometryError, match=r"same voxels in the world, stored with its axes"):
+            require_same_grid(volume_on(other), volume_on(grid), what="p")
+    with pytest.raises(GeometryError, match=r"affines differ by up to"):
+        require_same_grid(volume_on(shifted(grid, 0, 3, 1.0)), volume_on(grid), what="p")
+
+
 def test_resampling_onto_the_same_grid_copies_voxels() -> None:
     grid = Grid((5, 4, 3), OBLIQUE)
     volume = volume_on(grid)
