@@ -137,8 +137,10 @@ def _warn_if_forms_disagree(header: Any, shape: tuple[int, ...], path: Path) -> 
     warnings.warn(
         f"{path}: its qform and sform place the volume {apart}; "
         f"medi2i uses the sform (code {int(header['sform_code'])}), as nibabel and FSL "
-        "do, and tools that prefer the qform will place it elsewhere: check which one the "
-        "file's producer meant",
+        "do, and tools that prefer the qform will place it elsewhere; an output made from "
+        "it holds the sform in both forms (or only in the sform, if sheared), so such tools "
+        "will place the output and this input apart: check which one the file's producer "
+        "meant",
         FormDisagreementWarning,
         stacklevel=4,
     )
