@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 
 from medi2i.hookspecs import hookimpl
+from medi2i.intensity import HU_MAX, HU_MIN
 from medi2i.method import (
     DataKind,
     Method,
@@ -103,7 +104,8 @@ class TinyRegression(PatchNetworkMethod):
         domain: str | None = None,
         condition: object = None,
     ) -> MetaTensor:
-        return cast("MetaTensor", output * self.settings.output_unit)
+        # CT's stored range, as the output_spec declares it
+        return cast("MetaTensor", (output * self.settings.output_unit).clamp(HU_MIN, HU_MAX))
 
     def configure_training(self, trainer: TrainerAPI) -> None:
         parameters = trainer.modules["network"].parameters()
