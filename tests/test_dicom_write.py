@@ -15,10 +15,9 @@ import SimpleITK as sitk
 import torch
 from monai.data.meta_tensor import MetaTensor
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from medi2i.dicom.reading.series_volume import read_dicom_folder
-from medi2i.dicom.source import META_KEY, DicomSource
+from medi2i.dicom.source import META_KEY
 from medi2i.dicom.writing import derived_series as write_module
 from medi2i.dicom.writing.deidentify import Deidentifier
 from medi2i.dicom.writing.derived_series import quantize_mr, write_derived_series
@@ -28,45 +27,9 @@ from medi2i.grid import Grid
 from medi2i.method import Method, PredictContext, Task, VolumeSpec
 from medi2i.testing.dicom_series import write_series
 from medi2i.testing.volumes import make_volume
-
-SHAPE = (24, 20, 16)
-MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-
-
-def _ct_volume(**kwargs: object) -> MetaTensor:
-    """Fractional HU on an oblique, anisotropic grid (the rounding must be tested)."""
-    base = make_volume(SHAPE, **kwargs)  # type: ignore[arg-type]
-    values = base.as_tensor() * 3.0 - 1000.4
-    return MetaTensor(values, affine=base.affine, meta={"original_affine": base.affine.numpy()})
-
-
-def _source(tmp_path: Path, slices: int = SHAPE[2]) -> DicomSource:
-    header = Dataset()
-    header.PatientName = "Doe^Jane"
-    header.PatientID = "MRN-12345"
-    header.PatientBirthDate = "19700101"
-    header.PatientSex = "F"
-    header.PatientAge = "054Y"
-    header.StudyDate, header.StudyTime = "20240102", "101500"
-    header.ReferringPhysicianName = "House^Gregory"
-    header.StudyID = "S77"
-    header.AccessionNumber = "ACC991"
-    header.StudyDescription = "Head MRI for Jane"
-    header.InstitutionName = "General Hospital"
-    header.PatientPosition = "HFS"
-    header.SeriesNumber = 3
-    header.ScanningSequence, header.SequenceVariant = "GR", "SP"
-    header.RepetitionTime, header.EchoTime = "2300", "2.98"
-    return DicomSource(
-        folder=tmp_path / "source",
-        study_instance_uid=generate_uid(),
-        series_instance_uid=generate_uid(),
-        frame_of_reference_uid=generate_uid(),
-        modality="MR",
-        sop_class_uid=MR_STORAGE,
-        sop_instance_uids=tuple(generate_uid() for _ in range(slices)),
-        header=header,
-    )
+from tests.dicom_write_sources import MR_STORAGE, SHAPE
+from tests.dicom_write_sources import ct_volume as _ct_volume
+from tests.dicom_write_sources import source as _source
 
 
 def _read_sitk(folder: Path) -> tuple[sitk.Image, np.ndarray]:
@@ -289,80 +252,6 @@ def test_laterality_is_copied_or_left_out_unless_the_iod_needs_it(
     )
     first = pydicom.dcmread(files[0])
     assert (None if "Laterality" not in first else str(first.Laterality)) == expected
-
-
-@pytest.mark.parametrize(
-    ("stated", "syntax", "expected"),
-    [
-        ({}, "1.2.840.10008.1.2.1", ("00", None, None)),
-        (
-            {"LossyImageCompression": "01", "LossyImageCompressionRatio": "8.2"},
-            "1.2.840.10008.1.2.1",
-            ("01", "8.2", None),
-        ),
-        ({}, "1.2.840.10008.1.2.4.50", ("01", None, "ISO_10918_1")),  # JPEG baseline
-        ({}, "1.2.840.10008.1.2.4.70", ("00", None, None)),  # JPEG lossless
-    ],
-)
-def test_a_source_once_lossy_compressed_stays_so_in_the_derived_series(
-    tmp_path: Path,
-    stated: dict[str, str],
-    syntax: str,
-    expected: tuple[str, str | None, str | None],
-) -> None:
-    """The standard forbids setting Lossy Image Compression back to 00 once it is 01."""
-    from pydicom.dataset import FileMetaDataset
-
-    source = _source(tmp_path)
-    for keyword, value in stated.items():
-        setattr(source.header, keyword, value)
-    source.header.file_meta = FileMetaDataset()
-    source.header.file_meta.TransferSyntaxUID = syntax
-    files = write_derived_series(
-        _ct_volume(),
-        tmp_path / "s",
-        source=source,
-        modality="CT",
-        method_id="m",
-        method_version="1",
-    )
-    first = pydicom.dcmread(files[0])
-    found = (
-        first.LossyImageCompression,
-        str(first.LossyImageCompressionRatio) if "LossyImageCompressionRatio" in first else None,
-        first.get("LossyImageCompressionMethod"),
-    )
-    assert found == expected
-
-
-def test_slices_derived_from_a_multi_frame_image_reference_their_frame(tmp_path: Path) -> None:
-    """Each derived slice points at the frame it came from (Referenced Frame Number),
-    not at the whole multi-frame image; frames stored out of order included."""
-    from medi2i.testing.dicom_series import write_enhanced
-
-    volume = (np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4) * 10.0) + 100.0
-    source_file = write_enhanced(
-        tmp_path / "mf" / "mr.dcm", volume, spacing=(1.0, 1.0, 2.0), frame_order=[2, 0, 3, 1]
-    )
-    read = read_dicom_folder(tmp_path / "mf")
-    files = write_derived_series(
-        read,
-        tmp_path / "out",
-        source=read.meta[META_KEY],
-        modality="MR",
-        method_id="m",
-        method_version="1",
-    )
-    frames_by_z = {}
-    for frame, item in enumerate(pydicom.dcmread(source_file).PerFrameFunctionalGroupsSequence):
-        z = float(item.PlanePositionSequence[0].ImagePositionPatient[2])
-        frames_by_z[round(z, 3)] = frame + 1
-    for path in files:
-        written = pydicom.dcmread(path)
-        [reference] = written.SourceImageSequence
-        z = round(float(written.ImagePositionPatient[2]), 3)
-        assert reference.ReferencedFrameNumber == frames_by_z[z]
-        assert reference.ReferencedSOPInstanceUID == pydicom.dcmread(source_file).SOPInstanceUID
 
 
 def _along_normal(dataset: pydicom.Dataset) -> float:
