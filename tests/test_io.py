@@ -181,6 +181,18 @@ def test_4d_nrrd_with_one_volume_is_squeezed(tmp_path: Path) -> None:
     assert_same_volume(volume, values, np.diag([-0.5, -0.75, 2.0, 1.0]))
 
 
+def test_an_nrrd_whose_time_axis_alone_has_no_spacing_is_read(tmp_path: Path) -> None:
+    """nan for a 4th, non-spatial axis is NRRD's usual 'not known'; only the spatial
+    axes must be given."""
+    header = (
+        "NRRD0004\ntype: float\ndimension: 4\nsizes: 4 3 2 1\nspacings: 1 2 3 nan\n"
+        "endian: little\nencoding: raw\n\n"
+    )
+    path = tmp_path / "series.nrrd"
+    path.write_bytes(header.encode() + bytes(96))
+    assert read_volume(path).shape == (1, 4, 3, 2)
+
+
 @pytest.mark.parametrize(
     ("field", "says"),
     [

@@ -260,9 +260,12 @@ def require_sound_nrrd_header(path: Path) -> None:
         field = field.lower()
         if not colon or field not in _NRRD_GEOMETRY:
             continue
-        numbers = value.replace("(", " ").replace(")", " ").replace(",", " ").split()
+        # the three spatial axes only: a 4th (time) axis may say nan, NRRD's "not known"
+        words = value.replace(",", " ").split() if field == "spacings" else value.split()
+        spatial = " ".join(words[:3]).replace("(", " ").replace(")", " ").replace(",", " ")
         if any(
-            word.lower() in ("nan", "+nan", "-nan") or "inf" in word.lower() for word in numbers
+            word.lower() in ("nan", "+nan", "-nan") or "inf" in word.lower()
+            for word in spatial.split()
         ):
             raise GeometryError(
                 f"{path}: the header's {field} ({_NRRD_GEOMETRY[field]}) is {value}, which "
