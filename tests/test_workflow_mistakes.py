@@ -488,3 +488,34 @@ def test_a_re_evaluation_of_other_cases_names_the_earlier_predictions(
     assert "predictions/ still holds 1 file(s) of an earlier evaluation of other cases" in log
     assert "demo003.nii.gz" in log
     assert (result.run_dir / "predictions" / "demo003.nii.gz").is_file()  # kept, not deleted
+
+
+def test_training_steps_for_a_method_not_trained_in_steps_get_a_note(
+    workflow_file: Path, registry: Registry
+) -> None:
+    """A fitted method ignores training.steps; validate and the run log say so."""
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.workflow.checks import unused_training_settings
+
+    fitted = [
+        "plugins=[medi2i.testing.example_methods]",
+        "data.kind=single-domain",
+        "method.id=example-fitted-standardization",
+        "method.options={}",
+        "evaluation.enabled=false",
+    ]
+    workflow = load_workflow(workflow_file, overrides=fitted, registry=registry)
+    assert unused_training_settings(workflow, registry) == (
+        "note: training.batch_size, training.steps is not used: method "
+        "'example-fitted-standardization' fits on whole volumes (training: fit), it is not "
+        "trained in steps"
+    )
+    fresh = Registry(load_plugins())
+    trained = load_workflow(workflow_file, registry=fresh)
+    assert unused_training_settings(trained, fresh) is None
+    arguments = ["validate", str(workflow_file), *(f"--set={o}" for o in fitted)]
+    result = CliRunner().invoke(build_cli(), arguments)
+    assert result.exit_code == 0, result.output
+    assert "note: training.batch_size, training.steps is not used" in result.output

@@ -68,6 +68,7 @@ def validate_command(
         check_evaluation,
         check_training,
         check_validation,
+        unused_training_settings,
     )
 
     registry = command_registry(ctx)
@@ -78,6 +79,9 @@ def validate_command(
     what = f"method {method.id}" if method.id is not None else f"trained model {method.model}"
     data = workflow.data
     valid = f"{workflow_path}: valid ({what}; {data.kind} data, {data.layout.type} layout)"
+    note = unused_training_settings(workflow, registry)
+    if note is not None:
+        click.echo(note, err=True)
     if not check_data:
         click.echo(valid)
         return

@@ -55,6 +55,29 @@ def check_training(workflow: Workflow, registry: Registry) -> None:
         require_tensorboard()
 
 
+def unused_training_settings(workflow: Workflow, registry: Registry) -> str | None:
+    """A note when the workflow sets training steps for a method the trainer does not
+    train (it fits, or has nothing to learn): the steps change nothing, and a user who
+    wrote them expects they do. ``None`` when there is nothing to say."""
+    from medi2i.method_spec import Training
+
+    settings = workflow.training.model_fields_set & {"steps", "batch_size", "validate_every"}
+    if not settings or workflow.method.model is not None or workflow.method.id is None:
+        return None
+    from medi2i.workflow.loader import workflow_registry
+
+    method_cls = workflow_registry(workflow, registry=registry).method(str(workflow.method.id))
+    training = method_cls.training
+    if training is Training.GRADIENT:
+        return None
+    named = ", ".join(f"training.{name}" for name in sorted(settings))
+    how = "fits on whole volumes" if training is Training.FIT else "has nothing to learn"
+    return (
+        f"note: {named} is not used: method {workflow.method.id!r} {how} (training: "
+        f"{training.value}), it is not trained in steps"
+    )
+
+
 def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
     """Check that the validation cases can validate the method before it trains.
 

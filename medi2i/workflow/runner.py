@@ -213,6 +213,12 @@ def train_stage(
         route = training_route(method, fit=config.fit)
     except OptionsError as exc:
         raise WorkflowError(str(exc)) from None
+    if route != "gradient":
+        from medi2i.workflow.checks import unused_training_settings
+
+        note = unused_training_settings(workflow, registry)
+        if note is not None:
+            log(f"train: {note}")
     if route == "gradient":
         model_dir = _train(workflow, run, registry, method, splits, log)
     elif route == "fit":
