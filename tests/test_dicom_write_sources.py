@@ -23,7 +23,7 @@ from tests.dicom_write_sources import source as source_series
         (
             {"LossyImageCompression": "01", "LossyImageCompressionRatio": "8.2"},
             "1.2.840.10008.1.2.1",
-            ("01", "8.2", None),
+            ("01", None, None),  # the ratio is the first image's, not every image's
         ),
         ({}, "1.2.840.10008.1.2.4.50", ("01", None, "ISO_10918_1")),  # JPEG baseline
         ({}, "1.2.840.10008.1.2.4.70", ("00", None, None)),  # JPEG lossless
@@ -88,3 +88,20 @@ def test_slices_derived_from_a_multi_frame_image_reference_their_frame(tmp_path:
         z = round(float(written.ImagePositionPatient[2]), 3)
         assert reference.ReferencedFrameNumber == frames_by_z[z]
         assert reference.ReferencedSOPInstanceUID == pydicom.dcmread(source_file).SOPInstanceUID
+
+
+def test_a_series_lossy_in_any_image_makes_a_lossy_derived_series(tmp_path: Path) -> None:
+    """The first image uncompressed and a later one stored as JPEG baseline: the flag
+    came from the first image only and said 00."""
+    import dataclasses
+
+    source = source_series(tmp_path)
+    source = dataclasses.replace(source, lossy_transfer_syntax="1.2.840.10008.1.2.4.50")
+    files = write_derived_series(
+        ct_volume(), tmp_path / "s", source=source, modality="CT", method_id="m", method_version="1"
+    )
+    first = pydicom.dcmread(files[0])
+    assert (first.LossyImageCompression, first.LossyImageCompressionMethod) == (
+        "01",
+        "ISO_10918_1",
+    )

@@ -16,6 +16,19 @@ if TYPE_CHECKING:
 
 META_KEY = "medi2i.dicom"
 
+LOSSY_TRANSFER_SYNTAXES = frozenset(
+    (
+        "1.2.840.10008.1.2.4.50",  # JPEG baseline
+        "1.2.840.10008.1.2.4.51",  # JPEG extended
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+        "1.2.840.10008.1.2.4.93",  # JPEG 2000 multi-component
+        "1.2.840.10008.1.2.4.203",  # HTJ2K
+        *(f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)),  # MPEG, HEVC video
+    )
+)
+"""Transfer syntaxes whose pixel data may have lost information."""
+
 
 @dataclass(frozen=True)
 class DicomSource:
@@ -35,6 +48,8 @@ class DicomSource:
         slices: For each slice of the volume, in order: the SOP Instance UID of its
             image and its 1-based frame number in a multi-frame image (0 for a
             single-frame one), which a derived slice references; ``()`` when unknown.
+        lossy_transfer_syntax: A lossy transfer syntax (:data:`LOSSY_TRANSFER_SYNTAXES`)
+            that one of the source's images is stored in; ``""`` when none is.
     """
 
     folder: Path
@@ -46,6 +61,7 @@ class DicomSource:
     sop_instance_uids: tuple[str, ...]
     header: Dataset
     slices: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+    lossy_transfer_syntax: str = ""
 
     def slice_reference(self, index: int) -> tuple[str, int]:
         """The image and frame (0: a single-frame image) of the volume's slice ``index``,

@@ -37,7 +37,7 @@ import numpy as np
 from medi2i.dicom.reading.file_records import ImageHeader, SkippedFile
 from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
 from medi2i.dicom.reading.series_scan import scan_folder
-from medi2i.dicom.source import META_KEY, DicomSource
+from medi2i.dicom.source import LOSSY_TRANSFER_SYNTAXES, META_KEY, DicomSource
 from medi2i.errors import GeometryError, InputError
 from medi2i.grid import lps_to_ras
 from medi2i.io.base import require_memory
@@ -452,6 +452,15 @@ def _source(series: SeriesInfo) -> DicomSource:
         sop_instance_uids=uids,
         header=_header(first.path),
         slices=tuple((image.sop_instance_uid, _frame_number(image)) for image in series.images),
+        lossy_transfer_syntax=next(
+            (
+                image.pixels.transfer_syntax
+                for image in series.images
+                if image.pixels is not None
+                and image.pixels.transfer_syntax in LOSSY_TRANSFER_SYNTAXES
+            ),
+            "",
+        ),
     )
 
 

@@ -172,36 +172,27 @@ def series_dataset(
     return series
 
 
-_LOSSY_SYNTAXES = frozenset(
-    (
-        "1.2.840.10008.1.2.4.50",  # JPEG baseline
-        "1.2.840.10008.1.2.4.51",  # JPEG extended
-        "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
-        "1.2.840.10008.1.2.4.91",  # JPEG 2000
-        "1.2.840.10008.1.2.4.93",  # JPEG 2000 multi-component
-        "1.2.840.10008.1.2.4.203",  # HTJ2K
-        *(f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)),  # MPEG, HEVC video
-    )
-)
-"""Transfer syntaxes whose pixel data may have lost information."""
-
-
 def _lossy_compression(series: Dataset, source: DicomSource | None) -> None:
     """Lossy Image Compression (0028,2110): "01" when the source's pixels were ever
-    lossy compressed (it says so, or its transfer syntax is lossy), with its ratio and
-    method; the standard forbids setting it back to "00" for images derived from them."""
+    lossy compressed (its first image says so, or any of its images is stored in a
+    lossy transfer syntax), with the compression method; the standard forbids setting
+    it back to "00" for images derived from them. The ratio (type 3) is left out: the
+    source's images may each have their own."""
+    from medi2i.dicom.source import LOSSY_TRANSFER_SYNTAXES
+
     header = source.header if source is not None else None
     meta = getattr(header, "file_meta", None)
-    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    syntax = (source.lossy_transfer_syntax if source is not None else "") or str(
+        getattr(meta, "TransferSyntaxUID", "") or ""
+    )
     stated = str(header.get("LossyImageCompression", "") or "") if header is not None else ""
-    if header is None or (stated.strip() != "01" and syntax not in _LOSSY_SYNTAXES):
+    if header is None or (stated.strip() != "01" and syntax not in LOSSY_TRANSFER_SYNTAXES):
         series.LossyImageCompression = "00"
         return
     series.LossyImageCompression = "01"
-    for keyword in ("LossyImageCompressionRatio", "LossyImageCompressionMethod"):
-        if header.get(keyword) not in (None, ""):
-            setattr(series, keyword, header.get(keyword))
-    if "LossyImageCompressionMethod" not in series and syntax in _LOSSY_METHODS:
+    if header.get("LossyImageCompressionMethod") not in (None, ""):
+        series.LossyImageCompressionMethod = header.get("LossyImageCompressionMethod")
+    elif syntax in _LOSSY_METHODS:
         series.LossyImageCompressionMethod = _LOSSY_METHODS[syntax]
 
 
