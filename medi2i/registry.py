@@ -119,8 +119,8 @@ class Registry:
             # a clash of method ids stops only that method; readers, writers and
             # metrics are used as a whole (by suffix, by preset), so a clash among
             # them stops everything, naming both plugins
-            if hook_name != "register_methods":
-                for name in table.clashes:
+            if hook_name != "register_methods" or self.plugins.strict:
+                for name in table.clashes:  # (in strict mode a method clash too)
                     table.require_unique(name)
         for name, reader in tables["register_readers"].items.items():
             _READER_OWNERS[type(reader), name] = tables["register_readers"].owners[name]
@@ -200,8 +200,8 @@ class Registry:
                 reason = failures[owner].error if owner in failures else "an error"
                 raise PluginError(
                     f"method {method_id!r} comes from plugin {owner!r}, which failed to load "
-                    f"and was skipped: {reason}; fix the plugin (`medi2i plugins` lists its "
-                    "failure)"
+                    f"and was skipped: {reason}; fix the plugin (`medi2i methods` shows the "
+                    "failures of every plugin's registration)"
                 ) from None
             known = ", ".join(sorted(self.methods)) or "none"
             raise UnknownMethodError(

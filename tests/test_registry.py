@@ -140,6 +140,11 @@ def test_one_method_id_from_two_plugins_is_an_error_naming_both() -> None:
 
     assert registry.method("beta") is Beta  # a clash stops only the id it is about
     assert registry.method_clashes == {"alpha": ["first", "second"]}
+    strict = isolated_registry(
+        methods_plugin("first", Alpha), methods_plugin("second", AlphaAgain), strict=True
+    )
+    with pytest.raises(PluginError, match=r"'alpha'.*'first'.*'second'"):
+        _ = strict.methods  # --strict-plugins: any clash is fatal
     with pytest.raises(PluginError, match=r"'alpha'.*'first'.*'second'"):
         registry.method("alpha")
 

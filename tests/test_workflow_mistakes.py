@@ -508,7 +508,7 @@ def test_training_steps_for_a_method_not_trained_in_steps_get_a_note(
     ]
     workflow = load_workflow(workflow_file, overrides=fitted, registry=registry)
     assert unused_training_settings(workflow, registry) == (
-        "note: training.batch_size, training.steps is not used: method "
+        "note: training.batch_size, training.steps are not used: method "
         "'example-fitted-standardization' fits on whole volumes (training: fit), it is not "
         "trained in steps"
     )
@@ -518,4 +518,4 @@ def test_training_steps_for_a_method_not_trained_in_steps_get_a_note(
     arguments = ["validate", str(workflow_file), *(f"--set={o}" for o in fitted)]
     result = CliRunner().invoke(build_cli(), arguments)
     assert result.exit_code == 0, result.output
-    assert "note: training.batch_size, training.steps is not used" in result.output
+    assert "note: training.batch_size, training.steps are not used" in result.output

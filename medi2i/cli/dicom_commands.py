@@ -246,7 +246,7 @@ def _described(series: SeriesInfo) -> str:
 def _print_remarks(series: SeriesInfo, *, shared_number: bool = False) -> None:
     label = f"#{series.series_number}" if series.series_number is not None else "series"
     if shared_number:  # several series of the study have this number: tell them apart
-        label += f" (UID ...{series.series_instance_uid[-12:]})"
+        label += f" (UID {series.series_instance_uid})"
     if series.volume is not None:
         label += f" volume {series.volume.index}"
     for problem in series.problems:

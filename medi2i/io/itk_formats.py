@@ -239,6 +239,11 @@ _NRRD_GEOMETRY = {
     "space directions": "the axes' directions and voxel size",
     "space origin": "the position of the first voxel",
 }
+_NRRD_DEFAULTS = {
+    "spacings": "1 mm",
+    "space directions": "unit axes of 1 mm",
+    "space origin": "0",
+}
 _NRRD_HEADER_BYTES = 1 << 16
 
 
@@ -269,8 +274,8 @@ def require_sound_nrrd_header(path: Path) -> None:
         ):
             raise GeometryError(
                 f"{path}: the header's {field} ({_NRRD_GEOMETRY[field]}) is {value}, which "
-                "does not give it (ITK would assume 1 mm or 0); set it in the header or "
-                "re-export the file"
+                f"does not give it (ITK would assume {_NRRD_DEFAULTS[field]}); set it in the "
+                "header or re-export the file"
             )
 
 

@@ -61,7 +61,7 @@ def unused_training_settings(workflow: Workflow, registry: Registry) -> str | No
     wrote them expects they do. ``None`` when there is nothing to say."""
     from medi2i.method_spec import Training
 
-    settings = workflow.training.model_fields_set & {"steps", "batch_size", "validate_every"}
+    settings = workflow.training.model_fields_set & _STEP_SETTINGS
     if not settings or workflow.method.model is not None or workflow.method.id is None:
         return None
     from medi2i.workflow.loader import workflow_registry
@@ -71,11 +71,21 @@ def unused_training_settings(workflow: Workflow, registry: Registry) -> str | No
     if training is Training.GRADIENT:
         return None
     named = ", ".join(f"training.{name}" for name in sorted(settings))
-    how = "fits on whole volumes" if training is Training.FIT else "has nothing to learn"
+    fits = training is Training.FIT and (workflow.method.fit or method_cls.data.value != "none")
+    how = "fits on whole volumes" if fits else "learns nothing here"
+    verb = "are" if len(settings) > 1 else "is"
     return (
-        f"note: {named} is not used: method {workflow.method.id!r} {how} (training: "
+        f"note: {named} {verb} not used: method {workflow.method.id!r} {how} (training: "
         f"{training.value}), it is not trained in steps"
     )
+
+
+_STEP_NAMES = (
+    "steps accumulation_steps batch_size validate_every checkpoint_every patch_size "
+    "patches_per_volume amp augmentation foreground_ratio collapse_check"
+)
+_STEP_SETTINGS = frozenset(_STEP_NAMES.split())
+"""Training settings that only the trainer's steps use."""
 
 
 def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:

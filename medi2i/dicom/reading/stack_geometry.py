@@ -362,9 +362,7 @@ def _mixed(
                 "(a localizer or several acquisitions in one series?)"
             )
         )
-    frames = Counter(
-        image.frame_of_reference_uid for image in images if image.frame_of_reference_uid
-    )
+    frames = Counter(image.frame_of_reference_uid or "no UID" for image in images)
     if len(frames) > 1:
         parts = [f"{count} in {uid}" for uid, count in frames.most_common(_LISTED)]
         problems.append(
