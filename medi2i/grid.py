@@ -194,21 +194,16 @@ def require_same_grid(
 
 
 def _same_field_reordered(grid: Grid, reference: Grid) -> bool:
-    """Whether ``grid`` holds exactly ``reference``'s voxel centres, in another storage
-    order (an axis flipped or axes permuted): the same world, read differently."""
-    if sorted(grid.shape) != sorted(reference.shape) or grid.same_as(reference):
+    """Whether ``grid`` holds ``reference``'s voxel centres in another storage order (an
+    axis flipped, axes permuted): the same corners in the world, read differently.
+    Called once the grids are known to differ."""
+    if sorted(grid.shape) != sorted(reference.shape):
         return False
 
-    def centres(g: Grid) -> np.ndarray:
-        shape = np.asarray(g.shape)
-        corners = np.array(
-            [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
-             for k in (0, shape[2] - 1)]
-        )  # fmt: skip
-        points = (np.asarray(g.affine, dtype=np.float64) @ corners.T).T[:, :3]
+    def corners(g: Grid) -> np.ndarray:
+        ends = [(0, n - 1) for n in g.shape]
+        index = np.array([[i, j, k, 1.0] for i in ends[0] for j in ends[1] for k in ends[2]])
+        points = (np.asarray(g.affine, dtype=np.float64) @ index.T).T[:, :3]
         return np.asarray(sorted(map(tuple, np.round(points, 3))))
 
-    spacing = sorted(np.round(grid.spacing, 4)) == sorted(np.round(reference.spacing, 4))
-    return bool(spacing) and bool(
-        np.allclose(centres(grid), centres(reference), atol=GRID_TOLERANCE_MM)
-    )
+    return bool(np.allclose(corners(grid), corners(reference), atol=GRID_TOLERANCE_MM))

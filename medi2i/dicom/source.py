@@ -16,17 +16,20 @@ if TYPE_CHECKING:
 
 META_KEY = "medi2i.dicom"
 
-LOSSY_TRANSFER_SYNTAXES = frozenset(
-    (
-        "1.2.840.10008.1.2.4.50",  # JPEG baseline
-        "1.2.840.10008.1.2.4.51",  # JPEG extended
-        "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
-        "1.2.840.10008.1.2.4.91",  # JPEG 2000
-        "1.2.840.10008.1.2.4.93",  # JPEG 2000 multi-component
-        "1.2.840.10008.1.2.4.203",  # HTJ2K
-        *(f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)),  # MPEG, HEVC video
-    )
-)
+LOSSY_COMPRESSION_METHODS = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG extended
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",  # JPEG 2000
+    "1.2.840.10008.1.2.4.93": "ISO_15444_1",  # JPEG 2000 multi-component
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",  # HTJ2K
+}
+"""Lossy transfer syntaxes of still images, with their Lossy Image Compression Method
+(0028,2114) defined term."""
+LOSSY_TRANSFER_SYNTAXES = frozenset(LOSSY_COMPRESSION_METHODS) | {
+    f"1.2.840.10008.1.2.4.{n}"
+    for n in range(100, 109)  # MPEG, HEVC video
+}
 """Transfer syntaxes whose pixel data may have lost information."""
 
 

@@ -265,13 +265,11 @@ def require_sound_nrrd_header(path: Path) -> None:
         field = field.lower()
         if not colon or field not in _NRRD_GEOMETRY:
             continue
-        # the three spatial axes only: a 4th (time) axis may say nan, NRRD's "not known"
-        words = value.replace(",", " ").split() if field == "spacings" else value.split()
-        spatial = " ".join(words[:3]).replace("(", " ").replace(")", " ").replace(",", " ")
-        if any(
-            word.lower() in ("nan", "+nan", "-nan") or "inf" in word.lower()
-            for word in spatial.split()
-        ):
+        # the three spatial axes only: a 4th (time) axis may say nan, NRRD's "not known";
+        # a spacing is one number per axis, a direction a (x,y,z) vector
+        axes = re.findall(r"\([^)]*\)|[^\s()]+", value)[:3]
+        numbers = [n for axis in axes for n in axis.strip("()").replace(",", " ").split()]
+        if not all(_finite(number) for number in numbers):
             raise GeometryError(
                 f"{path}: the header's {field} ({_NRRD_GEOMETRY[field]}) is {value}, which "
                 f"does not give it (ITK would assume {_NRRD_DEFAULTS[field]}); set it in the "

@@ -20,14 +20,15 @@ if TYPE_CHECKING:
 
     from medi2i.data.cases import Case
     from medi2i.io.base import VolumeReader
-    from medi2i.method import FitPair, Method
+    from medi2i.method import FitPair, Method, MethodClass
 
 TrainingRoute = Literal["gradient", "fit", "save"]
 """How the train stage handles a method: the trainer, ``fit`` on volumes, or neither."""
 
 
-def training_route(method: Method, *, fit: bool = True) -> TrainingRoute:
-    """How the train stage handles ``method``, from its declared ``training``.
+def training_route(method: Method | MethodClass, *, fit: bool = True) -> TrainingRoute:
+    """How the train stage handles ``method`` (or its class), from its declared
+    ``training``.
 
     ``"gradient"`` for :attr:`~medi2i.Training.GRADIENT`; ``"fit"`` for
     :attr:`~medi2i.Training.FIT` when the method needs data (its data kind is not

@@ -59,24 +59,26 @@ def unused_training_settings(workflow: Workflow, registry: Registry) -> str | No
     """A note when the workflow sets training steps for a method the trainer does not
     train (it fits, or has nothing to learn): the steps change nothing, and a user who
     wrote them expects they do. ``None`` when there is nothing to say."""
-    from medi2i.method_spec import Training
+    from medi2i.errors import OptionsError
+    from medi2i.training.routes import training_route
+    from medi2i.workflow.loader import workflow_registry
 
     settings = workflow.training.model_fields_set & _STEP_SETTINGS
     if not settings or workflow.method.model is not None or workflow.method.id is None:
         return None
-    from medi2i.workflow.loader import workflow_registry
-
     method_cls = workflow_registry(workflow, registry=registry).method(str(workflow.method.id))
-    training = method_cls.training
-    if training is Training.GRADIENT:
+    try:
+        route = training_route(method_cls, fit=workflow.method.fit)
+    except OptionsError:  # refused as a problem of its own
+        return None
+    if route == "gradient":
         return None
     named = ", ".join(f"training.{name}" for name in sorted(settings))
-    fits = training is Training.FIT and (workflow.method.fit or method_cls.data.value != "none")
-    how = "fits on whole volumes" if fits else "learns nothing here"
+    how = "fits on whole volumes" if route == "fit" else "learns nothing here"
     verb = "are" if len(settings) > 1 else "is"
     return (
         f"note: {named} {verb} not used: method {workflow.method.id!r} {how} (training: "
-        f"{training.value}), it is not trained in steps"
+        f"{method_cls.training.value}), it is not trained in steps"
     )
 
 

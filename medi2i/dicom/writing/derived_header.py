@@ -178,7 +178,7 @@ def _lossy_compression(series: Dataset, source: DicomSource | None) -> None:
     lossy transfer syntax), with the compression method; the standard forbids setting
     it back to "00" for images derived from them. The ratio (type 3) is left out: the
     source's images may each have their own."""
-    from medi2i.dicom.source import LOSSY_TRANSFER_SYNTAXES
+    from medi2i.dicom.source import LOSSY_COMPRESSION_METHODS, LOSSY_TRANSFER_SYNTAXES
 
     header = source.header if source is not None else None
     meta = getattr(header, "file_meta", None)
@@ -192,19 +192,8 @@ def _lossy_compression(series: Dataset, source: DicomSource | None) -> None:
     series.LossyImageCompression = "01"
     if header.get("LossyImageCompressionMethod") not in (None, ""):
         series.LossyImageCompressionMethod = header.get("LossyImageCompressionMethod")
-    elif syntax in _LOSSY_METHODS:
-        series.LossyImageCompressionMethod = _LOSSY_METHODS[syntax]
-
-
-_LOSSY_METHODS = {
-    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
-    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.93": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
-}
-"""Defined terms of Lossy Image Compression Method (0028,2114) by transfer syntax."""
+    elif syntax in LOSSY_COMPRESSION_METHODS:
+        series.LossyImageCompressionMethod = LOSSY_COMPRESSION_METHODS[syntax]
 
 
 def _patient_and_study(series: Dataset, source: DicomSource | None) -> None:
