@@ -26,8 +26,10 @@ from medi2i.intensity import (
     AIR_HU,
     BODY_MASK_META_KEY,
     DomainIntensities,
+    MRForeground,
     domain_to_network,
     foreground,
+    foreground_rule,
     is_hounsfield,
 )
 
@@ -65,11 +67,18 @@ class DomainScales:
         self._seen: dict[str, dict[str, tuple[float, float]]] = {}
         self._loaded: dict[str, tuple[float, float]] = {}
 
-    def record(self, domain: str, image: torch.Tensor, percentiles: tuple[float, float]) -> None:
-        """Record the ``percentiles`` of ``image``'s foreground for ``domain``."""
+    def record(
+        self,
+        domain: str,
+        image: torch.Tensor,
+        percentiles: tuple[float, float],
+        rule: MRForeground = "above-mean",
+    ) -> None:
+        """Record the ``percentiles`` of ``image``'s foreground (by ``rule``,
+        :func:`medi2i.intensity.foreground`) for ``domain``."""
         values = image.detach().cpu().numpy().astype(np.float32)
         digest = hashlib.sha1(values.tobytes(), usedforsecurity=False).hexdigest()
-        low, high = np.percentile(foreground(values), percentiles)
+        low, high = np.percentile(foreground(values, rule), percentiles)
         self._seen.setdefault(domain, {})[digest] = (float(low), float(high))
 
     def scale(self, domain: str) -> tuple[float, float] | None:
@@ -164,7 +173,7 @@ class ScaledDomainIntensities(DomainIntensities):
         the raw input's body mask in the result's meta when a CT output needs it."""
         if condition is None and domain is not None and not self._is_hounsfield(domain):
             percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
-            self.scales.record(domain, image, percentiles)
+            self.scales.record(domain, image, percentiles, foreground_rule(self.options))
         scale = self._input_scale(domain, condition)
         if scale is not None and domain is not None:
             self._warn_if_off_scale(image, domain, scale)
@@ -195,8 +204,11 @@ class ScaledDomainIntensities(DomainIntensities):
         """Warn when the input's median foreground intensity lies outside its domain's
         training scale: then its units differ from the training volumes' (another
         scanner, protocol or rescaling), and a model trained with ``input_scale: volume``
-        suits it better."""
-        selected = foreground(image.detach().cpu().numpy())
+        suits it better. With the ``"body"`` foreground rule the scale's lower end is
+        the body's darkest tissue, near zero signal, so the warning catches inputs in
+        brighter units than the training volumes', and darker ones only when their
+        median falls below that."""
+        selected = foreground(image.detach().cpu().numpy())  # the median: any rule will do
         if not selected.size:
             return
         median = float(np.median(selected))

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from medi2i.method import DomainSpec
 
 MRNormalization = Literal["zscore", "percentile"]
+MRForeground = Literal["above-mean", "body"]
+"""Which voxels' statistics normalize an MR volume (:func:`foreground`)."""
+LEGACY_FOREGROUND: MRForeground = "above-mean"
+"""The rule of models saved before the choice existed (their options lack it)."""
 
 HU_MIN = -1024.0
 """Lowest CT value the method produces (the bottom of the stored 12-bit range), in HU."""
@@ -83,24 +87,56 @@ class HounsfieldScale:
         return output.add_(1.0).mul_(self.half_span).add_(self.low).clamp_(self.low, self.high)
 
 
-def foreground(values: np.ndarray) -> np.ndarray:
+def foreground(
+    values: np.ndarray, rule: MRForeground = "above-mean", *, body: np.ndarray | None = None
+) -> np.ndarray:
     """The voxels whose statistics normalize an MR volume.
 
-    Foreground is every voxel brighter than the volume's mean: in an MR volume the
-    background (air) is dark and large, so its mean falls between air and tissue. A
-    volume with nothing above its mean (a constant volume) is all foreground.
+    - ``"above-mean"``: every voxel brighter than the volume's mean. In an MR volume the
+      background (air) is dark and large, so its mean falls between air and tissue. But
+      the mean moves with how much air the field of view holds: the same scan cropped
+      closer to the body has a higher mean, so fewer tissue voxels count and every
+      normalized intensity shifts (on a chest MR cropped to its body, soft tissue moved
+      by 0.15 of the network range and a trained network's synthetic CT by 45-74 HU).
+    - ``"body"``: the voxels of the body (:func:`medi2i.body_mask`: Otsu's threshold,
+      the large components, holes filled, a 2-voxel margin). Air outside the body does
+      not count, so cropping away air changes nothing.
+
+    A volume with nothing above its mean (a constant volume) is all foreground.
 
     Args:
-        values: The volume's intensities, any shape.
+        values: The volume's intensities: any shape for ``"above-mean"``; ``(X, Y, Z)``
+            or channel-first ``(C, X, Y, Z)`` for ``"body"`` (one mask for every
+            channel, from their mean).
+        rule: Which voxels count (above).
+        body: The body mask, ``(X, Y, Z)`` booleans, when the caller has it already
+            (``"body"`` only); else it is computed.
 
     Returns:
         The selected intensities as a flat array of the volume's type (never empty for
         a non-empty volume). The mean is taken in float64 without a float64 copy of the
         volume (which would cost two float32 volumes).
     """
+    if rule == "body":
+        from medi2i.body_contour import body_mask
+
+        inside = body_mask(values) if body is None else np.asarray(body, bool)
+        selected = values[..., inside].ravel()
+        return selected if selected.size else values.ravel(order="K")
     flat = values.ravel(order="K")  # a view of a C- or F-ordered volume
     selected = flat[flat > float(np.mean(flat, dtype=np.float64))]
     return selected if selected.size else flat
+
+
+def foreground_rule(options: object) -> MRForeground:
+    """The foreground rule of a method's options: ``mr_foreground`` (paired MR→CT
+    methods) or ``foreground`` (domain methods), else the rule of models saved before
+    the option existed."""
+    for name in ("mr_foreground", "foreground"):
+        rule = getattr(options, name, None)
+        if rule in ("above-mean", "body"):
+            return cast("MRForeground", rule)
+    return LEGACY_FOREGROUND
 
 
 _CHUNK = 1 << 22
@@ -123,6 +159,8 @@ def normalize_mr(
     scheme: MRNormalization,
     percentiles: tuple[float, float],
     clip: bool = True,
+    rule: MRForeground = "above-mean",
+    body: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Normalize a whole MR volume with statistics of its foreground.
 
@@ -134,12 +172,14 @@ def normalize_mr(
         percentiles: Lower and upper percentile (0-100) of the ``"percentile"`` scheme.
         clip: Clip the ``"percentile"`` scheme's result to [-1, 1]. Off, intensities
             beyond the percentiles map linearly beyond -1 and +1.
+        rule: Which voxels the statistics come from (:func:`foreground`).
+        body: The input's body mask for ``rule="body"`` when the caller has it.
 
     Returns:
         The normalized volume as float32 (a ``MetaTensor`` stays one). A constant
         volume becomes zeros.
     """
-    selected = foreground(image.detach().cpu().numpy())
+    selected = foreground(image.detach().cpu().numpy(), rule, body=body)
     if scheme == "zscore":
         centre, spread = _mean_and_std(selected)
         del selected  # a copy of the foreground voxels: gone before the new volume
@@ -222,20 +262,25 @@ class MRToCTIntensities:
     def preprocess(
         self, image: MetaTensor, *, domain: str | None = None, condition: object = None
     ) -> MetaTensor:
-        """Normalize the whole MR volume (see ``options.mr_normalization``); at predict
+        """Normalize the whole MR volume (see ``options.mr_normalization``, with the
+        statistics of ``options.mr_foreground``'s voxels, :func:`foreground`); at predict
         time with ``body_contour`` on, keep the raw volume's body mask in the meta."""
-        mask = None
-        if condition is not None and self.body_contour and hasattr(image, "meta"):
-            from medi2i.body_contour import PackedMask, body_mask
+        from medi2i.body_contour import PackedMask, body_mask
 
-            # before the normalized volume exists: the mask's whole-volume temporaries
-            # then do not add to it at the peak
-            mask = PackedMask.pack(body_mask(image.detach().cpu().numpy()))
+        rule = foreground_rule(self.options)
+        keep = condition is not None and self.body_contour and hasattr(image, "meta")
+        # before the normalized volume exists: the mask's whole-volume temporaries then
+        # do not add to it at the peak; one mask serves the statistics and the contour
+        body = body_mask(image.detach().cpu().numpy()) if rule == "body" or keep else None
         normalized = normalize_mr(
-            image, scheme=self.options.mr_normalization, percentiles=self.options.mr_percentiles
+            image,
+            scheme=self.options.mr_normalization,
+            percentiles=self.options.mr_percentiles,
+            rule=rule,
+            body=body,
         )
-        if mask is not None and hasattr(normalized, "meta"):
-            normalized.meta[BODY_MASK_META_KEY] = mask
+        if keep and body is not None and hasattr(normalized, "meta"):
+            normalized.meta[BODY_MASK_META_KEY] = PackedMask.pack(body)
         return cast("MetaTensor", normalized)
 
     def preprocess_target(self, target: MetaTensor) -> MetaTensor:
@@ -293,16 +338,18 @@ def domain_to_network(
     percentiles: tuple[float, float],
     clip: bool = True,
     values: tuple[float, float] | None = None,
+    rule: MRForeground = "above-mean",
 ) -> MetaTensor:
     """One whole volume of domain ``spec`` in the network range [-1, 1]: CT by the fixed
     :class:`HounsfieldScale`, any other image by its foreground ``percentiles``
-    (:func:`normalize_mr`, ``"percentile"`` scheme), or by given ``values`` (low, high)
-    mapped to -1 and +1 (a domain's training scale); clipped to [-1, 1] when ``clip``."""
+    (:func:`normalize_mr`, ``"percentile"`` scheme, over the voxels of the foreground
+    ``rule``), or by given ``values`` (low, high) mapped to -1 and +1 (a domain's
+    training scale); clipped to [-1, 1] when ``clip``."""
     if is_hounsfield(spec):
         return cast("MetaTensor", HounsfieldScale().to_network(image))
     if values is not None:
         return cast("MetaTensor", scale_between(image, values, clip=clip))
-    scaled = normalize_mr(image, scheme="percentile", percentiles=percentiles, clip=clip)
+    scaled = normalize_mr(image, scheme="percentile", percentiles=percentiles, clip=clip, rule=rule)
     return cast("MetaTensor", scaled)
 
 
@@ -343,7 +390,8 @@ class DomainIntensities:
         percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
         clip = getattr(self.options, "clip_intensities", True)
         spec = self._domain_spec(domain)
-        return domain_to_network(image, spec, percentiles=percentiles, clip=clip)
+        rule = foreground_rule(self.options)
+        return domain_to_network(image, spec, percentiles=percentiles, clip=clip, rule=rule)
 
     def postprocess(
         self,

@@ -43,7 +43,7 @@ from medi2i.errors import (
 from medi2i.grid import SpatialPlan
 from medi2i.hashing import file_sha256
 from medi2i.io.atomic import make_parent_folders, temporary_sibling
-from medi2i.method import DomainSpec, Method, StateValue, VolumeSpec
+from medi2i.method import DomainSpec, Method, MethodClass, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
     changed_options,
@@ -276,6 +276,31 @@ def render_card(card: ModelCard) -> str:
     return "\n".join(lines) + "\n"
 
 
+LEGACY_OPTION_VALUES: dict[str, object] = {
+    "mr_foreground": "above-mean",
+    "foreground": "above-mean",
+}
+"""Options added after models were first saved, with the value that makes a saved model
+that lacks them predict as it did (their defaults for new models differ)."""
+
+
+def saved_options(method_cls: MethodClass, options: Mapping[str, object]) -> dict[str, object]:
+    """A saved model's ``options`` with :data:`LEGACY_OPTION_VALUES` filled in where the
+    method has the option and the model was saved before it existed.
+
+    Example:
+        >>> from medi2i.testing.cycle_example import ExampleCycle
+        >>> saved_options(ExampleCycle, {})
+        {}
+    """
+    fields = getattr(method_cls.Options, "model_fields", {})
+    filled = dict(options)
+    for name, value in LEGACY_OPTION_VALUES.items():
+        if name in fields and name not in filled:
+            filled[name] = value
+    return filled
+
+
 def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     """Load a trained-model folder (or a ``.zip`` of one) as a ready method.
 
@@ -320,7 +345,7 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
         ) from None
     check_versions(path, method_cls, registry, manifest.method.version, manifest.medi2i_version)
     try:
-        options = method_cls.parse_options(manifest.options)
+        options = method_cls.parse_options(saved_options(method_cls, manifest.options))
     except Medi2iError as exc:
         raise ModelFormatError(f"{path}: {MANIFEST}: {exc}") from None
     declared = declared_shapes(f"{path}: {MANIFEST}", method_cls, options, manifest.domains)

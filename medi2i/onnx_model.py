@@ -87,6 +87,7 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
 
     from medi2i.method import DomainSpec
     from medi2i.model_checks import check_versions, declared_shapes
+    from medi2i.model_folder import saved_options
 
     path = Path(path)
     sidecar = description_path(path)
@@ -109,7 +110,7 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
     method_cls = registry.method(str(method_info["id"]))
     check_versions(path, method_cls, registry, str(method_info["version"]), model["medi2i"])
     try:
-        options = method_cls.parse_options(description["options"])
+        options = method_cls.parse_options(saved_options(method_cls, description["options"]))
         domains = [DomainSpec.model_validate(domain) for domain in model["domains"]]
         declared_shapes(f"{path}: {sidecar.name}", method_cls, options, domains)
         runner = _onnx_class(method_cls)

@@ -214,11 +214,24 @@ def test_input_scale_domain_scales_a_prediction_by_the_training_scale(input_scal
     assert same == (input_scale == "domain")  # the scalp moves the volume's percentiles
 
 
-@pytest.mark.parametrize(("gain", "warns"), [(1.0, False), (8.0, True), (0.1, True)])
+@pytest.mark.parametrize(
+    ("gain", "rule", "warns"),
+    [
+        (1.0, "body", False),
+        (8.0, "body", True),
+        (1.0, "above-mean", False),
+        (8.0, "above-mean", True),
+        (0.1, "above-mean", True),
+        # the body's scale reaches down to near-zero signal: a darker input's median
+        # stays inside it (the limit the method's docstring states)
+        (0.1, "body", False),
+    ],
+)
 def test_an_input_in_other_units_than_its_domains_training_scale_warns(
-    gain: float, warns: bool
+    gain: float, rule: str, warns: bool
 ) -> None:
-    method = trained_looking(CycleGAN, {**TINY_CYCLEGAN, "input_scale": "domain"})
+    options = {**TINY_CYCLEGAN, "input_scale": "domain", "foreground": rule}
+    method = trained_looking(CycleGAN, options)
     assert isinstance(method, CycleGAN)
     method.preprocess(MetaTensor(brain_and_scalp(scalp=False)), domain="mr")
     other = MetaTensor(brain_and_scalp(scalp=True) * gain)

@@ -69,12 +69,13 @@ def test_the_model_keeps_only_the_generator() -> None:
     assert names == {f"generator.{k}" for k in method.network.state_dict()}
 
 
-def test_percentile_normalization_uses_the_whole_volume_foreground() -> None:
+@pytest.mark.parametrize("rule", ["body", "above-mean"])
+def test_percentile_normalization_uses_the_whole_volume_foreground(rule: str) -> None:
     image = make_volume((24, 20, 16))
     before = image.as_tensor().clone()
-    low, high = np.percentile(foreground(image.numpy()), [0.5, 99.5])
+    low, high = np.percentile(foreground(image.numpy(), rule), [0.5, 99.5])  # type: ignore[arg-type]
 
-    normalized = Pix2Pix(SMALL_3D).preprocess(image)
+    normalized = Pix2Pix({**SMALL_3D, "mr_foreground": rule}).preprocess(image)
 
     expected = np.clip((image.numpy() - (low + high) / 2) / ((high - low) / 2), -1.0, 1.0)
     np.testing.assert_allclose(normalized.numpy(), expected, rtol=0.0, atol=1e-5)

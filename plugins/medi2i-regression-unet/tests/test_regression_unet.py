@@ -20,7 +20,14 @@ from medi2i_regression_unet.optimization import scheduled_learning_rate
 from monai.data.meta_tensor import MetaTensor
 
 import medi2i
-from medi2i import InferenceSettings, ModelFormatError, OptionsError, Registry, predict_tensor
+from medi2i import (
+    InferenceSettings,
+    ModelFormatError,
+    OptionsError,
+    Registry,
+    body_mask,
+    predict_tensor,
+)
 from medi2i.intensity import HounsfieldScale, foreground, normalize_mr
 from medi2i.testing import check_method_contract, make_volume
 from medi2i.testing.trainable_examples import write_paired_cases
@@ -99,15 +106,19 @@ def test_a_model_saved_without_the_body_contour_option_loads_with_it_on(
     )
 
 
-def test_zscore_uses_the_whole_volume_foreground() -> None:
+@pytest.mark.parametrize("rule", ["body", "above-mean"])
+def test_zscore_uses_the_whole_volume_foreground(rule: str) -> None:
     image = make_volume((24, 20, 16))
     before = image.as_tensor().clone()
 
-    normalized = RegressionUNet(SMALL).preprocess(image)
+    normalized = RegressionUNet({**SMALL, "mr_foreground": rule}).preprocess(image)
 
-    selected = foreground(normalized.numpy())
-    # the foreground of the normalized volume is the same voxels, now standardized
-    assert selected.size == foreground(image.numpy()).size
+    # the foreground's voxels (those of the raw volume), now standardized
+    if rule == "body":
+        selected = normalized.numpy()[..., body_mask(image.numpy())]
+    else:
+        selected = foreground(normalized.numpy())
+        assert selected.size == foreground(image.numpy()).size
     assert selected.mean() == pytest.approx(0.0, abs=1e-5)
     assert selected.std() == pytest.approx(1.0, abs=1e-5)
     assert torch.equal(image.as_tensor(), before)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medi2i import (
     DataKind,
+    MRForeground,
     Options,
     OptionsError,
     Output,
@@ -57,6 +58,11 @@ class TwoWayOptions(Options):
         betas: Adam's moment decay rates (both papers: 0.5, 0.999).
         percentiles: Foreground percentiles (0-100) of a non-CT volume mapped to -1 and
             +1 (clipped beyond); CT is mapped from [-1024, 3071] HU.
+        foreground: Which voxels of a non-CT volume the percentiles are taken over:
+            ``"body"``, the input's body (:func:`medi2i.body_mask`), so the air around
+            the body does not move them; ``"above-mean"``, those brighter than the
+            volume's mean, which move with the field of view (the rule of models saved
+            before this option existed).
         body_contour: For a direction from a non-CT domain into CT, set every output
             voxel outside the input's body to air (-1000 HU), the body found by
             :func:`medi2i.body_mask` on the raw input (not in the papers).
@@ -74,6 +80,7 @@ class TwoWayOptions(Options):
     learning_rate: float = Field(default=2e-4, gt=0.0)
     betas: tuple[float, float] = (0.5, 0.999)
     percentiles: tuple[float, float] = (0.5, 99.5)
+    foreground: MRForeground = "body"
     body_contour: bool = True
     clip_intensities: bool = True
     input_scale: Literal["volume", "domain"] = "volume"

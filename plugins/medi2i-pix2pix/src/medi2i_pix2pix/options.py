@@ -11,7 +11,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medi2i import MRNormalization, Options, check_betas, check_percentiles, check_spacing
+from medi2i import (
+    MRForeground,
+    MRNormalization,
+    Options,
+    check_betas,
+    check_percentiles,
+    check_spacing,
+)
 from medi2i_pix2pix.adversarial import GanLoss
 from medi2i_pix2pix.discriminator import smallest_input
 from medi2i_pix2pix.layers import Norm
@@ -61,6 +68,11 @@ class Pix2PixOptions(Options):
             ``"zscore"`` (foreground mean and standard deviation).
         mr_percentiles: Lower and upper percentile (0-100) of the ``"percentile"``
             scheme.
+        mr_foreground: Which voxels the normalization's statistics come from:
+            ``"body"``, the input's body (:func:`medi2i.body_mask`), so the air around
+            the body does not move them; ``"above-mean"``, those brighter than the
+            volume's mean, which move with the field of view (the rule of models saved
+            before this option existed).
         body_contour: Set every output voxel outside the input MR's body to air
             (-1024 HU), with the body found by :func:`medi2i.body_mask` on the raw input
             (not in the paper). Models saved before this option existed get it on.
@@ -84,6 +96,7 @@ class Pix2PixOptions(Options):
     spacing: tuple[float, float, float] | None = None
     mr_normalization: MRNormalization = "percentile"
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    mr_foreground: MRForeground = "body"
     body_contour: bool = True
 
     def learning_rate_at(self, step: int) -> float:

@@ -46,6 +46,7 @@ from medi2i import (
     DataKind,
     Medi2iError,
     ModelFormatError,
+    MRForeground,
     MRNormalization,
     MRToCTIntensities,
     Options,
@@ -132,6 +133,11 @@ class RegressionUNetOptions(Options):
             ``mr_percentiles`` mapped to [-1, 1], clipped).
         mr_percentiles: Lower and upper percentile (0-100) of the ``"percentile"``
             scheme.
+        mr_foreground: Which voxels the normalization's statistics come from:
+            ``"body"``, the input's body (:func:`medi2i.body_mask`), so the air around
+            the body does not move them; ``"above-mean"``, those brighter than the
+            volume's mean, which move with the field of view (the rule of models saved
+            before this option existed).
         optimizer: ``"sgd"`` with Nesterov momentum (nnU-Net), ``"adam"`` or ``"adamw"``.
         learning_rate: Initial learning rate, or ``None`` for the optimizer's default:
             1e-2 for SGD (nnU-Net), 2e-4 for Adam and AdamW.
@@ -165,6 +171,7 @@ class RegressionUNetOptions(Options):
     spacing: tuple[float, float, float] | None = None
     mr_normalization: MRNormalization = "zscore"
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    mr_foreground: MRForeground = "body"
     optimizer: OptimizerName = "sgd"
     learning_rate: float | None = Field(default=None, gt=0.0)
     momentum: float = Field(default=0.99, ge=0.0, lt=1.0)

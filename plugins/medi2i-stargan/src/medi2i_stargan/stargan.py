@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from medi2i import (
     DataKind,
+    MRForeground,
     Options,
     OptionsError,
     PatchNetworkMethod,
@@ -100,6 +101,11 @@ class StarGANOptions(Options):
             the input's grid), or ``None`` to keep each volume's own.
         percentiles: Foreground percentiles (0-100) of a non-CT volume mapped to -1 and
             +1; CT is mapped from [-1024, 3071] HU.
+        foreground: Which voxels of an MR volume the percentiles are taken over:
+            ``"body"``, the input's body (:func:`medi2i.body_mask`), so the air around
+            the body does not move them; ``"above-mean"``, those brighter than the
+            volume's mean, which move with the field of view (the rule of models saved
+            before this option existed).
         body_contour: For a CT output from a non-CT input, set every voxel outside the
             input's body to air (-1000 HU; not in the paper).
         clip_intensities: Clip the scaled MR intensities to [-1, 1]. Off, tissue brighter
@@ -134,6 +140,7 @@ class StarGANOptions(Options):
     schedule_steps: int | None = Field(default=None, ge=1)
     spacing: tuple[float, float, float] | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
+    foreground: MRForeground = "body"
     body_contour: bool = True
     clip_intensities: bool = True
     input_scale: Literal["volume", "domain"] = "volume"

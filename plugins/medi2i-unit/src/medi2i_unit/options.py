@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medi2i import Options
+from medi2i import MRForeground, Options
 from medi2i_unit.discriminator import smallest_input
 
 Direction = Literal["a2b", "b2a"]
@@ -46,6 +46,11 @@ class TranslationOptions(Options):
             each volume's own.
         percentiles: Foreground percentiles of an MR volume mapped to -1 and +1 (CT goes
             through the fixed Hounsfield scale).
+        foreground: Which voxels of an MR volume the percentiles are taken over:
+            ``"body"``, the input's body (:func:`medi2i.body_mask`), so the air around
+            the body does not move them; ``"above-mean"``, those brighter than the
+            volume's mean, which move with the field of view (the rule of models saved
+            before this option existed).
         body_contour: A CT output translated from a non-CT input is air (-1000 HU)
             outside the input's body (:func:`medi2i.body_mask` of the raw input), as the
             paired MR → CT methods do (not in the papers).
@@ -66,6 +71,7 @@ class TranslationOptions(Options):
     lr_decay: float = Field(default=0.5, gt=0.0, le=1.0)
     spacing: tuple[float, float, float] | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
+    foreground: MRForeground = "body"
     body_contour: bool = True
 
     @model_validator(mode="after")
