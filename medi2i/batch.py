@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING
 
 from medi2i.batch_records import BatchReport, Manifest, Status, StudyRecord, check_linkage
 from medi2i.errors import InputError, Medi2iError, OptionsError
+from medi2i.settings import wants_progress
 from medi2i.study_discovery import StudyJob, discover_studies, pseudonymous_keys
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ def run_batch(
         shard=shard,
         skip=lambda job: _skipped(job, runner, book),
         label=lambda job: job.key,
-        progress=settings.progress,
+        progress=wants_progress(settings.progress),
         noun="studies",
     )
     return BatchReport(manifest=book.path, records=tuple(records))
@@ -386,7 +387,8 @@ class _StudyRunner:
         if name == "nifti":
             from medi2i.io import write_volume
 
-            return write_volume(result, folder / f"{self.method.id}.nii.gz")
+            # the study's own output: redone studies replace it (see the manifest)
+            return write_volume(result, folder / f"{self.method.id}.nii.gz", overwrite=True)
         from medi2i.dicom.writing.derived_series import write_derived_series
         from medi2i.dicom.writing.volume_writer import output_modality
 

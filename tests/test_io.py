@@ -351,7 +351,7 @@ def test_failed_write_leaves_nothing_and_keeps_old_output(
     monkeypatch.setattr(nib.Nifti1Image, "to_filename", _fail_midway)
     monkeypatch.setattr(sitk.ImageFileWriter, "Execute", _raise_itk)
     with pytest.raises(InputError, match=f"cannot write .*out{suffix}"):
-        write_volume(make(voxels("float32"), oblique_affine()), target)
+        write_volume(make(voxels("float32"), oblique_affine()), target, overwrite=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 

@@ -458,7 +458,7 @@ def test_a_header_and_data_output_never_replaces_a_data_file_it_does_not_own(
     assert precious.read_bytes() == b"someone else's voxels"
     assert not (tmp_path / f"second{suffix}").exists()
     # replacing an earlier output of the same name replaces its data file too
-    write_volume(volume * 2, first)
+    write_volume(volume * 2, first, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [first.name, data.name, precious.name]
     )

@@ -103,6 +103,6 @@ def mask_command(
     # the input's NIfTI codes and units, as predict keeps them (a sform-only file stays so)
     mask.meta.update({k: v for k, v in image.meta.items() if str(k).startswith(NIFTI_META)})
     mask.meta["medi2i.dtype"] = "uint8"
-    written = write_volume(mask, output_path, writers=writers)
+    written = write_volume(mask, output_path, writers=writers, overwrite=overwrite)
     share = 100.0 * float(inside.mean())
     click.echo(f"wrote {written} ({int(inside.sum())} voxels in the body, {share:.1f} %)")

@@ -199,6 +199,7 @@ def write_volume(
     path: str | Path,
     *,
     writers: Sequence[VolumeWriter] | None = None,
+    overwrite: bool = False,
     overwrite_source: bool = False,
 ) -> Path:
     """Write a volume atomically with the first writer that accepts ``path``.
@@ -209,11 +210,12 @@ def write_volume(
     (:func:`medi2i.io.base.cast_for_writing`); set ``volume.meta["medi2i.dtype"] =
     "float32"`` to write computed values as they are. Parent folders are created.
 
-    An existing file at ``path`` is replaced (only once the new one is written in full),
-    except the file the volume was read from (``volume.meta["medi2i.read_from"]``, which
-    :func:`read_volume` sets and :func:`medi2i.predict_tensor` keeps): writing a result
-    over its own input is refused unless ``overwrite_source=True``. To refuse every
-    existing file and any input, as ``medi2i predict`` does, check the path first with
+    An existing file at ``path`` (or a folder that is not empty) is refused unless
+    ``overwrite=True``, and then replaced only once the new one is written in full. The
+    file the volume was read from (``volume.meta["medi2i.read_from"]``, which
+    :func:`read_volume` sets and :func:`medi2i.predict_tensor` keeps) is refused even
+    then, unless ``overwrite_source=True``. To refuse every input of a run, as ``medi2i
+    predict`` does, check the path first with
     :func:`medi2i.io.destinations.check_destination`.
 
     Args:
@@ -224,6 +226,7 @@ def write_volume(
         writers: Writers to ask, in order; when ``None``, every writer the installed
             plugins register (:mod:`medi2i.builtins` registers NIfTI, NRRD, MetaImage
             and DICOM), as :func:`read_volume` asks the readers.
+        overwrite: Replace an existing output (a file, or a DICOM series folder).
         overwrite_source: Replace the file the volume was read from.
 
     Returns:
@@ -235,14 +238,17 @@ def write_volume(
         GeometryError: The volume is not a ``MetaTensor``, has several channels or an
             unusable affine.
         OutputError: A voxel is NaN or infinite, the values are complex, a file
-            stands where a parent folder would be, or ``path`` is the file the volume
-            was read from (nothing is written then).
+            stands where a parent folder would be, ``path`` exists and ``overwrite`` is
+            false, or ``path`` is the file the volume was read from (nothing is written
+            then).
     """
-    from medi2i.io.destinations import as_output_path, refuse_own_source
+    from medi2i.io.destinations import as_output_path, check_destination, refuse_own_source
 
     path = as_output_path(path)
     if not overwrite_source:
         refuse_own_source(volume, path)
+    if not overwrite and not overwrite_source:
+        check_destination(path, inputs=(), overwrite=False)
     writer_for(path, registered_writers() if writers is None else writers).write(volume, path)
     return path
 

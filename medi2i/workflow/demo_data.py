@@ -81,7 +81,7 @@ def _write_case(
     )
     for name, values in zip(names, arrays, strict=True):
         volume = volume_from_array(values, phantom.affine, path=case / name)
-        write_volume(volume, case / name)
+        write_volume(volume, case / name, overwrite=True)  # the demo's own cache
     return case
 
 

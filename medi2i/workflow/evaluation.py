@@ -291,13 +291,18 @@ def _kept(
 
     writers = list(registry.writers.values())
     stem = prediction_stem(record.id)
-    prediction = write_volume(output, run.predictions / f"{stem}.nii.gz", writers=writers)
+    # the run folder's own files: evaluating again replaces them
+    prediction = write_volume(
+        output, run.predictions / f"{stem}.nii.gz", writers=writers, overwrite=True
+    )
     record = replace(record, prediction=str(prediction.relative_to(run.root)))
     grid = Grid.of(output)
     if Grid.of(source).same_as(grid):
         return record
     shown = resample_to_grid(source, grid, mode="nearest")
-    path = write_volume(shown, run.predictions / f"{stem}{INPUT_ON_OUTPUT_GRID}", writers=writers)
+    path = write_volume(
+        shown, run.predictions / f"{stem}{INPUT_ON_OUTPUT_GRID}", writers=writers, overwrite=True
+    )
     return replace(record, source=str(path), original_source=record.source)
 
 

@@ -78,5 +78,5 @@ def _prepared_case(
             hint="set data.prepare_source's options so that it delivers the target's grid "
             "(for slices kept from the target: its spacing and align: centres)",
         )
-        write_volume(output, path, writers=list(registry.writers.values()))
+        write_volume(output, path, writers=list(registry.writers.values()), overwrite=True)
     return Case(case.id, {**case.images, SOURCE: path}, case.domain, case.condition)

@@ -47,7 +47,7 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     image = MetaTensor(
         torch.from_numpy(np.asarray(array, np.float32))[None], affine=torch.as_tensor(affine)
     )
-    write_volume(image, path)
+    write_volume(image, path, overwrite=True)  # a test changes a source in place
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ def _write(volume: Volume, path: Path, *, mask: bool) -> None:
 
     image = volume.metatensor()
     image.meta["medi2i.dtype"] = "uint8" if mask else "float32"
-    write_volume(image, path)
+    write_volume(image, path, overwrite=True)  # the harness's own cache
 
 
 def read_dataset(
