@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from medi2i.errors import DeviceError, GeometryError, Medi2iError, OptionsError
-from medi2i.settings import InferenceSettings
+from medi2i.settings import InferenceSettings, wants_progress
 from medi2i.window_blend import blend_windows, volume_like
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -314,7 +314,7 @@ class SlidingWindowEngine:
                 mode=settings.blend,
                 sigma_scale=settings.sigma_scale,
                 device=self.device,
-                progress=settings.progress,
+                progress=wants_progress(settings.progress),
             )
 
 

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -248,9 +249,12 @@ def _module_modes(method: Method) -> list[tuple[torch.nn.Module, bool]]:
     return [(module, module.training) for root in found for module in root.modules()]
 
 
-def progress_bars(enabled: bool) -> Progress:
-    """A :data:`~medi2i.method.Progress` showing tqdm bars when ``enabled``."""
-    if not enabled:
+def progress_bars(enabled: bool | None) -> Progress:
+    """A :data:`~medi2i.method.Progress` showing tqdm bars when ``enabled`` (``None``:
+    when standard error is a terminal)."""
+    from medi2i.settings import wants_progress
+
+    if not wants_progress(enabled):
         return no_progress
 
     def progress(
@@ -511,9 +515,10 @@ def predict_all(
     written: dict[str, Path] = {}
     for declared_output in declared:
         path = paths[declared_output.name]
-        with staged_sidecar(path, {**record, "output": output_record(declared_output)}):
-            written[declared_output.name] = write_volume(
-                results[declared_output.name], path, writers=[writer]
+        described = {**output_record(declared_output), "file": path.name}
+        with staged_sidecar(path, {**record, "output": described}):
+            written[declared_output.name] = write_volume(  # the destination was checked
+                results[declared_output.name], path, writers=[writer], overwrite=True
             )
     return written
 
@@ -523,6 +528,11 @@ def _other_output_of(sidecar: Path, path: Path, suffixes: Sequence[str]) -> Path
     series folder or a volume file of the same stem), when ``sidecar`` is medi2i's."""
     if not is_provenance_record(sidecar):
         return None
+    named = _recorded_file(sidecar)
+    if named is not None:  # the record says whose it is
+        other = sidecar.with_name(named)
+        mine = named == path.name or not (other.exists() or other.is_symlink())
+        return None if mine else other
     stem = sidecar.name.removesuffix(".provenance.json")
     candidates = [sidecar.with_name(stem + suffix) for suffix in ("", *suffixes)]
     return next(
@@ -533,6 +543,17 @@ def _other_output_of(sidecar: Path, path: Path, suffixes: Sequence[str]) -> Path
         ),
         None,
     )
+
+
+def _recorded_file(sidecar: Path) -> str | None:
+    """The output file name a provenance record gives (records written before they named
+    it give none)."""
+    try:
+        output = json.loads(sidecar.read_text(encoding="utf-8")).get("output")
+    except (OSError, ValueError, AttributeError):
+        return None
+    named = output.get("file") if isinstance(output, dict) else None
+    return named if isinstance(named, str) and named and "/" not in named else None
 
 
 def _renamed(path: Path) -> Path:

@@ -7,6 +7,7 @@ options without paying for a torch import.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -52,7 +53,8 @@ class InferenceSettings(BaseModel):
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
             ``"cuda:N"``.
         amp: Run the network in float16 autocast; only takes effect on CUDA.
-        progress: Show a progress bar over the windows.
+        progress: Show a progress bar over the windows; ``None`` (the default) shows one
+            when standard error is a terminal, none in a log or a pipe.
         nonfinite: What to do with NaN or infinite input voxels: ``"error"`` refuses the
             volume (naming how many and where), ``"zero"`` sets them to 0, ``"nearest"``
             gives each the value of the nearest finite voxel.
@@ -88,7 +90,7 @@ class InferenceSettings(BaseModel):
     sigma_scale: float = Field(default=0.125, gt=0.0)
     device: str = "auto"
     amp: bool = True
-    progress: bool = True
+    progress: bool | None = None
     nonfinite: NonFinitePolicy = "error"
     force_modality: bool = False
     seed: int = Field(default=0, ge=0)
@@ -112,3 +114,17 @@ class InferenceSettings(BaseModel):
         if value is not None and min(value) < 1:
             raise ValueError(f"every roi_size component must be >= 1 voxel, got {value}")
         return value
+
+
+def stderr_is_terminal() -> bool:
+    """Whether standard error is a terminal (where a progress bar redraws in place)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
+
+
+def wants_progress(progress: bool | None) -> bool:
+    """A ``progress`` setting as asked: ``None`` means a bar when standard error is a
+    terminal, so a log or a pipe gets no carriage-return bar lines."""
+    return stderr_is_terminal() if progress is None else progress

@@ -59,3 +59,21 @@ def test_a_second_output_of_the_same_stem_keeps_the_first_one_s_provenance(
     replaced = translate(source, tmp_path / "sct.nii.gz", "--seed", "7", "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     assert json.loads(sidecar.read_text())["settings"]["seed"] == 7
+
+
+def test_the_record_names_its_output_so_a_refusal_names_the_right_one(tmp_path: Path) -> None:
+    values = np.random.default_rng(0).normal(400.0, 100.0, (12, 10, 8)).astype(np.float32)
+    source = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(values, np.eye(4)), str(source))
+    assert translate(source, tmp_path / "o.nrrd").exit_code == 0
+    sidecar = tmp_path / "o.provenance.json"
+    assert json.loads(sidecar.read_text())["output"]["file"] == "o.nrrd"
+    replaced = translate(source, tmp_path / "o.mha", "--overwrite")  # the user's consent
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads(sidecar.read_text())["output"]["file"] == "o.mha"
+    refused = translate(source, tmp_path / "o.nhdr")
+    assert refused.exit_code != 0
+    assert "the provenance of the existing output" in refused.output
+    assert str(tmp_path / "o.mha") in refused.output  # whose it is now, not o.nrrd's
+    again = translate(source, tmp_path / "o.mha", "--overwrite")  # its own record
+    assert again.exit_code == 0, again.output

@@ -17,7 +17,6 @@ Nothing heavy is imported at the top of this module, so ``medi2i --help`` stays 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -114,10 +113,9 @@ def _progress_default(_ctx: click.Context, _param: click.Parameter, value: bool 
 
 def stderr_is_terminal() -> bool:
     """Whether standard error is a terminal (where a progress bar redraws in place)."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced by an object without it, or closed
-        return False
+    from medi2i.settings import stderr_is_terminal as is_terminal
+
+    return is_terminal()
 
 
 def overwrite_option(command: F) -> F:

@@ -183,7 +183,8 @@ class TrainingConfig(BaseModel):
         augmentation: Random flips, rotations and intensity changes of the patches.
         tensorboard: Also write TensorBoard event files to ``<run>/logs/tensorboard``
             (needs the ``tensorboard`` package).
-        progress: Show a progress bar with losses and the estimated time left.
+        progress: Show a progress bar with losses and the estimated time left; ``None``
+            (the default) shows one when standard error is a terminal, none in a log.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -210,7 +211,7 @@ class TrainingConfig(BaseModel):
     foreground_ratio: float = Field(default=0.75, ge=0.0, le=1.0)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     tensorboard: bool = False
-    progress: bool = True
+    progress: bool | None = None
 
     @field_validator("device")
     @classmethod

@@ -27,7 +27,7 @@ from medi2i.data.cases import CaseSet, case_condition
 from medi2i.errors import ModelFormatError, OptionsError, OutputError, TrainingError
 from medi2i.method import DataKind, DomainSpec, Method
 from medi2i.patch_network import PatchNetworkMethod
-from medi2i.settings import InferenceSettings
+from medi2i.settings import InferenceSettings, wants_progress
 from medi2i.training.auxiliary import auxiliary_hashes
 from medi2i.training.checkpoint import (
     CheckpointError,
@@ -131,7 +131,7 @@ def run_training(
         total_steps=config.steps,
         patches_per_step=config.batch_size * config.accumulation_steps * context.world_size,
         tensorboard=config.tensorboard,
-        progress=config.progress,
+        progress=wants_progress(config.progress),
         main=context.is_main,
     ) as log:
         run = _Run(
