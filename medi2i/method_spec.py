@@ -233,6 +233,22 @@ class MethodDescription(BaseModel):
     condition: dict[str, Any]
 
 
+def list_hint(error: Mapping[str, Any]) -> str:
+    """A hint for a single value where a list was expected (``roi_size: 128`` for
+    ``[128, 128, 128]``), else ``""``.
+
+    Example:
+        >>> list_hint({"type": "tuple_type", "input": 128})
+        '; write a list in square brackets, e.g. [128, 128, 128]'
+    """
+    if error.get("type") not in ("tuple_type", "list_type"):
+        return ""
+    value = error.get("input")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"; write a list in square brackets, e.g. [{value}, {value}, {value}]"
+    return "; write a list in square brackets"
+
+
 def validated_model(
     model: type[BaseModel],
     raw: dict[str, object],
@@ -252,6 +268,7 @@ def validated_model(
             if err["type"] == "missing" and isinstance(err["input"], list):
                 # a fixed-length list one short: the missing item's "Field required"
                 loc, message = loc[:-1], f"too few items ({len(err['input'])} given)"
+            message += list_hint(err)
             where = ".".join(str(p) for p in loc) or "(root)"
             if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
                 other, hint = elsewhere or (None, "")

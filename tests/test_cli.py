@@ -385,3 +385,16 @@ def test_command_modules_share_only_public_names() -> None:
         if alias.name.startswith("_")
     ]
     assert private == []
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback() -> None:
+    """``medi2i methods | head -1``: the pipe closes before the command writes."""
+    command = [sys.executable, "-c", "from medi2i.cli.main import main; main(['methods'])"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()  # nobody reads: the first write fails with a broken pipe
+        errors = process.stderr.read().decode()
+        process.wait(timeout=120)
+    assert "Traceback" not in errors
+    assert "please report it" not in errors

@@ -211,3 +211,19 @@ def test_each_validation_case_is_predicted_under_its_own_condition(tmp_path: Pat
     assert splits.validation.cases[0].condition == (("to", "nowhere"),)
     with pytest.raises(WorkflowError, match=r"validation case 'p': .*no domain 'nowhere'"):
         check_validation(workflow, splits, registry_with(TwoWay))
+
+
+def test_a_refused_condition_is_named_with_its_line(tmp_path: Path) -> None:
+    import yaml
+
+    from medi2i.workflow.loader import WorkflowError, load_workflow
+
+    raw = unpaired_workflow(tmp_path, split={"validation": 0.34})
+    raw["method"] = {"id": "two-way-toy", "condition": {"to": "x"}}
+    raw["evaluation"] = {"enabled": False}
+    path = tmp_path / "workflow.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    lines = path.read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if text.startswith("  condition:"))
+    with pytest.raises(WorkflowError, match=rf"workflow.yaml line {line}: method.condition: .*'x'"):
+        load_workflow(path, registry=registry_with(TwoWay))

@@ -319,3 +319,20 @@ def test_workflow_plugins_are_loaded_or_reported(tmp_path: Path, registry: Regis
         WorkflowError, match=r"line 1: plugins: no installed medi2i plugin is named 'no_such_"
     ):
         load_workflow(write(tmp_path, missing), registry=registry)
+
+
+def test_one_number_where_a_list_belongs_gets_the_list_to_write(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = MINIMAL + "  options:\n    roi_size: 16\ntraining:\n  patch_size: 32\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, text), registry=registry)
+    assert "training.patch_size: Input should be a valid tuple; write a list in square " in str(
+        caught.value
+    )
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(
+            write(tmp_path, MINIMAL + "  options:\n    roi_size: 16\n"), registry=registry
+        )
+    assert "method.options.roi_size: " in str(caught.value)
+    assert "e.g. [16, 16, 16]" in str(caught.value)

@@ -49,6 +49,10 @@ class Medi2iGroup(click.Group):
             ctx.exit(143 if isinstance(exc, Terminated) else 130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # the reader went away (`medi2i methods | head -1`): click's main ends
+            # quietly on it, as command-line tools do
+            raise
         except Exception as exc:
             if _debug(ctx):
                 raise

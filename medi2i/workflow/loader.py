@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from medi2i.bounded_yaml import YAMLLimitError, load_yaml, read_yaml_text
 from medi2i.errors import Medi2iError, OptionsError
+from medi2i.method_spec import list_hint
 from medi2i.workflow.schema import Workflow
 
 if TYPE_CHECKING:
@@ -133,9 +134,27 @@ def load_workflow(
     problems = cross_section_problems(workflow)
     if registry is not None and not problems:
         problems = method_problems(workflow, registry=registry)
+    if registry is not None and not problems:
+        problems = _condition_problems(workflow, registry)
     if problems:
         raise WorkflowError(_describe(problems, source))
     return workflow
+
+
+def _condition_problems(workflow: Workflow, registry: Registry) -> list[Problem]:
+    """``method.condition`` refused by the method (:func:`medi2i.workflow.checks.
+    check_condition`), as a problem on its line."""
+    from medi2i.registry import Registry
+    from medi2i.workflow.checks import check_condition
+
+    try:
+        # method_problems added the workflow's plugins to the manager: a new registry
+        # over it sees them (the given one listed its methods before)
+        check_condition(workflow, Registry(registry.plugins))
+    except WorkflowError as exc:
+        message = str(exc).removeprefix("method.condition: ")
+        return [(("method", "condition"), message)]
+    return []
 
 
 def _run_name(path: Path) -> str:
@@ -262,6 +281,7 @@ def _pydantic_problems(exc: ValidationError, data: object, root: type[BaseModel]
             # a fixed-length list one short: pydantic's "Field required" on a missing item,
             # whose index the key path cannot show, read as if the whole key were missing
             message = f"too few items ({len(error['input'])} given)"
+        message += list_hint(error)
         grouped.setdefault(path, [])
         if message not in grouped[path]:
             grouped[path].append(message)
