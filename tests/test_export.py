@@ -67,6 +67,20 @@ TINY: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
         {"roi_size": [16, 16, 16], "generator_filters": 2, "discriminator_filters": 2},
         {"direction": "a2b"},
     ),
+    "cyclegan-2.5d": (
+        {
+            "roi_size": [16, 16, 4],
+            "generator_filters": 2,
+            "residual_blocks": 1,
+            "discriminator_filters": 2,
+            "discriminator_layers": 1,
+        },
+        {"direction": "a2b"},
+    ),
+    "discogan-2.5d": (
+        {"roi_size": [16, 16, 4], "generator_filters": 2, "discriminator_filters": 2},
+        {"direction": "b2a"},
+    ),
     "unit": (
         {
             "roi_size": [16, 16, 16],

@@ -188,3 +188,25 @@ def test_nibabel_prints_nothing_beside_the_refusal(tmp_path: Path) -> None:
         logger.removeHandler(recording)
     assert said == []
     assert not logger.disabled  # put back
+
+
+def test_a_file_without_orientation_warns_where_another_format_would_state_one(
+    tmp_path: Path,
+) -> None:
+    from medi2i.io import read_volume, write_volume
+    from medi2i.io.nifti import UnstatedOrientationWarning
+
+    image = nib.Nifti1Image(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), np.eye(4))
+    image.set_sform(None, code=0)
+    image.set_qform(None, code=0)
+    nib.save(image, tmp_path / "bare.nii")
+    volume = read_volume(tmp_path / "bare.nii")
+    with pytest.warns(UnstatedOrientationWarning, match="states no orientation"):
+        write_volume(volume, tmp_path / "out.nrrd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnstatedOrientationWarning)
+        write_volume(volume, tmp_path / "out.nii.gz")  # stays unstated: nothing to say
+        stated = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4))
+        nib.save(stated, tmp_path / "stated.nii")
+        write_volume(read_volume(tmp_path / "stated.nii"), tmp_path / "stated.nrrd")
+    assert nib.load(tmp_path / "out.nii.gz").header["sform_code"] == 0

@@ -348,6 +348,9 @@ class ItkImageWriter(VolumeWriter):
 
     def write(self, volume: MetaTensor, path: Path) -> None:
         """Write the file atomically; see :meth:`VolumeWriter.write`."""
+        from medi2i.io.nifti import warn_if_orientation_unstated
+
+        warn_if_orientation_unstated(volume, path)
         values, affine = volume_to_array(volume, path=path)
         image = _itk_image(values, affine, path)
         detached = path.name.lower().endswith(_DETACHED)

@@ -102,6 +102,32 @@ def _qform_encodes_sform(header: Any) -> bool:
     )
 
 
+class UnstatedOrientationWarning(UserWarning):
+    """A volume read from a NIfTI file that states no orientation is written to a format
+    that does."""
+
+
+def warn_if_orientation_unstated(volume: MetaTensor, path: Path) -> None:
+    """Warn when ``volume`` comes from a NIfTI file with neither a qform nor an sform
+    (both codes 0) and ``path`` is a format that states an orientation (NRRD,
+    MetaImage, DICOM). Such a file says nothing about where it lies: nibabel, and so
+    medi2i, read it from pixdim alone (x reversed, the volume centred on the origin),
+    SimpleITK as identity directions at origin 0, and the new file fixes nibabel's
+    reading in writing. NIfTI outputs keep both codes 0 and need no warning."""
+    meta = getattr(volume, "meta", {})
+    if int(meta.get(QFORM_CODE_KEY, 1)) != 0 or int(meta.get(SFORM_CODE_KEY, 1)) != 0:
+        return
+    warnings.warn(
+        f"{path}: the input NIfTI states no orientation (qform_code and sform_code 0), so "
+        "its position comes from the voxel size alone (x reversed, centred on the origin, "
+        "as nibabel reads it; SimpleITK reads identity directions at origin 0), and this "
+        "format writes that position into the file; set the input's orientation, or "
+        "write NIfTI to keep it unstated",
+        UnstatedOrientationWarning,
+        stacklevel=3,
+    )
+
+
 class FormDisagreementWarning(UserWarning):
     """A file's qform and sform place its voxels differently; the sform is used."""
 

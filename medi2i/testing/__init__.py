@@ -41,6 +41,7 @@ _LAZY = {
     "isolated_registry": "medi2i.testing.contract",
     "check_training_contract": "medi2i.testing.training_contract",
     "check_distributed_training": "medi2i.testing.distributed_check",
+    "CaseSet": "medi2i.data.cases",
     "MULTI_DOMAINS": "medi2i.testing.domain_cases",
     "UNPAIRED_DOMAINS": "medi2i.testing.domain_cases",
     "default_domains": "medi2i.testing.domain_cases",
@@ -56,6 +57,7 @@ _LAZY = {
 }
 
 __all__ = [  # noqa: RUF022 (helpers first, then the fixtures)
+    "CaseSet",
     "MULTI_DOMAINS",
     "UNPAIRED_DOMAINS",
     "VolumeParameters",
@@ -89,6 +91,7 @@ def __getattr__(name: str) -> object:
 
 
 if TYPE_CHECKING:
+    from medi2i.data.cases import CaseSet
     from medi2i.testing.contract import check_method_contract, isolated_registry
     from medi2i.testing.distributed_check import check_distributed_training
     from medi2i.testing.domain_cases import (

@@ -97,7 +97,9 @@ class DicomSeriesWriter(VolumeWriter):
         """
         from medi2i.dicom.source import META_KEY, DicomSource
         from medi2i.dicom.writing.derived_series import write_derived_series
+        from medi2i.io.nifti import warn_if_orientation_unstated
 
+        warn_if_orientation_unstated(volume, path)
         meta: Mapping[str, object] = volume.meta
         found = meta.get(META_KEY)
         source = found if isinstance(found, DicomSource) else None
