@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 import numpy as np
 import torch
 
-from medi2i.errors import GeometryError
+from medi2i.errors import GeometryError, OptionsError
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -116,11 +116,25 @@ def foreground(
         The selected intensities as a flat array of the volume's type (never empty for
         a non-empty volume). The mean is taken in float64 without a float64 copy of the
         volume (which would cost two float32 volumes).
+
+    Raises:
+        OptionsError: ``rule`` is not one of the two, or ``body`` is given for
+            ``"above-mean"``.
+        GeometryError: ``body`` is not on the volume's grid.
     """
+    if rule not in ("above-mean", "body"):
+        raise OptionsError(f"foreground rule {rule!r} must be 'above-mean' or 'body'")
+    if body is not None and rule != "body":
+        raise OptionsError("a body mask is used by the foreground rule 'body' only")
     if rule == "body":
         from medi2i.body_contour import body_mask
 
         inside = body_mask(values) if body is None else np.asarray(body, bool)
+        if inside.shape != values.shape[-3:]:
+            raise GeometryError(
+                f"the body mask has shape {inside.shape}, the volume {values.shape}: give "
+                "the mask of this volume's grid"
+            )
         selected = values[..., inside].ravel()
         return selected if selected.size else values.ravel(order="K")
     flat = values.ravel(order="K")  # a view of a C- or F-ordered volume
@@ -277,7 +291,7 @@ class MRToCTIntensities:
             scheme=self.options.mr_normalization,
             percentiles=self.options.mr_percentiles,
             rule=rule,
-            body=body,
+            body=body if rule == "body" else None,  # the contour's mask alone otherwise
         )
         if keep and body is not None and hasattr(normalized, "meta"):
             normalized.meta[BODY_MASK_META_KEY] = PackedMask.pack(body)

@@ -152,10 +152,14 @@ def _metadata(
     import monai
     import numpy as np
 
+    from medi2i.errors import Medi2iError
     from medi2i.registry import Registry
 
     registry = Registry()
-    owner = registry.method_owner(method.id)
+    try:
+        owner = registry.method_owner(method.id)
+    except Medi2iError:  # a method of a plugin loaded by name (--plugin), not installed
+        owner = None
     plugin = next((i for i in registry.plugins.infos if i.name == owner), None)
     packages = {"medi2i": version}
     if plugin is not None and plugin.distribution and plugin.distribution != "medi2i":

@@ -179,3 +179,14 @@ def test_a_zipped_model_goes_into_the_bundle_as_it_is_and_runs(
     np.testing.assert_allclose(
         nib.load(tmp_path / "bundle.nii.gz").get_fdata(), nib.load(expected).get_fdata(), atol=1e-4
     )
+
+
+def test_the_metadata_of_a_method_from_a_plugin_loaded_by_name() -> None:
+    """``medi2i --plugin MODULE export ... --format monai-bundle``: the method is not in
+    the installed plugins' registry, which only names the packages the bundle needs."""
+    from medi2i.monai_bundle import _metadata
+    from medi2i.testing.trainable_examples import TinyRegression
+
+    method = TinyRegression()
+    metadata = _metadata(method, method.parse_condition(None), [8, 8, 8], 0.0, "0.1.0")
+    assert metadata["required_packages_version"]["medi2i"] == "0.1.0"

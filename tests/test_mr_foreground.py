@@ -167,3 +167,16 @@ def test_legacy_values_apply_only_to_fields_the_method_has() -> None:
     assert saved_options(EchoCT, {}) == {"mr_foreground": "above-mean"}
     assert saved_options(EchoCT, {"mr_foreground": "body"}) == {"mr_foreground": "body"}
     assert set(LEGACY_OPTION_VALUES) == {"mr_foreground", "foreground"}
+
+
+def test_an_unknown_rule_or_a_mask_of_another_grid_is_refused() -> None:
+    from medi2i import GeometryError, OptionsError
+
+    volume = chest(pad=4)
+    for rule in ("Body", "bdy", None):
+        with pytest.raises(OptionsError, match="foreground rule"):
+            foreground(volume, rule)  # type: ignore[arg-type]
+    with pytest.raises(GeometryError, match="body mask has shape"):
+        foreground(volume, "body", body=np.ones((4, 4, 4), bool))
+    with pytest.raises(OptionsError, match="'body' only"):
+        foreground(volume, "above-mean", body=body_mask(volume))

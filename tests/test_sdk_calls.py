@@ -283,3 +283,18 @@ def test_write_volume_refuses_the_file_the_volume_was_read_from(
     assert medi2i.write_volume(result, tmp_path / "sct.nii.gz").is_file()
     medi2i.write_volume(read * 2, source, overwrite_source=True)  # on purpose
     assert source.read_bytes() != before
+
+
+def test_write_volume_refuses_an_existing_output_without_overwrite(
+    medi2i_volume: MetaTensor, tmp_path: Path
+) -> None:
+    source = medi2i.write_volume(medi2i_volume, tmp_path / "mr.nii.gz")
+    other = medi2i.write_volume(medi2i_volume * 3, tmp_path / "other.nii.gz")
+    before = other.read_bytes()
+    read = medi2i.read_volume(source)
+    for flags in ({}, {"overwrite_source": True}):  # consent for the source is not for others
+        with pytest.raises(medi2i.OutputError, match="existing file"):
+            medi2i.write_volume(read * 2, other, **flags)
+    assert other.read_bytes() == before
+    medi2i.write_volume(read * 2, other, overwrite=True)
+    assert other.read_bytes() != before

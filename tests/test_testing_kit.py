@@ -202,3 +202,20 @@ def test_the_fixtures_give_a_volume_its_file_and_a_registry(
     assert medi2i_volume.shape == (1, 24, 20, 16)
     assert torch.allclose(medi2i.read_volume(medi2i_volume_file).as_tensor(), medi2i_volume)
     assert "nifti" in medi2i_registry.readers
+
+
+def test_the_case_writers_can_write_into_the_same_folder_again(tmp_path: Path) -> None:
+    """Test data, regenerated into a folder of a run before: replaced, not refused."""
+    from medi2i.testing import (
+        write_paired_cases,
+        write_single_domain_cases,
+        write_unpaired_cases,
+        write_volume_file,
+    )
+
+    for write in (write_paired_cases, write_unpaired_cases, write_single_domain_cases):
+        folder = tmp_path / write.__name__
+        first = write(folder)
+        again = write(folder)
+        assert len(first.cases) == len(again.cases)
+    assert write_volume_file(tmp_path) == write_volume_file(tmp_path)

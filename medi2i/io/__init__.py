@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medi2i.errors import InputError, Medi2iError, PluginError
+from medi2i.errors import InputError, Medi2iError, OutputError, PluginError
 from medi2i.io.atomic import atomic_path
 from medi2i.io.base import VolumeReader, VolumeWriter, require_existing
 
@@ -245,9 +245,14 @@ def write_volume(
     from medi2i.io.destinations import as_output_path, check_destination, refuse_own_source
 
     path = as_output_path(path)
-    if not overwrite_source:
+    try:
         refuse_own_source(volume, path)
-    if not overwrite and not overwrite_source:
+        own_source = False
+    except OutputError:
+        if not overwrite_source:
+            raise
+        own_source = True
+    if not overwrite and not own_source:
         check_destination(path, inputs=(), overwrite=False)
     writer_for(path, registered_writers() if writers is None else writers).write(volume, path)
     return path

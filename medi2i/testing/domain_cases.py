@@ -106,7 +106,7 @@ def write_domain_cases(
             case_id = f"{spec.name}-{number}"
             volume_seed = seed + label * per_domain + number
             volume = domain_volume(spec, index=label, shape=shape, seed=volume_seed)
-            path = write_volume(volume, folder / spec.name / f"{case_id}.nii.gz")
+            path = write_volume(volume, folder / spec.name / f"{case_id}.nii.gz", overwrite=True)
             cases.append(Case(id=case_id, images={"image": Path(path)}, domain=spec.name))
     names = tuple(spec.name for spec in domains)
     return CaseSet(kind=kind, cases=tuple(cases), domains=names, domain_specs=tuple(domains))
@@ -194,7 +194,7 @@ def write_single_domain_cases(
     cases = []
     for index in range(count):
         volume = make_volume(shape, seed=seed + index)
-        path = write_volume(volume, folder / f"case-{index}" / "image.nii.gz")
+        path = write_volume(volume, folder / f"case-{index}" / "image.nii.gz", overwrite=True)
         cases.append(Case(id=f"case-{index}", images={"image": Path(path)}))
     return CaseSet(kind=DataKind.SINGLE_DOMAIN, cases=tuple(cases))
 
@@ -216,7 +216,9 @@ def write_scaled_paired_cases(
         fine = Grid.of(source).scaled((float(factors[0]), float(factors[1]), float(factors[2])))
         target = resample_to_grid(source, fine, mode="linear")
         paths = {
-            role: Path(write_volume(volume, folder / f"case-{index}" / f"{role}.nii.gz"))
+            role: Path(
+                write_volume(volume, folder / f"case-{index}" / f"{role}.nii.gz", overwrite=True)
+            )
             for role, volume in (("source", source), ("target", target))
         }
         cases.append(Case(id=f"case-{index}", images=paths))

@@ -233,7 +233,7 @@ def write_paired_cases(
         if mask:
             images["mask"] = cast("MetaTensor", (source > 250.0).float())
         paths = {
-            role: write_volume(volume, folder / f"case-{index}" / f"{role}.nii.gz")
+            role: write_volume(volume, folder / f"case-{index}" / f"{role}.nii.gz", overwrite=True)
             for role, volume in images.items()
         }
         cases.append(Case(id=f"case-{index}", images=paths))

@@ -91,7 +91,7 @@ def write_volume_file(
     from medi2i.io import write_volume
 
     volume = make_volume(**kwargs)
-    return Path(write_volume(volume, Path(tmp_path) / name))
+    return Path(write_volume(volume, Path(tmp_path) / name, overwrite=True))
 
 
 def _intensities(shape: tuple[int, int, int], *, seed: int, kind: VolumeKind) -> np.ndarray:
