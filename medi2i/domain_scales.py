@@ -73,12 +73,14 @@ class DomainScales:
         image: torch.Tensor,
         percentiles: tuple[float, float],
         rule: MRForeground = "above-mean",
+        body: np.ndarray | None = None,
     ) -> None:
         """Record the ``percentiles`` of ``image``'s foreground (by ``rule``,
-        :func:`medi2i.intensity.foreground`) for ``domain``."""
+        :func:`medi2i.intensity.foreground`; ``body``: its body mask when the caller has
+        it) for ``domain``."""
         values = image.detach().cpu().numpy().astype(np.float32)
         digest = hashlib.sha1(values.tobytes(), usedforsecurity=False).hexdigest()
-        low, high = np.percentile(foreground(values, rule), percentiles)
+        low, high = np.percentile(foreground(values, rule, body=body), percentiles)
         self._seen.setdefault(domain, {})[digest] = (float(low), float(high))
 
     def scale(self, domain: str) -> tuple[float, float] | None:
@@ -170,23 +172,32 @@ class ScaledDomainIntensities(DomainIntensities):
         self, image: MetaTensor, *, domain: str | None = None, condition: object = None
     ) -> MetaTensor:
         """The whole volume in [-1, 1]; records an MR training volume's scale, and keeps
-        the raw input's body mask in the result's meta when a CT output needs it."""
-        if condition is None and domain is not None and not self._is_hounsfield(domain):
-            percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
-            self.scales.record(domain, image, percentiles, foreground_rule(self.options))
+        the raw input's body mask in the result's meta when a CT output needs it. The
+        body mask is computed once, for the statistics and the contour both."""
+        mr = domain is not None and not self._is_hounsfield(domain)
+        rule = foreground_rule(self.options)
+        percentiles = getattr(self.options, "percentiles", (0.5, 99.5))
+        clip = getattr(self.options, "clip_intensities", True)
+        spec = self._domain_spec(domain)
         scale = self._input_scale(domain, condition)
+        own_statistics = mr and (condition is None or scale is None)
+        contour = condition is not None and self._needs_body(domain, condition)
+        needed = (own_statistics and rule == "body") or contour
+        body = body_mask(image.detach().cpu().numpy()) if needed else None
+        statistics_mask = body if rule == "body" else None
+        if condition is None and mr and domain is not None:
+            self.scales.record(domain, image, percentiles, rule, body=statistics_mask)
         if scale is not None and domain is not None:
             self._warn_if_off_scale(image, domain, scale)
-            clip = getattr(self.options, "clip_intensities", True)
-            spec = self._domain_spec(domain)
             prepared = domain_to_network(
                 image, spec, percentiles=(0.0, 100.0), clip=clip, values=scale
             )
         else:
-            prepared = super().preprocess(image, domain=domain, condition=condition)
-        if condition is not None and self._needs_body(domain, condition):
-            mask = PackedMask.pack(body_mask(image.detach().cpu().numpy()))
-            prepared.meta[BODY_MASK_META_KEY] = mask
+            prepared = domain_to_network(
+                image, spec, percentiles=percentiles, clip=clip, rule=rule, body=statistics_mask
+            )
+        if contour and body is not None:
+            prepared.meta[BODY_MASK_META_KEY] = PackedMask.pack(body)
         return prepared
 
     def _input_scale(self, domain: str | None, condition: object) -> tuple[float, float] | None:

@@ -353,17 +353,21 @@ def domain_to_network(
     clip: bool = True,
     values: tuple[float, float] | None = None,
     rule: MRForeground = "above-mean",
+    body: np.ndarray | None = None,
 ) -> MetaTensor:
     """One whole volume of domain ``spec`` in the network range [-1, 1]: CT by the fixed
     :class:`HounsfieldScale`, any other image by its foreground ``percentiles``
     (:func:`normalize_mr`, ``"percentile"`` scheme, over the voxels of the foreground
-    ``rule``), or by given ``values`` (low, high) mapped to -1 and +1 (a domain's
-    training scale); clipped to [-1, 1] when ``clip``."""
+    ``rule``; ``body``: the input's body mask for the ``"body"`` rule when the caller has
+    it), or by given ``values`` (low, high) mapped to -1 and +1 (a domain's training
+    scale); clipped to [-1, 1] when ``clip``."""
     if is_hounsfield(spec):
         return cast("MetaTensor", HounsfieldScale().to_network(image))
     if values is not None:
         return cast("MetaTensor", scale_between(image, values, clip=clip))
-    scaled = normalize_mr(image, scheme="percentile", percentiles=percentiles, clip=clip, rule=rule)
+    scaled = normalize_mr(
+        image, scheme="percentile", percentiles=percentiles, clip=clip, rule=rule, body=body
+    )
     return cast("MetaTensor", scaled)
 
 
