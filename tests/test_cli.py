@@ -179,6 +179,32 @@ def test_a_plugin_whose_register_commands_raises_is_fatal_in_strict_mode() -> No
         build_cli(plugins)
 
 
+class BrokenMethods:
+    """A plugin whose ``register_methods`` raises."""
+
+    @hookimpl
+    def register_methods(self, register: object) -> None:
+        raise RuntimeError("weights folder missing")
+
+
+def test_the_plugins_command_lists_a_plugin_whose_register_hook_raises() -> None:
+    plugins = with_plugin(BrokenMethods(), "broken-methods")
+    with pytest.warns(PluginWarning, match="'broken-methods' failed during register_methods"):
+        table = CliRunner().invoke(build_cli(plugins), ["plugins", "--check"])
+    assert table.exit_code == 0, table.output
+    assert "failed: broken-methods (register_methods): RuntimeError: weights folder" in (
+        table.output
+    )
+
+    plugins = with_plugin(BrokenMethods(), "broken-methods")
+    with pytest.warns(PluginWarning):
+        listed = CliRunner().invoke(build_cli(plugins), ["plugins", "--check", "--json"])
+    document = json.loads(listed.output)
+    [failure] = document["failures"]
+    assert (failure["name"], failure["stage"]) == ("broken-methods", "register_methods")
+    assert not any(entry["failed"] for entry in document["plugins"])
+
+
 def test_plugins_json_lists_builtins_with_their_hooks() -> None:
     result = run("plugins", "--json")
     assert result.exit_code == 0, result.output

@@ -21,7 +21,6 @@ from medi2i.cli.options import (
     inference_settings,
     json_option,
     key_values,
-    loaded_plugins,
     method_options,
     overwrite_option,
     progress_option,
@@ -43,27 +42,45 @@ def add_to(group: click.Group) -> None:
 
 @click.command("plugins")
 @json_option()
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Also run every plugin's register hooks (imports the method plugins, so slower) "
+    "and list the failures they raise.",
+)
 @click.pass_context
-def plugins_command(ctx: click.Context, as_json: bool) -> None:
+def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
     """List the loaded plugins (name, version, plugin API, hooks) and those that failed.
 
     The first line gives the plugin API this medi2i supports; a plugin's "api" is the one
     it declares (MEDI2I_PLUGIN_API), "undeclared" when it declares none.
 
-    The failures listed are those of importing and checking a plugin. Its register hooks
-    run when what they register is first needed, so a register_methods that raises, or
-    a method class it registers that breaks the contract, is reported by
-    "medi2i methods" (and by any command that uses methods), not here.
+    The failures listed are those of importing and checking a plugin. A plugin's register
+    hooks run when what they register is first needed; with --check this command runs
+    them, so a register_methods that raises, or a method class that breaks the contract,
+    is listed too and its plugin marked "failed" (a failed plugin contributes nothing).
+    Without it such a failure shows in "medi2i methods" and the commands that use
+    methods.
     """
     from medi2i.hookspecs import PLUGIN_API_VERSION
 
-    plugins = loaded_plugins(ctx)
+    registry = command_registry(ctx)
+    if check:
+        _ = registry.methods  # runs the register hooks, which record their failures
+    plugins = registry.plugins
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "plugin_api": PLUGIN_API_VERSION,
-                    "plugins": [{**info.__dict__, "api": info.api_shown} for info in plugins.infos],
+                    "plugins": [
+                        {
+                            **info.__dict__,
+                            "api": info.api_shown,
+                            "failed": info.name in plugins.skipped,
+                        }
+                        for info in plugins.infos
+                    ],
                     "failures": [failure.__dict__ for failure in plugins.failures],
                 },
                 indent=2,
@@ -74,7 +91,7 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"plugin API: {PLUGIN_API_VERSION}")
     rows = [
         (
-            info.name,
+            info.name + (" (failed)" if info.name in plugins.skipped else ""),
             info.version or ("built-in" if info.builtin else "?"),
             info.api_shown,
             ", ".join(info.hooks),
