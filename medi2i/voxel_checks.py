@@ -120,8 +120,8 @@ def require_finite_output(values: np.ndarray, path: Path | str, *, hint: str = "
     """
     bad = _non_finite(values)
     if not bad and values.size and values.dtype.kind == "f":
-        largest = max(abs(float(values.min())), abs(float(values.max())))
-        if largest > SAFE_MAGNITUDE:
+        largest = _extreme(float(values.min()), float(values.max()))
+        if abs(largest) > SAFE_MAGNITUDE:
             first = _first(np.abs(values) > SAFE_MAGNITUDE)
             bad = (
                 f"values reach {largest:.3g} (first at voxel {first}), beyond the safe range "
@@ -161,11 +161,17 @@ def require_varying_output(values: np.ndarray, path: Path | str, *, hint: str = 
     constant are refused on reading, so a constant translation of a varying input is a
     collapsed method (a percentile window of zero width, a dead network), not a result.
 
+    An output of fewer than two voxels (a grid that collapsed, e.g. resampled to a
+    spacing larger than the volume) is constant too, and refused.
+
     Raises:
-        OutputError: Naming the value; nothing was written.
+        OutputError: Naming the value (or the voxel count); nothing was written.
     """
     if values.size < 2:
-        return
+        raise OutputError(
+            f"{path} was not written: it has {values.size} voxel(s) (shape "
+            f"{tuple(values.shape)}), not a volume{'; ' + hint if hint else ''}"
+        )
     flat = values.ravel(order="K")
     first = flat[0]
     if np.all(flat == first):
@@ -192,14 +198,20 @@ def _non_finite(values: np.ndarray, finite: np.ndarray | None = None) -> str:
     return f"{bad} voxel(s) are NaN or infinite (first at voxel {_first(~finite)})"
 
 
+def _extreme(low: float, high: float) -> float:
+    """The one of ``low`` and ``high`` farthest from zero, with its sign."""
+    return low if abs(low) > abs(high) else high
+
+
 def _check_range(values: np.ndarray, where: str) -> None:
     if values.size == 0:
         raise InputError(f"{where}: the volume has no voxels")
     low, high = float(values.min()), float(values.max())
-    if max(abs(low), abs(high)) > SAFE_MAGNITUDE:
+    extreme = _extreme(low, high)
+    if abs(extreme) > SAFE_MAGNITUDE:
         first = _first(np.abs(values) > SAFE_MAGNITUDE)
         raise InputError(
-            f"{where}: values reach {max(abs(low), abs(high)):.3g} (first at voxel {first}), "
+            f"{where}: values reach {extreme:.3g} (first at voxel {first}), "
             f"beyond the safe range of +/-{SAFE_MAGNITUDE:.0e}; rescale the image to its "
             "real units (HU for CT) before translating it"
         )

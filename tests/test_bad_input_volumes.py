@@ -117,6 +117,14 @@ def _(tmp: Path) -> Case:
     return Case(predict(path, tmp / "out.nii.gz"), "huge.nii.gz", "safe range")
 
 
+@case("volume-huge-negative-value")
+def _(tmp: Path) -> Case:
+    values = blobs()
+    values[5, 5, 5] = -1e13
+    path = nifti(tmp / "neg.nii.gz", values)
+    return Case(predict(path, tmp / "out.nii.gz"), "neg.nii.gz", "values reach -1e+13")
+
+
 @case("nifti-zero-pixdim-without-forms")
 def _(tmp: Path) -> Case:
     # no qform or sform, so the spacing is pixdim's alone, and one of them is 0 (nibabel

@@ -222,6 +222,25 @@ def test_a_constant_output_of_a_varying_input_is_not_written(
     assert float(predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET).max()) == 3.0
 
 
+def test_an_output_of_one_voxel_is_not_written(tmp_path: Path, registry: Registry) -> None:
+    from medi2i.io import write_volume
+
+    # a spacing wider than the volume collapses interpolation's grid to a single voxel:
+    # a constant output, refused like any other, not written as a result
+    values = np.random.default_rng(0).normal(100.0, 20.0, (16, 14, 12)).astype(np.float32)
+    source = write_volume(MetaTensor(torch.from_numpy(values)[None]), tmp_path / "in.nii.gz")
+    with pytest.raises(OutputError, match=r"out.nii.gz .*not written: it has 1 voxel\(s\)"):
+        predict(
+            source,
+            tmp_path / "out.nii.gz",
+            method="interpolation",
+            options={"target_spacing": [1e9, 1e9, 1e9]},
+            settings=QUIET,
+            registry=registry,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+
+
 def test_an_output_grid_the_machine_cannot_hold_is_refused_before_any_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
