@@ -79,12 +79,16 @@ class Metric(abc.ABC):
 
         Raises:
             GeometryError: The arrays are not 3D, differ in shape, or the mask selects
-                no voxel.
+                no voxel; or, given volumes that carry an affine (``MetaTensor``, as
+                :func:`medi2i.read_volume` returns), the prediction or the mask lies on
+                another grid than the reference (:func:`medi2i.grid.require_same_grid`,
+                the check of ``medi2i evaluate``).
             InputError: The reference or the prediction is not real numbers (complex,
                 text, objects) or holds a NaN or infinite voxel, which would make the
                 value NaN, infinite or meaningless (SSIM's windows see the voxels around
                 the mask too, so the whole volume is checked).
         """
+        _require_one_grid(self.name, reference, prediction, mask)
         ref = _real_values(reference, "reference", self.name)
         pred = _real_values(prediction, "prediction", self.name)
         inside = np.ones(ref.shape, bool) if mask is None else _spatial(np.asarray(mask) > 0)
@@ -106,6 +110,27 @@ class Metric(abc.ABC):
     @abc.abstractmethod
     def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         """The metric on float64 arrays of one shape and a boolean mask of at least one voxel."""
+
+
+def _require_one_grid(metric: str, reference: object, *others: object) -> None:
+    """Refuse a prediction or mask whose affine puts it elsewhere than the reference:
+    arrays of one shape compare voxel by voxel, so a mask moved 30 mm would score the
+    wrong voxels without a word. Plain arrays carry no affine and are not checked."""
+    if getattr(reference, "affine", None) is None:
+        return
+    from medi2i.grid import Grid, require_same_grid
+
+    for role, other in zip(("prediction", "mask"), others, strict=False):
+        affine = getattr(other, "affine", None)
+        if affine is None or len(getattr(other, "shape", ())) < 3:
+            continue
+        require_same_grid(
+            Grid.of(other),  # type: ignore[arg-type]
+            Grid.of(reference),  # type: ignore[arg-type]
+            what=f"metric {metric!r}: the {role}",
+            reference_name="the reference",
+            hint="resample it onto the reference grid first (metrics compare voxel by voxel)",
+        )
 
 
 def _real_values(values: npt.ArrayLike, role: str, metric: str) -> FloatArray:

@@ -10,7 +10,9 @@ import re
 import sys
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medi2i.errors import OptionsError
 
 NonFinitePolicy = Literal["error", "zero", "nearest"]
 """What to do with NaN or infinite input voxels: refuse the volume, set them to 0, or give
@@ -73,8 +75,8 @@ class InferenceSettings(BaseModel):
             worse, so choose it on validation data.
 
     Raises:
-        pydantic.ValidationError: A value out of range or of the wrong type (a
-            ``ValueError``; its message lists every problem).
+        medi2i.OptionsError: A value out of range or of the wrong type, or an unknown
+            setting; the message names each problem.
 
     Example:
         >>> InferenceSettings(roi_size=(64, 64, 64), device="cpu").overlap
@@ -82,6 +84,17 @@ class InferenceSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def __init__(self, **values: object) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in e['loc'])}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise OptionsError(f"invalid inference settings: {problems}") from None
 
     roi_size: tuple[int, int, int] | None = None
     sw_batch_size: int = Field(default=4, ge=1)

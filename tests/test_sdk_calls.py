@@ -217,6 +217,30 @@ def test_metrics_take_the_one_channel_volumes_medi2i_returns(medi2i_volume: Meta
         mae(np.zeros((2, 8, 8, 8)), np.zeros((2, 8, 8, 8)))
 
 
+def test_inference_settings_refuse_a_bad_value_with_a_medi2i_error() -> None:
+    with pytest.raises(medi2i.OptionsError, match=r"^invalid inference settings: overlap: "):
+        InferenceSettings(overlap=1.5)
+    with pytest.raises(medi2i.OptionsError, match=r"overlaps: Extra inputs"):
+        InferenceSettings(overlaps=0.5)  # type: ignore[call-arg]
+    assert InferenceSettings(overlap=0.5).overlap == 0.5
+
+
+def test_metrics_refuse_a_mask_or_prediction_on_another_grid(medi2i_volume: MetaTensor) -> None:
+    mae = Registry().metrics["mae"]
+    mask = MetaTensor(torch.ones_like(medi2i_volume.as_tensor()), affine=medi2i_volume.affine)
+    assert mae(medi2i_volume, medi2i_volume, mask) == 0.0
+    moved = medi2i_volume.affine.clone()
+    moved[0, 3] += 30.0  # the same shape, 30 mm away
+    shifted_mask = MetaTensor(mask.as_tensor(), affine=moved)
+    with pytest.raises(medi2i.GeometryError, match=r"the mask is not on the grid .* 30 mm"):
+        mae(medi2i_volume, medi2i_volume, shifted_mask)
+    shifted_prediction = MetaTensor(medi2i_volume.as_tensor(), affine=moved)
+    with pytest.raises(medi2i.GeometryError, match=r"the prediction is not on the grid"):
+        mae(medi2i_volume, shifted_prediction)
+    # plain arrays carry no affine: compared by shape alone, as documented
+    assert mae(medi2i_volume.numpy(), shifted_prediction.numpy()) == 0.0
+
+
 def test_refusals_a_python_caller_meets_name_the_python_argument_too(
     medi2i_volume: MetaTensor, medi2i_volume_file: Path, tmp_path: Path
 ) -> None:

@@ -519,3 +519,56 @@ def test_training_steps_for_a_method_not_trained_in_steps_get_a_note(
     result = CliRunner().invoke(build_cli(), arguments)
     assert result.exit_code == 0, result.output
     assert "note: training.batch_size, training.steps are not used" in result.output
+
+
+def test_a_training_mask_off_its_image_grid_is_refused_even_by_a_fitted_method(
+    workflow_file: Path, registry: Registry
+) -> None:
+    """Fitting reads whole images; a training case's mask on another grid was neither
+    used nor checked, so the run went on as if the mask fitted."""
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.errors import GeometryError
+
+    fitted = [
+        "plugins=[medi2i.testing.example_methods]",
+        "data.kind=single-domain",
+        "method.id=example-fitted-standardization",
+        "method.options={}",
+        "evaluation.enabled=false",
+    ]
+    _shift(workflow_file.parent / "cases" / "demo000" / "mask.nii.gz", 5.0)
+    workflow = load_workflow(workflow_file, overrides=fitted, registry=registry)
+    with pytest.raises(GeometryError, match=r"training case 'demo000': the mask .*5 mm"):
+        run_workflow(workflow, registry=registry)
+    arguments = ["validate", str(workflow_file), "--check-data", *(f"--set={o}" for o in fitted)]
+    result = CliRunner().invoke(build_cli(registry.plugins), arguments)
+    assert result.exit_code == 1
+    assert "training case 'demo000': the mask" in result.output
+    assert "valid (" not in result.output
+
+
+def test_the_report_of_a_fitted_method_gives_no_training_steps(
+    workflow_file: Path, registry: Registry
+) -> None:
+    fitted = [
+        "plugins=[medi2i.testing.example_methods]",
+        "data.kind=single-domain",
+        "method.id=example-fitted-standardization",
+        "method.options={}",
+        "evaluation.enabled=false",
+    ]
+    workflow = load_workflow(workflow_file, overrides=fitted, registry=registry)
+    result = run_workflow(workflow, registry=registry)
+    assert result.report_path is not None
+    report = result.report_path.read_text()
+    assert "| training steps | none (fitted on whole volumes) |" in report
+    fresh = Registry(load_plugins())
+    trained = run_workflow(
+        load_workflow(workflow_file, overrides=["output.run_id=trained"], registry=fresh),
+        registry=fresh,
+        stages=("train", "report"),
+    )
+    assert trained.report_path is not None
+    assert "| training steps | 2 |" in trained.report_path.read_text()

@@ -330,29 +330,21 @@ def inference_settings(
     Raises:
         OptionsError: A value the settings refuse; the message names each problem.
     """
-    from pydantic import ValidationError
-
     from medi2i.settings import InferenceSettings
 
-    try:
-        return InferenceSettings(
-            roi_size=parse_roi_size(roi_size),
-            sw_batch_size=sw_batch_size,
-            overlap=overlap,
-            blend=blend,  # type: ignore[arg-type]
-            device=device,
-            amp=amp,
-            progress=progress,
-            nonfinite=nonfinite,  # type: ignore[arg-type]
-            force_modality=force_modality,
-            seed=seed,
-            mirror_axes=parse_mirror_axes(mirror_axes),
-        )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{e['loc'][0]}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-        )
-        raise OptionsError(f"invalid inference settings: {problems}") from None
+    return InferenceSettings(  # refuses a bad value with an OptionsError naming it
+        roi_size=parse_roi_size(roi_size),
+        sw_batch_size=sw_batch_size,
+        overlap=overlap,
+        blend=blend,
+        device=device,
+        amp=amp,
+        progress=progress,
+        nonfinite=nonfinite,
+        force_modality=force_modality,
+        seed=seed,
+        mirror_axes=parse_mirror_axes(mirror_axes),
+    )
 
 
 # -- series selection ----------------------------------------------------------------------

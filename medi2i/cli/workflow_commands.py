@@ -67,6 +67,7 @@ def validate_command(
         check_condition,
         check_evaluation,
         check_training,
+        check_training_masks,
         check_validation,
         unused_training_settings,
     )
@@ -89,6 +90,7 @@ def validate_command(
 
     # "valid" only once the data passed too: not above an error about the data
     splits = discover_splits(data)
+    check_training_masks(splits.get("train").cases, list(registry.readers.values()))
     check_validation(workflow, splits, registry)
     check_evaluation(workflow, splits, registry)
     if method.model is None:  # training will need cases of every domain

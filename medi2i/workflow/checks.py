@@ -176,6 +176,35 @@ def check_evaluation(
         _check_case_grids(case, config.mask, readers)
 
 
+def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] | None) -> None:
+    """Refuse a training case whose mask lies on another grid than its image (its source,
+    or its one image for single-domain data): checked before anything is trained or
+    fitted, so that a mask of another scan is not used, or silently ignored, as if it fit.
+
+    Raises:
+        GeometryError: Naming the case, both files and by how much the grids differ.
+    """
+    from medi2i.data.cases import IMAGE, MASK, SOURCE
+    from medi2i.grid import require_same_grid
+    from medi2i.io import read_grid
+
+    for case in cases:
+        images = case.images
+        main = images.get(SOURCE) or images.get(IMAGE)
+        if main is None or MASK not in images:
+            continue
+        reference, mask = read_grid(main, readers=readers), read_grid(images[MASK], readers=readers)
+        if reference is None or mask is None:
+            continue
+        require_same_grid(
+            mask,
+            reference,
+            what=f"training case {case.id!r}: the mask {images[MASK]}",
+            reference_name=f"its image {main}",
+            hint="resample the mask onto the image (a case's volumes must share one grid)",
+        )
+
+
 def _check_case_grids(
     case: Case, mask_role: str | None, readers: Sequence[VolumeReader] | None
 ) -> None:

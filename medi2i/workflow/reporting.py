@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medi2i.report.figures import (
     Curve,
@@ -23,11 +24,17 @@ from medi2i.workflow.evaluation import EvaluatedCase, EvaluationRecord, read_eva
 from medi2i.workflow.run_folder import Log, RunFolder, RunState
 from medi2i.workflow.schema import Workflow
 
+if TYPE_CHECKING:
+    from medi2i.registry import Registry
 
-def report_stage(workflow: Workflow, run: RunFolder, log: Log) -> Path:
-    """Draw the figures and write the report; return its path."""
+
+def report_stage(
+    workflow: Workflow, run: RunFolder, log: Log, registry: Registry | None = None
+) -> Path:
+    """Draw the figures and write the report; return its path. ``registry`` (the run's)
+    tells whether the method is trained in steps, fitted or saved as it is."""
     evaluation = read_evaluation(run)
-    sections = [_run_section(workflow, run, evaluation)]
+    sections = [_run_section(workflow, run, evaluation, registry)]
     if evaluation is not None:
         sections.append(_metrics_section(workflow, evaluation))
     curves = read_training_curves(run.train_log)
@@ -46,7 +53,10 @@ def report_stage(workflow: Workflow, run: RunFolder, log: Log) -> Path:
 
 
 def _run_section(
-    workflow: Workflow, run: RunFolder, evaluation: EvaluationRecord | None
+    workflow: Workflow,
+    run: RunFolder,
+    evaluation: EvaluationRecord | None,
+    registry: Registry | None = None,
 ) -> Section:
     from medi2i import __version__
 
@@ -56,7 +66,7 @@ def _run_section(
         ("method", method.id if method.id is not None else f"trained model {method.model}"),
         ("options", _options_text(workflow, run)),
         ("data", f"{workflow.data.kind}, {workflow.data.layout.type} layout"),
-        ("training steps", str(workflow.training.steps) if method.id is not None else "none"),
+        ("training steps", _training_steps(workflow, registry)),
         ("model folder", _relative(state.model_dir(run), run)),
         ("medi2i", __version__),
     ]
@@ -67,6 +77,30 @@ def _run_section(
         facts.append(("evaluated cases", f"{len(evaluation.cases)} ({where})"))
     facts += [(f"{stage} finished", stamp) for stage, stamp in state.stages.items()]
     return Section("Run", facts=facts)
+
+
+def _training_steps(workflow: Workflow, registry: Registry | None) -> str:
+    """The steps the trainer took, or why there are none: a fitted method (Nyul, a
+    z-score fit) or one with nothing to learn never takes the trainer's steps."""
+    if workflow.method.id is None:
+        return "none (a trained model)"
+    if registry is not None:
+        from medi2i.errors import Medi2iError
+        from medi2i.training.routes import training_route
+        from medi2i.workflow.loader import workflow_registry
+
+        try:
+            method_cls = workflow_registry(workflow, registry=registry).method(
+                str(workflow.method.id)
+            )
+            route = training_route(method_cls, fit=workflow.method.fit)
+        except Medi2iError:
+            route = "gradient"
+        if route == "fit":
+            return "none (fitted on whole volumes)"
+        if route == "save":
+            return "none (nothing to learn)"
+    return str(workflow.training.steps)
 
 
 def _options_text(workflow: Workflow, run: RunFolder) -> str:

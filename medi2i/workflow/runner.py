@@ -160,7 +160,7 @@ def _run_stages(
         if "report" in stages and workflow.report.enabled:
             from medi2i.workflow.reporting import report_stage
 
-            result = replace(result, report_path=report_stage(workflow, run, log))
+            result = replace(result, report_path=report_stage(workflow, run, log, registry))
     return result
 
 
@@ -249,8 +249,10 @@ def _fit(
     from medi2i.method import DataKind
     from medi2i.model_folder import save_model
     from medi2i.training.routes import fit_on, fit_pairs_on
+    from medi2i.workflow.checks import check_training_masks
 
     readers = list(registry.readers.values())
+    check_training_masks(splits().train.cases, readers)
     if method.data is DataKind.PAIRED:
         cases = splits().train.cases
         count = f"{len(cases)} paired case{'' if len(cases) == 1 else 's'}"

@@ -166,7 +166,7 @@ def bench_run_command(
             device=device,
             progress=False,
             overlap=overlap,
-            blend=blend,  # type: ignore[arg-type]
+            blend=blend,
             roi_size=parse_roi_size(roi_size),
             mirror_axes=parse_mirror_axes(mirror_axes),
         ),
