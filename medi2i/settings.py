@@ -96,6 +96,11 @@ class InferenceSettings(BaseModel):
             )
             raise OptionsError(f"invalid inference settings: {problems}") from None
 
+    # only a direct call takes the __init__ above: marked as pydantic's own, it is not
+    # called when a workflow validates its inference section, which reports the problems
+    # with their lines in the file
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     roi_size: tuple[int, int, int] | None = None
     sw_batch_size: int = Field(default=4, ge=1)
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
