@@ -233,19 +233,31 @@ class MethodDescription(BaseModel):
     condition: dict[str, Any]
 
 
-def list_hint(error: Mapping[str, Any]) -> str:
+def list_hint(error: Mapping[str, Any], default: object = None) -> str:
     """A hint for a single value where a list was expected (``roi_size: 128`` for
     ``[128, 128, 128]``), else ``""``.
+
+    Args:
+        error: One of pydantic's errors.
+        default: The field's default, when known: a per-axis default (all items equal,
+            like ``roi_size``'s) shows the value repeated as many times; any other list
+            default (``landmark_percentiles``, whose items must increase) is shown as
+            it is, since repeating the value would be refused too.
 
     Example:
         >>> list_hint({"type": "tuple_type", "input": 128})
         '; write a list in square brackets, e.g. [128, 128, 128]'
+        >>> list_hint({"type": "tuple_type", "input": 50}, (1.0, 50.0, 99.0))
+        '; write a list in square brackets, e.g. the default [1.0, 50.0, 99.0]'
     """
     if error.get("type") not in ("tuple_type", "list_type"):
         return ""
     value = error.get("input")
+    if isinstance(default, (tuple, list)) and default and len(set(map(repr, default))) > 1:
+        return f"; write a list in square brackets, e.g. the default {list(default)}"
+    count = len(default) if isinstance(default, (tuple, list)) and default else 3
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"; write a list in square brackets, e.g. [{value}, {value}, {value}]"
+        return f"; write a list in square brackets, e.g. [{', '.join([str(value)] * count)}]"
     return "; write a list in square brackets"
 
 
@@ -268,7 +280,8 @@ def validated_model(
             if err["type"] == "missing" and isinstance(err["input"], list):
                 # a fixed-length list one short: the missing item's "Field required"
                 loc, message = loc[:-1], f"too few items ({len(err['input'])} given)"
-            message += list_hint(err)
+            field = model.model_fields.get(str(loc[0])) if loc else None
+            message += list_hint(err, None if field is None else field.default)
             where = ".".join(str(p) for p in loc) or "(root)"
             if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
                 other, hint = elsewhere or (None, "")

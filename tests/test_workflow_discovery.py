@@ -57,8 +57,12 @@ def test_synthrad_missing_volume_is_named(tmp_path: Path) -> None:
     (root / "1BA002" / "ct.nii.gz").unlink()
     with pytest.raises(InputError, match=r"1BA002 has no ct volume \(expected ct\.nii\.gz or"):
         discover_cases(config("paired", {"type": "synthrad", "root": str(root)}))
-    with pytest.raises(InputError, match=r"SynthRAD root .* does not exist"):
+    with pytest.raises(InputError, match=r"SynthRAD root .* does not exist.* mr, ct and mask "):
         discover_cases(config("paired", {"type": "synthrad", "root": str(tmp_path / "no")}))
+    # single-domain cases need no ct: the message names only what they hold
+    single = {"type": "synthrad", "root": str(tmp_path / "no"), "source": "image", "mask": None}
+    with pytest.raises(InputError, match=r"does not exist; .* with image volumes$"):
+        discover_cases(config("single-domain", single))
 
 
 def test_synthrad_unpaired_keeps_each_subject_in_one_split(tmp_path: Path) -> None:

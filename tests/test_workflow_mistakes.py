@@ -572,3 +572,23 @@ def test_the_report_of_a_fitted_method_gives_no_training_steps(
     )
     assert trained.report_path is not None
     assert "| training steps | 2 |" in trained.report_path.read_text()
+
+
+def test_a_method_fitted_on_target_volumes_takes_them_from_paired_data(
+    workflow_file: Path, registry: Registry
+) -> None:
+    """Nyul-like methods declare single-domain data, but the guide's route fits them on
+    a paired case's target (or method.fit_domain's images): not refused as the wrong
+    kind of data."""
+    fitted = [
+        "plugins=[medi2i.testing.example_methods]",
+        "method.id=example-fitted-standardization",
+        "method.options={}",
+        "evaluation.enabled=false",
+    ]
+    workflow = load_workflow(workflow_file, overrides=fitted, registry=registry)
+    assert workflow.data.kind == "paired"
+    result = run_workflow(workflow, registry=registry, stages=("train",))
+    assert result.model_dir is not None
+    log = (result.run_dir / "logs" / "run.log").read_text()
+    assert "fitting method 'example-fitted-standardization' on 3 target-domain volumes" in log

@@ -336,3 +336,12 @@ def test_one_number_where_a_list_belongs_gets_the_list_to_write(
         )
     assert "method.options.roi_size: " in str(caught.value)
     assert "e.g. [16, 16, 16]" in str(caught.value)
+    # a list whose items differ (a range, increasing percentiles) is shown as its default:
+    # the number repeated would be refused too
+    zoom = MINIMAL + "training:\n  augmentation:\n    zoom_range: 1.1\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, zoom), registry=registry)
+    assert "zoom_range: Input should be a valid tuple; write a list in square brackets, e.g. " in (
+        str(caught.value)
+    )
+    assert "e.g. the default [0.85, 1.25]" in str(caught.value)

@@ -99,6 +99,12 @@ def validate_command(
         case_domains(splits.get("train"))
     counts = {name: len(splits.get(name).cases) for name in ("train", "validation", "test")}
     source = " (data.validation_data)" if data.validation_data is not None else ""
+    evaluation = workflow.evaluation
+    if evaluation.enabled and evaluation.data is not None:
+        from medi2i.data.discovery import discover_cases
+
+        scored = len(discover_cases(evaluation.data).cases)
+        source += f"; evaluation {scored} (evaluation.data)"
     click.echo(valid)
     click.echo("cases: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + source)
 

@@ -251,14 +251,15 @@ def volumes_in(folder: Path) -> dict[str, Path]:
 
 
 def _synthrad_subjects(layout: SynthradLayout, kind: str) -> list[Subject]:
-    if not layout.root.is_dir():
-        raise InputError(
-            f"SynthRAD root {layout.root} does not exist; it should hold one folder per case "
-            f"with {layout.source}, {layout.target} and mask volumes"
-        )
     wanted = [layout.source] if kind == "single-domain" else [layout.source, layout.target]
     if layout.mask is not None:
         wanted.append(layout.mask)
+    if not layout.root.is_dir():
+        names = ", ".join(wanted[:-1]) + (" and " if len(wanted) > 1 else "") + wanted[-1]
+        raise InputError(
+            f"SynthRAD root {layout.root} does not exist; it should hold one folder per case "
+            f"with {names} volumes"
+        )
     subjects = []
     for folder in sorted(p for p in layout.root.iterdir() if p.is_dir()):
         files = volumes_in(folder)

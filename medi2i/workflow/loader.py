@@ -270,6 +270,21 @@ def _assign(data: object, path: KeyPath, value: object, override: str) -> None:
 # -- problems -----------------------------------------------------------------------------
 
 
+def _field_default(root: type[BaseModel], loc: tuple[object, ...]) -> object:
+    """The default of the field at ``loc`` under ``root`` (through nested models), or
+    ``None`` where the path leaves the models (a list item, a mapping, a union)."""
+    model: object = root
+    default: object = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        default, model = field.get_default(call_default_factory=True), field.annotation
+    return default
+
+
 def _pydantic_problems(exc: ValidationError, data: object, root: type[BaseModel]) -> list[Problem]:
     grouped: dict[KeyPath, list[str]] = {}
     for error in exc.errors(include_url=False):
@@ -281,7 +296,7 @@ def _pydantic_problems(exc: ValidationError, data: object, root: type[BaseModel]
             # a fixed-length list one short: pydantic's "Field required" on a missing item,
             # whose index the key path cannot show, read as if the whole key were missing
             message = f"too few items ({len(error['input'])} given)"
-        message += list_hint(error)
+        message += list_hint(error, _field_default(root, tuple(error["loc"])))
         grouped.setdefault(path, [])
         if message not in grouped[path]:
             grouped[path].append(message)
@@ -381,7 +396,13 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
         if problem is not None:
             return [(("method", "init_from"), problem)]
     trains_on = method_cls.data.value
-    if trains_on not in ("none", workflow.data.kind):
+    # a method fitted on target-domain volumes (Nyul) takes them from any data kind: a
+    # paired case's target, the images of method.fit_domain in unpaired or multi-domain
+    # data (the workflow guide's table)
+    from medi2i.method import Training
+
+    fitted_on_images = trains_on == "single-domain" and method_cls.training is Training.FIT
+    if trains_on not in ("none", workflow.data.kind) and not fitted_on_images:
         message = f"method {config.id!r} trains on {trains_on} data, not {workflow.data.kind}"
         return [(("data", "kind"), message)]
     wants = method_cls(config.options).learns_from_unlabelled()
