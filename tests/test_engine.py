@@ -16,7 +16,7 @@ from medi2i.engine import (
     resolve_device,
     window_size,
 )
-from medi2i.errors import DeviceError, GeometryError, Medi2iError
+from medi2i.errors import DeviceError, GeometryError, Medi2iError, OptionsError
 from medi2i.method import PredictContext, Task, VolumeSpec
 from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
@@ -318,5 +318,5 @@ def test_mirroring_averages_the_mirrored_predictions() -> None:
 
 @pytest.mark.parametrize("axes", [(3,), (0, 0), (-1,)])
 def test_mirror_axes_must_be_distinct_array_axes(axes: tuple[int, ...]) -> None:
-    with pytest.raises(ValidationError, match="mirror_axes"):
+    with pytest.raises(OptionsError, match="invalid inference settings: mirror_axes"):
         InferenceSettings(mirror_axes=axes)

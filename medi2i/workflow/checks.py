@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from medi2i.io import VolumeReader
     from medi2i.method import DomainSpec, Method
     from medi2i.registry import Registry
+    from medi2i.training.routes import TrainingRoute
     from medi2i.workflow.schema import DataConfig, Workflow
 
 
@@ -59,20 +60,15 @@ def unused_training_settings(workflow: Workflow, registry: Registry) -> str | No
     """A note when the workflow sets training steps for a method the trainer does not
     train (it fits, or has nothing to learn): the steps change nothing, and a user who
     wrote them expects they do. ``None`` when there is nothing to say."""
-    from medi2i.errors import OptionsError
-    from medi2i.training.routes import training_route
+    settings = workflow.training.model_fields_set & _STEP_SETTINGS
+    if not settings:
+        return None
+    route = workflow_training_route(workflow, registry)
+    if route is None or route == "gradient":
+        return None
     from medi2i.workflow.loader import workflow_registry
 
-    settings = workflow.training.model_fields_set & _STEP_SETTINGS
-    if not settings or workflow.method.model is not None or workflow.method.id is None:
-        return None
     method_cls = workflow_registry(workflow, registry=registry).method(str(workflow.method.id))
-    try:
-        route = training_route(method_cls, fit=workflow.method.fit)
-    except OptionsError:  # refused as a problem of its own
-        return None
-    if route == "gradient":
-        return None
     named = ", ".join(f"training.{name}" for name in sorted(settings))
     how = "fits on whole volumes" if route == "fit" else "learns nothing here"
     verb = "are" if len(settings) > 1 else "is"
@@ -80,6 +76,22 @@ def unused_training_settings(workflow: Workflow, registry: Registry) -> str | No
         f"note: {named} {verb} not used: method {workflow.method.id!r} {how} (training: "
         f"{method_cls.training.value}), it is not trained in steps"
     )
+
+
+def workflow_training_route(workflow: Workflow, registry: Registry) -> TrainingRoute | None:
+    """How the train stage handles the workflow's method
+    (:func:`medi2i.training.routes.training_route`), or ``None`` for a trained model, or
+    when the method cannot say (its problems are reported elsewhere)."""
+    from medi2i.training.routes import training_route
+    from medi2i.workflow.loader import workflow_registry
+
+    if workflow.method.model is not None or workflow.method.id is None:
+        return None
+    try:
+        method_cls = workflow_registry(workflow, registry=registry).method(str(workflow.method.id))
+        return training_route(method_cls, fit=workflow.method.fit)
+    except Medi2iError:
+        return None
 
 
 _STEP_NAMES = (

@@ -85,17 +85,9 @@ def _training_steps(workflow: Workflow, registry: Registry | None) -> str:
     if workflow.method.id is None:
         return "none (a trained model)"
     if registry is not None:
-        from medi2i.errors import Medi2iError
-        from medi2i.training.routes import training_route
-        from medi2i.workflow.loader import workflow_registry
+        from medi2i.workflow.checks import workflow_training_route
 
-        try:
-            method_cls = workflow_registry(workflow, registry=registry).method(
-                str(workflow.method.id)
-            )
-            route = training_route(method_cls, fit=workflow.method.fit)
-        except Medi2iError:
-            route = "gradient"
+        route = workflow_training_route(workflow, registry)
         if route == "fit":
             return "none (fitted on whole volumes)"
         if route == "save":
