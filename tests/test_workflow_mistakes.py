@@ -33,6 +33,16 @@ output: {root: runs, run_id: fixed}
 """
 
 
+FITTED = [
+    "plugins=[medi2i.testing.example_methods]",
+    "data.kind=single-domain",
+    "method.id=example-fitted-standardization",
+    "method.options={}",
+    "evaluation.enabled=false",
+]
+"""Overrides that make the test workflow fit a single-domain method on whole volumes."""
+
+
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
     monkeypatch.setenv("MEDI2I_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -499,13 +509,7 @@ def test_training_steps_for_a_method_not_trained_in_steps_get_a_note(
     from medi2i.cli.main import build_cli
     from medi2i.workflow.checks import unused_training_settings
 
-    fitted = [
-        "plugins=[medi2i.testing.example_methods]",
-        "data.kind=single-domain",
-        "method.id=example-fitted-standardization",
-        "method.options={}",
-        "evaluation.enabled=false",
-    ]
+    fitted = FITTED
     workflow = load_workflow(workflow_file, overrides=fitted, registry=registry)
     assert unused_training_settings(workflow, registry) == (
         "note: training.batch_size, training.steps are not used: method "
@@ -531,13 +535,7 @@ def test_a_training_mask_off_its_image_grid_is_refused_even_by_a_fitted_method(
     from medi2i.cli.main import build_cli
     from medi2i.errors import GeometryError
 
-    fitted = [
-        "plugins=[medi2i.testing.example_methods]",
-        "data.kind=single-domain",
-        "method.id=example-fitted-standardization",
-        "method.options={}",
-        "evaluation.enabled=false",
-    ]
+    fitted = FITTED
     _shift(workflow_file.parent / "cases" / "demo000" / "mask.nii.gz", 5.0)
     workflow = load_workflow(workflow_file, overrides=fitted, registry=registry)
     with pytest.raises(GeometryError, match=r"training case 'demo000': the mask .*5 mm"):
@@ -552,13 +550,7 @@ def test_a_training_mask_off_its_image_grid_is_refused_even_by_a_fitted_method(
 def test_the_report_of_a_fitted_method_gives_no_training_steps(
     workflow_file: Path, registry: Registry
 ) -> None:
-    fitted = [
-        "plugins=[medi2i.testing.example_methods]",
-        "data.kind=single-domain",
-        "method.id=example-fitted-standardization",
-        "method.options={}",
-        "evaluation.enabled=false",
-    ]
+    fitted = FITTED
     workflow = load_workflow(workflow_file, overrides=fitted, registry=registry)
     result = run_workflow(workflow, registry=registry)
     assert result.report_path is not None
