@@ -584,3 +584,5 @@ def test_a_method_fitted_on_target_volumes_takes_them_from_paired_data(
     assert result.model_dir is not None
     log = (result.run_dir / "logs" / "run.log").read_text()
     assert "fitting method 'example-fitted-standardization' on 3 target-domain volumes" in log
+    # the demo cases have masks, which fitting does not use: the log says so
+    assert "note: the layout's masks are not used by fitting" in log

@@ -259,6 +259,14 @@ def _fit(
         log(f"train: fitting method {method.id!r} on {count} of the training split")
         fit_pairs_on(method, cases, readers=readers)
     else:
+        from medi2i.data.cases import MASK
+
+        if any(MASK in case.images for case in splits().train.cases):
+            log(
+                f"train: note: the layout's masks are not used by fitting: {method.id!r} "
+                "takes its statistics from each whole volume (or the foreground its own "
+                "options find), as it does at predict time, where no mask is given"
+            )
         paths = target_domain_images(splits().train, domain=workflow.method.fit_domain)
         count = f"{len(paths)} target-domain volume{'' if len(paths) == 1 else 's'}"
         log(f"train: fitting method {method.id!r} on {count} of the training split")
