@@ -167,7 +167,9 @@ def _require_valid_defaults(method_id: str, kind: str, model: type[BaseModel]) -
             if error["type"] != "missing" and error["loc"]
         ]
         if problems:
+            finite = any(e["type"] == "finite_number" for e in exc.errors())
             raise TypeError(
                 f"method {method_id!r}: the default of {kind} field {'; '.join(problems)}; "
-                f"give {model.__qualname__} defaults of the fields' own types"
+                f"give {model.__qualname__} defaults that its fields accept"
+                + (" (a finite number, not NaN or infinity)" if finite else "")
             ) from None

@@ -331,12 +331,24 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
         made_by = manifest.method.distribution
         if made_by is None:
             raise
-        if _installed(made_by):  # installed, but its plugin is one to load by name
+        if _installed(made_by):  # installed, but its plugin is not loaded here
+            import os
+
+            selected = os.environ.get("MEDI2I_LOAD_PLUGINS")
+            why = (
+                f"MEDI2I_LOAD_PLUGINS={selected!r} leaves it out"
+                if selected is not None and made_by != "medi2i"  # medi2i's are opt-in
+                else "it is not loaded by default"
+            )
+            from medi2i.plugins import OPT_IN_PLUGINS
+
+            # medi2i's own opt-in plugins are loaded by module; another distribution by name
+            name = " or ".join(OPT_IN_PLUGINS) if made_by == "medi2i" else made_by
             raise UnknownMethodError(
                 f"{path} was made by method {manifest.method.id!r} of the distribution "
-                f"{made_by!r}, which is installed but registers it in a plugin that is not "
-                "loaded by default: load that plugin with `medi2i --plugin MODULE ...` (the "
-                "plugins: key of the workflow that trained it names it)"
+                f"{made_by!r}, which is installed but whose plugin is not loaded ({why}): "
+                f"load it with `medi2i --plugin {name} ...` (in Python, "
+                f"medi2i.plugins.add_installed_plugin; in a workflow, its plugins: key)"
             ) from None
         raise UnknownMethodError(
             f"{path} was made by method {manifest.method.id!r} of the distribution "

@@ -6,6 +6,7 @@ import ast
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -191,7 +192,7 @@ def test_the_plugins_command_lists_a_plugin_whose_register_hook_raises() -> None
     plugins = with_plugin(BrokenMethods(), "broken-methods")
     with pytest.warns(PluginWarning, match="'broken-methods' failed during register_methods"):
         table = CliRunner().invoke(build_cli(plugins), ["plugins", "--check"])
-    assert table.exit_code == 0, table.output
+    assert table.exit_code == 1, table.output  # --check gates a CI job
     assert "failed: broken-methods (register_methods): RuntimeError: weights folder" in (
         table.output
     )
@@ -199,10 +200,30 @@ def test_the_plugins_command_lists_a_plugin_whose_register_hook_raises() -> None
     plugins = with_plugin(BrokenMethods(), "broken-methods")
     with pytest.warns(PluginWarning):
         listed = CliRunner().invoke(build_cli(plugins), ["plugins", "--check", "--json"])
+    assert listed.exit_code == 1
     document = json.loads(listed.output)
     [failure] = document["failures"]
     assert (failure["name"], failure["stage"]) == ("broken-methods", "register_methods")
     assert not any(entry["failed"] for entry in document["plugins"])
+    assert CliRunner().invoke(build_cli(load_plugins()), ["plugins", "--check"]).exit_code == 0
+
+
+class ClashingMethods:
+    """A plugin that registers a method id the examples register too."""
+
+    @hookimpl
+    def register_methods(self, register: Callable[[type], None]) -> None:
+        register(example_methods.SelfRescaling)
+
+
+def test_the_plugins_check_lists_a_method_id_two_plugins_register() -> None:
+    plugins = with_plugin(example_methods, "examples")
+    plugins.manager.register(ClashingMethods(), name="clashing")
+    table = CliRunner().invoke(build_cli(plugins), ["plugins", "--check"])
+    assert table.exit_code == 1, table.output
+    [clash] = [line for line in table.output.splitlines() if line.startswith("clash: ")]
+    assert clash.startswith("clash: method 'example-self-rescaling' is registered by ")
+    assert "'clashing'" in clash and "'examples'" in clash
 
 
 def test_plugins_json_lists_builtins_with_their_hooks() -> None:

@@ -46,6 +46,15 @@ def test_an_options_default_of_the_wrong_type_is_refused_at_registration() -> No
         _method(WrongDefault, NoCondition).validate_class()
 
 
+class NaNDefault(Options):
+    scale: float = float("nan")  # a float, but Options refuse NaN
+
+
+def test_a_nan_default_is_told_to_be_finite() -> None:
+    with pytest.raises(TypeError, match=r"field scale = nan .*accept \(a finite number, not NaN"):
+        _method(NaNDefault, NoCondition).validate_class()
+
+
 def test_a_condition_default_of_the_wrong_type_is_refused_at_registration() -> None:
     with pytest.raises(TypeError, match=r"the default of Condition field side = 'left'"):
         _method(Options, Side).validate_class()

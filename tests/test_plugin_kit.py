@@ -233,6 +233,21 @@ def test_an_invalid_name_is_refused_in_one_line(tmp_path: Path, name: str, probl
     assert not (tmp_path / "x").exists()
 
 
+def test_a_name_an_installed_plugin_registers_is_refused(tmp_path: Path) -> None:
+    # intensity-inversion is a built-in method: a second plugin with its id would make
+    # it unusable for both once installed
+    result = CliRunner().invoke(
+        plugin_cli(),
+        ["plugin", "new", "intensity-inversion", "--kind", "predict-only", "--output",
+         str(tmp_path / "x")],
+    )  # fmt: skip
+
+    assert result.exit_code != 0
+    assert "method id 'intensity-inversion' is already registered by plugin " in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_existing_output_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")

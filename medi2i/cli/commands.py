@@ -32,6 +32,7 @@ from medi2i.errors import OptionsError
 if TYPE_CHECKING:
     from medi2i.dicom.reading.series_records import ScanResult, StudyInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
+    from medi2i.plugins import PluginSet
 
 
 def add_to(group: click.Group) -> None:
@@ -58,16 +59,24 @@ def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
     The failures listed are those of importing and checking a plugin. A plugin's register
     hooks run when what they register is first needed; with --check this command runs
     them, so a register_methods that raises, or a method class that breaks the contract,
-    is listed too and its plugin marked "failed" (a failed plugin contributes nothing).
-    Without it such a failure shows in "medi2i methods" and the commands that use
-    methods.
+    is listed too and its plugin marked "failed" (a failed plugin contributes nothing),
+    and so is a method id that two plugins register (neither is usable). With --check the
+    exit status is 1 when anything failed, so it can gate a CI job. Without it such
+    failures show in "medi2i methods" and the commands that use methods.
     """
     from medi2i.hookspecs import PLUGIN_API_VERSION
 
     registry = command_registry(ctx)
+    clashes: dict[str, list[str]] = {}
     if check:
         _ = registry.methods  # runs the register hooks, which record their failures
+        clashes = registry.method_clashes
     plugins = registry.plugins
+    clash_lines = [
+        f"method {mid!r} is registered by {' and '.join(map(repr, owners))}; neither is "
+        "usable: uninstall or disable one of them"
+        for mid, owners in sorted(clashes.items())
+    ]
     if as_json:
         click.echo(
             json.dumps(
@@ -82,13 +91,20 @@ def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
                         for info in plugins.infos
                     ],
                     "failures": [failure.__dict__ for failure in plugins.failures],
+                    "method_clashes": clashes,
                 },
                 indent=2,
                 default=list,
             )
         )
-        return
-    click.echo(f"plugin API: {PLUGIN_API_VERSION}")
+    else:
+        _plugins_table(plugins, PLUGIN_API_VERSION, clash_lines)
+    if check and (plugins.failures or clashes):
+        ctx.exit(1)
+
+
+def _plugins_table(plugins: PluginSet, api: str, clash_lines: list[str]) -> None:
+    click.echo(f"plugin API: {api}")
     rows = [
         (
             info.name + (" (failed)" if info.name in plugins.skipped else ""),
@@ -101,6 +117,8 @@ def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
     _print_table(("plugin", "version", "api", "hooks"), rows)
     for failure in plugins.failures:
         click.secho(f"failed: {failure.name} ({failure.stage}): {failure.error}", fg="yellow")
+    for line in clash_lines:
+        click.secho(f"clash: {line}", fg="yellow")
 
 
 @click.command("methods")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from medi2i.cli.options import command_registry
+
 KINDS = ("predict-only", "paired", "unpaired", "multi-domain")
 """The kinds ``--kind`` accepts (:data:`medi2i.plugin_kit.PLUGIN_KINDS`, kept here so
 that building the command line imports no template code)."""
@@ -35,15 +37,31 @@ def plugin_group() -> None:
     default=None,
     help="Folder to create (default: ./medi2i-NAME); it must not exist.",
 )
-def plugin_new_command(name: str, kind: str, output: Path | None) -> None:
+@click.pass_context
+def plugin_new_command(ctx: click.Context, name: str, kind: str, output: Path | None) -> None:
     """Write a plugin distribution for a method called NAME (e.g. my-method).
 
     The folder holds pyproject.toml (entry point in group "medi2i"), the hook module,
     a small working method of KIND, a README with a model-card skeleton, tests running
-    medi2i's contract checks, and workflows/example.yaml.
+    medi2i's contract checks, and workflows/example.yaml. NAME is the method's id, so
+    a name an installed plugin already registers is refused: once installed, two
+    plugins with one method id make that id unusable for both.
     """
+    from medi2i.errors import OptionsError
     from medi2i.plugin_kit import generate_plugin
 
+    registry = command_registry(ctx)
+    if name in registry.methods or name in registry.method_clashes:
+        owners = (
+            [registry.method_owner(name)]
+            if name in registry.methods
+            else registry.method_clashes[name]
+        )
+        raise OptionsError(
+            f"method id {name!r} is already registered by plugin "
+            f"{' and '.join(map(repr, owners))}; two plugins with one id make it unusable "
+            "for both: choose another name"
+        )
     folder = generate_plugin(name, kind, output)
     click.echo(f"wrote {folder}")
     click.echo(f"next: pip install -e {folder} && (cd {folder} && pytest)")
