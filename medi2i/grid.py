@@ -193,6 +193,13 @@ def require_same_grid(
     raise GeometryError(f"{what} is not on the grid of {reference_name}: {problem}; {hint}")
 
 
+def same_voxels(grid: Grid, reference: Grid) -> bool:
+    """Whether ``grid`` holds ``reference``'s voxel centres, in the same storage order
+    (:meth:`Grid.same_as`) or another (an axis flipped, axes permuted): what the trainer
+    accepts for a case's mask, since it brings both onto one working grid."""
+    return grid.same_as(reference) or _same_field_reordered(grid, reference)
+
+
 def _same_field_reordered(grid: Grid, reference: Grid) -> bool:
     """Whether ``grid`` holds ``reference``'s voxel centres in another storage order (an
     axis flipped, axes permuted): the same corners in the world, read differently.

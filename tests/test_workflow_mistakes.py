@@ -586,3 +586,27 @@ def test_a_method_fitted_on_target_volumes_takes_them_from_paired_data(
     assert "fitting method 'example-fitted-standardization' on 3 target-domain volumes" in log
     # the demo cases have masks, which fitting does not use: the log says so
     assert "note: the layout's masks are not used by fitting" in log
+
+
+def test_a_training_mask_of_the_same_voxels_stored_flipped_passes(tmp_path: Path) -> None:
+    """The trainer brings a case's volumes onto one working grid, so a mask holding the
+    image's voxels with an axis stored flipped is accepted; one moved 5 mm is not."""
+    import nibabel as nib
+
+    from medi2i.data.cases import Case
+    from medi2i.errors import GeometryError
+    from medi2i.workflow.checks import check_training_masks
+
+    values = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    nib.save(nib.Nifti1Image(values, np.eye(4)), tmp_path / "image.nii.gz")
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[0, 3] = 5.0  # voxel 0 of the stored mask is voxel 5 of the image
+    mask = (values[::-1] > 10).astype(np.uint8)
+    nib.save(nib.Nifti1Image(mask, flipped), tmp_path / "mask.nii.gz")
+    case = Case(
+        id="c", images={"image": tmp_path / "image.nii.gz", "mask": tmp_path / "mask.nii.gz"}
+    )
+    check_training_masks([case], None)
+    _shift(tmp_path / "mask.nii.gz", 5.0)
+    with pytest.raises(GeometryError, match="training case 'c': the mask"):
+        check_training_masks([case], None)

@@ -49,7 +49,9 @@ def plugin_new_command(ctx: click.Context, name: str, kind: str, output: Path | 
     """
     from medi2i.errors import OptionsError
     from medi2i.plugin_kit import generate_plugin
+    from medi2i.plugin_kit.generator import PluginNames
 
+    PluginNames.of(name)  # a malformed name is refused before the plugins are loaded
     registry = command_registry(ctx)
     if name in registry.methods or name in registry.method_clashes:
         owners = (

@@ -192,12 +192,14 @@ def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] 
     """Refuse a training case whose mask lies on another grid than its image (its source,
     or its one image for single-domain data): checked before anything is trained or
     fitted, so that a mask of another scan is not used, or silently ignored, as if it fit.
+    A mask holding the image's voxels in another storage order (an axis flipped) passes,
+    as the trainer accepts it (:func:`medi2i.grid.same_voxels`).
 
     Raises:
         GeometryError: Naming the case, both files and by how much the grids differ.
     """
     from medi2i.data.cases import IMAGE, MASK, SOURCE
-    from medi2i.grid import require_same_grid
+    from medi2i.grid import require_same_grid, same_voxels
     from medi2i.io import read_grid
 
     for case in cases:
@@ -206,8 +208,8 @@ def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] 
         if main is None or MASK not in images:
             continue
         reference, mask = read_grid(main, readers=readers), read_grid(images[MASK], readers=readers)
-        if reference is None or mask is None:
-            continue
+        if reference is None or mask is None or same_voxels(mask, reference):
+            continue  # (the same voxels stored in another order: the trainer reorders them)
         require_same_grid(
             mask,
             reference,
