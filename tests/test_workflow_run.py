@@ -336,6 +336,17 @@ def test_schema_command(tmp_path: Path, plugins: PluginSet) -> None:
     assert json.loads(invoke(plugins, "schema")) == schema
 
 
+def test_schema_command_keeps_an_existing_file(tmp_path: Path, plugins: PluginSet) -> None:
+    target = tmp_path / "notes.json"
+    target.write_text("mine")
+    result = CliRunner().invoke(cli(plugins), ["schema", "--output", str(target)])
+    assert result.exit_code == 1
+    assert "pass --overwrite" in result.output
+    assert target.read_text() == "mine"
+    invoke(plugins, "schema", "--output", str(target), "--overwrite")
+    assert "training" in json.loads(target.read_text())["properties"]
+
+
 def test_resolved_config_is_plain_yaml(workflow_file: Path, plugins: PluginSet) -> None:
     registry = Registry(plugins)
     workflow = load_workflow(

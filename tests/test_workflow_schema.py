@@ -295,7 +295,8 @@ def test_json_schema_exports(tmp_path: Path) -> None:
 def test_committed_json_schema_is_current() -> None:
     committed = json.loads((WORKFLOWS / "schema.json").read_text())
     assert committed == workflow_json_schema(), (
-        "workflows/schema.json is stale: run `medi2i schema --output workflows/schema.json`"
+        "workflows/schema.json is stale: run "
+        "`medi2i schema --output workflows/schema.json --overwrite`"
     )
 
 

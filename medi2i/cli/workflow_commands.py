@@ -20,6 +20,7 @@ import click
 from medi2i.cli.options import (
     OutputPath,
     command_registry,
+    overwrite_option,
     run_dir_option,
     workflow_argument,
 )
@@ -199,7 +200,8 @@ def evaluate_workflow(
     type=OutputPath(dir_okay=False),
     help="Write the JSON Schema to this file instead of printing it.",
 )
-def schema_command(output_path: Path | None) -> None:
+@overwrite_option
+def schema_command(output_path: Path | None, overwrite: bool) -> None:
     """Print (or write) the JSON Schema of workflow files, for editor completion.
 
     With the YAML language server, start a workflow file with
@@ -207,9 +209,11 @@ def schema_command(output_path: Path | None) -> None:
     """
     import json
 
+    from medi2i.io.destinations import check_destination
     from medi2i.workflow.loader import export_json_schema, workflow_json_schema
 
     if output_path is None:
         click.echo(json.dumps(workflow_json_schema(), indent=2))
         return
+    check_destination(output_path, inputs=[], overwrite=overwrite, folder=False)
     click.echo(f"wrote {export_json_schema(output_path)}")
