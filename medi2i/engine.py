@@ -97,10 +97,16 @@ def window_size(image_size: Sequence[int], roi_size: Sequence[int]) -> tuple[int
     return (sizes[0], sizes[1], sizes[2])
 
 
+def shrink_step(roi: int) -> int:
+    """The step by which a window of ``roi`` voxels shrinks along an axis where the
+    volume is shorter: its largest power-of-two divisor, at most 32."""
+    return min(roi & -roi, _LARGEST_ROI_DIVISOR)  # roi & -roi: largest power of two dividing roi
+
+
 def _shrunk_axis(length: int, roi: int) -> int:
     if length >= roi:
         return roi
-    step = min(roi & -roi, _LARGEST_ROI_DIVISOR)  # roi & -roi: largest power of two dividing roi
+    step = shrink_step(roi)
     return -(-length // step) * step
 
 
@@ -146,6 +152,8 @@ class SlidingWindowEngine:
         modules: Sequence[torch.nn.Module] = (),
         default_roi_size: tuple[int, int, int] = (96, 96, 96),
         output_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        output_origin: tuple[float, float, float] | None = None,
+        mirror_axes: Sequence[int] | None = None,
         eval_modules: bool = True,
     ) -> torch.Tensor:
         """Predict a whole volume by sliding ``predictor`` over it.
@@ -162,6 +170,16 @@ class SlidingWindowEngine:
             default_roi_size: Window size in voxels when the settings give none.
             output_scale: Output voxels per input voxel along each axis (e.g. ``(1, 1, 4)``
                 for a network that upsamples the last axis four times).
+            output_origin: Where the first output voxel's centre lies in a window, in
+                input voxels from the first input voxel's centre, per axis; ``None``:
+                the output voxels split the input voxels evenly (``-0.5 + 0.5 / scale``,
+                as :meth:`medi2i.Grid.scaled`). A network whose output keeps the input
+                centres (``0``: sub-voxel ``s`` of voxel ``i`` at ``i + s / scale``) says
+                so, for test-time mirroring to put each mirrored output back where it
+                belongs (see :func:`mirror_shift`).
+            mirror_axes: Axes of ``image`` to mirror along (test-time mirroring);
+                ``None``: the settings' ``mirror_axes``. A method that reorders the
+                volume's axes before the engine passes the settings' axes reordered.
             eval_modules: Set ``modules`` to eval mode; off for a method that keeps its
                 networks' modes itself (e.g. batch-norm statistics of the input, AdaBN).
 
@@ -180,7 +198,14 @@ class SlidingWindowEngine:
             module.to(self.device)
             if eval_modules:
                 module.eval()
-        windows = self._window_predictor(predictor, roi, output_scale)
+        mirrors = mirror_combinations(
+            self.settings.mirror_axes if mirror_axes is None else mirror_axes
+        )
+        shifts = tuple(
+            mirror_shift(s, None if output_origin is None else output_origin[i])
+            for i, s in enumerate(output_scale)
+        )
+        windows = self._window_predictor(predictor, roi, output_scale, mirrors, shifts)
         output = self._infer_lowering_batch(volume, windows, roi)
         _check_output_size(output, spatial, output_scale, roi)
         return output[0]
@@ -242,11 +267,14 @@ class SlidingWindowEngine:
         return output
 
     def _window_predictor(
-        self, predictor: Predictor, roi: tuple[int, int, int], scale: tuple[float, float, float]
+        self,
+        predictor: Predictor,
+        roi: tuple[int, int, int],
+        scale: tuple[float, float, float],
+        mirrors: list[tuple[int, ...]],
+        shifts: tuple[int, ...],
     ) -> Predictor:
         expected = tuple(round(r * s) for r, s in zip(roi, scale, strict=True))
-
-        mirrors = mirror_combinations(self.settings.mirror_axes)
 
         def run_windows(windows: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), self._autocast(), _window_too_small(roi):
@@ -255,7 +283,8 @@ class SlidingWindowEngine:
                     # the sum in float32: float16 outputs of 2^k passes could overflow
                     total = out.float()
                     for dims in mirrors:
-                        total = total + predictor(windows.flip(dims)).float().flip(dims)
+                        back = predictor(windows.flip(dims)).float().flip(dims)
+                        total = total + unshifted(back, out, dims, shifts)
                     out = total / (len(mirrors) + 1)
             if tuple(out.shape[2:]) != expected:
                 raise Medi2iError(
@@ -363,6 +392,57 @@ def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
         for size in range(1, len(dims) + 1)
         for combination in itertools.combinations(dims, size)
     ]
+
+
+def mirror_shift(scale: float, origin: float | None) -> int:
+    """Output voxels by which a window's output, predicted on the mirrored window and
+    mirrored back, lies off the unmirrored output along one axis.
+
+    Output voxel ``k`` lies at input index ``origin + k / scale``; mirrored, it lies at
+    ``n - 1 - origin - k / scale``, which mirrored back puts voxel ``k`` at
+    ``k / scale + 1 / scale - 1 - origin``. Outputs that split the input voxels evenly
+    (``origin = -0.5 + 0.5 / scale``, the default) mirror exactly (shift 0); outputs
+    that keep the input voxel centres (``origin = 0``, sub-voxel ``s`` of voxel ``i`` at
+    ``i + s / scale``) come back ``scale - 1`` voxels late.
+
+    Raises:
+        OptionsError: The shift is not a whole number of output voxels.
+
+    Example:
+        >>> mirror_shift(4.0, None), mirror_shift(4.0, 0.0), mirror_shift(1.0, 0.0)
+        (0, -3, 0)
+    """
+    if origin is None:
+        return 0
+    shift = 1.0 - scale - 2.0 * origin * scale
+    if abs(shift - round(shift)) > 1e-6:
+        raise OptionsError(
+            f"test-time mirroring cannot put back an output whose first voxel lies at "
+            f"{origin:g} input voxels with {scale:g} output voxels per input voxel (the "
+            "mirrored output would fall between output voxels); leave --mirror-axes out"
+        )
+    return round(shift)
+
+
+def unshifted(
+    back: torch.Tensor, plain: torch.Tensor, dims: Sequence[int], shifts: Sequence[int]
+) -> torch.Tensor:
+    """The mirrored-back output ``back`` moved by each mirrored dimension's shift (see
+    :func:`mirror_shift`), so that every voxel lies where the unmirrored output
+    ``plain``'s does; the few voxels the mirrored pass does not predict (past the
+    window's last input voxel centre) take ``plain``'s values."""
+    for dim in dims:
+        shift = shifts[dim - 2]
+        if shift == 0:
+            continue
+        size = back.shape[dim]
+        if shift < 0:  # voxel k belongs at k + shift
+            kept = back.narrow(dim, -shift, size + shift)
+            back = torch.cat([kept, plain.narrow(dim, size + shift, -shift)], dim=dim)
+        else:
+            kept = back.narrow(dim, 0, size - shift)
+            back = torch.cat([plain.narrow(dim, 0, shift), kept], dim=dim)
+    return back
 
 
 def _release_cached_device_memory() -> None:

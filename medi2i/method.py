@@ -494,6 +494,18 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         """
         return role in ("source", "image")
 
+    def unflippable_axes(self) -> tuple[int, ...]:
+        """Array axes of training patches that augmentation must never mirror, whatever
+        the workflow's ``augmentation.flip_axes`` says (the trainer drops them, and logs
+        that it did).
+
+        A network whose output is not mirror-symmetric with its input along an axis
+        (e.g. thin slices placed from each thick slice's centre onwards, not around it)
+        would learn from a flipped patch pair that is misaligned by a fraction of a
+        slice. Default: none.
+        """
+        return ()
+
     def learns_from_unlabelled(self) -> bool:
         """Whether :meth:`training_step` needs unlabelled target-domain inputs beside its
         paired data (``batch["unlabelled"]``, see :class:`PairedBatch`), as

@@ -52,6 +52,10 @@ class PredictContext(Generic[ConditionT]):
             input), recorded in the provenance: the same seed gives the same output.
         progress: Wraps a loop in a progress bar when the user asked for one.
         log: Where to log what the method does (goes to the run log in workflows).
+        facts: What happened in this run that the options do not say, reported by the
+            method for the provenance sidecar (its ``"run"`` entry), e.g.
+            ``context.facts["steps_run"] = 170`` when a time budget ended fitting at
+            the input early; values must be JSON (numbers, strings, lists, dicts).
     """
 
     engine: SlidingWindowEngine
@@ -60,6 +64,7 @@ class PredictContext(Generic[ConditionT]):
     seed: int = 0
     progress: Progress = no_progress
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("medi2i.method"))
+    facts: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

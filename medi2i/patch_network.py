@@ -33,6 +33,12 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
 
     Attributes:
         output_scale: Output voxels per input voxel along each axis.
+        output_origin: Where the first output voxel's centre lies in a window, in input
+            voxels from the first input voxel's centre, per axis; ``None`` (default):
+            the output voxels split the input voxels evenly, as
+            :meth:`medi2i.Grid.scaled`. A network whose output keeps the input voxel
+            centres (sub-voxel ``s`` of voxel ``i`` at ``i + s / scale``) sets ``0``,
+            so that test-time mirroring puts mirrored outputs back in place.
         keeps_module_modes: Class attribute: the engine leaves the network's train/eval
             mode alone (a method adapting batch-norm statistics at predict time).
         pointwise: Class attribute: ``forward``'s output at a voxel depends on the
@@ -44,6 +50,7 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
     """
 
     output_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    output_origin: tuple[float, float, float] | None = None
     default_roi_size: ClassVar[tuple[int, int, int]] = (96, 96, 96)
     keeps_module_modes: ClassVar[bool] = False
     pointwise: ClassVar[bool] = False
@@ -91,6 +98,27 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
     def predict(
         self, image: MetaTensor, context: PredictContext[ConditionT]
     ) -> torch.Tensor | Mapping[str, torch.Tensor]:
+        return self.run_network(image, context)
+
+    def run_network(
+        self,
+        image: torch.Tensor,
+        context: PredictContext[ConditionT],
+        *,
+        axes: tuple[int, int, int] = (0, 1, 2),
+    ) -> torch.Tensor:
+        """Run :meth:`forward` over ``image`` by sliding window (or slab by slab when
+        pointwise).
+
+        Args:
+            image: The channel-first volume the network sees.
+            context: The predict context.
+            axes: Which array axis of the method's input each spatial axis of ``image``
+                is, for a method that reordered the axes (e.g. turned the slice axis
+                last): the user's ``mirror_axes`` name the input's axes, and are mapped
+                to ``image``'s through it.
+        """
+
         def predictor(windows: torch.Tensor) -> torch.Tensor:
             return self.forward(windows, context.condition)
 
@@ -107,6 +135,8 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
             modules=[self.network],
             default_roi_size=self.roi_size(),
             output_scale=self.output_scale,
+            output_origin=self.output_origin,
+            mirror_axes=[axes.index(a) for a in context.engine.settings.mirror_axes],
             eval_modules=not self.keeps_module_modes,
         )
 

@@ -34,6 +34,7 @@ from medi2i.prediction_checks import (
     naming_the_input,
     outputs_by_name,
     require_declared_channels,
+    require_no_collapsed_axis,
     require_output_fits,
     require_placed,
     require_ready_call,
@@ -66,6 +67,7 @@ def predict_outputs(
     settings: InferenceSettings | None = None,
     condition: Condition = None,
     engine: SlidingWindowEngine | None = None,
+    run_facts: dict[str, object] | None = None,
 ) -> dict[str, MetaTensor]:
     """Translate one channel-first volume in memory into every output of the method.
 
@@ -78,6 +80,9 @@ def predict_outputs(
             against the method's ``Condition`` model and its state (its domains).
         engine: The sliding-window engine to use (one per batch keeps what it learns,
             such as an out-of-memory back-off); a new one from ``settings`` otherwise.
+        run_facts: Filled with what the method reports about this run
+            (:attr:`medi2i.PredictContext.facts`, e.g. the steps a time budget stopped
+            its fitting at), for the caller's provenance; not kept when ``None``.
 
     Returns:
         The outputs by name (:meth:`medi2i.Method.outputs`; ``""`` for the single output
@@ -108,7 +113,11 @@ def predict_outputs(
     check_modality(method, image, force=settings.force_modality, domain=input_domain)
     declared = method.outputs(parsed)
     image = checked_input(image, settings.nonfinite)
-    require_output_fits(method, method.output_grid(Grid.of(image), parsed))
+    with naming_the_input(image.meta, (InputError, OptionsError)):
+        output_grid = method.output_grid(Grid.of(image), parsed)
+    where = str(image.meta.get("filename_or_obj") or "the input volume")
+    require_no_collapsed_axis(method, Grid.of(image), output_grid, where)
+    require_output_fits(method, output_grid)
     engine = engine if engine is not None else SlidingWindowEngine(settings=settings)
     context = PredictContext(
         engine=engine,
@@ -117,6 +126,7 @@ def predict_outputs(
         seed=settings.seed,
         progress=progress_bars(settings.progress),
         log=logging.getLogger(f"medi2i.method.{method.id}"),
+        facts=run_facts if run_facts is not None else {},
     )
     input_grid = Grid.of(image)
     input_channels = int(image.shape[0])
@@ -484,7 +494,8 @@ def predict_all(
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     # a result the writer would refuse is refused before the inference, not after it
-    grid = ready.output_grid(Grid.of(image), parsed)
+    with naming_the_input(image.meta, (InputError, OptionsError)):
+        grid = ready.output_grid(Grid.of(image), parsed)
     for declared_output in declared:
         meta = {
             **image.meta,
@@ -504,7 +515,11 @@ def predict_all(
     # hand the volume over without keeping a reference here, so that predict_outputs
     # can free it once preprocessed (a volume less at the peak)
     held, image = [image], None
-    results = predict_outputs(ready, held.pop(), settings=settings, condition=parsed, engine=engine)
+    facts: dict[str, object] = {}
+    results = predict_outputs(
+        ready, held.pop(), settings=settings, condition=parsed, engine=engine, run_facts=facts
+    )
+    record["run"] = json.loads(json.dumps(facts, default=str))  # the method's own report
     for declared_output in declared:  # a file is a result: a collapsed one is not written
         require_varying_output(
             results[declared_output.name].as_tensor().detach().cpu().numpy(),

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
+from medi2i.errors import GeometryError, InputError, Medi2iError, OptionsError, OutputError
 from medi2i.grid import Grid
 from medi2i.method import Method
 from medi2i.method_spec import Output, validated_model
@@ -133,16 +133,36 @@ an interpolation onto a 2-billion-voxel grid passed 15 GiB before it was stopped
 
 
 @contextmanager
-def naming_the_input(meta: Mapping[str, object]) -> Iterator[None]:
+def naming_the_input(
+    meta: Mapping[str, object], kinds: tuple[type[Medi2iError], ...] = (InputError,)
+) -> Iterator[None]:
     """Prefix the input's name to a method's complaint about it (a constant foreground,
-    no white-matter peak), which the method raises without knowing the file."""
+    no white-matter peak), which the method raises without knowing the file; ``kinds``
+    are the errors that are about the input (an output grid that does not fit it is an
+    :class:`OptionsError` about the input too)."""
     where = meta.get("filename_or_obj")
     try:
         yield
-    except InputError as exc:
+    except kinds as exc:
         if not where or str(where) in str(exc):
             raise
         raise type(exc)(f"{where}: {exc}") from exc
+
+
+def require_no_collapsed_axis(method: Method, source: Grid, grid: Grid, where: str) -> None:
+    """Refuse, before any work, an output grid with one voxel along an axis where the
+    input has several: a spacing (mm) larger than the input's extent there, which leaves
+    a single slab, not a volume. ``where`` names the input (its file)."""
+    for axis, (count, out) in enumerate(zip(source.shape, grid.shape, strict=True)):
+        if count > 1 and out < 2:
+            extent = count * source.spacing[axis]
+            raise OptionsError(
+                f"{where}: method {method.id!r} would deliver 1 voxel along array axis "
+                f"{axis}, where the input has {count} ({extent:g} mm across, "
+                f"{source.spacing[axis]:g} mm voxels), as a spacing near that extent or "
+                f"wider gives; ask for an output spacing of at most {extent / 2:g} mm "
+                "along that axis (2 voxels or more)"
+            )
 
 
 def require_output_fits(method: Method, grid: Grid) -> None:

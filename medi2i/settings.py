@@ -67,9 +67,10 @@ class InferenceSettings(BaseModel):
             fitting on the input); recorded in the provenance, so an output can be
             made again.
         mirror_axes: Test-time mirroring, as nnU-Net predicts: each window is also
-            predicted mirrored along every combination of these array axes (0, 1, 2),
-            each output is mirrored back, and all are averaged. ``(0,)`` costs two
-            forward passes per window, ``(0, 1, 2)`` eight. Empty (default): off.
+            predicted mirrored along every combination of these array axes (0, 1, 2)
+            of the input volume (a method that reorders axes maps them), each output is
+            mirrored back onto the unmirrored output's voxels, and all are averaged.
+            ``(0,)`` costs two forward passes per window, ``(0, 1, 2)`` eight. Empty (default): off.
             Useful for networks trained with the same flips; a network that was not
             (e.g. left-right asymmetric anatomy without flip augmentation) can get
             worse, so choose it on validation data.

@@ -316,6 +316,25 @@ def test_mirroring_averages_the_mirrored_predictions() -> None:
     torch.testing.assert_close(with_x, torch.full((1, 16, 16, 16), 7.5))
 
 
+def _slices_interpolated_on_their_centres(windows: torch.Tensor) -> torch.Tensor:
+    """Twice the slices along z, sub-slice 1 of slice i at i + 1/2 (the last one kept)."""
+    following = torch.cat([windows[..., 1:], windows[..., -1:]], dim=-1)
+    return torch.stack([windows, (windows + following) / 2], dim=-1).flatten(-2)
+
+
+def test_mirroring_puts_back_an_output_that_keeps_the_input_centres() -> None:
+    """An output whose first voxel sits on the first input centre comes back from the
+    mirrored window one slice off unless the engine knows its origin."""
+    image = torch.rand(1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    net = _slices_interpolated_on_their_centres
+    scale, origin = (1.0, 1.0, 2.0), (0.0, 0.0, 0.0)
+    plain = _engine().run(image, net, output_scale=scale, output_origin=origin)
+
+    mirrored = _engine(mirror_axes=(2,)).run(image, net, output_scale=scale, output_origin=origin)
+
+    torch.testing.assert_close(mirrored, plain, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("axes", [(3,), (0, 0), (-1,)])
 def test_mirror_axes_must_be_distinct_array_axes(axes: tuple[int, ...]) -> None:
     with pytest.raises(OptionsError, match="invalid inference settings: mirror_axes"):

@@ -391,3 +391,11 @@ def test_evaluate_user_errors_exit_non_zero(tmp_path: Path, extra: list[str], me
     result = run("-p", reference, "-r", reference, *extra)
     assert result.exit_code == 1
     assert message in result.output
+
+
+def test_evaluate_ssim_on_a_thin_volume_names_the_file_and_the_way_out(tmp_path: Path) -> None:
+    tiny = write(tmp_path, "tiny.nii.gz", smooth_volume((8, 8, 3)))
+    result = run("-p", tiny, "-r", tiny, "--metrics", "psnr,ssim")
+    assert result.exit_code == 1
+    assert f"{tiny}: SSIM needs at least 7 voxels along each axis" in result.output
+    assert "8 × 8 × 3; leave ssim out with --metrics psnr" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -222,14 +223,19 @@ def test_a_constant_output_of_a_varying_input_is_not_written(
     assert float(predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET).max()) == 3.0
 
 
-def test_an_output_of_one_voxel_is_not_written(tmp_path: Path, registry: Registry) -> None:
+def test_an_output_of_one_voxel_is_refused_before_the_method_runs(
+    tmp_path: Path, registry: Registry
+) -> None:
     from medi2i.io import write_volume
 
     # a spacing wider than the volume collapses interpolation's grid to a single voxel:
-    # a constant output, refused like any other, not written as a result
+    # refused up front, naming the file and its extent, not after the method ran with
+    # "the method collapsed on this input"
     values = np.random.default_rng(0).normal(100.0, 20.0, (16, 14, 12)).astype(np.float32)
     source = write_volume(MetaTensor(torch.from_numpy(values)[None]), tmp_path / "in.nii.gz")
-    with pytest.raises(OutputError, match=r"out.nii.gz .*not written: it has 1 voxel\(s\)"):
+    expected = rf"^{re.escape(str(source))}: method 'interpolation' would deliver 1 voxel along "
+    expected += r"array axis 0, where the input has 16 \(16 mm across.*at most 8 mm"
+    with pytest.raises(OptionsError, match=expected):
         predict(
             source,
             tmp_path / "out.nii.gz",

@@ -170,8 +170,25 @@ def evaluate_files(
                 f"{mask_path}: the mask selects no voxel (mask > 0 nowhere); check that it "
                 "is the mask of this case, or leave --mask out to evaluate every voxel"
             )
+    _require_ssim_fits(reference, metrics)
     return evaluate_case(
         reference.values, prediction.values, None if mask is None else mask.values, metrics
+    )
+
+
+def _require_ssim_fits(reference: LoadedVolume, metrics: Sequence[Metric]) -> None:
+    """Refuse SSIM on a volume thinner than its window, naming the file and the way out."""
+    from medi2i.evaluation.image_metrics import SSIM_WINDOW
+
+    shape = tuple(int(n) for n in reference.values.shape)
+    names = [metric.name for metric in metrics]
+    if "ssim" not in names or min(shape) >= SSIM_WINDOW:
+        return
+    others = ",".join(name for name in names if name != "ssim") or "psnr"
+    raise GeometryError(
+        f"{reference.path}: SSIM needs at least {SSIM_WINDOW} voxels along each axis (its "
+        f"{SSIM_WINDOW}×{SSIM_WINDOW}×{SSIM_WINDOW} window), and this volume has "
+        f"{' × '.join(map(str, shape))}; leave ssim out with --metrics {others}"
     )
 
 

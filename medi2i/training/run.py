@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from medi2i.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from medi2i.training.config import RESUME_INVARIANTS, TrainingConfig
+from medi2i.training.config import RESUME_INVARIANTS, AugmentationConfig, TrainingConfig
 from medi2i.training.data import (
     VolumeStore,
     case_domains,
@@ -431,10 +432,27 @@ def _sampler(
         batch_size=config.batch_size,
         patches_per_volume=config.patches_per_volume,
         foreground_ratio=config.foreground_ratio,
-        augmentation=config.augmentation,
+        augmentation=_method_flips(method, config.augmentation),
         seed=config.seed,
         rank=context.rank,
     )
+
+
+def _method_flips(method: Method, augmentation: AugmentationConfig) -> AugmentationConfig:
+    """``augmentation`` without flips along the method's :meth:`~Method.unflippable_axes`."""
+    banned = set(method.unflippable_axes())
+    kept = tuple(axis for axis in augmentation.flip_axes if axis not in banned)
+    if kept == augmentation.flip_axes:
+        return augmentation
+    logging.getLogger("medi2i.training").info(
+        "method %r never flips patches along array axis %s; training with "
+        "augmentation.flip_axes %s instead of %s",
+        method.id,
+        ", ".join(str(axis) for axis in sorted(banned)),
+        list(kept),
+        list(augmentation.flip_axes),
+    )
+    return augmentation.model_copy(update={"flip_axes": kept})
 
 
 class TrainingDataWarning(UserWarning):

@@ -160,3 +160,51 @@ def test_learns_to_restore_thin_slices(tmp_path: Path, thick_thin_pairs: CaseSet
 
     losses = [r["losses"]["l1"] for r in read_history(result.history) if "losses" in r]
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])
+
+
+class _InterpolationWithInPlaneRamp(torch.nn.Module):
+    """Linear interpolation between slices (mirror-symmetric along the slice axis) plus
+    each voxel's position along the network's first in-plane axis (not symmetric)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.arange(x.shape[2], dtype=x.dtype).reshape(1, 1, -1, 1, 1)
+        return interpolate_slices(x, 2) + ramp
+
+
+def test_mirroring_along_the_inputs_slice_axis_keeps_the_thin_slices_in_place() -> None:
+    """Slices on array axis 0 of the input: ``mirror_axes=(0,)`` mirrors that axis (the
+    network's last), and the mirrored pass comes back on the same thin slices, so a
+    network symmetric along it predicts the same with and without mirroring."""
+    image = make_volume((5, 12, 12), spacing=(4.0, 1.0, 1.0), seed=4)
+    method = Edsr({**SMALL, "factor": 2, "clip_margin": None})
+    method._network = _InterpolationWithInPlaneRamp()
+    settings = {"device": "cpu", "amp": False, "progress": False, "roi_size": (12, 12, 6)}
+
+    plain = predict_tensor(method, image, settings=settings)
+    mirrored = predict_tensor(method, image, settings={**settings, "mirror_axes": (0,)})
+
+    assert tuple(mirrored.shape[1:]) == (9, 12, 12)
+    torch.testing.assert_close(mirrored.as_tensor(), plain.as_tensor(), atol=1e-4, rtol=0)
+
+
+def test_training_never_flips_patches_along_the_slice_axis(
+    tmp_path: Path, thick_thin_pairs: CaseSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default augmentation flips along every axis; a flipped pair would put the
+    target's thin slices off where the network writes them, so the slice axis is left out."""
+    import medi2i.training.run as run_module
+
+    seen = []
+    sampler = run_module.PatchSampler
+
+    def recording(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs["augmentation"])
+        return sampler(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_module, "PatchSampler", recording)
+    config = TrainingConfig(steps=1, batch_size=2, device="cpu", progress=False)
+    assert config.augmentation.flip_axes == (0, 1, 2)
+
+    train(Edsr(SMALL), thick_thin_pairs, config=config, run_dir=tmp_path / "run")
+
+    assert [augmentation.flip_axes for augmentation in seen] == [(0, 1)]

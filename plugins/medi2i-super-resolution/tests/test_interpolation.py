@@ -81,6 +81,19 @@ def test_bspline_is_exact_on_the_input_voxel_centres(
     np.testing.assert_allclose(output[0].numpy()[on_input], image[0].numpy(), rtol=1e-5)
 
 
+def test_bspline_replicates_the_edge_voxel_beyond_the_outer_centres() -> None:
+    """With ``align="edges"`` the first two and last two of ×4 slices lie past the outer
+    slice centres: they take the edge slice's value, as linear does, where the spline
+    continued past the last centre overshoots (it gave -2.84 and 2.5 for 10 here)."""
+    profile = torch.tensor([10.0, 100.0, 20.0, 100.0, 20.0, 100.0])
+    image = MetaTensor(profile.expand(1, 3, 3, 6).clone(), affine=torch.eye(4, dtype=torch.float64))
+
+    output = upsample(image, order="bspline", scale=(1, 1, 4), clip_margin=None)[0, 1, 1]
+
+    np.testing.assert_allclose(output[:2].numpy(), [10.0, 10.0], atol=1e-4)
+    np.testing.assert_allclose(output[-2:].numpy(), [100.0, 100.0], atol=1e-4)
+
+
 def test_bspline_is_smoother_than_linear_between_samples() -> None:
     # a smooth signal sampled every 4th voxel: the cubic spline follows it more closely
     fine = make_volume((12, 12, 41), spacing=(1.0, 1.0, 1.0), seed=5)

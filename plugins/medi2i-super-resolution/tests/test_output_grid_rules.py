@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from medi2i_super_resolution.edsr import Edsr
 from medi2i_super_resolution.grids import OutputGrid, finer_grid, slice_axis
 from medi2i_super_resolution.interpolation import Interpolation
+from medi2i_super_resolution.smore import Smore
 from medi2i_super_resolution.srcnn import Srcnn
+from medi2i_super_resolution.srgan import Srgan
 from monai.data import MetaTensor
 
 import medi2i
@@ -120,8 +123,59 @@ def test_a_grid_far_from_the_trained_factor_is_refused_before_inference(tmp_path
 
 def test_an_isotropic_input_to_a_slice_model_is_a_one_line_error() -> None:
     model = Srcnn({**SMALL, "slice_factor": 2.0})
-    with pytest.raises(OptionsError, match="no thick-slice axis"):
+    with pytest.raises(OptionsError, match="'srcnn' refines only a thick-slice axis"):
         predict_tensor(model, make_volume((16, 16, 16), spacing=(1.0, 1.0, 1.0)), settings=SETTINGS)
+
+
+@pytest.mark.parametrize("method", ["edsr", "srgan", "smore", "srcnn"])
+@pytest.mark.parametrize("condition", [{"scale": (1, 1, 2)}, {"target_spacing": (1, 1, 0.5)}])
+def test_an_isotropic_input_names_the_file_and_advice_that_can_be_followed(
+    tmp_path: Path, method: str, condition: dict[str, object]
+) -> None:
+    """The advice used to be "ask for target_spacing or scale", also to a user who did,
+    for methods that refine only a thick-slice axis whatever grid is asked."""
+    path = write_volume(make_volume((16, 16, 16), spacing=(1.0, 1.0, 1.0)), tmp_path / "iso.nii.gz")
+    model = {
+        "edsr": lambda: Edsr({"features": 4, "blocks": 1}),
+        "srgan": lambda: Srgan({"features": 4, "blocks": 1}),
+        "smore": Smore,
+        "srcnn": lambda: Srcnn({**SMALL, "slice_factor": 2.0}),
+    }[method]()
+
+    with pytest.raises(OptionsError) as error:
+        predict_tensor(model, read_volume(path), settings=SETTINGS, condition=condition)
+
+    message = str(error.value)
+    assert message.startswith(f"{path}: method {method!r} refines only a thick-slice axis")
+    assert "use --method interpolation" in message
+    assert "target_spacing=[X,Y,Z]' or" not in message
+
+
+@pytest.mark.parametrize("spacing", [(100.0, 100.0, 100.0), (60.0, 1.0, 1.0)])
+def test_a_spacing_beyond_the_extent_is_refused_before_the_method_runs(
+    tmp_path: Path, spacing: tuple[float, float, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 48 mm axis at 100 mm (or 60 mm) would be 1 voxel: refused up front, naming the
+    file and its extent, not after the method with "the method collapsed"."""
+    image = make_volume((48, 20, 10), spacing=(1.0, 1.0, 2.0))
+    path = write_volume(image, tmp_path / "small.nii.gz")
+
+    def never(*args: object) -> None:
+        raise AssertionError("the method ran")
+
+    monkeypatch.setattr(Interpolation, "predict", never)
+    with pytest.raises(OptionsError) as error:
+        predict_tensor(
+            Interpolation({"target_spacing": spacing}), read_volume(path), settings=SETTINGS
+        )
+
+    message = str(error.value)
+    assert message.startswith(
+        f"{path}: method 'interpolation' would deliver 1 voxel along array axis 0"
+    )
+    assert "48 mm across" in message
+    assert "spacing of at most 24 mm" in message
+    assert "\n" not in message
 
 
 def _edge(spacing_z: float = 4.0) -> MetaTensor:

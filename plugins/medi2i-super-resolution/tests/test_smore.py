@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from medi2i_super_resolution.grids import OutputGrid
 from medi2i_super_resolution.interpolation import Interpolation
 from medi2i_super_resolution.smore import Smore, degrade_axis, sample_phase
 from monai.data.meta_tensor import MetaTensor
@@ -62,8 +63,10 @@ def test_output_grid_refines_the_slice_axis_to_the_in_plane_spacing() -> None:
 
 
 def test_an_input_without_thick_slices_is_refused() -> None:
-    with pytest.raises(OptionsError, match="no thick-slice axis"):
+    with pytest.raises(OptionsError, match="'smore' refines only a thick-slice axis"):
         Smore().output_grid(Grid((8, 8, 8), np.eye(4)))
+    with pytest.raises(OptionsError, match="use --method interpolation"):  # whatever grid
+        Smore().output_grid(Grid((8, 8, 8), np.eye(4)), OutputGrid(scale=(1, 1, 2)))
 
 
 def test_training_phase_follows_the_output_grid() -> None:
@@ -115,6 +118,25 @@ def test_the_time_budget_stops_the_fitting_and_names_the_step(
     assert "after 1 of 10000 steps" in caplog.text
     assert "steps=1 to reproduce" in caplog.text
     assert torch.equal(stopped, replay)
+
+
+def test_the_provenance_records_the_steps_the_time_budget_stopped_at(tmp_path: Path) -> None:
+    """``options.steps`` says 10000; the sidecar also says the 1 step actually run."""
+    import json
+
+    import medi2i
+
+    source = write_volume(thick_input(phantom(size=24)), tmp_path / "thick.nii.gz")
+    options = {**TINY, "steps": 10_000, "time_budget_s": 1e-9}
+    settings = InferenceSettings(progress=False, seed=1, device="cpu")
+
+    output = medi2i.predict(
+        source, tmp_path / "fine.nii.gz", method="smore", options=options, settings=settings
+    )
+
+    record = json.loads(output.with_name("fine.provenance.json").read_text())
+    assert record["options"]["steps"] == 10_000
+    assert record["run"] == {"steps_run": 1}
 
 
 def test_output_is_clipped_to_the_input_range() -> None:

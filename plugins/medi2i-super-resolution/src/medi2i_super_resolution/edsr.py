@@ -242,6 +242,7 @@ class Edsr(PatchNetworkMethod[EdsrOptions, OutputGrid]):
         "CVPR 2016"
     )
     default_roi_size: ClassVar[tuple[int, int, int]] = (32, 32, 16)
+    output_origin = (0.0, 0.0, 0.0)  # sub-slice s of slice i at i + s / f (module docstring)
 
     options: EdsrOptions
 
@@ -265,10 +266,17 @@ class Edsr(PatchNetworkMethod[EdsrOptions, OutputGrid]):
         """The ``"centres"`` grid with the slice axis refined ``factor`` times, or the
         condition's grid when it is within the trained range (the network's output is
         then resampled onto it)."""
+        slice_axis(input_grid, method_id=self.id)  # whatever the rule: it refines slices
         rule = condition_rule(condition) or {"slice_factor": float(self.options.factor)}
         grid = finer_grid(input_grid, align="centres", **rule).grid
         check_trained_range(self.id, float(self.options.factor), input_grid, grid)
         return grid
+
+    def unflippable_axes(self) -> tuple[int, ...]:
+        """The slice axis of training pairs (array axis 2): a flipped pair would put the
+        target's thin slices ``factor - 1`` sub-slices off where the network writes them
+        (sub-slice ``s`` of slice ``i`` at ``i + s / f``, not around ``i``)."""
+        return (2,)
 
     # -- intensities -------------------------------------------------------------------
 
@@ -329,11 +337,10 @@ class Edsr(PatchNetworkMethod[EdsrOptions, OutputGrid]):
             raise InputError(
                 f"method {self.id!r} takes single-channel volumes, got {image.shape[0]}"
             )
-        axis = slice_axis(Grid.of(image))
+        axis = slice_axis(Grid.of(image), method_id=self.id)
         order = [a for a in range(3) if a != axis] + [axis]
         turned = image.as_tensor().permute(0, *(1 + a for a in order)).contiguous()
-        output = super().predict(MetaTensor(turned), context)
-        assert isinstance(output, torch.Tensor)
+        output = self.run_network(MetaTensor(turned), context, axes=(order[0], order[1], order[2]))
         factor = self.options.factor
         kept = output[..., : (turned.shape[-1] - 1) * factor + 1]
         back = kept.permute(0, *(1 + order.index(a) for a in range(3))).contiguous()

@@ -150,22 +150,37 @@ def condition_rule(condition: OutputGrid | None) -> dict[str, Any]:
     }
 
 
-def slice_axis(grid: Grid) -> int:
+def slice_axis(grid: Grid, *, method_id: str | None = None) -> int:
     """The array axis of ``grid`` whose voxel spacing is clearly the largest.
 
+    Args:
+        grid: The input's grid.
+        method_id: The method that needs the axis whatever output grid is asked (a
+            learned model that refines only a thick-slice axis); ``None`` for the
+            ``slice_factor`` rule, which another rule can replace.
+
     Raises:
-        OptionsError: No axis's spacing is :data:`SLICE_ANISOTROPY` times every other's.
+        OptionsError: No axis's spacing is :data:`SLICE_ANISOTROPY` times every other's;
+            the message says what to ask for instead.
     """
     spacing = np.asarray(grid.spacing, dtype=np.float64)
     order = np.argsort(spacing)
     axis = int(order[-1])
-    if spacing[axis] < SLICE_ANISOTROPY * spacing[order[-2]]:
-        shown = " × ".join(f"{s:g}" for s in grid.spacing)
+    if spacing[axis] >= SLICE_ANISOTROPY * spacing[order[-2]]:
+        return axis
+    shown = " × ".join(f"{s:g}" for s in grid.spacing)
+    if method_id is None:
         raise OptionsError(
-            f"the input's voxels ({shown} mm) have no thick-slice axis to refine; ask for "
-            "an output grid with -c 'target_spacing=[X,Y,Z]' or -c 'scale=[X,Y,Z]' instead"
+            f"the input's voxels ({shown} mm) have no thick-slice axis (one at least "
+            f"{SLICE_ANISOTROPY:g} times as thick as the others) for slice_factor to refine; "
+            "ask for its output grid by target_spacing=[X,Y,Z] (mm) or scale=[X,Y,Z] instead"
         )
-    return axis
+    raise OptionsError(
+        f"method {method_id!r} refines only a thick-slice axis (one at least "
+        f"{SLICE_ANISOTROPY:g} times as thick as the others), and the input's voxels "
+        f"({shown} mm) have none, whatever output grid is asked; for such an input use "
+        "--method interpolation -o 'target_spacing=[X,Y,Z]'"
+    )
 
 
 def axis_factors(source: Grid, output: Grid) -> Triple:
@@ -193,7 +208,7 @@ def check_trained_range(method_id: str, trained: float | None, source: Grid, out
     """
     if trained is None:
         return
-    axis = slice_axis(source)
+    axis = slice_axis(source, method_id=method_id)
     factors = axis_factors(source, output)
     low, high = trained / TRAINED_RANGE, trained * TRAINED_RANGE
     others = [f for i, f in enumerate(factors) if i != axis]

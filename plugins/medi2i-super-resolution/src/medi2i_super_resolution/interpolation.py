@@ -149,15 +149,64 @@ def resample_axis_aligned(
     spline_order: int,
 ) -> np.ndarray:
     """``values`` sampled at voxel ``i`` of an axis-aligned grid of ``shape`` from the
-    input index ``steps * i + offsets`` (per axis), by B-splines of ``spline_order``
-    with edge values repeated outside; float32."""
-    resampled = ndimage.affine_transform(
-        np.asarray(values, np.float64),
-        np.asarray(steps, np.float64),  # a vector: the separable, axis-aligned case
-        offset=np.asarray(offsets, np.float64),
-        output_shape=tuple(int(n) for n in shape),
-        order=spline_order,
-        mode="nearest",
-        prefilter=spline_order > 1,
+    input index ``steps * i + offsets`` (per axis), by B-splines of ``spline_order``;
+    positions past the outermost input voxel centres take the value at that centre
+    (the edge voxel replicated, not the spline continued: a cubic spline carried past
+    the last centre overshoots); float32."""
+    data = np.asarray(values, np.float64)
+    if spline_order > 1:  # the coefficients once, for every evaluation below
+        data = ndimage.spline_filter(data, order=spline_order, mode="nearest")
+    sampled = _spline_at(
+        data,
+        tuple(float(s) for s in steps),
+        tuple(float(o) for o in offsets),
+        tuple(int(n) for n in shape),
+        spline_order,
     )
-    return np.asarray(resampled, np.float32)
+    return np.asarray(sampled, np.float32)
+
+
+_OUTSIDE = 1e-9
+"""How far (input voxels) past an outermost centre a position must lie to be outside."""
+
+
+def _spline_at(
+    coefficients: np.ndarray,
+    steps: tuple[float, ...],
+    offsets: tuple[float, ...],
+    shape: tuple[int, ...],
+    order: int,
+) -> np.ndarray:
+    """The spline of ``coefficients`` at the grid's positions, each clamped to the
+    outermost input centres along every axis (the clamped planes evaluated on their own:
+    a B-spline is separable, so clamping one coordinate is evaluating there)."""
+    sampled = np.asarray(
+        ndimage.affine_transform(
+            coefficients,
+            np.asarray(steps),  # a vector: the separable, axis-aligned case
+            offset=np.asarray(offsets),
+            output_shape=shape,
+            order=order,
+            mode="nearest",
+            prefilter=False,
+        )
+    )
+    for axis, count in enumerate(coefficients.shape):
+        positions = offsets[axis] + steps[axis] * np.arange(shape[axis])
+        for edge, outside in (
+            (0.0, positions < -_OUTSIDE),
+            (count - 1.0, positions > count - 1 + _OUTSIDE),
+        ):
+            if not outside.any():
+                continue
+            plane = _spline_at(
+                coefficients,
+                steps,
+                tuple(edge if a == axis else o for a, o in enumerate(offsets)),
+                tuple(1 if a == axis else n for a, n in enumerate(shape)),
+                order,
+            )
+            index: list[slice | np.ndarray] = [slice(None)] * len(shape)
+            index[axis] = np.flatnonzero(outside)
+            sampled[tuple(index)] = plane
+    return sampled

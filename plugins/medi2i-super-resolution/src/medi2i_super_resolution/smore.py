@@ -91,9 +91,9 @@ class SmoreOptions(Options):
         patch_size: Side of the square training patches, in voxels.
         learning_rate: Adam's learning rate, constant, so that a fitting the time budget
             ended after ``k`` steps is the fitting of ``steps=k``.
-        time_budget_s: Stop the fitting after this many seconds (the log says at which
-            step, and ``steps`` set to it gives the same output again); ``None`` runs
-            every step.
+        time_budget_s: Stop the fitting after this many seconds (the log, and the
+            provenance sidecar's ``run.steps_run``, say at which step, and ``steps`` set
+            to it gives the same output again); ``None`` runs every step.
         clip_margin: Clip the output to the input's range widened by this fraction of
             it; ``None`` keeps every value.
     """
@@ -179,7 +179,7 @@ class Smore(Method[SmoreOptions, OutputGrid]):
 
     def restored_grid(self, input_grid: Grid) -> Grid:
         """The grid the network restores: the slice axis at the in-plane spacing."""
-        axis = slice_axis(input_grid)
+        axis = slice_axis(input_grid, method_id=self.id)
         in_plane = [s for i, s in enumerate(input_grid.spacing) if i != axis]
         factor = input_grid.spacing[axis] / float(np.mean(in_plane))
         return finer_grid(input_grid, slice_factor=factor, align=self.options.align).grid
@@ -187,6 +187,7 @@ class Smore(Method[SmoreOptions, OutputGrid]):
     def output_grid(self, input_grid: Grid, condition: OutputGrid | None = None) -> Grid:
         """The condition's grid if it gives a rule, else the options' ``slice_factor``,
         else :meth:`restored_grid`."""
+        slice_axis(input_grid, method_id=self.id)  # whatever the rule: it refines slices
         rule = condition_rule(condition)
         if not rule and self.options.slice_factor is not None:
             rule = {"slice_factor": self.options.slice_factor}
@@ -206,7 +207,7 @@ class Smore(Method[SmoreOptions, OutputGrid]):
                 f"method {self.id!r} takes single-channel volumes, got {image.shape[0]}"
             )
         grid = Grid.of(image)
-        axis = slice_axis(grid)
+        axis = slice_axis(grid, method_id=self.id)
         volume = image[0].detach().cpu().numpy().astype(np.float32)
         if not np.isfinite(volume).all():
             raise InputError(f"method {self.id!r}: the input holds NaN or infinite values")
@@ -246,6 +247,7 @@ class Smore(Method[SmoreOptions, OutputGrid]):
         context: PredictContext[OutputGrid],
     ) -> None:
         options = self.options
+        context.facts["steps_run"] = 0
         if options.steps == 0:
             return
         optimizer = torch.optim.Adam(network.parameters(), lr=options.learning_rate)
@@ -276,6 +278,7 @@ class Smore(Method[SmoreOptions, OutputGrid]):
                     step + 1,
                 )
                 break
+        context.facts["steps_run"] = len(losses)  # fewer than steps when the budget ended it
         network.eval()
         tail = losses[-50:]
         context.log.info(

@@ -49,6 +49,7 @@ from medi2i_super_resolution.grids import (
     check_trained_range,
     clipped,
     output_grid_for,
+    slice_axis,
     with_condition,
 )
 from medi2i_super_resolution.interpolation import InterpolationOrder, interpolate_finer
@@ -188,6 +189,8 @@ class Srcnn(PatchNetworkMethod[SrcnnOptions, OutputGrid]):
     def output_grid(self, input_grid: Grid, condition: OutputGrid | None = None) -> Grid:
         """The finer grid of the options, or of the condition's rule; a model trained
         with a ``slice_factor`` refuses one far from that factor."""
+        if self.options.slice_factor is not None:  # a model trained to refine slices
+            slice_axis(input_grid, method_id=self.id)
         grid = output_grid_for(input_grid, with_condition(self.options, condition)).grid
         check_trained_range(self.id, self.options.slice_factor, input_grid, grid)
         return grid
