@@ -23,7 +23,9 @@ folders are ``<Patient ID pseudonym>/<Study ID pseudonym>`` (``ANON-1F0C.../S83A
 the values written into the series) instead of the input folder names; manifest
 records have ``input`` ``null``, the pseudonymous Series Instance UID (the one the
 outputs reference) and error messages with input paths, UIDs and patient identifiers
-replaced by ``<input>``, ``<uid>`` and ``<patient>``; the provenance sidecar has no
+replaced by ``<input>``, ``<uid>`` and ``<patient>``, and file names, folder names and
+series descriptions by neutral references (``slice 19 of series 1``; see
+:mod:`medi2i.deidentified_messages`); the provenance sidecar has no
 input path and the pseudonymous series UID. The way back to the source is written
 only when asked for (``linkage=PATH``, outside the output and input roots): one JSON
 line per study with its output folder, input folder, Patient ID and original UIDs.
@@ -62,8 +64,6 @@ after the device ran out of memory stays lowered for the studies that follow.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -254,9 +254,6 @@ def _finished(previous: StudyRecord, started: StudyRecord) -> bool:
     )
 
 
-_UID_PATTERN = re.compile(r"\b\d+(?:\.\d+){3,}\b")
-
-
 @dataclass(frozen=True)
 class _StudyRunner:
     """Reads, predicts and writes one study; the same for every study of a batch."""
@@ -282,18 +279,14 @@ class _StudyRunner:
         )
 
     def scrub(self, job: StudyJob, message: str) -> str:
-        """``message`` without input paths, UIDs or patient identifiers when de-identifying."""
+        """``message`` naming no source when de-identifying: files, folders, series
+        descriptions, UIDs and patient identifiers become neutral references
+        (:func:`medi2i.deidentified_messages.neutral_message`)."""
         if self.deidentifier is None:
             return message
-        paths = {str(job.input), str(self.input_root)}
-        paths |= {os.path.realpath(path) for path in paths}
-        for path in sorted(paths, key=len, reverse=True):
-            message = message.replace(path, "<input>")
-        message = _UID_PATTERN.sub("<uid>", message)
-        names = {job.patient_id, job.patient_name, job.patient_name.replace("^", " ")}
-        for name in sorted((n for n in names if n.strip()), key=len, reverse=True):
-            message = message.replace(name, "<patient>")
-        return message
+        from medi2i.deidentified_messages import neutral_message
+
+        return neutral_message(message, job, self.input_root)
 
     def link(self, job: StudyJob) -> None:
         """Append the study's way back to its source to the linkage file, if asked for."""

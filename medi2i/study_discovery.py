@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medi2i.errors import InputError
 
 if TYPE_CHECKING:
+    from medi2i.dicom.reading.file_records import SkippedFile
     from medi2i.dicom.reading.series_records import ScanResult, SeriesInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.dicom.writing.deidentify import Deidentifier
@@ -38,6 +39,10 @@ class StudyJob:
             another modality): skipped, not failed.
         patient_id: The study's Patient ID (for pseudonyms and the linkage file).
         patient_name: Its Patient's Name (kept out of de-identified error messages).
+        study_series: Every series of the study, and
+        skipped: the files the scan skipped in the study's folder: what a message about
+            the study may name, which a de-identified batch replaces
+            (:mod:`medi2i.deidentified_messages`).
     """
 
     key: str
@@ -48,6 +53,8 @@ class StudyJob:
     skip: bool = False
     patient_id: str = ""
     patient_name: str = ""
+    study_series: tuple[SeriesInfo, ...] = field(default=(), repr=False)
+    skipped: tuple[SkippedFile, ...] = field(default=(), repr=False)
 
     @property
     def series_uid(self) -> str | None:
@@ -92,6 +99,8 @@ def discover_studies(
             None,
             patient_id=study.patient_id,
             patient_name=study.patient_name,
+            study_series=study.series,
+            skipped=tuple(item for item in result.skipped if _holds(folders[uid], item.path)),
         )
         try:
             series = select_series(study.series, selector)
@@ -108,6 +117,10 @@ def discover_studies(
             continue
         jobs.append(job)
     return jobs
+
+
+def _holds(folder: Path, path: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def _study_folder(series: Sequence[SeriesInfo], root: Path) -> Path:

@@ -198,3 +198,40 @@ def test_a_linkage_file_that_is_a_file_of_the_users_is_refused_and_kept(tmp_path
             _batch(root, out, linkage=taken)
         assert taken.read_bytes() == before
     assert not out.exists()
+
+
+def test_deidentified_messages_name_no_source_file_folder_or_description(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    folder = root / "Quixotewright_Zebulon_19520817"
+    files = write_series(
+        folder / "t1",
+        np.zeros((6, 5, 5)),
+        modality="MR",
+        rescale=(1.0, 0.0),
+        description="T1 Quixotewright Zebulon",
+        series_number=5,
+        attributes={"PatientName": PATIENT["PatientName"], "PatientID": PATIENT["PatientID"]},
+    )
+    positions = [pydicom.dcmread(path).ImagePositionPatient[2] for path in files]
+    named = []
+    for path, z in zip(files, positions, strict=True):
+        named.append(path.rename(path.with_name(f"Quixotewright_Zebulon_{int(z):04d}.dcm")))
+    missing = sorted(named)[2]
+    missing.unlink()  # a gap: the study fails with a message naming its neighbours
+    write_series(
+        root / "Marrowfield_CT",
+        np.zeros((6, 5, 4)),
+        modality="CT",
+        description="CT Quixotewright",
+        series_number=2,
+        attributes={"PatientName": "Vandersloot^Agathe", "PatientID": "MRN-5550001"},
+    )
+    assert _batch(root, out) != []
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    texts = [
+        line["error"] or line["reason"] for line in manifest if line["error"] or line["reason"]
+    ]
+    assert any("between slice 2 of series 5 and slice 3 of series 5" in text for text in texts)
+    assert any("CT series 2" in text for text in texts)  # the skipped study's description
+    identifiers = ["Quixotewright", "Zebulon", "Marrowfield", "Vandersloot", "19520817"]
+    assert _leaks(out, identifiers) == {}

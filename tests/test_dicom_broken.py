@@ -6,6 +6,7 @@ defect), plus generated series with geometry defects.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,60 @@ def test_copies_with_different_pixels_are_refused(tmp_path: Path) -> None:
     dataset.save_as(tmp_path / "edited.dcm")
     with pytest.raises(InputError, match=r"same instance .* with different pixel data"):
         read_dicom_folder(tmp_path)
+
+
+def big_endian_copy(path: Path, folder: Path, pixels: np.ndarray | None = None) -> Path:
+    """``path`` written again in Explicit VR Big Endian into ``folder`` (dcmconv +tb)."""
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import ExplicitVRBigEndian
+
+    dataset = pydicom.dcmread(path)
+    stored = dataset.pixel_array if pixels is None else pixels
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    dataset.PixelData = stored.astype(stored.dtype.newbyteorder(">")).tobytes()
+    folder.mkdir(parents=True, exist_ok=True)
+    dcmwrite(
+        folder / path.name, dataset, implicit_vr=False, little_endian=False, force_encoding=True
+    )
+    return folder / path.name
+
+
+def test_a_big_endian_copy_in_another_folder_is_a_duplicate_named_by_its_folder(
+    tmp_path: Path,
+) -> None:
+    data = values((6, 5, 4))
+    paths = write_series(tmp_path / "a", data)
+    copy = big_endian_copy(paths[1], tmp_path / "b")
+    series = scan_folder(tmp_path).series[0]
+    assert series.is_volume, series.problems
+    assert series.number_of_images == 4
+    note = next(note for note in series.notes if "duplicate file(s) dropped" in note)
+    assert f"b/{copy.name} = a/{paths[1].name}" in note
+    # the warning names the folder the copies lie in, not that of the files kept
+    with pytest.warns(
+        DroppedFilesWarning, match=rf"^{re.escape(str(tmp_path))}: 1 duplicate"
+    ) as caught:
+        volume = read_dicom_folder(tmp_path)
+    assert f"b/{copy.name}" in str(caught[0].message)
+    np.testing.assert_array_equal(volume[0].numpy(), data)
+
+
+def test_a_copy_with_other_pixels_in_another_folder_is_named_with_its_folder(
+    tmp_path: Path,
+) -> None:
+    paths = write_series(tmp_path / "a", values((6, 5, 4)))
+    pixels = pydicom.dcmread(paths[1]).pixel_array.copy()
+    pixels[0, 0] += 1
+    big_endian_copy(paths[1], tmp_path / "b", pixels)
+    name = paths[1].name
+    with pytest.raises(InputError, match=rf"a/{name} and b/{name} are the same instance"):
+        read_dicom_folder(tmp_path)
+
+
+def test_ls_names_a_damaged_slice_by_its_folder_under_the_path_given(tmp_path: Path) -> None:
+    for study in ("p1", "p2"):
+        paths = write_series(tmp_path / study, values((6, 5, 4)), study_uid=generate_uid())
+    paths[1].write_bytes(paths[1].read_bytes()[:-20])
+    result = CliRunner().invoke(build_cli(), ["dicom", "ls", str(tmp_path)])
+    problem = next(line for line in result.output.splitlines() if "problem" in line)
+    assert f"problem: p2/{paths[1].name}: truncated pixel data" in problem

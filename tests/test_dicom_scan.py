@@ -320,3 +320,31 @@ def test_ls_reports_how_far_the_slices_lie_from_the_fitted_grid(tmp_path: Path) 
     assert listed["is_volume"]
     assert listed["slice_position_residual_mm"] == pytest.approx(0.072, abs=1e-3)
     assert any("off a regular grid" in note for note in listed["notes"])
+
+
+def test_largest_refuses_a_tie_and_names_the_tied_series(tmp_path: Path) -> None:
+    study = generate_uid()
+    for number, name in ((4, "T1 first"), (7, "T1 second")):
+        write_series(
+            tmp_path / name,
+            np.zeros((8, 6, 5), np.int16),
+            modality="MR",
+            description=name,
+            study_uid=study,
+            series_number=number,
+        )
+    write_series(tmp_path / "small", np.zeros((4, 4, 3), np.int16), modality="MR", study_uid=study)
+    found = scan_folder(tmp_path).series
+    uids = sorted(info.series_instance_uid for info in found if "T1" in info.description)
+    with pytest.raises(InputError, match="2 series tie for the largest") as caught:
+        select_series(found, SeriesSelector(modality="MR", largest=True))
+    message = str(caught.value)
+    assert "#4 MR 'T1 first'" in message
+    assert "#7 MR 'T1 second'" in message
+    assert all(uid in message for uid in uids)
+    assert "--series-uid" in message
+    code, output = run_cli("dicom", "ls", str(tmp_path), "--largest")
+    assert code == 1
+    assert "tie for the largest" in output
+    chosen = select_series(found, SeriesSelector(series_uid=uids[0], largest=True))
+    assert chosen.series_instance_uid == uids[0]

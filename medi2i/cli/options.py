@@ -251,7 +251,8 @@ def inference_options(command: F) -> F:
                 default="",
                 metavar="AXES",
                 help="Test-time mirroring: also predict each window mirrored along every "
-                "combination of these array axes, e.g. 0 or 0,1, and average [default: off].",
+                "combination of these array axes of the input volume, e.g. 0 or 0,1, and average "
+                "[default: off].",
             ),
             device_option(),
             click.option(
@@ -358,7 +359,14 @@ _SELECTION_OPTIONS = (
         help="Pick the series with this slice orientation.",
     ),
     click.option("--series-uid", help="Pick the series with this Series Instance UID."),
-    click.option("--largest", is_flag=True, help="When several series match, take the largest."),
+    click.option(
+        "--largest",
+        is_flag=True,
+        help=(
+            "When several series match, take the largest (most voxels); when several tie "
+            "for the largest, the command refuses and lists them: pick one with --series-uid."
+        ),
+    ),
     click.option(
         "--volume",
         type=click.IntRange(min=1),

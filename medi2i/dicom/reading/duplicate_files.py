@@ -1,7 +1,8 @@
 """Copies of one file in a series folder: the same instance exported twice.
 
-Files with the same SOP Instance UID (and frame) and identical pixel data are copies,
-as a second export into the same folder leaves them: all but one are dropped with a
+Files with the same SOP Instance UID (and frame) and the same pixel values are copies,
+as a second export into the same folder leaves them (in any transfer syntax: the values
+are compared as decoded, not the bytes in the files): all but one are dropped with a
 note. Files that share a SOP Instance UID but differ in their pixels are a problem.
 Only for these files are pixels read during the scan.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from medi2i.dicom.reading.file_records import ImageHeader
 from medi2i.dicom.reading.series_records import Problem
@@ -60,21 +63,25 @@ def without_copies(images: Sequence[ImageHeader], listed: int) -> tuple[list[Ima
 
 
 def _same_pixels(first: ImageHeader, other: ImageHeader) -> bool:
-    """Whether two images of one instance hold the same pixel data (read for this only)."""
+    """Whether two images of one instance hold the same pixel values (read for this only).
+
+    The stored values are compared as decoded, never the bytes in the files: a copy in
+    another transfer syntax (big endian, implicit VR, JPEG-LS, deflated) holds the same
+    values in other bytes.
+    """
     try:
-        return _pixel_bytes(first) == _pixel_bytes(other)
+        return bool(np.array_equal(_stored_values(first), _stored_values(other)))
     except Exception:  # unreadable or undecodable: not known to be the same
         return False
 
 
-def _pixel_bytes(image: ImageHeader) -> bytes:
-    pixels = image.pixels
-    if pixels is not None and pixels.offset is not None:
-        size = image.rows * image.columns * pixels.bits_allocated // 8
-        with image.path.open("rb") as stream:
-            stream.seek(pixels.offset + image.frame * size)
-            return stream.read(size)
-    from pydicom import dcmread
+def _stored_values(image: ImageHeader) -> np.ndarray:
+    """The image's stored values, in native byte order, unused high bits cleared."""
+    import warnings
 
-    dataset = dcmread(image.path, force=True)
-    return bytes(dataset.pixel_array.tobytes())
+    from medi2i.dicom.reading.series_volume import read_stack
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's notes on oddities it tolerates
+        values: np.ndarray = read_stack([image])[0]
+    return values

@@ -124,6 +124,9 @@ class ImageHeader:
             absent or invalid), which split a series of several volumes; ``()`` when
             unknown.
         frame_of_reference_uid: Frame of Reference UID; ``""`` when absent.
+        name: The file as messages name it: its path relative to the folder that was
+            scanned (``"t1/IM0020.dcm"``), so that files of the same name in two
+            folders are told apart; the file name when empty.
     """
 
     path: Path
@@ -143,15 +146,17 @@ class ImageHeader:
     mosaic_tiles: int = 0
     volume_tags: tuple[float | None, ...] = field(default=(), repr=False)
     frame_of_reference_uid: str = field(default="", repr=False)
+    name: str = field(default="", repr=False)
 
     @property
     def label(self) -> str:
-        """The file name, with the frame for multi-frame files, for messages."""
+        """The file (:attr:`name`), with the frame for multi-frame files, for messages."""
+        name = self.name or self.path.name
         if self.mosaic_tiles:
-            return f"{self.path.name} slice {self.frame + 1}"
+            return f"{name} slice {self.frame + 1}"
         if self.pixels is not None and self.pixels.frames > 1:
-            return f"{self.path.name} frame {self.frame + 1}"
-        return self.path.name
+            return f"{name} frame {self.frame + 1}"
+        return name
 
 
 @dataclass(frozen=True)
@@ -167,12 +172,20 @@ class SkippedFile:
         not_dicom: Whether it is no DICOM file at all (a README, a JPEG lying in the
             folder): no ``DICM`` marker, no bare DICOM dataset and no DICOM file name,
             so :command:`medi2i dicom ls` lists it apart from damaged DICOM files.
+        name: The file as messages name it (see :attr:`ImageHeader.name`); the file
+            name when empty.
     """
 
     path: Path
     reason: str
     damaged: bool = False
     not_dicom: bool = False
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The file (:attr:`name`) for messages."""
+        return self.name or self.path.name
 
 
 @dataclass(frozen=True)
@@ -194,6 +207,15 @@ def read_file_record(path: Path) -> FileRecord | SkippedFile:
             return _stream_record(path, stream, os.fstat(stream.fileno()).st_size)
     except OSError as exc:
         return SkippedFile(path, f"cannot be read: {exc.strerror or exc}", damaged=True)
+
+
+def named(record: FileRecord | SkippedFile, name: str) -> FileRecord | SkippedFile:
+    """``record`` with its file named ``name`` in messages (see :attr:`ImageHeader.name`)."""
+    if not name or name == record.path.name:
+        return record
+    if isinstance(record, SkippedFile):
+        return replace(record, name=name)
+    return replace(record, images=tuple(replace(image, name=name) for image in record.images))
 
 
 def instance_damage(encoded: bytes) -> str | None:

@@ -111,6 +111,8 @@ class SeriesInfo:
         images: The slices in order (for the reader).
         geometry: The volume's grid, when there are no problems.
         volume: For one volume of a series of several, which one; ``None`` otherwise.
+        root: The folder (or file) the scan was given; its problems and notes name
+            files by their path relative to it. ``None`` when not from a scan.
     """
 
     study_instance_uid: str
@@ -133,6 +135,7 @@ class SeriesInfo:
     images: tuple[ImageHeader, ...] = field(default=(), repr=False)
     geometry: StackGeometry | None = None
     volume: VolumeKey | None = None
+    root: Path | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:

@@ -38,6 +38,7 @@ from medi2i.dicom.reading.file_records import (
     FileRecord,
     ImageHeader,
     SkippedFile,
+    named,
     read_file_record,
 )
 from medi2i.dicom.reading.header_parser import InvalidValue, text
@@ -54,6 +55,9 @@ def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) ->
     """Scan a folder tree (or one file) for DICOM files and group them into series.
 
     Headers only: no pixel data is read. Hidden files and folders are skipped.
+    Messages (problems, notes, skip reasons) name files by their path relative to
+    ``path`` (``t1/IM0020.dcm``), as
+    :attr:`~medi2i.dicom.reading.file_records.ImageHeader.name` says.
 
     Args:
         path: A folder (searched recursively) or a single DICOM file.
@@ -78,13 +82,21 @@ def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) ->
         # invalid values are reported per file below; pydicom's warnings would repeat them
         warnings.simplefilter("ignore")
         for file in _files_under(root):
-            record = read_file_record(file)
+            record = named(read_file_record(file), _relative_name(file, root))
             if isinstance(record, SkippedFile):
                 skipped.append(record)
             else:
                 records.append(record)
-        studies = _group(records, slice_tolerance_mm)
+        studies = _group(records, slice_tolerance_mm, root)
     return ScanResult(root=root, studies=studies, skipped=tuple(skipped))
+
+
+def _relative_name(file: Path, root: Path) -> str:
+    """How messages name ``file``: its path relative to the scanned folder, so that
+    ``IM0020.dcm`` of two studies, or a copy in a second folder, are told apart."""
+    if file == root:
+        return file.name
+    return file.relative_to(root).as_posix()
 
 
 def _files_under(root: Path) -> Iterator[Path]:
@@ -98,7 +110,9 @@ def _files_under(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
-def _group(records: list[FileRecord], tolerance_mm: float | None) -> tuple[StudyInfo, ...]:
+def _group(
+    records: list[FileRecord], tolerance_mm: float | None, root: Path
+) -> tuple[StudyInfo, ...]:
 
     by_series: dict[tuple[str, str], list[FileRecord]] = {}
     for record in records:
@@ -113,7 +127,7 @@ def _group(records: list[FileRecord], tolerance_mm: float | None) -> tuple[Study
         infos = _series_volumes(
             members[0].dataset, study_uid, images, not_images, tolerance_mm=tolerance_mm
         )
-        by_study.setdefault(study_uid, []).extend(infos)
+        by_study.setdefault(study_uid, []).extend(replace(info, root=root) for info in infos)
         first_of_study.setdefault(study_uid, members[0].dataset)
     return tuple(
         _study(study_uid, first_of_study[study_uid], series)

@@ -13,7 +13,9 @@ A series matches when it passes every rule given. Only series that can be read a
 volume take part, except with ``series_uid``, which names one series outright (and a
 series with problems then fails with its problems). When several series match,
 ``largest: true`` takes the one with the most voxels; otherwise that is an error that
-lists them, since reading the wrong series silently is worse than asking.
+lists them, since reading the wrong series silently is worse than asking. For the same
+reason ``largest`` refuses a tie: when several series share the most voxels (and
+slices), the message lists them and asks for one by its series UID.
 
 A series of several volumes (echoes, time points, b-values; see
 :mod:`medi2i.dicom.reading.series_scan`) is listed once per volume; ``volume: 2`` picks the second,
@@ -48,7 +50,7 @@ class SeriesSelector(BaseModel):
         series_uid: Series Instance UID of the series, exactly; overrides nothing,
             the other rules must match too.
         largest: When several series match, take the one with the most voxels
-            instead of failing.
+            instead of failing; several series tied for the most are refused.
         volume: For a series of several volumes (echoes, time points, b-values), the
             1-based number of the one to read, as ``medi2i dicom ls`` lists them; only
             such series match it.
@@ -73,7 +75,8 @@ class SeriesSelector(BaseModel):
     )
     series_uid: str | None = Field(default=None, description="Series Instance UID, exactly.")
     largest: bool = Field(
-        default=False, description="Take the series with the most voxels when several match."
+        default=False,
+        description=("Take the series with the most voxels when several match; a tie is refused."),
     )
     volume: int | None = Field(
         default=None,
@@ -165,7 +168,7 @@ def select_series(
     if len(found) == 1:
         chosen = found[0]
     elif selector.largest:
-        chosen = max(found, key=lambda info: (info.voxels, info.number_of_images))
+        chosen = _largest(found)
     else:
         chosen = None
     if chosen is not None and chosen.volume is not None and selector.volume is None:
@@ -177,6 +180,30 @@ def select_series(
         f"{_by_modality(found, selector)}a description pattern, an orientation or its series "
         "UID, or take the largest (--largest, or largest: true in a workflow); 'medi2i dicom "
         "ls' lists them"
+    )
+
+
+def _largest(found: Sequence[SeriesInfo]) -> SeriesInfo:
+    """The series with the most voxels (then slices); refused when several series tie,
+    since taking the first scanned would pick one silently by file order."""
+
+    def size(info: SeriesInfo) -> tuple[int, int]:
+        return (info.voxels, info.number_of_images)
+
+    biggest = max(size(info) for info in found)
+    tied = [info for info in found if size(info) == biggest]
+    if len({info.series_instance_uid for info in tied}) == 1:
+        return tied[0]  # volumes of one series: which one is asked for by the caller
+    listed = "; ".join(
+        f"#{info.series_number if info.series_number is not None else '?'} "
+        f"{info.modality or '?'} {info.name} (UID {info.series_instance_uid})"
+        for info in tied[:_LISTED]
+    )
+    more = f" and {len(tied) - _LISTED} more" if len(tied) > _LISTED else ""
+    raise InputError(
+        f"largest: {len(tied)} series tie for the largest ({biggest[0]} voxels): "
+        f"{listed}{more}; pick one with its series UID (--series-uid UID, or series_uid: in "
+        "a workflow) or a description pattern (--description); 'medi2i dicom ls' lists them"
     )
 
 

@@ -99,7 +99,7 @@ def require_no_damaged_neighbours(series: SeriesInfo, skipped: Sequence[SkippedF
     damaged = [item for item in skipped if item.damaged and item.path.parent in folders]
     if not damaged:
         return
-    listed = "; ".join(f"{item.path.name}: {item.reason}" for item in damaged[:3])
+    listed = "; ".join(f"{item.label}: {item.reason}" for item in damaged[:3])
     more = f"; and {len(damaged) - 3} more" if len(damaged) > 3 else ""
     also = f" (the other slices show: {series.problems[0]})" if series.problems else ""
     raise InputError(
@@ -161,7 +161,10 @@ def _warn_about_dropped_copies(series: SeriesInfo) -> None:
 
     for note in series.notes:
         if DUPLICATE_FILES_NOTE in note:
-            warnings.warn(f"{series.folder}: {note}", DroppedFilesWarning, stacklevel=3)
+            # the note names the files relative to the scanned folder, copies included,
+            # which may lie outside the folder of the files kept
+            where = series.root if series.root is not None else series.folder
+            warnings.warn(f"{where}: {note}", DroppedFilesWarning, stacklevel=3)
 
 
 def _require_volume(series: SeriesInfo) -> None:
@@ -499,7 +502,7 @@ def _no_images_message(path: Path, series: Sequence[SeriesInfo], skipped: Sequen
         for s in series
         if s.problems
     ]
-    found += [f"{item.path.name}: {item.reason}" for item in skipped]  # type: ignore[attr-defined]
+    found += [f"{item.label}: {item.reason}" for item in skipped]  # type: ignore[attr-defined]
     listed = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
     looked = len(skipped) + sum(len(s.files) or 1 for s in series)
     return (
