@@ -301,9 +301,10 @@ def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> li
 def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> list[CardProblem]:
     """Validate the card of a trained-model folder against a folder of data cards.
 
-    Checks: ``card.yaml`` is a valid model card, and every ``training_data`` and
-    ``evaluation_data`` name is a card in ``data_cards`` (e.g. the repository's
-    ``data_cards/``).
+    Checks: ``card.yaml`` is a valid model card that names the method and version the
+    folder's ``medi2i-model.json`` records, the weights match the SHA-256 recorded there,
+    and every ``training_data`` and ``evaluation_data`` name is a card in ``data_cards``
+    (e.g. the repository's ``data_cards/``).
 
     Returns:
         The problems found; an empty list means the card is clean.
@@ -319,20 +320,57 @@ def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> lis
         return [CardProblem(path, str(exc).removeprefix(f"card {path} "))]
     if not isinstance(card, ModelCard):
         return [CardProblem(path, "is a data card; a model folder needs a model card")]
+    problems = _manifest_problems(Path(model_folder), path, card)
     folder = Path(data_cards)
     named = sorted({*card.training_data, *card.evaluation_data})
     if not named:
-        return _reference_problems(path, card, set(), where=str(folder))
+        return problems + _reference_problems(path, card, set(), where=str(folder))
     if not folder.is_dir():
         return [
+            *problems,
             CardProblem(
                 folder,
                 f"is not a folder of cards, and the card names the data cards {', '.join(named)}; "
                 "pass the folder that holds them with --data-cards",
-            )
+            ),
         ]
     known = {p.stem for p in _card_paths(folder)}  # check_cards holds each name to its stem
-    return _reference_problems(path, card, known, where=str(folder))
+    return problems + _reference_problems(path, card, known, where=str(folder))
+
+
+def _manifest_problems(model_folder: Path, path: Path, card: ModelCard) -> list[CardProblem]:
+    """The card against the folder's manifest: the same method and version, and weights
+    that still have the recorded SHA-256."""
+    from medi2i.errors import Medi2iError
+    from medi2i.hashing import file_sha256
+    from medi2i.model_folder import MANIFEST, read_manifest
+
+    try:
+        manifest = read_manifest(model_folder)
+    except (Medi2iError, OSError) as exc:
+        return [CardProblem(model_folder / MANIFEST, f"cannot be read: {exc}")]
+    problems = []
+    recorded = manifest.method
+    if (card.method.id, card.method.version) != (recorded.id, recorded.version):
+        problems.append(
+            CardProblem(
+                path,
+                f"names method {card.method.id!r} version {card.method.version}, but the "
+                f"model is {recorded.id!r} version {recorded.version} ({MANIFEST}); correct "
+                "the card's method",
+            )
+        )
+    if manifest.weights is not None:
+        weights = model_folder / manifest.weights.file
+        if not weights.is_file() or file_sha256(weights) != manifest.weights.sha256:
+            problems.append(
+                CardProblem(
+                    weights,
+                    f"is missing or does not match the SHA-256 in {MANIFEST}: the weights "
+                    "were changed or damaged; copy the model folder again",
+                )
+            )
+    return problems
 
 
 def _card_paths(folder: Path) -> list[Path]:

@@ -88,11 +88,35 @@ def average_models(
     for path, method in zip(paths[1:], loaded[1:], strict=True):
         _require_compatible(first, paths[0], method, path)
     averaged = _mean_tensors([method.state_tensors() for method in loaded], shares, paths)
+    for path, method in zip(paths[1:], loaded[1:], strict=True):
+        _warn_about_options(first, paths[0], method, path)
     first.load_state_tensors(averaged)
     data_cards = list(dict.fromkeys(c for p in paths for c in read_manifest(p).data_cards))
     folder = save_model(first, output, data_cards=data_cards, overwrite=overwrite)
     _attach_card(folder, first, paths, shares, data_cards)
     return folder
+
+
+class AveragingWarning(UserWarning):
+    """Models averaged although trained with different options."""
+
+
+def _warn_about_options(first: Method, first_path: Path, other: Method, path: Path) -> None:
+    """Warn when ``other`` was trained with options other than ``first``'s (the weights
+    fit the same network, else averaging failed before)."""
+    import warnings
+
+    mine, theirs = first.options.model_dump(mode="json"), other.options.model_dump(mode="json")
+    differing = sorted(key for key in {*mine, *theirs} if mine.get(key) != theirs.get(key))
+    if differing:
+        warnings.warn(
+            f"{path} was trained with other options than {first_path} "
+            f"({', '.join(differing)}); the average keeps {first_path}'s. Weights trained "
+            "under another normalization or input scaling do not average into a model of "
+            "either: average models trained alike (checkpoints or fine-tunings of one run)",
+            AveragingWarning,
+            stacklevel=3,
+        )
 
 
 def _shares(weights: Sequence[float] | None, count: int) -> list[float]:

@@ -38,6 +38,7 @@ from medi2i.errors import (
     Medi2iError,
     ModelFormatError,
     OptionsError,
+    OutputError,
     UnknownMethodError,
 )
 from medi2i.grid import SpatialPlan
@@ -129,6 +130,18 @@ class ModelManifest(BaseModel):
     adapted_from: AdaptedFrom | None = None
 
 
+def _require_replaceable(folder: Path) -> None:
+    """Refuse to replace ``folder`` unless it is a model folder or empty: ``overwrite``
+    consents to replacing a model, not to deleting whatever else a folder holds."""
+    if folder.is_dir() and ((folder / MANIFEST).is_file() or not any(folder.iterdir())):
+        return
+    what = "a file" if not folder.is_dir() else "a folder that is not a medi2i model folder"
+    raise OutputError(
+        f"{folder} is {what} (no {MANIFEST}); overwrite replaces only a model folder, so "
+        "nothing was deleted: choose another output path"
+    )
+
+
 def save_model(
     method: Method,
     folder: str | Path,
@@ -167,6 +180,8 @@ def save_model(
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise InputError(f"model folder {folder} already exists; choose another path or overwrite")
+    if folder.exists():
+        _require_replaceable(folder)
     make_parent_folders(folder)
     staging = temporary_sibling(folder)  # a name the next atomic write may clean up
     staging.mkdir()
@@ -175,7 +190,7 @@ def save_model(
         manifest = ModelManifest(
             format=FORMAT,
             method=MethodRecord(
-                id=method.id, version=method.version, distribution=_distribution_of(method)
+                id=method.id, version=method.version, distribution=method_distribution(method)
             ),
             options=method.options.model_dump(mode="json"),
             state=method.state_values(),
@@ -301,6 +316,40 @@ def saved_options(method_cls: MethodClass, options: Mapping[str, object]) -> dic
     return filled
 
 
+def unregistered_method_error(
+    path: Path, method_id: str, made_by: str | None, exc: UnknownMethodError
+) -> UnknownMethodError:
+    """What to do about a model (folder or export at ``path``) whose method ``method_id``
+    no loaded plugin registers: load its installed plugin by name, or install the
+    distribution ``made_by`` that provides it (``exc`` itself when that is unknown)."""
+    if made_by is None:
+        return exc
+    if _installed(made_by):  # installed, but its plugin is not loaded here
+        import os
+
+        selected = os.environ.get("MEDI2I_LOAD_PLUGINS")
+        why = (
+            f"MEDI2I_LOAD_PLUGINS={selected!r} leaves it out"
+            if selected is not None and made_by != "medi2i"  # medi2i's are opt-in
+            else "it is not loaded by default"
+        )
+        from medi2i.plugins import OPT_IN_PLUGINS
+
+        # medi2i's own opt-in plugins are loaded by module; another distribution by name
+        name = " or ".join(OPT_IN_PLUGINS) if made_by == "medi2i" else made_by
+        return UnknownMethodError(
+            f"{path} was made by method {method_id!r} of the distribution "
+            f"{made_by!r}, which is installed but whose plugin is not loaded ({why}): "
+            f"load it with `medi2i --plugin {name} ...` (in Python, "
+            f"medi2i.plugins.add_installed_plugin; in a workflow, its plugins: key)"
+        )
+    return UnknownMethodError(
+        f"{path} was made by method {method_id!r} of the distribution "
+        f"{made_by!r}, which no installed plugin provides; install it (pip install "
+        f"{made_by}, or pip install -e <its folder>). {exc}"
+    )
+
+
 def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     """Load a trained-model folder (or a ``.zip`` of one) as a ready method.
 
@@ -328,32 +377,8 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     try:
         method_cls = registry.method(manifest.method.id)
     except UnknownMethodError as exc:
-        made_by = manifest.method.distribution
-        if made_by is None:
-            raise
-        if _installed(made_by):  # installed, but its plugin is not loaded here
-            import os
-
-            selected = os.environ.get("MEDI2I_LOAD_PLUGINS")
-            why = (
-                f"MEDI2I_LOAD_PLUGINS={selected!r} leaves it out"
-                if selected is not None and made_by != "medi2i"  # medi2i's are opt-in
-                else "it is not loaded by default"
-            )
-            from medi2i.plugins import OPT_IN_PLUGINS
-
-            # medi2i's own opt-in plugins are loaded by module; another distribution by name
-            name = " or ".join(OPT_IN_PLUGINS) if made_by == "medi2i" else made_by
-            raise UnknownMethodError(
-                f"{path} was made by method {manifest.method.id!r} of the distribution "
-                f"{made_by!r}, which is installed but whose plugin is not loaded ({why}): "
-                f"load it with `medi2i --plugin {name} ...` (in Python, "
-                f"medi2i.plugins.add_installed_plugin; in a workflow, its plugins: key)"
-            ) from None
-        raise UnknownMethodError(
-            f"{path} was made by method {manifest.method.id!r} of the distribution "
-            f"{made_by!r}, which no installed plugin provides; install it (pip install "
-            f"{made_by}, or pip install -e <its folder>). {exc}"
+        raise unregistered_method_error(
+            path, manifest.method.id, manifest.method.distribution, exc
         ) from None
     check_versions(path, method_cls, registry, manifest.method.version, manifest.medi2i_version)
     try:
@@ -545,7 +570,7 @@ def _escapes(name: str) -> bool:
     return ".." in PurePosixPath(unified).parts
 
 
-def _distribution_of(method: Method) -> str | None:
+def method_distribution(method: Method) -> str | None:
     """The installed distribution that holds the module defining ``method``'s class."""
     import importlib.metadata
 

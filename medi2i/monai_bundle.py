@@ -51,14 +51,13 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from medi2i.method import Method
+    from medi2i.registry import Registry
 
 SCHEMA_URL = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
     "meta_schema_20240725.json"
 )
 """The MONAI bundle metadata schema the metadata follows (MONAI's current one)."""
-
-_FORMATS = {"CT": "hounsfield", "MR": "magnitude"}
 
 
 def export_bundle(
@@ -68,6 +67,7 @@ def export_bundle(
     *,
     condition: BaseModel | Mapping[str, object] | None = None,
     settings: InferenceSettings | None = None,
+    registry: Registry | None = None,
 ) -> Path:
     """Write ``method`` (loaded from the model folder ``model``) as a MONAI bundle.
 
@@ -80,6 +80,8 @@ def export_bundle(
         condition: The predict-time condition the network is exported for.
         settings: The sliding-window settings the bundle's inferer uses (window size,
             overlap, blending); medi2i's defaults otherwise.
+        registry: The registry the method was loaded with. When its plugin is not
+            loaded by default (``--plugin NAME``), the bundle's run loads it by name.
 
     Returns:
         The bundle folder.
@@ -114,7 +116,8 @@ def export_bundle(
         copied = _copy_model(Path(model), models)
         roi = list(settings.roi_size or method.roi_size())  # type: ignore[attr-defined]
         metadata = _metadata(method, parsed, roi, result.max_difference, __version__)
-        inference = _inference(roi, settings, json.loads(parsed.model_dump_json()), copied)
+        plugins = _plugins_to_load(method, registry)
+        inference = _inference(roi, settings, json.loads(parsed.model_dump_json()), copied, plugins)
         for name, content in (("metadata.json", metadata), ("inference.json", inference)):
             (staging / "configs" / name).write_text(json.dumps(content, indent=2) + "\n")
         (staging / "docs" / "README.md").write_text(_readme(method, roi, parsed))
@@ -134,7 +137,9 @@ def _copy_model(model: Path, models: Path) -> str:
 def _tensor(spec: Any, channels: int, shape: Sequence[int], *, what: str) -> dict[str, Any]:
     return {
         "type": "image",
-        "format": _FORMATS.get(spec.modality, "magnitude"),
+        # normalized intensities, not the image's units (HU for CT): medi2i maps them
+        # (the method's preprocess and postprocess, fitted values in models/medi2i)
+        "format": "magnitude",
         "num_channels": channels,
         "spatial_shape": [int(n) for n in shape],
         "dtype": "float32",
@@ -142,7 +147,11 @@ def _tensor(spec: Any, channels: int, shape: Sequence[int], *, what: str) -> dic
         # the method does not declare: left empty rather than guessed
         "value_range": [],
         "is_patch_data": True,
-        "channel_def": {str(c): f"{spec.modality} {what}" for c in range(channels)},
+        "channel_def": {
+            str(c): f"{spec.modality} {what}, in the method's normalized intensities (not "
+            f"{spec.modality} units; medi2i's run maps them)"
+            for c in range(channels)
+        },
     }
 
 
@@ -199,8 +208,27 @@ def _metadata(
     }
 
 
+def _plugins_to_load(method: Method[Any, Any], registry: Registry | None) -> list[str]:
+    """The plugin that registers ``method`` when the default plugins do not (it was
+    loaded by name), which the bundle's run must load by that name; else none."""
+    from medi2i.errors import Medi2iError
+    from medi2i.registry import Registry
+
+    try:
+        Registry().method(method.id)
+        return []
+    except Medi2iError:
+        pass
+    if registry is None:
+        raise ExportError(
+            f"method {method.id!r} is not registered by the plugins loaded by default; "
+            "pass the registry it was loaded with, so the bundle's run can load its plugin"
+        )
+    return [registry.method_owner(method.id)]
+
+
 def _inference(
-    roi: list[int], settings: InferenceSettings, condition: Any, model: str
+    roi: list[int], settings: InferenceSettings, condition: Any, model: str, plugins: list[str]
 ) -> dict[str, Any]:
     return {
         "imports": ["$import torch", "$import medi2i.monai_bundle as monai_bundle"],
@@ -225,9 +253,12 @@ def _inference(
             "device": "$torch.device('cpu')",
         },
         "condition": condition,
+        # plugins medi2i does not load by default that the model's method needs
+        "plugins": plugins,
         "run": [
             f"$monai_bundle.predict_file(@bundle_root + '/models/{model}', "
-            "@input_path, @output_path, @network, @inferer, condition=@condition)"
+            "@input_path, @output_path, @network, @inferer, condition=@condition, "
+            "plugins=@plugins)"
         ],
     }
 
@@ -276,9 +307,37 @@ class _InfererEngine(SlidingWindowEngine):
         volume = image.as_tensor() if hasattr(image, "as_tensor") else image
         self._network.eval()
         with torch.no_grad():
-            output = self._inferer(volume.float()[None], self._network)
+            output = self._shrunk(volume)(volume.float()[None], self._network)
         result: torch.Tensor = torch.as_tensor(output)[0].float().cpu()
         return result
+
+    def _shrunk(self, volume: torch.Tensor) -> Callable[..., Any]:
+        """The inferer with the window medi2i's engine uses on this volume: shrunk along
+        axes where the volume is shorter (MONAI's inferer would pad the volume to the
+        full window instead, which a network normalizing by window statistics feels),
+        when the exported network takes that size; else the inferer as given."""
+        import copy
+
+        from medi2i.engine import window_size
+
+        roi = getattr(self._inferer, "roi_size", None)
+        if roi is None or len(roi) != 3:
+            return self._inferer
+        shrunk = window_size(tuple(volume.shape[1:]), tuple(int(n) for n in roi))
+        if shrunk == tuple(int(n) for n in roi):
+            return self._inferer
+        device = next(iter(self._network.parameters()), torch.zeros(())).device
+        probe = torch.zeros((1, volume.shape[0], *shrunk), device=device)
+        try:
+            with torch.no_grad():
+                self._network(probe)
+        except Exception:  # an export that takes the full window only
+            return self._inferer
+        inferer: Any = copy.copy(self._inferer)
+        inferer.roi_size = shrunk
+        inferer.roi_weight_map = None  # the full window's blending weights: made anew
+        shrunk_inferer: Callable[..., Any] = inferer
+        return shrunk_inferer
 
     def run_pointwise(
         self,
@@ -297,17 +356,26 @@ def predict_file(
     inferer: Callable[..., Any],
     *,
     condition: Mapping[str, object] | None = None,
+    plugins: Sequence[str] = (),
 ) -> Path:
     """The bundle's ``run``: medi2i's predict path with ``inferer`` running ``network``
-    on the windows instead of medi2i's engine and the method's own network.
+    on the windows instead of medi2i's engine and the method's own network. ``plugins``
+    are installed plugins to load by name (as ``medi2i --plugin NAME``) besides the
+    default ones: the one that registers the model's method when it is opt-in.
 
     Raises:
         ExportError: The model's method does not run its network on windows alone.
     """
     from medi2i.model_folder import load_model
+    from medi2i.plugins import add_installed_plugin, load_plugins
     from medi2i.prediction import predict
+    from medi2i.registry import Registry
 
-    method = load_model(model)
+    loaded = load_plugins()
+    for name in plugins:
+        add_installed_plugin(loaded, name)
+    registry = Registry(loaded)
+    method = load_model(model, registry=registry)
     refusal = getattr(method, "export_refusal", lambda _: "no window network")(
         method.parse_condition(condition)
     )
@@ -320,4 +388,5 @@ def predict_file(
         condition=condition,
         settings=InferenceSettings(device="cpu", progress=False),
         engine=_InfererEngine(network, inferer),
+        registry=registry,
     )

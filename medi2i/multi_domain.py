@@ -92,6 +92,18 @@ class TargetDomainOutputs:
     def input_domain(self, condition: TargetDomain) -> str | None:
         return condition.source_domain
 
+    def export_refusal(self, condition: TargetDomain) -> str | None:
+        """Without a target domain the prediction is one output per domain, not one
+        window function: the export needs the domain to translate into."""
+        if condition.target_domain is None:
+            names = ", ".join(cast("Any", self).domain_names) or "its domains"
+            return (
+                "an export translates into one domain; name it with -c target_domain=NAME "
+                f"(one of {names}), and export once per domain"
+            )
+        refusal: str | None = cast("Any", super()).export_refusal(condition)
+        return refusal
+
     def outputs(self, condition: TargetDomain) -> tuple[Output, ...]:
         if condition.target_domain is not None:
             return (self._domain_output("", condition.target_domain),)

@@ -15,9 +15,12 @@ What differs from predicting with the model folder:
   ``--condition``).
 - Windows are the exported size. ``--roi-size`` must be that size or left unset. Along
   an axis shorter than the window, medi2i's engine shrinks the window to the volume;
-  the ONNX function takes only its exported size, so the shrunk window is padded by
-  edge replication to it and the output cropped back. Such a volume's output can
-  differ slightly from the PyTorch prediction near its border.
+  an export made with those sizes free (``"shrinks_by"`` in the description, what
+  ``medi2i export`` writes when the network's forward allows it) runs the shrunk
+  windows as PyTorch does. A file that takes only its exported size gets the shrunk
+  window padded by edge replication and the output cropped back; a network that
+  normalizes by the window's statistics (instance normalization) can then give a
+  quite different output on such a volume.
 - onnxruntime runs on the CPU (``CPUExecutionProvider``) whatever ``--device`` says.
 - A voxelwise method (``pointwise``) runs on windows, the only shape the file accepts.
 
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medi2i.errors import Medi2iError, ModelFormatError, OptionsError
+from medi2i.errors import Medi2iError, ModelFormatError, OptionsError, UnknownMethodError
 from medi2i.hashing import file_sha256
 
 if TYPE_CHECKING:
@@ -107,7 +110,15 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
             "keep the pair an export wrote together, or export again"
         )
     method_info, model = description["method"], description["model"]
-    method_cls = registry.method(str(method_info["id"]))
+    try:
+        method_cls = registry.method(str(method_info["id"]))
+    except UnknownMethodError as exc:
+        from medi2i.model_folder import unregistered_method_error
+
+        made_by = method_info.get("distribution")
+        raise unregistered_method_error(
+            path, str(method_info["id"]), None if made_by is None else str(made_by), exc
+        ) from None
     check_versions(path, method_cls, registry, str(method_info["version"]), model["medi2i"])
     try:
         options = method_cls.parse_options(saved_options(method_cls, description["options"]))
@@ -122,7 +133,7 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
     except (OptionsError, ModelFormatError, ValidationError) as exc:
         raise ModelFormatError(f"{sidecar}: {' '.join(str(exc).split())}") from exc
     roi = tuple(int(n) for n in description["window"]["input_shape"][2:])
-    method.attach_onnx(path, roi, condition)
+    method.attach_onnx(path, roi, condition, shrinks=description["window"].get("shrinks_by"))
     loaded: Method[Any, Any] = method
     return loaded
 
@@ -177,11 +188,16 @@ class _OnnxWindows:
     pointwise = False  # the file takes windows of its exported size only
     _onnx: Any = None
 
-    def attach_onnx(self, path: Path, roi: tuple[int, ...], condition: Any) -> None:
+    _shrinks = False  # whether the file also takes the engine's shrunk windows
+
+    def attach_onnx(
+        self, path: Path, roi: tuple[int, ...], condition: Any, *, shrinks: object = None
+    ) -> None:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self._onnx = (path, session, session.get_inputs()[0].name, roi, condition)
+        self._shrinks = shrinks is not None
 
     def parse_condition(self, condition: Any) -> Any:
         """The exported condition when none is given (the only one the file can run;
@@ -234,7 +250,7 @@ class _OnnxWindows:
                 f"{path} takes windows of {list(roi)} voxels, the prediction gave "
                 f"{list(size)}; leave --roi-size unset or give the exported size"
             )
-        short = [r - s for s, r in zip(size, roi, strict=True)]
+        short = [0, 0, 0] if self._shrinks else [r - s for s, r in zip(size, roi, strict=True)]
         batch = windows.detach().float()
         if any(short):  # a volume shorter than the window: pad to the file's size
             batch = F.pad(

@@ -70,23 +70,34 @@ def test_every_committed_model_folder_has_a_card() -> None:
     assert all((folder / "card.yaml").is_file() for folder in folders)
 
 
+def _model_folder(folder: Path) -> dict[str, object]:
+    """A tiny saved SRCNN at ``folder``; the model card of :data:`MODEL_CARD` naming it."""
+    from medi2i.model_folder import save_model
+    from medi2i.registry import Registry
+
+    options = {"filters": [4, 4], "kernel_sizes": [3, 1, 3], "roi_size": [8, 8, 8]}
+    method = Registry().method("srcnn")(options)
+    save_model(method, folder)
+    return {**MODEL_CARD, "method": {"id": method.id, "version": method.version}}
+
+
 def test_a_model_folder_card_is_checked_against_the_data_cards(tmp_path: Path) -> None:
     _write(tmp_path / "data_cards", DATA_CARD)
     model = tmp_path / "model"
-    _write(model, MODEL_CARD, name="card")
-    (model / "medi2i-model.json").write_text("{}")
+    card = _model_folder(model)
+    _write(model, card, name="card")
     runner = CliRunner()
     args = ["check", str(model), "--data-cards", str(tmp_path / "data_cards")]
     result = runner.invoke(cards_group(), args)
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
-    _write(model, {**MODEL_CARD, "evaluation_data": ["unknown-set"]}, name="card")
+    _write(model, {**card, "evaluation_data": ["unknown-set"]}, name="card")
     result = runner.invoke(cards_group(), args)
     assert result.exit_code != 0
     assert "evaluation_data names 'unknown-set'" in result.output
     (problem,) = check_model_card(model, data_cards=tmp_path / "no_such_folder")
     assert "is not a folder of cards, and the card names the data cards" in str(problem)
-    _write(model, {**MODEL_CARD, "training_data": [], "evaluation_data": []}, name="card")
+    _write(model, {**card, "training_data": [], "evaluation_data": []}, name="card")
     assert check_model_card(model, data_cards=tmp_path / "no_such_folder") == []
     args = ["check", str(model), "--data-cards", str(tmp_path / "no_such_folder")]
     result = runner.invoke(cards_group(), args)
@@ -94,6 +105,24 @@ def test_a_model_folder_card_is_checked_against_the_data_cards(tmp_path: Path) -
     assert "valid (no data cards named)" in result.output  # not a folder that is not there
     (model / "card.yaml").unlink()
     assert "is missing" in str(check_model_card(model, data_cards=tmp_path / "data_cards")[0])
+
+
+def test_a_model_card_must_name_the_models_method_and_its_weights_be_intact(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path / "data_cards", DATA_CARD)
+    model = tmp_path / "model"
+    card = _model_folder(model)
+    _write(model, {**card, "method": {"id": "edsr", "version": "0.1.0"}}, name="card")
+    (problem,) = check_model_card(model, data_cards=tmp_path / "data_cards")
+    assert "names method 'edsr'" in str(problem)
+    assert "but the model is 'srcnn'" in str(problem)
+    _write(model, card, name="card")
+    assert check_model_card(model, data_cards=tmp_path / "data_cards") == []
+    weights = model / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    (problem,) = check_model_card(model, data_cards=tmp_path / "data_cards")
+    assert "does not match the SHA-256" in str(problem)
 
 
 def test_every_shared_data_file_and_benchmark_set_has_a_card() -> None:
@@ -187,3 +216,15 @@ def test_cards_check_command_exit_codes(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "differs from the file name" in result.output
+
+
+def test_cards_check_names_a_missing_path_and_a_file(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cards_group(), ["check", str(tmp_path / "gone")])
+    assert result.exit_code != 0
+    assert "does not exist" in str(result.exception)
+    (tmp_path / "model.zip").write_bytes(b"PK")
+    result = runner.invoke(cards_group(), ["check", str(tmp_path / "model.zip")])
+    assert result.exit_code != 0
+    assert "is a file" in str(result.exception)
+    assert "unzip" in str(result.exception)

@@ -132,8 +132,13 @@ def test_an_existing_output_is_refused_without_overwrite(
     (tmp_path / "mean" / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not empty"):
         average_models(models, tmp_path / "mean", registry=registry)
-    average_models(models, tmp_path / "mean", registry=registry, overwrite=True)
-    assert (tmp_path / "mean" / "weights.safetensors").is_file()
+    # overwrite replaces a model folder, never deletes a folder of other files
+    with pytest.raises(OutputError, match="not a medi2i model folder"):
+        average_models(models, tmp_path / "mean", registry=registry, overwrite=True)
+    assert (tmp_path / "mean" / "notes.txt").read_text() == "mine"
+    average_models(models, tmp_path / "mean2", registry=registry)
+    average_models(models[::-1], tmp_path / "mean2", registry=registry, overwrite=True)
+    assert (tmp_path / "mean2" / "weights.safetensors").is_file()
 
 
 def test_a_zip_output_is_refused(tmp_path: Path, registry: Registry) -> None:
@@ -155,3 +160,19 @@ def test_the_command_writes_the_average(tmp_path: Path, registry: Registry) -> N
     result = CliRunner().invoke(cli, ["average-weights", str(a), str(b), "-o", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"wrote {tmp_path / 'm'} (the mean of 2 models' weights)")
+
+
+def test_models_trained_with_other_options_are_averaged_with_a_warning(
+    tmp_path: Path, registry: Registry
+) -> None:
+    from medi2i.model_averaging import AveragingWarning
+
+    first = saved(tmp_path / "a", shift=1.0)
+    other = PointwiseNet({"hidden": 3, "roi_size": (8, 8, 8)})
+    with torch.no_grad():
+        for parameter in other.network.parameters():
+            parameter.fill_(2.0)
+    second = save_model(other, tmp_path / "b", data_cards=["d1"])
+    with pytest.warns(AveragingWarning, match=r"other options than .*\(roi_size\)"):
+        average_models([first, second], tmp_path / "mean", registry=registry)
+    assert load_model(tmp_path / "mean", registry=registry).options.roi_size == (16, 16, 16)

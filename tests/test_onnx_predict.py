@@ -201,3 +201,65 @@ def test_a_broken_pair_is_refused_with_what_to_do(registry: Registry, tmp_path: 
     with pytest.raises(ModelFormatError, match="is missing beside it"):
         run()
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_volume_smaller_than_the_window_runs_the_windows_pytorch_runs(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # a 48 x 48 window over an 18 x 20 slice: the engine shrinks the window to 32 x 32;
+    # the export leaves those sizes free, so onnxruntime runs the same windows, where
+    # padding to 48 changed every instance normalization's statistics (2000 HU off)
+    options = {
+        "roi_size": [48, 48, 4],
+        "generator_filters": 2,
+        "residual_blocks": 1,
+        "discriminator_filters": 2,
+        "discriminator_layers": 1,
+    }
+    torch.manual_seed(0)
+    method = ready(registry, "cyclegan-2.5d", options)
+    model = save_model(method, tmp_path / "model")
+    result = export_program(
+        method, tmp_path / "model.onnx", condition={"direction": "a2b"}, onnx=True
+    )
+    assert json.loads(result.sidecar.read_text())["window"]["shrinks_by"] == [16, 16, 4]
+    source = volume_file(tmp_path, (18, 20, 9))
+    outputs = [
+        np.asarray(
+            nib.load(
+                predict(
+                    source,
+                    tmp_path / f"{name}.nii.gz",
+                    model=given,
+                    settings=SETTINGS,
+                    condition={"direction": "a2b"},
+                    registry=registry,
+                )
+            ).dataobj,
+            np.float32,
+        )
+        for name, given in (("torch", model), ("onnx", result.path))
+    ]
+    tolerance = 1e-4 * max(1.0, float(np.abs(outputs[0]).max()))
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=0, atol=tolerance)
+    assert np.ptp(outputs[0]) > 0
+
+
+def test_an_onnx_export_of_an_opt_in_plugins_method_names_the_plugin(tmp_path: Path) -> None:
+    from medi2i.plugins import load_plugins
+    from medi2i.testing.trainable_examples import TinyRegression
+
+    model = save_model(TinyRegression(), tmp_path / "model")
+    plugin = ["--plugin", "medi2i.testing.trainable_examples"]
+    exported = tmp_path / "tiny.onnx"
+    args = [*plugin, "export", str(model), str(exported), "--format", "onnx"]
+    result = CliRunner().invoke(build_cli(load_plugins()), args)
+    assert result.exit_code == 0, result.output
+    source = volume_file(tmp_path, (12, 12, 12))
+    args = ["predict", str(source), str(tmp_path / "out.nii.gz"), "--model", str(exported)]
+    result = CliRunner().invoke(build_cli(load_plugins()), args)
+    assert result.exit_code != 0
+    message = " ".join(result.output.split())
+    assert str(exported) in message
+    assert "whose plugin is not loaded" in message
+    assert "medi2i.testing.trainable_examples" in message

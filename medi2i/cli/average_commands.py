@@ -50,7 +50,8 @@ def average_weights_command(
     trained from different random starts do not. The new model's card names the models
     and carries no metrics: score it on validation data (medi2i evaluate, medi2i bench
     run --model) before you use it. Fitted values (intensity statistics, domains) must
-    be equal in all models; options are the first model's.
+    be equal in all models; options are the first model's, and a warning names
+    any option another model was trained with differently.
     """
     from medi2i.model_averaging import average_models
 

@@ -48,6 +48,13 @@ def cards_check_command(folder: Path, data_dir: Path | None, data_cards: Path) -
     from medi2i.cards import check_cards, check_model_card
     from medi2i.model_folder import MANIFEST
 
+    if not folder.exists():
+        raise InputError(f"{folder} does not exist; give a folder of cards or a model folder")
+    if folder.is_file():
+        raise InputError(
+            f"{folder} is a file; give a folder of cards or a model folder (unzip a zipped "
+            "model first)"
+        )
     if (folder / MANIFEST).is_file():
         problems = check_model_card(folder, data_cards=data_cards)
         # without the folder, a card passes only when it names no data card

@@ -93,13 +93,15 @@ def export_command(
     if export_format == "monai-bundle":
         from medi2i.monai_bundle import export_bundle
 
-        folder = export_bundle(method, model, output, condition=condition or None)
+        folder = export_bundle(
+            method, model, output, condition=condition or None, registry=registry
+        )
         click.echo(f"wrote the MONAI bundle {folder}")
         return
     result = export_program(
         method, output, condition=condition or None, onnx=export_format == "onnx"
     )
     click.echo(
-        f"wrote {result.path} and {result.sidecar.name} ({export_format}; largest difference "
+        f"wrote {result.path} and {result.sidecar} ({export_format}; largest difference "
         f"from medi2i's forward on the check windows {result.max_difference:.2e})"
     )
