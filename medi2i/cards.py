@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from medi2i.bounded_yaml import YAMLLimitError, load_yaml, read_yaml_text
 from medi2i.errors import InputError
@@ -60,6 +60,14 @@ class Source(_Strict):
     original_path: str | None = None
     sha256: str | None = None
     citation: str | None = None
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        # YAML reads 64 unquoted digits as a number, which loses the leading zeros
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError("YAML read it as a number: write the digest in quotes")
+        return value
 
 
 class Acquisition(_Strict):
@@ -283,16 +291,18 @@ def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> li
         return [CardProblem(folder, "holds no .yaml card")]
     problems: list[CardProblem] = []
     cards: dict[str, tuple[Path, DataCard | ModelCard]] = {}
+    unreadable: set[str] = set()
     for path in paths:
         try:
             card = load_card(path)
         except InputError as exc:
             problems.append(CardProblem(path, str(exc).removeprefix(f"card {path} ")))
+            unreadable.add(path.name.removesuffix(path.suffix))  # named, only invalid
             continue
         problems += _name_problems(path, card, cards)
         cards.setdefault(card.name, (path, card))
     for path, card in cards.values():
-        problems += _reference_problems(path, card, set(cards))
+        problems += _reference_problems(path, card, {*cards, *unreadable})
         if isinstance(card, DataCard):
             problems += _source_problems(path, card, None if data_dir is None else Path(data_dir))
     return problems

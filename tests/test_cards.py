@@ -175,6 +175,20 @@ def test_check_cards_finds_names_references_and_simulation_problems(tmp_path: Pa
     assert len(messages) == 3
 
 
+def test_an_unquoted_digest_is_told_to_be_quoted_and_its_card_still_counts(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "tiny-ct.yaml").write_text(
+        yaml.safe_dump(DATA_CARD).replace(
+            "file: tiny.nii.gz", "file: tiny.nii.gz\n  sha256: " + "0" * 64
+        )
+    )
+    _write(tmp_path, {**MODEL_CARD, "training_data": ["tiny-ct"]})
+    (problem,) = check_cards(tmp_path)  # no second problem: tiny-ct is named, only invalid
+    assert "write the digest in quotes" in problem.message
+    assert problem.path.name == "tiny-ct.yaml"
+
+
 def test_check_cards_verifies_data_files(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
