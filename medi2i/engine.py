@@ -453,9 +453,20 @@ def _release_cached_device_memory() -> None:
 def _channel_first(image: torch.Tensor) -> torch.Tensor:
     """``image`` as a plain tensor, checked to be a channel-first 3D volume."""
     if image.ndim != 4:
+        shape = tuple(image.shape)
+        if image.ndim == 3 and shape[0] > 1:
+            fix = "add a channel axis with image[None]"
+        elif image.ndim == 3:
+            fix = (
+                "it looks like a 2D image with a channel axis (C, X, Y); medi2i translates "
+                "3D volumes: stack the slices into (1, X, Y, Z)"
+            )
+        elif image.ndim == 5 and shape[0] == 1:
+            fix = "drop the batch axis with image[0]"
+        else:
+            fix = "give one volume, (1, X, Y, Z) or (X, Y, Z) with image[None]"
         raise GeometryError(
-            f"the engine takes a channel-first 3D volume (C, X, Y, Z), got shape "
-            f"{tuple(image.shape)}; add a channel axis with image[None]"
+            f"the engine takes a channel-first 3D volume (C, X, Y, Z), got shape {shape}; {fix}"
         )
     return image.as_tensor() if hasattr(image, "as_tensor") else image
 

@@ -88,7 +88,7 @@ class Metric(abc.ABC):
                 value NaN, infinite or meaningless (SSIM's windows see the voxels around
                 the mask too, so the whole volume is checked).
         """
-        _require_one_grid(self.name, reference, prediction, mask)
+        require_one_grid(self.name, reference, prediction, mask)
         ref = _real_values(reference, "reference", self.name)
         pred = _real_values(prediction, "prediction", self.name)
         inside = np.ones(ref.shape, bool) if mask is None else _spatial(np.asarray(mask) > 0)
@@ -112,7 +112,7 @@ class Metric(abc.ABC):
         """The metric on float64 arrays of one shape and a boolean mask of at least one voxel."""
 
 
-def _require_one_grid(metric: str, reference: object, *others: object) -> None:
+def require_one_grid(metric: str, reference: object, *others: object) -> None:
     """Refuse a prediction or mask whose affine puts it elsewhere than the reference:
     arrays of one shape compare voxel by voxel, so a mask moved 30 mm would score the
     wrong voxels without a word. Plain arrays carry no affine and are not checked."""

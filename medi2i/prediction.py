@@ -451,7 +451,10 @@ def predict_all(
     Returns:
         The written paths by output name (``""`` for the single output).
     """
+    from contextlib import nullcontext
+
     from medi2i.io import read_volume, write_volume, writer_for
+    from medi2i.io.atomic import refusing_existing
     from medi2i.io.destinations import as_output_path, check_destination
     from medi2i.method_references import require_source_path
     from medi2i.registry import Registry
@@ -531,7 +534,10 @@ def predict_all(
     for declared_output in declared:
         path = paths[declared_output.name]
         described = {**output_record(declared_output), "file": path.name}
-        with staged_sidecar(path, {**record, "output": described}):
+        # checked free before the work; without overwrite, a file another process or
+        # thread wrote there meanwhile is refused at the rename, not replaced
+        claim = nullcontext() if overwrite else refusing_existing()
+        with staged_sidecar(path, {**record, "output": described}), claim:
             written[declared_output.name] = write_volume(  # the destination was checked
                 results[declared_output.name], path, writers=[writer], overwrite=True
             )

@@ -133,12 +133,16 @@ def staged_sidecar(output: Path, record: Mapping[str, object]) -> Iterator[None]
     """Write ``output``'s provenance sidecar to a temporary file first, let the body
     write the output, and only then put the sidecar in place: an output and its sidecar
     are replaced together or not at all (a full disk stops the sidecar before the
-    output is touched, and a failed output leaves the earlier sidecar as it was)."""
-    from medi2i.io.atomic import atomic_path
+    output is touched, and a failed output leaves the earlier sidecar as it was). The
+    sidecar is renamed right after the output, Ctrl-C held off between the two, so an
+    interrupted overwrite never pairs a new output with an old sidecar."""
+    from medi2i.io.atomic import atomic_path, placed_with
 
-    with atomic_path(sidecar_path(output)) as tmp:
+    final = sidecar_path(output)
+    with atomic_path(final) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
-        yield
+        with placed_with(tmp, final, output=Path(output)):  # renamed with the output
+            yield
 
 
 def volume_sha256(image: MetaTensor) -> str:

@@ -60,6 +60,8 @@ def checked_input(image: MetaTensor, policy: NonFinitePolicy = "error") -> MetaT
     if policy not in NONFINITE_POLICIES:
         raise InputError(f"unknown non-finite policy {policy!r}; use one of {NONFINITE_POLICIES}")
     where = _name(image)
+    if str(image.dtype) == "torch.bool":  # a mask: its voxels are the numbers 0 and 1
+        image = image.float()
     values = image.as_tensor().detach().cpu().numpy()
     finite = None if _all_finite(values) else np.isfinite(values)
     bad = "" if finite is None else _non_finite(values, finite)

@@ -272,3 +272,22 @@ def test_bad_input_gets_one_line_and_changes_nothing(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     check_bad_input(CASES[name], tmp_path, monkeypatch)
+
+
+def test_a_boolean_volume_is_taken_as_zeros_and_ones() -> None:
+    # a thresholded image given to the Python API: np.percentile of booleans raised a
+    # numpy TypeError inside the method
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i import Registry, predict_tensor
+
+    values = torch.zeros((1, 12, 12, 12), dtype=torch.bool)
+    values[:, 3:9, 3:9, 3:9] = True
+    mask = MetaTensor(values, affine=torch.eye(4))
+    method = Registry().method("intensity-inversion")()
+    result = predict_tensor(method, mask)
+    assert result.dtype == torch.float32
+    assert sorted(torch.unique(result).tolist()) == pytest.approx(
+        sorted(torch.unique(predict_tensor(method, mask.float())).tolist())
+    )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 
@@ -339,3 +340,21 @@ def test_mirroring_puts_back_an_output_that_keeps_the_input_centres() -> None:
 def test_mirror_axes_must_be_distinct_array_axes(axes: tuple[int, ...]) -> None:
     with pytest.raises(OptionsError, match="invalid inference settings: mirror_axes"):
         InferenceSettings(mirror_axes=axes)
+
+
+@pytest.mark.parametrize(
+    ("shape", "advice"),
+    [
+        ((8, 8, 8), "add a channel axis with image[None]"),
+        ((1, 8, 8), "2D image with a channel axis"),
+        ((1, 1, 8, 8, 8), "drop the batch axis with image[0]"),
+    ],
+)
+def test_a_volume_of_the_wrong_rank_gets_advice_that_fixes_it(
+    shape: tuple[int, ...], advice: str
+) -> None:
+    # a 5D batch was told to add a channel axis, which only made it 6D
+    from medi2i.engine import _channel_first
+
+    with pytest.raises(GeometryError, match=re.escape(advice)):
+        _channel_first(torch.zeros(shape))

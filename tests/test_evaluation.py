@@ -399,3 +399,23 @@ def test_evaluate_ssim_on_a_thin_volume_names_the_file_and_the_way_out(tmp_path:
     assert result.exit_code == 1
     assert f"{tiny}: SSIM needs at least 7 voxels along each axis" in result.output
     assert "8 × 8 × 3; leave ssim out with --metrics psnr" in result.output
+
+
+def test_evaluate_case_checks_the_grid_as_its_metrics_do() -> None:
+    # it converted its inputs to plain arrays first, so a prediction 30 mm away scored 0
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.errors import GeometryError
+    from medi2i.evaluation.metric_objects import evaluate_case, select_metrics
+
+    values = torch.arange(8.0**3).reshape(1, 8, 8, 8)
+    moved = torch.eye(4, dtype=torch.float64)
+    moved[0, 3] = 30.0
+    reference = MetaTensor(values, affine=torch.eye(4, dtype=torch.float64))
+    from medi2i import Registry
+
+    mae = select_metrics("mae", Registry().metrics)
+    with pytest.raises(GeometryError, match="differ by up to 30 mm"):
+        evaluate_case(reference, MetaTensor(values, affine=moved), None, mae)
+    assert evaluate_case(reference, reference, None, mae) == {"mae": 0.0}

@@ -185,13 +185,18 @@ def evaluate_case(
 
     Args:
         reference: Reference image, 3D.
-        prediction: Image to evaluate, on the reference's grid.
+        prediction: Image to evaluate, on the reference's grid (refused, with the mask,
+            when given with an affine that puts it elsewhere).
         mask: Voxels with ``mask > 0`` are evaluated; all voxels when ``None``.
         metrics: The metrics to compute.
 
     Returns:
         Metric values by metric name, in the order of ``metrics``.
     """
+    from medi2i.metrics import require_one_grid
+
+    if metrics:  # volumes with affines (MetaTensor) lie on one grid, as each metric checks
+        require_one_grid(metrics[0].name, reference, prediction, mask)
     ref = np.asarray(reference, dtype=np.float64)
     pred = np.asarray(prediction, dtype=np.float64)
     inside = None if mask is None else np.asarray(mask, dtype=np.float64)

@@ -6,6 +6,14 @@ after the writer returned. The temporary name lives in the destination folder (a
 rename across file systems is not atomic) and keeps the destination's suffix, because
 format libraries choose the format and compression by it.
 
+Two more guarantees, for callers that ask: inside :func:`refusing_existing`, the final
+rename refuses a destination that appeared while the output was written (two processes
+writing one new output: one wins, the other gets an error, never a silent
+replacement); and :func:`placed_with` puts a companion file (an output's provenance
+sidecar) in place in the same step as the output, with Ctrl-C held off between the two
+renames, so an interrupted ``--overwrite`` never leaves a new output beside an old
+sidecar.
+
 A process killed outright (``kill -9``, power loss) cannot remove its temporary file.
 The temporary name carries a marker and the writing process's id,
 ``.out.medi2i-tmp-<pid>-<8 hex digits>.nii.gz``, so the next atomic write into that folder
@@ -20,11 +28,125 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextvars import ContextVar
 from pathlib import Path
 
 from medi2i.errors import OutputError
+
+_REFUSE_EXISTING: ContextVar[bool] = ContextVar("medi2i_refuse_existing", default=False)
+_COMPANION: ContextVar[tuple[Path, Path, Path] | None] = ContextVar(
+    "medi2i_companion", default=None
+)
+
+
+@contextmanager
+def refusing_existing() -> Iterator[None]:
+    """Within the block, an atomic write whose destination exists at the moment of the
+    final rename is refused (:class:`OutputError`) and its temporary removed: the
+    destination was checked to be free before the work, and someone else (another
+    process or thread) wrote it meanwhile."""
+    token = _REFUSE_EXISTING.set(True)
+    try:
+        yield
+    finally:
+        _REFUSE_EXISTING.reset(token)
+
+
+@contextmanager
+def placed_with(temporary: Path, final: Path, *, output: Path) -> Iterator[None]:
+    """Within the block, the atomic write of ``output`` also renames ``temporary`` to
+    ``final`` right after its own rename, with Ctrl-C held off between the two: an
+    output and its companion are replaced together."""
+    token = _COMPANION.set((Path(temporary), Path(final), Path(output)))
+    try:
+        yield
+    finally:
+        _COMPANION.reset(token)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM off for a few renames (main thread only; elsewhere
+    Python delivers no signal), then deliver what arrived."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(number)
+        if handler is None:  # installed outside Python: left alone, it cannot be restored
+            continue
+        previous[number] = handler
+        signal.signal(number, lambda received, _frame: arrived.append(received))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for received in arrived:
+            handler = previous[signal.Signals(received)]
+            if callable(handler):
+                handler(received, None)
+            elif handler == signal.SIG_DFL and received == signal.SIGINT:
+                raise KeyboardInterrupt
+
+
+def _place(temporary: Path, path: Path) -> None:
+    """The final rename of an atomic write: refusing an existing destination inside
+    :func:`refusing_existing`, and bringing a :func:`placed_with` companion along."""
+    companion = _COMPANION.get()
+    if companion is not None and companion[2] != path:
+        companion = None  # another write than the output's
+    held: AbstractContextManager[None] = (
+        _interrupts_held() if companion is not None else nullcontext()
+    )
+    with held:
+        if _REFUSE_EXISTING.get():
+            _claim(temporary, path)
+        else:
+            _replace(temporary, path)
+        if companion is not None:
+            os.replace(companion[0], companion[1])
+
+
+def _claim(temporary: Path, path: Path) -> None:
+    """Rename ``temporary`` to ``path`` only if nothing is there (an empty folder may
+    take a folder): a hard link, which fails on an existing name, for a file."""
+    if temporary.is_dir():
+        _require_still_free(temporary, path)
+        try:
+            os.rename(temporary, path)  # fails over a folder that is no longer empty
+        except OSError:
+            _require_still_free(temporary, path)
+            raise
+        return
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        _require_still_free(temporary, path)
+        raise
+    except OSError:  # a file system without hard links: check, then rename
+        _require_still_free(temporary, path)
+        os.replace(temporary, path)
+        return
+    temporary.unlink()
+
+
+def _require_still_free(temporary: Path, path: Path) -> None:
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and temporary.is_dir() and not any(path.iterdir()):
+        return  # an empty folder may take a series
+    raise OutputError(
+        f"{path} appeared while this output was being made (another process or thread "
+        "wrote it); it was kept and this output was not written: choose another output "
+        "path, or pass --overwrite (overwrite=True in Python) to replace it"
+    )
 
 
 @contextmanager
@@ -51,7 +173,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     temporary = temporary_sibling(path)
     try:
         yield temporary
-        _replace(temporary, path)
+        if temporary.exists() or temporary.is_symlink():  # not already placed as a companion
+            _place(temporary, path)
     except OSError as exc:  # a full disk, a read-only folder: one line, nothing kept
         _remove(temporary)
         raise _not_written(path, exc) from exc
@@ -88,8 +211,11 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
         header_last = sorted(folder.iterdir(), key=lambda part: part.name == path.name)
         for part in header_last[:-1]:
             _require_replaceable(path, path.parent / part.name)
-        for part in header_last:
+        if _REFUSE_EXISTING.get():
+            _require_still_free(header_last[-1], path)
+        for part in header_last[:-1]:
             os.replace(part, path.parent / part.name)
+        _place(header_last[-1], path)
     except OSError as exc:
         raise _not_written(path, exc) from exc
     finally:
