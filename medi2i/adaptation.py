@@ -68,6 +68,13 @@ def adapt_model(
     # never a folder that is, holds or lies inside the source model or a target volume
     check_destination(output, inputs=[model, *volumes], overwrite=overwrite, folder=True)
     method = load_model(model, registry=registry)
+    names = list(getattr(method, "domain_names", ()) or ())
+    if domain is not None and domain not in names:
+        have = f"its domains are {names}" if names else "it was trained on no domains"
+        raise OptionsError(
+            f"{model}: --domain {domain!r} is not a domain of this model ({have}); "
+            + ("give one of them" if names else "leave --domain out")
+        )
     manifest = read_manifest(model)
     adapt_method(method, volumes, registry=registry, settings=settings, seed=seed, domain=domain)
     from medi2i.model_folder import AdaptedFrom, save_model

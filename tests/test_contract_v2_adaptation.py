@@ -49,6 +49,10 @@ def test_adapt_writes_a_new_model_naming_its_source(tmp_path: Path) -> None:
     assert read_manifest(source).state == {"offset": 0.0}  # the source is left alone
     with pytest.raises(OptionsError, match="replace its source"):
         adapt_model(source, [target], source, registry=registry)
+    # a domain for a model trained on none was ignored without a word
+    with pytest.raises(OptionsError, match=r"trained on no domains\); leave --domain out"):
+        adapt_model(source, [target], tmp_path / "other", registry=registry, domain="B")
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_method_that_does_not_adapt_is_refused(tmp_path: Path) -> None:

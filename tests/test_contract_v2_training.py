@@ -227,3 +227,40 @@ def test_a_refused_condition_is_named_with_its_line(tmp_path: Path) -> None:
     line = next(n for n, text in enumerate(lines, 1) if text.startswith("  condition:"))
     with pytest.raises(WorkflowError, match=rf"workflow.yaml line {line}: method.condition: .*'x'"):
         load_workflow(path, registry=registry_with(TwoWay))
+
+
+def test_evaluation_conditions_are_checked_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a wrong domain in the evaluation CSV, or a condition giving several outputs, failed
+    # only at the evaluate stage, after the whole training
+    from medi2i.data.cases import Case
+    from medi2i.data.discovery import discover_splits
+    from medi2i.testing.domain_cases import MULTI_DOMAINS
+    from medi2i.testing.multi_domain_example import ExampleStar
+    from medi2i.workflow import checks
+    from medi2i.workflow.loader import WorkflowError
+    from medi2i.workflow.schema import Workflow
+
+    for role in ("source", "target"):
+        write_volume(image(), tmp_path / "pairs" / f"{role}.nii.gz")
+    manifest = tmp_path / "pairs" / "evaluation.csv"
+    manifest.write_text(
+        "case,role,path,condition\n"
+        "p,source,source.nii.gz,to=nowhere\np,target,target.nii.gz,to=nowhere\n"
+    )
+    raw = unpaired_workflow(tmp_path)
+    layout = {"type": "csv", "manifest": str(manifest)}
+    raw["evaluation"] = {"data": {"kind": "paired", "layout": layout}}
+    workflow = Workflow.model_validate(raw)
+    splits = discover_splits(workflow.data)
+    with pytest.raises(WorkflowError, match=r"evaluation case 'p' \(evaluation.data.*nowhere"):
+        checks.check_evaluation(workflow, splits, registry_with(TwoWay))
+
+    star = ExampleStar()
+    star.use_domains(MULTI_DOMAINS)
+    monkeypatch.setattr(checks, "_method", lambda *_: star)
+    case = Case(id="e", images={"source": tmp_path / "pairs" / "source.nii.gz"})
+    unconditioned = Workflow.model_validate({**raw, "method": {"id": "two-way-toy"}})
+    with pytest.raises(WorkflowError, match=r"yields 3 outputs .* scores one per case"):
+        checks._check_evaluation_conditions(unconditioned, [case], None)

@@ -610,3 +610,25 @@ def test_a_training_mask_of_the_same_voxels_stored_flipped_passes(tmp_path: Path
     _shift(tmp_path / "mask.nii.gz", 5.0)
     with pytest.raises(GeometryError, match="training case 'c': the mask"):
         check_training_masks([case], None)
+
+
+def test_a_super_resolution_mask_on_the_finer_target_grid_passes(tmp_path: Path) -> None:
+    """Super-resolution pairs keep the mask on the high-resolution target's grid (as
+    the Q2 workflows do); the check refused them as if it belonged to the source."""
+    import nibabel as nib
+
+    from medi2i.data.cases import Case
+    from medi2i.errors import GeometryError
+    from medi2i.workflow.checks import check_training_masks
+
+    fine = np.ones((8, 8, 8), np.float32)
+    nib.save(nib.Nifti1Image(fine, np.eye(4)), tmp_path / "target.nii.gz")
+    nib.save(
+        nib.Nifti1Image(fine[:, :, ::4], np.diag([1.0, 1.0, 4.0, 1.0])), tmp_path / "source.nii.gz"
+    )
+    nib.save(nib.Nifti1Image(fine.astype(np.uint8), np.eye(4)), tmp_path / "mask.nii.gz")
+    images = {role: tmp_path / f"{role}.nii.gz" for role in ("source", "target", "mask")}
+    check_training_masks([Case(id="sr", images=images)], None)
+    _shift(tmp_path / "mask.nii.gz", 5.0)
+    with pytest.raises(GeometryError, match="training case 'sr': the mask"):
+        check_training_masks([Case(id="sr", images=images)], None)

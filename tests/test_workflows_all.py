@@ -468,6 +468,10 @@ def test_fit_domain_picks_the_target_domain(
     single = ["data.kind=single-domain", "data.layout.folders={image: A}"]
     with pytest.raises(WorkflowError, match="single-domain data has none"):
         load_workflow(tmp_path / "domain.yaml", overrides=single)
+    # without fit_domain the run failed only at the train stage, after making its folder
+    (tmp_path / "none.yaml").write_text(text.replace("  fit_domain: A\n", ""))
+    with pytest.raises(WorkflowError, match=r"line \d+: method.fit_domain: .* set method.fit"):
+        load_workflow(tmp_path / "none.yaml", registry=registry)
 
 
 def test_include_keeps_matching_subjects_and_names_a_miss(

@@ -183,14 +183,51 @@ def check_evaluation(
     from medi2i.workflow.evaluation import require_evaluation_masks
 
     require_evaluation_masks(workflow, cases)
+    _check_evaluation_conditions(workflow, cases, registry)
     readers = None if registry is None else list(registry.readers.values())
     for case in cases:
         _check_case_grids(case, config.mask, readers)
 
 
+def _check_evaluation_conditions(
+    workflow: Workflow, cases: Sequence[Case], registry: Registry | None
+) -> None:
+    """Each evaluation case's condition (``method.condition`` with its own condition
+    column) must be one the method accepts and that yields one output: the evaluate
+    stage scores one prediction per case."""
+    from medi2i.data.cases import case_condition
+    from medi2i.registry import Registry
+
+    method = _method(workflow, registry if registry is not None else Registry())
+    where = "evaluation.data" if workflow.evaluation.data is not None else "data"
+    for case in cases:
+        what = (
+            f"evaluation case {case.id!r} ({where}, its condition column)"
+            if case.condition
+            else "method.condition"
+        )
+        try:
+            parsed = method.parse_condition(
+                case_condition(workflow.method.condition, case.condition)
+            )
+            outputs = method.outputs(parsed)
+        except Medi2iError as exc:
+            raise WorkflowError(f"{what}: {exc}") from None
+        if len(outputs) > 1:
+            names = ", ".join(output.name for output in outputs)
+            raise WorkflowError(
+                f"{what}: method {method.id!r} yields {len(outputs)} outputs ({names}) under "
+                f"this condition, and the evaluate stage scores one per case (case "
+                f"{case.id!r}): give a condition that yields one (target_domain for a "
+                "multi-domain method, styles: 1 for MUNIT), or set evaluation.enabled to "
+                "false and predict them with medi2i predict"
+            )
+
+
 def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] | None) -> None:
     """Refuse a training case whose mask lies on another grid than its image (its source,
-    or its one image for single-domain data): checked before anything is trained or
+    or its one image for single-domain data; or the target when it has another shape,
+    as super-resolution pairs have): checked before anything is trained or
     fitted, so that a mask of another scan is not used, or silently ignored, as if it fit.
     A mask holding the image's voxels in another storage order (an axis flipped) passes,
     as the trainer accepts it (:func:`medi2i.grid.same_voxels`).
@@ -198,7 +235,7 @@ def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] 
     Raises:
         GeometryError: Naming the case, both files and by how much the grids differ.
     """
-    from medi2i.data.cases import IMAGE, MASK, SOURCE
+    from medi2i.data.cases import IMAGE, MASK, SOURCE, TARGET
     from medi2i.grid import require_same_grid, same_voxels
     from medi2i.io import read_grid
 
@@ -210,6 +247,9 @@ def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] 
         reference, mask = read_grid(main, readers=readers), read_grid(images[MASK], readers=readers)
         if reference is None or mask is None or same_voxels(mask, reference):
             continue  # (the same voxels stored in another order: the trainer reorders them)
+        target = read_grid(images[TARGET], readers=readers) if TARGET in images else None
+        if target is not None and target.shape != reference.shape and same_voxels(mask, target):
+            continue  # super-resolution pairs: the mask lies on the finer target's grid
         require_same_grid(
             mask,
             reference,

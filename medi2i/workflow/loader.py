@@ -405,6 +405,13 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
     if trains_on not in ("none", workflow.data.kind) and not fitted_on_images:
         message = f"method {config.id!r} trains on {trains_on} data, not {workflow.data.kind}"
         return [(("data", "kind"), message)]
+    fits = method_cls.training is Training.FIT and config.model is None and config.fit
+    if fits and workflow.data.kind in ("unpaired", "multi-domain") and config.fit_domain is None:
+        message = (
+            f"method {config.id!r} is fitted on the images of one domain of the "
+            f"{workflow.data.kind} data: set method.fit_domain to the domain it maps onto"
+        )
+        return [(("method", "fit_domain"), message)]
     wants = method_cls(config.options).learns_from_unlabelled()
     given = workflow.data.unlabelled_data is not None
     if wants != given:
