@@ -289,7 +289,8 @@ def check_modality(
 
     Only a series read from DICOM says its modality; a NIfTI file cannot be checked.
     A domain method takes the modality of the input's ``domain`` (e.g. CT for the
-    CT→MR direction of a two-way model), any other its ``input_spec``.
+    CT→MR direction of a two-way model), or without one the modality all its domains
+    share (a StarGAN of MR scanners); any other its ``input_spec``.
 
     Raises:
         InputError: E.g. a CT series given to an MR→CT model, unless ``force``.
@@ -299,6 +300,11 @@ def check_modality(
     expected = method.input_spec.modality
     if domain is not None and domain in method.domain_names:
         expected = method.domain(domain).modality
+    elif domain is None and method.domain_names:
+        # no input domain named: a model whose domains share one modality takes only it
+        modalities = {method.domain(name).modality for name in method.domain_names}
+        if len(modalities) == 1:
+            expected = modalities.pop()
     source = image.meta.get(META_KEY)
     found = getattr(source, "modality", None)
     if force or expected in ("any", "") or not found or found == expected:

@@ -118,6 +118,25 @@ def test_the_input_modality_of_a_two_way_model_follows_the_direction() -> None:
         predict_outputs(method, ct_series, settings=QUIET, condition={"to": "ct"})
 
 
+def test_a_model_whose_domains_are_all_mr_refuses_a_ct_series_without_a_source_domain() -> None:
+    # a StarGAN of MR scanners translated a CT series when no source_domain was named
+    from medi2i.dicom.source import META_KEY
+    from medi2i.errors import InputError
+    from medi2i.prediction import check_modality
+    from medi2i.testing.domain_cases import MULTI_DOMAINS
+    from medi2i.testing.multi_domain_example import ExampleStar
+
+    method = ExampleStar()
+    method.use_domains([DomainSpec(name=d.name, modality="MR") for d in MULTI_DOMAINS])
+    series = image()
+    series.meta[META_KEY] = types.SimpleNamespace(modality="CT")
+    with pytest.raises(InputError, match="the series is CT, but 'example-star' translates MR"):
+        check_modality(method, series)
+    check_modality(method, series, force=True)
+    series.meta[META_KEY] = types.SimpleNamespace(modality="MR")
+    check_modality(method, series)
+
+
 def test_domain_modalities_are_dicom_codes_and_names_are_file_safe() -> None:
     from pydantic import ValidationError
 
