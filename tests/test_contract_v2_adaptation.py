@@ -98,6 +98,23 @@ def test_a_workflow_adapts_its_model_before_evaluating_it(tmp_path: Path) -> Non
     state = json.loads((tmp_path / "runs" / "run-adapted" / "run.json").read_text())
     assert set(state["stages"]) >= {"train", "adapt", "evaluate"}
     assert state["model"] == "adapted"
+    # target data that holds nothing is refused before training, naming the section
+    from medi2i.workflow.checks import check_adaptation
+    from medi2i.workflow.loader import WorkflowError
+
+    (tmp_path / "empty").mkdir()
+    empty = workflow.model_copy(
+        update={
+            "adaptation": workflow.adaptation.model_copy(  # type: ignore[union-attr]
+                update={"include": ["nobody*"]}
+            )
+        }
+    )
+    with pytest.raises(
+        WorkflowError, match=r"adaptation\.data: adaptation\.include \['nobody\*'\] matches none"
+    ):
+        check_adaptation(empty)
+    check_adaptation(workflow)
 
 
 def test_an_adapted_model_never_replaces_an_input_even_with_overwrite(tmp_path: Path) -> None:
@@ -134,3 +151,24 @@ def test_a_target_volume_is_checked_as_a_prediction_input_is(
     with pytest.raises(InputError, match=problem):
         adapt_model(source, [target], tmp_path / "adapted", registry=registry)
     assert not (tmp_path / "adapted").exists()
+
+
+def test_an_adaptation_section_for_a_method_that_does_not_adapt_is_refused(
+    tmp_path: Path,
+) -> None:
+    # it passed validate and failed after the whole training, at the adapt stage
+    import yaml
+
+    from medi2i.registry import Registry
+    from medi2i.workflow.demo_data import write_demo_cases
+    from medi2i.workflow.loader import WorkflowError, load_workflow
+
+    write_demo_cases(tmp_path / "cases", count=2, shape=(8, 8, 8))
+    raw = {
+        "data": {"kind": "paired", "layout": {"type": "synthrad", "root": str(tmp_path / "cases")}},
+        "method": {"id": "zscore"},
+        "adaptation": {"data": {"type": "folders", "folders": {"image": str(tmp_path)}}},
+    }
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(WorkflowError, match=r"adaptation: method 'zscore' does not adapt"):
+        load_workflow(tmp_path / "w.yaml", registry=Registry())

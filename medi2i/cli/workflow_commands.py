@@ -65,6 +65,7 @@ def validate_command(
     without cases, is refused.
     """
     from medi2i.workflow.checks import (
+        check_adaptation,
         check_condition,
         check_evaluation,
         check_training,
@@ -94,6 +95,7 @@ def validate_command(
     check_training_masks(splits.get("train").cases, list(registry.readers.values()))
     check_validation(workflow, splits, registry)
     check_evaluation(workflow, splits, registry)
+    check_adaptation(workflow)
     if method.model is None:  # training will need cases of every domain
         from medi2i.training.data import case_domains
 

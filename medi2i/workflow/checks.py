@@ -224,6 +224,32 @@ def _check_evaluation_conditions(
             )
 
 
+def check_adaptation(workflow: Workflow) -> None:
+    """Check that the adaptation section finds target volumes, before training makes a
+    model that the adapt stage then cannot adapt.
+
+    Raises:
+        WorkflowError: ``adaptation.data`` holds no volume (after ``adaptation.include``).
+    """
+    from medi2i.data.discovery import discover_subjects
+    from medi2i.workflow.schema import DataConfig
+
+    config = workflow.adaptation
+    if config is None:
+        return
+    target = DataConfig(kind="single-domain", layout=config.data, include=config.include)
+    try:
+        subjects = discover_subjects(target)
+    except Medi2iError as exc:  # the data section's words, for this section's keys
+        message = str(exc).replace("data.include", "adaptation.include")
+        raise WorkflowError(f"adaptation.data: {message}") from None
+    if not any(subject.cases for subject in subjects):
+        raise WorkflowError(
+            "adaptation.data holds no target volume to adapt to (after adaptation.include); "
+            "point it at the target scanner's images, or remove the adaptation section"
+        )
+
+
 def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] | None) -> None:
     """Refuse a training case whose mask lies on another grid than its image (its source,
     or its one image for single-domain data; or the target when it has another shape,

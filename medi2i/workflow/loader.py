@@ -405,6 +405,12 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
     if trains_on not in ("none", workflow.data.kind) and not fitted_on_images:
         message = f"method {config.id!r} trains on {trains_on} data, not {workflow.data.kind}"
         return [(("data", "kind"), message)]
+    if workflow.adaptation is not None and not method_cls.adapts:
+        message = (
+            f"method {config.id!r} does not adapt to target data (methods that do: "
+            "`medi2i methods --json`, adapts: true); remove the adaptation section"
+        )
+        return [(("adaptation",), message)]
     fits = method_cls.training is Training.FIT and config.model is None and config.fit
     if fits and workflow.data.kind in ("unpaired", "multi-domain") and config.fit_domain is None:
         message = (

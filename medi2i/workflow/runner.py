@@ -142,9 +142,10 @@ def _run_stages(
         splits = _SplitsOnDemand(workflow)
         if "train" in stages and "evaluate" in stages and workflow.method.model is None:
             from medi2i.engine import resolve_device
-            from medi2i.workflow.checks import check_evaluation
+            from medi2i.workflow.checks import check_adaptation, check_evaluation
 
             check_evaluation(workflow, splits(), registry)  # before training, not after
+            check_adaptation(workflow)
             resolve_device(workflow.inference.device)  # e.g. cuda asked for, none here
         if "train" in stages:
             result = replace(result, model_dir=train_stage(workflow, run, registry, splits, log))
