@@ -23,7 +23,7 @@ sees it and every output before anything is written:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, cast, get_args
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def checked_input(image: MetaTensor, policy: NonFinitePolicy = "error") -> MetaT
         raise InputError(f"unknown non-finite policy {policy!r}; use one of {NONFINITE_POLICIES}")
     where = _name(image)
     if str(image.dtype) == "torch.bool":  # a mask: its voxels are the numbers 0 and 1
-        image = image.float()
+        image = cast("MetaTensor", image.float())
     values = image.as_tensor().detach().cpu().numpy()
     finite = None if _all_finite(values) else np.isfinite(values)
     bad = "" if finite is None else _non_finite(values, finite)
