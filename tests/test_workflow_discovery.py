@@ -366,6 +366,9 @@ def test_paired_folders_say_which_folder_is_empty_and_how_many_are_unmatched(
     layout = {"type": "folders", "folders": folders}
     with pytest.raises(InputError, match=r"the source folder .*mr holds no volumes \(\.nii\.gz"):
         discover_cases(config("paired", layout))
+    # the layout may be evaluation.data's: the message names no section it cannot know
+    with pytest.raises(InputError, match=r"check the layout's folders\.source \(in data\.layout"):
+        discover_cases(config("paired", layout))
     touch(tmp_path / "mr" / "s0.nii.gz")
     unmatched = r"no source counterpart in .*mr: s1, .*, s5, \.\.\. \(7 in all\)"
     with pytest.raises(InputError, match=unmatched):

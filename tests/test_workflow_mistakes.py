@@ -478,6 +478,7 @@ def test_validate_check_data_refuses_a_domain_without_training_cases(
     result = CliRunner().invoke(cli, [*args, "--set", "data.layout.folders.ct=empty"])
     assert result.exit_code == 1
     assert "domains ['ct'] have no training cases" in result.output
+    assert "check their folders (or CSV rows) in data.layout" in " ".join(result.output.split())
     assert "valid (" not in result.output
 
 

@@ -311,7 +311,8 @@ def _matched_subjects(
     if not listings[lead] and any(listings.values()):
         raise InputError(
             f"the {lead} folder {layout.folders[lead]} holds no volumes "
-            f"({', '.join(VOLUME_SUFFIXES)} files); check data.layout.folders.{lead}"
+            f"({', '.join(VOLUME_SUFFIXES)} files); check the layout's folders.{lead} (in "
+            "data.layout, or the section whose data this is)"
         )
     subjects = []
     for stem in listings[lead]:

@@ -473,5 +473,8 @@ def case_domains(data: CaseSet) -> list[list[int]]:
     groups = [[i for i, c in enumerate(data.cases) if c.domain == name] for name in names]
     empty = [name for name, group in zip(names, groups, strict=True) if not group]
     if empty:
-        raise InputError(f"domains {empty} have no training cases; every domain needs some")
+        raise InputError(
+            f"domains {empty} have no training cases; every domain needs some: check their "
+            "folders (or CSV rows) in data.layout, and data.include and data.split"
+        )
     return groups
