@@ -47,6 +47,22 @@ def _volume(path: Path) -> Path:
     return path
 
 
+def _run_bundle(bundle: Path, source: Path, output: Path) -> None:
+    """``python -m monai.bundle run`` of ``bundle`` on ``source``, as its README says."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "monai.bundle", "run",
+            "--config_file", str(bundle / "configs" / "inference.json"),
+            "--meta_file", str(bundle / "configs" / "metadata.json"),
+            "--bundle_root", str(bundle),
+            "--input_path", str(source),
+            "--output_path", str(output),
+        ],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("method_id", sorted(TINY))
 def test_monai_runs_the_bundle_to_medi2is_output(
     method_id: str, registry: Registry, tmp_path: Path
@@ -55,18 +71,7 @@ def test_monai_runs_the_bundle_to_medi2is_output(
     bundle = export_bundle(load_model(model, registry=registry), model, tmp_path / "bundle")
     source = _volume(tmp_path / "in.nii.gz")
     expected = predict(source, tmp_path / "medi2i.nii.gz", model=model, settings=QUIET)
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "monai.bundle", "run",
-            "--config_file", str(bundle / "configs" / "inference.json"),
-            "--meta_file", str(bundle / "configs" / "metadata.json"),
-            "--bundle_root", str(bundle),
-            "--input_path", str(source),
-            "--output_path", str(tmp_path / "bundle.nii.gz"),
-        ],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    _run_bundle(bundle, source, tmp_path / "bundle.nii.gz")
     want = nib.load(expected).get_fdata()
     got = nib.load(tmp_path / "bundle.nii.gz").get_fdata()
     assert got.shape == want.shape
@@ -253,18 +258,7 @@ def test_a_bundle_of_an_opt_in_plugins_method_loads_that_plugin_to_run(tmp_path:
     expected = predict(
         source, tmp_path / "medi2i.nii.gz", model=model, settings=QUIET, registry=registry
     )
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "monai.bundle", "run",
-            "--config_file", str(bundle / "configs" / "inference.json"),
-            "--meta_file", str(bundle / "configs" / "metadata.json"),
-            "--bundle_root", str(bundle),
-            "--input_path", str(source),
-            "--output_path", str(tmp_path / "bundle.nii.gz"),
-        ],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    _run_bundle(bundle, source, tmp_path / "bundle.nii.gz")
     want = nib.load(expected).get_fdata()
     got = nib.load(tmp_path / "bundle.nii.gz").get_fdata()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(1.0, np.abs(want).max()))

@@ -83,6 +83,32 @@ def both(
     return outputs[0], outputs[1]
 
 
+def _predicted(
+    registry: Registry,
+    source: Path,
+    folder: Path,
+    condition: dict[str, Any] | None,
+    **models: Path,
+) -> list[np.ndarray]:
+    """``source`` predicted with each model (a folder or an ONNX file), by name."""
+    return [
+        np.asarray(
+            nib.load(
+                predict(
+                    source,
+                    folder / f"{name}.nii.gz",
+                    model=given,
+                    settings=SETTINGS,
+                    condition=condition,
+                    registry=registry,
+                )
+            ).dataobj,
+            np.float32,
+        )
+        for name, given in models.items()
+    ]
+
+
 @pytest.mark.parametrize("method_id", sorted(TINY))
 def test_predicting_with_the_onnx_file_gives_the_model_folders_output(
     method_id: str, registry: Registry, tmp_path: Path
@@ -108,21 +134,7 @@ def test_fitted_values_travel_in_the_description(registry: Registry, tmp_path: P
     assert state
     assert state == json.loads(json.dumps(method.state_values()))
     source = volume_file(tmp_path, (20, 18, 17))
-    got = [
-        np.asarray(
-            nib.load(
-                predict(
-                    source,
-                    tmp_path / f"{name}.nii.gz",
-                    model=given,
-                    settings=SETTINGS,
-                    condition=condition,
-                    registry=registry,
-                )
-            ).dataobj
-        )
-        for name, given in (("torch", model), ("onnx", result.path))
-    ]
+    got = _predicted(registry, source, tmp_path, condition, torch=model, onnx=result.path)
     np.testing.assert_allclose(got[1], got[0], rtol=0, atol=1e-3 * np.abs(got[0]).max())
 
 
@@ -224,22 +236,9 @@ def test_a_volume_smaller_than_the_window_runs_the_windows_pytorch_runs(
     )
     assert json.loads(result.sidecar.read_text())["window"]["shrinks_by"] == [16, 16, 4]
     source = volume_file(tmp_path, (18, 20, 9))
-    outputs = [
-        np.asarray(
-            nib.load(
-                predict(
-                    source,
-                    tmp_path / f"{name}.nii.gz",
-                    model=given,
-                    settings=SETTINGS,
-                    condition={"direction": "a2b"},
-                    registry=registry,
-                )
-            ).dataobj,
-            np.float32,
-        )
-        for name, given in (("torch", model), ("onnx", result.path))
-    ]
+    outputs = _predicted(
+        registry, source, tmp_path, {"direction": "a2b"}, torch=model, onnx=result.path
+    )
     tolerance = 1e-4 * max(1.0, float(np.abs(outputs[0]).max()))
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=0, atol=tolerance)
     assert np.ptp(outputs[0]) > 0
