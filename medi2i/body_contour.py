@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike
 
 import numpy as np
 import numpy.typing as npt
@@ -138,6 +139,11 @@ def _ball(radius: float) -> BoolArray:
 def _spatial(volume: npt.ArrayLike) -> npt.NDArray[np.float32]:
     from medi2i.voxel_checks import non_finite_voxels
 
+    if isinstance(volume, str | PathLike):
+        raise InputError(
+            f"body_mask takes a volume's intensities, not the path {volume!r}; read it first "
+            "(medi2i.read_volume), or use the command medi2i mask IN OUT"
+        )
     given = np.asarray(volume)
     if given.dtype.kind not in "biuf":
         raise InputError(

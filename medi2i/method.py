@@ -270,6 +270,12 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         """
         if isinstance(condition, self.Condition):
             parsed = condition
+        elif condition is not None and not isinstance(condition, BaseModel | Mapping):
+            raise OptionsError(
+                f"the condition of method {self.id!r} is a mapping of its fields (e.g. "
+                f"{{'direction': 'b2a'}}; -c key=value on the command line), not "
+                f"{type(condition).__name__} {condition!r}"
+            )
         else:
             raw = (
                 condition.model_dump()

@@ -118,6 +118,12 @@ def predict_outputs(
     where = str(image.meta.get("filename_or_obj") or "the input volume")
     require_no_collapsed_axis(method, Grid.of(image), output_grid, where)
     require_output_fits(method, output_grid)
+    if engine is not None and not isinstance(engine, SlidingWindowEngine):
+        raise OptionsError(
+            f"engine= takes a medi2i SlidingWindowEngine (to reuse one across volumes), not "
+            f"{type(engine).__name__} {engine!r}; the device goes in settings "
+            "(InferenceSettings(device=...))"
+        )
     engine = engine if engine is not None else SlidingWindowEngine(settings=settings)
     context = PredictContext(
         engine=engine,

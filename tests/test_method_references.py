@@ -64,3 +64,24 @@ def test_a_volume_given_as_the_source_is_sent_to_predict_tensor(
     volume = make_volume((8, 8, 8))
     with pytest.raises(OptionsError, match="predict_tensor"):
         medi2i.predict(volume, tmp_path / "out.nii.gz", method="example-self-rescaling")  # type: ignore[arg-type]
+
+
+def test_arguments_of_the_wrong_type_get_a_medi2i_error_saying_what_to_pass() -> None:
+    # each raised a plain TypeError, ValueError or AttributeError from deep inside
+    import torch
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.errors import InputError
+
+    volume = MetaTensor(torch.rand(1, 8, 8, 8), affine=torch.eye(4))
+    method = medi2i.Registry().method("intensity-inversion")()
+    with pytest.raises(OptionsError, match="takes a file or DICOM folder path, not NoneType"):
+        medi2i.read_volume(None)  # type: ignore[arg-type]
+    with pytest.raises(OptionsError, match="the output path is NoneType None"):
+        medi2i.write_volume(volume, None)  # type: ignore[arg-type]
+    with pytest.raises(OptionsError, match="is a mapping of its fields"):
+        medi2i.predict_tensor(method, volume, condition="x")  # type: ignore[arg-type]
+    with pytest.raises(OptionsError, match="engine= takes a medi2i SlidingWindowEngine"):
+        medi2i.predict_tensor(method, volume, engine="cpu")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"not the path 'in\.nii\.gz'; read it first"):
+        medi2i.body_mask("in.nii.gz")  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medi2i.errors import InputError, Medi2iError, OutputError, PluginError
+from medi2i.errors import InputError, Medi2iError, OptionsError, OutputError, PluginError
 from medi2i.io.atomic import atomic_path
 from medi2i.io.base import VolumeReader, VolumeWriter, require_existing
 
@@ -101,6 +101,11 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
             own (a bug of the reader's plugin); the message names the reader, its
             plugin and the file.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise OptionsError(
+            f"read_volume takes a file or DICOM folder path, not {type(path).__name__} "
+            f"{path!r}"
+        )
     path = Path(path)
     require_existing(path)
     readers = registered_readers() if readers is None else readers

@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from medi2i.errors import OutputError
+from medi2i.errors import OptionsError, OutputError
 
 
 def file_suffix(path: Path) -> str:
@@ -54,6 +54,11 @@ def as_output_path(value: str | os.PathLike[str]) -> Path:
     Raises:
         OutputError: One line naming the value and what to do.
     """
+    if not isinstance(value, str | os.PathLike):
+        raise OptionsError(
+            f"the output path is {type(value).__name__} {value!r}; give a file name such as "
+            "'out.nii.gz', or a folder name for a DICOM series"
+        )
     path = Path(value)
     if isinstance(value, str) and value.endswith(("/", os.sep)) and file_suffix(path):
         raise OutputError(
