@@ -163,3 +163,13 @@ def test_volume_specs_compare_modalities_as_dicom_codes() -> None:
     assert VolumeSpec(modality="").modality == "any"
     with pytest.raises(ValidationError, match="did you mean 'PT'"):
         VolumeSpec(modality="PET")
+
+
+def test_a_case_of_an_undeclared_domain_is_named_with_its_file(tmp_path: Path) -> None:
+    from medi2i.errors import InputError
+    from medi2i.training.data import domain_labels
+
+    path = tmp_path / "D" / "s8.nii.gz"
+    cases = CaseSet(DataKind.UNPAIRED, (Case("D/s8", {IMAGE: path}, "D"),), ("ct", "mr"), DOMAINS)
+    with pytest.raises(InputError, match=r"case 'D/s8' \(.*s8\.nii\.gz\) has domain 'D'"):
+        domain_labels(cases)

@@ -124,9 +124,11 @@ def domain_labels(data: CaseSet) -> tuple[str, ...]:
         raise InputError(f"{data.kind.value} data needs {expected} domains, found {list(names)}")
     for case in data.cases:
         if case.domain not in names:
+            where = next(iter(case.images.values()), None)
             raise InputError(
-                f"case {case.id!r} has domain {case.domain!r}, not one of {list(names)}; "
-                "give every case one of the data set's domains"
+                f"case {case.id!r} ({where}) has domain {case.domain!r}, not one of "
+                f"{list(names)}; give every case one of the data set's domains (its folder "
+                "in data.layout, or its domain column in the CSV manifest)"
             )
     return names
 
