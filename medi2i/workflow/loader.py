@@ -411,7 +411,9 @@ def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
             "`medi2i methods --json`, adapts: true); remove the adaptation section"
         )
         return [(("adaptation",), message)]
-    fits = method_cls.training is Training.FIT and config.model is None and config.fit
+    # fitted on the images of one domain (Nyul, z-score), not on the domain data itself
+    on_images = trains_on in ("single-domain", "none") and method_cls.training is Training.FIT
+    fits = on_images and config.model is None and config.fit
     if fits and workflow.data.kind in ("unpaired", "multi-domain") and config.fit_domain is None:
         message = (
             f"method {config.id!r} is fitted on the images of one domain of the "
