@@ -87,7 +87,7 @@ def initialize_weights(module: torch.nn.Module) -> None:
 def pad_to_multiple(image: torch.Tensor, divisor: int, *, axes: int) -> torch.Tensor:
     """Pad the last ``axes`` axes at their far end to multiples of ``divisor``,
     replicating edge values (zeros would add false edges)."""
-    missing = [-int(n) % divisor for n in image.shape[-axes:]]
+    missing = [-n % divisor for n in image.shape[-axes:]]  # symbolic under torch.export
     if not any(missing):
         return image
     widths = [w for axis in reversed(missing) for w in (0, axis)]  # F.pad: last axis first
@@ -98,5 +98,5 @@ def crop_to(features: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Undo :func:`pad_to_multiple`: keep the first ``size`` voxels of the last axes."""
     first = features.ndim - len(size)
     for axis, length in enumerate(size):
-        features = features.narrow(first + axis, 0, int(length))
+        features = features.narrow(first + axis, 0, length)  # symbolic under torch.export
     return features

@@ -169,7 +169,7 @@ def freeze_statistics(network: torch.nn.Module) -> None:
 def pad_to_multiple(volume: torch.Tensor, divisor: int) -> torch.Tensor:
     """Pad the spatial axes of ``(B, C, X, Y, Z)`` at their far end to multiples of
     ``divisor``, replicating edge voxels (zeros would add false edges)."""
-    missing = [-int(n) % divisor for n in volume.shape[2:]]
+    missing = [-n % divisor for n in volume.shape[2:]]  # symbolic under torch.export
     if not any(missing):
         return volume
     widths = [w for axis in reversed(missing) for w in (0, axis)]  # F.pad: last axis first
