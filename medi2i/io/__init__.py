@@ -103,8 +103,7 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
     """
     if not isinstance(path, str | os.PathLike):
         raise OptionsError(
-            f"read_volume takes a file or DICOM folder path, not {type(path).__name__} "
-            f"{path!r}"
+            f"read_volume takes a file or DICOM folder path, not {type(path).__name__} {path!r}"
         )
     path = Path(path)
     require_existing(path)
