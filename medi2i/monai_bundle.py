@@ -293,10 +293,13 @@ class _InfererEngine(SlidingWindowEngine):
     """An engine that runs a MONAI inferer with a given network on the windows, in place
     of the method's predictor (what the exported network reproduces)."""
 
-    def __init__(self, network: torch.nn.Module, inferer: Callable[..., Any]) -> None:
+    def __init__(
+        self, network: torch.nn.Module, inferer: Callable[..., Any], *, shrinks: bool = False
+    ) -> None:
         super().__init__(settings=InferenceSettings(device="cpu", progress=False))
         self._network = network
         self._inferer = inferer
+        self._shrinks = shrinks  # the program takes the engine's shrunk windows
 
     def run(
         self,
@@ -315,23 +318,17 @@ class _InfererEngine(SlidingWindowEngine):
         """The inferer with the window medi2i's engine uses on this volume: shrunk along
         axes where the volume is shorter (MONAI's inferer would pad the volume to the
         full window instead, which a network normalizing by window statistics feels),
-        when the exported network takes that size; else the inferer as given."""
+        when the exported program takes that size (``shrinks_by`` in its description);
+        else the inferer as given."""
         import copy
 
         from medi2i.engine import window_size
 
         roi = getattr(self._inferer, "roi_size", None)
-        if roi is None or len(roi) != 3:
+        if not self._shrinks or roi is None or len(roi) != 3:
             return self._inferer
         shrunk = window_size(tuple(volume.shape[1:]), tuple(int(n) for n in roi))
         if shrunk == tuple(int(n) for n in roi):
-            return self._inferer
-        device = next(iter(self._network.parameters()), torch.zeros(())).device
-        probe = torch.zeros((1, volume.shape[0], *shrunk), device=device)
-        try:
-            with torch.no_grad():
-                self._network(probe)
-        except Exception:  # an export that takes the full window only
             return self._inferer
         inferer: Any = copy.copy(self._inferer)
         inferer.roi_size = shrunk
@@ -346,6 +343,16 @@ class _InfererEngine(SlidingWindowEngine):
         **kwargs: Any,
     ) -> torch.Tensor:
         return self.run(image, predictor, **kwargs)
+
+
+def _program_shrinks(model: Path) -> bool:
+    """Whether the bundle's program (``models/model.pt2``, beside the model ``model``)
+    takes shrunk windows, as its description (``model.pt2.json``) says."""
+    description = model.parent / "model.pt2.json"
+    if not description.is_file():  # a bundle written before descriptions said so
+        return False
+    window = json.loads(description.read_text(encoding="utf-8")).get("window", {})
+    return window.get("shrinks_by") is not None
 
 
 def predict_file(
@@ -387,6 +394,6 @@ def predict_file(
         model=model,
         condition=condition,
         settings=InferenceSettings(device="cpu", progress=False),
-        engine=_InfererEngine(network, inferer),
+        engine=_InfererEngine(network, inferer, shrinks=_program_shrinks(Path(model))),
         registry=registry,
     )

@@ -31,9 +31,11 @@ from medi2i.method import (
     no_progress,
 )
 from medi2i.prediction_checks import (
+    check_modality,
     naming_the_input,
     outputs_by_name,
     require_declared_channels,
+    require_engine,
     require_no_collapsed_axis,
     require_output_fits,
     require_placed,
@@ -118,13 +120,7 @@ def predict_outputs(
     where = str(image.meta.get("filename_or_obj") or "the input volume")
     require_no_collapsed_axis(method, Grid.of(image), output_grid, where)
     require_output_fits(method, output_grid)
-    if engine is not None and not isinstance(engine, SlidingWindowEngine):
-        raise OptionsError(
-            f"engine= takes a medi2i SlidingWindowEngine (to reuse one across volumes), not "
-            f"{type(engine).__name__} {engine!r}; the device goes in settings "
-            "(InferenceSettings(device=...))"
-        )
-    engine = engine if engine is not None else SlidingWindowEngine(settings=settings)
+    engine = require_engine(engine) or SlidingWindowEngine(settings=settings)
     context = PredictContext(
         engine=engine,
         condition=parsed,
@@ -282,44 +278,6 @@ def progress_bars(enabled: bool | None) -> Progress:
         return bar
 
     return progress
-
-
-def check_modality(
-    method: Method,
-    image: MetaTensor,
-    *,
-    force: bool = False,
-    domain: str | None = None,
-) -> None:
-    """Refuse a DICOM series whose Modality is not the one ``method`` takes as input.
-
-    Only a series read from DICOM says its modality; a NIfTI file cannot be checked.
-    A domain method takes the modality of the input's ``domain`` (e.g. CT for the
-    CT→MR direction of a two-way model), or without one the modality all its domains
-    share (a StarGAN of MR scanners); any other its ``input_spec``.
-
-    Raises:
-        InputError: E.g. a CT series given to an MR→CT model, unless ``force``.
-    """
-    from medi2i.dicom.source import META_KEY
-
-    expected = method.input_spec.modality
-    if domain is not None and domain in method.domain_names:
-        expected = method.domain(domain).modality
-    elif domain is None and method.domain_names:
-        # no input domain named: a model whose domains share one modality takes only it
-        modalities = {method.domain(name).modality for name in method.domain_names}
-        if len(modalities) == 1:
-            expected = modalities.pop()
-    source = image.meta.get(META_KEY)
-    found = getattr(source, "modality", None)
-    if force or expected in ("any", "") or not found or found == expected:
-        return
-    raise InputError(
-        f"{image.meta.get('filename_or_obj', 'the input')}: the series is {found}, but "
-        f"{method.id!r} translates {expected} input; give a series of modality {expected} "
-        "(select it with --modality), or pass --force-modality to translate it anyway"
-    )
 
 
 def _grid_meta(volume: MetaTensor) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """What the predict path checks around a method's own code: that its output fits in
 memory before any work, that an output it returns can be placed on a grid (never
-delivered shifted) and has the names and channels the method declares, and that its
-complaints about the input name the file.
+delivered shifted) and has the names and channels the method declares, that its
+complaints about the input name the file, that a DICOM series has the modality the
+method translates, and that an engine passed in is one.
 
 Internal to :mod:`medi2i.prediction`.
 """
@@ -23,6 +24,8 @@ from medi2i.settings import InferenceSettings
 if TYPE_CHECKING:
     import torch
     from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.engine import SlidingWindowEngine
 
 
 def with_grid(method: Method, output: torch.Tensor, prepared: MetaTensor) -> MetaTensor:
@@ -275,3 +278,55 @@ def require_tensor(method: Method, volume: object, stage: str) -> None:
             f"method {method.id!r} returned a {type(volume).__name__} from {stage}; a method "
             "returns a torch tensor (a MetaTensor, channel-first), e.g. torch.as_tensor(array)"
         )
+
+
+def check_modality(
+    method: Method,
+    image: MetaTensor,
+    *,
+    force: bool = False,
+    domain: str | None = None,
+) -> None:
+    """Refuse a DICOM series whose Modality is not the one ``method`` takes as input.
+
+    Only a series read from DICOM says its modality; a NIfTI file cannot be checked.
+    A domain method takes the modality of the input's ``domain`` (e.g. CT for the
+    CT→MR direction of a two-way model), or without one the modality all its domains
+    share (a StarGAN of MR scanners); any other its ``input_spec``.
+
+    Raises:
+        InputError: E.g. a CT series given to an MR→CT model, unless ``force``.
+    """
+    from medi2i.dicom.source import META_KEY
+
+    expected = method.input_spec.modality
+    if domain is not None and domain in method.domain_names:
+        expected = method.domain(domain).modality
+    elif domain is None and method.domain_names:
+        # no input domain named: a model whose domains share one modality takes only it
+        modalities = {method.domain(name).modality for name in method.domain_names}
+        if len(modalities) == 1:
+            expected = modalities.pop()
+    source = image.meta.get(META_KEY)
+    found = getattr(source, "modality", None)
+    if force or expected in ("any", "") or not found or found == expected:
+        return
+    raise InputError(
+        f"{image.meta.get('filename_or_obj', 'the input')}: the series is {found}, but "
+        f"{method.id!r} translates {expected} input; give a series of modality {expected} "
+        "(select it with --modality), or pass --force-modality to translate it anyway"
+    )
+
+
+def require_engine(engine: object) -> SlidingWindowEngine | None:
+    """``engine`` when it is ``None`` or a :class:`SlidingWindowEngine`; anything else
+    (a device name, a settings object) is refused with what to pass."""
+    from medi2i.engine import SlidingWindowEngine
+
+    if engine is None or isinstance(engine, SlidingWindowEngine):
+        return engine
+    raise OptionsError(
+        f"engine= takes a medi2i SlidingWindowEngine (to reuse one across volumes), not "
+        f"{type(engine).__name__} {engine!r}; the device goes in settings "
+        "(InferenceSettings(device=...))"
+    )

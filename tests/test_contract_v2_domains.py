@@ -122,7 +122,7 @@ def test_a_model_whose_domains_are_all_mr_refuses_a_ct_series_without_a_source_d
     # a StarGAN of MR scanners translated a CT series when no source_domain was named
     from medi2i.dicom.source import META_KEY
     from medi2i.errors import InputError
-    from medi2i.prediction import check_modality
+    from medi2i.prediction_checks import check_modality
     from medi2i.testing.domain_cases import MULTI_DOMAINS
     from medi2i.testing.multi_domain_example import ExampleStar
 

@@ -88,12 +88,8 @@ def _interrupts_held() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        for received in arrived:
-            handler = previous[signal.Signals(received)]
-            if callable(handler):
-                handler(received, None)
-            elif handler == signal.SIG_DFL and received == signal.SIGINT:
-                raise KeyboardInterrupt
+        for received in arrived:  # again, now to the handler that was in place
+            signal.raise_signal(received)
 
 
 def _place(temporary: Path, path: Path) -> None:
