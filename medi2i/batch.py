@@ -312,6 +312,7 @@ class _StudyRunner:
         prediction runs on ``engine``, the one of the whole batch."""
         from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
+        from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
 
         folder = self.output_root / job.key
         remove_leftovers(folder)
@@ -323,6 +324,7 @@ class _StudyRunner:
         formats = [name for name in self.formats if self._writable(image, folder, name, errors)]
         if not formats:
             return (), errors  # before inference: the study can only fail
+        facts: dict[str, object] = {}
         with timed_stage(timings, "predict"):
             result = predict_tensor(
                 self.method,
@@ -330,7 +332,13 @@ class _StudyRunner:
                 settings=self.settings,
                 condition=self.condition,
                 engine=engine,
+                run_facts=facts,
             )
+        require_varying_output(  # a constant volume is a collapse, never a result
+            result.as_tensor().detach().cpu().numpy(),
+            f"the output of {self.method.id!r} for {job.input}",
+            hint=COLLAPSED_HINT,
+        )
         outputs: list[Path] = []
         with timed_stage(timings, "write"):
             for name in formats:
@@ -339,7 +347,7 @@ class _StudyRunner:
                 except Exception as exc:
                     errors.append(f"{name}: {failure_message(exc)}")
             if outputs:
-                self._provenance(job, folder, image)
+                self._provenance(job, folder, image, facts)
         return tuple(str(path) for path in outputs), errors
 
     def _writable(self, image: MetaTensor, folder: Path, name: str, errors: list[str]) -> bool:
@@ -399,11 +407,13 @@ class _StudyRunner:
         )
         return series
 
-    def _provenance(self, job: StudyJob, folder: Path, image: MetaTensor) -> None:
+    def _provenance(
+        self, job: StudyJob, folder: Path, image: MetaTensor, facts: dict[str, object]
+    ) -> None:
         if self.registry is None:
             return
         from medi2i.io.atomic import atomic_path
-        from medi2i.provenance import provenance
+        from medi2i.provenance import provenance, run_record
 
         record = provenance(
             self.method,
@@ -412,7 +422,9 @@ class _StudyRunner:
             settings=self.settings,
             registry=self.registry,
             image=image,
+            condition=self.method.parse_condition(self.condition),
         )
+        record["run"] = run_record(facts)  # the method's own report
         record["series_uid"] = self.started(job).series_uid
         found = record["input"]
         if self.deidentifier is not None and isinstance(found, dict):

@@ -47,6 +47,7 @@ from medi2i.provenance import (
     is_provenance_record,
     output_record,
     provenance,
+    run_record,
     sidecar_path,
     staged_sidecar,
 )
@@ -157,6 +158,7 @@ def predict_tensor(
     settings: InferenceSettings | None = None,
     condition: Condition = None,
     engine: SlidingWindowEngine | None = None,
+    run_facts: dict[str, object] | None = None,
 ) -> MetaTensor:
     """Translate one channel-first volume in memory (a method with one output).
 
@@ -170,6 +172,8 @@ def predict_tensor(
             many volumes so that what it learns (the out-of-memory back-off) carries
             over; its own settings then govern the windows and the device. A new
             engine made from ``settings`` when ``None``.
+        run_facts: Filled with what the method reports about this run, as
+            :func:`predict_outputs` fills it.
 
     Returns:
         The output as a ``MetaTensor`` on ``method.output_grid`` of the input grid
@@ -181,7 +185,9 @@ def predict_tensor(
             (use :func:`predict_outputs`); otherwise as :func:`predict_outputs`.
         InputError: As :func:`predict_outputs`.
     """
-    results = predict_outputs(method, image, settings=settings, condition=condition, engine=engine)
+    results = predict_outputs(
+        method, image, settings=settings, condition=condition, engine=engine, run_facts=run_facts
+    )
     if len(results) != 1:
         raise OptionsError(
             f"method {method.id!r} yields {len(results)} outputs ({', '.join(results)}) "
@@ -428,7 +434,7 @@ def predict_all(
     from medi2i.io.destinations import as_output_path, check_destination
     from medi2i.method_references import require_source_path
     from medi2i.registry import Registry
-    from medi2i.voxel_checks import require_varying_output
+    from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
 
     require_source_path(source)
     output = as_output_path(output)
@@ -492,13 +498,12 @@ def predict_all(
     results = predict_outputs(
         ready, held.pop(), settings=settings, condition=parsed, engine=engine, run_facts=facts
     )
-    record["run"] = json.loads(json.dumps(facts, default=str))  # the method's own report
+    record["run"] = run_record(facts)  # the method's own report
     for declared_output in declared:  # a file is a result: a collapsed one is not written
         require_varying_output(
             results[declared_output.name].as_tensor().detach().cpu().numpy(),
             f"{paths[declared_output.name]} (the output of {ready.id!r} for {source})",
-            hint="the method collapsed on this input (e.g. too few voxels differ from the "
-            "background for its intensity statistics, or an untrained or dead network)",
+            hint=COLLAPSED_HINT,
         )
     written: dict[str, Path] = {}
     for declared_output in declared:

@@ -93,6 +93,13 @@ def provenance(
     }
 
 
+def run_record(facts: Mapping[str, object]) -> object:
+    """What a method reported about one prediction (:attr:`medi2i.PredictContext.facts`,
+    e.g. the steps a time budget stopped at), as the ``run`` entry of a provenance
+    record: JSON values, anything else as its text."""
+    return json.loads(json.dumps(dict(facts), default=str))
+
+
 def _ran_on(settings: InferenceSettings) -> dict[str, object]:
     from medi2i.engine import resolve_device
     from medi2i.errors import Medi2iError

@@ -158,6 +158,13 @@ def require_declared_range(
     )
 
 
+COLLAPSED_HINT = (
+    "the method collapsed on this input (e.g. too few voxels differ from the background "
+    "for its intensity statistics, or an untrained or dead network)"
+)
+"""What a refused constant output says of its likely cause."""
+
+
 def require_varying_output(values: np.ndarray, path: Path | str, *, hint: str = "") -> None:
     """Refuse to write ``values`` when every voxel holds the same value: inputs that are
     constant are refused on reading, so a constant translation of a varying input is a

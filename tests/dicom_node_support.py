@@ -19,6 +19,7 @@ from medi2i.dicom.node.send import Peer
 from medi2i.dicom.node.spool import Spool
 from medi2i.dicom.node.translation import SeriesTranslator
 from medi2i.dicom.reading.series_selection import SeriesSelector
+from medi2i.method import Method
 from medi2i.testing.dicom_series import write_series
 
 METHOD = "intensity-inversion"
@@ -67,13 +68,17 @@ def make_node(
     log: Callable[[str], None] = print,
     deidentify: bool = False,
     selector: SeriesSelector | None = None,
+    method: Method | None = None,
 ) -> DicomNode:
     from medi2i.plugins import load_plugins
     from medi2i.prediction import load_method
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
-    method = load_method(method=METHOD, model=None, options=None, registry=Registry(load_plugins()))
+    if method is None:
+        method = load_method(
+            method=METHOD, model=None, options=None, registry=Registry(load_plugins())
+        )
     translator = SeriesTranslator(
         method=method,
         settings=InferenceSettings(progress=False, device="cpu"),

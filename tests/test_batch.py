@@ -48,7 +48,20 @@ class DoubleToCT(Method):
 
     def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
         DoubleToCT.calls.append(1)
+        context.facts["scaled_by"] = 2.0  # what the provenance's "run" records
         return image.as_tensor() * 2.0 - 1000.0
+
+
+class ConstantCT(Method):
+    """A collapsed translation: the same value everywhere, whatever the input."""
+
+    id = "test-constant"
+    tasks = (Task.TRANSLATION,)
+    input_spec = VolumeSpec(modality="MR")
+    output_spec = VolumeSpec(modality="CT", units="HU")
+
+    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
+        return torch.zeros_like(image.as_tensor())
 
 
 def _values(seed: int) -> np.ndarray:
@@ -337,4 +350,16 @@ def test_provenance_hashes_the_dicom_input_volume(
     image = read_dicom_folder(root / STUDIES[1])
     assert sidecar["input"]["hashed"] == "volume"
     assert sidecar["input"]["sha256"] == volume_sha256(image)
+    assert sidecar["run"] == {"scaled_by": 2.0}  # what the method reported, as predict keeps it
+    assert "condition" in sidecar
     assert volume_sha256(image) != volume_sha256(read_dicom_folder(root / STUDIES[0] / "t1"))
+
+
+def test_a_collapsed_translation_fails_its_study_and_writes_nothing(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    write_series(root / "p1" / "t1", _values(0), modality="MR", rescale=(1.0, 0.0))
+    report = run_batch(root, out, method=ConstantCT(), settings=SETTINGS, formats=("nifti",))
+    (record,) = report.records
+    assert record.status == "failed"
+    assert "every voxel is 0" in str(record.error)
+    assert not list(out.rglob("*.nii.gz"))

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from monai.data.meta_tensor import MetaTensor
 
 from medi2i.dicom.node.dicom_node import DicomNode
 from medi2i.dicom.node.send import Peer, disable_nagle, send_files
 from medi2i.dicom.node.spool import Spool
+from medi2i.method import Method, PredictContext, Task, VolumeSpec
 from tests.dicom_node_support import (
     DCIODVFY,
     IDLE_S,
@@ -160,6 +163,35 @@ def test_echo_then_a_series_is_translated_with_its_geometry(
     assert sidecar["input"]["hashed"] == "volume"
     assert sidecar["series_uid"] == derived.parent.name
     assert sidecar["calling_ae"] == ["TEST"]
+    assert sidecar["run"] == {}  # what the method reported: nothing, for this one
+    assert "condition" in sidecar
+
+
+class _ConstantCT(Method):
+    """A collapsed translation: the same value everywhere, whatever the input."""
+
+    id = "test-constant"
+    tasks = (Task.TRANSLATION,)
+    input_spec = VolumeSpec(modality="MR")
+    output_spec = VolumeSpec(modality="CT", units="HU")
+
+    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
+        return torch.zeros_like(image.as_tensor())
+
+
+def test_a_collapsed_translation_is_a_failed_series_never_a_derived_one(tmp_path: Path) -> None:
+    running = make_node(tmp_path, output=tmp_path / "out", method=_ConstantCT())
+    running.start()
+    try:
+        files = source_series(tmp_path / "src")
+        report = send_files(files, peer_of(running), calling_ae_title="TEST")
+        assert not report.failed
+        manifest = tmp_path / "manifest.jsonl"
+        wait_for(lambda: final_statuses(manifest) == ["failed"])
+    finally:
+        running.stop(timeout=30)
+    assert "every voxel is 0" in str(records(manifest)[-1]["error"])
+    assert not list((tmp_path / "out").glob("*/test-constant"))
 
 
 def test_both_ends_of_an_association_send_without_nagle(node: DicomNode) -> None:

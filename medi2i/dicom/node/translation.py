@@ -267,9 +267,11 @@ class SeriesTranslator:
     ) -> tuple[tuple[str, ...], str | None]:
         from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
+        from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
 
         with timed_stage(timings, "read"):
             image = read_dicom_series(series)
+        facts: dict[str, object] = {}
         with timed_stage(timings, "infer"):
             result = predict_tensor(
                 self.method,
@@ -277,7 +279,13 @@ class SeriesTranslator:
                 settings=self.settings,
                 condition=self.condition,
                 engine=self._engine,
+                run_facts=facts,
             )
+        require_varying_output(  # a constant volume is a collapse, never a result
+            result.as_tensor().detach().cpu().numpy(),
+            f"the output of {self.method.id!r} for series {self._name(series.series_instance_uid)}",
+            hint=COLLAPSED_HINT,
+        )
         scratch = None
         if self.output is not None:
             folder = self.output / str(self._name(series.series_instance_uid)) / self.method.id
@@ -288,7 +296,7 @@ class SeriesTranslator:
             with timed_stage(timings, "write"):
                 files = self._write(result, folder)
                 if scratch is None:
-                    self._provenance(series, image, folder, calling_ae)
+                    self._provenance(series, image, folder, calling_ae, facts)
             forwarded = self._forward(files, timings)
         finally:
             if scratch is not None:
@@ -315,10 +323,15 @@ class SeriesTranslator:
         )
 
     def _provenance(
-        self, series: SeriesInfo, image: MetaTensor, folder: Path, calling_ae: tuple[str, ...]
+        self,
+        series: SeriesInfo,
+        image: MetaTensor,
+        folder: Path,
+        calling_ae: tuple[str, ...],
+        facts: dict[str, object],
     ) -> None:
         from medi2i.io.atomic import atomic_path
-        from medi2i.provenance import provenance
+        from medi2i.provenance import provenance, run_record
 
         record = provenance(
             self.method,
@@ -327,7 +340,9 @@ class SeriesTranslator:
             settings=self.settings,
             registry=self._registry,
             image=image,
+            condition=self.method.parse_condition(self.condition),
         )
+        record["run"] = run_record(facts)  # the method's own report
         found = record["input"]
         if isinstance(found, dict):
             record["input"] = {**found, "path": None}
