@@ -95,6 +95,8 @@ _LAZY = {
     "check_spacing": "medi2i.option_checks",
     "tile_windows": "medi2i.adabn",
     "TargetDomainOutputs": "medi2i.multi_domain",
+    "UntrainedWeightsWarning": "medi2i.trained_state",
+    "mark_trained": "medi2i.trained_state",
 }
 
 __all__ = [
@@ -150,6 +152,7 @@ __all__ = [
     "TrainingStateValue",
     "UnknownMethodError",
     "UnpairedBatch",
+    "UntrainedWeightsWarning",
     "VolumeReader",
     "VolumeSpec",
     "VolumeWriter",
@@ -164,6 +167,7 @@ __all__ = [
     "is_hounsfield",
     "load_model",
     "load_plugins",
+    "mark_trained",
     "normalize_mr",
     "predict",
     "predict_all",
@@ -246,4 +250,5 @@ if TYPE_CHECKING:
     from medi2i.prediction import predict, predict_all, predict_outputs, predict_tensor
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
+    from medi2i.trained_state import UntrainedWeightsWarning, mark_trained
     from medi2i.training.image_pool import ImagePool

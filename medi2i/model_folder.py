@@ -128,6 +128,9 @@ class ModelManifest(BaseModel):
     domains: list[DomainSpec] = []
     auxiliary: dict[str, str | None] = {}
     adapted_from: AdaptedFrom | None = None
+    trained: bool = True
+    """``False`` for a method trained by gradient steps saved before any step (its
+    weights are as initialised); prediction with it warns."""
 
 
 def _require_replaceable(folder: Path) -> None:
@@ -175,6 +178,7 @@ def save_model(
             folder cannot be written.
     """
     from medi2i import __version__
+    from medi2i.trained_state import is_trained
     from medi2i.training.auxiliary import auxiliary_hashes
 
     folder = Path(folder)
@@ -204,6 +208,7 @@ def save_model(
             domains=list(method.domains),
             auxiliary=auxiliary_hashes(method),
             adapted_from=adapted_from,
+            trained=is_trained(method),
         )
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         (staging / CARD).write_text(card if card is not None else _default_card(method))
@@ -368,6 +373,7 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     """
     from medi2i.method_references import require_model_path
     from medi2i.registry import Registry
+    from medi2i.trained_state import mark_trained
 
     require_model_path(path)
     path = Path(path)
@@ -396,6 +402,8 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
             method.load_state_tensors(tensors)
     except (ModelFormatError, OptionsError) as exc:  # with the folder, on one line
         raise ModelFormatError(f"{path}: {' '.join(str(exc).split())}") from exc
+    if manifest.trained:
+        mark_trained(method)
     return method
 
 

@@ -91,6 +91,7 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
     from medi2i.method import DomainSpec
     from medi2i.model_checks import check_versions, declared_shapes
     from medi2i.model_folder import saved_options
+    from medi2i.trained_state import mark_trained
 
     path = Path(path)
     sidecar = description_path(path)
@@ -129,6 +130,7 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
         if domains:
             method.use_domains(domains)
         method.load_state_values(model["state"])
+        mark_trained(method)  # the weights are the ONNX file's, exported from a model
         condition = method.parse_condition(description["condition"])
     except (OptionsError, ModelFormatError, ValidationError) as exc:
         raise ModelFormatError(f"{sidecar}: {' '.join(str(exc).split())}") from exc

@@ -107,6 +107,7 @@ def predict_outputs(
     """
     from medi2i.data.loading import prepared as prepared_volume
     from medi2i.engine import SlidingWindowEngine
+    from medi2i.trained_state import warn_if_untrained
     from medi2i.voxel_checks import checked_input
 
     require_ready_call(method, image)
@@ -134,6 +135,7 @@ def predict_outputs(
     input_grid = Grid.of(image)
     input_channels = int(image.shape[0])
     source_meta = dict(image.meta)
+    warn_if_untrained(method)  # after every refusal: a warning, then a result
     with naming_the_input(source_meta):
         prepared = prepared_volume(image, method, domain=input_domain, condition=parsed)
     # from here the input is needed for its metadata only; a caller that handed over its

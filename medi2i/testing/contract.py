@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,12 +181,15 @@ def _predict(
 ) -> dict[str, MetaTensor]:
     from medi2i.errors import OutputError
     from medi2i.prediction import predict_outputs
+    from medi2i.trained_state import UntrainedWeightsWarning
 
     before = image.as_tensor().clone()
     try:
-        outputs = predict_outputs(
-            method, image, settings=settings or CONTRACT_SETTINGS, condition=condition
-        )
+        with warnings.catch_warnings():  # the contract holds for any weights
+            warnings.simplefilter("ignore", UntrainedWeightsWarning)
+            outputs = predict_outputs(
+                method, image, settings=settings or CONTRACT_SETTINGS, condition=condition
+            )
     except OutputError as exc:  # a non-finite output, or one the core cannot place
         raise AssertionError(f"{method.id}: the predict path refused its output: {exc}") from None
     except Medi2iError as exc:

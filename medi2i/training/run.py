@@ -29,6 +29,7 @@ from medi2i.errors import ModelFormatError, OptionsError, OutputError, TrainingE
 from medi2i.method import DataKind, DomainSpec, Method
 from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings, wants_progress
+from medi2i.trained_state import is_trained, mark_trained
 from medi2i.training.auxiliary import auxiliary_hashes
 from medi2i.training.checkpoint import (
     CheckpointError,
@@ -195,6 +196,8 @@ def start_from(method: Method, source: Method) -> None:
     try:
         method.load_state_values(source.state_values())
         method.load_state_tensors(source.state_tensors())
+        if is_trained(source):
+            mark_trained(method)
     except ModelFormatError as exc:
         reason = " ".join(str(exc).split())
         if len(reason) > INIT_REASON_CHARS:
@@ -274,6 +277,7 @@ class _Run:
                 step_seed(config.seed, self.context.rank, trainer.step_index), trainer.device
             )
             losses = trainer.run_step(self.method, step_batch)
+            mark_trained(self.method)
             self.after_step(trainer.step_index, losses)
 
     def after_step(self, step: int, losses: dict[str, float]) -> None:
@@ -532,6 +536,7 @@ def _resume(
             "afresh in a new run folder (resume=False in Python)"
         )
     trainer.load_state(checkpoint.state, step=checkpoint.step)
+    mark_trained(method)  # a checkpoint is written after a step
     if checkpoint.record.state_values:
         method.load_state_values(checkpoint.record.state_values)
     method.load_training_state(checkpoint.method_state)
