@@ -8,7 +8,8 @@ MR volumes do. MR→CT methods use it to set every voxel outside the input's bod
 The steps, all on the volume's own voxel grid (no resampling):
 
 1. **Threshold.** Voxels above Otsu's threshold of the whole volume (256-bin histogram
-   of every voxel, :func:`skimage.filters.threshold_otsu`) are foreground. Air is dark
+   of every voxel, :func:`skimage.filters.threshold_otsu`) are foreground. A few
+   extreme voxels far beyond the rest (spikes) do not stretch the histogram's range. Air is dark
    and usually the largest class, so the threshold falls between air and tissue.
    Otsu's threshold moves with any increasing affine change of the intensities, so a
    z-score normalized volume gives the same mask as the raw one.
@@ -59,6 +60,11 @@ MIN_COMPONENT_FRACTION = 0.01
 """Default smallest kept component, as a fraction of the largest one's voxels."""
 OTSU_BINS = 256
 """Bins of the histogram Otsu's threshold is taken from (skimage's default)."""
+SPIKE_REACH = 2.0
+"""How far beyond the 0.1-99.9 percentile span (in spans) extreme voxels must reach for
+the histogram to leave them out of its range (see :func:`_histogram_range`)."""
+SPIKE_SAMPLE = 1_000_000
+"""About how many voxels the percentiles of :func:`_histogram_range` are taken from."""
 CHUNK_VOXELS = 1 << 22
 """Voxels counted at a time into a histogram or label sizes (16 MiB of float32)."""
 
@@ -176,14 +182,39 @@ def _foreground(data: npt.NDArray[np.float32]) -> BoolArray:
     # every voxel exactly as one call would (np.histogram bins each value on its own).
     # In memory order: a C-order ravel of an x-fastest (NIfTI, DICOM) volume is a copy.
     flat = data.ravel(order="K")
+    low, high = _histogram_range(flat, low, high)
     counts = np.zeros(OTSU_BINS, np.int64)
     for start in range(0, flat.size, CHUNK_VOXELS):  # equal bins: NumPy's fast path
-        chunk = flat[start : start + CHUNK_VOXELS]
+        chunk = np.clip(flat[start : start + CHUNK_VOXELS], low, high)
         counts += np.histogram(chunk, bins=OTSU_BINS, range=(low, high))[0]
     edges = np.histogram_bin_edges(flat[:1], bins=OTSU_BINS, range=(low, high))
     centers = (edges[:-1] + edges[1:]) / 2
     threshold = float(threshold_otsu(hist=(counts, centers)))  # type: ignore[no-untyped-call]
     return np.asarray(data > threshold)
+
+
+def _histogram_range(flat: npt.NDArray[np.float32], low: float, high: float) -> tuple[float, float]:
+    """The range Otsu's histogram spans: the volume's, unless a few extreme voxels (a
+    spike, a hot pixel) lie far beyond the rest.
+
+    An end is moved in to the 0.1 or 99.9 percentile (of an evenly strided sample of at
+    most about a million voxels) when the voxels past that percentile reach more than
+    :data:`SPIKE_REACH` times the percentiles' span beyond it; the voxels past it then
+    count in the end bin. One bright voxel would otherwise widen every bin, so that the
+    air's noise shares the first bin with the threshold and is cut in two (a 400 voxel
+    in a box of 100 on 0-1 noise added 13 % of noise voxels to the box's mask). A volume
+    without such spikes keeps its full range, and so the mask it always had.
+    """
+    sample = flat[:: max(1, flat.size // SPIKE_SAMPLE)]
+    bottom, top = (float(v) for v in np.percentile(sample, [0.1, 99.9]))
+    span = top - bottom
+    if span <= 0:
+        return low, high
+    if high > top + SPIKE_REACH * span:
+        high = top
+    if low < bottom - SPIKE_REACH * span:
+        low = bottom
+    return low, high
 
 
 def _large_components(data: npt.NDArray[np.float32], fraction: float) -> BoolArray | None:
