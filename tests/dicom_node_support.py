@@ -69,7 +69,11 @@ def make_node(
     deidentify: bool = False,
     selector: SeriesSelector | None = None,
     method: Method | None = None,
+    idle_timeout: float = IDLE_S,
+    manifest: Path | None = None,
+    **config: object,
 ) -> DicomNode:
+    """A node on a free loopback port; ``config`` goes to :class:`NodeConfig`."""
     from medi2i.plugins import load_plugins
     from medi2i.prediction import load_method
     from medi2i.registry import Registry
@@ -82,16 +86,19 @@ def make_node(
     translator = SeriesTranslator(
         method=method,
         settings=InferenceSettings(progress=False, device="cpu"),
-        manifest=tmp / "manifest.jsonl",
+        manifest=manifest or tmp / "manifest.jsonl",
         work=tmp / "spool",
         output=output,
         forward=forward,
         deidentify=deidentify,
         selector=selector,
     )
-    config = NodeConfig(port=0, idle_timeout=IDLE_S, poll_interval=0.05)
+    settings = NodeConfig(port=0, idle_timeout=idle_timeout, poll_interval=0.05, **config)  # type: ignore[arg-type]
     return DicomNode(
-        config, spool=Spool(tmp / "spool", idle_timeout=IDLE_S), translator=translator, log=log
+        settings,
+        spool=Spool(tmp / "spool", idle_timeout=idle_timeout),
+        translator=translator,
+        log=log,
     )
 
 

@@ -5,6 +5,7 @@ running node translates and writes (de-identified, selected series), over loopba
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,7 +75,8 @@ def test_serve_refuses_an_output_folder_holding_other_data(tmp_path: Path) -> No
         "dicom", "serve", "--method", METHOD, "--port", "0", "--output", str(tmp_path / "out")
     )
     assert result.exit_code == 1
-    assert "holds no batch manifest" in result.output
+    assert "holds no node manifest" in result.output
+    assert "--overwrite" not in result.output  # dicom serve has none to offer
     result = run("dicom", "serve", "--method", METHOD, "--port", "0")
     assert result.exit_code == 1
     assert "--output, --forward or both" in result.output
@@ -191,3 +193,62 @@ def test_the_node_translates_what_the_selection_picks(tmp_path: Path) -> None:
     # the inversion is c - x: only echo 2 (TE 30 ms) sums with it to a constant
     assert float(np.std(written + volumes[1])) < 2
     assert float(np.std(written + volumes[0])) > 100
+
+
+def test_serve_refuses_an_invalid_allowed_calling_title(tmp_path: Path) -> None:
+    result = run(
+        "dicom",
+        "serve",
+        "--method",
+        METHOD,
+        "--port",
+        "0",
+        "--output",
+        str(tmp_path / "out"),
+        "--allow-calling",
+        "A\\B",
+    )
+    assert result.exit_code == 1
+    assert "--allow-calling 'A\\\\B' is not valid" in result.output
+
+
+def test_sigterm_translates_a_released_series_and_keeps_what_was_not_forwarded(
+    tmp_path: Path,
+) -> None:
+    """A series waiting out a long --idle-timeout is translated at SIGTERM; the peer is
+    down, so the derived series is kept, and so is the temporary spool holding it."""
+    port = free_port()
+    command = [sys.executable, "-m", "medi2i", "dicom", "serve", "--method", METHOD]
+    command += ["--port", str(port), "--forward", f"127.0.0.1:{free_port()}:DOWN"]
+    command += ["--idle-timeout", "600"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    try:
+        wait_for(lambda: listening(port), timeout=60)
+        report = send_files(
+            source_series(tmp_path / "src"),
+            Peer("127.0.0.1", port, "MEDI2I"),
+            calling_ae_title="TEST",
+        )
+        assert len(report.sent) == 6
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, output
+    assert "failed: forwarded 0 of 6 derived file(s)" in output
+    kept = [line for line in output.splitlines() if line.startswith("kept the temporary spool")]
+    assert kept, output
+    spool = Path(kept[0].split()[4].rstrip(":"))
+    try:
+        (unforwarded,) = spool.glob(".unforwarded-*")
+        assert len(list(unforwarded.glob(f"{METHOD}/*.dcm"))) == 6
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)

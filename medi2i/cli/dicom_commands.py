@@ -12,6 +12,7 @@ pydicom is imported only inside the command, so that ``medi2i --help`` stays fas
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import tempfile
 import threading
@@ -271,7 +272,20 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on (0.0.0.0: every interface).",
+    help="Address to listen on (0.0.0.0: every interface; then limit who may send with "
+    "--allow-calling and --require-called-aet, and a firewall).",
+)
+@click.option(
+    "--require-called-aet",
+    is_flag=True,
+    help="Refuse associations whose called AE title is not --ae-title.",
+)
+@click.option(
+    "--allow-calling",
+    "allow_calling",
+    multiple=True,
+    metavar="AET",
+    help="Accept associations only from this calling AE title (repeat for several) [default: any].",
 )
 @click.option(
     "--output",
@@ -314,6 +328,8 @@ def serve_command(
     ae_title: str,
     port: int,
     host: str,
+    require_called_aet: bool,
+    allow_calling: tuple[str, ...],
     output: Path | None,
     forward: str | None,
     idle_timeout: float,
@@ -328,7 +344,8 @@ def serve_command(
     A series is complete when the associations that sent it were released normally and
     nothing arrived for --idle-timeout seconds; a series whose association was aborted
     is never translated. Answers C-ECHO. Stops on Ctrl-C or SIGTERM after the
-    translation in progress. One line is printed per series.
+    translation in progress and the series already received with a release; others
+    are set aside in the spool. One line is printed per series.
     """
     from medi2i.dicom.node.send import check_ae_title, parse_peer
     from medi2i.prediction import load_method
@@ -337,6 +354,7 @@ def serve_command(
     if output is None and peer is None:
         raise OptionsError("give --output, --forward or both: where the derived series go")
     title = check_ae_title(ae_title, "--ae-title")
+    calling = tuple(check_ae_title(name, "--allow-calling") for name in allow_calling)
     settings = inference_settings(**{**inference, "progress": False})  # type: ignore[arg-type]
     registry = command_registry(ctx)
     method = load_method(
@@ -350,7 +368,14 @@ def serve_command(
         _serve(
             method=method,
             settings=settings,
-            config=_node_config(title, host, port, idle_timeout),
+            config=_node_config(
+                title,
+                host,
+                port,
+                idle_timeout,
+                require_called_aet=require_called_aet,
+                allowed_calling=calling,
+            ),
             spool_root=spool_root,
             manifest=book,
             output=output,
@@ -363,19 +388,50 @@ def serve_command(
         )
 
 
-def _node_config(title: str, host: str, port: int, idle_timeout: float) -> NodeConfig:
+def _node_config(
+    title: str,
+    host: str,
+    port: int,
+    idle_timeout: float,
+    *,
+    require_called_aet: bool,
+    allowed_calling: tuple[str, ...],
+) -> NodeConfig:
     from medi2i.dicom.node.dicom_node import NodeConfig
 
-    return NodeConfig(ae_title=title, host=host, port=port, idle_timeout=idle_timeout)
+    return NodeConfig(
+        ae_title=title,
+        host=host,
+        port=port,
+        idle_timeout=idle_timeout,
+        require_called_aet=require_called_aet,
+        allowed_calling=allowed_calling,
+    )
 
 
 @contextmanager
 def _spool_folder(work: Path | None) -> Iterator[Path]:
+    """``work``, or a temporary spool removed at the end unless the node set series aside
+    in it (not forwarded, not written, interrupted): then it is kept, and said so."""
     if work is not None:
         yield work
         return
-    with tempfile.TemporaryDirectory(prefix="medi2i-spool-") as folder:
-        yield Path(folder)
+    folder = Path(tempfile.mkdtemp(prefix="medi2i-spool-"))
+    try:
+        yield folder
+    finally:
+        kept = sorted(path.name for path in folder.iterdir() if path.name.startswith(_KEPT))
+        if kept:
+            click.echo(
+                f"kept the temporary spool {folder}: it holds {len(kept)} series folder(s) "
+                "the node set aside (see the lines above); delete it when done with them"
+            )
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+_KEPT = (".failed-", ".unforwarded-", ".interrupted-")
+"""Folders the node sets aside in its spool, which a temporary spool is kept for."""
 
 
 def _serve(

@@ -13,17 +13,26 @@ Starting, the node first sets aside what a killed node left in the spool
 
 Refused with a failure status, never crashing the node: a dataset that cannot be
 decoded or is damaged (``0xC210``: cut short, its pixel data shorter than its image
-needs; the series it belongs to is then discarded unless the instance is sent again
-whole, so no series is translated without it), one without valid Study, Series and SOP
-Instance UIDs or whose SOP Class is not the one negotiated (``0xA900``), and one that
-cannot be written (``0xA700``, e.g. a full disk). Instances arriving while the node
-stops are refused with ``0xA700`` too, so the sender knows they were not kept.
+needs), one without valid Study, Series and SOP Instance UIDs or whose SOP Class is not
+the one negotiated (``0xA900``), and one that cannot be written (``0xA700``, e.g. a full
+disk). Instances arriving while the node stops are refused with ``0xA700`` too, so the
+sender knows they were not kept. Whatever the reason, when the refused instance names
+its series and SOP Instance, the series is then discarded unless that instance is sent
+again whole, so no series is translated without it.
+
+Associations: any calling and called AE title is accepted unless the config says
+otherwise (``require_called_aet``: the called AE title must be the node's;
+``allowed_calling``: the calling AE titles accepted). A refused association gets one
+log line.
 
 Stopping (:meth:`DicomNode.stop`, which the command line calls on SIGINT and SIGTERM):
 the server stops listening and open associations are aborted, the worker finishes the
 translation in progress (its output is written atomically, so an interrupt never leaves
-a partial series at a final path) and starts no other. Series still in the spool stay
-there and are reported.
+a partial series at a final path), then every series whose associations all ended with
+a normal release is translated without waiting out the idle timeout. A series still
+being received (or aborted and waiting for a retry) is set aside in a hidden
+``.interrupted-<time>-<series>`` folder of the spool and recorded ``interrupted`` in the
+manifest, with one log line saying where it is.
 
 Example:
     >>> node = DicomNode(config, translator=translator)  # doctest: +SKIP
@@ -38,9 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medi2i.dicom.node.records import describe
 from medi2i.dicom.node.send import disable_nagle
-from medi2i.dicom.node.spool import Spool, is_uid
-from medi2i.dicom.node.translation import SeriesTranslator, describe
+from medi2i.dicom.node.spool import Spool, TakenSeries, is_uid, set_aside
+from medi2i.dicom.node.translation import SeriesTranslator
 from medi2i.dicom.reading.file_records import instance_damage
 
 if TYPE_CHECKING:
@@ -66,6 +76,9 @@ class NodeConfig:
         idle_timeout: Seconds without a new instance after which a series whose
             associations were released is complete.
         poll_interval: Seconds between the worker's looks at the spool.
+        require_called_aet: Refuse an association whose called AE title is not
+            ``ae_title``.
+        allowed_calling: The calling AE titles accepted; any when empty.
     """
 
     ae_title: str = "MEDI2I"
@@ -73,6 +86,8 @@ class NodeConfig:
     port: int = 11112
     idle_timeout: float = 10.0
     poll_interval: float = 0.1
+    require_called_aet: bool = False
+    allowed_calling: tuple[str, ...] = ()
 
 
 class DicomNode:
@@ -119,10 +134,13 @@ class DicomNode:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-        for leftover in self.spool.recover():
-            self.log(leftover.describe())
+        names = self.translator.names
+        for leftover in self.spool.recover(alias=names.uid):
+            self.log(names.text(leftover.describe()))
         ae = AE(ae_title=self.config.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_S
+        ae.require_called_aet = self.config.require_called_aet
+        ae.require_calling_aet = list(self.config.allowed_calling)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
@@ -133,6 +151,7 @@ class DicomNode:
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_ended),
             (evt.EVT_CONN_CLOSE, self._on_ended),
+            (evt.EVT_REJECTED, self._on_rejected),
         ]
         self._server = ae.start_server(
             (self.config.host, self.config.port), block=False, evt_handlers=handlers
@@ -144,18 +163,25 @@ class DicomNode:
         self.log(f"listening as {self.config.ae_title} on {host}:{port}")
 
     def stop(self, timeout: float = 600.0) -> None:
-        """Stop listening, finish the translation in progress, start no other."""
+        """Stop listening, finish the translation in progress, then the series received
+        with a release; set the others aside (see the module docstring)."""
         self._stopping.set()
         if self._server is not None:
+            for association in list(self._server.active_associations):
+                association.abort()
             self._server.shutdown()
         if self._worker is not None:
             self._worker.join(timeout)
-        waiting = self.spool.waiting()
-        if waiting:
-            count = sum(len(entry.instances) for entry in waiting)
+        if self._worker is None or not self._worker.is_alive():  # one translation at a time
+            self._translate(self.spool.take_due(stopping=True))
+        rest = self.spool.take_rest()
+        for series in rest:
+            self._set_aside_interrupted(series)
+        if rest:
+            count = sum(series.instances for series in rest)
             self.log(
-                f"stopped; {len(waiting)} series ({count} instance(s)) not complete, left in "
-                f"{self.spool.root}"
+                f"stopped; {len(rest)} series ({count} instance(s)) not complete, set aside "
+                f"in {self.spool.root}"
             )
         else:
             self.log("stopped")
@@ -171,17 +197,39 @@ class DicomNode:
 
     def translate_due(self) -> int:
         """Translate every series that is complete now; return how many were handled."""
-        taken = self.spool.take_due()
+        return self._translate(self.spool.take_due())
+
+    def _translate(self, taken: list[TakenSeries]) -> int:
         for series in taken:
-            if self._stopping.is_set():
-                series.discard()
-                self.log(
-                    f"series {series.series_uid}: received {series.instances} instance(s); "
-                    "not translated: the node stopped"
-                )
-                continue
-            self.log(describe(self.translator.handle(series)))
+            try:
+                self.log(describe(self.translator.handle(series)))
+            except Exception as exc:  # the node must outlive any one series
+                self._set_aside_failed(series, exc)
         return len(taken)
+
+    def _set_aside_failed(self, series: TakenSeries, exc: Exception) -> None:
+        """One line for a series whose handling broke; its files are kept, not removed."""
+        names = self.translator.names
+        try:
+            kept = set_aside(series.folder, "failed", names.uid(series.series_uid))
+        except OSError:
+            kept = series.folder
+        self.log(
+            names.text(
+                f"series {series.series_uid}: received {series.instances} instance(s); "
+                f"failed: {type(exc).__name__}: {exc}; its instances are kept in {kept}"
+            )
+        )
+
+    def _set_aside_interrupted(self, series: TakenSeries) -> None:
+        """Keep a series the node stops with, record it ``interrupted``, log where it is."""
+        try:
+            kept: Path | None = set_aside(
+                series.folder, "interrupted", self.translator.names.uid(series.series_uid)
+            )
+        except OSError:
+            kept = None
+        self.log(describe(self.translator.record_interrupted(series, kept)))
 
     def _work(self) -> None:
         while not self._stopping.wait(self.config.poll_interval):
@@ -197,6 +245,8 @@ class DicomNode:
 
     def _on_store(self, event: Event) -> int:
         if self._stopping.is_set():
+            series_uid, sop_uid = raw_uids(event)
+            self._refuse(event, series_uid, sop_uid, "the node was stopping", log=False)
             return STORE_OUT_OF_RESOURCES
         try:
             dataset = event.dataset
@@ -206,20 +256,17 @@ class DicomNode:
             sop_uid = str(dataset.get("SOPInstanceUID", ""))
             study_uid = str(dataset.get("StudyInstanceUID", ""))
         except Exception:  # anything a garbage dataset makes pydicom raise
+            series_uid, sop_uid = raw_uids(event)
+            self._refuse(event, series_uid, sop_uid, "it cannot be decoded")
             return STORE_CANNOT_UNDERSTAND
         if sop_class != negotiated or not all(map(is_uid, (series_uid, sop_uid, study_uid))):
+            why = "its SOP Class is not the one negotiated, or a UID is not valid"
+            self._refuse(event, series_uid, sop_uid, why)
             return STORE_NOT_MATCHING
         encoded = event.encoded_dataset(include_meta=True)
         damage = instance_damage(encoded)
         if damage is not None:
-            self.spool.refuse(
-                series_uid,
-                sop_uid,
-                damage,
-                association=event.assoc,
-                calling_ae_title=_calling_ae(event),
-            )
-            self.log(f"series {series_uid}: refused damaged instance {sop_uid}: {damage}")
+            self._refuse(event, series_uid, sop_uid, f"damaged: {damage}")
             return STORE_CANNOT_UNDERSTAND
         try:
             self.spool.store(
@@ -229,9 +276,48 @@ class DicomNode:
                 association=event.assoc,
                 calling_ae_title=_calling_ae(event),
             )
-        except OSError:
+        except OSError as exc:
+            why = f"it could not be written to the spool ({exc.strerror or exc})"
+            self._refuse(event, series_uid, sop_uid, why)
             return STORE_OUT_OF_RESOURCES
         return STORE_SUCCESS
+
+    def _refuse(
+        self, event: Event, series_uid: str, sop_uid: str, reason: str, *, log: bool = True
+    ) -> None:
+        """Note a refused instance with its series (when it names both); log the first
+        refused of a series."""
+        if not (is_uid(series_uid) and is_uid(sop_uid)):
+            return  # it names no series the node could hold back
+        first = self.spool.refuse(
+            series_uid,
+            sop_uid,
+            reason,
+            association=event.assoc,
+            calling_ae_title=_calling_ae(event),
+        )
+        if log and first:  # its line when the series completes counts the others
+            names = self.translator.names
+            self.log(
+                f"series {names.uid(series_uid)}: refused instance {names.uid(sop_uid)}: "
+                f"{names.text(reason)}; the series is not translated unless every refused "
+                "instance is sent again"
+            )
+
+    def _on_rejected(self, event: Event) -> None:
+        request = event.assoc.requestor.primitive
+        calling = str(getattr(request, "calling_ae_title", "") or "").strip()
+        called = str(getattr(request, "called_ae_title", "") or "").strip()
+        title = ""
+        if self.config.require_called_aet and called != self.config.ae_title:
+            why, title = f"the called AE title is not {self.config.ae_title}", called
+        elif self.config.allowed_calling and calling not in self.config.allowed_calling:
+            why, title = "the calling AE title is not allowed (--allow-calling)", calling
+        else:
+            why = "too many associations, or its user identity failed"
+        if title and not self.translator.names.hiding:  # an AE title may name a site
+            why += f": {title!r}"
+        self.log(f"refused an association from {event.assoc.requestor.address}: {why}")
 
     def _on_released(self, event: Event) -> None:
         self.spool.end_association(event.assoc, released=True)
@@ -239,6 +325,32 @@ class DicomNode:
     def _on_ended(self, event: Event) -> None:
         # after a release nothing of this association is open any more: a no-op then
         self.spool.end_association(event.assoc, released=False)
+
+
+def raw_uids(event: Event) -> tuple[str, str]:
+    """``(Series Instance UID, SOP Instance UID)`` of a C-STORE's dataset, found in its
+    bytes without decoding it (for a dataset pydicom cannot decode); ``""`` when absent."""
+    try:
+        raw = getattr(event.request, "DataSet", None)
+        data = raw.getvalue() if raw is not None else b""
+    except Exception:
+        return "", ""
+    return _raw_uid(data, b"\x20\x00\x0e\x00"), _raw_uid(data, b"\x08\x00\x18\x00")
+
+
+def _raw_uid(data: bytes, tag: bytes) -> str:
+    """The UID value of little-endian ``tag`` (explicit or implicit VR) in ``data``."""
+    at = data.find(tag)
+    while at >= 0:
+        if data[at + 4 : at + 6] == b"UI":
+            length, start = int.from_bytes(data[at + 6 : at + 8], "little"), at + 8
+        else:
+            length, start = int.from_bytes(data[at + 4 : at + 8], "little"), at + 8
+        value = data[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        if 0 < length <= 64 and is_uid(value):
+            return value
+        at = data.find(tag, at + 1)
+    return ""
 
 
 def _calling_ae(event: Event) -> str:
@@ -251,11 +363,21 @@ def check_node_output(output: Path | None, *, spool: Path, manifest: Path) -> No
 
     The folder must be new, empty or an earlier node's (it holds ``manifest``), and may
     not hold the spool or lie inside it (:func:`medi2i.io.destinations.check_batch_root`).
+    ``dicom serve`` has no ``--overwrite``, so the message does not offer one.
 
     Raises:
         OutputError: One line naming the folder and what to do.
     """
+    from medi2i.errors import OutputError
     from medi2i.io.destinations import check_batch_root
 
-    if output is not None:
-        check_batch_root(output, input_root=spool, overwrite=False, manifest=manifest)
+    if output is None:
+        return
+    check_batch_root(output, input_root=spool, overwrite=True, manifest=manifest)
+    foreign = output.is_dir() and any(output.iterdir()) and not Path(manifest).exists()
+    if foreign or (output.exists() and not output.is_dir()):
+        raise OutputError(
+            f"--output {output} exists and holds no node manifest ({Path(manifest).name}); "
+            "give a new or empty folder, or the --output folder of an earlier node to go on "
+            "writing into it"
+        )

@@ -21,6 +21,16 @@ taken out of the spool (:meth:`Spool.take_due`) by renaming its folder to a hidd
 ``.taken-...`` sibling under the lock: instances of the same series that arrive during
 its translation start a new spool entry instead of changing the files being read.
 
+An instance the node refuses (damaged, not decodable, not writable: a full disk) is
+noted with its series (:meth:`Spool.refuse`): unless a whole copy of the same SOP
+Instance arrives before the series completes, the series is discarded, never translated
+without it.
+
+Stopping (:meth:`Spool.take_due` with ``stopping``): a series whose associations all
+ended with a release is due at once, without waiting out the idle timeout (no more of it
+can arrive); :meth:`Spool.take_rest` then takes the others, to be set aside
+(:func:`set_aside`).
+
 Recovery (:meth:`Spool.recover`, which the node calls when it starts): a node that was
 killed leaves in a persistent spool the series it was receiving, the ``.taken-...``
 series it was translating and ``.derived-...`` scratch output. Whether a left series is
@@ -33,6 +43,7 @@ interrupted translation is removed. The node logs one line for each.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -40,7 +51,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -72,8 +83,8 @@ class SpooledSeries:
         first_received: When its first instance arrived (clock seconds).
         last_received: When its latest instance arrived.
         calling_ae_titles: Who sent it.
-        refused: Why each instance refused as damaged (by SOP Instance UID) was
-            refused, until a sound copy of it arrives.
+        refused: Why each refused instance (by SOP Instance UID) was refused (damaged,
+            not writable, ...), until a whole copy of it arrives.
     """
 
     series_uid: str
@@ -99,8 +110,11 @@ class TakenSeries:
             aborted and no retry came (then it must be discarded, not translated).
         receive_seconds: From its first to its last instance.
         calling_ae_titles: Who sent it, sorted.
-        refused: Why instances of it were refused as damaged and not sent again: it
-            lacks them, so it must be discarded, not translated.
+        refused: Why instances of it were refused and not sent again whole
+            (``"<SOP Instance UID>: <reason>"``): it lacks them, so it must be
+            discarded, not translated.
+        instance_uids: The SOP Instance UIDs received (empty when not known: then the
+            file names in ``folder`` tell, see :meth:`received_uids`).
     """
 
     series_uid: str
@@ -110,6 +124,18 @@ class TakenSeries:
     receive_seconds: float
     calling_ae_titles: tuple[str, ...]
     refused: tuple[str, ...] = ()
+    instance_uids: frozenset[str] = frozenset()
+
+    def received_uids(self) -> frozenset[str]:
+        """The SOP Instance UIDs received: :attr:`instance_uids`, else the spool's file
+        names (``<SOP Instance UID>.dcm``)."""
+        if self.instance_uids:
+            return self.instance_uids
+        if not self.folder.is_dir():
+            return frozenset()
+        return frozenset(
+            path.stem for path in self.folder.glob("*.dcm") if not is_temporary(path.name)
+        )
 
     def discard(self) -> None:
         """Remove the taken files."""
@@ -194,6 +220,7 @@ class Spool:
         path = folder / f"{sop_instance_uid}.dcm"
         temporary = temporary_sibling(path)
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             temporary.write_bytes(encoded)
             os.replace(temporary, path)
         except BaseException:
@@ -216,10 +243,16 @@ class Spool:
         *,
         association: Hashable,
         calling_ae_title: str = "",
-    ) -> None:
-        """Note an instance of ``series_uid`` that was refused as damaged (nothing of it
-        is kept): unless a sound copy arrives before the series completes, the series is
-        discarded rather than translated without it (:attr:`TakenSeries.refused`).
+    ) -> bool:
+        """Note an instance of ``series_uid`` that was refused (damaged, not decodable, not
+        writable; nothing of it is kept): unless a whole copy arrives before the series
+        completes, the series is discarded rather than translated without it
+        (:attr:`TakenSeries.refused`). ``reason`` says why (``"damaged: ..."``).
+
+        Returns:
+            Whether it is the first instance of the series refused (and not yet sent
+            again whole), so that a full disk makes one log line per series, not one
+            per instance.
 
         Raises:
             ValueError: A UID that is not a valid DICOM UID.
@@ -229,11 +262,13 @@ class Spool:
         with self._lock:
             entry = self._entry(series_uid)
             entry.open_associations.add(association)
+            first = not entry.refused
             if sop_instance_uid not in entry.instances:  # a sound copy arrived before
                 entry.refused[sop_instance_uid] = reason
             entry.last_received = self._clock()
             if calling_ae_title:
                 entry.calling_ae_titles.add(calling_ae_title)
+            return first and bool(entry.refused)
 
     def _entry(self, series_uid: str) -> SpooledSeries:
         entry = self._series.get(series_uid)
@@ -242,8 +277,7 @@ class Spool:
             entry = SpooledSeries(
                 series_uid, self.root / series_uid, first_received=now, last_received=now
             )
-            entry.folder.mkdir(parents=True, exist_ok=True)
-            self._series[series_uid] = entry
+            self._series[series_uid] = entry  # its folder is made by the first store
         return entry
 
     def end_association(self, association: Hashable, *, released: bool) -> None:
@@ -254,22 +288,38 @@ class Spool:
                     entry.open_associations.discard(association)
                     entry.ending = "released" if released else "aborted"
 
-    def take_due(self) -> list[TakenSeries]:
-        """Take out every series that completed, or that must be discarded."""
+    def take_due(self, *, stopping: bool = False) -> list[TakenSeries]:
+        """Take out every series that completed, or that must be discarded.
+
+        With ``stopping``, a series whose associations all ended with a release is due
+        without waiting out the idle timeout (the node stops: nothing more of it comes).
+        """
         now = self._clock()
         taken = []
         with self._lock:
             for uid, entry in list(self._series.items()):
                 idle = now - entry.last_received >= self.idle_timeout
-                if entry.open_associations or entry.ending == "open" or not idle:
+                if entry.open_associations or entry.ending == "open":
+                    continue
+                if not idle and not (stopping and entry.ending == "released"):
                     continue
                 del self._series[uid]
                 taken.append(self._take(entry))
         return taken
 
+    def take_rest(self) -> list[TakenSeries]:
+        """Take out every series still in the spool, none of them complete (for a node
+        that stops: still being received, or aborted and waiting for a retry)."""
+        with self._lock:
+            entries = list(self._series.values())
+            self._series.clear()
+            return [replace(self._take(entry), complete=False) for entry in entries]
+
     def _take(self, entry: SpooledSeries) -> TakenSeries:
         hidden = entry.folder.with_name(f".taken-{entry.series_uid}-{secrets.token_hex(4)}")
-        os.replace(entry.folder, hidden)
+        # every instance of it refused, nothing stored: ``hidden`` does not exist then
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(entry.folder, hidden)
         return TakenSeries(
             series_uid=entry.series_uid,
             folder=hidden,
@@ -278,21 +328,25 @@ class Spool:
             receive_seconds=round(entry.last_received - entry.first_received, 3),
             calling_ae_titles=tuple(sorted(entry.calling_ae_titles)),
             refused=tuple(f"{uid}: {entry.refused[uid]}" for uid in sorted(entry.refused)),
+            instance_uids=frozenset(entry.instances),
         )
 
-    def recover(self) -> list[Leftover]:
-        """Set aside what an earlier node left (see the module docstring); call before use."""
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    def recover(self, alias: Callable[[str], str] = str) -> list[Leftover]:
+        """Set aside what an earlier node left (see the module docstring); call before use.
+
+        ``alias`` names a series in the set-aside folder's name (its pseudonym when the
+        node de-identifies).
+        """
         found = []
         for folder in sorted(self.root.iterdir()):
             if not folder.is_dir():
                 continue
-            leftover = self._set_aside(folder, stamp)
+            leftover = self._recover(folder, alias)
             if leftover is not None:
                 found.append(leftover)
         return found
 
-    def _set_aside(self, folder: Path, stamp: str) -> Leftover | None:
+    def _recover(self, folder: Path, alias: Callable[[str], str]) -> Leftover | None:
         name = folder.name
         taken, scratch = _TAKEN.match(name), _SCRATCH.match(name)
         if scratch is not None:
@@ -303,13 +357,31 @@ class Spool:
         if not is_uid(uid):
             return None  # not the spool's: earlier abandoned series, anything else
         count = sum(1 for path in folder.glob("*.dcm") if not is_temporary(path.name))
-        target = folder.with_name(f".abandoned-{stamp}-{uid}")
-        while target.exists():
-            target = folder.with_name(f".abandoned-{stamp}-{uid}-{secrets.token_hex(2)}")
-        os.replace(folder, target)
+        target = set_aside(folder, "abandoned", alias(uid))
         return Leftover(uid, count, "taken" if taken else "received", target)
 
     def waiting(self) -> list[SpooledSeries]:
         """The series still being received or waiting for their idle timeout."""
         with self._lock:
             return list(self._series.values())
+
+
+def set_aside(folder: Path, kind: str, name: str) -> Path:
+    """Move ``folder`` to a hidden ``.<kind>-<UTC time>-<name>`` sibling; return it.
+
+    The spool's recovery leaves such folders alone: they are kept for a person to
+    inspect, send again (``medi2i dicom send``) or delete. A missing ``folder`` (nothing
+    of the series was stored) becomes an empty one.
+
+    Raises:
+        OSError: It cannot be moved (nor, when missing, made).
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = folder.with_name(f".{kind}-{stamp}-{name}")
+    while target.exists():
+        target = folder.with_name(f".{kind}-{stamp}-{name}-{secrets.token_hex(2)}")
+    if folder.exists():
+        os.replace(folder, target)
+    else:
+        target.mkdir(parents=True)
+    return target

@@ -10,27 +10,32 @@ to it, ``<method id>.provenance.json`` (:func:`medi2i.provenance.provenance`: me
 plugin, options, weights and the hash of the volume read, plus ``series_uid``,
 ``study_uid`` and ``calling_ae``; no input path, since the spooled files are removed;
 with ``deidentify`` no UIDs or AE titles either). With ``deidentify`` nothing the node
-writes names the source, as in ``medi2i batch --deidentify``: the folder is named by the
-series' pseudonym (``<output>/<pseudonym>/<method id>/``), the derived series and the
-manifest carry the same salted pseudonyms, kept stable across runs by the salt file of
-:func:`medi2i.dicom.writing.deidentify.folder_deidentifier` in ``output`` (in the spool
-when the node only forwards), and error messages have the source's UIDs and spool paths
-replaced. A series received again later
-replaces its earlier derived series and sidecar. With a forward peer the derived files are then
-sent with C-STORE (:mod:`medi2i.dicom.node.send`); without ``output`` they are written to a
-hidden folder in the spool and removed once sent.
+writes or prints names the source, as in ``medi2i batch --deidentify``: the folder is
+named by the series' pseudonym (``<output>/<pseudonym>/<method id>/``), the derived
+series and the manifest carry the same salted pseudonyms, kept stable across runs by the
+salt file of :func:`medi2i.dicom.writing.deidentify.folder_deidentifier` in ``output``
+(in the spool when the node only forwards), and messages name UIDs by their pseudonyms
+and no Series Description (:mod:`medi2i.dicom.node.naming`).
 
-The manifest is JSON Lines like batch's, one record appended per event::
+Not translated: a series of no image (a structured report, a presentation state) is
+``skipped``; one whose instances belong to several studies (one Series Instance UID
+reused) is ``failed``, as ``medi2i predict`` refuses such a folder.
 
-    {"series_uid": "1.2.3", "study_uid": "1.2", "instances": 200, "calling_ae": ["SCANNER"],
-     "status": "done", "outputs": [".../1.2.3/pix2pix"], "forwarded_to": "PACS@host:104",
-     "error": null, "timings": {"receive": 3.1, "read": 0.2, "infer": 5.0, "write": 0.7,
-     "send": 1.2}, "time": "2025-01-31T..."}
+A series received again later replaces its earlier derived series and sidecar (with new
+Series and SOP Instance UIDs) only when it holds every instance the earlier one was made
+from (:mod:`medi2i.dicom.node.history`); instances arriving later that are not a full
+resend are ``failed`` and the earlier output is kept.
 
-``status`` is ``received`` (written before translating), ``done``, ``failed`` (with
-``error``), ``skipped`` (not what the selection rules ask for) or ``discarded`` (its association
-was aborted, or an instance of it was refused as damaged, and no retry came: nothing was
-translated).
+With a forward peer the derived files are then sent with C-STORE
+(:mod:`medi2i.dicom.node.send`); without ``output`` they are written to a hidden folder
+in the spool and removed once sent. A derived series that was not sent in full is never
+deleted: without ``output`` it is kept in a ``.unforwarded-<time>-<series>`` folder of
+the spool, and the record names it and counts what the peer stored and refused.
+
+The received instances are removed once the series is recorded, except when its output
+or the manifest could not be written: then they are kept in a ``.failed-<time>-<series>``
+folder of the spool (the log line says where), so nothing acknowledged to the sender is
+lost. The manifest's records are described in :mod:`medi2i.dicom.node.records`.
 """
 
 from __future__ import annotations
@@ -38,20 +43,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from medi2i.batch import failure_message, timed_stage
+from medi2i.dicom.node.history import SeriesHistory, partial_resend_message
+from medi2i.dicom.node.naming import SourceNames
+from medi2i.dicom.node.records import SeriesRecord, SeriesStatus, append_record, describe
+from medi2i.dicom.node.spool import set_aside
 from medi2i.errors import InputError, OutputError
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.dicom.node.send import Peer
+    from medi2i.dicom.node.send import Peer, SendReport
     from medi2i.dicom.node.spool import TakenSeries
     from medi2i.dicom.reading.series_records import SeriesInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
@@ -62,42 +70,34 @@ if TYPE_CHECKING:
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
-SeriesStatus = Literal["received", "done", "failed", "skipped", "discarded"]
+__all__ = ["STAGES", "SeriesRecord", "SeriesStatus", "SeriesTranslator", "describe"]
+
 STAGES = ("receive", "read", "infer", "write", "send")
 
 
 @dataclass(frozen=True)
-class SeriesRecord:
-    """One manifest line: the state of one received series after an event."""
+class _Outcome:
+    """What translating one series came to, before it is recorded.
 
-    series_uid: str
-    instances: int
-    calling_ae: tuple[str, ...] = ()
-    study_uid: str | None = None
-    status: SeriesStatus = "received"
-    outputs: tuple[str, ...] = ()
-    forwarded_to: str | None = None
+    Attributes:
+        record: The record (naming the source; scrubbed when written).
+        keep_input: Keep the received instances (the output could not be written).
+        descriptions: Series Descriptions of the received files, hidden when
+            de-identifying.
+    """
+
+    record: SeriesRecord
+    keep_input: bool = False
+    descriptions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """Where a derived series went: ``outputs`` written, and the forward's report."""
+
+    outputs: tuple[str, ...]
+    report: SendReport | None = None
     error: str | None = None
-    timings: Mapping[str, float] = field(default_factory=dict)
-    time: str = ""
-
-    def to_json(self) -> str:
-        """The record as one JSON line (no newline)."""
-        raw = asdict(self)
-        return json.dumps(
-            {**raw, "calling_ae": list(self.calling_ae), "outputs": list(self.outputs)}
-        )
-
-
-def append_record(manifest: Path, record: SeriesRecord) -> SeriesRecord:
-    """Stamp ``record`` with the time and append it to ``manifest`` as one flushed line."""
-    stamped = replace(record, time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    with manifest.open("a", encoding="utf-8") as stream:
-        stream.write(stamped.to_json() + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    return stamped
 
 
 @dataclass(frozen=True)
@@ -148,31 +148,15 @@ class SeriesTranslator:
 
         return folder_deidentifier(self.output if self.output is not None else self.work)
 
-    def _name(self, uid: str | None) -> str | None:
-        """``uid``, or its pseudonym when de-identifying."""
-        if uid is None or self._deidentifier is None:
-            return uid
-        return self._deidentifier.uid(uid)
+    @cached_property
+    def names(self) -> SourceNames:
+        """How the node names source series in what it writes and prints."""
+        return SourceNames(self._deidentifier)
 
-    def _scrubbed(
-        self, record: SeriesRecord, taken: TakenSeries, study: str | None
-    ) -> SeriesRecord:
-        """The record as written: no source UID, AE title or spool path when de-identifying."""
-        if self._deidentifier is None:
-            return record
-        error = record.error
-        if error is not None:
-            for original in (taken.series_uid, study):
-                if original:
-                    error = error.replace(original, "<uid>")
-            error = error.replace(str(self.work), "<spool>")
-        return replace(
-            record,
-            series_uid=self._name(taken.series_uid) or "",
-            study_uid=self._name(study),
-            calling_ae=(),
-            error=error,
-        )
+    @cached_property
+    def _history(self) -> SeriesHistory:
+        root = self.output if self.output is not None else self.work
+        return SeriesHistory(root, self.method.id)
 
     @cached_property
     def _engine(self) -> SlidingWindowEngine:
@@ -189,50 +173,150 @@ class SeriesTranslator:
 
         return Registry(load_plugins())
 
+    # -- one series, from the spool to the manifest -----------------------------------------
+
     def handle(self, taken: TakenSeries) -> SeriesRecord:
-        """Translate (or discard) ``taken``, record it and remove its spooled files."""
+        """Translate (or discard) ``taken``, record it and remove its spooled files.
+
+        Never raises for a failure of the series: a manifest that cannot be written is
+        told in the returned record's ``note`` (the log line), and the received files of
+        a series that failed to be written are kept (see the module docstring).
+
+        Returns:
+            The record as written (de-identified when the node de-identifies).
+        """
         record = SeriesRecord(
             series_uid=taken.series_uid,
             instances=taken.instances,
             calling_ae=taken.calling_ae_titles,
             timings={"receive": taken.receive_seconds},
         )
-        try:
-            if not taken.complete or taken.refused:
-                why = (
-                    f"{len(taken.refused)} instance(s) of it were refused as damaged and "
-                    f"not sent again (SOP Instance {taken.refused[0]})"
-                    if taken.refused
-                    else "the association was aborted and the series was not sent again"
-                )
-                discarded = replace(
-                    record, status="discarded", error=f"{why}; nothing was translated"
-                )
-                return append_record(self.manifest, self._scrubbed(discarded, taken, None))
-            append_record(self.manifest, self._scrubbed(record, taken, None))
-            final = self._translate(taken, record)
-            return append_record(self.manifest, self._scrubbed(final, taken, final.study_uid))
-        finally:
+        problems: list[str] = []
+        if not taken.complete or taken.refused:
+            outcome = _Outcome(replace(record, status="discarded", error=_discard_reason(taken)))
+        else:
+            self._append(record, (), problems)
+            outcome = self._translate(taken, record)
+        final = outcome.record
+        kept = outcome.keep_input or (bool(problems) and final.status == "failed")
+        if kept:
+            final = self._keep_input(taken, final)
+        self._append(final, outcome.descriptions, problems)
+        if problems and not kept and final.status == "failed":
+            final, kept = self._keep_input(taken, final), True
+        if not kept:
             taken.discard()
+        if problems:
+            final = replace(
+                final, note=f"the manifest {self.manifest} could not be written ({problems[-1]})"
+            )
+        return self._scrubbed(final, outcome.descriptions)
 
-    def _translate(self, taken: TakenSeries, record: SeriesRecord) -> SeriesRecord:
+    def record_interrupted(self, taken: TakenSeries, kept_in: Path | None) -> SeriesRecord:
+        """Record a series the node stops with (not complete): where its files are kept.
+
+        Returns:
+            The record as written, with a ``note`` when the manifest could not be.
+        """
+        where = (
+            f"its {taken.instances} received instance(s) are kept in {kept_in}: send the "
+            "series again to translate it"
+            if kept_in is not None
+            else f"its instances could not be set aside and are left in {taken.folder}"
+        )
+        record = SeriesRecord(
+            series_uid=taken.series_uid,
+            instances=taken.instances,
+            calling_ae=taken.calling_ae_titles,
+            status="interrupted",
+            error=f"the node stopped before the series was complete; {where}",
+            timings={"receive": taken.receive_seconds},
+        )
+        problems: list[str] = []
+        self._append(record, (), problems)
+        if problems:
+            record = replace(
+                record, note=f"the manifest {self.manifest} could not be written ({problems[-1]})"
+            )
+        return self._scrubbed(record, ())
+
+    def _append(
+        self, record: SeriesRecord, descriptions: Sequence[str], problems: list[str]
+    ) -> None:
+        """Append ``record`` (scrubbed) to the manifest; a failure goes to ``problems``."""
+        try:
+            append_record(self.manifest, self._scrubbed(record, descriptions))
+        except OSError as exc:
+            problems.append(str(exc))
+
+    def _keep_input(self, taken: TakenSeries, record: SeriesRecord) -> SeriesRecord:
+        """Set the received files of a failed series aside; the record says where."""
+        try:
+            folder = set_aside(taken.folder, "failed", self.names.uid(taken.series_uid))
+        except OSError:
+            folder = taken.folder
+        kept = (
+            f"its {taken.instances} received instance(s) are kept in {folder}: to translate "
+            f"them, send them to the node again (medi2i dicom send {folder} HOST:PORT:AET)"
+        )
+        return replace(record, error=f"{record.error}; {kept}")
+
+    def _scrubbed(self, record: SeriesRecord, descriptions: Sequence[str]) -> SeriesRecord:
+        """The record as written and printed: naming no source when de-identifying."""
+        names = self.names
+        if not names.hiding:
+            return record
+
+        def text(value: str | None) -> str | None:
+            return None if value is None else names.text(value, descriptions=descriptions)
+
+        return replace(
+            record,
+            series_uid=names.uid(record.series_uid),
+            study_uid=names.optional_uid(record.study_uid),
+            calling_ae=(),
+            error=text(record.error),
+            note=text(record.note),
+        )
+
+    def _translate(self, taken: TakenSeries, record: SeriesRecord) -> _Outcome:
         timings = dict(record.timings)
+        descriptions: tuple[str, ...] = ()
         try:
             found = self._scanned(taken)
+            descriptions = tuple(info.description for info in found)
             record = replace(record, study_uid=found[0].study_instance_uid)
-            if self.selector is not None and not any(map(self.selector.matches, found)):
-                return replace(
-                    record,
-                    status="skipped",
-                    error=f"not selected ({found[0].modality or '?'} "
-                    f"'{found[0].description}'; the node translates {self._wanted()})",
-                )
-            outputs, forwarded = self._run(self._pick(taken, found), timings, record.calling_ae)
+            skipped = self._skip_reason(found)
+            if skipped is not None:
+                skip = replace(record, status="skipped", error=skipped)
+                return _Outcome(skip, False, descriptions)
+            series = self._pick(taken, found)
+            made_from = frozenset(path.stem for path in series.files)
+            earlier = self._history.earlier(self.names.uid(taken.series_uid))
+            received = frozenset(map(self.names.uid, taken.received_uids()))
+            if earlier is not None and not earlier <= received:
+                error = partial_resend_message(earlier, received)
+                return _Outcome(replace(record, status="failed", error=error), False, descriptions)
+            delivery = self._run(taken, series, made_from, timings)
         except Exception as exc:  # one bad series must never stop the node
-            return replace(record, status="failed", error=failure_message(exc), timings=timings)
-        return replace(
-            record, status="done", outputs=outputs, forwarded_to=forwarded, timings=timings
+            failed = replace(record, status="failed", error=failure_message(exc), timings=timings)
+            return _Outcome(failed, isinstance(exc, (OutputError, OSError)), descriptions)
+        report = delivery.report
+        status: SeriesStatus = "failed" if delivery.error is not None else "done"
+        final = replace(
+            record,
+            status=status,
+            outputs=delivery.outputs,
+            forwarded_to=str(self.forward) if self.forward is not None else None,
+            forwarded=(
+                {"sent": len(report.sent), "failed": len(report.failed)}
+                if report is not None
+                else None
+            ),
+            error=delivery.error,
+            timings=timings,
         )
+        return _Outcome(final, False, descriptions)
 
     def _scanned(self, taken: TakenSeries) -> Sequence[SeriesInfo]:
         """The received files' series (one per volume of a series of several)."""
@@ -243,13 +327,31 @@ class SeriesTranslator:
             raise InputError(f"series {taken.series_uid}: no image among the received files")
         return found
 
+    def _skip_reason(self, found: Sequence[SeriesInfo]) -> str | None:
+        """Why the series is ``skipped``: no image in it, or not what the rules pick."""
+        images = [info for info in found if info.images]
+        if not images:
+            kinds = sorted({info.modality or info.sop_class_name or "?" for info in found})
+            return f"not an image series ({', '.join(kinds)}); only image series are translated"
+        if self.selector is not None and not any(map(self.selector.matches, images)):
+            first = images[0]
+            return (
+                f"not selected ({first.modality or '?'} '{first.description}'; the node "
+                f"translates {self._wanted()})"
+            )
+        return None
+
     def _pick(self, taken: TakenSeries, found: Sequence[SeriesInfo]) -> SeriesInfo:
         from medi2i.dicom.reading.series_selection import select_series
 
-        if len({info.series_instance_uid for info in found}) != 1:
+        images = [info for info in found if info.images]
+        studies = sorted({info.study_instance_uid for info in images})
+        if len(studies) > 1:
             raise InputError(
-                f"series {taken.series_uid}: the received files form {len(found)} series, "
-                "not one; nothing was translated"
+                f"series {taken.series_uid}: its instances belong to {len(studies)} studies "
+                f"({', '.join(studies)}), but a Series Instance UID names one series of one "
+                "study; nothing was translated: send each study's series with its own Series "
+                "Instance UID"
             )
         return select_series(found, self.selector)
 
@@ -262,9 +364,15 @@ class SeriesTranslator:
         rules = self.selector.model_dump(exclude_defaults=True, exclude={"slice_tolerance_mm"})
         return ", ".join(f"{key}={value}" for key, value in rules.items())
 
+    # -- translating, writing, forwarding ---------------------------------------------------
+
     def _run(
-        self, series: SeriesInfo, timings: dict[str, float], calling_ae: tuple[str, ...]
-    ) -> tuple[tuple[str, ...], str | None]:
+        self,
+        taken: TakenSeries,
+        series: SeriesInfo,
+        made_from: frozenset[str],
+        timings: dict[str, float],
+    ) -> _Delivery:
         from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
         from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
@@ -283,25 +391,60 @@ class SeriesTranslator:
             )
         require_varying_output(  # a constant volume is a collapse, never a result
             result.as_tensor().detach().cpu().numpy(),
-            f"the output of {self.method.id!r} for series {self._name(series.series_instance_uid)}",
+            f"the output of {self.method.id!r} for series {series.series_instance_uid}",
             hint=COLLAPSED_HINT,
         )
+        name = self.names.uid(series.series_instance_uid)
         scratch = None
         if self.output is not None:
-            folder = self.output / str(self._name(series.series_instance_uid)) / self.method.id
+            folder = self.output / name / self.method.id
         else:
-            scratch = self.work / f".derived-{series.series_instance_uid}-{os.getpid()}"
+            scratch = self.work / f".derived-{name}-{os.getpid()}"
             folder = scratch / self.method.id
         try:
             with timed_stage(timings, "write"):
                 files = self._write(result, folder)
                 if scratch is None:
-                    self._provenance(series, image, folder, calling_ae, facts)
-            forwarded = self._forward(files, timings)
-        finally:
+                    self._provenance(series, image, folder, taken.calling_ae_titles, facts)
+                self._history.remember(
+                    self.names.uid(taken.series_uid), map(self.names.uid, made_from)
+                )
+            report = self._forward(files, timings)
+        except BaseException:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-        return ((str(folder),) if scratch is None else ()), forwarded
+            raise
+        return self._delivered(folder, scratch, report, len(files))
+
+    def _delivered(
+        self, folder: Path, scratch: Path | None, report: SendReport | None, count: int
+    ) -> _Delivery:
+        """What became of the derived series in ``folder``; an unsent one is kept."""
+        outputs = (str(folder),) if scratch is None else ()
+        if report is None or not report.failed:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return _Delivery(outputs, report)
+        assert self.forward is not None
+        peer = self.forward
+        error = f"forwarded {len(report.sent)} of {count} derived file(s) to {peer}: "
+        error += report.failed[0][1]
+        if scratch is not None:
+            name = scratch.name.removeprefix(".derived-").rsplit("-", 1)[0]
+            try:
+                kept = set_aside(scratch, "unforwarded", name) / folder.name
+            except OSError:
+                kept = folder
+            outputs = (str(kept),)
+            error += f"; the derived series is kept in {kept}"
+        else:
+            kept = folder
+            error += f"; the derived series is stored in {kept}"
+        error += (
+            f": send it again with 'medi2i dicom send {kept} {peer.host}:{peer.port}:"
+            f"{peer.ae_title}'"
+        )
+        return _Delivery(outputs, report, error)
 
     def _write(self, result: MetaTensor, folder: Path) -> list[Path]:
         from medi2i.dicom.source import META_KEY, DicomSource
@@ -353,36 +496,22 @@ class SeriesTranslator:
         with atomic_path(folder.with_name(f"{self.method.id}.provenance.json")) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
 
-    def _forward(self, files: list[Path], timings: dict[str, float]) -> str | None:
+    def _forward(self, files: list[Path], timings: dict[str, float]) -> SendReport | None:
         if self.forward is None:
             return None
         from medi2i.dicom.node.send import send_files
 
         with timed_stage(timings, "send"):
-            report = send_files(files, self.forward, calling_ae_title=self.calling_ae_title)
-        if report.failed:
-            first = report.failed[0][1]
-            raise OutputError(
-                f"forwarded {len(report.sent)} of {len(files)} derived file(s) to "
-                f"{self.forward}: {first}"
-            )
-        return str(self.forward)
+            return send_files(files, self.forward, calling_ae_title=self.calling_ae_title)
 
 
-def describe(record: SeriesRecord) -> str:
-    """The node's one log line for a series."""
-    head = f"series {record.series_uid}: received {record.instances} instance(s)"
-    if record.calling_ae:
-        head += f" from {', '.join(record.calling_ae)}"
-    if record.status == "done":
-        seconds = sum(record.timings.get(stage, 0.0) for stage in ("read", "infer", "write"))
-        parts = [f"translated in {seconds:.1f} s"]
-        if record.outputs:
-            parts.append(f"stored to {record.outputs[0]}")
-        if record.forwarded_to:
-            parts.append(f"sent to {record.forwarded_to}")
-        return f"{head}; {'; '.join(parts)}"
-    return f"{head}; {record.status}: {record.error}"
-
-
-LogLine = Callable[[str], None]
+def _discard_reason(taken: TakenSeries) -> str:
+    """Why a series is discarded: an instance of it refused, or its association aborted."""
+    if taken.refused:
+        why = (
+            f"{len(taken.refused)} instance(s) of it were refused and not sent again whole "
+            f"(SOP Instance {taken.refused[0]})"
+        )
+    else:
+        why = "the association was aborted and the series was not sent again"
+    return f"{why}; nothing was translated"

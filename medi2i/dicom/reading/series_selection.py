@@ -163,7 +163,7 @@ def select_series(
         if len(images) == 1:
             return images[0]  # reading it fails with its own problems, the clearest message
         raise InputError(_none_message(series, selector))
-    if selector.volume is None and len({info.series_instance_uid for info in found}) == 1:
+    if selector.volume is None and _volumes_of_one_series(found):
         found = found[:1]  # the volumes of one series: which one is asked below
     if len(found) == 1:
         chosen = found[0]
@@ -175,6 +175,8 @@ def select_series(
         raise InputError(_volumes_message(series, chosen))
     if chosen is not None:
         return chosen
+    if len({info.series_instance_uid for info in found}) == 1:
+        raise InputError(_shared_uid_message(found))
     raise InputError(
         f"{len(found)} series match ({selector.rules()}): {_listing(found)}; pick one with "
         f"{_by_modality(found, selector)}a description pattern, an orientation or its series "
@@ -192,7 +194,7 @@ def _largest(found: Sequence[SeriesInfo]) -> SeriesInfo:
 
     biggest = max(size(info) for info in found)
     tied = [info for info in found if size(info) == biggest]
-    if len({info.series_instance_uid for info in tied}) == 1:
+    if _volumes_of_one_series(tied):
         return tied[0]  # volumes of one series: which one is asked for by the caller
     listed = "; ".join(
         f"#{info.series_number if info.series_number is not None else '?'} "
@@ -204,6 +206,29 @@ def _largest(found: Sequence[SeriesInfo]) -> SeriesInfo:
         f"largest: {len(tied)} series tie for the largest ({biggest[0]} voxels): "
         f"{listed}{more}; pick one with its series UID (--series-uid UID, or series_uid: in "
         "a workflow) or a description pattern (--description); 'medi2i dicom ls' lists them"
+    )
+
+
+def _volumes_of_one_series(found: Sequence[SeriesInfo]) -> bool:
+    """Whether ``found`` are the volumes (echoes, time points) of one series of one study,
+    or that one series alone; not different series (another study, another orientation)
+    that happen to share a Series Instance UID."""
+    if len(found) == 1:
+        return True
+    keys = {(info.study_instance_uid, info.series_instance_uid) for info in found}
+    return len(keys) == 1 and all(info.volume is not None for info in found)
+
+
+def _shared_uid_message(found: Sequence[SeriesInfo]) -> str:
+    """Several series that match share one Series Instance UID (reused in two studies)."""
+    studies = len({info.study_instance_uid for info in found})
+    where = f" of {studies} studies" if studies > 1 else ""
+    return (
+        f"{len(found)} series{where} share the Series Instance UID "
+        f"{found[0].series_instance_uid}: {_listing(found)}; a series UID should name one "
+        "series, so none is picked: give the folder of one study, or pick one with a "
+        "description pattern or an orientation (--orientation), or take the largest "
+        "(--largest); 'medi2i dicom ls' lists them"
     )
 
 

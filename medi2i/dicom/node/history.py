@@ -1,0 +1,87 @@
+"""Which instances each series a DICOM node translated was made from.
+
+A sender may deliver one series in several associations, hours apart, and a series
+completes after ``--idle-timeout`` (see :mod:`medi2i.dicom.node.spool`): the part that
+arrives later would then be translated alone and replace the derived series made from
+the first part. So the node remembers, per series and method, the SOP Instance UIDs a
+derived series was made from (pseudonyms when de-identifying), in one small JSON file
+per series under ``<folder>/.medi2i-translated/`` (``folder`` is the node's ``--output``,
+else its spool)::
+
+    {"series": "1.2.3", "method": "pix2pix", "instances": ["1.2.3.1", "1.2.3.2"],
+     "time": "2025-01-31T..."}
+
+A later delivery of the series replaces that derived series only when it holds every
+one of those instances (a full resend); otherwise it is refused
+(:func:`partial_resend_message`) and the earlier output is kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+FOLDER_NAME = ".medi2i-translated"
+
+
+@dataclass(frozen=True)
+class SeriesHistory:
+    """The instances translated series were made from, kept under ``root``.
+
+    Attributes:
+        root: The node's output folder, or its spool when it only forwards.
+        method_id: The node's method (a series is remembered per method).
+    """
+
+    root: Path
+    method_id: str
+
+    def _path(self, name: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in name)
+        method = "".join(c if c.isalnum() or c in ".-_" else "_" for c in self.method_id)
+        return self.root / FOLDER_NAME / f"{safe}--{method}.json"
+
+    def earlier(self, name: str) -> frozenset[str] | None:
+        """The instances the derived series of ``name`` was made from, or ``None``.
+
+        A file that cannot be read counts as none (the node never refused a series
+        because its own note was damaged).
+        """
+        try:
+            found = json.loads(self._path(name).read_text(encoding="utf-8"))
+            return frozenset(str(uid) for uid in found["instances"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remember(self, name: str, instances: Iterable[str]) -> None:
+        """Note that the derived series of ``name`` was made from ``instances`` (atomic).
+
+        Raises:
+            OSError: The note cannot be written.
+        """
+        from medi2i.io.atomic import atomic_path
+
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        note = {
+            "series": name,
+            "method": self.method_id,
+            "instances": sorted(instances),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        with atomic_path(path) as temporary:
+            temporary.write_text(json.dumps(note) + "\n", encoding="utf-8")
+
+
+def partial_resend_message(earlier: frozenset[str], received: frozenset[str]) -> str:
+    """Why instances that arrived after their series was translated are not translated."""
+    missing = len(earlier - received)
+    return (
+        f"{len(received)} instance(s) arrived after the series was translated from "
+        f"{len(earlier)} instance(s), and {missing} of those are not among them: they are "
+        "not a full resend, so nothing was translated and the earlier output is kept; send "
+        "the whole series again to replace it"
+    )
