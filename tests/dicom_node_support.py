@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from monai.data.meta_tensor import MetaTensor
 
 from medi2i.dicom.node.dicom_node import DicomNode, NodeConfig
 from medi2i.dicom.node.send import Peer
 from medi2i.dicom.node.spool import Spool
 from medi2i.dicom.node.translation import SeriesTranslator
 from medi2i.dicom.reading.series_selection import SeriesSelector
-from medi2i.method import Method
+from medi2i.method import Method, PredictContext, Task, VolumeSpec
 from medi2i.testing.dicom_series import write_series
 
 METHOD = "intensity-inversion"
@@ -58,6 +60,18 @@ def records(manifest: Path) -> list[dict[str, object]]:
 
 def final_statuses(manifest: Path) -> list[object]:
     return [r["status"] for r in records(manifest) if r["status"] != "received"]
+
+
+class ConstantCT(Method):
+    """A collapsed translation: the same value everywhere, whatever the input."""
+
+    id = "test-constant"
+    tasks = (Task.TRANSLATION,)
+    input_spec = VolumeSpec(modality="MR")
+    output_spec = VolumeSpec(modality="CT", units="HU")
+
+    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
+        return torch.zeros_like(image.as_tensor())
 
 
 def make_node(

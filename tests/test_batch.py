@@ -29,6 +29,7 @@ from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
 from medi2i.study_discovery import study_keys
 from medi2i.testing.dicom_series import write_series
+from tests.dicom_node_support import ConstantCT
 
 SHAPE = (12, 10, 5)
 SETTINGS = InferenceSettings(device="cpu", progress=False)
@@ -50,18 +51,6 @@ class DoubleToCT(Method):
         DoubleToCT.calls.append(1)
         context.facts["scaled_by"] = 2.0  # what the provenance's "run" records
         return image.as_tensor() * 2.0 - 1000.0
-
-
-class ConstantCT(Method):
-    """A collapsed translation: the same value everywhere, whatever the input."""
-
-    id = "test-constant"
-    tasks = (Task.TRANSLATION,)
-    input_spec = VolumeSpec(modality="MR")
-    output_spec = VolumeSpec(modality="CT", units="HU")
-
-    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
-        return torch.zeros_like(image.as_tensor())
 
 
 def _values(seed: int) -> np.ndarray:

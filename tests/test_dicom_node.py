@@ -16,17 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from monai.data.meta_tensor import MetaTensor
 
 from medi2i.dicom.node.dicom_node import DicomNode
 from medi2i.dicom.node.send import Peer, disable_nagle, send_files
 from medi2i.dicom.node.spool import Spool
-from medi2i.method import Method, PredictContext, Task, VolumeSpec
 from tests.dicom_node_support import (
     DCIODVFY,
     IDLE_S,
     METHOD,
+    ConstantCT,
     final_statuses,
     make_node,
     needs_dcmtk,
@@ -167,20 +165,8 @@ def test_echo_then_a_series_is_translated_with_its_geometry(
     assert "condition" in sidecar
 
 
-class _ConstantCT(Method):
-    """A collapsed translation: the same value everywhere, whatever the input."""
-
-    id = "test-constant"
-    tasks = (Task.TRANSLATION,)
-    input_spec = VolumeSpec(modality="MR")
-    output_spec = VolumeSpec(modality="CT", units="HU")
-
-    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
-        return torch.zeros_like(image.as_tensor())
-
-
 def test_a_collapsed_translation_is_a_failed_series_never_a_derived_one(tmp_path: Path) -> None:
-    running = make_node(tmp_path, output=tmp_path / "out", method=_ConstantCT())
+    running = make_node(tmp_path, output=tmp_path / "out", method=ConstantCT())
     running.start()
     try:
         files = source_series(tmp_path / "src")

@@ -82,17 +82,21 @@ def test_serve_refuses_an_output_folder_holding_other_data(tmp_path: Path) -> No
     assert "--output, --forward or both" in result.output
 
 
-def test_serve_translates_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
+def _serve(port: int, *options: str) -> subprocess.Popen[str]:
+    """``medi2i dicom serve`` of the test method on ``port``, as a real process (CPU)."""
     command = [sys.executable, "-m", "medi2i", "dicom", "serve", "--method", METHOD]
-    command += ["--port", str(port), "--output", str(tmp_path / "out"), "--idle-timeout", "0.3"]
-    process = subprocess.Popen(
-        command,
+    return subprocess.Popen(
+        [*command, "--port", str(port), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
+
+
+def test_serve_translates_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    process = _serve(port, "--output", str(tmp_path / "out"), "--idle-timeout", "0.3")
     try:
         wait_for(lambda: listening(port), timeout=60)
         files = source_series(tmp_path / "src")
@@ -218,16 +222,8 @@ def test_sigterm_translates_a_released_series_and_keeps_what_was_not_forwarded(
     """A series waiting out a long --idle-timeout is translated at SIGTERM; the peer is
     down, so the derived series is kept, and so is the temporary spool holding it."""
     port = free_port()
-    command = [sys.executable, "-m", "medi2i", "dicom", "serve", "--method", METHOD]
-    command += ["--port", str(port), "--forward", f"127.0.0.1:{free_port()}:DOWN"]
-    command += ["--idle-timeout", "600"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )
+    down = f"127.0.0.1:{free_port()}:DOWN"
+    process = _serve(port, "--forward", down, "--idle-timeout", "600")
     try:
         wait_for(lambda: listening(port), timeout=60)
         report = send_files(
