@@ -42,6 +42,11 @@ KEY = "scale."
 """Prefix of the domain scales in ``state_values``."""
 
 
+DARK_SHARE = 0.2
+"""The least share of a domain's training scale's upper end that the median foreground
+intensity of an input predicted on that scale must reach (IntensityScaleWarning)."""
+
+
 class IntensityScaleWarning(UserWarning):
     """An input predicted on its domain's training scale looks like other units."""
 
@@ -216,15 +221,17 @@ class ScaledDomainIntensities(DomainIntensities):
         training scale: then its units differ from the training volumes' (another
         scanner, protocol or rescaling), and a model trained with ``input_scale: volume``
         suits it better. With the ``"body"`` foreground rule the scale's lower end is
-        the body's darkest tissue, near zero signal, so the warning catches inputs in
-        brighter units than the training volumes', and darker ones only when their
-        median falls below that."""
+        the body's darkest tissue, near zero signal, so a darker input's median stays
+        above it: the median is also held to at least :data:`DARK_SHARE` of the scale's
+        upper end (an input in a tenth of the training units warns; a bright region
+        that moves the upper percentiles, which this scale is there to ignore, does
+        not)."""
         selected = foreground(image.detach().cpu().numpy())  # the median: any rule will do
         if not selected.size:
             return
         median = float(np.median(selected))
         low, high = scale
-        if not low <= median <= high:
+        if not max(low, DARK_SHARE * high) <= median <= high:
             warnings.warn(
                 f"the input's median foreground intensity {median:.4g} lies outside the "
                 f"training scale of domain {domain!r}, [{low:.4g}, {high:.4g}]: its units "

@@ -222,9 +222,10 @@ def test_input_scale_domain_scales_a_prediction_by_the_training_scale(input_scal
         (1.0, "above-mean", False),
         (8.0, "above-mean", True),
         (0.1, "above-mean", True),
-        # the body's scale reaches down to near-zero signal: a darker input's median
-        # stays inside it (the limit the method's docstring states)
-        (0.1, "body", False),
+        # the body's scale reaches down to near-zero signal, so a darker input's median
+        # stays inside it; its upper percentile, a tenth of the training one's, does not
+        (0.1, "body", True),
+        (0.6, "body", False),
     ],
 )
 def test_an_input_in_other_units_than_its_domains_training_scale_warns(
