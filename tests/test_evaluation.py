@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from scipy.ndimage import gaussian_filter
 
 from medi2i.cli.main import build_cli
-from medi2i.errors import GeometryError, OptionsError
+from medi2i.errors import GeometryError, InputError, OptionsError
 from medi2i.evaluation import (
     aggregate,
     edge_sharpness,
@@ -132,6 +132,34 @@ def test_invalid_arguments_raise_medi2i_errors(
     image = smooth_volume()
     with pytest.raises(error):
         call(image, np.ones(image.shape))
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [masked_psnr, masked_ssim, histogram_distance],
+    ids=["psnr", "ssim", "histogram_distance"],
+)
+def test_a_reference_constant_in_the_mask_has_no_range_to_score_against(
+    metric: Callable[..., float],
+) -> None:
+    reference = np.full((10, 10, 10), 200.0)
+    prediction = np.full((10, 10, 10), 10.0)
+    with pytest.raises(InputError, match="constant inside the mask"):
+        metric(reference, prediction, np.ones(reference.shape))
+
+
+def test_evaluate_names_a_reference_constant_in_the_mask(tmp_path: Path) -> None:
+    reference = write(tmp_path, "ct.nii.gz", np.full((10, 10, 10), 200.0))
+    prediction = write(tmp_path, "pred.nii.gz", np.full((10, 10, 10), 10.0))
+    result = run("-p", prediction, "-r", reference, "--metrics", "psnr")
+    assert result.exit_code == 1
+    assert f"{reference}: the reference is constant inside the mask" in result.output
+
+
+def test_a_constant_reference_is_scored_with_a_range_given() -> None:
+    reference, prediction = np.full((10, 10, 10), 200.0), np.full((10, 10, 10), 190.0)
+    given = masked_psnr(reference, prediction, np.ones(reference.shape), data_range=1000.0)
+    assert given == pytest.approx(20.0 * np.log10(1000.0 / 10.0))
 
 
 # ---- metric objects and presets

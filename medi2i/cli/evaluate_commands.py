@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from medi2i.cli.options import json_option, loaded_plugins, overrides_option, run_dir_option
-from medi2i.errors import GeometryError, OptionsError
+from medi2i.errors import GeometryError, InputError, OptionsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -171,9 +171,12 @@ def evaluate_files(
                 "is the mask of this case, or leave --mask out to evaluate every voxel"
             )
     _require_ssim_fits(reference, metrics)
-    return evaluate_case(
-        reference.values, prediction.values, None if mask is None else mask.values, metrics
-    )
+    try:
+        return evaluate_case(
+            reference.values, prediction.values, None if mask is None else mask.values, metrics
+        )
+    except InputError as exc:  # about the reference's values (e.g. constant in the mask)
+        raise InputError(f"{reference_path}: {exc}") from exc
 
 
 def _require_ssim_fits(reference: LoadedVolume, metrics: Sequence[Metric]) -> None:

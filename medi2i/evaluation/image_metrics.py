@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from skimage.metrics import structural_similarity
 
-from medi2i.errors import GeometryError, OptionsError
+from medi2i.errors import GeometryError, InputError, OptionsError
 
 SSIM_WINDOW = 7
 """Edge of the cubic uniform SSIM window (voxels): skimage's default."""
@@ -53,13 +53,15 @@ def masked_psnr(
         prediction: Image to evaluate, same shape.
         mask: Voxels with ``mask > 0`` are evaluated; same shape.
         data_range: Peak value, in image units; by default the reference's maximum
-            minus its minimum inside the mask (1 when the reference is constant there).
+            minus its minimum inside the mask.
 
     Returns:
         PSNR in dB; ``inf`` when the images agree on every mask voxel.
 
     Raises:
         GeometryError: The arrays differ in shape, are not 3D, or the mask is empty.
+        InputError: The reference is constant inside the mask and ``data_range`` is
+            not given (it has no range to be the peak).
         OptionsError: ``data_range`` is not positive.
     """
     ref, pred, inside = masked_arrays(reference, prediction, mask)
@@ -88,8 +90,8 @@ def masked_ssim(
         prediction: Image to evaluate, same shape.
         mask: Voxels with ``mask > 0`` are averaged; same shape.
         data_range: Dynamic range in image units, which sets SSIM's stabilising
-            constants; by default the reference's range inside the mask (1 when the
-            reference is constant there), as for :func:`masked_psnr`.
+            constants; by default the reference's range inside the mask, as for
+            :func:`masked_psnr`.
 
     Returns:
         Mean SSIM over the mask, at most 1 (identical images).
@@ -97,6 +99,8 @@ def masked_ssim(
     Raises:
         GeometryError: The arrays differ in shape, are not 3D, are smaller than the
             window, or the mask is empty.
+        InputError: The reference is constant inside the mask and ``data_range`` is
+            not given.
         OptionsError: ``data_range`` is not positive.
     """
     ref, pred, inside = masked_arrays(reference, prediction, mask)
@@ -118,7 +122,8 @@ def histogram_distance(
     *,
     bins: int = 100,
 ) -> float:
-    """Wasserstein-1 distance between the intensity distributions inside the mask.
+    """Wasserstein-1 distance between the intensity distributions inside the mask,
+    approximated from quantiles.
 
     It compares the images' histograms and ignores where the intensities lie, so it
     measures how well a harmonization matched the target scanner's contrast. The
@@ -139,6 +144,7 @@ def histogram_distance(
 
     Raises:
         GeometryError: The arrays differ in shape, are not 3D, or the mask is empty.
+        InputError: The reference is constant inside the mask (no range to divide by).
         OptionsError: ``bins`` is less than 1.
     """
     if bins < 1:
@@ -213,7 +219,9 @@ def _robust_range(values: FloatArray) -> float:
     if high > low:
         return float(high - low)
     full = float(values.max() - values.min())
-    return full if full > 0 else 1.0
+    if full > 0:
+        return full
+    raise InputError(_constant_reference(values, "histogram_distance's unit"))
 
 
 def _data_range(reference_inside: FloatArray, data_range: float | None) -> float:
@@ -222,7 +230,22 @@ def _data_range(reference_inside: FloatArray, data_range: float | None) -> float
             raise OptionsError(f"data_range must be positive, got {data_range}")
         return float(data_range)
     spread = float(reference_inside.max() - reference_inside.min())
-    return spread if spread > 0 else 1.0
+    if spread > 0:
+        return spread
+    raise InputError(
+        _constant_reference(reference_inside, "the peak of PSNR and the constants of SSIM")
+    )
+
+
+def _constant_reference(values: FloatArray, what: str) -> str:
+    """Why a metric measured against the reference's range is undefined here."""
+    return (
+        f"the reference is constant inside the mask (every voxel {float(values[0]):g}), so "
+        f"it has no range to set {what}: a score against it would mean nothing; evaluate "
+        "in a mask where the reference varies, or choose metrics that need no range "
+        "(mae, or the synthrad preset's fixed HU range; in Python, psnr and ssim take "
+        "data_range=)"
+    )
 
 
 def masked_arrays(

@@ -105,7 +105,8 @@ class MaskedStructuralSimilarity(Metric):
 
 @dataclass(frozen=True)
 class HistogramDistance(Metric):
-    """Wasserstein-1 distance of the intensity distributions in the mask.
+    """Wasserstein-1 distance of the intensity distributions in the mask, from 100
+    quantiles of each.
 
     In units of the reference's 1st-99th percentile range; see
     :func:`medi2i.evaluation.image_metrics.histogram_distance`.
