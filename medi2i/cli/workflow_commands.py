@@ -62,7 +62,8 @@ def validate_command(
     data's domains, and training.tensorboard against the installed packages. With
     --check-data the cases are found and split, and a validation split that cannot
     validate (e.g. unpaired cases without data.validation_data), or an evaluation split
-    without cases, is refused.
+    without cases, is refused; so are NaN or infinite voxels in the validation and
+    evaluation cases, and references that are not on the grid the method delivers.
     """
     from medi2i.workflow.checks import (
         check_adaptation,
@@ -70,6 +71,7 @@ def validate_command(
         check_evaluation,
         check_training,
         check_training_masks,
+        check_training_pairs,
         check_validation,
         unused_training_settings,
     )
@@ -93,6 +95,7 @@ def validate_command(
     # "valid" only once the data passed too: not above an error about the data
     splits = discover_splits(data)
     check_training_masks(splits.get("train").cases, list(registry.readers.values()))
+    check_training_pairs(workflow, splits, registry)
     check_validation(workflow, splits, registry)
     check_evaluation(workflow, splits, registry)
     check_adaptation(workflow)

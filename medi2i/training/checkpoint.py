@@ -144,10 +144,31 @@ def save_checkpoint(
     Returns:
         The path of ``last.json``.
     """
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"step-{step:08d}"
+    try:
+        _write_checkpoint(
+            folder, stem, step=step, state=state, method=method, fingerprint=fingerprint
+        )
+    except BaseException:
+        _remove_uncommitted(folder, stem)  # a full disk leaves no stray step file
+        raise
+    _remove_stale(folder, keep=stem)
+    return folder / POINTER
+
+
+def _write_checkpoint(
+    folder: Path,
+    stem: str,
+    *,
+    step: int,
+    state: TrainingState,
+    method: Method,
+    fingerprint: Mapping[str, JsonValue],
+) -> None:
+    """Write the files of one checkpoint, ``last.json`` last (the commit)."""
+    from safetensors.torch import save_file
+
     tensors = {
         f"{module}.{key}": value.detach().cpu().clone().contiguous()
         for module, values in state.modules.items()
@@ -176,11 +197,8 @@ def save_checkpoint(
         python_rng=_python_rng_state(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    pointer = folder / POINTER
-    with atomic_path(pointer) as tmp:
+    with atomic_path(folder / POINTER) as tmp:
         tmp.write_text(record.model_dump_json(indent=2) + "\n")
-    _remove_stale(folder, keep=stem)
-    return pointer
 
 
 def read_checkpoint(folder: Path) -> Checkpoint | None:
@@ -308,6 +326,18 @@ def _checked(folder: Path, entry: _FileRecord) -> Path:
             "the checkpoint was damaged: delete the checkpoints folder to start afresh"
         )
     return path
+
+
+def _remove_uncommitted(folder: Path, stem: str) -> None:
+    """Remove the files of checkpoint ``stem`` unless ``last.json`` commits them (a write
+    that failed before its commit, or a commit that failed)."""
+    try:
+        committed = _read_record(folder / POINTER).tensors.file.startswith(stem + ".")
+    except CheckpointError:
+        committed = False
+    if not committed:
+        for path in folder.glob(f"{stem}.*"):
+            path.unlink(missing_ok=True)
 
 
 def _remove_stale(folder: Path, *, keep: str | None) -> None:

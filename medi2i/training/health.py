@@ -243,11 +243,22 @@ class CollapseWatch:
                 self._reported.add(key)
                 line = f"training collapsed at step {step}: {text} since step {first}"
                 if self.stop:
-                    kept = f"; checkpoints are in {self.checkpoints}" if self.checkpoints else ""
                     raise TrainingError(
-                        f"{line}; no model was saved{kept}. Lower the discriminators' learning "
-                        "rate or weight, or set training.collapse_check: warn to go on"
+                        f"{line}; no model was saved{self._kept()}. Lower the discriminators' "
+                        "learning rate or weight, or set training.collapse_check: warn to go on"
                     )
                 self.findings.append(line)
                 new.append(line)
         return new
+
+    def _kept(self) -> str:
+        """What the checkpoints folder holds, for the message: the committed checkpoint's
+        step, or that none was written."""
+        if self.checkpoints is None:
+            return ""
+        from medi2i.training.checkpoint import checkpoint_step
+
+        step = checkpoint_step(self.checkpoints)
+        if step is None:
+            return " and no checkpoint was written yet"
+        return f"; the checkpoint of step {step} is kept in {self.checkpoints}"

@@ -12,7 +12,6 @@ as an uninterrupted run on the same machine and software (on CUDA, with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -30,16 +29,8 @@ from medi2i.method import DataKind, DomainSpec, Method
 from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings, wants_progress
 from medi2i.trained_state import is_trained, mark_trained
-from medi2i.training.auxiliary import auxiliary_hashes
-from medi2i.training.checkpoint import (
-    CheckpointError,
-    clear_checkpoints,
-    fingerprint_differences,
-    read_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
-from medi2i.training.config import RESUME_INVARIANTS, AugmentationConfig, TrainingConfig
+from medi2i.training.checkpoint import save_checkpoint
+from medi2i.training.config import AugmentationConfig, TrainingConfig
 from medi2i.training.data import (
     VolumeStore,
     case_domains,
@@ -56,11 +47,17 @@ from medi2i.training.distributed import (
     in_any_process,
     join_process_group,
     process_device,
-    same_in_every_process,
 )
 from medi2i.training.health import CollapseWatch, DivergenceGuard, describe_non_finite
 from medi2i.training.history import RunLog
+from medi2i.training.outputs import ModelFinisher, run_output, write_model_folder
 from medi2i.training.patches import PatchSampler
+from medi2i.training.resume import (
+    TrainingDataWarning,
+    check_data_record,
+    resume_from_checkpoint,
+    run_fingerprint,
+)
 from medi2i.training.trainer import Trainer, TrainResult
 from medi2i.training.validation import (
     VALIDATION_METRIC,
@@ -80,6 +77,7 @@ DEFAULT_PATCH_SIZE = (64, 64, 64)
 """Patch size of methods that are not patch networks and name no window size, in voxels."""
 _TORCH_STREAM = 2**32 - 1
 """Seed-sequence word that keeps the per-step torch seed apart from the batch seeds."""
+__all__ = ["TrainingDataWarning", "run_training", "start_from"]
 
 
 def run_training(
@@ -94,6 +92,8 @@ def run_training(
     validation_condition: Mapping[str, object] | None = None,
     unlabelled: CaseSet | None = None,
     init_from: Method | None = None,
+    on_start: Callable[[int], None] | None = None,
+    finish_model: ModelFinisher | None = None,
 ) -> TrainResult:
     """Train ``method`` (the body of :func:`medi2i.training.train`)."""
     check_trainable(method, data)
@@ -118,10 +118,14 @@ def run_training(
     patch_size = resolve_patch_size(method, config)
     context = join_process_group(device=device)
     trainer = _configured_trainer(method, config, device, context)
-    fingerprint = _fingerprint(method, config, patch_size, context)
-    first_step = _resume(trainer, method, run_dir / CHECKPOINTS, fingerprint, resume, context)
+    fingerprint = run_fingerprint(method, config, patch_size, context)
+    first_step = resume_from_checkpoint(
+        trainer, method, run_dir / CHECKPOINTS, fingerprint, resume, context
+    )
     if context.is_main:
-        _check_data_record(run_dir / CHECKPOINTS, data, unlabelled, resumed=first_step > 0)
+        if on_start is not None:  # the resume checks passed: the caller may write now
+            on_start(first_step)
+        check_data_record(run_dir / CHECKPOINTS, data, unlabelled, resumed=first_step > 0)
     guard = DivergenceGuard(
         checkpoints=run_dir / CHECKPOINTS,
         skips_allowed=config.max_nonfinite_steps if trainer.skips_non_finite else 0,
@@ -143,12 +147,13 @@ def run_training(
             context=context,
             log=log,
             checkpoints=run_dir / CHECKPOINTS,
+            run_dir=run_dir,
             fingerprint=fingerprint,
             guard=guard,
             validator=_validator(
                 validation, method, inference, device, config, context, validation_condition
             ),
-            best=_BestModel.at(run_dir / BEST_MODEL, resumed=first_step > 0)
+            best=_BestModel.at(run_dir / BEST_MODEL, resumed=first_step > 0, finish=finish_model)
             if config.keep_best and validation is not None and context.is_main
             else None,
             collapse=CollapseWatch(
@@ -165,9 +170,10 @@ def run_training(
             run.validate(first_step)  # rerun of a finished run: the validation set may be new
         guard.check_weights(trainer.step_index, trainer.state().modules)
         if context.is_main:
-            from medi2i.model_folder import save_model
-
-            save_model(method, run_dir / MODEL, metrics=log.last_validation, overwrite=True)
+            with run_output("the model folder", run_dir, kept=run.resume_point()):
+                write_model_folder(
+                    method, run_dir / MODEL, metrics=log.last_validation, finish=finish_model
+                )
         context.barrier()
         return TrainResult(
             model_dir=run_dir / MODEL,
@@ -253,6 +259,7 @@ class _Run:
     context: DistributedContext
     log: RunLog
     checkpoints: Path
+    run_dir: Path
     fingerprint: dict[str, JsonValue]
     guard: DivergenceGuard
     validator: Validator | None
@@ -305,15 +312,24 @@ class _Run:
             self.validate(step)
         if checkpointing:
             if self.context.is_main:
-                save_checkpoint(
-                    self.checkpoints,
-                    step=step,
-                    state=self.trainer.state(),
-                    method=self.method,
-                    fingerprint=self.fingerprint,
-                )
+                what = f"the checkpoint of step {step}"
+                with run_output(what, self.run_dir, kept=self.resume_point()):
+                    save_checkpoint(
+                        self.checkpoints,
+                        step=step,
+                        state=self.trainer.state(),
+                        method=self.method,
+                        fingerprint=self.fingerprint,
+                    )
             self.guard.last_checkpoint = step
             self.context.barrier()
+
+    def resume_point(self) -> str:
+        """Where a resumed run would continue, for a failed write's message."""
+        kept = self.guard.last_checkpoint
+        if kept is None:
+            return "no checkpoint was written yet: training would start again from step 0"
+        return f"training continues from the checkpoint of step {kept}"
 
     def non_finite(self, losses: dict[str, float]) -> str | None:
         """What was NaN or infinite in the latest step (in any process), or ``None``."""
@@ -335,7 +351,8 @@ class _Run:
                 ) from exc
             self.log.validation(step, metrics)
             if self.best is not None:
-                self.best.offer(self.method, step, metrics)
+                with run_output("the best model", self.run_dir, kept=self.resume_point()):
+                    self.best.offer(self.method, step, metrics)
             self.trainer.train_mode()
         self.context.barrier()  # the other processes wait for rank 0
 
@@ -346,26 +363,32 @@ class _BestModel:
 
     folder: Path
     mae: float = float("inf")
+    finish: ModelFinisher | None = None
+    """Completes the folder (its card) before it is put in place."""
 
     @classmethod
-    def at(cls, folder: Path, *, resumed: bool) -> _BestModel:
+    def at(cls, folder: Path, *, resumed: bool, finish: ModelFinisher | None) -> _BestModel:
         """Start tracking; a resumed run continues from the best its earlier part kept,
         a fresh one replaces a best model left by an earlier run in the folder."""
         from medi2i.model_folder import METRICS
 
         try:
             stored = json.loads((folder / METRICS).read_text()) if resumed else {}
-            return cls(folder, float(stored[VALIDATION_METRIC]))
+            return cls(folder, float(stored[VALIDATION_METRIC]), finish)
         except (OSError, ValueError, KeyError, TypeError):
-            return cls(folder)
+            return cls(folder, finish=finish)
 
     def offer(self, method: Method, step: int, metrics: Mapping[str, float]) -> None:
         value = metrics.get(VALIDATION_METRIC)
         if value is None or not math.isfinite(value) or value >= self.mae:
             return
-        from medi2i.model_folder import save_model
-
-        save_model(method, self.folder, metrics={**metrics, VALIDATION_STEP: step}, overwrite=True)
+        write_model_folder(
+            method,
+            self.folder,
+            metrics={**metrics, VALIDATION_STEP: step},
+            finish=self.finish,
+            best=True,
+        )
         self.mae = value
 
 
@@ -457,111 +480,6 @@ def _method_flips(method: Method, augmentation: AugmentationConfig) -> Augmentat
         list(augmentation.flip_axes),
     )
     return augmentation.model_copy(update={"flip_axes": kept})
-
-
-class TrainingDataWarning(UserWarning):
-    """A run resumed on training files that changed since it started."""
-
-
-DATA_RECORD = "training-data.json"
-"""Size and modification time of every training file, kept beside the checkpoints."""
-
-
-def _check_data_record(
-    folder: Path, data: CaseSet, unlabelled: CaseSet | None, *, resumed: bool
-) -> None:
-    """Warn when a resumed run's training files changed (the checkpoint's fingerprint
-    holds settings, not data: a model half trained on other volumes would pass), then
-    record the files as they are now."""
-    import warnings
-
-    from medi2i.io.atomic import atomic_path
-
-    now: dict[str, list[object]] = {}
-    for cases in (data, unlabelled):
-        for case in cases.cases if cases is not None else ():
-            for role, path in sorted(case.images.items()):
-                with contextlib.suppress(OSError):  # a missing file fails with its own error
-                    stat = Path(path).stat()
-                    now[f"{case.id}/{role}"] = [str(path), stat.st_size, stat.st_mtime_ns]
-    record = folder / DATA_RECORD
-    try:
-        before = json.loads(record.read_text(encoding="utf-8")) if resumed else None
-    except (OSError, ValueError):
-        before = None  # a run from before the record, or none: nothing to compare
-    if isinstance(before, dict) and before != now:
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        shown = ", ".join(changed[:3]) + (
-            f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        )
-        warnings.warn(
-            TrainingDataWarning(
-                f"training resumes on data that changed since the run started ({shown}: "
-                "other files, sizes or modification times); the model will have trained on "
-                "both. Start a new run folder if that was not meant"
-            ),
-            stacklevel=2,
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(record) as temporary:
-        temporary.write_text(json.dumps(now, indent=1), encoding="utf-8")
-
-
-def _resume(
-    trainer: Trainer,
-    method: Method,
-    folder: Path,
-    fingerprint: dict[str, JsonValue],
-    resume: bool,
-    context: DistributedContext,
-) -> int:
-    if not resume:
-        if context.is_main:
-            clear_checkpoints(folder)
-        context.barrier()
-        return 0
-    checkpoint = read_checkpoint(folder)
-    if not same_in_every_process(checkpoint.step if checkpoint else 0, context):
-        raise CheckpointError(
-            f"the processes found different checkpoints in {folder}; the run folder must be "
-            "on a file system that every process (every node) shares"
-        )
-    if checkpoint is None:
-        return 0
-    differences = fingerprint_differences(checkpoint.record.fingerprint, fingerprint)
-    if differences:
-        raise CheckpointError(
-            f"the checkpoint in {folder} (step {checkpoint.step}) was written with other "
-            f"settings ({'; '.join(differences)}); resume with the same settings, or start "
-            "afresh in a new run folder (resume=False in Python)"
-        )
-    trainer.load_state(checkpoint.state, step=checkpoint.step)
-    mark_trained(method)  # a checkpoint is written after a step
-    if checkpoint.record.state_values:
-        method.load_state_values(checkpoint.record.state_values)
-    method.load_training_state(checkpoint.method_state)
-    restore_rng(checkpoint)
-    return checkpoint.step
-
-
-def _fingerprint(
-    method: Method,
-    config: TrainingConfig,
-    patch_size: tuple[int, int, int],
-    context: DistributedContext,
-) -> dict[str, JsonValue]:
-    settings = config.model_dump(mode="json")
-    fingerprint: dict[str, JsonValue] = {key: settings[key] for key in RESUME_INVARIANTS}
-    fingerprint["patch_size"] = list(patch_size)
-    fingerprint["world_size"] = context.world_size
-    fingerprint["method"] = method.id
-    fingerprint["options"] = method.options.model_dump(mode="json")
-    if method.domains:
-        fingerprint["domains"] = [d.model_dump(mode="json") for d in method.domains]
-    auxiliary = auxiliary_hashes(method)
-    if auxiliary:
-        fingerprint["auxiliary"] = dict(auxiliary)
-    return fingerprint
 
 
 def resolve_patch_size(method: Method, config: TrainingConfig) -> tuple[int, int, int]:

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -372,6 +372,8 @@ def train(
     validation_condition: Mapping[str, object] | None = None,
     unlabelled: CaseSet | None = None,
     init_from: Method | None = None,
+    on_start: Callable[[int], None] | None = None,
+    finish_model: Callable[[Path, bool], None] | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``data`` and save it as a trained-model folder.
 
@@ -410,6 +412,12 @@ def train(
             initialisation (fine-tuning); its architecture options must match
             ``method``'s. The optimizers and their schedule start afresh. A run that
             resumes from a checkpoint in ``run_dir`` continues from the checkpoint.
+        on_start: Called (in rank 0) with the first step once the settings passed the
+            resume checks, before the run writes anything: a refused resume leaves the
+            run folder as it was, and the caller records its settings only here.
+        finish_model: Completes ``model/`` and ``best-model/`` (their card) under their
+            temporary name, with the folder and whether it is the best model, so a
+            model folder appears with its card or not at all.
 
     Returns:
         Where the model and history are, the final losses and validation metrics.
@@ -419,6 +427,8 @@ def train(
             ``init_from`` is another method or its weights do not fit ``method``.
         CheckpointError: The checkpoint is damaged or was written with other settings.
         InputError: A volume is missing or unreadable.
+        OutputError: A checkpoint or model folder could not be written (a full disk);
+            nothing of it is kept, and the run resumes from its last checkpoint.
         TrainingError: Training diverged: a loss or the weights became NaN or infinite
             (see :mod:`medi2i.training.health`); no model folder is written and the
             last checkpoint with finite weights is kept.
@@ -436,4 +446,6 @@ def train(
         validation_condition=validation_condition,
         unlabelled=unlabelled,
         init_from=init_from,
+        on_start=on_start,
+        finish_model=finish_model,
     )

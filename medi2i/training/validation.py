@@ -160,12 +160,25 @@ def validate(
                 case.target_grid,
                 what=f"the prediction of validation case {case.id!r}",
                 reference_name="its reference",
-                hint=(
-                    "the reference must lie on the grid the method delivers (for "
-                    "super-resolution of kept slices, set the method's align: centres)"
-                ),
+                hint=output_grid_hint(method),
             )
         predicted = np.asarray(prediction.as_tensor()[0].numpy())
         for metric in metrics:
             values[metric.name].append(metric(case.target, predicted, case.mask))
     return {name: float(np.mean(scores)) for name, scores in values.items()}
+
+
+def output_grid_hint(method: Method) -> str:
+    """What to do about a reference that is not on the grid ``method`` delivers, naming
+    only options the method has (``align`` where it has one)."""
+    if "align" in type(method.options).model_fields:
+        return (
+            "the reference must lie on the grid the method delivers: set the method's align "
+            "option to the references' grid (centres for slices kept from a thin volume, "
+            "edges for a finer grid of the same extent), or resample the references"
+        )
+    return (
+        f"the reference must lie on the grid method {method.id!r} delivers: resample the "
+        "references onto it (for super-resolution of thick slices, the grid whose every "
+        "kept slice centre is a thin slice's)"
+    )

@@ -109,9 +109,15 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
     it needs paired cases whatever the training data: unpaired and multi-domain data
     give them in ``data.validation_data``.
 
+    Its volumes are read: NaN or infinite voxels, and a reference that is not on the
+    grid the method delivers for its source, are refused now rather than at the first
+    validation (:mod:`medi2i.workflow.data_checks`).
+
     Raises:
-        WorkflowError: A validation case lacks a source or a target, or the method
-            refuses a case's own condition (its manifest's ``condition`` column).
+        WorkflowError: A validation case lacks a source or a target, the method refuses
+            a case's own condition (its manifest's ``condition`` column), or a reference
+            is not on the method's output grid.
+        InputError: A source or reference has NaN or infinite voxels.
     """
     from medi2i.errors import OptionsError
     from medi2i.method import DataKind
@@ -130,16 +136,39 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
                 "in data.validation_data, or set data.split.validation to 0"
             )
         raise WorkflowError(f"the validation split cannot be used: {exc}{hint}") from None
-    conditioned = [case for case in cases.cases if case.condition]
-    if conditioned:
-        from medi2i.data.cases import case_condition
+    from medi2i.data.cases import case_condition
+    from medi2i.workflow.data_checks import check_finite_cases, check_output_grids
 
-        method = _method(workflow, registry)
-        for case in conditioned:
+    method = _method(workflow, registry)
+    for case in cases.cases:
+        if case.condition:
             try:
                 method.parse_condition(case_condition(workflow.method.condition, case.condition))
             except Medi2iError as exc:
                 raise WorkflowError(f"validation case {case.id!r}: {exc}") from None
+    readers = list(registry.readers.values())
+    check_output_grids(workflow, method, cases.cases, what="validation", readers=readers)
+    check_finite_cases(workflow, cases.cases, what="validation", readers=readers)
+
+
+def check_training_pairs(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
+    """Refuse a training pair whose finer reference (super-resolution) is not the grid
+    the method delivers for its source: the network would learn from targets moved by
+    part of a voxel (an ``edges`` grid given to a method writing slice centres).
+
+    Raises:
+        WorkflowError: Naming the case and both grids.
+    """
+    from medi2i.workflow.data_checks import check_output_grids
+
+    if workflow.method.model is not None or workflow.data.kind != "paired":
+        return
+    method = _method(workflow, registry)
+    readers = list(registry.readers.values())
+    train = splits.train.cases
+    check_output_grids(
+        workflow, method, train, what="training", readers=readers, placement_only=True
+    )
 
 
 def check_evaluation(
@@ -159,11 +188,16 @@ def check_evaluation(
         splits: Its data's splits.
         registry: Whose readers read the headers; the installed plugins' when ``None``.
 
+    The volumes are read too: NaN or infinite voxels in a source (unless
+    ``inference.nonfinite`` replaces them) or a reference are refused, and so is a finer
+    reference that is not the grid the method delivers for its source.
+
     Raises:
         WorkflowError: Evaluation is on, has no ``evaluation.data`` and its split of
-            ``data`` is empty.
+            ``data`` is empty; or a reference is not on the method's output grid.
         GeometryError: An evaluation case's volumes lie on different grids (the message
             names the files and by how much they differ).
+        InputError: A source or reference has NaN or infinite voxels.
     """
     config = workflow.evaluation
     if not config.enabled:
@@ -187,6 +221,12 @@ def check_evaluation(
     readers = None if registry is None else list(registry.readers.values())
     for case in cases:
         _check_case_grids(case, config.mask, readers)
+    from medi2i.registry import Registry
+    from medi2i.workflow.data_checks import check_finite_cases, check_output_grids
+
+    method = _method(workflow, registry if registry is not None else Registry())
+    check_output_grids(workflow, method, cases, what="evaluation", readers=readers)
+    check_finite_cases(workflow, cases, what="evaluation", readers=readers)
 
 
 def _check_evaluation_conditions(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medi2i.data.cases import SOURCE, TARGET, Case, case_condition
-from medi2i.errors import Medi2iError
+from medi2i.errors import InputError, Medi2iError
 from medi2i.io.atomic import atomic_path
 from medi2i.workflow.loader import WorkflowError
 from medi2i.workflow.run_folder import Log, RunFolder, RunState, SplitSource
@@ -226,20 +226,22 @@ def _evaluate_case(
     from medi2i.evaluation import evaluate_case
     from medi2i.io import read_volume
     from medi2i.prediction import predict_tensor
+    from medi2i.training.validation import output_grid_hint
+    from medi2i.workflow.data_checks import in_workflow_words
 
     readers = list(registry.readers.values())
     source = read_volume(case.images[SOURCE], readers=readers)
     condition = case_condition(workflow.method.condition, case.condition)
-    output = predict_tensor(method, source, settings=workflow.inference, condition=condition)
+    try:
+        output = predict_tensor(method, source, settings=workflow.inference, condition=condition)
+    except InputError as exc:  # NaN voxels: the workflow's key, not predict's option
+        raise in_workflow_words(exc) from None
     reference = read_volume(case.images[TARGET], readers=readers)
     require_same_grid(
         output,
         reference,
         what=f"the prediction of case {case.id!r}",
-        hint=(
-            "the reference must lie on the grid the method delivers (for super-resolution "
-            "of kept slices, set the method's align: centres)"
-        ),
+        hint=output_grid_hint(method),
     )
     mask_role = workflow.evaluation.mask
     mask_path = case.images.get(mask_role) if mask_role is not None else None

@@ -19,12 +19,14 @@ def write_model_card(
     model_dir: Path,
     *,
     validation_metrics: bool = False,
+    command: str = "medi2i run",
 ) -> None:
     """The trained model's card: its data cards and the run that made it.
 
     With ``validation_metrics`` (the ``best-model/`` a run keeps) the card also records
     the validation metrics of that model's ``metrics.json`` as ``validation_<name>``
-    (the evaluate stage records its metrics only in ``model/``'s card).
+    (the evaluate stage records its metrics only in ``model/``'s card). ``command`` is
+    the command that trained it (``medi2i train`` or ``medi2i run``).
     """
     from medi2i import __version__
     from medi2i.cards import IntendedUse, MethodReference, ModelCard, RunProvenance
@@ -39,7 +41,7 @@ def write_model_card(
         provenance=RunProvenance(
             medi2i_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            command=f"medi2i run (resolved config: {run.config.name} in the run folder)",
+            command=f"{command} (resolved config: {run.config.name} in the run folder)",
             seed=workflow.training.seed,
             hardware=hardware_name(workflow.training.device),
         ),

@@ -4,7 +4,9 @@ Each run lives in one folder, ``<output.root>/<output.name>-<run_id>/``::
 
     config.resolved.yaml  the workflow with every default filled in and paths absolute:
                           ``medi2i run config.resolved.yaml --run-dir .`` reruns it
-    run.json              which stages finished, when, and where the model is
+    run.json              which stages finished, when, and where the model is; ``stale``
+                          lists the stages whose results describe an earlier model
+    .medi2i-run.lock      held by the process working in the folder (one at a time)
     logs/                 run.log (stages), train.jsonl (the trainer's step records)
     checkpoints/          the trainer's checkpoints (a rerun resumes from the last; it warns
                           when training-data.json, the files' sizes and times, changed)
@@ -25,8 +27,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +49,8 @@ Stage = Literal["train", "adapt", "evaluate", "report"]
 STAGES: tuple[Stage, ...] = ("train", "adapt", "evaluate", "report")
 Echo = Callable[[str], None]
 _FIXED_SECTIONS = ("data", "method")
+LOCK = ".medi2i-run.lock"
+"""The lock file of the process working in a run folder."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +139,19 @@ def latest_run_folder(workflow: Workflow) -> RunFolder | None:
     return max(runs, key=lambda run: run.config.stat().st_mtime)
 
 
-def open_run(workflow: Workflow, *, run_dir: Path | None = None) -> RunFolder:
+def open_run(
+    workflow: Workflow,
+    *,
+    run_dir: Path | None = None,
+    defer_config: bool = False,
+    main: bool = True,
+) -> RunFolder:
     """Create the run folder (or check an existing one) and write the resolved config.
+
+    With ``defer_config`` an existing folder's config is left as it is: the train stage
+    writes it once the checkpoint accepted the settings (:func:`write_config`), so a
+    refused resume leaves the folder's ``config.resolved.yaml`` describing its model.
+    Outside rank 0 of a ``torchrun`` launch (``main`` false) the folder is only checked.
 
     Raises:
         WorkflowError: The folder cannot be made or written (a path under a file, a
@@ -150,19 +166,89 @@ def open_run(workflow: Workflow, *, run_dir: Path | None = None) -> RunFolder:
             _check_same_experiment(workflow, run)
     elif run.root.is_dir():
         _require_no_foreign_files(run)
+    if not main:
+        return run
+    keep = defer_config and run.config.is_file()
     try:
         for folder in (run.root, run.logs):
             folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # under a file, on a read-only disk, in /proc
+        raise _unwritable(run, error) from error
+    if not keep:
+        write_config(run, workflow)
+    return run
+
+
+def write_config(run: RunFolder, workflow: Workflow) -> None:
+    """Write ``config.resolved.yaml`` (atomically).
+
+    Raises:
+        WorkflowError: The folder cannot be written (a read-only or full disk).
+    """
+    try:
         with atomic_path(run.config) as tmp:
             tmp.write_text(dump_workflow(workflow), encoding="utf-8")
-    except OSError as error:  # under a file, on a read-only or full disk, in /proc
-        reason = error.strerror or type(error).__name__
-        where = f" ({error.filename})" if error.filename else ""
-        raise WorkflowError(
-            f"cannot write the run folder {run.root}: {reason}{where}; choose a folder "
-            "you can write (--run-dir, or output.root and output.run_id)"
-        ) from error
-    return run
+    except (OSError, Medi2iError) as error:
+        raise _unwritable(run, error) from error
+
+
+def _unwritable(run: RunFolder, error: BaseException) -> WorkflowError:
+    from medi2i.io.atomic import os_reason
+
+    filename = getattr(error, "filename", None)
+    where = f" ({filename})" if filename else ""
+    return WorkflowError(
+        f"cannot write the run folder {run.root}: {os_reason(error)}{where}; choose a folder "
+        "you can write (--run-dir, or output.root and output.run_id)"
+    )
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a ``torchrun`` launch, or was not launched by
+    it: only rank 0 writes the run folder and runs the stages after training."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
+@contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold the run folder's lock file (``fcntl.flock``) for the block: a second
+    ``medi2i train`` or ``run`` in the same folder is refused, not run beside the first.
+
+    A folder that cannot be made or written is not locked: :func:`open_run` reports it.
+
+    Raises:
+        WorkflowError: Another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        yield
+        return
+    made = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = (root / LOCK).open("a")
+    except OSError:
+        handle = None
+    try:
+        if handle is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise WorkflowError(
+                    f"run folder {root} is in use by another medi2i process (train, run or "
+                    "evaluate); nothing was changed: wait for it to finish, or choose another "
+                    "--run-dir"
+                ) from None
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
+        if handle is not None and not RunFolder(root).config.is_file():
+            with suppress(OSError):  # refused before it became a run folder: leave no trace
+                (root / LOCK).unlink()
+                if made:
+                    root.rmdir()  # only when empty
 
 
 def _require_no_foreign_files(run: RunFolder) -> None:
@@ -173,7 +259,7 @@ def _require_no_foreign_files(run: RunFolder) -> None:
     foreign = sorted(
         entry.name
         for entry in run.root.iterdir()
-        if entry.name != run.logs.name and "medi2i-tmp" not in entry.name
+        if entry.name not in (run.logs.name, LOCK) and "medi2i-tmp" not in entry.name
     )
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
@@ -188,7 +274,7 @@ def _holds_results(run: RunFolder) -> bool:
     """Whether the folder holds anything made from its data and method: a run that
     stopped before its first result (a data folder not found) left only its config and
     ``logs/run.log``, and may be continued with the mistake corrected."""
-    kept = {run.config.name, run.logs.name}
+    kept = {run.config.name, run.logs.name, LOCK}
     if any(entry.name not in kept for entry in run.root.iterdir()):
         return True
     return run.logs.is_dir() and any(e.name != "run.log" for e in run.logs.iterdir())
@@ -244,10 +330,12 @@ def checkpoint_step(run: RunFolder) -> int | None:
 
 @dataclass(frozen=True)
 class RunState:
-    """``run.json``: finished stages and the model folder (relative to the run folder)."""
+    """``run.json``: finished stages and the model folder (relative to the run folder),
+    and the finished stages whose results describe an earlier model (``stale``)."""
 
     model: str | None
     stages: dict[str, str]
+    stale: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, run: RunFolder) -> RunState:
@@ -255,8 +343,9 @@ class RunState:
             return cls(None, {})
         try:
             raw = json.loads(run.state.read_text(encoding="utf-8"))
-            return cls(raw.get("model"), dict(raw.get("stages", {})))
-        except (json.JSONDecodeError, AttributeError):
+            stale = tuple(str(stage) for stage in raw.get("stale", ()))
+            return cls(raw.get("model"), dict(raw.get("stages", {})), stale)
+        except (json.JSONDecodeError, AttributeError, TypeError):
             return cls(None, {})  # a damaged record is rebuilt by the next stage
 
     def model_dir(self, run: RunFolder) -> Path | None:
@@ -273,20 +362,38 @@ class RunState:
             kept = (
                 str(model.relative_to(run.root)) if model.is_relative_to(run.root) else str(model)
             )
-        state = RunState(kept, {**self.stages, stage: stamp})
+        stale = tuple(name for name in self.stale if name != stage)
+        return RunState(kept, {**self.stages, stage: stamp}, stale).write(run)
+
+    def mark_stale(self, run: RunFolder, stages: Sequence[str]) -> RunState:
+        """Record that the results of ``stages`` describe an earlier model (training
+        changed it since); the next run of such a stage clears its mark."""
+        stale = tuple(dict.fromkeys((*self.stale, *stages)))
+        return RunState(self.model, self.stages, stale).write(run)
+
+    def write(self, run: RunFolder) -> RunState:
+        """Write ``run.json`` (atomically); return this state."""
+        record: dict[str, object] = {"model": self.model, "stages": self.stages}
+        if self.stale:
+            record["stale"] = list(self.stale)
         with atomic_path(run.state) as tmp:
-            tmp.write_text(
-                json.dumps({"model": state.model, "stages": state.stages}, indent=2) + "\n"
-            )
-        return state
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+        return self
 
 
 Log = Callable[[str], None]
 
 
 @contextmanager
-def run_logging(run: RunFolder, echo: Echo | None) -> Iterator[Log]:
-    """Log lines to ``logs/run.log`` (and ``echo``); medi2i's logging goes there too."""
+def run_logging(run: RunFolder, echo: Echo | None, *, main: bool = True) -> Iterator[Log]:
+    """Log lines to ``logs/run.log`` (and ``echo``); medi2i's logging goes there too.
+
+    Outside rank 0 of a ``torchrun`` launch (``main`` false) lines go nowhere: rank 0
+    writes and prints them once.
+    """
+    if not main:
+        yield lambda message: None
+        return
     handler = logging.FileHandler(run.logs / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("medi2i")

@@ -4,12 +4,16 @@ The run folder's layout is described in :mod:`medi2i.workflow.run_folder`. Runni
 again in an existing folder continues it: training resumes from its last checkpoint,
 adaptation, evaluation and report are redone. A folder made from a workflow with other
 data or another method is refused, since mixing them would make the results
-meaningless.
+meaningless. When training changes the model of a folder that was evaluated, the
+earlier adaptation, metrics and report are marked stale in ``run.json`` until they are
+redone. One process works in a folder at a time (its lock file); under ``torchrun``
+every process trains and only rank 0 writes the folder, logs and runs the later stages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,10 +27,14 @@ from medi2i.workflow.run_folder import (
     RunState,
     SplitSource,
     Stage,
+    checkpoint_step,
+    is_main_process,
     latest_run_folder,
     open_run,
     run_folder_for,
+    run_lock,
     run_logging,
+    write_config,
 )
 from medi2i.workflow.schema import Workflow
 
@@ -103,22 +111,26 @@ def run_workflow(
         check_condition(workflow, registry)  # before hours of training, not after
     if "train" in stages:
         check_training(workflow, registry)  # before the run folder is made
-    run = open_run(workflow, run_dir=Path(run_dir).resolve() if run_dir is not None else None)
-    try:
-        return _run_stages(workflow, run, registry, stages, echo)
-    except KeyboardInterrupt as exc:
-        # the command line prints this instead of its general "no partial output" line:
-        # a run keeps its checkpoints and finished stages, and is meant to be continued
-        raise type(exc)(
-            f"Interrupted; the run folder {run.root} keeps {_kept(run)}: continue it with "
-            f"--run-dir {run.root}"
-        ) from None
+    main = is_main_process()
+    target = Path(run_dir).resolve() if run_dir is not None else None
+    if target is None and main:
+        target = run_folder_for(workflow).root
+    training = "train" in stages and workflow.method.model is None
+    with run_lock(target) if main and target is not None else nullcontext():
+        run = open_run(workflow, run_dir=target, defer_config=training, main=main)
+        try:
+            return _run_stages(workflow, run, registry, stages, echo if main else None)
+        except KeyboardInterrupt as exc:
+            # the command line prints this instead of its general "no partial output"
+            # line: a run keeps its checkpoints and finished stages, to be continued
+            raise type(exc)(
+                f"Interrupted; the run folder {run.root} keeps {_kept(run)}: continue it "
+                f"with --run-dir {run.root}"
+            ) from None
 
 
 def _kept(run: RunFolder) -> str:
     """What an interrupted run keeps, for the message: whether training will resume."""
-    from medi2i.workflow.run_folder import checkpoint_step
-
     step = checkpoint_step(run)
     if step is None:
         return (
@@ -137,7 +149,8 @@ def _run_stages(
 ) -> RunResult:
     state = RunState.read(run)
     result = RunResult(run.root, state.model_dir(run), None, None)
-    with run_logging(run, echo) as log:
+    main = is_main_process()
+    with run_logging(run, echo, main=main) as log:
         log(f"run folder {run.root}")
         splits = _SplitsOnDemand(workflow)
         if "train" in stages and "evaluate" in stages and workflow.method.model is None:
@@ -148,7 +161,14 @@ def _run_stages(
             check_adaptation(workflow)
             resolve_device(workflow.inference.device)  # e.g. cuda asked for, none here
         if "train" in stages:
-            result = replace(result, model_dir=train_stage(workflow, run, registry, splits, log))
+            trained = checkpoint_step(run)
+            command = "medi2i train" if tuple(stages) == ("train",) else "medi2i run"
+            model_dir = train_stage(workflow, run, registry, splits, log, command=command)
+            result = replace(result, model_dir=model_dir)
+            if not main:  # rank 0 alone adapts, evaluates and reports
+                return result
+            if checkpoint_step(run) != trained:
+                _mark_stale(workflow, run, stages, log)
         if "adapt" in stages and workflow.adaptation is not None:
             model_dir = _require_model(result, run)
             result = replace(result, model_dir=adapt_stage(workflow, run, registry, model_dir, log))
@@ -163,6 +183,31 @@ def _run_stages(
 
             result = replace(result, report_path=report_stage(workflow, run, log, registry))
     return result
+
+
+def _mark_stale(workflow: Workflow, run: RunFolder, stages: Sequence[Stage], log: Log) -> None:
+    """Training changed the model: mark the stages that described the earlier one stale
+    in ``run.json``, and say how to refresh those this command does not redo."""
+    state = RunState.read(run)
+    stale = [stage for stage in STAGES[1:] if stage in state.stages]
+    if not stale:
+        return
+    state.mark_stale(run, stale)
+    enabled = {
+        "adapt": workflow.adaptation is not None,
+        "evaluate": workflow.evaluation.enabled,
+        "report": workflow.report.enabled,
+    }
+    left = [stage for stage in stale if stage not in stages or not enabled[stage]]
+    if left:
+        results = {"adapt": "adapted/", "evaluate": "metrics/, predictions/", "report": "report"}
+        shown = ", ".join(results[stage] for stage in left)
+        log(
+            f"train: the model changed; {shown} still describe the earlier model (marked "
+            f"stale in {run.state.name}): refresh them with `medi2i run {run.config} "
+            f"--run-dir {run.root}`, or the metrics and report alone with `medi2i evaluate "
+            f"{run.config} --run-dir {run.root}`"
+        )
 
 
 def _require_model(result: RunResult, run: RunFolder) -> Path:
@@ -190,24 +235,34 @@ class _SplitsOnDemand:
 
 
 def train_stage(
-    workflow: Workflow, run: RunFolder, registry: Registry, splits: SplitSource, log: Log
+    workflow: Workflow,
+    run: RunFolder,
+    registry: Registry,
+    splits: SplitSource,
+    log: Log,
+    *,
+    command: str = "medi2i run",
 ) -> Path:
     """Train, fit or save the method (see :func:`training_route`); return its model folder.
 
     A workflow naming a trained ``model`` skips training; a method with nothing to learn
-    is saved with its options, so later stages find a model folder either way.
+    is saved with its options, so later stages find a model folder either way. The
+    resolved config is written once training accepted it (a resume its checkpoint
+    refuses leaves the folder as it was); ``command`` is what the model card names.
     """
     from medi2i.errors import OptionsError
     from medi2i.model_folder import save_model
     from medi2i.training.routes import training_route
-    from medi2i.training.run import BEST_MODEL
     from medi2i.workflow.model_card import write_model_card
 
     config = workflow.method
     state = RunState.read(run)
+    main = is_main_process()
     if config.model is not None:
         log(f"train: skipped, the workflow gives the trained model {config.model}")
-        state.finished(run, "train", model=config.model)
+        if main:
+            write_config(run, workflow)
+            state.finished(run, "train", model=config.model)
         return config.model
     method = registry.method(str(config.id))(config.options)
     try:
@@ -221,18 +276,25 @@ def train_stage(
         if note is not None:
             log(f"train: {note}")
     if route == "gradient":
-        model_dir = _train(workflow, run, registry, method, splits, log)
-    elif route == "fit":
-        model_dir = _fit(workflow, run, registry, method, splits, log)
+
+        def card(folder: Path, best: bool) -> None:
+            # the best validated step's model (best-model/) gets its validation metrics
+            write_model_card(
+                workflow, run, method, folder, validation_metrics=best, command=command
+            )
+
+        model_dir = _train(workflow, run, registry, method, splits, log, card)
     else:
-        log(f"train: method {method.id!r} has nothing to train; saving it with its options")
-        model_dir = save_model(method, run.model, overwrite=True)
-    write_model_card(workflow, run, method, model_dir)
-    best = run.root / BEST_MODEL
-    if route == "gradient" and best.is_dir():
-        # the best validated step's model, with its validation metrics
-        write_model_card(workflow, run, method, best, validation_metrics=True)
-    state.finished(run, "train", model=model_dir)
+        if main:
+            write_config(run, workflow)
+        if route == "fit":
+            model_dir = _fit(workflow, run, registry, method, splits, log)
+        else:
+            log(f"train: method {method.id!r} has nothing to train; saving it with its options")
+            model_dir = save_model(method, run.model, overwrite=True)
+        write_model_card(workflow, run, method, model_dir, command=command)
+    if main:
+        state.finished(run, "train", model=model_dir)
     return model_dir
 
 
@@ -285,15 +347,16 @@ def _train(
     method: Method,
     splits: SplitSource,
     log: Log,
+    card: Callable[[Path, bool], None],
 ) -> Path:
     from medi2i.training import train
+    from medi2i.workflow.checks import check_training_pairs, check_validation
     from medi2i.workflow.preparation import prepared_sources
 
     data = splits()
+    check_training_pairs(workflow, data, registry)
     validation = data.validation if data.validation.cases else None
     if validation is not None:
-        from medi2i.workflow.checks import check_validation
-
         check_validation(workflow, data, registry)
     unlabelled = data.unlabelled
     extra = f" and {len(unlabelled.cases)} unlabelled" if unlabelled is not None else ""
@@ -318,6 +381,8 @@ def _train(
         validation_condition=workflow.method.condition,
         unlabelled=unlabelled,
         init_from=init_from,
+        on_start=lambda _first_step: write_config(run, workflow),
+        finish_model=card,
     )
     if result.first_step > 0:
         log(f"train: resumed from the checkpoint of step {result.first_step}")
