@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +211,16 @@ class ModelCard(_Strict):
     intended_use: IntendedUse
     limits: list[str] = []
 
+    @field_validator("metrics")
+    @classmethod
+    def _measured(cls, metrics: dict[str, float]) -> dict[str, float]:
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                raise ValueError(f"{name} is {value}: a card records measured, finite values")
+            if name.removeprefix("validation_").endswith("ssim") and not -1.0 <= value <= 1.0:
+                raise ValueError(f"{name} is {value}: an SSIM lies between -1 and 1")
+        return metrics
+
 
 Card = Annotated[DataCard | ModelCard, Field(discriminator="card")]
 _CARD_ADAPTER: TypeAdapter[DataCard | ModelCard] = TypeAdapter(Card)
@@ -370,6 +381,15 @@ def _manifest_problems(model_folder: Path, path: Path, card: ModelCard) -> list[
                 "the card's method",
             )
         )
+    if manifest.data_cards and sorted(manifest.data_cards) != sorted(card.training_data):
+        problems.append(
+            CardProblem(
+                path,
+                f"says it was trained on {card.training_data}, but {MANIFEST} records the "
+                f"data cards {manifest.data_cards}; correct the card's training_data",
+            )
+        )
+    problems += _validation_metric_problems(model_folder, path, card)
     if manifest.weights is not None:
         weights = model_folder / manifest.weights.file
         if not weights.is_file() or file_sha256(weights) != manifest.weights.sha256:
@@ -381,6 +401,44 @@ def _manifest_problems(model_folder: Path, path: Path, card: ModelCard) -> list[
                 )
             )
     return problems
+
+
+def _validation_metric_problems(
+    model_folder: Path, path: Path, card: ModelCard
+) -> list[CardProblem]:
+    """The card's ``validation_<name>`` metrics against the ``metrics.json`` the run
+    saved with the model (the validation of its step): they must be those values."""
+    import json
+
+    from medi2i.model_folder import METRICS
+
+    recorded = model_folder / METRICS
+    claimed = {
+        name.removeprefix("validation_"): value
+        for name, value in card.metrics.items()
+        if name.startswith("validation_")
+    }
+    if not claimed or not recorded.is_file():
+        return []
+    try:
+        measured = json.loads(recorded.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [CardProblem(recorded, f"cannot be read: {exc}")]
+    wrong = [
+        f"validation_{name} {value:g} ({METRICS}: {measured[name]:g})"
+        for name, value in claimed.items()
+        if isinstance(measured.get(name), int | float)
+        and not math.isclose(value, float(measured[name]), rel_tol=1e-9, abs_tol=1e-12)
+    ]
+    if not wrong:
+        return []
+    return [
+        CardProblem(
+            path,
+            f"claims {', '.join(wrong)}, which the model's validation did not measure; "
+            "correct the card's metrics",
+        )
+    ]
 
 
 def _card_paths(folder: Path) -> list[Path]:

@@ -125,6 +125,52 @@ def test_a_model_card_must_name_the_models_method_and_its_weights_be_intact(
     assert "does not match the SHA-256" in str(problem)
 
 
+def test_a_model_card_must_agree_with_what_the_run_recorded(tmp_path: Path) -> None:
+    import json
+
+    from medi2i.model_folder import save_model
+    from medi2i.registry import Registry
+
+    _write(tmp_path / "data_cards", DATA_CARD)
+    _write(tmp_path / "data_cards", {**DATA_CARD, "name": "other-ct"})
+    model = tmp_path / "model"
+    options = {"filters": [4, 4], "kernel_sizes": [3, 1, 3], "roi_size": [8, 8, 8]}
+    method = Registry().method("srcnn")(options)
+    save_model(method, model, data_cards=["tiny-ct"], metrics={"mae": 80.5, "psnr": 20.25})
+    card = {
+        **MODEL_CARD,
+        "method": {"id": method.id, "version": method.version},
+        "metrics": {"validation_mae": 80.5, "validation_psnr": 20.25, "mae_hu": 70.0},
+    }
+    _write(model, card, name="card")
+    assert check_model_card(model, data_cards=tmp_path / "data_cards") == []
+    _write(model, {**card, "training_data": ["other-ct"]}, name="card")
+    (problem,) = check_model_card(model, data_cards=tmp_path / "data_cards")
+    assert "records the data cards ['tiny-ct']" in str(problem)
+    _write(model, {**card, "metrics": {"validation_mae": 12.0}}, name="card")
+    (problem,) = check_model_card(model, data_cards=tmp_path / "data_cards")
+    assert "validation_mae 12 (metrics.json: 80.5)" in str(problem)
+    (model / "metrics.json").write_text(json.dumps({"mae": 12.0}))
+    assert check_model_card(model, data_cards=tmp_path / "data_cards") == []
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ({"synthrad_ms_ssim": float("nan")}, "measured, finite values"),
+        ({"mae_hu": float("inf")}, "measured, finite values"),
+        ({"synthrad_ms_ssim": 1.7}, "between -1 and 1"),
+        ({"validation_ssim": -3.0}, "between -1 and 1"),
+    ],
+)
+def test_a_card_refuses_impossible_metric_values(
+    tmp_path: Path, metrics: dict[str, float], message: str
+) -> None:
+    path = _write(tmp_path, {**MODEL_CARD, "metrics": metrics})
+    with pytest.raises(InputError, match=message):
+        load_card(path)
+
+
 def test_every_shared_data_file_and_benchmark_set_has_a_card() -> None:
     cards = [load_card(p) for p in sorted(DATA_CARDS.glob("*.yaml"))]
     files = {c.source.file for c in cards if isinstance(c, DataCard) and c.kind == "real"}
