@@ -156,6 +156,14 @@ def test_evaluate_names_a_reference_constant_in_the_mask(tmp_path: Path) -> None
     assert f"{reference}: the reference is constant inside the mask" in result.output
 
 
+@pytest.mark.parametrize("extra", [["--run-dir", "runs/x"], ["--set", "evaluation.split=train"]])
+def test_evaluate_of_files_refuses_workflow_options(tmp_path: Path, extra: list[str]) -> None:
+    reference = write(tmp_path, "ct.nii.gz", smooth_volume())
+    result = run("-p", reference, "-r", reference, *extra)
+    assert result.exit_code != 0
+    assert f"{extra[0]} belongs to a WORKFLOW's evaluation" in result.output
+
+
 def test_a_constant_reference_is_scored_with_a_range_given() -> None:
     reference, prediction = np.full((10, 10, 10), 200.0), np.full((10, 10, 10), 190.0)
     given = masked_psnr(reference, prediction, np.ones(reference.shape), data_range=1000.0)

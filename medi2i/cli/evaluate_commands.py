@@ -105,6 +105,12 @@ def evaluate_command(
         return
     if prediction_path is None or reference_path is None:
         raise OptionsError("give a WORKFLOW, or both --prediction and --reference files")
+    if run_dir is not None or overrides:
+        given = "--run-dir" if run_dir is not None else "--set"
+        raise OptionsError(
+            f"{given} belongs to a WORKFLOW's evaluation; --prediction and --reference are "
+            f"compared as they are, and nothing is written: leave {given} out"
+        )
     registry = Registry(plugins)
     metrics = select_metrics(metrics_spec, registry.metrics)
     readers = list(registry.readers.values())
