@@ -113,6 +113,17 @@ def test_datasets_are_cached_and_keyed_by_their_sources(sources: Path, tmp_path:
     assert build_dataset("q2", work_dir=tmp_path, source_dir=changed).folder != first.folder
 
 
+def test_a_cached_file_changed_after_the_build_is_refused(sources: Path, tmp_path: Path) -> None:
+    built = build_dataset("q3", work_dir=tmp_path, source_dir=sources)
+    mask = built.folder / "test" / built.test[0].name / "mask.nii.gz"
+    volume = read_volume_file(mask)
+    halved = np.asarray(volume.array, np.float32).copy()
+    halved[: halved.shape[0] // 2] = 0  # half of the scored region gone
+    _save(halved, volume.affine, mask)
+    with pytest.raises(InputError, match=r"mask.nii.gz is not the file the build wrote"):
+        build_dataset("q3", work_dir=tmp_path, source_dir=sources)
+
+
 def test_q2_keeps_every_fourth_and_second_slice(sources: Path, tmp_path: Path) -> None:
     dataset = build_dataset("q2", work_dir=tmp_path, source_dir=sources)
     assert [c.name for c in dataset.test] == ["colin27-x4", "colin27-x2"]

@@ -2,7 +2,10 @@
 ``dataset.json`` index per split, and read back on later runs.
 
 A dataset is written into ``<folder>.partial`` and renamed into place when complete, so an
-interrupted build never leaves a folder that looks finished.
+interrupted build never leaves a folder that looks finished. Each index records the
+SHA-256 of every file it lists, and reading checks them: a file changed after the build
+(the cache may be shared) is refused, never scored under the fingerprint of the data it
+was built from.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ Parts = dict[str, Built]
 
 
 INDEX = "dataset.json"
+SHA256 = "sha256"
+"""Key of the index's SHA-256 of each file, by path relative to the index's folder."""
 _ROLE_FILES: dict[TaskName, tuple[str, str, str]] = {
     "q1": ("mr", "ct", "mask"),  # the SynthRAD layout
     "q2": ("thick_slices", "high_res", "mask"),
@@ -74,6 +79,7 @@ def _write_part(folder: Path, task: TaskName, built: Built) -> None:
         "validation": [],
         "test": [],
     }
+    digests: dict[str, str] = {}
     splits = (
         ("train_pairs", built.train_pairs),
         ("validation", built.validation),
@@ -83,27 +89,30 @@ def _write_part(folder: Path, task: TaskName, built: Built) -> None:
         for case in cases:
             volumes = (case.source, case.target, case.mask)
             for role, volume in zip(_ROLE_FILES[task], volumes, strict=True):
-                _write(
-                    volume, folder / split / case.name / f"{role}.nii.gz", mask=volume is case.mask
-                )
+                name = f"{split}/{case.name}/{role}.nii.gz"
+                digests[name] = _write(volume, folder / name, mask=volume is case.mask)
             entry = {"name": case.name}
             if case.source_domain or case.target_domain:
                 entry.update(source_domain=case.source_domain, target_domain=case.target_domain)
             index[split].append(entry)
     for item in built.train_domains:
-        _write(item.image, folder / "train_domains" / item.name / "image.nii.gz", mask=False)
-        _write(item.mask, folder / "train_domains" / item.name / "mask.nii.gz", mask=True)
+        for role, volume in (("image", item.image), ("mask", item.mask)):
+            name = f"train_domains/{item.name}/{role}.nii.gz"
+            digests[name] = _write(volume, folder / name, mask=role == "mask")
         index["train_domains"].append({"name": item.name, "domain": item.domain})
     with atomic_path(folder / INDEX) as tmp:
-        tmp.write_text(json.dumps(index, indent=2) + "\n")
+        tmp.write_text(json.dumps({**index, SHA256: digests}, indent=2) + "\n")
 
 
-def _write(volume: Volume, path: Path, *, mask: bool) -> None:
+def _write(volume: Volume, path: Path, *, mask: bool) -> str:
+    """Write ``volume`` at ``path``; return the file's SHA-256."""
     from medi2i import write_volume
+    from medi2i.hashing import file_sha256
 
     image = volume.metatensor()
     image.meta["medi2i.dtype"] = "uint8" if mask else "float32"
     write_volume(image, path, overwrite=True)  # the harness's own cache
+    return file_sha256(path)
 
 
 def read_dataset(
@@ -111,6 +120,7 @@ def read_dataset(
 ) -> BenchDataset:
     try:
         index = json.loads((folder / INDEX).read_text())
+        _require_unchanged(folder, index)
         pairs = _read_cases(folder / "train_pairs", index["train_pairs"], _ROLE_FILES[task])
         test = _read_cases(folder / "test", index["test"], _ROLE_FILES[task])
         validation = _read_cases(
@@ -130,6 +140,28 @@ def read_dataset(
             f"benchmark cache {folder} is damaged ({exc}); delete the folder and run again"
         ) from None
     return BenchDataset(task, pairs, domains, test, folder, fingerprint, validation, split)
+
+
+def _require_unchanged(folder: Path, index: dict[str, object]) -> None:
+    """Refuse a cache whose files are not those its build wrote (or that records none).
+
+    Raises:
+        InputError: A file's SHA-256 differs from the index's, or is not recorded.
+    """
+    from medi2i.hashing import file_sha256
+
+    digests = index.get(SHA256)
+    if not isinstance(digests, dict) or not digests:
+        raise InputError(
+            "it records no SHA-256 of its files (an earlier medi2i-bench built it), so "
+            "files changed since cannot be told apart"
+        )
+    for name, digest in sorted(digests.items()):
+        if file_sha256(folder / name) != digest:
+            raise InputError(
+                f"{name} is not the file the build wrote (its SHA-256 changed): the data "
+                "would be scored under the fingerprint of other data"
+            )
 
 
 def _read_case(folder: Path, entry: dict[str, str], roles: tuple[str, str, str]) -> BenchCase:
