@@ -289,13 +289,16 @@ def check_modality(
 ) -> None:
     """Refuse a DICOM series whose Modality is not the one ``method`` takes as input.
 
-    Only a series read from DICOM says its modality; a NIfTI file cannot be checked.
+    Only a series read from DICOM says its modality. An input without one (a NIfTI
+    file) given to a method that takes MR is refused when it is plainly a CT in HU: 5 %
+    or more of its voxels at or below -500 (air).
     A domain method takes the modality of the input's ``domain`` (e.g. CT for the
     CT→MR direction of a two-way model), or without one the modality all its domains
     share (a StarGAN of MR scanners); any other its ``input_spec``.
 
     Raises:
-        InputError: E.g. a CT series given to an MR→CT model, unless ``force``.
+        InputError: E.g. a CT series (or a NIfTI CT in HU) given to an MR→CT model,
+            unless ``force``.
     """
     from medi2i.dicom.source import META_KEY
 
@@ -309,12 +312,51 @@ def check_modality(
             expected = modalities.pop()
     source = image.meta.get(META_KEY)
     found = getattr(source, "modality", None)
+    if not found and expected == "MR" and not force:
+        _require_no_hounsfield_air(image, method)
     if force or expected in ("any", "") or not found or found == expected:
         return
     raise InputError(
         f"{image.meta.get('filename_or_obj', 'the input')}: the series is {found}, but "
         f"{method.id!r} translates {expected} input; give a series of modality {expected} "
         "(select it with --modality), or pass --force-modality to translate it anyway"
+    )
+
+
+HOUNSFIELD_AIR = -500.0
+"""Values at or below this are air in a CT in HU; no MR image has them in bulk."""
+HOUNSFIELD_AIR_SHARE = 0.05
+"""The share of voxels at or below :data:`HOUNSFIELD_AIR` from which an input given as
+MR is taken for a CT in HU (the air around a body is most of a CT's volume)."""
+
+
+def _require_no_hounsfield_air(image: MetaTensor, method: Method) -> None:
+    """Refuse an input without a stated modality (a NIfTI file) that an MR method would
+    translate although it is plainly a CT in HU: a large share of its voxels at air's
+    -1000 HU, which no MR magnitude image has.
+
+    Raises:
+        InputError: Naming the file, the share found and ``--force-modality``.
+    """
+    import torch
+
+    values = image.as_tensor()
+    if not values.is_floating_point() and not values.dtype.is_signed:
+        return  # unsigned: no negative value at all
+    flat = values.detach().reshape(-1)
+    step = 1 << 24  # a bounded temporary, whatever the volume's size
+    below = sum(
+        int(torch.count_nonzero(flat[i : i + step] <= HOUNSFIELD_AIR))
+        for i in range(0, flat.numel(), step)
+    )
+    share = below / max(flat.numel(), 1)
+    if share < HOUNSFIELD_AIR_SHARE:
+        return
+    raise InputError(
+        f"{image.meta.get('filename_or_obj', 'the input')}: {share:.0%} of its voxels are "
+        f"at or below {HOUNSFIELD_AIR:g}, as the air of a CT in HU is; {method.id!r} "
+        "translates MR input. Give an MR volume, or pass --force-modality "
+        "(force_modality=True in Python) if this is MR in unusual units"
     )
 
 

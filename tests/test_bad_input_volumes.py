@@ -35,6 +35,15 @@ def _(tmp: Path) -> Case:
     return Case(predict(tmp / "nope.nii.gz", tmp / "out.nii.gz"), "nope.nii.gz", "does not exist")
 
 
+@case("volume-ct-in-hu-into-an-mr-model")
+def _(tmp: Path) -> Case:
+    values = np.full((16, 16, 12), -1000.0, np.float32)  # a CT's air around
+    values[4:12, 4:12, 3:9] = 40.0  # soft tissue
+    source = nifti(tmp / "ct.nii.gz", values)
+    args = ["predict", str(source), str(tmp / "out.nii.gz"), "--method", "example-self-rescaling"]
+    return Case([*args, "--no-progress"], "ct.nii.gz", "--force-modality", [tmp / "out.nii.gz"])
+
+
 @case("volume-empty-file")
 def _(tmp: Path) -> Case:
     (tmp / "empty.nii.gz").write_bytes(b"")
