@@ -183,6 +183,16 @@ def test_training_targets_half_a_thin_slice_off_are_refused(tmp_path: Path, demo
     assert "mm from its" in line
 
 
+def test_references_with_the_sources_shape_are_held_to_the_delivered_grid(
+    tmp_path: Path, demo: Path
+) -> None:
+    cases = thick_cases(demo, tmp_path / "cases", reference_slices=8)  # as many as the source
+    path = workflow(tmp_path, SUPER_RESOLUTION, cases)
+    line = error_line(cli("validate", str(path), "--check-data"))
+    assert "is not the grid method 'edsr' delivers" in line
+    assert "(16x16x8 voxels)" in line
+
+
 def test_the_grid_hint_names_align_only_for_methods_that_have_it() -> None:
     registry = Registry(load_plugins())
     assert "align" not in output_grid_hint(registry.method("edsr")({"factor": 2}))

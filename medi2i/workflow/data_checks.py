@@ -79,9 +79,10 @@ def check_output_grids(
     readers: Sequence[VolumeReader] | None,
     placement_only: bool = False,
 ) -> None:
-    """Refuse a pair whose reference has another shape than its source (a finer grid:
-    super-resolution) but is not the grid the method delivers for that source
-    (:meth:`~medi2i.Method.output_grid`): evaluation would refuse it after training.
+    """Refuse a pair whose reference is not the grid the method delivers for its source
+    (:meth:`~medi2i.Method.output_grid`) where either has another shape than the source
+    (super-resolution: a finer grid; a reference on the source's own grid for a method
+    that refines it): evaluation, or training, would refuse it later.
 
     With ``placement_only`` (training pairs) the reference may have more voxels than
     the delivered grid (EDSR trains on the sub-slices past the last kept slice that
@@ -101,7 +102,7 @@ def check_output_grids(
             continue
         source = read_grid(case.images[SOURCE], readers=readers)
         reference = read_grid(case.images[TARGET], readers=readers)
-        if source is None or reference is None or source.shape == reference.shape:
+        if source is None or reference is None:
             continue
         try:
             condition = method.parse_condition(
@@ -110,6 +111,8 @@ def check_output_grids(
             delivered = method.output_grid(source, condition)
         except Medi2iError:
             continue  # the condition is checked, and refused, on its own
+        if delivered.shape == source.shape == reference.shape:
+            continue  # a method that keeps the grid: the paired grid checks hold it
         if placement_only:
             matches = delivered.affine_gap(reference) <= GRID_TOLERANCE_MM
         else:
