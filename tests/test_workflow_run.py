@@ -282,12 +282,18 @@ def test_evaluate_workflow_uses_the_latest_run_and_writes_html(
     workflow_file: Path, plugins: PluginSet
 ) -> None:
     invoke(plugins, "train", str(workflow_file), "--set", "training.steps=2")
+    markdown = workflow_commands.evaluate_workflow(
+        workflow_file, plugins=plugins, overrides=["training.steps=2"], echo=None
+    )
+    assert markdown.report_path is not None
+    assert markdown.report_path.name == "report.md"
     result = workflow_commands.evaluate_workflow(
         workflow_file,
         plugins=plugins,
         overrides=["training.steps=2", "report.format=html"],
         echo=None,
     )
+    assert not markdown.report_path.exists()  # no stale report beside the new one
     assert result.metrics_path is not None
     assert result.metrics_path.is_file()
     assert result.report_path == result.run_dir / "report.html"
@@ -295,6 +301,29 @@ def test_evaluate_workflow_uses_the_latest_run_and_writes_html(
     assert page.startswith("<!DOCTYPE html>")
     assert "<table>" in page
     assert 'src="figures/case_demo003.png"' in page
+
+
+def test_the_card_keeps_the_test_metrics_when_another_split_is_evaluated(
+    workflow_file: Path, plugins: PluginSet
+) -> None:
+    from medi2i.cards import load_card
+
+    invoke(plugins, "train", str(workflow_file), "--set", "training.steps=2")
+    tested = workflow_commands.evaluate_workflow(
+        workflow_file, plugins=plugins, overrides=["training.steps=2"], echo=None
+    )
+    card = tested.run_dir / "model" / "card.yaml"
+    before = load_card(card).metrics
+    assert before
+    lines: list[str] = []
+    workflow_commands.evaluate_workflow(
+        workflow_file,
+        plugins=plugins,
+        overrides=["training.steps=2", "evaluation.split=train"],
+        echo=lines.append,
+    )
+    assert load_card(card).metrics == before
+    assert any("the model card keeps the metrics of the test split" in line for line in lines)
 
 
 def test_evaluate_without_a_run_says_what_to_do(workflow_file: Path, plugins: PluginSet) -> None:

@@ -115,7 +115,13 @@ def evaluate_stage(
     document = {"units": units, "cases": [asdict(record) for record in records]}
     _write_text(run.metrics / CASES_FILE, json.dumps(document, indent=2) + "\n")
     if model_dir.resolve().is_relative_to(run.root.resolve()):
-        _record_in_card(workflow, model_dir, summary, units)
+        if workflow.evaluation.split == "test":
+            _record_in_card(workflow, model_dir, summary, units)
+        else:  # a card's metrics are its test metrics, never those of its training data
+            log(
+                f"evaluate: the {workflow.evaluation.split} split's metrics are in metrics/ "
+                "and the report; the model card keeps the metrics of the test split"
+            )
     RunState.read(run).finished(run, "evaluate")
     return metrics_path
 

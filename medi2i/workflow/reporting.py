@@ -19,7 +19,7 @@ from medi2i.report.figures import (
     slice_montage,
     training_curves,
 )
-from medi2i.report.render import Figure, Report, Section, write_report
+from medi2i.report.render import REPORT_FILES, Figure, Report, Section, write_report
 from medi2i.workflow.evaluation import EvaluatedCase, EvaluationRecord, read_evaluation
 from medi2i.workflow.run_folder import Log, RunFolder, RunState
 from medi2i.workflow.schema import Workflow
@@ -47,6 +47,10 @@ def report_stage(
         title=f"Run {run.root.name}", subtitle=workflow.description.strip(), sections=sections
     )
     path = write_report(report, run.root, format=workflow.report.format)
+    for earlier in (run.root / name for name in REPORT_FILES.values()):
+        if earlier != path and earlier.is_file():  # the other format's, of an earlier run
+            earlier.unlink()
+            log(f"report: removed {earlier.name}, written before in the other format")
     RunState.read(run).finished(run, "report")
     log(f"report: {path}")
     return path
