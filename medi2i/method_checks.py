@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from medi2i.method_spec import Options, Training
+from medi2i.method_spec import DataKind, Options, Training
 
 if TYPE_CHECKING:
     from medi2i.method import Method
@@ -89,9 +89,11 @@ def _check_training_hooks(cls: type[Method[Any, Any]]) -> None:
     """A declared way of learning must come with the hooks that do it."""
     from medi2i.method import Method
 
+    if cls.training is Training.FIT:
+        _require_fit_hook(cls)
+        return
     needed = {
         Training.GRADIENT: (("configure_training", "training_step"), "all of"),
-        Training.FIT: (("fit", "fit_pairs"), "one of"),
     }.get(cls.training)
     if needed is None:
         return
@@ -108,6 +110,25 @@ def _check_training_hooks(cls: type[Method[Any, Any]]) -> None:
             f"method {cls.id!r} declares training = {cls.training.value!r} but {lacking}; "
             "implement it or declare the way it learns (Training.NONE, FIT or GRADIENT)"
         )
+
+
+def _require_fit_hook(cls: type[Method[Any, Any]]) -> None:
+    """A fitted method needs the hook its data kind is fitted through: ``fit_pairs`` on
+    paired cases, ``fit`` on volumes of one domain for every other kind (the workflow's
+    train stage and the benchmarks call only that one)."""
+    from medi2i.method import Method
+
+    hook, other = ("fit_pairs", "fit") if cls.data is DataKind.PAIRED else ("fit", "fit_pairs")
+    if getattr(cls, hook) is not getattr(Method, hook):
+        return
+    how = "whole paired cases" if hook == "fit_pairs" else "volumes of the target domain"
+    has_other = getattr(cls, other) is not getattr(Method, other)
+    raise TypeError(
+        f"method {cls.id!r} declares training = 'fit' with data = {cls.data.value!r} but "
+        f"does not implement {hook}, through which such a method is fitted (on {how})"
+        + (f"; it implements {other}, which serves the other data kinds" if has_other else "")
+        + f": implement {hook}, or declare the data kind its hook is for"
+    )
 
 
 def _require_mixin_options(cls: type[Method[Any, Any]]) -> None:

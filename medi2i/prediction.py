@@ -141,7 +141,7 @@ def predict_outputs(
     # from here the input is needed for its metadata only; a caller that handed over its
     # only reference (as predict_all does) frees a whole volume before the inference
     del image
-    with _state_kept(method), naming_the_input(source_meta):
+    with _state_kept(method), naming_the_input(source_meta), _seeded(settings.seed, engine.device):
         raw = outputs_by_name(method, method.predict(prepared, context), declared)
     results: dict[str, MetaTensor] = {}
     for output in declared:
@@ -209,6 +209,7 @@ def _delivered(
     from medi2i.resample import resample_to_grid
     from medi2i.voxel_checks import require_declared_range, require_finite_output
 
+    output = cast("MetaTensor", output.detach())  # no autograd graph kept alive with it
     if not output.is_floating_point():  # a bool or integer output: values, as written
         output = cast("MetaTensor", output.float())
     result = resample_to_grid(output, method.output_grid(input_grid, condition), mode="linear")
@@ -240,6 +241,20 @@ def _delivered(
         "medi2i.output.units": declared.spec.units,
     }
     return result
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """torch's global generators seeded with ``seed`` while a method predicts, and put
+    back afterwards: a method that draws from them (``torch.rand``) gives the same output
+    for the same settings, as the provenance's seed promises, and the caller's random
+    state is left as it was."""
+    import torch
+
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        torch.manual_seed(seed)
+        yield
 
 
 @contextmanager

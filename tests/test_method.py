@@ -9,7 +9,7 @@ import pytest
 
 from medi2i.errors import OptionsError
 from medi2i.grid import Grid
-from medi2i.method import Method, Task, Training, VolumeSpec
+from medi2i.method import DataKind, Method, Task, Training, VolumeSpec
 from medi2i.testing.example_methods import EXAMPLE_METHODS, DomainOffset, PointwiseNet
 
 
@@ -139,7 +139,8 @@ def test_a_mixin_s_options_and_a_window_default_are_checked_at_registration() ->
     [
         (Training.GRADIENT, (), "lacks configure_training, training_step"),
         (Training.GRADIENT, ("configure_training",), r"lacks training_step \(it needs all of"),
-        (Training.FIT, (), "implements none of fit, fit_pairs"),
+        (Training.FIT, (), "does not implement fit, through which"),
+        (Training.FIT, ("fit_pairs",), "does not implement fit,.*it implements fit_pairs"),
     ],
 )
 def test_a_declared_way_of_learning_needs_its_hooks(
@@ -166,6 +167,34 @@ def test_a_declared_way_of_learning_needs_its_hooks(
     for hook in ("configure_training", "training_step", "fit"):
         setattr(Declared, hook, implemented)
     Declared.validate_class()
+
+
+def test_a_paired_fitted_method_needs_fit_pairs_and_another_fit() -> None:
+    def implemented(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None
+
+    def declared(data: DataKind, hook: str) -> type[Method]:
+        return type(
+            "Declared",
+            (Method,),
+            {
+                "id": "declared",
+                "tasks": (Task.TRANSLATION,),
+                "input_spec": VolumeSpec(),
+                "output_spec": VolumeSpec(),
+                "training": Training.FIT,
+                "data": data,
+                "predict": lambda self, image, context: image,
+                hook: implemented,
+            },
+        )
+
+    with pytest.raises(TypeError, match="data = 'paired' but does not implement fit_pairs"):
+        declared(DataKind.PAIRED, "fit").validate_class()
+    declared(DataKind.PAIRED, "fit_pairs").validate_class()
+    with pytest.raises(TypeError, match="data = 'single-domain' but does not implement fit,"):
+        declared(DataKind.SINGLE_DOMAIN, "fit_pairs").validate_class()
+    declared(DataKind.SINGLE_DOMAIN, "fit").validate_class()
 
 
 def test_scaled_grid_keeps_the_field_of_view() -> None:

@@ -80,12 +80,28 @@ def check_method_contract(
     _give_domains(method, domains)
     if prepare is not None:
         prepare(method)
+    _materialize(method, settings)
     image = make_volume(shape)
     outputs = _predict(method, image, condition=condition, settings=settings)
     for declared in _declared(method, condition):
         _check_output(method, image, outputs, declared, condition)
+    _check_repeatable(method, image, outputs, condition=condition, settings=settings)
     _check_round_trip(method, image, outputs, condition=condition, settings=settings)
     _check_pointwise(method, image, condition)
+
+
+def _materialize(method: Method[Any, Any], settings: InferenceSettings | None) -> None:
+    """Build what the method builds on first use (a ``PatchNetworkMethod``'s network)
+    now, under another seed than the one the core seeds predict with: a reloaded method
+    that lost its weights and builds them afresh in predict must not come out equal by
+    chance."""
+    import torch
+
+    seed = (settings or CONTRACT_SETTINGS).seed + 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        method.training_modules()
+        method.state_tensors()
 
 
 def _check_pointwise(
@@ -253,7 +269,10 @@ def _check_round_trip(
     from medi2i.model_folder import load_model, save_model
 
     with tempfile.TemporaryDirectory(prefix="medi2i-contract-") as tmp:
-        folder = save_model(method, Path(tmp) / "model")
+        try:
+            folder = save_model(method, Path(tmp) / "model")
+        except Medi2iError as exc:  # e.g. fitted values its JSON cannot keep
+            raise AssertionError(f"{method.id}: its model folder cannot be saved: {exc}") from exc
         try:
             loaded = load_model(folder, registry=_registry_of(type(method)))
         except Medi2iError as exc:
@@ -271,14 +290,108 @@ def _check_round_trip(
             f"became {list(loaded.domains)}"
         )
     again = _predict(loaded, image, condition=condition, settings=settings)
-    for name, output in outputs.items():
-        other = again.get(name)
+    differing = _differing(outputs, again)
+    if differing is not None:
+        raise AssertionError(
+            f"{method.id}: the method loaded from its model folder predicts{differing} "
+            "differently from the instance it was saved from, which predicts the same twice "
+            "(so neither randomness nor a predict that changes the method's state explains "
+            f"it); {_STATE_NOT_SAVED}"
+        )
+
+
+_STATE_NOT_SAVED = (
+    "state_values/state_tensors do not hold all of its state: return everything predict "
+    "reads that is not rebuilt from the options (fitted values, weights) and restore it in "
+    "load_state_values/load_state_tensors"
+)
+"""Why a reloaded method predicts otherwise when the instance itself is repeatable."""
+
+_NOT_REPEATABLE = (
+    "its predict is not deterministic, or it changes the method's state. Draw "
+    "predict-time randomness from context.seed (e.g. "
+    "torch.Generator().manual_seed(context.seed)) or from torch's global generator, which "
+    "the core seeds from the settings' seed for each prediction, never from a generator of "
+    "your own; a predict that changes the method's attributes (a fit to the input, a "
+    "counter) sets restores_state = True, so the core restores state_values/state_tensors "
+    "after every volume"
+)
+"""Why one instance predicts the same volume differently twice."""
+
+_STATE_CHANGED = (
+    "its predict changes the method's state (state_values()/state_tensors() differ after "
+    "predicting), so one volume leaks into the next; set restores_state = True, so the core "
+    "restores them after every volume, or keep predict from changing them"
+)
+"""Why one instance predicts differently twice when its saved state moved."""
+
+
+def _check_repeatable(
+    method: Method[Any, Any],
+    image: MetaTensor,
+    outputs: Mapping[str, MetaTensor],
+    *,
+    condition: Mapping[str, object] | None,
+    settings: InferenceSettings | None,
+) -> None:
+    """The same instance predicts the same volume the same way a second time."""
+    reason = _unrepeatable(
+        method, outputs, lambda: _predict(method, image, condition=condition, settings=settings)
+    )
+    if reason is not None:
+        raise AssertionError(f"{method.id}: {reason}")
+
+
+def _unrepeatable(
+    method: Method[Any, Any],
+    outputs: Mapping[str, MetaTensor],
+    predict: Callable[[], Mapping[str, MetaTensor]],
+) -> str | None:
+    """Predict again with ``method`` and say why the outputs differ from ``outputs``
+    (randomness, or a predict that changes the saved state), or ``None`` if they do not."""
+    before = _saved_state(method)
+    differing = _differing(outputs, predict())
+    if differing is None:
+        return None
+    changed = not _same_state(before, _saved_state(method))
+    return (
+        f"the same instance predicts{differing} differently the second time it is given "
+        f"the same volume: {_STATE_CHANGED if changed else _NOT_REPEATABLE}"
+    )
+
+
+def _differing(expected: Mapping[str, MetaTensor], actual: Mapping[str, MetaTensor]) -> str | None:
+    """`` output 'name'`` (or ``""`` for the unnamed one) of the first output that
+    differs, or ``None`` when all agree."""
+    for name, output in expected.items():
+        other = actual.get(name)
         if other is None or other.shape != output.shape or not _close(other, output):
-            label = f" output {name!r}" if name else ""
-            raise AssertionError(
-                f"{method.id}: the method loaded from its model folder predicts{label} "
-                "differently; state_values/state_tensors do not hold all of its state"
-            )
+            return f" output {name!r}" if name else ""
+    return None
+
+
+def _saved_state(method: Method[Any, Any]) -> tuple[Any, dict[str, torch.Tensor]]:
+    import copy
+
+    tensors = {name: value.detach().clone() for name, value in method.state_tensors().items()}
+    return copy.deepcopy(method.state_values()), tensors
+
+
+def _same_state(
+    one: tuple[Any, dict[str, torch.Tensor]], other: tuple[Any, dict[str, torch.Tensor]]
+) -> bool:
+    import torch
+
+    (values, tensors), (other_values, other_tensors) = one, other
+    return (
+        values == other_values
+        and set(tensors) == set(other_tensors)
+        and all(
+            tensors[name].shape == other_tensors[name].shape
+            and torch.equal(tensors[name], other_tensors[name])
+            for name in tensors
+        )
+    )
 
 
 def isolated_registry(*plugins: object, strict: bool = False) -> Registry:

@@ -25,11 +25,13 @@ import numpy as np
 from medi2i.errors import Medi2iError
 from medi2i.method import DomainSpec, Method, MethodClass, Training
 from medi2i.testing.contract import (
+    _STATE_NOT_SAVED,
     CONTRACT_SETTINGS,
     _check_class,
-    _close,
     _construct,
+    _differing,
     _registry_of,
+    _unrepeatable,
 )
 
 if TYPE_CHECKING:
@@ -239,6 +241,8 @@ def _check_losses(run: _Trained, steps: int) -> None:
 def _check_learned(
     initial: Mapping[str, Mapping[str, torch.Tensor]], method: Method[Any, Any]
 ) -> None:
+    """Every training module with trainable parameters changed: a module whose optimizer
+    holds another module's parameters, or that is never stepped, would stay as built."""
     import torch
 
     trained = _module_weights(method)
@@ -247,16 +251,26 @@ def _check_learned(
             f"{method.id}: training_modules() gave {sorted(initial)} before training and "
             f"{sorted(trained)} after; return the same modules every time"
         )
-    changed = any(
-        not torch.equal(value, initial[name][key])
-        for name, weights in trained.items()
-        for key, value in weights.items()
-        if value.is_floating_point()
+    trainable = {
+        name: [key for key, parameter in module.named_parameters() if parameter.requires_grad]
+        for name, module in method.training_modules().items()
+    }
+    unchanged = sorted(
+        name
+        for name, keys in trainable.items()
+        if keys and all(torch.equal(trained[name][key], initial[name][key]) for key in keys)
     )
-    if not changed:
+    if unchanged == sorted(name for name, keys in trainable.items() if keys):
         raise AssertionError(
             f"{method.id}: training changed no weight of {sorted(trained)}; does training_step "
             "call trainer.backward and trainer.step on the optimizers it registered?"
+        )
+    if unchanged:
+        raise AssertionError(
+            f"{method.id}: training changed no weight of the training module(s) {unchanged} "
+            "(the others changed): its optimizer holds other parameters, or the module is "
+            "never stepped; give each optimizer trainer.modules[name].parameters() and call "
+            "trainer.backward and trainer.step for it in training_step"
         )
 
 
@@ -352,14 +366,19 @@ def _check_reload(run: _Trained, data: CaseSet, condition: Mapping[str, object] 
             f"{name}: the loaded model yields the outputs {sorted(actual)}, the trained "
             f"method {sorted(expected)}"
         )
-    for output, volume in expected.items():
-        if volume.shape != actual[output].shape or not _close(actual[output], volume):
-            label = f" {output!r}" if output else ""
+    differing = _differing(expected, actual)
+    if differing is not None:
+        reason = _unrepeatable(method, expected, lambda: _outputs(method, image, condition))
+        if reason is not None:
             raise AssertionError(
-                f"{name}: the method loaded from its model folder predicts output{label} "
-                "differently from the trained one; state_tensors/state_values do not hold "
-                "all it learned"
+                f"{name}: the method loaded from its model folder predicts{differing} "
+                f"differently from the trained one, and {reason}"
             )
+        raise AssertionError(
+            f"{name}: the method loaded from its model folder predicts{differing} "
+            f"differently from the trained one (which predicts the same twice); "
+            f"{_STATE_NOT_SAVED}"
+        )
 
 
 def _input_image(

@@ -97,7 +97,10 @@ class Trainer:
         self._spreads: dict[str, torch.Tensor] = {}
         self._steps_asked = 0
         self._checked_stepping = False
+        self._checked_optimizers = False
         self._stepped_without_gradients: set[str] = set()
+        # optimizers given a gradient by backward since their latest step (per training_step)
+        self._unstepped: set[str] = set()
 
     # -- TrainerAPI --------------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class Trainer:
         """
         scaler = self._scalers[self._known(optimizer)]
         self._note_finite(loss, optimizer)
+        self._unstepped.add(optimizer)
         if self.accumulation_steps > 1:
             loss = loss / self.accumulation_steps
         foreign = self._foreign[optimizer]
@@ -145,9 +149,10 @@ class Trainer:
         """Update with ``optimizer`` and zero its gradients, at the end of an
         accumulation cycle; a no-op on the batches before."""
         self._steps_asked += 1
+        self._unstepped.discard(self._known(optimizer))
         if self.micro_step != self.accumulation_steps - 1:
             return
-        chosen = self.optimizers[self._known(optimizer)]
+        chosen = self.optimizers[optimizer]
         scaler = self._scalers[optimizer]
         if not self._checked_stepping and not any(
             parameter.grad is not None
@@ -197,13 +202,18 @@ class Trainer:
         """
         if len(batches) != self.accumulation_steps:
             raise ValueError(f"a step takes {self.accumulation_steps} batches, got {len(batches)}")
+        if not self._checked_optimizers:
+            self._require_module_parameters(method)
         totals: dict[str, float] = {}
         self._non_finite = {}
         self._spreads = {}
         for micro, batch in enumerate(batches):
             self.micro_step = micro
+            self._unstepped = set()
             with self._gradient_sync(last=micro == self.accumulation_steps - 1):
                 losses = method.training_step(self._on_device(batch), self)
+            if self._unstepped:
+                self._refuse_unstepped(method)
             if not isinstance(losses, Mapping):
                 raise TrainingError(
                     f"method {method.id!r}: training_step returned a {type(losses).__name__}; "
@@ -237,6 +247,44 @@ class Trainer:
                 "trainer.backward(loss, name) before trainer.step(name), with a loss that "
                 "depends on that optimizer's parameters"
             )
+
+    def _refuse_unstepped(self, method: Method) -> None:
+        """A gradient given to an optimizer that is not stepped after it is never used,
+        or used a step late and piled onto the next step's."""
+        names = ", ".join(repr(name) for name in sorted(self._unstepped))
+        raise TrainingError(
+            f"method {method.id!r}: training_step returned without calling "
+            f"trainer.step(name) after trainer.backward(loss, name) for the optimizer(s) "
+            f"{names}, so their weights never change (or change a step late, on piled-up "
+            "gradients); call trainer.step(name) after the last trainer.backward(loss, "
+            "name) of every training_step (the trainer accumulates gradients itself, see "
+            "accumulation_steps)"
+        )
+
+    def _require_module_parameters(self, method: Method) -> None:
+        """Before the first step of a run: every optimizer's parameters are parameters of
+        the training modules, the only weights that are checkpointed and resumed."""
+        self._checked_optimizers = True
+        known = {
+            id(parameter)
+            for module in self.raw_modules.values()
+            for parameter in module.parameters()
+        }
+        for name, optimizer in self.optimizers.items():
+            outside = sum(
+                1
+                for group in optimizer.param_groups
+                for parameter in group["params"]
+                if id(parameter) not in known
+            )
+            if outside:
+                raise TrainingError(
+                    f"method {method.id!r}: the optimizer {name!r} holds {outside} "
+                    "parameter(s) that belong to none of the training modules "
+                    f"{sorted(self.raw_modules)}; give it the parameters of "
+                    "trainer.modules[...], and return every trained network from "
+                    "training_modules() (only those are checkpointed and resumed)"
+                )
 
     def learning_rates(self) -> dict[str, float]:
         """Learning rate of each optimizer's first parameter group."""

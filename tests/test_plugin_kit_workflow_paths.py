@@ -1,0 +1,38 @@
+"""The example workflow of a new plugin: its comment says what its paths are relative to,
+and the data its commands make lands where its layouts look (relative to the workflow)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+import pytest
+import yaml
+
+from medi2i.plugin_kit.generator import PLUGIN_KINDS, PluginNames, render_plugin
+
+
+def _layout_paths(data: dict[str, object]) -> list[str]:
+    paths: list[str] = []
+    for key in ("layout", "validation_data"):
+        layout = data.get(key)
+        if isinstance(layout, dict):
+            if "root" in layout:
+                paths.append(layout["root"])
+            paths += list(layout.get("folders", {}).values())
+    return paths
+
+
+@pytest.mark.parametrize("kind", PLUGIN_KINDS)
+def test_the_example_workflow_says_its_paths_are_relative_to_itself(kind: str) -> None:
+    text = render_plugin(PluginNames.of("my-method"), kind)["workflows/example.yaml"]
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+
+    assert "run it from the plugin's folder" not in header
+    assert "relative to this file's folder, so it runs from any folder" in header
+    made = re.findall(r"^#\s+python -m \S+ (?:\S+ )?(workflows/\S+)$", header, re.MULTILINE)
+    assert made
+    workflow = yaml.safe_load(text)
+    for path in _layout_paths(workflow["data"]):
+        resolved = PurePosixPath("workflows") / path
+        assert any(resolved.is_relative_to(folder) for folder in made), (path, made)
