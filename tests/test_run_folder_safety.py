@@ -314,6 +314,21 @@ def test_a_second_process_in_the_run_folder_is_refused(
     assert snapshot(run) == before
 
 
+def test_a_file_system_without_locks_runs_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    def no_locks(handle: object, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    entered = []
+    with run_lock(tmp_path / "run"):
+        entered.append(True)
+    assert entered == [True]
+
+
 def test_a_refused_data_folder_keeps_no_lock_file(tmp_path: Path, plugins: PluginSet) -> None:
     folder = tmp_path / "project"
     folder.mkdir()

@@ -25,6 +25,7 @@ orchestrator (:mod:`medi2i.workflow.runner`).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -234,7 +235,14 @@ def run_lock(root: Path) -> Iterator[None]:
         if handle is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    # a file system without locks (some NFS mounts: ENOLCK): run unlocked
+                    # rather than refuse every run there
+                    handle.close()
+                    handle = None
+                    yield
+                    return
                 raise WorkflowError(
                     f"run folder {root} is in use by another medi2i process (train, run or "
                     "evaluate); nothing was changed: wait for it to finish, or choose another "
