@@ -247,6 +247,19 @@ def test_only_rank_0_evaluates_reports_and_prints(
     assert (run / "run.json").read_text() == state
 
 
+def test_processes_of_torchrun_must_be_given_one_run_folder(
+    workflow_file: Path, plugins: PluginSet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    text = workflow_file.read_text().replace("output: {root: runs, run_id: one}", "")
+    unnamed = tmp_path / "unnamed.yaml"
+    unnamed.write_text(text)
+    result = cli(plugins, "train", str(unnamed))
+    assert "under torchrun (2 processes) give --run-dir DIR or output.run_id" in (
+        one_error_line(result)
+    )
+
+
 @pytest.mark.parametrize(("rank", "main"), [(None, True), ("0", True), ("1", False)])
 def test_the_main_process_is_rank_0(
     monkeypatch: pytest.MonkeyPatch, rank: str | None, main: bool

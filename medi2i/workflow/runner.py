@@ -112,6 +112,7 @@ def run_workflow(
     if "train" in stages:
         check_training(workflow, registry)  # before the run folder is made
     main = is_main_process()
+    _require_shared_folder(workflow, run_dir)
     target = Path(run_dir).resolve() if run_dir is not None else None
     if target is None and main:
         target = run_folder_for(workflow).root
@@ -127,6 +128,23 @@ def run_workflow(
                 f"Interrupted; the run folder {run.root} keeps {_kept(run)}: continue it "
                 f"with --run-dir {run.root}"
             ) from None
+
+
+def _require_shared_folder(workflow: Workflow, run_dir: Path | str | None) -> None:
+    """Under ``torchrun`` (more than one process), refuse a run whose folder would be
+    named by each process's own clock: a timestamped name can differ between them."""
+    import os
+
+    try:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        processes = 1  # torchrun's own check of its variables reports it
+    if processes > 1 and run_dir is None and workflow.output.run_id is None:
+        raise WorkflowError(
+            f"under torchrun ({processes} processes) give --run-dir DIR or output.run_id: "
+            "every process must use one run folder, and a timestamped name is taken from "
+            "each process's clock"
+        )
 
 
 def _kept(run: RunFolder) -> str:
