@@ -16,6 +16,9 @@ and dates it before it allocates or loads anything:
   version is 0 (where, as in SemVer, every minor release may change the format), and the
   feature release is the next part (``MINOR``, or ``PATCH`` under 0). A version that is
   not of this form is not compared.
+
+Saving checks the other way (:func:`checked_state`): fitted values a folder's JSON could
+not keep and give back are refused before anything is written.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from medi2i.errors import Medi2iError, ModelFormatError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from medi2i.method import DomainSpec, MethodClass
+    from medi2i.method import DomainSpec, Method, MethodClass, StateValue
     from medi2i.registry import Registry
 
 MAX_STATE_ELEMENTS = 2**31
@@ -180,3 +183,46 @@ def newer_release(recorded: str, installed: str) -> str | None:
     if new[:series] != old[:series]:
         return "series" if new[:series] > old[:series] else None
     return "feature" if new[: series + 1] > old[: series + 1] else None
+
+
+def checked_state(method: Method) -> dict[str, StateValue]:
+    """``method.state_values()``, refused with the key at fault when a value is not one
+    the model folder's JSON keeps and gives back (a number, string or boolean, or a list
+    of them; numbers finite).
+
+    Raises:
+        ModelFormatError: Naming the method, the key and what to keep instead.
+    """
+    values = method.state_values()
+    for key, value in values.items():
+        problem = _state_value_problem(value)
+        if problem is not None:
+            raise ModelFormatError(
+                f"method {method.id!r}: state_values()[{key!r}] {problem}; fitted values "
+                "are numbers, strings, booleans or lists of one of them, and numbers are "
+                "finite (keep arrays in state_tensors(), and fit again a value that came "
+                "out NaN)"
+            )
+    return values
+
+
+def _state_value_problem(value: object) -> str | None:
+    """What keeps ``value`` from being a :data:`StateValue` that loads back, or ``None``."""
+    import math
+
+    scalar = (bool, int, float, str)
+    items = value if isinstance(value, list) else [value]
+    if not isinstance(value, (list, *scalar)):
+        return f"is a {type(value).__name__}"
+    wrong = next((item for item in items if not isinstance(item, scalar)), None)
+    if wrong is not None:
+        return f"holds a {type(wrong).__name__}"
+    if isinstance(value, list) and len({str if isinstance(i, str) else float for i in items}) > 1:
+        return "mixes strings and numbers"
+    if any(isinstance(item, float) and not math.isfinite(item) for item in items):
+        return (
+            "is not finite (NaN or infinite)"
+            if not isinstance(value, list)
+            else ("holds a value that is not finite (NaN or infinite)")
+        )
+    return None

@@ -49,6 +49,7 @@ from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
     changed_options,
     check_versions,
+    checked_state,
     declared_shapes,
     safetensors_shapes,
 )
@@ -197,7 +198,7 @@ def save_model(
                 id=method.id, version=method.version, distribution=method_distribution(method)
             ),
             options=method.options.model_dump(mode="json"),
-            state=_checked_state(method),
+            state=checked_state(method),
             input=method.input_spec,
             output=method.output_spec,
             spatial_plan=method.spatial_plan(),
@@ -221,49 +222,6 @@ def save_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
-
-
-def _checked_state(method: Method) -> dict[str, StateValue]:
-    """``method.state_values()``, refused with the key at fault when a value is not one
-    the model folder's JSON keeps and gives back (a number, string or boolean, or a list
-    of them; numbers finite).
-
-    Raises:
-        ModelFormatError: Naming the method, the key and what to keep instead.
-    """
-    values = method.state_values()
-    for key, value in values.items():
-        problem = _state_value_problem(value)
-        if problem is not None:
-            raise ModelFormatError(
-                f"method {method.id!r}: state_values()[{key!r}] {problem}; fitted values "
-                "are numbers, strings, booleans or lists of one of them, and numbers are "
-                "finite (keep arrays in state_tensors(), and fit again a value that came "
-                "out NaN)"
-            )
-    return values
-
-
-def _state_value_problem(value: object) -> str | None:
-    """What keeps ``value`` from being a :data:`StateValue` that loads back, or ``None``."""
-    import math
-
-    scalar = (bool, int, float, str)
-    items = value if isinstance(value, list) else [value]
-    if not isinstance(value, (list, *scalar)):
-        return f"is a {type(value).__name__}"
-    wrong = next((item for item in items if not isinstance(item, scalar)), None)
-    if wrong is not None:
-        return f"holds a {type(wrong).__name__}"
-    if isinstance(value, list) and len({str if isinstance(i, str) else float for i in items}) > 1:
-        return "mixes strings and numbers"
-    if any(isinstance(item, float) and not math.isfinite(item) for item in items):
-        return (
-            "is not finite (NaN or infinite)"
-            if not isinstance(value, list)
-            else ("holds a value that is not finite (NaN or infinite)")
-        )
-    return None
 
 
 def _write_weights(method: Method, staging: Path) -> WeightsRecord | None:
