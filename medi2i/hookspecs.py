@@ -4,7 +4,8 @@ A plugin is a module with functions marked ``@medi2i.hookimpl`` whose names are 
 hooks below. Every hook is a *register* hook: medi2i calls it with a ``register``
 callable and the plugin hands over what it provides. Built-in readers, writers and
 metrics are registered through the same hooks, so a plugin is on equal footing with
-the core.
+the core. A hook returns ``None``: one that returns what it should have registered
+(``return [MyMethod]``) is reported and its plugin skipped, as when a hook raises.
 
 Keep the module that holds the hook implementations cheap to import (no ``torch`` or
 ``monai`` at its top level): medi2i imports it on every command, ``medi2i --help``

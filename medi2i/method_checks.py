@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:[-.][a-z0-9]+)*$")
 
+_VERSION = re.compile(r"\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?")
+"""A method version: ``MAJOR.MINOR.PATCH`` in digits, with an optional PEP 440 pre-release,
+post-release or development suffix (``1.2.0rc1``, ``1.2.0.post1``, ``1.2.0.dev3``). A
+saved model's version check compares the ``MAJOR.MINOR.PATCH`` part and ignores the
+suffix (:func:`medi2i.model_checks.newer_release`); a version without that part would not
+be compared at all, so a model from a newer release would load in silence."""
+
 _KEYWORDS = {
     "preprocess": ("domain", "condition"),
     "postprocess": ("domain", "condition"),
@@ -31,10 +38,11 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
     """Check the class attributes and hooks a registered method must have.
 
     Raises:
-        TypeError: An attribute is missing or inconsistent, a default of the ``Options``
-            or ``Condition`` model is refused by that model, a declared way of learning
-            lacks its hooks, or a hook has the signature of plugin API 1
-            (``preprocess(image)``).
+        TypeError: An attribute is missing or inconsistent, an abstract method (such as
+            ``predict``) is not implemented, the ``version`` is not ``MAJOR.MINOR.PATCH``,
+            a default of the ``Options`` or ``Condition`` model is refused by that model,
+            a declared way of learning lacks its hooks, or a hook has the signature of
+            plugin API 1 (``preprocess(image)``).
     """
     for attr in ("id", "tasks", "input_spec", "output_spec"):
         if not hasattr(cls, attr):
@@ -46,6 +54,7 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
         )
     if not cls.tasks:
         raise TypeError(f"method {cls.id!r} declares no task")
+    _require_version(cls)
     _check_training_hooks(cls)
     _check_models(cls)
     for kind, model in (("Options", cls.Options), ("Condition", cls.Condition)):
@@ -62,6 +71,30 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
                 f"{', '.join(missing)} (plugin API 2: "
                 f"def {hook}(self, ..., *, domain=None, condition=None))"
             )
+    _require_concrete(cls)  # last: a more specific refusal above says more
+
+
+def _require_concrete(cls: type[Method[Any, Any]]) -> None:
+    """Every abstract method must be implemented: an abstract class registered fine and
+    was listed, then crashed with a traceback when a command first built it."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        them = "it" if len(missing) == 1 else "them"
+        raise TypeError(
+            f"method {cls.id!r} does not implement the abstract method(s) "
+            f"{', '.join(missing)}; define {them} in {cls.__qualname__}"
+        )
+
+
+def _require_version(cls: type[Method[Any, Any]]) -> None:
+    """The version must be one the saved-model version check can compare (:data:`_VERSION`)."""
+    version = cls.version
+    if not (isinstance(version, str) and _VERSION.fullmatch(version)):
+        raise TypeError(
+            f"method {cls.id!r}: version {version!r} is not MAJOR.MINOR.PATCH (digits, e.g. "
+            "'1.2.0', optionally with a suffix such as '1.2.0rc1'); saved models are checked "
+            "against it, so give it that form"
+        )
 
 
 def _check_models(cls: type[Method[Any, Any]]) -> None:

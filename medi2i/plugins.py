@@ -65,6 +65,9 @@ UNDECLARED_API = "undeclared"
 """How the API of a plugin that declares none is shown."""
 API_CHECK = "plugin API check"
 """The stage a plugin that declares an unsupported plugin API fails in."""
+HOOK_VALIDATION = "hook validation"
+"""The stage a plugin whose hook pluggy refuses (arguments the hook does not have)
+fails in: it imported, so "import" would send its author to the wrong place."""
 _API_PATTERN = re.compile(r"(\d+)\.(\d+)")
 
 
@@ -228,8 +231,9 @@ def _load_entry_point(plugins: PluginSet, entry_point: importlib.metadata.EntryP
         return
     try:
         plugins.manager.register(module, name=name)
-    except Exception as exc:
-        plugins.fail(name, "import", exc)
+    except Exception as exc:  # imported fine; pluggy refused a hook (its arguments)
+        stage = HOOK_VALIDATION if isinstance(exc, pluggy.PluginValidationError) else "registration"
+        plugins.fail(name, stage, exc)
         return
     version = entry_point.dist.version if entry_point.dist is not None else None
     plugins.infos.append(
@@ -392,6 +396,36 @@ def _info(
             stacklevel=2,
         )
     return PluginInfo(name, version, distribution, hooks, builtin, api)
+
+
+_REGISTER_INSTEAD = {
+    "register_methods": "register(cls) for each method class",
+    "register_readers": "register(reader) for each reader",
+    "register_writers": "register(writer) for each writer",
+    "register_metrics": "register(metric) for each metric",
+    "register_commands": "cli.add_command(command) for each command",
+}
+"""How each hook hands over what it provides, for a hook that returns it instead."""
+
+
+def returned_value_reason(hook: str, returned: object) -> str | None:
+    """Why a hook that returned ``returned`` is refused, or ``None`` when it returned
+    nothing: medi2i takes only what a hook hands to ``register`` (or adds to ``cli``),
+    so a hook that returns its classes instead of registering them added nothing, in
+    silence.
+
+    Example:
+        >>> returned_value_reason("register_methods", None) is None
+        True
+    """
+    if returned is None:
+        return None
+    shown = repr(returned)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return (
+        f"its {hook} hook returns {shown}, which medi2i ignores; call "
+        f"{_REGISTER_INSTEAD.get(hook, 'register(...)')} instead of returning it"
+    )
 
 
 def _minor(api: str) -> int:

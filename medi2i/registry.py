@@ -2,12 +2,12 @@
 
 The registry calls each plugin's register hooks separately, so a plugin whose hook
 raises is reported and skipped while the others still register. It is skipped whole:
-a plugin whose ``register_methods`` raises, or registers a class that breaks the
-contract, contributes no reader, writer or metric either (nor commands to a command
-line built after that; one built before keeps them, since the methods are registered
-only when first needed). Two plugins that register the same name are an error that
-names both: for a method id when that method is used (the other methods keep working),
-for a reader, writer or metric at once.
+a plugin whose ``register_methods`` raises, registers a class that breaks the
+contract or returns what it should hand to ``register``, contributes no reader, writer
+or metric either (nor commands to a command line built after that; one built before
+keeps them, since the methods are registered only when first needed). Two plugins that
+register the same name are an error that names both: for a method id when that method
+is used (the other methods keep working), for a reader, writer or metric at once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from medi2i.errors import PluginError, UnknownMethodError
-from medi2i.plugins import PluginSet, load_plugins, plugin_output_to_stderr
+from medi2i.plugins import (
+    PluginSet,
+    load_plugins,
+    plugin_output_to_stderr,
+    returned_value_reason,
+)
 
 if TYPE_CHECKING:
     from medi2i.io.base import VolumeReader, VolumeWriter
@@ -101,12 +106,19 @@ class Registry:
                 collected: list[Any] = []
                 try:
                     with plugin_output_to_stderr():
-                        impl.function(register=collected.append)
-                    names = [key(item) for item in collected]
-                    _require_distinct(names, owner, kind)
+                        returned = impl.function(register=collected.append)
+                    problem = returned_value_reason(hook_name, returned)
+                    if problem is None:
+                        names = [key(item) for item in collected]
+                        _require_distinct(names, owner, kind)
                 except Exception as exc:  # isolate a broken plugin, as at import
                     self.plugins.fail(owner, hook_name, exc)
                     self._lost_methods.update(_declared_ids(hook_name, collected, owner))
+                    continue
+                if problem is not None:  # it returned its classes instead of registering
+                    self.plugins.refuse(owner, hook_name, problem)
+                    handed = [*collected, *_items(returned)]
+                    self._lost_methods.update(_declared_ids(hook_name, handed, owner))
                     continue
                 given.append((hook_name, owner, list(zip(names, collected, strict=True))))
         for hook_name, owner, named in given:
@@ -266,6 +278,12 @@ def _declared_ids(hook_name: str, collected: list[Any], owner: str) -> dict[str,
         return {}
     ids = (getattr(item, "id", None) for item in collected)
     return {method_id: owner for method_id in ids if isinstance(method_id, str)}
+
+
+def _items(returned: object) -> list[Any]:
+    """What a hook returned instead of registering it, as a list (for the ids of the
+    methods it meant to register)."""
+    return list(returned) if isinstance(returned, (list, tuple, set)) else [returned]
 
 
 def _name(item: _Named) -> str:

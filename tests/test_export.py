@@ -338,3 +338,42 @@ def test_a_model_with_nan_weights_is_not_exported(
     with pytest.raises(ExportError, match="NaN or infinite values on the check windows"):
         export_program(method, output, onnx=export_format == "onnx")
     assert not any(tmp_path.iterdir())
+
+
+class _Doubles(torch.nn.Module):
+    """Doubles positive windows, halves the others: by a Python branch on a value (which
+    the guide says torch.export cannot capture) or by ``torch.where`` (which it can)."""
+
+    def __init__(self, branching: bool) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+        self.branching = branching
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        if self.branching:
+            return windows * (2.0 if windows.mean() > 0 else 0.5) * self.scale
+        return windows * torch.where(windows.mean() > 0, 2.0, 0.5) * self.scale
+
+
+@pytest.mark.parametrize("branching", [True, False], ids=["python-branch", "torch-where"])
+def test_a_forward_branching_on_tensor_values_is_not_exported(
+    branching: bool, tmp_path: Path
+) -> None:
+    """What docs/writing-a-method.md ("Exporting a network method") tells plugin authors."""
+    from medi2i import PatchNetworkMethod, Task, VolumeSpec
+
+    class Doubling(PatchNetworkMethod):
+        id = "doubling"
+        tasks = (Task.TRANSLATION,)
+        input_spec = output_spec = VolumeSpec()
+        default_roi_size = (8, 8, 8)
+
+        def build_network(self) -> torch.nn.Module:
+            return _Doubles(branching)
+
+    if branching:
+        with pytest.raises(ExportError, match=r"torch\.export cannot capture its forward"):
+            export_program(Doubling(), tmp_path / "model.pt2")
+        assert not any(tmp_path.iterdir())
+    else:
+        assert export_program(Doubling(), tmp_path / "model.pt2").max_difference == 0.0

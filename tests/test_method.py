@@ -10,6 +10,7 @@ import pytest
 from medi2i.errors import OptionsError
 from medi2i.grid import Grid
 from medi2i.method import DataKind, Method, Task, Training, VolumeSpec
+from medi2i.patch_network import PatchNetworkMethod
 from medi2i.testing.example_methods import EXAMPLE_METHODS, DomainOffset, PointwiseNet
 
 
@@ -94,6 +95,48 @@ def test_a_method_without_required_attributes_is_refused() -> None:
 
     with pytest.raises(TypeError, match="tasks"):
         Incomplete.validate_class()
+
+
+def test_an_abstract_method_class_is_refused_naming_what_it_lacks() -> None:
+    """It registered, was listed, and crashed with a traceback when first built."""
+
+    class NoPredict(Method):
+        id = "no-predict"
+        tasks = (Task.TRANSLATION,)
+        input_spec = output_spec = VolumeSpec()
+
+    class NoNetwork(PatchNetworkMethod):
+        id = "no-network"
+        tasks = (Task.TRANSLATION,)
+        input_spec = output_spec = VolumeSpec()
+
+    with pytest.raises(TypeError, match=r"'no-predict' does not implement the abstract method"):
+        NoPredict.validate_class()
+    with pytest.raises(TypeError, match=r"method\(s\) build_network; define it in"):
+        NoNetwork.validate_class()
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "10.20.30", "1.2.3rc1", "1.2.0.post1", "1.2.0.dev3"])
+def test_a_major_minor_patch_version_is_accepted(version: str) -> None:
+    class Versioned(DomainOffset):
+        pass
+
+    Versioned.version = version
+    Versioned.validate_class()
+
+
+@pytest.mark.parametrize(
+    "version", ["one", "1.0", "1", "v1.2.3", "1.2.3.4", "1.2.3-beta", " 1.2.3", 1]
+)
+def test_a_version_the_model_check_cannot_compare_is_refused(version: object) -> None:
+    """A version "one" was saved into model folders and turned their version check off."""
+
+    class Versioned(DomainOffset):
+        pass
+
+    Versioned.version = version  # type: ignore[assignment]
+    with pytest.raises(TypeError, match=r"version .* is not MAJOR\.MINOR\.PATCH \(digits"):
+        Versioned.validate_class()
 
 
 def test_a_mixin_s_options_and_a_window_default_are_checked_at_registration() -> None:

@@ -376,6 +376,31 @@ def test_every_python_block_of_the_guide_parses() -> None:
         ast.parse(code)
 
 
+@pytest.mark.parametrize("name", ["check_method_contract", "check_training_contract"])
+def test_the_guide_gives_the_contract_checks_real_signatures(name: str) -> None:
+    """It showed ``options`` and the rest as positional; they are keyword-only."""
+    import medi2i.testing
+
+    guide = " ".join(GUIDE.read_text(encoding="utf-8").split())
+    shown = re.search(rf"`{name}\(([^`]*)\)`", guide)
+    assert shown, f"the guide shows no signature of {name}"
+    documented = ast.parse(f"def f({shown.group(1)}): pass").body[0]
+    assert isinstance(documented, ast.FunctionDef)
+    parameters = inspect.signature(getattr(medi2i.testing, name)).parameters.values()
+    positional = [p for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+    keyword_only = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
+    assert len(documented.args.args) == len(positional)
+    assert not documented.args.defaults, "the guide gives a positional parameter a default"
+    shown_keywords = {
+        arg.arg: ast.literal_eval(default)
+        for arg, default in zip(
+            documented.args.kwonlyargs, documented.args.kw_defaults, strict=True
+        )
+        if default is not None
+    }
+    assert shown_keywords == keyword_only
+
+
 def test_the_modules_the_guide_names_exist() -> None:
     named = set(re.findall(r"\bmedi2i\.testing\.(\w+)", GUIDE.read_text(encoding="utf-8")))
 

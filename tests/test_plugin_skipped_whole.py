@@ -107,3 +107,28 @@ def test_a_plugin_whose_command_hook_fails_adds_no_command_and_no_method(
     listed = CliRunner().invoke(cli, ["methods", "--json"])
     assert listed.exit_code == 0, listed.output
     assert '"echo"' not in listed.stdout
+
+
+def test_a_command_hook_that_returns_its_command_is_a_failure(
+    installed: list[FakeEntryPoint],
+) -> None:
+    """A command returned instead of added was dropped without a word."""
+
+    def register_commands(cli: click.Group) -> click.Command:
+        return click.Command("returned-command", callback=lambda: None)
+
+    installed.append(
+        FakeEntryPoint(
+            "half",
+            plugin("half", register_methods=registering(Echo), register_commands=register_commands),
+        )
+    )
+    plugins = load_plugins()
+    with pytest.warns(
+        PluginWarning,
+        match=r"'half' failed during register_commands .*call cli\.add_command\(command\) for "
+        "each command instead of returning it",
+    ):
+        cli = build_cli(plugins)
+    assert "returned-command" not in cli.commands
+    assert "echo" not in Registry(plugins).methods  # skipped whole, as when it raises

@@ -48,6 +48,21 @@ class BadId(Alpha):
     id = "Bad_Id"
 
 
+class NoPredict(Method):
+    """A method that leaves the abstract predict unimplemented."""
+
+    id = "no-predict"
+    tasks = (Task.TRANSLATION,)
+    input_spec = output_spec = VolumeSpec()
+
+
+class WordVersion(Alpha):
+    """A method whose version the saved-model check could not compare."""
+
+    id = "word-version"
+    version = "one"
+
+
 def plugin(name: str, **hooks: Callable[..., None]) -> types.ModuleType:
     """A plugin module named ``name`` implementing ``hooks`` (hook name → function)."""
     module = types.ModuleType(name)
@@ -91,6 +106,8 @@ def test_an_unknown_method_error_says_when_none_is_registered() -> None:
         (torch.nn.Identity, "expects Method subclasses"),
         (NoId, "does not set 'id'"),
         (BadId, "must be lowercase"),
+        (NoPredict, "'no-predict' does not implement the abstract method(s) predict"),
+        (WordVersion, "version 'one' is not MAJOR.MINOR.PATCH"),
     ],
 )
 def test_a_bad_registration_is_isolated_as_a_failure(bad: object, problem: str) -> None:
@@ -130,6 +147,38 @@ def test_a_bad_registration_is_an_error_in_strict_mode() -> None:
         _ = registry.methods
 
 
+@pytest.mark.parametrize(
+    ("hook", "instead"),
+    [
+        ("register_methods", "register(cls) for each method class"),
+        ("register_readers", "register(reader) for each reader"),
+        ("register_writers", "register(writer) for each writer"),
+        ("register_metrics", "register(metric) for each metric"),
+    ],
+)
+def test_a_hook_that_returns_what_it_should_register_is_a_failure(hook: str, instead: str) -> None:
+    """``return [MyMethod]`` registered nothing and passed ``plugins --check``, strict too."""
+
+    def returning(register: Callable[[object], None]) -> list[object]:
+        return [Beta]
+
+    registry = isolated_registry(
+        methods_plugin("good", Alpha), plugin("returner", **{hook: returning})
+    )
+    with pytest.warns(PluginWarning, match=f"'returner' failed during {hook}") as caught:
+        assert registry.methods == {"alpha": Alpha}
+    message = str(caught[0].message)
+    assert "\n" not in message
+    assert f"its {hook} hook returns [<class " in message
+    assert f"call {instead} instead of returning it" in message
+    if hook == "register_methods":  # asked for, it says why it is missing
+        with pytest.raises(PluginError, match=r"'beta' comes from plugin 'returner'"):
+            registry.method("beta")
+    strict = isolated_registry(plugin("returner", **{hook: returning}), strict=True)
+    with pytest.raises(PluginError, match=f"'returner' failed during {hook}: its {hook} hook"):
+        _ = strict.methods
+
+
 def test_one_method_id_from_two_plugins_is_an_error_naming_both() -> None:
     class AlphaAgain(Alpha):
         """Another alpha."""
@@ -153,10 +202,14 @@ def test_readers_writers_and_metrics_are_tables_by_name() -> None:
     def item(name: str) -> types.SimpleNamespace:
         return types.SimpleNamespace(name=name)
 
+    def register_readers(register: Callable[[object], None]) -> None:
+        register(item("nifti"))
+        register(item("nrrd"))
+
     registry = isolated_registry(
         plugin(
             "formats",
-            register_readers=lambda register: [register(item("nifti")), register(item("nrrd"))],
+            register_readers=register_readers,
             register_writers=lambda register: register(item("nifti")),
             register_metrics=lambda register: register(item("mae")),
         )

@@ -118,12 +118,36 @@ class Raises(DomainOffset):
 
 
 class ReturnsBooleans(DomainOffset):
-    """Returns a mask: written as 0 and 1, checked the same way."""
+    """Returns a mask, which the core would write as 0 and 1 in float32."""
 
     id = "returns-booleans"
 
     def predict(self, image: Any, context: Any) -> torch.Tensor:
         return image.as_tensor() > float(image.as_tensor().median())
+
+
+class ReturnsIntegers(DomainOffset):
+    """Rounds to whole numbers in int64, which the core would write as float32."""
+
+    id = "returns-integers"
+
+    def predict(self, image: Any, context: Any) -> torch.Tensor:
+        return (image.as_tensor() * 10).to(torch.int64)
+
+
+class HasNoPredict(Method):
+    """Leaves the abstract predict unimplemented."""
+
+    id = "has-no-predict"
+    tasks = (Task.TRANSLATION,)
+    input_spec = output_spec = VolumeSpec()
+
+
+class HasAWordForAVersion(DomainOffset):
+    """Its version is no MAJOR.MINOR.PATCH, so saved models could not be compared."""
+
+    id = "has-a-word-for-a-version"
+    version = "one"
 
 
 class NeedsStrength(Options):
@@ -149,16 +173,16 @@ class HasNoDefaultOptions(DomainOffset):
         (Smooths, "declares pointwise = True, but its network's output at a voxel depends"),
         (PredictsAConstant, r"is constant \(50000 everywhere\) for a varying input"),
         (Raises, "predicting raised RuntimeError: boom"),
+        (ReturnsIntegers, r"returns-integers: its output has dtype torch\.int64, not a floating"),
+        (ReturnsBooleans, r"its output has dtype torch\.bool, not a floating-point type"),
+        (HasNoPredict, r"does not implement the abstract method\(s\) predict; define it in"),
+        (HasAWordForAVersion, r"version 'one' is not MAJOR\.MINOR\.PATCH"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else "",
 )
 def test_the_contract_check_catches_a_broken_method(method_cls: MethodClass, problem: str) -> None:
     with pytest.raises(AssertionError, match=problem):
         check_method_contract(method_cls)
-
-
-def test_a_boolean_output_is_checked_as_the_values_written() -> None:
-    check_method_contract(ReturnsBooleans)
 
 
 def test_make_volume_is_a_smooth_float_volume_on_an_oblique_grid() -> None:

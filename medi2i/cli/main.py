@@ -29,6 +29,7 @@ from medi2i.plugins import (
     PluginWarning,
     load_plugins,
     plugin_output_to_stderr,
+    returned_value_reason,
 )
 
 
@@ -190,12 +191,17 @@ def build_cli(plugins: PluginSet | None = None) -> click.Group:
         before = dict(group.commands)
         try:
             with plugin_output_to_stderr():
-                impl.function(cli=group)
+                returned = impl.function(cli=group)
         except Exception as exc:  # a broken plugin command must not break the CLI
             if impl.plugin_name in BUILTIN_PLUGINS:
                 raise
             group.commands = before  # a skipped plugin adds nothing, not half its commands
             plugins.fail(impl.plugin_name, "register_commands", exc)
+            continue
+        problem = returned_value_reason("register_commands", returned)
+        if problem is not None:  # it returned its commands instead of adding them
+            group.commands = before
+            plugins.refuse(impl.plugin_name, "register_commands", problem)
     return group
 
 

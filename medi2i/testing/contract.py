@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,10 @@ def check_method_contract(
     Properties checked, each failing with its own message: the class attributes are
     valid; the options (defaults, or ``options``) construct; ``describe()`` serializes
     to JSON; predicting a :func:`make_volume` input returns every output that
-    :meth:`~medi2i.Method.outputs` declares, each a finite ``MetaTensor`` with its
-    spec's channels on ``method.output_grid(input grid)``, leaving the input unchanged;
+    :meth:`~medi2i.Method.outputs` declares, each a finite ``MetaTensor`` of a
+    floating-point dtype (as the method hands it over, before the core writes it as
+    float32) with its spec's channels on ``method.output_grid(input grid)``, leaving the
+    input unchanged;
     and a save/load round trip through a model folder keeps the options and domains
     and gives the same outputs; a method declaring ``pointwise = True`` gives the same
     network output on a volume as on each of its slices alone.
@@ -195,14 +198,16 @@ def _predict(
     condition: Mapping[str, object] | None,
     settings: InferenceSettings | None,
 ) -> dict[str, MetaTensor]:
+    import torch
+
     from medi2i.errors import OutputError
     from medi2i.prediction import predict_outputs
     from medi2i.trained_state import UntrainedWeightsWarning
 
     before = image.as_tensor().clone()
     try:
-        with warnings.catch_warnings():  # the contract holds for any weights
-            warnings.simplefilter("ignore", UntrainedWeightsWarning)
+        with warnings.catch_warnings(), _handed_dtypes(method) as dtypes:
+            warnings.simplefilter("ignore", UntrainedWeightsWarning)  # any weights will do
             outputs = predict_outputs(
                 method, image, settings=settings or CONTRACT_SETTINGS, condition=condition
             )
@@ -214,7 +219,34 @@ def _predict(
         raise AssertionError(f"{method.id}: predicting raised {type(exc).__name__}: {exc}") from exc
     if not _same_values(image.as_tensor(), before):
         raise AssertionError(f"{method.id} modified its input volume in place")
+    for name, dtype in zip(outputs, dtypes, strict=False):
+        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+            label = f"output {name!r}" if name else "output"
+            raise AssertionError(
+                f"{method.id}: its {label} has dtype {dtype}, not a floating-point type; "
+                "return float values (e.g. .float()), which medi2i writes as float32"
+            )
     return outputs
+
+
+@contextmanager
+def _handed_dtypes(method: Method[Any, Any]) -> Iterator[list[object]]:
+    """The dtype of what the method hands the core for each output (what its postprocess
+    returns), read while predicting: the core turns an integer or boolean output into
+    float32 in silence, so the outputs it returns no longer tell."""
+    dtypes: list[object] = []
+    postprocess = method.postprocess
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        result = postprocess(*args, **kwargs)
+        dtypes.append(getattr(result, "dtype", None))  # one per output, in their order
+        return result
+
+    vars(method)["postprocess"] = recording  # this instance only, for this prediction
+    try:
+        yield dtypes
+    finally:
+        vars(method).pop("postprocess", None)
 
 
 def _check_output(
