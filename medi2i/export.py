@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -124,6 +125,24 @@ def _onnx_runner(
         return torch.from_numpy(session.run(None, {name: windows.numpy()})[0]).float()
 
     return run, model
+
+
+ONNX_METADATA_KEY = "medi2i"
+"""The key of the ONNX file's metadata (``metadata_props``) holding the window and the
+condition it was exported for, as JSON: ``medi2i predict --model`` checks its
+description against it, since the description's SHA-256 covers the file, not itself."""
+
+
+def _with_onnx_metadata(model: bytes, *, window: Any, condition: Any) -> bytes:
+    """``model`` with the window and condition in its metadata (:data:`ONNX_METADATA_KEY`)."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    entry = proto.metadata_props.add()
+    entry.key = ONNX_METADATA_KEY
+    entry.value = json.dumps({"window": window, "condition": condition}, sort_keys=True)
+    written: bytes = proto.SerializeToString()
+    return written
 
 
 TORCH_ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
@@ -299,8 +318,9 @@ def export_program(
             ``torch.export`` cannot capture its forward, or the exported function
             differs from medi2i's forward on the check windows.
         OptionsError: The condition is invalid, or a file exists at ``path``.
+        OutputError: A file appeared at ``path`` or its description's path while the
+            export ran; it is kept, and nothing of the export is left.
     """
-    from medi2i.io import atomic_path
     from medi2i.model_folder import method_distribution
     from medi2i.patch_network import PatchNetworkMethod
 
@@ -363,6 +383,19 @@ def export_program(
             f"method {method.id!r}: the exported function differs from medi2i's forward by "
             f"{difference:.3g} on the check windows (tolerance {EXPORT_TOLERANCE * scale:.3g})"
         )
+    window = {
+        "input_shape": ["batch", method.input_spec.channels, *method.roi_size()],
+        "output_channels": int(got.shape[1]),
+        "output_scale": list(method.output_scale),
+        # None: the full window only; else each axis may be any multiple of its
+        # step up to the full size (the windows medi2i's engine runs on a volume
+        # shorter than the window)
+        "shrinks_by": steps,
+        "dtype": "float32",
+    }
+    condition_json = json.loads(parsed.model_dump_json())
+    if onnx:  # the window and condition inside the file too, under its SHA-256
+        onnx_model = _with_onnx_metadata(onnx_model, window=window, condition=condition_json)
     description = {
         "format": "medi2i-onnx/1" if onnx else "medi2i-torch-export/1",
         "method": {
@@ -371,17 +404,8 @@ def export_program(
             "distribution": method_distribution(method),
         },
         "options": json.loads(method.options.model_dump_json()),
-        "condition": json.loads(parsed.model_dump_json()),
-        "window": {
-            "input_shape": ["batch", method.input_spec.channels, *method.roi_size()],
-            "output_channels": int(got.shape[1]),
-            "output_scale": list(method.output_scale),
-            # None: the full window only; else each axis may be any multiple of its
-            # step up to the full size (the windows medi2i's engine runs on a volume
-            # shorter than the window)
-            "shrinks_by": steps,
-            "dtype": "float32",
-        },
+        "condition": condition_json,
+        "window": window,
         "input": method.input_spec.model_dump(mode="json"),
         "output": method.output_spec.model_dump(mode="json"),
         "check": {
@@ -416,11 +440,49 @@ def export_program(
             "state": json.loads(json.dumps(method.state_values())),
             "medi2i": __version__,
         }
-    # the description first, put in place only after the network: both or neither
-    with atomic_path(sidecar) as staged, atomic_path(path) as tmp:
-        staged.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+
+    def write(tmp: Path) -> None:
         if onnx:
             tmp.write_bytes(onnx_model)
         else:
             torch.export.save(program, str(tmp))
+
+    _place_pair(path, sidecar, json.dumps(description, indent=2) + "\n", write)
     return ExportResult(path=path, sidecar=sidecar, max_difference=difference)
+
+
+EXPORT_REMEDY = "choose another path, or move that one away, and export again"
+"""What a refused placement tells the user to do (the export has no ``--overwrite``)."""
+
+
+def _place_pair(path: Path, sidecar: Path, description: str, write: Callable[[Path], None]) -> None:
+    """Put the exported file and its description in place, both or neither, and never
+    over a file that appeared at either path while the export ran (the paths were
+    checked free before the work, which takes seconds): the staged files are removed,
+    what appeared is kept, and :class:`~medi2i.errors.OutputError` says so."""
+    from medi2i.io import atomic_path
+    from medi2i.io.atomic import refusing_existing
+
+    placed: os.stat_result | None = None
+    try:
+        # the description first, put in place only after the network
+        with (
+            refusing_existing(empty_folders=False, remedy=EXPORT_REMEDY),
+            atomic_path(sidecar) as staged,
+        ):
+            staged.write_text(description, encoding="utf-8")
+            with atomic_path(path) as tmp:
+                write(tmp)
+            placed = path.stat()
+    except BaseException:
+        if placed is not None:  # the network is in place, its description refused
+            _remove_if_same(path, placed)
+        raise
+
+
+def _remove_if_same(path: Path, placed: os.stat_result) -> None:
+    """Remove ``path`` if it is still the file this export placed there."""
+    with contextlib.suppress(OSError):
+        now = path.stat()
+        if (now.st_dev, now.st_ino) == (placed.st_dev, placed.st_ino):
+            path.unlink()

@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from medi2i.engine import SlidingWindowEngine
-from medi2i.errors import OptionsError
-from medi2i.export import ExportError, export_program
+from medi2i.errors import ModelFormatError, OptionsError
+from medi2i.export import EXPORT_REMEDY, ExportError, export_program
 from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:
@@ -89,10 +89,11 @@ def export_bundle(
     Raises:
         ExportError: The method cannot be exported (see :func:`medi2i.export.export_program`).
         OptionsError: ``folder`` exists, or the condition is invalid.
-        OutputError: ``folder`` lies inside the model folder.
+        OutputError: ``folder`` lies inside the model folder, or appeared while the
+            export ran (it is kept; the export's staging copy is removed).
     """
     from medi2i import __version__
-    from medi2i.io.atomic import atomic_path
+    from medi2i.io.atomic import atomic_path, refusing_existing
     from medi2i.io.destinations import check_destination
 
     folder = Path(folder)
@@ -107,7 +108,12 @@ def export_bundle(
             "inferer; export without it"
         )
     parsed = method.parse_condition(condition)
-    with atomic_path(folder) as staging:
+    # the folder was checked free, but the export takes seconds: a folder made there
+    # meanwhile (empty or not) is kept and this export's staging copy removed
+    with (
+        refusing_existing(empty_folders=False, remedy=EXPORT_REMEDY),
+        atomic_path(folder) as staging,
+    ):
         (staging / "configs").mkdir(parents=True)
         (staging / "docs").mkdir()
         models = staging / "models"
@@ -345,14 +351,54 @@ class _InfererEngine(SlidingWindowEngine):
         return self.run(image, predictor, **kwargs)
 
 
-def _program_shrinks(model: Path) -> bool:
-    """Whether the bundle's program (``models/model.pt2``, beside the model ``model``)
-    takes shrunk windows, as its description (``model.pt2.json``) says."""
+def _program_description(model: Path) -> dict[str, Any]:
+    """The description of the bundle's program (``models/model.pt2.json``, beside the
+    model ``model``); empty for a bundle written before it had one."""
     description = model.parent / "model.pt2.json"
-    if not description.is_file():  # a bundle written before descriptions said so
-        return False
-    window = json.loads(description.read_text(encoding="utf-8")).get("window", {})
-    return window.get("shrinks_by") is not None
+    if not description.is_file():
+        return {}
+    try:
+        found = json.loads(description.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{description}: not a readable description ({exc})") from None
+    if not isinstance(found, dict):
+        raise ModelFormatError(f"{description}: not the description of a medi2i export")
+    return found
+
+
+def _program_shrinks(description: Mapping[str, Any]) -> bool:
+    """Whether the bundle's program takes shrunk windows, as its description says."""
+    window = description.get("window")
+    return isinstance(window, dict) and window.get("shrinks_by") is not None
+
+
+def _run_condition(
+    method: Method[Any, Any],
+    program: Path,
+    description: Mapping[str, Any],
+    condition: Mapping[str, object] | None,
+) -> BaseModel:
+    """The condition the bundle runs: the one its program was exported for when none
+    is given, and a different one refused (the program holds one condition's network;
+    another condition's pre- and postprocessing around it gave the wrong numbers).
+    Both are parsed by the method's ``Condition``, so equal values spelled otherwise
+    pass. A bundle whose program has no description runs what it is given."""
+    exported_raw = description.get("condition")
+    parsed: BaseModel
+    if not isinstance(exported_raw, Mapping):
+        parsed = method.parse_condition(condition)
+        return parsed
+    exported: BaseModel = method.parse_condition(exported_raw)
+    if not condition:
+        return exported
+    parsed = method.parse_condition(condition)
+    if parsed != exported:
+        raise OptionsError(
+            f"{program} was exported for the condition {exported.model_dump(mode='json')}, "
+            f"this run asks for {parsed.model_dump(mode='json')}; export the bundle for it "
+            "(medi2i export --format monai-bundle --condition key=value)"
+        )
+    return parsed
 
 
 def predict_file(
@@ -372,6 +418,8 @@ def predict_file(
 
     Raises:
         ExportError: The model's method does not run its network on windows alone.
+        OptionsError: ``condition`` is not the one the bundle's program was exported
+            for (``models/model.pt2.json``); none given runs that one.
     """
     from medi2i.model_folder import load_model
     from medi2i.plugins import add_installed_plugin, load_plugins
@@ -383,17 +431,18 @@ def predict_file(
         add_installed_plugin(loaded, name)
     registry = Registry(loaded)
     method = load_model(model, registry=registry)
-    refusal = getattr(method, "export_refusal", lambda _: "no window network")(
-        method.parse_condition(condition)
-    )
+    description = _program_description(Path(model))
+    program = Path(model).parent / "model.pt2"
+    parsed = _run_condition(method, program, description, condition)
+    refusal = getattr(method, "export_refusal", lambda _: "no window network")(parsed)
     if refusal:
         raise ExportError(f"method {method.id!r} cannot run from a bundle: {refusal}")
     return predict(
         input_path,
         output_path,
         model=model,
-        condition=condition,
+        condition=parsed,
         settings=InferenceSettings(device="cpu", progress=False),
-        engine=_InfererEngine(network, inferer, shrinks=_program_shrinks(Path(model))),
+        engine=_InfererEngine(network, inferer, shrinks=_program_shrinks(description)),
         registry=registry,
     )

@@ -21,7 +21,12 @@ What differs from predicting with the model folder:
   window padded by edge replication and the output cropped back; a network that
   normalizes by the window's statistics (instance normalization) can then give a
   quite different output on such a volume.
-- onnxruntime runs on the CPU (``CPUExecutionProvider``) whatever ``--device`` says.
+- onnxruntime runs the windows on the CPU (``CPUExecutionProvider``) whatever
+  ``--device`` says; medi2i's steps around them (blending) run on ``--device`` as with
+  a model folder, so a device torch cannot use is refused as there.
+- The description must be valid (:class:`OnnxDescription`) and its window and
+  condition the file's: the file records both in its metadata, and its input shape
+  declares the window's fixed sizes and the steps of its free ones.
 - A voxelwise method (``pointwise``) runs on windows, the only shape the file accepts.
 
 Needs the ``onnx`` extra: ``pip install 'medi2i[onnx]'``.
@@ -35,13 +40,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from medi2i.errors import Medi2iError, ModelFormatError, OptionsError, UnknownMethodError
 from medi2i.hashing import file_sha256
@@ -54,6 +61,45 @@ ONNX_FORMAT = "medi2i-onnx/1"
 """The ``format`` of the description beside an ONNX export."""
 MAX_DESCRIPTION_BYTES = 16 << 20
 """Largest description file read (it holds options and fitted values, not weights)."""
+_REEXPORT = "export the model again with medi2i export --format onnx"
+
+Size = Annotated[StrictInt, Field(gt=0)]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _MethodPart(_Part):
+    id: StrictStr
+    version: StrictStr
+    distribution: StrictStr | None = None
+
+
+class _WindowPart(_Part):
+    input_shape: tuple[StrictStr, Size, Size, Size, Size]
+    output_channels: Size
+    output_scale: tuple[float, float, float]
+    shrinks_by: tuple[Size, Size, Size] | None = None
+
+
+class _ModelPart(_Part):
+    onnx_sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+    domains: list[dict[str, Any]]
+    state: dict[str, Any]
+    medi2i: StrictStr
+
+
+class OnnxDescription(_Part):
+    """What :func:`load_onnx_model` reads from ``model.onnx.json`` (the rest of the
+    file is for people), validated before anything is taken from it."""
+
+    format: Literal["medi2i-onnx/1"]
+    method: _MethodPart
+    options: dict[str, Any]
+    condition: dict[str, Any]
+    window: _WindowPart
+    model: _ModelPart
 
 
 def is_onnx_model(path: str | Path) -> bool:
@@ -105,42 +151,53 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
     description = _read_description(path, sidecar)
     if importlib.util.find_spec("onnxruntime") is None:
         raise Medi2iError(f"predicting with {path} needs onnxruntime: pip install 'medi2i[onnx]'")
-    if file_sha256(path) != description["model"]["onnx_sha256"]:
+    if file_sha256(path) != description.model.onnx_sha256:
         raise ModelFormatError(
             f"{path}: the file is not the one {sidecar.name} describes (SHA-256 differs); "
             "keep the pair an export wrote together, or export again"
         )
-    method_info, model = description["method"], description["model"]
+    method_info, model = description.method, description.model
     try:
-        method_cls = registry.method(str(method_info["id"]))
+        method_cls = registry.method(method_info.id)
     except UnknownMethodError as exc:
         from medi2i.model_folder import unregistered_method_error
 
-        made_by = method_info.get("distribution")
         raise unregistered_method_error(
-            path, str(method_info["id"]), None if made_by is None else str(made_by), exc
+            path, method_info.id, method_info.distribution, exc
         ) from None
-    check_versions(path, method_cls, registry, str(method_info["version"]), model["medi2i"])
+    check_versions(path, method_cls, registry, method_info.version, model.medi2i)
     try:
-        options = method_cls.parse_options(saved_options(method_cls, description["options"]))
-        domains = [DomainSpec.model_validate(domain) for domain in model["domains"]]
+        options = method_cls.parse_options(saved_options(method_cls, description.options))
+        domains = [DomainSpec.model_validate(domain) for domain in model.domains]
         declared_shapes(f"{path}: {sidecar.name}", method_cls, options, domains)
         runner = _onnx_class(method_cls)
         method = runner(options)
         if domains:
             method.use_domains(domains)
-        method.load_state_values(model["state"])
+        method.load_state_values(model.state)
         mark_trained(method)  # the weights are the ONNX file's, exported from a model
-        condition = method.parse_condition(description["condition"])
+        condition = method.parse_condition(description.condition)
     except (OptionsError, ModelFormatError, ValidationError) as exc:
         raise ModelFormatError(f"{sidecar}: {' '.join(str(exc).split())}") from exc
-    roi = tuple(int(n) for n in description["window"]["input_shape"][2:])
-    method.attach_onnx(path, roi, condition, shrinks=description["window"].get("shrinks_by"))
+    session = _session(path)
+    _check_against_file(path, sidecar, description, session, method, condition)
+    roi = description.window.input_shape[2:]
+    method.attach_onnx(path, session, roi, condition, shrinks=description.window.shrinks_by)
     loaded: Method[Any, Any] = method
     return loaded
 
 
-def _read_description(path: Path, sidecar: Path) -> dict[str, Any]:
+def _session(path: Path) -> Any:
+    import onnxruntime
+
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own kinds for a file it cannot load
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFormatError(f"{path}: onnxruntime cannot load it ({first})") from None
+
+
+def _read_description(path: Path, sidecar: Path) -> OnnxDescription:
     try:
         if sidecar.stat().st_size > MAX_DESCRIPTION_BYTES:
             raise ValueError(f"larger than {MAX_DESCRIPTION_BYTES} bytes")
@@ -161,10 +218,90 @@ def _read_description(path: Path, sidecar: Path) -> dict[str, Any]:
             f"{sidecar}: this export predates predicting with ONNX (no fitted values in its "
             "description); export the model again with medi2i export --format onnx"
         )
-    for key in ("method", "options", "condition", "window"):
-        if not isinstance(description.get(key), dict):
-            raise ModelFormatError(f"{sidecar}: {key!r} is missing or not an object")
-    return description
+    try:
+        return OnnxDescription.model_validate(description)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ModelFormatError(
+            f"{sidecar}: not a valid medi2i ONNX description ({where}: {error['msg']}); {_REEXPORT}"
+        ) from None
+
+
+def _check_against_file(
+    path: Path,
+    sidecar: Path,
+    description: OnnxDescription,
+    session: Any,
+    method: Any,
+    condition: Any,
+) -> None:
+    """Refuse a description whose window (or condition) is not the ONNX file's.
+
+    The SHA-256 in the description covers the file, not the description: an edited
+    window size ran the network on other windows than it was exported for (1014 HU
+    off). Exports since the file carried its window and condition in its metadata
+    (:data:`medi2i.export.ONNX_METADATA_KEY`) are compared with it; every file's input
+    is compared with what the graph declares: a fixed size must be the window's, and
+    a free one (a window that may shrink) must be a multiple of ``shrinks_by``'s step
+    that the export would have left free.
+    """
+    from medi2i.engine import shrink_step
+    from medi2i.export import ONNX_METADATA_KEY
+
+    def refuse(what: str) -> ModelFormatError:
+        return ModelFormatError(
+            f"{sidecar}: its window does not fit {path.name} ({what}); keep the pair an "
+            f"export wrote together, or {_REEXPORT}"
+        )
+
+    window = description.window
+    roi = list(window.input_shape[2:])
+    recorded = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+    if recorded is not None:
+        try:
+            written = json.loads(recorded)
+            exported_window = _WindowPart.model_validate(written["window"])
+            exported_condition = method.parse_condition(written["condition"])
+        except (ValueError, TypeError, KeyError, OptionsError):
+            raise refuse("the file's own record of them is unreadable") from None
+        if exported_window != window:
+            raise refuse(
+                f"the file was exported for {exported_window.model_dump(mode='json')}, the "
+                f"description says {window.model_dump(mode='json')}"
+            )
+        if exported_condition != condition:
+            raise refuse(
+                f"the file was exported for the condition "
+                f"{exported_condition.model_dump(mode='json')}, the description says "
+                f"{condition.model_dump(mode='json')}"
+            )
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if len(shape) != 5:
+        raise refuse(f"the file takes {len(inputs)} inputs of shape {shape}, not one 5-D batch")
+    if isinstance(shape[1], int) and shape[1] != window.input_shape[1]:
+        raise refuse(f"{shape[1]} input channels, the description says {window.input_shape[1]}")
+    out = list(outputs[0].shape) if outputs else []
+    if len(out) == 5 and isinstance(out[1], int) and out[1] != window.output_channels:
+        raise refuse(f"{out[1]} output channels, the description says {window.output_channels}")
+    steps = window.shrinks_by
+    for axis, (dim, size) in enumerate(zip(shape[2:], roi, strict=True)):
+        step = None if steps is None else steps[axis]
+        if step is not None and step != shrink_step(size):
+            raise refuse(f"shrinks_by {list(steps or [])} is not what a window of {roi} shrinks by")
+        free = step is not None and size // step > 1  # what the export leaves free
+        if isinstance(dim, int):
+            if dim != size or free:
+                raise refuse(f"the file takes windows of {shape[2:]} voxels, not {roi}")
+            continue
+        if not free:
+            raise refuse(
+                f"the file's window size {shape[2:]} is free, the description's {roi} is not"
+            )
+        multiple = re.fullmatch(r"(?:(\d+)\*)?[A-Za-z_]\w*", str(dim))
+        if multiple is not None and int(multiple.group(1) or 1) != step:
+            raise refuse(f"the file's window is a multiple of {dim}, not of the step {step}")
 
 
 _RUNNER_CLASSES: dict[type, type] = {}
@@ -193,11 +330,14 @@ class _OnnxWindows:
     _shrinks = False  # whether the file also takes the engine's shrunk windows
 
     def attach_onnx(
-        self, path: Path, roi: tuple[int, ...], condition: Any, *, shrinks: object = None
+        self,
+        path: Path,
+        session: Any,
+        roi: tuple[int, ...],
+        condition: Any,
+        *,
+        shrinks: object = None,
     ) -> None:
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self._onnx = (path, session, session.get_inputs()[0].name, roi, condition)
         self._shrinks = shrinks is not None
 

@@ -377,3 +377,31 @@ def test_a_forward_branching_on_tensor_values_is_not_exported(
         assert not any(tmp_path.iterdir())
     else:
         assert export_program(Doubling(), tmp_path / "model.pt2").max_difference == 0.0
+
+
+@pytest.mark.parametrize("appears", ["srcnn.pt2", "srcnn.pt2.json"])
+def test_a_file_made_at_the_export_path_during_the_export_is_kept(
+    appears: str, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the paths are checked free, then the export works for seconds: a file written at
+    # either path meanwhile was replaced without a word
+    import medi2i.export as export
+
+    options, _ = TINY["srcnn"]
+    model = save_model(registry.method("srcnn")(options), tmp_path / "model")
+    out = tmp_path / "out"
+    check_windows = export._check_windows
+
+    def meanwhile(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        (out / appears).write_text("user data")
+        return check_windows(shape, generator)
+
+    monkeypatch.setattr(export, "_check_windows", meanwhile)
+    out.mkdir()
+    result = CliRunner().invoke(build_cli(), ["export", str(model), str(out / "srcnn.pt2")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "appeared while this output was being made" in lines[0]
+    assert (out / appears).read_text() == "user data"
+    assert sorted(p.name for p in out.iterdir()) == [appears]  # both or neither

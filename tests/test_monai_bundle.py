@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from medi2i.cli.main import build_cli
+from medi2i.errors import OptionsError, OutputError
 from medi2i.export import ExportError
 from medi2i.model_folder import load_model, save_model
 from medi2i.monai_bundle import export_bundle
@@ -263,3 +264,69 @@ def test_a_bundle_of_an_opt_in_plugins_method_loads_that_plugin_to_run(tmp_path:
     want = nib.load(expected).get_fdata()
     got = nib.load(tmp_path / "bundle.nii.gz").get_fdata()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(1.0, np.abs(want).max()))
+
+
+def _cyclegan_bundle(registry: Registry, tmp_path: Path, direction: str) -> Path:
+    torch.manual_seed(0)
+    method = registry.method("cyclegan")({"roi_size": [16, 16, 16], "generator_filters": 2,
+                                          "residual_blocks": 1, "outer_kernel": 3,
+                                          "discriminator_filters": 2,
+                                          "discriminator_layers": 1})  # fmt: skip
+    method.use_domains(["mr", "ct"])
+    model = save_model(method, tmp_path / "model")
+    condition = {"direction": direction}
+    return export_bundle(
+        load_model(model, registry=registry), model, tmp_path / "bundle", condition=condition
+    )
+
+
+def test_a_bundle_refuses_another_condition_than_its_programs(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # `monai.bundle run ... --condition '{"direction":"a2b"}'` on a b2a bundle ran the
+    # b2a network on a2b-preprocessed input (3458 HU off), its provenance saying a2b
+    from monai.inferers import SlidingWindowInferer
+
+    from medi2i.monai_bundle import predict_file
+
+    bundle = _cyclegan_bundle(registry, tmp_path, "b2a")
+    program = torch.export.load(str(bundle / "models" / "model.pt2")).module()
+    network = torch.fx.GraphModule(program, program.graph)
+    inferer = SlidingWindowInferer(roi_size=[16, 16, 16], padding_mode="replicate")
+    source = _volume(tmp_path / "in.nii.gz")
+    copied = bundle / "models" / "medi2i"
+    out = tmp_path / "out.nii.gz"
+    with pytest.raises(OptionsError, match=r"was exported for the condition \{'direction': 'b2a'"):
+        predict_file(copied, source, out, network, inferer, condition={"direction": "a2b"})
+    assert not out.exists()
+    for given in (None, {"direction": "b2a"}):  # none given runs the exported one
+        out.unlink(missing_ok=True)
+        predict_file(copied, source, out, network, inferer, condition=given)
+        record = json.loads((tmp_path / "out.provenance.json").read_text())
+        assert record["condition"] == {"direction": "b2a"}
+
+
+@pytest.mark.parametrize("content", [["precious.txt"], []], ids=["with-a-file", "empty"])
+def test_a_folder_made_at_the_bundle_path_during_the_export_is_kept(
+    content: list[str], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the export checks the folder is free, then works for seconds: a folder made there
+    # meanwhile was moved aside and deleted, with the user's file in it
+    import medi2i.monai_bundle as monai_bundle
+
+    model = _model(registry, "srcnn", tmp_path / "model")
+    bundle = tmp_path / "bundle"
+    copy_model = monai_bundle._copy_model
+
+    def meanwhile(model: Path, models: Path) -> str:
+        bundle.mkdir()
+        for name in content:
+            (bundle / name).write_text("user data")
+        return copy_model(model, models)
+
+    monkeypatch.setattr(monai_bundle, "_copy_model", meanwhile)
+    with pytest.raises(OutputError, match="appeared while this output was being made"):
+        export_bundle(load_model(model, registry=registry), model, bundle)
+    assert sorted(p.name for p in bundle.iterdir()) == content
+    assert all((bundle / name).read_text() == "user data" for name in content)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "model"]  # no staging

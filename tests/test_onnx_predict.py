@@ -283,3 +283,111 @@ def test_an_onnx_export_of_an_opt_in_plugins_method_names_the_plugin(tmp_path: P
     assert str(exported) in message
     assert "whose plugin is not loaded" in message
     assert "medi2i.testing.trainable_examples" in message
+
+
+def _predict_command(source: Path, out: Path, onnx_file: Path, *extra: str) -> list[str]:
+    """``medi2i predict`` with ``onnx_file``: its output lines (exit status 1 asserted)."""
+    args = ["predict", str(source), str(out), "--model", str(onnx_file), "--no-progress"]
+    done = CliRunner().invoke(build_cli(), [*args, *extra])
+    assert done.exit_code == 1, done.output
+    lines = done.output.strip().splitlines()
+    assert len(lines) == 1, done.output
+    assert lines[0].startswith("Error:")
+    return lines
+
+
+def _edited(sidecar: Path, original: dict[str, Any], edit: Any) -> None:
+    description = json.loads(json.dumps(original))
+    edit(description)
+    sidecar.write_text(json.dumps(description))
+
+
+def test_a_malformed_description_is_refused_in_one_line(registry: Registry, tmp_path: Path) -> None:
+    # a key missing or of the wrong type was a KeyError, ValueError or TypeError:
+    # "an unexpected error inside medi2i" with a traceback
+    _, onnx_file, _ = exported(registry, "srcnn", tmp_path)
+    sidecar = tmp_path / "model.onnx.json"
+    original = json.loads(sidecar.read_text())
+    source = volume_file(tmp_path, (12, 11, 10))
+    cases = [
+        ("window.input_shape", lambda d: d["window"].pop("input_shape")),
+        ("window.input_shape", lambda d: d["window"].update(input_shape="abc")),
+        ("window.input_shape", lambda d: d["window"].update(input_shape=["batch", 1, 8, 8])),
+        ("method.version", lambda d: d["method"].pop("version")),
+        ("model.medi2i", lambda d: d["model"].update(medi2i=3)),
+    ]
+    for where, edit in cases:
+        _edited(sidecar, original, edit)
+        (line,) = _predict_command(source, tmp_path / "o.nii.gz", onnx_file)
+        assert f"{sidecar}: not a valid medi2i ONNX description ({where}" in line
+        assert "export the model again" in line
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_description_whose_window_is_not_the_files_is_refused(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # the SHA-256 covers the ONNX file, not its description: a window edited to another
+    # size ran the network on windows it was not exported for (1014 HU off)
+    import onnx
+
+    torch.manual_seed(0)
+    method = ready(registry, "regression-unet", {"filters": [4, 8, 16], "roi_size": [48, 48, 16]})
+    result = export_program(method, tmp_path / "model.onnx", onnx=True)
+    original = json.loads(result.sidecar.read_text())
+    assert original["window"]["shrinks_by"] == [16, 16, 16]  # 48 free, 16 fixed
+    source = volume_file(tmp_path, (12, 11, 10))
+    out = tmp_path / "o.nii.gz"
+
+    def window(shape: list[int], steps: list[int] | None = None) -> Any:
+        def edit(d: dict[str, Any]) -> None:
+            d["window"]["input_shape"] = ["batch", 1, *shape]
+            if steps is not None:
+                d["window"]["shrinks_by"] = steps
+
+        return edit
+
+    # a size the graph allows (a multiple of its step): the file's own record refuses it
+    _edited(result.sidecar, original, window([80, 48, 16]))
+    (line,) = _predict_command(source, out, result.path)
+    assert f"{result.sidecar}: its window does not fit model.onnx" in line
+    # an export without that record: what the graph's input shape declares
+    proto = onnx.load(str(result.path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(result.path))
+    original["model"]["onnx_sha256"] = file_sha256(result.path)
+    for edit in (
+        window([16, 48, 16]),  # the reviewer's 64 -> 32: fixed where the file is free
+        window([48, 48, 32], [16, 16, 32]),  # the file fixes 16
+        window([48, 48, 16], [5, 5, 5]),  # not the steps the engine shrinks by
+    ):
+        _edited(result.sidecar, original, edit)
+        (line,) = _predict_command(source, out, result.path)
+        assert f"{result.sidecar}: its window does not fit model.onnx" in line
+    _edited(result.sidecar, original, lambda d: None)  # the pair as exported still runs
+    predict(source, out, model=result.path, settings=SETTINGS, registry=registry)
+    assert out.is_file()
+
+
+def test_a_description_whose_condition_is_not_the_files_is_refused(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _, onnx_file, _ = exported(registry, "cyclegan", tmp_path)  # exported for b2a
+    sidecar = tmp_path / "model.onnx.json"
+    original = json.loads(sidecar.read_text())
+    _edited(sidecar, original, lambda d: d["condition"].update(direction="a2b"))
+    source = volume_file(tmp_path, (20, 18, 17))
+    (line,) = _predict_command(source, tmp_path / "o.nii.gz", onnx_file)
+    assert "exported for the condition {'direction': 'b2a'}" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch that sees no CUDA device")
+def test_a_device_torch_cannot_use_is_refused_with_an_onnx_file_too(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # onnxruntime runs the windows on the CPU, but medi2i's steps around them run on
+    # --device, as the README says
+    _, onnx_file, _ = exported(registry, "srcnn", tmp_path)
+    source = volume_file(tmp_path, (12, 11, 10))
+    (line,) = _predict_command(source, tmp_path / "o.nii.gz", onnx_file, "--device", "cuda")
+    assert "torch sees no CUDA device" in line

@@ -24,6 +24,8 @@ user's ``.scan.tmp-backup.nii.gz`` is not medi2i's to delete, however old it is.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import re
 import secrets
@@ -33,23 +35,48 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medi2i.errors import OutputError
 
-_REFUSE_EXISTING: ContextVar[bool] = ContextVar("medi2i_refuse_existing", default=False)
+
+@dataclass(frozen=True)
+class _Refusal:
+    """How :func:`refusing_existing` refuses: whether an empty folder may be taken, and
+    what the message tells the user to do."""
+
+    empty_folders: bool
+    remedy: str
+
+
+_OVERWRITE_REMEDY = (
+    "choose another output path, or pass --overwrite (overwrite=True in Python) to replace it"
+)
+_REFUSE_EXISTING: ContextVar[_Refusal | None] = ContextVar("medi2i_refuse_existing", default=None)
 _COMPANION: ContextVar[tuple[Path, Path, Path] | None] = ContextVar(
     "medi2i_companion", default=None
 )
 
 
 @contextmanager
-def refusing_existing() -> Iterator[None]:
+def refusing_existing(
+    *, empty_folders: bool = True, remedy: str = _OVERWRITE_REMEDY
+) -> Iterator[None]:
     """Within the block, an atomic write whose destination exists at the moment of the
     final rename is refused (:class:`OutputError`) and its temporary removed: the
     destination was checked to be free before the work, and someone else (another
-    process or thread) wrote it meanwhile."""
-    token = _REFUSE_EXISTING.set(True)
+    process or thread) wrote it meanwhile.
+
+    Args:
+        empty_folders: Whether a folder written atomically may take the place of an
+            empty folder (a DICOM series into a folder made for it); with ``False`` an
+            empty folder is refused too, and the rename itself never replaces one
+            where the system can say so (Linux ``renameat2`` with ``RENAME_NOREPLACE``).
+        remedy: What the refusal tells the user to do.
+    """
+    token = _REFUSE_EXISTING.set(_Refusal(empty_folders=empty_folders, remedy=remedy))
     try:
         yield
     finally:
@@ -102,47 +129,93 @@ def _place(temporary: Path, path: Path) -> None:
         _interrupts_held() if companion is not None else nullcontext()
     )
     with held:
-        if _REFUSE_EXISTING.get():
-            _claim(temporary, path)
+        refusal = _REFUSE_EXISTING.get()
+        if refusal is not None:
+            _claim(temporary, path, refusal)
         else:
             _replace(temporary, path)
         if companion is not None:
             os.replace(companion[0], companion[1])
 
 
-def _claim(temporary: Path, path: Path) -> None:
+def _claim(temporary: Path, path: Path, refusal: _Refusal) -> None:
     """Rename ``temporary`` to ``path`` only if nothing is there (an empty folder may
-    take a folder): a hard link, which fails on an existing name, for a file."""
+    take a folder when ``refusal`` allows it): a hard link, which fails on an existing
+    name, for a file."""
     if temporary.is_dir():
-        _require_still_free(temporary, path)
+        _require_still_free(temporary, path, refusal)
         try:
-            os.rename(temporary, path)  # fails over a folder that is no longer empty
+            if refusal.empty_folders:
+                os.rename(temporary, path)  # fails over a folder that is no longer empty
+            else:  # os.rename would replace an empty folder made since the check
+                _rename_no_replace(temporary, path)
         except OSError:
-            _require_still_free(temporary, path)
+            _require_still_free(temporary, path, refusal)
             raise
         return
     try:
         os.link(temporary, path)
     except FileExistsError:
-        _require_still_free(temporary, path)
+        _require_still_free(temporary, path, refusal)
         raise
-    except OSError:  # a file system without hard links: check, then rename
-        _require_still_free(temporary, path)
-        os.replace(temporary, path)
+    except OSError:  # a file system without hard links
+        try:
+            _rename_no_replace(temporary, path)
+        except OSError:
+            _require_still_free(temporary, path, refusal)
+            raise
         return
     temporary.unlink()
 
 
-def _require_still_free(temporary: Path, path: Path) -> None:
+def _require_still_free(temporary: Path, path: Path, refusal: _Refusal) -> None:
     if not (path.exists() or path.is_symlink()):
         return
-    if path.is_dir() and temporary.is_dir() and not any(path.iterdir()):
+    if refusal.empty_folders and path.is_dir() and temporary.is_dir() and not any(path.iterdir()):
         return  # an empty folder may take a series
     raise OutputError(
         f"{path} appeared while this output was being made (another process or thread "
-        "wrote it); it was kept and this output was not written: choose another output "
-        "path, or pass --overwrite (overwrite=True in Python) to replace it"
+        f"wrote it); it was kept and this output was not written: {refusal.remedy}"
     )
+
+
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _rename_no_replace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, failing with ``FileExistsError`` when anything is
+    at ``target``, an empty folder included: Linux's ``renameat2`` with
+    ``RENAME_NOREPLACE`` where the C library and the file system have it; elsewhere a
+    check just before a plain rename (which a name made in between can still lose to)."""
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        names = os.fsencode(source), os.fsencode(target)
+        if renameat2(_AT_FDCWD, names[0], _AT_FDCWD, names[1], _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), str(target))
+    if target.exists() or target.is_symlink():
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+    os.rename(source, target)
+
+
+def _renameat2() -> Any:
+    """The C library's ``renameat2`` (glibc 2.28 and later), or ``None``."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):  # not glibc, or no C library by None
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
 
 
 @contextmanager
@@ -207,8 +280,9 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
         header_last = sorted(folder.iterdir(), key=lambda part: part.name == path.name)
         for part in header_last[:-1]:
             _require_replaceable(path, path.parent / part.name)
-        if _REFUSE_EXISTING.get():
-            _require_still_free(header_last[-1], path)
+        refusal = _REFUSE_EXISTING.get()
+        if refusal is not None:
+            _require_still_free(header_last[-1], path, refusal)
         for part in header_last[:-1]:
             os.replace(part, path.parent / part.name)
         _place(header_last[-1], path)
