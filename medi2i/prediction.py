@@ -377,8 +377,8 @@ def predict(
             tree of studies); ``source`` still names the input in the provenance.
         overwrite: Replace an existing output (atomically, after the new one is
             written in full). Without it an existing output is refused; an output that
-            is, holds or lies inside the input is always refused
-            (:mod:`medi2i.io.destinations`).
+            is, holds or lies inside the input, or a file the condition reads (see
+            :func:`condition_inputs`), is always refused (:mod:`medi2i.io.destinations`).
         engine: The sliding-window engine to run on (see :func:`predict_tensor`), for a
             caller that predicts many volumes.
 
@@ -469,10 +469,9 @@ def predict_all(
             "condition; use predict_all (or the medi2i predict command), which writes each"
         )
     paths = {o.name: named_output_path(output, o.name) for o in declared}
+    inputs = [Path(source), *condition_inputs(parsed)]
     for path in paths.values():
-        check_destination(
-            path, inputs=[Path(source)], overwrite=overwrite, folder=not writer.suffixes
-        )
+        check_destination(path, inputs=inputs, overwrite=overwrite, folder=not writer.suffixes)
         sidecar = sidecar_path(path)
         # an earlier provenance record of medi2i's own (its image was deleted, or this
         # is an --overwrite) is replaced; a file of the user's under that name is not,
@@ -486,7 +485,7 @@ def predict_all(
                 f"{_renamed(path)}), or pass --overwrite to replace that record"
             )
         replaceable = overwrite or is_provenance_record(sidecar)
-        check_destination(sidecar, inputs=[Path(source)], overwrite=replaceable, sidecar_of=path)
+        check_destination(sidecar, inputs=inputs, overwrite=replaceable, sidecar_of=path)
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     # a result the writer would refuse is refused before the inference, not after it
@@ -534,6 +533,23 @@ def predict_all(
                 results[declared_output.name], path, writers=[writer], overwrite=True
             )
     return written
+
+
+def condition_inputs(condition: BaseModel) -> list[Path]:
+    """The files or folders a parsed condition names for the prediction to read besides
+    the input (e.g. MUNIT's style reference): no output replaces them, as none replaces
+    the input (:mod:`medi2i.io.destinations`).
+
+    A condition model declares them with a method ``input_paths(self)`` returning paths;
+    a model without one reads nothing else.
+
+    Example:
+        >>> from medi2i.method import NoCondition
+        >>> condition_inputs(NoCondition())
+        []
+    """
+    declared = getattr(condition, "input_paths", None)
+    return [Path(path).expanduser() for path in declared()] if callable(declared) else []
 
 
 def _other_output_of(sidecar: Path, path: Path, suffixes: Sequence[str]) -> Path | None:

@@ -63,6 +63,21 @@ def test_the_condition_takes_one_rule_at_most() -> None:
         OutputGrid(slice_factor=0.0)
 
 
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"slice_factor": "nan"},
+        {"slice_factor": float("inf")},
+        {"target_spacing": (1.0, 1.0, float("nan"))},
+        {"scale": (1.0, 1.0, float("inf"))},
+    ],
+)
+def test_a_non_finite_condition_is_refused_in_one_line(condition: dict[str, object]) -> None:
+    with pytest.raises(OptionsError, match="finite number") as error:
+        Interpolation().parse_condition(condition)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("condition", [{}, {"slice_factor": 2.5}])
 def test_srcnn_keeps_the_contract_with_a_slice_factor(condition: dict[str, object]) -> None:
     check_method_contract(

@@ -4,8 +4,11 @@ style reference volumes, conditions and training."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import nibabel
+import numpy as np
 import pytest
 import torch
 from medi2i_unit.munit import Munit
@@ -19,16 +22,19 @@ from medi2i import (
     InferenceSettings,
     InputError,
     OptionsError,
+    OutputError,
     predict_outputs,
     predict_tensor,
 )
 from medi2i.data.cases import Case, CaseSet
+from medi2i.provenance import volume_sha256
 from medi2i.testing import (
     check_distributed_training,
     check_method_contract,
     check_training_contract,
     make_volume,
 )
+from medi2i.testing.dicom_series import write_series
 from medi2i.testing.domain_cases import UNPAIRED_DOMAINS
 from medi2i.training import TrainingConfig, read_history, train
 
@@ -162,6 +168,80 @@ def test_a_reference_volume_sets_the_style(tmp_path: Path, medi2i_volume: MetaTe
     assert not torch.allclose(first.as_tensor(), other.as_tensor())
     (output,) = method.outputs(method.parse_condition({"style_reference": str(one)}))
     assert len(str(output.condition["style_reference_sha256"])) == 64
+    assert output.condition["style_reference_hashed"] == "file"
+
+
+def test_a_bad_reference_is_refused_naming_it_with_its_own_voxels(tmp_path: Path) -> None:
+    folder = medi2i.save_model(trained_looking(SCANNERS), tmp_path / "model")
+    source = medi2i.write_volume(gamma_volume(3, 1.0), tmp_path / "mr.nii.gz")
+    values = gamma_volume(1, 1.0, (20, 20, 20)).numpy()[0]
+    values[6, 4, 4] = np.nan
+    # on another spacing than the input's: counted on its own grid, not the resampled one
+    # (medi2i's writers refuse a NaN: nibabel writes it)
+    holed = tmp_path / "holed.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(values, np.diag([2.0, 2.0, 2.0, 1.0])), holed)
+    blank = medi2i.write_volume(0 * gamma_volume(1, 1.0), tmp_path / "blank.nii.gz")
+
+    expected = [
+        (holed, r"1 voxel\(s\) are NaN or infinite \(first at voxel \(6, 4, 4\)\)"),
+        (blank, "every voxel is 0, a constant volume holds nothing to translate"),
+    ]
+    for path, message in expected:
+        with pytest.raises(InputError, match=message) as caught:
+            medi2i.predict(
+                source,
+                tmp_path / "sct.nii.gz",
+                model=folder,
+                settings=SETTINGS,
+                condition={"style_reference": str(path)},
+            )
+        # the reference named, not the (finite, varying) input
+        assert str(caught.value).startswith(f"style_reference {path}: ")
+        assert "\n" not in str(caught.value)
+
+
+def test_an_output_never_replaces_a_style_reference(tmp_path: Path) -> None:
+    folder = medi2i.save_model(trained_looking(SCANNERS), tmp_path / "model")
+    source = medi2i.write_volume(gamma_volume(3, 1.0), tmp_path / "mr.nii.gz")
+    reference = medi2i.write_volume(gamma_volume(1, 0.5), tmp_path / "ref.nii.gz")
+    (tmp_path / "link.nii.gz").symlink_to(reference)
+    os.link(reference, tmp_path / "hard.nii.gz")
+    series = tmp_path / "refs" / "ref_dcm"
+    write_series(series, gamma_volume(2, 2.0).numpy()[0], modality="MR", rescale=(1.0, 0.0))
+    before = reference.read_bytes()
+
+    cases = [
+        (reference, reference, "is the input"),
+        (tmp_path / "link.nii.gz", reference, "is the input"),
+        (tmp_path / "hard.nii.gz", reference, "is the input"),
+        (series / "sct.nii.gz", series, "inside the input folder"),
+        (tmp_path / "refs", series, "holds the input"),
+    ]
+    for output, used, message in cases:
+        with pytest.raises(OutputError, match=message) as caught:
+            medi2i.predict_all(
+                source,
+                output,
+                model=folder,
+                settings=SETTINGS,
+                condition={"style_reference": str(used)},
+                overwrite=True,
+            )
+        assert "\n" not in str(caught.value)
+    assert reference.read_bytes() == before
+
+
+def test_a_dicom_folder_reference_is_recorded_by_the_hash_of_its_volume(
+    tmp_path: Path,
+) -> None:
+    method = trained_looking(SCANNERS)
+    series = tmp_path / "ref_dcm"
+    write_series(series, gamma_volume(2, 2.0).numpy()[0], modality="MR", rescale=(1.0, 0.0))
+
+    (output,) = method.outputs(method.parse_condition({"style_reference": str(series)}))
+
+    assert output.condition["style_reference_sha256"] == volume_sha256(medi2i.read_volume(series))
+    assert output.condition["style_reference_hashed"] == "volume"
 
 
 def test_a_reference_is_put_on_the_inputs_spacing_before_its_style_is_read(
@@ -295,3 +375,14 @@ def test_a_trained_model_takes_the_style_of_a_reference_volume(tmp_path: Path) -
 @pytest.mark.slow
 def test_trains_with_ddp_under_torchrun(tmp_path: Path) -> None:
     check_distributed_training(Munit, tmp_path, options=SMALL, steps=2)
+
+
+def test_a_style_seed_has_medi2i_s_seed_bound() -> None:
+    from medi2i_unit.options import MunitCondition
+    from pydantic import ValidationError
+
+    from medi2i.settings import MAX_SEED
+
+    assert MunitCondition(style_seed=MAX_SEED).style_seed == MAX_SEED
+    with pytest.raises(ValidationError, match="less than or equal to 4294967295"):
+        MunitCondition(style_seed=MAX_SEED + 1)

@@ -122,7 +122,8 @@ class OutputGrid(BaseModel):
         2.0
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # as Options: a NaN or infinite rule would reach the voxel count arithmetic
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     target_spacing: tuple[float, float, float] | None = None
     scale: tuple[float, float, float] | None = None

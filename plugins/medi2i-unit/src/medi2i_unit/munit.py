@@ -33,7 +33,7 @@ from medi2i import OptionsError, Output, PredictContext
 from medi2i_unit.blocks import run_padded
 from medi2i_unit.munit_network import MunitNetwork
 from medi2i_unit.options import MunitCondition, MunitOptions
-from medi2i_unit.style_reference import file_digest, read_style_reference
+from medi2i_unit.style_reference import read_style_reference, reference_digest
 from medi2i_unit.two_domain import GENERATORS, TwoDomainTranslation
 
 if TYPE_CHECKING:
@@ -95,14 +95,17 @@ class Munit(TwoDomainTranslation[MunitOptions, MunitCondition]):
     def outputs(self, condition: MunitCondition) -> tuple[Output, ...]:
         """One output per style: unnamed for one style, ``style-<i>`` for several; each
         records where its style came from (seed and index, or the reference's path and
-        SHA-256)."""
+        SHA-256: of a file's bytes, or of the volume read from a folder, as for the input;
+        see :func:`~medi2i_unit.style_reference.reference_digest`)."""
         (single,) = super().outputs(condition)
         base = dict(single.condition)
         if condition.style_reference is not None:
+            digest = reference_digest(condition.style_reference)
             record = {
                 **base,
                 "style_reference": condition.style_reference,
-                "style_reference_sha256": file_digest(condition.style_reference),
+                "style_reference_sha256": None if digest is None else digest[0],
+                "style_reference_hashed": None if digest is None else digest[1],
             }
             return (Output("", single.spec, domain=single.domain, condition=record),)
         seed = condition.style_seed if condition.style_seed is not None else "settings.seed"

@@ -155,7 +155,7 @@ class MunitCondition(UnitCondition):
         direction: ``a2b`` or ``b2a``.
         styles: How many styles to draw from the prior; above 1, each is a named output
             ``style-0``, ``style-1``, …
-        style_seed: Seed of the drawn styles; ``None``: the prediction's seed
+        style_seed: Seed of the drawn styles, 0 to 2**32 - 1; ``None``: the prediction's seed
             (``InferenceSettings.seed``). Style ``i`` is the ``i``-th of successive
             ``N(0, I)`` draws from a generator seeded with it, so ``styles=4`` starts
             with the style of ``styles=1``.
@@ -164,8 +164,13 @@ class MunitCondition(UnitCondition):
     """
 
     styles: int = Field(default=1, ge=1, le=64)
-    style_seed: int | None = Field(default=None, ge=0)
+    style_seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # medi2i's seed bound
     style_reference: str | None = None
+
+    def input_paths(self) -> tuple[str, ...]:
+        """The style reference, read as an input: medi2i refuses an output that would
+        replace it (:func:`medi2i.prediction.condition_inputs`)."""
+        return () if self.style_reference is None else (self.style_reference,)
 
     @model_validator(mode="after")
     def _one_source_of_style(self) -> MunitCondition:

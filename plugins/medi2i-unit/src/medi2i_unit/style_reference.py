@@ -6,11 +6,15 @@ the method's working grid (its orientation, and the input's voxel spacing, so th
 encoder sees voxels of the size it was trained on), and through the target domain's
 intensity preprocessing, as a whole volume. The style encoder then sees it whole: its
 global average pooling takes any size.
+
+A reference is an input: it gets the input's voxel checks right after it is read (no
+NaN or infinite voxel, not constant or empty), no output may replace it
+(:meth:`medi2i_unit.options.MunitCondition.input_paths`), and the provenance identifies
+it by a hash as it identifies the input (:func:`reference_digest`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -21,6 +25,7 @@ import numpy as np
 
 import medi2i
 from medi2i import Grid, InputError, SpatialPlan
+from medi2i.hashing import file_sha256
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -48,12 +53,13 @@ def read_style_reference(
         smallest: The fewest voxels per side the style encoder takes.
 
     Raises:
-        InputError: The reference cannot be read, or is smaller than ``smallest``
-            voxels along an axis once on the input's spacing.
+        InputError: The reference cannot be read, fails the checks every input gets
+            (:func:`read_reference`), or is smaller than ``smallest`` voxels along an
+            axis once on the input's spacing.
     """
     from monai.transforms.spatial.array import Orientation, Spacing
 
-    volume = medi2i.read_volume(Path(path).expanduser())
+    volume = read_reference(path)
     if plan.orientation is not None:
         reorient = Orientation(axcodes=plan.orientation, labels=RAS_LABELS)
         volume = cast("MetaTensor", reorient(volume))
@@ -70,21 +76,71 @@ def read_style_reference(
     return preprocess(volume)
 
 
-def file_digest(path: str) -> str | None:
-    """SHA-256 of the file at ``path`` (``None`` for a folder, e.g. a DICOM series), for
-    the provenance of an output styled by it."""
+def read_reference(path: str) -> MetaTensor:
+    """The volume at ``path`` as medi2i's readers read it, checked as every input is
+    (:mod:`medi2i.voxel_checks`) before anything is computed from it: every voxel
+    finite, values within the safe range, not constant or empty. A reference is never
+    repaired (``--nonfinite`` applies to the input only).
+
+    Raises:
+        InputError: The reference cannot be read or fails a check; the message names
+            the reference file, and counts and locates voxels on its own grid.
+    """
+    from medi2i.voxel_checks import checked_input, non_finite_voxels
+
+    volume = medi2i.read_volume(Path(path).expanduser())
+    bad = non_finite_voxels(volume.as_tensor().detach().cpu().numpy())
+    if bad:
+        raise InputError(
+            f"style_reference {path}: {bad}; fix the file or give another volume of the "
+            "target domain"
+        )
+    volume.meta["filename_or_obj"] = str(path)  # what the checks' messages name
+    try:
+        return checked_input(volume, "error")
+    except InputError as error:
+        raise InputError(f"style_reference {error}") from None
+
+
+def reference_digest(path: str) -> tuple[str, str] | None:
+    """What identifies the reference at ``path`` in the provenance of an output styled
+    by it, as the input is identified (:func:`medi2i.provenance.provenance`):
+    ``(sha256, "file")``, the SHA-256 of a file's bytes, or ``(sha256, "volume")``,
+    :func:`medi2i.provenance.volume_sha256` of the volume read from a folder (a DICOM
+    series), so the same pixel data gives the same hash whatever its file names.
+    ``None`` when nothing is at ``path``.
+
+    The reference is read and checked (:func:`read_reference`) here, when the method
+    declares its outputs, so a bad reference is refused before any work, in its own
+    words. Each content is read once: a rewritten file, or a folder whose files changed,
+    is read again.
+
+    Raises:
+        InputError: The reference cannot be read as a volume, or fails the input checks.
+    """
     target = Path(path).expanduser()
-    if not target.is_file():
+    if not target.exists():
         return None
-    stat = target.stat()
-    return _digest(os.fspath(target.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _checked_digest(path, _signature(target))
+
+
+def _signature(target: Path) -> tuple[object, ...]:
+    """The resolved path and every file at or under it with its size and time of change."""
+    if target.is_file():
+        found = [target]
+    else:
+        found = [Path(parent, name) for parent, _, names in os.walk(target) for name in names]
+    files = sorted((os.fspath(f), f.stat().st_mtime_ns, f.stat().st_size) for f in found)
+    return (os.fspath(target.resolve()), *files)
 
 
 @lru_cache(maxsize=16)
-def _digest(path: str, mtime_ns: int, size: int) -> str:
-    del mtime_ns, size  # part of the cache key: a rewritten file is hashed again
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _checked_digest(path: str, signature: tuple[object, ...]) -> tuple[str, str]:
+    del signature  # the cache key: a reference whose files changed is read again
+    from medi2i.provenance import volume_sha256
+
+    volume = read_reference(path)
+    target = Path(path).expanduser()
+    if target.is_file():
+        return file_sha256(target), "file"
+    return volume_sha256(volume), "volume"
