@@ -37,7 +37,8 @@ and never rewritten; the last record of a study is its state::
     {"study": "patient7/mri_2024", "input": ".../patient7/mri_2024/t1",
      "series_uid": "1.2.3", "outputs": [".../patient7/mri_2024/pix2pix"],
      "status": "done", "error": null,
-     "timings": {"read": 1.2, "predict": 30.5, "write": 0.8}, "time": "2025-01-31T..."}
+     "timings": {"read": 1.2, "predict": 30.5, "write": 0.8}, "time": "2025-01-31T...",
+     "reason": null, "configuration": {"method": "pix2pix 1.0.0", "seed": 0, ...}}
 
 ``status`` is ``started`` (written before the study runs), ``done``, ``partial`` (some
 formats written, ``error`` says why the others were not), ``failed`` (with ``error``, a
@@ -45,8 +46,17 @@ message a user can act on) or ``skipped`` (with ``reason``: done by an earlier r
 no series of the study matches the selection, e.g. no MR series in an MR→CT batch);
 ``timings`` are seconds per stage. Skipped studies do not make a batch fail.
 
-Resuming: a rerun skips a study whose last record is ``done`` or ``skipped`` when its
-outputs all exist and it selects the same series. Anything else (left ``started`` by a
+``outputs`` are absolute paths. ``configuration`` records what decided the outputs
+besides the input (:func:`~medi2i.batch_records.batch_configuration`: method and
+version, model, options, condition, seed, window settings, de-identification).
+
+Resuming: an output root holds the results of one configuration. A rerun whose
+configuration differs from that of a study with outputs in the manifest (another
+method, model, options, condition, seed or window settings), or given a manifest whose
+outputs lie outside its output root (another batch's), is refused before any work,
+with one line saying what differs; give it another output root. A rerun skips a study
+whose last record is ``done`` or ``skipped`` when it selects the same series and its
+outputs, one per requested format, all exist. Anything else (left ``started`` by a
 killed run, ``partial``, ``failed``, outputs missing) is redone: temporary files left in its output
 folder are removed first, and every output is written atomically (temporary name, then
 rename), so a redone study never mixes old and new files. An exception in one study is
@@ -72,7 +82,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medi2i.batch_records import BatchReport, Manifest, Status, StudyRecord, check_linkage
+from medi2i.batch_records import (
+    BatchReport,
+    Manifest,
+    Status,
+    StudyRecord,
+    batch_configuration,
+    check_linkage,
+    check_same_batch,
+)
 from medi2i.errors import InputError, Medi2iError, OptionsError
 from medi2i.settings import wants_progress
 from medi2i.study_discovery import StudyJob, discover_studies, pseudonymous_keys
@@ -165,6 +183,14 @@ def run_batch(
     # inputs are never written, not even appended to
     check_destination(manifest, inputs=[Path(root)], overwrite=True, folder=False)
     book = Manifest(manifest)  # a file that is not a manifest is refused before any work
+    configuration = batch_configuration(
+        method,
+        model=model,
+        condition=method.parse_condition(condition),
+        settings=settings,
+        deidentify=deidentify,
+    )
+    check_same_batch(book, configuration, Path(output_root))
     check_linkage(linkage, Path(output_root), Path(root), deidentify=deidentify)
     selector = _declared_modality(selector, method, force=settings.force_modality)
     jobs = discover_studies(Path(root), selector, scan=scan)
@@ -175,13 +201,14 @@ def run_batch(
         method=method,
         settings=settings.model_copy(update={"progress": False}),
         formats=tuple(name for name in FORMATS if name in formats),
-        output_root=Path(output_root),
+        output_root=Path(output_root).absolute(),  # recorded outputs name it wherever run from
         input_root=Path(root),
         condition=condition,
         deidentifier=deidentifier,
         registry=registry,
         model=model,
         linkage=linkage,
+        configuration=configuration,
     )
     records = predict_share(
         jobs,
@@ -216,7 +243,7 @@ def _skipped(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord
         reason = runner.scrub(job, job.problem or "no series matches the selection")
         return book.append(replace(started, status="skipped", reason=reason))
     previous = book.latest.get(job.key)
-    if previous is not None and _finished(previous, started):
+    if previous is not None and _finished(previous, started, runner.output_names):
         earlier = "finished by an earlier run"
         return book.append(
             replace(started, status="skipped", outputs=previous.outputs, reason=earlier)
@@ -245,11 +272,14 @@ def _process(
     return book.append(replace(started, status="done", outputs=outputs, timings=timings))
 
 
-def _finished(previous: StudyRecord, started: StudyRecord) -> bool:
+def _finished(previous: StudyRecord, started: StudyRecord, names: set[str]) -> bool:
+    """Whether ``previous`` holds this run's outputs (file names ``names``) of the study,
+    made from the same series under the same configuration, all still there."""
     return (
         previous.status in ("done", "skipped")
         and previous.series_uid == started.series_uid
-        and bool(previous.outputs)
+        and previous.configuration == started.configuration
+        and names <= {Path(output).name for output in previous.outputs}
         and all(Path(output).exists() for output in previous.outputs)
     )
 
@@ -268,14 +298,31 @@ class _StudyRunner:
     registry: Registry | None
     model: Path | None
     linkage: Path | None
+    configuration: dict[str, object]
+
+    @property
+    def output_names(self) -> set[str]:
+        """The names of a study's outputs in its folder, one per format."""
+        return {
+            self.method.id if name == "dicom" else f"{self.method.id}.nii.gz"
+            for name in self.formats
+        }
 
     def started(self, job: StudyJob) -> StudyRecord:
         """The study's first record: naming the source only when not de-identifying."""
         if self.deidentifier is None:
-            return StudyRecord(study=job.key, input=str(job.input), series_uid=job.series_uid)
+            return StudyRecord(
+                study=job.key,
+                input=str(job.input),
+                series_uid=job.series_uid,
+                configuration=self.configuration,
+            )
         uid = job.series_uid
         return StudyRecord(
-            study=job.key, input=None, series_uid=self.deidentifier.uid(uid) if uid else None
+            study=job.key,
+            input=None,
+            series_uid=self.deidentifier.uid(uid) if uid else None,
+            configuration=self.configuration,
         )
 
     def scrub(self, job: StudyJob, message: str) -> str:

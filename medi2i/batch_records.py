@@ -2,22 +2,31 @@
 
 :class:`Manifest` reads and appends the JSON Lines manifest of
 :func:`medi2i.batch.run_batch` (one :class:`StudyRecord` per event; the module
-docstring of :mod:`medi2i.batch` describes the format). Both files are only ever
+docstring of :mod:`medi2i.batch` describes the format), and
+:func:`check_same_batch` refuses to resume from a manifest of another batch or another
+configuration (:func:`batch_configuration`). Both files are only ever
 appended to, so each refuses, before any work, an existing file that is not one of its
 kind: appending would change a file of the user's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from medi2i.errors import OptionsError, OutputError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from medi2i.method import Method
+    from medi2i.settings import InferenceSettings
 
 Status = Literal["started", "done", "partial", "failed", "skipped"]
 
@@ -38,6 +47,8 @@ class StudyRecord:
         timings: Seconds per stage: ``read``, ``predict``, ``write``.
         time: When the record was written (UTC, ISO 8601).
         reason: Why the study was skipped.
+        configuration: What decided the outputs besides the input
+            (:func:`batch_configuration`); a batch root holds one configuration.
     """
 
     study: str
@@ -49,10 +60,14 @@ class StudyRecord:
     timings: Mapping[str, float] = field(default_factory=dict)
     time: str = ""
     reason: str | None = None
+    configuration: Mapping[str, object] | None = None
 
     def to_json(self) -> str:
         """The record as one JSON line (no newline)."""
-        return json.dumps({**asdict(self), "outputs": list(self.outputs)})
+        configuration = dict(self.configuration) if self.configuration is not None else None
+        return json.dumps(
+            {**asdict(self), "outputs": list(self.outputs), "configuration": configuration}
+        )
 
     @classmethod
     def from_json(cls, line: str) -> StudyRecord:
@@ -138,6 +153,104 @@ class Manifest:
             ) from exc
         self.latest[stamped.study] = stamped
         return stamped
+
+
+OUTPUT_SETTINGS = ("roi_size", "overlap", "blend", "sigma_scale", "mirror_axes", "nonfinite")
+"""Inference settings that change a batch's outputs besides the seed; the device,
+``amp``, ``sw_batch_size`` and progress do not enter its configuration."""
+
+
+def batch_configuration(
+    method: Method,
+    *,
+    model: Path | None,
+    condition: BaseModel | None,
+    settings: InferenceSettings,
+    deidentify: bool,
+) -> dict[str, object]:
+    """What decides a batch's outputs besides its inputs, as each manifest record keeps
+    it: the method and its version, the model (the SHA-256 of its ``medi2i-model.json``,
+    which holds the weights' hash and fitted values, or of its ONNX file), the seed,
+    de-identification, and digests of the options, condition and :data:`OUTPUT_SETTINGS`.
+    Digests, not values, so that a de-identified manifest names no path an option or a
+    condition holds."""
+    from medi2i.hashing import file_sha256
+    from medi2i.model_folder import MANIFEST
+    from medi2i.onnx_model import is_onnx_model
+
+    identity = None
+    if model is not None:
+        identity = file_sha256(model if is_onnx_model(model) else Path(model) / MANIFEST)
+    chosen = settings.model_dump(mode="json", include=set(OUTPUT_SETTINGS))
+    return {
+        "method": f"{method.id} {method.version}",
+        "model": identity[:16] if identity else None,
+        "options": _digest(method.options.model_dump(mode="json")),
+        "condition": _digest(condition.model_dump(mode="json") if condition else None),
+        "seed": settings.seed,
+        "settings": _digest(chosen),
+        "deidentify": deidentify,
+    }
+
+
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_same_batch(book: Manifest, configuration: Mapping[str, object], root: Path) -> None:
+    """Refuse to resume from ``book`` a batch whose results are not this one's: outputs
+    recorded outside the output ``root`` (the manifest of another batch), or made
+    under another configuration (:func:`batch_configuration`). Records without
+    outputs (failed, interrupted) are redone whatever made them.
+
+    Raises:
+        OutputError: One line naming the manifest, what differs, and what to do.
+    """
+    where = Path(os.path.realpath(root))
+    for record in book.latest.values():
+        foreign = next(
+            (o for o in record.outputs if not Path(os.path.realpath(o)).is_relative_to(where)),
+            None,
+        )
+        if foreign is not None:
+            raise OutputError(
+                f"the manifest {book.path} records outputs outside the output root {root} "
+                f"({foreign}): it is another batch's; give the output root it belongs to, "
+                "or leave --manifest out (or give a new file) to start this batch afresh"
+            )
+    for record in book.latest.values():
+        if record.outputs and record.configuration != configuration:
+            raise OutputError(
+                f"{root} holds results of another configuration ("
+                f"{_difference(record.configuration, configuration)}; manifest {book.path}): "
+                "a batch root holds one configuration, so give this run another output root, "
+                "or rerun with the method, model, options, condition and settings of that "
+                "batch to resume it"
+            )
+
+
+_OTHER = {
+    "model": "another model",
+    "options": "other options",
+    "condition": "another condition",
+    "settings": "other window settings",
+}
+
+
+def _difference(earlier: Mapping[str, object] | None, now: Mapping[str, object]) -> str:
+    """What differs between two configurations, for the refusal's one line."""
+    if earlier is None:
+        return "recorded without its configuration by an earlier medi2i"
+    # another method has other options and conditions anyway: name the method alone
+    keys = ["method"] if earlier.get("method") != now.get("method") else list(now)
+    shown = []
+    for key in (k for k in keys if earlier.get(k) != now[k]):
+        if key == "deidentify":
+            shown.append("de-identified there" if earlier.get(key) else "de-identified now")
+        else:
+            shown.append(_OTHER.get(key) or f"{key} {earlier.get(key)} there, {now[key]} now")
+    return ", ".join(shown) or "another medi2i's record"
 
 
 def _parse(line: str) -> StudyRecord | None:

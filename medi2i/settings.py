@@ -8,15 +8,49 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from medi2i.errors import OptionsError
 
 NonFinitePolicy = Literal["error", "zero", "nearest"]
 """What to do with NaN or infinite input voxels: refuse the volume, set them to 0, or give
 each the value of its nearest finite voxel (see :mod:`medi2i.voxel_checks`)."""
+
+
+MAX_SEED = 2**32 - 1
+"""The largest seed medi2i accepts wherever one is given (``--seed``, a workflow's
+``training.seed``, ``inference.seed``, ``data.split.seed``, ``adaptation.seed``): every
+consumer takes it, ``torch.manual_seed`` (up to 2**64 - 1) as well as NumPy's
+generators and the legacy ``np.random.seed`` (up to 2**32 - 1) a method may pass
+``context.seed`` to, with room for the offsets added per process and step."""
+
+
+def _refuse_boolean(value: object) -> object:
+    # pydantic reads true as 1 for an int, so `steps: true` would train for one step
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got the boolean {str(value).lower()}")
+    return value
+
+
+NOT_A_BOOLEAN = BeforeValidator(_refuse_boolean)
+"""Refuses ``true``/``false`` for an integer, which pydantic would take as 1 and 0. In
+``Annotated``, put it after a ``Field``'s bounds (``Annotated[int, Field(ge=1),
+NOT_A_BOOLEAN]``): bounds after it stay out of the JSON Schema's minimum and maximum."""
+
+Integer = Annotated[int, NOT_A_BOOLEAN]
+"""An integer setting (bounds go on the field: ``Integer = Field(default=4, ge=1)``)."""
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), NOT_A_BOOLEAN]
+"""A seed: an integer from 0 to :data:`MAX_SEED`."""
 
 
 _DEVICE_NAME = re.compile(r"auto|(cpu|cuda)(:\d+)?")
@@ -64,8 +98,8 @@ class InferenceSettings(BaseModel):
             the method declares for its input (e.g. a CT given to an MR→CT model);
             refused otherwise.
         seed: Seed of anything random a method does at predict time (a style code,
-            fitting on the input); recorded in the provenance, so an output can be
-            made again.
+            fitting on the input), 0 to 2**32 - 1 (4294967295); recorded in the
+            provenance, so an output can be made again.
         mirror_axes: Test-time mirroring, as nnU-Net predicts: each window is also
             predicted mirrored along every combination of these array axes (0, 1, 2)
             of the input volume (a method that reorders axes maps them), each output is
@@ -102,8 +136,8 @@ class InferenceSettings(BaseModel):
     # with their lines in the file
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
-    roi_size: tuple[int, int, int] | None = None
-    sw_batch_size: int = Field(default=4, ge=1)
+    roi_size: tuple[Integer, Integer, Integer] | None = None
+    sw_batch_size: Integer = Field(default=4, ge=1)
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
     blend: Literal["gaussian", "constant"] = "gaussian"
     sigma_scale: float = Field(default=0.125, gt=0.0)
@@ -112,8 +146,8 @@ class InferenceSettings(BaseModel):
     progress: bool | None = None
     nonfinite: NonFinitePolicy = "error"
     force_modality: bool = False
-    seed: int = Field(default=0, ge=0)
-    mirror_axes: tuple[int, ...] = ()
+    seed: Seed = 0
+    mirror_axes: tuple[Integer, ...] = ()
 
     @field_validator("device")
     @classmethod

@@ -178,6 +178,55 @@ def test_missing_outputs_make_a_done_study_run_again(
     assert [r.status for r in records] == ["done", "skipped", "failed"]
 
 
+def test_a_rerun_adding_a_format_redoes_the_study(
+    tree: tuple[Path, Path, dict[str, str]],
+) -> None:
+    root, out, _ = tree
+    _run(root, out, formats=("nifti",))
+    records = _run(root, out, formats=("dicom", "nifti"))
+    assert [r.status for r in records] == ["done", "done", "failed"]
+    assert (out / STUDIES[0] / "test-double").is_dir()
+
+
+class TripleToCT(DoubleToCT):
+    id = "test-triple"
+
+
+@pytest.mark.parametrize(
+    ("changed", "said"),
+    [
+        ({"method": TripleToCT()}, "method test-double 0.1.0 there, test-triple 0.1.0 now"),
+        ({"settings": SETTINGS.model_copy(update={"seed": 7})}, "seed 0 there, 7 now"),
+        ({"settings": SETTINGS.model_copy(update={"overlap": 0.5})}, "other window settings"),
+    ],
+)
+def test_a_rerun_under_another_configuration_is_refused(
+    tree: tuple[Path, Path, dict[str, str]], changed: dict[str, object], said: str
+) -> None:
+    root, out, _ = tree
+    _run(root, out, formats=("nifti",))
+    manifest = (out / "manifest.jsonl").read_text()
+    arguments = {"method": DoubleToCT(), "settings": SETTINGS, **changed}
+    with pytest.raises(OutputError, match="another configuration") as refused:
+        run_batch(root, out, selector=SELECT_T1, formats=("nifti",), **arguments)  # type: ignore[arg-type]
+    assert said in str(refused.value)
+    assert (out / "manifest.jsonl").read_text() == manifest
+    assert not list(out.rglob("test-triple*"))
+
+
+def test_a_manifest_of_another_output_root_is_refused(
+    tree: tuple[Path, Path, dict[str, str]],
+) -> None:
+    root, out, _ = tree
+    _run(root, out, formats=("nifti",))
+    copied = root.parent / "copied.jsonl"
+    copied.write_text((out / "manifest.jsonl").read_text())
+    elsewhere = root.parent / "out2"
+    with pytest.raises(OutputError, match="outside the output root"):
+        _run(root, elsewhere, formats=("nifti",), manifest=copied)
+    assert not elsewhere.exists()
+
+
 def test_a_manifest_line_cut_short_by_a_crash_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "manifest.jsonl"
     done = StudyRecord(study="a", input="in/a", series_uid="1.2", outputs=("x",), status="done")

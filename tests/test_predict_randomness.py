@@ -4,7 +4,11 @@ carry no autograd graph."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
+from click.testing import CliRunner
 from monai.data.meta_tensor import MetaTensor
 
 import medi2i
@@ -68,3 +72,25 @@ def test_an_output_computed_with_parameters_carries_no_graph() -> None:
     output = _predict(ScaledByParameter())
     assert not output.requires_grad
     assert output.grad_fn is None
+
+
+def test_a_seed_beyond_the_bound_is_refused_before_predicting() -> None:
+    from medi2i.cli.options import MAX_SEED as OPTION_BOUND
+    from medi2i.settings import MAX_SEED
+
+    assert OPTION_BOUND == MAX_SEED == 2**32 - 1
+    assert _predict(NoisyCopy(), seed=MAX_SEED).shape == (1, 8, 9, 10)
+    with pytest.raises(medi2i.OptionsError, match="seed: Input should be less than or equal"):
+        _predict(NoisyCopy(), seed=2**64)
+
+
+def test_predict_refuses_a_seed_beyond_the_bound_in_one_line(tmp_path: Path) -> None:
+    from medi2i.cli.main import build_cli
+    from medi2i.plugins import load_plugins
+
+    args = ["predict", str(tmp_path / "in.nii.gz"), str(tmp_path / "out.nii.gz")]
+    args += ["--method", "intensity-inversion", "--seed", str(2**64)]
+    result = CliRunner().invoke(build_cli(load_plugins()), args)
+    assert result.exit_code == 2
+    assert "0<=x<=4294967295" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -177,6 +177,10 @@ def test_set_override_errors_name_the_override(tmp_path: Path) -> None:
         ("data.split.validation=.nan", "finite number"),
         ("data.split.validation=1.5", "less than 1"),
         ("data.split.seed=-1", "greater than or equal to 0"),
+        # one bound for every seed, one that torch, NumPy and np.random.seed all take
+        ("data.split.seed=4294967296", "less than or equal to 4294967295"),
+        ("training.seed=18446744073709551616", "less than or equal to 4294967295"),
+        ("inference.seed=4294967296", "less than or equal to 4294967295"),
         ("method.options.learning_rate=.nan", "finite number"),
         ("method.condition.weight=.inf", "finite number"),
     ],
@@ -188,6 +192,36 @@ def test_non_finite_and_out_of_range_numbers_are_refused(
     key = override.partition("=")[0]
     with pytest.raises(WorkflowError, match=rf"{re.escape(key)}[^:]*: .*{message}"):
         load_workflow(path, overrides=[override])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "training.steps=true",
+        "training.validate_every=true",
+        "training.patch_size=[true, 16, 16]",
+        "training.augmentation.flip_axes=[false]",
+        "training.seed=false",
+        "inference.sw_batch_size=true",
+        "inference.roi_size=[16, true, 16]",
+        "data.split.seed=true",
+        "report.cases=true",
+    ],
+)
+def test_a_boolean_is_not_an_integer(tmp_path: Path, override: str) -> None:
+    path = write(tmp_path, MINIMAL)
+    key = override.partition("=")[0]
+    with pytest.raises(WorkflowError, match=rf"{re.escape(key)}[^:]*: expected an integer"):
+        load_workflow(path, overrides=[override])
+
+
+def test_integers_still_read_as_yaml_writes_them(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "training:\n  steps: 7\n  seed: 4294967295\n")
+    workflow = load_workflow(path, overrides=["training.validate_every=3", "report.cases=0"])
+    assert (workflow.training.steps, workflow.training.seed) == (7, 4294967295)
+    assert (workflow.training.validate_every, workflow.report.cases) == (3, 0)
+    with pytest.raises(WorkflowError, match=r"workflow\.yaml line 9: training\.steps: expected"):
+        load_workflow(write(tmp_path, MINIMAL + "training:\n  steps: true\n"))
 
 
 def test_a_nan_learning_rate_in_the_file_is_one_problem_line(

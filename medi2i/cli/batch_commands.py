@@ -84,12 +84,16 @@ def batch_command(
     input tree (with --deidentify, folders are patient and study pseudonyms). A
     manifest records each study (done, partial, failed, skipped, with timings). A study
     with no series of the selected modality is skipped. A rerun skips finished studies
-    and redoes interrupted ones; a failed study never stops the batch, but the command
-    exits with status 1 when any study failed or was written in part.
+    and redoes interrupted ones and those missing a requested format; a failed study
+    never stops the batch, but the command exits with status 1 when any study failed or
+    was written in part.
 
     OUTPUT_ROOT must be new, empty, or the root of an earlier batch (it holds its
     manifest), unless --overwrite is given; it may not lie inside INPUT_ROOT or hold it.
-    A redone study's outputs are replaced atomically; finished studies are not touched.
+    An output root holds one configuration: a rerun with another method, model,
+    options, condition, seed or window settings is refused (give another OUTPUT_ROOT),
+    and so is a --manifest whose outputs lie outside OUTPUT_ROOT. A redone study's
+    outputs are replaced atomically; finished studies are not touched.
     """
     translate_tree(
         ctx,

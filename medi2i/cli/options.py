@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+MAX_SEED = 2**32 - 1
+"""``medi2i.settings.MAX_SEED``, which this module does not import: it loads pydantic."""
+
 OUTPUT_FORMATS = ("dicom", "nifti")
 """The output formats ``--format`` may list."""
 
@@ -267,11 +270,12 @@ def inference_options(command: F) -> F:
             ),
             click.option(
                 "--seed",
-                type=click.IntRange(min=0),
+                type=click.IntRange(min=0, max=MAX_SEED),
                 default=0,
                 show_default=True,
                 help="Seed of anything random a method does at predict time (a style code, "
-                "fitting on the input); recorded in the provenance.",
+                "fitting on the input), 0 to 4294967295 (2**32 - 1); recorded in the "
+                "provenance.",
             ),
         ],
         command,

@@ -1,5 +1,7 @@
 """Training settings as a user writes them (the ``training:`` section of a workflow).
 
+Integer settings refuse booleans (``steps: true`` is not one step).
+
 This module imports no torch, so a workflow can be validated (and its JSON Schema
 exported) without paying for a torch import.
 
@@ -11,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medi2i.settings import NOT_A_BOOLEAN, Integer, Seed
 
 
 class AugmentationConfig(BaseModel):
@@ -62,9 +66,9 @@ class AugmentationConfig(BaseModel):
 
     enabled: bool = True
     flip_probability: float = Field(default=0.5, ge=0.0, le=1.0)
-    flip_axes: tuple[int, ...] = (0, 1, 2)
+    flip_axes: tuple[Integer, ...] = (0, 1, 2)
     rotate90_probability: float = Field(default=0.5, ge=0.0, le=1.0)
-    rotate90_axes: tuple[int, int] = (0, 1)
+    rotate90_axes: tuple[Integer, Integer] = (0, 1)
     affine_probability: float = Field(default=0.0, ge=0.0, le=1.0)
     rotation_degrees: tuple[float, float, float] = (15.0, 15.0, 15.0)
     zoom_range: tuple[float, float] = (0.85, 1.25)
@@ -150,7 +154,8 @@ class TrainingConfig(BaseModel):
         deterministic: Ask cuDNN for deterministic algorithms (slower on GPU). Without
             it cuDNN times its algorithms for the fixed patch size and keeps the fastest,
             as nnU-Net does. On the CPU training is deterministic anyway.
-        seed: Seed of initial weights, patch sampling and augmentation.
+        seed: Seed of initial weights, patch sampling and augmentation, 0 to
+            2**32 - 1 (4294967295).
         checkpoint_every: Steps between checkpoints (>= 1); the last step is always
             checkpointed.
         validate_every: Steps between validations on whole volumes, or ``None`` to
@@ -189,24 +194,24 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    steps: int = Field(default=1000, ge=1)
-    batch_size: int = Field(default=2, ge=1)
-    patch_size: tuple[int, int, int] | None = None
-    patches_per_volume: int = Field(default=1, ge=1)
-    accumulation_steps: int = Field(default=1, ge=1)
+    steps: Integer = Field(default=1000, ge=1)
+    batch_size: Integer = Field(default=2, ge=1)
+    patch_size: tuple[Integer, Integer, Integer] | None = None
+    patches_per_volume: Integer = Field(default=1, ge=1)
+    accumulation_steps: Integer = Field(default=1, ge=1)
     amp: bool = True
-    max_nonfinite_steps: int = Field(default=3, ge=0)
+    max_nonfinite_steps: Integer = Field(default=3, ge=0)
     device: str = "auto"
     deterministic: bool = False
-    seed: int = Field(default=0, ge=0)
-    checkpoint_every: int = Field(default=500, ge=1)
-    validate_every: int | None = Field(default=None, ge=1)
+    seed: Seed = 0
+    checkpoint_every: Integer = Field(default=500, ge=1)
+    validate_every: Annotated[int, Field(ge=1), NOT_A_BOOLEAN] | None = None
     keep_best: bool = True
-    log_every: int = Field(default=10, ge=1)
+    log_every: Integer = Field(default=10, ge=1)
     collapse_check: Literal["warn", "stop", "off"] = "warn"
-    collapse_patience: int = Field(default=500, ge=0)
+    collapse_patience: Integer = Field(default=500, ge=0)
     cache: Literal["memory", "none"] = "memory"
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: Integer = Field(default=0, ge=0)
     foreground_threshold: float | None = None
     foreground_ratio: float = Field(default=0.75, ge=0.0, le=1.0)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)

@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from medi2i.method import DomainSpec
-from medi2i.settings import InferenceSettings
+from medi2i.settings import InferenceSettings, Integer, Seed
 from medi2i.training.config import TrainingConfig
 
 SCHEMA_VERSION = 1
@@ -139,12 +139,12 @@ class SplitConfig(Section):
     Attributes:
         validation: Validation fraction or case ids.
         test: Test fraction or case ids.
-        seed: Seed of the shuffle that draws fractions (>= 0).
+        seed: Seed of the shuffle that draws fractions, 0 to 2**32 - 1 (4294967295).
     """
 
     validation: Fraction | list[str] = 0.0
     test: Fraction | list[str] = 0.0
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _fractions_leave_training(self) -> SplitConfig:
@@ -367,12 +367,12 @@ class AdaptationConfig(Section):
         data: The target volumes, as a layout read as single-domain data (``folders``
             with an ``image`` folder, or a CSV with role ``image``).
         include: Glob patterns of subject ids to keep (as ``data.include``).
-        seed: Seed of anything random the adaptation does.
+        seed: Seed of anything random the adaptation does, 0 to 2**32 - 1.
     """
 
     data: Layout
     include: list[str] = Field(default_factory=list)
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _single_domain_layout(self) -> AdaptationConfig:
@@ -431,7 +431,7 @@ class ReportConfig(Section):
     enabled: bool = True
     format: Literal["markdown", "html"] = "markdown"
     figures: bool = True
-    cases: int = Field(default=3, ge=0)
+    cases: Integer = Field(default=3, ge=0)
 
 
 class OutputConfig(Section):
