@@ -12,6 +12,9 @@ it. These functions refuse such a document before anything walks it:
   :data:`MAX_YAML_VALUES` is refused after composing and before constructing, and so is
   one that contains itself through an alias or nests deeper than Python can follow.
 
+:func:`duplicate_key` finds a key written twice in one mapping, which PyYAML accepts
+(keeping the last value without a word); callers refuse it with their own error.
+
 Only PyYAML's safe loader is used: tags that would create Python objects are errors.
 
 Example:
@@ -140,3 +143,38 @@ def _count_values(node: yaml.Node, counted: dict[int, int], open_nodes: set[int]
     open_nodes.discard(key)
     counted[key] = total
     return total
+
+
+def duplicate_key(node: yaml.Node | None) -> tuple[str, int] | None:
+    """A key written twice in one mapping under ``node`` and the 1-based line of its
+    second occurrence, or ``None`` when every mapping's keys differ.
+
+    PyYAML keeps the last value of a repeated key without a word, so a card or workflow
+    with ``kind:`` twice silently says what its last line says. Merge keys (``<<``) and
+    non-scalar keys are skipped. Call it on a node :func:`load_yaml` returned (aliases
+    within its limits; a node shared through aliases is walked once).
+
+    Example:
+        >>> duplicate_key(load_yaml("a: 1\\nb: {c: 2, c: 3}\\n")[1])
+        ('c', 2)
+    """
+    if node is None:
+        return None
+    pending: list[yaml.Node] = [node]
+    visited: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
+        if isinstance(current, yaml.SequenceNode):
+            pending.extend(reversed(current.value))
+        elif isinstance(current, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, _ in current.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                    if key_node.value in seen:
+                        return key_node.value, key_node.start_mark.line + 1
+                    seen.add(key_node.value)
+            pending.extend(value for _, value in reversed(current.value))
+    return None

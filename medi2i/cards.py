@@ -28,13 +28,19 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from medi2i.bounded_yaml import YAMLLimitError, load_yaml, read_yaml_text
+from medi2i.bounded_yaml import YAMLLimitError, duplicate_key, load_yaml, read_yaml_text
 from medi2i.errors import InputError
 from medi2i.hashing import file_sha256
 
 CARD_SUFFIXES = (".yaml", ".yml")
 _NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SPACING_TOLERANCE = 0.01
+"""How far (relative) a card's ``spacing_mm`` may be from its file's: cards round it."""
+
+_Voxels = Annotated[int, Field(gt=0, strict=True)]
+_Millimetres = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Value = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -77,18 +83,25 @@ class Acquisition(_Strict):
     Attributes:
         scanner: Scanner make and model, or the simulated scanner's name.
         protocol: Sequence or reconstruction, e.g. ``"T1w 3D, averaged over 27 scans"``.
-        shape: Array shape in voxels.
-        spacing_mm: Voxel size in mm.
+        shape: Array shape in voxels (positive integers), as the file stores it.
+        spacing_mm: Voxel size in mm (finite, above 0).
         units: Intensity units (``"HU"``, ``"arbitrary"``).
-        value_range: Smallest and largest stored value.
+        value_range: Smallest and largest stored value, in that order.
     """
 
     scanner: str = "unknown"
     protocol: str = "unknown"
-    shape: tuple[int, int, int] | None = None
-    spacing_mm: tuple[float, float, float] | None = None
+    shape: tuple[_Voxels, _Voxels, _Voxels] | None = None
+    spacing_mm: tuple[_Millimetres, _Millimetres, _Millimetres] | None = None
     units: str = "arbitrary"
-    value_range: tuple[float, float] | None = None
+    value_range: tuple[_Value, _Value] | None = None
+
+    @field_validator("value_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"{list(value)} is not [smallest, largest]: swap the two values")
+        return value
 
 
 class Subjects(_Strict):
@@ -245,8 +258,8 @@ def load_card(path: str | Path) -> DataCard | ModelCard:
 
     Raises:
         InputError: The file is missing, not YAML, beyond the limits of
-            :mod:`medi2i.bounded_yaml`, or not a valid card (the message lists each
-            invalid field).
+            :mod:`medi2i.bounded_yaml`, has a key twice in one section, or not a valid
+            card (the message lists each invalid field).
 
     Example:
         >>> load_card("data_cards/mr_t1_colin27_1mm.yaml").modality  # doctest: +SKIP
@@ -256,7 +269,7 @@ def load_card(path: str | Path) -> DataCard | ModelCard:
     if not path.is_file():
         raise InputError(f"card {path} does not exist")
     try:
-        raw, _ = load_yaml(read_yaml_text(path, error=InputError))
+        raw, node = load_yaml(read_yaml_text(path, error=InputError))
     except YAMLLimitError as exc:
         raise InputError(f"card {path} refused: the YAML {exc}") from None
     except yaml.MarkedYAMLError as exc:
@@ -266,6 +279,13 @@ def load_card(path: str | Path) -> DataCard | ModelCard:
         raise InputError(f"card {path}{where} is not valid YAML: {problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"card {path} is not valid YAML: {exc}") from None
+    repeated = duplicate_key(node)
+    if repeated is not None:
+        key, line = repeated
+        raise InputError(
+            f"card {path} line {line}: key {key!r} appears twice in one section (YAML "
+            "keeps the last value without a word); delete the wrong one"
+        )
     try:
         return _CARD_ADAPTER.validate_python(raw)
     except ValidationError as exc:
@@ -283,8 +303,8 @@ def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> li
 
     Checks: each file is a valid card; its name equals its file name; names are unique;
     ``derived_from``, ``training_data`` and ``evaluation_data`` name cards in the folder;
-    SHA-256 values are well formed; with ``data_dir``, each real card's file exists there
-    and has that SHA-256.
+    SHA-256 values are well formed; with ``data_dir``, each real card's file exists there,
+    has that SHA-256, and has the card's ``acquisition.shape`` and ``spacing_mm`` (to 1 %).
 
     Args:
         folder: The folder of ``.yaml`` cards (e.g. ``data_cards/``).
@@ -500,6 +520,44 @@ def _source_problems(path: Path, card: DataCard, data_dir: Path | None) -> list[
         problems.append(
             CardProblem(path, f"{card.source.file} is not in the data folder {data_dir}")
         )
-    elif digest is not None and file_sha256(data_file) != digest:
-        problems.append(CardProblem(path, f"{data_file} does not have the SHA-256 the card gives"))
+    else:
+        if digest is not None and file_sha256(data_file) != digest:
+            problems.append(
+                CardProblem(path, f"{data_file} does not have the SHA-256 the card gives")
+            )
+        problems += _grid_problems(path, card.acquisition, data_file)
     return problems
+
+
+def _grid_problems(path: Path, acquisition: Acquisition, data_file: Path) -> list[CardProblem]:
+    """The card's ``shape`` and ``spacing_mm`` against the file's header (the spacing
+    to :data:`_SPACING_TOLERANCE`, as cards round it); nothing when no reader gives the
+    file's grid from its header."""
+    if acquisition.shape is None and acquisition.spacing_mm is None:
+        return []
+    from medi2i.io import read_grid
+
+    try:
+        grid = read_grid(data_file)
+    except Exception:  # a reader's own failure: the SHA-256 check speaks for the file
+        return []
+    if grid is None:
+        return []
+    wrong = []
+    if acquisition.shape is not None and tuple(acquisition.shape) != grid.shape:
+        wrong.append(f"shape {list(acquisition.shape)} (the file: {list(grid.shape)})")
+    spacing = acquisition.spacing_mm
+    if spacing is not None and not all(
+        math.isclose(said, real, rel_tol=_SPACING_TOLERANCE)
+        for said, real in zip(spacing, grid.spacing, strict=True)
+    ):
+        real = [round(v, 4) for v in grid.spacing]
+        wrong.append(f"spacing_mm {list(spacing)} (the file: {real})")
+    if not wrong:
+        return []
+    return [
+        CardProblem(
+            path,
+            f"acquisition says {' and '.join(wrong)} for {data_file}; correct the card",
+        )
+    ]

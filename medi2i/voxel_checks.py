@@ -190,6 +190,37 @@ def require_varying_output(values: np.ndarray, path: Path | str, *, hint: str = 
         )
 
 
+def require_varying_stored_output(
+    values: np.ndarray, stored: np.ndarray, path: Path | str, *, precision: str
+) -> None:
+    """Refuse to write ``stored``, ``values`` as a file format keeps them (e.g. rounded
+    to whole HU in a DICOM CT series), when it is constant though ``values`` vary: the
+    file would say "a constant volume" of an output that was not one, as a series of 0 HU
+    where the method's output spanned -1e-06 to 1e-06 HU.
+
+    Args:
+        values: The output as the method gave it.
+        stored: The values the file would hold (any shape of the same size).
+        path: The destination, for the message.
+        precision: What the format keeps, e.g. ``"whole HU"``.
+
+    Raises:
+        OutputError: Naming the range and the precision; nothing was written.
+    """
+    flat = stored.ravel(order="K")
+    if flat.size < 2 or not np.all(flat == flat[0]):
+        return
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        return  # a constant output is require_varying_output's to refuse
+    raise OutputError(
+        f"{path} was not written: the output spans {low:g} to {high:g}, which all round to "
+        f"one value at the precision the file keeps ({precision}), a constant volume; "
+        "check that the input's values are in the units the method expects (e.g. its "
+        "Rescale Slope), or write a NIfTI file (.nii.gz), which keeps float32 values"
+    )
+
+
 def non_finite_voxels(values: np.ndarray) -> str:
     """``"N voxel(s) are NaN or infinite (first at voxel (i, j, k))"``, or ``""`` when
     every value is finite (a metric's inputs are checked with it)."""

@@ -138,6 +138,26 @@ def test_a_volume_without_foreground_is_all_body() -> None:
     assert body_mask(np.full((8, 8, 8), 7.0)).all()
 
 
+def cropped_head_ct(shape: tuple[int, int, int] = (24, 24, 24)) -> np.ndarray:
+    """A head CT cropped inside the head, in HU: brain with a band of skull on one
+    side and a small sinus of air, and no air around it."""
+    rng = np.random.default_rng(0)
+    volume = rng.normal(40.0, 10.0, shape)
+    volume[:4] = rng.normal(1000.0, 100.0, (4, *shape[1:]))
+    volume[4:7, 10:14, 10:14] = -1000.0
+    return volume.astype(np.float32)
+
+
+def test_a_volume_cropped_inside_the_body_is_all_body() -> None:
+    """Without air, Otsu's threshold splits bone from brain: the mask was the skull
+    alone, and an MR→CT body contour would have set the brain to air."""
+    assert body_mask(cropped_head_ct()).all()
+    with_air = np.pad(cropped_head_ct(), 8, constant_values=-1000.0)
+    mask = body_mask(with_air, margin_voxels=0)
+    np.testing.assert_array_equal(mask[8:-8, 8:-8, 8:-8], True)  # the sinus filled
+    assert mask.sum() == 24**3  # and the air around it left out
+
+
 def test_the_mask_does_not_depend_on_the_memory_order() -> None:
     # NIfTI and DICOM volumes arrive x-fastest (Fortran order); the labelling and the
     # margin run on their transpose, which must mark the same voxels
@@ -403,6 +423,20 @@ def test_mask_command_writes_the_body_mask_on_the_input_grid(tmp_path: Path) -> 
     assert CliRunner().invoke(build_cli(), [*arguments, "--overwrite"]).exit_code == 0
     folder = CliRunner().invoke(build_cli(), ["mask", str(tmp_path / "mr.nii.gz"), "out"])
     assert "no file suffix" in folder.output
+
+
+def test_mask_command_says_when_the_whole_volume_is_the_body(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.io import write_volume
+
+    write_volume(metatensor(cropped_head_ct()), tmp_path / "ct.nii.gz")
+    arguments = ["mask", str(tmp_path / "ct.nii.gz"), str(tmp_path / "mask.nii.gz")]
+    result = CliRunner().invoke(build_cli(), arguments)
+    assert result.exit_code == 0, result.output
+    assert "100.0 %" in result.output
+    assert "shows no air around a body (cropped inside it?)" in result.output
 
 
 def test_the_mask_keeps_the_input_files_nifti_codes(tmp_path: Path) -> None:

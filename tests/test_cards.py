@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,74 @@ def test_cards_check_names_a_missing_path_and_a_file(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "is a file" in str(result.exception)
     assert "unzip" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("card", "repeated"),
+    [(DATA_CARD, "kind: simulated\n"), (MODEL_CARD, "metrics:\n  mae_hu: 80.5\n  mae_hu: 12.0\n")],
+)
+def test_a_key_written_twice_is_refused(
+    tmp_path: Path, card: dict[str, object], repeated: str
+) -> None:
+    """YAML keeps the last of two equal keys without a word: `kind: real` then
+    `kind: simulated` was a valid simulated card."""
+    path = _write(tmp_path, card)
+    text = path.read_text()
+    if "metrics" in repeated:
+        text = text.replace("metrics:\n  mae_hu: 80.5\n", repeated)
+    else:
+        text += repeated
+    path.write_text(text)
+    key = "mae_hu" if "metrics" in repeated else "kind"
+    with pytest.raises(InputError, match=rf"line \d+: key '{key}' appears twice"):
+        load_card(path)
+
+
+@pytest.mark.parametrize(
+    ("acquisition", "field"),
+    [
+        ({"spacing_mm": [float("nan"), 1.0, 1.0]}, "spacing_mm.0"),
+        ({"spacing_mm": [1.0, 1.0, -5.0]}, "spacing_mm.2"),
+        ({"spacing_mm": [1.0, 0.0, 1.0]}, "spacing_mm.1"),
+        ({"shape": [512, 0, 48]}, "shape.1"),
+        ({"shape": [512, 512, -48]}, "shape.2"),
+        ({"shape": [512, 512.5, 48]}, "shape.1"),
+        ({"value_range": [3071, -1024]}, "value_range"),
+        ({"value_range": [float("-inf"), 10]}, "value_range.0"),
+    ],
+)
+def test_impossible_acquisition_values_are_refused(
+    tmp_path: Path, acquisition: dict[str, object], field: str
+) -> None:
+    path = _write(tmp_path, {**DATA_CARD, "acquisition": acquisition})
+    with pytest.raises(InputError, match=rf"acquisition\.{re.escape(field)}"):
+        load_card(path)
+
+
+def test_check_cards_compares_shape_and_spacing_with_the_data_file(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    image = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.diag([0.5703125, 0.57, 5.0, 1]))
+    nib.save(image, data / "tiny.nii.gz")
+    said = {"shape": [4, 5, 6], "spacing_mm": [0.570, 0.570, 5.0]}  # rounded, as cards are
+    _write(tmp_path / "cards", {**DATA_CARD, "acquisition": said})
+    assert check_cards(tmp_path / "cards", data_dir=data) == []
+    wrong = {"shape": [4, 5, 7], "spacing_mm": [0.570, 0.570, 2.5]}
+    _write(tmp_path / "cards", {**DATA_CARD, "acquisition": wrong})
+    (problem,) = check_cards(tmp_path / "cards", data_dir=data)
+    assert "shape [4, 5, 7] (the file: [4, 5, 6])" in problem.message
+    assert "spacing_mm [0.57, 0.57, 2.5] (the file: [0.5703, 0.57, 5.0])" in problem.message
+    assert check_cards(tmp_path / "cards") == []  # without the data folder: not compared
+
+
+def test_duplicate_key_finds_a_repeated_key_at_any_depth_and_skips_merge_keys() -> None:
+    from medi2i.bounded_yaml import duplicate_key, load_yaml
+
+    assert duplicate_key(load_yaml("a: 1\nb: 2\n")[1]) is None
+    assert duplicate_key(load_yaml("a: 1\nb:\n  - {c: 1}\n  - {c: 2, c: 3}\n")[1]) == ("c", 4)
+    merged = "base: &b {x: 1}\nuse:\n  <<: *b\n  <<: *b\n  y: 2\n"
+    assert duplicate_key(load_yaml(merged)[1]) is None
+    assert duplicate_key(None) is None

@@ -80,6 +80,27 @@ def test_ct_beyond_int16_still_round_trips_exactly(tmp_path: Path) -> None:
     np.testing.assert_array_equal(values, np.rint(shifted.numpy()[0]))
 
 
+def test_a_ct_that_rounds_to_one_value_is_not_written(tmp_path: Path) -> None:
+    """An input read with Rescale Slope 1e-9 gave a CT of -1e-06 to 1e-06 HU, which the
+    series stored as 0 HU everywhere and exit 0: a constant series of a varying output."""
+    base = _ct_volume()
+    tiny = MetaTensor((base.as_tensor() + 1000.4) * 1e-8, affine=base.affine)
+    folder = tmp_path / "old"
+    write_derived_series(
+        base, folder, source=None, modality="CT", method_id="m", method_version="1"
+    )
+    with pytest.raises(OutputError, match=r"was not written: .*\(whole HU\), a constant volume"):
+        write_derived_series(
+            tiny, folder, source=None, modality="CT", method_id="m", method_version="2"
+        )
+    with pytest.raises(OutputError, match="constant volume"):
+        write_derived_series(
+            tiny, tmp_path / "new", source=None, modality="CT", method_id="m", method_version="2"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # nothing left, old kept
+    assert "m 1" in pydicom.dcmread(folder / "00001.dcm").SeriesDescription
+
+
 def test_mr_round_trips_within_half_a_rescale_step(tmp_path: Path) -> None:
     base = make_volume(SHAPE)
     mr = MetaTensor(base.as_tensor() * 1.37 + 0.123, affine=base.affine)

@@ -8,6 +8,7 @@ whose qform and sform disagree is read with the sform and warned about.
 from __future__ import annotations
 
 import gzip
+import struct
 import warnings
 from pathlib import Path
 
@@ -210,3 +211,25 @@ def test_a_file_without_orientation_warns_where_another_format_would_state_one(
         nib.save(stated, tmp_path / "stated.nii")
         write_volume(read_volume(tmp_path / "stated.nii"), tmp_path / "stated.nrrd")
     assert nib.load(tmp_path / "out.nii.gz").header["sform_code"] == 0
+
+
+@pytest.mark.parametrize("spacing", [0.0, -2.0, float("nan"), float("inf")])
+def test_a_qform_scaled_by_a_spacing_that_is_not_positive_is_refused(
+    tmp_path: Path, spacing: float
+) -> None:
+    """Without an sform the qform scales by pixdim, where nibabel reads 0 as 1 mm and
+    -2 as 2 mm: refused in one line, as a zero spacing in an sform is, and quietly."""
+    image = nib.Nifti1Image(np.ones((4, 5, 6), np.float32), None)
+    image.set_qform(np.diag([2.0, 2.0, 1.0, 1.0]), code=1)
+    image.set_sform(None, code=0)
+    raw = bytearray(image.to_bytes())
+    struct.pack_into("<f", raw, 80, spacing)  # pixdim[1]
+    path = tmp_path / "qform.nii"
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(GeometryError, match=r"pixdim\).*qform \(code 1, no sform\)"):
+            NiftiReader().read(path)
+    struct.pack_into("<f", raw, 80, 2.0)
+    path.write_bytes(bytes(raw))
+    np.testing.assert_allclose(NiftiReader().read(path).affine.numpy()[:3, :3], np.diag([2, 2, 1]))

@@ -30,7 +30,9 @@ def cards_group() -> click.Group:
     type=click.Path(file_okay=False, path_type=Path),
     envvar="MEDI2I_DATA_DIR",
     default=None,
-    help="Also check real data files' SHA-256 here [default: $MEDI2I_DATA_DIR].",
+    help=(
+        "Also check real data files here: SHA-256, shape and spacing [default: $MEDI2I_DATA_DIR]."
+    ),
 )
 @click.option(
     "--data-cards",

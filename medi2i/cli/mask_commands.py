@@ -106,3 +106,8 @@ def mask_command(
     written = write_volume(mask, output_path, writers=writers, overwrite=overwrite)
     share = 100.0 * float(inside.mean())
     click.echo(f"wrote {written} ({int(inside.sum())} voxels in the body, {share:.1f} %)")
+    if inside.all():
+        click.echo(
+            f"{input_path} shows no air around a body (cropped inside it?), so all of it "
+            "is the body"
+        )

@@ -173,10 +173,16 @@ def _warn_if_forms_disagree(header: Any, shape: tuple[int, ...], path: Path) -> 
 
 
 def _require_stated_spacing(header: Any, meta: Mapping[str, int], path: Path) -> None:
-    """Without a qform or sform the grid comes from pixdim alone, where nibabel turns a
-    zero spacing into 1 mm (with a warning to the console): refuse it instead, as a zero
-    spacing in an sform is refused."""
-    if meta[QFORM_CODE_KEY] > 0 or meta[SFORM_CODE_KEY] > 0:
+    """Refuse a voxel size nibabel would repair where the grid takes it from pixdim:
+    without an sform, the qform (or, with neither form, pixdim alone) scales by it.
+
+    nibabel turns a zero spacing into 1 mm and a negative one into its absolute value
+    (with a line on the console), and niftilib turns both into 1 mm, so the same file
+    would be read on another grid, or by another tool elsewhere: refuse it instead, as a
+    zero spacing in an sform is refused. Without either form a negative spacing stays
+    readable: the fallback flips x there anyway and warns that no orientation is stated.
+    """
+    if meta[SFORM_CODE_KEY] > 0:
         return
     from nibabel.openers import ImageOpener
 
@@ -186,12 +192,21 @@ def _require_stated_spacing(header: Any, meta: Mapping[str, int], path: Path) ->
         spacing = [round(float(v), 6) for v in stored["pixdim"][1:4]]
     except Exception:  # unreadable again: keep what the checked header says
         spacing = [float(v) for v in header["pixdim"][1:4]]
-    if not all(np.isfinite(v) and v != 0 for v in spacing):
+    qform = meta[QFORM_CODE_KEY] > 0
+    if all(np.isfinite(v) and (v > 0 if qform else v != 0) for v in spacing):
+        return
+    if qform:
         raise GeometryError(
-            f"{path}: the header's voxel size (pixdim) is {spacing} mm and it states no "
-            "qform or sform; a voxel size of 0 or NaN places nothing: re-export the file with its "
-            "real spacing"
+            f"{path}: the header's voxel size (pixdim) is {spacing} mm and its qform "
+            f"(code {meta[QFORM_CODE_KEY]}, no sform) scales by it; a voxel size that is "
+            "not a positive number places nothing (nibabel would read 0 as 1 mm, "
+            "a negative size as its opposite): re-export the file with its real spacing"
         )
+    raise GeometryError(
+        f"{path}: the header's voxel size (pixdim) is {spacing} mm and it states no "
+        "qform or sform; a voxel size of 0 or NaN places nothing: re-export the file with its "
+        "real spacing"
+    )
 
 
 class NiftiReader(VolumeReader):
@@ -419,13 +434,15 @@ def _quiet_nibabel() -> Iterator[None]:
     """nibabel's header checks off the console while it parses a header.
 
     It logs what it repairs ("pixdim[1,2,3] should be non-zero; setting 0 dims to 1")
-    to the console, beside medi2i's one-line message about the same header.
+    to the console, beside medi2i's one-line message about the same header, and numpy
+    warns of the NaN an infinite pixdim makes in the qform, which the reader refuses.
     """
     logger = _nibabel().imageglobals.logger
     disabled = logger.disabled
     logger.disabled = True
     try:
-        yield
+        with np.errstate(invalid="ignore", over="ignore"):
+            yield
     finally:
         logger.disabled = disabled
 

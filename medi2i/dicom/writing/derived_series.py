@@ -77,7 +77,7 @@ from medi2i.dicom.writing.derived_header import (
 from medi2i.errors import GeometryError, InputError, OptionsError
 from medi2i.grid import ras_to_lps
 from medi2i.io.atomic import atomic_path
-from medi2i.voxel_checks import require_finite_output
+from medi2i.voxel_checks import require_finite_output, require_varying_stored_output
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -183,6 +183,8 @@ def write_derived_series(
         GeometryError: Not one 3D volume, or an affine that is singular or sheared.
         InputError: ``folder`` exists and holds more than ``.dcm`` files.
         OptionsError: An unknown modality.
+        OutputError: The values vary but their stored 16-bit values would not (e.g. a
+            CT spanning -1e-06 to 1e-06 HU, all 0 in whole HU).
     """
     if modality not in SOP_CLASS_UIDS:
         raise OptionsError(f"cannot write a DICOM series of modality {modality!r}; use CT or MR")
@@ -191,6 +193,9 @@ def write_derived_series(
     values, affine = _values_and_affine(volume, folder)
     geometry = slice_geometry(affine, folder)
     stored = quantize_ct(values) if modality == "CT" else quantize_mr(values)
+    whole = "whole HU" if modality == "CT" else "whole values"
+    precision = whole if stored.slope == "1" else f"steps of {stored.slope}"
+    require_varying_stored_output(values, stored.values, folder, precision=precision)
     series = series_dataset(modality, source, method_id, method_version, series_description, values)
     source_slices = _source_slices(volume, affine, values.shape, source)
     scrubber = (deidentifier or run_deidentifier()) if deidentify else None
