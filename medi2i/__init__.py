@@ -97,6 +97,9 @@ _LAZY = {
     "TargetDomainOutputs": "medi2i.multi_domain",
     "UntrainedWeightsWarning": "medi2i.trained_state",
     "mark_trained": "medi2i.trained_state",
+    "checked_input": "medi2i.voxel_checks",
+    "file_sha256": "medi2i.hashing",
+    "volume_sha256": "medi2i.provenance",
 }
 
 __all__ = [
@@ -162,6 +165,8 @@ __all__ = [
     "check_betas",
     "check_percentiles",
     "check_spacing",
+    "checked_input",
+    "file_sha256",
     "foreground",
     "hookimpl",
     "is_hounsfield",
@@ -178,6 +183,7 @@ __all__ = [
     "statistics_layers",
     "tile_windows",
     "volume_from_array",
+    "volume_sha256",
     "write_volume",
 ]
 
@@ -202,6 +208,7 @@ if TYPE_CHECKING:
     from medi2i.domain_scales import DomainScales, IntensityScaleWarning, ScaledDomainIntensities
     from medi2i.engine import SlidingWindowEngine
     from medi2i.grid import Grid, SpatialPlan
+    from medi2i.hashing import file_sha256
     from medi2i.intensity import (
         AIR_HU,
         HU_MAX,
@@ -248,7 +255,9 @@ if TYPE_CHECKING:
     from medi2i.patch_network import PatchNetworkMethod
     from medi2i.plugins import load_plugins
     from medi2i.prediction import predict, predict_all, predict_outputs, predict_tensor
+    from medi2i.provenance import volume_sha256
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
     from medi2i.trained_state import UntrainedWeightsWarning, mark_trained
     from medi2i.training.image_pool import ImagePool
+    from medi2i.voxel_checks import checked_input

@@ -25,7 +25,6 @@ import numpy as np
 
 import medi2i
 from medi2i import Grid, InputError, SpatialPlan
-from medi2i.hashing import file_sha256
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -86,18 +85,10 @@ def read_reference(path: str) -> MetaTensor:
         InputError: The reference cannot be read or fails a check; the message names
             the reference file, and counts and locates voxels on its own grid.
     """
-    from medi2i.voxel_checks import checked_input, non_finite_voxels
-
     volume = medi2i.read_volume(Path(path).expanduser())
-    bad = non_finite_voxels(volume.as_tensor().detach().cpu().numpy())
-    if bad:
-        raise InputError(
-            f"style_reference {path}: {bad}; fix the file or give another volume of the "
-            "target domain"
-        )
     volume.meta["filename_or_obj"] = str(path)  # what the checks' messages name
     try:
-        return checked_input(volume, "error")
+        return medi2i.checked_input(volume, "error")
     except InputError as error:
         raise InputError(f"style_reference {error}") from None
 
@@ -106,7 +97,7 @@ def reference_digest(path: str) -> tuple[str, str] | None:
     """What identifies the reference at ``path`` in the provenance of an output styled
     by it, as the input is identified (:func:`medi2i.provenance.provenance`):
     ``(sha256, "file")``, the SHA-256 of a file's bytes, or ``(sha256, "volume")``,
-    :func:`medi2i.provenance.volume_sha256` of the volume read from a folder (a DICOM
+    :func:`medi2i.volume_sha256` of the volume read from a folder (a DICOM
     series), so the same pixel data gives the same hash whatever its file names.
     ``None`` when nothing is at ``path``.
 
@@ -137,10 +128,8 @@ def _signature(target: Path) -> tuple[object, ...]:
 @lru_cache(maxsize=16)
 def _checked_digest(path: str, signature: tuple[object, ...]) -> tuple[str, str]:
     del signature  # the cache key: a reference whose files changed is read again
-    from medi2i.provenance import volume_sha256
-
     volume = read_reference(path)
     target = Path(path).expanduser()
     if target.is_file():
-        return file_sha256(target), "file"
-    return volume_sha256(volume), "volume"
+        return medi2i.file_sha256(target), "file"
+    return medi2i.volume_sha256(volume), "volume"
