@@ -2,8 +2,13 @@
 
 :func:`adapt_model` loads a trained model, hands its :meth:`medi2i.Method.adapt` the
 target volumes (read → working grid → preprocessing, as predict sees them) and saves
-the result as a new model folder whose manifest names the source model, its weights'
-SHA-256 and the volumes it was adapted on. The source model is never changed.
+the result as a new model folder. Its manifest's ``adapted_from`` names the source
+model (absolute path), the SHA-256 of the source's weights file, each target volume
+with its SHA-256 (as predict's provenance hashes its input) and, for a model adapted
+twice, the source's own ``adapted_from``. A source with a model card passes it on: the
+adapted model's card keeps its training data, intended use and limits, records the
+adaptation in ``adaptations`` and leaves out the source's metrics, which were measured
+before adapting. The source model is never changed.
 
 Example:
     >>> adapt_model("model", ["site-b/1.nii.gz"], "model-site-b")  # doctest: +SKIP
@@ -14,13 +19,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medi2i.errors import OptionsError
 
 if TYPE_CHECKING:
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.cards import AdaptedVolume, ModelCard
     from medi2i.method import Method
+    from medi2i.model_folder import AdaptedFrom
     from medi2i.registry import Registry
     from medi2i.settings import InferenceSettings
 
@@ -35,6 +45,7 @@ def adapt_model(
     seed: int = 0,
     overwrite: bool = False,
     domain: str | None = None,
+    command: str = "medi2i.adaptation.adapt_model (Python)",
 ) -> Path:
     """Adapt the model at ``model`` to ``volumes`` and save it at ``output``.
 
@@ -43,10 +54,12 @@ def adapt_model(
         volumes: Target-domain volumes (files or DICOM series folders).
         output: The adapted model's folder (written atomically).
         registry: The plugins; the installed ones by default.
-        settings: Device and sliding-window settings of the adaptation.
+        settings: Device, progress and non-finite voxel handling of the adaptation
+            (and the engine :class:`medi2i.AdaptContext` hands the method).
         seed: Seed of anything random the adaptation does.
         overwrite: Replace an existing ``output``.
         domain: The volumes' domain, passed to preprocessing (domain methods).
+        command: What the adapted model's card names as the adapting command.
 
     Returns:
         The adapted model's folder.
@@ -56,9 +69,18 @@ def adapt_model(
             is the source model.
         OutputError: ``output`` holds or lies inside an input, or exists and
             ``overwrite`` is not set (checked before anything is computed).
+        ModelFormatError: The source's ``card.yaml`` is not a valid model card.
     """
     from medi2i.io.destinations import check_destination
-    from medi2i.model_folder import load_model, read_manifest
+    from medi2i.model_folder import (
+        AdaptedFrom,
+        attach_card,
+        load_model,
+        read_manifest,
+        read_model_card,
+        save_model,
+        weights_sha256,
+    )
 
     model, output = Path(model), Path(output)
     if output.resolve() == model.resolve():
@@ -76,21 +98,65 @@ def adapt_model(
             + ("give one of them" if names else "leave --domain out")
         )
     manifest = read_manifest(model)
-    adapt_method(method, volumes, registry=registry, settings=settings, seed=seed, domain=domain)
-    from medi2i.model_folder import AdaptedFrom, save_model
-
+    card = read_model_card(model)  # a broken card is refused before the work
+    data = adapt_method(
+        method, volumes, registry=registry, settings=settings, seed=seed, domain=domain
+    )
     source = AdaptedFrom(
-        model=str(model),
-        weights_sha256=manifest.weights.sha256 if manifest.weights else None,
-        data=[str(path) for path in volumes],
+        model=str(model.resolve()),
+        weights_sha256=weights_sha256(model),
+        data=data,
+        adapted_from=manifest.adapted_from,
     )
-    return save_model(
-        method,
-        output,
-        data_cards=manifest.data_cards,
-        overwrite=overwrite,
-        adapted_from=source,
+    written = save_model(
+        method, output, data_cards=manifest.data_cards, overwrite=overwrite, adapted_from=source
     )
+    if card is not None:
+        attach_card(written, adapted_card(card, source, command=command, seed=seed))
+    return written
+
+
+def adapted_card(card: ModelCard, source: AdaptedFrom, *, command: str, seed: int) -> ModelCard:
+    """The card of a model adapted from the model ``card`` describes: its training data,
+    provenance, intended use and limits, with the adaptation added to ``adaptations``
+    and without its metrics or evaluation data (measured before adapting; a limit says
+    which were left out)."""
+    from medi2i import __version__
+    from medi2i.cards import Adaptation
+
+    adaptation = Adaptation(
+        source_model=source.model,
+        source_card=card.name,
+        source_weights_sha256=source.weights_sha256,
+        data=list(source.data),
+        medi2i_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=command,
+        seed=seed,
+    )
+    limits = list(card.limits)
+    if card.metrics:
+        measured = ", ".join(f"{name} {value:.4g}" for name, value in card.metrics.items())
+        limits.append(
+            f"the metrics of {card.name} ({measured}) were measured before it was adapted "
+            "and are left out of this card: evaluate the adapted model on held-out target "
+            "data before use"
+        )
+    return card.model_copy(
+        update={
+            "name": _adapted_name(card.name),
+            "summary": f"{card.summary} Adapted from {card.name} to "
+            f"{len(source.data)} target volumes (see Adaptation).",
+            "metrics": {},
+            "evaluation_data": [],
+            "limits": limits,
+            "adaptations": [*card.adaptations, adaptation],
+        }
+    )
+
+
+def _adapted_name(name: str) -> str:
+    return name if name.endswith("-adapted") else f"{name}-adapted"
 
 
 def adapt_method(
@@ -101,17 +167,23 @@ def adapt_method(
     settings: InferenceSettings | None = None,
     seed: int = 0,
     domain: str | None = None,
-) -> None:
+) -> list[AdaptedVolume]:
     """Run ``method.adapt`` on ``volumes`` in place (see :func:`adapt_model`).
+
+    Returns:
+        Each volume's absolute path and SHA-256, as predict's provenance records its
+        input (:func:`medi2i.provenance.input_hash`).
 
     Raises:
         OptionsError: The method does not adapt, or there are no volumes.
     """
-    from medi2i.data.loading import read_prepared
+    from medi2i.data.loading import prepared
     from medi2i.engine import SlidingWindowEngine
+    from medi2i.io import read_volume
     from medi2i.method import AdaptContext
     from medi2i.prediction import progress_bars
     from medi2i.settings import InferenceSettings
+    from medi2i.voxel_checks import checked_input
 
     if not method.adapts:
         raise OptionsError(
@@ -130,8 +202,18 @@ def adapt_method(
         progress=progress_bars(settings.progress),
         log=logging.getLogger(f"medi2i.method.{method.id}"),
     )
-    prepared = [
-        read_prepared(path, method, domain=domain, readers=readers, nonfinite=settings.nonfinite)
-        for path in volumes
-    ]
-    method.adapt(prepared, context)
+    prepared_volumes, hashes = [], []
+    for path in volumes:
+        volume = read_volume(path, readers=readers)
+        hashes.append(_volume_record(Path(path), volume))
+        checked = checked_input(volume, settings.nonfinite)
+        prepared_volumes.append(prepared(checked, method, domain=domain))
+    method.adapt(prepared_volumes, context)
+    return hashes
+
+
+def _volume_record(path: Path, volume: MetaTensor) -> AdaptedVolume:
+    from medi2i.cards import AdaptedVolume
+    from medi2i.provenance import input_hash
+
+    return AdaptedVolume.model_validate(input_hash(path.resolve(), volume))

@@ -197,6 +197,47 @@ class MethodReference(_Strict):
     version: str
 
 
+class AdaptedVolume(_Strict):
+    """A target volume a model was adapted on, hashed as a prediction's provenance
+    hashes its input.
+
+    Attributes:
+        path: The volume's file or DICOM series folder, as an absolute path.
+        sha256: SHA-256 of the file's bytes (``hashed: file``) or of the volume read
+            from the folder (``hashed: volume``, :func:`medi2i.provenance.volume_sha256`).
+        hashed: What ``sha256`` is of.
+    """
+
+    path: str
+    sha256: str | None = None
+    hashed: Literal["file", "volume"] | None = None
+
+
+class Adaptation(_Strict):
+    """One adaptation of a trained model to target data (``medi2i adapt``, a workflow's
+    ``adaptation`` stage), e.g. AdaBN on a new scanner's images.
+
+    Attributes:
+        source_model: The folder or zip of the model it was adapted from (absolute path).
+        source_card: That model's card ``name``.
+        source_weights_sha256: SHA-256 of that model's weights file.
+        data: The target volumes, with their hashes.
+        medi2i_version: medi2i version that adapted it.
+        created: ISO 8601 date and time of the adaptation.
+        command: The command that adapted it.
+        seed: The adaptation's seed.
+    """
+
+    source_model: str
+    source_card: str
+    source_weights_sha256: str | None
+    data: list[AdaptedVolume]
+    medi2i_version: str
+    created: str
+    command: str
+    seed: int | None = None
+
+
 class ModelCard(_Strict):
     """A trained model: method, training data cards, provenance, metrics, use and limits.
 
@@ -211,6 +252,9 @@ class ModelCard(_Strict):
         metrics: Evaluation results by metric name (units in the name, e.g. ``mae_hu``).
         intended_use: What it is for and not for.
         limits: Known failure modes and limits.
+        adaptations: For an adapted model, each adaptation that made it from the trained
+            model ``provenance`` describes, earliest first; ``metrics`` are then only
+            those measured after the last one (the source's are left out).
     """
 
     card: Literal["model"]
@@ -223,6 +267,7 @@ class ModelCard(_Strict):
     metrics: dict[str, float] = {}
     intended_use: IntendedUse
     limits: list[str] = []
+    adaptations: list[Adaptation] = []
 
     @field_validator("metrics")
     @classmethod
@@ -268,8 +313,18 @@ def load_card(path: str | Path) -> DataCard | ModelCard:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"card {path} does not exist")
+    return parse_card(read_yaml_text(path, error=InputError), path)
+
+
+def parse_card(text: str, path: str | Path) -> DataCard | ModelCard:
+    """Validate the YAML ``text`` of a card read from ``path`` (a file, or a member of a
+    model zip), as :func:`load_card` does.
+
+    Raises:
+        InputError: As :func:`load_card`, naming ``path``.
+    """
     try:
-        raw, node = load_yaml(read_yaml_text(path, error=InputError))
+        raw, node = load_yaml(text)
     except YAMLLimitError as exc:
         raise InputError(f"card {path} refused: the YAML {exc}") from None
     except yaml.MarkedYAMLError as exc:

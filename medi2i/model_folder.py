@@ -31,8 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from medi2i.cards import AdaptedVolume
 from medi2i.errors import (
     InputError,
     Medi2iError,
@@ -43,7 +44,7 @@ from medi2i.errors import (
 )
 from medi2i.grid import SpatialPlan
 from medi2i.hashing import file_sha256
-from medi2i.io.atomic import make_parent_folders, temporary_sibling
+from medi2i.io.atomic import make_parent_folders, temporary_sibling, with_default_mode
 from medi2i.method import DomainSpec, Method, MethodClass, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
@@ -57,7 +58,7 @@ from medi2i.model_checks import (
 if TYPE_CHECKING:
     import torch
 
-    from medi2i.cards import ModelCard
+    from medi2i.cards import Adaptation, ModelCard
     from medi2i.registry import Registry
 
 FORMAT = "medi2i-model/1"
@@ -95,14 +96,31 @@ class MethodRecord(BaseModel):
 
 
 class AdaptedFrom(BaseModel):
-    """The model an adapted model was made from (``medi2i adapt``, the adapt stage)."""
+    """The model an adapted model was made from (``medi2i adapt``, the adapt stage).
+
+    Models adapted before medi2i recorded hashes and chains list ``data`` as paths
+    (read as volumes without a hash) and have no ``adapted_from``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str
+    """The source model's folder or zip, as an absolute path."""
     weights_sha256: str | None
-    data: list[str]
-    """The target volumes it was adapted on."""
+    """SHA-256 of the source model's weights file, as read when adapting."""
+    data: list[AdaptedVolume]
+    """The target volumes it was adapted on, hashed as predict's provenance hashes its
+    input."""
+    adapted_from: AdaptedFrom | None = None
+    """The source model's own ``adapted_from`` when it was adapted too: the chain back
+    to the trained model."""
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _paths_of_older_models(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"path": item} if isinstance(item, str) else item for item in value]
+        return value
 
 
 class ModelManifest(BaseModel):
@@ -232,6 +250,7 @@ def _write_weights(method: Method, staging: Path) -> WeightsRecord | None:
 
     path = staging / WEIGHTS
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    with_default_mode(path)  # safetensors makes it 0600, unlike the folder's other files
     return WeightsRecord(file=WEIGHTS, sha256=file_sha256(path))
 
 
@@ -290,11 +309,65 @@ def render_card(card: ModelCard) -> str:
         f"- for: {card.intended_use.primary}",
         f"- not for: {card.intended_use.out_of_scope}",
     ]
+    for adaptation in card.adaptations:
+        lines += ["", "## Adaptation", "", *_adaptation_lines(adaptation)]
     if card.metrics:
         lines += ["", "## Metrics", "", *(f"- {k}: {v:.4g}" for k, v in card.metrics.items())]
     if card.limits:
         lines += ["", "## Limits", "", *(f"- {limit}" for limit in card.limits)]
     return "\n".join(lines) + "\n"
+
+
+def _adaptation_lines(adaptation: Adaptation) -> list[str]:
+    digest = adaptation.source_weights_sha256 or "none"
+    return [
+        f"- adapted from `{adaptation.source_card}` ({adaptation.source_model}, weights "
+        f"SHA-256 {digest})",
+        f"- medi2i {adaptation.medi2i_version}, {adaptation.created}",
+        f"- command: `{adaptation.command}`, seed: {adaptation.seed}",
+        f"- to {len(adaptation.data)} target volumes:",
+        *(
+            f"  - {volume.path} (SHA-256 of the {volume.hashed or 'volume'}: "
+            f"{volume.sha256 or 'not recorded'})"
+            for volume in adaptation.data
+        ),
+    ]
+
+
+def read_model_card(path: str | Path) -> ModelCard | None:
+    """The model card (``card.yaml``) of a model folder or zip; ``None`` when it has none.
+
+    Raises:
+        ModelFormatError: ``card.yaml`` is not a valid model card.
+    """
+    from medi2i.bounded_yaml import MAX_YAML_BYTES, decode_text
+    from medi2i.cards import ModelCard, parse_card
+
+    files = _ModelFiles(Path(path))
+    if not files.has(CARD_YAML):
+        return None
+    data = files.read(CARD_YAML, limit=MAX_YAML_BYTES)
+    where = Path(path) / CARD_YAML
+    try:
+        card = parse_card(decode_text(data), where)
+    except (InputError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(
+            f"{exc}; correct it (medi2i cards check {path}) or remove it"
+        ) from None
+    if not isinstance(card, ModelCard):
+        raise ModelFormatError(f"{where} is a data card; a model folder needs a model card")
+    return card
+
+
+def weights_sha256(path: str | Path) -> str | None:
+    """SHA-256 of the weights file of a model folder or zip, computed from its bytes;
+    ``None`` for a model without weights."""
+    files = _ModelFiles(Path(path))
+    manifest = _read_manifest(files)
+    if manifest.weights is None:
+        return None
+    data = files.read(manifest.weights.file, entry="weights.file", limit=MAX_WEIGHTS_BYTES)
+    return hashlib.sha256(data).hexdigest()
 
 
 LEGACY_OPTION_VALUES: dict[str, object] = {
@@ -528,6 +601,13 @@ class _ModelFiles:
             if not manifests:
                 raise ModelFormatError(_no_manifest_message(path))
             self.zip_prefix = manifests[0][: -len(MANIFEST)]
+
+    def has(self, name: str) -> bool:
+        """Whether the model holds a member file ``name``."""
+        if self.zip_prefix is None:
+            return (self.path / name).is_file()
+        with zipfile.ZipFile(self.path) as archive:
+            return self.zip_prefix + name in archive.namelist()
 
     def read(self, name: str, *, entry: str | None = None, limit: int) -> bytes:
         """The bytes of member ``name``; ``entry`` is the manifest key that named it."""

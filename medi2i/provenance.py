@@ -79,7 +79,7 @@ def provenance(
         "condition": condition.model_dump(mode="json") if condition is not None else None,
         "model": str(model) if model is not None else None,
         "weights_sha256": weights,
-        "input": _input_hash(source, image),
+        "input": input_hash(source, image),
         "settings": settings.model_dump(mode="json"),
         # what the settings came to on this machine: "auto" resolved, and AMP only on CUDA
         "ran_on": _ran_on(settings),
@@ -167,7 +167,10 @@ def volume_sha256(image: MetaTensor) -> str:
     return digest.hexdigest()
 
 
-def _input_hash(source: Path, image: MetaTensor | None) -> dict[str, object]:
+def input_hash(source: Path, image: MetaTensor | None) -> dict[str, object]:
+    """``{"path", "sha256", "hashed"}`` of an input (see :func:`provenance`): the bytes
+    of a file (``"file"``), :func:`volume_sha256` of the volume read from a folder
+    (``"volume"``), or no hash for a folder whose volume is not given."""
     if source.is_file():  # not a folder (e.g. DICOM series); its files are hashed by its reader
         return {"path": str(source), "sha256": file_sha256(source), "hashed": "file"}
     if image is not None:

@@ -73,3 +73,19 @@ def test_an_interrupt_between_output_and_sidecar_waits_for_both(
         overwrite()
     assert output.read_text() == "new output"
     assert '"new"' in sidecar_path(output).read_text()
+
+
+def test_a_file_its_writer_made_private_gets_the_mode_open_gives(tmp_path: Path) -> None:
+    """Writers that go through mkstemp (safetensors: checkpoints, weights) made 0600
+    files; an atomic write gives the mode of a plain open(): 0666 less the umask."""
+    previous = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "step.safetensors") as tmp:
+            tmp.write_bytes(b"x")
+            os.chmod(tmp, 0o600)
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "step.safetensors").stat().st_mode & 0o777 == 0o640
+    assert plain.stat().st_mode & 0o777 == 0o640

@@ -309,3 +309,21 @@ def test_an_invalid_manifest_is_a_one_line_error(
     with pytest.raises(ModelFormatError, match=r"method\.version: .*; surprise: ") as info:
         load_model(folder, registry=registry)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_weights_file_has_the_mode_of_the_folders_other_files(
+    umask: int, tmp_path: Path
+) -> None:
+    """safetensors wrote weights.safetensors 0600, unreadable to the other users who
+    can read the manifest and card beside it."""
+    import os
+
+    previous = os.umask(umask)
+    try:
+        folder = save_model(PointwiseNet({"hidden": 3}), tmp_path / "model")
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in folder.iterdir()}
+    assert modes["weights.safetensors"] == 0o666 & ~umask
+    assert len(set(modes.values())) == 1, modes

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from medi2i.cli.options import command_registry, inference_options, inference_settings
+from medi2i.cli.options import (
+    MAX_SEED,
+    command_registry,
+    device_option,
+    nonfinite_option,
+    progress_option,
+)
 
 
 def add_to(group: click.Group) -> None:
@@ -14,6 +20,9 @@ def add_to(group: click.Group) -> None:
     group.add_command(adapt_command)
 
 
+# Only what adapting uses: the method sees whole preprocessed volumes and chooses its
+# own windows (AdaBN tiles them at the model's window size), so the sliding-window and
+# test-time options of predict would change nothing here.
 @click.command("adapt")
 @click.option(
     "--model",
@@ -25,7 +34,17 @@ def add_to(group: click.Group) -> None:
 @click.argument("volumes", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--domain", help="The volumes' domain, for models trained on domains.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT model folder.")
-@inference_options
+@device_option()
+@progress_option
+@nonfinite_option
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=MAX_SEED),
+    default=0,
+    show_default=True,
+    help="Seed of anything random the adaptation does, 0 to 4294967295; recorded in "
+    "the adapted model's card (when the source has one).",
+)
 @click.pass_context
 def adapt_command(
     ctx: click.Context,
@@ -35,26 +54,33 @@ def adapt_command(
     volumes: tuple[Path, ...],
     domain: str | None,
     overwrite: bool,
-    **inference: object,
+    device: str,
+    progress: bool,
+    nonfinite: str,
+    seed: int,
 ) -> None:
     """Adapt the model --model to VOLUMES (target-domain images) and save it as OUTPUT.
 
     For methods that adapt (``adapts`` in "medi2i methods --json"), e.g. AdaBN
-    recomputing normalisation statistics on a new scanner's images. OUTPUT is a new
-    model folder whose medi2i-model.json names the source model, its weights' SHA-256
-    and the volumes; predict with it as with any model. --seed seeds the adaptation.
+    recomputing normalisation statistics on a new scanner's images (windows of the
+    model's own size). OUTPUT is a new model folder whose medi2i-model.json names the
+    source model, its weights' SHA-256 and each volume with its SHA-256; a source with
+    a model card passes it on, with the adaptation recorded and the source's metrics
+    left out. Predict with it as with any model.
     """
     from medi2i.adaptation import adapt_model
+    from medi2i.settings import InferenceSettings
 
-    settings = inference_settings(**inference)  # type: ignore[arg-type]
+    settings = InferenceSettings(device=device, progress=progress, nonfinite=nonfinite, seed=seed)
     written = adapt_model(
         model,
         list(volumes),
         output,
         registry=command_registry(ctx),
         settings=settings,
-        seed=settings.seed,
+        seed=seed,
         overwrite=overwrite,
         domain=domain,
+        command="medi2i adapt",
     )
     click.echo(f"wrote the adapted model {written}")

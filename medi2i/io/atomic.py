@@ -243,6 +243,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield temporary
         if temporary.exists() or temporary.is_symlink():  # not already placed as a companion
+            with_default_mode(temporary)
             _place(temporary, path)
     except OSError as exc:  # a full disk, a read-only folder: one line, nothing kept
         _remove(temporary)
@@ -278,6 +279,8 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
     try:
         yield folder / path.name
         header_last = sorted(folder.iterdir(), key=lambda part: part.name == path.name)
+        for part in header_last:
+            with_default_mode(part)
         for part in header_last[:-1]:
             _require_replaceable(path, path.parent / part.name)
         refusal = _REFUSE_EXISTING.get()
@@ -313,6 +316,31 @@ def _require_replaceable(header: Path, data: Path) -> None:
             "the input's voxels); nothing was written. Choose another output name, or move "
             "that file"
         )
+
+
+def with_default_mode(path: Path) -> None:
+    """Give the file at ``path`` the mode a plain ``open()`` gives a new file: 0666 less
+    the process's umask (0644 under the usual 022). Libraries that write through
+    ``mkstemp`` (safetensors among them) leave their files 0600, which other users of a
+    shared machine cannot read, unlike every other file medi2i writes beside them.
+    Folders and links are left as they are."""
+    if path.is_file() and not path.is_symlink():
+        os.chmod(path, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it
+    (``/proc/self/status``); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def make_parent_folders(path: Path) -> None:

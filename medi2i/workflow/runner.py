@@ -171,11 +171,11 @@ def _run_stages(
     with run_logging(run, echo, main=main) as log:
         log(f"run folder {run.root}")
         splits = _SplitsOnDemand(workflow)
-        if "train" in stages and "evaluate" in stages and workflow.method.model is None:
+        if "evaluate" in stages and _work_before_evaluation(workflow, stages):
             from medi2i.engine import resolve_device
             from medi2i.workflow.checks import check_adaptation, check_evaluation
 
-            check_evaluation(workflow, splits(), registry)  # before training, not after
+            check_evaluation(workflow, splits(), registry)  # before training or adapting
             check_adaptation(workflow)
             resolve_device(workflow.inference.device)  # e.g. cuda asked for, none here
         if "train" in stages:
@@ -201,6 +201,14 @@ def _run_stages(
 
             result = replace(result, report_path=report_stage(workflow, run, log, registry))
     return result
+
+
+def _work_before_evaluation(workflow: Workflow, stages: Sequence[Stage]) -> bool:
+    """Whether a stage before evaluation does work that an evaluation which cannot run
+    would waste: training (a workflow given no trained model) or adapting."""
+    trains = "train" in stages and workflow.method.model is None
+    adapts = "adapt" in stages and workflow.adaptation is not None
+    return trains or adapts
 
 
 def _mark_stale(workflow: Workflow, run: RunFolder, stages: Sequence[Stage], log: Log) -> None:
@@ -435,6 +443,8 @@ def adapt_stage(
             settings=workflow.inference,
             seed=config.seed,
             overwrite=True,
+            command=f"medi2i run, adaptation stage (resolved config: {run.config.name} in "
+            "the run folder)",
         )
     except OptionsError as exc:
         raise WorkflowError(f"adapt: {exc}") from None
