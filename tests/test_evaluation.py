@@ -280,6 +280,14 @@ def test_markdown_tables_show_units_values_and_missing_cells() -> None:
     assert cases.splitlines()[-1] == "| case2 | 2.5 | n/a |"
 
 
+def test_markdown_summary_says_why_a_metric_is_missing() -> None:
+    per_case = {"a": {"mae": 1.0, "air_mae": 5.0}, "b": {"mae": 2.0, "air_mae": math.nan}}
+    summary = to_markdown(aggregate(per_case))
+    assert "- `air_mae` has no value in 1 case(s): no reference air (below -900 HU)" in summary
+    assert "`mae` has no value" not in summary
+    assert "has no value" not in to_markdown(aggregate({"a": {"mae": 1.0}}))
+
+
 def test_json_is_strict_and_round_trips(tmp_path: Path) -> None:
     per_case = {"a": {"psnr": math.inf, "ms_ssim": math.nan}, "b": {"psnr": 30.0}}
 

@@ -189,7 +189,7 @@ def method_options(command: F) -> F:
                 "-c",
                 "condition_pairs",
                 multiple=True,
-                help="Predict-time key=value.",
+                help="Predict-time key=value, e.g. direction=b2a (repeat).",
             ),
         ],
         command,

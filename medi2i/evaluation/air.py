@@ -38,6 +38,12 @@ AIR_THRESHOLD_HU = -900.0
 AIR_MARGIN_VOXELS = 10.0
 """Smallest distance from the mask of a scored air voxel, in voxels."""
 
+AIR_MAE_MISSING = (
+    f"no reference air (below {AIR_THRESHOLD_HU:.0f} HU) {AIR_MARGIN_VOXELS:.0f} voxels or "
+    "more outside the body mask, e.g. a field of view that ends at the skin"
+)
+"""Why a case has no ``air_mae``, as the result tables explain a missing value."""
+
 BoolArray = npt.NDArray[np.bool_]
 
 

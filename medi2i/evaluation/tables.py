@@ -95,7 +95,21 @@ def to_markdown(
         )
         for name, summary in summaries.items()
     ]
-    return _markdown_table(header, rows)
+    return _markdown_table(header, rows) + _missing_notes(summaries)
+
+
+def _missing_notes(summaries: Mapping[str, MetricSummary]) -> str:
+    """A line under the table per metric with missing values, saying why where known."""
+    from medi2i.evaluation.air import AIR_MAE_MISSING
+
+    reasons = {"air_mae": AIR_MAE_MISSING}
+    notes = [
+        f"- `{name}` has no value in {summary.missing} case(s): "
+        f"{reasons.get(name, 'the metric is undefined there (e.g. an empty region)')}."
+        for name, summary in summaries.items()
+        if summary.missing
+    ]
+    return "\n\n" + "\n".join(notes) if notes else ""
 
 
 def per_case_markdown(
