@@ -171,6 +171,7 @@ def run_batch(
     """
     from medi2i.dicom.writing.deidentify import folder_deidentifier
     from medi2i.io.destinations import check_batch_root, check_destination
+    from medi2i.prediction import condition_inputs
     from medi2i.sharded_prediction import predict_share
 
     unknown = [name for name in formats if name not in FORMATS]
@@ -178,7 +179,11 @@ def run_batch(
         raise OptionsError(f"output formats {list(formats)}: use one or both of dicom, nifti")
     manifest = manifest if manifest is not None else Path(output_root) / MANIFEST_NAME
     check_batch_root(
-        Path(output_root), input_root=Path(root), overwrite=overwrite, manifest=manifest
+        Path(output_root),
+        input_root=Path(root),
+        overwrite=overwrite,
+        manifest=manifest,
+        other_inputs=condition_inputs(method.parse_condition(condition)),
     )
     # inputs are never written, not even appended to
     check_destination(manifest, inputs=[Path(root)], overwrite=True, folder=False)

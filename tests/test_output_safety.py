@@ -562,3 +562,31 @@ def test_an_unknown_file_suffix_is_still_refused(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="ends in '/'"):
         medi2i.predict(source, f"{tmp_path / 'out.xyz'}/", method="intensity-inversion")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+
+
+def test_a_batch_root_keeps_out_of_a_file_the_condition_reads(tmp_path: Path) -> None:
+    from medi2i.errors import OutputError
+    from medi2i.io.destinations import check_batch_root
+
+    studies, reference_folder = tmp_path / "studies", tmp_path / "references"
+    studies.mkdir()
+    reference_folder.mkdir()
+    reference = reference_folder / "style.nii.gz"
+    reference.write_bytes(b"not read here")
+    manifest = reference_folder / "manifest.jsonl"
+    for root in (reference_folder, reference):  # holds it, is it
+        with pytest.raises(OutputError, match="input"):
+            check_batch_root(
+                root,
+                input_root=studies,
+                overwrite=True,
+                manifest=manifest,
+                other_inputs=[reference],
+            )
+    check_batch_root(
+        tmp_path / "out",
+        input_root=studies,
+        overwrite=False,
+        manifest=manifest,
+        other_inputs=[reference],
+    )

@@ -173,15 +173,24 @@ def check_destination(
 
 
 def check_batch_root(
-    output_root: Path, *, input_root: Path, overwrite: bool, manifest: Path
+    output_root: Path,
+    *,
+    input_root: Path,
+    overwrite: bool,
+    manifest: Path,
+    other_inputs: Sequence[Path] = (),
 ) -> None:
-    """The batch rules of the module docstring for ``output_root``.
+    """The batch rules of the module docstring for ``output_root``; ``other_inputs``
+    (files a condition reads, such as a style reference) are kept out of it as the input
+    tree is.
 
     Raises:
-        OutputError: The root is inside the input tree, holds it, or holds other data.
+        OutputError: The root is inside the input tree or another input, holds one, or
+            holds other data.
     """
     output_root, input_root = Path(output_root), Path(input_root)
-    _refuse_input(output_root, input_root)
+    for source in (input_root, *other_inputs):
+        _refuse_input(output_root, Path(source))
     if overwrite or not output_root.exists() or Path(manifest).exists():
         return
     if output_root.is_dir() and not any(output_root.iterdir()):
