@@ -69,8 +69,14 @@ def test_an_interrupt_between_output_and_sidecar_waits_for_both(
             tmp.write_text("new output")
 
     monkeypatch.setattr(atomic, "_replace", replace_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        overwrite()
+    # a process started in the background by a shell inherits SIGINT ignored, and Python
+    # then installs no handler: give it Python's, as a terminal's process has
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            overwrite()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert output.read_text() == "new output"
     assert '"new"' in sidecar_path(output).read_text()
 
