@@ -72,9 +72,9 @@ def adapt_model(
         ModelFormatError: The source's ``card.yaml`` is not a valid model card.
     """
     from medi2i.io.destinations import check_destination
+    from medi2i.model_card_files import attach_card
     from medi2i.model_folder import (
         AdaptedFrom,
-        attach_card,
         load_model,
         read_manifest,
         read_model_card,

@@ -170,8 +170,7 @@ def run_batch(
             that is not a manifest.
     """
     from medi2i.dicom.writing.deidentify import folder_deidentifier
-    from medi2i.io.destinations import check_batch_root, check_destination
-    from medi2i.prediction import condition_inputs
+    from medi2i.io.destinations import check_batch_root, check_destination, condition_inputs
     from medi2i.sharded_prediction import predict_share
 
     unknown = [name for name in formats if name not in FORMATS]

@@ -196,7 +196,8 @@ def _attach_card(
 ) -> None:
     from medi2i import __version__
     from medi2i.cards import IntendedUse, MethodReference, ModelCard, RunProvenance
-    from medi2i.model_folder import attach_card, read_manifest
+    from medi2i.model_card_files import attach_card
+    from medi2i.model_folder import read_manifest
     from medi2i.workflow.model_card import card_name
 
     members = []

@@ -58,7 +58,7 @@ from medi2i.model_checks import (
 if TYPE_CHECKING:
     import torch
 
-    from medi2i.cards import Adaptation, ModelCard
+    from medi2i.cards import ModelCard
     from medi2i.registry import Registry
 
 FORMAT = "medi2i-model/1"
@@ -197,6 +197,7 @@ def save_model(
             folder cannot be written.
     """
     from medi2i import __version__
+    from medi2i.model_card_files import default_card
     from medi2i.trained_state import is_trained
     from medi2i.training.auxiliary import auxiliary_hashes
 
@@ -230,7 +231,7 @@ def save_model(
             trained=is_trained(method),
         )
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
-        (staging / CARD).write_text(card if card is not None else _default_card(method))
+        (staging / CARD).write_text(card if card is not None else default_card(method))
         if metrics is not None:
             (staging / METRICS).write_text(json.dumps(dict(metrics), indent=2) + "\n")
         if folder.exists():
@@ -252,86 +253,6 @@ def _write_weights(method: Method, staging: Path) -> WeightsRecord | None:
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
     with_default_mode(path)  # safetensors makes it 0600, unlike the folder's other files
     return WeightsRecord(file=WEIGHTS, sha256=file_sha256(path))
-
-
-def _default_card(method: Method) -> str:
-    return (
-        f"# {method.id} model\n\nMethod `{method.id}` {method.version}: {method.summary()}\n\n"
-        "No card was written for this model: its training data, metrics, intended use and "
-        "limits are not documented.\n"
-    )
-
-
-def attach_card(folder: str | Path, card: ModelCard) -> Path:
-    """Write a model card into a model folder: ``card.yaml`` (checked by
-    ``medi2i cards check``), its Markdown rendering as ``README.md``, and the training
-    data cards into the manifest.
-
-    Returns:
-        The path of ``card.yaml``.
-    """
-    import yaml
-
-    from medi2i.io.atomic import atomic_path
-
-    folder = Path(folder)
-    manifest = read_manifest(folder).model_copy(update={"data_cards": list(card.training_data)})
-    written = {
-        CARD_YAML: yaml.safe_dump(card.model_dump(mode="json"), sort_keys=False),
-        CARD: render_card(card),
-        MANIFEST: manifest.model_dump_json(indent=2) + "\n",
-    }
-    for name, text in written.items():
-        with atomic_path(folder / name) as tmp:
-            tmp.write_text(text)
-    return folder / CARD_YAML
-
-
-def render_card(card: ModelCard) -> str:
-    """The Markdown model card of ``card``."""
-    lines = [
-        f"# {card.name}",
-        "",
-        f"Method `{card.method.id}` {card.method.version}. {card.summary}",
-        "",
-        "## Training data",
-        "",
-        *([f"- data card `{name}`" for name in card.training_data] or ["- no data card named"]),
-        "",
-        "## Provenance",
-        "",
-        f"- medi2i {card.provenance.medi2i_version}, {card.provenance.created}",
-        f"- command: `{card.provenance.command}`",
-        f"- seed: {card.provenance.seed}, hardware: {card.provenance.hardware or 'not recorded'}",
-        "",
-        "## Intended use",
-        "",
-        f"- for: {card.intended_use.primary}",
-        f"- not for: {card.intended_use.out_of_scope}",
-    ]
-    for adaptation in card.adaptations:
-        lines += ["", "## Adaptation", "", *_adaptation_lines(adaptation)]
-    if card.metrics:
-        lines += ["", "## Metrics", "", *(f"- {k}: {v:.4g}" for k, v in card.metrics.items())]
-    if card.limits:
-        lines += ["", "## Limits", "", *(f"- {limit}" for limit in card.limits)]
-    return "\n".join(lines) + "\n"
-
-
-def _adaptation_lines(adaptation: Adaptation) -> list[str]:
-    digest = adaptation.source_weights_sha256 or "none"
-    return [
-        f"- adapted from `{adaptation.source_card}` ({adaptation.source_model}, weights "
-        f"SHA-256 {digest})",
-        f"- medi2i {adaptation.medi2i_version}, {adaptation.created}",
-        f"- command: `{adaptation.command}`, seed: {adaptation.seed}",
-        f"- to {len(adaptation.data)} target volumes:",
-        *(
-            f"  - {volume.path} (SHA-256 of the {volume.hashed or 'volume'}: "
-            f"{volume.sha256 or 'not recorded'})"
-            for volume in adaptation.data
-        ),
-    ]
 
 
 def read_model_card(path: str | Path) -> ModelCard | None:

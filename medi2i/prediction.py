@@ -377,8 +377,8 @@ def predict(
             tree of studies); ``source`` still names the input in the provenance.
         overwrite: Replace an existing output (atomically, after the new one is
             written in full). Without it an existing output is refused; an output that
-            is, holds or lies inside the input, or a file the condition reads (see
-            :func:`condition_inputs`), is always refused (:mod:`medi2i.io.destinations`).
+            is, holds or lies inside the input, or a file the condition reads, is always
+            refused (:mod:`medi2i.io.destinations`, ``condition_inputs``).
         engine: The sliding-window engine to run on (see :func:`predict_tensor`), for a
             caller that predicts many volumes.
 
@@ -448,7 +448,7 @@ def predict_all(
 
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.atomic import refusing_existing
-    from medi2i.io.destinations import as_output_path, check_destination
+    from medi2i.io.destinations import as_output_path, check_destination, condition_inputs
     from medi2i.method_references import require_source_path
     from medi2i.registry import Registry
     from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
@@ -533,23 +533,6 @@ def predict_all(
                 results[declared_output.name], path, writers=[writer], overwrite=True
             )
     return written
-
-
-def condition_inputs(condition: BaseModel) -> list[Path]:
-    """The files or folders a parsed condition names for the prediction to read besides
-    the input (e.g. MUNIT's style reference): no output replaces them, as none replaces
-    the input (:mod:`medi2i.io.destinations`).
-
-    A condition model declares them with a method ``input_paths(self)`` returning paths;
-    a model without one reads nothing else.
-
-    Example:
-        >>> from medi2i.method import NoCondition
-        >>> condition_inputs(NoCondition())
-        []
-    """
-    declared = getattr(condition, "input_paths", None)
-    return [Path(path).expanduser() for path in declared()] if callable(declared) else []
 
 
 def _other_output_of(sidecar: Path, path: Path, suffixes: Sequence[str]) -> Path | None:

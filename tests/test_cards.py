@@ -11,7 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from medi2i.cards import DataCard, ModelCard, check_cards, check_model_card, load_card
+from medi2i.card_checks import check_cards, check_model_card
+from medi2i.cards import DataCard, ModelCard, load_card
 from medi2i.cli.cards_commands import cards_group
 from medi2i.errors import InputError
 

@@ -177,7 +177,7 @@ def test_an_adaptation_section_for_a_method_that_does_not_adapt_is_refused(
 def _carded_source(tmp_path: Path) -> Path:
     """A saved self-adapting model with a card naming no data card, and test metrics."""
     from medi2i.cards import IntendedUse, MethodReference, ModelCard, RunProvenance
-    from medi2i.model_folder import attach_card
+    from medi2i.model_card_files import attach_card
 
     source = save_model(SelfAdapting(), tmp_path / "model")
     card = ModelCard(
@@ -199,7 +199,8 @@ def test_an_adapted_model_keeps_its_sources_card_with_the_adaptation(tmp_path: P
     """The adapted model used to get the "no card was written" README and fail
     ``medi2i cards check``, though its source had a card."""
     from medi2i.adaptation import adapt_model
-    from medi2i.cards import ModelCard, check_model_card, load_card
+    from medi2i.card_checks import check_model_card
+    from medi2i.cards import ModelCard, load_card
     from medi2i.hashing import file_sha256
 
     registry = registry_with(SelfAdapting)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from medi2i.cards import check_model_card
+from medi2i.card_checks import check_model_card
 from medi2i.cli.main import build_cli
 from medi2i.errors import OptionsError, OutputError
 from medi2i.model_averaging import average_models

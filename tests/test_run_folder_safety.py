@@ -185,11 +185,13 @@ def test_a_full_disk_in_safetensors_is_one_line(
 def test_a_model_folder_appears_with_its_card_or_not_at_all(
     workflow_file: Path, plugins: PluginSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import medi2i.model_folder
+    import medi2i.model_card_files
 
     full = OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(
-        medi2i.model_folder, "attach_card", fail_on_call(1, full, medi2i.model_folder.attach_card)
+        medi2i.model_card_files,
+        "attach_card",
+        fail_on_call(1, full, medi2i.model_card_files.attach_card),
     )
     line = one_error_line(cli(plugins, "train", str(workflow_file)))
     run = run_dir(workflow_file)

@@ -47,7 +47,7 @@ def cards_check_command(folder: Path, data_dir: Path | None, data_cards: Path) -
     FOLDER may also be a trained-model folder: its card.yaml is checked, and the data
     cards it names must be in --data-cards.
     """
-    from medi2i.cards import check_cards, check_model_card
+    from medi2i.card_checks import check_cards, check_model_card
     from medi2i.model_folder import MANIFEST
 
     if not folder.exists():

@@ -172,6 +172,23 @@ def check_destination(
     )
 
 
+def condition_inputs(condition: object) -> list[Path]:
+    """The files or folders a parsed condition names for the prediction to read besides
+    the input (e.g. MUNIT's style reference): no output replaces them, as none replaces
+    the input (the rules of this module).
+
+    A condition model declares them with a method ``input_paths(self)`` returning paths;
+    a model without one reads nothing else.
+
+    Example:
+        >>> from medi2i.method import NoCondition
+        >>> condition_inputs(NoCondition())
+        []
+    """
+    declared = getattr(condition, "input_paths", None)
+    return [Path(path).expanduser() for path in declared()] if callable(declared) else []
+
+
 def check_batch_root(
     output_root: Path,
     *,

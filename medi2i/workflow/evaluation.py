@@ -135,7 +135,8 @@ def _record_in_card(
     """Put the mean of every metric and the evaluation data's cards into the card of a
     model this run trained (a model given to the workflow is left as it is)."""
     from medi2i.cards import ModelCard, load_card
-    from medi2i.model_folder import CARD_YAML, attach_card
+    from medi2i.model_card_files import attach_card
+    from medi2i.model_folder import CARD_YAML
 
     card_path = model_dir / CARD_YAML
     if not card_path.is_file():

@@ -30,7 +30,7 @@ def write_model_card(
     """
     from medi2i import __version__
     from medi2i.cards import IntendedUse, MethodReference, ModelCard, RunProvenance
-    from medi2i.model_folder import attach_card
+    from medi2i.model_card_files import attach_card
 
     card = ModelCard(
         card="model",

@@ -169,7 +169,7 @@ class MunitCondition(UnitCondition):
 
     def input_paths(self) -> tuple[str, ...]:
         """The style reference, read as an input: medi2i refuses an output that would
-        replace it (:func:`medi2i.prediction.condition_inputs`)."""
+        replace it (:func:`medi2i.io.destinations.condition_inputs`)."""
         return () if self.style_reference is None else (self.style_reference,)
 
     @model_validator(mode="after")
