@@ -155,7 +155,15 @@ class Manifest:
         return stamped
 
 
-OUTPUT_SETTINGS = ("roi_size", "overlap", "blend", "sigma_scale", "mirror_axes", "nonfinite")
+OUTPUT_SETTINGS = (
+    "roi_size",
+    "overlap",
+    "blend",
+    "sigma_scale",
+    "mirror_axes",
+    "reflect_padding",
+    "nonfinite",
+)
 """Inference settings that change a batch's outputs besides the seed; the device,
 ``amp``, ``sw_batch_size`` and progress do not enter its configuration."""
 
@@ -182,6 +190,8 @@ def batch_configuration(
     if model is not None:
         identity = file_sha256(model if is_onnx_model(model) else Path(model) / MANIFEST)
     chosen = settings.model_dump(mode="json", include=set(OUTPUT_SETTINGS))
+    if not any(settings.reflect_padding):
+        del chosen["reflect_padding"]  # off: the digest of batches begun before the setting
     return {
         "method": f"{method.id} {method.version}",
         "model": identity[:16] if identity else None,

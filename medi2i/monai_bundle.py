@@ -107,6 +107,11 @@ def export_bundle(
             "test-time mirroring (mirror_axes) is not part of a MONAI sliding-window "
             "inferer; export without it"
         )
+    if any(settings.reflect_padding):
+        raise ExportError(
+            "reflection padding (reflect_padding) is not part of a MONAI sliding-window "
+            "inferer; export without it"
+        )
     parsed = method.parse_condition(condition)
     # the folder was checked free, but the export takes seconds: a folder made there
     # meanwhile (empty or not) is kept and this export's staging copy removed

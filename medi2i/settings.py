@@ -108,6 +108,15 @@ class InferenceSettings(BaseModel):
             Useful for networks trained with the same flips; a network that was not
             (e.g. left-right asymmetric anatomy without flip augmentation) can get
             worse, so choose it on validation data.
+        reflect_padding: Voxels of mirror-image context added on each side of the
+            volume along each array axis (0, 1, 2) before the windows run, and cropped
+            from the output: the volume is reflected about its first and last voxels
+            (the edge voxel itself not repeated), each width capped at the axis length
+            minus one. A network meets tissue cut by the volume's edge as it met tissue
+            in training instead of next to padding, e.g. a half head cut at the
+            midline. The method's output voxels per input voxel times each width must
+            be a whole number. ``(0, 0, 0)`` (default): off. Costs the padded volume's
+            memory and time; choose it on validation data.
 
     Raises:
         medi2i.OptionsError: A value out of range or of the wrong type, or an unknown
@@ -148,6 +157,7 @@ class InferenceSettings(BaseModel):
     force_modality: bool = False
     seed: Seed = 0
     mirror_axes: tuple[Integer, ...] = ()
+    reflect_padding: tuple[Integer, Integer, Integer] = (0, 0, 0)
 
     @field_validator("device")
     @classmethod
@@ -160,6 +170,13 @@ class InferenceSettings(BaseModel):
         if any(axis not in (0, 1, 2) for axis in value) or len(set(value)) != len(value):
             raise ValueError(f"mirror_axes are distinct array axes 0, 1 or 2, got {value}")
         return tuple(sorted(value))
+
+    @field_validator("reflect_padding")
+    @classmethod
+    def _padding_widths(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(value) < 0:
+            raise ValueError(f"every reflect_padding width must be >= 0 voxels, got {value}")
+        return value
 
     @field_validator("roi_size")
     @classmethod

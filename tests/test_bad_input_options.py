@@ -1,7 +1,7 @@
 """Bad command-line options of ``medi2i predict``.
 
 An unknown method, a malformed or alias-bombed ``-o``, and out-of-range
-``--roi-size``, ``--overlap`` and ``--mirror-axes`` values. The promise each case is
+``--roi-size``, ``--overlap``, ``--mirror-axes`` and ``--reflect-padding`` values. The promise each case is
 held to is stated in ``bad_input_cases.py``.
 """
 
@@ -78,6 +78,20 @@ def _(tmp: Path) -> Case:
 def _(tmp: Path) -> Case:
     args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--mirror-axes", "0,3")
     return Case(args, "mirror_axes")
+
+
+@case("option-reflect-padding-negative")
+def _(tmp: Path) -> Case:
+    args = predict(
+        nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--reflect-padding", "4,-1,0"
+    )
+    return Case(args, "--reflect-padding")
+
+
+@case("option-reflect-padding-two-numbers")
+def _(tmp: Path) -> Case:
+    args = predict(nifti(tmp / "t1.nii.gz", blobs()), tmp / "o.nii.gz", "--reflect-padding", "4,4")
+    return Case(args, "--reflect-padding")
 
 
 POOLING_NETWORK = """\

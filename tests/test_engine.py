@@ -358,3 +358,57 @@ def test_a_volume_of_the_wrong_rank_gets_advice_that_fixes_it(
 
     with pytest.raises(GeometryError, match=re.escape(advice)):
         _channel_first(torch.zeros(shape))
+
+
+# -- reflection padding -------------------------------------------------------------------
+
+
+def _context_net() -> torch.nn.Module:
+    """Kernel-5 convolution with zero padding: near the volume's edge its output depends
+    on what lies beyond it."""
+    torch.manual_seed(3)
+    return torch.nn.Conv3d(2, 1, kernel_size=5, padding=2)
+
+
+def test_reflect_padding_predicts_the_reflected_volume_and_crops_it(image: torch.Tensor) -> None:
+    import numpy as np
+
+    net = _context_net()
+    widths = (4, 0, 3)
+    engine = _engine(roi_size=(64, 64, 64), reflect_padding=widths)
+    out = engine.run(image, net, modules=[net])
+    padded = np.pad(image.numpy(), [(0, 0)] + [(w, w) for w in widths], mode="reflect")
+    whole = _engine(roi_size=(64, 64, 64)).run(torch.from_numpy(padded), net, modules=[net])
+    assert out.shape == (1, 30, 27, 20)
+    torch.testing.assert_close(out, whole[:, 4:-4, :, 3:-3], rtol=1e-5, atol=1e-5)
+    # without padding the edges see the network's zero padding instead
+    plain = _engine(roi_size=(64, 64, 64)).run(image, net, modules=[net])
+    assert (plain[:, 0] - out[:, 0]).abs().max() > 1e-3
+
+
+def test_reflect_padding_is_capped_at_the_axis_length_and_keeps_the_dtype() -> None:
+    from medi2i.engine import reflect_pad, reflection_widths
+
+    assert reflection_widths((5, 1, 9), (8, 8, 2), (1.0, 1.0, 1.0)) == (4, 0, 2)
+    volume = torch.arange(5, dtype=torch.int16).reshape(1, 1, 5, 1, 1)
+    padded = reflect_pad(volume, (4, 0, 0))
+    assert padded.dtype == torch.int16
+    assert padded.flatten().tolist() == [4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1, 0]
+    assert reflect_pad(volume, (0, 0, 0)) is volume
+
+
+def test_reflect_padding_with_an_output_scale() -> None:
+    from medi2i.engine import reflection_widths
+
+    net = torch.nn.Upsample(scale_factor=(1, 1, 2), mode="nearest")
+    image = torch.randn(1, 12, 10, 8)
+    engine = _engine(roi_size=(64, 64, 64), reflect_padding=(2, 2, 3))
+    out = engine.run(image, net, output_scale=(1.0, 1.0, 2.0))
+    torch.testing.assert_close(out, net(image[None])[0])  # voxelwise: padding changes nothing
+    with pytest.raises(OptionsError, match="reflect_padding of 3 voxels along axis 2"):
+        reflection_widths((12, 10, 8), (0, 0, 3), (1.0, 1.0, 1.5))
+
+
+def test_reflect_padding_refuses_negative_widths() -> None:
+    with pytest.raises(OptionsError, match="reflect_padding"):
+        InferenceSettings(reflect_padding=(1, -1, 0))

@@ -257,6 +257,15 @@ def inference_options(command: F) -> F:
                 "combination of these array axes of the input volume, e.g. 0 or 0,1, and average "
                 "[default: off].",
             ),
+            click.option(
+                "--reflect-padding",
+                default="0",
+                metavar="VOXELS",
+                help="Mirror-image context added on each side of the volume before the "
+                "windows run and cropped after, e.g. 32 or 64,0,0 (per array axis; capped "
+                "at each axis's length minus one), for tissue cut by the volume's edge "
+                "[default: 0, off].",
+            ),
             device_option(),
             click.option(
                 "--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA."
@@ -317,6 +326,28 @@ def parse_mirror_axes(value: str) -> tuple[int, ...]:
         ) from None
 
 
+def parse_reflect_padding(value: str) -> tuple[int, int, int]:
+    """A ``--reflect-padding`` value: ``"32"`` → ``(32, 32, 32)``, ``"64,0,0"``.
+
+    Raises:
+        OptionsError: Not one or three integers >= 0.
+    """
+    parts = value.replace("x", ",").split(",")
+    try:
+        widths = [int(p) for p in parts]
+    except ValueError:
+        raise OptionsError(
+            f"--reflect-padding {value!r} must be one or three whole numbers of voxels"
+        ) from None
+    if len(widths) == 1:
+        widths *= 3
+    if len(widths) != 3 or min(widths) < 0:
+        raise OptionsError(
+            f"--reflect-padding {value!r} must be one or three whole numbers of voxels >= 0"
+        )
+    return (widths[0], widths[1], widths[2])
+
+
 def inference_settings(
     roi_size: str | None,
     sw_batch_size: int,
@@ -329,6 +360,7 @@ def inference_settings(
     force_modality: bool = False,
     seed: int = 0,
     mirror_axes: str = "",
+    reflect_padding: str = "0",
 ) -> InferenceSettings:
     """The settings of the values of :func:`inference_options` (passed by name).
 
@@ -349,6 +381,7 @@ def inference_settings(
         force_modality=force_modality,
         seed=seed,
         mirror_axes=parse_mirror_axes(mirror_axes),
+        reflect_padding=parse_reflect_padding(reflect_padding),
     )
 
 

@@ -17,6 +17,7 @@ from medi2i.cli.options import (
     device_option,
     key_values,
     parse_mirror_axes,
+    parse_reflect_padding,
     parse_roi_size,
 )
 
@@ -128,6 +129,13 @@ def _tasks(choice: str) -> list[TaskName]:
     help="Test-time mirroring of methods and models (as medi2i predict --mirror-axes, "
     "e.g. 0,1); named in the row's legend when on [default: off].",
 )
+@click.option(
+    "--reflect-padding",
+    default="0",
+    metavar="VOXELS",
+    help="Reflected context around each volume of methods and models (as medi2i predict "
+    "--reflect-padding, e.g. 64,0,0); named in the row's legend when on [default: 0, off].",
+)
 @device_option("Device methods run on: auto, cpu, cuda or cuda:N.")
 @click.pass_context
 def bench_run_command(
@@ -143,6 +151,7 @@ def bench_run_command(
     blend: str,
     roi_size: str | None,
     mirror_axes: str,
+    reflect_padding: str,
     device: str,
 ) -> None:
     """Run the baselines, and any --method or --model, on the quality benchmarks.
@@ -169,6 +178,7 @@ def bench_run_command(
             blend=blend,
             roi_size=parse_roi_size(roi_size),
             mirror_axes=parse_mirror_axes(mirror_axes),
+            reflect_padding=parse_reflect_padding(reflect_padding),
         ),
         registry=registry,
         splits=splits or None,

@@ -177,6 +177,9 @@ def method_contender(
     if settings.mirror_axes:
         axes = ", ".join(str(axis) for axis in settings.mirror_axes)
         text += f"; test-time mirroring along array axes {axes}"
+    if any(settings.reflect_padding):
+        widths = ", ".join(str(width) for width in settings.reflect_padding)
+        text += f"; reflection padding of ({widths}) voxels"
     return Contender(name, kind, predict, text)
 
 
