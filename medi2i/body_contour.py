@@ -20,11 +20,7 @@ The steps, all on the volume's own voxel grid (no resampling):
    body, and parts the threshold cut off from it (arms beside a trunk, a head rest seen
    in the image) stay, while specks of background noise go.
 3. **Holes.** Dark tissue inside the body (bone, CSF, air in the sinuses) is filled in:
-   background regions that do not reach the volume's border are filled in 3D, where a
-   face of the volume that cuts through the body is closed by the convex hull of the
-   body's voxels on it (dark tissue at a cut face, e.g. CSF at a head cut at the
-   midline, is enclosed; the air beside the body on that face still reaches the
-   border); then, in
+   background regions that do not reach the volume's border are filled in 3D; then, in
    every slice along each of the three array axes, the regions that do not reach the
    slice's border (this closes cavities that a cut face of the volume opens in 3D, e.g.
    a head cut at the neck); then once more in 3D.
@@ -42,11 +38,9 @@ body. The MR and CT volumes of the benchmarks, uncropped, lie at most 0.14 of th
 (air's noise, a scanner's bias); heads and trunks cropped inside the body, at 0.5 or
 more.
 
-Limits: the volume should show air around the body. Dark tissue that meets the air
-around the body (bone next to the nasal airway, which is open to the outside, in a
-pseudo-MR where both are dark) is taken for air; so is dark tissue at a cut face that
-lies outside the convex hull of the body's voxels on that face. Turn a method's
-``body_contour`` off for volumes where that matters. A volume with no
+Limits: the volume should show air around the body. A volume cropped inside the body on
+some sides only still shows air on the others, and dark tissue at its cut faces is then
+taken for air; turn a method's ``body_contour`` off for such volumes. A volume with no
 foreground (constant) gives an all-true mask: nothing is ever set to air for want of a
 mask.
 
@@ -130,12 +124,11 @@ def body_mask(
     body = _large_components(data, min_component_fraction)
     if body is None:
         return np.ones(data.shape, bool)
-    lids = _cut_face_lids(body)
-    body = _fill_holes(body, (0, 1, 2), lids)  # each step holds a mask, labels and a result
+    body = _fill_holes(body, (0, 1, 2))  # each step holds a mask, labels and a result
     for axis in range(3):
         in_plane = tuple(a for a in range(3) if a != axis)
         body = _fill_holes(body, in_plane)
-    body = _fill_holes(body, (0, 1, 2), lids)
+    body = _fill_holes(body, (0, 1, 2))
     if margin_voxels > 0:
         body = _grown(body, margin_voxels)
     return body
@@ -330,39 +323,12 @@ def _most_components(mask: BoolArray, axes: tuple[int, ...]) -> int:
     return found
 
 
-Lids = dict[tuple[int, int], BoolArray]
-"""Per face of a volume (``(axis, end)``, end 0 or -1), where the face is closed."""
-
-
-def _cut_face_lids(body: BoolArray) -> Lids:
-    """Where each face of the volume cuts through the body: the convex hull of the
-    body's voxels on that face (empty where the face shows only air). The 3D hole
-    filling takes background that reaches a face only inside its lid as enclosed, so
-    dark tissue at a cut face (CSF at a head cut at the midline, bone at a slab's top)
-    stays body, while the air around the body on that face still reaches the border."""
-    from skimage.morphology import convex_hull_image
-
-    lids: Lids = {}
-    for axis in range(3):
-        for end in (0, -1):
-            footprint = np.ascontiguousarray(body[(slice(None),) * axis + (end,)])
-            if np.count_nonzero(footprint) < 3:
-                lids[(axis, end)] = footprint
-                continue
-            try:
-                lids[(axis, end)] = np.asarray(convex_hull_image(footprint)) | footprint
-            except Exception:  # noqa: BLE001 - collinear voxels (qhull): no area to close
-                lids[(axis, end)] = footprint
-    return lids
-
-
-def _fill_holes(mask: BoolArray, axes: tuple[int, ...], lids: Lids | None = None) -> BoolArray:
+def _fill_holes(mask: BoolArray, axes: tuple[int, ...]) -> BoolArray:
     """``mask`` with the background regions that do not reach the border filled, in
     place (``mask`` is this module's own intermediate, never the caller's).
 
     Connectivity runs along ``axes`` only: all three fill 3D holes; two fill the holes of
-    every slice across the remaining axis, in one labelling of the whole volume. With
-    ``lids`` (3D only), background reaches a face only outside that face's lid. The
+    every slice across the remaining axis, in one labelling of the whole volume. The
     result is written back slab by slab, so at most the mask and its labels are held.
     """
     np.logical_not(mask, out=mask)  # the background
@@ -371,8 +337,6 @@ def _fill_holes(mask: BoolArray, axes: tuple[int, ...], lids: Lids | None = None
     for axis in axes:
         for end in (0, -1):
             face = labels[(slice(None),) * axis + (end,)]  # a view (np.take copies slowly)
-            if lids is not None:
-                face = face[~lids[(axis, end)]]
             reaches_border[np.unique(face)] = True
     reaches_border[0] = False
     inside = ~reaches_border  # the mask and the enclosed background (label 0: the mask)

@@ -154,7 +154,6 @@ class SlidingWindowEngine:
         output_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
         output_origin: tuple[float, float, float] | None = None,
         mirror_axes: Sequence[int] | None = None,
-        reflect_padding: Sequence[int] | None = None,
         eval_modules: bool = True,
     ) -> torch.Tensor:
         """Predict a whole volume by sliding ``predictor`` over it.
@@ -181,10 +180,6 @@ class SlidingWindowEngine:
             mirror_axes: Axes of ``image`` to mirror along (test-time mirroring);
                 ``None``: the settings' ``mirror_axes``. A method that reorders the
                 volume's axes before the engine passes the settings' axes reordered.
-            reflect_padding: Voxels of reflected context on each side along each axis
-                of ``image`` (see :attr:`InferenceSettings.reflect_padding`), cropped from
-                the output; ``None``: the settings' widths (reordered by a method that
-                reorders the axes, as ``mirror_axes``).
             eval_modules: Set ``modules`` to eval mode; off for a method that keeps its
                 networks' modes itself (e.g. batch-norm statistics of the input, AdaBN).
 
@@ -195,18 +190,10 @@ class SlidingWindowEngine:
             GeometryError: ``image`` is not a channel-first 3D volume.
             DeviceError: Even one window at a time does not fit in device memory.
             Medi2iError: The network's output windows do not match ``output_scale``.
-            OptionsError: A padding width times ``output_scale`` is not a whole number.
         """
         volume = _batch_of_one(image)
         spatial = tuple(int(n) for n in volume.shape[2:])
-        widths = reflection_widths(
-            spatial,
-            self.settings.reflect_padding if reflect_padding is None else reflect_padding,
-            output_scale,
-        )
-        volume = reflect_pad(volume, widths)
-        padded = tuple(int(n) for n in volume.shape[2:])
-        roi = window_size(padded, self.settings.roi_size or default_roi_size)
+        roi = window_size(spatial, self.settings.roi_size or default_roi_size)
         for module in modules:
             module.to(self.device)
             if eval_modules:
@@ -220,8 +207,8 @@ class SlidingWindowEngine:
         )
         windows = self._window_predictor(predictor, roi, output_scale, mirrors, shifts)
         output = self._infer_lowering_batch(volume, windows, roi)
-        _check_output_size(output, padded, output_scale, roi)
-        return crop_padding(output, widths, output_scale)[0]
+        _check_output_size(output, spatial, output_scale, roi)
+        return output[0]
 
     def run_pointwise(
         self,
@@ -456,59 +443,6 @@ def unshifted(
             kept = back.narrow(dim, 0, size - shift)
             back = torch.cat([plain.narrow(dim, 0, shift), kept], dim=dim)
     return back
-
-
-def reflection_widths(
-    spatial: Sequence[int], widths: Sequence[int], scale: Sequence[float]
-) -> tuple[int, int, int]:
-    """The reflection widths :meth:`SlidingWindowEngine.run` pads with: each of ``widths``
-    capped at its axis length minus one (a reflection repeats no edge voxel).
-
-    Raises:
-        OptionsError: A width that, times its axis's output ``scale``, is not a whole
-            number of output voxels (its padding could not be cropped exactly).
-    """
-    capped = tuple(max(0, min(int(w), int(n) - 1)) for w, n in zip(widths, spatial, strict=True))
-    for axis, (w, s) in enumerate(zip(capped, scale, strict=True)):
-        if abs(w * s - round(w * s)) > 1e-6:
-            raise OptionsError(
-                f"reflect_padding of {w} voxels along axis {axis} is {w * s:g} output voxels "
-                f"for this method (output_scale {s:g}); choose a width whose product with "
-                "the scale is a whole number"
-            )
-    return (capped[0], capped[1], capped[2])
-
-
-def _reflected_indices(length: int, width: int) -> torch.Tensor:
-    inner = torch.arange(length)
-    if not width:
-        return inner
-    before = torch.arange(width, 0, -1)
-    after = torch.arange(length - 2, length - 2 - width, -1)
-    return torch.cat([before, inner, after])
-
-
-def reflect_pad(volume: torch.Tensor, widths: Sequence[int]) -> torch.Tensor:
-    """``volume`` ``(B, C, X, Y, Z)`` reflected by ``widths`` voxels on each side of each
-    spatial axis (edge voxels not repeated); ``volume`` itself when all widths are 0.
-    Works for every dtype (an int16 volume stays int16)."""
-    for axis, width in enumerate(widths):
-        if width:
-            length = int(volume.shape[2 + axis])
-            volume = volume.index_select(2 + axis, _reflected_indices(length, int(width)))
-    return volume
-
-
-def crop_padding(
-    output: torch.Tensor, widths: Sequence[int], scale: Sequence[float]
-) -> torch.Tensor:
-    """``output`` ``(B, C, X', Y', Z')`` without the output voxels of ``widths`` input
-    voxels of padding on each side (``round(width * scale)`` per axis)."""
-    if not any(widths):
-        return output
-    cut = [round(w * s) for w, s in zip(widths, scale, strict=True)]
-    index = tuple(slice(c, int(output.shape[2 + i]) - c) for i, c in enumerate(cut))
-    return output[(slice(None), slice(None), *index)].contiguous()
 
 
 def _release_cached_device_memory() -> None:

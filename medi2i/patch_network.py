@@ -116,7 +116,7 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
             axes: Which array axis of the method's input each spatial axis of ``image``
                 is, for a method that reordered the axes (e.g. turned the slice axis
                 last): the user's ``mirror_axes`` name the input's axes, and are mapped
-                to ``image``'s through it, and so are its ``reflect_padding`` widths.
+                to ``image``'s through it.
         """
 
         def predictor(windows: torch.Tensor) -> torch.Tensor:
@@ -137,7 +137,6 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
             output_scale=self.output_scale,
             output_origin=self.output_origin,
             mirror_axes=[axes.index(a) for a in context.engine.settings.mirror_axes],
-            reflect_padding=[context.engine.settings.reflect_padding[a] for a in axes],
             eval_modules=not self.keeps_module_modes,
         )
 

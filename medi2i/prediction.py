@@ -107,6 +107,7 @@ def predict_outputs(
     """
     from medi2i.data.loading import prepared as prepared_volume
     from medi2i.engine import SlidingWindowEngine
+    from medi2i.reflect_padding import cropped_to_grid, reflected_volume, reflection_widths
     from medi2i.trained_state import warn_if_untrained
     from medi2i.voxel_checks import checked_input
 
@@ -135,6 +136,10 @@ def predict_outputs(
     input_grid = Grid.of(image)
     input_channels = int(image.shape[0])
     source_meta = dict(image.meta)
+    widths = reflection_widths(input_grid.shape, settings.reflect_padding)
+    if any(widths):  # the method sees the volume extended by its mirror image
+        image = reflected_volume(image, widths)
+    seen_grid = Grid.of(image)
     warn_if_untrained(method)  # after every refusal: a warning, then a result
     with naming_the_input(source_meta):
         prepared = prepared_volume(image, method, domain=input_domain, condition=parsed)
@@ -149,7 +154,10 @@ def predict_outputs(
         done = method.postprocess(shaped, prepared, domain=output.domain, condition=parsed)
         require_placed(method, done, shaped, "postprocess")
         require_declared_channels(method, done, output, input_channels)
-        results[output.name] = _delivered(method, done, input_grid, source_meta, output, parsed)
+        delivered = _delivered(method, done, seen_grid, source_meta, output, parsed)
+        if any(widths):  # back to the output grid of the volume itself
+            delivered = cropped_to_grid(delivered, output_grid, method_id=method.id)
+        results[output.name] = delivered
     return results
 
 

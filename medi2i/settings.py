@@ -109,14 +109,16 @@ class InferenceSettings(BaseModel):
             (e.g. left-right asymmetric anatomy without flip augmentation) can get
             worse, so choose it on validation data.
         reflect_padding: Voxels of mirror-image context added on each side of the
-            volume along each array axis (0, 1, 2) before the windows run, and cropped
-            from the output: the volume is reflected about its first and last voxels
-            (the edge voxel itself not repeated), each width capped at the axis length
-            minus one. A network meets tissue cut by the volume's edge as it met tissue
-            in training instead of next to padding, e.g. a half head cut at the
-            midline. The method's output voxels per input voxel times each width must
-            be a whole number. ``(0, 0, 0)`` (default): off. Costs the padded volume's
-            memory and time; choose it on validation data.
+            input volume along each array axis (0, 1, 2): the method runs on the volume
+            reflected about its first and last voxels (edge voxels not repeated, each
+            width capped at the axis length minus one) and its output is cropped back
+            to the grid it gives for the volume itself (:mod:`medi2i.reflect_padding`).
+            A network then meets tissue cut by the volume's edge with context instead
+            of padding, and what a method computes from the whole volume (an MR→CT
+            body mask, normalization statistics) sees the body continue across a cut
+            face, e.g. a head cut at the midline. A method that changes resolution
+            needs widths that are whole output voxels. ``(0, 0, 0)`` (default): off.
+            Costs the padded volume's memory and time; choose it on validation data.
 
     Raises:
         medi2i.OptionsError: A value out of range or of the wrong type, or an unknown

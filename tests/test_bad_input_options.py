@@ -1,8 +1,8 @@
 """Bad command-line options of ``medi2i predict``.
 
 An unknown method, a malformed or alias-bombed ``-o``, and out-of-range
-``--roi-size``, ``--overlap``, ``--mirror-axes`` and ``--reflect-padding`` values. The promise each case is
-held to is stated in ``bad_input_cases.py``.
+``--roi-size``, ``--overlap``, ``--mirror-axes`` and ``--reflect-padding`` values. The
+promise each case is held to is stated in ``bad_input_cases.py``.
 """
 
 from __future__ import annotations

@@ -277,3 +277,71 @@ def test_a_method_s_complaint_about_the_input_names_the_file(
     image = read_volume(write_volume(volume(np.eye(4)), tmp_path / "flat.nii.gz"))
     with pytest.raises(InputError, match=r"flat\.nii\.gz: the foreground has no spread"):
         predict_tensor(_Returning(refuse, "predict"), image, settings=QUIET)
+
+
+# -- reflection padding -----------------------------------------------------------------
+
+
+def _lps(affine: np.ndarray) -> np.ndarray:
+    flipped = affine.copy()
+    flipped[:2] *= -1  # the first two world axes reversed: a non-RAS grid
+    return flipped
+
+
+def test_reflect_padding_runs_the_method_on_the_reflected_volume_and_crops_it() -> None:
+    from medi2i.reflect_padding import reflected_volume
+
+    image = volume(_lps(oblique_affine()))
+    image.as_tensor()[0, :4] += 300.0  # a bright edge: the reflection moves the percentiles
+    settings = InferenceSettings(progress=False, device="cpu", reflect_padding=(5, 3, 0))
+    result = predict_tensor(SelfRescaling(), image, settings=settings)
+    assert Grid.of(result).same_as(Grid.of(image), atol=1e-9)
+    padded = predict_tensor(SelfRescaling(), reflected_volume(image, (5, 3, 0)), settings=QUIET)
+    torch.testing.assert_close(result.as_tensor(), padded.as_tensor()[:, 5:-5, 3:-3, :])
+    plain = predict_tensor(SelfRescaling(), image, settings=QUIET)
+    assert not torch.allclose(result.as_tensor(), plain.as_tensor())  # the method saw more
+
+
+def test_reflect_padding_reflects_without_repeating_the_edge_and_is_capped() -> None:
+    from medi2i.reflect_padding import reflect_pad, reflected_volume, reflection_widths
+
+    assert reflection_widths((5, 1, 9), (8, 8, 2)) == (4, 0, 2)
+    values = torch.arange(5, dtype=torch.int16).reshape(1, 5, 1, 1)
+    padded = reflect_pad(values, (4, 0, 0))
+    assert padded.dtype == torch.int16
+    assert padded.flatten().tolist() == [4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1, 0]
+    assert reflect_pad(values, (0, 0, 0)) is values
+    image = volume(oblique_affine(), shape=(6, 5, 4))
+    grown = reflected_volume(image, (2, 0, 1))
+    assert tuple(grown.shape) == (1, 10, 5, 6)
+    # voxel (2, 0, 1) of the padded grid is voxel (0, 0, 0) of the input, in the world too
+    world = Grid.of(grown).affine @ np.array([2.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(world, Grid.of(image).affine[:, 3], atol=1e-9)
+    settings = InferenceSettings(progress=False, device="cpu", reflect_padding=(50, 50, 50))
+    assert predict_tensor(SelfRescaling(), image, settings=settings).shape == image.shape
+
+
+def test_reflect_padding_with_a_method_that_changes_resolution() -> None:
+    image = volume(oblique_affine(), shape=(16, 16, 8))
+    settings = InferenceSettings(progress=False, device="cpu", reflect_padding=(2, 0, 3))
+    result = predict_tensor(ThroughPlaneUpsampler(), image, settings=settings)
+    plain = predict_tensor(ThroughPlaneUpsampler(), image, settings=QUIET)
+    assert Grid.of(result).same_as(Grid.of(plain), atol=1e-9)
+    torch.testing.assert_close(result.as_tensor(), plain.as_tensor())  # voxelwise: the same
+
+
+def test_reflect_padding_refuses_widths_that_are_not_whole_output_voxels() -> None:
+    from medi2i.reflect_padding import cropped_to_grid
+
+    image = volume(np.eye(4), shape=(8, 8, 8))
+    finer = Grid.of(image).scaled((1.0, 1.0, 1.5))
+    grown = MetaTensor(torch.zeros(1, 8, 8, 13), affine=torch.from_numpy(finer.affine))
+    shifted = Grid(finer.shape, finer.affine @ _translation((0.0, 0.0, 0.5)))
+    with pytest.raises(OptionsError, match="reflect_padding does not fit method 'm'"):
+        cropped_to_grid(grown, shifted, method_id="m")
+
+
+def _translation(offset: tuple[float, float, float]) -> np.ndarray:
+    moved = np.eye(4)
+    moved[:3, 3] = offset
+    return moved

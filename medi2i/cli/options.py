@@ -261,9 +261,10 @@ def inference_options(command: F) -> F:
                 "--reflect-padding",
                 default="0",
                 metavar="VOXELS",
-                help="Mirror-image context added on each side of the volume before the "
-                "windows run and cropped after, e.g. 32 or 64,0,0 (per array axis; capped "
-                "at each axis's length minus one), for tissue cut by the volume's edge "
+                help="Run the method on the volume extended on each side by its mirror "
+                "image, e.g. 32 or 64,0,0 voxels per array axis (capped at each axis's length "
+                "minus one), and crop the output back: context for tissue cut by the volume's "
+                "edge, e.g. a head cut at the midline "
                 "[default: 0, off].",
             ),
             device_option(),

@@ -133,7 +133,7 @@ def _tasks(choice: str) -> list[TaskName]:
     "--reflect-padding",
     default="0",
     metavar="VOXELS",
-    help="Reflected context around each volume of methods and models (as medi2i predict "
+    help="Reflection padding of each volume for methods and models (as medi2i predict "
     "--reflect-padding, e.g. 64,0,0); named in the row's legend when on [default: 0, off].",
 )
 @device_option("Device methods run on: auto, cpu, cuda or cuda:N.")
