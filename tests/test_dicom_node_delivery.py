@@ -396,3 +396,32 @@ def test_required_called_aet_and_allowed_calling_titles_refuse_other_peers(
     assert len(refusals) == 2
     assert "called AE title is not MEDI2I: 'ANY'" in refusals[0]
     assert "calling AE title is not allowed (--allow-calling): 'OTHER'" in refusals[1]
+
+
+# -- 6. a series that cannot be read: kept, and told in the sender's terms ---------------------
+
+
+def test_a_series_short_of_a_slice_is_kept_and_its_gap_named_by_instance_number(
+    tmp_path: Path,
+) -> None:
+    files = source_series(tmp_path / "src")
+    numbers = {int(pydicom.dcmread(path).InstanceNumber): path for path in files}
+    sent = [path for number, path in sorted(numbers.items()) if number != 3]
+    lines: list[str] = []
+    node = started(make_node(tmp_path, output=tmp_path / "out", log=lines.append))
+    manifest = tmp_path / "manifest.jsonl"
+    try:
+        send_files(sent, peer_of(node), calling_ae_title="TEST")
+        wait_for(lambda: final_statuses(manifest) == ["failed"])
+    finally:
+        node.stop(timeout=30)
+    error = str(records(manifest)[-1]["error"])
+    assert "missing slices" in error
+    assert "between instance 2 and instance 4" in error
+    assert ".taken-" not in error  # a folder that is gone once the series is recorded
+    assert "have the sender send the whole series again" in error
+    (kept,) = set_aside(tmp_path / "spool", "failed")
+    assert f"kept in {kept}" in error
+    assert len(list(kept.glob("*.dcm"))) == len(sent)
+    assert any(error in line for line in lines)
+    assert not derived_files(tmp_path / "out")

@@ -143,6 +143,48 @@ def test_super_resolution_grid_is_written_as_is(tmp_path: Path) -> None:
     assert referenced == [[uids[0]], [uids[0], uids[1]], [uids[0], uids[1]]]
 
 
+def test_slice_thickness_is_the_source_s_on_its_grid_and_the_spacing_on_a_finer_one(
+    tmp_path: Path,
+) -> None:
+    volume = np.random.default_rng(5).integers(0, 1000, (8, 7, 6)).astype(np.float64)
+    written = write_series(tmp_path / "source", volume, modality="MR", spacing=(0.8, 0.9, 2.5))
+    for path in written:  # 5 mm slices every 2.5 mm: overlapping, as scanners reconstruct
+        dataset = pydicom.dcmread(path)
+        dataset.SliceThickness, dataset.SpacingBetweenSlices = "5.0", "2.5"
+        dataset.save_as(path)
+    image = read_dicom_folder(tmp_path / "source")
+    same = _read_all(
+        write_derived_series(
+            image,
+            tmp_path / "same",
+            source=image.meta[META_KEY],
+            modality="MR",
+            method_id="m",
+            method_version="1",
+        )
+    )
+    assert {str(d.SliceThickness) for d in same} == {"5.0"}
+    assert {str(d.SpacingBetweenSlices) for d in same} == {"2.5"}
+    fine = Grid.of(image).scaled((1.0, 1.0, 2.0))
+    finer = MetaTensor(
+        torch.rand(1, *fine.shape) * 1000,
+        affine=torch.from_numpy(fine.affine),
+        meta={"original_affine": image.affine.numpy()},
+    )
+    super_resolved = _read_all(
+        write_derived_series(
+            finer,
+            tmp_path / "sr",
+            source=image.meta[META_KEY],
+            modality="MR",
+            method_id="m",
+            method_version="1",
+        )
+    )
+    assert {str(d.SliceThickness) for d in super_resolved} == {"1.25"}
+    assert {str(d.SpacingBetweenSlices) for d in super_resolved} == {"1.25"}
+
+
 def test_left_handed_grid_reads_back_at_the_same_world_positions(tmp_path: Path) -> None:
     volume = _ct_volume()
     flip = np.eye(4)

@@ -26,7 +26,8 @@ otherwise (``require_called_aet``: the called AE title must be the node's;
 log line.
 
 Stopping (:meth:`DicomNode.stop`, which the command line calls on SIGINT and SIGTERM):
-the server stops listening and open associations are aborted, the worker finishes the
+the server stops listening and open associations are aborted (a connection that does
+not end within a second is shut, even one whose peer stalls mid-message), the worker finishes the
 translation in progress (its output is written atomically, so an interrupt never leaves
 a partial series at a final path), then every series whose associations all ended with
 a normal release is translated without waiting out the idle timeout. A series still
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medi2i.dicom.node.connections import close_associations, stall_limit
 from medi2i.dicom.node.records import describe
 from medi2i.dicom.node.send import disable_nagle
 from medi2i.dicom.node.spool import Spool, TakenSeries, is_uid, set_aside
@@ -62,7 +64,8 @@ STORE_OUT_OF_RESOURCES = 0xA700
 STORE_NOT_MATCHING = 0xA900
 STORE_CANNOT_UNDERSTAND = 0xC210
 NETWORK_TIMEOUT_S = 30.0
-"""Seconds a silent peer may keep an association open before it is aborted."""
+"""Seconds a silent peer may keep an association open before it is aborted, and a peer
+that stops in the middle of a PDU may keep its connection (:attr:`NodeConfig.network_timeout`)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class NodeConfig:
         require_called_aet: Refuse an association whose called AE title is not
             ``ae_title``.
         allowed_calling: The calling AE titles accepted; any when empty.
+        network_timeout: Seconds a silent peer may keep an association open, and a
+            peer that stops in the middle of a message (or of the association
+            request) its connection, before it is dropped
+            (:mod:`medi2i.dicom.node.connections`).
     """
 
     ae_title: str = "MEDI2I"
@@ -88,6 +95,7 @@ class NodeConfig:
     poll_interval: float = 0.1
     require_called_aet: bool = False
     allowed_calling: tuple[str, ...] = ()
+    network_timeout: float = NETWORK_TIMEOUT_S
 
 
 class DicomNode:
@@ -138,7 +146,7 @@ class DicomNode:
         for leftover in self.spool.recover(alias=names.uid):
             self.log(names.text(leftover.describe()))
         ae = AE(ae_title=self.config.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_S
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.config.network_timeout
         ae.require_called_aet = self.config.require_called_aet
         ae.require_calling_aet = list(self.config.allowed_calling)
         for context in AllStoragePresentationContexts:
@@ -146,6 +154,7 @@ class DicomNode:
         ae.add_supported_context(Verification)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, disable_nagle),
+            (evt.EVT_CONN_OPEN, stall_limit(self.config.network_timeout)),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_RELEASED, self._on_released),
@@ -167,9 +176,8 @@ class DicomNode:
         with a release; set the others aside (see the module docstring)."""
         self._stopping.set()
         if self._server is not None:
-            for association in list(self._server.active_associations):
-                association.abort()
-            self._server.shutdown()
+            self._server.shutdown()  # stop accepting first: no new association after
+            close_associations(list(self._server.active_associations))
         if self._worker is not None:
             self._worker.join(timeout)
         if self._worker is None or not self._worker.is_alive():  # one translation at a time

@@ -32,16 +32,22 @@ in the spool and removed once sent. A derived series that was not sent in full i
 deleted: without ``output`` it is kept in a ``.unforwarded-<time>-<series>`` folder of
 the spool, and the record names it and counts what the peer stored and refused.
 
-The received instances are removed once the series is recorded, except when its output
-or the manifest could not be written: then they are kept in a ``.failed-<time>-<series>``
-folder of the spool (the log line says where), so nothing acknowledged to the sender is
-lost. The manifest's records are described in :mod:`medi2i.dicom.node.records`.
+The received instances are removed once the series is recorded, except when it
+``failed`` (it could not be read as one volume, e.g. a slice is missing, or translated,
+or its output or the manifest could not be written): then they are kept in a
+``.failed-<time>-<series>`` folder of the spool (the log line says where), so nothing
+acknowledged to the sender is lost. Such a line names slices by Instance Number (the
+spooled files are named by SOP Instance UID) and asks for the whole series again.
+Instances that are not a full resend of a translated series are the exception: they
+are removed, and the earlier output kept (:mod:`medi2i.dicom.node.history`). The
+manifest's records are described in :mod:`medi2i.dicom.node.records`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -54,13 +60,14 @@ from medi2i.dicom.node.history import SeriesHistory, partial_resend_message
 from medi2i.dicom.node.naming import SourceNames
 from medi2i.dicom.node.records import SeriesRecord, SeriesStatus, append_record, describe
 from medi2i.dicom.node.spool import set_aside
-from medi2i.errors import InputError, OutputError
+from medi2i.errors import InputError
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.dicom.node.send import Peer, SendReport
     from medi2i.dicom.node.spool import TakenSeries
+    from medi2i.dicom.reading.file_records import ImageHeader
     from medi2i.dicom.reading.series_records import SeriesInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
     from medi2i.dicom.writing.deidentify import Deidentifier
@@ -257,9 +264,11 @@ class SeriesTranslator:
             folder = taken.folder
         kept = (
             f"its {taken.instances} received instance(s) are kept in {folder}: to translate "
-            f"them, send them to the node again (medi2i dicom send {folder} HOST:PORT:AET)"
+            f"them once the cause is fixed, send them to the node again (medi2i dicom send "
+            f"{folder} HOST:PORT:AET)"
         )
-        return replace(record, error=f"{record.error}; {kept}")
+        error = (record.error or "").replace(str(taken.folder), str(folder))
+        return replace(record, error=f"{error}; {kept}")
 
     def _scrubbed(self, record: SeriesRecord, descriptions: Sequence[str]) -> SeriesRecord:
         """The record as written and printed: naming no source when de-identifying."""
@@ -282,8 +291,10 @@ class SeriesTranslator:
     def _translate(self, taken: TakenSeries, record: SeriesRecord) -> _Outcome:
         timings = dict(record.timings)
         descriptions: tuple[str, ...] = ()
+        found_images: list[ImageHeader] = []
         try:
             found = self._scanned(taken)
+            found_images = [image for info in found for image in info.images]
             descriptions = tuple(info.description for info in found)
             record = replace(record, study_uid=found[0].study_instance_uid)
             skipped = self._skip_reason(found)
@@ -299,8 +310,9 @@ class SeriesTranslator:
                 return _Outcome(replace(record, status="failed", error=error), False, descriptions)
             delivery = self._run(taken, series, made_from, timings)
         except Exception as exc:  # one bad series must never stop the node
-            failed = replace(record, status="failed", error=failure_message(exc), timings=timings)
-            return _Outcome(failed, isinstance(exc, (OutputError, OSError)), descriptions)
+            error = node_message(failure_message(exc), taken, found_images)
+            failed = replace(record, status="failed", error=error, timings=timings)
+            return _Outcome(failed, True, descriptions)
         report = delivery.report
         status: SeriesStatus = "failed" if delivery.error is not None else "done"
         final = replace(
@@ -503,6 +515,33 @@ class SeriesTranslator:
 
         with timed_stage(timings, "send"):
             return send_files(files, self.forward, calling_ae_title=self.calling_ae_title)
+
+
+READER_ADVICE = "copy or export the whole series again"
+"""The advice of the reader's missing-slices message
+(:mod:`medi2i.dicom.reading.stack_geometry`), written for files on disk."""
+NODE_ADVICE = "have the sender send the whole series again"
+
+
+def node_message(text: str, taken: TakenSeries, images: Sequence[ImageHeader]) -> str:
+    """A reader's message about a received series, as the node tells it.
+
+    The reader names the folder it read (the hidden ``.taken-...`` folder, which does
+    not outlive the series: drop it), names slices by their spooled file names (the
+    SOP Instance UIDs; name them by Instance Number where they have one) and advises
+    on files (advise the sender instead).
+    """
+    text = text.replace(f"{taken.folder}: ", "").replace(READER_ADVICE, NODE_ADVICE)
+    labels = {
+        image.label: f"instance {image.instance_number}"
+        for image in images
+        if image.instance_number is not None and image.label == (image.name or image.path.name)
+    }  # a frame of a multi-frame file keeps its label
+    if not labels or len(set(labels.values())) < len(labels):  # ambiguous: keep the files
+        return text
+    # longest first, and not inside a longer name: one UID may end another
+    pattern = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
+    return re.sub(rf"(?<![\w.])(?:{pattern})(?!\w)", lambda m: labels[m.group(0)], text)
 
 
 def _discard_reason(taken: TakenSeries) -> str:

@@ -11,8 +11,10 @@ method's intensities (MR):
   the affine's third column, so a gantry-tilted or otherwise sheared stack (the step
   from slice to slice leaning away from the slice normal, as medi2i reads a tilted CT)
   is written slice by slice where its source lay and reads back to the same affine.
-  Slice Thickness (and Spacing Between Slices for MR) is the distance between the
-  slice planes (the step along the normal). Any grid the method returns (the input
+  Spacing Between Slices (MR) is the distance between the slice planes (the step
+  along the normal). Slice Thickness is the source's when the output keeps the
+  source's slice spacing (a 5 mm slice sampled every 2.5 mm stays 5 mm), else the
+  output's slice spacing (:func:`slice_thickness`). Any grid the method returns (the input
   grid, a super-resolution grid) is written as is; only a grid whose rows and columns
   are not perpendicular, or whose slices do not advance, cannot be stored in these
   IODs and is refused (:func:`slice_geometry`, which batch runs call before inference).
@@ -66,6 +68,7 @@ import numpy as np
 
 from medi2i.dicom.writing.deidentify import Deidentifier, run_deidentifier
 from medi2i.dicom.writing.derived_header import (
+    MAX_DECIMAL_STRING,
     SOP_CLASS_UIDS,
     Modality,
     exact_decimal_string,
@@ -198,12 +201,15 @@ def write_derived_series(
     require_varying_stored_output(values, stored.values, folder, precision=precision)
     series = series_dataset(modality, source, method_id, method_version, series_description, values)
     source_slices = _source_slices(volume, affine, values.shape, source)
+    thickness = slice_thickness(volume, geometry, source)
     scrubber = (deidentifier or run_deidentifier()) if deidentify else None
     names = [f"{index + 1:05d}.dcm" for index in range(values.shape[2])]
     with atomic_path(folder) as temporary:
         temporary.mkdir()
         for index, name in enumerate(names):
-            dataset = _slice_dataset(series, geometry, stored, index, source, source_slices)
+            dataset = _slice_dataset(
+                series, geometry, stored, index, source, source_slices, thickness
+            )
             if scrubber is not None:
                 scrubber.apply(dataset)
             _save(dataset, temporary / name)
@@ -350,6 +356,40 @@ def _source_slices(
     return found
 
 
+def slice_thickness(volume: MetaTensor, geometry: SliceGeometry, source: DicomSource | None) -> str:
+    """Slice Thickness of the derived slices, a Decimal String in mm.
+
+    The nominal thickness says how thick a slab each image stands for, which the
+    acquisition or reconstruction decided, not the spacing of the grid: a series of
+    5 mm slices every 2.5 mm overlaps. So an output on the source's slice spacing
+    (``meta["original_affine"]``, within 1e-3 mm; a translation on the input grid)
+    keeps the source's Slice Thickness, its own string. An output whose slices are
+    spaced otherwise (super-resolution, resampling) was computed for that grid: nothing
+    measured a thickness for it, and its slices are meant to tile the volume, so its
+    thickness is its slice spacing, as for a reformatted series. The slice spacing is
+    also the value without a source, a source grid or a valid source thickness.
+    """
+    header = source.header if source is not None else None
+    source_affine = volume.meta.get("original_affine")
+    if header is not None and source_affine is not None:
+        columns = np.asarray(source_affine, dtype=np.float64)[:3, :3]
+        area = float(np.linalg.norm(np.cross(columns[:, 0], columns[:, 1])))
+        spacing = abs(float(np.linalg.det(columns))) / area if area > 0 else 0.0
+        stated = header.get("SliceThickness")
+        if stated is not None and abs(spacing - geometry.slice_spacing) <= 1e-3:
+            try:
+                value = float(stated)
+            except (TypeError, ValueError):  # a malformed source value: compute ours
+                value = 0.0
+            text = str(getattr(stated, "original_string", None) or stated).strip()
+            if value > 0 and len(text) <= MAX_DECIMAL_STRING:
+                return text
+    (spacing_text,) = stated_decimal_strings(
+        header, "SliceThickness", [geometry.slice_spacing], 1e-3
+    )
+    return spacing_text
+
+
 def _slice_dataset(
     series: Dataset,
     geometry: SliceGeometry,
@@ -357,6 +397,7 @@ def _slice_dataset(
     index: int,
     source: DicomSource | None,
     source_slices: list[tuple[int, ...]],
+    thickness: str,
 ) -> Dataset:
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
@@ -379,7 +420,6 @@ def _slice_dataset(
     dataset.PixelSpacing = stated_decimal_strings(
         header, "PixelSpacing", geometry.pixel_spacing, 1e-4
     )
-    (thickness,) = stated_decimal_strings(header, "SliceThickness", [geometry.slice_spacing], 1e-3)
     dataset.SliceThickness = thickness
     if dataset.Modality == "MR":
         (between,) = stated_decimal_strings(
