@@ -12,8 +12,9 @@ is used (the other methods keep working), for a reader, writer or metric at once
 
 from __future__ import annotations
 
+import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from medi2i.errors import PluginError, UnknownMethodError
@@ -216,11 +217,26 @@ class Registry:
                     "failures of every plugin's registration)"
                 ) from None
             known = ", ".join(sorted(self.methods)) or "none"
+            guess = close_method_ids(method_id, self.methods)
+            hint = f"; did you mean {' or '.join(map(repr, guess))}?" if guess else ""
             raise UnknownMethodError(
-                f"no method {method_id!r} is registered (known: {known}); "
+                f"no method {method_id!r} is registered{hint} (known: {known}); "
                 "`medi2i methods` lists them, `medi2i plugins` shows the installed plugins; "
                 "install the method's plugin, or load it with `medi2i --plugin NAME ...`"
             ) from None
+
+
+def close_method_ids(method_id: str, known: Iterable[str]) -> list[str]:
+    """Up to three registered ids close to the misspelt ``method_id``, closest first
+    (letter case ignored).
+
+    Example:
+        >>> close_method_ids("zscroe", ["zscore", "percentile", "nyul"])
+        ['zscore']
+    """
+    by_folded = {name.lower(): name for name in sorted(known)}
+    matches = difflib.get_close_matches(method_id.lower(), list(by_folded), n=3, cutoff=0.6)
+    return [by_folded[match] for match in matches]
 
 
 _READER_OWNERS: dict[tuple[type, str], str] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,6 +93,28 @@ def test_an_unknown_method_error_lists_the_known_ids() -> None:
 
     with pytest.raises(UnknownMethodError, match=r"'gamma'.*known: alpha, beta"):
         registry.method("gamma")
+
+
+def test_a_misspelt_method_id_gets_the_closest_registered_ids() -> None:
+    registry = isolated_registry(methods_plugin("first", Beta, Alpha))
+
+    with pytest.raises(UnknownMethodError, match=r"'alhpa' is registered; did you mean 'alpha'\?"):
+        registry.method("alhpa")
+    with pytest.raises(UnknownMethodError, match=r"did you mean 'beta'\?"):
+        registry.method("BETA")
+    with pytest.raises(UnknownMethodError) as unrelated:
+        registry.method("cyclegan")
+    assert "did you mean" not in str(unrelated.value)
+
+
+def test_a_misspelt_method_on_the_command_line_is_suggested(tmp_path: Path) -> None:
+    from tests.bad_input_cases import blobs, invoke, nifti
+
+    source = nifti(tmp_path / "in.nii.gz", blobs())
+    args = ["predict", str(source), str(tmp_path / "out.nii.gz"), "--method", "zscroe"]
+    result = invoke(args)
+    assert result.exit_code != 0
+    assert "did you mean 'zscore'?" in result.output
 
 
 def test_an_unknown_method_error_says_when_none_is_registered() -> None:

@@ -246,6 +246,7 @@ def test_a_checkpoint_with_pickled_objects_is_refused_in_one_line(
     assert str(optimizer_file) in message
     assert "Schedule" in message
     assert f"delete {folder}" in message
+    assert "in Python" not in message  # the command line has no resume=False
     assert not isinstance(error.value.__cause__, pickle.UnpicklingError)
 
 

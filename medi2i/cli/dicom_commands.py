@@ -35,7 +35,7 @@ from medi2i.cli.options import (
     selection_options,
     slice_tolerance,
 )
-from medi2i.errors import OptionsError
+from medi2i.errors import InputError, OptionsError
 
 if TYPE_CHECKING:
     from medi2i.dicom.node.dicom_node import NodeConfig
@@ -83,6 +83,8 @@ def ls_command(
     from medi2i.errors import Medi2iError
 
     result = scan_folder(path, slice_tolerance_mm=slice_tolerance(selector))
+    if path.is_file() and not result.studies:
+        raise _not_dicom_file(path, result)
     chosen: SeriesInfo | None = None
     failure: Medi2iError | None = None
     if selector is not None and picks_a_series(selector):
@@ -96,6 +98,25 @@ def ls_command(
         _print_listing(result, chosen)
     if failure is not None:
         raise failure
+
+
+_VOLUME_SUFFIXES = {".nii": "NIfTI", ".nii.gz": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD"}
+_VOLUME_SUFFIXES |= {".mha": "MetaImage", ".mhd": "MetaImage"}
+
+
+def _not_dicom_file(path: Path, result: ScanResult) -> InputError:
+    """The refusal of a single file that holds no DICOM series (a NIfTI volume, a
+    damaged slice): a folder without DICOM is listed as empty, but a file named on its
+    own was meant to be DICOM."""
+    name = path.name.lower()
+    kind = next((k for suffix, k in _VOLUME_SUFFIXES.items() if name.endswith(suffix)), None)
+    if kind is not None:
+        return InputError(
+            f"{path} is a {kind} volume, not DICOM: `medi2i dicom ls` lists DICOM files and "
+            "folders (medi2i reads the volume as it is, e.g. `medi2i predict`)"
+        )
+    reason = result.skipped[0].reason if result.skipped else "no DICOM series in it"
+    return InputError(f"{path} holds no DICOM series: {reason}")
 
 
 def _scan_json(result: ScanResult, chosen: SeriesInfo | None = None) -> dict[str, object]:

@@ -223,7 +223,7 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
         raise CheckpointError(
             f"checkpoint file {optimizer_state} holds Python objects that medi2i does not "
             f"unpickle ({_unpickling_reason(exc)}), so the run cannot resume from it; delete "
-            f"{folder} (or train in a new run folder; resume=False in Python) to start afresh"
+            f"{folder} (or train in a new run folder) to start afresh"
         ) from None
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"checkpoint {pointer} cannot be read: {exc}") from None

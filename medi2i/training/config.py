@@ -135,7 +135,9 @@ class TrainingConfig(BaseModel):
         batch_size: Patches per batch, per process, >= 1.
         patch_size: Patch size in voxels along each array axis of the working grid,
             or ``None`` for the method's own window size (its ``roi_size``), so that
-            training sees patches of the size inference runs on.
+            training sees patches of the size inference runs on. A volume smaller
+            than the patch along an axis is padded to it at its far end by repeating
+            its edge voxels (noted once per run in the log).
         patches_per_volume: Consecutive patches of a batch cut from the same volume
             (>= 1); more than one means fewer volumes to load per batch, which
             matters with ``cache: none``.

@@ -19,8 +19,9 @@ DataLoader workers for free after ``fork``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -176,6 +177,36 @@ def check_unlabelled(method: Method, data: CaseSet, unlabelled: CaseSet | None) 
         )
 
 
+class PaddingNotice:
+    """Logs, once, that a training volume is smaller than the patch and is padded.
+
+    One instance serves a whole run (its training and unlabelled volumes), so the
+    notice names the first such case and is not repeated for every volume or every
+    reload under ``cache: none``. DataLoader workers hold their own copy.
+    """
+
+    def __init__(self) -> None:
+        self.given = False
+
+    def padded(self, case_id: str, shape: Sequence[int], patch_size: tuple[int, int, int]) -> None:
+        """Note that case ``case_id`` of ``shape`` voxels is padded to ``patch_size``."""
+        if self.given:
+            return
+        self.given = True
+        padded = tuple(max(p, int(n)) for p, n in zip(patch_size, shape, strict=True))
+        logging.getLogger("medi2i.training").warning(
+            "case %r: its %s voxels are smaller than the training patch %s along some "
+            "axis, so it is padded to %s at its far end by repeating its edge voxels "
+            "(patches of it hold that padding); other volumes smaller than the patch are "
+            "padded the same way without another notice. Choose a training.patch_size no "
+            "larger than the smallest volume to train on real voxels only",
+            case_id,
+            tuple(int(n) for n in shape),
+            tuple(patch_size),
+            padded,
+        )
+
+
 def load_training_volume(
     case: Case,
     *,
@@ -185,13 +216,15 @@ def load_training_volume(
     patch_size: tuple[int, int, int],
     foreground_threshold: float | None,
     domain_name: str | None = None,
+    notice: PaddingNotice | None = None,
 ) -> TrainingVolume:
     """Read, plan, preprocess and pad one case (see the module docstring).
 
     Unpaired and multi-domain images are preprocessed with their domain's name
     (``domain_name``), so that a method scales MR and CT each its own way.
 
-    Volumes smaller than a patch are padded at their far end by edge replication.
+    Volumes smaller than a patch are padded at their far end by edge replication,
+    noted once in the log through ``notice`` (a new one when ``None``).
 
     Raises:
         InputError: A role the data kind needs is missing or unreadable.
@@ -227,6 +260,8 @@ def load_training_volume(
     else:
         scale = (1, 1, 1)
     _require_padding_fits(case, image, target, patch_size, scale)
+    if any(p > n for p, n in zip(patch_size, image.shape[1:], strict=True)):
+        (notice or PaddingNotice()).padded(case.id, image.shape[1:], patch_size)
     image = _padded(image, patch_size)
     selected = _padded_selection(selected, image.shape[1:])
     if target is not None:
@@ -385,9 +420,18 @@ def training_store(
     patch_size: tuple[int, int, int],
     foreground_threshold: float | None,
     keep: bool,
+    notice: PaddingNotice | None = None,
 ) -> VolumeStore:
-    """The training volumes of ``data`` for ``method`` (see :class:`VolumeStore`)."""
-    loader = _CaseLoader(data, method, domain_labels(data), patch_size, foreground_threshold)
+    """The training volumes of ``data`` for ``method`` (see :class:`VolumeStore`);
+    ``notice`` is shared by the stores of one run, so that padding is noted once."""
+    loader = _CaseLoader(
+        data,
+        method,
+        domain_labels(data),
+        patch_size,
+        foreground_threshold,
+        notice if notice is not None else PaddingNotice(),
+    )
     return VolumeStore(len(data.cases), loader, keep=keep)
 
 
@@ -401,6 +445,7 @@ class _CaseLoader:
     domains: tuple[str, ...]
     patch_size: tuple[int, int, int]
     foreground_threshold: float | None
+    notice: PaddingNotice = field(default_factory=PaddingNotice)
 
     def __call__(self, index: int) -> TrainingVolume:
         case = self.data.cases[index]
@@ -413,6 +458,7 @@ class _CaseLoader:
             patch_size=self.patch_size,
             foreground_threshold=self.foreground_threshold,
             domain_name=case.domain if self.domains else None,
+            notice=self.notice,
         )
 
 

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from medi2i.engine import resolve_device
-from medi2i.errors import DeviceError, Medi2iError
+from medi2i.errors import DeviceError, Medi2iError, TrainingError
 
 T = TypeVar("T")
 
@@ -183,6 +185,55 @@ def in_any_process(flag: bool, context: DistributedContext) -> bool:
         value = value.cuda()
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+_TRANSPORT_FAILURES = (
+    "gloo/transport",
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "NCCL error",
+    "NCCL communicator",
+)
+"""Words of the RuntimeErrors that Gloo and NCCL raise when a peer process is gone."""
+
+
+def collective_failure(exc: BaseException) -> str | None:
+    """The first line of ``exc`` when it is a failed collective (all-reduce, barrier,
+    DDP's gradient exchange) of torch.distributed, else ``None``."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if isinstance(exc, dist.DistError) or any(word in text for word in _TRANSPORT_FAILURES):
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        # Gloo adds a paragraph of advice ("This is typically caused by ..."); keep the cause
+        return first.split(". ", 1)[0].rstrip(".")
+    return None
+
+
+@contextmanager
+def peers_watched(run_dir: Path, *, kept: Callable[[], str]) -> Iterator[None]:
+    """Report a collective that fails inside the block, because another process of the
+    run stopped (killed, out of memory, its node lost), as one :class:`TrainingError`.
+
+    Args:
+        run_dir: The run folder, named in the message with how to resume.
+        kept: What the run folder holds to resume from, asked when the failure comes.
+
+    Raises:
+        TrainingError: A torch.distributed collective failed.
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        reason = collective_failure(exc)
+        if reason is None:
+            raise
+        raise TrainingError(
+            f"another process of the run stopped, so training stopped too (a collective "
+            f"operation between the processes failed: {reason}). Find why in that "
+            f"process's output, then start every process again with --run-dir {run_dir} "
+            f"to resume ({kept()})"
+        ) from exc
 
 
 def shard(items: Sequence[T], *, rank: int, world_size: int) -> list[T]:

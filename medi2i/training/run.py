@@ -32,6 +32,7 @@ from medi2i.trained_state import is_trained, mark_trained
 from medi2i.training.checkpoint import save_checkpoint
 from medi2i.training.config import AugmentationConfig, TrainingConfig
 from medi2i.training.data import (
+    PaddingNotice,
     VolumeStore,
     case_domains,
     check_trainable,
@@ -46,6 +47,7 @@ from medi2i.training.distributed import (
     context_from_environment,
     in_any_process,
     join_process_group,
+    peers_watched,
     process_device,
 )
 from medi2i.training.health import CollapseWatch, DivergenceGuard, describe_non_finite
@@ -131,15 +133,18 @@ def run_training(
         skips_allowed=config.max_nonfinite_steps if trainer.skips_non_finite else 0,
         last_checkpoint=first_step or None,
     )
-    with RunLog(
-        run_dir / LOGS,
-        first_step=first_step,
-        total_steps=config.steps,
-        patches_per_step=config.batch_size * config.accumulation_steps * context.world_size,
-        tensorboard=config.tensorboard,
-        progress=wants_progress(config.progress),
-        main=context.is_main,
-    ) as log:
+    with (
+        peers_watched(run_dir, kept=lambda: _resume_point(guard.last_checkpoint)),
+        RunLog(
+            run_dir / LOGS,
+            first_step=first_step,
+            total_steps=config.steps,
+            patches_per_step=config.batch_size * config.accumulation_steps * context.world_size,
+            tensorboard=config.tensorboard,
+            progress=wants_progress(config.progress),
+            main=context.is_main,
+        ) as log,
+    ):
         run = _Run(
             trainer=trainer,
             method=method,
@@ -326,10 +331,7 @@ class _Run:
 
     def resume_point(self) -> str:
         """Where a resumed run would continue, for a failed write's message."""
-        kept = self.guard.last_checkpoint
-        if kept is None:
-            return "no checkpoint was written yet: training would start again from step 0"
-        return f"training continues from the checkpoint of step {kept}"
+        return _resume_point(self.guard.last_checkpoint)
 
     def non_finite(self, losses: dict[str, float]) -> str | None:
         """What was NaN or infinite in the latest step (in any process), or ``None``."""
@@ -392,6 +394,13 @@ class _BestModel:
         self.mae = value
 
 
+def _resume_point(kept: int | None) -> str:
+    """Where a resumed run continues after the checkpoint of step ``kept``."""
+    if kept is None:
+        return "no checkpoint was written yet: training would start again from step 0"
+    return f"training continues from the checkpoint of step {kept}"
+
+
 def _validator(
     validation: CaseSet | None,
     method: Method,
@@ -437,6 +446,7 @@ def _sampler(
     unlabelled: CaseSet | None = None,
 ) -> PatchSampler:
     _require_batch_fits(config, patch_size, method)
+    notice = PaddingNotice()  # one notice of volumes smaller than the patch per run
 
     def store(cases: CaseSet) -> VolumeStore:
         return training_store(
@@ -445,6 +455,7 @@ def _sampler(
             patch_size=patch_size,
             foreground_threshold=config.foreground_threshold,
             keep=config.cache == "memory",
+            notice=notice,
         )
 
     roles = {"source", "target", "image", *data.domains}
