@@ -5,7 +5,8 @@ A grid is a spatial shape and a 4x4 affine that maps voxel indices ``(i, j, k, 1
 ``MetaTensor``. This module holds:
 
 - :class:`Grid`, with the one test of whether two volumes lie on the same grid
-  (:meth:`Grid.same_as`, to :data:`GRID_TOLERANCE_MM`), and :func:`require_same_grid`,
+  (:meth:`Grid.same_as`: every point of the field of view within
+  :data:`GRID_TOLERANCE_MM`), and :func:`require_same_grid`,
   the one check built on it that stops with a message (evaluation, workflows, the
   benchmarks);
 - :class:`SpatialPlan`, the working grid a method asks the core for;
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 
 
 GRID_TOLERANCE_MM = 1e-3
-"""How far apart (mm) two affines' entries may be for their grids to count as the same.
+"""How far apart (mm) two grids may place the same point of the field of view for them
+to count as the same (:meth:`Grid.world_gap`).
 
 One micrometre, absolute (no relative part): far below any voxel size, and above the
 rounding of affines that files store as float32 (NIfTI) or as decimal strings (DICOM).
@@ -130,16 +132,35 @@ class Grid:
             difference = np.where(mine == theirs, 0.0, mine - theirs)
         return float(np.max(np.abs(difference)))
 
+    def world_gap(self, other: Grid) -> float:
+        """How far apart (mm) the two affines place the same point of this grid's field
+        of view, at most (NaN when an entry is NaN).
+
+        The largest distance lies at a corner of the field of view (the outer voxel
+        edges), so a small tilt of a long axis counts by how far it moves the far end: a
+        0.05° tilt of a 400 mm axis moves it 0.36 mm, though no affine entry changes by
+        more than 0.001.
+        """
+        mine = np.asarray(self.affine, dtype=np.float64)
+        theirs = np.asarray(other.affine, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            difference = np.where(mine == theirs, 0.0, mine - theirs)[:3]
+        ends = [(-0.5, n - 0.5) for n in self.shape]
+        corners = np.array([[i, j, k, 1.0] for i in ends[0] for j in ends[1] for k in ends[2]])
+        moved = np.linalg.norm(difference @ corners.T, axis=0)
+        return float(np.nan if np.isnan(moved).any() else moved.max())
+
     def same_as(self, other: Grid, *, atol: float = GRID_TOLERANCE_MM) -> bool:
-        """Whether both grids have the same shape and, entry by entry, the same affine.
+        """Whether both grids have the same shape and place every point of the field of
+        view (voxel edges included) within ``atol`` mm of each other (:meth:`world_gap`).
 
         Args:
             other: The grid to compare with.
-            atol: Largest difference (mm) allowed between affine entries. medi2i's own
-                checks all use the default, :data:`GRID_TOLERANCE_MM`; pass a smaller
-                value only to demand more (e.g. in a test).
+            atol: Largest distance (mm) allowed. medi2i's own checks all use the default,
+                :data:`GRID_TOLERANCE_MM`; pass a smaller value only to demand more
+                (e.g. in a test).
         """
-        return self.shape == other.shape and self.affine_gap(other) <= atol
+        return self.shape == other.shape and self.world_gap(other) <= atol
 
     def scaled(self, factors: tuple[float, float, float]) -> Grid:
         """The grid covering the same field of view with ``factors`` times more voxels.
@@ -170,8 +191,9 @@ def require_same_grid(
         hint: What the user should do, for the message.
 
     Raises:
-        GeometryError: The shapes differ, or the affines differ by more than the
-            tolerance; the message names both volumes, says by how much, and ``hint``.
+        GeometryError: The shapes differ, or the grids place a point of the field of
+            view further apart than the tolerance; the message names both volumes, says
+            by how much, and ``hint``.
     """
     if grid.same_as(reference):
         return
@@ -187,8 +209,9 @@ def require_same_grid(
         spacing = tuple(round(v, 4) for v in grid.spacing)
         expected = tuple(round(v, 4) for v in reference.spacing)
         problem = (
-            f"voxel-to-world affines differ by up to {grid.affine_gap(reference):.4g} mm "
-            f"(spacing {spacing} vs {expected} mm)"
+            f"voxel-to-world affines differ by up to {grid.affine_gap(reference):.4g} mm, "
+            f"placing its voxels up to {grid.world_gap(reference):.4g} mm from the "
+            f"reference's (spacing {spacing} vs {expected} mm)"
         )
     raise GeometryError(f"{what} is not on the grid of {reference_name}: {problem}; {hint}")
 
@@ -206,6 +229,13 @@ def _same_field_reordered(grid: Grid, reference: Grid) -> bool:
     Called once the grids are known to differ."""
     if sorted(grid.shape) != sorted(reference.shape):
         return False
+    with np.errstate(all="ignore"):
+        try:
+            axes = np.linalg.solve(reference.affine[:3, :3], grid.affine[:3, :3])
+        except np.linalg.LinAlgError:
+            return False
+    if np.array_equal(np.rint(axes), np.eye(3)):
+        return False  # the same axes, the same order: a displacement, however small
 
     def corners(g: Grid) -> np.ndarray:
         ends = [(0, n - 1) for n in g.shape]

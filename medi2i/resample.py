@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.data.meta_tensor import MetaTensor
+from monai.data.utils import compute_shape_offset, zoom_affine
 from monai.transforms.spatial.array import Orientation, Spacing
 
 from medi2i.errors import GeometryError, OptionsError
@@ -36,8 +37,9 @@ def apply_spatial_plan(image: MetaTensor, plan: SpatialPlan) -> MetaTensor:
     Returns:
         The volume reoriented to ``plan.orientation`` (exact: axes permuted and flipped)
         and then resampled to ``plan.spacing`` mm by trilinear interpolation, keeping the
-        first voxel centre in place and replicating edge voxels where the new grid
-        reaches past the old one.
+        first voxel centre in place, with enough voxels along each axis to reach the
+        last input voxel centre (replicating edge voxels where the new grid reaches past
+        the old one), so every input voxel lies inside the working grid.
     """
     out: torch.Tensor = image
     if plan.orientation is not None:
@@ -46,8 +48,35 @@ def apply_spatial_plan(image: MetaTensor, plan: SpatialPlan) -> MetaTensor:
         spacing = Spacing(
             pixdim=plan.spacing, mode="bilinear", padding_mode="border", dtype=np.float32
         )
-        out = spacing(out)
+        covering = _covering_shape(cast(MetaTensor, out), plan.spacing)
+        out = spacing(out, output_spatial_shape=covering)
     return cast(MetaTensor, out)
+
+
+def _covering_shape(
+    image: MetaTensor, spacing: tuple[float, float, float]
+) -> tuple[int, int, int] | None:
+    """The working grid's shape that reaches every input voxel centre, or ``None`` where
+    MONAI's own does (it rounds the extent to whole voxels, so 20 voxels of 2.5 mm at
+    1 mm gave 48 voxels, the last input centre 0.5 mm past the last working one).
+
+    Only an axis that falls short gets more voxels, and only at its far end: MONAI's
+    grid starts at the first input centre, which stays the working grid's first.
+    """
+    source = np.asarray(image.affine, dtype=np.float64)
+    working = zoom_affine(source, np.asarray(spacing, dtype=np.float64), diagonal=False)
+    shape, offset = compute_shape_offset(image.shape[1:], source, working)
+    working[:3, 3] = offset[:3]
+    ends = [(0.0, n - 1.0) for n in image.shape[1:]]
+    corners = np.array([[i, j, k, 1.0] for i in ends[0] for j in ends[1] for k in ends[2]])
+    reached = np.linalg.solve(working, source) @ corners.T
+    if (reached[:3].min(axis=1) < -_VOXEL_ATOL).any():
+        return None  # not anchored at a corner (a sheared grid): MONAI's shape as it is
+    needed = np.ceil(reached[:3].max(axis=1) - _VOXEL_ATOL).astype(int) + 1
+    if (needed <= shape).all():
+        return None
+    covering = np.maximum(shape, needed)
+    return (int(covering[0]), int(covering[1]), int(covering[2]))
 
 
 def resample_to_grid(

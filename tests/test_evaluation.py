@@ -419,6 +419,24 @@ def test_evaluate_refuses_a_prediction_on_another_grid(
     assert re.search(message, result.output)
 
 
+def test_evaluate_refuses_a_tilt_that_moves_the_far_voxels(tmp_path: Path) -> None:
+    """Each affine entry within 1e-3 of the reference's was accepted, so a 0.05° tilt of
+    a 400-voxel axis (its far voxels 0.36 mm away) was scored as on the same grid."""
+    from medi2i.io import write_volume
+    from medi2i.io.base import volume_from_array
+
+    values = smooth_volume((400, 8, 8)).astype(np.float32)
+    tilted = np.eye(4)
+    tilted[1, 0] = 9e-4
+    paths = []
+    for name, affine in (("ct.nii.gz", np.eye(4)), ("sct.nii.gz", tilted)):
+        path = tmp_path / name
+        paths.append(str(write_volume(volume_from_array(values, affine, path=path), path)))
+    result = run("-p", paths[1], "-r", paths[0], "--metrics", "synthrad_mae")
+    assert result.exit_code == 1
+    assert "placing its voxels up to 0.3595 mm from the reference's" in result.output
+
+
 def test_evaluate_accepts_affines_within_the_tolerance(tmp_path: Path) -> None:
     reference = write(tmp_path, "ct.nii.gz", smooth_volume())
     prediction = write(tmp_path, "sct.nii.gz", smooth_volume(), shift_mm=1e-4)

@@ -170,3 +170,25 @@ def test_invalid_inputs_are_reported() -> None:
         resample_to_grid(torch.randn(4, 4, 4), _translated((4, 4, 4)))
     with pytest.raises(GeometryError, match="singular"):
         resample_to_grid(_volume(torch.randn(1, 4, 4, 4), np.zeros((4, 4))), _translated((4, 4, 4)))
+
+
+def test_the_working_grid_reaches_the_last_input_voxel_centre() -> None:
+    """20 slices of 2.5 mm at 1 mm gave 48 working slices, the last 0.5 mm short of the
+    last input slice, whose round trip then copied the value from 0.5 mm inside."""
+    affine = np.diag([1.0, 1.0, 2.5, 1.0])
+    ramp = torch.arange(20, dtype=torch.float32).mul(12.5).expand(1, 4, 4, 20).clone()
+    volume = _volume(ramp, affine)
+
+    working = apply_spatial_plan(volume, SpatialPlan(spacing=(1.0, 1.0, 1.0)))
+    back = resample_to_grid(working, Grid.of(volume))
+
+    assert tuple(working.shape[1:]) == (4, 4, 49)  # reaches 48 mm, past 47.5 mm
+    assert float((back - ramp).abs().max()) <= 1.25 + 1e-4  # was 2.5 (5 per mm × 0.5 mm)
+
+
+def test_an_input_at_the_working_spacing_keeps_its_shape_and_values() -> None:
+    grid = _translated((24, 20, 22))
+    ramp = _ramp(grid).float()
+    working = apply_spatial_plan(_volume(ramp, grid.affine), SpatialPlan(spacing=grid.spacing))
+    assert tuple(working.shape[1:]) == grid.shape
+    torch.testing.assert_close(working.as_tensor(), ramp, atol=1e-4, rtol=0)

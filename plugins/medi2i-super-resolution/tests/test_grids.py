@@ -89,7 +89,6 @@ def test_scale_replaces_the_default_target_spacing() -> None:
     "raw",
     [
         {"target_spacing": (1.0, 1.0, 1.0), "scale": (1.0, 1.0, 2.0)},
-        {"target_spacing": None},
         {"scale": (1.0, 0.0, 2.0)},
         {"target_spacing": (1.0, -1.0, 1.0)},
         {"align": "corners"},
@@ -103,3 +102,26 @@ def test_invalid_grid_options_are_refused(raw: dict[str, object]) -> None:
 def test_finer_grid_needs_exactly_one_rule() -> None:
     with pytest.raises(OptionsError, match="exactly one"):
         finer_grid(OBLIQUE)
+
+
+def test_the_default_target_spacing_never_coarsens_an_axis() -> None:
+    """0.7 × 0.7 × 3 mm went to 1 × 1 × 1 mm: super-resolution shrank the image in-plane."""
+    from medi2i_super_resolution.grids import output_grid_for
+
+    grid = Grid((80, 40, 6), np.diag([0.7, 0.7, 3.0, 1.0]))
+
+    default = output_grid_for(grid, GridOptions()).grid
+    saved = output_grid_for(grid, GridOptions.model_validate(GridOptions().model_dump())).grid
+    explicit = output_grid_for(grid, GridOptions(target_spacing=(1.0, 1.0, 1.0))).grid
+
+    assert default.shape == saved.shape == (80, 40, 18)
+    np.testing.assert_allclose(default.spacing, (0.7, 0.7, 1.0))
+    assert explicit.shape == (56, 28, 18)  # asked for: met, coarser in-plane
+
+
+@pytest.mark.parametrize("raw", [{"scale": (0.5, 1.0, 1.0)}, {"slice_factor": 0.5}])
+def test_a_scale_below_one_is_refused(raw: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="at least 1 along every axis"):
+        GridOptions.model_validate(raw)
+    with pytest.raises(OptionsError, match="at least 1"):
+        finer_grid(OBLIQUE, **raw)  # type: ignore[arg-type]

@@ -87,12 +87,12 @@ def test_srcnn_keeps_the_contract_with_a_slice_factor(condition: dict[str, objec
 
 def test_interpolation_takes_its_grid_from_the_condition() -> None:
     image = clinical_volume()
-    method = Interpolation({"order": "linear"})  # options: 1 mm isotropic
+    method = Interpolation({"order": "linear"})  # options: 1 mm, the 0.78 mm axes kept
 
     default = predict_tensor(method, image, settings=SETTINGS)
     relative = predict_tensor(method, image, settings=SETTINGS, condition={"slice_factor": 2})
 
-    np.testing.assert_allclose(Grid.of(default).spacing, (1.0, 1.0, 1.0), atol=0.05)
+    np.testing.assert_allclose(Grid.of(default).spacing, (0.78, 0.78, 1.0), atol=0.05)
     np.testing.assert_allclose(Grid.of(relative).spacing, (0.78, 0.78, 3.25), atol=1e-6)
 
 

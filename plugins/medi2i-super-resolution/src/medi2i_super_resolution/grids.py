@@ -20,7 +20,8 @@ input's *slice axis* gets that many times more voxels and the other axes stay as
 are. The slice axis is found from the geometry: the array axis with the largest voxel
 spacing, which must be clearly the largest (at least :data:`SLICE_ANISOTROPY` times the
 next). So a thick-slice scan keeps its in-plane resolution, whatever its spacing and
-whichever array axis holds its slices. A model's options give its rule; the
+whichever array axis holds its slices. A model's options give its rule (none: 1 mm
+where the input is coarser, its own spacing where finer: never a coarser grid); the
 predict-time condition :class:`OutputGrid` can ask for another one.
 
 Example:
@@ -50,6 +51,8 @@ Triple = tuple[float, float, float]
 SLICE_ANISOTROPY = 1.2
 """How much larger than every other axis's spacing the slice axis's must be."""
 _RULES = ("target_spacing", "scale", "slice_factor")
+DEFAULT_TARGET_SPACING: Triple = (1.0, 1.0, 1.0)
+"""The output spacing (mm) of options that give no rule, on axes coarser than it."""
 
 
 def _one_rule_at_most(values: object, *, required: bool) -> None:
@@ -60,6 +63,12 @@ def _one_rule_at_most(values: object, *, required: bool) -> None:
         value = getattr(values, name)
         if min(value if isinstance(value, tuple) else (value,)) <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
+        if name != "target_spacing" and min(value if isinstance(value, tuple) else (value,)) < 1:
+            raise ValueError(
+                f"{name} must be at least 1 along every axis (super-resolution never "
+                f"coarsens an axis), got {value}; to resample onto a coarser grid give "
+                "target_spacing=[X,Y,Z] (mm)"
+            )
 
 
 class GridOptions(Options):
@@ -70,14 +79,19 @@ class GridOptions(Options):
             voxels is rounded so that the field of view is kept exactly, so the spacing
             is the nearest one that fits (exact when the input spacing is a multiple of
             it). An input already at this spacing is left on its grid, so a model can be
-            applied to volumes that were interpolated beforehand. Set to ``None`` when
-            ``scale`` is given.
+            applied to volumes that were interpolated beforehand. Given, it is met on
+            every axis, a coarser one included (see
+            :func:`medi2i_super_resolution.interpolation.resample_channel` for the
+            anti-aliasing). ``None`` with no other rule (the default) is
+            :data:`DEFAULT_TARGET_SPACING` that never coarsens: an axis whose input voxels
+            are already finer keeps its spacing (0.7 × 0.7 × 3 mm becomes
+            0.7 × 0.7 × 1 mm, not 1 × 1 × 1 mm).
         scale: Output voxels per input voxel along each array axis (e.g. ``(1, 1, 4)``),
-            instead of ``target_spacing``.
+            instead of ``target_spacing``; at least 1 on every axis.
         slice_factor: Output voxels per input voxel along the input's slice axis (the
             axis of clearly largest spacing, found from the geometry), the other axes
-            left as they are; instead of ``target_spacing``. A learned model with this
-            rule was trained for this factor, and refuses one far from it.
+            left as they are; instead of ``target_spacing``; at least 1. A learned model
+            with this rule was trained for this factor, and refuses one far from it.
         align: ``"edges"`` keeps the outer voxel edges (the field of view, as
             :meth:`medi2i.Grid.scaled`); ``"centres"`` keeps the first and last voxel
             centres. See :mod:`medi2i_super_resolution.grids`.
@@ -87,24 +101,15 @@ class GridOptions(Options):
             every value.
     """
 
-    target_spacing: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
+    target_spacing: tuple[float, float, float] | None = None
     scale: tuple[float, float, float] | None = None
     slice_factor: float | None = None
     align: Alignment = "edges"
     clip_margin: float | None = Field(default=0.05, ge=0.0)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _scale_replaces_the_default_spacing(cls, data: Any) -> Any:
-        if isinstance(data, dict) and (
-            data.get("scale") is not None or data.get("slice_factor") is not None
-        ):
-            return {"target_spacing": None, **data}
-        return data
-
     @model_validator(mode="after")
     def _one_rule(self) -> GridOptions:
-        _one_rule_at_most(self, required=True)
+        _one_rule_at_most(self, required=False)
         return self
 
 
@@ -253,7 +258,12 @@ class FinerGrid:
 
 
 def output_grid_for(grid: Grid, options: GridOptions) -> FinerGrid:
-    """The output grid of ``options`` for an input on ``grid``."""
+    """The output grid of ``options`` for an input on ``grid``; with no rule,
+    :data:`DEFAULT_TARGET_SPACING` where it refines an axis (it never coarsens one)."""
+    if all(getattr(options, name) is None for name in _RULES):
+        return finer_grid(
+            grid, target_spacing=DEFAULT_TARGET_SPACING, align=options.align, coarsen=False
+        )
     return finer_grid(
         grid,
         target_spacing=options.target_spacing,
@@ -270,16 +280,26 @@ def finer_grid(
     scale: Triple | None = None,
     slice_factor: float | None = None,
     align: Alignment = "edges",
+    coarsen: bool = True,
 ) -> FinerGrid:
     """The grid covering ``grid``'s field of view at ``target_spacing`` (mm), ``scale``
     or ``slice_factor`` (along :func:`slice_axis` only).
 
+    Args:
+        coarsen: Whether ``target_spacing`` may make an axis coarser than the input's;
+            ``False`` keeps such an axis at the input's spacing.
+
     Raises:
-        OptionsError: Not exactly one rule is given, or ``slice_factor`` is given for
-            an input without a thick-slice axis.
+        OptionsError: Not exactly one rule is given, ``scale`` or ``slice_factor`` is
+            below 1, or ``slice_factor`` is given for an input without a thick-slice axis.
     """
     if sum(rule is not None for rule in (target_spacing, scale, slice_factor)) != 1:
         raise OptionsError("give exactly one of target_spacing (mm), scale and slice_factor")
+    if min(scale or (slice_factor or 1.0,)) < 1:
+        raise OptionsError(
+            f"scale and slice_factor must be at least 1 (super-resolution never coarsens "
+            f"an axis), got {scale if scale is not None else slice_factor}"
+        )
     if slice_factor is not None:
         axis = slice_axis(grid)
         scale = (
@@ -289,11 +309,10 @@ def finer_grid(
         )
     if scale is None:
         assert target_spacing is not None
-        scale = (
-            grid.spacing[0] / target_spacing[0],
-            grid.spacing[1] / target_spacing[1],
-            grid.spacing[2] / target_spacing[2],
-        )
+        ratios = [have / want for have, want in zip(grid.spacing, target_spacing, strict=True)]
+        if not coarsen:  # a ratio a hair below 1 rounds to the input's count either way
+            ratios = [max(1.0, ratio) for ratio in ratios]
+        scale = (ratios[0], ratios[1], ratios[2])
     axes = [_axis(n, f, align) for n, f in zip(grid.shape, scale, strict=True)]
     counts = tuple(count for count, _, _ in axes)
     steps = np.array([step for _, step, _ in axes])

@@ -11,6 +11,7 @@ voxel is replicated (``mode="nearest"``), so borders are neither darkened nor in
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -60,9 +61,13 @@ class InterpolationOptions(GridOptions):
 class Interpolation(Method[InterpolationOptions, OutputGrid]):
     """Interpolate onto a finer grid (cubic B-spline or linear).
 
-    The output covers the input's field of view at ``target_spacing`` mm (1 mm
-    isotropic by default) or ``scale`` times more voxels; each channel is interpolated
-    separately, in the input's units.
+    The output covers the input's field of view at ``target_spacing`` mm or ``scale``
+    times more voxels; each channel is interpolated separately, in the input's units.
+    By default (``target_spacing`` not given) every axis coarser than 1 mm is refined
+    to 1 mm and every finer one keeps its spacing: the output is never coarser than the
+    input. A ``target_spacing`` given explicitly is met on every axis; an axis it makes
+    coarser is blurred to the new spacing first (no aliasing). ``scale`` and
+    ``slice_factor`` below 1 are refused.
 
     Example:
         >>> from medi2i import Grid
@@ -130,7 +135,21 @@ def interpolate_finer(
 def resample_channel(
     values: np.ndarray, finer: FinerGrid, *, order: InterpolationOrder
 ) -> np.ndarray:
-    """One ``(X, Y, Z)`` channel sampled at the finer grid's voxel centres (float32)."""
+    """One ``(X, Y, Z)`` channel sampled at the finer grid's voxel centres (float32).
+
+    An axis the grid makes coarser than the input (a step above 1, only from an explicit
+    ``target_spacing``) is first blurred by a Gaussian of standard deviation
+    ``sqrt(step² - 1) / 2`` input voxels (half a new voxel, less what an input voxel
+    already spans, in quadrature): sampled without it, detail finer than the new grid
+    comes back as a false pattern of lower frequency (aliasing); with it, a pattern just
+    past the new grid's Nyquist frequency keeps under half its amplitude.
+    """
+    for axis, step in enumerate(finer.steps):
+        if step > 1.0 + _OUTSIDE:
+            sigma = 0.5 * math.sqrt(step * step - 1.0)
+            values = ndimage.gaussian_filter1d(
+                np.asarray(values, np.float64), sigma, axis=axis, mode="nearest"
+            )
     return resample_axis_aligned(
         values,
         finer.steps,
@@ -152,7 +171,8 @@ def resample_axis_aligned(
     input index ``steps * i + offsets`` (per axis), by B-splines of ``spline_order``;
     positions past the outermost input voxel centres take the value at that centre
     (the edge voxel replicated, not the spline continued: a cubic spline carried past
-    the last centre overshoots); float32."""
+    the last centre overshoots); float32. Nothing is blurred: an axis sampled coarser
+    aliases unless ``values`` were blurred first (see :func:`resample_channel`)."""
     data = np.asarray(values, np.float64)
     if spline_order > 1:  # the coefficients once, for every evaluation below
         data = ndimage.spline_filter(data, order=spline_order, mode="nearest")
