@@ -333,8 +333,8 @@ def load_method(
 
     if (method is None) == (model is None):
         raise OptionsError(
-            "give either a method id (--method) or a trained-model folder (--model), "
-            "not both or neither"
+            "give either --method (a method id) or --model (a trained-model folder), "
+            "not both or neither (method= or model= in Python)"
         )
     if model is not None:
         if options:

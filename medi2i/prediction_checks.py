@@ -355,8 +355,8 @@ def _require_no_hounsfield_air(image: MetaTensor, method: Method) -> None:
     raise InputError(
         f"{image.meta.get('filename_or_obj', 'the input')}: {share:.0%} of its voxels are "
         f"at or below {HOUNSFIELD_AIR:g}, as the air of a CT in HU is; {method.id!r} "
-        "translates MR input. Give an MR volume, or pass --force-modality if this is MR "
-        "in unusual units"
+        "translates MR input. Give an MR volume, or pass --force-modality "
+        "(force_modality=True in Python) if this is MR in unusual units"
     )
 
 

@@ -35,14 +35,19 @@ generators and the legacy ``np.random.seed`` (up to 2**32 - 1) a method may pass
 
 
 def _refuse_boolean(value: object) -> object:
-    # pydantic reads true as 1 for an int, so `steps: true` would train for one step
+    # pydantic reads true as 1 for an int, so `steps: true` would train for one step;
+    # "2" and 2.0 it would take too: an integer setting is written as one, everywhere
     if isinstance(value, bool):
         raise ValueError(f"expected an integer, got the boolean {str(value).lower()}")
+    if isinstance(value, (str, float)):
+        shown = repr(value) if isinstance(value, str) else value
+        raise ValueError(f"expected an integer (digits only, e.g. 200), got {shown}")
     return value
 
 
 NOT_A_BOOLEAN = BeforeValidator(_refuse_boolean)
-"""Refuses ``true``/``false`` for an integer, which pydantic would take as 1 and 0. In
+"""Refuses ``true``/``false`` for an integer, which pydantic would take as 1 and 0, and
+text (``"2"``) or floats (``2.0``), which it would convert. In
 ``Annotated``, put it after a ``Field``'s bounds (``Annotated[int, Field(ge=1),
 NOT_A_BOOLEAN]``): bounds after it stay out of the JSON Schema's minimum and maximum."""
 

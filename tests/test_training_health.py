@@ -246,7 +246,6 @@ def test_a_checkpoint_with_pickled_objects_is_refused_in_one_line(
     assert str(optimizer_file) in message
     assert "Schedule" in message
     assert f"delete {folder}" in message
-    assert "in Python" not in message  # the command line has no resume=False
     assert not isinstance(error.value.__cause__, pickle.UnpicklingError)
 
 
@@ -490,3 +489,28 @@ def test_collapse_check_off_and_a_healthy_gan_report_nothing(
     ]
     assert len(spreads) == 3
     assert min(spreads) > SPREAD_FLOOR
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"step": "x"}', "format: Field required"),
+        ("{not json", "Invalid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_a_damaged_checkpoint_record_is_one_line(
+    tmp_path: Path, text: str | bytes, reason: str
+) -> None:
+    """A damaged last.json printed pydantic's several-line dump with its web link."""
+    from medi2i.training.checkpoint import CheckpointError, read_checkpoint
+
+    pointer = tmp_path / "last.json"
+    pointer.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "pydantic" not in message
+    assert reason in message
+    assert str(pointer) in message

@@ -169,7 +169,8 @@ def evaluate_workflow(
         plugins: The loaded plugins (the CLI's ``ctx.find_root().obj``).
         overrides: ``--set`` values.
         run_dir: The run folder holding the model; by default the workflow's newest run
-            folder, or a new one when the workflow gives a trained ``method.model``.
+            folder that holds a trained model, or a new one when the workflow gives a
+            trained ``method.model``.
         echo: Receives progress lines.
 
     Returns:
@@ -193,6 +194,8 @@ def evaluate_workflow(
                 "first (`medi2i train WORKFLOW`) or give --run-dir"
             )
         run_dir = latest.root
+        if echo is not None:  # picked among several: say which
+            echo(f"evaluate: the newest run with a trained model is {run_dir} (--run-dir)")
     if workflow.method.model is not None:
         stages = ("train", *stages)  # records the given model in the run folder
     return run_workflow(workflow, registry=registry, stages=stages, run_dir=run_dir, echo=echo)

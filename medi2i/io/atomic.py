@@ -51,7 +51,9 @@ class _Refusal:
     remedy: str
 
 
-_OVERWRITE_REMEDY = "choose another output path, or pass --overwrite to replace it"
+_OVERWRITE_REMEDY = (
+    "choose another output path, or pass --overwrite (overwrite=True in Python) to replace it"
+)
 _REFUSE_EXISTING: ContextVar[_Refusal | None] = ContextVar("medi2i_refuse_existing", default=None)
 _COMPANION: ContextVar[tuple[Path, Path, Path] | None] = ContextVar(
     "medi2i_companion", default=None

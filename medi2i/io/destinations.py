@@ -166,8 +166,9 @@ def check_destination(
         return
     what = "a folder that is not empty" if output.is_dir() else "an existing file"
     raise OutputError(
-        f"{output} is {what}; choose a new output path, or pass --overwrite to replace it "
-        "(replaced only after the new output is written in full)"
+        f"{output} is {what}; choose a new output path, or pass --overwrite "
+        "(overwrite=True in Python) to replace it (replaced only after the new output is "
+        "written in full)"
     )
 
 

@@ -223,7 +223,7 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
         raise CheckpointError(
             f"checkpoint file {optimizer_state} holds Python objects that medi2i does not "
             f"unpickle ({_unpickling_reason(exc)}), so the run cannot resume from it; delete "
-            f"{folder} (or train in a new run folder) to start afresh"
+            f"{folder} (or train in a new run folder; resume=False in Python) to start afresh"
         ) from None
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"checkpoint {pointer} cannot be read: {exc}") from None
@@ -307,8 +307,8 @@ def _read_record(pointer: Path) -> CheckpointRecord:
         record = CheckpointRecord.model_validate_json(pointer.read_text())
     except (ValidationError, OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(
-            f"checkpoint record {pointer} is unreadable ({exc}); delete the checkpoints folder "
-            "to start afresh"
+            f"checkpoint record {pointer} is unreadable ({_reason(exc)}); the checkpoint was "
+            "damaged: delete the checkpoints folder to start afresh"
         ) from None
     if record.format != FORMAT:
         raise CheckpointError(
@@ -316,6 +316,18 @@ def _read_record(pointer: Path) -> CheckpointRecord:
             "resume it with the medi2i version that wrote it, or start afresh"
         )
     return record
+
+
+def _reason(exc: Exception) -> str:
+    """One line of why a checkpoint record did not read (pydantic's own text spans
+    several lines and ends in a link)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where + ': ' if where else ''}{first['msg']}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return "not UTF-8 text"
 
 
 def _checked(folder: Path, entry: _FileRecord) -> Path:

@@ -137,7 +137,7 @@ class DivergenceGuard:
         return (
             f"training diverged at step {step}: {problem}; no model was saved and {kept}. "
             "Lower the learning rate (or check the data for NaN values) and start afresh "
-            "in a new run folder"
+            "in a new run folder (resume=False in Python)"
         )
 
 

@@ -73,7 +73,7 @@ def resume_from_checkpoint(
         raise CheckpointError(
             f"the checkpoint in {folder} (step {checkpoint.step}) was written with other "
             f"settings ({'; '.join(differences)}); resume with the same settings, or start "
-            "afresh in a new run folder"
+            "afresh in a new run folder (resume=False in Python)"
         )
     trainer.load_state(checkpoint.state, step=checkpoint.step)
     mark_trained(method)  # a checkpoint is written after a step

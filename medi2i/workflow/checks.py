@@ -41,19 +41,61 @@ def check_condition(workflow: Workflow, registry: Registry) -> None:
 
 
 def check_training(workflow: Workflow, registry: Registry) -> None:
-    """Refuse ``training.tensorboard`` without the tensorboard package for a method the
-    trainer trains, before the run starts rather than when training begins.
+    """Check, for a method the trainer trains, what would stop its training at the start:
+    ``training.tensorboard`` without the tensorboard package, and options its
+    optimizers refuse (a negative learning rate), found by setting the method's
+    training up on the CPU without running a step.
 
     Raises:
         OptionsError: The package is not installed.
+        WorkflowError: The method cannot set up training with its options.
     """
     from medi2i.method_spec import Training
     from medi2i.training.history import require_tensorboard
+    from medi2i.workflow.loader import workflow_registry
 
-    if not workflow.training.tensorboard or workflow.method.model is not None:
+    if workflow.method.model is not None:
         return
-    if registry.method(str(workflow.method.id)).training is Training.GRADIENT:
+    registry = workflow_registry(workflow, registry=registry)
+    if registry.method(str(workflow.method.id)).training is not Training.GRADIENT:
+        return
+    if workflow.training.tensorboard:
         require_tensorboard()
+    _check_training_setup(workflow, registry)
+
+
+def _check_training_setup(workflow: Workflow, registry: Registry) -> None:
+    import torch
+
+    from medi2i.training.trainer import Trainer
+
+    method = _method(workflow, registry)
+    trainer = Trainer(method.training_modules(), device=torch.device("cpu"))
+    try:
+        method.configure_training(trainer)
+    except ValueError as exc:
+        # torch's optimizers refuse a negative or NaN learning rate with a ValueError;
+        # the trainer says the same once the run folder is made
+        raise WorkflowError(
+            f"method.options: method {method.id!r} cannot set up training with its options: {exc}"
+        ) from None
+
+
+def check_devices(workflow: Workflow, registry: Registry, *, stages: Sequence[str]) -> None:
+    """Refuse a device this machine does not have (``training.device: cuda:7``) for the
+    stages that use it, before a run folder is made for a run that cannot start.
+
+    Raises:
+        DeviceError: The device is not available.
+    """
+    from medi2i.engine import resolve_device
+
+    if "train" in stages and workflow_training_route(workflow, registry) == "gradient":
+        from medi2i.training.distributed import context_from_environment, process_device
+
+        process_device(workflow.training.device, context_from_environment())
+    if "evaluate" in stages and workflow.evaluation.enabled:
+        resolve_device(workflow.inference.device)
 
 
 def unused_training_settings(workflow: Workflow, registry: Registry) -> str | None:

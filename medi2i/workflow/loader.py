@@ -13,7 +13,9 @@ Example:
 from __future__ import annotations
 
 import json
+import string
 import typing
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,8 +160,16 @@ def _condition_problems(workflow: Workflow, registry: Registry) -> list[Problem]
 
 
 def _run_name(path: Path) -> str:
-    stem = path.name.split(".")[0]
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-") or "run"
+    """The default ``output.name``: the file's stem in the characters ``output.name``
+    allows (ASCII letters, digits, ``._-``), accents dropped (``wf ü`` gives ``wf-u``),
+    so that the resolved config, which records it, validates on a rerun."""
+    stem = unicodedata.normalize("NFKD", path.name.split(".")[0])
+    kept = "".join(c for c in stem if not unicodedata.combining(c))
+    safe = "".join(c if c in _NAME_CHARACTERS else "-" for c in kept)
+    return safe.lstrip("._-") or "run"
+
+
+_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-")
 
 
 # -- YAML with positions ----------------------------------------------------------------
@@ -217,7 +227,9 @@ def apply_overrides(data: object, overrides: Sequence[str]) -> tuple[object, dic
     """Apply ``a.b=value`` overrides (value parsed as YAML) to a copy of ``data``.
 
     A list item is addressed by its index (``data.split.test.0=case1``); missing
-    mappings along the way are created.
+    mappings along the way are created. A mapping given where the data has a mapping
+    merges into it (``training={steps: 3}`` keeps the other training settings; see
+    :func:`_merged`).
 
     Returns:
         The new data and, for each overridden key path, the override that set it.
@@ -228,6 +240,8 @@ def apply_overrides(data: object, overrides: Sequence[str]) -> tuple[object, dic
     """
     result = json.loads(json.dumps(data, default=str))
     set_by: dict[KeyPath, str] = {}
+    # a mapping given as the value merges into the mapping there (`--set
+    # 'training={steps: 3}'` changes the steps and keeps the file's other settings)
     for override in overrides:
         path, value = _parse_override(override)
         _assign(result, path, value, override)
@@ -243,8 +257,22 @@ def _parse_override(override: str) -> tuple[KeyPath, object]:
     try:
         value, _ = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise WorkflowError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+        raise WorkflowError(f"--set {override!r}: {_yaml_value_problem(exc)}") from None
     return tuple(int(p) if p.isdigit() else p for p in parts), value
+
+
+def _yaml_value_problem(exc: yaml.YAMLError) -> str:
+    """One line for a ``--set`` value PyYAML refused, without its quoted source and
+    caret lines (the value is one line the user just typed)."""
+    problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else None
+    mark = exc.problem_mark if isinstance(exc, yaml.MarkedYAMLError) else None
+    if problem is None:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    where = f" at character {mark.column + 1}" if mark is not None else ""
+    return (
+        f"the value is not valid YAML ({problem}{where}); put text holding YAML's special "
+        "characters ([ ] { } ! * & #) in quotes inside the value, e.g. key=\"['a[0-3]']\""
+    )
 
 
 def _assign(data: object, path: KeyPath, value: object, override: str) -> None:
@@ -253,18 +281,58 @@ def _assign(data: object, path: KeyPath, value: object, override: str) -> None:
         last = depth == len(path) - 1
         if isinstance(node, dict):
             if last:
-                node[str(key)] = value
+                node[str(key)] = _merged(node.get(str(key)), value, path)
             else:
                 node = node.setdefault(str(key), {})
         elif isinstance(node, list) and isinstance(key, int) and key <= len(node):
             if key == len(node):
                 node.append(value if last else {})
             elif last:
-                node[key] = value
+                node[key] = _merged(node[key], value, path)
             node = node[key]
         else:
             where = ".".join(str(k) for k in path[:depth]) or "the workflow"
             raise WorkflowError(f"--set {override!r}: {where} has no key {key!r} to set")
+
+
+_IDENTITY_KEYS = ("type", "id", "model")
+"""Keys that say what a mapping is, not how it is set up."""
+
+
+def _merged(current: object, value: object, path: KeyPath) -> object:
+    """``value`` merged into ``current`` where both are mappings and ``path`` is a
+    section of the schema (``training``, ``data.split``): its keys replace those of
+    ``current`` (recursively), the others are kept. A free mapping (``method.options``,
+    ``data.layout.folders``) is a value and is replaced, as is a section given as
+    ``{}`` or one naming another thing (a layout of another ``type``, a method of
+    another ``id`` or a trained ``model``), whose old keys would not fit."""
+    if not (isinstance(current, dict) and isinstance(value, dict)) or not value:
+        return value
+    if not _is_section(path):
+        return value
+    if any(key in value and value[key] != current.get(key) for key in _IDENTITY_KEYS):
+        return value
+    merged = dict(current)
+    for key, item in value.items():
+        merged[key] = _merged(current.get(key), item, (*path, key))
+    return merged
+
+
+def _is_section(path: KeyPath) -> bool:
+    """Whether ``path`` leads to a pydantic model of the schema (not a free mapping)."""
+    models: list[type[BaseModel]] = [Workflow]
+    for key in path:
+        fields = [m.model_fields[str(key)] for m in models if str(key) in m.model_fields]
+        models = [m for field in fields for m in _models_of(field.annotation)]
+        if not models:
+            return False
+    return True
+
+
+def _models_of(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models_of(arg)]
 
 
 # -- problems -----------------------------------------------------------------------------
@@ -285,22 +353,45 @@ def _field_default(root: type[BaseModel], loc: tuple[object, ...]) -> object:
     return default
 
 
+_NUMBER_ERRORS = frozenset(
+    ["greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"]
+)
+"""Errors of a number that has the right type but not the right value."""
+
+
 def _pydantic_problems(exc: ValidationError, data: object, root: type[BaseModel]) -> list[Problem]:
     grouped: dict[KeyPath, list[str]] = {}
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    # a number refused for its range by a field that also takes a list (a split's
+    # fraction or case ids): writing it as a list is no advice
+    ranged = {_data_path(tuple(e["loc"]), data) for e in errors if e["type"] in _NUMBER_ERRORS}
+    for error in errors:
         path = _data_path(tuple(error["loc"]), data)
-        message = error["msg"].removeprefix("Value error, ")
+        message = _error_message(error)
         if error["type"] == "extra_forbidden":
             message = _unknown_key_message(path, data, root)
         elif error["type"] == "missing" and isinstance(error["input"], list):
             # a fixed-length list one short: pydantic's "Field required" on a missing item,
             # whose index the key path cannot show, read as if the whole key were missing
             message = f"too few items ({len(error['input'])} given)"
-        message += list_hint(error, _field_default(root, tuple(error["loc"])))
+        if path not in ranged:
+            message += list_hint(error, _field_default(root, tuple(error["loc"])))
         grouped.setdefault(path, [])
         if message not in grouped[path]:
             grouped[path].append(message)
     return [(path, "; or ".join(messages)) for path, messages in grouped.items()]
+
+
+def _error_message(error: Mapping[str, typing.Any]) -> str:
+    """pydantic's message, reworded where it names Python rather than the YAML."""
+    value = error.get("input")
+    if error["type"] == "path_type":
+        if value is None:
+            return "expected a path, got null (leave the key out for its default)"
+        return f"expected a path, got {json.dumps(value, default=str)}"
+    if error["type"] in ("int_parsing", "int_from_float", "int_type"):
+        return f"expected an integer (digits only, e.g. 200), got {json.dumps(value, default=str)}"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _unknown_key_message(path: KeyPath, data: object, root: type[BaseModel]) -> str:
@@ -355,8 +446,11 @@ def _data_path(loc: tuple[Key, ...], data: object) -> KeyPath:
 
 
 def cross_section_problems(workflow: Workflow) -> list[Problem]:
-    """Problems that involve more than one section of a valid workflow."""
-    problems: list[Problem] = []
+    """Problems that involve more than one section of a valid workflow (and the
+    folders it reads and writes: :mod:`medi2i.workflow.folder_checks`)."""
+    from medi2i.workflow.folder_checks import folder_problems
+
+    problems: list[Problem] = folder_problems(workflow)
     evaluation = workflow.evaluation
     if evaluation.enabled and evaluation.data is None and workflow.data.kind != "paired":
         problems.append(
@@ -372,14 +466,15 @@ def cross_section_problems(workflow: Workflow) -> list[Problem]:
 def method_problems(workflow: Workflow, *, registry: Registry) -> list[Problem]:
     """Check the method against the installed plugins (id, options, data kind)."""
     config = workflow.method
+    try:
+        # before a trained model is looked at too: its method may come from them
+        registry = workflow_registry(workflow, registry=registry)
+    except WorkflowError as exc:
+        return [(("plugins",), str(exc))]
     if config.model is not None:
         if not config.model.exists():
             return [(("method", "model"), f"trained model {config.model} does not exist")]
         return []
-    try:
-        registry = workflow_registry(workflow, registry=registry)
-    except WorkflowError as exc:
-        return [(("plugins",), str(exc))]
     try:
         method_cls = registry.method(str(config.id))
     except Medi2iError as exc:

@@ -123,7 +123,9 @@ def run_folder_for(workflow: Workflow, *, now: datetime | None = None) -> RunFol
 
 
 def latest_run_folder(workflow: Workflow) -> RunFolder | None:
-    """The most recently updated run folder of ``workflow`` (by its ``output`` section)."""
+    """The most recently updated run folder of ``workflow`` (by its ``output`` section)
+    that holds a trained model, else the most recently updated one: a run that stopped
+    before training (a device it did not find) is not taken for the trained run."""
     output = workflow.output
     if output.run_id is not None:
         fixed = run_folder_for(workflow)
@@ -135,9 +137,15 @@ def latest_run_folder(workflow: Workflow) -> RunFolder | None:
         for path in output.root.glob(f"{output.name or 'run'}-*")
         if (path / "config.resolved.yaml").is_file()
     ]
+    trained = [run for run in runs if _holds_model(run)]
     if not runs:
         return None
-    return max(runs, key=lambda run: run.config.stat().st_mtime)
+    return max(trained or runs, key=lambda run: run.config.stat().st_mtime)
+
+
+def _holds_model(run: RunFolder) -> bool:
+    model = RunState.read(run).model_dir(run)
+    return model is not None and model.exists()
 
 
 def open_run(

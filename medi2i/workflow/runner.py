@@ -103,7 +103,7 @@ def run_workflow(
         WorkflowError: The run folder belongs to a workflow with other data or method,
             or a stage needs what an earlier one did not produce.
     """
-    from medi2i.workflow.checks import check_condition, check_training
+    from medi2i.workflow.checks import check_condition, check_devices, check_training
     from medi2i.workflow.loader import workflow_registry
 
     registry = workflow_registry(workflow, registry=registry)
@@ -111,11 +111,14 @@ def run_workflow(
         check_condition(workflow, registry)  # before hours of training, not after
     if "train" in stages:
         check_training(workflow, registry)  # before the run folder is made
+    check_devices(workflow, registry, stages=stages)  # likewise
     main = is_main_process()
     _require_shared_folder(workflow, run_dir)
     target = Path(run_dir).resolve() if run_dir is not None else None
     if target is None and main:
         target = run_folder_for(workflow).root
+    if target is not None:
+        _require_trained(workflow, RunFolder(target), stages)
     training = "train" in stages and workflow.method.model is None
     with run_lock(target) if main and target is not None else nullcontext():
         run = open_run(workflow, run_dir=target, defer_config=training, main=main)
@@ -128,6 +131,26 @@ def run_workflow(
                 f"Interrupted; the run folder {run.root} keeps {_kept(run)}: continue it "
                 f"with --run-dir {run.root}"
             ) from None
+
+
+def _require_trained(workflow: Workflow, run: RunFolder, stages: Sequence[Stage]) -> None:
+    """Refuse stages that need a trained model in a folder without one, when no stage
+    of this command trains it, before the folder is made or written (``medi2i evaluate
+    WORKFLOW --run-dir new`` makes no folder)."""
+    if "train" in stages or workflow.method.model is not None:
+        return
+    adapts = "adapt" in stages and workflow.adaptation is not None
+    evaluates = "evaluate" in stages and workflow.evaluation.enabled
+    if not (adapts or evaluates):
+        return
+    if not run.root.is_dir():
+        raise WorkflowError(
+            f"run folder {run.root} does not exist; give the --run-dir of a trained run, "
+            "or train one first (`medi2i train WORKFLOW` or `medi2i run`)"
+        )
+    model = RunState.read(run).model_dir(run)
+    if model is None or not model.exists():
+        _require_model(RunResult(run.root, None, None, None), run)
 
 
 def _require_shared_folder(workflow: Workflow, run_dir: Path | str | None) -> None:

@@ -22,18 +22,22 @@ Example:
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     JsonValue,
     Tag,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -145,6 +149,22 @@ class SplitConfig(Section):
     validation: Fraction | list[str] = 0.0
     test: Fraction | list[str] = 0.0
     seed: Seed = 0
+
+    @field_validator("validation", "test", mode="before")
+    @classmethod
+    def _fraction_or_cases(cls, value: object) -> object:
+        # one message for a number the fraction refuses, not also "not a valid list"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and not (0.0 <= value < 1.0):  # type: ignore[operator]  # NaN refused too
+            raise ValueError(
+                f"a fraction of the cases from 0 to below 1 (e.g. 0.2) or a list of case "
+                f"ids; got {value}"
+            )
+        if isinstance(value, list):
+            repeated = [case for case, count in Counter(map(str, value)).items() if count > 1]
+            if repeated:
+                raise ValueError(f"case {repeated[0]!r} is listed twice; list each case once")
+        return value
 
     @model_validator(mode="after")
     def _fractions_leave_training(self) -> SplitConfig:
@@ -449,6 +469,13 @@ class OutputConfig(Section):
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+def _whole_version(value: object) -> object:
+    # pydantic's lax mode would take true, 1.0 and "1" for the version 1
+    if type(value) is not int:
+        raise ValueError(f"the schema version is the integer 1, not {json.dumps(value)}")
+    return value
+
+
 class Workflow(Section):
     """A research workflow: everything needed to train, evaluate and report one method.
 
@@ -467,7 +494,7 @@ class Workflow(Section):
         output: Where the run folder goes.
     """
 
-    version: Literal[1] = 1
+    version: Annotated[Literal[1], BeforeValidator(_whole_version)] = 1
     description: str = ""
     plugins: list[str] = Field(default_factory=list)
     data: DataConfig
