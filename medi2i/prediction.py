@@ -8,12 +8,10 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -43,6 +41,7 @@ from medi2i.prediction_checks import (
     settings_of,
     with_grid,
 )
+from medi2i.prediction_state import seeded, state_kept
 from medi2i.provenance import (
     is_provenance_record,
     output_record,
@@ -54,7 +53,6 @@ from medi2i.provenance import (
 from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:
-    import torch
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.engine import SlidingWindowEngine
@@ -146,7 +144,7 @@ def predict_outputs(
     # from here the input is needed for its metadata only; a caller that handed over its
     # only reference (as predict_all does) frees a whole volume before the inference
     del image
-    with _state_kept(method), naming_the_input(source_meta), _seeded(settings.seed, engine.device):
+    with state_kept(method), naming_the_input(source_meta), seeded(settings.seed, engine.device):
         raw = outputs_by_name(method, method.predict(prepared, context), declared)
     results: dict[str, MetaTensor] = {}
     for output in declared:
@@ -249,47 +247,6 @@ def _delivered(
         "medi2i.output.units": declared.spec.units,
     }
     return result
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """torch's global generators seeded with ``seed`` while a method predicts, and put
-    back afterwards: a method that draws from them (``torch.rand``) gives the same output
-    for the same settings, as the provenance's seed promises, and the caller's random
-    state is left as it was."""
-    import torch
-
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type="cuda"):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextmanager
-def _state_kept(method: Method) -> Iterator[None]:
-    """Restore the method's state after ``predict`` when it adapts itself to an input
-    (``restores_state``), so the next volume of a batch starts from the same model."""
-    if not method.restores_state:
-        yield
-        return
-    tensors = {name: value.detach().clone() for name, value in method.state_tensors().items()}
-    values = copy.deepcopy(method.state_values())
-    modes = _module_modes(method)
-    try:
-        yield
-    finally:
-        method.load_state_values(values)
-        if tensors:
-            method.load_state_tensors(tensors)
-        for module, training in modes:
-            module.train(training)
-
-
-def _module_modes(method: Method) -> list[tuple[torch.nn.Module, bool]]:
-    import torch
-
-    found = [m for m in vars(method).values() if isinstance(m, torch.nn.Module)]
-    return [(module, module.training) for root in found for module in root.modules()]
 
 
 def progress_bars(enabled: bool | None) -> Progress:
