@@ -122,7 +122,8 @@ class InferenceSettings(BaseModel):
             of padding, and what a method computes from the whole volume (an MR→CT
             body mask, normalization statistics) sees the body continue across a cut
             face, e.g. a head cut at the midline. A method that changes resolution
-            needs widths that are whole output voxels. ``(0, 0, 0)`` (default): off.
+            needs widths that are whole output voxels. One number is that width on every
+            axis. ``(0, 0, 0)`` (default): off.
             Costs the padded volume's memory and time; choose it on validation data.
 
     Raises:
@@ -177,6 +178,14 @@ class InferenceSettings(BaseModel):
         if any(axis not in (0, 1, 2) for axis in value) or len(set(value)) != len(value):
             raise ValueError(f"mirror_axes are distinct array axes 0, 1 or 2, got {value}")
         return tuple(sorted(value))
+
+    @field_validator("reflect_padding", mode="before")
+    @classmethod
+    def _one_width_for_every_axis(cls, value: object) -> object:
+        # one width means it on every axis, as --reflect-padding 32 does
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value, value)
+        return value
 
     @field_validator("reflect_padding")
     @classmethod

@@ -75,6 +75,27 @@ def test_an_aborted_series_is_discarded_unless_sent_again(tmp_path: Path) -> Non
         spool.store("../etc", "1.2", b"x", association="d")
 
 
+def test_a_stopping_node_sets_an_aborted_series_aside_instead_of_discarding_it(
+    tmp_path: Path,
+) -> None:
+    """On SIGTERM the node aborts the open associations itself; a series whose last
+    instance came longer ago than the idle timeout (a sender pausing between instances)
+    was then due, and discarded with its files, not set aside as the README says."""
+    now = [0.0]
+    spool = Spool(tmp_path, idle_timeout=1.0, clock=lambda: now[0])
+    spool.store("1.2.3", "1.2.3.1", b"x", association="a")
+    spool.store("1.2.4", "1.2.4.1", b"x", association="b")
+    spool.end_association("b", released=True)
+    now[0] = 6.0
+    spool.end_association("a", released=False)  # the stopping node's own abort
+    (released,) = spool.take_due(stopping=True)
+    assert released.series_uid == "1.2.4"
+    (rest,) = spool.take_rest()
+    assert rest.series_uid == "1.2.3"
+    assert not rest.complete
+    assert rest.folder.is_dir()
+
+
 def test_what_a_killed_node_left_is_set_aside_never_translated(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     for folder, names in {

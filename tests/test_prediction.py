@@ -345,3 +345,9 @@ def _translation(offset: tuple[float, float, float]) -> np.ndarray:
     moved = np.eye(4)
     moved[:3, 3] = offset
     return moved
+
+
+def test_one_reflect_padding_width_is_that_width_on_every_axis() -> None:
+    assert InferenceSettings(reflect_padding=3).reflect_padding == (3, 3, 3)
+    with pytest.raises(OptionsError, match="reflect_padding"):
+        InferenceSettings(reflect_padding=True)

@@ -263,3 +263,12 @@ def test_a_free_mapping_set_by_a_mapping_is_replaced(tmp_path: Path) -> None:
     path.write_text(UNPAIRED)
     layout = load_workflow(path, overrides=["data.layout.folders={a: x, b: y}"]).data.layout
     assert sorted(layout.folders) == ["a", "b"]  # type: ignore[union-attr]
+
+
+def test_a_bad_value_in_a_merged_section_names_the_set_not_the_file(
+    workflow_file: Path,
+) -> None:
+    """The file's line of training.steps was blamed for a null the --set gave."""
+    message = refusal(workflow_file, "training={steps: null}")
+    assert "--set training={steps: null}" in message
+    assert " line " not in message.split(":")[0]

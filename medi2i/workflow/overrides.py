@@ -50,8 +50,18 @@ def apply_overrides(data: object, overrides: Sequence[str]) -> tuple[object, dic
     for override in overrides:
         path, value = _parse_override(override)
         _assign(result, path, value, override)
-        set_by[path] = override
+        for given in _key_paths(value, path):  # a merged section's keys are the --set's
+            set_by[given] = override
     return result, set_by
+
+
+def _key_paths(value: object, path: KeyPath) -> list[KeyPath]:
+    """``path`` and, inside a mapping ``value``, the path of every key it gives."""
+    paths = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            paths += _key_paths(item, (*path, str(key)))
+    return paths
 
 
 def _parse_override(override: str) -> tuple[KeyPath, object]:

@@ -292,7 +292,10 @@ class Spool:
         """Take out every series that completed, or that must be discarded.
 
         With ``stopping``, a series whose associations all ended with a release is due
-        without waiting out the idle timeout (the node stops: nothing more of it comes).
+        without waiting out the idle timeout (the node stops: nothing more of it comes),
+        and only such a series: one whose association was aborted (by the stopping node
+        itself, or by its peer and never sent again) is left for :meth:`take_rest`, which
+        sets it aside rather than discarding it.
         """
         now = self._clock()
         taken = []
@@ -301,7 +304,9 @@ class Spool:
                 idle = now - entry.last_received >= self.idle_timeout
                 if entry.open_associations or entry.ending == "open":
                     continue
-                if not idle and not (stopping and entry.ending == "released"):
+                if stopping and entry.ending != "released":
+                    continue  # set aside by take_rest, not discarded
+                if not idle and not stopping:
                     continue
                 del self._series[uid]
                 taken.append(self._take(entry))
