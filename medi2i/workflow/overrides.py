@@ -45,8 +45,6 @@ def apply_overrides(data: object, overrides: Sequence[str]) -> tuple[object, dic
     """
     result = json.loads(json.dumps(data, default=str))
     set_by: dict[KeyPath, str] = {}
-    # a mapping given as the value merges into the mapping there (`--set
-    # 'training={steps: 3}'` changes the steps and keeps the file's other settings)
     for override in overrides:
         path, value = _parse_override(override)
         _assign(result, path, value, override)

@@ -137,13 +137,14 @@ def latest_run_folder(workflow: Workflow) -> RunFolder | None:
         for path in output.root.glob(f"{output.name or 'run'}-*")
         if (path / "config.resolved.yaml").is_file()
     ]
-    trained = [run for run in runs if _holds_model(run)]
+    trained = [run for run in runs if holds_model(run)]
     if not runs:
         return None
     return max(trained or runs, key=lambda run: run.config.stat().st_mtime)
 
 
-def _holds_model(run: RunFolder) -> bool:
+def holds_model(run: RunFolder) -> bool:
+    """Whether ``run`` holds the trained model its state records."""
     model = RunState.read(run).model_dir(run)
     return model is not None and model.exists()
 

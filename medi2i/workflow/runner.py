@@ -28,6 +28,7 @@ from medi2i.workflow.run_folder import (
     SplitSource,
     Stage,
     checkpoint_step,
+    holds_model,
     is_main_process,
     latest_run_folder,
     open_run,
@@ -148,8 +149,7 @@ def _require_trained(workflow: Workflow, run: RunFolder, stages: Sequence[Stage]
             f"run folder {run.root} does not exist; give the --run-dir of a trained run, "
             "or train one first (`medi2i train WORKFLOW` or `medi2i run`)"
         )
-    model = RunState.read(run).model_dir(run)
-    if model is None or not model.exists():
+    if not holds_model(run):
         _require_model(RunResult(run.root, None, None, None), run)
 
 

@@ -60,6 +60,7 @@ from medi2i.dicom.node.history import SeriesHistory, partial_resend_message
 from medi2i.dicom.node.naming import SourceNames
 from medi2i.dicom.node.records import SeriesRecord, SeriesStatus, append_record, describe
 from medi2i.dicom.node.spool import set_aside
+from medi2i.dicom.reading.stack_geometry import MISSING_SLICES_ADVICE
 from medi2i.errors import InputError
 
 if TYPE_CHECKING:
@@ -517,9 +518,6 @@ class SeriesTranslator:
             return send_files(files, self.forward, calling_ae_title=self.calling_ae_title)
 
 
-READER_ADVICE = "copy or export the whole series again"
-"""The advice of the reader's missing-slices message
-(:mod:`medi2i.dicom.reading.stack_geometry`), written for files on disk."""
 NODE_ADVICE = "have the sender send the whole series again"
 
 
@@ -531,7 +529,7 @@ def node_message(text: str, taken: TakenSeries, images: Sequence[ImageHeader]) -
     SOP Instance UIDs; name them by Instance Number where they have one) and advises
     on files (advise the sender instead).
     """
-    text = text.replace(f"{taken.folder}: ", "").replace(READER_ADVICE, NODE_ADVICE)
+    text = text.replace(f"{taken.folder}: ", "").replace(MISSING_SLICES_ADVICE, NODE_ADVICE)
     labels = {
         image.label: f"instance {image.instance_number}"
         for image in images

@@ -64,6 +64,9 @@ ORIENTATION_TOLERANCE = 1e-3
 """Direction cosines that differ by more than this are different orientations."""
 ORTHOGONAL_AXIS_DEG = 30.0
 """A normal within this angle of a patient axis labels the stack axial/coronal/sagittal."""
+MISSING_SLICES_ADVICE = "copy or export the whole series again"
+"""What the missing-slices message advises, for files on disk (the DICOM node, whose
+series come from a sender, replaces it)."""
 DUPLICATE_POSITIONS = "duplicate positions"
 """How the problem of slices at one position starts (a series of several volumes)."""
 """How the note on dropped copies of a file starts (the reader repeats it as a warning)."""
@@ -444,7 +447,7 @@ def _uneven_message(
         more = f" and {uneven.size - _LISTED} more gaps" if uneven.size > _LISTED else ""
         return (
             f"missing slices: {int((missing - 1).sum())} slice(s) missing in a stack spaced "
-            f"{spacing:.4g} mm ({'; '.join(gaps)}{more}); copy or export the whole series again"
+            f"{spacing:.4g} mm ({'; '.join(gaps)}{more}); {MISSING_SLICES_ADVICE}"
         )
     return (
         f"uneven slice spacing: steps from {steps.min():.4g} to {steps.max():.4g} mm "
