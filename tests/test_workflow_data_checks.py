@@ -18,20 +18,9 @@ from medi2i.registry import Registry
 from medi2i.training.validation import output_grid_hint
 from medi2i.workflow.data_checks import in_workflow_words
 from medi2i.workflow.demo_data import write_demo_cases
+from tests.workflow_texts import tiny_paired_workflow
 
-PAIRED = """\
-plugins: [medi2i.testing.trainable_examples]
-data:
-  kind: paired
-  layout: {type: synthrad, root: cases}
-  split: {validation: [demo001], test: [demo003]}
-method:
-  id: example-tiny-regression
-  options: {hidden: 4, roi_size: [16, 16, 16]}
-training: {steps: 2, batch_size: 2, device: cpu, progress: false}
-inference: {device: cpu, progress: false}
-output: {root: runs}
-"""
+PAIRED = tiny_paired_workflow()
 
 SUPER_RESOLUTION = """\
 data:

@@ -16,20 +16,11 @@ from medi2i.workflow import WorkflowError, dump_workflow, load_workflow, run_wor
 from medi2i.workflow.checks import check_training
 from medi2i.workflow.demo_data import write_demo_cases
 from medi2i.workflow.run_folder import latest_run_folder
+from tests.workflow_texts import tiny_paired_workflow
 
-WORKFLOW = """\
-plugins: [medi2i.testing.trainable_examples]
-data:
-  kind: paired
-  layout: {type: synthrad, root: cases}
-  split: {validation: [demo001], test: [demo003]}
-method:
-  id: example-tiny-regression
-  options: {hidden: 4, roi_size: [16, 16, 16]}
-training: {steps: 4, batch_size: 2, checkpoint_every: 2, validate_every: 2, device: cpu}
-inference: {device: cpu, progress: false}
-output: {root: runs}
-"""
+WORKFLOW = tiny_paired_workflow(
+    "{steps: 4, batch_size: 2, checkpoint_every: 2, validate_every: 2, device: cpu}"
+)
 
 UNPAIRED = """\
 data:
