@@ -137,6 +137,8 @@ def predict_outputs(
     widths = reflection_widths(input_grid.shape, settings.reflect_padding)
     if any(widths):  # the method sees the volume extended by its mirror image
         image = reflected_volume(image, widths)
+    if widths != tuple(settings.reflect_padding):  # capped by a short axis: say so
+        context.facts["reflect_padding"] = list(widths)
     seen_grid = Grid.of(image)
     warn_if_untrained(method)  # after every refusal: a warning, then a result
     with naming_the_input(source_meta):

@@ -116,7 +116,8 @@ class InferenceSettings(BaseModel):
         reflect_padding: Voxels of mirror-image context added on each side of the
             input volume along each array axis (0, 1, 2): the method runs on the volume
             reflected about its first and last voxels (edge voxels not repeated, each
-            width capped at the axis length minus one) and its output is cropped back
+            width capped at the axis length minus one; the provenance's ``run`` records
+            the widths used when a cap changed them) and its output is cropped back
             to the grid it gives for the volume itself (:mod:`medi2i.reflect_padding`).
             A network then meets tissue cut by the volume's edge with context instead
             of padding, and what a method computes from the whole volume (an MR→CT

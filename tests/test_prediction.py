@@ -318,7 +318,14 @@ def test_reflect_padding_reflects_without_repeating_the_edge_and_is_capped() -> 
     world = Grid.of(grown).affine @ np.array([2.0, 0.0, 1.0, 1.0])
     np.testing.assert_allclose(world, Grid.of(image).affine[:, 3], atol=1e-9)
     settings = InferenceSettings(progress=False, device="cpu", reflect_padding=(50, 50, 50))
-    assert predict_tensor(SelfRescaling(), image, settings=settings).shape == image.shape
+    facts: dict[str, object] = {}
+    assert predict_tensor(SelfRescaling(), image, settings=settings, run_facts=facts).shape == (
+        image.shape
+    )
+    assert facts == {"reflect_padding": [5, 4, 3]}  # the widths used, for the provenance
+    facts.clear()
+    predict_tensor(SelfRescaling(), image, settings=QUIET, run_facts=facts)
+    assert facts == {}  # nothing capped, nothing said
 
 
 def test_reflect_padding_with_a_method_that_changes_resolution() -> None:
