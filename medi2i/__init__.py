@@ -100,6 +100,9 @@ _LAZY = {
     "checked_input": "medi2i.voxel_checks",
     "file_sha256": "medi2i.hashing",
     "volume_sha256": "medi2i.provenance",
+    "Case": "medi2i.data.cases",
+    "CaseSet": "medi2i.data.cases",
+    "ModelVersionWarning": "medi2i.model_checks",
 }
 
 __all__ = [
@@ -109,6 +112,8 @@ __all__ = [
     "PLUGIN_API_VERSION",
     "AdaptContext",
     "AuxiliaryNetwork",
+    "Case",
+    "CaseSet",
     "DataKind",
     "DeviceError",
     "DomainIntensities",
@@ -130,6 +135,7 @@ __all__ = [
     "MethodClass",
     "Metric",
     "ModelFormatError",
+    "ModelVersionWarning",
     "MultiDomainBatch",
     "NoCondition",
     "Options",
@@ -205,6 +211,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from medi2i.adabn import adapt_statistics, statistics_layers, tile_windows
     from medi2i.body_contour import body_mask
+    from medi2i.data.cases import Case, CaseSet
     from medi2i.domain_scales import DomainScales, IntensityScaleWarning, ScaledDomainIntensities
     from medi2i.engine import SlidingWindowEngine
     from medi2i.grid import Grid, SpatialPlan
@@ -249,6 +256,7 @@ if TYPE_CHECKING:
         VolumeSpec,
     )
     from medi2i.metrics import Metric
+    from medi2i.model_checks import ModelVersionWarning
     from medi2i.model_folder import load_model, save_model
     from medi2i.multi_domain import TargetDomain, TargetDomainOutputs
     from medi2i.option_checks import check_betas, check_spacing

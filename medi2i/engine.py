@@ -155,6 +155,7 @@ class SlidingWindowEngine:
         output_origin: tuple[float, float, float] | None = None,
         mirror_axes: Sequence[int] | None = None,
         eval_modules: bool = True,
+        method_id: str | None = None,
     ) -> torch.Tensor:
         """Predict a whole volume by sliding ``predictor`` over it.
 
@@ -182,6 +183,7 @@ class SlidingWindowEngine:
                 volume's axes before the engine passes the settings' axes reordered.
             eval_modules: Set ``modules`` to eval mode; off for a method that keeps its
                 networks' modes itself (e.g. batch-norm statistics of the input, AdaBN).
+            method_id: The method whose network runs, named in the errors.
 
         Returns:
             A float32 CPU tensor ``(C', X', Y', Z')`` with ``X' = round(X * scale_x)`` etc.
@@ -189,7 +191,8 @@ class SlidingWindowEngine:
         Raises:
             GeometryError: ``image`` is not a channel-first 3D volume.
             DeviceError: Even one window at a time does not fit in device memory.
-            Medi2iError: The network's output windows do not match ``output_scale``.
+            Medi2iError: The network's output windows do not match ``output_scale``, or
+                are not of a floating-point dtype.
         """
         volume = _batch_of_one(image)
         spatial = tuple(int(n) for n in volume.shape[2:])
@@ -205,7 +208,9 @@ class SlidingWindowEngine:
             mirror_shift(s, None if output_origin is None else output_origin[i])
             for i, s in enumerate(output_scale)
         )
-        windows = self._window_predictor(predictor, roi, output_scale, mirrors, shifts)
+        windows = self._window_predictor(
+            predictor, roi, output_scale, mirrors, shifts, _network_of(method_id)
+        )
         output = self._infer_lowering_batch(volume, windows, roi)
         _check_output_size(output, spatial, output_scale, roi)
         return output[0]
@@ -217,6 +222,7 @@ class SlidingWindowEngine:
         *,
         modules: Sequence[torch.nn.Module] = (),
         eval_modules: bool = True,
+        method_id: str | None = None,
     ) -> torch.Tensor:
         """Predict a whole volume with a voxelwise ``predictor``: no windows, overlap or
         blending, the volume passed in slabs of whole slices (last axis) of at most
@@ -233,13 +239,15 @@ class SlidingWindowEngine:
             modules: Networks used by ``predictor``, moved to the device (eval mode
                 unless ``eval_modules`` is off).
             eval_modules: As in :meth:`run`.
+            method_id: As in :meth:`run`.
 
         Returns:
             A float32 CPU tensor ``(C', X, Y, Z)``.
 
         Raises:
             GeometryError: ``image`` is not a channel-first 3D volume.
-            Medi2iError: The predictor changed the spatial size of a slab.
+            Medi2iError: The predictor changed the spatial size of a slab, or its output
+                is not of a floating-point dtype.
         """
         plain = _channel_first(image)
         for module in modules:
@@ -254,9 +262,11 @@ class SlidingWindowEngine:
             slab = plain[None, :, :, :, start:stop].to(self.device, torch.float32)
             with torch.inference_mode(), self._autocast():
                 out = predictor(slab)
+            _require_floating(out, _network_of(method_id))
             if tuple(out.shape[2:]) != tuple(slab.shape[2:]) or out.shape[0] != 1:
+                where = f" {method_id!r}" if method_id else ""
                 raise Medi2iError(
-                    f"a pointwise method turned slices of {tuple(slab.shape[2:])} voxels "
+                    f"a pointwise method{where} turned slices of {tuple(slab.shape[2:])} voxels "
                     f"into {tuple(out.shape[2:])}; a method whose output is not voxel for "
                     "voxel its input's must not declare itself pointwise"
                 )
@@ -273,12 +283,14 @@ class SlidingWindowEngine:
         scale: tuple[float, float, float],
         mirrors: list[tuple[int, ...]],
         shifts: tuple[int, ...],
+        network: str,
     ) -> Predictor:
         expected = tuple(round(r * s) for r, s in zip(roi, scale, strict=True))
 
         def run_windows(windows: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), self._autocast(), _window_too_small(roi):
                 out = predictor(windows)
+                _require_floating(out, network)
                 if mirrors:
                     # the sum in float32: float16 outputs of 2^k passes could overflow
                     total = out.float()
@@ -288,7 +300,7 @@ class SlidingWindowEngine:
                     out = total / (len(mirrors) + 1)
             if tuple(out.shape[2:]) != expected:
                 raise Medi2iError(
-                    f"the network turned windows of {roi} voxels into {tuple(out.shape[2:])}, "
+                    f"{network} turned windows of {roi} voxels into {tuple(out.shape[2:])}, "
                     f"but the method's output_scale {scale} says {expected}; fix the method's "
                     "output_scale or its network"
                 )
@@ -469,6 +481,22 @@ def _channel_first(image: torch.Tensor) -> torch.Tensor:
             f"the engine takes a channel-first 3D volume (C, X, Y, Z), got shape {shape}; {fix}"
         )
     return image.as_tensor() if hasattr(image, "as_tensor") else image
+
+
+def _network_of(method_id: str | None) -> str:
+    """How the engine's messages name the network it runs."""
+    return f"the network of method {method_id!r}" if method_id else "the network"
+
+
+def _require_floating(out: torch.Tensor, network: str) -> None:
+    """Refuse an integer or boolean network output: it would be turned into float32 in
+    silence, rounded or clipped, and written as if the network meant it."""
+    if not out.is_floating_point():
+        raise Medi2iError(
+            f"{network} returned windows of dtype {out.dtype}, not a floating-point type; "
+            "return float values from its forward (e.g. .float()), which medi2i writes as "
+            "float32"
+        )
 
 
 def _batch_of_one(image: torch.Tensor) -> torch.Tensor:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import inspect
 import re
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from medi2i.method_spec import DataKind, Options, Training
+from medi2i.method_spec import DataKind, Options, Task, Training, VolumeSpec
 
 if TYPE_CHECKING:
     from medi2i.method import Method
@@ -47,6 +48,11 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
     for attr in ("id", "tasks", "input_spec", "output_spec"):
         if not hasattr(cls, attr):
             raise TypeError(f"method class {cls.__qualname__} does not set {attr!r}")
+    if not isinstance(cls.id, str):
+        raise TypeError(
+            f"method class {cls.__qualname__}: id = {cls.id!r} must be a string "
+            "(lowercase, e.g. 'my-method')"
+        )
     if not _ID.match(cls.id):
         raise TypeError(
             f"method id {cls.id!r} of {cls.__qualname__} must be lowercase letters, digits, "
@@ -54,6 +60,7 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
         )
     if not cls.tasks:
         raise TypeError(f"method {cls.id!r} declares no task")
+    _require_declarations(cls)
     _require_version(cls)
     _check_training_hooks(cls)
     _check_models(cls)
@@ -72,6 +79,53 @@ def check_method_class(cls: type[Method[Any, Any]]) -> None:
                 f"def {hook}(self, ..., *, domain=None, condition=None))"
             )
     _require_concrete(cls)  # last: a more specific refusal above says more
+
+
+_DECLARED_ENUMS: tuple[tuple[str, type[Enum]], ...] = (("data", DataKind), ("training", Training))
+
+
+def _require_declarations(cls: type[Method[Any, Any]]) -> None:
+    """``tasks``, ``data``, ``training`` and the specs must be of their declared types:
+    a plain string (``tasks = ("translation",)``) or a dict spec registered fine, then
+    crashed ``medi2i methods`` for every method and ``medi2i predict`` for this one.
+    They are refused rather than converted, as the ``Options`` model is: the class is
+    what the plugin wrote, and what the guide shows (``Task.TRANSLATION``)."""
+    tasks = cls.tasks
+    if not isinstance(tasks, (tuple, list)) or not all(isinstance(t, Task) for t in tasks):
+        raise TypeError(
+            f"method {cls.id!r}: tasks = {tasks!r} must be a tuple of medi2i.Task members, "
+            f"e.g. ({_enum_example(Task, tasks)},)"
+        )
+    for attr, enum in _DECLARED_ENUMS:
+        value = getattr(cls, attr)
+        if not isinstance(value, enum):
+            raise TypeError(
+                f"method {cls.id!r}: {attr} = {value!r} must be a medi2i.{enum.__name__} "
+                f"member, e.g. {_enum_example(enum, value)}"
+            )
+    for attr in ("input_spec", "output_spec"):
+        spec = getattr(cls, attr)
+        if not isinstance(spec, VolumeSpec):
+            raise TypeError(
+                f"method {cls.id!r}: {attr} = {spec!r} must be a medi2i.VolumeSpec, "
+                'e.g. VolumeSpec(modality="MR"), not a ' + type(spec).__name__
+            )
+    if not isinstance(cls.paper, str):
+        raise TypeError(
+            f"method {cls.id!r}: paper = {cls.paper!r} must be a string (the reference of "
+            "the paper it implements, or '')"
+        )
+
+
+def _enum_example(enum: type[Enum], given: object) -> str:
+    """``Enum.MEMBER`` for the member whose value a plain string ``given`` (or the first
+    string in a tuple of them) spells, else for the enum's first member."""
+    values = given if isinstance(given, (tuple, list)) else (given,)
+    for value in values:
+        for member in enum:
+            if isinstance(value, str) and value.strip().lower() == member.value:
+                return f"{enum.__name__}.{member.name}"
+    return f"{enum.__name__}.{next(iter(enum)).name}"
 
 
 def _require_concrete(cls: type[Method[Any, Any]]) -> None:

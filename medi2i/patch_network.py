@@ -128,6 +128,7 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
                 predictor,
                 modules=[self.network],
                 eval_modules=not self.keeps_module_modes,
+                method_id=self.id,
             )
         return context.engine.run(
             image,
@@ -138,6 +139,7 @@ class PatchNetworkMethod(Method[OptionsT, ConditionT]):
             output_origin=self.output_origin,
             mirror_axes=[axes.index(a) for a in context.engine.settings.mirror_axes],
             eval_modules=not self.keeps_module_modes,
+            method_id=self.id,
         )
 
     def output_grid(self, input_grid: Grid, condition: ConditionT | None = None) -> Grid:

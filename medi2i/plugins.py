@@ -37,6 +37,7 @@ import contextlib
 import difflib
 import importlib
 import importlib.metadata
+import inspect
 import os
 import re
 import sys
@@ -231,9 +232,11 @@ def _load_entry_point(plugins: PluginSet, entry_point: importlib.metadata.EntryP
         return
     try:
         plugins.manager.register(module, name=name)
-    except Exception as exc:  # imported fine; pluggy refused a hook (its arguments)
-        stage = HOOK_VALIDATION if isinstance(exc, pluggy.PluginValidationError) else "registration"
-        plugins.fail(name, stage, exc)
+    except pluggy.PluginValidationError as exc:  # imported fine; pluggy refused a hook
+        plugins.refuse(name, HOOK_VALIDATION, hook_arguments_reason(plugins.manager, module, exc))
+        return
+    except Exception as exc:
+        plugins.fail(name, "registration", exc)
         return
     version = entry_point.dist.version if entry_point.dist is not None else None
     plugins.infos.append(
@@ -352,7 +355,10 @@ def _register_selected(
     except Exception as exc:  # invalid hooks: report with the name the workflow used
         reason: object = exc
         if isinstance(exc, pluggy.PluginValidationError) and exc.plugin is module:
-            reason = unknown_hooks_reason(plugins.manager, module)
+            if plugins.manager.get_plugin(name) is None:  # refused by register: arguments
+                reason = hook_arguments_reason(plugins.manager, module, exc)
+            else:
+                reason = unknown_hooks_reason(plugins.manager, module)
         if plugins.manager.get_plugin(name) is not None:
             plugins.manager.unregister(name=name)
         raise PluginError(f"plugin {name!r} cannot be registered: {reason}") from None
@@ -465,3 +471,50 @@ def unknown_hooks_reason(manager: pluggy.PluginManager, plugin: object) -> str:
         parts.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     verb = "is no medi2i hook" if len(parts) == 1 else "are no medi2i hooks"
     return f"{', '.join(parts)} {verb}; medi2i's hooks are {', '.join(known)}"
+
+
+def hook_arguments_reason(
+    manager: pluggy.PluginManager, plugin: object, exc: pluggy.PluginValidationError
+) -> str:
+    """Why pluggy refused ``plugin``'s hook implementations, in one line: the hook whose
+    parameters it does not have, where that function is, and the parameter names the
+    hook reference gives (pluggy's three lines name only a line inside pluggy)."""
+    problems = []
+    for attr in dir(plugin):
+        options = manager.parse_hookimpl_opts(plugin, attr)
+        caller = getattr(manager.hook, attr, None)
+        spec = getattr(caller, "spec", None)
+        if options is None or spec is None:
+            continue
+        function = getattr(plugin, attr)
+        taken = _parameter_names(function)
+        unknown = [arg for arg in taken if arg not in spec.argnames]
+        if not unknown:
+            continue
+        expected = ", ".join(spec.argnames)
+        problems.append(
+            f"its hook {attr}({', '.join(taken)}) at {_where(function)} takes "
+            f"{', '.join(map(repr, unknown))}, which {attr} does not pass; name its "
+            f"parameter{'s' if len(spec.argnames) > 1 else ''} as the hook reference does: "
+            f"def {attr}({expected})"
+        )
+    if not problems:  # not an argument mismatch: pluggy's own words, on one line
+        return " ".join(str(exc).split())
+    return "; ".join(problems)
+
+
+def _parameter_names(function: object) -> list[str]:
+    """The named parameters of a hook implementation (``*args``/``**kwargs`` aside)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _where(function: object) -> str:
+    """``file, line N`` of a function, or its name when Python cannot tell."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return repr(function)
+    return f"{code.co_filename}, line {code.co_firstlineno}"

@@ -105,15 +105,19 @@ class Registry:
                 if owner in self.plugins.skipped:
                     continue
                 collected: list[Any] = []
+                problem: str | None = None
                 try:
                     with plugin_output_to_stderr():
                         returned = impl.function(register=collected.append)
                     problem = returned_value_reason(hook_name, returned)
-                    if problem is None:
-                        names = [key(item) for item in collected]
-                        _require_distinct(names, owner, kind)
+                    names, errors = ([], []) if problem else _checked_names(key, collected)
+                    if problem is None and not errors:
+                        _require_distinct(names, collected, owner, kind)
                 except Exception as exc:  # isolate a broken plugin, as at import
-                    self.plugins.fail(owner, hook_name, exc)
+                    errors = [exc]
+                if errors:  # every broken class of the plugin, not only the first
+                    for error in errors:
+                        self.plugins.fail(owner, hook_name, error)
                     self._lost_methods.update(_declared_ids(hook_name, collected, owner))
                     continue
                 if problem is not None:  # it returned its classes instead of registering
@@ -277,14 +281,36 @@ def class_location(cls: type) -> str:
     return f"{where}, defined at {source}, line {line}" if source else where
 
 
-def _require_distinct(names: list[str], owner: str, kind: str) -> None:
+def _checked_names(
+    key: Callable[[Any], str], collected: list[Any]
+) -> tuple[list[str], list[Exception]]:
+    """The name of each registered item, and the errors of all the items that ``key``
+    refuses: ``medi2i plugins --check`` lists every broken class, not the first."""
+    names: list[str] = []
+    errors: list[Exception] = []
+    for item in collected:
+        try:
+            names.append(key(item))
+        except Exception as exc:
+            errors.append(exc)
+    return names, errors
+
+
+def _require_distinct(names: list[str], items: list[Any], owner: str, kind: str) -> None:
     """Refuse one plugin's hook registering a name twice (the plugin is skipped)."""
     for name in names:
         if names.count(name) > 1:
+            same = [_item_location(item) for n, item in zip(names, items, strict=True) if n == name]
+            times = "twice" if len(same) == 2 else f"{len(same)} times"
             raise PluginError(
-                f"plugin {owner!r} registers {kind} {name!r} twice; give each of its {kind}s "
-                "its own id"
+                f"plugin {owner!r} registers {kind} {name!r} {times} "
+                f"({'; '.join(same)}); give each of its {kind}s its own id"
             )
+
+
+def _item_location(item: object) -> str:
+    """Where a registered item is defined: its class (for a method, the class itself)."""
+    return class_location(item if isinstance(item, type) else type(item))
 
 
 def _declared_ids(hook_name: str, collected: list[Any], owner: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,7 +92,7 @@ def assert_diverged_at(
 ) -> None:
     message = str(error.value)
     assert "\n" not in message
-    assert f"training diverged at step {step}:" in message
+    assert re.search(rf"training of method '[\w.-]+' diverged at step {step}:", message)
     assert f"last good checkpoint (step {kept}) is kept in {run_dir / 'checkpoints'}" in message
     assert not (run_dir / "model").exists()
     checkpoint = read_checkpoint(run_dir / "checkpoints")
@@ -514,3 +515,9 @@ def test_a_damaged_checkpoint_record_is_one_line(
     assert "pydantic" not in message
     assert reason in message
     assert str(pointer) in message
+
+
+def test_the_divergence_message_names_the_method(tmp_path: Path) -> None:
+    guard = DivergenceGuard(checkpoints=tmp_path, skips_allowed=0, method_id="my-method")
+    with pytest.raises(TrainingError, match=r"^training of method 'my-method' diverged at step 1:"):
+        guard.after_losses(1, "loss l1 = nan")

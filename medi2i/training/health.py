@@ -83,6 +83,7 @@ class DivergenceGuard:
         skips_allowed: Consecutive steps with a non-finite loss that may pass, because
             the gradient scaler skipped their updates (0 without AMP).
         last_checkpoint: Step of the latest checkpoint with finite weights, if any.
+        method_id: The method being trained, named in the error message.
 
     Attributes:
         consecutive: Steps in a row, up to the latest, with a non-finite loss.
@@ -91,6 +92,7 @@ class DivergenceGuard:
     checkpoints: Path
     skips_allowed: int
     last_checkpoint: int | None = None
+    method_id: str | None = None
     consecutive: int = field(default=0, init=False)
 
     def after_losses(self, step: int, problem: str | None) -> None:
@@ -134,8 +136,9 @@ class DivergenceGuard:
             )
         else:
             kept = "no checkpoint was written"
+        training = f"training of method {self.method_id!r}" if self.method_id else "training"
         return (
-            f"training diverged at step {step}: {problem}; no model was saved and {kept}. "
+            f"{training} diverged at step {step}: {problem}; no model was saved and {kept}. "
             "Lower the learning rate (or check the data for NaN values) and start afresh "
             "in a new run folder (resume=False in Python)"
         )

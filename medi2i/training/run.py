@@ -132,6 +132,7 @@ def run_training(
         checkpoints=run_dir / CHECKPOINTS,
         skips_allowed=config.max_nonfinite_steps if trainer.skips_non_finite else 0,
         last_checkpoint=first_step or None,
+        method_id=method.id,
     )
     with (
         peers_watched(run_dir, kept=lambda: _resume_point(guard.last_checkpoint)),
