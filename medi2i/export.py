@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -318,8 +319,12 @@ def export_program(
             ``torch.export`` cannot capture its forward, or the exported function
             differs from medi2i's forward on the check windows.
         OptionsError: The condition is invalid, or a file exists at ``path``.
-        OutputError: A file appeared at ``path`` or its description's path while the
+        OutputError: The folder of ``path`` cannot be written to (checked before the
+            work), or a file appeared at ``path`` or its description's path while the
             export ran; it is kept, and nothing of the export is left.
+
+    The description records the written file's SHA-256 (``sha256``), which a MONAI
+    bundle's run checks its program against.
     """
     from medi2i.model_folder import method_distribution
     from medi2i.patch_network import PatchNetworkMethod
@@ -338,6 +343,7 @@ def export_program(
     for target in (path, sidecar):
         if target.exists():
             raise OptionsError(f"{target} exists; choose another path or remove it first")
+    require_writable_target(path)
 
     method.network.cpu().eval()
     wrapper = _WindowFunction(method, parsed).eval()
@@ -396,6 +402,11 @@ def export_program(
     condition_json = json.loads(parsed.model_dump_json())
     if onnx:  # the window and condition inside the file too, under its SHA-256
         onnx_model = _with_onnx_metadata(onnx_model, window=window, condition=condition_json)
+        written = onnx_model
+    else:  # saved to memory first, so that its description can name its SHA-256
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        written = buffer.getvalue()
     description = {
         "format": "medi2i-onnx/1" if onnx else "medi2i-torch-export/1",
         "method": {
@@ -416,6 +427,8 @@ def export_program(
             "tolerance": EXPORT_TOLERANCE * scale,
         },
         "torch": torch.__version__,
+        # what a MONAI bundle checks its models/model.pt2 against before it runs
+        "sha256": hashlib.sha256(written).hexdigest(),
         "load": (
             "onnxruntime.InferenceSession(path); input 'windows', any batch size; "
             "medi2i predict --model path runs it with medi2i's steps around it"
@@ -442,13 +455,37 @@ def export_program(
         }
 
     def write(tmp: Path) -> None:
-        if onnx:
-            tmp.write_bytes(onnx_model)
-        else:
-            torch.export.save(program, str(tmp))
+        tmp.write_bytes(written)
 
     _place_pair(path, sidecar, json.dumps(description, indent=2) + "\n", write)
     return ExportResult(path=path, sidecar=sidecar, max_difference=difference)
+
+
+def require_writable_target(path: Path) -> None:
+    """Refuse an export to ``path`` before its work (which takes seconds to minutes)
+    when its folder cannot be written: a file is made there and removed. A folder that
+    does not exist yet is created at the end, as ``medi2i predict`` creates an output's
+    folders; the nearest one that exists is tried instead.
+
+    Raises:
+        OutputError: The folder (or the nearest existing one above it) cannot be
+            written to: read-only, full, not a folder; the message names it.
+    """
+    import tempfile
+
+    from medi2i.errors import OutputError
+    from medi2i.io.atomic import os_reason
+
+    folder = next((p for p in Path(path).absolute().parents if p.exists()), Path("/"))
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".medi2i-writable-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {path}: {folder} is not writable ({os_reason(exc)}); nothing was "
+            "exported: choose a folder you can write to, or free disk space"
+        ) from None
 
 
 EXPORT_REMEDY = "choose another path, or move that one away, and export again"

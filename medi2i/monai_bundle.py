@@ -8,6 +8,7 @@ verify_metadata|verify_net_in_out|run``) and that MONAI Label and MONAI Deploy c
       configs/inference.json  the network, the sliding-window inferer, the run
       models/model.pt2        the network's window function (torch.export, as
                               ``medi2i export --format torch-export`` writes it)
+      models/model.pt2.json   its description, with its SHA-256 (checked by ``run``)
       models/medi2i/          the medi2i model folder (or medi2i.zip): options and
                               fitted values
       docs/README.md          what the bundle does and how to run it
@@ -44,7 +45,7 @@ import torch
 
 from medi2i.engine import SlidingWindowEngine
 from medi2i.errors import ModelFormatError, OptionsError
-from medi2i.export import EXPORT_REMEDY, ExportError, export_program
+from medi2i.export import EXPORT_REMEDY, ExportError, export_program, require_writable_target
 from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:
@@ -89,8 +90,9 @@ def export_bundle(
     Raises:
         ExportError: The method cannot be exported (see :func:`medi2i.export.export_program`).
         OptionsError: ``folder`` exists, or the condition is invalid.
-        OutputError: ``folder`` lies inside the model folder, or appeared while the
-            export ran (it is kept; the export's staging copy is removed).
+        OutputError: ``folder`` lies inside the model folder, its folder cannot be
+            written to (checked before the work), or it appeared while the export
+            ran (it is kept; the export's staging copy is removed).
     """
     from medi2i import __version__
     from medi2i.io.atomic import atomic_path, refusing_existing
@@ -101,6 +103,7 @@ def export_bundle(
         raise OptionsError(f"{folder} exists; choose another bundle folder or remove it first")
     # the bundle holds a copy of the model folder: inside it, the copy would copy itself
     check_destination(folder, inputs=[Path(model)], overwrite=False, folder=True)
+    require_writable_target(folder)
     settings = settings or InferenceSettings()
     if settings.mirror_axes:
         raise ExportError(
@@ -266,10 +269,14 @@ def _inference(
         "condition": condition,
         # plugins medi2i does not load by default that the model's method needs
         "plugins": plugins,
+        # --overwrite true / --force_modality true on monai.bundle run, as medi2i
+        # predict's --overwrite and --force-modality
+        "overwrite": False,
+        "force_modality": False,
         "run": [
-            f"$monai_bundle.predict_file(@bundle_root + '/models/{model}', "
+            f"$monai_bundle.run_bundle(@bundle_root + '/models/{model}', "
             "@input_path, @output_path, @network, @inferer, condition=@condition, "
-            "plugins=@plugins)"
+            "plugins=@plugins, overwrite=@overwrite, force_modality=@force_modality)"
         ],
     }
 
@@ -296,7 +303,11 @@ Check and run it with MONAI's tools, from this folder:
     python -m monai.bundle run --config_file configs/inference.json \\
         --meta_file configs/metadata.json --input_path in.nii.gz --output_path out.nii.gz
 
-`run` needs medi2i and the method's plugin (`required_packages_version`).
+`run` needs medi2i and the method's plugin (`required_packages_version`). Add
+`--overwrite true` to replace an existing output, and `--force_modality true` to
+translate an input of another modality than the method takes. `run` refuses a
+`models/model.pt2` other than the one exported (its SHA-256 is in
+`models/model.pt2.json`): export the bundle again instead of swapping programs.
 """
 
 
@@ -371,6 +382,47 @@ def _program_description(model: Path) -> dict[str, Any]:
     return found
 
 
+def _check_program(program: Path, description: Mapping[str, Any]) -> str:
+    """The SHA-256 of the bundle's program ``program``, checked against the one its
+    description recorded at export (a bundle exported before descriptions held it is
+    not checked).
+
+    Raises:
+        ModelFormatError: The program is not the one the bundle was exported with
+            (another export's ``.pt2`` put in its place, a damaged file).
+    """
+    from medi2i.hashing import file_sha256
+
+    try:
+        found = file_sha256(program)
+    except OSError as exc:
+        raise ModelFormatError(f"{program}: cannot read the bundle's program ({exc})") from None
+    expected = description.get("sha256")
+    if expected is not None and found != expected:
+        raise ModelFormatError(
+            f"{program}: its SHA-256 is not the one {program.name}.json recorded at export "
+            "(another program put in its place, or a damaged file); export the bundle "
+            "again (medi2i export MODEL BUNDLE --format monai-bundle)"
+        )
+    return found
+
+
+def _record_program(output: Path, program: Path, sha256: str) -> None:
+    """Make the provenance sidecar of ``output`` name the program that ran the windows
+    (its weights): the model folder's weights did not run."""
+    import os
+
+    from medi2i.io.atomic import atomic_path
+    from medi2i.provenance import sidecar_path
+
+    sidecar = sidecar_path(output)
+    record = json.loads(sidecar.read_text(encoding="utf-8"))
+    record["weights_sha256"] = sha256
+    record["program"] = {"path": os.fspath(program.absolute()), "sha256": sha256}
+    with atomic_path(sidecar) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
 def _program_shrinks(description: Mapping[str, Any]) -> bool:
     """Whether the bundle's program takes shrunk windows, as its description says."""
     window = description.get("window")
@@ -415,14 +467,20 @@ def predict_file(
     *,
     condition: Mapping[str, object] | None = None,
     plugins: Sequence[str] = (),
+    overwrite: bool = False,
+    force_modality: bool = False,
 ) -> Path:
     """The bundle's ``run``: medi2i's predict path with ``inferer`` running ``network``
     on the windows instead of medi2i's engine and the method's own network. ``plugins``
     are installed plugins to load by name (as ``medi2i --plugin NAME``) besides the
     default ones: the one that registers the model's method when it is opt-in.
+    ``overwrite`` and ``force_modality`` are medi2i predict's. The provenance sidecar's
+    ``weights_sha256`` (and ``program``) is the SHA-256 of ``models/model.pt2``.
 
     Raises:
         ExportError: The model's method does not run its network on windows alone.
+        ModelFormatError: ``models/model.pt2`` is not the program the bundle was
+            exported with (its SHA-256 in ``models/model.pt2.json``).
         OptionsError: ``condition`` is not the one the bundle's program was exported
             for (``models/model.pt2.json``); none given runs that one.
     """
@@ -438,16 +496,90 @@ def predict_file(
     method = load_model(model, registry=registry)
     description = _program_description(Path(model))
     program = Path(model).parent / "model.pt2"
+    sha256 = _check_program(program, description)
     parsed = _run_condition(method, program, description, condition)
     refusal = getattr(method, "export_refusal", lambda _: "no window network")(parsed)
     if refusal:
         raise ExportError(f"method {method.id!r} cannot run from a bundle: {refusal}")
-    return predict(
+    written = predict(
         input_path,
         output_path,
         model=model,
         condition=parsed,
-        settings=InferenceSettings(device="cpu", progress=False),
+        settings=InferenceSettings(device="cpu", progress=False, force_modality=force_modality),
         engine=_InfererEngine(network, inferer, shrinks=_program_shrinks(description)),
         registry=registry,
+        overwrite=overwrite,
     )
+    _record_program(written, program, sha256)
+    return written
+
+
+_BUNDLE_FLAGS = (
+    # medi2i predict's advice, as a bundle's run takes it (the Python names kept)
+    ("--overwrite (overwrite=True in Python)", "--overwrite true to monai.bundle run "
+     "(overwrite=True in Python)"),
+    ("--force-modality (force_modality=True in Python)", "--force_modality true to "
+     "monai.bundle run (force_modality=True in Python)"),
+    ("--overwrite", "--overwrite true to monai.bundle run (overwrite=True in Python)"),
+    ("--force-modality", "--force_modality true to monai.bundle run "
+     "(force_modality=True in Python)"),
+)  # fmt: skip
+
+
+def _bundle_message(message: str) -> str:
+    """``message`` with medi2i predict's flags replaced by the bundle run's."""
+    for flag, bundle_flag in _BUNDLE_FLAGS:
+        if flag in message:
+            return message.replace(flag, bundle_flag)
+    return message
+
+
+def _flag(value: object, name: str) -> bool:
+    """A config flag as ``monai.bundle run`` passes it (``--overwrite true`` gives the
+    text ``"true"``, a bare ``--overwrite`` gives ``True``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise OptionsError(f"--{name} {value!r}: give --{name} true or --{name} false")
+
+
+def run_bundle(
+    model: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    network: torch.nn.Module,
+    inferer: Callable[..., Any],
+    *,
+    condition: Mapping[str, object] | None = None,
+    plugins: Sequence[str] = (),
+    overwrite: object = False,
+    force_modality: object = False,
+) -> Path:
+    """The ``run`` of a bundle's ``inference.json``: :func:`predict_file`, with a medi2i
+    error printed as one line on stderr and the process ended with its exit status
+    (``SystemExit``), as ``medi2i predict`` does, rather than buried in MONAI's
+    "Failed to evaluate" traceback. Call :func:`predict_file` from Python."""
+    import sys
+
+    from medi2i.errors import Medi2iError
+
+    try:
+        return predict_file(
+            model,
+            input_path,
+            output_path,
+            network,
+            inferer,
+            condition=condition,
+            plugins=plugins,
+            overwrite=_flag(overwrite, "overwrite"),
+            force_modality=_flag(force_modality, "force_modality"),
+        )
+    except Medi2iError as exc:
+        print(f"Error: {_bundle_message(str(exc))}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None

@@ -405,3 +405,68 @@ def test_a_file_made_at_the_export_path_during_the_export_is_kept(
     assert "appeared while this output was being made" in lines[0]
     assert (out / appears).read_text() == "user data"
     assert sorted(p.name for p in out.iterdir()) == [appears]  # both or neither
+
+
+def test_the_description_holds_the_programs_sha256(registry: Registry, tmp_path: Path) -> None:
+    # a MONAI bundle ran whatever models/model.pt2 it held: nothing recorded the program
+    import hashlib
+
+    options, _ = TINY["srcnn"]
+    result = export_program(registry.method("srcnn")(options), tmp_path / "model.pt2")
+    description = json.loads(result.sidecar.read_text())
+    assert description["sha256"] == hashlib.sha256(result.path.read_bytes()).hexdigest()
+    torch.export.load(str(result.path))  # still a program torch loads
+
+
+def test_an_unwritable_folder_is_refused_before_the_export_runs(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a read-only or full target was found only after the whole export had run
+    import os
+    import tempfile
+
+    import medi2i.export as export
+
+    options, _ = TINY["srcnn"]
+    model = save_model(registry.method("srcnn")(options), tmp_path / "model")
+
+    def refused(*_: object, **__: object) -> tuple[int, str]:
+        raise OSError(30, os.strerror(30))  # EROFS: a read-only file system
+
+    def never(*_: object, **__: object) -> torch.Tensor:
+        raise AssertionError("the export ran")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.setattr(export, "_check_windows", never)
+    target = tmp_path / "ro" / "srcnn.pt2"
+    for command in (
+        ["export", str(model), str(target)],
+        ["export", str(model), str(tmp_path / "ro" / "bundle"), "--format", "monai-bundle"],
+    ):
+        result = CliRunner().invoke(build_cli(), command)
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1, result.output
+        assert "is not writable (Read-only file system); nothing was exported" in lines[0]
+    assert not (tmp_path / "ro").exists()
+
+
+def test_missing_folders_of_the_export_path_are_created(registry: Registry, tmp_path: Path) -> None:
+    options, _ = TINY["srcnn"]
+    model = save_model(registry.method("srcnn")(options), tmp_path / "model")
+    target = tmp_path / "new" / "deeper" / "srcnn.pt2"
+    result = CliRunner().invoke(build_cli(), ["export", str(model), str(target)])
+    assert result.exit_code == 0, result.output
+    assert target.is_file()
+    help_text = " ".join(CliRunner().invoke(build_cli(), ["export", "--help"]).output.split())
+    assert "Folders missing on OUTPUT's path are created" in help_text
+
+
+def test_the_readme_lists_the_methods_the_tests_export() -> None:
+    # the README said the tests predict with "all ten exports" of twelve methods
+    import re
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    listed = readme.split("Exported:", 1)[1].split("(one target domain", 1)[0]
+    assert set(re.findall(r"`([a-z0-9.-]+)`", listed)) == set(TINY)
+    assert "all ten exports" not in readme

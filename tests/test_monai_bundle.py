@@ -330,3 +330,98 @@ def test_a_folder_made_at_the_bundle_path_during_the_export_is_kept(
     assert sorted(p.name for p in bundle.iterdir()) == content
     assert all((bundle / name).read_text() == "user data" for name in content)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "model"]  # no staging
+
+
+def test_a_bundle_refuses_a_program_other_than_its_own(registry: Registry, tmp_path: Path) -> None:
+    # the a2b program copied into a b2a bundle ran silently (up to 819 off), its
+    # provenance saying b2a and naming the hash of models/medi2i
+    import hashlib
+    import shutil
+
+    from monai.inferers import SlidingWindowInferer
+
+    from medi2i.errors import ModelFormatError
+    from medi2i.monai_bundle import predict_file
+
+    bundle = _cyclegan_bundle(registry, tmp_path / "b2a", "b2a")
+    other = _cyclegan_bundle(registry, tmp_path / "a2b", "a2b")
+    program_path = bundle / "models" / "model.pt2"
+    program = torch.export.load(str(program_path)).module()
+    network = torch.fx.GraphModule(program, program.graph)
+    inferer = SlidingWindowInferer(roi_size=[16, 16, 16], padding_mode="replicate")
+    source = _volume(tmp_path / "in.nii.gz")
+    copied = bundle / "models" / "medi2i"
+    out = tmp_path / "out.nii.gz"
+    predict_file(copied, source, out, network, inferer)
+    record = json.loads((tmp_path / "out.provenance.json").read_text())
+    sha256 = hashlib.sha256(program_path.read_bytes()).hexdigest()
+    assert record["weights_sha256"] == sha256  # the program that ran, not models/medi2i
+    assert record["program"] == {"path": str(program_path), "sha256": sha256}
+
+    shutil.copyfile(other / "models" / "model.pt2", program_path)
+    out.unlink()
+    with pytest.raises(ModelFormatError, match=r"model\.pt2: its SHA-256 is not the one") as info:
+        predict_file(copied, source, out, network, inferer)
+    assert "export the bundle again" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+    assert not out.exists()
+
+
+def _bundle_run(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable, "-m", "monai.bundle", "run",
+            "--config_file", str(bundle / "configs" / "inference.json"),
+            "--meta_file", str(bundle / "configs" / "metadata.json"),
+            "--bundle_root", str(bundle), *args,
+        ],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def _medi2i_line(stderr: str) -> str:
+    """The one line a refused bundle run prints, the last on stderr (MONAI's own config
+    warning may come first), with no traceback."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "Failed to evaluate" not in stderr
+    lines = stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("Error: ")] == lines[-1:], stderr[-3000:]
+    return lines[-1]
+
+
+def test_a_bundle_run_overwrites_and_forces_the_modality_when_told(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # the run said "pass --overwrite (overwrite=True in Python)", which neither its
+    # predict entry nor monai.bundle run took, had no --force-modality, and buried the
+    # line in MONAI's "Failed to evaluate" traceback
+    model = _model(registry, "regression-unet", tmp_path / "model")
+    bundle = export_bundle(load_model(model, registry=registry), model, tmp_path / "bundle")
+    inference = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert inference["overwrite"] is False
+    assert inference["force_modality"] is False
+    data = np.full((30, 26, 20), -1000.0, np.float32)  # a CT in HU: mostly air
+    data[8:22, 8:18, 5:15] = np.random.default_rng(0).normal(40.0, 20.0, (14, 10, 10))
+    source = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), source)
+    out = tmp_path / "out.nii.gz"
+    paths = ("--input_path", str(source), "--output_path", str(out))
+
+    done = _bundle_run(bundle, *paths)
+    assert done.returncode == 1
+    line = _medi2i_line(done.stderr)
+    assert "pass --force_modality true to monai.bundle run (force_modality=True in Python)" in line
+    assert not out.exists()
+    done = _bundle_run(bundle, *paths, "--force_modality", "true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = out.stat().st_mtime_ns
+
+    done = _bundle_run(bundle, *paths, "--force_modality", "true")
+    assert done.returncode == 1
+    line = _medi2i_line(done.stderr)
+    assert line.startswith(f"Error: {out} is an existing file")
+    assert "pass --overwrite true to monai.bundle run (overwrite=True in Python)" in line
+    assert out.stat().st_mtime_ns == first
+    done = _bundle_run(bundle, *paths, "--force_modality", "true", "--overwrite", "true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.stat().st_mtime_ns != first

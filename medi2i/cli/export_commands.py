@@ -61,7 +61,9 @@ def export_command(
     postprocessing). The export is checked against medi2i's own forward on random
     windows before it is kept. Methods that run no network by window have nothing to
     export and say so; so do MUNIT (styles) and AdaBN on the input (statistics=input).
-    Existing files are refused.
+    Existing files are refused. Folders missing on OUTPUT's path are created (as
+    medi2i predict creates an output's folders); a folder that cannot be written to is
+    refused before the export runs.
 
     A MONAI bundle holds the same program as models/model.pt2, the model folder, and an
     inference config that runs MONAI's SlidingWindowInferer with medi2i's window
