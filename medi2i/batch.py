@@ -6,7 +6,8 @@ reads it, runs the method and writes ``<output_root>/<study>/<method id>/`` (the
 DICOM series, format ``"dicom"``), ``<method id>.nii.gz`` (format ``"nifti"``) and, when
 a registry is given, ``<method id>.provenance.json``. ``<study>`` is the study's folder
 under ``root`` (``patient7/mri_2024``), so outputs mirror the input tree; a study lying
-directly in ``root`` or sharing its folder with another study is named
+directly in ``root``, sharing its folder with another study, or in a folder inside
+another study's named like its outputs (``x`` and ``x/<method id>``) is named
 ``study-<10 hex digits>`` (a hash of its Study Instance UID).
 
 Formats are written independently: when one cannot be written (a grid the DICOM IODs
@@ -38,7 +39,8 @@ and never rewritten; the last record of a study is its state::
      "series_uid": "1.2.3", "outputs": [".../patient7/mri_2024/pix2pix"],
      "status": "done", "error": null,
      "timings": {"read": 1.2, "predict": 30.5, "write": 0.8}, "time": "2025-01-31T...",
-     "reason": null, "configuration": {"method": "pix2pix 1.0.0", "seed": 0, ...}}
+     "reason": null, "configuration": {"method": "pix2pix 1.0.0", "seed": 0, ...},
+     "contents": {".../patient7/mri_2024/pix2pix": [40, 393216]}}
 
 ``status`` is ``started`` (written before the study runs), ``done``, ``partial`` (some
 formats written, ``error`` says why the others were not), ``failed`` (with ``error``, a
@@ -56,7 +58,9 @@ method, model, options, condition, seed or window settings), or given a manifest
 outputs lie outside its output root (another batch's), is refused before any work,
 with one line saying what differs; give it another output root. A rerun skips a study
 whose last record is ``done`` or ``skipped`` when it selects the same series and its
-outputs, one per requested format, all exist. Anything else (left ``started`` by a
+outputs, one per requested format, all exist and hold the number of files and bytes
+recorded when they were written (``contents``, ``[files, bytes]`` by output; a
+changed output is redone with a :class:`ChangedOutputWarning`). Anything else (left ``started`` by a
 killed run, ``partial``, ``failed``, outputs missing) is redone: temporary files left in its output
 folder are removed first, and every output is written atomically (temporary name, then
 rename), so a redone study never mixes old and new files. An exception in one study is
@@ -76,6 +80,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -90,10 +95,11 @@ from medi2i.batch_records import (
     batch_configuration,
     check_linkage,
     check_same_batch,
+    output_contents,
 )
 from medi2i.errors import InputError, Medi2iError, OptionsError
 from medi2i.settings import wants_progress
-from medi2i.study_discovery import StudyJob, discover_studies, pseudonymous_keys
+from medi2i.study_discovery import StudyJob, discover_studies, keys_apart, pseudonymous_keys
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -201,6 +207,8 @@ def run_batch(
     deidentifier = folder_deidentifier(Path(output_root)) if deidentify else None
     if deidentifier is not None:
         jobs = pseudonymous_keys(jobs, deidentifier)
+    else:  # a study in a folder named like the outputs of the study around it
+        jobs = keys_apart(jobs, output_file_names(method.id))
     runner = _StudyRunner(
         method=method,
         settings=settings.model_copy(update={"progress": False}),
@@ -227,6 +235,11 @@ def run_batch(
     return BatchReport(manifest=book.path, records=tuple(records))
 
 
+def output_file_names(method_id: str) -> set[str]:
+    """The names a study's outputs may have in its folder, whatever the formats."""
+    return {method_id, f"{method_id}.nii.gz", f"{method_id}.provenance.json"}
+
+
 def _declared_modality(
     selector: SeriesSelector | None, method: Method, *, force: bool
 ) -> SeriesSelector | None:
@@ -247,11 +260,39 @@ def _skipped(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord
         reason = runner.scrub(job, job.problem or "no series matches the selection")
         return book.append(replace(started, status="skipped", reason=reason))
     previous = book.latest.get(job.key)
-    if previous is not None and _finished(previous, started, runner.output_names):
-        earlier = "finished by an earlier run"
-        return book.append(
-            replace(started, status="skipped", outputs=previous.outputs, reason=earlier)
+    if previous is None or not _finished(previous, started, runner.output_names):
+        return None
+    changed = _changed_output(previous)
+    if changed is not None:
+        warnings.warn(f"{changed}; study {job.key} is redone", ChangedOutputWarning, stacklevel=2)
+        return None
+    earlier = "finished by an earlier run"
+    return book.append(
+        replace(
+            started,
+            status="skipped",
+            outputs=previous.outputs,
+            reason=earlier,
+            contents=previous.contents,
         )
+    )
+
+
+class ChangedOutputWarning(UserWarning):
+    """An output of a finished study changed since the run that wrote it (a slice
+    removed, a file cut short): the study is redone."""
+
+
+def _changed_output(previous: StudyRecord) -> str | None:
+    """What differs between an output and the ``[files, bytes]`` its record holds, or
+    ``None`` (also for records written before outputs were measured)."""
+    for output, recorded in (previous.contents or {}).items():
+        found = output_contents(Path(output))
+        if list(recorded) != found:
+            return (
+                f"{output} holds {found[0]} file(s) of {found[1]} bytes in all, but the "
+                f"earlier run wrote {recorded[0]} of {recorded[1]}: it changed since"
+            )
     return None
 
 
@@ -267,13 +308,23 @@ def _process(
     except Exception as exc:  # one bad study must never stop the batch
         error = runner.scrub(job, failure_message(exc))
         return book.append(replace(started, status="failed", error=error, timings=timings))
+    contents = {output: output_contents(Path(output)) for output in outputs}
     if errors:
         status: Status = "partial" if outputs else "failed"
         error = runner.scrub(job, "; ".join(errors))
         return book.append(
-            replace(started, status=status, outputs=outputs, error=error, timings=timings)
+            replace(
+                started,
+                status=status,
+                outputs=outputs,
+                error=error,
+                timings=timings,
+                contents=contents,
+            )
         )
-    return book.append(replace(started, status="done", outputs=outputs, timings=timings))
+    return book.append(
+        replace(started, status="done", outputs=outputs, timings=timings, contents=contents)
+    )
 
 
 def _finished(previous: StudyRecord, started: StudyRecord, names: set[str]) -> bool:

@@ -49,6 +49,9 @@ class StudyRecord:
         reason: Why the study was skipped.
         configuration: What decided the outputs besides the input
             (:func:`batch_configuration`); a batch root holds one configuration.
+        contents: ``[files, bytes]`` of each output as written (a series folder's
+            files, counted and summed), by path: a resume redoes a study whose outputs
+            no longer match. ``None`` in records of earlier versions.
     """
 
     study: str
@@ -61,12 +64,19 @@ class StudyRecord:
     time: str = ""
     reason: str | None = None
     configuration: Mapping[str, object] | None = None
+    contents: Mapping[str, list[int]] | None = None
 
     def to_json(self) -> str:
         """The record as one JSON line (no newline)."""
         configuration = dict(self.configuration) if self.configuration is not None else None
+        contents = dict(self.contents) if self.contents is not None else None
         return json.dumps(
-            {**asdict(self), "outputs": list(self.outputs), "configuration": configuration}
+            {
+                **asdict(self),
+                "outputs": list(self.outputs),
+                "configuration": configuration,
+                "contents": contents,
+            }
         )
 
     @classmethod
@@ -74,6 +84,17 @@ class StudyRecord:
         """Parse a line written by :meth:`to_json`."""
         raw = json.loads(line)
         return cls(**{**raw, "outputs": tuple(raw.get("outputs") or ())})
+
+
+def output_contents(path: Path) -> list[int]:
+    """``[files, bytes]`` of an output: one file, or every file in a series folder (a
+    cheap check that nothing was removed or cut short since it was written)."""
+    path = Path(path)
+    try:
+        files = [item for item in path.rglob("*") if item.is_file()] if path.is_dir() else [path]
+        return [len(files), sum(item.stat().st_size for item in files)]
+    except OSError:
+        return [0, 0]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -147,6 +147,32 @@ def study_keys(folders: Mapping[str, Path], root: Path) -> dict[str, str]:
         uid: key if key != "." and taken.count(key) == 1 else _hashed(uid)
         for uid, key in relative.items()
     }
+
+
+def keys_apart(jobs: Sequence[StudyJob], names: Collection[str]) -> list[StudyJob]:
+    """The jobs with every output folder outside the outputs of the other studies.
+
+    A study's folder may lie inside another's (``x`` and ``x/sct``); when its path below
+    that study passes through one of ``names`` (the files and folders a study's outputs
+    are named, such as ``sct`` and ``sct.nii.gz``), its outputs would be written into
+    the other study's, so it is named ``study-<10 hex digits>`` instead, as a study
+    directly in the root is.
+
+    Example:
+        >>> studies = {"x": "1.2", "x/sct": "1.3"}
+        >>> jobs = [StudyJob(key, uid, Path(key), None) for key, uid in studies.items()]
+        >>> [job.key for job in keys_apart(jobs, {"sct", "sct.nii.gz"})]
+        ['x', 'study-9c193c604a']
+    """
+    keys = {job.key for job in jobs}
+
+    def inside_outputs(key: str) -> bool:
+        parts = key.split("/")
+        return any("/".join(parts[:i]) in keys and parts[i] in names for i in range(1, len(parts)))
+
+    return [
+        replace(job, key=_hashed(job.study_uid)) if inside_outputs(job.key) else job for job in jobs
+    ]
 
 
 def _hashed(study_uid: str) -> str:

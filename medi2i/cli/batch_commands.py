@@ -84,7 +84,8 @@ def batch_command(
     input tree (with --deidentify, folders are patient and study pseudonyms). A
     manifest records each study (done, partial, failed, skipped, with timings). A study
     with no series of the selected modality is skipped. A rerun skips finished studies
-    and redoes interrupted ones and those missing a requested format; a failed study
+    and redoes interrupted ones, those missing a requested format and those whose
+    outputs changed since (other file counts or sizes than recorded); a failed study
     never stops the batch, but the command exits with status 1 when any study failed or
     was written in part.
 

@@ -76,10 +76,11 @@ def mask_command(
     from medi2i.body_contour import body_mask
     from medi2i.errors import InputError
     from medi2i.io import read_volume, write_volume, writer_for
-    from medi2i.io.destinations import check_destination, file_suffix
+    from medi2i.io.destinations import check_destination, file_suffix, require_own_name
     from medi2i.io.nifti import META_PREFIX as NIFTI_META
     from medi2i.voxel_checks import checked_input
 
+    require_own_name(output_path)  # "." names no file, with or without a suffix
     if not file_suffix(output_path):
         raise OptionsError(
             f"{output_path} has no file suffix; the mask is written as a volume file, e.g. "

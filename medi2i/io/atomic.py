@@ -364,9 +364,29 @@ def make_parent_folders(path: Path) -> None:
 def _not_written(path: Path, exc: OSError) -> OutputError:
     reason = os_reason(exc)
     return OutputError(
-        f"cannot write {path}: {reason}; nothing was written there (free disk space, or "
-        "choose a folder you can write to)"
+        f"cannot write {path}: {reason}; nothing was written there ({write_remedy(exc)})"
     )
+
+
+_REMEDIES = {
+    errno.ENOSPC: "free disk space, or choose a folder you can write to",
+    errno.EDQUOT: "free space within your disk quota, or choose a folder you can write to",
+    errno.EROFS: "the file system is read-only: choose a folder on a writable one",
+    errno.EACCES: "choose a folder you have write permission for",
+    errno.EPERM: "choose a folder you have write permission for",
+}
+
+
+def write_remedy(exc: BaseException) -> str:
+    """What to do about a failed write, by the system's error number (from ``exc`` or
+    the error it wraps): a full disk, a read-only file system and a folder without
+    write permission each need something else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _REMEDIES:
+            return _REMEDIES[seen.errno]
+        seen = seen.__cause__ or seen.__context__
+    return "free disk space, or choose a folder you can write to"
 
 
 def os_reason(exc: BaseException) -> str:
@@ -382,18 +402,28 @@ def os_reason(exc: BaseException) -> str:
 
 
 def temporary_sibling(path: Path) -> Path:
-    """A fresh hidden name next to ``path`` with the same suffix(es) and this process's id."""
-    stem, dot, suffix = path.name.partition(".")
+    """A fresh hidden name next to ``path`` with the same suffix(es) and this process's id.
+
+    The marker goes before the trailing suffixes of letters alone (``.nii.gz``, by which
+    format libraries choose the format), so the rest of the name is kept whole:
+    ``a_0.05.nii.gz`` is written as ``.a_0.05.medi2i-tmp-<pid>-<hex>.nii.gz`` and the
+    folder ``a_0.05`` as ``.a_0.05.medi2i-tmp-<pid>-<hex>``.
+    """
+    parts = path.name.split(".")
+    keep = len(parts)
+    while keep > 1 and parts[keep - 1].isascii() and parts[keep - 1].isalpha():
+        keep -= 1
+    stem, suffix = ".".join(parts[:keep]), "".join(f".{part}" for part in parts[keep:])
     while True:
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
-        candidate = path.with_name(f".{stem}.{TEMPORARY_MARKER}-{token}{dot}{suffix}")
+        candidate = path.with_name(f".{stem}.{TEMPORARY_MARKER}-{token}{suffix}")
         if not candidate.exists():
             return candidate
 
 
 TEMPORARY_MARKER = "medi2i-tmp"
 _TEMPORARY = re.compile(
-    r"^\.[^.]*\." + TEMPORARY_MARKER + r"-(?P<pid>[0-9]{1,10})-[0-9a-f]{8}(?:\.[^/]*)?$"
+    r"^\..*\." + TEMPORARY_MARKER + r"-(?P<pid>[0-9]{1,10})-[0-9a-f]{8}(?:\.[^/]*)?$"
 )
 
 

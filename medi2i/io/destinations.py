@@ -6,9 +6,11 @@ The rules, the same for every format (NIfTI, NRRD, MetaImage, a DICOM series) an
 - An output is never an input: not the same file (through a symlink or a hard link
   too), not the input's folder, not a folder inside an input folder, and not a folder
   that holds an input (replacing it would delete the input). No switch overrides this.
-- An output that exists (a file, or a folder that is not empty) is refused unless
-  ``overwrite`` is given; then it is replaced atomically, and only after the new output
-  was written in full. A DICOM series replaces only a folder that holds nothing but a
+- An output that exists (a file, a folder that is not empty, or a link, even one to
+  nothing) is refused unless ``overwrite`` is given; then it is replaced atomically
+  (a link itself, never the file it points to), and only after the new output was
+  written in full. A path with no name of its own (``.``) is refused: give the output
+  a name inside that folder. A DICOM series replaces only a folder that holds nothing but a
   ``.dcm`` series.
 - An output that ends in ``/`` but has a file suffix (``out.nii.gz/``) is refused: is it
   a folder or a file? A folder name without a file suffix (``out``, ``out.v2``: see
@@ -88,6 +90,23 @@ def refuse_own_source(volume: object, output: Path) -> None:
         )
 
 
+def require_own_name(output: Path) -> None:
+    """Refuse a path with no name of its own (``.``, ``/``, ``a/..``): an output replaces
+    what is at its path, and no folder can be replaced by a name that means the folder
+    one is in (or its parent).
+
+    Raises:
+        OutputError: One line naming the folder meant and what to do.
+    """
+    if output.name not in ("", ".."):
+        return
+    raise OutputError(
+        f"cannot write {str(output)!r}: it names the folder {os.path.abspath(output)} itself, "
+        f"not an output in it; give the output a name inside it, such as "
+        f"{output / 'out.nii.gz'} for a file or {output / 'out'} for a folder"
+    )
+
+
 def _require_name_room(output: Path) -> None:
     """Refuse a name the file system would take but medi2i's temporary name for it (a
     longer hidden sibling, written first) would not: the write would fail half-way."""
@@ -134,6 +153,7 @@ def check_destination(
         folder = False
     elif folder is None:
         folder = file_suffix(output) == "" or output.is_dir()
+    require_own_name(output)
     _require_name_room(output)
     for source in map(Path, inputs):
         _refuse_input(output, source)
@@ -160,11 +180,16 @@ def check_destination(
             f"{output} is an existing folder, but the output is a file; give a file name "
             f"such as {output / 'out.nii.gz'}"
         )
-    if overwrite or not output.exists():
-        return
+    if overwrite or not (output.exists() or output.is_symlink()):
+        return  # --overwrite replaces a link, never the file it points to
     if output.is_dir() and not any(output.iterdir()):
         return
-    what = "a folder that is not empty" if output.is_dir() else "an existing file"
+    if not output.exists():  # a link to nothing: the write would fail at its very end
+        what = f"a link to {os.readlink(output)} (which does not exist)"
+    elif output.is_dir():
+        what = "a folder that is not empty"
+    else:
+        what = "an existing file"
     raise OutputError(
         f"{output} is {what}; choose a new output path, or pass --overwrite "
         "(overwrite=True in Python) to replace it (replaced only after the new output is "

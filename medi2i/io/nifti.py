@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medi2i.errors import GeometryError, InputError
-from medi2i.io.atomic import atomic_path
+from medi2i.io.atomic import atomic_path, write_remedy
 from medi2i.io.base import (
     VolumeReader,
     VolumeWriter,
@@ -398,8 +398,7 @@ def _not_written(path: Path, temporary: Path, exc: OSError) -> InputError:
     gone by the time they read the message."""
     reason = exc.strerror or str(exc).replace(str(temporary), str(path))
     return InputError(
-        f"cannot write {path}: {reason}; nothing was written there (free disk space, or "
-        "choose a folder you can write to)"
+        f"cannot write {path}: {reason}; nothing was written there ({write_remedy(exc)})"
     )
 
 
