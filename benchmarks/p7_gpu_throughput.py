@@ -298,6 +298,12 @@ def main() -> None:
             "the shape's"
         )
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(
+            f"P7 needs a CUDA GPU (--device {args.device}) and torch sees none on this "
+            "machine; for a CPU rehearsal pass --device cpu (see --help); nothing was written"
+        )
+        raise SystemExit(2)
     settings = InferenceSettings(
         roi_size=args.roi,
         sw_batch_size=args.sw_batch_size,

@@ -50,11 +50,34 @@ METHOD = "intensity-inversion"
 IDLE_S = 0.5
 Report = dict[str, Any]
 BEFORE_NODELAY = {"receive": 2.36, "read": 0.05, "infer": 3.74, "write": 1.70, "send": 11.24}
-"""Medians before medi2i turned Nagle's algorithm off (2026-12-02, default ``storescp``)."""
+"""Medians before medi2i turned Nagle's algorithm off: not measured by this script's run
+but copied from an earlier one (:data:`EARLIER_RUNS`)."""
 SEND_BY_PEER = (  # 200 files, seconds, one run each, same machine and day
     ("`storescp` as installed (Nagle on)", 11.07, 9.69),
     ("`storescp` with `TCP_NODELAY=1`", 4.87, 1.21),
 )
+"""``medi2i dicom send`` of the 200 source files by peer, before and after
+``TCP_NODELAY``: measured by hand once, not by this script (:data:`EARLIER_RUNS`)."""
+EARLIER_RUNS = {
+    "before_nodelay": {
+        "what": "median seconds by stage with the default storescp, before medi2i set TCP_NODELAY",
+        "date": "2026-12-02T05:25:19+00:00",
+        "commit": "aa5b170",
+        "median_s": BEFORE_NODELAY,
+    },
+    "send_by_peer": {
+        "what": "seconds to send the 200 source files with medi2i dicom send, one run each, "
+        "before and after TCP_NODELAY in medi2i",
+        "date": "2026-12-02",
+        "commit": "9c61a05 (before: its parent, aa5b170)",
+        "rows": [
+            {"peer": peer, "before_s": before, "after_s": after}
+            for peer, before, after in SEND_BY_PEER
+        ],
+    },
+}
+"""Figures of earlier runs that every result repeats beside its own, with where they
+come from: they are not measured again."""
 
 
 def write_source(folder: Path) -> list[Path]:
@@ -116,6 +139,13 @@ def one_run(files: list[Path], work: Path) -> Report:
         report = send_files(files, Peer(host, port, "MEDI2I"), calling_ae_title="BENCH")
         receive = time.perf_counter() - start
         assert not report.failed, report.failed[:1]
+        # the sender sends again, in a new association, what a dropped one lost, and
+        # then counts it as sent: the node has discarded the dropped association's part
+        # by then if the retry came after its idle timeout
+        assert not report.retried, (
+            f"the node dropped the association: {len(report.retried)} file(s) were sent "
+            f"again ({report.summary()})"
+        )
         manifest = work / "out" / "manifest.jsonl"
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -178,6 +208,7 @@ def summary(runs: list[Report]) -> Report:
         "share_of_total": {s: median[s] / total for s in STAGES},
         "slices_per_second_received": SHAPE[2] / median["receive"],
         "slices_per_second_sent": SHAPE[2] / median["send"],
+        "earlier_runs": EARLIER_RUNS,
     }
 
 
@@ -223,10 +254,15 @@ def markdown(report: Report) -> str:
 
 
 def _before_after(report: Report) -> list[str]:
-    rows = [f"| {s} | {BEFORE_NODELAY[s]:.2f} | {report['median_s'][s]:.2f} |" for s in STAGES]
+    earlier = report.get("earlier_runs", EARLIER_RUNS)
+    before_run, by_peer = earlier["before_nodelay"], earlier["send_by_peer"]
+    rows = [
+        f"| {s} | {before_run['median_s'][s]:.2f} | {report['median_s'][s]:.2f} |" for s in STAGES
+    ]
     peers = [
-        f"| {peer} | {before:.2f} ({200 / before:.0f}/s) | {after:.2f} ({200 / after:.0f}/s) |"
-        for peer, before, after in SEND_BY_PEER
+        f"| {row['peer']} | {row['before_s']:.2f} ({200 / row['before_s']:.0f}/s) | "
+        f"{row['after_s']:.2f} ({200 / row['after_s']:.0f}/s) |"
+        for row in by_peer["rows"]
     ]
     return [
         "## Before and after `TCP_NODELAY`",
@@ -238,17 +274,20 @@ def _before_after(report: Report) -> list[str]:
         "dcmtk leaves Nagle on too and writes each C-STORE response as two packets, so a "
         "default `storescp` stalls every file for ~40 ms whoever sends it (dcmtk's "
         "`storescu`: 46 ms a file); dcmtk's `TCP_NODELAY=1` environment variable turns it "
-        "off, and this benchmark now runs `storescp` so. The *before* column below was "
-        "measured with the default `storescp`.",
+        "off, and this benchmark now runs `storescp` so. The *before* column below is not "
+        f"measured by this run: it is the earlier run of {before_run['date']} (commit "
+        f"{before_run['commit']}), with the default `storescp`; *this run* is this "
+        "result's medians.",
         "",
-        "| stage | before (s) | after (s) |",
+        "| stage | before (earlier run) (s) | this run (s) |",
         "|---|---|---|",
         *rows,
         "",
         "Read, infer and write changed by nothing but the load on the shared machine.",
         "",
         "Sending the 200 source files with `medi2i dicom send` (before: without "
-        "`TCP_NODELAY`), seconds:",
+        "`TCP_NODELAY`), seconds: figures of an earlier run, not of this one (measured by "
+        f"hand once each, {by_peer['date']}, commit {by_peer['commit']}):",
         "",
         "| peer | before | after |",
         "|---|---|---|",

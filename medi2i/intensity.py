@@ -135,11 +135,26 @@ def foreground(
                 f"the body mask has shape {inside.shape}, the volume {values.shape}: give "
                 "the mask of this volume's grid"
             )
-        selected = values[..., inside].ravel()
+        selected = _selected(values, inside)
         return selected if selected.size else values.ravel(order="K")
     flat = values.ravel(order="K")  # a view of a C- or F-ordered volume
     selected = flat[flat > float(np.mean(flat, dtype=np.float64))]
     return selected if selected.size else flat
+
+
+def _selected(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``values[..., inside].ravel()`` (channel by channel, each in C order of the mask)
+    without its index arrays: NumPy turns a boolean mask after an ellipsis into int64
+    indices, three per selected voxel (6 float32 volumes for a body of the whole
+    volume), where a mask as large as the array it indexes is read directly."""
+    leading = values.shape[: values.ndim - inside.ndim]
+    if int(np.prod(leading)) == 1:  # one channel: its view, indexed by the mask
+        return np.asarray(values[(0,) * len(leading)][inside])
+    count = int(np.count_nonzero(inside))
+    selected = np.empty(int(np.prod(leading)) * count, values.dtype)
+    for index, channel in enumerate(np.ndindex(*leading)):  # C order, as the ravel's
+        selected[index * count : (index + 1) * count] = values[channel][inside]
+    return selected
 
 
 def foreground_rule(options: object) -> MRForeground:

@@ -75,6 +75,27 @@ def test_an_aborted_series_is_discarded_unless_sent_again(tmp_path: Path) -> Non
         spool.store("../etc", "1.2", b"x", association="d")
 
 
+def test_a_release_reported_after_its_closed_connection_completes_the_series(
+    tmp_path: Path,
+) -> None:
+    """pynetdicom reports a released association's closed connection from its network
+    thread and the release from the association's thread, the closed connection first
+    under load: the series was then taken for aborted and discarded (P8 lost a sent
+    series once, its sender having seen every instance stored and the release)."""
+    now = [0.0]
+    spool = Spool(tmp_path, idle_timeout=1.0, clock=lambda: now[0])
+    spool.store("1.2.3", "1.2.3.1", b"x", association="a")
+    spool.end_association("a", released=False)  # EVT_CONN_CLOSE first
+    spool.end_association("a", released=True)  # then EVT_RELEASED
+    spool.store("1.2.4", "1.2.4.1", b"x", association="b")
+    spool.end_association("b", released=False)  # a real abort: no release follows
+    spool.end_association("a", released=True)  # a repeated release changes nothing else
+    now[0] = 5.0
+    taken = {series.series_uid: series for series in spool.take_due()}
+    assert taken["1.2.3"].complete
+    assert not taken["1.2.4"].complete
+
+
 def test_a_stopping_node_sets_an_aborted_series_aside_instead_of_discarding_it(
     tmp_path: Path,
 ) -> None:

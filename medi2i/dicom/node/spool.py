@@ -80,6 +80,8 @@ class SpooledSeries:
         instances: SOP Instance UIDs received (each stored once).
         open_associations: Associations that delivered to it and have not ended.
         ending: How the last association that delivered to it ended.
+        ended_by: The association that ended last (so that a release reported after
+            the closed connection of the same association still counts as a release).
         first_received: When its first instance arrived (clock seconds).
         last_received: When its latest instance arrived.
         calling_ae_titles: Who sent it.
@@ -93,6 +95,7 @@ class SpooledSeries:
     refused: dict[str, str] = field(default_factory=dict)
     open_associations: set[Hashable] = field(default_factory=set)
     ending: Ending = "open"
+    ended_by: Hashable | None = None
     first_received: float = 0.0
     last_received: float = 0.0
     calling_ae_titles: set[str] = field(default_factory=set)
@@ -281,12 +284,21 @@ class Spool:
         return entry
 
     def end_association(self, association: Hashable, *, released: bool) -> None:
-        """Note that ``association`` ended, by a normal release or not."""
+        """Note that ``association`` ended, by a normal release or not.
+
+        A release reported after the same association was noted as ended without one
+        turns that ending into a release: pynetdicom reports a released association's
+        closed connection (from its network thread) and its release (from the
+        association's thread) in either order, the closed connection first under load.
+        """
         with self._lock:
             for entry in self._series.values():
                 if association in entry.open_associations:
                     entry.open_associations.discard(association)
                     entry.ending = "released" if released else "aborted"
+                    entry.ended_by = association
+                elif released and entry.ending == "aborted" and entry.ended_by == association:
+                    entry.ending = "released"
 
     def take_due(self, *, stopping: bool = False) -> list[TakenSeries]:
         """Take out every series that completed, or that must be discarded.
