@@ -187,5 +187,11 @@ def test_the_distributed_check_passes_a_method_and_catches_drifting_replicas(
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here), str(here.parent), *sys.path]))
     options = {"hidden": 4}
     check_distributed_training(TinyAdversarial, tmp_path / "ok", options=options, steps=2)
-    with pytest.raises(AssertionError, match="replicas' parameters differ"):
+    # the replicas drift apart; rarely, a rank of this deliberately broken method is
+    # aborted by Gloo at exit (seen once in a clean-clone run; DDP's gradient hooks,
+    # fired outside DDP's forward, may leave work pending), which the check reports as
+    # a failed run: refused either way
+    with pytest.raises(
+        AssertionError, match=r"replicas' parameters differ|under torchrun \(2 processes\) failed"
+    ):
         check_distributed_training(BypassesDDP, tmp_path / "drift", options=options, steps=2)
