@@ -474,7 +474,7 @@ def require_writable_target(path: Path) -> None:
     import tempfile
 
     from medi2i.errors import OutputError
-    from medi2i.io.atomic import os_reason
+    from medi2i.io.atomic import os_reason, write_remedy
 
     folder = next((p for p in Path(path).absolute().parents if p.exists()), Path("/"))
     try:
@@ -484,7 +484,7 @@ def require_writable_target(path: Path) -> None:
     except OSError as exc:
         raise OutputError(
             f"cannot write {path}: {folder} is not writable ({os_reason(exc)}); nothing was "
-            "exported: choose a folder you can write to, or free disk space"
+            f"exported: {write_remedy(exc)}"
         ) from None
 
 

@@ -515,24 +515,19 @@ def predict_file(
     return written
 
 
-_BUNDLE_FLAGS = (
-    # medi2i predict's advice, as a bundle's run takes it (the Python names kept)
-    ("--overwrite (overwrite=True in Python)", "--overwrite true to monai.bundle run "
-     "(overwrite=True in Python)"),
-    ("--force-modality (force_modality=True in Python)", "--force_modality true to "
-     "monai.bundle run (force_modality=True in Python)"),
-    ("--overwrite", "--overwrite true to monai.bundle run (overwrite=True in Python)"),
-    ("--force-modality", "--force_modality true to monai.bundle run "
-     "(force_modality=True in Python)"),
-)  # fmt: skip
+_BUNDLE_FLAGS = {
+    # medi2i predict's flags as a bundle's run takes them (the Python names that follow
+    # them in messages are kept)
+    "--overwrite": "--overwrite true to monai.bundle run",
+    "--force-modality": "--force_modality true to monai.bundle run",
+}
 
 
 def _bundle_message(message: str) -> str:
     """``message`` with medi2i predict's flags replaced by the bundle run's."""
-    for flag, bundle_flag in _BUNDLE_FLAGS:
-        if flag in message:
-            return message.replace(flag, bundle_flag)
-    return message
+    import re
+
+    return re.sub(r"--(?:overwrite|force-modality)\b", lambda m: _BUNDLE_FLAGS[m[0]], message)
 
 
 def _flag(value: object, name: str) -> bool:
@@ -549,36 +544,24 @@ def _flag(value: object, name: str) -> bool:
 
 
 def run_bundle(
-    model: str | Path,
-    input_path: str | Path,
-    output_path: str | Path,
-    network: torch.nn.Module,
-    inferer: Callable[..., Any],
-    *,
-    condition: Mapping[str, object] | None = None,
-    plugins: Sequence[str] = (),
-    overwrite: object = False,
-    force_modality: object = False,
+    *args: Any, overwrite: object = False, force_modality: object = False, **kwargs: Any
 ) -> Path:
     """The ``run`` of a bundle's ``inference.json``: :func:`predict_file`, with a medi2i
     error printed as one line on stderr and the process ended with its exit status
     (``SystemExit``), as ``medi2i predict`` does, rather than buried in MONAI's
-    "Failed to evaluate" traceback. Call :func:`predict_file` from Python."""
+    "Failed to evaluate" traceback. ``args`` and ``kwargs`` are :func:`predict_file`'s;
+    ``overwrite`` and ``force_modality`` come as ``monai.bundle run`` passes them (a bool
+    or the text ``true``/``false``). Call :func:`predict_file` from Python."""
     import sys
 
     from medi2i.errors import Medi2iError
 
     try:
         return predict_file(
-            model,
-            input_path,
-            output_path,
-            network,
-            inferer,
-            condition=condition,
-            plugins=plugins,
+            *args,
             overwrite=_flag(overwrite, "overwrite"),
             force_modality=_flag(force_modality, "force_modality"),
+            **kwargs,
         )
     except Medi2iError as exc:
         print(f"Error: {_bundle_message(str(exc))}", file=sys.stderr)
