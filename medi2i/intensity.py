@@ -241,7 +241,7 @@ def check_percentiles(percentiles: tuple[float, float]) -> tuple[float, float]:
     """
     low, high = percentiles
     if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"mr_percentiles {percentiles} must satisfy 0 <= low < high <= 100")
+        raise ValueError(f"percentiles {percentiles} must satisfy 0 <= low < high <= 100")
     return percentiles
 
 

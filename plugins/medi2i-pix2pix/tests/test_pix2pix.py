@@ -276,7 +276,7 @@ class RecordingTrainer(Trainer):
     """The real trainer, recording parameters and gradients around every update."""
 
     def __init__(self, method: Pix2Pix) -> None:
-        super().__init__(method.training_modules(), device=CPU)
+        super().__init__(method.training_modules(), device=CPU, total_steps=10)
         self.records: list[tuple[str, dict[str, list[torch.Tensor]], dict[str, bool]]] = []
 
     def parameters_now(self) -> dict[str, list[torch.Tensor]]:
@@ -356,7 +356,55 @@ def test_the_rate_is_constant_then_decays_linearly_to_zero_in_both_optimizers() 
     # the step count sets the rate, so a resumed run follows the same schedule
     assert [rates["generator"] for rates in seen] == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
     assert all(rates["discriminator"] == rates["generator"] for rates in seen)
-    assert Pix2Pix({"lr_schedule": "constant"}).options.learning_rate_at(10**6) == 2e-4
+    assert Pix2Pix({"lr_schedule": "constant"}).options.learning_rate_at(10**6, 10) == 2e-4
+
+
+@pytest.mark.parametrize("method_cls", [Pix2Pix, Pix2Pix25D])
+def test_the_schedule_spans_the_run_unless_schedule_steps_is_set(
+    method_cls: type[Pix2Pix],
+) -> None:
+    spanning = method_cls().options
+    explicit = method_cls({"schedule_steps": 1000}).options
+
+    # a 100000-step run keeps the full rate for its first half and reaches 0 at its end
+    assert spanning.schedule_steps is None
+    assert spanning.learning_rate_at(49_999, 100_000) == 2e-4
+    assert spanning.learning_rate_at(75_000, 100_000) == pytest.approx(1e-4)
+    assert spanning.learning_rate_at(100_000, 100_000) == 0.0
+    # an explicit value keeps its meaning (committed models and resolved configs set it)
+    assert explicit.learning_rate_at(750, 100_000) == pytest.approx(1e-4)
+    assert explicit.learning_rate_at(1000, 100_000) == 0.0
+
+
+def test_a_trainer_run_decays_over_its_own_steps() -> None:
+    method = Pix2Pix(SMALL_3D)
+    trainer = Trainer(method.training_modules(), device=CPU, total_steps=4)
+    method.configure_training(trainer)
+    size = method.roi_size()
+    batch = {"source": torch.randn(1, 1, *size), "target": torch.rand(1, 1, *size) * 2 - 1}
+
+    rates = []
+    for _ in range(4):
+        trainer.run_step(method, [batch])
+        rates.append(trainer.optimizers["generator"].param_groups[0]["lr"])
+
+    assert rates == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
+
+
+@pytest.mark.parametrize(("schedule_steps", "warned"), [(3, True), (4, False), (None, False)])
+def test_warns_once_when_schedule_steps_ends_before_the_run(
+    schedule_steps: int | None, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    method = Pix2Pix({**SMALL_3D, "schedule_steps": schedule_steps})
+    trainer = Trainer(method.training_modules(), device=CPU, total_steps=4)
+
+    with caplog.at_level("WARNING", logger="medi2i.training"):
+        method.configure_training(trainer)
+
+    messages = [r.getMessage() for r in caplog.records if "schedule_steps" in r.getMessage()]
+    assert len(messages) == (1 if warned else 0)
+    if warned:
+        assert "schedule_steps 3 is below training.steps 4" in messages[0]
 
 
 @pytest.mark.parametrize(("method_cls", "options"), METHODS)

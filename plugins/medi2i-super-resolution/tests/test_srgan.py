@@ -15,7 +15,7 @@ from medi2i_super_resolution.srgan import (
     SrResNet,
 )
 
-from medi2i import InferenceSettings, InputError, predict_tensor
+from medi2i import InferenceSettings, InputError, OptionsError, predict_tensor
 from medi2i.data.cases import CaseSet
 from medi2i.testing import (
     check_distributed_training,
@@ -81,6 +81,15 @@ def test_an_untrained_skip_model_lands_on_the_thick_slices() -> None:
     np.testing.assert_allclose(
         output[0, :, :, ::4].numpy(), image[0].numpy(), rtol=0.05, atol=0.05 * float(image.std())
     )
+
+
+@pytest.mark.parametrize("betas", [(0.9, 1.0), (-0.1, 0.999), (0.9, float("nan"))])
+def test_betas_outside_0_to_1_are_a_one_line_options_error(betas: tuple[float, float]) -> None:
+    # Adam takes a beta of 1 or more without complaint and never moves its average
+    with pytest.raises(OptionsError, match="betas") as caught:
+        Srgan({**SMALL, "betas": betas})
+
+    assert "\n" not in str(caught.value)
 
 
 def test_training_on_pairs_without_the_factor_is_an_input_error() -> None:

@@ -291,6 +291,34 @@ def test_a_bad_condition_is_a_one_line_options_error(
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"style_downsamples": 5}, "too small for 5 style_downsamples"),
+        ({"roi_size": (16, 16, 8), "style_downsamples": 4}, "needs 16 voxels per side"),
+        ({"percentiles": (99.5, 0.5)}, "percentiles"),
+        ({"betas": (0.5, 1.5)}, "betas"),
+        ({"spacing": (1.0, -1.0, 1.0)}, "spacing"),
+    ],
+)
+def test_options_the_networks_cannot_use_are_one_line_errors(
+    options: dict[str, object], message: str
+) -> None:
+    # a 16³ window with 5 style stages failed in torch's convolution on the first step
+    with pytest.raises(OptionsError, match=message) as caught:
+        Munit({**SMALL, **options})
+
+    assert "\n" not in str(caught.value)
+
+
+def test_a_window_of_2_to_the_style_downsamples_is_accepted() -> None:
+    method = Munit({**SMALL, "style_downsamples": 4})
+
+    style = method.munit.autoencoder("a").style(torch.zeros(1, 1, 16, 16, 16))
+
+    assert style.shape == (1, method.options.style_dim)
+
+
 def test_defaults_follow_the_paper_where_3d_allows() -> None:
     options = MunitOptions()
 

@@ -144,6 +144,27 @@ def test_invalid_options_are_an_options_error(options: dict[str, object]) -> Non
         Unit(options)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"percentiles": (99.5, 0.5)}, "percentiles"),
+        ({"percentiles": (0.5, 101.0)}, "percentiles"),
+        ({"betas": (0.5, 1.0)}, "betas"),
+        ({"betas": (-0.1, 0.999)}, "betas"),
+        ({"spacing": (1.0, 0.0, 1.0)}, "spacing"),
+        ({"spacing": (1.0, float("nan"), 1.0)}, "spacing"),
+    ],
+)
+def test_out_of_range_intensity_and_optimizer_options_are_one_line_errors(
+    options: dict[str, object], message: str
+) -> None:
+    # reversed percentiles made every voxel -1 or +1; the others failed deep in torch
+    with pytest.raises(OptionsError, match=message) as caught:
+        Unit({**SMALL, **options})
+
+    assert "\n" not in str(caught.value)
+
+
 def test_defaults_follow_the_paper_where_3d_allows() -> None:
     options = UnitOptions()
 

@@ -17,6 +17,7 @@ trainer's checkpoints keep the discriminator (with both optimizers) for resuming
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
@@ -163,7 +164,9 @@ class Pix2Pix(MRToCTIntensities, PatchNetworkMethod[Pix2PixOptions, NoCondition]
     def configure_training(self, trainer: TrainerAPI) -> None:
         """One Adam optimizer per network (paper: lr 2e-4, betas 0.5 and 0.999); the
         rate follows ``options.lr_schedule``, set before every step from the trainer's
-        step count (so a resumed run follows it exactly)."""
+        step count (so a resumed run follows it exactly). Warns when an explicit
+        ``options.schedule_steps`` ends the schedule before the run ends."""
+        self._warn_if_the_schedule_ends_early(trainer.total_steps)
         self._optimizers = []
         for name in (GENERATOR, DISCRIMINATOR):
             optimizer = torch.optim.Adam(
@@ -174,12 +177,26 @@ class Pix2Pix(MRToCTIntensities, PatchNetworkMethod[Pix2PixOptions, NoCondition]
             trainer.add_optimizer(name, optimizer)
             self._optimizers.append(optimizer)
 
+    def _warn_if_the_schedule_ends_early(self, total_steps: int) -> None:
+        options = self.options
+        if options.lr_schedule != "linear" or options.schedule_steps is None:
+            return
+        if options.schedule_steps < total_steps:
+            logging.getLogger("medi2i.training").warning(
+                "method option schedule_steps %d is below training.steps %d: the "
+                "learning rate is 0 for the last %d steps; leave schedule_steps unset "
+                "(null) to span the run",
+                options.schedule_steps,
+                total_steps,
+                total_steps - options.schedule_steps,
+            )
+
     def training_step(
         self, batch: Mapping[str, torch.Tensor], trainer: TrainerAPI
     ) -> dict[str, float]:
         """Update the discriminator, then the generator (see
         :func:`medi2i_pix2pix.adversarial.adversarial_step`)."""
-        rate = self.options.learning_rate_at(trainer.step_index)
+        rate = self.options.learning_rate_at(trainer.step_index, trainer.total_steps)
         for optimizer in self._optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = rate

@@ -58,8 +58,10 @@ class Pix2PixOptions(Options):
         lr_schedule: ``"linear"`` (the paper's: constant for the first half of
             ``schedule_steps``, then a linear decay to zero over the second half) or
             ``"constant"``.
-        schedule_steps: Training steps the schedule spans; set it to the run's
-            ``training.steps`` (the paper: 200 epochs, decaying over the last 100).
+        schedule_steps: Training steps the schedule spans; ``None`` (the default): the
+            run's ``training.steps`` (the paper: 200 epochs, decaying over the last
+            100). A value below ``training.steps`` leaves the rest of the run at rate 0
+            (a warning says so).
         betas: Adam's moment decay rates (paper: 0.5, 0.999).
         spacing: Voxel spacing in mm to resample every volume to, or ``None`` to keep
             each volume's own spacing.
@@ -74,8 +76,9 @@ class Pix2PixOptions(Options):
             volume's mean, which move with the field of view (the rule of models saved
             before this option existed).
         body_contour: Set every output voxel outside the input MR's body to air
-            (-1024 HU), with the body found by :func:`medi2i.body_mask` on the raw input
-            (not in the paper). Models saved before this option existed get it on.
+            (-1000 HU, :data:`medi2i.intensity.AIR_HU`), with the body found by
+            :func:`medi2i.body_mask` on the raw input (not in the paper). Models saved
+            before this option existed get it on.
     """
 
     roi_size: tuple[int, int, int] = (64, 64, 64)
@@ -91,7 +94,7 @@ class Pix2PixOptions(Options):
     l1_weight: float = Field(default=100.0, ge=0.0)
     learning_rate: float = Field(default=2e-4, gt=0.0)
     lr_schedule: Literal["linear", "constant"] = "linear"
-    schedule_steps: int = Field(default=1000, ge=1)
+    schedule_steps: int | None = Field(default=None, ge=1)
     betas: tuple[float, float] = (0.5, 0.999)
     spacing: tuple[float, float, float] | None = None
     mr_normalization: MRNormalization = "percentile"
@@ -99,18 +102,22 @@ class Pix2PixOptions(Options):
     mr_foreground: MRForeground = "body"
     body_contour: bool = True
 
-    def learning_rate_at(self, step: int) -> float:
-        """The learning rate of step ``step`` (0-based) under ``lr_schedule``.
+    def learning_rate_at(self, step: int, total_steps: int) -> float:
+        """The learning rate of step ``step`` (0-based) of a run of ``total_steps``
+        under ``lr_schedule``.
 
         Example:
             >>> options = Pix2PixOptions(schedule_steps=100)
-            >>> [options.learning_rate_at(k) for k in (0, 49, 50, 75, 100)]
+            >>> [options.learning_rate_at(k, 7) for k in (0, 49, 50, 75, 100)]
             [0.0002, 0.0002, 0.0002, 0.0001, 0.0]
+            >>> [Pix2PixOptions().learning_rate_at(k, 1000) for k in (0, 500, 750)]
+            [0.0002, 0.0002, 0.0001]
         """
         if self.lr_schedule == "constant":
             return self.learning_rate
-        half = self.schedule_steps // 2
-        remaining = (self.schedule_steps - step) / max(1, self.schedule_steps - half)
+        steps = self.schedule_steps or total_steps
+        half = steps // 2
+        remaining = (steps - step) / max(1, steps - half)
         return self.learning_rate * min(1.0, max(0.0, remaining))
 
     def convolved_axes(self) -> tuple[int, ...]:

@@ -80,7 +80,8 @@ class SliceUpsamplingOptions(Options):
         interpolation_skip: Add the linear interpolation between slices to the output
             (not in the papers; the network then learns the missing detail only, and its
             last convolution starts near zero, so an untrained model interpolates).
-        learning_rate: Adam's learning rate (the papers' 1e-4).
+        learning_rate: Adam's learning rate, constant (the papers' initial 1e-4; both
+            papers then lower it in steps, which this does not).
         roi_size: Input window (and training patch) size in voxels, slice axis last.
         clip_margin: Clip the output to the input's range widened by this fraction of
             it; ``None`` keeps every value.

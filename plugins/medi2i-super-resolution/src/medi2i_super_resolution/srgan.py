@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from medi2i import check_betas
 from medi2i_super_resolution.edsr import (
     Edsr,
     SliceUpsamplingNetwork,
@@ -80,7 +81,7 @@ class SrganOptions(SliceUpsamplingOptions):
         discriminator_layers: Pairs of discriminator convolutions after the first (each
             pair: stride 1, then stride 2 with twice the feature maps); the paper has 3
             pairs after its first two layers.
-        betas: Adam's betas (the paper's 0.9 and 0.999).
+        betas: Adam's betas (the paper's 0.9 and 0.999), each in [0, 1).
     """
 
     batch_norm: bool = True
@@ -91,6 +92,11 @@ class SrganOptions(SliceUpsamplingOptions):
     discriminator_filters: int = Field(default=16, ge=1)
     discriminator_layers: int = Field(default=3, ge=1, le=5)
     betas: tuple[float, float] = (0.9, 0.999)
+
+    @field_validator("betas")
+    @classmethod
+    def _decay_rates(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return check_betas(value)
 
 
 def _conv(inputs: int, outputs: int, stride: int = 1) -> torch.nn.Conv3d:

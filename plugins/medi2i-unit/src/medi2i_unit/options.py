@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medi2i import MRForeground, Options
+from medi2i import MRForeground, Options, check_betas, check_percentiles, check_spacing
 from medi2i_unit.discriminator import smallest_input
 
 Direction = Literal["a2b", "b2a"]
@@ -37,15 +37,15 @@ class TranslationOptions(Options):
         reconstruction_weight: Weight of the within-domain image reconstruction L1
             (papers: 10).
         learning_rate: Adam learning rate of generators and discriminators (1e-4).
-        betas: Adam's moment decay rates (0.5, 0.999).
+        betas: Adam's moment decay rates (0.5, 0.999), each in [0, 1).
         weight_decay: Adam's weight decay (1e-4).
         lr_decay_every: Steps between halvings of the learning rate (the papers' step
             decay: 100000 iterations, which runs at this scale never reach).
         lr_decay: Factor of each step decay (0.5).
-        spacing: Voxel spacing in mm to resample every volume to, or ``None`` to keep
-            each volume's own.
+        spacing: Voxel spacing in mm to resample every volume to (three positive,
+            finite numbers), or ``None`` to keep each volume's own.
         percentiles: Foreground percentiles of an MR volume mapped to -1 and +1 (CT goes
-            through the fixed Hounsfield scale).
+            through the fixed Hounsfield scale), with ``0 <= low < high <= 100``.
         foreground: Which voxels of an MR volume the percentiles are taken over:
             ``"body"``, the input's body (:func:`medi2i.body_mask`), so the air around
             the body does not move them; ``"above-mean"``, those brighter than the
@@ -73,6 +73,23 @@ class TranslationOptions(Options):
     percentiles: tuple[float, float] = (0.5, 99.5)
     foreground: MRForeground = "body"
     body_contour: bool = True
+
+    @field_validator("betas")
+    @classmethod
+    def _decay_rates(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return check_betas(value)
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive_spacing(
+        cls, value: tuple[float, float, float] | None
+    ) -> tuple[float, float, float] | None:
+        return check_spacing(value)
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percentiles_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return check_percentiles(value)
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> TranslationOptions:
@@ -118,7 +135,8 @@ class MunitOptions(TranslationOptions):
         blocks: Residual blocks of the content encoder and of the decoder (paper: 4).
         style_dim: Length of a style code (paper: 8).
         style_downsamples: Stride-2 stages of the style encoder (paper: 4); a style
-            reference volume needs ``2**style_downsamples`` voxels per side.
+            reference volume, and so ``roi_size``, needs ``2**style_downsamples`` voxels
+            per side.
         mlp_features: Hidden features of the style-to-AdaIN MLP (paper: 256; 3D default
             64, enough for the decoder's fewer AdaIN channels).
         style_weight: Weight of the style reconstruction L1 (1).
@@ -134,6 +152,17 @@ class MunitOptions(TranslationOptions):
     style_weight: float = Field(default=1.0, ge=0.0)
     content_weight: float = Field(default=1.0, ge=0.0)
     cycle_weight: float = Field(default=0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _style_encoder_fits(self) -> MunitOptions:
+        needed = 2**self.style_downsamples
+        if min(self.roi_size) < needed:
+            raise ValueError(
+                f"roi_size {self.roi_size} is too small for {self.style_downsamples} "
+                f"style_downsamples (needs {needed} voxels per side); lower them or "
+                "enlarge the window"
+            )
+        return self
 
 
 class UnitCondition(BaseModel):
