@@ -10,10 +10,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medi2i.cards import CARD_SUFFIXES, Acquisition, DataCard, ModelCard, load_card
 from medi2i.errors import InputError
 from medi2i.hashing import file_sha256
+
+if TYPE_CHECKING:
+    from medi2i.model_folder import AdaptedFrom
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SPACING_TOLERANCE = 0.01
@@ -76,9 +80,15 @@ def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> lis
     """Validate the card of a trained-model folder against a folder of data cards.
 
     Checks: ``card.yaml`` is a valid model card that names the method and version the
-    folder's ``medi2i-model.json`` records, the weights match the SHA-256 recorded there,
-    and every ``training_data`` and ``evaluation_data`` name is a card in ``data_cards``
-    (e.g. the repository's ``data_cards/``).
+    folder's ``medi2i-model.json`` records, the weights match the SHA-256 recorded there
+    and, when the card records one, the card's ``weights_sha256`` (cards written before
+    medi2i recorded it are not compared); an adapted card's last
+    ``adaptations[].source_weights_sha256`` equals the manifest's
+    ``adapted_from.weights_sha256``; every ``validation_<name>`` metric the card claims
+    is the value of ``<name>`` in the folder's ``metrics.json`` (a claim without that
+    file, or without that name in it, is a problem); and every ``training_data`` and
+    ``evaluation_data`` name is a card in ``data_cards`` (e.g. the repository's
+    ``data_cards/``).
 
     Returns:
         The problems found; an empty list means the card is clean.
@@ -143,24 +153,69 @@ def _manifest_problems(model_folder: Path, path: Path, card: ModelCard) -> list[
             )
         )
     problems += _validation_metric_problems(model_folder, path, card)
-    if manifest.weights is not None:
-        weights = model_folder / manifest.weights.file
-        if not weights.is_file() or file_sha256(weights) != manifest.weights.sha256:
-            problems.append(
-                CardProblem(
-                    weights,
-                    f"is missing or does not match the SHA-256 in {MANIFEST}: the weights "
-                    "were changed or damaged; copy the model folder again",
-                )
+    problems += _adaptation_problems(path, card, manifest.adapted_from)
+    if manifest.weights is None:
+        return problems
+    weights = model_folder / manifest.weights.file
+    digest = file_sha256(weights) if weights.is_file() else None
+    if digest != manifest.weights.sha256:
+        problems.append(
+            CardProblem(
+                weights,
+                f"is missing or does not match the SHA-256 in {MANIFEST}: the weights "
+                "were changed or damaged; copy the model folder again",
             )
+        )
+    elif card.weights_sha256 is not None and card.weights_sha256 != digest:
+        problems.append(
+            CardProblem(
+                path,
+                f"describes weights with SHA-256 {card.weights_sha256}, but {weights.name} "
+                f"has {digest}: the weights were replaced after the card was written; "
+                "write the card of these weights (evaluate them again) or restore the "
+                "weights the card describes",
+            )
+        )
     return problems
+
+
+def _adaptation_problems(
+    path: Path, card: ModelCard, adapted_from: AdaptedFrom | None
+) -> list[CardProblem]:
+    """The card's last adaptation against the manifest's ``adapted_from``: the source
+    weights it names must be the ones the model was adapted from."""
+    from medi2i.model_folder import MANIFEST
+
+    if not card.adaptations:
+        return []
+    said = card.adaptations[-1].source_weights_sha256
+    if adapted_from is None:
+        return [
+            CardProblem(
+                path,
+                f"lists adaptations, but {MANIFEST} records no adapted_from: the card is "
+                "not this model's; write the card of this model",
+            )
+        ]
+    if said != adapted_from.weights_sha256:
+        return [
+            CardProblem(
+                path,
+                f"says it was adapted from weights with SHA-256 {said}, but {MANIFEST} "
+                f"records {adapted_from.weights_sha256} (adapted_from.weights_sha256): "
+                "the card is not this model's; write the card of this model",
+            )
+        ]
+    return []
 
 
 def _validation_metric_problems(
     model_folder: Path, path: Path, card: ModelCard
 ) -> list[CardProblem]:
     """The card's ``validation_<name>`` metrics against the ``metrics.json`` the run
-    saved with the model (the validation of its step): they must be those values."""
+    saved with the model (the validation of its step): each must be there, with that
+    value. A name may carry its units (``validation_mae_hu`` is ``mae``, as older cards
+    wrote it; see :data:`_UNIT_SUFFIXES`)."""
     import json
 
     from medi2i.model_folder import METRICS
@@ -171,27 +226,71 @@ def _validation_metric_problems(
         for name, value in card.metrics.items()
         if name.startswith("validation_")
     }
-    if not claimed or not recorded.is_file():
+    if not claimed:
         return []
+    if not recorded.is_file():
+        names = ", ".join(f"validation_{name}" for name in claimed)
+        return [
+            CardProblem(
+                path,
+                f"claims {names}, but the model folder has no {METRICS} to check them "
+                f"against; copy the {METRICS} the run saved into the folder or remove "
+                "these metrics from the card",
+            )
+        ]
     try:
         measured = json.loads(recorded.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return [CardProblem(recorded, f"cannot be read: {exc}")]
+    if not isinstance(measured, dict):
+        return [CardProblem(recorded, "is not a JSON object of metric values")]
+    claimed = {_recorded_name(name, measured): value for name, value in claimed.items()}
+    problems = []
+    absent = [f"validation_{name}" for name in claimed if name not in measured]
+    if absent:
+        problems.append(
+            CardProblem(
+                path,
+                f"claims {', '.join(absent)}, which {METRICS} does not hold (it holds "
+                f"{', '.join(sorted(measured)) or 'nothing'}); remove these metrics from "
+                "the card",
+            )
+        )
     wrong = [
-        f"validation_{name} {value:g} ({METRICS}: {measured[name]:g})"
+        f"validation_{name} {value:g} ({METRICS}: {_shown(measured[name])})"
         for name, value in claimed.items()
-        if isinstance(measured.get(name), int | float)
-        and not math.isclose(value, float(measured[name]), rel_tol=1e-9, abs_tol=1e-12)
-    ]
-    if not wrong:
-        return []
-    return [
-        CardProblem(
-            path,
-            f"claims {', '.join(wrong)}, which the model's validation did not measure; "
-            "correct the card's metrics",
+        if name in measured
+        and not (
+            isinstance(measured[name], int | float)
+            and not isinstance(measured[name], bool)
+            and math.isclose(value, float(measured[name]), rel_tol=1e-9, abs_tol=1e-12)
         )
     ]
+    if wrong:
+        problems.append(
+            CardProblem(
+                path,
+                f"claims {', '.join(wrong)}, which the model's validation did not measure; "
+                "correct the card's metrics",
+            )
+        )
+    return problems
+
+
+_UNIT_SUFFIXES = ("_hu", "_db")
+"""Units a card's metric name may end with that ``metrics.json`` leaves out."""
+
+
+def _recorded_name(name: str, measured: dict[str, object]) -> str:
+    """``name`` as ``metrics.json`` records it: without a units suffix it lacks."""
+    for suffix in _UNIT_SUFFIXES:
+        if name not in measured and name.endswith(suffix) and name[: -len(suffix)] in measured:
+            return name[: -len(suffix)]
+    return name
+
+
+def _shown(value: object) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else repr(value)
 
 
 def _card_paths(folder: Path) -> list[Path]:

@@ -250,6 +250,10 @@ class ModelCard(_Strict):
         adaptations: For an adapted model, each adaptation that made it from the trained
             model ``provenance`` describes, earliest first; ``metrics`` are then only
             those measured after the last one (the source's are left out).
+        weights_sha256: SHA-256 of the weights file the card describes, written with the
+            card; ``medi2i cards check`` compares it with the folder's weights, so a card
+            left behind when the weights are replaced is caught. Absent from cards
+            written before medi2i recorded it (those are not compared).
     """
 
     card: Literal["model"]
@@ -263,6 +267,7 @@ class ModelCard(_Strict):
     intended_use: IntendedUse
     limits: list[str] = []
     adaptations: list[Adaptation] = []
+    weights_sha256: str | None = None
 
     @field_validator("metrics")
     @classmethod

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from medi2i.io.atomic import atomic_path
-from medi2i.model_folder import CARD, CARD_YAML, MANIFEST, read_manifest
+from medi2i.model_folder import CARD, CARD_YAML, MANIFEST, read_manifest, weights_sha256
 
 if TYPE_CHECKING:
     from medi2i.cards import Adaptation, ModelCard
@@ -31,12 +31,15 @@ def default_card(method: Method) -> str:
 def attach_card(folder: str | Path, card: ModelCard) -> Path:
     """Write a model card into a model folder: ``card.yaml`` (checked by
     ``medi2i cards check``), its Markdown rendering as ``README.md``, and the training
-    data cards into the manifest.
+    data cards into the manifest. The card records the SHA-256 of the folder's weights
+    file as ``weights_sha256`` (computed from its bytes, replacing any value the card
+    held), which ties the card to these weights.
 
     Returns:
         The path of ``card.yaml``.
     """
     folder = Path(folder)
+    card = card.model_copy(update={"weights_sha256": weights_sha256(folder)})
     manifest = read_manifest(folder).model_copy(update={"data_cards": list(card.training_data)})
     written = {
         CARD_YAML: yaml.safe_dump(card.model_dump(mode="json"), sort_keys=False),
@@ -65,6 +68,7 @@ def render_card(card: ModelCard) -> str:
         f"- medi2i {card.provenance.medi2i_version}, {card.provenance.created}",
         f"- command: `{card.provenance.command}`",
         f"- seed: {card.provenance.seed}, hardware: {card.provenance.hardware or 'not recorded'}",
+        f"- weights SHA-256: {card.weights_sha256 or 'not recorded'}",
         "",
         "## Intended use",
         "",

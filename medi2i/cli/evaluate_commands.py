@@ -34,6 +34,20 @@ def add_to(group: click.Group) -> None:
     group.add_command(evaluate_command)
 
 
+class _PresetHelpOption(click.Option):
+    """An option whose help lists each preset's metrics from
+    :data:`~medi2i.evaluation.metric_objects.METRIC_PRESETS` when the help is shown
+    (imported then, so ``medi2i --help`` stays fast and the list cannot drift)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from medi2i.evaluation.metric_objects import describe_presets
+
+        self.help = (
+            f"Presets ({describe_presets()}) and/or registered metric names, comma-separated."
+        )
+        return super().get_help_record(ctx)
+
+
 @click.command("evaluate")
 @click.argument(
     "workflow_path", metavar="[WORKFLOW]", required=False, type=click.Path(path_type=Path)
@@ -64,11 +78,16 @@ def add_to(group: click.Group) -> None:
 @click.option(
     "--metrics",
     "metrics_spec",
+    cls=_PresetHelpOption,
     default="synthrad",
     show_default=True,
-    help="Presets (synthrad: CT in HU, the SynthRAD2025 metrics and air_mae; mr: "
-    "mae,psnr,ssim,histogram_distance; super_resolution: psnr,ssim) and/or registered "
-    "metric names, comma-separated.",
+    help="Presets and/or registered metric names, comma-separated.",
+)
+@click.option(
+    "--force-modality",
+    is_flag=True,
+    help="Compute metrics in HU (the synthrad preset, air_mae) even on a file with no "
+    "voxel at or below -500, which is refused as not a CT in HU (an MR, a CT in [0, 1]).",
 )
 @json_option()
 @click.pass_context
@@ -81,6 +100,7 @@ def evaluate_command(
     reference_path: Path | None,
     mask_path: Path | None,
     metrics_spec: str,
+    force_modality: bool,
     as_json: bool,
 ) -> None:
     """Evaluate a workflow's test cases, or a prediction file against its reference.
@@ -90,7 +110,10 @@ def evaluate_command(
     compared inside --mask: the files must share one grid (shape, and affine within
     1e-3 mm). The synthrad preset computes MAE, PSNR and MS-SSIM as the SynthRAD2025
     challenge does, and the MAE in the air outside the mask (reference below -900 HU,
-    10 voxels or more from the mask; n/a without a mask).
+    10 voxels or more from the mask; n/a without a mask, and the output says why). Its
+    values are read in HU: a reference or prediction with no voxel at or below -500 (an
+    MR, a CT in [0, 1]) is refused; score MR with --metrics mr, or pass
+    --force-modality.
     """
     from medi2i.evaluation.metric_objects import select_metrics
     from medi2i.registry import Registry
@@ -114,11 +137,19 @@ def evaluate_command(
     registry = Registry(plugins)
     metrics = select_metrics(metrics_spec, registry.metrics)
     readers = list(registry.readers.values())
-    values = evaluate_files(reference_path, prediction_path, mask_path, metrics, readers=readers)
+    values = evaluate_files(
+        reference_path,
+        prediction_path,
+        mask_path,
+        metrics,
+        readers=readers,
+        force_modality=force_modality,
+    )
+    notes = _missing_notes(values, mask_path)
     if as_json:
-        _echo_json(prediction_path, reference_path, mask_path, metrics, values)
+        _echo_json(prediction_path, reference_path, mask_path, metrics, values, notes)
     else:
-        _echo_table(metrics, values)
+        _echo_table(metrics, values, notes)
 
 
 @dataclass(frozen=True)
@@ -145,6 +176,7 @@ def evaluate_files(
     metrics: Sequence[Metric],
     *,
     readers: Sequence[VolumeReader] | None = None,
+    force_modality: bool = False,
 ) -> dict[str, float]:
     """Read a reference, a prediction and an optional mask, and compute ``metrics``
     (reference first, as every metric in medi2i).
@@ -155,12 +187,16 @@ def evaluate_files(
         mask_path: Voxels where it is > 0 are evaluated; all voxels when ``None``.
         metrics: The metrics to compute.
         readers: Volume readers to use; the built-in ones when ``None``.
+        force_modality: Compute metrics in HU on files that cannot be a CT in HU
+            (:func:`medi2i.evaluation.hounsfield_checks.require_hounsfield`).
 
     Returns:
         Metric values by metric name.
 
     Raises:
-        InputError: A file is missing or unreadable, or holds a NaN or infinite voxel.
+        InputError: A file is missing or unreadable, or holds a NaN or infinite voxel,
+            or metrics in HU are asked of a reference or prediction with no voxel at or
+            below -500, unless ``force_modality``.
         GeometryError: The prediction or the mask is not on the reference's grid.
     """
     from medi2i.evaluation.metric_objects import evaluate_case
@@ -177,6 +213,12 @@ def evaluate_files(
                 "is the mask of this case, or leave --mask out to evaluate every voxel"
             )
     _require_ssim_fits(reference, metrics)
+    if not force_modality:
+        from medi2i.evaluation.hounsfield_checks import hounsfield_metric_names, require_hounsfield
+
+        names = hounsfield_metric_names(metrics)
+        for volume in (reference, prediction):
+            require_hounsfield(volume.values, volume.path, names)
     try:
         return evaluate_case(
             reference.values, prediction.values, None if mask is None else mask.values, metrics
@@ -239,9 +281,26 @@ def require_same_grid(volume: LoadedVolume, reference: LoadedVolume) -> None:
     )
 
 
-def _echo_table(metrics: Sequence[Metric], values: dict[str, float]) -> None:
+def _missing_notes(values: dict[str, float], mask_path: Path | None) -> dict[str, str]:
+    """Why a metric that could not be measured (NaN) has no value, where known."""
+    from medi2i.evaluation.air import AIR_MAE_MISSING
+
+    reasons = {
+        "air_mae": AIR_MAE_MISSING
+        if mask_path is not None
+        else "no --mask, so every voxel is inside and none is air outside the body"
+    }
+    return {
+        name: reasons.get(name, "the metric is undefined here (e.g. an empty region)")
+        for name, value in values.items()
+        if math.isnan(value)
+    }
+
+
+def _echo_table(metrics: Sequence[Metric], values: dict[str, float], notes: dict[str, str]) -> None:
     # a metric that could not be measured (NaN, e.g. air_mae without air far enough
-    # from the mask) reads n/a, as in the workflow's log and tables and the help
+    # from the mask) reads n/a, as in the workflow's log and tables and the help, with
+    # a note under the table saying why
     rows = [
         (m.name, "n/a" if math.isnan(values[m.name]) else f"{values[m.name]:.6g}", m.units)
         for m in metrics
@@ -249,6 +308,8 @@ def _echo_table(metrics: Sequence[Metric], values: dict[str, float]) -> None:
     widths = [max(len(row[i]) for row in [("metric", "value", "units"), *rows]) for i in range(3)]
     for row in [("metric", "value", "units"), *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for name, reason in notes.items():
+        click.echo(f"note: {name} is n/a: {reason}")
 
 
 def _echo_json(
@@ -257,6 +318,7 @@ def _echo_json(
     mask_path: Path | None,
     metrics: Sequence[Metric],
     values: dict[str, float],
+    notes: dict[str, str],
 ) -> None:
     from medi2i.evaluation.tables import json_value
 
@@ -266,5 +328,6 @@ def _echo_json(
         "mask": None if mask_path is None else str(mask_path),
         "metrics": {name: json_value(value) for name, value in values.items()},
         "units": {metric.name: metric.units for metric in metrics},
+        "missing": notes,
     }
     click.echo(json.dumps(document, indent=2))

@@ -147,6 +147,51 @@ def evaluation_metrics() -> list[Metric]:
     ]
 
 
+VALIDATION_METRICS: Mapping[str, Mapping[str, str]] = {
+    "HU": {"mae": "synthrad_mae", "psnr": "synthrad_psnr"},
+    "arbitrary": {"mae": "mae", "psnr": "psnr"},
+}
+"""The metrics behind training validation's ``mae`` and ``psnr`` by the units of the
+method's output: for a CT in HU those of the ``synthrad`` preset (the PSNR over the
+fixed range [-1024, 3071] HU), for anything else those of the ``mr`` preset; so a run's
+validation and its evaluate stage score a case alike."""
+
+
+def validation_metrics(units: str) -> dict[str, Metric]:
+    """The built-in metrics training validation reports, by the name it reports them
+    under (``mae`` ranks checkpoints), for an output in ``units`` (:data:`VALIDATION_METRICS`).
+
+    Example:
+        >>> validation_metrics("HU")["psnr"].name
+        'synthrad_psnr'
+    """
+    from medi2i.metrics import builtin_metrics
+
+    available = {m.name: m for m in (*builtin_metrics(), *evaluation_metrics())}
+    names = VALIDATION_METRICS.get(units, VALIDATION_METRICS["arbitrary"])
+    return {reported: available[name] for reported, name in names.items()}
+
+
+def describe_presets(metrics: Sequence[Metric] | None = None) -> str:
+    """The presets and the metric names behind each, as ``--metrics``'s help gives them:
+    made from :data:`METRIC_PRESETS`, so the help cannot drift from what runs.
+
+    Args:
+        metrics: The metrics whose units mark a preset as one for CT in HU; this
+            package's (:func:`evaluation_metrics`) when ``None``.
+
+    Example:
+        >>> describe_presets().split("; ")[1]
+        'mr: mae,psnr,ssim,histogram_distance'
+    """
+    units = {m.name: m.units for m in (evaluation_metrics() if metrics is None else metrics)}
+    described = []
+    for preset, names in METRIC_PRESETS.items():
+        kind = "CT in HU, " if any(units.get(name) == "HU" for name in names) else ""
+        described.append(f"{preset}: {kind}{','.join(names)}")
+    return "; ".join(described)
+
+
 def select_metrics(spec: str, available: Mapping[str, Metric]) -> list[Metric]:
     """The metrics a comma-separated list of names and presets asks for, in order.
 

@@ -1,11 +1,15 @@
 """Report figures: orthogonal slice montages of a case and training curves, as PNG.
 
 A montage shows one case in three orthogonal planes through the centre of its mask
-(axial, coronal, sagittal, in radiological-free RAS display: right of the patient on
-the right, anterior up in axial views, superior up otherwise), one row per image:
-input, output, reference and output minus reference. Volumes are reoriented to the
-nearest RAS axes and drawn with their true voxel aspect ratio, so an anisotropic grid
-does not look squashed.
+(axial, coronal, sagittal), one row per image: input, output, reference and output
+minus reference. Volumes are reoriented with their affine to the nearest RAS axes and
+drawn with their true voxel aspect ratio, so an anisotropic grid does not look
+squashed. The display follows the neurological convention, not the radiological one:
+the patient's right is on the image's right (R on the right edge, L on the left) in
+axial and coronal views, anterior is up in axial views (A at the top, P at the bottom),
+superior up otherwise (S, I), and anterior on the right in sagittal views. Each panel
+carries these letters at its edges (:data:`ORIENTATION_NOTE`), derived from the affine
+of the volume as drawn.
 
 matplotlib is imported inside the functions; figures are drawn with its object API
 (no pyplot), so no display and no global backend state are involved.
@@ -33,6 +37,14 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float64]
 PLANES = ("axial", "coronal", "sagittal")
 DPI = 110
+ORIENTATION_NOTE = (
+    "Neurological display: the patient's right is on the image's right; the letters at "
+    "each slice's edges (R/L, A/P, S/I) give the patient directions."
+)
+"""The orientation convention of the montages, for a report's text."""
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+_PLANE_AXES = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}
+"""The displayed volume's axes along each plane's image (horizontal, vertical)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ def slice_montage(
     orientation = _ras_orientation(np.asarray(affine, np.float64))
     spacing = _ras_spacing(np.asarray(affine, np.float64), orientation)
     centre = _centre(centre_mask, shape, orientation)
+    codes = _drawn_axis_codes(np.asarray(affine, np.float64), orientation, shape)
     figure = _figure(9.0, 2.6 * len(rows))
     axes = figure.subplots(len(rows), 3, squeeze=False)
     for row_axes, row in zip(axes, rows, strict=True):
@@ -131,6 +144,7 @@ def slice_montage(
         image: AxesImage | None = None
         for ax, plane in zip(row_axes, PLANES, strict=True):
             image = _draw_plane(ax, volume, plane, centre, spacing, window, row.difference)
+            _draw_edge_letters(ax, edge_letters(codes, plane))
         row_axes[0].set_ylabel(row.label, fontsize=9)
         assert image is not None
         figure.colorbar(image, ax=list(row_axes), shrink=0.85, pad=0.01)
@@ -170,6 +184,39 @@ def _draw_plane(
     ax.set_xticks([])
     ax.set_yticks([])
     return image
+
+
+def edge_letters(codes: Sequence[str], plane: str) -> tuple[str, str, str, str]:
+    """The patient directions at the left, right, bottom and top edges of a ``plane``
+    image of a volume whose axes point to ``codes`` (e.g. ``("R", "A", "S")``), drawn
+    as :func:`slice_montage` draws it (first axis horizontal, second up).
+
+    Example:
+        >>> edge_letters(("R", "A", "S"), "axial")
+        ('L', 'R', 'P', 'A')
+    """
+    horizontal, vertical = (codes[axis] for axis in _PLANE_AXES[plane])
+    return (_OPPOSITE[horizontal], horizontal, _OPPOSITE[vertical], vertical)
+
+
+def _drawn_axis_codes(
+    affine: FloatArray, orientation: npt.NDArray[np.float64], shape: tuple[int, ...]
+) -> tuple[str, str, str]:
+    """Where the axes of the reoriented volume point, from its affine (``R, A, S``)."""
+    from nibabel.orientations import aff2axcodes, inv_ornt_aff
+
+    drawn = affine @ inv_ornt_aff(orientation, shape)  # type: ignore[no-untyped-call]
+    x, y, z = (str(code) for code in aff2axcodes(drawn))  # type: ignore[no-untyped-call]
+    return (x, y, z)
+
+
+def _draw_edge_letters(ax: Axes, letters: tuple[str, str, str, str]) -> None:
+    left, right, bottom, top = letters
+    style = {"transform": ax.transAxes, "color": "yellow", "fontsize": 7, "fontweight": "bold"}
+    ax.text(0.02, 0.5, left, ha="left", va="center", **style)  # type: ignore[arg-type]
+    ax.text(0.98, 0.5, right, ha="right", va="center", **style)  # type: ignore[arg-type]
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)  # type: ignore[arg-type]
+    ax.text(0.5, 0.98, top, ha="center", va="top", **style)  # type: ignore[arg-type]
 
 
 def _percentile_window(values: FloatArray) -> tuple[float, float]:
@@ -285,7 +332,9 @@ def _numbers(record: Mapping[str, object], prefix: str = "") -> list[tuple[str, 
 def training_curves(curves: Sequence[Curve], *, path: str | Path, title: str = "") -> Path:
     """Plot curves against the training step, one panel per quantity, and save a PNG.
 
-    Positive quantities spanning more than a factor of 20 get a logarithmic axis.
+    Positive quantities spanning more than a factor of 20 get a logarithmic axis. Tick
+    labels show whole values, never matplotlib's offset (``+1.24e2``), under which a
+    change of 0.08 would fill a panel without saying how small it is.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -298,6 +347,7 @@ def training_curves(curves: Sequence[Curve], *, path: str | Path, title: str = "
     for ax, curve in zip(axes.flat, curves, strict=False):
         ax.plot(curve.steps, curve.values, marker="." if len(curve.steps) < 30 else None)
         values = np.asarray(curve.values)
+        ax.ticklabel_format(useOffset=False)  # before a log scale replaces the formatter
         if values.min() > 0 and values.max() / values.min() > 20:
             ax.set_yscale("log")
         ax.set_title(curve.name, fontsize=9)

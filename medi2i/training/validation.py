@@ -3,7 +3,15 @@
 Every validation case is predicted by :func:`medi2i.prediction.predict_tensor` (spatial
 plan, preprocessing, sliding window, postprocessing, back onto the input grid) and
 compared with its reference in the reference's own units (e.g. HU) inside its mask:
-the masked MAE, which is the validation metric, and the PSNR. Validation needs paired
+the masked MAE, which is the validation metric, and the PSNR, computed by the metric
+objects ``medi2i evaluate`` uses for the output's units
+(:func:`medi2i.evaluation.metric_objects.validation_metrics`): for a CT in HU the
+``synthrad`` preset's ``synthrad_mae`` and ``synthrad_psnr`` (peak 4095 HU, both clipped
+to [-1024, 3071] HU), otherwise the ``mr`` preset's ``mae`` and ``psnr``. They are
+reported as ``mae`` and ``psnr``, the names checkpoint selection, ``metrics.json`` and
+the cards' ``validation_*`` use. (Before, ``psnr`` was always the generic PSNR over the
+reference's own range, which for a CT differs from the evaluate stage's
+``synthrad_psnr``; models and cards saved then keep their values.) Validation needs paired
 cases (``source`` and ``target``), whatever data the method trains on: an unpaired
 harmonization method is validated on travelling subjects, for example.
 """
@@ -24,6 +32,7 @@ if TYPE_CHECKING:
 
     from medi2i.grid import Grid
     from medi2i.method import Method
+    from medi2i.metrics import Metric
     from medi2i.settings import InferenceSettings
 
 VALIDATION_METRIC = "mae"
@@ -143,16 +152,17 @@ def validate(
 
     Returns:
         ``{"mae": ..., "psnr": ...}``, each the mean over cases, in the target's units
-        (MAE) and dB (PSNR).
+        (MAE) and dB (PSNR), computed by the metrics of
+        :func:`~medi2i.evaluation.metric_objects.validation_metrics` for the units of
+        the output under each case's condition.
     """
     from medi2i.grid import Grid, require_same_grid
-    from medi2i.metrics import MeanAbsoluteError, PeakSignalToNoiseRatio
     from medi2i.prediction import predict_tensor
 
-    metrics = (MeanAbsoluteError(), PeakSignalToNoiseRatio())
-    values: dict[str, list[float]] = {metric.name: [] for metric in metrics}
+    values: dict[str, list[float]] = {"mae": [], "psnr": []}
     for case in cases:
         merged = case_condition(condition, case.condition)
+        metrics = _metrics_for(method, merged)
         prediction = predict_tensor(method, case.source, settings=settings, condition=merged)
         if case.target_grid is not None:
             require_same_grid(
@@ -163,9 +173,18 @@ def validate(
                 hint=output_grid_hint(method),
             )
         predicted = np.asarray(prediction.as_tensor()[0].numpy())
-        for metric in metrics:
-            values[metric.name].append(metric(case.target, predicted, case.mask))
+        for name, metric in metrics.items():
+            values[name].append(metric(case.target, predicted, case.mask))
     return {name: float(np.mean(scores)) for name, scores in values.items()}
+
+
+def _metrics_for(method: Method, condition: Mapping[str, object] | None) -> dict[str, Metric]:
+    """Validation's metrics for the units of ``method``'s (first) output under
+    ``condition``: a two-way MR↔CT model is scored in HU towards CT only."""
+    from medi2i.evaluation.metric_objects import validation_metrics
+
+    outputs = method.outputs(method.parse_condition(condition))
+    return validation_metrics(outputs[0].spec.units if outputs else "arbitrary")
 
 
 def output_grid_hint(method: Method) -> str:

@@ -141,6 +141,7 @@ def load_workflow(
         problems = _condition_problems(workflow, registry)
     if problems:
         raise WorkflowError(_describe(problems, source))
+    workflow._overrides = tuple(overrides)  # the report lists them beside the description
     return workflow
 
 

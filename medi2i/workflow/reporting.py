@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medi2i.report.figures import (
+    ORIENTATION_NOTE,
     Curve,
     case_rows,
     read_training_curves,
@@ -43,9 +44,7 @@ def report_stage(
     if evaluation is not None and workflow.report.figures and workflow.report.cases > 0:
         sections.append(_cases_section(workflow, run, evaluation))
     sections.append(_rerun_section(run))
-    report = Report(
-        title=f"Run {run.root.name}", subtitle=workflow.description.strip(), sections=sections
-    )
+    report = Report(title=f"Run {run.root.name}", subtitle=_subtitle(workflow), sections=sections)
     path = write_report(report, run.root, format=workflow.report.format)
     for earlier in (run.root / name for name in REPORT_FILES.values()):
         if earlier != path and earlier.is_file():  # the other format's, of an earlier run
@@ -54,6 +53,17 @@ def report_stage(
     RunState.read(run).finished(run, "report")
     log(f"report: {path}")
     return path
+
+
+def _subtitle(workflow: Workflow) -> str:
+    """The workflow's description and, after it, the ``--set`` overrides the run applied
+    (the description is the file's text, which does not know them)."""
+    description = workflow.description.strip()
+    if not workflow.overrides:
+        return description
+    applied = ", ".join(workflow.overrides)
+    note = f"(run with --set {applied}, which this description does not reflect)"
+    return f"{description} {note}".lstrip()
 
 
 def _run_section(
@@ -69,6 +79,7 @@ def _run_section(
     facts = [
         ("method", method.id if method.id is not None else f"trained model {method.model}"),
         ("options", _options_text(workflow, run)),
+        ("overrides (--set)", ", ".join(workflow.overrides) or "none"),
         ("data", f"{workflow.data.kind}, {workflow.data.layout.type} layout"),
         ("training steps", _training_steps(workflow, registry)),
         ("model folder", _relative(state.model_dir(run), run)),
@@ -160,7 +171,8 @@ def _cases_section(workflow: Workflow, run: RunFolder, evaluation: EvaluationRec
     figures = [_case_montage(run, case, evaluation) for case in shown[: workflow.report.cases]]
     text = (
         "Orthogonal slices through the centre of each case's mask: input, output, reference "
-        "and output minus reference (output and reference share one grey window)."
+        "and output minus reference (output and reference share one grey window). "
+        f"{ORIENTATION_NOTE}"
     )
     return Section("Cases", text=text, figures=figures)
 

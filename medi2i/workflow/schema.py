@@ -35,6 +35,7 @@ from pydantic import (
     Discriminator,
     Field,
     JsonValue,
+    PrivateAttr,
     Tag,
     ValidationInfo,
     field_validator,
@@ -506,6 +507,14 @@ class Workflow(Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     # validated from {} so that the default root is resolved against the workflow's folder
     output: OutputConfig = Field(default_factory=dict, validate_default=True)
+    _overrides: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The ``--set`` overrides applied when the file was loaded
+        (:func:`~medi2i.workflow.loader.load_workflow`), listed by the report because
+        ``description`` is the file's text and may not describe them."""
+        return self._overrides
 
     @model_validator(mode="after")
     def _fit_domain_is_a_domain(self) -> Workflow:
