@@ -258,6 +258,8 @@ def test_a_tilted_stack_is_written_where_each_source_slice_lay(
         )
         assert list(written.ImageOrientationPatient) == list(original.ImageOrientationPatient)
         assert str(written.SliceThickness) == str(original.SliceThickness)
+        # the CT output keeps the tilt its sheared grid was acquired with
+        assert float(written.GantryDetectorTilt) == float(original.GantryDetectorTilt)
     if shutil.which("dciodvfy") is not None:
         assert _dciodvfy_problems(files[0]) + _dciodvfy_problems(files[-1]) == []
 
@@ -290,7 +292,15 @@ def test_decimal_strings_carry_no_float_noise_and_keep_the_source_s(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("stated", "expected"),
-    [({"BodyPartExamined": "HEAD"}, None), ({"Laterality": "R"}, "R"), ({}, "")],
+    [
+        ({"BodyPartExamined": "HEAD"}, None),
+        ({"Laterality": "R"}, "R"),
+        ({"BodyPartExamined": "KNEE"}, ""),
+        # unstated body part: required (dciodvfy reports it missing), and unknown
+        ({}, ""),
+        # an empty source value of an unpaired part is left out, not copied
+        ({"BodyPartExamined": "HEAD", "Laterality": ""}, None),
+    ],
 )
 def test_laterality_is_copied_or_left_out_unless_the_iod_needs_it(
     tmp_path: Path, stated: dict[str, str], expected: str | None
@@ -308,6 +318,9 @@ def test_laterality_is_copied_or_left_out_unless_the_iod_needs_it(
     )
     first = pydicom.dcmread(files[0])
     assert (None if "Laterality" not in first else str(first.Laterality)) == expected
+    if shutil.which("dciodvfy") is not None and expected is None:
+        run = subprocess.run(["dciodvfy", str(files[0])], capture_output=True, text=True)
+        assert "<Laterality>" not in run.stdout + run.stderr
 
 
 def _along_normal(dataset: pydicom.Dataset) -> float:

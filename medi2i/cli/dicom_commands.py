@@ -177,7 +177,8 @@ def _series_json(series: SeriesInfo) -> dict[str, object]:
         "slice_position_residual_mm": (
             series.geometry.position_residual_mm if series.geometry is not None else None
         ),
-        "orientation": series.orientation,
+        "orientation": series.plane,  # the listing adds a tilt: "axial (tilted 20 deg)"
+        "orientation_label": series.orientation,
         "is_volume": series.is_volume,
         "problems": [str(problem) for problem in series.problems],
         "notes": list(series.notes),

@@ -394,7 +394,10 @@ _SELECTION_OPTIONS = (
     click.option(
         "--orientation",
         type=click.Choice(["axial", "sagittal", "coronal", "oblique"]),
-        help="Pick the series with this slice orientation.",
+        help="Pick the series with this slice orientation: axial, sagittal or coronal when "
+        "the slice normal lies within 30 degrees of that axis (a stack tilted 20 degrees "
+        "off axial is axial; dicom ls shows the tilt), oblique when it lies further from "
+        "every axis.",
     ),
     click.option("--series-uid", help="Pick the series with this Series Instance UID."),
     click.option(
@@ -408,14 +411,17 @@ _SELECTION_OPTIONS = (
     click.option(
         "--volume",
         type=click.IntRange(min=1),
-        help="Of a series of several volumes (echoes, time points), take volume N.",
+        help="Of a series of several volumes (echoes, time points, b-values, or the stacks "
+        "of an enhanced multi-frame file), take volume N as dicom ls numbers them.",
     ),
     click.option(
         "--slice-tolerance",
         "slice_tolerance_mm",
         type=click.FloatRange(min=0, min_open=True),
         help="How far (mm) a slice may lie from the regular grid fitted to its series "
-        "[default: 0.2 mm or 5 % of the spacing].",
+        "[default: 0.2 mm or 5 % of the spacing, whichever is larger, at most 25 % of it]. "
+        "A value you give is not capped: a stack accepted only because of it is read with "
+        "a warning naming its largest deviation, recorded in the provenance.",
     ),
 )
 _SELECTION_KEYS = (

@@ -195,8 +195,8 @@ def spatial_shape(shape: tuple[int, ...], path: Path, *, components: int = 1) ->
     """Check that an image is one 3D volume and return its ``(X, Y, Z)`` shape.
 
     Args:
-        shape: The image dimensions in file order, x first; a 4th axis of size 1 is
-            accepted and dropped.
+        shape: The image dimensions in file order, x first; axes of size 1 after the
+            third (``(X, Y, Z, 1)``, ``(X, Y, Z, 1, 1)``) are accepted and dropped.
         path: The file, for the message.
         components: Values per voxel (3 for RGB or displacement-vector images).
 
@@ -210,19 +210,22 @@ def spatial_shape(shape: tuple[int, ...], path: Path, *, components: int = 1) ->
             f"in an image of shape {shape}; medi2i expects one scalar 3D volume (X, Y, Z); "
             "save each component as its own file"
         )
-    if len(shape) == 3 or (len(shape) == 4 and shape[3] == 1):
+    given = tuple(shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]  # a single volume saved with singleton time or channel axes
+    if len(shape) == 3:
         if min(shape) < 1:
             raise GeometryError(
-                f"{path}: the header gives the image dimensions {tuple(shape)}, with an axis "
+                f"{path}: the header gives the image dimensions {given}, with an axis "
                 "of no voxels; the header is damaged or the file holds no image; re-export it"
             )
         return tuple(int(size) for size in shape[:3])
-    found = f"a {len(shape)}D image of shape {tuple(shape)}"
-    if len(shape) == 4:
-        found += f" ({shape[3]} volumes)"
+    found = f"a {len(given)}D image of shape {given}"
+    if len(given) == 4:
+        found += f" ({given[3]} volumes)"
     raise GeometryError(
-        f"{path}: found {found}; medi2i expects one 3D volume (X, Y, Z) or a 4D file "
-        "holding a single volume (X, Y, Z, 1); split series into 3D files first"
+        f"{path}: found {found}; medi2i expects one 3D volume (X, Y, Z), with any further "
+        "axes of size 1 (X, Y, Z, 1); split series into 3D files first"
     )
 
 

@@ -4,6 +4,9 @@ Files with the same SOP Instance UID (and frame) and the same pixel values are c
 as a second export into the same folder leaves them (in any transfer syntax: the values
 are compared as decoded, not the bytes in the files): all but one are dropped with a
 note. Files that share a SOP Instance UID but differ in their pixels are a problem.
+Two files at one slice position with different UIDs but the same pixel values are one
+image exported twice under new UIDs: they stay a problem (which export to keep is the
+user's choice), named as copies rather than as echoes (:func:`copies_of_one_image`).
 Only for these files are pixels read during the scan.
 """
 
@@ -60,6 +63,13 @@ def without_copies(images: Sequence[ImageHeader], listed: int) -> tuple[list[Ima
         f"UID and pixel data): {pairs}{more}"
     )
     return [image for image in images if id(image) not in gone], Copies(notes=(note,))
+
+
+def copies_of_one_image(first: ImageHeader, other: ImageHeader) -> bool:
+    """Whether two images at one position with different SOP Instance UIDs hold the same
+    pixel values: one image exported twice under new UIDs, not two echoes or phases.
+    Such pairs are not dropped (nothing says which export is right) but named."""
+    return first.sop_instance_uid != other.sop_instance_uid and _same_pixels(first, other)
 
 
 def _same_pixels(first: ImageHeader, other: ImageHeader) -> bool:

@@ -10,6 +10,7 @@ Bare datasets without preamble and file meta information (old exports) are read 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,7 +85,7 @@ SCAN_TAGS = (
 )
 """The header elements the scan parses; everything else is skipped unconverted."""
 
-VOLUME_TAGS = (
+FILE_VOLUME_TAGS = (
     "EchoNumbers",
     "EchoTime",
     "TemporalPositionIdentifier",
@@ -92,8 +93,14 @@ VOLUME_TAGS = (
     "AcquisitionNumber",
     "DiffusionBValue",
 )
-"""Elements that tell apart the volumes of one series (echoes, time points, b-values),
-in the order they are tried; :attr:`ImageHeader.volume_tags` holds their values."""
+"""The elements of :data:`VOLUME_TAGS` that a (single-frame) file's header holds."""
+FRAME_VOLUME_TAGS = ("StackID", "TemporalPositionIndex", "EffectiveEchoTime")
+"""The elements of :data:`VOLUME_TAGS` that each frame of an enhanced multi-frame file
+holds in its functional groups (Frame Content and MR Echo); ``None`` for other files."""
+VOLUME_TAGS = FILE_VOLUME_TAGS + FRAME_VOLUME_TAGS
+"""Elements that tell apart the volumes of one series (echoes, time points, b-values,
+the stacks of an enhanced file), in the order they are tried;
+:attr:`ImageHeader.volume_tags` holds their values."""
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 """File name endings taken as DICOM without looking inside."""
@@ -450,6 +457,12 @@ def _images(
             slice_thickness=frame.slice_thickness,
             rescale=frame.rescale,
             image_type=frame.frame_type or base.image_type,
+            volume_tags=(
+                *base.volume_tags[: len(FILE_VOLUME_TAGS)],
+                _stack_number(frame.stack_id),
+                frame.temporal_index,
+                frame.echo_time,
+            ),
         )
         for frame in frame_geometries(dataset, frames)
     )
@@ -506,7 +519,8 @@ def _single_frame(
         image_type=tuple(str(value).upper() for value in values_of(dataset, "ImageType")),
         pixels=pixels,
         defect=defect,
-        volume_tags=tuple(_optional_number(dataset, keyword) for keyword in VOLUME_TAGS),
+        volume_tags=tuple(_optional_number(dataset, keyword) for keyword in FILE_VOLUME_TAGS)
+        + (None,) * len(FRAME_VOLUME_TAGS),
         frame_of_reference_uid=_optional_text(dataset, "FrameOfReferenceUID"),
     )
 
@@ -529,6 +543,16 @@ def _optional_number(dataset: Dataset, keyword: str) -> float | None:
     except (InvalidValue, ValueError, TypeError):
         return None
     return number if number is not None and number == number else None
+
+
+def _stack_number(stack_id: str | None) -> float | None:
+    """A Stack ID as a number to sort and tell stacks apart by; ``None`` when absent or
+    not a number (scanners number their stacks ``"1"``, ``"2"``...)."""
+    try:
+        number = float(stack_id.strip()) if stack_id is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _broken_image(path: Path, dataset: Dataset, defect: str) -> ImageHeader:

@@ -4,9 +4,12 @@ Enhanced CT, MR and PET files (and their Legacy Converted forms) hold a whole se
 one file. What a single-frame file says once (position, orientation, pixel spacing,
 rescale) is said per frame in the Per-frame Functional Groups Sequence, or once for all
 frames in the Shared Functional Groups Sequence; a frame's own value wins. The frames
-need not be stored in slice order, and one file may hold several stacks or time points,
-so the reader sorts frames by position and checks them exactly as it does single-frame
-slices.
+need not be stored in slice order, so the reader sorts frames by position and checks
+them exactly as it does single-frame slices. One file may hold several volumes: stacks
+(Stack ID of the Frame Content), time points (Temporal Position Index) or echoes
+(Effective Echo Time of the MR Echo group); each frame's values of these split the file
+into volumes as Echo Numbers or Temporal Position Identifier split a series of
+single-frame files (:mod:`medi2i.dicom.reading.series_scan`).
 
 RT Dose files are multi-frame without functional groups: the first frame's Image
 Position (Patient) and the Grid Frame Offset Vector (3004,000C) place the frames along
@@ -55,6 +58,8 @@ class FrameGeometry:
         frame_type: Frame Type values (e.g. ``("ORIGINAL", "PRIMARY", "LOCALIZER")``).
         stack_id: Stack ID of the Frame Content, when the file holds several stacks.
         temporal_index: Temporal Position Index, when it holds several time points.
+        echo_time: Effective Echo Time (ms) of the MR Echo functional group, when the
+            file holds several echoes.
     """
 
     index: int
@@ -66,6 +71,7 @@ class FrameGeometry:
     frame_type: tuple[str, ...]
     stack_id: str | None
     temporal_index: int | None
+    echo_time: float | None = None
 
 
 def has_functional_groups(dataset: Dataset) -> bool:
@@ -157,6 +163,7 @@ def _frame(index: int, own: Dataset, shared: Dataset | None) -> FrameGeometry:
         frame_type=_frame_type(own, shared),
         stack_id=_content_value(own, "StackID"),
         temporal_index=_temporal_index(own),
+        echo_time=_echo_time(look_up("MREchoSequence", "EffectiveEchoTime")),
     )
 
 
@@ -167,6 +174,19 @@ def _frame_type(own: Dataset, shared: Dataset | None) -> tuple[str, ...]:
                 values = group[sequence].value[0].get("FrameType") or ()
                 return tuple(str(value) for value in values)
     return ()
+
+
+def _echo_time(item: Dataset | None) -> float | None:
+    """The Effective Echo Time (ms) of an MR Echo item; ``None`` when absent or not a
+    finite number (it only tells echoes apart, so a bad value must not make the frame
+    unreadable)."""
+    if item is None:
+        return None
+    try:
+        value = float(item.EffectiveEchoTime)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _content_value(frame_group: Dataset, keyword: str) -> str | None:

@@ -103,7 +103,10 @@ class SeriesInfo:
         slice_spacing: Distance between slice planes in mm, from the positions (not
             Slice Thickness); ``None`` when it cannot be worked out.
         orientation: ``"axial"``, ``"sagittal"``, ``"coronal"`` (slice normal within
-            30 degrees of that axis), ``"oblique"``, ``"mixed"`` or ``"none"``.
+            30 degrees of that axis), ``"oblique"``, ``"mixed"`` or ``"none"``; an axis
+            label is followed by how far the normal leans off that axis when it is 0.5
+            degrees or more (``"axial (tilted 20 deg)"``); :attr:`plane` is the label
+            alone.
         files: The image files, in slice order when the geometry allows.
         problems: Why the series cannot be read as one volume; empty when it can.
         notes: What a user should know that does not stop reading it (localizers set
@@ -147,6 +150,11 @@ class SeriesInfo:
     def is_volume(self) -> bool:
         """Whether the series can be read as one volume (it has no problems)."""
         return not self.problems and self.geometry is not None
+
+    @property
+    def plane(self) -> str:
+        """:attr:`orientation` without the tilt (``"axial"``), as a selector compares it."""
+        return self.orientation.split(" (", 1)[0]
 
     @property
     def voxels(self) -> int:

@@ -14,7 +14,11 @@ phases, b-values) is split into one :class:`SeriesInfo` per volume, each with it
 :attr:`SeriesInfo.volume`: the first of Echo Numbers, Echo Time, Temporal Position
 Identifier, Trigger Time, Acquisition Number and Diffusion b-value (0018,9087) whose
 values part the slices into complete stacks of one size is the one that tells them
-apart. A selector's ``volume`` then picks one of them.
+apart; for the frames of an enhanced multi-frame file, Stack ID, Temporal Position Index
+and Effective Echo Time (read from each frame's functional groups) are tried after them.
+Stacks (Stack ID) need not share positions: a file holding an axial and a coronal stack
+is split when each stack is a volume on its own. A selector's ``volume`` then picks one
+of them.
 
 Files that are not DICOM, have no file meta information or cannot be parsed are listed
 in :attr:`ScanResult.skipped` with the reason; nothing raises for one bad file.
@@ -63,7 +67,7 @@ def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) ->
         path: A folder (searched recursively) or a single DICOM file.
         slice_tolerance_mm: How far (mm) a slice may lie from the regular grid fitted to
             its series' positions; by default 0.2 mm or 5 % of the slice spacing,
-            whichever is larger, at most 25 % of it (see
+            whichever is larger, at most 25 % of it; a value given is not capped (see
             :mod:`medi2i.dicom.reading.stack_geometry`).
 
     Returns:
@@ -147,16 +151,24 @@ def _series_volumes(
     from medi2i.dicom.reading.stack_geometry import DUPLICATE_POSITIONS, series_info
 
     whole = series_info(dataset, study_uid, images, not_images, tolerance_mm=tolerance_mm)
-    if not any(problem.text.startswith(DUPLICATE_POSITIONS) for problem in whole.problems):
+    duplicates = any(problem.text.startswith(DUPLICATE_POSITIONS) for problem in whole.problems)
+    if not whole.problems:
         return [whole]
     for position, tag in enumerate(VOLUME_TAGS):
-        groups = _partition(whole.images, position)
+        # the stacks of an enhanced file lie apart (an axial and a coronal one); the
+        # other tags part volumes at the same positions
+        stacks = tag == "StackID"
+        if not (duplicates or stacks):
+            continue
+        groups = _partition(whole.images, position, same_places=not stacks)
         if groups is None:
             continue
         volumes = [
             series_info(dataset, study_uid, members, not_images, tolerance_mm=tolerance_mm)
             for members in groups.values()
         ]
+        if stacks and not all(volume.is_volume for volume in volumes):
+            continue
         if any(
             problem.text.startswith(DUPLICATE_POSITIONS)
             for volume in volumes
@@ -177,10 +189,11 @@ def _series_volumes(
 
 
 def _partition(
-    images: tuple[ImageHeader, ...], position: int
+    images: tuple[ImageHeader, ...], position: int, *, same_places: bool = True
 ) -> dict[float, list[ImageHeader]] | None:
     """The images by their value of ``VOLUME_TAGS[position]``, in order of value, when
-    that parts them into two or more stacks of the same slice positions; else ``None``."""
+    that parts them into two or more stacks of one size and, with ``same_places``, of the
+    same slice positions; else ``None``."""
     groups: dict[float, list[ImageHeader]] = {}
     for image in images:
         value = image.volume_tags[position] if len(image.volume_tags) > position else None
@@ -195,7 +208,9 @@ def _partition(
         )
         for members in groups.values()
     }
-    if len(places) != 1 or len({len(members) for members in groups.values()}) != 1:
+    if same_places and len(places) != 1:
+        return None
+    if same_places and len({len(members) for members in groups.values()}) != 1:
         return None
     return dict(sorted(groups.items()))
 
@@ -210,6 +225,9 @@ def _volume_label(tag: str, index: int, value: float, volume: SeriesInfo) -> str
         "TemporalPositionIdentifier": f"time point {value:g}",
         "TriggerTime": f"phase {index} (trigger time {value:g} ms)",
         "AcquisitionNumber": f"acquisition {value:g}",
+        "StackID": f"stack {value:g} ({volume.orientation})",
+        "TemporalPositionIndex": f"time point {value:g}",
+        "EffectiveEchoTime": f"echo {index} (TE {value:g} ms)",
     }.get(tag, f"b = {value:g} s/mm2")
 
 

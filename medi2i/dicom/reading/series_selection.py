@@ -46,7 +46,8 @@ class SeriesSelector(BaseModel):
             case (``"t1"`` matches ``"T1 MPRAGE"``; anchor it with ``^...$`` to match
             the whole description).
         orientation: ``"axial"``, ``"sagittal"``, ``"coronal"`` (slice normal within
-            30 degrees of that axis) or ``"oblique"``.
+            30 degrees of that axis, so a stack tilted 20 degrees off axial is axial) or
+            ``"oblique"`` (further than 30 degrees from every axis).
         series_uid: Series Instance UID of the series, exactly; overrides nothing,
             the other rules must match too.
         largest: When several series match, take the one with the most voxels
@@ -57,7 +58,9 @@ class SeriesSelector(BaseModel):
         slice_tolerance_mm: Not a rule but how series are checked: how far (mm) a slice
             may lie from the regular grid fitted to all slice positions of its series
             (positions rounded by the scanner); by default 0.2 mm or 5 % of the slice
-            spacing, whichever is larger, at most 25 % of it.
+            spacing, whichever is larger, at most 25 % of it. A value given here is not
+            capped: a stack read only because of it warns
+            (:class:`~medi2i.dicom.reading.series_volume.SliceToleranceWarning`).
 
     Example:
         >>> SeriesSelector(modality="CT", description="head", largest=True).modality
@@ -71,7 +74,11 @@ class SeriesSelector(BaseModel):
         default=None, description="Regular expression searched in the Series Description."
     )
     orientation: Orientation | None = Field(
-        default=None, description="Slice orientation: axial, sagittal, coronal or oblique."
+        default=None,
+        description=(
+            "Slice orientation: axial, sagittal, coronal (slice normal within 30 degrees "
+            "of that axis) or oblique (further from every axis)."
+        ),
     )
     series_uid: str | None = Field(default=None, description="Series Instance UID, exactly.")
     largest: bool = Field(
@@ -116,7 +123,7 @@ class SeriesSelector(BaseModel):
             return False
         if self.modality is not None and series.modality.upper() != self.modality.upper():
             return False
-        if self.orientation is not None and series.orientation != self.orientation:
+        if self.orientation is not None and series.plane != self.orientation:
             return False
         if self.volume is not None and (
             series.volume is None or series.volume.index != self.volume
@@ -163,6 +170,7 @@ def select_series(
         if len(images) == 1:
             return images[0]  # reading it fails with its own problems, the clearest message
         raise InputError(_none_message(series, selector))
+    matching = found
     if selector.volume is None and _volumes_of_one_series(found):
         found = found[:1]  # the volumes of one series: which one is asked below
     if len(found) == 1:
@@ -171,7 +179,9 @@ def select_series(
         chosen = _largest(found)
     else:
         chosen = None
-    if chosen is not None and chosen.volume is not None and selector.volume is None:
+    # a volume of a series of several is taken when the rules (an orientation) leave
+    # only it; otherwise which one is asked
+    if chosen is not None and selector.volume is None and _sibling_volumes(matching, chosen):
         raise InputError(_volumes_message(series, chosen))
     if chosen is not None:
         return chosen
@@ -219,6 +229,19 @@ def _volumes_of_one_series(found: Sequence[SeriesInfo]) -> bool:
     return len(keys) == 1 and all(info.volume is not None for info in found)
 
 
+def _sibling_volumes(found: Sequence[SeriesInfo], chosen: SeriesInfo) -> bool:
+    """Whether ``chosen`` is one of several volumes of its series in ``found``."""
+    if chosen.volume is None:
+        return False
+    key = (chosen.study_instance_uid, chosen.series_instance_uid)
+    siblings = [
+        info
+        for info in found
+        if info.volume is not None and (info.study_instance_uid, info.series_instance_uid) == key
+    ]
+    return len(siblings) > 1
+
+
 def _shared_uid_message(found: Sequence[SeriesInfo]) -> str:
     """Several series that match share one Series Instance UID (reused in two studies)."""
     studies = len({info.study_instance_uid for info in found})
@@ -252,11 +275,18 @@ def _volumes_message(series: Sequence[SeriesInfo], chosen: SeriesInfo) -> str:
     listed = "; ".join(
         f"{info.volume.index}: {info.volume.label}" for info in volumes if info.volume
     )
+    stacks = chosen.volume.tag == "StackID"
+    where = "stacks" if stacks else "volumes at the same slice positions"
+    orientation = (
+        " or --orientation (orientation: in a workflow)"
+        if stacks and len({info.orientation for info in volumes}) > 1
+        else ""
+    )
     return (
         f"series '{chosen.description}' (UID {chosen.series_instance_uid}) holds "
-        f"{chosen.volume.count} volumes at the same slice positions, told apart by "
-        f"{chosen.volume.tag} ({listed}); pick one with --volume N (volume: N in a "
-        "workflow); 'medi2i dicom ls' lists them"
+        f"{chosen.volume.count} {where}, told apart by {chosen.volume.tag} ({listed}); pick "
+        f"one with --volume N (volume: N in a workflow){orientation}; 'medi2i dicom ls' "
+        "lists them"
     )
 
 

@@ -136,6 +136,7 @@ def read_dicom_series(series: SeriesInfo) -> MetaTensor:
     _require_volume(series)
     assert series.geometry is not None
     _warn_about_dropped_copies(series)
+    _warn_about_user_tolerance(series)
     with warnings.catch_warnings():
         # pydicom warns about oddities it tolerates; defects raise with a message here
         warnings.simplefilter("ignore")
@@ -165,6 +166,31 @@ def _warn_about_dropped_copies(series: SeriesInfo) -> None:
             # which may lie outside the folder of the files kept
             where = series.root if series.root is not None else series.folder
             warnings.warn(f"{where}: {note}", DroppedFilesWarning, stacklevel=3)
+
+
+class SliceToleranceWarning(UserWarning):
+    """A stack was read only because a user's slice tolerance exceeds the default: its
+    slices are placed on the fitted grid, up to the deviation named away from their own
+    positions."""
+
+
+def _warn_about_user_tolerance(series: SeriesInfo) -> None:
+    """Warn when a slice lies further from the fitted grid than the default tolerance
+    allows (so only a larger ``slice_tolerance_mm`` let the stack through)."""
+    from medi2i.dicom.reading.stack_geometry import slice_tolerance
+
+    assert series.geometry is not None
+    off = series.geometry.position_residual_mm
+    default = slice_tolerance(series.geometry.slice_spacing)
+    if off <= default:
+        return
+    warnings.warn(
+        f"{series.folder}: a slice lies {off:.3g} mm off the regular slice grid (default "
+        f"tolerance {default:.3g} mm); read only because of --slice-tolerance, with each "
+        "slice moved onto the grid; check the series for uneven or missing slices",
+        SliceToleranceWarning,
+        stacklevel=3,
+    )
 
 
 def _require_volume(series: SeriesInfo) -> None:

@@ -27,7 +27,8 @@ it; the volume is then placed on the fitted grid and the largest deviation is re
 default tolerance is 0.2 mm or 5 % of the slice spacing, whichever is larger, but never
 more than 25 % of the spacing, so that a missing slice (which puts slices half a spacing
 off any regular grid) or a shifted slice is still refused; a selector's
-``slice_tolerance_mm`` replaces it. When the in-plane offset drifts by more than the
+``slice_tolerance_mm`` replaces it and is not capped (the reader warns when a stack is
+read only because of it). When the in-plane offset drifts by more than the
 tolerance, a line through all positions is fitted instead (gantry tilt). Positions
 closer than 1e-3 mm along the normal are duplicates; direction cosines agree when within
 1e-3.
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from medi2i.dicom.reading.duplicate_files import without_copies
+from medi2i.dicom.reading.duplicate_files import copies_of_one_image, without_copies
 from medi2i.dicom.reading.file_records import ImageHeader
 from medi2i.dicom.reading.header_parser import InvalidValue, integer
 from medi2i.dicom.reading.series_records import Problem, SeriesInfo, StackGeometry
@@ -86,7 +87,9 @@ class StackAnalysis:
         problems: Why the images are not one volume.
         notes: What was set aside or is unusual but readable.
         orientation: ``"axial"``, ``"sagittal"``, ``"coronal"``, ``"oblique"``,
-            ``"mixed"`` or ``"none"``.
+            ``"mixed"`` or ``"none"``; an axis label is followed by the tilt of the
+            slice normal off that axis when it is 0.5 degrees or more
+            (``"axial (tilted 20 deg)"``).
     """
 
     images: tuple[ImageHeader, ...]
@@ -98,7 +101,9 @@ class StackAnalysis:
 
 def orientation_label(normal: Sequence[float] | np.ndarray) -> str:
     """``"axial"``, ``"coronal"`` or ``"sagittal"`` for a slice normal (LPS) within 30
-    degrees of the patient's S, P or L axis, else ``"oblique"``."""
+    degrees (:data:`ORTHOGONAL_AXIS_DEG`) of the patient's S, P or L axis, else
+    ``"oblique"``: a stack tilted 20 degrees off axial is axial, one tilted 45 degrees
+    between axial and coronal is oblique."""
     vector = np.abs(np.asarray(normal, dtype=np.float64))
     vector /= np.linalg.norm(vector)
     axis = int(np.argmax(vector))
@@ -204,7 +209,7 @@ def analyse_stack(
     problems = _invalid_orientation(orientations)
     if problems:
         return StackAnalysis(fallback, None, problems, notes, "none")
-    label = orientation_label(_normal(orientations[0][0])) if len(orientations) == 1 else "mixed"
+    label = _plane(orientations[0][0], listed=True) if len(orientations) == 1 else "mixed"
     problems = _scout(kept, orientations) or _mixed(kept, orientations)
     if problems:
         return StackAnalysis(fallback, None, problems, notes, label)
@@ -339,12 +344,15 @@ def _scout(
     return (Problem(text, geometric=False),)
 
 
-def _plane(cosines: Sequence[float]) -> str:
-    """``"coronal"``, or ``"coronal tilted 12 deg"`` when the normal leans off the axis."""
+def _plane(cosines: Sequence[float], *, listed: bool = False) -> str:
+    """``"coronal"``, or ``"coronal tilted 12 deg"`` when the normal leans off the axis
+    (``"coronal (tilted 12 deg)"`` for a series' :attr:`SeriesInfo.orientation`)."""
     normal = _normal(cosines)
     label = orientation_label(normal)
     off = math.degrees(math.acos(min(1.0, float(np.abs(normal).max()))))
-    return label if off < 0.5 or label == "oblique" else f"{label} tilted {off:.0f} deg"
+    if off < 0.5 or label == "oblique":
+        return label
+    return f"{label} (tilted {off:.0f} deg)" if listed else f"{label} tilted {off:.0f} deg"
 
 
 def _mixed(
@@ -405,10 +413,17 @@ def _spacing_problems(
     if duplicates.size:
         first = int(duplicates[0])
         distinct = len(images) - duplicates.size
+        why = "several echoes, phases or time points in one series?"
+        if copies_of_one_image(images[first], images[first + 1]):
+            why = (
+                "they are copies of the same image, with identical pixel data under new "
+                "SOP Instance UIDs: the series exported twice into this folder? keep one "
+                "export and move the other away"
+            )
         text = (
             f"{DUPLICATE_POSITIONS}: {images[first].label} and {images[first + 1].label} are "
             f"both at {along[first]:.2f} mm along the slice normal ({len(images)} images at "
-            f"{distinct} positions: several echoes, phases or time points in one series?)"
+            f"{distinct} positions: {why})"
         )
         return (Problem(text),)
     fitted, off = _fit_steps(along)

@@ -4,12 +4,13 @@
 the patient and study modules (copied from the source header, or a placeholder patient
 and a new study without one), the series, equipment and image attributes, the display
 windows, the MR acquisition attributes and the reference to the source series.
-Laterality (type 2C) is copied from the source when it has it; otherwise it is left out
-for an unpaired Body Part Examined and written empty (unknown) only where the IOD
-requires it. The numbers a slice states (positions, cosines, spacings) are written as
-Decimal Strings without float noise, or as the source's own strings when they state the
-same values. :mod:`medi2i.dicom.writing.derived_series` adds each slice's geometry and
-pixels and writes the files.
+Laterality (type 2C) is copied from the source when it has a value; otherwise it is left
+out for an unpaired Body Part Examined and written empty (unknown) only where the IOD
+requires it (a paired or unstated body part). The numbers a slice states (positions,
+cosines, spacings) are written as Decimal Strings without float noise, or as the
+source's own strings when they state the same values.
+:mod:`medi2i.dicom.writing.derived_series` adds each slice's geometry and pixels and
+writes the files.
 """
 
 from __future__ import annotations
@@ -226,11 +227,13 @@ def _patient_and_study(series: Dataset, source: DicomSource | None) -> None:
 
 
 def _laterality(series: Dataset, header: Dataset) -> None:
-    """Laterality as the source has it; else empty (unknown) only where the IOD asks
-    for it (type 2C: a paired or unstated body part), and left out for an unpaired one."""
-    if "Laterality" in header:
+    """Laterality as the source has it when it has a value; else empty (unknown) where
+    the IOD asks for it (type 2C: a paired or unstated body part; validators report it
+    missing when they cannot tell that the body part is unpaired), and left out for an
+    unpaired one, also when the source has it empty."""
+    if header.get("Laterality") not in (None, ""):
         series.Laterality = _copied_value(header, "Laterality")
-    elif str(header.get("BodyPartExamined") or "").upper() not in _UNPAIRED_BODY_PARTS:
+    elif str(header.get("BodyPartExamined") or "").strip().upper() not in _UNPAIRED_BODY_PARTS:
         series.Laterality = None
 
 

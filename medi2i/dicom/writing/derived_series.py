@@ -45,9 +45,11 @@ one (the input was NIfTI) a new study and frame of reference are created and the
 patient is a placeholder: Patient's Name ``ANONYMOUS^`` (family name ANONYMOUS) and a
 Patient ID ``ANONYMOUS-<8 digits>`` taken from the new Study Instance UID, so that a
 PACS never merges two such studies into one patient. Laterality (type 2C) is copied
-from the source when it has it (Image Laterality too); otherwise it is left out for an
-unpaired Body Part Examined (HEAD, CHEST, PELVIS, ...) and written empty (unknown) only
-where the IOD requires it: a paired or unstated body part, or no source. De-identification
+from the source when it has a value (Image Laterality too); otherwise it is left out for
+an unpaired Body Part Examined (HEAD, CHEST, PELVIS, ...), also when the source has it
+empty, and written empty (unknown) only where the IOD requires it: a paired or unstated
+body part, or no source. A CT
+slice on a gantry-tilted source's grid keeps its Gantry/Detector Tilt. De-identification
 (``deidentify=True``) applies :mod:`medi2i.dicom.writing.deidentify` to the files written;
 the source is never modified. The attributes every slice shares are built in
 :mod:`medi2i.dicom.writing.derived_header`.
@@ -421,6 +423,9 @@ def _slice_dataset(
         header, "PixelSpacing", geometry.pixel_spacing, 1e-4
     )
     dataset.SliceThickness = thickness
+    tilt = _gantry_tilt(header, geometry) if dataset.Modality == "CT" else None
+    if tilt is not None:
+        dataset.GantryDetectorTilt = tilt
     if dataset.Modality == "MR":
         (between,) = stated_decimal_strings(
             header, "SpacingBetweenSlices", [geometry.slice_spacing], 1e-3
@@ -430,6 +435,19 @@ def _slice_dataset(
         dataset.SourceImageSequence = [source_image_item(source, i) for i in source_slices[index]]
     _pixels(dataset, stored, index)
     return dataset
+
+
+def _gantry_tilt(header: Dataset | None, geometry: SliceGeometry) -> object:
+    """The source's Gantry/Detector Tilt, for CT slices on a grid sheared by that tilt
+    (the source's grid); ``None`` for a grid tilted otherwise or a source without it."""
+    stated = header.get("GantryDetectorTilt") if header is not None else None
+    try:
+        degrees = abs(float(stated)) if stated not in (None, "") else None
+    except (TypeError, ValueError):  # a malformed source value: leave it out
+        return None
+    if degrees is None or abs(degrees - geometry.tilt_deg) > 0.05:
+        return None
+    return stated
 
 
 def _pixels(dataset: Dataset, stored: StoredPixels, index: int) -> None:
