@@ -515,7 +515,7 @@ class _StudyRunner:
         if self.registry is None:
             return
         from medi2i.io.atomic import atomic_path
-        from medi2i.provenance import provenance, run_record
+        from medi2i.provenance import provenance, run_record, without_source
 
         record = provenance(
             self.method,
@@ -528,9 +528,8 @@ class _StudyRunner:
         )
         record["run"] = run_record(facts)  # the method's own report
         record["series_uid"] = self.started(job).series_uid
-        found = record["input"]
-        if self.deidentifier is not None and isinstance(found, dict):
-            record["input"] = {**found, "path": None}
+        if self.deidentifier is not None:
+            record["input"] = without_source(record["input"])
         with atomic_path(folder / f"{self.method.id}.provenance.json") as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
 

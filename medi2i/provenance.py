@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
     from pydantic import BaseModel
 
+    from medi2i.dicom.source import DicomSource
     from medi2i.registry import Registry
 
 
@@ -170,9 +171,39 @@ def volume_sha256(image: MetaTensor) -> str:
 def input_hash(source: Path, image: MetaTensor | None) -> dict[str, object]:
     """``{"path", "sha256", "hashed"}`` of an input (see :func:`provenance`): the bytes
     of a file (``"file"``), :func:`volume_sha256` of the volume read from a folder
-    (``"volume"``), or no hash for a folder whose volume is not given."""
+    (``"volume"``), or no hash for a folder whose volume is not given. A volume read
+    from a DICOM series adds its ``series_instance_uid`` and
+    ``slice_position_residual_mm``, the farthest a slice was moved onto the fitted
+    regular grid (a ``--slice-tolerance`` above the default lets it exceed that)."""
     if source.is_file():  # not a folder (e.g. DICOM series); its files are hashed by its reader
         return {"path": str(source), "sha256": file_sha256(source), "hashed": "file"}
-    if image is not None:
-        return {"path": str(source), "sha256": volume_sha256(image), "hashed": "volume"}
-    return {"path": str(source), "sha256": None, "hashed": None}
+    if image is None:
+        return {"path": str(source), "sha256": None, "hashed": None}
+    record: dict[str, object] = {
+        "path": str(source),
+        "sha256": volume_sha256(image),
+        "hashed": "volume",
+    }
+    dicom = _dicom_source(image)
+    if dicom is not None:
+        record["series_instance_uid"] = dicom.series_instance_uid
+        # the farthest a slice was moved onto the regular grid (--slice-tolerance allows more)
+        record["slice_position_residual_mm"] = dicom.position_residual_mm
+    return record
+
+
+def without_source(entry: object, *, keep_uid: bool = False) -> object:
+    """A provenance's ``input`` entry (:func:`input_hash`) without its path and, unless
+    ``keep_uid``, without its series UID: for outputs that must not name their source
+    (de-identified batches, the DICOM node's spool)."""
+    if not isinstance(entry, dict):
+        return entry
+    dropped = () if keep_uid else ("series_instance_uid",)
+    return {**{key: value for key, value in entry.items() if key not in dropped}, "path": None}
+
+
+def _dicom_source(image: MetaTensor) -> DicomSource | None:
+    from medi2i.dicom.source import META_KEY, DicomSource
+
+    source = getattr(image, "meta", {}).get(META_KEY)
+    return source if isinstance(source, DicomSource) else None

@@ -237,3 +237,14 @@ def test_dcm2niix_reads_the_joined_test_file_as_two_volumes(tmp_path: Path) -> N
     shapes = [tuple(nibabel.load(path).shape) for path in out.glob("*.nii")]  # type: ignore[attr-defined]
     assert shapes, "dcm2niix wrote nothing"
     assert sum(int(np.prod(shape)) for shape in shapes) == 2 * int(np.prod(SHAPE))
+
+
+def test_the_provenance_records_how_far_slices_were_moved_onto_the_grid(tmp_path: Path) -> None:
+    from medi2i.provenance import input_hash
+
+    uneven(tmp_path)
+    with pytest.warns(SliceToleranceWarning):
+        image = read_dicom_folder(tmp_path, SeriesSelector(slice_tolerance_mm=3.0))
+    record = input_hash(tmp_path, image)
+    assert record["slice_position_residual_mm"] == pytest.approx(0.686, abs=1e-3)
+    assert record["series_instance_uid"] == image.meta["medi2i.dicom"].series_instance_uid

@@ -53,6 +53,9 @@ class DicomSource:
             single-frame one), which a derived slice references; ``()`` when unknown.
         lossy_transfer_syntax: A lossy transfer syntax (:data:`LOSSY_TRANSFER_SYNTAXES`)
             that one of the source's images is stored in; ``""`` when none is.
+        position_residual_mm: How far the slice furthest from the fitted regular grid
+            lay from it, in mm (each slice is placed on the grid); a predict's
+            provenance records it.
     """
 
     folder: Path
@@ -65,6 +68,7 @@ class DicomSource:
     header: Dataset
     slices: tuple[tuple[str, int], ...] = field(default=(), repr=False)
     lossy_transfer_syntax: str = ""
+    position_residual_mm: float = 0.0
 
     def slice_reference(self, index: int) -> tuple[str, int]:
         """The image and frame (0: a single-frame image) of the volume's slice ``index``,

@@ -487,7 +487,7 @@ class SeriesTranslator:
         facts: dict[str, object],
     ) -> None:
         from medi2i.io.atomic import atomic_path
-        from medi2i.provenance import provenance, run_record
+        from medi2i.provenance import provenance, run_record, without_source
 
         record = provenance(
             self.method,
@@ -499,10 +499,8 @@ class SeriesTranslator:
             condition=self.method.parse_condition(self.condition),
         )
         record["run"] = run_record(facts)  # the method's own report
-        found = record["input"]
-        if isinstance(found, dict):
-            record["input"] = {**found, "path": None}
         known = not self.deidentify
+        record["input"] = without_source(record["input"], keep_uid=known)  # no spool path
         record["series_uid"] = series.series_instance_uid if known else None
         record["study_uid"] = series.study_instance_uid if known else None
         record["calling_ae"] = list(calling_ae) if known else None

@@ -490,6 +490,7 @@ def _source(series: SeriesInfo) -> DicomSource:
             ),
             "",
         ),
+        position_residual_mm=series.geometry.position_residual_mm if series.geometry else 0.0,
     )
 
 
