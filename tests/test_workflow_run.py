@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -331,12 +332,16 @@ def test_evaluate_without_a_run_says_what_to_do(workflow_file: Path, plugins: Pl
         workflow_commands.evaluate_workflow(workflow_file, plugins=plugins, echo=None)
 
 
-def test_validate_command(workflow_file: Path, plugins: PluginSet, cases: Path) -> None:
+def test_validate_command(
+    workflow_file: Path, plugins: PluginSet, cases: Path, tmp_path: Path
+) -> None:
     output = invoke(plugins, "validate", str(workflow_file), "--check-data")
     assert "valid (method example-tiny-regression; paired data, synthrad layout)" in output
     assert "cases: train 2, validation 1, test 1" in output
     assert "evaluation" not in output.splitlines()[-1]  # the test split is what is scored
-    scored = f"evaluation.data={{kind: paired, layout: {{type: synthrad, root: {cases}}}}}"
+    # evaluation data of their own: the training files would be refused as test files
+    other = shutil.copytree(cases, tmp_path / "scored")
+    scored = f"evaluation.data={{kind: paired, layout: {{type: synthrad, root: {other}}}}}"
     output = invoke(plugins, "validate", str(workflow_file), "--check-data", "--set", scored)
     assert "cases: train 2, validation 1, test 1; evaluation 4 (evaluation.data)" in output
     result = CliRunner().invoke(

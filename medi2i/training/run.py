@@ -51,7 +51,7 @@ from medi2i.training.distributed import (
     process_device,
 )
 from medi2i.training.health import CollapseWatch, DivergenceGuard, describe_non_finite
-from medi2i.training.history import RunLog
+from medi2i.training.history import HISTORY, RunLog, json_line, read_history
 from medi2i.training.outputs import ModelFinisher, run_output, write_model_folder
 from medi2i.training.patches import PatchSampler
 from medi2i.training.resume import (
@@ -72,6 +72,9 @@ CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 MODEL = "model"
 BEST_MODEL = "best-model"
+VALIDATION_RECORD = "validation-data.json"
+"""What the run's last validation depended on (in ``checkpoints/``): a rerun of a
+finished run validates again only when it changed."""
 """The run's model at its best validation (``TrainingConfig.keep_best``)."""
 VALIDATION_STEP = "validation_step"
 """Key of the validated step in the best model's ``metrics.json``."""
@@ -128,6 +131,12 @@ def run_training(
         if on_start is not None:  # the resume checks passed: the caller may write now
             on_start(first_step)
         check_data_record(run_dir / CHECKPOINTS, data, unlabelled, resumed=first_step > 0)
+    record = _validation_record(validation, inference, validation_condition)
+    revalidate = first_step >= config.steps and _validation_changed(run_dir, record, first_step)
+    if first_step >= config.steps:
+        context.barrier()  # every process decided before rank 0 changes the records
+    if revalidate and context.is_main:
+        _drop_validation(run_dir / LOGS / HISTORY, first_step)  # the new one replaces it
     guard = DivergenceGuard(
         checkpoints=run_dir / CHECKPOINTS,
         skips_allowed=config.max_nonfinite_steps if trainer.skips_non_finite else 0,
@@ -172,8 +181,10 @@ def run_training(
         )
         if first_step < config.steps:
             run.loop(_sampler(method, data, config, patch_size, context, unlabelled))
-        elif validation is not None:
-            run.validate(first_step)  # rerun of a finished run: the validation set may be new
+        elif revalidate:
+            run.validate(first_step)  # rerun of a finished run: its validation set changed
+        if record is not None and context.is_main:
+            _write_json(run_dir / CHECKPOINTS / VALIDATION_RECORD, record)
         guard.check_weights(trainer.step_index, trainer.state().modules)
         if context.is_main:
             with run_output("the model folder", run_dir, kept=run.resume_point()):
@@ -191,6 +202,63 @@ def run_training(
             best_model_dir=run.best.folder if run.best and run.best.folder.is_dir() else None,
             health=tuple(log.health_findings),
         )
+
+
+def _validation_record(
+    validation: CaseSet | None,
+    inference: InferenceSettings | None,
+    condition: Mapping[str, object] | None,
+) -> dict[str, object] | None:
+    """What the last validation of a run depends on: its cases' files (sizes and
+    times), conditions and the inference settings (``None`` without validation)."""
+    if validation is None:
+        return None
+    files: dict[str, object] = {}
+    for case in validation.cases:
+        for role, path in sorted(case.images.items()):
+            try:
+                stat = Path(path).stat()
+            except OSError:  # a missing file fails with its own error
+                continue
+            files[f"{case.id}/{role}"] = [str(path), stat.st_size, stat.st_mtime_ns]
+        files[f"{case.id}/condition"] = [list(pair) for pair in case.condition]
+    settings = inference.model_dump(mode="json", exclude={"progress"}) if inference else None
+    record = {"files": files, "condition": dict(condition or {}), "inference": settings}
+    return dict(json.loads(json.dumps(record, default=str)))
+
+
+def _validation_changed(run_dir: Path, record: dict[str, object] | None, step: int) -> bool:
+    """Whether a finished run must validate its model again: it has validation cases
+    and they (or the settings) changed since its last validation, or the log holds no
+    validation of its last step."""
+    if record is None:
+        return False
+    logged = read_history(run_dir / LOGS / HISTORY)
+    if not any(e.get("step") == step and "validation" in e for e in logged):
+        return True
+    try:
+        before = json.loads((run_dir / CHECKPOINTS / VALIDATION_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return True  # a run from before the record
+    return bool(before != record)
+
+
+def _drop_validation(history: Path, step: int) -> None:
+    """Remove the validation records of ``step`` from the log (a new validation of the
+    finished model replaces them: one point per step in the curves)."""
+    from medi2i.io.atomic import atomic_path
+
+    kept = [e for e in read_history(history) if not (e.get("step") == step and "validation" in e)]
+    with atomic_path(history) as tmp:
+        tmp.write_text("".join(json_line(entry) for entry in kept), encoding="utf-8")
+
+
+def _write_json(path: Path, record: Mapping[str, object]) -> None:
+    from medi2i.io.atomic import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
 INIT_REASON_CHARS = 400

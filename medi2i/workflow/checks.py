@@ -196,14 +196,21 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
 def check_training_pairs(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
     """Refuse a training pair whose finer reference (super-resolution) is not the grid
     the method delivers for its source: the network would learn from targets moved by
-    part of a voxel (an ``edges`` grid given to a method writing slice centres).
+    part of a voxel (an ``edges`` grid given to a method writing slice centres). A
+    file read by cases of two splits is refused too
+    (:func:`~medi2i.workflow.split_checks.check_split_files`).
 
     Raises:
-        WorkflowError: Naming the case and both grids.
+        WorkflowError: Naming the case and both grids, or the file and both cases.
     """
     from medi2i.workflow.data_checks import check_output_grids
+    from medi2i.workflow.split_checks import check_split_files
 
-    if workflow.method.model is not None or workflow.data.kind != "paired":
+    if workflow_training_route(workflow, registry) in ("gradient", "fit"):
+        check_split_files(workflow, splits)  # a method that learns nothing leaks nothing
+    if workflow.method.model is not None:
+        return
+    if workflow.data.kind != "paired":
         return
     method = _method(workflow, registry)
     readers = list(registry.readers.values())

@@ -2,13 +2,17 @@
 
 Two roles or domains of a folders layout read from one folder (the MR volumes serving
 as the CT domain too) train a method on nonsense without any error, and an output root
-inside a synthrad root puts run folders among the case folders a later discovery reads.
+(or a ``--run-dir``) inside a folder the workflow reads puts run folders among the
+user's volumes (or into an input model folder), where a later discovery may read them.
 Both are refused with the key to change.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from medi2i.workflow.schema import CsvLayout, FoldersLayout, SynthradLayout, Workflow
@@ -70,28 +74,120 @@ def _shared_source(where: KeyPath, layout: Layout) -> Problem | None:
 
 def _output_inside_data(workflow: Workflow) -> Problem | None:
     root = _real(workflow.output.root)
-    for where, layout in _layouts(workflow):
-        for key, folder in _read_folders(layout):
-            real = _real(folder)
-            if root == real or root.startswith(real.rstrip(os.sep) + os.sep):
-                message = (
-                    f"{workflow.output.root} is inside the data folder {folder} "
-                    f"({'.'.join(map(str, (*where, *key)))}): run folders would be written "
-                    "among the cases; choose an output.root outside it"
-                )
-                return (("output", "root"), message)
+    for read in read_folders(workflow):
+        if _among(root, read):
+            where = "is" if root == _real(read.folder) else "is inside"
+            message = (
+                f"{workflow.output.root} {where} the {read.what} {read.folder} "
+                f"({read.key}): run folders would be written {read.among}; choose an "
+                "output.root outside it"
+            )
+            return (("output", "root"), message)
     return None
 
 
-def _read_folders(layout: Layout) -> list[tuple[KeyPath, Path]]:
-    """The folders whose subfolders are a layout's cases: a synthrad root, where a run
-    folder would sit among the case folders. (A folders layout reads the files of its
-    folders, not their subfolders, and a CSV's cases may lie anywhere: none.)"""
+def run_dir_problem(workflow: Workflow, run_dir: Path) -> str | None:
+    """Why ``--run-dir`` may not be ``run_dir``: it is, or lies inside, a folder the
+    workflow reads (the rule of ``output.root``, :func:`read_folders`); else ``None``."""
+    real = _real(run_dir)
+    for read in read_folders(workflow):
+        if real == _real(read.folder) or _among(os.path.dirname(real), read):
+            where = "is" if real == _real(read.folder) else "is inside"
+            return (
+                f"--run-dir {run_dir} {where} the {read.what} {read.folder} ({read.key}): "
+                f"the run would write {read.among}; nothing was written: choose a --run-dir "
+                "outside it"
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class ReadFolder:
+    """A folder a workflow reads, that no run folder may lie in.
+
+    Attributes:
+        key: The workflow key that names it (e.g. ``data.layout.folders.source``).
+        folder: The folder.
+        what: What it is, for messages (``data folder``, ``model folder``).
+        among: Where a run folder there would write, for messages.
+        nested_ok: Only a run folder directly in it is refused, not one in a subfolder
+            (the folder of a CSV manifest that lists files beside itself: a CSV reads
+            only the files it names, and ``runs/`` next to it is where a project keeps
+            its runs).
+    """
+
+    key: str
+    folder: Path
+    what: str = "data folder"
+    among: str = "among the cases"
+    nested_ok: bool = False
+
+
+def read_folders(workflow: Workflow) -> list[ReadFolder]:
+    """The folders the workflow reads, for every layout it names, and its input model
+    folders (``method.model``, ``method.init_from``): a synthrad root, each folder of a
+    ``folders`` layout, the folders of the files a CSV lists."""
+    found = [
+        read
+        for where, layout in _layouts(workflow)
+        for read in _layout_folders(".".join(map(str, where)), layout)
+    ]
+    method = workflow.method
+    for key, model in (("method.model", method.model), ("method.init_from", method.init_from)):
+        if model is not None:
+            found.append(ReadFolder(key, model, "model folder", "into the input model"))
+    return found
+
+
+def _layout_folders(key: str, layout: Layout) -> list[ReadFolder]:
     if isinstance(layout, SynthradLayout):
-        return [(("root",), layout.root)]
-    return []
+        return [ReadFolder(f"{key}.root", layout.root)]
+    if isinstance(layout, FoldersLayout):
+        return [ReadFolder(f"{key}.folders.{role}", path) for role, path in layout.folders.items()]
+    manifest = layout.manifest
+    beside = _real(manifest.parent)
+    return [
+        ReadFolder(
+            f"{key}.manifest",
+            folder,
+            "folder of listed volumes",
+            "among the listed volumes",
+            nested_ok=_real(folder) == beside,
+        )
+        for folder in _manifest_folders(manifest)
+    ]
 
 
-def _real(path: Path) -> str:
+def _manifest_folders(manifest: Path) -> list[Path]:
+    """The folders of the files a CSV manifest lists (none when it cannot be read: data
+    discovery reports that)."""
+    from medi2i.bounded_yaml import decode_text
+
+    try:
+        text = decode_text(manifest.read_bytes())
+    except (OSError, UnicodeDecodeError):
+        return []
+    folders: dict[str, Path] = {}
+    for row in csv.DictReader(io.StringIO(text, newline="")):
+        value = row.get("path")
+        if not isinstance(value, str) or not value.strip():
+            continue
+        path = Path(value.strip()).expanduser()
+        folder = Path(
+            os.path.normpath((path if path.is_absolute() else manifest.parent / path).parent)
+        )
+        folders.setdefault(_real(folder), folder)
+    return list(folders.values())
+
+
+def _among(root: str, read: ReadFolder) -> bool:
+    """Whether run folders made in ``root`` would lie in ``read``'s folder."""
+    folder = _real(read.folder)
+    if root == folder:
+        return True
+    return not read.nested_ok and root.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _real(path: Path | str) -> str:
     """The path with symbolic links and ``..`` resolved (it need not exist)."""
-    return os.path.realpath(path.expanduser())
+    return os.path.realpath(Path(path).expanduser())

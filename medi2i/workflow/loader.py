@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime
 import json
 import string
 import typing
@@ -63,9 +64,11 @@ class SourceMap:
         if created is not None:
             return f"--set {created}"
         for end in range(len(path), -1, -1):
+            # a --set of the key or a key above it replaced what the file's lines held
+            if path[:end] in self.overrides:
+                return f"--set {self.overrides[path[:end]]}"
+        for end in range(len(path), -1, -1):
             prefix = path[:end]
-            if prefix in self.overrides:
-                return f"--set {self.overrides[prefix]}"
             if prefix in self.lines:
                 return f"{self.file} line {self.lines[prefix]}"
         return self.file
@@ -252,8 +255,11 @@ def _pydantic_problems(exc: ValidationError, data: object, root: type[BaseModel]
     # a number refused for its range by a field that also takes a list (a split's
     # fraction or case ids): writing it as a list is no advice
     ranged = {_data_path(tuple(e["loc"]), data) for e in errors if e["type"] in _NUMBER_ERRORS}
+    items = {_data_path(tuple(e["loc"]), data)[:-1] for e in errors}
     for error in errors:
         path = _data_path(tuple(error["loc"]), data)
+        if _not_a_list_member(error) and path in items:
+            continue  # a list refused item by item: not also as the union's number
         message = _error_message(error)
         if error["type"] == "extra_forbidden":
             message = _unknown_key_message(path, data, root)
@@ -269,6 +275,11 @@ def _pydantic_problems(exc: ValidationError, data: object, root: type[BaseModel]
     return [(path, "; or ".join(messages)) for path, messages in grouped.items()]
 
 
+def _not_a_list_member(error: Mapping[str, typing.Any]) -> bool:
+    """A list refused by a union's number member (a split's fraction or case ids)."""
+    return error["type"] in ("float_type", "int_type") and isinstance(error.get("input"), list)
+
+
 def _error_message(error: Mapping[str, typing.Any]) -> str:
     """pydantic's message, reworded where it names Python rather than the YAML."""
     value = error.get("input")
@@ -278,7 +289,27 @@ def _error_message(error: Mapping[str, typing.Any]) -> str:
         return f"expected a path, got {json.dumps(value, default=str)}"
     if error["type"] in ("int_parsing", "int_from_float", "int_type"):
         return f"expected an integer (digits only, e.g. 200), got {json.dumps(value, default=str)}"
+    if error["type"] == "string_type" and value is not None:
+        return _quote_hint(value)
     return str(error["msg"]).removeprefix("Value error, ")
+
+
+QUOTE_HINT = "quote it as written"
+"""Part of the message of text that YAML read as a number, date or yes/no."""
+
+
+def _quote_hint(value: object) -> str:
+    """The message for text that YAML read as another type: a case id ``005`` read as
+    the number 5, a run id ``2024-01-01`` read as a date."""
+    if isinstance(value, bool):
+        read, example = f"{str(value).lower()} (a yes/no)", f"'{str(value).lower()}'"
+    elif isinstance(value, (int, float)):
+        read, example = f"the number {value}", "'005'; unquoted, leading zeros are lost"
+    elif isinstance(value, (datetime.date, datetime.time)):
+        read, example = f"the date {value}", f"'{value}'"
+    else:
+        return f"expected text, got {json.dumps(value, default=str)}"
+    return f"expected text, but YAML read {read}: {QUOTE_HINT} (e.g. {example})"
 
 
 def _unknown_key_message(path: KeyPath, data: object, root: type[BaseModel]) -> str:
@@ -512,10 +543,20 @@ def workflow_registry(workflow: Workflow, *, registry: Registry) -> Registry:
 def _describe(problems: Sequence[Problem], source: SourceMap) -> str:
     ordered = sorted(problems, key=lambda problem: source.order(problem[0]))
     lines = [
-        f"{source.locate(path)}: {'.'.join(str(k) for k in path) or '(top level)'}: {message}"
+        f"{source.locate(path)}: {'.'.join(str(k) for k in path) or '(top level)'}: "
+        + _quoted_on_command_line(message, source.overrides.get(path))
         for path, message in ordered
     ]
     return "\n".join(lines)
+
+
+def _quoted_on_command_line(message: str, override: str | None) -> str:
+    """``message``, with the ``--set`` to type when it says to quote the value that
+    ``override`` gave: the shell removes quotes that are not inside its own."""
+    if override is None or QUOTE_HINT not in message or "=" not in override:
+        return message
+    key, value = override.split("=", 1)
+    return message[: message.rindex(")")] + f"; on the command line: --set \"{key}='{value}'\")"
 
 
 # -- JSON Schema --------------------------------------------------------------------------

@@ -102,7 +102,8 @@ def run_workflow(
 
     Raises:
         WorkflowError: The run folder belongs to a workflow with other data or method,
-            or a stage needs what an earlier one did not produce.
+            lies inside a folder the workflow reads (its data, an input model), or a
+            stage needs what an earlier one did not produce.
     """
     from medi2i.workflow.checks import check_condition, check_devices, check_training
     from medi2i.workflow.loader import workflow_registry
@@ -115,6 +116,8 @@ def run_workflow(
     check_devices(workflow, registry, stages=stages)  # likewise
     main = is_main_process()
     _require_shared_folder(workflow, run_dir)
+    if run_dir is not None:
+        _require_outside_data(workflow, Path(run_dir))
     target = Path(run_dir).resolve() if run_dir is not None else None
     if target is None and main:
         target = run_folder_for(workflow).root
@@ -151,6 +154,16 @@ def _require_trained(workflow: Workflow, run: RunFolder, stages: Sequence[Stage]
         )
     if not holds_model(run):
         _require_model(RunResult(run.root, None, None, None), run)
+
+
+def _require_outside_data(workflow: Workflow, run_dir: Path) -> None:
+    """Refuse a ``--run-dir`` inside a folder the workflow reads (its data, an input
+    model), before the folder is made."""
+    from medi2i.workflow.folder_checks import run_dir_problem
+
+    problem = run_dir_problem(workflow, run_dir)
+    if problem is not None:
+        raise WorkflowError(problem)
 
 
 def _require_shared_folder(workflow: Workflow, run_dir: Path | str | None) -> None:
@@ -362,8 +375,10 @@ def _fit(
     from medi2i.model_folder import save_model
     from medi2i.training.routes import fit_on, fit_pairs_on
     from medi2i.workflow.checks import check_training_masks
+    from medi2i.workflow.split_checks import check_split_files
 
     readers = list(registry.readers.values())
+    check_split_files(workflow, splits())
     check_training_masks(splits().train.cases, readers)
     if method.data is DataKind.PAIRED:
         cases = splits().train.cases
