@@ -43,7 +43,7 @@ import re
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 import pluggy
@@ -518,3 +518,72 @@ def _where(function: object) -> str:
     if code is None:
         return repr(function)
     return f"{code.co_filename}, line {code.co_firstlineno}"
+
+
+CONTRIBUTION_CHECK = "contribution check"
+"""The stage of a loaded plugin that contributes nothing it meant to (``plugins --check``)."""
+
+
+def contribution_problems(
+    plugins: PluginSet, method_owners: Collection[str]
+) -> list[PluginFailure]:
+    """The loaded plugins that contribute nothing they meant to, each as a failure
+    naming its module and what to do: a function named like a medi2i hook but not
+    marked ``@medi2i.hookimpl`` (medi2i never calls it), no hook at all, or a
+    ``register_methods`` hook that registered no method. A plugin that only adds
+    commands (``register_commands``) or readers is fine.
+
+    Args:
+        plugins: The loaded plugins, after their register hooks ran (a registry's
+            ``methods``), so that failed ones are already among ``plugins.failures``.
+        method_owners: The plugins that registered a method (one that clashes too).
+
+    Returns:
+        One failure per such plugin, in load order.
+    """
+    hooks = sorted(name for name, caller in vars(plugins.manager.hook).items() if caller.has_spec())
+    problems = []
+    for info in plugins.infos:
+        module = plugins.manager.get_plugin(info.name)
+        if info.builtin or info.name in plugins.skipped or module is None:
+            continue
+        reason = _contribution_reason(plugins.manager, module, info, hooks, method_owners)
+        if reason is not None:
+            problems.append(PluginFailure(info.name, CONTRIBUTION_CHECK, reason))
+    return problems
+
+
+def _contribution_reason(
+    manager: pluggy.PluginManager,
+    module: object,
+    info: PluginInfo,
+    hooks: list[str],
+    method_owners: Collection[str],
+) -> str | None:
+    where = f"module {getattr(module, '__name__', module)!r}"
+    unmarked = [
+        f"{name}() at {_where(getattr(module, name))}"
+        for name in hooks
+        if callable(getattr(module, name, None))
+        and manager.parse_hookimpl_opts(module, name) is None
+        and getattr(getattr(module, name), f"{hookspecs.PROJECT}_spec", None) is None
+    ]
+    if unmarked:
+        return (
+            f"{where} defines {', '.join(unmarked)} without @medi2i.hookimpl, so medi2i never "
+            "calls it; mark each hook function with @medi2i.hookimpl"
+        )
+    if not info.hooks:
+        return (
+            f"{where} implements no medi2i hook, so the plugin adds nothing; define its hooks "
+            f"({', '.join(hooks)}) with @medi2i.hookimpl, or uninstall it"
+        )
+    if "register_methods" in info.hooks and info.name not in method_owners:
+        impls = manager.hook.register_methods.get_hookimpls()
+        found = [impl.function for impl in impls if impl.plugin_name == info.name]
+        at = f" at {_where(found[0])}" if found else ""
+        return (
+            f"{where}: its register_methods hook{at} registers no method; call "
+            "register(MyMethod) in it for each method class, or remove the hook"
+        )
+    return None

@@ -32,7 +32,7 @@ from medi2i.errors import OptionsError
 if TYPE_CHECKING:
     from medi2i.dicom.reading.series_records import ScanResult, StudyInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
-    from medi2i.plugins import PluginSet
+    from medi2i.plugins import PluginFailure, PluginSet
 
 
 def add_to(group: click.Group) -> None:
@@ -47,7 +47,7 @@ def add_to(group: click.Group) -> None:
     "--check",
     is_flag=True,
     help="Also run every plugin's register hooks (imports the method plugins, so slower) "
-    "and list the failures they raise.",
+    "and list the failures they raise and the plugins that register nothing.",
 )
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
@@ -60,18 +60,26 @@ def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
     hooks run when what they register is first needed; with --check this command runs
     them, so a register_methods that raises, or a method class that breaks the contract,
     is listed too and its plugin marked "failed" (a failed plugin contributes nothing),
-    and so is a method id that two plugins register (neither is usable). With --check the
+    and so is a method id that two plugins register (neither is usable), and a plugin
+    that contributes nothing it meant to: a hook function not marked @medi2i.hookimpl,
+    no hook at all, or a register_methods hook that registers no method. With --check the
     exit status is 1 when anything failed, so it can gate a CI job. Without it such
     failures show in "medi2i methods" and the commands that use methods.
     """
     from medi2i.hookspecs import PLUGIN_API_VERSION
+    from medi2i.plugins import contribution_problems
 
     registry = command_registry(ctx)
     clashes: dict[str, list[str]] = {}
-    if check:
-        _ = registry.methods  # runs the register hooks, which record their failures
-        clashes = registry.method_clashes
     plugins = registry.plugins
+    failures = list(plugins.failures)
+    if check:
+        methods = registry.methods  # runs the register hooks, which record their failures
+        clashes = registry.method_clashes
+        method_owners = {registry.method_owner(mid) for mid in methods}
+        method_owners.update(owner for names in clashes.values() for owner in names)
+        failures = [*plugins.failures, *contribution_problems(plugins, method_owners)]
+    failed = {failure.name for failure in failures}
     clash_lines = [
         f"method {mid!r} is registered by {' and '.join(map(repr, owners))}; neither is "
         "usable: uninstall or disable one of them"
@@ -86,11 +94,11 @@ def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
                         {
                             **info.__dict__,
                             "api": info.api_shown,
-                            "failed": info.name in plugins.skipped,
+                            "failed": info.name in failed,
                         }
                         for info in plugins.infos
                     ],
-                    "failures": [failure.__dict__ for failure in plugins.failures],
+                    "failures": [failure.__dict__ for failure in failures],
                     "method_clashes": clashes,
                 },
                 indent=2,
@@ -98,16 +106,19 @@ def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
             )
         )
     else:
-        _plugins_table(plugins, PLUGIN_API_VERSION, clash_lines)
-    if check and (plugins.failures or clashes):
+        _plugins_table(plugins, failures, PLUGIN_API_VERSION, clash_lines)
+    if check and (failures or clashes):
         ctx.exit(1)
 
 
-def _plugins_table(plugins: PluginSet, api: str, clash_lines: list[str]) -> None:
+def _plugins_table(
+    plugins: PluginSet, failures: list[PluginFailure], api: str, clash_lines: list[str]
+) -> None:
     click.echo(f"plugin API: {api}")
+    failed = {failure.name for failure in failures}
     rows = [
         (
-            info.name + (" (failed)" if info.name in plugins.skipped else ""),
+            info.name + (" (failed)" if info.name in failed else ""),
             info.version or ("built-in" if info.builtin else "?"),
             info.api_shown,
             ", ".join(info.hooks),
@@ -115,7 +126,7 @@ def _plugins_table(plugins: PluginSet, api: str, clash_lines: list[str]) -> None
         for info in plugins.infos
     ]
     _print_table(("plugin", "version", "api", "hooks"), rows)
-    for failure in plugins.failures:
+    for failure in failures:
         click.secho(f"failed: {failure.name} ({failure.stage}): {failure.error}", fg="yellow")
     for line in clash_lines:
         click.secho(f"clash: {line}", fg="yellow")

@@ -8,7 +8,8 @@ Example:
 - :func:`check_method_contract`: the predict side of the Method contract, for every
   method;
 - :func:`check_training_contract`: training, exact resume and the trained-model folder,
-  for methods trained by gradient steps;
+  for methods trained by gradient steps; :func:`train_briefly` trains one a few steps
+  on toy cases, for behaviour tests;
 - :func:`check_distributed_training`: DDP training under ``torchrun`` (Gloo, CPU
   processes) keeps the replicas identical;
 - toy volumes (:func:`make_volume`) and training data sets of every data kind
@@ -40,6 +41,7 @@ _LAZY = {
     "check_method_contract": "medi2i.testing.contract",
     "isolated_registry": "medi2i.testing.contract",
     "check_training_contract": "medi2i.testing.training_contract",
+    "train_briefly": "medi2i.testing.training_contract",
     "check_distributed_training": "medi2i.testing.distributed_check",
     "CaseSet": "medi2i.data.cases",
     "MULTI_DOMAINS": "medi2i.testing.domain_cases",
@@ -68,6 +70,7 @@ __all__ = [  # noqa: RUF022 (helpers first, then the fixtures)
     "isolated_registry",
     "make_volume",
     "synthetic_training_cases",
+    "train_briefly",
     "volume_affine",
     "write_multi_domain_cases",
     "write_paired_cases",
@@ -106,7 +109,7 @@ if TYPE_CHECKING:
     )
     from medi2i.testing.pytest_plugin import medi2i_registry, medi2i_volume, medi2i_volume_file
     from medi2i.testing.trainable_examples import write_paired_cases
-    from medi2i.testing.training_contract import check_training_contract
+    from medi2i.testing.training_contract import check_training_contract, train_briefly
     from medi2i.testing.volumes import (
         VolumeParameters,
         make_volume,

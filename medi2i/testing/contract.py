@@ -57,6 +57,8 @@ def check_method_contract(
     floating-point dtype (as the method hands it over, before the core writes it as
     float32) with its spec's channels on ``method.output_grid(input grid)``, leaving the
     input unchanged;
+    each output of a method with :class:`medi2i.DomainIntensities` names its domain
+    (the one ``postprocess`` writes it in the units of);
     and a save/load round trip through a model folder keeps the options and domains
     and gives the same outputs; a method declaring ``pointwise = True`` gives the same
     network output on a volume as on each of its slices alone.
@@ -88,6 +90,7 @@ def check_method_contract(
     outputs = _predict(method, image, condition=condition, settings=settings)
     for declared in _declared(method, condition):
         _check_output(method, image, outputs, declared, condition)
+        _check_output_domain(method, declared)
     _check_repeatable(method, image, outputs, condition=condition, settings=settings)
     _check_round_trip(method, image, outputs, condition=condition, settings=settings)
     _check_pointwise(method, image, condition)
@@ -287,6 +290,24 @@ def _check_output(
             f"{name} grid (shape {actual.shape}, affine\n{actual.affine}) is not "
             "method.output_grid(input grid, condition) "
             f"(shape {expected.shape}, affine\n{expected.affine})"
+        )
+
+
+def _check_output_domain(method: Method[Any, Any], declared: Output) -> None:
+    """A method whose intensities come from :class:`medi2i.DomainIntensities` (or
+    ``ScaledDomainIntensities``) writes an output in its domain's units (HU, a scanner's
+    scale) only if :meth:`~medi2i.Method.outputs` names that domain: without it the
+    core passes ``domain=None`` to ``postprocess``, which leaves the network range."""
+    from medi2i.intensity import DomainIntensities
+
+    if not isinstance(method, DomainIntensities) or not method.domains:
+        return
+    label = f"output {declared.name!r}" if declared.name else "output"
+    if declared.domain is None:  # (a domain it lacks fails in postprocess already)
+        raise AssertionError(
+            f"{method.id}: outputs() declares its {label} without a domain, so the "
+            "DomainIntensities postprocess leaves it in the network range instead of the "
+            "target domain's units; give it one: Output(name, spec, domain=<target domain>)"
         )
 
 

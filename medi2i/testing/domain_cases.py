@@ -75,7 +75,7 @@ def write_domain_cases(
     folder: Path,
     *,
     kind: DataKind,
-    domains: Sequence[DomainSpec],
+    domains: Sequence[DomainSpec | str],
     per_domain: int = 2,
     shape: Shape = (24, 24, 24),
     seed: int = 0,
@@ -89,7 +89,8 @@ def write_domain_cases(
         folder: Where to write.
         kind: :attr:`DataKind.UNPAIRED` (exactly two domains) or
             :attr:`DataKind.MULTI_DOMAIN`.
-        domains: The domains in label order.
+        domains: The domains in label order; a plain name is a domain of ``"any"``
+            modality (:class:`~medi2i.DomainSpec`), as in a workflow's ``data.domains``.
         per_domain: Volumes per domain.
         shape: Voxels along each axis.
         seed: Seed of the first volume (each next one adds 1).
@@ -100,22 +101,34 @@ def write_domain_cases(
     from medi2i.data.cases import Case, CaseSet
     from medi2i.io import write_volume
 
+    specs = domain_specs(domains)
     cases: list[Case] = []
-    for label, spec in enumerate(domains):
+    for label, spec in enumerate(specs):
         for number in range(per_domain):
             case_id = f"{spec.name}-{number}"
             volume_seed = seed + label * per_domain + number
             volume = domain_volume(spec, index=label, shape=shape, seed=volume_seed)
             path = write_volume(volume, folder / spec.name / f"{case_id}.nii.gz", overwrite=True)
             cases.append(Case(id=case_id, images={"image": Path(path)}, domain=spec.name))
-    names = tuple(spec.name for spec in domains)
-    return CaseSet(kind=kind, cases=tuple(cases), domains=names, domain_specs=tuple(domains))
+    names = tuple(spec.name for spec in specs)
+    return CaseSet(kind=kind, cases=tuple(cases), domains=names, domain_specs=specs)
+
+
+def domain_specs(domains: Sequence[DomainSpec | str]) -> tuple[DomainSpec, ...]:
+    """``domains`` as specs: a plain name is a domain of ``"any"`` modality, as
+    :meth:`medi2i.Method.use_domains` and a workflow's ``data.domains`` take it.
+
+    Example:
+        >>> [spec.modality for spec in domain_specs(["s1", DomainSpec(name="ct", modality="CT")])]
+        ['any', 'CT']
+    """
+    return tuple(d if isinstance(d, DomainSpec) else DomainSpec(name=d) for d in domains)
 
 
 def write_unpaired_cases(
     folder: Path,
     *,
-    domains: Sequence[DomainSpec] = UNPAIRED_DOMAINS,
+    domains: Sequence[DomainSpec | str] = UNPAIRED_DOMAINS,
     per_domain: int = 2,
     shape: Shape = (24, 24, 24),
     seed: int = 0,
@@ -136,7 +149,8 @@ def write_unpaired_cases(
         ValueError: ``domains`` does not hold exactly two domains.
     """
     if len(domains) != 2:
-        raise ValueError(f"unpaired data has two domains, got {[d.name for d in domains]}")
+        names = [spec.name for spec in domain_specs(domains)]
+        raise ValueError(f"unpaired data has two domains, got {names}")
     return write_domain_cases(
         folder,
         kind=DataKind.UNPAIRED,
@@ -150,7 +164,7 @@ def write_unpaired_cases(
 def write_multi_domain_cases(
     folder: Path,
     *,
-    domains: Sequence[DomainSpec] = MULTI_DOMAINS,
+    domains: Sequence[DomainSpec | str] = MULTI_DOMAINS,
     per_domain: int = 2,
     shape: Shape = (24, 24, 24),
     seed: int = 0,
@@ -229,7 +243,7 @@ def synthetic_training_cases(
     method: Method[Any, Any],
     folder: Path,
     *,
-    domains: Sequence[DomainSpec] | None = None,
+    domains: Sequence[DomainSpec | str] | None = None,
     shape: Shape = (24, 24, 24),
 ) -> CaseSet:
     """Toy training cases of the kind ``method`` learns from, written under ``folder``.

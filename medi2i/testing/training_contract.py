@@ -50,7 +50,7 @@ def check_training_contract(
     *,
     options: Mapping[str, object] | None = None,
     steps: int = 4,
-    domains: Sequence[DomainSpec] | None = None,
+    domains: Sequence[DomainSpec | str] | None = None,
     condition: Mapping[str, object] | None = None,
     patch_size: Shape | None = None,
     batch_size: int = 2,
@@ -80,8 +80,8 @@ def check_training_contract(
         tmp_path: An empty folder for the data and the runs (pytest's ``tmp_path``).
         options: Options to construct it with (keep the networks and ``roi_size`` small).
         steps: Steps of the uninterrupted run (>= 2).
-        domains: Domains of unpaired or multi-domain toy data (label order); MR and CT,
-            or three MR scanners, by default.
+        domains: Domains of unpaired or multi-domain toy data (label order; a plain name
+            is a domain of ``"any"`` modality); MR and CT, or three MR scanners, by default.
         condition: Predict-time condition of the reload check (its defaults if ``None``).
         patch_size: Training patch size; the method's window when ``None``.
         batch_size: Patches per batch.
@@ -118,6 +118,57 @@ def check_training_contract(
         resumed = runs.train("resumed", steps=steps, resume=True)
         _check_resumed(whole, resumed, steps // 2)
         _check_reload(whole, data, condition)
+
+
+def train_briefly(
+    method: Method[Any, Any],
+    tmp_path: Path,
+    *,
+    steps: int = 4,
+    domains: Sequence[DomainSpec | str] | None = None,
+    patch_size: Shape | None = None,
+    batch_size: int = 2,
+) -> CaseSet:
+    """Train ``method`` in place for ``steps`` steps on toy cases of its data kind, on
+    the CPU, for behaviour tests that need a trained method (its domains, the scales its
+    training records), not a good one.
+
+    The cases are those of :func:`check_training_contract`
+    (:func:`medi2i.testing.synthetic_training_cases`), written under ``tmp_path``
+    with the run. The caller's random generators are left as they were.
+
+    Example (in a plugin's tests)::
+
+        method = MyStar({"roi_size": (16, 16, 16)})
+        data = train_briefly(method, tmp_path, steps=2)  # three MR scanners
+        scanner_b = read_volume(data.cases[2].images["image"])
+
+    Args:
+        method: A method with ``training = Training.GRADIENT``.
+        tmp_path: An empty folder for the data and the run (pytest's ``tmp_path``).
+        steps: Training steps.
+        domains: Domains of unpaired or multi-domain toy data (label order; a plain name
+            is a domain of ``"any"`` modality); MR and CT, or three MR scanners, by default.
+        patch_size: Training patch size; the method's window when ``None``.
+        batch_size: Patches per batch.
+
+    Returns:
+        The toy training cases (with their domains).
+
+    Raises:
+        AssertionError: Training failed; the message says why.
+    """
+    from medi2i.testing.domain_cases import synthetic_training_cases
+    from medi2i.training import train
+
+    data = synthetic_training_cases(method, Path(tmp_path) / "data", domains=domains)
+    config = _config(steps, patch_size, batch_size)
+    with _random_state_kept():
+        try:
+            train(method, data, config=config, run_dir=Path(tmp_path) / "run", resume=False)
+        except Medi2iError as exc:
+            raise AssertionError(f"{method.id}: training failed: {exc}") from exc
+    return data
 
 
 @dataclass(frozen=True)
