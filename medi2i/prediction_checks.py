@@ -1,8 +1,9 @@
 """What the predict path checks around a method's own code: that its output fits in
 memory before any work, that an output it returns can be placed on a grid (never
 delivered shifted) and has the names and channels the method declares, that its
-complaints about the input name the file, that a DICOM series has the modality the
-method translates, and that an engine passed in is one.
+complaints about the input name the file, that an input is of the modality the method
+takes (a DICOM series by its Modality, a NIfTI file by whether it holds air in HU), and
+that an engine passed in is one.
 
 Internal to :mod:`medi2i.prediction`.
 """
@@ -22,6 +23,7 @@ from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import torch
     from monai.data.meta_tensor import MetaTensor
 
@@ -287,40 +289,58 @@ def check_modality(
     force: bool = False,
     domain: str | None = None,
 ) -> None:
-    """Refuse a DICOM series whose Modality is not the one ``method`` takes as input.
+    """Refuse an input that is plainly not of the modality ``method`` takes.
 
-    Only a series read from DICOM says its modality. An input without one (a NIfTI
-    file) given to a method that takes MR is refused when it is plainly a CT in HU: 5 %
-    or more of its voxels at or below -500 (air).
-    A domain method takes the modality of the input's ``domain`` (e.g. CT for the
+    A series read from DICOM says its modality, which must be the one expected. An
+    input without one (a NIfTI file) is judged by its values: given to a method that
+    takes MR, it is refused when it is plainly a CT in HU (5 % or more of its voxels at
+    or below -500, air); given to one that takes CT in HU, when no voxel is at or below
+    -500 (:func:`range_without_hounsfield_air`: an MR, or a CT stored with an offset).
+    A CT in HU cropped inside the body, without any air, is the one false refusal.
+    A domain method takes the modality of the input's ``domain`` (e.g. CT in HU for the
     CT→MR direction of a two-way model), or without one the modality all its domains
     share (a StarGAN of MR scanners); any other its ``input_spec``.
 
     Raises:
-        InputError: E.g. a CT series (or a NIfTI CT in HU) given to an MR→CT model,
-            unless ``force``.
+        InputError: E.g. a CT series (or a NIfTI CT in HU) given to an MR→CT model, or
+            a NIfTI MR given to the CT→MR direction of a two-way model, unless ``force``.
     """
     from medi2i.dicom.source import META_KEY
 
-    expected = method.input_spec.modality
-    if domain is not None and domain in method.domain_names:
-        expected = method.domain(domain).modality
-    elif domain is None and method.domain_names:
-        # no input domain named: a model whose domains share one modality takes only it
-        modalities = {method.domain(name).modality for name in method.domain_names}
-        if len(modalities) == 1:
-            expected = modalities.pop()
-    source = image.meta.get(META_KEY)
-    found = getattr(source, "modality", None)
-    if not found and expected == "MR" and not force:
-        _require_no_hounsfield_air(image, method)
-    if force or expected in ("any", "") or not found or found == expected:
+    if force:
+        return
+    expected, hounsfield = expected_input(method, domain)
+    found = getattr(image.meta.get(META_KEY), "modality", None)
+    if not found:
+        if expected == "MR":
+            _require_no_hounsfield_air(image, method)
+        elif hounsfield:
+            _require_hounsfield_air(image, method, domain)
+        return
+    if expected in ("any", "") or found == expected:
         return
     raise InputError(
         f"{image.meta.get('filename_or_obj', 'the input')}: the series is {found}, but "
-        f"{method.id!r} translates {expected} input; give a series of modality {expected} "
-        "(select it with --modality), or pass --force-modality to translate it anyway"
+        f"{method.id!r} takes {expected} input; give a series of modality {expected} "
+        "(select it with --modality), or pass --force-modality to use it anyway"
     )
+
+
+def expected_input(method: Method, domain: str | None) -> tuple[str, bool]:
+    """The modality of the input ``method`` takes from ``domain`` (see
+    :func:`check_modality`), and whether it reads that input in HU (modality CT or units
+    HU, as :func:`medi2i.intensity.is_hounsfield` says of a domain)."""
+    if domain is not None and domain in method.domain_names:
+        specs = [method.domain(domain)]
+    elif domain is None and method.domain_names:
+        specs = [method.domain(name) for name in method.domain_names]
+    else:
+        specs = []
+    modalities = {spec.modality for spec in specs}
+    if len(modalities) != 1:  # no domain, or domains of several modalities: the input spec
+        spec = method.input_spec
+        return spec.modality, spec.modality == "CT" or spec.units == "HU"
+    return modalities.pop(), all(s.modality == "CT" or s.units == "HU" for s in specs)
 
 
 HOUNSFIELD_AIR = -500.0
@@ -328,6 +348,73 @@ HOUNSFIELD_AIR = -500.0
 HOUNSFIELD_AIR_SHARE = 0.05
 """The share of voxels at or below :data:`HOUNSFIELD_AIR` from which an input given as
 MR is taken for a CT in HU (the air around a body is most of a CT's volume)."""
+_CHUNK = 1 << 22
+"""Voxels looked at at once: a bounded temporary, whatever the volume's size."""
+
+
+def range_without_hounsfield_air(
+    values: torch.Tensor | npt.ArrayLike,
+) -> tuple[float, float] | None:
+    """The range of ``values`` when none is at or below :data:`HOUNSFIELD_AIR`, so
+    that they cannot be a CT in HU: the CT of a body holds air at about -1000 HU (around
+    it, in its airways or lungs). ``None`` when they can be one, or hold no finite value
+    (which other checks refuse); NaN and infinite values are left out.
+
+    The one rule both predict (an input taken as CT in HU) and evaluate (a volume
+    scored in HU) apply; a CT in HU cropped inside the body is its one false refusal.
+
+    Example:
+        >>> import numpy as np
+        >>> range_without_hounsfield_air(np.array([0.0, 247.0]))  # an MR
+        (0.0, 247.0)
+        >>> range_without_hounsfield_air(np.array([-1000.0, 40.0])) is None  # a CT
+        True
+    """
+    import numpy as np
+    import torch
+
+    if isinstance(values, torch.Tensor):
+        flat = values.detach().reshape(-1)
+        chunks: Iterator[npt.NDArray[np.floating]] = (
+            flat[i : i + _CHUNK].to(torch.float32).cpu().numpy()
+            for i in range(0, flat.numel(), _CHUNK)
+        )
+    else:
+        array = np.asarray(values).reshape(-1)
+        chunks = (array[i : i + _CHUNK].astype(np.float64) for i in range(0, array.size, _CHUNK))
+    low, high = math.inf, -math.inf
+    for chunk in chunks:
+        finite = chunk[np.isfinite(chunk)]
+        if finite.size == 0:
+            continue
+        if float(finite.min()) <= HOUNSFIELD_AIR:
+            return None
+        low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    return None if low == math.inf else (low, high)
+
+
+def _require_hounsfield_air(image: MetaTensor, method: Method, domain: str | None) -> None:
+    """Refuse an input without a stated modality (a NIfTI file) that ``method`` would
+    read as a CT in HU although no voxel of it is air (:func:`range_without_hounsfield_air`):
+    an MR in 0-255, or a CT stored with an offset (HU + 1024).
+
+    Raises:
+        InputError: Naming the file, the range found and ``--force-modality``.
+    """
+    found = range_without_hounsfield_air(image.as_tensor())
+    if found is None:
+        return
+    low, high = found
+    taken = f" (its input domain {domain!r} under this condition)" if domain else ""
+    raise InputError(
+        f"{image.meta.get('filename_or_obj', 'the input')}: no voxel is at or below "
+        f"{HOUNSFIELD_AIR:g} (its values run from {low:.4g} to {high:.4g}), so it is not "
+        f"a CT in HU, whose air is about -1000 HU; {method.id!r} takes CT input in "
+        f"HU{taken}. Give a CT in HU (convert one stored with an offset, such as HU + "
+        "1024, first; for an MR, a condition that translates from MR), or pass "
+        "--force-modality (force_modality=True in Python) if it is a CT in HU without "
+        "air (cropped inside the body)"
+    )
 
 
 def _require_no_hounsfield_air(image: MetaTensor, method: Method) -> None:
@@ -355,7 +442,7 @@ def _require_no_hounsfield_air(image: MetaTensor, method: Method) -> None:
     raise InputError(
         f"{image.meta.get('filename_or_obj', 'the input')}: {share:.0%} of its voxels are "
         f"at or below {HOUNSFIELD_AIR:g}, as the air of a CT in HU is; {method.id!r} "
-        "translates MR input. Give an MR volume, or pass --force-modality "
+        "takes MR input. Give an MR volume, or pass --force-modality "
         "(force_modality=True in Python) if this is MR in unusual units"
     )
 

@@ -174,13 +174,17 @@ def input_hash(source: Path, image: MetaTensor | None) -> dict[str, object]:
     (``"volume"``), or no hash for a folder whose volume is not given. A volume read
     from a DICOM series adds its ``series_instance_uid`` and
     ``slice_position_residual_mm``, the farthest a slice was moved onto the fitted
-    regular grid (a ``--slice-tolerance`` above the default lets it exceed that)."""
+    regular grid (a ``--slice-tolerance`` above the default lets it exceed that).
+
+    ``path`` is absolute (resolved), so a sidecar names its input wherever it is read
+    from; :func:`without_source` drops it where an output must not name its source."""
+    path = str(source.resolve())
     if source.is_file():  # not a folder (e.g. DICOM series); its files are hashed by its reader
-        return {"path": str(source), "sha256": file_sha256(source), "hashed": "file"}
+        return {"path": path, "sha256": file_sha256(source), "hashed": "file"}
     if image is None:
-        return {"path": str(source), "sha256": None, "hashed": None}
+        return {"path": path, "sha256": None, "hashed": None}
     record: dict[str, object] = {
-        "path": str(source),
+        "path": path,
         "sha256": volume_sha256(image),
         "hashed": "volume",
     }

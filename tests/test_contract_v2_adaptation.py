@@ -164,10 +164,11 @@ def test_an_adaptation_section_for_a_method_that_does_not_adapt_is_refused(
     from medi2i.workflow.loader import WorkflowError, load_workflow
 
     write_demo_cases(tmp_path / "cases", count=2, shape=(8, 8, 8))
+    (tmp_path / "site").mkdir()  # not the workflow's folder, which holds its run folders
     raw = {
         "data": {"kind": "paired", "layout": {"type": "synthrad", "root": str(tmp_path / "cases")}},
         "method": {"id": "zscore"},
-        "adaptation": {"data": {"type": "folders", "folders": {"image": str(tmp_path)}}},
+        "adaptation": {"data": {"type": "folders", "folders": {"image": str(tmp_path / "site")}}},
     }
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(WorkflowError, match=r"adaptation: method 'zscore' does not adapt"):

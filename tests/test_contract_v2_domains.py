@@ -30,7 +30,8 @@ def test_domains_decide_input_and_output_processing_and_the_output_spec() -> Non
     assert method.seen == [("pre", "mr"), ("post", "ct")]
     assert to_ct.meta["medi2i.output.modality"] == "CT"
     method.seen.clear()
-    to_mr = predict_outputs(method, image(), settings=QUIET, condition={"to": "mr"})[""]
+    ct = image(np.linspace(-1000, 1000, 512).reshape(8, 8, 8))  # CT in HU: holds air
+    to_mr = predict_outputs(method, ct, settings=QUIET, condition={"to": "mr"})[""]
     assert method.seen == [("pre", "ct"), ("post", "mr")]
     assert to_mr.meta["medi2i.output.modality"] == "MR"
     assert to_mr.meta["medi2i.output.units"] == "arbitrary"
@@ -87,9 +88,9 @@ def test_a_two_way_model_writes_a_ct_direction_as_ct_dicom_and_the_other_as_mr(
     method = TwoWay()
     method.use_domains(DOMAINS)
     model = save_model(method, tmp_path / "model")
-    source = tmp_path / "in.nii.gz"
-    write_volume(image(np.linspace(0, 500, 512).reshape(8, 8, 8)), source)
-    for to, modality in (("ct", "CT"), ("mr", "MR")):
+    for to, modality, low in (("ct", "CT", 0), ("mr", "MR", -1000)):  # from MR; CT in HU
+        source = tmp_path / f"in-{to}.nii.gz"
+        write_volume(image(np.linspace(low, 500, 512).reshape(8, 8, 8)), source)
         out = tmp_path / f"to-{to}"
         predict(source, out, model=model, settings=QUIET, condition={"to": to}, registry=registry)
         first = pydicom.dcmread(sorted(out.glob("*.dcm"))[0])
@@ -130,7 +131,7 @@ def test_a_model_whose_domains_are_all_mr_refuses_a_ct_series_without_a_source_d
     method.use_domains([DomainSpec(name=d.name, modality="MR") for d in MULTI_DOMAINS])
     series = image()
     series.meta[META_KEY] = types.SimpleNamespace(modality="CT")
-    with pytest.raises(InputError, match="the series is CT, but 'example-star' translates MR"):
+    with pytest.raises(InputError, match="the series is CT, but 'example-star' takes MR"):
         check_modality(method, series)
     check_modality(method, series, force=True)
     series.meta[META_KEY] = types.SimpleNamespace(modality="MR")

@@ -61,7 +61,7 @@ def test_overwrite_replaces_an_earlier_output_of_any_format(tmp_path: Path, suff
     replaced = translate(second, output, "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     sidecar = json.loads((tmp_path / "out.provenance.json").read_text())
-    assert sidecar["input"]["path"] == str(second)
+    assert sidecar["input"]["path"] == str(second.resolve())
 
 
 @pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])

@@ -276,7 +276,11 @@ def inference_options(command: F) -> F:
             click.option(
                 "--force-modality",
                 is_flag=True,
-                help="Translate a DICOM series whose Modality is not the method's input modality.",
+                help="Skip the modality checks of the input: use a DICOM series whose "
+                "Modality is not the method's input modality, a NIfTI input given as MR "
+                "although 5 % or more of its voxels are at or below -500 (as a CT in HU's "
+                "air), or one given as CT in HU without a voxel at or below -500 (a CT "
+                "cropped inside the body).",
             ),
             click.option(
                 "--seed",

@@ -3,9 +3,10 @@
 ``medi2i evaluate`` defaults to the ``synthrad`` preset, whose values are read in HU
 (MAE in HU, PSNR over the fixed range [-1024, 3071] HU, ``air_mae`` below -900 HU). An
 MR in 0-255 or a CT stored in [0, 1] scored with it gives numbers that look like HU and
-mean nothing. The rule is predict's (:func:`medi2i.prediction_checks.check_modality`)
-turned around, and lenient: a CT in HU of a body holds air at about -1000 HU (around the
-body, in the airways or lungs), so a volume without a single voxel at or below
+mean nothing. The rule is the one predict applies to an input it takes as a CT in HU
+(:func:`medi2i.prediction_checks.range_without_hounsfield_air`), and lenient: a CT in
+HU of a body holds air at about -1000 HU (around the body, in the airways or lungs), so
+a volume without a single voxel at or below
 :data:`~medi2i.prediction_checks.HOUNSFIELD_AIR` (-500) cannot be one. A CT in HU cropped
 to a region without any air is the one false refusal; ``--force-modality`` scores it.
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import numpy.typing as npt
 
 from medi2i.errors import InputError
@@ -51,17 +51,18 @@ def require_hounsfield(values: npt.ArrayLike, path: Path, names: Sequence[str]) 
         InputError: No voxel is at or below -500; the message names the file, the
             range found and ``--metrics mr`` / ``--force-modality``.
     """
-    from medi2i.prediction_checks import HOUNSFIELD_AIR
+    from medi2i.prediction_checks import HOUNSFIELD_AIR, range_without_hounsfield_air
 
     if not names:
         return
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 0 or float(array.min()) <= HOUNSFIELD_AIR:
+    found = range_without_hounsfield_air(values)
+    if found is None:
         return
+    low, high = found
     raise InputError(
         f"{path}: no voxel is at or below {HOUNSFIELD_AIR:g} (its values run from "
-        f"{float(array.min()):.4g} to {float(array.max()):.4g}), so it is not a CT in HU, "
-        f"whose air is about -1000 HU, and {', '.join(names)} would be labelled HU without "
+        f"{low:.4g} to {high:.4g}), so it is not a CT in HU, whose air is about -1000 HU, "
+        f"and {', '.join(names)} would be labelled HU without "
         "meaning it; score MR with --metrics mr, convert a CT to HU first, or pass "
         "--force-modality if it is a CT in HU without air"
     )

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
@@ -52,7 +52,8 @@ def check_method_contract(
 
     Properties checked, each failing with its own message: the class attributes are
     valid; the options (defaults, or ``options``) construct; ``describe()`` serializes
-    to JSON; predicting a :func:`make_volume` input returns every output that
+    to JSON; predicting a :func:`make_volume` input (mapped to HU, with air, for a
+    method or direction that takes CT in HU) returns every output that
     :meth:`~medi2i.Method.outputs` declares, each a finite ``MetaTensor`` of a
     floating-point dtype (as the method hands it over, before the core writes it as
     float32) with its spec's channels on ``method.output_grid(input grid)``, leaving the
@@ -86,7 +87,7 @@ def check_method_contract(
     if prepare is not None:
         prepare(method)
     _materialize(method, settings)
-    image = make_volume(shape)
+    image = _contract_input(method, condition, shape)
     outputs = _predict(method, image, condition=condition, settings=settings)
     for declared in _declared(method, condition):
         _check_output(method, image, outputs, declared, condition)
@@ -94,6 +95,21 @@ def check_method_contract(
     _check_repeatable(method, image, outputs, condition=condition, settings=settings)
     _check_round_trip(method, image, outputs, condition=condition, settings=settings)
     _check_pointwise(method, image, condition)
+
+
+def _contract_input(
+    method: Method[Any, Any], condition: Mapping[str, object] | None, shape: tuple[int, int, int]
+) -> MetaTensor:
+    """The test volume: :func:`make_volume` blobs (about 100 to 1000), mapped to HU
+    (air at -1000) when the method takes CT in HU under ``condition`` (the CT→MR
+    direction of a two-way model), as predict's modality check asks of its input."""
+    from medi2i.prediction_checks import expected_input
+    from medi2i.testing.domain_cases import CT_OFFSET_HU, CT_SLOPE
+
+    image = make_volume(shape)
+    domain = method.input_domain(method.parse_condition(condition))
+    _, hounsfield = expected_input(method, domain)
+    return cast("MetaTensor", image * CT_SLOPE + CT_OFFSET_HU) if hounsfield else image
 
 
 def _materialize(method: Method[Any, Any], settings: InferenceSettings | None) -> None:

@@ -305,9 +305,12 @@ def test_train_save_load_and_predict_both_directions(
 
     result = train(method_cls(options), cases, config=config, run_dir=tmp_path / "run")
     mr_file = write_volume_file(tmp_path, "mr.nii.gz", shape=(20, 20, 20), seed=5)
+    ct_file = tmp_path / "ct.nii.gz"  # b2a takes CT in HU: an MR is refused
+    medi2i.write_volume(make_volume((20, 20, 20), seed=5) * 2.0 - 1000.0, ct_file)
+    sources = {"a2b": mr_file, "b2a": ct_file}
     written = {
         direction: medi2i.predict(
-            mr_file,
+            sources[direction],
             tmp_path / f"{direction}.nii.gz",
             model=result.model_dir,
             settings=SETTINGS,
