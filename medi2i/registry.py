@@ -225,9 +225,22 @@ class Registry:
             hint = f"; did you mean {' or '.join(map(repr, guess))}?" if guess else ""
             raise UnknownMethodError(
                 f"no method {method_id!r} is registered{hint} (known: {known}); "
-                "`medi2i methods` lists them, `medi2i plugins` shows the installed plugins; "
-                "install the method's plugin, or load it with `medi2i --plugin NAME ...`"
+                f"{self._idle_plugins()}`medi2i methods` lists them, `medi2i plugins` shows "
+                "the installed plugins; install the method's plugin, or load it with "
+                "`medi2i --plugin NAME ...`"
             ) from None
+
+    def _idle_plugins(self) -> str:
+        """What a method error says of loaded plugins that registered nothing they meant
+        to (:func:`medi2i.plugins.contribution_problems`), the method's perhaps."""
+        from medi2i.plugins import contribution_problems
+
+        owners = {self.method_owner(mid) for mid in self.methods}
+        owners.update(owner for names in self.method_clashes.values() for owner in names)
+        idle = contribution_problems(self.plugins, owners)
+        return "".join(
+            f"plugin {failure.name!r} adds nothing: {failure.error}; " for failure in idle
+        )
 
 
 def close_method_ids(method_id: str, known: Iterable[str]) -> list[str]:

@@ -106,3 +106,19 @@ def test_a_plugin_that_adds_only_commands_or_registers_a_method_passes(
 
     assert result.exit_code == 0, result.output
     assert "failed" not in result.output
+
+
+def test_an_unknown_method_names_the_loaded_plugin_that_registered_nothing(
+    installed: list[FakeEntryPoint],
+) -> None:
+    from medi2i.registry import Registry, UnknownMethodError
+
+    installed.append(FakeEntryPoint("empty", plugin("medi2i_empty")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        registry = Registry(load_plugins())
+    with pytest.raises(UnknownMethodError) as caught:
+        registry.method("my-method")
+    assert "plugin 'empty' adds nothing: module 'medi2i_empty': its register_methods" in str(
+        caught.value
+    )
