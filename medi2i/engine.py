@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -29,6 +30,31 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps a batch of windows ``(N, C, x, y, z)`` to network outputs ``(N, C', x', y', z')``."""
 
 _logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_BATCH = 4
+"""Windows a forward pass takes when the settings leave it to the engine (at most)."""
+CPU_BATCH_VOXELS = 4 * 96**3
+"""Most voxels the engine's own choice puts in one CPU batch: 4 windows of 96³, one of
+128³. On 2 CPU cores, four 128³ windows of the regression U-Net's default network in one
+batch added 6.5 GB of memory (1.7 GB for one window) and ran 1.04 times as fast per
+window; four of 64³ and 96³ ran 1.25 and 1.1 times as fast as one at a time, for 0.8
+and 2.8 GB (``benchmarks/cpu_window_batch.py``, ``results/cpu_window_batch.md``)."""
+
+
+def window_batch(device: torch.device, roi: Sequence[int]) -> int:
+    """Windows per forward pass when the settings leave it to the engine
+    (``sw_batch_size=None``): :data:`DEFAULT_WINDOW_BATCH` on a GPU; on the CPU as many
+    as :data:`CPU_BATCH_VOXELS` allows, at least one.
+
+    Example:
+        >>> [window_batch(torch.device("cpu"), (r, r, r)) for r in (64, 96, 128)]
+        [4, 4, 1]
+    """
+    if device.type != "cpu":
+        return DEFAULT_WINDOW_BATCH
+    voxels = max(1, math.prod(int(n) for n in roi))
+    return max(1, min(DEFAULT_WINDOW_BATCH, CPU_BATCH_VOXELS // voxels))
+
 
 _LARGEST_ROI_DIVISOR = 32
 """Largest power of two a network may need its input size to be divisible by (five
@@ -120,17 +146,18 @@ class SlidingWindowEngine:
     one is kept for the next. Today that is the out-of-memory back-off: after the
     device ran out of memory, :attr:`sw_batch_size` stays at the batch that fitted for
     every later :meth:`run` of this engine (``settings.sw_batch_size`` keeps the
-    requested value). A new engine starts from the settings again, so predict many
-    volumes with one engine (the ``engine`` argument of
+    requested value; when that is ``None``, each run's batch is :func:`window_batch`'s
+    for its window until memory runs out). A new engine starts from the settings again,
+    so predict many volumes with one engine (the ``engine`` argument of
     :func:`medi2i.prediction.predict_tensor`). An engine is not meant to be shared by
     threads running at the same time.
 
     Attributes:
         settings: The settings the engine was made with.
         device: The device windows run on.
-        sw_batch_size: Windows per forward pass now; lowered for good after an
-            out-of-memory error, so later volumes run by this engine do not hit it
-            again.
+        sw_batch_size: Windows per forward pass now (``None``: :func:`window_batch`'s
+            choice for each volume's window); lowered for good after an out-of-memory
+            error, so later volumes run by this engine do not hit it again.
 
     Example:
         >>> engine = SlidingWindowEngine(settings=InferenceSettings(device="cpu", progress=False))
@@ -319,10 +346,11 @@ class SlidingWindowEngine:
         self, volume: torch.Tensor, windows: Predictor, roi: tuple[int, int, int]
     ) -> torch.Tensor:
         while True:
+            batch = self.sw_batch_size or window_batch(self.device, roi)
             try:
-                return self._sliding_window(volume, windows, roi)
+                return self._sliding_window(volume, windows, roi, batch)
             except torch.cuda.OutOfMemoryError as exc:
-                if self.sw_batch_size == 1:
+                if batch == 1:
                     raise DeviceError(
                         f"one window of {roi} voxels does not fit in the memory of "
                         f"{self.device}; use a smaller --roi-size or --device cpu"
@@ -332,13 +360,13 @@ class SlidingWindowEngine:
             _logger.warning(
                 "out of memory on %s with %d windows per batch; retrying with %d",
                 self.device,
-                self.sw_batch_size,
-                self.sw_batch_size // 2,
+                batch,
+                batch // 2,
             )
-            self.sw_batch_size //= 2
+            self.sw_batch_size = batch // 2
 
     def _sliding_window(
-        self, volume: torch.Tensor, windows: Predictor, roi: tuple[int, int, int]
+        self, volume: torch.Tensor, windows: Predictor, roi: tuple[int, int, int], batch: int
     ) -> torch.Tensor:
         settings = self.settings
         with torch.no_grad():
@@ -350,7 +378,7 @@ class SlidingWindowEngine:
                 volume,
                 windows,
                 roi,
-                batch_size=self.sw_batch_size,
+                batch_size=batch,
                 overlap=settings.overlap,
                 mode=settings.blend,
                 sigma_scale=settings.sigma_scale,

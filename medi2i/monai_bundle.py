@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from medi2i.engine import SlidingWindowEngine
+from medi2i.engine import DEFAULT_WINDOW_BATCH, SlidingWindowEngine
 from medi2i.errors import ModelFormatError, OptionsError
 from medi2i.export import EXPORT_REMEDY, ExportError, export_program, require_writable_target
 from medi2i.settings import InferenceSettings
@@ -258,7 +258,8 @@ def _inference(
         "inferer": {
             "_target_": "SlidingWindowInferer",
             "roi_size": roi,
-            "sw_batch_size": settings.sw_batch_size,
+            # the engine's own choice on a GPU when the settings leave it (None)
+            "sw_batch_size": settings.sw_batch_size or DEFAULT_WINDOW_BATCH,
             "overlap": settings.overlap,
             "mode": settings.blend,
             "sigma_scale": settings.sigma_scale,

@@ -84,8 +84,11 @@ class InferenceSettings(BaseModel):
     Attributes:
         roi_size: Window size in voxels along each array axis, or ``None`` for the
             method's own default (the size it was trained with).
-        sw_batch_size: Windows run per forward pass (>= 1). Halved automatically when the
-            device runs out of memory.
+        sw_batch_size: Windows run per forward pass (>= 1), or ``None`` (the default)
+            for :func:`medi2i.engine.window_batch`'s choice: 4 on a GPU; on the CPU 4
+            windows of up to 96³ voxels, fewer of larger ones (one of 128³), whose
+            activations cost memory without running faster. Halved automatically when
+            a GPU runs out of memory.
         overlap: Fraction of a window shared with its neighbour along each axis, in [0, 1).
         blend: How overlapping windows are averaged: ``"gaussian"`` weights window
             centres more than edges, ``"constant"`` weights all voxels equally.
@@ -155,7 +158,7 @@ class InferenceSettings(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     roi_size: tuple[Integer, Integer, Integer] | None = None
-    sw_batch_size: Integer = Field(default=4, ge=1)
+    sw_batch_size: Integer | None = Field(default=None, ge=1)
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
     blend: Literal["gaussian", "constant"] = "gaussian"
     sigma_scale: float = Field(default=0.125, gt=0.0)

@@ -15,6 +15,7 @@ from medi2i.engine import (
     SlidingWindowEngine,
     mirror_combinations,
     resolve_device,
+    window_batch,
     window_size,
 )
 from medi2i.errors import DeviceError, GeometryError, Medi2iError, OptionsError
@@ -358,3 +359,25 @@ def test_a_volume_of_the_wrong_rank_gets_advice_that_fixes_it(
 
     with pytest.raises(GeometryError, match=re.escape(advice)):
         _channel_first(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(("size", "batch"), [(64, 4), (96, 4), (112, 2), (128, 1)])
+def test_the_cpu_batches_windows_up_to_a_voxel_budget_unless_told(size: int, batch: int) -> None:
+    image = torch.rand(1, size + 8, size, size)  # two windows along x
+    seen: list[int] = []
+
+    def recording(windows: torch.Tensor) -> torch.Tensor:
+        seen.append(windows.shape[0])
+        return windows
+
+    engine = SlidingWindowEngine(
+        settings=InferenceSettings(device="cpu", progress=False, overlap=0.0)
+    )
+    engine.run(image, recording, default_roi_size=(size, size, size))
+    assert max(seen) == min(batch, 2)
+    assert engine.sw_batch_size is None  # chosen per window, not fixed for the next volume
+    assert window_batch(torch.device("cpu"), (size,) * 3) == batch
+    told = _engine(sw_batch_size=3, overlap=0.0)
+    seen.clear()
+    told.run(torch.rand(1, 16, 16, 40), recording, default_roi_size=(16, 16, 8))
+    assert max(seen) == 3

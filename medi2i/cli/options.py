@@ -237,7 +237,11 @@ def inference_options(command: F) -> F:
                 help="Window size in voxels, e.g. 96 or 96,96,64 (default: the method's).",
             ),
             click.option(
-                "--sw-batch-size", default=4, show_default=True, help="Windows per batch."
+                "--sw-batch-size",
+                type=int,
+                default=None,
+                help="Windows per batch (default: 4 on a GPU; on the CPU 4 windows of up "
+                "to 96³ voxels, fewer of larger ones, one of 128³).",
             ),
             click.option(
                 "--overlap", default=0.25, show_default=True, help="Window overlap fraction [0, 1)."
@@ -355,7 +359,7 @@ def parse_reflect_padding(value: str) -> tuple[int, int, int]:
 
 def inference_settings(
     roi_size: str | None,
-    sw_batch_size: int,
+    sw_batch_size: int | None,
     overlap: float,
     blend: str,
     device: str,
