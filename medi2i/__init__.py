@@ -96,6 +96,7 @@ _LAZY = {
     "tile_windows": "medi2i.adabn",
     "TargetDomainOutputs": "medi2i.multi_domain",
     "UntrainedWeightsWarning": "medi2i.trained_state",
+    "SpacingWarning": "medi2i.training_spacing",
     "mark_trained": "medi2i.trained_state",
     "checked_input": "medi2i.voxel_checks",
     "file_sha256": "medi2i.hashing",
@@ -150,6 +151,7 @@ __all__ = [
     "ScaledDomainIntensities",
     "SingleDomainBatch",
     "SlidingWindowEngine",
+    "SpacingWarning",
     "SpatialPlan",
     "StateValue",
     "TargetDomain",
@@ -268,4 +270,5 @@ if TYPE_CHECKING:
     from medi2i.settings import InferenceSettings
     from medi2i.trained_state import UntrainedWeightsWarning, mark_trained
     from medi2i.training.image_pool import ImagePool
+    from medi2i.training_spacing import SpacingWarning
     from medi2i.voxel_checks import checked_input

@@ -65,6 +65,7 @@ def average_models(
     from medi2i.model_folder import load_model, read_manifest, save_model
     from medi2i.onnx_model import is_onnx_model
     from medi2i.registry import Registry
+    from medi2i.training_spacing import merged_training_spacing, record_training_spacing
 
     paths = [Path(model) for model in models]
     if len(paths) < 2:
@@ -91,6 +92,7 @@ def average_models(
     for path, method in zip(paths[1:], loaded[1:], strict=True):
         _warn_about_options(first, paths[0], method, path)
     first.load_state_tensors(averaged)
+    record_training_spacing(first, merged_training_spacing(loaded))
     data_cards = list(dict.fromkeys(c for p in paths for c in read_manifest(p).data_cards))
     folder = save_model(first, output, data_cards=data_cards, overwrite=overwrite)
     _attach_card(folder, first, paths, shares, data_cards)

@@ -18,7 +18,9 @@ and dates it before it allocates or loads anything:
   not of this form is not compared.
 
 Saving checks the other way (:func:`checked_state`): fitted values a folder's JSON could
-not keep and give back are refused before anything is written.
+not keep and give back are refused before anything is written. A model whose method no
+loaded plugin registers gets a message saying what to load or install
+(:func:`unregistered_method_error`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from medi2i.errors import Medi2iError, ModelFormatError
+from medi2i.errors import Medi2iError, ModelFormatError, UnknownMethodError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -226,3 +228,48 @@ def _state_value_problem(value: object) -> str | None:
             else ("holds a value that is not finite (NaN or infinite)")
         )
     return None
+
+
+def unregistered_method_error(
+    path: Path, method_id: str, made_by: str | None, exc: UnknownMethodError
+) -> UnknownMethodError:
+    """What to do about a model (folder or export at ``path``) whose method ``method_id``
+    no loaded plugin registers: load its installed plugin by name, or install the
+    distribution ``made_by`` that provides it (``exc`` itself when that is unknown)."""
+    if made_by is None:
+        return exc
+    if _installed(made_by):  # installed, but its plugin is not loaded here
+        import os
+
+        selected = os.environ.get("MEDI2I_LOAD_PLUGINS")
+        why = (
+            f"MEDI2I_LOAD_PLUGINS={selected!r} leaves it out"
+            if selected is not None and made_by != "medi2i"  # medi2i's are opt-in
+            else "it is not loaded by default"
+        )
+        from medi2i.plugins import OPT_IN_PLUGINS
+
+        # medi2i's own opt-in plugins are loaded by module; another distribution by name
+        name = " or ".join(OPT_IN_PLUGINS) if made_by == "medi2i" else made_by
+        return UnknownMethodError(
+            f"{path} was made by method {method_id!r} of the distribution "
+            f"{made_by!r}, which is installed but whose plugin is not loaded ({why}): "
+            f"load it with `medi2i --plugin {name} ...` (in Python, "
+            f"medi2i.plugins.add_installed_plugin; in a workflow, its plugins: key)"
+        )
+    return UnknownMethodError(
+        f"{path} was made by method {method_id!r} of the distribution "
+        f"{made_by!r}, which no installed plugin provides; install it (pip install "
+        f"{made_by}, or pip install -e <its folder>). {exc}"
+    )
+
+
+def _installed(distribution: str) -> bool:
+    """Whether a distribution of that name is installed."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True

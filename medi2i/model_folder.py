@@ -53,6 +53,12 @@ from medi2i.model_checks import (
     checked_state,
     declared_shapes,
     safetensors_shapes,
+    unregistered_method_error,
+)
+from medi2i.training_spacing import (
+    TrainingSpacing,
+    record_training_spacing,
+    recorded_training_spacing,
 )
 
 if TYPE_CHECKING:
@@ -150,6 +156,9 @@ class ModelManifest(BaseModel):
     trained: bool = True
     """``False`` for a method trained by gradient steps saved before any step (its
     weights are as initialised); prediction with it warns."""
+    training_spacing_mm: TrainingSpacing | None = None
+    """Voxel spacings of its training inputs (:mod:`medi2i.training_spacing`); absent from
+    older models, whose inputs are not checked against them."""
 
 
 def _require_replaceable(folder: Path) -> None:
@@ -173,6 +182,7 @@ def save_model(
     data_cards: Sequence[str] = (),
     overwrite: bool = False,
     adapted_from: AdaptedFrom | None = None,
+    training_spacing: TrainingSpacing | None = None,
 ) -> Path:
     """Write ``method`` (options, fitted state, weights) as a trained-model folder.
 
@@ -187,6 +197,8 @@ def save_model(
         data_cards: Names of the data cards the model was trained on.
         overwrite: Replace an existing folder.
         adapted_from: The model this one was adapted from, for adapted models.
+        training_spacing: The voxel spacings of its training inputs; by default those
+            of the model ``method`` was loaded from, if any (an adapted model keeps them).
 
     Returns:
         The folder path.
@@ -229,6 +241,7 @@ def save_model(
             auxiliary=auxiliary_hashes(method),
             adapted_from=adapted_from,
             trained=is_trained(method),
+            training_spacing_mm=training_spacing or recorded_training_spacing(method),
         )
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         (staging / CARD).write_text(card if card is not None else default_card(method))
@@ -316,40 +329,6 @@ def saved_options(method_cls: MethodClass, options: Mapping[str, object]) -> dic
     return filled
 
 
-def unregistered_method_error(
-    path: Path, method_id: str, made_by: str | None, exc: UnknownMethodError
-) -> UnknownMethodError:
-    """What to do about a model (folder or export at ``path``) whose method ``method_id``
-    no loaded plugin registers: load its installed plugin by name, or install the
-    distribution ``made_by`` that provides it (``exc`` itself when that is unknown)."""
-    if made_by is None:
-        return exc
-    if _installed(made_by):  # installed, but its plugin is not loaded here
-        import os
-
-        selected = os.environ.get("MEDI2I_LOAD_PLUGINS")
-        why = (
-            f"MEDI2I_LOAD_PLUGINS={selected!r} leaves it out"
-            if selected is not None and made_by != "medi2i"  # medi2i's are opt-in
-            else "it is not loaded by default"
-        )
-        from medi2i.plugins import OPT_IN_PLUGINS
-
-        # medi2i's own opt-in plugins are loaded by module; another distribution by name
-        name = " or ".join(OPT_IN_PLUGINS) if made_by == "medi2i" else made_by
-        return UnknownMethodError(
-            f"{path} was made by method {method_id!r} of the distribution "
-            f"{made_by!r}, which is installed but whose plugin is not loaded ({why}): "
-            f"load it with `medi2i --plugin {name} ...` (in Python, "
-            f"medi2i.plugins.add_installed_plugin; in a workflow, its plugins: key)"
-        )
-    return UnknownMethodError(
-        f"{path} was made by method {method_id!r} of the distribution "
-        f"{made_by!r}, which no installed plugin provides; install it (pip install "
-        f"{made_by}, or pip install -e <its folder>). {exc}"
-    )
-
-
 def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
     """Load a trained-model folder (or a ``.zip`` of one) as a ready method.
 
@@ -399,6 +378,7 @@ def load_model(path: str | Path, *, registry: Registry | None = None) -> Method:
         raise ModelFormatError(f"{path}: {' '.join(str(exc).split())}") from exc
     if manifest.trained:
         mark_trained(method)
+    record_training_spacing(method, manifest.training_spacing_mm)
     return method
 
 
@@ -587,14 +567,3 @@ def method_distribution(method: Method) -> str | None:
     package = type(method).__module__.split(".")[0]
     names = importlib.metadata.packages_distributions().get(package, [])
     return names[0] if names else None
-
-
-def _installed(distribution: str) -> bool:
-    """Whether a distribution of that name is installed."""
-    import importlib.metadata
-
-    try:
-        importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True

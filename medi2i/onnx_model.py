@@ -160,7 +160,7 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
     try:
         method_cls = registry.method(method_info.id)
     except UnknownMethodError as exc:
-        from medi2i.model_folder import unregistered_method_error
+        from medi2i.model_checks import unregistered_method_error
 
         raise unregistered_method_error(
             path, method_info.id, method_info.distribution, exc

@@ -107,6 +107,7 @@ def predict_outputs(
     from medi2i.engine import SlidingWindowEngine
     from medi2i.reflect_padding import cropped_to_grid, reflected_volume, reflection_widths
     from medi2i.trained_state import warn_if_untrained
+    from medi2i.training_spacing import check_input_spacing
     from medi2i.voxel_checks import checked_input
 
     require_ready_call(method, image)
@@ -141,6 +142,9 @@ def predict_outputs(
         context.facts["reflect_padding"] = list(widths)
     seen_grid = Grid.of(image)
     warn_if_untrained(method)  # after every refusal: a warning, then a result
+    outside = check_input_spacing(method, input_grid, output_grid, where)
+    if outside is not None:
+        context.facts["spacing_outside_training_mm"] = outside
     with naming_the_input(source_meta):
         prepared = prepared_volume(image, method, domain=input_domain, condition=parsed)
     # from here the input is needed for its metadata only; a caller that handed over its

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from medi2i.errors import OutputError
 from medi2i.method import Method
+from medi2i.training_spacing import TrainingSpacing
 
 ModelFinisher = Callable[[Path, bool], None]
 """Completes a model folder before it is put in place (its card): called with the
@@ -79,9 +80,11 @@ def write_model_folder(
     metrics: Mapping[str, float] | None,
     finish: ModelFinisher | None,
     best: bool = False,
+    spacing: TrainingSpacing | None = None,
 ) -> Path:
     """Save ``method`` as the model folder ``folder``, completed by ``finish``, all under
-    a temporary name renamed at the end (an earlier folder there is replaced)."""
+    a temporary name renamed at the end (an earlier folder there is replaced); its
+    manifest records ``spacing``, the voxel spacings of the training inputs."""
     from medi2i.io.atomic import atomic_path
     from medi2i.model_folder import MANIFEST, save_model
 
@@ -92,7 +95,7 @@ def write_model_folder(
             "folder, so it was not replaced; move it, or train in another run folder"
         )
     with atomic_path(folder) as staging:
-        save_model(method, staging, metrics=metrics)
+        save_model(method, staging, metrics=metrics, training_spacing=spacing)
         if finish is not None:
             finish(staging, best)
     return folder

@@ -67,15 +67,16 @@ from medi2i.training.validation import (
     load_validation_cases,
     validate,
 )
+from medi2i.training_spacing import TrainingSpacing, training_spacing_of
 
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 MODEL = "model"
 BEST_MODEL = "best-model"
+"""The run's model at its best validation (``TrainingConfig.keep_best``)."""
 VALIDATION_RECORD = "validation-data.json"
 """What the run's last validation depended on (in ``checkpoints/``): a rerun of a
 finished run validates again only when it changed."""
-"""The run's model at its best validation (``TrainingConfig.keep_best``)."""
 VALIDATION_STEP = "validation_step"
 """Key of the validated step in the best model's ``metrics.json``."""
 DEFAULT_PATCH_SIZE = (64, 64, 64)
@@ -132,6 +133,7 @@ def run_training(
             on_start(first_step)
         check_data_record(run_dir / CHECKPOINTS, data, unlabelled, resumed=first_step > 0)
     record = _validation_record(validation, inference, validation_condition)
+    spacing = training_spacing_of(method, data, unlabelled) if context.is_main else None
     revalidate = first_step >= config.steps and _validation_changed(run_dir, record, first_step)
     if first_step >= config.steps:
         context.barrier()  # every process decided before rank 0 changes the records
@@ -179,6 +181,8 @@ def run_training(
             if config.collapse_check != "off"
             else None,
         )
+        if run.best is not None:
+            run.best.spacing = spacing
         if first_step < config.steps:
             run.loop(_sampler(method, data, config, patch_size, context, unlabelled))
         elif revalidate:
@@ -189,7 +193,11 @@ def run_training(
         if context.is_main:
             with run_output("the model folder", run_dir, kept=run.resume_point()):
                 write_model_folder(
-                    method, run_dir / MODEL, metrics=log.last_validation, finish=finish_model
+                    method,
+                    run_dir / MODEL,
+                    metrics=log.last_validation,
+                    finish=finish_model,
+                    spacing=spacing,
                 )
         context.barrier()
         return TrainResult(
@@ -436,6 +444,8 @@ class _BestModel:
     mae: float = float("inf")
     finish: ModelFinisher | None = None
     """Completes the folder (its card) before it is put in place."""
+    spacing: TrainingSpacing | None = None
+    """The voxel spacings of the training inputs, for its manifest."""
 
     @classmethod
     def at(cls, folder: Path, *, resumed: bool, finish: ModelFinisher | None) -> _BestModel:
@@ -459,6 +469,7 @@ class _BestModel:
             metrics={**metrics, VALIDATION_STEP: step},
             finish=self.finish,
             best=True,
+            spacing=self.spacing,
         )
         self.mae = value
 
