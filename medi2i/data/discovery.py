@@ -439,11 +439,30 @@ def _condition(text: str, manifest: Path, number: int) -> tuple[tuple[str, str],
 
 
 def _manifest_path(manifest: Path, text: str, number: int) -> Path:
-    path = Path(text).expanduser()
-    path = path if path.is_absolute() else manifest.parent / path
+    path = _listed(manifest, text)
     if not path.exists():
         raise InputError(f"{manifest} line {number}: volume {path} does not exist")
     return path
+
+
+def _listed(manifest: Path, text: str) -> Path:
+    """A manifest's ``path`` value: ``~`` expanded, relative to the manifest's folder."""
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else manifest.parent / path
+
+
+def listed_paths(manifest: Path) -> list[Path]:
+    """The paths a CSV manifest lists, resolved as discovery resolves them (they need
+    not exist); none when the manifest cannot be read (discovery says why)."""
+    from medi2i.bounded_yaml import decode_text
+
+    try:
+        text = decode_text(manifest.read_bytes())
+    except (OSError, UnicodeDecodeError):
+        return []
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    values = (row.get("path") for row in rows)
+    return [_listed(manifest, v.strip()) for v in values if isinstance(v, str) and v.strip()]
 
 
 def _csv_grouped(

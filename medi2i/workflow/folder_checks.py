@@ -9,8 +9,6 @@ Both are refused with the key to change.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,21 +159,11 @@ def _layout_folders(key: str, layout: Layout) -> list[ReadFolder]:
 def _manifest_folders(manifest: Path) -> list[Path]:
     """The folders of the files a CSV manifest lists (none when it cannot be read: data
     discovery reports that)."""
-    from medi2i.bounded_yaml import decode_text
+    from medi2i.data.discovery import listed_paths
 
-    try:
-        text = decode_text(manifest.read_bytes())
-    except (OSError, UnicodeDecodeError):
-        return []
     folders: dict[str, Path] = {}
-    for row in csv.DictReader(io.StringIO(text, newline="")):
-        value = row.get("path")
-        if not isinstance(value, str) or not value.strip():
-            continue
-        path = Path(value.strip()).expanduser()
-        folder = Path(
-            os.path.normpath((path if path.is_absolute() else manifest.parent / path).parent)
-        )
+    for path in listed_paths(manifest):
+        folder = Path(os.path.normpath(path.parent))
         folders.setdefault(_real(folder), folder)
     return list(folders.values())
 
