@@ -78,7 +78,7 @@ def provenance(
         "options": method.options.model_dump(mode="json"),
         "domains": [d.model_dump(mode="json") for d in method.domains],
         "condition": condition.model_dump(mode="json") if condition is not None else None,
-        "model": str(model) if model is not None else None,
+        "model": str(Path(model).resolve()) if model is not None else None,  # as input.path
         "weights_sha256": weights,
         "input": input_hash(source, image),
         "settings": settings.model_dump(mode="json"),

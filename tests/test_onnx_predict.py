@@ -150,18 +150,19 @@ def test_a_volume_shorter_than_the_window_is_padded_to_it(
 
 
 def test_the_command_predicts_with_an_onnx_file_and_names_it_in_the_provenance(
-    registry: Registry, tmp_path: Path
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, onnx_file, _ = exported(registry, "srcnn", tmp_path)
     source = volume_file(tmp_path, (12, 11, 10))
     out = tmp_path / "sr.nii.gz"
+    monkeypatch.chdir(onnx_file.parent)  # the model given by a relative path
     done = CliRunner().invoke(
         build_cli(),
-        ["predict", str(source), str(out), "--model", str(onnx_file), "--no-progress"],
+        ["predict", str(source), str(out), "--model", onnx_file.name, "--no-progress"],
     )
     assert done.exit_code == 0, done.output
     record = json.loads((tmp_path / "sr.provenance.json").read_text())
-    assert record["model"] == str(onnx_file)
+    assert record["model"] == str(onnx_file.resolve())  # absolute, as the input's path
     assert record["weights_sha256"] == file_sha256(onnx_file)
     assert np.isfinite(np.asarray(nib.load(out).dataobj)).all()
 
