@@ -7,8 +7,11 @@ DICOM series, format ``"dicom"``), ``<method id>.nii.gz`` (format ``"nifti"``) a
 a registry is given, ``<method id>.provenance.json``. ``<study>`` is the study's folder
 under ``root`` (``patient7/mri_2024``), so outputs mirror the input tree; a study lying
 directly in ``root``, sharing its folder with another study, or in a folder inside
-another study's named like its outputs (``x`` and ``x/<method id>``) is named
-``study-<10 hex digits>`` (a hash of its Study Instance UID).
+another study's named like its outputs (``x`` and ``x/<method id>``) or like the
+manifest (``manifest.jsonl``) is named ``study-<10 hex digits>`` (a hash of its Study
+Instance UID). Links to folders are followed. A folder the scan cannot read is
+recorded ``failed`` under its path (it may hold studies: read permission, then a rerun,
+translates them), a hidden folder (``.x``, not searched) ``skipped``.
 
 Formats are written independently: when one cannot be written (a grid the DICOM IODs
 cannot store, say) the others still are and the study is ``partial``. Whether the
@@ -44,9 +47,13 @@ and never rewritten; the last record of a study is its state::
 
 ``status`` is ``started`` (written before the study runs), ``done``, ``partial`` (some
 formats written, ``error`` says why the others were not), ``failed`` (with ``error``, a
-message a user can act on) or ``skipped`` (with ``reason``: done by an earlier run, or
-no series of the study matches the selection, e.g. no MR series in an MR→CT batch);
-``timings`` are seconds per stage. Skipped studies do not make a batch fail.
+message a user can act on) or ``skipped`` (with ``reason``: done by an earlier run,
+:data:`~medi2i.batch_records.ALREADY_DONE`, which the summary counts as ``already
+done``; no series of the study matches the selection, e.g. no MR series in an MR→CT
+batch; the study holds only localizers (scouts); or ``dicom`` is the only format and
+no DICOM image type fits the series, one neither CT nor MR through a method that keeps
+the input's modality); ``timings`` are seconds per stage. Skipped studies do not make a
+batch fail.
 
 ``outputs`` are absolute paths. ``configuration`` records what decided the outputs
 besides the input (:func:`~medi2i.batch_records.batch_configuration`: method and
@@ -88,6 +95,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medi2i.batch_records import (
+    ALREADY_DONE,
     BatchReport,
     Manifest,
     Status,
@@ -99,7 +107,13 @@ from medi2i.batch_records import (
 )
 from medi2i.errors import InputError, Medi2iError, OptionsError
 from medi2i.settings import wants_progress
-from medi2i.study_discovery import StudyJob, discover_studies, keys_apart, pseudonymous_keys
+from medi2i.study_discovery import (
+    StudyJob,
+    discover_studies,
+    hashed_key,
+    keys_apart,
+    pseudonymous_keys,
+)
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -209,6 +223,7 @@ def run_batch(
         jobs = pseudonymous_keys(jobs, deidentifier)
     else:  # a study in a folder named like the outputs of the study around it
         jobs = keys_apart(jobs, output_file_names(method.id))
+    jobs = clear_of_manifest(jobs, manifest, Path(output_root))
     runner = _StudyRunner(
         method=method,
         settings=settings.model_copy(update={"progress": False}),
@@ -240,6 +255,32 @@ def output_file_names(method_id: str) -> set[str]:
     return {method_id, f"{method_id}.nii.gz", f"{method_id}.provenance.json"}
 
 
+def clear_of_manifest(
+    jobs: Sequence[StudyJob], manifest: Path, output_root: Path
+) -> list[StudyJob]:
+    """The jobs with no output folder at the manifest's path or below it: a study in a
+    folder named ``manifest.jsonl`` is named ``study-<10 hex digits>`` instead, as other
+    collisions are.
+
+    Example:
+        >>> jobs = [StudyJob("manifest.jsonl", "1.2", Path("in/manifest.jsonl"), None)]
+        >>> [job.key for job in clear_of_manifest(jobs, Path("out/manifest.jsonl"), Path("out"))]
+        ['study-9c193c604a']
+    """
+    try:
+        taken = manifest.absolute().relative_to(output_root.absolute()).parts
+    except ValueError:
+        return list(jobs)  # a manifest elsewhere is in no study's way
+
+    def in_the_way(key: str) -> bool:
+        return tuple(key.split("/"))[: len(taken)] == taken
+
+    return [
+        replace(job, key=hashed_key(job.study_uid or job.key)) if in_the_way(job.key) else job
+        for job in jobs
+    ]
+
+
 def _declared_modality(
     selector: SeriesSelector | None, method: Method, *, force: bool
 ) -> SeriesSelector | None:
@@ -256,9 +297,15 @@ def _declared_modality(
 def _skipped(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord | None:
     """The ``skipped`` record of a study with nothing to run, or ``None`` to run it."""
     started = runner.started(job)
+    if job.not_searched and not job.skip:  # a folder that cannot be read: nothing to run
+        error = runner.scrub(job, f"{job.input}: {job.problem}")
+        return book.append(replace(started, status="failed", error=error))
     if job.skip:
         reason = runner.scrub(job, job.problem or "no series matches the selection")
         return book.append(replace(started, status="skipped", reason=reason))
+    unwritable = runner.no_dicom_type(job)
+    if unwritable is not None:
+        return book.append(replace(started, status="skipped", reason=runner.scrub(job, unwritable)))
     previous = book.latest.get(job.key)
     if previous is None or not _finished(previous, started, runner.output_names):
         return None
@@ -266,13 +313,12 @@ def _skipped(job: StudyJob, runner: _StudyRunner, book: Manifest) -> StudyRecord
     if changed is not None:
         warnings.warn(f"{changed}; study {job.key} is redone", ChangedOutputWarning, stacklevel=2)
         return None
-    earlier = "finished by an earlier run"
     return book.append(
         replace(
             started,
             status="skipped",
             outputs=previous.outputs,
-            reason=earlier,
+            reason=ALREADY_DONE,
             contents=previous.contents,
         )
     )
@@ -475,9 +521,29 @@ class _StudyRunner:
 
     @property
     def _declared(self) -> dict[str, object]:
-        from medi2i.dicom.writing.volume_writer import OUTPUT_MODALITY_KEY
+        """What the DICOM writer reads of the method: its messages then name it."""
+        from medi2i.dicom.writing.volume_writer import METHOD_ID_KEY, OUTPUT_MODALITY_KEY
 
-        return {OUTPUT_MODALITY_KEY: self.method.output_spec.modality}
+        return {
+            OUTPUT_MODALITY_KEY: self.method.output_spec.modality,
+            METHOD_ID_KEY: self.method.id,
+        }
+
+    def no_dicom_type(self, job: StudyJob) -> str | None:
+        """Why the study is skipped when DICOM is the only format asked for and no DICOM
+        image type fits its output: the method keeps the input's modality and the series
+        is neither CT nor MR (an RT Dose, a PET); ``None`` otherwise."""
+        series = job.series
+        if series is None or self.formats != ("dicom",):
+            return None
+        if self.method.output_spec.modality in ("CT", "MR") or series.modality in ("CT", "MR"):
+            return None
+        return (
+            f"series {series.series_instance_uid} is {series.modality or 'of no modality'} "
+            f"('{series.description}'), not CT or MR, and {self.method.id!r} gives its output "
+            "the input's modality, so no DICOM image type fits it; add --format nifti (or "
+            "dicom,nifti) to translate it into a NIfTI file"
+        )
 
     @staticmethod
     def _source(volume: MetaTensor) -> DicomSource | None:

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 Status = Literal["started", "done", "partial", "failed", "skipped"]
 
+ALREADY_DONE = "finished by an earlier run"
+"""The ``reason`` of a study a rerun skips because an earlier run finished it; the
+summary counts these apart (``already done``) from studies with nothing to translate."""
+
 
 @dataclass(frozen=True)
 class StudyRecord:
@@ -113,16 +117,29 @@ class BatchReport:
         """Studies that failed in this run, in full or in part (``partial``)."""
         return [r for r in self.records if r.status in ("failed", "partial")]
 
+    @property
+    def already_done(self) -> list[StudyRecord]:
+        """Studies this run skipped because an earlier run finished them."""
+        return [r for r in self.with_status("skipped") if r.reason == ALREADY_DONE]
+
     def summary(self) -> str:
-        """One line such as ``3 studies: 1 done, 1 skipped, 1 failed`` (and ``partial``
-        when some study has it)."""
-        shown: tuple[Status, ...] = ("done", "skipped", "partial", "failed")
-        counts = [
-            f"{len(self.with_status(s))} {s}"
-            for s in shown
-            if s != "partial" or self.with_status(s)
+        """One line such as ``3 studies: 1 done, 1 skipped, 1 failed``, with ``already
+        done`` (finished by an earlier run) and ``partial`` when some study has them;
+        ``skipped`` counts the studies with nothing to translate."""
+        earlier = len(self.already_done)
+        counts = {
+            "done": len(self.with_status("done")),
+            "already done": earlier,
+            "skipped": len(self.with_status("skipped")) - earlier,
+            "partial": len(self.with_status("partial")),
+            "failed": len(self.with_status("failed")),
+        }
+        shown = [
+            f"{count} {name}"
+            for name, count in counts.items()
+            if count or name not in ("already done", "partial")
         ]
-        return f"{len(self.records)} studies: {', '.join(counts)}"
+        return f"{len(self.records)} studies: {', '.join(shown)}"
 
 
 class Manifest:

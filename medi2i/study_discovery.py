@@ -36,13 +36,17 @@ class StudyJob:
         problem: Why no series could be selected (recorded as the failure, or as the
             reason for skipping).
         skip: No series of the study matches the selection rules at all (a study of
-            another modality): skipped, not failed.
+            another modality), or the study holds only localizers (scouts): skipped,
+            not failed.
         patient_id: The study's Patient ID (for pseudonyms and the linkage file).
         patient_name: Its Patient's Name (kept out of de-identified error messages).
         study_series: Every series of the study, and
         skipped: the files the scan skipped in the study's folder: what a message about
             the study may name, which a de-identified batch replaces
             (:mod:`medi2i.deidentified_messages`).
+        not_searched: The job is a folder the scan did not search, not a study:
+            one that cannot be read (failed, ``problem`` says why) or a hidden one
+            (``skip``); it is recorded, never run.
     """
 
     key: str
@@ -55,6 +59,7 @@ class StudyJob:
     patient_name: str = ""
     study_series: tuple[SeriesInfo, ...] = field(default=(), repr=False)
     skipped: tuple[SkippedFile, ...] = field(default=(), repr=False)
+    not_searched: bool = False
 
     @property
     def series_uid(self) -> str | None:
@@ -69,10 +74,14 @@ def discover_studies(
 
     A study where no readable series (or more than one) matches ``selector`` becomes a
     job with a ``problem``, recorded as failed when it runs; one where no series at all
-    matches the rules (a CT-only study in an MR batch) is to be skipped (``skip``).
+    matches the rules (a CT-only study in an MR batch), or where the series that match
+    are only localizers (scouts), is to be skipped (``skip``). Each folder the scan
+    could not read becomes a job of its own (``not_searched``) that fails, and each
+    hidden folder one that is skipped, so neither is left out unsaid.
 
     Raises:
-        InputError: ``root`` does not exist or holds no DICOM study.
+        InputError: ``root`` does not exist or cannot be read, or holds no DICOM study
+            and no folder it could not read.
     """
     from medi2i.dicom.reading.series_scan import scan_folder
     from medi2i.dicom.reading.series_selection import select_series
@@ -80,10 +89,12 @@ def discover_studies(
 
     tolerance = selector.slice_tolerance_mm if selector is not None else None
     result = scan if scan is not None else scan_folder(root, slice_tolerance_mm=tolerance)
-    if not result.studies:
+    unsearched = [item for item in result.skipped if item.folder]
+    if not result.studies and all(item.hidden for item in unsearched):
+        hidden = f"; hidden folders are not searched: {unsearched[0].label}" if unsearched else ""
         raise InputError(
             f"{root}: no DICOM studies found ({len(result.skipped)} other file(s)); "
-            "point at the folder that holds the exported studies"
+            f"point at the folder that holds the exported studies{hidden}"
         )
     folders = {
         study.study_instance_uid: _study_folder(study.series, root) for study in result.studies
@@ -102,6 +113,10 @@ def discover_studies(
             study_series=study.series,
             skipped=tuple(item for item in result.skipped if _holds(folders[uid], item.path)),
         )
+        scouts = _only_localizers(study.series, selector)
+        if scouts is not None:
+            jobs.append(replace(job, problem=scouts, skip=True))
+            continue
         try:
             series = select_series(study.series, selector)
         except InputError as exc:
@@ -116,7 +131,48 @@ def discover_studies(
             jobs.append(replace(job, series=None, problem=problem))
             continue
         jobs.append(job)
-    return jobs
+    return jobs + [_unsearched_job(item, root) for item in unsearched]
+
+
+def _only_localizers(series: Sequence[SeriesInfo], selector: SeriesSelector | None) -> str | None:
+    """Why a study is skipped when every series of images that ``selector`` could pick is
+    a localizer (scout), which is never a volume; ``None`` otherwise."""
+    candidates = [
+        info for info in series if info.images and (selector is None or selector.matches(info))
+    ]
+    if not candidates or not all(info.is_localizer for info in candidates):
+        return None
+    listed = "; ".join(
+        f"{info.modality or '?'} '{info.description}' ({info.number_of_images} image(s))"
+        for info in candidates[:3]
+    )
+    return (
+        f"only a localizer/scout series ({listed}), images for planning and no volume to "
+        "translate; export the study's image series too if it should be translated"
+    )
+
+
+def _unsearched_job(item: SkippedFile, root: Path) -> StudyJob:
+    """The job of a folder the scan did not search: failed when it cannot be read,
+    skipped when hidden; named by its path under ``root``."""
+    key = Path(os.path.relpath(item.path, root)).as_posix()
+    if item.hidden:
+        problem = item.reason
+    else:
+        problem = (
+            f"{item.reason}; it may hold studies, so give yourself read permission to it "
+            f"(chmod -R u+rX) and run the batch again, or move it out of {root}"
+        )
+    return StudyJob(
+        key,
+        "",
+        item.path,
+        None,
+        problem=problem,
+        skip=item.hidden,
+        skipped=(item,),
+        not_searched=True,
+    )
 
 
 def _holds(folder: Path, path: Path) -> bool:
@@ -144,7 +200,7 @@ def study_keys(folders: Mapping[str, Path], root: Path) -> dict[str, str]:
     }
     taken = [key for key in relative.values()]
     return {
-        uid: key if key != "." and taken.count(key) == 1 else _hashed(uid)
+        uid: key if key != "." and taken.count(key) == 1 else hashed_key(uid)
         for uid, key in relative.items()
     }
 
@@ -171,21 +227,24 @@ def keys_apart(jobs: Sequence[StudyJob], names: Collection[str]) -> list[StudyJo
         return any("/".join(parts[:i]) in keys and parts[i] in names for i in range(1, len(parts)))
 
     return [
-        replace(job, key=_hashed(job.study_uid)) if inside_outputs(job.key) else job for job in jobs
+        replace(job, key=hashed_key(job.study_uid)) if inside_outputs(job.key) else job
+        for job in jobs
     ]
 
 
-def _hashed(study_uid: str) -> str:
+def hashed_key(study_uid: str) -> str:
+    """The output folder ``study-<10 hex digits>`` of a study that cannot be named after
+    its folder: a hash of its Study Instance UID."""
     return f"study-{hashlib.sha256(study_uid.encode()).hexdigest()[:10]}"
 
 
 def pseudonymous_keys(jobs: Sequence[StudyJob], deidentifier: Deidentifier) -> list[StudyJob]:
     """The jobs with output folders ``<Patient ID pseudonym>/<Study ID pseudonym>``:
     the values the de-identified series carry, the same in every run of a batch."""
-    return [
-        replace(
-            job,
-            key=f"{deidentifier.patient_id(job.patient_id)}/{deidentifier.study_id(job.study_uid)}",
-        )
-        for job in jobs
-    ]
+
+    def key(job: StudyJob) -> str:
+        if job.not_searched:  # a folder, not a study: its name may be the patient's
+            return hashed_key(job.key)
+        return f"{deidentifier.patient_id(job.patient_id)}/{deidentifier.study_id(job.study_uid)}"
+
+    return [replace(job, key=key(job)) for job in jobs]

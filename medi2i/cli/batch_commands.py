@@ -83,7 +83,9 @@ def batch_command(
     --modality, --description, --orientation and --largest pick. Outputs mirror the
     input tree (with --deidentify, folders are patient and study pseudonyms). A
     manifest records each study (done, partial, failed, skipped, with timings). A study
-    with no series of the selected modality is skipped. A rerun skips finished studies
+    with no series of the selected modality, or only a localizer, is skipped; a folder
+    that cannot be read is recorded failed, a hidden one (.x) skipped; links to folders
+    are followed. A rerun skips finished studies (counted as already done)
     and redoes interrupted ones, those missing a requested format and those whose
     outputs changed since (other file counts or sizes than recorded); a failed study
     never stops the batch, but the command exits with status 1 when any study failed or

@@ -181,6 +181,10 @@ class SkippedFile:
             so :command:`medi2i dicom ls` lists it apart from damaged DICOM files.
         name: The file as messages name it (see :attr:`ImageHeader.name`); the file
             name when empty.
+        folder: Whether ``path`` is a folder the scan did not search: one that cannot
+            be read (permission denied), or a hidden one (``hidden``).
+        hidden: Whether it is a hidden folder (its name starts with ``.``), left out
+            on purpose; ``False`` for a folder that cannot be read.
     """
 
     path: Path
@@ -188,6 +192,8 @@ class SkippedFile:
     damaged: bool = False
     not_dicom: bool = False
     name: str = ""
+    folder: bool = False
+    hidden: bool = False
 
     @property
     def label(self) -> str:

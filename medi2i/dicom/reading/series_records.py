@@ -31,10 +31,13 @@ class Problem:
         text: The explanation, naming files and what to do.
         geometric: Whether it is about the slice geometry (positions, orientation,
             spacing) rather than the files' contents.
+        scout: Whether it says the series is a localizer (scout): images for planning,
+            never a volume, so a batch skips a study that holds nothing else.
     """
 
     text: str
     geometric: bool = True
+    scout: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -150,6 +153,12 @@ class SeriesInfo:
     def is_volume(self) -> bool:
         """Whether the series can be read as one volume (it has no problems)."""
         return not self.problems and self.geometry is not None
+
+    @property
+    def is_localizer(self) -> bool:
+        """Whether the series is a localizer (scout) rather than a volume: Image Type
+        ``LOCALIZER`` on every image, or a few images in several planes."""
+        return any(problem.scout for problem in self.problems)
 
     @property
     def plane(self) -> str:

@@ -21,7 +21,11 @@ is split when each stack is a volume on its own. A selector's ``volume`` then pi
 of them.
 
 Files that are not DICOM, have no file meta information or cannot be parsed are listed
-in :attr:`ScanResult.skipped` with the reason; nothing raises for one bad file.
+in :attr:`ScanResult.skipped` with the reason; nothing raises for one bad file. Symbolic
+links to folders are followed (a folder reached twice, by a link back up the tree or two
+links to one place, is searched once); a folder that cannot be read (permission denied)
+and a hidden folder (its name starts with ``.``), which is not searched, are listed there
+too (:attr:`~medi2i.dicom.reading.file_records.SkippedFile.folder`).
 
 Example:
     >>> result = scan_folder("export/")  # doctest: +SKIP
@@ -58,7 +62,10 @@ __all__ = ["scan_folder"]
 def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) -> ScanResult:
     """Scan a folder tree (or one file) for DICOM files and group them into series.
 
-    Headers only: no pixel data is read. Hidden files and folders are skipped.
+    Headers only: no pixel data is read. Symbolic links to files and folders are
+    followed, each folder searched once however often it is reached. Hidden files are
+    skipped; hidden folders are not searched but listed in :attr:`ScanResult.skipped`,
+    as are folders that cannot be read.
     Messages (problems, notes, skip reasons) name files by their path relative to
     ``path`` (``t1/IM0020.dcm``), as
     :attr:`~medi2i.dicom.reading.file_records.ImageHeader.name` says.
@@ -75,7 +82,7 @@ def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) ->
         were skipped with the reason.
 
     Raises:
-        InputError: ``path`` does not exist.
+        InputError: ``path`` does not exist or cannot be read.
     """
     root = Path(path)
     if not root.exists():
@@ -85,7 +92,7 @@ def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) ->
     with warnings.catch_warnings():
         # invalid values are reported per file below; pydicom's warnings would repeat them
         warnings.simplefilter("ignore")
-        for file in _files_under(root):
+        for file in _files_under(root, skipped):
             record = named(read_file_record(file), _relative_name(file, root))
             if isinstance(record, SkippedFile):
                 skipped.append(record)
@@ -103,15 +110,70 @@ def _relative_name(file: Path, root: Path) -> str:
     return file.relative_to(root).as_posix()
 
 
-def _files_under(root: Path) -> Iterator[Path]:
+def _files_under(root: Path, skipped: list[SkippedFile]) -> Iterator[Path]:
+    """The files under ``root`` in name order, following links to folders; the folders
+    not searched (unreadable, hidden) are appended to ``skipped``."""
     if root.is_file():
         yield root
         return
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+    seen: set[tuple[int, int]] = set()
+    for folder, subfolders, names in os.walk(
+        root, followlinks=True, onerror=lambda exc: _unreadable(exc, root, skipped)
+    ):
+        if not _first_visit(Path(folder), seen):
+            subfolders[:] = []  # a link back up the tree must not recurse forever
+            continue
+        for name in sorted(name for name in subfolders if name.startswith(".")):
+            skipped.append(_hidden(Path(folder) / name, root))
+        # real folders before links, so that a folder linked from beside it is named
+        # by its own path
+        subfolders[:] = sorted(
+            (name for name in subfolders if not name.startswith(".")),
+            key=lambda name: (os.path.islink(os.path.join(folder, name)), name),
+        )
         for name in sorted(names):
             if not name.startswith("."):
                 yield Path(folder) / name
+
+
+def _first_visit(folder: Path, seen: set[tuple[int, int]]) -> bool:
+    """Whether ``folder`` (its device and inode, wherever links lead) is new to ``seen``."""
+    try:
+        status = folder.stat()
+    except OSError:
+        return True  # os.walk reports it through onerror when listing it fails
+    identity = (status.st_dev, status.st_ino)
+    if identity in seen:
+        return False
+    seen.add(identity)
+    return True
+
+
+def _unreadable(exc: OSError, root: Path, skipped: list[SkippedFile]) -> None:
+    """Record a folder that cannot be listed; the root itself is an error of its own."""
+    folder = Path(exc.filename) if exc.filename else root
+    why = exc.strerror or str(exc)
+    if folder == root:
+        raise InputError(
+            f"{root} cannot be read: {why}; give yourself read permission to it (chmod u+rx) "
+            "or point at another folder"
+        ) from exc
+    skipped.append(
+        SkippedFile(
+            folder, f"cannot be read: {why}", folder=True, name=_relative_name(folder, root)
+        )
+    )
+
+
+def _hidden(folder: Path, root: Path) -> SkippedFile:
+    return SkippedFile(
+        folder,
+        "hidden folder (its name starts with '.'), not searched; rename it without the "
+        "leading '.' to include what it holds",
+        folder=True,
+        hidden=True,
+        name=_relative_name(folder, root),
+    )
 
 
 def _group(

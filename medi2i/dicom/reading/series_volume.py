@@ -389,7 +389,9 @@ def voxel_values(images: Sequence[ImageHeader]) -> tuple[np.ndarray, str]:
         the smallest type that holds them exactly (``"float32"`` for fractional ones).
 
     Raises:
-        InputError: A file is missing, truncated or undecodable.
+        InputError: A file is missing, truncated or undecodable, or its Rescale Slope
+            and Intercept take its values beyond the safe range (checked before the
+            multiplication, which could overflow float32).
     """
     slopes = np.array([image.rescale[0] for image in images], dtype=np.float64)
     intercepts = np.array([image.rescale[1] for image in images], dtype=np.float64)
@@ -408,7 +410,9 @@ def voxel_values(images: Sequence[ImageHeader]) -> tuple[np.ndarray, str]:
         buffer = np.empty((1, first.rows, first.columns), dtype=dtype)
         for k in range(slab.start, slab.stop):
             stored = _read_slice(images[k], buffer) if stack is None else stack[k]
-            low, high = min(low, int(stored.min())), max(high, int(stored.max()))
+            least, most = int(stored.min()), int(stored.max())
+            _require_safe_rescale(images[k], least, most, slopes[k], intercepts[k])
+            low, high = min(low, least), max(high, most)
             _rescale_into(values[k], stored, slopes[k], intercepts[k])
         return low, high
 
@@ -444,6 +448,26 @@ def _read_slice(image: ImageHeader, buffer: np.ndarray) -> np.ndarray:
     _clear_unused_bits(buffer, [image])
     slice_values: np.ndarray = buffer[0]
     return slice_values
+
+
+def _require_safe_rescale(
+    image: ImageHeader, low: int, high: int, slope: float, intercept: float
+) -> None:
+    """Refuse, before multiplying, a Rescale Slope and Intercept that take the stored
+    values ``low..high`` beyond :data:`~medi2i.voxel_checks.SAFE_MAGNITUDE`: past
+    float32's range they would turn into infinite voxels, whose advice (``--nonfinite``)
+    cannot help, so every such header gets the message of an out-of-range volume."""
+    from medi2i.voxel_checks import SAFE_MAGNITUDE
+
+    reach = max(abs(low * slope + intercept), abs(high * slope + intercept))  # float64
+    if reach <= SAFE_MAGNITUDE:
+        return
+    raise InputError(
+        f"{image.path}: Rescale Slope {slope:g} and Rescale Intercept {intercept:g} take its "
+        f"stored values {low}..{high} to {reach:.3g}, beyond the safe range of "
+        f"+/-{SAFE_MAGNITUDE:.0e}; rescale the image to its real units (HU for CT), e.g. fix "
+        "the header's Rescale Slope/Intercept, before translating it"
+    )
 
 
 def _rescale_into(out: np.ndarray, stored: np.ndarray, slope: float, intercept: float) -> None:

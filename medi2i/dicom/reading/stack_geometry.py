@@ -263,6 +263,7 @@ def _missing_geometry(images: Sequence[ImageHeader]) -> tuple[Problem, ...]:
             Problem(
                 f"a localizer (scout) series of {len(images)} image(s), not a volume",
                 geometric=False,
+                scout=True,
             ),
         )
     unplaced = [image for image in images if image.position is None or image.orientation is None]
@@ -341,7 +342,7 @@ def _scout(
         f"localizer: {len(images)} {what} in {len(groups)} orientations ({planes}{more}), "
         "a scout for planning, not a volume"
     )
-    return (Problem(text, geometric=False),)
+    return (Problem(text, geometric=False, scout=True),)
 
 
 def _plane(cosines: Sequence[float], *, listed: bool = False) -> str:

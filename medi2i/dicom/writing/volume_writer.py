@@ -140,15 +140,20 @@ def output_modality(meta: Mapping[str, object], source: DicomSource | None, path
             return "MR"
     declared = meta.get(OUTPUT_MODALITY_KEY)
     method = meta.get(METHOD_ID_KEY)
+    given = (
+        f"the input is {source.modality or 'of no modality'}, not CT or MR"
+        if source
+        else "the input was not a DICOM series"
+    )
     if method is not None:
         raise OptionsError(
             f"cannot write the DICOM series {path}: method {method!r} declares its output "
-            f"modality as {declared!r} and the input was not a CT or MR DICOM series, so "
+            f"modality as {declared!r} and {given}, so "
             "neither says which DICOM image type to write; write a NIfTI file instead "
             "(e.g. OUT.nii.gz), or (as the method's author) declare output_spec's modality"
         )
     raise OptionsError(
-        f"cannot write the DICOM series {path}: the output modality is not known "
-        f"(meta[{OUTPUT_MODALITY_KEY!r}] is {declared!r} and the input was not a CT or MR "
-        f"series); set meta[{OUTPUT_MODALITY_KEY!r}] to 'CT' or 'MR'"
+        f"cannot write the DICOM series {path}: the output's modality is not stated and "
+        f"{given}, so nothing says which DICOM image type to write; write a "
+        "NIfTI file instead (e.g. OUT.nii.gz)"
     )
