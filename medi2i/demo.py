@@ -22,6 +22,7 @@ import yaml
 
 if TYPE_CHECKING:
     from medi2i.registry import Registry
+    from medi2i.workflow.schema import Workflow
 
 DEMO_METHOD = "regression-unet"
 CASES = 5
@@ -89,14 +90,31 @@ def run_demo(output_dir: Path, *, registry: Registry, progress: bool = True) -> 
         result = run_workflow(workflow, registry=registry, echo=lambda line: None)
     except KeyboardInterrupt as exc:
         # the run's own message names --run-dir, which the demo command does not take
-        raise type(exc)(
-            f"Interrupted; {output_dir} keeps the demo's finished stages and last checkpoint: "
-            f"run `medi2i demo --output {output_dir}` again to continue it"
-        ) from None
+        raise type(exc)(_interrupted(output_dir, workflow)) from None
     assert result.model_dir is not None  # the train stage always saves a model
     yield f"trained model: {result.model_dir}"
     yield f"report: {result.report_path}"
     yield from _dicom_round_trip(output_dir, result.model_dir, registry=registry, progress=progress)
+
+
+def _interrupted(output_dir: Path, workflow: Workflow) -> str:
+    """What an interrupted demo keeps and what a rerun does: as ``medi2i run`` says it,
+    from the run folder's last training checkpoint (none before the first
+    ``checkpoint_every`` steps: a rerun trains again from step 0)."""
+    from medi2i.workflow import run_folder
+
+    step = run_folder.checkpoint_step(run_folder.run_folder_for(workflow))
+    again = f"`medi2i demo --output {output_dir}`"
+    if step is None:
+        return (
+            f"Interrupted; {output_dir} keeps the demo's finished stages, but no training "
+            f"checkpoint yet (training.checkpoint_every steps had not passed): running {again} "
+            "again would start training again from step 0"
+        )
+    return (
+        f"Interrupted; {output_dir} keeps the demo's finished stages and the checkpoint of "
+        f"step {step}, where training resumes: run {again} again to continue it"
+    )
 
 
 def _require_demo_folder(output_dir: Path, workflow_path: Path) -> None:

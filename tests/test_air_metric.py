@@ -9,7 +9,8 @@ import pytest
 
 from medi2i.errors import GeometryError
 from medi2i.evaluation import METRIC_PRESETS, air_mae, evaluate_case, evaluation_metrics
-from medi2i.evaluation.air import air_region
+from medi2i.evaluation.air import AIR_MAE_MISSING, air_region
+from medi2i.evaluation.image_metrics import MetricUndefinedError
 from medi2i.metrics import Metric
 
 
@@ -74,17 +75,37 @@ def test_values_are_raw_hu_without_clipping() -> None:
     assert air_mae(reference, prediction, mask) == pytest.approx(2000.0)
 
 
-def test_no_air_gives_nan_never_an_error() -> None:
+def test_no_air_is_an_error_saying_why_and_nan_in_evaluate_case() -> None:
+    """A Python call raises with the reason (it once returned NaN silently); evaluate_case,
+    behind ``medi2i evaluate`` and workflows, records NaN, shown as n/a with that reason."""
     reference, mask = slab_case()
-    # no reference air at all
-    soft = np.zeros_like(reference)
-    assert math.isnan(air_mae(soft, soft + 5.0, mask))
-    # air, but none 10 voxels from the mask
+    soft = np.zeros_like(reference)  # no reference air at all
     wide = mask.copy()
-    wide[:23] = 1
-    assert math.isnan(air_mae(reference, reference, wide))
+    wide[:23] = 1  # air, but none 10 voxels from the mask
+    for gt, pred, body in [(soft, soft + 5.0, mask), (reference, reference, wide)]:
+        with pytest.raises(MetricUndefinedError, match="'air_mae' is undefined") as raised:
+            air_mae(gt, pred, body)
+        assert raised.value.reason == AIR_MAE_MISSING
+        with pytest.raises(MetricUndefinedError):
+            air_metric()(gt, pred, body)
+        assert math.isnan(evaluate_case(gt, pred, body, [air_metric()])["air_mae"])
     # the registered metric without a mask: the whole volume is inside
-    assert math.isnan(air_metric()(reference, reference))
+    for call in [
+        lambda: air_metric()(reference, reference),
+        lambda: air_metric()(reference, reference, None),
+    ]:
+        with pytest.raises(MetricUndefinedError, match="no body mask was given"):
+            call()
+    assert math.isnan(evaluate_case(reference, reference, None, [air_metric()])["air_mae"])
+
+
+def test_metrics_other_than_air_mae_have_a_value_without_a_mask() -> None:
+    """air_mae is the one built-in metric that needs a mask (it scores outside it)."""
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0.0, 300.0, (24, 24, 24))
+    for metric in evaluation_metrics():
+        if metric.name != "air_mae":
+            assert math.isfinite(metric(reference, reference + 5.0, None)), metric.name
 
 
 def test_an_empty_mask_or_mismatched_shapes_are_refused() -> None:

@@ -436,7 +436,46 @@ def test_mask_command_says_when_the_whole_volume_is_the_body(tmp_path: Path) -> 
     result = CliRunner().invoke(build_cli(), arguments)
     assert result.exit_code == 0, result.output
     assert "100.0 %" in result.output
-    assert "shows no air around a body (cropped inside it?)" in result.output
+    warned = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warned) == 1, result.output
+    assert "shows no air around a body (cropped inside it?)" in warned[0]
+    record = json.loads((tmp_path / "mask.provenance.json").read_text())
+    assert record["body"]["air_found"] is False
+    assert record["body"]["warning"] == warned[0].removeprefix("Warning: ")
+
+
+def test_mask_command_writes_a_provenance_sidecar(tmp_path: Path) -> None:
+    """As predict's outputs have one: the input's hash, the margin and the body's size."""
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.hashing import file_sha256
+    from medi2i.io import write_volume
+    from medi2i.provenance import is_provenance_record
+
+    write_volume(metatensor(box_body()), tmp_path / "mr.nii.gz")
+    arguments = ["mask", str(tmp_path / "mr.nii.gz"), str(tmp_path / "m.nii.gz"), "--margin", "0"]
+    result = CliRunner().invoke(build_cli(), arguments)
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output
+    sidecar = tmp_path / "m.provenance.json"
+    assert is_provenance_record(sidecar)
+    record = json.loads(sidecar.read_text())
+    assert record["input"]["sha256"] == file_sha256(tmp_path / "mr.nii.gz")
+    assert record["options"] == {"margin_voxels": 0.0}
+    assert record["body"] == {
+        "voxels": 1728,
+        "fraction": 1728 / box_body().size,
+        "air_found": True,
+        "warning": None,
+    }
+    # a file of the user's where the sidecar goes is not replaced without --overwrite
+    (tmp_path / "n.provenance.json").write_text("mine")
+    other = ["mask", str(tmp_path / "mr.nii.gz"), str(tmp_path / "n.nii.gz")]
+    refused = CliRunner().invoke(build_cli(), other)
+    assert refused.exit_code == 1
+    assert "n.provenance.json" in refused.output
+    assert not (tmp_path / "n.nii.gz").exists()
 
 
 def test_the_mask_keeps_the_input_files_nifti_codes(tmp_path: Path) -> None:

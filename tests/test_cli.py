@@ -392,6 +392,46 @@ def test_predict_on_a_tree_of_dicom_studies_translates_every_study(tmp_path: Pat
     assert len(list((tmp_path / "out").rglob("*.nii.gz"))) == 2
 
 
+def _tree_of_one_mr_study(root: Path) -> None:
+    """One MR study and one CT study: ``--modality MR`` matches one study only."""
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(0).normal(0.0, 100.0, (12, 12, 6)).astype(np.float32)
+    write_series(root / "1", volume, modality="MR", study_uid="1.2.3.4.1")
+    write_series(root / "2", volume - 1000.0, modality="CT", study_uid="1.2.3.4.2")
+
+
+@pytest.mark.parametrize(
+    ("output", "formats"),
+    [("out", "nifti"), ("out", "dicom,nifti"), ("out.nii.gz", "dicom"), ("out.nrrd", "nifti")],
+)
+def test_predict_refuses_a_format_that_one_input_would_ignore(
+    tmp_path: Path, output: str, formats: str
+) -> None:
+    """--modality matching one study of a tree reads it as one input, whose output's name
+    picks the format: a --format it disagrees with is refused, not silently ignored."""
+    _tree_of_one_mr_study(tmp_path / "tree")
+    args = ["predict", str(tmp_path / "tree"), str(tmp_path / output), "--modality", "MR"]
+    result = run(*args, "--method", "example-self-rescaling", "--format", formats)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert "\n" not in line
+    assert f"--format {formats} applies to a tree of several DICOM studies" in line
+    assert f"{tmp_path / 'out.nii.gz'} for NIfTI" in line
+    assert not (tmp_path / output).exists()
+
+
+@pytest.mark.parametrize(("output", "formats"), [("out.nii.gz", "nifti"), ("out.nii", "nifti")])
+def test_predict_accepts_a_format_that_agrees_with_one_output(
+    tmp_path: Path, output: str, formats: str
+) -> None:
+    _tree_of_one_mr_study(tmp_path / "tree")
+    args = ["predict", str(tmp_path / "tree"), str(tmp_path / output), "--modality", "MR"]
+    result = run(*args, "--method", "example-self-rescaling", "--format", formats, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / output).is_file()
+
+
 def test_predict_on_one_dicom_series_parses_its_headers_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -69,3 +69,34 @@ def test_an_interrupted_demo_says_how_to_continue_it(
     assert f"medi2i demo --output {folder}` again" in result.output
     assert "--run-dir" not in result.output  # the demo command takes no --run-dir
     assert (folder / "mr_to_ct.yaml").is_file()  # kept: a rerun continues this demo
+
+
+@pytest.mark.parametrize("step", [None, 100])
+def test_an_interrupted_demo_says_whether_a_checkpoint_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int | None
+) -> None:
+    """Before the first checkpoint a rerun trains from step 0, as ``medi2i run`` says;
+    after one it resumes there."""
+    from medi2i.workflow import run_folder
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    folders: list[Path] = []
+
+    def checkpoint_step(run: run_folder.RunFolder) -> int | None:
+        folders.append(run.root)
+        return step
+
+    monkeypatch.setattr("medi2i.workflow.runner.run_workflow", interrupted)
+    monkeypatch.setattr(run_folder, "checkpoint_step", checkpoint_step)
+    folder = tmp_path / "demo"
+    result = _demo(folder)
+    assert result.exit_code != 0
+    assert folders == [folder / "runs" / "mr-to-ct-demo"]
+    if step is None:
+        assert "no training checkpoint yet" in result.output
+        assert "from step 0" in result.output
+        assert "last checkpoint" not in result.output
+    else:
+        assert "the checkpoint of step 100, where training resumes" in result.output

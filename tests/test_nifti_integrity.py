@@ -233,3 +233,41 @@ def test_a_qform_scaled_by_a_spacing_that_is_not_positive_is_refused(
     struct.pack_into("<f", raw, 80, 2.0)
     path.write_bytes(bytes(raw))
     np.testing.assert_allclose(NiftiReader().read(path).affine.numpy()[:3, :3], np.diag([2, 2, 1]))
+
+
+@pytest.mark.parametrize(
+    ("name", "compressed", "rename"),
+    [("plain.nii.gz", False, r"\.nii so"), ("zipped.nii", True, r"\.nii\.gz so")],
+)
+@pytest.mark.parametrize("image_class", [nib.Nifti1Image, nib.Nifti2Image])
+def test_name_that_disagrees_on_gzip_is_read_by_content(
+    tmp_path: Path, name: str, compressed: bool, rename: str, image_class: type
+) -> None:
+    """An uncompressed NIfTI named ``.nii.gz`` (or a gzipped one named ``.nii``) is read
+    with a warning that names the mismatch and the rename, not refused as corrupt."""
+    from medi2i.io.nifti import MisnamedCompressionWarning
+
+    values = (np.arange(6 * 7 * 8) % 300).astype(np.int16).reshape(6, 7, 8)
+    image = image_class(values, np.diag([2.0, 3.0, 4.0, 1.0]))
+    data = image.to_bytes()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    assert NiftiReader().read_grid(path) is not None
+    content = "a gzipped" if compressed else "an uncompressed"
+    with pytest.warns(MisnamedCompressionWarning, match=rf"{name}.* is {content} NIfTI.*{rename}"):
+        read = NiftiReader().read(path)
+    np.testing.assert_array_equal(read.numpy()[0], values)
+    np.testing.assert_allclose(np.diag(read.affine.numpy())[:3], [2.0, 3.0, 4.0])
+
+
+def test_misnamed_gzip_is_still_checked_against_its_trailer(tmp_path: Path) -> None:
+    data, _ = _stored_gzip(tmp_path)
+    altered = bytearray(data)
+    altered[-6] ^= 0xFF  # the CRC-32
+    path = tmp_path / "crc_altered.nii"
+    path.write_bytes(bytes(altered))
+    with (
+        pytest.warns(UserWarning, match="gzipped NIfTI"),
+        pytest.raises(InputError, match=r"crc_altered\.nii"),
+    ):
+        NiftiReader().read(path)

@@ -130,3 +130,34 @@ def test_mask_into_the_current_folder_is_one_line(
     assert "names the folder" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(here.iterdir()) == []
+
+
+@pytest.mark.parametrize("output", ["e.nii.bz2", "e.", "e..gz", "e.nii.v2", "e.mha.1"])
+def test_a_file_name_no_writer_writes_is_refused_not_taken_for_a_folder(
+    tmp_path: Path, output: str
+) -> None:
+    """A name with an image or compression suffix no writer writes, or ending in a dot,
+    is a file: refused in one line listing the suffixes, never written as a DICOM folder."""
+    source = nifti(tmp_path / "mr.nii.gz")
+    result = translate(source, str(tmp_path / output))
+    assert result.exit_code == 1, result.output
+    assert f"no writer for {tmp_path / output}: supported suffixes are" in result.output
+    assert "cannot write the DICOM series" not in result.output
+    assert not (tmp_path / output).exists()
+
+
+@pytest.mark.parametrize("name", ["1.2.840.113619", "series.001", "out.v2", "sct.2", "out"])
+def test_dotted_folder_names_stay_dicom_folders(name: str) -> None:
+    from medi2i.io.destinations import file_suffix
+
+    assert file_suffix(Path(name)) == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [("e.nii.bz2", ".bz2"), ("e.", "."), ("e.nii.v2", ".v2"), ("e.nii.gz", ".gz"), ("e.xz", ".xz")],
+)
+def test_file_suffix_of_names_that_are_files(name: str, suffix: str) -> None:
+    from medi2i.io.destinations import file_suffix
+
+    assert file_suffix(Path(name)) == suffix

@@ -416,7 +416,7 @@ def test_batch_picks_the_series_of_the_method_input_modality(tmp_path: Path) -> 
         "--no-progress",
     )
     assert rerun.exit_code == 0, rerun.output
-    assert "1 skipped" in rerun.output, rerun.output
+    assert "1 already done" in rerun.output, rerun.output
 
 
 def test_a_series_the_writer_would_refuse_is_refused_before_the_inference(

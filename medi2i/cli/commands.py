@@ -206,7 +206,8 @@ def predict_command(
     "medi2i batch", unless the selection options match series of one study only). In a
     folder of several series, the selection options pick one
     ("medi2i dicom ls" previews them). OUTPUT's suffix picks the format; no suffix
-    writes a DICOM series (into a new or empty folder).
+    writes a DICOM series (into a new or empty folder). --format is for a tree of
+    studies; given for one input, it must agree with OUTPUT's name.
     The output keeps the input's grid (affine, spacing, orientation) unless the method
     changes resolution; a provenance sidecar is written next to it. A method with
     several named outputs (e.g. one per target domain or style) writes each as
@@ -252,6 +253,7 @@ def predict_command(
         )
         return
 
+    _require_format_of_output(ctx, format_list, input_path, output_path)
     image = None
     if scan is not None and any(series.images for series in scan.series):
         from medi2i.dicom.reading.series_volume import read_scanned
@@ -272,6 +274,34 @@ def predict_command(
     )
     for name, path in written.items():
         click.echo(f"wrote {path}" + (f" (output {name!r})" if name else ""))
+
+
+def _require_format_of_output(
+    ctx: click.Context, format_list: str, input_path: Path, output_path: Path
+) -> None:
+    """Refuse a ``--format`` given for one input (a file, a series, or a tree whose
+    selection matched one study) that OUTPUT's name does not write: there the name picks
+    the format, and the option would otherwise be ignored."""
+    from medi2i.cli.options import output_formats
+    from medi2i.io.destinations import file_suffix
+
+    if ctx.get_parameter_source("format_list") is click.core.ParameterSource.DEFAULT:
+        return
+    formats = output_formats(format_list)
+    suffix = file_suffix(output_path)
+    written = "nifti" if output_path.name.lower().endswith((".nii", ".nii.gz")) else suffix
+    if formats == ((written or "dicom"),):
+        return
+    ending = next((e for e in (".nii.gz", ".nii") if output_path.name.lower().endswith(e)), suffix)
+    stem = output_path.name[: len(output_path.name) - len(ending)]
+    names = f"a {suffix} file" if suffix else "a DICOM series folder"
+    raise OptionsError(
+        f"--format {format_list} applies to a tree of several DICOM studies, but "
+        f"{input_path} is translated as one input, so OUTPUT's name picks the format and "
+        f"{output_path} names {names}; "
+        f"name it e.g. {output_path.with_name(stem + '.nii.gz')} for NIfTI or "
+        f"{output_path.with_name(stem)} (no suffix) for a DICOM series, or leave --format out"
+    )
 
 
 def _studies_picked(scan: ScanResult, selector: SeriesSelector | None) -> list[StudyInfo]:

@@ -10,6 +10,7 @@ NumPy, SciPy and MONAI are imported inside the command, so ``medi2i --help`` sta
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,11 @@ from medi2i.cli.options import (
     overwrite_option,
 )
 from medi2i.errors import OptionsError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    from monai.data.meta_tensor import MetaTensor
 
 MAX_MARGIN_VOXELS = 1000.0
 """The largest margin the command takes: wider than any volume's body needs."""
@@ -66,9 +72,13 @@ def mask_command(
     it with their option body_contour: Otsu's threshold, the large connected
     components, holes filled in 3D and slice by slice, then a margin. INPUT is a volume
     file or a DICOM series folder; OUTPUT is a volume file (its suffix picks the
-    format, e.g. mask.nii.gz) with INPUT's grid, stored as 8-bit integers. A method
-    that resamples its input (a spacing option) finds the mask on its own grid, so the
-    two can differ by a voxel at the skin.
+    format, e.g. mask.nii.gz) with INPUT's grid, stored as 8-bit integers, and a
+    provenance sidecar OUTPUT.provenance.json (input hash, margin, voxels in the body).
+    A method that resamples its input (a spacing option) finds the mask on its own grid,
+    so the two can differ by a voxel at the skin.
+
+    An INPUT with no air around a body (cropped inside it) gets a mask that is all body,
+    with a warning, and exit status 0; the sidecar's body.air_found is false then.
     """
     import torch
     from monai.data.meta_tensor import MetaTensor
@@ -78,6 +88,7 @@ def mask_command(
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import check_destination, file_suffix, require_own_name
     from medi2i.io.nifti import META_PREFIX as NIFTI_META
+    from medi2i.provenance import is_provenance_record, sidecar_path, staged_sidecar
     from medi2i.voxel_checks import checked_input
 
     require_own_name(output_path)  # "." names no file, with or without a suffix
@@ -90,6 +101,9 @@ def mask_command(
     writers = list(registry.writers.values())
     writer_for(output_path, writers)
     check_destination(output_path, inputs=[input_path], overwrite=overwrite, folder=False)
+    sidecar = sidecar_path(output_path)
+    replaceable = overwrite or is_provenance_record(sidecar)
+    check_destination(sidecar, inputs=[input_path], overwrite=replaceable, sidecar_of=output_path)
     image = read_volume(input_path, readers=list(registry.readers.values()))
     # what predict refuses, the mask refuses too: NaN, out-of-range, constant or empty
     image = checked_input(image, nonfinite)  # type: ignore[arg-type]
@@ -104,11 +118,54 @@ def mask_command(
     # the input's NIfTI codes and units, as predict keeps them (a sform-only file stays so)
     mask.meta.update({k: v for k, v in image.meta.items() if str(k).startswith(NIFTI_META)})
     mask.meta["medi2i.dtype"] = "uint8"
-    written = write_volume(mask, output_path, writers=writers, overwrite=overwrite)
+    no_air = bool(inside.all())
+    record = mask_record(input_path, image, inside, margin_voxels=margin_voxels)
+    with staged_sidecar(output_path, record):
+        written = write_volume(mask, output_path, writers=writers, overwrite=overwrite)
     share = 100.0 * float(inside.mean())
     click.echo(f"wrote {written} ({int(inside.sum())} voxels in the body, {share:.1f} %)")
-    if inside.all():
-        click.echo(
-            f"{input_path} shows no air around a body (cropped inside it?), so all of it "
-            "is the body"
-        )
+    if no_air:
+        click.secho(f"Warning: {no_air_message(input_path)}", err=True, fg="yellow")
+
+
+def no_air_message(input_path: Path) -> str:
+    """The warning for a mask that is all body: the input shows no air around one."""
+    return (
+        f"{input_path} shows no air around a body (cropped inside it?), so the mask is all "
+        "body (every voxel 1); check the input, or give an uncropped volume for a real mask"
+    )
+
+
+def mask_record(
+    input_path: Path,
+    image: MetaTensor,
+    inside: npt.NDArray[np.bool_],
+    *,
+    margin_voxels: float,
+) -> dict[str, object]:
+    """The mask's provenance sidecar: medi2i's version, how the mask was found (margin),
+    the input's hash (as predict's sidecar records it) and the body's size, with
+    ``body.air_found`` false (and the warning) when the mask is all body."""
+    import platform
+    from datetime import datetime, timezone
+
+    from medi2i import __version__
+    from medi2i.provenance import input_hash
+
+    air_found = not bool(inside.all())
+    return {
+        "medi2i_version": __version__,
+        "command": "mask",
+        "method": {"id": "body_mask", "version": __version__},
+        "options": {"margin_voxels": margin_voxels},
+        "input": input_hash(input_path, image),
+        "body": {
+            "voxels": int(inside.sum()),
+            "fraction": float(inside.mean()),
+            "air_found": air_found,
+            "warning": None if air_found else no_air_message(input_path),
+        },
+        "python": platform.python_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output": {"name": "", "modality": "mask", "units": "label"},
+    }

@@ -24,6 +24,7 @@ from __future__ import annotations
 from medi2i.evaluation import air, image_metrics, synthrad
 from medi2i.evaluation.air import air_mae
 from medi2i.evaluation.image_metrics import (
+    MetricUndefinedError,
     edge_sharpness,
     histogram_distance,
     masked_mae,
@@ -48,6 +49,7 @@ from medi2i.evaluation.tables import (
 __all__ = [
     "METRIC_PRESETS",
     "MetricSummary",
+    "MetricUndefinedError",
     "aggregate",
     "air",
     "air_mae",

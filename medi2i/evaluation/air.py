@@ -16,6 +16,12 @@ tight out of the air score. Values are raw HU, not clipped (as the SynthRAD MAE)
 reference that stores the outside of the scanner's field of view as -2048 or -3024 HU
 counts those voxels with their stored values.
 
+With no such voxel (a field of view that ends at the skin, a mask that covers the volume,
+or no mask at all) the metric is undefined: :func:`air_mae` and the ``air_mae`` metric
+raise :class:`~medi2i.evaluation.image_metrics.MetricUndefinedError` saying why, and
+:func:`~medi2i.evaluation.evaluate_case` (``medi2i evaluate``, workflows) records it as
+NaN, shown as ``n/a`` with that reason.
+
 Example:
     >>> import numpy as np
     >>> ct = np.full((32, 32, 32), -1000.0)
@@ -31,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from medi2i.evaluation.image_metrics import masked_arrays
+from medi2i.evaluation.image_metrics import MetricUndefinedError, masked_arrays
 
 AIR_THRESHOLD_HU = -900.0
 """Reference CT values below this are air (HU)."""
@@ -43,6 +49,11 @@ AIR_MAE_MISSING = (
     "more outside the body mask, e.g. a field of view that ends at the skin"
 )
 """Why a case has no ``air_mae``, as the result tables explain a missing value."""
+AIR_MAE_NO_MASK = (
+    "no body mask was given, so every voxel is inside the body and none is air around it; "
+    "give the body mask (`medi2i mask` writes one)"
+)
+"""Why ``air_mae`` has no value without a mask."""
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -81,17 +92,18 @@ def air_mae(gt: npt.ArrayLike, pred: npt.ArrayLike, mask: npt.ArrayLike) -> floa
         mask: Body mask, same shape; voxels with ``mask > 0`` are the body.
 
     Returns:
-        Mean of ``|gt - pred|`` over the air region; NaN when the region is empty (no
-        reference air 10 voxels or more from the mask, e.g. a mask that covers the
-        volume), which the result tables count as missing.
+        Mean of ``|gt - pred|`` over the air region.
 
     Raises:
         GeometryError: The arrays differ in shape, are not 3D, or the mask is empty.
+        MetricUndefinedError: The air region is empty (no reference air 10 voxels or
+            more from the mask, e.g. a mask that covers the volume); its ``reason`` is
+            :data:`AIR_MAE_MISSING`.
     """
     reference, prediction, inside = masked_arrays(gt, pred, mask)
     air = _air(reference, inside, AIR_THRESHOLD_HU, AIR_MARGIN_VOXELS)
     if not air.any():
-        return float("nan")
+        raise MetricUndefinedError("air_mae", AIR_MAE_MISSING)
     return float(np.mean(np.abs(reference[air] - prediction[air])))
 
 

@@ -29,6 +29,20 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
+class MetricUndefinedError(InputError):
+    """A metric has no value for these volumes (e.g. ``air_mae`` with no air around the
+    mask); :attr:`reason` says why, as the result tables' ``n/a`` notes do.
+
+    :func:`medi2i.evaluation.evaluate_case` (``medi2i evaluate``, a workflow's evaluate
+    stage) records such a metric as NaN, shown as ``n/a`` with the reason.
+    """
+
+    def __init__(self, metric: str, reason: str) -> None:
+        super().__init__(f"metric {metric!r} is undefined here: {reason}")
+        self.metric = metric
+        self.reason = reason
+
+
 def masked_mae(reference: npt.ArrayLike, prediction: npt.ArrayLike, mask: npt.ArrayLike) -> float:
     """Mean absolute difference over the voxels with ``mask > 0``, in image units.
 

@@ -79,13 +79,38 @@ class AirMeanAbsoluteError(Metric):
     """MAE in the air around the body (see :func:`medi2i.evaluation.air.air_mae`).
 
     Reference below -900 HU, outside the mask and at least 10 voxels from it; raw HU.
-    NaN when there is no such voxel, e.g. without a mask (the whole volume is then
-    inside).
+    Called without a mask (the whole volume is then inside) or with no such voxel, it
+    raises :class:`~medi2i.evaluation.image_metrics.MetricUndefinedError` saying why;
+    :func:`evaluate_case` records that as NaN (``n/a`` in ``medi2i evaluate``).
+
+    Example:
+        >>> import numpy as np
+        >>> ct = np.full((32, 32, 32), -1000.0)
+        >>> try:
+        ...     AirMeanAbsoluteError()(ct, ct, None)
+        ... except image_metrics.MetricUndefinedError as error:
+        ...     print(error.reason.split(",")[0])
+        no body mask was given
     """
 
     name: str = "air_mae"
     higher_is_better: bool = False
     units: str = "HU"
+
+    def __call__(
+        self,
+        reference: npt.ArrayLike,
+        prediction: npt.ArrayLike,
+        mask: npt.ArrayLike | None = None,
+    ) -> float:
+        """:meth:`medi2i.Metric.__call__`; a missing mask is refused (no air is outside).
+
+        Raises:
+            MetricUndefinedError: No mask, or no air region (see :func:`air.air_mae`).
+        """
+        if mask is None:
+            raise image_metrics.MetricUndefinedError(self.name, air.AIR_MAE_NO_MASK)
+        return super().__call__(reference, prediction, mask)
 
     def score(self, reference: FloatArray, prediction: FloatArray, inside: BoolArray) -> float:
         return air.air_mae(reference, prediction, inside)
@@ -237,7 +262,10 @@ def evaluate_case(
         metrics: The metrics to compute.
 
     Returns:
-        Metric values by metric name, in the order of ``metrics``.
+        Metric values by metric name, in the order of ``metrics``; NaN for a metric
+        undefined for these volumes (it raised
+        :class:`~medi2i.evaluation.image_metrics.MetricUndefinedError`, e.g. ``air_mae``
+        without air around the mask), which the tables show as ``n/a``.
     """
     from medi2i.metrics import require_one_grid
 
@@ -246,4 +274,13 @@ def evaluate_case(
     ref = np.asarray(reference, dtype=np.float64)
     pred = np.asarray(prediction, dtype=np.float64)
     inside = None if mask is None else np.asarray(mask, dtype=np.float64)
-    return {metric.name: metric(ref, pred, inside) for metric in metrics}
+    return {metric.name: _value(metric, ref, pred, inside) for metric in metrics}
+
+
+def _value(
+    metric: Metric, reference: FloatArray, prediction: FloatArray, inside: FloatArray | None
+) -> float:
+    try:
+        return metric(reference, prediction, inside)
+    except image_metrics.MetricUndefinedError:
+        return float("nan")

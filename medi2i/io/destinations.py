@@ -13,8 +13,10 @@ The rules, the same for every format (NIfTI, NRRD, MetaImage, a DICOM series) an
   a name inside that folder. A DICOM series replaces only a folder that holds nothing but a
   ``.dcm`` series.
 - An output that ends in ``/`` but has a file suffix (``out.nii.gz/``) is refused: is it
-  a folder or a file? A folder name without a file suffix (``out``, ``out.v2``: see
-  :func:`file_suffix`), with or without the ``/``, is a DICOM series folder.
+  a folder or a file? A folder name without a file suffix (``out``, ``out.v2``,
+  ``1.2.840.113619``: see :func:`file_suffix`), with or without the ``/``, is a DICOM
+  series folder; a name with an unknown file suffix (``e.img``, ``e.nii.bz2``, ``e.``)
+  is refused as a file no writer writes.
 - ``medi2i batch`` writes into a new or empty output root, or into the root of an earlier
   batch (it holds that batch's manifest) to resume it: finished studies are skipped and
   the outputs of studies that are redone are replaced. Any other non-empty root needs
@@ -34,16 +36,37 @@ def file_suffix(path: Path) -> str:
     """The suffix of ``path`` that names a file format, or ``""`` when its name is a
     folder's (a DICOM series).
 
-    Only a last suffix of letters alone names a file (``.nii.gz``, ``.nrrd``, an unknown
-    ``.xyz``): a dot before digits is part of a folder name, as in ``out.v2``, ``sct.2``
+    A last suffix of letters alone names a file (``.nii.gz``, ``.nrrd``, an unknown
+    ``.xyz``), as do a compression suffix (``.bz2``; ``.gz``, ``.xz``, ``.zst`` and
+    ``.zip`` are letters), a name that ends in a dot (``e.``: the dot is returned) and a
+    known image suffix followed by another (``e.nii.v2``): these are files no writer may
+    write, and are refused as such rather than taken for a DICOM folder. Any other dot
+    before digits is part of a folder name, as in ``out.v2``, ``sct.2``, ``series.001``
     or a UID such as ``1.2.840.10008``, and does not make it a file.
 
     Example:
         >>> file_suffix(Path("sct.nii.gz")), file_suffix(Path("out.v2"))
         ('.gz', '')
+        >>> file_suffix(Path("sct.nii.bz2")), file_suffix(Path("1.2.840.113619"))
+        ('.bz2', '')
     """
+    name = path.name
+    if name.endswith(".") and name.strip("."):
+        return "."
     suffix = path.suffix
-    return suffix if suffix[1:].isascii() and suffix[1:].isalpha() else ""
+    if (suffix[1:].isascii() and suffix[1:].isalpha()) or suffix.lower() in _COMPRESSIONS:
+        return suffix
+    earlier = {part.lower() for part in path.suffixes[:-1]}
+    return suffix if earlier & _IMAGE_SUFFIXES else ""
+
+
+_COMPRESSIONS = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip"})
+"""Compression suffixes: a name ending in one is a file, never a DICOM folder."""
+_IMAGE_SUFFIXES = frozenset(
+    {".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr", ".mgz", ".mnc"}
+)
+"""Image file suffixes: a name holding one before its last suffix (``e.nii.v2``) is a
+file with a suffix no writer writes, not a DICOM folder."""
 
 
 def as_output_path(value: str | os.PathLike[str]) -> Path:

@@ -4,7 +4,9 @@ The affine is the one nibabel's ``img.affine`` gives: the sform when its code is
 else the qform, else the pixdim-only fallback. When both forms are set and place the
 volume more than 0.01 mm apart (and the qform is not just the sform's float32
 quaternion), a :class:`FormDisagreementWarning` says so; a gzipped file's CRC-32 and
-length are checked. NIfTI's RAS+ world is MONAI's, so it is
+length are checked. A file whose content and name disagree (an uncompressed file named
+``.nii.gz``, a gzipped one named ``.nii``) is read by its content, with a
+:class:`MisnamedCompressionWarning`. NIfTI's RAS+ world is MONAI's, so it is
 used as is, only converted to mm when the header's spatial unit is metres or microns.
 
 NIfTI stores the affine in float32, so positions are kept to about 1e-7 of their size
@@ -18,7 +20,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
 
@@ -48,6 +50,7 @@ TIME_UNIT_KEY = "medi2i.nifti.time_unit"
 
 SUFFIXES = (".nii", ".nii.gz")
 _SCANNER = 1  # NIFTI_XFORM_SCANNER_ANAT: what ITK writes, read by every tool
+_GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_MAX_RATIO = 1032  # deflate cannot compress more: 258 bytes per 2-bit code at best
 _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
 FORM_AGREEMENT_MM = 0.01  # far above float32 and quaternion rounding, far below a voxel
@@ -126,6 +129,25 @@ def warn_if_orientation_unstated(volume: MetaTensor, path: Path) -> None:
         UnstatedOrientationWarning,
         stacklevel=3,
     )
+
+
+class MisnamedCompressionWarning(UserWarning):
+    """A NIfTI file's name says gzipped (``.nii.gz``) and its content is not, or the
+    other way round; it is read by its content."""
+
+
+def _gzipped(path: Path) -> bool:
+    """Whether the file's content is gzip (its first two bytes are gzip's magic number),
+    whatever its name says."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def _named_gzipped(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
 
 
 class FormDisagreementWarning(UserWarning):
@@ -241,7 +263,7 @@ class NiftiReader(VolumeReader):
         from medi2i.grid import Grid
 
         try:
-            image = _load(path)
+            image = _load(path, warn=False)  # read() warns, once
             shape = spatial_shape(tuple(image.shape), path)
             affine, _ = _affine_and_meta(image, path)
         except (InputError, GeometryError):
@@ -273,11 +295,16 @@ def _affine_and_meta(image: Any, path: Path) -> tuple[np.ndarray, dict[str, obje
     return affine, meta
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path, *, warn: bool = True) -> Any:
+    """The nibabel image of ``path`` (voxels not read yet); ``warn``: warn of a name that
+    disagrees with the content on gzip (:class:`MisnamedCompressionWarning`)."""
     nib = _nibabel()
     try:
         with _quiet_nibabel():
-            image = nib.load(path)
+            if _gzipped(path) == _named_gzipped(path):
+                image = nib.load(path)
+            else:
+                image = _misnamed(path, warn=warn)
     except Exception as exc:  # nibabel raises many kinds; the user needs one message
         raise _unreadable(path, exc) from exc
     if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
@@ -286,6 +313,42 @@ def _load(path: Path) -> Any:
             "convert it to NIfTI (.nii.gz) first"
         )
     return image
+
+
+def _misnamed(path: Path, *, warn: bool) -> Any:
+    """The image of a file whose name and content disagree on gzip, read by its content
+    (nibabel picks the decompression by the name alone). Only the header is read here:
+    :func:`_read_voxels` opens the file by its content again for the voxels."""
+    gzipped = _gzipped(path)
+    with _opened(path, gzipped=gzipped) as stream:
+        sizeof_hdr = stream.read(4)
+        stream.seek(0)
+        image = _image_class(sizeof_hdr).from_stream(stream)
+    if warn:  # a header was read: it is a NIfTI file
+        content, rename = ("a gzipped", ".nii.gz") if gzipped else ("an uncompressed", ".nii")
+        warnings.warn(
+            f"{path} is {content} NIfTI file named {''.join(path.suffixes[-2:])}; read by "
+            f"its content: rename it to end in {rename} so that other tools read it too",
+            MisnamedCompressionWarning,
+            stacklevel=2,
+        )
+    return image
+
+
+def _opened(path: Path, *, gzipped: bool) -> BinaryIO:
+    """``path`` opened for reading, decompressed when its content is gzip."""
+    import gzip
+
+    if gzipped:
+        return cast(BinaryIO, gzip.GzipFile(path, "rb"))
+    return open(path, "rb")
+
+
+def _image_class(sizeof_hdr: bytes) -> Any:
+    """NIfTI-2's class for a header of 540 bytes (either byte order), else NIfTI-1's."""
+    nib = _nibabel()
+    sizes = {int.from_bytes(sizeof_hdr, order) for order in ("little", "big")}
+    return nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
 
 
 def _require_data_size(image: Any, shape: tuple[int, ...], path: Path) -> None:
@@ -299,7 +362,7 @@ def _require_data_size(image: Any, shape: tuple[int, ...], path: Path) -> None:
     offset = int(getattr(image.dataobj, "offset", 0))  # the header copy's is reset to 0
     needed = offset + voxels * itemsize
     size = path.stat().st_size
-    gzipped = path.name.lower().endswith(".gz")
+    gzipped = _gzipped(path)
     if needed > (size * _GZIP_MAX_RATIO if gzipped else size):
         described = "even at gzip's best compression, " if gzipped else ""
         raise InputError(
@@ -340,18 +403,20 @@ def _read_voxels(image: Any, path: Path) -> np.ndarray:
     read as if fine. A gzipped file's voxels are read here from a stream that is then
     read to its end, which makes :mod:`gzip` compare the CRC-32 and the length with
     what it decompressed; the file is still decompressed once. Bytes after the last
-    member that are not gzip are ignored, as ``gzip -t`` and nibabel ignore them.
+    member that are not gzip are ignored, as ``gzip -t`` and nibabel ignore them. A file
+    whose name disagrees with its content on gzip is opened by its content.
     """
-    if not path.name.lower().endswith(".gz"):
-        return np.asanyarray(image.dataobj)
     import gzip
 
-    with gzip.GzipFile(path, "rb") as stream:
+    gzipped = _gzipped(path)
+    if gzipped == _named_gzipped(path) and not gzipped:
+        return np.asanyarray(image.dataobj)
+    with _opened(path, gzipped=gzipped) as stream:
         with _quiet_nibabel():
             again = type(image).from_stream(stream)
         values: np.ndarray = np.asanyarray(again.dataobj)
         try:
-            while stream.read(1 << 20):  # the rest, to the trailer
+            while gzipped and stream.read(1 << 20):  # the rest, to the trailer
                 pass
         except gzip.BadGzipFile as exc:
             # bytes that are not gzip after a member whose CRC-32 and length were

@@ -86,7 +86,8 @@ def evaluate_stage(
     method = load_model(model_dir, registry=registry)
     metrics = select_metrics(",".join(config.metrics), registry.metrics)
     cases = evaluation_cases(workflow, splits)
-    log(f"evaluate: {len(cases)} cases with {', '.join(m.name for m in metrics)}")
+    count = f"{len(cases)} case{'' if len(cases) == 1 else 's'}"
+    log(f"evaluate: {count} with {', '.join(m.name for m in metrics)}")
     per_case: dict[str, dict[str, float]] = {}
     records = []
     report = workflow.report
