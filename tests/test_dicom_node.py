@@ -19,7 +19,7 @@ import pytest
 
 from medi2i.dicom.node.dicom_node import DicomNode
 from medi2i.dicom.node.send import Peer, disable_nagle, send_files
-from medi2i.dicom.node.spool import Spool
+from medi2i.dicom.node.spool import MARKER, Spool
 from tests.dicom_node_support import (
     DCIODVFY,
     IDLE_S,
@@ -54,7 +54,7 @@ def test_a_series_completes_only_after_a_release_and_the_idle_time(tmp_path: Pat
     assert taken.instances == 2
     assert sorted(p.name for p in taken.folder.iterdir()) == ["1.2.3.1.dcm", "1.2.3.2.dcm"]
     taken.discard()
-    assert list(tmp_path.iterdir()) == []
+    assert [path.name for path in tmp_path.iterdir()] == [MARKER]
 
 
 def test_an_aborted_series_is_discarded_unless_sent_again(tmp_path: Path) -> None:
@@ -130,6 +130,7 @@ def test_what_a_killed_node_left_is_set_aside_never_translated(tmp_path: Path) -
             (spool / folder / name).parent.mkdir(parents=True, exist_ok=True)
             (spool / folder / name).write_bytes(b"x")
     (spool / "manifest.jsonl").write_text("")
+    (spool / MARKER).touch()  # the spool of an earlier node
     lines: list[str] = []
     running = make_node(tmp_path, output=tmp_path / "out", log=lines.append)
     running.start()
@@ -139,17 +140,20 @@ def test_what_a_killed_node_left_is_set_aside_never_translated(tmp_path: Path) -
         running.stop(timeout=30)
     left = {line.split(":")[0]: line for line in lines if "left by an earlier node" in line}
     assert sorted(left) == ["series 1.2.3", "series 1.2.4", "series 1.2.5"]
-    assert "2 instance(s) left by an earlier node; not translated" in left["series 1.2.3"]
+    assert "2 instance(s); abandoned: left by an earlier node" in left["series 1.2.3"]
     assert "it may be partial" in left["series 1.2.3"]
     assert "1 instance(s)" in left["series 1.2.4"]
     assert "translation was interrupted" in left["series 1.2.4"]
     assert left["series 1.2.5"].endswith("removed")
-    names = sorted(path.name for path in spool.iterdir())
+    names = sorted(path.name for path in spool.iterdir() if path.name != MARKER)
     assert names[0] == ".abandoned-20250101T000000Z-1.2.6"  # an earlier one: left alone
     assert [name.rsplit("-", 1)[1] for name in names[1:3]] == ["1.2.3", "1.2.4"]
     assert names[3:] == ["manifest.jsonl", "notes"]
     assert (spool / names[1] / "1.2.3.2.dcm").exists()
-    assert records(tmp_path / "manifest.jsonl") == []
+    abandoned = {r["series_uid"]: r for r in records(tmp_path / "manifest.jsonl")}
+    assert sorted(abandoned) == ["1.2.3", "1.2.4"]  # the last word on each series
+    assert {r["status"] for r in abandoned.values()} == {"abandoned"}
+    assert str(spool / names[1]) in str(abandoned["1.2.3"]["error"])
     assert not (tmp_path / "out").exists()
 
 
@@ -195,7 +199,7 @@ def test_echo_then_a_series_is_translated_with_its_geometry(
     assert done["calling_ae"] == ["TEST"]
     assert set(done["timings"]) >= {"receive", "read", "infer", "write"}  # type: ignore[call-overload]
     # taken out and removed, just after the manifest's last record
-    wait_for(lambda: not list((tmp_path / "spool").iterdir()))
+    wait_for(lambda: [p.name for p in (tmp_path / "spool").iterdir()] == [MARKER])
     sidecar = json.loads((derived.parent / f"{METHOD}.provenance.json").read_text())
     assert sidecar["method"]["id"] == METHOD
     assert sidecar["plugin"]["name"]
@@ -392,5 +396,5 @@ def test_storescu_in_storescp_out(tmp_path: Path, storescp: tuple[Peer, Path]) -
     assert record["forwarded_to"] == str(peer)
     assert record["calling_ae"] == ["SCANNER"]
     assert len(list(received.iterdir())) == 6
-    left = [p.name for p in (tmp_path / "spool").iterdir()]
-    assert left == [".medi2i-translated"]  # what each series was made from
+    left = sorted(p.name for p in (tmp_path / "spool").iterdir())
+    assert left == [MARKER, ".medi2i-translated"]  # what each series was made from

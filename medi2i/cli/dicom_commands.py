@@ -140,6 +140,8 @@ def _scan_json(result: ScanResult, chosen: SeriesInfo | None = None) -> dict[str
                 "reason": item.reason,
                 "damaged": item.damaged,
                 "not_dicom": item.not_dicom,
+                "folder": item.folder,
+                "hidden": item.hidden,
             }
             for item in result.skipped
         ],
@@ -218,15 +220,23 @@ def _print_listing(result: ScanResult, chosen: SeriesInfo | None) -> None:
 
 
 def _print_skipped(skipped: Sequence[SkippedFile]) -> None:
-    """Damaged DICOM files first (a lost slice, maybe), then DICOM files in no series,
-    then the files that are not DICOM at all (a README, a JPEG), which are no fault."""
+    """Folders that cannot be read first (they may hold whole studies), then damaged
+    DICOM files (a lost slice, maybe), then DICOM files in no series, then the files
+    that are not DICOM at all (a README, a JPEG), which are no fault, and last the
+    hidden folders, which are not searched."""
+    files = [item for item in skipped if not item.folder]
     groups = (
-        ("damaged DICOM file(s) skipped", [item for item in skipped if item.damaged]),
+        (
+            "folder(s) that cannot be read",
+            [item for item in skipped if item.folder and not item.hidden],
+        ),
+        ("damaged DICOM file(s) skipped", [item for item in files if item.damaged]),
         (
             "file(s) skipped",
-            [item for item in skipped if not item.damaged and not item.not_dicom],
+            [item for item in files if not item.damaged and not item.not_dicom],
         ),
-        ("non-DICOM file(s) skipped", [item for item in skipped if item.not_dicom]),
+        ("non-DICOM file(s) skipped", [item for item in files if item.not_dicom]),
+        ("hidden folder(s) not searched", [item for item in skipped if item.hidden]),
     )
     for title, items in groups:
         if items:
@@ -452,7 +462,7 @@ def _spool_folder(work: Path | None) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-_KEPT = (".failed-", ".unforwarded-", ".interrupted-")
+_KEPT = (".failed-", ".discarded-", ".unforwarded-", ".interrupted-")
 """Folders the node sets aside in its spool, which a temporary spool is kept for."""
 
 
@@ -529,16 +539,35 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def send_command(ctx: click.Context, folder: Path, peer: str, calling_aet: str) -> None:
     """Send every DICOM file under FOLDER to PEER (HOST:PORT:AET) with C-STORE.
 
-    Prints how many files were sent and each one that failed; the exit status is 1 when
-    any failed. Files that are not DICOM instances are skipped.
+    Prints how many files were sent, and the failures and skipped files by reason (a
+    count and the first few names each); the exit status is 1 when any file failed (a
+    file that cannot be read counts) or FOLDER holds no DICOM file. Files that are not
+    DICOM instances are skipped. A peer that rejects the association, or a port where
+    nothing listens, stops the send with one line giving the reason.
     """
-    from medi2i.dicom.node.send import check_ae_title, dicom_files_under, parse_peer, send_files
+    from medi2i.dicom.node.send import (
+        check_ae_title,
+        dicom_files_under,
+        grouped,
+        parse_peer,
+        send_files,
+    )
 
     target = parse_peer(peer)
     title = check_ae_title(calling_aet, "--calling-aet")
     report = send_files(dicom_files_under(folder), target, calling_ae_title=title)
-    for path, reason in report.failed:
-        click.secho(f"failed: {path}: {reason}", fg="red", err=True)
+    if not report.sent and not report.failed:
+        skipped = "; ".join(grouped(report.skipped, shown=2))
+        raise InputError(
+            f"no DICOM files under {folder}" + (f" (skipped: {skipped})" if skipped else "")
+        )
+    if report.stopped is not None:
+        click.secho(f"failed: {report.stopped}; nothing more was sent", fg="red", err=True)
+    failed = [(path, why) for path, why in report.failed if why != report.stopped]
+    for line in grouped(failed):
+        click.secho(f"failed: {line}", fg="red", err=True)
+    for line in grouped(report.skipped):
+        click.echo(f"skipped: {line}", err=True)
     click.echo(report.summary())
     if report.failed:
         ctx.exit(1)

@@ -7,7 +7,11 @@ and the association slot, forever; the ACSE, DIMSE and network timeouts are chec
 between PDUs, never inside one. :func:`stall_limit` gives every accepted socket a
 timeout, so a read that gets no byte for that long fails and pynetdicom closes the
 connection (``Evt17``). An idle association is not affected: pynetdicom reads only
-once data is waiting, and its own network timeout aborts an idle one.
+once data is waiting, and its own network timeout aborts an idle one. Until the
+association is established the limit is shorter (:data:`HANDSHAKE_TIMEOUT_S`: a real
+peer sends its request at once), and :func:`established_limit` raises it to the
+network timeout then, so that connections that stall in their request free their
+association slot within seconds.
 
 :func:`close_associations` is the node's shutdown: pynetdicom's blocking
 ``Association.abort()`` waits for a reader stuck in such a ``recv``, so the node asks
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 
 ABORT_GRACE_S = 1.0
 """Seconds an aborted association has to end by itself before its socket is shut."""
+HANDSHAKE_TIMEOUT_S = 5.0
+"""Seconds a new connection may stall in the middle of its association request."""
 
 
 def _raw_socket(association: Association) -> Any:
@@ -48,6 +54,12 @@ def stall_limit(seconds: float) -> Callable[[Event], None]:
                 connection.settimeout(seconds)
 
     return limit
+
+
+def established_limit(seconds: float) -> Callable[[Event], None]:
+    """A pynetdicom ``EVT_ESTABLISHED`` handler setting the socket timeout of an
+    association that was just established to ``seconds`` (see :func:`stall_limit`)."""
+    return stall_limit(seconds)
 
 
 def close_associations(

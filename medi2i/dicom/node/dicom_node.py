@@ -8,8 +8,14 @@ series is complete); a worker thread takes each complete series out and hands it
 ``output``, forward to a peer, one manifest record and one log line per series). One
 series is translated at a time, in the order they complete.
 
-Starting, the node first sets aside what a killed node left in the spool
-(:meth:`~medi2i.dicom.node.spool.Spool.recover`: never translated, one log line each).
+Starting, the node refuses a ``--forward`` peer that is the node itself
+(:func:`check_forward`: its own host and port), which would translate its own output
+again and again; then it sets aside what a killed node left in the spool
+(:meth:`~medi2i.dicom.node.spool.Spool.recover`: never translated, one log line and
+one ``abandoned`` manifest record each).
+
+Every line the node logs has its control characters escaped (:func:`one_line`): a peer's
+Series Description or AE title holding a newline must not forge a line of the log.
 
 Refused with a failure status, never crashing the node: a dataset that cannot be
 decoded or is damaged (``0xC210``: cut short, its pixel data shorter than its image
@@ -23,7 +29,10 @@ again whole, so no series is translated without it.
 Associations: any calling and called AE title is accepted unless the config says
 otherwise (``require_called_aet``: the called AE title must be the node's;
 ``allowed_calling``: the calling AE titles accepted). A refused association gets one
-log line.
+log line. Up to :data:`MAX_ASSOCIATIONS` associations are served at once, and a
+connection has :data:`HANDSHAKE_TIMEOUT_S` to send its association request
+(:mod:`medi2i.dicom.node.connections`), so a few connections that open and stall hold
+no slot for long.
 
 Stopping (:meth:`DicomNode.stop`, which the command line calls on SIGINT and SIGTERM):
 the server stops listening and open associations are aborted (a connection that does
@@ -42,13 +51,20 @@ Example:
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medi2i.dicom.node.connections import close_associations, stall_limit
+from medi2i.dicom.node.connections import (
+    HANDSHAKE_TIMEOUT_S,
+    close_associations,
+    established_limit,
+    stall_limit,
+)
 from medi2i.dicom.node.records import describe
 from medi2i.dicom.node.send import disable_nagle
 from medi2i.dicom.node.spool import Spool, TakenSeries, is_uid, set_aside
@@ -59,6 +75,8 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event
     from pynetdicom.transport import ThreadedAssociationServer
 
+    from medi2i.dicom.node.send import Peer
+
 STORE_SUCCESS = 0x0000
 STORE_OUT_OF_RESOURCES = 0xA700
 STORE_NOT_MATCHING = 0xA900
@@ -66,6 +84,8 @@ STORE_CANNOT_UNDERSTAND = 0xC210
 NETWORK_TIMEOUT_S = 30.0
 """Seconds a silent peer may keep an association open before it is aborted, and a peer
 that stops in the middle of a PDU may keep its connection (:attr:`NodeConfig.network_timeout`)."""
+MAX_ASSOCIATIONS = 64
+"""Associations served at once (pynetdicom's default is 10); more are refused."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +139,7 @@ class DicomNode:
         self.config = config
         self.spool = spool
         self.translator = translator
-        self.log = log
+        self.log: Callable[[str], None] = lambda line: log(one_line(line))
         self._stopping = threading.Event()
         self._server: ThreadedAssociationServer | None = None
         self._worker: threading.Thread | None = None
@@ -142,11 +162,18 @@ class DicomNode:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+        if self.translator.forward is not None:
+            check_forward(self.translator.forward, self.config)
         names = self.translator.names
         for leftover in self.spool.recover(alias=names.uid):
-            self.log(names.text(leftover.describe()))
+            if leftover.moved_to is None:
+                self.log(names.text(leftover.describe()))
+            else:
+                self.log(describe(self.translator.record_abandoned(leftover)))
         ae = AE(ae_title=self.config.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.config.network_timeout
+        ae.maximum_associations = MAX_ASSOCIATIONS
+        handshake = min(HANDSHAKE_TIMEOUT_S, self.config.network_timeout)
         ae.require_called_aet = self.config.require_called_aet
         ae.require_calling_aet = list(self.config.allowed_calling)
         for context in AllStoragePresentationContexts:
@@ -154,7 +181,8 @@ class DicomNode:
         ae.add_supported_context(Verification)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, disable_nagle),
-            (evt.EVT_CONN_OPEN, stall_limit(self.config.network_timeout)),
+            (evt.EVT_CONN_OPEN, stall_limit(handshake)),
+            (evt.EVT_ESTABLISHED, established_limit(self.config.network_timeout)),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_RELEASED, self._on_released),
@@ -333,6 +361,55 @@ class DicomNode:
     def _on_ended(self, event: Event) -> None:
         # after a release nothing of this association is open any more: a no-op then
         self.spool.end_association(event.assoc, released=False)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped as ``repr`` does (a newline becomes
+    ``\\n``), so that a peer's text cannot start a line of the log of its own."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char == " " else repr(char)[1:-1] for char in text)
+
+
+def check_forward(peer: Peer, config: NodeConfig) -> None:
+    """Refuse a forward ``peer`` that is the node itself: its port on one of the node's
+    addresses (a loopback address, or any of this machine's when listening on all),
+    unless the node refuses the peer's called AE title (``require_called_aet``).
+
+    Raises:
+        OptionsError: One line naming the peer.
+    """
+    from medi2i.errors import OptionsError
+
+    if peer.port != config.port or not _is_own_address(peer.host, config.host):
+        return
+    if config.require_called_aet and peer.ae_title != config.ae_title:
+        return
+    raise OptionsError(
+        f"--forward {peer.host}:{peer.port}:{peer.ae_title} is this node itself (it listens "
+        f"on {config.host}:{config.port}): it would translate its own output again and "
+        "again; forward to another DICOM node (a PACS)"
+    )
+
+
+def _addresses(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        found = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return set()
+    return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found}
+
+
+def _is_own_address(host: str, listening: str) -> bool:
+    """Whether ``host`` reaches a node listening on ``listening``."""
+    wanted = _addresses(host)
+    if not wanted:
+        return False
+    bound = _addresses(listening)
+    if any(address.is_unspecified for address in bound):  # 0.0.0.0: every interface
+        own = _addresses(socket.gethostname()) | _addresses("localhost")
+        return any(address.is_loopback or address in own for address in wanted)
+    return bool(wanted & bound)
 
 
 def raw_uids(event: Event) -> tuple[str, str]:

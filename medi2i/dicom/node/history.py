@@ -13,7 +13,15 @@ else its spool)::
 
 A later delivery of the series replaces that derived series only when it holds every
 one of those instances (a full resend); otherwise it is refused
-(:func:`partial_resend_message`) and the earlier output is kept.
+(:func:`partial_resend_message`), the earlier output is kept, and so are the instances
+(set aside by the translator): deleting the series' file here lets them be translated
+on their own when they are sent again.
+
+It also remembers the Series Instance UID of every derived series the node wrote, one
+empty file each under ``<folder>/.medi2i-translated/derived/``, so that the node knows
+its own output when it comes back (a ``--forward`` peer that routes it back to the
+node) and never translates it again (:meth:`SeriesHistory.produced`). A derived series
+of another node (another medi2i included) is translated like any series.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 FOLDER_NAME = ".medi2i-translated"
+DERIVED_FOLDER = "derived"
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,10 @@ class SeriesHistory:
 
     root: Path
     method_id: str
+
+    def path(self, name: str) -> Path:
+        """The file that remembers the instances of ``name``'s derived series."""
+        return self._path(name)
 
     def _path(self, name: str) -> Path:
         safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in name)
@@ -75,13 +88,34 @@ class SeriesHistory:
         with atomic_path(path) as temporary:
             temporary.write_text(json.dumps(note) + "\n", encoding="utf-8")
 
+    def remember_output(self, series_uid: str) -> None:
+        """Note that the node wrote a derived series with this Series Instance UID.
 
-def partial_resend_message(earlier: frozenset[str], received: frozenset[str]) -> str:
-    """Why instances that arrived after their series was translated are not translated."""
+        Raises:
+            OSError: The note cannot be written.
+        """
+        folder = self.root / FOLDER_NAME / DERIVED_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / _safe(series_uid)).touch()
+
+    def produced(self, series_uid: str) -> bool:
+        """Whether ``series_uid`` is a derived series this node wrote (any method)."""
+        folder = self.root / FOLDER_NAME / DERIVED_FOLDER
+        return bool(series_uid) and (folder / _safe(series_uid)).exists()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in name)
+
+
+def partial_resend_message(earlier: frozenset[str], received: frozenset[str], note: Path) -> str:
+    """Why instances that arrived after their series was translated are not translated,
+    and what to do: ``note`` is the series' file under :data:`FOLDER_NAME`."""
     missing = len(earlier - received)
     return (
         f"{len(received)} instance(s) arrived after the series was translated from "
         f"{len(earlier)} instance(s), and {missing} of those are not among them: they are "
         "not a full resend, so nothing was translated and the earlier output is kept; send "
-        "the whole series again to replace it"
+        "the whole series again to replace it, or, to translate these instances on their "
+        f"own, delete {note} and send them again"
     )

@@ -11,8 +11,11 @@ The manifest is JSON Lines like batch's, one record appended per event::
 ``status`` is ``received`` (written before translating), ``done``, ``failed`` (with
 ``error``), ``skipped`` (not an image series, or not what the selection rules ask for),
 ``discarded`` (its association was aborted, or an instance of it was refused, and no
-retry came: nothing was translated) or ``interrupted`` (the node stopped while the series
-was being received; ``error`` says where its instances are kept). ``outputs`` lists
+retry came: nothing was translated; ``error`` says where its instances are kept),
+``interrupted`` (the node stopped while the series was being received; ``error`` says
+where its instances are kept) or ``abandoned`` (a killed node left it in the spool; the
+next node set it aside untranslated, and ``error`` says where). ``warnings`` lists the
+warnings raised while the series was handled (pydicom's about odd values, say). ``outputs`` lists
 what was written even when a later step failed (a forward), and ``forwarded`` counts
 the derived files the peer stored and refused.
 """
@@ -27,7 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-SeriesStatus = Literal["received", "done", "failed", "skipped", "discarded", "interrupted"]
+SeriesStatus = Literal[
+    "received", "done", "failed", "skipped", "discarded", "interrupted", "abandoned"
+]
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class SeriesRecord:
     forwarded: Mapping[str, int] | None = None
     error: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
     time: str = ""
     note: str | None = None
 
@@ -62,6 +68,7 @@ class SeriesRecord:
                 "calling_ae": list(self.calling_ae),
                 "outputs": list(self.outputs),
                 "forwarded": forwarded,
+                "warnings": list(self.warnings),
             }
         )
 
@@ -96,4 +103,7 @@ def describe(record: SeriesRecord) -> str:
         line = f"{head}; {'; '.join(parts)}"
     else:
         line = f"{head}; {record.status}: {record.error}"
+    if record.warnings:
+        more = f" (and {len(record.warnings) - 1} more)" if len(record.warnings) > 1 else ""
+        line += f"; warning: {record.warnings[0]}{more}"
     return f"{line}; {record.note}" if record.note else line

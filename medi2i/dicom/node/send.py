@@ -4,7 +4,10 @@
 presentation contexts), proposes for each SOP Class the transfer syntax its files are
 stored in, and sends every file as it is on disk (pynetdicom reads it without decoding
 the pixel data). Each file's outcome is counted; a peer that refuses the association
-makes its files failures, never an exception. Files an association lost (the peer
+(or a port where nothing listens) makes its files failures, never an exception, and
+stops the send: :attr:`SendReport.stopped` gives the peer's reason once. A file that
+cannot be read (no permission) is a failure too, not a skipped file: it may well be
+DICOM. Files an association lost (the peer
 aborted it, or a response never came within :data:`NETWORK_TIMEOUT_S`) are sent once
 more in a new association (:data:`RETRIES`), as PACS senders do: a receiver keeps
 what the aborted association stored and completes the series when the retry is
@@ -22,6 +25,8 @@ peers delay that acknowledgement by up to 40 ms: one stall per file, which held 
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +106,8 @@ class SendReport:
         failed: ``(file, reason)`` for each file that was not stored.
         skipped: ``(file, reason)`` for files that are not DICOM instances to store.
         retried: Files sent again in a new association because an earlier one lost them.
+        stopped: Why nothing more was sent (the peer rejected the association, nothing
+            listens at its port), or ``None``.
     """
 
     peer: Peer
@@ -108,6 +115,7 @@ class SendReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     retried: list[Path] = field(default_factory=list)
+    stopped: str | None = None
 
     def summary(self) -> str:
         """One line such as ``sent 12 file(s) to PACS@host:104, 0 failed``."""
@@ -117,18 +125,45 @@ class SendReport:
         return line + (f", {len(self.skipped)} skipped (not DICOM)" if self.skipped else "")
 
 
+def grouped(outcomes: Sequence[tuple[Path, str]], shown: int = 3) -> list[str]:
+    """One line per reason: ``"<reason>: <count> file(s) (a.dcm, b.dcm, ...)"``, the
+    most frequent first, naming the first ``shown`` files of each."""
+    by_reason: dict[str, list[Path]] = {}
+    for path, reason in outcomes:
+        by_reason.setdefault(reason, []).append(path)
+    lines = []
+    for reason, paths in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        names = ", ".join(str(path) for path in paths[:shown])
+        more = ", ..." if len(paths) > shown else ""
+        lines.append(f"{reason}: {len(paths)} file(s) ({names}{more})")
+    return lines
+
+
 def dicom_files_under(folder: Path) -> list[Path]:
-    """Every file under ``folder`` (recursively, sorted), hidden temporaries left out."""
+    """Every file under ``folder`` (recursively, following links to folders, sorted),
+    hidden files left out. A folder that cannot be listed (no permission) is listed
+    itself, so that :func:`send_files` reports it as unreadable rather than leaving its
+    files out unsaid."""
     folder = Path(folder)
     if folder.is_file():
         return [folder]
     if not folder.is_dir():
         raise OptionsError(f"{folder} does not exist; give a folder of DICOM files")
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file() and not any(part.startswith(".") for part in path.parts[-1:])
-    )
+    found: list[Path] = []
+    seen: set[str] = set()
+
+    def unreadable(error: OSError) -> None:
+        if error.filename:
+            found.append(Path(error.filename))
+
+    for root, folders, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back to a folder already walked
+            folders.clear()
+            continue
+        seen.add(real)
+        found.extend(Path(root) / name for name in names if not name.startswith("."))
+    return sorted(found)
 
 
 def send_files(paths: Iterable[Path], peer: Peer, *, calling_ae_title: str) -> SendReport:
@@ -137,7 +172,9 @@ def send_files(paths: Iterable[Path], peer: Peer, *, calling_ae_title: str) -> S
     contexts: dict[tuple[str, str], list[Path]] = {}
     for path in paths:
         found = _storage_context(Path(path))
-        if isinstance(found, str):
+        if isinstance(found, _Unreadable):
+            report.failed.append((Path(path), found.reason))
+        elif isinstance(found, str):
             report.skipped.append((Path(path), found))
         else:
             contexts.setdefault(found, []).append(Path(path))
@@ -146,8 +183,12 @@ def send_files(paths: Iterable[Path], peer: Peer, *, calling_ae_title: str) -> S
         keys = list(contexts)
         for start in range(0, len(keys), _MAX_CONTEXTS):
             chunk = {key: contexts[key] for key in keys[start : start + _MAX_CONTEXTS]}
+            if report.stopped is not None:  # the peer would refuse this one as well
+                files = [path for paths in chunk.values() for path in paths]
+                report.failed.extend((path, report.stopped) for path in files)
+                continue
             _send_chunk(chunk, report, calling_ae_title, lost)
-        if not lost or attempt == RETRIES:
+        if not lost or attempt == RETRIES or report.stopped is not None:
             break
         # again, in a new association: only what the dropped one lost
         report.retried.extend(lost)
@@ -158,11 +199,25 @@ def send_files(paths: Iterable[Path], peer: Peer, *, calling_ae_title: str) -> S
     return report
 
 
-def _storage_context(path: Path) -> tuple[str, str] | str:
-    """``(SOP Class UID, Transfer Syntax UID)`` of a DICOM file, or why it is skipped."""
+@dataclass(frozen=True)
+class _Unreadable:
+    """A file (or folder) that could not be read: a failure, since it may be DICOM."""
+
+    reason: str
+
+
+def _storage_context(path: Path) -> tuple[str, str] | str | _Unreadable:
+    """``(SOP Class UID, Transfer Syntax UID)`` of a DICOM file, why it is skipped, or
+    why it cannot be read."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
+    try:
+        with path.open("rb") as stream:
+            stream.read(1)
+    except OSError as exc:
+        kind = "folder" if path.is_dir() else "file"
+        return _Unreadable(f"cannot read this {kind} ({exc.strerror or exc})")
     try:
         meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
         sop_class, syntax = str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
@@ -214,18 +269,40 @@ def _send_chunk(
             evt_handlers=[(evt.EVT_CONN_OPEN, disable_nagle)],
         )
     except (OSError, ValueError) as exc:
-        report.failed.extend((path, f"cannot connect to {peer}: {exc}") for path in files)
+        report.stopped = f"cannot connect to {peer}: {exc}"
+        report.failed.extend((path, report.stopped) for path in files)
         return
     try:
         if not association.is_established:
-            reason = "rejected the association" if association.is_rejected else "did not answer"
-            report.failed.extend((path, f"{peer} {reason}") for path in files)
+            report.stopped = _not_established(association, peer)
+            report.failed.extend((path, report.stopped) for path in files)
             return
         _store_each(association, files, report, lost)
     finally:
         if association.is_established:
             association.release()
         ae.shutdown()
+
+
+def _not_established(association: Association, peer: Peer) -> str:
+    """Why an association with ``peer`` was not established, in one phrase."""
+    if association.is_rejected:
+        primitive = getattr(association.acceptor, "primitive", None)
+        try:
+            why = str(primitive.reason_str) if primitive is not None else ""
+        except (AttributeError, KeyError, TypeError, ValueError):
+            why = ""
+        return f"{peer} rejected the association" + (f" ({why})" if why else "")
+    try:
+        with socket.create_connection((peer.host, peer.port), timeout=5):
+            pass
+    except ConnectionRefusedError:
+        return f"no DICOM node listening at {peer.host}:{peer.port} (connection refused)"
+    except OSError as exc:
+        return f"cannot connect to {peer.host}:{peer.port} ({exc.strerror or exc})"
+    if association.is_aborted:
+        return f"{peer} aborted the association request"
+    return f"{peer} did not answer the association request within {NETWORK_TIMEOUT_S:.0f} s"
 
 
 def _store_each(

@@ -11,25 +11,32 @@ when
 A series whose last association was aborted (the sender crashed, the network dropped,
 the peer sent an A-ABORT) is kept waiting: a sender that retries sends the whole series
 again in a new association, and once that one is released the series completes as
-usual. When no retry comes within the idle timeout, the partial series is discarded;
-nothing is ever translated from it.
+usual. When no retry comes within the idle timeout, the partial series is taken out
+not complete: nothing is ever translated from it, and the node keeps its files in a
+hidden ``.discarded-...`` folder (:mod:`medi2i.dicom.node.translation`).
 
 Layout on disk: ``<root>/<Series Instance UID>/<SOP Instance UID>.dcm``. Each file is
 written under a temporary name in its folder and renamed into place, so a file in the
-spool is always complete. An instance sent twice replaces the first copy. A series is
+spool is always complete. An instance sent twice replaces the first copy; when the two
+copies differ (two images given one SOP Instance UID) the series notes the collision
+(:attr:`TakenSeries.collisions`), so that a failure to read it can name the cause. A series is
 taken out of the spool (:meth:`Spool.take_due`) by renaming its folder to a hidden
 ``.taken-...`` sibling under the lock: instances of the same series that arrive during
 its translation start a new spool entry instead of changing the files being read.
 
 An instance the node refuses (damaged, not decodable, not writable: a full disk) is
 noted with its series (:meth:`Spool.refuse`): unless a whole copy of the same SOP
-Instance arrives before the series completes, the series is discarded, never translated
-without it.
+Instance arrives before the series completes, the series is discarded (its files kept
+aside), never translated without it.
 
 Stopping (:meth:`Spool.take_due` with ``stopping``): a series whose associations all
 ended with a release is due at once, without waiting out the idle timeout (no more of it
 can arrive); :meth:`Spool.take_rest` then takes the others, to be set aside
 (:func:`set_aside`).
+
+The spool marks its folder as its own with an empty :data:`MARKER` file, and refuses a
+folder that holds files but no marker (a user's folder given as ``--work`` by mistake),
+so that recovery never moves folders the node did not make.
 
 Recovery (:meth:`Spool.recover`, which the node calls when it starts): a node that was
 killed leaves in a persistent spool the series it was receiving, the ``.taken-...``
@@ -58,8 +65,11 @@ from typing import Literal
 
 from medi2i.io.atomic import is_temporary, temporary_sibling
 
-UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-"""A DICOM UID: digits and dots, at most 64 characters (checked with the length)."""
+UID_PATTERN = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+"""A DICOM UID (PS3.5 9.1): components of digits joined by dots, none with a leading zero
+(but ``0`` itself), at most 64 characters (checked with the length); matched whole."""
+MARKER = ".medi2i-spool"
+"""The empty file that marks a folder as a node's spool."""
 
 Ending = Literal["open", "released", "aborted"]
 Clock = Callable[[], float]
@@ -67,7 +77,7 @@ Clock = Callable[[], float]
 
 def is_uid(value: object) -> bool:
     """Whether ``value`` is a valid DICOM UID (so that it is safe as a file name too)."""
-    return isinstance(value, str) and len(value) <= 64 and UID_PATTERN.match(value) is not None
+    return isinstance(value, str) and len(value) <= 64 and UID_PATTERN.fullmatch(value) is not None
 
 
 @dataclass
@@ -87,6 +97,8 @@ class SpooledSeries:
         calling_ae_titles: Who sent it.
         refused: Why each refused instance (by SOP Instance UID) was refused (damaged,
             not writable, ...), until a whole copy of it arrives.
+        collisions: SOP Instance UIDs received twice with different contents (the later
+            copy replaced the earlier).
     """
 
     series_uid: str
@@ -99,6 +111,7 @@ class SpooledSeries:
     first_received: float = 0.0
     last_received: float = 0.0
     calling_ae_titles: set[str] = field(default_factory=set)
+    collisions: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,8 @@ class TakenSeries:
             discarded, not translated.
         instance_uids: The SOP Instance UIDs received (empty when not known: then the
             file names in ``folder`` tell, see :meth:`received_uids`).
+        collisions: SOP Instance UIDs received twice with different contents, sorted:
+            the later copy replaced the earlier, so one image of the series is lost.
     """
 
     series_uid: str
@@ -128,6 +143,7 @@ class TakenSeries:
     calling_ae_titles: tuple[str, ...]
     refused: tuple[str, ...] = ()
     instance_uids: frozenset[str] = frozenset()
+    collisions: tuple[str, ...] = ()
 
     def received_uids(self) -> frozenset[str]:
         """The SOP Instance UIDs received: :attr:`instance_uids`, else the spool's file
@@ -174,8 +190,8 @@ class Leftover:
         )
 
 
-_TAKEN = re.compile(r"^\.taken-(?P<uid>[0-9.]+)-[0-9a-f]+$")
-_SCRATCH = re.compile(r"^\.derived-(?P<uid>[0-9.]+)-[0-9]+$")
+_TAKEN = re.compile(r"\.taken-(?P<uid>[0-9.]+)-[0-9a-f]+")
+_SCRATCH = re.compile(r"\.derived-(?P<uid>[0-9.]+)-[0-9]+")
 
 
 class Spool:
@@ -189,11 +205,14 @@ class Spool:
         idle_timeout: Seconds without a new instance after which a released series is
             complete (and an aborted one is discarded).
         clock: Monotonic seconds (a parameter so tests can move time).
+
+    Raises:
+        OptionsError: ``root`` holds files but is no spool (it has no :data:`MARKER`).
     """
 
     def __init__(self, root: Path, *, idle_timeout: float, clock: Clock = time.monotonic) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        claim_spool(self.root)
         self.idle_timeout = float(idle_timeout)
         self._clock = clock
         self._lock = threading.Lock()
@@ -222,6 +241,7 @@ class Spool:
             folder = entry.folder
         path = folder / f"{sop_instance_uid}.dcm"
         temporary = temporary_sibling(path)
+        collision = _differs(path, encoded)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             temporary.write_bytes(encoded)
@@ -233,6 +253,8 @@ class Spool:
             entry = self._entry(series_uid)
             entry.instances.add(sop_instance_uid)
             entry.refused.pop(sop_instance_uid, None)  # a retry sent it whole
+            if collision:
+                entry.collisions.add(sop_instance_uid)
             entry.last_received = self._clock()
             if calling_ae_title:
                 entry.calling_ae_titles.add(calling_ae_title)
@@ -346,6 +368,7 @@ class Spool:
             calling_ae_titles=tuple(sorted(entry.calling_ae_titles)),
             refused=tuple(f"{uid}: {entry.refused[uid]}" for uid in sorted(entry.refused)),
             instance_uids=frozenset(entry.instances),
+            collisions=tuple(sorted(entry.collisions)),
         )
 
     def recover(self, alias: Callable[[str], str] = str) -> list[Leftover]:
@@ -365,7 +388,7 @@ class Spool:
 
     def _recover(self, folder: Path, alias: Callable[[str], str]) -> Leftover | None:
         name = folder.name
-        taken, scratch = _TAKEN.match(name), _SCRATCH.match(name)
+        taken, scratch = _TAKEN.fullmatch(name), _SCRATCH.fullmatch(name)
         if scratch is not None:
             count = sum(1 for path in folder.rglob("*.dcm") if not is_temporary(path.name))
             shutil.rmtree(folder, ignore_errors=True)
@@ -381,6 +404,48 @@ class Spool:
         """The series still being received or waiting for their idle timeout."""
         with self._lock:
             return list(self._series.values())
+
+
+def claim_spool(root: Path) -> None:
+    """Make ``root`` a spool (create it and its :data:`MARKER`), unless it holds files
+    and is none: recovery must never move a user's folders.
+
+    Raises:
+        OptionsError: ``root`` is a file, or holds files and no marker.
+    """
+    from medi2i.errors import OptionsError
+
+    marker = root / MARKER
+    if root.exists() and not marker.exists():
+        if not root.is_dir():
+            raise OptionsError(f"--work {root} is a file; give a new or empty folder")
+        if any(root.iterdir()):
+            raise OptionsError(
+                f"--work {root} holds files and is not a DICOM node's spool (no {MARKER} "
+                "file); give a new or empty folder (or, for the spool of a node of an "
+                f"earlier medi2i version, create an empty {MARKER} file in it)"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _differs(path: Path, encoded: bytes) -> bool:
+    """Whether ``path`` holds another instance than ``encoded``: their datasets differ
+    (the file meta information is left out: it names the sender, which may change)."""
+    try:
+        if not path.exists():
+            return False
+        return _dataset_part(path.read_bytes()) != _dataset_part(encoded)
+    except OSError:  # unreadable: nothing to compare
+        return False
+
+
+def _dataset_part(data: bytes) -> bytes:
+    """The dataset of a DICOM file's bytes, after its preamble and file meta group
+    (whose first element, File Meta Information Group Length, gives its length)."""
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        return data
+    return data[144 + int.from_bytes(data[140:144], "little") :]
 
 
 def set_aside(folder: Path, kind: str, name: str) -> Path:

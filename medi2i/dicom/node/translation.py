@@ -17,9 +17,17 @@ salt file of :func:`medi2i.dicom.writing.deidentify.folder_deidentifier` in ``ou
 (in the spool when the node only forwards), and messages name UIDs by their pseudonyms
 and no Series Description (:mod:`medi2i.dicom.node.naming`).
 
-Not translated: a series of no image (a structured report, a presentation state) is
-``skipped``; one whose instances belong to several studies (one Series Instance UID
-reused) is ``failed``, as ``medi2i predict`` refuses such a folder.
+Not translated: a series of no image (a structured report, a presentation state), a
+localizer (scout), a series of a modality the method does not take (an RT Dose given to
+an MR→CT method) or of which the node could write no CT or MR series, and a derived
+series this node wrote itself (sent back to it, e.g. by a ``--forward`` peer that routes
+to the node: :meth:`medi2i.dicom.node.history.SeriesHistory.produced`) are ``skipped``;
+one whose instances belong to several studies (one Series Instance UID reused) is
+``failed``, as ``medi2i predict`` refuses such a folder.
+
+Warnings raised while a series is handled (pydicom's about a peer's odd values, say)
+are not printed as Python warnings: they go to the series' record (``warnings``) and
+its one log line.
 
 A series received again later replaces its earlier derived series and sidecar (with new
 Series and SOP Instance UIDs) only when it holds every instance the earlier one was made
@@ -38,9 +46,11 @@ or its output or the manifest could not be written): then they are kept in a
 ``.failed-<time>-<series>`` folder of the spool (the log line says where), so nothing
 acknowledged to the sender is lost. Such a line names slices by Instance Number (the
 spooled files are named by SOP Instance UID) and asks for the whole series again.
-Instances that are not a full resend of a translated series are the exception: they
-are removed, and the earlier output kept (:mod:`medi2i.dicom.node.history`). The
-manifest's records are described in :mod:`medi2i.dicom.node.records`.
+Instances that are not a full resend of a translated series are kept the same way
+(and the earlier output too: :mod:`medi2i.dicom.node.history`), and so are those of a
+``discarded`` series (aborted and not sent again, or an instance of it refused), in a
+``.discarded-<time>-<series>`` folder. Such folders stay until a person deletes them.
+The manifest's records are described in :mod:`medi2i.dicom.node.records`.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -67,7 +78,7 @@ if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.dicom.node.send import Peer, SendReport
-    from medi2i.dicom.node.spool import TakenSeries
+    from medi2i.dicom.node.spool import Leftover, TakenSeries
     from medi2i.dicom.reading.file_records import ImageHeader
     from medi2i.dicom.reading.series_records import SeriesInfo
     from medi2i.dicom.reading.series_selection import SeriesSelector
@@ -201,10 +212,16 @@ class SeriesTranslator:
         )
         problems: list[str] = []
         if not taken.complete or taken.refused:
-            outcome = _Outcome(replace(record, status="discarded", error=_discard_reason(taken)))
+            discarded = replace(record, status="discarded", error=_discard_reason(taken))
+            outcome = _Outcome(discarded, keep_input=True)
         else:
             self._append(record, (), problems)
-            outcome = self._translate(taken, record)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                outcome = self._translate(taken, record)
+            said = tuple(dict.fromkeys(_warning_text(w) for w in caught))
+            if said:
+                outcome = replace(outcome, record=replace(outcome.record, warnings=said))
         final = outcome.record
         kept = outcome.keep_input or (bool(problems) and final.status == "failed")
         if kept:
@@ -248,6 +265,31 @@ class SeriesTranslator:
             )
         return self._scrubbed(record, ())
 
+    def record_abandoned(self, leftover: Leftover) -> SeriesRecord:
+        """Record a series a killed node left in the spool, set aside untranslated.
+
+        Returns:
+            The record as written, with a ``note`` when the manifest could not be.
+        """
+        why = "its translation was interrupted" if leftover.kind == "taken" else "it may be partial"
+        record = SeriesRecord(
+            series_uid=leftover.series_uid,
+            instances=leftover.instances,
+            status="abandoned",
+            error=(
+                f"left by an earlier node that was killed; not translated ({why}); its "
+                f"instances are kept in {leftover.moved_to}: send the series again to "
+                "translate it, or delete the folder"
+            ),
+        )
+        problems: list[str] = []
+        self._append(record, (), problems)
+        if problems:
+            record = replace(
+                record, note=f"the manifest {self.manifest} could not be written ({problems[-1]})"
+            )
+        return self._scrubbed(record, ())
+
     def _append(
         self, record: SeriesRecord, descriptions: Sequence[str], problems: list[str]
     ) -> None:
@@ -258,16 +300,24 @@ class SeriesTranslator:
             problems.append(str(exc))
 
     def _keep_input(self, taken: TakenSeries, record: SeriesRecord) -> SeriesRecord:
-        """Set the received files of a failed series aside; the record says where."""
+        """Set the received files of a failed or discarded series aside; the record says
+        where."""
+        kind = "discarded" if record.status == "discarded" else "failed"
         try:
-            folder = set_aside(taken.folder, "failed", self.names.uid(taken.series_uid))
+            folder = set_aside(taken.folder, kind, self.names.uid(taken.series_uid))
         except OSError:
             folder = taken.folder
-        kept = (
-            f"its {taken.instances} received instance(s) are kept in {folder}: to translate "
-            f"them once the cause is fixed, send them to the node again (medi2i dicom send "
-            f"{folder} HOST:PORT:AET)"
-        )
+        if kind == "discarded":
+            kept = (
+                f"its {taken.instances} received instance(s) are kept in {folder} (delete "
+                "the folder once the whole series was sent again)"
+            )
+        else:
+            kept = (
+                f"its {taken.instances} received instance(s) are kept in {folder}: to "
+                "translate them once the cause is fixed, send them to the node again "
+                f"(medi2i dicom send {folder} HOST:PORT:AET)"
+            )
         error = (record.error or "").replace(str(taken.folder), str(folder))
         return replace(record, error=f"{error}; {kept}")
 
@@ -287,12 +337,15 @@ class SeriesTranslator:
             calling_ae=(),
             error=text(record.error),
             note=text(record.note),
+            warnings=tuple(text(w) or "" for w in record.warnings),
         )
 
     def _translate(self, taken: TakenSeries, record: SeriesRecord) -> _Outcome:
         timings = dict(record.timings)
         descriptions: tuple[str, ...] = ()
         found_images: list[ImageHeader] = []
+        if self._history.produced(taken.series_uid):
+            return _Outcome(replace(record, status="skipped", error=OWN_OUTPUT))
         try:
             found = self._scanned(taken)
             found_images = [image for info in found for image in info.images]
@@ -307,11 +360,14 @@ class SeriesTranslator:
             earlier = self._history.earlier(self.names.uid(taken.series_uid))
             received = frozenset(map(self.names.uid, taken.received_uids()))
             if earlier is not None and not earlier <= received:
-                error = partial_resend_message(earlier, received)
-                return _Outcome(replace(record, status="failed", error=error), False, descriptions)
+                note = self._history.path(self.names.uid(taken.series_uid))
+                error = partial_resend_message(earlier, received, note)
+                return _Outcome(replace(record, status="failed", error=error), True, descriptions)
             delivery = self._run(taken, series, made_from, timings)
         except Exception as exc:  # one bad series must never stop the node
             error = node_message(failure_message(exc), taken, found_images)
+            if taken.collisions:
+                error = f"{_collision_message(taken.collisions)}; {error}"
             failed = replace(record, status="failed", error=error, timings=timings)
             return _Outcome(failed, True, descriptions)
         report = delivery.report
@@ -346,11 +402,44 @@ class SeriesTranslator:
         if not images:
             kinds = sorted({info.modality or info.sop_class_name or "?" for info in found})
             return f"not an image series ({', '.join(kinds)}); only image series are translated"
+        if all(info.is_localizer for info in images):
+            return (
+                f"a localizer (scout) series of {images[0].number_of_images} image(s), not "
+                "a volume; only volumes are translated"
+            )
+        unfit = self._unfit_modality(images[0].modality)
+        if unfit is not None:
+            return unfit
         if self.selector is not None and not any(map(self.selector.matches, images)):
             first = images[0]
             return (
                 f"not selected ({first.modality or '?'} '{first.description}'; the node "
                 f"translates {self._wanted()})"
+            )
+        return None
+
+    def _unfit_modality(self, modality: str) -> str | None:
+        """Why a series of ``modality`` is not for this node's method, or ``None``."""
+        from medi2i.prediction_checks import expected_input
+
+        method = self.method
+        if not self.settings.force_modality and modality:
+            try:
+                domain = method.input_domain(method.parse_condition(self.condition))
+                expected, _ = expected_input(method, domain)
+            except Exception:  # the translation says what is wrong with the condition
+                expected = "any"
+            if expected not in ("any", "") and modality != expected:
+                return (
+                    f"a {modality} series; {method.id!r} takes {expected} input (send it "
+                    "series of that modality)"
+                )
+        declared = method.output_spec.modality
+        if modality not in ("CT", "MR") and declared not in ("CT", "MR"):
+            return (
+                f"a {modality or 'modality-less'} series; the node writes CT or MR series and "
+                f"neither the series nor {method.id!r} (output modality {declared!r}) says "
+                "which: only CT and MR series are translated with this method"
             )
         return None
 
@@ -417,6 +506,7 @@ class SeriesTranslator:
         try:
             with timed_stage(timings, "write"):
                 files = self._write(result, folder)
+                self._remember_output(files)
                 if scratch is None:
                     self._provenance(series, image, folder, taken.calling_ae_titles, facts)
                 self._history.remember(
@@ -459,14 +549,30 @@ class SeriesTranslator:
         )
         return _Delivery(outputs, report, error)
 
+    def _remember_output(self, files: Sequence[Path]) -> None:
+        """Note the Series Instance UID of the derived series in ``files``, so that the
+        node knows it again (see the module docstring)."""
+        from pydicom import dcmread
+
+        if files:
+            header = dcmread(files[0], stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            self._history.remember_output(str(header.get("SeriesInstanceUID", "")))
+
     def _write(self, result: MetaTensor, folder: Path) -> list[Path]:
         from medi2i.dicom.source import META_KEY, DicomSource
         from medi2i.dicom.writing.derived_series import write_derived_series
-        from medi2i.dicom.writing.volume_writer import OUTPUT_MODALITY_KEY, output_modality
+        from medi2i.dicom.writing.volume_writer import (
+            METHOD_ID_KEY,
+            OUTPUT_MODALITY_KEY,
+            output_modality,
+        )
 
         found = result.meta.get(META_KEY)
         source = found if isinstance(found, DicomSource) else None
-        declared = {OUTPUT_MODALITY_KEY: self.method.output_spec.modality}
+        declared = {
+            OUTPUT_MODALITY_KEY: self.method.output_spec.modality,
+            METHOD_ID_KEY: self.method.id,  # the writer's message names the method
+        }
         return write_derived_series(
             result,
             folder,
@@ -538,6 +644,27 @@ def node_message(text: str, taken: TakenSeries, images: Sequence[ImageHeader]) -
     # longest first, and not inside a longer name: one UID may end another
     pattern = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
     return re.sub(rf"(?<![\w.])(?:{pattern})(?!\w)", lambda m: labels[m.group(0)], text)
+
+
+OWN_OUTPUT = (
+    "a derived series this node wrote (sent back to it: does --forward, or a peer it "
+    "forwards to, route back to this node?); the node never translates its own output"
+)
+
+
+def _collision_message(collisions: Sequence[str]) -> str:
+    """The cause of a failure when images of the series shared a SOP Instance UID."""
+    return (
+        f"{len(collisions)} SOP Instance UID(s) were received twice with different images "
+        f"(e.g. {collisions[0]}): the later copy replaced the earlier, so the series lacks "
+        "an image; have the sender give every image its own SOP Instance UID"
+    )
+
+
+def _warning_text(caught: warnings.WarningMessage) -> str:
+    """One line for a warning raised while a series was handled (no source path)."""
+    text = " ".join(str(caught.message).split())
+    return f"{caught.category.__name__}: {text}"
 
 
 def _discard_reason(taken: TakenSeries) -> str:
