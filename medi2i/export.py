@@ -134,16 +134,56 @@ condition it was exported for, as JSON: ``medi2i predict --model`` checks its
 description against it, since the description's SHA-256 covers the file, not itself."""
 
 
-def _with_onnx_metadata(model: bytes, *, window: Any, condition: Any) -> bytes:
-    """``model`` with the window and condition in its metadata (:data:`ONNX_METADATA_KEY`)."""
+def _with_onnx_metadata(model: bytes, *, window: Any, condition: Any, described: str) -> bytes:
+    """``model`` with the window, the condition and ``described`` (the
+    :func:`description_sha256` of its description) in its metadata
+    (:data:`ONNX_METADATA_KEY`)."""
     import onnx
 
     proto = onnx.load_from_string(model)
     entry = proto.metadata_props.add()
     entry.key = ONNX_METADATA_KEY
-    entry.value = json.dumps({"window": window, "condition": condition}, sort_keys=True)
+    record = {"window": window, "condition": condition, "description_sha256": described}
+    entry.value = json.dumps(record, sort_keys=True)
     written: bytes = proto.SerializeToString()
     return written
+
+
+def _canonical_sha256(value: object) -> str:
+    """SHA-256 of ``value`` as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def description_sha256(
+    method: Mapping[str, object],
+    options: Mapping[str, object],
+    domains: list[Any],
+    state: Mapping[str, object],
+) -> str:
+    """SHA-256 of what an ONNX export's description gives the method around the network:
+    the method (id, version, distribution), its options, domains and fitted values
+    (intensity scales, landmarks), as JSON. The export records it in the ONNX file's
+    metadata, so that ``medi2i predict --model`` refuses a description whose
+    ``body_contour`` or ``mr_normalization`` was edited (the description's SHA-256 of
+    the file cannot cover the description itself)."""
+    parts = {"method": method, "options": options, "domains": domains, "state": state}
+    return _canonical_sha256(json.loads(json.dumps(parts)))
+
+
+def model_sha256(model: str | Path) -> str:
+    """SHA-256 that identifies a model folder's (or zip's) content: of its manifest as
+    canonical JSON, which holds the method, options, fitted values, specs and the
+    weights file's SHA-256 (which loading checks the weights against). An export
+    records it (``model_sha256`` in its description), so that a MONAI bundle's run
+    refuses another model folder put in place of the exported one.
+
+    Raises:
+        ModelFormatError: ``model`` is not a readable model folder or zip.
+    """
+    from medi2i.model_folder import read_manifest
+
+    return _canonical_sha256(read_manifest(model).model_dump(mode="json"))
 
 
 TORCH_ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
@@ -295,6 +335,8 @@ def export_program(
     condition: BaseModel | Mapping[str, object] | None = None,
     seed: int = 0,
     onnx: bool = False,
+    model: str | Path | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export ``method``'s window function for ``condition`` with ``torch.export`` and
     save it with a JSON description (``<path>.json``).
@@ -308,6 +350,12 @@ def export_program(
         onnx: Write ONNX instead (the captured program lowered by ``torch.onnx``, opset
             the batch size free), checked by running it in onnxruntime; needs the
             ``onnx`` extra (onnx, onnxscript, onnxruntime).
+        model: The model folder (or zip) ``method`` was loaded from: its content's
+            SHA-256 (:func:`model_sha256`) is recorded as ``model_sha256``, which a
+            MONAI bundle's run checks its model folder against.
+        overwrite: Replace an existing file at ``path`` and at its description's path
+            (either alone too). Both are written in full under temporary names first
+            and put in place together; a failed export keeps the old ones.
 
     The method's network is left on the CPU in eval mode (export and check run there).
 
@@ -318,7 +366,8 @@ def export_program(
         ExportError: The method runs no network by window, refuses the condition,
             ``torch.export`` cannot capture its forward, or the exported function
             differs from medi2i's forward on the check windows.
-        OptionsError: The condition is invalid, or a file exists at ``path``.
+        OptionsError: The condition is invalid, or a file exists at ``path`` or its
+            description's path and ``overwrite`` is not set.
         OutputError: The folder of ``path`` cannot be written to (checked before the
             work), or a file appeared at ``path`` or its description's path while the
             export ran; it is kept, and nothing of the export is left.
@@ -340,10 +389,9 @@ def export_program(
     refusal = method.export_refusal(parsed)
     if refusal:
         raise ExportError(f"method {method.id!r} cannot be exported: {refusal}")
-    for target in (path, sidecar):
-        if target.exists():
-            raise OptionsError(f"{target} exists; choose another path or remove it first")
+    _require_free(path, sidecar, overwrite=overwrite)
     require_writable_target(path)
+    recorded_model = model_sha256(model) if model is not None else None
 
     method.network.cpu().eval()
     wrapper = _WindowFunction(method, parsed).eval()
@@ -400,8 +448,19 @@ def export_program(
         "dtype": "float32",
     }
     condition_json = json.loads(parsed.model_dump_json())
-    if onnx:  # the window and condition inside the file too, under its SHA-256
-        onnx_model = _with_onnx_metadata(onnx_model, window=window, condition=condition_json)
+    method_json: dict[str, object] = {
+        "id": method.id,
+        "version": method.version,
+        "distribution": method_distribution(method),
+    }
+    options_json = json.loads(method.options.model_dump_json())
+    domains_json = [domain.model_dump(mode="json") for domain in method.domains]
+    state_json = json.loads(json.dumps(method.state_values()))
+    if onnx:  # the window, condition and options' hash inside the file too
+        described = description_sha256(method_json, options_json, domains_json, state_json)
+        onnx_model = _with_onnx_metadata(
+            onnx_model, window=window, condition=condition_json, described=described
+        )
         written = onnx_model
     else:  # saved to memory first, so that its description can name its SHA-256
         buffer = io.BytesIO()
@@ -409,12 +468,8 @@ def export_program(
         written = buffer.getvalue()
     description = {
         "format": "medi2i-onnx/1" if onnx else "medi2i-torch-export/1",
-        "method": {
-            "id": method.id,
-            "version": method.version,
-            "distribution": method_distribution(method),
-        },
-        "options": json.loads(method.options.model_dump_json()),
+        "method": method_json,
+        "options": options_json,
         "condition": condition_json,
         "window": window,
         "input": method.input_spec.model_dump(mode="json"),
@@ -429,6 +484,9 @@ def export_program(
         "torch": torch.__version__,
         # what a MONAI bundle checks its models/model.pt2 against before it runs
         "sha256": hashlib.sha256(written).hexdigest(),
+        # the model folder's content (null: exported from a method in memory), which a
+        # MONAI bundle's run checks its models/medi2i against
+        "model_sha256": recorded_model,
         "load": (
             "onnxruntime.InferenceSession(path); input 'windows', any batch size; "
             "medi2i predict --model path runs it with medi2i's steps around it"
@@ -449,15 +507,19 @@ def export_program(
 
         description["model"] = {
             "onnx_sha256": hashlib.sha256(onnx_model).hexdigest(),
-            "domains": [domain.model_dump(mode="json") for domain in method.domains],
-            "state": json.loads(json.dumps(method.state_values())),
+            "domains": domains_json,
+            "state": state_json,
             "medi2i": __version__,
         }
 
     def write(tmp: Path) -> None:
         tmp.write_bytes(written)
 
-    _place_pair(path, sidecar, json.dumps(description, indent=2) + "\n", write)
+    text = json.dumps(description, indent=2) + "\n"
+    if overwrite:
+        _replace_pair(path, sidecar, text, write)
+    else:
+        _place_pair(path, sidecar, text, write)
     return ExportResult(path=path, sidecar=sidecar, max_difference=difference)
 
 
@@ -489,7 +551,49 @@ def require_writable_target(path: Path) -> None:
 
 
 EXPORT_REMEDY = "choose another path, or move that one away, and export again"
-"""What a refused placement tells the user to do (the export has no ``--overwrite``)."""
+"""What a placement refused because a file appeared meanwhile tells the user to do."""
+
+
+def _require_free(path: Path, sidecar: Path, *, overwrite: bool) -> None:
+    """Refuse an existing export file or description (either alone) unless
+    ``overwrite``; a folder at either path always (an export replaces files only).
+
+    Raises:
+        OptionsError: A file is there and ``overwrite`` is not set.
+        OutputError: A folder is there.
+    """
+    from medi2i.io.destinations import check_destination
+
+    check_destination(path, inputs=[], overwrite=True, folder=False)
+    check_destination(sidecar, inputs=[], overwrite=True, sidecar_of=path)
+    if overwrite:
+        return
+    for target in (path, sidecar):
+        if target.exists() or target.is_symlink():
+            raise OptionsError(
+                f"{target} exists; choose another path, or pass --overwrite (overwrite=True "
+                "in Python) to replace it"
+            )
+
+
+def _replace_pair(
+    path: Path, sidecar: Path, description: str, write: Callable[[Path], None]
+) -> None:
+    """Put the exported file and its description in place over what is there (``overwrite``):
+    both are written in full under temporary names in their folder, then renamed one
+    right after the other with Ctrl-C held off; a failure before that keeps the old
+    pair (or the lone old description) as it was."""
+    from medi2i.io.atomic import atomic_path, make_parent_folders, placed_with, temporary_sibling
+
+    make_parent_folders(sidecar)
+    staged = temporary_sibling(sidecar)
+    try:
+        staged.write_text(description, encoding="utf-8")
+        with placed_with(staged, sidecar, output=path), atomic_path(path) as tmp:
+            write(tmp)
+    finally:
+        with contextlib.suppress(OSError):  # gone already once put in place
+            staged.unlink(missing_ok=True)
 
 
 def _place_pair(path: Path, sidecar: Path, description: str, write: Callable[[Path], None]) -> None:

@@ -247,10 +247,8 @@ def unregistered_method_error(
             if selected is not None and made_by != "medi2i"  # medi2i's are opt-in
             else "it is not loaded by default"
         )
-        from medi2i.plugins import OPT_IN_PLUGINS
-
         # medi2i's own opt-in plugins are loaded by module; another distribution by name
-        name = " or ".join(OPT_IN_PLUGINS) if made_by == "medi2i" else made_by
+        name = " or ".join(opt_in_plugins_of(method_id)) if made_by == "medi2i" else made_by
         return UnknownMethodError(
             f"{path} was made by method {method_id!r} of the distribution "
             f"{made_by!r}, which is installed but whose plugin is not loaded ({why}): "
@@ -262,6 +260,35 @@ def unregistered_method_error(
         f"{made_by!r}, which no installed plugin provides; install it (pip install "
         f"{made_by}, or pip install -e <its folder>). {exc}"
     )
+
+
+def opt_in_plugins_of(method_id: str) -> list[str]:
+    """The opt-in plugins shipped with medi2i (:data:`medi2i.plugins.OPT_IN_PLUGINS`)
+    whose ``register_methods`` registers ``method_id``, found by calling that hook with a
+    list's ``append`` (nothing is registered anywhere); all of them when none does, as
+    a hint that cannot name the wrong one alone.
+
+    Example:
+        >>> opt_in_plugins_of("example-tiny-regression")
+        ['medi2i.testing.trainable_examples']
+    """
+    import importlib
+
+    from medi2i.plugins import OPT_IN_PLUGINS, plugin_output_to_stderr
+
+    found = []
+    for name in OPT_IN_PLUGINS:
+        registered: list[object] = []
+        try:
+            with plugin_output_to_stderr():
+                hook = getattr(importlib.import_module(name), "register_methods", None)
+                if hook is not None:
+                    hook(register=registered.append)
+        except Exception:  # a hint only: a plugin that fails to say is not named
+            continue
+        if any(getattr(cls, "id", None) == method_id for cls in registered):
+            found.append(name)
+    return found or list(OPT_IN_PLUGINS)
 
 
 def _installed(distribution: str) -> bool:

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +71,7 @@ def export_bundle(
     condition: BaseModel | Mapping[str, object] | None = None,
     settings: InferenceSettings | None = None,
     registry: Registry | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``method`` (loaded from the model folder ``model``) as a MONAI bundle.
 
@@ -76,21 +79,26 @@ def export_bundle(
         method: The loaded method.
         model: Its model folder (or zip), copied into the bundle for the steps around
             the network.
-        folder: The bundle folder to create; it must not exist. Written in a temporary
-            sibling and renamed at the end, so a failed export leaves nothing.
+        folder: The bundle folder to create; it must not exist (unless ``overwrite``),
+            nor be named like a file (``bundle.onnx``). Written in a temporary sibling
+            and renamed at the end, so a failed export leaves nothing.
         condition: The predict-time condition the network is exported for.
         settings: The sliding-window settings the bundle's inferer uses (window size,
             overlap, blending); medi2i's defaults otherwise.
         registry: The registry the method was loaded with. When its plugin is not
             loaded by default (``--plugin NAME``), the bundle's run loads it by name.
+        overwrite: Replace an existing bundle folder (or an empty folder): the new one
+            is written in full beside it and swapped in; a failed export keeps the old.
 
     Returns:
         The bundle folder.
 
     Raises:
         ExportError: The method cannot be exported (see :func:`medi2i.export.export_program`).
-        OptionsError: ``folder`` exists, or the condition is invalid.
-        OutputError: ``folder`` lies inside the model folder, its folder cannot be
+        OptionsError: ``folder`` exists and ``overwrite`` is not set, its name ends in
+            a file's suffix, or the condition is invalid.
+        OutputError: ``folder`` lies inside the model folder (or holds it), is not a
+            bundle folder and ``overwrite`` is set, its folder cannot be
             written to (checked before the work), or it appeared while the export
             ran (it is kept; the export's staging copy is removed).
     """
@@ -99,10 +107,16 @@ def export_bundle(
     from medi2i.io.destinations import check_destination
 
     folder = Path(folder)
-    if folder.exists():
-        raise OptionsError(f"{folder} exists; choose another bundle folder or remove it first")
+    _require_folder_name(folder)
+    if overwrite:
+        _require_replaceable_bundle(folder)
+    elif folder.exists() or folder.is_symlink():
+        raise OptionsError(
+            f"{folder} exists; choose another bundle folder, or pass --overwrite "
+            "(overwrite=True in Python) to replace it"
+        )
     # the bundle holds a copy of the model folder: inside it, the copy would copy itself
-    check_destination(folder, inputs=[Path(model)], overwrite=False, folder=True)
+    check_destination(folder, inputs=[Path(model)], overwrite=overwrite, folder=True)
     require_writable_target(folder)
     settings = settings or InferenceSettings()
     if settings.mirror_axes:
@@ -117,16 +131,17 @@ def export_bundle(
         )
     parsed = method.parse_condition(condition)
     # the folder was checked free, but the export takes seconds: a folder made there
-    # meanwhile (empty or not) is kept and this export's staging copy removed
-    with (
-        refusing_existing(empty_folders=False, remedy=EXPORT_REMEDY),
-        atomic_path(folder) as staging,
-    ):
+    # meanwhile (empty or not) is kept and this export's staging copy removed; with
+    # overwrite the finished staging folder is swapped in for the old bundle
+    claim: AbstractContextManager[None] = (
+        nullcontext() if overwrite else refusing_existing(empty_folders=False, remedy=EXPORT_REMEDY)
+    )
+    with claim, atomic_path(folder) as staging:
         (staging / "configs").mkdir(parents=True)
         (staging / "docs").mkdir()
         models = staging / "models"
         models.mkdir()
-        result = export_program(method, models / "model.pt2", condition=parsed)
+        result = export_program(method, models / "model.pt2", condition=parsed, model=model)
         copied = _copy_model(Path(model), models)
         roi = list(settings.roi_size or method.roi_size())  # type: ignore[attr-defined]
         metadata = _metadata(method, parsed, roi, result.max_difference, __version__)
@@ -136,6 +151,45 @@ def export_bundle(
             (staging / "configs" / name).write_text(json.dumps(content, indent=2) + "\n")
         (staging / "docs" / "README.md").write_text(_readme(method, roi, parsed))
     return folder
+
+
+FILE_SUFFIXES = frozenset(
+    {".onnx", ".pt2", ".pt", ".pth", ".ckpt", ".safetensors", ".zip", ".tar", ".nii", ".gz"}
+    | {".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".json", ".yaml", ".yml", ".h5", ".npy"}
+)
+"""Suffixes of files medi2i reads or writes, which a bundle folder's name must not end in."""
+
+
+def _require_folder_name(folder: Path) -> None:
+    """Refuse a bundle folder named like a file (``bundle.onnx``, ``out.nii.gz``): the
+    other formats' outputs are checked by suffix, and a folder under such a name is
+    taken for a file by people and tools alike."""
+    if folder.suffix.lower() in FILE_SUFFIXES:
+        plain = folder.with_name(folder.name.split(".")[0] or "bundle")
+        raise OptionsError(
+            f"{folder}: --format monai-bundle writes a folder, but the name ends in "
+            f"{folder.suffix} (a file's suffix); name the bundle folder without it, e.g. {plain}"
+        )
+
+
+def _require_replaceable_bundle(folder: Path) -> None:
+    """Refuse to replace ``folder`` (``overwrite``) unless it is a MONAI bundle folder
+    (``configs/inference.json``) or empty: overwrite consents to replacing a bundle, not
+    to deleting whatever else a folder holds."""
+    from medi2i.errors import OutputError
+
+    if not (folder.exists() or folder.is_symlink()):
+        return
+    is_folder = folder.is_dir() and not folder.is_symlink()
+    if is_folder and (
+        (folder / "configs" / "inference.json").is_file() or not any(folder.iterdir())
+    ):
+        return
+    what = "a folder that is not a MONAI bundle" if folder.is_dir() else "not a folder"
+    raise OutputError(
+        f"{folder} is {what} (no configs/inference.json); --overwrite replaces only a "
+        "bundle folder, so nothing was deleted: choose another bundle folder"
+    )
 
 
 def _copy_model(model: Path, models: Path) -> str:
@@ -250,7 +304,9 @@ def _inference(
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "input_path": "input.nii.gz",
         "output_path": "output.nii.gz",
-        "program": "$torch.export.load(@bundle_root + '/models/model.pt2').module()",
+        # torch.export.load, after checking the file is there: a run from outside the
+        # bundle folder without --bundle_root gets one line rather than a traceback
+        "program": "$monai_bundle.load_program(@bundle_root)",
         # a plain GraphModule of the program's graph: the exported module refuses
         # .eval(), which MONAI's tools call
         "network_def": "$torch.fx.GraphModule(@program, @program.graph)",
@@ -297,7 +353,8 @@ The window network of the medi2i method `{method.id}` (condition
   windows (working grid, intensity normalization, back to the input's grid and units)
   and writes the output.
 
-Check and run it with MONAI's tools, from this folder:
+Check and run it with MONAI's tools, from this folder (from elsewhere, pass
+`--bundle_root BUNDLE` too: `bundle_root` is `.`, the folder the command runs in):
 
     python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
         --config_file configs/inference.json
@@ -308,8 +365,94 @@ Check and run it with MONAI's tools, from this folder:
 `--overwrite true` to replace an existing output, and `--force_modality true` to
 translate an input of another modality than the method takes. `run` refuses a
 `models/model.pt2` other than the one exported (its SHA-256 is in
-`models/model.pt2.json`): export the bundle again instead of swapping programs.
+`models/model.pt2.json`), and a `models/medi2i` other than the model folder it was
+exported from (`model_sha256` there): export the bundle again instead of swapping
+programs or models. The output's provenance records the inferer's settings as the run
+used them (window, overlap, blending, windows per batch, device; float32).
 """
+
+
+def load_program(bundle_root: str | Path) -> torch.nn.Module:
+    """The bundle's program (``models/model.pt2`` under ``bundle_root``) as a module: the
+    ``program`` of its ``inference.json``.
+
+    Raises:
+        ModelFormatError: There is no such file (a run from outside the bundle folder
+            without ``--bundle_root``); under ``python -m monai.bundle`` the message is
+            printed as one line on stderr and the process exits with status 1 instead,
+            rather than in MONAI's "Failed to evaluate" traceback.
+    """
+    path = Path(bundle_root) / "models" / "model.pt2"
+    if not path.is_file():
+        message = (
+            f"{path}: no such file (bundle_root is {str(bundle_root)!r}); run from the "
+            "bundle folder or pass --bundle_root BUNDLE to python -m monai.bundle"
+        )
+        if _under_monai_bundle_command():
+            print(f"Error: {message}", file=sys.stderr)
+            raise SystemExit(ModelFormatError.exit_code)
+        raise ModelFormatError(message)
+    module: torch.nn.Module = torch.export.load(str(path)).module()
+    return module
+
+
+def _under_monai_bundle_command() -> bool:
+    """Whether this process is ``python -m monai.bundle``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) in ("monai.bundle.__main__", "monai.bundle")
+
+
+def _uniform(value: float | Sequence[float], name: str) -> float:
+    """A MONAI inferer's ``overlap`` or ``sigma_scale`` as one number (medi2i's settings
+    hold one for every axis)."""
+    values = [float(v) for v in value] if isinstance(value, Sequence) else [float(value)]
+    if not values or any(v != values[0] for v in values):
+        raise OptionsError(
+            f"the bundle's inferer has {name} {list(values)}, which differs by axis; give "
+            f"one {name} for every axis in configs/inference.json"
+        )
+    return values[0]
+
+
+def inferer_settings(
+    inferer: Callable[..., Any], network: torch.nn.Module, *, force_modality: bool = False
+) -> InferenceSettings:
+    """The settings the bundle's ``inferer`` runs ``network`` on the windows with, as
+    medi2i's provenance records them: its window size, overlap, blending, Gaussian
+    sigma and windows per batch, the device it runs the network on (``sw_device``,
+    else the network's), and float32 (the bundle runs no mixed precision, so ``amp``
+    is off). What ``inference.json`` sets is what ran, edited or not.
+
+    Raises:
+        OptionsError: A setting medi2i cannot record (an overlap that differs by axis,
+            a blending mode other than ``gaussian`` or ``constant``).
+    """
+    from pydantic import ValidationError
+
+    roi = getattr(inferer, "roi_size", None)
+    mode = getattr(inferer, "mode", "gaussian")
+    device = getattr(inferer, "sw_device", None)
+    if device is None:
+        device = next((p.device for p in network.parameters()), "cpu")
+    batch = getattr(inferer, "sw_batch_size", None)
+    fields = {
+        "roi_size": None if roi is None else tuple(int(n) for n in roi),
+        "sw_batch_size": None if batch is None else int(batch),
+        "overlap": _uniform(getattr(inferer, "overlap", 0.25), "overlap"),
+        "blend": str(getattr(mode, "value", mode)),
+        "sigma_scale": _uniform(getattr(inferer, "sigma_scale", 0.125), "sigma_scale"),
+        "device": str(device),
+        "amp": False,
+    }
+    try:
+        return InferenceSettings(progress=False, force_modality=force_modality, **fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise OptionsError(
+            f"the bundle's inferer ({where}: {error['msg']}) is not one medi2i can run and "
+            "record; fix it in configs/inference.json"
+        ) from None
 
 
 class _InfererEngine(SlidingWindowEngine):
@@ -408,6 +551,30 @@ def _check_program(program: Path, description: Mapping[str, Any]) -> str:
     return found
 
 
+def _check_model(model: Path, description: Mapping[str, Any]) -> None:
+    """Refuse a model folder other than the one the bundle's program was exported from
+    (its content's SHA-256, ``model_sha256`` in the description; a bundle exported
+    before descriptions held it is not checked): another folder's pre- and
+    postprocessing around the exported network gave wrong numbers, and another
+    method's folder could not run it at all.
+
+    Raises:
+        ModelFormatError: ``model`` is not the exported model folder.
+    """
+    from medi2i.export import model_sha256
+
+    expected = description.get("model_sha256")
+    if expected is None:
+        return
+    if model_sha256(model) != expected:
+        raise ModelFormatError(
+            f"{model}: not the model folder the bundle was exported with (its content's "
+            "SHA-256 is not the one model.pt2.json recorded at export: another model put "
+            "in its place, or an edited one); export the bundle again (medi2i export "
+            "MODEL BUNDLE --format monai-bundle)"
+        )
+
+
 def _record_program(output: Path, program: Path, sha256: str) -> None:
     """Make the provenance sidecar of ``output`` name the program that ran the windows
     (its weights): the model folder's weights did not run."""
@@ -476,14 +643,18 @@ def predict_file(
     are installed plugins to load by name (as ``medi2i --plugin NAME``) besides the
     default ones: the one that registers the model's method when it is opt-in.
     ``overwrite`` and ``force_modality`` are medi2i predict's. The provenance sidecar's
-    ``weights_sha256`` (and ``program``) is the SHA-256 of ``models/model.pt2``.
+    ``weights_sha256`` (and ``program``) is the SHA-256 of ``models/model.pt2``, and its
+    ``settings`` are the inferer's (:func:`inferer_settings`); medi2i's steps around the
+    windows run on the CPU.
 
     Raises:
         ExportError: The model's method does not run its network on windows alone.
         ModelFormatError: ``models/model.pt2`` is not the program the bundle was
-            exported with (its SHA-256 in ``models/model.pt2.json``).
+            exported with (its SHA-256 in ``models/model.pt2.json``), or ``model`` is
+            not the model folder it was exported from (``model_sha256`` there).
         OptionsError: ``condition`` is not the one the bundle's program was exported
-            for (``models/model.pt2.json``); none given runs that one.
+            for (``models/model.pt2.json``); none given runs that one. The inferer has
+            a setting medi2i cannot record.
     """
     from medi2i.model_folder import load_model
     from medi2i.plugins import add_installed_plugin, load_plugins
@@ -494,10 +665,12 @@ def predict_file(
     for name in plugins:
         add_installed_plugin(loaded, name)
     registry = Registry(loaded)
-    method = load_model(model, registry=registry)
     description = _program_description(Path(model))
     program = Path(model).parent / "model.pt2"
     sha256 = _check_program(program, description)
+    _check_model(Path(model), description)
+    settings = inferer_settings(inferer, network, force_modality=force_modality)
+    method = load_model(model, registry=registry)
     parsed = _run_condition(method, program, description, condition)
     refusal = getattr(method, "export_refusal", lambda _: "no window network")(parsed)
     if refusal:
@@ -507,7 +680,7 @@ def predict_file(
         output_path,
         model=model,
         condition=parsed,
-        settings=InferenceSettings(device="cpu", progress=False, force_modality=force_modality),
+        settings=settings,
         engine=_InfererEngine(network, inferer, shrinks=_program_shrinks(description)),
         registry=registry,
         overwrite=overwrite,

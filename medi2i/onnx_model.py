@@ -24,9 +24,12 @@ What differs from predicting with the model folder:
 - onnxruntime runs the windows on the CPU (``CPUExecutionProvider``) whatever
   ``--device`` says; medi2i's steps around them (blending) run on ``--device`` as with
   a model folder, so a device torch cannot use is refused as there.
-- The description must be valid (:class:`OnnxDescription`) and its window and
-  condition the file's: the file records both in its metadata, and its input shape
-  declares the window's fixed sizes and the steps of its free ones.
+- The description must be valid (:class:`OnnxDescription`) and its window, condition,
+  method, options, domains and fitted values the file's: the file records the window
+  and condition in its metadata with a SHA-256 of the rest
+  (:func:`medi2i.export.description_sha256`), and its input shape declares the
+  window's fixed sizes and the steps of its free ones. An export whose file records no
+  such hash (made before medi2i wrote it) is refused: export it again.
 - A voxelwise method (``pointwise``) runs on windows, the only shape the file accepts.
 
 Needs the ``onnx`` extra: ``pip install 'medi2i[onnx]'``.
@@ -128,7 +131,8 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
     Raises:
         ModelFormatError: The file or its description is missing, unreadable, not a
             medi2i ONNX export, from an export without what predict needs, or the
-            description is not of this file (SHA-256).
+            description is not of this file (SHA-256), or its method, options, domains
+            or fitted values are not those the file recorded at export.
         Medi2iError: onnxruntime is not installed.
         UnknownMethodError: The method's plugin is not installed.
     """
@@ -156,6 +160,8 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
             f"{path}: the file is not the one {sidecar.name} describes (SHA-256 differs); "
             "keep the pair an export wrote together, or export again"
         )
+    session = _session(path)
+    record = _file_record(path, sidecar, session, description)
     method_info, model = description.method, description.model
     try:
         method_cls = registry.method(method_info.id)
@@ -179,8 +185,7 @@ def load_onnx_model(path: str | Path, *, registry: Registry) -> Method[Any, Any]
         condition = method.parse_condition(description.condition)
     except (OptionsError, ModelFormatError, ValidationError) as exc:
         raise ModelFormatError(f"{sidecar}: {' '.join(str(exc).split())}") from exc
-    session = _session(path)
-    _check_against_file(path, sidecar, description, session, method, condition)
+    _check_against_file(path, sidecar, description, session, method, condition, record)
     roi = description.window.input_shape[2:]
     method.attach_onnx(path, session, roi, condition, shrinks=description.window.shrinks_by)
     loaded: Method[Any, Any] = method
@@ -228,6 +233,50 @@ def _read_description(path: Path, sidecar: Path) -> OnnxDescription:
         ) from None
 
 
+def _file_record(
+    path: Path, sidecar: Path, session: Any, description: OnnxDescription
+) -> dict[str, Any]:
+    """What the ONNX file recorded about itself at export (:data:`medi2i.export.
+    ONNX_METADATA_KEY`), with the description's method, options, domains and fitted
+    values checked against the hash it holds (:func:`medi2i.export.description_sha256`).
+
+    The description's SHA-256 covers the file, not the description: an edited
+    ``body_contour`` or ``mr_normalization`` ran the same network with other steps
+    around it (1828 HU off).
+
+    Raises:
+        ModelFormatError: The file holds no such record, or one without the hash (an
+            export made before medi2i wrote them: export again), or the description's
+            values are not the exported ones.
+    """
+    from medi2i.export import ONNX_METADATA_KEY, description_sha256
+
+    recorded = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+    try:
+        written = json.loads(recorded) if recorded is not None else None
+    except ValueError:
+        written = None
+    if not isinstance(written, dict) or not isinstance(written.get("description_sha256"), str):
+        raise ModelFormatError(
+            f"{path}: the file does not record the options and fitted values it was "
+            f"exported with (an export made before medi2i recorded them), so {sidecar.name} "
+            f"cannot be checked; {_REEXPORT}"
+        )
+    found = description_sha256(
+        description.method.model_dump(mode="json"),
+        description.options,
+        description.model.domains,
+        description.model.state,
+    )
+    if found != written["description_sha256"]:
+        raise ModelFormatError(
+            f"{sidecar}: its method, options or fitted values are not those {path.name} was "
+            f"exported with (edited, or another export's); keep the pair an export wrote "
+            f"together, or {_REEXPORT}"
+        )
+    return written
+
+
 def _check_against_file(
     path: Path,
     sidecar: Path,
@@ -235,19 +284,19 @@ def _check_against_file(
     session: Any,
     method: Any,
     condition: Any,
+    written: Mapping[str, Any],
 ) -> None:
     """Refuse a description whose window (or condition) is not the ONNX file's.
 
     The SHA-256 in the description covers the file, not the description: an edited
     window size ran the network on other windows than it was exported for (1014 HU
-    off). Exports since the file carried its window and condition in its metadata
-    (:data:`medi2i.export.ONNX_METADATA_KEY`) are compared with it; every file's input
-    is compared with what the graph declares: a fixed size must be the window's, and
+    off). The window and condition the file recorded in its metadata (``written``,
+    :func:`_file_record`) are compared with it; the file's input is also compared
+    with what the graph declares: a fixed size must be the window's, and
     a free one (a window that may shrink) must be a multiple of ``shrinks_by``'s step
     that the export would have left free.
     """
     from medi2i.engine import shrink_step
-    from medi2i.export import ONNX_METADATA_KEY
 
     def refuse(what: str) -> ModelFormatError:
         return ModelFormatError(
@@ -257,25 +306,22 @@ def _check_against_file(
 
     window = description.window
     roi = list(window.input_shape[2:])
-    recorded = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
-    if recorded is not None:
-        try:
-            written = json.loads(recorded)
-            exported_window = _WindowPart.model_validate(written["window"])
-            exported_condition = method.parse_condition(written["condition"])
-        except (ValueError, TypeError, KeyError, OptionsError):
-            raise refuse("the file's own record of them is unreadable") from None
-        if exported_window != window:
-            raise refuse(
-                f"the file was exported for {exported_window.model_dump(mode='json')}, the "
-                f"description says {window.model_dump(mode='json')}"
-            )
-        if exported_condition != condition:
-            raise refuse(
-                f"the file was exported for the condition "
-                f"{exported_condition.model_dump(mode='json')}, the description says "
-                f"{condition.model_dump(mode='json')}"
-            )
+    try:
+        exported_window = _WindowPart.model_validate(written["window"])
+        exported_condition = method.parse_condition(written["condition"])
+    except (ValueError, TypeError, KeyError, OptionsError):
+        raise refuse("the file's own record of them is unreadable") from None
+    if exported_window != window:
+        raise refuse(
+            f"the file was exported for {exported_window.model_dump(mode='json')}, the "
+            f"description says {window.model_dump(mode='json')}"
+        )
+    if exported_condition != condition:
+        raise refuse(
+            f"the file was exported for the condition "
+            f"{exported_condition.model_dump(mode='json')}, the description says "
+            f"{condition.model_dump(mode='json')}"
+        )
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = list(inputs[0].shape) if len(inputs) == 1 else []
     if len(shape) != 5:

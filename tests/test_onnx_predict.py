@@ -352,11 +352,6 @@ def test_a_description_whose_window_is_not_the_files_is_refused(
     _edited(result.sidecar, original, window([80, 48, 16]))
     (line,) = _predict_command(source, out, result.path)
     assert f"{result.sidecar}: its window does not fit model.onnx" in line
-    # an export without that record: what the graph's input shape declares
-    proto = onnx.load(str(result.path))
-    del proto.metadata_props[:]
-    onnx.save(proto, str(result.path))
-    original["model"]["onnx_sha256"] = file_sha256(result.path)
     for edit in (
         window([16, 48, 16]),  # the reviewer's 64 -> 32: fixed where the file is free
         window([48, 48, 32], [16, 16, 32]),  # the file fixes 16
@@ -368,6 +363,14 @@ def test_a_description_whose_window_is_not_the_files_is_refused(
     _edited(result.sidecar, original, lambda d: None)  # the pair as exported still runs
     predict(source, out, model=result.path, settings=SETTINGS, registry=registry)
     assert out.is_file()
+    # an export without that record (made before medi2i wrote it) cannot be checked
+    proto = onnx.load(str(result.path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(result.path))
+    original["model"]["onnx_sha256"] = file_sha256(result.path)
+    _edited(result.sidecar, original, lambda d: None)
+    (line,) = _predict_command(source, tmp_path / "o2.nii.gz", result.path)
+    assert "export the model again with medi2i export --format onnx" in line
 
 
 def test_a_description_whose_condition_is_not_the_files_is_refused(

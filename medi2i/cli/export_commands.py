@@ -41,6 +41,13 @@ def add_to(group: click.Group) -> None:
     help="Predict-time key=value the function is exported for (e.g. direction=b2a, "
     "target_domain=A); the method's default otherwise. Repeat.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing export (the file and its OUTPUT.json, either alone too, or "
+    "a bundle folder): the new one is written in full under a temporary name in the same "
+    "folder, then put in its place; a failed export keeps the old one.",
+)
 @click.pass_context
 def export_command(
     ctx: click.Context,
@@ -49,6 +56,7 @@ def export_command(
     output: Path,
     export_format: str,
     condition_pairs: tuple[str, ...],
+    overwrite: bool,
 ) -> None:
     """Export the trained model MODEL (folder or zip) to OUTPUT (e.g. model.pt2, or a
     bundle folder with --format monai-bundle).
@@ -61,7 +69,9 @@ def export_command(
     postprocessing). The export is checked against medi2i's own forward on random
     windows before it is kept. Methods that run no network by window have nothing to
     export and say so; so do MUNIT (styles) and AdaBN on the input (statistics=input).
-    Existing files are refused. Folders missing on OUTPUT's path are created (as
+    Existing files are refused unless --overwrite is given; an output inside the
+    model folder, or one that is the model, is refused always. A bundle folder named
+    like a file (bundle.onnx) is refused. Folders missing on OUTPUT's path are created (as
     medi2i predict creates an output's folders); a folder that cannot be written to is
     refused before the export runs.
 
@@ -88,7 +98,10 @@ def export_command(
         from medi2i.io.destinations import check_destination
 
         # an export written into the model folder would change the model it describes
-        check_destination(output, inputs=[model], overwrite=True)  # existing: refused below
+        # (existing files: refused below unless --overwrite)
+        check_destination(output, inputs=[model], overwrite=True)
+        sidecar = output.with_name(output.name + ".json")
+        check_destination(sidecar, inputs=[model], overwrite=True, sidecar_of=output)
     registry = command_registry(ctx)
     method = load_model(model, registry=registry)
     condition = key_values(condition_pairs, "--condition")
@@ -96,12 +109,22 @@ def export_command(
         from medi2i.monai_bundle import export_bundle
 
         folder = export_bundle(
-            method, model, output, condition=condition or None, registry=registry
+            method,
+            model,
+            output,
+            condition=condition or None,
+            registry=registry,
+            overwrite=overwrite,
         )
         click.echo(f"wrote the MONAI bundle {folder}")
         return
     result = export_program(
-        method, output, condition=condition or None, onnx=export_format == "onnx"
+        method,
+        output,
+        condition=condition or None,
+        onnx=export_format == "onnx",
+        model=model,
+        overwrite=overwrite,
     )
     click.echo(
         f"wrote {result.path} and {result.sidecar} ({export_format}; largest difference "
