@@ -120,8 +120,10 @@ def test_an_uninstalled_method_names_itself(trained: tuple[PointwiseNet, Path]) 
     # the manifest names the distribution whose code made it (the examples ship with medi2i)
     assert read_manifest(folder).method.distribution == "medi2i"
     assert "of the distribution 'medi2i'" in str(error.value)
-    # medi2i is installed: the advice is to load the plugin, not to install medi2i
-    assert "medi2i --plugin medi2i.testing.example_methods or " in str(error.value)
+    # medi2i is installed: the advice is to load the one plugin that registers it, not
+    # to install medi2i
+    assert "medi2i --plugin medi2i.testing.example_methods ...`" in str(error.value)
+    assert "trainable_examples" not in str(error.value)
     assert "(it is not loaded by default)" in str(error.value)
     assert "pip install medi2i" not in str(error.value)
 
