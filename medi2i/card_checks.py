@@ -40,13 +40,15 @@ def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> li
 
     Checks: each file is a valid card; its name equals its file name; names are unique;
     ``derived_from``, ``training_data`` and ``evaluation_data`` name cards in the folder;
-    SHA-256 values are well formed; with ``data_dir``, each real card's file exists there,
-    has that SHA-256, and has the card's ``acquisition.shape`` and ``spacing_mm`` (to 1 %).
+    SHA-256 values are well formed; with ``data_dir``, each data card that names a
+    ``source.file`` (real or simulated) has that file there, with its SHA-256 and the
+    card's ``acquisition.shape`` and ``spacing_mm`` (to 1 %); :func:`named_data_files`
+    lists them.
 
     Args:
         folder: The folder of ``.yaml`` cards (e.g. ``data_cards/``).
-        data_dir: Folder holding the real data files (``MEDI2I_DATA_DIR``), or ``None``
-            to skip the file checks.
+        data_dir: Folder holding the data files (``MEDI2I_DATA_DIR``), or ``None`` to
+            skip the file checks; one that is not a folder is a problem.
 
     Returns:
         The problems found; an empty list means the folder is clean.
@@ -58,6 +60,15 @@ def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> li
     if not paths:
         return [CardProblem(folder, "holds no .yaml card")]
     problems: list[CardProblem] = []
+    if data_dir is not None and not Path(data_dir).is_dir():
+        problems.append(
+            CardProblem(
+                Path(data_dir),
+                "is not a folder, so no data file could be checked; give the folder that "
+                "holds the files the cards name (--data-dir or MEDI2I_DATA_DIR)",
+            )
+        )
+        data_dir = None
     cards: dict[str, tuple[Path, DataCard | ModelCard]] = {}
     unreadable: set[str] = set()
     for path in paths:
@@ -74,6 +85,20 @@ def check_cards(folder: str | Path, *, data_dir: str | Path | None = None) -> li
         if isinstance(card, DataCard):
             problems += _source_problems(path, card, None if data_dir is None else Path(data_dir))
     return problems
+
+
+def named_data_files(folder: str | Path) -> list[str]:
+    """The ``source.file`` of every valid data card in ``folder`` (real or simulated):
+    the files :func:`check_cards` checks with a ``data_dir``."""
+    named = []
+    for path in _card_paths(Path(folder)) if Path(folder).is_dir() else []:
+        try:
+            card = load_card(path)
+        except InputError:
+            continue
+        if isinstance(card, DataCard) and card.source.file is not None:
+            named.append(card.source.file)
+    return named
 
 
 def check_model_card(model_folder: str | Path, *, data_cards: str | Path) -> list[CardProblem]:
@@ -335,7 +360,7 @@ def _source_problems(path: Path, card: DataCard, data_dir: Path | None) -> list[
     digest = card.source.sha256
     if digest is not None and not _SHA256.match(digest):
         problems.append(CardProblem(path, f"source.sha256 {digest!r} is not 64 hex digits"))
-    if data_dir is None or card.kind != "real" or card.source.file is None:
+    if data_dir is None or card.source.file is None:
         return problems
     named = Path(card.source.file)
     if named.is_absolute() or ".." in named.parts:

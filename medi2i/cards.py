@@ -245,6 +245,10 @@ class ModelCard(_Strict):
         evaluation_data: Names of the data cards it was evaluated on.
         provenance: The training run.
         metrics: Evaluation results by metric name (units in the name, e.g. ``mae_hu``).
+        metrics_inference: The inference settings the metrics were measured with
+            (:class:`medi2i.InferenceSettings`' fields: ``roi_size``, ``overlap``,
+            ``blend``, ``mirror_axes``...); empty in cards written before medi2i
+            recorded them.
         intended_use: What it is for and not for.
         limits: Known failure modes and limits.
         adaptations: For an adapted model, each adaptation that made it from the trained
@@ -264,6 +268,7 @@ class ModelCard(_Strict):
     evaluation_data: list[str] = []
     provenance: RunProvenance
     metrics: dict[str, float] = {}
+    metrics_inference: dict[str, str | float | int | bool | list[int] | None] = {}
     intended_use: IntendedUse
     limits: list[str] = []
     adaptations: list[Adaptation] = []

@@ -31,7 +31,8 @@ def cards_group() -> click.Group:
     envvar="MEDI2I_DATA_DIR",
     default=None,
     help=(
-        "Also check real data files here: SHA-256, shape and spacing [default: $MEDI2I_DATA_DIR]."
+        "Also check the files the data cards name (real or simulated) here: SHA-256, shape "
+        "and spacing [default: $MEDI2I_DATA_DIR]."
     ),
 )
 @click.option(
@@ -47,7 +48,7 @@ def cards_check_command(folder: Path, data_dir: Path | None, data_cards: Path) -
     FOLDER may also be a trained-model folder: its card.yaml is checked, and the data
     cards it names must be in --data-cards.
     """
-    from medi2i.card_checks import check_cards, check_model_card
+    from medi2i.card_checks import check_cards, check_model_card, named_data_files
     from medi2i.model_folder import MANIFEST
 
     if not folder.exists():
@@ -65,9 +66,19 @@ def cards_check_command(folder: Path, data_dir: Path | None, data_cards: Path) -
         )
     else:
         problems = check_cards(folder, data_dir=data_dir)
-        checked = "with data files" if data_dir else "without data files"
+        checked = _files_checked(named_data_files(folder), data_dir)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
         raise InputError(f"{len(problems)} problem(s) in the cards of {folder}; fix them and rerun")
     click.echo(f"cards in {folder} are valid ({checked})")
+
+
+def _files_checked(named: list[str], data_dir: Path | None) -> str:
+    """What the data-file checks covered, for the closing line: never "with data
+    files" when no file was checked."""
+    if data_dir is None:
+        return "data files not checked: give --data-dir"
+    if not named:
+        return f"no card names a data file, so none was checked in {data_dir}"
+    return f"{len(named)} data file(s) checked in {data_dir}"

@@ -283,13 +283,10 @@ def require_same_grid(volume: LoadedVolume, reference: LoadedVolume) -> None:
 
 def _missing_notes(values: dict[str, float], mask_path: Path | None) -> dict[str, str]:
     """Why a metric that could not be measured (NaN) has no value, where known."""
-    from medi2i.evaluation.air import AIR_MAE_MISSING
+    from medi2i.evaluation.air import AIR_MAE_MISSING, AIR_MAE_NO_MASK
 
-    reasons = {
-        "air_mae": AIR_MAE_MISSING
-        if mask_path is not None
-        else "no --mask, so every voxel is inside and none is air outside the body"
-    }
+    # the Python API's reasons, word for word, so the CLI and medi2i.evaluation agree
+    reasons = {"air_mae": AIR_MAE_MISSING if mask_path is not None else AIR_MAE_NO_MASK}
     return {
         name: reasons.get(name, "the metric is undefined here (e.g. an empty region)")
         for name, value in values.items()

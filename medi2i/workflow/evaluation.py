@@ -5,14 +5,17 @@ window with the workflow's inference settings, inversion onto the input grid), s
 numbers describe what a user of the model gets. Metrics come from the registry
 (:mod:`medi2i.evaluation` registers the SynthRAD and MR metrics; plugins add more).
 
-Writes ``metrics/metrics.json`` (per case and summary), ``metrics/metrics.md`` and
-``metrics/cases.json`` (which files each case used, for the report's figures).
+Writes ``metrics/metrics.json`` (per case and summary, the inference settings the
+predictions were made with, and the cases whose voxel spacing lies outside the model's
+training spacings), ``metrics/metrics.md`` and ``metrics/cases.json`` (which files each
+case used, for the report's figures, and the same spacing note per case).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -53,6 +56,10 @@ class EvaluatedCase:
         mask: Mask volume, or ``None`` when the metrics covered the whole volume.
         prediction: Saved prediction (relative to the run folder), or ``None``.
         original_source: The input file when ``source`` is its resampled copy.
+        spacing_outside_training_mm: When the input's voxel spacing lies outside the
+            spacings the model was trained on (a :class:`~medi2i.SpacingWarning`), what
+            was compared (``input``, ``trained_min``, ``trained_max``, in mm, per array
+            axis); ``None`` otherwise. The case's metrics are still in the summary.
     """
 
     id: str
@@ -61,6 +68,23 @@ class EvaluatedCase:
     mask: str | None
     prediction: str | None
     original_source: str | None = None
+    spacing_outside_training_mm: dict[str, list[float]] | None = None
+
+    def spacing_note(self) -> str | None:
+        """``input spacing 2x2x5 mm, outside the training spacings (2x2x2 mm)``, or
+        ``None`` when the spacing lay within them."""
+        outside = self.spacing_outside_training_mm
+        if outside is None:
+            return None
+        low, high = (_mm(outside[key]) for key in ("trained_min", "trained_max"))
+        span = low if low == high else f"{low} to {high}"
+        return (
+            f"input spacing {_mm(outside['input'])} mm, outside the training spacings ({span} mm)"
+        )
+
+
+def _mm(spacing: Sequence[float]) -> str:
+    return "x".join(f"{float(s):.3g}" for s in spacing)
 
 
 def case_scores(values: Mapping[str, float]) -> str:
@@ -79,7 +103,6 @@ def evaluate_stage(
 ) -> Path:
     """Predict and score every evaluation case; return ``metrics/metrics.json``."""
     from medi2i.evaluation import aggregate, per_case_markdown, select_metrics, to_markdown
-    from medi2i.evaluation import write_json as write_metrics_json
     from medi2i.model_folder import load_model
 
     config = workflow.evaluation
@@ -99,6 +122,13 @@ def evaluate_stage(
         per_case[case.id] = values
         records.append(record)
         log(f"evaluate: {case.id}: {case_scores(values)}")
+        note = record.spacing_note()
+        if note is not None:
+            log(
+                f"evaluate: warning: case {case.id!r}: {note}; its output may be wrong without "
+                "an error, and its metrics are included in the summary (resample it to the "
+                "training spacing, or use a model trained at this resolution)"
+            )
     earlier = _earlier_predictions(run.predictions, cases)
     if earlier:
         shown = ", ".join(earlier[:3]) + (
@@ -108,7 +138,7 @@ def evaluate_stage(
             f"evaluate: predictions/ still holds {len(earlier)} file(s) of an earlier evaluation "
             f"of other cases ({shown}); metrics/{CASES_FILE} lists this evaluation's"
         )
-    metrics_path = write_metrics_json(per_case, run.metrics / "metrics.json")
+    metrics_path = _write_metrics(workflow, per_case, records, run.metrics / "metrics.json")
     units = {metric.name: metric.units for metric in metrics}
     summary = aggregate(per_case)
     tables = f"{to_markdown(summary, units=units)}\n\n{per_case_markdown(per_case, units=units)}\n"
@@ -117,7 +147,7 @@ def evaluate_stage(
     _write_text(run.metrics / CASES_FILE, json.dumps(document, indent=2) + "\n")
     if model_dir.resolve().is_relative_to(run.root.resolve()):
         if workflow.evaluation.split == "test":
-            _record_in_card(workflow, model_dir, summary, units)
+            _record_in_card(workflow, model_dir, summary, units, records)
         else:  # a card's metrics are its test metrics, never those of its training data
             log(
                 f"evaluate: the {workflow.evaluation.split} split's metrics are in metrics/ "
@@ -127,14 +157,45 @@ def evaluate_stage(
     return metrics_path
 
 
+def inference_record(workflow: Workflow) -> dict[str, object]:
+    """The inference settings the predictions were made with, as ``metrics.json`` and
+    the model card record them (``progress``, which changes no value, left out)."""
+    return dict(workflow.inference.model_dump(mode="json", exclude={"progress"}))
+
+
+def _write_metrics(
+    workflow: Workflow,
+    per_case: Mapping[str, Mapping[str, float]],
+    records: Sequence[EvaluatedCase],
+    path: Path,
+) -> Path:
+    """``metrics.json``: :func:`medi2i.evaluation.to_json`'s ``cases`` and ``summary``,
+    with ``inference`` (the settings) and ``spacing_outside_training_mm`` (by case id,
+    the cases whose spacing lay outside the training spacings; empty when none did)."""
+    from medi2i.evaluation import to_json
+
+    document = json.loads(to_json({k: dict(v) for k, v in per_case.items()}))
+    document["inference"] = inference_record(workflow)
+    document["spacing_outside_training_mm"] = {
+        record.id: record.spacing_outside_training_mm
+        for record in records
+        if record.spacing_outside_training_mm is not None
+    }
+    _write_text(path, json.dumps(document, indent=2) + "\n")
+    return path
+
+
 def _record_in_card(
     workflow: Workflow,
     model_dir: Path,
     summary: Mapping[str, MetricSummary],
     units: Mapping[str, str],
+    records: Sequence[EvaluatedCase],
 ) -> None:
-    """Put the mean of every metric and the evaluation data's cards into the card of a
-    model this run trained (a model given to the workflow is left as it is)."""
+    """Put the mean of every metric, the inference settings they were measured with
+    and the evaluation data's cards into the card of a model this run trained (a model
+    given to the workflow is left as it is). A case whose spacing lay outside the
+    training spacings is named in the card's ``limits``."""
     from medi2i.cards import ModelCard, load_card
     from medi2i.model_card_files import attach_card
     from medi2i.model_folder import CARD_YAML
@@ -152,7 +213,25 @@ def _record_in_card(
         for name, values in summary.items()
         if math.isfinite(values.mean)
     }
-    attach_card(model_dir, card.model_copy(update={"metrics": means, "evaluation_data": cards}))
+    outside = [record for record in records if record.spacing_note() is not None]
+    limits = [limit for limit in card.limits if not limit.startswith(_OUTSIDE_LIMIT)]
+    if outside:
+        shown = "; ".join(f"{record.id!r}: {record.spacing_note()}" for record in outside)
+        limits.append(
+            f"{_OUTSIDE_LIMIT} {len(outside)} of {len(records)} test case(s) whose voxel "
+            f"spacing lies outside the training spacings ({shown})"
+        )
+    update = {
+        "metrics": means,
+        "metrics_inference": inference_record(workflow),
+        "evaluation_data": cards,
+        "limits": limits,
+    }
+    attach_card(model_dir, card.model_copy(update=update))
+
+
+_OUTSIDE_LIMIT = "The metrics include"
+"""How the card's limit on out-of-range cases starts (an evaluation again replaces it)."""
 
 
 def _card_metric_name(name: str, unit: str) -> str:
@@ -221,6 +300,13 @@ def require_evaluation_masks(workflow: Workflow, cases: Sequence[Case]) -> None:
     )
 
 
+def _outside(fact: object) -> dict[str, list[float]] | None:
+    """``predict``'s ``spacing_outside_training_mm`` fact, typed (``None`` if absent)."""
+    if not isinstance(fact, Mapping):
+        return None
+    return {str(key): [float(v) for v in values] for key, values in fact.items()}
+
+
 def _evaluate_case(
     workflow: Workflow,
     run: RunFolder,
@@ -235,13 +321,21 @@ def _evaluate_case(
     from medi2i.io import read_volume
     from medi2i.prediction import predict_tensor
     from medi2i.training.validation import output_grid_hint
+    from medi2i.training_spacing import SpacingWarning
     from medi2i.workflow.data_checks import in_workflow_words
 
     readers = list(registry.readers.values())
     source = read_volume(case.images[SOURCE], readers=readers)
     condition = case_condition(workflow.method.condition, case.condition)
+    facts: dict[str, object] = {}
     try:
-        output = predict_tensor(method, source, settings=workflow.inference, condition=condition)
+        # the run's log, report, metrics and card say it; the warning itself would
+        # reach the terminal alone (and twice with the log's line)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpacingWarning)
+            output = predict_tensor(
+                method, source, settings=workflow.inference, condition=condition, run_facts=facts
+            )
     except InputError as exc:  # NaN voxels: the workflow's key, not predict's option
         raise in_workflow_words(exc) from None
     reference = read_volume(case.images[TARGET], readers=readers)
@@ -268,6 +362,7 @@ def _evaluate_case(
         reference=str(case.images[TARGET]),
         mask=None if mask_path is None else str(mask_path),
         prediction=None,
+        spacing_outside_training_mm=_outside(facts.get("spacing_outside_training_mm")),
     )
     if keep:
         record = _kept(record, run, registry, output=output, source=source)
@@ -327,8 +422,27 @@ def _earlier_predictions(folder: Path, cases: Sequence[Case]) -> list[str]:
 
 
 def prediction_stem(case_id: str) -> str:
-    """A file name for a case id (``"a/case1"`` → ``"a__case1"``)."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in case_id.replace("/", "__"))
+    """A file name for a case id, unique per id and the same in every run.
+
+    An id of letters, digits and ``._-`` is its own name (``"sub-01"`` → ``"sub-01"``).
+    Any other id has the other characters replaced (``/`` by ``__``, the rest by ``_``)
+    and the first 8 hex digits of its SHA-256 appended (``"x y"`` → ``"x_y-<hash>"``),
+    so that ids that differ only there (``"x y"`` and ``"x_y"``) never share a
+    prediction or a figure; the name depends on the id alone, so ``medi2i evaluate
+    --run-dir`` and a rerun find the same files.
+    """
+    import hashlib
+
+    plain = "".join(c if _plain(c) else "_" for c in case_id.replace("/", "__"))
+    if plain == case_id and case_id not in {"", ".", ".."}:
+        return plain
+    digest = hashlib.sha256(case_id.encode("utf-8")).hexdigest()[:8]
+    return f"{plain}-{digest}"
+
+
+def _plain(character: str) -> bool:
+    # ASCII only: "é" written as one code point or two (NFC, NFD) would be two names
+    return character.isascii() and (character.isalnum() or character in "._-")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ turned off) leave their section out rather than failing.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,8 @@ def report_stage(
     if evaluation is not None and workflow.report.figures and workflow.report.cases > 0:
         sections.append(_cases_section(workflow, run, evaluation))
     sections.append(_rerun_section(run))
-    report = Report(title=f"Run {run.root.name}", subtitle=_subtitle(workflow), sections=sections)
+    subtitle = _subtitle(workflow, RunState.read(run))
+    report = Report(title=f"Run {run.root.name}", subtitle=subtitle, sections=sections)
     path = write_report(report, run.root, format=workflow.report.format)
     for earlier in (run.root / name for name in REPORT_FILES.values()):
         if earlier != path and earlier.is_file():  # the other format's, of an earlier run
@@ -55,13 +57,16 @@ def report_stage(
     return path
 
 
-def _subtitle(workflow: Workflow) -> str:
-    """The workflow's description and, after it, the ``--set`` overrides the run applied
-    (the description is the file's text, which does not know them)."""
+def _subtitle(workflow: Workflow, state: RunState | None = None) -> str:
+    """The workflow's description and, after it, the ``--set`` overrides the run applied,
+    in training and in this command (the description is the file's text, which does not
+    know them)."""
     description = workflow.description.strip()
-    if not workflow.overrides:
+    trained = state.train_overrides if state is not None else None
+    overrides = list(dict.fromkeys((*(trained or ()), *workflow.overrides)))
+    if not overrides:
         return description
-    applied = ", ".join(workflow.overrides)
+    applied = ", ".join(overrides)
     note = f"(run with --set {applied}, which this description does not reflect)"
     return f"{description} {note}".lstrip()
 
@@ -79,19 +84,40 @@ def _run_section(
     facts = [
         ("method", method.id if method.id is not None else f"trained model {method.model}"),
         ("options", _options_text(workflow, run)),
-        ("overrides (--set)", ", ".join(workflow.overrides) or "none"),
+        ("overrides (--set)", _overrides_text(workflow, state)),
         ("data", f"{workflow.data.kind}, {workflow.data.layout.type} layout"),
         ("training steps", _training_steps(workflow, registry)),
         ("model folder", _relative(state.model_dir(run), run)),
         ("medi2i", __version__),
     ]
+    if state.resumed_from is not None:
+        facts.insert(5, ("training resumed", f"from the checkpoint of step {state.resumed_from}"))
     if evaluation is not None:
         where = (
             "evaluation.data" if workflow.evaluation.data else f"{workflow.evaluation.split} split"
         )
         facts.append(("evaluated cases", f"{len(evaluation.cases)} ({where})"))
+        outside = [case.id for case in evaluation.cases if case.spacing_note() is not None]
+        if outside:
+            facts.append(
+                (
+                    "spacing outside training",
+                    f"{len(outside)} case(s) ({', '.join(outside)}): their metrics are "
+                    "included in the summary",
+                )
+            )
     facts += [(f"{stage} finished", stamp) for stage, stamp in state.stages.items()]
     return Section("Run", facts=facts)
+
+
+def _overrides_text(workflow: Workflow, state: RunState) -> str:
+    """The ``--set`` overrides the model was trained with and, when this command (e.g.
+    ``medi2i evaluate``) was given others, those too."""
+    now = ", ".join(workflow.overrides) or "none"
+    if state.train_overrides is None or tuple(state.train_overrides) == workflow.overrides:
+        return now  # a folder from before run.json recorded them, or one command for all
+    trained = ", ".join(state.train_overrides) or "none"
+    return f"training: {trained}; this evaluation and report: {now}"
 
 
 def _training_steps(workflow: Workflow, registry: Registry | None) -> str:
@@ -141,12 +167,26 @@ def _metrics_section(workflow: Workflow, evaluation: EvaluationRecord) -> Sectio
     if mask and masked < len(evaluation.cases):
         region += f" ({len(evaluation.cases) - masked} cases had no mask: whole volume)"
     units = evaluation.units
+    text = f"Metrics of the predictions against their references, {region}."
+    notes = {case.id: case.spacing_note() for case in evaluation.cases if case.spacing_note()}
+    if notes:
+        shown = "; ".join(f"{case_id!r}: {note}" for case_id, note in notes.items())
+        text += (
+            f" WARNING: the summary includes {len(notes)} case(s) whose voxel spacing lies "
+            f"outside the spacings the model was trained on ({shown}); their outputs may be "
+            "wrong without any error."
+        )
+    # the note on the case's own row of the per-case table
+    rows = {
+        f"{case_id} (spacing outside training)" if case_id in notes else case_id: values
+        for case_id, values in evaluation.per_case.items()
+    }
     return Section(
         "Metrics",
-        text=f"Metrics of the predictions against their references, {region}.",
+        text=text,
         tables=(
             ("Summary over cases", to_markdown(aggregate(evaluation.per_case), units=units)),
-            ("Per case", per_case_markdown(evaluation.per_case, units=units)),
+            ("Per case", per_case_markdown(rows, units=units)),
         ),
     )
 
@@ -229,7 +269,10 @@ def _model_specs(run: RunFolder) -> tuple[str, str]:
 def _values_line(values: dict[str, float]) -> str:
     if not values:
         return ""
-    return "\n" + ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+    # n/a for a metric that could not be measured (NaN), as the report's tables say
+    return "\n" + ", ".join(
+        f"{name} {'n/a' if math.isnan(value) else f'{value:.4g}'}" for name, value in values.items()
+    )
 
 
 def _rerun_section(run: RunFolder) -> Section:

@@ -29,9 +29,9 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -155,6 +155,7 @@ def open_run(
     run_dir: Path | None = None,
     defer_config: bool = False,
     main: bool = True,
+    option_defaults: Callable[[], Mapping[str, object]] | None = None,
 ) -> RunFolder:
     """Create the run folder (or check an existing one) and write the resolved config.
 
@@ -162,6 +163,8 @@ def open_run(
     writes it once the checkpoint accepted the settings (:func:`write_config`), so a
     refused resume leaves the folder's ``config.resolved.yaml`` describing its model.
     Outside rank 0 of a ``torchrun`` launch (``main`` false) the folder is only checked.
+    ``option_defaults`` gives the method's option defaults, which a refusal shows for an
+    option one of the two configs leaves out (``null (the default: 1000)``).
 
     Raises:
         WorkflowError: The folder cannot be made or written (a path under a file, a
@@ -173,7 +176,7 @@ def open_run(
     run = RunFolder(run_dir) if run_dir is not None else run_folder_for(workflow)
     if run.config.is_file():
         if _holds_results(run):
-            _check_same_experiment(workflow, run)
+            _check_same_experiment(workflow, run, option_defaults)
     elif run.root.is_dir():
         _require_no_foreign_files(run)
     if not main:
@@ -297,7 +300,11 @@ def _holds_results(run: RunFolder) -> bool:
     return run.logs.is_dir() and any(e.name != "run.log" for e in run.logs.iterdir())
 
 
-def _check_same_experiment(workflow: Workflow, run: RunFolder) -> None:
+def _check_same_experiment(
+    workflow: Workflow,
+    run: RunFolder,
+    option_defaults: Callable[[], Mapping[str, object]] | None = None,
+) -> None:
     try:
         previous = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -316,6 +323,8 @@ def _check_same_experiment(workflow: Workflow, run: RunFolder) -> None:
             {name: previous.get(name) for name in changed},
             {name: current.get(name) for name in changed},
         )
+        if "method" in changed and option_defaults is not None:
+            differences = _with_defaults(differences, previous, current, option_defaults)
         shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
         raise WorkflowError(
             f"run folder {run.root} was made with different {' and '.join(changed)} sections "
@@ -334,6 +343,42 @@ def _check_same_experiment(workflow: Workflow, run: RunFolder) -> None:
         )
 
 
+def _with_defaults(
+    differences: list[str],
+    previous: Mapping[str, object],
+    current: Mapping[str, object],
+    option_defaults: Callable[[], Mapping[str, object]],
+) -> list[str]:
+    """``method.options.schedule_steps: 60 → null`` as ``60 → null (the default:
+    1000)`` where a config leaves the option out: the value that run would use."""
+    prefix = "method.options."
+    if not any(d.startswith(prefix) for d in differences):
+        return differences
+    try:
+        defaults = option_defaults()
+    except Medi2iError:
+        return differences  # the method's own refusal is reported elsewhere
+
+    def given(sections: Mapping[str, object]) -> Mapping[str, object]:
+        method = sections.get("method")
+        options = method.get("options") if isinstance(method, Mapping) else None
+        return options if isinstance(options, Mapping) else {}
+
+    before_given, after_given = given(previous), given(current)
+    shown = []
+    for difference in differences:
+        key, _, change = difference.removeprefix(prefix).partition(": ")
+        before, _, after = change.partition(" → ")
+        if not difference.startswith(prefix) or key not in defaults:
+            shown.append(difference)
+            continue
+        default = f"null (the default: {json.dumps(defaults[key], default=str)})"
+        before = default if key not in before_given else before
+        after = default if key not in after_given else after
+        shown.append(f"{prefix}{key}: {before} → {after}")
+    return shown
+
+
 def checkpoint_step(run: RunFolder) -> int | None:
     """The step of the run's last training checkpoint, or ``None``."""
     from medi2i.training import checkpoint
@@ -348,11 +393,19 @@ def checkpoint_step(run: RunFolder) -> int | None:
 @dataclass(frozen=True)
 class RunState:
     """``run.json``: finished stages and the model folder (relative to the run folder),
-    and the finished stages whose results describe an earlier model (``stale``)."""
+    and the finished stages whose results describe an earlier model (``stale``).
+
+    The train stage also records the ``--set`` overrides the model was trained with
+    (``train_overrides``; ``None`` in folders written before medi2i recorded them), and
+    the checkpoint step its last training resumed from (``resumed_from``; ``None`` when
+    it started at step 0), which the report shows.
+    """
 
     model: str | None
     stages: dict[str, str]
     stale: tuple[str, ...] = ()
+    train_overrides: tuple[str, ...] | None = None
+    resumed_from: int | None = None
 
     @classmethod
     def read(cls, run: RunFolder) -> RunState:
@@ -361,7 +414,11 @@ class RunState:
         try:
             raw = json.loads(run.state.read_text(encoding="utf-8"))
             stale = tuple(str(stage) for stage in raw.get("stale", ()))
-            return cls(raw.get("model"), dict(raw.get("stages", {})), stale)
+            overrides = raw.get("train_overrides")
+            trained = None if overrides is None else tuple(str(o) for o in overrides)
+            resumed = raw.get("resumed_from")
+            resumed_from = resumed if isinstance(resumed, int) and resumed > 0 else None
+            return cls(raw.get("model"), dict(raw.get("stages", {})), stale, trained, resumed_from)
         except (json.JSONDecodeError, AttributeError, TypeError):
             return cls(None, {})  # a damaged record is rebuilt by the next stage
 
@@ -371,8 +428,17 @@ class RunState:
         path = Path(self.model)
         return path if path.is_absolute() else run.root / path
 
-    def finished(self, run: RunFolder, stage: Stage, *, model: Path | None = None) -> RunState:
-        """Record ``stage`` as finished now (and the model folder) in ``run.json``."""
+    def finished(
+        self,
+        run: RunFolder,
+        stage: Stage,
+        *,
+        model: Path | None = None,
+        overrides: Sequence[str] | None = None,
+        resumed_from: int | None = None,
+    ) -> RunState:
+        """Record ``stage`` as finished now (and the model folder) in ``run.json``; a
+        train stage also records its ``overrides`` and the step it ``resumed_from``."""
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         kept = self.model
         if model is not None:
@@ -380,19 +446,27 @@ class RunState:
                 str(model.relative_to(run.root)) if model.is_relative_to(run.root) else str(model)
             )
         stale = tuple(name for name in self.stale if name != stage)
-        return RunState(kept, {**self.stages, stage: stamp}, stale).write(run)
+        trained, resumed = self.train_overrides, self.resumed_from
+        if stage == "train":
+            trained = tuple(overrides) if overrides is not None else None
+            resumed = resumed_from if resumed_from else None
+        return RunState(kept, {**self.stages, stage: stamp}, stale, trained, resumed).write(run)
 
     def mark_stale(self, run: RunFolder, stages: Sequence[str]) -> RunState:
         """Record that the results of ``stages`` describe an earlier model (training
         changed it since); the next run of such a stage clears its mark."""
         stale = tuple(dict.fromkeys((*self.stale, *stages)))
-        return RunState(self.model, self.stages, stale).write(run)
+        return replace(self, stale=stale).write(run)
 
     def write(self, run: RunFolder) -> RunState:
         """Write ``run.json`` (atomically); return this state."""
         record: dict[str, object] = {"model": self.model, "stages": self.stages}
         if self.stale:
             record["stale"] = list(self.stale)
+        if self.train_overrides is not None:
+            record["train_overrides"] = list(self.train_overrides)
+        if self.resumed_from is not None:
+            record["resumed_from"] = self.resumed_from
         with atomic_path(run.state) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
         return self

@@ -125,16 +125,33 @@ def run_workflow(
         _require_trained(workflow, RunFolder(target), stages)
     training = "train" in stages and workflow.method.model is None
     with run_lock(target) if main and target is not None else nullcontext():
-        run = open_run(workflow, run_dir=target, defer_config=training, main=main)
+        run = open_run(
+            workflow,
+            run_dir=target,
+            defer_config=training,
+            main=main,
+            option_defaults=lambda: _option_defaults(workflow, registry),
+        )
+        entered: list[Stage] = []  # the stages begun, the last one running
         try:
-            return _run_stages(workflow, run, registry, stages, echo if main else None)
+            return _run_stages(workflow, run, registry, stages, echo if main else None, entered)
         except KeyboardInterrupt as exc:
             # the command line prints this instead of its general "no partial output"
             # line: a run keeps its checkpoints and finished stages, to be continued
-            raise type(exc)(
-                f"Interrupted; the run folder {run.root} keeps {_kept(run)}: continue it "
-                f"with --run-dir {run.root}"
-            ) from None
+            kept = _kept(run, stages, entered[-1] if entered else None)
+            raise type(exc)(f"Interrupted; the run folder {run.root} keeps {kept}") from None
+
+
+def _option_defaults(workflow: Workflow, registry: Registry) -> dict[str, object]:
+    """The defaults of the workflow's method options (none for a given trained model)."""
+    if workflow.method.id is None:
+        return {}
+    options = registry.method(str(workflow.method.id)).Options
+    return {
+        name: field.get_default(call_default_factory=True)
+        for name, field in options.model_fields.items()
+        if not field.is_required()
+    }
 
 
 def _require_trained(workflow: Workflow, run: RunFolder, stages: Sequence[Stage]) -> None:
@@ -183,15 +200,29 @@ def _require_shared_folder(workflow: Workflow, run_dir: Path | str | None) -> No
         )
 
 
-def _kept(run: RunFolder) -> str:
-    """What an interrupted run keeps, for the message: whether training will resume."""
+def _kept(run: RunFolder, stages: Sequence[Stage], running: Stage | None) -> str:
+    """What an interrupted run keeps and how to continue it, for the message: whether
+    training will resume, or (interrupted after training, as in ``medi2i evaluate``)
+    what a rerun redoes."""
+    again = f"--run-dir {run.root}"
+    if running is not None and running != "train" and holds_model(run):
+        command = "medi2i run WORKFLOW" if "train" in stages else "medi2i evaluate WORKFLOW"
+        return (
+            f"its trained model and finished stages (training had finished); `{command} "
+            f"{again}` redoes the {running} stage and those after it from their start, "
+            "with the trained model (no training step is redone)"
+        )
     step = checkpoint_step(run)
     if step is None:
         return (
             "its finished stages, but no training checkpoint yet (training.checkpoint_every "
-            "steps had not passed): training would start again from step 0"
+            f"steps had not passed): training would start again from step 0; continue it "
+            f"with {again}"
         )
-    return f"its finished stages and the checkpoint of step {step}, where training resumes"
+    return (
+        f"its finished stages and the checkpoint of step {step}, where training resumes: "
+        f"continue it with {again}"
+    )
 
 
 def _run_stages(
@@ -200,6 +231,7 @@ def _run_stages(
     registry: Registry,
     stages: Sequence[Stage],
     echo: Echo | None,
+    entered: list[Stage],
 ) -> RunResult:
     state = RunState.read(run)
     result = RunResult(run.root, state.model_dir(run), None, None)
@@ -215,6 +247,7 @@ def _run_stages(
             check_adaptation(workflow)
             resolve_device(workflow.inference.device)  # e.g. cuda asked for, none here
         if "train" in stages:
+            entered.append("train")
             trained = checkpoint_step(run)
             command = "medi2i train" if tuple(stages) == ("train",) else "medi2i run"
             model_dir = train_stage(workflow, run, registry, splits, log, command=command)
@@ -225,16 +258,19 @@ def _run_stages(
                 _mark_stale(workflow, run, stages, log)
         if "adapt" in stages and workflow.adaptation is not None:
             model_dir = _require_model(result, run)
+            entered.append("adapt")
             result = replace(result, model_dir=adapt_stage(workflow, run, registry, model_dir, log))
         if "evaluate" in stages and workflow.evaluation.enabled:
             from medi2i.workflow.evaluation import evaluate_stage
 
             model_dir = _require_model(result, run)
+            entered.append("evaluate")
             metrics = evaluate_stage(workflow, run, registry, model_dir, splits, log)
             result = replace(result, metrics_path=metrics)
         if "report" in stages and workflow.report.enabled:
             from medi2i.workflow.reporting import report_stage
 
+            entered.append("report")
             result = replace(result, report_path=report_stage(workflow, run, log, registry))
     return result
 
@@ -324,7 +360,7 @@ def train_stage(
         log(f"train: skipped, the workflow gives the trained model {config.model}")
         if main:
             write_config(run, workflow)
-            state.finished(run, "train", model=config.model)
+            state.finished(run, "train", model=config.model, overrides=workflow.overrides)
         return config.model
     method = registry.method(str(config.id))(config.options)
     try:
@@ -345,8 +381,9 @@ def train_stage(
                 workflow, run, method, folder, validation_metrics=best, command=command
             )
 
-        model_dir = _train(workflow, run, registry, method, splits, log, card)
+        model_dir, resumed_from = _train(workflow, run, registry, method, splits, log, card)
     else:
+        resumed_from = 0
         if main:
             write_config(run, workflow)
         if route == "fit":
@@ -356,7 +393,9 @@ def train_stage(
             model_dir = save_model(method, run.model, overwrite=True)
         write_model_card(workflow, run, method, model_dir, command=command)
     if main:
-        state.finished(run, "train", model=model_dir)
+        state.finished(
+            run, "train", model=model_dir, overrides=workflow.overrides, resumed_from=resumed_from
+        )
     return model_dir
 
 
@@ -412,7 +451,9 @@ def _train(
     splits: SplitSource,
     log: Log,
     card: Callable[[Path, bool], None],
-) -> Path:
+) -> tuple[Path, int]:
+    """Train by gradient steps; return the model folder and the checkpoint step training
+    resumed from (0 when it started afresh)."""
     from medi2i.training import train
     from medi2i.workflow.checks import check_training_pairs, check_validation
     from medi2i.workflow.preparation import prepared_sources
@@ -451,7 +492,7 @@ def _train(
     if result.first_step > 0:
         log(f"train: resumed from the checkpoint of step {result.first_step}")
     log(f"train: finished at step {result.steps}; model in {result.model_dir}")
-    return Path(result.model_dir)
+    return Path(result.model_dir), result.first_step
 
 
 def adapt_stage(
