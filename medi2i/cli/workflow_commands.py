@@ -68,13 +68,10 @@ def validate_command(
     from medi2i.workflow.checks import (
         check_adaptation,
         check_condition,
-        check_evaluation,
         check_training,
-        check_training_masks,
-        check_training_pairs,
-        check_validation,
         unused_training_settings,
     )
+    from medi2i.workflow.checks import check_data as check_cases
 
     registry = command_registry(ctx)
     workflow = _load(workflow_path, overrides, registry)
@@ -94,10 +91,7 @@ def validate_command(
 
     # "valid" only once the data passed too: not above an error about the data
     splits = discover_splits(data)
-    check_training_masks(splits.get("train").cases, list(registry.readers.values()))
-    check_training_pairs(workflow, splits, registry)
-    check_validation(workflow, splits, registry)
-    check_evaluation(workflow, splits, registry)
+    check_cases(workflow, splits, registry)  # every case's problems at once
     check_adaptation(workflow)
     if method.model is None:  # training will need cases of every domain
         from medi2i.training.data import case_domains

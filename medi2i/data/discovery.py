@@ -11,6 +11,13 @@ Splits are drawn over *subjects*: the SynthRAD case folder, the file stem, or th
 ``case`` column. Volumes of one subject (its MR and CT in unpaired training, a
 travelling subject scanned on several scanners) therefore never straddle training and
 test. Explicit split lists name subjects the same way.
+
+Subject and case ids are compared in Unicode NFC (:func:`subject_id`): macOS writes
+file names decomposed (NFD), a YAML file or CSV usually holds them composed, and the
+two look the same. The files' own paths are kept as they are.
+
+``data.include`` is applied before the volumes of a subject are paired, so that a
+subject left out may lack a file.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import csv
 import fnmatch
 import io
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +47,20 @@ from medi2i.workflow.schema import (
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 """File endings taken for volumes when a folder is scanned."""
+
+LEAVE_OUT = "to leave the case out, give data.include glob patterns that do not match it"
+"""How a case is left out, for the messages about an incomplete one."""
+
+
+def subject_id(text: str) -> str:
+    """A subject or case id as ids are compared: Unicode NFC, so that ``é`` written
+    decomposed in a macOS file name matches ``é`` in the workflow file.
+
+    Example:
+        >>> subject_id("sub-02 e\u0301") == "sub-02 \u00e9"
+        True
+    """
+    return unicodedata.normalize("NFC", text)
 
 
 @dataclass(frozen=True)
@@ -136,36 +158,53 @@ def discover_cases(data: DataConfig) -> CaseSet:
 def discover_subjects(data: DataConfig) -> list[Subject]:
     """The subjects of ``data``'s layout that ``data.include`` keeps, sorted by id.
 
+    ``data.include`` is applied to the subject ids (NFC, :func:`subject_id`) before
+    their volumes are paired: a subject it leaves out may lack a file.
+
     Raises:
-        InputError: No subject is found, or ``data.include`` matches none of them.
+        InputError: No subject is found, ``data.include`` matches none of them, or a
+            kept subject lacks a volume (every such subject is listed).
     """
     layout = data.layout
+    keep = _Include(data.include, layout)
     if isinstance(layout, SynthradLayout):
-        subjects = _synthrad_subjects(layout, data.kind)
+        subjects = _synthrad_subjects(layout, data.kind, keep)
     elif isinstance(layout, FoldersLayout):
-        subjects = _folder_subjects(layout, data.kind)
+        subjects = _folder_subjects(layout, data.kind, keep)
     else:
-        subjects = _csv_subjects(layout, data.kind)
+        subjects = _csv_subjects(layout, data.kind, keep)
     if not subjects:
         raise InputError(f"no cases found for the {layout.type} layout at {_where(layout)}")
-    ordered = sorted(subjects, key=lambda subject: subject.id)
-    return _included(ordered, data.include, layout) if data.include else ordered
+    return sorted(subjects, key=lambda subject: subject.id)
 
 
-def _included(
-    subjects: Sequence[Subject],
-    patterns: Sequence[str],
-    layout: SynthradLayout | FoldersLayout | CsvLayout,
-) -> list[Subject]:
-    kept = [s for s in subjects if any(fnmatch.fnmatchcase(s.id, p) for p in patterns)]
-    if not kept:
-        found = ", ".join(subject.id for subject in subjects[:8])
-        raise InputError(
-            f"data.include {list(patterns)} matches none of the {len(subjects)} subjects at "
-            f"{_where(layout)} ({found}{', ...' if len(subjects) > 8 else ''}); "
-            "patterns are globs on subject ids, e.g. 'case*'"
-        )
-    return kept
+class _Include:
+    """``data.include``'s patterns (NFC), applied to a layout's subject ids."""
+
+    def __init__(
+        self, patterns: Sequence[str], layout: SynthradLayout | FoldersLayout | CsvLayout
+    ) -> None:
+        self.patterns = [subject_id(pattern) for pattern in patterns]
+        self.layout = layout
+
+    def kept(self, ids: Iterable[str]) -> set[str]:
+        """The ids the patterns keep (all when there are none).
+
+        Raises:
+            InputError: There are ids and the patterns match none of them.
+        """
+        found = sorted(set(ids))
+        if not self.patterns:
+            return set(found)
+        kept = {i for i in found if any(fnmatch.fnmatchcase(i, p) for p in self.patterns)}
+        if found and not kept:
+            shown = ", ".join(found[:8])
+            raise InputError(
+                f"data.include {self.patterns} matches none of the {len(found)} subjects at "
+                f"{_where(self.layout)} ({shown}{', ...' if len(found) > 8 else ''}); "
+                "patterns are globs on subject ids, e.g. 'case*'"
+            )
+        return kept
 
 
 def _where(layout: SynthradLayout | FoldersLayout | CsvLayout) -> str:
@@ -250,7 +289,7 @@ def volumes_in(folder: Path) -> dict[str, Path]:
 # -- synthrad ---------------------------------------------------------------------------------
 
 
-def _synthrad_subjects(layout: SynthradLayout, kind: str) -> list[Subject]:
+def _synthrad_subjects(layout: SynthradLayout, kind: str, keep: _Include) -> list[Subject]:
     wanted = [layout.source] if kind == "single-domain" else [layout.source, layout.target]
     if layout.mask is not None:
         wanted.append(layout.mask)
@@ -260,19 +299,34 @@ def _synthrad_subjects(layout: SynthradLayout, kind: str) -> list[Subject]:
             f"SynthRAD root {layout.root} does not exist; it should hold one folder per case "
             f"with {names} volumes"
         )
-    subjects = []
+    found = {}
     for folder in sorted(p for p in layout.root.iterdir() if p.is_dir()):
         files = volumes_in(folder)
-        if not any(stem in files for stem in wanted):
-            continue  # e.g. SynthRAD's "overview" folder
+        if any(stem in files for stem in wanted):  # not e.g. SynthRAD's "overview" folder
+            found[subject_id(folder.name)] = (folder, files)
+    kept = keep.kept(found)
+    subjects, problems = [], []
+    for name, (folder, files) in found.items():
         missing = [stem for stem in wanted if stem not in files]
+        if name not in kept:
+            continue
         if missing:
-            raise InputError(
+            problems.append(
                 f"case folder {folder} has no {' or '.join(missing)} volume "
-                f"(expected {', '.join(f'{s}.nii.gz or {s}.mha' for s in missing)})"
+                f"(expected {', '.join(f'{s}.nii.gz or {s}.mha' for s in missing)}); {LEAVE_OUT}"
             )
-        subjects.append(_synthrad_subject(folder.name, files, layout, kind))
+            continue
+        subjects.append(_synthrad_subject(name, files, layout, kind))
+    _raise_incomplete(problems)
     return subjects
+
+
+def _raise_incomplete(problems: Sequence[str]) -> None:
+    """Raise every incomplete case at once: one line each, then their count."""
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    if problems:
+        raise InputError("\n".join(problems) + f"\n{len(problems)} incomplete cases")
 
 
 def _synthrad_subject(
@@ -294,8 +348,16 @@ def _synthrad_subject(
 # -- folders ----------------------------------------------------------------------------------
 
 
-def _folder_subjects(layout: FoldersLayout, kind: str) -> list[Subject]:
-    listings = {key: volumes_in(folder) for key, folder in layout.folders.items()}
+def _folder_subjects(layout: FoldersLayout, kind: str, keep: _Include) -> list[Subject]:
+    listings = {
+        key: {subject_id(stem): path for stem, path in volumes_in(folder).items()}
+        for key, folder in layout.folders.items()
+    }
+    kept = keep.kept(stem for files in listings.values() for stem in files)
+    listings = {
+        key: {stem: path for stem, path in files.items() if stem in kept}
+        for key, files in listings.items()
+    }
     if kind in ("paired", "single-domain"):
         return _matched_subjects(listings, layout, SOURCE if kind == "paired" else IMAGE)
     by_stem: dict[str, list[Case]] = {}
@@ -314,33 +376,35 @@ def _matched_subjects(
             f"({', '.join(VOLUME_SUFFIXES)} files); check the layout's folders.{lead} (in "
             "data.layout, or the section whose data this is)"
         )
-    subjects = []
+    subjects, problems = [], []
     for stem in listings[lead]:
-        images = {}
-        for role, files in listings.items():
-            if stem not in files:
-                raise InputError(
-                    f"{listings[lead][stem]} has no counterpart in the {role} folder "
-                    f"{layout.folders[role]} (files are matched by name, e.g. {stem}.nii.gz)"
-                )
-            images[role] = files[stem]
-        subjects.append(Subject(stem, (Case(stem, images),)))
+        absent = [role for role, files in listings.items() if stem not in files]
+        for role in absent:
+            problems.append(
+                f"{listings[lead][stem]} has no counterpart in the {role} folder "
+                f"{layout.folders[role]} (files are matched by name, e.g. {stem}.nii.gz); "
+                f"{LEAVE_OUT}"
+            )
+        if not absent:
+            images = {role: files[stem] for role, files in listings.items()}
+            subjects.append(Subject(stem, (Case(stem, images),)))
     for role, files in listings.items():
         orphans = sorted(set(files) - set(listings[lead]))
         if orphans:
             more = f", ... ({len(orphans)} in all)" if orphans[5:] else ""
-            raise InputError(
+            problems.append(
                 f"{layout.folders[role]} has volumes with no {lead} counterpart in "
                 f"{layout.folders[lead]}: {', '.join(orphans[:5])}{more} (files are matched "
-                "by name)"
+                f"by name); {LEAVE_OUT}"
             )
+    _raise_incomplete(problems)
     return subjects
 
 
 # -- csv ----------------------------------------------------------------------------------------
 
 
-def _csv_subjects(layout: CsvLayout, kind: str) -> list[Subject]:
+def _csv_subjects(layout: CsvLayout, kind: str, keep: _Include) -> list[Subject]:
     manifest = layout.manifest
     if not manifest.is_file():
         raise InputError(f"CSV manifest {manifest} does not exist")
@@ -376,12 +440,14 @@ def _csv_subjects(layout: CsvLayout, kind: str) -> list[Subject]:
             f"manifests (validation and evaluation cases) take; this one is read as {kind} data"
         )
     grouped: dict[tuple[str, str | None], dict[str, Path]] = {}
+    lines: dict[Path, int] = {}
     conditions: dict[str, tuple[tuple[str, str], ...]] = {}
     for number, row in enumerate(rows, start=2):  # the header is line 1
         domain = row["domain"].strip() if by_domain else None
         role = (row.get("role") or IMAGE).strip() if by_domain else row["role"].strip()
-        path = _manifest_path(manifest, row["path"].strip(), number)
-        case_id = row["case"].strip()
+        path = _listed(manifest, row["path"].strip())
+        case_id = subject_id(row["case"].strip())
+        lines.setdefault(path, number)
         images = grouped.setdefault((case_id, domain), {})
         if role in images:
             raise InputError(
@@ -396,6 +462,18 @@ def _csv_subjects(layout: CsvLayout, kind: str) -> list[Subject]:
                     f"{manifest} line {number}: case {case_id!r} has another condition on "
                     "an earlier line; give it once, or the same on every line of the case"
                 )
+    kept = keep.kept(case_id for case_id, _ in grouped)
+    grouped = {key: images for key, images in grouped.items() if key[0] in kept}
+    absent = sorted(
+        {path for images in grouped.values() for path in images.values() if not path.exists()},
+        key=lines.__getitem__,
+    )
+    _raise_incomplete(
+        [
+            f"{manifest} line {lines[path]}: volume {path} does not exist; {LEAVE_OUT}"
+            for path in absent
+        ]
+    )
     return _csv_grouped(grouped, kind, manifest, conditions)
 
 
@@ -438,13 +516,6 @@ def _condition(text: str, manifest: Path, number: int) -> tuple[tuple[str, str],
     return tuple(pairs)
 
 
-def _manifest_path(manifest: Path, text: str, number: int) -> Path:
-    path = _listed(manifest, text)
-    if not path.exists():
-        raise InputError(f"{manifest} line {number}: volume {path} does not exist")
-    return path
-
-
 def _listed(manifest: Path, text: str) -> Path:
     """A manifest's ``path`` value: ``~`` expanded, relative to the manifest's folder."""
     path = Path(text).expanduser()
@@ -476,6 +547,7 @@ def _csv_grouped(
     )
     required = {"paired": (SOURCE, TARGET)}.get(kind, (IMAGE,))
     cases: dict[str, list[Case]] = {}
+    incomplete = []
     for (case_id, domain), images in grouped.items():
         unknown = sorted(set(images) - set(allowed))
         missing = [role for role in required if role not in images]
@@ -483,14 +555,17 @@ def _csv_grouped(
             problems = [f"has no {' or '.join(missing)} row"] if missing else []
             if unknown:
                 problems.append(f"has rows of unknown roles {', '.join(unknown)}")
-            raise InputError(
+            leave_out = f"; {LEAVE_OUT}" if missing else ""
+            incomplete.append(
                 f"{manifest}: case {case_id!r} {' and '.join(problems)} (roles for {kind} "
-                f"data: {', '.join(allowed)})"
+                f"data: {', '.join(allowed)}){leave_out}"
             )
+            continue
         identifier = case_id if domain is None else f"{domain}/{case_id}"
         cases.setdefault(case_id, []).append(
             Case(identifier, dict(images), domain, conditions.get(case_id, ()))
         )
+    _raise_incomplete(incomplete)
     return [Subject(subject, tuple(found)) for subject, found in cases.items()]
 
 
@@ -514,6 +589,7 @@ def split_subjects(
     for name in ("validation", "test"):
         listed = getattr(split, name)
         if isinstance(listed, list):
+            listed = [subject_id(str(case)) for case in listed]
             unknown = [case for case in listed if case not in by_id]
             if unknown:
                 names = sorted(by_id)

@@ -171,9 +171,11 @@ def read_grid(path: str | Path, *, readers: Sequence[VolumeReader] | None = None
     """The grid :func:`read_volume` would give ``path``, from its header alone.
 
     ``None`` when the reader that takes ``path`` cannot tell it without reading the
-    voxels (:meth:`VolumeReader.read_grid`; NIfTI can), when no reader takes it, or when
-    it is missing or unreadable: :func:`read_volume` reports those. Meant for checks
-    before long work, which skip what it cannot tell.
+    voxels (:meth:`VolumeReader.read_grid`; the NIfTI, NRRD and MetaImage readers can, a
+    DICOM series cannot), when no reader takes it, or when it is missing or unreadable:
+    :func:`read_volume` reports those. Meant for checks before long work, which then
+    take the grid of the full read instead (see
+    :func:`medi2i.workflow.data_checks.volume_grid`).
 
     Example:
         >>> read_grid("ct.nii.gz").spacing  # doctest: +SKIP

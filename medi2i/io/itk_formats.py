@@ -23,6 +23,7 @@ from medi2i.io.atomic import atomic_file_group, atomic_path
 from medi2i.io.base import (
     VolumeReader,
     VolumeWriter,
+    _checked_affine,
     require_file,
     require_memory,
     spatial_shape,
@@ -33,6 +34,8 @@ from medi2i.io.itk_output import quiet_itk
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
+
+    from medi2i.grid import Grid
 
 _DETACHED = (".nhdr", ".mhd")  # a header plus a separate data file (when written)
 # what MetaIO prints, without raising, when the voxels it returns are zeros, not the data
@@ -103,6 +106,30 @@ class ItkImageReader(VolumeReader):
         stored = _voxels_zyx(image, path)
         values = stored.reshape(stored.shape[-3:]).transpose(2, 1, 0)
         return volume_from_array(values, affine, path=path, source_dtype=stored.dtype.name)
+
+    def read_grid(self, path: Path) -> Grid | None:
+        """The grid :meth:`read` gives ``path``, from its header alone (ITK's
+        ``ReadImageInformation``: size, spacing, origin and direction, no voxels),
+        converted from LPS to RAS as :meth:`read` converts it; ``None`` when the header
+        is unreadable or not one 3D volume (:meth:`read` then says why)."""
+        from medi2i.grid import Grid
+
+        try:
+            require_file(path, self.format_name)
+            if self.check_header is not None:
+                self.check_header(path)
+            reader = self._header(path)
+            size = tuple(reader.GetSize())
+            shape = spatial_shape(size, path, components=reader.GetNumberOfComponents())
+            origin, spacing, direction = (
+                reader.GetOrigin(),
+                reader.GetSpacing(),
+                reader.GetDirection(),
+            )
+            affine = _checked_affine(affine_from_itk(origin, spacing, direction), path)
+        except (InputError, GeometryError, RuntimeError):
+            return None
+        return Grid((int(shape[0]), int(shape[1]), int(shape[2])), affine)
 
     def _image(self, reader: Any, path: Path) -> Any:
         with quiet_itk() as printed:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from medi2i.method import DomainSpec, Method
     from medi2i.registry import Registry
     from medi2i.training.routes import TrainingRoute
+    from medi2i.workflow.data_checks import DataProblems
     from medi2i.workflow.schema import DataConfig, Workflow
 
 
@@ -144,22 +145,39 @@ _STEP_SETTINGS = frozenset(_STEP_NAMES.split())
 """Training settings that only the trainer's steps use."""
 
 
-def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
+def check_validation(
+    workflow: Workflow,
+    splits: DataSplits,
+    registry: Registry,
+    *,
+    problems: DataProblems | None = None,
+) -> None:
     """Check that the validation cases can validate the method before it trains.
 
     Validation predicts each case's ``source`` and compares it with its ``target``, so
     it needs paired cases whatever the training data: unpaired and multi-domain data
     give them in ``data.validation_data``.
 
-    Its volumes are read: NaN or infinite voxels, and a reference that is not on the
+    Its volumes are read: NaN or infinite voxels, a reference of its source's shape
+    that is not on the source's grid (a shifted CT), and a reference that is not on the
     grid the method delivers for its source, are refused now rather than at the first
-    validation (:mod:`medi2i.workflow.data_checks`).
+    validation (:mod:`medi2i.workflow.data_checks`). Every case is checked and the
+    problems are reported together.
+
+    Args:
+        workflow: The workflow.
+        splits: Its data's splits.
+        registry: The method's registry and the readers.
+        problems: Collect the cases' problems here instead of raising them
+            (:func:`check_data` reports those of every check at once).
 
     Raises:
         WorkflowError: A validation case lacks a source or a target, the method refuses
             a case's own condition (its manifest's ``condition`` column), or a reference
             is not on the method's output grid.
+        GeometryError: A case's reference is not on its source's grid.
         InputError: A source or reference has NaN or infinite voxels.
+        DataProblemsError: Several of these, one line each.
     """
     from medi2i.errors import OptionsError
     from medi2i.method import DataKind
@@ -179,31 +197,77 @@ def check_validation(workflow: Workflow, splits: DataSplits, registry: Registry)
             )
         raise WorkflowError(f"the validation split cannot be used: {exc}{hint}") from None
     from medi2i.data.cases import case_condition
-    from medi2i.workflow.data_checks import check_finite_cases, check_output_grids
+    from medi2i.workflow.data_checks import DataProblems, check_finite_cases, check_output_grids
 
     method = _method(workflow, registry)
+    found = DataProblems() if problems is None else problems
+    readers = list(registry.readers.values())
     for case in cases.cases:
         if case.condition:
-            try:
-                method.parse_condition(case_condition(workflow.method.condition, case.condition))
-            except Medi2iError as exc:
-                raise WorkflowError(f"validation case {case.id!r}: {exc}") from None
+            with found.collect():
+                try:
+                    condition = case_condition(workflow.method.condition, case.condition)
+                    method.parse_condition(condition)
+                except Medi2iError as exc:
+                    raise WorkflowError(f"validation case {case.id!r}: {exc}") from None
+    with found.collect():
+        check_output_grids(workflow, method, cases.cases, what="validation", readers=readers)
+    with found.collect():
+        check_finite_cases(workflow, cases.cases, what="validation", readers=readers)
+    if problems is None:
+        found.raise_any()
+
+
+def check_data(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
+    """Every check of the cases that ``medi2i validate --check-data`` makes, with the
+    problems of all of them reported at once: the training masks and pairs
+    (:func:`check_training_masks`, :func:`check_training_pairs`, from the headers),
+    the validation cases (:func:`check_validation`) and the evaluation cases
+    (:func:`check_evaluation`), whose volumes are read.
+
+    Raises:
+        Medi2iError: The one problem found, as its check raises it.
+        DataProblemsError: Several problems, one line each, then their count.
+    """
+    from medi2i.workflow.data_checks import DataProblems
+
+    problems = DataProblems()
     readers = list(registry.readers.values())
-    check_output_grids(workflow, method, cases.cases, what="validation", readers=readers)
-    check_finite_cases(workflow, cases.cases, what="validation", readers=readers)
+    check_training_masks(splits.train.cases, readers, problems=problems)
+    with problems.collect():  # a file of two splits is no case's problem: raised as is
+        check_training_pairs(workflow, splits, registry, problems=problems)
+    with problems.collect():
+        check_validation(workflow, splits, registry, problems=problems)
+    with problems.collect():
+        check_evaluation(workflow, splits, registry, problems=problems)
+    problems.raise_any()
 
 
-def check_training_pairs(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
-    """Refuse a training pair whose finer reference (super-resolution) is not the grid
-    the method delivers for its source: the network would learn from targets moved by
-    part of a voxel (an ``edges`` grid given to a method writing slice centres). A
-    file read by cases of two splits is refused too
-    (:func:`~medi2i.workflow.split_checks.check_split_files`).
+def check_training_pairs(
+    workflow: Workflow,
+    splits: DataSplits,
+    registry: Registry,
+    *,
+    problems: DataProblems | None = None,
+) -> None:
+    """Refuse a training pair whose reference of its source's shape is not on the
+    source's grid (a shifted CT; the trainer would refuse it at the start), or whose
+    finer reference (super-resolution) is not the grid the method delivers for its
+    source: the network would learn from targets moved by part of a voxel (an ``edges``
+    grid given to a method writing slice centres). A file read by cases of two splits is
+    refused too (:func:`~medi2i.workflow.split_checks.check_split_files`).
+
+    The training volumes' grids are read from their headers only (NIfTI, NRRD,
+    MetaImage); a volume whose reader cannot tell its grid so (a DICOM series) is
+    checked by the trainer as it reads it. Every pair is checked and the problems are
+    reported together (``problems``: as :func:`check_validation`).
 
     Raises:
         WorkflowError: Naming the case and both grids, or the file and both cases.
+        GeometryError: A pair's volumes lie on different grids.
+        DataProblemsError: Several of these, one line each.
     """
-    from medi2i.workflow.data_checks import check_output_grids
+    from medi2i.workflow.data_checks import DataProblems, check_output_grids
     from medi2i.workflow.split_checks import check_split_files
 
     if workflow_training_route(workflow, registry) in ("gradient", "fit"):
@@ -215,27 +279,38 @@ def check_training_pairs(workflow: Workflow, splits: DataSplits, registry: Regis
     method = _method(workflow, registry)
     readers = list(registry.readers.values())
     train = splits.train.cases
-    check_output_grids(
-        workflow, method, train, what="training", readers=readers, placement_only=True
-    )
+    found = DataProblems() if problems is None else problems
+    with found.collect():
+        check_output_grids(
+            workflow, method, train, what="training", readers=readers, placement_only=True
+        )
+    if problems is None:
+        found.raise_any()
 
 
 def check_evaluation(
-    workflow: Workflow, splits: DataSplits, registry: Registry | None = None
+    workflow: Workflow,
+    splits: DataSplits,
+    registry: Registry | None = None,
+    *,
+    problems: DataProblems | None = None,
 ) -> None:
     """Check that the evaluate stage will have cases, and that their volumes lie on
     one grid, before training makes a model that nothing scores.
 
-    The grids are read from the files' headers where the reader can (NIfTI;
-    :func:`medi2i.io.read_grid`), without loading voxels; other files are checked when
-    the evaluate stage reads them. As there, a reference of its source's shape must lie
-    on the source's grid (a reference of another shape is a super-resolution target),
-    and a mask on its reference's grid.
+    The grids are read from the files' headers where the reader can (NIfTI, NRRD,
+    MetaImage; :func:`medi2i.io.read_grid`), and from the full read otherwise (a DICOM
+    series). As in the evaluate stage, a reference of its source's shape must lie on the
+    source's grid (a reference of another shape is a super-resolution target), and a
+    mask on its reference's grid. Every case is checked and the problems are reported
+    together.
 
     Args:
         workflow: The workflow.
         splits: Its data's splits.
         registry: Whose readers read the headers; the installed plugins' when ``None``.
+        problems: Collect the cases' problems here instead of raising them
+            (:func:`check_data` reports those of every check at once).
 
     The volumes are read too: NaN or infinite voxels in a source (unless
     ``inference.nonfinite`` replaces them) or a reference are refused, and so is a finer
@@ -247,6 +322,7 @@ def check_evaluation(
         GeometryError: An evaluation case's volumes lie on different grids (the message
             names the files and by how much they differ).
         InputError: A source or reference has NaN or infinite voxels.
+        DataProblemsError: Several of these, one line each.
     """
     config = workflow.evaluation
     if not config.enabled:
@@ -266,16 +342,23 @@ def check_evaluation(
     from medi2i.workflow.evaluation import require_evaluation_masks
 
     require_evaluation_masks(workflow, cases)
-    _check_evaluation_conditions(workflow, cases, registry)
+    from medi2i.registry import Registry
+    from medi2i.workflow.data_checks import DataProblems, check_finite_cases, check_output_grids
+
+    found = DataProblems() if problems is None else problems
+    with found.collect():
+        _check_evaluation_conditions(workflow, cases, registry)
     readers = None if registry is None else list(registry.readers.values())
     for case in cases:
-        _check_case_grids(case, config.mask, readers)
-    from medi2i.registry import Registry
-    from medi2i.workflow.data_checks import check_finite_cases, check_output_grids
-
+        with found.collect():
+            _check_case_grids(case, config.mask, readers, what="evaluation")
     method = _method(workflow, registry if registry is not None else Registry())
-    check_output_grids(workflow, method, cases, what="evaluation", readers=readers)
-    check_finite_cases(workflow, cases, what="evaluation", readers=readers)
+    with found.collect():
+        check_output_grids(workflow, method, cases, what="evaluation", readers=readers)
+    with found.collect():
+        check_finite_cases(workflow, cases, what="evaluation", readers=readers)
+    if problems is None:
+        found.raise_any()
 
 
 def _check_evaluation_conditions(
@@ -284,33 +367,40 @@ def _check_evaluation_conditions(
     """Each evaluation case's condition (``method.condition`` with its own condition
     column) must be one the method accepts and that yields one output: the evaluate
     stage scores one prediction per case."""
-    from medi2i.data.cases import case_condition
     from medi2i.registry import Registry
+    from medi2i.workflow.data_checks import DataProblems
 
     method = _method(workflow, registry if registry is not None else Registry())
     where = "evaluation.data" if workflow.evaluation.data is not None else "data"
+    problems = DataProblems()
     for case in cases:
-        what = (
-            f"evaluation case {case.id!r} ({where}, its condition column)"
-            if case.condition
-            else "method.condition"
+        with problems.collect():
+            _check_evaluation_condition(workflow, method, case, where)
+    problems.raise_any()
+
+
+def _check_evaluation_condition(workflow: Workflow, method: Method, case: Case, where: str) -> None:
+    from medi2i.data.cases import case_condition
+
+    what = (
+        f"evaluation case {case.id!r} ({where}, its condition column)"
+        if case.condition
+        else "method.condition"
+    )
+    try:
+        parsed = method.parse_condition(case_condition(workflow.method.condition, case.condition))
+        outputs = method.outputs(parsed)
+    except Medi2iError as exc:
+        raise WorkflowError(f"{what}: {exc}") from None
+    if len(outputs) > 1:
+        names = ", ".join(output.name for output in outputs)
+        raise WorkflowError(
+            f"{what}: method {method.id!r} yields {len(outputs)} outputs ({names}) under "
+            f"this condition, and the evaluate stage scores one per case (case "
+            f"{case.id!r}): give a condition that yields one (target_domain for a "
+            "multi-domain method, styles: 1 for MUNIT), or set evaluation.enabled to "
+            "false and predict them with medi2i predict"
         )
-        try:
-            parsed = method.parse_condition(
-                case_condition(workflow.method.condition, case.condition)
-            )
-            outputs = method.outputs(parsed)
-        except Medi2iError as exc:
-            raise WorkflowError(f"{what}: {exc}") from None
-        if len(outputs) > 1:
-            names = ", ".join(output.name for output in outputs)
-            raise WorkflowError(
-                f"{what}: method {method.id!r} yields {len(outputs)} outputs ({names}) under "
-                f"this condition, and the evaluate stage scores one per case (case "
-                f"{case.id!r}): give a condition that yields one (target_domain for a "
-                "multi-domain method, styles: 1 for MUNIT), or set evaluation.enabled to "
-                "false and predict them with medi2i predict"
-            )
 
 
 def check_adaptation(workflow: Workflow) -> None:
@@ -339,7 +429,12 @@ def check_adaptation(workflow: Workflow) -> None:
         )
 
 
-def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] | None) -> None:
+def check_training_masks(
+    cases: Sequence[Case],
+    readers: Sequence[VolumeReader] | None,
+    *,
+    problems: DataProblems | None = None,
+) -> None:
     """Refuse a training case whose mask lies on another grid than its image (its source,
     or its one image for single-domain data; or the target when it has another shape,
     as super-resolution pairs have): checked before anything is trained or
@@ -347,60 +442,75 @@ def check_training_masks(cases: Sequence[Case], readers: Sequence[VolumeReader] 
     A mask holding the image's voxels in another storage order (an axis flipped) passes,
     as the trainer accepts it (:func:`medi2i.grid.same_voxels`).
 
+    Every case is checked and the problems are reported together (``problems``: as
+    :func:`check_validation`).
+
     Raises:
         GeometryError: Naming the case, both files and by how much the grids differ.
+        DataProblemsError: Several cases' problems, one line each.
     """
+    from medi2i.workflow.data_checks import DataProblems
+
+    found = DataProblems() if problems is None else problems
+    for case in cases:
+        with found.collect():
+            _check_training_mask(case, readers)
+    if problems is None:
+        found.raise_any()
+
+
+def _check_training_mask(case: Case, readers: Sequence[VolumeReader] | None) -> None:
     from medi2i.data.cases import IMAGE, MASK, SOURCE, TARGET
     from medi2i.grid import require_same_grid, same_voxels
     from medi2i.io import read_grid
 
-    for case in cases:
-        images = case.images
-        main = images.get(SOURCE) or images.get(IMAGE)
-        if main is None or MASK not in images:
-            continue
-        reference, mask = read_grid(main, readers=readers), read_grid(images[MASK], readers=readers)
-        if reference is None or mask is None or same_voxels(mask, reference):
-            continue  # (the same voxels stored in another order: the trainer reorders them)
-        target = read_grid(images[TARGET], readers=readers) if TARGET in images else None
-        if target is not None and target.shape != reference.shape and same_voxels(mask, target):
-            continue  # super-resolution pairs: the mask lies on the finer target's grid
-        require_same_grid(
-            mask,
-            reference,
-            what=f"training case {case.id!r}: the mask {images[MASK]}",
-            reference_name=f"its image {main}",
-            hint="resample the mask onto the image (a case's volumes must share one grid)",
-        )
+    images = case.images
+    main = images.get(SOURCE) or images.get(IMAGE)
+    if main is None or MASK not in images:
+        return
+    reference, mask = read_grid(main, readers=readers), read_grid(images[MASK], readers=readers)
+    if reference is None or mask is None or same_voxels(mask, reference):
+        return  # (the same voxels stored in another order: the trainer reorders them)
+    target = read_grid(images[TARGET], readers=readers) if TARGET in images else None
+    if target is not None and target.shape != reference.shape and same_voxels(mask, target):
+        return  # super-resolution pairs: the mask lies on the finer target's grid
+    require_same_grid(
+        mask,
+        reference,
+        what=f"training case {case.id!r}: the mask {images[MASK]}",
+        reference_name=f"its image {main}",
+        hint="resample the mask onto the image (a case's volumes must share one grid)",
+    )
 
 
 def _check_case_grids(
-    case: Case, mask_role: str | None, readers: Sequence[VolumeReader] | None
+    case: Case, mask_role: str | None, readers: Sequence[VolumeReader] | None, *, what: str
 ) -> None:
+    """A ``what`` (validation or evaluation) case's reference of its source's shape must
+    lie on the source's grid, and its mask (``mask_role``) on the reference's. Grids
+    come from the headers, or from the full read (:func:`volume_grid`): never skipped.
+    The files are compared as stored, as the evaluate stage compares them."""
     from medi2i.data.cases import SOURCE, TARGET
     from medi2i.grid import require_same_grid
-    from medi2i.io import read_grid
+    from medi2i.workflow.data_checks import volume_grid
 
     images = case.images
     if TARGET not in images:
         return
-    reference = read_grid(images[TARGET], readers=readers)
-    if reference is None:
-        return
+    reference = volume_grid(images[TARGET], readers)
     checked = []
     if SOURCE in images:
-        source = read_grid(images[SOURCE], readers=readers)
-        if source is not None and source.shape == reference.shape:
+        source = volume_grid(images[SOURCE], readers)
+        if source.shape == reference.shape:  # another shape: a finer, super-resolution one
             checked.append((source, images[SOURCE], "the reference onto the source"))
     if mask_role is not None and mask_role in images:
-        mask = read_grid(images[mask_role], readers=readers)
-        if mask is not None:
-            checked.append((mask, images[mask_role], "the mask onto the reference"))
+        mask = volume_grid(images[mask_role], readers)
+        checked.append((mask, images[mask_role], "the mask onto the reference"))
     for grid, path, resample in checked:
         require_same_grid(
             grid,
             reference,
-            what=f"evaluation case {case.id!r}: {path}",
+            what=f"{what} case {case.id!r}: {path}",
             reference_name=f"its reference {images[TARGET]}",
             hint=f"resample {resample} (a case's volumes must share one grid)",
         )

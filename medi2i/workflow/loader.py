@@ -137,7 +137,7 @@ def load_workflow(
     if workflow.output.name is None:
         output = workflow.output.model_copy(update={"name": _run_name(path)})
         workflow = workflow.model_copy(update={"output": output})
-    problems = cross_section_problems(workflow)
+    problems = cross_section_problems(workflow) + data_card_problems(workflow, path)
     if registry is not None and not problems:
         problems = method_problems(workflow, registry=registry)
     if registry is not None and not problems:
@@ -376,6 +376,57 @@ def cross_section_problems(workflow: Workflow) -> list[Problem]:
                 ("evaluation",),
                 f"{workflow.data.kind} data has no reference to evaluate against: add "
                 "evaluation.data (paired) or set evaluation.enabled: false",
+            )
+        )
+    return problems
+
+
+DATA_CARDS = "data_cards"
+"""The folder of data cards (``<name>.yaml``) that ``data.cards`` names, as ``medi2i
+cards check`` reads it by default."""
+
+
+def data_card_folders(path: Path) -> list[Path]:
+    """Where the data cards of the workflow file ``path`` are looked for: a
+    ``data_cards/`` folder beside it or in a folder above it (a project's workflows in a
+    subfolder), and in the current folder (``medi2i cards check``'s default)."""
+    places = [folder / DATA_CARDS for folder in path.resolve().parents]
+    places.append(Path.cwd() / DATA_CARDS)
+    return list(dict.fromkeys(place for place in places if place.is_dir()))
+
+
+def data_card_problems(workflow: Workflow, path: Path) -> list[Problem]:
+    """Each name of ``data.cards`` (and ``evaluation.data.cards``) that no data card
+    folder (:func:`data_card_folders`) holds as ``<name>.yaml``: the run would write a
+    model card naming a card that ``medi2i cards check`` then cannot find.
+
+    Where no such folder exists the names are not checked: ``medi2i cards check
+    --data-cards FOLDER`` may read the cards from any folder, and ``medi2i demo`` names
+    the repository's card wherever it runs."""
+    named: list[tuple[KeyPath, str]] = [
+        (("data", "cards", index), name) for index, name in enumerate(workflow.data.cards)
+    ]
+    evaluation = workflow.evaluation.data
+    if evaluation is not None:
+        named += [
+            (("evaluation", "data", "cards", index), name)
+            for index, name in enumerate(evaluation.cards)
+        ]
+    if not named:
+        return []
+    folders = data_card_folders(path)
+    if not folders:
+        return []
+    problems: list[Problem] = []
+    for key, name in named:
+        if any((folder / f"{name}.yaml").is_file() for folder in folders):
+            continue
+        where = f"no {name}.yaml in {', '.join(str(folder) for folder in folders)}"
+        problems.append(
+            (
+                key,
+                f"data card {name!r} not found: {where}; write the card there (medi2i "
+                "cards check validates it) or remove the name",
             )
         )
     return problems

@@ -226,7 +226,10 @@ class DataConfig(Section):
         prepare_source: Paired training data only: a method run on every training
             source before training (see :class:`SourcePreparation`).
         cards: Names of the data cards (``data_cards/<name>.yaml``) that describe this
-            data; the trained model's card names them.
+            data; the trained model's card names them. The ``data_cards/`` folder is
+            looked for beside the workflow file, in a folder above it and in the current
+            folder; ``medi2i validate`` refuses a name that the folders found lack (with
+            none found, as for a workflow outside a project, the names are not checked).
         domains: Unpaired and multi-domain data: the domains in label order (label 0
             first; domain ``a`` then ``b`` of unpaired batches), each a name or
             ``{name, modality, units}`` (e.g. ``{name: ct, modality: CT, units: HU}``),
@@ -250,10 +253,33 @@ class DataConfig(Section):
     include: list[str] = Field(default_factory=list)
     split: SplitConfig = SplitConfig()
     prepare_source: SourcePreparation | None = None
-    cards: list[str] = Field(default_factory=list)
+    cards: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Names of the data cards (data_cards/<name>.yaml, beside the workflow, in a "
+            "folder above it or in the current folder) that describe this data; the "
+            "trained model's card names them. medi2i validate refuses a name that the "
+            "data_cards folder it finds there lacks."
+        ),
+    )
     domains: list[_DomainEntry] = Field(default_factory=list)
-    validation_data: Layout | None = None
-    unlabelled_data: Layout | None = None
+    validation_data: Layout | None = Field(
+        default=None,
+        description=(
+            "Paired cases (source, target, optional mask) that validate training instead "
+            "of the split's validation part, for any data kind (e.g. aligned MR/CT pairs "
+            "for an unpaired MR-CT method). Its layout is read as paired."
+        ),
+    )
+    unlabelled_data: Layout | None = Field(
+        default=None,
+        description=(
+            "Paired data only: input volumes of the target domain without targets, for a "
+            "method that learns from them too (learns_from_unlabelled in medi2i methods "
+            "--json). Read as single-domain data: a folders layout with an image folder, "
+            "or a CSV with role image; the split does not apply to it."
+        ),
+    )
 
     def domain_specs(self) -> tuple[DomainSpec, ...]:
         """:attr:`domains` as specs (a plain name is a domain of any modality)."""
