@@ -87,8 +87,11 @@ def export_bundle(
             overlap, blending); medi2i's defaults otherwise.
         registry: The registry the method was loaded with. When its plugin is not
             loaded by default (``--plugin NAME``), the bundle's run loads it by name.
-        overwrite: Replace an existing bundle folder (or an empty folder): the new one
-            is written in full beside it and swapped in; a failed export keeps the old.
+        overwrite: Replace an existing bundle folder that medi2i exported, when it holds
+            nothing but what the export wrote (or an empty folder): the new one is
+            written in full beside it and swapped in; a failed export keeps the old.
+            Any other folder, a bundle holding other files (a run's input and output)
+            and a link are refused.
 
     Returns:
         The bundle folder.
@@ -98,7 +101,8 @@ def export_bundle(
         OptionsError: ``folder`` exists and ``overwrite`` is not set, its name ends in
             a file's suffix, or the condition is invalid.
         OutputError: ``folder`` lies inside the model folder (or holds it), is not a
-            bundle folder and ``overwrite`` is set, its folder cannot be
+            bundle medi2i exported, holds files its export did not write, or is a
+            link, and ``overwrite`` is set, its folder cannot be
             written to (checked before the work), or it appeared while the export
             ran (it is kept; the export's staging copy is removed).
     """
@@ -172,24 +176,111 @@ def _require_folder_name(folder: Path) -> None:
         )
 
 
+BUNDLE_FILES = (
+    "configs/metadata.json",
+    "configs/inference.json",
+    "docs/README.md",
+    "models/model.pt2",
+    "models/model.pt2.json",
+)
+"""The files :func:`export_bundle` writes, besides the model folder's copy."""
+BUNDLE_FOLDERS = ("configs", "docs", "models")
+MODEL_COPIES = ("models/medi2i", "models/medi2i.zip")
+"""Where the export copies the model folder (or zip): all of it is the export's."""
+
+
 def _require_replaceable_bundle(folder: Path) -> None:
-    """Refuse to replace ``folder`` (``overwrite``) unless it is a MONAI bundle folder
-    (``configs/inference.json``) or empty: overwrite consents to replacing a bundle, not
-    to deleting whatever else a folder holds."""
+    """Refuse to replace ``folder`` (``overwrite``) unless it is empty, or a bundle that
+    medi2i exported (:func:`is_medi2i_bundle`) holding nothing but what the export
+    wrote: overwrite consents to replacing an export, not to deleting a MONAI model-zoo
+    bundle, nor the inputs and outputs a user ran the bundle on inside its folder (as
+    its README shows). A link is never replaced through, even to such a bundle.
+
+    Raises:
+        OutputError: One line saying why, and what to do; nothing was deleted.
+    """
+    import os
+
     from medi2i.errors import OutputError
 
     if not (folder.exists() or folder.is_symlink()):
         return
-    is_folder = folder.is_dir() and not folder.is_symlink()
-    if is_folder and (
-        (folder / "configs" / "inference.json").is_file() or not any(folder.iterdir())
-    ):
+    kept = "--overwrite replaces only a bundle folder that medi2i exported, so nothing was deleted"
+    if folder.is_symlink():
+        raise OutputError(
+            f"{folder} is a symbolic link (to {os.readlink(folder)}), and a bundle is never "
+            f"replaced through a link; {kept}: export to the folder it points to, or to a "
+            "new folder"
+        )
+    if not folder.is_dir():
+        raise OutputError(f"{folder} is not a folder; {kept}: choose another bundle folder")
+    if not any(folder.iterdir()):
         return
-    what = "a folder that is not a MONAI bundle" if folder.is_dir() else "not a folder"
-    raise OutputError(
-        f"{folder} is {what} (no configs/inference.json); --overwrite replaces only a "
-        "bundle folder, so nothing was deleted: choose another bundle folder"
+    if not is_medi2i_bundle(folder):
+        raise OutputError(
+            f"{folder} is a folder that is not a bundle medi2i exported (no models/"
+            f"model.pt2.json of medi2i's, or no medi2i in configs/metadata.json); {kept}: "
+            "choose another bundle folder"
+        )
+    foreign = _files_not_exported(folder)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise OutputError(
+            f"{folder} holds files the bundle export did not write ({shown}); {kept}: move "
+            "them out of the bundle folder and export again, or export to a new folder"
+        )
+
+
+def is_medi2i_bundle(folder: Path) -> bool:
+    """Whether ``folder`` is a MONAI bundle that medi2i exported: its
+    ``models/model.pt2.json`` is a medi2i export's description and its
+    ``configs/metadata.json`` names medi2i among the required packages (a MONAI
+    model-zoo bundle has ``configs/inference.json`` too, but neither of these)."""
+    description = _json_object(folder / "models" / "model.pt2.json")
+    metadata = _json_object(folder / "configs" / "metadata.json")
+    packages = metadata.get("required_packages_version")
+    return (
+        description.get("format") == "medi2i-torch-export/1"
+        and isinstance(packages, dict)
+        and "medi2i" in packages
+        and (folder / "configs" / "inference.json").is_file()
     )
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; empty when it is not a readable file holding one."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > (1 << 22):
+            return {}
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _files_not_exported(folder: Path) -> list[str]:
+    """What ``folder`` (a medi2i bundle) holds that :func:`export_bundle` did not write,
+    relative to it, sorted (a folder of such things once, with a trailing ``/``)."""
+    import os
+
+    found: list[str] = []
+    for root, folders, files in os.walk(folder):  # links are listed, never followed
+        relative = Path(root).relative_to(folder)
+        for name in sorted(folders):
+            inside = (relative / name).as_posix()
+            if inside in MODEL_COPIES and not (Path(root) / name).is_symlink():
+                folders.remove(name)  # the model folder's copy: all of it is the export's
+            elif inside not in BUNDLE_FOLDERS or (Path(root) / name).is_symlink():
+                found.append(inside + "/")
+                folders.remove(name)
+        for name in files:
+            inside = (relative / name).as_posix()
+            exported = inside in BUNDLE_FILES or inside in MODEL_COPIES
+            if not exported or (Path(root) / name).is_symlink():
+                found.append(inside)
+    return sorted(found)
 
 
 def _copy_model(model: Path, models: Path) -> str:

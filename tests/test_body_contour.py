@@ -478,6 +478,45 @@ def test_mask_command_writes_a_provenance_sidecar(tmp_path: Path) -> None:
     assert not (tmp_path / "n.nii.gz").exists()
 
 
+def test_mask_command_records_its_file_and_keeps_another_outputs_record(
+    tmp_path: Path,
+) -> None:
+    """x.nii (predict's) and x.nii.gz (the mask) share x.provenance.json: the mask does
+    not replace predict's record without --overwrite, nor predict the mask's."""
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+    from medi2i.io import write_volume
+
+    write_volume(metatensor(box_body()), tmp_path / "mr.nii.gz")
+    source = str(tmp_path / "mr.nii.gz")
+    predict = ["predict", source, str(tmp_path / "x.nii"), "--method", "intensity-inversion"]
+    assert CliRunner().invoke(build_cli(), [*predict, "--device", "cpu"]).exit_code == 0
+    sidecar = tmp_path / "x.provenance.json"
+    before = sidecar.read_text()
+
+    refused = CliRunner().invoke(build_cli(), ["mask", source, str(tmp_path / "x.nii.gz")])
+
+    assert refused.exit_code == 1
+    assert "is the provenance of the existing output" in refused.output
+    assert "x.nii" in refused.output
+    assert "--overwrite" in refused.output
+    assert sidecar.read_text() == before
+    assert not (tmp_path / "x.nii.gz").exists()
+    # the reverse: predict refuses to replace the mask's record, which names its file
+    mask = ["mask", source, str(tmp_path / "y.nii.gz")]
+    assert CliRunner().invoke(build_cli(), mask).exit_code == 0
+    record = json.loads((tmp_path / "y.provenance.json").read_text())
+    assert record["output"]["file"] == "y.nii.gz"
+    predict_y = ["predict", source, str(tmp_path / "y.nii"), "--method", "intensity-inversion"]
+    again = CliRunner().invoke(build_cli(), [*predict_y, "--device", "cpu"])
+    assert again.exit_code == 1
+    assert "is the provenance of the existing output" in again.output
+    # the mask's own earlier record is replaced with the mask (--overwrite)
+    replaced = CliRunner().invoke(build_cli(), [*mask, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+
+
 def test_the_mask_keeps_the_input_files_nifti_codes(tmp_path: Path) -> None:
     """As predict's outputs do: a sform-only input gave a mask with both codes 1."""
     import nibabel as nib

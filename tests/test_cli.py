@@ -401,23 +401,54 @@ def _tree_of_one_mr_study(root: Path) -> None:
     write_series(root / "2", volume - 1000.0, modality="CT", study_uid="1.2.3.4.2")
 
 
+def test_predict_honours_format_on_a_tree_whatever_the_selection_matches(
+    tmp_path: Path,
+) -> None:
+    """--format given for a tree of studies translates the tree, also when the selection
+    matches one study only: a scripted call works on any tree, not on some."""
+    _tree_of_one_mr_study(tmp_path / "tree")
+    args = ["predict", str(tmp_path / "tree"), str(tmp_path / "out"), "--modality", "MR"]
+    result = run(*args, "--method", "example-self-rescaling", "--format", "nifti", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "1 done, 1 skipped" in result.output
+    assert len(list((tmp_path / "out").rglob("*.nii.gz"))) == 1
+    # a file OUTPUT for a tree is refused, with the way to one input
+    file_args = ["predict", str(tmp_path / "tree"), str(tmp_path / "o.nii.gz"), "--modality", "MR"]
+    refused = run(*file_args, "--method", "example-self-rescaling", "--format", "nifti")
+    assert refused.exit_code == 1
+    assert "names a file" in refused.output
+    assert "leave --format out" in refused.output
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
 @pytest.mark.parametrize(
-    ("output", "formats"),
-    [("out", "nifti"), ("out", "dicom,nifti"), ("out.nii.gz", "dicom"), ("out.nrrd", "nifti")],
+    ("output", "formats", "advice"),
+    [
+        ("out", "nifti", "name it e.g. {tmp}/out.nii.gz for NIfTI"),
+        ("out.nii.gz", "dicom", "name it e.g. {tmp}/out for a DICOM series"),
+        ("out.nrrd", "nifti", "name it e.g. {tmp}/out.nii.gz for NIfTI"),
+        ("c.nii.gz", "dicom,nifti", "asks for 2 formats (dicom and nifti)"),
+        ("c", "dicom,nifti", "asks for 2 formats (dicom and nifti)"),
+    ],
 )
 def test_predict_refuses_a_format_that_one_input_would_ignore(
-    tmp_path: Path, output: str, formats: str
+    tmp_path: Path, output: str, formats: str, advice: str
 ) -> None:
-    """--modality matching one study of a tree reads it as one input, whose output's name
-    picks the format: a --format it disagrees with is refused, not silently ignored."""
-    _tree_of_one_mr_study(tmp_path / "tree")
-    args = ["predict", str(tmp_path / "tree"), str(tmp_path / output), "--modality", "MR"]
+    """One series is one input, whose output's name picks the format: a --format it
+    disagrees with is refused, not silently ignored, and the advice is a change (never
+    the name given: c.nii.gz already is NIfTI; --format dicom,nifti asks for two)."""
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(0).normal(0.0, 100.0, (12, 12, 6)).astype(np.float32)
+    write_series(tmp_path / "series", volume, modality="MR")
+    args = ["predict", str(tmp_path / "series"), str(tmp_path / output)]
     result = run(*args, "--method", "example-self-rescaling", "--format", formats)
     assert result.exit_code == 1, result.output
     line = result.output.strip()
     assert "\n" not in line
-    assert f"--format {formats} applies to a tree of several DICOM studies" in line
-    assert f"{tmp_path / 'out.nii.gz'} for NIfTI" in line
+    assert "--format applies to a tree of several DICOM studies" in line
+    assert advice.format(tmp=tmp_path) in line
+    assert f"name it e.g. {tmp_path / output} " not in line
     assert not (tmp_path / output).exists()
 
 
@@ -425,8 +456,11 @@ def test_predict_refuses_a_format_that_one_input_would_ignore(
 def test_predict_accepts_a_format_that_agrees_with_one_output(
     tmp_path: Path, output: str, formats: str
 ) -> None:
-    _tree_of_one_mr_study(tmp_path / "tree")
-    args = ["predict", str(tmp_path / "tree"), str(tmp_path / output), "--modality", "MR"]
+    from medi2i.testing.dicom_series import write_series
+
+    volume = np.random.default_rng(0).normal(0.0, 100.0, (12, 12, 6)).astype(np.float32)
+    write_series(tmp_path / "series", volume, modality="MR")
+    args = ["predict", str(tmp_path / "series"), str(tmp_path / output)]
     result = run(*args, "--method", "example-self-rescaling", "--format", formats, "--no-progress")
     assert result.exit_code == 0, result.output
     assert (tmp_path / output).is_file()

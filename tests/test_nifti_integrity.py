@@ -271,3 +271,55 @@ def test_misnamed_gzip_is_still_checked_against_its_trailer(tmp_path: Path) -> N
         pytest.raises(InputError, match=r"crc_altered\.nii"),
     ):
         NiftiReader().read(path)
+
+
+@pytest.mark.parametrize("header_class", [nib.Nifti1Header, nib.Nifti2Header])
+def test_a_big_endian_nifti_named_gz_is_read_by_content(tmp_path: Path, header_class: type) -> None:
+    from medi2i.io.nifti import MisnamedCompressionWarning
+
+    values = (np.arange(6 * 7 * 8) % 300).astype(np.int16).reshape(6, 7, 8)
+    header = header_class(endianness=">")
+    image_class = nib.Nifti2Image if header_class is nib.Nifti2Header else nib.Nifti1Image
+    path = tmp_path / "big.nii.gz"
+    path.write_bytes(image_class(values, np.eye(4), header=header).to_bytes())
+    assert path.read_bytes()[:4] in (struct.pack(">i", 348), struct.pack(">i", 540))
+    with pytest.warns(MisnamedCompressionWarning):
+        read = NiftiReader().read(path)
+    np.testing.assert_array_equal(read.numpy()[0], values)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.nii.gz", b"", r"empty\.nii\.gz is empty \(0 bytes\)"),
+        ("empty.nii", b"", r"empty\.nii is empty \(0 bytes\)"),
+        ("one.nii.gz", b"\x1f", r"one\.nii\.gz is neither gzip-compressed nor a NIfTI file"),
+        (
+            "garbage.nii.gz",
+            bytes(range(32, 127)) * 30,
+            r"garbage\.nii\.gz is neither gzip-compressed nor a NIfTI file \(its first "
+            r"bytes are 20 21 22",
+        ),
+        (
+            "zipped_text.nii",
+            gzip.compress(b"not an image\n" * 40),
+            r"zipped_text\.nii is gzip-compressed, but what it holds is not a NIfTI file",
+        ),
+    ],
+    ids=["empty-gz", "empty-nii", "one-byte", "text", "gzipped-text"],
+)
+def test_a_file_that_is_not_nifti_is_refused_saying_what_it_is(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    """Empty, cut-short or foreign content under a NIfTI name is not parsed as an
+    uncompressed header (nibabel's "Binary block is wrong size", "data code ... not
+    recognized"): the message says what the file is."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no misnamed-file warning for what is not NIfTI
+        with pytest.raises(InputError, match=message) as refused:
+            NiftiReader().read(path)
+        assert NiftiReader().read_grid(path) is None
+    assert "Error:" not in str(refused.value)
+    assert "WrapStruct" not in str(refused.value)

@@ -203,11 +203,13 @@ def predict_command(
 
     INPUT is a volume file (NIfTI, NRRD, MHA), a DICOM series folder, or a tree of
     DICOM studies (then OUTPUT is a folder and every study is translated as by
-    "medi2i batch", unless the selection options match series of one study only). In a
-    folder of several series, the selection options pick one
-    ("medi2i dicom ls" previews them). OUTPUT's suffix picks the format; no suffix
+    "medi2i batch", unless the selection options match series of one study only and
+    --format is not given). In a folder of several series, the selection options pick
+    one ("medi2i dicom ls" previews them). OUTPUT's suffix picks the format; no suffix
     writes a DICOM series (into a new or empty folder). --format is for a tree of
-    studies; given for one input, it must agree with OUTPUT's name.
+    studies: given for one, the tree is translated as by "medi2i batch" whatever number
+    of studies the selection matches; given for one input (a file, or a folder of one
+    study), it must agree with OUTPUT's name.
     The output keeps the input's grid (affine, spacing, orientation) unless the method
     changes resolution; a provenance sidecar is written next to it. A method with
     several named outputs (e.g. one per target domain or style) writes each as
@@ -225,16 +227,26 @@ def predict_command(
     from medi2i.prediction import predict_all
 
     scan = _dicom_scan(input_path, slice_tolerance(selector))
-    if scan is not None and len(_studies_picked(scan, selector)) > 1:
+    # --format is for a tree: given for a tree of studies, the tree mode is used whatever
+    # number of studies the selection matches, so the same call works on any such tree
+    format_given = _given(ctx, "format_list")
+    if scan is not None and (
+        len(_studies_picked(scan, selector)) > 1 or (format_given and len(scan.studies) > 1)
+    ):
         from medi2i.cli.batch_commands import translate_tree
 
         if file_suffix(output_path):
+            one_study = (
+                "leave --format out and give selection options (--modality, --description, "
+                "--series-uid) that match series of one study"
+                if format_given
+                else "selection options (--modality, --description, --series-uid) that "
+                "match series of one study"
+            )
             raise OptionsError(
                 f"{input_path} holds {len(scan.studies)} DICOM studies, which are written as "
                 f"one output folder per study, but {output_path} names a file; give an "
-                "output folder (no suffix), the folder of one series as INPUT, or "
-                "selection options (--modality, --description, --series-uid) that match "
-                "series of one study"
+                f"output folder (no suffix), the folder of one series as INPUT, or {one_study}"
             )
 
         translate_tree(
@@ -276,32 +288,55 @@ def predict_command(
         click.echo(f"wrote {path}" + (f" (output {name!r})" if name else ""))
 
 
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the option ``name`` was given (not left at its default)."""
+    return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+
 def _require_format_of_output(
     ctx: click.Context, format_list: str, input_path: Path, output_path: Path
 ) -> None:
-    """Refuse a ``--format`` given for one input (a file, a series, or a tree whose
-    selection matched one study) that OUTPUT's name does not write: there the name picks
-    the format, and the option would otherwise be ignored."""
+    """Refuse a ``--format`` given for one input (a file, or a folder of one study's
+    series) that OUTPUT's name does not write: there the name picks the format, and the
+    option would otherwise be ignored."""
     from medi2i.cli.options import output_formats
     from medi2i.io.destinations import file_suffix
 
-    if ctx.get_parameter_source("format_list") is click.core.ParameterSource.DEFAULT:
+    if not _given(ctx, "format_list"):
         return
-    formats = output_formats(format_list)
+    formats = tuple(dict.fromkeys(output_formats(format_list)))  # "nifti,nifti" is one
     suffix = file_suffix(output_path)
-    written = "nifti" if output_path.name.lower().endswith((".nii", ".nii.gz")) else suffix
-    if formats == ((written or "dicom"),):
+    nifti = output_path.name.lower().endswith((".nii", ".nii.gz"))
+    written = "nifti" if nifti else (suffix or "dicom")
+    if formats == (written,):
         return
-    ending = next((e for e in (".nii.gz", ".nii") if output_path.name.lower().endswith(e)), suffix)
-    stem = output_path.name[: len(output_path.name) - len(ending)]
-    names = f"a {suffix} file" if suffix else "a DICOM series folder"
-    raise OptionsError(
-        f"--format {format_list} applies to a tree of several DICOM studies, but "
-        f"{input_path} is translated as one input, so OUTPUT's name picks the format and "
-        f"{output_path} names {names}; "
-        f"name it e.g. {output_path.with_name(stem + '.nii.gz')} for NIfTI or "
-        f"{output_path.with_name(stem)} (no suffix) for a DICOM series, or leave --format out"
+    one_input = (
+        f"--format applies to a tree of several DICOM studies, but {input_path} is "
+        "translated as one input, whose output's name picks the format"
     )
+    if len(formats) > 1:
+        raise OptionsError(
+            f"--format {format_list} asks for {len(formats)} formats ({' and '.join(formats)}), "
+            f"which the single output of one input cannot give: {one_input} "
+            f"({output_path} is {_format_named(written)}); leave --format out, or give a "
+            "folder of several studies as INPUT and an output folder for a tree"
+        )
+    ending = next((e for e in (".nii.gz", ".nii") if output_path.name.lower().endswith(e)), suffix)
+    stem = output_path.name[: len(output_path.name) - len(ending)] or "out"
+    wanted = formats[0]
+    renamed = output_path.with_name(stem + ".nii.gz" if wanted == "nifti" else stem)
+    raise OptionsError(
+        f"--format {format_list} disagrees with OUTPUT: {one_input}, and {output_path} is "
+        f"{_format_named(written)}; name it e.g. {renamed} for "
+        f"{_format_named(wanted)}, or leave --format out"
+    )
+
+
+def _format_named(written: str) -> str:
+    """The words for what an output format writes."""
+    if written == "nifti":
+        return "NIfTI"
+    return "a DICOM series (a folder)" if written == "dicom" else f"a {written} file"
 
 
 def _studies_picked(scan: ScanResult, selector: SeriesSelector | None) -> list[StudyInfo]:

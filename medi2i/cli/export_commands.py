@@ -45,8 +45,9 @@ def add_to(group: click.Group) -> None:
     "--overwrite",
     is_flag=True,
     help="Replace an existing export (the file and its OUTPUT.json, either alone too, or "
-    "a bundle folder): the new one is written in full under a temporary name in the same "
-    "folder, then put in its place; a failed export keeps the old one.",
+    "a bundle folder medi2i exported that holds nothing else): the new one is written in "
+    "full under a temporary name in the same folder, then put in its place; a failed "
+    "export keeps the old one.",
 )
 @click.pass_context
 def export_command(
@@ -70,7 +71,9 @@ def export_command(
     windows before it is kept. Methods that run no network by window have nothing to
     export and say so; so do MUNIT (styles) and AdaBN on the input (statistics=input).
     Existing files are refused unless --overwrite is given; an output inside the
-    model folder, or one that is the model, is refused always. A bundle folder named
+    model folder, or one that is the model, is refused always. --overwrite replaces a
+    bundle folder only when medi2i exported it and it holds nothing else (not a run's
+    files made inside it, not another MONAI bundle, not a link). A bundle folder named
     like a file (bundle.onnx) is refused. Folders missing on OUTPUT's path are created (as
     medi2i predict creates an output's folders); a folder that cannot be written to is
     refused before the export runs.

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from monai.data.meta_tensor import MetaTensor
 
+    from medi2i.io.base import VolumeWriter
+
 MAX_MARGIN_VOXELS = 1000.0
 """The largest margin the command takes: wider than any volume's body needs."""
 
@@ -88,7 +90,7 @@ def mask_command(
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import check_destination, file_suffix, require_own_name
     from medi2i.io.nifti import META_PREFIX as NIFTI_META
-    from medi2i.provenance import is_provenance_record, sidecar_path, staged_sidecar
+    from medi2i.provenance import staged_sidecar
     from medi2i.voxel_checks import checked_input
 
     require_own_name(output_path)  # "." names no file, with or without a suffix
@@ -101,9 +103,7 @@ def mask_command(
     writers = list(registry.writers.values())
     writer_for(output_path, writers)
     check_destination(output_path, inputs=[input_path], overwrite=overwrite, folder=False)
-    sidecar = sidecar_path(output_path)
-    replaceable = overwrite or is_provenance_record(sidecar)
-    check_destination(sidecar, inputs=[input_path], overwrite=replaceable, sidecar_of=output_path)
+    _check_sidecar(output_path, [input_path], writers, overwrite=overwrite)
     image = read_volume(input_path, readers=list(registry.readers.values()))
     # what predict refuses, the mask refuses too: NaN, out-of-range, constant or empty
     image = checked_input(image, nonfinite)  # type: ignore[arg-type]
@@ -119,13 +119,41 @@ def mask_command(
     mask.meta.update({k: v for k, v in image.meta.items() if str(k).startswith(NIFTI_META)})
     mask.meta["medi2i.dtype"] = "uint8"
     no_air = bool(inside.all())
-    record = mask_record(input_path, image, inside, margin_voxels=margin_voxels)
+    record = mask_record(
+        input_path, image, inside, margin_voxels=margin_voxels, output_path=output_path
+    )
     with staged_sidecar(output_path, record):
         written = write_volume(mask, output_path, writers=writers, overwrite=overwrite)
     share = 100.0 * float(inside.mean())
     click.echo(f"wrote {written} ({int(inside.sum())} voxels in the body, {share:.1f} %)")
     if no_air:
         click.secho(f"Warning: {no_air_message(input_path)}", err=True, fg="yellow")
+
+
+def _check_sidecar(
+    output_path: Path, inputs: list[Path], writers: list[VolumeWriter], *, overwrite: bool
+) -> None:
+    """Refuse to put the mask's provenance where another output's is, as predict
+    refuses it: ``x.nii.gz``'s sidecar ``x.provenance.json`` may be the record of an
+    existing ``x.nii`` (a synthetic CT), which would lose its provenance. An earlier
+    record of the same output (or of an output since deleted) is replaced; another
+    output's only with ``overwrite``; a file of the user's never."""
+    from medi2i.errors import OutputError
+    from medi2i.io.destinations import check_destination
+    from medi2i.prediction import _other_output_of, _renamed
+    from medi2i.provenance import is_provenance_record, sidecar_path
+
+    sidecar = sidecar_path(output_path)
+    suffixes = [suffix for writer in writers for suffix in writer.suffixes]
+    owner = _other_output_of(sidecar, output_path, suffixes)
+    if owner is not None and not overwrite:
+        raise OutputError(
+            f"{sidecar}, where the provenance of {output_path} is written, is the "
+            f"provenance of the existing output {owner}; give {output_path} another name "
+            f"(e.g. {_renamed(output_path)}), or pass --overwrite to replace that record"
+        )
+    replaceable = overwrite or is_provenance_record(sidecar)
+    check_destination(sidecar, inputs=inputs, overwrite=replaceable, sidecar_of=output_path)
 
 
 def no_air_message(input_path: Path) -> str:
@@ -142,10 +170,13 @@ def mask_record(
     inside: npt.NDArray[np.bool_],
     *,
     margin_voxels: float,
+    output_path: Path,
 ) -> dict[str, object]:
     """The mask's provenance sidecar: medi2i's version, how the mask was found (margin),
-    the input's hash (as predict's sidecar records it) and the body's size, with
-    ``body.air_found`` false (and the warning) when the mask is all body."""
+    the input's hash (as predict's sidecar records it), the body's size, with
+    ``body.air_found`` false (and the warning) when the mask is all body, and the mask
+    file's name (``output.file``, as predict records its output's), which tells whose
+    record it is when two outputs share a sidecar name (``x.nii`` and ``x.nii.gz``)."""
     import platform
     from datetime import datetime, timezone
 
@@ -167,5 +198,5 @@ def mask_record(
         },
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "output": {"name": "", "modality": "mask", "units": "label"},
+        "output": {"name": "", "modality": "mask", "units": "label", "file": output_path.name},
     }

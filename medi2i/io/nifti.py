@@ -6,7 +6,8 @@ volume more than 0.01 mm apart (and the qform is not just the sform's float32
 quaternion), a :class:`FormDisagreementWarning` says so; a gzipped file's CRC-32 and
 length are checked. A file whose content and name disagree (an uncompressed file named
 ``.nii.gz``, a gzipped one named ``.nii``) is read by its content, with a
-:class:`MisnamedCompressionWarning`. NIfTI's RAS+ world is MONAI's, so it is
+:class:`MisnamedCompressionWarning`, when that content is a NIfTI header; an empty file,
+or one that is neither gzip nor NIfTI, is refused saying so. NIfTI's RAS+ world is MONAI's, so it is
 used as is, only converted to mm when the header's spatial unit is metres or microns.
 
 NIfTI stores the affine in float32, so positions are kept to about 1e-7 of their size
@@ -299,12 +300,12 @@ def _load(path: Path, *, warn: bool = True) -> Any:
     """The nibabel image of ``path`` (voxels not read yet); ``warn``: warn of a name that
     disagrees with the content on gzip (:class:`MisnamedCompressionWarning`)."""
     nib = _nibabel()
+    misnamed = _gzipped(path) != _named_gzipped(path)
+    if misnamed or _is_empty(path):
+        _require_nifti_content(path)  # not a misnamed NIfTI file: say what it is
     try:
         with _quiet_nibabel():
-            if _gzipped(path) == _named_gzipped(path):
-                image = nib.load(path)
-            else:
-                image = _misnamed(path, warn=warn)
+            image = _misnamed(path, warn=warn) if misnamed else nib.load(path)
     except Exception as exc:  # nibabel raises many kinds; the user needs one message
         raise _unreadable(path, exc) from exc
     if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
@@ -333,6 +334,71 @@ def _misnamed(path: Path, *, warn: bool) -> Any:
             stacklevel=2,
         )
     return image
+
+
+_NIFTI_MAGICS = {348: (344, (b"n+1\0", b"ni1\0")), 540: (4, (b"n+2\0",))}
+"""NIfTI-1's and NIfTI-2's header sizes (``sizeof_hdr``), each with the offset and
+values of its ``magic`` field."""
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _require_nifti_content(path: Path) -> None:
+    """Refuse, with what the file is, a file whose name and content disagree on gzip
+    (or an empty file) unless its content is recognisably NIfTI: ``sizeof_hdr`` 348 or
+    540 in either byte order and the magic (``n+1``, ``ni1``, ``n+2``) at its offset.
+    A file that is neither gzip nor NIfTI (empty, cut short, another format named
+    ``.nii.gz``) is then not parsed as an uncompressed header, which gave nibabel's
+    messages about binary blocks and data codes.
+
+    Raises:
+        InputError: The file is empty, or its content is not NIfTI.
+    """
+    import gzip
+    import zlib
+
+    if _is_empty(path):
+        raise InputError(
+            f"{path} is empty (0 bytes): it holds no image; write or copy the file again"
+        )
+    gzipped = _gzipped(path)
+    try:
+        with _opened(path, gzipped=gzipped) as stream:
+            head = stream.read(352)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise _unreadable(path, exc) from exc
+    if _nifti_header(head):
+        return
+    if gzipped:
+        raise InputError(
+            f"{path} is gzip-compressed, but what it holds is not a NIfTI file (it starts "
+            f"with the bytes {head[:8].hex(' ')}); check that it is the right file, or "
+            "export it again as NIfTI (.nii.gz)"
+        )
+    raise InputError(
+        f"{path} is neither gzip-compressed nor a NIfTI file (its first bytes are "
+        f"{head[:8].hex(' ')}, {_bytes(path.stat().st_size)} in all); check that it is "
+        "the right file and was copied whole, or export it again as NIfTI (.nii.gz)"
+    )
+
+
+def _bytes(count: int) -> str:
+    return f"{count} byte" if count == 1 else f"{count} bytes"
+
+
+def _nifti_header(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) starts a NIfTI-1 or NIfTI-2 header."""
+    for size in (int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")):
+        found = _NIFTI_MAGICS.get(size)
+        if found is not None:
+            offset, magics = found
+            return head[offset : offset + 4] in magics
+    return False
 
 
 def _opened(path: Path, *, gzipped: bool) -> BinaryIO:
