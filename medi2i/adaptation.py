@@ -2,13 +2,17 @@
 
 :func:`adapt_model` loads a trained model, hands its :meth:`medi2i.Method.adapt` the
 target volumes (read → working grid → preprocessing, as predict sees them) and saves
-the result as a new model folder. Its manifest's ``adapted_from`` names the source
-model (absolute path), the SHA-256 of the source's weights file, each target volume
-with its SHA-256 (as predict's provenance hashes its input) and, for a model adapted
-twice, the source's own ``adapted_from``. A source with a model card passes it on: the
-adapted model's card keeps its training data, intended use and limits, records the
-adaptation in ``adaptations`` and leaves out the source's metrics, which were measured
-before adapting. The source model is never changed.
+the result as a new model folder. Each target volume passes predict's input checks
+first: the modality rule (a CT in HU given to a model that takes MR is refused unless
+``force_modality``) and the warning for a voxel spacing far from the model's training
+spacings (:class:`medi2i.training_spacing.SpacingWarning`). The new manifest's
+``adapted_from`` names the source model (absolute path), the SHA-256 of the source's
+weights file, each target volume with its SHA-256 (as predict's provenance hashes its
+input) and, for a model adapted twice, the source's own ``adapted_from``. A source
+with a model card passes it on: the adapted model's card keeps its training data,
+intended use and limits, records the adaptation in ``adaptations`` and leaves out the
+source's metrics, which were measured before adapting. The source model is never
+changed.
 
 Example:
     >>> adapt_model("model", ["site-b/1.nii.gz"], "model-site-b")  # doctest: +SKIP
@@ -46,6 +50,7 @@ def adapt_model(
     overwrite: bool = False,
     domain: str | None = None,
     command: str = "medi2i.adaptation.adapt_model (Python)",
+    force_modality: bool = False,
 ) -> Path:
     """Adapt the model at ``model`` to ``volumes`` and save it at ``output``.
 
@@ -60,9 +65,15 @@ def adapt_model(
         overwrite: Replace an existing ``output``.
         domain: The volumes' domain, passed to preprocessing (domain methods).
         command: What the adapted model's card names as the adapting command.
+        force_modality: Skip the modality checks of the volumes, as predict's
+            ``force_modality`` (also taken from ``settings.force_modality``).
 
     Returns:
         The adapted model's folder.
+
+    Warns:
+        SpacingWarning: A volume's voxel spacing lies far outside the model's training
+            spacings (as predict warns).
 
     Raises:
         OptionsError: The method does not adapt, there are no volumes, or ``output``
@@ -70,6 +81,8 @@ def adapt_model(
         OutputError: ``output`` holds or lies inside an input, or exists and
             ``overwrite`` is not set (checked before anything is computed).
         ModelFormatError: The source's ``card.yaml`` is not a valid model card.
+        InputError: A volume is plainly not of the modality the model takes (see
+            :func:`medi2i.prediction_checks.check_modality`), unless ``force_modality``.
     """
     from medi2i.io.destinations import check_destination
     from medi2i.model_card_files import attach_card
@@ -100,7 +113,13 @@ def adapt_model(
     manifest = read_manifest(model)
     card = read_model_card(model)  # a broken card is refused before the work
     data = adapt_method(
-        method, volumes, registry=registry, settings=settings, seed=seed, domain=domain
+        method,
+        volumes,
+        registry=registry,
+        settings=settings,
+        seed=seed,
+        domain=domain,
+        force_modality=force_modality,
     )
     source = AdaptedFrom(
         model=str(model.resolve()),
@@ -167,8 +186,10 @@ def adapt_method(
     settings: InferenceSettings | None = None,
     seed: int = 0,
     domain: str | None = None,
+    force_modality: bool = False,
 ) -> list[AdaptedVolume]:
-    """Run ``method.adapt`` on ``volumes`` in place (see :func:`adapt_model`).
+    """Run ``method.adapt`` on ``volumes`` in place (see :func:`adapt_model`), after
+    predict's input checks on each volume (:func:`checked_target`).
 
     Returns:
         Each volume's absolute path and SHA-256, as predict's provenance records its
@@ -176,6 +197,8 @@ def adapt_method(
 
     Raises:
         OptionsError: The method does not adapt, or there are no volumes.
+        InputError: A volume fails predict's input checks (modality unless
+            ``force_modality`` or ``settings.force_modality``, non-finite voxels).
     """
     from medi2i.data.loading import prepared
     from medi2i.engine import SlidingWindowEngine
@@ -183,7 +206,6 @@ def adapt_method(
     from medi2i.method import AdaptContext
     from medi2i.prediction import progress_bars
     from medi2i.settings import InferenceSettings
-    from medi2i.voxel_checks import checked_input
 
     if not method.adapts:
         raise OptionsError(
@@ -206,10 +228,43 @@ def adapt_method(
     for path in volumes:
         volume = read_volume(path, readers=readers)
         hashes.append(_volume_record(Path(path), volume))
-        checked = checked_input(volume, settings.nonfinite)
+        force = force_modality or settings.force_modality
+        checked = checked_target(method, volume, settings, domain=domain, force_modality=force)
         prepared_volumes.append(prepared(checked, method, domain=domain))
     method.adapt(prepared_volumes, context)
     return hashes
+
+
+def checked_target(
+    method: Method,
+    volume: MetaTensor,
+    settings: InferenceSettings,
+    *,
+    domain: str | None = None,
+    force_modality: bool = False,
+) -> MetaTensor:
+    """``volume`` after the input checks predict applies to an input of ``method``: its
+    modality (:func:`medi2i.prediction_checks.check_modality`), its non-finite voxels
+    (``settings.nonfinite``) and its voxel spacing against the model's training spacings
+    (a :class:`medi2i.training_spacing.SpacingWarning`, not an error).
+
+    Raises:
+        InputError: As predict refuses the volume.
+    """
+    from medi2i.errors import InputError
+    from medi2i.grid import Grid
+    from medi2i.prediction_checks import check_modality, naming_the_input
+    from medi2i.training_spacing import check_input_spacing
+    from medi2i.voxel_checks import checked_input
+
+    check_modality(method, volume, force=force_modality, domain=domain)
+    checked = checked_input(volume, settings.nonfinite)
+    grid = Grid.of(checked)
+    with naming_the_input(checked.meta, (InputError, OptionsError)):
+        output = method.output_grid(grid)
+    where = str(checked.meta.get("filename_or_obj") or "a target volume")
+    check_input_spacing(method, grid, output, where)
+    return checked
 
 
 def _volume_record(path: Path, volume: MetaTensor) -> AdaptedVolume:

@@ -1,8 +1,8 @@
 """The provenance sidecar written next to every output: what produced it, and from what.
 
 ``OUT.provenance.json`` holds the method, its version and plugin, the options, domains
-and condition, the weights' and the input's hashes and the inference settings (with
-the seed): enough to make the output again.
+and condition, the model's, the weights' and the input's hashes and the inference
+settings (with the seed): enough to make the output again.
 """
 
 from __future__ import annotations
@@ -58,19 +58,28 @@ def provenance(
     data gives the same hash whatever the file names, slice order in the folder,
     transfer syntax or header edits. It is ``None`` only for a folder when ``image``
     (the volume read from ``source``) is not given.
+
+    ``model_sha256`` identifies the model's state: for a model folder or zip, the
+    SHA-256 of its manifest (:func:`medi2i.export.model_sha256`), which holds the
+    options and the fitted values (a Nyúl model's landmarks, a z-score target) as well
+    as the weights' hash, so a model without weights (``weights_sha256`` null) and one
+    refitted at the same path are told apart; for an ONNX file, the file's SHA-256.
+    ``None`` without a model.
     """
     from medi2i import __version__
+    from medi2i.export import model_sha256
     from medi2i.model_folder import read_manifest
     from medi2i.onnx_model import is_onnx_model
 
     owner = registry.method_owner(method.id)
     plugin = next((i for i in registry.plugins.infos if i.name == owner), None)
-    weights = None
+    weights = state = None
     if model is not None and is_onnx_model(model):
-        weights = file_sha256(model)  # the ONNX file holds the weights
+        weights = state = file_sha256(model)  # the ONNX file holds the weights
     elif model is not None:
         manifest = read_manifest(model)
         weights = manifest.weights.sha256 if manifest.weights else None
+        state = model_sha256(model)  # options and fitted values, weights by hash
     return {
         "medi2i_version": __version__,
         "method": {"id": method.id, "version": method.version},
@@ -79,6 +88,7 @@ def provenance(
         "domains": [d.model_dump(mode="json") for d in method.domains],
         "condition": condition.model_dump(mode="json") if condition is not None else None,
         "model": str(Path(model).resolve()) if model is not None else None,  # as input.path
+        "model_sha256": state,
         "weights_sha256": weights,
         "input": input_hash(source, image),
         "settings": settings.model_dump(mode="json"),

@@ -38,6 +38,14 @@ def add_to(group: click.Group) -> None:
 @progress_option
 @nonfinite_option
 @click.option(
+    "--force-modality",
+    is_flag=True,
+    help="Skip the modality checks of the volumes, as predict's --force-modality: use a "
+    "DICOM series whose Modality is not the model's input modality, a NIfTI volume given "
+    "as MR although 5 % or more of its voxels are at or below -500 (as a CT in HU's air), "
+    "or one given as CT in HU without a voxel at or below -500.",
+)
+@click.option(
     "--seed",
     type=click.IntRange(min=0, max=MAX_SEED),
     default=0,
@@ -57,6 +65,7 @@ def adapt_command(
     device: str,
     progress: bool,
     nonfinite: str,
+    force_modality: bool,
     seed: int,
 ) -> None:
     """Adapt the model --model to VOLUMES (target-domain images) and save it as OUTPUT.
@@ -66,12 +75,21 @@ def adapt_command(
     model's own size). OUTPUT is a new model folder whose medi2i-model.json names the
     source model, its weights' SHA-256 and each volume with its SHA-256; a source with
     a model card passes it on, with the adaptation recorded and the source's metrics
-    left out. Predict with it as with any model.
+    left out. Predict with it as with any model. Each volume passes predict's input
+    checks first: a volume plainly not of the model's input modality (a CT in HU for an
+    MR model) is refused unless --force-modality, and one whose voxel spacing lies far
+    from the model's training spacings is warned about.
     """
     from medi2i.adaptation import adapt_model
     from medi2i.settings import InferenceSettings
 
-    settings = InferenceSettings(device=device, progress=progress, nonfinite=nonfinite, seed=seed)
+    settings = InferenceSettings(
+        device=device,
+        progress=progress,
+        nonfinite=nonfinite,
+        force_modality=force_modality,
+        seed=seed,
+    )
     written = adapt_model(
         model,
         list(volumes),
@@ -82,5 +100,6 @@ def adapt_command(
         overwrite=overwrite,
         domain=domain,
         command="medi2i adapt",
+        force_modality=force_modality,
     )
     click.echo(f"wrote the adapted model {written}")

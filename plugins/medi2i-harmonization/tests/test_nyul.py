@@ -138,11 +138,18 @@ def test_clamping_sets_everything_below_the_first_landmark_to_its_standard_posit
     np.testing.assert_allclose(mapped, [10.0, 10.0, 10.0, 40.0])
 
 
-def test_zero_falls_back_to_clamping_for_a_volume_with_negative_values() -> None:
+def test_zero_continues_its_line_through_zero_for_negative_values() -> None:
     values = np.array([-3.0, 0.0, 1.0, 2.0])
     mapped = landmark_map(values, np.array([1.0, 2.0]), np.array([10.0, 40.0]), below="zero")
 
-    np.testing.assert_allclose(mapped, [10.0, 10.0, 10.0, 40.0])
+    np.testing.assert_allclose(mapped, [-30.0, 0.0, 10.0, 40.0])
+
+
+def test_zero_falls_back_to_clamping_when_the_first_landmark_is_not_positive() -> None:
+    values = np.array([-3.0, -1.0, 2.0])
+    mapped = landmark_map(values, np.array([-1.0, 2.0]), np.array([10.0, 40.0]), below="zero")
+
+    np.testing.assert_allclose(mapped, [10.0, 10.0, 40.0])
 
 
 def test_dequantizing_spreads_integer_levels_reproducibly_within_half_a_level() -> None:

@@ -13,15 +13,20 @@ extended. Below ``pc1`` extending the first segment (the papers' choice, ``"exte
 is unsafe on a scan unlike the training ones: a whole-head scan standardized by
 landmarks of skull-stripped training images has much tissue below its ``pc1``, and the
 steep first segment sends it negative (12 % of Colin27's head voxels, fitted on
-MNI152). By default (``"zero"``) the segment below ``pc1`` runs from zero signal, which
-stays zero, to ``s1``: a non-negative volume stays non-negative. ``"clamp"`` sets
-everything below ``pc1`` to ``s1``.
+MNI152). By default (``"zero"``) the map below ``pc1`` is the line through zero signal,
+which stays zero, and ``(pc1, s1)``, continued through zero for negative values: a
+non-negative volume stays non-negative, and background noise around zero or a small
+negative offset (a spline resampling) stays near zero with its sign, instead of being
+painted at ``s1``. ``"clamp"`` sets everything below ``pc1`` to ``s1``. Voxels exactly
+0 in the input (air outside a skull-stripped or masked image) are mapped as 0, not
+after dequantization, so they stay exactly 0 under ``"zero"``.
 
 Integer-valued volumes (8-bit templates, most DICOM) are dequantized first (option
 ``dequantize``): each voxel moves by a uniform amount within half an intensity level,
 seeded by the volume's content, so the result is reproducible. Without it the map
 stretches the empty space between levels and the output histogram is a comb of spikes
-and gaps (81 of 200 bins empty for Colin27).
+and gaps (81 of 200 bins empty for Colin27). The landmarks are measured on the
+dequantized volume.
 
 The standard range is the paper's fixed scale when ``standard_range`` is given (the
 1999 paper used ``[1, 4095]``, 12-bit); by default it is the target domain's own range,
@@ -53,6 +58,7 @@ from medi2i import (
 from medi2i_harmonization.samples import (
     FloatArray,
     ForegroundRule,
+    degenerate_foreground,
     foreground_values,
     volume_array,
     volume_arrays,
@@ -85,10 +91,11 @@ class NyulOptions(Options):
             ``pc2`` intensities of the volumes it was fitted on).
         foreground: Voxels whose percentiles are the landmarks (see
             :data:`medi2i_harmonization.samples.ForegroundRule`).
-        below_first_landmark: The map below ``pc1``: ``"zero"`` (linear from zero,
-            which stays zero, to ``s1``; ``"clamp"`` for a volume with negative values),
-            ``"clamp"`` (``s1``) or ``"extend"`` (the first segment continued, the
-            papers' map, which can go negative).
+        below_first_landmark: The map below ``pc1``: ``"zero"`` (the line through
+            zero, which stays zero, and ``(pc1, s1)``, negative values included; the
+            same as ``"clamp"`` when ``pc1`` or ``s1`` is not positive), ``"clamp"``
+            (``s1``) or ``"extend"`` (the first segment continued, the papers' map,
+            which can go negative).
         dequantize: Spread an integer-valued volume's voxels uniformly within half an
             intensity level (seeded by its content) before measuring and mapping, so
             the output histogram has no gaps.
@@ -163,8 +170,17 @@ class NyulStandardization(Method):
 
     def landmarks(self, values: FloatArray) -> FloatArray:
         """The landmark intensities of a volume's foreground, in its units (of the volume
-        as given: dequantize it first, as :meth:`fit` and :meth:`standardize` do)."""
+        as given: dequantize it first, as :meth:`fit` and :meth:`standardize` do).
+
+        Raises:
+            InputError: The foreground is constant (the message says why).
+        """
         inside = foreground_values(values, rule=self.options.foreground)
+        if float(inside.min()) == float(inside.max()):
+            raise InputError(
+                "the volume's foreground has no histogram to standardize: "
+                + degenerate_foreground(values, inside, rule=self.options.foreground)
+            )
         return np.asarray(np.percentile(inside, self.options.percentiles()), np.float64)
 
     def fit(self, volumes: object) -> None:
@@ -205,13 +221,14 @@ class NyulStandardization(Method):
                 f"method {self.id!r} is not fitted: fit it on volumes of the target domain "
                 "(or load a fitted model folder) before predicting"
             )
+        zeros = values == 0
         values = self.prepared(values)
-        return landmark_map(
-            values,
-            self.landmarks(values),
-            np.asarray(self.standard_landmarks),
-            below=self.options.below_first_landmark,
-        )
+        landmarks, standard = self.landmarks(values), np.asarray(self.standard_landmarks)
+        below = self.options.below_first_landmark
+        mapped = landmark_map(values, landmarks, standard, below=below)
+        if self.options.dequantize and zeros.any():  # exact zeros as zero, not jittered
+            mapped[zeros] = landmark_map(np.zeros(1), landmarks, standard, below=below)[0]
+        return mapped
 
     def prepared(self, values: FloatArray) -> FloatArray:
         """``values``, dequantized when the option is on and they are all integers."""
@@ -282,9 +299,16 @@ def landmark_map(
 
     Landmarks that coincide (ties in a quantized image) are merged, their standard
     positions averaged; beyond the last landmark the last segment is extended, below
-    the first one ``below`` decides (:class:`NyulOptions`: ``"zero"`` falls back to
-    ``"clamp"`` when the values, the first landmark or its standard position are
-    negative). The map is non-decreasing when ``standard`` is.
+    the first one ``below`` decides (:class:`NyulOptions`). ``"zero"`` maps ``x`` below
+    the first landmark ``k1`` to ``x · t1 / k1`` (``t1`` its standard position), negative
+    ``x`` included, so zero stays zero and values around it keep their sign; it falls
+    back to ``"clamp"`` when ``k1`` is not positive or ``t1`` is negative, where that
+    line would not be increasing. The map is non-decreasing when ``standard`` is.
+
+    Example:
+        >>> landmark_map(np.array([-1.0, 0.0, 5.0, 10.0, 20.0]), np.array([10.0, 20.0]),
+        ...              np.array([100.0, 200.0]), below="zero").tolist()
+        [-10.0, 0.0, 50.0, 100.0, 200.0]
 
     Raises:
         InputError: Fewer than two distinct landmarks.
@@ -303,7 +327,8 @@ def landmark_map(
     mapped[above] = targets[-1] + (values[above] - knots[-1]) * high_slope
     if below == "extend":
         mapped[under] = targets[0] + (values[under] - knots[0]) * low_slope
-    elif below == "zero" and knots[0] > 0.0 and targets[0] >= 0.0 and values.min() >= 0.0:
+    elif below == "zero" and knots[0] > 0.0 and targets[0] >= 0.0:
+        # through zero for negative values too: air with noise or an offset stays air
         mapped[under] = values[under] * (targets[0] / knots[0])
     # "clamp" (and "zero" where zero is not below the first landmark): np.interp's s1
     return np.asarray(mapped)

@@ -26,12 +26,17 @@ from medi2i import InputError
 ForegroundRule = Literal["head", "otsu", "above-mean", "nonzero", "all"]
 """How the foreground is found: ``"head"`` the head as one solid region
 (:func:`head_mask`); ``"otsu"`` above Otsu's threshold (1979) of the whole volume;
-``"above-mean"`` above the volume's mean intensity (what the WhiteStripe
-authors use on images that are not skull-stripped); ``"nonzero"`` every voxel that is
-not exactly 0 (skull-stripped or masked images); ``"all"`` every voxel."""
+``"above-mean"`` above the volume's mean intensity (what the WhiteStripe authors use
+on images that are not skull-stripped); ``"nonzero"`` every voxel that is not exactly
+0 (skull-stripped or masked images); ``"all"`` every voxel. Otsu's threshold and the
+mean are computed on the values clipped to their :func:`robust_range`, so that a few
+extreme voxels cannot move them."""
 
 HEAD_CLOSING = 5
 """Edge (voxels) of the cube that closes gaps in the head mask before holes are filled."""
+
+ROBUST_PERCENTILES = (0.1, 99.9)
+"""Percentiles that bound the bulk of a volume's intensities (see :func:`robust_range`)."""
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -96,7 +101,7 @@ def foreground_mask(values: FloatArray, *, rule: ForegroundRule) -> BoolArray:
     elif rule == "nonzero":
         mask = values != 0
     elif rule == "above-mean":
-        mask = _above(values, float(values.mean()))
+        mask = _above(values, float(np.clip(values, *robust_range(values)).mean()))
     else:
         mask = _above(values, _otsu_threshold(values))
     if not mask.any():
@@ -139,10 +144,71 @@ def _above(values: FloatArray, threshold: float) -> BoolArray:
     return mask if mask.any() else np.ones(values.shape, dtype=bool)
 
 
+def robust_range(values: FloatArray) -> tuple[float, float]:
+    """The range of ``values`` without their extreme voxels, for thresholds and
+    histograms: the lowest and highest values within ``w`` of the
+    :data:`ROBUST_PERCENTILES` (0.1st to 99.9th), ``w`` the distance between them.
+
+    One corrupt or hot voxel (1e7 in a volume of intensities below 4,000, 65,535 in a
+    12-bit scan stored as 16-bit) otherwise stretches Otsu's 256 bins or WhiteStripe's
+    histogram until all real tissue falls in a few bins: Otsu's foreground becomes that
+    one voxel, the white-matter peak moves. Without it the range is the clean volume's;
+    and a clean volume's extremes lie within ``w`` of those percentiles, so its range,
+    and every result computed over it, is its minimum to maximum as before.
+
+    Example:
+        >>> values = np.arange(10000.0)
+        >>> robust_range(values)
+        (0.0, 9999.0)
+        >>> values[-1] = 1e7  # one corrupt voxel
+        >>> robust_range(values)
+        (0.0, 9998.0)
+    """
+    low, high = (float(v) for v in np.percentile(values, ROBUST_PERCENTILES))
+    width = high - low
+    if width <= 0.0:  # almost all one value: nothing to tell the bulk from the extremes
+        return float(values.min()), float(values.max())
+    kept = values[(values >= low - width) & (values <= high + width)]
+    return float(kept.min()), float(kept.max())
+
+
+def degenerate_foreground(values: FloatArray, inside: FloatArray, *, rule: ForegroundRule) -> str:
+    """Why the foreground ``inside`` of ``values`` has no spread, for an error message.
+
+    When the volume is not constant, its foreground is most often a few extreme voxels
+    (a corrupt value, a hot spot) at its maximum, which took the foreground threshold:
+    the message then says so, with the maximum and the 99.9th percentile.
+
+    Example:
+        >>> values = np.zeros(1000)
+        >>> values[:500], values[-3:] = np.linspace(1.0, 100.0, 500), 1e7
+        >>> "extreme voxels" in degenerate_foreground(values, values[-3:], rule="otsu")
+        True
+    """
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return f"the volume is constant ({low:.6g}): there is nothing to standardize"
+    level = float(inside.min()) if inside.size else high
+    top, typical = (float(v) for v in np.percentile(values, (ROBUST_PERCENTILES[1], 99.0)))
+    found = (
+        f"the foreground (rule {rule!r}) is {inside.size} of the volume's {values.size} "
+        f"voxels, all at {level:.6g}, although the volume runs from {low:.6g} to {high:.6g}"
+    )
+    if level >= high and inside.size <= 0.01 * values.size:
+        return (
+            f"{found}: a few extreme voxels at its maximum {high:.6g} (99.9th percentile "
+            f"{top:.6g}, 99th {typical:.6g}) probably took the foreground threshold; fix "
+            "or clip them, or choose another foreground rule"
+        )
+    return f"{found}; choose another foreground rule"
+
+
 def _otsu_threshold(values: FloatArray) -> float:
     from skimage.filters import threshold_otsu
 
-    if float(values.min()) == float(values.max()):
-        return float(values.min())
-    threshold: float = threshold_otsu(values)  # type: ignore[no-untyped-call]
+    low, high = robust_range(values)
+    if low == high:
+        return low
+    clipped = np.clip(values, low, high)
+    threshold: float = threshold_otsu(clipped)  # type: ignore[no-untyped-call]
     return float(threshold)

@@ -16,6 +16,11 @@ class (fat, vessels, a tail of noise) is not mistaken for white matter.
 Deviation from the paper, by design: the paper smooths the histogram with a penalized
 regression spline; here it is smoothed with a Gaussian kernel whose width is a fixed
 fraction of the histogram's range, which finds the same modes without a model fit.
+The histogram spans the foreground's range without its extreme voxels
+(:func:`~medi2i_harmonization.samples.robust_range`: those beyond its 0.1st to 99.9th
+percentiles by more than their distance), not its minimum to maximum: one extreme voxel
+(65,535 in a 12-bit scan, a corrupt 1e7) would otherwise widen the bins and the
+smoothing until the white-matter peak moved or merged with everything else.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from pydantic import Field
 from scipy import ndimage
 
 from medi2i import DataKind, InputError, Training
-from medi2i_harmonization.samples import FloatArray, ForegroundRule, foreground_values
+from medi2i_harmonization.samples import (
+    FloatArray,
+    ForegroundRule,
+    degenerate_foreground,
+    foreground_values,
+    robust_range,
+)
 from medi2i_harmonization.standardization import (
     StandardizingMethod,
     TargetOptions,
@@ -50,8 +61,8 @@ class WhiteStripeOptions(TargetOptions):
         foreground: Voxels whose histogram is searched (see
             :data:`medi2i_harmonization.samples.ForegroundRule`); ``"above-mean"`` is
             what the authors use on images that are not skull-stripped.
-        bins: Number of histogram bins over the foreground's intensity range (the
-            authors' software uses 2000).
+        bins: Number of histogram bins over the foreground's intensity range, without
+            its extreme voxels (the authors' software uses 2000).
         smoothing: Standard deviation of the Gaussian kernel smoothing the histogram,
             as a fraction of its intensity range.
         rare_fraction: Peaks lower than this fraction of the tallest one are ignored
@@ -127,10 +138,18 @@ class WhiteStripe(StandardizingMethod):
         return stripe.mean, positive_scale(stripe.std, what="white stripe")
 
     def stripe(self, values: FloatArray) -> Stripe:
-        """The white stripe of a volume (any shape; its foreground is searched)."""
-        inside = np.sort(
-            foreground_values(np.asarray(values, np.float64), rule=self.options.foreground)
-        )
+        """The white stripe of a volume (any shape; its foreground is searched).
+
+        Raises:
+            InputError: The foreground is constant (the message says why).
+        """
+        array = np.asarray(values, np.float64)
+        inside = np.sort(foreground_values(array, rule=self.options.foreground))
+        if inside[0] == inside[-1]:
+            raise InputError(
+                "the foreground has no white-matter peak: "
+                + degenerate_foreground(array, inside, rule=self.options.foreground)
+            )
         mode = self.white_matter_mode(inside)
         below = float(np.searchsorted(inside, mode, side="left")) / inside.size
         quantiles = [max(below - self.options.width, 0.0), min(below + self.options.width, 1.0)]
@@ -149,15 +168,19 @@ class WhiteStripe(StandardizingMethod):
     def white_matter_mode(self, values: FloatArray) -> float:
         """Intensity of the white-matter peak of the smoothed histogram of ``values``.
 
+        The histogram spans the range of ``values`` without its extreme voxels
+        (:func:`~medi2i_harmonization.samples.robust_range`), so that a few extreme
+        voxels change neither its bins nor its smoothing.
+
         Raises:
             InputError: ``values`` is constant, so its histogram has no peak to find.
         """
-        low, high = float(values.min()), float(values.max())
-        if high <= low:
+        if float(values.min()) >= float(values.max()):
             raise InputError(
                 "the foreground is constant: its histogram has no white-matter peak; "
                 "WhiteStripe needs a T1- or T2-weighted head MR (zscore standardizes others)"
             )
+        low, high = robust_range(values)
         counts, edges = np.histogram(values, bins=self.options.bins, range=(low, high))
         sigma = self.options.smoothing * self.options.bins
         smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), sigma, mode="constant")

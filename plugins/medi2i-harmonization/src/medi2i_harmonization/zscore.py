@@ -8,8 +8,16 @@ transformed, so the foreground has mean 0 and standard deviation 1.
 
 from __future__ import annotations
 
-from medi2i import DataKind, Training
-from medi2i_harmonization.samples import FloatArray, ForegroundRule, foreground_values
+import numpy as np
+
+from medi2i import DataKind, InputError, Training
+from medi2i_harmonization.samples import (
+    FloatArray,
+    ForegroundRule,
+    degenerate_foreground,
+    foreground_values,
+    robust_range,
+)
 from medi2i_harmonization.standardization import (
     StandardizingMethod,
     TargetOptions,
@@ -62,6 +70,24 @@ class ZScore(StandardizingMethod):
     options: ZScoreOptions
 
     def statistics(self, values: FloatArray) -> tuple[float, float]:
-        """Mean and standard deviation of the foreground voxels."""
-        inside = foreground_values(values, rule=self.options.foreground)
+        """Mean and standard deviation of the foreground voxels.
+
+        Extreme voxels (:func:`~medi2i_harmonization.samples.robust_range`; a clean
+        volume has none) count at the range of the others: one voxel at 1e7 in the
+        foreground would otherwise be most of its standard deviation, and the output
+        nearly flat.
+
+        Raises:
+            InputError: The foreground is constant; the message says why (a constant
+                volume, or a few extreme voxels that took the foreground threshold).
+        """
+        array = np.asarray(values)
+        inside = np.clip(
+            foreground_values(array, rule=self.options.foreground), *robust_range(array)
+        )
+        if inside.size and float(inside.min()) == float(inside.max()):
+            raise InputError(
+                "the foreground has no spread (standard deviation 0.0): "
+                + degenerate_foreground(array, inside, rule=self.options.foreground)
+            )
         return float(inside.mean()), positive_scale(float(inside.std()), what="foreground")

@@ -1,0 +1,114 @@
+"""The methods on inputs a scanner or a pipeline really produces: one extreme voxel,
+negative values (noise around zero, a small offset), exact zeros."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from medi2i_harmonization.nyul import NyulStandardization
+from medi2i_harmonization.samples import foreground_mask
+from medi2i_harmonization.whitestripe import WhiteStripe
+from medi2i_harmonization.zscore import ZScore
+
+from medi2i import InputError
+from tests.conftest import Phantom
+
+CENTRE = (16, 16, 16)
+
+
+def with_voxel(volume: np.ndarray, value: float) -> np.ndarray:
+    """``volume`` with its centre voxel set to ``value`` (a corrupt or hot voxel)."""
+    spoiled = volume.copy()
+    spoiled[CENTRE] = value
+    return spoiled
+
+
+@pytest.mark.parametrize("value", [1e7, 65535.0])
+def test_one_extreme_voxel_moves_neither_the_white_matter_peak_nor_the_stripe(
+    phantom: Phantom, value: float
+) -> None:
+    clean = np.round(phantom())
+    method = WhiteStripe()
+
+    before, after = method.stripe(clean), method.stripe(with_voxel(clean, value))
+
+    # white matter at 900 with noise of 30; the stripe's standard deviation is about 5
+    assert after.mode == pytest.approx(before.mode, abs=5.0)
+    assert after.mean == pytest.approx(before.mean, abs=before.std)
+    assert after.std == pytest.approx(before.std, rel=0.05)
+
+
+def test_one_extreme_voxel_does_not_take_otsus_threshold(phantom: Phantom) -> None:
+    clean = phantom()
+    spoiled = with_voxel(clean, 1e7)
+
+    assert int(foreground_mask(spoiled, rule="otsu").sum()) == pytest.approx(
+        int(foreground_mask(clean, rule="otsu").sum()), rel=0.01
+    )
+    mean, std = ZScore().statistics(spoiled)  # a foreground with spread, not one voxel
+    clean_mean, clean_std = ZScore().statistics(clean)
+    assert mean == pytest.approx(clean_mean, rel=0.01)
+    assert std == pytest.approx(clean_std, rel=0.01)
+
+
+def test_nyul_standardizes_a_volume_with_one_extreme_voxel_as_the_clean_one(
+    phantom: Phantom,
+) -> None:
+    method = NyulStandardization()
+    method.fit([phantom(seed=1)])
+    clean = phantom()
+
+    out = method.standardize(with_voxel(clean, 1e7))
+
+    head = clean > 0
+    head[CENTRE] = False
+    np.testing.assert_allclose(out[head], method.standardize(clean)[head], rtol=0.02)
+
+
+def test_a_foreground_of_a_few_extreme_voxels_is_named_as_such(phantom: Phantom) -> None:
+    spoiled = phantom()
+    spoiled[:2, :2, :25] = 1e7  # 100 voxels, 0.3 %: more than the clipped 0.1 %
+
+    for method in (ZScore(), NyulStandardization()):
+        with pytest.raises(InputError, match=r"extreme voxels at its maximum 1e\+07"):
+            method.fit([spoiled])
+
+
+def nyul_and_input(phantom: Phantom) -> tuple[NyulStandardization, np.ndarray]:
+    method = NyulStandardization()
+    method.fit([phantom(seed=1)])
+    return method, phantom()
+
+
+def test_nyul_keeps_air_at_zero_under_a_small_negative_offset(phantom: Phantom) -> None:
+    method, clean = nyul_and_input(phantom)
+    air, head = clean == 0, clean > 0
+
+    shifted = method.standardize(clean - 0.01)
+
+    assert np.abs(shifted[air]).max() < 0.1  # not s1, which is hundreds
+    np.testing.assert_allclose(shifted[head], method.standardize(clean)[head], atol=0.5)
+
+
+def test_nyul_keeps_air_noise_around_zero_with_its_sign(phantom: Phantom) -> None:
+    method, clean = nyul_and_input(phantom)
+    air, head = clean == 0, clean > 0
+    noisy = clean + np.random.default_rng(2).normal(0.0, 8.0, clean.shape)
+
+    out = method.standardize(noisy)
+
+    assert abs(float(out[air].mean())) < 2.0
+    assert float(np.median(np.sign(out[air]) == np.sign(noisy[air]))) == 1.0
+    assert float(out[head].mean()) == pytest.approx(
+        float(method.standardize(clean)[head].mean()), rel=0.02
+    )
+
+
+def test_nyul_keeps_exact_zeros_of_an_integer_volume_at_zero(phantom: Phantom) -> None:
+    method, clean = nyul_and_input(phantom)
+    levels = np.round(clean)
+
+    out = method.standardize(levels)
+
+    assert np.all(out[levels == 0] == 0.0)
+    assert float(out[levels > 0].min()) > 0.0

@@ -1,0 +1,55 @@
+"""A prediction's provenance identifies the fitted state of a model without weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from medi2i_harmonization.nyul import NyulStandardization
+from medi2i_harmonization.zscore import ZScore
+
+import medi2i
+from medi2i import InferenceSettings, Registry
+from medi2i.export import model_sha256
+from medi2i.provenance import sidecar_path
+from tests.conftest import Phantom
+
+
+def predicted_record(model: Path, source: Path, registry: Registry) -> dict[str, object]:
+    settings = InferenceSettings(device="cpu", progress=False)
+    output = medi2i.predict(
+        source,
+        source.with_name("out.nii.gz"),
+        model=model,
+        registry=registry,
+        settings=settings,
+        overwrite=True,
+    )
+    record: dict[str, object] = json.loads(sidecar_path(output).read_text())
+    return record
+
+
+@pytest.mark.parametrize("kind", [NyulStandardization, ZScore])
+def test_a_refitted_model_at_the_same_path_gets_another_model_hash(
+    kind: type[NyulStandardization] | type[ZScore],
+    phantom: Phantom,
+    medi2i_volume_file: Path,
+    medi2i_registry: Registry,
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "model"
+    records = []
+    for seed, scale in ((1, 1.0), (2, 3.0)):
+        method = kind()
+        method.fit([np.asarray(phantom(seed=seed)) * scale])
+        medi2i.save_model(method, folder, overwrite=True)
+        records.append(predicted_record(folder, medi2i_volume_file, medi2i_registry))
+
+    first, second = records
+    assert first["weights_sha256"] is None  # fitted values, no weights file
+    assert isinstance(first["model_sha256"], str)
+    assert len(first["model_sha256"]) == 64
+    assert first["model_sha256"] != second["model_sha256"]
+    assert second["model_sha256"] == model_sha256(folder)
