@@ -9,9 +9,16 @@ under ``root`` (``patient7/mri_2024``), so outputs mirror the input tree; a stud
 directly in ``root``, sharing its folder with another study, or in a folder inside
 another study's named like its outputs (``x`` and ``x/<method id>``) or like the
 manifest (``manifest.jsonl``) is named ``study-<10 hex digits>`` (a hash of its Study
-Instance UID). Links to folders are followed. A folder the scan cannot read is
-recorded ``failed`` under its path (it may hold studies: read permission, then a rerun,
-translates them), a hidden folder (``.x``, not searched) ``skipped``.
+Instance UID). Links to folders are followed; a study reached by several paths is
+named by its real folder when that lies under ``root``, else by the first link path in
+name order (:func:`~medi2i.study_discovery.study_keys`); a rerun keeps the folder an
+earlier run wrote the same series to when the study's name changed (a link renamed or
+removed: :func:`earlier_keys`). ``output_root`` is never
+searched, however it is reached (a link in the tree to it). A folder the scan cannot
+read is recorded ``failed`` under its path (it may hold studies: read permission, then
+a rerun, translates them), a hidden folder (``.x``, not searched) and a broken link
+outside the studies' folders ``skipped``. Only regular files are opened (a FIFO would
+block the scan).
 
 Formats are written independently: when one cannot be written (a grid the DICOM IODs
 cannot store, say) the others still are and the study is ``partial``. Whether the
@@ -114,6 +121,7 @@ from medi2i.study_discovery import (
     keys_apart,
     pseudonymous_keys,
 )
+from medi2i.text import one_line
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -217,12 +225,12 @@ def run_batch(
     check_same_batch(book, configuration, Path(output_root))
     check_linkage(linkage, Path(output_root), Path(root), deidentify=deidentify)
     selector = _declared_modality(selector, method, force=settings.force_modality)
-    jobs = discover_studies(Path(root), selector, scan=scan)
+    jobs = discover_studies(Path(root), selector, scan=scan, exclude=[Path(output_root)])
     deidentifier = folder_deidentifier(Path(output_root)) if deidentify else None
     if deidentifier is not None:
         jobs = pseudonymous_keys(jobs, deidentifier)
     else:  # a study in a folder named like the outputs of the study around it
-        jobs = keys_apart(jobs, output_file_names(method.id))
+        jobs = earlier_keys(keys_apart(jobs, output_file_names(method.id)), book)
     jobs = clear_of_manifest(jobs, manifest, Path(output_root))
     runner = _StudyRunner(
         method=method,
@@ -255,6 +263,25 @@ def output_file_names(method_id: str) -> set[str]:
     return {method_id, f"{method_id}.nii.gz", f"{method_id}.provenance.json"}
 
 
+def earlier_keys(jobs: Sequence[StudyJob], book: Manifest) -> list[StudyJob]:
+    """The jobs with the output folder an earlier run wrote the same series to, when the
+    study is now named otherwise and nothing else is named that way: a study reached by
+    links, one of which was renamed or removed, keeps its outputs instead of being
+    translated again under a new name."""
+    keys = {job.key for job in jobs}
+    earlier: dict[str, str] = {}
+    for key, record in book.latest.items():
+        if record.status in ("done", "partial") and record.series_uid and key not in keys:
+            earlier.setdefault(record.series_uid, key)
+
+    def named(job: StudyJob) -> str:
+        if job.key in book.latest or job.series_uid is None:
+            return job.key
+        return earlier.pop(job.series_uid, job.key)
+
+    return [replace(job, key=named(job)) for job in jobs]
+
+
 def clear_of_manifest(
     jobs: Sequence[StudyJob], manifest: Path, output_root: Path
 ) -> list[StudyJob]:
@@ -265,7 +292,7 @@ def clear_of_manifest(
     Example:
         >>> jobs = [StudyJob("manifest.jsonl", "1.2", Path("in/manifest.jsonl"), None)]
         >>> [job.key for job in clear_of_manifest(jobs, Path("out/manifest.jsonl"), Path("out"))]
-        ['study-9c193c604a']
+        ['study-77ac319bfe']
     """
     try:
         taken = manifest.absolute().relative_to(output_root.absolute()).parts
@@ -540,8 +567,8 @@ class _StudyRunner:
             return None
         return (
             f"series {series.series_instance_uid} is {series.modality or 'of no modality'} "
-            f"('{series.description}'), not CT or MR, and {self.method.id!r} gives its output "
-            "the input's modality, so no DICOM image type fits it; add --format nifti (or "
+            f"('{one_line(series.description)}'), not CT or MR, and {self.method.id!r} gives its "
+            "output the input's modality, so no DICOM image type fits it; add --format nifti (or "
             "dicom,nifti) to translate it into a NIfTI file"
         )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medi2i.errors import InputError
+from medi2i.text import one_line
 
 if TYPE_CHECKING:
     from medi2i.dicom.reading.file_records import SkippedFile
@@ -68,16 +69,26 @@ class StudyJob:
 
 
 def discover_studies(
-    root: Path, selector: SeriesSelector | None = None, *, scan: ScanResult | None = None
+    root: Path,
+    selector: SeriesSelector | None = None,
+    *,
+    scan: ScanResult | None = None,
+    exclude: Sequence[Path] = (),
 ) -> list[StudyJob]:
     """Scan ``root`` (headers only, unless ``scan`` is given) and choose one series per study.
+
+    Folders in ``exclude`` (the batch's output root) are never searched, however they
+    are reached (a link in the tree to the output root): a ``scan`` that searched one is
+    made again without it, so the batch never takes its own outputs for inputs.
 
     A study where no readable series (or more than one) matches ``selector`` becomes a
     job with a ``problem``, recorded as failed when it runs; one where no series at all
     matches the rules (a CT-only study in an MR batch), or where the series that match
     are only localizers (scouts), is to be skipped (``skip``). Each folder the scan
     could not read becomes a job of its own (``not_searched``) that fails, and each
-    hidden folder one that is skipped, so neither is left out unsaid.
+    hidden folder, and each broken link outside the studies' folders (a study on an
+    unmounted drive, say), one that is skipped, so none is left out unsaid; a broken
+    link beside a study's series fails it, as a damaged file does.
 
     Raises:
         InputError: ``root`` does not exist or cannot be read, or holds no DICOM study
@@ -88,7 +99,9 @@ def discover_studies(
     from medi2i.dicom.reading.series_volume import require_no_damaged_neighbours
 
     tolerance = selector.slice_tolerance_mm if selector is not None else None
-    result = scan if scan is not None else scan_folder(root, slice_tolerance_mm=tolerance)
+    result = scan
+    if result is None or _reaches(result, exclude):
+        result = scan_folder(root, slice_tolerance_mm=tolerance, exclude=exclude)
     unsearched = [item for item in result.skipped if item.folder]
     if not result.studies and all(item.hidden for item in unsearched):
         hidden = f"; hidden folders are not searched: {unsearched[0].label}" if unsearched else ""
@@ -99,7 +112,7 @@ def discover_studies(
     folders = {
         study.study_instance_uid: _study_folder(study.series, root) for study in result.studies
     }
-    keys = study_keys(folders, root)
+    keys = study_keys(folders, root, aliases=result.aliases)
     jobs = []
     for study in result.studies:
         uid = study.study_instance_uid
@@ -131,7 +144,24 @@ def discover_studies(
             jobs.append(replace(job, series=None, problem=problem))
             continue
         jobs.append(job)
-    return jobs + [_unsearched_job(item, root) for item in unsearched]
+    broken = [
+        item
+        for item in result.skipped
+        if item.broken_link and not any(_holds(folder, item.path) for folder in folders.values())
+    ]
+    return jobs + [_unsearched_job(item, root) for item in unsearched + broken]
+
+
+def _reaches(scan: ScanResult, folders: Sequence[Path]) -> bool:
+    """Whether ``scan`` holds a file in one of ``folders`` (by real path)."""
+    if not folders:
+        return False
+    reals = [Path(os.path.realpath(folder)) for folder in folders]
+    paths = [file for series in scan.series for file in series.files]
+    paths += [item.path for item in scan.skipped]
+    return any(
+        any(real in Path(os.path.realpath(path)).parents for real in reals) for path in paths
+    )
 
 
 def _only_localizers(series: Sequence[SeriesInfo], selector: SeriesSelector | None) -> str | None:
@@ -143,7 +173,7 @@ def _only_localizers(series: Sequence[SeriesInfo], selector: SeriesSelector | No
     if not candidates or not all(info.is_localizer for info in candidates):
         return None
     listed = "; ".join(
-        f"{info.modality or '?'} '{info.description}' ({info.number_of_images} image(s))"
+        f"{info.modality or '?'} '{one_line(info.description)}' ({info.number_of_images} image(s))"
         for info in candidates[:3]
     )
     return (
@@ -154,8 +184,19 @@ def _only_localizers(series: Sequence[SeriesInfo], selector: SeriesSelector | No
 
 def _unsearched_job(item: SkippedFile, root: Path) -> StudyJob:
     """The job of a folder the scan did not search: failed when it cannot be read,
-    skipped when hidden; named by its path under ``root``."""
+    skipped when hidden or a broken link; named by its path under ``root``."""
     key = Path(os.path.relpath(item.path, root)).as_posix()
+    if item.broken_link:
+        return StudyJob(
+            key,
+            "",
+            item.path,
+            None,
+            problem=item.reason,
+            skip=True,
+            skipped=(item,),
+            not_searched=True,
+        )
     if item.hidden:
         problem = item.reason
     else:
@@ -184,25 +225,49 @@ def _study_folder(series: Sequence[SeriesInfo], root: Path) -> Path:
     return Path(os.path.commonpath(folders)) if folders else root
 
 
-def study_keys(folders: Mapping[str, Path], root: Path) -> dict[str, str]:
+def study_keys(
+    folders: Mapping[str, Path],
+    root: Path,
+    *,
+    aliases: Mapping[Path, Sequence[Path]] | None = None,
+) -> dict[str, str]:
     """Output folder names of studies: their folder under ``root``, or a hash name.
+
+    A study folder reached by several paths (links, see
+    :attr:`~medi2i.dicom.reading.series_records.ScanResult.aliases`) is named by its real
+    path when that lies under ``root``, else by the first of the link paths in name
+    order: the name does not depend on which path the scan took first, so renaming or
+    adding a link beside the one that names it does not name the study anew.
 
     Args:
         folders: The folder holding each study's files, by Study Instance UID.
         root: The scanned root.
+        aliases: The other paths of folders reached more than once, by the path the
+            scan named them by.
 
     Returns:
         The output folder of each study relative to the output root, by UID.
     """
     base = root if root.is_dir() else root.parent
-    relative = {
-        uid: Path(os.path.relpath(folder, base)).as_posix() for uid, folder in folders.items()
-    }
+    relative = {uid: _canonical(folder, base, aliases or {}) for uid, folder in folders.items()}
     taken = [key for key in relative.values()]
     return {
         uid: key if key != "." and taken.count(key) == 1 else hashed_key(uid)
         for uid, key in relative.items()
     }
+
+
+def _canonical(folder: Path, base: Path, aliases: Mapping[Path, Sequence[Path]]) -> str:
+    """``folder``'s name under ``base``: its real path under ``base`` when it lies there,
+    else the first (in name order) of the paths that reach it."""
+    paths = {folder}
+    for ancestor in (folder, *folder.parents):
+        for other in aliases.get(ancestor, ()):
+            paths.add(other / folder.relative_to(ancestor))
+    real, real_base = Path(os.path.realpath(folder)), Path(os.path.realpath(base))
+    if len(paths) > 1 and real_base in real.parents:
+        return real.relative_to(real_base).as_posix()
+    return min(Path(os.path.relpath(path, base)).as_posix() for path in paths)
 
 
 def keys_apart(jobs: Sequence[StudyJob], names: Collection[str]) -> list[StudyJob]:

@@ -15,11 +15,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from medi2i.dicom.node.dicom_node import NodeConfig, check_forward, one_line
+from medi2i.dicom.node.dicom_node import NodeConfig, check_forward
 from medi2i.dicom.node.send import Peer, send_files
 from medi2i.dicom.node.spool import MARKER, Spool, TakenSeries, is_uid
 from medi2i.errors import OptionsError
 from medi2i.testing.dicom_series import write_series
+from medi2i.text import one_line
 from tests.dicom_node_support import (
     final_statuses,
     free_port,
@@ -53,14 +54,18 @@ def test_a_forward_to_the_node_itself_is_refused(host: str) -> None:
     check_forward(Peer(host, 11112, "OTHER"), strict)  # the node refuses that title
 
 
-def test_the_node_never_translates_its_own_output_but_another_node_does(
+def test_the_node_never_translates_its_own_output_nor_another_nodes_of_its_method(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "out"
     node = make_node(tmp_path, output=out)
     node.start()
-    chained = make_node(tmp_path / "next", output=tmp_path / "next" / "out")
-    chained.start()
+    same = make_node(tmp_path / "same", output=tmp_path / "same" / "out")
+    same.start()
+    other = make_node(
+        tmp_path / "other", output=tmp_path / "other" / "out", method=_method("interpolation")
+    )
+    other.start()
     manifest = tmp_path / "manifest.jsonl"
     try:
         send_files(source_series(tmp_path / "src"), peer_of(node), calling_ae_title="TEST")
@@ -68,14 +73,44 @@ def test_the_node_never_translates_its_own_output_but_another_node_does(
         derived = derived_files(out)
         send_files(derived, peer_of(node), calling_ae_title="MEDI2I")  # routed back
         wait_for(lambda: statuses_are(manifest, ["done", "skipped"]))
-        send_files(derived, peer_of(chained), calling_ae_title="MEDI2I")
-        wait_for(lambda: statuses_are(tmp_path / "next" / "manifest.jsonl", ["done"]))
+        # a second node of the same method (two nodes forwarding to each other)
+        send_files(derived, peer_of(same), calling_ae_title="MEDI2I")
+        wait_for(lambda: statuses_are(tmp_path / "same" / "manifest.jsonl", ["skipped"]))
+        # a chain of another method goes on
+        send_files(derived, peer_of(other), calling_ae_title="MEDI2I")
+        wait_for(lambda: statuses_are(tmp_path / "other" / "manifest.jsonl", ["done"]))
     finally:
         node.stop(timeout=30)
-        chained.stop(timeout=30)
+        same.stop(timeout=30)
+        other.stop(timeout=30)
     skipped = records(manifest)[-1]
     assert "a derived series this node wrote" in str(skipped["error"])
     assert len(derived_files(out)) == len(derived)  # nothing new written
+    again = str(records(tmp_path / "same" / "manifest.jsonl")[-1]["error"])
+    assert "medi2i derived with 'intensity-inversion', this node's method" in again
+    assert not derived_files(tmp_path / "same" / "out")
+
+
+def _method(name: str) -> Any:
+    from medi2i.plugins import load_plugins
+    from medi2i.prediction import load_method
+    from medi2i.registry import Registry
+
+    return load_method(method=name, model=None, options=None, registry=Registry(load_plugins()))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::ffff:127.0.0.1", "own"])
+def test_a_forward_to_any_own_address_of_a_node_on_all_interfaces_is_refused(host: str) -> None:
+    if host == "own":  # a non-loopback address of this machine, when it has one
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(("192.0.2.1", 9))  # no packet is sent
+            except OSError:
+                pytest.skip("no route off this machine")
+            host = probe.getsockname()[0]
+    with pytest.raises(OptionsError, match="is this node itself"):
+        check_forward(Peer(host, 11112, "ANY"), NodeConfig(host="0.0.0.0", port=11112))
+    check_forward(Peer("192.0.2.77", 11112, "ANY"), NodeConfig(host="0.0.0.0", port=11112))
 
 
 # -- 2. nothing acknowledged is deleted ---------------------------------------------------

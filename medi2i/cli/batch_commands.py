@@ -84,8 +84,9 @@ def batch_command(
     input tree (with --deidentify, folders are patient and study pseudonyms). A
     manifest records each study (done, partial, failed, skipped, with timings). A study
     with no series of the selected modality, or only a localizer, is skipped; a folder
-    that cannot be read is recorded failed, a hidden one (.x) skipped; links to folders
-    are followed. A rerun skips finished studies (counted as already done)
+    that cannot be read is recorded failed, a hidden one (.x) and a broken link skipped;
+    links to folders are followed (OUTPUT_ROOT is never searched, even through a link),
+    FIFOs and devices never opened. A rerun skips finished studies (counted as already done)
     and redoes interrupted ones, those missing a requested format and those whose
     outputs changed since (other file counts or sizes than recorded); a failed study
     never stops the batch, but the command exits with status 1 when any study failed or
@@ -139,6 +140,7 @@ def translate_tree(
     from medi2i.batch import run_batch
     from medi2i.prediction import load_method
     from medi2i.sharded_prediction import shard_from_environment
+    from medi2i.text import one_line
 
     registry = command_registry(ctx)
     settings = inference_settings(**inference)  # type: ignore[arg-type]
@@ -165,8 +167,10 @@ def translate_tree(
         overwrite=overwrite,
         linkage=linkage,
     )
+    # study folder names and errors quote file names and DICOM values: one line each
     for record in report.failed:
-        click.secho(f"{record.status}: {record.study}: {record.error}", fg="red", err=True)
-    click.echo(f"{report.summary()}; manifest: {report.manifest}")
+        line = one_line(f"{record.status}: {record.study}: {record.error}")
+        click.secho(line, fg="red", err=True)
+    click.echo(one_line(f"{report.summary()}; manifest: {report.manifest}"))
     if report.failed:
         ctx.exit(1)

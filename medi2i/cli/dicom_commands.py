@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -36,6 +36,7 @@ from medi2i.cli.options import (
     slice_tolerance,
 )
 from medi2i.errors import InputError, OptionsError
+from medi2i.text import one_line
 
 if TYPE_CHECKING:
     from medi2i.dicom.node.dicom_node import NodeConfig
@@ -140,6 +141,7 @@ def _scan_json(result: ScanResult, chosen: SeriesInfo | None = None) -> dict[str
                 "reason": item.reason,
                 "damaged": item.damaged,
                 "not_dicom": item.not_dicom,
+                "broken_link": item.broken_link,
                 "folder": item.folder,
                 "hidden": item.hidden,
             }
@@ -191,9 +193,9 @@ def _series_json(series: SeriesInfo) -> dict[str, object]:
 
 def _print_listing(result: ScanResult, chosen: SeriesInfo | None) -> None:
     if not result.studies:
-        click.echo(f"no DICOM series under {result.root}")
+        _say(f"no DICOM series under {result.root}")
     for study in result.studies:
-        click.secho(
+        _say(
             f"study {study.study_instance_uid}  patient {study.patient_id or '?'}  "
             f"date {study.study_date or '?'}  {study.description}".rstrip(),
             bold=True,
@@ -215,13 +217,14 @@ def _print_listing(result: ScanResult, chosen: SeriesInfo | None) -> None:
         numbers = Counter(series.series_number for series in study.series)
         for series in study.series:
             _print_remarks(series, shared_number=numbers[series.series_number] > 1)
-        click.echo()
+        _say("")
     _print_skipped(result.skipped)
 
 
 def _print_skipped(skipped: Sequence[SkippedFile]) -> None:
     """Folders that cannot be read first (they may hold whole studies), then damaged
-    DICOM files (a lost slice, maybe), then DICOM files in no series, then the files
+    DICOM files (a lost slice, maybe), then links whose target does not exist, then
+    DICOM files in no series, then the files
     that are not DICOM at all (a README, a JPEG), which are no fault, and last the
     hidden folders, which are not searched."""
     files = [item for item in skipped if not item.folder]
@@ -230,7 +233,11 @@ def _print_skipped(skipped: Sequence[SkippedFile]) -> None:
             "folder(s) that cannot be read",
             [item for item in skipped if item.folder and not item.hidden],
         ),
-        ("damaged DICOM file(s) skipped", [item for item in files if item.damaged]),
+        (
+            "damaged DICOM file(s) skipped",
+            [item for item in files if item.damaged and not item.broken_link],
+        ),
+        ("broken link(s) skipped", [item for item in files if item.broken_link]),
         (
             "file(s) skipped",
             [item for item in files if not item.damaged and not item.not_dicom],
@@ -240,9 +247,9 @@ def _print_skipped(skipped: Sequence[SkippedFile]) -> None:
     )
     for title, items in groups:
         if items:
-            click.echo(f"{len(items)} {title}:")
+            _say(f"{len(items)} {title}:")
         for item in items:
-            click.echo(f"  {item.path}: {item.reason}")
+            _say(f"  {item.path}: {item.reason}")
 
 
 def _series_row(series: SeriesInfo, chosen: bool) -> tuple[str, ...]:
@@ -283,17 +290,24 @@ def _print_remarks(series: SeriesInfo, *, shared_number: bool = False) -> None:
     if series.volume is not None:
         label += f" volume {series.volume.index}"
     for problem in series.problems:
-        click.secho(f"  {label} problem: {problem}", fg="yellow")
+        _say(f"  {label} problem: {problem}", fg="yellow")
     for note in series.notes:
-        click.echo(f"  {label} note: {note}")
+        _say(f"  {label} note: {note}")
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        click.echo(
+        _say(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
         )
+
+
+def _say(line: str, **style: Any) -> None:
+    """Print one line of the listing with its DICOM values and file names through
+    :func:`medi2i.text.one_line`: a Series Description, Patient ID or file name holding
+    a newline or a terminal escape cannot forge a line or rewrite the screen."""
+    click.secho(one_line(line), **style)
 
 
 @click.command("serve")
@@ -557,17 +571,18 @@ def send_command(ctx: click.Context, folder: Path, peer: str, calling_aet: str) 
     title = check_ae_title(calling_aet, "--calling-aet")
     report = send_files(dicom_files_under(folder), target, calling_ae_title=title)
     if not report.sent and not report.failed:
-        skipped = "; ".join(grouped(report.skipped, shown=2))
+        skipped = one_line("; ".join(grouped(report.skipped, shown=2)))
         raise InputError(
             f"no DICOM files under {folder}" + (f" (skipped: {skipped})" if skipped else "")
         )
     if report.stopped is not None:
-        click.secho(f"failed: {report.stopped}; nothing more was sent", fg="red", err=True)
+        stopped = one_line(report.stopped)
+        click.secho(f"failed: {stopped}; nothing more was sent", fg="red", err=True)
     failed = [(path, why) for path, why in report.failed if why != report.stopped]
     for line in grouped(failed):
-        click.secho(f"failed: {line}", fg="red", err=True)
+        click.secho(f"failed: {one_line(line)}", fg="red", err=True)
     for line in grouped(report.skipped):
-        click.echo(f"skipped: {line}", err=True)
-    click.echo(report.summary())
+        click.echo(f"skipped: {one_line(line)}", err=True)
+    click.echo(one_line(report.summary()))
     if report.failed:
         ctx.exit(1)

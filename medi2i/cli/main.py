@@ -31,6 +31,7 @@ from medi2i.plugins import (
     plugin_output_to_stderr,
     returned_value_reason,
 )
+from medi2i.text import message_lines
 
 
 class Medi2iGroup(click.Group):
@@ -42,11 +43,12 @@ class Medi2iGroup(click.Group):
         except Medi2iError as exc:
             if _debug(ctx):
                 raise
-            click.secho(f"Error: {exc}", err=True, fg="red")
+            click.secho(f"Error: {message_lines(str(exc))}", err=True, fg="red")
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             # a command that keeps something on purpose (a workflow run) says what
-            click.echo(str(exc) or "Interrupted; no partial output was kept.", err=True)
+            said = message_lines(str(exc)) or "Interrupted; no partial output was kept."
+            click.echo(said, err=True)
             ctx.exit(143 if isinstance(exc, Terminated) else 130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -60,7 +62,8 @@ class Medi2iGroup(click.Group):
             # a bug, not a user error: keep the traceback (it is what a report needs)
             # and end with one line that says whose code raised it
             traceback.print_exc()
-            click.secho(f"Error: {unexpected_error_summary(exc)}", err=True, fg="red")
+            summary = message_lines(unexpected_error_summary(exc))
+            click.secho(f"Error: {summary}", err=True, fg="red")
             ctx.exit(1)
 
 
@@ -152,7 +155,7 @@ def _show_plugin_warning(
 ) -> None:
     # medi2i's own warnings are written for the user: one line, no source location
     if issubclass(category, PluginWarning) or category.__module__.startswith("medi2i."):
-        click.secho(f"Warning: {message}", err=True, fg="yellow")
+        click.secho(f"Warning: {message_lines(str(message))}", err=True, fg="yellow")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli = build_cli(load_plugins())
     except Medi2iError as exc:  # e.g. a plugin that fails in strict mode
-        click.secho(f"Error: {exc}", err=True, fg="red")
+        click.secho(f"Error: {message_lines(str(exc))}", err=True, fg="red")
         sys.exit(exc.exit_code)
     cli.main(args=argv, prog_name="medi2i")
 

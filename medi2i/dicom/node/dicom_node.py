@@ -14,8 +14,9 @@ again and again; then it sets aside what a killed node left in the spool
 (:meth:`~medi2i.dicom.node.spool.Spool.recover`: never translated, one log line and
 one ``abandoned`` manifest record each).
 
-Every line the node logs has its control characters escaped (:func:`one_line`): a peer's
-Series Description or AE title holding a newline must not forge a line of the log.
+Every line the node logs has its control characters escaped
+(:func:`medi2i.text.one_line`): a peer's Series Description or AE title holding a
+newline must not forge a line of the log.
 
 Refused with a failure status, never crashing the node: a dataset that cannot be
 decoded or is damaged (``0xC210``: cut short, its pixel data shorter than its image
@@ -70,6 +71,7 @@ from medi2i.dicom.node.send import disable_nagle
 from medi2i.dicom.node.spool import Spool, TakenSeries, is_uid, set_aside
 from medi2i.dicom.node.translation import SeriesTranslator
 from medi2i.dicom.reading.file_records import instance_damage
+from medi2i.text import one_line
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -363,14 +365,6 @@ class DicomNode:
         self.spool.end_association(event.assoc, released=False)
 
 
-def one_line(text: str) -> str:
-    """``text`` with its control characters escaped as ``repr`` does (a newline becomes
-    ``\\n``), so that a peer's text cannot start a line of the log of its own."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() or char == " " else repr(char)[1:-1] for char in text)
-
-
 def check_forward(peer: Peer, config: NodeConfig) -> None:
     """Refuse a forward ``peer`` that is the node itself: its port on one of the node's
     addresses (a loopback address, or any of this machine's when listening on all),
@@ -393,23 +387,54 @@ def check_forward(peer: Peer, config: NodeConfig) -> None:
 
 
 def _addresses(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``host`` resolves to, an IPv4-mapped IPv6 one (``::ffff:127.0.0.1``)
+    as the IPv4 address it maps."""
     try:
         found = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
         return set()
-    return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found}
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found}
+    return {
+        address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped
+        else address
+        for address in addresses
+    }
 
 
 def _is_own_address(host: str, listening: str) -> bool:
-    """Whether ``host`` reaches a node listening on ``listening``."""
+    """Whether ``host`` reaches a node listening on ``listening``.
+
+    On all interfaces (``0.0.0.0``, ``::``) that is any loopback address, the
+    unspecified address itself (a connection to ``0.0.0.0`` reaches this machine) and
+    every address of this machine's interfaces: those of its host name, and any
+    address a socket can be bound to here (which only a local address can).
+    """
     wanted = _addresses(host)
     if not wanted:
         return False
     bound = _addresses(listening)
     if any(address.is_unspecified for address in bound):  # 0.0.0.0: every interface
         own = _addresses(socket.gethostname()) | _addresses("localhost")
-        return any(address.is_loopback or address in own for address in wanted)
-    return bool(wanted & bound)
+        return any(
+            address.is_loopback or address.is_unspecified or address in own or _local(address)
+            for address in wanted
+        )
+    # a connection to 0.0.0.0 goes to the loopback interface
+    to_any = any(address.is_unspecified for address in wanted)
+    return bool(wanted & bound) or (to_any and any(address.is_loopback for address in bound))
+
+
+def _local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` belongs to one of this machine's interfaces: binding a
+    socket to it succeeds (nothing is sent)."""
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError:
+        return False
+    return True
 
 
 def raw_uids(event: Event) -> tuple[str, str]:

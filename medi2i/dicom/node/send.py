@@ -212,6 +212,14 @@ def _storage_context(path: Path) -> tuple[str, str] | str | _Unreadable:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
+    from medi2i.dicom.reading.file_kinds import broken_link, not_regular
+
+    broken = broken_link(path)
+    if broken is not None:
+        return _Unreadable(broken)
+    special = not_regular(path)
+    if special is not None:  # opening a FIFO would block the send forever
+        return special
     try:
         with path.open("rb") as stream:
             stream.read(1)

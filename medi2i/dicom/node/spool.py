@@ -36,7 +36,8 @@ can arrive); :meth:`Spool.take_rest` then takes the others, to be set aside
 
 The spool marks its folder as its own with an empty :data:`MARKER` file, and refuses a
 folder that holds files but no marker (a user's folder given as ``--work`` by mistake),
-so that recovery never moves folders the node did not make.
+so that recovery never moves folders the node did not make; files a file browser leaves
+(``.DS_Store``, ``Thumbs.db``: :data:`OS_LITTER`) do not count.
 
 Recovery (:meth:`Spool.recover`, which the node calls when it starts): a node that was
 killed leaves in a persistent spool the series it was receiving, the ``.taken-...``
@@ -406,9 +407,15 @@ class Spool:
             return list(self._series.values())
 
 
+OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", "._.DS_Store", ".directory"})
+"""Files an operating system's file browser leaves in folders it shows (macOS Finder,
+Windows Explorer, KDE Dolphin): a folder holding nothing else counts as empty."""
+
+
 def claim_spool(root: Path) -> None:
     """Make ``root`` a spool (create it and its :data:`MARKER`), unless it holds files
-    and is none: recovery must never move a user's folders.
+    and is none: recovery must never move a user's folders. A folder holding only
+    :data:`OS_LITTER` (``.DS_Store``, ``Thumbs.db``) counts as empty.
 
     Raises:
         OptionsError: ``root`` is a file, or holds files and no marker.
@@ -419,7 +426,7 @@ def claim_spool(root: Path) -> None:
     if root.exists() and not marker.exists():
         if not root.is_dir():
             raise OptionsError(f"--work {root} is a file; give a new or empty folder")
-        if any(root.iterdir()):
+        if any(path.name not in OS_LITTER for path in root.iterdir()):
             raise OptionsError(
                 f"--work {root} holds files and is not a DICOM node's spool (no {MARKER} "
                 "file); give a new or empty folder (or, for the spool of a node of an "

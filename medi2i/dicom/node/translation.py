@@ -19,9 +19,12 @@ and no Series Description (:mod:`medi2i.dicom.node.naming`).
 
 Not translated: a series of no image (a structured report, a presentation state), a
 localizer (scout), a series of a modality the method does not take (an RT Dose given to
-an MR→CT method) or of which the node could write no CT or MR series, and a derived
+an MR→CT method) or of which the node could write no CT or MR series, a derived
 series this node wrote itself (sent back to it, e.g. by a ``--forward`` peer that routes
-to the node: :meth:`medi2i.dicom.node.history.SeriesHistory.produced`) are ``skipped``;
+to the node: :meth:`medi2i.dicom.node.history.SeriesHistory.produced`), and one medi2i
+derived with this node's method anywhere (Manufacturer ``medi2i`` and the method id as
+Manufacturer's Model Name, :func:`derived_by`: two nodes forwarding to each other) are
+``skipped``; a series derived with another method is translated (a chain of methods);
 one whose instances belong to several studies (one Series Instance UID reused) is
 ``failed``, as ``medi2i predict`` refuses such a folder.
 
@@ -351,7 +354,7 @@ class SeriesTranslator:
             found_images = [image for info in found for image in info.images]
             descriptions = tuple(info.description for info in found)
             record = replace(record, study_uid=found[0].study_instance_uid)
-            skipped = self._skip_reason(found)
+            skipped = self._skip_reason(found) or self._same_method(found_images)
             if skipped is not None:
                 skip = replace(record, status="skipped", error=skipped)
                 return _Outcome(skip, False, descriptions)
@@ -417,6 +420,21 @@ class SeriesTranslator:
                 f"translates {self._wanted()})"
             )
         return None
+
+    def _same_method(self, images: Sequence[ImageHeader]) -> str | None:
+        """Why a series medi2i derived with this node's method is ``skipped``: its
+        Manufacturer is ``medi2i`` and its Manufacturer's Model Name the method id
+        (:func:`medi2i.dicom.writing.derived_header.series_dataset`), so translating it
+        again applies the same translation twice (two nodes forwarding to each other)."""
+        method = derived_by(images[0].path) if images else None
+        if method is None or method != self.method.id[:64]:
+            return None
+        return (
+            f"a series medi2i derived with {method!r}, this node's method (Manufacturer "
+            "medi2i, Manufacturer's Model Name the method): the same translation is never "
+            "applied twice; does a node this one forwards to forward back to it? A chain of "
+            "other methods is translated"
+        )
 
     def _unfit_modality(self, modality: str) -> str | None:
         """Why a series of ``modality`` is not for this node's method, or ``None``."""
@@ -644,6 +662,25 @@ def node_message(text: str, taken: TakenSeries, images: Sequence[ImageHeader]) -
     # longest first, and not inside a longer name: one UID may end another
     pattern = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
     return re.sub(rf"(?<![\w.])(?:{pattern})(?!\w)", lambda m: labels[m.group(0)], text)
+
+
+def derived_by(path: Path) -> str | None:
+    """The method id a series file names as the one medi2i derived it with (its
+    Manufacturer is ``medi2i``; the id is its Manufacturer's Model Name), or ``None``
+    for any other file, or one that cannot be read."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(
+            path,
+            stop_before_pixels=True,
+            specific_tags=["Manufacturer", "ManufacturerModelName"],
+        )
+        if str(header.get("Manufacturer", "") or "").strip() != "medi2i":
+            return None
+        return str(header.get("ManufacturerModelName", "") or "").strip() or None
+    except Exception:  # a file the scan read but pydicom cannot: no marker to go by
+        return None
 
 
 OWN_OUTPUT = (

@@ -185,6 +185,8 @@ class SkippedFile:
             be read (permission denied), or a hidden one (``hidden``).
         hidden: Whether it is a hidden folder (its name starts with ``.``), left out
             on purpose; ``False`` for a folder that cannot be read.
+        broken_link: Whether it is a link whose target does not exist (counted as
+            ``damaged``: it may have been a slice of a series beside it).
     """
 
     path: Path
@@ -194,6 +196,7 @@ class SkippedFile:
     name: str = ""
     folder: bool = False
     hidden: bool = False
+    broken_link: bool = False
 
     @property
     def label(self) -> str:

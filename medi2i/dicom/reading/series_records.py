@@ -8,10 +8,12 @@ both use the frozen dataclasses defined here, so neither has to import the other
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medi2i.dicom.reading.file_records import ImageHeader, SkippedFile
+from medi2i.text import one_line
 
 __all__ = [
     "Problem",
@@ -146,7 +148,7 @@ class SeriesInfo:
     @property
     def name(self) -> str:
         """The series in words for messages: description, and the volume when one of several."""
-        described = f"'{self.description}'"
+        described = f"'{one_line(self.description)}'"
         return f"{described}, {self.volume.label}" if self.volume is not None else described
 
     @property
@@ -192,11 +194,16 @@ class StudyInfo:
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What :func:`~medi2i.dicom.reading.series_scan.scan_folder` found under :attr:`root`."""
+    """What :func:`~medi2i.dicom.reading.series_scan.scan_folder` found under :attr:`root`.
+
+    ``aliases`` holds, for each folder reached by more than one path (links), the other
+    paths that reach it, by the path its files are named by (the first one searched).
+    """
 
     root: Path
     studies: tuple[StudyInfo, ...]
     skipped: tuple[SkippedFile, ...]
+    aliases: Mapping[Path, tuple[Path, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def series(self) -> tuple[SeriesInfo, ...]:

@@ -25,7 +25,11 @@ in :attr:`ScanResult.skipped` with the reason; nothing raises for one bad file. 
 links to folders are followed (a folder reached twice, by a link back up the tree or two
 links to one place, is searched once); a folder that cannot be read (permission denied)
 and a hidden folder (its name starts with ``.``), which is not searched, are listed there
-too (:attr:`~medi2i.dicom.reading.file_records.SkippedFile.folder`).
+too (:attr:`~medi2i.dicom.reading.file_records.SkippedFile.folder`). Only regular files
+are opened: a FIFO, socket or device (which could block the scan forever) is listed as
+skipped with what it is, and a link whose target does not exist as a broken link
+(:mod:`medi2i.dicom.reading.file_kinds`). Folders given as ``exclude`` (a batch's output
+root) are never searched, however they are reached.
 
 Example:
     >>> result = scan_folder("export/")  # doctest: +SKIP
@@ -36,11 +40,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medi2i.dicom.reading.file_kinds import broken_link, not_regular
 from medi2i.dicom.reading.file_records import (
     VOLUME_TAGS,
     FileRecord,
@@ -59,7 +64,12 @@ if TYPE_CHECKING:
 __all__ = ["scan_folder"]
 
 
-def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) -> ScanResult:
+def scan_folder(
+    path: str | Path,
+    *,
+    slice_tolerance_mm: float | None = None,
+    exclude: Sequence[Path] = (),
+) -> ScanResult:
     """Scan a folder tree (or one file) for DICOM files and group them into series.
 
     Headers only: no pixel data is read. Symbolic links to files and folders are
@@ -76,6 +86,10 @@ def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) ->
             its series' positions; by default 0.2 mm or 5 % of the slice spacing,
             whichever is larger, at most 25 % of it; a value given is not capped (see
             :mod:`medi2i.dicom.reading.stack_geometry`).
+        exclude: Folders never searched, nor anything in them, whether reached by their
+            path or through a link (compared by real path and by device and inode):
+            a batch's output root, whose derived series are not inputs. Left out
+            without a note.
 
     Returns:
         The studies with their series (see :class:`SeriesInfo`), and the files that
@@ -92,14 +106,20 @@ def scan_folder(path: str | Path, *, slice_tolerance_mm: float | None = None) ->
     with warnings.catch_warnings():
         # invalid values are reported per file below; pydicom's warnings would repeat them
         warnings.simplefilter("ignore")
-        for file in _files_under(root, skipped):
+        aliases: dict[Path, list[Path]] = {}
+        for file in _files_under(root, skipped, _Excluded(exclude), aliases):
             record = named(read_file_record(file), _relative_name(file, root))
             if isinstance(record, SkippedFile):
                 skipped.append(record)
             else:
                 records.append(record)
         studies = _group(records, slice_tolerance_mm, root)
-    return ScanResult(root=root, studies=studies, skipped=tuple(skipped))
+    return ScanResult(
+        root=root,
+        studies=studies,
+        skipped=tuple(skipped),
+        aliases={first: tuple(others) for first, others in aliases.items()},
+    )
 
 
 def _relative_name(file: Path, root: Path) -> str:
@@ -110,17 +130,25 @@ def _relative_name(file: Path, root: Path) -> str:
     return file.relative_to(root).as_posix()
 
 
-def _files_under(root: Path, skipped: list[SkippedFile]) -> Iterator[Path]:
-    """The files under ``root`` in name order, following links to folders; the folders
-    not searched (unreadable, hidden) are appended to ``skipped``."""
-    if root.is_file():
-        yield root
+def _files_under(
+    root: Path, skipped: list[SkippedFile], excluded: _Excluded, aliases: dict[Path, list[Path]]
+) -> Iterator[Path]:
+    """The regular files under ``root`` in name order, following links to folders; the
+    folders not searched (unreadable, hidden) and the files not opened (special files,
+    broken links) are appended to ``skipped``; ``excluded`` folders are passed over;
+    the other paths of a folder reached again are added to ``aliases``."""
+    if not root.is_dir():
+        unopened = _not_opened(root, root)
+        if unopened is not None:
+            skipped.append(unopened)
+        else:
+            yield root
         return
-    seen: set[tuple[int, int]] = set()
+    seen: dict[tuple[int, int], Path] = {}
     for folder, subfolders, names in os.walk(
         root, followlinks=True, onerror=lambda exc: _unreadable(exc, root, skipped)
     ):
-        if not _first_visit(Path(folder), seen):
+        if excluded.holds(Path(folder)) or not _first_visit(Path(folder), seen, aliases):
             subfolders[:] = []  # a link back up the tree must not recurse forever
             continue
         for name in sorted(name for name in subfolders if name.startswith(".")):
@@ -132,20 +160,70 @@ def _files_under(root: Path, skipped: list[SkippedFile]) -> Iterator[Path]:
             key=lambda name: (os.path.islink(os.path.join(folder, name)), name),
         )
         for name in sorted(names):
-            if not name.startswith("."):
-                yield Path(folder) / name
+            if name.startswith("."):
+                continue
+            file = Path(folder) / name
+            unopened = _not_opened(file, root)
+            if unopened is not None:
+                skipped.append(unopened)
+            else:
+                yield file
 
 
-def _first_visit(folder: Path, seen: set[tuple[int, int]]) -> bool:
-    """Whether ``folder`` (its device and inode, wherever links lead) is new to ``seen``."""
+def _not_opened(file: Path, root: Path) -> SkippedFile | None:
+    """The record of a file the scan does not open: a broken link (which may have been
+    a slice, so ``damaged``) or a FIFO, socket or device (opening a FIFO blocks)."""
+    name = _relative_name(file, root)
+    broken = broken_link(file)
+    if broken is not None:
+        return SkippedFile(file, broken, damaged=True, name=name, broken_link=True)
+    special = not_regular(file)
+    if special is not None:
+        return SkippedFile(file, special, not_dicom=True, name=name)
+    return None
+
+
+class _Excluded:
+    """Folders a scan passes over, by real path and by device and inode."""
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        self.paths = [Path(os.path.realpath(folder)) for folder in folders]
+        self.identities: set[tuple[int, int]] = set()
+        for folder in folders:
+            try:
+                status = Path(folder).stat()
+            except OSError:
+                continue
+            self.identities.add((status.st_dev, status.st_ino))
+
+    def holds(self, folder: Path) -> bool:
+        """Whether ``folder`` is one of the folders or lies inside one."""
+        if not self.paths:
+            return False
+        real = Path(os.path.realpath(folder))
+        if any(real == path or path in real.parents for path in self.paths):
+            return True
+        try:
+            status = folder.stat()
+        except OSError:
+            return False
+        return (status.st_dev, status.st_ino) in self.identities
+
+
+def _first_visit(
+    folder: Path, seen: dict[tuple[int, int], Path], aliases: dict[Path, list[Path]]
+) -> bool:
+    """Whether ``folder`` (its device and inode, wherever links lead) is new to ``seen``;
+    a folder seen before gets ``folder`` as one more of its ``aliases``."""
     try:
         status = folder.stat()
     except OSError:
         return True  # os.walk reports it through onerror when listing it fails
     identity = (status.st_dev, status.st_ino)
     if identity in seen:
+        aliases.setdefault(seen[identity], []).append(folder)
         return False
-    seen.add(identity)
+    seen[identity] = folder
     return True
 
 

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medi2i.dicom.reading.series_records import SeriesInfo
 from medi2i.errors import InputError
+from medi2i.text import one_line
 
 Orientation = Literal["axial", "sagittal", "coronal", "oblique"]
 _LISTED = 8  # series named in an error before "and N more"
@@ -283,7 +284,7 @@ def _volumes_message(series: Sequence[SeriesInfo], chosen: SeriesInfo) -> str:
         else ""
     )
     return (
-        f"series '{chosen.description}' (UID {chosen.series_instance_uid}) holds "
+        f"series '{one_line(chosen.description)}' (UID {chosen.series_instance_uid}) holds "
         f"{chosen.volume.count} {where}, told apart by {chosen.volume.tag} ({listed}); pick "
         f"one with --volume N (volume: N in a workflow){orientation}; 'medi2i dicom ls' "
         "lists them"

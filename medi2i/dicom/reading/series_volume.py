@@ -41,6 +41,7 @@ from medi2i.dicom.source import LOSSY_TRANSFER_SYNTAXES, META_KEY, DicomSource
 from medi2i.errors import GeometryError, InputError
 from medi2i.grid import lps_to_ras
 from medi2i.io.base import require_memory
+from medi2i.text import one_line
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -104,7 +105,7 @@ def require_no_damaged_neighbours(series: SeriesInfo, skipped: Sequence[SkippedF
     also = f" (the other slices show: {series.problems[0]})" if series.problems else ""
     raise InputError(
         f"{series.folder}: {len(damaged)} damaged DICOM file(s) beside series "
-        f"{series.series_instance_uid} ({series.modality} '{series.description}', "
+        f"{series.series_instance_uid} ({series.modality} '{one_line(series.description)}', "
         f"{len(series.images)} readable slices) may be slices of it, so it is not read "
         f"without them: {listed}{more}; copy or export the series again, or move the "
         f"damaged files away if they are not part of it{also}"
@@ -196,7 +197,8 @@ def _warn_about_user_tolerance(series: SeriesInfo) -> None:
 def _require_volume(series: SeriesInfo) -> None:
     if series.is_volume:
         return
-    what = f"series {series.series_instance_uid} ({series.modality} '{series.description}')"
+    described = one_line(series.description)
+    what = f"series {series.series_instance_uid} ({series.modality} '{described}')"
     problems = "; ".join(str(problem) for problem in series.problems) or "no images"
     message = f"{series.folder}: cannot read {what} as one volume: {problems}"
     if series.problems and all(problem.geometric for problem in series.problems):
@@ -459,8 +461,9 @@ def _require_safe_rescale(
     cannot help, so every such header gets the message of an out-of-range volume."""
     from medi2i.voxel_checks import SAFE_MAGNITUDE
 
-    reach = max(abs(low * slope + intercept), abs(high * slope + intercept))  # float64
-    if reach <= SAFE_MAGNITUDE:
+    ends = (low * slope + intercept, high * slope + intercept)  # float64
+    reach = max(ends, key=abs)  # signed: -1e300 is not said to be +1e300
+    if abs(reach) <= SAFE_MAGNITUDE:
         return
     raise InputError(
         f"{image.path}: Rescale Slope {slope:g} and Rescale Intercept {intercept:g} take its "
@@ -549,7 +552,7 @@ def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
 
 def _no_images_message(path: Path, series: Sequence[SeriesInfo], skipped: Sequence[object]) -> str:
     found = [
-        f"{s.modality or '?'} series '{s.description}': {s.problems[0]}"
+        f"{s.modality or '?'} series '{one_line(s.description)}': {s.problems[0]}"
         for s in series
         if s.problems
     ]

@@ -1,0 +1,170 @@
+"""DICOM trees that used to hang, loop or mislead a scan, ``dicom ls`` or ``batch``: a
+FIFO, a broken link, a link to the batch's output root, two links to one study; and the
+sign of an overflowing rescale, the node's spool beside a file browser's litter."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from medi2i.cli.main import build_cli
+from medi2i.dicom.node.spool import claim_spool
+from medi2i.dicom.reading.series_scan import scan_folder
+from medi2i.dicom.reading.series_volume import read_dicom_series
+from medi2i.errors import InputError
+from medi2i.plugins import load_plugins
+from medi2i.testing import example_methods
+from medi2i.testing.dicom_series import write_series
+
+VALUES = np.random.default_rng(0).integers(0, 800, size=(12, 10, 5)).astype(np.float64)
+METHOD = ["--method", "example-self-rescaling", "--no-progress", "--device", "cpu"]
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+
+
+def command(*args: str) -> Result:
+    plugins = load_plugins()
+    plugins.manager.register(example_methods, name="examples")
+    return CliRunner().invoke(build_cli(plugins), list(args))
+
+
+def mr(folder: Path) -> None:
+    write_series(folder, VALUES, modality="MR", rescale=(1.0, 0.0))
+
+
+def last_records(out: Path) -> dict[str, dict[str, object]]:
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    return {record["study"]: record for record in map(json.loads, lines)}
+
+
+@needs_fifo
+def test_a_fifo_reached_through_a_link_is_listed_not_opened(tmp_path: Path) -> None:
+    mr(tmp_path / "in" / "s")
+    (tmp_path / "elsewhere").mkdir()
+    os.mkfifo(tmp_path / "elsewhere" / "pipe")
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "elsewhere")
+    result = scan_folder(tmp_path / "in")  # opening the FIFO would block forever
+    (item,) = result.skipped
+    assert "a FIFO (named pipe), not a regular file" in item.reason
+    listing = command("dicom", "ls", str(tmp_path / "in"))
+    assert "linked/pipe: a FIFO" in listing.output
+    batch = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
+    assert batch.exit_code == 0, batch.output
+
+
+@needs_fifo
+def test_dicom_send_skips_a_fifo(tmp_path: Path) -> None:
+    from medi2i.dicom.node.send import Peer, dicom_files_under, send_files
+
+    (tmp_path / "f").mkdir()
+    os.mkfifo(tmp_path / "f" / "pipe")
+    report = send_files(
+        dicom_files_under(tmp_path / "f"), Peer("127.0.0.1", 9, "X"), calling_ae_title="T"
+    )
+    assert not report.failed
+    assert "a FIFO" in report.skipped[0][1]
+
+
+def test_a_link_to_the_output_root_is_never_scanned(tmp_path: Path) -> None:
+    mr(tmp_path / "in" / "s")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "in" / "results").symlink_to(tmp_path / "out")
+    first = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
+    assert first.exit_code == 0, first.output
+    again = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
+    assert again.exit_code == 0, again.output
+    assert "1 already done" in again.output
+    assert set(last_records(tmp_path / "out")) == {"s"}
+
+
+def test_a_link_into_the_output_root_is_never_scanned(tmp_path: Path) -> None:
+    mr(tmp_path / "in" / "s")
+    assert command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD).exit_code == 0
+    (tmp_path / "in" / "copy").symlink_to(tmp_path / "out" / "s")
+    again = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
+    assert again.exit_code == 0, again.output
+    assert set(last_records(tmp_path / "out")) == {"s"}
+
+
+def test_a_broken_link_is_named_in_ls_and_recorded_by_the_batch(tmp_path: Path) -> None:
+    mr(tmp_path / "in" / "real")
+    (tmp_path / "in" / "offline_study").symlink_to(tmp_path / "unmounted")
+    listing = command("dicom", "ls", str(tmp_path / "in"))
+    assert "1 broken link(s) skipped" in listing.output
+    assert "damaged" not in listing.output
+    assert f"a broken link to {tmp_path / 'unmounted'}" in listing.output
+    batch = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
+    assert batch.exit_code == 0, batch.output
+    record = last_records(tmp_path / "out")["offline_study"]
+    assert record["status"] == "skipped"
+    assert "a broken link to" in str(record["reason"])
+
+
+def test_a_broken_link_beside_a_series_fails_its_study(tmp_path: Path) -> None:
+    mr(tmp_path / "in" / "s")
+    (tmp_path / "in" / "s" / "IM_lost.dcm").symlink_to(tmp_path / "gone.dcm")
+    batch = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
+    assert batch.exit_code == 1
+    assert "a broken link to" in str(last_records(tmp_path / "out")["s"]["error"])
+
+
+def test_a_study_reached_by_two_links_keeps_its_name_whichever_is_walked_first(
+    tmp_path: Path,
+) -> None:
+    mr(tmp_path / "else" / "study")
+    (tmp_path / "in" / "b").mkdir(parents=True)
+    (tmp_path / "in" / "a_link").symlink_to(tmp_path / "else" / "study")
+    (tmp_path / "in" / "b" / "link").symlink_to(tmp_path / "else" / "study")
+    # real folders are walked before links: b/link is reached first
+    assert command("batch", str(tmp_path / "in"), str(tmp_path / "o1"), *METHOD).exit_code == 0
+    assert set(last_records(tmp_path / "o1")) == {"a_link"}
+    # a real folder under the root names the study, wherever links to it lie
+    mr(tmp_path / "in2" / "z" / "study")
+    (tmp_path / "in2" / "a").mkdir()
+    (tmp_path / "in2" / "a" / "link").symlink_to(tmp_path / "in2" / "z" / "study")
+    assert command("batch", str(tmp_path / "in2"), str(tmp_path / "o2"), *METHOD).exit_code == 0
+    assert set(last_records(tmp_path / "o2")) == {"z/study"}
+
+
+def test_an_overflowing_negative_rescale_keeps_its_sign(tmp_path: Path) -> None:
+    write_series(tmp_path / "s", VALUES, modality="MR", rescale=(1.0, 0.0))
+    for path in (tmp_path / "s").iterdir():
+        import pydicom
+
+        dataset = pydicom.dcmread(path)
+        dataset.RescaleSlope = "-1e300"
+        dataset.save_as(path)
+    (series,) = scan_folder(tmp_path / "s").series
+    with pytest.raises(InputError, match=r"to -\d\.\d+e\+302"):
+        read_dicom_series(series)
+
+
+@pytest.mark.parametrize("litter", [".DS_Store", "Thumbs.db"])
+def test_a_work_folder_holding_only_file_browser_litter_is_a_spool(
+    tmp_path: Path, litter: str
+) -> None:
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / litter).touch()
+    claim_spool(tmp_path / "w")
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / litter).touch()
+    (tmp_path / "u" / "notes.txt").touch()
+    with pytest.raises(Exception, match="not a DICOM node's spool"):
+        claim_spool(tmp_path / "u")
+
+
+def test_removing_the_link_that_names_a_study_keeps_its_outputs(tmp_path: Path) -> None:
+    mr(tmp_path / "else" / "study")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "link1").symlink_to(tmp_path / "else" / "study")
+    (tmp_path / "in" / "link2").symlink_to(tmp_path / "else" / "study")
+    out = tmp_path / "out"
+    assert command("batch", str(tmp_path / "in"), str(out), *METHOD).exit_code == 0
+    (tmp_path / "in" / "link1").unlink()
+    again = command("batch", str(tmp_path / "in"), str(out), *METHOD)
+    assert "1 already done" in again.output, again.output
+    assert sorted(path.name for path in out.iterdir()) == ["link1", "manifest.jsonl"]
