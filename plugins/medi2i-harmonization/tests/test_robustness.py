@@ -3,6 +3,8 @@ negative values (noise around zero, a small offset), exact zeros."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from medi2i_harmonization.nyul import NyulStandardization
@@ -11,7 +13,8 @@ from medi2i_harmonization.whitestripe import WhiteStripe
 from medi2i_harmonization.zscore import ZScore
 
 from medi2i import InputError
-from tests.conftest import Phantom
+
+Phantom = Callable[..., np.ndarray]
 
 CENTRE = (16, 16, 16)
 

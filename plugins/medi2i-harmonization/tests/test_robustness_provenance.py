@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ import medi2i
 from medi2i import InferenceSettings, Registry
 from medi2i.export import model_sha256
 from medi2i.provenance import sidecar_path
-from tests.conftest import Phantom
+
+Phantom = Callable[..., np.ndarray]
 
 
 def predicted_record(model: Path, source: Path, registry: Registry) -> dict[str, object]:
