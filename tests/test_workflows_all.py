@@ -151,6 +151,8 @@ COMMON = [
 WITHOUT_WORKFLOW = {
     "intensity-inversion": "the reference plugin's template method: no task data to score it on",
     "discogan-2.5d": "runs workflows/q1u_discogan.yaml with --set method.id=discogan-2.5d",
+    "domain-intensity-map": "fitted on every scanner's images at once, which the workflow's "
+    "train stage (one domain's images) does not do: medi2i bench fits and scores it",
 }
 """First-party methods that need no workflow, and why."""
 

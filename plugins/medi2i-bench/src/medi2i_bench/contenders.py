@@ -14,7 +14,9 @@ as ``medi2i predict`` runs it:
   standardization lands in the target scanner's units;
 - a method that learns from paired data by fitting (``Training.FIT``, e.g.
   ``monotone-mapping``) is fitted on the benchmark's training pairs;
-- a method trained by gradient steps, or on unpaired or multi-domain data, must come
+- a method that learns from multi-domain data by fitting (``domain-intensity-map``) is
+  fitted on Q3's and Q3m's training images of every scanner, by scanner;
+- a method trained by gradient steps, or on unpaired data, must come
   as a trained-model folder (``--model``), which is never refitted.
 
 An output on another grid than the reference is resampled onto it (linear).
@@ -107,6 +109,10 @@ def fit_for(method: Method, kind: ContenderKind, dataset: BenchDataset, name: st
             method.fit(target_domain_images(dataset))
     elif method.data is DataKind.PAIRED and fittable:
         paired_fit(method, dataset)
+    elif method.data is DataKind.MULTI_DOMAIN and fittable and dataset.task in ("q3", "q3m"):
+        # fit(volumes of one domain) is the contract's signature; a multi-domain fitted
+        # method takes a mapping from domain to volumes (domain-intensity-map)
+        method.fit(domain_images(dataset))  # type: ignore[arg-type]
     elif method.data is not DataKind.NONE:
         raise OptionsError(
             f"method {name!r} learns from {method.data.value} data: train it first on the "
@@ -217,6 +223,14 @@ def target_domain_images(dataset: BenchDataset, domain: str = "") -> list[MetaTe
         wanted = domain or Q3_TARGET
         return [v.image.metatensor() for v in dataset.train_domains if v.domain == wanted]
     return [case.target.metatensor() for case in source_style_pairs(dataset)]
+
+
+def domain_images(dataset: BenchDataset) -> dict[str, list[MetaTensor]]:
+    """Q3's and Q3m's training images by scanner, in the order the dataset holds them."""
+    images: dict[str, list[MetaTensor]] = {}
+    for volume in dataset.train_domains:
+        images.setdefault(volume.domain, []).append(volume.image.metatensor())
+    return images
 
 
 def _fits_per_target(method: Method, kind: ContenderKind, dataset: BenchDataset) -> bool:

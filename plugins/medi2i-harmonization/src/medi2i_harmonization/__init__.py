@@ -1,7 +1,9 @@
 """medi2i-harmonization: MR intensity standardization across scanners.
 
-Methods: ``zscore`` (foreground z-score), ``whitestripe`` (Shinohara et al. 2014) and
-``nyul`` (Nyúl-Udupa histogram standardization). This module holds the plugin's hook
+Methods: ``zscore`` (foreground z-score), ``whitestripe`` (Shinohara et al. 2014),
+``nyul`` (Nyúl-Udupa histogram standardization), and the baseline
+``domain-intensity-map`` (one scanner's pooled foreground quantiles or mean and
+standard deviation mapped onto another's). This module holds the plugin's hook
 implementation; medi2i imports it on every command, so the method modules (numpy,
 scipy, torch) are imported inside the hook only.
 """
@@ -23,8 +25,10 @@ __all__ = ["register_methods"]
 @medi2i.hookimpl
 def register_methods(register: Callable[[MethodClass], None]) -> None:
     """Register :class:`~medi2i_harmonization.zscore.ZScore`,
-    :class:`~medi2i_harmonization.whitestripe.WhiteStripe` and
-    :class:`~medi2i_harmonization.nyul.NyulStandardization`."""
+    :class:`~medi2i_harmonization.whitestripe.WhiteStripe`,
+    :class:`~medi2i_harmonization.nyul.NyulStandardization` and
+    :class:`~medi2i_harmonization.domain_map.DomainIntensityMap`."""
+    from medi2i_harmonization.domain_map import DomainIntensityMap
     from medi2i_harmonization.nyul import NyulStandardization
     from medi2i_harmonization.whitestripe import WhiteStripe
     from medi2i_harmonization.zscore import ZScore
@@ -32,3 +36,4 @@ def register_methods(register: Callable[[MethodClass], None]) -> None:
     register(ZScore)
     register(WhiteStripe)
     register(NyulStandardization)
+    register(DomainIntensityMap)
