@@ -200,8 +200,7 @@ def require_same_grid(
     if _same_field_reordered(grid, reference):
         problem = (
             "it covers the same voxels in the world, stored with its axes flipped or in "
-            "another order (an affine entry differs by up to "
-            f"{grid.affine_gap(reference):.4g} mm, not a displacement)"
+            f"another order ({_axes_difference(grid, reference)}; not a displacement)"
         )
     elif grid.shape != reference.shape:
         problem = f"shape {grid.shape} differs from {reference.shape}"
@@ -209,11 +208,47 @@ def require_same_grid(
         spacing = tuple(round(v, 4) for v in grid.spacing)
         expected = tuple(round(v, 4) for v in reference.spacing)
         problem = (
-            f"voxel-to-world affines differ by up to {grid.affine_gap(reference):.4g} mm, "
-            f"placing its voxels up to {grid.world_gap(reference):.4g} mm from the "
-            f"reference's (spacing {spacing} vs {expected} mm)"
+            f"{_affine_difference(grid, reference)}, placing its voxels up to "
+            f"{grid.world_gap(reference):.4g} mm from the reference's (spacing {spacing} "
+            f"vs {expected} mm)"
         )
     raise GeometryError(f"{what} is not on the grid of {reference_name}: {problem}; {hint}")
+
+
+def _affine_difference(grid: Grid, reference: Grid) -> str:
+    """How two affines differ, in their units: the origins in mm, the axis vectors
+    (direction times spacing) in mm per voxel, and which axes point the other way; a
+    flipped direction is no distance, so it is not reported as one."""
+    mine = np.asarray(grid.affine, dtype=np.float64)
+    theirs = np.asarray(reference.affine, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        axes = float(np.max(np.abs(np.where(mine == theirs, 0.0, mine - theirs)[:3, :3])))
+    if axes == 0.0:
+        return f"voxel-to-world affines differ by up to {grid.affine_gap(reference):.4g} mm"
+    origin = float(np.linalg.norm(mine[:3, 3] - theirs[:3, 3]))
+    return (
+        f"voxel-to-world affines differ: {_axes_difference(grid, reference)}, origins "
+        f"{origin:.4g} mm apart"
+    )
+
+
+def _axes_difference(grid: Grid, reference: Grid) -> str:
+    """Which array axes point the other way, else how far the axis vectors differ
+    (mm per voxel)."""
+    mine = np.asarray(grid.affine, dtype=np.float64)[:3, :3]
+    theirs = np.asarray(reference.affine, dtype=np.float64)[:3, :3]
+    with np.errstate(invalid="ignore"):
+        cosines = np.sum(mine * theirs, axis=0) / (
+            np.linalg.norm(mine, axis=0) * np.linalg.norm(theirs, axis=0)
+        )
+    reversed_axes = [axis for axis in range(3) if cosines[axis] < -0.5]
+    if reversed_axes:
+        named = " and ".join(str(axis) for axis in reversed_axes)
+        if len(reversed_axes) == 1:
+            return f"array axis {named} points the opposite way"
+        return f"array axes {named} point the opposite way"
+    gap = float(np.nanmax(np.abs(mine - theirs)))
+    return f"axis vectors differ by up to {gap:.4g} mm per voxel"
 
 
 def same_voxels(grid: Grid, reference: Grid) -> bool:

@@ -460,8 +460,9 @@ def predict_all(
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     # a result the writer would refuse is refused before the inference, not after it
+    input_grid = Grid.of(image)
     with naming_the_input(image.meta, (InputError, OptionsError)):
-        grid = ready.output_grid(Grid.of(image), parsed)
+        grid = ready.output_grid(input_grid, parsed)
     for declared_output in declared:
         meta = {
             **image.meta,
@@ -495,7 +496,11 @@ def predict_all(
     written: dict[str, Path] = {}
     for declared_output in declared:
         path = paths[declared_output.name]
-        described = {**output_record(declared_output), "file": path.name}
+        described = {
+            **output_record(declared_output),
+            "file": path.name,
+            **grid_record(input_grid, Grid.of(results[declared_output.name])),
+        }
         # checked free before the work; without overwrite, a file another process or
         # thread wrote there meanwhile is refused at the rename, not replaced
         claim = nullcontext() if overwrite else refusing_existing()
@@ -504,6 +509,24 @@ def predict_all(
                 results[declared_output.name], path, writers=[writer], overwrite=True
             )
     return written
+
+
+def grid_record(source: Grid, output: Grid) -> dict[str, object]:
+    """The output's grid for its provenance record: ``shape`` (voxels), ``spacing_mm``
+    and ``scale`` (output voxels per input voxel along each array axis: input spacing
+    over output spacing, 1 where the method kept the grid).
+
+    Example:
+        >>> import numpy as np
+        >>> thick = Grid((4, 4, 10), np.diag([1.0, 1.0, 4.0, 1.0]))
+        >>> grid_record(thick, Grid((4, 4, 37), np.diag([1.0, 1.0, 1.0, 1.0])))["scale"]
+        [1.0, 1.0, 4.0]
+    """
+    return {
+        "shape": list(output.shape),
+        "spacing_mm": [round(s, 6) for s in output.spacing],
+        "scale": [round(a / b, 6) for a, b in zip(source.spacing, output.spacing, strict=True)],
+    }
 
 
 def _other_output_of(sidecar: Path, path: Path, suffixes: Sequence[str]) -> Path | None:

@@ -12,10 +12,16 @@ At predict time an input's spacing, after the same spatial plan, is compared per
 axis with that range, widened by :data:`SPACING_TOLERANCE` each way; outside it,
 prediction warns (:class:`SpacingWarning`). Per array axis, not sorted: a network is not
 invariant to which axis is the thick one, and the spatial plan (its orientation, when it
-has one) fixes which array axis is which for training and prediction alike. Inputs of a
-method that changes resolution (super-resolution: its output grid's spacing is not the
-input's) are not checked: whether its network sees the input grid or the output grid
-(SRCNN interpolates first) is the method's own, so the spacings would not compare.
+has one) fixes which array axis is which for training and prediction alike.
+
+A method that changes resolution (super-resolution: its output grid's spacing is not the
+input's) is checked on the thick axis only: the largest spacing of an input against the
+largest of the training inputs (the thick slices a model learned to refine), widened by
+the same factor; a x4 model given 2 mm slices writes 0.5 mm slices and is worse than
+interpolation, without any error. Only the methods whose network reads the input grid
+record it: a method that interpolates before its network (SRCNN) trains on sources
+already on the fine grid, whose spacing says nothing of the thick slices, so it sets
+``records_training_spacing = False`` and its models are not checked.
 
 Example:
     >>> spacing = TrainingSpacing(min=(2.0, 2.0, 5.0), max=(2.0, 2.0, 5.0))
@@ -105,10 +111,13 @@ def training_spacing_of(method: Method, *case_sets: CaseSet | None) -> TrainingS
 
     Read from the files' headers where the reader can (NIfTI); a volume whose header
     tells no grid (a DICOM series) is read whole. Nothing is read when the plan
-    resamples to a fixed spacing.
+    resamples to a fixed spacing; ``None`` for a method whose class sets
+    ``records_training_spacing = False`` (its network inputs are not on its inputs' grid).
     """
     from medi2i.data.cases import IMAGE, SOURCE
 
+    if not getattr(method, "records_training_spacing", True):
+        return None
     plan = method.spatial_plan()
     if plan.spacing is not None:
         fixed = (float(plan.spacing[0]), float(plan.spacing[1]), float(plan.spacing[2]))
@@ -154,16 +163,19 @@ def check_input_spacing(
     method: Method, grid: Grid, output: Grid, where: str
 ) -> dict[str, object] | None:
     """Warn (:class:`SpacingWarning`) when an input on ``grid`` lies, after the spatial
-    plan, outside the training spacings of ``method``'s model; never for a method that
-    changes resolution (its ``output`` grid's spacing is not ``grid``'s).
+    plan, outside the training spacings of ``method``'s model; for a method that changes
+    resolution (its ``output`` grid's spacing is not ``grid``'s), on the thick axis only
+    (:func:`check_thick_spacing`).
 
     Returns:
         What was compared, for the provenance, when it lies outside; else ``None`` (also
         for a method without recorded training spacings).
     """
     trained = recorded_training_spacing(method)
-    if trained is None or not np.allclose(output.spacing, grid.spacing, rtol=1e-4):
+    if trained is None:
         return None
+    if not np.allclose(output.spacing, grid.spacing, rtol=1e-4):
+        return check_thick_spacing(method, trained, grid, output, where)
     spacing = planned_spacing(grid, method.spatial_plan())
     if not trained.outside(spacing):
         return None
@@ -185,6 +197,35 @@ def check_input_spacing(
         "trained_min": list(trained.min),
         "trained_max": list(trained.max),
     }
+
+
+def check_thick_spacing(
+    method: Method, trained: TrainingSpacing, grid: Grid, output: Grid, where: str
+) -> dict[str, object] | None:
+    """Warn (:class:`SpacingWarning`) when the largest spacing of an input on ``grid``
+    (its slice spacing, for super-resolution) lies outside the largest spacings of the
+    training inputs, ``[max(trained.min) / 1.5, max(trained.max) * 1.5]`` (mm).
+
+    Returns:
+        What was compared (mm), for the provenance, when it lies outside; else ``None``.
+    """
+    thick = max(planned_spacing(grid, method.spatial_plan()))
+    low, high = max(trained.min), max(trained.max)
+    if low / SPACING_TOLERANCE <= thick <= high * SPACING_TOLERANCE:
+        return None
+    span = f"{low:.3g}" if low == high else f"{low:.3g} to {high:.3g}"
+    warnings.warn(
+        SpacingWarning(
+            f"{where}: its slices are {thick:.3g} mm apart, far from the {span} mm slices "
+            f"the model {method.id!r} was trained to refine (it accepts "
+            f"{low / SPACING_TOLERANCE:.3g} to {high * SPACING_TOLERANCE:.3g} mm without "
+            f"this warning); it writes {_mm(output.spacing)} mm voxels and may be worse "
+            "than interpolation without any error; use a model trained for this slice "
+            "spacing, or --method interpolation"
+        ),
+        stacklevel=4,
+    )
+    return {"input_mm": thick, "trained_min_mm": low, "trained_max_mm": high}
 
 
 def _mm(spacing: Spacing) -> str:

@@ -342,3 +342,18 @@ def test_file_hash_reads_in_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_file_hash_of_a_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         file_sha256(tmp_path / "absent.bin")
+
+
+def test_a_flipped_direction_is_not_reported_as_millimetres() -> None:
+    """A prediction whose x axis pointed the other way was refused as 'affines differ by
+    up to 2 mm': that compared direction entries, which are no distance."""
+    grid = Grid((5, 4, 3), np.diag([1.0, 1.0, 1.0, 1.0]))
+    affine = grid.affine.copy()
+    affine[0, 0] = -1.0
+    with pytest.raises(GeometryError, match=r"array axis 0 points the opposite way") as error:
+        require_same_grid(volume_on(Grid(grid.shape, affine)), volume_on(grid), what="p")
+    assert "differ by up to 2 mm" not in str(error.value)
+    stretched = grid.affine.copy()
+    stretched[2, 2] = 1.5
+    with pytest.raises(GeometryError, match=r"axis vectors differ by up to 0\.5 mm per voxel"):
+        require_same_grid(volume_on(Grid(grid.shape, stretched)), volume_on(grid), what="p")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from medi2i_super_resolution.grids import GridOptions, finer_grid
+from medi2i_super_resolution.grids import GridOptions, GridWarning, finer_grid
 
 from medi2i import Grid, OptionsError
 from medi2i.testing import make_volume
@@ -112,11 +112,13 @@ def test_the_default_target_spacing_never_coarsens_an_axis() -> None:
 
     default = output_grid_for(grid, GridOptions()).grid
     saved = output_grid_for(grid, GridOptions.model_validate(GridOptions().model_dump())).grid
-    explicit = output_grid_for(grid, GridOptions(target_spacing=(1.0, 1.0, 1.0))).grid
+    with pytest.warns(GridWarning, match=r"0\.7 × 0\.7 × 1 mm, not the 1 × 1 × 1 mm .*coarsen"):
+        kept = output_grid_for(grid, GridOptions(target_spacing=(1.0, 1.0, 1.0)))
+    coarser = output_grid_for(grid, GridOptions(target_spacing=(1.0, 1.0, 1.0), coarsen=True))
 
-    assert default.shape == saved.shape == (80, 40, 18)
+    assert default.shape == saved.shape == kept.grid.shape == (80, 40, 18)
     np.testing.assert_allclose(default.spacing, (0.7, 0.7, 1.0))
-    assert explicit.shape == (56, 28, 18)  # asked for: met, coarser in-plane
+    assert coarser.grid.shape == (56, 28, 18)  # asked for with coarsen: coarser in-plane
 
 
 @pytest.mark.parametrize("raw", [{"scale": (0.5, 1.0, 1.0)}, {"slice_factor": 0.5}])

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from medi2i_super_resolution.edsr import Edsr
-from medi2i_super_resolution.grids import OutputGrid, finer_grid, slice_axis
+from medi2i_super_resolution.grids import GridWarning, OutputGrid, finer_grid, slice_axis
 from medi2i_super_resolution.interpolation import Interpolation
 from medi2i_super_resolution.smore import Smore
 from medi2i_super_resolution.srcnn import Srcnn
@@ -120,17 +121,24 @@ def test_predict_with_a_x2_model_halves_only_the_slice_spacing(tmp_path: Path) -
     assert provenance["options"]["slice_factor"] == 2.0
 
 
+def quietly(method: medi2i.Method, image: MetaTensor, condition: object = None) -> MetaTensor:
+    """``predict_tensor`` with :class:`GridWarning` ignored."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GridWarning)
+        return predict_tensor(method, image, settings=SETTINGS, condition=condition)  # type: ignore[arg-type]
+
+
 def test_a_grid_far_from_the_trained_factor_is_refused_before_inference(tmp_path: Path) -> None:
     model = medi2i.load_model(_model(tmp_path / "srcnn-x2"))
     image = clinical_volume()
     asked = [
         {"slice_factor": 6.5},  # 1 mm slices from a ×2 model
-        {"target_spacing": (1.0, 1.0, 1.0)},  # coarser in-plane, ×6.5 through-plane
+        {"target_spacing": (1.0, 1.0, 1.0)},  # in-plane kept at 0.78 mm, ×6.5 through-plane
         {"scale": (2.0, 2.0, 2.0)},  # in-plane super-resolution it never learned
     ]
     for condition in asked:
         with pytest.raises(OptionsError, match=r"trained to refine the slice axis ×2") as error:
-            predict_tensor(model, image, settings=SETTINGS, condition=condition)
+            quietly(model, image, condition)  # 0.78 mm kept in-plane: a GridWarning says so
         assert "\n" not in str(error.value)
     accepted = predict_tensor(model, image, settings=SETTINGS, condition={"slice_factor": 2.5})
     assert tuple(accepted.shape[1:]) == (20, 20, 15)
@@ -179,10 +187,9 @@ def test_a_spacing_beyond_the_extent_is_refused_before_the_method_runs(
         raise AssertionError("the method ran")
 
     monkeypatch.setattr(Interpolation, "predict", never)
+    method = Interpolation({"target_spacing": spacing, "coarsen": True})
     with pytest.raises(OptionsError) as error:
-        predict_tensor(
-            Interpolation({"target_spacing": spacing}), read_volume(path), settings=SETTINGS
-        )
+        quietly(method, read_volume(path))  # a GridWarning says 48 mm first, not the 100 asked
 
     message = str(error.value)
     assert message.startswith(
@@ -224,3 +231,31 @@ def test_srcnn_outputs_are_clipped_to_the_input_range() -> None:
     output = predict_tensor(method, image, settings=SETTINGS)
 
     assert float(output.min()) >= -50.0 - 1e-3
+
+
+def test_a_1_mm_model_never_coarsens_a_finer_in_plane_axis() -> None:
+    """The committed srcnn (target_spacing [1, 1, 1]) turned 0.8 × 0.8 × 4 mm into
+    1.008 × 1.008 × 1 mm: super-resolution that shrank the image in-plane, unsaid."""
+    model = Srcnn({**SMALL, "target_spacing": (1.0, 1.0, 1.0), "align": "centres"})
+    grid = Grid((51, 51, 33), np.diag([0.8, 0.8, 4.0, 1.0]))
+    with pytest.warns(GridWarning, match=r"0\.8 × 0\.8 × 1 mm, not the 1 × 1 × 1 mm.*coarsen=true"):
+        kept = model.output_grid(grid)
+    assert kept.shape == (51, 51, 129)
+    np.testing.assert_allclose(kept.spacing, (0.8, 0.8, 1.0))
+    asked = Srcnn({**SMALL, "target_spacing": (1.0, 1.0, 1.0), "coarsen": True})
+    with pytest.warns(GridWarning, match="nearest that fits"):  # 41 voxels of 0.995 mm
+        assert asked.output_grid(grid).shape[:2] == (41, 41)  # coarser only when asked
+    at_predict = model.output_grid(grid, OutputGrid(coarsen=True))  # or by the condition
+    assert at_predict.shape[:2] == (41, 41)  # centres: 40 intervals of exactly 1 mm
+
+
+def test_a_target_spacing_that_does_not_fit_is_said() -> None:
+    """target_spacing [1, 1, 1.2] on 43 slices of 3 mm gave 1.19444 mm without a word,
+    while the README said it is met on every axis."""
+    grid = Grid((16, 16, 43), np.diag([1.0, 1.0, 3.0, 1.0]))
+    method = Interpolation({"target_spacing": (1.0, 1.0, 1.2)})
+    with pytest.warns(GridWarning, match=r"1 × 1 × 1\.19444 mm, not the 1 × 1 × 1\.2 mm asked"):
+        assert method.output_grid(grid).shape == (16, 16, 108)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GridWarning)
+        Interpolation({"target_spacing": (1.0, 1.0, 1.5)}).output_grid(grid)  # 86 fit

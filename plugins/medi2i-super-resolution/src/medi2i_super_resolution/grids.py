@@ -21,8 +21,14 @@ are. The slice axis is found from the geometry: the array axis with the largest 
 spacing, which must be clearly the largest (at least :data:`SLICE_ANISOTROPY` times the
 next). So a thick-slice scan keeps its in-plane resolution, whatever its spacing and
 whichever array axis holds its slices. A model's options give its rule (none: 1 mm
-where the input is coarser, its own spacing where finer: never a coarser grid); the
-predict-time condition :class:`OutputGrid` can ask for another one.
+where the input is coarser, its own spacing where finer); the predict-time condition
+:class:`OutputGrid` can ask for another one. No rule makes an axis coarser than the
+input's unless ``coarsen`` is true (the default of ``interpolation`` only, whose
+options the user gives at predict time): a ``target_spacing`` coarser than the input
+on an axis keeps the input's spacing there (a 1 mm model given 0.8 × 0.8 × 4 mm writes
+0.8 × 0.8 × 1 mm, not 1 × 1 × 1 mm). Where the spacing written differs from the
+``target_spacing`` asked by more than :data:`SPACING_NOTICE` (the nearest that fits the
+field of view, or an axis kept), a :class:`GridWarning` says so.
 
 Example:
     >>> import numpy as np
@@ -38,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +60,12 @@ SLICE_ANISOTROPY = 1.2
 _RULES = ("target_spacing", "scale", "slice_factor")
 DEFAULT_TARGET_SPACING: Triple = (1.0, 1.0, 1.0)
 """The output spacing (mm) of options that give no rule, on axes coarser than it."""
+SPACING_NOTICE = 1e-3
+"""How far (relative) the written spacing may differ from ``target_spacing`` unsaid."""
+
+
+class GridWarning(UserWarning):
+    """The output grid's spacing is not the ``target_spacing`` asked for."""
 
 
 def _one_rule_at_most(values: object, *, required: bool) -> None:
@@ -78,14 +91,13 @@ class GridOptions(Options):
         target_spacing: Output voxel size along each array axis, in mm. The number of
             voxels is rounded so that the field of view is kept exactly, so the spacing
             is the nearest one that fits (exact when the input spacing is a multiple of
-            it). An input already at this spacing is left on its grid, so a model can be
-            applied to volumes that were interpolated beforehand. Given, it is met on
-            every axis, a coarser one included (see
-            :func:`medi2i_super_resolution.interpolation.resample_channel` for the
-            anti-aliasing). ``None`` with no other rule (the default) is
-            :data:`DEFAULT_TARGET_SPACING` that never coarsens: an axis whose input voxels
-            are already finer keeps its spacing (0.7 × 0.7 × 3 mm becomes
-            0.7 × 0.7 × 1 mm, not 1 × 1 × 1 mm).
+            it; a :class:`GridWarning` says so when it differs by more than 0.1 %). An
+            input already at this spacing is left on its grid, so a model can be applied
+            to volumes that were interpolated beforehand. An axis whose input voxels are
+            already finer than it keeps its spacing (0.7 × 0.7 × 3 mm with
+            ``[1, 1, 1]`` becomes 0.7 × 0.7 × 1 mm, not 1 × 1 × 1 mm) unless ``coarsen``
+            is true. ``None`` with no other rule (the default) is
+            :data:`DEFAULT_TARGET_SPACING`.
         scale: Output voxels per input voxel along each array axis (e.g. ``(1, 1, 4)``),
             instead of ``target_spacing``; at least 1 on every axis.
         slice_factor: Output voxels per input voxel along the input's slice axis (the
@@ -95,6 +107,12 @@ class GridOptions(Options):
         align: ``"edges"`` keeps the outer voxel edges (the field of view, as
             :meth:`medi2i.Grid.scaled`); ``"centres"`` keeps the first and last voxel
             centres. See :mod:`medi2i_super_resolution.grids`.
+        coarsen: Let ``target_spacing`` make an axis coarser than the input's (see
+            :func:`medi2i_super_resolution.interpolation.resample_channel` for the
+            anti-aliasing); by default such an axis keeps the input's spacing: a
+            learned model's ``target_spacing`` was fixed at training and must not
+            coarsen a later input unasked (``interpolation``, whose options the user
+            gives at predict time, defaults to true).
         clip_margin: Clip the output to the input's intensity range widened by this
             fraction of it on each side (interpolation and networks can ring past the
             input's values, e.g. negative MR next to bright edges); ``None`` keeps
@@ -105,6 +123,7 @@ class GridOptions(Options):
     scale: tuple[float, float, float] | None = None
     slice_factor: float | None = None
     align: Alignment = "edges"
+    coarsen: bool = False
     clip_margin: float | None = Field(default=0.05, ge=0.0)
 
     @model_validator(mode="after")
@@ -121,6 +140,9 @@ class OutputGrid(BaseModel):
         target_spacing: Output voxel size in mm along each array axis.
         scale: Output voxels per input voxel along each array axis.
         slice_factor: Output voxels per input voxel along the input's slice axis only.
+        coarsen: Let ``target_spacing`` make an axis coarser than the input's (a model's
+            options cannot be changed at predict time; this can); ``None`` keeps the
+            options'.
 
     Example:
         >>> OutputGrid(slice_factor=2).slice_factor
@@ -133,6 +155,7 @@ class OutputGrid(BaseModel):
     target_spacing: tuple[float, float, float] | None = None
     scale: tuple[float, float, float] | None = None
     slice_factor: float | None = None
+    coarsen: bool | None = None
 
     @model_validator(mode="after")
     def _at_most_one_rule(self) -> OutputGrid:
@@ -141,10 +164,15 @@ class OutputGrid(BaseModel):
 
 
 def with_condition(options: GridOptions, condition: OutputGrid | None) -> GridOptions:
-    """``options`` with the rule of ``condition`` when it gives one."""
-    if condition is None or all(getattr(condition, name) is None for name in _RULES):
+    """``options`` with the rule of ``condition`` when it gives one, and its ``coarsen``."""
+    if condition is None:
         return options
-    return options.model_copy(update={name: getattr(condition, name) for name in _RULES})
+    update: dict[str, Any] = {}
+    if any(getattr(condition, name) is not None for name in _RULES):
+        update = {name: getattr(condition, name) for name in _RULES}
+    if condition.coarsen is not None:
+        update["coarsen"] = condition.coarsen
+    return options.model_copy(update=update) if update else options
 
 
 def condition_rule(condition: OutputGrid | None) -> dict[str, Any]:
@@ -257,19 +285,53 @@ class FinerGrid:
         return self.grid.shape == shape and self.steps == (1.0, 1.0, 1.0) and not any(self.offsets)
 
 
-def output_grid_for(grid: Grid, options: GridOptions) -> FinerGrid:
+def output_grid_for(grid: Grid, options: GridOptions, *, notice: bool = True) -> FinerGrid:
     """The output grid of ``options`` for an input on ``grid``; with no rule,
-    :data:`DEFAULT_TARGET_SPACING` where it refines an axis (it never coarsens one)."""
+    :data:`DEFAULT_TARGET_SPACING` where it refines an axis (it never coarsens one). A
+    ``target_spacing`` coarsens an axis only with ``options.coarsen``, and warns
+    (:class:`GridWarning`) where the spacing written differs from it by more than
+    :data:`SPACING_NOTICE` (unless ``notice`` is false: a second call for the same
+    prediction, after :meth:`medi2i.Method.output_grid` has said it)."""
     if all(getattr(options, name) is None for name in _RULES):
         return finer_grid(
             grid, target_spacing=DEFAULT_TARGET_SPACING, align=options.align, coarsen=False
         )
-    return finer_grid(
+    finer = finer_grid(
         grid,
         target_spacing=options.target_spacing,
         scale=options.scale,
         slice_factor=options.slice_factor,
         align=options.align,
+        coarsen=options.coarsen,
+    )
+    if notice and options.target_spacing is not None:
+        _notice_spacing(grid, finer.grid, options.target_spacing)
+    return finer
+
+
+def _notice_spacing(source: Grid, output: Grid, asked: Triple) -> None:
+    """Warn when ``output``'s spacing differs from ``asked`` by more than 0.1 %."""
+    if any(n == 1 < m for n, m in zip(output.shape, source.shape, strict=True)):
+        return  # a collapsed axis: the core refuses it in one line, with the extent
+    got = output.spacing
+    off = [abs(g - a) > SPACING_NOTICE * a for g, a in zip(got, asked, strict=True)]
+    if not any(off):
+        return
+    kept = [
+        o and abs(g - s) <= SPACING_NOTICE * s
+        for o, g, s in zip(off, got, source.spacing, strict=True)
+    ]
+    why = (
+        "axes finer than asked keep the input's spacing (to resample them coarser give "
+        "-o coarsen=true to a method, -c coarsen=true to a model)"
+        if any(kept)
+        else "the nearest that fits the field of view in whole voxels"
+    )
+    shown = " × ".join(f"{g:.6g}" for g in got)
+    wanted = " × ".join(f"{a:g}" for a in asked)
+    warnings.warn(
+        GridWarning(f"output spacing {shown} mm, not the {wanted} mm asked: {why}"),
+        stacklevel=3,
     )
 
 

@@ -51,11 +51,17 @@ class InterpolationOptions(GridOptions):
         scale: Output voxels per input voxel, instead of ``target_spacing``.
         slice_factor: Output voxels per input voxel along the slice axis only.
         align: ``"edges"`` or ``"centres"``: which voxel positions the finer grid keeps.
+        coarsen: Whether a ``target_spacing`` coarser than the input makes that axis
+            coarser (blurred first). True by default here: these options are what the
+            user asks at predict time, so a coarser ``target_spacing`` is asked for; a
+            learned model's options, fixed at training, default to false
+            (:class:`~medi2i_super_resolution.grids.GridOptions`).
         clip_margin: Clip to the input's range widened by this fraction (cubic
             B-splines overshoot at edges); ``None`` keeps every value.
     """
 
     order: InterpolationOrder = "bspline"
+    coarsen: bool = True
 
 
 class Interpolation(Method[InterpolationOptions, OutputGrid]):
@@ -65,9 +71,10 @@ class Interpolation(Method[InterpolationOptions, OutputGrid]):
     times more voxels; each channel is interpolated separately, in the input's units.
     By default (``target_spacing`` not given) every axis coarser than 1 mm is refined
     to 1 mm and every finer one keeps its spacing: the output is never coarser than the
-    input. A ``target_spacing`` given explicitly is met on every axis; an axis it makes
-    coarser is blurred to the new spacing first (no aliasing). ``scale`` and
-    ``slice_factor`` below 1 are refused.
+    input. A ``target_spacing`` given explicitly is met on every axis as nearly as whole
+    voxels allow (a ``GridWarning`` when off by more than 0.1 %); an axis it makes coarser
+    is blurred to the new spacing first (no aliasing), unless ``coarsen=False`` keeps it.
+    ``scale`` and ``slice_factor`` below 1 are refused.
 
     Example:
         >>> from medi2i import Grid
@@ -122,7 +129,7 @@ def interpolate_finer(
     from monai.data.meta_tensor import MetaTensor
 
     source = Grid.of(image)
-    finer = output_grid_for(source, options)
+    finer = output_grid_for(source, options, notice=False)  # output_grid said it
     values = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if finer.is_identity(source.shape):
         resampled = np.asarray(values, np.float32)

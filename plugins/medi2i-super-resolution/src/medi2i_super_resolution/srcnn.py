@@ -83,6 +83,9 @@ class SrcnnOptions(GridOptions):
         target_spacing: Output voxel size in mm (see
             :class:`~medi2i_super_resolution.grids.GridOptions`).
         scale: Output voxels per input voxel, instead of ``target_spacing``.
+        coarsen: False (the default): an axis already finer than ``target_spacing``
+            keeps its spacing, since the model's rule was fixed at training; the
+            predict-time condition ``coarsen=true`` asks for the coarser grid.
         slice_factor: Output voxels per input voxel along the input's slice axis only,
             the factor the model is trained for: it refuses an output grid far from it.
         align: ``"edges"`` or ``"centres"``: which voxel positions the finer grid keeps.
@@ -166,6 +169,9 @@ class Srcnn(PatchNetworkMethod[SrcnnOptions, OutputGrid]):
     training = Training.GRADIENT
     input_spec = MR
     output_spec = MR
+    records_training_spacing: ClassVar[bool] = False
+    """Its training sources are already interpolated onto the fine grid, so their spacing
+    says nothing of the thick slices it refines (:mod:`medi2i.training_spacing`)."""
     Options = SrcnnOptions
     Condition = OutputGrid
     paper = (
