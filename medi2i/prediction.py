@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i.engine import SlidingWindowEngine
+    from medi2i.io.base import VolumeWriter
     from medi2i.registry import Registry
 
 Condition = Mapping[str, object] | BaseModel | None
@@ -443,20 +444,9 @@ def predict_all(
     inputs = [Path(source), *condition_inputs(parsed)]
     for path in paths.values():
         check_destination(path, inputs=inputs, overwrite=overwrite, folder=not writer.suffixes)
-        sidecar = sidecar_path(path)
-        # an earlier provenance record of medi2i's own (its image was deleted, or this
-        # is an --overwrite) is replaced; a file of the user's under that name is not,
-        # nor the record of another output that shares it (sct/ and sct.nii.gz)
-        suffixes = [suffix for w in registry.writers.values() for suffix in w.suffixes]
-        owner = _other_output_of(sidecar, path, suffixes)
-        if owner is not None and not overwrite:
-            raise OutputError(
-                f"{sidecar}, where the provenance of {path} is written, is the provenance "
-                f"of the existing output {owner}; give {path} another name (e.g. "
-                f"{_renamed(path)}), or pass --overwrite to replace that record"
-            )
-        replaceable = overwrite or is_provenance_record(sidecar)
-        check_destination(sidecar, inputs=inputs, overwrite=replaceable, sidecar_of=path)
+        check_sidecar_destination(
+            path, inputs, list(registry.writers.values()), overwrite=overwrite
+        )
     if image is None:
         image = read_volume(source, readers=list(registry.readers.values()))
     # a result the writer would refuse is refused before the inference, not after it
@@ -527,6 +517,33 @@ def grid_record(source: Grid, output: Grid) -> dict[str, object]:
         "spacing_mm": [round(s, 6) for s in output.spacing],
         "scale": [round(a / b, 6) for a, b in zip(source.spacing, output.spacing, strict=True)],
     }
+
+
+def check_sidecar_destination(
+    path: Path, inputs: Sequence[Path], writers: Sequence[VolumeWriter], *, overwrite: bool
+) -> None:
+    """Refuse to write the provenance of ``path`` where it may not go. An earlier
+    provenance record of medi2i's own (its image was deleted, or this is an
+    ``overwrite``) is replaced; a file of the user's under that name is not, nor, without
+    ``overwrite``, the record of another existing output that shares it (``x.nii`` and
+    ``x.nii.gz``, ``sct/`` and ``sct.nii.gz``). ``medi2i mask`` refuses the same.
+
+    Raises:
+        OutputError: The sidecar is another output's record, or a file of the user's.
+    """
+    from medi2i.io.destinations import check_destination
+
+    sidecar = sidecar_path(path)
+    suffixes = [suffix for writer in writers for suffix in writer.suffixes]
+    owner = _other_output_of(sidecar, path, suffixes)
+    if owner is not None and not overwrite:
+        raise OutputError(
+            f"{sidecar}, where the provenance of {path} is written, is the provenance "
+            f"of the existing output {owner}; give {path} another name (e.g. "
+            f"{_renamed(path)}), or pass --overwrite to replace that record"
+        )
+    replaceable = overwrite or is_provenance_record(sidecar)
+    check_destination(sidecar, inputs=list(inputs), overwrite=replaceable, sidecar_of=path)
 
 
 def _other_output_of(sidecar: Path, path: Path, suffixes: Sequence[str]) -> Path | None:

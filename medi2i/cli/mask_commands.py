@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.io.base import VolumeWriter
 
 MAX_MARGIN_VOXELS = 1000.0
 """The largest margin the command takes: wider than any volume's body needs."""
@@ -90,6 +89,7 @@ def mask_command(
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.destinations import check_destination, file_suffix, require_own_name
     from medi2i.io.nifti import META_PREFIX as NIFTI_META
+    from medi2i.prediction import check_sidecar_destination
     from medi2i.provenance import staged_sidecar
     from medi2i.voxel_checks import checked_input
 
@@ -103,7 +103,7 @@ def mask_command(
     writers = list(registry.writers.values())
     writer_for(output_path, writers)
     check_destination(output_path, inputs=[input_path], overwrite=overwrite, folder=False)
-    _check_sidecar(output_path, [input_path], writers, overwrite=overwrite)
+    check_sidecar_destination(output_path, [input_path], writers, overwrite=overwrite)
     image = read_volume(input_path, readers=list(registry.readers.values()))
     # what predict refuses, the mask refuses too: NaN, out-of-range, constant or empty
     image = checked_input(image, nonfinite)  # type: ignore[arg-type]
@@ -128,32 +128,6 @@ def mask_command(
     click.echo(f"wrote {written} ({int(inside.sum())} voxels in the body, {share:.1f} %)")
     if no_air:
         click.secho(f"Warning: {no_air_message(input_path)}", err=True, fg="yellow")
-
-
-def _check_sidecar(
-    output_path: Path, inputs: list[Path], writers: list[VolumeWriter], *, overwrite: bool
-) -> None:
-    """Refuse to put the mask's provenance where another output's is, as predict
-    refuses it: ``x.nii.gz``'s sidecar ``x.provenance.json`` may be the record of an
-    existing ``x.nii`` (a synthetic CT), which would lose its provenance. An earlier
-    record of the same output (or of an output since deleted) is replaced; another
-    output's only with ``overwrite``; a file of the user's never."""
-    from medi2i.errors import OutputError
-    from medi2i.io.destinations import check_destination
-    from medi2i.prediction import _other_output_of, _renamed
-    from medi2i.provenance import is_provenance_record, sidecar_path
-
-    sidecar = sidecar_path(output_path)
-    suffixes = [suffix for writer in writers for suffix in writer.suffixes]
-    owner = _other_output_of(sidecar, output_path, suffixes)
-    if owner is not None and not overwrite:
-        raise OutputError(
-            f"{sidecar}, where the provenance of {output_path} is written, is the "
-            f"provenance of the existing output {owner}; give {output_path} another name "
-            f"(e.g. {_renamed(output_path)}), or pass --overwrite to replace that record"
-        )
-    replaceable = overwrite or is_provenance_record(sidecar)
-    check_destination(sidecar, inputs=inputs, overwrite=replaceable, sidecar_of=output_path)
 
 
 def no_air_message(input_path: Path) -> str:
