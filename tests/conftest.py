@@ -10,6 +10,9 @@ a test that changes the switch with ``monkeypatch`` gets this value back afterwa
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from medi2i.plugins import load_plugins
@@ -57,3 +60,19 @@ def registry() -> Registry:
     plugins = load_plugins()
     plugins.manager.register(example_methods, name="examples")
     return Registry(plugins)
+
+
+@pytest.fixture
+def locked(monkeypatch: pytest.MonkeyPatch) -> set[Path]:
+    """Folders whose listing a test refuses, as that of a folder without read permission
+    is refused (``chmod 000`` does not bite when the tests run as root)."""
+    refused: set[Path] = set()
+    listing = os.scandir
+
+    def scandir(path: str | os.PathLike[str] = ".") -> object:
+        if Path(path) in refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return refused

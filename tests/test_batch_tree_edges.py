@@ -3,30 +3,21 @@ named like the manifest, localizers, a series no DICOM image type fits, reruns."
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pytest
 import torch
-from click.testing import CliRunner, Result
 from monai.data.meta_tensor import MetaTensor
 from pydicom.data import get_testdata_file
 
 from medi2i.batch import run_batch
 from medi2i.batch_records import StudyRecord
-from medi2i.cli.main import build_cli
 from medi2i.method import Method, PredictContext, Task, VolumeSpec
-from medi2i.plugins import load_plugins
 from medi2i.settings import InferenceSettings
-from medi2i.testing import example_methods
 from medi2i.testing.dicom_series import write_series
+from tests.dicom_tree_support import METHOD, VALUES, command, last_records, mr
 
 SETTINGS = InferenceSettings(device="cpu", progress=False)
-VALUES = np.random.default_rng(0).integers(0, 800, size=(12, 10, 5)).astype(np.float64)
-METHOD = ["--method", "example-self-rescaling", "--no-progress", "--device", "cpu"]
 
 
 class KeepsModality(Method):
@@ -39,37 +30,6 @@ class KeepsModality(Method):
 
     def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
         return image.as_tensor() + 1.0
-
-
-def command(*args: str) -> Result:
-    plugins = load_plugins()
-    plugins.manager.register(example_methods, name="examples")
-    return CliRunner().invoke(build_cli(plugins), list(args))
-
-
-def mr(folder: Path) -> None:
-    write_series(folder, VALUES, modality="MR", rescale=(1.0, 0.0))
-
-
-def last_records(out: Path) -> dict[str, dict[str, object]]:
-    lines = (out / "manifest.jsonl").read_text().splitlines()
-    return {record["study"]: record for record in map(json.loads, lines)}
-
-
-@pytest.fixture
-def locked(monkeypatch: pytest.MonkeyPatch) -> set[Path]:
-    """Folders whose listing is refused as a folder without read permission is
-    (``chmod 000`` does not bite when the tests run as root)."""
-    refused: set[Path] = set()
-    listing = os.scandir
-
-    def scandir(path: str | os.PathLike[str] = ".") -> object:
-        if Path(path) in refused:
-            raise PermissionError(13, "Permission denied", str(path))
-        return listing(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
-    return refused
 
 
 def test_a_symlinked_study_folder_is_translated(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ and a Rescale Slope that would overflow."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +19,6 @@ from medi2i.plugins import load_plugins
 from medi2i.testing.dicom_series import write_series
 
 VALUES = np.random.default_rng(1).integers(0, 800, size=(8, 6, 4)).astype(np.float64)
-
-
-@pytest.fixture
-def locked(monkeypatch: pytest.MonkeyPatch) -> set[Path]:
-    """Folders whose listing is refused (``chmod 000`` does not bite under root)."""
-    refused: set[Path] = set()
-    listing = os.scandir
-
-    def scandir(path: str | os.PathLike[str] = ".") -> object:
-        if Path(path) in refused:
-            raise PermissionError(13, "Permission denied", str(path))
-        return listing(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
-    return refused
 
 
 def test_a_symlinked_folder_is_followed_and_a_loop_ends(tmp_path: Path) -> None:

@@ -4,41 +4,19 @@ sign of an overflowing rescale, the node's spool beside a file browser's litter.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
-from medi2i.cli.main import build_cli
 from medi2i.dicom.node.spool import claim_spool
 from medi2i.dicom.reading.series_scan import scan_folder
 from medi2i.dicom.reading.series_volume import read_dicom_series
 from medi2i.errors import InputError
-from medi2i.plugins import load_plugins
-from medi2i.testing import example_methods
 from medi2i.testing.dicom_series import write_series
+from tests.dicom_tree_support import METHOD, VALUES, command, last_records, mr
 
-VALUES = np.random.default_rng(0).integers(0, 800, size=(12, 10, 5)).astype(np.float64)
-METHOD = ["--method", "example-self-rescaling", "--no-progress", "--device", "cpu"]
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
-
-
-def command(*args: str) -> Result:
-    plugins = load_plugins()
-    plugins.manager.register(example_methods, name="examples")
-    return CliRunner().invoke(build_cli(plugins), list(args))
-
-
-def mr(folder: Path) -> None:
-    write_series(folder, VALUES, modality="MR", rescale=(1.0, 0.0))
-
-
-def last_records(out: Path) -> dict[str, dict[str, object]]:
-    lines = (out / "manifest.jsonl").read_text().splitlines()
-    return {record["study"]: record for record in map(json.loads, lines)}
 
 
 @needs_fifo
