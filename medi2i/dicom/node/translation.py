@@ -260,13 +260,7 @@ class SeriesTranslator:
             error=f"the node stopped before the series was complete; {where}",
             timings={"receive": taken.receive_seconds},
         )
-        problems: list[str] = []
-        self._append(record, (), problems)
-        if problems:
-            record = replace(
-                record, note=f"the manifest {self.manifest} could not be written ({problems[-1]})"
-            )
-        return self._scrubbed(record, ())
+        return self._recorded(record)
 
     def record_abandoned(self, leftover: Leftover) -> SeriesRecord:
         """Record a series a killed node left in the spool, set aside untranslated.
@@ -285,6 +279,11 @@ class SeriesTranslator:
                 "translate it, or delete the folder"
             ),
         )
+        return self._recorded(record)
+
+    def _recorded(self, record: SeriesRecord) -> SeriesRecord:
+        """Append ``record`` to the manifest; returned scrubbed, with a ``note`` when the
+        manifest could not be written."""
         problems: list[str] = []
         self._append(record, (), problems)
         if problems:

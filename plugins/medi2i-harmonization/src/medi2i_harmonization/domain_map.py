@@ -48,6 +48,7 @@ from medi2i_harmonization.samples import (
     FloatArray,
     ForegroundRule,
     foreground_values,
+    merged_ties,
     volume_array,
     volume_arrays,
 )
@@ -269,13 +270,12 @@ def quantile_map(values: FloatArray, source: FloatArray, target: FloatArray) -> 
     Raises:
         InputError: Fewer than two distinct source quantiles.
     """
-    knots, inverse = np.unique(source, return_inverse=True)
+    knots, heights = merged_ties(source, target)
     if knots.size < 2:
         raise InputError(
             "the source domain's quantiles all coincide: its foreground is constant and "
             "gives no map"
         )
-    heights = np.bincount(inverse, weights=target) / np.bincount(inverse)
     mapped = np.interp(values, knots, heights)
     for end, side in ((0, values < knots[0]), (-1, values > knots[-1])):
         if knots[end] > 0.0 and heights[end] >= 0.0:

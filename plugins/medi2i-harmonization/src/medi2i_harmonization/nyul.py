@@ -60,6 +60,7 @@ from medi2i_harmonization.samples import (
     ForegroundRule,
     degenerate_foreground,
     foreground_values,
+    merged_ties,
     volume_array,
     volume_arrays,
 )
@@ -313,13 +314,12 @@ def landmark_map(
     Raises:
         InputError: Fewer than two distinct landmarks.
     """
-    knots, inverse = np.unique(landmarks, return_inverse=True)
+    knots, targets = merged_ties(landmarks, standard)
     if knots.size < 2:
         raise InputError(
             "the volume's foreground percentiles all coincide: it is constant and has no "
             "histogram to standardize"
         )
-    targets = np.bincount(inverse, weights=standard) / np.bincount(inverse)
     mapped = np.interp(values, knots, targets)
     low_slope = (targets[1] - targets[0]) / (knots[1] - knots[0])
     high_slope = (targets[-1] - targets[-2]) / (knots[-1] - knots[-2])

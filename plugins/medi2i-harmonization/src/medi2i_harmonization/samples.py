@@ -212,3 +212,18 @@ def _otsu_threshold(values: FloatArray) -> float:
     clipped = np.clip(values, low, high)
     threshold: float = threshold_otsu(clipped)  # type: ignore[no-untyped-call]
     return float(threshold)
+
+
+def merged_ties(positions: np.ndarray, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The knots of a piecewise-linear map: ``positions`` sorted with ties merged, and
+    for each the mean of the ``heights`` of its ties (a foreground whose percentiles or
+    quantiles coincide, an 8-bit volume, gives ties).
+
+    Example:
+        >>> knots, means = merged_ties(np.array([1.0, 1.0, 3.0]), np.array([10.0, 20.0, 40.0]))
+        >>> knots.tolist(), means.tolist()
+        ([1.0, 3.0], [15.0, 40.0])
+    """
+    knots, inverse = np.unique(positions, return_inverse=True)
+    means = np.bincount(inverse, weights=heights) / np.bincount(inverse)
+    return knots, means
