@@ -5,7 +5,8 @@ One contract covers these shapes of method, each declared rather than inferred:
 
 1. patch networks run by sliding window (:class:`PatchNetworkMethod`);
 2. whole-volume methods with fitted state (``training = Training.FIT``; implement
-   :meth:`Method.fit`, or :meth:`Method.fit_pairs` for paired data, and
+   :meth:`Method.fit`, or :meth:`Method.fit_pairs` for paired data, or
+   :meth:`Method.fit_domains` for unpaired and multi-domain data, and
    :meth:`Method.predict`, keep the state in :meth:`Method.state_values` /
    :meth:`Method.state_tensors`);
 3. outputs on another grid (override :meth:`Method.output_grid`; patch networks set
@@ -477,6 +478,18 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         raise Medi2iError(
             f"method {self.id!r} does not fit on paired cases (data: {self.data.value}, "
             f"training: {self.training.value})"
+        )
+
+    def fit_domains(self, volumes: Mapping[str, Sequence[MetaTensor]]) -> None:
+        """Fit whole-volume state on the volumes of every domain (``training =
+        Training.FIT`` with ``data`` ``UNPAIRED`` or ``MULTI_DOMAIN``): a mapping from
+        domain name, in the order of :attr:`domains`, to that domain's training volumes,
+        each preprocessed on the working grid as predict sees its input. The workflow's
+        train stage and the benchmarks call this instead of :meth:`fit` for such a
+        method."""
+        raise Medi2iError(
+            f"method {self.id!r} does not fit on the volumes of several domains "
+            f"(data: {self.data.value}, training: {self.training.value})"
         )
 
     def training_modules(self) -> dict[str, torch.nn.Module]:

@@ -201,19 +201,28 @@ def _check_training_hooks(cls: type[Method[Any, Any]]) -> None:
 
 def _require_fit_hook(cls: type[Method[Any, Any]]) -> None:
     """A fitted method needs the hook its data kind is fitted through: ``fit_pairs`` on
-    paired cases, ``fit`` on volumes of one domain for every other kind (the workflow's
-    train stage and the benchmarks call only that one)."""
+    paired cases, ``fit_domains`` on the volumes of every domain of unpaired and
+    multi-domain data, ``fit`` on volumes of one domain for the other kinds (the
+    workflow's train stage and the benchmarks call only that one)."""
     from medi2i.method import Method
 
-    hook, other = ("fit_pairs", "fit") if cls.data is DataKind.PAIRED else ("fit", "fit_pairs")
+    hooks = {
+        DataKind.PAIRED: ("fit_pairs", "whole paired cases"),
+        DataKind.UNPAIRED: ("fit_domains", "the volumes of every domain, by domain"),
+        DataKind.MULTI_DOMAIN: ("fit_domains", "the volumes of every domain, by domain"),
+    }
+    hook, how = hooks.get(cls.data, ("fit", "volumes of the target domain"))
     if getattr(cls, hook) is not getattr(Method, hook):
         return
-    how = "whole paired cases" if hook == "fit_pairs" else "volumes of the target domain"
-    has_other = getattr(cls, other) is not getattr(Method, other)
+    others = [
+        name
+        for name in ("fit", "fit_pairs", "fit_domains")
+        if name != hook and getattr(cls, name) is not getattr(Method, name)
+    ]
     raise TypeError(
         f"method {cls.id!r} declares training = 'fit' with data = {cls.data.value!r} but "
         f"does not implement {hook}, through which such a method is fitted (on {how})"
-        + (f"; it implements {other}, which serves the other data kinds" if has_other else "")
+        + (f"; it implements {', '.join(others)}, for other data kinds" if others else "")
         + f": implement {hook}, or declare the data kind its hook is for"
     )
 

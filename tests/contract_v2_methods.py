@@ -67,7 +67,7 @@ class TwoWay(Method[Options, Direction]):
         super().__init__(options)
         self.seen: list[tuple[str, str | None]] = []
 
-    def fit(self, volumes: Sequence[MetaTensor]) -> None:
+    def fit_domains(self, volumes: Mapping[str, Sequence[MetaTensor]]) -> None:
         """Its per-domain scales are fixed; fitting only records that it happened."""
         self.seen.append(("fit", None))
 

@@ -212,7 +212,7 @@ def test_a_declared_way_of_learning_needs_its_hooks(
     Declared.validate_class()
 
 
-def test_a_paired_fitted_method_needs_fit_pairs_and_another_fit() -> None:
+def test_a_fitted_method_needs_the_fit_hook_of_its_data_kind() -> None:
     def implemented(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         return None
 
@@ -238,6 +238,11 @@ def test_a_paired_fitted_method_needs_fit_pairs_and_another_fit() -> None:
     with pytest.raises(TypeError, match="data = 'single-domain' but does not implement fit,"):
         declared(DataKind.SINGLE_DOMAIN, "fit_pairs").validate_class()
     declared(DataKind.SINGLE_DOMAIN, "fit").validate_class()
+    for kind in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
+        expected = f"data = '{kind.value}' but does not implement fit_domains.*implements fit,"
+        with pytest.raises(TypeError, match=expected):
+            declared(kind, "fit").validate_class()
+        declared(kind, "fit_domains").validate_class()
 
 
 def test_scaled_grid_keeps_the_field_of_view() -> None:

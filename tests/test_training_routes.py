@@ -1,4 +1,5 @@
-"""Fitting methods on their training data: target-domain volumes, or whole paired cases."""
+"""Fitting methods on their training data: target-domain volumes, whole paired cases, or
+the volumes of every domain."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import torch
 from monai.data.meta_tensor import MetaTensor
 
 from medi2i import DataKind, FitPair, Medi2iError, Method, Task, Training, VolumeSpec
-from medi2i.errors import GeometryError, TrainingError
-from medi2i.io import read_volume
+from medi2i.data.cases import IMAGE, Case, CaseSet
+from medi2i.errors import GeometryError, InputError, TrainingError
+from medi2i.io import read_volume, write_volume
 from medi2i.method import StateValue
 from medi2i.testing import make_volume
 from medi2i.testing.trainable_examples import write_paired_cases
-from medi2i.training.routes import fit_pair, fit_pairs_on, training_route
+from medi2i.training.routes import fit_domains_on, fit_pair, fit_pairs_on, training_route
 
 
 class PairRecorder(Method):
@@ -109,3 +111,63 @@ def test_a_method_without_fit_pairs_says_so() -> None:
     pair = FitPair("c", image, image, torch.from_numpy(np.ones((1, 8, 8, 8), bool)))
     with pytest.raises(Medi2iError, match="does not fit on paired cases"):
         Plain().fit_pairs([pair])
+
+
+class DomainRecorder(Method):
+    """Records the volumes it is fitted on, by domain; preprocessing adds 1."""
+
+    id = "domain-recorder"
+    tasks = (Task.HARMONIZATION,)
+    data = DataKind.MULTI_DOMAIN
+    training = Training.FIT
+    input_spec = output_spec = VolumeSpec()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.volumes: dict[str, list[MetaTensor]] = {}
+
+    def preprocess(
+        self, image: MetaTensor, *, domain: str | None = None, condition: object = None
+    ) -> MetaTensor:
+        return image + 1.0
+
+    def fit_domains(self, volumes: Mapping[str, Sequence[MetaTensor]]) -> None:
+        self.volumes = {name: list(given) for name, given in volumes.items()}
+
+    def state_values(self) -> dict[str, StateValue]:
+        return {name: len(given) for name, given in self.volumes.items()}
+
+    def predict(self, image: MetaTensor, context: object) -> torch.Tensor:
+        return image
+
+
+def domain_cases(tmp_path: Path, domains: Sequence[str], order: tuple[str, ...]) -> CaseSet:
+    cases = []
+    for index, domain in enumerate(domains):
+        path = tmp_path / f"{index}-{domain}.nii.gz"
+        volume = make_volume(shape=(6, 6, 6), seed=index)
+        write_volume(volume, path)
+        cases.append(Case(id=f"case-{index}", images={IMAGE: path}, domain=domain))
+    return CaseSet(kind=DataKind.MULTI_DOMAIN, cases=tuple(cases), domains=order)
+
+
+def test_every_domain_reaches_fit_domains_in_label_order_as_predict_sees_it(
+    tmp_path: Path,
+) -> None:
+    cases = domain_cases(tmp_path, ["A", "B", "A"], order=("B", "A"))
+    method = DomainRecorder()
+    fit_domains_on(method, cases)
+
+    assert method.domain_names == ("B", "A")
+    assert list(method.volumes) == ["B", "A"]
+    assert [len(method.volumes[name]) for name in ("A", "B")] == [2, 1]
+    raw = read_volume(cases.cases[1].images[IMAGE])
+    assert torch.allclose(method.volumes["B"][0].as_tensor(), raw.as_tensor() + 1.0)
+
+
+def test_a_domain_without_volumes_and_paired_data_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no training volume of domain 'C'"):
+        fit_domains_on(DomainRecorder(), domain_cases(tmp_path, ["A", "B"], ("A", "B", "C")))
+    paired = CaseSet(kind=DataKind.PAIRED, cases=())
+    with pytest.raises(InputError, match="needs unpaired or multi-domain data, not paired"):
+        fit_domains_on(DomainRecorder(), paired)

@@ -101,6 +101,7 @@ SHRINK: dict[str, list[str]] = {
     "zscore": [],
     "whitestripe": [],
     "nyul": [],
+    "domain-intensity-map": ["method.options.quantiles=11"],
     "monotone-mapping": [],
     "unit": [
         "method.options.roi_size=[16,16,16]",
@@ -151,8 +152,6 @@ COMMON = [
 WITHOUT_WORKFLOW = {
     "intensity-inversion": "the reference plugin's template method: no task data to score it on",
     "discogan-2.5d": "runs workflows/q1u_discogan.yaml with --set method.id=discogan-2.5d",
-    "domain-intensity-map": "fitted on every scanner's images at once, which the workflow's "
-    "train stage (one domain's images) does not do: medi2i bench fits and scores it",
 }
 """First-party methods that need no workflow, and why."""
 
@@ -474,6 +473,40 @@ def test_fit_domain_picks_the_target_domain(
     (tmp_path / "none.yaml").write_text(text.replace("  fit_domain: A\n", ""))
     with pytest.raises(WorkflowError, match=r"line \d+: method.fit_domain: .* set method.fit"):
         load_workflow(tmp_path / "none.yaml", registry=registry)
+
+
+def test_multi_domain_fit_gets_every_domain_in_label_order(
+    tmp_path: Path, tiny_roots: TinyRoots, registry: Registry
+) -> None:
+    domains = tiny_roots("q3/train_domains", Path("domain.yaml"))
+    for scanner in ("A", "B"):
+        (tmp_path / scanner).mkdir()
+        (tmp_path / scanner / "mni152.nii.gz").symlink_to(
+            domains / f"mni152-{scanner}" / "image.nii.gz"
+        )
+    text = DOMAIN_WORKFLOW.format(
+        a=tmp_path / "A", b=tmp_path / "B", test=tiny_roots("q3/test", Path("domain.yaml"))
+    )
+    text = text.replace("kind: unpaired", "kind: multi-domain\n  domains: [B, A]")
+    text = text.replace("  id: zscore\n  fit_domain: A\n", "  id: domain-intensity-map\n")
+    text = text.replace(
+        "inference:",
+        "  options: {quantiles: 5}\n  condition: {source_domain: B, target_domain: A}\ninference:",
+    )
+    (tmp_path / "domain.yaml").write_text(text)
+    workflow = load_workflow(tmp_path / "domain.yaml", registry=registry)
+    result = run_workflow(workflow, registry=registry, stages=("train",))
+
+    assert result.model_dir is not None
+    saved = json.loads((result.model_dir / "medi2i-model.json").read_text())
+    assert [domain["name"] for domain in saved["domains"]] == ["B", "A"]
+    expected = registry.method("domain-intensity-map")({"quantiles": 5})
+    expected.fit_domains({s: [domains / f"mni152-{s}" / "image.nii.gz"] for s in ("B", "A")})
+    fitted = expected.state_values()
+    assert sorted(saved["state"]) == sorted(fitted)
+    for name, value in fitted.items():
+        assert saved["state"][name] == pytest.approx(value), name
+    assert saved["state"]["A.quantile"] != saved["state"]["B.quantile"]
 
 
 def test_include_keeps_matching_subjects_and_names_a_miss(

@@ -3,8 +3,10 @@
 :func:`training_route` reads the method's declared :class:`~medi2i.Training`;
 :func:`fit_on` fits a :attr:`~medi2i.Training.FIT` method on target-domain volumes put
 in front of it exactly as predict puts its input (working grid, whole-volume
-preprocessing), and :func:`fit_pairs_on` fits one that learns from paired data on
-whole paired cases (:meth:`~medi2i.Method.fit_pairs`).
+preprocessing), :func:`fit_pairs_on` fits one that learns from paired data on whole
+paired cases (:meth:`~medi2i.Method.fit_pairs`), and :func:`fit_domains_on` one that
+learns from unpaired or multi-domain data on the volumes of every domain
+(:meth:`~medi2i.Method.fit_domains`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from medi2i.errors import OptionsError
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
-    from medi2i.data.cases import Case
+    from medi2i.data.cases import Case, CaseSet
     from medi2i.io.base import VolumeReader
     from medi2i.method import FitPair, Method, MethodClass
 
@@ -59,6 +61,46 @@ def fit_on(
     from medi2i.data.loading import read_prepared
 
     method.fit([read_prepared(path, method, readers=readers) for path in paths])
+    require_fitted_state(method)
+
+
+def fit_domains_on(
+    method: Method, cases: CaseSet, *, readers: Sequence[VolumeReader] | None = None
+) -> None:
+    """Fit ``method`` on the ``image`` of every unpaired or multi-domain case, by domain
+    (:meth:`~medi2i.Method.fit_domains`), each read as predict would see it; the
+    method is given the data's domains in label order first.
+
+    Raises:
+        InputError: The data is not unpaired or multi-domain, or a domain has no volume.
+    """
+    from medi2i.data.cases import IMAGE
+    from medi2i.data.loading import read_prepared
+    from medi2i.errors import InputError
+    from medi2i.method import DataKind, DomainSpec
+    from medi2i.training.data import domain_labels
+
+    if cases.kind not in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
+        raise InputError(
+            f"method {method.id!r} is fitted on the volumes of every domain: it needs "
+            f"unpaired or multi-domain data, not {cases.kind.value}"
+        )
+    names = domain_labels(cases)
+    by_name = {spec.name: spec for spec in cases.specs()}
+    method.use_domains([by_name.get(name, DomainSpec(name=name)) for name in names])
+    files = {name: [c.images[IMAGE] for c in cases.cases if c.domain == name] for name in names}
+    empty = [name for name, paths in files.items() if not paths]
+    if empty:
+        raise InputError(
+            f"no training volume of domain {', '.join(map(repr, empty))} to fit method "
+            f"{method.id!r} on; every domain needs at least one"
+        )
+    method.fit_domains(
+        {
+            name: [read_prepared(path, method, readers=readers) for path in paths]
+            for name, paths in files.items()
+        }
+    )
     require_fitted_state(method)
 
 

@@ -407,12 +407,13 @@ def _fit(
     splits: SplitSource,
     log: Log,
 ) -> Path:
-    """Fit on the training split's target-domain volumes, as predict would see them, or
-    on its paired cases for a method that learns from paired data."""
+    """Fit on the training split's target-domain volumes, as predict would see them, on
+    its paired cases for a method that learns from paired data, or on every domain's
+    volumes for one that learns from unpaired or multi-domain data."""
     from medi2i.data.discovery import target_domain_images
     from medi2i.method import DataKind
     from medi2i.model_folder import save_model
-    from medi2i.training.routes import fit_on, fit_pairs_on
+    from medi2i.training.routes import fit_domains_on, fit_on, fit_pairs_on
     from medi2i.workflow.checks import check_training_masks
     from medi2i.workflow.split_checks import check_split_files
 
@@ -424,6 +425,11 @@ def _fit(
         count = f"{len(cases)} paired case{'' if len(cases) == 1 else 's'}"
         log(f"train: fitting method {method.id!r} on {count} of the training split")
         fit_pairs_on(method, cases, readers=readers)
+    elif method.data in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
+        train = splits().train
+        count = f"{len(train.cases)} volume{'' if len(train.cases) == 1 else 's'}"
+        log(f"train: fitting method {method.id!r} on the training split's {count}, by domain")
+        fit_domains_on(method, train, readers=readers)
     else:
         from medi2i.data.cases import MASK
 

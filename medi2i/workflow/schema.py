@@ -364,6 +364,11 @@ class MethodConfig(Section):
     - ``paired``: every training case's ``target``;
     - ``unpaired`` and ``multi-domain``: the training images of domain ``fit_domain``.
 
+    A fitted method that itself learns from unpaired or multi-domain data
+    (``domain-intensity-map``) is fitted on the training images of every domain, by
+    domain, and needs no ``fit_domain``; one that learns from paired data
+    (``monotone-mapping``) on the training split's whole pairs.
+
     Attributes:
         id: Registered method id (``medi2i methods`` lists them).
         options: The method's options; checked against its ``Options`` model when the

@@ -11,7 +11,7 @@ import torch
 from medi2i_harmonization.domain_map import DomainIntensityMap, quantile_map
 from monai.data.meta_tensor import MetaTensor
 
-from medi2i import OptionsError, Registry, load_model, predict_tensor, save_model
+from medi2i import InputError, OptionsError, Registry, load_model, predict_tensor, save_model
 from medi2i.testing import check_method_contract, make_volume
 
 Phantom = Callable[..., np.ndarray]
@@ -39,7 +39,7 @@ def test_meets_the_method_contract(kind: str) -> None:
         DomainIntensityMap,
         options={"kind": kind},
         condition={"source_domain": "B", "target_domain": "A"},
-        prepare=lambda m: m.fit(volumes),
+        prepare=lambda m: m.fit_domains(volumes),
         domains=["A", "B"],
     )
 
@@ -49,7 +49,7 @@ def test_fit_predict_and_exact_reload(
     kind: str, domains: dict[str, list[np.ndarray]], phantom: Phantom, tmp_path: Path
 ) -> None:
     method = DomainIntensityMap({"kind": kind, "quantiles": 101})
-    method.fit(domains)
+    method.fit_domains(domains)
     image = MetaTensor(torch.from_numpy(scanner(phantom, 350.0, 0.6, 9)).float()[None])
     condition = {"source_domain": "B", "target_domain": "A"}
 
@@ -71,7 +71,7 @@ def test_map_is_monotone_and_takes_source_quantiles_to_target(
     domains: dict[str, list[np.ndarray]],
 ) -> None:
     method = DomainIntensityMap({"quantiles": 11})
-    method.fit(domains)
+    method.fit_domains(domains)
     source, target = np.asarray(method.tables["B"]), np.asarray(method.tables["C"])
     values = np.linspace(-10.0, 2.0 * source[-1], 2001)
 
@@ -101,7 +101,7 @@ def test_unknown_or_missing_domain_is_refused_in_one_line(
     domains: dict[str, list[np.ndarray]],
 ) -> None:
     method = DomainIntensityMap({"kind": "zscore"})
-    method.fit(domains)
+    method.fit_domains(domains)
 
     with pytest.raises(OptionsError) as unknown:
         method.parse_condition({"source_domain": "D", "target_domain": "A"})
@@ -117,7 +117,13 @@ def test_unknown_or_missing_domain_is_refused_in_one_line(
 def test_fit_needs_volumes_by_domain(domains: dict[str, list[np.ndarray]]) -> None:
     method = DomainIntensityMap()
 
-    with pytest.raises(Exception, match="mapping from domain name"):
-        method.fit(domains["A"])
+    with pytest.raises(InputError, match="mapping from domain name"):
+        method.fit_domains(domains["A"])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"fit_domains\(") as one_domain:
+        method.fit(domains["A"])  # type: ignore[arg-type]
     with pytest.raises(OptionsError, match="two or more"):
-        method.fit({"A": domains["A"]})
+        method.fit_domains({"A": domains["A"]})
+    with pytest.raises(InputError, match="'B' has no volume"):
+        method.fit_domains({"A": domains["A"], "B": []})
+
+    assert "\n" not in str(one_domain.value)

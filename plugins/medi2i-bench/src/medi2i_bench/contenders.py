@@ -110,9 +110,7 @@ def fit_for(method: Method, kind: ContenderKind, dataset: BenchDataset, name: st
     elif method.data is DataKind.PAIRED and fittable:
         paired_fit(method, dataset)
     elif method.data is DataKind.MULTI_DOMAIN and fittable and dataset.task in ("q3", "q3m"):
-        # fit(volumes of one domain) is the contract's signature; a multi-domain fitted
-        # method takes a mapping from domain to volumes (domain-intensity-map)
-        method.fit(domain_images(dataset))  # type: ignore[arg-type]
+        method.fit_domains(domain_images(dataset))
     elif method.data is not DataKind.NONE:
         raise OptionsError(
             f"method {name!r} learns from {method.data.value} data: train it first on the "

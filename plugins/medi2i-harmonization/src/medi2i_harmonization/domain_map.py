@@ -23,7 +23,7 @@ the input's own histogram is never measured: the map depends on its scanner only
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -89,8 +89,8 @@ class DomainIntensityMap(TargetDomainOutputs, Method[DomainMapOptions, TargetDom
     Example:
         >>> rng = np.random.default_rng(0)
         >>> method = DomainIntensityMap({"foreground": "all", "quantiles": 5})
-        >>> method.fit({"A": [rng.gamma(4.0, 25.0, (8, 8, 8))],
-        ...             "B": [rng.gamma(4.0, 50.0, (8, 8, 8))]})
+        >>> method.fit_domains({"A": [rng.gamma(4.0, 25.0, (8, 8, 8))],
+        ...                     "B": [rng.gamma(4.0, 50.0, (8, 8, 8))]})
         >>> method.domain_names
         ('A', 'B')
     """
@@ -113,7 +113,7 @@ class DomainIntensityMap(TargetDomainOutputs, Method[DomainMapOptions, TargetDom
 
     # -- fitting -------------------------------------------------------------------------
 
-    def fit(self, volumes: object) -> None:
+    def fit_domains(self, volumes: Mapping[str, Sequence[MetaTensor]]) -> None:
         """Fit one table per domain on its pooled foreground voxels.
 
         Args:
@@ -134,12 +134,14 @@ class DomainIntensityMap(TargetDomainOutputs, Method[DomainMapOptions, TargetDom
         if self.domains and set(names) != set(self.domain_names):
             raise OptionsError(
                 f"method {self.id!r} has the domains {list(self.domain_names)}; "
-                f"fit got volumes of {names}"
+                f"fit_domains got volumes of {names}"
             )
         if not self.domains:
             self.use_domains([DomainSpec(name=name, modality="MR") for name in names])
         tables, counts = {}, {}
         for name, given in volumes.items():
+            if isinstance(given, Sized) and len(given) == 0:
+                raise InputError(f"method {self.id!r}: domain {name!r} has no volume to fit on")
             arrays = volume_arrays(given)
             pooled = np.concatenate(
                 [foreground_values(a, rule=self.options.foreground) for a in arrays]
@@ -147,6 +149,13 @@ class DomainIntensityMap(TargetDomainOutputs, Method[DomainMapOptions, TargetDom
             tables[str(name)] = self._table(pooled)
             counts[str(name)] = len(arrays)
         self.tables, self.fitted_volumes = tables, counts
+
+    def fit(self, volumes: Sequence[MetaTensor]) -> None:
+        """Refused: the map needs every domain's volumes, by domain (:meth:`fit_domains`)."""
+        raise InputError(
+            f"method {self.id!r} is fitted on the volumes of every domain, by domain: call "
+            "fit_domains({'A': [...], 'B': [...]}), not fit (one domain's volumes)"
+        )
 
     def _table(self, pooled: FloatArray) -> tuple[float, ...]:
         if self.options.kind == "zscore":
