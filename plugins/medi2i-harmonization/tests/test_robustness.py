@@ -41,6 +41,50 @@ def test_one_extreme_voxel_moves_neither_the_white_matter_peak_nor_the_stripe(
     assert after.std == pytest.approx(before.std, rel=0.05)
 
 
+def integer_crop(seed: int = 0) -> np.ndarray:
+    """A crop of an 8-bit T1 (like a 64-voxel cube of Colin27): a few dozen integer
+    levels above the mean, white matter at 112 with a bright tail of rounded noise.
+
+    Its foreground spans about 30 levels, so 1 % of its range (the histogram's
+    smoothing) is a third of a level: unsmoothed, every level of white matter's bright
+    tail was a peak of its own and the last one, at 117, was taken for white matter."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(3, size=(24, 24, 24), p=[0.4, 0.25, 0.35])  # background, GM, WM
+    means, sds = np.array([30.0, 100.0, 112.0]), np.array([4.0, 4.0, 3.0])
+    return np.round(means[labels] + rng.normal(0.0, 1.0, labels.shape) * sds[labels])
+
+
+def test_on_a_crop_of_few_integer_levels_the_peak_is_white_matter() -> None:
+    stripe = WhiteStripe().stripe(integer_crop())
+
+    assert stripe.mode == pytest.approx(112.0, abs=1.0)
+    assert stripe.low <= 112.0 <= stripe.high
+    assert stripe.mode_quantile < 0.9  # white matter is not the top of the foreground
+
+
+@pytest.mark.parametrize("value", [1e7, 65535.0])
+def test_on_a_crop_one_extreme_voxel_changes_no_foreground_voxel(value: float) -> None:
+    clean = integer_crop()
+    method = WhiteStripe()
+    foreground = clean > clean.mean()
+    foreground[CENTRE] = False
+
+    spoiled = method.standardize(with_voxel(clean, value))
+
+    np.testing.assert_allclose(spoiled[foreground], method.standardize(clean)[foreground])
+    assert float(np.percentile(spoiled[foreground], 99) - np.percentile(spoiled, 1)) > 10.0
+
+
+def test_whitestripe_refuses_a_histogram_still_rising_at_its_brightest_end() -> None:
+    rng = np.random.default_rng(0)
+    volume = np.zeros((32, 32, 32))
+    # the density rises linearly to the brightest voxel: no peak, white matter or other
+    volume[8:24, 8:24, 8:24] = 100.0 + 500.0 * np.sqrt(rng.uniform(size=(16, 16, 16)))
+
+    with pytest.raises(InputError, match=r"no white-matter peak.*still rises.*zscore or nyul"):
+        WhiteStripe().standardize(volume)
+
+
 def test_one_extreme_voxel_does_not_take_otsus_threshold(phantom: Phantom) -> None:
     clean = phantom()
     spoiled = with_voxel(clean, 1e7)

@@ -55,3 +55,26 @@ def test_a_refitted_model_at_the_same_path_gets_another_model_hash(
     assert len(first["model_sha256"]) == 64
     assert first["model_sha256"] != second["model_sha256"]
     assert second["model_sha256"] == model_sha256(folder)
+
+
+def test_the_provenance_records_what_the_standardization_measured(
+    medi2i_volume_file: Path, medi2i_registry: Registry
+) -> None:
+    settings = InferenceSettings(device="cpu", progress=False)
+    runs = {}
+    for method in ("whitestripe", "zscore"):
+        output = medi2i.predict(
+            medi2i_volume_file,
+            medi2i_volume_file.with_name(f"{method}.nii.gz"),
+            method=method,
+            registry=medi2i_registry,
+            settings=settings,
+        )
+        runs[method] = json.loads(sidecar_path(output).read_text())["run"]
+
+    stripe = runs["whitestripe"]["white_stripe"]
+    assert set(stripe) == {"mode", "mode_quantile", "low", "high", "mean", "std", "voxels"}
+    assert stripe["low"] <= stripe["mode"] <= stripe["high"]
+    assert stripe["std"] > 0
+    assert stripe["voxels"] > 0
+    assert set(runs["zscore"]) == {"foreground_mean", "foreground_std"}

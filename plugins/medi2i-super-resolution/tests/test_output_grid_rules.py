@@ -4,6 +4,7 @@ grids, the trained range and clipping."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -259,3 +260,76 @@ def test_a_target_spacing_that_does_not_fit_is_said() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", GridWarning)
         Interpolation({"target_spacing": (1.0, 1.0, 1.5)}).output_grid(grid)  # 86 fit
+
+
+THICK4 = Grid((48, 48, 12), np.diag([1.0, 1.0, 4.0, 1.0]))
+"""48 × 48 slices of 1 mm, 12 slices 4 mm thick."""
+
+
+@pytest.mark.parametrize(
+    ("rule", "shown"),
+    [
+        ({"target_spacing": (1.0, 1.0, 1e-4)}, r"target_spacing 1 × 1 × 0\.0001 mm"),
+        ({"slice_factor": 1e6}, "slice_factor 1e\\+06"),
+        ({"scale": (1.0, 1.0, 1e300)}, r"scale 1 × 1 × 1e\+300.*more voxels than can be"),
+    ],
+)
+@pytest.mark.parametrize("kind", [Interpolation, Srcnn, Edsr, Srgan, Smore])
+def test_a_grid_too_large_to_allocate_is_refused_by_every_method(
+    kind: type[medi2i.Method], rule: dict[str, object], shown: str
+) -> None:
+    """interpolation with target_spacing [1, 1, 1e-4] mm on 4 mm slices tried to
+    allocate 48 × 48 × 480,000 voxels (8 GiB in float64): a MemoryError traceback, or
+    hours of resampling, instead of a one-line refusal."""
+    method = kind(SMALL) if kind is Srcnn else kind()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GridWarning)
+        with pytest.raises(OptionsError, match=shown) as refused:
+            method.output_grid(THICK4, OutputGrid(**rule))  # type: ignore[arg-type]
+
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "48 × 48 × 12 = 27648 voxels" in message
+    assert "1.68e+07 voxels" in message  # the limit for this input
+    if "target_spacing" in rule:  # 480,000 slices, or 440,001 between centres (edsr)
+        assert re.search(r"48 × 48 × 4[48]000[01] = 1\.\d+e\+09 voxels", message)
+
+
+def test_the_voxel_limit_is_relative_to_the_input_with_a_floor_and_a_ceiling() -> None:
+    from medi2i_super_resolution.grids import voxel_limit
+
+    assert voxel_limit(48 * 48 * 12) == 2**24  # a small input may still reach 64 MiB
+    assert voxel_limit(128 * 128 * 40) == 512 * 128 * 128 * 40
+    assert voxel_limit(512 * 512 * 400) == 2**30
+    # a large but sensible refinement is not refused: 4 mm slices to 0.25 mm
+    assert Interpolation({"target_spacing": (1.0, 1.0, 0.25)}).output_grid(THICK4).shape == (
+        48,
+        48,
+        192,
+    )
+
+
+def test_the_options_own_grid_too_large_is_refused_too() -> None:
+    with pytest.raises(OptionsError, match=r"at most 1\.68e\+07 voxels"):
+        Interpolation({"scale": (10.0, 10.0, 10.0)}).output_grid(THICK4)
+
+
+def test_interpolation_and_a_model_round_the_same_way_for_the_same_alignment() -> None:
+    """For target_spacing [1, 1, 1.3] on 12 slices of 4 mm, interpolation wrote 1.2973 mm
+    and a srcnn model 1.29412 mm: the model was trained with align: centres (44 mm
+    between the first and last centres: 34 voxels), interpolation's default is edges
+    (48 mm of field of view: 37 voxels). The warning names the alignment."""
+    asked = OutputGrid(target_spacing=(1.0, 1.0, 1.3))
+    model = Srcnn({**SMALL, "target_spacing": (1.0, 1.0, 1.0), "align": "centres"})
+
+    with pytest.warns(GridWarning, match=r"1\.29412 mm.*between the first and last voxel centres"):
+        from_model = model.output_grid(THICK4, asked)
+    with pytest.warns(GridWarning, match=r"1\.2973 mm.*fits the field of view.*align: edges"):
+        edges = Interpolation().output_grid(THICK4, asked)
+    with pytest.warns(GridWarning, match=r"1\.29412 mm.*align: centres"):
+        centres = Interpolation({"align": "centres"}).output_grid(THICK4, asked)
+
+    assert centres.same_as(from_model)
+    assert edges.shape == (48, 48, 37)
+    assert from_model.shape == (48, 48, 35)

@@ -71,6 +71,8 @@ class StandardizingMethod(Method):
     input_spec = MR_SPEC
     output_spec = MR_SPEC
     fits_at_predict = True
+    measured_as: tuple[str, str] = ("location", "scale")
+    """Names of the location and scale in the provenance's ``"run"`` entry."""
 
     def __init__(self, options: BaseModel | Mapping[str, object] | None = None) -> None:
         super().__init__(options)
@@ -92,21 +94,33 @@ class StandardizingMethod(Method):
         std = getattr(self.options, "target_std", None)
         return None if mean is None or std is None else (float(mean), float(std))
 
+    def measure(self, values: FloatArray) -> tuple[float, float, dict[str, object]]:
+        """The location and scale of a volume (:meth:`statistics`) and what the provenance
+        records of the measurement (its ``"run"`` entry): by default the two numbers,
+        named by :attr:`measured_as`."""
+        location, scale = self.statistics(values)
+        return location, scale, dict(zip(self.measured_as, (location, scale), strict=True))
+
     def standardize(self, values: FloatArray) -> FloatArray:
         """``(x - μ) / σ`` of the whole volume, mapped onto the target when there is one."""
-        location, scale = self.statistics(values)
+        return self.standardized(values)[0]
+
+    def standardized(self, values: FloatArray) -> tuple[FloatArray, dict[str, object]]:
+        """:meth:`standardize`, with what :meth:`measure` records for the provenance."""
+        location, scale, measured = self.measure(values)
         standard = (values - location) / scale
         target = self.target()
         if target is None:
-            return standard
-        return np.asarray(standard * target[1] + target[0])
+            return standard, measured
+        return np.asarray(standard * target[1] + target[0]), measured
 
     def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
         if image.shape[0] != 1:
             raise InputError(
                 f"method {self.id!r} takes single-channel volumes, got {image.shape[0]} channels"
             )
-        standard = self.standardize(volume_array(image))
+        standard, measured = self.standardized(volume_array(image))
+        context.facts.update(measured)
         return torch.from_numpy(standard.astype(np.float32))[None]
 
     def fit(self, volumes: object) -> None:

@@ -20,12 +20,23 @@ The histogram spans the foreground's range without its extreme voxels
 (:func:`~medi2i_harmonization.samples.robust_range`: those beyond its 0.1st to 99.9th
 percentiles by more than their distance), not its minimum to maximum: one extreme voxel
 (65,535 in a 12-bit scan, a corrupt 1e7) would otherwise widen the bins and the
-smoothing until the white-matter peak moved or merged with everything else.
+smoothing until the white-matter peak moved or merged with everything else. The stripe
+is taken among the same voxels: when white matter is among the brightest ``τ`` of the
+foreground (a crop), the stripe's upper quantile would otherwise be the extreme voxel.
+
+The kernel is never narrower than the step between the volume's intensity levels (1 on
+an integer volume): on a crop of an 8-bit scan the foreground spans a few dozen levels,
+1 % of that is a third of a level, and every level of white matter's bright tail was a
+peak of its own, the last one taken for white matter. The histogram runs half a level
+beyond the extreme levels and is reflected at its ends; a histogram whose maximum is at
+an end (still rising at its brightest intensity for ``"last"``, tallest at an end for
+``"largest"``) has no white-matter peak, and the volume is refused rather than
+standardized by a band of its brightest voxels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -64,7 +75,8 @@ class WhiteStripeOptions(TargetOptions):
         bins: Number of histogram bins over the foreground's intensity range, without
             its extreme voxels (the authors' software uses 2000).
         smoothing: Standard deviation of the Gaussian kernel smoothing the histogram,
-            as a fraction of its intensity range.
+            as a fraction of its intensity range; never less than the step between
+            intensity levels (1 on an integer volume).
         rare_fraction: Peaks lower than this fraction of the tallest one are ignored
             (the authors' software uses 1/5).
         target_mean: White-stripe mean of the output, or ``None`` for 0 (see
@@ -134,14 +146,27 @@ class WhiteStripe(StandardizingMethod):
 
     def statistics(self, values: FloatArray) -> tuple[float, float]:
         """Mean and standard deviation of the white stripe of ``values``."""
+        location, scale, _ = self.measure(values)
+        return location, scale
+
+    def measure(self, values: FloatArray) -> tuple[float, float, dict[str, object]]:
+        """The white stripe's mean and standard deviation, and the whole stripe (its
+        ``white_stripe`` entry: mode, quantile, bounds, mean, std, voxels) for the
+        provenance."""
         stripe = self.stripe(values)
-        return stripe.mean, positive_scale(stripe.std, what="white stripe")
+        scale = positive_scale(stripe.std, what="white stripe")
+        return stripe.mean, scale, {"white_stripe": asdict(stripe)}
 
     def stripe(self, values: FloatArray) -> Stripe:
         """The white stripe of a volume (any shape; its foreground is searched).
 
+        The foreground's extreme voxels
+        (:func:`~medi2i_harmonization.samples.robust_range`) are left out of the
+        histogram and of the stripe.
+
         Raises:
-            InputError: The foreground is constant (the message says why).
+            InputError: The foreground is constant (the message says why), or its
+                histogram has no white-matter peak inside its range.
         """
         array = np.asarray(values, np.float64)
         inside = np.sort(foreground_values(array, rule=self.options.foreground))
@@ -150,6 +175,10 @@ class WhiteStripe(StandardizingMethod):
                 "the foreground has no white-matter peak: "
                 + degenerate_foreground(array, inside, rule=self.options.foreground)
             )
+        # the extreme voxels take no part: when the mode is among the brightest τ of the
+        # foreground the stripe's top quantile is its maximum, which may be a corrupt 1e7
+        low, high = robust_range(inside)
+        inside = inside[(inside >= low) & (inside <= high)]
         mode = self.white_matter_mode(inside)
         below = float(np.searchsorted(inside, mode, side="left")) / inside.size
         quantiles = [max(below - self.options.width, 0.0), min(below + self.options.width, 1.0)]
@@ -170,23 +199,79 @@ class WhiteStripe(StandardizingMethod):
 
         The histogram spans the range of ``values`` without its extreme voxels
         (:func:`~medi2i_harmonization.samples.robust_range`), so that a few extreme
-        voxels change neither its bins nor its smoothing.
+        voxels change neither its bins nor its smoothing; its kernel is at least one
+        intensity level (:func:`intensity_step`) wide.
 
         Raises:
-            InputError: ``values`` is constant, so its histogram has no peak to find.
+            InputError: ``values`` is constant, or the histogram's maximum is at an end
+                of its range, not at a peak inside it (see :meth:`_peak_inside`).
         """
         if float(values.min()) >= float(values.max()):
             raise InputError(
                 "the foreground is constant: its histogram has no white-matter peak; "
                 "WhiteStripe needs a T1- or T2-weighted head MR (zscore standardizes others)"
             )
-        low, high = robust_range(values)
+        step = intensity_step(values)
+        # half a level beyond the extreme levels: the ends then fall between levels, and
+        # reflecting the histogram there (below) continues the comb of an integer volume
+        low, high = (
+            a + b for a, b in zip(robust_range(values), (-step / 2, step / 2), strict=True)
+        )
         counts, edges = np.histogram(values, bins=self.options.bins, range=(low, high))
-        sigma = self.options.smoothing * self.options.bins
-        smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), sigma, mode="constant")
+        # never narrower than the step between intensity levels: on a narrow range of
+        # integer levels (an 8-bit crop) 1 % of the range is less than one level, and
+        # every level would be a peak of its own, the last one far above white matter
+        sigma = max(self.options.smoothing * (high - low), step) / ((high - low) / counts.size)
+        # reflected, not zero-padded, at the ends: a histogram still rising at an end has
+        # its maximum there, instead of a peak one kernel width inside made by the padding
+        smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), sigma, mode="reflect")
         peaks = _peaks(smooth, floor=self.options.rare_fraction * float(smooth.max()))
-        chosen = peaks[-1] if self.options.peak == "last" else peaks[np.argmax(smooth[peaks])]
+        top = smooth.size - 1
+        inner = peaks[(peaks > 0) & (peaks < top)]
+        chosen, why = self._peak_inside(smooth, peaks, inner)
+        if why:
+            at = f"{edges[0]:.6g}" if "lowest" in why else f"{edges[-1]:.6g}"
+            raise InputError(
+                f"WhiteStripe finds no white-matter peak: the foreground's smoothed histogram "
+                f"({low:.6g} to {high:.6g}) {why} ({at}), with no {self.options.peak} peak "
+                "inside its range (a crop without white matter, a saturated scan, an unusual "
+                "contrast?); standardize this image with zscore or nyul instead"
+            )
         return float(0.5 * (edges[chosen] + edges[chosen + 1]))
+
+    def _peak_inside(
+        self, smooth: FloatArray, peaks: np.ndarray, inner: np.ndarray
+    ) -> tuple[int, str]:
+        """The chosen peak's bin, and ``""``; or why there is none inside the histogram.
+
+        A maximum at an end of the histogram is no peak: the tissue there is cut off by
+        the foreground's range (or is a saturation spike). The last peak is refused when
+        the histogram still rises to its highest end (higher there than at any inner
+        peak); the largest, when it lies at an end.
+        """
+        top = smooth.size - 1
+        if self.options.peak == "largest":
+            chosen = int(peaks[np.argmax(smooth[peaks])])
+            end = "lowest" if chosen == 0 else "highest" if chosen == top else ""
+            return chosen, f"is tallest at its {end} intensity" if end else ""
+        if top in peaks and (inner.size == 0 or smooth[top] > smooth[inner[-1]]):
+            return top, "still rises at its highest intensity"
+        if inner.size == 0:
+            return 0, "only falls from its lowest intensity"
+        return int(inner[-1]), ""
+
+
+def intensity_step(values: FloatArray) -> float:
+    """The typical step between the distinct intensities of ``values``: the median gap
+    between consecutive distinct values; 1 for integer levels, about none for a
+    continuous (float) volume.
+
+    Example:
+        >>> intensity_step(np.array([3.0, 1.0, 2.0, 2.0, 5.0]))
+        1.0
+    """
+    gaps = np.diff(np.unique(values))
+    return float(np.median(gaps)) if gaps.size else 0.0
 
 
 def _peaks(heights: FloatArray, *, floor: float) -> np.ndarray:

@@ -68,6 +68,7 @@ class ZScore(StandardizingMethod):
     )
 
     options: ZScoreOptions
+    measured_as = ("foreground_mean", "foreground_std")
 
     def statistics(self, values: FloatArray) -> tuple[float, float]:
         """Mean and standard deviation of the foreground voxels.

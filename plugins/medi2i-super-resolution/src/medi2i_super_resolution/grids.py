@@ -30,6 +30,17 @@ on an axis keeps the input's spacing there (a 1 mm model given 0.8 × 0.8 × 4 m
 ``target_spacing`` asked by more than :data:`SPACING_NOTICE` (the nearest that fits the
 field of view, or an axis kept), a :class:`GridWarning` says so.
 
+Every method counts voxels by one rule (:func:`_axis`, rounding half up): whole voxels
+across the field of view (``"edges"``) or between the first and last centres
+(``"centres"``). The two lengths differ by one input voxel, so the same
+``target_spacing`` can round to different spacings (1.3 mm on 12 slices of 4 mm: 37
+voxels of 1.2973 mm over 48 mm, or 34 intervals of 1.29412 mm over 44 mm); a trained
+model keeps the alignment it was trained with, and the warning names it.
+
+No rule may ask for more voxels than :func:`voxel_limit` allows (512 times the input's,
+at least 2**24, at most 2**30): such a grid is refused in one line before anything of
+its size is allocated.
+
 Example:
     >>> import numpy as np
     >>> from medi2i import Grid
@@ -62,6 +73,14 @@ DEFAULT_TARGET_SPACING: Triple = (1.0, 1.0, 1.0)
 """The output spacing (mm) of options that give no rule, on axes coarser than it."""
 SPACING_NOTICE = 1e-3
 """How far (relative) the written spacing may differ from ``target_spacing`` unsaid."""
+MAX_REFINEMENT = 512
+"""How many times the input's voxels an output grid may hold (8 times along every axis,
+or 512 times along one); beyond, it is refused (see :func:`voxel_limit`)."""
+SMALL_OUTPUT_VOXELS = 2**24
+"""Output voxels (64 MiB of float32) always allowed, however small the input."""
+MAX_OUTPUT_VOXELS = 2**30
+"""Output voxels never exceeded (4 GiB of float32 per channel, and the resampling holds
+twice that in float64 besides), however large the input."""
 
 
 class GridWarning(UserWarning):
@@ -89,7 +108,8 @@ class GridOptions(Options):
 
     Attributes:
         target_spacing: Output voxel size along each array axis, in mm. The number of
-            voxels is rounded so that the field of view is kept exactly, so the spacing
+            voxels is rounded so that the field of view (``align="edges"``) or the
+            span of the outer voxel centres (``"centres"``) is kept exactly, so the spacing
             is the nearest one that fits (exact when the input spacing is a multiple of
             it; a :class:`GridWarning` says so when it differs by more than 0.1 %). An
             input already at this spacing is left on its grid, so a model can be applied
@@ -97,7 +117,8 @@ class GridOptions(Options):
             already finer than it keeps its spacing (0.7 × 0.7 × 3 mm with
             ``[1, 1, 1]`` becomes 0.7 × 0.7 × 1 mm, not 1 × 1 × 1 mm) unless ``coarsen``
             is true. ``None`` with no other rule (the default) is
-            :data:`DEFAULT_TARGET_SPACING`.
+            :data:`DEFAULT_TARGET_SPACING`. Every rule's grid is refused beyond
+            :func:`voxel_limit` voxels.
         scale: Output voxels per input voxel along each array axis (e.g. ``(1, 1, 4)``),
             instead of ``target_spacing``; at least 1 on every axis.
         slice_factor: Output voxels per input voxel along the input's slice axis (the
@@ -305,11 +326,27 @@ def output_grid_for(grid: Grid, options: GridOptions, *, notice: bool = True) ->
         coarsen=options.coarsen,
     )
     if notice and options.target_spacing is not None:
-        _notice_spacing(grid, finer.grid, options.target_spacing)
+        _notice_spacing(grid, finer.grid, options.target_spacing, options.align)
     return finer
 
 
-def _notice_spacing(source: Grid, output: Grid, asked: Triple) -> None:
+FITS = {
+    "edges": (
+        "the nearest that fits the field of view in whole voxels (align: edges; align: "
+        "centres fits whole voxels between the first and last voxel centres instead, and "
+        "can give another spacing)"
+    ),
+    "centres": (
+        "the nearest that fits whole voxels between the first and last voxel centres "
+        "(align: centres, which a trained model keeps from its training; interpolation's "
+        "default, align: edges, fits the field of view instead, and can give another spacing)"
+    ),
+}
+"""Why the spacing written is not the one asked, by alignment: both round the voxel
+count the same way (:func:`_nearest_whole`), over different lengths."""
+
+
+def _notice_spacing(source: Grid, output: Grid, asked: Triple, align: Alignment) -> None:
     """Warn when ``output``'s spacing differs from ``asked`` by more than 0.1 %."""
     if any(n == 1 < m for n, m in zip(output.shape, source.shape, strict=True)):
         return  # a collapsed axis: the core refuses it in one line, with the extent
@@ -325,7 +362,7 @@ def _notice_spacing(source: Grid, output: Grid, asked: Triple) -> None:
         "axes finer than asked keep the input's spacing (to resample them coarser give "
         "-o coarsen=true to a method, -c coarsen=true to a model)"
         if any(kept)
-        else "the nearest that fits the field of view in whole voxels"
+        else FITS[align]
     )
     shown = " × ".join(f"{g:.6g}" for g in got)
     wanted = " × ".join(f"{a:g}" for a in asked)
@@ -353,7 +390,9 @@ def finer_grid(
 
     Raises:
         OptionsError: Not exactly one rule is given, ``scale`` or ``slice_factor`` is
-            below 1, or ``slice_factor`` is given for an input without a thick-slice axis.
+            below 1, ``slice_factor`` is given for an input without a thick-slice axis,
+            or the grid would hold more voxels than :func:`voxel_limit` allows (refused
+            before anything of its size is allocated).
     """
     if sum(rule is not None for rule in (target_spacing, scale, slice_factor)) != 1:
         raise OptionsError("give exactly one of target_spacing (mm), scale and slice_factor")
@@ -362,6 +401,7 @@ def finer_grid(
             f"scale and slice_factor must be at least 1 (super-resolution never coarsens "
             f"an axis), got {scale if scale is not None else slice_factor}"
         )
+    asked = _asked(target_spacing, scale, slice_factor)
     if slice_factor is not None:
         axis = slice_axis(grid)
         scale = (
@@ -375,8 +415,15 @@ def finer_grid(
         if not coarsen:  # a ratio a hair below 1 rounds to the input's count either way
             ratios = [max(1.0, ratio) for ratio in ratios]
         scale = (ratios[0], ratios[1], ratios[2])
+    # refused before any voxel count that could not be allocated is even rounded
+    if not all(
+        math.isfinite(n * f) and n * f < 2.0**53 for n, f in zip(grid.shape, scale, strict=True)
+    ):
+        raise _too_large(grid, None, asked)
     axes = [_axis(n, f, align) for n, f in zip(grid.shape, scale, strict=True)]
     counts = tuple(count for count, _, _ in axes)
+    if math.prod(counts) > voxel_limit(math.prod(grid.shape)):
+        raise _too_large(grid, counts, asked)
     steps = np.array([step for _, step, _ in axes])
     offsets = np.array([offset for _, _, offset in axes])
     affine = grid.affine.copy()
@@ -387,6 +434,50 @@ def finer_grid(
         steps=(float(steps[0]), float(steps[1]), float(steps[2])),
         offsets=(float(offsets[0]), float(offsets[1]), float(offsets[2])),
     )
+
+
+def voxel_limit(input_voxels: int) -> int:
+    """The most voxels an output grid may hold for an input of ``input_voxels``:
+    :data:`MAX_REFINEMENT` times the input's, or :data:`SMALL_OUTPUT_VOXELS` if more,
+    and never more than :data:`MAX_OUTPUT_VOXELS`. A larger grid is almost always a
+    typo (a spacing in metres, ``1e-4`` for ``1``) and would only run out of memory.
+
+    Example:
+        >>> voxel_limit(128 * 128 * 40) == 512 * 128 * 128 * 40
+        True
+        >>> voxel_limit(10) == 2**24, voxel_limit(512 * 512 * 400) == 2**30
+        (True, True)
+    """
+    return min(MAX_OUTPUT_VOXELS, max(SMALL_OUTPUT_VOXELS, MAX_REFINEMENT * input_voxels))
+
+
+def _too_large(grid: Grid, counts: tuple[int, ...] | None, asked: str) -> OptionsError:
+    """The one-line refusal of an output grid beyond :func:`voxel_limit`."""
+    have = math.prod(grid.shape)
+    shape = " × ".join(str(n) for n in grid.shape)
+    if counts is None:
+        would = "more voxels than can be counted"
+    else:
+        total = math.prod(counts)
+        would = (
+            f"{' × '.join(str(n) for n in counts)} = {total:.3g} voxels, {total / have:.3g} "
+            "times the input's"
+        )
+    return OptionsError(
+        f"the output grid asked ({asked}) would be {would} ({shape} = {have} voxels, "
+        f"{' × '.join(f'{s:g}' for s in grid.spacing)} mm); super-resolution writes at most "
+        f"{voxel_limit(have):.3g} voxels for this input ({MAX_REFINEMENT} times its voxels, "
+        "or 2**24 if more, never more than 2**30): "
+        "ask for a coarser target_spacing (mm) or a smaller scale or slice_factor"
+    )
+
+
+def _asked(target_spacing: Triple | None, scale: Triple | None, slice_factor: float | None) -> str:
+    if target_spacing is not None:
+        return "target_spacing " + " × ".join(f"{s:g}" for s in target_spacing) + " mm"
+    if scale is not None:
+        return "scale " + " × ".join(f"{s:g}" for s in scale)
+    return f"slice_factor {slice_factor:g}"
 
 
 def _axis(count: int, factor: float, align: Alignment) -> tuple[int, float, float]:
