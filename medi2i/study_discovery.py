@@ -79,7 +79,10 @@ def discover_studies(
 
     Folders in ``exclude`` (the batch's output root) are never searched, however they
     are reached (a link in the tree to the output root): a ``scan`` that searched one is
-    made again without it, so the batch never takes its own outputs for inputs.
+    made again without it, so the batch never takes its own outputs for inputs. Each
+    link that leads to one becomes a skipped job (``not_searched``) saying so, so that a
+    rerun counts as many studies as the first run did, when the link was broken because
+    the output root did not exist yet.
 
     A study where no readable series (or more than one) matches ``selector`` becomes a
     job with a ``problem``, recorded as failed when it runs; one where no series at all
@@ -103,8 +106,9 @@ def discover_studies(
     if result is None or _reaches(result, exclude):
         result = scan_folder(root, slice_tolerance_mm=tolerance, exclude=exclude)
     unsearched = [item for item in result.skipped if item.folder]
-    if not result.studies and all(item.hidden for item in unsearched):
-        hidden = f"; hidden folders are not searched: {unsearched[0].label}" if unsearched else ""
+    if not result.studies and all(item.hidden or item.excluded for item in unsearched):
+        first = next((item for item in unsearched if item.hidden), None)
+        hidden = f"; hidden folders are not searched: {first.label}" if first else ""
         raise InputError(
             f"{root}: no DICOM studies found ({len(result.skipped)} other file(s)); "
             f"point at the folder that holds the exported studies{hidden}"
@@ -153,15 +157,18 @@ def discover_studies(
 
 
 def _reaches(scan: ScanResult, folders: Sequence[Path]) -> bool:
-    """Whether ``scan`` holds a file in one of ``folders`` (by real path)."""
+    """Whether ``scan`` searched one of ``folders`` or holds a file in one (by real
+    path): an empty output root reached through a link counts, so that the rescan
+    notes the link on the first run as on later ones."""
     if not folders:
         return False
     reals = [Path(os.path.realpath(folder)) for folder in folders]
     paths = [file for series in scan.series for file in series.files]
     paths += [item.path for item in scan.skipped]
-    return any(
-        any(real in Path(os.path.realpath(path)).parents for real in reals) for path in paths
-    )
+    if any(any(real in Path(os.path.realpath(path)).parents for real in reals) for path in paths):
+        return True
+    searched = (Path(os.path.realpath(folder)) for folder in scan.searched)
+    return any(any(real == path or real in path.parents for real in reals) for path in searched)
 
 
 def _only_localizers(series: Sequence[SeriesInfo], selector: SeriesSelector | None) -> str | None:
@@ -184,7 +191,8 @@ def _only_localizers(series: Sequence[SeriesInfo], selector: SeriesSelector | No
 
 def _unsearched_job(item: SkippedFile, root: Path) -> StudyJob:
     """The job of a folder the scan did not search: failed when it cannot be read,
-    skipped when hidden or a broken link; named by its path under ``root``."""
+    skipped when hidden, excluded (the output root) or a broken link; named by its path
+    under ``root``."""
     key = Path(os.path.relpath(item.path, root)).as_posix()
     if item.broken_link:
         return StudyJob(
@@ -197,7 +205,7 @@ def _unsearched_job(item: SkippedFile, root: Path) -> StudyJob:
             skipped=(item,),
             not_searched=True,
         )
-    if item.hidden:
+    if item.hidden or item.excluded:
         problem = item.reason
     else:
         problem = (
@@ -210,7 +218,7 @@ def _unsearched_job(item: SkippedFile, root: Path) -> StudyJob:
         item.path,
         None,
         problem=problem,
-        skip=item.hidden,
+        skip=item.hidden or item.excluded,
         skipped=(item,),
         not_searched=True,
     )

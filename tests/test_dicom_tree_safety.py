@@ -47,16 +47,41 @@ def test_dicom_send_skips_a_fifo(tmp_path: Path) -> None:
     assert "a FIFO" in report.skipped[0][1]
 
 
-def test_a_link_to_the_output_root_is_never_scanned(tmp_path: Path) -> None:
+def test_a_link_to_the_output_root_is_never_scanned_and_recorded_skipped(tmp_path: Path) -> None:
     mr(tmp_path / "in" / "s")
     (tmp_path / "out").mkdir()
     (tmp_path / "in" / "results").symlink_to(tmp_path / "out")
     first = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
     assert first.exit_code == 0, first.output
+    assert "2 studies: 1 done, 1 skipped" in first.output  # the empty root is noted too
     again = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
     assert again.exit_code == 0, again.output
-    assert "1 already done" in again.output
-    assert set(last_records(tmp_path / "out")) == {"s"}
+    assert "2 studies: 0 done, 1 already done, 1 skipped" in again.output
+    records = last_records(tmp_path / "out")
+    assert set(records) == {"s", "results"}
+    assert records["results"]["status"] == "skipped"
+    assert str(records["results"]["reason"]) == (
+        f"a link to the batch's output root {os.path.realpath(tmp_path / 'out')}, not "
+        "searched: a batch never takes its own outputs for inputs"
+    )
+
+
+def test_a_rerun_counts_a_link_to_the_output_root_as_the_first_run_did(tmp_path: Path) -> None:
+    """The outside check: the link was broken on the first run (no output root yet) and
+    recorded skipped, and the rerun left it out without a word: "4 studies", then "3"."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    for name in ("a", "b", "c"):
+        mr(root / name)
+    (root / "results").symlink_to(out)
+    first = command("batch", str(root), str(out), *METHOD)
+    assert "4 studies: 3 done, 1 skipped, 0 failed" in first.output, first.output
+    assert "a broken link" in str(last_records(out)["results"]["reason"])
+    again = command("batch", str(root), str(out), *METHOD)
+    assert "4 studies: 0 done, 3 already done, 1 skipped, 0 failed" in again.output, again.output
+    assert "a link to the batch's output root" in str(last_records(out)["results"]["reason"])
+    # predict on a tree hands the batch a scan of its own, made without the exclusion
+    tree = command("predict", str(root), str(out), *METHOD)
+    assert "4 studies: 0 done, 3 already done, 1 skipped" in tree.output, tree.output
 
 
 def test_a_link_into_the_output_root_is_never_scanned(tmp_path: Path) -> None:
@@ -65,7 +90,26 @@ def test_a_link_into_the_output_root_is_never_scanned(tmp_path: Path) -> None:
     (tmp_path / "in" / "copy").symlink_to(tmp_path / "out" / "s")
     again = command("batch", str(tmp_path / "in"), str(tmp_path / "out"), *METHOD)
     assert again.exit_code == 0, again.output
-    assert set(last_records(tmp_path / "out")) == {"s"}
+    records = last_records(tmp_path / "out")
+    assert set(records) == {"s", "copy"}
+    assert str(records["copy"]["reason"]).startswith(
+        f"a link to a folder in the batch's output root {os.path.realpath(tmp_path / 'out')},"
+    )
+
+
+def test_the_scan_notes_each_excluded_folder_it_reaches_once(tmp_path: Path) -> None:
+    mr(tmp_path / "in" / "s")
+    mr(tmp_path / "out" / "x")
+    (tmp_path / "in" / "results").symlink_to(tmp_path / "out")
+    (tmp_path / "out" / "back").symlink_to(tmp_path / "out")  # never walked
+    result = scan_folder(tmp_path / "in", exclude=[tmp_path / "out"])
+    (item,) = result.skipped
+    assert item.excluded
+    assert item.folder
+    assert not item.hidden
+    assert item.label == "results"
+    assert len(result.studies) == 1
+    assert not scan_folder(tmp_path / "in").skipped  # without the exclusion: searched
 
 
 def test_a_broken_link_is_named_in_ls_and_recorded_by_the_batch(tmp_path: Path) -> None:

@@ -85,9 +85,10 @@ def batch_command(
     manifest records each study (done, partial, failed, skipped, with timings). A study
     with no series of the selected modality, or only a localizer, is skipped; a folder
     that cannot be read is recorded failed, a hidden one (.x) and a broken link skipped;
-    links to folders are followed (OUTPUT_ROOT is never searched, even through a link),
-    FIFOs and devices never opened. A rerun skips finished studies (counted as already done)
-    and redoes interrupted ones, those missing a requested format and those whose
+    links to folders are followed (OUTPUT_ROOT is never searched: a link to it is
+    recorded skipped), FIFOs and devices never opened. A rerun skips finished studies
+    (counted as already done) and redoes interrupted ones, those missing a requested
+    format and those whose
     outputs changed since (other file counts or sizes than recorded); a failed study
     never stops the batch, but the command exits with status 1 when any study failed or
     was written in part.

@@ -458,7 +458,8 @@ def _node_config(
 @contextmanager
 def _spool_folder(work: Path | None) -> Iterator[Path]:
     """``work``, or a temporary spool removed at the end unless the node set series aside
-    in it (not forwarded, not written, interrupted): then it is kept, and said so."""
+    in it (not forwarded, not written, interrupted, come back through forwarding): then
+    it is kept, and said so."""
     if work is not None:
         yield work
         return
@@ -466,7 +467,7 @@ def _spool_folder(work: Path | None) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        kept = sorted(path.name for path in folder.iterdir() if path.name.startswith(_KEPT))
+        kept = sorted(path.name for path in folder.iterdir() if _set_aside(path.name))
         if kept:
             click.echo(
                 f"kept the temporary spool {folder}: it holds {len(kept)} series folder(s) "
@@ -476,8 +477,13 @@ def _spool_folder(work: Path | None) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-_KEPT = (".failed-", ".discarded-", ".unforwarded-", ".interrupted-")
-"""Folders the node sets aside in its spool, which a temporary spool is kept for."""
+def _set_aside(name: str) -> bool:
+    """Whether ``name`` is a folder the node set aside in its spool
+    (:data:`medi2i.dicom.node.spool.SET_ASIDE_KINDS`), which a temporary spool is kept
+    for."""
+    from medi2i.dicom.node.spool import SET_ASIDE_KINDS
+
+    return name.startswith(tuple(f".{kind}-" for kind in SET_ASIDE_KINDS))
 
 
 def _serve(

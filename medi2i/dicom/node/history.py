@@ -20,8 +20,10 @@ on their own when they are sent again.
 It also remembers the Series Instance UID of every derived series the node wrote, one
 empty file each under ``<folder>/.medi2i-translated/derived/``, so that the node knows
 its own output when it comes back (a ``--forward`` peer that routes it back to the
-node) and never translates it again (:meth:`SeriesHistory.produced`). A derived series
-of another node (another medi2i included) is translated like any series.
+node) and never translates it again (:meth:`SeriesHistory.produced`), nor a series
+derived from it by another node (:mod:`medi2i.dicom.node.lineage`). A derived series of
+another node (another medi2i included) made from other series is translated like any
+series.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ The manifest is JSON Lines like batch's, one record appended per event::
      "time": "2025-01-31T..."}
 
 ``status`` is ``received`` (written before translating), ``done``, ``failed`` (with
-``error``), ``skipped`` (not an image series, or not what the selection rules ask for),
+``error``), ``skipped`` (not an image series, not what the selection rules ask for, or
+a series that came back through forwarding, whose ``error`` says where its instances
+are kept: :mod:`medi2i.dicom.node.lineage`),
 ``discarded`` (its association was aborted, or an instance of it was refused, and no
 retry came: nothing was translated; ``error`` says where its instances are kept),
 ``interrupted`` (the node stopped while the series was being received; ``error`` says

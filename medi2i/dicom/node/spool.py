@@ -455,6 +455,11 @@ def _dataset_part(data: bytes) -> bytes:
     return data[144 + int.from_bytes(data[140:144], "little") :]
 
 
+SET_ASIDE_KINDS = ("failed", "discarded", "unforwarded", "interrupted", "looped", "abandoned")
+"""The kinds of folder :func:`set_aside` makes (``.<kind>-<UTC time>-<name>``): what the
+node keeps for a person, never deletes, and keeps a temporary spool for."""
+
+
 def set_aside(folder: Path, kind: str, name: str) -> Path:
     """Move ``folder`` to a hidden ``.<kind>-<UTC time>-<name>`` sibling; return it.
 
@@ -465,6 +470,7 @@ def set_aside(folder: Path, kind: str, name: str) -> Path:
     Raises:
         OSError: It cannot be moved (nor, when missing, made).
     """
+    assert kind in SET_ASIDE_KINDS, kind
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = folder.with_name(f".{kind}-{stamp}-{name}")
     while target.exists():

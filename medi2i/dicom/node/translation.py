@@ -19,12 +19,11 @@ and no Series Description (:mod:`medi2i.dicom.node.naming`).
 
 Not translated: a series of no image (a structured report, a presentation state), a
 localizer (scout), a series of a modality the method does not take (an RT Dose given to
-an MR→CT method) or of which the node could write no CT or MR series, a derived
-series this node wrote itself (sent back to it, e.g. by a ``--forward`` peer that routes
-to the node: :meth:`medi2i.dicom.node.history.SeriesHistory.produced`), and one medi2i
-derived with this node's method anywhere (Manufacturer ``medi2i`` and the method id as
-Manufacturer's Model Name, :func:`derived_by`: two nodes forwarding to each other) are
-``skipped``; a series derived with another method is translated (a chain of methods);
+an MR→CT method) or of which the node could write no CT or MR series, and a series that
+came back to the node through forwarding (its own output, a series derived from its own
+output at any depth, or one medi2i derived with this node's method anywhere in its chain
+of derivations: nodes forwarding to each other; :mod:`medi2i.dicom.node.lineage`) are
+``skipped``; a series derived with other methods is translated (a chain of methods);
 one whose instances belong to several studies (one Series Instance UID reused) is
 ``failed``, as ``medi2i predict`` refuses such a folder.
 
@@ -52,7 +51,9 @@ spooled files are named by SOP Instance UID) and asks for the whole series again
 Instances that are not a full resend of a translated series are kept the same way
 (and the earlier output too: :mod:`medi2i.dicom.node.history`), and so are those of a
 ``discarded`` series (aborted and not sent again, or an instance of it refused), in a
-``.discarded-<time>-<series>`` folder. Such folders stay until a person deletes them.
+``.discarded-<time>-<series>`` folder, and those of a series skipped because it came
+back through forwarding (it may be another node's only output) in a
+``.looped-<time>-<series>`` folder. Such folders stay until a person deletes them.
 The manifest's records are described in :mod:`medi2i.dicom.node.records`.
 """
 
@@ -71,6 +72,7 @@ from typing import TYPE_CHECKING
 
 from medi2i.batch import failure_message, timed_stage
 from medi2i.dicom.node.history import SeriesHistory, partial_resend_message
+from medi2i.dicom.node.lineage import OWN_OUTPUT, loop_reason, read_lineage
 from medi2i.dicom.node.naming import SourceNames
 from medi2i.dicom.node.records import SeriesRecord, SeriesStatus, append_record, describe
 from medi2i.dicom.node.spool import set_aside
@@ -103,7 +105,8 @@ class _Outcome:
 
     Attributes:
         record: The record (naming the source; scrubbed when written).
-        keep_input: Keep the received instances (the output could not be written).
+        keep_input: Keep the received instances (the output could not be written, or
+            the series came back through forwarding).
         descriptions: Series Descriptions of the received files, hidden when
             de-identifying.
     """
@@ -302,9 +305,10 @@ class SeriesTranslator:
             problems.append(str(exc))
 
     def _keep_input(self, taken: TakenSeries, record: SeriesRecord) -> SeriesRecord:
-        """Set the received files of a failed or discarded series aside; the record says
-        where."""
-        kind = "discarded" if record.status == "discarded" else "failed"
+        """Set the received files of a failed, discarded or looped series aside; the
+        record says where."""
+        kinds = {"discarded": "discarded", "skipped": "looped"}
+        kind = kinds.get(record.status, "failed")
         try:
             folder = set_aside(taken.folder, kind, self.names.uid(taken.series_uid))
         except OSError:
@@ -313,6 +317,11 @@ class SeriesTranslator:
             kept = (
                 f"its {taken.instances} received instance(s) are kept in {folder} (delete "
                 "the folder once the whole series was sent again)"
+            )
+        elif kind == "looped":
+            kept = (
+                f"its {taken.instances} received instance(s) are kept in {folder} (they may "
+                "be another node's only output; delete the folder once they are not needed)"
             )
         else:
             kept = (
@@ -347,13 +356,17 @@ class SeriesTranslator:
         descriptions: tuple[str, ...] = ()
         found_images: list[ImageHeader] = []
         if self._history.produced(taken.series_uid):
-            return _Outcome(replace(record, status="skipped", error=OWN_OUTPUT))
+            return _Outcome(replace(record, status="skipped", error=OWN_OUTPUT), True)
         try:
             found = self._scanned(taken)
             found_images = [image for info in found for image in info.images]
             descriptions = tuple(info.description for info in found)
             record = replace(record, study_uid=found[0].study_instance_uid)
-            skipped = self._skip_reason(found) or self._same_method(found_images)
+            looped = self._loop_reason(found_images)
+            if looped is not None:  # kept: it may be another node's only output
+                loop = replace(record, status="skipped", error=looped)
+                return _Outcome(loop, True, descriptions)
+            skipped = self._skip_reason(found)
             if skipped is not None:
                 skip = replace(record, status="skipped", error=skipped)
                 return _Outcome(skip, False, descriptions)
@@ -420,20 +433,14 @@ class SeriesTranslator:
             )
         return None
 
-    def _same_method(self, images: Sequence[ImageHeader]) -> str | None:
-        """Why a series medi2i derived with this node's method is ``skipped``: its
-        Manufacturer is ``medi2i`` and its Manufacturer's Model Name the method id
-        (:func:`medi2i.dicom.writing.derived_header.series_dataset`), so translating it
-        again applies the same translation twice (two nodes forwarding to each other)."""
-        method = derived_by(images[0].path) if images else None
-        if method is None or method != self.method.id[:64]:
+    def _loop_reason(self, images: Sequence[ImageHeader]) -> str | None:
+        """Why a series that came back through forwarding is ``skipped``: derived from
+        this node's own output, or with its method anywhere in its chain of derivations
+        (:func:`medi2i.dicom.node.lineage.loop_reason`)."""
+        if not images:
             return None
-        return (
-            f"a series medi2i derived with {method!r}, this node's method (Manufacturer "
-            "medi2i, Manufacturer's Model Name the method): the same translation is never "
-            "applied twice; does a node this one forwards to forward back to it? A chain of "
-            "other methods is translated"
-        )
+        lineage = read_lineage(images[0].path)
+        return loop_reason(lineage, self.method.id, self._history.produced)
 
     def _unfit_modality(self, modality: str) -> str | None:
         """Why a series of ``modality`` is not for this node's method, or ``None``."""
@@ -661,31 +668,6 @@ def node_message(text: str, taken: TakenSeries, images: Sequence[ImageHeader]) -
     # longest first, and not inside a longer name: one UID may end another
     pattern = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
     return re.sub(rf"(?<![\w.])(?:{pattern})(?!\w)", lambda m: labels[m.group(0)], text)
-
-
-def derived_by(path: Path) -> str | None:
-    """The method id a series file names as the one medi2i derived it with (its
-    Manufacturer is ``medi2i``; the id is its Manufacturer's Model Name), or ``None``
-    for any other file, or one that cannot be read."""
-    import pydicom
-
-    try:
-        header = pydicom.dcmread(
-            path,
-            stop_before_pixels=True,
-            specific_tags=["Manufacturer", "ManufacturerModelName"],
-        )
-        if str(header.get("Manufacturer", "") or "").strip() != "medi2i":
-            return None
-        return str(header.get("ManufacturerModelName", "") or "").strip() or None
-    except Exception:  # a file the scan read but pydicom cannot: no marker to go by
-        return None
-
-
-OWN_OUTPUT = (
-    "a derived series this node wrote (sent back to it: does --forward, or a peer it "
-    "forwards to, route back to this node?); the node never translates its own output"
-)
 
 
 def _collision_message(collisions: Sequence[str]) -> str:

@@ -182,9 +182,12 @@ class SkippedFile:
         name: The file as messages name it (see :attr:`ImageHeader.name`); the file
             name when empty.
         folder: Whether ``path`` is a folder the scan did not search: one that cannot
-            be read (permission denied), or a hidden one (``hidden``).
+            be read (permission denied), a hidden one (``hidden``) or one the caller
+            excluded (``excluded``).
         hidden: Whether it is a hidden folder (its name starts with ``.``), left out
             on purpose; ``False`` for a folder that cannot be read.
+        excluded: Whether it is a folder the caller asked the scan to leave out (a
+            batch's output root, reached through a link), left out on purpose.
         broken_link: Whether it is a link whose target does not exist (counted as
             ``damaged``: it may have been a slice of a series beside it).
     """
@@ -197,6 +200,7 @@ class SkippedFile:
     folder: bool = False
     hidden: bool = False
     broken_link: bool = False
+    excluded: bool = False
 
     @property
     def label(self) -> str:

@@ -198,12 +198,15 @@ class ScanResult:
 
     ``aliases`` holds, for each folder reached by more than one path (links), the other
     paths that reach it, by the path its files are named by (the first one searched).
+    ``searched`` lists every folder searched, by the path it was first reached by (so a
+    caller can tell whether the scan went into a folder that held nothing).
     """
 
     root: Path
     studies: tuple[StudyInfo, ...]
     skipped: tuple[SkippedFile, ...]
     aliases: Mapping[Path, tuple[Path, ...]] = field(default_factory=dict, repr=False)
+    searched: tuple[Path, ...] = field(default=(), repr=False)
 
     @property
     def series(self) -> tuple[SeriesInfo, ...]:

@@ -29,7 +29,8 @@ too (:attr:`~medi2i.dicom.reading.file_records.SkippedFile.folder`). Only regula
 are opened: a FIFO, socket or device (which could block the scan forever) is listed as
 skipped with what it is, and a link whose target does not exist as a broken link
 (:mod:`medi2i.dicom.reading.file_kinds`). Folders given as ``exclude`` (a batch's output
-root) are never searched, however they are reached.
+root) are never searched, however they are reached; each place the walk reaches one (a
+link to it or into it) is listed there too (``excluded``), so that a batch says why.
 
 Example:
     >>> result = scan_folder("export/")  # doctest: +SKIP
@@ -88,8 +89,9 @@ def scan_folder(
             :mod:`medi2i.dicom.reading.stack_geometry`).
         exclude: Folders never searched, nor anything in them, whether reached by their
             path or through a link (compared by real path and by device and inode):
-            a batch's output root, whose derived series are not inputs. Left out
-            without a note.
+            a batch's output root, whose derived series are not inputs. Each link
+            the walk follows to one of them, or into one, is listed in
+            :attr:`ScanResult.skipped` (``excluded``).
 
     Returns:
         The studies with their series (see :class:`SeriesInfo`), and the files that
@@ -107,7 +109,8 @@ def scan_folder(
         # invalid values are reported per file below; pydicom's warnings would repeat them
         warnings.simplefilter("ignore")
         aliases: dict[Path, list[Path]] = {}
-        for file in _files_under(root, skipped, _Excluded(exclude), aliases):
+        searched: list[Path] = []
+        for file in _files_under(root, skipped, _Excluded(exclude), aliases, searched):
             record = named(read_file_record(file), _relative_name(file, root))
             if isinstance(record, SkippedFile):
                 skipped.append(record)
@@ -119,6 +122,7 @@ def scan_folder(
         studies=studies,
         skipped=tuple(skipped),
         aliases={first: tuple(others) for first, others in aliases.items()},
+        searched=tuple(searched),
     )
 
 
@@ -131,12 +135,16 @@ def _relative_name(file: Path, root: Path) -> str:
 
 
 def _files_under(
-    root: Path, skipped: list[SkippedFile], excluded: _Excluded, aliases: dict[Path, list[Path]]
+    root: Path,
+    skipped: list[SkippedFile],
+    excluded: _Excluded,
+    aliases: dict[Path, list[Path]],
+    searched: list[Path],
 ) -> Iterator[Path]:
     """The regular files under ``root`` in name order, following links to folders; the
-    folders not searched (unreadable, hidden) and the files not opened (special files,
-    broken links) are appended to ``skipped``; ``excluded`` folders are passed over;
-    the other paths of a folder reached again are added to ``aliases``."""
+    folders not searched (unreadable, hidden, excluded) and the files not opened
+    (special files, broken links) are appended to ``skipped``, the folders searched to
+    ``searched``; the other paths of a folder reached again are added to ``aliases``."""
     if not root.is_dir():
         unopened = _not_opened(root, root)
         if unopened is not None:
@@ -148,9 +156,14 @@ def _files_under(
     for folder, subfolders, names in os.walk(
         root, followlinks=True, onerror=lambda exc: _unreadable(exc, root, skipped)
     ):
-        if excluded.holds(Path(folder)) or not _first_visit(Path(folder), seen, aliases):
+        if excluded.holds(Path(folder)):
+            subfolders[:] = []
+            skipped.append(excluded.skipped(Path(folder), root))
+            continue
+        if not _first_visit(Path(folder), seen, aliases):
             subfolders[:] = []  # a link back up the tree must not recurse forever
             continue
+        searched.append(Path(folder))
         for name in sorted(name for name in subfolders if name.startswith(".")):
             skipped.append(_hidden(Path(folder) / name, root))
         # real folders before links, so that a folder linked from beside it is named
@@ -188,26 +201,50 @@ class _Excluded:
 
     def __init__(self, folders: Sequence[Path]) -> None:
         self.paths = [Path(os.path.realpath(folder)) for folder in folders]
-        self.identities: set[tuple[int, int]] = set()
-        for folder in folders:
+        self.identities: dict[tuple[int, int], Path] = {}
+        for folder, real in zip(folders, self.paths, strict=True):
             try:
                 status = Path(folder).stat()
             except OSError:
                 continue
-            self.identities.add((status.st_dev, status.st_ino))
+            self.identities[(status.st_dev, status.st_ino)] = real
 
     def holds(self, folder: Path) -> bool:
         """Whether ``folder`` is one of the folders or lies inside one."""
+        return self._match(folder) is not None
+
+    def _match(self, folder: Path) -> tuple[Path, bool] | None:
+        """The excluded folder that ``folder`` is or lies in, and whether it is that
+        folder itself; ``None`` when it is none of them."""
         if not self.paths:
-            return False
+            return None
         real = Path(os.path.realpath(folder))
-        if any(real == path or path in real.parents for path in self.paths):
-            return True
+        for path in self.paths:
+            if real == path or path in real.parents:
+                return path, real == path
         try:
             status = folder.stat()
         except OSError:
-            return False
-        return (status.st_dev, status.st_ino) in self.identities
+            return None
+        found = self.identities.get((status.st_dev, status.st_ino))
+        return (found, True) if found is not None else None
+
+    def skipped(self, folder: Path, root: Path) -> SkippedFile:
+        """The note of an excluded ``folder`` the walk reached: it is not searched."""
+        path, whole = self._match(folder) or (folder, True)
+        what = f"the batch's output root {path}"
+        if not whole:
+            what = f"a folder in {what}"
+        beneath = Path(os.path.realpath(root)) / os.path.relpath(folder, root)
+        if Path(os.path.realpath(folder)) != beneath:  # reached through a link
+            what = f"a link to {what}"
+        return SkippedFile(
+            folder,
+            f"{what}, not searched: a batch never takes its own outputs for inputs",
+            folder=True,
+            excluded=True,
+            name=_relative_name(folder, root),
+        )
 
 
 def _first_visit(

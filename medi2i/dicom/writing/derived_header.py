@@ -3,7 +3,8 @@
 :func:`series_dataset` builds the attributes every slice of a derived series carries:
 the patient and study modules (copied from the source header, or a placeholder patient
 and a new study without one), the series, equipment and image attributes, the display
-windows, the MR acquisition attributes and the reference to the source series.
+windows, the MR acquisition attributes, the reference to the source series and, for a
+source medi2i derived itself, the chain of its derivations (:func:`medi2i_derivations`).
 Laterality (type 2C) is copied from the source when it has a value; otherwise it is left
 out for an unpaired Body Part Examined and written empty (unknown) only where the IOD
 requires it (a paired or unstated body part). The numbers a slice states (positions,
@@ -37,6 +38,10 @@ SOP_CLASS_UIDS: dict[str, str] = {
 }
 _CT_WINDOWS = (("SOFT TISSUE", 40.0, 400.0), ("BONE", 400.0, 1800.0))
 _SOURCE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
+_PROCESSING_PURPOSE = ("109102", "DCM", "Processing Equipment")
+MANUFACTURER = "medi2i"
+"""The Manufacturer of every series medi2i derives (its method id is the Manufacturer's
+Model Name)."""
 _PATIENT = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge")
 _PATIENT_OPTIONAL = ("IssuerOfPatientID", "PatientSize", "PatientWeight")
 _STUDY = ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
@@ -154,7 +159,7 @@ def series_dataset(
     series.SeriesNumber = _series_number(source)
     label = _label(modality, source)
     series.SeriesDescription = (description or f"{label} [{method_id} {method_version}]")[:64]
-    series.Manufacturer = "medi2i"
+    series.Manufacturer = MANUFACTURER
     series.ManufacturerModelName = method_id[:64]
     series.SoftwareVersions = [f"medi2i {__version__}", f"{method_id} {method_version}"[:64]]
     series.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if modality == "CT" else "OTHER"]
@@ -170,7 +175,74 @@ def series_dataset(
         _mr_acquisition(series, source)
     if source is not None:
         series.RelatedSeriesSequence = [_related_series(source)]
+        earlier = _earlier_derivations(source.header)
+        if earlier:
+            series.ContributingEquipmentSequence = earlier
     return series
+
+
+def medi2i_derivations(header: Dataset) -> tuple[str, ...]:
+    """The method ids of the medi2i derivations a series' ``header`` records, newest first.
+
+    A series medi2i derived names its method as Manufacturer's Model Name (Manufacturer
+    ``medi2i``), and every earlier medi2i derivation of its source, at any depth, as an
+    item of its Contributing Equipment Sequence (Processing Equipment, Manufacturer
+    ``medi2i``), oldest first, each copied forward by the next derivation; the
+    de-identification profile keeps them. ``()`` for a series medi2i did not derive.
+    """
+    found: list[str] = []
+    for item in reversed(list(_sequence(header, "ContributingEquipmentSequence"))):
+        method = _medi2i_model(item)
+        if method is not None:
+            found.append(method)
+    own = _medi2i_model(header)
+    return (own, *found) if own is not None else tuple(found)
+
+
+def _medi2i_model(dataset: Dataset) -> str | None:
+    """The method id of a dataset (or equipment item) medi2i made, else ``None``."""
+    try:
+        if str(dataset.get("Manufacturer", "") or "").strip() != MANUFACTURER:
+            return None
+        return str(dataset.get("ManufacturerModelName", "") or "").strip() or None
+    except Exception:  # a malformed value written by someone else: no marker to go by
+        return None
+
+
+def _sequence(header: Dataset, keyword: str) -> list[Dataset]:
+    try:
+        value = header.get(keyword)
+        return [item for item in (value or []) if hasattr(item, "get")]
+    except Exception:  # a malformed sequence: nothing to go by
+        return []
+
+
+def _earlier_derivations(header: Dataset | None) -> list[Dataset]:
+    """The Contributing Equipment items that carry a source's medi2i derivations
+    forward: its own items of medi2i (oldest first), then one for the source itself when
+    medi2i derived it. Equipment of other makers is not copied."""
+    if header is None:
+        return []
+    items = [
+        copy.deepcopy(item)
+        for item in _sequence(header, "ContributingEquipmentSequence")
+        if _medi2i_model(item) is not None
+    ]
+    method = _medi2i_model(header)
+    if method is not None:
+        from pydicom.dataset import Dataset
+
+        item = Dataset()
+        item.PurposeOfReferenceCodeSequence = [_code(*_PROCESSING_PURPOSE)]
+        item.Manufacturer = MANUFACTURER
+        item.ManufacturerModelName = method[:64]
+        if header.get("SoftwareVersions") not in (None, ""):
+            item.SoftwareVersions = copy.deepcopy(header.SoftwareVersions)
+        described = str(header.get("DerivationDescription", "") or "").strip()
+        if described:
+            item.ContributionDescription = described[:1024]
+        items.append(item)
+    return items
 
 
 def _lossy_compression(series: Dataset, source: DicomSource | None) -> None:

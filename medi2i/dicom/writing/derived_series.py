@@ -38,7 +38,10 @@ method's intensities (MR):
 
 The series gets new Series and SOP Instance UIDs, Image Type DERIVED\\SECONDARY, a
 Derivation Description, a Related Series Sequence naming the source series and, per
-slice, a Source Image Sequence naming the nearest source images. With a
+slice, a Source Image Sequence naming the nearest source images; a source medi2i derived
+itself passes its chain of medi2i derivations on in the Contributing Equipment Sequence
+(:func:`medi2i.dicom.writing.derived_header.medi2i_derivations`), so that a DICOM node
+knows a series that comes back to it through other nodes. With a
 :class:`~medi2i.dicom.source.DicomSource` the Study Instance UID, Frame of Reference
 UID and the patient and study attributes are copied from the source header. Without
 one (the input was NIfTI) a new study and frame of reference are created and the
