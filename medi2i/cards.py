@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from medi2i.bounded_yaml import YAMLLimitError, duplicate_key, load_yaml, read_yaml_text
 from medi2i.errors import InputError
@@ -286,6 +287,10 @@ class ModelCard(_Strict):
 
 
 Card = Annotated[DataCard | ModelCard, Field(discriminator="card")]
+_CARD_KINDS = ("data", "model")
+
+CARD_FIELDS_DOC = 'docs/writing-a-method.md, section "Cards: the fields of card.yaml"'
+"""Where a card's fields are documented, for messages about an invalid card."""
 _CARD_ADAPTER: TypeAdapter[DataCard | ModelCard] = TypeAdapter(Card)
 
 
@@ -338,10 +343,27 @@ def parse_card(text: str, path: str | Path) -> DataCard | ModelCard:
     try:
         return _CARD_ADAPTER.validate_python(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        tag = raw.get("card") if isinstance(raw, dict) else None
+        problems = "; ".join(_problem(err, tag) for err in exc.errors())
         raise InputError(
-            f"card {path} is invalid: {problems}; see medi2i.cards for the fields"
+            f"card {path} is invalid: {problems}; the fields of a card are listed in "
+            f"{CARD_FIELDS_DOC}"
         ) from None
+
+
+def _problem(error: ErrorDetails, tag: object) -> str:
+    """One validation error, with the key as written in the file (``intended_use``, not
+    pydantic's ``model.intended_use``: a card's kind is the union's tag, not a key)."""
+    location = error["loc"]
+    if location and location[0] == tag and tag in _CARD_KINDS:
+        location = location[1:]
+    key = ".".join(str(part) for part in location) or "(top level)"
+    if error["type"] == "union_tag_not_found":
+        return "card: missing; write 'card: data' or 'card: model' at the top"
+    if error["type"] == "union_tag_invalid":
+        return f"card: {tag!r} is not a kind of card; write 'card: data' or 'card: model'"
+    if error["type"] == "missing":
+        return f"{key}: missing (a required field)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: not a field of a {tag} card" if tag in _CARD_KINDS else f"{key}: unknown"
+    return f"{key}: {error['msg']}"

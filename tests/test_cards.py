@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from medi2i.card_checks import check_cards, check_model_card
-from medi2i.cards import DataCard, ModelCard, load_card
+from medi2i.cards import CARD_FIELDS_DOC, DataCard, ModelCard, load_card
 from medi2i.cli.cards_commands import cards_group
 from medi2i.errors import InputError
 
@@ -42,10 +43,10 @@ MODEL_CARD = {
 }
 
 
-def _write(folder: Path, card: dict[str, object], name: str | None = None) -> Path:
+def _write(folder: Path, card: Mapping[str, object], name: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name or card['name']}.yaml"
-    path.write_text(yaml.safe_dump(card, allow_unicode=True))
+    path.write_text(yaml.safe_dump(dict(card), allow_unicode=True))
     return path
 
 
@@ -201,6 +202,33 @@ def test_load_card_names_the_invalid_field(tmp_path: Path) -> None:
     unknown = {**DATA_CARD, "colour": "blue"}
     with pytest.raises(InputError, match="colour"):
         load_card(_write(tmp_path, unknown, name="other"))
+
+
+def test_an_invalid_card_is_told_by_its_keys_as_written_and_where_the_fields_are(
+    tmp_path: Path,
+) -> None:
+    card = {key: value for key, value in MODEL_CARD.items() if key != "intended_use"}
+
+    with pytest.raises(InputError) as caught:
+        load_card(_write(tmp_path, {**card, "colour": "blue"}))
+
+    message = str(caught.value)
+    assert "intended_use: missing (a required field)" in message
+    assert "colour: not a field of a model card" in message
+    assert "model.intended_use" not in message  # the card's kind is no key of the file
+    assert "medi2i.cards" not in message
+    assert CARD_FIELDS_DOC in message
+
+
+def test_the_documented_card_fields_are_the_cards_fields() -> None:
+    document, section = CARD_FIELDS_DOC.split(', section "')
+    text = (REPOSITORY / document).read_text(encoding="utf-8")
+    heading = f"## {section.removesuffix(chr(34))}\n"
+    assert heading in text
+    listed = set(re.findall(r"^\| `(\w+)`", text.split(heading)[1].split("\n## ")[0], re.M))
+
+    fields = {*DataCard.model_fields, *ModelCard.model_fields} - {"card"}
+    assert listed == fields
 
 
 def test_load_card_rejects_missing_files_and_bad_yaml(tmp_path: Path) -> None:

@@ -272,6 +272,8 @@ def test_the_default_output_is_the_distribution_name(
 
     assert result.exit_code == 0, result.output
     assert (tmp_path / "medi2i-mine" / "src" / "medi2i_mine" / "method.py").is_file()
+    # a path: pip reads a bare "medi2i-mine" as a package to download
+    assert "next: pip install -e ./medi2i-mine " in result.output
 
 
 # -- a generated plugin, installed ----------------------------------------------------------------
@@ -399,6 +401,15 @@ def test_the_guide_gives_the_contract_checks_real_signatures(name: str) -> None:
         if default is not None
     }
     assert shown_keywords == keyword_only
+
+
+def test_the_guide_installs_plugins_from_a_path() -> None:
+    """pip reads a bare ``medi2i-my-method`` as a package to download from the index."""
+    commands = re.findall(r"^pip install (.*?)(?:\s+#.*)?$", GUIDE.read_text(), re.MULTILINE)
+    local = [c.split()[-1] for c in commands if "-e" in c.split() or "--target" in c]
+
+    assert len(local) >= 3
+    assert all(target.startswith(("./", "/", "path/")) for target in local), local
 
 
 def test_the_modules_the_guide_names_exist() -> None:

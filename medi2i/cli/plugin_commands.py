@@ -65,5 +65,7 @@ def plugin_new_command(ctx: click.Context, name: str, kind: str, output: Path | 
             "for both: choose another name"
         )
     folder = generate_plugin(name, kind, output)
+    # pip reads a bare name as a package to download: give it a path
+    path = folder if folder.is_absolute() or folder.parts[0] in (".", "..") else f"./{folder}"
     click.echo(f"wrote {folder}")
-    click.echo(f"next: pip install -e {folder} && (cd {folder} && pytest)")
+    click.echo(f"next: pip install -e {path} && (cd {folder} && pytest)")

@@ -35,14 +35,14 @@ _TRAINABLE = ("paired", "unpaired", "multi-domain")
 _TASKS = {
     "predict-only": "harmonization",
     "paired": "translation",
-    "unpaired": "translation",
+    "unpaired": "translation, harmonization",
     "multi-domain": "harmonization",
 }
 
 _SUMMARIES = {
     "predict-only": "Smooths a volume with a box filter run by sliding window",
     "paired": "Translates MR to synthetic CT, learned from aligned MR/CT pairs",
-    "unpaired": "Translates between MR and CT both ways, learned from unpaired volumes",
+    "unpaired": "Translates between two domains both ways, learned from unpaired volumes",
     "multi-domain": "Translates a volume to any of several scanner domains",
 }
 

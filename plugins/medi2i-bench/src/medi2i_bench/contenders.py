@@ -24,6 +24,7 @@ An output on another grid than the reference is resampled onto it (linear).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -57,12 +58,17 @@ class Contender:
         kind: ``"baseline"``, ``"method"`` or ``"model"``.
         predict: Maps a test case to a prediction on ``case.target``'s grid.
         description: One line for the Markdown table's legend.
+        grid_note: See below; ``None`` for a contender that always predicts on the
+            reference's grid.
     """
 
     name: str
     kind: ContenderKind
     predict: Callable[[BenchCase], FloatArray]
     description: str
+    grid_note: Callable[[BenchCase], str | None] | None = None
+    """Why its prediction of a case is not made on the reference's voxel size (a ×2
+    model on a ×4 case), or ``None`` when it is; the tables mark such a row."""
 
 
 def registered_method(
@@ -173,6 +179,19 @@ def method_contender(
             return values
         return np.where(case.mask.array > 0, values, np.float32(outside_mask)).astype(np.float32)
 
+    def grid_note(case: BenchCase) -> str | None:
+        from medi2i import Grid, Medi2iError
+
+        chosen = method_for(case)
+        source = Grid(_shape3(case.source.array.shape), np.asarray(case.source.affine))
+        reference = Grid(_shape3(case.target.array.shape), np.asarray(case.target.affine))
+        try:
+            condition = chosen.parse_condition(_target_condition(chosen, dataset, case))
+            output = chosen.output_grid(source, condition)
+        except Medi2iError:
+            return None  # the prediction itself says what is wrong
+        return resampling_note(source.spacing, output.spacing, reference.spacing)
+
     text = description if description is not None else f"{kind} {method.id} {method.version}"
     if settings.overlap != DEFAULT_OVERLAP or settings.blend != DEFAULT_BLEND:
         text += f"; sliding window overlap {settings.overlap:g}, {settings.blend} blending"
@@ -184,7 +203,51 @@ def method_contender(
     if any(settings.reflect_padding):
         widths = ", ".join(str(width) for width in settings.reflect_padding)
         text += f"; reflection padding of ({widths}) voxels"
-    return Contender(name, kind, predict, text)
+    return Contender(name, kind, predict, text, grid_note)
+
+
+SPACING_TOLERANCE = 0.02
+"""Relative difference of voxel sizes below which an output's grid counts as the
+reference's (rounding of the grids' affines)."""
+
+
+def resampling_note(
+    source: tuple[float, float, float],
+    output: tuple[float, float, float],
+    reference: tuple[float, float, float],
+) -> str | None:
+    """Why an output of ``output`` voxel sizes (mm, per array axis) made from an input of
+    ``source`` ones is not scored on its own grid against a reference of ``reference``
+    ones, or ``None`` when the sizes agree.
+
+    Example:
+        >>> note = resampling_note((1, 1, 4), (1, 1, 2), (1, 1, 1))  # ×2 model, ×4 case
+        >>> print(note.split(";")[0])  # doctest: +NORMALIZE_WHITESPACE
+        refines ×2 through-plane (output voxels 1×1×2 mm) where the case asks ×4
+        (reference 1×1×1 mm)
+        >>> resampling_note((1, 1, 2), (1, 1, 1), (1, 1, 1)) is None
+        True
+    """
+    if all(_same(made, asked) for made, asked in zip(output, reference, strict=True)):
+        return None
+    axis = max(range(3), key=lambda i: source[i] / reference[i])  # the case's slice axis
+    made, asked = source[axis] / output[axis], source[axis] / reference[axis]
+    voxels = f"output voxels {_millimetres(output)} mm"
+    mismatch = (
+        f"{voxels} where the reference has {_millimetres(reference)} mm"
+        if _same(made, asked)
+        else f"refines ×{made:.3g} through-plane ({voxels}) where the case asks ×{asked:.3g} "
+        f"(reference {_millimetres(reference)} mm)"
+    )
+    return f"{mismatch}; scored after linear resampling onto the reference's grid"
+
+
+def _same(size: float, other: float) -> bool:
+    return math.isclose(size, other, rel_tol=SPACING_TOLERANCE)
+
+
+def _millimetres(spacing: tuple[float, float, float]) -> str:
+    return "×".join(f"{size:.3g}" for size in spacing)
 
 
 def paired_fit(method: Method, dataset: BenchDataset) -> None:

@@ -100,6 +100,9 @@ class BenchResult:
         environment: Machine, versions and date.
         splits: For a benchmark with splits (Q1x), the case names of each split's
             ``train``, ``validation`` and ``test`` parts.
+        notes: By contender name and case name, why that prediction was not made on
+            the reference's voxel size (:attr:`Contender.grid_note`: a ×2 model on a ×4
+            case); the tables mark those rows.
     """
 
     task: TaskName
@@ -112,6 +115,7 @@ class BenchResult:
     cases: tuple[str, ...]
     environment: dict[str, str]
     splits: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    notes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Everything but the predictions, as JSON (NaN and infinities as ``null``)."""
@@ -130,6 +134,7 @@ class BenchResult:
                     "description": c.description,
                     "seconds": round(self.seconds[c.name], 3),
                     "cases": {k: _finite(v) for k, v in self.scores[c.name].items()},
+                    **({"notes": self.notes[c.name]} if self.notes.get(c.name) else {}),
                 }
                 for c in self.contenders
             ],
@@ -150,7 +155,8 @@ class BenchResult:
             for case in self.cases:
                 values = self.scores[contender.name][case]
                 cells = [_number(values[n], u) for n, u, _ in self.metrics]
-                lines.append(_table_row([contender.name, contender.kind, case, *cells]))
+                shown = f"{case} †" if case in self.notes.get(contender.name, {}) else case
+                lines.append(_table_row([contender.name, contender.kind, shown, *cells]))
         if self.task in MEAN_TABLES:
             lines += ["", f"Mean over the {len(self.cases)} cases:", ""]
             lines += [_table_row(header[:1] + header[3:]), _table_row(["---"] * (len(header) - 2))]
@@ -161,6 +167,11 @@ class BenchResult:
                 lines.append(_table_row([contender.name, *cells]))
         lines += ["", "↑ higher is better, ↓ lower is better.", ""]
         lines += [f"- `{c.name}`: {c.description}" for c in self.contenders]
+        lines += [
+            f"- † `{name}` on {case}: {note}"
+            for name, by_case in self.notes.items()
+            for case, note in by_case.items()
+        ]
         if self.splits:
             lines += ["", "Splits (cases trained on / validated on / tested on):"]
             lines += [
@@ -400,7 +411,16 @@ def merge_results(parts: Sequence[BenchResult], datasets: Sequence[BenchDataset]
         cases=tuple(case for p in parts for case in p.cases),
         environment=parts[-1].environment,
         splits={k: v for p in parts for k, v in p.splits.items()},
+        notes=_merged_notes(parts),
     )
+
+
+def _merged_notes(parts: Sequence[BenchResult]) -> dict[str, dict[str, str]]:
+    merged: dict[str, dict[str, str]] = {}
+    for part in parts:
+        for name, by_case in part.notes.items():
+            merged.setdefault(name, {}).update(by_case)
+    return merged
 
 
 def evaluate(
@@ -431,10 +451,15 @@ def evaluate(
     scores: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names}
     seconds = dict.fromkeys(names, 0.0)
     predictions: dict[tuple[str, str], FloatArray] = {}
+    notes: dict[str, dict[str, str]] = {}
     scored = tuple(dataset.test if cases is None else cases)
     for contender in contenders:
         for case in scored:
             log(f"{dataset.task}: {contender.name} on {case.name}")
+            note = contender.grid_note(case) if contender.grid_note is not None else None
+            if note is not None:
+                notes.setdefault(contender.name, {})[case.name] = note
+                log(f"{dataset.task}: note: {contender.name} on {case.name}: {note}")
             started = time.perf_counter()
             prediction = _checked(contender.predict(case), case, contender.name)
             seconds[contender.name] += time.perf_counter() - started
@@ -450,6 +475,7 @@ def evaluate(
         dataset_fingerprint=dataset.fingerprint,
         cases=tuple(case.name for case in scored),
         environment=environment(),
+        notes=notes,
     )
 
 
