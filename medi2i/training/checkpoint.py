@@ -83,6 +83,9 @@ class CheckpointRecord(BaseModel):
         numpy_rng: NumPy's global RNG state.
         python_rng: Python's ``random`` state.
         created: UTC time of writing.
+        total_steps: The run's ``training.steps`` when it was written (``None`` in
+            checkpoints from before it was recorded), so that a resume with another
+            value says so.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -97,6 +100,7 @@ class CheckpointRecord(BaseModel):
     numpy_rng: dict[str, JsonValue]
     python_rng: list[JsonValue]
     created: str
+    total_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ def save_checkpoint(
     state: TrainingState,
     method: Method,
     fingerprint: Mapping[str, JsonValue],
+    total_steps: int | None = None,
 ) -> Path:
     """Write a checkpoint of ``step`` and commit it (see the module docstring).
 
@@ -140,6 +145,7 @@ def save_checkpoint(
         state: The trainer's state.
         method: The method being trained (for its id, version and fitted values).
         fingerprint: Settings a resumed run must share.
+        total_steps: The steps the run trains for (``training.steps``), recorded.
 
     Returns:
         The path of ``last.json``.
@@ -148,7 +154,13 @@ def save_checkpoint(
     stem = f"step-{step:08d}"
     try:
         _write_checkpoint(
-            folder, stem, step=step, state=state, method=method, fingerprint=fingerprint
+            folder,
+            stem,
+            step=step,
+            state=state,
+            method=method,
+            fingerprint=fingerprint,
+            total_steps=total_steps,
         )
     except BaseException:
         _remove_uncommitted(folder, stem)  # a full disk leaves no stray step file
@@ -165,6 +177,7 @@ def _write_checkpoint(
     state: TrainingState,
     method: Method,
     fingerprint: Mapping[str, JsonValue],
+    total_steps: int | None,
 ) -> None:
     """Write the files of one checkpoint, ``last.json`` last (the commit)."""
     from safetensors.torch import save_file
@@ -196,6 +209,7 @@ def _write_checkpoint(
         numpy_rng=_numpy_rng_state(),
         python_rng=_python_rng_state(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        total_steps=total_steps,
     )
     with atomic_path(folder / POINTER) as tmp:
         tmp.write_text(record.model_dump_json(indent=2) + "\n")

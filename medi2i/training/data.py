@@ -6,10 +6,11 @@ statistics such as a z-score or percentiles come from the volume and never from 
 patch. Paired targets go through the method's ``preprocess_target`` (e.g. HU to the
 network's range; the inverse of its ``postprocess``).
 
-Foreground, where most patches are centred, is ``mask > 0`` when a case has a mask and
-otherwise the raw input above a threshold (``foreground_threshold``, by default the
-volume's mean), found before intensity preprocessing so that the threshold is in the
-units a user knows (HU for CT).
+Foreground, where most patches are centred, is ``mask > 0`` when a case has a mask (on
+the input's grid, or on a super-resolution pair's finer target: see
+:mod:`medi2i.training.masks`) and otherwise the raw input above a threshold
+(``foreground_threshold``, by default the volume's mean), found before intensity
+preprocessing so that the threshold is in the units a user knows (HU for CT).
 
 Design note: the cache is a plain list rather than MONAI's ``CacheDataset``: batches
 are a pure function of (seed, step, rank) (see :mod:`medi2i.training.patches`), so no
@@ -230,26 +231,19 @@ def load_training_volume(
         InputError: A role the data kind needs is missing or unreadable.
         GeometryError: Source, target and mask do not share a grid (up to an integer
             resolution factor for the target; a target of the source's shape must lie on
-            the source's grid, voxel for voxel).
+            the source's grid, voxel for voxel; a mask lies on the source's grid, or on
+            a finer target's: :func:`medi2i.training.masks.training_mask_grid`).
     """
     from medi2i.data.loading import require_on_source_grid
 
     input_role = SOURCE if kind is DataKind.PAIRED else IMAGE
     raw = _planned(case, input_role, method)
+    planned_target = _planned(case, TARGET, method) if kind is DataKind.PAIRED else None
     mask = _planned_mask(case, method)
-    if mask is not None:
-        require_on_source_grid(mask, raw, case_id=case.id, role=MASK)
-    selected = _foreground(raw, mask, foreground_threshold)
-    if mask is not None and not selected.any():
-        raise InputError(
-            f"case {case.id!r}: the mask {case.images[MASK]} selects no voxel (mask > 0 "
-            "nowhere), so no patch can be centred in the body; check that it is this "
-            "case's mask, or leave the mask out"
-        )
     image = _plain(method.preprocess(raw, domain=domain_name))
     target = None
-    if kind is DataKind.PAIRED:
-        planned_target = _planned(case, TARGET, method)
+    scale = (1, 1, 1)
+    if planned_target is not None:
         if tuple(planned_target.shape[1:]) == tuple(raw.shape[1:]):
             # a target of another shape is a finer grid (super-resolution): scaled below
             require_on_source_grid(planned_target, raw, case_id=case.id, role=TARGET)
@@ -257,8 +251,7 @@ def load_training_volume(
         scale = _target_scale(case, image, target)
         if scale != (1, 1, 1):
             _require_refinement(case, planned_target, raw, scale)
-    else:
-        scale = (1, 1, 1)
+    selected = _selection(case, raw, mask, planned_target, scale, foreground_threshold)
     _require_padding_fits(case, image, target, patch_size, scale)
     if any(p > n for p, n in zip(patch_size, image.shape[1:], strict=True)):
         (notice or PaddingNotice()).padded(case.id, image.shape[1:], patch_size)
@@ -301,16 +294,42 @@ def _planned_mask(case: Case, method: Method) -> torch.Tensor | None:
     return planned_mask(read_volume(case.images[MASK]), method)
 
 
+def _selection(
+    case: Case,
+    raw: torch.Tensor,
+    mask: torch.Tensor | None,
+    target: torch.Tensor | None,
+    scale: tuple[int, int, int],
+    threshold: float | None,
+) -> np.ndarray:
+    """Where patches may be centred, on the input's grid: the mask (on the input's
+    grid, or on a finer target's: :mod:`medi2i.training.masks`), else the voxels above
+    the threshold."""
+    from medi2i.grid import Grid
+    from medi2i.training.masks import mask_on_source, training_mask_grid
+
+    if mask is None:
+        return _foreground(raw, threshold)
+    target_grid = Grid.of(target) if target is not None else None
+    role = training_mask_grid(case, Grid.of(mask), Grid.of(raw), target_grid)
+    selected = np.asarray(mask[0].numpy(), dtype=bool)
+    if role == TARGET:
+        selected = mask_on_source(selected, tuple(raw.shape[1:]), scale)
+    if not selected.any():
+        raise InputError(
+            f"case {case.id!r}: the mask {case.images[MASK]} selects no voxel (mask > 0 "
+            "nowhere), so no patch can be centred in the body; check that it is this "
+            "case's mask, or leave the mask out"
+        )
+    return selected
+
+
 def _plain(volume: torch.Tensor) -> torch.Tensor:
     plain = volume.as_tensor() if hasattr(volume, "as_tensor") else volume
     return plain.detach().to(torch.float32).contiguous()
 
 
-def _foreground(
-    raw: torch.Tensor, mask: torch.Tensor | None, threshold: float | None
-) -> np.ndarray:
-    if mask is not None:
-        return np.asarray(mask[0].numpy(), dtype=bool)
+def _foreground(raw: torch.Tensor, threshold: float | None) -> np.ndarray:
     first = np.asarray(_plain(raw)[0].numpy())
     level = float(first.mean()) if threshold is None else threshold
     return np.asarray(first > level)

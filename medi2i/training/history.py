@@ -173,6 +173,11 @@ class RunLog:
             for name, value in metrics.items():
                 self._writer.add_scalar(f"validation/{name}", value, step)
 
+    def note(self, message: str) -> None:
+        """Say ``message`` (:func:`training_note`); only the main process does."""
+        if self.main:
+            training_note(message)
+
     def health(self, step: int, finding: str) -> None:
         """Log a training-health finding (a collapse) at ``step``, in the history and as
         a warning."""
@@ -211,6 +216,15 @@ class RunLog:
                 self.health_findings.append(str(entry["health"]))
         with atomic_path(self.history) as tmp:
             tmp.write_text("".join(json_line(entry) for entry in kept), encoding="utf-8")
+
+
+def training_note(message: str) -> None:
+    """Say ``message`` (one line) in the run's log (``logs/run.log`` of a workflow run)
+    and on the console, above a progress bar if one is drawn."""
+    import logging
+
+    logging.getLogger("medi2i.training").info("%s", message)
+    tqdm.write(message)
 
 
 def json_line(entry: Mapping[str, object]) -> str:

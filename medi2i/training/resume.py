@@ -50,9 +50,13 @@ def resume_from_checkpoint(
     """Load the committed checkpoint in ``folder`` into ``trainer`` and ``method``;
     return its step (0 without one, or without ``resume``, which clears the folder).
 
+    A changed ``training.steps`` is allowed and said in the log; one below the
+    checkpoint's step is refused.
+
     Raises:
-        CheckpointError: The checkpoint was written with other settings, is damaged, or
-            its commit record ``last.json`` is gone while its step files are there.
+        CheckpointError: The checkpoint was written with other settings, is damaged,
+            its commit record ``last.json`` is gone while its step files are there, or
+            its step is past ``training.steps``.
     """
     if not resume:
         if context.is_main:
@@ -75,6 +79,7 @@ def resume_from_checkpoint(
             f"settings ({'; '.join(differences)}); resume with the same settings, or start "
             "afresh in a new run folder (resume=False in Python)"
         )
+    _check_total_steps(folder, checkpoint.step, checkpoint.record.total_steps, trainer, context)
     trainer.load_state(checkpoint.state, step=checkpoint.step)
     mark_trained(method)  # a checkpoint is written after a step
     if checkpoint.record.state_values:
@@ -82,6 +87,34 @@ def resume_from_checkpoint(
     method.load_training_state(checkpoint.method_state)
     restore_rng(checkpoint)
     return checkpoint.step
+
+
+def _check_total_steps(
+    folder: Path, step: int, planned: int | None, trainer: Trainer, context: DistributedContext
+) -> None:
+    """Refuse ``training.steps`` below the checkpoint's step (the model would keep steps
+    the run says it did not train); say so when it differs from the steps the
+    checkpoint's run was planned for (allowed: the run trains on, or stops, at the new
+    value, and the learning-rate schedule follows it).
+
+    Raises:
+        CheckpointError: The checkpoint is past ``training.steps``.
+    """
+    steps = trainer.total_steps
+    if steps < step:
+        raise CheckpointError(
+            f"the checkpoint in {folder} is of step {step}, past training.steps {steps}; "
+            f"resume with training.steps {step} or more (the model keeps the steps it "
+            "trained), or start afresh in a new run folder"
+        )
+    if planned is not None and planned != steps and context.is_main:
+        from medi2i.training.history import training_note
+
+        training_note(
+            f"training.steps changed from {planned} to {steps} since the checkpoint of step "
+            f"{step} in {folder}: training ends at step {steps}, and the learning-rate "
+            f"schedule follows {steps} steps from now on, not the {planned} it began with"
+        )
 
 
 def require_commit_record(folder: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ from medi2i.training.resume import (
 from medi2i.training.trainer import Trainer, TrainResult
 from medi2i.training.validation import (
     VALIDATION_METRIC,
+    ValidationCase,
     check_validation_cases,
     load_validation_cases,
     validate,
@@ -327,8 +329,23 @@ def _configured_trainer(
     return trainer
 
 
-Validator = Callable[[], dict[str, float]]
-"""Validates the method in its current state (rank 0 only)."""
+@dataclass(frozen=True)
+class _Validator:
+    """Validates the method in its current state (rank 0 only)."""
+
+    method: Method
+    cases: list[ValidationCase]
+    settings: InferenceSettings
+    condition: Mapping[str, object] | None
+
+    def __call__(self) -> dict[str, float]:
+        return validate(self.method, self.cases, settings=self.settings, condition=self.condition)
+
+    def named(self) -> str:
+        """The cases, for the log: their count and the first few ids."""
+        ids = [case.id for case in self.cases]
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        return f"{len(ids)} case{'' if len(ids) == 1 else 's'} ({shown})"
 
 
 @dataclass(frozen=True)
@@ -344,7 +361,7 @@ class _Run:
     run_dir: Path
     fingerprint: dict[str, JsonValue]
     guard: DivergenceGuard
-    validator: Validator | None
+    validator: _Validator | None
     """``None`` without validation data, and in processes other than rank 0."""
     best: _BestModel | None = None
     """Keeps the model of the best validation; ``None`` where none is kept."""
@@ -402,6 +419,7 @@ class _Run:
                         state=self.trainer.state(),
                         method=self.method,
                         fingerprint=self.fingerprint,
+                        total_steps=config.steps,
                     )
             self.guard.last_checkpoint = step
             self.context.barrier()
@@ -419,6 +437,9 @@ class _Run:
 
     def validate(self, step: int) -> None:
         if self.validator is not None:
+            # a whole-volume prediction per case: tens of seconds with no step advancing
+            self.log.note(f"validating {self.validator.named()} at step {step}")
+            started = time.perf_counter()
             try:
                 metrics = self.validator()
             except OutputError as exc:  # finite weights, predictions beyond any unit
@@ -429,9 +450,15 @@ class _Run:
                     "folder" + (f" (the checkpoint of step {kept} is kept)" if kept else "")
                 ) from exc
             self.log.validation(step, metrics)
+            kept = False
             if self.best is not None:
                 with run_output("the best model", self.run_dir, kept=self.resume_point()):
-                    self.best.offer(self.method, step, metrics)
+                    kept = self.best.offer(self.method, step, metrics)
+            seconds = time.perf_counter() - started
+            line = validation_line(step, metrics, len(self.validator.cases), seconds)
+            if kept and self.best is not None:
+                line += f"; best so far: model kept in {self.best.folder}"
+            self.log.note(line)
             self.trainer.train_mode()
         self.context.barrier()  # the other processes wait for rank 0
 
@@ -459,10 +486,11 @@ class _BestModel:
         except (OSError, ValueError, KeyError, TypeError):
             return cls(folder, finish=finish)
 
-    def offer(self, method: Method, step: int, metrics: Mapping[str, float]) -> None:
+    def offer(self, method: Method, step: int, metrics: Mapping[str, float]) -> bool:
+        """Keep ``method`` when its validation is the best so far; whether it was."""
         value = metrics.get(VALIDATION_METRIC)
         if value is None or not math.isfinite(value) or value >= self.mae:
-            return
+            return False
         write_model_folder(
             method,
             self.folder,
@@ -472,6 +500,15 @@ class _BestModel:
             spacing=self.spacing,
         )
         self.mae = value
+        return True
+
+
+def validation_line(step: int, metrics: Mapping[str, float], cases: int, seconds: float) -> str:
+    """One line for the log about the validation of ``step``: each metric's mean over
+    the ``cases`` and how long it took."""
+    shown = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+    plural = "" if cases == 1 else "s"
+    return f"validation at step {step}: {shown} (mean over {cases} case{plural}, {seconds:.1f} s)"
 
 
 def _resume_point(kept: int | None) -> str:
@@ -489,13 +526,13 @@ def _validator(
     config: TrainingConfig,
     context: DistributedContext,
     condition: Mapping[str, object] | None,
-) -> Validator | None:
+) -> _Validator | None:
     if validation is None or not context.is_main:
         return None
     cases = load_validation_cases(validation)
     base = inference if inference is not None else InferenceSettings(amp=config.amp)
     settings = base.model_copy(update={"device": str(device), "progress": False})
-    return lambda: validate(method, cases, settings=settings, condition=condition)
+    return _Validator(method, cases, settings, condition)
 
 
 def _require_batch_fits(

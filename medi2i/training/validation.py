@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medi2i.data.cases import MASK, SOURCE, TARGET, CaseSet, case_condition
+from medi2i.data.cases import MASK, SOURCE, TARGET, Case, CaseSet, case_condition
 from medi2i.errors import InputError, OptionsError
 
 if TYPE_CHECKING:
@@ -107,13 +107,7 @@ def load_validation_cases(cases: CaseSet) -> list[ValidationCase]:
         mask = None
         if MASK in case.images:
             read = read_volume(case.images[MASK])
-            require_same_grid(
-                Grid.of(read),
-                grid,
-                what=f"validation case {case.id!r}: mask {case.images[MASK]}",
-                reference_name=name,
-                hint="resample the mask onto the reference",
-            )
+            require_validation_mask_grid(case, Grid.of(read), grid)
             mask = np.asarray(read[0].numpy()) > 0
             if not mask.any():
                 raise InputError(
@@ -130,6 +124,25 @@ def load_validation_cases(cases: CaseSet) -> list[ValidationCase]:
             ValidationCase(case.id, source, target, mask, dict(case.condition), target_grid=grid)
         )
     return loaded
+
+
+def require_validation_mask_grid(case: Case, mask: Grid, reference: Grid) -> None:
+    """Refuse a validation case's mask that is not on its reference's grid, as stored:
+    validation scores the prediction on the reference's grid inside it (``medi2i
+    validate --check-data`` and the run's checks give the same message before training).
+
+    Raises:
+        GeometryError: Naming the case, both files and how the grids differ.
+    """
+    from medi2i.grid import require_same_grid
+
+    require_same_grid(
+        mask,
+        reference,
+        what=f"validation case {case.id!r}: mask {case.images[MASK]}",
+        reference_name=f"reference {case.images[TARGET]}",
+        hint="resample the mask onto the reference",
+    )
 
 
 def validate(

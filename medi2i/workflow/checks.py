@@ -161,8 +161,8 @@ def check_validation(
     Its volumes are read: NaN or infinite voxels, a reference of its source's shape
     that is not on the source's grid (a shifted CT), and a reference that is not on the
     grid the method delivers for its source, are refused now rather than at the first
-    validation (:mod:`medi2i.workflow.data_checks`). Every case is checked and the
-    problems are reported together.
+    validation (:mod:`medi2i.workflow.data_checks`), and so is a mask that is not on
+    its reference's grid. Every case is checked and the problems are reported together.
 
     Args:
         workflow: The workflow.
@@ -175,7 +175,8 @@ def check_validation(
         WorkflowError: A validation case lacks a source or a target, the method refuses
             a case's own condition (its manifest's ``condition`` column), or a reference
             is not on the method's output grid.
-        GeometryError: A case's reference is not on its source's grid.
+        GeometryError: A case's reference is not on its source's grid, or its mask not
+            on its reference's.
         InputError: A source or reference has NaN or infinite voxels.
         DataProblemsError: Several of these, one line each.
     """
@@ -210,6 +211,7 @@ def check_validation(
                     method.parse_condition(condition)
                 except Medi2iError as exc:
                     raise WorkflowError(f"validation case {case.id!r}: {exc}") from None
+    _check_validation_masks(cases.cases, readers, found)
     with found.collect():
         check_output_grids(workflow, method, cases.cases, what="validation", readers=readers)
     with found.collect():
@@ -218,10 +220,34 @@ def check_validation(
         found.raise_any()
 
 
+def _check_validation_masks(
+    cases: Sequence[Case], readers: Sequence[VolumeReader] | None, problems: DataProblems
+) -> None:
+    """Each validation mask on its reference's grid, as validation requires it
+    (:func:`medi2i.training.validation.require_validation_mask_grid`), rather than at
+    the first validation, after steps of training."""
+    from medi2i.data.cases import MASK, SOURCE, TARGET
+    from medi2i.grid import same_voxels
+    from medi2i.training.validation import require_validation_mask_grid
+    from medi2i.workflow.data_checks import volume_grid
+
+    for case in cases:
+        images = case.images
+        if MASK not in images or TARGET not in images or SOURCE not in images:
+            continue
+        with problems.collect():
+            reference = volume_grid(images[TARGET], readers)
+            source = volume_grid(images[SOURCE], readers)
+            if source.shape == reference.shape and not same_voxels(source, reference):
+                continue  # a moved reference is refused on its own (check_output_grids)
+            require_validation_mask_grid(case, volume_grid(images[MASK], readers), reference)
+
+
 def check_data(workflow: Workflow, splits: DataSplits, registry: Registry) -> None:
     """Every check of the cases that ``medi2i validate --check-data`` makes, with the
     problems of all of them reported at once: the training masks and pairs
-    (:func:`check_training_masks`, :func:`check_training_pairs`, from the headers),
+    (:func:`check_training_pairs`, from the headers, as the run checks them before
+    its train stage),
     the validation cases (:func:`check_validation`) and the evaluation cases
     (:func:`check_evaluation`), whose volumes are read.
 
@@ -232,8 +258,6 @@ def check_data(workflow: Workflow, splits: DataSplits, registry: Registry) -> No
     from medi2i.workflow.data_checks import DataProblems
 
     problems = DataProblems()
-    readers = list(registry.readers.values())
-    check_training_masks(splits.train.cases, readers, problems=problems)
     with problems.collect():  # a file of two splits is no case's problem: raised as is
         check_training_pairs(workflow, splits, registry, problems=problems)
     with problems.collect():
@@ -250,8 +274,10 @@ def check_training_pairs(
     *,
     problems: DataProblems | None = None,
 ) -> None:
-    """Refuse a training pair whose reference of its source's shape is not on the
-    source's grid (a shifted CT; the trainer would refuse it at the start), or whose
+    """Refuse a training case whose mask is not on the grid the trainer requires
+    (:func:`check_training_masks`), a training pair whose reference of its source's
+    shape is not on the source's grid (a shifted CT; the trainer would refuse it at the
+    start), or whose
     finer reference (super-resolution) is not the grid the method delivers for its
     source: the network would learn from targets moved by part of a voxel (an ``edges``
     grid given to a method writing slice centres). A file read by cases of two splits is
@@ -274,16 +300,16 @@ def check_training_pairs(
         check_split_files(workflow, splits)  # a method that learns nothing leaks nothing
     if workflow.method.model is not None:
         return
-    if workflow.data.kind != "paired":
-        return
-    method = _method(workflow, registry)
     readers = list(registry.readers.values())
     train = splits.train.cases
     found = DataProblems() if problems is None else problems
-    with found.collect():
-        check_output_grids(
-            workflow, method, train, what="training", readers=readers, placement_only=True
-        )
+    check_training_masks(train, readers, problems=found)
+    if workflow.data.kind == "paired":
+        method = _method(workflow, registry)
+        with found.collect():
+            check_output_grids(
+                workflow, method, train, what="training", readers=readers, placement_only=True
+            )
     if problems is None:
         found.raise_any()
 
@@ -439,8 +465,9 @@ def check_training_masks(
     or its one image for single-domain data; or the target when it has another shape,
     as super-resolution pairs have): checked before anything is trained or
     fitted, so that a mask of another scan is not used, or silently ignored, as if it fit.
-    A mask holding the image's voxels in another storage order (an axis flipped) passes,
-    as the trainer accepts it (:func:`medi2i.grid.same_voxels`).
+    The rule and the message are the trainer's
+    (:func:`medi2i.training.masks.training_mask_grid`): a mask holding the image's
+    voxels in another storage order (an axis flipped) passes.
 
     Every case is checked and the problems are reported together (``problems``: as
     :func:`check_validation`).
@@ -461,26 +488,18 @@ def check_training_masks(
 
 def _check_training_mask(case: Case, readers: Sequence[VolumeReader] | None) -> None:
     from medi2i.data.cases import IMAGE, MASK, SOURCE, TARGET
-    from medi2i.grid import require_same_grid, same_voxels
     from medi2i.io import read_grid
+    from medi2i.training.masks import training_mask_grid
 
     images = case.images
     main = images.get(SOURCE) or images.get(IMAGE)
     if main is None or MASK not in images:
         return
     reference, mask = read_grid(main, readers=readers), read_grid(images[MASK], readers=readers)
-    if reference is None or mask is None or same_voxels(mask, reference):
-        return  # (the same voxels stored in another order: the trainer reorders them)
+    if reference is None or mask is None:
+        return  # (a DICOM series: the trainer checks it as it reads it)
     target = read_grid(images[TARGET], readers=readers) if TARGET in images else None
-    if target is not None and target.shape != reference.shape and same_voxels(mask, target):
-        return  # super-resolution pairs: the mask lies on the finer target's grid
-    require_same_grid(
-        mask,
-        reference,
-        what=f"training case {case.id!r}: the mask {images[MASK]}",
-        reference_name=f"its image {main}",
-        hint="resample the mask onto the image (a case's volumes must share one grid)",
-    )
+    training_mask_grid(case, mask, reference, target)
 
 
 def _check_case_grids(
