@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel
 
-from medi2i.errors import InputError, OptionsError, OutputError
+from medi2i.errors import InputError, ModelFormatError, OptionsError, OutputError
 from medi2i.grid import Grid
 from medi2i.method import (
     DataKind,
@@ -301,6 +301,16 @@ def load_method(
             "not both or neither (method= or model= in Python)"
         )
     if model is not None:
+        from medi2i.io.base import require_not_special
+        from medi2i.method_references import require_model_path
+
+        require_model_path(model)
+        require_not_special(  # a FIFO named as the model would block its read for ever
+            Path(model),
+            "a trained model",
+            "the trained-model folder, its zip or the .onnx file itself",
+            ModelFormatError,
+        )
         if options:
             raise OptionsError(
                 f"options are fixed by the trained model {model}; do not pass options with it"
@@ -420,12 +430,14 @@ def predict_all(
 
     from medi2i.io import read_volume, write_volume, writer_for
     from medi2i.io.atomic import refusing_existing
+    from medi2i.io.base import require_not_special
     from medi2i.io.destinations import as_output_path, check_destination, condition_inputs
     from medi2i.method_references import require_source_path
     from medi2i.registry import Registry
     from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
 
     require_source_path(source)
+    require_not_special(Path(source))  # a FIFO would block the read: refused before any work
     output = as_output_path(output)
     registry = registry if registry is not None else Registry()
     writer = writer_for(output, list(registry.writers.values()))  # before any inference
@@ -531,8 +543,9 @@ def check_sidecar_destination(
     Raises:
         OutputError: The sidecar is another output's record, or a file of the user's.
     """
-    from medi2i.io.destinations import check_destination
+    from medi2i.io.destinations import check_destination, settled_path
 
+    path = settled_path(path)  # "missing/../x.nii": the x.provenance.json it will replace
     sidecar = sidecar_path(path)
     suffixes = [suffix for writer in writers for suffix in writer.suffixes]
     owner = _other_output_of(sidecar, path, suffixes)

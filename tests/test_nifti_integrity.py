@@ -235,6 +235,75 @@ def test_a_qform_scaled_by_a_spacing_that_is_not_positive_is_refused(
     np.testing.assert_allclose(NiftiReader().read(path).affine.numpy()[:3, :3], np.diag([2, 2, 1]))
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_negative_spacing_without_either_form_is_refused(tmp_path: Path, axis: int) -> None:
+    """With qform_code and sform_code 0 the voxel size alone places the volume: nibabel
+    reads a negative pixdim as its opposite, ITK as a flipped axis, so an output written
+    with the positive size lay mirrored against its input in ITK-based tools. Refused
+    in one line naming the file, as with a qform; nothing is written."""
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+
+    values = np.random.default_rng(0).normal(400.0, 100.0, (6, 7, 8)).astype(np.float32)
+    image = nib.Nifti1Image(values, None)
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    raw = bytearray(image.to_bytes())
+    struct.pack_into("<f", raw, 80 + 4 * axis, -1.0)  # pixdim[1 + axis]
+    path = tmp_path / "negative.nii"
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(GeometryError, match=r"states no qform or sform.*not a positive"):
+            NiftiReader().read(path)
+    out = tmp_path / "out.nii.gz"
+    args = ["predict", str(path), str(out), "--method", "intensity-inversion", "--no-progress"]
+    refused = CliRunner().invoke(build_cli(), args)
+    assert refused.exit_code == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert lines[0].startswith(f"Error: {path}: the header's voxel size (pixdim) is ")
+    assert "re-export the file" in lines[0]
+    assert not out.exists()
+
+
+def test_an_ordinary_file_without_either_form_is_placed_as_itk_places_it(
+    tmp_path: Path,
+) -> None:
+    """The same file with a positive spacing is read, and its output keeps both codes 0,
+    so SimpleITK places input and output alike (an sform-set file with a negative pixdim
+    is placed by its sform and stays readable)."""
+    import SimpleITK as sitk
+    from click.testing import CliRunner
+
+    from medi2i.cli.main import build_cli
+
+    values = np.random.default_rng(0).normal(400.0, 100.0, (6, 7, 8)).astype(np.float32)
+    image = nib.Nifti1Image(values, None)
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    image.header.set_zooms((2.0, 1.0, 3.0))
+    path = tmp_path / "bare.nii"
+    nib.save(image, path)
+    out = tmp_path / "out.nii.gz"
+    args = ["predict", str(path), str(out), "--method", "intensity-inversion", "--no-progress"]
+    done = CliRunner().invoke(build_cli(), args)
+    assert done.exit_code == 0, done.output
+    before, after = sitk.ReadImage(str(path)), sitk.ReadImage(str(out))
+    np.testing.assert_allclose(after.GetDirection(), before.GetDirection())
+    np.testing.assert_allclose(after.GetOrigin(), before.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(after.GetSpacing(), before.GetSpacing())
+    np.testing.assert_allclose(nib.load(out).affine, nib.load(path).affine, atol=1e-4)
+
+    placed = nib.Nifti1Image(values, np.diag([2.0, 1.0, 3.0, 1.0]))
+    raw = bytearray(placed.to_bytes())
+    struct.pack_into("<f", raw, 80, -2.0)
+    (tmp_path / "sform.nii").write_bytes(bytes(raw))
+    read = NiftiReader().read(tmp_path / "sform.nii")
+    np.testing.assert_allclose(read.affine.numpy()[:3, :3], np.diag([2.0, 1.0, 3.0]))
+
+
 @pytest.mark.parametrize(
     ("name", "compressed", "rename"),
     [("plain.nii.gz", False, r"\.nii so"), ("zipped.nii", True, r"\.nii\.gz so")],

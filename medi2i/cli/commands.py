@@ -304,7 +304,7 @@ def _require_format_of_output(
 
     if not _given(ctx, "format_list"):
         return
-    formats = tuple(dict.fromkeys(output_formats(format_list)))  # "nifti,nifti" is one
+    formats = output_formats(format_list)
     suffix = file_suffix(output_path)
     nifti = output_path.name.lower().endswith((".nii", ".nii.gz"))
     written = "nifti" if nifti else (suffix or "dicom")

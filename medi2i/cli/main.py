@@ -153,11 +153,31 @@ def _show_plugin_warning(
     file: Any = None,
     line: str | None = None,
 ) -> None:
-    # medi2i's own warnings are written for the user: one line, no source location
-    if issubclass(category, PluginWarning) or category.__module__.startswith("medi2i."):
+    # medi2i's and its plugins' warnings are written for the user: one line, no source
+    # location; any other library's keep Python's form, which says where they come from
+    if is_user_warning(category):
         click.secho(f"Warning: {message_lines(str(message))}", err=True, fg="yellow")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
+
+
+def is_user_warning(category: type[Warning]) -> bool:
+    """Whether a warning of ``category`` is shown as one ``Warning: ...`` line: a
+    :class:`~medi2i.plugins.PluginWarning`, or a class defined in a module whose
+    top-level package name starts with ``medi2i`` (medi2i itself,
+    ``medi2i_super_resolution``, a third-party ``medi2i_*`` plugin). Warnings of other
+    classes (Python's own ``UserWarning``, numpy's, torch's) are shown as Python shows
+    them, with the file and line that raised them.
+
+    Example:
+        >>> GridWarning = type("GridWarning", (UserWarning,), {"__module__": "medi2i_sr.grids"})
+        >>> is_user_warning(GridWarning), is_user_warning(UserWarning)
+        (True, False)
+    """
+    if issubclass(category, PluginWarning):
+        return True
+    module = getattr(category, "__module__", None)
+    return isinstance(module, str) and module.split(".")[0].startswith("medi2i")
 
 
 _default_showwarning = warnings.showwarning

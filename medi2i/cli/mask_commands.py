@@ -87,12 +87,14 @@ def mask_command(
     from medi2i.body_contour import body_mask
     from medi2i.errors import InputError
     from medi2i.io import read_volume, write_volume, writer_for
+    from medi2i.io.base import require_not_special
     from medi2i.io.destinations import check_destination, file_suffix, require_own_name
     from medi2i.io.nifti import META_PREFIX as NIFTI_META
     from medi2i.prediction import check_sidecar_destination
     from medi2i.provenance import staged_sidecar
     from medi2i.voxel_checks import checked_input
 
+    require_not_special(input_path)  # a FIFO would block the read for ever
     require_own_name(output_path)  # "." names no file, with or without a suffix
     if not file_suffix(output_path):
         raise OptionsError(

@@ -75,7 +75,10 @@ class OutputPath(click.Path):
     """A path the command writes: like ``click.Path(path_type=Path)``, but a value that
     ends in a path separator (which names a folder) and has a file suffix
     (``out.nii.gz/``) is refused, instead of the separator being dropped and a file
-    written where the user asked for a folder."""
+    written where the user asked for a folder. A ``..`` after a folder that does not
+    exist yet (``missing/../x.nii``) is resolved, as the system will once the folder
+    exists (:func:`medi2i.io.destinations.settled_path`): the command checks and writes
+    the output it will replace, and creates no such folder."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(path_type=Path, **kwargs)
@@ -89,7 +92,9 @@ class OutputPath(click.Path):
                 as_output_path(value)
             except OutputError as error:
                 self.fail(str(error), param, ctx)
-        return super().convert(value, param, ctx)
+        converted = super().convert(value, param, ctx)
+        # "missing/../x.nii" is x.nii: checked and written there, creating no "missing"
+        return as_output_path(converted) if isinstance(converted, Path) else converted
 
 
 def json_option(help: str = "Print JSON instead of a table.") -> Callable[[F], F]:
@@ -145,20 +150,40 @@ def nonfinite_option(command: F) -> F:
 
 def format_option(help: str) -> Callable[[F], F]:
     """``--format`` (parameter ``format_list``): output formats, parsed by
-    :func:`output_formats`."""
-    return click.option("--format", "format_list", default="dicom", show_default=True, help=help)
+    :func:`output_formats`, which checks the value as the command line is read (before
+    a tree is scanned or a model loaded); the parameter stays the text given."""
+    return click.option(
+        "--format",
+        "format_list",
+        default="dicom",
+        show_default=True,
+        callback=_checked_formats,
+        help=help,
+    )
+
+
+def _checked_formats(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    output_formats(value)  # refused in one line (OptionsError) before any work
+    return value
 
 
 def output_formats(value: str) -> tuple[str, ...]:
     """The formats a ``--format`` value lists: ``"dicom,nifti"`` → ``("dicom", "nifti")``.
 
     Raises:
-        OptionsError: An empty list or a format other than those of :data:`OUTPUT_FORMATS`.
+        OptionsError: An empty list, a format other than those of
+            :data:`OUTPUT_FORMATS`, or one listed twice (``nifti,NIfTI``).
     """
     names = tuple(part.strip().lower() for part in value.split(",") if part.strip())
     unknown = [name for name in names if name not in OUTPUT_FORMATS]
     if unknown or not names:
         raise OptionsError(f"--format {value!r}: use dicom, nifti or dicom,nifti")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise OptionsError(
+            f"--format {value!r} lists {' and '.join(twice)} more than once; give each "
+            "format once: dicom, nifti or dicom,nifti"
+        )
     return names
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from medi2i.errors import InputError, Medi2iError, OptionsError, OutputError, PluginError
 from medi2i.io.atomic import atomic_path
-from medi2i.io.base import VolumeReader, VolumeWriter, require_existing
+from medi2i.io.base import VolumeReader, VolumeWriter, require_existing, special_file_kind
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -182,6 +182,8 @@ def read_grid(path: str | Path, *, readers: Sequence[VolumeReader] | None = None
         (0.9766, 0.9766, 2.5)
     """
     path = Path(path)
+    if special_file_kind(path) is not None:  # a FIFO would block: read_volume refuses it
+        return None
     readers = registered_readers() if readers is None else readers
     for reader in readers:
         if reader.can_read(path):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,10 +167,64 @@ def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
     return any(name.endswith(suffix) for suffix in suffixes)
 
 
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What ``path`` (links followed) is when it is neither a regular file nor a
+    folder: ``"a FIFO (named pipe)"``, a socket or a device; ``None`` for a file, a
+    folder, or a path that cannot be looked at (opening it says why).
+
+    Opening a FIFO waits until something writes to it, and a device may never end, so
+    such a path is refused before it is opened (:func:`require_not_special`).
+
+    Example:
+        >>> special_file_kind(Path("/dev/null"))
+        'a character device'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), "a special file")
+
+
+def require_not_special(
+    path: Path,
+    what: str = "an input",
+    give: str = "the volume file or DICOM folder itself",
+    error: type[Exception] = InputError,
+) -> None:
+    """Refuse, in one line and before anything opens it, a ``path`` that is neither a
+    regular file nor a folder (:func:`special_file_kind`): reading a FIFO would block
+    for ever.
+
+    Raises:
+        InputError: ``path`` is a FIFO, a socket or a device (or ``error``, e.g. the
+            model's error for a trained-model path).
+    """
+    kind = special_file_kind(Path(path))
+    if kind is None:
+        return
+    raise error(
+        f"{path} is {kind}, not a regular file or a folder; medi2i does not read it as "
+        f"{what} (opening it could wait for ever): give {give}"
+    )
+
+
 def require_existing(path: Path) -> None:
     """Raise :class:`InputError` when ``path`` does not exist (a symbolic link that
-    leads nowhere, a missing target or a loop, is named as such)."""
+    leads nowhere, a missing target or a loop, is named as such), or is neither a
+    regular file nor a folder (a FIFO, which would block the read, or a device)."""
     if path.exists():
+        require_not_special(path)
         return
     if path.is_symlink():
         raise InputError(

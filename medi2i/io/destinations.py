@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 from medi2i.errors import OptionsError, OutputError
@@ -91,7 +92,35 @@ def as_output_path(value: str | os.PathLike[str]) -> Path:
             f"{''.join(path.suffixes)!r} names a file; drop the '/' to write the file "
             f"{str(path)!r}, or create the folder first to write a DICOM series into it"
         )
-    return path
+    return settled_path(path)
+
+
+def settled_path(path: Path) -> Path:
+    """``path`` with the ``..`` in its folders resolved as the file system resolves
+    them once the output's folders exist, so that every check looks at the place the
+    output and its sidecar will be written.
+
+    The system cannot follow ``sub/..`` while ``sub`` does not exist, so a check of
+    ``sub/../x.nii`` would see no file there, and writing would then create ``sub`` and
+    replace ``x.nii``. The folder part is resolved physically where it exists (a
+    ``..`` after a link leads to the link target's parent, as the system takes it) and
+    by name where it does not yet (a folder medi2i creates is no link), so no folder is
+    created to find out. A relative path stays relative to the working folder; a path
+    with no ``..`` in its folders, or with no name of its own (``a/..``, refused by
+    :func:`require_own_name`), is returned as it is.
+
+    Example:
+        >>> settled_path(Path("missing/../out.nii.gz"))
+        PosixPath('out.nii.gz')
+    """
+    path = Path(path)
+    if path.name in ("", "..") or ".." not in path.parent.parts:
+        return path
+    real = os.path.realpath(path.parent)
+    if not path.is_absolute():
+        with suppress(OSError, ValueError):  # a working folder that was deleted: absolute
+            real = os.path.relpath(real, os.getcwd())
+    return Path(real) / path.name
 
 
 def refuse_own_source(volume: object, output: Path) -> None:
@@ -171,7 +200,7 @@ def check_destination(
     Raises:
         OutputError: One line naming the output and what to do.
     """
-    output = Path(output)
+    output = settled_path(Path(output))  # what the checks look at is what is written
     if sidecar_of is not None:
         folder = False
     elif folder is None:
@@ -253,7 +282,7 @@ def check_batch_root(
         OutputError: The root is inside the input tree or another input, holds one, or
             holds other data.
     """
-    output_root, input_root = Path(output_root), Path(input_root)
+    output_root, input_root = settled_path(Path(output_root)), Path(input_root)
     for source in (input_root, *other_inputs):
         _refuse_input(output_root, Path(source))
     if overwrite or not output_root.exists() or Path(manifest).exists():

@@ -202,8 +202,10 @@ def _require_stated_spacing(header: Any, meta: Mapping[str, int], path: Path) ->
     nibabel turns a zero spacing into 1 mm and a negative one into its absolute value
     (with a line on the console), and niftilib turns both into 1 mm, so the same file
     would be read on another grid, or by another tool elsewhere: refuse it instead, as a
-    zero spacing in an sform is refused. Without either form a negative spacing stays
-    readable: the fallback flips x there anyway and warns that no orientation is stated.
+    zero spacing in an sform is refused. Without either form a negative spacing is
+    refused too: nibabel (and so medi2i) places such a file as if the spacing were
+    positive, but ITK takes its sign as a flip of that axis, so an output written with
+    the positive spacing would lie mirrored against the input in ITK-based tools.
     """
     if meta[SFORM_CODE_KEY] > 0:
         return
@@ -216,7 +218,7 @@ def _require_stated_spacing(header: Any, meta: Mapping[str, int], path: Path) ->
     except Exception:  # unreadable again: keep what the checked header says
         spacing = [float(v) for v in header["pixdim"][1:4]]
     qform = meta[QFORM_CODE_KEY] > 0
-    if all(np.isfinite(v) and (v > 0 if qform else v != 0) for v in spacing):
+    if all(np.isfinite(v) and v > 0 for v in spacing):
         return
     if qform:
         raise GeometryError(
@@ -227,8 +229,10 @@ def _require_stated_spacing(header: Any, meta: Mapping[str, int], path: Path) ->
         )
     raise GeometryError(
         f"{path}: the header's voxel size (pixdim) is {spacing} mm and it states no "
-        "qform or sform; a voxel size of 0 or NaN places nothing: re-export the file with its "
-        "real spacing"
+        "qform or sform, so the voxel size alone places it; a voxel size that is not a "
+        "positive number places nothing (nibabel would read 0 as 1 mm, a negative size as "
+        "its opposite, which ITK-based tools take as a flipped axis): re-export the file "
+        "with its real spacing"
     )
 
 
