@@ -162,12 +162,27 @@ def test_run_trains_evaluates_and_reports(workflow_file: Path, plugins: PluginSe
     metrics = json.loads((run / "metrics" / "metrics.json").read_text())
     assert set(metrics["cases"]) == {"demo003"}
     assert 0 < metrics["cases"]["demo003"]["synthrad_mae"] < 2000
-    # the card of the model the run trained records what the evaluation measured
-    assert card.metrics["synthrad_mae_hu"] == metrics["cases"]["demo003"]["synthrad_mae"]
-    assert set(card.metrics) == {"synthrad_mae_hu", "synthrad_psnr_db", "synthrad_ms_ssim"}
-    assert card.evaluation_data == ["head_phantoms"]
-    assert "synthrad_mae_hu" in (run / "model" / "README.md").read_text()
+    # the evaluation scored best-model/ (evaluation.checkpoint: best, the default): its
+    # card records what the evaluation measured beside its validation; model/'s none
+    measured = best_card.metrics["synthrad_mae_hu"]
+    assert measured == metrics["cases"]["demo003"]["synthrad_mae"]
+    assert set(best_card.metrics) == {
+        "synthrad_mae_hu",
+        "synthrad_psnr_db",
+        "synthrad_ms_ssim",
+        "validation_mae",
+        "validation_psnr",
+    }
+    assert best_card.evaluation_data == ["head_phantoms"]
+    assert "synthrad_mae_hu" in (run / "best-model" / "README.md").read_text()
+    assert card.metrics == {}
+    assert card.evaluation_data == []
+    assert "Not scored by the evaluation" in card.summary
+    scored = json.loads((run / "metrics" / "scored-model.json").read_text())
+    assert scored["model"]["folder"] == "best-model"
+    assert scored["model"]["step"] == best["validation_step"]
     report = (run / "report.md").read_text()
+    assert f"| scored model | best-model/ (step {best['validation_step']}" in report
     assert "synthrad_mae (HU)" in report
     # the options row lists every option of the model, defaults included
     options = json.loads((run / "model" / "medi2i-model.json").read_text())["options"]
@@ -313,7 +328,8 @@ def test_the_card_keeps_the_test_metrics_when_another_split_is_evaluated(
     tested = workflow_commands.evaluate_workflow(
         workflow_file, plugins=plugins, overrides=["training.steps=2"], echo=None
     )
-    card = tested.run_dir / "model" / "card.yaml"
+    assert tested.scored_dir == tested.run_dir / "best-model"  # the scored folder's card
+    card = tested.scored_dir / "card.yaml"
     before = load_card(card).metrics
     assert before
     lines: list[str] = []

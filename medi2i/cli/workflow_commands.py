@@ -26,6 +26,7 @@ from medi2i.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from medi2i.data.discovery import DataSplits
     from medi2i.plugins import PluginSet
     from medi2i.registry import Registry
     from medi2i.workflow.runner import RunResult, Stage
@@ -64,6 +65,9 @@ def validate_command(
     validate (e.g. unpaired cases without data.validation_data), or an evaluation split
     without cases, is refused; so are NaN or infinite voxels in the validation and
     evaluation cases, and references that are not on the grid the method delivers.
+    Evaluation cases that are validation cases (the same source or target file) are
+    allowed with a one-line warning: best-model/ is chosen on them, so their metrics
+    are not a held-out test.
     """
     from medi2i.workflow.checks import (
         check_adaptation,
@@ -107,6 +111,22 @@ def validate_command(
         source += f"; evaluation {scored} (evaluation.data)"
     click.echo(valid)
     click.echo("cases: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + source)
+    _warn_evaluation_on_validation(workflow, splits, registry)
+
+
+def _warn_evaluation_on_validation(
+    workflow: Workflow, splits: DataSplits, registry: Registry
+) -> None:
+    """One line on standard error when the evaluation scores validation cases of a
+    method trained in steps, whose best-model/ is chosen on them."""
+    from medi2i.workflow.checks import workflow_training_route
+    from medi2i.workflow.split_checks import evaluation_on_validation
+
+    if workflow_training_route(workflow, registry) != "gradient":
+        return
+    overlap = evaluation_on_validation(workflow, splits)
+    if overlap is not None:
+        click.echo(overlap.warning(), err=True)
 
 
 @click.command("train")
@@ -187,7 +207,7 @@ def evaluate_workflow(
                 f"no run of {workflow_path} under {workflow.output.root} to evaluate; train it "
                 "first (`medi2i train WORKFLOW`) or give --run-dir"
             )
-        run_dir = latest.root
+        run_dir = latest.root.resolve()  # "runs/x", not "wf/../runs/x"
         if echo is not None:  # picked among several: say which
             echo(f"evaluate: the newest run with a trained model is {run_dir} (--run-dir)")
     if workflow.method.model is not None:

@@ -2,7 +2,8 @@
 
 The report needs only the run folder (not the data or the plugins): the resolved
 config, ``run.json``, the trainer's ``logs/train.jsonl``, the evaluate stage's
-``metrics/`` and the saved predictions. Missing parts (no evaluation yet, figures
+``metrics/`` (with ``scored-model.json``: which model folder was scored, from which
+step and why) and the saved predictions. Missing parts (no evaluation yet, figures
 turned off) leave their section out rather than failing.
 """
 
@@ -23,8 +24,16 @@ from medi2i.report.figures import (
 )
 from medi2i.report.render import REPORT_FILES, Figure, Report, Section, write_report
 from medi2i.workflow.evaluation import EvaluatedCase, EvaluationRecord, read_evaluation
-from medi2i.workflow.run_folder import Log, RunFolder, RunState
+from medi2i.workflow.run_folder import Log, RunFolder, RunState, checkpoint_step
 from medi2i.workflow.schema import Workflow
+from medi2i.workflow.scored_model import (
+    BEST_MODEL,
+    ScoredModel,
+    ScoredRecord,
+    best_of,
+    choose_scored_model,
+    read_scored_record,
+)
 
 if TYPE_CHECKING:
     from medi2i.registry import Registry
@@ -36,9 +45,10 @@ def report_stage(
     """Draw the figures and write the report; return its path. ``registry`` (the run's)
     tells whether the method is trained in steps, fitted or saved as it is."""
     evaluation = read_evaluation(run)
-    sections = [_run_section(workflow, run, evaluation, registry)]
+    scored = _scored(workflow, run) if evaluation is not None else None
+    sections = [_run_section(workflow, run, evaluation, registry, scored)]
     if evaluation is not None:
-        sections.append(_metrics_section(workflow, evaluation))
+        sections.append(_metrics_section(workflow, evaluation, scored))
     curves = read_training_curves(run.train_log)
     if curves:
         sections.append(_training_section(workflow, run, curves))
@@ -71,11 +81,36 @@ def _subtitle(workflow: Workflow, state: RunState | None = None) -> str:
     return f"{description} {note}".lstrip()
 
 
+def _scored(workflow: Workflow, run: RunFolder) -> ScoredRecord:
+    """What the evaluation scored: its record, or for an evaluation made before medi2i
+    recorded it, the folder ``run.json`` names (those evaluations scored it)."""
+    from dataclasses import replace
+
+    record = read_scored_record(run)
+    if record is not None:
+        return record
+    model = RunState.read(run).model_dir(run)
+    reason = (
+        "the folder run.json names, which evaluations scored before medi2i recorded the "
+        "scored folder and before evaluation.checkpoint"
+    )
+    if model is None:
+        scored = ScoredModel(folder="unknown", choice="last", reason=reason)
+    else:  # as evaluation.checkpoint: last chooses it, for its step
+        evaluation = workflow.evaluation.model_copy(update={"checkpoint": "last"})
+        legacy = workflow.model_copy(update={"evaluation": evaluation})
+        scored = replace(choose_scored_model(legacy, run, model), reason=reason)
+    data = workflow.evaluation.data
+    where = "evaluation.data" if data is not None else f"the {workflow.evaluation.split} split"
+    return ScoredRecord(model=scored, checkpoint="last", where=where)
+
+
 def _run_section(
     workflow: Workflow,
     run: RunFolder,
     evaluation: EvaluationRecord | None,
     registry: Registry | None = None,
+    scored: ScoredRecord | None = None,
 ) -> Section:
     from medi2i import __version__
 
@@ -87,16 +122,21 @@ def _run_section(
         ("overrides (--set)", _overrides_text(workflow, state)),
         ("data", f"{workflow.data.kind}, {workflow.data.layout.type} layout"),
         ("training steps", _training_steps(workflow, registry)),
-        ("model folder", _relative(state.model_dir(run), run)),
+        ("model folders", _model_folders(run, state)),
         ("medi2i", __version__),
     ]
     if state.resumed_from is not None:
         facts.insert(5, ("training resumed", f"from the checkpoint of step {state.resumed_from}"))
-    if evaluation is not None:
+    if evaluation is not None and scored is not None:
+        facts.append(("scored model", scored.model.describe()))
         where = (
             "evaluation.data" if workflow.evaluation.data else f"{workflow.evaluation.split} split"
         )
-        facts.append(("evaluated cases", f"{len(evaluation.cases)} ({where})"))
+        cases = f"{len(evaluation.cases)} ({where})"
+        if scored.on_validation:
+            shared = "all of them" if scored.all_on_validation else f"{len(scored.on_validation)}"
+            cases += f"; {shared} validation data, not a held-out test"
+        facts.append(("evaluated cases", cases))
         outside = [case.id for case in evaluation.cases if case.spacing_note() is not None]
         if outside:
             facts.append(
@@ -152,13 +192,40 @@ def _options_text(workflow: Workflow, run: RunFolder) -> str:
     return json.dumps(options, sort_keys=True) if options else "defaults"
 
 
+def _model_folders(run: RunFolder, state: RunState) -> str:
+    """The model folders the run holds, each with its step: ``model (the last step,
+    12); best-model (step 6, validation MAE 37.5)``."""
+    model = state.model_dir(run)
+    if model is None:
+        return "none yet"
+    if not model.resolve().is_relative_to(run.root.resolve()):
+        return f"{model} (given by the workflow)"
+    shown = []
+    last = checkpoint_step(run)
+    if run.model.is_dir():
+        shown.append(f"model (the last step, {last})" if last is not None else "model")
+    best = run.root / BEST_MODEL
+    if best.is_dir():
+        kept = best_of(best)
+        shown.append(
+            f"{BEST_MODEL} (step {kept[0]}, validation MAE {kept[1]:.4g}, the lowest)"
+            if kept is not None
+            else BEST_MODEL
+        )
+    if run.adapted.is_dir():
+        shown.append("adapted (the adapt stage's model)")
+    return "; ".join(shown) or _relative(model, run)
+
+
 def _relative(path: Path | None, run: RunFolder) -> str:
     if path is None:
         return "none yet"
     return str(path.relative_to(run.root)) if path.is_relative_to(run.root) else str(path)
 
 
-def _metrics_section(workflow: Workflow, evaluation: EvaluationRecord) -> Section:
+def _metrics_section(
+    workflow: Workflow, evaluation: EvaluationRecord, scored: ScoredRecord | None = None
+) -> Section:
     from medi2i.evaluation import aggregate, per_case_markdown, to_markdown
 
     mask = workflow.evaluation.mask
@@ -167,7 +234,12 @@ def _metrics_section(workflow: Workflow, evaluation: EvaluationRecord) -> Sectio
     if mask and masked < len(evaluation.cases):
         region += f" ({len(evaluation.cases) - masked} cases had no mask: whole volume)"
     units = evaluation.units
-    text = f"Metrics of the predictions against their references, {region}."
+    whose = f" of {scored.model.shown()}" if scored is not None else ""
+    text = f"Metrics of the predictions{whose} against their references, {region}."
+    if scored is not None:
+        note = scored.validation_note()
+        if note is not None:
+            text += f" WARNING: {note}."
     notes = {case.id: case.spacing_note() for case in evaluation.cases if case.spacing_note()}
     if notes:
         shown = "; ".join(f"{case_id!r}: {note}" for case_id, note in notes.items())

@@ -12,7 +12,7 @@ every process trains and only rank 0 writes the folder, logs and runs the later 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,12 +68,16 @@ class RunResult:
         model_dir: The trained-model folder (or the workflow's given model), if any.
         metrics_path: ``metrics/metrics.json`` when the evaluate stage ran.
         report_path: The report file when the report stage ran.
+        scored_dir: The model folder the evaluate stage scored (``best-model/``,
+            ``model/``, ``adapted/`` or the given model; see ``evaluation.checkpoint``),
+            when it ran.
     """
 
     run_dir: Path
     model_dir: Path | None
     metrics_path: Path | None
     report_path: Path | None
+    scored_dir: Path | None = None
 
 
 def run_workflow(
@@ -120,7 +124,8 @@ def run_workflow(
         _require_outside_data(workflow, Path(run_dir))
     target = Path(run_dir).resolve() if run_dir is not None else None
     if target is None and main:
-        target = run_folder_for(workflow).root
+        # normalised as --run-dir is: output.root "../runs" names no folder "wf/../runs"
+        target = run_folder_for(workflow).root.resolve()
     if target is not None:
         _require_trained(workflow, RunFolder(target), stages)
     training = "train" in stages and workflow.method.model is None
@@ -246,6 +251,9 @@ def _run_stages(
             check_evaluation(workflow, splits(), registry)  # before training or adapting
             check_adaptation(workflow)
             resolve_device(workflow.inference.device)  # e.g. cuda asked for, none here
+        warned = False  # that the evaluation data is the validation data: one line
+        if "train" in stages and _work_before_evaluation(workflow, ("train",)):
+            warned = _warn_evaluation_on_validation(workflow, registry, splits, log)
         if "train" in stages:
             entered.append("train")
             trained = checkpoint_step(run)
@@ -257,22 +265,121 @@ def _run_stages(
             if checkpoint_step(run) != trained:
                 _mark_stale(workflow, run, stages, log)
         if "adapt" in stages and workflow.adaptation is not None:
-            model_dir = _require_model(result, run)
+            from medi2i.workflow.scored_model import choose_scored_model
+
+            # the checkpoint the evaluation would score is the one adapted
+            chosen = choose_scored_model(workflow, run, _require_model(result, run))
+            model_dir = _scored_path(run, chosen.folder)
             entered.append("adapt")
             result = replace(result, model_dir=adapt_stage(workflow, run, registry, model_dir, log))
         if "evaluate" in stages and workflow.evaluation.enabled:
-            from medi2i.workflow.evaluation import evaluate_stage
-
             model_dir = _require_model(result, run)
             entered.append("evaluate")
-            metrics = evaluate_stage(workflow, run, registry, model_dir, splits, log)
-            result = replace(result, metrics_path=metrics)
+            metrics, scored = _evaluate(
+                workflow, run, registry, model_dir, splits, log, warn=not warned
+            )
+            result = replace(result, metrics_path=metrics, scored_dir=scored)
         if "report" in stages and workflow.report.enabled:
             from medi2i.workflow.reporting import report_stage
 
             entered.append("report")
             result = replace(result, report_path=report_stage(workflow, run, log, registry))
     return result
+
+
+def _evaluate(
+    workflow: Workflow,
+    run: RunFolder,
+    registry: Registry,
+    model_dir: Path,
+    splits: SplitSource,
+    log: Log,
+    *,
+    warn: bool = True,
+) -> tuple[Path, Path]:
+    """Score the model ``evaluation.checkpoint`` chooses among the run's model folders
+    (:func:`~medi2i.workflow.scored_model.choose_scored_model`); record which one, why and
+    on which cases in ``metrics/scored-model.json``, and put the metrics in its card
+    alone. ``warn``: log a line when the evaluated cases are validation cases (unless
+    said before training). Returns ``metrics/metrics.json`` and the scored folder."""
+    from medi2i.workflow.evaluation import evaluate_stage, read_evaluation
+    from medi2i.workflow.model_card import record_evaluation_in_cards
+    from medi2i.workflow.scored_model import ScoredRecord, choose_scored_model, on_validation
+
+    scored = choose_scored_model(workflow, run, model_dir)
+    log(f"evaluate: scoring {scored.describe()}")
+    scored_dir = _scored_path(run, scored.folder)
+    metrics = evaluate_stage(workflow, run, registry, scored_dir, splits, log)
+    evaluation = read_evaluation(run)
+    cases = evaluation.cases if evaluation is not None else []
+    evaluated = [
+        (case.id, {"source": case.original_source or case.source, "target": case.reference})
+        for case in cases
+    ]
+    overlap = on_validation(evaluated, _validated(workflow, run, scored.choice, splits))
+    config = workflow.evaluation
+    record = ScoredRecord(
+        model=scored,
+        checkpoint=config.checkpoint,
+        where="evaluation.data" if config.data is not None else f"the {config.split} split",
+        cases=tuple(case.id for case in cases),
+        on_validation=overlap.cases if overlap is not None else (),
+    )
+    record.write(run)
+    note = record.validation_note()
+    if note is not None and warn:
+        log(f"evaluate: warning: {note}")
+    if config.split == "test":  # the evaluate stage recorded its metrics in the card
+        record_evaluation_in_cards(run, record)
+    return metrics, scored_dir
+
+
+def _validated(
+    workflow: Workflow, run: RunFolder, choice: str, splits: SplitSource
+) -> set[str] | None:
+    """The sources and targets the scored model's training validated on: the run's
+    record of its last validation, or for a run from before that record, the
+    workflow's validation cases; ``None`` for a given model."""
+    from medi2i.errors import Medi2iError
+    from medi2i.workflow.scored_model import validated_files
+    from medi2i.workflow.split_checks import scored_files
+
+    if choice == "given":
+        return None
+    recorded = validated_files(run)
+    if recorded is not None or checkpoint_step(run) is None:
+        return recorded
+    try:  # a run whose validation was not recorded
+        cases = splits().validation.cases
+    except Medi2iError:
+        return None
+    return set().union(*(scored_files(case.images) for case in cases)) if cases else None
+
+
+def _scored_path(run: RunFolder, folder: str) -> Path:
+    path = Path(folder)
+    return path if path.is_absolute() else run.root / path
+
+
+def _warn_evaluation_on_validation(
+    workflow: Workflow, registry: Registry, splits: SplitSource, log: Log
+) -> bool:
+    """Say, before training, that the evaluation will score the validation data the
+    checkpoint is chosen on (allowed: some workflows mean it; the report says it too);
+    return whether it was said."""
+    from medi2i.errors import Medi2iError
+    from medi2i.workflow.checks import workflow_training_route
+    from medi2i.workflow.split_checks import evaluation_on_validation
+
+    if not workflow.evaluation.enabled or workflow_training_route(workflow, registry) != "gradient":
+        return False
+    try:
+        overlap = evaluation_on_validation(workflow, splits())
+    except Medi2iError:  # data not found: the train stage (or evaluation) says what
+        return False
+    if overlap is not None:
+        log(f"train: {overlap.warning()}")
+    return overlap is not None
 
 
 def _work_before_evaluation(workflow: Workflow, stages: Sequence[Stage]) -> bool:
@@ -351,7 +458,7 @@ def train_stage(
     from medi2i.errors import OptionsError
     from medi2i.model_folder import save_model
     from medi2i.training.routes import training_route
-    from medi2i.workflow.model_card import write_model_card
+    from medi2i.workflow.model_card import training_record, write_model_card
 
     config = workflow.method
     state = RunState.read(run)
@@ -374,24 +481,19 @@ def train_stage(
         if note is not None:
             log(f"train: {note}")
     if route == "gradient":
-
-        def card(folder: Path, best: bool) -> None:
-            # the best validated step's model (best-model/) gets its validation metrics
-            write_model_card(
-                workflow, run, method, folder, validation_metrics=best, command=command
-            )
-
-        model_dir, resumed_from = _train(workflow, run, registry, method, splits, log, card)
+        model_dir, resumed_from = _train(workflow, run, registry, method, splits, log, command)
     else:
         resumed_from = 0
         if main:
             write_config(run, workflow)
         if route == "fit":
             model_dir = _fit(workflow, run, registry, method, splits, log)
+            record = training_record(workflow, splits(), route="fit")
         else:
             log(f"train: method {method.id!r} has nothing to train; saving it with its options")
             model_dir = save_model(method, run.model, overwrite=True)
-        write_model_card(workflow, run, method, model_dir, command=command)
+            record = training_record(workflow, None, route="save")
+        write_model_card(workflow, run, method, model_dir, command=command, training=record)
     if main:
         state.finished(
             run, "train", model=model_dir, overrides=workflow.overrides, resumed_from=resumed_from
@@ -456,12 +558,14 @@ def _train(
     method: Method,
     splits: SplitSource,
     log: Log,
-    card: Callable[[Path, bool], None],
+    command: str,
 ) -> tuple[Path, int]:
     """Train by gradient steps; return the model folder and the checkpoint step training
-    resumed from (0 when it started afresh)."""
+    resumed from (0 when it started afresh). ``model/`` and ``best-model/`` get their
+    cards (naming ``command``) as the trainer writes them."""
     from medi2i.training import train
     from medi2i.workflow.checks import check_training_pairs, check_validation
+    from medi2i.workflow.model_card import planned_steps_of, training_record, write_model_card
     from medi2i.workflow.preparation import prepared_sources
 
     data = splits()
@@ -475,6 +579,26 @@ def _train(
         f"train: method {method.id!r} on {len(data.train.cases)} {workflow.data.kind} cases"
         f"{extra} ({len(data.validation.cases)} for validation), {workflow.training.steps} steps"
     )
+    earlier_plan = planned_steps_of(run)  # before a resume replaces the config
+    started: list[int] = []
+
+    def start(first_step: int) -> None:
+        started.append(first_step)
+        write_config(run, workflow)
+
+    def card(folder: Path, best: bool) -> None:
+        # the best validated step's model (best-model/) gets its validation metrics
+        record = training_record(
+            workflow,
+            data,
+            route="gradient",
+            resumed_from=started[0] if started else None,
+            earlier_plan=earlier_plan,
+        )
+        write_model_card(
+            workflow, run, method, folder, validation_metrics=best, command=command, training=record
+        )
+
     init_from = None
     if workflow.method.init_from is not None:
         from medi2i.model_folder import load_model
@@ -492,7 +616,7 @@ def _train(
         validation_condition=workflow.method.condition,
         unlabelled=unlabelled,
         init_from=init_from,
-        on_start=lambda _first_step: write_config(run, workflow),
+        on_start=start,
         finish_model=card,
     )
     if result.first_step > 0:

@@ -449,6 +449,14 @@ class EvaluationConfig(Section):
         save_predictions: Keep the predicted volumes in the run folder. Off, only
             the first ``report.cases`` are kept, for the report's montages (none when
             ``report.figures`` or the report is off).
+        checkpoint: Which trained model of the run is scored. ``best`` (default): the
+            run's ``best-model/``, the step with the lowest validation MAE, when the run
+            kept one (validation data and ``training.keep_best``); otherwise, and with
+            ``last``, ``model/``, the last training step. The checkpoint is chosen on
+            validation and the evaluation data scored once; the report and the model
+            card say which folder was scored, from which step and why. An
+            ``adaptation`` adapts the same folder. A fitted method, or a workflow given
+            a trained ``method.model``, has one model only.
     """
 
     enabled: bool = True
@@ -457,6 +465,7 @@ class EvaluationConfig(Section):
     mask: str | None = "mask"
     data: DataConfig | None = None
     save_predictions: bool = True
+    checkpoint: Literal["best", "last"] = "best"
 
     @model_validator(mode="after")
     def _paired_reference(self) -> EvaluationConfig:
