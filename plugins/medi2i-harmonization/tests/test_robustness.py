@@ -85,6 +85,17 @@ def test_whitestripe_refuses_a_histogram_still_rising_at_its_brightest_end() -> 
         WhiteStripe().standardize(volume)
 
 
+def test_whitestripe_refuses_a_crop_of_background_noise() -> None:
+    # a 32³ corner of a head scan outside the head: zeros and 160 noise voxels of 16-42,
+    # whose histogram has a "peak" of 23 voxels; standardizing by it is meaningless
+    rng = np.random.default_rng(3)
+    crop = np.zeros((32, 32, 32))
+    crop.flat[rng.choice(crop.size, 160, replace=False)] = rng.integers(16, 43, 160)
+
+    with pytest.raises(InputError, match=r"too few foreground voxels .*: 1\d\d of 32768"):
+        WhiteStripe().stripe(crop)
+
+
 def test_one_extreme_voxel_does_not_take_otsus_threshold(phantom: Phantom) -> None:
     clean = phantom()
     spoiled = with_voxel(clean, 1e7)

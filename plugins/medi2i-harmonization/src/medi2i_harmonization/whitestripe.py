@@ -92,6 +92,12 @@ class WhiteStripeOptions(TargetOptions):
     rare_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
 
 
+MIN_FOREGROUND_VOXELS = 512
+"""Fewest foreground voxels (8³) WhiteStripe searches for white matter: on fewer, e.g.
+the 160 noise voxels of a 32³ corner of a head scan outside the head, the histogram's
+"peak" is noise, and standardizing by it is meaningless, so the volume is refused."""
+
+
 @dataclass(frozen=True)
 class Stripe:
     """The white stripe of one volume.
@@ -179,6 +185,13 @@ class WhiteStripe(StandardizingMethod):
         # foreground the stripe's top quantile is its maximum, which may be a corrupt 1e7
         low, high = robust_range(inside)
         inside = inside[(inside >= low) & (inside <= high)]
+        if inside.size < MIN_FOREGROUND_VOXELS:
+            raise InputError(
+                f"WhiteStripe finds too few foreground voxels to locate white matter: "
+                f"{inside.size} of {array.size} (foreground: {self.options.foreground}; at "
+                f"least {MIN_FOREGROUND_VOXELS} are needed): a crop outside the head, or "
+                "background noise?; standardize this image with zscore or nyul instead"
+            )
         mode = self.white_matter_mode(inside)
         below = float(np.searchsorted(inside, mode, side="left")) / inside.size
         quantiles = [max(below - self.options.width, 0.0), min(below + self.options.width, 1.0)]
