@@ -443,18 +443,23 @@ output: {{root: runs}}
 """
 
 
+def domain_workflow(folder: Path, tiny_roots: TinyRoots) -> tuple[Path, str]:
+    """Q3's tiny training images of scanners A and B linked into ``folder/A`` and
+    ``folder/B``; the tiny root they come from and :data:`DOMAIN_WORKFLOW` on them."""
+    domains = tiny_roots("q3/train_domains", Path("domain.yaml"))
+    for scanner in ("A", "B"):
+        (folder / scanner).mkdir()
+        (folder / scanner / "mni152.nii.gz").symlink_to(
+            domains / f"mni152-{scanner}" / "image.nii.gz"
+        )
+    test = tiny_roots("q3/test", Path("domain.yaml"))
+    return domains, DOMAIN_WORKFLOW.format(a=folder / "A", b=folder / "B", test=test)
+
+
 def test_fit_domain_picks_the_target_domain(
     tmp_path: Path, tiny_roots: TinyRoots, registry: Registry
 ) -> None:
-    domains = tiny_roots("q3/train_domains", Path("domain.yaml"))
-    for scanner in ("A", "B"):
-        (tmp_path / scanner).mkdir()
-        (tmp_path / scanner / "mni152.nii.gz").symlink_to(
-            domains / f"mni152-{scanner}" / "image.nii.gz"
-        )
-    text = DOMAIN_WORKFLOW.format(
-        a=tmp_path / "A", b=tmp_path / "B", test=tiny_roots("q3/test", Path("domain.yaml"))
-    )
+    domains, text = domain_workflow(tmp_path, tiny_roots)
     (tmp_path / "domain.yaml").write_text(text)
     workflow = load_workflow(tmp_path / "domain.yaml", registry=registry)
     result = run_workflow(workflow, registry=registry, stages=("train",))
@@ -478,15 +483,7 @@ def test_fit_domain_picks_the_target_domain(
 def test_multi_domain_fit_gets_every_domain_in_label_order(
     tmp_path: Path, tiny_roots: TinyRoots, registry: Registry
 ) -> None:
-    domains = tiny_roots("q3/train_domains", Path("domain.yaml"))
-    for scanner in ("A", "B"):
-        (tmp_path / scanner).mkdir()
-        (tmp_path / scanner / "mni152.nii.gz").symlink_to(
-            domains / f"mni152-{scanner}" / "image.nii.gz"
-        )
-    text = DOMAIN_WORKFLOW.format(
-        a=tmp_path / "A", b=tmp_path / "B", test=tiny_roots("q3/test", Path("domain.yaml"))
-    )
+    domains, text = domain_workflow(tmp_path, tiny_roots)
     text = text.replace("kind: unpaired", "kind: multi-domain\n  domains: [B, A]")
     text = text.replace("  id: zscore\n  fit_domain: A\n", "  id: domain-intensity-map\n")
     text = text.replace(
