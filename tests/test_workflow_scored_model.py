@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from medi2i.card_checks import check_model_card
@@ -251,6 +252,24 @@ def test_a_resumed_training_with_more_steps_is_on_the_card(
     step = json.loads((result.run_dir / "best-model" / "metrics.json").read_text())
     planned = 6 if step["validation_step"] == 6 else 12
     assert f"of a training planned then for {planned} steps" in best.summary
+
+
+def test_a_later_evaluation_keeps_the_trained_settings_of_the_run(
+    workflow_file: Path, plugins: PluginSet
+) -> None:
+    # trained with a --set; evaluated again without it: the run's config (which the
+    # cards and a later resume read) must still say how the model was trained
+    registry = Registry(plugins)
+    trained = load_workflow(workflow_file, overrides=["training.steps=6"], registry=registry)
+    result = run_workflow(trained, registry=registry, stages=("train",))
+    again = load_workflow(
+        workflow_file, overrides=["evaluation.checkpoint=last"], registry=registry
+    )
+    run_workflow(again, registry=registry, stages=("evaluate",), run_dir=result.run_dir)
+
+    config = yaml.safe_load((result.run_dir / "config.resolved.yaml").read_text())
+    assert config["training"]["steps"] == 6
+    assert config["evaluation"]["checkpoint"] == "last"
 
 
 def test_a_report_of_an_evaluation_from_before_the_record_names_model(

@@ -188,8 +188,23 @@ def open_run(
     except OSError as error:  # under a file, on a read-only disk, in /proc
         raise _unwritable(run, error) from error
     if not keep:
-        write_config(run, workflow)
+        write_config(run, workflow if defer_config else _with_trained_settings(workflow, run))
     return run
+
+
+def _with_trained_settings(workflow: Workflow, run: RunFolder) -> Workflow:
+    """``workflow`` with the ``training`` section of the folder's existing config: a
+    later stage (``medi2i evaluate WORKFLOW --run-dir``) run without the training's
+    ``--set`` overrides must not rewrite how the model was trained (the cards and a
+    later resume read it there)."""
+    if not run.config.is_file():
+        return workflow
+    try:
+        raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+        trained = type(workflow.training).model_validate(raw["training"])
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return workflow
+    return workflow.model_copy(update={"training": trained})
 
 
 def write_config(run: RunFolder, workflow: Workflow) -> None:
