@@ -15,31 +15,18 @@ Example:
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 __all__ = ["broken_link", "not_regular"]
 
-_KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
 def not_regular(path: Path) -> str | None:
-    """Why ``path`` (links followed) is not opened: it is a FIFO, a socket or a device;
-    ``None`` for a regular file, a folder, or a path that cannot be looked at (opening
-    it reports why)."""
-    try:
-        mode = path.stat().st_mode
-    except (OSError, ValueError):
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
-    return f"{kind}, not a regular file; not read"
+    """Why ``path`` (links followed) is not opened: it is a FIFO, a socket or a device
+    (:func:`medi2i.io.base.special_file_kind`); ``None`` for a regular file, a folder,
+    or a path that cannot be looked at (opening it reports why)."""
+    from medi2i.io.base import special_file_kind
+
+    kind = special_file_kind(path)
+    return None if kind is None else f"{kind}, not a regular file; not read"
 
 
 def broken_link(path: Path) -> str | None:
