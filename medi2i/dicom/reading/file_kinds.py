@@ -19,6 +19,7 @@ from pathlib import Path
 
 __all__ = ["broken_link", "not_regular"]
 
+
 def not_regular(path: Path) -> str | None:
     """Why ``path`` (links followed) is not opened: it is a FIFO, a socket or a device
     (:func:`medi2i.io.base.special_file_kind`); ``None`` for a regular file, a folder,
