@@ -17,11 +17,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from medi2i.bundle_export import export_bundle
 from medi2i.cli.main import build_cli
 from medi2i.errors import ModelFormatError, OptionsError
 from medi2i.export import export_program, model_sha256
 from medi2i.model_folder import load_model, save_model
-from medi2i.monai_bundle import export_bundle, inferer_settings, load_program, predict_file
+from medi2i.monai_bundle import inferer_settings, load_program, predict_file
 from medi2i.registry import Registry
 
 SRCNN = {"filters": [4, 4], "kernel_sizes": [3, 1, 3], "roi_size": [8, 8, 8]}

@@ -16,11 +16,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from medi2i.bundle_export import export_bundle
 from medi2i.cli.main import build_cli
 from medi2i.errors import OptionsError, OutputError
 from medi2i.export import ExportError
 from medi2i.model_folder import load_model, save_model
-from medi2i.monai_bundle import export_bundle
 from medi2i.prediction import predict
 from medi2i.registry import Registry
 from medi2i.settings import InferenceSettings
@@ -190,7 +190,7 @@ def test_a_zipped_model_goes_into_the_bundle_as_it_is_and_runs(
 def test_the_metadata_of_a_method_from_a_plugin_loaded_by_name() -> None:
     """``medi2i --plugin MODULE export ... --format monai-bundle``: the method is not in
     the installed plugins' registry, which only names the packages the bundle needs."""
-    from medi2i.monai_bundle import _metadata
+    from medi2i.bundle_export import _metadata
     from medi2i.testing.trainable_examples import TinyRegression
 
     method = TinyRegression()
@@ -312,11 +312,11 @@ def test_a_folder_made_at_the_bundle_path_during_the_export_is_kept(
 ) -> None:
     # the export checks the folder is free, then works for seconds: a folder made there
     # meanwhile was moved aside and deleted, with the user's file in it
-    import medi2i.monai_bundle as monai_bundle
+    import medi2i.bundle_export as bundle_export
 
     model = _model(registry, "srcnn", tmp_path / "model")
     bundle = tmp_path / "bundle"
-    copy_model = monai_bundle._copy_model
+    copy_model = bundle_export._copy_model
 
     def meanwhile(model: Path, models: Path) -> str:
         bundle.mkdir()
@@ -324,7 +324,7 @@ def test_a_folder_made_at_the_bundle_path_during_the_export_is_kept(
             (bundle / name).write_text("user data")
         return copy_model(model, models)
 
-    monkeypatch.setattr(monai_bundle, "_copy_model", meanwhile)
+    monkeypatch.setattr(bundle_export, "_copy_model", meanwhile)
     with pytest.raises(OutputError, match="appeared while this output was being made"):
         export_bundle(load_model(model, registry=registry), model, bundle)
     assert sorted(p.name for p in bundle.iterdir()) == content

@@ -13,9 +13,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from medi2i.bundle_export import export_bundle, is_medi2i_bundle
 from medi2i.cli.main import build_cli
 from medi2i.model_folder import load_model, save_model
-from medi2i.monai_bundle import export_bundle, is_medi2i_bundle
 from medi2i.registry import Registry
 
 SRCNN = {"filters": [4, 4], "kernel_sizes": [3, 1, 3], "roi_size": [8, 8, 8]}

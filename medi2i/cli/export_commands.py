@@ -109,7 +109,7 @@ def export_command(
     method = load_model(model, registry=registry)
     condition = key_values(condition_pairs, "--condition")
     if export_format == "monai-bundle":
-        from medi2i.monai_bundle import export_bundle
+        from medi2i.bundle_export import export_bundle
 
         folder = export_bundle(
             method,
