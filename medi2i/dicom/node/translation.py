@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -73,10 +72,16 @@ from typing import TYPE_CHECKING
 from medi2i.batch import failure_message, timed_stage
 from medi2i.dicom.node.history import SeriesHistory, partial_resend_message
 from medi2i.dicom.node.lineage import OWN_OUTPUT, loop_reason, read_lineage
+from medi2i.dicom.node.messages import (
+    collision_message,
+    discard_reason,
+    node_message,
+    warning_text,
+)
 from medi2i.dicom.node.naming import SourceNames
 from medi2i.dicom.node.records import SeriesRecord, SeriesStatus, append_record, describe
+from medi2i.dicom.node.screening import pick_series, skip_reason
 from medi2i.dicom.node.spool import set_aside
-from medi2i.dicom.reading.stack_geometry import MISSING_SLICES_ADVICE
 from medi2i.errors import InputError
 
 if TYPE_CHECKING:
@@ -218,14 +223,14 @@ class SeriesTranslator:
         )
         problems: list[str] = []
         if not taken.complete or taken.refused:
-            discarded = replace(record, status="discarded", error=_discard_reason(taken))
+            discarded = replace(record, status="discarded", error=discard_reason(taken))
             outcome = _Outcome(discarded, keep_input=True)
         else:
             self._append(record, (), problems)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 outcome = self._translate(taken, record)
-            said = tuple(dict.fromkeys(_warning_text(w) for w in caught))
+            said = tuple(dict.fromkeys(warning_text(w) for w in caught))
             if said:
                 outcome = replace(outcome, record=replace(outcome.record, warnings=said))
         final = outcome.record
@@ -366,11 +371,17 @@ class SeriesTranslator:
             if looped is not None:  # kept: it may be another node's only output
                 loop = replace(record, status="skipped", error=looped)
                 return _Outcome(loop, True, descriptions)
-            skipped = self._skip_reason(found)
+            skipped = skip_reason(
+                found,
+                self.method,
+                self.condition,
+                self.selector,
+                force_modality=self.settings.force_modality,
+            )
             if skipped is not None:
                 skip = replace(record, status="skipped", error=skipped)
                 return _Outcome(skip, False, descriptions)
-            series = self._pick(taken, found)
+            series = pick_series(taken.series_uid, found, self.selector)
             made_from = frozenset(path.stem for path in series.files)
             earlier = self._history.earlier(self.names.uid(taken.series_uid))
             received = frozenset(map(self.names.uid, taken.received_uids()))
@@ -382,7 +393,7 @@ class SeriesTranslator:
         except Exception as exc:  # one bad series must never stop the node
             error = node_message(failure_message(exc), taken, found_images)
             if taken.collisions:
-                error = f"{_collision_message(taken.collisions)}; {error}"
+                error = f"{collision_message(taken.collisions)}; {error}"
             failed = replace(record, status="failed", error=error, timings=timings)
             return _Outcome(failed, True, descriptions)
         report = delivery.report
@@ -411,28 +422,6 @@ class SeriesTranslator:
             raise InputError(f"series {taken.series_uid}: no image among the received files")
         return found
 
-    def _skip_reason(self, found: Sequence[SeriesInfo]) -> str | None:
-        """Why the series is ``skipped``: no image in it, or not what the rules pick."""
-        images = [info for info in found if info.images]
-        if not images:
-            kinds = sorted({info.modality or info.sop_class_name or "?" for info in found})
-            return f"not an image series ({', '.join(kinds)}); only image series are translated"
-        if all(info.is_localizer for info in images):
-            return (
-                f"a localizer (scout) series of {images[0].number_of_images} image(s), not "
-                "a volume; only volumes are translated"
-            )
-        unfit = self._unfit_modality(images[0].modality)
-        if unfit is not None:
-            return unfit
-        if self.selector is not None and not any(map(self.selector.matches, images)):
-            first = images[0]
-            return (
-                f"not selected ({first.modality or '?'} '{first.description}'; the node "
-                f"translates {self._wanted()})"
-            )
-        return None
-
     def _loop_reason(self, images: Sequence[ImageHeader]) -> str | None:
         """Why a series that came back through forwarding is ``skipped``: derived from
         this node's own output, or with its method anywhere in its chain of derivations
@@ -442,53 +431,9 @@ class SeriesTranslator:
         lineage = read_lineage(images[0].path)
         return loop_reason(lineage, self.method.id, self._history.produced)
 
-    def _unfit_modality(self, modality: str) -> str | None:
-        """Why a series of ``modality`` is not for this node's method, or ``None``."""
-        from medi2i.prediction_checks import expected_input
-
-        method = self.method
-        if not self.settings.force_modality and modality:
-            try:
-                domain = method.input_domain(method.parse_condition(self.condition))
-                expected, _ = expected_input(method, domain)
-            except Exception:  # the translation says what is wrong with the condition
-                expected = "any"
-            if expected not in ("any", "") and modality != expected:
-                return (
-                    f"a {modality} series; {method.id!r} takes {expected} input (send it "
-                    "series of that modality)"
-                )
-        declared = method.output_spec.modality
-        if modality not in ("CT", "MR") and declared not in ("CT", "MR"):
-            return (
-                f"a {modality or 'modality-less'} series; the node writes CT or MR series and "
-                f"neither the series nor {method.id!r} (output modality {declared!r}) says "
-                "which: only CT and MR series are translated with this method"
-            )
-        return None
-
-    def _pick(self, taken: TakenSeries, found: Sequence[SeriesInfo]) -> SeriesInfo:
-        from medi2i.dicom.reading.series_selection import select_series
-
-        images = [info for info in found if info.images]
-        studies = sorted({info.study_instance_uid for info in images})
-        if len(studies) > 1:
-            raise InputError(
-                f"series {taken.series_uid}: its instances belong to {len(studies)} studies "
-                f"({', '.join(studies)}), but a Series Instance UID names one series of one "
-                "study; nothing was translated: send each study's series with its own Series "
-                "Instance UID"
-            )
-        return select_series(found, self.selector)
-
     @property
     def _tolerance(self) -> float | None:
         return self.selector.slice_tolerance_mm if self.selector is not None else None
-
-    def _wanted(self) -> str:
-        assert self.selector is not None
-        rules = self.selector.model_dump(exclude_defaults=True, exclude={"slice_tolerance_mm"})
-        return ", ".join(f"{key}={value}" for key, value in rules.items())
 
     # -- translating, writing, forwarding ---------------------------------------------------
 
@@ -644,54 +589,3 @@ class SeriesTranslator:
 
         with timed_stage(timings, "send"):
             return send_files(files, self.forward, calling_ae_title=self.calling_ae_title)
-
-
-NODE_ADVICE = "have the sender send the whole series again"
-
-
-def node_message(text: str, taken: TakenSeries, images: Sequence[ImageHeader]) -> str:
-    """A reader's message about a received series, as the node tells it.
-
-    The reader names the folder it read (the hidden ``.taken-...`` folder, which does
-    not outlive the series: drop it), names slices by their spooled file names (the
-    SOP Instance UIDs; name them by Instance Number where they have one) and advises
-    on files (advise the sender instead).
-    """
-    text = text.replace(f"{taken.folder}: ", "").replace(MISSING_SLICES_ADVICE, NODE_ADVICE)
-    labels = {
-        image.label: f"instance {image.instance_number}"
-        for image in images
-        if image.instance_number is not None and image.label == (image.name or image.path.name)
-    }  # a frame of a multi-frame file keeps its label
-    if not labels or len(set(labels.values())) < len(labels):  # ambiguous: keep the files
-        return text
-    # longest first, and not inside a longer name: one UID may end another
-    pattern = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
-    return re.sub(rf"(?<![\w.])(?:{pattern})(?!\w)", lambda m: labels[m.group(0)], text)
-
-
-def _collision_message(collisions: Sequence[str]) -> str:
-    """The cause of a failure when images of the series shared a SOP Instance UID."""
-    return (
-        f"{len(collisions)} SOP Instance UID(s) were received twice with different images "
-        f"(e.g. {collisions[0]}): the later copy replaced the earlier, so the series lacks "
-        "an image; have the sender give every image its own SOP Instance UID"
-    )
-
-
-def _warning_text(caught: warnings.WarningMessage) -> str:
-    """One line for a warning raised while a series was handled (no source path)."""
-    text = " ".join(str(caught.message).split())
-    return f"{caught.category.__name__}: {text}"
-
-
-def _discard_reason(taken: TakenSeries) -> str:
-    """Why a series is discarded: an instance of it refused, or its association aborted."""
-    if taken.refused:
-        why = (
-            f"{len(taken.refused)} instance(s) of it were refused and not sent again whole "
-            f"(SOP Instance {taken.refused[0]})"
-        )
-    else:
-        why = "the association was aborted and the series was not sent again"
-    return f"{why}; nothing was translated"
