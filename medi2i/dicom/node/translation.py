@@ -69,7 +69,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medi2i.batch import failure_message, timed_stage
+from medi2i.batch_study import failure_message, timed_stage
 from medi2i.dicom.node.history import SeriesHistory, partial_resend_message
 from medi2i.dicom.node.lineage import OWN_OUTPUT, loop_reason, read_lineage
 from medi2i.dicom.node.messages import (
