@@ -16,7 +16,7 @@ from medi2i.cards import ModelCard, load_card
 from medi2i.cli.main import build_cli
 from medi2i.plugins import PluginSet, load_plugins
 from medi2i.training.resume import TrainingDataWarning
-from medi2i.workflow import run_folder, runner
+from medi2i.workflow import run_folder, runner, stages
 from medi2i.workflow.demo_data import write_demo_cases
 from medi2i.workflow.run_folder import run_lock
 
@@ -241,6 +241,7 @@ def test_only_rank_0_evaluates_reports_and_prints(
     state = (run / "run.json").read_text()
     monkeypatch.setattr(run_folder, "is_main_process", lambda: False)
     monkeypatch.setattr(runner, "is_main_process", lambda: False)
+    monkeypatch.setattr(stages, "is_main_process", lambda: False)
     output = ok(plugins, "run", str(workflow_file), "--run-dir", str(run))
     assert output == ""
     assert not (run / "metrics").exists()
