@@ -8,9 +8,10 @@ that from the headers, and says what is wrong otherwise:
   (row direction x column direction), never by Instance Number;
 - the slice spacing comes from the positions, never from Slice Thickness;
 - duplicate positions, missing slices (a gap that is a multiple of the spacing),
-  uneven spacing, positions off a line, mixed orientations, varying matrix or pixel
-  spacing and a single slice are problems; localizers (Image Type ``LOCALIZER``) are
-  set aside with a note;
+  variable spacing (a run of at least three steps at one spacing followed by a run at
+  another, told apart from missing slices and named where it changes), uneven spacing,
+  positions off a line, mixed orientations, varying matrix or pixel spacing and a single
+  slice are problems; localizers (Image Type ``LOCALIZER``) are set aside with a note;
 - copies of one file (the same SOP Instance UID and identical pixel data) are dropped
   with a note, or are a problem when their pixels differ
   (:mod:`medi2i.dicom.reading.duplicate_files`);
@@ -40,6 +41,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -73,7 +75,9 @@ DUPLICATE_POSITIONS = "duplicate positions"
 """How the note on dropped copies of a file starts (the reader repeats it as a warning)."""
 _SCOUT_PER_ORIENTATION = 2  # images per plane at most, in a localizer not marked as one
 _LISTED = 3  # examples a message names before it says "and N more"
+_MIN_RUN = 3  # steps at one spacing that make a run, when the spacing changes
 _T = TypeVar("_T")
+_Run = tuple[int, int]  # a run of slice steps: the index of its first step, and its stop
 
 
 @dataclass(frozen=True)
@@ -431,11 +435,64 @@ def _spacing_problems(
     limit = slice_tolerance(fitted, tolerance_mm)
     if off <= limit and np.all(np.abs(steps - fitted) < 0.5 * fitted):
         return ()
+    changes = _spacing_changes(steps, limit)
+    if changes:
+        return (Problem(_variable_message(images, steps, changes)),)
     spacing = float(np.median(steps))
     uneven = np.flatnonzero(np.abs(steps - spacing) > limit)
     if not uneven.size:  # a slow drift: name the largest step
         uneven = np.array([int(np.argmax(np.abs(steps - spacing)))])
     return (Problem(_uneven_message(images, steps, spacing, uneven, off, limit)),)
+
+
+def _regular_runs(steps: np.ndarray, limit: float) -> list[_Run]:
+    """``(first, stop)`` step indices of the runs of at least :data:`_MIN_RUN` steps that
+    agree within ``limit`` mm of their mean."""
+    runs: list[_Run] = []
+    first = 0
+    for k in range(1, steps.size + 1):
+        if k < steps.size and abs(steps[k] - steps[first:k].mean()) <= limit:
+            continue
+        if k - first >= _MIN_RUN:
+            runs.append((first, k))
+        first = k
+    return runs
+
+
+def _spacing_changes(steps: np.ndarray, limit: float) -> list[tuple[_Run, _Run]]:
+    """The pairs of regular runs of steps where the second is at another spacing.
+
+    The runs may be separated by one transition step (slices of two thicknesses that
+    abut put their centres half of each apart), and the step must change abruptly (by
+    more than ``limit`` mm), so that a slow drift is not taken for a change.
+    """
+    runs = _regular_runs(steps, limit)
+    changes: list[tuple[_Run, _Run]] = []
+    for before, after in pairwise(runs):
+        abrupt = abs(steps[after[0]] - steps[before[1] - 1]) > limit
+        changed = abs(_mean_step(steps, after) - _mean_step(steps, before)) > limit
+        if after[0] - before[1] <= 1 and abrupt and changed:
+            changes.append((before, after))
+    return changes
+
+
+def _mean_step(steps: np.ndarray, run: _Run) -> float:
+    return float(steps[run[0] : run[1]].mean())
+
+
+def _variable_message(
+    images: Sequence[ImageHeader], steps: np.ndarray, changes: Sequence[tuple[_Run, _Run]]
+) -> str:
+    before, after = changes[0]
+    more = f" ({len(changes)} changes in all)" if len(changes) > 1 else ""
+    return (
+        f"variable slice spacing: the spacing changes from {_mean_step(steps, before):.3g} mm "
+        f"to {_mean_step(steps, after):.3g} mm between {images[before[1]].label} and "
+        f"{images[after[0] + 1].label}{more}, a variable-spacing acquisition, not missing "
+        "slices; medi2i reads evenly spaced stacks only: resample the series to one "
+        "spacing (dcm2niix, for one, writes an equalized copy) or copy the slices of one "
+        "spacing into a folder of their own"
+    )
 
 
 def _fit_steps(along: np.ndarray) -> tuple[float, float]:
