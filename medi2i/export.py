@@ -16,7 +16,9 @@ The export is checked before it is kept: the exported function and medi2i's own 
 are run on the same windows (a batch of two, float32, CPU: white noise, and constant
 boxes on a background as a normalized image has them) and must agree to
 :data:`EXPORT_TOLERANCE` relative to the output's largest magnitude; the largest
-difference seen is stored in the JSON.
+difference seen is stored in the JSON. A program whose window may shrink (as medi2i's
+engine shrinks it on a short volume) is also run on every window size it promises; one
+that fails any of them is captured again for the full window alone.
 
 Methods that run no network by window (interpolation, intensity mappings, methods fitted
 at predict time) have nothing to export; a network method whose prediction does not go
@@ -37,6 +39,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -270,17 +273,18 @@ class _WindowFunction(torch.nn.Module):
 
 
 def _capture(
-    method: Any, wrapper: torch.nn.Module, example: torch.Tensor
+    method: Any, wrapper: torch.nn.Module, example: torch.Tensor, *, shrinking: bool = True
 ) -> tuple[Any, list[int] | None]:
     """``torch.export`` of the window function, the batch size free, and the steps by
     which its window may shrink along each axis (``None`` when it takes only the full
     window).
 
     medi2i's engine shrinks the window along an axis where the volume is shorter, to a
-    multiple of :func:`medi2i.engine.shrink_step`; the program is first captured with
-    those sizes free, so it runs the very windows the engine runs. A network whose
-    forward fixes a size falls back to the full window alone (a short volume is then
-    padded to it, which a network normalizing by window statistics feels)."""
+    multiple of :func:`medi2i.engine.shrink_step`; with ``shrinking`` the program is
+    first captured with those sizes free, so it runs the very windows the engine runs.
+    A network whose forward fixes a size falls back to the full window alone (a short
+    volume is then padded to it, which a network normalizing by window statistics
+    feels)."""
     from medi2i.engine import shrink_step
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
@@ -288,10 +292,10 @@ def _capture(
     steps = [shrink_step(n) for n in roi]
     free: dict[int, Any] = {0: batch}
     for axis, (size, step) in enumerate(zip(roi, steps, strict=True)):
-        if size // step > 1:
+        if shrinking and size // step > 1:
             free[axis + 2] = step * torch.export.Dim(f"window{axis}", min=1, max=size // step)
     if len(free) > 1:
-        with contextlib.suppress(Exception):  # a size the forward fixes: full windows
+        with contextlib.suppress(Exception), _sizes_of_one_not_special():
             program = torch.export.export(wrapper, (example,), dynamic_shapes={"windows": free})
             return program, steps
     try:
@@ -299,9 +303,110 @@ def _capture(
     except Exception as exc:  # torch.export raises many kinds of errors
         raise ExportError(
             f"method {method.id!r}: torch.export cannot capture its forward: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{type(exc).__name__}: {_first_line(exc)}"
         ) from exc
     return program, None
+
+
+def _sizes_of_one_not_special() -> contextlib.AbstractContextManager[Any]:
+    """Capture without assuming that a free size is never 1.
+
+    ``torch.export`` traces with the example's sizes and, wherever an operation asks
+    whether a size is 1 (a convolution's stride check skips axes of one voxel), records
+    the answer as a condition of the program. A U-Net's bottleneck is one voxel thick
+    on the smallest window the engine may run along an axis (a 112-voxel window shrinks
+    by 16, which four stride-2 stages bring to 1), so the program refused that window
+    ("Guard failed: 1 + (-1 + windows.size()[2]) // 16 != 1"). Size-oblivious capture
+    answers those questions for every size alike instead; the export's check then runs
+    every window size the engine may run."""
+    from torch.fx.experimental import _config
+
+    if not hasattr(_config, "backed_size_oblivious"):  # another torch: capture as it does
+        return contextlib.nullcontext()
+    patched: contextlib.AbstractContextManager[Any] = _config.patch(  # type: ignore[attr-defined]
+        backed_size_oblivious=True
+    )
+    return patched
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (empty when it has none)."""
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
+
+
+@dataclass(frozen=True)
+class _Exported:
+    """One capture of the window function: the program, a function running it (in
+    onnxruntime for ONNX), the lowered ONNX model (``None`` for torch.export) and the
+    steps its window may shrink by (``None``: the full window only)."""
+
+    program: Any
+    run: Callable[[torch.Tensor], torch.Tensor]
+    onnx_model: bytes | None
+    steps: list[int] | None
+
+
+def _export_function(
+    method: Any, wrapper: torch.nn.Module, example: torch.Tensor, *, onnx: bool, shrinking: bool
+) -> _Exported:
+    """Capture ``wrapper`` (:func:`_capture`), lowered to ONNX with ``onnx``."""
+    if onnx:
+        with _precise_instance_norms(method.network):
+            program, steps = _capture(method, wrapper, example, shrinking=shrinking)
+            run, onnx_model = _onnx_runner(method, program, example)
+        return _Exported(program, run, onnx_model, steps)
+    program, steps = _capture(method, wrapper, example, shrinking=shrinking)
+    exported = program.module()
+
+    def run_program(windows: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            result: torch.Tensor = exported(windows).float()
+        return result
+
+    return _Exported(program, run_program, None, steps)
+
+
+def _shrunk_windows(check: torch.Tensor, steps: list[int]) -> Iterator[torch.Tensor]:
+    """The windows the engine may run besides the full one, cut from ``check``: the
+    smallest (one step along every axis), then along each axis every multiple of its
+    step up to the full size, the other axes at one step."""
+    roi = list(check.shape[2:])
+    yield check[:, :, : steps[0], : steps[1], : steps[2]]
+    for axis, (size, step) in enumerate(zip(roi, steps, strict=True)):
+        for length in range(2 * step, size + 1, step):
+            sizes = [length if other == axis else steps[other] for other in range(3)]
+            yield check[:, :, : sizes[0], : sizes[1], : sizes[2]]
+
+
+def _compared(
+    exported: _Exported,
+    check: torch.Tensor,
+    expected: torch.Tensor,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, float, str | None]:
+    """``exported``'s output on the check windows, its largest difference from
+    ``expected`` and ``forward`` (on the check windows and, for a program whose window
+    may shrink, on every shrunk window cut from the first, white-noise, check window:
+    :func:`_shrunk_windows`), and why the program failed on one (``None`` when it ran
+    them all)."""
+    try:
+        got = exported.run(check)
+    except Exception as exc:  # a condition of the program, or onnxruntime's error
+        return expected, math.nan, f"{type(exc).__name__}: {_first_line(exc)}"
+    if got.shape != expected.shape:
+        return got, math.inf, None
+    difference = float((got - expected).abs().max())
+    for windows in _shrunk_windows(check[:1], exported.steps) if exported.steps else ():
+        wanted = forward(windows)
+        try:
+            shrunk = exported.run(windows)
+        except Exception as exc:
+            return got, difference, f"{type(exc).__name__}: {_first_line(exc)}"
+        if shrunk.shape != wanted.shape:
+            return got, math.inf, None
+        difference = max(difference, float((shrunk - wanted).abs().max()))
+    return got, difference, None
 
 
 def _check_windows(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -401,42 +506,43 @@ def export_program(
     check = _check_windows(shape, generator)
     with torch.no_grad():
         expected = method.forward(check, parsed).float()
-    if onnx:
-        with _precise_instance_norms(method.network):
-            program, steps = _capture(method, wrapper, example)
-            run, onnx_model = _onnx_runner(method, program, example)
-    else:
-        program, steps = _capture(method, wrapper, example)
-        exported = program.module()
-
-        def run(windows: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                result: torch.Tensor = exported(windows).float()
-            return result
-
-    got = run(check)
-    if got.shape != expected.shape:
-        raise ExportError(
-            f"method {method.id!r}: the exported function returns {tuple(got.shape)} where "
-            f"medi2i's forward returns {tuple(expected.shape)}"
-        )
     if not bool(torch.isfinite(expected).all()):
         raise ExportError(
             f"method {method.id!r}: medi2i's forward gives NaN or infinite values on the "
             "check windows (NaN or infinite weights: a diverged model); nothing was written"
         )
-    difference = float((got - expected).abs().max())
     scale = max(1.0, float(expected.abs().max()))
-    if steps is not None:  # and the smallest window the engine may run
-        small = check[:1, :, : steps[0], : steps[1], : steps[2]]
+
+    def forward(windows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            wanted = method.forward(small, parsed).float()
-        difference = max(difference, float((run(small) - wanted).abs().max()))
+            output: torch.Tensor = method.forward(windows, parsed).float()
+        return output
+
+    result = _export_function(method, wrapper, example, onnx=onnx, shrinking=True)
+    got, difference, failure = _compared(result, check, expected, forward)
+    if result.steps is not None and (failure or not difference <= EXPORT_TOLERANCE * scale):
+        # a program that fails a window the engine may run: the full window alone
+        result = _export_function(method, wrapper, example, onnx=onnx, shrinking=False)
+        got, difference, failure = _compared(result, check, expected, forward)
+    if failure is not None:
+        subject = f"model {model}" if model is not None else f"method {method.id!r}"
+        other = "torch-export" if onnx else "onnx"
+        raise ExportError(
+            f"{subject}: the exported program fails on the check windows ({failure}); "
+            f"nothing was written: export it with --format {other}, or with another torch "
+            "version"
+        )
+    if got.shape != expected.shape:
+        raise ExportError(
+            f"method {method.id!r}: the exported function returns {tuple(got.shape)} where "
+            f"medi2i's forward returns {tuple(expected.shape)}"
+        )
     if not difference <= EXPORT_TOLERANCE * scale:  # a NaN difference fails too
         raise ExportError(
             f"method {method.id!r}: the exported function differs from medi2i's forward by "
             f"{difference:.3g} on the check windows (tolerance {EXPORT_TOLERANCE * scale:.3g})"
         )
+    program, steps, onnx_model = result.program, result.steps, result.onnx_model
     window = {
         "input_shape": ["batch", method.input_spec.channels, *method.roi_size()],
         "output_channels": int(got.shape[1]),
@@ -456,12 +562,11 @@ def export_program(
     options_json = json.loads(method.options.model_dump_json())
     domains_json = [domain.model_dump(mode="json") for domain in method.domains]
     state_json = json.loads(json.dumps(method.state_values()))
-    if onnx:  # the window, condition and options' hash inside the file too
+    if onnx_model is not None:  # the window, condition and options' hash inside the file too
         described = description_sha256(method_json, options_json, domains_json, state_json)
-        onnx_model = _with_onnx_metadata(
+        written = _with_onnx_metadata(
             onnx_model, window=window, condition=condition_json, described=described
         )
-        written = onnx_model
     else:  # saved to memory first, so that its description can name its SHA-256
         buffer = io.BytesIO()
         torch.export.save(program, buffer)
@@ -506,7 +611,7 @@ def export_program(
         from medi2i import __version__
 
         description["model"] = {
-            "onnx_sha256": hashlib.sha256(onnx_model).hexdigest(),
+            "onnx_sha256": hashlib.sha256(written).hexdigest(),
             "domains": domains_json,
             "state": state_json,
             "medi2i": __version__,
