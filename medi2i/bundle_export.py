@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from medi2i.engine import DEFAULT_WINDOW_BATCH
-from medi2i.errors import OptionsError
-from medi2i.export import EXPORT_REMEDY, ExportError, export_program, require_writable_target
+from medi2i.errors import ExportError, OptionsError
+from medi2i.export import export_program
+from medi2i.export_files import EXPORT_REMEDY, require_writable_target
 from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:

@@ -43,6 +43,10 @@ class DeviceError(Medi2iError):
     """The requested compute device is not available."""
 
 
+class ExportError(Medi2iError):
+    """A method cannot be exported, or its export does not reproduce it."""
+
+
 class OutputError(Medi2iError):
     """An output cannot be written where asked, or would not be a valid result."""
 

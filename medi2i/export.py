@@ -38,10 +38,7 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import math
-import os
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from medi2i.errors import Medi2iError, OptionsError
+from medi2i.errors import ExportError
+from medi2i.export_files import place_pair, replace_pair, require_free, require_writable_target
+from medi2i.export_onnx import (
+    onnx_runner,
+    precise_instance_norms,
+    with_onnx_metadata,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -65,10 +68,6 @@ MAX_BATCH = 4096
 """Largest batch of windows the exported program accepts."""
 
 
-class ExportError(Medi2iError):
-    """A method cannot be exported, or its export does not reproduce it."""
-
-
 @dataclass(frozen=True)
 class ExportResult:
     """What :func:`export_program` wrote.
@@ -82,74 +81,6 @@ class ExportResult:
     path: Path
     sidecar: Path
     max_difference: float
-
-
-def _onnx_runner(
-    method: Any, program: Any, example: torch.Tensor
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], bytes]:
-    """The program lowered to ONNX (its bytes) and a function running it in onnxruntime."""
-    import importlib.util
-    import tempfile
-
-    missing = [
-        name for name in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(name)
-    ]
-    if missing:
-        raise ExportError(
-            f"ONNX export needs {', '.join(missing)}: pip install 'medi2i[onnx]' "
-            "(onnx, onnxscript and onnxruntime)"
-        )
-    import onnxruntime
-
-    with tempfile.TemporaryDirectory() as folder:
-        target = Path(folder) / "model.onnx"
-        try:
-            with warnings.catch_warnings(), _without_torchvision_notes():
-                # torch's own exporter trips torch's own pytree deprecation (2.13)
-                warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
-                torch.onnx.export(
-                    program,
-                    (example,),
-                    str(target),
-                    dynamo=True,
-                    input_names=["windows"],
-                    external_data=False,  # one file: the weights inside the model
-                    verbose=False,
-                )
-        except Exception as exc:  # the ONNX exporter raises many kinds of errors
-            raise ExportError(
-                f"method {method.id!r}: torch.onnx cannot lower its forward: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from exc
-        model = target.read_bytes()
-    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(windows: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {name: windows.numpy()})[0]).float()
-
-    return run, model
-
-
-ONNX_METADATA_KEY = "medi2i"
-"""The key of the ONNX file's metadata (``metadata_props``) holding the window and the
-condition it was exported for, as JSON: ``medi2i predict --model`` checks its
-description against it, since the description's SHA-256 covers the file, not itself."""
-
-
-def _with_onnx_metadata(model: bytes, *, window: Any, condition: Any, described: str) -> bytes:
-    """``model`` with the window, the condition and ``described`` (the
-    :func:`description_sha256` of its description) in its metadata
-    (:data:`ONNX_METADATA_KEY`)."""
-    import onnx
-
-    proto = onnx.load_from_string(model)
-    entry = proto.metadata_props.add()
-    entry.key = ONNX_METADATA_KEY
-    record = {"window": window, "condition": condition, "description_sha256": described}
-    entry.value = json.dumps(record, sort_keys=True)
-    written: bytes = proto.SerializeToString()
-    return written
 
 
 def _canonical_sha256(value: object) -> str:
@@ -187,74 +118,6 @@ def model_sha256(model: str | Path) -> str:
     from medi2i.model_folder import read_manifest
 
     return _canonical_sha256(read_manifest(model).model_dump(mode="json"))
-
-
-TORCH_ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
-
-
-@contextlib.contextmanager
-def _without_torchvision_notes() -> Iterator[None]:
-    """Drop torch.onnx's "torchvision is not installed. Skipping torchvision::nms" lines:
-    it logs one per torchvision operator on every export, and no medi2i network uses
-    them, so a user read four warnings about a package medi2i does not need."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("torchvision is not installed")
-
-    logger = logging.getLogger(TORCH_ONNX_REGISTRATION_LOGGER)
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
-
-
-class _PreciseInstanceNorm(torch.nn.Module):
-    """An instance normalization that computes its statistics in float64.
-
-    onnxruntime's ``InstanceNormalization`` (and a float32 ``ReduceMean``) sums a channel
-    of a 64³ window in float32, which loses the mean where it is large against the
-    spread (a background channel): on real windows the lowered Pix2Pix generator was
-    0.01 off in [-1, 1] where PyTorch's own float32 forward is 1e-5 from float64. The
-    ONNX export swaps this in for every instance normalization that normalizes by
-    the window's own statistics; the values are those of the layer it replaces."""
-
-    def __init__(self, layer: torch.nn.modules.instancenorm._InstanceNorm) -> None:
-        super().__init__()
-        self.eps = layer.eps
-        self.weight = layer.weight if layer.affine else None
-        self.bias = layer.bias if layer.affine else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        axes = tuple(range(2, x.dim()))
-        wide = x.double()
-        centred = wide - wide.mean(dim=axes, keepdim=True)
-        variance = centred.square().mean(dim=axes, keepdim=True)
-        result = (centred * torch.rsqrt(variance + self.eps)).to(x.dtype)
-        if self.weight is None or self.bias is None:
-            return result
-        shape = (1, -1) + (1,) * len(axes)
-        return result * self.weight.view(shape) + self.bias.view(shape)
-
-
-@contextlib.contextmanager
-def _precise_instance_norms(network: torch.nn.Module) -> Iterator[None]:
-    """Swap :class:`_PreciseInstanceNorm` into ``network`` for the ONNX lowering, and the
-    original layers back afterwards (an instance normalization that uses running
-    statistics in eval mode reduces nothing and is kept)."""
-    from torch.nn.modules.instancenorm import _InstanceNorm
-
-    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
-    for parent in list(network.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, _InstanceNorm) and not child.track_running_stats:
-                setattr(parent, name, _PreciseInstanceNorm(child))
-                swapped.append((parent, name, child))
-    try:
-        yield
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
 
 
 class _WindowFunction(torch.nn.Module):
@@ -352,9 +215,9 @@ def _export_function(
 ) -> _Exported:
     """Capture ``wrapper`` (:func:`_capture`), lowered to ONNX with ``onnx``."""
     if onnx:
-        with _precise_instance_norms(method.network):
+        with precise_instance_norms(method.network):
             program, steps = _capture(method, wrapper, example, shrinking=shrinking)
-            run, onnx_model = _onnx_runner(method, program, example)
+            run, onnx_model = onnx_runner(method, program, example)
         return _Exported(program, run, onnx_model, steps)
     program, steps = _capture(method, wrapper, example, shrinking=shrinking)
     exported = program.module()
@@ -494,7 +357,7 @@ def export_program(
     refusal = method.export_refusal(parsed)
     if refusal:
         raise ExportError(f"method {method.id!r} cannot be exported: {refusal}")
-    _require_free(path, sidecar, overwrite=overwrite)
+    require_free(path, sidecar, overwrite=overwrite)
     require_writable_target(path)
     recorded_model = model_sha256(model) if model is not None else None
 
@@ -564,7 +427,7 @@ def export_program(
     state_json = json.loads(json.dumps(method.state_values()))
     if onnx_model is not None:  # the window, condition and options' hash inside the file too
         described = description_sha256(method_json, options_json, domains_json, state_json)
-        written = _with_onnx_metadata(
+        written = with_onnx_metadata(
             onnx_model, window=window, condition=condition_json, described=described
         )
     else:  # saved to memory first, so that its description can name its SHA-256
@@ -622,113 +485,7 @@ def export_program(
 
     text = json.dumps(description, indent=2) + "\n"
     if overwrite:
-        _replace_pair(path, sidecar, text, write)
+        replace_pair(path, sidecar, text, write)
     else:
-        _place_pair(path, sidecar, text, write)
+        place_pair(path, sidecar, text, write)
     return ExportResult(path=path, sidecar=sidecar, max_difference=difference)
-
-
-def require_writable_target(path: Path) -> None:
-    """Refuse an export to ``path`` before its work (which takes seconds to minutes)
-    when its folder cannot be written: a file is made there and removed. A folder that
-    does not exist yet is created at the end, as ``medi2i predict`` creates an output's
-    folders; the nearest one that exists is tried instead.
-
-    Raises:
-        OutputError: The folder (or the nearest existing one above it) cannot be
-            written to: read-only, full, not a folder; the message names it.
-    """
-    import tempfile
-
-    from medi2i.errors import OutputError
-    from medi2i.io.atomic import os_reason, write_remedy
-
-    folder = next((p for p in Path(path).absolute().parents if p.exists()), Path("/"))
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".medi2i-writable-", dir=folder)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {path}: {folder} is not writable ({os_reason(exc)}); nothing was "
-            f"exported: {write_remedy(exc)}"
-        ) from None
-
-
-EXPORT_REMEDY = "choose another path, or move that one away, and export again"
-"""What a placement refused because a file appeared meanwhile tells the user to do."""
-
-
-def _require_free(path: Path, sidecar: Path, *, overwrite: bool) -> None:
-    """Refuse an existing export file or description (either alone) unless
-    ``overwrite``; a folder at either path always (an export replaces files only).
-
-    Raises:
-        OptionsError: A file is there and ``overwrite`` is not set.
-        OutputError: A folder is there.
-    """
-    from medi2i.io.destinations import check_destination
-
-    check_destination(path, inputs=[], overwrite=True, folder=False)
-    check_destination(sidecar, inputs=[], overwrite=True, sidecar_of=path)
-    if overwrite:
-        return
-    for target in (path, sidecar):
-        if target.exists() or target.is_symlink():
-            raise OptionsError(
-                f"{target} exists; choose another path, or pass --overwrite (overwrite=True "
-                "in Python) to replace it"
-            )
-
-
-def _replace_pair(
-    path: Path, sidecar: Path, description: str, write: Callable[[Path], None]
-) -> None:
-    """Put the exported file and its description in place over what is there (``overwrite``):
-    both are written in full under temporary names in their folder, then renamed one
-    right after the other with Ctrl-C held off; a failure before that keeps the old
-    pair (or the lone old description) as it was."""
-    from medi2i.io.atomic import atomic_path, make_parent_folders, placed_with, temporary_sibling
-
-    make_parent_folders(sidecar)
-    staged = temporary_sibling(sidecar)
-    try:
-        staged.write_text(description, encoding="utf-8")
-        with placed_with(staged, sidecar, output=path), atomic_path(path) as tmp:
-            write(tmp)
-    finally:
-        with contextlib.suppress(OSError):  # gone already once put in place
-            staged.unlink(missing_ok=True)
-
-
-def _place_pair(path: Path, sidecar: Path, description: str, write: Callable[[Path], None]) -> None:
-    """Put the exported file and its description in place, both or neither, and never
-    over a file that appeared at either path while the export ran (the paths were
-    checked free before the work, which takes seconds): the staged files are removed,
-    what appeared is kept, and :class:`~medi2i.errors.OutputError` says so."""
-    from medi2i.io import atomic_path
-    from medi2i.io.atomic import refusing_existing
-
-    placed: os.stat_result | None = None
-    try:
-        # the description first, put in place only after the network
-        with (
-            refusing_existing(empty_folders=False, remedy=EXPORT_REMEDY),
-            atomic_path(sidecar) as staged,
-        ):
-            staged.write_text(description, encoding="utf-8")
-            with atomic_path(path) as tmp:
-                write(tmp)
-            placed = path.stat()
-    except BaseException:
-        if placed is not None:  # the network is in place, its description refused
-            _remove_if_same(path, placed)
-        raise
-
-
-def _remove_if_same(path: Path, placed: os.stat_result) -> None:
-    """Remove ``path`` if it is still the file this export placed there."""
-    with contextlib.suppress(OSError):
-        now = path.stat()
-        if (now.st_dev, now.st_ino) == (placed.st_dev, placed.st_ino):
-            path.unlink()

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from medi2i.engine import SlidingWindowEngine
-from medi2i.errors import ModelFormatError, OptionsError
-from medi2i.export import ExportError
+from medi2i.errors import ExportError, ModelFormatError, OptionsError
 from medi2i.settings import InferenceSettings
 
 if TYPE_CHECKING:

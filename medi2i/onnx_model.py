@@ -249,7 +249,8 @@ def _file_record(
             export made before medi2i wrote them: export again), or the description's
             values are not the exported ones.
     """
-    from medi2i.export import ONNX_METADATA_KEY, description_sha256
+    from medi2i.export import description_sha256
+    from medi2i.export_onnx import ONNX_METADATA_KEY
 
     recorded = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
     try:

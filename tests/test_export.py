@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from medi2i import DataKind
 from medi2i.cli.main import build_cli
-from medi2i.export import TORCH_ONNX_REGISTRATION_LOGGER, ExportError, export_program
+from medi2i.errors import ExportError
+from medi2i.export import export_program
+from medi2i.export_onnx import TORCH_ONNX_REGISTRATION_LOGGER
 from medi2i.model_folder import save_model
 from medi2i.registry import Registry
 
@@ -262,16 +264,16 @@ def test_the_onnx_lowering_keeps_a_background_channels_statistics() -> None:
     pytest.importorskip("onnxscript")
     from types import SimpleNamespace
 
-    from medi2i.export import _onnx_runner, _precise_instance_norms
+    from medi2i.export_onnx import onnx_runner, precise_instance_norms
 
     network = torch.nn.Sequential(torch.nn.InstanceNorm3d(1, affine=True)).eval()
     window = -0.6 + 0.002 * torch.randn(
         2, 1, 64, 64, 64, generator=torch.Generator().manual_seed(0)
     )
     exact = torch.nn.functional.instance_norm(window.double()).float()
-    with _precise_instance_norms(network):
+    with precise_instance_norms(network):
         program = torch.export.export(network, (window,))
-        run, _ = _onnx_runner(SimpleNamespace(id="layer"), program, window)
+        run, _ = onnx_runner(SimpleNamespace(id="layer"), program, window)
     assert isinstance(network[0], torch.nn.InstanceNorm3d)  # the layer is back
     assert float((run(window) - exact).abs().max()) < 1e-5
 

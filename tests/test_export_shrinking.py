@@ -14,7 +14,8 @@ import torch
 from click.testing import CliRunner
 
 from medi2i.cli.main import build_cli
-from medi2i.export import ExportError, export_program
+from medi2i.errors import ExportError
+from medi2i.export import export_program
 from medi2i.model_folder import save_model
 from medi2i.registry import Registry
 

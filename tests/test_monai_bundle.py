@@ -18,8 +18,7 @@ from click.testing import CliRunner
 
 from medi2i.bundle_export import export_bundle
 from medi2i.cli.main import build_cli
-from medi2i.errors import OptionsError, OutputError
-from medi2i.export import ExportError
+from medi2i.errors import ExportError, OptionsError, OutputError
 from medi2i.model_folder import load_model, save_model
 from medi2i.prediction import predict
 from medi2i.registry import Registry
