@@ -45,6 +45,7 @@ from medi2i.errors import (
 from medi2i.grid import SpatialPlan
 from medi2i.hashing import file_sha256
 from medi2i.io.atomic import make_parent_folders, temporary_sibling, with_default_mode
+from medi2i.io.base import special_file_kind
 from medi2i.method import DomainSpec, Method, MethodClass, StateValue, VolumeSpec
 from medi2i.model_checks import (
     MAX_STATE_ELEMENTS,
@@ -505,8 +506,9 @@ class _ModelFiles:
 
     def has(self, name: str) -> bool:
         """Whether the model holds a member file ``name``."""
-        if self.zip_prefix is None:
-            return (self.path / name).is_file()
+        if self.zip_prefix is None:  # a FIFO or a folder under the name is named by read
+            member = self.path / name
+            return member.is_file() or member.is_dir() or special_file_kind(member) is not None
         with zipfile.ZipFile(self.path) as archive:
             return self.zip_prefix + name in archive.namelist()
 
@@ -534,6 +536,7 @@ class _ModelFiles:
 
     def _read_file(self, name: str, named: str, limit: int) -> bytes:
         member = self.path / name
+        _require_regular_member(self.path, name)
         if not member.is_file():
             raise ModelFormatError(
                 f"model folder {self.path} has no {name}{_run_folder_hint(self.path, name)}"
@@ -550,6 +553,20 @@ class _ModelFiles:
                 f"{limit:,} medi2i reads"
             )
         return member.read_bytes()
+
+
+def _require_regular_member(folder: Path, name: str) -> None:
+    """Refuse, before it is opened, a member ``name`` of a model folder that is there but
+    is no regular file: a folder, or a FIFO, socket or device (reading a FIFO would wait
+    for ever); a missing member is left to the caller to name."""
+    member = folder / name
+    kind = "a folder" if member.is_dir() else special_file_kind(member)
+    if kind is None:
+        return
+    raise ModelFormatError(
+        f"model folder {folder}: {name} is {kind}, not a regular file; medi2i does not "
+        f"open it; put the {name} that medi2i saved with the model in its place"
+    )
 
 
 def _escapes(name: str) -> bool:

@@ -82,7 +82,9 @@ def discover_studies(
     made again without it, so the batch never takes its own outputs for inputs. Each
     link that leads to one becomes a skipped job (``not_searched``) saying so, so that a
     rerun counts as many studies as the first run did, when the link was broken because
-    the output root did not exist yet.
+    the output root did not exist yet; one met as a plain folder inside a linked folder
+    (a link to the folder that holds the output root) is left out unrecorded, as the
+    first run, which found nothing there, did.
 
     A study where no readable series (or more than one) matches ``selector`` becomes a
     job with a ``problem``, recorded as failed when it runs; one where no series at all
@@ -105,6 +107,7 @@ def discover_studies(
     result = scan
     if result is None or _reaches(result, exclude):
         result = scan_folder(root, slice_tolerance_mm=tolerance, exclude=exclude)
+    result = replace(result, skipped=tuple(i for i in result.skipped if not _passed_over(i)))
     unsearched = [item for item in result.skipped if item.folder]
     if not result.studies and all(item.hidden or item.excluded for item in unsearched):
         first = next((item for item in unsearched if item.hidden), None)
@@ -154,6 +157,15 @@ def discover_studies(
         if item.broken_link and not any(_holds(folder, item.path) for folder in folders.values())
     ]
     return jobs + [_unsearched_job(item, root) for item in unsearched + broken]
+
+
+def _passed_over(item: SkippedFile) -> bool:
+    """Whether ``item`` is an excluded folder (the output root) the scan met as a plain
+    folder, inside a folder that a link in the tree leads to (``in/up -> ..`` beside
+    ``out``): it is left out unrecorded, as on a first run, when the root did not exist
+    yet and nothing was there to note. A link that leads to the root itself is recorded
+    (it was a broken link on the first run)."""
+    return item.excluded and not os.path.islink(item.path)
 
 
 def _reaches(scan: ScanResult, folders: Sequence[Path]) -> bool:

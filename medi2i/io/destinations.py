@@ -12,6 +12,10 @@ The rules, the same for every format (NIfTI, NRRD, MetaImage, a DICOM series) an
   written in full. A path with no name of its own (``.``) is refused: give the output
   a name inside that folder. A DICOM series replaces only a folder that holds nothing but a
   ``.dcm`` series.
+- An output whose folders go through a link to nothing (a broken link, before a ``..``
+  or not) is refused, naming the link and its missing target: no folder the path does
+  not name is created, and nothing is written where its text does not say. A ``..``
+  after a folder that does not exist yet is resolved by name (:func:`settled_path`).
 - An output that ends in ``/`` but has a file suffix (``out.nii.gz/``) is refused: is it
   a folder or a file? A folder name without a file suffix (``out``, ``out.v2``,
   ``1.2.840.113619``: see :func:`file_suffix`), with or without the ``/``, is a DICOM
@@ -105,22 +109,67 @@ def settled_path(path: Path) -> Path:
     replace ``x.nii``. The folder part is resolved physically where it exists (a
     ``..`` after a link leads to the link target's parent, as the system takes it) and
     by name where it does not yet (a folder medi2i creates is no link), so no folder is
-    created to find out. A relative path stays relative to the working folder; a path
-    with no ``..`` in its folders, or with no name of its own (``a/..``, refused by
-    :func:`require_own_name`), is returned as it is.
+    created to find out. A folder that is a broken link (its target does not exist) is
+    refused, with or without a ``..`` after it: writing through it would create
+    folders the path does not name, or write where its text does not say. A relative
+    path stays relative to the working folder; a path with no ``..`` in its folders, or
+    with no name of its own (``a/..``, refused by :func:`require_own_name`), is
+    returned as it is.
 
     Example:
         >>> settled_path(Path("missing/../out.nii.gz"))
         PosixPath('out.nii.gz')
+
+    Raises:
+        OutputError: A folder of ``path`` is a broken link; the message names it and
+            its missing target.
     """
     path = Path(path)
+    try:
+        real = _walked_folders(path)
+    except FileNotFoundError:  # a working folder that was deleted: nothing to look at
+        return path
     if path.name in ("", "..") or ".." not in path.parent.parts:
         return path
-    real = os.path.realpath(path.parent)
     if not path.is_absolute():
         with suppress(OSError, ValueError):  # a working folder that was deleted: absolute
             real = os.path.relpath(real, os.getcwd())
     return Path(real) / path.name
+
+
+def _walked_folders(path: Path) -> str:
+    """The absolute physical path of ``path``'s folders: each existing link followed,
+    each ``..`` taken from the folder reached so far, a missing folder kept by name.
+
+    Raises:
+        OutputError: One of the folders is a link whose target does not exist.
+    """
+    current = os.path.abspath(path.anchor) if path.is_absolute() else os.getcwd()
+    named = Path(path.anchor)
+    for part in path.parent.parts[1 if path.is_absolute() else 0 :]:
+        named /= part
+        if part == "..":
+            current = os.path.dirname(current)
+        elif part != ".":
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                _refuse_broken_link(path, named, current)
+                current = os.path.realpath(current)
+    return current
+
+
+def _refuse_broken_link(output: Path, named: Path, link: str) -> None:
+    """Refuse ``output`` when ``link`` (written ``named`` in it) leads to nothing."""
+    if os.path.exists(link):
+        return
+    target = os.path.realpath(link)
+    if os.path.lexists(target):  # realpath stops at a link it cannot follow
+        what = f"{named} is a loop of links that leads to no folder"
+    else:
+        what = f"{named} is a link to {target}, which does not exist"
+    raise OutputError(
+        f"cannot write {output}: {what}; make the folder it points to, or give another output"
+    )
 
 
 def refuse_own_source(volume: object, output: Path) -> None:
@@ -280,9 +329,11 @@ def check_batch_root(
 
     Raises:
         OutputError: The root is inside the input tree or another input, holds one, or
-            holds other data.
+            holds other data; it, or a folder of its path, is a broken link.
     """
     output_root, input_root = settled_path(Path(output_root)), Path(input_root)
+    if output_root.is_symlink():  # a root that is a link to nothing cannot be written into
+        _refuse_broken_link(output_root, output_root, str(output_root))
     for source in (input_root, *other_inputs):
         _refuse_input(output_root, Path(source))
     if overwrite or not output_root.exists() or Path(manifest).exists():
