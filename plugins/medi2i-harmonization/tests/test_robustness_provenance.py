@@ -14,6 +14,7 @@ from medi2i_harmonization.zscore import ZScore
 import medi2i
 from medi2i import InferenceSettings, Registry
 from medi2i.export import model_sha256
+from medi2i.io.base import volume_from_array
 from medi2i.provenance import sidecar_path
 
 Phantom = Callable[..., np.ndarray]
@@ -58,14 +59,18 @@ def test_a_refitted_model_at_the_same_path_gets_another_model_hash(
 
 
 def test_the_provenance_records_what_the_standardization_measured(
-    medi2i_volume_file: Path, medi2i_registry: Registry
+    phantom: Phantom, medi2i_registry: Registry, tmp_path: Path
 ) -> None:
+    # a head with white matter: medi2i_volume_file's blobs have no white-matter peak
+    source = tmp_path / "input.nii.gz"
+    head = volume_from_array(phantom().astype(np.float32), np.eye(4), path=source)
+    medi2i.write_volume(head, source)
     settings = InferenceSettings(device="cpu", progress=False)
     runs = {}
     for method in ("whitestripe", "zscore"):
         output = medi2i.predict(
-            medi2i_volume_file,
-            medi2i_volume_file.with_name(f"{method}.nii.gz"),
+            source,
+            source.with_name(f"{method}.nii.gz"),
             method=method,
             registry=medi2i_registry,
             settings=settings,

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from medi2i_harmonization.whitestripe import WhiteStripe
+from monai.data.meta_tensor import MetaTensor
 
 import medi2i
+import medi2i.testing.contract
 from medi2i import InferenceSettings, Medi2iError, OptionsError, predict_tensor
 from medi2i.testing import check_method_contract, make_volume
 
@@ -19,12 +22,38 @@ WHITE, GREY = 900.0, 600.0
 """Tissue means of the test phantom (see conftest.T1_TISSUES)."""
 
 
+def t1_on_grid(shape: tuple[int, int, int] = (24, 20, 16), *, seed: int = 0) -> MetaTensor:
+    """:func:`make_volume`'s oblique grid filled with grey and white matter: its blobs on
+    a gradient have no white-matter peak, and WhiteStripe refuses them."""
+    image = make_volume(shape, seed=seed)
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(2, size=shape)
+    values = np.array([GREY, WHITE])[labels] + rng.normal(0.0, 30.0, shape)
+    image[0] = torch.as_tensor(values, dtype=image.dtype)
+    return image
+
+
+@pytest.fixture
+def t1_contract_volume(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract check predicts :func:`t1_on_grid` instead of its blobs."""
+    monkeypatch.setattr(
+        medi2i.testing.contract, "make_volume", lambda shape, **_: t1_on_grid(shape)
+    )
+
+
+@pytest.mark.usefixtures("t1_contract_volume")
 def test_keeps_the_method_contract() -> None:
     check_method_contract(WhiteStripe)
 
 
+@pytest.mark.usefixtures("t1_contract_volume")
 def test_keeps_the_contract_with_a_fitted_target() -> None:
-    check_method_contract(WhiteStripe, prepare=lambda m: m.fit([make_volume(seed=2)]))
+    check_method_contract(WhiteStripe, prepare=lambda m: m.fit([t1_on_grid(seed=2)]))
+
+
+def test_the_contracts_blob_volume_has_no_white_matter_peak() -> None:
+    with pytest.raises(Medi2iError, match=r"no white-matter peak.*zscore or nyul"):
+        WhiteStripe().standardize(make_volume()[0].numpy().astype(np.float64))
 
 
 def test_finds_the_white_matter_peak_of_a_t1_histogram(phantom: Phantom) -> None:
@@ -88,8 +117,8 @@ def test_fitted_target_puts_white_matter_at_the_target_domains_level(phantom: Ph
     assert method.stripe(output).std == pytest.approx(std, rel=1e-6)
 
 
-def test_predicts_a_smooth_volume_on_its_grid() -> None:
-    volume = make_volume((24, 20, 16))
+def test_predicts_a_volume_on_its_grid() -> None:
+    volume = t1_on_grid((24, 20, 16))
 
     output = predict_tensor(WhiteStripe(), volume, settings=SETTINGS)
 
