@@ -64,6 +64,59 @@ class DistributedContext:
             dist.barrier()
 
 
+@dataclass(frozen=True)
+class TrainingScale:
+    """How many processes a run trained in and how many patches one step saw.
+
+    A step of every process samples its own ``batch_size`` patches and DDP averages
+    the gradients, so one step trains on ``world_size`` times the patches of a single
+    process: the same workflow under ``torchrun --nproc_per_node 2`` makes another
+    model than without torchrun, and only the same number of processes reproduces it.
+
+    Attributes:
+        world_size: Number of processes (1 without ``torchrun``).
+        batch_size: Patches per micro-batch of one process (``training.batch_size``).
+        accumulation_steps: Micro-batches per step (``training.accumulation_steps``).
+
+    Example:
+        >>> TrainingScale(world_size=2, batch_size=4, accumulation_steps=1).patches_per_step
+        8
+    """
+
+    world_size: int
+    batch_size: int
+    accumulation_steps: int = 1
+
+    @property
+    def patches_per_step(self) -> int:
+        """Patches one optimizer step trains on, over all processes."""
+        return self.world_size * self.batch_size * self.accumulation_steps
+
+    def record(self) -> dict[str, int]:
+        """The facts as JSON values, for the model folder's and the run's records."""
+        return {
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "accumulation_steps": self.accumulation_steps,
+            "patches_per_step": self.patches_per_step,
+        }
+
+    def note(self) -> str | None:
+        """The log's line about a run in several processes (``None`` for one process):
+        ``training on 2 processes (torchrun): 2 × batch_size 4 = 8 patches per step``."""
+        if self.world_size == 1:
+            return None
+        factors = f"{self.world_size} × batch_size {self.batch_size}"
+        if self.accumulation_steps > 1:
+            factors += f" × accumulation_steps {self.accumulation_steps}"
+        return (
+            f"training on {self.world_size} processes (torchrun): {factors} = "
+            f"{self.patches_per_step} patches per step; the model depends on the number of "
+            f"processes, so reproduce it with {self.world_size} processes (torchrun "
+            f"--nproc_per_node {self.world_size} on one machine)"
+        )
+
+
 def context_from_environment(environ: Mapping[str, str] | None = None) -> DistributedContext:
     """The rank and world size that ``torchrun`` put in the environment.
 

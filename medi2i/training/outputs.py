@@ -2,7 +2,10 @@
 of a write that fails (a full disk, a folder that became read-only).
 
 A model folder (``model/``, ``best-model/``) appears complete, with the card its caller
-writes into it, or not at all: it is made under a temporary name and renamed. A failed
+writes into it, or not at all: it is made under a temporary name and renamed. Beside the
+model it holds ``training.json``, how it was trained: the number of processes
+(``world_size``) and the patches one step trained on (``patches_per_step``), which the
+card written into it may quote. A failed
 write of a checkpoint or a model folder leaves nothing under its final name and is
 reported as one :class:`~medi2i.errors.OutputError` naming the run folder, not as the
 traceback of the library that wrote the file (safetensors, ``torch.save``).
@@ -10,12 +13,14 @@ traceback of the library that wrote the file (safetensors, ``torch.save``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from medi2i.errors import OutputError
 from medi2i.method import Method
+from medi2i.training.distributed import TrainingScale
 from medi2i.training_spacing import TrainingSpacing
 
 ModelFinisher = Callable[[Path, bool], None]
@@ -30,6 +35,8 @@ _TORCH_WRITE_FAILURES = (
     "No space left",
 )
 """Words of torch's RuntimeErrors for a file it could not write in full."""
+TRAINING_FACTS = "training.json"
+"""How a model folder's model was trained (:meth:`TrainingScale.record`)."""
 
 
 @contextmanager
@@ -81,10 +88,12 @@ def write_model_folder(
     finish: ModelFinisher | None,
     best: bool = False,
     spacing: TrainingSpacing | None = None,
+    scale: TrainingScale | None = None,
 ) -> Path:
     """Save ``method`` as the model folder ``folder``, completed by ``finish``, all under
     a temporary name renamed at the end (an earlier folder there is replaced); its
-    manifest records ``spacing``, the voxel spacings of the training inputs."""
+    manifest records ``spacing``, the voxel spacings of the training inputs, and its
+    :data:`TRAINING_FACTS` the ``scale`` it was trained at (written before ``finish``)."""
     from medi2i.io.atomic import atomic_path
     from medi2i.model_folder import MANIFEST, save_model
 
@@ -96,6 +105,9 @@ def write_model_folder(
         )
     with atomic_path(folder) as staging:
         save_model(method, staging, metrics=metrics, training_spacing=spacing)
+        if scale is not None:
+            facts = json.dumps(scale.record(), indent=2) + "\n"
+            (staging / TRAINING_FACTS).write_text(facts, encoding="utf-8")
         if finish is not None:
             finish(staging, best)
     return folder

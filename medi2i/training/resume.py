@@ -76,7 +76,8 @@ def resume_from_checkpoint(
     if differences:
         raise CheckpointError(
             f"the checkpoint in {folder} (step {checkpoint.step}) was written with other "
-            f"settings ({'; '.join(differences)}); resume with the same settings, or start "
+            f"settings ({'; '.join(differences)}); resume with the same settings"
+            f"{_processes_hint(checkpoint.record.fingerprint, fingerprint)}, or start "
             "afresh in a new run folder (resume=False in Python)"
         )
     _check_total_steps(folder, checkpoint.step, checkpoint.record.total_steps, trainer, context)
@@ -87,6 +88,16 @@ def resume_from_checkpoint(
     method.load_training_state(checkpoint.method_state)
     restore_rng(checkpoint)
     return checkpoint.step
+
+
+def _processes_hint(saved: dict[str, JsonValue], current: dict[str, JsonValue]) -> str:
+    """How to resume a checkpoint written by another number of processes (each step of
+    a run in N processes trains on N times the patches), or ``""`` when it was not."""
+    before = saved.get("world_size", 1)
+    if before == current.get("world_size", 1):
+        return ""
+    launch = f"torchrun --nproc_per_node {before}" if before != 1 else "no torchrun"
+    return f" ({before} process{'' if before == 1 else 'es'}: {launch})"
 
 
 def _check_total_steps(

@@ -44,6 +44,7 @@ from medi2i.training.data import (
 )
 from medi2i.training.distributed import (
     DistributedContext,
+    TrainingScale,
     average_across_processes,
     context_from_environment,
     in_any_process,
@@ -125,6 +126,7 @@ def run_training(
         torch.backends.cudnn.benchmark = True
     patch_size = resolve_patch_size(method, config)
     context = join_process_group(device=device)
+    scale = TrainingScale(context.world_size, config.batch_size, config.accumulation_steps)
     trainer = _configured_trainer(method, config, device, context)
     fingerprint = run_fingerprint(method, config, patch_size, context)
     first_step = resume_from_checkpoint(
@@ -133,6 +135,7 @@ def run_training(
     if context.is_main:
         if on_start is not None:  # the resume checks passed: the caller may write now
             on_start(first_step)
+        _note_scale(scale)
         check_data_record(run_dir / CHECKPOINTS, data, unlabelled, resumed=first_step > 0)
     record = _validation_record(validation, inference, validation_condition)
     spacing = training_spacing_of(method, data, unlabelled) if context.is_main else None
@@ -153,7 +156,7 @@ def run_training(
             run_dir / LOGS,
             first_step=first_step,
             total_steps=config.steps,
-            patches_per_step=config.batch_size * config.accumulation_steps * context.world_size,
+            patches_per_step=scale.patches_per_step,
             tensorboard=config.tensorboard,
             progress=wants_progress(config.progress),
             main=context.is_main,
@@ -172,7 +175,9 @@ def run_training(
             validator=_validator(
                 validation, method, inference, device, config, context, validation_condition
             ),
-            best=_BestModel.at(run_dir / BEST_MODEL, resumed=first_step > 0, finish=finish_model)
+            best=_BestModel.at(
+                run_dir / BEST_MODEL, resumed=first_step > 0, finish=finish_model, scale=scale
+            )
             if config.keep_best and validation is not None and context.is_main
             else None,
             collapse=CollapseWatch(
@@ -200,6 +205,7 @@ def run_training(
                     metrics=log.last_validation,
                     finish=finish_model,
                     spacing=spacing,
+                    scale=scale,
                 )
         context.barrier()
         return TrainResult(
@@ -211,7 +217,19 @@ def run_training(
             validation=log.last_validation,
             best_model_dir=run.best.folder if run.best and run.best.folder.is_dir() else None,
             health=tuple(log.health_findings),
+            world_size=scale.world_size,
+            patches_per_step=scale.patches_per_step,
         )
+
+
+def _note_scale(scale: TrainingScale) -> None:
+    """Say in the run's log that it trains in several processes, and what a step sees
+    (nothing for one process)."""
+    from medi2i.training.history import training_note
+
+    note = scale.note()
+    if note is not None:
+        training_note(note)
 
 
 def _validation_record(
@@ -473,18 +491,27 @@ class _BestModel:
     """Completes the folder (its card) before it is put in place."""
     spacing: TrainingSpacing | None = None
     """The voxel spacings of the training inputs, for its manifest."""
+    scale: TrainingScale | None = None
+    """The processes and patches per step it was trained with, for its training record."""
 
     @classmethod
-    def at(cls, folder: Path, *, resumed: bool, finish: ModelFinisher | None) -> _BestModel:
+    def at(
+        cls,
+        folder: Path,
+        *,
+        resumed: bool,
+        finish: ModelFinisher | None,
+        scale: TrainingScale | None = None,
+    ) -> _BestModel:
         """Start tracking; a resumed run continues from the best its earlier part kept,
         a fresh one replaces a best model left by an earlier run in the folder."""
         from medi2i.model_folder import METRICS
 
         try:
             stored = json.loads((folder / METRICS).read_text()) if resumed else {}
-            return cls(folder, float(stored[VALIDATION_METRIC]), finish)
+            return cls(folder, float(stored[VALIDATION_METRIC]), finish, scale=scale)
         except (OSError, ValueError, KeyError, TypeError):
-            return cls(folder, finish=finish)
+            return cls(folder, finish=finish, scale=scale)
 
     def offer(self, method: Method, step: int, metrics: Mapping[str, float]) -> bool:
         """Keep ``method`` when its validation is the best so far; whether it was."""
@@ -498,6 +525,7 @@ class _BestModel:
             finish=self.finish,
             best=True,
             spacing=self.spacing,
+            scale=self.scale,
         )
         self.mae = value
         return True

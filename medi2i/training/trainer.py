@@ -396,6 +396,9 @@ class TrainResult:
             ``TrainingConfig.keep_best``), or ``None`` when none was kept.
         health: Training-health findings: the collapses the run reported (see
             ``TrainingConfig.collapse_check``), one line each; empty for a healthy run.
+        world_size: Processes the run trained in (``torchrun``; 1 without it).
+        patches_per_step: Patches one step trained on, over all processes
+            (``world_size × batch_size × accumulation_steps``); ``None`` when unknown.
     """
 
     model_dir: Path
@@ -406,6 +409,8 @@ class TrainResult:
     validation: Mapping[str, float] | None
     best_model_dir: Path | None = None
     health: tuple[str, ...] = ()
+    world_size: int = 1
+    patches_per_step: int | None = None
 
 
 def train(

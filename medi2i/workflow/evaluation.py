@@ -159,8 +159,21 @@ def evaluate_stage(
 
 def inference_record(workflow: Workflow) -> dict[str, object]:
     """The inference settings the predictions were made with, as ``metrics.json`` and
-    the model card record them (``progress``, which changes no value, left out)."""
-    return dict(workflow.inference.model_dump(mode="json", exclude={"progress"}))
+    the model card record them (``progress``, which changes no value, left out).
+
+    ``device`` is the setting (``auto``), ``device_used`` the device the predictions
+    ran on (``cpu``, ``cuda:0``), and ``amp`` whether they ran in mixed precision: only
+    on CUDA, so ``false`` on the CPU whatever ``inference.amp`` says.
+    """
+    from medi2i.engine import resolve_device
+
+    record = dict(workflow.inference.model_dump(mode="json", exclude={"progress"}))
+    try:
+        device = resolve_device(workflow.inference.device)
+    except Medi2iError:  # no prediction ran on it: the stage refused the device
+        return {**record, "device_used": None, "amp": False}
+    used = device.type == "cuda" and workflow.inference.amp
+    return {**record, "device_used": str(device), "amp": used}
 
 
 def _write_metrics(

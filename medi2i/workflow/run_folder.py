@@ -5,7 +5,8 @@ Each run lives in one folder, ``<output.root>/<output.name>-<run_id>/``::
     config.resolved.yaml  the workflow with every default filled in and paths absolute:
                           ``medi2i run config.resolved.yaml --run-dir .`` reruns it
     run.json              which stages finished, when, and where the model is; ``stale``
-                          lists the stages whose results describe an earlier model
+                          lists the stages whose results describe an earlier model;
+                          ``world_size`` and ``patches_per_step`` how it was trained
     .medi2i-run.lock      held by the process working in the folder (one at a time)
     logs/                 run.log (stages), train.jsonl (the trainer's step records)
     checkpoints/          the trainer's checkpoints (a rerun resumes from the last; it warns
@@ -413,7 +414,12 @@ class RunState:
     The train stage also records the ``--set`` overrides the model was trained with
     (``train_overrides``; ``None`` in folders written before medi2i recorded them), and
     the checkpoint step its last training resumed from (``resumed_from``; ``None`` when
-    it started at step 0), which the report shows.
+    it started at step 0), which the report shows. A training in gradient steps records
+    the processes it ran in (``world_size``: 2 under ``torchrun --nproc_per_node 2``)
+    and the patches one step trained on over all of them (``patches_per_step``): the
+    model depends on both, and only the same number of processes reproduces it
+    (``None`` for a fitted or given model, and in folders written before medi2i
+    recorded them).
     """
 
     model: str | None
@@ -421,6 +427,8 @@ class RunState:
     stale: tuple[str, ...] = ()
     train_overrides: tuple[str, ...] | None = None
     resumed_from: int | None = None
+    world_size: int | None = None
+    patches_per_step: int | None = None
 
     @classmethod
     def read(cls, run: RunFolder) -> RunState:
@@ -433,7 +441,15 @@ class RunState:
             trained = None if overrides is None else tuple(str(o) for o in overrides)
             resumed = raw.get("resumed_from")
             resumed_from = resumed if isinstance(resumed, int) and resumed > 0 else None
-            return cls(raw.get("model"), dict(raw.get("stages", {})), stale, trained, resumed_from)
+            return cls(
+                raw.get("model"),
+                dict(raw.get("stages", {})),
+                stale,
+                trained,
+                resumed_from,
+                world_size=_count(raw.get("world_size")),
+                patches_per_step=_count(raw.get("patches_per_step")),
+            )
         except (json.JSONDecodeError, AttributeError, TypeError):
             return cls(None, {})  # a damaged record is rebuilt by the next stage
 
@@ -451,9 +467,12 @@ class RunState:
         model: Path | None = None,
         overrides: Sequence[str] | None = None,
         resumed_from: int | None = None,
+        scale: Mapping[str, int] | None = None,
     ) -> RunState:
         """Record ``stage`` as finished now (and the model folder) in ``run.json``; a
-        train stage also records its ``overrides`` and the step it ``resumed_from``."""
+        train stage also records its ``overrides``, the step it ``resumed_from`` and
+        the ``world_size`` and ``patches_per_step`` of its ``scale`` (a training in
+        gradient steps: :meth:`medi2i.training.distributed.TrainingScale.record`)."""
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         kept = self.model
         if model is not None:
@@ -462,10 +481,15 @@ class RunState:
             )
         stale = tuple(name for name in self.stale if name != stage)
         trained, resumed = self.train_overrides, self.resumed_from
+        world, patches = self.world_size, self.patches_per_step
         if stage == "train":
             trained = tuple(overrides) if overrides is not None else None
             resumed = resumed_from if resumed_from else None
-        return RunState(kept, {**self.stages, stage: stamp}, stale, trained, resumed).write(run)
+            world = _count(scale.get("world_size")) if scale else None
+            patches = _count(scale.get("patches_per_step")) if scale else None
+        stages = {**self.stages, stage: stamp}
+        state = RunState(kept, stages, stale, trained, resumed, world, patches)
+        return state.write(run)
 
     def mark_stale(self, run: RunFolder, stages: Sequence[str]) -> RunState:
         """Record that the results of ``stages`` describe an earlier model (training
@@ -482,9 +506,18 @@ class RunState:
             record["train_overrides"] = list(self.train_overrides)
         if self.resumed_from is not None:
             record["resumed_from"] = self.resumed_from
+        if self.world_size is not None:
+            record["world_size"] = self.world_size
+        if self.patches_per_step is not None:
+            record["patches_per_step"] = self.patches_per_step
         with atomic_path(run.state) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
         return self
+
+
+def _count(value: object) -> int | None:
+    """``value`` when it is a positive count (not a bool), else ``None``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 Log = Callable[[str], None]

@@ -64,8 +64,11 @@ def train_stage(
         note = unused_training_settings(workflow, registry)
         if note is not None:
             log(f"train: {note}")
+    scale: dict[str, int] | None = None
     if route == "gradient":
-        model_dir, resumed_from = _train(workflow, run, registry, method, splits, log, command)
+        model_dir, resumed_from, scale = _train(
+            workflow, run, registry, method, splits, log, command
+        )
     else:
         resumed_from = 0
         if main:
@@ -80,7 +83,12 @@ def train_stage(
         write_model_card(workflow, run, method, model_dir, command=command, training=record)
     if main:
         state.finished(
-            run, "train", model=model_dir, overrides=workflow.overrides, resumed_from=resumed_from
+            run,
+            "train",
+            model=model_dir,
+            overrides=workflow.overrides,
+            resumed_from=resumed_from,
+            scale=scale,
         )
     return model_dir
 
@@ -143,10 +151,11 @@ def _train(
     splits: SplitSource,
     log: Log,
     command: str,
-) -> tuple[Path, int]:
-    """Train by gradient steps; return the model folder and the checkpoint step training
-    resumed from (0 when it started afresh). ``model/`` and ``best-model/`` get their
-    cards (naming ``command``) as the trainer writes them."""
+) -> tuple[Path, int, dict[str, int]]:
+    """Train by gradient steps; return the model folder, the checkpoint step training
+    resumed from (0 when it started afresh) and the processes and patches per step it
+    trained with (for ``run.json``). ``model/`` and ``best-model/`` get their cards
+    (naming ``command``) as the trainer writes them."""
     from medi2i.training import train
     from medi2i.workflow.checks import check_training_pairs, check_validation
     from medi2i.workflow.model_card import planned_steps_of, training_record, write_model_card
@@ -206,7 +215,10 @@ def _train(
     if result.first_step > 0:
         log(f"train: resumed from the checkpoint of step {result.first_step}")
     log(f"train: finished at step {result.steps}; model in {result.model_dir}")
-    return Path(result.model_dir), result.first_step
+    scale = {"world_size": result.world_size}
+    if result.patches_per_step is not None:
+        scale["patches_per_step"] = result.patches_per_step
+    return Path(result.model_dir), result.first_step, scale
 
 
 def adapt_stage(
