@@ -184,8 +184,11 @@ def test_q3_has_three_training_scanners_and_a_b_to_a_test(sources: Path, tmp_pat
     assert 0.2 < ratio < 0.6
 
 
-def test_missing_data_is_reported_with_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_data_is_reported_with_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("MEDI2I_DATA_DIR", raising=False)
+    monkeypatch.setenv("MEDI2I_CACHE_DIR", str(tmp_path))  # no prepared data there
     with pytest.raises(InputError, match="MEDI2I_DATA_DIR is not set"):
         build_dataset("q1")
     with pytest.raises(OptionsError, match="q1, q2, q3, q1x, q3m"):
@@ -316,6 +319,8 @@ def test_methods_and_models_run_beside_the_baselines(sources: Path, tmp_path: Pa
     names = [c.name for c in result.contenders]
     assert names == ["no-harmonization", "z-score", "nyul", *methods, "standardizer"]
     assert (output / "q3_comparison.md").is_file()
+    # the model's row says where it was trained, as its folder records
+    assert "trained outside the benchmark" in result.contenders[-1].description
     # fitted on scanner A's training image: it lands in A's units, unlike the raw input
     scores = result.scores
     case = "colin27-B-to-A"

@@ -186,7 +186,7 @@ def test_both_splits_are_fitted_and_scored_on_their_own_cases(
 def test_a_trained_model_is_scored_on_one_split_only(sources: Path, tmp_path: Path) -> None:
     from medi2i_bench import harness
 
-    fake = [("model", "model", object())]
+    fake = [("model", "model", object(), Path("model"))]
     with (
         mock.patch.object(harness, "_load_contenders", return_value=fake),
         mock.patch.object(harness, "_check_served"),

@@ -44,6 +44,8 @@ Parts = dict[str, Built]
 INDEX = "dataset.json"
 SHA256 = "sha256"
 """Key of the index's SHA-256 of each file, by path relative to the index's folder."""
+TRAIN_DOMAINS = "train_domains"
+"""Folder of the per-scanner training images (Q3, Q3m), one subfolder per image."""
 _ROLE_FILES: dict[TaskName, tuple[str, str, str]] = {
     "q1": ("mr", "ct", "mask"),  # the SynthRAD layout
     "q2": ("thick_slices", "high_res", "mask"),
@@ -97,7 +99,7 @@ def _write_part(folder: Path, task: TaskName, built: Built) -> None:
             index[split].append(entry)
     for item in built.train_domains:
         for role, volume in (("image", item.image), ("mask", item.mask)):
-            name = f"train_domains/{item.name}/{role}.nii.gz"
+            name = f"{TRAIN_DOMAINS}/{item.name}/{role}.nii.gz"
             digests[name] = _write(volume, folder / name, mask=role == "mask")
         index["train_domains"].append({"name": item.name, "domain": item.domain})
     with atomic_path(folder / INDEX) as tmp:
@@ -115,6 +117,12 @@ def _write(volume: Volume, path: Path, *, mask: bool) -> str:
     return file_sha256(path)
 
 
+def domain_image_file(folder: Path, name: str) -> Path:
+    """The image file of the per-scanner training image ``name`` in a built split's
+    ``folder`` (``train_domains/<name>/image.nii.gz``)."""
+    return folder / TRAIN_DOMAINS / name / "image.nii.gz"
+
+
 def read_dataset(
     folder: Path, task: TaskName, fingerprint: str, *, split: str = ""
 ) -> BenchDataset:
@@ -130,8 +138,8 @@ def read_dataset(
             DomainVolume(
                 entry["name"],
                 entry["domain"],
-                read_volume_file(folder / "train_domains" / entry["name"] / "image.nii.gz"),
-                read_volume_file(folder / "train_domains" / entry["name"] / "mask.nii.gz"),
+                read_volume_file(domain_image_file(folder, entry["name"])),
+                read_volume_file(folder / TRAIN_DOMAINS / entry["name"] / "mask.nii.gz"),
             )
             for entry in index["train_domains"]
         )

@@ -34,7 +34,8 @@ def bench_group() -> click.Group:
         "bench",
         commands=[bench_run_command, bench_prepare_command],
         help="Quality benchmarks Q1-Q3, Q1x, Q3m, Q4 and Q2c (see "
-        "benchmarks/quality/README.md). They read the real volumes from MEDI2I_DATA_DIR.",
+        "benchmarks/quality/README.md). They read the real volumes from MEDI2I_DATA_DIR; "
+        "run needs no MEDI2I_DATA_DIR when its --work-dir holds data that prepare built.",
     )
 
 
@@ -96,7 +97,8 @@ def _tasks(choice: str) -> list[TaskName]:
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Cache of the built benchmark data [default: the user cache folder].",
+    help="Cache of the built benchmark data; without MEDI2I_DATA_DIR, the data "
+    "medi2i bench prepare built there is used [default: the user cache folder].",
 )
 @click.option(
     "--overlap",

@@ -15,9 +15,15 @@ as ``medi2i predict`` runs it:
 - a method that learns from paired data by fitting (``Training.FIT``, e.g.
   ``monotone-mapping``) is fitted on the benchmark's training pairs;
 - a method that learns from multi-domain data by fitting (``domain-intensity-map``) is
-  fitted on Q3's and Q3m's training images of every scanner, by scanner;
-- a method trained by gradient steps, or on unpaired data, must come
-  as a trained-model folder (``--model``), which is never refitted.
+  fitted on Q3's and Q3m's training images of every scanner (A, B, C), and one that
+  learns from unpaired data by fitting on Q3's training images of scanners A and B
+  (the two Q3 translates between; Q3m, with three scanners, does not score it); both
+  through :func:`medi2i.training.routes.fit_domains_on`, as a workflow's train stage
+  fits them: the domains are set in label order first, the volumes read as predict
+  reads its input;
+- a method trained by gradient steps, or one that learns from unpaired or multi-domain
+  data on another benchmark, must come as a trained-model folder (``--model``), which
+  is never refitted.
 
 An output on another grid than the reference is resampled onto it (linear).
 """
@@ -33,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from medi2i import OptionsError, UnknownMethodError
+from medi2i_bench.cache import domain_image_file
 from medi2i_bench.cases import BenchCase, BenchDataset
 from medi2i_bench.harmonization_data import Q3_SOURCE, Q3_TARGET
 from medi2i_bench.mr_ct_data import Q4_SOURCE_STYLE
@@ -41,12 +48,15 @@ if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
 
     from medi2i import FitPair, InferenceSettings, Method, Registry
+    from medi2i.data.cases import CaseSet
 
 FloatArray = npt.NDArray[np.float32]
 ContenderKind = Literal["baseline", "method", "model"]
 
 _FITTED_ON_TARGETS = frozenset({"none", "single-domain"})
 """Data kinds of methods fitted here on target-domain images (when they define ``fit``)."""
+_FITTED_ON_DOMAINS = frozenset({"unpaired", "multi-domain"})
+"""Data kinds of methods fitted here on the training images of several scanners."""
 
 
 @dataclass(frozen=True)
@@ -115,13 +125,41 @@ def fit_for(method: Method, kind: ContenderKind, dataset: BenchDataset, name: st
             method.fit(target_domain_images(dataset))
     elif method.data is DataKind.PAIRED and fittable:
         paired_fit(method, dataset)
-    elif method.data is DataKind.MULTI_DOMAIN and fittable and dataset.task in ("q3", "q3m"):
-        method.fit_domains(domain_images(dataset))
+    elif method.data.value in _FITTED_ON_DOMAINS and fittable and dataset.task in ("q3", "q3m"):
+        fit_on_domains(method, dataset)
     elif method.data is not DataKind.NONE:
-        raise OptionsError(
-            f"method {name!r} learns from {method.data.value} data: train it first on the "
-            f"benchmark's training set (in {dataset.folder}) and pass the model folder with --model"
-        )
+        raise OptionsError(f"method {name!r} {_unfitted_reason(method)}: {_train_first(dataset)}")
+
+
+def fitted_note(method: Method, kind: ContenderKind, dataset: BenchDataset) -> str:
+    """``"; fitted on ..."``: the training images :func:`fit_for` fitted an unpaired or
+    multi-domain ``method`` on, for its row's legend; empty for any other."""
+    from medi2i import Training
+
+    fitted = kind != "model" and method.training is Training.FIT
+    if not fitted or method.data.value not in _FITTED_ON_DOMAINS:
+        return ""
+    scanners = ", ".join(method.domain_names)
+    return f"; fitted on the training images of scanners {scanners}, by scanner"
+
+
+def _unfitted_reason(method: Method) -> str:
+    """Why the benchmarks do not fit ``method`` themselves, for the refusal."""
+    from medi2i import Training
+
+    if method.training is not Training.FIT:
+        return f"learns from {method.data.value} data by gradient steps"
+    return (
+        f"learns from {method.data.value} data by fitting, which the benchmarks do only on "
+        "Q3 (unpaired: scanners A and B; multi-domain: A, B and C) and Q3m (multi-domain)"
+    )
+
+
+def _train_first(dataset: BenchDataset) -> str:
+    return (
+        f"train it first by a workflow on the benchmark's training set (in {dataset.folder}) "
+        "and pass the model folder with --model"
+    )
 
 
 DEFAULT_OVERLAP, DEFAULT_BLEND = 0.25, "gaussian"
@@ -286,12 +324,34 @@ def target_domain_images(dataset: BenchDataset, domain: str = "") -> list[MetaTe
     return [case.target.metatensor() for case in source_style_pairs(dataset)]
 
 
-def domain_images(dataset: BenchDataset) -> dict[str, list[MetaTensor]]:
-    """Q3's and Q3m's training images by scanner, in the order the dataset holds them."""
-    images: dict[str, list[MetaTensor]] = {}
-    for volume in dataset.train_domains:
-        images.setdefault(volume.domain, []).append(volume.image.metatensor())
-    return images
+def fit_on_domains(method: Method, dataset: BenchDataset) -> None:
+    """Fit an unpaired or multi-domain method on Q3's or Q3m's training images
+    (:func:`domain_cases`) as a workflow's train stage does: through
+    :func:`medi2i.training.routes.fit_domains_on`, which sets the method's domains in
+    label order before it calls :meth:`~medi2i.Method.fit_domains`."""
+    from medi2i.training.routes import fit_domains_on
+
+    fit_domains_on(method, domain_cases(method, dataset))
+
+
+def domain_cases(method: Method, dataset: BenchDataset) -> CaseSet:
+    """Q3's or Q3m's training images as the cases of a workflow's unpaired or
+    multi-domain data, with the domains in label order as the benchmark workflows name
+    them (``workflows/q3u_*.yaml``: A, B; ``workflows/q3m_*.yaml``: A, B, C), each an MR
+    domain. An unpaired method gets the two scanners Q3 translates between."""
+    from medi2i import DataKind, DomainSpec
+    from medi2i.data.cases import IMAGE, Case, CaseSet
+
+    names = tuple(sorted({v.domain for v in dataset.train_domains}))
+    if method.data is DataKind.UNPAIRED:
+        names = tuple(sorted((Q3_SOURCE, Q3_TARGET)))
+    cases = tuple(
+        Case(v.name, {IMAGE: domain_image_file(dataset.folder, v.name)}, v.domain)
+        for v in dataset.train_domains
+        if v.domain in names
+    )
+    specs = tuple(DomainSpec(name=name, modality="MR") for name in names)
+    return CaseSet(method.data, cases, names, specs)
 
 
 def _fits_per_target(method: Method, kind: ContenderKind, dataset: BenchDataset) -> bool:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from medi2i import InputError, OptionsError
@@ -69,6 +69,7 @@ from medi2i_bench.mr_ct_data import (
     build_q4,
     validation_cut,
 )
+from medi2i_bench.prepared import prepared_folder, record_sources
 from medi2i_bench.source_files import COLIN27_FILE, CT_FILE, LUNG1_FILE, LUNG2_FILE, MNI152_FILE
 from medi2i_bench.super_resolution_data import (
     Q2_AXIS,
@@ -246,11 +247,27 @@ def splits_of(task: TaskName) -> tuple[str, ...]:
 def _built_folder(
     task: TaskName, work_dir: str | Path | None, source_dir: str | Path | None
 ) -> tuple[Path, str]:
+    """The built folder of ``task`` and its fingerprint: without ``source_dir`` and
+    ``MEDI2I_DATA_DIR``, the one prepared in the cache (:mod:`medi2i_bench.prepared`);
+    else the one of the sources' fingerprint, built when missing."""
+    cache = Path(work_dir or default_cache_dir())
+    if source_dir is None and not os.environ.get(DATA_DIR_VARIABLE):
+        found = prepared_folder(cache, task, lambda digests: _fingerprint_of(task, digests))
+        if found is None:
+            raise InputError(
+                f"{DATA_DIR_VARIABLE} is not set and {cache} holds no prepared {task} data; "
+                "point the variable at the shared data folder (the Makefile uses "
+                "../shared/data beside the clone), or pass the --work-dir that "
+                "medi2i bench prepare filled"
+            )
+        return found
     sources = Path(source_dir) if source_dir is not None else data_dir(task)
-    fingerprint = _fingerprint(task, sources)
-    folder = Path(work_dir or default_cache_dir()) / f"{task}-{fingerprint[:12]}"
+    digests = _source_digests(task, sources)
+    fingerprint = _fingerprint_of(task, digests)
+    folder = cache / f"{task}-{fingerprint[:12]}"
     if not (folder / INDEX).is_file():
         write_dataset(folder, task, _BUILDERS[task](sources))
+    record_sources(folder, fingerprint, digests)
     link_stable_alias(folder, task)
     return folder, fingerprint
 
@@ -303,13 +320,31 @@ _SOURCES: dict[TaskName, tuple[str, ...]] = {
 }
 
 
-def _fingerprint(task: TaskName, sources: Path) -> str:
-    digest = hashlib.sha256(f"medi2i-bench/{DATASET_VERSION}/{task}".encode())
+def _source_digests(task: TaskName, sources: Path) -> dict[str, str]:
+    """The SHA-256 of each source file of ``task`` in ``sources``, by file name.
+
+    Raises:
+        InputError: A source file is missing.
+    """
+    digests = {}
     for name in _SOURCES[task]:
         path = sources / name
         if not path.is_file():
             raise InputError(f"benchmark {task} needs {name} in {sources}")
-        digest.update(bytes.fromhex(file_sha256(path)))
+        digests[name] = file_sha256(path)
+    return digests
+
+
+def _fingerprint_of(task: TaskName, digests: Mapping[str, str]) -> str:
+    """The fingerprint of ``task``'s data built from sources of these SHA-256s.
+
+    Raises:
+        KeyError: ``digests`` lacks a source file of ``task``.
+        ValueError: A digest is not hexadecimal.
+    """
+    digest = hashlib.sha256(f"medi2i-bench/{DATASET_VERSION}/{task}".encode())
+    for name in _SOURCES[task]:
+        digest.update(bytes.fromhex(digests[name]))
     settings = {
         "q1": [
             PseudoT1Parameters().model_dump_json(),

@@ -39,6 +39,7 @@ from medi2i_bench.contenders import (
     ContenderKind,
     FloatArray,
     fit_for,
+    fitted_note,
     method_contender,
 )
 from medi2i_bench.datasets import (
@@ -50,6 +51,7 @@ from medi2i_bench.datasets import (
     splits_of,
 )
 from medi2i_bench.figures import write_result_montages
+from medi2i_bench.model_origin import model_training_note
 
 if TYPE_CHECKING:
     from medi2i import InferenceSettings, Method, Metric, Registry
@@ -173,7 +175,12 @@ class BenchResult:
             for case, note in by_case.items()
         ]
         if self.splits:
-            lines += ["", "Splits (cases trained on / validated on / tested on):"]
+            lines += [
+                "",
+                "Splits (cases the baselines and methods are fitted on / validated on / "
+                "tested on; a model row was trained outside the benchmark, its legend "
+                "says on what):",
+            ]
             lines += [
                 f"- {name}: {', '.join(parts['train'])} / {', '.join(parts['validation'])} / "
                 f"{', '.join(parts['test'])}"
@@ -346,17 +353,18 @@ def _run_one(
     registry: Registry,
     log: Callable[[str], None],
 ) -> BenchResult:
-    served = [
-        (name, kind, method) for name, kind, method in loaded if _serves(method, dataset.task)
-    ]
-    for name, kind, method in served:  # first: a method that cannot be fitted stops the run
+    served = [entry for entry in loaded if _serves(entry[2], dataset.task)]
+    for name, kind, method, _ in served:  # first: a method that cannot be fitted stops the run
         fit_for(method, kind, dataset, name)
     contenders = baselines_for(dataset, registry=registry, settings=settings)
     baseline_names = {c.name for c in contenders}
-    for name, kind, method in served:
+    for name, kind, method, origin in served:
         # a method may share its id with a baseline it provides (monotone-mapping)
         label = f"{name}-{kind}" if name in baseline_names else name
-        description = f"{kind} {method.id} {method.version}{_given_options(method, kind)}"
+        description = (
+            f"{kind} {method.id} {method.version}{_given_options(method, kind)}"
+            f"{fitted_note(method, kind, dataset)}{_origin_note(origin, dataset)}"
+        )
         contenders.append(
             method_contender(label, kind, method, dataset, settings, description=description)
         )
@@ -370,6 +378,14 @@ def _run_one(
         "test": [c.name for c in dataset.test],
     }
     return replace(result, splits={dataset.split: parts})
+
+
+def _origin_note(model: Path | None, dataset: BenchDataset) -> str:
+    """``"; trained outside the benchmark, on ..."``: a model row's training data, as
+    its folder records it (:func:`~medi2i_bench.model_origin.model_training_note`)."""
+    if model is None:
+        return ""
+    return "; " + model_training_note(model, [case.name for case in dataset.test])
 
 
 def _given_options(method: Method, kind: ContenderKind) -> str:
@@ -524,7 +540,8 @@ _TASK_OF = {
     "q4": "translation",
     "q2c": "super-resolution",
 }
-LoadedContender = tuple[str, ContenderKind, "Method"]
+LoadedContender = tuple[str, ContenderKind, "Method", "Path | None"]
+"""Row name, kind, the method, and the folder or zip of a trained model (else ``None``)."""
 
 
 def _load_contenders(
@@ -537,24 +554,31 @@ def _load_contenders(
 
     loaded: list[LoadedContender] = []
     for method_id in methods:
-        loaded.append((method_id, "method", registry.method(method_id)(method_options)))
+        loaded.append((method_id, "method", registry.method(method_id)(method_options), None))
     for model in models:
-        loaded.append((Path(model).name, "model", load_model(model, registry=registry)))
+        path = Path(model)
+        loaded.append((path.name, "model", load_model(path, registry=registry), path))
     return loaded
 
 
 def _serves(method: Method, task: TaskName) -> bool:
-    if task == "q3m" and "direction" in method.Condition.model_fields:
+    if task == "q3m" and _two_domain(method):
         return False  # a two-domain model covers one of Q3m's six pairs: Q3 scores it
     return any(t.value == _TASK_OF[task] for t in method.tasks)
 
 
+def _two_domain(method: Method) -> bool:
+    """Whether ``method`` translates between two domains only (a two-way condition, or
+    unpaired data), so covers one of Q3m's six pairs of scanners."""
+    return "direction" in method.Condition.model_fields or method.data.value == "unpaired"
+
+
 def _check_served(loaded: Sequence[LoadedContender], tasks: Sequence[TaskName]) -> None:
-    for name, _, method in loaded:
+    for name, _, method, _ in loaded:
         if not any(_serves(method, task) for task in tasks):
             served = ", ".join(t.value for t in method.tasks)
             wanted = ", ".join(f"{t} ({_TASK_OF[t]})" for t in tasks)
-            two_domain = "direction" in method.Condition.model_fields and "q3m" in tasks
+            two_domain = _two_domain(method) and "q3m" in tasks
             hint = " (a two-domain model is scored on q3, not q3m)" if two_domain else ""
             raise OptionsError(
                 f"{name} serves {served}, none of the chosen benchmarks {wanted}{hint}; "
