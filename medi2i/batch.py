@@ -4,7 +4,10 @@
 :class:`~medi2i.dicom.reading.series_selection.SeriesSelector` and, study by study,
 reads it, runs the method and writes ``<output_root>/<study>/<method id>/`` (the derived
 DICOM series, format ``"dicom"``), ``<method id>.nii.gz`` (format ``"nifti"``) and, when
-a registry is given, ``<method id>.provenance.json``. ``<study>`` is the study's folder
+a registry is given, ``<method id>.provenance.json``, written after the other outputs of
+the study; its ``outputs`` lists those it describes, relative to the study's folder
+(``["<method id>/", "<method id>.nii.gz"]``; only ``"<method id>/"`` when the NIfTI
+could not be written). ``<study>`` is the study's folder
 under ``root`` (``patient7/mri_2024``), so outputs mirror the input tree; a study lying
 directly in ``root``, sharing its folder with another study, or in a folder inside
 another study's named like its outputs (``x`` and ``x/<method id>``) or like the
@@ -78,24 +81,33 @@ changed output is redone with a :class:`ChangedOutputWarning`). Anything else (l
 killed run, ``partial``, ``failed``, outputs missing) is redone: temporary files left in its output
 folder are removed first, and every output is written atomically (temporary name, then
 rename), so a redone study never mixes old and new files. An exception in one study is
-recorded and the batch goes on; an interrupt (Ctrl-C) stops it and leaves that study
-``started`` for the next run.
+recorded and the batch goes on; an interrupt (Ctrl-C, SIGTERM) stops it, leaves that
+study ``started`` for the next run, and says how many studies the run finished.
+
+One batch at a time: while a batch runs, its manifest is locked (:func:`batch_lock`),
+so a second batch into the same output root is refused in one line instead of
+translating every study a second time.
 
 Sharding and the engine: the studies run through
 :func:`medi2i.sharded_prediction.predict_share`. With ``shard=(rank, world_size)``
 (``torchrun``'s ``RANK`` and ``WORLD_SIZE``) a process takes every ``world_size``-th
-study; ranks may share one manifest, since each record is a single small append. All
+study; ranks may share one manifest, since each record is a single small append (and
+each rank locks ``.<manifest name>.rank<N>.lock`` beside it, so that a second launch of
+the same ranks is refused). All
 studies of a process run on one sliding-window engine, so a batch of windows lowered
 after the device ran out of memory stays lowered for the studies that follow.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from medi2i.batch_records import (
     ALREADY_DONE,
@@ -109,7 +121,7 @@ from medi2i.batch_records import (
     output_contents,
 )
 from medi2i.batch_study import StudyRunner, failure_message
-from medi2i.errors import OptionsError
+from medi2i.errors import OptionsError, OutputError
 from medi2i.settings import wants_progress
 from medi2i.study_discovery import (
     StudyJob,
@@ -191,7 +203,6 @@ def run_batch(
     """
     from medi2i.dicom.writing.deidentify import folder_deidentifier
     from medi2i.io.destinations import check_batch_root, check_destination, condition_inputs
-    from medi2i.sharded_prediction import predict_share
 
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
@@ -217,37 +228,171 @@ def run_batch(
     check_same_batch(book, configuration, Path(output_root))
     check_linkage(linkage, Path(output_root), Path(root), deidentify=deidentify)
     selector = _declared_modality(selector, method, force=settings.force_modality)
-    jobs = discover_studies(Path(root), selector, scan=scan, exclude=[Path(output_root)])
-    deidentifier = folder_deidentifier(Path(output_root)) if deidentify else None
-    if deidentifier is not None:
-        jobs = pseudonymous_keys(jobs, deidentifier)
-    else:  # a study in a folder named like the outputs of the study around it
-        jobs = earlier_keys(keys_apart(jobs, output_file_names(method.id)), book)
-    jobs = clear_of_manifest(jobs, manifest, Path(output_root))
-    runner = StudyRunner(
-        method=method,
-        settings=settings.model_copy(update={"progress": False}),
-        formats=tuple(name for name in FORMATS if name in formats),
-        output_root=Path(output_root).absolute(),  # recorded outputs name it wherever run from
-        input_root=Path(root),
-        condition=condition,
-        deidentifier=deidentifier,
-        registry=registry,
-        model=model,
-        linkage=linkage,
-        configuration=configuration,
-    )
-    records = predict_share(
-        jobs,
-        lambda job, engine: _process(job, runner, book, engine),
-        settings=runner.settings,
-        shard=shard,
-        skip=lambda job: _skipped(job, runner, book),
-        label=lambda job: job.key,
-        progress=wants_progress(settings.progress),
-        noun="studies",
-    )
+    with batch_lock(manifest, Path(output_root), shard):
+        jobs = discover_studies(Path(root), selector, scan=scan, exclude=[Path(output_root)])
+        deidentifier = folder_deidentifier(Path(output_root)) if deidentify else None
+        if deidentifier is not None:
+            jobs = pseudonymous_keys(jobs, deidentifier)
+        else:  # a study in a folder named like the outputs of the study around it
+            jobs = earlier_keys(keys_apart(jobs, output_file_names(method.id)), book)
+        jobs = clear_of_manifest(jobs, manifest, Path(output_root))
+        runner = StudyRunner(
+            method=method,
+            settings=settings.model_copy(update={"progress": False}),
+            formats=tuple(name for name in FORMATS if name in formats),
+            output_root=Path(output_root).absolute(),  # recorded outputs name it wherever run from
+            input_root=Path(root),
+            condition=condition,
+            deidentifier=deidentifier,
+            registry=registry,
+            model=model,
+            linkage=linkage,
+            configuration=configuration,
+        )
+        return _run_jobs(
+            jobs, runner, book, shard=shard, progress=settings.progress, named=Path(output_root)
+        )
+
+
+def _run_jobs(
+    jobs: Sequence[StudyJob],
+    runner: StudyRunner,
+    book: Manifest,
+    *,
+    shard: tuple[int, int] | None,
+    progress: bool | None,
+    named: Path,
+) -> BatchReport:
+    """Run this process's share of ``jobs``; an interrupt says what the batch kept in the
+    output root (``named`` as the user gave it)."""
+    from medi2i.sharded_prediction import predict_share
+
+    finished: list[StudyRecord] = []
+
+    def process(job: StudyJob, engine: SlidingWindowEngine) -> StudyRecord:
+        finished.append(_process(job, runner, book, engine))
+        return finished[-1]
+
+    try:
+        records = predict_share(
+            jobs,
+            process,
+            settings=runner.settings,
+            shard=shard,
+            skip=lambda job: _skipped(job, runner, book),
+            label=lambda job: job.key,
+            progress=wants_progress(progress),
+            noun="studies",
+        )
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what is kept, and how to go on
+        message = interrupted_batch_message(finished, named, book.path)
+        raise type(exc)(message) from None
     return BatchReport(manifest=book.path, records=tuple(records))
+
+
+def interrupted_batch_message(
+    finished: Sequence[StudyRecord], output_root: Path, manifest: Path
+) -> str:
+    """What an interrupted batch says: the studies it finished are kept (and recorded in
+    the manifest), the one in progress kept nothing and is redone by a rerun.
+
+    Example:
+        >>> interrupted_batch_message([], Path("out"), Path("out/m.jsonl"))[:60]
+        'Interrupted; out keeps 0 studies translated by this run (man'
+    """
+    done = sum(record.status in ("done", "partial") for record in finished)
+    noun = "study" if done == 1 else "studies"
+    return (
+        f"Interrupted; {output_root} keeps {done} {noun} translated by this run (manifest "
+        f"{manifest}); the study in progress kept no partial output: run the same batch "
+        "again to finish it"
+    )
+
+
+@contextmanager
+def batch_lock(manifest: Path, output_root: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """Hold the batch's manifest locked for the block (``fcntl.flock``): a second batch
+    writing the same output root at the same time is refused, not run beside the first.
+
+    A batch of one process locks the manifest exclusively. The ranks of a ``torchrun``
+    launch (``shard``) share the manifest on purpose, so each takes a shared lock on it
+    and an exclusive one on ``.<manifest name>.rank<N>.lock`` beside it: another launch
+    of the same ranks, or a batch of one process, is refused. A manifest this lock made
+    and no study was recorded in is removed again, with the folder it made for it (the
+    output root) when that is empty. On a file system without locks the batch runs unlocked.
+
+    Raises:
+        OutputError: Another batch holds the lock; the message names its process when
+            the system says which.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        yield
+        return
+    made_folder, made_manifest = not manifest.parent.exists(), not manifest.exists()
+    try:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        handle = manifest.open("a", encoding="utf-8")
+    except OSError:  # the first append says why the manifest cannot be written
+        yield
+        return
+    with ExitStack() as held:
+        held.enter_context(handle)
+        _take_lock(handle, fcntl.LOCK_SH if shard else fcntl.LOCK_EX, output_root)
+        if shard is not None:
+            rank = manifest.with_name(f".{manifest.name}.rank{shard[0]}.lock")
+            with suppress(OSError):  # a folder that takes no new file: the manifest's lock only
+                handle = held.enter_context(rank.open("a", encoding="utf-8"))
+                _take_lock(handle, fcntl.LOCK_EX, output_root)
+        try:
+            yield
+        finally:
+            if made_manifest and shard is None:
+                _remove_if_unused(manifest, manifest.parent if made_folder else None)
+
+
+def _take_lock(handle: IO[str], mode: int, output_root: Path) -> None:
+    """Lock ``handle`` without waiting; refuse when another process holds it."""
+    import fcntl
+
+    try:
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return  # a file system without locks (some NFS mounts: ENOLCK): run unlocked
+        holder = _lock_holder(handle)
+        by = f" (pid {holder})" if holder is not None else ""
+        raise OutputError(
+            f"another medi2i batch{by} is writing {output_root}; nothing was done: wait for "
+            "it to finish, or give another output root"
+        ) from None
+
+
+def _lock_holder(handle: IO[str]) -> int | None:
+    """The process holding a lock on ``handle``'s file, as Linux's ``/proc/locks`` says."""
+    inode = os.fstat(handle.fileno()).st_ino
+    try:
+        lines = Path("/proc/locks").read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"
+        fields = line.split()
+        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
+            continue  # a process waiting for a lock, or another kind
+        pid, where = fields[4], fields[5].rsplit(":", 1)[-1]
+        if where == str(inode) and pid.isdigit() and int(pid) not in (0, os.getpid()):
+            return int(pid)
+    return None
+
+
+def _remove_if_unused(manifest: Path, made_folder: Path | None) -> None:
+    """Remove an empty manifest (and the folder made for it, when empty)."""
+    with suppress(OSError):
+        if manifest.stat().st_size == 0:
+            manifest.unlink()
+            if made_folder is not None:
+                made_folder.rmdir()  # only when empty
 
 
 def output_file_names(method_id: str) -> set[str]:

@@ -139,8 +139,11 @@ class StudyRunner:
                     outputs.append(self._write(result, folder, name))
                 except Exception as exc:
                     errors.append(f"{name}: {failure_message(exc)}")
-            if outputs:
-                self._provenance(job, folder, image, facts)
+            if outputs:  # after every format, so it lists the outputs that were written
+                try:
+                    self._provenance(job, folder, image, facts, outputs)
+                except Exception as exc:  # the outputs are written all the same
+                    errors.append(f"provenance: {failure_message(exc)}")
         return tuple(str(path) for path in outputs), errors
 
     def _writable(self, image: MetaTensor, folder: Path, name: str, errors: list[str]) -> bool:
@@ -221,8 +224,16 @@ class StudyRunner:
         return series
 
     def _provenance(
-        self, job: StudyJob, folder: Path, image: MetaTensor, facts: dict[str, object]
+        self,
+        job: StudyJob,
+        folder: Path,
+        image: MetaTensor,
+        facts: dict[str, object],
+        outputs: list[Path],
     ) -> None:
+        """Write ``<method id>.provenance.json``; its ``outputs`` names, relative to the
+        study's folder, the outputs this run wrote (``"<method id>/"`` for the DICOM
+        series, ``"<method id>.nii.gz"``), which it describes."""
         if self.registry is None:
             return
         from medi2i.io.atomic import atomic_path
@@ -239,6 +250,7 @@ class StudyRunner:
         )
         record["run"] = run_record(facts)  # the method's own report
         record["series_uid"] = self.started(job).series_uid
+        record["outputs"] = [path.name + ("/" if path.is_dir() else "") for path in outputs]
         if self.deidentifier is not None:
             record["input"] = without_source(record["input"])
         with atomic_path(folder / f"{self.method.id}.provenance.json") as tmp:

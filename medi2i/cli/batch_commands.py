@@ -98,7 +98,13 @@ def batch_command(
     An output root holds one configuration: a rerun with another method, model,
     options, condition, seed or window settings is refused (give another OUTPUT_ROOT),
     and so is a --manifest whose outputs lie outside OUTPUT_ROOT. A redone study's
-    outputs are replaced atomically; finished studies are not touched.
+    outputs are replaced atomically; finished studies are not touched. A second batch
+    into an OUTPUT_ROOT that a running batch writes is refused (ranks of one torchrun
+    launch share it).
+
+    Each study's folder gets a provenance sidecar, <method id>.provenance.json, once
+    its other outputs are written; its "outputs" lists the ones it describes (the
+    DICOM series folder only, when the NIfTI could not be written).
     """
     translate_tree(
         ctx,

@@ -5,18 +5,25 @@
 ``register_commands`` hook.
 
 User errors (:class:`medi2i.errors.Medi2iError`) print one line and exit non-zero;
-``--debug`` (or ``MEDI2I_DEBUG=1``) shows the traceback instead.
+``--debug`` (or ``MEDI2I_DEBUG=1``) shows the traceback instead. An interrupted command
+(Ctrl-C, or SIGTERM through :func:`stop_on_sigterm`) names the outputs it completed
+(:func:`interrupted_message`); an unexpected error ends with one line saying whose code
+raised it (:func:`unexpected_error_summary`).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
 import traceback
 import warnings
+from collections.abc import Collection, Iterable
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType, ModuleType
 from typing import Any
 
 import click
@@ -35,9 +42,16 @@ from medi2i.text import message_lines
 
 
 class Medi2iGroup(click.Group):
-    """A click group that turns medi2i errors into one clear message."""
+    """A click group that turns medi2i errors into one clear message, and an interrupt
+    into one that names what the command completed."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from medi2i.io.atomic import recording_published
+
+        with recording_published() as placed:
+            return self._invoke_reporting(ctx, placed)
+
+    def _invoke_reporting(self, ctx: click.Context, placed: dict[Path, None]) -> Any:
         try:
             return super().invoke(ctx)
         except Medi2iError as exc:
@@ -47,7 +61,7 @@ class Medi2iGroup(click.Group):
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             # a command that keeps something on purpose (a workflow run) says what
-            said = message_lines(str(exc)) or "Interrupted; no partial output was kept."
+            said = message_lines(str(exc)) or interrupted_message(placed)
             click.echo(said, err=True)
             ctx.exit(143 if isinstance(exc, Terminated) else 130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -62,7 +76,7 @@ class Medi2iGroup(click.Group):
             # a bug, not a user error: keep the traceback (it is what a report needs)
             # and end with one line that says whose code raised it
             traceback.print_exc()
-            summary = message_lines(unexpected_error_summary(exc))
+            summary = message_lines(unexpected_error_summary(exc, plugin_packages(ctx.obj)))
             click.secho(f"Error: {summary}", err=True, fg="red")
             ctx.exit(1)
 
@@ -85,47 +99,164 @@ _LIBRARIES = frozenset(
 )
 
 
-def unexpected_error_summary(exc: BaseException) -> str:
+@dataclass(frozen=True)
+class _Frame:
+    """Whose code a traceback frame runs: ``kind`` is ``medi2i``, ``plugin``,
+    ``library`` (an installed package that is no plugin) or ``other`` (a script, code
+    outside any known package); ``package`` its top-level package."""
+
+    kind: str
+    package: str
+    module: str
+    filename: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        """``medi2i.export, line 414``, or ``module, file.py line 3`` outside medi2i."""
+        if self.kind == "medi2i":
+            return f"{self.module}, line {self.line}"
+        return f"{self.module}, {Path(self.filename).name} line {self.line}"
+
+
+def unexpected_error_summary(exc: BaseException, plugins: Collection[str] = ()) -> str:
     """One line on an exception that is not a medi2i error: what it is, and whose code
-    raised it. The innermost frame outside the standard library and medi2i's
-    dependencies decides: code of a plugin is named as such (its authors can fix it);
-    medi2i's own code asks for a report.
+    raised it. The innermost frame outside the standard library decides. In a library
+    (torch, numpy, any installed package that is no plugin), the frame that called the
+    library is named too, and decides whose error it is: medi2i's own code asks for a
+    report; a plugin's (a package in ``plugins`` or of a ``medi2i`` entry point) is
+    named as such, for its authors to fix.
+
+    Args:
+        exc: The exception.
+        plugins: Top-level packages of the loaded plugins (:func:`plugin_packages`).
 
     Example:
         >>> try:
         ...     int("x")
         ... except ValueError as exc:
-        ...     print(unexpected_error_summary(exc).split(" (in ")[0])
-        ValueError: invalid literal for int() with base 10: 'x'
+        ...     unexpected_error_summary(exc).startswith("ValueError: invalid literal")
+        True
     """
-    import sysconfig
-
-    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
-    owner: tuple[str, str, int] | None = None
-    for frame, line in traceback.walk_tb(exc.__traceback__):
-        module = str(frame.f_globals.get("__name__", "?"))
-        if module.split(".")[0] in _LIBRARIES:
-            continue
-        with suppress(OSError, ValueError):
-            path = Path(frame.f_code.co_filename).resolve()
-            installed = {"site-packages", "dist-packages"} & set(path.parts)
-            if path.is_relative_to(stdlib) and not installed:
-                continue
-        owner = (module, frame.f_code.co_filename, line)
+    known = set(plugins) | _entry_point_packages()
+    walked = traceback.walk_tb(exc.__traceback__)
+    frames = [found for found in (_classified(*step, known) for step in walked) if found]
     text = " ".join(str(exc).split())
     what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    if owner is None:
+    if not frames:
         return f"{what}; the traceback above shows where"
-    module, filename, line = owner
-    if module == "medi2i" or module.startswith("medi2i."):
+    raised = frames[-1]
+    if raised.kind != "library":
+        return f"{what} (in {raised.where}); {_whose(raised)}"
+    caller = next((frame for frame in reversed(frames) if frame.kind != "library"), None)
+    if caller is None:
+        return f"{what} (in {raised.package}); the traceback above shows where"
+    return f"{what} (in {raised.package}, raised while {caller.where} called it); {_whose(caller)}"
+
+
+def _whose(frame: _Frame) -> str:
+    """Who can fix an error that ``frame``'s code raised, or let happen in a library."""
+    if frame.kind == "medi2i":
+        return "an unexpected error inside medi2i: please report it with the traceback above"
+    if frame.kind == "plugin":
         return (
-            f"{what} (in {module}, line {line}); an unexpected error inside medi2i: please "
-            "report it with the traceback above"
+            f"raised by a plugin's code, not by medi2i (package {frame.package}): the "
+            "traceback above shows where (its authors can fix it)"
         )
-    return (
-        f"{what} (in {module}, {Path(filename).name} line {line}); raised by a plugin's "
-        "code, not by medi2i: the traceback above shows where (its authors can fix it)"
-    )
+    return "raised outside medi2i and its plugins: the traceback above shows where"
+
+
+def _classified(frame: FrameType, line: int, plugins: Collection[str]) -> _Frame | None:
+    """Whose code ``frame`` runs; ``None`` for the standard library's and for code that
+    a library generated (``<string>``, ``<eval_with_key>.9``: torch's traced programs),
+    which counts as the library's that runs it."""
+    filename = frame.f_code.co_filename
+    if filename.startswith("<"):
+        return None
+    module = str(frame.f_globals.get("__name__", "?"))
+    package = module.split(".")[0]
+    if package == "medi2i":
+        return _Frame("medi2i", package, module, filename, line)
+    if package in plugins:
+        return _Frame("plugin", package, module, filename, line)
+    installed = False
+    with suppress(OSError, ValueError):
+        path = Path(filename).resolve()
+        installed = bool({"site-packages", "dist-packages"} & set(path.parts))
+        if path.is_relative_to(_stdlib()) and not installed:
+            return None
+    kind = "library" if installed or package in _LIBRARIES else "other"
+    return _Frame(kind, package, module, filename, line)
+
+
+def _stdlib() -> Path:
+    import sysconfig
+
+    return Path(sysconfig.get_paths()["stdlib"]).resolve()
+
+
+def plugin_packages(plugins: object) -> set[str]:
+    """Top-level packages of the plugins registered in ``plugins`` (a
+    :class:`~medi2i.plugins.PluginSet`; anything else gives none): a plugin module's
+    own, or the module that defines a plugin object's class."""
+    if not isinstance(plugins, PluginSet):
+        return set()
+    packages = set()
+    for _name, plugin in plugins.manager.list_name_plugin():
+        module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+        packages.add(str(module).split(".")[0])
+    return packages - {"medi2i", "builtins"}
+
+
+def _entry_point_packages() -> set[str]:
+    """Top-level packages of the installed ``medi2i`` entry points (the plugins)."""
+    import importlib.metadata
+
+    from medi2i.plugins import ENTRY_POINT_GROUP
+
+    try:
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # a broken distribution must not hide the error being reported
+        return set()
+    return {entry_point.module.split(".")[0] for entry_point in entry_points} - {"medi2i"}
+
+
+def interrupted_message(placed: Iterable[Path]) -> str:
+    """What an interrupted command says it kept: the outputs it completed (atomic
+    writes put in place, :func:`medi2i.io.atomic.recording_published`) that are still
+    there, or that nothing was kept.
+
+    Example:
+        >>> interrupted_message([])
+        'Interrupted; no partial output was kept.'
+    """
+    complete = _complete(placed)
+    if not complete:
+        return "Interrupted; no partial output was kept."
+    shown = [str(path) for path in complete[:3]]
+    if len(complete) > 4:
+        shown.append(f"{len(complete) - 3} more")
+    elif len(complete) == 4:
+        shown.append(str(complete[3]))
+    listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    return f"Interrupted after writing {listed} (complete); nothing partial was kept."
+
+
+def _complete(placed: Iterable[Path]) -> list[Path]:
+    """The paths of ``placed`` still there, less those inside another of them (a file
+    of a series folder) or inside a temporary folder that never got its final name."""
+    from medi2i.io.atomic import is_temporary
+
+    there = [
+        path
+        for path in placed
+        if (path.exists() or path.is_symlink()) and not any(map(is_temporary, path.parts))
+    ]
+    return [
+        path
+        for path in there
+        if not any(other != path and path.is_relative_to(other) for other in there)
+    ]
 
 
 def stop_on_sigterm() -> None:
@@ -139,6 +270,31 @@ def stop_on_sigterm() -> None:
 
     with suppress(ValueError):  # not the main thread: leave the handler alone
         signal.signal(signal.SIGTERM, interrupt)
+
+
+def ignore_stops_while_exiting() -> None:
+    """Once the command has returned, ignore the first SIGTERM or Ctrl-C that arrives
+    while Python shuts down (its exit callbacks, torch's among them): the command's work
+    is done and said, so its exit status stands and no traceback follows its last line.
+    A second one ends the process at once."""
+    with suppress(ValueError):  # not the main thread: leave the handlers alone
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, _second_ends)
+
+
+def _second_ends(signum: int, frame: object) -> None:
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
+
+
+def _ignored_to_the_end() -> None:
+    """The last exit callback: Python then gives a signal handled in Python its default
+    action back (SIGTERM would end the process by the signal after all), so one that has
+    not arrived yet is ignored outright from here on."""
+    with suppress(ValueError):
+        if signal.getsignal(signal.SIGTERM) is _second_ends:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, signal.SIG_IGN)
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -277,15 +433,27 @@ def _new_group(plugins: PluginSet) -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the command line (``argv`` defaults to ``sys.argv[1:]``)."""
+    """Run the command line (``argv`` defaults to ``sys.argv[1:]``).
+
+    Run as the ``medi2i`` program (``argv`` not given), the process ends with the
+    command: a SIGTERM or Ctrl-C after the command returned is ignored
+    (:func:`ignore_stops_while_exiting`). A caller that passes ``argv`` keeps running,
+    and keeps its Ctrl-C.
+    """
     warnings.showwarning = _show_plugin_warning
     stop_on_sigterm()
+    if argv is None:
+        atexit.register(_ignored_to_the_end)  # before the commands' own: it runs after them
     try:
         cli = build_cli(load_plugins())
     except Medi2iError as exc:  # e.g. a plugin that fails in strict mode
         click.secho(f"Error: {message_lines(str(exc))}", err=True, fg="red")
         sys.exit(exc.exit_code)
-    cli.main(args=argv, prog_name="medi2i")
+    try:
+        cli.main(args=argv, prog_name="medi2i")
+    finally:
+        if argv is None:
+            ignore_stops_while_exiting()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -74,7 +74,8 @@ def mask_command(
     components, holes filled in 3D and slice by slice, then a margin. INPUT is a volume
     file or a DICOM series folder; OUTPUT is a volume file (its suffix picks the
     format, e.g. mask.nii.gz) with INPUT's grid, stored as 8-bit integers, and a
-    provenance sidecar OUTPUT.provenance.json (input hash, margin, voxels in the body).
+    provenance sidecar beside it named without the volume suffix (mask.nii.gz gets
+    mask.provenance.json: input hash, margin, voxels in the body).
     A method that resamples its input (a spacing option) finds the mask on its own grid,
     so the two can differ by a voxel at the skin.
 

@@ -20,6 +20,10 @@ The temporary name carries a marker and the writing process's id,
 removes what a process that no longer runs left there (:func:`remove_stale_temporaries`),
 and never touches a write in progress. Only names of exactly that form are removed: a
 user's ``.scan.tmp-backup.nii.gz`` is not medi2i's to delete, however old it is.
+
+Inside :func:`recording_published`, every final path an atomic write puts in place is
+recorded (the rename and the record happen with Ctrl-C and SIGTERM held off), so an
+interrupted command can name what it completed instead of claiming nothing was kept.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +62,35 @@ _REFUSE_EXISTING: ContextVar[_Refusal | None] = ContextVar("medi2i_refuse_existi
 _COMPANION: ContextVar[tuple[Path, Path, Path] | None] = ContextVar(
     "medi2i_companion", default=None
 )
+_RECORDERS: list[dict[Path, None]] = []  # per process: every thread's writes count
+
+
+@contextmanager
+def recording_published() -> Iterator[dict[Path, None]]:
+    """Record the final paths that atomic writes put in place while the block runs.
+
+    Yields:
+        An insertion-ordered dict whose keys are the paths placed so far (as the
+        writers named them), filled in as writes complete.
+
+    Example:
+        >>> with recording_published() as placed:  # doctest: +SKIP
+        ...     write_volume(volume, Path("out.nii.gz"))
+        >>> list(placed)  # doctest: +SKIP
+        [PosixPath('out.nii.gz'), PosixPath('out.provenance.json')]
+    """
+    placed: dict[Path, None] = {}
+    _RECORDERS.append(placed)
+    try:
+        yield placed
+    finally:  # by identity: two recorders holding the same paths are equal dicts
+        del _RECORDERS[next(i for i, found in enumerate(_RECORDERS) if found is placed)]
+
+
+def _record_published(*paths: Path) -> None:
+    for recorder in list(_RECORDERS):
+        for path in paths:
+            recorder[Path(path)] = None
 
 
 @contextmanager
@@ -125,17 +158,17 @@ def _place(temporary: Path, path: Path) -> None:
     companion = _COMPANION.get()
     if companion is not None and companion[2] != path:
         companion = None  # another write than the output's
-    held: AbstractContextManager[None] = (
-        _interrupts_held() if companion is not None else nullcontext()
-    )
-    with held:
+    # held off for the record too: an interrupt then never misses a path put in place
+    with _interrupts_held():
         refusal = _REFUSE_EXISTING.get()
         if refusal is not None:
             _claim(temporary, path, refusal)
         else:
             _replace(temporary, path)
+        _record_published(path)
         if companion is not None:
             os.replace(companion[0], companion[1])
+            _record_published(companion[1])
 
 
 def _claim(temporary: Path, path: Path, refusal: _Refusal) -> None:
@@ -288,6 +321,7 @@ def atomic_file_group(path: Path) -> Iterator[Path]:
             _require_still_free(header_last[-1], path, refusal)
         for part in header_last[:-1]:
             os.replace(part, path.parent / part.name)
+            _record_published(path.parent / part.name)
         _place(header_last[-1], path)
     except OSError as exc:
         raise _not_written(path, exc) from exc

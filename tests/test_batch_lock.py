@@ -1,0 +1,135 @@
+"""One ``medi2i batch`` at a time per output root (medi2i.batch.batch_lock), and what an
+interrupted batch says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from monai.data.meta_tensor import MetaTensor
+
+from medi2i.batch import run_batch
+from medi2i.errors import InputError, OutputError
+from medi2i.method import PredictContext
+from tests.test_batch import SELECT_T1, SETTINGS, STUDIES, DoubleToCT, _tree
+
+_HOLD = (
+    "import fcntl, sys, time\n"
+    "handles = [open(path, 'a') for path in sys.argv[2:]]\n"
+    "fcntl.flock(handles[0], getattr(fcntl, sys.argv[1]))\n"
+    "for handle in handles[1:]:\n"
+    "    fcntl.flock(handle, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.fixture
+def holder() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        process.kill()
+        process.communicate()
+
+
+def _hold(started: list[subprocess.Popen[str]], mode: str, *paths: Path) -> int:
+    """Another process holding ``paths[0]`` locked (``LOCK_EX`` or ``LOCK_SH``) and the
+    others exclusively, as a running batch does; its process id."""
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, mode, *map(str, paths)], stdout=subprocess.PIPE, text=True
+    )
+    started.append(process)
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "held"
+    return process.pid
+
+
+def _run(root: Path, out: Path, **kwargs: object) -> list[str]:
+    report = run_batch(
+        root,
+        out,
+        method=DoubleToCT(),
+        settings=SETTINGS,
+        selector=SELECT_T1,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return sorted(f"{record.study} {record.status}" for record in report.records)
+
+
+def test_a_second_batch_into_a_running_batch_s_root_is_refused(
+    tmp_path: Path, holder: list[subprocess.Popen[str]]
+) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    pid = _hold(holder, "LOCK_EX", out / "manifest.jsonl")
+    with pytest.raises(OutputError) as refused:
+        _run(root, out)
+    message = str(refused.value)
+    assert message.count("\n") == 0
+    assert f"another medi2i batch (pid {pid}) is writing {out}" in message
+    assert "wait for it to finish, or give another output root" in message
+    assert sorted(path.name for path in out.iterdir()) == ["manifest.jsonl"]
+    assert (out / "manifest.jsonl").read_text() == ""
+
+
+def test_ranks_of_one_launch_share_the_root_and_a_second_launch_is_refused(
+    tmp_path: Path, holder: list[subprocess.Popen[str]]
+) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    manifest = out / "manifest.jsonl"
+    _hold(holder, "LOCK_SH", manifest, out / ".manifest.jsonl.rank0.lock")  # rank 0 runs
+    assert len(_run(root, out, shard=(1, 2))) > 0  # rank 1 of the same launch
+    with pytest.raises(OutputError, match="another medi2i batch"):
+        _run(root, out, shard=(0, 2))  # rank 0 of another launch
+    with pytest.raises(OutputError, match="another medi2i batch"):
+        _run(root, out)  # a batch of one process
+
+
+def test_a_batch_refused_after_the_lock_leaves_no_trace(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    with pytest.raises(InputError):
+        _run(root, out)  # no study: refused once the lock is taken
+    assert not out.exists()
+
+
+def test_batches_one_after_the_other_are_not_refused(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    assert _run(root, out)[0] == f"{STUDIES[0]} done"
+    assert _run(root, out)[0] == f"{STUDIES[0]} skipped"
+
+
+class InterruptedOnSecond(DoubleToCT):
+    """Ctrl-C (or SIGTERM) while the second study is predicted."""
+
+    id = "test-double"
+
+    def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
+        if len(DoubleToCT.calls) == 1:
+            raise KeyboardInterrupt
+        return super().predict(image, context)
+
+
+def test_an_interrupted_batch_says_what_it_kept_and_how_to_go_on(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    DoubleToCT.calls.clear()
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_batch(root, out, method=InterruptedOnSecond(), settings=SETTINGS, selector=SELECT_T1)
+    message = str(stopped.value)
+    assert message.startswith(f"Interrupted; {out} keeps 1 study translated by this run")
+    assert "run the same batch again to finish it" in message
+    assert _run(root, out) == [
+        f"{STUDIES[0]} skipped",  # done before the interrupt
+        f"{STUDIES[1]} done",  # interrupted, redone
+        f"{STUDIES[2]} failed",  # damaged
+    ]
