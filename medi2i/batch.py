@@ -100,15 +100,13 @@ after the device ran out of memory stays lowered for the studies that follow.
 
 from __future__ import annotations
 
-import errno
-import os
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
+from medi2i.batch_lock import batch_lock
 from medi2i.batch_records import (
     ALREADY_DONE,
     BatchReport,
@@ -121,7 +119,7 @@ from medi2i.batch_records import (
     output_contents,
 )
 from medi2i.batch_study import StudyRunner, failure_message
-from medi2i.errors import OptionsError, OutputError
+from medi2i.errors import OptionsError
 from medi2i.settings import wants_progress
 from medi2i.study_discovery import (
     StudyJob,
@@ -307,92 +305,6 @@ def interrupted_batch_message(
         f"{manifest}); the study in progress kept no partial output: run the same batch "
         "again to finish it"
     )
-
-
-@contextmanager
-def batch_lock(manifest: Path, output_root: Path, shard: tuple[int, int] | None) -> Iterator[None]:
-    """Hold the batch's manifest locked for the block (``fcntl.flock``): a second batch
-    writing the same output root at the same time is refused, not run beside the first.
-
-    A batch of one process locks the manifest exclusively. The ranks of a ``torchrun``
-    launch (``shard``) share the manifest on purpose, so each takes a shared lock on it
-    and an exclusive one on ``.<manifest name>.rank<N>.lock`` beside it: another launch
-    of the same ranks, or a batch of one process, is refused. A manifest this lock made
-    and no study was recorded in is removed again, with the folder it made for it (the
-    output root) when that is empty. On a file system without locks the batch runs unlocked.
-
-    Raises:
-        OutputError: Another batch holds the lock; the message names its process when
-            the system says which.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system: no lock
-        yield
-        return
-    made_folder, made_manifest = not manifest.parent.exists(), not manifest.exists()
-    try:
-        manifest.parent.mkdir(parents=True, exist_ok=True)
-        handle = manifest.open("a", encoding="utf-8")
-    except OSError:  # the first append says why the manifest cannot be written
-        yield
-        return
-    with ExitStack() as held:
-        held.enter_context(handle)
-        _take_lock(handle, fcntl.LOCK_SH if shard else fcntl.LOCK_EX, output_root)
-        if shard is not None:
-            rank = manifest.with_name(f".{manifest.name}.rank{shard[0]}.lock")
-            with suppress(OSError):  # a folder that takes no new file: the manifest's lock only
-                handle = held.enter_context(rank.open("a", encoding="utf-8"))
-                _take_lock(handle, fcntl.LOCK_EX, output_root)
-        try:
-            yield
-        finally:
-            if made_manifest and shard is None:
-                _remove_if_unused(manifest, manifest.parent if made_folder else None)
-
-
-def _take_lock(handle: IO[str], mode: int, output_root: Path) -> None:
-    """Lock ``handle`` without waiting; refuse when another process holds it."""
-    import fcntl
-
-    try:
-        fcntl.flock(handle, mode | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return  # a file system without locks (some NFS mounts: ENOLCK): run unlocked
-        holder = _lock_holder(handle)
-        by = f" (pid {holder})" if holder is not None else ""
-        raise OutputError(
-            f"another medi2i batch{by} is writing {output_root}; nothing was done: wait for "
-            "it to finish, or give another output root"
-        ) from None
-
-
-def _lock_holder(handle: IO[str]) -> int | None:
-    """The process holding a lock on ``handle``'s file, as Linux's ``/proc/locks`` says."""
-    inode = os.fstat(handle.fileno()).st_ino
-    try:
-        lines = Path("/proc/locks").read_text(encoding="ascii").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"
-        fields = line.split()
-        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
-            continue  # a process waiting for a lock, or another kind
-        pid, where = fields[4], fields[5].rsplit(":", 1)[-1]
-        if where == str(inode) and pid.isdigit() and int(pid) not in (0, os.getpid()):
-            return int(pid)
-    return None
-
-
-def _remove_if_unused(manifest: Path, made_folder: Path | None) -> None:
-    """Remove an empty manifest (and the folder made for it, when empty)."""
-    with suppress(OSError):
-        if manifest.stat().st_size == 0:
-            manifest.unlink()
-            if made_folder is not None:
-                made_folder.rmdir()  # only when empty
 
 
 def output_file_names(method_id: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""One ``medi2i batch`` at a time per output root (medi2i.batch.batch_lock), and what an
+"""One ``medi2i batch`` at a time per output root (medi2i.batch_lock.batch_lock), and what an
 interrupted batch says."""
 
 from __future__ import annotations
