@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -355,8 +354,10 @@ def test_validate_command(
     assert "valid (method example-tiny-regression; paired data, synthrad layout)" in output
     assert "cases: train 2, validation 1, test 1" in output
     assert "evaluation" not in output.splitlines()[-1]  # the test split is what is scored
-    # evaluation data of their own: the training files would be refused as test files
-    other = shutil.copytree(cases, tmp_path / "scored")
+    # evaluation data of their own (other phantoms: training files, or copies of them,
+    # would be refused as test files)
+    other = tmp_path / "scored"
+    write_demo_cases(other, count=4, shape=(16, 16, 16), spacing_mm=(10.5, 12.0, 10.5), seed=100)
     scored = f"evaluation.data={{kind: paired, layout: {{type: synthrad, root: {other}}}}}"
     output = invoke(plugins, "validate", str(workflow_file), "--check-data", "--set", scored)
     assert "cases: train 2, validation 1, test 1; evaluation 4 (evaluation.data)" in output

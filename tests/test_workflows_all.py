@@ -176,8 +176,17 @@ def phantom(seed: int) -> Phantom:
     return head_phantom(shape=HIGH_RES_SHAPE, spacing_mm=PHANTOM_SPACING_MM, seed=seed)
 
 
-def q1_cases(root: Path) -> None:
-    write_demo_cases(root, count=1, shape=(16, 16, 16), spacing_mm=(10.5, 12.0, 10.5))
+def q1_cases(seed: int) -> Builder:
+    """Q1's one SynthRAD case per split; each split its own phantom (``seed``), as the
+    benchmark cuts each split from other slices: a byte-identical copy of a training
+    volume in another split is refused."""
+
+    def build(root: Path) -> None:
+        write_demo_cases(
+            root, count=1, shape=(16, 16, 16), spacing_mm=(10.5, 12.0, 10.5), seed=seed
+        )
+
+    return build
 
 
 def demo_cases(root: Path) -> None:
@@ -223,12 +232,12 @@ def q3_test(root: Path) -> None:
     write_case(root / "colin27-B-to-A", volumes, head.affine)
 
 
-def q4_cases(names: tuple[str, ...]) -> Builder:
+def q4_cases(names: tuple[str, ...], *, seed: int = 5) -> Builder:
     """Q4's SynthRAD-layout cases (``<part>-<style>/mr|ct|mask``), each style a scanner
-    look of one phantom."""
+    look of one phantom (one per split: ``seed``)."""
 
     def build(root: Path) -> None:
-        head = head_phantom(shape=(16, 16, 16), spacing_mm=(10.5, 12.0, 10.5), seed=5)
+        head = head_phantom(shape=(16, 16, 16), spacing_mm=(10.5, 12.0, 10.5), seed=seed)
         for name in names:
             style = named_style(name.rsplit("-", 1)[1])
             volumes: dict[str, np.ndarray] = {
@@ -242,11 +251,11 @@ def q4_cases(names: tuple[str, ...]) -> Builder:
 
 
 BUILDERS: dict[tuple[str, str], Builder] = {
-    ("q1", "train_pairs"): q1_cases,
-    ("q1", "test"): q1_cases,
-    ("q1", "validation"): q1_cases,
-    ("a", "train_pairs"): q1_cases,  # Q1x split a (bench-work/q1x/a/...)
-    ("a", "validation"): q1_cases,
+    ("q1", "train_pairs"): q1_cases(0),
+    ("q1", "test"): q1_cases(1),
+    ("q1", "validation"): q1_cases(2),
+    ("a", "train_pairs"): q1_cases(0),  # Q1x split a (bench-work/q1x/a/...)
+    ("a", "validation"): q1_cases(2),
     ("q2", "train_pairs"): q2_cases(("mni152-x4", "mni152-x2"), seed=1),
     ("q2", "test"): q2_cases(("colin27-x4", "colin27-x2"), seed=2),
     ("q3", "train_domains"): q3_domains,
@@ -254,7 +263,7 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("q4", "train_pairs"): q4_cases(
         tuple(f"{part}-{style}" for part in ("invesalius0051", "lung1-train") for style in "ABC")
     ),
-    ("q4", "validation"): q4_cases(tuple(f"lung1-val-{style}" for style in "ABC")),
+    ("q4", "validation"): q4_cases(tuple(f"lung1-val-{style}" for style in "ABC"), seed=6),
     ("data", "paired-tiny"): demo_cases,
     ("data", "unpaired-tiny"): unpaired_demo,
 }

@@ -65,15 +65,20 @@ def validate_command(
     validate (e.g. unpaired cases without data.validation_data), or an evaluation split
     without cases, is refused; so are NaN or infinite voxels in the validation and
     evaluation cases, and references that are not on the grid the method delivers.
-    Evaluation cases that are validation cases (the same source or target file) are
-    allowed with a one-line warning: best-model/ is chosen on them, so their metrics
-    are not a held-out test.
+    A validation or test case that reads a training case's file, or an image with a
+    training image's content (a subject exported twice), is refused. Evaluation cases
+    that are validation cases (the same source or target file) are allowed with a
+    one-line warning: best-model/ is chosen on them, so their metrics are not a held-out
+    test; so are evaluation cases that read the training images of an unpaired or
+    multi-domain method. Validation cases given to a method fitted once are noted as
+    not used.
     """
     from medi2i.workflow.checks import (
         check_adaptation,
         check_condition,
         check_training,
         unused_training_settings,
+        unused_validation,
     )
     from medi2i.workflow.checks import check_data as check_cases
 
@@ -89,6 +94,7 @@ def validate_command(
     if note is not None:
         click.echo(note, err=True)
     if not check_data:
+        _note(unused_validation(workflow, registry))
         click.echo(valid)
         return
     from medi2i.data.discovery import discover_splits
@@ -111,7 +117,15 @@ def validate_command(
         source += f"; evaluation {scored} (evaluation.data)"
     click.echo(valid)
     click.echo("cases: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + source)
+    _note(unused_validation(workflow, registry, cases=counts["validation"]))
     _warn_evaluation_on_validation(workflow, splits, registry)
+    _warn_evaluation_on_training(workflow, splits, registry)
+
+
+def _note(line: str | None) -> None:
+    """A note or warning on standard error, when there is one."""
+    if line is not None:
+        click.echo(line, err=True)
 
 
 def _warn_evaluation_on_validation(
@@ -125,6 +139,21 @@ def _warn_evaluation_on_validation(
     if workflow_training_route(workflow, registry) != "gradient":
         return
     overlap = evaluation_on_validation(workflow, splits)
+    if overlap is not None:
+        click.echo(overlap.warning(), err=True)
+
+
+def _warn_evaluation_on_training(
+    workflow: Workflow, splits: DataSplits, registry: Registry
+) -> None:
+    """One line on standard error when the evaluation scores training images of an
+    unpaired or multi-domain method that learns from them (trained or fitted)."""
+    from medi2i.workflow.checks import workflow_training_route
+    from medi2i.workflow.split_checks import evaluation_on_training
+
+    if workflow_training_route(workflow, registry) not in ("gradient", "fit"):
+        return
+    overlap = evaluation_on_training(workflow, splits)
     if overlap is not None:
         click.echo(overlap.warning(), err=True)
 

@@ -121,6 +121,38 @@ def unused_training_settings(workflow: Workflow, registry: Registry) -> str | No
     )
 
 
+def unused_validation(
+    workflow: Workflow, registry: Registry, *, cases: int | None = None
+) -> str | None:
+    """A note when the workflow gives validation cases (``data.split.validation`` or
+    ``data.validation_data``) to a method the trainer does not train: it is fitted once
+    (or learns nothing), so nothing is validated or chosen on them, and a user who set
+    them aside expects they are used. ``cases``: how many there are, when the data was
+    found (``0``: none, no note). ``None`` when there is nothing to say."""
+    route = workflow_training_route(workflow, registry)
+    if route in (None, "gradient") or cases == 0 or not validation_configured(workflow):
+        return None
+    counted = "" if cases is None else f" ({cases})"
+    how = "is fitted once on whole volumes" if route == "fit" else "learns nothing here"
+    if workflow.data.validation_data is not None:
+        instead = "leave out data.validation_data"
+    else:
+        instead = "set data.split.validation to 0" + (
+            " to fit on those cases too" if route == "fit" else ""
+        )
+    return (
+        f"note: the validation cases{counted} are not used: method {workflow.method.id!r} "
+        f"{how}, so nothing is validated or chosen on them; {instead}"
+    )
+
+
+def validation_configured(workflow: Workflow) -> bool:
+    """Whether the workflow sets validation cases aside: ``data.validation_data``, or a
+    ``data.split.validation`` above 0 or naming cases."""
+    data = workflow.data
+    return data.validation_data is not None or bool(data.split.validation)
+
+
 def workflow_training_route(workflow: Workflow, registry: Registry) -> TrainingRoute | None:
     """How the train stage handles the workflow's method
     (:func:`medi2i.training.routes.training_route`), or ``None`` for a trained model, or

@@ -47,6 +47,7 @@ _ADAPTED = " Adapted from "
 _EVALUATION_LIMITS = (
     "Its metrics come from ",
     "Its metrics were measured on the validation data ",
+    "Its metrics were measured on training images",
 )
 """How the limits an evaluation adds to the scored card start (redone each time)."""
 _OUTSIDE_LIMIT = "The metrics include"
@@ -148,6 +149,9 @@ def _data_clause(record: TrainingRecord) -> str:
     if record.unlabelled:
         text += f" and {_plural(record.unlabelled, 'unlabelled case')}"
     if record.route != "gradient":
+        if record.validation:  # set aside, but a method fitted once validates nothing
+            cases = _plural(record.validation, "case")
+            return f"{text}; validation: not used ({cases}: a fitted method is not validated)"
         return text
     if record.validation:
         return f"{text}; validated on {_plural(record.validation, 'case')}"
@@ -371,6 +375,9 @@ def _complete_scored_card(run: RunFolder, folder: Path, record: ScoredRecord) ->
     note = record.validation_note()
     if note is not None:
         limits.append(f"Its metrics were measured on the validation data: {note}.")
+    seen = record.training_note()
+    if seen is not None:
+        limits.append(f"Its metrics were measured on training images: {seen}.")
     summary = _without_run_sentences(card.summary) + _evaluated_sentence(run, record)
     update = {"metrics": metrics, "summary": summary, "limits": limits}
     attach_card(folder, card.model_copy(update=update))
@@ -387,9 +394,9 @@ def _evaluated_sentence(run: RunFolder, record: ScoredRecord) -> str:
         f"{_plural(len(record.cases), 'case')} of {record.where}: {shown}. Why this folder: "
         f"{record.model.reason}."
     )
-    note = record.validation_note()
-    if note is not None:
-        text += f" Note: {note}."
+    for note in (record.validation_note(), record.training_note()):
+        if note is not None:
+            text += f" Note: {note}."
     return text
 
 

@@ -136,6 +136,12 @@ def _run_section(
         if scored.on_validation:
             shared = "all of them" if scored.all_on_validation else f"{len(scored.on_validation)}"
             cases += f"; {shared} validation data, not a held-out test"
+        if scored.on_training:
+            seen = "all of them" if scored.all_on_training else f"{len(scored.on_training)}"
+            cases += (
+                f"; {seen} training images of an unpaired/multi-domain method (the pairing "
+                "was never seen, but the images were), not a held-out test"
+            )
         facts.append(("evaluated cases", cases))
         outside = [case.id for case in evaluation.cases if case.spacing_note() is not None]
         if outside:
@@ -162,17 +168,19 @@ def _overrides_text(workflow: Workflow, state: RunState) -> str:
 
 def _training_steps(workflow: Workflow, registry: Registry | None) -> str:
     """The steps the trainer took, or why there are none: a fitted method (Nyul, a
-    z-score fit) or one with nothing to learn never takes the trainer's steps."""
+    z-score fit) or one with nothing to learn never takes the trainer's steps, nor uses
+    validation cases."""
     if workflow.method.id is None:
         return "none (a trained model)"
     if registry is not None:
-        from medi2i.workflow.checks import workflow_training_route
+        from medi2i.workflow.checks import validation_configured, workflow_training_route
 
         route = workflow_training_route(workflow, registry)
+        unused = "; validation: not used" if validation_configured(workflow) else ""
         if route == "fit":
-            return "none (fitted on whole volumes)"
+            return f"none (fitted on whole volumes{unused})"
         if route == "save":
-            return "none (nothing to learn)"
+            return f"none (nothing to learn{unused})"
     return str(workflow.training.steps)
 
 

@@ -12,7 +12,7 @@ every process trains and only rank 0 writes the folder, logs and runs the later 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -250,9 +250,13 @@ def _run_stages(
             check_evaluation(workflow, splits(), registry)  # before training or adapting
             check_adaptation(workflow)
             resolve_device(workflow.inference.device)  # e.g. cuda asked for, none here
-        warned = False  # that the evaluation data is the validation data: one line
+        warned = (False, False)  # the evaluation data is validation, training data: a line
         if "train" in stages and _work_before_evaluation(workflow, ("train",)):
-            warned = _warn_evaluation_on_validation(workflow, registry, splits, log)
+            _note_unused_validation(workflow, registry, splits, log)
+            warned = (
+                _warn_evaluation_on_validation(workflow, registry, splits, log),
+                _warn_evaluation_on_training(workflow, registry, splits, log),
+            )
         if "train" in stages:
             entered.append("train")
             trained = checkpoint_step(run)
@@ -275,7 +279,7 @@ def _run_stages(
             model_dir = _require_model(result, run)
             entered.append("evaluate")
             metrics, scored = _evaluate(
-                workflow, run, registry, model_dir, splits, log, warn=not warned
+                workflow, run, registry, model_dir, splits, log, warned=warned
             )
             result = replace(result, metrics_path=metrics, scored_dir=scored)
         if "report" in stages and workflow.report.enabled:
@@ -294,13 +298,14 @@ def _evaluate(
     splits: SplitSource,
     log: Log,
     *,
-    warn: bool = True,
+    warned: tuple[bool, bool] = (False, False),
 ) -> tuple[Path, Path]:
     """Score the model ``evaluation.checkpoint`` chooses among the run's model folders
     (:func:`~medi2i.workflow.scored_model.choose_scored_model`); record which one, why and
     on which cases in ``metrics/scored-model.json``, and put the metrics in its card
-    alone. ``warn``: log a line when the evaluated cases are validation cases (unless
-    said before training). Returns ``metrics/metrics.json`` and the scored folder."""
+    alone. Log a line when the evaluated cases are validation cases, or training images
+    of an unpaired or multi-domain method, unless ``warned`` says it was said before
+    training (of each). Returns ``metrics/metrics.json`` and the scored folder."""
     from medi2i.workflow.evaluation import evaluate_stage, read_evaluation
     from medi2i.workflow.model_card import record_evaluation_in_cards
     from medi2i.workflow.scored_model import ScoredRecord, choose_scored_model, on_validation
@@ -316,6 +321,7 @@ def _evaluate(
         for case in cases
     ]
     overlap = on_validation(evaluated, _validated(workflow, run, scored.choice, splits))
+    trained = _on_training(workflow, registry, scored.choice, evaluated, splits)
     config = workflow.evaluation
     record = ScoredRecord(
         model=scored,
@@ -323,11 +329,13 @@ def _evaluate(
         where="evaluation.data" if config.data is not None else f"the {config.split} split",
         cases=tuple(case.id for case in cases),
         on_validation=overlap.cases if overlap is not None else (),
+        on_training=trained,
     )
     record.write(run)
-    note = record.validation_note()
-    if note is not None and warn:
-        log(f"evaluate: warning: {note}")
+    notes = (record.validation_note(), record.training_note())
+    for note, said in zip(notes, warned, strict=True):
+        if note is not None and not said:
+            log(f"evaluate: warning: {note}")
     if config.split == "test":  # the evaluate stage recorded its metrics in the card
         record_evaluation_in_cards(run, record)
     return metrics, scored_dir
@@ -355,6 +363,32 @@ def _validated(
     return set().union(*(scored_files(case.images) for case in cases)) if cases else None
 
 
+def _on_training(
+    workflow: Workflow,
+    registry: Registry,
+    choice: str,
+    evaluated: Sequence[tuple[str, Mapping[str, object]]],
+    splits: SplitSource,
+) -> tuple[str, ...]:
+    """The evaluated cases whose source or target is a training image of the run's
+    unpaired or multi-domain method (by path or content); none for a given model, one
+    with nothing to learn, or paired data (whose shared files are refused)."""
+    from medi2i.errors import Medi2iError
+    from medi2i.workflow.checks import workflow_training_route
+    from medi2i.workflow.split_checks import UNPAIRED_KINDS, cases_on_training, training_images
+
+    if choice == "given" or workflow.data.kind not in UNPAIRED_KINDS:
+        return ()
+    if workflow_training_route(workflow, registry) not in ("gradient", "fit"):
+        return ()
+    try:
+        trained = training_images(splits().train.cases)
+    except Medi2iError:  # the training data has gone since: nothing to compare with
+        return ()
+    overlap = cases_on_training(evaluated, trained)
+    return overlap.cases if overlap is not None else ()
+
+
 def _scored_path(run: RunFolder, folder: str) -> Path:
     path = Path(folder)
     return path if path.is_absolute() else run.root / path
@@ -379,6 +413,46 @@ def _warn_evaluation_on_validation(
     if overlap is not None:
         log(f"train: {overlap.warning()}")
     return overlap is not None
+
+
+def _warn_evaluation_on_training(
+    workflow: Workflow, registry: Registry, splits: SplitSource, log: Log
+) -> bool:
+    """Say, before training, that the evaluation will score training images of an
+    unpaired or multi-domain method (allowed: it never sees how they pair; the report
+    says it too); return whether it was said."""
+    from medi2i.errors import Medi2iError
+    from medi2i.workflow.checks import workflow_training_route
+    from medi2i.workflow.split_checks import evaluation_on_training
+
+    if workflow_training_route(workflow, registry) not in ("gradient", "fit"):
+        return False
+    try:
+        overlap = evaluation_on_training(workflow, splits())
+    except Medi2iError:  # data not found: the train stage (or evaluation) says what
+        return False
+    if overlap is not None:
+        log(f"train: {overlap.warning()}")
+    return overlap is not None
+
+
+def _note_unused_validation(
+    workflow: Workflow, registry: Registry, splits: SplitSource, log: Log
+) -> None:
+    """Say, before training, that a method fitted once (or with nothing to learn) does
+    not use the validation cases."""
+    from medi2i.errors import Medi2iError
+    from medi2i.workflow.checks import unused_validation
+
+    if unused_validation(workflow, registry) is None:
+        return  # no validation data configured, or a method trained in steps
+    try:
+        count: int | None = len(splits().validation.cases)
+    except Medi2iError:  # data not found: the train stage says what
+        count = None
+    note = unused_validation(workflow, registry, cases=count)
+    if note is not None:
+        log(f"train: {note}")
 
 
 def _work_before_evaluation(workflow: Workflow, stages: Sequence[Stage]) -> bool:

@@ -6,8 +6,9 @@ lowest validation MAE. The evaluate stage scores one of them
 (``evaluation.checkpoint``, :func:`choose_scored_model`): the checkpoint is chosen on
 validation and the evaluation data scored once. ``metrics/scored-model.json``
 (:class:`ScoredRecord`) records which folder was scored, from which step, why, which
-cases, and whether they are the validation data the checkpoint was chosen on; the
-report and the cards (:mod:`medi2i.workflow.model_card`) read it.
+cases, and whether they are the validation data the checkpoint was chosen on (or the
+training images of an unpaired or multi-domain method); the report and the cards
+(:mod:`medi2i.workflow.model_card`) read it.
 """
 
 from __future__ import annotations
@@ -260,6 +261,8 @@ class ScoredRecord:
         cases: The evaluated case ids, in order.
         on_validation: The evaluated cases that are validation cases (their source or
             target is a validation case's), when any are.
+        on_training: The evaluated cases whose source or target is a training image of
+            an unpaired or multi-domain method, when any are.
     """
 
     model: ScoredModel
@@ -267,10 +270,15 @@ class ScoredRecord:
     where: str
     cases: tuple[str, ...] = ()
     on_validation: tuple[str, ...] = field(default=())
+    on_training: tuple[str, ...] = field(default=())
 
     @property
     def all_on_validation(self) -> bool:
         return bool(self.cases) and len(self.on_validation) == len(self.cases)
+
+    @property
+    def all_on_training(self) -> bool:
+        return bool(self.cases) and len(self.on_training) == len(self.cases)
 
     def validation_note(self) -> str | None:
         """Says that (some of) the evaluation data is the validation data, or ``None``."""
@@ -292,12 +300,29 @@ class ScoredRecord:
         )
         return f"{which} the validation data {chosen}, so these metrics are not a held-out test"
 
+    def training_note(self) -> str | None:
+        """Says that (some of) the evaluated images were training images of an unpaired
+        or multi-domain method, or ``None``."""
+        if not self.on_training:
+            return None
+        which = "" if self.all_on_training else f" ({self._some_of()})"
+        return (
+            f"the evaluated images{which} were training images of an unpaired/multi-domain "
+            "method: the pairing was never seen, but the images were, so these metrics are "
+            "not a held-out test"
+        )
+
+    def _some_of(self) -> str:
+        shown = ", ".join(self.on_training[:5]) + (", ..." if len(self.on_training) > 5 else "")
+        return f"of {len(self.on_training)} of the {len(self.cases)} evaluation cases: {shown}"
+
     def write(self, run: RunFolder) -> Path:
         from medi2i.io.atomic import atomic_path
 
         path = run.metrics / SCORED_RECORD
         document = {**asdict(self), "cases": list(self.cases)}
         document["on_validation"] = list(self.on_validation)
+        document["on_training"] = list(self.on_training)
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         return path
@@ -314,6 +339,7 @@ def read_scored_record(run: RunFolder) -> ScoredRecord | None:
             where=str(document["where"]),
             cases=tuple(str(case) for case in document.get("cases", ())),
             on_validation=tuple(str(case) for case in document.get("on_validation", ())),
+            on_training=tuple(str(case) for case in document.get("on_training", ())),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

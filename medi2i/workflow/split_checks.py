@@ -2,16 +2,21 @@
 
 Splits are drawn over subjects, so one subject's volumes never straddle training and
 test; a CSV manifest (or two layouts) can still name one file under two cases, e.g. the
-MR of training case ``demo000`` as the source of test case ``demo004``. The model would
-then be tested (or validated) on what it trained on. Files are compared by their
-resolved paths (symbolic links and ``..`` followed), not by content. Within one split
-a file may serve several cases (a common mask), and validation and test may share
-files (a workflow that scores its validation data).
+MR of training case ``demo000`` as the source of test case ``demo004``, and a subject
+exported twice (a copied case folder) gives two cases the same volumes under other
+names. The model would then be tested (or validated) on what it trained on. Files are
+compared by their resolved paths (symbolic links and ``..`` followed) and, for the
+images (not the masks: two subjects may have byte-identical masks), by content
+(:class:`SameContent`). Within one split a file may serve several cases (a common
+mask), and validation and test may share files (a workflow that scores its validation
+data).
 
 Such a workflow is not refused, but it is said (:func:`evaluation_on_validation`):
 the step kept in ``best-model/`` is chosen on the validation data, so scoring the same
-cases gives no held-out test. ``medi2i validate --check-data`` and ``medi2i run`` warn
-in one line, and the report and the scored model's card say it.
+cases gives no held-out test. Likewise an unpaired or multi-domain method evaluated on
+the images it trained on (:func:`evaluation_on_training`): it never saw the pairing,
+but it saw the images. ``medi2i validate --check-data`` and ``medi2i run`` warn in one
+line each, and the report and the scored model's card say it.
 """
 
 from __future__ import annotations
@@ -30,11 +35,19 @@ if TYPE_CHECKING:
 
 Named = tuple[str, Sequence["Case"]]
 """A split's name (as the message shows it) and its cases."""
+Use = tuple[str, str, str, str]
+"""Where a file is read: the split, the case id, the role and the path as given."""
+UNPAIRED_KINDS = ("unpaired", "multi-domain")
+"""The data kinds whose training never sees which images pair up."""
+_MASK = "mask"
+"""The role compared by path only (two subjects may have byte-identical masks), as
+:data:`medi2i.data.cases.MASK`."""
 
 
 def check_split_files(workflow: Workflow, splits: DataSplits) -> None:
     """Refuse a file that a training case and a validation or test case both read
-    (``data.validation_data`` counts as validation, ``evaluation.data`` as test).
+    (``data.validation_data`` counts as validation, ``evaluation.data`` as test), or an
+    image of such a case with a training image's content (a subject exported twice).
 
     Validation and test may share files (a workflow may score its validation data).
     Unpaired and multi-domain training never sees which images pair up, so its
@@ -42,9 +55,31 @@ def check_split_files(workflow: Workflow, splits: DataSplits) -> None:
     Q3 workflows validate MNI152 under scanner B against MNI152 under A that way).
 
     Raises:
-        WorkflowError: Naming the file, both cases, their splits and what to do.
+        WorkflowError: Naming the file (or both files), both cases, their splits and
+            what to do.
     """
-    unpaired = workflow.data.kind in ("unpaired", "multi-domain")
+    trained: dict[str, Use] = {}
+    for case in splits.train.cases:
+        for role, path in case.images.items():
+            trained.setdefault(os.path.realpath(path), ("training", case.id, role, str(path)))
+    same = SameContent(real for real, use in trained.items() if use[2] != _MASK)
+    for split, cases in _scored_splits(workflow, splits):
+        for case in cases:
+            for role, path in case.images.items():
+                real = os.path.realpath(path)
+                first = trained.get(real)
+                if first is not None:
+                    raise WorkflowError(_message(path, first, (split, case.id, role)))
+                copied = same.match(real) if role != _MASK else None
+                if copied is not None:
+                    second = (split, case.id, role, str(path))
+                    raise WorkflowError(_copy_message(trained[copied], second))
+
+
+def _scored_splits(workflow: Workflow, splits: DataSplits) -> list[Named]:
+    """The cases whose files must not be training files, by split (see
+    :func:`check_split_files` for those of unpaired and multi-domain data)."""
+    unpaired = workflow.data.kind in UNPAIRED_KINDS
     scored: list[Named] = [("test", splits.test.cases)]
     if not (unpaired and workflow.data.validation_data is not None):
         scored.append(("validation", splits.validation.cases))
@@ -53,19 +88,10 @@ def check_split_files(workflow: Workflow, splits: DataSplits) -> None:
         from medi2i.data.discovery import discover_cases
 
         scored.append(("evaluation", discover_cases(evaluation.data).cases))
-    trained: dict[str, tuple[str, str, str]] = {}
-    for case in splits.train.cases:
-        for role, path in case.images.items():
-            trained.setdefault(os.path.realpath(path), ("training", case.id, role))
-    for split, cases in scored:
-        for case in cases:
-            for role, path in case.images.items():
-                first = trained.get(os.path.realpath(path))
-                if first is not None:
-                    raise WorkflowError(_message(path, first, (split, case.id, role)))
+    return scored
 
 
-def _message(path: object, first: tuple[str, str, str], second: tuple[str, str, str]) -> str:
+def _message(path: object, first: Use, second: tuple[str, str, str]) -> str:
     shown = os.path.normpath(str(path))
     return (
         f"{shown} is the {first[2]} of {first[0]} case {first[1]!r} and the {second[2]} "
@@ -73,6 +99,97 @@ def _message(path: object, first: tuple[str, str, str], second: tuple[str, str, 
         "from; give each case its own files (fix the layout or manifest), or put both "
         "cases in one split"
     )
+
+
+def _copy_message(first: Use, second: Use) -> str:
+    return (
+        f"{os.path.normpath(second[3])} (the {second[2]} of {second[0]} case {second[1]!r}) "
+        f"has the same content as {os.path.normpath(first[3])} (the {first[2]} of "
+        f"{first[0]} case {first[1]!r}): one volume under two names, such as a subject "
+        "exported twice, so a model would be scored on a volume it learnt from; remove "
+        "the copy, or put both cases in one split"
+    )
+
+
+class SameContent:
+    """Finds, among known files, one that holds the same bytes as another file.
+
+    Sizes are compared first, and SHA-256 digests are computed only of files of equal
+    size, each once, so that files of other sizes (most compressed volumes) are never
+    read. A folder (a DICOM series) counts as its files: its size is theirs summed, its
+    digest that of their relative names and contents. Files that cannot be read, and
+    empty ones, match nothing (reading them fails on its own).
+
+    Args:
+        known: The resolved paths of the known files.
+    """
+
+    def __init__(self, known: Iterable[str]) -> None:
+        self._by_size: dict[int, list[str]] = {}
+        self._digests: dict[str, str | None] = {}
+        for path in known:
+            size = _size(path)
+            if size:
+                self._by_size.setdefault(size, []).append(path)
+
+    def match(self, path: str) -> str | None:
+        """A known file other than ``path`` (a resolved path) with its content, or
+        ``None``."""
+        size = _size(path)
+        candidates = [known for known in self._by_size.get(size or 0, ()) if known != path]
+        digest = self.digest(path) if candidates else None
+        if digest is None:
+            return None
+        return next((known for known in candidates if self.digest(known) == digest), None)
+
+    def digest(self, path: str) -> str | None:
+        """The SHA-256 of a file's (or a folder's files') content, computed once."""
+        if path not in self._digests:
+            self._digests[path] = _digest(path)
+        return self._digests[path]
+
+
+def _size(path: str) -> int | None:
+    try:
+        if not os.path.isdir(path):
+            return os.stat(path).st_size
+        return sum(os.stat(file).st_size for file in _files_under(path))
+    except OSError:
+        return None
+
+
+def _files_under(folder: str) -> list[str]:
+    """The files under ``folder``, in a stable order."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(parent, name) for name in sorted(files)]
+    return found
+
+
+def _digest(path: str) -> str | None:
+    import hashlib
+
+    total = hashlib.sha256()
+    try:
+        if not os.path.isdir(path):
+            return _file_digest(path)
+        for file in _files_under(path):
+            total.update(os.path.relpath(file, path).encode() + b"\0")
+            total.update(_file_digest(file).encode())
+    except OSError:
+        return None
+    return total.hexdigest()
+
+
+def _file_digest(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 SCORED_ROLES = ("source", "target")
@@ -140,14 +257,72 @@ def evaluation_on_validation(workflow: Workflow, splits: DataSplits) -> Validati
     validation case's source or target, compared by resolved path. ``None`` when none
     does, when there is no validation data, or when the evaluation is off.
     """
-    evaluation = workflow.evaluation
-    if not evaluation.enabled or not splits.validation.cases:
+    if not workflow.evaluation.enabled or not splits.validation.cases:
         return None
+    cases = _evaluated_cases(workflow, splits)
+    validated = set().union(*(scored_files(case.images) for case in splits.validation.cases))
+    return shared_cases(((case.id, case.images) for case in cases), validated)
+
+
+def _evaluated_cases(workflow: Workflow, splits: DataSplits) -> Sequence[Case]:
+    """The cases the evaluate stage scores: ``evaluation.data``'s, else its split's."""
+    evaluation = workflow.evaluation
     if evaluation.data is not None:
         from medi2i.data.discovery import discover_cases
 
-        cases: Sequence[Case] = discover_cases(evaluation.data).cases
-    else:
-        cases = splits.get(evaluation.split).cases
-    validated = set().union(*(scored_files(case.images) for case in splits.validation.cases))
-    return shared_cases(((case.id, case.images) for case in cases), validated)
+        return discover_cases(evaluation.data).cases
+    return splits.get(evaluation.split).cases
+
+
+@dataclass(frozen=True)
+class TrainingOverlap(ValidationOverlap):
+    """Evaluation cases whose source or target is a training image of an unpaired or
+    multi-domain method (by path or content): it never saw how they pair, but it saw
+    them."""
+
+    def warning(self) -> str:
+        """The one line ``medi2i validate --check-data`` and ``medi2i run`` print."""
+        return (
+            f"warning: the evaluated images were training images of an unpaired/"
+            f"multi-domain method ({self.counted()} read a training volume as source or "
+            "target): the pairing was never seen, but the images were; not a held-out "
+            "test (to score images the training never saw, evaluate other subjects)"
+        )
+
+
+def training_images(cases: Iterable[Case]) -> list[str]:
+    """The resolved paths of the training cases' images (every role but the mask)."""
+    return [
+        os.path.realpath(path)
+        for case in cases
+        for role, path in case.images.items()
+        if role != _MASK
+    ]
+
+
+def cases_on_training(
+    evaluated: Iterable[tuple[str, Mapping[str, object]]], trained: Iterable[str]
+) -> TrainingOverlap | None:
+    """The evaluated cases (id and files by role) whose source or target is one of the
+    ``trained`` images (resolved paths), by path or content; ``None`` when none is."""
+    known = set(trained)
+    same = SameContent(known)
+    total, shared = 0, []
+    for case_id, images in evaluated:
+        total += 1
+        files = scored_files(images)
+        if files & known or any(same.match(path) is not None for path in files):
+            shared.append(case_id)
+    return TrainingOverlap(tuple(shared), total) if shared else None
+
+
+def evaluation_on_training(workflow: Workflow, splits: DataSplits) -> TrainingOverlap | None:
+    """The evaluation cases of an unpaired or multi-domain workflow whose source or
+    target is a training image (:func:`cases_on_training`); ``None`` when none is, for
+    paired data (refused instead: :func:`check_split_files`), or when the evaluation
+    is off."""
+    if workflow.data.kind not in UNPAIRED_KINDS or not workflow.evaluation.enabled:
+        return None
+    cases = _evaluated_cases(workflow, splits)
+    trained = training_images(splits.train.cases)
+    return cases_on_training(((case.id, case.images) for case in cases), trained)
