@@ -248,8 +248,9 @@ class ModelCard(_Strict):
         metrics: Evaluation results by metric name (units in the name, e.g. ``mae_hu``).
         metrics_inference: The inference settings the metrics were measured with
             (:class:`medi2i.InferenceSettings`' fields: ``roi_size``, ``overlap``,
-            ``blend``, ``mirror_axes``...); empty in cards written before medi2i
-            recorded them.
+            ``blend``, ``mirror_axes``...; ``amp`` true only when they ran on CUDA with
+            AMP, and ``device_used`` the device ``device`` resolved to); empty in cards
+            written before medi2i recorded them.
         intended_use: What it is for and not for.
         limits: Known failure modes and limits.
         adaptations: For an adapted model, each adaptation that made it from the trained

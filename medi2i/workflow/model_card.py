@@ -260,7 +260,7 @@ def write_model_card(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             command=f"{command} (resolved config: {run.config.name} in the run folder)",
             seed=workflow.training.seed,
-            hardware=hardware_name(workflow.training.device),
+            hardware=hardware_name(workflow.training.device) + _processes(model_dir),
         ),
         intended_use=IntendedUse(
             primary="research on data like the training data its cards describe",
@@ -276,6 +276,21 @@ def write_model_card(
             }
         )
     attach_card(model_dir, card)
+
+
+def _processes(model_dir: Path) -> str:
+    """What the model folder's ``training.json`` says of a training in several
+    processes (``, 2 processes (torchrun), 4 patches per step``), or nothing."""
+    import json
+
+    from medi2i.training.outputs import TRAINING_FACTS
+
+    try:
+        facts = json.loads((model_dir / TRAINING_FACTS).read_text(encoding="utf-8"))
+        world, patches = int(facts["world_size"]), int(facts["patches_per_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f", {world} processes (torchrun), {patches} patches per step" if world > 1 else ""
 
 
 def card_name(run_name: str) -> str:

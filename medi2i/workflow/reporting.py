@@ -54,7 +54,7 @@ def report_stage(
         sections.append(_training_section(workflow, run, curves))
     if evaluation is not None and workflow.report.figures and workflow.report.cases > 0:
         sections.append(_cases_section(workflow, run, evaluation))
-    sections.append(_rerun_section(run))
+    sections.append(_rerun_section(run, RunState.read(run).world_size))
     subtitle = _subtitle(workflow, RunState.read(run))
     report = Report(title=f"Run {run.root.name}", subtitle=subtitle, sections=sections)
     path = write_report(report, run.root, format=workflow.report.format)
@@ -127,6 +127,9 @@ def _run_section(
     ]
     if state.resumed_from is not None:
         facts.insert(5, ("training resumed", f"from the checkpoint of step {state.resumed_from}"))
+    if state.world_size is not None and state.world_size > 1:
+        processes = f"{state.world_size} (torchrun), {state.patches_per_step} patches per step"
+        facts.insert(5, ("training processes", processes))
     if evaluation is not None and scored is not None:
         facts.append(("scored model", scored.model.describe()))
         where = (
@@ -355,14 +358,24 @@ def _values_line(values: dict[str, float]) -> str:
     )
 
 
-def _rerun_section(run: RunFolder) -> Section:
+def _rerun_section(run: RunFolder, world_size: int | None = None) -> Section:
+    """How to continue the run, or start it afresh: under ``torchrun`` with as many
+    processes as trained it (another number trains another model)."""
     config = run.config.name
+    launch = "medi2i run"
+    text = (
+        f"{config} in the run folder is the workflow with every default filled in. "
+        "The first command continues this run (training resumes from its last "
+        "checkpoint); the second starts a fresh one."
+    )
+    if world_size is not None and world_size > 1:
+        launch = f"torchrun --nproc_per_node {world_size} -m medi2i run"
+        text += (
+            f" It trained in {world_size} processes: with another number of processes "
+            "the model differs (on several machines, give torchrun's own options)."
+        )
     return Section(
         "Rerun",
-        text=(
-            f"{config} in the run folder is the workflow with every default filled in. "
-            "The first command continues this run (training resumes from its last "
-            "checkpoint); the second starts a fresh one."
-        ),
-        code=(f"medi2i run {config} --run-dir .\nmedi2i run {config} --set output.run_id=rerun"),
+        text=text,
+        code=(f"{launch} {config} --run-dir .\n{launch} {config} --set output.run_id=rerun"),
     )
