@@ -97,13 +97,13 @@ def validate_command(
         _note(unused_validation(workflow, registry))
         click.echo(valid)
         return
-    from medi2i.data.discovery import discover_splits
+    from medi2i.workflow.stages import learns_from_cases, workflow_splits
 
     # "valid" only once the data passed too: not above an error about the data
-    splits = discover_splits(data)
+    splits = workflow_splits(workflow, registry)
     check_cases(workflow, splits, registry)  # every case's problems at once
     check_adaptation(workflow)
-    if method.model is None:  # training will need cases of every domain
+    if method.model is None and learns_from_cases(workflow, registry):  # every domain
         from medi2i.training.data import case_domains
 
         case_domains(splits.get("train"))

@@ -51,6 +51,12 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 LEAVE_OUT = "to leave the case out, give data.include glob patterns that do not match it"
 """How a case is left out, for the messages about an incomplete one."""
 
+NO_MASKS = (
+    "a data set without {mask} volumes: set mask: null in its synthrad layout (then "
+    "training finds foreground by intensity, evaluation scores whole volumes, air_mae is n/a)"
+)
+"""The way out when SynthRAD case folders lack the layout's mask."""
+
 
 def subject_id(text: str) -> str:
     """A subject or case id as ids are compared: Unicode NFC, so that ``é`` written
@@ -93,18 +99,26 @@ class DataSplits:
         return {"train": self.train, "validation": self.validation, "test": self.test}[name]
 
 
-def discover_splits(data: DataConfig) -> DataSplits:
+def discover_splits(data: DataConfig, *, training: bool = True) -> DataSplits:
     """Find the cases of ``data`` and split them as ``data.split`` says.
+
+    Args:
+        data: The workflow's data section.
+        training: Whether the method learns from the training split (trains or fits);
+            ``False``, for a method with nothing to learn, accepts a split that puts
+            every case in validation and test. The caller tells, from the workflow's
+            method (:func:`medi2i.workflow.stages.workflow_splits`), so that finding
+            cases needs no registry.
 
     Raises:
         InputError: A folder, manifest or volume is missing (the message names it), no
-            case is found, or the split leaves no training case.
+            case is found, or the split leaves no training case for a method that learns.
     """
     kind = DataKind(data.kind)
     subjects = discover_subjects(data)
     domains = _domains(data, subjects)
     specs = data.domain_specs()
-    parts = split_subjects(subjects, data.split)
+    parts = split_subjects(subjects, data.split, training=training)
 
     def case_set(chosen: Sequence[Subject]) -> CaseSet:
         cases = tuple(case for subject in chosen for case in subject.cases)
@@ -305,11 +319,12 @@ def _synthrad_subjects(layout: SynthradLayout, kind: str, keep: _Include) -> lis
         if any(stem in files for stem in wanted):  # not e.g. SynthRAD's "overview" folder
             found[subject_id(folder.name)] = (folder, files)
     kept = keep.kept(found)
-    subjects, problems = [], []
+    subjects, problems, masks_missing = [], [], False
     for name, (folder, files) in found.items():
         missing = [stem for stem in wanted if stem not in files]
         if name not in kept:
             continue
+        masks_missing = masks_missing or layout.mask in missing
         if missing:
             problems.append(
                 f"case folder {folder} has no {' or '.join(missing)} volume "
@@ -317,16 +332,18 @@ def _synthrad_subjects(layout: SynthradLayout, kind: str, keep: _Include) -> lis
             )
             continue
         subjects.append(_synthrad_subject(name, files, layout, kind))
-    _raise_incomplete(problems)
+    _raise_incomplete(problems, note=NO_MASKS.format(mask=layout.mask) if masks_missing else "")
     return subjects
 
 
-def _raise_incomplete(problems: Sequence[str]) -> None:
-    """Raise every incomplete case at once: one line each, then their count."""
+def _raise_incomplete(problems: Sequence[str], *, note: str = "") -> None:
+    """Raise every incomplete case at once: one line each, then their count, then
+    ``note`` (a way out that holds for all of them), if any."""
+    end = f"\n{note}" if note else ""
     if len(problems) == 1:
-        raise InputError(problems[0])
+        raise InputError(problems[0] + end)
     if problems:
-        raise InputError("\n".join(problems) + f"\n{len(problems)} incomplete cases")
+        raise InputError("\n".join(problems) + f"\n{len(problems)} incomplete cases{end}")
 
 
 def _synthrad_subject(
@@ -573,16 +590,18 @@ def _csv_grouped(
 
 
 def split_subjects(
-    subjects: Sequence[Subject], split: SplitConfig
+    subjects: Sequence[Subject], split: SplitConfig, *, training: bool = True
 ) -> dict[SplitName, list[Subject]]:
     """Split subjects into training, validation and test.
 
     Explicit lists take their subjects first; fractions then draw from the rest, per
     domain when every subject belongs to a single domain, so each domain keeps cases
-    in every split.
+    in every split. With ``training`` off (a method with nothing to learn) the
+    training split may be empty.
 
     Raises:
-        InputError: A listed subject does not exist, or no training subject is left.
+        InputError: A listed subject does not exist, or no training subject is left
+            while ``training`` is on.
     """
     by_id = {subject.id: subject for subject in subjects}
     chosen: dict[str, list[str]] = {"validation": [], "test": []}
@@ -615,10 +634,10 @@ def split_subjects(
                 order = order[count:]
     taken = {*chosen["validation"], *chosen["test"]}
     train = [subject for subject in subjects if subject.id not in taken]
-    if not train:
+    if not train and training:
         raise InputError(
-            f"the split leaves no training case out of {len(subjects)}; "
-            "lower split.validation / split.test or add cases"
+            f"the split leaves no training case out of {len(subjects)}, and the method "
+            "trains or fits on them; lower split.validation / split.test or add cases"
         )
     return {
         "train": train,

@@ -242,7 +242,7 @@ def _run_stages(
     main = is_main_process()
     with run_logging(run, echo, main=main) as log:
         log(f"run folder {run.root}")
-        splits = _SplitsOnDemand(workflow)
+        splits = _SplitsOnDemand(workflow, registry)
         if "evaluate" in stages and _work_before_evaluation(workflow, stages):
             from medi2i.engine import resolve_device
             from medi2i.workflow.checks import check_adaptation, check_evaluation
@@ -500,13 +500,14 @@ def _require_model(result: RunResult, run: RunFolder) -> Path:
 class _SplitsOnDemand:
     """Discover the cases once, on first use (a report-only run needs none)."""
 
-    def __init__(self, workflow: Workflow) -> None:
+    def __init__(self, workflow: Workflow, registry: Registry) -> None:
         self._workflow = workflow
+        self._registry = registry
         self._splits: DataSplits | None = None
 
     def __call__(self) -> DataSplits:
-        from medi2i.data.discovery import discover_splits
+        from medi2i.workflow.stages import workflow_splits
 
         if self._splits is None:
-            self._splits = discover_splits(self._workflow.data)
+            self._splits = workflow_splits(self._workflow, self._registry)
         return self._splits

@@ -79,7 +79,9 @@ class SynthradLayout(Section):
     """SynthRAD's layout: one folder per case, ``<root>/<case>/{mr,ct,mask}.{nii.gz,mha}``.
 
     Folders under ``root`` that hold none of the expected files (e.g. SynthRAD's
-    ``overview``) are skipped; a case folder missing one of them is an error.
+    ``overview``) are skipped; a case folder missing one of them is an error, the mask
+    included (``medi2i validate --check-data`` lists every such folder at once): a data
+    set without masks sets ``mask: null``.
 
     Attributes:
         type: ``"synthrad"``.
@@ -87,7 +89,11 @@ class SynthradLayout(Section):
         source: File stem of the source volume (paired: the ``source`` role; unpaired:
             domain one; single-domain: the ``image``).
         target: File stem of the target volume (paired: ``target``; unpaired: domain two).
-        mask: File stem of the mask (evaluation region), or ``null`` for none.
+        mask: File stem of the mask (training foreground, validation and evaluation
+            region), required in every case folder; ``null`` for data without masks:
+            training then finds foreground by intensity
+            (``training.foreground_threshold``), validation and evaluation score whole
+            volumes, and ``air_mae`` is n/a (no air outside a mask).
     """
 
     type: Literal["synthrad"]

@@ -17,10 +17,39 @@ from medi2i.workflow.run_folder import (
 )
 
 if TYPE_CHECKING:
+    from medi2i.data.discovery import DataSplits
     from medi2i.method import Method
     from medi2i.registry import Registry
     from medi2i.workflow.run_folder import Log
     from medi2i.workflow.schema import Workflow
+
+
+def learns_from_cases(workflow: Workflow, registry: Registry) -> bool:
+    """Whether the train stage reads the training split: ``False`` only for a method
+    with nothing to train or fit (route ``"save"``: training ``none``, or a ``fit``
+    method whose fitting is off), which is saved with its options as it is.
+
+    A trained model (``method.model``) and a method the registry cannot resolve count
+    as learning, so that the split keeps its usual checks.
+    """
+    from medi2i.workflow.checks import workflow_training_route
+
+    if workflow.method.model is not None:
+        return True
+    return workflow_training_route(workflow, registry) != "save"
+
+
+def workflow_splits(workflow: Workflow, registry: Registry) -> DataSplits:
+    """The workflow's cases, split as ``data.split`` says; a method with nothing to
+    learn (:func:`learns_from_cases`) may put every case in validation and test.
+
+    Raises:
+        InputError: The data is missing, or the split leaves no training case for a
+            method that trains or fits.
+    """
+    from medi2i.data.discovery import discover_splits
+
+    return discover_splits(workflow.data, training=learns_from_cases(workflow, registry))
 
 
 def train_stage(
