@@ -2,7 +2,9 @@
 
 ``OUT.provenance.json`` holds the method, its version and plugin, the options, domains
 and condition, the model's, the weights' and the input's hashes and the inference
-settings (with the seed): enough to make the output again.
+settings (with the seed): enough to make the output again. Its ``output`` entry
+describes the output file; its ``condition`` there, present only for an output that
+declares one, is what tells that output apart from the others of the same prediction.
 """
 
 from __future__ import annotations
@@ -30,13 +32,21 @@ if TYPE_CHECKING:
 
 
 def output_record(output: Output) -> dict[str, object]:
-    return {
+    """The ``output`` entry of a provenance record: the output's name, modality, units
+    and domain, and, only when the method gives it one, the output's own ``condition``
+    (:attr:`medi2i.Output.condition`: what tells it apart from the other outputs of the
+    same prediction, e.g. ``{"style": 2}``). The condition the prediction ran under is the
+    record's top-level ``condition``; an output without a condition of its own has no
+    ``condition`` here, rather than an empty one that reads as "no condition used"."""
+    record: dict[str, object] = {
         "name": output.name,
         "modality": output.spec.modality,
         "units": output.spec.units,
         "domain": output.domain,
-        "condition": json.loads(json.dumps(dict(output.condition), default=str)),
     }
+    if output.condition:
+        record["condition"] = json.loads(json.dumps(dict(output.condition), default=str))
+    return record
 
 
 def provenance(

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from medi2i.data.cases import CaseSet
-from medi2i.errors import OptionsError
+from medi2i.errors import OptionsError, TrainingError
 from medi2i.io import write_volume
 from medi2i.method import DataKind, TrainerAPI
 from medi2i.model_folder import load_model
@@ -87,8 +87,9 @@ def test_resume_after_a_crash_repeats_the_same_losses(
     reference = train(method_cls(), cases, config=config, run_dir=tmp_path / "reference")
 
     interrupted = tmp_path / "interrupted"
-    with pytest.raises(Interrupted):
+    with pytest.raises(TrainingError) as caught:
         train(crashing(method_cls, at_step=4), cases, config=config, run_dir=interrupted)
+    assert isinstance(caught.value.__cause__, Interrupted)
     resumed = train(method_cls(), cases, config=config, run_dir=interrupted)
 
     assert resumed.first_step == 3  # the checkpoint of step 3, not the crash at step 5

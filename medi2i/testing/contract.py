@@ -62,7 +62,9 @@ def check_method_contract(
     (the one ``postprocess`` writes it in the units of);
     and a save/load round trip through a model folder keeps the options and domains
     and gives the same outputs; a method declaring ``pointwise = True`` gives the same
-    network output on a volume as on each of its slices alone.
+    network output on a volume as on each of its slices alone; for a
+    ``Training.FIT`` method given ``prepare``, ``prepare`` (the fit) changes
+    ``state_values()`` or ``state_tensors()``.
 
     An unpaired or multi-domain method is given its domains first (``domains``, or
     the toy domains of :func:`medi2i.testing.default_domains`), as training would.
@@ -75,7 +77,8 @@ def check_method_contract(
         condition: Predict-time condition for conditioned methods.
         settings: Inference settings; CPU, no AMP, no progress bar by default.
         prepare: Called on the new instance before predicting, e.g. to fit a method
-            that must be fitted first.
+            that must be fitted first. For a ``Training.FIT`` method it must change
+            ``state_values()`` or ``state_tensors()`` (what the model folder keeps).
         domains: The domains of an unpaired or multi-domain method, in label order.
 
     Raises:
@@ -85,7 +88,7 @@ def check_method_contract(
     method = _construct(method_cls, options)
     _give_domains(method, domains)
     if prepare is not None:
-        prepare(method)
+        _prepare(method, prepare, settings)
     _materialize(method, settings)
     image = _contract_input(method, condition, shape)
     outputs = _predict(method, image, condition=condition, settings=settings)
@@ -95,6 +98,33 @@ def check_method_contract(
     _check_repeatable(method, image, outputs, condition=condition, settings=settings)
     _check_round_trip(method, image, outputs, condition=condition, settings=settings)
     _check_pointwise(method, image, condition)
+
+
+def _prepare(
+    method: Method[Any, Any], prepare: Callable[[Method], None], settings: InferenceSettings | None
+) -> None:
+    """Run ``prepare``; for a ``Training.FIT`` method, require that it changed
+    ``state_values()``/``state_tensors()``: a fit that stores nothing there would be
+    saved as a "fitted" model that predicts with its initial values. The check's
+    volumes differ from any default, so a real fit on them changes some value."""
+    from medi2i.method import Training
+
+    if method.training is not Training.FIT:
+        prepare(method)
+        return
+    _materialize(method, settings)  # the network is built once, before either snapshot
+    try:
+        before = _saved_state(method)
+    except Exception:  # nothing to save before the fit: the round trip checks the rest
+        prepare(method)
+        return
+    prepare(method)
+    if _same_state(before, _saved_state(method)):
+        raise AssertionError(
+            f"{method.id}: state_values()/state_tensors() are the same after prepare (the "
+            "fit) as before, so a saved model would predict with its initial values; store "
+            "what fit learns in state_values (or state_tensors) and fit in prepare"
+        )
 
 
 def _contract_input(

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -400,9 +400,25 @@ class _Run:
             _seed_torch(
                 step_seed(config.seed, self.context.rank, trainer.step_index), trainer.device
             )
-            losses = trainer.run_step(self.method, step_batch)
+            losses = self.step(step_batch)
             mark_trained(self.method)
             self.after_step(trainer.step_index, losses)
+
+    def step(self, step_batch: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, float]:
+        """One training step; a failure of the method's own step code also says what the
+        run folder keeps and how to resume."""
+        from medi2i.training.step_errors import TrainingStepError
+
+        try:
+            return self.trainer.run_step(self.method, step_batch)
+        except TrainingStepError as exc:
+            kept = self.guard.last_checkpoint
+            where = f" (in {self.checkpoints})" if kept else ""
+            raise TrainingError(
+                f"{exc}. Fix the method, then run again with --run-dir {self.run_dir} "
+                f"(train(..., resume=True) in Python): {self.resume_point()}{where}; "
+                "`medi2i --debug` (before the command) shows the method's traceback"
+            ) from exc.__cause__
 
     def after_step(self, step: int, losses: dict[str, float]) -> None:
         config = self.config

@@ -23,7 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from medi2i.data.cases import CaseSet
-from medi2i.errors import OptionsError, TrainingError
+from medi2i.errors import Medi2iError, OptionsError, TrainingError
 from medi2i.method import Method
 from medi2i.settings import InferenceSettings
 from medi2i.training.checkpoint import TrainingState
@@ -98,6 +98,7 @@ class Trainer:
         self._steps_asked = 0
         self._checked_stepping = False
         self._checked_optimizers = False
+        self._checked_network = False
         self._stepped_without_gradients: set[str] = set()
         # optimizers given a gradient by backward since their latest step (per training_step)
         self._unstepped: set[str] = set()
@@ -210,8 +211,11 @@ class Trainer:
         for micro, batch in enumerate(batches):
             self.micro_step = micro
             self._unstepped = set()
+            on_device = self._on_device(batch)
+            if not self._checked_network:
+                self._check_network_output(method, on_device)
             with self._gradient_sync(last=micro == self.accumulation_steps - 1):
-                losses = method.training_step(self._on_device(batch), self)
+                losses = self._method_step(method, on_device)
             if self._unstepped:
                 self._refuse_unstepped(method)
             if not isinstance(losses, Mapping):
@@ -226,6 +230,30 @@ class Trainer:
         self.step_index += 1
         self.non_finite_backward = self._read_non_finite()
         return {name: total / len(batches) for name, total in totals.items()}
+
+    def _method_step(self, method: Method, batch: dict[str, torch.Tensor]) -> object:
+        """``method.training_step`` on ``batch``; an exception of the method's own code
+        becomes one :class:`TrainingStepError` naming the method and the step, chained
+        to it (its traceback stays in ``__cause__``)."""
+        from medi2i.training.distributed import collective_failure
+        from medi2i.training.step_errors import TrainingStepError, step_failure
+
+        try:
+            return method.training_step(batch, self)
+        except Medi2iError:
+            raise
+        except Exception as exc:
+            if collective_failure(exc) is not None:
+                raise  # another process stopped: reported as such by the run
+            raise TrainingStepError(step_failure(method, exc, self.step_index + 1)) from exc
+
+    def _check_network_output(self, method: Method, batch: Mapping[str, torch.Tensor]) -> None:
+        """Before the first step: a patch network's output has the channels and size its
+        prediction must have (see :mod:`medi2i.training.network_check`)."""
+        from medi2i.training.network_check import check_network_output
+
+        self._checked_network = True
+        check_network_output(method, batch)
 
     def _require_stepping(self, method: Method) -> None:
         """After the first step of a run: a ``training_step`` that never called
