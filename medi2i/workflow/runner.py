@@ -12,7 +12,7 @@ every process trains and only rank 0 writes the folder, logs and runs the later 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +42,7 @@ from medi2i.workflow.stages import adapt_stage, train_stage
 if TYPE_CHECKING:
     from medi2i.data.discovery import DataSplits
     from medi2i.registry import Registry
+    from medi2i.workflow.split_checks import ValidationOverlap
 
 __all__ = [
     "STAGES",
@@ -400,19 +401,11 @@ def _warn_evaluation_on_validation(
     """Say, before training, that the evaluation will score the validation data the
     checkpoint is chosen on (allowed: some workflows mean it; the report says it too);
     return whether it was said."""
-    from medi2i.errors import Medi2iError
-    from medi2i.workflow.checks import workflow_training_route
     from medi2i.workflow.split_checks import evaluation_on_validation
 
-    if not workflow.evaluation.enabled or workflow_training_route(workflow, registry) != "gradient":
+    if not workflow.evaluation.enabled:
         return False
-    try:
-        overlap = evaluation_on_validation(workflow, splits())
-    except Medi2iError:  # data not found: the train stage (or evaluation) says what
-        return False
-    if overlap is not None:
-        log(f"train: {overlap.warning()}")
-    return overlap is not None
+    return _warn_overlap(evaluation_on_validation, ("gradient",), workflow, registry, splits, log)
 
 
 def _warn_evaluation_on_training(
@@ -421,15 +414,31 @@ def _warn_evaluation_on_training(
     """Say, before training, that the evaluation will score training images of an
     unpaired or multi-domain method (allowed: it never sees how they pair; the report
     says it too); return whether it was said."""
-    from medi2i.errors import Medi2iError
-    from medi2i.workflow.checks import workflow_training_route
     from medi2i.workflow.split_checks import evaluation_on_training
 
-    if workflow_training_route(workflow, registry) not in ("gradient", "fit"):
+    return _warn_overlap(
+        evaluation_on_training, ("gradient", "fit"), workflow, registry, splits, log
+    )
+
+
+def _warn_overlap(
+    find: Callable[[Workflow, DataSplits], ValidationOverlap | None],
+    routes: tuple[str, ...],
+    workflow: Workflow,
+    registry: Registry,
+    splits: SplitSource,
+    log: Log,
+) -> bool:
+    """Log ``find``'s warning for a method trained by one of ``routes``; return whether
+    it was said (not when the data is missing: the train stage or evaluation says it)."""
+    from medi2i.errors import Medi2iError
+    from medi2i.workflow.checks import workflow_training_route
+
+    if workflow_training_route(workflow, registry) not in routes:
         return False
     try:
-        overlap = evaluation_on_training(workflow, splits())
-    except Medi2iError:  # data not found: the train stage (or evaluation) says what
+        overlap = find(workflow, splits())
+    except Medi2iError:
         return False
     if overlap is not None:
         log(f"train: {overlap.warning()}")
