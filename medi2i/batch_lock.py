@@ -21,7 +21,7 @@ def batch_lock(manifest: Path, output_root: Path, shard: tuple[int, int] | None)
 
     A batch of one process locks the manifest exclusively. The ranks of a ``torchrun``
     launch (``shard``) share the manifest on purpose, so each takes a shared lock on it
-    and an exclusive one on ``.<manifest name>.rank<N>.lock`` beside it: another launch
+    and the locks of :func:`_lock_launch` beside it: another launch of another size or
     of the same ranks, or a batch of one process, is refused. A manifest this lock made
     and no study was recorded in is removed again, with the folder it made for it (the
     output root) when that is empty. On a file system without locks the batch runs unlocked.
@@ -46,15 +46,34 @@ def batch_lock(manifest: Path, output_root: Path, shard: tuple[int, int] | None)
         held.enter_context(handle)
         _take_lock(handle, fcntl.LOCK_SH if shard else fcntl.LOCK_EX, output_root)
         if shard is not None:
-            rank = manifest.with_name(f".{manifest.name}.rank{shard[0]}.lock")
             with suppress(OSError):  # a folder that takes no new file: the manifest's lock only
-                handle = held.enter_context(rank.open("a", encoding="utf-8"))
-                _take_lock(handle, fcntl.LOCK_EX, output_root)
+                _lock_launch(held, manifest, output_root, shard)
         try:
             yield
         finally:
             if made_manifest and shard is None:
                 _remove_if_unused(manifest, manifest.parent if made_folder else None)
+
+
+def _lock_launch(
+    held: ExitStack, manifest: Path, output_root: Path, shard: tuple[int, int]
+) -> None:
+    """The locks of one rank of a ``torchrun`` launch of ``shard[1]`` processes: a shared
+    one on ``.<manifest>.world<size>.lock``, taken first, then no launch of another size
+    may hold its own (a launch of 3 beside one of 2 would translate studies twice; of two
+    launches starting at once, one sees the other), and an exclusive one on
+    ``.<manifest>.rank<N>.lock`` (the same rank of another launch)."""
+    import fcntl
+
+    rank, size = shard
+    world = manifest.with_name(f".{manifest.name}.world{size}.lock")
+    _take_lock(held.enter_context(world.open("a", encoding="utf-8")), fcntl.LOCK_SH, output_root)
+    for other in sorted(manifest.parent.glob(f".{manifest.name}.world*.lock")):
+        if other != world:
+            with other.open("a", encoding="utf-8") as handle:
+                _take_lock(handle, fcntl.LOCK_EX, output_root)  # released on close
+    path = manifest.with_name(f".{manifest.name}.rank{rank}.lock")
+    _take_lock(held.enter_context(path.open("a", encoding="utf-8")), fcntl.LOCK_EX, output_root)
 
 
 def _take_lock(handle: IO[str], mode: int, output_root: Path) -> None:

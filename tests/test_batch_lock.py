@@ -93,6 +93,20 @@ def test_ranks_of_one_launch_share_the_root_and_a_second_launch_is_refused(
         _run(root, out)  # a batch of one process
 
 
+def test_a_launch_of_another_size_is_refused_beside_a_running_one(
+    tmp_path: Path, holder: list[subprocess.Popen[str]]
+) -> None:
+    # rank 2 of a launch of 3 beside a launch of 2: no rank lock clashes, yet both
+    # launches would take study 2 (every third, every second): it translated it twice
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    pid = _hold(holder, "LOCK_SH", out / ".manifest.jsonl.world2.lock")  # a launch of 2 runs
+    (out / "manifest.jsonl").touch()  # its manifest
+    with pytest.raises(OutputError, match=f"another medi2i batch \\(pid {pid}\\)"):
+        _run(root, out, shard=(2, 3))
+    assert len(_run(root, out, shard=(1, 2))) > 0  # a rank of the running launch's size
+
+
 def test_a_batch_refused_after_the_lock_leaves_no_trace(tmp_path: Path) -> None:
     root, out = tmp_path / "in", tmp_path / "out"
     root.mkdir()

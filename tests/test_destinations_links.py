@@ -45,6 +45,17 @@ def test_a_loop_of_links_is_refused(tmp_path: Path) -> None:
         settled_path(tmp_path / "a" / ".." / "y.mha")
 
 
+def test_a_chain_of_links_names_the_link_its_first_points_to(tmp_path: Path) -> None:
+    (tmp_path / "dangl").symlink_to(tmp_path / "missing" / "deep")
+    (tmp_path / "chain").symlink_to(tmp_path / "dangl")
+    with pytest.raises(OutputError) as refused:
+        settled_path(tmp_path / "chain" / "y.mha")
+    assert (
+        f"chain is a link to {tmp_path / 'dangl'}, which leads to "
+        f"{tmp_path / 'missing' / 'deep'}: it does not exist"
+    ) in str(refused.value)
+
+
 def test_links_that_lead_somewhere_still_resolve(tmp_path: Path) -> None:
     (tmp_path / "real" / "deep").mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "real" / "deep")

@@ -68,14 +68,16 @@ def test_a_link_to_the_output_root_is_never_scanned_and_recorded_skipped(tmp_pat
 
 def test_a_rerun_counts_a_link_to_the_output_root_as_the_first_run_did(tmp_path: Path) -> None:
     """The outside check: the link was broken on the first run (no output root yet) and
-    recorded skipped, and the rerun left it out without a word: "4 studies", then "3"."""
+    recorded skipped, and the rerun left it out without a word: "4 studies", then "3".
+    The batch now makes its output root (for the manifest's lock) before it scans, so
+    both runs name the link as one to the output root."""
     root, out = tmp_path / "in", tmp_path / "out"
     for name in ("a", "b", "c"):
         mr(root / name)
     (root / "results").symlink_to(out)
     first = command("batch", str(root), str(out), *METHOD)
     assert "4 studies: 3 done, 1 skipped, 0 failed" in first.output, first.output
-    assert "a broken link" in str(last_records(out)["results"]["reason"])
+    assert "a link to the batch's output root" in str(last_records(out)["results"]["reason"])
     again = command("batch", str(root), str(out), *METHOD)
     assert "4 studies: 0 done, 3 already done, 1 skipped, 0 failed" in again.output, again.output
     assert "a link to the batch's output root" in str(last_records(out)["results"]["reason"])

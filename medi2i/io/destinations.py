@@ -167,6 +167,10 @@ def _refuse_broken_link(output: Path, named: Path, link: str) -> None:
         what = f"{named} is a loop of links that leads to no folder"
     else:
         what = f"{named} is a link to {target}, which does not exist"
+        with suppress(OSError):  # through other links: name the one it points to
+            first = os.readlink(link)
+            if os.path.normpath(os.path.join(os.path.dirname(link), first)) != target:
+                what = f"{named} is a link to {first}, which leads to {target}: it does not exist"
     raise OutputError(
         f"cannot write {output}: {what}; make the folder it points to, or give another output"
     )
