@@ -31,3 +31,11 @@ def test_the_card_names_the_processes_a_model_trained_in(tmp_path: Path) -> None
     assert _processes(tmp_path) == ""
     (tmp_path / TRAINING_FACTS).unlink()
     assert _processes(tmp_path) == ""
+
+
+def test_the_rerun_text_of_a_run_without_training_steps_does_not_promise_a_resume(
+    tmp_path: Path,
+) -> None:
+    section = _rerun_section(RunFolder(tmp_path))
+    assert "it trained no steps" in (section.text or "")
+    assert "resumes from its last checkpoint" not in (section.text or "")

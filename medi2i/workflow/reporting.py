@@ -363,10 +363,15 @@ def _rerun_section(run: RunFolder, world_size: int | None = None) -> Section:
     processes as trained it (another number trains another model)."""
     config = run.config.name
     launch = "medi2i run"
+    continued = (
+        "training resumes from its last checkpoint"
+        if checkpoint_step(run) is not None
+        else "its stages run again in this folder; it trained no steps"
+    )
     text = (
         f"{config} in the run folder is the workflow with every default filled in. "
-        "The first command continues this run (training resumes from its last "
-        "checkpoint); the second starts a fresh one."
+        f"The first command continues this run ({continued}); the second starts a fresh "
+        "one."
     )
     if world_size is not None and world_size > 1:
         launch = f"torchrun --nproc_per_node {world_size} -m medi2i run"

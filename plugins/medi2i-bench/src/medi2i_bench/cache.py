@@ -145,7 +145,9 @@ def read_dataset(
         )
     except (KeyError, json.JSONDecodeError, InputError, OSError) as exc:
         raise InputError(
-            f"benchmark cache {folder} is damaged ({exc}); delete the folder and run again"
+            f"benchmark cache {folder} is damaged ({exc}); delete the folder and run again "
+            "with MEDI2I_DATA_DIR set to the data folder (or run medi2i bench prepare), "
+            "which builds it anew"
         ) from None
     return BenchDataset(task, pairs, domains, test, folder, fingerprint, validation, split)
 

@@ -326,7 +326,7 @@ def run_benchmarks(
     results = []
     for task in tasks:
         chosen = splits if splits_of(task) else None
-        log(f"{task}: building the data")
+        log(f"{task}: building or reading the prepared data")
         datasets = build_splits(task, work_dir=work_dir, splits=chosen)
         if models and len(datasets) > 1:
             raise OptionsError(
