@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from medi2i.errors import (
     DeviceError,
+    ExportError,
     GeometryError,
     InputError,
     Medi2iError,
@@ -120,6 +121,7 @@ __all__ = [
     "DomainIntensities",
     "DomainScales",
     "DomainSpec",
+    "ExportError",
     "FitPair",
     "GeometryError",
     "Grid",

@@ -20,9 +20,11 @@ PLUGIN_SOURCES = sorted((REPOSITORY / "plugins").glob("*/src/**/*.py"))
 PUBLIC_MODULES = ("medi2i", "medi2i.testing")
 BENCH_INTERNALS = (
     "medi2i.cli.options",
+    "medi2i.data.cases",
     "medi2i.evaluation",
     "medi2i.hashing",
     "medi2i.io",
+    "medi2i.model_folder",
     "medi2i.report.figures",
     "medi2i.resample",
     "medi2i.synth",
@@ -31,7 +33,9 @@ BENCH_INTERNALS = (
 """What medi2i-bench, and no method plugin, may import beyond the public API: it is the
 repository's research tool, pinned to the medi2i it ships with (``medi2i==<version>``),
 and builds the benchmarks from medi2i's simulators, metrics, report figures and CLI
-options. Everything else it uses is public."""
+options, fits methods through the train stage's own functions (on medi2i's case sets)
+and reads what a model folder records of its training. Everything else it uses is
+public."""
 
 
 def private_imports(path: Path) -> list[str]:
