@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from medi2i.cli.main import build_cli
 from medi2i.plugins import PluginSet, load_plugins
-from medi2i.training.run import CHECKPOINTS, VALIDATION_RECORD
+from medi2i.training.records import CHECKPOINTS, VALIDATION_RECORD
 from medi2i.workflow.demo_data import write_demo_cases
 
 WORKFLOW = """\

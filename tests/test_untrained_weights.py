@@ -21,7 +21,7 @@ from medi2i.plugins import PluginSet, add_installed_plugin, load_plugins
 from medi2i.testing.trainable_examples import TinyRegression, write_paired_cases
 from medi2i.trained_state import UntrainedWeightsWarning, is_trained
 from medi2i.training import train
-from medi2i.training.run import start_from
+from medi2i.training.init_from import start_from
 from tests.training_helpers import quick
 
 SETTINGS = {"device": "cpu", "progress": False}

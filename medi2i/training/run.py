@@ -25,11 +25,11 @@ import torch
 from pydantic import JsonValue
 
 from medi2i.data.cases import CaseSet, case_condition
-from medi2i.errors import ModelFormatError, OptionsError, OutputError, TrainingError
+from medi2i.errors import OptionsError, OutputError, TrainingError
 from medi2i.method import DataKind, DomainSpec, Method
 from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings, wants_progress
-from medi2i.trained_state import is_trained, mark_trained
+from medi2i.trained_state import mark_trained
 from medi2i.training.checkpoint import save_checkpoint
 from medi2i.training.config import AugmentationConfig, TrainingConfig
 from medi2i.training.data import (
@@ -53,9 +53,22 @@ from medi2i.training.distributed import (
     process_device,
 )
 from medi2i.training.health import CollapseWatch, DivergenceGuard, describe_non_finite
-from medi2i.training.history import HISTORY, RunLog, json_line, read_history
+from medi2i.training.history import HISTORY, RunLog
+from medi2i.training.init_from import start_from
 from medi2i.training.outputs import ModelFinisher, run_output, write_model_folder
 from medi2i.training.patches import PatchSampler
+from medi2i.training.records import (
+    BEST_MODEL,
+    CHECKPOINTS,
+    LOGS,
+    MODEL,
+    VALIDATION_RECORD,
+    VALIDATION_STEP,
+    drop_validation,
+    validation_changed,
+    validation_record,
+    write_json,
+)
 from medi2i.training.resume import (
     TrainingDataWarning,
     check_data_record,
@@ -72,21 +85,11 @@ from medi2i.training.validation import (
 )
 from medi2i.training_spacing import TrainingSpacing, training_spacing_of
 
-CHECKPOINTS = "checkpoints"
-LOGS = "logs"
-MODEL = "model"
-BEST_MODEL = "best-model"
-"""The run's model at its best validation (``TrainingConfig.keep_best``)."""
-VALIDATION_RECORD = "validation-data.json"
-"""What the run's last validation depended on (in ``checkpoints/``): a rerun of a
-finished run validates again only when it changed."""
-VALIDATION_STEP = "validation_step"
-"""Key of the validated step in the best model's ``metrics.json``."""
 DEFAULT_PATCH_SIZE = (64, 64, 64)
 """Patch size of methods that are not patch networks and name no window size, in voxels."""
 _TORCH_STREAM = 2**32 - 1
 """Seed-sequence word that keeps the per-step torch seed apart from the batch seeds."""
-__all__ = ["TrainingDataWarning", "run_training", "start_from"]
+__all__ = ["TrainingDataWarning", "run_training"]
 
 
 def run_training(
@@ -137,13 +140,13 @@ def run_training(
             on_start(first_step)
         _note_scale(scale)
         check_data_record(run_dir / CHECKPOINTS, data, unlabelled, resumed=first_step > 0)
-    record = _validation_record(validation, inference, validation_condition)
+    record = validation_record(validation, inference, validation_condition)
     spacing = training_spacing_of(method, data, unlabelled) if context.is_main else None
-    revalidate = first_step >= config.steps and _validation_changed(run_dir, record, first_step)
+    revalidate = first_step >= config.steps and validation_changed(run_dir, record, first_step)
     if first_step >= config.steps:
         context.barrier()  # every process decided before rank 0 changes the records
     if revalidate and context.is_main:
-        _drop_validation(run_dir / LOGS / HISTORY, first_step)  # the new one replaces it
+        drop_validation(run_dir / LOGS / HISTORY, first_step)  # the new one replaces it
     guard = DivergenceGuard(
         checkpoints=run_dir / CHECKPOINTS,
         skips_allowed=config.max_nonfinite_steps if trainer.skips_non_finite else 0,
@@ -195,7 +198,7 @@ def run_training(
         elif revalidate:
             run.validate(first_step)  # rerun of a finished run: its validation set changed
         if record is not None and context.is_main:
-            _write_json(run_dir / CHECKPOINTS / VALIDATION_RECORD, record)
+            write_json(run_dir / CHECKPOINTS / VALIDATION_RECORD, record)
         guard.check_weights(trainer.step_index, trainer.state().modules)
         if context.is_main:
             with run_output("the model folder", run_dir, kept=run.resume_point()):
@@ -230,91 +233,6 @@ def _note_scale(scale: TrainingScale) -> None:
     note = scale.note()
     if note is not None:
         training_note(note)
-
-
-def _validation_record(
-    validation: CaseSet | None,
-    inference: InferenceSettings | None,
-    condition: Mapping[str, object] | None,
-) -> dict[str, object] | None:
-    """What the last validation of a run depends on: its cases' files (sizes and
-    times), conditions and the inference settings (``None`` without validation)."""
-    if validation is None:
-        return None
-    files: dict[str, object] = {}
-    for case in validation.cases:
-        for role, path in sorted(case.images.items()):
-            try:
-                stat = Path(path).stat()
-            except OSError:  # a missing file fails with its own error
-                continue
-            files[f"{case.id}/{role}"] = [str(path), stat.st_size, stat.st_mtime_ns]
-        files[f"{case.id}/condition"] = [list(pair) for pair in case.condition]
-    settings = inference.model_dump(mode="json", exclude={"progress"}) if inference else None
-    record = {"files": files, "condition": dict(condition or {}), "inference": settings}
-    return dict(json.loads(json.dumps(record, default=str)))
-
-
-def _validation_changed(run_dir: Path, record: dict[str, object] | None, step: int) -> bool:
-    """Whether a finished run must validate its model again: it has validation cases
-    and they (or the settings) changed since its last validation, or the log holds no
-    validation of its last step."""
-    if record is None:
-        return False
-    logged = read_history(run_dir / LOGS / HISTORY)
-    if not any(e.get("step") == step and "validation" in e for e in logged):
-        return True
-    try:
-        before = json.loads((run_dir / CHECKPOINTS / VALIDATION_RECORD).read_text("utf-8"))
-    except (OSError, ValueError):
-        return True  # a run from before the record
-    return bool(before != record)
-
-
-def _drop_validation(history: Path, step: int) -> None:
-    """Remove the validation records of ``step`` from the log (a new validation of the
-    finished model replaces them: one point per step in the curves)."""
-    from medi2i.io.atomic import atomic_path
-
-    kept = [e for e in read_history(history) if not (e.get("step") == step and "validation" in e)]
-    with atomic_path(history) as tmp:
-        tmp.write_text("".join(json_line(entry) for entry in kept), encoding="utf-8")
-
-
-def _write_json(path: Path, record: Mapping[str, object]) -> None:
-    from medi2i.io.atomic import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-
-
-INIT_REASON_CHARS = 400
-"""How much of torch's list of mismatched weights an init_from refusal quotes."""
-
-
-def start_from(method: Method, source: Method) -> None:
-    """Give ``method`` the weights and fitted values of the trained ``source`` of the
-    same method (before its trainer is made, so a resumed checkpoint still wins)."""
-    if source.id != method.id:
-        raise OptionsError(
-            f"init_from is a model of method {source.id!r}; it cannot start the training of "
-            f"{method.id!r} (fine-tune a model of the same method)"
-        )
-    try:
-        method.load_state_values(source.state_values())
-        method.load_state_tensors(source.state_tensors())
-        if is_trained(source):
-            mark_trained(method)
-    except ModelFormatError as exc:
-        reason = " ".join(str(exc).split())
-        if len(reason) > INIT_REASON_CHARS:
-            reason = reason[:INIT_REASON_CHARS] + " ..."
-        raise OptionsError(
-            f"init_from: the trained model's weights do not fit method {method.id!r} with "
-            f"these options (give the architecture options the model was trained with): "
-            f"{reason}"
-        ) from None
 
 
 def _configured_trainer(

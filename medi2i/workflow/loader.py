@@ -278,7 +278,7 @@ def _init_from_problem(
     method, weights that do not fit the options, an unreadable model), or None; found
     here so that a refused fine-tuning leaves no run folder behind."""
     from medi2i.model_folder import load_model
-    from medi2i.training.run import start_from
+    from medi2i.training.init_from import start_from
 
     try:
         start_from(method_cls(dict(options)), load_model(folder, registry=registry))

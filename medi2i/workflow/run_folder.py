@@ -398,7 +398,7 @@ def _with_defaults(
 def checkpoint_step(run: RunFolder) -> int | None:
     """The step of the run's last training checkpoint, or ``None``."""
     from medi2i.training import checkpoint
-    from medi2i.training.run import CHECKPOINTS
+    from medi2i.training.records import CHECKPOINTS
 
     return checkpoint.checkpoint_step(run.root / CHECKPOINTS)
 

@@ -348,7 +348,7 @@ def read_scored_record(run: RunFolder) -> ScoredRecord | None:
 def validated_files(run: RunFolder) -> set[str] | None:
     """The resolved paths of the sources and targets the run's training validated on
     (its ``checkpoints/validation-data.json``); ``None`` when it holds no record."""
-    from medi2i.training.run import CHECKPOINTS, VALIDATION_RECORD
+    from medi2i.training.records import CHECKPOINTS, VALIDATION_RECORD
     from medi2i.workflow.split_checks import SCORED_ROLES
 
     try:
