@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from monai.data.meta_tensor import MetaTensor
 from pydicom.uid import generate_uid
 
-from medi2i.batch import Manifest, StudyRecord, run_batch
+from medi2i.batch import run_batch
+from medi2i.batch_records import Manifest, StudyRecord
 from medi2i.cli.main import build_cli
 from medi2i.dicom.reading.series_selection import SeriesSelector
 from medi2i.dicom.reading.series_volume import read_dicom_folder

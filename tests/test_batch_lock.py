@@ -16,6 +16,7 @@ from medi2i.batch import run_batch
 from medi2i.errors import InputError, OutputError
 from medi2i.method import PredictContext
 from tests.test_batch import SELECT_T1, SETTINGS, STUDIES, DoubleToCT, _tree
+from tests.test_batch import _run as run_doubled
 
 _HOLD = (
     "import fcntl, sys, time\n"
@@ -52,15 +53,7 @@ def _hold(started: list[subprocess.Popen[str]], mode: str, *paths: Path) -> int:
 
 
 def _run(root: Path, out: Path, **kwargs: object) -> list[str]:
-    report = run_batch(
-        root,
-        out,
-        method=DoubleToCT(),
-        settings=SETTINGS,
-        selector=SELECT_T1,
-        **kwargs,  # type: ignore[arg-type]
-    )
-    return sorted(f"{record.study} {record.status}" for record in report.records)
+    return [f"{record.study} {record.status}" for record in run_doubled(root, out, **kwargs)]
 
 
 def test_a_second_batch_into_a_running_batch_s_root_is_refused(

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from medi2i.batch import run_batch
 from medi2i.errors import OutputError
-from tests.test_batch import SELECT_T1, SETTINGS, STUDIES, DoubleToCT, _registry, _tree
+from tests.test_batch import STUDIES, _registry, _run, _tree
 
 
 def _sidecar(out: Path) -> dict[str, object]:
@@ -19,16 +18,8 @@ def _sidecar(out: Path) -> dict[str, object]:
 
 
 def _statuses(root: Path, out: Path) -> list[str]:
-    report = run_batch(
-        root,
-        out,
-        method=DoubleToCT(),
-        settings=SETTINGS,
-        selector=SELECT_T1,
-        formats=("dicom", "nifti"),
-        registry=_registry(),
-    )
-    return [record.status for record in sorted(report.records, key=lambda r: r.study)]
+    records = _run(root, out, formats=("dicom", "nifti"), registry=_registry())
+    return [record.status for record in records]
 
 
 def test_the_sidecar_lists_both_outputs(tmp_path: Path) -> None:
@@ -63,16 +54,7 @@ def test_a_sidecar_that_cannot_be_written_keeps_the_outputs_recorded(
         raise OutputError("cannot write it: No space left on device")
 
     monkeypatch.setattr("medi2i.provenance.provenance", full_disk)
-    report = run_batch(
-        root,
-        out,
-        method=DoubleToCT(),
-        settings=SETTINGS,
-        selector=SELECT_T1,
-        formats=("dicom", "nifti"),
-        registry=_registry(),
-    )
-    first = sorted(report.records, key=lambda record: record.study)[0]
+    first = _run(root, out, formats=("dicom", "nifti"), registry=_registry())[0]
     assert first.status == "partial"
     assert first.error is not None
     assert first.error.startswith("provenance: cannot write it")
