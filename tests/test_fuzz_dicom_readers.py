@@ -263,6 +263,22 @@ def broken_vr(path: Path, rng: random.Random) -> None:
     path.write_bytes(bytes(data))
 
 
+def unknown_vr_in_a_functional_group(path: Path, rng: random.Random) -> None:
+    """Give the Pixel Measures Sequence (0028,9110) of an enhanced file an unknown VR:
+    pydicom reads the header and fails only when the frame's group is first read."""
+    del rng
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x28\x00\x10\x91SQ", 132)
+    data[at + 4 : at + 6] = b"S\x80"
+    path.write_bytes(bytes(data))
+
+
+def test_an_unknown_vr_inside_a_functional_group_is_a_damaged_file(
+    samples: dict[str, Sample], tmp_path: Path
+) -> None:
+    run_case(samples["enhanced"], unknown_vr_in_a_functional_group, 0, tmp_path)
+
+
 SLICE_DAMAGE: dict[str, Mutation] = {
     "truncated in its header": truncate(0.15, 0.2),
     "emptied": truncate(0.0, 0.0),

@@ -398,6 +398,10 @@ def _record(
         images = _images(path, dataset, transfer_syntax, pixel_tag_offset, element_header, size)
     except InvalidValue as exc:
         images = (_broken_image(path, dataset, f"{exc} (a damaged or non-conformant header)"),)
+    except (NotImplementedError, ValueError, TypeError) as exc:
+        # pydicom converts elements when they are first read: a damaged one inside a
+        # sequence (an unknown VR in a functional group) fails only here
+        images = (_broken_image(path, dataset, f"damaged DICOM header: {first_line(exc)}"),)
     return FileRecord(path, study_uid, series_uid, dataset, images, None)
 
 
