@@ -101,12 +101,17 @@ def test_an_interrupt_during_the_rename_still_records_the_path(
 
     monkeypatch.setattr(atomic, "_replace", rename_then_ctrl_c)
     target = tmp_path / "out.txt"
-    with (
-        recording_published() as placed,
-        pytest.raises(KeyboardInterrupt),
-        atomic_path(target) as tmp,
-    ):
-        tmp.write_text("new")
+    # Ctrl-C as Python handles it (a shell's background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with (
+            recording_published() as placed,
+            pytest.raises(KeyboardInterrupt),
+            atomic_path(target) as tmp,
+        ):
+            tmp.write_text("new")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert list(placed) == [target]
     assert target.read_text() == "new"
 
