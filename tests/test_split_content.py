@@ -20,21 +20,17 @@ from medi2i.workflow.demo_data import write_demo_cases
 from medi2i.workflow.loader import WorkflowError
 from medi2i.workflow.schema import Workflow
 from medi2i.workflow.split_checks import SameContent, check_split_files
+from tests.test_workflow_folder_guards import TRAINING
 
-WORKFLOW = """\
+WORKFLOW = (
+    """\
 data:
   kind: paired
   layout: {type: synthrad, root: data, source: mr, target: ct, mask: mask}
   split: {validation: [demo001], test: [democopy]}
-method:
-  id: example-tiny-regression
-  options: {hidden: 4, roi_size: [16, 16, 16]}
-training:
-  {steps: 4, batch_size: 2, checkpoint_every: 2, validate_every: 2, device: cpu, progress: false}
-inference: {device: cpu, progress: false}
-report: {cases: 1, figures: false}
-plugins: [medi2i.testing.trainable_examples]
 """
+    + TRAINING
+)
 
 
 @pytest.fixture
