@@ -159,7 +159,7 @@ def _layout_folders(key: str, layout: Layout) -> list[ReadFolder]:
 def _manifest_folders(manifest: Path) -> list[Path]:
     """The folders of the files a CSV manifest lists (none when it cannot be read: data
     discovery reports that)."""
-    from medi2i.data.discovery import listed_paths
+    from medi2i.data.csv_manifest import listed_paths
 
     folders: dict[str, Path] = {}
     for path in listed_paths(manifest):
