@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from medi2i.dicom.reading.stack_geometry import MISSING_SLICES_ADVICE
+from medi2i.dicom.reading.slice_spacing import MISSING_SLICES_ADVICE
 
 if TYPE_CHECKING:
     import warnings

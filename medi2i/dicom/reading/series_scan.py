@@ -325,7 +325,8 @@ def _series_volumes(
     tolerance_mm: float | None,
 ) -> list[SeriesInfo]:
     """The series as one :class:`SeriesInfo`, or one per volume when it holds several."""
-    from medi2i.dicom.reading.stack_geometry import DUPLICATE_POSITIONS, series_info
+    from medi2i.dicom.reading.slice_spacing import DUPLICATE_POSITIONS
+    from medi2i.dicom.reading.stack_geometry import series_info
 
     whole = series_info(dataset, study_uid, images, not_images, tolerance_mm=tolerance_mm)
     duplicates = any(problem.text.startswith(DUPLICATE_POSITIONS) for problem in whole.problems)

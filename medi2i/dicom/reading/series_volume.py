@@ -178,7 +178,7 @@ class SliceToleranceWarning(UserWarning):
 def _warn_about_user_tolerance(series: SeriesInfo) -> None:
     """Warn when a slice lies further from the fitted grid than the default tolerance
     allows (so only a larger ``slice_tolerance_mm`` let the stack through)."""
-    from medi2i.dicom.reading.stack_geometry import slice_tolerance
+    from medi2i.dicom.reading.slice_spacing import slice_tolerance
 
     assert series.geometry is not None
     off = series.geometry.position_residual_mm
