@@ -91,7 +91,7 @@ def mask_command(
     from medi2i.io.base import require_not_special
     from medi2i.io.destinations import check_destination, file_suffix, require_own_name
     from medi2i.io.nifti import META_PREFIX as NIFTI_META
-    from medi2i.prediction import check_sidecar_destination
+    from medi2i.output_records import check_sidecar_destination
     from medi2i.provenance import staged_sidecar
     from medi2i.voxel_checks import checked_input
 
