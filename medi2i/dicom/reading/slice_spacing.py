@@ -33,7 +33,6 @@ MISSING_SLICES_ADVICE = "copy or export the whole series again"
 series come from a sender, replaces it)."""
 DUPLICATE_POSITIONS = "duplicate positions"
 """How the problem of slices at one position starts (a series of several volumes)."""
-"""How the note on dropped copies of a file starts (the reader repeats it as a warning)."""
 _LISTED = 3  # examples a message names before it says "and N more"
 _MIN_RUN = 3  # steps at one spacing that make a run, when the spacing changes
 _Run = tuple[int, int]  # a run of slice steps: the index of its first step, and its stop
