@@ -520,3 +520,42 @@ def test_a_reader_that_goes_away_ends_the_command_without_a_traceback() -> None:
         process.wait(timeout=120)
     assert "Traceback" not in errors
     assert "please report it" not in errors
+
+
+class MemoryHungryCommand:
+    """A plugin whose command runs out of memory, as numpy or torch report it."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("hungry")
+        @click.option("--torch-style", is_flag=True)
+        def hungry(torch_style: bool) -> None:
+            """Allocate too much."""
+            if torch_style:  # torch's CPU allocator raises a RuntimeError
+                raise RuntimeError(
+                    "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                    "can't allocate memory: you tried to allocate 600 bytes"
+                )
+            raise MemoryError("Unable to allocate 600. MiB for an array")
+
+
+@pytest.mark.parametrize("flags", [[], ["--torch-style"]])
+def test_running_out_of_memory_is_one_line_with_advice(flags: list[str]) -> None:
+    cli = build_cli(with_plugin(MemoryHungryCommand(), "hungry"))
+    result = CliRunner().invoke(cli, ["hungry", *flags])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output  # the machine's limit, not a bug to report
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: out of memory: ")
+    assert "(in " in line
+    assert "test_cli.py line" in line
+    assert "--sw-batch-size" in line
+    assert "--debug" in line
+
+
+def test_an_ordinary_runtime_error_is_not_taken_for_memory() -> None:
+    from medi2i.cli.main import out_of_memory
+
+    assert out_of_memory(MemoryError())
+    assert not out_of_memory(RuntimeError("shapes do not match"))
+    assert not out_of_memory(ValueError("out of memory"))  # only allocators' RuntimeErrors

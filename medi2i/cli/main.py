@@ -73,6 +73,10 @@ class Medi2iGroup(click.Group):
         except Exception as exc:
             if _debug(ctx):
                 raise
+            if out_of_memory(exc):  # a limit of the machine, not a bug: no traceback
+                summary = message_lines(out_of_memory_summary(exc, plugin_packages(ctx.obj)))
+                click.secho(f"Error: {summary}", err=True, fg="red")
+                ctx.exit(1)
             # a bug, not a user error: keep the traceback (it is what a report needs)
             # and end with one line that says whose code raised it
             traceback.print_exc()
@@ -138,11 +142,7 @@ def unexpected_error_summary(exc: BaseException, plugins: Collection[str] = ()) 
         ...     unexpected_error_summary(exc).startswith("ValueError: invalid literal")
         True
     """
-    known = set(plugins) | _entry_point_packages()
-    walked = traceback.walk_tb(exc.__traceback__)
-    frames = [found for found in (_classified(*step, known) for step in walked) if found]
-    text = " ".join(str(exc).split())
-    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    frames, what = _frames(exc, plugins), _what(exc)
     if not frames:
         return f"{what}; the traceback above shows where"
     raised = frames[-1]
@@ -152,6 +152,55 @@ def unexpected_error_summary(exc: BaseException, plugins: Collection[str] = ()) 
     if caller is None:
         return f"{what} (in {raised.package}); the traceback above shows where"
     return f"{what} (in {raised.package}, raised while {caller.where} called it); {_whose(caller)}"
+
+
+_ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of memory")
+"""Words of a failed allocation in the message of a library's ``RuntimeError`` (torch's
+CPU allocator raises one, not ``MemoryError``)."""
+
+MEMORY_ADVICE = (
+    "free memory (close other programs) or raise the process's limit; for a network, "
+    "lower --sw-batch-size (windows per batch) or --roi-size; --debug shows the traceback"
+)
+"""What an out-of-memory error advises."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed memory allocation: ``MemoryError`` (numpy, Python),
+    or a ``RuntimeError`` whose message says an allocation failed (torch on the CPU,
+    CUDA's out-of-memory error)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(w in text for w in _ALLOCATION_FAILURES)
+
+
+def out_of_memory_summary(exc: BaseException, plugins: Collection[str] = ()) -> str:
+    """One line on a failed memory allocation: the allocation, where it happened, and
+    what to do; it is the machine's limit, so no traceback is asked for.
+
+    Example:
+        >>> out_of_memory_summary(MemoryError("Unable to allocate 600. MiB")).startswith(
+        ...     "out of memory: MemoryError: Unable to allocate 600. MiB"
+        ... )
+        True
+    """
+    frames = _frames(exc, plugins)
+    where = next((f" (in {f.where})" for f in reversed(frames) if f.kind != "library"), "")
+    return f"out of memory: {_what(exc)}{where}; {MEMORY_ADVICE}"
+
+
+def _frames(exc: BaseException, plugins: Collection[str]) -> list[_Frame]:
+    """The frames of ``exc``'s traceback outside the standard library, outermost first."""
+    known = set(plugins) | _entry_point_packages()
+    walked = traceback.walk_tb(exc.__traceback__)
+    return [found for found in (_classified(*step, known) for step in walked) if found]
+
+
+def _what(exc: BaseException) -> str:
+    """``ValueError: its message`` on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _whose(frame: _Frame) -> str:
