@@ -13,6 +13,11 @@ On resume the lines after the checkpoint's step are dropped (they belong to step
 are about to be run again), so the file always describes one uninterrupted run. Only
 the main process (rank 0) writes.
 
+A validation (a whole-volume prediction per case: often longer than many steps) is its
+own phase (:meth:`RunLog.paused`): the step bar's rate and ETA and the records'
+``patches_per_s`` leave its time out (``elapsed_s`` is wall time and keeps it), and on
+a terminal a transient bar counts the validated cases.
+
 Every line is strict JSON (RFC 8259): a NaN or infinite value, such as the loss of the
 step where a run diverged, is written as ``null``.
 """
@@ -22,7 +27,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,6 +43,12 @@ if TYPE_CHECKING:
 
 HISTORY = "train.jsonl"
 TENSORBOARD = "tensorboard"
+
+
+def _clock() -> float:
+    """Seconds of the records' ``elapsed_s`` and ``patches_per_s`` (a test's fake clock
+    replaces it)."""
+    return time.perf_counter()
 
 
 class _ScalarWriter(Protocol):
@@ -118,8 +130,38 @@ class RunLog:
             dynamic_ncols=True,
             disable=not (progress and main),
         )
-        self._start = self._mark_time = time.perf_counter()
+        self._start = self._mark_time = _clock()
         self._mark_step = first_step
+
+    @property
+    def shows_progress(self) -> bool:
+        """Whether the step bar is drawn (asked for, rank 0, and by default a terminal)."""
+        return not self._bar.disable
+
+    @contextmanager
+    def paused(self, cases: int) -> Iterator[ValidationProgress]:
+        """Validate ``cases`` cases in the block: its time is left out of the step bar's
+        rate and ETA and of the next record's ``patches_per_s``; where the step bar is
+        drawn, a transient bar counts the cases. Yields the validation's progress."""
+        shown = not self._bar.disable  # a disabled tqdm keeps no clock
+        started, bar_started = _clock(), self._bar._time() if shown else 0.0
+        cases_bar = tqdm(
+            total=cases,
+            desc="validating",
+            unit="case",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not shown,
+        )
+        try:
+            yield ValidationProgress(shown=shown, case_done=lambda: cases_bar.update(1))
+        finally:
+            cases_bar.close()
+            self._mark_time += _clock() - started
+            if shown:  # tqdm's own clock, as its unpause() shifts it
+                shift = self._bar._time() - bar_started
+                self._bar.start_t += shift
+                self._bar.last_print_t += shift
 
     def __enter__(self) -> Self:
         return self
@@ -145,7 +187,7 @@ class RunLog:
     ) -> None:
         """Log the losses of ``step`` with the throughput since the previous record
         (and the spread ratios of the generated batches the method watched)."""
-        now = time.perf_counter()
+        now = _clock()
         rate = (step - self._mark_step) * self.patches_per_step / max(now - self._mark_time, 1e-9)
         self._mark_step, self._mark_time = step, now
         self.last_losses = dict(losses)
@@ -216,6 +258,24 @@ class RunLog:
                 self.health_findings.append(str(entry["health"]))
         with atomic_path(self.history) as tmp:
             tmp.write_text("".join(json_line(entry) for entry in kept), encoding="utf-8")
+
+
+class ValidationProgress:
+    """The progress of a validation phase.
+
+    Attributes:
+        shown: Whether bars are drawn (the training's step bar is): the sliding window
+            may then show its own transient bar over the windows.
+        case_done: Count one validated case.
+    """
+
+    def __init__(self, *, shown: bool, case_done: Callable[[], None]) -> None:
+        self.shown = shown
+        self.case_done = case_done
+
+
+UNSHOWN = ValidationProgress(shown=False, case_done=lambda: None)
+"""The progress of a validation outside a training run: nothing is drawn."""
 
 
 def training_note(message: str) -> None:

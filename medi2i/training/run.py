@@ -53,7 +53,7 @@ from medi2i.training.distributed import (
     process_device,
 )
 from medi2i.training.health import CollapseWatch, DivergenceGuard, describe_non_finite
-from medi2i.training.history import HISTORY, RunLog
+from medi2i.training.history import HISTORY, RunLog, ValidationProgress
 from medi2i.training.init_from import start_from
 from medi2i.training.outputs import ModelFinisher, run_output, write_model_folder
 from medi2i.training.patches import PatchSampler
@@ -274,8 +274,14 @@ class _Validator:
     settings: InferenceSettings
     condition: Mapping[str, object] | None
 
-    def __call__(self) -> dict[str, float]:
-        return validate(self.method, self.cases, settings=self.settings, condition=self.condition)
+    def __call__(self, progress: ValidationProgress | None = None) -> dict[str, float]:
+        return validate(
+            self.method,
+            self.cases,
+            settings=self.settings,
+            condition=self.condition,
+            progress=progress,
+        )
 
     def named(self) -> str:
         """The cases, for the log: their count and the first few ids."""
@@ -393,7 +399,8 @@ class _Run:
             self.log.note(f"validating {self.validator.named()} at step {step}")
             started = time.perf_counter()
             try:
-                metrics = self.validator()
+                with self.log.paused(len(self.validator.cases)) as progress:
+                    metrics = self.validator(progress)
             except OutputError as exc:  # finite weights, predictions beyond any unit
                 kept = self.guard.last_checkpoint
                 raise TrainingError(

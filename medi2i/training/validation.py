@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from medi2i.method import Method
     from medi2i.metrics import Metric
     from medi2i.settings import InferenceSettings
+    from medi2i.training.history import ValidationProgress
 
 VALIDATION_METRIC = "mae"
 """The metric that ranks validations (lower is better)."""
@@ -151,8 +152,14 @@ def validate(
     *,
     settings: InferenceSettings,
     condition: Mapping[str, object] | None = None,
+    progress: ValidationProgress | None = None,
 ) -> dict[str, float]:
     """Predict every case and average the metrics over cases.
+
+    Inside a training run this is a phase of its own (the run passes the ``progress`` of
+    :meth:`medi2i.training.history.RunLog.paused`): its time is left out of the step
+    bar's rate and ETA, and where that bar is drawn, transient bars count the cases and
+    each case's windows.
 
     Args:
         method: The method in its current training state.
@@ -162,6 +169,8 @@ def validate(
             ``{to: ct}`` of a two-way unpaired method), the workflow's
             ``method.condition``; a case's own condition overrides it key by key (one
             model validated on every pair of its domains, for example).
+        progress: Where each validated case is counted, and whether bars are drawn;
+            ``None``: nothing is drawn.
 
     Returns:
         ``{"mae": ..., "psnr": ...}``, each the mean over cases, in the target's units
@@ -169,26 +178,42 @@ def validate(
         :func:`~medi2i.evaluation.metric_objects.validation_metrics` for the units of
         the output under each case's condition.
     """
+    from medi2i.training.history import UNSHOWN
+
+    progress = progress or UNSHOWN
+    if progress.shown:  # the windows' transient bar, below the cases' bar
+        settings = settings.model_copy(update={"progress": True})
+    values: dict[str, list[float]] = {"mae": [], "psnr": []}
+    for case in cases:
+        for name, value in _case_metrics(method, case, settings, condition).items():
+            values[name].append(value)
+        progress.case_done()
+    return {name: float(np.mean(scores)) for name, scores in values.items()}
+
+
+def _case_metrics(
+    method: Method,
+    case: ValidationCase,
+    settings: InferenceSettings,
+    condition: Mapping[str, object] | None,
+) -> dict[str, float]:
+    """Predict ``case`` and score the prediction with the metrics of its output's units."""
     from medi2i.grid import Grid, require_same_grid
     from medi2i.prediction import predict_tensor
 
-    values: dict[str, list[float]] = {"mae": [], "psnr": []}
-    for case in cases:
-        merged = case_condition(condition, case.condition)
-        metrics = _metrics_for(method, merged)
-        prediction = predict_tensor(method, case.source, settings=settings, condition=merged)
-        if case.target_grid is not None:
-            require_same_grid(
-                Grid.of(prediction),
-                case.target_grid,
-                what=f"the prediction of validation case {case.id!r}",
-                reference_name="its reference",
-                hint=output_grid_hint(method),
-            )
-        predicted = np.asarray(prediction.as_tensor()[0].numpy())
-        for name, metric in metrics.items():
-            values[name].append(metric(case.target, predicted, case.mask))
-    return {name: float(np.mean(scores)) for name, scores in values.items()}
+    merged = case_condition(condition, case.condition)
+    metrics = _metrics_for(method, merged)
+    prediction = predict_tensor(method, case.source, settings=settings, condition=merged)
+    if case.target_grid is not None:
+        require_same_grid(
+            Grid.of(prediction),
+            case.target_grid,
+            what=f"the prediction of validation case {case.id!r}",
+            reference_name="its reference",
+            hint=output_grid_hint(method),
+        )
+    predicted = np.asarray(prediction.as_tensor()[0].numpy())
+    return {name: metric(case.target, predicted, case.mask) for name, metric in metrics.items()}
 
 
 def _metrics_for(method: Method, condition: Mapping[str, object] | None) -> dict[str, Metric]:

@@ -4,13 +4,16 @@ The report needs only the run folder (not the data or the plugins): the resolved
 config, ``run.json``, the trainer's ``logs/train.jsonl``, the evaluate stage's
 ``metrics/`` (with ``scored-model.json``: which model folder was scored, from which
 step and why) and the saved predictions. Missing parts (no evaluation yet, figures
-turned off) leave their section out rather than failing.
+turned off) leave their section out rather than failing. To tell cases of different
+tasks apart (:func:`case_groups`) it reads the evaluated files' headers and a CSV
+manifest's conditions where it can, and otherwise pools them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +39,7 @@ from medi2i.workflow.scored_model import (
 )
 
 if TYPE_CHECKING:
+    from medi2i.data.discovery import DataSplits
     from medi2i.registry import Registry
 
 
@@ -48,7 +52,8 @@ def report_stage(
     scored = _scored(workflow, run) if evaluation is not None else None
     sections = [_run_section(workflow, run, evaluation, registry, scored)]
     if evaluation is not None:
-        sections.append(_metrics_section(workflow, evaluation, scored))
+        groups = case_groups(workflow, evaluation, registry)
+        sections.append(_metrics_section(workflow, evaluation, scored, groups))
     curves = read_training_curves(run.train_log)
     if curves:
         sections.append(_training_section(workflow, run, curves))
@@ -235,7 +240,10 @@ def _relative(path: Path | None, run: RunFolder) -> str:
 
 
 def _metrics_section(
-    workflow: Workflow, evaluation: EvaluationRecord, scored: ScoredRecord | None = None
+    workflow: Workflow,
+    evaluation: EvaluationRecord,
+    scored: ScoredRecord | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> Section:
     from medi2i.evaluation import aggregate, per_case_markdown, to_markdown
 
@@ -264,14 +272,129 @@ def _metrics_section(
         f"{case_id} (spacing outside training)" if case_id in notes else case_id: values
         for case_id, values in evaluation.per_case.items()
     }
+    pooled = to_markdown(aggregate(evaluation.per_case), units=units)
+    summaries = [("Summary over cases", pooled)]
+    if groups:
+        labels = list(dict.fromkeys(groups.values()))
+        text += (
+            f" The evaluated cases are {len(labels)} different tasks ({'; '.join(labels)}): "
+            "each has its own summary; the summary over all cases pools them (its mean and "
+            "spread mix the tasks)."
+        )
+        summaries = [
+            (f"Summary: {label}", _group_table(evaluation, groups, label)) for label in labels
+        ]
+        summaries.append((f"Summary over all cases (pools {len(labels)} tasks)", pooled))
     return Section(
         "Metrics",
         text=text,
-        tables=(
-            ("Summary over cases", to_markdown(aggregate(evaluation.per_case), units=units)),
-            ("Per case", per_case_markdown(rows, units=units)),
-        ),
+        tables=(*summaries, ("Per case", per_case_markdown(rows, units=units))),
     )
+
+
+def _group_table(evaluation: EvaluationRecord, groups: Mapping[str, str], label: str) -> str:
+    from medi2i.evaluation import aggregate, to_markdown
+
+    cases = {k: v for k, v in evaluation.per_case.items() if groups.get(k) == label}
+    return to_markdown(aggregate(cases), units=evaluation.units)
+
+
+def case_groups(
+    workflow: Workflow, evaluation: EvaluationRecord, registry: Registry | None = None
+) -> dict[str, str]:
+    """The task of each evaluated case, by case id, when the cases are of different
+    tasks; empty when they are all of one (the report then has one summary).
+
+    A case's task is its condition (a CSV manifest's ``condition`` column with
+    ``method.condition``: the source → target pair of a multi-domain method) and, for a
+    method that changes the voxel spacing (super-resolution), the input's spacing
+    against the reference's (its factor). A part that cannot be told for every case
+    (a data folder gone, a DICOM input) does not split the cases.
+    """
+    conditions = _case_conditions(workflow, registry)
+    factors = _case_factors(evaluation, registry)
+    labels = {
+        case.id: ", ".join(part for part in (conditions.get(case.id), factors.get(case.id)) if part)
+        for case in evaluation.cases
+    }
+    return labels if len(set(labels.values())) > 1 else {}
+
+
+def _case_conditions(workflow: Workflow, registry: Registry | None) -> dict[str, str]:
+    """Each evaluated case's condition as text, read from its CSV manifest (the only
+    layout with per-case conditions); empty when it cannot be read."""
+    from medi2i.data.cases import case_condition
+    from medi2i.errors import Medi2iError
+    from medi2i.workflow.evaluation import evaluation_cases
+    from medi2i.workflow.stages import workflow_splits
+
+    data = workflow.evaluation.data or workflow.data
+    if data.layout.type != "csv" or (workflow.evaluation.data is None and registry is None):
+        return {}
+    known = registry
+
+    def splits() -> DataSplits:
+        assert known is not None
+        return workflow_splits(workflow, known)
+
+    try:
+        cases = evaluation_cases(workflow, splits)
+    except (Medi2iError, OSError):
+        return {}
+    return {
+        case.id: _condition_text(case_condition(workflow.method.condition, case.condition))
+        for case in cases
+    }
+
+
+def _condition_text(condition: Mapping[str, object] | None) -> str:
+    """``B → A`` for a ``source_domain``/``target_domain`` pair, else ``key=value`` pairs."""
+    if not condition:
+        return ""
+    rest = {k: v for k, v in condition.items() if k not in ("source_domain", "target_domain")}
+    parts = [f"{key}={value}" for key, value in sorted(rest.items())]
+    if "target_domain" in condition:
+        source = condition.get("source_domain", "any")
+        parts.insert(0, f"{source} → {condition['target_domain']}")
+    return ", ".join(parts)
+
+
+def _case_factors(evaluation: EvaluationRecord, registry: Registry | None) -> dict[str, str]:
+    """Each case's input spacing against its reference's, from the files' headers, when
+    one differs (super-resolution: ``input 1x1x4 mm → 1x1x1 mm (×4)``); empty when no
+    input's spacing differs from its reference's, or one cannot be read."""
+    from medi2i.errors import Medi2iError
+    from medi2i.io import read_grid
+
+    readers = list(registry.readers.values()) if registry is not None else None
+    spacings = {}
+    for case in evaluation.cases:
+        try:
+            source = read_grid(case.original_source or case.source, readers=readers)
+            reference = read_grid(case.reference, readers=readers)
+        except (Medi2iError, OSError):
+            return {}
+        if source is None or reference is None:
+            return {}
+        spacings[case.id] = (source.spacing, reference.spacing)
+    if all(_same_spacing(*pair) for pair in spacings.values()):
+        return {}
+    return {case_id: _factor_text(*pair) for case_id, pair in spacings.items()}
+
+
+def _same_spacing(source: Sequence[float], reference: Sequence[float]) -> bool:
+    return all(math.isclose(a, b, rel_tol=1e-3) for a, b in zip(source, reference, strict=True))
+
+
+def _factor_text(source: Sequence[float], reference: Sequence[float]) -> str:
+    if _same_spacing(source, reference):
+        return f"input {_mm(source)} mm, the reference's spacing"
+    factor = max(a / b for a, b in zip(source, reference, strict=True) if b > 0)
+    return f"input {_mm(source)} mm → {_mm(reference)} mm (×{factor:.3g})"
+
+
+def _mm(spacing: Sequence[float]) -> str:
+    return "x".join(f"{float(value):.3g}" for value in spacing)
 
 
 def _training_section(workflow: Workflow, run: RunFolder, curves: list[Curve]) -> Section:

@@ -10,7 +10,9 @@ Each run lives in one folder, ``<output.root>/<output.name>-<run_id>/``::
     .medi2i-run.lock      held by the process working in the folder (one at a time)
     logs/                 run.log (stages), train.jsonl (the trainer's step records)
     checkpoints/          the trainer's checkpoints (a rerun resumes from the last; it warns
-                          when training-data.json, the files' sizes and times, changed)
+                          when training-data.json, the files' sizes and times, changed;
+                          without one a rerun starts at step 0 and its log line names the
+                          settings that changed: :class:`EarlierAttempt`)
     prepared/             training sources made by ``data.prepare_source``
     model/                the trained (fitted, or saved) model folder
     adapted/              the model adapted to target data (the adapt stage)
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import yaml
+from pydantic import JsonValue
 
 from medi2i.errors import Medi2iError
 from medi2i.io.atomic import atomic_path
@@ -393,6 +396,58 @@ def _with_defaults(
         after = default if key not in after_given else after
         shown.append(f"{prefix}{key}: {before} → {after}")
     return shown
+
+
+@dataclass(frozen=True)
+class EarlierAttempt:
+    """What a run folder held before its training started: its ``config.resolved.yaml``
+    and the last step ``logs/train.jsonl`` recorded (read before training replaces them).
+
+    Attributes:
+        config: The folder's resolved config, or ``None`` when it had none (or a damaged one).
+        logged_step: The last step the earlier attempt logged, or ``None``.
+    """
+
+    config: Mapping[str, JsonValue] | None
+    logged_step: int | None
+
+    @classmethod
+    def read(cls, run: RunFolder) -> EarlierAttempt:
+        from medi2i.training.history import read_history
+
+        try:
+            raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            raw = None
+        steps = [e["step"] for e in read_history(run.train_log) if isinstance(e.get("step"), int)]
+        return cls(raw if isinstance(raw, dict) else None, max(steps, default=None))
+
+    def restart_note(self, run: RunFolder, workflow: Workflow) -> str | None:
+        """The log line of a training that starts at step 0 in a folder an earlier
+        attempt left without a checkpoint: the settings that changed (old → new), and
+        that the attempt's records in ``logs/train.jsonl`` are replaced. ``None`` when
+        there is nothing to say (a new folder, or the same settings and no record)."""
+        from medi2i.training.checkpoint import fingerprint_differences
+
+        current = workflow.model_dump(mode="json")
+        changed = fingerprint_differences(self.config, current) if self.config else []
+        if not changed and self.logged_step is None:
+            return None
+        logged = f" (it logged steps up to {self.logged_step})" if self.logged_step else ""
+        text = (
+            f"train: run folder {run.root} holds no checkpoint of an earlier attempt{logged}, "
+            "so training starts again from step 0"
+        )
+        if changed:
+            shown = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
+            text += (
+                f" with this run's settings, which differ from the folder's {run.config.name} "
+                f"({shown}); {run.config.name} now holds them"
+            )
+        return text + (
+            "; the earlier attempt's records in logs/train.jsonl are replaced (logs/run.log "
+            "keeps its lines)"
+        )
 
 
 def checkpoint_step(run: RunFolder) -> int | None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from medi2i.workflow.loader import WorkflowError
 from medi2i.workflow.run_folder import (
+    EarlierAttempt,
     RunFolder,
     RunState,
     SplitSource,
@@ -196,16 +197,16 @@ def _train(
     if validation is not None:
         check_validation(workflow, data, registry)
     unlabelled = data.unlabelled
-    extra = f" and {len(unlabelled.cases)} unlabelled" if unlabelled is not None else ""
-    log(
-        f"train: method {method.id!r} on {len(data.train.cases)} {workflow.data.kind} cases"
-        f"{extra} ({len(data.validation.cases)} for validation), {workflow.training.steps} steps"
-    )
+    log(cases_line(workflow, method.id, data))
     earlier_plan = planned_steps_of(run)  # before a resume replaces the config
+    earlier = EarlierAttempt.read(run)  # likewise, and before the trainer drops its log
     started: list[int] = []
 
     def start(first_step: int) -> None:
         started.append(first_step)
+        note = earlier.restart_note(run, workflow) if first_step == 0 else None
+        if note is not None:
+            log(note)
         write_config(run, workflow)
 
     def card(folder: Path, best: bool) -> None:
@@ -248,6 +249,31 @@ def _train(
     if result.patches_per_step is not None:
         scale["patches_per_step"] = result.patches_per_step
     return Path(result.model_dir), result.first_step, scale
+
+
+def cases_line(workflow: Workflow, method_id: str, data: DataSplits) -> str:
+    """The train stage's first line: the training cases, the validation cases and where
+    they come from, and the steps (``train: method 'cyclegan' on 2 unpaired training
+    cases; 1 validation case (data.validation_data); 6 steps``)."""
+    trained = _counted(len(data.train.cases), f"{workflow.data.kind} training case")
+    if data.unlabelled is not None:
+        trained += f" and {_counted(len(data.unlabelled.cases), 'unlabelled case')}"
+    count = len(data.validation.cases)
+    if count == 0:
+        validation = "no validation case"
+    else:
+        where = (
+            "data.validation_data"
+            if workflow.data.validation_data is not None
+            else "held out of the data by data.split.validation"
+        )
+        validation = f"{_counted(count, 'validation case')} ({where})"
+    steps = _counted(workflow.training.steps, "step")
+    return f"train: method {method_id!r} on {trained}; {validation}; {steps}"
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def adapt_stage(
