@@ -84,16 +84,18 @@ rename), so a redone study never mixes old and new files. An exception in one st
 recorded and the batch goes on; an interrupt (Ctrl-C, SIGTERM) stops it, leaves that
 study ``started`` for the next run, and says how many studies the run finished.
 
-One batch at a time: while a batch runs, its manifest is locked (:func:`batch_lock`),
-so a second batch into the same output root is refused in one line instead of
-translating every study a second time.
+One batch at a time: while a batch runs, its output root is locked (its
+``.medi2i-batch.lock``, and the manifest; :func:`batch_lock`), so a second batch into the
+same output root, whatever its manifest, is refused in one line instead of translating
+every study a second time; so is a batch into a folder inside a running batch's root, or
+one holding it.
 
 Sharding and the engine: the studies run through
 :func:`medi2i.sharded_prediction.predict_share`. With ``shard=(rank, world_size)``
 (``torchrun``'s ``RANK`` and ``WORLD_SIZE``) a process takes every ``world_size``-th
 study; ranks may share one manifest, since each record is a single small append (and
-each rank locks ``.<manifest name>.rank<N>.lock`` beside it, so that a second launch of
-the same ranks is refused). All
+each rank locks ``.medi2i-batch.rank<N>.lock`` in the output root, so that a second
+launch of the same ranks is refused). All
 studies of a process run on one sliding-window engine, so a batch of windows lowered
 after the device ran out of memory stays lowered for the studies that follow.
 """
@@ -106,7 +108,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medi2i.batch_lock import batch_lock
+from medi2i.batch_lock import batch_lock, refuse_running_batch
 from medi2i.batch_records import (
     ALREADY_DONE,
     BatchReport,
@@ -197,7 +199,8 @@ def run_batch(
             ``deidentify``.
         OutputError: ``output_root`` lies inside ``root``, holds it, or holds other data;
             ``linkage`` lies inside either; ``manifest`` lies inside ``root`` or is a file
-            that is not a manifest.
+            that is not a manifest; a running batch writes ``output_root``, a folder
+            holding it or one inside it.
     """
     from medi2i.dicom.writing.deidentify import folder_deidentifier
     from medi2i.io.destinations import check_batch_root, check_destination, condition_inputs
@@ -206,6 +209,7 @@ def run_batch(
     if unknown or not formats:
         raise OptionsError(f"output formats {list(formats)}: use one or both of dicom, nifti")
     manifest = manifest if manifest is not None else Path(output_root) / MANIFEST_NAME
+    refuse_running_batch(Path(output_root), shard)  # before advice to pass --overwrite
     check_batch_root(
         Path(output_root),
         input_root=Path(root),

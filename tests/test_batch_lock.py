@@ -1,5 +1,5 @@
-"""One ``medi2i batch`` at a time per output root (medi2i.batch_lock.batch_lock), and what an
-interrupted batch says."""
+"""One ``medi2i batch`` at a time per output root, none inside another's root
+(medi2i.batch_lock.batch_lock), and what an interrupted batch says."""
 
 from __future__ import annotations
 
@@ -56,20 +56,92 @@ def _run(root: Path, out: Path, **kwargs: object) -> list[str]:
     return [f"{record.study} {record.status}" for record in run_doubled(root, out, **kwargs)]
 
 
+LOCK = ".medi2i-batch.lock"
+
+
 def test_a_second_batch_into_a_running_batch_s_root_is_refused(
     tmp_path: Path, holder: list[subprocess.Popen[str]]
 ) -> None:
     root, out = tmp_path / "in", tmp_path / "out"
     _tree(root)
-    pid = _hold(holder, "LOCK_EX", out / "manifest.jsonl")
+    pid = _hold(holder, "LOCK_EX", out / LOCK)
     with pytest.raises(OutputError) as refused:
         _run(root, out)
     message = str(refused.value)
     assert message.count("\n") == 0
     assert f"another medi2i batch (pid {pid}) is writing {out}" in message
     assert "wait for it to finish, or give another output root" in message
-    assert sorted(path.name for path in out.iterdir()) == ["manifest.jsonl"]
-    assert (out / "manifest.jsonl").read_text() == ""
+    assert sorted(path.name for path in out.iterdir()) == [LOCK]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_second_batch_with_its_own_manifest_is_refused_too(
+    tmp_path: Path, holder: list[subprocess.Popen[str]], overwrite: bool
+) -> None:
+    # the lock is the root's, not the manifest's: another --manifest does not escape it,
+    # and the refusal comes before advice to pass --overwrite
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    pid = _hold(holder, "LOCK_EX", out / LOCK, out / "manifest.jsonl")
+    (out / "study1").mkdir()  # the running batch's first output
+    with pytest.raises(OutputError) as refused:
+        _run(root, out, manifest=tmp_path / "m2.jsonl", overwrite=overwrite)
+    assert f"another medi2i batch (pid {pid}) is writing {out};" in str(refused.value)
+    assert sorted(path.name for path in out.iterdir()) == [LOCK, "manifest.jsonl", "study1"]
+    assert not (tmp_path / "m2.jsonl").exists()
+
+
+def test_a_running_batch_s_manifest_is_not_appended_to(
+    tmp_path: Path, holder: list[subprocess.Popen[str]]
+) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    pid = _hold(holder, "LOCK_EX", tmp_path / "m.jsonl")  # its root is elsewhere
+    with pytest.raises(OutputError, match=f"another medi2i batch \\(pid {pid}\\)"):
+        _run(root, out, manifest=tmp_path / "m.jsonl")
+    assert not out.exists()
+    assert (tmp_path / "m.jsonl").read_text() == ""
+
+
+def test_a_batch_inside_a_running_batch_s_root_is_refused(
+    tmp_path: Path, holder: list[subprocess.Popen[str]]
+) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    pid = _hold(holder, "LOCK_EX", out / LOCK)
+    with pytest.raises(OutputError) as refused:
+        _run(root, out / "sub", manifest=tmp_path / "m.jsonl")
+    assert (
+        f"another medi2i batch (pid {pid}) is writing {out}, which holds {out / 'sub'}; "
+        "nothing was done: wait for it to finish, or give an output root outside it"
+    ) == str(refused.value)
+    assert sorted(path.name for path in out.iterdir()) == [LOCK]
+
+
+def test_a_batch_around_a_running_batch_s_root_is_refused(
+    tmp_path: Path, holder: list[subprocess.Popen[str]]
+) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    pid = _hold(holder, "LOCK_EX", out / "deep" / "sub" / LOCK)
+    with pytest.raises(OutputError) as refused:
+        _run(root, out, overwrite=True)
+    message = str(refused.value)
+    assert f"another medi2i batch (pid {pid}) is writing {out / 'deep' / 'sub'}" in message
+    assert f", inside {out}; nothing was done" in message
+    assert sorted(path.name for path in out.iterdir()) == ["deep"]
+
+
+def test_a_lock_left_by_a_killed_batch_blocks_nothing(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _tree(root)
+    out.mkdir()
+    (out / LOCK).touch()  # a batch killed (kill -9) before it recorded a study
+    (out / ".medi2i-batch.rank0.lock").touch()
+    records = _run(root, out, manifest=tmp_path / "m.jsonl")  # the root is no other data
+    assert records[0] == f"{STUDIES[0]} done"
+    assert not (out / LOCK).exists()  # a finished batch leaves no lock file behind
+    assert _run(root, out, manifest=tmp_path / "m.jsonl")[0] == f"{STUDIES[0]} skipped"
 
 
 def test_ranks_of_one_launch_share_the_root_and_a_second_launch_is_refused(
@@ -77,13 +149,14 @@ def test_ranks_of_one_launch_share_the_root_and_a_second_launch_is_refused(
 ) -> None:
     root, out = tmp_path / "in", tmp_path / "out"
     _tree(root)
-    manifest = out / "manifest.jsonl"
-    _hold(holder, "LOCK_SH", manifest, out / ".manifest.jsonl.rank0.lock")  # rank 0 runs
+    _hold(holder, "LOCK_SH", out / LOCK, out / ".medi2i-batch.rank0.lock")  # rank 0 runs
     assert len(_run(root, out, shard=(1, 2))) > 0  # rank 1 of the same launch
     with pytest.raises(OutputError, match="another medi2i batch"):
         _run(root, out, shard=(0, 2))  # rank 0 of another launch
     with pytest.raises(OutputError, match="another medi2i batch"):
         _run(root, out)  # a batch of one process
+    with pytest.raises(OutputError, match="another medi2i batch"):
+        _run(root, out, shard=(0, 2), manifest=tmp_path / "m.jsonl", overwrite=True)
 
 
 def test_a_launch_of_another_size_is_refused_beside_a_running_one(
@@ -93,7 +166,7 @@ def test_a_launch_of_another_size_is_refused_beside_a_running_one(
     # launches would take study 2 (every third, every second): it translated it twice
     root, out = tmp_path / "in", tmp_path / "out"
     _tree(root)
-    pid = _hold(holder, "LOCK_SH", out / ".manifest.jsonl.world2.lock")  # a launch of 2 runs
+    pid = _hold(holder, "LOCK_SH", out / ".medi2i-batch.world2.lock")  # a launch of 2 runs
     (out / "manifest.jsonl").touch()  # its manifest
     with pytest.raises(OutputError, match=f"another medi2i batch \\(pid {pid}\\)"):
         _run(root, out, shard=(2, 3))

@@ -86,3 +86,31 @@ def test_predict_and_mask_create_nothing_through_a_broken_link(dangling: Path, v
     assert result.exit_code != 0, result.output
     assert "which does not exist" in result.output
     assert not (dangling.parent.parent / "nowhere").exists()
+
+
+def test_an_output_that_is_a_chain_of_links_says_where_it_leads(tmp_path: Path) -> None:
+    (tmp_path / "dangl").symlink_to(tmp_path / "missing" / "deep")
+    (tmp_path / "chain").symlink_to("dangl")
+    (tmp_path / "chain2").symlink_to("chain")
+    with pytest.raises(OutputError) as refused:
+        check_destination(tmp_path / "chain2", inputs=[], overwrite=False)
+    message = str(refused.value)
+    assert (
+        f"chain2 is a link to chain, which leads to {tmp_path / 'missing' / 'deep'}: "
+        "it does not exist; choose a new output path"
+    ) in message
+    assert "(which does not exist)" not in message
+
+
+def test_an_output_that_is_a_loop_of_links_says_so(tmp_path: Path) -> None:
+    (tmp_path / "loopA").symlink_to("loopB")
+    (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
+    with pytest.raises(OutputError) as refused:
+        check_destination(tmp_path / "loopA", inputs=[], overwrite=False)
+    assert f"{tmp_path / 'loopA'} is a loop of links that leads to nothing;" in str(refused.value)
+
+
+def test_an_output_that_is_a_link_to_nothing_names_its_target(tmp_path: Path) -> None:
+    (tmp_path / "gone.nii.gz").symlink_to("nowhere/x.nii.gz")
+    with pytest.raises(OutputError, match=r"is a link to nowhere/x\.nii\.gz \(which does not"):
+        check_destination(tmp_path / "gone.nii.gz", inputs=[], overwrite=False)

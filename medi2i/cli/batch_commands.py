@@ -99,8 +99,9 @@ def batch_command(
     options, condition, seed or window settings is refused (give another OUTPUT_ROOT),
     and so is a --manifest whose outputs lie outside OUTPUT_ROOT. A redone study's
     outputs are replaced atomically; finished studies are not touched. A second batch
-    into an OUTPUT_ROOT that a running batch writes is refused (ranks of one torchrun
-    launch share it).
+    into an OUTPUT_ROOT that a running batch writes is refused, whatever its --manifest
+    (ranks of one torchrun launch share it; the root's .medi2i-batch.lock is held), and
+    so is a batch into a folder inside a running batch's root or holding it.
 
     Each study's folder gets a provenance sidecar, <method id>.provenance.json, once
     its other outputs are written; its "outputs" lists the ones it describes (the

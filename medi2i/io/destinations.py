@@ -24,7 +24,8 @@ The rules, the same for every format (NIfTI, NRRD, MetaImage, a DICOM series) an
 - ``medi2i batch`` writes into a new or empty output root, or into the root of an earlier
   batch (it holds that batch's manifest) to resume it: finished studies are skipped and
   the outputs of studies that are redone are replaced. Any other non-empty root needs
-  ``overwrite``.
+  ``overwrite`` (the lock files a batch keeps in its root, ``.medi2i-batch*.lock``, are
+  not counted).
 """
 
 from __future__ import annotations
@@ -162,18 +163,27 @@ def _refuse_broken_link(output: Path, named: Path, link: str) -> None:
     """Refuse ``output`` when ``link`` (written ``named`` in it) leads to nothing."""
     if os.path.exists(link):
         return
+    what = _broken_link_wording(link, leads_to="no folder")
+    if what is None:
+        what = f"a link to {os.path.realpath(link)}, which does not exist"
+    raise OutputError(
+        f"cannot write {output}: {named} is {what}; make the folder it points to, or give "
+        "another output"
+    )
+
+
+def _broken_link_wording(link: str, *, leads_to: str) -> str | None:
+    """What the broken link ``link`` is, worded to follow "<link> is": a loop of links
+    (that leads to ``leads_to``), or a link to another link and where that chain ends;
+    ``None`` for a link straight to a missing target, which the caller words."""
     target = os.path.realpath(link)
     if os.path.lexists(target):  # realpath stops at a link it cannot follow
-        what = f"{named} is a loop of links that leads to no folder"
-    else:
-        what = f"{named} is a link to {target}, which does not exist"
-        with suppress(OSError):  # through other links: name the one it points to
-            first = os.readlink(link)
-            if os.path.normpath(os.path.join(os.path.dirname(link), first)) != target:
-                what = f"{named} is a link to {first}, which leads to {target}: it does not exist"
-    raise OutputError(
-        f"cannot write {output}: {what}; make the folder it points to, or give another output"
-    )
+        return f"a loop of links that leads to {leads_to}"
+    with suppress(OSError):  # through other links: name the one it points to
+        first = os.readlink(link)
+        if os.path.normpath(os.path.join(os.path.dirname(link), first)) != target:
+            return f"a link to {first}, which leads to {target}: it does not exist"
+    return None
 
 
 def refuse_own_source(volume: object, output: Path) -> None:
@@ -290,7 +300,9 @@ def check_destination(
     if output.is_dir() and not any(output.iterdir()):
         return
     if not output.exists():  # a link to nothing: the write would fail at its very end
-        what = f"a link to {os.readlink(output)} (which does not exist)"
+        what = _broken_link_wording(str(output), leads_to="nothing") or (
+            f"a link to {os.readlink(output)} (which does not exist)"
+        )
     elif output.is_dir():
         what = "a folder that is not empty"
     else:
@@ -342,8 +354,10 @@ def check_batch_root(
         _refuse_input(output_root, Path(source))
     if overwrite or not output_root.exists() or Path(manifest).exists():
         return
-    if output_root.is_dir() and not any(output_root.iterdir()):
-        return
+    from medi2i.batch_lock import is_lock_file
+
+    if output_root.is_dir() and all(is_lock_file(e.name) for e in output_root.iterdir()):
+        return  # empty, or holding only the lock files of a batch that recorded nothing
     raise OutputError(
         f"{output_root} exists and holds no batch manifest ({Path(manifest).name}); give a "
         "new or empty output folder, the folder of an earlier batch to resume it, or pass "
