@@ -6,8 +6,10 @@ MR of training case ``demo000`` as the source of test case ``demo004``, and a su
 exported twice (a copied case folder) gives two cases the same volumes under other
 names. The model would then be tested (or validated) on what it trained on. Files are
 compared by their resolved paths (symbolic links and ``..`` followed) and, for the
-images (not the masks: two subjects may have byte-identical masks), by content
-(:class:`SameContent`). Within one split a file may serve several cases (a common
+images (not the masks: two subjects may have byte-identical masks), by content: their
+bytes (:class:`SameContent`), then, for volumes saved again with other bytes
+(re-compressed, converted to another format), their voxels (:class:`SameVoxels`).
+Within one split a file may serve several cases (a common
 mask), and validation and test may share files (a workflow that scores its validation
 data).
 
@@ -22,6 +24,7 @@ line each, and the report and the scored model's card say it.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +34,7 @@ from medi2i.workflow.loader import WorkflowError
 if TYPE_CHECKING:
     from medi2i.data.cases import Case
     from medi2i.data.discovery import DataSplits
+    from medi2i.grid import Grid
     from medi2i.workflow.schema import Workflow
 
 Named = tuple[str, Sequence["Case"]]
@@ -47,7 +51,9 @@ _MASK = "mask"
 def check_split_files(workflow: Workflow, splits: DataSplits) -> None:
     """Refuse a file that a training case and a validation or test case both read
     (``data.validation_data`` counts as validation, ``evaluation.data`` as test), or an
-    image of such a case with a training image's content (a subject exported twice).
+    image of such a case with a training image's content (a subject exported twice):
+    its bytes (:class:`SameContent`), or its voxels on its grid though the files differ
+    (:class:`SameVoxels`: re-compressed, or saved again by another tool).
 
     Validation and test may share files (a workflow may score its validation data).
     Unpaired and multi-domain training never sees which images pair up, so its
@@ -62,7 +68,8 @@ def check_split_files(workflow: Workflow, splits: DataSplits) -> None:
     for case in splits.train.cases:
         for role, path in case.images.items():
             trained.setdefault(os.path.realpath(path), ("training", case.id, role, str(path)))
-    same = SameContent(real for real, use in trained.items() if use[2] != _MASK)
+    images = [real for real, use in trained.items() if use[2] != _MASK]
+    same, voxels = SameContent(images), SameVoxels(images)
     for split, cases in _scored_splits(workflow, splits):
         for case in cases:
             for role, path in case.images.items():
@@ -70,10 +77,15 @@ def check_split_files(workflow: Workflow, splits: DataSplits) -> None:
                 first = trained.get(real)
                 if first is not None:
                     raise WorkflowError(_message(path, first, (split, case.id, role)))
-                copied = same.match(real) if role != _MASK else None
+                if role == _MASK:
+                    continue
+                second = (split, case.id, role, str(path))
+                copied = same.match(real)
                 if copied is not None:
-                    second = (split, case.id, role, str(path))
                     raise WorkflowError(_copy_message(trained[copied], second))
+                resaved = voxels.match(real)
+                if resaved is not None:
+                    raise WorkflowError(_copy_message(trained[resaved], second, voxels=True))
 
 
 def _scored_splits(workflow: Workflow, splits: DataSplits) -> list[Named]:
@@ -101,13 +113,15 @@ def _message(path: object, first: Use, second: tuple[str, str, str]) -> str:
     )
 
 
-def _copy_message(first: Use, second: Use) -> str:
+def _copy_message(first: Use, second: Use, *, voxels: bool = False) -> str:
+    same = "holds the same voxels on the same grid as" if voxels else "has the same content as"
+    though = " though the files differ (re-compressed or saved again by another tool)"
     return (
         f"{os.path.normpath(second[3])} (the {second[2]} of {second[0]} case {second[1]!r}) "
-        f"has the same content as {os.path.normpath(first[3])} (the {first[2]} of "
-        f"{first[0]} case {first[1]!r}): one volume under two names, such as a subject "
-        "exported twice, so a model would be scored on a volume it learnt from; remove "
-        "the copy, or put both cases in one split"
+        f"{same} {os.path.normpath(first[3])} (the {first[2]} of {first[0]} case "
+        f"{first[1]!r}){though if voxels else ''}: one volume under two names, such as a "
+        "subject exported twice, so a model would be scored on a volume it learnt from; "
+        "remove the copy, or put both cases in one split"
     )
 
 
@@ -189,6 +203,108 @@ def _file_digest(path: str) -> str:
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+class SameVoxels:
+    """Finds, among known volumes, one that holds the same voxels as another volume
+    saved with other bytes (re-compressed, or converted by another tool or format).
+
+    Only NIfTI, NRRD and MetaImage files are compared (not DICOM series, nor plugin
+    formats). Their grids are read from the headers first (shape, voxel size, origin and
+    axes, within :data:`medi2i.grid.GRID_TOLERANCE_MM`, in any storage order: an axis
+    flipped or axes permuted counts as the same grid); only volumes on a known volume's
+    grid are read in full, one at a time, and hashed once each: SHA-256 of their float32
+    values in the order of the nearest RAS axes, whatever their stored type. So a copy
+    with a voxel changed, resampled, cropped or with rescaled values matches nothing,
+    and memory holds one volume at a time. Unreadable files match nothing (reading them
+    fails on its own).
+
+    Args:
+        known: The resolved paths of the known files.
+
+    Example:
+        >>> SameVoxels(["train/mr.nii.gz"]).match("test/mr.nrrd")  # doctest: +SKIP
+        'train/mr.nii.gz'
+    """
+
+    def __init__(self, known: Iterable[str]) -> None:
+        self._known = list(known)
+        self._grids: dict[str, Grid | None] = {}
+        self._digests: dict[str, str | None] = {}
+
+    def match(self, path: str) -> str | None:
+        """A known volume other than ``path`` (a resolved path) with its voxels on its
+        grid, or ``None``."""
+        from medi2i.grid import same_voxels
+
+        grid = self.grid(path)
+        if grid is None:
+            return None
+        candidates = [
+            known
+            for known in self._known
+            if known != path
+            and (other := self.grid(known)) is not None
+            and same_voxels(other, grid)
+        ]
+        digest = self.digest(path) if candidates else None
+        if digest is None:
+            return None
+        return next((known for known in candidates if self.digest(known) == digest), None)
+
+    def grid(self, path: str) -> Grid | None:
+        """The grid a volume's header states, read once; ``None`` for other files."""
+        if path not in self._grids:
+            self._grids[path] = _header_grid(path)
+        return self._grids[path]
+
+    def digest(self, path: str) -> str | None:
+        """The SHA-256 of a volume's voxels (:func:`voxel_digest`), computed once."""
+        if path not in self._digests:
+            self._digests[path] = voxel_digest(path)
+        return self._digests[path]
+
+
+def _header_grid(path: str) -> Grid | None:
+    from medi2i.io import builtin_readers, read_grid
+
+    if os.path.isdir(path):
+        return None
+    from medi2i.errors import Medi2iError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the data checks warn about the file, once
+            return read_grid(path, readers=builtin_readers())
+    except (Medi2iError, OSError):
+        return None
+
+
+def voxel_digest(path: str) -> str | None:
+    """The SHA-256 of a NIfTI, NRRD or MetaImage volume's float32 voxel values and
+    shape, in the order of the nearest RAS axes (so a copy stored with an axis flipped
+    or axes permuted has the same digest); ``None`` when it cannot be read."""
+    import hashlib
+
+    import numpy as np
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    from medi2i.errors import Medi2iError
+    from medi2i.io import builtin_readers, read_volume
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            volume = read_volume(path, readers=builtin_readers())
+    except (Medi2iError, OSError, MemoryError):
+        return None
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    orientation = io_orientation(affine)  # type: ignore[no-untyped-call]
+    values = apply_orientation(volume.numpy()[0], orientation)  # type: ignore[no-untyped-call]
+    digest = hashlib.sha256(repr(values.shape).encode())
+    for plane in values:  # a plane at a time: no second copy of the volume
+        digest.update(np.ascontiguousarray(plane, dtype=np.float32).tobytes())
     return digest.hexdigest()
 
 
@@ -306,12 +422,14 @@ def cases_on_training(
     """The evaluated cases (id and files by role) whose source or target is one of the
     ``trained`` images (resolved paths), by path or content; ``None`` when none is."""
     known = set(trained)
-    same = SameContent(known)
+    same, voxels = SameContent(known), SameVoxels(known)
     total, shared = 0, []
     for case_id, images in evaluated:
         total += 1
         files = scored_files(images)
-        if files & known or any(same.match(path) is not None for path in files):
+        if files & known or any(
+            same.match(path) is not None or voxels.match(path) is not None for path in files
+        ):
             shared.append(case_id)
     return TrainingOverlap(tuple(shared), total) if shared else None
 
