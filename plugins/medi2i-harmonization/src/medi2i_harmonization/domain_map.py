@@ -48,6 +48,7 @@ from medi2i_harmonization.samples import (
     FloatArray,
     ForegroundRule,
     foreground_values,
+    mapped_in_slabs,
     merged_ties,
     volume_array,
     volume_arrays,
@@ -180,8 +181,16 @@ class DomainIntensityMap(TargetDomainOutputs, Method[DomainMapOptions, TargetDom
                 f"-c source_domain=NAME -c target_domain=NAME (of {list(self.domain_names)})"
             )
 
-    def map_values(self, values: FloatArray, *, source: str, target: str) -> FloatArray:
-        """``values`` (source domain's units) in the target domain's units.
+    def map_values(
+        self,
+        values: FloatArray,
+        *,
+        source: str,
+        target: str,
+        dtype: type[np.floating] = np.float64,
+    ) -> FloatArray:
+        """``values`` (source domain's units) in the target domain's units, as ``dtype``
+        (the map computed in float64 a slab at a time, rounded once).
 
         Raises:
             Medi2iError: The method was not fitted.
@@ -199,9 +208,13 @@ class DomainIntensityMap(TargetDomainOutputs, Method[DomainMapOptions, TargetDom
                     f"{list(self.domain_names)}"
                 )
         low, high = np.asarray(self.tables[source]), np.asarray(self.tables[target])
-        if self.options.kind == "zscore":
-            return np.asarray((values - low[0]) / low[1] * high[1] + high[0])
-        return quantile_map(values, low, high)
+
+        def onto_target(slab: FloatArray) -> FloatArray:
+            if self.options.kind == "zscore":
+                return np.asarray((slab - low[0]) / low[1] * high[1] + high[0])
+            return quantile_map(slab, low, high)
+
+        return mapped_in_slabs(np.asarray(values), onto_target, dtype=dtype)
 
     def predict(
         self, image: MetaTensor, context: PredictContext[TargetDomain]
@@ -215,8 +228,9 @@ class DomainIntensityMap(TargetDomainOutputs, Method[DomainMapOptions, TargetDom
             volume_array(image),
             source=str(condition.source_domain),
             target=str(condition.target_domain),
+            dtype=np.float32,
         )
-        return torch.from_numpy(mapped.astype(np.float32))[None]
+        return torch.from_numpy(mapped)[None]
 
     # -- model folder --------------------------------------------------------------------
 

@@ -56,10 +56,12 @@ from medi2i import (
     Training,
 )
 from medi2i_harmonization.samples import (
+    SLAB_VOXELS,
     FloatArray,
     ForegroundRule,
     degenerate_foreground,
     foreground_values,
+    mapped_in_slabs,
     merged_ties,
     volume_array,
     volume_arrays,
@@ -182,7 +184,9 @@ class NyulStandardization(Method):
                 "the volume's foreground has no histogram to standardize: "
                 + degenerate_foreground(values, inside, rule=self.options.foreground)
             )
-        return np.asarray(np.percentile(inside, self.options.percentiles()), np.float64)
+        # the foreground is a float64 copy already: partitioned in place, not copied again
+        landmarks = np.percentile(inside, self.options.percentiles(), overwrite_input=True)
+        return np.asarray(landmarks, np.float64)
 
     def fit(self, volumes: object) -> None:
         """Learn the standard landmarks from volumes of the target domain.
@@ -211,7 +215,17 @@ class NyulStandardization(Method):
         self.fitted_volumes = len(measured)
 
     def standardize(self, values: FloatArray) -> FloatArray:
-        """Map a whole volume onto the standard scale.
+        """Map a whole volume onto the standard scale (float64).
+
+        Raises:
+            Medi2iError: The method was not fitted.
+            InputError: The volume's foreground has fewer than two distinct landmarks.
+        """
+        return self.standardized(values, dtype=np.float64)
+
+    def standardized(self, values: FloatArray, *, dtype: type[np.floating]) -> FloatArray:
+        """:meth:`standardize` rounded once into ``dtype``: the map is computed in float64
+        a slab at a time (:func:`~medi2i_harmonization.samples.mapped_in_slabs`).
 
         Raises:
             Medi2iError: The method was not fitted.
@@ -222,11 +236,16 @@ class NyulStandardization(Method):
                 f"method {self.id!r} is not fitted: fit it on volumes of the target domain "
                 "(or load a fitted model folder) before predicting"
             )
+        values = np.asarray(values)
         zeros = values == 0
         values = self.prepared(values)
         landmarks, standard = self.landmarks(values), np.asarray(self.standard_landmarks)
         below = self.options.below_first_landmark
-        mapped = landmark_map(values, landmarks, standard, below=below)
+
+        def onto_standard(slab: FloatArray) -> FloatArray:
+            return landmark_map(slab, landmarks, standard, below=below)
+
+        mapped = mapped_in_slabs(values, onto_standard, dtype=dtype)
         if self.options.dequantize and zeros.any():  # exact zeros as zero, not jittered
             mapped[zeros] = landmark_map(np.zeros(1), landmarks, standard, below=below)[0]
         return mapped
@@ -242,8 +261,8 @@ class NyulStandardization(Method):
             raise InputError(
                 f"method {self.id!r} takes single-channel volumes, got {image.shape[0]} channels"
             )
-        standard = self.standardize(volume_array(image))
-        return torch.from_numpy(standard.astype(np.float32))[None]
+        standard = self.standardized(volume_array(image), dtype=np.float32)
+        return torch.from_numpy(standard)[None]
 
     def state_values(self) -> dict[str, StateValue]:
         if self.standard_landmarks is None:
@@ -273,20 +292,35 @@ def dequantized(values: FloatArray) -> FloatArray:
     """An integer-valued volume with every voxel moved by a uniform amount in
     ``[-0.5, 0.5)``, kept within the volume's range; other volumes unchanged.
 
-    The noise is seeded by the volume's content: the same volume always gives the same
-    result.
+    The noise is seeded by the volume's content (its float64 values in C order): the
+    same volume always gives the same result, whatever its type and memory order. The
+    result is float64; a volume that is not integer-valued is returned as it is. The
+    volume is read a slab at a time, so that no float64 temporary of its size is made
+    besides the result.
 
     Example:
         >>> out = dequantized(np.array([0.0, 1.0, 1.0, 2.0]))
         >>> bool(np.all(np.abs(out - [0, 1, 1, 2]) <= 0.5)), float(out.min()) >= 0.0
         (True, True)
     """
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 0 or not np.array_equal(array, np.round(array)):
+    array = np.asarray(values)
+    if array.dtype.kind != "f":
+        array = array.astype(np.float64)
+    flat = np.ascontiguousarray(array).reshape(-1)
+    slabs = [flat[start : start + SLAB_VOXELS] for start in range(0, flat.size, SLAB_VOXELS)]
+    if flat.size == 0 or not all(np.array_equal(slab, np.round(slab)) for slab in slabs):
         return array
-    digest = hashlib.sha256(array.tobytes()).digest()
-    noise = np.random.default_rng(int.from_bytes(digest[:8], "little")).random(array.shape)
-    return np.clip(array + (noise - 0.5), array.min(), array.max())
+    digest = hashlib.sha256()
+    for slab in slabs:
+        digest.update(slab.astype(np.float64).tobytes())
+    rng = np.random.default_rng(int.from_bytes(digest.digest()[:8], "little"))
+    low, high = np.float64(flat.min()), np.float64(flat.max())
+    result = np.empty(flat.shape, np.float64)
+    for start, slab in zip(range(0, flat.size, SLAB_VOXELS), slabs, strict=True):
+        # the same stream as one draw of the whole volume: numbers are drawn in order
+        noise = rng.random(slab.size)
+        result[start : start + slab.size] = np.clip(slab + (noise - 0.5), low, high)
+    return result.reshape(array.shape)
 
 
 def landmark_map(

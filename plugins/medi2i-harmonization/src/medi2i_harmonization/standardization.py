@@ -28,7 +28,12 @@ from medi2i import (
     Task,
     VolumeSpec,
 )
-from medi2i_harmonization.samples import FloatArray, volume_array, volume_arrays
+from medi2i_harmonization.samples import (
+    FloatArray,
+    mapped_in_slabs,
+    volume_array,
+    volume_arrays,
+)
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -102,26 +107,36 @@ class StandardizingMethod(Method):
         return location, scale, dict(zip(self.measured_as, (location, scale), strict=True))
 
     def standardize(self, values: FloatArray) -> FloatArray:
-        """``(x - μ) / σ`` of the whole volume, mapped onto the target when there is one."""
+        """``(x - μ) / σ`` of the whole volume, mapped onto the target when there is one
+        (float64)."""
         return self.standardized(values)[0]
 
-    def standardized(self, values: FloatArray) -> tuple[FloatArray, dict[str, object]]:
-        """:meth:`standardize`, with what :meth:`measure` records for the provenance."""
+    def standardized(
+        self, values: FloatArray, *, dtype: type[np.floating] = np.float64
+    ) -> tuple[FloatArray, dict[str, object]]:
+        """:meth:`standardize`, with what :meth:`measure` records for the provenance.
+
+        The map is computed in float64 a slab at a time and rounded once into ``dtype``
+        (:func:`~medi2i_harmonization.samples.mapped_in_slabs`): float32 output costs
+        no float64 array of the volume's size.
+        """
         location, scale, measured = self.measure(values)
-        standard = (values - location) / scale
         target = self.target()
-        if target is None:
-            return standard, measured
-        return np.asarray(standard * target[1] + target[0]), measured
+
+        def standard(slab: FloatArray) -> FloatArray:
+            z = (slab - location) / scale
+            return z if target is None else z * target[1] + target[0]
+
+        return mapped_in_slabs(np.asarray(values), standard, dtype=dtype), measured
 
     def predict(self, image: MetaTensor, context: PredictContext) -> torch.Tensor:
         if image.shape[0] != 1:
             raise InputError(
                 f"method {self.id!r} takes single-channel volumes, got {image.shape[0]} channels"
             )
-        standard, measured = self.standardized(volume_array(image))
+        standard, measured = self.standardized(volume_array(image), dtype=np.float32)
         context.facts.update(measured)
-        return torch.from_numpy(standard.astype(np.float32))[None]
+        return torch.from_numpy(standard)[None]
 
     def fit(self, volumes: object) -> None:
         """Measure the target domain: the mean over ``volumes`` of each one's statistics.

@@ -196,8 +196,9 @@ class WhiteStripe(StandardizingMethod):
                 histogram has no white-matter peak inside its range, or its peak is not
                 a mode (the histogram is flat on one side of it).
         """
-        array = np.asarray(values, np.float64)
-        inside = np.sort(foreground_values(array, rule=self.options.foreground))
+        array = np.asarray(values)
+        inside = foreground_values(array, rule=self.options.foreground)  # a float64 copy
+        inside.sort()
         if inside[0] == inside[-1]:
             raise InputError(
                 "the foreground has no white-matter peak: "

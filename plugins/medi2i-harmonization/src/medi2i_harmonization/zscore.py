@@ -83,9 +83,9 @@ class ZScore(StandardizingMethod):
                 volume, or a few extreme voxels that took the foreground threshold).
         """
         array = np.asarray(values)
-        inside = np.clip(
-            foreground_values(array, rule=self.options.foreground), *robust_range(array)
-        )
+        bounds = robust_range(array)  # once: the foreground rule needs it too
+        inside = foreground_values(array, rule=self.options.foreground, bounds=bounds)
+        np.clip(inside, *bounds, out=inside)  # float64, a copy of the foreground
         if inside.size and float(inside.min()) == float(inside.max()):
             raise InputError(
                 "the foreground has no spread (standard deviation 0.0): "

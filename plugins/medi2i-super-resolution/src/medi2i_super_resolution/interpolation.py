@@ -108,8 +108,23 @@ class Interpolation(Method[InterpolationOptions, OutputGrid]):
         options = with_condition(self.options, context.condition)
         finer = interpolate_finer(image, options=options, order=self.options.order)
         low, high = float(image.min()), float(image.max())
-        result: torch.Tensor = clipped(finer, low, high, self.options.clip_margin)
-        return result
+        if finer.untyped_storage().data_ptr() == image.untyped_storage().data_ptr():
+            # the output is the input itself (the grid is the input's): clip a copy
+            result: torch.Tensor = clipped(finer, low, high, self.options.clip_margin)
+            return result
+        return clipped_in_place(finer, low, high, self.options.clip_margin)
+
+
+def clipped_in_place(
+    output: torch.Tensor, low: float, high: float, margin: float | None
+) -> torch.Tensor:
+    """``output`` clipped in place, as :func:`~medi2i_super_resolution.grids.clipped`
+    clips a copy: the output is the largest array of a prediction, and a copy of it
+    would be one more output volume in memory."""
+    if margin is not None:
+        pad = margin * (high - low)
+        output.clamp_(low - pad, high + pad)
+    return output
 
 
 def interpolate_finer(
@@ -133,16 +148,23 @@ def interpolate_finer(
     values = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if finer.is_identity(source.shape):
         resampled = np.asarray(values, np.float32)
-    else:
-        resampled = np.stack([resample_channel(c, finer, order=order) for c in values])
+    else:  # each channel written into its place: no stacked copy of the output
+        resampled = np.empty((len(values), *finer.grid.shape), np.float32)
+        for channel, out in zip(values, resampled, strict=True):
+            resample_channel(channel, finer, order=order, output=out)
     affine = torch.as_tensor(finer.grid.affine, dtype=torch.float64)
     return MetaTensor(torch.from_numpy(np.ascontiguousarray(resampled)), affine=affine)
 
 
 def resample_channel(
-    values: np.ndarray, finer: FinerGrid, *, order: InterpolationOrder
+    values: np.ndarray,
+    finer: FinerGrid,
+    *,
+    order: InterpolationOrder,
+    output: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One ``(X, Y, Z)`` channel sampled at the finer grid's voxel centres (float32).
+    """One ``(X, Y, Z)`` channel sampled at the finer grid's voxel centres (float32),
+    written into ``output`` when it is given (a float32 array of the grid's shape).
 
     An axis the grid makes coarser than the input (a step above 1, only from an explicit
     ``target_spacing``) is first blurred by a Gaussian of standard deviation
@@ -155,7 +177,7 @@ def resample_channel(
         if step > 1.0 + _OUTSIDE:
             sigma = 0.5 * math.sqrt(step * step - 1.0)
             values = ndimage.gaussian_filter1d(
-                np.asarray(values, np.float64), sigma, axis=axis, mode="nearest"
+                values, sigma, axis=axis, output=np.float64, mode="nearest"
             )
     return resample_axis_aligned(
         values,
@@ -163,6 +185,7 @@ def resample_channel(
         finer.offsets,
         finer.grid.shape,
         spline_order=SPLINE_ORDERS[order],
+        output=output,
     )
 
 
@@ -173,24 +196,37 @@ def resample_axis_aligned(
     shape: Sequence[int],
     *,
     spline_order: int,
+    output: np.ndarray | None = None,
 ) -> np.ndarray:
     """``values`` sampled at voxel ``i`` of an axis-aligned grid of ``shape`` from the
     input index ``steps * i + offsets`` (per axis), by B-splines of ``spline_order``;
     positions past the outermost input voxel centres take the value at that centre
     (the edge voxel replicated, not the spline continued: a cubic spline carried past
     the last centre overshoots); float32. Nothing is blurred: an axis sampled coarser
-    aliases unless ``values`` were blurred first (see :func:`resample_channel`)."""
-    data = np.asarray(values, np.float64)
+    aliases unless ``values`` were blurred first (see :func:`resample_channel`).
+
+    The spline coefficients are float64 (their precision is the output's accuracy);
+    the spline is evaluated in float64 and written straight into a float32 ``output``
+    (given, of ``shape``, or made here), so that no float64 array of the output's size
+    exists: peak memory is the coefficients (2 input volumes of float32) and the output.
+    """
+    out_shape = tuple(int(n) for n in shape)
+    sampled = output if output is not None else np.empty(out_shape, np.float32)
+    if sampled.shape != out_shape or sampled.dtype != np.float32:
+        raise ValueError(f"output must be a float32 array of shape {out_shape}")
     if spline_order > 1:  # the coefficients once, for every evaluation below
-        data = ndimage.spline_filter(data, order=spline_order, mode="nearest")
-    sampled = _spline_at(
+        # float64 output straight from the input: no float64 copy of the input first
+        data = ndimage.spline_filter(values, order=spline_order, output=np.float64, mode="nearest")
+    else:
+        data = np.asarray(values)
+    _spline_at(
         data,
         tuple(float(s) for s in steps),
         tuple(float(o) for o in offsets),
-        tuple(int(n) for n in shape),
+        sampled,
         spline_order,
     )
-    return np.asarray(sampled, np.float32)
+    return sampled
 
 
 _OUTSIDE = 1e-9
@@ -201,22 +237,24 @@ def _spline_at(
     coefficients: np.ndarray,
     steps: tuple[float, ...],
     offsets: tuple[float, ...],
-    shape: tuple[int, ...],
+    sampled: np.ndarray,
     order: int,
-) -> np.ndarray:
-    """The spline of ``coefficients`` at the grid's positions, each clamped to the
-    outermost input centres along every axis (the clamped planes evaluated on their own:
-    a B-spline is separable, so clamping one coordinate is evaluating there)."""
-    sampled = np.asarray(
-        ndimage.affine_transform(
-            coefficients,
-            np.asarray(steps),  # a vector: the separable, axis-aligned case
-            offset=np.asarray(offsets),
-            output_shape=shape,
-            order=order,
-            mode="nearest",
-            prefilter=False,
-        )
+) -> None:
+    """Write into ``sampled`` the spline of ``coefficients`` at the grid's positions,
+    each clamped to the outermost input centres along every axis (the clamped planes
+    evaluated on their own: a B-spline is separable, so clamping one coordinate is
+    evaluating there). scipy evaluates in float64 and rounds once into ``sampled``'s
+    type, as casting a float64 output would."""
+    shape = sampled.shape
+    ndimage.affine_transform(
+        coefficients,
+        np.asarray(steps),  # a vector: the separable, axis-aligned case
+        offset=np.asarray(offsets),
+        output_shape=shape,
+        output=sampled,
+        order=order,
+        mode="nearest",
+        prefilter=False,
     )
     for axis, count in enumerate(coefficients.shape):
         positions = offsets[axis] + steps[axis] * np.arange(shape[axis])
@@ -226,14 +264,16 @@ def _spline_at(
         ):
             if not outside.any():
                 continue
-            plane = _spline_at(
+            plane = np.empty(
+                tuple(1 if a == axis else n for a, n in enumerate(shape)), sampled.dtype
+            )
+            _spline_at(
                 coefficients,
                 steps,
                 tuple(edge if a == axis else o for a, o in enumerate(offsets)),
-                tuple(1 if a == axis else n for a, n in enumerate(shape)),
+                plane,
                 order,
             )
             index: list[slice | np.ndarray] = [slice(None)] * len(shape)
             index[axis] = np.flatnonzero(outside)
             sampled[tuple(index)] = plane
-    return sampled
