@@ -537,8 +537,13 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         return False
 
     def configure_training(self, trainer: TrainerAPI) -> None:
-        """Create optimizers with ``trainer.add_optimizer`` (called once before training)."""
-        raise Medi2iError(f"method {self.id!r} is not trained by gradient steps")
+        """Create optimizers with ``trainer.add_optimizer`` (called once before training).
+
+        Raises:
+            OptionsError: The method is not trained by gradient steps (the default);
+                the message says how it learns instead.
+        """
+        raise self._not_stepped()
 
     def training_step(self, batch: Any, trainer: TrainerAPI) -> dict[str, float]:
         """One optimisation step on a batch; returns the losses to log.
@@ -547,7 +552,24 @@ class Method(abc.ABC, Generic[OptionsT, ConditionT]):
         kind: :class:`PairedBatch`, :class:`UnpairedBatch`, :class:`MultiDomainBatch` or
         :class:`SingleDomainBatch` (annotate the parameter with the one you train on).
         """
-        raise Medi2iError(f"method {self.id!r} is not trained by gradient steps")
+        raise self._not_stepped()
+
+    def _not_stepped(self) -> OptionsError:
+        """The error :func:`medi2i.training.train` meets for a method that is not
+        trained by gradient steps, saying what learns it instead."""
+        if self.training is Training.NONE:
+            instead = "it learns nothing: predict with it as it is"
+        elif self.data is DataKind.PAIRED:
+            instead = "fit it with method.fit_pairs(pairs) (medi2i.FitPair of preprocessed volumes)"
+        elif self.data in (DataKind.UNPAIRED, DataKind.MULTI_DOMAIN):
+            instead = "fit it with method.fit_domains(volumes_by_domain)"
+        else:
+            instead = "fit it with method.fit(volumes) on preprocessed volumes"
+        return OptionsError(
+            f"method {self.id!r} is not trained by gradient steps (training: "
+            f"{self.training.value}), so medi2i.training.train cannot train it; {instead}, "
+            "or run a workflow, whose train stage fits it"
+        )
 
     def training_state(self) -> dict[str, TrainingStateValue]:
         """State beyond weights and optimizers that a resumed run needs (image pools,

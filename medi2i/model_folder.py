@@ -205,6 +205,7 @@ def save_model(
         The folder path.
 
     Raises:
+        OptionsError: ``method`` is not a method object (a method id, a class).
         InputError: ``folder`` exists and ``overwrite`` is not set.
         OutputError: A file stands where a parent folder of ``folder`` would be, or the
             folder cannot be written.
@@ -214,6 +215,7 @@ def save_model(
     from medi2i.trained_state import is_trained
     from medi2i.training.auxiliary import auxiliary_hashes
 
+    _require_method_object(method)
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise InputError(f"model folder {folder} already exists; choose another path or overwrite")
@@ -255,6 +257,27 @@ def save_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def _require_method_object(given: object) -> None:
+    """Refuse anything but a method object where :func:`save_model` saves one.
+
+    Raises:
+        OptionsError: Naming what was given and how to make the method object.
+    """
+    if isinstance(given, Method):
+        return
+    if isinstance(given, str):
+        found, make = f"the str {given!r}", f"medi2i.Registry().method({given!r})(options)"
+    elif isinstance(given, type):
+        found = f"the class {given.__module__}.{given.__qualname__}"
+        make = f"{given.__qualname__}(options)"
+    else:
+        found, make = f"a {type(given).__name__} object", "medi2i.Registry().method(ID)(options)"
+    raise OptionsError(
+        f"save_model takes a method object, not {found}; make one with {make} (fit or "
+        "train it first if it learns), or load a trained one with medi2i.load_model(MODEL)"
+    )
 
 
 def _write_weights(method: Method, staging: Path) -> WeightsRecord | None:

@@ -63,8 +63,14 @@ def predict_outputs(
     condition: Condition = None,
     engine: SlidingWindowEngine | None = None,
     run_facts: dict[str, object] | None = None,
+    allow_constant: bool = False,
 ) -> dict[str, MetaTensor]:
     """Translate one channel-first volume in memory into every output of the method.
+
+    Every path that predicts (:func:`predict`, :func:`predict_tensor`, ``medi2i
+    batch``, the DICOM node, a workflow's evaluation) runs through here, so each
+    refuses the same outputs: non-finite ones, and constant ones (constant inputs are
+    refused, so a constant translation of a varying input is a method that collapsed).
 
     Args:
         method: A ready method (fitted or loaded from a model folder).
@@ -78,6 +84,9 @@ def predict_outputs(
         run_facts: Filled with what the method reports about this run
             (:attr:`medi2i.PredictContext.facts`, e.g. the steps a time budget stopped
             its fitting at), for the caller's provenance; not kept when ``None``.
+        allow_constant: Return an output whose voxels all hold one value instead of
+            refusing it, for a caller that scores outputs rather than delivers them
+            (validation during training, where a collapsed network scores badly).
 
     Returns:
         The outputs by name (:meth:`medi2i.Method.outputs`; ``""`` for the single output
@@ -93,9 +102,10 @@ def predict_outputs(
         GeometryError: ``image`` is not channel-first 3D, its affine is not a finite,
             invertible 4x4 matrix, or its channels are not those of a patch network's
             ``input_spec``.
-        OutputError: An output is not finite, has other channels than it declares, or
-            is not a volume the core can place on a grid (not channel-first 3D; another
-            shape under the input's affine).
+        OutputError: An output is not finite, is constant (every voxel the same value,
+            unless ``allow_constant``), has other channels than it declares, or is not
+            a volume the core can place on a grid (not channel-first 3D; another shape
+            under the input's affine).
     """
     from medi2i.data.loading import prepared as prepared_volume
     from medi2i.engine import SlidingWindowEngine
@@ -155,6 +165,8 @@ def predict_outputs(
         delivered = _delivered(method, done, seen_grid, source_meta, output, parsed)
         if any(widths):  # back to the output grid of the volume itself
             delivered = cropped_to_grid(delivered, output_grid, method_id=method.id)
+        if not allow_constant:
+            _require_varying(method, delivered, output, source_meta)
         results[output.name] = delivered
     return results
 
@@ -167,8 +179,13 @@ def predict_tensor(
     condition: Condition = None,
     engine: SlidingWindowEngine | None = None,
     run_facts: dict[str, object] | None = None,
+    allow_constant: bool = False,
 ) -> MetaTensor:
     """Translate one channel-first volume in memory (a method with one output).
+
+    Example:
+        >>> method = medi2i.Registry().method("intensity-inversion")()  # doctest: +SKIP
+        >>> output = predict_tensor(method, medi2i.read_volume("t1.nii.gz"))  # doctest: +SKIP
 
     Args:
         method: A ready method (fitted or loaded from a model folder).
@@ -182,6 +199,8 @@ def predict_tensor(
             engine made from ``settings`` when ``None``.
         run_facts: Filled with what the method reports about this run, as
             :func:`predict_outputs` fills it.
+        allow_constant: Return a constant output instead of refusing it (see
+            :func:`predict_outputs`).
 
     Returns:
         The output as a ``MetaTensor`` on ``method.output_grid`` of the input grid
@@ -192,9 +211,17 @@ def predict_tensor(
         OptionsError: The method yields several named outputs under ``condition``
             (use :func:`predict_outputs`); otherwise as :func:`predict_outputs`.
         InputError: As :func:`predict_outputs`.
+        OutputError: The output is not finite or is constant (the method collapsed on
+            this input), as :func:`predict_outputs` refuses it.
     """
     results = predict_outputs(
-        method, image, settings=settings, condition=condition, engine=engine, run_facts=run_facts
+        method,
+        image,
+        settings=settings,
+        condition=condition,
+        engine=engine,
+        run_facts=run_facts,
+        allow_constant=allow_constant,
     )
     if len(results) != 1:
         raise OptionsError(
@@ -202,6 +229,21 @@ def predict_tensor(
             "under this condition; predict them with predict_outputs"
         )
     return next(iter(results.values()))
+
+
+def _require_varying(
+    method: Method, output: MetaTensor, declared: Output, source_meta: Mapping[str, object]
+) -> None:
+    """Refuse an output whose voxels all hold one value: the method collapsed."""
+    from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
+
+    named = f" {declared.name!r}" if declared.name else ""
+    where = source_meta.get("filename_or_obj") or "the input"
+    require_varying_output(
+        output.as_tensor().detach().cpu().numpy(),
+        f"the output{named} of {method.id!r} for {where}",
+        hint=COLLAPSED_HINT,
+    )
 
 
 def _delivered(
@@ -363,7 +405,8 @@ def predict(
 
     Raises:
         OutputError: The output is the input, or exists and ``overwrite`` is not set,
-            or the method's output is not finite (nothing is written then).
+            or the method's output is not finite or is constant (nothing is written
+            then).
         InputError: The input is unreadable, non-finite (see ``settings.nonfinite``),
             constant or empty, or of another modality than the method takes; no writer
             takes the output's suffix.
@@ -427,7 +470,6 @@ def predict_all(
     from medi2i.io.destinations import as_output_path, check_destination, condition_inputs
     from medi2i.method_references import require_source_path
     from medi2i.registry import Registry
-    from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
 
     require_source_path(source)
     require_not_special(Path(source))  # a FIFO would block the read: refused before any work
@@ -482,12 +524,6 @@ def predict_all(
         ready, held.pop(), settings=settings, condition=parsed, engine=engine, run_facts=facts
     )
     record["run"] = run_record(facts)  # the method's own report
-    for declared_output in declared:  # a file is a result: a collapsed one is not written
-        require_varying_output(
-            results[declared_output.name].as_tensor().detach().cpu().numpy(),
-            f"{paths[declared_output.name]} (the output of {ready.id!r} for {source})",
-            hint=COLLAPSED_HINT,
-        )
     written: dict[str, Path] = {}
     for declared_output in declared:
         path = paths[declared_output.name]

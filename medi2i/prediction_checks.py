@@ -21,6 +21,7 @@ from medi2i.method import Method
 from medi2i.method_spec import Output, validated_model
 from medi2i.patch_network import PatchNetworkMethod
 from medi2i.settings import InferenceSettings
+from medi2i.text import described
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -94,7 +95,7 @@ def require_ready_call(method: object, image: object) -> None:
     from monai.data.meta_tensor import MetaTensor
 
     if not isinstance(method, Method):
-        given = f"the class {method.__name__}" if isinstance(method, type) else repr(method)
+        given = f"the class {method.__name__}" if isinstance(method, type) else described(method)
         raise OptionsError(
             f"predict needs a ready method, got {given}; make one with "
             "medi2i.Registry().method(ID)(options) (a method that needs no training) or "

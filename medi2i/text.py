@@ -42,3 +42,21 @@ def message_lines(text: str) -> str:
           sent 99 file(s)'
     """
     return "\n  ".join(one_line(line) for line in text.split("\n"))
+
+
+def described(value: object) -> str:
+    """What ``value`` is, for a message that must not paste its contents (an array of
+    millions of voxels): its type, and its shape and dtype when it has them.
+
+    Example:
+        >>> import numpy as np
+        >>> described(np.zeros((2, 3), np.float32))
+        'a ndarray object of shape (2, 3), float32'
+        >>> described(3)
+        'a int object'
+    """
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    facts = f" of shape {tuple(shape)}" if isinstance(shape, tuple | list) or shape else ""
+    facts += f", {dtype}" if facts and dtype is not None else ""
+    return f"a {type(value).__name__} object{facts}"

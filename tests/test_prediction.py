@@ -218,9 +218,12 @@ def test_a_constant_output_of_a_varying_input_is_not_written(
             registry=registry,
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
-    # in memory, a caller may still look at what a method made
+    # in memory too (the output is refused as a file is), unless the caller asks to see it
     collapsed = _Returning(lambda v: v * 0.0 + 3.0, "postprocess")
-    assert float(predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET).max()) == 3.0
+    with pytest.raises(OutputError, match="every voxel is 3, a constant volume"):
+        predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET)
+    seen = predict_tensor(collapsed, volume(oblique_affine()), settings=QUIET, allow_constant=True)
+    assert float(seen.max()) == 3.0
 
 
 def test_an_output_of_one_voxel_is_refused_before_the_method_runs(

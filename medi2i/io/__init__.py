@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from medi2i.errors import InputError, Medi2iError, OptionsError, OutputError, PluginError
 from medi2i.io.atomic import atomic_path
 from medi2i.io.base import VolumeReader, VolumeWriter, require_existing, special_file_kind
+from medi2i.text import described
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -102,9 +103,7 @@ def read_volume(path: str | Path, *, readers: Sequence[VolumeReader] | None = No
             plugin and the file.
     """
     if not isinstance(path, str | os.PathLike):
-        raise OptionsError(
-            f"read_volume takes a file or DICOM folder path, not {type(path).__name__} {path!r}"
-        )
+        raise OptionsError(f"read_volume takes a file or DICOM folder path, not {described(path)}")
     path = Path(path)
     require_existing(path)
     readers = registered_readers() if readers is None else readers

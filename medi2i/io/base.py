@@ -35,11 +35,13 @@ from __future__ import annotations
 import abc
 import os
 import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 
@@ -335,45 +337,60 @@ def physical_memory() -> int | None:
 
 
 def volume_from_array(
-    array: np.ndarray,
+    array: npt.ArrayLike,
     affine: np.ndarray,
     *,
-    path: Path,
+    path: Path | str,
     source_dtype: str | None = None,
     meta: Mapping[str, object] | None = None,
     keep_layout: bool = False,
 ) -> MetaTensor:
     """Build the volume every reader returns from a voxel array and its affine.
 
+    The volume holds its own copy of the voxels: changing it never changes ``array``,
+    and changing ``array`` afterwards never changes the volume (unless
+    ``keep_layout``, which readers use for an array they made and hand over).
+
+    Example:
+        >>> volume = volume_from_array(np.zeros((4, 3, 2)), np.eye(4), path="zeros")
+        >>> tuple(volume.shape), str(volume.dtype)
+        ((1, 4, 3, 2), 'torch.float32')
+
     Args:
-        array: Voxel values indexed ``[i, j, k]`` (x first), 3D.
+        array: Voxel values indexed ``[i, j, k]`` (x first): a 3D numpy array, torch
+            tensor or nested list of real numbers, or a ``(1, X, Y, Z)`` one with its
+            channel first (as :func:`medi2i.read_volume` returns volumes).
         affine: 4x4 voxel-to-world matrix in RAS+ mm.
         path: The file read; stored as ``filename_or_obj`` and named in errors.
         source_dtype: The voxel type stored in the file; defaults to ``array.dtype``.
         meta: Further metadata (format header fields, DICOM UIDs, ...).
-        keep_layout: Keep ``array``'s memory order (x fastest, as NIfTI, a DICOM
-            series or ITK store it) instead of copying it to C order: the cast to
-            float32, when needed, is then one pass over memory without transposing.
+        keep_layout: For readers: keep ``array``'s memory order (x fastest, as NIfTI,
+            a DICOM series or ITK store it) instead of copying it to C order: the cast
+            to float32, when needed, is then one pass over memory without
+            transposing, and a float32 array is used as it is, not copied (the reader
+            hands it over and keeps no reference).
 
     Returns:
         A ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32, with a float64 affine.
 
     Raises:
+        InputError: ``array`` is not an array of real numbers.
         GeometryError: The array is not 3D, or the affine is not a finite invertible
             4x4 matrix (e.g. a spacing of 0 mm).
     """
     import torch
     from monai.data.meta_tensor import MetaTensor
 
-    shape = spatial_shape(array.shape, path)
-    affine = _checked_affine(affine, path)
-    values = array.reshape(shape)
-    _require_float32_range(values, path)
+    voxels = _voxel_array(array, path)
+    shape = spatial_shape(_without_channel(voxels.shape), Path(path))
+    affine = _checked_affine(affine, Path(path))
+    values = voxels.reshape(shape)
+    _require_float32_range(values, Path(path))
     if keep_layout:
         # a cast in the array's own memory order: one pass, no transposition
         values = values.astype(np.float32, order="K", copy=False)
-    else:
-        values = np.ascontiguousarray(values, dtype=np.float32)
+    else:  # always a copy: the caller's array is never changed through the volume
+        values = np.array(values, dtype=np.float32, order="C", copy=True)
     full_meta: dict[str, object] = dict(meta or {})
     full_meta.update(
         {
@@ -382,12 +399,54 @@ def volume_from_array(
             "original_affine": affine.copy(),
             "space": "RAS",
             "original_channel_dim": "no_channel",
-            DTYPE_KEY: source_dtype or np.dtype(array.dtype).name,
+            DTYPE_KEY: source_dtype or voxels.dtype.name,
         }
     )
     return MetaTensor(
         torch.from_numpy(values[None]), affine=torch.from_numpy(affine), meta=full_meta
     )
+
+
+def _voxel_array(array: object, path: Path | str) -> np.ndarray:
+    """``array`` as a numpy array of real numbers (a torch tensor or a nested list
+    converted; a numpy array as it is)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(array, torch.Tensor):
+        tensor = torch.Tensor.as_subclass(array.detach().cpu(), torch.Tensor)
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
+            tensor = tensor.float()
+        if not tensor.is_complex():
+            return np.asarray(tensor.numpy())
+    if isinstance(array, list | tuple):
+        try:
+            array = np.asarray(array)
+        except ValueError:
+            raise InputError(
+                f"{path}: the nested list of voxel values is ragged (its rows differ in "
+                "length); give a 3D numpy array of shape (X, Y, Z)"
+            ) from None
+    if isinstance(array, np.ndarray) and array.dtype.kind in "biuf":
+        return array
+    dtype = getattr(array, "dtype", None)
+    found = f"a {type(array).__name__}" + (f" of {dtype}" if dtype is not None else "")
+    hint = (
+        "take their magnitude (np.abs) first"
+        if "complex" in str(dtype)
+        else "convert them with np.asarray(values, np.float32)"
+    )
+    raise InputError(
+        f"{path}: volume_from_array takes the voxel values as a 3D numpy array of real "
+        f"numbers (X, Y, Z), not {found}; {hint}"
+    )
+
+
+def _without_channel(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``(X, Y, Z)`` of a ``(1, X, Y, Z)`` array with its channel first (as volumes
+    are), or ``shape`` itself: a ``(X, Y, Z, 1)`` array keeps its trailing axis, which
+    :func:`spatial_shape` drops."""
+    if len(shape) == 4 and shape[0] == 1 and shape[3] != 1:
+        return shape[1:]
+    return shape
 
 
 def _checked_affine(affine: np.ndarray, path: Path) -> np.ndarray:

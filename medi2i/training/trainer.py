@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -500,11 +500,16 @@ def train(
             temporary name, with the folder and whether it is the best model, so a
             model folder appears with its card or not at all.
 
+    The run seeds torch's global random generators with ``config.seed`` (the same
+    weights for the same seed); the caller's generator states are put back when it
+    returns or raises, so code after it draws as it would have without it.
+
     Returns:
         Where the model and history are, the final losses and validation metrics.
 
     Raises:
-        OptionsError: The data does not fit the method, the settings are unusable, or
+        OptionsError: The data does not fit the method (or the method is not trained by
+            gradient steps: fit it instead), the settings are unusable, or
             ``init_from`` is another method or its weights do not fit ``method``.
         CheckpointError: The checkpoint is damaged or was written with other settings.
         InputError: A volume is missing or unreadable.
@@ -516,17 +521,45 @@ def train(
     """
     from medi2i.training.run import run_training
 
-    return run_training(
-        method,
-        data,
-        config=config,
-        run_dir=Path(run_dir),
-        validation=validation,
-        resume=resume,
-        inference=inference,
-        validation_condition=validation_condition,
-        unlabelled=unlabelled,
-        init_from=init_from,
-        on_start=on_start,
-        finish_model=finish_model,
-    )
+    with callers_generators_kept():
+        return run_training(
+            method,
+            data,
+            config=config,
+            run_dir=Path(run_dir),
+            validation=validation,
+            resume=resume,
+            inference=inference,
+            validation_condition=validation_condition,
+            unlabelled=unlabelled,
+            init_from=init_from,
+            on_start=on_start,
+            finish_model=finish_model,
+        )
+
+
+@contextlib.contextmanager
+def callers_generators_kept() -> Iterator[None]:
+    """Put torch's global random generators (CPU, and CUDA once initialised) back as
+    they were when the block ends, however it ends.
+
+    CUDA generators not yet initialised when the block starts have no state to keep;
+    if the block initialises them, they are seeded afterwards with the CPU generator's
+    initial seed, as ``torch.manual_seed`` before the block would have seeded them.
+    """
+    cpu = torch.get_rng_state()
+    initial_seed = torch.initial_seed()
+    cuda = torch.cuda.get_rng_state_all() if _cuda_started() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        elif _cuda_started():
+            torch.cuda.manual_seed_all(initial_seed)
+
+
+def _cuda_started() -> bool:
+    """Whether this process initialised CUDA (it has CUDA generators to keep)."""
+    return bool(torch.cuda.is_initialized())  # type: ignore[no-untyped-call]

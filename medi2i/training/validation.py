@@ -203,7 +203,9 @@ def _case_metrics(
 
     merged = case_condition(condition, case.condition)
     metrics = _metrics_for(method, merged)
-    prediction = predict_tensor(method, case.source, settings=settings, condition=merged)
+    prediction = predict_tensor(  # a collapsed network scores badly; the run watches it
+        method, case.source, settings=settings, condition=merged, allow_constant=True
+    )
     if case.target_grid is not None:
         require_same_grid(
             Grid.of(prediction),

@@ -446,7 +446,6 @@ class SeriesTranslator:
     ) -> _Delivery:
         from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
-        from medi2i.voxel_checks import COLLAPSED_HINT, require_varying_output
 
         with timed_stage(timings, "read"):
             image = read_dicom_series(series)
@@ -460,11 +459,6 @@ class SeriesTranslator:
                 engine=self._engine,
                 run_facts=facts,
             )
-        require_varying_output(  # a constant volume is a collapse, never a result
-            result.as_tensor().detach().cpu().numpy(),
-            f"the output of {self.method.id!r} for series {series.series_instance_uid}",
-            hint=COLLAPSED_HINT,
-        )
         name = self.names.uid(series.series_instance_uid)
         scratch = None
         if self.output is not None:

@@ -127,3 +127,9 @@ def test_fit_needs_volumes_by_domain(domains: dict[str, list[np.ndarray]]) -> No
         method.fit_domains({"A": domains["A"], "B": []})
 
     assert "\n" not in str(one_domain.value)
+
+
+def test_an_unfitted_domain_map_says_how_to_fit_it() -> None:
+    method = DomainIntensityMap({})
+    with pytest.raises(OptionsError, match=r"not fitted: call method\.fit_domains"):
+        method.map_values(np.arange(64.0).reshape(4, 4, 4), source="A", target="B")

@@ -242,3 +242,9 @@ def test_standardizes_two_looks_of_a_real_t1_alike(data_dir: Path) -> None:
     low, high = np.percentile(a[head], [1.0, 99.0])
     assert np.corrcoef(a[head], b[head])[0, 1] > 0.98
     assert wasserstein_distance(a[head], b[head]) < 0.1 * (high - low)
+
+
+def test_an_unfitted_nyul_says_how_to_fit_it() -> None:
+    method = NyulStandardization({})
+    with pytest.raises(OptionsError, match=r"not fitted: call method\.fit\(volumes\)"):
+        method.standardize(np.arange(64.0).reshape(4, 4, 4))

@@ -229,7 +229,8 @@ def test_srcnn_outputs_are_clipped_to_the_input_range() -> None:
     with torch.no_grad():  # a reconstruction layer that adds a large detail everywhere
         method.network.reconstruction.bias.fill_(-5.0)
 
-    output = predict_tensor(method, image, settings=SETTINGS)
+    # every voxel clipped to -50 is a constant volume: looked at, not delivered
+    output = predict_tensor(method, image, settings=SETTINGS, allow_constant=True)
 
     assert float(output.min()) >= -50.0 - 1e-3
 

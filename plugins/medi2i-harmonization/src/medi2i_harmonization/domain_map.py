@@ -34,7 +34,6 @@ from medi2i import (
     DataKind,
     DomainSpec,
     InputError,
-    Medi2iError,
     Method,
     ModelFormatError,
     Options,
@@ -193,13 +192,13 @@ class DomainIntensityMap(TargetDomainOutputs, Method[DomainMapOptions, TargetDom
         (the map computed in float64 a slab at a time, rounded once).
 
         Raises:
-            Medi2iError: The method was not fitted.
-            OptionsError: A domain it was not fitted on.
+            OptionsError: The method was not fitted, or a domain it was not fitted on.
         """
         if not self.tables:
-            raise Medi2iError(
-                f"method {self.id!r} is not fitted: fit it on volumes of each domain "
-                "(or load a fitted model folder) before predicting"
+            raise OptionsError(
+                f"method {self.id!r} is not fitted: call method.fit_domains(...) with the "
+                "volumes of each domain, run a workflow with multi-domain training data, or "
+                "load a fitted model folder (medi2i.load_model) before predicting"
             )
         for name in (source, target):
             if name not in self.tables:

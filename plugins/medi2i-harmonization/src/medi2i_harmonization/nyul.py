@@ -48,10 +48,10 @@ from pydantic import BaseModel, Field, model_validator
 from medi2i import (
     DataKind,
     InputError,
-    Medi2iError,
     Method,
     ModelFormatError,
     Options,
+    OptionsError,
     Task,
     Training,
 )
@@ -218,7 +218,7 @@ class NyulStandardization(Method):
         """Map a whole volume onto the standard scale (float64).
 
         Raises:
-            Medi2iError: The method was not fitted.
+            OptionsError: The method was not fitted.
             InputError: The volume's foreground has fewer than two distinct landmarks.
         """
         return self.standardized(values, dtype=np.float64)
@@ -228,13 +228,14 @@ class NyulStandardization(Method):
         a slab at a time (:func:`~medi2i_harmonization.samples.mapped_in_slabs`).
 
         Raises:
-            Medi2iError: The method was not fitted.
+            OptionsError: The method was not fitted.
             InputError: The volume's foreground has fewer than two distinct landmarks.
         """
         if self.standard_landmarks is None:
-            raise Medi2iError(
-                f"method {self.id!r} is not fitted: fit it on volumes of the target domain "
-                "(or load a fitted model folder) before predicting"
+            raise OptionsError(
+                f"method {self.id!r} is not fitted: call method.fit(volumes) with volumes "
+                "of the target domain, run a workflow with single-domain training data, or "
+                "load a fitted model folder (medi2i.load_model) before predicting"
             )
         values = np.asarray(values)
         zeros = values == 0

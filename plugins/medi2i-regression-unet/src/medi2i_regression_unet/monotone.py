@@ -38,15 +38,18 @@ from medi2i import (
     DataKind,
     FitPair,
     GeometryError,
+    InputError,
     Medi2iError,
     Method,
     ModelFormatError,
     NoCondition,
     Options,
+    OptionsError,
     PredictContext,
     StateValue,
     Task,
     Training,
+    TrainingError,
     VolumeSpec,
     body_mask,
     normalize_mr,
@@ -196,11 +199,27 @@ class MonotoneMapping(Method[MonotoneMappingOptions, NoCondition]):
 
     def fit_pairs(self, pairs: Sequence[FitPair]) -> None:
         """Fit the curve on the voxels of every pair inside its mask (without a mask:
-        where the CT is above -500 HU, holes filled)."""
+        where the CT is above -500 HU, holes filled).
+
+        Each pair's source must be preprocessed as predict preprocesses its input
+        (``method.preprocess(volume)``; a workflow's train stage does it): a curve
+        fitted on raw intensities would map every z-scored input to one value.
+
+        Example:
+            >>> method = MonotoneMapping()  # doctest: +SKIP
+            >>> method.fit_pairs([FitPair("case", method.preprocess(mr), ct)])  # doctest: +SKIP
+
+        Raises:
+            InputError: A source was not preprocessed.
+            GeometryError: A case's MR, CT and mask do not lie on one grid.
+            TrainingError: The fitted curve is constant (the CT inside the masks holds
+                one value): the model would predict one value everywhere.
+        """
         if not pairs:
             raise Medi2iError(f"method {self.id!r} needs at least one paired case to fit on")
         sources, targets = [], []
         for pair in pairs:
+            self._require_preprocessed(pair)
             source = pair.source.detach().cpu().numpy()
             target = pair.target.detach().cpu().numpy()
             if source.shape != target.shape:
@@ -216,8 +235,30 @@ class MonotoneMapping(Method[MonotoneMappingOptions, NoCondition]):
                 )
             sources.append(source[inside])
             targets.append(target[inside])
-        self.curve = fit_curve(
-            np.concatenate(sources), np.concatenate(targets), bins=self.options.bins
+        curve = fit_curve(np.concatenate(sources), np.concatenate(targets), bins=self.options.bins)
+        if np.ptp(curve.hounsfield) == 0.0:
+            raise TrainingError(
+                f"method {self.id!r}: the fitted mapping is constant (every MR intensity "
+                f"maps to {curve.hounsfield[0]:g} HU), so its model would predict one value "
+                "everywhere; check that the targets are CT volumes in HU and the masks "
+                "cover the body"
+            )
+        self.curve = curve
+
+    def _require_preprocessed(self, pair: FitPair) -> None:
+        """Refuse a source that ``preprocess`` would still change: z-scoring is
+        idempotent, so a preprocessed source comes back (nearly) as it is."""
+        if self.options.mr_normalization == "none":
+            return
+        given = pair.source.detach().cpu().float()
+        again = self.preprocess(cast("MetaTensor", given))
+        if torch.allclose(torch.as_tensor(again), torch.as_tensor(given), rtol=1e-3, atol=1e-3):
+            return
+        raise InputError(
+            f"method {self.id!r}, case {pair.case_id!r}: the source is not preprocessed "
+            f"(FitPair.source must be method.preprocess(volume), as predict sees it); pass "
+            "method.preprocess(volume) as the source and method.preprocess_target(volume) "
+            "as the target"
         )
 
     def predict(self, image: MetaTensor, context: PredictContext[NoCondition]) -> torch.Tensor:
@@ -278,9 +319,11 @@ class MonotoneMapping(Method[MonotoneMappingOptions, NoCondition]):
 
     def _fitted(self) -> Curve:
         if self.curve is None:
-            raise Medi2iError(
-                f"method {self.id!r} has not been fitted: run a workflow with paired "
-                "training data (it fits in the train stage) and predict with its model"
+            raise OptionsError(
+                f"method {self.id!r} has not been fitted: fit it with "
+                "method.fit_pairs(pairs) on preprocessed paired volumes, or run a workflow "
+                "with paired training data (it fits in the train stage) and predict with "
+                "its model (medi2i.load_model)"
             )
         return self.curve
 
