@@ -58,3 +58,34 @@ class TrainingError(Medi2iError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interrupt by the command line (exit status 143, not the
     130 of Ctrl-C); caught wherever an interrupt is, so it cleans up the same way."""
+
+
+_ALLOCATION_FAILURES = ("can't allocate memory", "cannot allocate memory", "failed to allocate")
+"""Words of a failed allocation in a library's message (torch's CPU allocator and ITK raise
+a ``RuntimeError``, not ``MemoryError``)."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed memory allocation: ``MemoryError`` (numpy, Python), an
+    ``OSError`` with ``errno`` ENOMEM (a read into memory), or a ``RuntimeError`` whose
+    message says an allocation failed (torch on the CPU, CUDA's out-of-memory error, ITK).
+
+    Example:
+        >>> out_of_memory(MemoryError()), out_of_memory(RuntimeError("shapes differ"))
+        (True, False)
+    """
+    import errno
+
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOMEM
+    text = str(exc).lower()
+    memory = "out of memory" in text or any(words in text for words in _ALLOCATION_FAILURES)
+    return isinstance(exc, RuntimeError) and memory
+
+
+def out_of_memory_reading(path: object, exc: BaseException) -> MemoryError:
+    """The error of a read that failed for want of memory: not a damaged file, so not the
+    reader's "corrupt" :class:`InputError` (the command line reports it in one line)."""
+    return MemoryError(f"reading {path}: {type(exc).__name__}: {exc}")

@@ -554,8 +554,36 @@ def test_running_out_of_memory_is_one_line_with_advice(flags: list[str]) -> None
 
 
 def test_an_ordinary_runtime_error_is_not_taken_for_memory() -> None:
-    from medi2i.cli.main import out_of_memory
+    import errno
+
+    from medi2i.errors import out_of_memory
 
     assert out_of_memory(MemoryError())
+    assert out_of_memory(OSError(errno.ENOMEM, "Cannot allocate memory"))
+    assert not out_of_memory(OSError(errno.EIO, "Input/output error"))
     assert not out_of_memory(RuntimeError("shapes do not match"))
     assert not out_of_memory(ValueError("out of memory"))  # only allocators' RuntimeErrors
+
+
+def test_a_read_that_runs_out_of_memory_is_not_called_a_corrupt_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from medi2i.io import nifti
+    from medi2i.testing import write_volume_file
+
+    source = write_volume_file(tmp_path, name="big.nii")
+
+    def no_memory(*args: object) -> None:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(nifti, "_read_voxels", no_memory)
+    result = run(
+        "predict", str(source), str(tmp_path / "out.nii.gz"), "--method", "example-self-rescaling"
+    )
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: out of memory: MemoryError: reading {source}: OSError")
+    assert "corrupt" not in line
+    assert not (tmp_path / "out.nii.gz").exists()

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from medi2i import __version__
-from medi2i.errors import Medi2iError, PluginError, Terminated
+from medi2i.errors import Medi2iError, PluginError, Terminated, out_of_memory
 from medi2i.plugins import (
     BUILTIN_PLUGINS,
     PluginSet,
@@ -154,25 +154,11 @@ def unexpected_error_summary(exc: BaseException, plugins: Collection[str] = ()) 
     return f"{what} (in {raised.package}, raised while {caller.where} called it); {_whose(caller)}"
 
 
-_ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of memory")
-"""Words of a failed allocation in the message of a library's ``RuntimeError`` (torch's
-CPU allocator raises one, not ``MemoryError``)."""
-
 MEMORY_ADVICE = (
     "free memory (close other programs) or raise the process's limit; for a network, "
     "lower --sw-batch-size (windows per batch) or --roi-size; --debug shows the traceback"
 )
 """What an out-of-memory error advises."""
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a failed memory allocation: ``MemoryError`` (numpy, Python),
-    or a ``RuntimeError`` whose message says an allocation failed (torch on the CPU,
-    CUDA's out-of-memory error)."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(w in text for w in _ALLOCATION_FAILURES)
 
 
 def out_of_memory_summary(exc: BaseException, plugins: Collection[str] = ()) -> str:

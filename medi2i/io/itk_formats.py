@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medi2i.errors import GeometryError, InputError
+from medi2i.errors import GeometryError, InputError, out_of_memory, out_of_memory_reading
 from medi2i.grid import lps_to_ras, ras_to_lps
 from medi2i.io.atomic import atomic_file_group, atomic_path
 from medi2i.io.base import (
@@ -336,7 +336,9 @@ def _voxels_zyx(image: Any, path: Path) -> np.ndarray:
 
 def _unreadable(
     path: Path, format_name: str, exc: Exception | None, printed: str = ""
-) -> InputError:
+) -> Exception:
+    if exc is not None and out_of_memory(exc):  # the machine's limit, not a damaged file
+        return out_of_memory_reading(path, exc)
     # what ITK printed (MetaIO's complaints) often says more than its exception
     reason = " / ".join(part for part in (itk_reason(exc) if exc else "", printed) if part)
     return InputError(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
 
-from medi2i.errors import GeometryError, InputError
+from medi2i.errors import GeometryError, InputError, out_of_memory, out_of_memory_reading
 from medi2i.io.atomic import atomic_path, write_remedy
 from medi2i.io.base import (
     VolumeReader,
@@ -496,7 +496,9 @@ def _read_voxels(image: Any, path: Path) -> np.ndarray:
     return values
 
 
-def _unreadable(path: Path, exc: Exception) -> InputError:
+def _unreadable(path: Path, exc: Exception) -> Exception:
+    if out_of_memory(exc):  # the machine's limit, not a damaged file
+        return out_of_memory_reading(path, exc)
     return InputError(
         f"cannot read {path} as NIfTI ({type(exc).__name__}: {exc}); the file is "
         "corrupt, truncated or not NIfTI; check it opens in a viewer or re-export it"
