@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medi2i.data.cases import IMAGE, MASK, SOURCE, TARGET, Case
-from medi2i.data.subjects import LEAVE_OUT, Subject, _raise_incomplete, subject_id
+from medi2i.data.subjects import Subject, _raise_incomplete, subject_id
 from medi2i.errors import InputError
 from medi2i.workflow.schema import CsvLayout
 
@@ -91,11 +91,11 @@ def _csv_subjects(layout: CsvLayout, kind: str, keep: _Include) -> list[Subject]
     )
     _raise_incomplete(
         [
-            f"{manifest} line {lines[path]}: volume {path} does not exist; {LEAVE_OUT}"
+            f"{manifest} line {lines[path]}: volume {path} does not exist; {keep.leave_out}"
             for path in absent
         ]
     )
-    return _csv_grouped(grouped, kind, manifest, conditions)
+    return _csv_grouped(grouped, kind, manifest, conditions, keep.leave_out)
 
 
 CONDITION_COLUMN = "condition"
@@ -162,6 +162,7 @@ def _csv_grouped(
     kind: str,
     manifest: Path,
     conditions: Mapping[str, tuple[tuple[str, str], ...]],
+    leave_out: str,
 ) -> list[Subject]:
     allowed = {"paired": (SOURCE, TARGET, MASK), "single-domain": (IMAGE, MASK)}.get(
         kind, (IMAGE, MASK)
@@ -176,10 +177,10 @@ def _csv_grouped(
             problems = [f"has no {' or '.join(missing)} row"] if missing else []
             if unknown:
                 problems.append(f"has rows of unknown roles {', '.join(unknown)}")
-            leave_out = f"; {LEAVE_OUT}" if missing else ""
+            way_out = f"; {leave_out}" if missing else ""
             incomplete.append(
                 f"{manifest}: case {case_id!r} {' and '.join(problems)} (roles for {kind} "
-                f"data: {', '.join(allowed)}){leave_out}"
+                f"data: {', '.join(allowed)}){way_out}"
             )
             continue
         identifier = case_id if domain is None else f"{domain}/{case_id}"

@@ -17,7 +17,9 @@ file names decomposed (NFD), a YAML file or CSV usually holds them composed, and
 two look the same. The files' own paths are kept as they are.
 
 ``data.include`` is applied before the volumes of a subject are paired, so that a
-subject left out may lack a file.
+subject left out may lack a file. It does not apply to ``data.validation_data`` nor to
+``data.unlabelled_data``, which are read whole: their messages about an incomplete case
+give other ways out (:func:`validation_leave_out`, :func:`unlabelled_leave_out`).
 """
 
 from __future__ import annotations
@@ -120,11 +122,18 @@ def discover_splits(data: DataConfig, *, training: bool = True) -> DataSplits:
 def validation_cases(layout: SynthradLayout | FoldersLayout | CsvLayout) -> CaseSet:
     """The paired cases of ``data.validation_data`` (any training data kind).
 
+    Validation scores each prediction against its target, so these cases are pairs
+    whatever the training data's kind: a single-domain or unpaired workflow's
+    ``validation_data`` needs a source and a target volume per case too.
+
     Raises:
-        InputError: The layout's folders or files are missing, or it holds no case.
+        InputError: The layout's folders or files are missing, or it holds no case; an
+            incomplete case's message says that cases are pairs and how to leave it out
+            (:func:`validation_leave_out`; ``data.include`` does not apply here).
     """
     paired = DataConfig(kind="paired", layout=layout)
-    cases = tuple(case for subject in discover_subjects(paired) for case in subject.cases)
+    subjects = discover_subjects(paired, leave_out=validation_leave_out(layout))
+    cases = tuple(case for subject in subjects for case in subject.cases)
     return CaseSet(kind=DataKind.PAIRED, cases=cases)
 
 
@@ -135,8 +144,58 @@ def unlabelled_cases(layout: SynthradLayout | FoldersLayout | CsvLayout) -> Case
         InputError: The layout's folders or files are missing, or it holds no case.
     """
     single = DataConfig(kind="single-domain", layout=layout)
-    cases = tuple(case for subject in discover_subjects(single) for case in subject.cases)
+    subjects = discover_subjects(single, leave_out=unlabelled_leave_out(layout))
+    cases = tuple(case for subject in subjects for case in subject.cases)
     return CaseSet(kind=DataKind.SINGLE_DOMAIN, cases=cases)
+
+
+PAIRED_VALIDATION = (
+    "validation_data cases are pairs whatever the data kind (validation scores each "
+    "prediction against its target)"
+)
+"""Why a ``validation_data`` case needs a target, for the messages about one without."""
+
+
+def validation_leave_out(layout: SynthradLayout | FoldersLayout | CsvLayout) -> str:
+    """The way out for an incomplete case of ``data.validation_data``, which
+    ``data.include`` does not filter: complete the case, remove it, or point
+    ``validation_data`` elsewhere.
+
+    Example:
+        >>> from pathlib import Path
+        >>> layout = SynthradLayout(type="synthrad", root=Path("vd"), source="image")
+        >>> print(validation_leave_out(layout))  # doctest: +NORMALIZE_WHITESPACE
+        validation_data cases are pairs whatever the data kind (validation scores each
+        prediction against its target): every case folder needs its image and ct volumes
+        (validation_data.source and validation_data.target); complete the case folder,
+        move it out of vd, or point validation_data.root at a folder without it
+    """
+    if isinstance(layout, SynthradLayout):
+        return (
+            f"{PAIRED_VALIDATION}: every case folder needs its {layout.source} and "
+            f"{layout.target} volumes (validation_data.source and validation_data.target); "
+            f"complete the case folder, move it out of {layout.root}, or point "
+            "validation_data.root at a folder without it"
+        )
+    if isinstance(layout, FoldersLayout):
+        return (
+            f"{PAIRED_VALIDATION}: every source file needs a file of the same name in each "
+            "other folder; add it, remove the file, or point validation_data.folders at "
+            "folders without it"
+        )
+    return (
+        f"{PAIRED_VALIDATION}: every case needs a source and a target row naming existing "
+        f"volumes; complete or remove the case's rows in {layout.manifest}"
+    )
+
+
+def unlabelled_leave_out(layout: SynthradLayout | FoldersLayout | CsvLayout) -> str:
+    """The way out for an incomplete case of ``data.unlabelled_data``, which is read
+    whole (``data.include`` does not filter it)."""
+    return (
+        "data.unlabelled_data is read whole (data.include does not apply to it): complete "
+        f"or remove the case at {_where(layout)}, or point unlabelled_data at data without it"
+    )
 
 
 def discover_cases(data: DataConfig) -> CaseSet:
@@ -151,18 +210,24 @@ def discover_cases(data: DataConfig) -> CaseSet:
     )
 
 
-def discover_subjects(data: DataConfig) -> list[Subject]:
+def discover_subjects(data: DataConfig, *, leave_out: str = LEAVE_OUT) -> list[Subject]:
     """The subjects of ``data``'s layout that ``data.include`` keeps, sorted by id.
 
     ``data.include`` is applied to the subject ids (NFC, :func:`subject_id`) before
     their volumes are paired: a subject it leaves out may lack a file.
+
+    Args:
+        data: A data section.
+        leave_out: How a user leaves an incomplete case out, ending each message about
+            one; ``data.include``'s patterns by default (:data:`LEAVE_OUT`), other
+            advice for data that ``data.include`` does not filter.
 
     Raises:
         InputError: No subject is found, ``data.include`` matches none of them, or a
             kept subject lacks a volume (every such subject is listed).
     """
     layout = data.layout
-    keep = _Include(data.include, layout)
+    keep = _Include(data.include, layout, leave_out=leave_out)
     if isinstance(layout, SynthradLayout):
         subjects = _synthrad_subjects(layout, data.kind, keep)
     elif isinstance(layout, FoldersLayout):
@@ -175,13 +240,19 @@ def discover_subjects(data: DataConfig) -> list[Subject]:
 
 
 class _Include:
-    """``data.include``'s patterns (NFC), applied to a layout's subject ids."""
+    """``data.include``'s patterns (NFC), applied to a layout's subject ids, and
+    ``leave_out``: how a user leaves an incomplete case out, for the messages."""
 
     def __init__(
-        self, patterns: Sequence[str], layout: SynthradLayout | FoldersLayout | CsvLayout
+        self,
+        patterns: Sequence[str],
+        layout: SynthradLayout | FoldersLayout | CsvLayout,
+        *,
+        leave_out: str = LEAVE_OUT,
     ) -> None:
         self.patterns = [subject_id(pattern) for pattern in patterns]
         self.layout = layout
+        self.leave_out = leave_out
 
     def kept(self, ids: Iterable[str]) -> set[str]:
         """The ids the patterns keep (all when there are none).
@@ -310,7 +381,8 @@ def _synthrad_subjects(layout: SynthradLayout, kind: str, keep: _Include) -> lis
         if missing:
             problems.append(
                 f"case folder {folder} has no {' or '.join(missing)} volume "
-                f"(expected {', '.join(f'{s}.nii.gz or {s}.mha' for s in missing)}); {LEAVE_OUT}"
+                f"(expected {', '.join(f'{s}.nii.gz or {s}.mha' for s in missing)}); "
+                f"{keep.leave_out}"
             )
             continue
         subjects.append(_synthrad_subject(name, files, layout, kind))
@@ -348,7 +420,8 @@ def _folder_subjects(layout: FoldersLayout, kind: str, keep: _Include) -> list[S
         for key, files in listings.items()
     }
     if kind in ("paired", "single-domain"):
-        return _matched_subjects(listings, layout, SOURCE if kind == "paired" else IMAGE)
+        lead = SOURCE if kind == "paired" else IMAGE
+        return _matched_subjects(listings, layout, lead, keep.leave_out)
     by_stem: dict[str, list[Case]] = {}
     for domain, files in listings.items():
         for stem, path in files.items():
@@ -357,7 +430,7 @@ def _folder_subjects(layout: FoldersLayout, kind: str, keep: _Include) -> list[S
 
 
 def _matched_subjects(
-    listings: Mapping[str, Mapping[str, Path]], layout: FoldersLayout, lead: str
+    listings: Mapping[str, Mapping[str, Path]], layout: FoldersLayout, lead: str, leave_out: str
 ) -> list[Subject]:
     if not listings[lead] and any(listings.values()):
         raise InputError(
@@ -372,7 +445,7 @@ def _matched_subjects(
             problems.append(
                 f"{listings[lead][stem]} has no counterpart in the {role} folder "
                 f"{layout.folders[role]} (files are matched by name, e.g. {stem}.nii.gz); "
-                f"{LEAVE_OUT}"
+                f"{leave_out}"
             )
         if not absent:
             images = {role: files[stem] for role, files in listings.items()}
@@ -384,7 +457,7 @@ def _matched_subjects(
             problems.append(
                 f"{layout.folders[role]} has volumes with no {lead} counterpart in "
                 f"{layout.folders[lead]}: {', '.join(orphans[:5])}{more} (files are matched "
-                f"by name); {LEAVE_OUT}"
+                f"by name); {leave_out}"
             )
     _raise_incomplete(problems)
     return subjects

@@ -105,6 +105,18 @@ def test_a_multi_domain_method_gets_its_domains_before_fit_domains(q3: BenchData
     assert "scanners A, B, C" in fitted_note(method, "method", q3)
 
 
+def test_a_single_domain_fitted_method_row_says_what_it_was_fitted_on(
+    q3: BenchDataset, tmp_path: Path
+) -> None:
+    method = FittedStandardization()
+    fit_for(method, "method", q3, method.id)
+    assert fitted_note(method, "method", q3) == "; fitted on scanner A's training image"
+    q3m = BenchDataset("q3m", (), (), (), tmp_path, "0" * 64)
+    assert "each case's target scanner's training images" in fitted_note(method, "method", q3m)
+    # a trained model is never refitted: its row says where its folder says it was trained
+    assert fitted_note(method, "model", q3) == ""
+
+
 def test_an_unpaired_method_is_fitted_on_the_two_scanners_q3_translates_between(
     q3: BenchDataset,
 ) -> None:

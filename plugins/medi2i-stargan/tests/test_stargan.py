@@ -170,6 +170,30 @@ def test_source_code_needs_the_source_domain_and_passes_it_to_the_generator() ->
     assert not torch.allclose(outputs[0].as_tensor(), outputs[1].as_tensor())
 
 
+def test_a_source_domain_that_changes_nothing_is_recorded_as_unused() -> None:
+    volume = make_volume((16, 16, 16), seed=3)
+    plain = {"target_domain": "scanner-a"}
+    named = {**plain, "source_domain": "scanner-c"}
+    facts: dict[str, object] = {}
+    outputs = [
+        predict_tensor(
+            trained_looking(), volume, settings=SETTINGS, condition=condition, run_facts=facts
+        )
+        for condition in (plain, named)
+    ]
+    # input_scale: volume and no source code: the output is the same, and says so
+    assert torch.equal(outputs[0].as_tensor(), outputs[1].as_tensor())
+    assert facts["source_domain_used"] is False
+    for options, domains, source in (
+        ({**SMALL, "source_code": True, "downsamplings": 0}, MULTI_DOMAINS, "scanner-c"),
+        ({**SMALL, "input_scale": "domain"}, MULTI_DOMAINS, "scanner-c"),
+        (SMALL, MR_AND_CT, "ct"),  # an input in HU is scaled by the HU scale
+    ):
+        method = trained_looking(options, domains)
+        condition = TargetDomain(target_domain=domains[0].name, source_domain=source)
+        assert method.source_domain_used(condition)
+
+
 def test_the_discriminator_classifies_every_domain_and_scores_patches() -> None:
     critic = StarDiscriminator(domains=4, filters=4, layers=2, window=(16, 16, 8))
 

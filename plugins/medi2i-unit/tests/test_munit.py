@@ -231,6 +231,29 @@ def test_an_output_never_replaces_a_style_reference(tmp_path: Path) -> None:
     assert reference.read_bytes() == before
 
 
+def test_a_relative_reference_is_recorded_by_its_absolute_path_and_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = medi2i.save_model(trained_looking(SCANNERS), tmp_path / "model")
+    source = medi2i.write_volume(gamma_volume(3, 1.0), tmp_path / "mr.nii.gz")
+    reference = medi2i.write_volume(gamma_volume(1, 0.5), tmp_path / "refs" / "ref.nii.gz")
+    monkeypatch.chdir(tmp_path)
+
+    written = medi2i.predict(
+        source,
+        tmp_path / "out.nii.gz",
+        model=folder,
+        settings=SETTINGS,
+        condition={"style_reference": "refs/ref.nii.gz"},
+    )
+
+    sidecar = json.loads(written.with_name("out.provenance.json").read_text())
+    absolute = str(reference.resolve())
+    assert sidecar["condition"]["style_reference"] == absolute
+    assert sidecar["output"]["condition"]["style_reference"] == absolute
+    assert sidecar["output"]["condition"]["style_reference_sha256"] == medi2i.file_sha256(reference)
+
+
 def test_a_dicom_folder_reference_is_recorded_by_the_hash_of_its_volume(
     tmp_path: Path,
 ) -> None:

@@ -132,15 +132,40 @@ def fit_for(method: Method, kind: ContenderKind, dataset: BenchDataset, name: st
 
 
 def fitted_note(method: Method, kind: ContenderKind, dataset: BenchDataset) -> str:
-    """``"; fitted on ..."``: the training images :func:`fit_for` fitted an unpaired or
-    multi-domain ``method`` on, for its row's legend; empty for any other."""
-    from medi2i import Training
+    """``"; fitted on ..."``: the training data :func:`fit_for` fitted ``method`` on, for
+    its row's legend, as a baseline's legend says it; empty for a trained model and for a
+    method that is not fitted."""
+    from medi2i import DataKind, Training
 
-    fitted = kind != "model" and method.training is Training.FIT
-    if not fitted or method.data.value not in _FITTED_ON_DOMAINS:
+    if kind == "model" or method.training is not Training.FIT:
         return ""
-    scanners = ", ".join(method.domain_names)
-    return f"; fitted on the training images of scanners {scanners}, by scanner"
+    if method.data.value in _FITTED_ON_DOMAINS:
+        scanners = ", ".join(method.domain_names)
+        return f"; fitted on the training images of scanners {scanners}, by scanner"
+    if method.data.value in _FITTED_ON_TARGETS:
+        return f"; fitted on {_target_images_text(dataset)}"
+    if method.data is DataKind.PAIRED:
+        return f"; fitted on {_training_pairs_text(dataset)}"
+    return ""
+
+
+def _target_images_text(dataset: BenchDataset) -> str:
+    """The images :func:`target_domain_images` gives a target-fitted method, in words."""
+    if dataset.task == "q3m":
+        return "each case's target scanner's training images, one fitted copy per scanner"
+    if dataset.task == "q3":
+        count = sum(v.domain == Q3_TARGET for v in dataset.train_domains)
+        return f"scanner {Q3_TARGET}'s training {'image' if count == 1 else 'images'}"
+    return f"the references of {_training_pairs_text(dataset)}"
+
+
+def _training_pairs_text(dataset: BenchDataset) -> str:
+    """The training pairs :func:`source_style_pairs` gives, in words (with their names)."""
+    pairs = source_style_pairs(dataset)
+    names = ", ".join(case.name for case in pairs)
+    scanner = f" of scanner {Q4_SOURCE_STYLE}" if dataset.task == "q4" else ""
+    split = f" of split {dataset.split}" if dataset.split else ""
+    return f"the training pairs{scanner}{split} ({names})"
 
 
 def _unfitted_reason(method: Method) -> str:

@@ -50,7 +50,9 @@ from medi2i_stargan.networks import (
 )
 
 if TYPE_CHECKING:
-    from medi2i import MultiDomainBatch, TrainerAPI, TrainingStateValue
+    from monai.data.meta_tensor import MetaTensor
+
+    from medi2i import MultiDomainBatch, PredictContext, TrainerAPI, TrainingStateValue
 
 PAPER = (
     "Choi Y, Choi M, Kim M, Ha J-W, Kim S, Choo J. StarGAN: Unified generative "
@@ -248,6 +250,30 @@ class StarGAN(
             f"method {self.id!r} {why}: name the input's domain, e.g. -c source_domain="
             f"{self.domain_names[-1]}"
         )
+
+    def source_domain_used(self, condition: TargetDomain) -> bool:
+        """Whether the condition's ``source_domain`` changes the prediction: it does when
+        the generator is told it (``source_code``), when it picks the input's scale
+        (``input_scale: domain``), or when it is a CT domain (an input in HU, scaled by
+        the fixed HU scale). Otherwise an MR input is scaled by its own percentiles,
+        whichever MR domain is named."""
+        options = self.options
+        if options.source_code or options.input_scale == "domain":
+            return True
+        return condition.source_domain is not None and self._is_hounsfield(condition.source_domain)
+
+    def predict(
+        self, image: MetaTensor, context: PredictContext[TargetDomain]
+    ) -> torch.Tensor | Mapping[str, torch.Tensor]:
+        """The prediction (see :class:`medi2i.TargetDomainOutputs`). A named
+        ``source_domain`` is reported in the provenance's ``run`` entry as
+        ``source_domain_used``: ``false`` when it changes nothing
+        (:meth:`source_domain_used`). That is not a warning: the benchmarks and the
+        workflows' case manifests name both scanners of every case, whatever the model."""
+        if context.condition.source_domain is not None:
+            context.facts["source_domain_used"] = self.source_domain_used(context.condition)
+        result: torch.Tensor | Mapping[str, torch.Tensor] = super().predict(image, context)
+        return result
 
     def _loss_names(self) -> tuple[str, ...]:
         identity = ("identity",) if self.options.identity_weight > 0.0 else ()

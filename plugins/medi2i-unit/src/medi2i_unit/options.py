@@ -7,6 +7,7 @@ default.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -189,12 +190,19 @@ class MunitCondition(UnitCondition):
             ``N(0, I)`` draws from a generator seeded with it, so ``styles=4`` starts
             with the style of ``styles=1``.
         style_reference: A volume of the target domain (any file or folder medi2i's
-            readers read) whose encoded style replaces the drawn one.
+            readers read) whose encoded style replaces the drawn one; kept as an
+            absolute path (``~`` expanded, resolved from the working folder), so the
+            provenance names it as it names the input.
     """
 
     styles: int = Field(default=1, ge=1, le=64)
     style_seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # medi2i's seed bound
     style_reference: str | None = None
+
+    @field_validator("style_reference")
+    @classmethod
+    def _absolute_reference(cls, value: str | None) -> str | None:
+        return None if value is None else str(Path(value).expanduser().resolve())
 
     def input_paths(self) -> tuple[str, ...]:
         """The style reference, read as an input: medi2i refuses an output that would
