@@ -102,12 +102,23 @@ class StudyRunner:
         self, job: StudyJob, timings: dict[str, float], engine: SlidingWindowEngine
     ) -> tuple[tuple[str, ...], list[str]]:
         """Outputs written, and what kept the other formats from being written; the
-        prediction runs on ``engine``, the one of the whole batch."""
+        prediction runs on ``engine``, the one of the whole batch. The study's folders
+        that did not exist before are removed again when they end up empty (the study
+        failed, or was interrupted while writing)."""
+        folder = self.output_root / job.key
+        remove_leftovers(folder)
+        created = missing_folders(folder, self.output_root)
+        try:
+            return self._run(job, folder, timings, engine)
+        finally:  # a failed or interrupted study leaves no empty folder of its own
+            remove_empty_folders(created)
+
+    def _run(
+        self, job: StudyJob, folder: Path, timings: dict[str, float], engine: SlidingWindowEngine
+    ) -> tuple[tuple[str, ...], list[str]]:
         from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
 
-        folder = self.output_root / job.key
-        remove_leftovers(folder)
         if job.series is None:
             raise InputError(f"{job.input}: {job.problem}")
         with timed_stage(timings, "read"):
@@ -267,6 +278,29 @@ def timed_stage(timings: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         timings[stage] = round(time.perf_counter() - start, 3)
+
+
+def missing_folders(folder: Path, root: Path) -> list[Path]:
+    """The folders from ``folder`` up to (not including) ``root`` that do not exist yet,
+    deepest first: those a study's writes would create."""
+    missing: list[Path] = []
+    for path in (folder, *folder.parents):
+        if path == root or path.exists() or path.is_symlink():
+            break
+        missing.append(path)
+    return missing
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is an empty folder; stop at the
+    first that holds anything, so nothing with content, nor a folder above it, goes."""
+    for path in folders:
+        if not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            path.rmdir()  # refuses a folder that is not empty (another process wrote there)
+        except OSError:
+            return
 
 
 def remove_leftovers(folder: Path) -> list[Path]:

@@ -146,7 +146,7 @@ def predict_outputs(
         context.facts["reflect_padding"] = list(widths)
     seen_grid = Grid.of(image)
     warn_if_untrained(method)  # after every refusal: a warning, then a result
-    outside = check_input_spacing(method, input_grid, output_grid, where)
+    outside = check_input_spacing(method, input_grid, output_grid, where, condition=parsed)
     if outside is not None:
         context.facts["spacing_outside_training_mm"] = outside
     with naming_the_input(source_meta):

@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,7 @@ from medi2i.grid import Grid, SpatialPlan
 if TYPE_CHECKING:
     from medi2i.data.cases import CaseSet
     from medi2i.method import Method
+    from medi2i.method_spec import DomainSpec, VolumeSpec
 
 Spacing = tuple[float, float, float]
 
@@ -160,12 +161,19 @@ def merged_training_spacing(methods: Iterable[Method]) -> TrainingSpacing | None
 
 
 def check_input_spacing(
-    method: Method, grid: Grid, output: Grid, where: str
+    method: Method,
+    grid: Grid,
+    output: Grid,
+    where: str,
+    *,
+    condition: BaseModel | Mapping[str, object] | None = None,
 ) -> dict[str, object] | None:
     """Warn (:class:`SpacingWarning`) when an input on ``grid`` lies, after the spatial
     plan, outside the training spacings of ``method``'s model; for a method that changes
     resolution (its ``output`` grid's spacing is not ``grid``'s), on the thick axis only
-    (:func:`check_thick_spacing`).
+    (:func:`check_thick_spacing`). The warning names the silent failure it risks:
+    tissue written as air for a model writing CT from MR (under ``condition``, the
+    default one when ``None``), intensities or structures of the wrong size otherwise.
 
     Returns:
         What was compared, for the provenance, when it lies outside; else ``None`` (also
@@ -181,12 +189,13 @@ def check_input_spacing(
         return None
     shown, low, high = (_mm(s) for s in (spacing, trained.min, trained.max))
     span = low if low == high else f"{low} to {high}"
+    failure = _silent_failure(method, condition)
     warnings.warn(
         SpacingWarning(
             f"{where}: its voxel spacing {shown} mm (per array axis, on the model's working "
             f"grid) lies far outside the spacings the model {method.id!r} was trained on "
-            f"({span} mm), so its output may be wrong without any error (tissue "
-            "written as air); resample the input to the training spacing (e.g. with the "
+            f"({span} mm), so its output may be wrong without any error ({failure}); "
+            "resample the input to the training spacing (e.g. with the "
             "method's spacing option, if it has one), or use a model trained at this "
             "resolution"
         ),
@@ -226,6 +235,41 @@ def check_thick_spacing(
         stacklevel=4,
     )
     return {"input_mm": thick, "trained_min_mm": low, "trained_max_mm": high}
+
+
+def _silent_failure(method: Method, condition: BaseModel | Mapping[str, object] | None) -> str:
+    """How a model's output goes wrong, without an error, on an input far from its
+    training spacing: an MR→CT model may write tissue as air (its outputs hold air
+    around the body); any other one may give intensities or structures unlike those it
+    was trained on."""
+    if writes_ct_from_mr(method, condition):
+        return "tissue written as air"
+    return "e.g. intensities or structures of another size than trained on"
+
+
+def writes_ct_from_mr(method: Method, condition: BaseModel | Mapping[str, object] | None) -> bool:
+    """Whether ``method`` writes a CT in HU from an input that is not one under
+    ``condition`` (its default condition when ``None``); from its class's input and output
+    specs when the condition does not parse (a model without its domains)."""
+    from medi2i.prediction_checks import expected_input
+
+    try:
+        parsed = method.parse_condition(condition)
+        _, hounsfield_input = expected_input(method, method.input_domain(parsed))
+        outputs = method.outputs(parsed)
+    except Exception:  # only the wording of a warning depends on it
+        spec = method.input_spec
+        return _hounsfield(method.output_spec) and not _hounsfield(spec)
+    specs: list[VolumeSpec | DomainSpec] = [
+        method.domain(output.domain) if output.domain in method.domain_names else output.spec
+        for output in outputs
+    ]
+    return not hounsfield_input and any(_hounsfield(spec) for spec in specs)
+
+
+def _hounsfield(spec: VolumeSpec | DomainSpec) -> bool:
+    """Whether images of ``spec`` are CT values in HU (modality CT or units HU)."""
+    return spec.modality == "CT" or spec.units == "HU"
 
 
 def _mm(spacing: Spacing) -> str:

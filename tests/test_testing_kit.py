@@ -171,7 +171,7 @@ class HasNoDefaultOptions(DomainOffset):
         (HasNoDefaultOptions, "does not construct with its default options"),
         (HasNoId, "does not set 'id'"),
         (Smooths, "declares pointwise = True, but its network's output at a voxel depends"),
-        (PredictsAConstant, r"is constant \(50000 everywhere\) for a varying input"),
+        (PredictsAConstant, r"every voxel is 50000, a constant volume"),
         (Raises, "predicting raised RuntimeError: boom"),
         (ReturnsIntegers, r"returns-integers: its output has dtype torch\.int64, not a floating"),
         (ReturnsBooleans, r"its output has dtype torch\.bool, not a floating-point type"),

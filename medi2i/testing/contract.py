@@ -24,8 +24,9 @@ from pydantic import BaseModel
 from medi2i.errors import Medi2iError
 from medi2i.grid import Grid
 from medi2i.hookspecs import hookimpl
-from medi2i.method import DomainSpec, Method, MethodClass, Output
+from medi2i.method import DomainSpec, Method, MethodClass, Output, Training
 from medi2i.settings import InferenceSettings
+from medi2i.testing.contract_fit import fit_hook, fitted_before_predicting, own_fit
 from medi2i.testing.volumes import make_volume
 
 if TYPE_CHECKING:
@@ -63,8 +64,12 @@ def check_method_contract(
     and a save/load round trip through a model folder keeps the options and domains
     and gives the same outputs; a method declaring ``pointwise = True`` gives the same
     network output on a volume as on each of its slices alone; for a
-    ``Training.FIT`` method given ``prepare``, ``prepare`` (the fit) changes
-    ``state_values()`` or ``state_tensors()``.
+    ``Training.FIT`` method, ``prepare`` (the fit) changes ``state_values()`` or
+    ``state_tensors()``. Given no ``prepare``, the check fits a ``Training.FIT`` method
+    itself with the hook of its data kind (``fit``, ``fit_pairs``, ``fit_domains``) on
+    its own test volumes and requires the same; a method of data kind ``none``, which
+    may also predict unfitted, is predicted unfitted and the fit is checked on a second
+    instance.
 
     An unpaired or multi-domain method is given its domains first (``domains``, or
     the toy domains of :func:`medi2i.testing.default_domains`), as training would.
@@ -78,7 +83,9 @@ def check_method_contract(
         settings: Inference settings; CPU, no AMP, no progress bar by default.
         prepare: Called on the new instance before predicting, e.g. to fit a method
             that must be fitted first. For a ``Training.FIT`` method it must change
-            ``state_values()`` or ``state_tensors()`` (what the model folder keeps).
+            ``state_values()`` or ``state_tensors()`` (what the model folder keeps);
+            without it the check fits such a method on its own volumes (pass it when
+            the method cannot fit on :func:`make_volume` blobs).
         domains: The domains of an unpaired or multi-domain method, in label order.
 
     Raises:
@@ -89,6 +96,10 @@ def check_method_contract(
     _give_domains(method, domains)
     if prepare is not None:
         _prepare(method, prepare, settings)
+    elif method.training is Training.FIT:
+        fitted = method if fitted_before_predicting(method) else _construct(method_cls, options)
+        _give_domains(fitted, domains)
+        _fit_itself(fitted, condition, shape, settings)
     _materialize(method, settings)
     image = _contract_input(method, condition, shape)
     outputs = _predict(method, image, condition=condition, settings=settings)
@@ -101,14 +112,17 @@ def check_method_contract(
 
 
 def _prepare(
-    method: Method[Any, Any], prepare: Callable[[Method], None], settings: InferenceSettings | None
+    method: Method[Any, Any],
+    prepare: Callable[[Method], None],
+    settings: InferenceSettings | None,
+    *,
+    own: bool = False,
 ) -> None:
-    """Run ``prepare``; for a ``Training.FIT`` method, require that it changed
-    ``state_values()``/``state_tensors()``: a fit that stores nothing there would be
-    saved as a "fitted" model that predicts with its initial values. The check's
-    volumes differ from any default, so a real fit on them changes some value."""
-    from medi2i.method import Training
-
+    """Run ``prepare`` (``own``: the check's own fit); for a ``Training.FIT`` method,
+    require that it changed ``state_values()``/``state_tensors()``: a fit that stores
+    nothing there would be saved as a "fitted" model that predicts with its initial
+    values. The check's volumes differ from any default, so a real fit on them changes
+    some value."""
     if method.training is not Training.FIT:
         prepare(method)
         return
@@ -119,16 +133,43 @@ def _prepare(
         prepare(method)
         return
     prepare(method)
-    if _same_state(before, _saved_state(method)):
+    if not _same_state(before, _saved_state(method)):
+        return
+    if own:
         raise AssertionError(
-            f"{method.id}: state_values()/state_tensors() are the same after prepare (the "
-            "fit) as before, so a saved model would predict with its initial values; store "
-            "what fit learns in state_values (or state_tensors) and fit in prepare"
+            f"{method.id}: state_values()/state_tensors() are the same after the check fitted "
+            f"it with {fit_hook(method)}() on its own test volumes as before, so a saved model "
+            "would predict with its initial values; store what the fit learns in state_values "
+            "(or state_tensors)"
         )
+    raise AssertionError(
+        f"{method.id}: state_values()/state_tensors() are the same after prepare (the "
+        "fit) as before, so a saved model would predict with its initial values; store "
+        "what fit learns in state_values (or state_tensors) and fit in prepare"
+    )
+
+
+def _fit_itself(
+    method: Method[Any, Any],
+    condition: Mapping[str, object] | None,
+    shape: tuple[int, int, int],
+    settings: InferenceSettings | None,
+) -> None:
+    """Fit a ``Training.FIT`` method given no ``prepare`` on the check's own volumes
+    (:mod:`medi2i.testing.contract_fit`), requiring the fit to change its saved state."""
+
+    def volume(fitted: Method[Any, Any], seed: int) -> MetaTensor:
+        return _contract_input(fitted, condition, shape, seed=seed)
+
+    _prepare(method, own_fit(volume, shape), settings, own=True)
 
 
 def _contract_input(
-    method: Method[Any, Any], condition: Mapping[str, object] | None, shape: tuple[int, int, int]
+    method: Method[Any, Any],
+    condition: Mapping[str, object] | None,
+    shape: tuple[int, int, int],
+    *,
+    seed: int = 0,
 ) -> MetaTensor:
     """The test volume: :func:`make_volume` blobs (about 100 to 1000), mapped to HU
     (air at -1000) when the method takes CT in HU under ``condition`` (the CT→MR
@@ -136,7 +177,7 @@ def _contract_input(
     from medi2i.prediction_checks import expected_input
     from medi2i.testing.domain_cases import CT_OFFSET_HU, CT_SLOPE
 
-    image = make_volume(shape)
+    image = make_volume(shape, seed=seed)
     domain = method.input_domain(method.parse_condition(condition))
     _, hounsfield = expected_input(method, domain)
     return cast("MetaTensor", image * CT_SLOPE + CT_OFFSET_HU) if hounsfield else image

@@ -40,6 +40,11 @@ from medi2i.method import Method, StateValue
 
 FORMAT = "medi2i-checkpoint/1"
 POINTER = "last.json"
+START_AFRESH = (
+    "start afresh in a new run folder (`medi2i run WORKFLOW` with a new --run-dir or another "
+    "--set output.run_id=...; resume=False in Python)"
+)
+"""How to train again from step 0 without the run folder's checkpoints, command line first."""
 
 
 class CheckpointError(Medi2iError):
@@ -237,7 +242,7 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
         raise CheckpointError(
             f"checkpoint file {optimizer_state} holds Python objects that medi2i does not "
             f"unpickle ({_unpickling_reason(exc)}), so the run cannot resume from it; delete "
-            f"{folder} (or train in a new run folder; resume=False in Python) to start afresh"
+            f"{folder} to train this run folder again from step 0, or {START_AFRESH}"
         ) from None
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"checkpoint {pointer} cannot be read: {exc}") from None

@@ -136,11 +136,12 @@ class DivergenceGuard:
             )
         else:
             kept = "no checkpoint was written"
+        from medi2i.training.checkpoint import START_AFRESH
+
         training = f"training of method {self.method_id!r}" if self.method_id else "training"
         return (
             f"{training} diverged at step {step}: {problem}; no model was saved and {kept}. "
-            "Lower the learning rate (or check the data for NaN values) and start afresh "
-            "in a new run folder (resume=False in Python)"
+            f"Lower the learning rate (or check the data for NaN values) and {START_AFRESH}"
         )
 
 

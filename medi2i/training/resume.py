@@ -21,7 +21,9 @@ from medi2i.trained_state import mark_trained
 from medi2i.training.auxiliary import auxiliary_hashes
 from medi2i.training.checkpoint import (
     POINTER,
+    START_AFRESH,
     CheckpointError,
+    CheckpointRecord,
     clear_checkpoints,
     fingerprint_differences,
     read_checkpoint,
@@ -29,6 +31,7 @@ from medi2i.training.checkpoint import (
 )
 from medi2i.training.config import RESUME_INVARIANTS, TrainingConfig
 from medi2i.training.distributed import DistributedContext, same_in_every_process
+from medi2i.training.records import MODEL
 from medi2i.training.trainer import Trainer
 
 DATA_RECORD = "training-data.json"
@@ -75,10 +78,9 @@ def resume_from_checkpoint(
     differences = fingerprint_differences(checkpoint.record.fingerprint, fingerprint)
     if differences:
         raise CheckpointError(
-            f"the checkpoint in {folder} (step {checkpoint.step}) was written with other "
-            f"settings ({'; '.join(differences)}); resume with the same settings"
-            f"{_processes_hint(checkpoint.record.fingerprint, fingerprint)}, or start "
-            "afresh in a new run folder (resume=False in Python)"
+            _other_settings(folder, checkpoint.step, differences, trainer, checkpoint.record)
+            + f"{_processes_hint(checkpoint.record.fingerprint, fingerprint)}, or "
+            + START_AFRESH
         )
     _check_total_steps(folder, checkpoint.step, checkpoint.record.total_steps, trainer, context)
     trainer.load_state(checkpoint.state, step=checkpoint.step)
@@ -88,6 +90,25 @@ def resume_from_checkpoint(
     method.load_training_state(checkpoint.method_state)
     restore_rng(checkpoint)
     return checkpoint.step
+
+
+def _other_settings(
+    folder: Path, step: int, differences: list[str], trainer: Trainer, record: CheckpointRecord
+) -> str:
+    """The start of the refusal of a checkpoint written with other settings; for a run
+    that already trained every step it was planned for (and is not asked for more), that
+    it is finished, so there is nothing to resume."""
+    written = f"was written with other settings ({'; '.join(differences)})"
+    planned = record.total_steps
+    if planned is None or step < planned or trainer.total_steps > step:
+        return f"the checkpoint in {folder} (step {step}) {written}; resume with the same settings"
+    model = folder.parent / MODEL
+    kept = f"its model is in {model}" if model.is_dir() else "its last checkpoint is kept"
+    return (
+        f"the run of {folder.parent} is finished: it trained all {planned} of its steps, so "
+        f"there is nothing to resume ({kept}); its checkpoint {written}: to train it "
+        "longer (a higher training.steps), use the same settings"
+    )
 
 
 def _processes_hint(saved: dict[str, JsonValue], current: dict[str, JsonValue]) -> str:
@@ -116,7 +137,7 @@ def _check_total_steps(
         raise CheckpointError(
             f"the checkpoint in {folder} is of step {step}, past training.steps {steps}; "
             f"resume with training.steps {step} or more (the model keeps the steps it "
-            "trained), or start afresh in a new run folder"
+            f"trained), or {START_AFRESH}"
         )
     if planned is not None and planned != steps and context.is_main:
         from medi2i.training.history import training_note
