@@ -249,8 +249,9 @@ class ModelCard(_Strict):
         metrics_inference: The inference settings the metrics were measured with
             (:class:`medi2i.InferenceSettings`' fields: ``roi_size``, ``overlap``,
             ``blend``, ``mirror_axes``...; ``amp`` true only when they ran on CUDA with
-            AMP, and ``device_used`` the device ``device`` resolved to); empty in cards
-            written before medi2i recorded them.
+            AMP, and ``device_used`` the device ``device`` resolved to; a workflow adds
+            ``condition.<key>`` entries for the condition its evaluation predicted
+            under); empty in cards written before medi2i recorded them.
         intended_use: What it is for and not for.
         limits: Known failure modes and limits.
         adaptations: For an adapted model, each adaptation that made it from the trained

@@ -70,7 +70,7 @@ def test_a_run_warns_and_its_report_and_card_say_it(tmp_path: Path, registry: Re
     result = run_workflow(workflow, registry=registry, echo=lines.append)
     warned = [line for line in lines if WARNING in line]
     assert len(warned) == 1, lines
-    assert warned[0].startswith("train: warning: ")
+    assert warned[0].startswith("train: Warning: ")
     assert "not a held-out test" in warned[0]
     record = read_scored_record(RunFolder(result.run_dir))
     assert record is not None
@@ -87,7 +87,7 @@ def test_a_run_warns_and_its_report_and_card_say_it(tmp_path: Path, registry: Re
         run_dir=result.run_dir,
         echo=again.append,
     )
-    assert any(line.startswith(f"evaluate: warning: {WARNING}") for line in again), again
+    assert any(line.startswith(f"evaluate: Warning: {WARNING}") for line in again), again
     card = (result.run_dir / "model" / "card.yaml").read_text()
     assert card.count("Its metrics were measured on training images") == 1
 
@@ -111,8 +111,8 @@ def test_validate_check_data_warns_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     warned = [line for line in result.output.splitlines() if WARNING in line]
     assert len(warned) == 1, result.output
-    assert warned[0].startswith("warning: the evaluated images")
-    assert "(the evaluation case read a training volume as source or target)" in warned[0]
+    assert warned[0].startswith("Warning: the evaluated images")
+    assert ": the evaluation case b-to-a read a training volume as source or target;" in warned[0]
 
 
 def test_a_record_written_before_on_training_reads(tmp_path: Path) -> None:

@@ -207,7 +207,9 @@ def test_evaluation_on_the_validation_data_is_warned_and_said(
     out, err = invoke(plugins, "validate", str(workflow_file), "--check-data", "--set", evaluation)
     assert "valid" in out
     assert err.count("\n") == 1  # one line
-    assert err.startswith("warning: the evaluation data is the validation data (the evaluation")
+    assert err.startswith(
+        "Warning: the evaluation data is the validation data: the evaluation case demo001 read"
+    )
     assert "not a held-out test" in err
     # not refused: the run warns once, before training, and scores the validation case
     out, _ = invoke(plugins, "run", str(workflow_file), "--set", evaluation)
@@ -218,7 +220,8 @@ def test_evaluation_on_the_validation_data_is_warned_and_said(
         "1 (evaluation.data); all of them validation data, not a held-out test"
     )
     assert (
-        "WARNING: the evaluation data is the validation data best-model/ was chosen on, so "
+        "WARNING: the evaluation data (demo001) is the validation data best-model/ was chosen "
+        "on, so "
         "these metrics are not a held-out test."
     ) in report
     card = card_of(run / "best-model")

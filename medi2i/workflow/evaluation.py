@@ -5,10 +5,11 @@ window with the workflow's inference settings, inversion onto the input grid), s
 numbers describe what a user of the model gets. Metrics come from the registry
 (:mod:`medi2i.evaluation` registers the SynthRAD and MR metrics; plugins add more).
 
-Writes ``metrics/metrics.json`` (per case and summary, the inference settings the
-predictions were made with, and the cases whose voxel spacing lies outside the model's
-training spacings), ``metrics/metrics.md`` and ``metrics/cases.json`` (which files each
-case used, for the report's figures, and the same spacing note per case).
+Writes ``metrics/metrics.json`` (per case and summary, the inference settings and the
+predict-time condition the predictions were made with, and the cases whose voxel spacing
+lies outside the model's training spacings), ``metrics/metrics.md`` and
+``metrics/cases.json`` (which files each case used, for the report's figures, and the
+same condition and spacing note per case).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class EvaluatedCase:
             spacings the model was trained on (a :class:`~medi2i.SpacingWarning`), what
             was compared (``input``, ``trained_min``, ``trained_max``, in mm, per array
             axis); ``None`` otherwise. The case's metrics are still in the summary.
+        condition: The predict-time condition the case was predicted under
+            (:func:`scored_condition`: ``{"direction": "b2a", ...}``), or ``None`` for a
+            method without one (and in records written before medi2i kept it).
     """
 
     id: str
@@ -69,6 +73,7 @@ class EvaluatedCase:
     prediction: str | None
     original_source: str | None = None
     spacing_outside_training_mm: dict[str, list[float]] | None = None
+    condition: dict[str, object] | None = None
 
     def spacing_note(self) -> str | None:
         """``input spacing 2x2x5 mm, outside the training spacings (2x2x2 mm)``, or
@@ -125,7 +130,7 @@ def evaluate_stage(
         note = record.spacing_note()
         if note is not None:
             log(
-                f"evaluate: warning: case {case.id!r}: {note}; its output may be wrong without "
+                f"evaluate: Warning: case {case.id!r}: {note}; its output may be wrong without "
                 "an error, and its metrics are included in the summary (resample it to the "
                 "training spacing, or use a model trained at this resolution)"
             )
@@ -183,12 +188,17 @@ def _write_metrics(
     path: Path,
 ) -> Path:
     """``metrics.json``: :func:`medi2i.evaluation.to_json`'s ``cases`` and ``summary``,
-    with ``inference`` (the settings) and ``spacing_outside_training_mm`` (by case id,
+    with ``inference`` (the settings), for a method with a predict-time condition
+    ``condition`` (the one every case was predicted under, ``null`` when they differ) and
+    ``condition_by_case`` (each case's), and ``spacing_outside_training_mm`` (by case id,
     the cases whose spacing lay outside the training spacings; empty when none did)."""
     from medi2i.evaluation import to_json
 
     document = json.loads(to_json({k: dict(v) for k, v in per_case.items()}))
     document["inference"] = inference_record(workflow)
+    if any(record.condition for record in records):
+        document["condition"] = shared_condition(records)
+        document["condition_by_case"] = {record.id: record.condition for record in records}
     document["spacing_outside_training_mm"] = {
         record.id: record.spacing_outside_training_mm
         for record in records
@@ -205,10 +215,11 @@ def _record_in_card(
     units: Mapping[str, str],
     records: Sequence[EvaluatedCase],
 ) -> None:
-    """Put the mean of every metric, the inference settings they were measured with
-    and the evaluation data's cards into the card of a model this run trained (a model
-    given to the workflow is left as it is). A case whose spacing lay outside the
-    training spacings is named in the card's ``limits``."""
+    """Put the mean of every metric, the inference settings and predict-time condition
+    they were measured with (:func:`card_condition`) and the evaluation data's cards into
+    the card of a model this run trained (a model given to the workflow is left as it
+    is). A case whose spacing lay outside the training spacings is named in the card's
+    ``limits``."""
     from medi2i.cards import ModelCard, load_card
     from medi2i.model_card_files import attach_card
     from medi2i.model_folder import CARD_YAML
@@ -236,7 +247,7 @@ def _record_in_card(
         )
     update = {
         "metrics": means,
-        "metrics_inference": inference_record(workflow),
+        "metrics_inference": {**inference_record(workflow), **card_condition(records)},
         "evaluation_data": cards,
         "limits": limits,
     }
@@ -251,6 +262,83 @@ def _card_metric_name(name: str, unit: str) -> str:
     """``synthrad_mae`` in ``HU`` → ``synthrad_mae_hu``: the card's names carry units."""
     slug = "".join(c if c.isalnum() else "_" for c in unit.lower()).strip("_")
     return f"{name}_{slug}" if slug else name
+
+
+# -- the predict-time condition ------------------------------------------------------------------
+
+SETTINGS_SEED = "settings.seed"
+"""What a method's output records for a seed taken from the prediction's settings (MUNIT's
+``style_seed``); the records replace it by ``inference.seed``."""
+VARIES = "differs by case (the run's metrics/metrics.json lists each case's)"
+"""A card's value for a condition key whose value differs between the evaluated cases."""
+
+
+def scored_condition(
+    method: Method, condition: Mapping[str, object] | None, *, seed: int
+) -> dict[str, object] | None:
+    """The predict-time condition a case was predicted under, as the records say it.
+
+    The method's condition model with its defaults (fields left at ``None`` out), then
+    what the method's output records of it in a prediction's provenance (UNIT's ``from``
+    and ``to`` domains, MUNIT's ``style_seed``), a :data:`SETTINGS_SEED` replaced by
+    ``seed`` (``inference.seed``), so that a stochastic prediction names its seed.
+
+    Args:
+        method: The method that predicted.
+        condition: The condition it was given (``method.condition`` with the case's own).
+        seed: ``inference.seed``.
+
+    Returns:
+        The condition, JSON values by key (``{"direction": "b2a", "from": "B", ...}``),
+        or ``None`` for a method without predict-time condition.
+    """
+    parsed = method.parse_condition(condition)
+    record: dict[str, object] = parsed.model_dump(mode="json", exclude_none=True)
+    outputs = method.outputs(parsed)
+    if len(outputs) == 1:
+        record.update(outputs[0].condition)
+    resolved = {
+        str(key): seed if value == SETTINGS_SEED else _json_value(value)
+        for key, value in record.items()
+    }
+    return resolved or None
+
+
+def _json_value(value: object) -> object:
+    """``value`` as JSON reads it back (a path as text, a tuple as a list)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def shared_condition(records: Sequence[EvaluatedCase]) -> dict[str, object] | None:
+    """The condition every case was predicted under; ``None`` when they differ or none
+    was recorded."""
+    conditions = [record.condition for record in records]
+    first = conditions[0] if conditions else None
+    return first if all(condition == first for condition in conditions) else None
+
+
+def condition_text(condition: Mapping[str, object]) -> str:
+    """``direction=b2a, from=B, to=A``: a condition in one line."""
+    return ", ".join(f"{key}={_shown(value)}" for key, value in condition.items())
+
+
+def _shown(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def card_condition(records: Sequence[EvaluatedCase]) -> dict[str, str | float | int | bool | None]:
+    """The condition of the evaluated cases as a card's ``metrics_inference`` holds it:
+    ``condition.<key>`` entries (a list or mapping as JSON text), a key whose value
+    differs between cases as :data:`VARIES`; empty for a method without condition."""
+    keys = list(dict.fromkeys(key for record in records for key in record.condition or {}))
+    entries: dict[str, str | float | int | bool | None] = {}
+    for key in keys:
+        values = [(record.condition or {}).get(key) for record in records]
+        value = values[0] if all(v == values[0] for v in values) else VARIES
+        entries[f"condition.{key}"] = (
+            value if value is None or isinstance(value, str | int | float) else json.dumps(value)
+        )
+    return entries
 
 
 def evaluation_cases(workflow: Workflow, splits: SplitSource) -> list[Case]:
@@ -376,6 +464,7 @@ def _evaluate_case(
         mask=None if mask_path is None else str(mask_path),
         prediction=None,
         spacing_outside_training_mm=_outside(facts.get("spacing_outside_training_mm")),
+        condition=scored_condition(method, condition, seed=workflow.inference.seed),
     )
     if keep:
         record = _kept(record, run, registry, output=output, source=source)

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from medi2i.workflow.scored_model import BEST_MODEL, ScoredRecord, best_of, stored_metrics
+from medi2i.workflow.scored_model import (
+    BEST_MODEL,
+    ScoredRecord,
+    best_of,
+    evaluated_conditions,
+    stored_metrics,
+)
 
 if TYPE_CHECKING:
     from medi2i.cards import ModelCard
@@ -406,13 +412,32 @@ def _evaluated_sentence(run: RunFolder, record: ScoredRecord) -> str:
     )
     text = (
         f"{_EVALUATED}{run.root.name}: this folder, {record.model.shown()}, on "
-        f"{_plural(len(record.cases), 'case')} of {record.where}: {shown}. Why this folder: "
-        f"{record.model.reason}."
+        f"{_plural(len(record.cases), 'case')} of {record.where}: {shown}."
+        f"{_condition_sentence(run, record)} Why this folder: {record.model.reason}."
     )
     for note in (record.validation_note(), record.training_note()):
         if note is not None:
             text += f" Note: {note}."
     return text
+
+
+def _condition_sentence(run: RunFolder, record: ScoredRecord) -> str:
+    """`` Predicted under the condition direction=b2a, from=B, to=A.`` (the one its
+    metrics were measured under, as ``metrics_inference`` holds it), or nothing for a
+    method without condition."""
+    from medi2i.workflow.evaluation import condition_text
+
+    by_case = record.condition_by_case or evaluated_conditions(run, record.cases)
+    if not any(by_case.values()):
+        return ""
+    shared = replace(record, condition_by_case=by_case).condition
+    if shared is not None:
+        return f" Predicted under the condition {condition_text(shared)}."
+    each = [f"{case}: {condition_text(c or {}) or 'none'}" for case, c in by_case.items()]
+    more = f"; and {len(each) - 5} more (the run's metrics/metrics.json lists them)"
+    return f" Predicted under each case's own condition: {'; '.join(each[:5])}" + (
+        f"{more}." if len(each) > 5 else "."
+    )
 
 
 def _mark_not_scored(run: RunFolder, folder: Path, record: ScoredRecord) -> None:

@@ -137,6 +137,9 @@ def _run_section(
         facts.insert(5, ("training processes", processes))
     if evaluation is not None and scored is not None:
         facts.append(("scored model", scored.model.describe()))
+        condition = _scored_under(evaluation)
+        if condition is not None:
+            facts.append(("scored under", condition))
         where = (
             "evaluation.data" if workflow.evaluation.data else f"{workflow.evaluation.split} split"
         )
@@ -162,6 +165,24 @@ def _run_section(
             )
     facts += [(f"{stage} finished", stamp) for stage, stamp in state.stages.items()]
     return Section("Run", facts=facts)
+
+
+def _scored_under(evaluation: EvaluationRecord) -> str | None:
+    """The predict-time condition the evaluated cases were predicted under
+    (``direction=b2a, from=B, to=A``), each case's where they differ; ``None`` for a
+    method without condition (or an evaluation made before medi2i recorded it)."""
+    from medi2i.workflow.evaluation import condition_text, shared_condition
+
+    cases = evaluation.cases
+    if not any(case.condition for case in cases):
+        return None
+    shared = shared_condition(cases)
+    if shared is not None:
+        return condition_text(shared)
+    each = "; ".join(
+        f"{case.id}: {condition_text(case.condition or {}) or 'none'}" for case in cases
+    )
+    return f"differs by case: {each}"
 
 
 def _overrides_text(workflow: Workflow, state: RunState) -> str:

@@ -336,7 +336,7 @@ def _evaluate(
     notes = (record.validation_note(), record.training_note())
     for note, said in zip(notes, warned, strict=True):
         if note is not None and not said:
-            log(f"evaluate: warning: {note}")
+            log(f"evaluate: Warning: {note}")
     if config.split == "test":  # the evaluate stage recorded its metrics in the card
         record_evaluation_in_cards(run, record)
     return metrics, scored_dir

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -263,6 +263,10 @@ class ScoredRecord:
             target is a validation case's), when any are.
         on_training: The evaluated cases whose source or target is a training image of
             an unpaired or multi-domain method, when any are.
+        condition_by_case: The predict-time condition each case was predicted under
+            (:func:`medi2i.workflow.evaluation.scored_condition`), by case id; empty for
+            a method without condition. :meth:`write` takes it from the evaluation's
+            ``metrics/cases.json`` when it is empty.
     """
 
     model: ScoredModel
@@ -271,6 +275,15 @@ class ScoredRecord:
     cases: tuple[str, ...] = ()
     on_validation: tuple[str, ...] = field(default=())
     on_training: tuple[str, ...] = field(default=())
+    condition_by_case: dict[str, dict[str, object] | None] = field(default_factory=dict)
+
+    @property
+    def condition(self) -> dict[str, object] | None:
+        """The condition every case was predicted under; ``None`` when they differ or
+        the method has none."""
+        conditions = list(self.condition_by_case.values())
+        first = conditions[0] if conditions else None
+        return first if all(condition == first for condition in conditions) else None
 
     @property
     def all_on_validation(self) -> bool:
@@ -284,12 +297,10 @@ class ScoredRecord:
         """Says that (some of) the evaluation data is the validation data, or ``None``."""
         if not self.on_validation:
             return None
+        shown = named_cases(self.on_validation)
         if self.all_on_validation:
-            which = "the evaluation data is"
+            which = f"the evaluation data ({shown}) is"
         else:
-            shown = ", ".join(self.on_validation[:5]) + (
-                ", ..." if len(self.on_validation) > 5 else ""
-            )
             which = (
                 f"{len(self.on_validation)} of the {len(self.cases)} evaluation cases ({shown}) are"
             )
@@ -305,24 +316,39 @@ class ScoredRecord:
         or multi-domain method, or ``None``."""
         if not self.on_training:
             return None
-        which = "" if self.all_on_training else f" ({self._some_of()})"
         return (
-            f"the evaluated images{which} were training images of an unpaired/multi-domain "
-            "method: the pairing was never seen, but the images were, so these metrics are "
-            "not a held-out test"
+            "the evaluated images were training images of an unpaired/multi-domain method "
+            f"({self._which_of()}): the pairing was never seen, but the images were, so "
+            "these metrics are not a held-out test"
         )
 
-    def _some_of(self) -> str:
-        shown = ", ".join(self.on_training[:5]) + (", ..." if len(self.on_training) > 5 else "")
-        return f"of {len(self.on_training)} of the {len(self.cases)} evaluation cases: {shown}"
+    def _which_of(self) -> str:
+        """``the evaluation case a``, ``all 3 evaluation cases: a, b, c``, ``2 of the 5
+        evaluation cases: a, b``."""
+        shown, total = named_cases(self.on_training), len(self.cases)
+        if self.all_on_training:
+            return (
+                f"the evaluation case {shown}"
+                if total == 1
+                else f"all {total} evaluation cases: {shown}"
+            )
+        return f"{len(self.on_training)} of the {total} evaluation cases: {shown}"
 
     def write(self, run: RunFolder) -> Path:
+        """Write ``metrics/scored-model.json``, with ``condition`` (the condition every
+        case was predicted under, ``null`` when they differ) and ``condition_by_case``
+        for a method with a predict-time condition."""
         from medi2i.io.atomic import atomic_path
 
         path = run.metrics / SCORED_RECORD
+        by_case = self.condition_by_case or evaluated_conditions(run, self.cases)
         document = {**asdict(self), "cases": list(self.cases)}
         document["on_validation"] = list(self.on_validation)
         document["on_training"] = list(self.on_training)
+        document.pop("condition_by_case")
+        if any(by_case.values()):
+            document["condition"] = replace(self, condition_by_case=by_case).condition
+            document["condition_by_case"] = by_case
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         return path
@@ -340,9 +366,33 @@ def read_scored_record(run: RunFolder) -> ScoredRecord | None:
             cases=tuple(str(case) for case in document.get("cases", ())),
             on_validation=tuple(str(case) for case in document.get("on_validation", ())),
             on_training=tuple(str(case) for case in document.get("on_training", ())),
+            condition_by_case=dict(document.get("condition_by_case", {})),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def named_cases(cases: Sequence[str], shown: int = 5) -> str:
+    """``a, b, c``: the first ``shown`` case ids, then ``and N more``."""
+    more = len(cases) - shown
+    return ", ".join(cases[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def evaluated_conditions(
+    run: RunFolder, cases: Sequence[str]
+) -> dict[str, dict[str, object] | None]:
+    """The condition each of ``cases`` was predicted under, from the evaluation's
+    ``metrics/cases.json``; empty when it holds none (a method without condition, or an
+    evaluation made before medi2i recorded it)."""
+    from medi2i.workflow.evaluation import read_evaluation
+
+    evaluation = read_evaluation(run)
+    if evaluation is None:
+        return {}
+    recorded = {case.id: case.condition for case in evaluation.cases}
+    if not any(recorded.values()):
+        return {}
+    return {case: recorded.get(case) for case in cases}
 
 
 def validated_files(run: RunFolder) -> set[str] | None:

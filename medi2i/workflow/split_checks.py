@@ -330,19 +330,22 @@ class ValidationOverlap:
         """Whether every evaluated case is validation data."""
         return len(self.cases) == self.total
 
-    def counted(self) -> str:
-        """``all 3 evaluation cases`` or ``2 of 5 evaluation cases (a, b)``."""
-        if self.whole:
-            noun = "case" if self.total == 1 else "cases"
-            return f"{'the' if self.total == 1 else f'all {self.total}'} evaluation {noun}"
-        shown = ", ".join(self.cases[:5]) + (", ..." if len(self.cases) > 5 else "")
-        return f"{len(self.cases)} of {self.total} evaluation cases ({shown})"
+    def named(self) -> str:
+        """``the evaluation case a``, ``all 3 evaluation cases (a, b, c)`` or ``2 of 5
+        evaluation cases (a, b)``: the first 5 ids, then ``and N more``."""
+        from medi2i.workflow.scored_model import named_cases
+
+        shown = named_cases(self.cases)
+        if self.whole and self.total == 1:
+            return f"the evaluation case {shown}"
+        counted = f"all {self.total}" if self.whole else f"{len(self.cases)} of {self.total}"
+        return f"{counted} evaluation cases ({shown})"
 
     def warning(self) -> str:
         """The one line ``medi2i validate --check-data`` and ``medi2i run`` print."""
         return (
-            f"warning: the evaluation data is the validation data ({self.counted()} read "
-            "a validation case's source or target): training validates on it and keeps "
+            f"Warning: the evaluation data is the validation data: {self.named()} read a "
+            "validation case's source or target; training validates on it and keeps "
             "best-model/ by it, so the evaluation's metrics are not a held-out test (to "
             "score cases the training never saw, evaluate a test split or evaluation.data "
             "of other cases)"
@@ -399,10 +402,10 @@ class TrainingOverlap(ValidationOverlap):
     def warning(self) -> str:
         """The one line ``medi2i validate --check-data`` and ``medi2i run`` print."""
         return (
-            f"warning: the evaluated images were training images of an unpaired/"
-            f"multi-domain method ({self.counted()} read a training volume as source or "
-            "target): the pairing was never seen, but the images were; not a held-out "
-            "test (to score images the training never saw, evaluate other subjects)"
+            "Warning: the evaluated images were training images of an unpaired/multi-domain "
+            f"method: {self.named()} read a training volume as source or target; the "
+            "pairing was never seen, but the images were; not a held-out test (to score "
+            "images the training never saw, evaluate other subjects)"
         )
 
 
