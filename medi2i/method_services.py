@@ -177,6 +177,25 @@ class FitPair:
     target: MetaTensor
     mask: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse what is not a volume tensor, in one line (a numpy array given as a
+        source failed later inside the method's fit with an ``AttributeError``)."""
+        import torch
+
+        from medi2i.errors import InputError
+        from medi2i.text import described
+
+        for role in ("source", "target", "mask"):
+            value = getattr(self, role)
+            if value is None and role == "mask":
+                continue
+            if not isinstance(value, torch.Tensor) or value.ndim != 4:
+                raise InputError(
+                    f"FitPair {self.case_id!r}: {role} must be a channel-first (1, X, Y, Z) "
+                    f"tensor, e.g. method.preprocess(medi2i.read_volume(path)) or "
+                    f"medi2i.volume_from_array(array, affine); got {described(value)}"
+                )
+
 
 class PairedBatch(TypedDict):
     """A batch of paired data: aligned patches ``(N, C, X, Y, Z)``.

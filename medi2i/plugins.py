@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from medi2i import hookspecs
-from medi2i.errors import PluginError
+from medi2i.errors import PluginError, out_of_memory
 from medi2i.hookspecs import PLUGIN_API_ATTRIBUTE, PLUGIN_API_VERSION
 
 ENTRY_POINT_GROUP = "medi2i"
@@ -126,7 +126,11 @@ class PluginSet:
         return frozenset(failure.name for failure in self.failures)
 
     def fail(self, name: str, stage: str, exc: BaseException) -> None:
-        """Record a failed plugin; raise in strict mode, warn otherwise."""
+        """Record a failed plugin; raise in strict mode, warn otherwise. Running out of
+        memory is the machine's limit, not the plugin's fault: it is raised, so that the
+        command says so instead of going on without the plugin's readers and writers."""
+        if out_of_memory(exc):
+            raise exc
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         # where in the plugin's code it broke, so its author can go there: medi2i's own
         # frames (the checks that refused what the plugin registered) are no help to them

@@ -29,7 +29,16 @@ class UntrainedWeightsWarning(UserWarning):
 
 
 def mark_trained(method: Method) -> None:
-    """Record that ``method`` holds trained weights (e.g. after loading them by hand)."""
+    """Record that ``method`` holds trained weights (e.g. after loading them by hand).
+
+    Raises:
+        OptionsError: ``method`` is not a method object.
+    """
+    if not isinstance(method, Method):
+        from medi2i.errors import OptionsError
+        from medi2i.text import described
+
+        raise OptionsError(f"mark_trained takes a method object, not {described(method)}")
     setattr(method, _TRAINED, True)
 
 

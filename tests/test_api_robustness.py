@@ -13,7 +13,7 @@ from monai.data.meta_tensor import MetaTensor
 
 import medi2i
 from medi2i.data.cases import CaseSet
-from medi2i.errors import InputError, OptionsError, OutputError
+from medi2i.errors import GeometryError, InputError, OptionsError, OutputError
 from medi2i.method import DataKind, Training
 from medi2i.model_folder import weights_sha256
 from medi2i.testing.example_methods import SelfRescaling
@@ -194,3 +194,26 @@ def test_messages_name_an_array_given_for_a_path_without_pasting_it() -> None:
         medi2i.predict_tensor(big, SelfRescaling({}))  # type: ignore[arg-type]
     assert "a ndarray object of shape (100000,)" in str(swapped.value)
     assert len(str(swapped.value)) < 400
+
+
+def test_wrong_values_in_path_and_method_slots_are_one_short_line(tmp_path: Path) -> None:
+    big = np.zeros((40, 40, 40), np.float32)
+    volume = medi2i.volume_from_array(big + np.arange(40.0), np.eye(4), path="v")
+    with pytest.raises(OptionsError) as output_slot:
+        medi2i.write_volume(volume, big)  # type: ignore[arg-type]
+    assert "a ndarray object of shape (40, 40, 40)" in str(output_slot.value)
+    assert len(str(output_slot.value)) < 300
+    with pytest.raises(OptionsError, match="save_model takes the model folder's path second"):
+        medi2i.save_model(SelfRescaling({}), big)  # type: ignore[arg-type]
+    with pytest.raises(OptionsError, match="mark_trained takes a method object, not a ndarray"):
+        medi2i.mark_trained(big)  # type: ignore[arg-type]
+    with pytest.raises(GeometryError) as affine:
+        medi2i.volume_from_array(big, np.zeros((300, 300)), path="x")
+    assert len(str(affine.value)) < 400
+    with pytest.raises(GeometryError, match=r"2 channels first: give one channel"):
+        medi2i.volume_from_array(np.zeros((2, 4, 4, 4)), np.eye(4), path="x")
+
+
+def test_fit_pairs_take_volume_tensors_in_fit_pairs_only() -> None:
+    with pytest.raises(InputError, match=r"FitPair 'c': source must be a channel-first"):
+        medi2i.FitPair("c", np.zeros((1, 4, 4, 4)), np.zeros((1, 4, 4, 4)))  # type: ignore[arg-type]

@@ -243,3 +243,15 @@ def test_a_plugin_without_hook_implementations_is_warned_about(
     installed.append(FakeEntryPoint("bare", plugin("bare", bare=True)))
     with pytest.warns(PluginWarning, match=r"plugin 'bare' implements no medi2i hook"):
         load_plugins()
+def test_a_plugin_that_runs_out_of_memory_is_not_skipped_silently() -> None:
+    import pluggy
+
+    from medi2i.plugins import PluginSet, PluginWarning
+
+    plugins = PluginSet(manager=pluggy.PluginManager("medi2i"), strict=False)
+    with pytest.raises(MemoryError):  # the command says "out of memory", not "no writer"
+        plugins.fail("medi2i.builtins", "register_readers", MemoryError("600 MiB"))
+    assert not plugins.failures
+    with pytest.warns(PluginWarning, match="failed during import and was skipped"):
+        plugins.fail("broken", "import", ImportError("no module named x"))  # still skipped
+    assert plugins.skipped == {"broken"}

@@ -92,7 +92,7 @@ def test_a_regzipped_training_mr_as_a_test_case_is_refused(
     message = str(caught.value)
     assert f"{copy} (the source of test case 'copy') holds the same voxels" in message
     assert f"as {mr} (the source of training case 'a')" in message
-    assert "though the files differ (re-compressed or saved again" in message
+    assert "though the files differ (re-compressed, converted or saved again" in message
 
 
 def test_one_voxel_changed_or_another_grid_is_allowed(tmp_path: Path, workflow: Workflow) -> None:

@@ -278,7 +278,9 @@ def spatial_shape(shape: tuple[int, ...], path: Path, *, components: int = 1) ->
             )
         return tuple(int(size) for size in shape[:3])
     found = f"a {len(given)}D image of shape {given}"
-    if len(given) == 4:
+    if len(given) == 4 and given[0] < given[3]:  # channel first, as read_volume gives
+        found += f" ({given[0]} channels first: give one channel, e.g. array[0])"
+    elif len(given) == 4:
         found += f" ({given[3]} volumes)"
     raise GeometryError(
         f"{path}: found {found}; medi2i expects one 3D volume (X, Y, Z), with any further "
@@ -459,11 +461,11 @@ def _checked_affine(affine: np.ndarray, path: Path) -> np.ndarray:
     elif abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
         problem = "is singular (a voxel spacing of 0 mm?)"
     if problem is not None:
-        entries = " ".join(f"{value:.4g}" for value in matrix.ravel())
+        entries = " ".join(f"{value:.4g}" for value in matrix.ravel()[:16])
+        shown = f" (affine, row by row: {entries})" if matrix.size <= 16 else ""
         raise GeometryError(
             f"{path}: the voxel-to-world affine {problem}; the file's geometry cannot be "
-            f"used, fix its header (spacing, direction) with the tool that made it "
-            f"(affine, row by row: {entries})"
+            f"used, fix its header (spacing, direction) with the tool that made it{shown}"
         )
     return matrix
 

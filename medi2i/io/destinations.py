@@ -36,6 +36,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from medi2i.errors import OptionsError, OutputError
+from medi2i.text import described
 
 
 def file_suffix(path: Path) -> str:
@@ -87,7 +88,7 @@ def as_output_path(value: str | os.PathLike[str]) -> Path:
     """
     if not isinstance(value, str | os.PathLike):
         raise OptionsError(
-            f"the output path is {type(value).__name__} {value!r}; give a file name such as "
+            f"the output path is {described(value)}; give a file name such as "
             "'out.nii.gz', or a folder name for a DICOM series"
         )
     path = Path(value)

@@ -115,7 +115,10 @@ def _message(path: object, first: Use, second: tuple[str, str, str]) -> str:
 
 def _copy_message(first: Use, second: Use, *, voxels: bool = False) -> str:
     same = "holds the same voxels on the same grid as" if voxels else "has the same content as"
-    though = " though the files differ (re-compressed or saved again by another tool)"
+    though = (
+        " though the files differ (re-compressed, converted or saved again by another tool, "
+        "or stored with its axes flipped or permuted)"
+    )
     return (
         f"{os.path.normpath(second[3])} (the {second[2]} of {second[0]} case {second[1]!r}) "
         f"{same} {os.path.normpath(first[3])} (the {first[2]} of {first[0]} case "

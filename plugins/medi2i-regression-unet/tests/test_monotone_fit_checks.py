@@ -56,3 +56,9 @@ def test_a_constant_fitted_mapping_is_refused() -> None:
 def test_predicting_unfitted_says_how_to_fit_it() -> None:
     with pytest.raises(OptionsError, match=r"has not been fitted: fit it with .*fit_pairs"):
         predict_tensor(MonotoneMapping(), make_volume(), settings=SETTINGS)
+
+
+@pytest.mark.parametrize("given", [torch.zeros((2, 4, 4, 4)), [("c", 1, 2)]])
+def test_fit_pairs_refuses_what_is_not_a_list_of_fit_pairs(given: object) -> None:
+    with pytest.raises(OptionsError, match=r"fit_pairs takes a list of medi2i\.FitPair"):
+        MonotoneMapping({}).fit_pairs(given)  # type: ignore[arg-type]

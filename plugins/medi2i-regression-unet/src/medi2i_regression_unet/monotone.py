@@ -54,6 +54,7 @@ from medi2i import (
     body_mask,
     normalize_mr,
 )
+from medi2i.text import described
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -215,6 +216,13 @@ class MonotoneMapping(Method[MonotoneMappingOptions, NoCondition]):
             TrainingError: The fitted curve is constant (the CT inside the masks holds
                 one value): the model would predict one value everywhere.
         """
+        given = list(pairs) if isinstance(pairs, list | tuple) else None
+        if given is None or not all(isinstance(pair, FitPair) for pair in given):
+            what = described(pairs) if given is None else "a list holding other values"
+            raise OptionsError(
+                f"method {self.id!r}: fit_pairs takes a list of medi2i.FitPair "
+                f"(FitPair(case_id, source, target)), not {what}"
+            )
         if not pairs:
             raise Medi2iError(f"method {self.id!r} needs at least one paired case to fit on")
         sources, targets = [], []
