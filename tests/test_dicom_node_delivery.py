@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 from medi2i.dicom.node.dicom_node import DicomNode
 from medi2i.dicom.node.send import Peer, send_files
 from medi2i.dicom.node.spool import Spool
+from medi2i.dicom.node.timestamps import unstamped
 from medi2i.testing.dicom_series import write_series
 from tests.dicom_node_support import (
     METHOD,
@@ -105,8 +106,16 @@ def test_a_part_arriving_after_its_series_was_translated_keeps_the_earlier_outpu
         node.stop(timeout=30)
     failed = records(manifest)[3]
     assert failed["status"] == "failed"
-    assert "2 instance(s) arrived after the series was translated from 4" in str(failed["error"])
-    assert "the earlier output is kept; send the whole series again" in str(failed["error"])
+    error = str(failed["error"])
+    assert "2 instance(s) arrived after this series was translated" in error
+    assert "(made from 4 instance(s) at " in error
+    assert "lacks these 2 instance(s) and is INCOMPLETE" in error
+    assert ".medi2i-translated" in error
+    assert "send the WHOLE series again" in error
+    assert "longer --idle-timeout" in error
+    assert "send them to the node again" not in error  # alone: another partial series
+    assert records(manifest)[1]["replaces"] is None
+    assert str(records(manifest)[5]["replaces"]).startswith("the derived series made from 4")
     assert len(derived_files(out)) == 6
 
 
@@ -221,13 +230,13 @@ def test_an_unwritable_output_and_manifest_keep_the_received_instances(tmp_path:
         wait_for(lambda: any("failed" in line for line in lines))
     finally:
         node.stop(timeout=30)
-    (line,) = [line for line in lines if line.startswith(f"series {series_uid}")]
+    (line,) = [line for line in lines if unstamped(line).startswith(f"series {series_uid}")]
     assert "received 6 instance(s) from TEST; failed: cannot write" in line
     assert f"the manifest {manifest} could not be written" in line
     (kept,) = set_aside(tmp_path / "spool", "failed")
     assert str(kept) in line
     assert len(list(kept.glob("*.dcm"))) == 6
-    assert not any(line.startswith("worker error") for line in lines)
+    assert not any(unstamped(line).startswith("worker error") for line in lines)
 
 
 # -- 6. forwarding failures keep the derived series and are counted -----------------------------
@@ -392,7 +401,7 @@ def test_required_called_aet_and_allowed_calling_titles_refuse_other_peers(
         ("SCANNER", "ANY"): False,
         ("OTHER", "MEDI2I"): False,
     }
-    refusals = [line for line in lines if line.startswith("refused an association")]
+    refusals = [line for line in lines if unstamped(line).startswith("refused an association")]
     assert len(refusals) == 2
     assert "called AE title is not MEDI2I: 'ANY'" in refusals[0]
     assert "calling AE title is not allowed (--allow-calling): 'OTHER'" in refusals[1]

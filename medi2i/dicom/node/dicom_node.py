@@ -1,7 +1,9 @@
 """A DICOM node: receive series over the network, translate them, store or forward the result.
 
 :class:`DicomNode` is a C-STORE SCP and Verification SCP (a pynetdicom application
-entity) that accepts every storage SOP Class in any transfer syntax. Received instances
+entity) that accepts every storage SOP Class, image ones only in the transfer syntaxes
+its reader decodes (:mod:`medi2i.dicom.node.negotiation`; an association whose every
+context was rejected gets one log line when it ends). Received instances
 go to the spool (:mod:`medi2i.dicom.node.spool`, which also holds the rule for when a
 series is complete); a worker thread takes each complete series out and hands it to a
 :class:`~medi2i.dicom.node.translation.SeriesTranslator` (translate, store under
@@ -14,7 +16,8 @@ again and again; then it sets aside what a killed node left in the spool
 (:meth:`~medi2i.dicom.node.spool.Spool.recover`: never translated, one log line and
 one ``abandoned`` manifest record each).
 
-Every line the node logs has its control characters escaped
+Every line the node logs starts with the local time (ISO 8601 with its UTC offset,
+:func:`medi2i.dicom.node.timestamps.stamped`) and has its control characters escaped
 (:func:`medi2i.text.one_line`): a peer's Series Description or AE title holding a
 newline must not forge a line of the log.
 
@@ -66,9 +69,11 @@ from medi2i.dicom.node.connections import (
     established_limit,
     stall_limit,
 )
+from medi2i.dicom.node.negotiation import nothing_accepted, storage_contexts
 from medi2i.dicom.node.records import describe
 from medi2i.dicom.node.send import disable_nagle
 from medi2i.dicom.node.spool import Spool, TakenSeries, is_uid, set_aside
+from medi2i.dicom.node.timestamps import stamped
 from medi2i.dicom.node.translation import SeriesTranslator
 from medi2i.dicom.reading.file_records import instance_damage
 from medi2i.text import one_line
@@ -86,6 +91,7 @@ STORE_CANNOT_UNDERSTAND = 0xC210
 NETWORK_TIMEOUT_S = 30.0
 """Seconds a silent peer may keep an association open before it is aborted, and a peer
 that stops in the middle of a PDU may keep its connection (:attr:`NodeConfig.network_timeout`)."""
+VERIFICATION = "1.2.840.10008.1.1"
 MAX_ASSOCIATIONS = 64
 """Associations served at once (pynetdicom's default is 10); more are refused."""
 
@@ -141,11 +147,13 @@ class DicomNode:
         self.config = config
         self.spool = spool
         self.translator = translator
-        self.log: Callable[[str], None] = lambda line: log(one_line(line))
+        self.log: Callable[[str], None] = lambda line: log(stamped(one_line(line)))
         self._stopping = threading.Event()
         self._server: ThreadedAssociationServer | None = None
         self._worker: threading.Thread | None = None
         self._ae: object | None = None
+        self._unusable: dict[object, str] = {}  # associations that can send nothing
+        self._unusable_lock = threading.Lock()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -161,7 +169,7 @@ class DicomNode:
         Raises:
             OSError: The port cannot be bound (in use, or not allowed).
         """
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+        from pynetdicom import AE, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         if self.translator.forward is not None:
@@ -178,13 +186,14 @@ class DicomNode:
         handshake = min(HANDSHAKE_TIMEOUT_S, self.config.network_timeout)
         ae.require_called_aet = self.config.require_called_aet
         ae.require_calling_aet = list(self.config.allowed_calling)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        for sop_class, syntaxes in storage_contexts():
+            ae.add_supported_context(sop_class, syntaxes)
         ae.add_supported_context(Verification)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, disable_nagle),
             (evt.EVT_CONN_OPEN, stall_limit(handshake)),
             (evt.EVT_ESTABLISHED, established_limit(self.config.network_timeout)),
+            (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_RELEASED, self._on_released),
@@ -357,12 +366,32 @@ class DicomNode:
             why += f": {title!r}"
         self.log(f"refused an association from {event.assoc.requestor.address}: {why}")
 
+    def _on_established(self, event: Event) -> None:
+        """Note an association whose every storage context was rejected (its line is
+        logged when it ends)."""
+        assoc = event.assoc
+        accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax != VERIFICATION]
+        if accepted or not assoc.rejected_contexts:
+            return
+        calling = "" if self.translator.names.hiding else _calling_ae(event)
+        line = nothing_accepted(calling, str(assoc.requestor.address), assoc.rejected_contexts)
+        with self._unusable_lock:
+            self._unusable[assoc] = line
+
+    def _log_unusable(self, event: Event) -> None:
+        with self._unusable_lock:
+            line = self._unusable.pop(event.assoc, None)
+        if line is not None:
+            self.log(line)
+
     def _on_released(self, event: Event) -> None:
         self.spool.end_association(event.assoc, released=True)
+        self._log_unusable(event)
 
     def _on_ended(self, event: Event) -> None:
         # after a release nothing of this association is open any more: a no-op then
         self.spool.end_association(event.assoc, released=False)
+        self._log_unusable(event)
 
 
 def check_forward(peer: Peer, config: NodeConfig) -> None:

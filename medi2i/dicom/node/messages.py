@@ -55,6 +55,19 @@ def warning_text(caught: warnings.WarningMessage) -> str:
     return f"{caught.category.__name__}: {text}"
 
 
+def is_series_warning(caught: warnings.WarningMessage) -> bool:
+    """Whether a warning caught while a series was handled is about the series.
+
+    Python's warning filters are global, so the node also catches warnings of other
+    threads (the network's); a ``ResourceWarning`` about a socket is the networking
+    library's housekeeping, never something about the series, and is left out.
+    """
+    if issubclass(caught.category, ResourceWarning):
+        text = str(caught.message)
+        return "socket" not in text and "pynetdicom" not in str(caught.filename)
+    return True
+
+
 def discard_reason(taken: TakenSeries) -> str:
     """Why a series is discarded: an instance of it refused, or its association aborted."""
     if taken.refused:

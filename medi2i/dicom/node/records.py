@@ -19,7 +19,9 @@ where its instances are kept) or ``abandoned`` (a killed node left it in the spo
 next node set it aside untranslated, and ``error`` says where). ``warnings`` lists the
 warnings raised while the series was handled (pydicom's about odd values, say). ``outputs`` lists
 what was written even when a later step failed (a forward), and ``forwarded`` counts
-the derived files the peer stored and refused.
+the derived files the peer stored and refused. ``replaces`` names the earlier derived
+series a resent series replaced (how many instances it was made from, when, and where
+it was sent, as far as known), ``null`` for a first translation.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class SeriesRecord:
     error: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    replaces: str | None = None
     time: str = ""
     note: str | None = None
 
@@ -102,6 +105,8 @@ def describe(record: SeriesRecord) -> str:
             parts.append(f"stored to {record.outputs[0]}")
         if record.forwarded_to:
             parts.append(f"sent to {record.forwarded_to}")
+        if record.replaces:
+            parts.append(f"replaces {record.replaces}")
         line = f"{head}; {'; '.join(parts)}"
     else:
         line = f"{head}; {record.status}: {record.error}"

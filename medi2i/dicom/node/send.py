@@ -254,15 +254,44 @@ def disable_nagle(event: Event) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _closing_ae(ae_title: str) -> Any:
+    """A pynetdicom ``AE`` whose association sockets are always closed.
+
+    pynetdicom 3.0 shuts a socket down before closing it, and when the connection was
+    never made (the peer is down: connection refused) the shutdown fails and the close
+    is skipped; the socket is left to the garbage collector, which warns
+    (``ResourceWarning: unclosed <socket.socket ...>``) in whatever code runs then.
+    """
+    from pynetdicom import AE
+    from pynetdicom.transport import AssociationSocket
+
+    class ClosingSocket(AssociationSocket):
+        def _shutdown_socket(self) -> None:
+            connection = self.socket
+            try:
+                super()._shutdown_socket()
+            finally:
+                if connection is not None:
+                    connection.close()  # closing twice is harmless
+
+    class ClosingAE(AE):
+        def _create_socket(self, assoc: Any, address: Any, tls_args: Any) -> Any:
+            sock = ClosingSocket(assoc, address=address)
+            sock.tls_args = tls_args
+            return sock
+
+    return ClosingAE(ae_title=ae_title)
+
+
 def _send_chunk(
     contexts: dict[tuple[str, str], list[Path]],
     report: SendReport,
     calling_ae_title: str,
     lost: list[Path],
 ) -> None:
-    from pynetdicom import AE, evt
+    from pynetdicom import evt
 
-    ae = AE(ae_title=calling_ae_title)
+    ae = _closing_ae(calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT_S
     ae.connection_timeout = NETWORK_TIMEOUT_S
     for sop_class, syntax in contexts:

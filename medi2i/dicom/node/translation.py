@@ -34,7 +34,12 @@ its one log line.
 A series received again later replaces its earlier derived series and sidecar (with new
 Series and SOP Instance UIDs) only when it holds every instance the earlier one was made
 from (:mod:`medi2i.dicom.node.history`); instances arriving later that are not a full
-resend are ``failed`` and the earlier output is kept.
+resend are ``failed`` and the earlier output is kept: their line says that the derived
+series already made lacks them and is incomplete, and that the remedy is to send the
+whole series again. A full resend's line and record say which derived series it
+replaces (``replaces``). A series whose instances show it is incomplete (Images in
+Acquisition above the number received, Instance Numbers that do not start at 1 or have
+gaps: :mod:`medi2i.dicom.node.completeness`) is translated with a warning saying so.
 
 With a forward peer the derived files are then sent with C-STORE
 (:mod:`medi2i.dicom.node.send`); without ``output`` they are written to a hidden folder
@@ -70,15 +75,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medi2i.batch_study import failure_message, timed_stage
-from medi2i.dicom.node.history import SeriesHistory, partial_resend_message
+from medi2i.dicom.node.completeness import incompleteness_warnings
+from medi2i.dicom.node.history import EarlierSeries, SeriesHistory, partial_resend_message
 from medi2i.dicom.node.lineage import OWN_OUTPUT, loop_reason, read_lineage
 from medi2i.dicom.node.messages import (
     collision_message,
     discard_reason,
+    is_series_warning,
     node_message,
     warning_text,
 )
 from medi2i.dicom.node.naming import SourceNames
+from medi2i.dicom.node.outcomes import Delivery, Outcome
 from medi2i.dicom.node.records import SeriesRecord, SeriesStatus, append_record, describe
 from medi2i.dicom.node.screening import pick_series, skip_reason
 from medi2i.dicom.node.spool import set_aside
@@ -102,32 +110,6 @@ if TYPE_CHECKING:
 __all__ = ["STAGES", "SeriesRecord", "SeriesStatus", "SeriesTranslator", "describe"]
 
 STAGES = ("receive", "read", "infer", "write", "send")
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What translating one series came to, before it is recorded.
-
-    Attributes:
-        record: The record (naming the source; scrubbed when written).
-        keep_input: Keep the received instances (the output could not be written, or
-            the series came back through forwarding).
-        descriptions: Series Descriptions of the received files, hidden when
-            de-identifying.
-    """
-
-    record: SeriesRecord
-    keep_input: bool = False
-    descriptions: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Delivery:
-    """Where a derived series went: ``outputs`` written, and the forward's report."""
-
-    outputs: tuple[str, ...]
-    report: SendReport | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,19 +206,20 @@ class SeriesTranslator:
         problems: list[str] = []
         if not taken.complete or taken.refused:
             discarded = replace(record, status="discarded", error=discard_reason(taken))
-            outcome = _Outcome(discarded, keep_input=True)
+            outcome = Outcome(discarded, keep_input=True)
         else:
             self._append(record, (), problems)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 outcome = self._translate(taken, record)
-            said = tuple(dict.fromkeys(warning_text(w) for w in caught))
+            said = tuple(dict.fromkeys(warning_text(w) for w in caught if is_series_warning(w)))
+            said = tuple(dict.fromkeys((*outcome.record.warnings, *said)))
             if said:
                 outcome = replace(outcome, record=replace(outcome.record, warnings=said))
         final = outcome.record
         kept = outcome.keep_input or (bool(problems) and final.status == "failed")
         if kept:
-            final = self._keep_input(taken, final)
+            final = self._keep_input(taken, final, partial=outcome.partial)
         self._append(final, outcome.descriptions, problems)
         if problems and not kept and final.status == "failed":
             final, kept = self._keep_input(taken, final), True
@@ -309,7 +292,9 @@ class SeriesTranslator:
         except OSError as exc:
             problems.append(str(exc))
 
-    def _keep_input(self, taken: TakenSeries, record: SeriesRecord) -> SeriesRecord:
+    def _keep_input(
+        self, taken: TakenSeries, record: SeriesRecord, *, partial: bool = False
+    ) -> SeriesRecord:
         """Set the received files of a failed, discarded or looped series aside; the
         record says where."""
         kinds = {"discarded": "discarded", "skipped": "looped"}
@@ -318,7 +303,7 @@ class SeriesTranslator:
             folder = set_aside(taken.folder, kind, self.names.uid(taken.series_uid))
         except OSError:
             folder = taken.folder
-        if kind == "discarded":
+        if kind == "discarded" or partial:
             kept = (
                 f"its {taken.instances} received instance(s) are kept in {folder} (delete "
                 "the folder once the whole series was sent again)"
@@ -356,12 +341,12 @@ class SeriesTranslator:
             warnings=tuple(text(w) or "" for w in record.warnings),
         )
 
-    def _translate(self, taken: TakenSeries, record: SeriesRecord) -> _Outcome:
+    def _translate(self, taken: TakenSeries, record: SeriesRecord) -> Outcome:
         timings = dict(record.timings)
         descriptions: tuple[str, ...] = ()
         found_images: list[ImageHeader] = []
         if self._history.produced(taken.series_uid):
-            return _Outcome(replace(record, status="skipped", error=OWN_OUTPUT), True)
+            return Outcome(replace(record, status="skipped", error=OWN_OUTPUT), True)
         try:
             found = self._scanned(taken)
             found_images = [image for info in found for image in info.images]
@@ -370,7 +355,7 @@ class SeriesTranslator:
             looped = self._loop_reason(found_images)
             if looped is not None:  # kept: it may be another node's only output
                 loop = replace(record, status="skipped", error=looped)
-                return _Outcome(loop, True, descriptions)
+                return Outcome(loop, True, descriptions)
             skipped = skip_reason(
                 found,
                 self.method,
@@ -380,22 +365,31 @@ class SeriesTranslator:
             )
             if skipped is not None:
                 skip = replace(record, status="skipped", error=skipped)
-                return _Outcome(skip, False, descriptions)
+                return Outcome(skip, False, descriptions)
             series = pick_series(taken.series_uid, found, self.selector)
             made_from = frozenset(path.stem for path in series.files)
-            earlier = self._history.earlier(self.names.uid(taken.series_uid))
+            name = self.names.uid(taken.series_uid)
+            earlier = self._history.earlier_series(name)
             received = frozenset(map(self.names.uid, taken.received_uids()))
-            if earlier is not None and not earlier <= received:
-                note = self._history.path(self.names.uid(taken.series_uid))
-                error = partial_resend_message(earlier, received, note)
-                return _Outcome(replace(record, status="failed", error=error), True, descriptions)
+            if earlier is not None and not earlier.instances <= received:
+                stored = self.output / name / self.method.id if self.output is not None else None
+                error = partial_resend_message(
+                    earlier, received, self._history.path(name), str(stored) if stored else None
+                )
+                failed = replace(record, status="failed", error=error)
+                return Outcome(failed, True, descriptions, partial=True)
+            record = replace(
+                record,
+                replaces=self._replaces(name, earlier),
+                warnings=incompleteness_warnings(found_images),
+            )
             delivery = self._run(taken, series, made_from, timings)
         except Exception as exc:  # one bad series must never stop the node
             error = node_message(failure_message(exc), taken, found_images)
             if taken.collisions:
                 error = f"{collision_message(taken.collisions)}; {error}"
             failed = replace(record, status="failed", error=error, timings=timings)
-            return _Outcome(failed, True, descriptions)
+            return Outcome(failed, True, descriptions)
         report = delivery.report
         status: SeriesStatus = "failed" if delivery.error is not None else "done"
         final = replace(
@@ -411,7 +405,16 @@ class SeriesTranslator:
             error=delivery.error,
             timings=timings,
         )
-        return _Outcome(final, False, descriptions)
+        return Outcome(final, False, descriptions)
+
+    def _replaces(self, name: str, earlier: EarlierSeries | None) -> str | None:
+        """The earlier derived series a translation of ``name`` replaces, or ``None``."""
+        if earlier is not None:
+            return f"the derived series {earlier.describe()}"
+        folder = self.output / name / self.method.id if self.output is not None else None
+        if folder is not None and folder.is_dir():  # its note was deleted: time unknown
+            return f"the derived series in {folder}"
+        return None
 
     def _scanned(self, taken: TakenSeries) -> Sequence[SeriesInfo]:
         """The received files' series (one per volume of a series of several)."""
@@ -443,7 +446,7 @@ class SeriesTranslator:
         series: SeriesInfo,
         made_from: frozenset[str],
         timings: dict[str, float],
-    ) -> _Delivery:
+    ) -> Delivery:
         from medi2i.dicom.reading.series_volume import read_dicom_series
         from medi2i.prediction import predict_tensor
 
@@ -476,6 +479,8 @@ class SeriesTranslator:
                     self.names.uid(taken.series_uid), map(self.names.uid, made_from)
                 )
             report = self._forward(files, timings)
+            if report is not None and not report.failed:
+                self._history.note_sent(name, str(self.forward))
         except BaseException:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -484,13 +489,13 @@ class SeriesTranslator:
 
     def _delivered(
         self, folder: Path, scratch: Path | None, report: SendReport | None, count: int
-    ) -> _Delivery:
+    ) -> Delivery:
         """What became of the derived series in ``folder``; an unsent one is kept."""
         outputs = (str(folder),) if scratch is None else ()
         if report is None or not report.failed:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-            return _Delivery(outputs, report)
+            return Delivery(outputs, report)
         assert self.forward is not None
         peer = self.forward
         error = f"forwarded {len(report.sent)} of {count} derived file(s) to {peer}: "
@@ -510,7 +515,7 @@ class SeriesTranslator:
             f": send it again with 'medi2i dicom send {kept} {peer.host}:{peer.port}:"
             f"{peer.ae_title}'"
         )
-        return _Delivery(outputs, report, error)
+        return Delivery(outputs, report, error)
 
     def _remember_output(self, files: Sequence[Path]) -> None:
         """Note the Series Instance UID of the derived series in ``files``, so that the
