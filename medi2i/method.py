@@ -50,48 +50,20 @@ from pydantic import BaseModel, ValidationError
 from medi2i.errors import Medi2iError, ModelFormatError, OptionsError
 from medi2i.grid import Grid as Grid  # moved to medi2i.grid; still importable here
 from medi2i.grid import SpatialPlan as SpatialPlan
-from medi2i.method_services import (
-    AdaptContext as AdaptContext,
-)
-from medi2i.method_services import (
-    AuxiliaryNetwork as AuxiliaryNetwork,
-)
-from medi2i.method_services import (
-    ConditionT as ConditionT,
-)
-from medi2i.method_services import (
-    FitPair as FitPair,
-)
-from medi2i.method_services import (
-    MultiDomainBatch as MultiDomainBatch,
-)
-from medi2i.method_services import (
-    PairedBatch as PairedBatch,
-)
-from medi2i.method_services import (
-    PredictContext as PredictContext,
-)
-from medi2i.method_services import (
-    Progress as Progress,
-)
-from medi2i.method_services import (
-    SingleDomainBatch as SingleDomainBatch,
-)
-from medi2i.method_services import (
-    TrainerAPI as TrainerAPI,
-)
-from medi2i.method_services import (
-    TrainingBatch as TrainingBatch,
-)
-from medi2i.method_services import (
-    TrainingStateValue as TrainingStateValue,
-)
-from medi2i.method_services import (
-    UnpairedBatch as UnpairedBatch,
-)
-from medi2i.method_services import (
-    no_progress as no_progress,
-)
+from medi2i.method_services import AdaptContext as AdaptContext
+from medi2i.method_services import AuxiliaryNetwork as AuxiliaryNetwork
+from medi2i.method_services import ConditionT as ConditionT
+from medi2i.method_services import FitPair as FitPair
+from medi2i.method_services import MultiDomainBatch as MultiDomainBatch
+from medi2i.method_services import PairedBatch as PairedBatch
+from medi2i.method_services import PredictContext as PredictContext
+from medi2i.method_services import Progress as Progress
+from medi2i.method_services import SingleDomainBatch as SingleDomainBatch
+from medi2i.method_services import TrainerAPI as TrainerAPI
+from medi2i.method_services import TrainingBatch as TrainingBatch
+from medi2i.method_services import TrainingStateValue as TrainingStateValue
+from medi2i.method_services import UnpairedBatch as UnpairedBatch
+from medi2i.method_services import no_progress as no_progress
 from medi2i.method_spec import DataKind as DataKind
 from medi2i.method_spec import DomainSpec as DomainSpec
 from medi2i.method_spec import JSONScalar as JSONScalar

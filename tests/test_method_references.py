@@ -75,9 +75,11 @@ def test_arguments_of_the_wrong_type_get_a_medi2i_error_saying_what_to_pass() ->
 
     volume = MetaTensor(torch.rand(1, 8, 8, 8), affine=torch.eye(4))
     method = medi2i.Registry().method("intensity-inversion")()
-    with pytest.raises(OptionsError, match="takes a file or DICOM folder path, not NoneType"):
+    with pytest.raises(
+        OptionsError, match="takes a file or DICOM folder path, not a NoneType object"
+    ):
         medi2i.read_volume(None)  # type: ignore[arg-type]
-    with pytest.raises(OptionsError, match="the output path is NoneType None"):
+    with pytest.raises(OptionsError, match="the output path is a NoneType object"):
         medi2i.write_volume(volume, None)  # type: ignore[arg-type]
     with pytest.raises(OptionsError, match="is a mapping of its fields"):
         medi2i.predict_tensor(method, volume, condition="x")  # type: ignore[arg-type]

@@ -243,6 +243,8 @@ def test_a_plugin_without_hook_implementations_is_warned_about(
     installed.append(FakeEntryPoint("bare", plugin("bare", bare=True)))
     with pytest.warns(PluginWarning, match=r"plugin 'bare' implements no medi2i hook"):
         load_plugins()
+
+
 def test_a_plugin_that_runs_out_of_memory_is_not_skipped_silently() -> None:
     import pluggy
 

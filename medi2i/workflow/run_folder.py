@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -40,11 +39,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import yaml
-from pydantic import JsonValue
 
 from medi2i.errors import Medi2iError
 from medi2i.io.atomic import atomic_path
+from medi2i.workflow.earlier_attempt import EarlierAttempt as EarlierAttempt
 from medi2i.workflow.loader import WorkflowError, dump_workflow
+from medi2i.workflow.run_log import Log as Log
+from medi2i.workflow.run_log import run_logging as run_logging
 from medi2i.workflow.schema import Workflow
 
 if TYPE_CHECKING:
@@ -398,58 +399,6 @@ def _with_defaults(
     return shown
 
 
-@dataclass(frozen=True)
-class EarlierAttempt:
-    """What a run folder held before its training started: its ``config.resolved.yaml``
-    and the last step ``logs/train.jsonl`` recorded (read before training replaces them).
-
-    Attributes:
-        config: The folder's resolved config, or ``None`` when it had none (or a damaged one).
-        logged_step: The last step the earlier attempt logged, or ``None``.
-    """
-
-    config: Mapping[str, JsonValue] | None
-    logged_step: int | None
-
-    @classmethod
-    def read(cls, run: RunFolder) -> EarlierAttempt:
-        from medi2i.training.history import read_history
-
-        try:
-            raw = yaml.safe_load(run.config.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            raw = None
-        steps = [e["step"] for e in read_history(run.train_log) if isinstance(e.get("step"), int)]
-        return cls(raw if isinstance(raw, dict) else None, max(steps, default=None))
-
-    def restart_note(self, run: RunFolder, workflow: Workflow) -> str | None:
-        """The log line of a training that starts at step 0 in a folder an earlier
-        attempt left without a checkpoint: the settings that changed (old → new), and
-        that the attempt's records in ``logs/train.jsonl`` are replaced. ``None`` when
-        there is nothing to say (a new folder, or the same settings and no record)."""
-        from medi2i.training.checkpoint import fingerprint_differences
-
-        current = workflow.model_dump(mode="json")
-        changed = fingerprint_differences(self.config, current) if self.config else []
-        if not changed and self.logged_step is None:
-            return None
-        logged = f" (it logged steps up to {self.logged_step})" if self.logged_step else ""
-        text = (
-            f"train: run folder {run.root} holds no checkpoint of an earlier attempt{logged}, "
-            "so training starts again from step 0"
-        )
-        if changed:
-            shown = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
-            text += (
-                f" with this run's settings, which differ from the folder's {run.config.name} "
-                f"({shown}); {run.config.name} now holds them"
-            )
-        return text + (
-            "; the earlier attempt's records in logs/train.jsonl are replaced (logs/run.log "
-            "keeps its lines)"
-        )
-
-
 def checkpoint_step(run: RunFolder) -> int | None:
     """The step of the run's last training checkpoint, or ``None``."""
     from medi2i.training import checkpoint
@@ -458,7 +407,7 @@ def checkpoint_step(run: RunFolder) -> int | None:
     return checkpoint.checkpoint_step(run.root / CHECKPOINTS)
 
 
-# -- run state and log ---------------------------------------------------------------------------
+# -- run state (its log: medi2i.workflow.run_log) ------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -573,47 +522,3 @@ class RunState:
 def _count(value: object) -> int | None:
     """``value`` when it is a positive count (not a bool), else ``None``."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-Log = Callable[[str], None]
-
-
-@contextmanager
-def run_logging(run: RunFolder, echo: Echo | None, *, main: bool = True) -> Iterator[Log]:
-    """Log lines to ``logs/run.log`` (and ``echo``); medi2i's logging goes there too.
-
-    Outside rank 0 of a ``torchrun`` launch (``main`` false) lines go nowhere: rank 0
-    writes and prints them once.
-    """
-    if not main:
-        yield lambda message: None
-        return
-    handler = logging.FileHandler(run.logs / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("medi2i")
-    previous_level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    stage_logger = logging.getLogger("medi2i.workflow")
-
-    def log(message: str) -> None:
-        stage_logger.info(message)
-        if echo is not None:
-            echo(message)
-
-    try:
-        yield log
-    except Medi2iError as exc:  # a refusal explained in its message
-        stage_logger.error("stopped: %s", exc)
-        raise
-    except Exception as exc:  # a bug (often in a plugin's code): keep where it happened
-        stage_logger.exception("stopped: %s: %s", type(exc).__name__, exc)
-        raise
-    except KeyboardInterrupt:
-        stage_logger.error("stopped: interrupted (Ctrl-C, SIGINT or SIGTERM)")
-        raise
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
-        handler.close()
