@@ -342,7 +342,7 @@ def volume_from_array(
     array: npt.ArrayLike,
     affine: np.ndarray,
     *,
-    path: Path | str,
+    path: Path | str | None,
     source_dtype: str | None = None,
     meta: Mapping[str, object] | None = None,
     keep_layout: bool = False,
@@ -363,7 +363,8 @@ def volume_from_array(
             tensor or nested list of real numbers, or a ``(1, X, Y, Z)`` one with its
             channel first (as :func:`medi2i.read_volume` returns volumes).
         affine: 4x4 voxel-to-world matrix in RAS+ mm.
-        path: The file read; stored as ``filename_or_obj`` and named in errors.
+        path: The file read; stored as ``filename_or_obj`` and named in errors
+            (``None``: an array of no file, named ``<array>``).
         source_dtype: The voxel type stored in the file; defaults to ``array.dtype``.
         meta: Further metadata (format header fields, DICOM UIDs, ...).
         keep_layout: For readers: keep ``array``'s memory order (x fastest, as NIfTI,
@@ -383,11 +384,12 @@ def volume_from_array(
     import torch
     from monai.data.meta_tensor import MetaTensor
 
-    voxels = _voxel_array(array, path)
-    shape = spatial_shape(_without_channel(voxels.shape), Path(path))
-    affine = _checked_affine(affine, Path(path))
+    named = Path(path) if path is not None else Path("<array>")  # in messages
+    voxels = _voxel_array(array, named)
+    shape = spatial_shape(_without_channel(voxels.shape), named)
+    affine = _checked_affine(affine, named)
     values = voxels.reshape(shape)
-    _require_float32_range(values, Path(path))
+    _require_float32_range(values, named)
     if keep_layout:
         # a cast in the array's own memory order: one pass, no transposition
         values = values.astype(np.float32, order="K", copy=False)
