@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python benchmarks/p4_training_throughput.py
 	$(BIN)/python benchmarks/p6_memory.py
 	$(BIN)/python benchmarks/cpu_window_batch.py
+	$(BIN)/python benchmarks/p9_harmonization_memory.py
 
 # Q1-Q3 and Q1x quality benchmarks (baselines) on the shared real volumes; `medi2i bench`
 # is the plugins/medi2i-bench plugin, installed by setup with every plugins/medi2i-*.
