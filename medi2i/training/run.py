@@ -275,12 +275,9 @@ class _Validator:
     condition: Mapping[str, object] | None
 
     def __call__(self, progress: ValidationProgress | None = None) -> dict[str, float]:
+        settings, condition = self.settings, self.condition
         return validate(
-            self.method,
-            self.cases,
-            settings=self.settings,
-            condition=self.condition,
-            progress=progress,
+            self.method, self.cases, settings=settings, condition=condition, progress=progress
         )
 
     def named(self) -> str:
