@@ -41,31 +41,26 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from process_measure import (
+    idle_baselines,
+    measure,
+    stage_rows,
+    stage_table,
+    staged_script,
+    with_output,
+)
+
 RESULTS = Path(__file__).parent / "results"
 TARGET_TIME_RATIO = 1.3
 TARGET_MEMORY = 3.0
-
-MEASURE = """
-import resource, subprocess, sys, time
-started = time.perf_counter()
-done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-seconds = time.perf_counter() - started
-if done.returncode:
-    sys.stderr.write(done.stdout + done.stderr)
-    sys.exit(done.returncode)
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-lines = done.stdout.strip().splitlines()
-print(seconds, peak, lines[-1] if lines and lines[-1].startswith("{") else "")
-"""
-"""Runs a command in a child and prints its wall time, peak resident bytes and the
-child's last line of output when it is JSON (the stage sampler's)."""
+PLUGINS = "invert,medi2i-regression-unet"
+"""The only plugins loaded (``MEDI2I_LOAD_PLUGINS``) by every medi2i process."""
 
 IDLE = {
     "medi2i": "import medi2i, torch, monai, nibabel, numpy, medi2i.prediction",
@@ -102,66 +97,15 @@ sys.argv = ["medi2i", *sys.argv[1:]]
 main()
 """
 
-STAGED = """
-import json, os, sys, threading, time
-PAGE = os.sysconf("SC_PAGE_SIZE")
-STAGES = {STAGES}
-def resident():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-def stage(frame):
-    top = frame
-    while top is not None:
-        if top.f_code.co_filename.startswith("<frozen importlib"):
-            return "import modules (torch, MONAI, plugins)"
-        top = top.f_back
-    while frame is not None:
-        name = STAGES.get(frame.f_code.co_name)
-        if name and "medi2i" in frame.f_code.co_filename:
-            return name
-        frame = frame.f_back
-    return "start-up and set-up"
-main_thread, samples, done = threading.get_ident(), [], threading.Event()
-def sample():
-    while not done.is_set():
-        frame = sys._current_frames().get(main_thread)
-        samples.append((time.perf_counter(), resident(), stage(frame)))
-        time.sleep(0.005)
-sampler = threading.Thread(target=sample, daemon=True)
-sampler.start()
-if sys.argv[1] == "windowed":
+STAGES = stage_table("predict (engine)")
+"""The innermost medi2i function on the stack names the stage a sample falls in."""
+
+WINDOWED_SETUP = """if sys.argv[1] == "windowed":
     from medi2i_invert.method import IntensityInversion
     IntensityInversion.pointwise = False
-from medi2i.cli.main import main
-sys.argv = ["medi2i", *sys.argv[2:]]
-try:
-    main()
-except SystemExit as exc:
-    if exc.code:
-        raise
-done.set()
-sampler.join()
-result = {{}}
-for (t0, rss, name), (t1, _, _) in zip(samples, samples[1:]):
-    seconds, peak = result.get(name, (0.0, 0))
-    result[name] = (seconds + t1 - t0, max(peak, rss))
-print(json.dumps(result))
 """
-"""Runs medi2i predict under a sampler of the main thread's stack and resident memory
-every 5 ms; prints each stage's time and peak resident bytes as JSON."""
-
-STAGES = {
-    "read_volume": "read the input",
-    "provenance": "hash the input (provenance)",
-    "checked_input": "check the input",
-    "prepared": "preprocess",
-    "predict": "predict (engine)",
-    "postprocess": "postprocess",
-    "_delivered": "check the output",
-    "write_volume": "write the output",
-    "staged_sidecar": "write the output",
-}
-"""The innermost medi2i function on the stack names the stage a sample falls in."""
+"""The stage sampler's set-up: its first argument, ``windowed``, switches the
+inversion's ``pointwise`` off; its command line starts at the second."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,14 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         commands = _commands(work, models)
         _check_rows(work, commands)  # seconds on a small volume, before the long runs
         _write_inputs(work, shape)
-        idle_runs = {
-            kind: [_measure([sys.executable, "-c", code])[:2] for _ in range(args.repeats)]
-            for kind, code in IDLE.items()
-        }
-        idle = {kind: statistics.median(p for _, p in found) for kind, found in idle_runs.items()}
-        start_up = {
-            kind: statistics.median(t for t, _ in found) for kind, found in idle_runs.items()
-        }
+        idle, start_up = idle_baselines(IDLE, args.repeats, PLUGINS)
         runs: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
         stages: dict[str, dict[str, tuple[float, int]]] = {}
         for repeat in range(args.repeats):
@@ -203,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                 if name in models and repeat > 0:
                     continue  # minutes of convolutions on a CPU: once is enough for memory
                 out = work / f"out-{index}-{repeat}.nii"
-                seconds, peak, found = _measure(_line(command, out))
+                seconds, peak, found = _measure(with_output(command, out))
                 runs[name].append((seconds, peak))
                 if found:
                     stages[name] = found
@@ -217,17 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             stages[name] = _measure(_staged(kind, line, work / f"staged-{kind}.nii"))[2]
     stages = {name: stages[name] for name in commands if name in stages}
     report = _report(shape, volume_bytes, idle, start_up, runs, args.repeats)
-    report["stages"] = {
-        name: [
-            {
-                "stage": stage,
-                "seconds": round(seconds, 2),
-                "peak_over_idle_volumes": round((peak - idle["medi2i"]) / volume_bytes, 2),
-            }
-            for stage, (seconds, peak) in found.items()
-        ]
-        for name, found in stages.items()
-    }
+    report["stages"] = stage_rows(stages, idle["medi2i"], volume_bytes)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "p6_memory.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.output / "p6_memory.md").write_text(_markdown(report))
@@ -292,13 +219,9 @@ def _commands(work: Path, models: dict[str, Path]) -> dict[str, list[str]]:
 
 
 def _staged(kind: str, predict: list[str], out: Path | None) -> list[str]:
-    """``medi2i predict`` under the stage sampler (:data:`STAGED`)."""
+    """``medi2i predict`` under the stage sampler (:data:`process_measure.STAGED`)."""
     line = [str(out) if out is not None and part == "OUT" else part for part in predict]
-    return [sys.executable, "-c", STAGED.format(STAGES=repr(STAGES)), kind, *line]
-
-
-def _line(command: list[str], out: Path) -> list[str]:
-    return [str(out) if part == "OUT" else part for part in command]
+    return [sys.executable, "-c", staged_script(STAGES, WINDOWED_SETUP, first=2), kind, *line]
 
 
 def _check_rows(work: Path, commands: dict[str, list[str]]) -> None:
@@ -314,7 +237,7 @@ def _check_rows(work: Path, commands: dict[str, list[str]]) -> None:
             str(small / Path(part).name)
             if part in (str(work / "ct.nii"), str(work / "mr.nii"))
             else part
-            for part in _line(command, small / f"out-{index}.nii")
+            for part in with_output(command, small / f"out-{index}.nii")
         ]
         try:
             _measure(line)
@@ -354,32 +277,8 @@ def _untrained_unet(folder: Path, options: dict[str, Any]) -> Path:
 
 
 def _measure(command: list[str]) -> tuple[float, int, dict[str, tuple[float, int]]]:
-    """Wall seconds, peak resident bytes and (for a command under the stage sampler)
-    seconds and peak resident bytes by stage."""
-    seconds, peak, *found = _run_python(
-        [MEASURE, *command], " ".join(p for p in command if "\n" not in p)
-    ).split(maxsplit=2)
-    stages = json.loads(found[0]) if found else {}
-    return (
-        float(seconds),
-        int(peak),
-        {stage: (float(t), int(p)) for stage, (t, p) in stages.items()},
-    )
-
-
-def _run_python(arguments: list[str], what: str) -> str:
-    """``python -c CODE ARGS...`` with only the inversion and U-Net plugins loaded; its
-    stdout."""
-    done = subprocess.run(
-        [sys.executable, "-c", *arguments],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "MEDI2I_LOAD_PLUGINS": "invert,medi2i-regression-unet"},
-    )
-    if done.returncode:
-        raise SystemExit(f"{what} failed: {done.stderr[-2000:]}")
-    return done.stdout
+    """:func:`process_measure.measure` with only :data:`PLUGINS` loaded."""
+    return measure(command, PLUGINS)
 
 
 def _report(

@@ -47,7 +47,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -55,24 +54,18 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, cast
 
+from process_measure import (
+    idle_baselines,
+    measure,
+    stage_rows,
+    stage_table,
+    staged_script,
+    with_output,
+)
+
 RESULTS = Path(__file__).parent / "results"
 PLUGINS = "harmonization,super-resolution"
 """The only plugins loaded (``MEDI2I_LOAD_PLUGINS``) by every medi2i process."""
-
-MEASURE = """
-import resource, subprocess, sys, time
-started = time.perf_counter()
-done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-seconds = time.perf_counter() - started
-if done.returncode:
-    sys.stderr.write(done.stdout + done.stderr)
-    sys.exit(done.returncode)
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-lines = done.stdout.strip().splitlines()
-print(seconds, peak, lines[-1] if lines and lines[-1].startswith("{") else "")
-"""
-"""Runs a command in a child and prints its wall time, peak resident bytes and the
-child's last line of output when it is JSON (the stage sampler's)."""
 
 IDLE = {
     "medi2i": (
@@ -118,62 +111,7 @@ result.header.set_data_dtype(np.float32)
 nib.save(result, sys.argv[2])
 """
 
-STAGED = """
-import json, os, sys, threading, time
-PAGE = os.sysconf("SC_PAGE_SIZE")
-STAGES = {STAGES}
-def resident():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-def stage(frame):
-    top = frame
-    while top is not None:
-        if top.f_code.co_filename.startswith("<frozen importlib"):
-            return "import modules (torch, MONAI, plugins)"
-        top = top.f_back
-    while frame is not None:
-        name = STAGES.get(frame.f_code.co_name)
-        if name and "medi2i" in frame.f_code.co_filename:
-            return name
-        frame = frame.f_back
-    return "start-up and set-up"
-main_thread, samples, done = threading.get_ident(), [], threading.Event()
-def sample():
-    while not done.is_set():
-        frame = sys._current_frames().get(main_thread)
-        samples.append((time.perf_counter(), resident(), stage(frame)))
-        time.sleep(0.005)
-sampler = threading.Thread(target=sample, daemon=True)
-sampler.start()
-from medi2i.cli.main import main
-sys.argv = ["medi2i", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exc:
-    if exc.code:
-        raise
-done.set()
-sampler.join()
-result = {{}}
-for (t0, rss, name), (t1, _, _) in zip(samples, samples[1:]):
-    seconds, peak = result.get(name, (0.0, 0))
-    result[name] = (seconds + t1 - t0, max(peak, rss))
-print(json.dumps(result))
-"""
-"""Runs medi2i predict under a sampler of the main thread's stack and resident memory
-every 5 ms; prints each stage's time and peak resident bytes as JSON."""
-
-STAGES = {
-    "read_volume": "read the input",
-    "provenance": "hash the input (provenance)",
-    "checked_input": "check the input",
-    "prepared": "preprocess",
-    "predict": "predict (method)",
-    "postprocess": "postprocess",
-    "_delivered": "check the output",
-    "write_volume": "write the output",
-    "staged_sidecar": "write the output",
-}
+STAGES = stage_table("predict (method)")
 """The innermost medi2i function on the stack names the stage a sample falls in."""
 
 ZSCORE_SCRIPT_ROW = "zscore: numpy + scikit-image script"
@@ -211,21 +149,14 @@ def main(argv: list[str] | None = None) -> None:
         commands = _commands(work, model)
         _check_rows(work, commands)  # seconds on a small volume, before the long runs
         _write_head(work / "mr.nii", shape, seed=0)
-        idle_runs = {
-            kind: [_measure([sys.executable, "-c", code])[:2] for _ in range(args.repeats)]
-            for kind, code in IDLE.items()
-        }
-        idle = {kind: statistics.median(p for _, p in found) for kind, found in idle_runs.items()}
-        start_up = {
-            kind: statistics.median(t for t, _ in found) for kind, found in idle_runs.items()
-        }
+        idle, start_up = idle_baselines(IDLE, args.repeats, PLUGINS)
         runs: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
         differences: dict[str, dict[str, Any]] = {}
         for repeat in range(args.repeats):
             outputs: dict[str, Path] = {}
             for index, (name, command) in enumerate(commands.items()):
                 out = work / f"out-{index}-{repeat}.nii"
-                seconds, peak, _ = _measure(_line(command, out))
+                seconds, peak, _ = _measure(with_output(command, out))
                 runs[name].append((seconds, peak))
                 outputs[name] = out
                 if repeat == 0 and name in BASELINES:
@@ -239,17 +170,7 @@ def main(argv: list[str] | None = None) -> None:
                 out = work / f"staged-{len(stages)}.nii"
                 stages[name] = _measure(_staged(command[1:], out))[2]
     report = _report(shape, volume_bytes, idle, start_up, runs, differences, args.repeats)
-    report["stages"] = {
-        name: [
-            {
-                "stage": stage,
-                "seconds": round(seconds, 2),
-                "peak_over_idle_volumes": round((peak - idle["medi2i"]) / volume_bytes, 2),
-            }
-            for stage, (seconds, peak) in found.items()
-        ]
-        for name, found in stages.items()
-    }
+    report["stages"] = stage_rows(stages, idle["medi2i"], volume_bytes)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "p9_harmonization_memory.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.output / "p9_harmonization_memory.md").write_text(_markdown(report))
@@ -322,13 +243,9 @@ def _commands(work: Path, model: Path) -> dict[str, list[str]]:
 
 
 def _staged(predict: list[str], out: Path) -> list[str]:
-    """``medi2i predict`` under the stage sampler (:data:`STAGED`)."""
+    """``medi2i predict`` under the stage sampler (:data:`process_measure.STAGED`)."""
     line = [str(out) if part == "OUT" else part for part in predict]
-    return [sys.executable, "-c", STAGED.format(STAGES=repr(STAGES)), *line]
-
-
-def _line(command: list[str], out: Path) -> list[str]:
-    return [str(out) if part == "OUT" else part for part in command]
+    return [sys.executable, "-c", staged_script(STAGES), *line]
 
 
 def _check_rows(work: Path, commands: dict[str, list[str]]) -> None:
@@ -342,7 +259,7 @@ def _check_rows(work: Path, commands: dict[str, list[str]]) -> None:
     for index, (name, command) in enumerate(commands.items()):
         line = [
             str(small / "mr.nii") if part == str(work / "mr.nii") else part
-            for part in _line(command, small / f"out-{index}.nii")
+            for part in with_output(command, small / f"out-{index}.nii")
         ]
         try:
             _measure(line)
@@ -370,32 +287,8 @@ def _difference(got: Path, baseline: Path) -> dict[str, Any]:
 
 
 def _measure(command: list[str]) -> tuple[float, int, dict[str, tuple[float, int]]]:
-    """Wall seconds, peak resident bytes and (for a command under the stage sampler)
-    seconds and peak resident bytes by stage."""
-    seconds, peak, *found = _run_python(
-        [MEASURE, *command], " ".join(p for p in command if "\n" not in p)
-    ).split(maxsplit=2)
-    stages = json.loads(found[0]) if found else {}
-    return (
-        float(seconds),
-        int(peak),
-        {stage: (float(t), int(p)) for stage, (t, p) in stages.items()},
-    )
-
-
-def _run_python(arguments: list[str], what: str) -> str:
-    """``python -c CODE ARGS...`` with only the harmonization and super-resolution
-    plugins loaded; its stdout."""
-    done = subprocess.run(
-        [sys.executable, "-c", *arguments],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "MEDI2I_LOAD_PLUGINS": PLUGINS},
-    )
-    if done.returncode:
-        raise SystemExit(f"{what} failed: {done.stderr[-2000:]}")
-    return done.stdout
+    """:func:`process_measure.measure` with only :data:`PLUGINS` loaded."""
+    return measure(command, PLUGINS)
 
 
 def _report(
