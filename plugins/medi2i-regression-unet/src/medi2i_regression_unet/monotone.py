@@ -54,7 +54,6 @@ from medi2i import (
     body_mask,
     normalize_mr,
 )
-from medi2i.text import described
 
 if TYPE_CHECKING:
     from monai.data.meta_tensor import MetaTensor
@@ -218,7 +217,7 @@ class MonotoneMapping(Method[MonotoneMappingOptions, NoCondition]):
         """
         given = list(pairs) if isinstance(pairs, list | tuple) else None
         if given is None or not all(isinstance(pair, FitPair) for pair in given):
-            what = described(pairs) if given is None else "a list holding other values"
+            what = f"a {type(pairs).__name__}" if given is None else "a list holding other values"
             raise OptionsError(
                 f"method {self.id!r}: fit_pairs takes a list of medi2i.FitPair "
                 f"(FitPair(case_id, source, target)), not {what}"
