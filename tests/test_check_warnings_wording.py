@@ -15,26 +15,9 @@ from medi2i.workflow import load_workflow
 from medi2i.workflow.runner import run_workflow
 from medi2i.workflow.scored_model import ScoredModel, ScoredRecord, named_cases
 from medi2i.workflow.split_checks import TrainingOverlap, ValidationOverlap
+from tests.domain_map_workflow import domain_map_workflow
 
-WORKFLOW = """\
-data:
-  kind: multi-domain
-  layout: {type: folders, folders: {A: data/A, B: data/B}}
-  domains: [A, B]
-method:
-  id: domain-intensity-map
-  options: {quantiles: 5}
-  condition: {source_domain: B, target_domain: A}
-inference: {device: cpu, progress: false}
-evaluation:
-  metrics: [mr]
-  mask: null
-  data:
-    kind: paired
-    layout: {type: csv, manifest: evaluation.csv}
-report: {enabled: false}
-output: {root: runs}
-"""
+WORKFLOW = domain_map_workflow(report="{enabled: false}")
 CASES = tuple(f"case{index}" for index in range(7))
 
 

@@ -22,28 +22,11 @@ from medi2i.workflow.run_folder import RunFolder
 from medi2i.workflow.runner import run_workflow
 from medi2i.workflow.scored_model import read_scored_record
 from medi2i.workflow.split_checks import evaluation_on_training
+from tests.domain_map_workflow import domain_map_workflow
 
 pytest.importorskip("medi2i_harmonization")  # the domain intensity map: fitted, multi-domain
 
-WORKFLOW = """\
-data:
-  kind: multi-domain
-  layout: {type: folders, folders: {A: data/A, B: data/B}}
-  domains: [A, B]
-method:
-  id: domain-intensity-map
-  options: {quantiles: 5}
-  condition: {source_domain: B, target_domain: A}
-inference: {device: cpu, progress: false}
-evaluation:
-  metrics: [mr]
-  mask: null
-  data:
-    kind: paired
-    layout: {type: csv, manifest: evaluation.csv}
-report: {figures: false}
-output: {root: runs}
-"""
+WORKFLOW = domain_map_workflow()
 WARNING = "the evaluated images were training images of an unpaired/multi-domain method"
 
 

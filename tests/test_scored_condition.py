@@ -24,26 +24,9 @@ from medi2i.workflow.reporting import _scored_under
 from medi2i.workflow.run_folder import RunFolder
 from medi2i.workflow.runner import run_workflow
 from medi2i.workflow.scored_model import read_scored_record
+from tests.domain_map_workflow import domain_map_workflow
 
-WORKFLOW = """\
-data:
-  kind: multi-domain
-  layout: {type: folders, folders: {A: data/A, B: data/B, C: data/C}}
-  domains: [A, B, C]
-method:
-  id: domain-intensity-map
-  options: {quantiles: 5}
-  condition: {source_domain: B, target_domain: A}
-inference: {device: cpu, progress: false}
-evaluation:
-  metrics: [mr]
-  mask: null
-  data:
-    kind: paired
-    layout: {type: csv, manifest: evaluation.csv}
-report: {figures: false}
-output: {root: runs}
-"""
+WORKFLOW = domain_map_workflow(("A", "B", "C"))
 B_TO_A = {"target_domain": "A", "source_domain": "B"}
 
 
